@@ -1,0 +1,39 @@
+# podnet: `make demo` runs a local multi-host cluster with the demo app; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+# Debian packages that the tests use as real peers; installed when missing and we are root.
+TEST_DEBS := etcd-server tshark bind9-dnsutils bird2 iproute2
+BENCH_DEBS := dnsperf unbound iperf3
+
+.PHONY: venv deps test lint demo bench clean
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+deps:
+	@./deploy/install-debs.sh $(TEST_DEBS)
+
+test: venv deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+demo: venv
+	$(VENV)/bin/podnet demo
+
+bench: venv
+	@./deploy/install-debs.sh $(TEST_DEBS) $(BENCH_DEBS)
+	$(PY) bench/run_all.py
+
+clean:
+	-$(VENV)/bin/podnet clean
+	rm -rf $(VENV) .pytest_cache

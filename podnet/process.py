@@ -1,0 +1,74 @@
+"""What every long-running podnet process shares: the event loop choice, SIGTERM handling, and a
+small HTTP server for /healthz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+
+def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Runs `main(shutdown)` on uvloop when it is installed; SIGTERM and SIGINT set `shutdown`."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+
+    async def wrapper() -> None:
+        shutdown = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, shutdown.set)
+        await main(shutdown)
+
+    runner(wrapper())
+
+
+async def wait_or_shutdown(shutdown: asyncio.Event, awaitable: Awaitable[Any]) -> None:
+    """Waits for `awaitable` until shutdown is set, then cancels it."""
+    task = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(shutdown.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, stopper):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+
+def metrics_response(registry: CollectorRegistry = REGISTRY) -> web.Response:
+    response = web.Response(body=generate_latest(registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def start_status_server(
+    host: str, port: int, healthy: Callable[[], bool], registry: CollectorRegistry = REGISTRY
+) -> tuple[web.AppRunner, int]:
+    """Serves /healthz (200 when `healthy()`, else 503) and /metrics; returns the runner and real port."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        ok = healthy()
+        return web.Response(status=200 if ok else 503, text="ok" if ok else "unhealthy")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return metrics_response(registry)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    real_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, real_port
