@@ -5,6 +5,7 @@ import pkgutil
 
 import typer
 
+import podnet
 import podnet.cli
 
 app = typer.Typer(
@@ -20,6 +21,17 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(podnet.cli.__path__))
         _register = getattr(importlib.import_module(f"podnet.cli.{_module}"), "register", None)
         if _register is not None:
             _register(app)
+
+
+@app.callback()
+def main() -> None:
+    """Kubernetes networking as real processes exchanging real traffic."""
+
+
+@app.command()
+def version() -> None:
+    """Print podnet's version."""
+    typer.echo(podnet.__version__)
 
 
 def run() -> None:
