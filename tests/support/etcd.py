@@ -1,0 +1,129 @@
+"""A real etcd server on free loopback ports with a temporary data dir.
+
+`etcd_server` (per test) and `etcd_server_module` (per module) yield an `EtcdServer`: `.endpoint`
+("127.0.0.1:PORT"), `.url` ("etcd://127.0.0.1:PORT"), `.kill()` (SIGKILL), `.start()` (again on the same
+ports and data dir). The process is always killed at teardown. Without an `etcd` binary the tests are
+skipped, except under CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_START_TIMEOUT = 15.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EtcdServer:
+    def __init__(self, binary: str, data_dir: Path, log_path: Path) -> None:
+        self.binary = binary
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.client_port = _free_port()
+        self.peer_port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        return f"etcd://{self.endpoint}"
+
+    def start(self) -> None:
+        """Starts etcd (again, on the same ports and data dir) and waits until it serves requests."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("etcd is already running")
+        client = f"http://{self.endpoint}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--name=test",
+                    f"--data-dir={self.data_dir}",
+                    f"--listen-client-urls={client}",
+                    f"--advertise-client-urls={client}",
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=test={peer}",
+                    "--initial-cluster-state=new",
+                    "--log-level=error",
+                    "--logger=zap",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"etcd exited with {self.process.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{client}/health", timeout=1) as response:
+                    if b'"true"' in response.read():
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(
+            f"etcd did not become healthy in {_START_TIMEOUT}s: {self.log_path.read_text()[-2000:]}"
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; waits until the process is gone."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+
+
+def _etcd_binary() -> str:
+    binary = shutil.which("etcd")
+    if binary is None:
+        reason = "the etcd binary is not on PATH (Debian package etcd-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + "; CI must run the etcd tests", pytrace=False)
+        pytest.skip(reason)
+    return binary
+
+
+def _running(directory: Path) -> Iterator[EtcdServer]:
+    server = EtcdServer(_etcd_binary(), directory / "etcd-data", directory / "etcd.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def etcd_server(tmp_path: Path) -> Iterator[EtcdServer]:
+    yield from _running(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def etcd_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    yield from _running(tmp_path_factory.mktemp("etcd"))
