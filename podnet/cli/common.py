@@ -1,0 +1,61 @@
+"""What every CLI command shares: finding the API server, running a coroutine, and turning failures into a
+one-line message with a non-zero exit instead of a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from podnet.api.kinds import UnknownKind
+from podnet.client import ApiClient, ApiError, podnet_home
+from podnet.rpc.session import RpcError
+
+ServerOption = typer.Option(None, "--server", "-s", envvar="PODNET_SERVER", help="API server URL.")
+TokenOption = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token.")
+KubeconfigOption = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file.")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def client_for(server: str | None, token: str | None, kubeconfig: Path | None = None) -> ApiClient:
+    if server:
+        return ApiClient(server, token)
+    client = ApiClient.from_kubeconfig(kubeconfig)
+    if token:
+        client.token = token
+    return client
+
+
+def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Runs a command's coroutine; API, RPC and input errors end it with one line and exit 1."""
+    try:
+        return asyncio.run(coro)
+    except ApiError as exc:
+        reason = f" ({exc.reason})" if exc.reason else ""
+        raise fail(f"Error from server{reason}: {exc}") from None
+    except RpcError as exc:
+        raise fail(f"error: {exc.message}") from None
+    except UnknownKind as exc:
+        raise fail(f"error: {exc}") from None
+    except (ConnectionError, FileNotFoundError) as exc:
+        raise fail(f"error: {exc}") from None
+
+
+def async_command(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return run_async(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def home() -> Path:
+    return podnet_home()

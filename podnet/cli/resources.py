@@ -1,0 +1,223 @@
+"""kubectl-like commands on API objects: apply, get, describe, delete."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+import yaml
+
+from podnet.api import kinds, manifests, printers
+from podnet.api.kinds import Kind
+from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, async_command, client_for, fail
+from podnet.client import ApiClient, ApiError
+
+NamespaceOption = typer.Option(None, "--namespace", "-n", help="Namespace (default: default).")
+
+
+def _read_manifests(paths: list[str]) -> list[dict]:
+    objects: list[dict] = []
+    for path in paths:
+        if path == "-":
+            objects += manifests.load(sys.stdin.read(), "<stdin>")
+            continue
+        p = Path(path)
+        files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml", ".json")) if p.is_dir() else [p]
+        for f in files:
+            try:
+                text = f.read_text()
+            except OSError as exc:
+                raise manifests.ManifestError(f"{f}: {exc.strerror}") from None
+            objects += manifests.load(text, str(f))
+    return objects
+
+
+def _load_or_exit(paths: list[str]) -> list[dict]:
+    try:
+        return _read_manifests(paths)
+    except manifests.ManifestError as exc:
+        raise fail(f"error: {exc}") from None
+
+
+def _ref(kind: Kind, obj: dict) -> str:
+    group = f".{kind.group}" if kind.group else ""
+    return f"{kind.singular}{group}/{obj['metadata']['name']}"
+
+
+async def apply_object(client: ApiClient, obj: dict, namespace: str | None) -> str:
+    """Creates the object, or updates the existing one with a strategic merge patch of the manifest (fields
+    the server set, such as a clusterIP or a nodePort, stay); says created, configured or unchanged."""
+    kind = kinds.for_object(obj)
+    meta = obj.setdefault("metadata", {})
+    if kind.namespaced:
+        meta["namespace"] = meta.get("namespace") or namespace or "default"
+    ns = meta.get("namespace") if kind.namespaced else None
+    if not meta.get("name"):
+        created = await client.create(obj, ns)
+        return f"{_ref(kind, created)} created"
+    try:
+        existing = await client.get(kind, meta["name"], ns)
+    except ApiError as exc:
+        if exc.code != 404:
+            raise
+        await client.create(obj, ns)
+        return f"{_ref(kind, obj)} created"
+    patch = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    patched = await client.patch(kind, meta["name"], patch, namespace=ns, patch_type="strategic")
+    same = patched["metadata"].get("resourceVersion") == existing["metadata"].get("resourceVersion")
+    return f"{_ref(kind, obj)} {'unchanged' if same else 'configured'}"
+
+
+def _print_objects(kind: Kind, objects: list[dict], output: str | None, with_namespace: bool) -> None:
+    if output in ("json", "yaml"):
+        data = objects[0] if len(objects) == 1 else {"apiVersion": "v1", "kind": "List", "items": objects,
+                                                      "metadata": {"resourceVersion": ""}}
+        typer.echo(json.dumps(data, indent=2) if output == "json" else yaml.safe_dump(data, sort_keys=False),
+                   nl=output == "json")
+        return
+    if output == "name":
+        for obj in objects:
+            typer.echo(_ref(kind, obj))
+        return
+    if not objects:
+        typer.echo("No resources found.", err=True)
+        return
+    rows = printers.table_rows(kind.kind, objects, time.time(), wide=output == "wide", with_namespace=with_namespace)
+    typer.echo(printers.format_table(rows))
+
+
+def _describe(obj: dict) -> str:
+    meta = obj.get("metadata") or {}
+    lines = [f"Name:         {meta.get('name')}"]
+    if meta.get("namespace"):
+        lines.append(f"Namespace:    {meta['namespace']}")
+    for title, field in (("Labels", "labels"), ("Annotations", "annotations")):
+        values = meta.get(field) or {}
+        text = "\n              ".join(f"{k}={v}" for k, v in sorted(values.items())) or "<none>"
+        lines.append(f"{title + ':':<14}{text}")
+    lines.append(f"Created:      {meta.get('creationTimestamp', '<unknown>')}")
+    for section in ("spec", "status"):
+        if obj.get(section):
+            lines.append(f"{section.capitalize()}:")
+            dumped = yaml.safe_dump(obj[section], sort_keys=False, default_flow_style=False)
+            lines += ["  " + line for line in dumped.rstrip().splitlines()]
+    for key in ("data", "endpoints", "ports", "subsets", "addressType"):
+        if key in obj:
+            dumped = yaml.safe_dump({key: obj[key]}, sort_keys=False, default_flow_style=False)
+            lines += dumped.rstrip().splitlines()
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @async_command
+    async def apply(
+        filename: list[str] = typer.Option(..., "--filename", "-f", help="File, directory or - for stdin."),
+        namespace: str | None = NamespaceOption,
+        server: str | None = ServerOption,
+        token: str | None = TokenOption,
+        kubeconfig: Path | None = KubeconfigOption,
+    ) -> None:
+        """Create or update objects from YAML or JSON manifests, like kubectl apply."""
+        objects = _load_or_exit(filename)
+        async with client_for(server, token, kubeconfig) as client:
+            for obj in objects:
+                typer.echo(await apply_object(client, obj, namespace))
+
+    @app.command()
+    @async_command
+    async def get(
+        kind: str = typer.Argument(..., help="Kind: pods, svc, nodes, netpol, endpointslices, ..."),
+        name: str | None = typer.Argument(None),
+        namespace: str | None = NamespaceOption,
+        all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A"),
+        selector: str | None = typer.Option(None, "--selector", "-l", help="Label selector."),
+        field_selector: str | None = typer.Option(None, "--field-selector"),
+        output: str | None = typer.Option(None, "--output", "-o", help="wide, json, yaml or name."),
+        watch: bool = typer.Option(False, "--watch", "-w", help="After listing, print changes as they happen."),
+        server: str | None = ServerOption,
+        token: str | None = TokenOption,
+        kubeconfig: Path | None = KubeconfigOption,
+    ) -> None:
+        """List objects as tables, or print them as JSON or YAML."""
+        if output not in (None, "wide", "json", "yaml", "name"):
+            raise fail(f"error: unable to match a printer suitable for the output format {output!r}")
+        k = kinds.lookup(kind)
+        ns = None if (all_namespaces or not k.namespaced) else (namespace or "default")
+        async with client_for(server, token, kubeconfig) as client:
+            if name:
+                objects = [await client.get(k, name, ns or (namespace or "default" if k.namespaced else None))]
+                rv = objects[0]["metadata"].get("resourceVersion")
+            else:
+                listed = await client.list(k, ns, label_selector=selector, field_selector=field_selector)
+                objects = listed.get("items") or []
+                for obj in objects:
+                    obj.setdefault("kind", k.kind)
+                    obj.setdefault("apiVersion", k.api_version)
+                rv = (listed.get("metadata") or {}).get("resourceVersion")
+            _print_objects(k, objects, output, all_namespaces and k.namespaced)
+            if not watch:
+                return
+            field = f"metadata.name={name}" if name else field_selector
+            async for event in client.watch(k, ns, resource_version=rv, label_selector=selector,
+                                            field_selector=field, bookmarks=False):
+                obj = event["object"]
+                if output in ("json", "yaml", "name"):
+                    _print_objects(k, [obj], output, False)
+                else:
+                    rows = printers.table_rows(k.kind, [obj], time.time(), wide=output == "wide",
+                                               with_namespace=all_namespaces and k.namespaced)
+                    typer.echo(printers.format_table(rows).splitlines()[-1] + f"   ({event['type']})")
+
+    @app.command()
+    @async_command
+    async def describe(
+        kind: str,
+        name: str,
+        namespace: str | None = NamespaceOption,
+        server: str | None = ServerOption,
+        token: str | None = TokenOption,
+        kubeconfig: Path | None = KubeconfigOption,
+    ) -> None:
+        """Show one object in detail."""
+        k = kinds.lookup(kind)
+        async with client_for(server, token, kubeconfig) as client:
+            obj = await client.get(k, name, (namespace or "default") if k.namespaced else None)
+        typer.echo(_describe(obj))
+
+    @app.command()
+    @async_command
+    async def delete(
+        kind: str | None = typer.Argument(None),
+        names: list[str] | None = typer.Argument(None),
+        filename: list[str] | None = typer.Option(None, "--filename", "-f"),
+        namespace: str | None = NamespaceOption,
+        ignore_not_found: bool = typer.Option(False, "--ignore-not-found"),
+        server: str | None = ServerOption,
+        token: str | None = TokenOption,
+        kubeconfig: Path | None = KubeconfigOption,
+    ) -> None:
+        """Delete objects by kind and name, or those a manifest names."""
+        targets: list[tuple[Kind, str, str | None]] = []
+        if filename:
+            for obj in _load_or_exit(filename):
+                k = kinds.for_object(obj)
+                ns = (obj["metadata"].get("namespace") or namespace or "default") if k.namespaced else None
+                targets.append((k, obj["metadata"]["name"], ns))
+        elif kind and names:
+            k = kinds.lookup(kind)
+            targets = [(k, n, (namespace or "default") if k.namespaced else None) for n in names]
+        else:
+            raise fail("error: give KIND NAME... or -f FILE")
+        async with client_for(server, token, kubeconfig) as client:
+            for k, name, ns in targets:
+                try:
+                    await client.delete(k, name, ns)
+                except ApiError as exc:
+                    if exc.code == 404 and ignore_not_found:
+                        continue
+                    raise
+                typer.echo(f'{k.singular} "{name}" deleted')
