@@ -1,0 +1,49 @@
+"""The internet checksum (RFC 1071) and its incremental update (RFC 1624).
+
+The ones' complement sum of 16-bit words equals the whole buffer read as one big-endian integer taken
+modulo 0xffff, because 2**16 is 1 modulo 0xffff. `int.from_bytes` plus one modulo runs in C, so no
+Python loop touches the bytes.
+"""
+
+from __future__ import annotations
+
+from .addresses import ip_to_bytes
+
+
+def ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
+    """The 16-bit ones' complement sum of `data` (padded with a zero byte when odd) plus `initial`.
+
+    The result is in 0..0xffff and is 0 only when everything summed is zero.
+    """
+    value = int.from_bytes(data, "big")
+    if len(data) & 1:
+        value <<= 8
+    value += initial
+    folded = value % 0xFFFF
+    if folded == 0 and value != 0:
+        return 0xFFFF
+    return folded
+
+
+def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
+    """The value to put in a checksum field; over data that already holds its checksum it is 0."""
+    return ~ones_complement_sum(data, initial) & 0xFFFF
+
+
+def pseudo_header_sum(src_ip: str, dst_ip: str, protocol: int, length: int) -> int:
+    """The ones' complement sum of the IPv4 pseudo-header that UDP and TCP checksums cover."""
+    return ones_complement_sum(ip_to_bytes(src_ip) + ip_to_bytes(dst_ip), protocol + length)
+
+
+def update_checksum(
+    checksum: int, old: bytes | bytearray | memoryview, new: bytes | bytearray | memoryview
+) -> int:
+    """RFC 1624 eqn. 3: the checksum after the 16-bit-aligned field `old` was replaced by `new`.
+
+    HC' = ~(~HC + ~m + m'), where the sums of ~m over several words is ~(sum of m).
+    """
+    if len(old) != len(new) or len(old) & 1:
+        raise ValueError("incremental checksum update needs equal, even-length fields")
+    old_sum = ones_complement_sum(old)
+    total = (~checksum & 0xFFFF) + (~old_sum & 0xFFFF)
+    return ~ones_complement_sum(new, total) & 0xFFFF
