@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 _START_TIMEOUT = 15.0
+PROGRESS_NOTIFY_INTERVAL = "500ms"
 
 
 def _free_port() -> int:
@@ -65,6 +66,8 @@ class EtcdServer:
                     f"--initial-advertise-peer-urls={peer}",
                     f"--initial-cluster=test={peer}",
                     "--initial-cluster-state=new",
+                    # Idle watches hear of progress often enough for tests to see it.
+                    f"--experimental-watch-progress-notify-interval={PROGRESS_NOTIFY_INTERVAL}",
                     "--log-level=error",
                     "--logger=zap",
                 ],

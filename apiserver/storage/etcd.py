@@ -1,0 +1,320 @@
+"""The Store protocol on a real etcd cluster, through aetcd.
+
+Writes are etcd transactions guarded by the key's create revision (create) or mod revision (update,
+delete), so a write lands only on the state it was decided on, and the failure branch reads the key
+back to say why. Reads at a revision and paged reads use the Range RPC directly (aetcd's helpers take
+no revision or limit). A watch is its own gRPC Watch stream (aetcd's shared watcher drops progress
+notifications): created with prev_kv, so DELETE events carry the deleted value, and progress_notify, so
+an idle watch yields Progress at the etcd server's --experimental-watch-progress-notify-interval.
+
+Outages: gRPC reconnects each channel by itself with a short backoff; until then every call raises
+Unavailable (after at most `request_timeout` seconds), and a watch raises Unavailable so that its caller
+resumes from the last revision it saw. With several endpoints, a call that finds one unavailable moves
+the store to the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
+
+import aetcd
+import grpc
+from aetcd import rpc
+
+from apiserver.storage.base import (
+    AlreadyExists,
+    Compacted,
+    Conflict,
+    KeyValue,
+    NotFound,
+    Progress,
+    StorageError,
+    Unavailable,
+    WatchEvent,
+)
+from apiserver.storage.keyrange import prefix_end
+
+# gRPC's default reconnect backoff grows to two minutes; a restarted etcd must be found again at once.
+_CHANNEL_OPTIONS = {
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.min_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 1000,
+    # A peer that vanished without closing the connection is noticed by these pings.
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+}
+# What etcd answers for a read below the compacted revision, and for a compaction to an older one.
+_COMPACTED = "required revision has been compacted"
+_UNAVAILABLE_CODES = (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _key_range(prefix: str) -> tuple[bytes, bytes]:
+    end = prefix_end(prefix)
+    # An empty range end means "this key only" to etcd; b"\0" means "every key from here".
+    return prefix.encode(), end.encode() if end is not None else b"\0"
+
+
+def _key_value(kv: rpc.KeyValue | aetcd.KeyValue) -> KeyValue:
+    return KeyValue(kv.key.decode(), kv.value, kv.create_revision, kv.mod_revision)
+
+
+def _event(event: rpc.Event) -> WatchEvent:
+    prev_value = event.prev_kv.value if event.HasField("prev_kv") else None
+    key = event.kv.key.decode()
+    if event.type == rpc.Event.DELETE:
+        return WatchEvent("DELETE", key, event.kv.mod_revision, None, prev_value, False)
+    created = event.kv.create_revision == event.kv.mod_revision
+    return WatchEvent("PUT", key, event.kv.mod_revision, event.kv.value, prev_value, created)
+
+
+def _rpc_error(error: BaseException) -> rpc.AioRpcError | None:
+    """The gRPC error behind `error` (aetcd wraps it in a ClientError), if any."""
+    while error is not None:
+        if isinstance(error, rpc.AioRpcError):
+            return error
+        error = error.__cause__  # type: ignore[assignment]
+    return None
+
+
+class EtcdStore:
+    """The Store protocol over etcd (see the module docstring). `endpoints`: "host:port" strings."""
+
+    def __init__(self, endpoints: list[str], *, request_timeout: float = 5.0) -> None:
+        if not endpoints:
+            raise ValueError("an etcd store needs at least one endpoint")
+        self.endpoints = list(endpoints)
+        self.request_timeout = request_timeout
+        self._clients: list[aetcd.Client] = []
+        self._active = 0
+        self._closed = False
+
+    async def __aenter__(self) -> EtcdStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Prepares a client per endpoint; connects lazily, so this succeeds while etcd is down."""
+        self._closed = False
+        self._clients = []
+        for endpoint in self.endpoints:
+            host, _, port = endpoint.rpartition(":")
+            self._clients.append(
+                aetcd.Client(
+                    host or "127.0.0.1", int(port), timeout=self.request_timeout, options=_CHANNEL_OPTIONS
+                )
+            )
+
+    async def close(self) -> None:
+        self._closed = True
+        for client in self._clients:
+            await client.close()
+        self._clients = []
+
+    async def _client(self) -> aetcd.Client:
+        if not self._clients:
+            raise Unavailable("the etcd store is not open")
+        client = self._clients[self._active]
+        with self._errors(client):
+            await client.connect()
+        return client
+
+    @contextmanager
+    def _errors(self, client: aetcd.Client, requested_revision: int = 0) -> Iterator[None]:
+        """Turns gRPC and aetcd errors into storage errors; moves on to the next endpoint when down."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except Exception as e:
+            grpc_error = _rpc_error(e)
+            code = grpc_error.code() if grpc_error is not None else None
+            details = (grpc_error.details() if grpc_error is not None else None) or str(e)
+            if code in _UNAVAILABLE_CODES or isinstance(
+                e, aetcd.ConnectionFailedError | aetcd.ConnectionTimeoutError | TimeoutError
+            ):
+                self._next_endpoint(client)
+                raise Unavailable(f"etcd {self._endpoint_of(client)}: {details}") from e
+            if _COMPACTED in details:
+                raise _CompactedRead(requested_revision) from e
+            raise StorageError(f"etcd: {details}") from e
+
+    def _next_endpoint(self, failed: aetcd.Client) -> None:
+        if self._clients and self._clients[self._active] is failed:
+            self._active = (self._active + 1) % len(self._clients)
+
+    def _endpoint_of(self, client: aetcd.Client) -> str:
+        return self.endpoints[self._clients.index(client)] if client in self._clients else "?"
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def current_revision(self) -> int:
+        client = await self._client()
+        with self._errors(client):
+            response = await client.kvstub.Range(
+                rpc.RangeRequest(key=b"\0", count_only=True), timeout=self.request_timeout
+            )
+        return response.header.revision
+
+    async def get(self, key: str) -> KeyValue | None:
+        client = await self._client()
+        with self._errors(client):
+            found = await client.get(key.encode())
+        return None if found is None else _key_value(found)
+
+    async def list(
+        self, prefix: str, *, revision: int = 0, limit: int = 0, start_after: str | None = None
+    ) -> tuple[list[KeyValue], int]:
+        start, end = _key_range(prefix)
+        if start_after is not None:
+            # The smallest key after `start_after`.
+            start = max(start, start_after.encode() + b"\0")
+        client = await self._client()
+        try:
+            with self._errors(client, revision):
+                response = await client.kvstub.Range(
+                    rpc.RangeRequest(key=start, range_end=end, revision=revision, limit=limit),
+                    timeout=self.request_timeout,
+                )
+        except _CompactedRead as e:
+            raise Compacted(revision, await self._compacted_revision(prefix, revision)) from e.__cause__
+        return [_key_value(kv) for kv in response.kvs], revision or response.header.revision
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def create(self, key: str, value: bytes) -> int:
+        client = await self._client()
+        encoded = key.encode()
+        with self._errors(client):
+            succeeded, responses = await client.transaction(
+                compare=[client.transactions.create(encoded) == 0],
+                success=[client.transactions.put(encoded, value)],
+                failure=[],
+            )
+        if not succeeded:
+            raise AlreadyExists(key)
+        return responses[0].response_put.header.revision
+
+    def _guard(self, client: aetcd.Client, key: bytes, expected_mod_revision: int) -> object:
+        """The comparison a conditional write of `key` makes: this mod revision, or any live key."""
+        if expected_mod_revision:
+            return client.transactions.mod(key) == expected_mod_revision
+        return client.transactions.create(key) > 0
+
+    def _refusal(self, key: str, failure_responses: list) -> StorageError:
+        """Why a guarded write failed, from the read its failure branch made."""
+        found = failure_responses[0] if failure_responses else []
+        if not found:
+            return NotFound(key)
+        _, current = found[0]
+        return Conflict(key, _key_value(current))
+
+    async def update(self, key: str, value: bytes, expected_mod_revision: int) -> int:
+        client = await self._client()
+        encoded = key.encode()
+        with self._errors(client):
+            succeeded, responses = await client.transaction(
+                compare=[self._guard(client, encoded, expected_mod_revision)],
+                success=[client.transactions.put(encoded, value)],
+                failure=[client.transactions.get(encoded)],
+            )
+        if not succeeded:
+            raise self._refusal(key, responses)
+        return responses[0].response_put.header.revision
+
+    async def delete(self, key: str, expected_mod_revision: int = 0) -> tuple[int, KeyValue]:
+        client = await self._client()
+        encoded = key.encode()
+        with self._errors(client):
+            succeeded, responses = await client.transaction(
+                compare=[self._guard(client, encoded, expected_mod_revision)],
+                success=[client.transactions.delete(encoded, prev_kv=True)],
+                failure=[client.transactions.get(encoded)],
+            )
+        if not succeeded:
+            raise self._refusal(key, responses)
+        deleted = responses[0].response_delete_range
+        return deleted.header.revision, _key_value(deleted.prev_kvs[0])
+
+    async def compact(self, revision: int) -> None:
+        client = await self._client()
+        try:
+            with self._errors(client, revision):
+                await client.compact(revision)
+        except _CompactedRead:
+            pass  # already compacted at least this far, as asked
+
+    # -- watch ---------------------------------------------------------------------------------
+
+    def watch(self, prefix: str, after_revision: int) -> AsyncIterator[WatchEvent | Progress]:
+        return self._watch(prefix, after_revision)
+
+    async def _watch_responses(
+        self, client: aetcd.Client, prefix: str, start_revision: int
+    ) -> AsyncIterator[rpc.WatchResponse]:
+        """The responses of one Watch stream on `prefix` from `start_revision`; Unavailable if it breaks."""
+        key, end = _key_range(prefix)
+        call = rpc.WatchStub(client.channel).Watch()
+        try:
+            with self._errors(client):
+                await call.write(
+                    rpc.WatchRequest(
+                        create_request=rpc.WatchCreateRequest(
+                            key=key,
+                            range_end=end,
+                            start_revision=start_revision,
+                            prev_kv=True,
+                            progress_notify=True,
+                        )
+                    )
+                )
+                while True:
+                    response = await call.read()
+                    if response is grpc.aio.EOF:
+                        break
+                    yield response
+        finally:
+            call.cancel()
+        if not self._closed:
+            raise Unavailable(f"etcd {self._endpoint_of(client)} ended the watch stream")
+
+    async def _watch(self, prefix: str, after_revision: int) -> AsyncIterator[WatchEvent | Progress]:
+        client = await self._client()
+        async with aclosing(self._watch_responses(client, prefix, after_revision + 1)) as responses:
+            async for response in responses:
+                if response.compact_revision:
+                    raise Compacted(after_revision + 1, response.compact_revision)
+                if response.canceled:
+                    raise StorageError(f"etcd canceled the watch: {response.cancel_reason}")
+                if response.created:
+                    continue
+                if not response.events:
+                    yield Progress(response.header.revision)
+                    continue
+                for event in response.events:
+                    yield _event(event)
+
+    async def _compacted_revision(self, prefix: str, revision: int) -> int:
+        """etcd's compacted revision, which its compaction error does not carry: a watch from below it
+        is told."""
+        client = await self._client()
+        async with aclosing(self._watch_responses(client, prefix, revision)) as responses:
+            async for response in responses:
+                if response.compact_revision:
+                    return response.compact_revision
+                if not response.created:
+                    break
+        return 0
+
+
+class _CompactedRead(StorageError):
+    """etcd refused a revision below its compacted one (mapped to Compacted by the caller)."""
+
+    def __init__(self, requested: int) -> None:
+        super().__init__(requested)
+        self.requested = requested
