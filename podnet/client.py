@@ -179,7 +179,7 @@ class ApiClient:
                     status.setdefault("code", response.status)
                     raise ApiError(status)
                 return result
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _unreachable(self.server, exc) from exc
 
     # The verbs.
@@ -278,7 +278,7 @@ class ApiClient:
                     async for line in response.content:
                         if line.strip():
                             yield _checked_event(json.loads(line))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise _unreachable(self.server, exc) from exc
 
 

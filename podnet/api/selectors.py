@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
 class SelectorError(ValueError):
     pass
 
 
-class Operator(str, Enum):
+class Operator(StrEnum):
     EQUALS = "="
     NOT_EQUALS = "!="
     IN = "in"

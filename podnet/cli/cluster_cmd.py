@@ -1,0 +1,235 @@
+"""`podnet up` and the commands that manage a running local cluster: status, logs, kill, start, down, clean."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+import yaml
+
+from podnet.cli.common import fail
+from podnet.client import ApiClient, podnet_home
+from podnet.cluster import readiness, supervisor, topology
+from podnet.cluster.supervisor import ClusterState, SupervisorError
+
+HomeOption = typer.Option(None, "--home", envvar="PODNET_HOME", help="Cluster home (default ~/.podnet).")
+
+
+def _home(home: Path | None) -> Path:
+    return (home or podnet_home()).expanduser().resolve()
+
+
+def write_kubeconfig(home: Path, server: str, token: str) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "podnet", "cluster": {"server": server}}],
+        "users": [{"name": "podnet-admin", "user": {"token": token}}],
+        "contexts": [{"name": "podnet", "context": {"cluster": "podnet", "user": "podnet-admin"}}],
+        "current-context": "podnet",
+    }
+    path = home / "kubeconfig"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+def _load(home: Path | None) -> ClusterState:
+    try:
+        return ClusterState.load(_home(home))
+    except SupervisorError as exc:
+        raise fail(f"error: {exc}") from None
+
+
+async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> ClusterState:
+    home = topo.home
+    if (home / supervisor.STATE_FILE).exists():
+        old = ClusterState.load(home)
+        running = [p.name for p in old.processes if p.alive]
+        if running:
+            raise SupervisorError(f"a cluster is already running in {home} ({', '.join(running)}); "
+                                  "`podnet down` first")
+    home.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(16)
+    (home / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
+    (home / "tokens.csv").chmod(0o600)
+    specs = topology.components(topo, token)
+    topo_data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(topo).items()}
+    state = supervisor.new_state(home, token, topo_data, specs)
+    state.save()
+    write_kubeconfig(home, topo.api_url, token)
+    started = time.monotonic()
+    for proc in state.processes:
+        typer.echo(f"  starting {proc.name:<22}", nl=False)
+        supervisor.launch(state, proc)
+        await supervisor.wait_healthy(state, proc)
+        typer.echo(f"pid {proc.pid:<8} healthy ({time.monotonic() - started:.1f}s)")
+    async with ApiClient(topo.api_url, token) as client:
+        names = {n.name for n in topo.nodes}
+
+        async def all_ready() -> bool:
+            return names <= await readiness.ready_nodes(client)
+
+        typer.echo(f"  waiting for {len(names)} nodes to be Ready", nl=False)
+        if not await readiness.wait_until(all_ready, timeout):
+            raise SupervisorError(f"nodes not Ready after {timeout:.0f}s: "
+                                  f"{sorted(names - await readiness.ready_nodes(client))}")
+        typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
+    typer.echo("  waiting for the cluster DNS to sync", nl=False)
+    if not await readiness.wait_until(lambda: readiness.dns_answers(topo.control_address, topo.dns_port), timeout):
+        raise SupervisorError("the cluster DNS did not answer kubernetes.default within the timeout")
+    typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
+    return state
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def up(
+        nodes: int = typer.Option(3, "--nodes", help="How many nodes (hosts)."),
+        store: str = typer.Option("sqlite", "--store", help="sqlite (embedded) or etcd."),
+        backend: str = typer.Option("vxlan", "--backend", help="vxlan or bgp routing."),
+        proxy_mode: str = typer.Option("iptables", "--proxy-mode", help="iptables or ipvs."),
+        prefix: str = typer.Option("127.0.0", "--prefix", help="First three octets of the cluster's addresses."),
+        api_port: int = typer.Option(6443, "--api-port"),
+        dns_port: int = typer.Option(1053, "--dns-port"),
+        lb_pool: str = typer.Option("127.0.1.0/24", "--lb-pool", help="Addresses for LoadBalancer Services."),
+        node_grace_period: float = typer.Option(40.0, "--node-grace-period"),
+        pod_eviction_timeout: float = typer.Option(300.0, "--pod-eviction-timeout"),
+        demo: bool = typer.Option(False, "--demo", help="Apply the demo app and show what it does."),
+        home: Path | None = HomeOption,
+    ) -> None:
+        """Start a local multi-host cluster as separate processes and return, leaving it running."""
+        try:
+            topo = topology.build(
+                _home(home), nodes, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
+                api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
+                pod_eviction_timeout=pod_eviction_timeout,
+            )
+        except topology.TopologyError as exc:
+            raise fail(f"error: {exc}") from None
+        if store == "etcd" and not shutil.which("etcd"):
+            raise fail("error: --store etcd needs the etcd binary on PATH (Debian: apt-get install etcd-server)")
+        typer.echo(f"podnet: {nodes} nodes, {store} store, {backend} backend, kube-proxy {proxy_mode}; home {topo.home}")
+        try:
+            asyncio.run(bring_up(topo))
+        except SupervisorError as exc:
+            typer.echo("")
+            raise fail(f"error: {exc}\n(the processes that did start are still running: `podnet down`)") from None
+        typer.echo(f"cluster is up: API {topo.api_url}, kubeconfig {topo.home / 'kubeconfig'}")
+        typer.echo(f"  try: podnet get nodes -o wide   |   export KUBECONFIG={topo.home / 'kubeconfig'}")
+        if demo:
+            from podnet.cluster.demo import run_demo
+
+            asyncio.run(run_demo(topo.home))
+
+    @app.command()
+    def status(home: Path | None = HomeOption, output: str = typer.Option("table", "--output", "-o")) -> None:
+        """Every process of the local cluster with its PID, health and restarts."""
+        state = _load(home)
+
+        async def check() -> list[tuple[supervisor.Process, bool]]:
+            return [(p, p.alive and await supervisor.healthy(p.health)) for p in state.processes]
+
+        results = asyncio.run(check())
+        if output == "json":
+            typer.echo(json.dumps([{"name": p.name, "pid": p.pid if p.alive else None, "running": p.alive,
+                                    "healthy": ok, "restarts": p.restarts} for p, ok in results], indent=2))
+            return
+        rows = [["COMPONENT", "PID", "STATE", "HEALTH", "RESTARTS"]]
+        for p, ok in results:
+            rows.append([p.name, str(p.pid) if p.alive else "-", "running" if p.alive else "stopped",
+                         "ok" if ok else ("-" if not p.alive else "unhealthy"), str(p.restarts)])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+    @app.command()
+    def logs(
+        component: str,
+        lines: int = typer.Option(50, "--tail"),
+        follow: bool = typer.Option(False, "--follow", "-f"),
+        home: Path | None = HomeOption,
+    ) -> None:
+        """Print a component's log (node-1/agent, apiserver, dns, ...)."""
+        state = _load(home)
+        try:
+            state.process(component)
+        except SupervisorError as exc:
+            raise fail(f"error: {exc}") from None
+        path = state.log_path(component)
+        if not path.exists():
+            raise fail(f"error: {component} has no log yet")
+        with open(path, errors="replace") as f:
+            for line in f.readlines()[-lines:]:
+                typer.echo(line, nl=False)
+            while follow:
+                line = f.readline()
+                if line:
+                    typer.echo(line, nl=False)
+                else:
+                    time.sleep(0.2)
+
+    @app.command()
+    def kill(
+        component: str,
+        signal_name: str = typer.Option("KILL", "--signal", help="KILL, TERM, STOP or CONT."),
+        home: Path | None = HomeOption,
+    ) -> None:
+        """Send a signal to one component (SIGKILL by default), for chaos exercises."""
+        state = _load(home)
+        try:
+            proc = state.process(component)
+            sig = signal.Signals[f"SIG{signal_name.upper().removeprefix('SIG')}"]
+        except (SupervisorError, KeyError) as exc:
+            raise fail(f"error: {exc}") from None
+        if not supervisor.signal_process(proc, sig):
+            raise fail(f"error: {component} is not running")
+        typer.echo(f"{component}: sent {sig.name} to pid {proc.pid}")
+
+    @app.command()
+    def start(component: str, home: Path | None = HomeOption) -> None:
+        """Start one stopped component again."""
+        state = _load(home)
+        try:
+            proc = state.process(component)
+            supervisor.launch(state, proc)
+            asyncio.run(supervisor.wait_healthy(state, proc))
+        except SupervisorError as exc:
+            raise fail(f"error: {exc}") from None
+        typer.echo(f"{component}: started, pid {proc.pid}")
+
+    @app.command()
+    def down(home: Path | None = HomeOption) -> None:
+        """Stop every process of the local cluster, in reverse start order."""
+        state = _load(home)
+        asyncio.run(supervisor.stop_all(state))
+        typer.echo(f"cluster in {state.home} stopped")
+
+    @app.command()
+    def clean(home: Path | None = HomeOption) -> None:
+        """Remove whatever a crashed run left: its processes, sockets and state."""
+        h = _home(home)
+        state_file = h / supervisor.STATE_FILE
+        if state_file.exists():
+            try:
+                state = ClusterState.load(h)
+            except SupervisorError:
+                state = None
+            if state:
+                for proc in state.processes:
+                    supervisor.signal_process(proc, signal.SIGKILL)
+        for leftover in ("cluster.json", "nodes", "logs", "etcd", "store.db", "store.db-wal", "store.db-shm", "kubeconfig",
+                         "tokens.csv"):
+            path = h / leftover
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+        typer.echo(f"cleaned {h}")

@@ -1,0 +1,179 @@
+"""A cluster's topology as plain data: which processes, on which addresses and ports, in which order.
+
+The local supervisor and the docker-compose file are both generated from this, so they cannot drift. Names
+and addresses are deterministic: node N is `node-N` on <prefix>.(10+N); the control plane (API server, DNS,
+cloud load balancer) lives on <prefix>.10.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STORES = ("sqlite", "etcd")
+BACKENDS = ("vxlan", "bgp")
+PROXY_MODES = ("iptables", "ipvs")
+
+
+class TopologyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """How to tell a component is up: an HTTP URL answering 200, or a Unix socket answering RPC ping."""
+
+    http: str | None = None
+    rpc: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentSpec:
+    name: str  # "apiserver", "dns", "node-2/agent", "node-1/kube-proxy", ...
+    argv: tuple[str, ...]  # after `python -m podnet` (or the full command for etcd)
+    health: Health
+    external: bool = False  # not a podnet command (etcd)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    home: Path
+    nodes: tuple[NodeSpec, ...]
+    prefix: str = "127.0.0"
+    store: str = "sqlite"
+    backend: str = "vxlan"
+    proxy_mode: str = "iptables"
+    api_port: int = 6443
+    dns_port: int = 1053
+    etcd_port: int = 2379
+    vxlan_port: int = 4789
+    bgp_port: int = 1790
+    lb_pool: str = "127.0.1.0/24"
+    cluster_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
+    node_grace_period: float = 40.0
+    pod_eviction_timeout: float = 300.0
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def control_address(self) -> str:
+        return f"{self.prefix}.10"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.control_address}:{self.api_port}"
+
+    @property
+    def store_url(self) -> str:
+        if self.store == "etcd":
+            return f"etcd://{self.control_address}:{self.etcd_port}"
+        return f"sqlite://{self.home / 'store.db'}"
+
+    def node_dir(self, node: NodeSpec) -> Path:
+        return self.home / "nodes" / node.name
+
+    def agent_socket(self, node: NodeSpec) -> Path:
+        return self.node_dir(node) / "agent.sock"
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise TopologyError(f"no node {name!r} in this cluster (nodes: {', '.join(n.name for n in self.nodes)})")
+
+
+def build(
+    home: Path,
+    nodes: int = 3,
+    *,
+    prefix: str = "127.0.0",
+    store: str = "sqlite",
+    backend: str = "vxlan",
+    proxy_mode: str = "iptables",
+    **settings: object,
+) -> Topology:
+    if not 1 <= nodes <= 200:
+        raise TopologyError("--nodes must be between 1 and 200")
+    for value, allowed, flag in ((store, STORES, "--store"), (backend, BACKENDS, "--backend"),
+                                 (proxy_mode, PROXY_MODES, "--proxy-mode")):
+        if value not in allowed:
+            raise TopologyError(f"{flag} must be one of {', '.join(allowed)}, not {value!r}")
+    try:
+        network = ipaddress.ip_network(f"{prefix}.0/24")
+    except ValueError:
+        raise TopologyError(f"--prefix must be three octets of a loopback address, like 127.0.0, not {prefix!r}") from None
+    if not network.is_loopback:
+        raise TopologyError(f"--prefix {prefix} is not in 127.0.0.0/8")
+    specs = tuple(NodeSpec(f"node-{i}", f"{prefix}.{10 + i}") for i in range(1, nodes + 1))
+    return Topology(home=home, nodes=specs, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
+                    **settings)  # type: ignore[arg-type]
+
+
+def components(topo: Topology, token: str) -> list[ComponentSpec]:
+    """Every process of the cluster in start order (stop order is the reverse)."""
+    api = ("--server", topo.api_url, "--token", token)
+    specs: list[ComponentSpec] = []
+    if topo.store == "etcd":
+        client_url = f"http://{topo.control_address}:{topo.etcd_port}"
+        specs.append(ComponentSpec(
+            "etcd",
+            ("etcd", "--name", "podnet", "--data-dir", str(topo.home / "etcd"),
+             "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+             "--listen-peer-urls", f"http://{topo.control_address}:{topo.etcd_port + 1}",
+             "--initial-advertise-peer-urls", f"http://{topo.control_address}:{topo.etcd_port + 1}",
+             "--initial-cluster", f"podnet=http://{topo.control_address}:{topo.etcd_port + 1}"),
+            Health(http=f"{client_url}/health"),
+            external=True,
+        ))
+    specs.append(ComponentSpec(
+        "apiserver",
+        ("apiserver", "--host", topo.control_address, "--port", str(topo.api_port), "--store", topo.store_url,
+         "--token-file", str(topo.home / "tokens.csv"),
+         "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
+         "--node-grace-period", str(topo.node_grace_period),
+         "--pod-eviction-timeout", str(topo.pod_eviction_timeout)),
+        Health(http=f"{topo.api_url}/readyz"),
+    ))
+    specs.append(ComponentSpec(
+        "dns",
+        ("dns", "--address", topo.control_address, "--port", str(topo.dns_port), *api,
+         "--metrics-port", str(topo.api_port + 2)),
+        Health(http=f"http://{topo.control_address}:{topo.api_port + 2}/healthz"),
+    ))
+    for index, node in enumerate(topo.nodes):
+        node_dir = str(topo.node_dir(node))
+        agent_socket = str(topo.agent_socket(node))
+        metrics_port = 10250 + index * 10
+        specs.append(ComponentSpec(
+            f"{node.name}/agent",
+            ("nodeagent", "--name", node.name, "--address", node.address, *api, "--state-dir", node_dir,
+             "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port)),
+            Health(rpc=agent_socket),
+        ))
+        specs.append(ComponentSpec(
+            f"{node.name}/kube-proxy",
+            ("kubeproxy", "--node", node.name, "--mode", topo.proxy_mode, *api, "--agent-socket", agent_socket,
+             "--metrics-port", str(metrics_port + 1)),
+            Health(http=f"http://{node.address}:{metrics_port + 1}/healthz"),
+        ))
+        if topo.backend == "bgp":
+            specs.append(ComponentSpec(
+                f"{node.name}/bgp",
+                ("bgp", "--node", node.name, "--address", node.address, "--port", str(topo.bgp_port), *api,
+                 "--agent-socket", agent_socket, "--state-dir", node_dir),
+                Health(rpc=str(topo.node_dir(node) / "bgp.sock")),
+            ))
+    specs.append(ComponentSpec(
+        "cloud-lb",
+        ("cloud-lb", *api, "--pool", topo.lb_pool, "--metrics-port", str(topo.api_port + 3),
+         "--address", topo.control_address),
+        Health(http=f"http://{topo.control_address}:{topo.api_port + 3}/healthz"),
+    ))
+    return specs
