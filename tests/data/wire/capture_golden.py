@@ -1,0 +1,178 @@
+"""Captures real Linux frames for the wire golden-bytes tests (run as root: `python capture_golden.py`).
+
+Two network namespaces joined by a veth pair (underlay 192.168.77.1 <-> .2), each with a kernel VXLAN
+device (VNI 1, UDP 4789, MTU 1450) holding a pod-like address (10.244.1.2 and 10.244.2.3, one /16 L2
+segment). Transmit checksum offload is switched off on every device (ETHTOOL_STXCSUM) so that captured
+TCP/UDP checksums are complete rather than left for hardware. From namespace A the kernel then sends:
+an ARP request (answered by B), an ICMP echo request on a ping socket (answered by B), a UDP datagram to a
+closed port (B answers ICMP port unreachable), a TCP SYN to a listener (SYN-ACK, ACK). tshark captures
+the underlay on B's veth; the script prints each captured IPv4 underlay frame as hex under tshark's
+one-line summary of it (IPv6 neighbour chatter is left out). Everything created is deleted at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NS_A, NS_B = "wiregold-a", "wiregold-b"
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+
+
+def sh(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    return subprocess.run([*prefix, *args], check=check, capture_output=True, text=True, timeout=30)
+
+
+def tx_checksum_off(ifname: str) -> None:
+    """`ethtool -K IF tx off` through the ioctl, in the current namespace."""
+    value = (ctypes.c_uint32 * 2)(ETHTOOL_STXCSUM, 0)
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value)).ljust(40, b"\0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
+
+
+def setup() -> None:
+    sh("ip", "netns", "add", NS_A)
+    sh("ip", "netns", "add", NS_B)
+    sh("ip", "link", "add", "wg-a", "netns", NS_A, "type", "veth", "peer", "name", "wg-b", "netns", NS_B)
+    for ns, dev, me, peer, pod, mac in [
+        (NS_A, "wg-a", "192.168.77.1", "192.168.77.2", "10.244.1.2", "02:00:0a:f4:01:02"),
+        (NS_B, "wg-b", "192.168.77.2", "192.168.77.1", "10.244.2.3", "02:00:0a:f4:02:03"),
+    ]:
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+        sh("ip", "addr", "add", f"{me}/24", "dev", dev, ns=ns)
+        sh("ip", "link", "set", dev, "up", ns=ns)
+        sh(
+            "ip",
+            "link",
+            "add",
+            "vx0",
+            "address",
+            mac,
+            "mtu",
+            "1450",
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "dstport",
+            "4789",
+            "remote",
+            peer,
+            "local",
+            me,
+            "dev",
+            dev,
+            ns=ns,
+        )
+        sh("ip", "addr", "add", f"{pod}/16", "dev", "vx0", ns=ns)
+        sh("ip", "link", "set", "vx0", "up", ns=ns)
+        sh("sysctl", "-qw", "net.ipv4.ping_group_range=0 0", ns=ns)
+        sh(sys.executable, __file__, "--tx-off", dev, "vx0", ns=ns)
+
+
+def teardown() -> None:
+    for ns in (NS_A, NS_B):
+        sh("ip", "netns", "del", ns, check=False)
+
+
+TRAFFIC_A = r"""
+import socket, time
+ping = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+ping.sendto(bytes.fromhex("0800000000000001") + b"podnet-echo", ("10.244.2.3", 0))
+ping.settimeout(3); ping.recvfrom(2048)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("10.244.1.2", 40001))
+udp.sendto(b"hello podnet", ("10.244.2.3", 9))
+time.sleep(0.3)
+tcp = socket.create_connection(("10.244.2.3", 8080), timeout=3, source_address=("10.244.1.2", 40002))
+time.sleep(0.3)
+tcp.close()
+"""
+
+LISTENER_B = r"""
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.244.2.3", 8080)); s.listen(); s.settimeout(10)
+c, _ = s.accept(); c.settimeout(5); c.recv(10); c.close()
+"""
+
+
+def capture() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        pcap = Path(tmp) / "underlay.pcap"
+        tshark = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                NS_B,
+                "tshark",
+                "-q",
+                "-i",
+                "wg-b",
+                "-F",
+                "pcap",
+                "-w",
+                str(pcap),
+                "-f",
+                "udp port 4789",
+                "-a",
+                "duration:8",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        listener = subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", LISTENER_B])
+        try:
+            time.sleep(2)  # tshark needs a moment before it captures
+            sh(sys.executable, "-c", TRAFFIC_A, ns=NS_A)
+            tshark.wait(timeout=20)
+        finally:
+            for proc in (tshark, listener):
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+        summary = subprocess.run(
+            ["tshark", "-r", str(pcap), "-T", "fields", "-e", "_ws.col.Protocol", "-e", "_ws.col.Info"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for line, frame in zip(summary.splitlines(), pcap_records(pcap.read_bytes()), strict=True):
+            protocol, info = line.split("\t")
+            if protocol != "ICMPv6":
+                print(f"# {protocol}: {info}\n{frame.hex()}\n")
+
+
+def pcap_records(data: bytes) -> list[bytes]:
+    """The packets of a classic little-endian microsecond pcap file (what tshark -w -F pcap writes)."""
+    assert data[:4] == bytes.fromhex("d4c3b2a1"), "not a little-endian pcap file"
+    records, offset = [], 24
+    while offset < len(data):
+        captured_length = struct.unpack_from("<I", data, offset + 8)[0]
+        records.append(data[offset + 16 : offset + 16 + captured_length])
+        offset += 16 + captured_length
+    return records
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--tx-off"]:
+        for ifname in sys.argv[2:]:
+            tx_checksum_off(ifname)
+        sys.exit(0)
+    teardown()
+    try:
+        setup()
+        capture()
+    finally:
+        teardown()
