@@ -17,6 +17,7 @@ from apiserver.storage.base import (
     NotFound,
     Progress,
     Store,
+    Unavailable,
     WatchEvent,
 )
 
@@ -333,3 +334,77 @@ async def test_writes_survive_reopening(make_store: StoreFactory, prefix: str) -
     await second.open()
     assert await second.get(prefix + "ns/a") == KeyValue(prefix + "ns/a", b"durable", revision, revision)
     assert await second.create(prefix + "ns/b", b"next") > revision
+
+
+@pytest.mark.etcd
+async def test_etcd_outage_is_unavailable_then_recovers_losing_nothing(etcd_server) -> None:
+    store = open_store(etcd_server.url)
+    await store.open()
+    prefix = "/registry/load/"
+    acknowledged: list[tuple[str, int]] = []
+    outage_errors = 0
+    stop = asyncio.Event()
+
+    async def write_load() -> None:
+        nonlocal outage_errors
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            try:
+                acknowledged.append((f"{prefix}{i:05d}", await store.create(f"{prefix}{i:05d}", b"v")))
+            except Unavailable:
+                outage_errors += 1
+                await asyncio.sleep(0.05)
+
+    async def acknowledged_count_reaches(count: int) -> None:
+        while len(acknowledged) < count:
+            await asyncio.sleep(0.01)
+
+    try:
+        start = await store.current_revision()
+        watch = store.watch(prefix, start)
+        seen: list[WatchEvent] = []
+        writer = asyncio.create_task(write_load())
+        async with asyncio.timeout(10):
+            await acknowledged_count_reaches(20)
+            seen.append(await next_event(watch))
+
+            etcd_server.kill()
+            with pytest.raises(Unavailable):
+                while True:  # the events written before the kill, then the break
+                    seen.append(await next_event(watch))
+            await watch.aclose()
+            with pytest.raises(Unavailable):
+                await store.get(prefix + "00000")
+            # A reply already on its way when etcd died may still arrive; after that, nothing.
+            before_restart = len(acknowledged)
+            await asyncio.sleep(0.3)
+            assert len(acknowledged) == before_restart, "a write was acknowledged while etcd was down"
+
+            etcd_server.start()
+            # The same store object finds etcd again by itself.
+            await acknowledged_count_reaches(before_restart + 20)
+        stop.set()
+        await writer
+        assert outage_errors > 0
+
+        # Resume the broken watch from the last revision it delivered: nothing is missing or repeated.
+        watch = store.watch(prefix, seen[-1].revision)
+        try:
+            while not seen or seen[-1].revision < acknowledged[-1][1]:
+                seen.append(await next_event(watch))
+        finally:
+            await watch.aclose()
+        revisions = [e.revision for e in seen]
+        assert revisions == sorted(set(revisions))
+        assert {(e.key, e.revision) for e in seen} >= set(acknowledged)
+
+        # Acknowledged writes survived the crash, with revisions that only ever went up.
+        assert [r for _, r in acknowledged] == sorted(set(r for _, r in acknowledged))
+        items, _ = await store.list(prefix)
+        assert {kv.key: kv.mod_revision for kv in items}.items() >= dict(acknowledged).items()
+    finally:
+        stop.set()
+        if "writer" in locals():
+            writer.cancel()
+        await store.close()
