@@ -27,8 +27,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# A cluster left running by an earlier `make demo` is stopped first.
 demo: venv
-	$(VENV)/bin/podnet demo
+	-@$(VENV)/bin/podnet down >/dev/null 2>&1
+	$(VENV)/bin/podnet up --nodes 3 --demo
 
 bench: venv
 	@./deploy/install-debs.sh $(TEST_DEBS) $(BENCH_DEBS)

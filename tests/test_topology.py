@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import pytest
+
+from podnet.cluster import topology
+
+
+def test_names_and_addresses_are_deterministic():
+    topo = topology.build(Path("/h"), 3)
+    assert [(n.name, n.address) for n in topo.nodes] == [
+        ("node-1", "127.0.0.11"), ("node-2", "127.0.0.12"), ("node-3", "127.0.0.13")]
+    assert topo.api_url == "http://127.0.0.10:6443"
+    assert topo.store_url == "sqlite:///h/store.db"
+
+
+def test_components_start_in_order_and_follow_the_options():
+    topo = topology.build(Path("/h"), 2, store="etcd", backend="bgp", proxy_mode="ipvs")
+    names = [c.name for c in topology.components(topo, "tok")]
+    assert names == ["etcd", "apiserver", "dns", "node-1/agent", "node-1/kube-proxy", "node-1/bgp",
+                     "node-2/agent", "node-2/kube-proxy", "node-2/bgp", "cloud-lb"]
+    specs = {c.name: c for c in topology.components(topo, "tok")}
+    assert specs["etcd"].external and specs["etcd"].argv[0] == "etcd"
+    assert "etcd://127.0.0.10:2379" in specs["apiserver"].argv
+    assert ("--mode", "ipvs") == specs["node-2/kube-proxy"].argv[3:5]
+    assert specs["node-1/agent"].health.rpc == "/h/nodes/node-1/agent.sock"
+
+
+def test_two_clusters_side_by_side_share_no_address():
+    a = topology.build(Path("/a"), 2)
+    b = topology.build(Path("/b"), 2, prefix="127.0.7")
+    addresses_a = {n.address for n in a.nodes} | {a.control_address}
+    addresses_b = {n.address for n in b.nodes} | {b.control_address}
+    assert not addresses_a & addresses_b
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"nodes": 0}, "--nodes"), ({"store": "mysql"}, "--store"), ({"backend": "ospf"}, "--backend"),
+     ({"proxy_mode": "nft"}, "--proxy-mode"), ({"prefix": "10.0.0"}, "127.0.0.0/8"), ({"prefix": "x"}, "--prefix")],
+)
+def test_bad_options_are_refused_with_the_flag_named(kwargs, message):
+    with pytest.raises(topology.TopologyError, match=message):
+        topology.build(Path("/h"), **kwargs)
