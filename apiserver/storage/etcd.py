@@ -278,6 +278,10 @@ class EtcdStore:
                     if response is grpc.aio.EOF:
                         break
                     yield response
+        except StorageError:
+            if self._closed:
+                return  # the store closed under the watch
+            raise
         finally:
             call.cancel()
         if not self._closed:

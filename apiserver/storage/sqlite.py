@@ -60,8 +60,6 @@ _COLUMNS = "id, name, created, deleted, create_revision, prev_revision, value, p
 
 # Rows read per worker call while a watch replays the log.
 _REPLAY_BATCH = 512
-# Events a watcher may have queued; past this it drops them and re-reads the log from where it is.
-_WATCHER_BACKLOG = 4096
 
 
 class _Row:
@@ -113,10 +111,11 @@ def _range_sql(prefix: str) -> tuple[str, list[object]]:
 class _Watcher:
     """The loop-side queue of one watch: events published after it registered, under its prefix."""
 
-    __slots__ = ("low", "high", "events", "overflowed", "wakeup")
+    __slots__ = ("low", "high", "backlog", "events", "overflowed", "wakeup")
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, backlog: int) -> None:
         self.low = prefix
+        self.backlog = backlog
         self.high = prefix_end(prefix)
         self.events: deque[WatchEvent] = deque()
         self.overflowed = False
@@ -127,7 +126,7 @@ class _Watcher:
             return
         if self.overflowed:
             return
-        if len(self.events) >= _WATCHER_BACKLOG:
+        if len(self.events) >= self.backlog:
             # Too slow to keep up: forget the queue, the watch catches up from the log instead.
             self.overflowed = True
             self.events.clear()
@@ -140,11 +139,16 @@ class SqliteStore:
     """The Store protocol over one SQLite file (see the module docstring).
 
     `progress_interval`: a watch with nothing to deliver for this many seconds yields a Progress.
+    `watch_backlog`: events a watch may hold unread; past that it drops them and re-reads the log
+    from where its reader is, so memory stays bounded and nothing is lost.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, progress_interval: float = 5.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, progress_interval: float = 5.0, watch_backlog: int = 4096
+    ) -> None:
         self.path = os.fspath(path)
         self.progress_interval = progress_interval
+        self.watch_backlog = watch_backlog
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -425,7 +429,7 @@ class SqliteStore:
         return self._watch(prefix, after_revision)
 
     async def _watch(self, prefix: str, after_revision: int) -> AsyncIterator[WatchEvent | Progress]:
-        watcher = _Watcher(prefix)
+        watcher = _Watcher(prefix, self.watch_backlog)
         # Registered before the log is read: a write the read misses is certainly queued (duplicates
         # of what the read returned are skipped by revision).
         self._watchers.add(watcher)
