@@ -22,7 +22,6 @@ from dnslib import DNSHeader, DNSQuestion, DNSRecord
 
 if TYPE_CHECKING:
     from dnslib import RR
-
     from podnet.dns.records import Records
 
 

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dnslib import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A
-
 from podnet.dns.answer import CLASS_IN, Rcode, RType, Template, name_to_wire, negative, render, soa_record
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
