@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -21,6 +23,8 @@ from apiserver.storage.base import (
     Unavailable,
     WatchEvent,
 )
+from apiserver.storage.etcd import EtcdStore
+from apiserver.storage.sqlite import SqliteStore
 
 PROGRESS_INTERVAL = 0.3  # SQLite; etcd's is PROGRESS_NOTIFY_INTERVAL in tests/support/etcd.py
 _test_numbers = itertools.count()
@@ -437,3 +441,65 @@ async def test_etcd_outage_is_unavailable_then_recovers_losing_nothing(etcd_serv
         if "writer" in locals():
             writer.cancel()
         await store.close()
+
+
+_SQLITE_WRITER = """
+import asyncio, sys
+from apiserver.storage.sqlite import SqliteStore
+
+async def main():
+    async with SqliteStore(sys.argv[1]) as store:
+        for i in range(100_000):
+            revision = await store.create(f"/registry/crash/{i:06d}", b"v")
+            print(f"/registry/crash/{i:06d} {revision}", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_sqlite_keeps_every_acknowledged_write_through_sigkill(tmp_path) -> None:
+    path = tmp_path / "crash.db"
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SQLITE_WRITER, str(path), stdout=asyncio.subprocess.PIPE
+    )
+    acknowledged: dict[str, int] = {}
+    try:
+        assert writer.stdout is not None
+        async with asyncio.timeout(10):
+            while len(acknowledged) < 200:
+                key, revision = (await writer.stdout.readline()).decode().split()
+                acknowledged[key] = int(revision)
+    finally:
+        writer.kill()
+        await writer.wait()
+
+    async with SqliteStore(path) as store:
+        items, revision = await store.list("/registry/crash/")
+        assert {kv.key: kv.mod_revision for kv in items}.items() >= acknowledged.items()
+        assert await store.create("/registry/crash/after", b"v") > max(acknowledged.values())
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://relative.db", "sqlite:///", "etcd://", "etcd://127.0.0.1:2379/path", "postgres://127.0.0.1/x"],
+)
+def test_open_store_refuses_malformed_urls(url: str) -> None:
+    with pytest.raises(ValueError):
+        open_store(url)
+
+
+def test_open_store_picks_the_backend_by_scheme() -> None:
+    assert isinstance(open_store("sqlite:///var/lib/podnet/state.db"), SqliteStore)
+    etcd = open_store("etcd://10.0.0.1:2379,10.0.0.2:2379")
+    assert isinstance(etcd, EtcdStore) and etcd.endpoints == ["10.0.0.1:2379", "10.0.0.2:2379"]
+
+
+@pytest.mark.etcd
+async def test_etcd_store_moves_past_an_unreachable_endpoint(etcd_server_module) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{unused.getsockname()[1]}"
+    async with EtcdStore([dead, etcd_server_module.endpoint], request_timeout=2) as store:
+        with pytest.raises(Unavailable):
+            await store.current_revision()
+        assert await store.current_revision() > 0

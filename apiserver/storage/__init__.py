@@ -16,7 +16,7 @@ def open_store(url: str, **options: object) -> Store:
     if parts.scheme == "sqlite":
         from apiserver.storage.sqlite import SqliteStore
 
-        if parts.netloc or not parts.path:
+        if parts.netloc or parts.path in ("", "/"):
             raise ValueError(f"a SQLite store URL is sqlite:///absolute/path.db, not {url!r}")
         return SqliteStore(parts.path, **options)  # type: ignore[arg-type]
     if parts.scheme == "etcd":
