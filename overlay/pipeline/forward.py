@@ -1,0 +1,660 @@
+"""The forwarding pipeline of one node, pure: a packet and its origin in, what to do with it out.
+
+Egress (a packet from a local pod): anti-spoof check → conntrack → for a new flow the service DNAT hook
+and the egress policy hook → route lookup → deliver to a local pod (after its ingress policy), VXLAN to
+the node that owns the destination's podCIDR, or hand to the host bridge for host-network addresses.
+Ingress (a VXLAN datagram from the underlay): sender must be a known node, flags and VNI right, the
+inner source inside a prefix routed to that sender (strict reverse-path check), the inner destination
+one of ours → conntrack → for a new flow the ingress policy hook → deliver. Replies follow conntrack and
+are un-NATted on the way back. A packet with DF set that is bigger than the pod MTU is answered with
+ICMP fragmentation-needed.
+
+Every stage appends a `Stage` to `trace` when one is passed, so `podnet trace` can show the journey;
+without a trace the per-packet path only parses, looks up and concatenates.
+
+Addresses are 32-bit ints on the hot path and strings in everything a person reads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from podnet.overlay.pipeline.conntrack import Conntrack, Direction, Entry, FlowKey, reverse
+from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
+from podnet.overlay.wire import arp, icmp, ipv4
+from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
+from podnet.overlay.wire.checksum import internet_checksum, update_checksum
+
+VNI = 1
+POD_MTU = 1450
+ETH_HEADER = 14
+VXLAN_HEADER = 8
+# What the underlay adds to an inner frame: outer IPv4 (20) + UDP (8) + VXLAN (8).
+UNDERLAY_OVERHEAD = 36
+
+_ADDRS = struct.Struct("!II")
+_PORTS = struct.Struct("!HH")
+_U16 = struct.Struct("!H")
+_VXLAN_FLAGS_WORD = b"\x08\x00\x00\x00"
+_VXLAN_HEADER = _VXLAN_FLAGS_WORD + struct.pack("!I", VNI << 8)
+_ETHERTYPE_IPV4 = b"\x08\x00"
+_ETHERTYPE_ARP = b"\x08\x06"
+_TCP, _UDP, _ICMP = 6, 17, 1
+_ICMP_ECHO_TYPES = (0, 8)
+_PROTOCOL_NAMES = {_TCP: "TCP", _UDP: "UDP", _ICMP: "ICMP"}
+
+
+class PolicyDirection(StrEnum):
+    EGRESS = "egress"
+    INGRESS = "ingress"
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """What a policy decides on: the first packet of a connection, after any DNAT."""
+
+    protocol: str  # "TCP", "UDP", "ICMP"
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str
+
+
+ALLOWED_WITHOUT_POLICY = Verdict(True, "no policy installed")
+
+
+def allow_all(direction: PolicyDirection, flow: Flow) -> Verdict:
+    return ALLOWED_WITHOUT_POLICY
+
+
+Policy = Callable[[PolicyDirection, Flow], Verdict]
+
+
+class ServiceLookup(Protocol):
+    """The call site of kube-proxy's table (overlay/pipeline/nat.py `ServiceTable`)."""
+
+    def lookup(
+        self, protocol: str, src_ip: str, dst_ip: str, dst_port: int, rand: float, now: float
+    ) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    stage: str
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "detail": self.detail}
+
+
+# What the pipeline asks its adapter to do.
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand `packet` (IPv4) to the local pod whose address is `pod_ip`."""
+
+    pod_ip: int
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverFrame:
+    """Hand an Ethernet frame to the local pod's interface (an ARP answer)."""
+
+    pod_ip: int
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    """Send `datagram` (VXLAN header + inner frame) in UDP to the node at `node_address`."""
+
+    node_address: str
+    datagram: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ToHost:
+    """A packet for a host-network address: the host bridge relays it from the node address."""
+
+    pod_ip: int
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: str
+
+
+Output = Deliver | DeliverFrame | Tunnel | ToHost | Drop
+
+
+@dataclass(frozen=True, slots=True)
+class PodPort:
+    """A local pod's attachment: the 'veth' the pipeline sees it through."""
+
+    namespace: str
+    name: str
+    ip: str
+    mac: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Another node the tunnel talks to: its underlay address and its VTEP MAC."""
+
+    name: str
+    address: str
+    mac: str
+
+
+def vtep_mac(node_address: str) -> str:
+    """The deterministic VTEP MAC of a node: locally administered, derived from its address, so a peer
+    (a kernel vxlan device included) can be set up with static neighbour entries, as flannel does."""
+    return "0e:50:" + ipaddress.IPv4Address(node_address).packed.hex(":")
+
+
+def pod_mac(pod_ip: str) -> str:
+    """A pod's MAC, derived from its IP as Kubernetes' bridge plugins do (0a:58 + the address)."""
+    return "0a:58:" + ipaddress.IPv4Address(pod_ip).packed.hex(":")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    name: str
+    address: str
+    pod_cidr: str
+    cluster_cidr: str = "10.244.0.0/16"
+    vxlan_port: int = 4789
+    mtu: int = POD_MTU
+
+    @property
+    def gateway(self) -> str:
+        """The .1 of the podCIDR: every pod's default gateway, answered by proxy ARP."""
+        return str(ipaddress.IPv4Network(self.pod_cidr).network_address + 1)
+
+
+def describe_key(key: FlowKey) -> str:
+    protocol, src, sport, dst, dport = key
+    name = _PROTOCOL_NAMES.get(protocol, str(protocol))
+    if protocol == _ICMP:
+        return f"ICMP {int_to_ip(src)} → {int_to_ip(dst)} id {sport}"
+    return f"{name} {int_to_ip(src)}:{sport} → {int_to_ip(dst)}:{dport}"
+
+
+def flow_key(packet: bytes | memoryview) -> tuple[FlowKey | None, int]:
+    """(the conntrack key, TCP flags) of a well-formed IPv4 packet; the key is None for what conntrack
+    does not track (ICMP errors, other protocols, truncated transport headers)."""
+    ihl = (packet[0] & 0x0F) * 4
+    protocol = packet[9]
+    src, dst = _ADDRS.unpack_from(packet, 12)
+    if protocol == _TCP or protocol == _UDP:
+        if len(packet) < ihl + (14 if protocol == _TCP else 4):
+            return None, 0
+        sport, dport = _PORTS.unpack_from(packet, ihl)
+        return (protocol, src, sport, dst, dport), packet[ihl + 13] if protocol == _TCP else 0
+    if protocol == _ICMP and len(packet) >= ihl + 8 and packet[ihl] in _ICMP_ECHO_TYPES:
+        (ident,) = _U16.unpack_from(packet, ihl + 4)
+        return (protocol, src, ident, dst, ident), 0
+    return None, 0
+
+
+def header_problem(packet: bytes | memoryview) -> str | None:
+    """Why `packet` is not an IPv4 packet podnet forwards, or None. Checks what forwarding relies on."""
+    if len(packet) < 20:
+        return "short-ip-packet"
+    if packet[0] >> 4 != 4 or (packet[0] & 0x0F) < 5:
+        return "not-ipv4"
+    ihl = (packet[0] & 0x0F) * 4
+    (total,) = _U16.unpack_from(packet, 2)
+    if total < ihl or total > len(packet):
+        return "bad-ip-length"
+    if internet_checksum(packet[:ihl]):
+        return "bad-ip-checksum"
+    (flags_offset,) = _U16.unpack_from(packet, 6)
+    if flags_offset & 0x3FFF:
+        return "ip-fragment"
+    return None
+
+
+def rewrite(
+    packet: bytes, *, src: tuple[int, int] | None = None, dst: tuple[int, int] | None = None
+) -> bytes:
+    """The packet with its source and/or destination address and port replaced, the IP and TCP/UDP
+    checksums updated incrementally (RFC 1624). ICMP echo keeps its identifier."""
+    buf = bytearray(packet)
+    ihl = (buf[0] & 0x0F) * 4
+    protocol = buf[9]
+    l4_checksum_at = {_TCP: ihl + 16, _UDP: ihl + 6}.get(protocol)
+    for replacement, addr_at, port_at in ((src, 12, ihl), (dst, 16, ihl + 2)):
+        if replacement is None:
+            continue
+        address, port = replacement
+        old_addr, new_addr = bytes(buf[addr_at : addr_at + 4]), address.to_bytes(4, "big")
+        buf[addr_at : addr_at + 4] = new_addr
+        (header_sum,) = _U16.unpack_from(buf, 10)
+        buf[10:12] = update_checksum(header_sum, old_addr, new_addr).to_bytes(2, "big")
+        if l4_checksum_at is None:
+            continue
+        old_port, new_port = bytes(buf[port_at : port_at + 2]), port.to_bytes(2, "big")
+        buf[port_at : port_at + 2] = new_port
+        (l4_sum,) = _U16.unpack_from(buf, l4_checksum_at)
+        if protocol == _UDP and l4_sum == 0:
+            continue  # no checksum was sent; none to fix
+        l4_sum = update_checksum(l4_sum, old_addr + old_port, new_addr + new_port)
+        buf[l4_checksum_at : l4_checksum_at + 2] = (l4_sum or (0xFFFF if protocol == _UDP else 0)).to_bytes(
+            2, "big"
+        )
+    return bytes(buf)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        node: NodeIdentity,
+        *,
+        policy: Policy = allow_all,
+        rand: Callable[[], float] = lambda: 0.0,
+        conntrack: Conntrack | None = None,
+    ):
+        self.node = node
+        self.policy = policy
+        self.services: ServiceLookup | None = None  # None: no service table installed, DNAT passes
+        self.rand = rand
+        self.conntrack = conntrack or Conntrack()
+        self.routes = RouteTable()
+        self.counters: Counter[str] = Counter()
+        self.pods: dict[int, PodPort] = {}
+        self.peers: dict[str, Peer] = {}
+        self._encap_prefix: dict[str, bytes] = {}  # peer address -> VXLAN header + inner Ethernet header
+        self._pod_cidr = ipaddress.IPv4Network(node.pod_cidr)
+        self._cluster = ipaddress.IPv4Network(node.cluster_cidr)
+        self._cluster_net, self._cluster_mask = int(self._cluster.network_address), int(self._cluster.netmask)
+        self._gateway = ip_to_int(node.gateway)
+        self._mac = vtep_mac(node.address)
+        self._mac_bytes = mac_to_bytes(self._mac)
+        self.routes.replace_source("local", [Route(self._pod_cidr, RouteKind.LOCAL, None, "local")])
+
+    # --- state the agent keeps up to date -------------------------------------------------------
+
+    def add_pod(self, pod: PodPort) -> None:
+        self.pods[ip_to_int(pod.ip)] = pod
+
+    def remove_pod(self, pod_ip: str) -> PodPort | None:
+        return self.pods.pop(ip_to_int(pod_ip), None)
+
+    def set_peer(self, peer: Peer, pod_cidr: str | None) -> None:
+        """A node event: the node's VTEP and, with a podCIDR, one route to it (the `vxlan` backend)."""
+        self.remove_peer(peer.name)
+        self.peers[peer.address] = peer
+        self._encap_prefix[peer.address] = (
+            _VXLAN_HEADER + mac_to_bytes(peer.mac) + self._mac_bytes + _ETHERTYPE_IPV4
+        )
+        if pod_cidr:
+            prefix = ipaddress.IPv4Network(pod_cidr)
+            self.routes.set_route(Route(prefix, RouteKind.TUNNEL, peer.address, "vxlan"))
+
+    def remove_peer(self, name: str) -> None:
+        for address, peer in list(self.peers.items()):
+            if peer.name == name:
+                del self.peers[address]
+                del self._encap_prefix[address]
+                for route in self.routes.routes():
+                    if route.source == "vxlan" and route.next_hop == address:
+                        self.routes.remove_route("vxlan", route.prefix)
+
+    # --- egress: a packet from a local pod ------------------------------------------------------
+
+    def from_pod_frame(
+        self, pod: PodPort, frame: bytes, now: float, trace: list[Stage] | None = None
+    ) -> list[Output]:
+        """An Ethernet frame from a pod's interface: ARP is answered here (proxy ARP: every address
+        a pod asks for is at the node's MAC, since the node routes everything), IPv4 goes on."""
+        ethertype = frame[12:14]
+        if ethertype == _ETHERTYPE_ARP:
+            try:
+                request = arp.decode(frame[ETH_HEADER:])
+            except ValueError:
+                return self._drop("bad-arp", trace)
+            if request.op != arp.ArpOp.REQUEST or request.sender_ip != pod.ip:
+                return self._drop("arp-not-a-request-from-the-pod", trace)
+            answer = arp.encode(arp.reply(request, self._mac))
+            if trace is not None:
+                trace.append(Stage("arp", f"proxy ARP: {request.target_ip} is-at {self._mac} (the node)"))
+            self.counters["arp.proxied"] += 1
+            reply_frame = mac_to_bytes(pod.mac) + self._mac_bytes + _ETHERTYPE_ARP + answer
+            return [DeliverFrame(ip_to_int(pod.ip), reply_frame)]
+        if ethertype != _ETHERTYPE_IPV4:
+            return self._drop("not-ipv4", trace)
+        return self.from_pod(pod, frame[ETH_HEADER:], now, trace)
+
+    def from_pod(
+        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None = None
+    ) -> list[Output]:
+        problem = header_problem(packet)
+        if problem:
+            return self._drop(problem, trace)
+        (total,) = _U16.unpack_from(packet, 2)
+        if total != len(packet):
+            packet = packet[:total]
+        key, tcp_flags = flow_key(packet)
+        src = _ADDRS.unpack_from(packet, 12)[0]
+        if trace is not None:
+            what = (
+                describe_key(key)
+                if key
+                else f"{int_to_ip(src)} → {int_to_ip(_ADDRS.unpack_from(packet, 12)[1])}"
+            )
+            trace.append(
+                Stage(
+                    "source", f"from pod {pod.key} on {self.node.name} (veth of {pod.ip}): {what}, {total} B"
+                )
+            )
+        if src != ip_to_int(pod.ip):
+            return self._drop("spoofed-source", trace)
+        self.counters["egress.packets"] += 1
+        new_flow = False
+        if key is not None:
+            hit = self.conntrack.lookup(key, now)
+            if hit is not None:
+                entry, direction = hit
+                self.conntrack.update(entry, direction, tcp_flags, now)
+                if trace is not None:
+                    trace.append(
+                        Stage(
+                            "conntrack",
+                            f"{direction.name.lower()} direction of an existing connection ({entry.state.name.lower()})",
+                        )
+                    )
+                packet = self._nat_existing(entry, direction, packet, trace)
+            else:
+                packet, refused = self._new_egress_flow(key, packet, now, trace)
+                if refused is not None:
+                    return refused
+                new_flow = True
+        return self._route(packet, now, trace, from_pod=pod, new_flow=new_flow)
+
+    def _new_egress_flow(
+        self, key: FlowKey, packet: bytes, now: float, trace: list[Stage] | None
+    ) -> tuple[bytes, list[Output] | None]:
+        """Service DNAT, then egress policy, then a conntrack entry; (packet, None) when it may go on."""
+        if trace is not None:
+            trace.append(Stage("conntrack", "new connection"))
+        original, note = key, ""
+        reply = reverse(key)
+        decision = self._service_lookup(key, now, trace)
+        if decision is not None:
+            if getattr(decision, "reject", False):
+                self.counters["drop.service-no-endpoints"] += 1
+                return packet, self._reject(packet, trace)
+            endpoint = (ip_to_int(decision.ip), int(decision.port))
+            packet = rewrite(packet, dst=endpoint)
+            reply = (key[0], endpoint[0], endpoint[1], key[1], key[2])
+            note = f"DNAT {int_to_ip(key[3])}:{key[4]} → {decision.ip}:{decision.port}"
+        flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(reply[1]), reply[2])
+        verdict = self.policy(PolicyDirection.EGRESS, flow)
+        if trace is not None:
+            trace.append(
+                Stage("egress-policy", f"{'allowed' if verdict.allowed else 'denied'}: {verdict.reason}")
+            )
+        if not verdict.allowed:
+            return packet, self._drop("policy-egress", trace)
+        if self.conntrack.create(original, reply, now, note) is None:
+            return packet, self._drop("conntrack-full", trace)
+        self.counters["conntrack.created"] += 1
+        return packet, None
+
+    def _service_lookup(self, key: FlowKey, now: float, trace: list[Stage] | None) -> Any:
+        if self.services is None or key[0] == _ICMP:
+            if trace is not None:
+                trace.append(
+                    Stage(
+                        "service-dnat",
+                        "no service table installed"
+                        if self.services is None
+                        else "ICMP is not load-balanced",
+                    )
+                )
+            return None
+        decision = self.services.lookup(
+            _PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), int_to_ip(key[3]), key[4], self.rand(), now
+        )
+        if trace is not None:
+            if decision is None:
+                trace.append(Stage("service-dnat", f"{int_to_ip(key[3])}:{key[4]} is not a service address"))
+            elif getattr(decision, "reject", False):
+                trace.append(
+                    Stage("service-dnat", f"{int_to_ip(key[3])}:{key[4]}: service has no endpoints, rejected")
+                )
+            else:
+                trace.append(
+                    Stage(
+                        "service-dnat", f"DNAT {int_to_ip(key[3])}:{key[4]} → {decision.ip}:{decision.port}"
+                    )
+                )
+        return decision
+
+    def _nat_existing(
+        self, entry: Entry, direction: Direction, packet: bytes, trace: list[Stage] | None
+    ) -> bytes:
+        if not entry.natted:
+            return packet
+        if direction is Direction.ORIGINAL:  # towards the endpoint the connection was DNATted to
+            packet = rewrite(packet, dst=(entry.reply[1], entry.reply[2]))
+            what = f"DNAT to {int_to_ip(entry.reply[1])}:{entry.reply[2]}"
+        else:  # a reply: restore the service address the client connected to
+            packet = rewrite(packet, src=(entry.original[3], entry.original[4]))
+            what = f"un-DNAT source to {int_to_ip(entry.original[3])}:{entry.original[4]}"
+        if trace is not None:
+            trace.append(Stage("nat", f"{what} ({entry.note})"))
+        return packet
+
+    def _reject(self, packet: bytes, trace: list[Stage] | None) -> list[Output]:
+        unreachable = icmp.port_unreachable(packet)
+        answer = ipv4.encode(icmp.error_packet(unreachable, self.node.gateway, packet))
+        if trace is not None:
+            trace.append(Stage("reject", "ICMP port unreachable back to the source"))
+        return [Deliver(_ADDRS.unpack_from(packet, 12)[0], answer)]
+
+    def _route(
+        self, packet: bytes, now: float, trace: list[Stage] | None, *, from_pod: PodPort, new_flow: bool
+    ) -> list[Output]:
+        dst = _ADDRS.unpack_from(packet, 12)[1]
+        route = self.routes.lookup(dst)
+        if route is None:
+            if dst & self._cluster_mask == self._cluster_net:
+                if trace is not None:
+                    trace.append(
+                        Stage("route", f"{int_to_ip(dst)}: inside the cluster CIDR but no node owns it")
+                    )
+                return self._drop("no-route", trace)
+            if trace is not None:
+                trace.append(
+                    Stage(
+                        "route", f"{int_to_ip(dst)}: host network → host bridge, SNAT to {self.node.address}"
+                    )
+                )
+            self.counters["host.packets"] += 1
+            return [ToHost(_ADDRS.unpack_from(packet, 12)[0], packet)]
+        if trace is not None:
+            trace.append(Stage("route", f"{int_to_ip(dst)} matches {route.describe()}"))
+        if route.kind is RouteKind.LOCAL:
+            if dst not in self.pods:
+                return self._drop("no-such-pod", trace)
+            if new_flow:
+                # Same-node traffic never crosses the tunnel: its ingress policy is decided here.
+                key, _ = flow_key(packet)
+                if not self._ingress_policy(key, trace).allowed:
+                    self.conntrack.forget(key)
+                    return self._drop("policy-ingress", trace)
+            return self._deliver(dst, packet, trace)
+        return self._encapsulate(route.next_hop, packet, trace, from_pod)
+
+    def _encapsulate(
+        self, node_address: str, packet: bytes, trace: list[Stage] | None, from_pod: PodPort
+    ) -> list[Output]:
+        prefix = self._encap_prefix.get(node_address)
+        if prefix is None:
+            return self._drop("no-vtep-for-next-hop", trace)
+        if len(packet) > self.node.mtu:
+            (flags_offset,) = _U16.unpack_from(packet, 6)
+            if flags_offset & ipv4.FLAG_DONT_FRAGMENT:
+                error = ipv4.encode(
+                    icmp.error_packet(icmp.frag_needed(packet, self.node.mtu), self.node.gateway, packet)
+                )
+                if trace is not None:
+                    trace.append(
+                        Stage(
+                            "mtu", f"{len(packet)} B > MTU {self.node.mtu} with DF: ICMP fragmentation needed"
+                        )
+                    )
+                self.counters["drop.too-big"] += 1
+                return [Deliver(ip_to_int(from_pod.ip), error)]
+            return self._drop("too-big", trace)
+        datagram = prefix + packet
+        self.counters["tunnel.tx"] += 1
+        if trace is not None:
+            peer = self.peers[node_address]
+            trace.append(
+                Stage(
+                    "vxlan-encap",
+                    f"VNI {VNI}: outer {self.node.address}:{self.node.vxlan_port} → {node_address}:{self.node.vxlan_port} "
+                    f"({peer.name}), inner {self._mac} → {peer.mac}, {len(packet)} B packet, "
+                    f"{len(datagram)} B UDP payload, {len(datagram) + 28} B on the underlay",
+                )
+            )
+        return [Tunnel(node_address, datagram)]
+
+    def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None) -> list[Output]:
+        self.counters["delivered"] += 1
+        if trace is not None:
+            pod = self.pods[dst]
+            trace.append(Stage("deliver", f"to pod {pod.key} ({pod.ip}), {len(packet)} B"))
+        return [Deliver(dst, packet)]
+
+    def _ingress_policy(self, key: FlowKey, trace: list[Stage] | None) -> Verdict:
+        flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(key[3]), key[4])
+        verdict = self.policy(PolicyDirection.INGRESS, flow)
+        if trace is not None:
+            trace.append(
+                Stage("ingress-policy", f"{'allowed' if verdict.allowed else 'denied'}: {verdict.reason}")
+            )
+        return verdict
+
+    # --- ingress: a VXLAN datagram from the underlay --------------------------------------------
+
+    def from_tunnel(
+        self, sender: str, datagram: bytes, now: float, trace: list[Stage] | None = None
+    ) -> list[Output]:
+        peer = self.peers.get(sender)
+        if peer is None:
+            return self._drop("vxlan-unknown-sender", trace)
+        if len(datagram) < VXLAN_HEADER + ETH_HEADER:
+            return self._drop("vxlan-short", trace)
+        if datagram[0:4] != _VXLAN_FLAGS_WORD or datagram[7]:
+            return self._drop("vxlan-bad-flags", trace)
+        vni = int.from_bytes(datagram[4:7], "big")
+        if vni != VNI:
+            return self._drop("vxlan-wrong-vni", trace)
+        self.counters["tunnel.rx"] += 1
+        ethertype = datagram[20:22]
+        if ethertype == _ETHERTYPE_ARP:
+            return self._answer_peer_arp(peer, datagram[22:], trace)
+        if ethertype != _ETHERTYPE_IPV4:
+            return self._drop("vxlan-inner-not-ipv4", trace)
+        packet = datagram[22:]
+        problem = header_problem(packet)
+        if problem:
+            return self._drop(problem, trace)
+        (total,) = _U16.unpack_from(packet, 2)
+        if total != len(packet):
+            packet = packet[:total]
+        src, dst = _ADDRS.unpack_from(packet, 12)
+        if trace is not None:
+            trace.append(
+                Stage(
+                    "vxlan-decap",
+                    f"from {peer.name} ({sender}), VNI {vni}, inner {int_to_ip(src)} → {int_to_ip(dst)}, {total} B",
+                )
+            )
+        source_route = self.routes.lookup(src)
+        if source_route is None or source_route.next_hop != sender:
+            return self._drop("vxlan-spoofed-inner-source", trace)
+        if dst not in self.pods:
+            # DNAT happens at the source node, so what arrives here is addressed to a pod of ours.
+            route = self.routes.lookup(dst)
+            local = route is not None and route.kind is RouteKind.LOCAL
+            return self._drop("no-such-pod" if local else "vxlan-not-for-this-node", trace)
+        key, tcp_flags = flow_key(packet)
+        if key is not None:
+            hit = self.conntrack.lookup(key, now)
+            if hit is not None:
+                entry, direction = hit
+                self.conntrack.update(entry, direction, tcp_flags, now)
+                if trace is not None:
+                    trace.append(
+                        Stage(
+                            "conntrack",
+                            f"{direction.name.lower()} direction of an existing connection ({entry.state.name.lower()})",
+                        )
+                    )
+                packet = self._nat_existing(entry, direction, packet, trace)
+            else:
+                if trace is not None:
+                    trace.append(Stage("conntrack", "new connection"))
+                if not self._ingress_policy(key, trace).allowed:
+                    return self._drop("policy-ingress", trace)
+                if self.conntrack.create(key, reverse(key), now) is None:
+                    return self._drop("conntrack-full", trace)
+                self.counters["conntrack.created"] += 1
+        return self._deliver(dst, packet, trace)
+
+    def _answer_peer_arp(self, peer: Peer, payload: bytes, trace: list[Stage] | None) -> list[Output]:
+        """A peer VTEP asking for an address of this node's podCIDR (a kernel vxlan device without a
+        static neighbour entry does): it is at this node's VTEP MAC."""
+        try:
+            request = arp.decode(payload)
+        except ValueError:
+            return self._drop("bad-arp", trace)
+        if request.op != arp.ArpOp.REQUEST or ipaddress.IPv4Address(request.target_ip) not in self._pod_cidr:
+            return self._drop("arp-not-for-this-node", trace)
+        answer = arp.encode(arp.reply(request, self._mac))
+        frame = mac_to_bytes(request.sender_mac) + self._mac_bytes + _ETHERTYPE_ARP + answer
+        self.counters["arp.answered"] += 1
+        if trace is not None:
+            trace.append(Stage("arp", f"{request.target_ip} is-at {self._mac}, answered to {peer.name}"))
+        return [Tunnel(peer.address, _VXLAN_HEADER + frame)]
+
+    # --- packets the host bridge and the node itself originate ----------------------------------
+
+    def to_local_pod(self, packet: bytes, trace: list[Stage] | None = None) -> list[Output]:
+        """A packet the node builds for one of its pods (a host-bridge reply): no policy applies, as
+        traffic from the node to its own pods is always allowed in Kubernetes."""
+        dst = _ADDRS.unpack_from(packet, 12)[1]
+        if dst not in self.pods:
+            return self._drop("no-such-pod", trace)
+        self.counters["delivered"] += 1
+        return [Deliver(dst, packet)]
+
+    def _drop(self, reason: str, trace: list[Stage] | None) -> list[Output]:
+        self.counters[f"drop.{reason}"] += 1
+        if trace is not None:
+            trace.append(Stage("drop", reason))
+        return [Drop(reason)]

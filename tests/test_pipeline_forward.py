@@ -1,0 +1,238 @@
+"""The pure pipeline of two nodes wired back to back in memory: what one encapsulates the other decaps."""
+
+import pytest
+
+from podnet.overlay.pipeline.forward import (
+    Deliver,
+    DeliverFrame,
+    Drop,
+    NodeIdentity,
+    Peer,
+    Pipeline,
+    PodPort,
+    PolicyDirection,
+    ToHost,
+    Tunnel,
+    Verdict,
+    pod_mac,
+    rewrite,
+    vtep_mac,
+)
+from podnet.overlay.wire import arp, ethernet, icmp, ipv4, tcp, udp, vxlan
+from podnet.overlay.wire.addresses import ip_to_int
+
+N1 = NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24")
+N2 = NodeIdentity("node-2", "127.0.0.12", "10.244.2.0/24")
+A = PodPort("default", "a", "10.244.1.2", pod_mac("10.244.1.2"))
+B = PodPort("default", "b", "10.244.2.2", pod_mac("10.244.2.2"))
+C = PodPort("default", "c", "10.244.1.3", pod_mac("10.244.1.3"))
+
+
+def node(identity: NodeIdentity, *pods: PodPort, policy=None) -> Pipeline:
+    pipeline = Pipeline(identity, **({"policy": policy} if policy else {}))
+    for other in (N1, N2):
+        if other is not identity:
+            pipeline.set_peer(Peer(other.name, other.address, vtep_mac(other.address)), other.pod_cidr)
+    for pod in pods:
+        pipeline.add_pod(pod)
+    return pipeline
+
+
+def udp_packet(src: str, dst: str, sport=5000, dport=53, payload=b"hello", df=True) -> bytes:
+    body = udp.encode(udp.UdpDatagram(sport, dport, payload), src, dst)
+    return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.UDP, body, dont_fragment=df))
+
+
+def tcp_packet(src: str, dst: str, sport: int, dport: int, flags) -> bytes:
+    seg = tcp.TcpSegment(sport, dport, 1, 0, flags, 65535)
+    return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.TCP, tcp.encode(seg, src, dst)))
+
+
+def only(outputs, kind):
+    assert len(outputs) == 1 and isinstance(outputs[0], kind), outputs
+    return outputs[0]
+
+
+def test_cross_node_udp_is_vxlan_with_pod_addresses_and_the_reply_follows_conntrack():
+    n1, n2 = node(N1, A), node(N2, B)
+    request = udp_packet(A.ip, B.ip)
+    out = only(n1.from_pod(A, request, 0.0), Tunnel)
+    assert out.node_address == "127.0.0.12"
+    vni, frame = vxlan.decode(out.datagram)
+    inner = ethernet.decode(frame)
+    assert (vni, inner.src, inner.dst, inner.ethertype) == (
+        1,
+        vtep_mac(N1.address),
+        vtep_mac(N2.address),
+        0x0800,
+    )
+    packet = ipv4.decode(inner.payload)
+    assert (packet.src, packet.dst) == (A.ip, B.ip)  # no NAT between pods
+    delivered = only(n2.from_tunnel("127.0.0.11", out.datagram, 0.1), Deliver)
+    assert delivered.pod_ip == ip_to_int(B.ip) and delivered.packet == request
+    reply = only(n2.from_pod(B, udp_packet(B.ip, A.ip, 53, 5000, b"world"), 0.2), Tunnel)
+    back = only(n1.from_tunnel("127.0.0.12", reply.datagram, 0.3), Deliver)
+    assert udp.decode(ipv4.decode(back.packet).payload, B.ip, A.ip).payload == b"world"
+    assert n1.counters["conntrack.created"] == 1 and n2.counters["conntrack.created"] == 1
+
+
+def test_same_node_delivery_and_host_network():
+    n1 = node(N1, A, C)
+    delivered = only(n1.from_pod(A, udp_packet(A.ip, C.ip), 0.0), Deliver)
+    assert delivered.pod_ip == ip_to_int(C.ip)
+    to_host = only(n1.from_pod(A, udp_packet(A.ip, "127.0.0.1"), 0.0), ToHost)
+    assert to_host.pod_ip == ip_to_int(A.ip)
+    assert only(n1.from_pod(A, udp_packet(A.ip, "10.244.9.9"), 0.0), Drop).reason == "no-route"
+    assert only(n1.from_pod(A, udp_packet(A.ip, "10.244.1.77"), 0.0), Drop).reason == "no-such-pod"
+
+
+def test_a_pod_cannot_spoof_its_source():
+    n1 = node(N1, A, C)
+    assert only(n1.from_pod(A, udp_packet(C.ip, B.ip), 0.0), Drop).reason == "spoofed-source"
+    assert n1.counters["drop.spoofed-source"] == 1
+
+
+@pytest.mark.parametrize(
+    ("sender", "mutate", "reason"),
+    [
+        ("127.0.0.11", lambda d: d[:12], "vxlan-short"),
+        ("127.0.0.11", lambda d: b"\x0c" + d[1:], "vxlan-bad-flags"),
+        ("127.0.0.11", lambda d: d[:7] + b"\x01" + d[8:], "vxlan-bad-flags"),
+        ("127.0.0.11", lambda d: d[:4] + b"\x00\x00\x02" + d[7:], "vxlan-wrong-vni"),
+        ("127.0.0.99", lambda d: d, "vxlan-unknown-sender"),
+        ("127.0.0.11", lambda d: d[:22] + d[22:26] + b"\x00" * 4 + d[30:], "bad-ip-checksum"),
+        ("127.0.0.11", lambda d: d[:20] + b"\x86\xdd" + d[22:], "vxlan-inner-not-ipv4"),
+    ],
+)
+def test_malformed_vxlan_is_dropped_and_counted_and_forwarding_continues(sender, mutate, reason):
+    n1, n2 = node(N1, A), node(N2, B)
+    good = only(n1.from_pod(A, udp_packet(A.ip, B.ip), 0.0), Tunnel).datagram
+    assert only(n2.from_tunnel(sender, mutate(good), 0.0), Drop).reason == reason
+    assert n2.counters[f"drop.{reason}"] == 1
+    only(n2.from_tunnel("127.0.0.11", good, 0.0), Deliver)
+
+
+def test_spoofed_inner_source_from_a_known_node_is_dropped():
+    n2 = node(N2, B)
+    forged = vxlan.encode(
+        1,
+        ethernet.encode(
+            ethernet.EthernetFrame(
+                vtep_mac(N2.address), vtep_mac(N1.address), 0x0800, udp_packet("10.244.7.7", B.ip)
+            )
+        ),
+    )
+    assert only(n2.from_tunnel("127.0.0.11", forged, 0.0), Drop).reason == "vxlan-spoofed-inner-source"
+    transit = vxlan.encode(
+        1,
+        ethernet.encode(
+            ethernet.EthernetFrame(
+                vtep_mac(N2.address), vtep_mac(N1.address), 0x0800, udp_packet(A.ip, "10.244.1.3")
+            )
+        ),
+    )
+    assert only(n2.from_tunnel("127.0.0.11", transit, 0.0), Drop).reason == "vxlan-not-for-this-node"
+
+
+def test_too_big_with_df_gets_frag_needed_and_without_df_is_dropped():
+    n1 = node(N1, A)
+    big = udp_packet(A.ip, B.ip, payload=b"x" * 1500)
+    answer = only(n1.from_pod(A, big, 0.0), Deliver)
+    error = ipv4.decode(answer.packet)
+    assert (error.src, error.dst) == (N1.gateway, A.ip)
+    message = icmp.decode(error.payload)
+    assert message.code == icmp.UnreachableCode.FRAGMENTATION_NEEDED and message.next_hop_mtu == 1450
+    assert (
+        only(n1.from_pod(A, udp_packet(A.ip, B.ip, sport=1, payload=b"x" * 1500, df=False), 0.0), Drop).reason
+        == "too-big"
+    )
+    only(n1.from_pod(A, udp_packet(A.ip, B.ip, sport=2, payload=b"x" * (1450 - 28)), 0.0), Tunnel)
+
+
+def test_policy_hooks_see_the_flow_and_decide_new_connections_only():
+    seen = []
+
+    def deny_port_81(direction, flow):
+        seen.append((direction, flow.protocol, flow.src_ip, flow.dst_ip, flow.dst_port))
+        return Verdict(flow.dst_port != 81, f"port {flow.dst_port}")
+
+    n1, n2 = node(N1, A, policy=deny_port_81), node(N2, B, policy=deny_port_81)
+    syn = tcp_packet(A.ip, B.ip, 40000, 80, tcp.TcpFlags.SYN)
+    datagram = only(n1.from_pod(A, syn, 0.0), Tunnel).datagram
+    only(n2.from_tunnel(N1.address, datagram, 0.0), Deliver)
+    assert seen == [
+        (PolicyDirection.EGRESS, "TCP", A.ip, B.ip, 80),
+        (PolicyDirection.INGRESS, "TCP", A.ip, B.ip, 80),
+    ]
+    only(n1.from_pod(A, tcp_packet(A.ip, B.ip, 40000, 80, tcp.TcpFlags.ACK), 0.1), Tunnel)
+    assert len(seen) == 2  # established: no second verdict
+    assert (
+        only(n1.from_pod(A, tcp_packet(A.ip, B.ip, 40001, 81, tcp.TcpFlags.SYN), 0.2), Drop).reason
+        == "policy-egress"
+    )
+    # ingress is decided on the receiving node even when the sender allowed it
+    permissive = node(N1, A)
+    datagram = only(
+        permissive.from_pod(A, tcp_packet(A.ip, B.ip, 40002, 81, tcp.TcpFlags.SYN), 0.0), Tunnel
+    ).datagram
+    assert only(n2.from_tunnel(N1.address, datagram, 0.0), Drop).reason == "policy-ingress"
+
+
+def test_trace_records_every_stage_of_the_journey():
+    n1, n2 = node(N1, A), node(N2, B)
+    trace = []
+    datagram = only(n1.from_pod(A, udp_packet(A.ip, B.ip), 0.0, trace), Tunnel).datagram
+    n2.from_tunnel(N1.address, datagram, 0.0, trace)
+    stages = [s.stage for s in trace]
+    assert stages == [
+        "source",
+        "conntrack",
+        "service-dnat",
+        "egress-policy",
+        "route",
+        "vxlan-encap",
+        "vxlan-decap",
+        "conntrack",
+        "ingress-policy",
+        "deliver",
+    ]
+    encap = trace[5].detail
+    assert "VNI 1" in encap and "127.0.0.11:4789 → 127.0.0.12:4789" in encap
+
+
+def test_proxy_arp_for_the_gateway_and_arp_from_a_peer_vtep():
+    n1 = node(N1, A)
+    request = arp.request(A.mac, A.ip, N1.gateway)
+    frame = ethernet.encode(ethernet.EthernetFrame("ff:ff:ff:ff:ff:ff", A.mac, 0x0806, arp.encode(request)))
+    answer = only(n1.from_pod_frame(A, frame, 0.0), DeliverFrame)
+    reply = arp.decode(ethernet.decode(answer.frame).payload)
+    assert (reply.op, reply.sender_ip, reply.sender_mac, reply.target_ip) == (
+        arp.ArpOp.REPLY,
+        N1.gateway,
+        vtep_mac(N1.address),
+        A.ip,
+    )
+    peer_request = arp.request(vtep_mac(N2.address), "10.244.2.0", "10.244.1.0")
+    datagram = vxlan.encode(
+        1,
+        ethernet.encode(
+            ethernet.EthernetFrame(
+                "ff:ff:ff:ff:ff:ff", vtep_mac(N2.address), 0x0806, arp.encode(peer_request)
+            )
+        ),
+    )
+    out = only(n1.from_tunnel(N2.address, datagram, 0.0), Tunnel)
+    assert arp.decode(ethernet.decode(vxlan.decode(out.datagram)[1]).payload).sender_mac == vtep_mac(
+        N1.address
+    )
+
+
+def test_rewrite_keeps_checksums_valid():
+    original = tcp_packet(A.ip, "10.96.0.10", 40000, 53, tcp.TcpFlags.SYN)
+    natted = rewrite(original, dst=(ip_to_int("10.244.2.9"), 5353))
+    packet = ipv4.decode(natted)  # verifies the header checksum
+    segment = tcp.decode(packet.payload, packet.src, packet.dst)  # verifies the TCP checksum
+    assert (packet.dst, segment.dst_port, segment.src_port) == ("10.244.2.9", 5353, 40000)
+    back = rewrite(udp_packet("10.244.2.9", A.ip, 53, 5000), src=(ip_to_int("10.96.0.10"), 53))
+    packet = ipv4.decode(back)
+    assert udp.decode(packet.payload, packet.src, packet.dst).src_port == 53 and packet.src == "10.96.0.10"
