@@ -1,7 +1,6 @@
 """The pure pipeline of two nodes wired back to back in memory: what one encapsulates the other decaps."""
 
 import pytest
-
 from podnet.overlay.pipeline.forward import (
     Deliver,
     DeliverFrame,

@@ -1,5 +1,4 @@
 import pytest
-
 from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable, parse_prefix
 from podnet.overlay.wire.addresses import ip_to_int
 
