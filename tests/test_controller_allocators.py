@@ -1,7 +1,6 @@
 """Pod CIDR, ClusterIP and NodePort allocation: pure, no server."""
 
 import pytest
-
 from podnet.apiserver.controllers.allocators import (
     AllocationError,
     CidrAllocator,

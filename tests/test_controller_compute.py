@@ -1,0 +1,431 @@
+"""The controllers' decisions, pure and table-driven: scheduling, endpoint slices, node lifecycle and
+deployments."""
+
+import random
+
+import pytest
+from podnet.apiserver.controllers import deployments, endpointslices, nodelifecycle, scheduling
+
+# Builders.
+
+
+def ready_condition(status):
+    return {"type": "Ready", "status": status}
+
+
+def make_node(name, ready="True", labels=None, taints=None, unschedulable=False):
+    spec = {}
+    if taints:
+        spec["taints"] = taints
+    if unschedulable:
+        spec["unschedulable"] = True
+    status = {"conditions": [ready_condition(ready)]} if ready else {}
+    return {"metadata": {"name": name, "labels": labels or {}}, "spec": spec, "status": status}
+
+
+def make_pod(name, namespace="default", labels=None, ip=None, node=None, ready=None, deleting=False,
+             phase="Running", ports=None, **spec):
+    meta = {"name": name, "namespace": namespace, "uid": f"uid-{name}", "labels": labels or {}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    pod_spec = {"containers": [{"name": "c", "image": "agnhost", "ports": ports or []}], **spec}
+    if node:
+        pod_spec["nodeName"] = node
+    status = {"phase": phase}
+    if ip:
+        status["podIP"] = ip
+        status["podIPs"] = [{"ip": ip}]
+    if ready is not None:
+        status["conditions"] = [ready_condition("True" if ready else "False")]
+    return {"metadata": meta, "spec": pod_spec, "status": status}
+
+
+def make_service(name="web", selector=None, ports=None, namespace="default", **spec):
+    return {
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
+        "spec": {"selector": {"app": "web"} if selector is None else selector,
+                 "ports": ports or [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}], **spec},
+    }
+
+
+# Scheduling.
+
+NO_SCHEDULE = {"key": "dedicated", "value": "db", "effect": "NoSchedule"}
+
+
+@pytest.mark.parametrize(
+    ("pod_spec", "nodes", "counts", "expected"),
+    [
+        ({}, [make_node("b"), make_node("a")], {}, "a"),  # tie: lowest name
+        ({}, [make_node("a"), make_node("b")], {"a": 2, "b": 1}, "b"),  # fewest pods
+        ({}, [make_node("a", ready="False"), make_node("b", ready="Unknown"), make_node("c", ready=None)], {}, None),
+        ({}, [make_node("a", unschedulable=True), make_node("b")], {"b": 9}, "b"),
+        ({"nodeSelector": {"disk": "ssd"}}, [make_node("a"), make_node("b", labels={"disk": "ssd"})], {"b": 5}, "b"),
+        ({"nodeSelector": {"disk": "ssd"}}, [make_node("a", labels={"disk": "hdd"})], {}, None),
+        ({}, [make_node("a", taints=[NO_SCHEDULE]), make_node("b")], {"b": 3}, "b"),
+        ({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]},
+         [make_node("a", taints=[NO_SCHEDULE])], {}, "a"),
+        ({"tolerations": [{"key": "dedicated", "value": "web"}]}, [make_node("a", taints=[NO_SCHEDULE])], {}, None),
+        ({"tolerations": [{"operator": "Exists"}]}, [make_node("a", taints=[NO_SCHEDULE])], {}, "a"),
+        ({}, [make_node("a", taints=[{"key": "x", "effect": "PreferNoSchedule"}])], {}, "a"),
+        ({}, [make_node("a", taints=[{"key": nodelifecycle.UNREACHABLE_TAINT_KEY, "effect": "NoExecute"}])], {}, None),
+        ({"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists",
+                           "effect": "NoSchedule"}]}, [make_node("a", unschedulable=True)], {}, "a"),
+    ],
+)
+def test_choose_node(pod_spec, nodes, counts, expected):
+    pod = make_pod("p", phase="Pending", **pod_spec)
+    assert scheduling.choose_node(pod, nodes, counts) == expected
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        (make_pod("p", phase="Pending"), True),
+        (make_pod("p", node="a"), False),  # nodeName given: already bound
+        (make_pod("p", deleting=True), False),
+        (make_pod("p", phase="Succeeded"), False),
+        (make_pod("p", schedulerName="other"), False),
+    ],
+)
+def test_needs_scheduling(pod, expected):
+    assert scheduling.needs_scheduling(pod) is expected
+
+
+def test_count_pods_per_node_skips_finished_and_unbound():
+    pods = [make_pod("a", node="n1"), make_pod("b", node="n1"), make_pod("c", node="n2", phase="Failed"),
+            make_pod("d")]
+    assert scheduling.count_pods_per_node(pods) == {"n1": 2}
+
+
+# EndpointSlices and Endpoints.
+
+WEB = {"app": "web"}
+
+
+def endpoints_of(slices):
+    return [(e["addresses"][0], e["conditions"]["ready"], e["conditions"]["serving"], e["conditions"]["terminating"])
+            for s in slices for e in s["endpoints"]]
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        (make_pod("a", labels=WEB, ip="10.244.0.5", node="n1", ready=True), [("10.244.0.5", True, True, False)]),
+        (make_pod("a", labels=WEB, ip="10.244.0.5", node="n1", ready=False), [("10.244.0.5", False, False, False)]),
+        (make_pod("a", labels=WEB, ip="10.244.0.5", node="n1"), [("10.244.0.5", False, False, False)]),
+        (make_pod("a", labels=WEB, ip="10.244.0.5", ready=True, deleting=True), [("10.244.0.5", False, True, True)]),
+        (make_pod("a", labels=WEB, ip="10.244.0.5", ready=False, deleting=True), [("10.244.0.5", False, False, True)]),
+        (make_pod("a", labels=WEB, ready=True), []),  # no IP yet
+        (make_pod("a", labels=WEB, ip="10.244.0.5", ready=True, phase="Succeeded"), []),
+        (make_pod("a", labels={"app": "db"}, ip="10.244.0.5", ready=True), []),
+        (make_pod("a", namespace="other", labels=WEB, ip="10.244.0.5", ready=True), []),
+    ],
+)
+def test_endpoint_conditions(pod, expected):
+    slices = endpointslices.desired_slices(make_service(), [pod], {})
+    assert endpoints_of(slices) == expected
+    assert len(slices) == 1
+
+
+def test_publish_not_ready_addresses_makes_every_endpoint_ready():
+    service = make_service(publishNotReadyAddresses=True)
+    pods = [make_pod("a", labels=WEB, ip="10.244.0.5", ready=False),
+            make_pod("b", labels=WEB, ip="10.244.0.6", ready=True, deleting=True)]
+    assert endpoints_of(endpointslices.desired_slices(service, pods, {})) == [
+        ("10.244.0.5", True, False, False), ("10.244.0.6", True, True, True)]
+    endpoints = endpointslices.desired_endpoints(service, pods)
+    assert [a["ip"] for a in endpoints["subsets"][0]["addresses"]] == ["10.244.0.5", "10.244.0.6"]
+
+
+def test_slice_shape():
+    service = make_service(ports=[{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080,
+                                   "appProtocol": "http"}])
+    service["metadata"]["labels"] = {"team": "a"}
+    pod = make_pod("web-1", labels=WEB, ip="10.244.1.7", node="n1", ready=True, hostname="web-1", subdomain="web")
+    nodes = {"n1": make_node("n1", labels={"topology.kubernetes.io/zone": "z1"})}
+    (slice_,) = endpointslices.desired_slices(service, [pod], nodes)
+    assert slice_["apiVersion"] == "discovery.k8s.io/v1" and slice_["kind"] == "EndpointSlice"
+    assert slice_["addressType"] == "IPv4"
+    assert slice_["metadata"]["name"].startswith("web-")
+    assert slice_["metadata"]["labels"] == {
+        "team": "a", "kubernetes.io/service-name": "web",
+        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
+    assert slice_["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Service", "name": "web",
+                                                       "uid": "uid-web", "controller": True,
+                                                       "blockOwnerDeletion": True}]
+    assert slice_["ports"] == [{"name": "http", "protocol": "TCP", "port": 8080, "appProtocol": "http"}]
+    assert slice_["endpoints"] == [{
+        "addresses": ["10.244.1.7"], "conditions": {"ready": True, "serving": True, "terminating": False},
+        "hostname": "web-1", "targetRef": {"kind": "Pod", "namespace": "default", "name": "web-1",
+                                            "uid": "uid-web-1"},
+        "nodeName": "n1", "zone": "z1"}]
+
+
+def test_hostname_only_when_subdomain_is_the_service():
+    pod = make_pod("a", labels=WEB, ip="10.244.0.5", ready=True, hostname="a", subdomain="other")
+    (slice_,) = endpointslices.desired_slices(make_service(), [pod], {})
+    assert "hostname" not in slice_["endpoints"][0]
+
+
+def test_named_target_port_resolved_per_pod_splits_slices():
+    service = make_service(ports=[{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"}])
+    pods = [
+        make_pod("a", labels=WEB, ip="10.244.0.5", ready=True, ports=[{"name": "web", "containerPort": 8080}]),
+        make_pod("b", labels=WEB, ip="10.244.0.6", ready=True, ports=[{"name": "web", "containerPort": 9090}]),
+        make_pod("c", labels=WEB, ip="10.244.0.7", ready=True, ports=[{"name": "web", "containerPort": 8080}]),
+        make_pod("d", labels=WEB, ip="10.244.0.8", ready=True,
+                 ports=[{"name": "web", "containerPort": 7070, "protocol": "UDP"}]),  # wrong protocol
+    ]
+    slices = endpointslices.desired_slices(service, pods, {})
+    by_port = {tuple(p["port"] for p in s["ports"]): [e["targetRef"]["name"] for e in s["endpoints"]] for s in slices}
+    assert by_port == {(8080,): ["a", "c"], (9090,): ["b"], (): ["d"]}
+    assert len({s["metadata"]["name"] for s in slices}) == 3
+
+    endpoints = endpointslices.desired_endpoints(service, pods)
+    subsets = {s["ports"][0]["port"]: [a["ip"] for a in s["addresses"]] for s in endpoints["subsets"]}
+    assert subsets == {8080: ["10.244.0.5", "10.244.0.7"], 9090: ["10.244.0.6"]}
+    assert endpoints["subsets"][0]["ports"][0] == {"name": "http", "protocol": "TCP", "port": 8080}
+
+
+def test_service_without_pods_gets_an_empty_placeholder_slice_and_empty_endpoints():
+    (slice_,) = endpointslices.desired_slices(make_service(), [], {})
+    assert slice_["endpoints"] == [] and slice_["ports"] == []
+    assert endpointslices.desired_endpoints(make_service(), [])["subsets"] == []
+
+
+def test_slices_hold_at_most_100_endpoints_and_names_are_stable():
+    pods = [make_pod(f"p{i:03d}", labels=WEB, ip=f"10.244.{i // 250}.{i % 250 + 1}", ready=True) for i in range(250)]
+    slices = endpointslices.desired_slices(make_service(), pods, {})
+    assert [len(s["endpoints"]) for s in slices if s] and sorted(len(s["endpoints"]) for s in slices) == [50, 100, 100]
+    again = endpointslices.desired_slices(make_service(), list(reversed(pods)), {})
+    assert [s["metadata"]["name"] for s in slices] == [s["metadata"]["name"] for s in again]
+    assert again == slices
+
+
+def test_legacy_endpoints_split_ready_and_not_ready_and_drop_terminating():
+    service = make_service()
+    service["spec"]["clusterIP"] = "None"
+    pods = [make_pod("a", labels=WEB, ip="10.244.0.9", node="n1", ready=True),
+            make_pod("b", labels=WEB, ip="10.244.0.3", node="n2", ready=False),
+            make_pod("c", labels=WEB, ip="10.244.0.4", ready=True, deleting=True)]
+    endpoints = endpointslices.desired_endpoints(service, pods)
+    assert endpoints["metadata"] == {"name": "web", "namespace": "default",
+                                     "labels": {"service.kubernetes.io/headless": ""}}
+    (subset,) = endpoints["subsets"]
+    assert subset["addresses"] == [{"ip": "10.244.0.9", "nodeName": "n1", "targetRef": {
+        "kind": "Pod", "namespace": "default", "name": "a", "uid": "uid-a"}}]
+    assert [a["ip"] for a in subset["notReadyAddresses"]] == ["10.244.0.3"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [({"selector": {"a": "b"}}, True), ({}, False), ({"selector": {}}, False),
+     ({"selector": {"a": "b"}, "type": "ExternalName"}, False)],
+)
+def test_selects_pods(spec, expected):
+    assert endpointslices.selects_pods({"metadata": {}, "spec": spec}) is expected
+
+
+def test_differs_ignores_server_fields():
+    (desired,) = endpointslices.desired_slices(make_service(), [], {})
+    stored = {**desired, "metadata": {**desired["metadata"], "resourceVersion": "7", "uid": "u"}}
+    assert not endpointslices.slice_differs(stored, desired)
+    changed = {**stored, "endpoints": [{"addresses": ["10.0.0.1"]}]}
+    assert endpointslices.slice_differs(changed, desired)
+
+
+# Node lifecycle.
+
+GRACE, EVICT = 40.0, 300.0
+
+
+def lease(renew):
+    return {"metadata": {"name": "n", "namespace": "kube-node-lease"}, "spec": {"renewTime": renew}}
+
+
+def test_observe_tracks_when_a_heartbeat_changed_on_the_controllers_clock():
+    nodes = [make_node("n1")]
+    first = nodelifecycle.observe({}, nodes, {"n1": lease("t1")}, now=100.0)
+    assert first["n1"] == nodelifecycle.Heartbeat(("t1", None), 100.0, renewed=False)
+    same = nodelifecycle.observe(first, nodes, {"n1": lease("t1")}, now=130.0)
+    assert same["n1"].observed_at == 100.0
+    renewed = nodelifecycle.observe(same, nodes, {"n1": lease("t2")}, now=135.0)
+    assert renewed["n1"] == nodelifecycle.Heartbeat(("t2", None), 135.0, renewed=True)
+    assert nodelifecycle.observe(renewed, [], {}, now=140.0) == {}
+
+
+UNREACHABLE = {"key": nodelifecycle.UNREACHABLE_TAINT_KEY, "effect": "NoExecute"}
+
+
+def marked_node(name):
+    node = make_node(name, taints=[UNREACHABLE])
+    node["status"]["conditions"][0].update(status="Unknown", reason="NodeStatusUnknown")
+    return node
+
+
+@pytest.mark.parametrize(
+    ("node", "beat", "now", "expected"),
+    [
+        (make_node("n1"), (0.0, False), 40.0, ((), ())),  # exactly at the grace period: still fine
+        (make_node("n1"), (0.0, False), 40.5, (("n1",), ())),
+        (marked_node("n1"), (0.0, False), 100.0, ((), ())),  # already marked
+        (make_node("n1", taints=[UNREACHABLE]), (0.0, False), 100.0, (("n1",), ())),  # condition missing
+        (marked_node("n1"), (90.0, True), 100.0, ((), ("n1",))),  # heartbeats resumed
+        (marked_node("n1"), (90.0, False), 100.0, ((), ())),  # first seen after a restart: not proof of life
+        (make_node("n1", ready="False"), (90.0, True), 100.0, ((), ())),  # the node's own NotReady stays
+    ],
+)
+def test_node_marking(node, beat, now, expected):
+    heartbeats = {"n1": nodelifecycle.Heartbeat(("t", None), beat[0], renewed=beat[1])}
+    decisions = nodelifecycle.decide([node], heartbeats, [], now, grace_period=GRACE, eviction_timeout=EVICT)
+    assert (decisions.mark_unreachable, decisions.mark_reachable) == expected
+
+
+@pytest.mark.parametrize(
+    ("pod", "now", "not_ready", "evict"),
+    [
+        (make_pod("a", node="n1", ready=True), 41.0, True, False),
+        (make_pod("a", node="n1", ready=False), 41.0, False, False),
+        (make_pod("a", node="n2", ready=True), 1000.0, False, False),  # healthy node
+        (make_pod("a", node="n1", ready=True), 340.0, True, True),  # 40 s grace + 300 s eviction
+        (make_pod("a", node="n1", ready=True), 339.0, True, False),
+        (make_pod("a", node="n1", ready=True, deleting=True), 1000.0, False, False),
+        (make_pod("a", node="n1", tolerations=[{"key": nodelifecycle.UNREACHABLE_TAINT_KEY, "operator": "Exists",
+                                                "effect": "NoExecute", "tolerationSeconds": 5}]), 45.0, False, True),
+        (make_pod("a", node="n1", tolerations=[{"operator": "Exists"}]), 10000.0, False, False),
+    ],
+)
+def test_pods_on_unreachable_nodes(pod, now, not_ready, evict):
+    heartbeats = {n: nodelifecycle.Heartbeat(("t", None), 0.0 if n == "n1" else now, False) for n in ("n1", "n2")}
+    decisions = nodelifecycle.decide([make_node("n1"), make_node("n2")], heartbeats, [pod], now,
+                                     grace_period=GRACE, eviction_timeout=EVICT)
+    assert (decisions.pods_not_ready == ("default/a",)) is not_ready
+    assert (decisions.pods_to_evict == ("default/a",)) is evict
+
+
+def test_node_changes_round_trip():
+    node = make_node("n1", taints=[{"key": "other", "effect": "NoSchedule"}])
+    unreachable = nodelifecycle.node_status_unknown(nodelifecycle.node_spec_unreachable(node, "T1"), "T1")
+    ready = unreachable["status"]["conditions"][0]
+    assert ready == {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                     "message": "Kubelet stopped posting node status.", "lastTransitionTime": "T1"}
+    assert unreachable["spec"]["taints"][1] == {**UNREACHABLE, "timeAdded": "T1"}
+    back = nodelifecycle.node_status_ready(nodelifecycle.node_spec_reachable(unreachable), "T2")
+    assert back["spec"]["taints"] == [{"key": "other", "effect": "NoSchedule"}]
+    assert back["status"]["conditions"][0]["status"] == "True"
+    assert back["status"]["conditions"][0]["lastTransitionTime"] == "T2"
+    assert node["status"]["conditions"] == [ready_condition("True")]  # input untouched
+    pod = nodelifecycle.pod_status_not_ready(make_pod("a", ready=True), "T3")
+    assert pod["status"]["conditions"] == [{"type": "Ready", "status": "False", "reason": "NodeNotReady",
+                                            "lastTransitionTime": "T3"}]
+
+
+# Deployments.
+
+
+def make_deployment(replicas=3, image="agnhost", strategy=None):
+    spec = {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "c", "image": image}]}}}
+    if strategy:
+        spec["strategy"] = {"type": strategy}
+    return {"metadata": {"name": "web", "namespace": "default", "uid": "uid-d", "generation": 4}, "spec": spec}
+
+
+def counter_suffix():
+    names = iter(f"x{i:04d}" for i in range(1000))
+    return lambda: next(names)
+
+
+def owned(pods_plan_created, ready=True, node="n1"):
+    result = []
+    for pod in pods_plan_created:
+        pod = {**pod, "status": {"phase": "Running", "conditions": [ready_condition("True" if ready else "False")]}}
+        pod["spec"] = {**pod["spec"], "nodeName": node}
+        pod["metadata"] = {**pod["metadata"], "creationTimestamp": "2026-01-01T00:00:00Z"}
+        result.append(pod)
+    return result
+
+
+def test_template_hash_is_stable_and_safe():
+    template = make_deployment()["spec"]["template"]
+    value = deployments.template_hash(template)
+    assert value == deployments.template_hash(dict(reversed(list(template.items()))))
+    assert set(value) <= set(deployments.SAFE_ALPHABET)
+    assert value != deployments.template_hash(make_deployment(image="nginx")["spec"]["template"])
+    assert value != deployments.template_hash(template, collision_count=1)
+    assert len(deployments.random_suffix(random.Random(1))) == 5
+
+
+def test_new_deployment_creates_replicas_with_kubernetes_names_and_owner():
+    deployment = make_deployment()
+    plan = deployments.plan(deployment, [], counter_suffix())
+    hash_value = deployments.template_hash(deployment["spec"]["template"])
+    assert [p["metadata"]["name"] for p in plan.create] == [f"web-{hash_value}-x000{i}" for i in range(3)]
+    pod = plan.create[0]
+    assert pod["metadata"]["labels"] == {"app": "web", "pod-template-hash": hash_value}
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-d"
+    assert pod["spec"] == deployment["spec"]["template"]["spec"]
+    assert plan.delete == ()
+    assert plan.status == {"observedGeneration": 4, "replicas": 0, "updatedReplicas": 0, "readyReplicas": 0,
+                           "availableReplicas": 0, "unavailableReplicas": 3}
+
+
+def test_lost_pods_are_replaced_with_new_names_and_unowned_pods_ignored():
+    deployment = make_deployment()
+    pods = owned(deployments.plan(deployment, [], counter_suffix()).create)
+    stranger = make_pod("stranger", labels={"app": "web"}, ready=True)
+    survivors = pods[1:] + [stranger]
+    rng = random.Random(2)
+    plan = deployments.plan(deployment, survivors, lambda: deployments.random_suffix(rng))
+    assert len(plan.create) == 1 and plan.create[0]["metadata"]["name"] != pods[0]["metadata"]["name"]
+    assert plan.status["replicas"] == 2 and plan.status["readyReplicas"] == 2
+
+
+def test_suffix_collisions_are_skipped():
+    deployment = make_deployment(replicas=2)
+    pods = owned(deployments.plan(deployment, [], counter_suffix()).create[:1])
+    plan = deployments.plan(deployment, pods, counter_suffix())  # the counter repeats x0000 first
+    assert [p["metadata"]["name"][-5:] for p in plan.create] == ["x0001"]
+
+
+def test_failed_and_terminating_pods_do_not_count():
+    deployment = make_deployment(replicas=2)
+    pods = owned(deployments.plan(deployment, [], counter_suffix()).create)
+    pods[0]["status"]["phase"] = "Failed"
+    pods[1]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert len(deployments.plan(deployment, pods, counter_suffix()).create) == 2
+
+
+def test_scale_down_removes_unready_then_newest():
+    deployment = make_deployment(replicas=1)
+    pods = owned(deployments.plan(make_deployment(), [], counter_suffix()).create)
+    pods[0]["status"]["conditions"][0]["status"] = "False"
+    pods[2]["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"
+    plan = deployments.plan(deployment, pods, counter_suffix())
+    assert plan.delete == (pods[0]["metadata"]["name"], pods[2]["metadata"]["name"])
+    assert plan.create == ()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "new_ready", "expected_creates", "expected_old_deletes"),
+    [
+        (None, 0, 2, 0),  # rolling: new pods first, old ones stay while nothing new is ready
+        (None, 1, 0, 1),  # one new ready: one old may go
+        (None, 2, 0, 2),
+        ("Recreate", 0, 0, 2),  # recreate: old pods go first, nothing new while they exist
+    ],
+)
+def test_template_change_rolls(strategy, new_ready, expected_creates, expected_old_deletes):
+    old_deployment = make_deployment(replicas=2, strategy=strategy)
+    old_pods = owned(deployments.plan(old_deployment, [], counter_suffix()).create, node="n1")
+    deployment = make_deployment(replicas=2, image="nginx", strategy=strategy)
+    new_pods = []
+    if new_ready:
+        created = deployments.plan(deployment, old_pods, counter_suffix()).create
+        new_pods = owned(created[:new_ready]) + owned(created[new_ready:], ready=False)
+    plan = deployments.plan(deployment, old_pods + new_pods, counter_suffix())
+    assert len(plan.create) == expected_creates
+    old_names = {p["metadata"]["name"] for p in old_pods}
+    assert len([n for n in plan.delete if n in old_names]) == expected_old_deletes
