@@ -76,13 +76,13 @@ def test_well_known_services_get_their_fixed_ips_and_others_never_do():
 @pytest.mark.parametrize(
     ("requested", "field", "detail"),
     [
-        ("10.96.0.5", "spec.clusterIP", "already allocated"),
+        ("10.96.0.5", "spec.clusterIPs", "already allocated"),
         ("10.97.0.0", None, None),
-        ("10.112.0.1", "spec.clusterIP", "not in the valid range"),
-        ("10.96.0.0", "spec.clusterIP", "not in the valid range"),  # network address
-        ("10.111.255.255", "spec.clusterIP", "not in the valid range"),  # broadcast address
-        ("10.96.0.10", "spec.clusterIP", "already allocated"),  # kept for kube-dns
-        ("bogus", "spec.clusterIP", "valid IP"),
+        ("10.112.0.1", "spec.clusterIPs", "not in the valid range"),
+        ("10.96.0.0", "spec.clusterIPs", "not in the valid range"),  # network address
+        ("10.111.255.255", "spec.clusterIPs", "not in the valid range"),  # broadcast address
+        ("10.96.0.10", "spec.clusterIPs", "already allocated"),  # kept for kube-dns
+        ("bogus", "spec.clusterIPs", "valid IPv4 address"),
     ],
 )
 def test_requested_cluster_ip_is_honoured_or_refused(requested, field, detail):
@@ -211,9 +211,9 @@ def test_node_ports_run_out():
         allocations.admit(service("b", type_="NodePort"))
 
 
-@pytest.mark.parametrize("text", ["30000", "1-0", "a-b", "0-10", "1-70000"])
+@pytest.mark.parametrize("text", ["30000", (30000, 30000), "1-0", "a-b", "0-10", "1-70000", (5, 1)])
 def test_port_range_parse(text):
-    if text == "30000":
+    if text in ("30000", (30000, 30000)):
         assert parse_port_range(text) == range(30000, 30001)
     else:
         with pytest.raises(ValueError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -28,13 +29,16 @@ def well_known_ips(service_cidr: str) -> dict[str, str]:
     return {KUBERNETES_SERVICE: str(network[1]), DNS_SERVICE: str(network[10])}
 
 
-def parse_port_range(text: str) -> range:
-    """`"30000-32767"` → range(30000, 32768)."""
-    low, sep, high = text.partition("-")
-    try:
-        first, last = int(low), int(high if sep else low)
-    except ValueError:
-        raise ValueError(f"invalid port range {text!r}: want FIRST-LAST") from None
+def parse_port_range(text: str | tuple[int, int]) -> range:
+    """`"30000-32767"` or `(30000, 32767)` → range(30000, 32768)."""
+    if isinstance(text, tuple):
+        first, last = text
+    else:
+        low, sep, high = text.partition("-")
+        try:
+            first, last = int(low), int(high if sep else low)
+        except ValueError:
+            raise ValueError(f"invalid port range {text!r}: want FIRST-LAST") from None
     if not 1 <= first <= last <= 65535:
         raise ValueError(f"invalid port range {text!r}")
     return range(first, last + 1)
@@ -114,13 +118,18 @@ class AllocationError(ValueError):
         self.detail = detail
         super().__init__(field, value, detail)
 
+    @property
+    def message(self) -> str:
+        value = json.dumps(self.value) if isinstance(self.value, str | int | list) else repr(self.value)
+        return f"Invalid value: {value}: {self.detail}"
+
     def __str__(self) -> str:
-        return f"{self.field}: Invalid value: {self.value!r}: {self.detail}"
+        return f"{self.field}: {self.message}"
 
     @property
     def cause(self) -> dict:
         """The `details.causes[]` entry of the 422 Status."""
-        return {"reason": "FieldValueInvalid", "message": str(self), "field": self.field}
+        return {"reason": "FieldValueInvalid", "message": self.message, "field": self.field}
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +193,11 @@ class IpAllocations:
 
     @classmethod
     def from_services(
-        cls, services: Iterable[dict], *, service_cidr: str = "10.96.0.0/12", node_port_range: str = "30000-32767"
+                cls,
+        services: Iterable[dict],
+        *,
+        service_cidr: str = "10.96.0.0/12",
+        node_port_range: str | tuple[int, int] = "30000-32767",
     ) -> IpAllocations:
         allocations = cls(ipaddress.IPv4Network(service_cidr), parse_port_range(node_port_range))
         for service in services:
@@ -219,20 +232,22 @@ class IpAllocations:
                 return candidate
         raise AllocationError("spec.clusterIPs", None, f"no IP addresses left in {self.service_cidr}")
 
-    def _check_requested_ip(self, key: str, ip: str, field_path: str) -> ipaddress.IPv4Address:
+    def _check_requested_ip(self, key: str, ip: str) -> ipaddress.IPv4Address:
+        # Field and wording as kube-apiserver's allocator reports them.
+        def refuse(detail: str) -> AllocationError:
+            return AllocationError("spec.clusterIPs", [ip], f"failed to allocate IP {ip}: {detail}")
+
         try:
             address = ipaddress.IPv4Address(ip)
         except ValueError:
-            raise AllocationError(field_path, ip, "must be a valid IP address") from None
+            raise refuse("must be a valid IPv4 address") from None
         usable = address in self.service_cidr and address not in (
             self.service_cidr.network_address, self.service_cidr.broadcast_address)
         if not usable:
-            raise AllocationError(
-                field_path, ip,
-                f"provided IP is not in the valid range. The range of valid IPs is {self.service_cidr}")
+            raise refuse(f"provided IP is not in the valid range. The range of valid IPs is {self.service_cidr}")
         holder = self.ips.get(address)
         if (holder is not None and holder != key) or address in self._reserved_for_others(key):
-            raise AllocationError(field_path, ip, "provided IP is already allocated")
+            raise refuse("provided IP is already allocated")
         return address
 
     def _free_port(self, taken: set[int]) -> int:
@@ -270,8 +285,7 @@ class IpAllocations:
         if _wants_cluster_ip(spec):
             requested = _ips_of(spec)
             if requested:
-                field_path = "spec.clusterIPs[0]" if spec.get("clusterIPs") else "spec.clusterIP"
-                address = self._check_requested_ip(key, requested[0], field_path)
+                address = self._check_requested_ip(key, requested[0])
             else:
                 address = self._free_ip(key, reserved_ips)
             reserved_ips.add(address)
