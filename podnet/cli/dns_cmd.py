@@ -1,0 +1,143 @@
+"""`podnet dns` runs the cluster DNS server; `podnet dig` asks a DNS server one question and prints the
+answer the way dig does."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from pathlib import Path
+
+import typer
+from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
+
+from podnet.cli.common import fail
+
+DIG_TIMEOUT = 2.0
+DIG_TRIES = 3
+
+
+def _parse_server(text: str) -> tuple[str, int]:
+    from podnet.dns.config import parse_upstream
+
+    try:
+        return parse_upstream(text)
+    except ValueError as exc:
+        raise fail(f"error: --server {text!r}: {exc}") from None
+
+
+def build_query(name: str, qtype: str) -> DNSRecord:
+    query = DNSRecord.question(name, qtype.upper())
+    query.header.id = random.randrange(1 << 16)
+    query.add_ar(EDNS0(udp_len=1232))
+    return query
+
+
+def exchange_udp(query: bytes, server: tuple[str, int], timeout: float = DIG_TIMEOUT, tries: int = DIG_TRIES) -> bytes:
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(server)
+        for _ in range(tries):
+            sock.send(query)
+            deadline = time.monotonic() + timeout
+            try:
+                while True:
+                    sock.settimeout(max(0.001, deadline - time.monotonic()))
+                    reply = sock.recv(65535)
+                    if reply[:2] == query[:2] and len(reply) >= 12:
+                        return reply
+            except TimeoutError:
+                continue
+    raise TimeoutError("connection timed out; no servers could be reached")
+
+
+def exchange_tcp(query: bytes, server: tuple[str, int], timeout: float = DIG_TIMEOUT) -> bytes:
+    with socket.create_connection(server, timeout=timeout) as sock:
+        sock.sendall(len(query).to_bytes(2, "big") + query)
+        data = b""
+        while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
+            chunk = sock.recv(65535)
+            if not chunk:
+                raise ConnectionError("the server closed the connection before answering")
+            data += chunk
+        return data[2:2 + int.from_bytes(data[:2], "big")]
+
+
+def dig_text(name: str, qtype: str, server: tuple[str, int], reply: bytes, transport: str, elapsed: float) -> str:
+    parsed = DNSRecord.parse(reply)
+    return "\n".join([
+        f"; <<>> podnet dig <<>> @{server[0]} -p {server[1]} {name} {qtype.upper()}",
+        ";; Got answer:",
+        str(parsed),
+        "",
+        f";; Query time: {int(elapsed * 1000)} msec",
+        f";; SERVER: {server[0]}#{server[1]}({server[0]}) ({transport})",
+        f";; WHEN: {time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())}",
+        f";; MSG SIZE  rcvd: {len(reply)}",
+    ])
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("dns")
+    def dns(
+        address: str = typer.Option("127.0.0.1", "--address", help="Address to answer on (UDP and TCP)."),
+        port: int = typer.Option(None, "--port", help="Port (default 53 as root, else 5353; 0 picks one)."),
+        server: str = typer.Option(None, "--server", "-s", envvar="PODNET_SERVER", help="API server URL."),
+        token: str = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token."),
+        upstream: list[str] = typer.Option([], "--upstream", help="IP[:PORT] for names outside the zone."),
+        zone: str = typer.Option("cluster.local", "--zone", help="The cluster domain."),
+        ttl: int = typer.Option(5, "--ttl", help="TTL of every answer, seconds."),
+        metrics_port: int = typer.Option(9153, "--metrics-port", help="/healthz and /metrics (0 picks one)."),
+        no_metrics: bool = typer.Option(False, "--no-metrics", help="Serve no /healthz or /metrics."),
+        objects: Path = typer.Option(None, "--objects", help="Take records from this manifest file, not an API server."),
+        no_register: bool = typer.Option(False, "--no-register", help="Do not publish as the kube-dns endpoint."),
+        cluster_ip: str = typer.Option("10.96.0.10", "--cluster-ip", help="kube-dns ClusterIP, if it must be created."),
+        log_level: str = typer.Option("INFO", "--log-level"),
+    ) -> None:
+        """Run the cluster DNS server."""
+        from podnet import logs, process
+        from podnet.dns.config import DnsConfig, default_port, parse_upstream
+        from podnet.dns.process import serve
+
+        if not server and objects is None:
+            raise fail("error: give --server URL (or --objects FILE)")
+        try:
+            upstreams = tuple(parse_upstream(u) for u in upstream)
+        except ValueError as exc:
+            raise fail(f"error: --upstream: {exc}") from None
+        config = DnsConfig(
+            address=address, port=default_port() if port is None else port, server=server, token=token,
+            objects_file=objects, upstreams=upstreams, zone=zone, ttl=ttl,
+            metrics_port=None if no_metrics else metrics_port, register=not no_register, cluster_ip=cluster_ip,
+        )
+        logs.setup("dns", log_level)
+        process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown))
+
+    @app.command("dig")
+    def dig(
+        name: str = typer.Argument(..., help="The name to look up."),
+        qtype: str = typer.Argument("A", help="Record type: A, AAAA, SRV, PTR, TXT, CNAME, SOA, NS, ANY..."),
+        server: str = typer.Option("127.0.0.1:53", "--server", help="DNS server ADDR[:PORT]."),
+        tcp: bool = typer.Option(False, "--tcp", help="Ask over TCP (UDP retries over TCP when truncated)."),
+    ) -> None:
+        """Ask a DNS server one question from this host and print the answer like dig."""
+        if QTYPE.get(qtype.upper(), None) is None:
+            raise fail(f"error: unknown record type {qtype!r}")
+        address = _parse_server(server)
+        query = build_query(name, qtype).pack()
+        started = time.monotonic()
+        transport = "TCP" if tcp else "UDP"
+        try:
+            reply = exchange_tcp(query, address) if tcp else exchange_udp(query, address)
+            if not tcp and reply[2] & 0x02:
+                typer.echo(";; Truncated, retrying in TCP mode.")
+                transport = "TCP"
+                reply = exchange_tcp(query, address)
+            text = dig_text(name, qtype, address, reply, transport, time.monotonic() - started)
+        except (OSError, TimeoutError) as exc:
+            typer.echo(f";; {exc}", err=True)
+            raise typer.Exit(9) from None
+        except DNSError as exc:
+            raise fail(f";; malformed reply: {exc}") from None
+        typer.echo(text)
