@@ -220,10 +220,11 @@ class SqliteStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             row = fn()
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
         if row is not None:
             self._loop.call_soon_threadsafe(self._publish, row.event())
         return row
