@@ -1,0 +1,128 @@
+"""What every declared containerPort of a virtual pod answers: the agnhost `netexec` test server.
+
+Kubernetes' e2e tests run `agnhost netexec`; a virtual pod answers the same way, so probes and
+manifests written for it behave alike here:
+- HTTP/1.1: `GET /hostname` → the pod name, `GET /clientip` → "ip:port" of the peer as the pod sees it,
+  `GET /echo?msg=x` → x; any other path is 404 with Go's "404 page not found".
+- TCP bytes that do not start an HTTP request are echoed back.
+- UDP datagrams: `hostname` → the pod name, `clientip` → "ip:port", `echo x` → x; anything else is echoed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+_METHODS = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
+# Go's net/http answers 431 past its 1 MB default; a smaller bound is plenty for a test server.
+MAX_HEADER_BYTES = 64 * 1024
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    data: bytes
+    close: bool
+    """Close the connection once `data` is sent."""
+
+
+def _response(status: int, body: bytes, *, close: bool, head_only: bool = False) -> Reply:
+    header = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
+    )
+    return Reply(header.encode() + (b"" if head_only else body), close)
+
+
+def http_answer(method: str, target: str, pod_name: str, client: str) -> tuple[int, bytes]:
+    """Status and body for one request, as netexec's handlers give them."""
+    url = urlsplit(target)
+    if url.path == "/hostname":
+        return 200, pod_name.encode()
+    if url.path == "/clientip":
+        return 200, client.encode()
+    if url.path == "/echo":
+        return 200, parse_qs(url.query).get("msg", [""])[0].encode()
+    return 404, b"404 page not found\n"
+
+
+class AgnhostTcp:
+    """One accepted connection: decides on the first bytes whether it is HTTP or raw echo."""
+
+    def __init__(self, pod_name: str, client: str):
+        self.pod_name = pod_name
+        self.client = client
+        self._buffer = bytearray()
+        self._mode: str | None = None  # "http" or "echo", once the first bytes tell
+
+    def feed(self, data: bytes) -> Reply:
+        """Bytes from the peer in; what to send back (maybe nothing yet) and whether to close after."""
+        if self._mode == "echo":
+            return Reply(data, False)
+        self._buffer += data
+        if self._mode is None:
+            self._mode = _classify(bytes(self._buffer[:8]))
+            if self._mode is None:
+                return Reply(b"", False)
+            if self._mode == "echo":
+                echoed, self._buffer = bytes(self._buffer), bytearray()
+                return Reply(echoed, False)
+        return self._serve_requests()
+
+    def _serve_requests(self) -> Reply:
+        out = bytearray()
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEADER_BYTES:
+                    return Reply(bytes(out) + _response(400, b"", close=True).data, True)
+                return Reply(bytes(out), False)
+            head = bytes(self._buffer[:end]).decode("latin-1")
+            lines = head.split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                return Reply(bytes(out) + _response(400, b"", close=True).data, True)
+            method, target, version = parts
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            try:
+                body_length = int(headers.get("content-length", "0"))
+            except ValueError:
+                return Reply(bytes(out) + _response(400, b"", close=True).data, True)
+            if len(self._buffer) < end + 4 + body_length:
+                return Reply(bytes(out), False)
+            del self._buffer[: end + 4 + body_length]
+            connection = headers.get("connection", "").lower()
+            close = connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive")
+            status, body = http_answer(method, target, self.pod_name, self.client)
+            out += _response(status, body, close=close, head_only=method == "HEAD").data
+            if close:
+                return Reply(bytes(out), True)
+
+
+def _classify(start: bytes) -> str | None:
+    """'http' when `start` begins a request line, 'echo' when it cannot, None while it is too short."""
+    for method in _METHODS:
+        token = method + b" "
+        if start.startswith(token):
+            return "http"
+        if token.startswith(start):
+            return None
+    return "echo"
+
+
+def udp_answer(payload: bytes, pod_name: str, client: str) -> bytes:
+    """netexec's UDP server: one datagram in, one out."""
+    text = payload.decode("utf-8", "replace").strip()
+    if text == "hostname":
+        return pod_name.encode()
+    if text == "clientip":
+        return client.encode()
+    if text.startswith("echo "):
+        return text[len("echo ") :].encode()
+    return payload

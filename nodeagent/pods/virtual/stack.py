@@ -1,0 +1,538 @@
+"""The userspace network stack of one virtual pod: IPv4 packets in, IPv4 packets out, no I/O.
+
+What the pod does, as a Linux host would:
+- ICMP echo requests get replies; an ICMP error names the operation it ends.
+- Every declared TCP containerPort listens and answers as agnhost netexec does (`agnhost.py`); a segment
+  for any other port gets RST.
+- Every declared UDP containerPort answers agnhost's UDP commands; a datagram for any other port gets
+  ICMP port unreachable.
+- Outbound operations (`client.py`) run from ephemeral ports 32768-60999.
+- Traffic to 127.0.0.0/8 or to the pod's own IP never leaves the stack: it loops back inside, so the
+  containers of a pod reach each other without meeting the node's pipeline or any NetworkPolicy.
+
+ARP: the node answers proxy ARP for the gateway address (the pod's only next hop), so the pod never asks;
+the pod answers ARP for its own IP (`answer_arp`) when the node's pipeline asks it.
+
+Driving it: feed packets from the node with `receive(packet, now)`, call `poll(now)` at `next_deadline()`
+and after starting an operation, send out every packet either returns, and read the operations' outcome
+from `take_events()`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from podnet.overlay.wire import arp, ethernet, icmp, ipv4, tcp, udp
+from podnet.overlay.wire.addresses import bytes_to_ip, ip_to_bytes
+from podnet.overlay.wire.errors import DecodeError
+from podnet.overlay.wire.ipv4 import IPProtocol
+
+from . import client
+from .agnhost import AgnhostTcp, udp_answer
+from .tcp import (
+    POD_MTU,
+    CloseReason,
+    Connected,
+    ConnectionClosed,
+    DataReceived,
+    EndOfStream,
+    LocalProtocolError,
+    RemoteProtocolError,
+    TcpConnection,
+    TcpEvent,
+    TcpFlags,
+    TcpState,
+    reset_for,
+)
+
+EPHEMERAL_PORTS = range(32768, 61000)  # Linux's net.ipv4.ip_local_port_range
+LOOPBACK_ADDRESS = "127.0.0.1"
+UDP_MAX_PAYLOAD = POD_MTU - ipv4.HEADER_LENGTH - udp.HEADER_LENGTH
+# Bounds that keep a flood from growing the stack without limit.
+MAX_CONNECTIONS = 4096
+# Packets looped back per call: a localhost exchange finishes well within it; a loop never hangs us.
+MAX_LOOPBACK_PACKETS = 100_000
+
+_UNREACHABLE = {
+    icmp.UnreachableCode.NETWORK: "network unreachable",
+    icmp.UnreachableCode.HOST: "host unreachable",
+    icmp.UnreachableCode.PROTOCOL: "protocol unreachable",
+    icmp.UnreachableCode.PORT: "port unreachable",
+    icmp.UnreachableCode.FRAGMENTATION_NEEDED: "fragmentation needed",
+    icmp.UnreachableCode.ADMINISTRATIVELY_PROHIBITED: "administratively prohibited",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPort:
+    port: int
+    protocol: IPProtocol
+
+
+def parse_container_ports(declared: Iterable) -> frozenset[ContainerPort]:
+    """Normalises what a pod declares: Kubernetes `ports` entries (`{"containerPort": 80, "protocol":
+    "UDP"}`, protocol defaulting to TCP), `(port, "TCP"|"UDP")` pairs, or bare ints (TCP)."""
+    ports = set()
+    for entry in declared:
+        if isinstance(entry, ContainerPort):
+            ports.add(entry)
+            continue
+        if isinstance(entry, dict):
+            port, protocol = entry["containerPort"], entry.get("protocol", "TCP")
+        elif isinstance(entry, int):
+            port, protocol = entry, "TCP"
+        else:
+            port, protocol = entry
+        if protocol not in ("TCP", "UDP"):
+            continue  # SCTP: a virtual pod does not speak it
+        if not 0 < port < 0x10000:
+            raise ValueError(f"containerPort {port} outside 1..65535")
+        ports.add(ContainerPort(port, IPProtocol[protocol]))
+    return frozenset(ports)
+
+
+def is_loopback(ip: str) -> bool:
+    return ip.startswith("127.")
+
+
+class _AgnhostServer:
+    """Adapts an agnhost connection to the calls the stack makes on any TCP application."""
+
+    def __init__(self, responder: AgnhostTcp):
+        self.responder = responder
+
+    def connected(self, local: str, remote: str) -> client.Action:
+        return client.Action()
+
+    def received(self, data: bytes) -> client.Action:
+        reply = self.responder.feed(data)
+        return client.Action(send=reply.data, close=reply.close)
+
+    def peer_closed(self) -> client.Action:
+        return client.Action(close=True)
+
+    def closed(self, reason: CloseReason) -> client.Action:
+        return client.Action()
+
+
+@dataclass(slots=True)
+class _Socket:
+    connection: TcpConnection
+    local_ip: str
+    remote_ip: str
+    app: client.TcpOperation | _AgnhostServer | None
+    """None once an operation has reported its outcome and the connection only winds down."""
+
+    @property
+    def key(self) -> tuple[str, int, str, int]:
+        return self.local_ip, self.connection.local_port, self.remote_ip, self.connection.remote_port
+
+
+class PodStack:
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        ip: str,
+        mac: str,
+        gateway_mac: str,
+        container_ports: Iterable,
+        pod_name: str,
+        *,
+        rng: random.Random | None = None,
+    ):
+        ip_to_bytes(ip)
+        self.name = name
+        self.namespace = namespace
+        self.ip = ip
+        self.mac = mac
+        self.gateway_mac = gateway_mac
+        self.pod_name = pod_name
+        self.ports = parse_container_ports(container_ports)
+        self._tcp_ports = frozenset(p.port for p in self.ports if p.protocol == IPProtocol.TCP)
+        self._udp_ports = frozenset(p.port for p in self.ports if p.protocol == IPProtocol.UDP)
+        self._rng = rng or random.Random()
+        self._next_port = self._rng.choice(EPHEMERAL_PORTS)
+        self._identification = self._rng.getrandbits(16)
+        self._sockets: dict[tuple[str, int, str, int], _Socket] = {}
+        self._operations: dict[int, client.TcpOperation | client.UdpExchange | client.Ping] = {}
+        self._operation_sockets: dict[int, _Socket] = {}
+        self._udp_operations: dict[int, client.UdpExchange] = {}
+        self._pings: dict[int, client.Ping] = {}
+        self._next_op = 1
+        self._out: list[bytes] = []
+        self._loopback: deque[bytes] = deque()
+        self._events: list[client.OperationEvent] = []
+        self.counters: Counter[str] = Counter()
+
+    # ---- driving -----------------------------------------------------------------------------------
+
+    def receive(self, ip_packet: bytes, now: float) -> list[bytes]:
+        """One IPv4 packet from the node; returns the IPv4 packets the pod sends in answer (and any queued)."""
+        self._deliver(ip_packet, now, looped_back=False)
+        self._run_loopback(now)
+        return self._take_output()
+
+    def poll(self, now: float) -> list[bytes]:
+        """Fires every timer due at `now`; returns the packets to send."""
+        for socket in list(self._sockets.values()):
+            deadline = socket.connection.next_deadline()
+            if deadline is not None and now >= deadline:
+                socket.connection.handle_timer(now)
+                self._process(socket, now)
+        for op in list(self._operations.values()):
+            if isinstance(op, client.Ping):
+                for sequence in op.due(now):
+                    self._send_echo(op, sequence)
+            if op.deadline is not None and now >= op.deadline:
+                self._end_operation(
+                    op.op, op.result() if isinstance(op, client.Ping) else op.timed_out(), now
+                )
+        self._run_loopback(now)
+        return self._take_output()
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for s in self._sockets.values() if (d := s.connection.next_deadline()) is not None]
+        for op in self._operations.values():
+            deadline = op.next_deadline() if isinstance(op, client.Ping) else op.deadline
+            if deadline is not None:
+                deadlines.append(deadline)
+        if self._loopback:
+            return 0.0
+        return min(deadlines, default=None)
+
+    def take_events(self) -> list[client.OperationEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def _take_output(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    # ---- ARP and framing ---------------------------------------------------------------------------
+
+    def answer_arp(self, arp_packet: bytes) -> bytes | None:
+        """The ARP reply (an ARP packet, not a frame) when `arp_packet` asks for the pod's IP."""
+        try:
+            request = arp.decode(arp_packet)
+        except DecodeError:
+            self.counters["arp_malformed"] += 1
+            return None
+        if request.op != arp.ArpOp.REQUEST or request.target_ip != self.ip:
+            return None
+        return arp.encode(arp.reply(request, self.mac))
+
+    def to_frame(self, ip_packet: bytes) -> bytes:
+        """An outgoing packet as the Ethernet frame the pod puts on its link, to the gateway's MAC."""
+        return ethernet.encode(
+            ethernet.EthernetFrame(self.gateway_mac, self.mac, ethernet.EtherType.IPV4, ip_packet)
+        )
+
+    # ---- operations --------------------------------------------------------------------------------
+
+    def open_tcp(self, dst_ip: str, dst_port: int, now: float, *, timeout: float = 10.0) -> int:
+        """A TCP stream: events Opened, Received..., PeerClosed, then Completed(None) or Failed."""
+        return self._start_tcp(client.TcpStream(self._new_op(), timeout, now), dst_ip, dst_port, now)
+
+    def connect(self, dst_ip: str, dst_port: int, now: float, *, timeout: float = 5.0) -> int:
+        """Completed(ConnectResult) once the handshake completes, or Failed("connection refused", ...)."""
+        return self._start_tcp(client.TcpConnect(self._new_op(), timeout, now), dst_ip, dst_port, now)
+
+    def http_get(self, url: str, now: float, *, timeout: float = 10.0) -> int:
+        """Completed(HttpResponse) or Failed; the URL's host must be an IP address."""
+        op = client.HttpGet(self._new_op(), url, timeout, now)
+        return self._start_tcp(op, op.host, op.port, now)
+
+    def send(self, op: int, data: bytes, now: float) -> None:
+        """Writes to an open_tcp stream."""
+        socket = self._stream(op)
+        socket.connection.send(data, now)
+        self._process(socket, now)
+
+    def close(self, op: int, now: float) -> None:
+        """Ends an open_tcp stream with FIN after what was sent; Completed comes when both sides are done."""
+        socket = self._stream(op)
+        socket.connection.close(now)
+        self._process(socket, now)
+
+    def abort(self, op: int, now: float) -> None:
+        """Resets an open_tcp stream at once; it ends with Failed("connection aborted")."""
+        socket = self._stream(op)
+        socket.connection.abort(now)
+        self._process(socket, now)
+
+    def udp_exchange(
+        self, dst_ip: str, dst_port: int, payload: bytes, now: float, *, timeout: float = 2.0
+    ) -> int:
+        """One datagram out; Completed(UdpReply) with the first answer from that address, or Failed."""
+        _check_destination(dst_ip, dst_port)
+        if len(payload) > UDP_MAX_PAYLOAD:
+            raise ValueError(
+                f"UDP payload of {len(payload)} bytes exceeds the {UDP_MAX_PAYLOAD} the MTU allows"
+            )
+        src_ip = self._source_for(dst_ip)
+        op = client.UdpExchange(
+            self._new_op(), dst_ip, dst_port, payload, self._ephemeral_port(), now + timeout
+        )
+        self._operations[op.op] = op
+        self._udp_operations[op.local_port] = op
+        datagram = udp.UdpDatagram(op.local_port, dst_port, payload)
+        self._emit(src_ip, dst_ip, IPProtocol.UDP, udp.encode(datagram, src_ip, dst_ip))
+        return op.op
+
+    def ping(
+        self, dst_ip: str, now: float, *, count: int = 1, interval: float = 1.0, timeout: float | None = None
+    ) -> int:
+        """`count` echo requests; Completed(PingResult) when all are answered or at the deadline (by default
+        two seconds after the last is sent) if any was; Failed otherwise."""
+        ip_to_bytes(dst_ip)
+        if count < 1:
+            raise ValueError("ping count must be at least 1")
+        deadline = now + (timeout if timeout is not None else (count - 1) * interval + 2.0)
+        identifier = self._rng.getrandbits(16)
+        while identifier in self._pings:
+            identifier = (identifier + 1) & 0xFFFF
+        op = client.Ping(self._new_op(), dst_ip, identifier, count, interval, deadline, now)
+        self._operations[op.op] = op
+        self._pings[identifier] = op
+        for sequence in op.due(now):
+            self._send_echo(op, sequence)
+        return op.op
+
+    def _new_op(self) -> int:
+        op, self._next_op = self._next_op, self._next_op + 1
+        return op
+
+    def _start_tcp(self, op: client.TcpOperation, dst_ip: str, dst_port: int, now: float) -> int:
+        _check_destination(dst_ip, dst_port)
+        local_ip = self._source_for(dst_ip)
+        connection = TcpConnection.connect(self._ephemeral_port(), dst_port, self._rng.getrandbits(32), now)
+        socket = _Socket(connection, local_ip, dst_ip, op)
+        self._sockets[socket.key] = socket
+        self._operations[op.op] = op
+        self._operation_sockets[op.op] = socket
+        self._process(socket, now)
+        return op.op
+
+    def _stream(self, op: int) -> _Socket:
+        socket = self._operation_sockets.get(op)
+        if socket is None or not isinstance(socket.app, client.TcpStream):
+            raise LocalProtocolError(f"operation {op} is not an open TCP stream")
+        return socket
+
+    def _end_operation(self, op: int, outcome: client.OperationEvent, now: float) -> None:
+        """Reports the outcome once and forgets the operation; a connection it leaves is reset."""
+        operation = self._operations.pop(op, None)
+        if operation is None:
+            return
+        self._events.append(outcome)
+        if isinstance(operation, client.UdpExchange):
+            del self._udp_operations[operation.local_port]
+        elif isinstance(operation, client.Ping):
+            del self._pings[operation.identifier]
+        else:
+            socket = self._operation_sockets.pop(op)
+            if socket.app is operation:
+                socket.app = None
+                socket.connection.abort(now)
+                self._process(socket, now)
+
+    def _source_for(self, dst_ip: str) -> str:
+        return LOOPBACK_ADDRESS if is_loopback(dst_ip) else self.ip
+
+    def _ephemeral_port(self) -> int:
+        in_use = (
+            {key[1] for key in self._sockets} | self._tcp_ports | self._udp_ports | set(self._udp_operations)
+        )
+        for _ in EPHEMERAL_PORTS:
+            port = self._next_port
+            self._next_port = port + 1 if port + 1 < EPHEMERAL_PORTS.stop else EPHEMERAL_PORTS.start
+            if port not in in_use:
+                return port
+        raise LocalProtocolError("no free ephemeral port")
+
+    # ---- packets in --------------------------------------------------------------------------------
+
+    def _run_loopback(self, now: float) -> None:
+        for _ in range(MAX_LOOPBACK_PACKETS):
+            if not self._loopback:
+                return
+            self._deliver(self._loopback.popleft(), now, looped_back=True)
+
+    def _deliver(self, packet: bytes, now: float, *, looped_back: bool) -> None:
+        try:
+            header = ipv4.decode(packet)
+        except DecodeError:
+            self.counters["ip_malformed"] += 1
+            return
+        if not looped_back and (is_loopback(header.src) or is_loopback(header.dst)):
+            self.counters["ip_martian"] += 1  # 127/8 never arrives from a link (RFC 1122 3.2.1.3)
+            return
+        if header.dst != self.ip and not (looped_back and is_loopback(header.dst)):
+            self.counters["ip_not_for_pod"] += 1
+            return
+        try:
+            if header.protocol == IPProtocol.TCP:
+                self._deliver_tcp(header, now)
+            elif header.protocol == IPProtocol.UDP:
+                self._deliver_udp(header, packet, now)
+            elif header.protocol == IPProtocol.ICMP:
+                self._deliver_icmp(header, now)
+            else:
+                self.counters["ip_unknown_protocol"] += 1
+        except DecodeError:
+            self.counters[f"{IPProtocol(header.protocol).name.lower()}_malformed"] += 1
+
+    def _deliver_tcp(self, header: ipv4.IPv4Packet, now: float) -> None:
+        segment = tcp.decode(header.payload, header.src, header.dst)
+        key = (header.dst, segment.dst_port, header.src, segment.src_port)
+        socket = self._sockets.get(key)
+        if socket is not None:
+            try:
+                socket.connection.receive(segment, now)
+            except RemoteProtocolError:
+                self.counters["tcp_protocol_error"] += 1
+                socket.connection.abort(now)
+            self._process(socket, now)
+            return
+        bare_syn = segment.flags & (TcpFlags.SYN | TcpFlags.ACK | TcpFlags.RST) == TcpFlags.SYN
+        if bare_syn and segment.dst_port in self._tcp_ports:
+            if len(self._sockets) >= MAX_CONNECTIONS:
+                self.counters["tcp_syn_dropped_full"] += 1
+                return
+            responder = AgnhostTcp(self.pod_name, f"{header.src}:{segment.src_port}")
+            connection = TcpConnection.accept(segment, self._rng.getrandbits(32), now)
+            socket = _Socket(connection, header.dst, header.src, _AgnhostServer(responder))
+            self._sockets[key] = socket
+            self._process(socket, now)
+            return
+        reset = reset_for(segment)
+        if reset is not None:
+            self.counters["tcp_reset_sent"] += 1
+            self._emit(header.dst, header.src, IPProtocol.TCP, tcp.encode(reset, header.dst, header.src))
+
+    def _deliver_udp(self, header: ipv4.IPv4Packet, packet: bytes, now: float) -> None:
+        datagram = udp.decode(header.payload, header.src, header.dst)
+        op = self._udp_operations.get(datagram.dst_port)
+        if op is not None and (header.src, datagram.src_port) == (op.dst_ip, op.dst_port):
+            self._end_operation(op.op, op.reply(datagram.payload, header.src, datagram.src_port), now)
+            return
+        if datagram.dst_port in self._udp_ports:
+            answer = udp_answer(datagram.payload, self.pod_name, f"{header.src}:{datagram.src_port}")
+            reply = udp.UdpDatagram(datagram.dst_port, datagram.src_port, answer[:UDP_MAX_PAYLOAD])
+            self._emit(header.dst, header.src, IPProtocol.UDP, udp.encode(reply, header.dst, header.src))
+            return
+        self.counters["udp_port_unreachable_sent"] += 1
+        self._emit(header.dst, header.src, IPProtocol.ICMP, icmp.encode(icmp.port_unreachable(packet)))
+
+    def _deliver_icmp(self, header: ipv4.IPv4Packet, now: float) -> None:
+        message = icmp.decode(header.payload)
+        if isinstance(message, icmp.IcmpEcho):
+            if message.type == icmp.ICMPType.ECHO_REQUEST:
+                self._emit(header.dst, header.src, IPProtocol.ICMP, icmp.encode(icmp.echo_reply(message)))
+                return
+            ping = self._pings.get(message.identifier)
+            if ping is not None and header.src == ping.dst_ip:
+                outcome = ping.reply(message.sequence, now)
+                if outcome is not None:
+                    self._end_operation(ping.op, outcome, now)
+        elif isinstance(message, icmp.IcmpUnreachable):
+            self._deliver_unreachable(message, now)
+
+    def _deliver_unreachable(self, message: icmp.IcmpUnreachable, now: float) -> None:
+        """Ends the operation whose packet the error quotes (its IP header and first 8 payload bytes)."""
+        quoted = message.original
+        start = ipv4.header_length(quoted)
+        if len(quoted) < start + 8:
+            raise DecodeError("ICMP error quotes fewer than 8 bytes past the IP header")
+        protocol, src, dst = quoted[9], bytes_to_ip(quoted[12:16]), bytes_to_ip(quoted[16:20])
+        src_port, dst_port = (
+            int.from_bytes(quoted[start : start + 2]),
+            int.from_bytes(quoted[start + 2 : start + 4]),
+        )
+        description = _UNREACHABLE.get(message.code, f"unreachable (code {message.code})")
+        if protocol == IPProtocol.UDP:
+            op = self._udp_operations.get(src_port)
+            if op is not None and (dst, dst_port) == (op.dst_ip, op.dst_port):
+                self._end_operation(op.op, op.unreachable(description), now)
+        elif protocol == IPProtocol.TCP:
+            socket = self._sockets.get((src, src_port, dst, dst_port))
+            # Like Linux, an ICMP error only ends a connection that is still being opened.
+            if socket is not None and socket.connection.state == TcpState.SYN_SENT and socket.app is not None:
+                op = socket.app.op
+                self._end_operation(op, client.Failed(op, description), now)
+        elif protocol == IPProtocol.ICMP:
+            ping = self._pings.get(int.from_bytes(quoted[start + 4 : start + 6]))
+            if ping is not None and dst == ping.dst_ip:
+                self._end_operation(ping.op, ping.unreachable(description), now)
+
+    # ---- TCP plumbing ------------------------------------------------------------------------------
+
+    def _process(self, socket: _Socket, now: float) -> None:
+        """Hands the connection's events to its application, applies what it asks, sends the segments."""
+        connection = socket.connection
+        while events := connection.take_events():
+            for event in events:
+                self._dispatch(socket, event, now)
+        for segment in connection.take_segments():
+            self._emit(
+                socket.local_ip,
+                socket.remote_ip,
+                IPProtocol.TCP,
+                tcp.encode(segment, socket.local_ip, socket.remote_ip),
+            )
+        if connection.state == TcpState.CLOSED:
+            self._sockets.pop(socket.key, None)
+
+    def _dispatch(self, socket: _Socket, event: TcpEvent, now: float) -> None:
+        app = socket.app
+        if app is None:
+            return
+        connection = socket.connection
+        if isinstance(event, Connected):
+            local = f"{socket.local_ip}:{connection.local_port}"
+            action = app.connected(local, f"{socket.remote_ip}:{connection.remote_port}")
+        elif isinstance(event, DataReceived):
+            action = app.received(event.data)
+        elif isinstance(event, EndOfStream):
+            action = app.peer_closed()
+        elif isinstance(event, ConnectionClosed):
+            action = app.closed(event.reason)
+        else:
+            raise TypeError(f"unknown TCP event {event!r}")
+        if action.send and connection.can_send:
+            connection.send(action.send, now)
+        if action.close:
+            connection.close(now)
+        if isinstance(app, client.TcpOperation):
+            for outcome in action.events:
+                if isinstance(outcome, client.Completed | client.Failed):
+                    socket.app = None
+                    self._operations.pop(app.op, None)
+                    self._operation_sockets.pop(app.op, None)
+                self._events.append(outcome)
+
+    # ---- packets out -------------------------------------------------------------------------------
+
+    def _send_echo(self, ping: client.Ping, sequence: int) -> None:
+        request = icmp.IcmpEcho(icmp.ICMPType.ECHO_REQUEST, 0, ping.identifier, sequence, client.PING_PAYLOAD)
+        self._emit(self._source_for(ping.dst_ip), ping.dst_ip, IPProtocol.ICMP, icmp.encode(request))
+
+    def _emit(self, src: str, dst: str, protocol: IPProtocol, payload: bytes) -> None:
+        self._identification = (self._identification + 1) & 0xFFFF
+        packet = ipv4.encode(
+            ipv4.IPv4Packet(src, dst, protocol, payload, identification=self._identification)
+        )
+        if dst == self.ip or is_loopback(dst):
+            self._loopback.append(packet)
+        else:
+            self._out.append(packet)
+
+
+def _check_destination(ip: str, port: int) -> None:
+    ip_to_bytes(ip)
+    if not 0 < port < 0x10000:
+        raise ValueError(f"port {port} outside 1..65535")
