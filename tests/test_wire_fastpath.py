@@ -1,0 +1,149 @@
+"""The hot-path parser and rewriter agree with the dataclass codecs."""
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from podnet.overlay.wire import addresses, ethernet, fastpath, icmp, ipv4, tcp, udp, vxlan
+from podnet.overlay.wire.errors import DecodeError
+from test_wire_golden import CASES
+from test_wire_properties import ips, ipv4_packets, payloads, tcp_segments, u16, udp_datagrams
+
+echoes = st.builds(
+    icmp.IcmpEcho,
+    st.sampled_from([icmp.ICMPType.ECHO_REQUEST, icmp.ICMPType.ECHO_REPLY]),
+    st.just(0),
+    u16,
+    u16,
+    payloads,
+)
+transports = st.one_of(tcp_segments, udp_datagrams, echoes)
+addresses_and_ports = st.tuples(ips.map(addresses.ip_to_int), u16)
+
+
+def _packet(transport, src: str, dst: str, ip_fields: ipv4.IPv4Packet) -> bytes:
+    if isinstance(transport, tcp.TcpSegment):
+        protocol, payload = ipv4.IPProtocol.TCP, tcp.encode(transport, src, dst)
+    elif isinstance(transport, udp.UdpDatagram):
+        protocol, payload = ipv4.IPProtocol.UDP, udp.encode(transport, src, dst)
+    else:
+        protocol, payload = ipv4.IPProtocol.ICMP, icmp.encode(transport)
+    return ipv4.encode(dataclasses.replace(ip_fields, src=src, dst=dst, protocol=protocol, payload=payload))
+
+
+def _expected_key(transport, src: str, dst: str) -> fastpath.FlowKey:
+    src_int, dst_int = addresses.ip_to_int(src), addresses.ip_to_int(dst)
+    if isinstance(transport, icmp.IcmpEcho):
+        return (fastpath.ICMP, src_int, transport.identifier, dst_int, transport.identifier)
+    protocol = fastpath.TCP if isinstance(transport, tcp.TcpSegment) else fastpath.UDP
+    return (protocol, src_int, transport.src_port, dst_int, transport.dst_port)
+
+
+def _decode_transport(packet: bytes):
+    decoded = ipv4.decode(packet)
+    if decoded.protocol == ipv4.IPProtocol.TCP:
+        return decoded, tcp.decode(decoded.payload, decoded.src, decoded.dst)
+    if decoded.protocol == ipv4.IPProtocol.UDP:
+        return decoded, udp.decode(decoded.payload, decoded.src, decoded.dst)
+    return decoded, icmp.decode(decoded.payload)
+
+
+@given(transports, ips, ips, ipv4_packets, st.integers(0, vxlan.MAX_VNI), st.binary(max_size=20))
+def test_datagram_flow_agrees_with_codecs(transport, src, dst, ip_fields, vni, padding):
+    packet = _packet(transport, src, dst, ip_fields)
+    frame = ethernet.encode(
+        ethernet.EthernetFrame(
+            "02:00:0a:f4:02:03", "02:00:0a:f4:01:02", ethernet.EtherType.IPV4, packet + padding
+        )
+    )
+    datagram = vxlan.encode(vni, frame)
+    expected = _expected_key(transport, src, dst)
+    assert fastpath.datagram_flow(datagram) == (vni, expected)
+    assert fastpath.frame_flow(memoryview(frame)) == expected
+    assert fastpath.ipv4_flow(datagram, fastpath.INNER_IPV4_OFFSET) == expected
+
+
+def test_datagram_flow_of_kernel_frames():
+    outer_payload_at = 14 + 20 + 8  # outer Ethernet, IPv4, UDP
+    keys = {
+        name: fastpath.datagram_flow(bytes.fromhex(case[0])[outer_payload_at:])
+        for name, case in CASES.items()
+    }
+    a, b = addresses.ip_to_int("10.244.1.2"), addresses.ip_to_int("10.244.2.3")
+    assert keys == {
+        "arp-request": (1, None),
+        "arp-reply": (1, None),
+        "echo-request": (1, (fastpath.ICMP, a, 0xA279, b, 0xA279)),
+        "echo-reply": (1, (fastpath.ICMP, b, 0xA279, a, 0xA279)),
+        "udp": (1, (fastpath.UDP, a, 40001, b, 9)),
+        "port-unreachable": (1, None),  # ICMP errors belong to the flow they quote, not a flow of their own
+        "tcp-syn": (1, (fastpath.TCP, a, 40002, b, 8080)),
+        "tcp-syn-ack": (1, (fastpath.TCP, b, 8080, a, 40002)),
+        "tcp-ack": (1, (fastpath.TCP, a, 40002, b, 8080)),
+    }
+
+
+def test_fragments_and_short_packets_have_no_flow():
+    packet = bytearray(
+        _packet(udp.UdpDatagram(1, 2, b"x"), "10.0.0.1", "10.0.0.2", ipv4.IPv4Packet("", "", 0, b""))
+    )
+    assert fastpath.ipv4_flow(packet) is not None
+    assert fastpath.ipv4_flow(packet[:23]) is None
+    more_fragments = packet[:6] + b"\x20\x00" + packet[8:]
+    assert fastpath.ipv4_flow(more_fragments) is None
+    assert fastpath.frame_flow(b"\x00" * 12 + b"\x08\x06" + bytes(packet)) is None  # not IPv4 EtherType
+
+
+@given(
+    transports,
+    ips,
+    ips,
+    ipv4_packets,
+    st.none() | addresses_and_ports,
+    st.none() | addresses_and_ports,
+    st.integers(0, 30),
+)
+def test_rewrite_matches_reencoding(transport, src, dst, ip_fields, new_src, new_dst, offset):
+    original = _packet(transport, src, dst, ip_fields)
+    buf = bytearray(b"\xee" * offset + original)
+    fastpath.rewrite_ipv4(buf, offset, src=new_src, dst=new_dst)
+    assert buf[:offset] == b"\xee" * offset
+
+    expected_src, expected_dst = src, dst
+    expected = transport
+    if new_src is not None:
+        expected_src = addresses.int_to_ip(new_src[0])
+        if not isinstance(transport, icmp.IcmpEcho):
+            expected = dataclasses.replace(expected, src_port=new_src[1])
+    if new_dst is not None:
+        expected_dst = addresses.int_to_ip(new_dst[0])
+        if not isinstance(transport, icmp.IcmpEcho):
+            expected = dataclasses.replace(expected, dst_port=new_dst[1])
+    # Incremental update gives exactly the checksums a full re-encode computes, so the bytes match.
+    assert bytes(buf[offset:]) == _packet(expected, expected_src, expected_dst, ip_fields)
+    decoded_ip, decoded_transport = _decode_transport(bytes(buf[offset:]))
+    assert (decoded_ip.src, decoded_ip.dst, decoded_transport) == (expected_src, expected_dst, expected)
+
+
+@given(udp_datagrams, ips, ips, addresses_and_ports)
+def test_rewrite_keeps_udp_without_checksum(datagram, src, dst, new_dst):
+    raw = bytearray(udp.encode(datagram, src, dst))
+    raw[6:8] = b"\x00\x00"
+    buf = bytearray(ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.UDP, bytes(raw))))
+    fastpath.rewrite_ipv4(buf, dst=new_dst)
+    decoded = ipv4.decode(bytes(buf))
+    assert decoded.payload[6:8] == b"\x00\x00"
+    assert udp.decode(decoded.payload, decoded.src, decoded.dst) == dataclasses.replace(
+        datagram, dst_port=new_dst[1]
+    )
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=96), st.integers(0, 40))
+def test_fuzz_fast_path(data, offset):
+    assert fastpath.ipv4_flow(data, offset) is None or len(fastpath.ipv4_flow(data, offset)) == 5
+    fastpath.frame_flow(data, offset)
+    try:
+        fastpath.datagram_flow(data)
+    except DecodeError:
+        pass
