@@ -125,7 +125,7 @@ class EtcdStore:
         return client
 
     @contextmanager
-    def _errors(self, client: aetcd.Client, requested_revision: int = 0) -> Iterator[None]:
+    def _errors(self, client: aetcd.Client) -> Iterator[None]:
         """Turns gRPC and aetcd errors into storage errors; moves on to the next endpoint when down."""
         try:
             yield
@@ -141,7 +141,7 @@ class EtcdStore:
                 self._next_endpoint(client)
                 raise Unavailable(f"etcd {self._endpoint_of(client)}: {details}") from e
             if _COMPACTED in details:
-                raise _CompactedRead(requested_revision) from e
+                raise _CompactedRead(details) from e
             raise StorageError(f"etcd: {details}") from e
 
     def _next_endpoint(self, failed: aetcd.Client) -> None:
@@ -176,7 +176,7 @@ class EtcdStore:
             start = max(start, start_after.encode() + b"\0")
         client = await self._client()
         try:
-            with self._errors(client, revision):
+            with self._errors(client):
                 response = await client.kvstub.Range(
                     rpc.RangeRequest(key=start, range_end=end, revision=revision, limit=limit),
                     timeout=self.request_timeout,
@@ -244,7 +244,7 @@ class EtcdStore:
     async def compact(self, revision: int) -> None:
         client = await self._client()
         try:
-            with self._errors(client, revision):
+            with self._errors(client):
                 await client.compact(revision)
         except _CompactedRead:
             pass  # already compacted at least this far, as asked
@@ -318,7 +318,3 @@ class EtcdStore:
 
 class _CompactedRead(StorageError):
     """etcd refused a revision below its compacted one (mapped to Compacted by the caller)."""
-
-    def __init__(self, requested: int) -> None:
-        super().__init__(requested)
-        self.requested = requested
