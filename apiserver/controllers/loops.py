@@ -1,0 +1,429 @@
+"""The controllers: each reads informer caches, asks a pure module what should be, and writes the
+difference through the API. The caches lag behind their own writes, so each one remembers what it has just
+written until the watch shows it (the "assumed" and "expected" tables), and treats 409 as "look again"."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+
+from podnet.api import selectors
+from podnet.client import ApiClient, Informer
+
+from . import deployments, endpointslices, nodelifecycle, scheduling
+from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
+from .runner import Controller, Settings, now_timestamp
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# How long a write may take to come back through the watch before the controller stops waiting for it.
+EXPECTATION_TIMEOUT = 30.0
+
+
+def _key(obj: dict) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+
+
+class DefaultObjects(Controller):
+    """The namespaces every cluster has; the `kubernetes` Service with its endpoints (this API server);
+    the `kube-dns` Service, whose endpoints the DNS server writes itself."""
+
+    name = "default-objects"
+    needs = ("namespaces", "services", "endpoints", "endpointslices")
+    max_interval = 10.0
+
+    def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
+        if event == "DELETED" or kind == "namespaces":
+            self.runner.trigger()
+
+    def _services(self) -> list[dict]:
+        ips = well_known_ips(self.settings.service_cidr)
+        kubernetes = {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": ips["default/kubernetes"], "sessionAffinity": "None",
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                "targetPort": self.settings.api_port}]},
+        }
+        kube_dns = {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS",
+                                    "kubernetes.io/cluster-service": "true"}},
+            "spec": {"type": "ClusterIP", "clusterIP": ips["kube-system/kube-dns"],
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
+        }
+        return [kubernetes, kube_dns]
+
+    def _kubernetes_endpoints(self) -> tuple[dict, dict]:
+        address, port = self.settings.api_address, self.settings.api_port
+        endpoints = {
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port,
+                                                                     "protocol": "TCP"}]}],
+        }
+        endpoint_slice = {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {endpointslices.SERVICE_NAME_LABEL: "kubernetes"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }
+        return endpoints, endpoint_slice
+
+    async def reconcile(self) -> None:
+        namespaces = self.store("namespaces")
+        for name in DEFAULT_NAMESPACES:
+            if name not in namespaces:
+                await self.write(f"create namespace {name}", self.client.create(
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        for service in self._services():
+            if _key(service) not in self.store("services"):
+                await self.write(f"create service {_key(service)}", self.client.create(service))
+        endpoints, endpoint_slice = self._kubernetes_endpoints()
+        current = self.store("endpoints").get("default/kubernetes")
+        if current is None:
+            await self.write("create endpoints default/kubernetes", self.client.create(endpoints))
+        elif current.get("subsets") != endpoints["subsets"]:
+            await self.write("update endpoints default/kubernetes",
+                             self.client.replace({**current, "subsets": endpoints["subsets"]}))
+        current = self.store("endpointslices").get("default/kubernetes")
+        if current is None:
+            await self.write("create endpointslice default/kubernetes", self.client.create(endpoint_slice))
+        elif any(current.get(k) != endpoint_slice[k] for k in ("addressType", "endpoints", "ports")):
+            await self.write("update endpointslice default/kubernetes", self.client.replace(
+                {**current, **{k: endpoint_slice[k] for k in ("addressType", "endpoints", "ports")}}))
+
+
+class NodeIpam(Controller):
+    """Gives every Node a pod CIDR (spec.podCIDR and podCIDRs) from the cluster CIDR; a deleted Node's
+    CIDR is free again because the allocator is rebuilt from the Nodes that exist."""
+
+    name = "node-ipam"
+    needs = ("nodes",)
+
+    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
+        super().__init__(client, informers, settings)
+        self.assumed: dict[str, str] = {}  # node name → CIDR written but not yet seen in the cache
+
+    async def reconcile(self) -> None:
+        nodes = self.store("nodes")
+        for name in list(self.assumed):
+            node = nodes.get(name)
+            if node is None or node_pod_cidr(node):
+                del self.assumed[name]
+        allocator = CidrAllocator.from_nodes(self.settings.cluster_cidr, self.settings.node_cidr_prefix,
+                                             nodes.values())
+        for name, cidr in self.assumed.items():
+            allocator.occupy(cidr, name)
+        for name, node in sorted(nodes.items()):
+            if node_pod_cidr(node) or name in self.assumed:
+                continue
+            try:
+                cidr = allocator.allocate(name)
+            except CidrExhausted as exc:
+                self.log.error("node %s gets no pod CIDR: %s", name, exc)
+                return
+            if await self.write(f"set podCIDR of node {name}", self.client.replace(with_pod_cidr(node, cidr))):
+                self.assumed[name] = cidr
+                self.log.info("node %s: podCIDR %s", name, cidr)
+
+
+class Scheduler(Controller):
+    """Binds pending pods to Ready nodes, fewest pods first."""
+
+    name = "scheduler"
+    needs = ("pods", "nodes")
+
+    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
+        super().__init__(client, informers, settings)
+        self.assumed: dict[str, str] = {}  # pod key → node, bound but not yet seen bound in the cache
+
+    def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
+        if kind == "nodes" or (new is not None and scheduling.needs_scheduling(new)) or event == "DELETED":
+            self.runner.trigger()
+
+    async def reconcile(self) -> None:
+        pods, nodes = self.store("pods"), list(self.store("nodes").values())
+        for key in list(self.assumed):
+            pod = pods.get(key)
+            if pod is None or not scheduling.needs_scheduling(pod):
+                del self.assumed[key]
+        counts = scheduling.count_pods_per_node(pods.values())
+        for node_name in self.assumed.values():
+            counts[node_name] = counts.get(node_name, 0) + 1
+        pending = sorted(
+            (pod for key, pod in pods.items() if key not in self.assumed and scheduling.needs_scheduling(pod)),
+            key=lambda p: (p["metadata"].get("creationTimestamp") or "", _key(p)),
+        )
+        for pod in pending:
+            node_name = scheduling.choose_node(pod, nodes, counts)
+            if node_name is None:
+                continue
+            meta = pod["metadata"]
+            bound = await self.write(f"bind pod {_key(pod)} to {node_name}", self.client.patch(
+                "pods", meta["name"], {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+                                       "spec": {"nodeName": node_name}},
+                namespace=meta["namespace"]))
+            if bound:
+                self.assumed[_key(pod)] = node_name
+                counts[node_name] = counts.get(node_name, 0) + 1
+                self.log.info("pod %s: bound to %s", _key(pod), node_name)
+
+
+class EndpointSlices(Controller):
+    """EndpointSlices and legacy Endpoints of every Service with a selector."""
+
+    name = "endpointslice"
+    needs = ("services", "pods", "nodes", "endpointslices", "endpoints")
+
+    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
+        super().__init__(client, informers, settings)
+        self.dirty: set[str] = set()  # Service keys
+
+    async def run(self) -> None:
+        for kind in ("services", "endpoints"):
+            await self.informers[kind].wait_synced()
+            self.dirty.update(self.store(kind))
+        await self.informers["endpointslices"].wait_synced()
+        self.dirty.update(self._slice_owner(s) or "" for s in self.store("endpointslices").values())
+        self.dirty.discard("")
+        await super().run()
+
+    @staticmethod
+    def _slice_owner(endpoint_slice: dict) -> str | None:
+        meta = endpoint_slice.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        if labels.get(endpointslices.MANAGED_BY_LABEL) != endpointslices.MANAGED_BY:
+            return None
+        service = labels.get(endpointslices.SERVICE_NAME_LABEL)
+        return f"{meta.get('namespace')}/{service}" if service else None
+
+    def _services_selecting(self, pods: Iterable[dict | None]) -> set[str]:
+        """Services whose selector picks any of these pods (a pod's old and new version: a label change
+        can move it from one Service to another)."""
+        keys = set()
+        for pod in filter(None, pods):
+            meta = pod["metadata"]
+            for key, service in self.store("services").items():
+                if service["metadata"].get("namespace") == meta.get("namespace") and endpointslices.selects_pods(
+                        service) and selectors.from_match_labels(service["spec"]["selector"]).matches(
+                        meta.get("labels")):
+                    keys.add(key)
+        return keys
+
+    def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
+        obj = new or old or {}
+        if kind in ("services", "endpoints"):
+            self.dirty.add(_key(obj))
+        elif kind == "endpointslices":
+            owner = self._slice_owner(obj)
+            if owner:
+                self.dirty.add(owner)
+        elif kind == "pods":
+            self.dirty |= self._services_selecting([old, new])
+        elif kind == "nodes":
+            zone = endpointslices.ZONE_LABEL
+            if ((old or {}).get("metadata", {}).get("labels") or {}).get(zone) != \
+                    ((new or {}).get("metadata", {}).get("labels") or {}).get(zone):
+                self.dirty |= set(self.store("services"))
+        if self.dirty:
+            self.runner.trigger()
+
+    async def reconcile(self) -> None:
+        dirty, self.dirty = self.dirty, set()
+        if not dirty:
+            dirty = set(self.store("services"))  # the periodic resync looks at everything
+        slices_by_service: dict[str, list[dict]] = {}
+        for endpoint_slice in self.store("endpointslices").values():
+            owner = self._slice_owner(endpoint_slice)
+            if owner in dirty:
+                slices_by_service.setdefault(owner, []).append(endpoint_slice)
+        pods = list(self.store("pods").values())
+        nodes = self.store("nodes")
+        for key in sorted(dirty):
+            await self._sync(key, slices_by_service.get(key, []), pods, nodes)
+
+    async def _sync(self, key: str, current_slices: list[dict], pods: list[dict], nodes: dict[str, dict]) -> None:
+        namespace, name = key.split("/", 1)
+        service = self.store("services").get(key)
+        desired = []
+        if service is not None and endpointslices.selects_pods(service):
+            desired = endpointslices.desired_slices(service, pods, nodes)
+        current = {s["metadata"]["name"]: s for s in current_slices}
+        for endpoint_slice in desired:
+            slice_name = endpoint_slice["metadata"]["name"]
+            existing = current.pop(slice_name, None)
+            if existing is None:
+                await self.write(f"create endpointslice {namespace}/{slice_name}", self.client.create(endpoint_slice))
+            elif endpointslices.slice_differs(existing, endpoint_slice):
+                update = {**endpoint_slice, "metadata": {**existing["metadata"], **endpoint_slice["metadata"]}}
+                await self.write(f"update endpointslice {namespace}/{slice_name}", self.client.replace(update))
+        for slice_name in current:
+            await self.write(f"delete endpointslice {namespace}/{slice_name}",
+                             self.client.delete("endpointslices", slice_name, namespace))
+
+        existing = self.store("endpoints").get(key)
+        if service is None:
+            if existing is not None:
+                await self.write(f"delete endpoints {key}", self.client.delete("endpoints", name, namespace))
+            return
+        if not endpointslices.selects_pods(service):
+            return  # endpoints of a Service without a selector belong to whoever writes them
+        endpoints = endpointslices.desired_endpoints(service, pods)
+        if existing is None:
+            await self.write(f"create endpoints {key}", self.client.create(endpoints))
+        elif endpointslices.endpoints_differ(existing, endpoints):
+            update = {**endpoints, "metadata": {**existing["metadata"], **endpoints["metadata"]}}
+            await self.write(f"update endpoints {key}", self.client.replace(update))
+
+
+class NodeLifecycle(Controller):
+    """Watches node heartbeats: NotReady (Unknown) and tainted after the grace period, pods Ready=False,
+    pods evicted after the eviction timeout; Ready again when heartbeats resume."""
+
+    name = "node-lifecycle"
+    needs = ("nodes", "leases", "pods")
+
+    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
+        super().__init__(client, informers, settings)
+        # Check often enough to notice a missed heartbeat within a quarter of the grace period.
+        self.runner.max_interval = max(0.2, min(5.0, settings.node_grace_period / 4))
+        self.heartbeats: dict[str, nodelifecycle.Heartbeat] = {}
+
+    def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
+        if kind != "pods":
+            self.runner.trigger()
+
+    async def reconcile(self) -> None:
+        nodes = self.store("nodes")
+        leases = {lease["metadata"]["name"]: lease for lease in self.store("leases").values()}
+        now = time.monotonic()
+        self.heartbeats = nodelifecycle.observe(self.heartbeats, nodes.values(), leases, now)
+        decisions = nodelifecycle.decide(
+            nodes.values(), self.heartbeats, self.store("pods").values(), now,
+            grace_period=self.settings.node_grace_period, eviction_timeout=self.settings.pod_eviction_timeout)
+        stamp = now_timestamp()
+        for name in decisions.mark_unreachable:
+            self.log.warning("node %s: no heartbeat for %.1fs, marking it NotReady", name,
+                             now - self.heartbeats[name].observed_at)
+            updated = await self.write(f"taint node {name}", self.client.replace(
+                nodelifecycle.node_spec_unreachable(nodes[name], stamp)))
+            if updated:
+                await self.write(f"mark node {name} unknown", self.client.replace_status(
+                    nodelifecycle.node_status_unknown(updated, stamp)))
+        for name in decisions.mark_reachable:
+            self.log.info("node %s: heartbeats resumed, marking it Ready", name)
+            updated = await self.write(f"untaint node {name}", self.client.replace(
+                nodelifecycle.node_spec_reachable(nodes[name])))
+            if updated:
+                await self.write(f"mark node {name} ready", self.client.replace_status(
+                    nodelifecycle.node_status_ready(updated, stamp)))
+        pods = self.store("pods")
+        for key in decisions.pods_not_ready:
+            if key in pods:
+                await self.write(f"mark pod {key} not ready", self.client.replace_status(
+                    nodelifecycle.pod_status_not_ready(pods[key], stamp)))
+        for key in decisions.pods_to_evict:
+            namespace, name = key.split("/", 1)
+            self.log.warning("pod %s: evicting from unreachable node", key)
+            await self.write(f"evict pod {key}", self.client.delete("pods", name, namespace))
+
+
+class Deployments(Controller):
+    """Keeps `replicas` pods of each Deployment's template, replacing lost ones, and reports status."""
+
+    name = "deployment"
+    needs = ("deployments", "pods")
+
+    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
+        super().__init__(client, informers, settings)
+        self.dirty: set[str] = set()
+        self.rng = random.Random()
+        # Deployment key → (pod names to appear, pod names to vanish, deadline): its last writes not yet
+        # seen in the cache. The Deployment waits for them, or it would create the same pods twice.
+        self.expected: dict[str, tuple[set[str], set[str], float]] = {}
+
+    @staticmethod
+    def _owner(pod: dict | None) -> str | None:
+        if pod is None:
+            return None
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("controller") and ref.get("kind") == "Deployment":
+                return f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
+        return None
+
+    async def run(self) -> None:
+        await self.informers["deployments"].wait_synced()
+        await self.informers["pods"].wait_synced()
+        self.dirty.update(self.store("deployments"))
+        self.dirty.update(o for o in map(self._owner, self.store("pods").values()) if o)
+        await super().run()
+
+    def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
+        if kind == "deployments":
+            self.dirty.add(_key(new or old or {}))
+        else:
+            self.dirty.update(o for o in (self._owner(old), self._owner(new)) if o)
+        self.runner.trigger()
+
+    def _waiting(self, key: str, pods: dict[str, dict]) -> bool:
+        expectation = self.expected.get(key)
+        if expectation is None:
+            return False
+        namespace = key.split("/", 1)[0]
+        to_appear, to_vanish, deadline = expectation
+        settled = all(f"{namespace}/{n}" in pods for n in to_appear) and not any(
+            f"{namespace}/{n}" in pods and not pods[f"{namespace}/{n}"]["metadata"].get("deletionTimestamp")
+            for n in to_vanish)
+        if settled or time.monotonic() > deadline:
+            del self.expected[key]
+            return False
+        return True
+
+    async def reconcile(self) -> None:
+        dirty, self.dirty = self.dirty, set()
+        if not dirty:
+            dirty = set(self.store("deployments"))
+        pods = self.store("pods")
+        for key in sorted(dirty):
+            if self._waiting(key, pods):
+                self.dirty.add(key)  # looked at again when its pods show up
+                continue
+            await self._sync(key, pods)
+
+    async def _sync(self, key: str, pods: dict[str, dict]) -> None:
+        namespace, name = key.split("/", 1)
+        deployment = self.store("deployments").get(key)
+        uid = deployment["metadata"].get("uid") if deployment else None
+        removed = set()
+        for pod_name in deployments.orphaned_pods(namespace, name, uid, pods.values()):
+            if await self.write(f"delete orphaned pod {namespace}/{pod_name}",
+                                self.client.delete("pods", pod_name, namespace)) is not None:
+                removed.add(pod_name)
+        if deployment is None:
+            return
+        plan = deployments.plan(deployment, pods.values(), lambda: deployments.random_suffix(self.rng))
+        created = set()
+        for pod in plan.create:
+            if await self.write(f"create pod {namespace}/{pod['metadata']['name']}", self.client.create(pod)):
+                created.add(pod["metadata"]["name"])
+        for pod_name in plan.delete:
+            if await self.write(f"delete pod {namespace}/{pod_name}",
+                                self.client.delete("pods", pod_name, namespace)) is not None:
+                removed.add(pod_name)
+        if created or removed:
+            self.expected[key] = (created, removed, time.monotonic() + EXPECTATION_TIMEOUT)
+        status = deployment.get("status") or {}
+        if any(status.get(k) != v for k, v in plan.status.items()):
+            await self.write(f"update status of deployment {key}", self.client.replace_status(
+                {**deployment, "status": {**status, **plan.status}}))
+
+
+CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
+                                             Deployments)

@@ -1,0 +1,80 @@
+"""The coalescing runner and the settings read from the API server's config."""
+
+import asyncio
+import contextlib
+from types import SimpleNamespace
+
+from podnet.apiserver.controllers.runner import CoalescingRunner, Settings
+
+
+@contextlib.asynccontextmanager
+async def running(runner):
+    task = asyncio.create_task(runner.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_burst_of_triggers_costs_one_run_and_runs_are_spaced():
+    times = []
+
+    async def reconcile():
+        times.append(asyncio.get_running_loop().time())
+
+    runner = CoalescingRunner("t", reconcile, min_interval=0.1, max_interval=60)
+    async with running(runner):
+        for _ in range(50):
+            runner.trigger()
+        await asyncio.sleep(0.05)
+        assert len(times) == 1
+        runner.trigger()
+        await asyncio.sleep(0.2)
+    assert len(times) == 2
+    assert times[1] - times[0] >= 0.099
+
+
+async def test_runs_at_least_every_max_interval_without_triggers():
+    count = 0
+
+    async def reconcile():
+        nonlocal count
+        count += 1
+
+    runner = CoalescingRunner("t", reconcile, min_interval=0.01, max_interval=0.05)
+    async with running(runner):
+        await asyncio.sleep(0.3)
+    assert 3 <= count <= 8
+
+
+async def test_a_failed_run_is_retried():
+    attempts = 0
+    done = asyncio.Event()
+
+    async def reconcile():
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise RuntimeError("API down")
+        done.set()
+
+    runner = CoalescingRunner("t", reconcile, min_interval=0.01, max_interval=60)
+    async with running(runner):
+        runner.trigger()
+        await asyncio.wait_for(done.wait(), 2)
+    assert attempts == 3
+
+
+def test_settings_from_config_with_defaults_and_the_servers_own_address():
+    settings = Settings.from_config(SimpleNamespace(), "http://127.0.0.1:41234")
+    assert settings == Settings(api_address="127.0.0.1", api_port=41234)
+    config = SimpleNamespace(node_grace_period=2, eviction_timeout=5, node_port_range=(31000, 31010),
+                             api_advertise_address="127.0.0.9", api_port=6443)
+    settings = Settings.from_config(config, "https://localhost:1")
+    assert (settings.node_grace_period, settings.pod_eviction_timeout) == (2.0, 5.0)
+    assert settings.node_port_range == (31000, 31010)
+    assert (settings.api_address, settings.api_port) == ("127.0.0.9", 6443)
+    assert Settings.from_config(SimpleNamespace(), "https://localhost").api_address == "127.0.0.1"
+    assert Settings.from_config(SimpleNamespace(), "https://localhost").api_port == 443
