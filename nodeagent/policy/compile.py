@@ -389,7 +389,7 @@ class ClusterView:
                 if peer.namespace_selector.matches(self.labels_of_namespace(ns))
                 for pod in pods.values()
             )
-        if peer.pod_selector is None:
+        if peer.pod_selector is None or peer.pod_selector.empty:
             return candidates
         return (pod for pod in candidates if peer.pod_selector.matches(pod.labels))
 
