@@ -7,6 +7,7 @@ IPv4 addresses are dotted-quad strings ("10.244.1.2"), MAC addresses lower-case 
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 _IP = struct.Struct("!I")
 
@@ -14,16 +15,19 @@ BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 ZERO_MAC = "00:00:00:00:00:00"
 
 
+@lru_cache(maxsize=65536)
 def ip_to_bytes(ip: str) -> bytes:
-    """'10.0.0.1' -> b'\\n\\x00\\x00\\x01'; ValueError unless four decimal octets 0..255."""
-    parts = ip.split(".")
-    if len(parts) != 4:
-        raise ValueError(f"not an IPv4 address: {ip!r}")
+    """'10.0.0.1' -> b'\\n\\x00\\x00\\x01'; ValueError unless four canonical decimal octets 0..255.
+
+    Cached: a node sees the same few pod and node addresses over and over.
+    """
     try:
-        octets = bytes(int(p) for p in parts if p.isascii() and p.isdigit() and len(p) <= 3)
-    except ValueError:
+        a, b, c, d = ip.split(".")
+        octets = bytes((int(a), int(b), int(c), int(d)))
+    except (ValueError, TypeError, AttributeError):
         raise ValueError(f"not an IPv4 address: {ip!r}") from None
-    if len(octets) != 4:
+    # int() also takes " 1", "+1", "1_0" and "01": only the form bytes_to_ip prints is an address.
+    if bytes_to_ip(octets) != ip:
         raise ValueError(f"not an IPv4 address: {ip!r}")
     return octets
 
@@ -31,7 +35,7 @@ def ip_to_bytes(ip: str) -> bytes:
 def bytes_to_ip(data: bytes | bytearray | memoryview) -> str:
     if len(data) != 4:
         raise ValueError(f"an IPv4 address is 4 bytes, got {len(data)}")
-    return ".".join(map(str, data))
+    return f"{data[0]}.{data[1]}.{data[2]}.{data[3]}"
 
 
 def ip_to_int(ip: str) -> int:

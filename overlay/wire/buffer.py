@@ -21,10 +21,6 @@ class Reader:
         self._end = len(data) if end is None else min(end, len(data))
 
     @property
-    def position(self) -> int:
-        return self._pos
-
-    @property
     def remaining(self) -> int:
         return self._end - self._pos
 
@@ -44,24 +40,7 @@ class Reader:
     def uint32(self, what: str = "uint32") -> int:
         return _U32.unpack_from(self._data, self._need(4, what))[0]
 
-    def bytes(self, n: int, what: str = "field") -> bytes:
-        start = self._need(n, what)
-        return bytes(self._data[start : start + n])
-
-    def skip(self, n: int, what: str = "field") -> None:
-        self._need(n, what)
-
-    def rest(self) -> bytes:
-        """Everything left, consuming it."""
-        start = self._pos
-        self._pos = self._end
-        return bytes(self._data[start : self._end])
-
     def sub(self, n: int, what: str = "field") -> Reader:
-        """A reader over the next `n` bytes, which this reader skips; its owner must consume it exactly."""
+        """A reader confined to the next `n` bytes (a length-prefixed field); this reader moves past them."""
         start = self._need(n, what)
         return Reader(self._data, start, start + n)
-
-    def expect_end(self, what: str = "structure") -> None:
-        if self._pos != self._end:
-            raise DecodeError(f"{self._end - self._pos} unexpected trailing bytes after {what}")

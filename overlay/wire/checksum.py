@@ -7,6 +7,8 @@ Python loop touches the bytes.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .addresses import ip_to_bytes
 
 
@@ -31,8 +33,15 @@ def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) ->
 
 
 def pseudo_header_sum(src_ip: str, dst_ip: str, protocol: int, length: int) -> int:
-    """The ones' complement sum of the IPv4 pseudo-header that UDP and TCP checksums cover."""
-    return ones_complement_sum(ip_to_bytes(src_ip) + ip_to_bytes(dst_ip), protocol + length)
+    """The sum of the IPv4 pseudo-header that UDP and TCP checksums cover, to pass as `initial`
+    (not folded to 16 bits: the checksum functions fold it)."""
+    return _address_pair_sum(src_ip, dst_ip) + protocol + length
+
+
+@lru_cache(maxsize=65536)
+def _address_pair_sum(src_ip: str, dst_ip: str) -> int:
+    """Cached: a node's flows run between the same few address pairs."""
+    return ones_complement_sum(ip_to_bytes(src_ip) + ip_to_bytes(dst_ip))
 
 
 def update_checksum(
