@@ -1,0 +1,819 @@
+"""The node agent: kubelet, CNI and dataplane of one host.
+
+It registers its Node and waits for the controller to give it a podCIDR, renews its Lease in
+kube-node-lease, list+watches the pods bound to it and every Node (one Node event becomes one route, as
+in flannel's vxlan backend), gives each pod an address from the host-local IPAM and a virtual network
+stack, writes the pod's status, and forwards the pods' packets through the pure pipeline: to one another,
+in VXLAN to other nodes, or through the host bridge to host-network addresses. Kube-proxy, the BGP
+speaker and the CLI talk to it over msgpack-RPC on `<state_dir>/agent.sock`.
+
+When the API server goes away the dataplane keeps forwarding with what it has; the informers resume
+when it comes back. A restarted agent finds its pods' addresses on disk and gives each pod the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import os
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podnet.nodeagent.cni import HostLocalIpam
+from podnet.nodeagent.hostbridge import HostBridge
+from podnet.nodeagent.pods.virtual import client as ops
+from podnet.nodeagent.pods.virtual.stack import PodStack
+from podnet.overlay.pipeline.forward import (
+    Deliver,
+    DeliverFrame,
+    NodeIdentity,
+    Output,
+    Peer,
+    Pipeline,
+    PodPort,
+    Stage,
+    ToHost,
+    Tunnel,
+    describe_key,
+    flow_key,
+    pod_mac,
+    vtep_mac,
+)
+from podnet.overlay.pipeline.routes import Route, RouteKind, parse_prefix
+from podnet.overlay.tunnel import Tunnel as UdpTunnel
+from podnet.overlay.wire.addresses import ip_to_int
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from podnet.client import ApiClient, ApiError, Informer, podnet_home
+from podnet.process import start_status_server
+from podnet.rpc.session import RpcError, RpcServer
+
+log = logging.getLogger(__name__)
+
+LEASE_NAMESPACE = "kube-node-lease"
+VTEP_MAC_ANNOTATION = "podnet.io/vtep-mac"
+BACKEND_ANNOTATION = "podnet.io/backend"
+# A packet exchange that keeps re-entering the pipeline (two pods answering each other forever) is cut
+# here per wake-up; the rest waits for the next one, so the loop stays responsive.
+MAX_PUMP = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    name: str
+    address: str
+    server: str
+    token: str | None = None
+    state_dir: str | None = None  # default $PODNET_HOME/nodes/<name>
+    vxlan_port: int = 4789
+    metrics_port: int | None = 0  # None: no status server; 0: any free port
+    backend: str = "vxlan"
+    cluster_cidr: str = "10.244.0.0/16"
+    lease_duration: int = 40
+    renew_interval: float = 5.0
+    conntrack_sweep_interval: float = 5.0
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else podnet_home() / "nodes" / self.name
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_path / "agent.sock"
+
+
+@dataclass(slots=True)
+class VirtualPod:
+    uid: str
+    port: PodPort
+    stack: PodStack
+    timer: asyncio.TimerHandle | None = None
+    timer_at: float = 0.0
+    status_ip: str | None = None  # the podIP the API last heard from us
+    waiting: dict[int, asyncio.Future] = field(default_factory=dict)
+
+
+def _rfc3339(micro: bool = False) -> str:
+    now = datetime.datetime.now(datetime.UTC)
+    if micro:
+        return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _container_ports(pod: dict) -> list[dict]:
+    return [p for c in (pod.get("spec") or {}).get("containers") or [] for p in c.get("ports") or []]
+
+
+class NodeAgent:
+    def __init__(self, config: AgentConfig, client: ApiClient):
+        self.config = config
+        self.client = client
+        self.loop = asyncio.get_running_loop()
+        self.pipeline: Pipeline | None = None
+        self.tunnel: UdpTunnel | None = None
+        self.ipam: HostLocalIpam | None = None
+        self.hostbridge: HostBridge | None = None
+        self.pod_cidr: str | None = None
+        self.pods: dict[str, VirtualPod] = {}  # "ns/name" -> pod
+        self.by_ip: dict[int, VirtualPod] = {}
+        self.pod_informer: Informer | None = None
+        self.node_informer: Informer | None = None
+        self.node_uid: str | None = None
+        self.status_port: int | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._traces: dict[tuple, list[Stage]] = {}  # flow key -> stages of a traced exchange
+        self._status_dirty: set[str] = set()
+        self._status_wakeup = asyncio.Event()
+
+    # ---- registration ----------------------------------------------------------------------------
+
+    async def register(self, shutdown: asyncio.Event) -> None:
+        """Creates (or adopts) the Node, reports it Ready, and waits until it has a podCIDR."""
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.config.name,
+                "labels": {
+                    "kubernetes.io/hostname": self.config.name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                },
+                "annotations": {
+                    VTEP_MAC_ANNOTATION: vtep_mac(self.config.address),
+                    BACKEND_ANNOTATION: self.config.backend,
+                },
+            },
+            "spec": {},
+        }
+        backoff = 0.2
+        while not shutdown.is_set():
+            try:
+                try:
+                    current = await self.client.create(node)
+                except ApiError as exc:
+                    if exc.code != 409:
+                        raise
+                    current = await self.client.get("nodes", self.config.name)
+                self.node_uid = current["metadata"].get("uid")
+                await self.post_node_status()
+                while not (current.get("spec") or {}).get("podCIDR"):
+                    await asyncio.sleep(0.2)
+                    current = await self.client.get("nodes", self.config.name)
+                self.pod_cidr = current["spec"]["podCIDR"]
+                return
+            except ApiError as exc:
+                log.warning("registering node %s: %s; retrying", self.config.name, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def post_node_status(self) -> None:
+        now = _rfc3339()
+        status = {
+            "addresses": [
+                {"type": "InternalIP", "address": self.config.address},
+                {"type": "Hostname", "address": self.config.name},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "podnet node agent is posting ready status",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                },
+                {
+                    "type": "NetworkUnavailable",
+                    "status": "False",
+                    "reason": "PodnetIsUp",
+                    "message": f"podnet {self.config.backend} backend is running",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                },
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.status_port or 0}},
+            "nodeInfo": {"kubeletVersion": "podnet", "operatingSystem": "linux", "architecture": "amd64"},
+        }
+        await self.client.patch("nodes", self.config.name, {"status": status}, subresource="status")
+
+    async def renew_lease(self, shutdown: asyncio.Event) -> None:
+        name = self.config.name
+        while not shutdown.is_set():
+            spec = {
+                "holderIdentity": name,
+                "leaseDurationSeconds": self.config.lease_duration,
+                "renewTime": _rfc3339(micro=True),
+            }
+            try:
+                try:
+                    await self.client.patch("leases", name, {"spec": spec}, namespace=LEASE_NAMESPACE)
+                except ApiError as exc:
+                    if exc.code != 404:
+                        raise
+                    await self._create_lease(spec)
+            except ApiError as exc:
+                log.warning("renewing lease: %s", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(shutdown.wait(), self.config.renew_interval)
+
+    async def _create_lease(self, spec: dict) -> None:
+        with contextlib.suppress(ApiError):
+            await self.client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}})
+        owner = [{"apiVersion": "v1", "kind": "Node", "name": self.config.name, "uid": self.node_uid}]
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.config.name, "namespace": LEASE_NAMESPACE, "ownerReferences": owner},
+            "spec": spec,
+        }
+        await self.client.create(lease)
+
+    # ---- the dataplane ---------------------------------------------------------------------------
+
+    async def start_dataplane(self) -> None:
+        identity = NodeIdentity(
+            self.config.name,
+            self.config.address,
+            self.pod_cidr,
+            cluster_cidr=self.config.cluster_cidr,
+            vxlan_port=self.config.vxlan_port,
+        )
+        self.pipeline = Pipeline(identity, rand=random.random)
+        self.ipam = HostLocalIpam(self.config.state_path, self.pod_cidr)
+        self.tunnel = UdpTunnel(self.config.address, self.config.vxlan_port, self._from_tunnel)
+        await self.tunnel.open()
+        self.hostbridge = HostBridge(self.config.address, self._from_hostbridge)
+
+    def _from_tunnel(self, datagram: bytes, sender: str) -> None:
+        now = time.monotonic()
+        trace = self._trace_for(datagram[22:]) if self._traces else None
+        self._run(self.pipeline.from_tunnel(sender, datagram, now, trace), now)
+
+    def _from_hostbridge(self, packet: bytes) -> None:
+        now = time.monotonic()
+        trace = self._trace_for(packet) if self._traces else None
+        self._run(self.pipeline.to_local_pod(packet, trace), now)
+
+    def _trace_for(self, packet: bytes) -> list[Stage] | None:
+        try:
+            key, _ = flow_key(packet)
+        except (IndexError, ValueError):
+            return None
+        return self._traces.get(key)
+
+    def _run(self, outputs: list[Output], now: float) -> None:
+        """Carries out what the pipeline decided, feeding pods' answers back in until all is sent."""
+        work = deque(outputs)
+        for _ in range(MAX_PUMP):
+            if not work:
+                return
+            out = work.popleft()
+            kind = type(out)
+            if kind is Tunnel:
+                self.tunnel.send(out.node_address, out.datagram)
+            elif kind is Deliver:
+                pod = self.by_ip.get(out.pod_ip)
+                if pod is not None:
+                    answers = pod.stack.receive(out.packet, now)
+                    self._after_stack(pod, now)
+                    for packet in answers:
+                        work.extend(self.pipeline.from_pod(pod.port, packet, now, self._trace_for(packet) if self._traces else None))
+            elif kind is ToHost:
+                self.hostbridge.handle(out.packet, now)
+            elif kind is DeliverFrame:
+                pass  # virtual pods take packets, not frames: their ARP never reaches the pipeline
+        self.pipeline.counters["drop.pump-limit"] += len(work)
+
+    def _emit(self, pod: VirtualPod, packets: list[bytes], now: float, trace: list[Stage] | None = None) -> None:
+        outputs: list[Output] = []
+        for packet in packets:
+            outputs.extend(self.pipeline.from_pod(pod.port, packet, now, trace))
+        self._after_stack(pod, now)
+        self._run(outputs, now)
+
+    def _after_stack(self, pod: VirtualPod, now: float) -> None:
+        """Hands finished operations to their waiters and re-arms the pod's timer."""
+        for event in pod.stack.take_events():
+            if isinstance(event, ops.Completed | ops.Failed):
+                future = pod.waiting.pop(event.op, None)
+                if future is not None and not future.done():
+                    future.set_result(event)
+        deadline = pod.stack.next_deadline()
+        if deadline is None:
+            return
+        if pod.timer is not None:
+            if pod.timer_at <= deadline:
+                return
+            pod.timer.cancel()
+        pod.timer_at = deadline
+        pod.timer = self.loop.call_at(max(deadline, now), self._poll_pod, pod)
+
+    def _poll_pod(self, pod: VirtualPod) -> None:
+        pod.timer = None
+        if self.pods.get(pod.port.key) is not pod:
+            return
+        now = time.monotonic()
+        self._emit(pod, pod.stack.poll(now), now)
+
+    async def sweep_conntrack(self, shutdown: asyncio.Event) -> None:
+        while not shutdown.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(shutdown.wait(), self.config.conntrack_sweep_interval)
+            self.pipeline.conntrack.expire(time.monotonic())
+
+    # ---- pods ------------------------------------------------------------------------------------
+
+    def on_pod(self, event: str, old: dict | None, new: dict | None) -> None:
+        if event == "DELETED" or new is None:
+            self.remove_pod(old)
+            return
+        meta = new.get("metadata") or {}
+        if meta.get("deletionTimestamp") or (new.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            self.remove_pod(new)
+            return
+        if (new.get("spec") or {}).get("hostNetwork"):
+            self._mark_status_dirty(f"{meta.get('namespace')}/{meta.get('name')}")
+            return
+        self.add_pod(new)
+
+    def add_pod(self, obj: dict) -> VirtualPod:
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        existing = self.pods.get(key)
+        if existing is not None and existing.uid == meta.get("uid"):
+            if (obj.get("status") or {}).get("podIP") != existing.port.ip:
+                self._mark_status_dirty(key)
+            return existing
+        if existing is not None:  # same name, new pod
+            self.remove_pod({"metadata": {"namespace": meta["namespace"], "name": meta["name"], "uid": existing.uid}})
+        allocation = self.ipam.add(meta.get("uid") or key, meta["namespace"], meta["name"])
+        port = PodPort(meta["namespace"], meta["name"], allocation.ip, pod_mac(allocation.ip))
+        stack = PodStack(
+            meta["name"],
+            meta["namespace"],
+            allocation.ip,
+            port.mac,
+            vtep_mac(self.config.address),
+            _container_ports(obj),
+            (obj.get("spec") or {}).get("hostname") or meta["name"],
+        )
+        pod = VirtualPod(meta.get("uid") or key, port, stack)
+        self.pods[key] = pod
+        self.by_ip[ip_to_int(allocation.ip)] = pod
+        self.pipeline.add_pod(port)
+        log.info("pod %s: CNI ADD, %s", key, allocation.ip)
+        if (obj.get("status") or {}).get("podIP") != allocation.ip:
+            self._mark_status_dirty(key)
+        else:
+            pod.status_ip = allocation.ip
+        return pod
+
+    def remove_pod(self, obj: dict | None) -> None:
+        if obj is None:
+            return
+        meta = obj.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        pod = self.pods.get(key)
+        if pod is None or (meta.get("uid") and meta.get("uid") != pod.uid):
+            return
+        del self.pods[key]
+        self.by_ip.pop(ip_to_int(pod.port.ip), None)
+        self.pipeline.remove_pod(pod.port.ip)
+        if pod.timer is not None:
+            pod.timer.cancel()
+        for future in pod.waiting.values():
+            if not future.done():
+                future.set_result(ops.Failed(0, "pod deleted"))
+        self.ipam.release(pod.uid)
+        log.info("pod %s: CNI DEL, released %s", key, pod.port.ip)
+
+    def collect_garbage(self) -> None:
+        """After the first sync: addresses whose pods are gone (deleted while we were down) are freed."""
+        live = {p["metadata"].get("uid") for p in self.pod_informer.store.values()}
+        for allocation in self.ipam.release_all_but({uid for uid in live if uid}):
+            log.info("released %s of %s, which no longer exists", allocation.ip, allocation.key)
+
+    def _mark_status_dirty(self, key: str) -> None:
+        self._status_dirty.add(key)
+        self._status_wakeup.set()
+
+    async def write_statuses(self, shutdown: asyncio.Event) -> None:
+        """Writes pod statuses in the background, retrying until the API server takes them."""
+        while not shutdown.is_set():
+            await self._status_wakeup.wait()
+            self._status_wakeup.clear()
+            failed = set()
+            for key in list(self._status_dirty):
+                self._status_dirty.discard(key)
+                try:
+                    await self._write_status(key)
+                except ApiError as exc:
+                    if exc.code != 404:
+                        log.warning("pod %s: status write failed: %s", key, exc)
+                        failed.add(key)
+            if failed:
+                self._status_dirty |= failed
+                await asyncio.sleep(0.5)
+                self._status_wakeup.set()
+
+    async def _write_status(self, key: str) -> None:
+        obj = self.pod_informer.store.get(key)
+        if obj is None:
+            return
+        pod = self.pods.get(key)
+        host_network = (obj.get("spec") or {}).get("hostNetwork")
+        if pod is None and not host_network:
+            return
+        ip = self.config.address if host_network else pod.port.ip
+        now = _rfc3339()
+        started = (obj.get("status") or {}).get("startTime") or now
+        conditions = [
+            {"type": kind, "status": "True", "lastProbeTime": None, "lastTransitionTime": now}
+            for kind in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
+        ]
+        containers = [
+            {
+                "name": c.get("name"),
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": started}},
+            }
+            for c in (obj.get("spec") or {}).get("containers") or []
+        ]
+        status = {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "hostIP": self.config.address,
+            "hostIPs": [{"ip": self.config.address}],
+            "startTime": started,
+            "conditions": conditions,
+            "containerStatuses": containers,
+        }
+        meta = obj["metadata"]
+        await self.client.patch("pods", meta["name"], {"status": status}, namespace=meta["namespace"], subresource="status")
+        if pod is not None:
+            pod.status_ip = ip
+
+    # ---- nodes -----------------------------------------------------------------------------------
+
+    def on_node(self, event: str, old: dict | None, new: dict | None) -> None:
+        obj = new or old or {}
+        name = (obj.get("metadata") or {}).get("name")
+        if name == self.config.name:
+            if new is not None and not self._reports_ready(new):
+                # The node lifecycle controller marked us NotReady/Unknown while we were away.
+                self._spawn(self._repost_status())
+            return
+        if event == "DELETED" or new is None:
+            self.pipeline.remove_peer(name)
+            log.info("node %s gone: route removed", name)
+            return
+        address = next(
+            (a["address"] for a in (new.get("status") or {}).get("addresses") or [] if a.get("type") == "InternalIP"),
+            None,
+        )
+        if not address:
+            return
+        pod_cidr = (new.get("spec") or {}).get("podCIDR")
+        mac = ((new.get("metadata") or {}).get("annotations") or {}).get(VTEP_MAC_ANNOTATION) or vtep_mac(address)
+        peer = Peer(name, address, mac)
+        current = self.pipeline.peers.get(address)
+        route = self.pipeline.routes.lookup(ip_to_int(pod_cidr.split("/")[0])) if pod_cidr else None
+        if current == peer and (route is not None and str(route.prefix) == pod_cidr and route.next_hop == address):
+            return
+        self.pipeline.set_peer(peer, pod_cidr if self.config.backend == "vxlan" else None)
+        log.info("node %s: VTEP %s at %s, route %s", name, mac, address, pod_cidr)
+
+    @staticmethod
+    def _reports_ready(node: dict) -> bool:
+        for condition in (node.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "Ready":
+                return condition.get("status") == "True"
+        return False
+
+    async def _repost_status(self) -> None:
+        with contextlib.suppress(ApiError):
+            await self.post_node_status()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- RPC -------------------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "node.info": self.rpc_node_info,
+            "services.apply": self.rpc_services_apply,
+            "routes.apply": self.rpc_routes_apply,
+            "pod.http": self.rpc_pod_http,
+            "pod.connect": self.rpc_pod_connect,
+            "pod.ping": self.rpc_pod_ping,
+            "pods.list": self.rpc_pods_list,
+            "probe": self.rpc_probe,
+            "trace": self.rpc_trace,
+            "capture": self.rpc_capture,
+            "counters": self.rpc_counters,
+            "faults.partition": self.rpc_partition,
+        }
+
+    async def rpc_node_info(self, params: Any) -> dict:
+        return {
+            "name": self.config.name,
+            "address": self.config.address,
+            "pod_cidr": self.pod_cidr,
+            "backend": self.config.backend,
+            "vxlan_port": self.tunnel.port,
+            "vtep_mac": vtep_mac(self.config.address),
+            "status_port": self.status_port,
+        }
+
+    async def rpc_services_apply(self, params: dict) -> dict:
+        from podnet.overlay.pipeline import nat  # kube-proxy's table format lives with the pipeline
+
+        table = nat.ServiceTable.from_data(params["table"])
+        self.pipeline.services = table
+        return {"rules": len(table)}
+
+    async def rpc_routes_apply(self, params: dict) -> dict:
+        source = params.get("source", "bgp")
+        routes = []
+        for entry in params.get("routes") or []:
+            try:
+                prefix = parse_prefix(entry["prefix"])
+                ip_to_int(entry["next_hop"])
+            except (KeyError, ValueError, TypeError) as exc:
+                raise RpcError("BadRequest", f"bad route {entry!r}: {exc}") from None
+            if entry["next_hop"] not in self.pipeline.peers:
+                hop = entry["next_hop"]
+                self.pipeline.set_peer(Peer(hop, hop, vtep_mac(hop)), None)
+            routes.append(Route(prefix, RouteKind.TUNNEL, entry["next_hop"], source))
+        try:
+            count = self.pipeline.routes.replace_source(source, routes)
+        except ValueError as exc:
+            raise RpcError("BadRequest", str(exc)) from None
+        return {"routes": count}
+
+    def _pod(self, params: dict) -> VirtualPod:
+        namespace = params.get("namespace") or "default"
+        pod = self.pods.get(f"{namespace}/{params.get('pod')}")
+        if pod is None:
+            raise RpcError("NotFound", f"pod {namespace}/{params.get('pod')} has no network on {self.config.name}")
+        return pod
+
+    async def _operate(self, pod: VirtualPod, start, timeout: float, trace: list[Stage] | None = None):
+        """Starts an operation on the pod's stack and waits for its Completed or Failed."""
+        now = time.monotonic()
+        try:
+            op = start(pod.stack, now)
+        except ValueError as exc:
+            raise RpcError("BadRequest", str(exc)) from None
+        future = self.loop.create_future()
+        pod.waiting[op] = future
+        packets = pod.stack.poll(now)
+        if trace is not None:
+            for packet in packets:
+                key, _ = flow_key(packet)
+                if key is not None:
+                    trace.append(Stage("probe", describe_key(key)))
+                    reply_key = (key[0], key[3], key[4], key[1], key[2])
+                    self._traces[reply_key] = trace
+        self._emit(pod, packets, now, trace)
+        try:
+            return await asyncio.wait_for(future, timeout + 1.0)
+        finally:
+            pod.waiting.pop(op, None)
+
+    async def rpc_pod_http(self, params: dict) -> dict:
+        pod = self._pod(params)
+        timeout = float(params.get("timeout") or 10.0)
+        event = await self._operate(pod, lambda s, now: s.http_get(params["url"], now, timeout=timeout), timeout)
+        if isinstance(event, ops.Failed):
+            return {"ok": False, "reason": event.reason}
+        response: ops.HttpResponse = event.result
+        return {
+            "ok": 200 <= response.status < 300,
+            "status": response.status,
+            "reason": response.reason,
+            "headers": [list(h) for h in response.headers],
+            "body": response.body,
+        }
+
+    async def rpc_pod_connect(self, params: dict) -> dict:
+        pod = self._pod(params)
+        timeout = float(params.get("timeout") or 5.0)
+        host, port = params["host"], int(params["port"])
+        if (params.get("protocol") or "TCP").upper() == "UDP":
+            payload = params.get("payload") or b"hostname"
+            payload = payload.encode() if isinstance(payload, str) else payload
+            event = await self._operate(pod, lambda s, now: s.udp_exchange(host, port, payload, now, timeout=timeout), timeout)
+            if isinstance(event, ops.Failed):
+                return {"ok": False, "reason": event.reason}
+            return {"ok": True, "peer": event.result.peer, "reply": event.result.payload}
+        event = await self._operate(pod, lambda s, now: s.connect(host, port, now, timeout=timeout), timeout)
+        if isinstance(event, ops.Failed):
+            return {"ok": False, "reason": event.reason}
+        return {"ok": True, "local": event.result.local, "remote": event.result.remote}
+
+    async def rpc_pod_ping(self, params: dict) -> dict:
+        pod = self._pod(params)
+        count = int(params.get("count") or 3)
+        interval = float(params.get("interval") or 0.2)
+        timeout = float(params.get("timeout") or (count - 1) * interval + 2.0)
+
+        def start(stack: PodStack, now: float) -> int:
+            return stack.ping(params["ip"], now, count=count, interval=interval, timeout=timeout)
+
+        event = await self._operate(pod, start, timeout)
+        if isinstance(event, ops.Failed):
+            return {"ok": False, "reason": event.reason, "transmitted": count, "received": 0, "rtts": []}
+        result: ops.PingResult = event.result
+        return {
+            "ok": result.received > 0,
+            "transmitted": result.transmitted,
+            "received": result.received,
+            "rtts": list(result.rtts),
+        }
+
+    async def rpc_pods_list(self, params: Any) -> list[dict]:
+        return [{"namespace": p.port.namespace, "name": p.port.name, "ip": p.port.ip, "mac": p.port.mac} for p in self.pods.values()]
+
+    async def _probe(self, params: dict, trace: list[Stage] | None) -> dict:
+        namespace, _, name = (params.get("src") or "").rpartition("/")
+        pod = self._pod({"namespace": namespace or "default", "pod": name})
+        timeout = float(params.get("timeout") or 2.0)
+        dst, port = params["dst"], int(params["port"])
+        if (params.get("protocol") or "TCP").upper() == "UDP":
+            start = lambda s, now: s.udp_exchange(dst, port, b"hostname", now, timeout=timeout)  # noqa: E731
+        else:
+            start = lambda s, now: s.connect(dst, port, now, timeout=timeout)  # noqa: E731
+        drops_before = dict(self.pipeline.counters)
+        event = await self._operate(pod, start, timeout, trace)
+        if isinstance(event, ops.Completed):
+            return {"ok": True, "reason": "connected" if not hasattr(event.result, "payload") else "answered"}
+        dropped = [k[5:] for k, v in self.pipeline.counters.items() if k.startswith("drop.") and v > drops_before.get(k, 0)]
+        return {"ok": False, "reason": event.reason, "dropped": dropped}
+
+    async def rpc_probe(self, params: dict) -> dict:
+        return await self._probe(params, None)
+
+    async def rpc_trace(self, params: dict) -> list[dict]:
+        trace: list[Stage] = []
+        try:
+            outcome = await self._probe(params, trace)
+        finally:
+            for key in [k for k, v in self._traces.items() if v is trace]:
+                del self._traces[key]
+        verdict = "answered" if outcome["ok"] else f"no answer: {outcome['reason']}"
+        trace.append(Stage("result", verdict))
+        return [stage.as_dict() for stage in trace]
+
+    async def rpc_capture(self, params: dict) -> AsyncIterator[dict]:
+        count = int(params.get("count") or 0)
+        seconds = float(params.get("seconds") or 0)
+        queue = self.tunnel.subscribe()
+        deadline = time.monotonic() + seconds if seconds else None
+        sent = 0
+        try:
+            while not count or sent < count:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    return
+                sent += 1
+                yield item
+        finally:
+            self.tunnel.unsubscribe(queue)
+
+    def counters(self) -> dict[str, int]:
+        merged: dict[str, int] = dict(self.pipeline.counters)
+        for name, value in self.tunnel.counters.items():
+            merged[f"tunnel.{name}"] = merged.get(f"tunnel.{name}", 0) + value
+        for name, value in self.hostbridge.counters.items():
+            merged[f"hostbridge.{name}"] = value
+        merged["conntrack.entries"] = len(self.pipeline.conntrack)
+        merged["conntrack.dropped-full"] = self.pipeline.conntrack.dropped_full
+        merged["pods"] = len(self.pods)
+        return merged
+
+    async def rpc_counters(self, params: Any) -> dict[str, int]:
+        return self.counters()
+
+    async def rpc_partition(self, params: dict) -> dict:
+        peer = params["peer"]
+        if params.get("drop", True):
+            self.tunnel.partitioned.add(peer)
+        else:
+            self.tunnel.partitioned.discard(peer)
+        return {"partitioned": sorted(self.tunnel.partitioned)}
+
+
+class _CounterCollector:
+    """Exposes the dataplane's counters on /metrics."""
+
+    def __init__(self, agent: NodeAgent):
+        self.agent = agent
+
+    def collect(self):
+        drops = CounterMetricFamily("podnet_dataplane_drops", "Packets dropped, by reason", labels=["reason"])
+        events = CounterMetricFamily("podnet_dataplane_packets", "Dataplane events, by kind", labels=["event"])
+        gauges = GaugeMetricFamily("podnet_dataplane_entries", "Table sizes", labels=["table"])
+        if self.agent.pipeline is None:
+            return []
+        for name, value in sorted(self.agent.counters().items()):
+            if name in ("conntrack.entries", "pods"):
+                gauges.add_metric([name], value)
+            elif ".drop." in name or name.startswith("drop."):
+                drops.add_metric([name.split("drop.", 1)[1]], value)
+            else:
+                events.add_metric([name], value)
+        return [drops, events, gauges]
+
+
+async def serve(config: AgentConfig, *, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None) -> None:
+    """Runs the agent until `shutdown_trigger()` completes (hypercorn's convention), or forever."""
+    shutdown = asyncio.Event()
+    if shutdown_trigger is not None:
+        trigger = asyncio.ensure_future(shutdown_trigger())
+        trigger.add_done_callback(lambda _: shutdown.set())
+    try:
+        await _serve(config, shutdown)
+    finally:
+        if shutdown_trigger is not None:
+            trigger.cancel()
+
+
+async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
+    state = config.state_path
+    state.mkdir(parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
+        client = ApiClient(config.server, config.token, encoding="msgpack")
+        stack.push_async_callback(client.close)
+        agent = NodeAgent(config, client)
+        registry = CollectorRegistry()
+        registry.register(_CounterCollector(agent))
+        if config.metrics_port is not None:
+            runner, agent.status_port = await start_status_server(
+                config.address, config.metrics_port, lambda: agent.pipeline is not None, registry
+            )
+            stack.push_async_callback(runner.cleanup)
+        await agent.register(shutdown)
+        if shutdown.is_set():
+            return
+        await agent.start_dataplane()
+        stack.callback(agent.tunnel.close)
+        stack.callback(agent.hostbridge.close)
+        agent.pod_informer = Informer(client, "pods", field_selector=f"spec.nodeName={config.name}")
+        agent.node_informer = Informer(client, "nodes")
+        agent.node_informer.add_handler(agent.on_node)
+        agent.pod_informer.add_handler(agent.on_pod)
+        rpc = RpcServer(str(config.socket_path), agent.handlers())
+        (state / "agent.json").write_text(
+            json.dumps({"name": config.name, "address": config.address, "pid": os.getpid(),
+                        "status_port": agent.status_port, "vxlan_port": agent.tunnel.port})
+        )
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(agent.node_informer.run()),
+                group.create_task(agent.pod_informer.run()),
+                group.create_task(agent.renew_lease(shutdown)),
+                group.create_task(agent.sweep_conntrack(shutdown)),
+                group.create_task(agent.write_statuses(shutdown)),
+            ]
+            synced = asyncio.gather(agent.node_informer.wait_synced(), agent.pod_informer.wait_synced())
+            stopped = asyncio.ensure_future(shutdown.wait())
+            await asyncio.wait({synced, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if synced.done():
+                agent.collect_garbage()
+            else:
+                synced.cancel()
+            await rpc.start()
+            log.info("node agent %s up: %s, podCIDR %s, VXLAN on %s:%d", config.name, config.address,
+                     agent.pod_cidr, config.address, agent.tunnel.port)
+            try:
+                await shutdown.wait()
+            finally:
+                await rpc.close()
+                for task in tasks:
+                    task.cancel()
+                agent._status_wakeup.set()
+

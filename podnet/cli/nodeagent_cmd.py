@@ -1,0 +1,45 @@
+"""`podnet nodeagent`: runs one host's node agent (also `python -m podnet.nodeagent`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def nodeagent(
+    name: Annotated[str, typer.Option(help="Node name, as registered in the API.")],
+    address: Annotated[str, typer.Option(help="The node's address: InternalIP and the VXLAN endpoint.")],
+    server: Annotated[str, typer.Option(envvar="PODNET_SERVER", help="API server URL.")],
+    token: Annotated[str | None, typer.Option(envvar="PODNET_TOKEN", help="Bearer token.")] = None,
+    state_dir: Annotated[str | None, typer.Option(help="Where the agent keeps IPAM state and agent.sock (default $PODNET_HOME/nodes/NAME).")] = None,
+    vxlan_port: Annotated[int, typer.Option(help="UDP port of VXLAN, here and on every peer.")] = 4789,
+    metrics_port: Annotated[int, typer.Option(help="Port of /healthz and /metrics on the node address (0: any free port, -1: none).")] = 0,
+    backend: Annotated[str, typer.Option(help="vxlan: routes from Node podCIDRs; bgp: routes from the BGP speaker.")] = "vxlan",
+    cluster_cidr: Annotated[str, typer.Option(help="The pod network.")] = "10.244.0.0/16",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run a node agent: registers the Node, gives pods addresses and network stacks, forwards their traffic."""
+    from podnet import logs, process
+    from podnet.nodeagent.agent import AgentConfig, serve
+
+    if backend not in ("vxlan", "bgp"):
+        typer.echo(f"error: --backend must be vxlan or bgp, not {backend!r}", err=True)
+        raise typer.Exit(2)
+    logs.setup(f"nodeagent/{name}", log_level)
+    config = AgentConfig(
+        name=name,
+        address=address,
+        server=server,
+        token=token,
+        state_dir=state_dir,
+        vxlan_port=vxlan_port,
+        metrics_port=None if metrics_port < 0 else metrics_port,
+        backend=backend,
+        cluster_cidr=cluster_cidr,
+    )
+    process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown.wait))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("nodeagent")(nodeagent)
