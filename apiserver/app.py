@@ -1,0 +1,330 @@
+"""The API server process: the aiohttp application and `serve()`.
+
+`make_app(config, store)` builds the application over an opened store (in-process tests use it);
+`serve(config)` opens the store named by the config, listens (TLS when a certificate is given), runs
+the periodic compaction and the in-process controllers, and shuts down when `shutdown_trigger`
+returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+import podnet
+from apiserver import status
+from apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
+from apiserver.config import ApiServerConfig
+from apiserver.handlers import USER_KEY, Resources, respond
+from apiserver.status import ApiError
+from apiserver.storage import open_store
+from apiserver.storage.base import Store
+from apiserver.watch import WatchHub
+from podnet.api.kinds import KINDS
+from podnet.process import metrics_response
+
+log = logging.getLogger(__name__)
+
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+STORE = web.AppKey("store", Store)
+HUB = web.AppKey("hub", WatchHub)
+
+# Paths anyone may read, as kube-apiserver's system:public-info-viewer role allows.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
+KUBERNETES_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0"}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "apiserver_request_total", "Requests by verb, resource and HTTP code.", ["verb", "resource", "code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "apiserver_request_duration_seconds",
+            "Response latency of non-watch requests by verb and resource.",
+            ["verb", "resource"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.watchers = Gauge("apiserver_registered_watchers", "Open watch streams by resource.", ["resource"], registry=self.registry)
+
+
+def load_authenticator(config: ApiServerConfig) -> Authenticator:
+    if not config.token_file:
+        log.warning("no token file given: the API server is open, every request is treated as an administrator")
+        return Authenticator(None)
+    return Authenticator(parse_token_file(Path(config.token_file).read_text()))
+
+
+def _verb_of(method: str) -> str:
+    return {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
+
+
+def _http_error(error: web.HTTPException, request: web.Request) -> ApiError:
+    if isinstance(error, web.HTTPNotFound):
+        return status.path_not_found(request.path)
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        return status.method_not_allowed(request.method, request.path)
+    if isinstance(error, web.HTTPRequestEntityTooLarge):
+        return status.too_large(request.app._client_max_size)
+    reason = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 415: "UnsupportedMediaType"}.get(error.status, "BadRequest")
+    return ApiError(status.status(error.status, reason, error.text or error.reason))
+
+
+def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authenticator | None = None) -> web.Application:
+    metrics = Metrics()
+    hub = WatchHub(store, config.watch_cache_events)
+    authenticator = authenticator or load_authenticator(config)
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except ApiError as e:
+            response = respond(request, e.status, e.code)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            error = _http_error(e, request)
+            response = respond(request, error.status, error.code)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            # A bug, not the client's fault: logged here with its traceback, never sent.
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            error = status.internal("an internal error occurred; the server log has the details")
+            response = respond(request, error.status, error.code)
+        verb = request.get("verb") or _verb_of(request.method)
+        resource = request.get("resource", "")
+        metrics.requests.labels(verb.upper(), resource, str(response.status)).inc()
+        if verb != "watch":
+            metrics.latency.labels(verb.upper(), resource).observe(time.perf_counter() - started)
+        return response
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.path in PUBLIC_PATHS:
+            return await handler(request)
+        user = authenticator.authenticate(request.headers.get("Authorization"))
+        if user is None:
+            raise status.unauthorized()
+        request[USER_KEY] = user
+        return await handler(request)
+
+    app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes)
+    app[AUTHENTICATOR] = authenticator
+    app[STORE] = store
+    app[HUB] = hub
+    resources = Resources(config, store, hub, metrics.watchers)
+    resources.add_routes(app)
+
+    async def probe(request: web.Request) -> web.Response:
+        try:
+            async with asyncio.timeout(2.0):
+                await store.current_revision()
+        except Exception as e:  # any failure of the store makes the server unready, and says why
+            return web.Response(status=503, text=f"[-]etcd failed: {type(e).__name__}: {e}\nhealthz check failed\n")
+        return web.Response(text="ok")
+
+    async def livez(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response(
+            KUBERNETES_VERSION
+            | {"gitCommit": f"podnet-{podnet.__version__}", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "", "platform": "linux/amd64"}
+        )
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        return metrics_response(metrics.registry)
+
+    for path, handler in (("/healthz", probe), ("/readyz", probe), ("/livez", livez), ("/version", version), ("/metrics", metrics_handler)):
+        app.router.add_get(path, handler)
+    add_discovery_routes(app, request_host=config.host)
+
+    async def background(app: web.Application):
+        tasks = []
+        if config.compaction_interval > 0:
+            tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
+        yield
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await hub.close()
+
+    app.cleanup_ctx.append(background)
+    return app
+
+
+async def compact_periodically(store: Store, hub: WatchHub, interval: float) -> None:
+    """As kube-apiserver: each tick compacts to the revision seen at the previous tick, so every
+    watcher gets at least one interval to catch up."""
+    previous = 0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            current = await store.current_revision()
+            if previous:
+                await store.compact(previous)
+                hub.forget_before(previous)
+                log.debug("compacted storage at revision %d", previous)
+            previous = current
+        except Exception as e:  # the store may be down; compaction waits for the next tick
+            log.warning("compaction failed: %s", e)
+
+
+# --- discovery ----------------------------------------------------------------------------------------
+
+_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+
+def _api_resources(group: str, version: str) -> list[dict]:
+    resources = []
+    for kind in KINDS:
+        if (kind.group, kind.version) != (group, version):
+            continue
+        resources.append(
+            {
+                "name": kind.plural,
+                "singularName": kind.singular,
+                "namespaced": kind.namespaced,
+                "kind": kind.kind,
+                "verbs": _VERBS,
+                "shortNames": list(kind.short_names),
+                "storageVersionHash": "",
+            }
+        )
+        if kind.has_status:
+            resources.append(
+                {"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]}
+            )
+    return resources
+
+
+def _groups() -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for kind in KINDS:
+        if kind.group and kind.version not in groups.setdefault(kind.group, []):
+            groups[kind.group].append(kind.version)
+    return groups
+
+
+def _group(name: str, versions: list[str]) -> dict:
+    listed = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+    return {"name": name, "versions": listed, "preferredVersion": listed[0]}
+
+
+def add_discovery_routes(app: web.Application, request_host: str) -> None:
+    core_versions = sorted({k.version for k in KINDS if not k.group})
+
+    def reply(body: dict) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            return respond(request, body)
+
+        return handler
+
+    app.router.add_get(
+        "/api",
+        reply({"kind": "APIVersions", "versions": core_versions, "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": request_host}]}),
+    )
+    for version in core_versions:
+        app.router.add_get(
+            f"/api/{version}", reply({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": version, "resources": _api_resources("", version)})
+        )
+    groups = _groups()
+    app.router.add_get(
+        "/apis", reply({"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(name, versions) for name, versions in groups.items()]})
+    )
+    for name, versions in groups.items():
+        app.router.add_get(f"/apis/{name}", reply({"kind": "APIGroup", "apiVersion": "v1"} | _group(name, versions)))
+        for version in versions:
+            app.router.add_get(
+                f"/apis/{name}/{version}",
+                reply({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{name}/{version}", "resources": _api_resources(name, version)}),
+            )
+
+
+# --- the process --------------------------------------------------------------------------------------
+
+
+def ssl_context(config: ApiServerConfig) -> ssl.SSLContext | None:
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
+async def _run_controllers(config: ApiServerConfig, url: str, token: str | None) -> None:
+    """Starts `apiserver.controllers.run_all(client, config)` over HTTP to this server, as a
+    separate controller manager would run; a server without controllers keeps serving."""
+    try:
+        module = importlib.import_module("apiserver.controllers")
+    except ImportError as e:
+        log.warning("the controllers cannot be loaded, serving without them: %s", e)
+        return
+    run_all = getattr(module, "run_all", None)
+    if run_all is None:
+        log.warning("apiserver.controllers has no run_all: serving without controllers")
+        return
+    from podnet.client import ApiClient
+
+    loopback_ssl = None
+    if config.tls_cert:
+        # Our own certificate is the trust anchor; it need not name 127.0.0.1.
+        loopback_ssl = ssl.create_default_context(cafile=config.tls_cert)
+        loopback_ssl.check_hostname = False
+    client = ApiClient(url, token, ssl_context=loopback_ssl)
+    try:
+        await run_all(client, config)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the controllers stopped; the API keeps serving")
+    finally:
+        await client.close()
+
+
+async def serve(config: ApiServerConfig, *, shutdown_trigger: Callable[[], Awaitable[object]] | None = None) -> None:
+    config.validate()
+    async with contextlib.AsyncExitStack() as stack:
+        store = open_store(config.store)
+        await store.open()
+        stack.push_async_callback(store.close)
+        authenticator = load_authenticator(config)
+        loopback_token = None
+        if not authenticator.open:
+            # The in-process controllers authenticate with a token that exists only in this process.
+            loopback_token = secrets.token_urlsafe(32)
+            authenticator.add(loopback_token, User("system:apiserver", "", (MASTERS_GROUP,)))
+        app = make_app(config, store, authenticator=authenticator)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context(config))
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"{config.scheme}://{'127.0.0.1' if config.host in ('0.0.0.0', '') else config.host}:{port}"
+        log.info("API server listening", extra={"fields": {"url": url, "store": config.store.split("://")[0]}})
+        async with asyncio.TaskGroup() as tasks:
+            controllers = tasks.create_task(_run_controllers(config, url, loopback_token)) if config.controllers else None
+            if shutdown_trigger is None:
+                await asyncio.Event().wait()
+            else:
+                await shutdown_trigger()
+            if controllers is not None:
+                controllers.cancel()
+        log.info("API server stopping")

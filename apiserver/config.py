@@ -1,0 +1,67 @@
+"""The API server's configuration: one frozen value built by the CLI (or by tests) and passed to serve()."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# kube-apiserver's limit on a request body (--max-request-bytes defaults to 3 MiB for etcd's sake).
+MAX_BODY_BYTES = 3 * 1024 * 1024
+
+
+def default_store_url() -> str:
+    home = Path(os.environ.get("PODNET_HOME", Path.home() / ".podnet"))
+    return f"sqlite:///{home / 'apiserver.db'}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 6443  # 0: any free port
+    store_url: str = ""  # "" means default_store_url()
+    token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    controllers: bool = True
+    node_grace_period: float = 40.0
+    eviction_timeout: float = 300.0
+    service_cidr: str = "10.96.0.0/12"
+    cluster_cidr: str = "10.244.0.0/16"
+    node_port_range: tuple[int, int] = (30000, 32767)
+    # kube-apiserver compacts etcd every 5 minutes, to the revision it saw at the previous tick.
+    compaction_interval: float = 300.0
+    bookmark_interval: float = 60.0
+    watch_cache_events: int = 10000
+    storage_timeout: float = 5.0
+    max_body_bytes: int = MAX_BODY_BYTES
+    log_level: str = "INFO"
+
+    @property
+    def store(self) -> str:
+        return self.store_url or default_store_url()
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    def validate(self) -> None:
+        """Raises ValueError with a one-line reason for a configuration that cannot run."""
+        ipaddress.ip_network(self.service_cidr)
+        ipaddress.ip_network(self.cluster_cidr)
+        low, high = self.node_port_range
+        if not 0 < low <= high < 65536:
+            raise ValueError(f"node port range {low}-{high} is not a range of ports")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port {self.port} is out of range")
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """`30000-32767` (kube-apiserver's --service-node-port-range syntax)."""
+    low, sep, high = text.partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ValueError(f"invalid port range {text!r}: want LOW-HIGH")
+    return int(low), int(high)

@@ -1,0 +1,726 @@
+"""The REST handlers: Kubernetes' verbs on Kubernetes' paths for every kind in podnet.api.kinds.
+
+One `Resources` object serves every kind; a route's kind and scope are bound when the routes are
+added. Handlers raise `ApiError` (see status.py) for every failure; app.py turns it into the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import json
+import logging
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import yaml
+from aiohttp import web
+
+from apiserver import status
+from apiserver.auth import User, authorize
+from apiserver.codec import JSON, MSGPACK, DecodeError, decode, encode, from_storage, to_storage
+from apiserver.config import ApiServerConfig
+from apiserver.defaults import apply_defaults
+from apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
+from apiserver.selection import Filter, make_filter
+from apiserver.status import ApiError, Cause
+from apiserver.storage.base import (
+    AlreadyExists,
+    Compacted,
+    Conflict,
+    KeyValue,
+    NotFound,
+    StorageError,
+    Store,
+    Unavailable,
+)
+from apiserver.validation import Limits, validate
+from apiserver.watch import (
+    ADDED,
+    BOOKMARK,
+    DELETED,
+    ERROR,
+    MODIFIED,
+    Change,
+    Subscription,
+    WatcherTooSlow,
+    WatchHub,
+    encode_event,
+)
+from podnet.api.kinds import KINDS, Kind, lookup
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+YAML = "application/yaml"
+
+# Namespaces Kubernetes refuses to delete.
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
+# generateName suffixes: Kubernetes' alphabet without vowels and look-alikes (utilrand.String).
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_UPDATE_ATTEMPTS = 5
+
+USER_KEY = web.AppKey("user", User)
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.lower() in ("true", "1")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def storage_key(kind: Kind, namespace: str | None, name: str) -> str:
+    if kind.namespaced:
+        return f"/registry/{kind.storage_resource}/{namespace}/{name}"
+    return f"/registry/{kind.storage_resource}/{name}"
+
+
+def storage_prefix(kind: Kind, namespace: str | None = None) -> str:
+    if kind.namespaced and namespace:
+        return f"/registry/{kind.storage_resource}/{namespace}/"
+    return f"/registry/{kind.storage_resource}/"
+
+
+def media_type_of(header: str | None) -> str:
+    return header.split(";", 1)[0].strip().lower() if header else ""
+
+
+def response_media_type(request: web.Request) -> str:
+    return MSGPACK if MSGPACK in request.headers.get("Accept", "") else JSON
+
+
+def respond(request: web.Request, body: object, code: int = 200) -> web.Response:
+    media_type = response_media_type(request)
+    return web.Response(body=encode(body, media_type), status=code, content_type=media_type)
+
+
+def _encode_continue(revision: int, key: str) -> str:
+    raw = json.dumps({"rv": revision, "start": key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_continue(token: str) -> tuple[int, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        revision, key = int(data["rv"]), str(data["start"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise status.bad_request("invalid continue token") from None
+    return revision, key
+
+
+def _parse_revision(text: str, what: str = "resourceVersion") -> int:
+    if not text.isdigit():
+        raise status.bad_request(f'invalid {what} "{text}": must be a non-negative integer')
+    return int(text)
+
+
+class Resources:
+    def __init__(self, config: ApiServerConfig, store: Store, hub: WatchHub, watchers_gauge: Any):
+        self.config = config
+        self.store = store
+        self.hub = hub
+        self.watchers_gauge = watchers_gauge
+        self.limits = Limits(config.node_port_range, config.service_cidr)
+        self._namespace_kind = lookup("namespaces")
+
+    # --- routes -------------------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        for kind in KINDS:
+            bind = self._bind
+            if kind.namespaced:
+                app.router.add_get(kind.path(), bind(self.list_or_watch, kind, all_namespaces=True))
+                collection = kind.path("{namespace}")
+                item = kind.path("{namespace}", "{name}")
+            else:
+                collection = kind.path()
+                item = kind.path(name="{name}")
+            app.router.add_get(collection, bind(self.list_or_watch, kind))
+            app.router.add_post(collection, bind(self.create, kind))
+            app.router.add_get(item, bind(self.get, kind))
+            app.router.add_put(item, bind(self.update, kind))
+            app.router.add_patch(item, bind(self.patch, kind))
+            app.router.add_delete(item, bind(self.delete, kind))
+            if kind.has_status:
+                app.router.add_get(item + "/status", bind(self.get, kind))
+                app.router.add_put(item + "/status", bind(self.update, kind, subresource="status"))
+                app.router.add_patch(item + "/status", bind(self.patch, kind, subresource="status"))
+
+    @staticmethod
+    def _bind(handler: Callable[..., Awaitable[web.StreamResponse]], kind: Kind, **options: Any) -> Callable:
+        async def route(request: web.Request) -> web.StreamResponse:
+            request["resource"] = kind.plural
+            return await handler(request, kind, **options)
+
+        return route
+
+    # --- common steps -------------------------------------------------------------------------------
+
+    def _authorize(self, request: web.Request, verb: str, kind: Kind, namespace: str | None) -> None:
+        request["verb"] = verb
+        user = request[USER_KEY]
+        if not authorize(user, verb, namespace, namespaced=kind.namespaced):
+            raise status.forbidden(user.name, verb, kind, namespace, request.path)
+
+    async def _storage(self, awaitable: Awaitable[T]) -> T:
+        """A storage call with the server's deadline; an unreachable store is a 503, never a 500."""
+        try:
+            async with asyncio.timeout(self.config.storage_timeout):
+                return await awaitable
+        except Unavailable as e:
+            raise status.unavailable(f"storage is unavailable: {e}") from None
+        except TimeoutError:
+            raise status.unavailable(
+                f"storage did not answer within {self.config.storage_timeout:g}s; a write may or may not have been applied"
+            ) from None
+        except OSError as e:
+            raise status.unavailable(f"storage is unavailable: {e}") from None
+
+    async def _read_body(self, request: web.Request, *, patch: bool = False) -> tuple[object, str]:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise status.too_large(limit)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise status.too_large(limit) from None
+        if len(body) > limit:
+            raise status.too_large(limit)
+        media_type = media_type_of(request.headers.get("Content-Type")) or JSON
+        accepted = (JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH) if patch else (JSON, MSGPACK, YAML, "*/*")
+        if media_type not in accepted:
+            raise status.unsupported_media_type(media_type)
+        if media_type == YAML:
+            try:
+                return yaml.safe_load(body), media_type
+            except yaml.YAMLError as e:
+                raise status.bad_request(f"couldn't decode the body as YAML: {e}") from None
+        try:
+            return decode(body, MSGPACK if media_type == MSGPACK else JSON), media_type
+        except DecodeError as e:
+            raise status.bad_request(str(e)) from None
+
+    async def _read_object(self, request: web.Request, kind: Kind) -> dict:
+        body, _ = await self._read_body(request)
+        if not isinstance(body, dict):
+            raise status.bad_request(f"the body of a {kind.kind} must be an object")
+        api_version = body.setdefault("apiVersion", kind.api_version)
+        if api_version != kind.api_version:
+            raise status.bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version ({kind.api_version})"
+            )
+        kind_name = body.setdefault("kind", kind.kind)
+        if kind_name != kind.kind:
+            raise status.bad_request(f"the kind in the data ({kind_name}) does not match the expected kind ({kind.kind})")
+        metadata = body.get("metadata")
+        if metadata is None:
+            body["metadata"] = {}
+        elif not isinstance(metadata, dict):
+            raise status.bad_request("metadata must be an object")
+        return body
+
+    def _place(self, obj: dict, kind: Kind, namespace: str | None) -> None:
+        """Puts the object in the namespace of the URL, as kube-apiserver does."""
+        metadata = obj["metadata"]
+        if kind.namespaced:
+            given = metadata.get("namespace")
+            if given and given != namespace:
+                raise status.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
+            metadata["namespace"] = namespace
+        else:
+            metadata.pop("namespace", None)
+
+    def _check(self, kind: Kind, obj: dict) -> bytes:
+        """Defaults, validates and encodes an object for storage."""
+        apply_defaults(kind.kind, obj)
+        causes = validate(kind.kind, obj, self.limits, namespaced=kind.namespaced)
+        if causes:
+            raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
+        try:
+            return to_storage(obj)
+        except (TypeError, ValueError) as e:  # msgpack bytes or other values JSON cannot hold
+            raise status.bad_request(f"the object cannot be stored: {e}") from None
+
+    async def _current(self, kind: Kind, namespace: str | None, name: str) -> KeyValue:
+        kv = await self._storage(self.store.get(storage_key(kind, namespace, name)))
+        if kv is None:
+            raise status.not_found(kind, name)
+        return kv
+
+    # --- get, list, watch ---------------------------------------------------------------------------
+
+    async def get(self, request: web.Request, kind: Kind) -> web.Response:
+        namespace = request.match_info.get("namespace")
+        name = request.match_info["name"]
+        self._authorize(request, "get", kind, namespace)
+        kv = await self._current(kind, namespace, name)
+        return respond(request, from_storage(kv.value, kv.mod_revision))
+
+    async def list_or_watch(self, request: web.Request, kind: Kind, all_namespaces: bool = False) -> web.StreamResponse:
+        namespace = None if all_namespaces else request.match_info.get("namespace")
+        query = request.query
+        watching = _truthy(query.get("watch"))
+        self._authorize(request, "watch" if watching else "list", kind, namespace)
+        try:
+            selection = make_filter(query.get("labelSelector"), query.get("fieldSelector"), kind)
+        except ValueError as e:
+            raise status.bad_request(str(e)) from None
+        if watching:
+            return await self.watch(request, kind, namespace, selection)
+        return respond(request, await self._list(request, kind, namespace, selection))
+
+    async def _list(self, request: web.Request, kind: Kind, namespace: str | None, selection: Filter) -> dict:
+        query = request.query
+        limit = _parse_revision(query.get("limit", "0"), "limit")
+        revision, start_after = 0, None
+        if token := query.get("continue"):
+            revision, start_after = _decode_continue(token)
+        elif query.get("resourceVersionMatch") == "Exact":
+            revision = _parse_revision(query.get("resourceVersion", ""))
+        prefix = storage_prefix(kind, namespace)
+        name = selection.name()
+        if name is not None and kind.namespaced and not namespace:
+            name = None  # the same name may be in several namespaces: scan
+        items: list[dict] = []
+        next_key = None
+        batch = max(limit, 100) if limit and not selection.everything else limit
+        while True:
+            try:
+                kvs, revision = await self._storage(
+                    self.store.list(prefix, revision=revision, limit=batch, start_after=start_after)
+                )
+            except Compacted:
+                if token:
+                    raise status.expired(
+                        "The provided continue parameter is too old to display a consistent list result. "
+                        "You can start a new list without the continue parameter, or use the continue token in "
+                        "this response to retrieve the remainder of the results."
+                    ) from None
+                raise status.expired(f"too old resource version: {revision}") from None
+            for index, kv in enumerate(kvs):
+                obj = from_storage(kv.value, kv.mod_revision)
+                if selection.matches(obj):
+                    items.append(obj)
+                    if limit and len(items) == limit:
+                        if index < len(kvs) - 1 or len(kvs) == batch:
+                            next_key = kv.key
+                        break
+            else:
+                if batch and len(kvs) == batch:
+                    start_after = kvs[-1].key
+                    continue
+            break
+        metadata: dict = {"resourceVersion": str(revision)}
+        if next_key is not None:
+            metadata["continue"] = _encode_continue(revision, next_key)
+        return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": metadata, "items": items}
+
+    async def watch(self, request: web.Request, kind: Kind, namespace: str | None, selection: Filter) -> web.StreamResponse:
+        query = request.query
+        since = query.get("resourceVersion", "")
+        bookmarks = _truthy(query.get("allowWatchBookmarks"))
+        timeout_text = query.get("timeoutSeconds")
+        # kube-apiserver ends a watch that asked for no timeout after a random 30 to 60 minutes.
+        timeout = _parse_revision(timeout_text, "timeoutSeconds") if timeout_text else 1800 * (1 + random.random())
+        prefix = storage_prefix(kind, namespace)
+        name = selection.name()
+        initial: list[dict] = []
+        if since in ("", "0"):
+            # "Start at most recent": the current state as ADDED events, then the changes after it.
+            listed = await self._list_all(kind, namespace, selection)
+            initial, after = listed["items"], int(listed["metadata"]["resourceVersion"])
+        else:
+            after = _parse_revision(since)
+        try:
+            subscription = await self._storage(self.hub.subscribe(storage_prefix(kind), after))
+        except Compacted:
+            subscription = None
+        media_type = response_media_type(request)
+        response = web.StreamResponse(headers={"Content-Type": media_type, "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        request["verb"] = "watch"
+        self.watchers_gauge.labels(kind.plural).inc()
+        try:
+            if subscription is None:
+                await response.write(self._expired_event(after, media_type))
+                return response
+            for obj in initial:
+                await response.write(encode_event(ADDED, obj, media_type))
+            await self._stream(request, response, subscription, prefix, name, selection, bookmarks, timeout, kind, media_type)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the watcher went away
+        finally:
+            self.watchers_gauge.labels(kind.plural).dec()
+            if subscription is not None:
+                await subscription.close()
+        return response
+
+    async def _list_all(self, kind: Kind, namespace: str | None, selection: Filter) -> dict:
+        kvs, revision = await self._storage(self.store.list(storage_prefix(kind, namespace)))
+        items = [obj for kv in kvs if selection.matches(obj := from_storage(kv.value, kv.mod_revision))]
+        return {"metadata": {"resourceVersion": str(revision)}, "items": items}
+
+    def _expired_event(self, after: int, media_type: str) -> bytes:
+        body = status.expired(f"too old resource version: {after}").status
+        return encode_event(ERROR, body, media_type)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        subscription: Subscription,
+        prefix: str,
+        name: str | None,
+        selection: Filter,
+        bookmarks: bool,
+        timeout: float,
+        kind: Kind,
+        media_type: str,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        next_bookmark = loop.time() + self.config.bookmark_interval
+        while True:
+            now = loop.time()
+            if now >= deadline:
+                return
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            # Wake at least every few seconds to notice a watcher that went away while nothing changed.
+            wait = min(deadline - now, 5.0, max(next_bookmark - now, 0.0) if bookmarks else 5.0)
+            try:
+                change = await subscription.next(wait)
+            except Compacted as e:
+                await response.write(self._expired_event(e.requested, media_type))
+                return
+            except (WatcherTooSlow, StorageError, OSError):
+                return  # the stream ends; the watcher resumes from its last resourceVersion
+            if change is None:
+                if bookmarks and loop.time() >= next_bookmark:
+                    revision = subscription.bookmark_revision()
+                    if revision is not None:
+                        bookmark = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": str(revision)}}
+                        await response.write(encode_event(BOOKMARK, bookmark, media_type))
+                    next_bookmark = loop.time() + self.config.bookmark_interval
+                continue
+            if not change.key.startswith(prefix):
+                continue
+            if name is not None and change.key.rpartition("/")[2] != name:
+                continue
+            event_type = self._event_type(change, selection)
+            if event_type is not None:
+                await response.write(change.encoded(event_type, media_type))
+
+    @staticmethod
+    def _event_type(change: Change, selection: Filter) -> str | None:
+        """What this watcher sees of a change: an object entering its selection is ADDED to it, one
+        leaving it is DELETED, as kube-apiserver's cacheWatcher reports them."""
+        if selection.everything:
+            return change.type
+        now = selection.matches(change.object)
+        if change.type == DELETED:
+            return DELETED if now else None
+        before = change.type == MODIFIED and change.previous is not None and selection.matches(change.previous)
+        if now:
+            return MODIFIED if before else ADDED
+        return DELETED if before else None
+
+    # --- create -------------------------------------------------------------------------------------
+
+    async def create(self, request: web.Request, kind: Kind) -> web.Response:
+        namespace = request.match_info.get("namespace")
+        self._authorize(request, "create", kind, namespace)
+        obj = await self._read_object(request, kind)
+        self._place(obj, kind, namespace)
+        metadata = obj["metadata"]
+        if not metadata.get("name") and isinstance(metadata.get("generateName"), str) and metadata["generateName"]:
+            metadata["name"] = metadata["generateName"] + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+        metadata["uid"] = str(uuid.uuid4())
+        metadata["creationTimestamp"] = _now()
+        for server_set in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+            metadata.pop(server_set, None)
+        if "spec" in obj or kind.kind == "Deployment":
+            metadata["generation"] = 1
+        self._reset_status_on_create(kind, obj)
+        value = self._check(kind, obj)
+        name = metadata["name"]
+        if kind.namespaced:
+            await self._check_namespace_open(kind, name, namespace)
+        try:
+            revision = await self._storage(self.store.create(storage_key(kind, namespace, name), value))
+        except AlreadyExists:
+            raise status.already_exists(kind, name) from None
+        metadata["resourceVersion"] = str(revision)
+        return respond(request, obj, 201)
+
+    @staticmethod
+    def _reset_status_on_create(kind: Kind, obj: dict) -> None:
+        """Status is the system's to write: a create starts it afresh, as each kind's strategy does.
+        Nodes keep theirs (a node agent registers with its addresses and conditions)."""
+        if kind.kind == "Pod":
+            obj["status"] = {"phase": "Pending"}
+        elif kind.kind == "Namespace":
+            obj["status"] = {"phase": "Active"}
+        elif kind.kind == "Service":
+            obj["status"] = {"loadBalancer": {}}
+        elif kind.has_status and kind.kind != "Node":
+            obj.pop("status", None)
+
+    async def _check_namespace_open(self, kind: Kind, name: str, namespace: str | None) -> None:
+        ns_kind = self._namespace_kind
+        kv = await self._storage(self.store.get(storage_key(ns_kind, None, str(namespace))))
+        if kv is None:
+            raise status.not_found(ns_kind, str(namespace))
+        if json.loads(kv.value).get("metadata", {}).get("deletionTimestamp"):
+            raise status.namespace_terminating(kind, name, str(namespace))
+
+    # --- update and patch ---------------------------------------------------------------------------
+
+    async def update(self, request: web.Request, kind: Kind, subresource: str | None = None) -> web.Response:
+        namespace = request.match_info.get("namespace")
+        name = request.match_info["name"]
+        self._authorize(request, "update", kind, namespace)
+        obj = await self._read_object(request, kind)
+        self._place(obj, kind, namespace)
+        if obj["metadata"].get("name", name) != name:
+            raise status.bad_request(
+                f"the name of the object ({obj['metadata'].get('name')}) does not match the name on the URL ({name})"
+            )
+        obj["metadata"]["name"] = name
+        expected = obj["metadata"].get("resourceVersion")
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._current(kind, namespace, name)
+            if expected not in (None, ""):
+                if not isinstance(expected, str) or _parse_revision(expected) != current.mod_revision:
+                    raise status.conflict(kind, name)
+            try:
+                result = await self._write_update(kind, namespace, name, current, copy.deepcopy(obj), subresource)
+            except _Raced:
+                continue  # with a resourceVersion, the next read reports the conflict
+            return respond(request, result)
+        raise status.conflict(kind, name, "the object is being modified too often; please try again")
+
+    async def patch(self, request: web.Request, kind: Kind, subresource: str | None = None) -> web.Response:
+        namespace = request.match_info.get("namespace")
+        name = request.match_info["name"]
+        self._authorize(request, "patch", kind, namespace)
+        body, media_type = await self._read_body(request, patch=True)
+        if media_type == JSON:
+            raise status.unsupported_media_type(media_type)
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._current(kind, namespace, name)
+            obj = from_storage(current.value, current.mod_revision)
+            try:
+                if media_type == JSON_PATCH:
+                    patched = json_patch(obj, body)
+                elif media_type == STRATEGIC_PATCH:
+                    patched = strategic_merge_patch(obj, body, kind.kind)
+                else:
+                    if not isinstance(body, dict):
+                        raise PatchError("a merge patch must be a JSON object")
+                    patched = merge_patch(obj, body)
+            except PatchError as e:
+                raise status.bad_request(str(e)) from None
+            except PatchConflict as e:
+                raise status.unprocessable(f"the patch cannot be applied: {e}") from None
+            if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
+                raise status.bad_request("the patched object is not an object with metadata")
+            if patched.get("kind") != kind.kind or patched.get("apiVersion") != kind.api_version:
+                raise status.bad_request("a patch may not change apiVersion or kind")
+            metadata = patched["metadata"]
+            if metadata.get("name") != name or (kind.namespaced and metadata.get("namespace") != namespace):
+                raise status.bad_request("a patch may not change the object's name or namespace")
+            expected = metadata.get("resourceVersion")
+            if expected != str(current.mod_revision):
+                # The patch named a resourceVersion: it is a precondition, as on update.
+                raise status.conflict(kind, name)
+            try:
+                result = await self._write_update(kind, namespace, name, current, patched, subresource)
+            except _Raced:
+                continue
+            return respond(request, result)
+        raise status.conflict(kind, name, "the object is being modified too often; please try again")
+
+    async def _write_update(
+        self, kind: Kind, namespace: str | None, name: str, current: KeyValue, new: dict, subresource: str | None
+    ) -> dict:
+        old = from_storage(current.value, current.mod_revision)
+        if subresource == "status":
+            merged = copy.deepcopy(old)
+            if "status" in new:
+                merged["status"] = new["status"]
+            else:
+                merged.pop("status", None)
+            new = merged
+        else:
+            if kind.has_status:
+                if "status" in old:
+                    new["status"] = old["status"]
+                else:
+                    new.pop("status", None)
+            if kind.kind == "Service":
+                self._keep_allocations(old, new)
+        self._keep_server_fields(kind, old, new)
+        value = self._check(kind, new)
+        self._check_immutable(kind, old, new)
+        if value == current.value:
+            return old  # no change: no write, no event, the same resourceVersion (as Kubernetes)
+        try:
+            revision = await self._storage(self.store.update(current.key, value, current.mod_revision))
+        except NotFound:
+            raise status.not_found(kind, name) from None
+        except Conflict:
+            raise _Raced() from None
+        new["metadata"]["resourceVersion"] = str(revision)
+        return new
+
+    @staticmethod
+    def _keep_server_fields(kind: Kind, old: dict, new: dict) -> None:
+        old_meta, new_meta = old["metadata"], new["metadata"]
+        for field in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
+            if field in old_meta:
+                new_meta[field] = old_meta[field]
+            else:
+                new_meta.pop(field, None)
+        generation = old_meta.get("generation")
+        if generation is not None:
+            spec_changed = old.get("spec") != new.get("spec")
+            new_meta["generation"] = generation + 1 if spec_changed else generation
+
+    @staticmethod
+    def _keep_allocations(old: dict, new: dict) -> None:
+        """A Service update that leaves allocated values empty keeps them, as kube-apiserver's service
+        REST does: a manifest re-applied without its clusterIP or nodePorts keeps the allocated ones."""
+        old_spec, new_spec = old.get("spec") or {}, new.get("spec")
+        if not isinstance(new_spec, dict):
+            return
+        if old_spec.get("clusterIP") and not new_spec.get("clusterIP"):
+            for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+                if field in old_spec:
+                    new_spec[field] = old_spec[field]
+        if new_spec.get("type") in ("NodePort", "LoadBalancer"):
+            allocated = {
+                (p.get("port"), p.get("protocol", "TCP")): p["nodePort"]
+                for p in old_spec.get("ports") or []
+                if isinstance(p, dict) and p.get("nodePort")
+            }
+            for port in new_spec.get("ports") or []:
+                if isinstance(port, dict) and not port.get("nodePort"):
+                    node_port = allocated.get((port.get("port"), port.get("protocol", "TCP")))
+                    if node_port:
+                        port["nodePort"] = node_port
+
+    @staticmethod
+    def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
+        if kind.kind != "Service":
+            return
+        old_ip = (old.get("spec") or {}).get("clusterIP")
+        new_ip = new["spec"].get("clusterIP")
+        if old_ip and new_ip != old_ip:
+            cause = Cause("spec.clusterIPs[0]", "FieldValueInvalid", f'Invalid value: {json.dumps(new_ip)}: may not change once set')
+            raise status.invalid(kind, new["metadata"]["name"], [cause])
+
+    # --- delete -------------------------------------------------------------------------------------
+
+    async def delete(self, request: web.Request, kind: Kind) -> web.Response:
+        namespace = request.match_info.get("namespace")
+        name = request.match_info["name"]
+        self._authorize(request, "delete", kind, namespace)
+        preconditions = await self._delete_preconditions(request)
+        if kind.kind == "Namespace":
+            return respond(request, await self._delete_namespace(name, preconditions))
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._current(kind, namespace, name)
+            self._check_preconditions(kind, name, current, preconditions)
+            try:
+                revision, deleted = await self._storage(self.store.delete(current.key, current.mod_revision))
+            except NotFound:
+                raise status.not_found(kind, name) from None
+            except Conflict:
+                continue
+            return respond(request, from_storage(deleted.value, revision))
+        raise status.conflict(kind, name, "the object is being modified too often; please try again")
+
+    async def _delete_preconditions(self, request: web.Request) -> dict:
+        if not request.can_read_body:
+            return {}
+        body, _ = await self._read_body(request)
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise status.bad_request("DeleteOptions must be an object")
+        preconditions = body.get("preconditions") or {}
+        if not isinstance(preconditions, dict):
+            raise status.bad_request("preconditions must be an object")
+        return preconditions
+
+    @staticmethod
+    def _check_preconditions(kind: Kind, name: str, current: KeyValue, preconditions: dict) -> None:
+        obj = json.loads(current.value)
+        uid = preconditions.get("uid")
+        if uid and uid != obj["metadata"].get("uid"):
+            why = f"Precondition failed: UID in precondition: {uid}, UID in object meta: {obj['metadata'].get('uid')}"
+            raise status.conflict(kind, name, why)
+        revision = preconditions.get("resourceVersion")
+        if revision and revision != str(current.mod_revision):
+            why = (
+                f"Precondition failed: ResourceVersion in precondition: {revision}, "
+                f"ResourceVersion in object meta: {current.mod_revision}"
+            )
+            raise status.conflict(kind, name, why)
+
+    async def _delete_namespace(self, name: str, preconditions: dict) -> dict:
+        """Marks the namespace Terminating (no new content may be created in it), deletes everything
+        in it, then the namespace itself; answers with the namespace as it was while terminating."""
+        ns_kind = self._namespace_kind
+        if name in PROTECTED_NAMESPACES:
+            raise ApiError(status.status(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted'))
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._current(ns_kind, None, name)
+            self._check_preconditions(ns_kind, name, current, preconditions)
+            terminating = from_storage(current.value, current.mod_revision)
+            if terminating["metadata"].get("deletionTimestamp"):
+                break
+            terminating["metadata"]["deletionTimestamp"] = _now()
+            terminating["metadata"]["deletionGracePeriodSeconds"] = 0
+            terminating.setdefault("status", {})["phase"] = "Terminating"
+            try:
+                revision = await self._storage(self.store.update(current.key, to_storage(terminating), current.mod_revision))
+            except Conflict:
+                continue
+            except NotFound:
+                raise status.not_found(ns_kind, name) from None
+            terminating["metadata"]["resourceVersion"] = str(revision)
+            break
+        else:
+            raise status.conflict(ns_kind, name, "the object is being modified too often; please try again")
+        for kind in KINDS:
+            if not kind.namespaced:
+                continue
+            kvs, _ = await self._storage(self.store.list(storage_prefix(kind, name)))
+            for kv in kvs:
+                with contextlib.suppress(NotFound):
+                    await self._storage(self.store.delete(kv.key))
+        with contextlib.suppress(NotFound):
+            await self._storage(self.store.delete(storage_key(ns_kind, None, name)))
+        return terminating
+
+
+class _Raced(Exception):
+    """The object changed between our read and our write: read again and retry."""

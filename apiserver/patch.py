@@ -1,0 +1,270 @@
+"""The three PATCH bodies kube-apiserver accepts, applied to plain dicts.
+
+- JSON merge patch (RFC 7386, `application/merge-patch+json`): maps merge, `null` deletes, lists replace.
+- Strategic merge patch (`application/strategic-merge-patch+json`): as merge patch, except that the lists
+  Kubernetes marks `patchStrategy: merge` merge by their key (containers by name, ports by containerPort
+  or port, conditions by type, ...); `$patch: delete|replace|merge`, `$deleteFromPrimitiveList/<field>`,
+  `$setElementOrder/<field>` and `$retainKeys` are understood.
+- JSON patch (RFC 6902, `application/json-patch+json`): add, remove, replace, move, copy, test.
+
+Pure. A malformed patch raises `PatchError`; a well-formed one that cannot apply to this object (a
+failed `test`, a missing path) raises `PatchConflict`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+
+class PatchError(ValueError):
+    """The patch document itself is malformed (HTTP 400)."""
+
+
+class PatchConflict(ValueError):
+    """The patch cannot be applied to this object (HTTP 422)."""
+
+
+# --- merge patch --------------------------------------------------------------------------------------
+
+
+def merge_patch(target: object, patch: object) -> object:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+# --- strategic merge patch ----------------------------------------------------------------------------
+
+# List fields that merge, by their path from the object root (list indices left out), and the key that
+# identifies an item; None marks a list of scalars merged as a set. Paths not listed replace, as lists
+# without a patchStrategy do in Kubernetes (NetworkPolicy rules, EndpointSlice endpoints, taints).
+_POD_SPEC_KEYS: dict[str, str | None] = {
+    "containers": "name",
+    "initContainers": "name",
+    "containers.ports": "containerPort",
+    "initContainers.ports": "containerPort",
+    "containers.env": "name",
+    "initContainers.env": "name",
+    "containers.volumeMounts": "mountPath",
+    "initContainers.volumeMounts": "mountPath",
+    "volumes": "name",
+    "imagePullSecrets": "name",
+}
+_METADATA_KEYS: dict[str, str | None] = {"metadata.finalizers": None, "metadata.ownerReferences": "uid"}
+
+MERGE_KEYS: dict[str, dict[str, str | None]] = {
+    "Pod": _METADATA_KEYS
+    | {f"spec.{path}": key for path, key in _POD_SPEC_KEYS.items()}
+    | {"status.conditions": "type", "status.podIPs": "ip", "status.containerStatuses": "name"},
+    "Deployment": _METADATA_KEYS
+    | {f"spec.template.spec.{path}": key for path, key in _POD_SPEC_KEYS.items()}
+    | {"status.conditions": "type"},
+    "Service": _METADATA_KEYS | {"spec.ports": "port", "status.conditions": "type"},
+    "Node": _METADATA_KEYS | {"status.conditions": "type", "status.addresses": "type"},
+    "Namespace": _METADATA_KEYS | {"status.conditions": "type"},
+}
+
+_DIRECTIVE = "$patch"
+_DELETE_PRIMITIVE = "$deleteFromPrimitiveList/"
+_SET_ORDER = "$setElementOrder/"
+_RETAIN_KEYS = "$retainKeys"
+
+
+def strategic_merge_patch(target: object, patch: object, kind_name: str) -> object:
+    if not isinstance(patch, dict):
+        raise PatchError("a strategic merge patch must be a JSON object")
+    return _merge_map(target if isinstance(target, dict) else {}, patch, MERGE_KEYS.get(kind_name, _METADATA_KEYS), "")
+
+
+def _merge_map(target: dict, patch: dict, keys: dict[str, str | None], path: str) -> dict:
+    directive = patch.get(_DIRECTIVE)
+    if directive == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if k != _DIRECTIVE}
+    if directive == "delete":
+        return {}
+    if directive not in (None, "merge"):
+        raise PatchError(f"unknown patch type: {directive!r} in map at {path or '.'}")
+    result = dict(target)
+    retain = patch.get(_RETAIN_KEYS)
+    if retain is not None:
+        if not isinstance(retain, list):
+            raise PatchError(f"{_RETAIN_KEYS} must be a list")
+        result = {k: v for k, v in result.items() if k in retain}
+    for key, value in patch.items():
+        if key in (_DIRECTIVE, _RETAIN_KEYS) or key.startswith(_SET_ORDER):
+            continue
+        if key.startswith(_DELETE_PRIMITIVE):
+            field = key[len(_DELETE_PRIMITIVE) :]
+            if not isinstance(value, list):
+                raise PatchError(f"{key} must be a list")
+            current = result.get(field)
+            if isinstance(current, list):
+                result[field] = [item for item in current if item not in value]
+            continue
+        child_path = f"{path}.{key}" if path else key
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict):
+            current = result.get(key)
+            result[key] = _merge_map(current if isinstance(current, dict) else {}, value, keys, child_path)
+        elif isinstance(value, list) and child_path in keys:
+            current = result.get(key)
+            result[key] = _merge_list(current if isinstance(current, list) else [], value, keys, child_path)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _merge_list(target: list, patch: list, keys: dict[str, str | None], path: str) -> list:
+    merge_key = keys[path]
+    if merge_key is None:  # a set of scalars: union, keeping the existing order
+        if any(isinstance(item, dict) and item.get(_DIRECTIVE) == "replace" for item in patch):
+            return [item for item in patch if not isinstance(item, dict)]
+        result = list(target)
+        result.extend(item for item in patch if item not in result)
+        return result
+    for item in patch:
+        if isinstance(item, dict) and item.get(_DIRECTIVE) == "replace":
+            return [copy.deepcopy(i) for i in patch if not (isinstance(i, dict) and i.get(_DIRECTIVE) == "replace")]
+    result = [copy.deepcopy(item) for item in target]
+    for item in patch:
+        if not isinstance(item, dict):
+            raise PatchError(f"{path}: items must be objects with the merge key {merge_key!r}")
+        if merge_key not in item:
+            raise PatchError(f"{path}: an item has no merge key {merge_key!r}")
+        position = next(
+            (i for i, existing in enumerate(result) if isinstance(existing, dict) and existing.get(merge_key) == item[merge_key]),
+            None,
+        )
+        if item.get(_DIRECTIVE) == "delete":
+            if position is not None:
+                del result[position]
+        elif position is None:
+            result.append(_merge_map({}, item, keys, path))
+        else:
+            result[position] = _merge_map(result[position], item, keys, path)
+    return result
+
+
+# --- JSON patch ---------------------------------------------------------------------------------------
+
+
+def _pointer(path: object) -> list[str]:
+    if not isinstance(path, str) or (path and not path.startswith("/")):
+        raise PatchError(f"invalid JSON pointer {path!r}")
+    if path == "":
+        return []
+    return [token.replace("~1", "/").replace("~0", "~") for token in path[1:].split("/")]
+
+
+def _index(container: list, token: str, *, for_insert: bool) -> int:
+    if for_insert and token == "-":
+        return len(container)
+    if not token.isdigit() or (len(token) > 1 and token.startswith("0")):
+        raise PatchConflict(f"invalid array index {token!r}")
+    index = int(token)
+    limit = len(container) if for_insert else len(container) - 1
+    if index > limit:
+        raise PatchConflict(f"array index {index} out of bounds")
+    return index
+
+
+def _parent(doc: object, tokens: list[str], path: str) -> object:
+    node = doc
+    for token in tokens[:-1]:
+        if isinstance(node, dict):
+            if token not in node:
+                raise PatchConflict(f"path {path!r} does not exist")
+            node = node[token]
+        elif isinstance(node, list):
+            node = node[_index(node, token, for_insert=False)]
+        else:
+            raise PatchConflict(f"path {path!r} does not exist")
+    return node
+
+
+def _get(doc: object, path: str) -> object:
+    tokens = _pointer(path)
+    if not tokens:
+        return doc
+    parent = _parent(doc, tokens, path)
+    last = tokens[-1]
+    if isinstance(parent, dict):
+        if last not in parent:
+            raise PatchConflict(f"path {path!r} does not exist")
+        return parent[last]
+    if isinstance(parent, list):
+        return parent[_index(parent, last, for_insert=False)]
+    raise PatchConflict(f"path {path!r} does not exist")
+
+
+def _add(doc: object, path: str, value: object) -> object:
+    tokens = _pointer(path)
+    if not tokens:
+        return value
+    parent = _parent(doc, tokens, path)
+    last = tokens[-1]
+    if isinstance(parent, dict):
+        parent[last] = value
+    elif isinstance(parent, list):
+        parent.insert(_index(parent, last, for_insert=True), value)
+    else:
+        raise PatchConflict(f"path {path!r} does not exist")
+    return doc
+
+
+def _remove(doc: object, path: str) -> tuple[object, object]:
+    tokens = _pointer(path)
+    if not tokens:
+        raise PatchConflict("cannot remove the whole document")
+    parent = _parent(doc, tokens, path)
+    last = tokens[-1]
+    if isinstance(parent, dict):
+        if last not in parent:
+            raise PatchConflict(f"path {path!r} does not exist")
+        return doc, parent.pop(last)
+    if isinstance(parent, list):
+        return doc, parent.pop(_index(parent, last, for_insert=False))
+    raise PatchConflict(f"path {path!r} does not exist")
+
+
+def json_patch(target: object, operations: object) -> object:
+    if not isinstance(operations, list):
+        raise PatchError("a json patch must be a JSON array of operations")
+    doc = copy.deepcopy(target)
+    for number, operation in enumerate(operations):
+        if not isinstance(operation, dict) or not isinstance(operation.get("op"), str):
+            raise PatchError(f"operation {number} has no op")
+        op = operation["op"]
+        path = operation.get("path")
+        if op in ("add", "replace", "test") and "value" not in operation:
+            raise PatchError(f"operation {number} ({op}) has no value")
+        if op == "add":
+            doc = _add(doc, path, copy.deepcopy(operation["value"]))  # type: ignore[arg-type]
+        elif op == "remove":
+            doc, _ = _remove(doc, path)  # type: ignore[arg-type]
+        elif op == "replace":
+            _get(doc, path)  # type: ignore[arg-type]  # must exist
+            doc, _ = _remove(doc, path) if _pointer(path) else (doc, None)  # type: ignore[arg-type]
+            doc = _add(doc, path, copy.deepcopy(operation["value"]))  # type: ignore[arg-type]
+        elif op in ("move", "copy"):
+            source = operation.get("from")
+            if op == "move":
+                if isinstance(source, str) and isinstance(path, str) and path.startswith(source + "/"):
+                    raise PatchConflict(f"cannot move {source!r} into its own child {path!r}")
+                doc, value = _remove(doc, source)  # type: ignore[arg-type]
+            else:
+                value = copy.deepcopy(_get(doc, source))  # type: ignore[arg-type]
+            doc = _add(doc, path, value)  # type: ignore[arg-type]
+        elif op == "test":
+            if _get(doc, path) != operation["value"]:  # type: ignore[arg-type]
+                raise PatchConflict(f"test failed: {path!r} is not {operation['value']!r}")
+        else:
+            raise PatchError(f"operation {number}: unknown op {op!r}")
+    return doc

@@ -1,0 +1,650 @@
+"""Validation of the kinds podnet serves, after Kubernetes' pkg/apis/*/validation.
+
+Pure: `validate(kind_name, obj, limits)` returns the field errors (Status causes) of a defaulted
+object; an empty list means valid. Messages and reasons are Kubernetes' own (`Required value`,
+`Invalid value: 70000: must be between 1 and 65535, inclusive`, `Unsupported value: ...`), and fields
+are written as Kubernetes writes them (`spec.ingress[0].ports[1].endPort`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from apiserver.status import Cause
+from podnet.api.selectors import SelectorError, from_label_selector, validate_key, validate_value
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_ANNOTATIONS_LIMIT = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What validation needs from the server's configuration."""
+
+    node_port_range: tuple[int, int] = (30000, 32767)
+    service_cidr: str = "10.96.0.0/12"
+
+
+def _show(value: object) -> str:
+    return json.dumps(value) if isinstance(value, str | int | float | bool) or value is None else repr(value)
+
+
+class Errors:
+    """Collects causes with Kubernetes' wording (field.ErrorList)."""
+
+    def __init__(self) -> None:
+        self.causes: list[Cause] = []
+
+    def required(self, field: str, detail: str = "") -> None:
+        self.causes.append(Cause(field, "FieldValueRequired", "Required value" + (f": {detail}" if detail else "")))
+
+    def invalid(self, field: str, value: object, detail: str) -> None:
+        self.causes.append(Cause(field, "FieldValueInvalid", f"Invalid value: {_show(value)}: {detail}"))
+
+    def not_supported(self, field: str, value: object, supported: tuple[str, ...]) -> None:
+        listed = ", ".join(json.dumps(s) for s in supported)
+        self.causes.append(
+            Cause(field, "FieldValueNotSupported", f"Unsupported value: {_show(value)}: supported values: {listed}")
+        )
+
+    def duplicate(self, field: str, value: object) -> None:
+        self.causes.append(Cause(field, "FieldValueDuplicate", f"Duplicate value: {_show(value)}"))
+
+    def forbidden(self, field: str, detail: str) -> None:
+        self.causes.append(Cause(field, "FieldValueForbidden", f"Forbidden: {detail}"))
+
+    def too_many(self, field: str, actual: int, limit: int) -> None:
+        self.causes.append(Cause(field, "FieldValueTooMany", f"Too many: {actual}: must have at most {limit} items"))
+
+
+# --- small checks -------------------------------------------------------------------------------------
+
+
+def _name_error(value: str, kind: str) -> str | None:
+    if kind == "label":
+        if len(value) > 63:
+            return "must be no more than 63 characters"
+        if not _DNS1123_LABEL.match(value):
+            return (
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+                "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc')"
+            )
+    elif kind == "dns1035":
+        if len(value) > 63:
+            return "must be no more than 63 characters"
+        if not _DNS1035_LABEL.match(value):
+            return (
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+                "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123')"
+            )
+    else:
+        if len(value) > 253:
+            return "must be no more than 253 characters"
+        if not _DNS1123_SUBDOMAIN.match(value):
+            return (
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+                "'.', and must start and end with an alphanumeric character (e.g. 'example.com')"
+            )
+    return None
+
+
+def _port_name_error(name: str) -> str | None:
+    """IANA_SVC_NAME: the name of a port that a Service's targetPort or a policy's port may refer to."""
+    if len(name) > 15:
+        return "must be no more than 15 characters"
+    if not _IANA_SVC_NAME.match(name):
+        return "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
+    if "--" in name:
+        return "must not contain consecutive hyphens"
+    if not re.search("[a-z]", name):
+        return "must contain at least one letter (a-z)"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_port_number(errors: Errors, field: str, value: object, *, low: int = 1) -> None:
+    if not _is_int(value) or not low <= value <= 65535:
+        errors.invalid(field, value, f"must be between {low} and 65535, inclusive")
+
+
+def _check_int_or_port_name(errors: Errors, field: str, value: object) -> None:
+    if isinstance(value, str):
+        if value.isdigit():
+            _check_port_number(errors, field, int(value))
+        elif detail := _port_name_error(value):
+            errors.invalid(field, value, detail)
+    else:
+        _check_port_number(errors, field, value)
+
+
+def _check_protocol(errors: Errors, field: str, value: object) -> None:
+    if value not in PROTOCOLS:
+        errors.not_supported(field, value, PROTOCOLS)
+
+
+def _check_enum(errors: Errors, field: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        errors.not_supported(field, value, allowed)
+
+
+def _check_string_map(errors: Errors, field: str, value: object, *, label_values: bool) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.invalid(field, value, "must be a map of string keys to string values")
+        return {}
+    for key, item in value.items():
+        try:
+            validate_key(str(key))
+        except SelectorError:
+            errors.invalid(
+                field,
+                key,
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+                "with an alphanumeric character, with an optional DNS subdomain prefix and '/'",
+            )
+        if not isinstance(item, str):
+            errors.invalid(f"{field}[{key}]", item, "must be a string")
+        elif label_values:
+            try:
+                validate_value(item)
+            except SelectorError:
+                errors.invalid(
+                    field,
+                    item,
+                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+                    "'.', and must start and end with an alphanumeric character",
+                )
+    return value
+
+
+def _check_selector(errors: Errors, field: str, value: object) -> None:
+    if value is None:
+        return
+    try:
+        from_label_selector(value)  # type: ignore[arg-type]
+    except SelectorError as e:
+        errors.invalid(field, value, str(e))
+
+
+def _list(errors: Errors, field: str, value: object) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.invalid(field, value, "must be a list")
+        return []
+    return value
+
+
+def _dict_items(errors: Errors, field: str, value: object) -> list[tuple[str, dict]]:
+    items = []
+    for i, item in enumerate(_list(errors, field, value)):
+        if isinstance(item, dict):
+            items.append((f"{field}[{i}]", item))
+        else:
+            errors.invalid(f"{field}[{i}]", item, "must be an object")
+    return items
+
+
+def _section(errors: Errors, field: str, obj: dict, key: str) -> dict:
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.invalid(field, value, "must be an object")
+        return {}
+    return value
+
+
+def _parse_cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None
+
+
+def _check_ip(errors: Errors, field: str, value: object) -> None:
+    try:
+        ipaddress.ip_address(value)  # type: ignore[arg-type]
+    except ValueError:
+        errors.invalid(field, value, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
+
+
+# --- metadata -----------------------------------------------------------------------------------------
+
+# Which name syntax each kind uses (Kubernetes' ValidateNameFunc per kind).
+_NAME_SYNTAX = {"Namespace": "label", "Service": "dns1035"}
+
+
+def validate_metadata(errors: Errors, kind_name: str, obj: dict, namespaced: bool) -> None:
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        errors.required("metadata")
+        return
+    name = metadata.get("name")
+    if not name:
+        errors.required("metadata.name", "name or generateName is required")
+    elif not isinstance(name, str):
+        errors.invalid("metadata.name", name, "must be a string")
+    elif detail := _name_error(name, _NAME_SYNTAX.get(kind_name, "subdomain")):
+        errors.invalid("metadata.name", name, detail)
+    if namespaced:
+        namespace = metadata.get("namespace")
+        if not namespace:
+            errors.required("metadata.namespace")
+        elif not isinstance(namespace, str) or (detail := _name_error(namespace, "label")):
+            errors.invalid("metadata.namespace", namespace, detail or "must be a string")
+    elif metadata.get("namespace"):
+        errors.forbidden("metadata.namespace", "not allowed on this type")
+    _check_string_map(errors, "metadata.labels", metadata.get("labels"), label_values=True)
+    annotations = _check_string_map(errors, "metadata.annotations", metadata.get("annotations"), label_values=False)
+    size = sum(len(str(k)) + len(str(v)) for k, v in annotations.items())
+    if size > _ANNOTATIONS_LIMIT:
+        errors.causes.append(
+            Cause("metadata.annotations", "FieldValueTooLong", f"Too long: must have at most {_ANNOTATIONS_LIMIT} bytes")
+        )
+    _list(errors, "metadata.finalizers", metadata.get("finalizers"))
+    _list(errors, "metadata.ownerReferences", metadata.get("ownerReferences"))
+
+
+# --- Pod ----------------------------------------------------------------------------------------------
+
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+DNS_POLICIES = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
+
+
+def _validate_containers(errors: Errors, field: str, value: object, names: set[str], *, required: bool) -> None:
+    containers = _dict_items(errors, field, value)
+    if required and not containers:
+        errors.required(field)
+    for path, container in containers:
+        name = container.get("name")
+        if not name:
+            errors.required(f"{path}.name")
+        elif not isinstance(name, str) or (detail := _name_error(name, "label")):
+            errors.invalid(f"{path}.name", name, detail or "must be a string")
+        elif name in names:
+            errors.duplicate(f"{path}.name", name)
+        else:
+            names.add(name)
+        if not container.get("image"):
+            errors.required(f"{path}.image")
+        port_names: set[str] = set()
+        for port_path, port in _dict_items(errors, f"{path}.ports", container.get("ports")):
+            if "containerPort" not in port:
+                errors.required(f"{port_path}.containerPort")
+            else:
+                _check_port_number(errors, f"{port_path}.containerPort", port["containerPort"])
+            if port.get("hostPort") not in (None, 0):
+                _check_port_number(errors, f"{port_path}.hostPort", port["hostPort"])
+            _check_protocol(errors, f"{port_path}.protocol", port.get("protocol"))
+            port_name = port.get("name")
+            if port_name is not None:
+                if not isinstance(port_name, str) or (detail := _port_name_error(port_name)):
+                    errors.invalid(f"{port_path}.name", port_name, detail or "must be a string")
+                elif port_name in port_names:
+                    errors.duplicate(f"{port_path}.name", port_name)
+                else:
+                    port_names.add(port_name)
+
+
+def validate_pod_spec(errors: Errors, field: str, spec: object) -> None:
+    if not isinstance(spec, dict):
+        errors.required(field)
+        return
+    names: set[str] = set()
+    _validate_containers(errors, f"{field}.containers", spec.get("containers"), names, required=True)
+    _validate_containers(errors, f"{field}.initContainers", spec.get("initContainers"), names, required=False)
+    _check_enum(errors, f"{field}.restartPolicy", spec.get("restartPolicy"), RESTART_POLICIES)
+    _check_enum(errors, f"{field}.dnsPolicy", spec.get("dnsPolicy"), DNS_POLICIES)
+    _check_string_map(errors, f"{field}.nodeSelector", spec.get("nodeSelector"), label_values=True)
+    node_name = spec.get("nodeName")
+    if node_name and (not isinstance(node_name, str) or _name_error(node_name, "subdomain")):
+        errors.invalid(f"{field}.nodeName", node_name, "must be a valid node name")
+    if "hostNetwork" in spec and not isinstance(spec["hostNetwork"], bool):
+        errors.invalid(f"{field}.hostNetwork", spec["hostNetwork"], "must be a boolean")
+    grace = spec.get("terminationGracePeriodSeconds")
+    if grace is not None and (not _is_int(grace) or grace < 0):
+        errors.invalid(f"{field}.terminationGracePeriodSeconds", grace, "must be greater than or equal to 0")
+    for path, toleration in _dict_items(errors, f"{field}.tolerations", spec.get("tolerations")):
+        effect = toleration.get("effect")
+        if effect:
+            _check_enum(errors, f"{path}.effect", effect, ("NoSchedule", "PreferNoSchedule", "NoExecute"))
+
+
+def validate_pod(errors: Errors, obj: dict, limits: Limits) -> None:
+    validate_pod_spec(errors, "spec", obj.get("spec"))
+    status = obj.get("status")
+    if isinstance(status, dict):
+        for field in ("podIP", "hostIP"):
+            if status.get(field):
+                _check_ip(errors, f"status.{field}", status[field])
+
+
+# --- Service ------------------------------------------------------------------------------------------
+
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+TRAFFIC_POLICIES = ("Cluster", "Local")
+SESSION_AFFINITIES = ("None", "ClientIP")
+IP_FAMILIES = ("IPv4", "IPv6")
+
+
+def validate_service(errors: Errors, obj: dict, limits: Limits) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.required("spec")
+        return
+    service_type = spec.get("type")
+    _check_enum(errors, "spec.type", service_type, SERVICE_TYPES)
+    cluster_ip = spec.get("clusterIP")
+    headless = cluster_ip == "None"
+    ports = _dict_items(errors, "spec.ports", spec.get("ports"))
+    if not ports and service_type != "ExternalName" and not headless:
+        errors.required("spec.ports")
+    if service_type == "ExternalName":
+        external_name = spec.get("externalName")
+        if not external_name:
+            errors.required("spec.externalName")
+        elif not isinstance(external_name, str) or (detail := _name_error(external_name.rstrip("."), "subdomain")):
+            errors.invalid("spec.externalName", external_name, detail or "must be a string")
+    elif cluster_ip not in (None, "", "None"):
+        try:
+            address = ipaddress.ip_address(cluster_ip)
+        except ValueError:
+            errors.invalid("spec.clusterIPs[0]", cluster_ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
+        else:
+            service_cidr = ipaddress.ip_network(limits.service_cidr)
+            if address.version == service_cidr.version and address not in service_cidr:
+                errors.invalid(
+                    "spec.clusterIPs",
+                    [cluster_ip],
+                    f"failed to allocate IP {cluster_ip}: provided IP is not in the valid range. "
+                    f"The range of valid IPs is {limits.service_cidr}",
+                )
+    cluster_ips = spec.get("clusterIPs")
+    if isinstance(cluster_ips, list) and cluster_ip and cluster_ips and cluster_ips[0] != cluster_ip:
+        errors.invalid("spec.clusterIPs", cluster_ips, "element [0] must match clusterIP")
+    if headless and service_type in ("NodePort", "LoadBalancer"):
+        errors.invalid("spec.clusterIPs[0]", "None", f"may not be set to 'None' for {service_type} services")
+    node_ports_allowed = service_type in ("NodePort", "LoadBalancer")
+    low, high = limits.node_port_range
+    names: set[str] = set()
+    port_protocols: set[tuple[object, object]] = set()
+    node_ports: set[tuple[object, object]] = set()
+    for path, port in ports:
+        name = port.get("name")
+        if len(ports) > 1 and not name:
+            errors.required(f"{path}.name")
+        if name:
+            if not isinstance(name, str) or (detail := _name_error(name, "label")):
+                errors.invalid(f"{path}.name", name, detail or "must be a string")
+            elif name in names:
+                errors.duplicate(f"{path}.name", name)
+            else:
+                names.add(name)
+        _check_port_number(errors, f"{path}.port", port.get("port"))
+        protocol = port.get("protocol")
+        _check_protocol(errors, f"{path}.protocol", protocol)
+        if (port.get("port"), protocol) in port_protocols:
+            errors.duplicate(path, {"port": port.get("port"), "protocol": protocol})
+        port_protocols.add((port.get("port"), protocol))
+        if "targetPort" in port and not headless:
+            _check_int_or_port_name(errors, f"{path}.targetPort", port["targetPort"])
+        node_port = port.get("nodePort")
+        if node_port not in (None, 0):
+            if not node_ports_allowed:
+                errors.forbidden(f"{path}.nodePort", f"may not be used when `type` is '{service_type}'")
+            elif not _is_int(node_port) or not low <= node_port <= high:
+                errors.invalid(
+                    f"{path}.nodePort",
+                    node_port,
+                    f"provided port is not in the valid range. The range of valid ports is {low}-{high}",
+                )
+            elif (node_port, protocol) in node_ports:
+                errors.duplicate(f"{path}.nodePort", node_port)
+            else:
+                node_ports.add((node_port, protocol))
+    _check_string_map(errors, "spec.selector", spec.get("selector"), label_values=True)
+    affinity = spec.get("sessionAffinity")
+    _check_enum(errors, "spec.sessionAffinity", affinity, SESSION_AFFINITIES)
+    if affinity == "ClientIP":
+        timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
+        if not _is_int(timeout) or not 0 < timeout <= 86400:
+            errors.invalid(
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds", timeout, "must be greater than 0 and less than 86400"
+            )
+    elif spec.get("sessionAffinityConfig"):
+        errors.forbidden("spec.sessionAffinityConfig", "must not be set when session affinity is None")
+    external_policy = spec.get("externalTrafficPolicy")
+    if node_ports_allowed:
+        _check_enum(errors, "spec.externalTrafficPolicy", external_policy, TRAFFIC_POLICIES)
+    elif external_policy:
+        errors.invalid(
+            "spec.externalTrafficPolicy", external_policy, "may only be set for externally-accessible services"
+        )
+    if service_type != "ExternalName":
+        _check_enum(errors, "spec.internalTrafficPolicy", spec.get("internalTrafficPolicy"), TRAFFIC_POLICIES)
+    families = _list(errors, "spec.ipFamilies", spec.get("ipFamilies"))
+    if len(families) > 2:
+        errors.too_many("spec.ipFamilies", len(families), 2)
+    seen: set[object] = set()
+    for i, family in enumerate(families):
+        if family not in IP_FAMILIES:
+            errors.not_supported(f"spec.ipFamilies[{i}]", family, IP_FAMILIES)
+        elif family in seen:
+            errors.duplicate(f"spec.ipFamilies[{i}]", family)
+        seen.add(family)
+    policy = spec.get("ipFamilyPolicy")
+    if policy is not None:
+        _check_enum(errors, "spec.ipFamilyPolicy", policy, ("SingleStack", "PreferDualStack", "RequireDualStack"))
+    if policy == "SingleStack" and len(families) > 1:
+        errors.invalid("spec.ipFamilies", families, "when spec.ipFamilyPolicy is SingleStack, may have only one entry")
+
+
+# --- NetworkPolicy ------------------------------------------------------------------------------------
+
+POLICY_TYPES = ("Ingress", "Egress")
+
+
+def _validate_policy_port(errors: Errors, path: str, port: dict) -> None:
+    if "protocol" in port:
+        _check_protocol(errors, f"{path}.protocol", port["protocol"])
+    value = port.get("port")
+    if value is not None:
+        _check_int_or_port_name(errors, f"{path}.port", value)
+    end_port = port.get("endPort")
+    if end_port is None:
+        return
+    if value is None:
+        errors.required(f"{path}.port", "must be specified when endPort is specified")
+    elif not _is_int(value):
+        errors.forbidden(f"{path}.endPort", "may not be specified when `port` is non-numeric")
+    elif not _is_int(end_port) or end_port > 65535:
+        errors.invalid(f"{path}.endPort", end_port, "must be between 1 and 65535, inclusive")
+    elif end_port < value:
+        errors.invalid(f"{path}.endPort", end_port, "must be greater than or equal to `port`")
+
+
+def _validate_ip_block(errors: Errors, path: str, block: dict) -> None:
+    cidr_text = block.get("cidr")
+    if not cidr_text:
+        errors.required(f"{path}.cidr")
+        return
+    cidr = _parse_cidr(cidr_text)
+    if cidr is None:
+        errors.invalid(f"{path}.cidr", cidr_text, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")
+        return
+    for i, except_text in enumerate(_list(errors, f"{path}.except", block.get("except"))):
+        field = f"{path}.except[{i}]"
+        excepted = _parse_cidr(except_text)
+        if excepted is None:
+            errors.invalid(field, except_text, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")
+        elif excepted.version != cidr.version or not excepted.subnet_of(cidr) or excepted.prefixlen <= cidr.prefixlen:  # type: ignore[arg-type]
+            errors.invalid(field, except_text, "must be a strict subset of `cidr`")
+
+
+def _validate_peers(errors: Errors, field: str, peers: object) -> None:
+    for path, peer in _dict_items(errors, field, peers):
+        selectors = [k for k in ("podSelector", "namespaceSelector") if peer.get(k) is not None]
+        block = peer.get("ipBlock")
+        if block is None and not selectors:
+            errors.required(path, "must specify a peer")
+        elif block is not None and selectors:
+            errors.forbidden(path, "may not specify more than 1 peer type")
+        for key in selectors:
+            _check_selector(errors, f"{path}.{key}", peer[key])
+        if block is not None:
+            if isinstance(block, dict):
+                _validate_ip_block(errors, f"{path}.ipBlock", block)
+            else:
+                errors.invalid(f"{path}.ipBlock", block, "must be an object")
+
+
+def validate_network_policy(errors: Errors, obj: dict, limits: Limits) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.required("spec")
+        return
+    _check_selector(errors, "spec.podSelector", spec.get("podSelector"))
+    for direction, peer_key in (("ingress", "from"), ("egress", "to")):
+        for path, rule in _dict_items(errors, f"spec.{direction}", spec.get(direction)):
+            for port_path, port in _dict_items(errors, f"{path}.ports", rule.get("ports")):
+                _validate_policy_port(errors, port_path, port)
+            _validate_peers(errors, f"{path}.{peer_key}", rule.get(peer_key))
+    types = _list(errors, "spec.policyTypes", spec.get("policyTypes"))
+    if len(types) > 2:
+        errors.too_many("spec.policyTypes", len(types), 2)
+    seen: set[object] = set()
+    for i, policy_type in enumerate(types):
+        if policy_type not in POLICY_TYPES:
+            errors.not_supported(f"spec.policyTypes[{i}]", policy_type, POLICY_TYPES)
+        elif policy_type in seen:
+            errors.duplicate(f"spec.policyTypes[{i}]", policy_type)
+        seen.add(policy_type)
+
+
+# --- the other kinds ----------------------------------------------------------------------------------
+
+
+def validate_node(errors: Errors, obj: dict, limits: Limits) -> None:
+    spec = _section(errors, "spec", obj, "spec")
+    cidrs = list(_list(errors, "spec.podCIDRs", spec.get("podCIDRs")))
+    if spec.get("podCIDR"):
+        cidrs.insert(0, spec["podCIDR"])
+    for cidr in cidrs:
+        if _parse_cidr(cidr) is None:
+            errors.invalid("spec.podCIDRs", cidr, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")
+    for path, taint in _dict_items(errors, "spec.taints", spec.get("taints")):
+        if not taint.get("key"):
+            errors.required(f"{path}.key")
+        _check_enum(errors, f"{path}.effect", taint.get("effect"), ("NoSchedule", "PreferNoSchedule", "NoExecute"))
+    status = _section(errors, "status", obj, "status")
+    for path, address in _dict_items(errors, "status.addresses", status.get("addresses")):
+        if not address.get("type"):
+            errors.required(f"{path}.type")
+
+
+def validate_endpoints(errors: Errors, obj: dict, limits: Limits) -> None:
+    for path, subset in _dict_items(errors, "subsets", obj.get("subsets")):
+        for key in ("addresses", "notReadyAddresses"):
+            for address_path, address in _dict_items(errors, f"{path}.{key}", subset.get(key)):
+                _check_ip(errors, f"{address_path}.ip", address.get("ip"))
+        for port_path, port in _dict_items(errors, f"{path}.ports", subset.get("ports")):
+            _check_port_number(errors, f"{port_path}.port", port.get("port"))
+            _check_protocol(errors, f"{port_path}.protocol", port.get("protocol"))
+
+
+def validate_endpoint_slice(errors: Errors, obj: dict, limits: Limits) -> None:
+    address_type = obj.get("addressType")
+    _check_enum(errors, "addressType", address_type, ("IPv4", "IPv6", "FQDN"))
+    endpoints = _dict_items(errors, "endpoints", obj.get("endpoints"))
+    if len(endpoints) > 1000:
+        errors.too_many("endpoints", len(endpoints), 1000)
+    for path, endpoint in endpoints:
+        addresses = _list(errors, f"{path}.addresses", endpoint.get("addresses"))
+        if not addresses:
+            errors.required(f"{path}.addresses")
+        if address_type in ("IPv4", "IPv6"):
+            for i, address in enumerate(addresses):
+                _check_ip(errors, f"{path}.addresses[{i}]", address)
+    names: set[object] = set()
+    for path, port in _dict_items(errors, "ports", obj.get("ports")):
+        if port.get("port") is not None:
+            _check_port_number(errors, f"{path}.port", port["port"], low=0)
+        _check_protocol(errors, f"{path}.protocol", port.get("protocol"))
+        name = port.get("name", "")
+        if name in names:
+            errors.duplicate(f"{path}.name", name)
+        names.add(name)
+
+
+def validate_lease(errors: Errors, obj: dict, limits: Limits) -> None:
+    spec = _section(errors, "spec", obj, "spec")
+    duration = spec.get("leaseDurationSeconds")
+    if duration is not None and (not _is_int(duration) or duration <= 0):
+        errors.invalid("spec.leaseDurationSeconds", duration, "must be greater than 0")
+
+
+def validate_deployment(errors: Errors, obj: dict, limits: Limits) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.required("spec")
+        return
+    replicas = spec.get("replicas")
+    if not _is_int(replicas) or replicas < 0:
+        errors.invalid("spec.replicas", replicas, "must be greater than or equal to 0")
+    selector = spec.get("selector")
+    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if selector is None:
+        errors.required("spec.selector")
+    else:
+        try:
+            compiled = from_label_selector(selector)
+        except SelectorError as e:
+            errors.invalid("spec.selector", selector, str(e))
+        else:
+            if compiled.empty:
+                errors.invalid("spec.selector", selector, "empty selector is invalid for deployment")
+            elif not compiled.matches(labels if isinstance(labels, dict) else {}):
+                errors.invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
+    _check_string_map(errors, "spec.template.metadata.labels", labels, label_values=True)
+    validate_pod_spec(errors, "spec.template.spec", template.get("spec"))
+    restart = (template.get("spec") or {}).get("restartPolicy") if isinstance(template.get("spec"), dict) else None
+    if restart not in (None, "Always"):
+        errors.not_supported("spec.template.spec.restartPolicy", restart, ("Always",))
+
+
+VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
+    "Pod": validate_pod,
+    "Service": validate_service,
+    "NetworkPolicy": validate_network_policy,
+    "Node": validate_node,
+    "Endpoints": validate_endpoints,
+    "EndpointSlice": validate_endpoint_slice,
+    "Lease": validate_lease,
+    "Deployment": validate_deployment,
+}
+
+
+def validate(kind_name: str, obj: dict, limits: Limits, *, namespaced: bool) -> list[Cause]:
+    errors = Errors()
+    validate_metadata(errors, kind_name, obj, namespaced)
+    validator = VALIDATORS.get(kind_name)
+    if validator is not None:
+        validator(errors, obj, limits)
+    return errors.causes

@@ -1,0 +1,285 @@
+"""The watch cache: one storage watch per resource, fanned out to every HTTP watcher of it.
+
+Like kube-apiserver's cacher, each resource prefix has one `WatchCache` that follows the store from
+the revision it started at and keeps a bounded window of recent changes, decoded once. A watcher whose
+resourceVersion falls inside the window is served from it, so a hundred watchers cost one storage
+watch, one decode per change, and one encoding per change and media type. A watcher from before the
+window (typically one resuming after an API server restart) gets its own storage watch, which is
+exact, and raises `Compacted` if that history is gone.
+
+Watchers share the window: each keeps only a sequence number, and one asyncio.Event per append wakes
+them all. A watcher that falls more than the window behind is ended (it resumes from its last
+resourceVersion, as clients do whenever a watch ends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+
+from apiserver.codec import MSGPACK, encode, from_storage
+from apiserver.storage.base import Compacted, Progress, StorageError, Store, WatchEvent
+
+log = logging.getLogger(__name__)
+
+ADDED, MODIFIED, DELETED, BOOKMARK, ERROR = "ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"
+
+
+class Change:
+    """One storage change as watchers see it: the object after it (for DELETED, the last state, with
+    the deletion's revision as its resourceVersion, as Kubernetes sends it) and the object before."""
+
+    __slots__ = ("revision", "type", "key", "object", "previous", "_encoded")
+
+    def __init__(self, revision: int, type: str, key: str, obj: dict, previous: dict | None):
+        self.revision = revision
+        self.type = type
+        self.key = key
+        self.object = obj
+        self.previous = previous
+        self._encoded: dict[tuple[str, str], bytes] = {}
+
+    @classmethod
+    def from_event(cls, event: WatchEvent) -> Change:
+        previous = from_storage(event.prev_value, event.revision) if event.prev_value is not None else None
+        if event.type == "DELETE":
+            assert previous is not None, "a DELETE event always carries the deleted value"
+            return cls(event.revision, DELETED, event.key, previous, previous)
+        assert event.value is not None
+        obj = from_storage(event.value, event.revision)
+        return cls(event.revision, ADDED if event.created else MODIFIED, event.key, obj, previous)
+
+    def encoded(self, event_type: str, media_type: str) -> bytes:
+        """The wire form of `{"type", "object"}`; computed once per type and media type, shared by
+        every watcher."""
+        cache_key = (event_type, media_type)
+        data = self._encoded.get(cache_key)
+        if data is None:
+            data = encode_event(event_type, self.object, media_type)
+            self._encoded[cache_key] = data
+        return data
+
+
+def encode_event(event_type: str, obj: dict, media_type: str) -> bytes:
+    data = encode({"type": event_type, "object": obj}, media_type)
+    return data if media_type == MSGPACK else data + b"\n"
+
+
+class WatcherTooSlow(Exception):
+    """The watcher fell out of the window; its stream ends and it resumes."""
+
+
+class Subscription:
+    """What a watch handler reads: `next(timeout)` gives the next Change, or None when `timeout`
+    passes first; raises Compacted (send 410), WatcherTooSlow or StorageError (end the stream)."""
+
+    async def next(self, timeout: float | None) -> Change | None:
+        raise NotImplementedError
+
+    def bookmark_revision(self) -> int | None:
+        """A revision up to which this watcher has been sent every change, or None when unsure."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class WatchCache:
+    def __init__(self, store: Store, prefix: str, capacity: int):
+        self.store = store
+        self.prefix = prefix
+        self.capacity = capacity
+        self.start_revision = 0  # every change after this revision is in the window
+        self.revision = 0  # every change up to this revision is in the window
+        self.generation = 0  # bumped when the window is lost to a compaction: watchers get 410
+        self._changes: deque[Change] = deque()
+        self._first_seq = 0  # the sequence number of _changes[0]
+        self._wakeup = asyncio.Event()
+        self._started = asyncio.Event()
+        self.watchers = 0
+
+    # --- the one storage watch ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                if not self._started.is_set():
+                    self.start_revision = self.revision = await self.store.current_revision()
+                    self._started.set()
+                async for item in self.store.watch(self.prefix, self.revision):
+                    backoff = 0.05
+                    if isinstance(item, Progress):
+                        self.revision = max(self.revision, item.revision)
+                    else:
+                        self._append(Change.from_event(item))
+                    self._wake()
+            except Compacted as e:
+                # Cut off for longer than the store keeps history: what we missed is gone, so every
+                # watcher must relist.
+                log.warning("watch cache for %s lost its history: %s", self.prefix, e)
+                self._restart()
+                continue
+            except (TimeoutError, StorageError, OSError) as e:
+                log.warning("watch on %s failed, retrying in %.2fs: %s", self.prefix, backoff, e)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _restart(self) -> None:
+        self.generation += 1
+        self._changes.clear()
+        self._started.clear()
+        self._wake()
+
+    def _append(self, change: Change) -> None:
+        self._changes.append(change)
+        self.revision = change.revision
+        if len(self._changes) > self.capacity:
+            dropped = self._changes.popleft()
+            self._first_seq += 1
+            self.start_revision = dropped.revision
+
+    def _wake(self) -> None:
+        wakeup, self._wakeup = self._wakeup, asyncio.Event()
+        wakeup.set()
+
+    def forget_before(self, revision: int) -> None:
+        """The store was compacted at `revision`: the window may no longer answer from before it, or
+        a watcher would get history that a fresh list could not reproduce."""
+        while self._changes and self._changes[0].revision < revision:
+            self._changes.popleft()
+            self._first_seq += 1
+        self.start_revision = max(self.start_revision, min(revision, self.revision))
+
+    # --- watchers ---------------------------------------------------------------------------------------
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    def covers(self, after_revision: int) -> bool:
+        return self._started.is_set() and after_revision >= self.start_revision
+
+    def subscribe(self, after_revision: int) -> _CacheSubscription:
+        position = bisect.bisect_right(self._changes, after_revision, key=lambda c: c.revision)
+        return _CacheSubscription(self, self._first_seq + position, self.generation, after_revision)
+
+
+class _CacheSubscription(Subscription):
+    def __init__(self, cache: WatchCache, seq: int, generation: int, after_revision: int):
+        self.cache = cache
+        self.seq = seq
+        self.generation = generation
+        self.after_revision = after_revision
+        cache.watchers += 1
+        self._closed = False
+
+    async def next(self, timeout: float | None) -> Change | None:
+        cache = self.cache
+        while True:
+            if cache.generation != self.generation:
+                raise Compacted(self.after_revision, cache.start_revision)
+            if self.seq < cache._first_seq:
+                raise WatcherTooSlow()
+            index = self.seq - cache._first_seq
+            if index < len(cache._changes):
+                change = cache._changes[index]
+                self.seq += 1
+                self.after_revision = change.revision
+                return change
+            try:
+                async with asyncio.timeout(timeout):
+                    await cache._wakeup.wait()
+            except TimeoutError:
+                return None
+
+    def bookmark_revision(self) -> int | None:
+        cache = self.cache
+        if cache.generation != self.generation or self.seq - cache._first_seq < len(cache._changes):
+            return None
+        return cache.revision
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.cache.watchers -= 1
+
+
+class _StoreSubscription(Subscription):
+    """A watcher's own storage watch, for resourceVersions older than the cache's window."""
+
+    def __init__(self, store: Store, prefix: str, after_revision: int, queue_size: int):
+        self._queue: asyncio.Queue[Change | Progress | BaseException] = asyncio.Queue(queue_size)
+        self._revision = after_revision
+        self._task = asyncio.create_task(self._pump(store.watch(prefix, after_revision)))
+
+    async def _pump(self, events: AsyncIterator[WatchEvent | Progress]) -> None:
+        try:
+            async for item in events:
+                await self._queue.put(item if isinstance(item, Progress) else Change.from_event(item))
+        except (TimeoutError, StorageError, OSError) as e:
+            await self._queue.put(e)
+        else:
+            await self._queue.put(WatcherTooSlow())
+
+    async def next(self, timeout: float | None) -> Change | None:
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    item = await self._queue.get()
+            except TimeoutError:
+                return None
+            if isinstance(item, BaseException):
+                raise item
+            self._revision = item.revision
+            if isinstance(item, Change):
+                return item
+
+    def bookmark_revision(self) -> int | None:
+        return self._revision if self._queue.empty() else None
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+
+class WatchHub:
+    """The watch caches of one server, created on first use, one per storage prefix."""
+
+    def __init__(self, store: Store, capacity: int):
+        self.store = store
+        self.capacity = capacity
+        self._caches: dict[str, WatchCache] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    async def subscribe(self, prefix: str, after_revision: int) -> Subscription:
+        """Changes under `prefix` with revisions after `after_revision`, served from the resource's
+        cache when it can be."""
+        cache = self._caches.get(prefix)
+        if cache is None:
+            cache = self._caches[prefix] = WatchCache(self.store, prefix, self.capacity)
+            task = asyncio.create_task(cache.run(), name=f"watch-cache {prefix}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await cache.wait_started()
+        if cache.covers(after_revision):
+            return cache.subscribe(after_revision)
+        return _StoreSubscription(self.store, prefix, after_revision, self.capacity)
+
+    def forget_before(self, revision: int) -> None:
+        for cache in self._caches.values():
+            cache.forget_before(revision)
+
+    def watchers(self) -> dict[str, int]:
+        return {prefix: cache.watchers for prefix, cache in self._caches.items()}
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

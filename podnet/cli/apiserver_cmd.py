@@ -1,0 +1,59 @@
+"""`podnet apiserver`: runs the API server (also `python -m podnet.apiserver`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def apiserver(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 6443,
+    store: Annotated[str, typer.Option(help="sqlite:///path/to.db or etcd://host:port[,host:port] (default: sqlite in $PODNET_HOME).")] = "",
+    token_file: Annotated[str | None, typer.Option(help="Static token CSV: token,user,uid,\"group1,group2\".")] = None,
+    tls_cert: Annotated[str | None, typer.Option(help="TLS certificate (PEM); serves HTTPS with --tls-key.")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="TLS private key (PEM).")] = None,
+    no_controllers: Annotated[bool, typer.Option("--no-controllers", help="Do not run the in-process controllers.")] = False,
+    node_grace_period: Annotated[float, typer.Option(help="Seconds without a node heartbeat before NotReady.")] = 40.0,
+    eviction_timeout: Annotated[float, typer.Option(help="Seconds a node is NotReady before its pods are deleted.")] = 300.0,
+    service_cidr: Annotated[str, typer.Option(help="Service ClusterIP range.")] = "10.96.0.0/12",
+    cluster_cidr: Annotated[str, typer.Option(help="Pod network, split into one /24 per node.")] = "10.244.0.0/16",
+    node_port_range: Annotated[str, typer.Option(help="NodePort range LOW-HIGH.")] = "30000-32767",
+    compaction_interval: Annotated[float, typer.Option(help="Seconds between storage compactions (0: never).")] = 300.0,
+    bookmark_interval: Annotated[float, typer.Option(help="Seconds between BOOKMARK events on idle watches.")] = 60.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the Kubernetes-shaped API server."""
+    from apiserver.app import serve
+    from apiserver.config import ApiServerConfig, parse_port_range
+    from podnet import logs, process
+
+    logs.setup("apiserver", log_level)
+    try:
+        config = ApiServerConfig(
+            host=host,
+            port=port,
+            store_url=store,
+            token_file=token_file,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            controllers=not no_controllers,
+            node_grace_period=node_grace_period,
+            eviction_timeout=eviction_timeout,
+            service_cidr=service_cidr,
+            cluster_cidr=cluster_cidr,
+            node_port_range=parse_port_range(node_port_range),
+            compaction_interval=compaction_interval,
+            bookmark_interval=bookmark_interval,
+            log_level=log_level,
+        )
+        config.validate()
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown.wait))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("apiserver")(apiserver)
