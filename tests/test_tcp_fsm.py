@@ -85,6 +85,7 @@ class Pair:
         while self._wire and self._wire[0][0] <= self.now:
             _, _, sender, segment = heapq.heappop(self._wire)
             self._deliver(sender, segment)
+            self._flush()  # as the pod stack does: each segment's answer goes out before the next is read
         for connection in connections:
             connection.handle_timer(self.now)
         self._flush()
@@ -248,22 +249,33 @@ def test_three_duplicate_acks_trigger_fast_retransmit_before_the_rto():
 
     pair = Pair(drop=drop)
     pair.run()
-    start = pair.now
+    start, rto = pair.now, pair.client.rto
     data = bytes(range(256)) * 40
     pair.act(lambda now: pair.client.send(data, now))
     pair.run()
     assert pair.received("server") == data
-    assert pair.now - start < pair.client.rto  # recovered without waiting for the timer
+    assert pair.now - start < rto / 2  # recovered without waiting for the timer
     assert [s.seq for _, s in pair.sent if s.payload and s.src_port == CLIENT_PORT].count(dropped[0]) == 2
 
 
 def test_out_of_order_segments_are_reassembled():
     pair = Pair(rng=random.Random(7), reorder=0.7)
     pair.run()
+    start = pair.now
     data = random.Random(3).randbytes(20 * MSS)
     pair.act(lambda now: pair.client.send(data, now))
     pair.run()
     assert pair.received("server") == data
+    assert pair.now - start < INITIAL_RTO / 2  # reassembled, not recovered by retransmission
+    assert pair.client.retries == 0
+
+
+def test_data_queued_during_the_handshake_follows_it():
+    pair = Pair()
+    pair.act(lambda now: pair.client.send(b"early bytes", now))
+    assert [s.flags for _, s in pair.sent] == [TcpFlags.SYN]
+    pair.run()
+    assert pair.received("server") == b"early bytes"
 
 
 def test_unanswered_retransmissions_end_in_timeout_within_bounded_time():
