@@ -2,18 +2,23 @@
 
 Two network namespaces joined by a veth pair (underlay 192.168.77.1 <-> .2), each with a kernel VXLAN
 device (VNI 1, UDP 4789, MTU 1450) holding a pod-like address (10.244.1.2 and 10.244.2.3, one /16 L2
-segment). Transmit checksum offload is switched off on every device (ETHTOOL_STXCSUM) so that captured
-TCP/UDP checksums are complete rather than left for hardware. From namespace A the kernel then sends:
-an ARP request (answered by B), an ICMP echo request on a ping socket (answered by B), a UDP datagram to a
-closed port (B answers ICMP port unreachable), a TCP SYN to a listener (SYN-ACK, ACK). tshark captures
-the underlay on B's veth; the script prints each captured IPv4 underlay frame as hex under tshark's
-one-line summary of it (IPv6 neighbour chatter is left out). Everything created is deleted at the end, also on failure.
+segment). IPv6 is off so that only the traffic below is captured. Transmit checksum offload is switched
+off on every device (ETHTOOL_STXCSUM) so that captured TCP/UDP checksums are complete rather than left
+for hardware. From namespace A the kernel then sends: an ARP request (answered by B), an ICMP echo
+request on a ping socket (answered by B), a UDP datagram to a closed port (B answers ICMP port
+unreachable), a TCP connect to a listener (SYN, SYN-ACK, ACK, then the FIN exchange). tshark captures the
+underlay on B's veth; the script prints each captured frame as hex under tshark's one-line summary of
+it. Everything created is deleted at the end, also on failure. `--json` prints the same as one JSON list
+of {"summary", "hex"} (what tests/test_wire_kernel.py reads).
 """
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import json
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -22,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-NS_A, NS_B = "wiregold-a", "wiregold-b"
+SUFFIX = str(os.getpid())
+NS_A, NS_B = f"wiregold-a-{SUFFIX}", f"wiregold-b-{SUFFIX}"
 SIOCETHTOOL = 0x8946
 ETHTOOL_STXCSUM = 0x17
 
@@ -43,6 +49,8 @@ def tx_checksum_off(ifname: str) -> None:
 def setup() -> None:
     sh("ip", "netns", "add", NS_A)
     sh("ip", "netns", "add", NS_B)
+    for ns in (NS_A, NS_B):
+        sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
     sh("ip", "link", "add", "wg-a", "netns", NS_A, "type", "veth", "peer", "name", "wg-b", "netns", NS_B)
     for ns, dev, me, peer, pod, mac in [
         (NS_A, "wg-a", "192.168.77.1", "192.168.77.2", "10.244.1.2", "02:00:0a:f4:01:02"),
@@ -52,28 +60,9 @@ def setup() -> None:
         sh("ip", "addr", "add", f"{me}/24", "dev", dev, ns=ns)
         sh("ip", "link", "set", dev, "up", ns=ns)
         sh(
-            "ip",
-            "link",
-            "add",
-            "vx0",
-            "address",
-            mac,
-            "mtu",
-            "1450",
-            "type",
-            "vxlan",
-            "id",
-            "1",
-            "dstport",
-            "4789",
-            "remote",
-            peer,
-            "local",
-            me,
-            "dev",
-            dev,
-            ns=ns,
-        )
+            "ip", "link", "add", "vx0", "address", mac, "mtu", "1450", "type", "vxlan", "id", "1",
+            "dstport", "4789", "remote", peer, "local", me, "dev", dev, ns=ns,
+        )  # fmt: skip
         sh("ip", "addr", "add", f"{pod}/16", "dev", "vx0", ns=ns)
         sh("ip", "link", "set", "vx0", "up", ns=ns)
         sh("sysctl", "-qw", "net.ipv4.ping_group_range=0 0", ns=ns)
@@ -93,49 +82,49 @@ ping.settimeout(3); ping.recvfrom(2048)
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 udp.bind(("10.244.1.2", 40001))
 udp.sendto(b"hello podnet", ("10.244.2.3", 9))
-time.sleep(0.3)
+time.sleep(0.2)
 tcp = socket.create_connection(("10.244.2.3", 8080), timeout=3, source_address=("10.244.1.2", 40002))
-time.sleep(0.3)
+time.sleep(0.2)
 tcp.close()
+time.sleep(0.2)
 """
 
 LISTENER_B = r"""
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("10.244.2.3", 8080)); s.listen(); s.settimeout(10)
+s.bind(("10.244.2.3", 8080)); s.listen(); print("listening", flush=True); s.settimeout(10)
 c, _ = s.accept(); c.settimeout(5); c.recv(10); c.close()
 """
 
 
-def capture() -> None:
+def _wait_for_line(stream, expected: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            raise RuntimeError(f"process ended before printing {expected!r}")
+        if expected in line:
+            return
+    raise RuntimeError(f"no {expected!r} within {timeout}s")
+
+
+def capture() -> list[tuple[str, bytes]]:
+    """(tshark summary, frame) for every frame captured on B's underlay during the traffic."""
     with tempfile.TemporaryDirectory() as tmp:
         pcap = Path(tmp) / "underlay.pcap"
         tshark = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                NS_B,
-                "tshark",
-                "-q",
-                "-i",
-                "wg-b",
-                "-F",
-                "pcap",
-                "-w",
-                str(pcap),
-                "-f",
-                "udp port 4789",
-                "-a",
-                "duration:8",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ["ip", "netns", "exec", NS_B, "tshark", "-i", "wg-b", "-F", "pcap", "-w", str(pcap)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", NS_B, sys.executable, "-c", LISTENER_B], stdout=subprocess.PIPE, text=True
         )
-        listener = subprocess.Popen(["ip", "netns", "exec", NS_B, sys.executable, "-c", LISTENER_B])
         try:
-            time.sleep(2)  # tshark needs a moment before it captures
+            _wait_for_line(tshark.stderr, "Capturing on", 20)
+            _wait_for_line(listener.stdout, "listening", 10)
             sh(sys.executable, "-c", TRAFFIC_A, ns=NS_A)
+            time.sleep(0.5)  # let tshark write what it has seen before it is told to stop
+            tshark.send_signal(signal.SIGINT)  # tshark writes out what it has and exits
             tshark.wait(timeout=20)
         finally:
             for proc in (tshark, listener):
@@ -144,19 +133,16 @@ def capture() -> None:
                 proc.wait()
         summary = subprocess.run(
             ["tshark", "-r", str(pcap), "-T", "fields", "-e", "_ws.col.Protocol", "-e", "_ws.col.Info"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        for line, frame in zip(summary.splitlines(), pcap_records(pcap.read_bytes()), strict=True):
-            protocol, info = line.split("\t")
-            if protocol != "ICMPv6":
-                print(f"# {protocol}: {info}\n{frame.hex()}\n")
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+        lines = [line.replace("\t", ": ", 1) for line in summary.splitlines()]
+        return list(zip(lines, pcap_records(pcap.read_bytes()), strict=True))
 
 
 def pcap_records(data: bytes) -> list[bytes]:
-    """The packets of a classic little-endian microsecond pcap file (what tshark -w -F pcap writes)."""
-    assert data[:4] == bytes.fromhex("d4c3b2a1"), "not a little-endian pcap file"
+    """The packets of a classic little-endian microsecond pcap file (what tshark -F pcap writes)."""
+    if data[:4] != bytes.fromhex("d4c3b2a1"):
+        raise ValueError("not a little-endian pcap file")
     records, offset = [], 24
     while offset < len(data):
         captured_length = struct.unpack_from("<I", data, offset + 8)[0]
@@ -165,14 +151,22 @@ def pcap_records(data: bytes) -> list[bytes]:
     return records
 
 
-if __name__ == "__main__":
+def main() -> None:
     if sys.argv[1:2] == ["--tx-off"]:
         for ifname in sys.argv[2:]:
             tx_checksum_off(ifname)
-        sys.exit(0)
-    teardown()
+        return
     try:
         setup()
-        capture()
+        frames = capture()
     finally:
         teardown()
+    if sys.argv[1:2] == ["--json"]:
+        print(json.dumps([{"summary": summary, "hex": frame.hex()} for summary, frame in frames]))
+    else:
+        for summary, frame in frames:
+            print(f"# {summary}\n{frame.hex()}\n")
+
+
+if __name__ == "__main__":
+    main()
