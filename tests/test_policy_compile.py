@@ -408,3 +408,15 @@ def test_unchanged_objects_keep_the_evaluator():
 def test_apply_refuses_other_kinds():
     with pytest.raises(ValueError):
         PolicyCompiler().apply("ADDED", {"kind": "Service", "metadata": {"name": "s"}})
+
+
+def test_hook_takes_the_pipelines_own_flow_and_direction():
+    from podnet.overlay.pipeline.forward import Flow as PipelineFlow
+    from podnet.overlay.pipeline.forward import PolicyDirection
+
+    compiler = small_cluster(netpol("x", "web-only", ingress=[{"ports": [{"port": 8080}]}]))
+    hook = compiler.verdict
+    assert hook(PolicyDirection.INGRESS, PipelineFlow("TCP", "10.0.2.1", 40000, "10.0.1.1", 8080)).allowed
+    denied = hook(PolicyDirection.INGRESS, PipelineFlow("ICMP", "10.0.2.1", 7, "10.0.1.1", 0))
+    assert not denied.allowed and denied.reason == "denied: selected by x/web-only and no rule matched"
+    assert hook(PolicyDirection.EGRESS, PipelineFlow("UDP", "10.0.1.1", 40000, "10.0.2.1", 53)).allowed
