@@ -420,3 +420,19 @@ def test_hook_takes_the_pipelines_own_flow_and_direction():
     denied = hook(PolicyDirection.INGRESS, PipelineFlow("ICMP", "10.0.2.1", 7, "10.0.1.1", 0))
     assert not denied.allowed and denied.reason == "denied: selected by x/web-only and no rule matched"
     assert hook(PolicyDirection.EGRESS, PipelineFlow("UDP", "10.0.1.1", 40000, "10.0.2.1", 53)).allowed
+
+
+def test_informer_handlers_take_list_items_without_kind():
+    compiler = PolicyCompiler()
+    on_pod, on_policy = compiler.handler("Pod"), compiler.handler("NetworkPolicy")
+    web = pod("x", "web", "10.0.1.1")
+    del web["kind"]
+    deny = netpol("x", "deny")
+    del deny["kind"]
+    on_pod("ADDED", None, web)
+    on_policy("ADDED", None, deny)
+    assert not allowed(compiler, INGRESS, "10.0.2.1", "10.0.1.1", 80)
+    on_policy("DELETED", deny, None)
+    assert allowed(compiler, INGRESS, "10.0.2.1", "10.0.1.1", 80)
+    with pytest.raises(ValueError):
+        compiler.handler("Service")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from podnet.api.selectors import Selector, SelectorError, from_label_selector
@@ -555,9 +555,10 @@ class PolicyCompiler:
                 self._compiled[k] = compile_policy(spec, self._view)
         self._evaluator = None
 
-    def apply(self, event_type: str, obj: Mapping) -> None:
-        """One informer event (ADDED, MODIFIED, DELETED) for a Pod, Namespace or NetworkPolicy."""
-        kind = obj.get("kind")
+    def apply(self, event_type: str, obj: Mapping, *, kind: str | None = None) -> None:
+        """One watch event (ADDED, MODIFIED, DELETED) for a Pod, Namespace or NetworkPolicy; `kind`
+        names the kind when the object does not (items of a list carry no kind)."""
+        kind = kind or obj.get("kind")
         deleted = event_type == "DELETED"
         if kind == "Pod":
             self.remove_pod(_key(obj)) if deleted else self.set_pod(obj)
@@ -567,6 +568,16 @@ class PolicyCompiler:
             self.remove_policy(_key(obj)) if deleted else self.set_policy(obj)
         else:
             raise ValueError(f"the policy compiler does not take {kind!r} objects")
+
+    def handler(self, kind: str) -> Callable[[str, Mapping | None, Mapping | None], None]:
+        """An informer handler `(event_type, old, new)` for one kind: Pod, Namespace or NetworkPolicy."""
+        if kind not in ("Pod", "Namespace", "NetworkPolicy"):
+            raise ValueError(f"the policy compiler does not take {kind!r} objects")
+
+        def handle(event_type: str, old: Mapping | None, new: Mapping | None) -> None:
+            self.apply(event_type, new if new is not None else old, kind=kind)
+
+        return handle
 
     # -- verdicts out
 
