@@ -35,6 +35,15 @@ DATA_RETRIES = 8
 DUPLICATE_ACK_THRESHOLD = 3
 
 _SEQ_MASK = 0xFFFFFFFF
+# Flag tests run on plain ints: IntFlag arithmetic builds a new enum member each time, a cost per segment.
+_FIN, _SYN, _RST, _PSH, _ACK = (
+    int(f) for f in (TcpFlags.FIN, TcpFlags.SYN, TcpFlags.RST, TcpFlags.PSH, TcpFlags.ACK)
+)
+_SEGMENT_FLAGS = {
+    (payload_ends, fin): TcpFlags.ACK | (TcpFlags.PSH if payload_ends else 0) | (TcpFlags.FIN if fin else 0)
+    for payload_ends in (False, True)
+    for fin in (False, True)
+}
 
 
 def seq_add(seq: int, n: int) -> int:
@@ -161,7 +170,8 @@ TcpEvent = Connected | DataReceived | EndOfStream | ConnectionClosed
 
 def segment_length(segment: TcpSegment) -> int:
     """Sequence space the segment occupies: its payload plus one each for SYN and FIN."""
-    return len(segment.payload) + bool(segment.flags & TcpFlags.SYN) + bool(segment.flags & TcpFlags.FIN)
+    flags = int(segment.flags)
+    return len(segment.payload) + bool(flags & _SYN) + bool(flags & _FIN)
 
 
 def reset_for(segment: TcpSegment) -> TcpSegment | None:
@@ -302,19 +312,19 @@ class TcpConnection:
         if self.state == TcpState.SYN_SENT:
             self._receive_in_syn_sent(segment, now)
             return
-        flags = segment.flags
-        if flags & TcpFlags.RST:
+        flags = int(segment.flags)
+        if flags & _RST:
             # RFC 5961 would challenge an in-window RST that is not exact; on our links in-window will do.
             if 0 <= seq_diff(segment.seq, self.rcv_nxt) < RECEIVE_WINDOW:
                 self._fire(TcpInput.RST_RECEIVED, now, CloseReason.RESET)
             return
-        if flags & TcpFlags.SYN:
+        if flags & _SYN:
             if self.state == TcpState.SYN_RECEIVED and segment.seq == self.irs:
                 self._retransmit(now)  # our SYN-ACK was lost: the peer repeats its SYN
             else:
                 self._ack_needed = True
             return
-        if not flags & TcpFlags.ACK:
+        if not flags & _ACK:
             return
         if self.state == TcpState.SYN_RECEIVED:
             if not 0 < seq_diff(segment.ack, self.snd_una) <= seq_diff(self.snd_max, self.snd_una):
@@ -329,16 +339,16 @@ class TcpConnection:
             self._transmit(now)
 
     def _receive_in_syn_sent(self, segment: TcpSegment, now: float) -> None:
-        flags = segment.flags
-        if flags & TcpFlags.ACK and segment.ack != seq_add(self.iss, 1):
-            if not flags & TcpFlags.RST:
+        flags = int(segment.flags)
+        if flags & _ACK and segment.ack != seq_add(self.iss, 1):
+            if not flags & _RST:
                 self._segments.append(reset_for(segment))
             return
-        if flags & TcpFlags.RST:
-            if flags & TcpFlags.ACK:
+        if flags & _RST:
+            if flags & _ACK:
                 self._fire(TcpInput.RST_RECEIVED, now, CloseReason.REFUSED)
             return
-        if not flags & TcpFlags.SYN or not flags & TcpFlags.ACK:
+        if not flags & _SYN or not flags & _ACK:
             return  # a bare SYN would be a simultaneous open, which this stack does not do
         self._take_peer_syn(segment)
         self._acknowledge(segment.ack, now)
@@ -414,7 +424,7 @@ class TcpConnection:
             if self.state == TcpState.TIME_WAIT:
                 self._time_wait_until = now + TIME_WAIT_SECONDS
             return
-        fin = bool(segment.flags & TcpFlags.FIN)
+        fin = bool(int(segment.flags) & _FIN)
         offset = seq_diff(segment.seq, self.rcv_nxt)
         if offset > 0:
             if offset < RECEIVE_WINDOW and len(self._out_of_order) < RECEIVE_WINDOW // DEFAULT_PEER_MSS:
@@ -448,9 +458,10 @@ class TcpConnection:
     # ---- sending -----------------------------------------------------------------------------------
 
     def _emit(self, flags: TcpFlags, seq: int, payload: bytes = b"", *, mss: int | None = None) -> None:
-        if flags & TcpFlags.ACK:
+        has_ack = int(flags) & _ACK
+        if has_ack:
             self._ack_needed = False
-        ack = self.rcv_nxt if flags & TcpFlags.ACK else 0
+        ack = self.rcv_nxt if has_ack else 0
         self._segments.append(
             TcpSegment(self.local_port, self.remote_port, seq, ack, flags, RECEIVE_WINDOW, payload, mss)
         )
@@ -470,11 +481,7 @@ class TcpConnection:
         fin = self._fin_queued and size == available
         if size <= 0 and not fin:
             return 0
-        flags = TcpFlags.ACK
-        if size:
-            flags |= TcpFlags.PSH if size == available else 0
-        if fin:
-            flags |= TcpFlags.FIN
+        flags = _SEGMENT_FLAGS[size > 0 and size == available, fin]
         self._emit(flags, seq, bytes(self._send_buffer[offset : offset + size]))
         return size + fin
 
