@@ -483,6 +483,13 @@ class PolicyCompiler:
     With `node_name`, only pods bound to that node get rule sets (a node agent judges its own pods:
     egress at the source node, ingress at the destination node); peers are still every pod."""
 
+    # What each kind's watch events do: (method for a new version, method for a deletion by key, namespaced).
+    _KINDS = {
+        "Pod": ("set_pod", "remove_pod", True),
+        "Namespace": ("set_namespace", "remove_namespace", False),
+        "NetworkPolicy": ("set_policy", "remove_policy", True),
+    }
+
     def __init__(self, *, node_name: str | None = None) -> None:
         self.node_name = node_name
         self.errors: dict[str, str] = {}  # policy key -> why it is not enforced
@@ -559,19 +566,17 @@ class PolicyCompiler:
         """One watch event (ADDED, MODIFIED, DELETED) for a Pod, Namespace or NetworkPolicy; `kind`
         names the kind when the object does not (items of a list carry no kind)."""
         kind = kind or obj.get("kind")
-        deleted = event_type == "DELETED"
-        if kind == "Pod":
-            self.remove_pod(_key(obj)) if deleted else self.set_pod(obj)
-        elif kind == "Namespace":
-            self.remove_namespace(_key(obj, namespaced=False)) if deleted else self.set_namespace(obj)
-        elif kind == "NetworkPolicy":
-            self.remove_policy(_key(obj)) if deleted else self.set_policy(obj)
-        else:
+        if kind not in self._KINDS:
             raise ValueError(f"the policy compiler does not take {kind!r} objects")
+        set_object, remove_object, namespaced = self._KINDS[kind]
+        if event_type == "DELETED":
+            getattr(self, remove_object)(_key(obj, namespaced))
+        else:
+            getattr(self, set_object)(obj)
 
     def handler(self, kind: str) -> Callable[[str, Mapping | None, Mapping | None], None]:
         """An informer handler `(event_type, old, new)` for one kind: Pod, Namespace or NetworkPolicy."""
-        if kind not in ("Pod", "Namespace", "NetworkPolicy"):
+        if kind not in self._KINDS:
             raise ValueError(f"the policy compiler does not take {kind!r} objects")
 
         def handle(event_type: str, old: Mapping | None, new: Mapping | None) -> None:
