@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from podnet.overlay.wire import addresses, ethernet, fastpath, icmp, ipv4, tcp, udp, vxlan
 from podnet.overlay.wire.errors import DecodeError
 from test_wire_golden import CASES
-from test_wire_properties import ips, ipv4_packets, payloads, tcp_segments, u16, udp_datagrams
+from test_wire_properties import NO_DEADLINE, ips, ipv4_packets, payloads, tcp_segments, u16, udp_datagrams
 
 echoes = st.builds(
     icmp.IcmpEcho,
@@ -48,6 +48,7 @@ def _decode_transport(packet: bytes):
     return decoded, icmp.decode(decoded.payload)
 
 
+@NO_DEADLINE
 @given(transports, ips, ips, ipv4_packets, st.integers(0, vxlan.MAX_VNI), st.binary(max_size=20))
 def test_datagram_flow_agrees_with_codecs(transport, src, dst, ip_fields, vni, padding):
     packet = _packet(transport, src, dst, ip_fields)
@@ -94,6 +95,7 @@ def test_fragments_and_short_packets_have_no_flow():
     assert fastpath.frame_flow(b"\x00" * 12 + b"\x08\x06" + bytes(packet)) is None  # not IPv4 EtherType
 
 
+@NO_DEADLINE
 @given(
     transports,
     ips,
@@ -125,6 +127,7 @@ def test_rewrite_matches_reencoding(transport, src, dst, ip_fields, new_src, new
     assert (decoded_ip.src, decoded_ip.dst, decoded_transport) == (expected_src, expected_dst, expected)
 
 
+@NO_DEADLINE
 @given(udp_datagrams, ips, ips, addresses_and_ports)
 def test_rewrite_keeps_udp_without_checksum(datagram, src, dst, new_dst):
     raw = bytearray(udp.encode(datagram, src, dst))

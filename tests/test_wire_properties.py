@@ -6,6 +6,9 @@ from hypothesis import strategies as st
 from podnet.overlay.wire import addresses, arp, checksum, ethernet, icmp, ipv4, tcp, udp, vxlan
 from podnet.overlay.wire.errors import DecodeError
 
+# A shared 2-core machine can stall any one example; only the fuzz tests bound their total work.
+NO_DEADLINE = settings(deadline=None)
+
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
@@ -73,16 +76,19 @@ tcp_segments = st.builds(
 )
 
 
+@NO_DEADLINE
 @given(ethernet_frames)
 def test_ethernet_round_trip(frame):
     assert ethernet.decode(ethernet.encode(frame)) == frame
 
 
+@NO_DEADLINE
 @given(arp_packets)
 def test_arp_round_trip(packet):
     assert arp.decode(arp.encode(packet)) == packet
 
 
+@NO_DEADLINE
 @given(ipv4_packets)
 def test_ipv4_round_trip(packet):
     raw = ipv4.encode(packet)
@@ -90,11 +96,13 @@ def test_ipv4_round_trip(packet):
     assert ipv4.decode(raw + bytes(46)) == packet  # Ethernet padding
 
 
+@NO_DEADLINE
 @given(icmp_messages)
 def test_icmp_round_trip(message):
     assert icmp.decode(icmp.encode(message)) == message
 
 
+@NO_DEADLINE
 @given(udp_datagrams, ips, ips)
 def test_udp_round_trip(datagram, src, dst):
     raw = udp.encode(datagram, src, dst)
@@ -102,6 +110,7 @@ def test_udp_round_trip(datagram, src, dst):
     assert udp.decode(raw, src, dst) == datagram
 
 
+@NO_DEADLINE
 @given(tcp_segments, ips, ips)
 def test_tcp_round_trip(segment, src, dst):
     raw = tcp.encode(segment, src, dst)
@@ -109,11 +118,13 @@ def test_tcp_round_trip(segment, src, dst):
     assert tcp.decode(raw, src, dst) == segment
 
 
+@NO_DEADLINE
 @given(st.integers(0, vxlan.MAX_VNI), payloads)
 def test_vxlan_round_trip(vni, inner):
     assert vxlan.decode(vxlan.encode(vni, inner)) == (vni, inner)
 
 
+@NO_DEADLINE
 @given(st.binary(max_size=200), st.binary(min_size=2, max_size=2), st.binary(min_size=2, max_size=2))
 def test_incremental_checksum_matches_recompute(data, old_word, new_word):
     # Words start 16-bit aligned; the leading 0x4500 (as in every IPv4 header) keeps the data from being all
@@ -126,6 +137,7 @@ def test_incremental_checksum_matches_recompute(data, old_word, new_word):
     ) == checksum.internet_checksum(after)
 
 
+@NO_DEADLINE
 @given(st.binary(max_size=3000))
 def test_checksum_matches_word_loop(data):
     padded = data + b"\0" * (len(data) & 1)
