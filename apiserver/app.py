@@ -40,7 +40,7 @@ STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", WatchHub)
 
 # Paths anyone may read, as kube-apiserver's system:public-info-viewer role allows.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version", "/version/"})
 KUBERNETES_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0"}
 
 
@@ -150,8 +150,9 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     async def metrics_handler(request: web.Request) -> web.Response:
         return metrics_response(metrics.registry)
 
-    for path, handler in (("/healthz", probe), ("/readyz", probe), ("/livez", livez), ("/version", version), ("/metrics", metrics_handler)):
+    for path, handler in (("/healthz", probe), ("/readyz", probe), ("/livez", livez), ("/metrics", metrics_handler)):
         app.router.add_get(path, handler)
+    _add_get_with_slash(app, "/version", version)
     add_discovery_routes(app, request_host=config.host)
 
     async def background(app: web.Application):
@@ -227,6 +228,12 @@ def _group(name: str, versions: list[str]) -> dict:
     return {"name": name, "versions": listed, "preferredVersion": listed[0]}
 
 
+def _add_get_with_slash(app: web.Application, path: str, handler: Callable[[web.Request], Awaitable[web.Response]]) -> None:
+    """Discovery paths answer with and without a trailing slash (the official client asks for `/api/`)."""
+    app.router.add_get(path, handler)
+    app.router.add_get(path + "/", handler)
+
+
 def add_discovery_routes(app: web.Application, request_host: str) -> None:
     core_versions = sorted({k.version for k in KINDS if not k.group})
 
@@ -236,22 +243,26 @@ def add_discovery_routes(app: web.Application, request_host: str) -> None:
 
         return handler
 
-    app.router.add_get(
+    _add_get_with_slash(
+        app,
         "/api",
         reply({"kind": "APIVersions", "versions": core_versions, "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": request_host}]}),
     )
     for version in core_versions:
-        app.router.add_get(
+        _add_get_with_slash(
+            app,
             f"/api/{version}", reply({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": version, "resources": _api_resources("", version)})
         )
     groups = _groups()
-    app.router.add_get(
+    _add_get_with_slash(
+        app,
         "/apis", reply({"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(name, versions) for name, versions in groups.items()]})
     )
     for name, versions in groups.items():
-        app.router.add_get(f"/apis/{name}", reply({"kind": "APIGroup", "apiVersion": "v1"} | _group(name, versions)))
+        _add_get_with_slash(app, f"/apis/{name}", reply({"kind": "APIGroup", "apiVersion": "v1"} | _group(name, versions)))
         for version in versions:
-            app.router.add_get(
+            _add_get_with_slash(
+                app,
                 f"/apis/{name}/{version}",
                 reply({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{name}/{version}", "resources": _api_resources(name, version)}),
             )
