@@ -17,8 +17,6 @@ from .errors import DecodeError
 from .ipv4 import IPProtocol
 
 HEADER_LENGTH = 20
-MAX_HEADER_LENGTH = 60
-MAX_WINDOW_SCALE = 14
 
 # ports, seq, ack, data offset/reserved, flags, window, checksum, urgent pointer
 _HEADER = struct.Struct("!HHIIBBHHH")

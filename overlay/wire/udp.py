@@ -10,7 +10,6 @@ from .errors import DecodeError
 from .ipv4 import IPProtocol
 
 HEADER_LENGTH = 8
-MAX_PAYLOAD = 0xFFFF - HEADER_LENGTH
 
 _HEADER = struct.Struct("!HHHH")
 
