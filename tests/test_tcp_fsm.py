@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from podnet.nodeagent.pods.virtual.tcp import (
     DEFAULT_PEER_MSS,
+    FIN_WAIT_2_SECONDS,
     INITIAL_RTO,
     MSS,
     SYN_RETRIES,
@@ -163,6 +164,18 @@ def test_fin_both_ways_active_closer_waits_in_time_wait():
     assert pair.server.state == TcpState.CLOSED and pair.closed("server") == CloseReason.NORMAL
     assert pair.client.state == TcpState.CLOSED
     assert pair.now == pytest.approx(entered_time_wait + TIME_WAIT_SECONDS, abs=0.02)
+
+
+def test_a_peer_that_never_sends_fin_is_given_up_after_fin_wait_2():
+    pair = Pair()
+    pair.run()
+    pair.act(lambda now: pair.client.close(now))
+    pair.run(until=lambda: pair.client.state == TcpState.FIN_WAIT_2)
+    fin_acknowledged = pair.now
+    pair.run()
+    assert pair.server.state == TcpState.CLOSE_WAIT
+    assert pair.client.state == TcpState.CLOSED and pair.closed("client") == CloseReason.TIMEOUT
+    assert pair.now == pytest.approx(fin_acknowledged + FIN_WAIT_2_SECONDS)
 
 
 def test_simultaneous_close_goes_through_closing():

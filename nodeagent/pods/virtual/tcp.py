@@ -30,6 +30,8 @@ MAX_RTO = 10.0
 INITIAL_WINDOW_SEGMENTS = 10  # RFC 6928
 # Linux waits 60 s; pods here are cheap to reconnect and ports are plentiful, so a short wait will do.
 TIME_WAIT_SECONDS = 1.0
+# Linux's tcp_fin_timeout: how long we wait for the FIN of a peer that acknowledged ours.
+FIN_WAIT_2_SECONDS = 60.0
 SYN_RETRIES = 5
 DATA_RETRIES = 8
 DUPLICATE_ACK_THRESHOLD = 3
@@ -84,6 +86,7 @@ class TcpInput(IntEnum):
     # From the clock:
     RETRIES_EXHAUSTED = 20
     TIME_WAIT_EXPIRED = 21
+    FIN_WAIT_2_EXPIRED = 22
 
 
 _APPLICATION_INPUTS = frozenset({TcpInput.ACTIVE_OPEN, TcpInput.CLOSE, TcpInput.ABORT})
@@ -107,6 +110,7 @@ TRANSITIONS: dict[tuple[TcpState, TcpInput], TcpState] = {
     (_S.CLOSING, _I.FIN_ACKNOWLEDGED): _S.TIME_WAIT,
     (_S.LAST_ACK, _I.FIN_ACKNOWLEDGED): _S.CLOSED,
     (_S.TIME_WAIT, _I.TIME_WAIT_EXPIRED): _S.CLOSED,
+    (_S.FIN_WAIT_2, _I.FIN_WAIT_2_EXPIRED): _S.CLOSED,
     # Closing twice is harmless, as it is for a socket that has already sent its FIN.
     **{(s, _I.CLOSE): s for s in (_S.FIN_WAIT_1, _S.FIN_WAIT_2, _S.CLOSING, _S.LAST_ACK, _S.TIME_WAIT)},
     # Any live connection can be reset, aborted, or given up on.
@@ -227,7 +231,8 @@ class TcpConnection:
         self._rtt_probe: tuple[int, float] | None = None
         self.retries = 0
         self._retransmit_at: float | None = None
-        self._time_wait_until: float | None = None
+        self._state_deadline: float | None = None
+        """When FIN_WAIT_2 or TIME_WAIT ends by itself."""
         self.close_reason: CloseReason | None = None
         self._segments: list[TcpSegment] = []
         self._events: list[TcpEvent] = []
@@ -291,8 +296,8 @@ class TcpConnection:
         return events
 
     def next_deadline(self) -> float | None:
-        if self._time_wait_until is not None:
-            return self._time_wait_until
+        if self._state_deadline is not None:
+            return self._state_deadline
         return self._retransmit_at
 
     @property
@@ -422,7 +427,7 @@ class TcpConnection:
             # The peer's FIN is already in: this is a repeat. A repeated FIN in TIME_WAIT means our last
             # ACK was lost, so the wait starts over.
             if self.state == TcpState.TIME_WAIT:
-                self._time_wait_until = now + TIME_WAIT_SECONDS
+                self._state_deadline = now + TIME_WAIT_SECONDS
             return
         fin = bool(int(segment.flags) & _FIN)
         offset = seq_diff(segment.seq, self.rcv_nxt)
@@ -539,9 +544,12 @@ class TcpConnection:
     # ---- timers ------------------------------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
-        if self._time_wait_until is not None:
-            if now >= self._time_wait_until:
-                self._fire(TcpInput.TIME_WAIT_EXPIRED, now, CloseReason.NORMAL)
+        if self._state_deadline is not None:
+            if now >= self._state_deadline:
+                if self.state == TcpState.TIME_WAIT:
+                    self._fire(TcpInput.TIME_WAIT_EXPIRED, now, CloseReason.NORMAL)
+                else:
+                    self._fire(TcpInput.FIN_WAIT_2_EXPIRED, now, CloseReason.TIMEOUT)
             return
         if self._retransmit_at is None or now < self._retransmit_at:
             return
@@ -573,12 +581,14 @@ class TcpConnection:
             return
         if new_state == TcpState.ESTABLISHED:
             self._events.append(Connected())
+        elif new_state == TcpState.FIN_WAIT_2:
+            self._state_deadline = now + FIN_WAIT_2_SECONDS
         elif new_state == TcpState.TIME_WAIT:
             self._retransmit_at = None
-            self._time_wait_until = now + TIME_WAIT_SECONDS
+            self._state_deadline = now + TIME_WAIT_SECONDS
             self._finish(CloseReason.NORMAL)
         elif new_state == TcpState.CLOSED:
-            self._retransmit_at = self._time_wait_until = None
+            self._retransmit_at = self._state_deadline = None
             self._ack_needed = False
             if old_state != TcpState.TIME_WAIT:
                 self._finish(reason)
