@@ -28,7 +28,7 @@ def test_file_and_record_layout():
 
 
 def test_underlay_frame_headers():
-    frame = pcap.underlay_frame(b"payload", (NODE_A, 40000), (NODE_B, vxlan.PORT), identification=7)
+    frame = pcap.underlay_frame(b"payload", (NODE_A, 40000), (NODE_B, vxlan.PORT), identification=0x10007)
     outer = ethernet.decode(frame)
     assert (outer.src, outer.dst) == ("02:00:7f:00:00:0b", "02:00:7f:00:00:0c")
     packet = ipv4.decode(outer.payload)

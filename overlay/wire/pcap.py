@@ -59,11 +59,12 @@ def underlay_frame(
     identification: int = 0,
 ) -> bytes:
     """The Ethernet frame that carried UDP `payload` from `src` to `dst` ((address, port) pairs), with
-    outer checksums filled in so that Wireshark finds nothing wrong with the headers it did not see."""
+    outer checksums filled in so that Wireshark finds nothing wrong with the headers it did not see.
+    `identification` wraps at 16 bits, as a sender's IP ID counter does, so a running count can be given."""
     (src_ip, src_port), (dst_ip, dst_port) = src, dst
     datagram = udp.encode(udp.UdpDatagram(src_port, dst_port, bytes(payload)), src_ip, dst_ip)
     packet = ipv4.encode(
-        ipv4.IPv4Packet(src_ip, dst_ip, ipv4.IPProtocol.UDP, datagram, identification=identification)
+        ipv4.IPv4Packet(src_ip, dst_ip, ipv4.IPProtocol.UDP, datagram, identification=identification & 0xFFFF)
     )
     return ethernet.encode(
         ethernet.EthernetFrame(node_mac(dst_ip), node_mac(src_ip), ethernet.EtherType.IPV4, packet)
