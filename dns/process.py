@@ -76,7 +76,7 @@ def registration_objects(config: DnsConfig, port: int) -> list[dict]:
 async def _upsert(client: ApiClient, obj: dict, *, replace: bool = True) -> None:
     meta = obj["metadata"]
     try:
-        current = await client.get(obj["kind"], meta["name"], meta["namespace"])
+        current = await client.get(obj["kind"], meta["name"], meta.get("namespace"))
     except ApiError as exc:
         if exc.code != 404:
             raise
@@ -103,6 +103,9 @@ async def register(client: ApiClient, config: DnsConfig, port: int) -> None:
             return
         except ApiError as exc:
             log.warning("registering with the API server failed: %s; retrying in %.1fs", exc, backoff)
+        except Exception:
+            # Answering queries matters more than being registered: never let this end the process.
+            log.exception("registering with the API server failed; retrying in %.1fs", backoff)
         await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
         backoff = min(backoff * 2, 5.0)
 
