@@ -4,7 +4,7 @@ import json
 
 import pytest
 from podnet.nodeagent.policy.compile import compile_objects
-from podnet.nodeagent.policy.matrix import explain, static_matrix
+from podnet.nodeagent.policy.matrix import Matrix, explain, static_matrix
 from podnet.nodeagent.policy.render import TruthTable, parse_table, render_comparison, render_table
 from support.netpol_model import ADDRESSES, CASES, DENIED_INTO_X, PODS
 
@@ -101,3 +101,23 @@ def test_explain_names_the_deciding_rule():
     assert result.allowed
     assert result.ingress.policy == "x/allow-client-a-via-ns-selector-80" and result.ingress.rule_index == 0
     assert result.ingress.reason == "allowed by x/allow-client-a-via-ns-selector-80 ingress rule 0"
+
+
+def test_matrix_json_round_trip_and_disagreements(deny_ingress):
+    static = static_matrix(deny_ingress, ports=(80,), protocols=("TCP", "UDP"))
+    probed_data = static.to_json()
+    flipped = next(
+        c for c in probed_data["cells"] if (c["from"], c["to"], c["protocol"]) == ("y/a", "x/b", "UDP")
+    )
+    flipped["allowed"] = True
+    probed_data["cells"] = [c for c in probed_data["cells"] if (c["from"], c["to"]) != ("z/c", "z/c")]
+    probed = Matrix.from_json(json.loads(json.dumps(probed_data)))
+    assert probed.pods == static.pods
+    assert static.disagreements(probed) == [
+        ("z/c", "z/c", 80, "TCP", True, None),
+        ("y/a", "x/b", 80, "UDP", False, True),
+        ("z/c", "z/c", 80, "UDP", True, None),
+    ]
+    assert static.disagreements(Matrix.from_json(static.to_json())) == []
+    with pytest.raises(ValueError):
+        Matrix.from_json({"cells": [{"from": "x/a"}]})

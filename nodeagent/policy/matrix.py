@@ -73,13 +73,16 @@ def explain(evaluator: Evaluator, src: str, dst: str, port: int, protocol: str =
 
 @dataclass(frozen=True, slots=True)
 class Cell:
+    """One connection of the matrix; the verdicts are there when the policies decided it (a probed
+    matrix read back from JSON has none)."""
+
     src: str
     dst: str
     port: int
     protocol: str
     allowed: bool
-    egress: Verdict
-    ingress: Verdict
+    egress: Verdict | None = None
+    ingress: Verdict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -98,6 +101,30 @@ class Matrix:
 
     def to_json(self) -> dict:
         return {"cells": [cell.to_json() for cell in self.cells]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Matrix:
+        """A matrix from `{"cells": [{"from", "to", "port", "protocol", "allowed"}, ...]}`."""
+        try:
+            cells = tuple(
+                Cell(c["from"], c["to"], int(c["port"]), protocol_name(c["protocol"]), bool(c["allowed"]))
+                for c in data["cells"]
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a matrix: {e!r}") from e
+        pods = tuple(dict.fromkeys(p for c in cells for p in (c.src, c.dst)))
+        return cls(pods, cells)
+
+    def disagreements(self, other: Matrix) -> list[tuple[str, str, int, str, bool | None, bool | None]]:
+        """(from, to, port, protocol, allowed here, allowed in `other`) wherever the two differ; None
+        where one matrix lacks the cell."""
+        mine = {(c.src, c.dst, c.port, c.protocol): c.allowed for c in self.cells}
+        theirs = {(c.src, c.dst, c.port, c.protocol): c.allowed for c in other.cells}
+        return [
+            (*key, mine.get(key), theirs.get(key))
+            for key in dict.fromkeys([*mine, *theirs])
+            if mine.get(key) != theirs.get(key)
+        ]
 
     def combinations(self) -> list[tuple[int, str]]:
         """The (port, protocol) pairs the matrix covers, in the order computed."""
