@@ -13,15 +13,8 @@ import msgpack
 import pytest
 from kubernetes import client, dynamic, watch
 from kubernetes.client.rest import ApiException
-
-
-def api_client(server, token: str | None = None) -> client.ApiClient:
-    config = client.Configuration()
-    config.host = server.url
-    if token is not None:
-        config.api_key = {"BearerToken": token}
-        config.api_key_prefix = {"BearerToken": "Bearer"}
-    return client.ApiClient(config)
+from support.apiserver import kubernetes_client as api_client
+from support.apiserver import sample_pod as pod
 
 
 @pytest.fixture
@@ -50,13 +43,6 @@ def raw(server, method: str, path: str, body: bytes | None = None, *, token: str
             return response.status, response.headers.get("Content-Type"), response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type"), e.read()
-
-
-def pod(name: str, **labels: str) -> dict:
-    return {
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"containers": [{"name": "web", "image": "agnhost:2.39", "ports": [{"name": "http", "containerPort": 8080}]}]},
-    }
 
 
 def test_namespaces_pods_services_and_policies_round_trip(core, networking, namespace):

@@ -159,3 +159,23 @@ def api_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiS
 @pytest.fixture
 def api_server_etcd(make_api_server: Callable[..., ApiServerProcess], etcd_server) -> ApiServerProcess:
     return make_api_server(etcd_server.url, controllers=True)
+
+
+def kubernetes_client(server: ApiServerProcess, token: str | None = None):
+    """An official kubernetes ApiClient for `server` with `token` (none: anonymous)."""
+    from kubernetes import client
+
+    config = client.Configuration()
+    config.host = server.url
+    if token is not None:
+        config.api_key = {"BearerToken": token}
+        config.api_key_prefix = {"BearerToken": "Bearer"}
+    return client.ApiClient(config)
+
+
+def sample_pod(name: str, **labels: str) -> dict:
+    """A minimal valid Pod body with one named container port."""
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "web", "image": "agnhost:2.39", "ports": [{"name": "http", "containerPort": 8080}]}]},
+    }
