@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -92,6 +93,15 @@ class AgentConfig:
 
 
 @dataclass(slots=True)
+class Journey:
+    """Where a traced flow's packets record their stages, and how many more packets may."""
+
+    stages: list[Stage]
+    packets_left: int
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
 class VirtualPod:
     uid: str
     port: PodPort
@@ -130,7 +140,8 @@ class NodeAgent:
         self.node_uid: str | None = None
         self.status_port: int | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._traces: dict[tuple, list[Stage]] = {}  # flow key -> stages of a traced exchange
+        self._traces: dict[tuple, Journey] = {}  # flow key -> the journey its next packets are recorded in
+        self._watches: list[tuple[tuple[int, int, int, int], Journey]] = []  # (protocol, src, dst, port)
         self._status_dirty: set[str] = set()
         self._status_wakeup = asyncio.Event()
 
@@ -256,7 +267,9 @@ class NodeAgent:
 
     def _from_tunnel(self, datagram: bytes, sender: str) -> None:
         now = time.monotonic()
-        trace = self._trace_for(datagram[22:]) if self._traces else None
+        trace = None
+        if self._traces or self._watches:
+            trace = self._trace_for(datagram[22:]) or self._watched(datagram[22:])
         self._run(self.pipeline.from_tunnel(sender, datagram, now, trace), now)
 
     def _from_hostbridge(self, packet: bytes) -> None:
@@ -265,11 +278,32 @@ class NodeAgent:
         self._run(self.pipeline.to_local_pod(packet, trace), now)
 
     def _trace_for(self, packet: bytes) -> list[Stage] | None:
+        """The stages list to record this packet's journey in, when its flow is being traced."""
         try:
             key, _ = flow_key(packet)
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, struct.error):
             return None
-        return self._traces.get(key)
+        journey = self._traces.get(key)
+        if journey is None or journey.packets_left <= 0:
+            return None
+        journey.packets_left -= 1
+        return journey.stages
+
+    def _watched(self, packet: bytes) -> list[Stage] | None:
+        """A packet arriving for a flow that `trace.watch` waits for: its first packet and first reply."""
+        try:
+            key, _ = flow_key(packet)
+        except (IndexError, ValueError, struct.error):
+            return None
+        if key is None:
+            return None
+        for match, journey in self._watches:
+            if match == (key[0], key[1], key[3], key[4]) and key not in self._traces:
+                self._traces[key] = Journey(journey.stages, 0)
+                self._traces[(key[0], key[3], key[4], key[1], key[2])] = Journey(journey.stages, 1)
+                journey.done.set()
+                return journey.stages
+        return None
 
     def _run(self, outputs: list[Output], now: float) -> None:
         """Carries out what the pipeline decided, feeding pods' answers back in until all is sent."""
@@ -287,7 +321,8 @@ class NodeAgent:
                     answers = pod.stack.receive(out.packet, now)
                     self._after_stack(pod, now)
                     for packet in answers:
-                        work.extend(self.pipeline.from_pod(pod.port, packet, now, self._trace_for(packet) if self._traces else None))
+                        trace = self._trace_for(packet) if self._traces else None
+                        work.extend(self.pipeline.from_pod(pod.port, packet, now, trace))
             elif kind is ToHost:
                 self.hostbridge.handle(out.packet, now)
             elif kind is DeliverFrame:
@@ -527,6 +562,7 @@ class NodeAgent:
             "pods.list": self.rpc_pods_list,
             "probe": self.rpc_probe,
             "trace": self.rpc_trace,
+            "trace.watch": self.rpc_trace_watch,
             "capture": self.rpc_capture,
             "counters": self.rpc_counters,
             "faults.partition": self.rpc_partition,
@@ -591,8 +627,7 @@ class NodeAgent:
                 key, _ = flow_key(packet)
                 if key is not None:
                     trace.append(Stage("probe", describe_key(key)))
-                    reply_key = (key[0], key[3], key[4], key[1], key[2])
-                    self._traces[reply_key] = trace
+                    self._traces[(key[0], key[3], key[4], key[1], key[2])] = Journey(trace, 1)
         self._emit(pod, packets, now, trace)
         try:
             return await asyncio.wait_for(future, timeout + 1.0)
@@ -677,11 +712,37 @@ class NodeAgent:
         try:
             outcome = await self._probe(params, trace)
         finally:
-            for key in [k for k, v in self._traces.items() if v is trace]:
+            for key in [k for k, v in self._traces.items() if v.stages is trace]:
                 del self._traces[key]
         verdict = "answered" if outcome["ok"] else f"no answer: {outcome['reason']}"
         trace.append(Stage("result", verdict))
         return [stage.as_dict() for stage in trace]
+
+    async def rpc_trace_watch(self, params: dict) -> list[dict]:
+        """The destination half of a trace: waits up to `timeout` for the first packet of a flow from
+        `src` to `dst:port` to arrive over the tunnel and returns what happened to it and to its reply."""
+        try:
+            match = (
+                {"TCP": 6, "UDP": 17}[(params.get("protocol") or "TCP").upper()],
+                ip_to_int(params["src"]),
+                ip_to_int(params["dst"]),
+                int(params["port"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise RpcError("BadRequest", f"trace.watch needs protocol, src, dst and port: {exc}") from None
+        journey = Journey([], 0)
+        entry = (match, journey)
+        self._watches.append(entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(journey.done.wait(), float(params.get("timeout") or 3.0))
+            # the reply leaves right after the first packet arrives; give it a moment to be recorded
+            await asyncio.sleep(0.05)
+        finally:
+            self._watches.remove(entry)
+            for key in [k for k, v in self._traces.items() if v.stages is journey.stages]:
+                del self._traces[key]
+        return [stage.as_dict() for stage in journey.stages]
 
     async def rpc_capture(self, params: dict) -> AsyncIterator[dict]:
         count = int(params.get("count") or 0)

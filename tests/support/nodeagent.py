@@ -1,0 +1,209 @@
+"""Real node agent processes (`python -m podnet.nodeagent`) and a two-node cluster to run traffic on.
+
+`AgentProcess`: one agent with its state under `<home>/nodes/<name>` (where the CLI looks for
+`agent.sock`), `.kill()` (SIGKILL), `.start()` (again, same state), `.rpc(method, params)`,
+`.counters()`, `.status_port`.
+`two_node_cluster` (per module): an API server with controllers, agents node-1 on 127.0.0.11 and
+node-2 on 127.0.0.12 sharing one free VXLAN port, and pods `a` (node-1) and `b` (node-2) declaring TCP
+80 and 8080 and UDP 81, Running with their IPs. `.cli(*args)` runs `python -m podnet` against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from podnet.client import ApiClient
+from podnet.rpc.session import call_once
+from support.apiserver import ApiServerProcess
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 20.0
+POD_PORTS = [{"containerPort": 80}, {"containerPort": 8080}, {"containerPort": 81, "protocol": "UDP"}]
+
+
+def free_udp_port(*addresses: str) -> int:
+    """A UDP port free on every one of `addresses` (peers share the VXLAN port)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
+            first.bind((addresses[0], 0))
+            port = first.getsockname()[1]
+            others = []
+            try:
+                for address in addresses[1:]:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    others.append(sock)
+                    sock.bind((address, port))
+                return port
+            except OSError:
+                continue
+            finally:
+                for sock in others:
+                    sock.close()
+    raise RuntimeError("no UDP port free on all of " + ", ".join(addresses))
+
+
+@dataclass
+class AgentProcess:
+    name: str
+    address: str
+    home: Path
+    server: str
+    token: str
+    vxlan_port: int
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+    status_port: int | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "nodes" / self.name
+
+    @property
+    def socket(self) -> str:
+        return str(self.state_dir / "agent.sock")
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / f"{self.name}.log"
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
+        args = [
+            sys.executable, "-m", "podnet.nodeagent", "--name", self.name, "--address", self.address,
+            "--server", self.server, "--token", self.token, "--state-dir", str(self.state_dir),
+            "--vxlan-port", str(self.vxlan_port), "--metrics-port", "0", *self.extra_args,
+        ]
+        env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.home))
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"agent {self.name} exited with {self.process.returncode}: {self.log()[-3000:]}")
+            if os.path.exists(self.socket):
+                try:
+                    if asyncio.run(call_once(self.socket, "ping", timeout=2)) == "pong":
+                        info = json.loads((self.state_dir / "agent.json").read_text())
+                        self.status_port = info["status_port"]
+                        return
+                except (OSError, TimeoutError):
+                    pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"agent {self.name} not ready within {START_TIMEOUT}s: {self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def rpc(self, method: str, params: object = None, timeout: float = 30.0) -> object:
+        return asyncio.run(call_once(self.socket, method, params, timeout=timeout))
+
+    def counters(self) -> dict[str, int]:
+        return self.rpc("counters")  # type: ignore[return-value]
+
+
+@dataclass
+class Cluster:
+    api: ApiServerProcess
+    home: Path
+    agents: dict[str, AgentProcess]
+    pod_ips: dict[str, str] = field(default_factory=dict)
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.home),
+                   PODNET_SERVER=self.api.url, PODNET_TOKEN=self.api.token)
+        return subprocess.run(
+            [sys.executable, "-m", "podnet", *args],
+            capture_output=True, text=True, env=env, timeout=timeout,
+            input="",
+        )
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.api.url, self.api.token)
+
+    def api_call(self, coro_fn):
+        """Runs `coro_fn(client)` with a fresh client and returns its result."""
+
+        async def run():
+            async with self.client() as client:
+                return await coro_fn(client)
+
+        return asyncio.run(run())
+
+
+def pod_manifest(name: str, node: str, namespace: str = "default", ports=POD_PORTS) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {"nodeName": node, "containers": [{"name": "agnhost", "image": "agnhost", "ports": ports}]},
+    }
+
+
+async def wait_running(client: ApiClient, namespace: str, name: str, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        pod = await client.get("pods", name, namespace)
+        status = pod.get("status") or {}
+        if status.get("phase") == "Running" and status.get("podIP"):
+            return pod
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pod {namespace}/{name} not Running with an IP: {status}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    home = tmp_path_factory.mktemp("podnet-home")
+    api_dir = home / "apiserver"
+    api_dir.mkdir()
+    api = ApiServerProcess(api_dir, f"sqlite:///{api_dir / 'store.db'}", controllers=True)
+    agents: dict[str, AgentProcess] = {}
+    try:
+        api.start()
+        port = free_udp_port("127.0.0.11", "127.0.0.12")
+        for index in (1, 2):
+            agent = AgentProcess(f"node-{index}", f"127.0.0.1{index}", home, api.url, api.token, port)
+            agents[agent.name] = agent
+            agent.start()
+        cluster = Cluster(api, home, agents)
+
+        async def create_pods(client: ApiClient) -> None:
+            for name, node in (("a", "node-1"), ("b", "node-2")):
+                await client.create(pod_manifest(name, node))
+            for name in ("a", "b"):
+                cluster.pod_ips[name] = (await wait_running(client, "default", name))["status"]["podIP"]
+
+        cluster.api_call(create_pods)
+        yield cluster
+    finally:
+        for agent in agents.values():
+            agent.kill()
+        api.kill()

@@ -1,0 +1,137 @@
+"""Two real node agents on 127.0.0.11 and 127.0.0.12 with a real API server; pods a (node-1) and
+b (node-2) talk through real VXLAN datagrams, driven by the real CLI."""
+
+import socket
+import struct
+import urllib.request
+
+from podnet.overlay.pipeline.forward import vtep_mac
+from podnet.overlay.wire import ethernet, ipv4, udp, vxlan
+from support.nodeagent import pod_manifest, wait_running
+
+
+def test_http_between_pods_on_two_nodes_keeps_the_source_pod_ip(two_node_cluster):
+    ip_a, ip_b = two_node_cluster.pod_ips["a"], two_node_cluster.pod_ips["b"]
+    assert ip_a.startswith("10.244.") and ip_b.startswith("10.244.") and ip_a.rsplit(".", 1)[0] != ip_b.rsplit(".", 1)[0]
+    run = two_node_cluster.cli("exec", "a", "--", "http", f"http://{ip_b}/clientip")
+    assert run.returncode == 0, run.stderr
+    client_ip, _, client_port = run.stdout.strip().rpartition(":")
+    assert client_ip == ip_a and client_port.isdigit()  # no NAT between pods
+    run = two_node_cluster.cli("exec", "a", "--", "http", f"http://{ip_b}:8080/hostname")
+    assert (run.returncode, run.stdout.strip()) == (0, "b")
+    assert two_node_cluster.agents["node-1"].counters()["tunnel.tx"] > 0
+
+
+def test_ping_and_udp_across_nodes(two_node_cluster):
+    ip_a, ip_b = two_node_cluster.pod_ips["a"], two_node_cluster.pod_ips["b"]
+    run = two_node_cluster.cli("exec", "b", "--", "ping", ip_a, "--count", "2")
+    assert run.returncode == 0, run.stderr
+    assert "2 packets transmitted, 2 received" in run.stdout
+    run = two_node_cluster.cli("exec", "a", "--", "connect", f"{ip_b}:81", "--udp")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"answered by {ip_b}:81: b"
+    closed = two_node_cluster.cli("exec", "a", "--", "connect", f"{ip_b}:82", "--udp", "--timeout", "1")
+    assert closed.returncode == 1 and "port unreachable" in closed.stderr
+    refused = two_node_cluster.cli("exec", "a", "--", "connect", f"{ip_b}:9999")
+    assert refused.returncode == 1 and "connection refused" in refused.stderr
+
+
+def test_containers_of_a_pod_share_localhost_and_it_never_leaves_the_pod(two_node_cluster):
+    agent = two_node_cluster.agents["node-1"]
+    before = agent.counters().get("egress.packets", 0)
+    run = two_node_cluster.cli("exec", "a", "--", "http", "http://127.0.0.1:8080/hostname")
+    assert (run.returncode, run.stdout.strip()) == (0, "a")
+    run = two_node_cluster.cli("exec", "a", "--", "http", "http://127.0.0.1:80/clientip")
+    assert run.returncode == 0 and run.stdout.startswith("127.0.0.1:")
+    assert agent.counters().get("egress.packets", 0) == before
+
+
+def test_missing_or_not_running_pods_give_one_line_errors(two_node_cluster):
+    run = two_node_cluster.cli("exec", "ghost", "--", "http", "http://10.244.0.1/")
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1 and "not found" in run.stderr
+
+    async def unscheduled(client):
+        await client.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pending"},
+                             "spec": {"nodeName": "node-9", "containers": [{"name": "c", "image": "x"}]}})
+
+    two_node_cluster.api_call(unscheduled)
+    run = two_node_cluster.cli("exec", "pending", "--", "ping", "10.244.0.1")
+    assert run.returncode == 1 and "not Running" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_probe_and_trace_show_the_journey_on_both_nodes(two_node_cluster):
+    ip_b = two_node_cluster.pod_ips["b"]
+    run = two_node_cluster.cli("probe", "a", "b", "--port", "80")
+    assert run.returncode == 0 and "connected" in run.stdout, run.stderr
+    run = two_node_cluster.cli("probe", "a", ip_b, "--port", "81", "--protocol", "UDP")
+    assert run.returncode == 0, run.stderr
+    assert two_node_cluster.cli("probe", "a", "b", "--port", "7").returncode == 1
+    run = two_node_cluster.cli("trace", "a", f"{ip_b}:80")
+    assert run.returncode == 0, run.stdout + run.stderr
+    stages = [line.split()[1] for line in run.stdout.splitlines()[1:]]
+    assert stages[:7] == ["probe", "source", "conntrack", "service-dnat", "egress-policy", "route", "vxlan-encap"]
+    # then node-2's half: decap, conntrack, ingress policy, delivery, the reply back into the tunnel
+    assert stages[7:12] == ["vxlan-decap", "conntrack", "ingress-policy", "deliver", "source"]
+    assert stages[-3:] == ["conntrack", "deliver", "result"]
+    assert "VNI 1: outer 127.0.0.11:" in run.stdout and "→ 127.0.0.12:" in run.stdout
+
+
+def _vxlan_from(sender: str, port: int, datagram: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((sender, 0))
+        sock.sendto(datagram, ("127.0.0.12", port))
+
+
+def test_malformed_vxlan_is_dropped_counted_and_forwarding_continues(two_node_cluster):
+    agent = two_node_cluster.agents["node-2"]
+    ip_a, ip_b = two_node_cluster.pod_ips["a"], two_node_cluster.pod_ips["b"]
+    port = agent.vxlan_port
+
+    def datagram(src_ip: str, vni: int = 1) -> bytes:
+        body = udp.encode(udp.UdpDatagram(1234, 81, b"hostname"), src_ip, ip_b)
+        packet = ipv4.encode(ipv4.IPv4Packet(src_ip, ip_b, ipv4.IPProtocol.UDP, body))
+        frame = ethernet.encode(ethernet.EthernetFrame(vtep_mac("127.0.0.12"), vtep_mac("127.0.0.11"), 0x0800, packet))
+        return vxlan.encode(vni, frame)
+
+    good = datagram(ip_a)
+    cases = {
+        "vxlan-short": ("127.0.0.11", good[:5]),
+        "vxlan-bad-flags": ("127.0.0.11", b"\x00" + good[1:]),
+        "vxlan-wrong-vni": ("127.0.0.11", datagram(ip_a, vni=2)),
+        "vxlan-unknown-sender": ("127.0.0.99", good),
+        "vxlan-spoofed-inner-source": ("127.0.0.11", datagram("10.244.200.7")),
+    }
+    before = agent.counters()
+    for sender, payload in cases.values():
+        _vxlan_from(sender, port, payload)
+    _vxlan_from("127.0.0.11", port, struct.pack("!I", 0x08000000))  # one more short one
+    run = two_node_cluster.cli("exec", "a", "--", "http", f"http://{ip_b}/hostname")
+    assert (run.returncode, run.stdout.strip()) == (0, "b")
+    after = agent.counters()
+    for reason in cases:
+        assert after.get(f"drop.{reason}", 0) > before.get(f"drop.{reason}", 0), reason
+    metrics = urllib.request.urlopen(f"http://127.0.0.12:{agent.status_port}/metrics", timeout=5).read().decode()
+    assert 'podnet_dataplane_drops_total{reason="vxlan-wrong-vni"}' in metrics
+
+
+def test_agent_killed_and_restarted_keeps_pod_ips_and_traffic_resumes(two_node_cluster):
+    agent = two_node_cluster.agents["node-2"]
+    ip_b = two_node_cluster.pod_ips["b"]
+
+    async def add_c(client):
+        await client.create(pod_manifest("c", "node-2"))
+        return (await wait_running(client, "default", "c"))["status"]["podIP"]
+
+    ip_c = two_node_cluster.api_call(add_c)
+    agent.kill()
+
+    async def delete_c(client):
+        await client.delete("pods", "c", "default")
+
+    two_node_cluster.api_call(delete_c)  # deleted while its node's agent is down
+    agent.start()
+    assert {p["name"]: p["ip"] for p in agent.rpc("pods.list")} == {"b": ip_b}
+    allocated = [p.name for p in (agent.state_dir / "ipam").rglob("10.*") if p.is_file()]
+    assert allocated == [ip_b] and ip_c != ip_b  # c's address was released, nothing leaked
+    run = two_node_cluster.cli("exec", "a", "--", "http", f"http://{ip_b}/hostname")
+    assert (run.returncode, run.stdout.strip()) == (0, "b"), run.stderr
