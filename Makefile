@@ -23,9 +23,13 @@ deps:
 test: venv deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# import-linter reads packages from disk, so it checks a plain (non-editable) install of the tree, where
+# the top-level folders sit inside podnet/ as they do for users.
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports
+	rm -rf build/lint
+	$(PY) -m pip install -q --no-deps --target build/lint . 2>/dev/null
+	PYTHONPATH=build/lint $(VENV)/bin/lint-imports
 
 # A cluster left running by an earlier `make demo` is stopped first.
 demo: venv
