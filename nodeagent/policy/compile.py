@@ -511,8 +511,9 @@ def _key(obj: Mapping, namespaced: bool = True) -> str:
 
 class PolicyCompiler:
     """Keeps Pods, Namespaces and NetworkPolicies (plain Kubernetes dicts, as informers deliver them)
-    and their compiled form current. A policy change recompiles that policy; a pod or namespace change
-    patches only the policies that select or name it (a namespace change recompiles those naming it). `evaluator()` returns an immutable snapshot,
+    and their compiled form current. A policy change recompiles that policy; a pod change patches the
+    selection and peer sets of the policies that select or name it; a namespace label change recompiles
+    the policies whose namespace selectors match it. `evaluator()` returns an immutable snapshot,
     rebuilt on first use after a change; `verdict` is the pipeline's hook and always judges by the
     latest objects, so new connections see new rules at once.
 
