@@ -15,9 +15,10 @@ DEFAULT_SESSION_AFFINITY_TIMEOUT = 10800  # seconds: 3 hours, as Kubernetes
 
 def _dict(parent: dict, key: str) -> dict:
     value = parent.get(key)
-    if not isinstance(value, dict):
-        value = {}
-        parent[key] = value
+    if value is None:
+        value = parent[key] = {}
+    elif not isinstance(value, dict):
+        return {}  # left as sent, for validation to report
     return value
 
 
