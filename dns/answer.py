@@ -219,6 +219,11 @@ def resolve(query: bytes, records: Records, *, synced: bool, udp: bool = True) -
     """The response to `query`, `Forward` when the name lies outside every zone of `records`, or None
     when the datagram should be dropped (shorter than a header, or itself a response)."""
     query = bytes(query)  # no copy when it already is bytes
+    if udp and synced:
+        # Resolvers repeat the same questions: the answer to identical bytes after the ID is known.
+        known = records.replies.get(query[2:])
+        if known is not None:
+            return query[:2] + known
     if len(query) < 12:
         return None
     flags_high = query[2]
@@ -282,8 +287,12 @@ def resolve(query: bytes, records: Records, *, synced: bool, udp: bool = True) -
     head = template.heads[(flags_high & 1) | ((query[3] >> 3) & 2) | (4 if opt else 0)]
     size = 12 + (question_end - 12) + len(template.body) + len(opt)
     if size <= limit:
-        return query[:2] + head + query[12:question_end] + template.body + opt
-    return _truncated(query, question_end, template, limit, opt)
+        reply = query[:2] + head + query[12:question_end] + template.body + opt
+    else:
+        reply = _truncated(query, question_end, template, limit, opt)
+    if udp:
+        records.remember(query, reply)
+    return reply
 
 
 def _truncated(query: bytes, question_end: int, template: Template, limit: int, opt: bytes) -> bytes:

@@ -19,6 +19,8 @@ from podnet.dns.answer import CLASS_IN, Rcode, RType, Template, name_to_wire, ne
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SCHEMA_VERSION = "1.1.0"
 MAX_CNAME_CHAIN = 8
+# Replies remembered by the question bytes after the ID; forgotten all at once on any change, or when full.
+MAX_REMEMBERED = 65536
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -151,6 +153,7 @@ class Records:
         self.templates: dict[bytes, Template] = {}
         self.cname_only: dict[bytes, Template] = {}
         self.existing: set[bytes] = set()
+        self.replies: dict[bytes, bytes] = {}
         self.nodata: Template
         self.nxdomain: Template
         self._existence: dict[str, int] = {}
@@ -194,6 +197,23 @@ class Records:
             offset += lname[offset] + 1
         return offset == cut
 
+    def remember(self, query: bytes, reply: bytes) -> None:
+        """Keeps a UDP reply built from the records, by the query's bytes after the ID."""
+        if len(self.replies) >= MAX_REMEMBERED:
+            self.replies.clear()
+        self.replies[query[2:]] = reply[2:]
+
+    def zone_lines(self) -> list[str]:
+        """Every record as a zone-file line (`name ttl IN type rdata`), answers as this server gives them:
+        for loading the same data into another DNS server."""
+        lines = []
+        for name in sorted(self._by_name):
+            ordered = sorted(self._by_name[name])
+            for rtype in sorted({r.rtype for r in ordered}):
+                answers, _ = self._answers([r for r in ordered if r.rtype == rtype], set())
+                lines.extend(" ".join(rr.toZone().split()) for rr in answers)
+        return lines
+
     # --- changes ----------------------------------------------------------------------------------
 
     def set_service(self, service: dict) -> None:
@@ -232,6 +252,7 @@ class Records:
         """The SOA serial (CoreDNS uses the time of the last change, in seconds)."""
         if serial != self.serial:
             self.serial = serial
+            self.replies.clear()
             self._render_negatives()
             self._render_name(self.zone)
 
@@ -261,6 +282,7 @@ class Records:
         old_records, old_names = self._contributions.get(source, _EMPTY)
         if new_records == old_records and new_names == old_names:
             return
+        self.replies.clear()
         if new_records or new_names:
             self._contributions[source] = (new_records, new_names)
         else:

@@ -164,9 +164,9 @@ class DnsServer:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _answer(self, query: bytes, udp: bool) -> bytes | Forward | None:
+    def _answer(self, query: bytes, udp: bool, synced: bool) -> bytes | Forward | None:
         try:
-            result = resolve(query, self.records, synced=self.synced(), udp=udp)
+            result = resolve(query, self.records, synced=synced, udp=udp)
         except Exception:
             # resolve is meant never to raise; if it does, count it, say so once, and drop the query.
             self.counters.internal_errors += 1
@@ -174,7 +174,7 @@ class DnsServer:
                 self._logged_error = True
                 log.exception("answering a query raised; further errors are only counted")
             return None
-        if isinstance(result, Forward) and not self.upstreams:
+        if type(result) is Forward and not self.upstreams:
             return refused(query)
         return result
 
@@ -185,6 +185,7 @@ class DnsServer:
         if sock is None:
             return
         counters = self.counters
+        synced = self.synced()
         for _ in range(UDP_BATCH):
             try:
                 query, client = sock.recvfrom(RECEIVE_SIZE)
@@ -194,7 +195,7 @@ class DnsServer:
                 counters.dropped += 1
                 return
             counters.udp_queries += 1
-            reply = self._answer(query, udp=True)
+            reply = self._answer(query, True, synced)
             if reply is None:
                 counters.dropped += 1
             elif type(reply) is bytes:
@@ -243,7 +244,7 @@ class DnsServer:
                 length = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), self.tcp_idle_timeout), "big")
                 query = await asyncio.wait_for(reader.readexactly(length), self.tcp_idle_timeout)
                 self.counters.tcp_queries += 1
-                reply = self._answer(query, udp=False)
+                reply = self._answer(query, False, self.synced())
                 if reply is None:
                     self.counters.dropped += 1
                 elif type(reply) is bytes:
