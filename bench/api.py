@@ -1,0 +1,166 @@
+"""API server throughput and watch fan-out, on both stores, beside raw etcd.
+
+Starts one real etcd and, in turn, an API server process on SQLite and one on that etcd. Measures:
+- raw `aetcd` puts/s on the etcd (the baseline), with the same concurrency and value size as the API
+  writes;
+- API writes/s (Pod creates over HTTP, JSON) per store, and their ratio to the raw puts;
+- watch delivery latency with 100 watchers of one namespace: from the moment a write is sent to the
+  moment each watcher has its event, p50 and p99 over every (write, watcher) pair, writes paced so the
+  figure is delivery, not queueing.
+Goals (issue 2): API writes >= 30% of raw etcd puts; watch delivery p99 <= 50 ms at 100 watchers.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aetcd
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support.apiserver import ApiServerProcess, sample_pod  # noqa: E402
+from support.etcd import EtcdServer  # noqa: E402
+
+WRITES = 2000
+CONCURRENCY = 16
+WATCHERS = 100
+WATCHED_WRITES = 200
+WATCHED_RATE = 100.0  # writes per second while watchers listen
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def raw_etcd_puts(endpoint: str, value: bytes) -> float:
+    host, port = endpoint.rsplit(":", 1)
+    async with aetcd.Client(host, int(port)) as client:
+        counter = iter(range(WRITES))
+
+        async def worker() -> None:
+            for i in counter:
+                await client.put(f"/bench/raw/{i}".encode(), value)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return WRITES / (time.perf_counter() - started)
+
+
+async def api_writes(session: aiohttp.ClientSession, url: str, namespace: str) -> float:
+    counter = iter(range(WRITES))
+
+    async def worker() -> None:
+        for i in counter:
+            async with session.post(f"{url}/api/v1/namespaces/{namespace}/pods", json=sample_pod(f"w{i}", app="bench")) as response:
+                if response.status != 201:
+                    raise RuntimeError(f"create answered {response.status}: {await response.text()}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return WRITES / (time.perf_counter() - started)
+
+
+async def watch_latency(session: aiohttp.ClientSession, url: str, namespace: str) -> list[float]:
+    start = (await (await session.get(f"{url}/api/v1/namespaces/{namespace}/pods?limit=1")).json())["metadata"]["resourceVersion"]
+    latencies: list[float] = []
+    ready = 0
+
+    async def watcher() -> None:
+        nonlocal ready
+        path = f"{url}/api/v1/namespaces/{namespace}/pods?watch=1&resourceVersion={start}&timeoutSeconds=120"
+        async with session.get(path, timeout=aiohttp.ClientTimeout(total=None)) as response:
+            ready += 1
+            received = 0
+            async for line in response.content:
+                now = time.time()
+                event = json.loads(line)
+                sent = event["object"]["metadata"].get("annotations", {}).get("bench/sent")
+                if sent is not None:
+                    latencies.append(now - float(sent))
+                    received += 1
+                    if received == WATCHED_WRITES:
+                        return
+
+    tasks = [asyncio.create_task(watcher()) for _ in range(WATCHERS)]
+    while ready < WATCHERS:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    for i in range(WATCHED_WRITES):
+        body = sample_pod(f"watched{i}", app="bench")
+        body["metadata"]["annotations"] = {"bench/sent": repr(time.time())}
+        async with session.post(f"{url}/api/v1/namespaces/{namespace}/pods", json=body) as response:
+            if response.status != 201:
+                raise RuntimeError(f"create answered {response.status}")
+        await asyncio.sleep(1 / WATCHED_RATE)
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    return latencies
+
+
+async def measure_store(server: ApiServerProcess) -> dict:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    connector = aiohttp.TCPConnector(limit=WATCHERS + CONCURRENCY + 4)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        for namespace in ("bench-writes", "bench-watch"):
+            async with session.post(f"{server.url}/api/v1/namespaces", json={"metadata": {"name": namespace}}) as response:
+                assert response.status == 201, await response.text()
+        writes = await api_writes(session, server.url, "bench-writes")
+        latencies = await watch_latency(session, server.url, "bench-watch")
+    return {
+        "writes_per_s": round(writes),
+        "watchers": WATCHERS,
+        "watch_deliveries": len(latencies),
+        "watch_delivery_ms": {
+            "p50": round(statistics.median(latencies) * 1000, 2),
+            "p99": round(percentile(latencies, 0.99) * 1000, 2),
+        },
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="podnet-bench-api-") as tmp:
+        root = Path(tmp)
+        etcd = EtcdServer("etcd", root / "etcd-data", root / "etcd.log")
+        etcd.start()
+        try:
+            value = json.dumps(sample_pod("x" * 10, app="bench")).encode()
+            raw = asyncio.run(raw_etcd_puts(etcd.endpoint, value))
+            results: dict = {}
+            for store, url in (("sqlite", None), ("etcd", etcd.url)):
+                directory = root / store
+                directory.mkdir()
+                server = ApiServerProcess(
+                    directory, url or f"sqlite:///{directory / 'store.db'}", controllers=False
+                )
+                server.start()
+                try:
+                    results[store] = asyncio.run(measure_store(server))
+                finally:
+                    server.kill()
+        finally:
+            etcd.kill()
+    results["etcd"]["ratio_to_raw_etcd_puts"] = round(results["etcd"]["writes_per_s"] / raw, 3)
+    results["sqlite"]["ratio_to_raw_etcd_puts"] = round(results["sqlite"]["writes_per_s"] / raw, 3)
+    figures = {
+        "benchmark": "api",
+        "raw_etcd_puts_per_s": round(raw),
+        "concurrency": CONCURRENCY,
+        "stores": results,
+        "goals": {
+            "etcd_writes_at_least_30pct_of_raw": results["etcd"]["ratio_to_raw_etcd_puts"] >= 0.3,
+            "watch_p99_at_most_50ms": all(r["watch_delivery_ms"]["p99"] <= 50 for r in results.values()),
+        },
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
