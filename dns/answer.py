@@ -13,6 +13,7 @@ have synced.
 from __future__ import annotations
 
 import bisect
+import functools
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -102,6 +103,7 @@ class Template:
         return cls(flags, counts, body, answer_ends, heads)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def name_to_wire(name: str) -> bytes:
     """`web.default.svc.cluster.local` as DNS labels, lower-cased. Raises ValueError on an empty or
     over-long label or name."""

@@ -416,9 +416,16 @@ class Records:
             self.cname_only[wire] = render(name, RType.CNAME, [self._rr(c) for c in chain], [])
         else:
             ordered = sorted(bucket)
-            for rtype in {r.rtype for r in ordered}:
+            rtypes = {r.rtype for r in ordered}
+            for rtype in rtypes:
                 put(rtype, [r for r in ordered if r.rtype == rtype])
-            put(RType.ANY, ordered)
+            if len(rtypes) == 1:
+                # ANY at a name with one type is that type's answer (the question is the query's own).
+                key = _key(name, RType.ANY)
+                self.templates[key] = self.templates[keys[-1]]
+                keys.append(key)
+            else:
+                put(RType.ANY, ordered)
         self._template_keys[name] = keys
         if references:
             self._references[name] = references

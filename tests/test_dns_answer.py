@@ -125,6 +125,8 @@ CASES = [
     ("svc.cluster.local.", "A", "NOERROR", [], [SOA], []),
     ("nonexistent.testns.svc.cluster.local.", "A", "NXDOMAIN", [], [SOA], []),
     ("svc1.otherns.svc.cluster.local.", "A", "NXDOMAIN", [], [SOA], []),
+    ("svc1.testns.svc.cluster.local.", "ANY", "NOERROR", ["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"], [], []),
+    ("cluster.local.", "ANY", "NOERROR", ["cluster.local. 5 IN NS ns.dns.cluster.local.", SOA], [], []),
     ("example.com.", "A", "REFUSED", [], [], []),
 ]
 

@@ -65,6 +65,12 @@ async def test_it_registers_as_the_kube_dns_endpoint(cluster):
     result = run_dig(dns.port, "kube-dns.kube-system.svc.cluster.local")
     assert result.values() == [kube_dns["spec"]["clusterIP"]]
     assert run_dig(dns.port, "127-0-0-1.kube-dns.kube-system.svc.cluster.local").values() == ["127.0.0.1"]
+    # A graceful stop takes this server out of the Service, as a terminating pod leaves its endpoints.
+    dns.process.terminate()
+    assert dns.process.wait(10) == 0
+    with pytest.raises(ApiError) as gone:
+        await client.get("EndpointSlice", "kube-dns-podnet", "kube-system")
+    assert gone.value.code == 404
 
 
 def _endpoint_slice(name, service, endpoints, port_name, port):
