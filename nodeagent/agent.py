@@ -560,6 +560,7 @@ class NodeAgent:
             "pod.connect": self.rpc_pod_connect,
             "pod.ping": self.rpc_pod_ping,
             "pods.list": self.rpc_pods_list,
+            "routes.list": self.rpc_routes_list,
             "probe": self.rpc_probe,
             "trace": self.rpc_trace,
             "trace.watch": self.rpc_trace_watch,
@@ -686,7 +687,17 @@ class NodeAgent:
         }
 
     async def rpc_pods_list(self, params: Any) -> list[dict]:
-        return [{"namespace": p.port.namespace, "name": p.port.name, "ip": p.port.ip, "mac": p.port.mac} for p in self.pods.values()]
+        return [
+            {"namespace": p.port.namespace, "name": p.port.name, "ip": p.port.ip, "mac": p.port.mac,
+             "counters": dict(p.stack.counters)}
+            for p in self.pods.values()
+        ]
+
+    async def rpc_routes_list(self, params: Any) -> list[dict]:
+        return [
+            {"prefix": str(r.prefix), "kind": r.kind.name.lower(), "next_hop": r.next_hop, "source": r.source}
+            for r in self.pipeline.routes.routes()
+        ]
 
     async def _probe(self, params: dict, trace: list[Stage] | None) -> dict:
         namespace, _, name = (params.get("src") or "").rpartition("/")

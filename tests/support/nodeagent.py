@@ -136,13 +136,18 @@ class Cluster:
     agents: dict[str, AgentProcess]
     pod_ips: dict[str, str] = field(default_factory=dict)
 
+    def cli_env(self) -> dict[str, str]:
+        return dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.home),
+                    PODNET_SERVER=self.api.url, PODNET_TOKEN=self.api.token)
+
+    @staticmethod
+    def cli_argv() -> list[str]:
+        return [sys.executable, "-m", "podnet"]
+
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-        env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.home),
-                   PODNET_SERVER=self.api.url, PODNET_TOKEN=self.api.token)
+        """Runs `podnet ARGS` against this cluster; stdin is empty so nothing waits for input."""
         return subprocess.run(
-            [sys.executable, "-m", "podnet", *args],
-            capture_output=True, text=True, env=env, timeout=timeout,
-            input="",
+            [*self.cli_argv(), *args], capture_output=True, text=True, env=self.cli_env(), timeout=timeout, input=""
         )
 
     def client(self) -> ApiClient:
