@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 from podnet.overlay.pipeline.conntrack import Conntrack, Direction, Entry, FlowKey, reverse
 from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
-from podnet.overlay.wire import arp, icmp, ipv4
+from podnet.overlay.wire import arp, fastpath, icmp, ipv4
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
-from podnet.overlay.wire.checksum import internet_checksum, update_checksum
+from podnet.overlay.wire.checksum import internet_checksum
 
 VNI = 1
 POD_MTU = 1450
@@ -39,14 +39,12 @@ VXLAN_HEADER = 8
 UNDERLAY_OVERHEAD = 36
 
 _ADDRS = struct.Struct("!II")
-_PORTS = struct.Struct("!HH")
 _U16 = struct.Struct("!H")
 _VXLAN_FLAGS_WORD = b"\x08\x00\x00\x00"
 _VXLAN_HEADER = _VXLAN_FLAGS_WORD + struct.pack("!I", VNI << 8)
 _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
 _TCP, _UDP, _ICMP = 6, 17, 1
-_ICMP_ECHO_TYPES = (0, 8)
 _PROTOCOL_NAMES = {_TCP: "TCP", _UDP: "UDP", _ICMP: "ICMP"}
 
 
@@ -200,20 +198,13 @@ def describe_key(key: FlowKey) -> str:
 
 
 def flow_key(packet: bytes | memoryview) -> tuple[FlowKey | None, int]:
-    """(the conntrack key, TCP flags) of a well-formed IPv4 packet; the key is None for what conntrack
-    does not track (ICMP errors, other protocols, truncated transport headers)."""
-    ihl = (packet[0] & 0x0F) * 4
-    protocol = packet[9]
-    src, dst = _ADDRS.unpack_from(packet, 12)
-    if protocol == _TCP or protocol == _UDP:
-        if len(packet) < ihl + (14 if protocol == _TCP else 4):
-            return None, 0
-        sport, dport = _PORTS.unpack_from(packet, ihl)
-        return (protocol, src, sport, dst, dport), packet[ihl + 13] if protocol == _TCP else 0
-    if protocol == _ICMP and len(packet) >= ihl + 8 and packet[ihl] in _ICMP_ECHO_TYPES:
-        (ident,) = _U16.unpack_from(packet, ihl + 4)
-        return (protocol, src, ident, dst, ident), 0
-    return None, 0
+    """(the conntrack key, TCP flags) of an IPv4 packet; the key is None for what conntrack does not
+    track (ICMP errors, other protocols, truncated transport headers)."""
+    key = fastpath.ipv4_flow(packet)
+    if key is None or key[0] != _TCP:
+        return key, 0
+    flags_at = (packet[0] & 0x0F) * 4 + 13
+    return key, packet[flags_at] if len(packet) > flags_at else 0
 
 
 def header_problem(packet: bytes | memoryview) -> str | None:
@@ -237,31 +228,9 @@ def header_problem(packet: bytes | memoryview) -> str | None:
 def rewrite(
     packet: bytes, *, src: tuple[int, int] | None = None, dst: tuple[int, int] | None = None
 ) -> bytes:
-    """The packet with its source and/or destination address and port replaced, the IP and TCP/UDP
-    checksums updated incrementally (RFC 1624). ICMP echo keeps its identifier."""
+    """The packet with its source and/or destination (address, port) replaced, checksums updated."""
     buf = bytearray(packet)
-    ihl = (buf[0] & 0x0F) * 4
-    protocol = buf[9]
-    l4_checksum_at = {_TCP: ihl + 16, _UDP: ihl + 6}.get(protocol)
-    for replacement, addr_at, port_at in ((src, 12, ihl), (dst, 16, ihl + 2)):
-        if replacement is None:
-            continue
-        address, port = replacement
-        old_addr, new_addr = bytes(buf[addr_at : addr_at + 4]), address.to_bytes(4, "big")
-        buf[addr_at : addr_at + 4] = new_addr
-        (header_sum,) = _U16.unpack_from(buf, 10)
-        buf[10:12] = update_checksum(header_sum, old_addr, new_addr).to_bytes(2, "big")
-        if l4_checksum_at is None:
-            continue
-        old_port, new_port = bytes(buf[port_at : port_at + 2]), port.to_bytes(2, "big")
-        buf[port_at : port_at + 2] = new_port
-        (l4_sum,) = _U16.unpack_from(buf, l4_checksum_at)
-        if protocol == _UDP and l4_sum == 0:
-            continue  # no checksum was sent; none to fix
-        l4_sum = update_checksum(l4_sum, old_addr + old_port, new_addr + new_port)
-        buf[l4_checksum_at : l4_checksum_at + 2] = (l4_sum or (0xFFFF if protocol == _UDP else 0)).to_bytes(
-            2, "big"
-        )
+    fastpath.rewrite_ipv4(buf, src=src, dst=dst)
     return bytes(buf)
 
 
