@@ -156,7 +156,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     add_discovery_routes(app, request_host=config.host)
 
     async def background(app: web.Application):
-        tasks = []
+        tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache")]
         if config.compaction_interval > 0:
             tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
         yield

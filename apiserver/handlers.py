@@ -28,6 +28,7 @@ from apiserver.auth import User, authorize
 from apiserver.codec import JSON, MSGPACK, DecodeError, decode, encode, from_storage, to_storage
 from apiserver.config import ApiServerConfig
 from apiserver.defaults import apply_defaults
+from apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
 from apiserver.selection import Filter, make_filter
 from apiserver.status import ApiError, Cause
@@ -135,6 +136,7 @@ class Resources:
         self.watchers_gauge = watchers_gauge
         self.limits = Limits(config.node_port_range, config.service_cidr)
         self._namespace_kind = lookup("namespaces")
+        self.namespaces = NamespaceLifecycle(store, hub, storage_prefix(self._namespace_kind))
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -484,10 +486,14 @@ class Resources:
 
     async def _check_namespace_open(self, kind: Kind, name: str, namespace: str | None) -> None:
         ns_kind = self._namespace_kind
-        kv = await self._storage(self.store.get(storage_key(ns_kind, None, str(namespace))))
-        if kv is None:
-            raise status.not_found(ns_kind, str(namespace))
-        if json.loads(kv.value).get("metadata", {}).get("deletionTimestamp"):
+        state = self.namespaces.state(str(namespace))
+        if state is NamespaceState.UNKNOWN:
+            kv = await self._storage(self.store.get(storage_key(ns_kind, None, str(namespace))))
+            if kv is None:
+                raise status.not_found(ns_kind, str(namespace))
+            if json.loads(kv.value).get("metadata", {}).get("deletionTimestamp"):
+                state = NamespaceState.TERMINATING
+        if state is NamespaceState.TERMINATING:
             raise status.namespace_terminating(kind, name, str(namespace))
 
     # --- update and patch ---------------------------------------------------------------------------
@@ -707,6 +713,8 @@ class Resources:
             except NotFound:
                 raise status.not_found(ns_kind, name) from None
             terminating["metadata"]["resourceVersion"] = str(revision)
+            # Creates check the namespace cache: once it shows Terminating, none slips in behind the sweep.
+            await self.namespaces.wait_for(revision, self.config.storage_timeout)
             break
         else:
             raise status.conflict(ns_kind, name, "the object is being modified too often; please try again")

@@ -1,0 +1,93 @@
+"""Which namespaces exist and which are terminating, as the create path's admission sees them.
+
+kube-apiserver's NamespaceLifecycle admission reads a namespace informer rather than etcd; so does
+this: a list, then the namespaces' watch cache. A create into a namespace the cache knows costs no
+storage read. The cache may lag a write by moments, so only its "exists" and "terminating" answers
+are trusted; "unknown" sends the caller to storage (a namespace created an instant ago).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from enum import Enum
+
+from apiserver.storage.base import StorageError, Store
+from apiserver.watch import DELETED, WatcherTooSlow, WatchHub
+
+log = logging.getLogger(__name__)
+
+
+class NamespaceState(Enum):
+    ACTIVE = "active"
+    TERMINATING = "terminating"
+    UNKNOWN = "unknown"
+
+
+def _terminating(obj: dict) -> bool:
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+class NamespaceLifecycle:
+    def __init__(self, store: Store, hub: WatchHub, prefix: str):
+        self.store = store
+        self.hub = hub
+        self.prefix = prefix
+        self.revision = 0
+        self._terminating: dict[str, bool] | None = None  # None: not synced
+        self._advanced = asyncio.Event()
+
+    def state(self, name: str) -> NamespaceState:
+        if self._terminating is None or name not in self._terminating:
+            return NamespaceState.UNKNOWN
+        return NamespaceState.TERMINATING if self._terminating[name] else NamespaceState.ACTIVE
+
+    async def wait_for(self, revision: int, timeout: float) -> bool:
+        """Waits until the cache reflects `revision`; False when `timeout` passes first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.revision < revision:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            advanced = self._advanced
+            try:
+                async with asyncio.timeout(remaining):
+                    await advanced.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    def _advance(self, revision: int) -> None:
+        self.revision = max(self.revision, revision)
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                kvs, revision = await self.store.list(self.prefix)
+                self._terminating = {kv.key.rpartition("/")[2]: _terminating(json.loads(kv.value)) for kv in kvs}
+                self._advance(revision)
+                subscription = await self.hub.subscribe(self.prefix, revision)
+                try:
+                    while True:
+                        change = await subscription.next(None)
+                        if change is None:
+                            continue
+                        name = change.key.rpartition("/")[2]
+                        if change.type == DELETED:
+                            self._terminating.pop(name, None)
+                        else:
+                            self._terminating[name] = _terminating(change.object)
+                        self._advance(change.revision)
+                        backoff = 0.05
+                finally:
+                    await subscription.close()
+            except (StorageError, WatcherTooSlow, OSError, TimeoutError) as e:
+                self._terminating = None
+                log.warning("namespace cache lost its watch, relisting in %.2fs: %s", backoff, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
