@@ -66,14 +66,19 @@ EDNS_BADVERS = 16
 
 _OPT_RR = struct.pack("!BHHIH", 0, RType.OPT, OUR_UDP_SIZE, 0, 0)
 _CLASS_IN_BYTES = CLASS_IN.to_bytes(2, "big")
+_CNAME_TYPE_BYTES = RType.CNAME.to_bytes(2, "big")
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
     """The question is outside the cluster's zones: send it upstream, then fit the reply into `udp_limit`
-    bytes when the client asked over UDP."""
+    bytes when the client asked over UDP. With `cname_reply`, the question was ours and its answer is a
+    CNAME to `target` outside the zones: ask upstream for `target` and add those records to the reply,
+    as CoreDNS does for ExternalName Services."""
 
     udp_limit: int
+    cname_reply: bytes | None = None
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,16 +290,21 @@ def resolve(query: bytes, records: Records, *, synced: bool, udp: bool = True) -
         template = records.cname_only.get(lname)
         if template is None:
             template = records.nodata if lname in records.existing else records.nxdomain
+        elif (target := records.external_targets.get(lname)) is not None and \
+                query[end + 1:end + 3] != _CNAME_TYPE_BYTES:
+            return Forward(limit, _reply(query, question_end, template, MAX_MESSAGE, opt), target)
 
-    head = template.heads[(flags_high & 1) | ((query[3] >> 3) & 2) | (4 if opt else 0)]
-    size = 12 + (question_end - 12) + len(template.body) + len(opt)
-    if size <= limit:
-        reply = query[:2] + head + query[12:question_end] + template.body + opt
-    else:
-        reply = _truncated(query, question_end, template, limit, opt)
+    reply = _reply(query, question_end, template, limit, opt)
     if udp:
         records.remember(query, reply)
     return reply
+
+
+def _reply(query: bytes, question_end: int, template: Template, limit: int, opt: bytes) -> bytes:
+    head = template.heads[(query[2] & 1) | ((query[3] >> 3) & 2) | (4 if opt else 0)]
+    if question_end + len(template.body) + len(opt) <= limit:
+        return query[:2] + head + query[12:question_end] + template.body + opt
+    return _truncated(query, question_end, template, limit, opt)
 
 
 def _truncated(query: bytes, question_end: int, template: Template, limit: int, opt: bytes) -> bytes:
@@ -308,11 +318,19 @@ def _truncated(query: bytes, question_end: int, template: Template, limit: int, 
 
 
 def answer(query: bytes, records: Records, *, synced: bool, udp: bool = True) -> bytes | None:
-    """`resolve` for a server without upstreams: names outside the zones are REFUSED."""
+    """`resolve` for a server without upstreams: names outside the zones are REFUSED, and a CNAME to
+    a name outside them is answered alone."""
     result = resolve(query, records, synced=synced, udp=udp)
     if isinstance(result, Forward):
-        return refused(query)
+        return unforwarded(query, result, udp=udp)
     return result
+
+
+def unforwarded(query: bytes, decision: Forward, *, udp: bool) -> bytes:
+    """What to answer without upstreams: REFUSED, or our CNAME answer alone."""
+    if decision.cname_reply is None:
+        return refused(query)
+    return fit_udp(query, decision.cname_reply, decision.udp_limit) if udp else decision.cname_reply
 
 
 def end_of_question(query: bytes) -> int:

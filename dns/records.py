@@ -154,6 +154,8 @@ class Records:
         self.cname_only: dict[bytes, Template] = {}
         self.existing: set[bytes] = set()
         self.replies: dict[bytes, bytes] = {}
+        # Names whose CNAME chain ends outside our zones, by wire name: the target to look up upstream.
+        self.external_targets: dict[bytes, str] = {}
         self.nodata: Template
         self.nxdomain: Template
         self._existence: dict[str, int] = {}
@@ -376,6 +378,7 @@ class Records:
         for key in self._template_keys.pop(name, ()):
             self.templates.pop(key, None)
         self.cname_only.pop(wire, None)
+        self.external_targets.pop(wire, None)
         for reference in self._references.pop(name, ()):
             dependents = self._dependents.get(reference)
             if dependents is not None:
@@ -414,6 +417,9 @@ class Records:
                     put(rtype, [r for r in target_records if r.rtype == rtype], chain)
                 break
             self.cname_only[wire] = render(name, RType.CNAME, [self._rr(c) for c in chain], [])
+            final_target = chain[-1].value[0]
+            if not self.owns(name_to_wire(final_target)):
+                self.external_targets[wire] = final_target
         else:
             ordered = sorted(bucket)
             rtypes = {r.rtype for r in ordered}

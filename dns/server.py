@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from podnet.dns.answer import Forward, fit_udp, refused, resolve, servfail
+from dnslib import DNSError, DNSHeader, DNSQuestion, DNSRecord
+from podnet.dns.answer import Forward, fit_udp, resolve, servfail, unforwarded
 from podnet.dns.records import Records
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -175,7 +177,7 @@ class DnsServer:
                 log.exception("answering a query raised; further errors are only counted")
             return None
         if type(result) is Forward and not self.upstreams:
-            return refused(query)
+            return unforwarded(query, result, udp=udp)
         return result
 
     # --- UDP --------------------------------------------------------------------------------------
@@ -204,23 +206,41 @@ class DnsServer:
                 except OSError:
                     counters.send_errors += 1
             else:
-                self._spawn(self._forward_udp(query, client, reply.udp_limit))
+                self._spawn(self._forward_udp(query, client, reply))
 
-    async def _forward_udp(self, query: bytes, client: tuple, limit: int) -> None:
-        reply = await self._forward(query)
+    async def _forward_udp(self, query: bytes, client: tuple, decision: Forward) -> None:
+        reply = await self._forward(query, decision)
         if self._udp is not None:
             try:
-                self._udp.sendto(fit_udp(query, reply, limit), client)
+                self._udp.sendto(fit_udp(query, reply, decision.udp_limit), client)
             except OSError:
                 self.counters.send_errors += 1
 
-    async def _forward(self, query: bytes) -> bytes:
+    async def _forward(self, query: bytes, decision: Forward) -> bytes:
         self.counters.forwarded += 1
+        if decision.cname_reply is not None:
+            return await self._complete_cname(decision)
         reply = await self._forwarder.forward(query)
         if reply is None:
             self.counters.forward_failures += 1
             return servfail(query)
         return reply
+
+    async def _complete_cname(self, decision: Forward) -> bytes:
+        """Our CNAME answer plus the upstream's records for its target; the CNAME alone when the
+        upstream has nothing usable."""
+        ours = DNSRecord.parse(decision.cname_reply)
+        question = DNSRecord(DNSHeader(id=random.randrange(1 << 16), rd=1), q=DNSQuestion(decision.target, ours.q.qtype))
+        reply = await self._forwarder.forward(bytes(question.pack()))
+        try:
+            if reply is None:
+                raise DNSError("no upstream answered")
+            for rr in DNSRecord.parse(reply).rr:
+                ours.add_answer(rr)
+        except DNSError:
+            self.counters.forward_failures += 1
+            return decision.cname_reply
+        return bytes(ours.pack())
 
     def _spawn(self, coro) -> asyncio.Task | None:
         if len(self._tasks) >= self.max_forwards:
@@ -250,7 +270,7 @@ class DnsServer:
                 elif type(reply) is bytes:
                     writer.write(len(reply).to_bytes(2, "big") + reply)
                     await writer.drain()
-                elif (task := self._spawn(self._forward_tcp(query, writer))) is not None:
+                elif (task := self._spawn(self._forward_tcp(query, writer, reply))) is not None:
                     forwarding.add(task)
                     task.add_done_callback(forwarding.discard)
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
@@ -263,8 +283,8 @@ class DnsServer:
             with contextlib.suppress(OSError, asyncio.TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def _forward_tcp(self, query: bytes, writer: asyncio.StreamWriter) -> None:
-        reply = await self._forward(query)
+    async def _forward_tcp(self, query: bytes, writer: asyncio.StreamWriter, decision: Forward) -> None:
+        reply = await self._forward(query, decision)
         if not writer.is_closing():
             writer.write(len(reply).to_bytes(2, "big") + reply)
 

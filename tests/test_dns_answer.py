@@ -161,6 +161,16 @@ def test_names_outside_the_zone_are_forwarded_with_the_clients_udp_limit(records
     assert resolve(ask("9.9.9.10.in-addr.arpa", "PTR"), records, synced=True) == Forward(512)
 
 
+def test_a_cname_out_of_the_zone_asks_upstream_for_its_target(records):
+    decision = resolve(ask("external.testns.svc.cluster.local", "A"), records, synced=True)
+    assert isinstance(decision, Forward) and decision.target == "ext.interwebs.test"
+    assert zone_lines(DNSRecord.parse(decision.cname_reply).rr) == [
+        "external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."]
+    # Asking for the CNAME itself needs nothing from upstream; a target inside the zone neither.
+    assert isinstance(resolve(ask("external.testns.svc.cluster.local", "CNAME"), records, synced=True), bytes)
+    assert isinstance(resolve(ask("ext-local.testns.svc.cluster.local", "A"), records, synced=True), bytes)
+
+
 def test_before_sync_everything_is_servfail_not_nxdomain(records):
     for name in ("svc1.testns.svc.cluster.local", "nonexistent.testns.svc.cluster.local"):
         reply = DNSRecord.parse(answer(ask(name), records, synced=False))

@@ -158,8 +158,10 @@ def RCODE(reply: DNSRecord) -> int:  # noqa: N802 - reads like the field it retu
 def test_names_outside_the_zone_are_forwarded_upstream_with_tcp_on_truncation(dns_process, tmp_path):
     upstream = dns_process("--zone", "upstream.test", "--objects",
                            write_objects(tmp_path / "upstream.json", cluster_objects("far")))
+    external = _service("far-web", "default", None, ports=(), type="ExternalName",
+                        externalName="web.far.svc.upstream.test")
     local = dns_process("--upstream", f"127.0.0.1:{upstream.port}", "--objects",
-                        write_objects(tmp_path / "local.json", cluster_objects()))
+                        write_objects(tmp_path / "local.json", [*cluster_objects(), external]))
     forwarded = run_dig(local.port, "web.far.svc.upstream.test", "A")
     assert (forwarded.status, forwarded.values()) == ("NOERROR", ["10.96.0.20"])
     assert run_dig(local.port, "nothing.far.svc.upstream.test", "A").status == "NXDOMAIN"
@@ -169,6 +171,9 @@ def test_names_outside_the_zone_are_forwarded_upstream_with_tcp_on_truncation(dn
     # A UDP client without EDNS gets a truncated reply and its own TCP retry gets everything.
     small = run_dig(local.port, "big.far.svc.upstream.test", "A", "+noedns", "+ignore")
     assert "tc" in small.flags and small.size <= 512
+    # An ExternalName Service's CNAME comes with its target's records from upstream, as CoreDNS does.
+    chased = run_dig(local.port, "far-web.default.svc.cluster.local", "A")
+    assert chased.values() == ["web.far.svc.upstream.test.", "10.96.0.20"] and "aa" in chased.flags
     # The cluster's own names are still answered locally.
     assert run_dig(local.port, "web.default.svc.cluster.local").values() == ["10.96.0.20"]
     # An upstream that does not answer gives SERVFAIL, not silence.
