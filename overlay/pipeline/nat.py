@@ -1,0 +1,339 @@
+"""The service table kube-proxy computes and the node agent evaluates per new connection, pure.
+
+The table is plain data (lists, dicts, strings, ints: msgpack carries it over the agent's RPC socket);
+`ServiceTable.from_data` turns it into lookup structures for one of kube-proxy's two proxy modes:
+
+- `iptables`: an ordered list of rules walked top to bottom for every new connection, as netfilter walks
+  KUBE-SERVICES; the matched service chain picks an endpoint rule by rule with kube-proxy's probabilities
+  1/n, 1/(n-1), ..., 1 (uniform overall). The cost of a lookup grows with the number of Services.
+- `ipvs`: one hash table keyed by (VIP, port, protocol) holding each virtual service's real servers,
+  chosen round robin. The cost of a lookup is flat.
+
+Each entry of the data is one Service port on this node, with endpoint lists already filtered for this
+node by kube-proxy (`nodeagent/kubeproxy/rules.py`): `endpoints` for traffic to the ClusterIP (and to
+externalIPs / load-balancer IPs from inside the cluster), honouring internalTrafficPolicy;
+`external_endpoints` for traffic arriving on the nodePort, honouring externalTrafficPolicy. An empty list
+means "reject", as kube-proxy installs a REJECT rule for a Service without endpoints. A ClusterIP answers
+only on its declared ports: anything else sent to it is rejected too, rather than routed anywhere.
+
+sessionAffinity ClientIP keeps, per (service port, client IP), the endpoint last chosen and when the
+record lapses; the records live in the table object and a new table adopts them from the one it replaces
+(`previous=`), as the kernel's `recent` lists and IPVS persistence survive a kube-proxy resync.
+
+Time is the `now` argument and randomness the `rand` argument (a float in [0, 1)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+class ProxyMode(StrEnum):
+    IPTABLES = "iptables"
+    IPVS = "ipvs"
+
+
+class TableError(ValueError):
+    """The table data is not shaped as `to_data` writes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class NatDecision:
+    """What to do with a new connection to a service address: DNAT to `ip:port`, or reject it.
+
+    `service` names the Service port ("namespace/name:port-name"), `rule` the rule that decided, as
+    `podnet trace` prints them."""
+
+    ip: str
+    port: int
+    service: str
+    rule: str
+    reject: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    ip: str
+    port: int
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    """One Service port as programmed on one node."""
+
+    service: str  # "namespace/name"
+    port_name: str
+    protocol: str
+    cluster_ip: str
+    port: int
+    node_port: int = 0
+    external_ips: tuple[str, ...] = ()  # spec.externalIPs and status.loadBalancer.ingress[].ip
+    endpoints: tuple[Endpoint, ...] = ()
+    external_endpoints: tuple[Endpoint, ...] = ()
+    affinity_seconds: int = 0  # 0: no session affinity
+    external_local: bool = False  # externalTrafficPolicy Local (reported in traces and health checks)
+    health_check_node_port: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}:{self.port_name}" if self.port_name else self.service
+
+    def as_data(self) -> dict:
+        data: dict[str, Any] = {
+            "service": self.service,
+            "port_name": self.port_name,
+            "protocol": self.protocol,
+            "cluster_ip": self.cluster_ip,
+            "port": self.port,
+            "endpoints": [[e.ip, e.port, e.node] for e in self.endpoints],
+        }
+        if self.node_port:
+            data["node_port"] = self.node_port
+            data["external_endpoints"] = [[e.ip, e.port, e.node] for e in self.external_endpoints]
+            data["external_local"] = self.external_local
+        if self.external_ips:
+            data["external_ips"] = list(self.external_ips)
+            data.setdefault("external_endpoints", [[e.ip, e.port, e.node] for e in self.external_endpoints])
+        if self.affinity_seconds:
+            data["affinity_seconds"] = self.affinity_seconds
+        if self.health_check_node_port:
+            data["health_check_node_port"] = self.health_check_node_port
+        return data
+
+    @classmethod
+    def from_data(cls, data: Any) -> ServicePort:
+        try:
+            protocol = str(data["protocol"])
+            if protocol not in PROTOCOLS:
+                raise TableError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+            return cls(
+                service=str(data["service"]),
+                port_name=str(data.get("port_name") or ""),
+                protocol=protocol,
+                cluster_ip=str(data.get("cluster_ip") or ""),
+                port=_port(data["port"]),
+                node_port=_port(data["node_port"]) if data.get("node_port") else 0,
+                external_ips=tuple(str(ip) for ip in data.get("external_ips") or ()),
+                endpoints=_endpoints(data.get("endpoints")),
+                external_endpoints=_endpoints(data.get("external_endpoints")),
+                affinity_seconds=int(data.get("affinity_seconds") or 0),
+                external_local=bool(data.get("external_local")),
+                health_check_node_port=int(data.get("health_check_node_port") or 0),
+            )
+        except TableError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise TableError(f"bad service entry {data!r}: {exc!r}") from None
+
+
+def _port(value: Any) -> int:
+    port = int(value)
+    if not 0 < port < 0x10000:
+        raise TableError(f"port {port} outside 1..65535")
+    return port
+
+
+def _endpoints(items: Any) -> tuple[Endpoint, ...]:
+    endpoints = []
+    for item in items or ():
+        ip, port, *rest = item
+        endpoints.append(Endpoint(str(ip), _port(port), str(rest[0]) if rest else ""))
+    return tuple(endpoints)
+
+
+@dataclass(slots=True)
+class _Chain:
+    """A service chain: the endpoints one address:port:protocol leads to, and how they are picked."""
+
+    entry: ServicePort
+    endpoints: tuple[Endpoint, ...]
+    via: str  # "cluster-ip", "external-ip", "node-port"
+    next_index: int = 0  # ipvs round robin position
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry.label} ({self.via})"
+
+
+# Affinity records: (chain name, client IP) -> (endpoint, lapses at).
+Affinity = dict[tuple[str, str], tuple[Endpoint, float]]
+
+
+class ServiceTable:
+    """The service table of one node in one proxy mode. `lookup` is the pipeline's DNAT hook for
+    connections to ClusterIPs and external IPs; `lookup_node_port` is the NodePort listeners' hook."""
+
+    def __init__(self, mode: ProxyMode, ports: tuple[ServicePort, ...], node: str = ""):
+        self.mode = mode
+        self.ports = ports
+        self.node = node
+        self.affinity: Affinity = {}
+        # iptables: KUBE-SERVICES as a list of (protocol, destination, port, chain), walked in order;
+        # KUBE-NODEPORTS likewise. ipvs: the same chains in dicts keyed by what a packet carries.
+        self._rules: list[tuple[str, str, int, _Chain]] = []
+        self._node_port_rules: list[tuple[str, int, _Chain]] = []
+        self._virtual: dict[tuple[str, int, str], _Chain] = {}
+        self._node_ports: dict[tuple[int, str], _Chain] = {}
+        # ClusterIPs answer only on declared ports: other ports are rejected, not routed anywhere.
+        self._service_ips: dict[str, str] = {}
+        for entry in ports:
+            if entry.cluster_ip:
+                self._add(
+                    entry.protocol, entry.cluster_ip, entry.port, _Chain(entry, entry.endpoints, "cluster-ip")
+                )
+                self._service_ips.setdefault(entry.cluster_ip, entry.service)
+            for ip in entry.external_ips:
+                self._add(
+                    entry.protocol, ip, entry.port, _Chain(entry, entry.external_endpoints, "external-ip")
+                )
+            if entry.node_port:
+                chain = _Chain(entry, entry.external_endpoints, "node-port")
+                self._node_port_rules.append((entry.protocol, entry.node_port, chain))
+                self._node_ports[(entry.node_port, entry.protocol)] = chain
+
+    def _add(self, protocol: str, ip: str, port: int, chain: _Chain) -> None:
+        self._rules.append((protocol, ip, port, chain))
+        self._virtual.setdefault((ip, port, protocol), chain)
+
+    def __len__(self) -> int:
+        """How many rules the table holds: one per service address:port and per nodePort."""
+        return len(self._rules) + len(self._node_port_rules)
+
+    # ---- data ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_data(cls, data: Any, *, previous: ServiceTable | None = None) -> ServiceTable:
+        """The table `data` describes; affinity records of `previous` whose endpoint is still there carry
+        over, so replacing the table does not move clients that are pinned to an endpoint."""
+        if not isinstance(data, dict):
+            raise TableError(f"a service table is a map, not {type(data).__name__}")
+        try:
+            mode = ProxyMode(data.get("mode") or ProxyMode.IPTABLES)
+        except ValueError:
+            raise TableError(f"unknown proxy mode {data.get('mode')!r}") from None
+        services = data.get("services") or []
+        if not isinstance(services, list):
+            raise TableError("services must be a list")
+        table = cls(
+            mode, tuple(ServicePort.from_data(item) for item in services), str(data.get("node") or "")
+        )
+        if previous is not None and previous.affinity:
+            table._adopt_affinity(previous)
+        return table
+
+    def to_data(self) -> dict:
+        return {"mode": str(self.mode), "node": self.node, "services": [p.as_data() for p in self.ports]}
+
+    def _adopt_affinity(self, previous: ServiceTable) -> None:
+        chains = {c.name: c for c in (*self._virtual.values(), *self._node_ports.values())}
+        for (name, client), (endpoint, lapses) in previous.affinity.items():
+            chain = chains.get(name)
+            if chain is not None and chain.entry.affinity_seconds and endpoint in chain.endpoints:
+                self.affinity[(name, client)] = (endpoint, lapses)
+
+    # ---- lookups ---------------------------------------------------------------------------------
+
+    def lookup(
+        self, protocol: str, src_ip: str, dst_ip: str, dst_port: int, rand: float, now: float
+    ) -> NatDecision | None:
+        """The decision for a new connection from `src_ip` to `dst_ip:dst_port`; None when the
+        destination is not a service address."""
+        if self.mode is ProxyMode.IPVS:
+            chain = self._virtual.get((dst_ip, dst_port, protocol))
+        else:
+            chain = None
+            for rule_protocol, rule_ip, rule_port, rule_chain in self._rules:
+                if rule_ip == dst_ip and rule_port == dst_port and rule_protocol == protocol:
+                    chain = rule_chain
+                    break
+        if chain is None:
+            service = self._service_ips.get(dst_ip)
+            if service is None:
+                return None
+            return NatDecision("", 0, service, f"{dst_ip} has no {protocol} port {dst_port}: reject", True)
+        return self._choose(chain, src_ip, rand, now)
+
+    def lookup_node_port(
+        self, protocol: str, node_port: int, src_ip: str, rand: float, now: float
+    ) -> NatDecision | None:
+        """The decision for a new connection arriving on this node's `node_port`; None when no Service
+        has that nodePort."""
+        if self.mode is ProxyMode.IPVS:
+            chain = self._node_ports.get((node_port, protocol))
+        else:
+            chain = None
+            for rule_protocol, rule_port, rule_chain in self._node_port_rules:
+                if rule_port == node_port and rule_protocol == protocol:
+                    chain = rule_chain
+                    break
+        if chain is None:
+            return None
+        return self._choose(chain, src_ip, rand, now)
+
+    def node_ports(self) -> list[tuple[int, str]]:
+        """Every (nodePort, protocol) the node should listen on."""
+        return sorted(self._node_ports)
+
+    def health_check_ports(self) -> dict[int, int]:
+        """healthCheckNodePort -> how many local ready endpoints its Service has on this node."""
+        counts: dict[int, int] = {}
+        for entry in self.ports:
+            if entry.health_check_node_port:
+                local = {e for e in entry.external_endpoints if e.node == self.node}
+                counts[entry.health_check_node_port] = max(
+                    counts.get(entry.health_check_node_port, 0), len(local)
+                )
+        return counts
+
+    def _choose(self, chain: _Chain, src_ip: str, rand: float, now: float) -> NatDecision:
+        endpoints = chain.endpoints
+        label = chain.entry.label
+        if not endpoints:
+            return NatDecision("", 0, label, f"{chain.name}: no ready endpoints: reject", True)
+        affinity_seconds = chain.entry.affinity_seconds
+        if affinity_seconds:
+            record = self.affinity.get((chain.name, src_ip))
+            if record is not None and record[1] > now and record[0] in endpoints:
+                endpoint = record[0]
+                self.affinity[(chain.name, src_ip)] = (endpoint, now + affinity_seconds)
+                return NatDecision(
+                    endpoint.ip,
+                    endpoint.port,
+                    label,
+                    f"{chain.name}: ClientIP affinity of {src_ip} → {endpoint.ip}:{endpoint.port}",
+                )
+        if self.mode is ProxyMode.IPVS:
+            index = chain.next_index % len(endpoints)
+            chain.next_index = index + 1
+            rule = f"ipvs {chain.name}: rr {index + 1}/{len(endpoints)}"
+        else:
+            index, rule = _walk_endpoint_rules(len(endpoints), rand)
+            rule = f"{chain.name}: {rule}"
+        endpoint = endpoints[index]
+        if affinity_seconds:
+            self.affinity[(chain.name, src_ip)] = (endpoint, now + affinity_seconds)
+        return NatDecision(endpoint.ip, endpoint.port, label, f"{rule} → {endpoint.ip}:{endpoint.port}")
+
+    def expire_affinity(self, now: float) -> int:
+        """Drops lapsed affinity records; returns how many."""
+        stale = [key for key, (_, lapses) in self.affinity.items() if lapses <= now]
+        for key in stale:
+            del self.affinity[key]
+        return len(stale)
+
+
+def _walk_endpoint_rules(count: int, rand: float) -> tuple[int, str]:
+    """kube-proxy's endpoint rules: rule i matches with probability 1/(count - i). One uniform draw
+    stands for the independent draws netfilter makes: when rule i does not match, the draw is rescaled to
+    what is left of [0, 1), which keeps every endpoint equally likely."""
+    for index in range(count - 1):
+        probability = 1.0 / (count - index)
+        if rand < probability:
+            return index, f"endpoint rule {index + 1}/{count} (probability {probability:.5f})"
+        rand = (rand - probability) / (1.0 - probability)
+    return count - 1, f"endpoint rule {count}/{count} (the rest)"
