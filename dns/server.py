@@ -41,6 +41,7 @@ class Counters:
     send_errors: int = 0
     internal_errors: int = 0
     tcp_connections: int = 0
+    tcp_refused: int = 0
 
     def collector(self, records: Records, synced: Callable[[], bool]) -> Collector:
         counters = self
@@ -59,6 +60,7 @@ class Counters:
                     ("send_errors", "answers the socket would not take"),
                     ("internal_errors", "queries that raised inside the answer function"),
                     ("tcp_connections", "TCP connections accepted"),
+                    ("tcp_refused", "TCP connections closed at once because too many were open"),
                 ):
                     yield CounterMetricFamily(f"podnet_dns_{name}", help_text, value=getattr(counters, name))
                 yield GaugeMetricFamily("podnet_dns_names", "names with rendered answers", value=len(records.templates))
@@ -123,12 +125,14 @@ class DnsServer:
     forward_timeout: float = 2.0
     tcp_idle_timeout: float = 10.0
     max_forwards: int = 1024
+    max_tcp_connections: int = 1024
     counters: Counters = field(default_factory=Counters)
     port: int = 0
     _udp: socket.socket | None = None
     _tcp: asyncio.Server | None = None
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _logged_error: bool = False
+    _open_connections: int = 0
 
     async def start(self, host: str, port: int = 0) -> int:
         """Binds UDP first (port 0 picks one), then TCP on the same port; returns the port."""
@@ -258,6 +262,12 @@ class DnsServer:
         """Two-byte length framing; queries may be pipelined, answers go out as they are ready (forwarded
         ones may overtake, which RFC 7766 allows since each carries its ID)."""
         self.counters.tcp_connections += 1
+        if self._open_connections >= self.max_tcp_connections:
+            # Like a full UDP queue: refuse the newest rather than run out of descriptors.
+            self.counters.tcp_refused += 1
+            writer.close()
+            return
+        self._open_connections += 1
         forwarding: set[asyncio.Task] = set()
         try:
             while True:
@@ -279,6 +289,7 @@ class DnsServer:
             # A client may send its last query and close its side: finish forwarding before closing ours.
             if forwarding:
                 await asyncio.wait(forwarding, timeout=self.forward_timeout * max(1, len(self.upstreams)) + 1)
+            self._open_connections -= 1
             writer.close()
             with contextlib.suppress(OSError, asyncio.TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)

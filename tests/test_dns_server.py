@@ -268,3 +268,31 @@ def test_fuzzed_datagrams_leave_the_server_answering(dns):
     assert received >= FUZZ_PACKETS * 0.8  # the kernel may drop some when other work shares the cores
     # Every datagram the server did not count as dropped was answered (the two dig queries aside).
     assert replies >= (received - dropped - 2) * 0.99
+
+
+async def test_tcp_connections_are_bounded_and_idle_ones_closed():
+    import asyncio
+
+    from podnet.dns.records import Records
+    from podnet.dns.server import DnsServer
+
+    server = DnsServer(Records.from_objects(cluster_objects()[:2]), lambda: True, tcp_idle_timeout=0.3,
+                       max_tcp_connections=2)
+    port = await server.start("127.0.0.1", 0)
+    try:
+        streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        # The third is closed at once; the first two answer, then close when left idle.
+        assert await asyncio.wait_for(streams[2][0].read(), 2) == b""
+        query = query_bytes("web.default.svc.cluster.local", id_=7)
+        streams[0][1].write(len(query).to_bytes(2, "big") + query)
+        length = int.from_bytes(await asyncio.wait_for(streams[0][0].readexactly(2), 2), "big")
+        reply = DNSRecord.parse(await streams[0][0].readexactly(length))
+        assert reply.header.id == 7 and [str(rr.rdata) for rr in reply.rr] == ["10.96.0.20"]
+        started = time.monotonic()
+        assert await asyncio.wait_for(streams[1][0].read(), 2) == b""
+        assert time.monotonic() - started < 1.0
+        assert server.counters.tcp_refused == 1
+        for _, writer in streams:
+            writer.close()
+    finally:
+        await server.close()
