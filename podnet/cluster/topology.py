@@ -1,8 +1,10 @@
 """A cluster's topology as plain data: which processes, on which addresses and ports, in which order.
 
 The local supervisor and the docker-compose file are both generated from this, so they cannot drift. Names
-and addresses are deterministic: node N is `node-N` on <prefix>.(10+N); the control plane (API server, DNS,
-cloud load balancer) lives on <prefix>.10.
+and addresses are deterministic: node N is `node-N` on <prefix>.(10+N). On loopback (the local supervisor) the
+control plane (etcd, API server, DNS, cloud load balancer) shares <prefix>.10; on a real network (containers,
+one host each) each control-plane component has its own host: etcd <prefix>.2, the API server .3, DNS .4 and
+the cloud load balancer .5.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 STORES = ("sqlite", "etcd")
 BACKENDS = ("vxlan", "bgp")
 PROXY_MODES = ("iptables", "ipvs")
+LAYOUTS = ("loopback", "network")
+# The control-plane components that get a host of their own in the "network" layout, by last octet.
+CONTROL_HOSTS = {"etcd": 2, "apiserver": 3, "dns": 4, "cloud-lb": 5}
 
 
 class TopologyError(ValueError):
@@ -61,19 +66,25 @@ class Topology:
     node_grace_period: float = 40.0
     pod_eviction_timeout: float = 300.0
     options: dict[str, str] = field(default_factory=dict)
+    # Control-plane component -> its own address; a component not named here runs on control_address.
+    hosts: dict[str, str] = field(default_factory=dict)
 
     @property
     def control_address(self) -> str:
         return f"{self.prefix}.10"
 
+    def host(self, component: str) -> str:
+        """The address a control-plane component ("etcd", "apiserver", "dns", "cloud-lb") listens on."""
+        return self.hosts.get(component, self.control_address)
+
     @property
     def api_url(self) -> str:
-        return f"http://{self.control_address}:{self.api_port}"
+        return f"http://{self.host('apiserver')}:{self.api_port}"
 
     @property
     def store_url(self) -> str:
         if self.store == "etcd":
-            return f"etcd://{self.control_address}:{self.etcd_port}"
+            return f"etcd://{self.host('etcd')}:{self.etcd_port}"
         return f"sqlite://{self.home / 'store.db'}"
 
     def node_dir(self, node: NodeSpec) -> Path:
@@ -97,23 +108,33 @@ def build(
     store: str = "sqlite",
     backend: str = "vxlan",
     proxy_mode: str = "iptables",
+    layout: str = "loopback",
     **settings: object,
 ) -> Topology:
+    """`layout` "loopback": every host is an address of 127/8 on this machine; "network": hosts are
+    separate machines (containers) on a private /24 given by `prefix`."""
     if not 1 <= nodes <= 200:
         raise TopologyError("--nodes must be between 1 and 200")
     for value, allowed, flag in ((store, STORES, "--store"), (backend, BACKENDS, "--backend"),
-                                 (proxy_mode, PROXY_MODES, "--proxy-mode")):
+                                 (proxy_mode, PROXY_MODES, "--proxy-mode"), (layout, LAYOUTS, "layout")):
         if value not in allowed:
             raise TopologyError(f"{flag} must be one of {', '.join(allowed)}, not {value!r}")
     try:
         network = ipaddress.ip_network(f"{prefix}.0/24")
     except ValueError:
         raise TopologyError(f"--prefix must be three octets of a loopback address, like 127.0.0, not {prefix!r}") from None
-    if not network.is_loopback:
+    hosts: dict[str, str] = {}
+    if layout == "loopback" and not network.is_loopback:
         raise TopologyError(f"--prefix {prefix} is not in 127.0.0.0/8")
+    if layout == "network":
+        if not network.is_private or network.is_loopback:
+            raise TopologyError(f"--prefix {prefix} is not a private network (like 172.28.0)")
+        if nodes > 244:
+            raise TopologyError("--nodes must be at most 244 on one /24")
+        hosts = {component: f"{prefix}.{octet}" for component, octet in CONTROL_HOSTS.items()}
     specs = tuple(NodeSpec(f"node-{i}", f"{prefix}.{10 + i}") for i in range(1, nodes + 1))
     return Topology(home=home, nodes=specs, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
-                    **settings)  # type: ignore[arg-type]
+                    hosts=hosts, **settings)  # type: ignore[arg-type]
 
 
 def components(topo: Topology, token: str) -> list[ComponentSpec]:
@@ -121,20 +142,21 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
     api = ("--server", topo.api_url, "--token", token)
     specs: list[ComponentSpec] = []
     if topo.store == "etcd":
-        client_url = f"http://{topo.control_address}:{topo.etcd_port}"
+        etcd_host = topo.host("etcd")
+        client_url = f"http://{etcd_host}:{topo.etcd_port}"
         specs.append(ComponentSpec(
             "etcd",
             ("etcd", "--name", "podnet", "--data-dir", str(topo.home / "etcd"),
              "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
-             "--listen-peer-urls", f"http://{topo.control_address}:{topo.etcd_port + 1}",
-             "--initial-advertise-peer-urls", f"http://{topo.control_address}:{topo.etcd_port + 1}",
-             "--initial-cluster", f"podnet=http://{topo.control_address}:{topo.etcd_port + 1}"),
+             "--listen-peer-urls", f"http://{etcd_host}:{topo.etcd_port + 1}",
+             "--initial-advertise-peer-urls", f"http://{etcd_host}:{topo.etcd_port + 1}",
+             "--initial-cluster", f"podnet=http://{etcd_host}:{topo.etcd_port + 1}"),
             Health(http=f"{client_url}/health"),
             external=True,
         ))
     specs.append(ComponentSpec(
         "apiserver",
-        ("apiserver", "--host", topo.control_address, "--port", str(topo.api_port), "--store", topo.store_url,
+        ("apiserver", "--host", topo.host("apiserver"), "--port", str(topo.api_port), "--store", topo.store_url,
          "--token-file", str(topo.home / "tokens.csv"),
          "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
          "--node-grace-period", str(topo.node_grace_period),
@@ -143,9 +165,9 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
     ))
     specs.append(ComponentSpec(
         "dns",
-        ("dns", "--address", topo.control_address, "--port", str(topo.dns_port), *api,
+        ("dns", "--address", topo.host("dns"), "--port", str(topo.dns_port), *api,
          "--metrics-port", str(topo.api_port + 2)),
-        Health(http=f"http://{topo.control_address}:{topo.api_port + 2}/healthz"),
+        Health(http=f"http://{topo.host('dns')}:{topo.api_port + 2}/healthz"),
     ))
     for index, node in enumerate(topo.nodes):
         node_dir = str(topo.node_dir(node))
@@ -173,7 +195,7 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
     specs.append(ComponentSpec(
         "cloud-lb",
         ("cloud-lb", *api, "--pool", topo.lb_pool, "--metrics-port", str(topo.api_port + 3),
-         "--address", topo.control_address),
-        Health(http=f"http://{topo.control_address}:{topo.api_port + 3}/healthz"),
+         "--address", topo.host("cloud-lb")),
+        Health(http=f"http://{topo.host('cloud-lb')}:{topo.api_port + 3}/healthz"),
     ))
     return specs
