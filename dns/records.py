@@ -124,14 +124,20 @@ def zone_records(zone: str) -> set[Record]:
     }
 
 
-def _valid(record: Record) -> bool:
+def _valid_name(name: str) -> bool:
     try:
-        name_to_wire(record.name)
-        if record.rtype in (RType.CNAME, RType.PTR, RType.NS, RType.SRV):
-            name_to_wire(record.value[-1])
+        name_to_wire(name)
     except (ValueError, UnicodeError):
         return False
     return True
+
+
+def _valid(record: Record) -> bool:
+    """Whether the record can be written on the wire (a Service name or externalName beyond DNS's
+    limits is left out rather than breaking every other answer)."""
+    if record.rtype in (RType.CNAME, RType.PTR, RType.NS, RType.SRV):
+        return _valid_name(record.name) and _valid_name(record.value[-1])
+    return _valid_name(record.name)
 
 
 def _key(name: str, rtype: int) -> bytes:
@@ -278,7 +284,7 @@ class Records:
 
     def _replace(self, source: tuple[str, ...], records: set[Record], names: set[str]) -> None:
         new_records = frozenset(r for r in records if _valid(r))
-        new_names = frozenset(n.lower() for n in names if _valid(Record(n, RType.A, ()))) | {
+        new_names = frozenset(n.lower() for n in names if _valid_name(n)) | {
             r.name for r in new_records
         }
         old_records, old_names = self._contributions.get(source, _EMPTY)

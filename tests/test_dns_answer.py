@@ -318,3 +318,14 @@ def test_mutated_real_queries_never_break_the_answer(name, qtype, mutations):
 
 
 RECORDS_FOR_FUZZ = Records.from_objects(SERVICES, SLICES, PODS)
+
+
+def test_names_beyond_dns_limits_are_left_out_without_breaking_the_rest():
+    records = Records.from_objects([
+        service("x", cluster_ip=None, ports=(), type="ExternalName", externalName="a" * 70 + ".com"),
+        service("y" * 70, cluster_ip="10.0.0.9"),
+        service("ok", cluster_ip="10.0.0.10"),
+    ])
+    assert rcode_and_values(records, "x.testns.svc.cluster.local") == ("NOERROR", [])
+    assert rcode_and_values(records, "9.0.0.10.in-addr.arpa", "PTR")[0] == "REFUSED"
+    assert rcode_and_values(records, "ok.testns.svc.cluster.local") == ("NOERROR", ["10.0.0.10"])
