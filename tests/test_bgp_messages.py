@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from podnet.overlay.bgp import fsm as f
 from podnet.overlay.bgp import messages as m
 
 # BIRD's OPEN: version 4, AS 64513, hold 9, id 127.0.0.42; capabilities multiprotocol IPv4 unicast,
@@ -206,7 +207,7 @@ def mutated(draw):
     return bytes(raw)
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=700, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_fuzzed_messages_decode_or_raise_bgp_error_only(raw):
     try:
@@ -217,3 +218,30 @@ def test_fuzzed_messages_decode_or_raise_bgp_error_only(raw):
         return
     if isinstance(decoded, m.Update) and decoded.treat_as_withdraw is None:
         assert m.decode(m.encode(decoded)) == decoded
+
+
+def established_session() -> f.Fsm:
+    session = f.Fsm(f.SessionConfig(64512, "127.0.0.41", peer_asn=None))
+    session.start(0)
+    session.connection_made(0)
+    session.receive_data(bytes.fromhex(BIRD_OPEN) + bytes.fromhex(BIRD_KEEPALIVE), 0)
+    assert session.state == f.State.ESTABLISHED
+    return session
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_an_established_session_answers_fuzz_with_notification_or_treat_as_withdraw(raw):
+    session = established_session()
+    actions = session.receive_data(raw, 1)
+    sent = [m.decode(a.data) for a in actions if isinstance(a, f.Send)]
+    if session.state == f.State.ESTABLISHED:
+        assert not sent  # kept the session: a valid message, treat-as-withdraw, or an incomplete frame
+        for action in actions:
+            if isinstance(action, f.RoutesReceived) and action.error is not None:
+                assert action.announced == ()
+    else:
+        # It told the peer why, or the peer's own NOTIFICATION ended the session.
+        assert [type(x) for x in sent] == [m.Notification] or (
+            not sent and session.last_error.startswith("peer sent NOTIFICATION"))
+        assert any(isinstance(a, f.Disconnect) for a in actions)
