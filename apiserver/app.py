@@ -167,6 +167,11 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         await hub.close()
 
     app.cleanup_ctx.append(background)
+
+    async def end_watches(app: web.Application) -> None:
+        hub.end_all()
+
+    app.on_shutdown.append(end_watches)
     return app
 
 

@@ -51,7 +51,7 @@ from apiserver.watch import (
     MODIFIED,
     Change,
     Subscription,
-    WatcherTooSlow,
+    WatchEnded,
     WatchHub,
     encode_event,
 )
@@ -411,7 +411,7 @@ class Resources:
             except Compacted as e:
                 await response.write(self._expired_event(e.requested, media_type))
                 return
-            except (WatcherTooSlow, StorageError, OSError):
+            except (WatchEnded, StorageError, OSError):
                 return  # the stream ends; the watcher resumes from its last resourceVersion
             if change is None:
                 if bookmarks and loop.time() >= next_bookmark:

@@ -14,7 +14,7 @@ import logging
 from enum import Enum
 
 from apiserver.storage.base import StorageError, Store
-from apiserver.watch import DELETED, WatcherTooSlow, WatchHub
+from apiserver.watch import DELETED, WatchEnded, WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class NamespaceLifecycle:
                         backoff = 0.05
                 finally:
                     await subscription.close()
-            except (StorageError, WatcherTooSlow, OSError, TimeoutError) as e:
+            except (StorageError, WatchEnded, OSError, TimeoutError) as e:
                 self._terminating = None
                 log.warning("namespace cache lost its watch, relisting in %.2fs: %s", backoff, e)
                 await asyncio.sleep(backoff)

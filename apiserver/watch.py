@@ -19,7 +19,7 @@ import bisect
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from apiserver.codec import MSGPACK, encode, from_storage
 from apiserver.storage.base import Compacted, Progress, StorageError, Store, WatchEvent
@@ -69,13 +69,14 @@ def encode_event(event_type: str, obj: dict, media_type: str) -> bytes:
     return data if media_type == MSGPACK else data + b"\n"
 
 
-class WatcherTooSlow(Exception):
-    """The watcher fell out of the window; its stream ends and it resumes."""
+class WatchEnded(Exception):
+    """The stream ends and the watcher resumes from its last resourceVersion: it fell out of the
+    window, its storage watch ended, or the server is shutting down."""
 
 
 class Subscription:
     """What a watch handler reads: `next(timeout)` gives the next Change, or None when `timeout`
-    passes first; raises Compacted (send 410), WatcherTooSlow or StorageError (end the stream)."""
+    passes first; raises Compacted (send 410), WatchEnded or StorageError (end the stream)."""
 
     async def next(self, timeout: float | None) -> Change | None:
         raise NotImplementedError
@@ -101,6 +102,7 @@ class WatchCache:
         self._wakeup = asyncio.Event()
         self._started = asyncio.Event()
         self.watchers = 0
+        self.ended = False
 
     # --- the one storage watch ----------------------------------------------------------------------
 
@@ -180,10 +182,12 @@ class _CacheSubscription(Subscription):
     async def next(self, timeout: float | None) -> Change | None:
         cache = self.cache
         while True:
+            if cache.ended:
+                raise WatchEnded()
             if cache.generation != self.generation:
                 raise Compacted(self.after_revision, cache.start_revision)
             if self.seq < cache._first_seq:
-                raise WatcherTooSlow()
+                raise WatchEnded()
             index = self.seq - cache._first_seq
             if index < len(cache._changes):
                 change = cache._changes[index]
@@ -215,6 +219,7 @@ class _StoreSubscription(Subscription):
         self._queue: asyncio.Queue[Change | Progress | BaseException] = asyncio.Queue(queue_size)
         self._revision = after_revision
         self._task = asyncio.create_task(self._pump(store.watch(prefix, after_revision)))
+        self.on_close: Callable[[_StoreSubscription], None] = lambda subscription: None
 
     async def _pump(self, events: AsyncIterator[WatchEvent | Progress]) -> None:
         try:
@@ -223,7 +228,7 @@ class _StoreSubscription(Subscription):
         except (TimeoutError, StorageError, OSError) as e:
             await self._queue.put(e)
         else:
-            await self._queue.put(WatcherTooSlow())
+            await self._queue.put(WatchEnded())
 
     async def next(self, timeout: float | None) -> Change | None:
         while True:
@@ -241,7 +246,15 @@ class _StoreSubscription(Subscription):
     def bookmark_revision(self) -> int | None:
         return self._revision if self._queue.empty() else None
 
+    def end(self) -> None:
+        # What is queued is dropped: the watcher resumes from the last change it was sent.
+        self._task.cancel()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(WatchEnded())
+
     async def close(self) -> None:
+        self.on_close(self)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
@@ -255,6 +268,7 @@ class WatchHub:
         self.capacity = capacity
         self._caches: dict[str, WatchCache] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._store_subscriptions: set[_StoreSubscription] = set()
 
     async def subscribe(self, prefix: str, after_revision: int) -> Subscription:
         """Changes under `prefix` with revisions after `after_revision`, served from the resource's
@@ -268,7 +282,18 @@ class WatchHub:
         await cache.wait_started()
         if cache.covers(after_revision):
             return cache.subscribe(after_revision)
-        return _StoreSubscription(self.store, prefix, after_revision, self.capacity)
+        subscription = _StoreSubscription(self.store, prefix, after_revision, self.capacity)
+        self._store_subscriptions.add(subscription)
+        subscription.on_close = self._store_subscriptions.discard
+        return subscription
+
+    def end_all(self) -> None:
+        """Ends every watch stream now (server shutdown): watchers reconnect elsewhere or later."""
+        for cache in self._caches.values():
+            cache.ended = True
+            cache._wake()
+        for subscription in list(self._store_subscriptions):
+            subscription.end()
 
     def forget_before(self, revision: int) -> None:
         for cache in self._caches.values():

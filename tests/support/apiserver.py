@@ -2,7 +2,8 @@
 
 `api_server` (per test): a SQLite store in tmp_path, controllers as by default, and a token file with an
 admin token. `api_server_etcd`: the same over the `etcd_server` fixture. `make_api_server` is a
-factory for other options: `make_api_server(store_url=None, controllers=False, extra_args=())`.
+factory for other options: `make_api_server(store_url=None, controllers=False, extra_args=(),
+tls=(cert, key))`.
 
 Each yields an `ApiServerProcess`: `.url`, `.token` (admin), `.tokens` (every token by role name),
 `.store_url`, `.kill()` (SIGKILL), `.start()` (again, same port and store), `.stop()` (SIGTERM).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -44,8 +46,17 @@ def _free_port() -> int:
 
 
 class ApiServerProcess:
-    def __init__(self, directory: Path, store_url: str, *, controllers: bool, extra_args: Sequence[str] = ()):
+    def __init__(
+        self,
+        directory: Path,
+        store_url: str,
+        *,
+        controllers: bool,
+        extra_args: Sequence[str] = (),
+        tls: tuple[Path, Path] | None = None,
+    ):
         self.directory = directory
+        self.tls = tls
         self.store_url = store_url
         self.controllers = controllers
         self.extra_args = list(extra_args)
@@ -61,7 +72,13 @@ class ApiServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context that trusts the server's own certificate (None without TLS)."""
+        if self.tls is None:
+            return None
+        return ssl.create_default_context(cafile=str(self.tls[0]))
 
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -71,6 +88,7 @@ class ApiServerProcess:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--store", self.store_url, "--token-file", str(self.token_file),
             *(() if self.controllers else ("--no-controllers",)),
+            *(("--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])) if self.tls else ()),
             *self.extra_args,
         ]
         env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.directory))
@@ -81,7 +99,7 @@ class ApiServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the API server exited with {self.process.returncode}: {self.log()[-3000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1, context=self.ssl_context()) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -117,11 +135,21 @@ class ApiServerProcess:
 def _factory(root: Path) -> tuple[Callable[..., ApiServerProcess], list[ApiServerProcess]]:
     started: list[ApiServerProcess] = []
 
-    def make(store_url: str | None = None, *, controllers: bool = False, extra_args: Sequence[str] = ()) -> ApiServerProcess:
+    def make(
+        store_url: str | None = None,
+        *,
+        controllers: bool = False,
+        extra_args: Sequence[str] = (),
+        tls: tuple[Path, Path] | None = None,
+    ) -> ApiServerProcess:
         directory = root / f"apiserver-{len(started)}"
         directory.mkdir()
         server = ApiServerProcess(
-            directory, store_url or f"sqlite:///{directory / 'store.db'}", controllers=controllers, extra_args=extra_args
+            directory,
+            store_url or f"sqlite:///{directory / 'store.db'}",
+            controllers=controllers,
+            extra_args=extra_args,
+            tls=tls,
         )
         started.append(server)
         server.start()
@@ -167,6 +195,8 @@ def kubernetes_client(server: ApiServerProcess, token: str | None = None):
 
     config = client.Configuration()
     config.host = server.url
+    if server.tls is not None:
+        config.ssl_ca_cert = str(server.tls[0])
     if token is not None:
         config.api_key = {"BearerToken": token}
         config.api_key_prefix = {"BearerToken": "Bearer"}
