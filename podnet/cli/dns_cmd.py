@@ -97,6 +97,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the cluster DNS server."""
         from podnet import logs, process
+        from podnet.api.manifests import ManifestError
         from podnet.dns.config import DnsConfig, default_port, parse_upstream
         from podnet.dns.process import serve
 
@@ -112,7 +113,10 @@ def register(app: typer.Typer) -> None:
             metrics_port=None if no_metrics else metrics_port, register=not no_register, cluster_ip=cluster_ip,
         )
         logs.setup("dns", log_level)
-        process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown))
+        try:
+            process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown))
+        except (ManifestError, OSError) as exc:
+            raise fail(f"error: {exc}") from None
 
     @app.command("dig")
     def dig(
