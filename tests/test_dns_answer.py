@@ -329,3 +329,18 @@ def test_names_beyond_dns_limits_are_left_out_without_breaking_the_rest():
     assert rcode_and_values(records, "x.testns.svc.cluster.local") == ("NOERROR", [])
     assert rcode_and_values(records, "9.0.0.10.in-addr.arpa", "PTR")[0] == "REFUSED"
     assert rcode_and_values(records, "ok.testns.svc.cluster.local") == ("NOERROR", ["10.0.0.10"])
+
+
+def test_remembered_udp_replies_keep_each_querys_case_id_and_transport(big_headless):
+    lower = ask("big.testns.svc.cluster.local", id_=1)
+    upper = ask("BIG.testns.svc.cluster.local", id_=2)
+    for _ in range(2):  # the second round is served from remembered replies
+        assert str(DNSRecord.parse(answer(lower, big_headless, synced=True)).rr[0].rname) == "big.testns.svc.cluster.local."
+        parsed = DNSRecord.parse(answer(upper, big_headless, synced=True))
+        assert str(parsed.rr[0].rname) == "BIG.testns.svc.cluster.local." and parsed.header.id == 2
+        assert parsed.header.tc == 1
+    assert big_headless.replies
+    # The same bytes over TCP are never given the truncated UDP reply.
+    assert len(DNSRecord.parse(answer(lower, big_headless, synced=True, udp=False)).rr) == 100
+    # Nor before the records have synced.
+    assert RCODE.get(DNSRecord.parse(answer(lower, big_headless, synced=False)).header.rcode) == "SERVFAIL"
