@@ -148,3 +148,24 @@ def test_before_the_caches_sync_it_answers_servfail(dns_process):
     dns = dns_process("--server", f"http://127.0.0.1:{dead}")
     result = run_dig(dns.port, "kubernetes.default.svc.cluster.local")
     assert result.status == "SERVFAIL"
+
+
+async def test_answers_survive_an_api_server_restart_and_changes_resume(api_server, dns_process):
+    dns = dns_process("--server", api_server.url, "--token", api_server.token)
+    wait_for_rcode(dns.port, "kubernetes.default.svc.cluster.local", "NOERROR", 10, answers=1)
+    api_server.kill()
+    # The last state keeps being served: no SERVFAIL, no NXDOMAIN.
+    for _ in range(5):
+        reply = query_once(dns.port, "kubernetes.default.svc.cluster.local")
+        assert RCODE.get(reply.header.rcode) == "NOERROR" and reply.rr
+        time.sleep(0.1)
+    api_server.start()
+    client = ApiClient(api_server.url, api_server.token)
+    try:
+        await client.create({"apiVersion": "v1", "kind": "Service",
+                             "metadata": {"name": "after", "namespace": "default"},
+                             "spec": {"clusterIP": "10.96.100.40", "ports": [{"port": 80}]}})
+    finally:
+        await client.close()
+    # The informers reconnect with backoff (at most 5 s) and resume from their resourceVersion.
+    wait_for_rcode(dns.port, "after.default.svc.cluster.local", "NOERROR", 10, answers=1)
