@@ -70,11 +70,9 @@ async def test_a_failed_run_is_retried():
 def test_settings_from_config_with_defaults_and_the_servers_own_address():
     settings = Settings.from_config(SimpleNamespace(), "http://127.0.0.1:41234")
     assert settings == Settings(api_address="127.0.0.1", api_port=41234)
-    config = SimpleNamespace(node_grace_period=2, eviction_timeout=5, node_port_range=(31000, 31010),
-                             api_advertise_address="127.0.0.9", api_port=6443)
+    config = SimpleNamespace(node_grace_period=2, eviction_timeout=5, api_advertise_address="127.0.0.9", api_port=6443)
     settings = Settings.from_config(config, "https://localhost:1")
     assert (settings.node_grace_period, settings.pod_eviction_timeout) == (2.0, 5.0)
-    assert settings.node_port_range == (31000, 31010)
     assert (settings.api_address, settings.api_port) == ("127.0.0.9", 6443)
     assert Settings.from_config(SimpleNamespace(), "https://localhost").api_address == "127.0.0.1"
     assert Settings.from_config(SimpleNamespace(), "https://localhost").api_port == 443

@@ -26,7 +26,6 @@ class Settings:
     service_cidr: str = "10.96.0.0/12"
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_prefix: int = 24
-    node_port_range: str | tuple[int, int] = "30000-32767"
     node_grace_period: float = 40.0
     pod_eviction_timeout: float = 300.0
     api_address: str = "127.0.0.1"
@@ -49,7 +48,6 @@ class Settings:
             service_cidr=getattr(config, "service_cidr", default.service_cidr),
             cluster_cidr=getattr(config, "cluster_cidr", default.cluster_cidr),
             node_cidr_prefix=int(getattr(config, "node_cidr_prefix", default.node_cidr_prefix)),
-            node_port_range=getattr(config, "node_port_range", default.node_port_range),
             node_grace_period=float(getattr(config, "node_grace_period", default.node_grace_period)),
             pod_eviction_timeout=float(
                 getattr(config, "pod_eviction_timeout", getattr(config, "eviction_timeout", default.pod_eviction_timeout))
