@@ -86,13 +86,16 @@ class Template:
     """A rendered response without its ID and question. `heads` holds header bytes 2..12 for each
     combination of the query's RD and CD bits and whether an OPT record is appended (index
     rd | cd << 1 | edns << 2); `answer_ends` are offsets in `body` where each answer record ends, so a
-    truncated response can keep whole records."""
+    truncated response can keep whole records. `rotations`, when set, are the same answer with its
+    addresses rotated, served in turn as CoreDNS's loadbalance plugin does, so that clients taking the
+    first address spread over all of them."""
 
     flags: int
     counts: tuple[int, int, int]
     body: bytes
     answer_ends: tuple[int, ...]
     heads: tuple[bytes, ...]
+    rotations: tuple[Template, ...] = ()
 
     @classmethod
     def build(cls, flags: int, counts: tuple[int, int, int], body: bytes, answer_ends: tuple[int, ...] = ()):
@@ -294,6 +297,9 @@ def resolve(query: bytes, records: Records, *, synced: bool, udp: bool = True) -
                 query[end + 1:end + 3] != _CNAME_TYPE_BYTES:
             return Forward(limit, _reply(query, question_end, template, MAX_MESSAGE, opt), target)
 
+    if template.rotations:
+        return _reply(query, question_end, template.rotations[records.next_rotation(len(template.rotations))],
+                      limit, opt)
     reply = _reply(query, question_end, template, limit, opt)
     if udp:
         records.remember(query, reply)

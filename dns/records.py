@@ -8,6 +8,7 @@ only the names it touched (and names whose answers refer to them: CNAME chains, 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ from podnet.dns.answer import CLASS_IN, Rcode, RType, Template, name_to_wire, ne
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SCHEMA_VERSION = "1.1.0"
 MAX_CNAME_CHAIN = 8
+# Address answers are served in up to this many rotations (each rendered ahead, like every answer).
+MAX_ROTATIONS = 8
 # Replies remembered by the question bytes after the ID; forgotten all at once on any change, or when full.
 MAX_REMEMBERED = 65536
 
@@ -160,6 +163,7 @@ class Records:
         self.cname_only: dict[bytes, Template] = {}
         self.existing: set[bytes] = set()
         self.replies: dict[bytes, bytes] = {}
+        self._rotation = 0
         # Names whose CNAME chain ends outside our zones, by wire name: the target to look up upstream.
         self.external_targets: dict[bytes, str] = {}
         self.nodata: Template
@@ -204,6 +208,10 @@ class Records:
         while offset < cut:
             offset += lname[offset] + 1
         return offset == cut
+
+    def next_rotation(self, count: int) -> int:
+        self._rotation += 1
+        return self._rotation % count
 
     def remember(self, query: bytes, reply: bytes) -> None:
         """Keeps a UDP reply built from the records, by the query's bytes after the ID."""
@@ -399,7 +407,13 @@ class Records:
 
         def put(rtype: int, records: list[Record], chain: list[Record] = ()) -> None:
             answers, additional = self._answers(records, references)
-            template = render(name, rtype, [self._rr(c) for c in chain] + answers, additional)
+            cnames = [self._rr(c) for c in chain]
+            template = render(name, rtype, cnames + answers, additional)
+            if rtype in (RType.A, RType.AAAA) and len(answers) > 1:
+                count = min(len(answers), MAX_ROTATIONS)
+                offsets = [i * len(answers) // count for i in range(1, count)]
+                rotated = [render(name, rtype, cnames + answers[o:] + answers[:o], additional) for o in offsets]
+                template = dataclasses.replace(template, rotations=(template, *rotated))
             key = _key(name, rtype)
             self.templates[key] = template
             keys.append(key)
