@@ -96,7 +96,7 @@ def test_ipvs_round_robin_cycles_in_order():
     t = table("ipvs")
     picks = [t.lookup("TCP", "10.244.1.5", "10.96.0.20", 80, 0.0, 0.0) for _ in range(6)]
     assert [p.ip for p in picks] == ["10.244.1.2", "10.244.2.2", "10.244.2.3"] * 2
-    assert picks[0].rule.startswith("ipvs default/web:http (cluster-ip): rr 1/3")
+    assert picks[0].rule == "ipvs cluster-ip: rr 1/3 → 10.244.1.2:8080"
 
 
 @pytest.mark.parametrize("mode", ["iptables", "ipvs"])
@@ -211,3 +211,12 @@ def test_pipeline_dnats_to_the_chosen_endpoint_and_rejects_without_endpoints():
 def test_decision_is_what_the_pipeline_reads():
     decision = NatDecision("10.244.1.2", 8080, "default/web:http", "rule")
     assert (decision.ip, decision.port, decision.reject) == ("10.244.1.2", 8080, False)
+
+
+def test_unused_addresses_of_the_service_cidr_are_rejected_not_routed():
+    t = ServiceTable.from_data({"mode": "ipvs", "service_cidr": "10.96.0.0/12", "services": [WEB]})
+    assert t.lookup("TCP", "10.244.1.5", "10.100.1.1", 80, 0.0, 0.0).reject
+    assert t.lookup("TCP", "10.244.1.5", "10.112.0.1", 80, 0.0, 0.0) is None
+    assert ServiceTable.from_data(t.to_data()).to_data() == t.to_data()
+    with pytest.raises(TableError):
+        ServiceTable.from_data({"service_cidr": "10.96.0.0/33", "services": []})

@@ -105,6 +105,7 @@ def compute(
     slices: Iterable[SliceInfo],
     node: str,
     mode: str = "iptables",
+    service_cidr: str = "",
 ) -> dict[str, Any]:
     """The table data for `node`: one entry per Service port, in Service name order (the order of
     KUBE-SERVICES)."""
@@ -147,4 +148,7 @@ def compute(
             if health_check:
                 entry["health_check_node_port"] = health_check
             entries.append(entry)
-    return {"mode": mode, "node": node, "services": entries}
+    table: dict[str, Any] = {"mode": mode, "node": node, "services": entries}
+    if service_cidr:
+        table["service_cidr"] = service_cidr
+    return table

@@ -14,7 +14,9 @@ node by kube-proxy (`nodeagent/kubeproxy/rules.py`): `endpoints` for traffic to 
 externalIPs / load-balancer IPs from inside the cluster), honouring internalTrafficPolicy;
 `external_endpoints` for traffic arriving on the nodePort, honouring externalTrafficPolicy. An empty list
 means "reject", as kube-proxy installs a REJECT rule for a Service without endpoints. A ClusterIP answers
-only on its declared ports: anything else sent to it is rejected too, rather than routed anywhere.
+only on its declared ports: anything else sent to it is rejected too, rather than routed anywhere; so is
+an address of the service CIDR no Service holds (as kube-proxy's nftables mode does), since a virtual IP
+means nothing outside the cluster.
 
 sessionAffinity ClientIP keeps, per (service port, client IP), the endpoint last chosen and when the
 record lapses; the records live in the table object and a new table adopts them from the one it replaces
@@ -28,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from podnet.overlay.wire.addresses import ip_to_int
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
@@ -168,10 +172,14 @@ class ServiceTable:
     """The service table of one node in one proxy mode. `lookup` is the pipeline's DNAT hook for
     connections to ClusterIPs and external IPs; `lookup_node_port` is the NodePort listeners' hook."""
 
-    def __init__(self, mode: ProxyMode, ports: tuple[ServicePort, ...], node: str = ""):
+    def __init__(
+        self, mode: ProxyMode, ports: tuple[ServicePort, ...], node: str = "", service_cidr: str = ""
+    ):
         self.mode = mode
         self.ports = ports
         self.node = node
+        self.service_cidr = service_cidr
+        self._cidr = _parse_cidr(service_cidr) if service_cidr else None
         self.affinity: Affinity = {}
         # iptables: KUBE-SERVICES as a list of (protocol, destination, port, chain), walked in order;
         # KUBE-NODEPORTS likewise. ipvs: the same chains in dicts keyed by what a packet carries.
@@ -219,15 +227,17 @@ class ServiceTable:
         services = data.get("services") or []
         if not isinstance(services, list):
             raise TableError("services must be a list")
-        table = cls(
-            mode, tuple(ServicePort.from_data(item) for item in services), str(data.get("node") or "")
-        )
+        ports = tuple(ServicePort.from_data(item) for item in services)
+        table = cls(mode, ports, str(data.get("node") or ""), str(data.get("service_cidr") or ""))
         if previous is not None and previous.affinity:
             table._adopt_affinity(previous)
         return table
 
     def to_data(self) -> dict:
-        return {"mode": str(self.mode), "node": self.node, "services": [p.as_data() for p in self.ports]}
+        data = {"mode": str(self.mode), "node": self.node, "services": [p.as_data() for p in self.ports]}
+        if self.service_cidr:
+            data["service_cidr"] = self.service_cidr
+        return data
 
     def _adopt_affinity(self, previous: ServiceTable) -> None:
         chains = {c.name: c for c in (*self._virtual.values(), *self._node_ports.values())}
@@ -253,9 +263,15 @@ class ServiceTable:
                     break
         if chain is None:
             service = self._service_ips.get(dst_ip)
-            if service is None:
-                return None
-            return NatDecision("", 0, service, f"{dst_ip} has no {protocol} port {dst_port}: reject", True)
+            if service is not None:
+                return NatDecision(
+                    "", 0, service, f"{dst_ip} has no {protocol} port {dst_port}: reject", True
+                )
+            if self._cidr is not None and ip_to_int(dst_ip) & self._cidr[1] == self._cidr[0]:
+                return NatDecision(
+                    "", 0, "", f"{dst_ip} is in {self.service_cidr} but no Service has it: reject", True
+                )
+            return None
         return self._choose(chain, src_ip, rand, now)
 
     def lookup_node_port(
@@ -294,7 +310,7 @@ class ServiceTable:
         endpoints = chain.endpoints
         label = chain.entry.label
         if not endpoints:
-            return NatDecision("", 0, label, f"{chain.name}: no ready endpoints: reject", True)
+            return NatDecision("", 0, label, f"{chain.via}: no ready endpoints: reject", True)
         affinity_seconds = chain.entry.affinity_seconds
         if affinity_seconds:
             record = self.affinity.get((chain.name, src_ip))
@@ -305,15 +321,15 @@ class ServiceTable:
                     endpoint.ip,
                     endpoint.port,
                     label,
-                    f"{chain.name}: ClientIP affinity of {src_ip} → {endpoint.ip}:{endpoint.port}",
+                    f"{chain.via}: ClientIP affinity of {src_ip} → {endpoint.ip}:{endpoint.port}",
                 )
         if self.mode is ProxyMode.IPVS:
             index = chain.next_index % len(endpoints)
             chain.next_index = index + 1
-            rule = f"ipvs {chain.name}: rr {index + 1}/{len(endpoints)}"
+            rule = f"ipvs {chain.via}: rr {index + 1}/{len(endpoints)}"
         else:
             index, rule = _walk_endpoint_rules(len(endpoints), rand)
-            rule = f"{chain.name}: {rule}"
+            rule = f"{chain.via}: {rule}"
         endpoint = endpoints[index]
         if affinity_seconds:
             self.affinity[(chain.name, src_ip)] = (endpoint, now + affinity_seconds)
@@ -325,6 +341,18 @@ class ServiceTable:
         for key in stale:
             del self.affinity[key]
         return len(stale)
+
+
+def _parse_cidr(text: str) -> tuple[int, int]:
+    try:
+        address, length = text.split("/")
+        bits = int(length)
+        if not 0 <= bits <= 32:
+            raise ValueError
+        mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+        return ip_to_int(address) & mask, mask
+    except ValueError:
+        raise TableError(f"bad service CIDR {text!r}") from None
 
 
 def _walk_endpoint_rules(count: int, rand: float) -> tuple[int, str]:

@@ -1,0 +1,165 @@
+"""ClusterIP Services end to end: a real API server with its controllers, two real node agents, a real
+kube-proxy per node; pods call Services through the agents' pipelines and real VXLAN."""
+
+import itertools
+import time
+
+import pytest
+from support.kubeproxy import KubeProxyProcess
+from support.nodeagent import pod_manifest, wait_running
+
+# Requested ClusterIPs, so each test knows its address however the API server allocates.
+_CLUSTER_IPS = (f"10.96.100.{i}" for i in itertools.count(10))
+
+
+def make_service(name, selector, ports=None, **spec):
+    spec.setdefault("clusterIP", next(_CLUSTER_IPS))
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "selector": selector,
+            "ports": ports or [{"name": "http", "port": 80, "targetPort": "web"}],
+            **spec,
+        },
+    }
+
+
+def create(cluster, obj):
+    async def run(client):
+        return await client.create(obj)
+
+    return cluster.api_call(run)
+
+
+def http(cluster, url, pod="a", timeout=3.0):
+    node = "node-1" if pod == "a" else "node-2"
+    return cluster.agents[node].rpc(
+        "pod.http", {"namespace": "default", "pod": pod, "url": url, "timeout": timeout}
+    )
+
+
+def wait_answering(cluster, url, timeout=10.0, pod="a"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = http(cluster, url, pod=pod, timeout=1.0)
+        if result.get("ok"):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} not answering: {result}")
+        time.sleep(0.05)
+
+
+def hostnames(cluster, url, calls):
+    return [http(cluster, url)["body"].decode().strip() for _ in range(calls)]
+
+
+def test_cluster_ip_reaches_every_ready_backend_from_a_pod(services_cluster):
+    ip = create(services_cluster, make_service("web", {"app": "web"}))["spec"]["clusterIP"]
+    wait_answering(services_cluster, f"http://{ip}/hostname")
+    assert set(hostnames(services_cluster, f"http://{ip}/hostname", 30)) == {"web-1", "web-2", "web-3"}
+    run = services_cluster.cli("exec", "a", "--", "http", f"http://{ip}:80/hostname")
+    assert run.returncode == 0 and run.stdout.strip() in {"web-1", "web-2", "web-3"}, run.stderr
+    clientip = http(services_cluster, f"http://{ip}/clientip")["body"].decode()
+    assert clientip.startswith(services_cluster.pod_ips["a"] + ":")  # no SNAT inside the cluster
+
+
+def test_udp_service_by_named_target_port(services_cluster):
+    ports = [{"name": "echo", "port": 53, "protocol": "UDP", "targetPort": "echo"}]
+    ip = create(services_cluster, make_service("web-udp", {"app": "web"}, ports))["spec"]["clusterIP"]
+    agent = services_cluster.agents["node-1"]
+    seen = set()
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        result = agent.rpc(
+            "pod.connect",
+            {"namespace": "default", "pod": "a", "host": ip, "port": 53, "protocol": "UDP", "timeout": 1.0},
+        )
+        if result["ok"]:
+            assert result["peer"].startswith(ip)  # the reply is un-NATted back to the service address
+            seen.add(result["reply"].decode().strip())
+    assert seen == {"web-1", "web-2", "web-3"}
+
+
+def test_client_ip_affinity_always_picks_the_same_backend(services_cluster):
+    service = make_service(
+        "web-sticky",
+        {"app": "web"},
+        sessionAffinity="ClientIP",
+        sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}},
+    )
+    ip = create(services_cluster, service)["spec"]["clusterIP"]
+    wait_answering(services_cluster, f"http://{ip}/hostname")
+    assert len(set(hostnames(services_cluster, f"http://{ip}/hostname", 12))) == 1
+
+
+def test_service_without_endpoints_or_on_an_undeclared_port_is_refused_at_once(services_cluster):
+    ip = create(services_cluster, make_service("nobody", {"app": "nobody"}))["spec"]["clusterIP"]
+    web_ip = create(services_cluster, make_service("web-refuse", {"app": "web"}))["spec"]["clusterIP"]
+    wait_answering(services_cluster, f"http://{web_ip}/hostname")
+    for url in (f"http://{ip}/hostname", f"http://{web_ip}:81/hostname"):
+        started = time.monotonic()
+        result = http(services_cluster, url, timeout=5.0)
+        assert not result["ok"] and "unreachable" in result["reason"], result
+        assert time.monotonic() - started < 1.0
+
+
+def test_deleting_a_backend_pod_removes_it_from_rotation(services_cluster):
+    async def pods(client):
+        for name, node in (("tmp-1", "node-1"), ("tmp-2", "node-2")):
+            manifest = pod_manifest(name, node, ports=[{"containerPort": 8080, "name": "web"}])
+            manifest["metadata"]["labels"] = {"app": "tmp"}
+            await client.create(manifest)
+            await wait_running(client, "default", name)
+
+    services_cluster.api_call(pods)
+    ip = create(services_cluster, make_service("tmp", {"app": "tmp"}))["spec"]["clusterIP"]
+    url = f"http://{ip}/hostname"
+    wait_answering(services_cluster, url)
+    assert set(hostnames(services_cluster, url, 16)) == {"tmp-1", "tmp-2"}
+
+    async def delete(client):
+        await client.delete("pods", "tmp-2", "default")
+
+    services_cluster.api_call(delete)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until the slice drops it; calls meanwhile may reach a gone pod
+        answers = [http(services_cluster, url, timeout=0.5) for _ in range(8)]
+        if all(a.get("ok") and a["body"].decode().strip() == "tmp-1" for a in answers):
+            break
+    assert set(hostnames(services_cluster, url, 16)) == {"tmp-1"}
+
+
+def test_trace_shows_the_dnat_step_and_the_endpoint(services_cluster):
+    ip = create(services_cluster, make_service("web-trace", {"app": "web"}))["spec"]["clusterIP"]
+    wait_answering(services_cluster, f"http://{ip}/hostname")
+    stages = services_cluster.agents["node-1"].rpc(
+        "trace", {"src": "default/a", "dst": ip, "port": 80, "protocol": "TCP", "timeout": 2.0}
+    )
+    dnat = [s["detail"] for s in stages if s["stage"] == "service-dnat"]
+    assert dnat and dnat[0].startswith(f"{ip}:80 (default/web-trace:http): cluster-ip: endpoint rule "), (
+        stages
+    )
+    assert dnat[0].endswith(":8080") and any(
+        dnat[0].endswith(f"{services_cluster.pod_ips[p]}:8080") for p in ("web-1", "web-2", "web-3")
+    )
+    assert stages[-1] == {"stage": "result", "detail": "answered"}
+
+
+@pytest.mark.parametrize("node", ["node-1"])
+def test_rules_outlive_kube_proxy_and_a_restart_programs_what_changed_meanwhile(services_cluster, node):
+    proxy: KubeProxyProcess = services_cluster.proxies[node]
+    before = create(services_cluster, make_service("web-before", {"app": "web"}))["spec"]["clusterIP"]
+    wait_answering(services_cluster, f"http://{before}/hostname")
+    proxy.kill()
+    assert http(services_cluster, f"http://{before}/hostname")["ok"]  # rules stay in the agent
+    during = create(services_cluster, make_service("web-during", {"app": "web"}))["spec"]["clusterIP"]
+    time.sleep(0.5)
+    assert not http(services_cluster, f"http://{during}/hostname", timeout=0.5)["ok"]  # nobody programs it
+    restarted = time.monotonic()
+    proxy.start()
+    wait_answering(services_cluster, f"http://{during}/hostname", timeout=5.0)
+    # From spawning the process: about a second of it is Python importing aiohttp on a busy machine.
+    assert time.monotonic() - restarted < 3.0
+    assert http(services_cluster, f"http://{before}/hostname")["ok"]
