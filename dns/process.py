@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import time
@@ -139,6 +140,11 @@ async def serve(config: DnsConfig, *, shutdown_trigger: asyncio.Event | None = N
     def synced() -> bool:
         return all(informer.synced for informer in informers)
 
+    registering = config.register
+    if registering and ipaddress.ip_address(config.address).is_unspecified:
+        log.warning("not registering as the kube-dns endpoint: %s is not an address clients can reach",
+                    config.address)
+        registering = False
     server = DnsServer(records, synced, list(config.upstreams), forward_timeout=config.forward_timeout)
     registry = CollectorRegistry()
     registry.register(server.counters.collector(records, synced))
@@ -156,12 +162,12 @@ async def serve(config: DnsConfig, *, shutdown_trigger: asyncio.Event | None = N
             "upstreams": [f"{h}:{p}" for h, p in config.upstreams]}})
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(informer.run()) for informer in informers]
-            if client is not None and config.register:
+            if client is not None and registering:
                 tasks.append(group.create_task(register(client, config, port)))
             await shutdown.wait()
             for task in tasks:
                 task.cancel()
-        if client is not None and config.register:
+        if client is not None and registering:
             await deregister(client, config)
         log.info("stopped")
 
