@@ -63,7 +63,8 @@ class Counters:
                     ("tcp_refused", "TCP connections closed at once because too many were open"),
                 ):
                     yield CounterMetricFamily(f"podnet_dns_{name}", help_text, value=getattr(counters, name))
-                yield GaugeMetricFamily("podnet_dns_names", "names with rendered answers", value=len(records.templates))
+                yield GaugeMetricFamily("podnet_dns_rendered_answers", "answers rendered ahead, one per name and type",
+                                        value=len(records.templates))
                 yield GaugeMetricFamily("podnet_dns_synced", "1 once the caches have synced", value=int(synced()))
 
         return _Collector()
