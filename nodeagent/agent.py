@@ -30,6 +30,7 @@ from typing import Any
 
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.hostbridge import HostBridge
+from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.overlay.pipeline.forward import (
@@ -48,8 +49,10 @@ from podnet.overlay.pipeline.forward import (
     pod_mac,
     vtep_mac,
 )
+from podnet.overlay.pipeline.nat import ServiceTable, TableError
 from podnet.overlay.pipeline.routes import Route, RouteKind, parse_prefix
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
+from podnet.overlay.wire import ipv4, udp
 from podnet.overlay.wire.addresses import ip_to_int
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -110,6 +113,7 @@ class VirtualPod:
     timer_at: float = 0.0
     status_ip: str | None = None  # the podIP the API last heard from us
     waiting: dict[int, asyncio.Future] = field(default_factory=dict)
+    listeners: dict[int, Callable[[Any], None]] = field(default_factory=dict)  # op -> stream events
 
 
 def _rfc3339(micro: bool = False) -> str:
@@ -275,7 +279,7 @@ class NodeAgent:
     def _from_hostbridge(self, packet: bytes) -> None:
         now = time.monotonic()
         trace = self._trace_for(packet) if self._traces else None
-        self._run(self.pipeline.to_local_pod(packet, trace), now)
+        self._run(self.pipeline.to_local_pod(packet, now, trace), now)
 
     def _trace_for(self, packet: bytes) -> list[Stage] | None:
         """The stages list to record this packet's journey in, when its flow is being traced."""
@@ -339,6 +343,9 @@ class NodeAgent:
     def _after_stack(self, pod: VirtualPod, now: float) -> None:
         """Hands finished operations to their waiters and re-arms the pod's timer."""
         for event in pod.stack.take_events():
+            listener = pod.listeners.get(event.op)
+            if listener is not None:
+                listener(event)
             if isinstance(event, ops.Completed | ops.Failed):
                 future = pod.waiting.pop(event.op, None)
                 if future is not None and not future.done():
@@ -364,7 +371,10 @@ class NodeAgent:
         while not shutdown.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(shutdown.wait(), self.config.conntrack_sweep_interval)
-            self.pipeline.conntrack.expire(time.monotonic())
+            now = time.monotonic()
+            self.pipeline.conntrack.expire(now)
+            if self.pipeline.services is not None:
+                self.pipeline.services.expire_affinity(now)
 
     # ---- pods ------------------------------------------------------------------------------------
 
@@ -560,6 +570,8 @@ class NodeAgent:
             "pod.connect": self.rpc_pod_connect,
             "pod.ping": self.rpc_pod_ping,
             "pods.list": self.rpc_pods_list,
+            "pod.send_udp": self.rpc_pod_send_udp,
+            "pod.tcp_transfer": self.rpc_pod_tcp_transfer,
             "routes.list": self.rpc_routes_list,
             "probe": self.rpc_probe,
             "trace": self.rpc_trace,
@@ -581,9 +593,12 @@ class NodeAgent:
         }
 
     async def rpc_services_apply(self, params: dict) -> dict:
-        from podnet.overlay.pipeline import nat  # kube-proxy's table format lives with the pipeline
-
-        table = nat.ServiceTable.from_data(params["table"])
+        """Replaces the whole service table at once; conntrack entries (and so established
+        connections) stay, and ClientIP affinity records carry over to the new table."""
+        try:
+            table = ServiceTable.from_data(params["table"], previous=self.pipeline.services)
+        except (KeyError, TypeError, TableError) as exc:
+            raise RpcError("BadRequest", f"services.apply: {exc}") from None
         self.pipeline.services = table
         return {"rules": len(table)}
 
@@ -685,6 +700,65 @@ class NodeAgent:
             "received": result.received,
             "rtts": list(result.rtts),
         }
+
+    async def rpc_pod_send_udp(self, params: dict) -> dict:
+        """The pod sends a stream of UDP datagrams to `dst:port` for `seconds`, as fast as the node
+        forwards them, without waiting for answers (what `iperf -u -b 0` does): a load generator."""
+        pod = self._pod(params)
+        size, seconds = int(params.get("size") or 64), float(params.get("seconds") or 1.0)
+        try:
+            body = udp.encode(udp.UdpDatagram(40000, int(params["port"]), bytes(size)), pod.port.ip, params["dst"])
+            packet = ipv4.encode(ipv4.IPv4Packet(pod.port.ip, params["dst"], ipv4.IPProtocol.UDP, body))
+        except (KeyError, ValueError) as exc:
+            raise RpcError("BadRequest", f"pod.send_udp: {exc}") from None
+        start = time.monotonic()
+        end, sent = start + seconds, 0
+        from_pod, run = self.pipeline.from_pod, self._run
+        while (now := time.monotonic()) < end:
+            for _ in range(64):
+                run(from_pod(pod.port, packet, now), now)
+            sent += 64
+            await asyncio.sleep(0)  # let the loop read the tunnel socket between bursts
+        return {"sent": sent, "seconds": time.monotonic() - start}
+
+    async def rpc_pod_tcp_transfer(self, params: dict) -> dict:
+        """The pod opens TCP to `dst:port` (an agnhost port echoes raw bytes back), writes `bytes` bytes
+        and reads the echo; returns how long the round trip of all of it took."""
+        pod = self._pod(params)
+        total, timeout = int(params.get("bytes") or 1 << 20), float(params.get("timeout") or 30.0)
+        opened, echoed = self.loop.create_future(), self.loop.create_future()
+        received = 0
+
+        def on_event(event: Any) -> None:
+            nonlocal received
+            if isinstance(event, ops.Opened) and not opened.done():
+                opened.set_result(event)
+            elif isinstance(event, ops.Received):
+                received += len(event.data)
+                if received >= total and not echoed.done():
+                    echoed.set_result(received)
+            elif isinstance(event, ops.Failed):
+                for future in (opened, echoed):
+                    if not future.done():
+                        future.set_exception(RpcError("Failed", event.reason))
+
+        now = time.monotonic()
+        op = pod.stack.open_tcp(params["dst"], int(params["port"]), now, timeout=timeout)
+        pod.listeners[op] = on_event
+        try:
+            self._emit(pod, pod.stack.poll(now), now)
+            await asyncio.wait_for(opened, timeout)
+            start = time.monotonic()
+            pod.stack.send(op, b"x" * total, start)
+            self._emit(pod, pod.stack.poll(start), start)
+            await asyncio.wait_for(echoed, timeout)
+            elapsed = time.monotonic() - start
+            now = time.monotonic()
+            pod.stack.close(op, now)
+            self._emit(pod, pod.stack.poll(now), now)
+        finally:
+            pod.listeners.pop(op, None)
+        return {"bytes": total, "echoed": received, "seconds": elapsed}
 
     async def rpc_pods_list(self, params: Any) -> list[dict]:
         return [
@@ -842,6 +916,8 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         agent = NodeAgent(config, client)
         registry = CollectorRegistry()
         registry.register(_CounterCollector(agent))
+        enforcer = PolicyEnforcer(client, config.name)
+        registry.register(enforcer)
         if config.metrics_port is not None:
             runner, agent.status_port = await start_status_server(
                 config.address, config.metrics_port, lambda: agent.pipeline is not None, registry
@@ -853,11 +929,12 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         await agent.start_dataplane()
         stack.callback(agent.tunnel.close)
         stack.callback(agent.hostbridge.close)
+        agent.pipeline.policy = enforcer.verdict
         agent.pod_informer = Informer(client, "pods", field_selector=f"spec.nodeName={config.name}")
         agent.node_informer = Informer(client, "nodes")
         agent.node_informer.add_handler(agent.on_node)
         agent.pod_informer.add_handler(agent.on_pod)
-        rpc = RpcServer(str(config.socket_path), agent.handlers())
+        rpc = RpcServer(str(config.socket_path), {**agent.handlers(), **enforcer.handlers()})
         (state / "agent.json").write_text(
             json.dumps({"name": config.name, "address": config.address, "pid": os.getpid(),
                         "status_port": agent.status_port, "vxlan_port": agent.tunnel.port})
@@ -869,8 +946,11 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
                 group.create_task(agent.renew_lease(shutdown)),
                 group.create_task(agent.sweep_conntrack(shutdown)),
                 group.create_task(agent.write_statuses(shutdown)),
+                group.create_task(enforcer.run()),
             ]
-            synced = asyncio.gather(agent.node_informer.wait_synced(), agent.pod_informer.wait_synced())
+            synced = asyncio.gather(
+                agent.node_informer.wait_synced(), agent.pod_informer.wait_synced(), enforcer.wait_synced()
+            )
             stopped = asyncio.ensure_future(shutdown.wait())
             await asyncio.wait({synced, stopped}, return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()

@@ -102,7 +102,7 @@ class _TcpRelay:
         for segment in connection.take_segments():
             body = tcp.encode(segment, host_ip, pod_ip)
             bridge.deliver(ipv4.encode(ipv4.IPv4Packet(host_ip, pod_ip, IPProtocol.TCP, body)))
-        if connection.unacknowledged() < MAX_IN_FLIGHT:
+        if connection.unacknowledged < MAX_IN_FLIGHT:
             self.room.set()
         else:
             self.room.clear()

@@ -1,8 +1,10 @@
 """Two real node agents on 127.0.0.11 and 127.0.0.12 with a real API server; pods a (node-1) and
 b (node-2) talk through real VXLAN datagrams, driven by the real CLI."""
 
+import http.server
 import socket
 import struct
+import threading
 import urllib.request
 
 from podnet.overlay.pipeline.forward import vtep_mac
@@ -112,6 +114,70 @@ def test_malformed_vxlan_is_dropped_counted_and_forwarding_continues(two_node_cl
         assert after.get(f"drop.{reason}", 0) > before.get(f"drop.{reason}", 0), reason
     metrics = urllib.request.urlopen(f"http://127.0.0.12:{agent.status_port}/metrics", timeout=5).read().decode()
     assert 'podnet_dataplane_drops_total{reason="vxlan-wrong-vni"}' in metrics
+
+
+def _services(*entries):
+    return {"mode": "iptables", "services": [
+        {"service": f"default/{name}", "port_name": "", "protocol": protocol, "cluster_ip": ip, "port": port,
+         "endpoints": [list(e) for e in endpoints]}
+        for name, protocol, ip, port, endpoints in entries
+    ]}
+
+
+def test_service_dnat_keeps_the_client_ip(two_node_cluster):
+    agent = two_node_cluster.agents["node-1"]
+    ip_a, ip_b = two_node_cluster.pod_ips["a"], two_node_cluster.pod_ips["b"]
+    table = _services(("web", "TCP", "10.96.0.50", 80, [(ip_b, 8080, "node-2")]))
+    assert agent.rpc("services.apply", {"mode": "iptables", "table": table}) == {"rules": 1}
+    run = two_node_cluster.cli("exec", "a", "--", "http", "http://10.96.0.50/clientip")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().rpartition(":")[0] == ip_a
+    run = two_node_cluster.cli("trace", "a", "10.96.0.50:80")
+    assert "default/web" in run.stdout and f"→ {ip_b}:8080" in run.stdout, run.stdout
+
+
+class _ClientAddress(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - the name http.server calls
+        body = self.client_address[0].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_pods_reach_host_network_endpoints_through_the_host_bridge(two_node_cluster):
+    agent = two_node_cluster.agents["node-1"]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ClientAddress)
+    udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_sock.bind(("127.0.0.1", 0))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def udp_echo():
+        data, peer = udp_sock.recvfrom(2048)
+        udp_sock.sendto(data + b" from " + peer[0].encode(), peer)
+
+    threading.Thread(target=udp_echo, daemon=True).start()
+    try:
+        table = _services(
+            ("host-web", "TCP", "10.96.0.60", 80, [("127.0.0.1", server.server_address[1], "")]),
+            ("host-dns", "UDP", "10.96.0.60", 53, [("127.0.0.1", udp_sock.getsockname()[1], "")]),
+        )
+        agent.rpc("services.apply", {"mode": "iptables", "table": table})
+        run = two_node_cluster.cli("exec", "a", "--", "http", "http://10.96.0.60/")
+        assert (run.returncode, run.stdout.strip()) == (0, "127.0.0.11"), run.stderr + str(agent.counters())
+        run = two_node_cluster.cli("exec", "a", "--", "connect", "10.96.0.60:53", "--udp")
+        assert run.returncode == 0, run.stderr
+        # the answer comes back from the Service address, the host saw the node address
+        assert run.stdout.strip() == "answered by 10.96.0.60:53: hostname from 127.0.0.11"
+        assert agent.counters()["hostbridge.tcp.connections"] >= 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        udp_sock.close()
+        agent.rpc("services.apply", {"mode": "iptables", "table": _services()})
 
 
 def test_agent_killed_and_restarted_keeps_pod_ips_and_traffic_resumes(two_node_cluster):

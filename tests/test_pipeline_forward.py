@@ -235,3 +235,48 @@ def test_rewrite_keeps_checksums_valid():
     back = rewrite(udp_packet("10.244.2.9", A.ip, 53, 5000), src=(ip_to_int("10.96.0.10"), 53))
     packet = ipv4.decode(back)
     assert udp.decode(packet.payload, packet.src, packet.dst).src_port == 53 and packet.src == "10.96.0.10"
+
+
+def service_table(endpoints):
+    from podnet.overlay.pipeline.nat import ServiceTable
+
+    return ServiceTable.from_data(
+        {
+            "mode": "ipvs",
+            "services": [
+                {
+                    "service": "kube-system/kube-dns",
+                    "port_name": "dns",
+                    "protocol": "UDP",
+                    "cluster_ip": "10.96.0.10",
+                    "port": 53,
+                    "endpoints": endpoints,
+                },
+            ],
+        }
+    )
+
+
+def test_service_dnat_at_the_source_node_and_replies_come_back_from_the_service_address():
+    n1, n2 = node(N1, A), node(N2, B)
+    n1.services = service_table([[B.ip, 5353, "node-2"]])
+    trace = []
+    out = only(n1.from_pod(A, udp_packet(A.ip, "10.96.0.10", 40000, 53), 0.0, trace), Tunnel)
+    assert "kube-system/kube-dns:dns" in next(s.detail for s in trace if s.stage == "service-dnat")
+    delivered = only(n2.from_tunnel(N1.address, out.datagram, 0.0), Deliver)
+    request = ipv4.decode(delivered.packet)
+    assert (request.src, request.dst) == (A.ip, B.ip)  # the client's address is kept
+    assert udp.decode(request.payload, request.src, request.dst).dst_port == 5353
+    reply = only(n2.from_pod(B, udp_packet(B.ip, A.ip, 5353, 40000, b"answer"), 0.1), Tunnel)
+    back = ipv4.decode(only(n1.from_tunnel(N2.address, reply.datagram, 0.1), Deliver).packet)
+    datagram = udp.decode(back.payload, back.src, back.dst)  # checksums still right after un-DNAT
+    assert (back.src, datagram.src_port, datagram.payload) == ("10.96.0.10", 53, b"answer")
+
+
+def test_service_without_endpoints_is_rejected_with_port_unreachable():
+    n1 = node(N1, A)
+    n1.services = service_table([])
+    answer = only(n1.from_pod(A, udp_packet(A.ip, "10.96.0.10", 40000, 53), 0.0), Deliver)
+    error = ipv4.decode(answer.packet)
+    assert error.dst == A.ip and icmp.decode(error.payload).code == icmp.UnreachableCode.PORT
+    assert n1.counters["drop.service-no-endpoints"] == 1

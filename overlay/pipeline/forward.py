@@ -23,9 +23,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
 
 from podnet.overlay.pipeline.conntrack import Conntrack, Direction, Entry, FlowKey, reverse
+from podnet.overlay.pipeline.nat import NatDecision, ServiceTable
 from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
 from podnet.overlay.wire import arp, fastpath, icmp, ipv4
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
@@ -78,14 +78,6 @@ def allow_all(direction: PolicyDirection, flow: Flow) -> Verdict:
 
 
 Policy = Callable[[PolicyDirection, Flow], Verdict]
-
-
-class ServiceLookup(Protocol):
-    """The call site of kube-proxy's table (overlay/pipeline/nat.py `ServiceTable`)."""
-
-    def lookup(
-        self, protocol: str, src_ip: str, dst_ip: str, dst_port: int, rand: float, now: float
-    ) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +237,7 @@ class Pipeline:
     ):
         self.node = node
         self.policy = policy
-        self.services: ServiceLookup | None = None  # None: no service table installed, DNAT passes
+        self.services: ServiceTable | None = None  # None: no service table installed, DNAT passes
         self.rand = rand
         self.conntrack = conntrack or Conntrack()
         self.routes = RouteTable()
@@ -370,13 +362,13 @@ class Pipeline:
         reply = reverse(key)
         decision = self._service_lookup(key, now, trace)
         if decision is not None:
-            if getattr(decision, "reject", False):
+            if decision.reject:
                 self.counters["drop.service-no-endpoints"] += 1
                 return packet, self._reject(packet, trace)
             endpoint = (ip_to_int(decision.ip), int(decision.port))
             packet = rewrite(packet, dst=endpoint)
             reply = (key[0], endpoint[0], endpoint[1], key[1], key[2])
-            note = f"DNAT {int_to_ip(key[3])}:{key[4]} → {decision.ip}:{decision.port}"
+            note = f"{decision.service}: DNAT {int_to_ip(key[3])}:{key[4]} → {decision.ip}:{decision.port}"
         flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(reply[1]), reply[2])
         verdict = self.policy(PolicyDirection.EGRESS, flow)
         if trace is not None:
@@ -390,34 +382,25 @@ class Pipeline:
         self.counters["conntrack.created"] += 1
         return packet, None
 
-    def _service_lookup(self, key: FlowKey, now: float, trace: list[Stage] | None) -> Any:
+    def _service_lookup(self, key: FlowKey, now: float, trace: list[Stage] | None) -> NatDecision | None:
         if self.services is None or key[0] == _ICMP:
             if trace is not None:
-                trace.append(
-                    Stage(
-                        "service-dnat",
-                        "no service table installed"
-                        if self.services is None
-                        else "ICMP is not load-balanced",
-                    )
-                )
+                why = "no service table installed" if self.services is None else "ICMP is not load-balanced"
+                trace.append(Stage("service-dnat", why))
             return None
         decision = self.services.lookup(
             _PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), int_to_ip(key[3]), key[4], self.rand(), now
         )
         if trace is not None:
+            target = f"{int_to_ip(key[3])}:{key[4]}"
             if decision is None:
-                trace.append(Stage("service-dnat", f"{int_to_ip(key[3])}:{key[4]} is not a service address"))
-            elif getattr(decision, "reject", False):
+                trace.append(Stage("service-dnat", f"{target} is not a service address"))
+            elif decision.reject:
                 trace.append(
-                    Stage("service-dnat", f"{int_to_ip(key[3])}:{key[4]}: service has no endpoints, rejected")
+                    Stage("service-dnat", f"{target} ({decision.service}) rejected: {decision.rule}")
                 )
             else:
-                trace.append(
-                    Stage(
-                        "service-dnat", f"DNAT {int_to_ip(key[3])}:{key[4]} → {decision.ip}:{decision.port}"
-                    )
-                )
+                trace.append(Stage("service-dnat", f"{target} ({decision.service}): {decision.rule}"))
         return decision
 
     def _nat_existing(
@@ -613,14 +596,22 @@ class Pipeline:
 
     # --- packets the host bridge and the node itself originate ----------------------------------
 
-    def to_local_pod(self, packet: bytes, trace: list[Stage] | None = None) -> list[Output]:
-        """A packet the node builds for one of its pods (a host-bridge reply): no policy applies, as
-        traffic from the node to its own pods is always allowed in Kubernetes."""
+    def to_local_pod(self, packet: bytes, now: float, trace: list[Stage] | None = None) -> list[Output]:
+        """A packet the host bridge relays back to one of its pods: the reply of a connection the pod
+        opened, so conntrack un-NATs it (a pod that reached a hostNetwork endpoint through a Service
+        sees the Service address answer). No policy applies: host traffic to local pods is allowed."""
+        if trace is not None:
+            trace.append(Stage("host-bridge", f"reply relayed from the host network, {len(packet)} B"))
+        key, tcp_flags = flow_key(packet)
+        if key is not None:
+            hit = self.conntrack.lookup(key, now)
+            if hit is not None:
+                self.conntrack.update(hit[0], hit[1], tcp_flags, now)
+                packet = self._nat_existing(hit[0], hit[1], packet, trace)
         dst = _ADDRS.unpack_from(packet, 12)[1]
         if dst not in self.pods:
             return self._drop("no-such-pod", trace)
-        self.counters["delivered"] += 1
-        return [Deliver(dst, packet)]
+        return self._deliver(dst, packet, trace)
 
     def _drop(self, reason: str, trace: list[Stage] | None) -> list[Output]:
         self.counters[f"drop.{reason}"] += 1

@@ -1,0 +1,294 @@
+"""Dataplane throughput: two real node agents on 127.0.0.11 and .12, beside two baselines from the same run.
+
+- podnet cross-node UDP: pod a (node-1) sends a UDP stream to pod b (node-2) for a few seconds; figures
+  are datagrams per second that left node-1 and that node-2 delivered into pod b's stack, for 64- and
+  1400-byte payloads. Every datagram crosses node-1's egress pipeline, a real VXLAN datagram on loopback,
+  and node-2's ingress pipeline (as in Linux, b answers each with ICMP port unreachable, which flows back).
+- podnet TCP goodput: pod a writes 4 MiB to an agnhost port of pod b, which echoes it; bytes per second of
+  the round trip (each byte crosses the tunnel twice), through the pods' userspace TCP.
+- Python ceiling: a bare UDP forwarder written the fastest way (uvloop, add_reader, recvfrom until
+  BlockingIOError, sendto), fed by a sender process: datagrams per second it forwards.
+- Kernel reference (root, iperf3): Linux's own vxlan between two network namespaces over a veth pair.
+
+Prints one JSON object as the last line; `ratio_64` is podnet's delivered frames/s over the Python
+ceiling's, for 64-byte payloads (the goal is at least 0.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from podnet.client import ApiClient  # noqa: E402
+from podnet.rpc.session import call_once  # noqa: E402
+
+SECONDS = 3.0
+SIZES = (64, 1400)
+
+FORWARDER = r"""
+import socket, sys, time, uvloop, asyncio
+listen, sink, seconds = (sys.argv[1], int(sys.argv[2])), (sys.argv[3], int(sys.argv[4])), float(sys.argv[5])
+async def main():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.bind(listen)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    recvfrom, sendto = sock.recvfrom, sock.sendto
+    count = 0
+    def readable():
+        nonlocal count
+        try:
+            for _ in range(512):
+                data, _ = recvfrom(65535)
+                try:
+                    sendto(data, sink)
+                except BlockingIOError:
+                    pass
+                count += 1
+        except BlockingIOError:
+            pass
+    loop.add_reader(sock.fileno(), readable)
+    print("ready", flush=True)
+    while count == 0:
+        await asyncio.sleep(0.001)
+    start, first = time.monotonic(), count
+    await asyncio.sleep(seconds)
+    print((count - first) / (time.monotonic() - start), flush=True)
+uvloop.run(main())
+"""
+
+SENDER = r"""
+import socket, sys, time
+target, size, seconds = (sys.argv[1], int(sys.argv[2])), int(sys.argv[3]), float(sys.argv[4])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+payload, sendto, end = bytes(size), sock.sendto, time.monotonic() + seconds
+while time.monotonic() < end:
+    for _ in range(256):
+        sendto(payload, target)
+"""
+
+
+def python_ceiling(size: int) -> float:
+    """Datagrams per second a bare Python forwarder moves (the sink is a socket nobody reads)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.22", 0))
+        sink_port = sink.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.21", 0))
+            port = probe.getsockname()[1]
+        forwarder = subprocess.Popen(
+            [sys.executable, "-c", FORWARDER, "127.0.0.21", str(port), "127.0.0.22", str(sink_port), str(SECONDS)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert forwarder.stdout.readline().strip() == "ready"
+            sender = subprocess.Popen([sys.executable, "-c", SENDER, "127.0.0.21", str(port), str(size),
+                                       str(SECONDS + 1.0)])
+            rate = float(forwarder.stdout.readline())
+            sender.wait(timeout=SECONDS + 10)
+            return rate
+        finally:
+            forwarder.kill()
+            forwarder.wait()
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _free_udp_port() -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+            a.bind(("127.0.0.11", 0))
+            try:
+                b.bind(("127.0.0.12", a.getsockname()[1]))
+            except OSError:
+                continue
+            return a.getsockname()[1]
+    raise RuntimeError("no common free UDP port")
+
+
+class Cluster:
+    """An API server and two agents, started in a temporary PODNET_HOME, killed on exit."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.processes: list[subprocess.Popen] = []
+        self.api = f"http://127.0.0.1:{_free_tcp_port()}"
+        self.vxlan_port = _free_udp_port()
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.home))
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - the process owns it until it exits
+        process = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=log, env=env,
+                                   start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def socket(self, node: str) -> str:
+        return str(self.home / "nodes" / node / "agent.sock")
+
+    def start(self) -> None:
+        port = self.api.rsplit(":", 1)[1]
+        self.spawn("apiserver", "podnet.apiserver", "--host", "127.0.0.1", "--port", port,
+                   "--store", f"sqlite:///{self.home / 'store.db'}", "--log-level", "warning")
+        _wait(lambda: urllib.request.urlopen(f"{self.api}/readyz", timeout=1).status == 200)
+        for index in (1, 2):
+            node = f"node-{index}"
+            self.spawn(node, "podnet.nodeagent", "--name", node, "--address", f"127.0.0.1{index}",
+                       "--server", self.api, "--state-dir", str(self.home / "nodes" / node),
+                       "--vxlan-port", str(self.vxlan_port), "--metrics-port", "-1", "--log-level", "warning")
+        for index in (1, 2):
+            _wait(lambda index=index: asyncio.run(call_once(self.socket(f"node-{index}"), "ping", timeout=1)) == "pong")
+        asyncio.run(self._pods())
+
+    async def _pods(self) -> None:
+        async with ApiClient(self.api) as client:
+            for name, node in (("a", "node-1"), ("b", "node-2")):
+                await client.create({
+                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"nodeName": node, "containers": [{"name": "agnhost", "image": "agnhost",
+                                                                "ports": [{"containerPort": 80}]}]},
+                })
+            self.ips = {}
+            for name in ("a", "b"):
+                for _ in range(200):
+                    pod = await client.get("pods", name, "default")
+                    if ip := (pod.get("status") or {}).get("podIP"):
+                        self.ips[name] = ip
+                        break
+                    await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait(check, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.05)
+    raise RuntimeError("a component did not come up in time")
+
+
+def podnet_udp(cluster: Cluster, size: int) -> dict:
+    async def run() -> dict:
+        before = await call_once(cluster.socket("node-2"), "counters")
+        sent = await call_once(cluster.socket("node-1"), "pod.send_udp", {
+            "namespace": "default", "pod": "a", "dst": cluster.ips["b"], "port": 9, "size": size,
+            "seconds": SECONDS}, timeout=SECONDS + 30)
+        await asyncio.sleep(0.3)  # what is still in flight arrives
+        after = await call_once(cluster.socket("node-2"), "counters")
+        delivered = after.get("delivered", 0) - before.get("delivered", 0)
+        return {
+            "sent_per_second": round(sent["sent"] / sent["seconds"]),
+            "delivered_per_second": round(delivered / sent["seconds"]),
+            "delivered_share": round(delivered / max(sent["sent"], 1), 3),
+        }
+
+    return asyncio.run(run())
+
+
+def podnet_tcp(cluster: Cluster) -> dict:
+    result = asyncio.run(call_once(cluster.socket("node-1"), "pod.tcp_transfer", {
+        "namespace": "default", "pod": "a", "dst": cluster.ips["b"], "port": 80, "bytes": 4 << 20,
+        "timeout": 60}, timeout=90))
+    return {"bytes": result["bytes"], "seconds": round(result["seconds"], 3),
+            "goodput_mbit_s": round(result["bytes"] * 8 / result["seconds"] / 1e6, 1)}
+
+
+def kernel_vxlan() -> dict | None:
+    """iperf3 over Linux vxlan devices in two namespaces joined by a veth pair (root only)."""
+    if os.geteuid() != 0 or not shutil.which("iperf3"):
+        return None
+    tag = str(os.getpid())
+    ns1, ns2 = f"pnb1-{tag}", f"pnb2-{tag}"
+
+    def sh(*args: str) -> str:
+        return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+    try:
+        sh("ip", "netns", "add", ns1)
+        sh("ip", "netns", "add", ns2)
+        sh("ip", "link", "add", "veth0", "netns", ns1, "type", "veth", "peer", "name", "veth0", "netns", ns2)
+        for ns, under, over, peer in ((ns1, "192.168.77.1", "10.99.0.1", "192.168.77.2"),
+                                      (ns2, "192.168.77.2", "10.99.0.2", "192.168.77.1")):
+            sh("ip", "-n", ns, "addr", "add", f"{under}/24", "dev", "veth0")
+            sh("ip", "-n", ns, "link", "set", "veth0", "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "link", "add", "vx0", "type", "vxlan", "id", "1", "local", under, "remote", peer,
+               "dstport", "4789", "dev", "veth0")
+            sh("ip", "-n", ns, "addr", "add", f"{over}/24", "dev", "vx0")
+            sh("ip", "-n", ns, "link", "set", "vx0", "up")
+        server = subprocess.Popen(["ip", "netns", "exec", ns2, "iperf3", "-s", "-1", "-B", "10.99.0.2"],
+                                  stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            udp = json.loads(sh("ip", "netns", "exec", ns1, "iperf3", "-c", "10.99.0.2", "-u", "-b", "0", "-l", "64",
+                                "-t", str(int(SECONDS)), "-J"))
+        finally:
+            server.wait(timeout=30)
+        server = subprocess.Popen(["ip", "netns", "exec", ns2, "iperf3", "-s", "-1", "-B", "10.99.0.2"],
+                                  stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            tcp = json.loads(sh("ip", "netns", "exec", ns1, "iperf3", "-c", "10.99.0.2", "-t", str(int(SECONDS)), "-J"))
+        finally:
+            server.wait(timeout=30)
+        summary = udp["end"]["sum"]
+        received = summary["packets"] - summary["lost_packets"]
+        return {
+            "udp_64_delivered_per_second": round(received / summary["seconds"]),
+            "tcp_gbit_s": round(tcp["end"]["sum_received"]["bits_per_second"] / 1e9, 2),
+        }
+    finally:
+        subprocess.run(["ip", "netns", "del", ns1], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns2], capture_output=True)
+
+
+def main() -> None:
+    figures: dict = {"seconds_per_run": SECONDS}
+    figures["python_ceiling_forwarded_per_second"] = {size: round(python_ceiling(size)) for size in SIZES}
+    with tempfile.TemporaryDirectory(prefix="podnet-bench-") as home:
+        cluster = Cluster(Path(home))
+        try:
+            cluster.start()
+            figures["podnet_cross_node_udp"] = {size: podnet_udp(cluster, size) for size in SIZES}
+            figures["podnet_tcp_echo"] = podnet_tcp(cluster)
+        finally:
+            cluster.stop()
+    figures["kernel_vxlan"] = kernel_vxlan()
+    ceiling = figures["python_ceiling_forwarded_per_second"][64]
+    figures["ratio_64"] = round(figures["podnet_cross_node_udp"][64]["delivered_per_second"] / ceiling, 3)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
