@@ -333,6 +333,9 @@ def make_deployment(replicas=3, image="agnhost", strategy=None):
     return {"metadata": {"name": "web", "namespace": "default", "uid": "uid-d", "generation": 4}, "spec": spec}
 
 
+T = "2026-01-01T00:00:00Z"
+
+
 def counter_suffix():
     names = iter(f"x{i:04d}" for i in range(1000))
     return lambda: next(names)
@@ -360,7 +363,7 @@ def test_template_hash_is_stable_and_safe():
 
 def test_new_deployment_creates_replicas_with_kubernetes_names_and_owner():
     deployment = make_deployment()
-    plan = deployments.plan(deployment, [], counter_suffix())
+    plan = deployments.plan(deployment, [], counter_suffix(), T)
     hash_value = deployments.template_hash(deployment["spec"]["template"])
     assert [p["metadata"]["name"] for p in plan.create] == [f"web-{hash_value}-x000{i}" for i in range(3)]
     pod = plan.create[0]
@@ -368,42 +371,45 @@ def test_new_deployment_creates_replicas_with_kubernetes_names_and_owner():
     assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-d"
     assert pod["spec"] == deployment["spec"]["template"]["spec"]
     assert plan.delete == ()
+    conditions = plan.status.pop("conditions")
     assert plan.status == {"observedGeneration": 4, "replicas": 0, "updatedReplicas": 0, "readyReplicas": 0,
                            "availableReplicas": 0, "unavailableReplicas": 3}
+    assert [(c["type"], c["status"], c["reason"]) for c in conditions] == [
+        ("Available", "False", "MinimumReplicasUnavailable"), ("Progressing", "True", "ReplicaSetUpdated")]
 
 
 def test_lost_pods_are_replaced_with_new_names_and_unowned_pods_ignored():
     deployment = make_deployment()
-    pods = owned(deployments.plan(deployment, [], counter_suffix()).create)
+    pods = owned(deployments.plan(deployment, [], counter_suffix(), T).create)
     stranger = make_pod("stranger", labels={"app": "web"}, ready=True)
     survivors = pods[1:] + [stranger]
     rng = random.Random(2)
-    plan = deployments.plan(deployment, survivors, lambda: deployments.random_suffix(rng))
+    plan = deployments.plan(deployment, survivors, lambda: deployments.random_suffix(rng), T)
     assert len(plan.create) == 1 and plan.create[0]["metadata"]["name"] != pods[0]["metadata"]["name"]
     assert plan.status["replicas"] == 2 and plan.status["readyReplicas"] == 2
 
 
 def test_suffix_collisions_are_skipped():
     deployment = make_deployment(replicas=2)
-    pods = owned(deployments.plan(deployment, [], counter_suffix()).create[:1])
-    plan = deployments.plan(deployment, pods, counter_suffix())  # the counter repeats x0000 first
+    pods = owned(deployments.plan(deployment, [], counter_suffix(), T).create[:1])
+    plan = deployments.plan(deployment, pods, counter_suffix(), T)  # the counter repeats x0000 first
     assert [p["metadata"]["name"][-5:] for p in plan.create] == ["x0001"]
 
 
 def test_failed_and_terminating_pods_do_not_count():
     deployment = make_deployment(replicas=2)
-    pods = owned(deployments.plan(deployment, [], counter_suffix()).create)
+    pods = owned(deployments.plan(deployment, [], counter_suffix(), T).create)
     pods[0]["status"]["phase"] = "Failed"
     pods[1]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    assert len(deployments.plan(deployment, pods, counter_suffix()).create) == 2
+    assert len(deployments.plan(deployment, pods, counter_suffix(), T).create) == 2
 
 
 def test_scale_down_removes_unready_then_newest():
     deployment = make_deployment(replicas=1)
-    pods = owned(deployments.plan(make_deployment(), [], counter_suffix()).create)
+    pods = owned(deployments.plan(make_deployment(), [], counter_suffix(), T).create)
     pods[0]["status"]["conditions"][0]["status"] = "False"
     pods[2]["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"
-    plan = deployments.plan(deployment, pods, counter_suffix())
+    plan = deployments.plan(deployment, pods, counter_suffix(), T)
     assert plan.delete == (pods[0]["metadata"]["name"], pods[2]["metadata"]["name"])
     assert plan.create == ()
 
@@ -419,23 +425,59 @@ def test_scale_down_removes_unready_then_newest():
 )
 def test_template_change_rolls(strategy, new_ready, expected_creates, expected_old_deletes):
     old_deployment = make_deployment(replicas=2, strategy=strategy)
-    old_pods = owned(deployments.plan(old_deployment, [], counter_suffix()).create, node="n1")
+    old_pods = owned(deployments.plan(old_deployment, [], counter_suffix(), T).create, node="n1")
     deployment = make_deployment(replicas=2, image="nginx", strategy=strategy)
     new_pods = []
     if new_ready:
-        created = deployments.plan(deployment, old_pods, counter_suffix()).create
+        created = deployments.plan(deployment, old_pods, counter_suffix(), T).create
         new_pods = owned(created[:new_ready]) + owned(created[new_ready:], ready=False)
-    plan = deployments.plan(deployment, old_pods + new_pods, counter_suffix())
+    plan = deployments.plan(deployment, old_pods + new_pods, counter_suffix(), T)
     assert len(plan.create) == expected_creates
     old_names = {p["metadata"]["name"] for p in old_pods}
     assert len([n for n in plan.delete if n in old_names]) == expected_old_deletes
 
 
 def test_orphaned_pods_of_a_deleted_or_recreated_deployment():
-    pods = owned(deployments.plan(make_deployment(), [], counter_suffix()).create)
+    pods = owned(deployments.plan(make_deployment(), [], counter_suffix(), T).create)
     pods[2]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     names = sorted(p["metadata"]["name"] for p in pods[:2])
     assert deployments.orphaned_pods("default", "web", None, pods) == names
     assert deployments.orphaned_pods("default", "web", "uid-new", pods) == names
     assert deployments.orphaned_pods("default", "web", "uid-d", pods) == []
     assert deployments.orphaned_pods("other", "web", None, pods) == []
+
+
+@pytest.mark.parametrize(
+    ("strategy", "replicas", "ready", "available"),
+    [
+        (None, 4, 3, "True"),  # 25% of 4 may be unavailable
+        (None, 4, 2, "False"),
+        (None, 3, 3, "True"),
+        (None, 3, 2, "False"),  # 25% of 3 rounds down to 0
+        ({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}}, 3, 1, "True"),
+        ({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "50%"}}, 4, 2, "True"),
+        ({"type": "Recreate"}, 4, 3, "False"),
+    ],
+)
+def test_available_condition(strategy, replicas, ready, available):
+    deployment = make_deployment(replicas=replicas)
+    if strategy:
+        deployment["spec"]["strategy"] = strategy
+    created = deployments.plan(deployment, [], counter_suffix(), T).create
+    pods = owned(created[:ready]) + owned(created[ready:], ready=False)
+    conditions = {c["type"]: c for c in deployments.plan(deployment, pods, counter_suffix(), T).status["conditions"]}
+    assert conditions["Available"]["status"] == available
+    done = ready == replicas
+    assert conditions["Progressing"]["reason"] == ("NewReplicaSetAvailable" if done else "ReplicaSetUpdated")
+
+
+def test_conditions_keep_their_times_while_unchanged():
+    deployment = make_deployment(replicas=1)
+    pods = owned(deployments.plan(deployment, [], counter_suffix(), T).create)
+    first = deployments.plan(deployment, pods, counter_suffix(), T).status
+    deployment["status"] = first
+    again = deployments.plan(deployment, pods, counter_suffix(), "2026-06-01T00:00:00Z").status
+    assert again == first
+    pods[0]["status"]["conditions"][0]["status"] = "False"
+    changed = deployments.plan(deployment, pods, counter_suffix(), "2026-06-01T00:00:00Z").status["conditions"]
+    assert changed[0]["status"] == "False" and changed[0]["lastTransitionTime"] == "2026-06-01T00:00:00Z"

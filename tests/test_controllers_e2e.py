@@ -204,6 +204,7 @@ async def test_deployment_pods_spread_over_ready_nodes_and_lost_pods_are_replace
 
         status = await eventually(status_ready, what="readyReplicas 3")
         assert status["replicas"] == 3 and status["availableReplicas"] == 3
+        assert {c["type"]: c["status"] for c in status["conditions"]} == {"Available": "True", "Progressing": "True"}
 
         lost = pods[0]["metadata"]["name"]
         await client.delete("pods", lost, "default")

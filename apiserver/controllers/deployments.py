@@ -109,9 +109,58 @@ class Plan:
     status: dict
 
 
-def plan(deployment: dict, pods: Iterable[dict], suffix: Callable[[], str]) -> Plan:
+def max_unavailable(deployment: dict) -> int:
+    """How many replicas may be unavailable while the Deployment still counts as Available: the rolling
+    update's maxUnavailable (a number or a percentage rounded down; 25% by default), 0 for Recreate."""
+    spec = deployment.get("spec") or {}
+    strategy = spec.get("strategy") or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return 0
+    replicas = spec.get("replicas", 1)
+    value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", "25%")
+    if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit():
+        return replicas * int(value[:-1]) // 100
+    if isinstance(value, int):
+        return min(value, replicas)
+    return 0
+
+
+def _condition(previous: list[dict], kind: str, status: str, reason: str, message: str, timestamp: str) -> dict:
+    """A condition that keeps its times while nothing about it changes, so a resync writes nothing."""
+    before = next((c for c in previous if c.get("type") == kind), None)
+    condition = {"type": kind, "status": status, "reason": reason, "message": message,
+                 "lastUpdateTime": timestamp, "lastTransitionTime": timestamp}
+    if before is not None and before.get("status") == status:
+        condition["lastTransitionTime"] = before.get("lastTransitionTime", timestamp)
+        if before.get("reason") == reason and before.get("message") == message:
+            condition["lastUpdateTime"] = before.get("lastUpdateTime", timestamp)
+    return condition
+
+
+def conditions(deployment: dict, status: dict, timestamp: str) -> list[dict]:
+    """Available and Progressing, as `kubectl wait --for=condition=Available` and `rollout status` read
+    them."""
+    replicas = (deployment.get("spec") or {}).get("replicas", 1)
+    previous = (deployment.get("status") or {}).get("conditions") or []
+    name = deployment["metadata"]["name"]
+    if status["availableReplicas"] >= replicas - max_unavailable(deployment):
+        available = _condition(previous, "Available", "True", "MinimumReplicasAvailable",
+                               "Deployment has minimum availability.", timestamp)
+    else:
+        available = _condition(previous, "Available", "False", "MinimumReplicasUnavailable",
+                               "Deployment does not have minimum availability.", timestamp)
+    if status["updatedReplicas"] == replicas == status["availableReplicas"] == status["replicas"]:
+        progressing = _condition(previous, "Progressing", "True", "NewReplicaSetAvailable",
+                                 f'Deployment "{name}" has successfully progressed.', timestamp)
+    else:
+        progressing = _condition(previous, "Progressing", "True", "ReplicaSetUpdated",
+                                 f'Deployment "{name}" is progressing.', timestamp)
+    return [available, progressing]
+
+
+def plan(deployment: dict, pods: Iterable[dict], suffix: Callable[[], str], timestamp: str) -> Plan:
     """Pods to create, pods to delete and the status to report, given the pods the Deployment owns (or
-    every pod: the unowned are ignored)."""
+    every pod: the unowned are ignored). `timestamp` (wall clock, RFC 3339) goes into new conditions."""
     spec = deployment.get("spec") or {}
     replicas = spec.get("replicas", 1)
     hash_value = template_hash(spec.get("template") or {})
@@ -150,4 +199,5 @@ def plan(deployment: dict, pods: Iterable[dict], suffix: Callable[[], str]) -> P
         "availableReplicas": ready,
         "unavailableReplicas": max(0, replicas - ready),
     }
+    status["conditions"] = conditions(deployment, status, timestamp)
     return Plan(tuple(create), tuple(delete), status)

@@ -408,7 +408,8 @@ class Deployments(Controller):
                 removed.add(pod_name)
         if deployment is None:
             return
-        plan = deployments.plan(deployment, pods.values(), lambda: deployments.random_suffix(self.rng))
+        plan = deployments.plan(deployment, pods.values(), lambda: deployments.random_suffix(self.rng),
+                                now_timestamp())
         created = set()
         for pod in plan.create:
             if await self.write(f"create pod {namespace}/{pod['metadata']['name']}", self.client.create(pod)):
