@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podnet.client import ApiClient, Informer
 from podnet.overlay.bgp import fsm as f
 from podnet.overlay.bgp import messages as m
-from podnet.overlay.bgp.rib import LOCAL, BestChanged, Path as RibPath, PeerInfo, Rib
+from podnet.overlay.bgp.rib import BestChanged, PeerInfo, Rib
+from podnet.overlay.bgp.rib import Path as RibPath
+
+from podnet.client import ApiClient, Informer
 from podnet.rpc.session import RpcClient, RpcError, RpcServer
 
 log = logging.getLogger(__name__)
@@ -204,7 +206,7 @@ class Speaker:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(
                 peer.config.address, peer.config.port, local_addr=(self.config.address, 0)), CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             peer.connecting = None
             if peer.connection is None and self.peers.get(peer.config.address) is peer:
                 log.debug("bgp: connect to %s failed: %s", peer.config.address, exc)
@@ -260,8 +262,9 @@ class Speaker:
                     peer.connection.writer.write(action.data)
                     if action.data[18] == m.MessageType.NOTIFICATION:
                         self.counters["notifications_sent"] += 1
-                        log.warning("bgp: NOTIFICATION to %s: %s", peer.config.address,
-                                    m.decode(action.data))
+                        notification = m.decode(action.data)
+                        level = logging.INFO if notification.code == m.ErrorCode.CEASE else logging.WARNING
+                        log.log(level, "bgp: NOTIFICATION to %s: %s", peer.config.address, notification)
             elif isinstance(action, f.Connect):
                 if peer.connecting is None and peer.connection is None:
                     peer.connecting = asyncio.create_task(self._connect(peer))
@@ -416,7 +419,7 @@ class Speaker:
                     continue
                 try:
                     await client.call("routes.apply", {"source": "bgp", "routes": desired}, timeout=5.0)
-                except (ConnectionError, RpcError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, ConnectionError, RpcError) as exc:
                     log.warning("bgp: routes.apply failed: %s", exc)
                     await client.close()
                     client = None
