@@ -16,10 +16,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from podnet.nodeagent.policy import Matrix
 
 from podnet.cli.policy_cmd import Agents, probe_matrix
 from podnet.client import ApiClient
-from podnet.nodeagent.policy import Matrix
 from podnet.rpc.session import call_once
 from support import netpol_model
 from support.apiserver import ApiServerProcess
@@ -48,7 +48,9 @@ class ModelCluster:
 
     def agent_status(self) -> dict[str, dict]:
         async def ask() -> list[dict]:
-            return await asyncio.gather(*(call_once(a.socket, "policy.status", timeout=5) for a in self.agents.values()))
+            return await asyncio.gather(
+                *(call_once(a.socket, "policy.status", timeout=5) for a in self.agents.values())
+            )
 
         return dict(zip(self.agents, asyncio.run(ask()), strict=True))
 
@@ -83,7 +85,9 @@ class ModelCluster:
         async def delete(client: ApiClient) -> None:
             listed = await client.list("networkpolicies")
             for item in listed.get("items") or []:
-                await client.delete("networkpolicies", item["metadata"]["name"], item["metadata"]["namespace"])
+                await client.delete(
+                    "networkpolicies", item["metadata"]["name"], item["metadata"]["namespace"]
+                )
 
         self.cluster.api_call(delete)
         self.wait_enforced({})
