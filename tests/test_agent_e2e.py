@@ -180,6 +180,25 @@ def test_pods_reach_host_network_endpoints_through_the_host_bridge(two_node_clus
         agent.rpc("services.apply", {"mode": "iptables", "table": _services()})
 
 
+def test_dataplane_keeps_forwarding_while_the_api_server_is_down(two_node_cluster):
+    ip_b = two_node_cluster.pod_ips["b"]
+    agent = two_node_cluster.agents["node-1"]
+    two_node_cluster.api.kill()
+    try:
+        result = agent.rpc("pod.http", {"namespace": "default", "pod": "a", "url": f"http://{ip_b}/hostname"})
+        assert (result["status"], result["body"]) == (200, b"b")
+    finally:
+        two_node_cluster.api.start()
+
+    async def add_d(client):
+        await client.create(pod_manifest("d", "node-1"))
+        return (await wait_running(client, "default", "d"))["status"]["podIP"]
+
+    ip_d = two_node_cluster.api_call(add_d)  # the agent's informers resumed on their own
+    run = two_node_cluster.cli("exec", "b", "--", "http", f"http://{ip_d}/hostname")
+    assert (run.returncode, run.stdout.strip()) == (0, "d"), run.stderr
+
+
 def test_agent_killed_and_restarted_keeps_pod_ips_and_traffic_resumes(two_node_cluster):
     agent = two_node_cluster.agents["node-2"]
     ip_b = two_node_cluster.pod_ips["b"]
