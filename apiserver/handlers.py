@@ -122,6 +122,14 @@ def _decode_continue(token: str) -> tuple[int, str]:
     return revision, key
 
 
+def _dry_run(request: web.Request) -> bool:
+    """`?dryRun=All`: every step of a write but the write itself (kubectl --dry-run=server)."""
+    values = request.query.getall("dryRun", [])
+    if any(v != "All" for v in values):
+        raise status.bad_request(f'dryRun: Unsupported value: {values!r}: supported values: "All"')
+    return bool(values)
+
+
 def _parse_revision(text: str, what: str = "resourceVersion") -> int:
     if not text.isdigit():
         raise status.bad_request(f'invalid {what} "{text}": must be a non-negative integer')
@@ -336,9 +344,8 @@ class Resources:
         query = request.query
         since = query.get("resourceVersion", "")
         bookmarks = _truthy(query.get("allowWatchBookmarks"))
-        timeout_text = query.get("timeoutSeconds")
-        # kube-apiserver ends a watch that asked for no timeout after a random 30 to 60 minutes.
-        timeout = _parse_revision(timeout_text, "timeoutSeconds") if timeout_text else 1800 * (1 + random.random())
+        # kube-apiserver ends a watch that asked for no timeout (or 0) after a random 30 to 60 minutes.
+        timeout = _parse_revision(query.get("timeoutSeconds") or "0", "timeoutSeconds") or 1800 * (1 + random.random())
         prefix = storage_prefix(kind, namespace)
         name = selection.name()
         initial: list[dict] = []
@@ -464,6 +471,8 @@ class Resources:
         name = metadata["name"]
         if kind.namespaced:
             await self._check_namespace_open(kind, name, namespace)
+        if _dry_run(request):
+            return respond(request, obj, 201)
         try:
             revision = await self._storage(self.store.create(storage_key(kind, namespace, name), value))
         except AlreadyExists:
@@ -516,7 +525,9 @@ class Resources:
                 if not isinstance(expected, str) or _parse_revision(expected) != current.mod_revision:
                     raise status.conflict(kind, name)
             try:
-                result = await self._write_update(kind, namespace, name, current, copy.deepcopy(obj), subresource)
+                result = await self._write_update(
+                    kind, namespace, name, current, copy.deepcopy(obj), subresource, dry_run=_dry_run(request)
+                )
             except _Raced:
                 continue  # with a resourceVersion, the next read reports the conflict
             return respond(request, result)
@@ -553,18 +564,28 @@ class Resources:
             if metadata.get("name") != name or (kind.namespaced and metadata.get("namespace") != namespace):
                 raise status.bad_request("a patch may not change the object's name or namespace")
             expected = metadata.get("resourceVersion")
-            if expected != str(current.mod_revision):
+            if expected not in (None, "") and expected != str(current.mod_revision):
                 # The patch named a resourceVersion: it is a precondition, as on update.
                 raise status.conflict(kind, name)
             try:
-                result = await self._write_update(kind, namespace, name, current, patched, subresource)
+                result = await self._write_update(
+                    kind, namespace, name, current, patched, subresource, dry_run=_dry_run(request)
+                )
             except _Raced:
                 continue
             return respond(request, result)
         raise status.conflict(kind, name, "the object is being modified too often; please try again")
 
     async def _write_update(
-        self, kind: Kind, namespace: str | None, name: str, current: KeyValue, new: dict, subresource: str | None
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        current: KeyValue,
+        new: dict,
+        subresource: str | None,
+        *,
+        dry_run: bool,
     ) -> dict:
         old = from_storage(current.value, current.mod_revision)
         if subresource == "status":
@@ -587,6 +608,9 @@ class Resources:
         self._check_immutable(kind, old, new)
         if value == current.value:
             return old  # no change: no write, no event, the same resourceVersion (as Kubernetes)
+        if dry_run:
+            new["metadata"]["resourceVersion"] = str(current.mod_revision)
+            return new
         try:
             revision = await self._storage(self.store.update(current.key, value, current.mod_revision))
         except NotFound:

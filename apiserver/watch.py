@@ -19,7 +19,7 @@ import bisect
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from apiserver.codec import MSGPACK, encode, from_storage
 from apiserver.storage.base import Compacted, Progress, StorageError, Store, WatchEvent
@@ -181,6 +181,8 @@ class _CacheSubscription(Subscription):
 
     async def next(self, timeout: float | None) -> Change | None:
         cache = self.cache
+        # One deadline for the call: wakeups that bring nothing (progress) do not extend it.
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while True:
             if cache.ended:
                 raise WatchEnded()
@@ -195,7 +197,7 @@ class _CacheSubscription(Subscription):
                 self.after_revision = change.revision
                 return change
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline):
                     await cache._wakeup.wait()
             except TimeoutError:
                 return None
@@ -213,27 +215,38 @@ class _CacheSubscription(Subscription):
 
 
 class _StoreSubscription(Subscription):
-    """A watcher's own storage watch, for resourceVersions older than the cache's window."""
+    """A watcher's own storage watch, for resourceVersions older than the cache's window. Like the
+    cache, it rides out a storage outage by watching again from the last revision it saw; only a
+    compaction ends it."""
 
     def __init__(self, store: Store, prefix: str, after_revision: int, queue_size: int):
         self._queue: asyncio.Queue[Change | Progress | BaseException] = asyncio.Queue(queue_size)
-        self._revision = after_revision
-        self._task = asyncio.create_task(self._pump(store.watch(prefix, after_revision)))
+        self._revision = after_revision  # delivered to the watcher
+        self._pumped = after_revision  # read from storage
+        self._task = asyncio.create_task(self._pump(store, prefix))
         self.on_close: Callable[[_StoreSubscription], None] = lambda subscription: None
 
-    async def _pump(self, events: AsyncIterator[WatchEvent | Progress]) -> None:
-        try:
-            async for item in events:
-                await self._queue.put(item if isinstance(item, Progress) else Change.from_event(item))
-        except (TimeoutError, StorageError, OSError) as e:
-            await self._queue.put(e)
-        else:
-            await self._queue.put(WatchEnded())
-
-    async def next(self, timeout: float | None) -> Change | None:
+    async def _pump(self, store: Store, prefix: str) -> None:
+        backoff = 0.05
         while True:
             try:
-                async with asyncio.timeout(timeout):
+                async for item in store.watch(prefix, self._pumped):
+                    backoff = 0.05
+                    self._pumped = max(self._pumped, item.revision)
+                    await self._queue.put(item if isinstance(item, Progress) else Change.from_event(item))
+            except Compacted as e:
+                await self._queue.put(e)
+                return
+            except (TimeoutError, StorageError, OSError) as e:
+                log.debug("watch on %s from %d failed, retrying in %.2fs: %s", prefix, self._pumped, backoff, e)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def next(self, timeout: float | None) -> Change | None:
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
                     item = await self._queue.get()
             except TimeoutError:
                 return None

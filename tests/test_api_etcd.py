@@ -9,6 +9,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+from kubernetes import client, watch
+from support.apiserver import kubernetes_client
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 
@@ -38,7 +40,8 @@ def test_etcd_killed_under_load_gives_503_then_recovers_without_losing_a_write(m
     acknowledged: dict[str, int] = {}
     codes: list[int] = []
     revisions: list[int] = []
-    stop = threading.Event()
+    stop = threading.Event()  # the writer
+    stop_watching = threading.Event()
 
     def writer() -> None:
         for i in range(100_000):
@@ -53,8 +56,26 @@ def test_etcd_killed_under_load_gives_503_then_recovers_without_losing_a_write(m
                 assert body["kind"] == "Status"
                 time.sleep(0.05)
 
+    watched: list[tuple[str, int]] = []
+
+    def watcher() -> None:
+        core = client.CoreV1Api(kubernetes_client(server, server.token))
+        resource_version = "1"
+        while not stop_watching.is_set():
+            try:
+                for event in watch.Watch().stream(
+                    core.list_namespaced_pod, "load", resource_version=resource_version, timeout_seconds=2
+                ):
+                    metadata = event["object"].metadata
+                    watched.append((metadata.name, int(metadata.resource_version)))
+                    resource_version = metadata.resource_version
+            except Exception:  # storage down: the stream ends; resume from the last resourceVersion
+                time.sleep(0.1)
+
     thread = threading.Thread(target=writer)
     thread.start()
+    watch_thread = threading.Thread(target=watcher)
+    watch_thread.start()
     try:
         deadline = time.monotonic() + 10
         while len(acknowledged) < 20 and time.monotonic() < deadline:
@@ -75,9 +96,16 @@ def test_etcd_killed_under_load_gives_503_then_recovers_without_losing_a_write(m
         while len(acknowledged) < before + 20 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(acknowledged) >= before + 20, "the API server did not recover by itself"
-    finally:
         stop.set()
         thread.join(timeout=30)
+        deadline = time.monotonic() + 10
+        while (not watched or watched[-1][1] < max(revisions)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        stop_watching.set()
+        thread.join(timeout=30)
+        watch_thread.join(timeout=30)
     assert 500 not in codes
     assert revisions == sorted(revisions) and len(set(revisions)) == len(revisions)
     code, listed = _request(server, "GET", "/api/v1/namespaces/load/pods")
@@ -85,3 +113,7 @@ def test_etcd_killed_under_load_gives_503_then_recovers_without_losing_a_write(m
     stored = {item["metadata"]["name"]: int(item["metadata"]["resourceVersion"]) for item in listed["items"]}
     assert acknowledged.items() <= stored.items(), "an acknowledged write was lost"
     assert int(listed["metadata"]["resourceVersion"]) >= max(revisions)
+    # The watch across the outage: every acknowledged write once, in order, never going backwards.
+    watched_revisions = [revision for _, revision in watched]
+    assert watched_revisions == sorted(set(watched_revisions))
+    assert acknowledged.items() <= dict(watched).items()

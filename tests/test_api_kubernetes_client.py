@@ -181,6 +181,19 @@ def test_a_status_write_ignores_spec_and_a_spec_write_ignores_status(core, names
     assert after_spec.status.phase == "Running" and after_spec.metadata.labels == {"app": "a", "x": "y"}
 
 
+def test_dry_run_checks_everything_but_writes_nothing(core, namespace):
+    assert core.create_namespaced_pod(namespace, pod("dry"), dry_run="All").metadata.name == "dry"
+    with pytest.raises(ApiException) as missing:
+        core.read_namespaced_pod("dry", namespace)
+    assert missing.value.status == 404
+    with pytest.raises(ApiException) as invalid:
+        core.create_namespaced_pod(namespace, {"metadata": {"name": "dry"}, "spec": {"containers": []}}, dry_run="All")
+    assert invalid.value.status == 422
+    core.create_namespaced_pod(namespace, pod("real"))
+    core.patch_namespaced_pod("real", namespace, {"metadata": {"labels": {"dry": "run"}}}, dry_run="All")
+    assert core.read_namespaced_pod("real", namespace).metadata.labels == {}
+
+
 def test_generate_name_and_pagination(core, namespace):
     names = {core.create_namespaced_pod(namespace, {**pod(""), "metadata": {"generateName": "gen-"}}).metadata.name for _ in range(5)}
     assert len(names) == 5 and all(n.startswith("gen-") and len(n) == 9 for n in names)
