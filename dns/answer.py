@@ -91,14 +91,16 @@ class Template:
     first address spread over all of them."""
 
     flags: int
-    counts: tuple[int, int, int]
     body: bytes
     answer_ends: tuple[int, ...]
     heads: tuple[bytes, ...]
     rotations: tuple[Template, ...] = ()
 
     @classmethod
-    def build(cls, flags: int, counts: tuple[int, int, int], body: bytes, answer_ends: tuple[int, ...] = ()):
+    def build(
+        cls, flags: int, counts: tuple[int, int, int], body: bytes, answer_ends: tuple[int, ...] = ()
+    ) -> Template:
+        """`counts` are the answer, authority and additional record counts of `body`."""
         an, ns, ar = counts
         heads = tuple(
             struct.pack(
@@ -108,7 +110,7 @@ class Template:
             )
             for index in range(8)
         )
-        return cls(flags, counts, body, answer_ends, heads)
+        return cls(flags, body, answer_ends, heads)
 
 
 @functools.lru_cache(maxsize=1 << 16)
