@@ -331,7 +331,7 @@ class Pipeline:
         if src != ip_to_int(pod.ip):
             return self._drop("spoofed-source", trace)
         self.counters["egress.packets"] += 1
-        new_flow = False
+        new_flow = reply = False
         if key is not None:
             hit = self.conntrack.lookup(key, now)
             if hit is not None:
@@ -345,12 +345,13 @@ class Pipeline:
                         )
                     )
                 packet = self._nat_existing(entry, direction, packet, trace)
+                reply = direction is Direction.REPLY
             else:
                 packet, refused = self._new_egress_flow(key, packet, now, trace)
                 if refused is not None:
                     return refused
                 new_flow = True
-        return self._route(packet, now, trace, from_pod=pod, new_flow=new_flow)
+        return self._route(packet, now, trace, from_pod=pod, new_flow=new_flow, reply=reply)
 
     def _new_egress_flow(
         self, key: FlowKey, packet: bytes, now: float, trace: list[Stage] | None
@@ -426,7 +427,14 @@ class Pipeline:
         return [Deliver(_ADDRS.unpack_from(packet, 12)[0], answer)]
 
     def _route(
-        self, packet: bytes, now: float, trace: list[Stage] | None, *, from_pod: PodPort, new_flow: bool
+        self,
+        packet: bytes,
+        now: float,
+        trace: list[Stage] | None,
+        *,
+        from_pod: PodPort,
+        new_flow: bool,
+        reply: bool = False,
     ) -> list[Output]:
         dst = _ADDRS.unpack_from(packet, 12)[1]
         route = self.routes.lookup(dst)
@@ -437,6 +445,14 @@ class Pipeline:
                         Stage("route", f"{int_to_ip(dst)}: inside the cluster CIDR but no node owns it")
                     )
                 return self._drop("no-route", trace)
+            if reply and int_to_ip(dst) in self.peers:
+                # The answer to a connection another node opened from its own address (a NodePort
+                # bridged into the overlay there): back through the tunnel to that node.
+                if trace is not None:
+                    trace.append(
+                        Stage("route", f"{int_to_ip(dst)}: reply to node {self.peers[int_to_ip(dst)].name}")
+                    )
+                return self._encapsulate(int_to_ip(dst), packet, trace, from_pod)
             if trace is not None:
                 trace.append(
                     Stage(
@@ -460,14 +476,14 @@ class Pipeline:
         return self._encapsulate(route.next_hop, packet, trace, from_pod)
 
     def _encapsulate(
-        self, node_address: str, packet: bytes, trace: list[Stage] | None, from_pod: PodPort
+        self, node_address: str, packet: bytes, trace: list[Stage] | None, from_pod: PodPort | None
     ) -> list[Output]:
         prefix = self._encap_prefix.get(node_address)
         if prefix is None:
             return self._drop("no-vtep-for-next-hop", trace)
         if len(packet) > self.node.mtu:
             (flags_offset,) = _U16.unpack_from(packet, 6)
-            if flags_offset & ipv4.FLAG_DONT_FRAGMENT:
+            if flags_offset & ipv4.FLAG_DONT_FRAGMENT and from_pod is not None:
                 error = ipv4.encode(
                     icmp.error_packet(icmp.frag_needed(packet, self.node.mtu), self.node.gateway, packet)
                 )
@@ -547,13 +563,23 @@ class Pipeline:
                 )
             )
         source_route = self.routes.lookup(src)
-        if source_route is None or source_route.next_hop != sender:
+        if (source_route is None or source_route.next_hop != sender) and src != ip_to_int(sender):
             return self._drop("vxlan-spoofed-inner-source", trace)
         if dst not in self.pods:
+            if dst == ip_to_int(self.node.address):
+                # A pod's answer to a connection this node opened from its own address (NodePort).
+                if trace is not None:
+                    trace.append(Stage("host", f"for this node ({self.node.address}): to the host side"))
+                return [ToHost(src, packet)]
             # DNAT happens at the source node, so what arrives here is addressed to a pod of ours.
             route = self.routes.lookup(dst)
             local = route is not None and route.kind is RouteKind.LOCAL
             return self._drop("no-such-pod" if local else "vxlan-not-for-this-node", trace)
+        return self._inbound_to_pod(dst, packet, now, trace)
+
+    def _inbound_to_pod(self, dst: int, packet: bytes, now: float, trace: list[Stage] | None) -> list[Output]:
+        """Conntrack, and for a new connection the pod's ingress policy, then delivery: for packets
+        from another node and those this node opens itself."""
         key, tcp_flags = flow_key(packet)
         if key is not None:
             hit = self.conntrack.lookup(key, now)
@@ -612,6 +638,23 @@ class Pipeline:
         if dst not in self.pods:
             return self._drop("no-such-pod", trace)
         return self._deliver(dst, packet, trace)
+
+    def from_node(self, packet: bytes, now: float, trace: list[Stage] | None = None) -> list[Output]:
+        """A packet the node itself sends into the pod network: a NodePort connection bridged from a
+        real socket, from the node address (SNAT) or from the client's. A local pod gets it as it would
+        from the tunnel (conntrack, ingress policy); a remote pod's node does the same on its side. The
+        pod's answers come back as `ToHost`."""
+        dst = _ADDRS.unpack_from(packet, 12)[1]
+        route = self.routes.lookup(dst)
+        if route is None:
+            return self._drop("no-route", trace)
+        if trace is not None:
+            trace.append(Stage("route", f"from the node to {int_to_ip(dst)}: {route.describe()}"))
+        if route.kind is not RouteKind.LOCAL:
+            return self._encapsulate(route.next_hop, packet, trace, None)
+        if dst not in self.pods:
+            return self._drop("no-such-pod", trace)
+        return self._inbound_to_pod(dst, packet, now, trace)
 
     def _drop(self, reason: str, trace: list[Stage] | None) -> list[Output]:
         self.counters[f"drop.{reason}"] += 1
