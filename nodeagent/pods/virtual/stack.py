@@ -368,9 +368,12 @@ class PodStack:
         except DecodeError:
             self.counters["ip_malformed"] += 1
             return
-        if not looped_back and (is_loopback(header.src) or is_loopback(header.dst)):
-            self.counters["ip_martian"] += 1  # 127/8 never arrives from a link (RFC 1122 3.2.1.3)
+        if not looped_back and is_loopback(header.dst):
+            self.counters["ip_martian"] += 1  # 127/8 is never reached over a link (RFC 1122 3.2.1.3)
             return
+        # A 127/8 *source* from the link is accepted: podnet's hosts live on 127.0.0.x, and a NodePort
+        # client on the host (or the node address after SNAT) reaches the pod with one, as Linux allows
+        # with route_localnet=1. Answers to it leave the pod (see `_emit`).
         if header.dst != self.ip and not (looped_back and is_loopback(header.dst)):
             self.counters["ip_not_for_pod"] += 1
             return
@@ -526,7 +529,7 @@ class PodStack:
         packet = ipv4.encode(
             ipv4.IPv4Packet(src, dst, protocol, payload, identification=self._identification)
         )
-        if dst == self.ip or is_loopback(dst):
+        if dst == self.ip or (is_loopback(dst) and is_loopback(src)):
             self._loopback.append(packet)
         else:
             self._out.append(packet)
