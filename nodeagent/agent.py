@@ -31,6 +31,7 @@ from typing import Any
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.hostbridge import HostBridge
 from podnet.nodeagent.netpol import PolicyEnforcer
+from podnet.nodeagent.nodeports import NodePorts
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.overlay.pipeline.forward import (
@@ -49,7 +50,7 @@ from podnet.overlay.pipeline.forward import (
     pod_mac,
     vtep_mac,
 )
-from podnet.overlay.pipeline.nat import ServiceTable, TableError
+from podnet.overlay.pipeline.nat import NatDecision, ServiceTable, TableError
 from podnet.overlay.pipeline.routes import Route, RouteKind, parse_prefix
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire import ipv4, udp
@@ -136,6 +137,8 @@ class NodeAgent:
         self.tunnel: UdpTunnel | None = None
         self.ipam: HostLocalIpam | None = None
         self.hostbridge: HostBridge | None = None
+        self.node_endpoint: VirtualPod | None = None
+        self.nodeports: NodePorts | None = None
         self.pod_cidr: str | None = None
         self.pods: dict[str, VirtualPod] = {}  # "ns/name" -> pod
         self.by_ip: dict[int, VirtualPod] = {}
@@ -268,6 +271,48 @@ class NodeAgent:
         self.tunnel = UdpTunnel(self.config.address, self.config.vxlan_port, self._from_tunnel)
         await self.tunnel.open()
         self.hostbridge = HostBridge(self.config.address, self._from_hostbridge)
+        # The node's own endpoint in the pod network, on the gateway address: it answers pods that ping
+        # their gateway and is where NodePort connections enter the pod network from (SNAT).
+        gateway = identity.gateway
+        port = PodPort("node", self.config.name, gateway, vtep_mac(self.config.address))
+        stack = PodStack(self.config.name, "node", gateway, port.mac, port.mac, [], self.config.name)
+        self.node_endpoint = VirtualPod(f"node/{self.config.name}", port, stack)
+        self.by_ip[ip_to_int(gateway)] = self.node_endpoint
+        self.pipeline.add_pod(port)
+        self.nodeports = NodePorts(self.config.address, self, self._lookup_node_port)
+
+    def _lookup_node_port(self, protocol: str, node_port: int, client_ip: str) -> NatDecision | None:
+        if self.pipeline.services is None:
+            return None
+        return self.pipeline.services.lookup_node_port(protocol, node_port, client_ip, random.random(), time.monotonic())
+
+    # The node endpoint's streams, for NodePorts (nodeports.Streams).
+
+    def open_stream(self, dst_ip: str, dst_port: int, on_event: Callable[[Any], None]) -> int:
+        pod, now = self.node_endpoint, time.monotonic()
+        op = pod.stack.open_tcp(dst_ip, dst_port, now, timeout=5.0)
+        pod.listeners[op] = on_event
+        self._emit(pod, pod.stack.poll(now), now)
+        return op
+
+    def stream_send(self, op: int, data: bytes) -> None:
+        pod, now = self.node_endpoint, time.monotonic()
+        pod.stack.send(op, data, now)
+        self._emit(pod, pod.stack.poll(now), now)
+
+    def stream_close(self, op: int) -> None:
+        pod, now = self.node_endpoint, time.monotonic()
+        pod.stack.close(op, now)
+        self._emit(pod, pod.stack.poll(now), now)
+
+    def stream_forget(self, op: int) -> None:
+        self.node_endpoint.listeners.pop(op, None)
+
+    async def exchange_udp(self, dst_ip: str, dst_port: int, payload: bytes, timeout: float) -> Any:
+        def start(stack: PodStack, now: float) -> int:
+            return stack.udp_exchange(dst_ip, dst_port, payload, now, timeout=timeout)
+
+        return await self._operate(self.node_endpoint, start, timeout)
 
     def _from_tunnel(self, datagram: bytes, sender: str) -> None:
         now = time.monotonic()
@@ -362,7 +407,7 @@ class NodeAgent:
 
     def _poll_pod(self, pod: VirtualPod) -> None:
         pod.timer = None
-        if self.pods.get(pod.port.key) is not pod:
+        if self.by_ip.get(ip_to_int(pod.port.ip)) is not pod:
             return
         now = time.monotonic()
         self._emit(pod, pod.stack.poll(now), now)
@@ -579,6 +624,7 @@ class NodeAgent:
             "capture": self.rpc_capture,
             "counters": self.rpc_counters,
             "faults.partition": self.rpc_partition,
+            "nodeports.apply": self.rpc_nodeports_apply,
         }
 
     async def rpc_node_info(self, params: Any) -> dict:
@@ -600,7 +646,16 @@ class NodeAgent:
         except (KeyError, TypeError, TableError) as exc:
             raise RpcError("BadRequest", f"services.apply: {exc}") from None
         self.pipeline.services = table
+        await self.nodeports.reconcile(table.node_ports())
         return {"rules": len(table)}
+
+    async def rpc_nodeports_apply(self, params: dict) -> dict:
+        """Listeners for exactly these [nodePort, protocol] pairs (services.apply opens the table's)."""
+        try:
+            ports = [(int(port), str(protocol)) for port, protocol in params.get("ports") or []]
+        except (TypeError, ValueError) as exc:
+            raise RpcError("BadRequest", f"nodeports.apply takes [port, protocol] pairs: {exc}") from None
+        return {"listening": [list(p) for p in await self.nodeports.reconcile(ports)]}
 
     async def rpc_routes_apply(self, params: dict) -> dict:
         source = params.get("source", "bgp")
@@ -855,6 +910,8 @@ class NodeAgent:
             merged[f"tunnel.{name}"] = merged.get(f"tunnel.{name}", 0) + value
         for name, value in self.hostbridge.counters.items():
             merged[f"hostbridge.{name}"] = value
+        for name, value in self.nodeports.counters.items():
+            merged[f"nodeports.{name}"] = value
         merged["conntrack.entries"] = len(self.pipeline.conntrack)
         merged["conntrack.dropped-full"] = self.pipeline.conntrack.dropped_full
         merged["pods"] = len(self.pods)
@@ -929,6 +986,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         await agent.start_dataplane()
         stack.callback(agent.tunnel.close)
         stack.callback(agent.hostbridge.close)
+        stack.callback(agent.nodeports.close)
         agent.pipeline.policy = enforcer.verdict
         agent.pod_informer = Informer(client, "pods", field_selector=f"spec.nodeName={config.name}")
         agent.node_informer = Informer(client, "nodes")

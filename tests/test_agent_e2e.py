@@ -7,6 +7,7 @@ import struct
 import threading
 import urllib.request
 
+import pytest
 from podnet.overlay.pipeline.forward import vtep_mac
 from podnet.overlay.wire import ethernet, ipv4, udp, vxlan
 from support.nodeagent import pod_manifest, wait_running
@@ -178,6 +179,36 @@ def test_pods_reach_host_network_endpoints_through_the_host_bridge(two_node_clus
         server.server_close()
         udp_sock.close()
         agent.rpc("services.apply", {"mode": "iptables", "table": _services()})
+
+
+def test_node_ports_listen_on_the_node_address_and_snat_into_the_pod_network(two_node_cluster):
+    agent = two_node_cluster.agents["node-1"]
+    ip_b = two_node_cluster.pod_ips["b"]
+    with socket.socket() as tcp_probe, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp_probe:
+        tcp_probe.bind(("127.0.0.11", 0))
+        udp_probe.bind(("127.0.0.11", 0))
+        tcp_port, udp_port = tcp_probe.getsockname()[1], udp_probe.getsockname()[1]
+    gateway = agent.rpc("node.info")["pod_cidr"].rsplit(".", 1)[0] + ".1"
+    table = {"mode": "ipvs", "services": [
+        {"service": "default/web", "port_name": "", "protocol": "TCP", "cluster_ip": "10.96.0.70", "port": 80,
+         "node_port": tcp_port, "endpoints": [[ip_b, 8080, "node-2"]], "external_endpoints": [[ip_b, 8080, "node-2"]]},
+        {"service": "default/echo", "port_name": "", "protocol": "UDP", "cluster_ip": "10.96.0.70", "port": 81,
+         "node_port": udp_port, "endpoints": [[ip_b, 81, "node-2"]], "external_endpoints": [[ip_b, 81, "node-2"]]},
+    ]}
+    agent.rpc("services.apply", {"mode": "ipvs", "table": table})
+    try:
+        url = f"http://127.0.0.11:{tcp_port}"
+        assert urllib.request.urlopen(f"{url}/hostname", timeout=10).read() == b"b"
+        client = urllib.request.urlopen(f"{url}/clientip", timeout=10).read().decode()
+        assert client.rpartition(":")[0] == gateway  # SNAT to node-1, so replies return through it
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp_client:
+            udp_client.settimeout(5)
+            udp_client.sendto(b"hostname", ("127.0.0.11", udp_port))
+            assert udp_client.recvfrom(2048)[0] == b"b"
+    finally:
+        agent.rpc("services.apply", {"mode": "ipvs", "table": {"mode": "ipvs", "services": []}})
+    with pytest.raises(OSError):  # the listeners are gone with the table
+        socket.create_connection(("127.0.0.11", tcp_port), timeout=2).close()
 
 
 def test_dataplane_keeps_forwarding_while_the_api_server_is_down(two_node_cluster):
