@@ -43,6 +43,7 @@ class PolicyEnforcer:
         self.flowlog = FlowLog(capacity)
         self.clock = clock
         self.policy_versions: dict[str, str] = {}  # "ns/name" -> resourceVersion the compiler holds
+        self.policy_times: dict[str, float] = {}  # "ns/name" -> when that version took effect (clock)
         self.follow_drops = 0
         self.informers = {kind: Informer(client, resource) for kind, resource in WATCHED.items()}
         for kind, informer in self.informers.items():
@@ -54,8 +55,11 @@ class PolicyEnforcer:
         key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
         if event == "DELETED" or new is None:
             self.policy_versions.pop(key, None)
+            self.policy_times.pop(key, None)
         else:
+            # The compiler's handler ran first: from now on new connections are judged by this version.
             self.policy_versions[key] = meta.get("resourceVersion") or ""
+            self.policy_times[key] = self.clock()
 
     # ---- the pipeline's hook -------------------------------------------------------------------
 
@@ -85,12 +89,13 @@ class PolicyEnforcer:
         return {"flows": self.rpc_flows, "policy.status": self.rpc_policy_status}
 
     async def rpc_policy_status(self, params: Any) -> dict:
-        """What this node enforces: the policies by the resourceVersion compiled, those refused, and
-        how many pods and flow records it knows."""
+        """What this node enforces: the policies by the resourceVersion compiled and when each took
+        effect (seconds since the epoch), those refused, and how many pods and flow records it knows."""
         return {
             "node": self.node_name,
             "synced": self.synced,
             "policies": dict(self.policy_versions),
+            "applied_at": dict(self.policy_times),
             "errors": dict(self.compiler.errors),
             "pods": len(self.compiler.evaluator().pods),
             "flows": len(self.flowlog),

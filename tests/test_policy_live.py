@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
+import subprocess
 import urllib.request
 
 import pytest
@@ -65,11 +67,6 @@ def _flows(model_cluster, node: str, **params) -> list[dict]:
     return asyncio.run(read())
 
 
-def _probe(model_cluster, src: str, dst_ip: str, port: int = 80, protocol: str = "TCP") -> dict:
-    params = {"src": src, "dst": dst_ip, "port": port, "protocol": protocol, "timeout": 1.0}
-    return asyncio.run(call_once(_socket_of(model_cluster, src), "probe", params, timeout=15))
-
-
 DENY_INTO_X = CASES["default-deny-ingress"].policies()
 
 
@@ -105,7 +102,7 @@ def test_policy_applied_mid_connection_keeps_its_replies_and_judges_the_next_con
     assert in_flight, "the transfer ended before the policy was enforced; it proves nothing (make it bigger)"
     assert result["echoed"] == size
     # The next connection between the same pods is new to conntrack and meets the new policy.
-    probe = _probe(model_cluster, "y/b", ip["x/a"])
+    probe = model_cluster.probe_once("y/b", "x/a")
     assert not probe["ok"]
     denied = _flows(model_cluster, "node-1", verdict="denied")
     assert any(
@@ -131,7 +128,7 @@ def test_localhost_inside_a_pod_never_meets_a_policy(model_cluster):
     assert asyncio.run(call_once(_socket_of(model_cluster, "x/a"), "pod.connect", params))["ok"]
     assert len(_flows(model_cluster, "node-1")) == before
     # Leaving the pod, the same port is denied by the pod's own egress policy.
-    assert not _probe(model_cluster, "x/a", model_cluster.addresses["x/b"])["ok"]
+    assert not model_cluster.probe_once("x/a", "x/b")["ok"]
     denied = _flows(model_cluster, "node-1", verdict="denied", limit=1)
     assert denied[0]["direction"] == "egress" and denied[0]["src_pod"] == "x/a"
 
@@ -179,11 +176,11 @@ def test_policies_judge_the_endpoint_after_service_dnat(model_cluster):
                 ),
             ]
         )
-        assert _probe(model_cluster, "y/b", service_ip)["ok"]
+        assert model_cluster.probe_once("y/b", service_ip)["ok"]
         egress = _flows(model_cluster, "node-2", verdict="allowed", limit=1)[0]
         assert (egress["direction"], egress["dst"], egress["dst_pod"]) == ("egress", ip["x/a"], "x/a")
         assert egress["policy"] == "y/b-to-x-a" and egress["rule"] == 0
-        assert not _probe(model_cluster, "z/b", service_ip)["ok"]
+        assert not model_cluster.probe_once("z/b", service_ip)["ok"]
         ingress = _flows(model_cluster, "node-1", verdict="denied", limit=1)[0]
         assert (ingress["src_pod"], ingress["dst_pod"], ingress["port"]) == ("z/b", "x/a", 80)
     finally:
@@ -193,7 +190,7 @@ def test_policies_judge_the_endpoint_after_service_dnat(model_cluster):
 def test_verdicts_are_counted_in_metrics(model_cluster):
     model_cluster.clear()
     model_cluster.apply(DENY_INTO_X)
-    assert not _probe(model_cluster, "y/a", model_cluster.addresses["x/a"])["ok"]
+    assert not model_cluster.probe_once("y/a", "x/a")["ok"]
     agent = model_cluster.agents["node-1"]
     text = (
         urllib.request.urlopen(f"http://{agent.address}:{agent.status_port}/metrics", timeout=5)
@@ -232,9 +229,8 @@ def test_cli_matrix_probed_agrees_with_static(model_cluster):
 def test_cli_flows_and_explain_name_the_deciding_policy(model_cluster):
     model_cluster.clear()
     model_cluster.apply(CASES["namespace-selector"].policies())
-    ip = model_cluster.addresses
-    assert not _probe(model_cluster, "z/c", ip["x/a"])["ok"]
-    assert _probe(model_cluster, "y/c", ip["x/a"])["ok"]
+    assert not model_cluster.probe_once("z/c", "x/a")["ok"]
+    assert model_cluster.probe_once("y/c", "x/a")["ok"]
     denied = model_cluster.cli("flows", "--verdict", "denied")
     assert denied.returncode == 0, denied.stderr
     line = [line for line in denied.stdout.splitlines() if "z/c(" in line and "x/a(" in line][-1]
@@ -251,8 +247,6 @@ def test_cli_flows_and_explain_name_the_deciding_policy(model_cluster):
 
 
 def test_cli_flows_follow_prints_new_verdicts(model_cluster):
-    import subprocess
-
     model_cluster.clear()
     model_cluster.apply(DENY_INTO_X)
     follower = subprocess.Popen(
@@ -273,14 +267,12 @@ def test_cli_flows_follow_prints_new_verdicts(model_cluster):
         env=model_cluster.cluster.cli_env(),
     )
     try:
-        ip = model_cluster.addresses
         for _ in range(20):  # until the follower is connected and hears a verdict
-            _probe(model_cluster, "z/a", ip["x/a"])
-            import select
-
+            model_cluster.probe_once("z/a", "x/a")
             ready, _, _ = select.select([follower.stdout], [], [], 0.5)
             if ready:
                 break
+        assert ready, "podnet flows -f printed nothing"
         line = follower.stdout.readline()
         assert "z/a(" in line and "x/a(" in line and "DENIED" in line, line
     finally:

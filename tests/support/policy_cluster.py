@@ -2,10 +2,11 @@
 node agents (node-1, node-2, node-3 on 127.0.0.11-13), namespaces x, y, z and pods a (node-1), b (node-2)
 and c (node-3) in each, Running with their addresses.
 
-`model_cluster` (per module) yields a `ModelCluster`: `.addresses` (pod key -> IP, plus "kube-dns"),
+`running_model_cluster(home)` starts it all (a context manager, for benchmarks too); the fixture
+`model_cluster` (per module) yields the `ModelCluster` it gives: `.addresses` (pod key -> IP, plus "kube-dns"),
 `.apply(policies)` creates NetworkPolicies and waits until every agent enforces them,
 `.clear()` deletes them all (likewise waiting), `.probe(ports, protocols)` probes the 9x9 matrix through
-the agents, `.agent_status()`, `.cli(...)`.
+the agents, `.probe_once(src, dst, port, protocol)`, `.agent_status()`, `.cli(...)`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from podnet.nodeagent.policy import Matrix
@@ -92,6 +95,18 @@ class ModelCluster:
         self.cluster.api_call(delete)
         self.wait_enforced({})
 
+    def probe_once(self, src: str, dst: str, port: int = 80, protocol: str = "TCP") -> dict:
+        """One connection from pod `src` to `dst` (a pod key or an address) through src's agent."""
+        params = {
+            "src": src,
+            "dst": self.addresses.get(dst, dst),
+            "port": port,
+            "protocol": protocol,
+            "timeout": PROBE_TIMEOUT,
+        }
+        socket = self.agents[self.pods()[src][1]].socket
+        return asyncio.run(call_once(socket, "probe", params, timeout=PROBE_TIMEOUT + 10))
+
     def probe(self, ports: Iterable[int] = (80,), protocols: Iterable[str] = ("TCP",)) -> Matrix:
         async def run() -> Matrix:
             async with Agents(lambda node: self.agents[node].socket) as agents:
@@ -100,11 +115,11 @@ class ModelCluster:
         return asyncio.run(run())
 
 
-@pytest.fixture(scope="module")
-def model_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelCluster]:
-    home = tmp_path_factory.mktemp("podnet-home")
+@contextmanager
+def running_model_cluster(home: Path) -> Iterator[ModelCluster]:
+    """Starts the API server, the three agents and the model's pods under `home`; stops them on exit."""
     api_dir = home / "apiserver"
-    api_dir.mkdir()
+    api_dir.mkdir(parents=True, exist_ok=True)
     api = ApiServerProcess(api_dir, f"sqlite:///{api_dir / 'store.db'}", controllers=True)
     agents: dict[str, AgentProcess] = {}
     try:
@@ -141,3 +156,9 @@ def model_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelClu
         for agent in agents.values():
             agent.kill()
         api.kill()
+
+
+@pytest.fixture(scope="module")
+def model_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelCluster]:
+    with running_model_cluster(tmp_path_factory.mktemp("podnet-home")) as model:
+        yield model
