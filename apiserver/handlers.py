@@ -144,7 +144,7 @@ class Resources:
         self.watchers_gauge = watchers_gauge
         self.limits = Limits(config.node_port_range, config.service_cidr)
         self._namespace_kind = lookup("namespaces")
-        self.namespaces = NamespaceLifecycle(store, hub, storage_prefix(self._namespace_kind))
+        self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -356,7 +356,8 @@ class Resources:
         else:
             after = _parse_revision(since)
         try:
-            subscription = await self._storage(self.hub.subscribe(storage_prefix(kind), after))
+            identity = {"apiVersion": kind.api_version, "kind": kind.kind}
+            subscription = await self._storage(self.hub.subscribe(storage_prefix(kind), after, identity))
         except Compacted:
             subscription = None
         media_type = response_media_type(request)

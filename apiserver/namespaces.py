@@ -15,6 +15,7 @@ from enum import Enum
 
 from apiserver.storage.base import StorageError, Store
 from apiserver.watch import DELETED, WatchEnded, WatchHub
+from podnet.api.kinds import Kind
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,10 @@ def _terminating(obj: dict) -> bool:
 
 
 class NamespaceLifecycle:
-    def __init__(self, store: Store, hub: WatchHub, prefix: str):
+    def __init__(self, store: Store, hub: WatchHub, kind: Kind, prefix: str):
         self.store = store
         self.hub = hub
+        self.identity = {"apiVersion": kind.api_version, "kind": kind.kind}
         self.prefix = prefix
         self.revision = 0
         self._terminating: dict[str, bool] | None = None  # None: not synced
@@ -71,7 +73,7 @@ class NamespaceLifecycle:
                 kvs, revision = await self.store.list(self.prefix)
                 self._terminating = {kv.key.rpartition("/")[2]: _terminating(json.loads(kv.value)) for kv in kvs}
                 self._advance(revision)
-                subscription = await self.hub.subscribe(self.prefix, revision)
+                subscription = await self.hub.subscribe(self.prefix, revision, self.identity)
                 try:
                     while True:
                         change = await subscription.next(None)
@@ -86,7 +88,7 @@ class NamespaceLifecycle:
                         backoff = 0.05
                 finally:
                     await subscription.close()
-            except (StorageError, WatchEnded, OSError, TimeoutError) as e:
+            except (StorageError, WatchEnded, OSError, TimeoutError, ValueError) as e:
                 self._terminating = None
                 log.warning("namespace cache lost its watch, relisting in %.2fs: %s", backoff, e)
                 await asyncio.sleep(backoff)

@@ -44,12 +44,21 @@ class Change:
         self._encoded: dict[tuple[str, str], bytes] = {}
 
     @classmethod
-    def from_event(cls, event: WatchEvent) -> Change:
+    def from_event(cls, event: WatchEvent, identity: dict, prefix: str) -> Change:
+        """Raises ValueError for a stored value that is not a JSON object. `prefix` is the resource's
+        storage prefix, `identity` its apiVersion and kind."""
         previous = from_storage(event.prev_value, event.revision) if event.prev_value is not None else None
         if event.type == "DELETE":
-            assert previous is not None, "a DELETE event always carries the deleted value"
+            if previous is None:
+                # etcd leaves out the previous value when its revision is compacted: name what was deleted.
+                namespace, _, name = event.key[len(prefix) :].rpartition("/")
+                metadata = {"name": name, "resourceVersion": str(event.revision)}
+                if namespace:
+                    metadata["namespace"] = namespace
+                previous = identity | {"metadata": metadata}
             return cls(event.revision, DELETED, event.key, previous, previous)
-        assert event.value is not None
+        if event.value is None:
+            raise ValueError(f"a PUT of {event.key} without a value")
         obj = from_storage(event.value, event.revision)
         return cls(event.revision, ADDED if event.created else MODIFIED, event.key, obj, previous)
 
@@ -67,6 +76,16 @@ class Change:
 def encode_event(event_type: str, obj: dict, media_type: str) -> bytes:
     data = encode({"type": event_type, "object": obj}, media_type)
     return data if media_type == MSGPACK else data + b"\n"
+
+
+def _decode(event: WatchEvent, identity: dict, prefix: str) -> Change | None:
+    """The change, or None (logged) for a stored value that cannot be decoded: one bad value written
+    behind the API server's back must not stall the watchers."""
+    try:
+        return Change.from_event(event, identity, prefix)
+    except ValueError as e:
+        log.error("skipping undecodable value of %s at revision %d: %s", event.key, event.revision, e)
+        return None
 
 
 class WatchEnded(Exception):
@@ -90,9 +109,10 @@ class Subscription:
 
 
 class WatchCache:
-    def __init__(self, store: Store, prefix: str, capacity: int):
+    def __init__(self, store: Store, prefix: str, capacity: int, identity: dict):
         self.store = store
         self.prefix = prefix
+        self.identity = identity  # apiVersion and kind of what lives under the prefix
         self.capacity = capacity
         self.start_revision = 0  # every change after this revision is in the window
         self.revision = 0  # every change up to this revision is in the window
@@ -118,7 +138,11 @@ class WatchCache:
                     if isinstance(item, Progress):
                         self.revision = max(self.revision, item.revision)
                     else:
-                        self._append(Change.from_event(item))
+                        change = _decode(item, self.identity, self.prefix)
+                        if change is None:
+                            self.revision = item.revision
+                        else:
+                            self._append(change)
                     self._wake()
             except Compacted as e:
                 # Cut off for longer than the store keeps history: what we missed is gone, so every
@@ -128,6 +152,8 @@ class WatchCache:
                 continue
             except (TimeoutError, StorageError, OSError) as e:
                 log.warning("watch on %s failed, retrying in %.2fs: %s", self.prefix, backoff, e)
+            except Exception:  # a bug must not silence every watcher of the resource: log, go on
+                log.exception("watch cache for %s failed, retrying in %.2fs", self.prefix, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
@@ -219,8 +245,10 @@ class _StoreSubscription(Subscription):
     cache, it rides out a storage outage by watching again from the last revision it saw; only a
     compaction ends it."""
 
-    def __init__(self, store: Store, prefix: str, after_revision: int, queue_size: int):
+    def __init__(self, store: Store, prefix: str, after_revision: int, queue_size: int, identity: dict):
         self._queue: asyncio.Queue[Change | Progress | BaseException] = asyncio.Queue(queue_size)
+        self._identity = identity
+        self._prefix = prefix
         self._revision = after_revision  # delivered to the watcher
         self._pumped = after_revision  # read from storage
         self._task = asyncio.create_task(self._pump(store, prefix))
@@ -233,7 +261,9 @@ class _StoreSubscription(Subscription):
                 async for item in store.watch(prefix, self._pumped):
                     backoff = 0.05
                     self._pumped = max(self._pumped, item.revision)
-                    await self._queue.put(item if isinstance(item, Progress) else Change.from_event(item))
+                    change = item if isinstance(item, Progress) else _decode(item, self._identity, self._prefix)
+                    if change is not None:
+                        await self._queue.put(change)
             except Compacted as e:
                 await self._queue.put(e)
                 return
@@ -283,19 +313,19 @@ class WatchHub:
         self._tasks: set[asyncio.Task] = set()
         self._store_subscriptions: set[_StoreSubscription] = set()
 
-    async def subscribe(self, prefix: str, after_revision: int) -> Subscription:
+    async def subscribe(self, prefix: str, after_revision: int, identity: dict) -> Subscription:
         """Changes under `prefix` with revisions after `after_revision`, served from the resource's
-        cache when it can be."""
+        cache when it can be. `identity` is the apiVersion and kind of the objects there."""
         cache = self._caches.get(prefix)
         if cache is None:
-            cache = self._caches[prefix] = WatchCache(self.store, prefix, self.capacity)
+            cache = self._caches[prefix] = WatchCache(self.store, prefix, self.capacity, identity)
             task = asyncio.create_task(cache.run(), name=f"watch-cache {prefix}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         await cache.wait_started()
         if cache.covers(after_revision):
             return cache.subscribe(after_revision)
-        subscription = _StoreSubscription(self.store, prefix, after_revision, self.capacity)
+        subscription = _StoreSubscription(self.store, prefix, after_revision, self.capacity, identity)
         self._store_subscriptions.add(subscription)
         subscription.on_close = self._store_subscriptions.discard
         return subscription
