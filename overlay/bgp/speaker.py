@@ -120,7 +120,6 @@ class _Peer:
     timer: asyncio.TimerHandle | None = None
     adj_out: dict[m.Prefix, tuple[m.Attribute, ...]] = field(default_factory=dict)
     end_of_rib: bool = False
-    prefixes_received: int = 0
     treat_as_withdraw: int = 0
 
 
@@ -321,7 +320,6 @@ class Speaker:
         if received.error is not None:
             peer.treat_as_withdraw += 1
             log.warning("bgp: UPDATE from %s treated as withdraw: %s", peer.config.address, received.error)
-        peer.prefixes_received += len(received.announced)
         self._apply_changes(self.rib.receive(peer.info, received.announced, received.attributes,
                                              received.withdrawn, now))
 
@@ -472,12 +470,13 @@ class Speaker:
     def peer_status(self, peer: _Peer) -> dict:
         now = self._loop.time()
         up = peer.fsm.established_at
+        table = self.rib.adj_in.get(peer.config.address, {})
+        stale = sum(1 for p in table.values() if p.stale) if peer.fsm.stale else 0
         return {
             "peer": peer.config.address, "port": peer.config.port,
             "asn": peer.info.asn if peer.info else peer.config.asn or self.config.asn,
             "state": peer.fsm.state.name, "uptime": round(now - up, 1) if up is not None else None,
-            "hold_time": peer.fsm.hold_time, "prefixes_received": sum(
-                1 for p in self.rib.adj_in.get(peer.config.address, {}).values() if not p.stale),
+            "hold_time": peer.fsm.hold_time, "prefixes_received": len(table) - stale, "prefixes_stale": stale,
             "stale": peer.fsm.stale, "treat_as_withdraw": peer.treat_as_withdraw,
             "last_error": peer.fsm.last_error,
         }
