@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from podnet.client import ApiClient
 from podnet.overlay.bgp import messages as m
+
+from podnet.client import ApiClient
 from podnet.rpc.session import RpcServer, call_once
 
 REPO = Path(__file__).resolve().parents[1]
