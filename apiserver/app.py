@@ -25,7 +25,7 @@ import podnet
 from apiserver import status
 from apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from apiserver.config import ApiServerConfig
-from apiserver.handlers import USER_KEY, Resources, respond
+from apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from apiserver.status import ApiError
 from apiserver.storage import open_store
 from apiserver.storage.base import Store
@@ -106,8 +106,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
             log.exception("unhandled error serving %s %s", request.method, request.path)
             error = status.internal("an internal error occurred; the server log has the details")
             response = respond(request, error.status, error.code)
-        verb = request.get("verb") or _verb_of(request.method)
-        resource = request.get("resource", "")
+        verb = request.get(VERB_KEY) or _verb_of(request.method)
+        resource = request.get(RESOURCE_KEY, "")
         metrics.requests.labels(verb.upper(), resource, str(response.status)).inc()
         if verb != "watch":
             metrics.latency.labels(verb.upper(), resource).observe(time.perf_counter() - started)

@@ -15,6 +15,9 @@ MSGPACK = "application/msgpack"
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
+# Far deeper than any Kubernetes object nests; deeper bodies are refused before anything recurses on them.
+MAX_DEPTH = 100
+
 
 class DecodeError(ValueError):
     """A request body that is not a JSON or msgpack object."""
@@ -43,7 +46,22 @@ def encode(obj: object, media_type: str) -> bytes:
 def decode(body: bytes, media_type: str) -> object:
     try:
         if media_type == MSGPACK:
-            return msgpack.unpackb(body, raw=False, strict_map_key=True)
-        return json.loads(body)
+            value = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        else:
+            value = json.loads(body)
     except (ValueError, TypeError, RecursionError) as e:
         raise DecodeError(f"couldn't decode the body as {media_type}: {e}") from None
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value: object) -> None:
+    pending = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise DecodeError(f"the body nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            pending.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            pending.extend((child, depth + 1) for child in node)

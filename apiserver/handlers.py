@@ -72,7 +72,9 @@ PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _UPDATE_ATTEMPTS = 5
 
-USER_KEY = web.AppKey("user", User)
+USER_KEY = web.RequestKey("user", User)
+VERB_KEY = web.RequestKey("verb", str)
+RESOURCE_KEY = web.RequestKey("resource", str)
 
 
 def _truthy(value: str | None) -> bool:
@@ -172,7 +174,7 @@ class Resources:
     @staticmethod
     def _bind(handler: Callable[..., Awaitable[web.StreamResponse]], kind: Kind, **options: Any) -> Callable:
         async def route(request: web.Request) -> web.StreamResponse:
-            request["resource"] = kind.plural
+            request[RESOURCE_KEY] = kind.plural
             return await handler(request, kind, **options)
 
         return route
@@ -180,7 +182,7 @@ class Resources:
     # --- common steps -------------------------------------------------------------------------------
 
     def _authorize(self, request: web.Request, verb: str, kind: Kind, namespace: str | None) -> None:
-        request["verb"] = verb
+        request[VERB_KEY] = verb
         user = request[USER_KEY]
         if not authorize(user, verb, namespace, namespaced=kind.namespaced):
             raise status.forbidden(user.name, verb, kind, namespace, request.path)
@@ -363,7 +365,7 @@ class Resources:
         media_type = response_media_type(request)
         response = web.StreamResponse(headers={"Content-Type": media_type, "Cache-Control": "no-cache"})
         await response.prepare(request)
-        request["verb"] = "watch"
+        request[VERB_KEY] = "watch"
         self.watchers_gauge.labels(kind.plural).inc()
         try:
             if subscription is None:
