@@ -27,6 +27,7 @@ from podnet.rpc.session import RpcError
 WATCHED = {"Namespace": "namespaces", "Pod": "pods", "NetworkPolicy": "networkpolicies"}
 # Records a `flows -f` reader may fall behind by before the oldest unsent ones are dropped.
 FOLLOW_QUEUE = 1024
+NOT_SYNCED = "denied: the node has not yet listed the cluster's pods, namespaces and policies"
 
 
 class PolicyEnforcer:
@@ -45,6 +46,7 @@ class PolicyEnforcer:
         self.policy_versions: dict[str, str] = {}  # "ns/name" -> resourceVersion the compiler holds
         self.policy_times: dict[str, float] = {}  # "ns/name" -> when that version took effect (clock)
         self.follow_drops = 0
+        self._synced = False
         self.informers = {kind: Informer(client, resource) for kind, resource in WATCHED.items()}
         for kind, informer in self.informers.items():
             informer.add_handler(self.compiler.handler(kind))
@@ -64,7 +66,12 @@ class PolicyEnforcer:
     # ---- the pipeline's hook -------------------------------------------------------------------
 
     def verdict(self, direction: str, flow: Any) -> Verdict:
-        verdict = self.compiler.verdict(direction, flow)
+        if self._synced or self._check_synced():
+            verdict = self.compiler.verdict(direction, flow)
+        else:
+            # Until every informer has listed, a policy that isolates this pod may be unknown yet:
+            # refusing is safe (the client retries), allowing could let through what a policy denies.
+            verdict = Verdict(allowed=False, reason=NOT_SYNCED, direction=str(direction))
         pod_at = self.compiler.evaluator().pod_at
         self.flowlog.add(record_for(self.clock(), self.node_name, direction, flow, verdict, pod_at))
         return verdict
@@ -82,6 +89,10 @@ class PolicyEnforcer:
     @property
     def synced(self) -> bool:
         return all(informer.synced for informer in self.informers.values())
+
+    def _check_synced(self) -> bool:
+        self._synced = self.synced
+        return self._synced
 
     # ---- RPC -----------------------------------------------------------------------------------
 
