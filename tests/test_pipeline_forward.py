@@ -1,6 +1,8 @@
 """The pure pipeline of two nodes wired back to back in memory: what one encapsulates the other decaps."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from podnet.overlay.pipeline.forward import (
     Deliver,
     DeliverFrame,
@@ -18,7 +20,8 @@ from podnet.overlay.pipeline.forward import (
     vtep_mac,
 )
 from podnet.overlay.wire import arp, ethernet, icmp, ipv4, tcp, udp, vxlan
-from podnet.overlay.wire.addresses import ip_to_int
+from podnet.overlay.wire.addresses import ip_to_bytes, ip_to_int
+from podnet.overlay.wire.checksum import internet_checksum
 
 N1 = NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24")
 N2 = NodeIdentity("node-2", "127.0.0.12", "10.244.2.0/24")
@@ -280,3 +283,26 @@ def test_service_without_endpoints_is_rejected_with_port_unreachable():
     error = ipv4.decode(answer.packet)
     assert error.dst == A.ip and icmp.decode(error.payload).code == icmp.UnreachableCode.PORT
     assert n1.counters["drop.service-no-endpoints"] == 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=120), st.integers(min_value=0, max_value=80))
+def test_any_datagram_from_a_known_node_is_forwarded_or_dropped_never_an_exception(tail, cut):
+    n2 = node(N2, B)
+    good = only(node(N1, A).from_pod(A, udp_packet(A.ip, B.ip), 0.0), Tunnel).datagram
+    for datagram in (tail, good[:cut] + tail, good[:22] + tail, bytes(good[: 22 + cut]) + tail):
+        for out in n2.from_tunnel(N1.address, datagram, 0.0):
+            assert isinstance(out, Deliver | Drop | Tunnel)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=20, max_size=140))
+def test_any_packet_from_a_pod_is_forwarded_or_dropped_never_an_exception(data):
+    n1 = node(N1, A, C)
+    # a header that passes the first checks (IPv4, the pod's source, a right checksum), the rest random
+    header = bytearray(b"\x45" + data[1:12] + ip_to_bytes(A.ip) + data[16:20])
+    header[10:12] = b"\0\0"
+    header[10:12] = internet_checksum(header).to_bytes(2, "big")
+    for packet in (data, bytes(header) + data[20:]):
+        for out in n1.from_pod(A, packet, 0.0):
+            assert isinstance(out, Deliver | Drop | Tunnel | ToHost)
