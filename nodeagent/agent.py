@@ -50,7 +50,7 @@ from podnet.overlay.pipeline.forward import (
     pod_mac,
     vtep_mac,
 )
-from podnet.overlay.pipeline.nat import NatDecision, ServiceTable, TableError
+from podnet.overlay.pipeline.nat import ServiceTable, TableError
 from podnet.overlay.pipeline.routes import Route, RouteKind, parse_prefix
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire import ipv4, udp
@@ -272,47 +272,19 @@ class NodeAgent:
         await self.tunnel.open()
         self.hostbridge = HostBridge(self.config.address, self._from_hostbridge)
         # The node's own endpoint in the pod network, on the gateway address: it answers pods that ping
-        # their gateway and is where NodePort connections enter the pod network from (SNAT).
+        # their gateway.
         gateway = identity.gateway
         port = PodPort("node", self.config.name, gateway, vtep_mac(self.config.address))
         stack = PodStack(self.config.name, "node", gateway, port.mac, port.mac, [], self.config.name)
         self.node_endpoint = VirtualPod(f"node/{self.config.name}", port, stack)
         self.by_ip[ip_to_int(gateway)] = self.node_endpoint
         self.pipeline.add_pod(port)
-        self.nodeports = NodePorts(self.config.address, self, self._lookup_node_port)
+        self.nodeports = NodePorts(self.config.address, lambda: self.pipeline.services, self._from_node)
 
-    def _lookup_node_port(self, protocol: str, node_port: int, client_ip: str) -> NatDecision | None:
-        if self.pipeline.services is None:
-            return None
-        return self.pipeline.services.lookup_node_port(protocol, node_port, client_ip, random.random(), time.monotonic())
-
-    # The node endpoint's streams, for NodePorts (nodeports.Streams).
-
-    def open_stream(self, dst_ip: str, dst_port: int, on_event: Callable[[Any], None]) -> int:
-        pod, now = self.node_endpoint, time.monotonic()
-        op = pod.stack.open_tcp(dst_ip, dst_port, now, timeout=5.0)
-        pod.listeners[op] = on_event
-        self._emit(pod, pod.stack.poll(now), now)
-        return op
-
-    def stream_send(self, op: int, data: bytes) -> None:
-        pod, now = self.node_endpoint, time.monotonic()
-        pod.stack.send(op, data, now)
-        self._emit(pod, pod.stack.poll(now), now)
-
-    def stream_close(self, op: int) -> None:
-        pod, now = self.node_endpoint, time.monotonic()
-        pod.stack.close(op, now)
-        self._emit(pod, pod.stack.poll(now), now)
-
-    def stream_forget(self, op: int) -> None:
-        self.node_endpoint.listeners.pop(op, None)
-
-    async def exchange_udp(self, dst_ip: str, dst_port: int, payload: bytes, timeout: float) -> Any:
-        def start(stack: PodStack, now: float) -> int:
-            return stack.udp_exchange(dst_ip, dst_port, payload, now, timeout=timeout)
-
-        return await self._operate(self.node_endpoint, start, timeout)
+    def _from_node(self, packet: bytes) -> None:
+        """A packet a NodePort connection sends into the pod network."""
+        now = time.monotonic()
+        self._run(self.pipeline.from_node(packet, now), now)
 
     def _from_tunnel(self, datagram: bytes, sender: str) -> None:
         now = time.monotonic()
@@ -373,7 +345,8 @@ class NodeAgent:
                         trace = self._trace_for(packet) if self._traces else None
                         work.extend(self.pipeline.from_pod(pod.port, packet, now, trace))
             elif kind is ToHost:
-                self.hostbridge.handle(out.packet, now)
+                if not self.nodeports.claim(out.packet):  # an answer to a NodePort connection, or
+                    self.hostbridge.handle(out.packet, now)
             elif kind is DeliverFrame:
                 pass  # virtual pods take packets, not frames: their ARP never reaches the pipeline
         self.pipeline.counters["drop.pump-limit"] += len(work)
@@ -625,6 +598,7 @@ class NodeAgent:
             "counters": self.rpc_counters,
             "faults.partition": self.rpc_partition,
             "nodeports.apply": self.rpc_nodeports_apply,
+            "services.get": self.rpc_services_get,
         }
 
     async def rpc_node_info(self, params: Any) -> dict:
@@ -648,6 +622,19 @@ class NodeAgent:
         self.pipeline.services = table
         await self.nodeports.reconcile(table.node_ports())
         return {"rules": len(table)}
+
+    async def rpc_services_get(self, params: Any) -> dict:
+        """The installed service table as kube-proxy sent it (`{"service": "ns/name"}`: that Service's
+        entries only), with its rule count and the nodePorts listening."""
+        table = self.pipeline.services
+        if table is None:
+            return {"installed": False, "rules": 0, "table": None, "node_ports": []}
+        data = table.to_data()
+        wanted = (params or {}).get("service") if isinstance(params, dict) else None
+        if wanted:
+            data["services"] = [entry for entry in data["services"] if entry["service"] == wanted]
+        listening = [list(key) for key in sorted(self.nodeports.listening)]
+        return {"installed": True, "rules": len(table), "table": data, "node_ports": listening}
 
     async def rpc_nodeports_apply(self, params: dict) -> dict:
         """Listeners for exactly these [nodePort, protocol] pairs (services.apply opens the table's)."""

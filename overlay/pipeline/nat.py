@@ -291,6 +291,12 @@ class ServiceTable:
             return None
         return self._choose(chain, src_ip, rand, now)
 
+    def preserves_source(self, node_port: int, protocol: str) -> bool:
+        """Whether clients of this nodePort keep their address (externalTrafficPolicy Local) rather than
+        being SNATted to the node's."""
+        chain = self._node_ports.get((node_port, protocol))
+        return chain is not None and chain.entry.external_local
+
     def node_ports(self) -> list[tuple[int, str]]:
         """Every (nodePort, protocol) the node should listen on."""
         return sorted(self._node_ports)
