@@ -24,7 +24,7 @@ import typer
 from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, client_for, fail, home, run_async
 from podnet.cli.pods_cmd import AgentSocketOption, agent_socket
 from podnet.client import ApiClient
-from podnet.nodeagent.policy import Matrix, compile_objects, explain, render_table, static_matrix
+from podnet.nodeagent.policy import Explanation, Matrix, compile_objects, explain, render_table, static_matrix
 from podnet.nodeagent.policy.evaluate import Evaluator
 from podnet.nodeagent.policy.flowlog import VERDICTS, FlowRecord
 from podnet.nodeagent.policy.matrix import Cell
@@ -348,7 +348,7 @@ def explain_cmd(
     def key(who: str) -> str:
         return who if _is_ip(who) or "/" in who else f"{namespace}/{who}"
 
-    async def run() -> tuple[str, list[str]]:
+    async def run() -> tuple[Explanation, list[FlowRecord], list[str]]:
         async with client_for(server, token, kubeconfig) as client:
             objects = await cluster_objects(client)
         try:
@@ -356,35 +356,31 @@ def explain_cmd(
         except ValueError as exc:
             raise fail(f"error: {exc}") from None
         pods = running_pods(objects)
-        nodes = {pods[p][1] for p in (answer.src, answer.dst) if p in pods}
-        if agent_socket_path:
-            nodes = {"(agent)"}
-        seen: list[str] = []
+        nodes = (
+            {"(agent)"} if agent_socket_path else {pods[p][1] for p in (answer.src, answer.dst) if p in pods}
+        )
+        wanted = (answer.src_ip, answer.dst_ip, port, answer.protocol)
+        records, unreachable = [], []
         for node in sorted(nodes):
             try:
                 async for record in read_flows(agent_socket(node, agent_socket_path)):
-                    if (record.src, record.dst, record.port, record.protocol) == (
-                        answer.src_ip,
-                        answer.dst_ip,
-                        port,
-                        answer.protocol,
-                    ):
-                        seen.append(record)
+                    if (record.src, record.dst, record.port, record.protocol) == wanted:
+                        records.append(record)
             except (OSError, RpcError) as exc:
-                seen.append(f"node {node}: flow log not reachable ({exc})")
-        return answer.text(), seen
+                unreachable.append(f"node {node}: flow log not reachable ({exc})")
+        return answer, records, unreachable
 
-    text, seen = run_async(run())
-    typer.echo(f"policies: {text}")
-    records = [r for r in seen if isinstance(r, FlowRecord)]
-    for note in (s for s in seen if isinstance(s, str)):
+    answer, records, unreachable = run_async(run())
+    typer.echo(f"policies: {answer.text()}")
+    for note in unreachable:
         typer.echo(note)
+    what = f"{answer.src} -> {answer.dst} {port}/{answer.protocol}"
     if not records:
-        typer.echo("flow log: no such connection seen")
+        typer.echo(f"flow log: no connection {what} seen")
         return
-    # The latest verdict of each direction is what the dataplane last decided.
+    # The latest verdict of each direction is what the dataplane decided last.
     latest = {r.direction: r for r in sorted(records, key=lambda r: r.time)}
-    typer.echo(f"flow log ({len(records)} verdicts on this connection, latest of each direction):")
+    typer.echo(f"flow log: {len(records)} verdicts on connections {what}, the latest of each direction:")
     for record in latest.values():
         typer.echo(f"  {format_record(record)}")
 
