@@ -160,7 +160,7 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
          "--token-file", str(topo.home / "tokens.csv"),
          "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
          "--node-grace-period", str(topo.node_grace_period),
-         "--pod-eviction-timeout", str(topo.pod_eviction_timeout)),
+         "--eviction-timeout", str(topo.pod_eviction_timeout)),
         Health(http=f"{topo.api_url}/readyz"),
     ))
     specs.append(ComponentSpec(
