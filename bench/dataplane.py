@@ -9,6 +9,8 @@
 - Python ceiling: a bare UDP forwarder written the fastest way (uvloop, add_reader, recvfrom until
   BlockingIOError, sendto), fed by a sender process: datagrams per second it forwards.
 - Kernel reference (root, iperf3): Linux's own vxlan between two network namespaces over a veth pair.
+- podnet pipeline in process: node-1's egress and node-2's ingress pipelines back to back in one thread,
+  without sockets or pod stacks, to show what the forwarding core itself costs per frame.
 
 Prints one JSON object as the last line; `ratio_64` is podnet's delivered frames/s over the Python
 ceiling's, for 64-byte payloads (the goal is at least 0.5).
@@ -224,6 +226,31 @@ def podnet_tcp(cluster: Cluster) -> dict:
             "goodput_mbit_s": round(result["bytes"] * 8 / result["seconds"] / 1e6, 1)}
 
 
+def pipeline_in_process(size: int, frames: int = 50_000) -> float:
+    """Frames per second through node-1's egress and node-2's ingress pipelines in one thread, no
+    sockets and no pod stacks: the forwarding core's own cost per frame."""
+    from podnet.overlay.pipeline.forward import NodeIdentity, Peer, Pipeline, PodPort, pod_mac, vtep_mac
+    from podnet.overlay.wire import ipv4, udp
+
+    n1 = Pipeline(NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24"))
+    n2 = Pipeline(NodeIdentity("node-2", "127.0.0.12", "10.244.2.0/24"))
+    n1.set_peer(Peer("node-2", "127.0.0.12", vtep_mac("127.0.0.12")), "10.244.2.0/24")
+    n2.set_peer(Peer("node-1", "127.0.0.11", vtep_mac("127.0.0.11")), "10.244.1.0/24")
+    a = PodPort("default", "a", "10.244.1.2", pod_mac("10.244.1.2"))
+    n1.add_pod(a)
+    n2.add_pod(PodPort("default", "b", "10.244.2.2", pod_mac("10.244.2.2")))
+    body = udp.encode(udp.UdpDatagram(40000, 9, bytes(size)), a.ip, "10.244.2.2")
+    packet = ipv4.encode(ipv4.IPv4Packet(a.ip, "10.244.2.2", ipv4.IPProtocol.UDP, body))
+    from_pod, from_tunnel = n1.from_pod, n2.from_tunnel
+    start = time.perf_counter()
+    for _ in range(frames):
+        for out in from_pod(a, packet, 1.0):
+            from_tunnel("127.0.0.11", out.datagram, 1.0)
+    elapsed = time.perf_counter() - start
+    assert n2.counters["delivered"] == frames
+    return frames / elapsed
+
+
 def kernel_vxlan() -> dict | None:
     """iperf3 over Linux vxlan devices in two namespaces joined by a veth pair (root only)."""
     if os.geteuid() != 0 or not shutil.which("iperf3"):
@@ -276,6 +303,7 @@ def kernel_vxlan() -> dict | None:
 def main() -> None:
     figures: dict = {"seconds_per_run": SECONDS}
     figures["python_ceiling_forwarded_per_second"] = {size: round(python_ceiling(size)) for size in SIZES}
+    figures["podnet_pipeline_in_process_per_second"] = {size: round(pipeline_in_process(size)) for size in SIZES}
     with tempfile.TemporaryDirectory(prefix="podnet-bench-") as home:
         cluster = Cluster(Path(home))
         try:

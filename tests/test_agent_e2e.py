@@ -25,6 +25,27 @@ def test_http_between_pods_on_two_nodes_keeps_the_source_pod_ip(two_node_cluster
     assert two_node_cluster.agents["node-1"].counters()["tunnel.tx"] > 0
 
 
+def test_nodes_are_registered_ready_with_leases_and_pod_status_like_a_kubelet(two_node_cluster):
+    async def read(client):
+        node = await client.get("nodes", "node-1")
+        lease = await client.get("leases", "node-1", "kube-node-lease")
+        pod = await client.get("pods", "a", "default")
+        return node, lease, pod
+
+    node, lease, pod = two_node_cluster.api_call(read)
+    assert {"type": "InternalIP", "address": "127.0.0.11"} in node["status"]["addresses"]
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and node["spec"]["podCIDR"].endswith("/24")
+    assert lease["spec"]["holderIdentity"] == "node-1" and lease["spec"]["renewTime"]
+    status = pod["status"]
+    assert status["phase"] == "Running" and status["hostIP"] == "127.0.0.11"
+    assert status["podIPs"] == [{"ip": status["podIP"]}]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Ready"] == conditions["ContainersReady"] == conditions["PodScheduled"] == "True"
+    metrics = urllib.request.urlopen(f"http://127.0.0.11:{two_node_cluster.agents['node-1'].status_port}/healthz")
+    assert metrics.status == 200
+
+
 def test_ping_and_udp_across_nodes(two_node_cluster):
     ip_a, ip_b = two_node_cluster.pod_ips["a"], two_node_cluster.pod_ips["b"]
     run = two_node_cluster.cli("exec", "b", "--", "ping", ip_a, "--count", "2")
