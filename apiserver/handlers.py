@@ -27,6 +27,7 @@ from apiserver import status
 from apiserver.auth import User, authorize
 from apiserver.codec import JSON, MSGPACK, DecodeError, decode, encode, from_storage, to_storage
 from apiserver.config import ApiServerConfig
+from apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
 from apiserver.defaults import apply_defaults
 from apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
@@ -147,6 +148,11 @@ class Resources:
         self.limits = Limits(config.node_port_range, config.service_cidr)
         self._namespace_kind = lookup("namespaces")
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
+        # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
+        # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
+        self._service_kind = lookup("services")
+        self._service_lock = asyncio.Lock()
+        self._allocations: IpAllocations | None = None
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -458,6 +464,7 @@ class Resources:
     async def create(self, request: web.Request, kind: Kind) -> web.Response:
         namespace = request.match_info.get("namespace")
         self._authorize(request, "create", kind, namespace)
+        dry_run = _dry_run(request)
         obj = await self._read_object(request, kind)
         self._place(obj, kind, namespace)
         metadata = obj["metadata"]
@@ -474,13 +481,24 @@ class Resources:
         name = metadata["name"]
         if kind.namespaced:
             await self._check_namespace_open(kind, name, namespace)
-        if _dry_run(request):
-            return respond(request, obj, 201)
+        key = storage_key(kind, namespace, name)
         try:
-            revision = await self._storage(self.store.create(storage_key(kind, namespace, name), value))
+            if kind.kind != "Service":
+                if dry_run:
+                    return respond(request, obj, 201)
+                revision = await self._storage(self.store.create(key, value))
+            else:
+                async with self._service_lock:
+                    admission = await self._admit_service(obj, None)
+                    obj = admission.service
+                    revision = await self._allocated_write(
+                        admission, None if dry_run else self._storage(self.store.create(key, to_storage(obj)))
+                    )
+                    if revision is None:
+                        return respond(request, obj, 201)
         except AlreadyExists:
             raise status.already_exists(kind, name) from None
-        metadata["resourceVersion"] = str(revision)
+        obj["metadata"]["resourceVersion"] = str(revision)
         return respond(request, obj, 201)
 
     @staticmethod
@@ -598,30 +616,90 @@ class Resources:
             else:
                 merged.pop("status", None)
             new = merged
-        else:
-            if kind.has_status:
-                if "status" in old:
-                    new["status"] = old["status"]
-                else:
-                    new.pop("status", None)
-            if kind.kind == "Service":
-                self._keep_allocations(old, new)
+        elif kind.has_status:
+            if "status" in old:
+                new["status"] = old["status"]
+            else:
+                new.pop("status", None)
         self._keep_server_fields(kind, old, new)
-        value = self._check(kind, new)
-        self._check_immutable(kind, old, new)
-        if value == current.value:
-            return old  # no change: no write, no event, the same resourceVersion (as Kubernetes)
-        if dry_run:
-            new["metadata"]["resourceVersion"] = str(current.mod_revision)
-            return new
+        if kind.kind != "Service" or subresource == "status":
+            return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
+        async with self._service_lock:
+            admission = await self._admit_service(new, old)
+            return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
+
+    async def _finish_update(
+        self, kind: Kind, name: str, current: KeyValue, old: dict, new: dict, admission: Admission | None, *, dry_run: bool
+    ) -> dict:
         try:
-            revision = await self._storage(self.store.update(current.key, value, current.mod_revision))
+            value = self._check(kind, new)
+            self._check_immutable(kind, old, new)
+        except BaseException:
+            if admission is not None:
+                await self._allocated_write(admission, None)
+            raise
+        unchanged = value == current.value
+        write = None if unchanged or dry_run else self._storage(self.store.update(current.key, value, current.mod_revision))
+        try:
+            revision = await self._allocated_write(admission, write) if admission is not None else (await write if write else None)
         except NotFound:
             raise status.not_found(kind, name) from None
         except Conflict:
             raise _Raced() from None
-        new["metadata"]["resourceVersion"] = str(revision)
+        if unchanged:
+            return old  # no change: no write, no event, the same resourceVersion (as Kubernetes)
+        new["metadata"]["resourceVersion"] = str(current.mod_revision if revision is None else revision)
         return new
+
+    # --- Service allocations ------------------------------------------------------------------------
+
+    async def _service_allocations(self) -> IpAllocations:
+        if self._allocations is None:
+            kvs, _ = await self._storage(self.store.list(storage_prefix(self._service_kind)))
+            self._allocations = IpAllocations.from_services(
+                (json.loads(kv.value) for kv in kvs),
+                service_cidr=self.config.service_cidr,
+                node_port_range=self.config.node_port_range,
+            )
+        return self._allocations
+
+    async def _admit_service(self, service: dict, old: dict | None) -> Admission:
+        """Fills in and reserves the Service's ClusterIP and NodePorts; a request that cannot be met
+        (an address or port taken, out of range) is 422 before anything is stored."""
+        allocations = await self._service_allocations()
+        try:
+            return allocations.admit(service, old)
+        except AllocationError as e:
+            cause = Cause(e.field, "FieldValueInvalid", e.message)
+            raise status.invalid(self._service_kind, str(service["metadata"].get("name") or ""), [cause]) from None
+
+    async def _allocated_write(self, admission: Admission, write: Awaitable[T] | None) -> T | None:
+        """Runs the storage write of an admitted Service (None: nothing to write) and settles its
+        reservations: committed when stored, given back when refused, rebuilt from storage when the
+        outcome is unknown."""
+        allocations = self._allocations
+        assert allocations is not None
+        if write is None:
+            allocations.abort(admission)
+            return None
+        try:
+            result = await write
+        except (ApiError, asyncio.CancelledError) as e:
+            if isinstance(e, asyncio.CancelledError) or e.code == 503:
+                self._allocations = None  # the write may or may not have been applied
+            else:
+                allocations.abort(admission)
+            raise
+        except BaseException:
+            allocations.abort(admission)
+            raise
+        allocations.commit(admission)
+        return result
+
+    async def _release_service(self, service: dict) -> None:
+        async with self._service_lock:
+            if self._allocations is not None:
+                self._allocations.release(service)
 
     @staticmethod
     def _keep_server_fields(kind: Kind, old: dict, new: dict) -> None:
@@ -637,35 +715,13 @@ class Resources:
             new_meta["generation"] = generation + 1 if spec_changed else generation
 
     @staticmethod
-    def _keep_allocations(old: dict, new: dict) -> None:
-        """A Service update that leaves allocated values empty keeps them, as kube-apiserver's service
-        REST does: a manifest re-applied without its clusterIP or nodePorts keeps the allocated ones."""
-        old_spec, new_spec = old.get("spec") or {}, new.get("spec")
-        if not isinstance(new_spec, dict):
-            return
-        if old_spec.get("clusterIP") and not new_spec.get("clusterIP"):
-            for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
-                if field in old_spec:
-                    new_spec[field] = old_spec[field]
-        if new_spec.get("type") in ("NodePort", "LoadBalancer"):
-            allocated = {
-                (p.get("port"), p.get("protocol", "TCP")): p["nodePort"]
-                for p in old_spec.get("ports") or []
-                if isinstance(p, dict) and p.get("nodePort")
-            }
-            for port in new_spec.get("ports") or []:
-                if isinstance(port, dict) and not port.get("nodePort"):
-                    node_port = allocated.get((port.get("port"), port.get("protocol", "TCP")))
-                    if node_port:
-                        port["nodePort"] = node_port
-
-    @staticmethod
     def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
         if kind.kind != "Service":
             return
         old_ip = (old.get("spec") or {}).get("clusterIP")
         new_ip = new["spec"].get("clusterIP")
-        if old_ip and new_ip != old_ip:
+        # A Service may become ExternalName (and give its address back), but never change its address.
+        if old_ip and new["spec"].get("type") != "ExternalName" and new_ip != old_ip:
             cause = Cause("spec.clusterIPs[0]", "FieldValueInvalid", f'Invalid value: {json.dumps(new_ip)}: may not change once set')
             raise status.invalid(kind, new["metadata"]["name"], [cause])
 
@@ -687,7 +743,10 @@ class Resources:
                 raise status.not_found(kind, name) from None
             except Conflict:
                 continue
-            return respond(request, from_storage(deleted.value, revision))
+            obj = from_storage(deleted.value, revision)
+            if kind.kind == "Service":
+                await self._release_service(obj)
+            return respond(request, obj)
         raise status.conflict(kind, name, "the object is being modified too often; please try again")
 
     async def _delete_preconditions(self, request: web.Request) -> dict:
@@ -752,6 +811,8 @@ class Resources:
             for kv in kvs:
                 with contextlib.suppress(NotFound):
                     await self._storage(self.store.delete(kv.key))
+                    if kind.kind == "Service":
+                        await self._release_service(json.loads(kv.value))
         with contextlib.suppress(NotFound):
             await self._storage(self.store.delete(storage_key(ns_kind, None, name)))
         return terminating

@@ -181,6 +181,34 @@ def test_a_status_write_ignores_spec_and_a_spec_write_ignores_status(core, names
     assert after_spec.status.phase == "Running" and after_spec.metadata.labels == {"app": "a", "x": "y"}
 
 
+def test_services_get_cluster_ips_and_node_ports_on_create(core, namespace):
+    def service(name: str, **spec) -> dict:
+        return {"metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"port": 80}], **spec}}
+
+    first = core.create_namespaced_service(namespace, service("first", type="NodePort"))
+    ip, node_port = first.spec.cluster_ip, first.spec.ports[0].node_port
+    assert ip.startswith("10.") and first.spec.cluster_ips == [ip]
+    assert 30000 <= node_port <= 32767
+    second = core.create_namespaced_service(namespace, service("second", type="NodePort"))
+    assert second.spec.cluster_ip != ip and second.spec.ports[0].node_port != node_port
+    for taken in ({"clusterIP": ip}, {"type": "NodePort", "ports": [{"port": 80, "nodePort": node_port}]}):
+        with pytest.raises(ApiException) as refused:
+            core.create_namespaced_service(namespace, service("third", **taken))
+        assert refused.value.status == 422
+        assert "already allocated" in json.loads(refused.value.body)["details"]["causes"][0]["message"]
+    # Re-applying the manifest without the allocated values keeps them; changing the address is refused.
+    reapplied = core.replace_namespaced_service("first", namespace, service("first", type="NodePort"))
+    assert reapplied.spec.cluster_ip == ip and reapplied.spec.ports[0].node_port == node_port
+    with pytest.raises(ApiException) as moved:
+        core.patch_namespaced_service("first", namespace, {"spec": {"clusterIP": "10.96.200.200", "clusterIPs": ["10.96.200.200"]}})
+    assert moved.value.status == 422
+    core.delete_namespaced_service("first", namespace)
+    again = core.create_namespaced_service(namespace, service("third", clusterIP=ip, type="NodePort", ports=[{"port": 80, "nodePort": node_port}]))
+    assert again.spec.cluster_ip == ip and again.spec.ports[0].node_port == node_port
+    headless = core.create_namespaced_service(namespace, service("headless", clusterIP="None"))
+    assert headless.spec.cluster_ip == "None"
+
+
 def test_dry_run_checks_everything_but_writes_nothing(core, namespace):
     assert core.create_namespaced_pod(namespace, pod("dry"), dry_run="All").metadata.name == "dry"
     with pytest.raises(ApiException) as missing:
