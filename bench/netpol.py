@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from podnet.nodeagent.policy.compile import compile_objects  # noqa: E402
+from podnet.nodeagent.policy.flowlog import FlowLog  # noqa: E402
 from podnet.nodeagent.policy.matrix import static_matrix  # noqa: E402
 from podnet.nodeagent.policy.model import EGRESS, INGRESS, Flow  # noqa: E402
 from support.netpol_model import ADDRESSES, CASES, policy  # noqa: E402
@@ -157,6 +158,21 @@ def matrix_ms() -> dict:
     return {"cells": len(matrix.cells), "static_matrix_ms": round(min(samples) * 1000, 2)}
 
 
+def flow_log_ns(evaluator) -> float:
+    """ns to record one verdict in the flow log, naming both pods (what the node agent adds to each
+    verdict)."""
+    log, work = FlowLog("node-1"), [(d, f, evaluator.verdict(d, f)) for d, f in flows()]
+    pod_at = evaluator.pod_at
+    samples = []
+    for _ in range(REPEATS // 6):
+        started = time.perf_counter_ns()
+        for _ in range(ROUNDS):
+            for direction, flow, verdict in work:
+                log.add(1.0, direction, flow, verdict, pod_at(flow.src_ip), pod_at(flow.dst_ip))
+        samples.append((time.perf_counter_ns() - started) / (ROUNDS * len(work)))
+    return round(min(samples), 1)
+
+
 def _nearest_rank(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
@@ -248,6 +264,7 @@ def main() -> None:
     ratio = min(samples[1000]) / min(samples[10])
     result["verdict_cost_ratio_1000_vs_10"] = round(ratio, 3)
     result["flat_within_20_percent"] = abs(ratio - 1) <= 0.2
+    result["flow_log_ns_per_verdict"] = flow_log_ns(built[1000][1])
     result["matrix_9x9x2x2"] = matrix_ms()
     if "--no-live" not in sys.argv[1:]:
         result["live"] = live()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from podnet.nodeagent.policy import PolicyCompiler, Verdict
-from podnet.nodeagent.policy.flowlog import DEFAULT_CAPACITY, VERDICTS, FlowLog, FlowRecord, record_for
+from podnet.nodeagent.policy.flowlog import DEFAULT_CAPACITY, VERDICTS, FlowLog, FlowRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from podnet.client import ApiClient, Informer
@@ -41,7 +41,7 @@ class PolicyEnforcer:
     ) -> None:
         self.node_name = node_name
         self.compiler = PolicyCompiler(node_name=node_name)
-        self.flowlog = FlowLog(capacity)
+        self.flowlog = FlowLog(node_name, capacity)
         self.clock = clock
         self.policy_versions: dict[str, str] = {}  # "ns/name" -> resourceVersion the compiler holds
         self.policy_times: dict[str, float] = {}  # "ns/name" -> when that version took effect (clock)
@@ -73,7 +73,7 @@ class PolicyEnforcer:
             # refusing is safe (the client retries), allowing could let through what a policy denies.
             verdict = Verdict(allowed=False, reason=NOT_SYNCED, direction=str(direction))
         pod_at = self.compiler.evaluator().pod_at
-        self.flowlog.add(record_for(self.clock(), self.node_name, direction, flow, verdict, pod_at))
+        self.flowlog.add(self.clock(), direction, flow, verdict, pod_at(flow.src_ip), pod_at(flow.dst_ip))
         return verdict
 
     # ---- informers -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ The clock is the caller's: `add` takes the record's time.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -93,57 +93,84 @@ def record_for(
     direction: str,
     flow: object,
     verdict: Verdict,
-    pod_at: Callable[[object], str | None],
+    src_pod: str | None,
+    dst_pod: str | None,
 ) -> FlowRecord:
-    """The record of one verdict; `flow` has the pipeline's Flow attributes (addresses as text or ints),
-    `pod_at(address)` names the pod at an address or returns None."""
+    """The record of one verdict; `flow` has the pipeline's Flow attributes (addresses as text or ints)."""
     src, dst = flow.src_ip, flow.dst_ip
-    src_text = src if isinstance(src, str) else int_to_ip(ip_to_int(src))
-    dst_text = dst if isinstance(dst, str) else int_to_ip(ip_to_int(dst))
     return FlowRecord(
         time=now,
         node=node,
         direction=str(direction),
         protocol=str(flow.protocol),
-        src=src_text,
+        src=src if isinstance(src, str) else int_to_ip(ip_to_int(src)),
         src_port=flow.src_port,
-        dst=dst_text,
+        dst=dst if isinstance(dst, str) else int_to_ip(ip_to_int(dst)),
         port=flow.dst_port,
         allowed=verdict.allowed,
         reason=verdict.reason,
         policy=getattr(verdict, "policy", None),
         rule=getattr(verdict, "rule_index", None),
-        src_pod=pod_at(src_text),
-        dst_pod=pod_at(dst_text),
+        src_pod=src_pod,
+        dst_pod=dst_pod,
     )
 
 
 class FlowLog:
-    """The last `capacity` records, the count of every record ever added by (direction, verdict), and
-    the listeners that want each new record."""
+    """The last `capacity` verdicts of node `node`, the count of every verdict ever added by direction
+    and outcome, and the listeners that want each new record.
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    `add` runs once per new connection, so it keeps what it is given as one tuple (the flow and verdict
+    objects the pipeline and the evaluator already made) and builds `FlowRecord`s only when they are
+    read or someone listens."""
+
+    def __init__(self, node: str, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity < 1:
             raise ValueError("a flow log holds at least one record")
-        self._records: deque[FlowRecord] = deque(maxlen=capacity)
-        self.counts: Counter[tuple[str, str]] = Counter({(d, v): 0 for d in DIRECTIONS for v in VERDICTS})
+        self.node = node
+        self._entries: deque[tuple] = deque(maxlen=capacity)
+        self._counts: dict[tuple[str, bool], int] = {(d, a): 0 for d in DIRECTIONS for a in (True, False)}
         self._listeners: list[Callable[[FlowRecord], None]] = []
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._entries)
 
-    def add(self, record: FlowRecord) -> None:
-        self._records.append(record)
-        self.counts[record.direction, record.verdict] += 1
-        for listener in self._listeners:
-            listener(record)
+    @property
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(direction, "allowed" or "denied") -> verdicts ever added."""
+        return {(str(d), ALLOWED if a else DENIED): n for (d, a), n in self._counts.items()}
+
+    def add(
+        self,
+        now: float,
+        direction: str,
+        flow: object,
+        verdict: Verdict,
+        src_pod: str | None = None,
+        dst_pod: str | None = None,
+    ) -> None:
+        entry = (now, direction, flow, verdict, src_pod, dst_pod)
+        self._entries.append(entry)
+        key = (direction, verdict.allowed)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self._listeners:
+            record = self._record(entry)
+            for listener in self._listeners:
+                listener(record)
+
+    def _record(self, entry: tuple) -> FlowRecord:
+        now, direction, flow, verdict, src_pod, dst_pod = entry
+        return record_for(now, self.node, direction, flow, verdict, src_pod, dst_pod)
 
     def records(self, *, verdict: str | None = None, limit: int | None = None) -> list[FlowRecord]:
         """The most recent `limit` records (all when None) with that verdict, oldest first."""
         if verdict is not None and verdict not in VERDICTS:
             raise ValueError(f"verdict must be {ALLOWED!r} or {DENIED!r}, not {verdict!r}")
-        chosen = [r for r in self._records if r.matches(verdict)]
-        return chosen if limit is None else chosen[-limit:] if limit > 0 else []
+        wanted = None if verdict is None else verdict == ALLOWED
+        chosen = [e for e in self._entries if wanted is None or e[3].allowed == wanted]
+        if limit is not None:
+            chosen = chosen[-limit:] if limit > 0 else []
+        return [self._record(e) for e in chosen]
 
     def subscribe(self, listener: Callable[[FlowRecord], None]) -> Callable[[], None]:
         """Calls `listener(record)` for every record added from now on; returns the unsubscribe call."""
