@@ -93,3 +93,28 @@ def test_after_a_compaction_an_old_watch_gets_410_and_a_relist_recovers(make_api
         )
     ]
     assert after == [("ADDED", "d")]
+
+
+def test_an_idle_watch_gets_bookmarks_that_resume_it(make_api_server):
+    server = make_api_server(extra_args=["--bookmark-interval", "0.2"])
+    core = _core(server)
+    core.create_namespace({"metadata": {"name": "idle"}})
+    start = core.list_namespaced_pod("idle").metadata.resource_version
+    core.create_namespaced_pod("idle", pod("before"))
+    stream = watch.Watch()
+    events = [
+        (e["type"], e["raw_object"]["metadata"]["resourceVersion"])
+        for e in stream.stream(
+            core.list_namespaced_pod, "idle", resource_version=start, allow_watch_bookmarks=True, timeout_seconds=1
+        )
+    ]
+    assert events[0][0] == "ADDED"
+    bookmarks = [rv for kind, rv in events if kind == "BOOKMARK"]
+    assert bookmarks and int(bookmarks[-1]) >= int(events[0][1])
+    # Resuming from the bookmark gives only what came after it.
+    core.create_namespaced_pod("idle", pod("after"))
+    after = [
+        (e["type"], e["object"].metadata.name)
+        for e in watch.Watch().stream(core.list_namespaced_pod, "idle", resource_version=bookmarks[-1], timeout_seconds=1)
+    ]
+    assert after == [("ADDED", "after")]
