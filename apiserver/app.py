@@ -71,13 +71,13 @@ def _verb_of(method: str) -> str:
     return {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
 
 
-def _http_error(error: web.HTTPException, request: web.Request) -> ApiError:
+def _http_error(error: web.HTTPException, request: web.Request, body_limit: int) -> ApiError:
     if isinstance(error, web.HTTPNotFound):
         return status.path_not_found(request.path)
     if isinstance(error, web.HTTPMethodNotAllowed):
         return status.method_not_allowed(request.method, request.path)
     if isinstance(error, web.HTTPRequestEntityTooLarge):
-        return status.too_large(request.app._client_max_size)
+        return status.too_large(body_limit)
     reason = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 415: "UnsupportedMediaType"}.get(error.status, "BadRequest")
     return ApiError(status.status(error.status, reason, error.text or error.reason))
 
@@ -97,7 +97,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         except web.HTTPException as e:
             if e.status < 400:
                 raise
-            error = _http_error(e, request)
+            error = _http_error(e, request, config.max_body_bytes)
             response = respond(request, error.status, error.code)
         except (asyncio.CancelledError, ConnectionError):
             raise
