@@ -26,12 +26,22 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def test_tls_serves_the_official_client(make_api_server, certificate):
-    server = make_api_server(tls=certificate)
+def test_tls_serves_the_official_client_and_the_controllers(make_api_server, certificate):
+    server = make_api_server(tls=certificate, controllers=True)
     assert server.url.startswith("https://")
     core = client.CoreV1Api(kubernetes_client(server, server.token))
     core.create_namespace({"metadata": {"name": "secure"}})
     assert core.read_namespace("secure").metadata.name == "secure"
+    assert {"default", "kube-system"} <= wait_for_namespaces(core, {"default", "kube-system"}), server.log()[-2000:]
+
+
+def wait_for_namespaces(core: client.CoreV1Api, wanted: set[str]) -> set[str]:
+    deadline = time.monotonic() + 15
+    names: set[str] = set()
+    while time.monotonic() < deadline and not wanted <= names:
+        names = {n.metadata.name for n in core.list_namespace().items}
+        time.sleep(0.2)
+    return names
 
 
 def test_sigterm_stops_the_server_promptly_even_with_open_watches(make_api_server):
@@ -50,9 +60,4 @@ def test_sigterm_stops_the_server_promptly_even_with_open_watches(make_api_serve
 def test_the_controllers_reach_the_api_with_the_loopback_token(make_api_server):
     server = make_api_server(controllers=True)
     core = client.CoreV1Api(kubernetes_client(server, server.token))
-    deadline = time.monotonic() + 15
-    names: set[str] = set()
-    while time.monotonic() < deadline and not {"default", "kube-system"} <= names:
-        names = {n.metadata.name for n in core.list_namespace().items}
-        time.sleep(0.2)
-    assert {"default", "kube-system"} <= names, server.log()[-2000:]
+    assert {"default", "kube-system"} <= wait_for_namespaces(core, {"default", "kube-system"}), server.log()[-2000:]
