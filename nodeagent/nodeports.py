@@ -325,6 +325,11 @@ class NodePorts:
             return
         if header is not None:
             self.counters["tcp.proxy-header"] += 1
+        if not first and reader.at_eof():
+            # Closed without a byte: a load balancer's TCP health check. No endpoint is bothered.
+            self.counters["tcp.empty"] += 1
+            writer.close()
+            return
         try:
             flow = self._choose(node_port, "TCP", _client_of(header, peer))
         except OSError:

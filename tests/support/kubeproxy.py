@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -153,3 +154,86 @@ def services_cluster(two_node_cluster: Cluster) -> Iterator[ServicesCluster]:
         for proxy in proxies.values():
             with contextlib.suppress(Exception):
                 proxy.kill()
+
+
+@dataclass
+class CloudLbProcess:
+    """`podnet cloud-lb` with its own small pool; `.start()` waits for /healthz."""
+
+    home: object
+    server: str
+    token: str
+    pool: str
+    address: str = "127.0.0.10"
+    process: subprocess.Popen | None = None
+    status_port: int | None = None
+
+    def start(self) -> None:
+        self.status_port = self.status_port or free_tcp_port(self.address)
+        args = [
+            sys.executable,
+            "-m",
+            "podnet",
+            "cloud-lb",
+            "--server",
+            self.server,
+            "--token",
+            self.token,
+            "--pool",
+            self.pool,
+            "--address",
+            self.address,
+            "--metrics-port",
+            str(self.status_port),
+            "--health-interval",
+            "0.3",
+        ]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        with open(self.home / "cloud-lb.log", "ab") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"cloud-lb exited with {self.process.returncode}: {self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(
+                    f"http://{self.address}:{self.status_port}/healthz", timeout=1
+                ) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"cloud-lb not healthy within {START_TIMEOUT}s: {self.log()[-3000:]}")
+
+    def log(self) -> str:
+        path = self.home / "cloud-lb.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://{self.address}:{self.status_port}/metrics", timeout=2) as r:
+            return r.read().decode()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def cloud_lb(services_cluster: ServicesCluster) -> Iterator[CloudLbProcess]:
+    """A cloud-lb over `services_cluster`, with a /29 of 127.0.1.0/24 picked at random so runs on one
+    machine do not collide."""
+    base = random.randrange(0, 256, 8)
+    lb = CloudLbProcess(
+        services_cluster.home, services_cluster.api.url, services_cluster.api.token, f"127.0.1.{base}/29"
+    )
+    try:
+        lb.start()
+        yield lb
+    finally:
+        lb.kill()
