@@ -2,15 +2,20 @@
 b (node-2) talk through real VXLAN datagrams, driven by the real CLI."""
 
 import http.server
+import os
+import signal
 import socket
 import struct
 import threading
+import time
 import urllib.request
 
 import pytest
 from podnet.overlay.pipeline.forward import vtep_mac
 from podnet.overlay.wire import ethernet, ipv4, udp, vxlan
 from support.nodeagent import pod_manifest, wait_running
+
+pytestmark = pytest.mark.slow  # real processes: about half a minute on an idle machine
 
 
 def test_http_between_pods_on_two_nodes_keeps_the_source_pod_ip(two_node_cluster):
@@ -271,3 +276,16 @@ def test_agent_killed_and_restarted_keeps_pod_ips_and_traffic_resumes(two_node_c
     assert allocated == [ip_b] and ip_c != ip_b  # c's address was released, nothing leaked
     run = two_node_cluster.cli("exec", "a", "--", "http", f"http://{ip_b}/hostname")
     assert (run.returncode, run.stdout.strip()) == (0, "b"), run.stderr
+
+
+def test_sigterm_shuts_the_agent_down_promptly_and_cleanly(two_node_cluster):
+    agent = two_node_cluster.agents["node-1"]
+    process = agent.process
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    assert not os.path.exists(agent.socket)
+    agent.process = None
+    agent.start()
+    assert {p["name"] for p in agent.rpc("pods.list")} >= {"a"}
