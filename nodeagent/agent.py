@@ -32,6 +32,15 @@ from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.hostbridge import HostBridge
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.nodeports import NodePorts
+from podnet.nodeagent.pods.netns import (
+    ContainerSpec,
+    NetnsError,
+    NetnsPod,
+    NetnsPods,
+    PodNetwork,
+    namespace_name,
+    pod_mode,
+)
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.overlay.pipeline.forward import (
@@ -86,6 +95,7 @@ class AgentConfig:
     lease_duration: int = 40
     renew_interval: float = 5.0
     conntrack_sweep_interval: float = 5.0
+    pod_mode: str = "virtual"  # pods without a podnet.io/pod-mode annotation: "virtual" or "netns"
 
     @property
     def state_path(self) -> Path:
@@ -115,6 +125,7 @@ class VirtualPod:
     status_ip: str | None = None  # the podIP the API last heard from us
     waiting: dict[int, asyncio.Future] = field(default_factory=dict)
     listeners: dict[int, Callable[[Any], None]] = field(default_factory=dict)  # op -> stream events
+    netns: NetnsPod | None = None  # a netns pod: its kernel stack answers, through its TAP, not `stack`
 
 
 def _rfc3339(micro: bool = False) -> str:
@@ -151,6 +162,7 @@ class NodeAgent:
         self._watches: list[tuple[tuple[int, int, int, int], Journey]] = []  # (protocol, src, dst, port)
         self._status_dirty: set[str] = set()
         self._status_wakeup = asyncio.Event()
+        self.netns_pods = NetnsPods(config.name, config.state_path, self._from_netns_pod, self._mark_status_dirty)
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -338,7 +350,9 @@ class NodeAgent:
                 self.tunnel.send(out.node_address, out.datagram)
             elif kind is Deliver:
                 pod = self.by_ip.get(out.pod_ip)
-                if pod is not None:
+                if pod is not None and pod.netns is not None:
+                    pod.netns.deliver(out.packet)
+                elif pod is not None:
                     answers = pod.stack.receive(out.packet, now)
                     self._after_stack(pod, now)
                     for packet in answers:
@@ -347,9 +361,22 @@ class NodeAgent:
             elif kind is ToHost:
                 if not self.nodeports.claim(out.packet):  # an answer to a NodePort connection, or
                     self.hostbridge.handle(out.packet, now)
-            elif kind is DeliverFrame:
-                pass  # virtual pods take packets, not frames: their ARP never reaches the pipeline
+            elif kind is DeliverFrame:  # an ARP answer; virtual pods' ARP never reaches the pipeline
+                pod = self.by_ip.get(out.pod_ip)
+                if pod is not None and pod.netns is not None:
+                    pod.netns.deliver_frame(out.frame)
         self.pipeline.counters["drop.pump-limit"] += len(work)
+
+    def _from_netns_pod(self, netns_pod: NetnsPod, frames: list[bytes]) -> None:
+        """Frames a netns pod's kernel sent on its eth0: into the pipeline, as a virtual pod's packets."""
+        pod = self.by_ip.get(ip_to_int(netns_pod.net.ip))
+        if pod is None:
+            return
+        now = time.monotonic()
+        outputs: list[Output] = []
+        for frame in frames:
+            outputs.extend(self.pipeline.from_pod_frame(pod.port, frame, now))
+        self._run(outputs, now)
 
     def _emit(self, pod: VirtualPod, packets: list[bytes], now: float, trace: list[Stage] | None = None) -> None:
         outputs: list[Output] = []
@@ -431,6 +458,16 @@ class NodeAgent:
             (obj.get("spec") or {}).get("hostname") or meta["name"],
         )
         pod = VirtualPod(meta.get("uid") or key, port, stack)
+        if pod_mode(obj, self.config.pod_mode) == "netns":
+            network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
+                                 allocation.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
+            try:
+                pod.netns = self.netns_pods.create(key, pod.uid, network, vtep_mac(self.config.address),
+                                                   ContainerSpec.from_pod(obj))
+            except (NetnsError, OSError) as exc:
+                log.error("pod %s: cannot build its network namespace: %s", key, exc)
+                self.ipam.release(pod.uid)
+                return pod
         self.pods[key] = pod
         self.by_ip[ip_to_int(allocation.ip)] = pod
         self.pipeline.add_pod(port)
@@ -452,6 +489,8 @@ class NodeAgent:
         del self.pods[key]
         self.by_ip.pop(ip_to_int(pod.port.ip), None)
         self.pipeline.remove_pod(pod.port.ip)
+        if pod.netns is not None:
+            self.netns_pods.delete(pod.netns)
         if pod.timer is not None:
             pod.timer.cancel()
         for future in pod.waiting.values():
@@ -465,6 +504,8 @@ class NodeAgent:
         live = {p["metadata"].get("uid") for p in self.pod_informer.store.values()}
         for allocation in self.ipam.release_all_but({uid for uid in live if uid}):
             log.info("released %s of %s, which no longer exists", allocation.ip, allocation.key)
+        for name in self.netns_pods.collect_garbage():
+            log.info("removed network namespace %s, which no pod claims", name)
 
     def _mark_status_dirty(self, key: str) -> None:
         self._status_dirty.add(key)
@@ -511,7 +552,7 @@ class NodeAgent:
                 "imageID": "",
                 "ready": True,
                 "started": True,
-                "restartCount": 0,
+                "restartCount": pod.netns.restart_count(c.get("name")) if pod is not None and pod.netns else 0,
                 "state": {"running": {"startedAt": started}},
             }
             for c in (obj.get("spec") or {}).get("containers") or []
@@ -668,6 +709,9 @@ class NodeAgent:
         pod = self.pods.get(f"{namespace}/{params.get('pod')}")
         if pod is None:
             raise RpcError("NotFound", f"pod {namespace}/{params.get('pod')} has no network on {self.config.name}")
+        if pod.netns is not None:
+            raise RpcError("BadRequest", f"pod {pod.port.key} is a netns pod: run a real program in it "
+                                         "(podnet exec POD -- CMD ...)")
         return pod
 
     async def _operate(self, pod: VirtualPod, start, timeout: float, trace: list[Stage] | None = None):
@@ -805,7 +849,8 @@ class NodeAgent:
     async def rpc_pods_list(self, params: Any) -> list[dict]:
         return [
             {"namespace": p.port.namespace, "name": p.port.name, "ip": p.port.ip, "mac": p.port.mac,
-             "counters": dict(p.stack.counters)}
+             "counters": dict(p.netns.counters if p.netns else p.stack.counters),
+             "netns": p.netns.net.netns if p.netns else None}
             for p in self.pods.values()
         ]
 
@@ -974,6 +1019,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         stack.callback(agent.tunnel.close)
         stack.callback(agent.hostbridge.close)
         stack.callback(agent.nodeports.close)
+        stack.callback(agent.netns_pods.close)
         agent.pipeline.policy = enforcer.verdict
         agent.pod_informer = Informer(client, "pods", field_selector=f"spec.nodeName={config.name}")
         agent.node_informer = Informer(client, "nodes")

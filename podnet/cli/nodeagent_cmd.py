@@ -17,6 +17,7 @@ def nodeagent(
     metrics_port: Annotated[int, typer.Option(help="Port of /healthz and /metrics on the node address (0: any free port, -1: none).")] = 0,
     backend: Annotated[str, typer.Option(help="vxlan: routes from Node podCIDRs; bgp: routes from the BGP speaker.")] = "vxlan",
     cluster_cidr: Annotated[str, typer.Option(help="The pod network.")] = "10.244.0.0/16",
+    pod_mode: Annotated[str, typer.Option(help="Pods without a podnet.io/pod-mode annotation: virtual (a stack in the agent) or netns (a real network namespace; root, Linux).")] = "virtual",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a node agent: registers the Node, gives pods addresses and network stacks, forwards their traffic."""
@@ -25,6 +26,9 @@ def nodeagent(
 
     if backend not in ("vxlan", "bgp"):
         typer.echo(f"error: --backend must be vxlan or bgp, not {backend!r}", err=True)
+        raise typer.Exit(2)
+    if pod_mode not in ("virtual", "netns"):
+        typer.echo(f"error: --pod-mode must be virtual or netns, not {pod_mode!r}", err=True)
         raise typer.Exit(2)
     logs.setup(f"nodeagent/{name}", log_level)
     config = AgentConfig(
@@ -37,6 +41,7 @@ def nodeagent(
         metrics_port=None if metrics_port < 0 else metrics_port,
         backend=backend,
         cluster_cidr=cluster_cidr,
+        pod_mode=pod_mode,
     )
     process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown.wait))
 

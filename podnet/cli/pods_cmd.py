@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, client_for, fail, home, run_async
+from podnet.cli.netns_exec import pod_namespace, run_in_namespace
 from podnet.client import ApiClient, ApiError
 from podnet.rpc.session import RpcClient, call_once
 
@@ -97,9 +98,19 @@ def exec_(
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
 ) -> None:
-    """Run a network command in a pod: http URL, connect HOST:PORT [--udp], ping IP."""
-    method, params = _parse_exec(list(ctx.args))
+    """Run a command in a pod: a real program in a netns pod; in a virtual pod http URL, connect
+    HOST:PORT [--udp], ping IP."""
     namespace, name = _split_pod(pod, namespace)
+
+    async def netns_of_pod() -> str | None:
+        async with client_for(server, token, kubeconfig) as client:
+            obj = await running_pod(client, namespace, name)
+        return await pod_namespace(agent_socket(obj["spec"]["nodeName"], agent_socket_path), namespace, name)
+
+    netns = run_async(netns_of_pod())
+    if netns is not None:
+        raise typer.Exit(exec_in_netns(netns, list(ctx.args)))
+    method, params = _parse_exec(list(ctx.args))
 
     async def run() -> dict:
         async with client_for(server, token, kubeconfig) as client:
@@ -128,6 +139,16 @@ def exec_(
             typer.echo(f"connected to {result['remote']} from {result['local']}")
     else:
         _print_ping(params["ip"], result)
+
+
+def exec_in_netns(netns: str, argv: list[str]) -> int:
+    try:
+        code = run_in_namespace(netns, argv)
+    except (PermissionError, ValueError) as exc:
+        raise fail(f"error: {exc}") from None
+    if code == 127:
+        typer.echo(f"error: {argv[0]}: command not found", err=True)
+    return code
 
 
 def _print_ping(ip: str, result: dict) -> None:

@@ -1,0 +1,515 @@
+"""Network-namespace pods: a real kernel network stack per pod, whose wire is the node agent.
+
+Each pod is a named network namespace (`podnet-<node>-<namespace>-<pod>`, shortened with a hash when
+long) holding one TAP device as its eth0: the pod's IP on the node's /24, the pod's MAC, MTU 1450, and a
+default route via the node's gateway (.1), which the agent answers by proxy ARP. The agent opens the TAP
+(TUNSETIFF, IFF_TAP|IFF_NO_PI) before moving it into the namespace and keeps the file descriptor: every
+frame the pod's kernel sends is read there and enters the forwarding pipeline where a virtual pod's
+packets do (service DNAT, policy, VXLAN), and every packet for the pod is written back to it.
+`ip netns exec` bind-mounts `/etc/netns/<name>/resolv.conf`, so programs in the pod ask the cluster DNS.
+
+Containers that declare a `command` run in the namespace (`ip netns exec`), each in its own session, and
+are restarted with backoff when they exit, as the kubelet does. Their PIDs (with the kernel start time,
+so a reused PID is never mistaken for them) and restart counts are kept in the agent's state directory:
+an agent that was SIGKILLed finds its namespaces and processes again and adopts them; the TAP, which
+died with the old agent's file descriptor, is made anew with the same address. Whatever of this node
+(the owner prefix, recorded in the agent's state directory) no current pod claims is removed after the
+agent's first sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+NAME_PREFIX = "podnet-"
+HOST_PREFIX = "podnet-host-"
+NETNS_DIR = Path("/run/netns")
+ETC_NETNS = Path("/etc/netns")
+POD_MODE_ANNOTATION = "podnet.io/pod-mode"
+POD_MODES = ("virtual", "netns")
+CLUSTER_DNS = "10.96.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+POD_INTERFACE = "eth0"
+# A namespace name is a file name under /run/netns and /etc/netns; keep it readable in `ip netns list`.
+MAX_NAME = 60
+_TUNSETIFF = 0x400454CA
+_IFF_TAP = 0x0002
+_IFF_NO_PI = 0x1000
+_READ_BATCH = 64
+_FRAME_MAX = 65536
+# Restart backoff of a container that exited (the kubelet starts at 10 s; a lab wants quicker answers).
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+# A container that ran this long before exiting starts its backoff afresh.
+BACKOFF_RESET_AFTER = 10.0
+STOP_GRACE = 2.0
+
+
+class NetnsError(RuntimeError):
+    """An `ip` command that sets up a pod's namespace failed."""
+
+
+def pod_mode(pod: dict, default: str) -> str:
+    """The pod's mode: its `podnet.io/pod-mode` annotation, else the agent's default."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    mode = annotations.get(POD_MODE_ANNOTATION) or default
+    return mode if mode in POD_MODES else default
+
+
+def owner_prefix(node: str) -> str:
+    """Every pod namespace of `node` starts with this."""
+    return f"{NAME_PREFIX}{node}-"
+
+
+def _short(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[: limit - 9]}-{digest}"
+
+
+def namespace_name(node: str, namespace: str, pod: str) -> str:
+    """`podnet-<node>-<namespace>-<pod>`, its tail replaced by a hash when it is longer than MAX_NAME;
+    the owner prefix is always kept whole so garbage collection finds it."""
+    prefix = owner_prefix(node)
+    return prefix + _short(f"{namespace}-{pod}", max(MAX_NAME - len(prefix), 16))
+
+
+def host_namespace(node: str) -> str:
+    """The namespace a node's own processes run in when hosts are namespaces (`podnet up --hosts netns`)."""
+    return HOST_PREFIX + node
+
+
+def _tap_name(netns: str) -> str:
+    """A temporary name (at most 15 bytes, the kernel's limit) for the TAP before it becomes eth0."""
+    return "pn" + hashlib.sha256(netns.encode()).hexdigest()[:12]
+
+
+def list_namespaces() -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def ip(*args: str, check: bool = True, namespace: str | None = None) -> subprocess.CompletedProcess:
+    argv = ["ip", *(("-n", namespace) if namespace else ()), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    if check and done.returncode:
+        raise NetnsError(f"{' '.join(argv)}: {done.stderr.strip()}")
+    return done
+
+
+def ip_batch(lines: list[str], namespace: str | None = None) -> None:
+    """Several `ip` commands in one process (`ip -batch`), stopping at the first that fails."""
+    argv = ["ip", *(("-n", namespace) if namespace else ()), "-batch", "-"]
+    done = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=10)
+    if done.returncode:
+        raise NetnsError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+
+def namespace_pids(name: str) -> list[int]:
+    done = ip("netns", "pids", name, check=False)
+    return [int(p) for p in done.stdout.split() if p.isdigit()]
+
+
+def delete_namespace(name: str) -> None:
+    """Kills every process in the namespace, then removes it (its links go with it) and its /etc files."""
+    for _ in range(3):
+        pids = namespace_pids(name)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    ip("netns", "delete", name, check=False)
+    shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
+
+
+def open_tap(name: str) -> int:
+    """A new TAP device `name` and its file descriptor (non-blocking): frames the kernel sends on the
+    device are read from it, frames written to it arrive at the device."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", name.encode(), _IFF_TAP | _IFF_NO_PI))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel start time of `pid` (field 22 of /proc/PID/stat), None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+@dataclass(frozen=True, slots=True)
+class PodNetwork:
+    """What the pod's eth0 is given."""
+
+    netns: str
+    namespace: str  # the pod's Kubernetes namespace, for the DNS search path
+    ip: str
+    prefix_len: int
+    gateway: str
+    mac: str
+    mtu: int = 1450
+
+
+def resolv_conf(namespace: str, dns: str = CLUSTER_DNS, domain: str = CLUSTER_DOMAIN) -> str:
+    """The resolv.conf the kubelet writes for a ClusterFirst pod."""
+    return (
+        f"nameserver {dns}\n"
+        f"search {namespace}.svc.{domain} svc.{domain} {domain}\n"
+        "options ndots:5\n"
+    )
+
+
+def attach_tap(net: PodNetwork) -> int:
+    """Creates the namespace if needed, replaces its eth0 with a new TAP and configures it; returns the
+    TAP's file descriptor, which the caller owns."""
+    if not (NETNS_DIR / net.netns).exists():
+        ip("netns", "add", net.netns)
+    ip("link", "delete", POD_INTERFACE, namespace=net.netns, check=False)  # a TAP left by a crash
+    temporary = _tap_name(net.netns)
+    ip("link", "delete", temporary, check=False)
+    fd = open_tap(temporary)
+    try:
+        ip("link", "set", temporary, "netns", net.netns)
+        ip_batch(
+            [
+                f"link set {temporary} name {POD_INTERFACE}",
+                f"link set {POD_INTERFACE} address {net.mac} mtu {net.mtu} addrgenmode none",
+                f"addr add {net.ip}/{net.prefix_len} dev {POD_INTERFACE}",
+                "link set lo up",
+                f"link set {POD_INTERFACE} up",
+                f"route add default via {net.gateway} dev {POD_INTERFACE}",
+            ],
+            namespace=net.netns,
+        )
+    except (NetnsError, subprocess.TimeoutExpired):
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_resolv_conf(net: PodNetwork, dns: str = CLUSTER_DNS, domain: str = CLUSTER_DOMAIN) -> None:
+    directory = ETC_NETNS / net.netns
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "resolv.conf").write_text(resolv_conf(net.namespace, dns, domain))
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    name: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_pod(cls, pod: dict) -> list[ContainerSpec]:
+        """The containers that declare a `command`; `args` follow it, as they follow an entrypoint."""
+        specs = []
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            command = [str(c) for c in container.get("command") or []]
+            if not command:
+                continue
+            env = tuple(
+                (str(e["name"]), str(e.get("value") or ""))
+                for e in container.get("env") or []
+                if e.get("name") and "valueFrom" not in e
+            )
+            specs.append(cls(container["name"], (*command, *[str(a) for a in container.get("args") or []]), env))
+        return specs
+
+
+@dataclass(slots=True)
+class Container:
+    """One container's process and its restart history; the adapter that runs it is `_supervise`."""
+
+    spec: ContainerSpec
+    pid: int | None = None
+    pid_start: str | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    task: asyncio.Task | None = None
+
+    def as_data(self) -> dict:
+        return {"pid": self.pid, "pid_start": self.pid_start, "restarts": self.restarts}
+
+
+class NetnsPod:
+    """One pod's namespace, TAP and processes."""
+
+    def __init__(self, net: PodNetwork, uid: str, fd: int, gateway_mac: bytes, state_path: Path, log_dir: Path):
+        self.net = net
+        self.uid = uid
+        self.fd = fd
+        self.state_path = state_path
+        self.log_dir = log_dir
+        self.containers: dict[str, Container] = {}
+        # Packets for the pod leave the "node" with the gateway's MAC as source, towards the pod's MAC.
+        self._eth_ipv4 = bytes.fromhex(net.mac.replace(":", "")) + gateway_mac + b"\x08\x00"
+        self.counters = {"rx.frames": 0, "tx.frames": 0, "tx.dropped": 0}
+
+    # ---- the wire ---------------------------------------------------------------------------------
+
+    def deliver(self, packet: bytes) -> None:
+        """An IPv4 packet for the pod, written to its eth0 as an Ethernet frame."""
+        self.deliver_frame(self._eth_ipv4 + packet)
+
+    def deliver_frame(self, frame: bytes) -> None:
+        try:
+            os.write(self.fd, frame)
+            self.counters["tx.frames"] += 1
+        except OSError:  # the device's queue is full or it is going away: dropped, as a wire would
+            self.counters["tx.dropped"] += 1
+
+    def read_frames(self) -> list[bytes]:
+        """What the pod's kernel sent since the last call, up to one batch."""
+        frames = []
+        for _ in range(_READ_BATCH):
+            try:
+                frames.append(os.read(self.fd, _FRAME_MAX))
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBADF:
+                    log.warning("pod %s: reading its TAP: %s", self.net.netns, exc)
+                break
+        self.counters["rx.frames"] += len(frames)
+        return frames
+
+    # ---- processes ------------------------------------------------------------------------------
+
+    def restart_count(self, container: str) -> int:
+        entry = self.containers.get(container)
+        return entry.restarts if entry else 0
+
+    def save(self) -> None:
+        data = {
+            "uid": self.uid,
+            "ip": self.net.ip,
+            "containers": {name: c.as_data() for name, c in self.containers.items()},
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.state_path)
+
+    def stop_processes(self) -> None:
+        for container in self.containers.values():
+            if container.task is not None:
+                container.task.cancel()
+            if container.pid and _start_time(container.pid) == container.pid_start:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(container.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while time.monotonic() < deadline and any(
+            c.pid and _start_time(c.pid) == c.pid_start for c in self.containers.values()
+        ):
+            time.sleep(0.02)
+            self._reap()
+        self._reap()
+
+    def _reap(self) -> None:
+        for container in self.containers.values():
+            if container.pid:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(container.pid, os.WNOHANG)
+
+
+async def _wait_exit(pid: int) -> int | None:
+    """Waits for `pid` to end, whether or not it is our child (a pod process adopted after a restart);
+    returns its exit code when it was our child."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    ended = loop.create_future()
+    loop.add_reader(pidfd, lambda: ended.done() or ended.set_result(None))
+    try:
+        await ended
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+class NetnsPods:
+    """The netns pods of one node agent: created, adopted after a restart, deleted, garbage-collected.
+
+    `on_frames(pod, frames)` receives what a pod's kernel sends; `on_change(key)` is told when a pod's
+    container status changed (a restart)."""
+
+    def __init__(
+        self,
+        node: str,
+        state_dir: Path,
+        on_frames: Callable[[NetnsPod, list[bytes]], None],
+        on_change: Callable[[str], None],
+        *,
+        dns: str = CLUSTER_DNS,
+        domain: str = CLUSTER_DOMAIN,
+    ):
+        self.node = node
+        self.directory = state_dir / "netns"
+        self.on_frames = on_frames
+        self.on_change = on_change
+        self.dns = dns
+        self.domain = domain
+        self.pods: dict[str, NetnsPod] = {}  # netns name -> pod
+
+    def create(self, key: str, uid: str, net: PodNetwork, gateway_mac: str, containers: list[ContainerSpec]) -> NetnsPod:
+        """Builds the pod's namespace, or adopts the one a previous run of this agent left for the same
+        pod (same uid and address): its processes keep running, its eth0 is made anew."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state_path = self.directory / f"{net.netns}.json"
+        previous = self._previous(state_path, uid, net.ip)
+        if previous is None and (NETNS_DIR / net.netns).exists():
+            delete_namespace(net.netns)  # another pod's, or one whose state was lost: start clean
+        if previous is None:
+            # Recorded before the namespace exists, so that a crash from here on leaves nothing that
+            # garbage collection cannot find.
+            state_path.write_text(json.dumps({"uid": uid, "ip": net.ip, "containers": {}}))
+        write_resolv_conf(net, self.dns, self.domain)
+        fd = attach_tap(net)
+        log_dir = self.directory / net.netns
+        log_dir.mkdir(exist_ok=True)
+        pod = NetnsPod(net, uid, fd, bytes.fromhex(gateway_mac.replace(":", "")), state_path, log_dir)
+        for spec in containers:
+            container = Container(spec)
+            before = (previous or {}).get("containers", {}).get(spec.name) or {}
+            container.restarts = int(before.get("restarts") or 0)
+            if before.get("pid") and _start_time(before["pid"]) == before.get("pid_start"):
+                container.pid, container.pid_start = before["pid"], before["pid_start"]
+                container.started_at = time.monotonic()
+            pod.containers[spec.name] = container
+        pod.save()
+        self.pods[net.netns] = pod
+        asyncio.get_running_loop().add_reader(fd, self._readable, pod)
+        for container in pod.containers.values():
+            container.task = asyncio.ensure_future(self._supervise(key, pod, container))
+        log.info("pod %s: namespace %s, eth0 %s/%d via %s%s", key, net.netns, net.ip, net.prefix_len,
+                 net.gateway, " (adopted)" if previous else "")
+        return pod
+
+    @staticmethod
+    def _previous(state_path: Path, uid: str, address: str) -> dict | None:
+        try:
+            data = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if data.get("uid") != uid or data.get("ip") != address or not (NETNS_DIR / state_path.stem).exists():
+            return None
+        return data
+
+    def _readable(self, pod: NetnsPod) -> None:
+        frames = pod.read_frames()
+        if frames:
+            self.on_frames(pod, frames)
+
+    async def _supervise(self, key: str, pod: NetnsPod, container: Container) -> None:
+        """Runs the container's command, and again after each exit with doubling backoff."""
+        backoff = BACKOFF_FIRST
+        while True:
+            if container.pid is None:
+                self._start(pod, container)
+            code = await _wait_exit(container.pid)
+            ran = time.monotonic() - container.started_at
+            log.info("pod %s: container %s (pid %d) exited%s after %.1fs; restarting in %.1fs", key,
+                     container.spec.name, container.pid, "" if code is None else f" with {code}", ran,
+                     BACKOFF_FIRST if ran >= BACKOFF_RESET_AFTER else backoff)
+            container.pid = container.pid_start = None
+            if ran >= BACKOFF_RESET_AFTER:
+                backoff = BACKOFF_FIRST
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            container.restarts += 1
+            pod.save()
+            self.on_change(key)
+
+    def _start(self, pod: NetnsPod, container: Container) -> None:
+        argv = ["ip", "netns", "exec", pod.net.netns, *container.spec.argv]
+        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOSTNAME": pod.net.netns,
+               **dict(container.spec.env)}
+        output = str(pod.log_dir / f"{container.spec.name}.log")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        # posix_spawn rather than Popen: the process is reaped by _wait_exit, which also watches the
+        # processes adopted after a restart, so nothing else may wait for it.
+        container.pid = os.posix_spawnp(
+            "ip", argv, env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, output, flags, 0o644),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
+        container.pid_start = _start_time(container.pid)
+        container.started_at = time.monotonic()
+        pod.save()
+
+    def delete(self, pod: NetnsPod) -> None:
+        """Pod deleted: its processes are stopped, its namespace (and TAP) removed, its state forgotten."""
+        self._close(pod)
+        delete_namespace(pod.net.netns)
+        pod.state_path.unlink(missing_ok=True)
+        shutil.rmtree(pod.log_dir, ignore_errors=True)
+
+    def _close(self, pod: NetnsPod) -> None:
+        self.pods.pop(pod.net.netns, None)
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(pod.fd)
+        pod.stop_processes()
+        with contextlib.suppress(OSError):
+            os.close(pod.fd)
+
+    def collect_garbage(self) -> list[str]:
+        """Removes the namespaces of this node that no current pod claims: those with the node's owner
+        prefix that this agent's state directory records (another cluster on the machine may have a
+        node of the same name; its namespaces are recorded in its own state directory)."""
+        removed = []
+        existing = set(list_namespaces())
+        for path in self.directory.glob("*.json") if self.directory.exists() else ():
+            name = path.stem
+            if name in self.pods or not name.startswith(owner_prefix(self.node)):
+                continue
+            if name in existing:
+                delete_namespace(name)
+                removed.append(name)
+            shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
+            path.unlink(missing_ok=True)
+            shutil.rmtree(self.directory / name, ignore_errors=True)
+        return removed
+
+    def close(self) -> None:
+        """Agent shutdown: every pod's processes stopped and its namespace removed."""
+        for pod in list(self.pods.values()):
+            self.delete(pod)

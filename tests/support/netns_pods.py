@@ -1,0 +1,161 @@
+"""A cluster of real processes whose pods are network namespaces (root): the API server, the cluster
+DNS, two node agents in `--pod-mode netns` and a kube-proxy per node.
+
+`netns_cluster` (per module) yields a `NetnsCluster` (`support.nodeagent.Cluster` plus `.dns`,
+`.proxies`, `.node_names`): a pod `web` on the first node runs a real `python3 -m http.server 8080`
+serving `WEB_BODY`, behind a Service `web` (port 80 → 8080); a pod `client` on the second node runs
+nothing. Node names are unique per run (`pn<hex>-1`, `pn<hex>-2`), so the namespaces they own never meet
+another cluster's; every namespace the run made is removed at teardown, and the fixture fails if one
+is left. `require_root()` skips outside root (network namespaces and TAP devices need it).
+`pod_exec(cluster, pod, *argv)` runs `podnet exec POD -- ARGV`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from podnet.nodeagent.pods.netns import NAME_PREFIX, list_namespaces
+from support.apiserver import ApiServerProcess
+from support.dns import DnsProcess, start_dns
+from support.kubeproxy import KubeProxyProcess
+from support.nodeagent import AgentProcess, Cluster, free_udp_port, wait_running
+
+WEB_BODY = "hello from a network namespace\n"
+ADDRESSES = ("127.0.9.11", "127.0.9.12")
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces and TAP devices need root")
+
+
+@dataclass
+class NetnsCluster(Cluster):
+    dns: DnsProcess | None = None
+    proxies: dict[str, KubeProxyProcess] = field(default_factory=dict)
+    node_names: tuple[str, ...] = ()
+    web_root: Path | None = None
+
+    def namespaces(self) -> list[str]:
+        """The namespaces that belong to this cluster's nodes."""
+        return [n for n in list_namespaces() if any(n.startswith(f"{NAME_PREFIX}{node}-") for node in self.node_names)]
+
+
+def pod_exec(cluster: Cluster, pod: str, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    return cluster.cli("exec", pod, "--", *argv, timeout=timeout)
+
+
+def netns_pod(name: str, node: str, *, command: list[str] | None = None, args: list[str] | None = None,
+              labels: dict | None = None, ports: list[dict] | None = None) -> dict:
+    container: dict = {"name": "main", "image": "debian"}
+    if command:
+        container["command"] = command
+    if args:
+        container["args"] = args
+    if ports:
+        container["ports"] = ports
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": labels or {"app": name},
+                     "annotations": {"podnet.io/pod-mode": "netns"}},
+        "spec": {"nodeName": node, "containers": [container]},
+    }
+
+
+def web_pod(node: str, web_root: Path) -> dict:
+    return netns_pod("web", node, command=["python3"],
+                     args=["-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", str(web_root)],
+                     labels={"app": "web"}, ports=[{"containerPort": 8080}])
+
+
+WEB_SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web", "namespace": "default"},
+    "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+}
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_serving(cluster: Cluster, client_pod: str, url: str, timeout: float = 15.0) -> str:
+    """Polls `url` with curl from `client_pod` until it answers (the server inside may still be starting)."""
+    last: list[subprocess.CompletedProcess] = []
+
+    def answered() -> str | None:
+        run = pod_exec(cluster, client_pod, "curl", "-sS", "--max-time", "2", url)
+        last[:] = [run]
+        return run.stdout if run.returncode == 0 else None
+
+    try:
+        return wait_for(answered, timeout, f"{url} from {client_pod}", interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {last[0].stderr if last else ''}") from None
+
+
+@pytest.fixture(scope="module")
+def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsCluster]:
+    require_root()
+    home = tmp_path_factory.mktemp("podnet-netns")
+    api_dir = home / "apiserver"
+    api_dir.mkdir()
+    web_root = home / "www"
+    web_root.mkdir()
+    (web_root / "index.html").write_text(WEB_BODY)
+    tag = secrets.token_hex(2)
+    names = (f"pn{tag}-1", f"pn{tag}-2")
+    api = ApiServerProcess(api_dir, f"sqlite:///{api_dir / 'store.db'}", controllers=True)
+    cluster = NetnsCluster(api, home, {}, node_names=names, web_root=web_root)
+    try:
+        api.start()
+        cluster.dns = start_dns(["--server", api.url, "--token", api.token], home / "dns.log")
+        port = free_udp_port(*ADDRESSES)
+        for name, address in zip(names, ADDRESSES, strict=True):
+            agent = AgentProcess(name, address, home, api.url, api.token, port, extra_args=("--pod-mode", "netns"))
+            cluster.agents[name] = agent
+            agent.start()
+            cluster.proxies[name] = KubeProxyProcess(agent, api.url, api.token)
+            cluster.proxies[name].start()
+
+        async def create(client) -> None:
+            await client.create(web_pod(names[0], web_root))
+            await client.create(netns_pod("client", names[1]))
+            await client.create(WEB_SERVICE)
+            for pod in ("web", "client"):
+                cluster.pod_ips[pod] = (await wait_running(client, "default", pod))["status"]["podIP"]
+
+        cluster.api_call(create)
+        yield cluster
+    finally:
+        for proxy in cluster.proxies.values():
+            with contextlib.suppress(Exception):
+                proxy.kill()
+        for agent in cluster.agents.values():
+            agent.kill(signal.SIGTERM)  # a graceful stop removes the agent's namespaces
+        if cluster.dns is not None:
+            cluster.dns.kill()
+        api.kill()
+        left = cluster.namespaces()
+        for name in left:
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+        assert not left, f"namespaces left after the agents stopped: {left}"
