@@ -328,7 +328,7 @@ class Pipeline:
                     "source", f"from pod {pod.key} on {self.node.name} (veth of {pod.ip}): {what}, {total} B"
                 )
             )
-        if src != ip_to_int(pod.ip):
+        if self.pods.get(src) is not pod:  # the port registered for that address, not a parse per packet
             return self._drop("spoofed-source", trace)
         self.counters["egress.packets"] += 1
         new_flow = reply = False
