@@ -380,7 +380,7 @@ class Resources:
             for obj in initial:
                 await response.write(encode_event(ADDED, obj, media_type))
             await self._stream(request, response, subscription, prefix, name, selection, bookmarks, timeout, kind, media_type)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             pass  # the watcher went away
         finally:
             self.watchers_gauge.labels(kind.plural).dec()
@@ -413,6 +413,7 @@ class Resources:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         next_bookmark = loop.time() + self.config.bookmark_interval
+        processed: int | None = None  # every change up to this revision has been considered
         while True:
             now = loop.time()
             if now >= deadline:
@@ -429,21 +430,19 @@ class Resources:
                 return
             except (WatchEnded, StorageError, OSError):
                 return  # the stream ends; the watcher resumes from its last resourceVersion
-            if change is None:
-                if bookmarks and loop.time() >= next_bookmark:
-                    revision = subscription.bookmark_revision()
-                    if revision is not None:
-                        bookmark = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": str(revision)}}
-                        await response.write(encode_event(BOOKMARK, bookmark, media_type))
-                    next_bookmark = loop.time() + self.config.bookmark_interval
-                continue
-            if not change.key.startswith(prefix):
-                continue
-            if name is not None and change.key.rpartition("/")[2] != name:
-                continue
-            event_type = self._event_type(change, selection)
-            if event_type is not None:
-                await response.write(change.encoded(event_type, media_type))
+            if change is not None:
+                processed = change.revision
+                if change.key.startswith(prefix) and (name is None or change.key.rpartition("/")[2] == name):
+                    event_type = self._event_type(change, selection)
+                    if event_type is not None:
+                        await response.write(change.encoded(event_type, media_type))
+            if bookmarks and loop.time() >= next_bookmark:
+                # Also while other namespaces' changes stream past unseen, so a resume starts near the head.
+                revision = subscription.bookmark_revision() or processed
+                if revision is not None:
+                    bookmark = {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": str(revision)}}
+                    await response.write(encode_event(BOOKMARK, bookmark, media_type))
+                next_bookmark = loop.time() + self.config.bookmark_interval
 
     @staticmethod
     def _event_type(change: Change, selection: Filter) -> str | None:
