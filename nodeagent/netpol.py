@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,6 +23,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from podnet.client import ApiClient, Informer
 from podnet.rpc.session import RpcError
+
+log = logging.getLogger(__name__)
 
 # What the compiler watches: kind -> API resource.
 WATCHED = {"Namespace": "namespaces", "Pod": "pods", "NetworkPolicy": "networkpolicies"}
@@ -62,6 +65,8 @@ class PolicyEnforcer:
             # The compiler's handler ran first: from now on new connections are judged by this version.
             self.policy_versions[key] = meta.get("resourceVersion") or ""
             self.policy_times[key] = self.clock()
+            if key in self.compiler.errors:
+                log.warning("NetworkPolicy %s is not enforced: %s", key, self.compiler.errors[key])
 
     # ---- the pipeline's hook -------------------------------------------------------------------
 

@@ -73,7 +73,12 @@ def running_pods(
 
 
 def static_evaluator(objects: Iterable[dict]) -> Evaluator:
-    return compile_objects(objects).evaluator()
+    """The policies compiled for every pod; a policy the compiler refuses is named on stderr, since the
+    agents do not enforce it either."""
+    compiler = compile_objects(objects)
+    for key, error in sorted(compiler.errors.items()):
+        typer.echo(f"warning: NetworkPolicy {key} is not enforced: {error}", err=True)
+    return compiler.evaluator()
 
 
 # ---- probing through the agents -----------------------------------------------------------------
