@@ -632,6 +632,7 @@ class NodeAgent:
             "pod.send_udp": self.rpc_pod_send_udp,
             "pod.tcp_transfer": self.rpc_pod_tcp_transfer,
             "routes.list": self.rpc_routes_list,
+            "conntrack.list": self.rpc_conntrack_list,
             "probe": self.rpc_probe,
             "trace": self.rpc_trace,
             "trace.watch": self.rpc_trace_watch,
@@ -852,6 +853,22 @@ class NodeAgent:
              "counters": dict(p.netns.counters if p.netns else p.stack.counters),
              "netns": p.netns.net.netns if p.netns else None}
             for p in self.pods.values()
+        ]
+
+    async def rpc_conntrack_list(self, params: Any) -> list[dict]:
+        """The connections the node tracks: both directions' tuples (they differ when DNATted), state,
+        packets each way and seconds left."""
+        now = time.monotonic()
+        return [
+            {
+                "original": describe_key(entry.original),
+                "reply": describe_key(entry.reply),
+                "state": entry.state.name.lower(),
+                "note": entry.note,
+                "packets": list(entry.packets),
+                "expires_in": round(entry.expires - now, 1),
+            }
+            for entry in self.pipeline.conntrack.entries()
         ]
 
     async def rpc_routes_list(self, params: Any) -> list[dict]:
