@@ -51,7 +51,7 @@ def decode(body: bytes, media_type: str) -> object:
             value = json.loads(body)
     except (ValueError, TypeError, RecursionError) as e:
         raise DecodeError(f"couldn't decode the body as {media_type}: {e}") from None
-    if len(body) > 2 * MAX_DEPTH:  # every level costs at least two bytes: a shorter body cannot be too deep
+    if len(body) > MAX_DEPTH:  # every level costs at least a byte: a shorter body cannot be too deep
         _check_depth(value)
     return value
 
