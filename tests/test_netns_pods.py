@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import subprocess
 
-from support.netns_pods import WEB_BODY, pod_exec, wait_serving
+import pytest
+from podnet.nodeagent.pods.netns import list_namespaces, namespace_pids
+from support.netns_pods import WEB_BODY, netns_pod, pod_exec, wait_for, wait_serving
+from support.nodeagent import wait_running
 
 pytestmark = pytest.mark.root
 
@@ -13,3 +16,96 @@ def test_curl_reaches_http_server_in_other_node_by_pod_ip(netns_cluster):
     web = netns_cluster.pod_ips["web"]
     body = wait_serving(netns_cluster, "client", f"http://{web}:8080/")
     assert body == WEB_BODY
+
+
+def _apply(cluster, fn):
+    async def run(client):
+        return await fn(client)
+
+    return cluster.api_call(run)
+
+
+def test_curl_reaches_the_service_by_name_through_dns_and_kube_proxy(netns_cluster):
+    # web → web.default.svc.cluster.local (search path, ndots 5) → ClusterIP → DNAT → the pod on the other node
+    body = wait_serving(netns_cluster, "client", "http://web/")
+    assert body == WEB_BODY
+
+
+def test_dig_in_a_pod_resolves_cluster_names_through_the_kube_dns_service(netns_cluster):
+    service = _apply(netns_cluster, lambda c: c.get("services", "web", "default"))
+    run = pod_exec(netns_cluster, "client", "dig", "+short", "+time=2", "+tries=2", "web.default.svc.cluster.local")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [service["spec"]["clusterIP"]]
+    resolv = pod_exec(netns_cluster, "client", "cat", "/etc/resolv.conf")
+    assert "nameserver 10.96.0.10" in resolv.stdout
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in resolv.stdout
+    assert "options ndots:5" in resolv.stdout
+
+
+def test_a_denying_policy_makes_the_same_curl_fail(netns_cluster):
+    web = netns_cluster.pod_ips["web"]
+    wait_serving(netns_cluster, "client", f"http://{web}:8080/")
+    deny = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-web", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"], "ingress": []},
+    }
+    _apply(netns_cluster, lambda c: c.create(deny))
+    try:
+        def refused() -> bool:
+            return pod_exec(netns_cluster, "client", "curl", "-sS", "--max-time", "1", f"http://{web}:8080/").returncode != 0
+
+        wait_for(refused, 10, "the policy to be enforced")
+        run = pod_exec(netns_cluster, "client", "curl", "-sS", "--max-time", "2", "http://web/")
+        assert run.returncode != 0
+    finally:
+        _apply(netns_cluster, lambda c: c.delete("networkpolicies", "deny-web", "default"))
+    assert wait_serving(netns_cluster, "client", f"http://{web}:8080/") == WEB_BODY
+
+
+def test_exec_passes_stdin_stdout_and_the_exit_code(netns_cluster):
+    run = netns_cluster.cli("exec", "client", "--", "sh", "-c", "cat; ip -4 -o addr show eth0; exit 7")
+    assert run.returncode == 7
+    assert netns_cluster.pod_ips["client"] + "/24" in run.stdout
+    fed = subprocess.run([*netns_cluster.cli_argv(), "exec", "client", "--", "cat"], input="through\n",
+                         capture_output=True, text=True, env=netns_cluster.cli_env(), timeout=30)
+    assert fed.returncode == 0 and fed.stdout == "through\n"
+
+
+def test_a_container_that_exits_is_restarted_and_counted(netns_cluster):
+    node = netns_cluster.node_names[0]
+    _apply(netns_cluster, lambda c: c.create(netns_pod("crasher", node, command=["sh", "-c", "sleep 0.2; exit 3"])))
+    try:
+        def restarts() -> int:
+            pod = _apply(netns_cluster, lambda c: c.get("pods", "crasher", "default"))
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            return statuses[0]["restartCount"] if statuses else 0
+
+        assert wait_for(lambda: restarts() >= 2, 15, "two restarts")
+    finally:
+        _apply(netns_cluster, lambda c: c.delete("pods", "crasher", "default"))
+    name = f"podnet-{node}-default-crasher"
+    wait_for(lambda: name not in list_namespaces(), 10, f"{name} to be removed")
+
+
+def test_a_sigkilled_agent_adopts_its_pods_namespaces_and_processes(netns_cluster):
+    web_node = netns_cluster.node_names[0]
+    agent = netns_cluster.agents[web_node]
+    netns = f"podnet-{web_node}-default-web"
+    pids_before = set(namespace_pids(netns))
+    assert pids_before, "the web server runs in the pod's namespace"
+    _apply(netns_cluster, lambda c: c.create(netns_pod("doomed", web_node)))
+    _apply(netns_cluster, lambda c: wait_running(c, "default", "doomed"))
+    doomed = f"podnet-{web_node}-default-doomed"
+    assert doomed in list_namespaces()
+    agent.kill()  # SIGKILL: nothing is cleaned up
+    _apply(netns_cluster, lambda c: c.delete("pods", "doomed", "default"))
+    agent.start()
+    web = netns_cluster.pod_ips["web"]
+    assert wait_serving(netns_cluster, "client", f"http://{web}:8080/") == WEB_BODY
+    pod = _apply(netns_cluster, lambda c: c.get("pods", "web", "default"))
+    assert pod["status"]["podIP"] == web
+    assert set(namespace_pids(netns)) == pids_before  # the same server process, adopted, not restarted
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    wait_for(lambda: doomed not in list_namespaces(), 10, "the deleted pod's namespace to be collected")
