@@ -73,6 +73,12 @@ class Verdict:
 ALLOWED_WITHOUT_POLICY = Verdict(True, "no policy installed")
 
 
+def describe_verdict(verdict: Verdict) -> str:
+    """ "allowed: <reason>" or "denied: <reason>", once, whether or not the reason already says it."""
+    word = "allowed" if verdict.allowed else "denied"
+    return verdict.reason if verdict.reason.startswith(word) else f"{word}: {verdict.reason}"
+
+
 def allow_all(direction: PolicyDirection, flow: Flow) -> Verdict:
     return ALLOWED_WITHOUT_POLICY
 
@@ -373,9 +379,7 @@ class Pipeline:
         flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(reply[1]), reply[2])
         verdict = self.policy(PolicyDirection.EGRESS, flow)
         if trace is not None:
-            trace.append(
-                Stage("egress-policy", f"{'allowed' if verdict.allowed else 'denied'}: {verdict.reason}")
-            )
+            trace.append(Stage("egress-policy", describe_verdict(verdict)))
         if not verdict.allowed:
             return packet, self._drop("policy-egress", trace)
         if self.conntrack.create(original, reply, now, note) is None:
@@ -521,9 +525,7 @@ class Pipeline:
         flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(key[3]), key[4])
         verdict = self.policy(PolicyDirection.INGRESS, flow)
         if trace is not None:
-            trace.append(
-                Stage("ingress-policy", f"{'allowed' if verdict.allowed else 'denied'}: {verdict.reason}")
-            )
+            trace.append(Stage("ingress-policy", describe_verdict(verdict)))
         return verdict
 
     # --- ingress: a VXLAN datagram from the underlay --------------------------------------------
