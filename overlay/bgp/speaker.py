@@ -5,9 +5,9 @@ configured peers, originates the node's podCIDR, and installs the best routes in
 the agent's RPC (`routes.apply`, source "bgp"), resending them whenever the agent comes back. A local RPC
 socket `<state_dir>/bgp.sock` answers `ping`, `info`, `peers` and `rib`.
 
-Connection collisions (both speakers connecting at once) keep the connection opened by the speaker with
-the higher BGP identifier, as RFC 4271 6.8 does; the peer's address stands in for its identifier until
-its OPEN has arrived.
+Connection collisions (both speakers connecting at once) keep the connection that already carried the
+peer's OPEN, else the one opened by the speaker with the higher BGP identifier, as RFC 4271 6.8 does; the
+peer's address stands in for its identifier until its OPEN has arrived.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ASN = 64512
 CONNECT_TIMEOUT = 3.0
 AGENT_RETRY = 0.5
+UNKNOWN_PEER_GRACE = 2.0
 # Without graceful restart there is nothing to wait for; with it, a restarted speaker waits for End-of-RIB
 # from its peers (at most this long) before it replaces the routes its agent still holds.
 MAX_SELECTION_DEFERRAL = 60.0
@@ -131,6 +132,7 @@ class Speaker:
         self.port = config.port
         self.pod_cidr: m.Prefix | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._unknown: dict[str, _Connection] = {}  # connections from addresses not (yet) peers
         self._install_wanted = asyncio.Event()
         self._installed: list[dict] | None = None
         self._deferring = config.graceful_restart_time > 0
@@ -153,12 +155,17 @@ class Speaker:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for connection in self._unknown.values():
+            connection.close()
+        self._unknown.clear()
         for address in list(self.peers):
             self.remove_peer(address)
         # Let the Cease NOTIFICATIONs reach the peers before the connections close.
         await asyncio.sleep(0)
 
-    def add_peer(self, peer_config: PeerConfig) -> None:
+    def add_peer(self, peer_config: PeerConfig, *, mesh: bool = False) -> None:
+        """Starts a session. Between two speakers of the mesh only the one with the higher address
+        connects, so they never collide; configured peers (which may be anything) are always connected to."""
         if peer_config.address in self.peers or peer_config.address == self.config.address:
             return
         session = f.SessionConfig(
@@ -166,10 +173,14 @@ class Speaker:
             peer_asn=peer_config.asn if peer_config.asn is not None else self.config.asn,
             hold_time=self.config.hold_time, connect_retry_time=self.config.connect_retry_time,
             idle_hold_time=self.config.idle_hold_time, graceful_restart_time=self.config.graceful_restart_time,
+            passive=mesh and _address_key(self.config.address) < _address_key(peer_config.address),
         )
         peer = _Peer(peer_config, f.Fsm(session))
         self.peers[peer_config.address] = peer
         self._execute(peer, peer.fsm.start(self._loop.time()))
+        waiting = self._unknown.pop(peer_config.address, None)
+        if waiting is not None:
+            self._offer(peer, waiting)
 
     def remove_peer(self, address: str) -> None:
         peer = self.peers.get(address)
@@ -177,6 +188,8 @@ class Speaker:
             return
         self._execute(peer, peer.fsm.stop(self._loop.time()))
         del self.peers[address]
+        if peer.connecting is not None:
+            peer.connecting.cancel()
         if peer.timer is not None:
             peer.timer.cancel()
         self._apply_changes(self.rib.drop_peer(address))
@@ -195,11 +208,23 @@ class Speaker:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = writer.get_extra_info("peername")[0]
         peer = self.peers.get(address)
-        if peer is None:
-            log.info("bgp: refusing a connection from %s, not a peer", address)
-            writer.close()
+        connection = _Connection(reader, writer, outbound=False)
+        if peer is not None:
+            self._offer(peer, connection)
             return
-        self._offer(peer, _Connection(reader, writer, outbound=False))
+        # A new node's speaker often connects before this speaker has seen its Node: hold the connection
+        # a moment rather than refuse it and leave both sides waiting for their ConnectRetry timers.
+        previous = self._unknown.pop(address, None)
+        if previous is not None:
+            previous.close()
+        self._unknown[address] = connection
+        self._loop.call_later(UNKNOWN_PEER_GRACE, self._refuse, address, connection)
+
+    def _refuse(self, address: str, connection: _Connection) -> None:
+        if self._unknown.get(address) is connection:
+            del self._unknown[address]
+            log.info("bgp: refusing a connection from %s, not a peer", address)
+            connection.close()
 
     async def _connect(self, peer: _Peer) -> None:
         try:
@@ -212,20 +237,29 @@ class Speaker:
                 self._execute(peer, peer.fsm.connection_lost(self._loop.time()))
             return
         peer.connecting = None
+        if self.peers.get(peer.config.address) is not peer:
+            writer.close()
+            return
         self._offer(peer, _Connection(reader, writer, outbound=True))
 
     def _offer(self, peer: _Peer, connection: _Connection) -> None:
+        """A connection to or from the peer; with two at once, both speakers keep the same one. An
+        outbound attempt still under way when an inbound connection is taken is left to finish and meets
+        this rule too: cancelling it could close a connection the peer has already chosen."""
         current = peer.connection
         if current is not None:
             remote_id = peer.fsm.peer_open.router_id if peer.fsm.peer_open else peer.config.address
             keep_outbound = _address_key(self.config.identifier) > _address_key(remote_id)
-            if peer.fsm.state == f.State.ESTABLISHED or current.outbound == keep_outbound:
+            # A connection that has carried the peer's OPEN is kept whatever the identifiers say: the peer
+            # may already be Established on it and would close the newcomer.
+            if peer.fsm.state >= f.State.OPEN_CONFIRM or current.outbound == keep_outbound:
+                log.debug("bgp: collision with %s: keeping the %s connection", peer.config.address,
+                          "outbound" if current.outbound else "inbound")
                 connection.writer.close()
                 return
+            log.debug("bgp: collision with %s: taking the %s connection", peer.config.address,
+                      "outbound" if connection.outbound else "inbound")
             self._execute(peer, peer.fsm.connection_lost(self._loop.time()))
-        if peer.connecting is not None and not connection.outbound:
-            peer.connecting.cancel()
-            peer.connecting = None
         peer.connection = connection
         connection.task = asyncio.create_task(self._read(peer, connection))
         self._execute(peer, peer.fsm.connection_made(self._loop.time()))
@@ -239,14 +273,13 @@ class Speaker:
         except (ConnectionError, OSError):
             pass
         if peer.connection is connection:
+            log.debug("bgp: %s closed the %s connection", peer.config.address,
+                      "outbound" if connection.outbound else "inbound")
             peer.connection = None
             connection.writer.close()
             self._execute(peer, peer.fsm.connection_lost(self._loop.time()))
 
     def _disconnect(self, peer: _Peer) -> None:
-        if peer.connecting is not None:
-            peer.connecting.cancel()
-            peer.connecting = None
         if peer.connection is not None:
             connection, peer.connection = peer.connection, None
             connection.close()
@@ -448,7 +481,7 @@ class Speaker:
         if old_address and (event == "DELETED" or old_address != address):
             self.remove_peer(old_address)
         if event != "DELETED" and address:
-            self.add_peer(PeerConfig(address, self.config.port))
+            self.add_peer(PeerConfig(address, self.config.port), mesh=True)
 
     # ---- local RPC -----------------------------------------------------------------------------------
 
