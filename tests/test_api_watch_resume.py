@@ -16,6 +16,7 @@ def _core(server) -> client.CoreV1Api:
     return client.CoreV1Api(api_client(server, server.token))
 
 
+@pytest.mark.slow
 def test_a_watch_resumes_after_a_server_crash_without_missing_or_repeating(make_api_server):
     server = make_api_server()
     core = _core(server)
@@ -66,6 +67,7 @@ def test_a_watch_resumes_after_a_server_crash_without_missing_or_repeating(make_
     assert [int(rv) for _, _, rv in seen] == sorted({int(rv) for _, _, rv in seen})
 
 
+@pytest.mark.slow
 def test_after_a_compaction_an_old_watch_gets_410_and_a_relist_recovers(make_api_server):
     server = make_api_server(extra_args=["--compaction-interval", "0.2"])
     core = _core(server)
