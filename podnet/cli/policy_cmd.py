@@ -317,8 +317,7 @@ def matrix(
                 err=True,
             )
         raise typer.Exit(1)
-    if output == "table":
-        typer.echo("probed and static matrices agree", err=True)
+    typer.echo("probed and static matrices agree", err=True)
 
 
 # ---- explain ------------------------------------------------------------------------------------
