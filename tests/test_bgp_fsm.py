@@ -296,3 +296,17 @@ def test_stale_routes_survive_until_dropped():
     assert change.prefix == other and change.new is None
     assert not rib.best[P].stale
     assert [c.prefix for c in rib.drop_peer("10.0.0.1")] == [P]
+
+
+def test_a_passive_session_waits_for_the_peer_to_connect():
+    pair = Pair(config("10.0.0.2", passive=True), config("10.0.0.1"))
+    pair.deliver(pair.a, pair.a.start(0))
+    assert pair.a.state == f.State.ACTIVE and not pair.of(pair.a, f.Connect) and not pair.a.timers
+    pair.deliver(pair.b, pair.b.start(0))
+    pair.connect()
+    assert pair.a.state == pair.b.state == f.State.ESTABLISHED
+    pair.connected = False
+    pair.now = 5
+    pair.deliver(pair.a, pair.a.connection_lost(5))
+    pair.advance(1.5)
+    assert pair.a.state == f.State.ACTIVE and not pair.of(pair.a, f.Connect)
