@@ -152,16 +152,38 @@ def _endpoints(items: Any) -> tuple[Endpoint, ...]:
 
 @dataclass(slots=True)
 class _Chain:
-    """A service chain: the endpoints one address:port:protocol leads to, and how they are picked."""
+    """A service chain: the endpoints one address:port:protocol leads to, and how they are picked.
+
+    Every decision it can return is built with the table, so a lookup allocates nothing."""
 
     entry: ServicePort
     endpoints: tuple[Endpoint, ...]
     via: str  # "cluster-ip", "external-ip", "node-port"
+    picks: tuple[NatDecision, ...]  # the decision for each endpoint, by index
+    reject: NatDecision
+    affinity_seconds: int  # kept here too: a lookup touches the chain, not its entry
     next_index: int = 0  # ipvs round robin position
 
     @property
     def name(self) -> str:
         return f"{self.entry.label} ({self.via})"
+
+
+def _make_chain(entry: ServicePort, endpoints: tuple[Endpoint, ...], via: str, mode: ProxyMode) -> _Chain:
+    count = len(endpoints)
+    picks = []
+    for index, endpoint in enumerate(endpoints):
+        if mode is ProxyMode.IPVS:
+            rule = f"ipvs {via}: rr {index + 1}/{count}"
+        elif index < count - 1:
+            rule = f"{via}: endpoint rule {index + 1}/{count} (probability {1.0 / (count - index):.5f})"
+        else:
+            rule = f"{via}: endpoint rule {count}/{count} (the rest)"
+        picks.append(
+            NatDecision(endpoint.ip, endpoint.port, entry.label, f"{rule} → {endpoint.ip}:{endpoint.port}")
+        )
+    reject = NatDecision("", 0, entry.label, f"{via}: no ready endpoints: reject", True)
+    return _Chain(entry, endpoints, via, tuple(picks), reject, entry.affinity_seconds)
 
 
 # Affinity records: (chain name, client IP) -> (endpoint, lapses at).
@@ -192,15 +214,21 @@ class ServiceTable:
         for entry in ports:
             if entry.cluster_ip:
                 self._add(
-                    entry.protocol, entry.cluster_ip, entry.port, _Chain(entry, entry.endpoints, "cluster-ip")
+                    entry.protocol,
+                    entry.cluster_ip,
+                    entry.port,
+                    _make_chain(entry, entry.endpoints, "cluster-ip", mode),
                 )
                 self._service_ips.setdefault(entry.cluster_ip, entry.service)
             for ip in entry.external_ips:
                 self._add(
-                    entry.protocol, ip, entry.port, _Chain(entry, entry.external_endpoints, "external-ip")
+                    entry.protocol,
+                    ip,
+                    entry.port,
+                    _make_chain(entry, entry.external_endpoints, "external-ip", mode),
                 )
             if entry.node_port:
-                chain = _Chain(entry, entry.external_endpoints, "node-port")
+                chain = _make_chain(entry, entry.external_endpoints, "node-port", mode)
                 self._node_port_rules.append((entry.protocol, entry.node_port, chain))
                 self._node_ports[(entry.node_port, entry.protocol)] = chain
 
@@ -243,7 +271,7 @@ class ServiceTable:
         chains = {c.name: c for c in (*self._virtual.values(), *self._node_ports.values())}
         for (name, client), (endpoint, lapses) in previous.affinity.items():
             chain = chains.get(name)
-            if chain is not None and chain.entry.affinity_seconds and endpoint in chain.endpoints:
+            if chain is not None and chain.affinity_seconds and endpoint in chain.endpoints:
                 self.affinity[(name, client)] = (endpoint, lapses)
 
     # ---- lookups ---------------------------------------------------------------------------------
@@ -313,33 +341,29 @@ class ServiceTable:
         return counts
 
     def _choose(self, chain: _Chain, src_ip: str, rand: float, now: float) -> NatDecision:
-        endpoints = chain.endpoints
-        label = chain.entry.label
-        if not endpoints:
-            return NatDecision("", 0, label, f"{chain.via}: no ready endpoints: reject", True)
-        affinity_seconds = chain.entry.affinity_seconds
+        picks = chain.picks
+        if not picks:
+            return chain.reject
+        affinity_seconds = chain.affinity_seconds
         if affinity_seconds:
             record = self.affinity.get((chain.name, src_ip))
-            if record is not None and record[1] > now and record[0] in endpoints:
+            if record is not None and record[1] > now and record[0] in chain.endpoints:
                 endpoint = record[0]
                 self.affinity[(chain.name, src_ip)] = (endpoint, now + affinity_seconds)
                 return NatDecision(
                     endpoint.ip,
                     endpoint.port,
-                    label,
+                    chain.entry.label,
                     f"{chain.via}: ClientIP affinity of {src_ip} → {endpoint.ip}:{endpoint.port}",
                 )
         if self.mode is ProxyMode.IPVS:
-            index = chain.next_index % len(endpoints)
+            index = chain.next_index % len(picks)
             chain.next_index = index + 1
-            rule = f"ipvs {chain.via}: rr {index + 1}/{len(endpoints)}"
         else:
-            index, rule = _walk_endpoint_rules(len(endpoints), rand)
-            rule = f"{chain.via}: {rule}"
-        endpoint = endpoints[index]
+            index = _walk_endpoint_rules(len(picks), rand)
         if affinity_seconds:
-            self.affinity[(chain.name, src_ip)] = (endpoint, now + affinity_seconds)
-        return NatDecision(endpoint.ip, endpoint.port, label, f"{rule} → {endpoint.ip}:{endpoint.port}")
+            self.affinity[(chain.name, src_ip)] = (chain.endpoints[index], now + affinity_seconds)
+        return picks[index]
 
     def expire_affinity(self, now: float) -> int:
         """Drops lapsed affinity records; returns how many."""
@@ -361,13 +385,13 @@ def _parse_cidr(text: str) -> tuple[int, int]:
         raise TableError(f"bad service CIDR {text!r}") from None
 
 
-def _walk_endpoint_rules(count: int, rand: float) -> tuple[int, str]:
+def _walk_endpoint_rules(count: int, rand: float) -> int:
     """kube-proxy's endpoint rules: rule i matches with probability 1/(count - i). One uniform draw
     stands for the independent draws netfilter makes: when rule i does not match, the draw is rescaled to
     what is left of [0, 1), which keeps every endpoint equally likely."""
     for index in range(count - 1):
         probability = 1.0 / (count - index)
         if rand < probability:
-            return index, f"endpoint rule {index + 1}/{count} (probability {probability:.5f})"
+            return index
         rand = (rand - probability) / (1.0 - probability)
-    return count - 1, f"endpoint rule {count}/{count} (the rest)"
+    return count - 1
