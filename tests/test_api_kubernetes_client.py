@@ -49,6 +49,8 @@ def test_namespaces_pods_services_and_policies_round_trip(core, networking, name
     ns = core.read_namespace(namespace)
     assert ns.metadata.labels["kubernetes.io/metadata.name"] == namespace
     assert ns.status.phase == "Active"
+    relabelled = core.patch_namespace(namespace, {"metadata": {"labels": {"kubernetes.io/metadata.name": "other", "team": "a"}}})
+    assert relabelled.metadata.labels == {"kubernetes.io/metadata.name": namespace, "team": "a"}
     assert namespace in [n.metadata.name for n in core.list_namespace().items]
 
     created = core.create_namespaced_pod(namespace, pod("web-1", app="web"))
