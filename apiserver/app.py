@@ -52,8 +52,8 @@ class Metrics:
         )
         self.latency = Histogram(
             "apiserver_request_duration_seconds",
-            "Response latency of non-watch requests by verb and resource.",
-            ["verb", "resource"],
+            "Response latency of non-watch requests by verb, resource and HTTP code.",
+            ["verb", "resource", "code"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
@@ -110,7 +110,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         resource = request.get(RESOURCE_KEY, "")
         metrics.requests.labels(verb.upper(), resource, str(response.status)).inc()
         if verb != "watch":
-            metrics.latency.labels(verb.upper(), resource).observe(time.perf_counter() - started)
+            metrics.latency.labels(verb.upper(), resource, str(response.status)).observe(time.perf_counter() - started)
         return response
 
     @web.middleware

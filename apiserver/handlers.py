@@ -103,7 +103,13 @@ def media_type_of(header: str | None) -> str:
 
 
 def response_media_type(request: web.Request) -> str:
-    return MSGPACK if MSGPACK in request.headers.get("Accept", "") else JSON
+    """msgpack when asked for, or when the request body was msgpack and JSON was not asked for."""
+    accept = request.headers.get("Accept", "")
+    if MSGPACK in accept:
+        return MSGPACK
+    if "json" not in accept and media_type_of(request.headers.get("Content-Type")) == MSGPACK:
+        return MSGPACK
+    return JSON
 
 
 def respond(request: web.Request, body: object, code: int = 200) -> web.Response:

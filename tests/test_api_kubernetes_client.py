@@ -309,6 +309,12 @@ def test_msgpack_round_trip(api_server_module, namespace):
         api_server_module, "POST", f"/api/v1/namespaces/{namespace}/pods", b"\xc1\xc1", token=api_server_module.token, headers=headers
     )
     assert code == 400 and msgpack.unpackb(reply)["reason"] == "BadRequest"
+    # A msgpack body without an Accept header is answered in msgpack too.
+    code, content_type, reply = raw(
+        api_server_module, "POST", f"/api/v1/namespaces/{namespace}/pods", msgpack.packb(pod("packed-2")),
+        token=api_server_module.token, headers={"Content-Type": "application/msgpack"},
+    )
+    assert code == 201 and content_type == "application/msgpack" and msgpack.unpackb(reply)["metadata"]["name"] == "packed-2"
 
 
 @pytest.mark.parametrize(
