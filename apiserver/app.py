@@ -35,10 +35,6 @@ from podnet.process import metrics_response
 
 log = logging.getLogger(__name__)
 
-AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
-STORE = web.AppKey("store", Store)
-HUB = web.AppKey("hub", WatchHub)
-
 # Paths anyone may read, as kube-apiserver's system:public-info-viewer role allows.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version", "/version/"})
 KUBERNETES_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0"}
@@ -124,9 +120,6 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         return await handler(request)
 
     app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes)
-    app[AUTHENTICATOR] = authenticator
-    app[STORE] = store
-    app[HUB] = hub
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
 
