@@ -49,16 +49,6 @@ def status(code: int, reason: str, message: str, details: dict | None = None) ->
     return body
 
 
-def success(kind: Kind, name: str, uid: str) -> dict:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-        "details": _details(kind, name) | {"uid": uid},
-    }
-
-
 def _resource(kind: Kind) -> str:
     return f"{kind.plural}.{kind.group}" if kind.group else kind.plural
 
@@ -112,10 +102,6 @@ def method_not_allowed(method: str, path: str) -> ApiError:
     return ApiError(
         status(405, "MethodNotAllowed", f'the server does not allow this method on the requested resource ("{method} {path}")')
     )
-
-
-def not_acceptable(accept: str) -> ApiError:
-    return ApiError(status(406, "NotAcceptable", f"only the following media types are accepted: application/json, application/msgpack; asked for {accept}"))
 
 
 def already_exists(kind: Kind, name: str) -> ApiError:
