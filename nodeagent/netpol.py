@@ -115,6 +115,7 @@ class PolicyEnforcer:
             "errors": dict(self.compiler.errors),
             "pods": len(self.compiler.evaluator().pods),
             "flows": len(self.flowlog),
+            "followers": self.flowlog.listeners,
             "verdicts": {f"{d}/{v}": n for (d, v), n in self.flowlog.counts.items()},
         }
 

@@ -75,7 +75,9 @@ def test_listeners_see_new_records_until_they_unsubscribe():
     first, second = _judged([Y_A_TO_X_A, Z_A_TO_X_A])
     unsubscribe = log.subscribe(seen.append)
     log.add(*first)
+    assert log.listeners == 1
     unsubscribe()
+    assert log.listeners == 0
     log.add(*second)
     assert seen == log.records()[:1] and len(log) == 2
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import select
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -276,6 +277,12 @@ def test_cli_flows_follow_prints_new_verdicts(model_cluster):
     finally:
         follower.kill()
         follower.wait(timeout=10)
+    # The agent lets go of a reader that went away.
+    for _ in range(100):
+        if model_cluster.agent_status()["node-1"]["followers"] == 0:
+            break
+        time.sleep(0.02)
+    assert model_cluster.agent_status()["node-1"]["followers"] == 0
 
 
 def test_enforcement_outlives_the_api_server_and_resumes_with_it(model_cluster):

@@ -136,6 +136,10 @@ class FlowLog:
         return len(self._entries)
 
     @property
+    def listeners(self) -> int:
+        return len(self._listeners)
+
+    @property
     def counts(self) -> dict[tuple[str, str], int]:
         """(direction, "allowed" or "denied") -> verdicts ever added."""
         return {(str(d), ALLOWED if a else DENIED): n for (d, a), n in self._counts.items()}
