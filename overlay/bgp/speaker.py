@@ -427,37 +427,35 @@ class Speaker:
         deferral = min(float(self.config.graceful_restart_time), MAX_SELECTION_DEFERRAL)
         self._loop.call_at(self._started_at + deferral, self._end_deferral, "selection deferral timer")
         client: RpcClient | None = None
+        failure = ""
         try:
             while not shutdown.is_set():
+                # Wakes on a change, and every AGENT_RETRY anyway to notice a lost agent or retry a failure.
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._install_wanted.wait(), AGENT_RETRY)
+                self._install_wanted.clear()
                 if self._deferring:
                     continue
-                self._install_wanted.clear()
-                if client is None or not client.connected:
-                    self._installed = None
-                    with contextlib.suppress(OSError):
+                try:
+                    if client is None or not client.connected:
+                        self._installed = None
                         if client is not None:
                             await client.close()
-                    client = None
-                    try:
+                        client = None
                         client = await RpcClient(socket_path).connect()
-                    except OSError:
-                        self._install_wanted.set()
-                        continue
-                desired = self.desired_routes()
-                if desired == self._installed:
-                    continue
-                try:
-                    await client.call("routes.apply", {"source": "bgp", "routes": desired}, timeout=5.0)
-                except (TimeoutError, ConnectionError, RpcError) as exc:
-                    log.warning("bgp: routes.apply failed: %s", exc)
-                    await client.close()
+                    desired = self.desired_routes()
+                    if desired != self._installed:
+                        await client.call("routes.apply", {"source": "bgp", "routes": desired}, timeout=5.0)
+                        self._installed = desired
+                        self.counters["agent_applies"] += 1
+                    failure = ""
+                except (OSError, TimeoutError, RpcError) as exc:
+                    if str(exc) != failure:
+                        failure = str(exc)
+                        log.warning("bgp: cannot install routes into the node agent: %s", exc)
+                    if client is not None:
+                        await client.close()
                     client = None
-                    self._install_wanted.set()
-                    continue
-                self._installed = desired
-                self.counters["agent_applies"] += 1
         finally:
             if client is not None:
                 await client.close()
