@@ -223,6 +223,11 @@ def test_cli_matrix_probed_agrees_with_static(model_cluster):
     static_table = parse_table(table.split("\n\n")[0])
     assert not expected.mismatches(static_table)
     assert not static_table.mismatches(probed_matrix.table(80, "TCP"), ignore_loopback=True)
+    # Nothing listens on 82: the policies allow what no probe can reach, and the command says so.
+    unserved = model_cluster.cli("matrix", "-n", "y", "--port", "82")
+    assert unserved.returncode == 1
+    assert "probed and static matrices disagree in 6 cells" in unserved.stderr
+    assert "y/a -> y/b 82/TCP: probed unreachable, policies say allowed" in unserved.stderr
 
 
 def test_cli_flows_and_explain_name_the_deciding_policy(model_cluster):
