@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import copy
 import json
@@ -159,6 +160,10 @@ class Resources:
         self._service_kind = lookup("services")
         self._service_lock = asyncio.Lock()
         self._allocations: IpAllocations | None = None
+        # Creates between their namespace check and their write, by namespace: a namespace deletion
+        # sweeps only once those have landed, so nothing is created behind the sweep.
+        self._creating: collections.Counter[str] = collections.Counter()
+        self._creates_settled = asyncio.Condition()
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -483,10 +488,22 @@ class Resources:
             metadata["generation"] = 1
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)
-        name = metadata["name"]
-        if kind.namespaced:
-            await self._check_namespace_open(kind, name, namespace)
-        key = storage_key(kind, namespace, name)
+        if not kind.namespaced:
+            return await self._store_new(request, kind, obj, value, dry_run)
+        self._creating[str(namespace)] += 1
+        try:
+            await self._check_namespace_open(kind, metadata["name"], namespace)
+            return await self._store_new(request, kind, obj, value, dry_run)
+        finally:
+            self._creating[str(namespace)] -= 1
+            if not self._creating[str(namespace)]:
+                del self._creating[str(namespace)]
+                async with self._creates_settled:
+                    self._creates_settled.notify_all()
+
+    async def _store_new(self, request: web.Request, kind: Kind, obj: dict, value: bytes, dry_run: bool) -> web.Response:
+        name = obj["metadata"]["name"]
+        key = storage_key(kind, obj["metadata"].get("namespace"), name)
         try:
             if kind.kind != "Service":
                 if dry_run:
@@ -804,11 +821,14 @@ class Resources:
             except NotFound:
                 raise status.not_found(ns_kind, name) from None
             terminating["metadata"]["resourceVersion"] = str(revision)
-            # Creates check the namespace cache: once it shows Terminating, none slips in behind the sweep.
+            # Creates check the namespace cache: once it shows Terminating, no new create passes.
             await self.namespaces.wait_for(revision, self.config.storage_timeout)
             break
         else:
             raise status.conflict(ns_kind, name, "the object is being modified too often; please try again")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.storage_timeout), self._creates_settled:
+                await self._creates_settled.wait_for(lambda: not self._creating[name])
         for kind in KINDS:
             if not kind.namespaced:
                 continue

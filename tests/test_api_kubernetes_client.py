@@ -364,3 +364,29 @@ def test_metrics_count_requests(api_server_module, core, namespace):
     assert any(line.startswith('apiserver_request_total{code="200",resource="pods",verb="LIST"}') for line in lines)
     assert any(line.startswith("apiserver_request_duration_seconds_bucket") for line in lines)
     assert any(line.startswith("# TYPE apiserver_registered_watchers gauge") for line in lines)
+
+
+def test_namespace_deletion_leaves_nothing_behind_under_concurrent_creates(core, namespace):
+    stop = threading.Event()
+    outcomes: list[int] = []
+
+    def creator(worker: int) -> None:
+        for i in range(10_000):
+            if stop.is_set():
+                return
+            try:
+                core.create_namespaced_pod(namespace, pod(f"w{worker}-{i}"))
+                outcomes.append(201)
+            except ApiException as e:
+                outcomes.append(e.status)
+
+    threads = [threading.Thread(target=creator, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    core.delete_namespace(namespace)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert 201 in outcomes and set(outcomes) <= {201, 403, 404}
+    assert core.list_namespaced_pod(namespace).items == []
