@@ -222,3 +222,15 @@ def test_unused_addresses_of_the_service_cidr_are_rejected_not_routed():
     assert ServiceTable.from_data(t.to_data()).to_data() == t.to_data()
     with pytest.raises(TableError):
         ServiceTable.from_data({"service_cidr": "10.96.0.0/33", "services": []})
+
+
+def test_a_new_table_takes_over_unchanged_entries_with_their_round_robin_position():
+    old = table("ipvs")
+    assert old.lookup("TCP", "10.244.1.5", "10.96.0.20", 80, 0.0, 0.0).ip == "10.244.1.2"
+    data = old.to_data()
+    data["services"][2] = dict(DNS_UDP, endpoints=[["10.244.2.9", 53, "node-2"]])
+    new = ServiceTable.from_data(data, previous=old)
+    assert new.lookup("TCP", "10.244.1.5", "10.96.0.20", 80, 0.0, 0.0).ip == "10.244.2.2"  # carried on
+    assert new.lookup("UDP", "10.244.1.5", "10.96.0.10", 53, 0.0, 0.0).ip == "10.244.2.9"  # the change
+    switched = ServiceTable.from_data(dict(data, mode="iptables"), previous=new)
+    assert switched.lookup("TCP", "10.244.1.5", "10.96.0.20", 80, 0.99, 0.0).rule.startswith("cluster-ip: endpoint")

@@ -49,7 +49,7 @@ class ProxyConfig:
     min_sync_interval: float = 0.05
     max_sync_interval: float = 30.0
     agent_retry_min: float = 0.05
-    agent_retry_max: float = 2.0
+    agent_retry_max: float = 0.5
 
 
 class BoundedFrequencyRunner:

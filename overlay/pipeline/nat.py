@@ -135,6 +135,12 @@ class ServicePort:
             raise TableError(f"bad service entry {data!r}: {exc!r}") from None
 
 
+def _entry_key(item: Any) -> tuple:
+    if not isinstance(item, dict):
+        raise TableError(f"a service entry is a map, not {type(item).__name__}")
+    return (item.get("service"), item.get("port_name"), item.get("protocol"), item.get("port"))
+
+
 def _port(value: Any) -> int:
     port = int(value)
     if not 0 < port < 0x10000:
@@ -158,7 +164,7 @@ class _Chain:
 
     entry: ServicePort
     endpoints: tuple[Endpoint, ...]
-    via: str  # "cluster-ip", "external-ip", "node-port"
+    via: str  # "cluster-ip", or "external": nodePorts and external / load-balancer IPs
     picks: tuple[NatDecision, ...]  # the decision for each endpoint, by index
     reject: NatDecision
     affinity_seconds: int  # kept here too: a lookup touches the chain, not its entry
@@ -195,7 +201,13 @@ class ServiceTable:
     connections to ClusterIPs and external IPs; `lookup_node_port` is the NodePort listeners' hook."""
 
     def __init__(
-        self, mode: ProxyMode, ports: tuple[ServicePort, ...], node: str = "", service_cidr: str = ""
+        self,
+        mode: ProxyMode,
+        ports: tuple[ServicePort, ...],
+        node: str = "",
+        service_cidr: str = "",
+        *,
+        reuse: ServiceTable | None = None,
     ):
         self.mode = mode
         self.ports = ports
@@ -211,26 +223,28 @@ class ServiceTable:
         self._node_ports: dict[tuple[int, str], _Chain] = {}
         # ClusterIPs answer only on declared ports: other ports are rejected, not routed anywhere.
         self._service_ips: dict[str, str] = {}
+        # The chains of each entry, so the next table can take over those of unchanged entries (with
+        # their round-robin position) instead of building them again.
+        self._chains: dict[ServicePort, tuple[_Chain, _Chain | None]] = {}
+        known = reuse._chains if reuse is not None and reuse.mode is mode else {}
         for entry in ports:
+            internal, external = known.get(entry) or (
+                _make_chain(entry, entry.endpoints, "cluster-ip", mode),
+                _make_chain(entry, entry.external_endpoints, "external", mode)
+                if entry.external_ips or entry.node_port
+                else None,
+            )
+            self._chains[entry] = (internal, external)
             if entry.cluster_ip:
-                self._add(
-                    entry.protocol,
-                    entry.cluster_ip,
-                    entry.port,
-                    _make_chain(entry, entry.endpoints, "cluster-ip", mode),
-                )
+                self._add(entry.protocol, entry.cluster_ip, entry.port, internal)
                 self._service_ips.setdefault(entry.cluster_ip, entry.service)
             for ip in entry.external_ips:
-                self._add(
-                    entry.protocol,
-                    ip,
-                    entry.port,
-                    _make_chain(entry, entry.external_endpoints, "external-ip", mode),
-                )
+                self._add(entry.protocol, ip, entry.port, external)
             if entry.node_port:
-                chain = _make_chain(entry, entry.external_endpoints, "node-port", mode)
-                self._node_port_rules.append((entry.protocol, entry.node_port, chain))
-                self._node_ports[(entry.node_port, entry.protocol)] = chain
+                self._node_port_rules.append((entry.protocol, entry.node_port, external))
+                self._node_ports[(entry.node_port, entry.protocol)] = external
+        # What each entry was parsed from, for the same purpose (see `from_data`).
+        self._parsed: dict[tuple, tuple[dict, ServicePort]] = {}
 
     def _add(self, protocol: str, ip: str, port: int, chain: _Chain) -> None:
         self._rules.append((protocol, ip, port, chain))
@@ -255,8 +269,24 @@ class ServiceTable:
         services = data.get("services") or []
         if not isinstance(services, list):
             raise TableError("services must be a list")
-        ports = tuple(ServicePort.from_data(item) for item in services)
-        table = cls(mode, ports, str(data.get("node") or ""), str(data.get("service_cidr") or ""))
+        # A full sync repeats mostly what the agent has: entries equal to the previous table's are taken
+        # over as they are (parsed entry and chains), so a change costs little more than comparing.
+        known = previous._parsed if previous is not None else {}
+        ports, parsed = [], {}
+        for item in services:
+            key = _entry_key(item)
+            hit = known.get(key)
+            entry = hit[1] if hit is not None and hit[0] == item else ServicePort.from_data(item)
+            parsed[key] = (item, entry)
+            ports.append(entry)
+        table = cls(
+            mode,
+            tuple(ports),
+            str(data.get("node") or ""),
+            str(data.get("service_cidr") or ""),
+            reuse=previous,
+        )
+        table._parsed = parsed
         if previous is not None and previous.affinity:
             table._adopt_affinity(previous)
         return table
