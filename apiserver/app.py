@@ -201,7 +201,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
                 "singularName": kind.singular,
                 "namespaced": kind.namespaced,
                 "kind": kind.kind,
-                "verbs": _VERBS,
+                "verbs": _VERBS if kind.kind == "Namespace" else sorted([*_VERBS, "deletecollection"]),
                 "shortNames": list(kind.short_names),
                 "storageVersionHash": "",
             }

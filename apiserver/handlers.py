@@ -179,6 +179,8 @@ class Resources:
                 item = kind.path(name="{name}")
             app.router.add_get(collection, bind(self.list_or_watch, kind))
             app.router.add_post(collection, bind(self.create, kind))
+            if kind.kind != "Namespace":  # as in Kubernetes: namespaces are deleted one by one
+                app.router.add_delete(collection, bind(self.delete_collection, kind))
             app.router.add_get(item, bind(self.get, kind))
             app.router.add_put(item, bind(self.update, kind))
             app.router.add_patch(item, bind(self.patch, kind))
@@ -770,6 +772,32 @@ class Resources:
                 await self._release_service(obj)
             return respond(request, obj)
         raise status.conflict(kind, name, "the object is being modified too often; please try again")
+
+    async def delete_collection(self, request: web.Request, kind: Kind) -> web.Response:
+        """DELETE on a collection (kubectl delete --all, -l): deletes what the selectors select and
+        answers with the deleted objects."""
+        namespace = request.match_info.get("namespace")
+        self._authorize(request, "delete", kind, namespace)
+        try:
+            selection = make_filter(request.query.get("labelSelector"), request.query.get("fieldSelector"), kind)
+        except ValueError as e:
+            raise status.bad_request(str(e)) from None
+        listed = await self._list_all(kind, namespace, selection)
+        deleted = []
+        for obj in listed["items"]:
+            metadata = obj["metadata"]
+            try:
+                revision, kv = await self._storage(self.store.delete(storage_key(kind, metadata.get("namespace"), metadata["name"])))
+            except NotFound:
+                continue  # deleted meanwhile by someone else
+            gone = from_storage(kv.value, revision)
+            if kind.kind == "Service":
+                await self._release_service(gone)
+            deleted.append(gone)
+        revision = deleted[-1]["metadata"]["resourceVersion"] if deleted else listed["metadata"]["resourceVersion"]
+        return respond(
+            request, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision}, "items": deleted}
+        )
 
     async def _delete_preconditions(self, request: web.Request) -> dict:
         if not request.can_read_body:

@@ -211,6 +211,13 @@ def test_services_get_cluster_ips_and_node_ports_on_create(core, namespace):
     assert headless.spec.cluster_ip == "None"
 
 
+def test_delete_collection_by_label(core, namespace):
+    for name, app in (("a1", "a"), ("a2", "a"), ("b1", "b")):
+        core.create_namespaced_pod(namespace, pod(name, app=app))
+    core.delete_collection_namespaced_pod(namespace, label_selector="app=a")
+    assert [p.metadata.name for p in core.list_namespaced_pod(namespace).items] == ["b1"]
+
+
 def test_dry_run_checks_everything_but_writes_nothing(core, namespace):
     assert core.create_namespaced_pod(namespace, pod("dry"), dry_run="All").metadata.name == "dry"
     with pytest.raises(ApiException) as missing:
