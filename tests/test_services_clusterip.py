@@ -163,3 +163,24 @@ def test_rules_outlive_kube_proxy_and_a_restart_programs_what_changed_meanwhile(
     # From spawning the process: about a second of it is Python importing aiohttp on a busy machine.
     assert time.monotonic() - restarted < 3.0
     assert http(services_cluster, f"http://{before}/hostname")["ok"]
+
+
+def test_a_restarted_agent_gets_the_whole_table_again(services_cluster):
+    ip = create(services_cluster, make_service("web-agent-restart", {"app": "web"}))["spec"]["clusterIP"]
+    wait_answering(services_cluster, f"http://{ip}/hostname")
+    agent = services_cluster.agents["node-1"]
+    agent.kill()
+    agent.start()  # an empty dataplane: kube-proxy sees its connection drop and sends the full table
+    started = time.monotonic()
+    while not (agent.rpc("services.get", {"service": "default/web-agent-restart"})["table"] or {}).get(
+        "services"
+    ):
+        assert time.monotonic() - started < 3.0, "no table after the agent restart"
+        time.sleep(0.02)
+    wait_answering(services_cluster, f"http://{ip}/hostname")
+    full_syncs = [
+        line
+        for line in services_cluster.proxies["node-1"].metrics().splitlines()
+        if line.startswith('podnet_kubeproxy_syncs_total{kind="full"}')
+    ]
+    assert full_syncs and float(full_syncs[0].split()[-1]) >= 2
