@@ -47,6 +47,8 @@ POD_MODES = ("virtual", "netns")
 CLUSTER_DNS = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 POD_INTERFACE = "eth0"
+# A pod's TAP carries this name in the agent's namespace until it is moved into the pod's.
+TAP_PREFIX = "pnt"
 # A namespace name is a file name under /run/netns and /etc/netns; keep it readable in `ip netns list`.
 MAX_NAME = 60
 _TUNSETIFF = 0x400454CA
@@ -99,7 +101,14 @@ def host_namespace(node: str) -> str:
 
 def _tap_name(netns: str) -> str:
     """A temporary name (at most 15 bytes, the kernel's limit) for the TAP before it becomes eth0."""
-    return "pn" + hashlib.sha256(netns.encode()).hexdigest()[:12]
+    return TAP_PREFIX + hashlib.sha256(netns.encode()).hexdigest()[:11]
+
+
+def enter_command(name: str) -> list[str]:
+    """The command prefix that runs a program in network namespace `name` and in this mount namespace.
+    Not `ip netns exec`, whose private mount namespace would keep the pod namespaces a node's agent
+    creates (bind mounts under /run/netns) from ever being seen outside it."""
+    return ["nsenter", f"--net={NETNS_DIR / name}", "--"]
 
 
 def list_namespaces() -> list[str]:

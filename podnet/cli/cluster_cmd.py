@@ -16,7 +16,7 @@ import yaml
 
 from podnet.cli.common import fail
 from podnet.client import ApiClient, podnet_home
-from podnet.cluster import readiness, supervisor, topology
+from podnet.cluster import netns_hosts, readiness, supervisor, topology
 from podnet.cluster.supervisor import ClusterState, SupervisorError
 
 HomeOption = typer.Option(None, "--home", envvar="PODNET_HOME", help="Cluster home (default ~/.podnet).")
@@ -66,6 +66,9 @@ async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> Cluste
     state.save()
     write_kubeconfig(home, topo.api_url, token)
     started = time.monotonic()
+    if topo.host_mode == "netns":
+        typer.echo(f"  hosts: {len(topo.nodes)} network namespaces on bridge {netns_hosts.BRIDGE} ({topo.control_address})")
+        netns_hosts.setup(topo.control_address, [(n.name, n.address) for n in topo.nodes])
     for proc in state.processes:
         typer.echo(f"  starting {proc.name:<22}", nl=False)
         supervisor.launch(state, proc)
@@ -103,16 +106,27 @@ def register(app: typer.Typer) -> None:
         node_grace_period: float = typer.Option(40.0, "--node-grace-period"),
         pod_eviction_timeout: float = typer.Option(300.0, "--pod-eviction-timeout"),
         demo: bool = typer.Option(False, "--demo", help="Apply the demo app and show what it does."),
+        hosts: str = typer.Option("local", "--hosts", help="local (hosts are 127.0.0.x addresses) or netns "
+                                  "(each node's processes in a network namespace on a bridge, 198.51.100.0/24; root)."),
+        pod_mode: str = typer.Option("virtual", "--pod-mode", help="virtual (a stack in the agent) or netns "
+                                     "(real network namespaces that run real programs; root)."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
+        if hosts not in ("local", "netns"):
+            raise fail(f"error: --hosts must be local or netns, not {hosts!r}")
         try:
+            if hosts == "netns" or pod_mode == "netns":
+                netns_hosts.require_root(f"--hosts {hosts} --pod-mode {pod_mode}")
+            if hosts == "netns" and prefix == "127.0.0":
+                prefix = netns_hosts.LAB_PREFIX
             topo = topology.build(
                 _home(home), nodes, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
+                layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
-                pod_eviction_timeout=pod_eviction_timeout,
+                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode,
             )
-        except topology.TopologyError as exc:
+        except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
         if store == "etcd" and not shutil.which("etcd"):
             raise fail("error: --store etcd needs the etcd binary on PATH (Debian: apt-get install etcd-server)")
@@ -210,11 +224,17 @@ def register(app: typer.Typer) -> None:
         """Stop every process of the local cluster, in reverse start order."""
         state = _load(home)
         asyncio.run(supervisor.stop_all(state))
+        for name in netns_hosts.clean_home(state.home, state.topology):
+            typer.echo(f"removed {name}")
         typer.echo(f"cluster in {state.home} stopped")
 
     @app.command()
-    def clean(home: Path | None = HomeOption) -> None:
-        """Remove whatever a crashed run left: its processes, sockets and state."""
+    def clean(
+        home: Path | None = HomeOption,
+        everything: bool = typer.Option(False, "--all", help="Also every network namespace, veth, TAP and "
+                                        "bridge podnet made on this machine, whichever cluster made it."),
+    ) -> None:
+        """Remove whatever a crashed run left: its processes, network namespaces, links, sockets and state."""
         h = _home(home)
         state_file = h / supervisor.STATE_FILE
         if state_file.exists():
@@ -225,6 +245,11 @@ def register(app: typer.Typer) -> None:
             if state:
                 for proc in state.processes:
                     supervisor.signal_process(proc, signal.SIGKILL)
+        removed = netns_hosts.clean_home(h, netns_hosts.topology_of(h))
+        if everything:
+            removed += netns_hosts.clean_all()
+        for name in removed:
+            typer.echo(f"removed {name}")
         for leftover in ("cluster.json", "nodes", "logs", "etcd", "store.db", "store.db-wal", "store.db-shm", "kubeconfig",
                          "tokens.csv"):
             path = h / leftover

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from podnet.cluster.topology import ComponentSpec
+from podnet.nodeagent.pods.netns import enter_command
 from podnet.rpc.session import RpcClient
 
 STATE_FILE = "cluster.json"
@@ -48,6 +49,7 @@ class Process:
     argv: list[str]
     health: dict
     external: bool = False
+    netns: str | None = None  # run in this network namespace
     pid: int | None = None
     pid_start: str | None = None
     restarts: int = 0
@@ -97,7 +99,7 @@ class ClusterState:
 
 
 def new_state(home: Path, token: str, topology: dict, specs: list[ComponentSpec]) -> ClusterState:
-    processes = [Process(s.name, list(s.argv), asdict(s.health), s.external) for s in specs]
+    processes = [Process(s.name, list(s.argv), asdict(s.health), s.external, s.netns) for s in specs]
     return ClusterState(home, token, topology, processes)
 
 
@@ -108,6 +110,8 @@ def launch(state: ClusterState, proc: Process) -> None:
     log_path = state.log_path(proc.name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = proc.argv if proc.external else [sys.executable, "-m", "podnet", *proc.argv]
+    if proc.netns:
+        argv = [*enter_command(proc.netns), *argv]
     env = dict(os.environ, PODNET_HOME=str(state.home), PYTHONUNBUFFERED="1")
     with open(log_path, "ab") as log:
         try:

@@ -13,10 +13,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from podnet.nodeagent.pods.netns import host_namespace
+
 STORES = ("sqlite", "etcd")
 BACKENDS = ("vxlan", "bgp")
 PROXY_MODES = ("iptables", "ipvs")
-LAYOUTS = ("loopback", "network")
+LAYOUTS = ("loopback", "network", "netns")
+POD_MODES = ("virtual", "netns")
 # The control-plane components that get a host of their own in the "network" layout, by last octet.
 CONTROL_HOSTS = {"etcd": 2, "apiserver": 3, "dns": 4, "cloud-lb": 5}
 
@@ -45,6 +48,7 @@ class ComponentSpec:
     argv: tuple[str, ...]  # after `python -m podnet` (or the full command for etcd)
     health: Health
     external: bool = False  # not a podnet command (etcd)
+    netns: str | None = None  # the network namespace it runs in (hosts as namespaces), None: this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,8 @@ class Topology:
     options: dict[str, str] = field(default_factory=dict)
     # Control-plane component -> its own address; a component not named here runs on control_address.
     hosts: dict[str, str] = field(default_factory=dict)
+    host_mode: str = "local"  # "netns": each node's processes in namespace podnet-host-<node> on a bridge
+    pod_mode: str = "virtual"  # the agents' default for pods without a podnet.io/pod-mode annotation
 
     @property
     def control_address(self) -> str:
@@ -112,7 +118,8 @@ def build(
     **settings: object,
 ) -> Topology:
     """`layout` "loopback": every host is an address of 127/8 on this machine; "network": hosts are
-    separate machines (containers) on a private /24 given by `prefix`."""
+    separate machines (containers) on a private /24 given by `prefix`; "netns": each node is a network
+    namespace on a bridge that holds <prefix>.10, the control plane's address (root, Linux)."""
     if not 1 <= nodes <= 200:
         raise TopologyError("--nodes must be between 1 and 200")
     for value, allowed, flag in ((store, STORES, "--store"), (backend, BACKENDS, "--backend"),
@@ -124,6 +131,13 @@ def build(
     except ValueError:
         raise TopologyError(f"--prefix must be three octets of a loopback address, like 127.0.0, not {prefix!r}") from None
     hosts: dict[str, str] = {}
+    pod_mode = str(settings.get("pod_mode", "virtual"))
+    if pod_mode not in POD_MODES:
+        raise TopologyError(f"--pod-mode must be one of {', '.join(POD_MODES)}, not {pod_mode!r}")
+    if layout == "netns":
+        if not network.is_private or network.is_loopback:
+            raise TopologyError(f"--prefix {prefix} is not a private network (like 192.0.2)")
+        settings["host_mode"] = "netns"
     if layout == "loopback" and not network.is_loopback:
         raise TopologyError(f"--prefix {prefix} is not in 127.0.0.0/8")
     if layout == "network":
@@ -171,19 +185,24 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
     ))
     for index, node in enumerate(topo.nodes):
         node_dir = str(topo.node_dir(node))
+        netns = host_namespace(node.name) if topo.host_mode == "netns" else None
+        pod_mode = ("--pod-mode", topo.pod_mode) if topo.pod_mode != "virtual" else ()
         agent_socket = str(topo.agent_socket(node))
         metrics_port = 10250 + index * 10
         specs.append(ComponentSpec(
             f"{node.name}/agent",
             ("nodeagent", "--name", node.name, "--address", node.address, *api, "--state-dir", node_dir,
-             "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port)),
+             "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
+             *pod_mode),
             Health(rpc=agent_socket),
+            netns=netns,
         ))
         specs.append(ComponentSpec(
             f"{node.name}/kube-proxy",
             ("kubeproxy", "--node", node.name, "--mode", topo.proxy_mode, *api, "--agent-socket", agent_socket,
              "--metrics-port", str(metrics_port + 1)),
             Health(http=f"http://{node.address}:{metrics_port + 1}/healthz"),
+            netns=netns,
         ))
         if topo.backend == "bgp":
             specs.append(ComponentSpec(
@@ -191,6 +210,7 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
                 ("bgp", "--node", node.name, "--address", node.address, "--port", str(topo.bgp_port), *api,
                  "--agent-socket", agent_socket, "--state-dir", node_dir),
                 Health(rpc=str(topo.node_dir(node) / "bgp.sock")),
+                netns=netns,
             ))
     specs.append(ComponentSpec(
         "cloud-lb",
