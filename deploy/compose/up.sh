@@ -13,8 +13,8 @@ export PODNET_TOKEN
 "$repo/deploy/compose/build.sh"
 mkdir -p "$PODNET_COMPOSE_HOME/nodes"
 compose up -d --no-build
-"$podnet" compose kubeconfig --home "$PODNET_COMPOSE_HOME" --token "$PODNET_TOKEN" >/dev/null
-if ! "$podnet" compose wait --home "$PODNET_COMPOSE_HOME" --nodes "$nodes" --timeout "${PODNET_COMPOSE_TIMEOUT:-150}"; then
+$podnet compose kubeconfig --home "$PODNET_COMPOSE_HOME" --token "$PODNET_TOKEN" >/dev/null
+if ! $podnet compose wait --home "$PODNET_COMPOSE_HOME" --nodes "$nodes" --timeout "${PODNET_COMPOSE_TIMEOUT:-150}"; then
   compose ps >&2
   compose logs --tail 20 >&2
   exit 1

@@ -94,8 +94,12 @@ async def launch(processes: list[ComponentSpec], *, wait_urls: list[str] = (), t
             log.info("stopping")
             return 0
         spec, child = next(exits[t] for t in done if t in exits)
-        log.error("%s exited with status %s; stopping this host", spec.name, child.returncode)
-        return child.returncode or 1
+        code = child.returncode
+        if code < 0:  # killed by a signal: report it the way a shell does
+            log.error("%s was killed by signal %d; stopping this host", spec.name, -code)
+            return 128 - code
+        log.error("%s exited with status %d; stopping this host", spec.name, code)
+        return code or 1
     except _Shutdown:
         log.info("stopping")
         return 0
