@@ -85,3 +85,32 @@ protocol bgp client{index} {{
     two = await recorders["podnet-2"].wait_for(lambda r: "10.244.1.0/24" in r, timeout=15)
     assert one == {"10.244.2.0/24": PODNET_2, BIRD_PREFIX: BIRD}
     assert two == {"10.244.1.0/24": PODNET_1, BIRD_PREFIX: BIRD}
+
+
+async def test_routes_cross_between_ebgp_and_ibgp_with_next_hop_self(birds, bgp_speakers, route_recorder):
+    """BIRD (AS 64513) peers with node-1 only; node-1 and node-2 are iBGP peers (AS 64512). Each side's
+    routes reach the other through node-1, which puts itself as the next hop."""
+    port = free_tcp_port(BIRD, PODNET_1, PODNET_2)
+    bird = birds("edge", COMMON + f"""
+protocol bgp podnet {{
+  local {BIRD} port {port} as 64513;
+  neighbor {PODNET_1} port {port} as 64512;
+  multihop;
+  strict bind yes;
+  connect retry time 1;
+  connect delay time 1;
+  ipv4 {{ import all; export where proto = "pods"; next hop self; }};
+}}
+""")
+    recorders = {name: await route_recorder(name) for name in ("node-1", "node-2")}
+    bgp_speakers("node-1", PODNET_1, port, "--peer", f"{BIRD}/64513", "--peer", PODNET_2,
+                 "--pod-cidr", "10.244.1.0/24", "--agent-socket", recorders["node-1"].path, "--connect-retry", "1")
+    node_2 = bgp_speakers("node-2", PODNET_2, port, "--peer", PODNET_1, "--pod-cidr", "10.244.2.0/24",
+                          "--agent-socket", recorders["node-2"].path, "--connect-retry", "1")
+    # node-2's podCIDR, learned by node-1 over iBGP, is passed to BIRD with node-1's AS and address.
+    await wait_for_text(bird, "show route all 10.244.2.0/24", "BGP.as_path: 64512", f"BGP.next_hop: {PODNET_1}")
+    # BIRD's prefix, learned by node-1 over eBGP, reaches node-2 with node-1 as next hop.
+    routes = await recorders["node-2"].wait_for(lambda r: BIRD_PREFIX in r, timeout=15)
+    assert routes == {BIRD_PREFIX: PODNET_1, "10.244.1.0/24": PODNET_1}
+    (learned,) = [r for r in await node_2.arpc("rib") if r["prefix"] == BIRD_PREFIX]
+    assert learned["as_path"] == "64513" and learned["local_pref"] == 100 and learned["peer"] == PODNET_1
