@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -109,3 +110,19 @@ def test_a_sigkilled_agent_adopts_its_pods_namespaces_and_processes(netns_cluste
     assert set(namespace_pids(netns)) == pids_before  # the same server process, adopted, not restarted
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
     wait_for(lambda: doomed not in list_namespaces(), 10, "the deleted pod's namespace to be collected")
+
+
+def test_iperf3_runs_across_nodes(netns_cluster):
+    node = netns_cluster.node_names[0]
+    _apply(netns_cluster, lambda c: c.create(netns_pod("iperf", node, command=["iperf3", "-s"])))
+    try:
+        ip = _apply(netns_cluster, lambda c: wait_running(c, "default", "iperf"))["status"]["podIP"]
+
+        def measured():
+            run = pod_exec(netns_cluster, "client", "iperf3", "-c", ip, "-t", "1", "-J")
+            return run.returncode == 0 and json.loads(run.stdout)
+
+        result = wait_for(measured, 20, "iperf3 to connect", interval=0.5)
+        assert result["end"]["sum_received"]["bytes"] > 0
+    finally:
+        _apply(netns_cluster, lambda c: c.delete("pods", "iperf", "default"))

@@ -1,0 +1,48 @@
+"""The plain-data parts of netns pods: names, modes, resolv.conf and container commands."""
+
+from __future__ import annotations
+
+from podnet.nodeagent.pods.netns import (
+    MAX_NAME,
+    ContainerSpec,
+    namespace_name,
+    owner_prefix,
+    pod_mode,
+    resolv_conf,
+)
+
+
+def test_namespace_names_keep_the_owner_prefix_and_fit():
+    assert namespace_name("node-1", "default", "web") == "podnet-node-1-default-web"
+    long = namespace_name("node-1", "a-very-long-namespace-name", "and-an-even-longer-pod-name-" + "x" * 40)
+    assert len(long) <= MAX_NAME and long.startswith(owner_prefix("node-1"))
+    other = namespace_name("node-1", "a-very-long-namespace-name", "and-an-even-longer-pod-name-" + "y" * 40)
+    assert other != long  # the hash tells apart names that share a long prefix
+
+
+def test_owner_prefixes_of_different_nodes_do_not_claim_each_other():
+    assert not namespace_name("node-10", "default", "web").startswith(owner_prefix("node-1"))
+
+
+def test_pod_mode_from_annotation_else_the_agent_default():
+    annotated = {"metadata": {"annotations": {"podnet.io/pod-mode": "netns"}}}
+    assert pod_mode(annotated, "virtual") == "netns"
+    assert pod_mode({"metadata": {}}, "netns") == "netns"
+    assert pod_mode({"metadata": {"annotations": {"podnet.io/pod-mode": "vm"}}}, "virtual") == "virtual"
+
+
+def test_resolv_conf_is_a_cluster_first_pods():
+    assert resolv_conf("shop") == (
+        "nameserver 10.96.0.10\n"
+        "search shop.svc.cluster.local svc.cluster.local cluster.local\n"
+        "options ndots:5\n"
+    )
+
+
+def test_containers_with_a_command_run_it_with_their_args_and_env():
+    pod = {"spec": {"containers": [
+        {"name": "web", "command": ["python3", "-m", "http.server"], "args": [8080],
+         "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {}}}]},
+        {"name": "sidecar", "image": "agnhost"},
+    ]}}
+    assert ContainerSpec.from_pod(pod) == [ContainerSpec("web", ("python3", "-m", "http.server", "8080"), (("A", "1"),))]
