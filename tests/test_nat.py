@@ -233,4 +233,6 @@ def test_a_new_table_takes_over_unchanged_entries_with_their_round_robin_positio
     assert new.lookup("TCP", "10.244.1.5", "10.96.0.20", 80, 0.0, 0.0).ip == "10.244.2.2"  # carried on
     assert new.lookup("UDP", "10.244.1.5", "10.96.0.10", 53, 0.0, 0.0).ip == "10.244.2.9"  # the change
     switched = ServiceTable.from_data(dict(data, mode="iptables"), previous=new)
-    assert switched.lookup("TCP", "10.244.1.5", "10.96.0.20", 80, 0.99, 0.0).rule.startswith("cluster-ip: endpoint")
+    assert switched.lookup("TCP", "10.244.1.5", "10.96.0.20", 80, 0.99, 0.0).rule.startswith(
+        "cluster-ip: endpoint"
+    )
