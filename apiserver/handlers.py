@@ -44,7 +44,7 @@ from apiserver.storage.base import (
     Store,
     Unavailable,
 )
-from apiserver.validation import Limits, validate
+from apiserver.validation import Limits, validate, validate_update
 from apiserver.watch import (
     ADDED,
     BOOKMARK,
@@ -740,14 +740,9 @@ class Resources:
 
     @staticmethod
     def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
-        if kind.kind != "Service":
-            return
-        old_ip = (old.get("spec") or {}).get("clusterIP")
-        new_ip = new["spec"].get("clusterIP")
-        # A Service may become ExternalName (and give its address back), but never change its address.
-        if old_ip and new["spec"].get("type") != "ExternalName" and new_ip != old_ip:
-            cause = Cause("spec.clusterIPs[0]", "FieldValueInvalid", f'Invalid value: {json.dumps(new_ip)}: may not change once set')
-            raise status.invalid(kind, new["metadata"]["name"], [cause])
+        causes = validate_update(kind.kind, old, new)
+        if causes:
+            raise status.invalid(kind, new["metadata"]["name"], causes)
 
     # --- delete -------------------------------------------------------------------------------------
 

@@ -641,6 +641,58 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
 }
 
 
+# --- updates ------------------------------------------------------------------------------------------
+
+_POD_MUTABLE = (
+    "spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, "
+    "`spec.tolerations`, `spec.terminationGracePeriodSeconds`"
+)
+
+
+def _pod_spec_fixed_part(spec: object, *, keep_node_name: bool) -> object:
+    """What of a pod spec may not change: everything but images, tolerations and two timers. The node
+    name may be set once (the scheduler's binding); after that it is fixed too."""
+    if not isinstance(spec, dict):
+        return spec
+    fixed = {k: v for k, v in spec.items() if k not in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")}
+    if not keep_node_name:
+        fixed.pop("nodeName", None)
+    for key in ("containers", "initContainers"):
+        if isinstance(fixed.get(key), list):
+            fixed[key] = [{k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c for c in fixed[key]]
+    return fixed
+
+
+def validate_pod_update(errors: Errors, old: dict, new: dict) -> None:
+    old_spec, new_spec = old.get("spec"), new.get("spec")
+    bound = bool(isinstance(old_spec, dict) and old_spec.get("nodeName"))
+    if _pod_spec_fixed_part(old_spec, keep_node_name=bound) != _pod_spec_fixed_part(new_spec, keep_node_name=bound):
+        errors.forbidden("spec", f"pod updates may not change fields other than `{_POD_MUTABLE}")
+
+
+def validate_service_update(errors: Errors, old: dict, new: dict) -> None:
+    old_ip = (old.get("spec") or {}).get("clusterIP")
+    new_spec = new.get("spec") or {}
+    # A Service may become ExternalName (and give its address back), but never change its address.
+    if old_ip and new_spec.get("type") != "ExternalName" and new_spec.get("clusterIP") != old_ip:
+        errors.invalid("spec.clusterIPs[0]", new_spec.get("clusterIP"), "may not change once set")
+
+
+UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
+    "Pod": validate_pod_update,
+    "Service": validate_service_update,
+}
+
+
+def validate_update(kind_name: str, old: dict, new: dict) -> list[Cause]:
+    """What an update may not change, beyond what `validate` checks of the new object."""
+    errors = Errors()
+    validator = UPDATE_VALIDATORS.get(kind_name)
+    if validator is not None:
+        validator(errors, old, new)
+    return errors.causes
+
+
 def validate(kind_name: str, obj: dict, limits: Limits, *, namespaced: bool) -> list[Cause]:
     errors = Errors()
     validate_metadata(errors, kind_name, obj, namespaced)

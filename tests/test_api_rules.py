@@ -12,7 +12,7 @@ from apiserver.auth import Authenticator, TokenFileError, authorize, parse_token
 from apiserver.defaults import apply_defaults
 from apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
 from apiserver.selection import FieldSelectorError, make_filter
-from apiserver.validation import Limits, validate
+from apiserver.validation import Limits, validate, validate_update
 from podnet.api.kinds import lookup
 
 # --- merge patch (RFC 7386 appendix A) -------------------------------------------------------------------
@@ -295,6 +295,34 @@ def test_validation_never_raises_on_any_shape(obj):
         candidate = copy.deepcopy(obj)
         apply_defaults(kind, candidate)
         validate(kind, candidate, LIMITS, namespaced=True)
+
+
+BOUND = {"spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "i:1", "ports": [{"containerPort": 80}]}]}}
+UNBOUND = {"spec": {"containers": [{"name": "c", "image": "i:1", "ports": [{"containerPort": 80}]}]}}
+
+
+@pytest.mark.parametrize(
+    ("old", "change", "errors"),
+    [
+        (BOUND, lambda s: s["containers"][0].update(image="i:2"), []),
+        (BOUND, lambda s: s.update(tolerations=[{"key": "k", "operator": "Exists"}], activeDeadlineSeconds=5), []),
+        (BOUND, lambda s: s["containers"][0]["ports"][0].update(containerPort=81), [("spec", "FieldValueForbidden")]),
+        (BOUND, lambda s: s["containers"].append({"name": "d", "image": "i"}), [("spec", "FieldValueForbidden")]),
+        (BOUND, lambda s: s.update(nodeName="node-2"), [("spec", "FieldValueForbidden")]),
+        (UNBOUND, lambda s: s.update(nodeName="node-2"), []),
+    ],
+)
+def test_pod_updates_change_only_what_kubernetes_lets_change(old, change, errors):
+    new = copy.deepcopy(old)
+    change(new["spec"])
+    assert [(c.field, c.reason) for c in validate_update("Pod", old, new)] == errors
+
+
+def test_a_service_keeps_its_cluster_ip():
+    old = {"spec": {"clusterIP": "10.96.0.5"}}
+    assert validate_update("Service", old, {"spec": {"clusterIP": "10.96.0.5", "ports": []}}) == []
+    assert validate_update("Service", old, {"spec": {"type": "ExternalName", "externalName": "x"}}) == []
+    assert [c.field for c in validate_update("Service", old, {"spec": {"clusterIP": "10.96.0.6"}})] == ["spec.clusterIPs[0]"]
 
 
 # --- selection ---------------------------------------------------------------------------------------------
