@@ -41,6 +41,7 @@ from podnet.nodeagent.pods.netns import (
     namespace_name,
     pod_mode,
 )
+from podnet.nodeagent.pods.netns import probe as netns_probe
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.overlay.pipeline.forward import (
@@ -375,7 +376,8 @@ class NodeAgent:
         now = time.monotonic()
         outputs: list[Output] = []
         for frame in frames:
-            outputs.extend(self.pipeline.from_pod_frame(pod.port, frame, now))
+            trace = self._trace_for(frame[14:]) if self._traces and frame[12:14] == b"\x08\x00" else None
+            outputs.extend(self.pipeline.from_pod_frame(pod.port, frame, now, trace))
         self._run(outputs, now)
 
     def _emit(self, pod: VirtualPod, packets: list[bytes], now: float, trace: list[Stage] | None = None) -> None:
@@ -879,19 +881,43 @@ class NodeAgent:
 
     async def _probe(self, params: dict, trace: list[Stage] | None) -> dict:
         namespace, _, name = (params.get("src") or "").rpartition("/")
-        pod = self._pod({"namespace": namespace or "default", "pod": name})
         timeout = float(params.get("timeout") or 2.0)
         dst, port = params["dst"], int(params["port"])
-        if (params.get("protocol") or "TCP").upper() == "UDP":
-            start = lambda s, now: s.udp_exchange(dst, port, b"hostname", now, timeout=timeout)  # noqa: E731
-        else:
-            start = lambda s, now: s.connect(dst, port, now, timeout=timeout)  # noqa: E731
+        protocol = (params.get("protocol") or "TCP").upper()
         drops_before = dict(self.pipeline.counters)
-        event = await self._operate(pod, start, timeout, trace)
-        if isinstance(event, ops.Completed):
-            return {"ok": True, "reason": "connected" if not hasattr(event.result, "payload") else "answered"}
+        netns_pod = self.pods.get(f"{namespace or 'default'}/{name}")
+        if netns_pod is not None and netns_pod.netns is not None:
+            outcome = await netns_probe(netns_pod.netns.net, dst, port, protocol, timeout,
+                                        self._tracer(netns_pod, dst, port, protocol, trace))
+            if outcome["ok"]:
+                return outcome
+            reason = outcome["reason"]
+        else:
+            pod = self._pod({"namespace": namespace or "default", "pod": name})
+            if protocol == "UDP":
+                start = lambda s, now: s.udp_exchange(dst, port, b"hostname", now, timeout=timeout)  # noqa: E731
+            else:
+                start = lambda s, now: s.connect(dst, port, now, timeout=timeout)  # noqa: E731
+            event = await self._operate(pod, start, timeout, trace)
+            if isinstance(event, ops.Completed):
+                return {"ok": True, "reason": "connected" if not hasattr(event.result, "payload") else "answered"}
+            reason = event.reason
         dropped = [k[5:] for k, v in self.pipeline.counters.items() if k.startswith("drop.") and v > drops_before.get(k, 0)]
-        return {"ok": False, "reason": event.reason, "dropped": dropped}
+        return {"ok": False, "reason": reason, "dropped": dropped}
+
+    def _tracer(self, pod: VirtualPod, dst: str, port: int, protocol: str, trace: list[Stage] | None):
+        """For a netns pod's probe: once its source port is known, its first packet and the first answer
+        are recorded in `trace` (None: nothing is traced)."""
+        if trace is None:
+            return None
+
+        def register(source_port: int) -> None:
+            key = ({"TCP": 6, "UDP": 17}[protocol], ip_to_int(pod.port.ip), source_port, ip_to_int(dst), port)
+            trace.append(Stage("probe", describe_key(key)))
+            self._traces[key] = Journey(trace, 1)
+            self._traces[(key[0], key[3], key[4], key[1], key[2])] = Journey(trace, 1)
+
+        return register
 
     async def rpc_probe(self, params: dict) -> dict:
         return await self._probe(params, None)

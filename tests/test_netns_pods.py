@@ -126,3 +126,19 @@ def test_iperf3_runs_across_nodes(netns_cluster):
         assert result["end"]["sum_received"]["bytes"] > 0
     finally:
         _apply(netns_cluster, lambda c: c.delete("pods", "iperf", "default"))
+
+
+def test_probe_and_trace_run_from_the_pods_own_kernel(netns_cluster):
+    web = netns_cluster.pod_ips["web"]
+    wait_serving(netns_cluster, "client", f"http://{web}:8080/")
+    ok = netns_cluster.cli("probe", "client", "web", "--port", "8080")
+    assert ok.returncode == 0, ok.stderr
+    assert f"→ {web}:8080/TCP: connected" in ok.stdout
+    refused = netns_cluster.cli("probe", "client", web, "--port", "8081")
+    assert refused.returncode == 1 and "connection refused" in refused.stderr
+    trace = netns_cluster.cli("trace", "client", f"{web}:8080")
+    assert trace.returncode == 0, trace.stdout + trace.stderr
+    stages = [line.split()[1] for line in trace.stdout.splitlines()[1:]]
+    assert stages[:2] == ["probe", "source"]
+    assert "vxlan-encap" in stages and "vxlan-decap" in stages and "deliver" in stages
+    assert stages[-1] == "result" and "answered" in trace.stdout.splitlines()[-1]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -29,6 +30,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -229,6 +231,55 @@ def write_resolv_conf(net: PodNetwork, dns: str = CLUSTER_DNS, domain: str = CLU
     directory = ETC_NETNS / net.netns
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "resolv.conf").write_text(resolv_conf(net.namespace, dns, domain))
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def socket_in_namespace(netns: str, kind: int) -> socket.socket:
+    """A non-blocking IPv4 socket that lives in network namespace `netns`. The calling thread enters the
+    namespace only for the `socket()` call and returns at once; the socket keeps its namespace."""
+    with open(NETNS_DIR / netns) as target, open("/proc/thread-self/ns/net") as home:
+        if _libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"entering network namespace {netns}")
+        try:
+            sock = socket.socket(socket.AF_INET, kind)
+        finally:
+            if _libc.setns(home.fileno(), _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "returning to the agent's network namespace")
+    sock.setblocking(False)
+    return sock
+
+
+async def probe(net: PodNetwork, dst: str, port: int, protocol: str, timeout: float,
+                before_sending: Callable[[int], None] | None = None) -> dict:
+    """Can the pod reach `dst:port`? TCP: a connection completes; UDP: "hostname" gets an answer, as a
+    virtual pod's probe asks. Runs in the pod's own kernel, from its address; `before_sending(port)` is
+    told the source port before the first packet leaves (so it can be traced)."""
+    loop = asyncio.get_running_loop()
+    udp = protocol.upper() == "UDP"
+    sock = socket_in_namespace(net.netns, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    try:
+        sock.bind((net.ip, 0))
+        if before_sending is not None:
+            before_sending(sock.getsockname()[1])
+        async with asyncio.timeout(timeout):
+            if udp:
+                sock.connect((dst, port))
+                await loop.sock_sendall(sock, b"hostname")
+                await loop.sock_recv(sock, 2048)
+                return {"ok": True, "reason": "answered"}
+            await loop.sock_connect(sock, (dst, port))
+            return {"ok": True, "reason": "connected"}
+    except TimeoutError:
+        return {"ok": False, "reason": f"timed out after {timeout:g}s"}
+    except ConnectionRefusedError:
+        return {"ok": False, "reason": "connection refused"}
+    except OSError as exc:
+        return {"ok": False, "reason": exc.strerror or str(exc)}
+    finally:
+        sock.close()
 
 
 @dataclass(frozen=True, slots=True)
