@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import secrets
 import ssl
@@ -19,18 +18,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from podnet.apiserver import status
+from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
+from podnet.apiserver.config import ApiServerConfig
+from podnet.apiserver.controllers import run_all
+from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
+from podnet.apiserver.status import ApiError
+from podnet.apiserver.storage import open_store
+from podnet.apiserver.storage.base import Store
+from podnet.apiserver.watch import WatchHub
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import podnet
-from apiserver import status
-from apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
-from apiserver.config import ApiServerConfig
-from apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
-from apiserver.status import ApiError
-from apiserver.storage import open_store
-from apiserver.storage.base import Store
-from apiserver.watch import WatchHub
 from podnet.api.kinds import KINDS
+from podnet.client import ApiClient
 from podnet.process import metrics_response
 
 log = logging.getLogger(__name__)
@@ -278,19 +279,8 @@ def ssl_context(config: ApiServerConfig) -> ssl.SSLContext | None:
 
 
 async def _run_controllers(config: ApiServerConfig, url: str, token: str | None) -> None:
-    """Starts `apiserver.controllers.run_all(client, config)` over HTTP to this server, as a
-    separate controller manager would run; a server without controllers keeps serving."""
-    try:
-        module = importlib.import_module("apiserver.controllers")
-    except ImportError as e:
-        log.warning("the controllers cannot be loaded, serving without them: %s", e)
-        return
-    run_all = getattr(module, "run_all", None)
-    if run_all is None:
-        log.warning("apiserver.controllers has no run_all: serving without controllers")
-        return
-    from podnet.client import ApiClient
-
+    """Runs the controllers over HTTP to this server, as a separate controller manager would; if they stop,
+    the server keeps serving."""
     loopback_ssl = None
     if config.tls_cert:
         # Our own certificate is the trust anchor; it need not name 127.0.0.1.

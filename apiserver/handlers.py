@@ -23,18 +23,17 @@ from typing import Any, TypeVar
 
 import yaml
 from aiohttp import web
-
-from apiserver import status
-from apiserver.auth import User, authorize
-from apiserver.codec import JSON, MSGPACK, DecodeError, decode, encode, from_storage, to_storage
-from apiserver.config import ApiServerConfig
-from apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
-from apiserver.defaults import apply_defaults
-from apiserver.namespaces import NamespaceLifecycle, NamespaceState
-from apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
-from apiserver.selection import Filter, make_filter
-from apiserver.status import ApiError, Cause
-from apiserver.storage.base import (
+from podnet.apiserver import status
+from podnet.apiserver.auth import User, authorize
+from podnet.apiserver.codec import JSON, MSGPACK, DecodeError, decode, encode, from_storage, to_storage
+from podnet.apiserver.config import ApiServerConfig
+from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
+from podnet.apiserver.defaults import apply_defaults
+from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
+from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.apiserver.selection import Filter, make_filter
+from podnet.apiserver.status import ApiError, Cause
+from podnet.apiserver.storage.base import (
     AlreadyExists,
     Compacted,
     Conflict,
@@ -44,8 +43,8 @@ from apiserver.storage.base import (
     Store,
     Unavailable,
 )
-from apiserver.validation import Limits, validate, validate_update
-from apiserver.watch import (
+from podnet.apiserver.validation import Limits, validate, validate_update
+from podnet.apiserver.watch import (
     ADDED,
     BOOKMARK,
     DELETED,
@@ -57,6 +56,7 @@ from apiserver.watch import (
     WatchHub,
     encode_event,
 )
+
 from podnet.api.kinds import KINDS, Kind, lookup
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import json
 import logging
 from enum import Enum
 
-from apiserver.storage.base import StorageError, Store
-from apiserver.watch import DELETED, WatchEnded, WatchHub
+from podnet.apiserver.storage.base import StorageError, Store
+from podnet.apiserver.watch import DELETED, WatchEnded, WatchHub
 from podnet.api.kinds import Kind
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from apiserver.status import Cause
+from podnet.apiserver.status import Cause
 from podnet.api.selectors import SelectorError, from_label_selector, validate_key, validate_value
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")

@@ -21,8 +21,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from apiserver.codec import MSGPACK, encode, from_storage
-from apiserver.storage.base import Compacted, Progress, StorageError, Store, WatchEvent
+from podnet.apiserver.codec import MSGPACK, encode, from_storage
+from podnet.apiserver.storage.base import Compacted, Progress, StorageError, Store, WatchEvent
 
 log = logging.getLogger(__name__)
 

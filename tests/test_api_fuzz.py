@@ -12,9 +12,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apiserver.app import make_app
-from apiserver.config import ApiServerConfig
-from apiserver.storage.sqlite import SqliteStore
+from podnet.apiserver.app import make_app
+from podnet.apiserver.config import ApiServerConfig
+from podnet.apiserver.storage.sqlite import SqliteStore
 from podnet.api.kinds import KINDS
 
 _scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8)

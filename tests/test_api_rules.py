@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apiserver.auth import Authenticator, TokenFileError, authorize, parse_token_file
-from apiserver.defaults import apply_defaults
-from apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
-from apiserver.selection import FieldSelectorError, make_filter
-from apiserver.validation import Limits, validate, validate_update
+from podnet.apiserver.auth import Authenticator, TokenFileError, authorize, parse_token_file
+from podnet.apiserver.defaults import apply_defaults
+from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.apiserver.selection import FieldSelectorError, make_filter
+from podnet.apiserver.validation import Limits, validate, validate_update
 from podnet.api.kinds import lookup
 
 # --- merge patch (RFC 7386 appendix A) -------------------------------------------------------------------

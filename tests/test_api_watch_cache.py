@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from apiserver.storage.base import Compacted, WatchEvent
-from apiserver.storage.sqlite import SqliteStore
-from apiserver.watch import ADDED, DELETED, MODIFIED, Change, WatchEnded, WatchHub
+from podnet.apiserver.storage.base import Compacted, WatchEvent
+from podnet.apiserver.storage.sqlite import SqliteStore
+from podnet.apiserver.watch import ADDED, DELETED, MODIFIED, Change, WatchEnded, WatchHub
 
 PREFIX = "/registry/pods/"
 IDENTITY = {"apiVersion": "v1", "kind": "Pod"}

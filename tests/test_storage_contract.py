@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from apiserver.storage import open_store
-from apiserver.storage.base import (
+from podnet.apiserver.storage import open_store
+from podnet.apiserver.storage.base import (
     AlreadyExists,
     Compacted,
     Conflict,
@@ -23,8 +23,8 @@ from apiserver.storage.base import (
     Unavailable,
     WatchEvent,
 )
-from apiserver.storage.etcd import EtcdStore
-from apiserver.storage.sqlite import SqliteStore
+from podnet.apiserver.storage.etcd import EtcdStore
+from podnet.apiserver.storage.sqlite import SqliteStore
 
 PROGRESS_INTERVAL = 0.3  # SQLite; etcd's is PROGRESS_NOTIFY_INTERVAL in tests/support/etcd.py
 _test_numbers = itertools.count()
@@ -445,7 +445,7 @@ async def test_etcd_outage_is_unavailable_then_recovers_losing_nothing(etcd_serv
 
 _SQLITE_WRITER = """
 import asyncio, sys
-from apiserver.storage.sqlite import SqliteStore
+from podnet.apiserver.storage.sqlite import SqliteStore
 
 async def main():
     async with SqliteStore(sys.argv[1]) as store:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from apiserver.storage.base import Store
+from podnet.apiserver.storage.base import Store
 
 
 def open_store(url: str, **options: object) -> Store:
@@ -14,13 +14,13 @@ def open_store(url: str, **options: object) -> Store:
     """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        from apiserver.storage.sqlite import SqliteStore
+        from podnet.apiserver.storage.sqlite import SqliteStore
 
         if parts.netloc or parts.path in ("", "/"):
             raise ValueError(f"a SQLite store URL is sqlite:///absolute/path.db, not {url!r}")
         return SqliteStore(parts.path, **options)  # type: ignore[arg-type]
     if parts.scheme == "etcd":
-        from apiserver.storage.etcd import EtcdStore
+        from podnet.apiserver.storage.etcd import EtcdStore
 
         endpoints = [e for e in parts.netloc.split(",") if e]
         if not endpoints or parts.path not in ("", "/"):

@@ -22,7 +22,7 @@ import aetcd
 import grpc
 from aetcd import rpc
 
-from apiserver.storage.base import (
+from podnet.apiserver.storage.base import (
     AlreadyExists,
     Compacted,
     Conflict,
@@ -33,7 +33,7 @@ from apiserver.storage.base import (
     Unavailable,
     WatchEvent,
 )
-from apiserver.storage.keyrange import prefix_end
+from podnet.apiserver.storage.keyrange import prefix_end
 
 # gRPC's default reconnect backoff grows to two minutes; a restarted etcd must be found again at once.
 _CHANNEL_OPTIONS = {

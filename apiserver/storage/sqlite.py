@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from apiserver.storage.base import (
+from podnet.apiserver.storage.base import (
     AlreadyExists,
     Compacted,
     Conflict,
@@ -32,7 +32,7 @@ from apiserver.storage.base import (
     Unavailable,
     WatchEvent,
 )
-from apiserver.storage.keyrange import prefix_end
+from podnet.apiserver.storage.keyrange import prefix_end
 
 T = TypeVar("T")
 

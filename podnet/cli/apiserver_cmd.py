@@ -25,8 +25,8 @@ def apiserver(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the Kubernetes-shaped API server."""
-    from apiserver.app import serve
-    from apiserver.config import ApiServerConfig, parse_port_range
+    from podnet.apiserver.app import serve
+    from podnet.apiserver.config import ApiServerConfig, parse_port_range
     from podnet import logs, process
 
     logs.setup("apiserver", log_level)
