@@ -1,7 +1,8 @@
 """Captures BGP messages from a real BIRD 2 for tests/test_bgp_messages.py.
 
-Run as root or not: `python tests/data/bgp/capture_bird.py`. BIRD runs on 127.0.0.42 with a static route
-10.244.7.0/24 (and 10.244.8.0/24 with MED 50 and a community) and an eBGP session (AS 64513 -> AS 64512)
+Run as root or not: `python tests/data/bgp/capture_bird.py`. BIRD runs on 127.0.0.42 with static blackhole
+routes 10.244.7.0/24 and 10.244.8.0/24 (the latter with community (64513,7), and a MED that BIRD does not
+pass over eBGP) and an eBGP session (AS 64513 -> AS 64512)
 towards 127.0.0.41, where a plain socket listens and answers with a hand-written OPEN and KEEPALIVE.
 It prints BIRD's OPEN, KEEPALIVE, UPDATEs (routes, then End-of-RIB) as hex. A second connection answers
 BIRD's OPEN with an OPEN whose hold time is 2 s, and prints the NOTIFICATION BIRD sends back.
