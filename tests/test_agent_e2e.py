@@ -30,6 +30,8 @@ def test_http_between_pods_on_two_nodes_keeps_the_source_pod_ip(two_node_cluster
     assert two_node_cluster.agents["node-1"].counters()["tunnel.tx"] > 0
     tracked = two_node_cluster.agents["node-2"].rpc("conntrack.list")
     assert any(e["original"].startswith(f"TCP {ip_a}:") and e["original"].endswith(f"→ {ip_b}:8080") for e in tracked)
+    routes = two_node_cluster.cli("dataplane", "node-1", "routes")
+    assert routes.returncode == 0 and "via 127.0.0.12" in routes.stdout and "vxlan" in routes.stdout
 
 
 def test_nodes_are_registered_ready_with_leases_and_pod_status_like_a_kubelet(two_node_cluster):

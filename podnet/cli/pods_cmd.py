@@ -320,8 +320,39 @@ def capture(
     typer.echo(f"{written} datagrams written to {write}", err=True)
 
 
+DATAPLANE_TABLES = {"counters": "counters", "routes": "routes.list", "conntrack": "conntrack.list", "pods": "pods.list"}
+
+
+def dataplane(
+    node: Annotated[str, typer.Argument(help="The node whose dataplane to show.")],
+    table: Annotated[str, typer.Argument(help="counters, routes, conntrack or pods.")] = "counters",
+    agent_socket_path: Path | None = AgentSocketOption,
+) -> None:
+    """Show a node's dataplane state: its counters, routes, tracked connections or pod ports."""
+    method = DATAPLANE_TABLES.get(table)
+    if method is None:
+        raise fail(f"error: TABLE is one of {', '.join(DATAPLANE_TABLES)}, not {table!r}")
+    result = run_async(call_once(agent_socket(node, agent_socket_path), method))
+    if table == "counters":
+        for name, value in sorted(result.items()):
+            typer.echo(f"{name:<40} {value}")
+    elif table == "routes":
+        for route in result:
+            via = f"via {route['next_hop']}" if route["next_hop"] else "local"
+            typer.echo(f"{route['prefix']:<20} {via:<22} {route['source']}")
+    elif table == "conntrack":
+        for entry in result:
+            note = f"  [{entry['note']}]" if entry["note"] else ""
+            typer.echo(f"{entry['original']:<52} {entry['state']:<12} {entry['expires_in']:>9}s "
+                       f"reply {entry['reply']}{note}")
+    else:
+        for pod in result:
+            typer.echo(f"{pod['namespace']}/{pod['name']:<30} {pod['ip']:<16} {pod['mac']}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(exec_)
     app.command("probe")(probe)
     app.command("trace")(trace)
     app.command("capture")(capture)
+    app.command("dataplane")(dataplane)
