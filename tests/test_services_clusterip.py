@@ -1,12 +1,15 @@
 """ClusterIP Services end to end: a real API server with its controllers, two real node agents, a real
 kube-proxy per node; pods call Services through the agents' pipelines and real VXLAN."""
 
+import asyncio
 import itertools
 import time
 
 import pytest
 from support.kubeproxy import KubeProxyProcess
 from support.nodeagent import pod_manifest, wait_running
+
+from podnet.rpc.session import RpcClient
 
 # Requested ClusterIPs, so each test knows its address however the API server allocates.
 _CLUSTER_IPS = (f"10.96.100.{i}" for i in itertools.count(10))
@@ -184,3 +187,30 @@ def test_a_restarted_agent_gets_the_whole_table_again(services_cluster):
         if line.startswith('podnet_kubeproxy_syncs_total{kind="full"}')
     ]
     assert full_syncs and float(full_syncs[0].split()[-1]) >= 2
+
+
+def test_a_kube_proxy_restart_keeps_established_connections(services_cluster):
+    ip = create(services_cluster, make_service("web-echo", {"app": "web"}))["spec"]["clusterIP"]
+    wait_answering(services_cluster, f"http://{ip}/hostname")
+    agent = services_cluster.agents["node-1"]
+    proxy = services_cluster.proxies["node-1"]
+
+    def transfer_params(size):  # raw bytes to an agnhost port are echoed back
+        return {"namespace": "default", "pod": "a", "dst": ip, "port": 80, "bytes": size, "timeout": 60}
+
+    probe = agent.rpc("pod.tcp_transfer", transfer_params(1 << 20), timeout=70)
+    # Long enough to outlast a kube-proxy restart (about two seconds) on this machine.
+    size = min(64 << 20, max(4 << 20, int((1 << 20) * 5.0 / max(probe["seconds"], 1e-3))))
+
+    async def transfer_across_restart():
+        async with RpcClient(agent.socket) as rpc:
+            transfer = asyncio.create_task(rpc.call("pod.tcp_transfer", transfer_params(size), timeout=120))
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(proxy.kill)
+            await asyncio.to_thread(proxy.start)  # returns once its full sync replaced the agent's table
+            in_flight = not transfer.done()
+            return await transfer, in_flight
+
+    result, in_flight = asyncio.run(transfer_across_restart())
+    assert in_flight, f"the {size} B transfer ended before the restart; it proves nothing"
+    assert result["echoed"] == size
