@@ -1,6 +1,7 @@
 """Namespace-per-node hosts (`podnet up --hosts netns`): each node's agent and kube-proxy in its own network
-namespace on the bridge podnet-br0, VXLAN between real interfaces, netns pods on top; then a crash (every
-process SIGKILLed) and `podnet clean`, which must leave nothing behind."""
+namespace on the bridge podnet-br0, VXLAN between real interfaces, netns pods on top (by pod IP, by Service
+name, DNS, a denying policy); then a crash (every process SIGKILLed) and `podnet clean`, which must leave
+nothing behind."""
 
 from __future__ import annotations
 
@@ -77,6 +78,14 @@ def test_hosts_as_namespaces_carry_netns_pod_traffic_and_clean_leaves_nothing(tm
         dig = cluster.cli("exec", "client", "--", "dig", "+short", "+time=2", "kubernetes.default.svc.cluster.local")
         assert dig.stdout.split() == ["10.96.0.1"], dig.stdout + dig.stderr
         assert "podnet-node-1-default-web" in list_namespaces()
+        deny = tmp_path / "deny.json"
+        deny.write_text(json.dumps({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-web", "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]},
+        }))
+        assert cluster.cli("apply", "-f", str(deny)).returncode == 0
+        wait_for(lambda: cluster.curl(f"http://{web_ip}:8080/").returncode != 0, 15, "the policy to deny the curl")
         # a crash: every process of the cluster killed at once, nothing tidied
         state = json.loads((cluster.home / "cluster.json").read_text())
         for process in state["processes"]:
