@@ -101,7 +101,8 @@ def bench_lookup(repeats: int = 7) -> dict:
 
     Two traffic patterns: `uniform`, new connections to any Service alike (the whole table is the
     working set, so CPU caches miss more as it grows), and `hot`, new connections to 100 Services
-    spread evenly over the table (the working set stays small; what is left is the algorithm)."""
+    spread evenly over the table (the working set stays small; what is left is the algorithm).
+    `dict` is the floor under ipvs: a bare dict.get with the same keys and table size."""
     rng = random.Random(7)
     work = {}
     for mode in ("iptables", "ipvs"):
@@ -114,6 +115,13 @@ def bench_lookup(repeats: int = 7) -> dict:
             }
             for pattern, targets in patterns.items():
                 work[(pattern, mode, size)] = (table.lookup, targets, [rng.random() for _ in targets])
+                if mode == "ipvs":  # the floor: CPython's own dict.get on the same keys and table size
+                    keys = {(cluster_ip(i), 80, "TCP"): i for i in range(size)}
+                    work[(pattern, "dict", size)] = (
+                        lambda protocol, src, dst, port, draw, now, get=keys.get: get((dst, port, protocol)),
+                        targets,
+                        [0.0] * len(targets),
+                    )
     best = dict.fromkeys(work, float("inf"))
     for _ in range(repeats):
         for key, (lookup, targets, draws) in work.items():
@@ -123,7 +131,7 @@ def bench_lookup(repeats: int = 7) -> dict:
             best[key] = min(best[key], (time.thread_time() - started) / len(targets))
     results: dict[str, dict] = {}
     for pattern in ("uniform", "hot"):
-        for mode in ("iptables", "ipvs"):
+        for mode in ("iptables", "ipvs", "dict"):
             figures = {str(size): round(best[(pattern, mode, size)] * 1e9) for size in SIZES}
             results.setdefault(pattern, {})[mode] = {
                 "ns_per_lookup": figures,
