@@ -13,7 +13,7 @@ import sys
 
 import pytest
 from podnet.nodeagent.pods.netns import list_namespaces
-from support.netns_pods import WEB_BODY, WEB_SERVICE, require_root, wait_for
+from support.netns_pods import WEB_BODY, WEB_SERVICE, ensure_tools, require_root, wait_for
 from support.nodeagent import REPO
 
 from podnet.cluster import netns_hosts
@@ -41,6 +41,7 @@ def _mine(name: str) -> bool:
 
 def test_hosts_as_namespaces_carry_netns_pod_traffic_and_clean_leaves_nothing(tmp_path):
     require_root()
+    ensure_tools()
     assert not [n for n in list_namespaces() if _mine(n)], "a previous run left namespaces: podnet clean --all"
     cluster = LocalCluster(tmp_path / "home")
     www = tmp_path / "www"

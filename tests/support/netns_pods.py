@@ -6,7 +6,8 @@ DNS, two node agents in `--pod-mode netns` and a kube-proxy per node.
 serving `WEB_BODY`, behind a Service `web` (port 80 → 8080); a pod `client` on the second node runs
 nothing. Node names are unique per run (`pn<hex>-1`, `pn<hex>-2`), so the namespaces they own never meet
 another cluster's; every namespace the run made is removed at teardown, and the fixture fails if one
-is left. `require_root()` skips outside root (network namespaces and TAP devices need it).
+is left. `require_root()` skips outside root (network namespaces and TAP devices need it);
+`ensure_tools()` installs curl, dig, iperf3 and nsenter with apt when one is missing.
 `pod_exec(cluster, pod, *argv)` runs `podnet exec POD -- ARGV`.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -34,9 +36,24 @@ WEB_BODY = "hello from a network namespace\n"
 ADDRESSES = ("127.0.9.11", "127.0.9.12")
 
 
+# The programs the tests run inside pods, and the Debian packages that have them.
+TOOLS = {"curl": "curl", "dig": "bind9-dnsutils", "iperf3": "iperf3", "nsenter": "util-linux"}
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("network namespaces and TAP devices need root")
+
+
+def ensure_tools() -> None:
+    """Installs (apt) whichever of TOOLS is missing; root only, as the tests that use them are."""
+    missing = sorted({package for tool, package in TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    install = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                             capture_output=True, text=True, timeout=300, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if install.returncode != 0:
+        pytest.fail(f"could not install {', '.join(missing)}: {install.stderr[-500:]}")
 
 
 @dataclass
@@ -116,6 +133,7 @@ def wait_serving(cluster: Cluster, client_pod: str, url: str, timeout: float = 1
 @pytest.fixture(scope="module")
 def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsCluster]:
     require_root()
+    ensure_tools()
     home = tmp_path_factory.mktemp("podnet-netns")
     api_dir = home / "apiserver"
     api_dir.mkdir()
