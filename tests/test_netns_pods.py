@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from podnet.nodeagent.pods.netns import list_namespaces, namespace_pids
+from podnet.overlay.pipeline.forward import pod_mac, vtep_mac
 from support.netns_pods import WEB_BODY, netns_pod, pod_exec, wait_for, wait_serving
 from support.nodeagent import wait_running
 
@@ -142,3 +143,16 @@ def test_probe_and_trace_run_from_the_pods_own_kernel(netns_cluster):
     assert stages[:2] == ["probe", "source"]
     assert "vxlan-encap" in stages and "vxlan-decap" in stages and "deliver" in stages
     assert stages[-1] == "result" and "answered" in trace.stdout.splitlines()[-1]
+
+
+def test_eth0_has_the_pods_mac_and_mtu_and_the_node_answers_arp_for_the_gateway(netns_cluster):
+    client_ip, web = netns_cluster.pod_ips["client"], netns_cluster.pod_ips["web"]
+    gateway = client_ip.rsplit(".", 1)[0] + ".1"
+    node_address = netns_cluster.agents[netns_cluster.node_names[1]].address
+    script = (f"curl -s -m 2 -o /dev/null http://{web}:8080/; ip -o link show eth0; ip route show default; "
+              f"ip neigh show {gateway}")
+    run = pod_exec(netns_cluster, "client", "sh", "-c", script)
+    assert run.returncode == 0, run.stderr
+    assert f"link/ether {pod_mac(client_ip)}" in run.stdout and "mtu 1450" in run.stdout
+    assert f"default via {gateway} dev eth0" in run.stdout
+    assert f"{gateway} dev eth0 lladdr {vtep_mac(node_address)}" in run.stdout  # proxy ARP by the agent
