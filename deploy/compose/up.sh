@@ -10,13 +10,29 @@ if [ -z "${PODNET_TOKEN:-}" ]; then
 fi
 export PODNET_TOKEN
 
+failed() {
+  compose ps >&2
+  compose logs --tail 25 >&2
+  echo "compose cluster did not come up: $1 (take it down with deploy/compose/down.sh)" >&2
+  exit 1
+}
+
+# As root, start a Docker engine when none answers (the Debian packages are installed when missing).
+docker info >/dev/null 2>&1 || "$repo/deploy/compose/engine.sh" >/dev/null
 "$repo/deploy/compose/build.sh"
 mkdir -p "$PODNET_COMPOSE_HOME/nodes"
 compose up -d --no-build
 $podnet compose kubeconfig --home "$PODNET_COMPOSE_HOME" --token "$PODNET_TOKEN" >/dev/null
-if ! $podnet compose wait --home "$PODNET_COMPOSE_HOME" --nodes "$nodes" --timeout "${PODNET_COMPOSE_TIMEOUT:-150}"; then
-  compose ps >&2
-  compose logs --tail 20 >&2
-  exit 1
-fi
+$podnet compose wait --home "$PODNET_COMPOSE_HOME" --nodes "$nodes" --timeout "${PODNET_COMPOSE_TIMEOUT:-150}" &
+waiter=$!
+# A host whose process died exits (its launcher restarts nothing): stop waiting as soon as one has.
+while kill -0 "$waiter" 2>/dev/null; do
+  exited=$(docker ps -a --filter "label=com.docker.compose.project=$project" --filter status=exited --format '{{.Names}}')
+  if [ -n "$exited" ]; then
+    kill "$waiter" 2>/dev/null
+    failed "exited: $exited"
+  fi
+  sleep 1
+done
+wait "$waiter" || failed "not Ready in time"
 echo "compose cluster is up: export PODNET_HOME=$PODNET_COMPOSE_HOME (or KUBECONFIG=$PODNET_COMPOSE_HOME/kubeconfig)"
