@@ -554,8 +554,9 @@ class NodeAgent:
                 "imageID": "",
                 "ready": True,
                 "started": True,
-                "restartCount": pod.netns.restart_count(c.get("name")) if pod is not None and pod.netns else 0,
+                "restartCount": 0,
                 "state": {"running": {"startedAt": started}},
+                **(pod.netns.container_status(c.get("name")) if pod is not None and pod.netns else {}),
             }
             for c in (obj.get("spec") or {}).get("containers") or []
         ]

@@ -79,12 +79,16 @@ def test_a_container_that_exits_is_restarted_and_counted(netns_cluster):
     node = netns_cluster.node_names[0]
     _apply(netns_cluster, lambda c: c.create(netns_pod("crasher", node, command=["sh", "-c", "sleep 0.2; exit 3"])))
     try:
-        def restarts() -> int:
+        def status() -> dict:
             pod = _apply(netns_cluster, lambda c: c.get("pods", "crasher", "default"))
-            statuses = (pod.get("status") or {}).get("containerStatuses") or []
-            return statuses[0]["restartCount"] if statuses else 0
+            statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+            return statuses[0]
 
-        assert wait_for(lambda: restarts() >= 2, 15, "two restarts")
+        assert wait_for(lambda: status().get("restartCount", 0) >= 2, 15, "two restarts")
+        terminated = status()["lastState"]["terminated"]
+        assert terminated["exitCode"] == 3 and terminated["reason"] == "Error"
+        waiting = wait_for(lambda: status()["state"].get("waiting"), 10, "the back-off between restarts")
+        assert waiting["reason"] == "CrashLoopBackOff"
     finally:
         _apply(netns_cluster, lambda c: c.delete("pods", "crasher", "default"))
     name = f"podnet-{node}-default-crasher"

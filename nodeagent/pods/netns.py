@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import datetime
 import errno
 import fcntl
 import hashlib
@@ -305,6 +306,10 @@ class ContainerSpec:
         return specs
 
 
+def _rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(slots=True)
 class Container:
     """One container's process and its restart history; the adapter that runs it is `_supervise`."""
@@ -313,11 +318,30 @@ class Container:
     pid: int | None = None
     pid_start: str | None = None
     restarts: int = 0
-    started_at: float = 0.0
+    started_at: float = 0.0  # monotonic, for the backoff
+    started: str | None = None  # RFC 3339, for the status
+    backoff: float | None = None  # seconds until the next start, while waiting for it
+    last_terminated: dict | None = None
     task: asyncio.Task | None = None
 
     def as_data(self) -> dict:
-        return {"pid": self.pid, "pid_start": self.pid_start, "restarts": self.restarts}
+        return {"pid": self.pid, "pid_start": self.pid_start, "restarts": self.restarts, "started": self.started,
+                "last_terminated": self.last_terminated}
+
+    def status(self) -> dict:
+        """The kubelet's view of it: `state`, `lastState`, `ready`, `restartCount`."""
+        if self.backoff is not None:
+            state = {"waiting": {"reason": "CrashLoopBackOff",
+                                 "message": f"back-off {self.backoff:g}s restarting failed container={self.spec.name}"}}
+        else:
+            state = {"running": {"startedAt": self.started}}
+        return {
+            "ready": self.backoff is None,
+            "started": self.backoff is None,
+            "restartCount": self.restarts,
+            "state": state,
+            "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
+        }
 
 
 class NetnsPod:
@@ -364,9 +388,10 @@ class NetnsPod:
 
     # ---- processes ------------------------------------------------------------------------------
 
-    def restart_count(self, container: str) -> int:
+    def container_status(self, container: str) -> dict:
+        """What the pod's status says of `container`; nothing for one without a command."""
         entry = self.containers.get(container)
-        return entry.restarts if entry else 0
+        return entry.status() if entry else {}
 
     def save(self) -> None:
         data = {
@@ -467,6 +492,7 @@ class NetnsPods:
             container = Container(spec)
             before = (previous or {}).get("containers", {}).get(spec.name) or {}
             container.restarts = int(before.get("restarts") or 0)
+            container.started, container.last_terminated = before.get("started"), before.get("last_terminated")
             if before.get("pid") and _start_time(before["pid"]) == before.get("pid_start"):
                 container.pid, container.pid_start = before["pid"], before["pid_start"]
                 container.started_at = time.monotonic()
@@ -503,16 +529,26 @@ class NetnsPods:
                 self._start(pod, container)
             code = await _wait_exit(container.pid)
             ran = time.monotonic() - container.started_at
-            log.info("pod %s: container %s (pid %d) exited%s after %.1fs; restarting in %.1fs", key,
-                     container.spec.name, container.pid, "" if code is None else f" with {code}", ran,
-                     BACKOFF_FIRST if ran >= BACKOFF_RESET_AFTER else backoff)
-            container.pid = container.pid_start = None
             if ran >= BACKOFF_RESET_AFTER:
                 backoff = BACKOFF_FIRST
+            log.info("pod %s: container %s (pid %d) exited%s after %.1fs; restarting in %.1fs", key,
+                     container.spec.name, container.pid, "" if code is None else f" with {code}", ran, backoff)
+            container.last_terminated = {
+                # An adopted process is not our child: its exit code is unknown, which the kubelet reports so.
+                "exitCode": 137 if code is None else code,
+                "reason": "ContainerStatusUnknown" if code is None else "Completed" if code == 0 else "Error",
+                "startedAt": container.started,
+                "finishedAt": _rfc3339(),
+            }
+            container.pid = container.pid_start = None
+            container.backoff = backoff
+            pod.save()
+            self.on_change(key)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
             container.restarts += 1
-            pod.save()
+            container.backoff = None
+            self._start(pod, container)
             self.on_change(key)
 
     def _start(self, pod: NetnsPod, container: Container) -> None:
@@ -534,6 +570,7 @@ class NetnsPods:
         )
         container.pid_start = _start_time(container.pid)
         container.started_at = time.monotonic()
+        container.started = _rfc3339()
         pod.save()
 
     def delete(self, pod: NetnsPod) -> None:
