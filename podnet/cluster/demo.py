@@ -1,0 +1,267 @@
+"""`podnet up --demo`: applies deploy/demo/ (a zero-trust three-tier app and two tenants), waits for its pods,
+then shows what the policies do with real probes, one packet's journey across nodes, and what to try next.
+
+Everything shown comes from the running cluster: the matrix is probed through the node agents exactly as
+`podnet matrix` probes it, and the trace is `podnet trace` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import re
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import typer
+
+from podnet.api import manifests
+from podnet.cli import pods_cmd, policy_cmd
+from podnet.cli.resources import apply_object
+from podnet.client import ApiClient, ApiError
+from podnet.nodeagent.policy import Matrix, render_table, static_matrix
+from podnet.nodeagent.policy.render import TruthTable
+
+MANIFESTS = Path(__file__).resolve().parent.parent.parent / "deploy" / "demo"
+APP_NAMESPACE = "shop"
+TENANT_NAMESPACES = ("team-a", "team-b")
+APP_PORTS = (80, 8080, 5432)
+TENANT_PORTS = (80,)
+POD_TIMEOUT = 90.0
+# Policies reach the agents by watch, a moment after the pods run: probes are retried until the probed
+# matrix agrees with what the policies say, this many times.
+MATRIX_ATTEMPTS = 6
+TRACE_ATTEMPTS = 8
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def manifest_paths(directory: Path = MANIFESTS) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml"))
+
+
+def load_objects(directory: Path = MANIFESTS) -> list[dict]:
+    objects: list[dict] = []
+    for path in manifest_paths(directory):
+        objects += manifests.load(path.read_text(), str(path))
+    return objects
+
+
+def replicas(objects: list[dict]) -> dict[tuple[str, str], int]:
+    """(namespace, Deployment name) -> how many pods it asks for."""
+    return {(obj["metadata"].get("namespace") or "default", obj["metadata"]["name"]):
+            int((obj.get("spec") or {}).get("replicas", 1))
+            for obj in objects if obj.get("kind") == "Deployment"}
+
+
+def per_namespace(wanted: dict[tuple[str, str], int]) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for (namespace, _), count in wanted.items():
+        totals[namespace] += count
+    return dict(totals)
+
+
+def workload(key: str) -> str:
+    """"shop/frontend-7d9cf8b6c4-x2b1k" -> "shop/frontend": the pod's name without the ReplicaSet hash
+    and the random suffix a Deployment gives it."""
+    return re.sub(r"(-[a-z0-9]{5,10})?-[a-z0-9]{5}$", "", key)
+
+
+def short_names(pods: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """"shop/frontend-7d9cf8b6c4-x2b1k" -> "shop/frontend-1": workloads numbered in order, so a matrix
+    fits a terminal."""
+    counts: Counter[str] = Counter()
+    names = {}
+    for key in pods:
+        counts[workload(key)] += 1
+        names[key] = f"{workload(key)}-{counts[workload(key)]}"
+    return names
+
+
+def renamed(table: TruthTable, names: dict[str, str]) -> TruthTable:
+    return TruthTable(tuple(names[p] for p in table.pods),
+                      {(names[s], names[d]): ok for (s, d), ok in table.allowed.items()})
+
+
+def verdict(matrix: Matrix, src: str, dst: str, port: int) -> bool:
+    """Whether `src` reached `dst` on TCP `port` (keys are "ns/pod")."""
+    return matrix.table(port).allowed[src, dst]
+
+
+async def wait_for_pods(client: ApiClient, wanted: dict[str, int], timeout: float = POD_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        running: Counter[str] = Counter()
+        for namespace in wanted:
+            for pod in (await client.list("pods", namespace)).get("items") or []:
+                status = pod.get("status") or {}
+                if status.get("phase") == "Running" and status.get("podIP") and not pod["metadata"].get(
+                        "deletionTimestamp"):
+                    running[namespace] += 1
+        if all(running[ns] >= n for ns, n in wanted.items()):
+            return
+        if time.monotonic() > deadline:
+            short = {ns: f"{running[ns]}/{n}" for ns, n in wanted.items()}
+            raise DemoError(f"pods not Running after {timeout:.0f}s: {short}")
+        await asyncio.sleep(0.3)
+
+
+async def wait_for_endpoints(client: ApiClient, namespace: str, service: str, count: int,
+                             timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        slices = await client.list("endpointslices", namespace,
+                                   label_selector=f"kubernetes.io/service-name={service}")
+        ready = [e for s in slices.get("items") or [] for e in s.get("endpoints") or []
+                 if (e.get("conditions") or {}).get("ready", True)]
+        if len(ready) >= count:
+            return
+        if time.monotonic() > deadline:
+            raise DemoError(f"Service {namespace}/{service} has {len(ready)} ready endpoints, not {count}")
+        await asyncio.sleep(0.3)
+
+
+async def probed_matrix(client: ApiClient, home: Path, namespaces: tuple[str, ...],
+                        ports: tuple[int, ...]) -> tuple[Matrix, dict[str, tuple[str, str]], list]:
+    """The probed matrix of these namespaces' pods, once it agrees with the policies (pod-to-self cells
+    aside), or the last one probed with the cells that still differ."""
+    differing: list = []
+    for _ in range(MATRIX_ATTEMPTS):
+        objects = await policy_cmd.cluster_objects(client)
+        pods = policy_cmd.running_pods(objects, namespaces)
+        computed = static_matrix(policy_cmd.static_evaluator(objects), pods=list(pods), ports=ports,
+                                 protocols=["TCP"])
+        async with policy_cmd.Agents(lambda node: str(home / "nodes" / node / "agent.sock")) as agents:
+            probed = await policy_cmd.probe_matrix(agents, pods, ports, ["TCP"])
+        differing, _ = policy_cmd.disagreements(probed, computed)
+        if not differing:
+            break
+        await asyncio.sleep(1.0)
+    return probed, pods, differing
+
+
+def print_matrix(title: str, matrix: Matrix, pods: dict[str, tuple[str, str]], differing: list) -> None:
+    names = short_names(pods)
+    typer.echo(f"\n{title}")
+    for key, (ip, node) in pods.items():
+        typer.echo(f"  {names[key]:<18} {key:<34} {ip:<13} {node}")
+    for port, protocol in matrix.combinations():
+        typer.echo(f"\n  {port}/{protocol} (rows: from, columns: to; \".\" connects, \"X\" does not)")
+        for line in render_table(renamed(matrix.table(port, protocol), names)).splitlines():
+            typer.echo(f"    {line}")
+    if differing:
+        typer.echo(f"\n  probes and policies still disagree in {len(differing)} cells (is an agent slow?):")
+        for src, dst, port, protocol, probed, _ in differing:
+            typer.echo(f"    {names[src]} -> {names[dst]} {port}/{protocol}: probed "
+                       f"{'reachable' if probed else 'unreachable'}")
+    else:
+        typer.echo(f"\n  every probe agrees with the policies ({policy_cmd.SELF_NOTE})")
+
+
+def cross_node_source(pods: dict[str, tuple[str, str]]) -> str:
+    """A frontend on a node without a backend (every backend it reaches is across the overlay), or any
+    frontend when each of their nodes also runs a backend."""
+    by_workload: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
+    for key, (_, node) in pods.items():
+        by_workload[workload(key)].append((key, node))
+    backend_nodes = {node for _, node in by_workload[f"{APP_NAMESPACE}/backend"]}
+    frontends = by_workload[f"{APP_NAMESPACE}/frontend"]
+    if not frontends:
+        raise DemoError("no frontend pod is Running")
+    return next((key for key, node in frontends if node not in backend_nodes), frontends[0][0])
+
+
+def run_trace(home: Path, source: str, destination: str) -> tuple[str, bool]:
+    """`podnet trace SOURCE DESTINATION` in this process: its output, and whether it crossed nodes."""
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.suppress(typer.Exit):
+        pods_cmd.trace(source, destination, protocol="TCP", timeout=2.0, namespace=APP_NAMESPACE, server=None,
+                       token=None, kubeconfig=home / "kubeconfig", agent_socket_path=None)
+    text = output.getvalue()
+    return text, "vxlan-encap" in text and "answered" in text
+
+
+async def show_trace(client: ApiClient, home: Path, source: str) -> None:
+    service = await client.get("services", "backend", APP_NAMESPACE)
+    destination = f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    typer.echo(f"\nOne request's journey: $ podnet trace {source} {destination}   (the backend Service)")
+    text = ""
+    for _ in range(TRACE_ATTEMPTS):
+        text, crossed = await asyncio.to_thread(run_trace, home, source, destination)
+        if crossed:
+            break
+    else:
+        typer.echo("  (the Service chose a backend on the same node each time: no VXLAN hop this run)")
+    for line in text.splitlines():
+        typer.echo(f"  {line}")
+
+
+def next_steps(home: Path, pods: dict[str, tuple[str, str]], services: dict[str, str]) -> str:
+    default_home = (Path.home() / ".podnet").resolve()
+    env = "" if home == default_home else f"export PODNET_HOME={home} KUBECONFIG={home}/kubeconfig\n  "
+    frontend = next((k for k in pods if workload(k) == f"{APP_NAMESPACE}/frontend"), "shop/FRONTEND-POD")
+    database = next((k for k in pods if workload(k) == f"{APP_NAMESPACE}/database"), "shop/DATABASE-POD")
+    backend_ip, database_ip = services.get("backend", "BACKEND-IP"), services.get("database", "DATABASE-IP")
+    return f"""
+What to try next:
+  {env}podnet get pods -A -o wide           where every pod runs, and its IP
+  podnet exec {frontend} -- http http://{backend_ip}:8080/hostname
+      a request through the backend Service (run it again: another backend may answer)
+  podnet exec {frontend} -- connect {database_ip}:5432 --timeout 1
+      refused by policy: only the backend may reach the database
+  podnet trace {frontend} {database_ip}:5432
+      where it is dropped, and by which stage
+  podnet explain {frontend} {database}:5432
+      which policy and rule decide
+  podnet matrix -n shop -p 8080 -p 5432    the matrix again, from real probes
+  podnet flows --verdict denied           every connection the policies refused, node by node
+  podnet status                           every process with its PID, health and restarts
+Break it on purpose:
+  podnet kill node-2/agent; podnet get nodes     the node turns NotReady; its pods leave the Services
+  podnet start node-2/agent                      it comes back with its pods on the same IPs
+  podnet kill apiserver                          traffic and DNS keep working without the control plane
+  podnet start apiserver
+  podnet kill dns; podnet start dns              lookups fail, then answer again
+  podnet down                                    stop the cluster ("podnet clean" after a crash)"""
+
+
+async def run_demo(home: Path) -> None:
+    home = Path(home)
+    # `podnet trace` finds the node agents' sockets under $PODNET_HOME, as in a user's shell.
+    os.environ["PODNET_HOME"] = str(home)
+    started = time.monotonic()
+    objects = load_objects()
+    typer.echo(f"\nApplying {', '.join(str(p.relative_to(MANIFESTS.parent.parent)) for p in manifest_paths())}")
+    async with ApiClient.from_kubeconfig(home / "kubeconfig") as client:
+        for obj in objects:
+            typer.echo(f"  {await apply_object(client, obj, None)}")
+        wanted = replicas(objects)
+        typer.echo(f"  waiting for {sum(wanted.values())} pods to be Running", nl=False)
+        try:
+            await wait_for_pods(client, per_namespace(wanted))
+            await wait_for_endpoints(client, APP_NAMESPACE, "backend", wanted[APP_NAMESPACE, "backend"])
+        except (DemoError, ApiError) as exc:
+            typer.echo("")
+            raise typer.Exit(_fail(str(exc))) from None
+        typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
+
+        app, app_pods, app_differing = await probed_matrix(client, home, (APP_NAMESPACE,), APP_PORTS)
+        print_matrix("Zero-trust three-tier app (namespace shop): frontend -> backend:8080 -> database:5432, "
+                     "nothing else", app, app_pods, app_differing)
+        tenants, tenant_pods, tenant_differing = await probed_matrix(client, home, TENANT_NAMESPACES, TENANT_PORTS)
+        print_matrix("Two tenants: each namespace reaches itself, never the other", tenants, tenant_pods,
+                     tenant_differing)
+        await show_trace(client, home, cross_node_source(app_pods))
+        services = {s["metadata"]["name"]: s["spec"]["clusterIP"]
+                    for s in (await client.list("services", APP_NAMESPACE)).get("items") or []}
+    typer.echo(next_steps(home, app_pods, services))
+
+
+def _fail(message: str) -> int:
+    typer.echo(f"error: {message}", err=True)
+    return 1
