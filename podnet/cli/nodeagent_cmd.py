@@ -18,6 +18,7 @@ def nodeagent(
     backend: Annotated[str, typer.Option(help="vxlan: routes from Node podCIDRs; bgp: routes from the BGP speaker.")] = "vxlan",
     cluster_cidr: Annotated[str, typer.Option(help="The pod network.")] = "10.244.0.0/16",
     pod_mode: Annotated[str, typer.Option(help="Pods without a podnet.io/pod-mode annotation: virtual (a stack in the agent) or netns (a real network namespace; root, Linux).")] = "virtual",
+    renew_interval: Annotated[float, typer.Option(help="Seconds between renewals of the node's Lease (keep it well under the node grace period).")] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run a node agent: registers the Node, gives pods addresses and network stacks, forwards their traffic."""
@@ -42,6 +43,7 @@ def nodeagent(
         backend=backend,
         cluster_cidr=cluster_cidr,
         pod_mode=pod_mode,
+        renew_interval=renew_interval,
     )
     process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown.wait))
 

@@ -187,13 +187,15 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
         node_dir = str(topo.node_dir(node))
         netns = host_namespace(node.name) if topo.host_mode == "netns" else None
         pod_mode = ("--pod-mode", topo.pod_mode) if topo.pod_mode != "virtual" else ()
+        # As the kubelet renews every quarter of its lease: a short grace period needs quicker renewals.
+        renew = ("--renew-interval", f"{topo.node_grace_period / 4:g}") if topo.node_grace_period < 20 else ()
         agent_socket = str(topo.agent_socket(node))
         metrics_port = 10250 + index * 10
         specs.append(ComponentSpec(
             f"{node.name}/agent",
             ("nodeagent", "--name", node.name, "--address", node.address, *api, "--state-dir", node_dir,
              "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
-             *pod_mode),
+             *pod_mode, *renew),
             Health(rpc=agent_socket),
             netns=netns,
         ))
