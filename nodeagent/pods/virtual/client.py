@@ -154,9 +154,12 @@ class TcpConnect(TcpOperation):
 class HttpGet(TcpOperation):
     """`http_get`: one HTTP/1.1 GET with `Connection: close`; the body by Content-Length, chunks or EOF."""
 
-    def __init__(self, op: int, url: str, timeout: float, now: float):
+    def __init__(self, op: int, url: str, timeout: float, now: float, address: str | None = None):
         super().__init__(op, timeout, now)
-        self.host, self.port, self.target = parse_http_url(url)
+        self.host, self.port, self.target = parse_http_url(url, resolved=address is not None)
+        # Where to connect: the URL's host, or the address its name resolved to (the Host header keeps
+        # the name, as curl sends it).
+        self.address = address or self.host
         self._buffer = bytearray()
 
     def connected(self, local: str, remote: str) -> Action:
@@ -193,13 +196,15 @@ class HttpGet(TcpOperation):
         return Action(close=True, events=(Completed(self.op, response),))
 
 
-def parse_http_url(url: str) -> tuple[str, int, str]:
-    """(host IP, port, request target) of an http:// URL; names must be resolved before it gets here."""
+def parse_http_url(url: str, *, resolved: bool = False) -> tuple[str, int, str]:
+    """(host, port, request target) of an http:// URL; the host must be an IP address unless the caller
+    has `resolved` the name already."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme != "http":
         raise ValueError(f"only http:// URLs are supported, not {parts.scheme}://")
     host = parts.hostname or ""
-    ip_to_bytes(host)  # raises ValueError for a name
+    if not resolved:
+        ip_to_bytes(host)  # raises ValueError for a name
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return host, parts.port or 80, target
 

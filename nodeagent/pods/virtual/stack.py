@@ -241,10 +241,11 @@ class PodStack:
         """Completed(ConnectResult) once the handshake completes, or Failed("connection refused", ...)."""
         return self._start_tcp(client.TcpConnect(self._new_op(), timeout, now), dst_ip, dst_port, now)
 
-    def http_get(self, url: str, now: float, *, timeout: float = 10.0) -> int:
-        """Completed(HttpResponse) or Failed; the URL's host must be an IP address."""
-        op = client.HttpGet(self._new_op(), url, timeout, now)
-        return self._start_tcp(op, op.host, op.port, now)
+    def http_get(self, url: str, now: float, *, timeout: float = 10.0, address: str | None = None) -> int:
+        """Completed(HttpResponse) or Failed; the URL's host must be an IP address, or a name the caller
+        resolved to `address`."""
+        op = client.HttpGet(self._new_op(), url, timeout, now, address)
+        return self._start_tcp(op, op.address, op.port, now)
 
     def send(self, op: int, data: bytes, now: float) -> None:
         """Writes to an open_tcp stream."""
