@@ -14,6 +14,8 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from podnet.cluster.supervisor import healthy
@@ -51,6 +53,10 @@ async def wait_for(url: str, timeout: float) -> None:
         await asyncio.sleep(0.5)
 
 
+class _Shutdown(Exception):
+    """A stop signal came while starting."""
+
+
 async def _stop(children: list[tuple[ComponentSpec, asyncio.subprocess.Process]], grace: float) -> None:
     for spec, child in reversed(children):
         if child.returncode is not None:
@@ -66,7 +72,7 @@ async def _stop(children: list[tuple[ComponentSpec, asyncio.subprocess.Process]]
             await child.wait()
 
 
-async def launch(processes: list[ComponentSpec], *, wait_urls: list[str] = (), timeout: float = 120.0,
+async def launch(processes: Sequence[ComponentSpec], *, wait_urls: Sequence[str] = (), timeout: float = 120.0,
                  grace: float = 8.0) -> int:
     """Starts `processes` in order and returns when one exits (its status) or on SIGTERM/SIGINT (0)."""
     shutdown = asyncio.Event()
@@ -107,10 +113,6 @@ async def launch(processes: list[ComponentSpec], *, wait_urls: list[str] = (), t
         await _stop(children, grace)
 
 
-class _Shutdown(Exception):
-    pass
-
-
 async def _until_shutdown(coro, shutdown: asyncio.Event) -> None:
     """Runs `coro`, or raises _Shutdown when a stop signal comes first."""
     work = asyncio.ensure_future(coro)
@@ -127,8 +129,7 @@ async def _until_shutdown(coro, shutdown: asyncio.Event) -> None:
 
 async def _until_healthy(spec: ComponentSpec, child: asyncio.subprocess.Process, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    health = {k: v for k, v in (("http", spec.health.http), ("rpc", spec.health.rpc)) if v}
-    while not await healthy(health):
+    while not await healthy(asdict(spec.health)):
         if child.returncode is not None:
             raise LaunchError(f"{spec.name} exited with status {child.returncode} while starting")
         if time.monotonic() > deadline:
