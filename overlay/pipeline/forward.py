@@ -37,6 +37,10 @@ ETH_HEADER = 14
 VXLAN_HEADER = 8
 # What the underlay adds to an inner frame: outer IPv4 (20) + UDP (8) + VXLAN (8).
 UNDERLAY_OVERHEAD = 36
+# Foo-over-UDP (the `bgp` backend): the pod's IPv4 packet is the whole UDP payload, so a packet gains
+# only the outer IPv4 and UDP headers, where VXLAN also adds its header and an inner Ethernet header (50).
+FOU_PORT = 5555
+OUTER_IP_UDP = 28
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
@@ -46,6 +50,11 @@ _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
 _TCP, _UDP, _ICMP = 6, 17, 1
 _PROTOCOL_NAMES = {_TCP: "TCP", _UDP: "UDP", _ICMP: "ICMP"}
+
+
+class Encapsulation(StrEnum):
+    VXLAN = "vxlan"  # RFC 7348: VXLAN header + the pod's packet in an Ethernet frame between VTEPs
+    FOU = "fou"  # foo-over-UDP: the bare IPv4 packet, to the next hop a BGP route names
 
 
 class PolicyDirection(StrEnum):
@@ -180,6 +189,8 @@ class NodeIdentity:
     cluster_cidr: str = "10.244.0.0/16"
     vxlan_port: int = 4789
     mtu: int = POD_MTU
+    encapsulation: Encapsulation = Encapsulation.VXLAN
+    fou_port: int = FOU_PORT
 
     @property
     def gateway(self) -> str:
@@ -257,6 +268,10 @@ class Pipeline:
         self._gateway = ip_to_int(node.gateway)
         self._mac = vtep_mac(node.address)
         self._mac_bytes = mac_to_bytes(self._mac)
+        self._fou = node.encapsulation is Encapsulation.FOU
+        self._scheme = node.encapsulation.value  # names the decap stage and its drops
+        # where the pod's IPv4 packet starts in a datagram from a peer
+        self.inner_offset = 0 if self._fou else VXLAN_HEADER + ETH_HEADER
         self.routes.replace_source("local", [Route(self._pod_cidr, RouteKind.LOCAL, None, "local")])
 
     # --- state the agent keeps up to date -------------------------------------------------------
@@ -272,7 +287,7 @@ class Pipeline:
         self.remove_peer(peer.name)
         self.peers[peer.address] = peer
         self._encap_prefix[peer.address] = (
-            _VXLAN_HEADER + mac_to_bytes(peer.mac) + self._mac_bytes + _ETHERTYPE_IPV4
+            b"" if self._fou else _VXLAN_HEADER + mac_to_bytes(peer.mac) + self._mac_bytes + _ETHERTYPE_IPV4
         )
         if pod_cidr:
             prefix = ipaddress.IPv4Network(pod_cidr)
@@ -484,7 +499,7 @@ class Pipeline:
     ) -> list[Output]:
         prefix = self._encap_prefix.get(node_address)
         if prefix is None:
-            return self._drop("no-vtep-for-next-hop", trace)
+            return self._drop("fou-unknown-next-hop" if self._fou else "no-vtep-for-next-hop", trace)
         if len(packet) > self.node.mtu:
             (flags_offset,) = _U16.unpack_from(packet, 6)
             if flags_offset & ipv4.FLAG_DONT_FRAGMENT and from_pod is not None:
@@ -502,7 +517,9 @@ class Pipeline:
             return self._drop("too-big", trace)
         datagram = prefix + packet
         self.counters["tunnel.tx"] += 1
-        if trace is not None:
+        if trace is not None and self._fou:
+            trace.append(self._fou_encap_stage(node_address, packet))
+        elif trace is not None:
             peer = self.peers[node_address]
             trace.append(
                 Stage(
@@ -513,6 +530,15 @@ class Pipeline:
                 )
             )
         return [Tunnel(node_address, datagram)]
+
+    def _fou_encap_stage(self, node_address: str, packet: bytes) -> Stage:
+        port, peer = self.node.fou_port, self.peers[node_address]
+        return Stage(
+            "fou-encap",
+            f"foo-over-UDP: outer {self.node.address}:{port} → {node_address}:{port} ({peer.name}), "
+            f"the {len(packet)} B packet bare as the UDP payload, {len(packet) + OUTER_IP_UDP} B on the underlay: "
+            f"{OUTER_IP_UDP} B overhead (IPv4 20 + UDP 8; VXLAN's would be 50)",
+        )
 
     def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None) -> list[Output]:
         self.counters["delivered"] += 1
@@ -533,7 +559,14 @@ class Pipeline:
     def from_tunnel(
         self, sender: str, datagram: bytes, now: float, trace: list[Stage] | None = None
     ) -> list[Output]:
+        """A datagram from the underlay in this node's encapsulation: VXLAN, or with foo-over-UDP the
+        bare IPv4 packet itself, which only a known node (a BGP next hop or a Node's address) may send."""
         peer = self.peers.get(sender)
+        if self._fou:
+            if peer is None:
+                return self._drop("fou-unknown-sender", trace)
+            self.counters["tunnel.rx"] += 1
+            return self._decapsulated(peer, datagram, now, trace)
         if peer is None:
             return self._drop("vxlan-unknown-sender", trace)
         if len(datagram) < VXLAN_HEADER + ETH_HEADER:
@@ -549,7 +582,12 @@ class Pipeline:
             return self._answer_peer_arp(peer, datagram[22:], trace)
         if ethertype != _ETHERTYPE_IPV4:
             return self._drop("vxlan-inner-not-ipv4", trace)
-        packet = datagram[22:]
+        return self._decapsulated(peer, datagram[22:], now, trace)
+
+    def _decapsulated(self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None) -> list[Output]:
+        """The inner packet from a known node: a sound IPv4 header, a source inside a prefix routed to
+        that node (strict reverse path) or the node's own address, a destination that is ours."""
+        scheme = self._scheme
         problem = header_problem(packet)
         if problem:
             return self._drop(problem, trace)
@@ -557,16 +595,18 @@ class Pipeline:
         if total != len(packet):
             packet = packet[:total]
         src, dst = _ADDRS.unpack_from(packet, 12)
+        sender = peer.address
         if trace is not None:
+            outer = f"UDP port {self.node.fou_port}, {OUTER_IP_UDP} B off" if self._fou else f"VNI {VNI}"
             trace.append(
                 Stage(
-                    "vxlan-decap",
-                    f"from {peer.name} ({sender}), VNI {vni}, inner {int_to_ip(src)} → {int_to_ip(dst)}, {total} B",
+                    f"{scheme}-decap",
+                    f"from {peer.name} ({sender}), {outer}, inner {int_to_ip(src)} → {int_to_ip(dst)}, {total} B",
                 )
             )
         source_route = self.routes.lookup(src)
         if (source_route is None or source_route.next_hop != sender) and src != ip_to_int(sender):
-            return self._drop("vxlan-spoofed-inner-source", trace)
+            return self._drop(f"{scheme}-spoofed-inner-source", trace)
         if dst not in self.pods:
             if dst == ip_to_int(self.node.address):
                 # A pod's answer to a connection this node opened from its own address (NodePort).
@@ -576,7 +616,7 @@ class Pipeline:
             # DNAT happens at the source node, so what arrives here is addressed to a pod of ours.
             route = self.routes.lookup(dst)
             local = route is not None and route.kind is RouteKind.LOCAL
-            return self._drop("no-such-pod" if local else "vxlan-not-for-this-node", trace)
+            return self._drop("no-such-pod" if local else f"{scheme}-not-for-this-node", trace)
         return self._inbound_to_pod(dst, packet, now, trace)
 
     def _inbound_to_pod(self, dst: int, packet: bytes, now: float, trace: list[Stage] | None) -> list[Output]:
