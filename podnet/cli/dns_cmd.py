@@ -78,6 +78,39 @@ def dig_text(name: str, qtype: str, server: tuple[str, int], reply: bytes, trans
     ])
 
 
+def dig_from_pod(
+    pod: str, namespace: str, name: str, qtype: str, server: str | None, tcp: bool, search: bool, timeout: float,
+    api_server: str | None, token: str | None, kubeconfig: Path | None,
+) -> None:
+    """The question asked by the pod's own stack (`pod.dig` on its node's agent), printed like dig."""
+    from podnet.cli.common import client_for, run_async
+    from podnet.cli.pods_cmd import agent_socket, running_pod
+    from podnet.rpc.session import call_once
+
+    pod_namespace, _, pod_name = pod.rpartition("/")
+    pod_namespace = pod_namespace or namespace
+    params = {"namespace": pod_namespace, "pod": pod_name, "name": name, "type": qtype, "tcp": tcp,
+              "search": search, "timeout": timeout, "tries": DIG_TRIES}
+    if server:
+        host, port = _parse_server(server)
+        params["server"] = f"{host}:{port}"
+
+    async def run() -> dict:
+        async with client_for(api_server, token, kubeconfig) as client:
+            obj = await running_pod(client, pod_namespace, pod_name)
+        socket_path = agent_socket(obj["spec"]["nodeName"], None)
+        return await call_once(socket_path, "pod.dig", params, timeout=(timeout + 1) * DIG_TRIES * 4 + 10)
+
+    result = run_async(run())
+    if not result["ok"]:
+        typer.echo(f";; from pod {pod_namespace}/{pod_name}: {result['reason']}", err=True)
+        raise typer.Exit(9)
+    host, _, port = result["server"].rpartition(":")
+    typer.echo(dig_text(result["name"], qtype, (host, int(port)), result["reply"], result["transport"],
+                        result["seconds"]))
+    typer.echo(f";; FROM: pod {pod_namespace}/{pod_name}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("dns")
     def dns(
@@ -122,22 +155,34 @@ def register(app: typer.Typer) -> None:
     def dig(
         name: str = typer.Argument(..., help="The name to look up."),
         qtype: str = typer.Argument("A", help="Record type: A, AAAA, SRV, PTR, TXT, CNAME, SOA, NS, ANY..."),
-        server: str = typer.Option("127.0.0.1:53", "--server", help="DNS server ADDR[:PORT]."),
+        server: str = typer.Option(None, "--server", help="DNS server ADDR[:PORT] (default 127.0.0.1:53; from a "
+                                   "pod, its nameserver 10.96.0.10:53)."),
         tcp: bool = typer.Option(False, "--tcp", help="Ask over TCP (UDP retries over TCP when truncated)."),
+        from_pod: str = typer.Option(None, "--from", help="Ask from inside this pod (NAME or NAMESPACE/NAME): the "
+                                     "query leaves the pod's IP, through kube-proxy and its NetworkPolicies."),
+        namespace: str = typer.Option("default", "--namespace", "-n", help="Namespace of the --from pod."),
+        search: bool = typer.Option(False, "--search", help="With --from: use the pod's search list, as dig +search."),
+        timeout: float = typer.Option(DIG_TIMEOUT, "--timeout", help="Seconds to wait for each answer."),
+        api_server: str = typer.Option(None, "--api-server", envvar="PODNET_SERVER", help="API server URL (--from)."),
+        token: str = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token (--from)."),
+        kubeconfig: Path = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file (--from)."),
     ) -> None:
-        """Ask a DNS server one question from this host and print the answer like dig."""
+        """Ask a DNS server one question, from this host or from inside a pod, and print the answer like dig."""
         if QTYPE.get(qtype.upper(), None) is None:
             raise fail(f"error: unknown record type {qtype!r}")
-        address = _parse_server(server)
+        if from_pod is not None:
+            dig_from_pod(from_pod, namespace, name, qtype, server, tcp, search, timeout, api_server, token, kubeconfig)
+            return
+        address = _parse_server(server or "127.0.0.1:53")
         query = build_query(name, qtype).pack()
         started = time.monotonic()
         transport = "TCP" if tcp else "UDP"
         try:
-            reply = exchange_tcp(query, address) if tcp else exchange_udp(query, address)
+            reply = exchange_tcp(query, address, timeout) if tcp else exchange_udp(query, address, timeout)
             if not tcp and reply[2] & 0x02:
                 typer.echo(";; Truncated, retrying in TCP mode.")
                 transport = "TCP"
-                reply = exchange_tcp(query, address)
+                reply = exchange_tcp(query, address, timeout)
             text = dig_text(name, qtype, address, reply, transport, time.monotonic() - started)
         except (OSError, TimeoutError) as exc:
             typer.echo(f";; {exc}", err=True)

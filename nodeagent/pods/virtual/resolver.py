@@ -185,7 +185,7 @@ class Lookup:
 
     def failed(self, reason: str) -> None:
         """The query got no answer: `reason` is a timeout, or an error sending it or reaching the server."""
-        self._retry_or_stop(f"{reason} asking {self.conf.server} for {self._asking}")
+        self._retry_or_stop(f"no answer from {self.conf.server} for {self._asking} ({reason})")
 
     def receive(self, reply: bytes) -> None:
         """The nameserver's answer to the current query."""
