@@ -286,6 +286,12 @@ def test_dig_from_a_pod(dns_cluster):
     searched = cluster.cli("dig", "web", "--from", "c", "-n", "other-ns", "--search", "--tcp")
     assert searched.returncode == 0, searched.stderr
     assert "web.other-ns.svc.cluster.local." in searched.stdout and "(TCP)" in searched.stdout
+    # `--server` is asked from inside the pod too: 127.0.0.1 there is the pod's own loopback, where
+    # nothing serves DNS.
+    own = cluster.cli("dig", "web.default.svc.cluster.local", "--from", "b", "--server", "127.0.0.1")
+    assert own.returncode == 9
+    assert own.stderr == (";; from pod default/b: no answer from 127.0.0.1:53 for web.default.svc.cluster.local. "
+                          "(connection refused (port unreachable))\n")
     missing = cluster.cli("dig", "nope.default.svc.cluster.local", "SRV", "--from", "a")
     assert missing.returncode == 0 and "status: NXDOMAIN" in missing.stdout
 
