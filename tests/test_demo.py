@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from podnet.nodeagent.policy.render import TruthTable, parse_table
 
 PREFIX = "127.0.40"
