@@ -15,6 +15,10 @@ an agent that was SIGKILLed finds its namespaces and processes again and adopts 
 died with the old agent's file descriptor, is made anew with the same address. Whatever of this node
 (the owner prefix, recorded in the agent's state directory) no current pod claims is removed after the
 agent's first sync.
+
+Probes from a netns pod (`podnet probe`, `podnet trace`, the policy matrix) are made by its own kernel:
+the agent creates the socket inside the namespace (entering it only around `socket()`) and drives it
+from its event loop.
 """
 
 from __future__ import annotations
