@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -67,7 +68,7 @@ class PodDns:
         if budget is None:
             return conf
         timeout = max(0.1, min(conf.timeout, budget / conf.attempts))
-        return ResolvConf(conf.nameserver, conf.port, conf.search, conf.ndots, timeout, conf.attempts)
+        return dataclasses.replace(conf, timeout=timeout)
 
     async def address(self, pod: VirtualPod, host: str, budget: float | None = None) -> str:
         """`host` itself when it is an IPv4 address, else the first address its name resolves to from
@@ -168,7 +169,7 @@ class PodDns:
             host, _, port = str(params["server"]).partition(":")
             if not is_address(host) or (port and not port.isdigit()):
                 raise RpcError("BadRequest", f"server {params['server']!r} is not IP[:PORT]")
-            conf = ResolvConf(host, int(port or 53), conf.search, conf.ndots, conf.timeout, conf.attempts)
+            conf = dataclasses.replace(conf, nameserver=host, port=int(port or 53))
         timeout = float(params.get("timeout") or conf.timeout)
         tries = int(params.get("tries") or conf.attempts)
         try:
