@@ -1,7 +1,7 @@
-"""`python -m podnet.nodeagent.kubeproxy`: the same options as `podnet kubeproxy`."""
+"""`python -m podnet.nodeagent.kubeproxy`: the same options as `podnet kubeproxy`, parsed without typer's
+parser so that a restarted kube-proxy is syncing as soon as possible (see `podnet.cli.plainargs`)."""
 
-import typer
-
+from podnet.cli import plainargs
 from podnet.cli.kubeproxy_cmd import kubeproxy
 
-typer.run(kubeproxy)
+plainargs.run(kubeproxy)

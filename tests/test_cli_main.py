@@ -1,0 +1,95 @@
+"""The `podnet` command's table of lazily imported commands matches what each module registers, and the
+process entry of kube-proxy parses the same options as `podnet kubeproxy`."""
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import podnet.cli
+from podnet.cli import main, plainargs
+from podnet.cli.kubeproxy_cmd import kubeproxy
+
+
+def registering_modules() -> list[str]:
+    names = (m.name for m in pkgutil.iter_modules(podnet.cli.__path__) if m.name != "main")
+    return sorted(n for n in names if hasattr(importlib.import_module(f"podnet.cli.{n}"), "register"))
+
+
+def test_every_registering_module_is_in_the_table_with_the_commands_it_adds():
+    table = dict(main.COMMANDS)
+    assert sorted(table) == registering_modules()
+    for module, commands in main.COMMANDS:
+        assert sorted(main.module_commands(module)) == sorted(commands), module
+
+
+def test_a_command_imports_only_its_own_module():
+    code = (
+        "import sys; from podnet.cli.main import app; app(['version'], standalone_mode=False); "
+        "print(sorted(m for m in sys.modules if m.startswith('podnet.cli.')))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "['podnet.cli.main']"
+
+
+def test_help_lists_every_command():
+    run = subprocess.run(
+        [sys.executable, "-m", "podnet", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    listed = {line.split()[1] for line in run.stdout.splitlines() if line.startswith("│ ") and line[2] != " "}
+    assert {c for _, commands in main.COMMANDS for c in commands} | {"version"} <= listed
+
+
+def test_plain_parser_has_the_typer_options_with_their_defaults_and_environment(monkeypatch):
+    monkeypatch.setenv("PODNET_SERVER", "http://127.0.0.1:6443")
+    monkeypatch.delenv("PODNET_TOKEN", raising=False)
+    args = plainargs.parser_for(kubeproxy).parse_args(["--node", "node-1", "--agent-socket", "/a.sock"])
+    assert vars(args) == {
+        "node": "node-1",
+        "agent_socket": "/a.sock",
+        "server": "http://127.0.0.1:6443",
+        "token": None,
+        "mode": "iptables",
+        "address": None,
+        "metrics_port": 0,
+        "service_cidr": "10.96.0.0/12",
+        "min_sync_interval": 0.05,
+        "max_sync_interval": 30.0,
+        "log_level": "info",
+    }
+    args = plainargs.parser_for(kubeproxy).parse_args(
+        ["--node", "n", "--agent-socket", "s", "--metrics-port", "-1", "--min-sync-interval", "0.5"]
+    )
+    assert args.metrics_port == -1 and args.min_sync_interval == 0.5
+
+
+def test_plain_parser_requires_options_without_default(monkeypatch):
+    monkeypatch.delenv("PODNET_SERVER", raising=False)
+    with pytest.raises(SystemExit):
+        plainargs.parser_for(kubeproxy).parse_args(["--node", "node-1", "--agent-socket", "/a.sock"])
+
+
+def test_kubeproxy_process_entry_refuses_an_unknown_mode():
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "podnet.nodeagent.kubeproxy",
+            "--node",
+            "n",
+            "--agent-socket",
+            "s",
+            "--server",
+            "http://127.0.0.1:1",
+            "--mode",
+            "nftables",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "--mode must be one of iptables, ipvs" in run.stderr
