@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from podnet.nodeagent.pods.netns import (
     MAX_NAME,
+    TAP_PREFIX,
     ContainerSpec,
     namespace_name,
     owner_prefix,
     pod_mode,
     resolv_conf,
+    tap_name,
 )
+
+from podnet.cluster.netns_hosts import VETH_PREFIX, recorded_pod_namespaces, veth_name
 
 
 def test_namespace_names_keep_the_owner_prefix_and_fit():
@@ -46,3 +50,20 @@ def test_containers_with_a_command_run_it_with_their_args_and_env():
         {"name": "sidecar", "image": "agnhost"},
     ]}}
     assert ContainerSpec.from_pod(pod) == [ContainerSpec("web", ("python3", "-m", "http.server", "8080"), (("A", "1"),))]
+
+
+def test_link_names_fit_the_kernels_fifteen_bytes_and_carry_their_prefix():
+    veth = veth_name("node-with-a-rather-long-name-12")
+    tap = tap_name(namespace_name("node-1", "default", "web"))
+    assert len(veth) <= 15 and veth.startswith(VETH_PREFIX)
+    assert len(tap) <= 15 and tap.startswith(TAP_PREFIX)
+    assert veth_name("node-1") != veth_name("node-2")
+
+
+def test_recorded_pod_namespaces_are_found_in_the_homes_agent_state(tmp_path):
+    for node, name in (("node-1", "podnet-node-1-default-a"), ("node-2", "podnet-node-2-x-b")):
+        directory = tmp_path / "nodes" / node / "netns"
+        directory.mkdir(parents=True)
+        (directory / f"{name}.json").write_text("{}")
+    (tmp_path / "nodes" / "node-1" / "netns" / "unrelated.json").write_text("{}")
+    assert recorded_pod_namespaces(tmp_path) == ["podnet-node-1-default-a", "podnet-node-2-x-b"]

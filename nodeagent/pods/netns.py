@@ -106,7 +106,7 @@ def host_namespace(node: str) -> str:
     return HOST_PREFIX + node
 
 
-def _tap_name(netns: str) -> str:
+def tap_name(netns: str) -> str:
     """A temporary name (at most 15 bytes, the kernel's limit) for the TAP before it becomes eth0."""
     return TAP_PREFIX + hashlib.sha256(netns.encode()).hexdigest()[:11]
 
@@ -210,7 +210,7 @@ def attach_tap(net: PodNetwork) -> int:
     if not (NETNS_DIR / net.netns).exists():
         ip("netns", "add", net.netns)
     ip("link", "delete", POD_INTERFACE, namespace=net.netns, check=False)  # a TAP left by a crash
-    temporary = _tap_name(net.netns)
+    temporary = tap_name(net.netns)
     ip("link", "delete", temporary, check=False)
     fd = open_tap(temporary)
     try:
