@@ -150,3 +150,98 @@ def test_fuzz_fast_path(data, offset):
         fastpath.datagram_flow(data)
     except DecodeError:
         pass
+
+
+def _udp_fields(packet: bytes):
+    """What the codecs make of an IPv4 packet as UDP: (src, dst, src_port, dst_port, payload), or None
+    when they refuse it or it is not plain UDP."""
+    try:
+        decoded = ipv4.decode(packet)
+        if decoded.protocol != ipv4.IPProtocol.UDP:
+            return None
+        datagram = udp.decode(decoded.payload, decoded.src, decoded.dst)
+    except DecodeError:
+        return None
+    src, dst = addresses.ip_to_int(decoded.src), addresses.ip_to_int(decoded.dst)
+    return src, dst, datagram.src_port, datagram.dst_port, datagram.payload
+
+
+def _fast_udp_fields(packet: bytes | memoryview):
+    fields = fastpath.ipv4_udp(packet)
+    if fields is None:
+        return None
+    *head, end = fields
+    return (*head, bytes(packet[fastpath.UDP_PAYLOAD_OFFSET : end]))
+
+
+@NO_DEADLINE
+@given(udp_datagrams, ips, ips, ipv4_packets, st.binary(max_size=20), st.booleans())
+def test_ipv4_udp_agrees_with_codecs(datagram, src, dst, ip_fields, padding, without_checksum):
+    raw = bytearray(udp.encode(datagram, src, dst))
+    if without_checksum:
+        raw[6:8] = b"\x00\x00"
+    packet = ipv4.encode(
+        dataclasses.replace(ip_fields, src=src, dst=dst, protocol=ipv4.IPProtocol.UDP, payload=bytes(raw))
+    )
+    expected = (
+        addresses.ip_to_int(src),
+        addresses.ip_to_int(dst),
+        datagram.src_port,
+        datagram.dst_port,
+        datagram.payload,
+    )
+    assert _udp_fields(packet + padding) == expected
+    assert _fast_udp_fields(packet + padding) == expected
+    assert _fast_udp_fields(memoryview(packet + padding)) == expected
+
+
+@NO_DEADLINE
+@given(udp_datagrams, ips, ips, st.data())
+def test_ipv4_udp_takes_only_what_the_codecs_take_alike(datagram, src, dst, data):
+    """A damaged packet (any byte changed, or cut short) is either refused by the fast parser, left to
+    the codecs, or read exactly as the codecs read it: never accepted with other fields."""
+    packet = bytearray(
+        ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.UDP, udp.encode(datagram, src, dst)))
+    )
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(packet) - 1))
+        packet[at] = data.draw(st.integers(0, 255))
+    packet = bytes(packet[: data.draw(st.integers(0, len(packet)))])
+    fast = _fast_udp_fields(packet)
+    assert fast is None or fast == _udp_fields(packet)
+
+
+def test_ipv4_udp_leaves_options_fragments_and_other_protocols_to_the_codecs():
+    packet = ipv4.encode(
+        ipv4.IPv4Packet(
+            "10.0.0.1",
+            "10.0.0.2",
+            ipv4.IPProtocol.UDP,
+            udp.encode(udp.UdpDatagram(1, 2, b"x"), "10.0.0.1", "10.0.0.2"),
+        )
+    )
+    assert fastpath.ipv4_udp(packet) is not None
+    fragment = ipv4.encode(ipv4.IPv4Packet("10.0.0.1", "10.0.0.2", ipv4.IPProtocol.UDP, packet[20:]))
+    fragment = fragment[:6] + b"\x20\x00" + fragment[8:]  # MF set (and the checksum now wrong)
+    assert fastpath.ipv4_udp(fragment) is None
+    tcp_packet = ipv4.encode(ipv4.IPv4Packet("10.0.0.1", "10.0.0.2", ipv4.IPProtocol.TCP, packet[20:]))
+    assert fastpath.ipv4_udp(tcp_packet) is None
+    assert fastpath.ipv4_udp(packet[:27]) is None
+
+
+@NO_DEADLINE
+@given(u16, u16, ips, ips, st.binary(max_size=1472), u16)
+def test_udp_packet_is_what_the_codecs_encode(src_port, dst_port, src, dst, payload, identification):
+    expected = ipv4.encode(
+        ipv4.IPv4Packet(
+            src,
+            dst,
+            ipv4.IPProtocol.UDP,
+            udp.encode(udp.UdpDatagram(src_port, dst_port, payload), src, dst),
+            identification=identification,
+        )
+    )
+    built = fastpath.udp_packet(
+        addresses.ip_to_int(src), addresses.ip_to_int(dst), src_port, dst_port, payload, identification
+    )
+    assert built == expected

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from .checksum import update_checksum
+from .checksum import internet_checksum, update_checksum
 from .errors import DecodeError
 
 FlowKey = tuple[int, int, int, int, int]
@@ -30,6 +30,15 @@ _PORTS = struct.Struct("!HH")
 _ICMP_ECHO = struct.Struct("!B3xH")  # type, identifier
 _U16 = struct.Struct("!H")
 _ICMP_ECHO_TYPES = (0, 8)
+# An IPv4 header without options followed by a UDP header: version/IHL, total length, flags/fragment
+# offset, protocol, source, destination; source port, destination port, UDP length, UDP checksum.
+_IPV4_UDP = struct.Struct("!BxH2xH xB2xII HHHH")
+# The same 28 bytes with every field, for building: checksums are filled in afterwards.
+_IPV4_UDP_BUILD = struct.Struct("!BBHHHBBHIIHHHH")
+UDP_PAYLOAD_OFFSET = 28  # 20-byte IPv4 header + 8-byte UDP header
+_IPV4_DONT_FRAGMENT = 0x4000
+_IPV4_FLAGS_NOT_DF = 0xBFFF  # reserved flag, MF and fragment offset: any of them set is not plain
+_DEFAULT_TTL = 64
 # How many transport bytes a key needs: ports for TCP/UDP, the whole echo header for ICMP.
 _L4_NEEDED = {TCP: 4, UDP: 4, ICMP: 8}
 # Where each transport keeps its checksum, from the start of its header.
@@ -125,3 +134,73 @@ def rewrite_ipv4(
             )
             # A UDP checksum that computes to zero is sent as 0xffff (zero means "none").
             _U16.pack_into(buf, checksum_at, l4_sum or (0xFFFF if protocol == UDP else 0))
+
+
+def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int] | None:
+    """`(src, dst, src_port, dst_port, payload_end)` of a plain IPv4 packet carrying UDP, its payload
+    being `packet[UDP_PAYLOAD_OFFSET:payload_end]`; None for anything else: options, a fragment or the
+    reserved flag, lengths out of bounds, a wrong IPv4 or UDP checksum, another protocol. What this
+    accepts `ipv4.decode` and `udp.decode` accept with the same fields; the rest is theirs to judge.
+
+    Both checksums are verified as the codecs do it: the ones' complement sum of data that holds its
+    checksum is 0xffff, which is the data read as one integer being 0 modulo 0xffff (and not all zero)."""
+    if len(packet) < UDP_PAYLOAD_OFFSET:
+        return None
+    version_ihl, total, flags, protocol, src, dst, src_port, dst_port, length, checksum = (
+        _IPV4_UDP.unpack_from(packet)
+    )
+    if (
+        version_ihl != 0x45
+        or protocol != UDP
+        or flags & _IPV4_FLAGS_NOT_DF
+        or not UDP_PAYLOAD_OFFSET <= total <= len(packet)
+        or not 8 <= length <= total - 20
+        or int.from_bytes(packet[:20], "big") % 0xFFFF  # the version byte makes it non-zero
+    ):
+        return None
+    end = 20 + length
+    if checksum:
+        value = int.from_bytes(packet[20:end], "big")
+        if length & 1:
+            value <<= 8
+        # The pseudo-header (addresses, protocol, length) is non-zero, so the sum is never all zero.
+        value += (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + UDP + length
+        if value % 0xFFFF:
+            return None
+    return src, dst, src_port, dst_port, end
+
+
+def udp_packet(
+    src: int, dst: int, src_port: int, dst_port: int, payload: bytes, identification: int
+) -> bytes:
+    """The IPv4 packet (20-byte header, DF, TTL 64) carrying one UDP datagram, both checksums filled
+    in: byte for byte what `ipv4.encode(IPv4Packet(..., udp.encode(...), identification=...))` gives."""
+    length = 8 + len(payload)
+    if UDP_PAYLOAD_OFFSET + len(payload) > 0xFFFF:
+        raise ValueError(f"UDP datagram of {length} bytes does not fit an IPv4 packet")
+    buf = bytearray(UDP_PAYLOAD_OFFSET + len(payload))
+    _IPV4_UDP_BUILD.pack_into(
+        buf,
+        0,
+        0x45,
+        0,
+        20 + length,
+        identification,
+        _IPV4_DONT_FRAGMENT,
+        _DEFAULT_TTL,
+        UDP,
+        0,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        length,
+        0,
+    )
+    buf[UDP_PAYLOAD_OFFSET:] = payload
+    view = memoryview(buf)
+    pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + UDP + length
+    _U16.pack_into(buf, 26, internet_checksum(view[20:], pseudo) or 0xFFFF)  # zero means "none" (RFC 768)
+    _U16.pack_into(buf, 10, internet_checksum(view[:20]))
+    view.release()
+    return bytes(buf)

@@ -5,7 +5,8 @@ What the pod does, as a Linux host would:
 - Every declared TCP containerPort listens and answers as agnhost netexec does (`agnhost.py`); a segment
   for any other port gets RST.
 - Every declared UDP containerPort answers agnhost's UDP commands; a datagram for any other port gets
-  ICMP port unreachable.
+  ICMP port unreachable, at most as often as Linux's per-destination ICMP rate limit allows
+  (`ratelimit.py`).
 - Outbound operations (`client.py`) run from ephemeral ports 32768-60999.
 - Traffic to 127.0.0.0/8 or to the pod's own IP never leaves the stack: it loops back inside, so the
   containers of a pod reach each other without meeting the node's pipeline or any NetworkPolicy.
@@ -25,13 +26,14 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from podnet.overlay.wire import arp, ethernet, icmp, ipv4, tcp, udp
-from podnet.overlay.wire.addresses import bytes_to_ip, ip_to_bytes
+from podnet.overlay.wire import arp, ethernet, fastpath, icmp, ipv4, tcp, udp
+from podnet.overlay.wire.addresses import bytes_to_ip, int_to_ip, ip_to_bytes, ip_to_int
 from podnet.overlay.wire.errors import DecodeError
 from podnet.overlay.wire.ipv4 import IPProtocol
 
 from . import client
 from .agnhost import AgnhostTcp, udp_answer
+from .ratelimit import IcmpErrorLimiter
 from .tcp import (
     POD_MTU,
     CloseReason,
@@ -143,11 +145,15 @@ class PodStack:
         pod_name: str,
         *,
         rng: random.Random | None = None,
+        icmp_limiter: IcmpErrorLimiter | None = None,
     ):
-        ip_to_bytes(ip)
         self.name = name
         self.namespace = namespace
         self.ip = ip
+        self._ip_int = ip_to_int(ip)
+        # The fast UDP path takes packets for this address only; a loopback pod IP (never one Kubernetes
+        # gives) would be martian from the link, which the full path decides.
+        self._fast_ip = -1 if is_loopback(ip) else self._ip_int
         self.mac = mac
         self.gateway_mac = gateway_mac
         self.pod_name = pod_name
@@ -166,6 +172,7 @@ class PodStack:
         self._out: list[bytes] = []
         self._loopback: deque[bytes] = deque()
         self._events: list[client.OperationEvent] = []
+        self._icmp_limiter = icmp_limiter or IcmpErrorLimiter()
         self.counters: Counter[str] = Counter()
 
     # ---- driving -----------------------------------------------------------------------------------
@@ -364,6 +371,14 @@ class PodStack:
             self._deliver(self._loopback.popleft(), now, looped_back=True)
 
     def _deliver(self, packet: bytes, now: float, *, looped_back: bool) -> None:
+        # The common case, a well-formed UDP datagram for the pod's address, skips the dataclass codecs;
+        # everything else (and anything the fast parser doubts) takes the full path below.
+        fast_udp = fastpath.ipv4_udp(packet)
+        if fast_udp is not None and fast_udp[1] == self._fast_ip:
+            src, dst, src_port, dst_port, end = fast_udp
+            payload = memoryview(packet)[fastpath.UDP_PAYLOAD_OFFSET : end]
+            self._deliver_udp(src, dst, src_port, dst_port, payload, packet, now)
+            return
         try:
             header = ipv4.decode(packet)
         except DecodeError:
@@ -382,7 +397,16 @@ class PodStack:
             if header.protocol == IPProtocol.TCP:
                 self._deliver_tcp(header, now)
             elif header.protocol == IPProtocol.UDP:
-                self._deliver_udp(header, packet, now)
+                datagram = udp.decode(header.payload, header.src, header.dst)
+                self._deliver_udp(
+                    ip_to_int(header.src),
+                    ip_to_int(header.dst),
+                    datagram.src_port,
+                    datagram.dst_port,
+                    datagram.payload,
+                    packet,
+                    now,
+                )
             elif header.protocol == IPProtocol.ICMP:
                 self._deliver_icmp(header, now)
             else:
@@ -418,19 +442,37 @@ class PodStack:
             self.counters["tcp_reset_sent"] += 1
             self._emit(header.dst, header.src, IPProtocol.TCP, tcp.encode(reset, header.dst, header.src))
 
-    def _deliver_udp(self, header: ipv4.IPv4Packet, packet: bytes, now: float) -> None:
-        datagram = udp.decode(header.payload, header.src, header.dst)
-        op = self._udp_operations.get(datagram.dst_port)
-        if op is not None and (header.src, datagram.src_port) == (op.dst_ip, op.dst_port):
-            self._end_operation(op.op, op.reply(datagram.payload, header.src, datagram.src_port), now)
+    def _deliver_udp(
+        self,
+        src: int,
+        dst: int,
+        src_port: int,
+        dst_port: int,
+        payload: bytes | memoryview,
+        packet: bytes,
+        now: float,
+    ) -> None:
+        """One checked UDP datagram (addresses as ints) for the pod, `packet` being the whole of it."""
+        op = self._udp_operations.get(dst_port)
+        if op is not None and (int_to_ip(src), src_port) == (op.dst_ip, op.dst_port):
+            self._end_operation(op.op, op.reply(bytes(payload), op.dst_ip, src_port), now)
             return
-        if datagram.dst_port in self._udp_ports:
-            answer = udp_answer(datagram.payload, self.pod_name, f"{header.src}:{datagram.src_port}")
-            reply = udp.UdpDatagram(datagram.dst_port, datagram.src_port, answer[:UDP_MAX_PAYLOAD])
-            self._emit(header.dst, header.src, IPProtocol.UDP, udp.encode(reply, header.dst, header.src))
+        if dst_port in self._udp_ports:
+            answer = udp_answer(bytes(payload), self.pod_name, f"{int_to_ip(src)}:{src_port}")
+            self._identification = (self._identification + 1) & 0xFFFF
+            reply = fastpath.udp_packet(
+                dst, src, dst_port, src_port, answer[:UDP_MAX_PAYLOAD], self._identification
+            )
+            self._queue(reply, dst, src)
+            return
+        # Linux exempts loopback from the limit: a pod's own containers always hear the refusal.
+        if src >> 24 != 127 and not self._icmp_limiter.allow(src, now):
+            self.counters["icmp_error_rate_limited"] += 1
             return
         self.counters["udp_port_unreachable_sent"] += 1
-        self._emit(header.dst, header.src, IPProtocol.ICMP, icmp.encode(icmp.port_unreachable(packet)))
+        self._emit(
+            int_to_ip(dst), int_to_ip(src), IPProtocol.ICMP, icmp.encode(icmp.port_unreachable(packet))
+        )
 
     def _deliver_icmp(self, header: ipv4.IPv4Packet, now: float) -> None:
         message = icmp.decode(header.payload)
@@ -530,7 +572,12 @@ class PodStack:
         packet = ipv4.encode(
             ipv4.IPv4Packet(src, dst, protocol, payload, identification=self._identification)
         )
-        if dst == self.ip or (is_loopback(dst) and is_loopback(src)):
+        self._queue(packet, ip_to_int(src), ip_to_int(dst))
+
+    def _queue(self, packet: bytes, src: int, dst: int) -> None:
+        """Loops `packet` back inside the pod when it is for the pod itself or between loopback
+        addresses, else puts it out on the link."""
+        if dst == self._ip_int or (dst >> 24 == 127 and src >> 24 == 127):
             self._loopback.append(packet)
         else:
             self._out.append(packet)
