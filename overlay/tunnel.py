@@ -1,4 +1,6 @@
-"""The underlay: one UDP socket on the node address carrying VXLAN datagrams, driven by the event loop.
+"""The underlay: one UDP socket on the node address carrying VXLAN datagrams (the `vxlan` backend, port
+4789) or foo-over-UDP ones (the `bgp` backend, port 5555: the bare pod packet), driven by the event loop.
+The socket does not look inside: the pipeline encapsulates and decides what a datagram may carry.
 
 Reads are batched: one wake-up of the loop drains the socket with non-blocking `recvfrom` until
 `BlockingIOError` (at most `batch` datagrams, so a flood cannot starve the loop), which is what lifts a

@@ -281,7 +281,7 @@ def trace(
 
     ip, local, far = run_async(run())
     typer.echo(f"trace {namespace_src}/{name} → {ip}:{port_text}/{protocol}")
-    split = next((i + 1 for i, s in enumerate(local) if s["stage"] in ("vxlan-encap", "drop")), len(local))
+    split = next((i + 1 for i, s in enumerate(local) if s["stage"] in ("vxlan-encap", "fou-encap", "drop")), len(local))
     number = 0
     for stage in [*local[:split], *far, *local[split:]]:
         number += 1
