@@ -474,7 +474,9 @@ class NodeAgent:
         self.by_ip[ip_to_int(allocation.ip)] = pod
         self.pipeline.add_pod(port)
         log.info("pod %s: CNI ADD, %s", key, allocation.ip)
-        if (obj.get("status") or {}).get("podIP") != allocation.ip:
+        # Written for a new pod, and for one adopted after a restart that the node lifecycle controller
+        # marked not Ready while this agent was away (it keeps its IP, so the IP alone does not tell).
+        if (obj.get("status") or {}).get("podIP") != allocation.ip or not self._reports_ready(obj):
             self._mark_status_dirty(key)
         else:
             pod.status_ip = allocation.ip
