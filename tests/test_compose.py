@@ -295,7 +295,7 @@ def test_a_denying_policy_stops_cross_host_traffic(compose_cluster):
 @pytest.mark.slow
 def test_compose_down_leaves_nothing_even_after_a_crash(compose_cluster):
     # A host crashes (its container is killed), then the cluster is taken down: nothing may be left.
-    killed = subprocess.run(["docker", "kill", "podnet_node-3_1"], capture_output=True, text=True)
+    killed = subprocess.run(["docker", "kill", f"{compose.CONTAINER_PREFIX}node-3"], capture_output=True, text=True)
     assert killed.returncode == 0, killed.stderr
     down = compose_cluster.script("down.sh", timeout=120)
     assert down.returncode == 0, down.stderr

@@ -26,6 +26,7 @@ from podnet.cluster.topology import ComponentSpec, Topology
 CONTAINER_HOME = Path("/var/lib/podnet")
 IMAGE = "podnet:local"
 NETWORK = "podnet"
+CONTAINER_PREFIX = "podnet-"
 DEFAULT_PREFIX = "172.28.0"
 # Compose substitutes these when it reads the file, so one committed file serves every run.
 TOKEN = "${PODNET_TOKEN:-podnet-demo}"
@@ -102,6 +103,8 @@ def render(topo: Topology) -> dict:
                 "dockerfile": "deploy/Dockerfile",
                 "args": {"BASE_IMAGE": BASE_IMAGE, "ETCD_BASE_IMAGE": ETCD_BASE_IMAGE},
             },
+            # Fixed names (the same under Compose v1 and v2): `docker exec -it podnet-node-1 bash`.
+            "container_name": f"{CONTAINER_PREFIX}{host}",
             "hostname": host,
             "init": True,
             "command": command,
