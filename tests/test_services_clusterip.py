@@ -2,7 +2,6 @@
 kube-proxy per node; pods call Services through the agents' pipelines and real VXLAN."""
 
 import asyncio
-import itertools
 import time
 
 import pytest
@@ -11,12 +10,9 @@ from support.nodeagent import pod_manifest, wait_running
 
 from podnet.rpc.session import RpcClient
 
-# Requested ClusterIPs, so each test knows its address however the API server allocates.
-_CLUSTER_IPS = (f"10.96.100.{i}" for i in itertools.count(10))
-
 
 def make_service(name, selector, ports=None, **spec):
-    spec.setdefault("clusterIP", next(_CLUSTER_IPS))
+    """A Service whose ClusterIP the API server allocates: tests read it back from what `create` returns."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -152,6 +148,14 @@ def test_trace_shows_the_dnat_step_and_the_endpoint(services_cluster):
 
 @pytest.mark.parametrize("node", ["node-1"])
 def test_rules_outlive_kube_proxy_and_a_restart_programs_what_changed_meanwhile(services_cluster, node):
+    """A Service created while kube-proxy is down works within a second of the restart.
+
+    The second is measured from the moment the restarted kube-proxy is healthy, that is has listed,
+    computed and sent its first full table (the Service must then answer at once), and bounded in CPU:
+    the restarted process must get there on less than a second of CPU time. Measured from the moment its
+    PID exists, the wall time is mostly Python starting and importing aiohttp (about 0.35 s of CPU, a
+    floor): 0.35 to 0.7 s on an idle 2-core machine, but a median of 1.1 s when the load average is 6 to
+    8, so the wall time from the PID only has a loose bound here; `docs/services.md` has the figures."""
     proxy: KubeProxyProcess = services_cluster.proxies[node]
     before = create(services_cluster, make_service("web-before", {"app": "web"}))["spec"]["clusterIP"]
     wait_answering(services_cluster, f"http://{before}/hostname")
@@ -160,11 +164,16 @@ def test_rules_outlive_kube_proxy_and_a_restart_programs_what_changed_meanwhile(
     during = create(services_cluster, make_service("web-during", {"app": "web"}))["spec"]["clusterIP"]
     time.sleep(0.5)
     assert not http(services_cluster, f"http://{during}/hostname", timeout=0.5)["ok"]  # nobody programs it
-    restarted = time.monotonic()
     proxy.start()
     wait_answering(services_cluster, f"http://{during}/hostname", timeout=5.0)
-    # From spawning the process: about a second of it is Python importing aiohttp on a busy machine.
-    assert time.monotonic() - restarted < 3.0
+    answered, cpu = time.monotonic(), proxy.cpu_seconds()
+    timings = (
+        f"from the PID {answered - proxy.spawned:.3f}s, from healthy {answered - proxy.healthy:.3f}s, "
+        f"CPU {cpu:.2f}s"
+    )
+    assert answered - proxy.healthy < 1.0, timings
+    assert cpu < 1.0, timings
+    assert answered - proxy.spawned < 3.0, timings
     assert http(services_cluster, f"http://{before}/hostname")["ok"]
 
 

@@ -196,8 +196,11 @@ class Proxier:
                     "services.apply", {"mode": self.config.mode, "table": table}, timeout=30.0
                 )
                 self.applied = table
+                rule_count = int((result or {}).get("rules", 0))
                 self.metrics.syncs.labels(kind).inc()
-                self.metrics.rules.set(int((result or {}).get("rules", 0)))
+                self.metrics.rules.set(rule_count)
+                if kind == "full":
+                    log.info("full table of %d rules applied", rule_count)
         except BaseException:
             if pending_since is not None:  # still to be applied: keep when it started waiting
                 self.pending_since = min(pending_since, self.pending_since or pending_since)
@@ -322,6 +325,18 @@ async def serve(config: ProxyConfig, *, shutdown_trigger: Callable[[], Awaitable
             trigger.cancel()
 
 
+async def _until(shutdown: asyncio.Event, *awaitables: Awaitable[Any]) -> bool:
+    """Waits for all of `awaitables`; False (and they are cancelled) if shutdown comes first."""
+    done = asyncio.ensure_future(asyncio.gather(*awaitables))
+    stopped = asyncio.ensure_future(shutdown.wait())
+    await asyncio.wait({done, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not done.done():
+        done.cancel()
+        return False
+    return True
+
+
 async def _serve(config: ProxyConfig, shutdown: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
         client = ApiClient(config.server, config.token, encoding="msgpack")
@@ -330,16 +345,21 @@ async def _serve(config: ProxyConfig, shutdown: asyncio.Event) -> None:
         proxier = Proxier(config, client, registry)
         stack.push_async_callback(proxier.close)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(i.run()) for i in (proxier.nodes, proxier.services, proxier.slices)]
+            tasks = [group.create_task(i.run()) for i in (proxier.services, proxier.slices, proxier.nodes)]
             try:
-                synced = asyncio.gather(
-                    *(i.wait_synced() for i in (proxier.nodes, proxier.services, proxier.slices))
+                # The first full sync goes out the moment the rules' inputs are known: the Node (for the
+                # address of the status and health-check servers) is not one of them.
+                if not await _until(shutdown, proxier.services.wait_synced(), proxier.slices.wait_synced()):
+                    return
+                log.info(
+                    "Service and EndpointSlice caches synced: %d Services, %d slices",
+                    len(proxier.services.store),
+                    len(proxier.slices.store),
                 )
-                stopped = asyncio.ensure_future(shutdown.wait())
-                await asyncio.wait({synced, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
-                if shutdown.is_set():
-                    synced.cancel()
+                proxier.runner.trigger()
+                tasks.append(group.create_task(proxier.runner.run()))
+                tasks.append(group.create_task(proxier.watch_agent(shutdown)))
+                if not await _until(shutdown, proxier.nodes.wait_synced()):
                     return
                 address = proxier.node_address()
                 while address is None and not shutdown.is_set():  # the agent registers its Node first
@@ -353,12 +373,11 @@ async def _serve(config: ProxyConfig, shutdown: asyncio.Event) -> None:
                     )
                     stack.push_async_callback(runner.cleanup)
                     log.info("kube-proxy %s: /healthz and /metrics on %s:%d", config.node, address, port)
-                proxier.health = HealthCheckServer(address, lambda: proxier.health_counts)
-                await proxier.health.start()
-                stack.push_async_callback(proxier.health.close)
-                proxier.runner.trigger()
-                tasks.append(group.create_task(proxier.runner.run()))
-                tasks.append(group.create_task(proxier.watch_agent(shutdown)))
+                health = HealthCheckServer(address, lambda: proxier.health_counts)
+                await health.start()
+                stack.push_async_callback(health.close)
+                proxier.health = health
+                proxier.runner.trigger()  # a sync opens the healthCheckNodePorts the first one could not
                 log.info(
                     "kube-proxy %s (%s mode) started, agent socket %s",
                     config.node,

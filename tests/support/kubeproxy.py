@@ -1,7 +1,9 @@
 """Real kube-proxy processes (`python -m podnet.nodeagent.kubeproxy`) next to the agents of a cluster.
 
 `KubeProxyProcess(node, agent, server, token, mode)`: `.start()` waits for /healthz to answer 200 (the
-first table reached the agent), `.kill()` (SIGKILL), `.status_port`, `.metrics()`.
+first table reached the agent), `.kill()` (SIGKILL), `.status_port`, `.metrics()`; `.spawned` and
+`.healthy` are the monotonic times the process's PID existed and /healthz first answered 200,
+`.cpu_seconds()` the CPU time the running process has used.
 `services_cluster` (per module): `two_node_cluster` (tests/support/nodeagent.py) plus one kube-proxy per
 node in iptables mode and backend pods `web-1` (node-1), `web-2` and `web-3` (node-2) labelled
 app=web; `.proxies` maps node names to their kube-proxy.
@@ -47,6 +49,8 @@ class KubeProxyProcess:
     mode: str = "iptables"
     process: subprocess.Popen | None = None
     status_port: int | None = None
+    spawned: float = 0.0
+    healthy: float = 0.0
 
     @property
     def log_path(self):
@@ -76,13 +80,15 @@ class KubeProxyProcess:
             self.process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
-        deadline = time.monotonic() + START_TIMEOUT
+        self.spawned = time.monotonic()
+        deadline = self.spawned + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"kube-proxy exited with {self.process.returncode}: {self.log()[-3000:]}")
             if self.healthz() == 200:
+                self.healthy = time.monotonic()
                 return
-            time.sleep(0.05)
+            time.sleep(0.01)
         self.kill()
         raise RuntimeError(
             f"kube-proxy for {self.agent.name} not healthy within {START_TIMEOUT}s: {self.log()[-3000:]}"
@@ -107,6 +113,13 @@ class KubeProxyProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the running process (Linux /proc)."""
+        assert self.process is not None
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         if self.process is None:
