@@ -39,3 +39,5 @@ echo "build: podnet:local from $base (etcd from $etcd_base)" >&2
 DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0} docker build -q -f "$repo/deploy/Dockerfile" -t podnet:local \
   --build-arg BASE_IMAGE="$base" --build-arg ETCD_BASE_IMAGE="$etcd_base" "$repo" >/dev/null
 rm -rf "$repo/build/compose-wheels"
+# The image a rebuild replaced, and the etcd stage's, are left untagged: remove them.
+docker image prune -f --filter label=org.podnet.build=compose >/dev/null
