@@ -5,7 +5,6 @@ compose started."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
@@ -116,5 +115,4 @@ def register(app: typer.Typer) -> None:
         """Run the demo (deploy/demo/) against the compose cluster from this host."""
         from podnet.cluster.demo import run_demo
 
-        os.environ["PODNET_HOME"] = str(home)
         asyncio.run(run_demo(home))
