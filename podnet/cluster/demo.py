@@ -12,6 +12,8 @@ import contextlib
 import io
 import os
 import re
+import shutil
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -204,6 +206,8 @@ async def show_trace(client: ApiClient, home: Path, source: str) -> None:
 def next_steps(home: Path, pods: dict[str, tuple[str, str]], services: dict[str, str]) -> str:
     default_home = (Path.home() / ".podnet").resolve()
     env = "" if home == default_home else f"export PODNET_HOME={home} KUBECONFIG={home}/kubeconfig\n  "
+    if not shutil.which("podnet"):  # run from a fresh clone's virtualenv, as `make demo` does
+        env = f"export PATH={Path(sys.executable).parent}:$PATH\n  " + env
     frontend = next((k for k in pods if workload(k) == f"{APP_NAMESPACE}/frontend"), "shop/FRONTEND-POD")
     database = next((k for k in pods if workload(k) == f"{APP_NAMESPACE}/database"), "shop/DATABASE-POD")
     backend_ip, database_ip = services.get("backend", "BACKEND-IP"), services.get("database", "DATABASE-IP")
