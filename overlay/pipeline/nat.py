@@ -168,7 +168,9 @@ class _Chain:
     picks: tuple[NatDecision, ...]  # the decision for each endpoint, by index
     reject: NatDecision
     affinity_seconds: int  # kept here too: a lookup touches the chain, not its entry
-    next_index: int = 0  # ipvs round robin position
+    # ipvs with endpoints and no affinity: a lookup is the next pick, and nothing else (see `lookup`).
+    round_robin_only: bool
+    next_index: int = 0  # ipvs round robin position, below len(picks)
 
     @property
     def name(self) -> str:
@@ -189,7 +191,8 @@ def _make_chain(entry: ServicePort, endpoints: tuple[Endpoint, ...], via: str, m
             NatDecision(endpoint.ip, endpoint.port, entry.label, f"{rule} → {endpoint.ip}:{endpoint.port}")
         )
     reject = NatDecision("", 0, entry.label, f"{via}: no ready endpoints: reject", True)
-    return _Chain(entry, endpoints, via, tuple(picks), reject, entry.affinity_seconds)
+    round_robin_only = mode is ProxyMode.IPVS and bool(picks) and not entry.affinity_seconds
+    return _Chain(entry, endpoints, via, tuple(picks), reject, entry.affinity_seconds, round_robin_only)
 
 
 # Affinity records: (chain name, client IP) -> (endpoint, lapses at).
@@ -210,6 +213,8 @@ class ServiceTable:
         reuse: ServiceTable | None = None,
     ):
         self.mode = mode
+        # Read per lookup: a plain attribute, as an enum member's lookup costs more than a dict.get.
+        self._hashed = mode is ProxyMode.IPVS
         self.ports = ports
         self.node = node
         self.service_cidr = service_cidr
@@ -311,8 +316,14 @@ class ServiceTable:
     ) -> NatDecision | None:
         """The decision for a new connection from `src_ip` to `dst_ip:dst_port`; None when the
         destination is not a service address."""
-        if self.mode is ProxyMode.IPVS:
+        if self._hashed:
             chain = self._virtual.get((dst_ip, dst_port, protocol))
+            if chain is not None and chain.round_robin_only:
+                # The common ipvs case inline: what `_choose` would do, without its call and checks.
+                picks = chain.picks
+                index = chain.next_index
+                chain.next_index = (index + 1) % len(picks)
+                return picks[index]
         else:
             chain = None
             for rule_protocol, rule_ip, rule_port, rule_chain in self._rules:
@@ -337,7 +348,7 @@ class ServiceTable:
     ) -> NatDecision | None:
         """The decision for a new connection arriving on this node's `node_port`; None when no Service
         has that nodePort."""
-        if self.mode is ProxyMode.IPVS:
+        if self._hashed:
             chain = self._node_ports.get((node_port, protocol))
         else:
             chain = None
@@ -386,9 +397,9 @@ class ServiceTable:
                     chain.entry.label,
                     f"{chain.via}: ClientIP affinity of {src_ip} → {endpoint.ip}:{endpoint.port}",
                 )
-        if self.mode is ProxyMode.IPVS:
-            index = chain.next_index % len(picks)
-            chain.next_index = index + 1
+        if self._hashed:
+            index = chain.next_index
+            chain.next_index = (index + 1) % len(picks)
         else:
             index = _walk_endpoint_rules(len(picks), rand)
         if affinity_seconds:
