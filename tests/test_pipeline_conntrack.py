@@ -1,3 +1,5 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from podnet.overlay.pipeline.conntrack import (
     ACK,
     FIN,
@@ -71,3 +73,36 @@ def test_full_table_refuses_and_counts_and_clashing_reply_is_refused():
     clash = Conntrack()
     clash.create((17, A, 9, SVC, 53), (17, EP, 53, A, 9), 0.0)
     assert clash.create((17, A, 9, EP, 53), (17, EP, 53, A, 9), 0.0) is None
+
+
+@settings(deadline=None)
+@given(
+    st.sampled_from([1, 6, 17]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(Direction)), st.sampled_from([0, ACK, SYN, SYN | ACK, FIN | ACK, RST])
+        ),
+        max_size=12,
+    ),
+)
+def test_every_update_leaves_the_state_and_deadline_the_rules_give(protocol, packets):
+    """The per-packet shortcut (no flags, no first reply: only count and extend) agrees with the rules
+    applied in full to every packet."""
+    timeouts = Timeouts(udp_new=3, udp_established=5, tcp_new=7, tcp_established=11, tcp_closing=13, icmp=17)
+    ct = Conntrack(timeouts=timeouts)
+    key = (protocol, A, 40000, B, 80)
+    entry = ct.create(key, reverse(key), 0.0)
+    state, fins, counts = State.NEW, 0, [0, 0]
+    for now, (direction, flags) in enumerate(packets, start=1):
+        flags = flags if protocol == 6 else 0  # only TCP packets carry flags into conntrack
+        ct.update(entry, direction, flags, float(now))
+        counts[direction] += 1
+        if direction is Direction.REPLY and state is State.NEW:
+            state = State.ESTABLISHED
+        if flags & RST:
+            state = State.CLOSING
+        elif flags & FIN:
+            fins |= 1 << direction
+            state = State.CLOSING if fins == 3 else state
+        assert (entry.state, entry.packets) == (state, counts)
+        assert entry.expires == now + timeouts.for_entry(protocol, state)

@@ -73,10 +73,12 @@ class Entry:
     note: str = ""  # what created it (the service a DNAT came from), for trace and flow logs
     fins: int = 0  # bit 0: FIN seen in the original direction, bit 1: in the reply direction
     packets: list[int] = field(default_factory=lambda: [0, 0])
+    lifetime: float = 0.0  # seconds an idle entry lives in its current state; changes with `state`
+    # Worked out once: every packet of a connection asks it, and both keys are fixed for its life.
+    natted: bool = field(init=False)
 
-    @property
-    def natted(self) -> bool:
-        return self.reply != reverse(self.original)
+    def __post_init__(self) -> None:
+        self.natted = self.reply != reverse(self.original)
 
 
 class Conntrack:
@@ -108,26 +110,31 @@ class Conntrack:
                 return None
         if reply in self._table or original in self._table:
             return None
-        entry = Entry(original, reply, State.NEW, now + self.timeouts.for_entry(original[0], State.NEW), note)
+        lifetime = self.timeouts.for_entry(original[0], State.NEW)
+        entry = Entry(original, reply, State.NEW, now + lifetime, note, lifetime=lifetime)
         self._table[original] = (entry, Direction.ORIGINAL)
         self._table[reply] = (entry, Direction.REPLY)
         return entry
 
     def update(self, entry: Entry, direction: Direction, tcp_flags: int, now: float) -> None:
-        """Advances the entry's state for one packet and extends its life."""
+        """Advances the entry's state for one packet and extends its life. Per packet of every tracked
+        flow: the common case (no TCP flags, no first reply) only counts and pushes the deadline."""
         entry.packets[direction] += 1
         state = entry.state
-        if direction is Direction.REPLY and state is State.NEW:
-            state = State.ESTABLISHED
-        if entry.original[0] == Protocol.TCP and tcp_flags:
-            if tcp_flags & RST:
-                state = State.CLOSING
-            elif tcp_flags & FIN:
-                entry.fins |= 1 << direction
-                if entry.fins == 3:
+        if tcp_flags or (direction is Direction.REPLY and state is State.NEW):
+            if direction is Direction.REPLY and state is State.NEW:
+                state = State.ESTABLISHED
+            if entry.original[0] == Protocol.TCP and tcp_flags:
+                if tcp_flags & RST:
                     state = State.CLOSING
-        entry.state = state
-        entry.expires = now + self.timeouts.for_entry(entry.original[0], state)
+                elif tcp_flags & FIN:
+                    entry.fins |= 1 << direction
+                    if entry.fins == 3:
+                        state = State.CLOSING
+            if state is not entry.state:
+                entry.state = state
+                entry.lifetime = self.timeouts.for_entry(entry.original[0], state)
+        entry.expires = now + entry.lifetime
 
     def forget(self, key: FlowKey) -> None:
         """Removes the connection `key` belongs to (say, the one its first packet was refused for)."""

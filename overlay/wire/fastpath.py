@@ -27,6 +27,9 @@ _VXLAN_FLAGS_WORD = 0x08 << 24
 _ETHERTYPE = struct.Struct("!H")
 _IPV4_FIXED = struct.Struct("!BxH5xB2xII")  # version/IHL, total length, protocol, src, dst
 _PORTS = struct.Struct("!HH")
+# The common case in one read: a header without options (version/IHL, total length, flags/fragment
+# offset, protocol, source, destination) and the two ports after it.
+_IPV4_PLAIN_PORTS = struct.Struct("!BxH2xHxB2xIIHH")
 _ICMP_ECHO = struct.Struct("!B3xH")  # type, identifier
 _U16 = struct.Struct("!H")
 _ICMP_ECHO_TYPES = (0, 8)
@@ -59,7 +62,19 @@ def ipv4_flow(packet: bytes | bytearray | memoryview, offset: int = 0) -> FlowKe
     """The flow key of the IPv4 packet at `offset`, or None when it has none: not IPv4 version 4, header
     or total length out of bounds, a fragment, a protocol other than TCP/UDP/ICMP echo, or a transport
     header too short to read. Does not verify checksums (the dataclass codecs do)."""
-    if len(packet) - offset < 20:
+    available = len(packet) - offset
+    if available >= 24:  # TCP or UDP behind a header without options: one unpack decides
+        version_ihl, total_length, fragment, protocol, src, dst, src_port, dst_port = (
+            _IPV4_PLAIN_PORTS.unpack_from(packet, offset)
+        )
+        if (
+            version_ihl == 0x45
+            and (protocol == UDP or protocol == TCP)
+            and 24 <= total_length <= available
+            and not fragment & 0x3FFF
+        ):
+            return (protocol, src, src_port, dst, dst_port)
+    if available < 20:
         return None
     version_ihl, total_length, protocol, src, dst = _IPV4_FIXED.unpack_from(packet, offset)
     ihl = (version_ihl & 0x0F) * 4

@@ -33,9 +33,9 @@ class IcmpErrorLimiter:
         self.interval = interval
         self.capacity = burst * interval
         self.max_destinations = max_destinations
-        # destination -> (tokens, when they were counted); tokens are seconds of credit, one error costs
-        # `interval` of them, as Linux counts jiffies.
-        self._buckets: dict[Hashable, tuple[float, float]] = {}
+        # destination -> [tokens, when they were counted]; tokens are seconds of credit, one error costs
+        # `interval` of them, as Linux counts jiffies. Updated in place: under a flood this runs per packet.
+        self._buckets: dict[Hashable, list[float]] = {}
 
     def allow(self, destination: Hashable, now: float) -> bool:
         bucket = self._buckets.get(destination)
@@ -43,15 +43,16 @@ class IcmpErrorLimiter:
             # Linux starts a new peer with its bucket full (rate_last sixty seconds in the past).
             if len(self._buckets) >= self.max_destinations and not self._forget_full(now):
                 return False
+            bucket = self._buckets[destination] = [self.capacity, now]
+        tokens = bucket[0] + (now - bucket[1])
+        if tokens > self.capacity:
             tokens = self.capacity
-        else:
-            tokens, counted_at = bucket
-            tokens = min(tokens + (now - counted_at), self.capacity)
-        allowed = tokens >= self.interval
-        if allowed:
-            tokens -= self.interval
-        self._buckets[destination] = (tokens, now)
-        return allowed
+        bucket[1] = now
+        if tokens >= self.interval:
+            bucket[0] = tokens - self.interval
+            return True
+        bucket[0] = tokens
+        return False
 
     def _forget_full(self, now: float) -> bool:
         """Drops the destinations whose buckets have refilled (forgetting them changes nothing);

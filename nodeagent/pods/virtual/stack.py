@@ -180,7 +180,8 @@ class PodStack:
     def receive(self, ip_packet: bytes, now: float) -> list[bytes]:
         """One IPv4 packet from the node; returns the IPv4 packets the pod sends in answer (and any queued)."""
         self._deliver(ip_packet, now, looped_back=False)
-        self._run_loopback(now)
+        if self._loopback:
+            self._run_loopback(now)
         return self._take_output()
 
     def poll(self, now: float) -> list[bytes]:
@@ -202,6 +203,8 @@ class PodStack:
         return self._take_output()
 
     def next_deadline(self) -> float | None:
+        if not self._sockets and not self._operations:  # asked after every packet: idle is common
+            return 0.0 if self._loopback else None
         deadlines = [d for s in self._sockets.values() if (d := s.connection.next_deadline()) is not None]
         for op in self._operations.values():
             deadline = op.next_deadline() if isinstance(op, client.Ping) else op.deadline
