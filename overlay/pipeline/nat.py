@@ -163,6 +163,8 @@ class _Chain:
     Every decision it can return is built with the table, so a lookup allocates nothing."""
 
     entry: ServicePort
+    port: int  # the entry's port and protocol again: a lookup checks them without touching the entry
+    protocol: str
     endpoints: tuple[Endpoint, ...]
     via: str  # "cluster-ip", or "external": nodePorts and external / load-balancer IPs
     picks: tuple[NatDecision, ...]  # the decision for each endpoint, by index
@@ -192,7 +194,17 @@ def _make_chain(entry: ServicePort, endpoints: tuple[Endpoint, ...], via: str, m
         )
     reject = NatDecision("", 0, entry.label, f"{via}: no ready endpoints: reject", True)
     round_robin_only = mode is ProxyMode.IPVS and bool(picks) and not entry.affinity_seconds
-    return _Chain(entry, endpoints, via, tuple(picks), reject, entry.affinity_seconds, round_robin_only)
+    return _Chain(
+        entry,
+        entry.port,
+        entry.protocol,
+        endpoints,
+        via,
+        tuple(picks),
+        reject,
+        entry.affinity_seconds,
+        round_robin_only,
+    )
 
 
 # Affinity records: (chain name, client IP) -> (endpoint, lapses at).
@@ -248,6 +260,19 @@ class ServiceTable:
             if entry.node_port:
                 self._node_port_rules.append((entry.protocol, entry.node_port, external))
                 self._node_ports[(entry.node_port, entry.protocol)] = external
+        # ipvs lookups go by address first. An address usually has one Service port, whose chain is then
+        # the value itself, checked for port and protocol: no key tuple is built per lookup, and fewer
+        # objects are touched (each one a likely cache miss in a large table). An address with several
+        # ports maps to its chains by (port, protocol).
+        self._by_address: dict[str, _Chain | dict[tuple[int, str], _Chain]] = {}
+        for (ip, port, protocol), chain in self._virtual.items():
+            present = self._by_address.get(ip)
+            if present is None:
+                self._by_address[ip] = chain
+            elif isinstance(present, dict):
+                present[(port, protocol)] = chain
+            else:
+                self._by_address[ip] = {(present.port, present.protocol): present, (port, protocol): chain}
         # What each entry was parsed from, for the same purpose (see `from_data`).
         self._parsed: dict[tuple, tuple[dict, ServicePort]] = {}
 
@@ -317,7 +342,11 @@ class ServiceTable:
         """The decision for a new connection from `src_ip` to `dst_ip:dst_port`; None when the
         destination is not a service address."""
         if self._hashed:
-            chain = self._virtual.get((dst_ip, dst_port, protocol))
+            chain = self._by_address.get(dst_ip)
+            if chain.__class__ is dict:
+                chain = chain.get((dst_port, protocol))
+            elif chain is not None and (chain.port != dst_port or chain.protocol != protocol):
+                chain = None
             if chain is not None and chain.round_robin_only:
                 # The common ipvs case inline: what `_choose` would do, without its call and checks.
                 picks = chain.picks
