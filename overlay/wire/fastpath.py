@@ -42,6 +42,9 @@ UDP_PAYLOAD_OFFSET = 28  # 20-byte IPv4 header + 8-byte UDP header
 _IPV4_DONT_FRAGMENT = 0x4000
 _IPV4_FLAGS_NOT_DF = 0xBFFF  # reserved flag, MF and fragment offset: any of them set is not plain
 _DEFAULT_TTL = 64
+# Bound once and called with its default byte order (big-endian since Python 3.11): per packet, the
+# attribute lookup and keyword parsing cost as much as the conversion of a small header.
+_from_bytes = int.from_bytes
 # How many transport bytes a key needs: ports for TCP/UDP, the whole echo header for ICMP.
 _L4_NEEDED = {TCP: 4, UDP: 4, ICMP: 8}
 # Where each transport keeps its checksum, from the start of its header.
@@ -170,12 +173,12 @@ def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int
         or flags & _IPV4_FLAGS_NOT_DF
         or not UDP_PAYLOAD_OFFSET <= total <= len(packet)
         or not 8 <= length <= total - 20
-        or int.from_bytes(packet[:20], "big") % 0xFFFF  # the version byte makes it non-zero
+        or _from_bytes(packet[:20]) % 0xFFFF  # the version byte makes it non-zero
     ):
         return None
     end = 20 + length
     if checksum:
-        value = int.from_bytes(packet[20:end], "big")
+        value = _from_bytes(packet[20:end])
         if length & 1:
             value <<= 8
         # The pseudo-header (addresses, protocol, length) is non-zero, so the sum is never all zero.
