@@ -16,7 +16,9 @@ NODES = {"node-1": "127.0.0.11", "node-2": "127.0.0.12"}
 
 
 def free_node_port(protocol=socket.SOCK_STREAM) -> int:
-    """A port of the NodePort range free on both node addresses."""
+    """A port of the NodePort range free on both node addresses. Requested rather than left to the API
+    server, which allocates from 30000 up: other clusters on this machine listen on the same node
+    addresses, and their nodePorts start there too."""
     for _ in range(100):
         port = random.randrange(30000, 32768)
         try:
