@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 TEST_DEBS := etcd-server tshark bind9-dnsutils bird2 iproute2
 BENCH_DEBS := dnsperf unbound iperf3
 
-.PHONY: venv deps test lint demo bench clean
+.PHONY: venv deps test lint demo bench clean compose-demo compose-down
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ lint: venv
 
 # A cluster left running by an earlier `make demo` is stopped first.
 demo: venv
-	-@$(VENV)/bin/podnet down >/dev/null 2>&1
+	@$(VENV)/bin/podnet down >/dev/null 2>&1 || true
 	$(VENV)/bin/podnet up --nodes 3 --demo
 
 bench: venv
@@ -43,3 +43,11 @@ bench: venv
 clean:
 	-$(VENV)/bin/podnet clean
 	rm -rf $(VENV) .pytest_cache
+
+# The cluster in containers, one per host (deploy/docker-compose.yml); root, or a member of the docker group.
+compose-demo: venv
+	PODNET=$(VENV)/bin/podnet PYTHON=$(PY) ./deploy/compose/up.sh
+	$(VENV)/bin/podnet compose demo --home "$${PODNET_COMPOSE_HOME:-$(CURDIR)/deploy/.home}"
+
+compose-down:
+	./deploy/compose/down.sh

@@ -44,15 +44,15 @@ def test_bad_options_are_refused_with_the_flag_named(kwargs, message):
 
 
 def test_network_layout_gives_each_control_plane_component_its_own_host():
-    topo = topology.build(Path("/h"), 3, prefix="172.28.0", store="etcd", layout="network")
+    topo = topology.build(Path("/h"), 3, prefix="198.51.100", store="etcd", layout="network")
     specs = {c.name: c for c in topology.components(topo, "tok")}
-    assert [n.address for n in topo.nodes] == ["172.28.0.11", "172.28.0.12", "172.28.0.13"]
-    assert topo.api_url == "http://172.28.0.3:6443"
-    assert topo.store_url == "etcd://172.28.0.2:2379"
-    assert "http://172.28.0.2:2379" in specs["etcd"].argv
-    assert ("--address", "172.28.0.4") == specs["dns"].argv[1:3]
-    assert specs["cloud-lb"].argv[-2:] == ("--address", "172.28.0.5")
-    assert specs["node-2/agent"].argv[3:5] == ("--address", "172.28.0.12")
+    assert [n.address for n in topo.nodes] == ["198.51.100.11", "198.51.100.12", "198.51.100.13"]
+    assert topo.api_url == "http://198.51.100.3:6443"
+    assert topo.store_url == "etcd://198.51.100.2:2379"
+    assert "http://198.51.100.2:2379" in specs["etcd"].argv
+    assert ("--address", "198.51.100.4") == specs["dns"].argv[1:3]
+    assert specs["cloud-lb"].argv[-2:] == ("--address", "198.51.100.5")
+    assert specs["node-2/agent"].argv[3:5] == ("--address", "198.51.100.12")
 
 
 @pytest.mark.parametrize("prefix", ["127.0.0", "8.8.8"])

@@ -27,7 +27,7 @@ CONTAINER_HOME = Path("/var/lib/podnet")
 IMAGE = "podnet:local"
 NETWORK = "podnet"
 CONTAINER_PREFIX = "podnet-"
-DEFAULT_PREFIX = "172.28.0"
+DEFAULT_PREFIX = "198.51.100"
 # Compose substitutes these when it reads the file, so one committed file serves every run.
 TOKEN = "${PODNET_TOKEN:-podnet-demo}"
 HOST_HOME = "${PODNET_COMPOSE_HOME:-./.home}"

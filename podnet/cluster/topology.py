@@ -142,7 +142,7 @@ def build(
         raise TopologyError(f"--prefix {prefix} is not in 127.0.0.0/8")
     if layout == "network":
         if not network.is_private or network.is_loopback:
-            raise TopologyError(f"--prefix {prefix} is not a private network (like 172.28.0)")
+            raise TopologyError(f"--prefix {prefix} is not a private or documentation network (like 198.51.100)")
         if nodes > 244:
             raise TopologyError("--nodes must be at most 244 on one /24")
         hosts = {component: f"{prefix}.{octet}" for component, octet in CONTROL_HOSTS.items()}
