@@ -57,5 +57,5 @@ def test_network_layout_gives_each_control_plane_component_its_own_host():
 
 @pytest.mark.parametrize("prefix", ["127.0.0", "8.8.8"])
 def test_network_layout_needs_a_private_network(prefix):
-    with pytest.raises(topology.TopologyError, match="private network"):
+    with pytest.raises(topology.TopologyError, match="private or documentation network"):
         topology.build(Path("/h"), prefix=prefix, layout="network")
