@@ -6,6 +6,7 @@
 - `tcp.TcpConnection`: the TCP state machine, every transition in `tcp.TRANSITIONS`.
 - `agnhost`: what each declared containerPort answers (agnhost netexec's HTTP and UDP behaviour).
 - `client`: the outbound operations and their events and results.
+- `ratelimit`: Linux's per-destination limit on the ICMP errors a pod sends (1/s, burst 6).
 - `resolver`: the pod's stub resolver, with the resolv.conf of a ClusterFirst pod (search path, ndots:5);
   `nodeagent/poddns.py` carries its queries from the pod to the cluster DNS.
 
