@@ -3,18 +3,21 @@
 Each module of this package that defines `register(app)` adds commands; `COMMANDS` names them, and a
 module is imported only when one of its commands runs (or `--help` lists them all). Processes are started
 as `podnet <command>`, and importing every module for every start would cost each of them the imports of
-all the others (aiohttp servers, policy compilers, the cluster supervisor...).
+all the others (aiohttp servers, policy compilers, the cluster supervisor...). A module missing from the
+table still works: its commands are found by importing the unlisted modules when a name is not known.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 import typer
 import typer.core
 import typer.main
 
 import podnet
+import podnet.cli
 
 # (module in podnet.cli, the commands its register() adds). tests/test_cli_main.py checks it against
 # what each module registers.
@@ -46,17 +49,39 @@ def module_commands(module: str) -> dict[str, Command]:
     return dict(typer.main.get_group(sub_app).commands)
 
 
+def unlisted_modules() -> list[str]:
+    """The modules of this package that `COMMANDS` does not name."""
+    listed = {module for module, _ in COMMANDS} | {"main"}
+    return sorted(m.name for m in pkgutil.iter_modules(podnet.cli.__path__) if m.name not in listed)
+
+
 class LazyCommands(typer.core.TyperGroup):
     """The commands of `COMMANDS`, each built from its module the first time it is asked for."""
 
+    _unlisted_loaded = False
+
+    def _add_module(self, module: str) -> None:
+        for name, command in module_commands(module).items():
+            self.add_command(command, name)
+
+    def _add_unlisted(self) -> None:
+        if not self._unlisted_loaded:
+            self._unlisted_loaded = True
+            for module in unlisted_modules():
+                if hasattr(importlib.import_module(f"podnet.cli.{module}"), "register"):
+                    self._add_module(module)
+
     def list_commands(self, ctx: typer.Context) -> list[str]:
+        self._add_unlisted()
         return sorted({*super().list_commands(ctx), *_MODULE_OF})
 
     def get_command(self, ctx: typer.Context, cmd_name: str) -> Command | None:
         command = super().get_command(ctx, cmd_name)
-        if command is None and cmd_name in _MODULE_OF:
-            for name, loaded in module_commands(_MODULE_OF[cmd_name]).items():
-                self.add_command(loaded, name)
+        if command is None:
+            if cmd_name in _MODULE_OF:
+                self._add_module(_MODULE_OF[cmd_name])
+            else:
+                self._add_unlisted()
             command = self.commands.get(cmd_name)
         return command
 
