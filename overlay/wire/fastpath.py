@@ -181,9 +181,9 @@ def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int
         value = _from_bytes(packet[20:end])
         if length & 1:
             value <<= 8
-        # The pseudo-header (addresses, protocol, length) is non-zero, so the sum is never all zero.
-        value += (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + UDP + length
-        if value % 0xFFFF:
+        # The pseudo-header's words (addresses, protocol, length) add up, modulo 0xffff, to the
+        # addresses taken whole (2**16 is 1 modulo 0xffff); protocol and length keep the sum non-zero.
+        if (value + src + dst + UDP + length) % 0xFFFF:
             return None
     return src, dst, src_port, dst_port, end
 
@@ -217,7 +217,7 @@ def udp_packet(
     )
     buf[UDP_PAYLOAD_OFFSET:] = payload
     view = memoryview(buf)
-    pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + UDP + length
+    pseudo = src + dst + UDP + length  # congruent to the pseudo-header's word sum, as in ipv4_udp
     _U16.pack_into(buf, 26, internet_checksum(view[20:], pseudo) or 0xFFFF)  # zero means "none" (RFC 768)
     _U16.pack_into(buf, 10, internet_checksum(view[:20]))
     view.release()
