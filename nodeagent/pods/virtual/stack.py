@@ -379,8 +379,7 @@ class PodStack:
         fast_udp = fastpath.ipv4_udp(packet)
         if fast_udp is not None and fast_udp[1] == self._fast_ip:
             src, dst, src_port, dst_port, end = fast_udp
-            payload = memoryview(packet)[fastpath.UDP_PAYLOAD_OFFSET : end]
-            self._deliver_udp(src, dst, src_port, dst_port, payload, packet, now)
+            self._deliver_udp(src, dst, src_port, dst_port, packet, fastpath.UDP_PAYLOAD_OFFSET, end, now)
             return
         try:
             header = ipv4.decode(packet)
@@ -401,13 +400,15 @@ class PodStack:
                 self._deliver_tcp(header, now)
             elif header.protocol == IPProtocol.UDP:
                 datagram = udp.decode(header.payload, header.src, header.dst)
+                start = ipv4.header_length(packet) + udp.HEADER_LENGTH
                 self._deliver_udp(
                     ip_to_int(header.src),
                     ip_to_int(header.dst),
                     datagram.src_port,
                     datagram.dst_port,
-                    datagram.payload,
                     packet,
+                    start,
+                    start + len(datagram.payload),
                     now,
                 )
             elif header.protocol == IPProtocol.ICMP:
@@ -451,17 +452,22 @@ class PodStack:
         dst: int,
         src_port: int,
         dst_port: int,
-        payload: bytes | memoryview,
         packet: bytes,
+        payload_start: int,
+        payload_end: int,
         now: float,
     ) -> None:
-        """One checked UDP datagram (addresses as ints) for the pod, `packet` being the whole of it."""
+        """One checked UDP datagram (addresses as ints) for the pod, in `packet` (the whole IPv4 packet)
+        with its payload at `payload_start:payload_end`: sliced only by those who read it, since a
+        flood at a closed port reads none."""
         op = self._udp_operations.get(dst_port)
         if op is not None and (int_to_ip(src), src_port) == (op.dst_ip, op.dst_port):
-            self._end_operation(op.op, op.reply(bytes(payload), op.dst_ip, src_port), now)
+            payload = packet[payload_start:payload_end]
+            self._end_operation(op.op, op.reply(payload, op.dst_ip, src_port), now)
             return
         if dst_port in self._udp_ports:
-            answer = udp_answer(bytes(payload), self.pod_name, f"{int_to_ip(src)}:{src_port}")
+            payload = packet[payload_start:payload_end]
+            answer = udp_answer(payload, self.pod_name, f"{int_to_ip(src)}:{src_port}")
             self._identification = (self._identification + 1) & 0xFFFF
             reply = fastpath.udp_packet(
                 dst, src, dst_port, src_port, answer[:UDP_MAX_PAYLOAD], self._identification
