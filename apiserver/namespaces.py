@@ -15,6 +15,7 @@ from enum import Enum
 
 from podnet.apiserver.storage.base import StorageError, Store
 from podnet.apiserver.watch import DELETED, WatchEnded, WatchHub
+
 from podnet.api.kinds import Kind
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from podnet.apiserver.status import Cause
+
 from podnet.api.selectors import SelectorError, from_label_selector, validate_key, validate_value
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")

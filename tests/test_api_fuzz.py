@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from podnet.apiserver.app import make_app
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.storage.sqlite import SqliteStore
+
 from podnet.api.kinds import KINDS
 
 _scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8)

@@ -7,12 +7,12 @@ import copy
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from podnet.apiserver.auth import Authenticator, TokenFileError, authorize, parse_token_file
 from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
 from podnet.apiserver.selection import FieldSelectorError, make_filter
 from podnet.apiserver.validation import Limits, validate, validate_update
+
 from podnet.api.kinds import lookup
 
 # --- merge patch (RFC 7386 appendix A) -------------------------------------------------------------------

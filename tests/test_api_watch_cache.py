@@ -6,7 +6,6 @@ import asyncio
 import json
 
 import pytest
-
 from podnet.apiserver.storage.base import Compacted, WatchEvent
 from podnet.apiserver.storage.sqlite import SqliteStore
 from podnet.apiserver.watch import ADDED, DELETED, MODIFIED, Change, WatchEnded, WatchHub

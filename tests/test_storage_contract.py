@@ -9,7 +9,6 @@ import sys
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-
 from podnet.apiserver.storage import open_store
 from podnet.apiserver.storage.base import (
     AlreadyExists,

@@ -21,7 +21,6 @@ from contextlib import aclosing, contextmanager
 import aetcd
 import grpc
 from aetcd import rpc
-
 from podnet.apiserver.storage.base import (
     AlreadyExists,
     Compacted,

@@ -25,9 +25,9 @@ def apiserver(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the Kubernetes-shaped API server."""
+    from podnet import logs, process
     from podnet.apiserver.app import serve
     from podnet.apiserver.config import ApiServerConfig, parse_port_range
-    from podnet import logs, process
 
     logs.setup("apiserver", log_level)
     try:
