@@ -24,12 +24,13 @@ test: venv deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # import-linter reads packages from disk, so it checks a plain (non-editable) install of the tree, where
-# the top-level folders sit inside podnet/ as they do for users.
+# the top-level folders sit inside podnet/ as they do for users; it runs from there so that the source tree's
+# own podnet/ folder does not shadow the install.
 lint: venv
 	$(VENV)/bin/ruff check .
-	rm -rf build/lint
+	rm -rf build
 	$(PY) -m pip install -q --no-deps --target build/lint . 2>/dev/null
-	PYTHONPATH=build/lint $(VENV)/bin/lint-imports
+	cd build/lint && ../../$(VENV)/bin/lint-imports ../../pyproject.toml --no-cache
 
 # A cluster left running by an earlier `make demo` is stopped first.
 demo: venv
