@@ -814,10 +814,12 @@ class NodeAgent:
         return {"sent": sent, "seconds": time.monotonic() - start}
 
     async def rpc_pod_tcp_transfer(self, params: dict) -> dict:
-        """The pod opens TCP to `dst:port` (an agnhost port echoes raw bytes back), writes `bytes` bytes
-        and reads the echo; returns how long the round trip of all of it took."""
+        """The pod opens TCP to `dst:port` (an agnhost port echoes raw bytes back), waits `hold` seconds
+        with the connection open, writes `bytes` bytes and reads the echo; returns how long the round trip of
+        all of it took."""
         pod = self._pod(params)
         total, timeout = int(params.get("bytes") or 1 << 20), float(params.get("timeout") or 30.0)
+        hold = float(params.get("hold") or 0.0)
         opened, echoed = self.loop.create_future(), self.loop.create_future()
         received = 0
 
@@ -840,6 +842,7 @@ class NodeAgent:
         try:
             self._emit(pod, pod.stack.poll(now), now)
             await asyncio.wait_for(opened, timeout)
+            await asyncio.sleep(hold)
             start = time.monotonic()
             pod.stack.send(op, b"x" * total, start)
             self._emit(pod, pod.stack.poll(start), start)

@@ -74,7 +74,7 @@ DENY_INTO_X = CASES["default-deny-ingress"].policies()
 def test_policy_applied_mid_connection_keeps_its_replies_and_judges_the_next_connection(model_cluster):
     model_cluster.clear()
     ip = model_cluster.addresses
-    size = 4 << 20
+    size = 256 << 10
 
     async def transfer_across_policy_change() -> tuple[dict, bool]:
         async with RpcClient(_socket_of(model_cluster, "y/b")) as rpc:
@@ -84,6 +84,8 @@ def test_policy_applied_mid_connection_keeps_its_replies_and_judges_the_next_con
                 "dst": ip["x/a"],
                 "port": 80,
                 "bytes": size,
+                # The data flows only after the connection has been open this long: the policy lands first.
+                "hold": 3.0,
                 "timeout": 20,
             }
             transfer = asyncio.create_task(rpc.call("pod.tcp_transfer", params, timeout=40))
@@ -100,7 +102,7 @@ def test_policy_applied_mid_connection_keeps_its_replies_and_judges_the_next_con
             return await transfer, in_flight
 
     result, in_flight = asyncio.run(transfer_across_policy_change())
-    assert in_flight, "the transfer ended before the policy was enforced; it proves nothing (make it bigger)"
+    assert in_flight, "the transfer ended before the policy was enforced; it proves nothing (hold it longer)"
     assert result["echoed"] == size
     # The next connection between the same pods is new to conntrack and meets the new policy.
     probe = model_cluster.probe_once("y/b", "x/a")
