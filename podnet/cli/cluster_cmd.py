@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
         pod_eviction_timeout: float = typer.Option(300.0, "--pod-eviction-timeout"),
         demo: bool = typer.Option(False, "--demo", help="Apply the demo app and show what it does."),
         hosts: str = typer.Option("local", "--hosts", help="local (hosts are 127.0.0.x addresses) or netns "
-                                  "(each node's processes in a network namespace on a bridge, 198.51.100.0/24; root)."),
+                                  "(each node's processes in a network namespace on a bridge, 203.0.113.0/24; root)."),
         pod_mode: str = typer.Option("virtual", "--pod-mode", help="virtual (a stack in the agent) or netns "
                                      "(real network namespaces that run real programs; root)."),
         home: Path | None = HomeOption,

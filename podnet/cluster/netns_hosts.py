@@ -2,9 +2,9 @@
 
 Each node's processes (agent, kube-proxy, BGP speaker) run in their own network namespace
 `podnet-host-<node>`, joined to the bridge `podnet-br0` in the root namespace by a veth pair whose inner
-end is the host's eth0. The lab subnet is 198.51.100.0/24 (TEST-NET-2, a documentation range that is
-never routed; TEST-NET-1 is taken by the uplink of some virtual machines): node N is 198.51.100.(10+N),
-and the bridge itself holds 198.51.100.10, the control-plane address, where the API server, DNS and the
+end is the host's eth0. The lab subnet is 203.0.113.0/24 (TEST-NET-3, a documentation range that is
+never routed; TEST-NET-1 is taken by the uplink of some virtual machines): node N is 203.0.113.(10+N),
+and the bridge itself holds 203.0.113.10, the control-plane address, where the API server, DNS and the
 cloud load balancer listen in the root namespace. A subnet that the machine already routes somewhere
 else is refused, so lab traffic can never leave through a real interface. So every host has its
 own kernel view of the network and VXLAN crosses real interfaces between namespaces.
@@ -40,7 +40,7 @@ from podnet.nodeagent.pods.netns import (
 )
 
 BRIDGE = "podnet-br0"
-LAB_PREFIX = "198.51.100"
+LAB_PREFIX = "203.0.113"
 PREFIX_LEN = 24
 VETH_PREFIX = "pnv"
 
