@@ -32,6 +32,7 @@ from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.hostbridge import HostBridge
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.nodeports import NodePorts
+from podnet.nodeagent.poddns import PodDns
 from podnet.nodeagent.pods.netns import (
     ContainerSpec,
     NetnsError,
@@ -43,6 +44,7 @@ from podnet.nodeagent.pods.netns import (
 )
 from podnet.nodeagent.pods.netns import probe as netns_probe
 from podnet.nodeagent.pods.virtual import client as ops
+from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.overlay.pipeline.forward import (
     Deliver,
@@ -164,6 +166,7 @@ class NodeAgent:
         self._status_dirty: set[str] = set()
         self._status_wakeup = asyncio.Event()
         self.netns_pods = NetnsPods(config.name, config.state_path, self._from_netns_pod, self._mark_status_dirty)
+        self.dns = PodDns(self._operate, self._emit)
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -633,6 +636,7 @@ class NodeAgent:
             "pod.http": self.rpc_pod_http,
             "pod.connect": self.rpc_pod_connect,
             "pod.ping": self.rpc_pod_ping,
+            "pod.dig": self.rpc_pod_dig,
             "pods.list": self.rpc_pods_list,
             "pod.send_udp": self.rpc_pod_send_udp,
             "pod.tcp_transfer": self.rpc_pod_tcp_transfer,
@@ -745,7 +749,12 @@ class NodeAgent:
     async def rpc_pod_http(self, params: dict) -> dict:
         pod = self._pod(params)
         timeout = float(params.get("timeout") or 10.0)
-        event = await self._operate(pod, lambda s, now: s.http_get(params["url"], now, timeout=timeout), timeout)
+        try:
+            address = await self.dns.url_address(pod, params["url"], timeout)
+        except UnresolvableError as exc:
+            return {"ok": False, "reason": str(exc)}
+        start = lambda s, now: s.http_get(params["url"], now, timeout=timeout, address=address)  # noqa: E731
+        event = await self._operate(pod, start, timeout)
         if isinstance(event, ops.Failed):
             return {"ok": False, "reason": event.reason}
         response: ops.HttpResponse = event.result
@@ -760,7 +769,11 @@ class NodeAgent:
     async def rpc_pod_connect(self, params: dict) -> dict:
         pod = self._pod(params)
         timeout = float(params.get("timeout") or 5.0)
-        host, port = params["host"], int(params["port"])
+        port = int(params["port"])
+        try:
+            host = await self.dns.address(pod, params["host"], timeout)
+        except UnresolvableError as exc:
+            return {"ok": False, "reason": str(exc)}
         if (params.get("protocol") or "TCP").upper() == "UDP":
             payload = params.get("payload") or b"hostname"
             payload = payload.encode() if isinstance(payload, str) else payload
@@ -792,6 +805,9 @@ class NodeAgent:
             "received": result.received,
             "rtts": list(result.rtts),
         }
+
+    async def rpc_pod_dig(self, params: dict) -> dict:
+        return await self.dns.dig(self._pod(params), params)
 
     async def rpc_pod_send_udp(self, params: dict) -> dict:
         """The pod sends a stream of UDP datagrams to `dst:port` for `seconds`, as fast as the node
