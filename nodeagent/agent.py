@@ -565,6 +565,10 @@ class NodeAgent:
             }
             for c in (obj.get("spec") or {}).get("containers") or []
         ]
+        if not all(c["ready"] for c in containers):  # a netns container waiting to restart
+            for condition in conditions:
+                if condition["type"] in ("Ready", "ContainersReady"):
+                    condition["status"] = "False"
         status = {
             "phase": "Running",
             "podIP": ip,

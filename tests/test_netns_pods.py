@@ -79,16 +79,23 @@ def test_a_container_that_exits_is_restarted_and_counted(netns_cluster):
     node = netns_cluster.node_names[0]
     _apply(netns_cluster, lambda c: c.create(netns_pod("crasher", node, command=["sh", "-c", "sleep 0.2; exit 3"])))
     try:
-        def status() -> dict:
-            pod = _apply(netns_cluster, lambda c: c.get("pods", "crasher", "default"))
-            statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
-            return statuses[0]
+        def pod() -> dict:
+            return _apply(netns_cluster, lambda c: c.get("pods", "crasher", "default"))
 
-        assert wait_for(lambda: status().get("restartCount", 0) >= 2, 15, "two restarts")
-        terminated = status()["lastState"]["terminated"]
+        def container(obj: dict) -> dict:
+            return ((obj.get("status") or {}).get("containerStatuses") or [{}])[0]
+
+        assert wait_for(lambda: container(pod()).get("restartCount", 0) >= 2, 15, "two restarts")
+        terminated = container(pod())["lastState"]["terminated"]
         assert terminated["exitCode"] == 3 and terminated["reason"] == "Error"
-        waiting = wait_for(lambda: status()["state"].get("waiting"), 10, "the back-off between restarts")
-        assert waiting["reason"] == "CrashLoopBackOff"
+        def backing_off() -> dict | None:
+            obj = pod()
+            return obj if container(obj)["state"].get("waiting") else None
+
+        waiting = wait_for(backing_off, 10, "the back-off between restarts")
+        assert container(waiting)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        conditions = {c["type"]: c["status"] for c in waiting["status"]["conditions"]}
+        assert conditions["Ready"] == "False" and conditions["ContainersReady"] == "False"
     finally:
         _apply(netns_cluster, lambda c: c.delete("pods", "crasher", "default"))
     name = f"podnet-{node}-default-crasher"
