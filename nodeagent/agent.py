@@ -47,8 +47,10 @@ from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.overlay.pipeline.forward import (
+    FOU_PORT,
     Deliver,
     DeliverFrame,
+    Encapsulation,
     NodeIdentity,
     Output,
     Peer,
@@ -92,6 +94,7 @@ class AgentConfig:
     token: str | None = None
     state_dir: str | None = None  # default $PODNET_HOME/nodes/<name>
     vxlan_port: int = 4789
+    fou_port: int = FOU_PORT  # the bgp backend's foo-over-UDP port, here and on every peer
     metrics_port: int | None = 0  # None: no status server; 0: any free port
     backend: str = "vxlan"
     cluster_cidr: str = "10.244.0.0/16"
@@ -281,10 +284,13 @@ class NodeAgent:
             self.pod_cidr,
             cluster_cidr=self.config.cluster_cidr,
             vxlan_port=self.config.vxlan_port,
+            encapsulation=Encapsulation.FOU if self.config.backend == "bgp" else Encapsulation.VXLAN,
+            fou_port=self.config.fou_port,
         )
         self.pipeline = Pipeline(identity, rand=random.random)
         self.ipam = HostLocalIpam(self.config.state_path, self.pod_cidr)
-        self.tunnel = UdpTunnel(self.config.address, self.config.vxlan_port, self._from_tunnel)
+        port = self.config.fou_port if self.config.backend == "bgp" else self.config.vxlan_port
+        self.tunnel = UdpTunnel(self.config.address, port, self._from_tunnel)
         await self.tunnel.open()
         self.hostbridge = HostBridge(self.config.address, self._from_hostbridge)
         # The node's own endpoint in the pod network, on the gateway address: it answers pods that ping
@@ -306,7 +312,8 @@ class NodeAgent:
         now = time.monotonic()
         trace = None
         if self._traces or self._watches:
-            trace = self._trace_for(datagram[22:]) or self._watched(datagram[22:])
+            inner = datagram[self.pipeline.inner_offset :]
+            trace = self._trace_for(inner) or self._watched(inner)
         self._run(self.pipeline.from_tunnel(sender, datagram, now, trace), now)
 
     def _from_hostbridge(self, packet: bytes) -> None:
@@ -662,7 +669,9 @@ class NodeAgent:
             "address": self.config.address,
             "pod_cidr": self.pod_cidr,
             "backend": self.config.backend,
-            "vxlan_port": self.tunnel.port,
+            "encapsulation": self.pipeline.node.encapsulation.value,
+            "vxlan_port": self.tunnel.port if self.config.backend == "vxlan" else None,
+            "fou_port": self.tunnel.port if self.config.backend == "bgp" else None,
             "vtep_mac": vtep_mac(self.config.address),
             "status_port": self.status_port,
         }
@@ -1119,8 +1128,8 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
             else:
                 synced.cancel()
             await rpc.start()
-            log.info("node agent %s up: %s, podCIDR %s, VXLAN on %s:%d", config.name, config.address,
-                     agent.pod_cidr, config.address, agent.tunnel.port)
+            log.info("node agent %s up: %s, podCIDR %s, %s on %s:%d", config.name, config.address,
+                     agent.pod_cidr, agent.pipeline.node.encapsulation.name, config.address, agent.tunnel.port)
             try:
                 await shutdown.wait()
             finally:
