@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
 
 class StorageError(Exception):
@@ -73,6 +73,17 @@ class Progress:
     """A watch progress notification: nothing under the prefix changed up to `revision` (a BOOKMARK)."""
 
     revision: int
+
+
+class OpensAsContext:
+    """`async with store:` opens the store and closes it on the way out (for classes with open and close)."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()  # type: ignore[attr-defined]
 
 
 class Store(Protocol):

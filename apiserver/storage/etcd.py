@@ -27,6 +27,7 @@ from podnet.apiserver.storage.base import (
     Conflict,
     KeyValue,
     NotFound,
+    OpensAsContext,
     Progress,
     StorageError,
     Unavailable,
@@ -76,7 +77,7 @@ def _rpc_error(error: BaseException) -> rpc.AioRpcError | None:
     return None
 
 
-class EtcdStore:
+class EtcdStore(OpensAsContext):
     """The Store protocol over etcd (see the module docstring). `endpoints`: "host:port" strings."""
 
     def __init__(self, endpoints: list[str], *, request_timeout: float = 5.0) -> None:
@@ -87,13 +88,6 @@ class EtcdStore:
         self._clients: list[aetcd.Client] = []
         self._active = 0
         self._closed = False
-
-    async def __aenter__(self) -> EtcdStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # -- connection ----------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from podnet.apiserver.storage.base import (
     Conflict,
     KeyValue,
     NotFound,
+    OpensAsContext,
     Progress,
     StorageError,
     Unavailable,
@@ -135,7 +136,7 @@ class _Watcher:
         self.wakeup.set()
 
 
-class SqliteStore:
+class SqliteStore(OpensAsContext):
     """The Store protocol over one SQLite file (see the module docstring).
 
     `progress_interval`: a watch with nothing to deliver for this many seconds yields a Progress.
@@ -155,13 +156,6 @@ class SqliteStore:
         self._watchers: set[_Watcher] = set()
         self._published_revision = 0
         self._closed = asyncio.Event()
-
-    async def __aenter__(self) -> SqliteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
