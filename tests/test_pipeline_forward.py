@@ -7,9 +7,6 @@ from podnet.overlay.pipeline.forward import (
     Deliver,
     DeliverFrame,
     Drop,
-    NodeIdentity,
-    Peer,
-    Pipeline,
     PodPort,
     PolicyDirection,
     ToHost,
@@ -22,37 +19,9 @@ from podnet.overlay.pipeline.forward import (
 from podnet.overlay.wire import arp, ethernet, icmp, ipv4, tcp, udp, vxlan
 from podnet.overlay.wire.addresses import ip_to_bytes, ip_to_int
 from podnet.overlay.wire.checksum import internet_checksum
+from support.pipelines import N1, N2, A, B, node, only, tcp_packet, udp_packet
 
-N1 = NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24")
-N2 = NodeIdentity("node-2", "127.0.0.12", "10.244.2.0/24")
-A = PodPort("default", "a", "10.244.1.2", pod_mac("10.244.1.2"))
-B = PodPort("default", "b", "10.244.2.2", pod_mac("10.244.2.2"))
 C = PodPort("default", "c", "10.244.1.3", pod_mac("10.244.1.3"))
-
-
-def node(identity: NodeIdentity, *pods: PodPort, policy=None) -> Pipeline:
-    pipeline = Pipeline(identity, **({"policy": policy} if policy else {}))
-    for other in (N1, N2):
-        if other is not identity:
-            pipeline.set_peer(Peer(other.name, other.address, vtep_mac(other.address)), other.pod_cidr)
-    for pod in pods:
-        pipeline.add_pod(pod)
-    return pipeline
-
-
-def udp_packet(src: str, dst: str, sport=5000, dport=53, payload=b"hello", df=True) -> bytes:
-    body = udp.encode(udp.UdpDatagram(sport, dport, payload), src, dst)
-    return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.UDP, body, dont_fragment=df))
-
-
-def tcp_packet(src: str, dst: str, sport: int, dport: int, flags) -> bytes:
-    seg = tcp.TcpSegment(sport, dport, 1, 0, flags, 65535)
-    return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.TCP, tcp.encode(seg, src, dst)))
-
-
-def only(outputs, kind):
-    assert len(outputs) == 1 and isinstance(outputs[0], kind), outputs
-    return outputs[0]
 
 
 def test_cross_node_udp_is_vxlan_with_pod_addresses_and_the_reply_follows_conntrack():

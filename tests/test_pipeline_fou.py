@@ -19,19 +19,17 @@ from podnet.overlay.pipeline.forward import (
     Pipeline,
     PodPort,
     Tunnel,
-    pod_mac,
     vtep_mac,
 )
 from podnet.overlay.pipeline.routes import Route, RouteKind
 from podnet.overlay.wire import icmp, ipv4, udp
+from support.pipelines import A, B, only, udp_packet
 
 FOU = Encapsulation.FOU
 N1 = NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24", encapsulation=FOU, fou_port=5555)
 N2 = NodeIdentity("node-2", "127.0.0.12", "10.244.2.0/24", encapsulation=FOU, fou_port=5555)
 N3 = NodeIdentity("node-3", "127.0.0.13", "10.244.3.0/24", encapsulation=FOU, fou_port=5555)
 NODES = (N1, N2, N3)
-A = PodPort("default", "a", "10.244.1.2", pod_mac("10.244.1.2"))
-B = PodPort("default", "b", "10.244.2.2", pod_mac("10.244.2.2"))
 
 
 def bgp_routes(identity: NodeIdentity, *, withdrawn: tuple[NodeIdentity, ...] = ()) -> list[Route]:
@@ -54,16 +52,6 @@ def node(identity: NodeIdentity, *pods: PodPort) -> Pipeline:
     return pipeline
 
 
-def udp_packet(src: str, dst: str, payload=b"hello", sport=5000, dport=53, df=True) -> bytes:
-    body = udp.encode(udp.UdpDatagram(sport, dport, payload), src, dst)
-    return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.UDP, body, dont_fragment=df))
-
-
-def only(outputs, kind):
-    assert len(outputs) == 1 and isinstance(outputs[0], kind), outputs
-    return outputs[0]
-
-
 def test_the_pod_packet_is_the_whole_udp_payload_and_the_reply_comes_back_the_same_way():
     n1, n2 = node(N1, A), node(N2, B)
     request = udp_packet(A.ip, B.ip)
@@ -71,7 +59,7 @@ def test_the_pod_packet_is_the_whole_udp_payload_and_the_reply_comes_back_the_sa
     assert (out.node_address, out.datagram) == (N2.address, request)  # no header, no NAT
     delivered = only(n2.from_tunnel(N1.address, out.datagram, 0.1), Deliver)
     assert delivered.packet == request
-    reply = only(n2.from_pod(B, udp_packet(B.ip, A.ip, b"world", 53, 5000), 0.2), Tunnel)
+    reply = only(n2.from_pod(B, udp_packet(B.ip, A.ip, 53, 5000, b"world"), 0.2), Tunnel)
     back = only(n1.from_tunnel(N2.address, reply.datagram, 0.3), Deliver)
     assert udp.decode(ipv4.decode(back.packet).payload, B.ip, A.ip).payload == b"world"
     assert n1.counters["tunnel.tx"] == n1.counters["tunnel.rx"] == 1
@@ -131,12 +119,12 @@ def test_the_node_address_itself_may_send_for_nodeport_traffic():
 
 def test_a_packet_over_the_pod_mtu_with_df_gets_frag_needed_and_one_at_the_mtu_goes():
     n1 = node(N1, A)
-    answer = only(n1.from_pod(A, udp_packet(A.ip, B.ip, b"x" * (N1.mtu - 27)), 0.0), Deliver)
+    answer = only(n1.from_pod(A, udp_packet(A.ip, B.ip, payload=b"x" * (N1.mtu - 27)), 0.0), Deliver)
     error = ipv4.decode(answer.packet)
     message = icmp.decode(error.payload)
     assert error.src == N1.gateway and message.code == icmp.UnreachableCode.FRAGMENTATION_NEEDED
     assert message.next_hop_mtu == N1.mtu
-    fits = udp_packet(A.ip, B.ip, b"x" * (N1.mtu - 28), sport=5001)
+    fits = udp_packet(A.ip, B.ip, sport=5001, payload=b"x" * (N1.mtu - 28))
     assert len(only(n1.from_pod(A, fits, 0.0), Tunnel).datagram) == N1.mtu
 
 

@@ -4,43 +4,13 @@ pod network from its own address (SNAT) or from the client's, and the answers fi
 from podnet.overlay.pipeline.forward import (
     Deliver,
     Drop,
-    NodeIdentity,
-    Peer,
-    Pipeline,
-    PodPort,
     PolicyDirection,
     ToHost,
     Tunnel,
     Verdict,
-    pod_mac,
-    vtep_mac,
 )
 from podnet.overlay.wire import ipv4, tcp
-
-N1 = NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24")
-N2 = NodeIdentity("node-2", "127.0.0.12", "10.244.2.0/24")
-A = PodPort("default", "a", "10.244.1.2", pod_mac("10.244.1.2"))
-B = PodPort("default", "b", "10.244.2.2", pod_mac("10.244.2.2"))
-
-
-def node(identity, *pods, policy=None):
-    pipeline = Pipeline(identity, **({"policy": policy} if policy else {}))
-    for other in (N1, N2):
-        if other is not identity:
-            pipeline.set_peer(Peer(other.name, other.address, vtep_mac(other.address)), other.pod_cidr)
-    for pod in pods:
-        pipeline.add_pod(pod)
-    return pipeline
-
-
-def segment(src, dst, sport, dport, flags):
-    body = tcp.encode(tcp.TcpSegment(sport, dport, 1, 0, flags, 65535), src, dst)
-    return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.TCP, body))
-
-
-def only(outputs, kind):
-    assert len(outputs) == 1 and isinstance(outputs[0], kind), outputs
-    return outputs[0]
+from support.pipelines import N1, N2, A, B, node, only, tcp_packet
 
 
 def test_snatted_connection_to_a_remote_pod_and_its_answer_back_to_the_node():
@@ -51,13 +21,13 @@ def test_snatted_connection_to_a_remote_pod_and_its_answer_back_to_the_node():
         return Verdict(True, "test")
 
     n1, n2 = node(N1, A), node(N2, B, policy=policy)
-    syn = segment("127.0.0.11", B.ip, 40000, 8080, tcp.TcpFlags.SYN)
+    syn = tcp_packet("127.0.0.11", B.ip, 40000, 8080, tcp.TcpFlags.SYN)
     out = only(n1.from_node(syn, 0.0), Tunnel)
     assert out.node_address == N2.address
     delivered = only(n2.from_tunnel(N1.address, out.datagram, 0.0), Deliver)
     assert ipv4.decode(delivered.packet).src == "127.0.0.11"  # the pod sees the node address
     assert seen == [(PolicyDirection.INGRESS, "127.0.0.11")]
-    answer = segment(B.ip, "127.0.0.11", 8080, 40000, tcp.TcpFlags.SYN | tcp.TcpFlags.ACK)
+    answer = tcp_packet(B.ip, "127.0.0.11", 8080, 40000, tcp.TcpFlags.SYN | tcp.TcpFlags.ACK)
     back = only(n2.from_pod(B, answer, 0.0), Tunnel)
     assert back.node_address == N1.address and len(seen) == 1  # a reply meets no policy
     to_host = only(n1.from_tunnel(N2.address, back.datagram, 0.0), ToHost)
@@ -66,22 +36,22 @@ def test_snatted_connection_to_a_remote_pod_and_its_answer_back_to_the_node():
 
 def test_client_address_to_a_local_pod_and_the_answer_to_the_host_side():
     n1 = node(N1, A)
-    syn = segment("127.0.0.1", A.ip, 51000, 8080, tcp.TcpFlags.SYN)
+    syn = tcp_packet("127.0.0.1", A.ip, 51000, 8080, tcp.TcpFlags.SYN)
     delivered = only(n1.from_node(syn, 0.0), Deliver)
     assert ipv4.decode(delivered.packet).src == "127.0.0.1"
-    answer = segment(A.ip, "127.0.0.1", 8080, 51000, tcp.TcpFlags.SYN | tcp.TcpFlags.ACK)
+    answer = tcp_packet(A.ip, "127.0.0.1", 8080, 51000, tcp.TcpFlags.SYN | tcp.TcpFlags.ACK)
     assert only(n1.from_pod(A, answer, 0.0), ToHost).packet == answer
 
 
 def test_a_pods_own_connection_to_another_nodes_address_still_uses_the_host_bridge():
     n1 = node(N1, A)
-    syn = segment(A.ip, "127.0.0.12", 42000, 6443, tcp.TcpFlags.SYN)
+    syn = tcp_packet(A.ip, "127.0.0.12", 42000, 6443, tcp.TcpFlags.SYN)
     assert isinstance(only(n1.from_pod(A, syn, 0.0), ToHost), ToHost)
 
 
 def test_only_the_senders_own_address_passes_the_reverse_path_check():
     n1, n2 = node(N1, A), node(N2, B)
-    forged = segment("127.0.0.13", B.ip, 40000, 8080, tcp.TcpFlags.SYN)
+    forged = tcp_packet("127.0.0.13", B.ip, 40000, 8080, tcp.TcpFlags.SYN)
     datagram = only(n1.from_node(forged, 0.0), Tunnel).datagram
     assert only(n2.from_tunnel(N1.address, datagram, 0.0), Drop).reason == "vxlan-spoofed-inner-source"
 
@@ -89,10 +59,10 @@ def test_only_the_senders_own_address_passes_the_reverse_path_check():
 def test_from_node_needs_a_route_and_a_pod():
     n1 = node(N1, A)
     assert (
-        only(n1.from_node(segment("127.0.0.11", "10.244.1.99", 1, 2, tcp.TcpFlags.SYN), 0.0), Drop).reason
+        only(n1.from_node(tcp_packet("127.0.0.11", "10.244.1.99", 1, 2, tcp.TcpFlags.SYN), 0.0), Drop).reason
         == "no-such-pod"
     )
     assert (
-        only(n1.from_node(segment("127.0.0.11", "10.245.0.1", 1, 2, tcp.TcpFlags.SYN), 0.0), Drop).reason
+        only(n1.from_node(tcp_packet("127.0.0.11", "10.245.0.1", 1, 2, tcp.TcpFlags.SYN), 0.0), Drop).reason
         == "no-route"
     )

@@ -1,0 +1,42 @@
+"""Pure forwarding pipelines for tests, wired back to back in memory: VXLAN nodes `N1` (127.0.0.11,
+10.244.1.0/24) and `N2` (127.0.0.12, 10.244.2.0/24), pods `A` (node-1) and `B` (node-2).
+
+`node(identity, *pods, policy=None)` is a pipeline with the other node as its VXLAN peer and `pods`
+attached; `udp_packet` and `tcp_packet` build IPv4 packets with valid checksums; `only(outputs, kind)`
+is the one output, asserted to be a `kind`.
+"""
+
+from __future__ import annotations
+
+from podnet.overlay.pipeline.forward import NodeIdentity, Peer, Pipeline, PodPort, pod_mac, vtep_mac
+from podnet.overlay.wire import ipv4, tcp, udp
+
+N1 = NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24")
+N2 = NodeIdentity("node-2", "127.0.0.12", "10.244.2.0/24")
+A = PodPort("default", "a", "10.244.1.2", pod_mac("10.244.1.2"))
+B = PodPort("default", "b", "10.244.2.2", pod_mac("10.244.2.2"))
+
+
+def node(identity: NodeIdentity, *pods: PodPort, policy=None) -> Pipeline:
+    pipeline = Pipeline(identity, **({"policy": policy} if policy else {}))
+    for other in (N1, N2):
+        if other is not identity:
+            pipeline.set_peer(Peer(other.name, other.address, vtep_mac(other.address)), other.pod_cidr)
+    for pod in pods:
+        pipeline.add_pod(pod)
+    return pipeline
+
+
+def udp_packet(src: str, dst: str, sport=5000, dport=53, payload=b"hello", df=True) -> bytes:
+    body = udp.encode(udp.UdpDatagram(sport, dport, payload), src, dst)
+    return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.UDP, body, dont_fragment=df))
+
+
+def tcp_packet(src: str, dst: str, sport: int, dport: int, flags) -> bytes:
+    body = tcp.encode(tcp.TcpSegment(sport, dport, 1, 0, flags, 65535), src, dst)
+    return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.TCP, body))
+
+
+def only(outputs, kind):
+    assert len(outputs) == 1 and isinstance(outputs[0], kind), outputs
+    return outputs[0]
