@@ -26,10 +26,10 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
