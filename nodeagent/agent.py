@@ -290,7 +290,7 @@ class NodeAgent:
         self.pipeline = Pipeline(identity, rand=random.random)
         self.ipam = HostLocalIpam(self.config.state_path, self.pod_cidr)
         port = self.config.fou_port if self.config.backend == "bgp" else self.config.vxlan_port
-        self.tunnel = UdpTunnel(self.config.address, port, self._from_tunnel)
+        self.tunnel = UdpTunnel(self.config.address, port, on_batch=self._from_tunnel)
         await self.tunnel.open()
         self.hostbridge = HostBridge(self.config.address, self._from_hostbridge)
         # The node's own endpoint in the pod network, on the gateway address: it answers pods that ping
@@ -308,13 +308,21 @@ class NodeAgent:
         now = time.monotonic()
         self._run(self.pipeline.from_node(packet, now), now)
 
-    def _from_tunnel(self, datagram: bytes, sender: str) -> None:
+    def _from_tunnel(self, datagrams: list[tuple[bytes, str]]) -> None:
+        """One wake-up's datagrams from the underlay, through the pipeline and carried out together."""
         now = time.monotonic()
-        trace = None
+        from_tunnel = self.pipeline.from_tunnel
+        outputs: list[Output] = []
         if self._traces or self._watches:
-            inner = datagram[self.pipeline.inner_offset :]
-            trace = self._trace_for(inner) or self._watched(inner)
-        self._run(self.pipeline.from_tunnel(sender, datagram, now, trace), now)
+            offset = self.pipeline.inner_offset
+            for datagram, sender in datagrams:
+                inner = datagram[offset:]
+                trace = self._trace_for(inner) or self._watched(inner)
+                outputs += from_tunnel(sender, datagram, now, trace)
+        else:
+            for datagram, sender in datagrams:
+                outputs += from_tunnel(sender, datagram, now)
+        self._run(outputs, now)
 
     def _from_hostbridge(self, packet: bytes) -> None:
         now = time.monotonic()
@@ -352,31 +360,39 @@ class NodeAgent:
     def _run(self, outputs: list[Output], now: float) -> None:
         """Carries out what the pipeline decided, feeding pods' answers back in until all is sent."""
         work = deque(outputs)
+        popleft, by_ip, send, from_pod = work.popleft, self.by_ip, self.tunnel.send, self.pipeline.from_pod
+        # Pods whose stacks took packets: their events and timers are seen to once, after the loop,
+        # however many packets of the batch they received.
+        received: dict[int, VirtualPod] = {}
         for _ in range(MAX_PUMP):
             if not work:
-                return
-            out = work.popleft()
+                break
+            out = popleft()
             kind = type(out)
-            if kind is Tunnel:
-                self.tunnel.send(out.node_address, out.datagram)
-            elif kind is Deliver:
-                pod = self.by_ip.get(out.pod_ip)
-                if pod is not None and pod.netns is not None:
+            if kind is Deliver:
+                pod = by_ip.get(out.pod_ip)
+                if pod is None:
+                    continue
+                if pod.netns is not None:
                     pod.netns.deliver(out.packet)
-                elif pod is not None:
-                    answers = pod.stack.receive(out.packet, now)
-                    self._after_stack(pod, now)
-                    for packet in answers:
-                        trace = self._trace_for(packet) if self._traces else None
-                        work.extend(self.pipeline.from_pod(pod.port, packet, now, trace))
+                    continue
+                received[id(pod)] = pod
+                for packet in pod.stack.receive(out.packet, now):
+                    trace = self._trace_for(packet) if self._traces else None
+                    work.extend(from_pod(pod.port, packet, now, trace))
+            elif kind is Tunnel:
+                send(out.node_address, out.datagram)
             elif kind is ToHost:
                 if not self.nodeports.claim(out.packet):  # an answer to a NodePort connection, or
                     self.hostbridge.handle(out.packet, now)
             elif kind is DeliverFrame:  # an ARP answer; virtual pods' ARP never reaches the pipeline
-                pod = self.by_ip.get(out.pod_ip)
+                pod = by_ip.get(out.pod_ip)
                 if pod is not None and pod.netns is not None:
                     pod.netns.deliver_frame(out.frame)
-        self.pipeline.counters["drop.pump-limit"] += len(work)
+        else:
+            self.pipeline.counters["drop.pump-limit"] += len(work)
+        for pod in received.values():
+            self._after_stack(pod, now)
 
     def _from_netns_pod(self, netns_pod: NetnsPod, frames: list[bytes]) -> None:
         """Frames a netns pod's kernel sent on its eth0: into the pipeline, as a virtual pod's packets."""

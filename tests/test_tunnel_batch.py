@@ -1,0 +1,48 @@
+"""The tunnel's batch receiver sees exactly what the per-datagram receiver sees, in order, in lists no
+longer than the read batch."""
+
+import asyncio
+import socket
+
+import pytest
+
+from podnet.overlay.tunnel import Tunnel
+
+
+async def _received_by(tunnel: Tunnel, payloads: list[bytes], until) -> None:
+    await tunnel.open()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.13", 0))
+            for payload in payloads:
+                peer.sendto(payload, ("127.0.0.11", tunnel.port))
+            deadline = asyncio.get_running_loop().time() + 5.0
+            while not until():
+                assert asyncio.get_running_loop().time() < deadline, "timed out"
+                await asyncio.sleep(0.01)
+    finally:
+        tunnel.close()
+
+
+async def test_batches_carry_the_same_datagrams_in_the_same_order_as_one_by_one_delivery():
+    payloads = [index.to_bytes(2, "big") for index in range(300)]
+    one_by_one: list[tuple[bytes, str]] = []
+    await _received_by(
+        Tunnel("127.0.0.11", 0, lambda data, sender: one_by_one.append((data, sender)), batch=32),
+        payloads, lambda: len(one_by_one) == len(payloads),
+    )
+    batches: list[list[tuple[bytes, str]]] = []
+    await _received_by(
+        Tunnel("127.0.0.11", 0, on_batch=batches.append, batch=32),
+        payloads, lambda: sum(map(len, batches)) == len(payloads),
+    )
+    assert [item for batch in batches for item in batch] == one_by_one
+    assert all(0 < len(batch) <= 32 for batch in batches)
+    assert len(batches) < len(payloads)  # a burst is read several datagrams per wake-up
+
+
+def test_a_tunnel_takes_exactly_one_receiver():
+    with pytest.raises(ValueError):
+        Tunnel("127.0.0.11", 0)
+    with pytest.raises(ValueError):
+        Tunnel("127.0.0.11", 0, lambda data, sender: None, on_batch=lambda datagrams: None)
