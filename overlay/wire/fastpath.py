@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from .checksum import internet_checksum, update_checksum
+from .checksum import internet_checksum, update_checksum, wide_sum
 from .errors import DecodeError
 
 FlowKey = tuple[int, int, int, int, int]
@@ -178,9 +178,7 @@ def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int
         return None
     end = 20 + length
     if checksum:
-        value = _from_bytes(packet[20:end])
-        if length & 1:
-            value <<= 8
+        value = wide_sum(packet[20:end])
         # The pseudo-header's words (addresses, protocol, length) add up, modulo 0xffff, to the
         # addresses taken whole (2**16 is 1 modulo 0xffff); protocol and length keep the sum non-zero.
         if (value + src + dst + UDP + length) % 0xFFFF:
