@@ -39,7 +39,7 @@ demo: venv
 
 bench: venv
 	@./deploy/install-debs.sh $(TEST_DEBS) $(BENCH_DEBS)
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH)
 
 clean:
 	-$(VENV)/bin/podnet clean

@@ -1,7 +1,7 @@
 """Runs every benchmark in bench/ and writes BENCHMARKS.md with their JSON figures and the machine they ran on.
 
 Each benchmark prints one JSON object (its figures, and a baseline ratio where it has one) as its last line of
-standard output.
+standard output. Names on the command line (`run_all.py dns netpol`) run only those.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def run(script: Path, timeout: float) -> dict:
 
 def main() -> None:
     timeout = float(os.environ.get("PODNET_BENCH_TIMEOUT", "900"))
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    chosen = set(sys.argv[1:])
+    scripts = sorted(p for p in HERE.glob("*.py")
+                     if p.name != Path(__file__).name and (not chosen or p.stem in chosen))
     sections = [f"# podnet benchmarks\n\nRun by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
                 f"Machine: {machine()}.\n"]
     for script in scripts:
