@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from support.bgp import free_tcp_port
+from support.processes import free_tcp_port
 
 BIRD, PODNET_1, PODNET_2 = "127.0.0.62", "127.0.0.61", "127.0.0.63"
 BIRD_PREFIX = "10.244.50.0/24"

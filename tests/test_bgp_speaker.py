@@ -12,8 +12,7 @@ import sys
 import time
 
 import pytest
-
-from support.bgp import REPO, free_tcp_port
+from support.processes import REPO, free_tcp_port
 
 NODES = {"n1": ("127.0.0.71", "10.244.1.0/24"), "n2": ("127.0.0.72", "10.244.2.0/24"),
          "n3": ("127.0.0.73", "10.244.3.0/24")}

@@ -13,13 +13,9 @@ Every process is killed at teardown.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import ssl
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -27,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-_START_TIMEOUT = 20.0
+from support.processes import end, free_tcp_port, read_log, spawn_module, wait_ready
 
 # token -> (user, groups); written as kube-apiserver's token CSV.
 TOKENS = {
@@ -37,12 +32,6 @@ TOKENS = {
     "editor": ("edit-token", "eddie", "edit:team-a"),
     "nobody": ("nobody-token", "nora", ""),
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ApiServerProcess:
@@ -60,7 +49,7 @@ class ApiServerProcess:
         self.store_url = store_url
         self.controllers = controllers
         self.extra_args = list(extra_args)
-        self.port = _free_port()
+        self.port = free_tcp_port()
         self.token_file = directory / "tokens.csv"
         self.token_file.write_text(
             "".join(f'{token},{user},{user}-uid,"{groups}"\n' for token, user, groups in TOKENS.values())
@@ -84,51 +73,33 @@ class ApiServerProcess:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the API server is already running")
         args = [
-            sys.executable, "-m", "podnet.apiserver",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--store", self.store_url, "--token-file", str(self.token_file),
             *(() if self.controllers else ("--no-controllers",)),
             *(("--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])) if self.tls else ()),
             *self.extra_args,
         ]
-        env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.directory))
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the API server exited with {self.process.returncode}: {self.log()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1, context=self.ssl_context()) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"the API server was not ready within {_START_TIMEOUT}s: {self.log()[-3000:]}")
+        self.process = spawn_module("podnet.apiserver", args, self.log_path, self.directory)
+        wait_ready(self.process, self._ready, "the API server", self.log)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1, context=self.ssl_context()) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; waits until the process is gone."""
-        self._signal(signal.SIGKILL)
+        end(self.process)
+        self.process = None
 
     def stop(self) -> None:
         """SIGTERM: the graceful shutdown."""
-        self._signal(signal.SIGTERM)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        end(self.process, signal.SIGTERM)
         self.process = None
 
 

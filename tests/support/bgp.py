@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,51 +29,7 @@ from typing import Any
 import pytest
 
 from podnet.rpc.session import RpcServer, call_once
-
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 20.0
-
-
-def free_tcp_port(*addresses: str) -> int:
-    """A TCP port free on every one of `addresses` (speakers of one test share their port)."""
-    for _ in range(50):
-        sockets = []
-        try:
-            first = socket.socket()
-            sockets.append(first)
-            first.bind((addresses[0], 0))
-            port = first.getsockname()[1]
-            for address in addresses[1:]:
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind((address, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no TCP port free on all of " + ", ".join(addresses))
-
-
-def _wait(process: subprocess.Popen, ready: Callable[[], bool], what: str, log: Callable[[], str]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}: {log()[-3000:]}")
-        if ready():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} not ready within {START_TIMEOUT}s: {log()[-3000:]}")
-
-
-def _end(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGCONT)
-        os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
+from support.processes import end, read_log, spawn, spawn_module, wait_ready
 
 
 @dataclass
@@ -102,13 +57,10 @@ class SpeakerProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
-        argv = [sys.executable, "-m", "podnet", "bgp", "--node", self.name, "--address", self.address,
+        args = ["bgp", "--node", self.name, "--address", self.address,
                 "--port", str(self.port), "--state-dir", str(self.state_dir), *self.args]
-        env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.home))
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
-        _wait(self.process, self._answers, f"bgp speaker {self.name}", self.log)
+        self.process = spawn_module("podnet", args, self.log_path, self.home)
+        wait_ready(self.process, self._answers, f"bgp speaker {self.name}", self.log)
 
     def _answers(self) -> bool:
         # A plain connect, not an RPC call: tests start speakers from inside a running event loop.
@@ -130,11 +82,11 @@ class SpeakerProcess:
         os.kill(self.process.pid, sig)
 
     def kill(self) -> None:
-        _end(self.process)
+        end(self.process)
         self.process = None
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
 
 @pytest.fixture
@@ -170,8 +122,7 @@ class BirdProcess:
         return result.stdout
 
     def log(self) -> str:
-        path = self.directory / "bird.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return read_log(self.directory / "bird.log")
 
 
 @pytest.fixture
@@ -186,18 +137,16 @@ def birds(tmp_path: Path) -> Iterator[Callable[[str, str], BirdProcess]]:
         (directory / "bird.conf").write_text(config)
         bird = BirdProcess(name, directory)
         started.append(bird)
-        with open(directory / "bird.log", "ab") as log:
-            bird.process = subprocess.Popen(
-                ["bird", "-c", str(directory / "bird.conf"), "-s", bird.control_socket, "-f"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait(bird.process, lambda: "BIRD" in bird.birdc("show status"), f"bird {name}", bird.log)
+        bird.process = spawn(["bird", "-c", str(directory / "bird.conf"), "-s", bird.control_socket, "-f"],
+                             directory / "bird.log")
+        wait_ready(bird.process, lambda: "BIRD" in bird.birdc("show status"), f"bird {name}", bird.log)
         return bird
 
     try:
         yield start
     finally:
         for bird in started:
-            _end(bird.process)
+            end(bird.process)
 
 
 @dataclass

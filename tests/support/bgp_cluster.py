@@ -18,8 +18,9 @@ import pytest
 
 from podnet.client import ApiClient
 from support.apiserver import ApiServerProcess
-from support.bgp import SpeakerProcess, free_tcp_port
+from support.bgp import SpeakerProcess
 from support.nodeagent import AgentProcess, Cluster, free_udp_port, pod_manifest, wait_running
+from support.processes import free_tcp_port
 
 BGP_NODES = {"node-1": "127.0.0.81", "node-2": "127.0.0.82", "node-3": "127.0.0.83"}
 BGP_PODS = {"a": "node-1", "b": "node-2", "c": "node-3"}

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,14 +18,9 @@ from pathlib import Path
 
 import pytest
 
-_START_TIMEOUT = 15.0
+from support.processes import end, free_tcp_port, read_log, spawn, wait_ready
+
 PROGRESS_NOTIFY_INTERVAL = "500ms"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class EtcdServer:
@@ -36,8 +28,8 @@ class EtcdServer:
         self.binary = binary
         self.data_dir = data_dir
         self.log_path = log_path
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
+        self.client_port = free_tcp_port()
+        self.peer_port = free_tcp_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,52 +46,36 @@ class EtcdServer:
             raise RuntimeError("etcd is already running")
         client = f"http://{self.endpoint}"
         peer = f"http://127.0.0.1:{self.peer_port}"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    self.binary,
-                    "--name=test",
-                    f"--data-dir={self.data_dir}",
-                    f"--listen-client-urls={client}",
-                    f"--advertise-client-urls={client}",
-                    f"--listen-peer-urls={peer}",
-                    f"--initial-advertise-peer-urls={peer}",
-                    f"--initial-cluster=test={peer}",
-                    "--initial-cluster-state=new",
-                    # Idle watches hear of progress often enough for tests to see it.
-                    f"--experimental-watch-progress-notify-interval={PROGRESS_NOTIFY_INTERVAL}",
-                    "--log-level=error",
-                    "--logger=zap",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"etcd exited with {self.process.returncode}: {self.log_path.read_text()[-2000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{client}/health", timeout=1) as response:
-                    if b'"true"' in response.read():
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(
-            f"etcd did not become healthy in {_START_TIMEOUT}s: {self.log_path.read_text()[-2000:]}"
+        self.process = spawn(
+            [
+                self.binary,
+                "--name=test",
+                f"--data-dir={self.data_dir}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=test={peer}",
+                "--initial-cluster-state=new",
+                # Idle watches hear of progress often enough for tests to see it.
+                f"--experimental-watch-progress-notify-interval={PROGRESS_NOTIFY_INTERVAL}",
+                "--log-level=error",
+                "--logger=zap",
+            ],
+            self.log_path,
         )
+        wait_ready(self.process, self._healthy, "etcd", lambda: read_log(self.log_path))
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=1) as response:
+                return b'"true"' in response.read()
+        except (urllib.error.URLError, OSError):
+            return False
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; waits until the process is gone."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        end(self.process)
         self.process = None
 
 

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,31 +27,9 @@ import pytest
 from podnet.client import ApiClient
 from podnet.rpc.session import call_once
 from support.apiserver import ApiServerProcess
+from support.processes import REPO, end, free_udp_port, read_log, spawn_module, wait_ready
 
-REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 20.0
 POD_PORTS = [{"containerPort": 80}, {"containerPort": 8080}, {"containerPort": 81, "protocol": "UDP"}]
-
-
-def free_udp_port(*addresses: str) -> int:
-    """A UDP port free on every one of `addresses` (peers share the VXLAN port)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
-            first.bind((addresses[0], 0))
-            port = first.getsockname()[1]
-            others = []
-            try:
-                for address in addresses[1:]:
-                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                    others.append(sock)
-                    sock.bind((address, port))
-                return port
-            except OSError:
-                continue
-            finally:
-                for sock in others:
-                    sock.close()
-    raise RuntimeError("no UDP port free on all of " + ", ".join(addresses))
 
 
 @dataclass
@@ -84,42 +61,29 @@ class AgentProcess:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket)
         args = [
-            sys.executable, "-m", "podnet.nodeagent", "--name", self.name, "--address", self.address,
+            "--name", self.name, "--address", self.address,
             "--server", self.server, "--token", self.token, "--state-dir", str(self.state_dir),
             "--vxlan-port", str(self.vxlan_port), "--metrics-port", "0", *self.extra_args,
         ]
-        env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.home))
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"agent {self.name} exited with {self.process.returncode}: {self.log()[-3000:]}")
-            if os.path.exists(self.socket):
-                try:
-                    if asyncio.run(call_once(self.socket, "ping", timeout=2)) == "pong":
-                        info = json.loads((self.state_dir / "agent.json").read_text())
-                        self.status_port = info["status_port"]
-                        return
-                except (OSError, TimeoutError):
-                    pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"agent {self.name} not ready within {START_TIMEOUT}s: {self.log()[-3000:]}")
+        self.process = spawn_module("podnet.nodeagent", args, self.log_path, self.home)
+        wait_ready(self.process, self._answers, f"agent {self.name}", self.log)
+
+    def _answers(self) -> bool:
+        if not os.path.exists(self.socket):
+            return False
+        try:
+            if asyncio.run(call_once(self.socket, "ping", timeout=2)) != "pong":
+                return False
+        except (OSError, TimeoutError):
+            return False
+        self.status_port = json.loads((self.state_dir / "agent.json").read_text())["status_port"]
+        return True
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        end(self.process, sig)
         self.process = None
 
     def rpc(self, method: str, params: object = None, timeout: float = 30.0) -> object:
