@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import itertools
 import logging
@@ -29,7 +30,7 @@ from podnet.overlay.wire import proxyv2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from podnet.client import ApiClient, ApiError, Informer
-from podnet.process import start_status_server
+from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
 
 log = logging.getLogger(__name__)
 
@@ -458,16 +459,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def serve(
     config: CloudLbConfig, *, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None
 ) -> None:
-    shutdown = asyncio.Event()
-    trigger = None
-    if shutdown_trigger is not None:
-        trigger = asyncio.ensure_future(shutdown_trigger())
-        trigger.add_done_callback(lambda _: shutdown.set())
-    try:
-        await _serve(config, shutdown)
-    finally:
-        if trigger is not None:
-            trigger.cancel()
+    await serve_until_triggered(functools.partial(_serve, config), shutdown_trigger)
 
 
 async def _serve(config: CloudLbConfig, shutdown: asyncio.Event) -> None:
@@ -486,19 +478,13 @@ async def _serve(config: CloudLbConfig, shutdown: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(lb.services.run()), group.create_task(lb.nodes.run())]
             try:
-                synced = asyncio.gather(lb.services.wait_synced(), lb.nodes.wait_synced())
-                stopped = asyncio.ensure_future(shutdown.wait())
-                await asyncio.wait({synced, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
-                if not shutdown.is_set():
+                if await wait_or_shutdown(shutdown, asyncio.gather(lb.services.wait_synced(), lb.nodes.wait_synced())):
                     lb.adopt_existing()
                     lb.trigger()
                     tasks.append(group.create_task(lb.run_controller()))
                     tasks.append(group.create_task(lb.run_health_checks()))
                     log.info("cloud-lb started, pool %s", config.pool)
                     await shutdown.wait()
-                else:
-                    synced.cancel()
             finally:
                 for task in tasks:
                     task.cancel()

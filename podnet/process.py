@@ -32,8 +32,25 @@ def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
     runner(wrapper())
 
 
-async def wait_or_shutdown(shutdown: asyncio.Event, awaitable: Awaitable[Any]) -> None:
-    """Waits for `awaitable` until shutdown is set, then cancels it."""
+async def serve_until_triggered(
+    serve: Callable[[asyncio.Event], Awaitable[None]], shutdown_trigger: Callable[[], Awaitable[Any]] | None
+) -> None:
+    """Runs `serve(shutdown)`, setting `shutdown` when `shutdown_trigger()` completes (hypercorn's
+    convention); without a trigger it runs until `serve` returns."""
+    shutdown = asyncio.Event()
+    trigger = None
+    if shutdown_trigger is not None:
+        trigger = asyncio.ensure_future(shutdown_trigger())
+        trigger.add_done_callback(lambda _: shutdown.set())
+    try:
+        await serve(shutdown)
+    finally:
+        if trigger is not None:
+            trigger.cancel()
+
+
+async def wait_or_shutdown(shutdown: asyncio.Event, awaitable: Awaitable[Any]) -> bool:
+    """Waits for `awaitable` until shutdown is set, then cancels it; True when it finished first."""
     task = asyncio.ensure_future(awaitable)
     stopper = asyncio.ensure_future(shutdown.wait())
     try:
@@ -43,6 +60,7 @@ async def wait_or_shutdown(shutdown: asyncio.Event, awaitable: Awaitable[Any]) -
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+    return not task.cancelled()
 
 
 def metrics_response(registry: CollectorRegistry = REGISTRY) -> web.Response:

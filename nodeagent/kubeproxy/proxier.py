@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from podnet.client import ApiClient, Informer
-from podnet.process import start_status_server
+from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
 from podnet.rpc.session import RpcClient, RpcError
 
 log = logging.getLogger(__name__)
@@ -313,28 +314,7 @@ class HealthCheckServer:
 
 
 async def serve(config: ProxyConfig, *, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None) -> None:
-    shutdown = asyncio.Event()
-    trigger = None
-    if shutdown_trigger is not None:
-        trigger = asyncio.ensure_future(shutdown_trigger())
-        trigger.add_done_callback(lambda _: shutdown.set())
-    try:
-        await _serve(config, shutdown)
-    finally:
-        if trigger is not None:
-            trigger.cancel()
-
-
-async def _until(shutdown: asyncio.Event, *awaitables: Awaitable[Any]) -> bool:
-    """Waits for all of `awaitables`; False (and they are cancelled) if shutdown comes first."""
-    done = asyncio.ensure_future(asyncio.gather(*awaitables))
-    stopped = asyncio.ensure_future(shutdown.wait())
-    await asyncio.wait({done, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if not done.done():
-        done.cancel()
-        return False
-    return True
+    await serve_until_triggered(functools.partial(_serve, config), shutdown_trigger)
 
 
 async def _serve(config: ProxyConfig, shutdown: asyncio.Event) -> None:
@@ -351,7 +331,9 @@ async def _serve(config: ProxyConfig, shutdown: asyncio.Event) -> None:
             try:
                 # The first full sync goes out the moment the rules' inputs are known: the Node (for the
                 # address of the status and health-check servers) is not one of them.
-                if not await _until(shutdown, proxier.services.wait_synced(), proxier.slices.wait_synced()):
+                if not await wait_or_shutdown(
+                    shutdown, asyncio.gather(proxier.services.wait_synced(), proxier.slices.wait_synced())
+                ):
                     return
                 log.info(
                     "Service and EndpointSlice caches synced: %d Services, %d slices",
@@ -361,7 +343,7 @@ async def _serve(config: ProxyConfig, shutdown: asyncio.Event) -> None:
                 proxier.runner.trigger()
                 tasks.append(group.create_task(proxier.runner.run()))
                 tasks.append(group.create_task(proxier.watch_agent(shutdown)))
-                if not await _until(shutdown, proxier.nodes.wait_synced()):
+                if not await wait_or_shutdown(shutdown, proxier.nodes.wait_synced()):
                     return
                 address = proxier.node_address()
                 while address is None and not shutdown.is_set():  # the agent registers its Node first
