@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from podnet.cli.daemon import LogLevel, run
+
 
 def apiserver(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -22,10 +24,10 @@ def apiserver(
     node_port_range: Annotated[str, typer.Option(help="NodePort range LOW-HIGH.")] = "30000-32767",
     compaction_interval: Annotated[float, typer.Option(help="Seconds between storage compactions (0: never).")] = 300.0,
     bookmark_interval: Annotated[float, typer.Option(help="Seconds between BOOKMARK events on idle watches.")] = 60.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevel = "info",
 ) -> None:
     """Run the Kubernetes-shaped API server."""
-    from podnet import logs, process
+    from podnet import logs
     from podnet.apiserver.app import serve
     from podnet.apiserver.config import ApiServerConfig, parse_port_range
 
@@ -52,7 +54,7 @@ def apiserver(
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown.wait))
+    run(serve, config)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,24 +6,24 @@ from typing import Annotated
 
 import typer
 
+from podnet.cli.daemon import LogLevel, MetricsPort, Server, Token, metrics_port_or_none, run
+
 
 def cloud_lb(
-    server: Annotated[str, typer.Option(envvar="PODNET_SERVER", help="API server URL.")],
-    token: Annotated[str | None, typer.Option(envvar="PODNET_TOKEN", help="Bearer token.")] = None,
+    server: Server,
+    token: Token = None,
     pool: Annotated[str, typer.Option(help="Addresses handed to LoadBalancer Services.")] = "127.0.1.0/24",
     address: Annotated[str, typer.Option(help="Address of /healthz and /metrics.")] = "127.0.0.10",
-    metrics_port: Annotated[
-        int, typer.Option(help="Port of /healthz and /metrics (0: any free port, -1: none).")
-    ] = 0,
+    metrics_port: MetricsPort = 0,
     health_interval: Annotated[
         float, typer.Option(help="Seconds between two health checks of each node.")
     ] = 1.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevel = "info",
 ) -> None:
     """Run the cloud load balancer: addresses from the pool, listeners on them, PROXY v2 to healthy nodes."""
     import ipaddress
 
-    from podnet import logs, process
+    from podnet import logs
     from podnet.apiserver.cloudlb import CloudLbConfig, serve
 
     try:
@@ -37,10 +37,10 @@ def cloud_lb(
         token=token,
         pool=pool,
         address=address,
-        metrics_port=None if metrics_port < 0 else metrics_port,
+        metrics_port=metrics_port_or_none(metrics_port),
         health_interval=health_interval,
     )
-    process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown.wait))
+    run(serve, config)
 
 
 def register(app: typer.Typer) -> None:

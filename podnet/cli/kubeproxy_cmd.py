@@ -6,12 +6,14 @@ from typing import Annotated
 
 import typer
 
+from podnet.cli.daemon import LogLevel, MetricsPort, Server, Token, check_choice, metrics_port_or_none, run
+
 
 def kubeproxy(
     node: Annotated[str, typer.Option(help="The node this kube-proxy programs.")],
     agent_socket: Annotated[str, typer.Option(help="The node agent's RPC socket (agent.sock).")],
-    server: Annotated[str, typer.Option(envvar="PODNET_SERVER", help="API server URL.")],
-    token: Annotated[str | None, typer.Option(envvar="PODNET_TOKEN", help="Bearer token.")] = None,
+    server: Server,
+    token: Token = None,
     mode: Annotated[
         str, typer.Option(help="iptables: ordered rules walked per connection; ipvs: hash tables.")
     ] = "iptables",
@@ -21,24 +23,20 @@ def kubeproxy(
             help="Address for /healthz, /metrics and health-check ports (default: the Node's InternalIP)."
         ),
     ] = None,
-    metrics_port: Annotated[
-        int, typer.Option(help="Port of /healthz and /metrics (0: any free port, -1: none).")
-    ] = 0,
+    metrics_port: MetricsPort = 0,
     service_cidr: Annotated[
         str, typer.Option(help="The ClusterIP range: unused addresses in it are rejected.")
     ] = "10.96.0.0/12",
     min_sync_interval: Annotated[float, typer.Option(help="Seconds between two syncs at the least.")] = 0.05,
     max_sync_interval: Annotated[float, typer.Option(help="Seconds between two syncs at the most.")] = 30.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevel = "info",
 ) -> None:
     """Run kube-proxy: watches Services and EndpointSlices and programs the node agent's service table."""
-    from podnet import logs, process
+    from podnet import logs
     from podnet.nodeagent.kubeproxy.proxier import ProxyConfig, serve
     from podnet.nodeagent.kubeproxy.rules import MODES
 
-    if mode not in MODES:
-        typer.echo(f"error: --mode must be one of {', '.join(MODES)}, not {mode!r}", err=True)
-        raise typer.Exit(2)
+    check_choice("mode", mode, MODES)
     logs.setup(f"kube-proxy/{node}", log_level)
     config = ProxyConfig(
         node=node,
@@ -47,12 +45,12 @@ def kubeproxy(
         token=token,
         agent_socket=agent_socket,
         address=address,
-        metrics_port=None if metrics_port < 0 else metrics_port,
+        metrics_port=metrics_port_or_none(metrics_port),
         service_cidr=service_cidr,
         min_sync_interval=min_sync_interval,
         max_sync_interval=max_sync_interval,
     )
-    process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown.wait))
+    run(serve, config)
 
 
 def register(app: typer.Typer) -> None:

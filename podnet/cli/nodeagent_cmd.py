@@ -6,12 +6,14 @@ from typing import Annotated
 
 import typer
 
+from podnet.cli.daemon import LogLevel, Server, Token, check_choice, metrics_port_or_none, run
+
 
 def nodeagent(
     name: Annotated[str, typer.Option(help="Node name, as registered in the API.")],
     address: Annotated[str, typer.Option(help="The node's address: InternalIP and the VXLAN endpoint.")],
-    server: Annotated[str, typer.Option(envvar="PODNET_SERVER", help="API server URL.")],
-    token: Annotated[str | None, typer.Option(envvar="PODNET_TOKEN", help="Bearer token.")] = None,
+    server: Server,
+    token: Token = None,
     state_dir: Annotated[str | None, typer.Option(help="Where the agent keeps IPAM state and agent.sock (default $PODNET_HOME/nodes/NAME).")] = None,
     vxlan_port: Annotated[int, typer.Option(help="UDP port of VXLAN, here and on every peer.")] = 4789,
     fou_port: Annotated[int, typer.Option(help="UDP port of foo-over-UDP (the bgp backend), here and on every peer.")] = 5555,
@@ -20,18 +22,14 @@ def nodeagent(
     cluster_cidr: Annotated[str, typer.Option(help="The pod network.")] = "10.244.0.0/16",
     pod_mode: Annotated[str, typer.Option(help="Pods without a podnet.io/pod-mode annotation: virtual (a stack in the agent) or netns (a real network namespace; root, Linux).")] = "virtual",
     renew_interval: Annotated[float, typer.Option(help="Seconds between renewals of the node's Lease (keep it well under the node grace period).")] = 5.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: LogLevel = "info",
 ) -> None:
     """Run a node agent: registers the Node, gives pods addresses and network stacks, forwards their traffic."""
-    from podnet import logs, process
+    from podnet import logs
     from podnet.nodeagent.agent import AgentConfig, serve
 
-    if backend not in ("vxlan", "bgp"):
-        typer.echo(f"error: --backend must be vxlan or bgp, not {backend!r}", err=True)
-        raise typer.Exit(2)
-    if pod_mode not in ("virtual", "netns"):
-        typer.echo(f"error: --pod-mode must be virtual or netns, not {pod_mode!r}", err=True)
-        raise typer.Exit(2)
+    check_choice("backend", backend, ("vxlan", "bgp"))
+    check_choice("pod-mode", pod_mode, ("virtual", "netns"))
     logs.setup(f"nodeagent/{name}", log_level)
     config = AgentConfig(
         name=name,
@@ -41,13 +39,13 @@ def nodeagent(
         state_dir=state_dir,
         vxlan_port=vxlan_port,
         fou_port=fou_port,
-        metrics_port=None if metrics_port < 0 else metrics_port,
+        metrics_port=metrics_port_or_none(metrics_port),
         backend=backend,
         cluster_cidr=cluster_cidr,
         pod_mode=pod_mode,
         renew_interval=renew_interval,
     )
-    process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown.wait))
+    run(serve, config)
 
 
 def register(app: typer.Typer) -> None:
