@@ -3,25 +3,10 @@ the Service's status, listens there and spreads clients over healthy nodes' node
 header; Local keeps the real client address end to end; deleting the Service frees the address."""
 
 import ipaddress
-import random
 import socket
-import subprocess
 import time
 
-from support.nodeagent import pod_manifest, wait_running
-
-
-def free_port(*addresses: str, low=30000, high=32768, kind=socket.SOCK_STREAM) -> int:
-    for _ in range(100):
-        port = random.randrange(low, high)
-        try:
-            for address in addresses:
-                with socket.socket(socket.AF_INET, kind) as sock:
-                    sock.bind((address, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port")
+from support.kubeproxy import ask_udp, curl, free_port, start_labelled_pod, wait_curl
 
 
 def lb_service(name, selector, port, node_port, protocol="TCP", **spec):
@@ -63,20 +48,6 @@ def wait_ingress(cluster, name, timeout=10.0) -> str:
         time.sleep(0.1)
 
 
-def curl(url, timeout=3):
-    return subprocess.run(["curl", "-sS", "--max-time", str(timeout), url], capture_output=True, text=True)
-
-
-def wait_curl(url, timeout=10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = curl(url)
-        if run.returncode == 0:
-            return run.stdout
-        assert time.monotonic() < deadline, f"{url}: {run.stderr}"
-        time.sleep(0.1)
-
-
 def test_cluster_load_balancer_spreads_over_nodes_and_frees_its_address(services_cluster, cloud_lb):
     pool = ipaddress.IPv4Network(cloud_lb.pool)
     port = free_port("127.0.0.11", "127.0.0.12", low=20000, high=29999)
@@ -106,13 +77,7 @@ def test_cluster_load_balancer_spreads_over_nodes_and_frees_its_address(services
 def test_local_load_balancer_reaches_only_nodes_with_endpoints_and_keeps_the_client(
     services_cluster, cloud_lb
 ):
-    async def pod(client):
-        manifest = pod_manifest("lb-solo", "node-2", ports=[{"containerPort": 8080, "name": "web"}])
-        manifest["metadata"]["labels"] = {"app": "lb-solo"}
-        await client.create(manifest)
-        await wait_running(client, "default", "lb-solo")
-
-    services_cluster.api_call(pod)
+    start_labelled_pod(services_cluster, "lb-solo", "node-2")
     port = free_port("127.0.0.11", "127.0.0.12", low=20000, high=29999)
     node_port, check = free_port("127.0.0.11", "127.0.0.12"), free_port("127.0.0.11", "127.0.0.12")
     service = lb_service(
@@ -141,14 +106,5 @@ def test_udp_load_balancer(services_cluster, cloud_lb):
     node_port = free_port("127.0.0.11", "127.0.0.12", kind=socket.SOCK_DGRAM)
     api(services_cluster, lambda c: c.create(lb_service("lb-udp", {"app": "web"}, port, node_port, "UDP")))
     address = wait_ingress(services_cluster, "lb-udp")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(1.0)
-        deadline = time.monotonic() + 10
-        while True:
-            sock.sendto(b"hostname", (address, port))
-            try:
-                answer, peer = sock.recvfrom(2048)
-                break
-            except TimeoutError:
-                assert time.monotonic() < deadline, "no UDP answer through the load balancer"
+    answer, peer = ask_udp(address, port)
     assert answer.decode() in {"web-1", "web-2", "web-3"} and peer == (address, port)

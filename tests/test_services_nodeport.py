@@ -3,32 +3,14 @@ bridged into the pod network; externalTrafficPolicy decides who answers and what
 healthCheckNodePort as kube-proxy serves it."""
 
 import json
-import random
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
 
-from support.nodeagent import pod_manifest, wait_running
+from support.kubeproxy import ask_udp, curl, free_port, start_labelled_pod, wait_curl
 
 NODES = {"node-1": "127.0.0.11", "node-2": "127.0.0.12"}
-
-
-def free_node_port(protocol=socket.SOCK_STREAM) -> int:
-    """A port of the NodePort range free on both node addresses. Requested rather than left to the API
-    server, which allocates from 30000 up: other clusters on this machine listen on the same node
-    addresses, and their nodePorts start there too."""
-    for _ in range(100):
-        port = random.randrange(30000, 32768)
-        try:
-            for address in NODES.values():
-                with socket.socket(socket.AF_INET, protocol) as sock:
-                    sock.bind((address, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free node port")
 
 
 def create_service(cluster, name, selector, port_spec, **spec):
@@ -45,23 +27,8 @@ def create_service(cluster, name, selector, port_spec, **spec):
     return cluster.api_call(run)
 
 
-def curl(url, timeout=3):
-    return subprocess.run(["curl", "-sS", "--max-time", str(timeout), url], capture_output=True, text=True)
-
-
-def wait_curl(url, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        run = curl(url, timeout=2)
-        if run.returncode == 0:
-            return run.stdout
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{url}: {run.stderr}")
-        time.sleep(0.1)
-
-
 def test_cluster_policy_answers_on_every_node_with_the_node_address_as_client(services_cluster):
-    port = free_node_port()
+    port = free_port(*NODES.values())
     create_service(
         services_cluster, "np-cluster", {"app": "web"}, {"port": 80, "targetPort": "web", "nodePort": port}
     )
@@ -76,14 +43,8 @@ def test_cluster_policy_answers_on_every_node_with_the_node_address_as_client(se
 
 
 def test_local_policy_answers_only_where_an_endpoint_lives_with_the_real_client(services_cluster):
-    async def pod(client):
-        manifest = pod_manifest("solo", "node-2", ports=[{"containerPort": 8080, "name": "web"}])
-        manifest["metadata"]["labels"] = {"app": "solo"}
-        await client.create(manifest)
-        await wait_running(client, "default", "solo")
-
-    services_cluster.api_call(pod)
-    port = free_node_port()
+    start_labelled_pod(services_cluster, "solo", "node-2")
+    port = free_port(*NODES.values())
     create_service(
         services_cluster,
         "np-local",
@@ -108,24 +69,15 @@ def test_local_policy_answers_only_where_an_endpoint_lives_with_the_real_client(
 
 
 def test_udp_node_port(services_cluster):
-    port = free_node_port(socket.SOCK_DGRAM)
+    port = free_port(*NODES.values(), kind=socket.SOCK_DGRAM)
     create_service(
         services_cluster,
         "np-udp",
         {"app": "web"},
         {"port": 53, "protocol": "UDP", "targetPort": "echo", "nodePort": port},
     )
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(1.0)
-        deadline = time.monotonic() + 10
-        while True:
-            sock.sendto(b"hostname", ("127.0.0.11", port))
-            try:
-                answer, peer = sock.recvfrom(2048)
-                break
-            except TimeoutError:
-                assert time.monotonic() < deadline, "no UDP answer"
-        assert answer.decode() in {"web-1", "web-2", "web-3"} and peer == ("127.0.0.11", port)
+    answer, peer = ask_udp("127.0.0.11", port)
+    assert answer.decode() in {"web-1", "web-2", "web-3"} and peer == ("127.0.0.11", port)
 
 
 def health(address, port):
@@ -137,7 +89,7 @@ def health(address, port):
 
 
 def test_health_check_node_port_counts_local_endpoints(services_cluster):
-    port, check = free_node_port(), free_node_port()
+    port, check = free_port(*NODES.values()), free_port(*NODES.values())
     create_service(
         services_cluster,
         "lb-local",
@@ -148,13 +100,7 @@ def test_health_check_node_port_counts_local_endpoints(services_cluster):
         healthCheckNodePort=check,
     )
 
-    async def pod(client):
-        manifest = pod_manifest("solo2", "node-1", ports=[{"containerPort": 8080, "name": "web"}])
-        manifest["metadata"]["labels"] = {"app": "solo2"}
-        await client.create(manifest)
-        await wait_running(client, "default", "solo2")
-
-    services_cluster.api_call(pod)
+    start_labelled_pod(services_cluster, "solo2", "node-1")
     deadline = time.monotonic() + 10
     while True:
         try:

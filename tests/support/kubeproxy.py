@@ -4,6 +4,8 @@
 first table reached the agent), `.kill()` (SIGKILL), `.status_port`, `.metrics()`; `.spawned` and
 `.healthy` are the monotonic times the process's PID existed and /healthz first answered 200,
 `.cpu_seconds()` the CPU time the running process has used.
+`free_port`, `curl`, `wait_curl`, `ask_udp` and `start_labelled_pod` are what the Service tests do from the
+host against it.
 `services_cluster` (per module): `two_node_cluster` (tests/support/nodeagent.py) plus one kube-proxy per
 node in iptables mode and backend pods `web-1` (node-1), `web-2` and `web-3` (node-2) labelled
 app=web; `.proxies` maps node names to their kube-proxy.
@@ -17,28 +19,78 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from support.nodeagent import REPO, AgentProcess, Cluster, pod_manifest, wait_running
+from support.nodeagent import AgentProcess, Cluster, pod_manifest, wait_running
+from support.processes import end, free_tcp_port, read_log, spawn_module, wait_ready
 
-START_TIMEOUT = 20.0
 WEB_PORTS = [
     {"containerPort": 8080, "name": "web"},
     {"containerPort": 8081, "protocol": "UDP", "name": "echo"},
 ]
 
 
-def free_tcp_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
+def free_port(*addresses: str, low=30000, high=32768, kind=socket.SOCK_STREAM) -> int:
+    """A port in [low, high), the NodePort range by default, free on every one of `addresses`. Requested
+    rather than left to the API server, which allocates from 30000 up: other clusters on this machine
+    listen on the same node addresses, and their nodePorts start there too."""
+    for _ in range(100):
+        port = random.randrange(low, high)
+        try:
+            for address in addresses:
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    sock.bind((address, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def curl(url: str, timeout: float = 3) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", str(timeout), url], capture_output=True, text=True)
+
+
+def wait_curl(url: str, timeout: float = 10.0) -> str:
+    """The body of the first successful `curl url` within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = curl(url)
+        if run.returncode == 0:
+            return run.stdout
+        assert time.monotonic() < deadline, f"{url}: {run.stderr}"
+        time.sleep(0.1)
+
+
+def ask_udp(address: str, port: int, message: bytes = b"hostname", timeout: float = 10.0) -> tuple[bytes, tuple]:
+    """Sends `message` once a second until an answer comes; returns the answer and who sent it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(1.0)
+        deadline = time.monotonic() + timeout
+        while True:
+            sock.sendto(message, (address, port))
+            try:
+                return sock.recvfrom(2048)
+            except TimeoutError:
+                assert time.monotonic() < deadline, f"no UDP answer from {address}:{port}"
+
+
+def start_labelled_pod(cluster: Cluster | ServicesCluster, name: str, node: str) -> None:
+    """A pod `name` on `node` labelled app=`name`, serving HTTP on its port named web; waits until Running."""
+
+    async def create(client) -> None:
+        manifest = pod_manifest(name, node, ports=[{"containerPort": 8080, "name": "web"}])
+        manifest["metadata"]["labels"] = {"app": name}
+        await client.create(manifest)
+        await wait_running(client, "default", name)
+
+    cluster.api_call(create)
 
 
 @dataclass
@@ -59,40 +111,18 @@ class KubeProxyProcess:
     def start(self) -> None:
         self.status_port = self.status_port or free_tcp_port(self.agent.address)
         args = [
-            sys.executable,
-            "-m",
-            "podnet.nodeagent.kubeproxy",
-            "--node",
-            self.agent.name,
-            "--mode",
-            self.mode,
-            "--server",
-            self.server,
-            "--token",
-            self.token,
-            "--agent-socket",
-            self.agent.socket,
-            "--metrics-port",
-            str(self.status_port),
+            "--node", self.agent.name, "--mode", self.mode, "--server", self.server, "--token", self.token,
+            "--agent-socket", self.agent.socket, "--metrics-port", str(self.status_port),
         ]
-        env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.agent.home))
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
+        self.process = spawn_module("podnet.nodeagent.kubeproxy", args, self.log_path, self.agent.home)
         self.spawned = time.monotonic()
-        deadline = self.spawned + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"kube-proxy exited with {self.process.returncode}: {self.log()[-3000:]}")
-            if self.healthz() == 200:
-                self.healthy = time.monotonic()
-                return
-            time.sleep(0.01)
-        self.kill()
-        raise RuntimeError(
-            f"kube-proxy for {self.agent.name} not healthy within {START_TIMEOUT}s: {self.log()[-3000:]}"
-        )
+        wait_ready(self.process, self._healthy, f"kube-proxy for {self.agent.name}", self.log, interval=0.01)
+
+    def _healthy(self) -> bool:
+        if self.healthz() != 200:
+            return False
+        self.healthy = time.monotonic()
+        return True
 
     def healthz(self) -> int | None:
         try:
@@ -112,7 +142,7 @@ class KubeProxyProcess:
             return r.read().decode()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the running process (Linux /proc)."""
@@ -122,15 +152,7 @@ class KubeProxyProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        end(self.process, sig)
         self.process = None
 
 
@@ -173,7 +195,7 @@ def services_cluster(two_node_cluster: Cluster) -> Iterator[ServicesCluster]:
 class CloudLbProcess:
     """`podnet cloud-lb` with its own small pool; `.start()` waits for /healthz."""
 
-    home: object
+    home: Path
     server: str
     token: str
     pool: str
@@ -184,56 +206,32 @@ class CloudLbProcess:
     def start(self) -> None:
         self.status_port = self.status_port or free_tcp_port(self.address)
         args = [
-            sys.executable,
-            "-m",
-            "podnet",
-            "cloud-lb",
-            "--server",
-            self.server,
-            "--token",
-            self.token,
-            "--pool",
-            self.pool,
-            "--address",
-            self.address,
-            "--metrics-port",
-            str(self.status_port),
-            "--health-interval",
-            "0.3",
+            "cloud-lb", "--server", self.server, "--token", self.token, "--pool", self.pool,
+            "--address", self.address, "--metrics-port", str(self.status_port), "--health-interval", "0.3",
         ]
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        with open(self.home / "cloud-lb.log", "ab") as log:
-            self.process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"cloud-lb exited with {self.process.returncode}: {self.log()[-3000:]}")
-            try:
-                with urllib.request.urlopen(
-                    f"http://{self.address}:{self.status_port}/healthz", timeout=1
-                ) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"cloud-lb not healthy within {START_TIMEOUT}s: {self.log()[-3000:]}")
+        self.process = spawn_module("podnet", args, self.log_path)
+        wait_ready(self.process, self._healthy, "cloud-lb", self.log)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.address}:{self.status_port}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "cloud-lb.log"
 
     def log(self) -> str:
-        path = self.home / "cloud-lb.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return read_log(self.log_path)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://{self.address}:{self.status_port}/metrics", timeout=2) as r:
             return r.read().decode()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        end(self.process)
         self.process = None
 
 
