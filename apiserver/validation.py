@@ -189,6 +189,21 @@ def _list(errors: Errors, field: str, value: object) -> list:
     return value
 
 
+def _distinct_choices(errors: Errors, field: str, value: object, allowed: tuple[str, ...], most: int) -> list:
+    """A list of at most `most` entries, each one of `allowed` and none twice; returns the list."""
+    items = _list(errors, field, value)
+    if len(items) > most:
+        errors.too_many(field, len(items), most)
+    seen: set[object] = set()
+    for i, item in enumerate(items):
+        if item not in allowed:
+            errors.not_supported(f"{field}[{i}]", item, allowed)
+        elif item in seen:
+            errors.duplicate(f"{field}[{i}]", item)
+        seen.add(item)
+    return items
+
+
 def _dict_items(errors: Errors, field: str, value: object) -> list[tuple[str, dict]]:
     items = []
     for i, item in enumerate(_list(errors, field, value)):
@@ -439,16 +454,7 @@ def validate_service(errors: Errors, obj: dict, limits: Limits) -> None:
         )
     if service_type != "ExternalName":
         _check_enum(errors, "spec.internalTrafficPolicy", spec.get("internalTrafficPolicy"), TRAFFIC_POLICIES)
-    families = _list(errors, "spec.ipFamilies", spec.get("ipFamilies"))
-    if len(families) > 2:
-        errors.too_many("spec.ipFamilies", len(families), 2)
-    seen: set[object] = set()
-    for i, family in enumerate(families):
-        if family not in IP_FAMILIES:
-            errors.not_supported(f"spec.ipFamilies[{i}]", family, IP_FAMILIES)
-        elif family in seen:
-            errors.duplicate(f"spec.ipFamilies[{i}]", family)
-        seen.add(family)
+    families = _distinct_choices(errors, "spec.ipFamilies", spec.get("ipFamilies"), IP_FAMILIES, 2)
     policy = spec.get("ipFamilyPolicy")
     if policy is not None:
         _check_enum(errors, "spec.ipFamilyPolicy", policy, ("SingleStack", "PreferDualStack", "RequireDualStack"))
@@ -526,16 +532,7 @@ def validate_network_policy(errors: Errors, obj: dict, limits: Limits) -> None:
             for port_path, port in _dict_items(errors, f"{path}.ports", rule.get("ports")):
                 _validate_policy_port(errors, port_path, port)
             _validate_peers(errors, f"{path}.{peer_key}", rule.get(peer_key))
-    types = _list(errors, "spec.policyTypes", spec.get("policyTypes"))
-    if len(types) > 2:
-        errors.too_many("spec.policyTypes", len(types), 2)
-    seen: set[object] = set()
-    for i, policy_type in enumerate(types):
-        if policy_type not in POLICY_TYPES:
-            errors.not_supported(f"spec.policyTypes[{i}]", policy_type, POLICY_TYPES)
-        elif policy_type in seen:
-            errors.duplicate(f"spec.policyTypes[{i}]", policy_type)
-        seen.add(policy_type)
+    _distinct_choices(errors, "spec.policyTypes", spec.get("policyTypes"), POLICY_TYPES, 2)
 
 
 # --- the other kinds ----------------------------------------------------------------------------------
