@@ -307,15 +307,17 @@ def test_new_connections_see_policy_changes_at_once():
     assert hook(INGRESS, flow).reason == "allowed: no policy selects the pod"
 
 
-def test_pod_label_change_moves_it_in_and_out_of_peer_sets_and_selection():
-    compiler = small_cluster(
-        netpol(
-            "x",
-            "web-from-api",
-            podSelector={"matchLabels": {"app": "web"}},
-            ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}]}],
-        )
+def web_from_api():
+    return netpol(
+        "x",
+        "web-from-api",
+        podSelector={"matchLabels": {"app": "web"}},
+        ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}]}],
     )
+
+
+def test_pod_label_change_moves_it_in_and_out_of_peer_sets_and_selection():
+    compiler = small_cluster(web_from_api())
     assert allowed(compiler, INGRESS, "10.0.1.2", "10.0.1.1", 80)
     compiler.set_pod(pod("x", "api", "10.0.1.2", {"app": "batch"}))
     assert not allowed(compiler, INGRESS, "10.0.1.2", "10.0.1.1", 80)
@@ -327,14 +329,7 @@ def test_pod_label_change_moves_it_in_and_out_of_peer_sets_and_selection():
 
 
 def test_pod_address_change_follows_the_pod():
-    compiler = small_cluster(
-        netpol(
-            "x",
-            "web-from-api",
-            podSelector={"matchLabels": {"app": "web"}},
-            ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}]}],
-        )
-    )
+    compiler = small_cluster(web_from_api())
     compiler.set_pod(pod("x", "api", "10.0.1.99", {"app": "api"}))
     assert allowed(compiler, INGRESS, "10.0.1.99", "10.0.1.1", 80)
     assert not allowed(compiler, INGRESS, "10.0.1.2", "10.0.1.1", 80)
