@@ -273,6 +273,17 @@ class SqliteStore(OpensAsContext):
             (revision, key, int(created), int(deleted), create_revision, prev_revision, value, prev_value)
         )
 
+    def _next_version(self, current: _Row, value: bytes | None) -> _Row:
+        """Appends the version of `current`'s key that follows it: `value`, or the deletion when None."""
+        return self._append(
+            current.key,
+            created=False,
+            deleted=value is None,
+            create_revision=current.create_revision,
+            prev=current,
+            value=value,
+        )
+
     def _existing(self, key: str, expected_mod_revision: int) -> _Row:
         """The live row of `key`, checked against the expected mod revision."""
         latest = self._latest(key)
@@ -340,15 +351,7 @@ class SqliteStore(OpensAsContext):
 
     async def update(self, key: str, value: bytes, expected_mod_revision: int) -> int:
         def update() -> _Row:
-            current = self._existing(key, expected_mod_revision)
-            return self._append(
-                key,
-                created=False,
-                deleted=False,
-                create_revision=current.create_revision,
-                prev=current,
-                value=value,
-            )
+            return self._next_version(self._existing(key, expected_mod_revision), value)
 
         row = await self._call(self._write, update)
         assert row is not None
@@ -360,14 +363,7 @@ class SqliteStore(OpensAsContext):
         def delete() -> _Row:
             current = self._existing(key, expected_mod_revision)
             deleted.append(current.key_value())
-            return self._append(
-                key,
-                created=False,
-                deleted=True,
-                create_revision=current.create_revision,
-                prev=current,
-                value=None,
-            )
+            return self._next_version(current, None)
 
         row = await self._call(self._write, delete)
         assert row is not None
