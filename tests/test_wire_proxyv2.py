@@ -75,37 +75,31 @@ def test_bad_headers_are_decode_errors(data):
         proxyv2.decode(data)
 
 
-addresses4 = st.ip_addresses(v=4).map(str)
-addresses6 = st.ip_addresses(v=6).map(str)
 ports = st.integers(0, 65535)
 tlvs = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=4).map(tuple)
+
+
+def proxied(family: Family, version: int) -> st.SearchStrategy[ProxyHeader]:
+    """PROXY headers of `family` with any transport, addresses of IP `version`, ports and TLVs."""
+    addresses = st.ip_addresses(v=version).map(str)
+    return st.builds(
+        ProxyHeader,
+        st.just(Command.PROXY),
+        st.just(family),
+        st.sampled_from(Transport),
+        addresses,
+        addresses,
+        ports,
+        ports,
+        tlvs,
+    )
 
 
 @settings(deadline=None, max_examples=200)
 @given(
     st.one_of(
-        st.builds(
-            ProxyHeader,
-            st.just(Command.PROXY),
-            st.just(Family.INET),
-            st.sampled_from(Transport),
-            addresses4,
-            addresses4,
-            ports,
-            ports,
-            tlvs,
-        ),
-        st.builds(
-            ProxyHeader,
-            st.just(Command.PROXY),
-            st.just(Family.INET6),
-            st.sampled_from(Transport),
-            addresses6,
-            addresses6,
-            ports,
-            ports,
-            tlvs,
-        ),
+        proxied(Family.INET, 4),
+        proxied(Family.INET6, 6),
         st.builds(
             ProxyHeader, st.just(Command.LOCAL), st.just(Family.UNSPEC), st.just(Transport.UNSPEC), tlvs=tlvs
         ),
