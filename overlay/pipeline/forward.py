@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from podnet.overlay.pipeline.conntrack import Conntrack, Direction, Entry, FlowKey, reverse
 from podnet.overlay.pipeline.nat import NatDecision, ServiceTable
@@ -104,11 +105,12 @@ class Stage:
         return {"stage": self.stage, "detail": self.detail}
 
 
-# What the pipeline asks its adapter to do.
+# What the pipeline asks its adapter to do. The two every forwarded frame produces, `Deliver` and
+# `Tunnel`, are named tuples: as immutable as the frozen dataclasses, built in a tenth of the time
+# (a frozen dataclass sets each field through object.__setattr__), which is a share of a frame's cost.
 
 
-@dataclass(frozen=True, slots=True)
-class Deliver:
+class Deliver(NamedTuple):
     """Hand `packet` (IPv4) to the local pod whose address is `pod_ip`."""
 
     pod_ip: int
@@ -123,8 +125,7 @@ class DeliverFrame:
     frame: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Tunnel:
+class Tunnel(NamedTuple):
     """Send `datagram` (VXLAN header + inner frame) in UDP to the node at `node_address`."""
 
     node_address: str
