@@ -36,11 +36,16 @@ def others(names, name):
     return {NODES[o][1]: NODES[o][0] for o in names if o != name}
 
 
+async def converged(recorders, names):
+    """Waits until each speaker of `names` has installed exactly the others' pod CIDRs."""
+    for name in names:
+        expected = others(names, name)
+        assert await recorders[name].wait_for(lambda routes, e=expected: routes == e) == expected
+
+
 async def test_two_speakers_install_each_others_pod_cidr_and_the_cli_shows_them(bgp_speakers, route_recorder):
     speakers, recorders = await mesh(bgp_speakers, route_recorder, ["n1", "n2"])
-    for name in ("n1", "n2"):
-        expected = others(["n1", "n2"], name)
-        assert await recorders[name].wait_for(lambda routes, e=expected: routes == e) == expected
+    await converged(recorders, ["n1", "n2"])
     (peer,) = await speakers["n1"].arpc("peers")
     assert peer["state"] == "ESTABLISHED" and peer["hold_time"] == HOLD and peer["prefixes_received"] == 1
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -68,9 +73,7 @@ async def test_two_speakers_install_each_others_pod_cidr_and_the_cli_shows_them(
 async def test_a_stopped_speaker_has_its_routes_withdrawn_within_hold_time(bgp_speakers, route_recorder):
     names = ["n1", "n2", "n3"]
     speakers, recorders = await mesh(bgp_speakers, route_recorder, names, "--graceful-restart-time", "0")
-    for name in names:
-        expected = others(names, name)
-        await recorders[name].wait_for(lambda routes, e=expected: routes == e)
+    await converged(recorders, names)
     speakers["n3"].signal(signal.SIGSTOP)
     stopped = time.monotonic()
     try:
@@ -90,9 +93,7 @@ async def test_a_stopped_speaker_has_its_routes_withdrawn_within_hold_time(bgp_s
 async def test_graceful_restart_keeps_routes_installed_while_a_speaker_restarts(bgp_speakers, route_recorder):
     names = ["n1", "n2", "n3"]
     speakers, recorders = await mesh(bgp_speakers, route_recorder, names, "--graceful-restart-time", "30")
-    for name in names:
-        expected = others(names, name)
-        await recorders[name].wait_for(lambda routes, e=expected: routes == e)
+    await converged(recorders, names)
     watched = {name: len(recorders[name].calls) for name in ("n1", "n2")}
     speakers["n3"].kill()
     await asyncio.sleep(0.5)
