@@ -27,6 +27,12 @@ def test_wide_sum_is_congruent_to_the_whole_buffer_and_zero_only_for_zeros(data)
     assert (wide_sum(data) == 0) == (not any(data))
 
 
+@given(st.binary(min_size=0, max_size=1600), st.integers(min_value=0, max_value=40), st.integers(min_value=0, max_value=40))
+def test_a_range_sums_as_its_slice_does(data, head, tail):
+    start, end = min(head, len(data)), max(min(head, len(data)), len(data) - tail)
+    assert wide_sum(data, start, end) == wide_sum(data[start:end])
+
+
 @given(st.integers(min_value=250, max_value=1500), st.integers(min_value=0, max_value=255))
 def test_long_buffers_sum_as_the_word_loop_does(size, fill):
     data = bytes((fill + index * 7) & 0xFF for index in range(size))

@@ -17,18 +17,21 @@ from .addresses import ip_to_bytes
 _SPLIT_AT = 256
 
 
-def wide_sum(data: bytes | bytearray | memoryview) -> int:
-    """An integer congruent modulo 0xffff to `data` (padded with a zero byte when odd) read as one
-    big-endian integer, and zero only when `data` is all zero. The buffer is taken in two parts, the
-    first of even length: its weight 2**(8 * len(rest)) is 1 modulo 0xffff when the rest is even, and
-    when the rest is odd the padding byte makes it even."""
-    size = len(data)
+def wide_sum(data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> int:
+    """An integer congruent modulo 0xffff to `data[start:end]` (padded with a zero byte when odd) read
+    as one big-endian integer, and zero only when those bytes are all zero. Long ranges are taken in
+    two parts, the first of even length: its weight 2**(8 * len(rest)) is 1 modulo 0xffff when the rest
+    is even, and when the rest is odd the padding byte makes it even. The range is sliced from `data`
+    directly, so a caller checking a packet's payload copies it once, not twice."""
+    if end is None:
+        end = len(data)
+    size = end - start
     if size < _SPLIT_AT:
-        value = int.from_bytes(data)
+        value = int.from_bytes(data[start:end])
         return value << 8 if size & 1 else value
-    half = (size >> 1) & ~1
-    rest = int.from_bytes(data[half:])
-    return int.from_bytes(data[:half]) + (rest << 8 if size & 1 else rest)
+    half = start + ((size >> 1) & ~1)
+    rest = int.from_bytes(data[half:end])
+    return int.from_bytes(data[start:half]) + (rest << 8 if size & 1 else rest)
 
 
 def ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:

@@ -178,7 +178,7 @@ def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int
         return None
     end = 20 + length
     if checksum:
-        value = wide_sum(packet[20:end])
+        value = wide_sum(packet, 20, end)
         # The pseudo-header's words (addresses, protocol, length) add up, modulo 0xffff, to the
         # addresses taken whole (2**16 is 1 modulo 0xffff); protocol and length keep the sum non-zero.
         if (value + src + dst + UDP + length) % 0xFFFF:
