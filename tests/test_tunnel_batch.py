@@ -5,7 +5,6 @@ import asyncio
 import socket
 
 import pytest
-
 from podnet.overlay.tunnel import Tunnel
 
 
@@ -29,12 +28,14 @@ async def test_batches_carry_the_same_datagrams_in_the_same_order_as_one_by_one_
     one_by_one: list[tuple[bytes, str]] = []
     await _received_by(
         Tunnel("127.0.0.11", 0, lambda data, sender: one_by_one.append((data, sender)), batch=32),
-        payloads, lambda: len(one_by_one) == len(payloads),
+        payloads,
+        lambda: len(one_by_one) == len(payloads),
     )
     batches: list[list[tuple[bytes, str]]] = []
     await _received_by(
         Tunnel("127.0.0.11", 0, on_batch=batches.append, batch=32),
-        payloads, lambda: sum(map(len, batches)) == len(payloads),
+        payloads,
+        lambda: sum(map(len, batches)) == len(payloads),
     )
     assert [item for batch in batches for item in batch] == one_by_one
     assert all(0 < len(batch) <= 32 for batch in batches)

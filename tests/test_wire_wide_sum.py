@@ -2,7 +2,6 @@
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from podnet.overlay.wire.checksum import ones_complement_sum, wide_sum
 
 
@@ -27,7 +26,11 @@ def test_wide_sum_is_congruent_to_the_whole_buffer_and_zero_only_for_zeros(data)
     assert (wide_sum(data) == 0) == (not any(data))
 
 
-@given(st.binary(min_size=0, max_size=1600), st.integers(min_value=0, max_value=40), st.integers(min_value=0, max_value=40))
+@given(
+    st.binary(min_size=0, max_size=1600),
+    st.integers(min_value=0, max_value=40),
+    st.integers(min_value=0, max_value=40),
+)
 def test_a_range_sums_as_its_slice_does(data, head, tail):
     start, end = min(head, len(data)), max(min(head, len(data)), len(data) - tail)
     assert wide_sum(data, start, end) == wide_sum(data[start:end])

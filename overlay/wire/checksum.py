@@ -11,7 +11,6 @@ from functools import lru_cache
 
 from .addresses import ip_to_bytes
 
-
 # From this many bytes on, the buffer is read as two integers whose sum is reduced: a modulo costs per
 # digit several times what a conversion or an addition does, and the sum has half the digits.
 _SPLIT_AT = 256
