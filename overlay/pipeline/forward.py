@@ -360,18 +360,9 @@ class Pipeline:
         self.counters["egress.packets"] += 1
         new_flow = reply = False
         if key is not None:
-            hit = self.conntrack.lookup(key, now)
-            if hit is not None:
-                entry, direction = hit
-                self.conntrack.update(entry, direction, tcp_flags, now)
-                if trace is not None:
-                    trace.append(
-                        Stage(
-                            "conntrack",
-                            f"{direction.name.lower()} direction of an existing connection ({entry.state.name.lower()})",
-                        )
-                    )
-                packet = self._nat_existing(entry, direction, packet, trace)
+            tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
+            if tracked is not None:
+                packet, direction = tracked
                 reply = direction is Direction.REPLY
             else:
                 packet, refused = self._new_egress_flow(key, packet, now, trace)
@@ -379,6 +370,24 @@ class Pipeline:
                     return refused
                 new_flow = True
         return self._route(packet, now, trace, from_pod=pod, new_flow=new_flow, reply=reply)
+
+    def _follow_tracked(
+        self, key: FlowKey, tcp_flags: int, packet: bytes, now: float, trace: list[Stage] | None
+    ) -> tuple[bytes, Direction] | None:
+        """A packet of a connection conntrack knows: its entry updated and its NAT applied; None when new."""
+        hit = self.conntrack.lookup(key, now)
+        if hit is None:
+            return None
+        entry, direction = hit
+        self.conntrack.update(entry, direction, tcp_flags, now)
+        if trace is not None:
+            trace.append(
+                Stage(
+                    "conntrack",
+                    f"{direction.name.lower()} direction of an existing connection ({entry.state.name.lower()})",
+                )
+            )
+        return self._nat_existing(entry, direction, packet, trace), direction
 
     def _new_egress_flow(
         self, key: FlowKey, packet: bytes, now: float, trace: list[Stage] | None
@@ -629,18 +638,9 @@ class Pipeline:
         from another node and those this node opens itself."""
         key, tcp_flags = flow_key(packet)
         if key is not None:
-            hit = self.conntrack.lookup(key, now)
-            if hit is not None:
-                entry, direction = hit
-                self.conntrack.update(entry, direction, tcp_flags, now)
-                if trace is not None:
-                    trace.append(
-                        Stage(
-                            "conntrack",
-                            f"{direction.name.lower()} direction of an existing connection ({entry.state.name.lower()})",
-                        )
-                    )
-                packet = self._nat_existing(entry, direction, packet, trace)
+            tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
+            if tracked is not None:
+                packet = tracked[0]
             else:
                 if trace is not None:
                     trace.append(Stage("conntrack", "new connection"))
