@@ -57,7 +57,12 @@ def test_cluster_load_balancer_spreads_over_nodes_and_frees_its_address(services
     assert ipaddress.IPv4Address(address) in pool
     url = f"http://{address}:{port}"
     wait_curl(f"{url}/hostname")
-    names = {curl(f"{url}/hostname").stdout for _ in range(15)}
+    # Endpoints are chosen at random per connection: keep asking until every backend has answered.
+    names: set[str] = set()
+    for _ in range(60):
+        names.add(curl(f"{url}/hostname").stdout)
+        if names == {"web-1", "web-2", "web-3"}:
+            break
     assert names == {"web-1", "web-2", "web-3"}
     clients = {curl(f"{url}/clientip").stdout.rpartition(":")[0] for _ in range(8)}
     assert clients <= {"127.0.0.11", "127.0.0.12"} and clients  # Cluster: SNAT at the node it reached
