@@ -445,7 +445,7 @@ class NodeAgent:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(shutdown.wait(), self.config.conntrack_sweep_interval)
             now = time.monotonic()
-            self.pipeline.conntrack.expire(now)
+            self.pipeline.expire_connections(now)
             if self.pipeline.services is not None:
                 self.pipeline.services.expire_affinity(now)
 

@@ -12,6 +12,14 @@ ICMP fragmentation-needed.
 Every stage appends a `Stage` to `trace` when one is passed, so `podnet trace` can show the journey;
 without a trace the per-packet path only parses, looks up and concatenates.
 
+Shortcuts (a flow cache, as Open vSwitch keeps one in front of its tables): from a connection's second
+packet on, the decision the stages reached for it is kept under its flow key, so its later packets skip
+the walk. Only decisions that hold for every packet of the flow are kept: tracked TCP/UDP without NAT,
+to a tunnel or a local pod. Each packet on a shortcut still has its IPv4 header checked and its conntrack
+entry counted and extended; a TCP segment with SYN, FIN or RST (it may move the entry's state), an
+expired entry, a length the header does not state, a packet over the MTU and any traced
+packet take the stages. A change to pods, peers or routes forgets every shortcut.
+
 Addresses are 32-bit ints on the hot path and strings in everything a person reads.
 """
 
@@ -19,13 +27,13 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from podnet.overlay.pipeline.conntrack import Conntrack, Direction, Entry, FlowKey, reverse
+from podnet.overlay.pipeline.conntrack import FIN, RST, SYN, Conntrack, Direction, Entry, FlowKey, reverse
 from podnet.overlay.pipeline.nat import NatDecision, ServiceTable
 from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
 from podnet.overlay.wire import arp, fastpath, icmp, ipv4
@@ -48,11 +56,17 @@ _U16 = struct.Struct("!H")
 # keyword argument costs about as much as converting a 20-byte header.
 _from_bytes = int.from_bytes
 _HEADER_START = struct.Struct("!BxH2xH")  # version/IHL, total length, flags/fragment offset
+# A header without options and the two ports after it, in one read: version/IHL, total length,
+# flags/fragment offset, protocol, source, destination, source port, destination port.
+_PLAIN_HEADER_PORTS = struct.Struct("!BxH2xHxB2xIIHH")
+_PLAIN_MIN = 28  # that header and a UDP header; a TCP segment's flags byte is at 33
+_TCP_FLAGS_AT = 33
 _VXLAN_FLAGS_WORD = b"\x08\x00\x00\x00"
 _VXLAN_HEADER = _VXLAN_FLAGS_WORD + struct.pack("!I", VNI << 8)
 _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
 _TCP, _UDP, _ICMP = 6, 17, 1
+_STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
 _PROTOCOL_NAMES = {_TCP: "TCP", _UDP: "UDP", _ICMP: "ICMP"}
 
 
@@ -133,6 +147,11 @@ class Tunnel(NamedTuple):
 
     node_address: str
     datagram: bytes
+
+
+# Builds a named tuple from a tuple of its fields in C; the class call runs a Python-level __new__ that
+# costs as much again as the rest of a shortcut's work.
+_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +259,11 @@ def header_problem(packet: bytes | memoryview) -> str | None:
     return None
 
 
+def _shortcut_allowed(key: FlowKey, tcp_flags: int, entry: Entry) -> bool:
+    """Whether a tracked packet's decision may stand for the rest of its flow (see the module text)."""
+    return key[0] != _ICMP and not tcp_flags & _STATE_FLAGS and not entry.natted
+
+
 def rewrite(
     packet: bytes, *, src: tuple[int, int] | None = None, dst: tuple[int, int] | None = None
 ) -> bytes:
@@ -263,8 +287,12 @@ class Pipeline:
         self.services: ServiceTable | None = None  # None: no service table installed, DNAT passes
         self.rand = rand
         self.conntrack = conntrack or Conntrack()
-        self.routes = RouteTable()
-        self.counters: Counter[str] = Counter()
+        self.routes = RouteTable(on_change=self.forget_shortcuts)
+        # flow key -> (pod, conntrack entry, direction, next-hop node address or None for a local pod,
+        # the encapsulation prefix); flow key -> (sender, conntrack entry, direction)
+        self._egress_shortcuts: dict[FlowKey, tuple[PodPort, Entry, Direction, str | None, bytes]] = {}
+        self._ingress_shortcuts: dict[FlowKey, tuple[str, Entry, Direction]] = {}
+        self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
         self.pods: dict[int, PodPort] = {}
         self.peers: dict[str, Peer] = {}
         self._encap_prefix: dict[str, bytes] = {}  # peer address -> VXLAN header + inner Ethernet header
@@ -275,6 +303,7 @@ class Pipeline:
         self._mac = vtep_mac(node.address)
         self._mac_bytes = mac_to_bytes(self._mac)
         self._fou = node.encapsulation is Encapsulation.FOU
+        self._mtu = node.mtu
         self._scheme = node.encapsulation.value  # names the decap stage and its drops
         # where the pod's IPv4 packet starts in a datagram from a peer
         self.inner_offset = 0 if self._fou else VXLAN_HEADER + ETH_HEADER
@@ -284,13 +313,29 @@ class Pipeline:
 
     def add_pod(self, pod: PodPort) -> None:
         self.pods[ip_to_int(pod.ip)] = pod
+        self.forget_shortcuts()
 
     def remove_pod(self, pod_ip: str) -> PodPort | None:
+        self.forget_shortcuts()
         return self.pods.pop(ip_to_int(pod_ip), None)
+
+    def forget_shortcuts(self) -> None:
+        self._egress_shortcuts.clear()
+        self._ingress_shortcuts.clear()
+
+    def expire_connections(self, now: float) -> int:
+        """Removes expired conntrack entries and the shortcuts that led to them; returns how many
+        entries went."""
+        removed = self.conntrack.expire(now)
+        for shortcuts in (self._egress_shortcuts, self._ingress_shortcuts):
+            for key in [key for key, shortcut in shortcuts.items() if shortcut[1].expires <= now]:
+                del shortcuts[key]
+        return removed
 
     def set_peer(self, peer: Peer, pod_cidr: str | None) -> None:
         """A node event: the node's VTEP and, with a podCIDR, one route to it (the `vxlan` backend)."""
         self.remove_peer(peer.name)
+        self.forget_shortcuts()
         self.peers[peer.address] = peer
         self._encap_prefix[peer.address] = (
             b"" if self._fou else _VXLAN_HEADER + mac_to_bytes(peer.mac) + self._mac_bytes + _ETHERTYPE_IPV4
@@ -300,6 +345,7 @@ class Pipeline:
             self.routes.set_route(Route(prefix, RouteKind.TUNNEL, peer.address, "vxlan"))
 
     def remove_peer(self, name: str) -> None:
+        self.forget_shortcuts()
         for address, peer in list(self.peers.items()):
             if peer.name == name:
                 del self.peers[address]
@@ -336,6 +382,38 @@ class Pipeline:
     def from_pod(
         self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None = None
     ) -> list[Output]:
+        if trace is None and len(packet) >= _PLAIN_MIN:
+            version_ihl, total, fragment, protocol, src, dst, src_port, dst_port = (
+                _PLAIN_HEADER_PORTS.unpack_from(packet)
+            )
+            shortcut = self._egress_shortcuts.get((protocol, src, src_port, dst, dst_port))
+            if (
+                shortcut is not None
+                and shortcut[0] is pod
+                and version_ihl == 0x45
+                and total == len(packet)
+                and not fragment & 0x3FFF
+                and not _from_bytes(packet[:20]) % 0xFFFF
+                and (protocol == _UDP or (total > _TCP_FLAGS_AT and not packet[_TCP_FLAGS_AT] & _STATE_FLAGS))
+            ):
+                _, entry, direction, node_address, prefix = shortcut
+                # A reply-direction shortcut is learned from a reply, which has established the entry
+                # already: no packet on a shortcut changes its state.
+                if entry.expires > now and (node_address is None or total <= self._mtu):
+                    entry.packets[direction] += 1
+                    entry.expires = now + entry.lifetime
+                    counters = self.counters
+                    counters["egress.packets"] += 1
+                    if node_address is None:
+                        counters["delivered"] += 1
+                        return [_tuple_new(Deliver, (dst, packet))]
+                    counters["tunnel.tx"] += 1
+                    return [_tuple_new(Tunnel, (node_address, prefix + packet))]
+        return self._from_pod_stages(pod, packet, now, trace)
+
+    def _from_pod_stages(
+        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None
+    ) -> list[Output]:
         problem = header_problem(packet)
         if problem:
             return self._drop(problem, trace)
@@ -358,22 +436,30 @@ class Pipeline:
         if self.pods.get(src) is not pod:  # the port registered for that address, not a parse per packet
             return self._drop("spoofed-source", trace)
         self.counters["egress.packets"] += 1
-        new_flow = reply = False
-        if key is not None:
-            tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
-            if tracked is not None:
-                packet, direction = tracked
-                reply = direction is Direction.REPLY
-            else:
-                packet, refused = self._new_egress_flow(key, packet, now, trace)
-                if refused is not None:
-                    return refused
-                new_flow = True
-        return self._route(packet, now, trace, from_pod=pod, new_flow=new_flow, reply=reply)
+        if key is None:
+            return self._route(packet, now, trace, from_pod=pod, new_flow=False)
+        tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
+        if tracked is None:
+            packet, refused = self._new_egress_flow(key, packet, now, trace)
+            if refused is not None:
+                return refused
+            return self._route(packet, now, trace, from_pod=pod, new_flow=True)
+        packet, entry, direction = tracked
+        outputs = self._route(
+            packet, now, trace, from_pod=pod, new_flow=False, reply=direction is Direction.REPLY
+        )
+        if trace is None and _shortcut_allowed(key, tcp_flags, entry) and len(outputs) == 1:
+            out = outputs[0]
+            if type(out) is Tunnel:
+                prefix = self._encap_prefix[out.node_address]
+                self._egress_shortcuts[key] = (pod, entry, direction, out.node_address, prefix)
+            elif type(out) is Deliver and out.pod_ip == key[3]:  # not an ICMP error back to the pod
+                self._egress_shortcuts[key] = (pod, entry, direction, None, b"")
+        return outputs
 
     def _follow_tracked(
         self, key: FlowKey, tcp_flags: int, packet: bytes, now: float, trace: list[Stage] | None
-    ) -> tuple[bytes, Direction] | None:
+    ) -> tuple[bytes, Entry, Direction] | None:
         """A packet of a connection conntrack knows: its entry updated and its NAT applied; None when new."""
         hit = self.conntrack.lookup(key, now)
         if hit is None:
@@ -387,7 +473,7 @@ class Pipeline:
                     f"{direction.name.lower()} direction of an existing connection ({entry.state.name.lower()})",
                 )
             )
-        return self._nat_existing(entry, direction, packet, trace), direction
+        return self._nat_existing(entry, direction, packet, trace), entry, direction
 
     def _new_egress_flow(
         self, key: FlowKey, packet: bytes, now: float, trace: list[Stage] | None
@@ -576,6 +662,38 @@ class Pipeline:
     ) -> list[Output]:
         """A datagram from the underlay in this node's encapsulation: VXLAN, or with foo-over-UDP the
         bare IPv4 packet itself, which only a known node (a BGP next hop or a Node's address) may send."""
+        offset = self.inner_offset
+        if trace is None and len(datagram) >= offset + _PLAIN_MIN:
+            version_ihl, total, fragment, protocol, src, dst, src_port, dst_port = (
+                _PLAIN_HEADER_PORTS.unpack_from(datagram, offset)
+            )
+            shortcut = self._ingress_shortcuts.get((protocol, src, src_port, dst, dst_port))
+            if (
+                shortcut is not None
+                and shortcut[0] == sender
+                and version_ihl == 0x45
+                and total == len(datagram) - offset
+                and not fragment & 0x3FFF
+                and (self._fou or (datagram[:8] == _VXLAN_HEADER and datagram[20:22] == _ETHERTYPE_IPV4))
+                and not _from_bytes(datagram[offset : offset + 20]) % 0xFFFF
+                and (
+                    protocol == _UDP
+                    or (total > _TCP_FLAGS_AT and not datagram[offset + _TCP_FLAGS_AT] & _STATE_FLAGS)
+                )
+            ):
+                _, entry, direction = shortcut
+                if entry.expires > now:
+                    entry.packets[direction] += 1
+                    entry.expires = now + entry.lifetime
+                    counters = self.counters
+                    counters["tunnel.rx"] += 1
+                    counters["delivered"] += 1
+                    return [_tuple_new(Deliver, (dst, datagram[offset:]))]
+        return self._from_tunnel_stages(sender, datagram, now, trace)
+
+    def _from_tunnel_stages(
+        self, sender: str, datagram: bytes, now: float, trace: list[Stage] | None
+    ) -> list[Output]:
         peer = self.peers.get(sender)
         if self._fou:
             if peer is None:
@@ -631,16 +749,20 @@ class Pipeline:
             route = self.routes.lookup(dst)
             local = route is not None and route.kind is RouteKind.LOCAL
             return self._drop("no-such-pod" if local else f"{scheme}-not-for-this-node", trace)
-        return self._inbound_to_pod(dst, packet, now, trace)
+        return self._inbound_to_pod(dst, packet, now, trace, sender=sender)
 
-    def _inbound_to_pod(self, dst: int, packet: bytes, now: float, trace: list[Stage] | None) -> list[Output]:
+    def _inbound_to_pod(
+        self, dst: int, packet: bytes, now: float, trace: list[Stage] | None, *, sender: str | None = None
+    ) -> list[Output]:
         """Conntrack, and for a new connection the pod's ingress policy, then delivery: for packets
-        from another node and those this node opens itself."""
+        from another node (its address is `sender`) and those this node opens itself."""
         key, tcp_flags = flow_key(packet)
         if key is not None:
             tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
             if tracked is not None:
-                packet = tracked[0]
+                packet, entry, direction = tracked
+                if sender is not None and trace is None and _shortcut_allowed(key, tcp_flags, entry):
+                    self._ingress_shortcuts[key] = (sender, entry, direction)
             else:
                 if trace is not None:
                     trace.append(Stage("conntrack", "new connection"))

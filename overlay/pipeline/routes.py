@@ -11,6 +11,7 @@ Addresses are 32-bit ints: the lookup runs per new flow, and an int compare is t
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -41,12 +42,12 @@ def parse_prefix(text: str) -> ipaddress.IPv4Network:
 
 
 class RouteTable:
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
         self._by_source: dict[str, dict[ipaddress.IPv4Network, Route]] = {}
-        # prefix length -> {network int -> route}; lengths searched longest first
-        self._index: dict[int, dict[int, Route]] = {}
-        self._lengths: tuple[int, ...] = ()
-        self.generation = 0  # bumped on every change, so flow caches know when to forget
+        # (netmask, {network int -> route}) per prefix length, longest first
+        self._index: tuple[tuple[int, dict[int, Route]], ...] = ()
+        self.generation = 0  # bumped on every change
+        self._on_change = on_change  # told of every change, so what was decided from routes is redone
 
     def replace_source(self, source: str, routes: list[Route]) -> int:
         """Replaces every route of `source` at once; returns how many the source now holds."""
@@ -68,24 +69,27 @@ class RouteTable:
         return removed
 
     def _rebuild(self) -> None:
-        index: dict[int, dict[int, Route]] = {}
+        by_length: dict[int, dict[int, Route]] = {}
         for source in reversed(SOURCE_PREFERENCE):  # preferred sources written last, so they win
             for route in self._by_source.get(source, {}).values():
-                index.setdefault(route.prefix.prefixlen, {})[int(route.prefix.network_address)] = route
-        self._index = index
-        self._lengths = tuple(sorted(index, reverse=True))
+                by_length.setdefault(route.prefix.prefixlen, {})[int(route.prefix.network_address)] = route
+        self._index = tuple(
+            ((0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF, by_length[length])
+            for length in sorted(by_length, reverse=True)
+        )
         self.generation += 1
+        if self._on_change is not None:
+            self._on_change()
 
     def lookup(self, address: int) -> Route | None:
-        for length in self._lengths:
-            mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
-            route = self._index[length].get(address & mask)
+        for mask, networks in self._index:
+            route = networks.get(address & mask)
             if route is not None:
                 return route
         return None
 
     def routes(self) -> list[Route]:
         return sorted(
-            (r for length in self._lengths for r in self._index[length].values()),
+            (r for _, networks in self._index for r in networks.values()),
             key=lambda r: (-r.prefix.prefixlen, int(r.prefix.network_address)),
         )
