@@ -311,17 +311,15 @@ class NodeAgent:
     def _from_tunnel(self, datagrams: list[tuple[bytes, str]]) -> None:
         """One wake-up's datagrams from the underlay, through the pipeline and carried out together."""
         now = time.monotonic()
-        from_tunnel = self.pipeline.from_tunnel
+        if not (self._traces or self._watches):
+            self._run(self.pipeline.from_tunnel_batch(datagrams, now), now)
+            return
+        from_tunnel, offset = self.pipeline.from_tunnel, self.pipeline.inner_offset
         outputs: list[Output] = []
-        if self._traces or self._watches:
-            offset = self.pipeline.inner_offset
-            for datagram, sender in datagrams:
-                inner = datagram[offset:]
-                trace = self._trace_for(inner) or self._watched(inner)
-                outputs += from_tunnel(sender, datagram, now, trace)
-        else:
-            for datagram, sender in datagrams:
-                outputs += from_tunnel(sender, datagram, now)
+        for datagram, sender in datagrams:
+            inner = datagram[offset:]
+            trace = self._trace_for(inner) or self._watched(inner)
+            outputs += from_tunnel(sender, datagram, now, trace)
         self._run(outputs, now)
 
     def _from_hostbridge(self, packet: bytes) -> None:

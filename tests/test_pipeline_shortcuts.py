@@ -1,8 +1,9 @@
 """Shortcuts (the pipeline's flow cache) decide exactly what the stages decide.
 
 A pipeline given a trace list always walks its stages and never learns a shortcut; one given none takes
-a shortcut wherever it has learned one. Fed the same packets at the same times, the two must give the
-same outputs and end with the same counters and conntrack entries.
+a shortcut wherever it has learned one. Fed the same packets at the same times (the second taking each
+moment's datagrams from the tunnel as one batch), the two must give the same outputs and end with the
+same counters and conntrack entries.
 """
 
 from hypothesis import given, settings
@@ -106,8 +107,18 @@ def _state(pipeline):
 def test_shortcuts_agree_with_the_stages(sequence):
     fast, stages = _node_one(), _node_one()
     pods = {ip_to_int(A.ip): A, ip_to_int(C.ip): C}
+    batch: list[tuple[bytes, str]] = []  # datagrams of one moment, which the fast side takes at once
+    expected: list = []
     now = 0.0
+
+    def flush():
+        assert fast.from_tunnel_batch(batch, now) == expected
+        batch.clear()
+        expected.clear()
+
     for origin, packet, pause, sweep in sequence:
+        if pause or sweep or origin == "pod":
+            flush()
         now += pause
         if sweep:
             assert fast.expire_connections(now) == stages.expire_connections(now)
@@ -115,8 +126,9 @@ def test_shortcuts_agree_with_the_stages(sequence):
             pod = pods.get(int.from_bytes(packet[12:16]), A)
             assert fast.from_pod(pod, packet, now) == stages.from_pod(pod, packet, now, [])
         else:
-            datagram = _datagram(packet)
-            assert fast.from_tunnel(origin, datagram, now) == stages.from_tunnel(origin, datagram, now, [])
+            batch.append((_datagram(packet), origin))
+            expected.extend(stages.from_tunnel(origin, _datagram(packet), now, []))
+    flush()
     assert _state(fast) == _state(stages)
 
 

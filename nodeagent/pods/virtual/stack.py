@@ -182,6 +182,8 @@ class PodStack:
         self._deliver(ip_packet, now, looped_back=False)
         if self._loopback:
             self._run_loopback(now)
+        if not self._out:  # most packets get no answer: no list is swapped in for them
+            return []
         return self._take_output()
 
     def poll(self, now: float) -> list[bytes]:
