@@ -673,6 +673,7 @@ class NodeAgent:
             "capture": self.rpc_capture,
             "counters": self.rpc_counters,
             "faults.partition": self.rpc_partition,
+            "faults.partitions": self.rpc_partitions,
             "nodeports.apply": self.rpc_nodeports_apply,
             "services.get": self.rpc_services_get,
         }
@@ -1052,6 +1053,10 @@ class NodeAgent:
             self.tunnel.partitioned.add(peer)
         else:
             self.tunnel.partitioned.discard(peer)
+        return {"partitioned": sorted(self.tunnel.partitioned)}
+
+    async def rpc_partitions(self, params: Any) -> dict:
+        """The peers `faults.partition` cut off, without changing them (for `podnet partition --list`)."""
         return {"partitioned": sorted(self.tunnel.partitioned)}
 
 

@@ -28,6 +28,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cluster_cmd", ("clean", "down", "kill", "logs", "start", "status", "up")),
     ("compose_cmd", ("compose",)),
     ("dns_cmd", ("dig", "dns")),
+    ("faults_cmd", ("partition",)),
     ("kubeproxy_cmd", ("kubeproxy",)),
     ("nodeagent_cmd", ("nodeagent",)),
     ("pods_cmd", ("capture", "dataplane", "exec", "probe", "trace")),
