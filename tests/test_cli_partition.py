@@ -37,6 +37,15 @@ def test_partition_cuts_lists_and_heals(two_node_cluster):
     assert cluster.agents["node-1"].counters()["tunnel.drop.partitioned"] > dropped_before
     listed = cluster.cli("partition", "--list")
     assert (listed.returncode, listed.stdout) == (0, "node-1 <-> node-2\n"), listed.stderr
+    without_node_2 = cluster.cli("partition", "--list", "--agent-socket", "node-2=/nonexistent/agent.sock")
+    assert (without_node_2.returncode, without_node_2.stdout) == (
+        1,
+        "node-1 <-> node-2  (cut by node-1 only)\n",
+    )
+    assert without_node_2.stderr == (
+        "warning: the agent of node node-2 is not reachable at /nonexistent/agent.sock: No such file or directory;"
+        " its cuts are not listed\n"
+    )
 
     healed = cluster.cli("partition", "node-2", "node-1", "--heal")
     assert healed.returncode == 0, healed.stderr

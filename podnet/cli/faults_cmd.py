@@ -84,8 +84,8 @@ def not_answering(node: str, path: str, exc: OSError | TimeoutError) -> str:
 
 async def cut_or_heal(
     client: ApiClient, first: str, second: str, *, heal: bool, sockets: dict[str, Path]
-) -> list[str]:
-    """Makes (or lifts) the cut on both agents; one line per agent saying what changed."""
+) -> None:
+    """Makes (or lifts) the cut on both agents, printing one line per agent as it changes."""
     addresses = await node_addresses(client)
     for node in (first, second):
         if node not in addresses:
@@ -99,15 +99,17 @@ async def cut_or_heal(
             before[node] = await dropped_peers(path)
         except (OSError, TimeoutError) as exc:
             raise fail(f"error: {not_answering(node, path, exc)}") from None
-    lines = []
     for node, peer in ((first, second), (second, first)):
         address = addresses[peer]
-        await call_once(
-            paths[node], "faults.partition", {"peer": address, "drop": not heal}, timeout=AGENT_TIMEOUT
-        )
+        try:
+            await call_once(
+                paths[node], "faults.partition", {"peer": address, "drop": not heal}, timeout=AGENT_TIMEOUT
+            )
+        except (OSError, TimeoutError) as exc:
+            # it answered a moment ago; any line printed above says what did change before it went away
+            raise fail(f"error: {not_answering(node, paths[node], exc)}") from None
         what = CHANGES[heal, address in before[node]]
-        lines.append(f"{node}: {what.format(peer=f'{peer} ({address})')}")
-    return lines
+        typer.echo(f"{node}: {what.format(peer=f'{peer} ({address})')}")
 
 
 async def list_cuts(client: ApiClient, sockets: dict[str, Path]) -> tuple[list[str], list[str]]:
@@ -173,12 +175,11 @@ def partition(
     if nodes[0] == nodes[1]:
         raise fail(f"error: a node cannot be cut from itself ({nodes[0]} given twice)")
 
-    async def changed() -> list[str]:
+    async def change() -> None:
         async with client_for(server, token, kubeconfig) as client:
-            return await cut_or_heal(client, nodes[0], nodes[1], heal=heal, sockets=sockets)
+            await cut_or_heal(client, nodes[0], nodes[1], heal=heal, sockets=sockets)
 
-    for line in run_async(changed()):
-        typer.echo(line)
+    run_async(change())
 
 
 def register(app: typer.Typer) -> None:
