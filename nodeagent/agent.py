@@ -165,7 +165,8 @@ class NodeAgent:
         self.status_port: int | None = None
         self._tasks: set[asyncio.Task] = set()
         self._traces: dict[tuple, Journey] = {}  # flow key -> the journey its next packets are recorded in
-        self._watches: list[tuple[tuple[int, int, int, int], Journey]] = []  # (protocol, src, dst, port)
+        # each trace.watch's journey, and the (protocol, src, dst, port) of the flows it waits for
+        self._watches: list[tuple[frozenset[tuple[int, int, int, int]], Journey]] = []
         self._status_dirty: set[str] = set()
         self._status_wakeup = asyncio.Event()
         self.netns_pods = NetnsPods(config.name, config.state_path, self._from_netns_pod, self._mark_status_dirty)
@@ -340,15 +341,17 @@ class NodeAgent:
         return journey.stages
 
     def _watched(self, packet: bytes) -> list[Stage] | None:
-        """A packet arriving for a flow that `trace.watch` waits for: its first packet and first reply."""
+        """A packet arriving for a flow that `trace.watch` waits for: its first packet and first reply.
+        A watch records one flow only, the first to arrive of those it matches."""
         try:
             key, _ = flow_key(packet)
         except (IndexError, ValueError, struct.error):
             return None
         if key is None:
             return None
-        for match, journey in self._watches:
-            if match == (key[0], key[1], key[3], key[4]) and key not in self._traces:
+        match = (key[0], key[1], key[3], key[4])
+        for matches, journey in self._watches:
+            if match in matches and key not in self._traces and not journey.done.is_set():
                 self._traces[key] = Journey(journey.stages, 0)
                 self._traces[(key[0], key[3], key[4], key[1], key[2])] = Journey(journey.stages, 1)
                 journey.done.set()
@@ -987,18 +990,20 @@ class NodeAgent:
 
     async def rpc_trace_watch(self, params: dict) -> list[dict]:
         """The destination half of a trace: waits up to `timeout` for the first packet of a flow from
-        `src` to `dst:port` to arrive over the tunnel and returns what happened to it and to its reply."""
+        `src` to `dst:port` to arrive over the tunnel and returns what happened to it and to its reply.
+        `matches: [{"dst", "port"}, ...]` in place of `dst` and `port` waits for the first flow to any of
+        them: the endpoints of a Service on this node, one of which the source node's DNAT may choose."""
         try:
-            match = (
-                {"TCP": 6, "UDP": 17}[(params.get("protocol") or "TCP").upper()],
-                ip_to_int(params["src"]),
-                ip_to_int(params["dst"]),
-                int(params["port"]),
-            )
-        except (KeyError, ValueError) as exc:
-            raise RpcError("BadRequest", f"trace.watch needs protocol, src, dst and port: {exc}") from None
+            protocol = {"TCP": 6, "UDP": 17}[(params.get("protocol") or "TCP").upper()]
+            src = ip_to_int(params["src"])
+            targets = params["matches"] if "matches" in params else [params]
+            matches = frozenset((protocol, src, ip_to_int(t["dst"]), int(t["port"])) for t in targets)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise RpcError(
+                "BadRequest", f"trace.watch needs protocol, src, and either dst and port or matches: {exc}"
+            ) from None
         journey = Journey([], 0)
-        entry = (match, journey)
+        entry = (matches, journey)
         self._watches.append(entry)
         try:
             with contextlib.suppress(TimeoutError):

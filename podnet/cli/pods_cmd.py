@@ -7,6 +7,7 @@ The pod's node comes from the API (`spec.nodeName`); the node's agent socket is
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import sys
 from pathlib import Path
@@ -198,6 +199,70 @@ async def _node_of_ip(client: ApiClient, ip: str) -> str | None:
     return None
 
 
+async def _service_at(client: ApiClient, ip: str) -> dict | None:
+    """The Service whose ClusterIP is `ip`, if any."""
+    for service in (await client.list("services")).get("items") or []:
+        spec = service.get("spec") or {}
+        if ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]):
+            return service
+    return None
+
+
+def _service_port(service: dict, port: str, protocol: str) -> dict | None:
+    """The port of the Service that a trace names, by number or by name."""
+    for service_port in (service.get("spec") or {}).get("ports") or []:
+        named = (str(service_port.get("port")), service_port.get("name"))
+        if service_port.get("protocol", "TCP") == protocol and port in named:
+            return service_port
+    return None
+
+
+async def _endpoints_by_node(client: ApiClient, service: dict, service_port: dict) -> dict[str, list[dict]]:
+    """node -> `{"dst", "port"}` of each ready endpoint of the Service port on that node: where the source
+    node's DNAT may send the packet. As kube-proxy does, the slices' port of the same name and protocol
+    gives the number (a named targetPort arrives resolved per pod), and an endpoint counts unless its
+    `ready` condition is false."""
+    meta = service["metadata"]
+    slices = await client.list(
+        "endpointslices", meta["namespace"], label_selector=f"kubernetes.io/service-name={meta['name']}"
+    )
+    name, protocol = service_port.get("name") or "", service_port.get("protocol", "TCP")
+    by_node: dict[str, list[dict]] = {}
+    for endpoint_slice in slices.get("items") or []:
+        numbers = [
+            p["port"] for p in endpoint_slice.get("ports") or []
+            if (p.get("name") or "") == name and (p.get("protocol") or "TCP") == protocol and p.get("port")
+        ]
+        if not numbers:
+            continue
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            node = endpoint.get("nodeName")
+            if not node or (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            for address in endpoint.get("addresses") or []:
+                by_node.setdefault(node, []).append({"dst": address, "port": numbers[0]})
+    return by_node
+
+
+async def _far_half(watches: list[asyncio.Task], grace: float = 1.0) -> list[dict]:
+    """The stages of the watch that saw the flow arrive, once the local half is over. By then the packet
+    has crossed (its answer came back, or the probe gave up long after it left), so that watch returns
+    within moments; the others would only wait out their timeout with nothing, and are not waited for."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    pending = set(watches)
+    while pending:
+        done, pending = await asyncio.wait(
+            pending, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            break
+        for task in done:
+            if stages := task.result():
+                return stages
+    return []
+
+
 def probe(
     src: Annotated[str, typer.Argument(help="Source pod (NAME or NAMESPACE/NAME).")],
     dst: Annotated[str, typer.Argument(help="Destination: an IP, a pod or a service.")],
@@ -234,7 +299,9 @@ def probe(
 
 def trace(
     src: Annotated[str, typer.Argument(help="Source pod (NAME or NAMESPACE/NAME).")],
-    destination: Annotated[str, typer.Argument(metavar="DST:PORT", help="Destination IP, pod or service, and port.")],
+    destination: Annotated[
+        str, typer.Argument(metavar="DST:PORT", help="Destination IP, pod or service; port number or name.")
+    ],
     protocol: Annotated[str, typer.Option(help="TCP or UDP.")] = "TCP",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 2.0,
     namespace: str = NamespaceOption,
@@ -243,44 +310,63 @@ def trace(
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
 ) -> None:
-    """Print a packet's journey from SRC to DST:PORT stage by stage, and its reply's."""
+    """Print a packet's journey from SRC to DST:PORT stage by stage, and its reply's.
+
+    The destination node's half comes from a watch started there before the probe. For a Service, whose
+    endpoint the source node picks at random, every other node with a ready endpoint watches, and the one
+    the packet reached tells its half."""
     namespace_src, name = _split_pod(src, namespace)
     dst, _, port_text = destination.rpartition(":")
-    if not dst or not port_text.isdigit():
+    if not dst or not port_text:
         raise fail(f"error: the destination is DST:PORT, not {destination!r}")
     protocol = protocol.upper()
 
-    async def run() -> tuple[str, list[dict], list[dict]]:
-        import asyncio
-
+    async def run() -> tuple[str, int, list[dict], list[dict]]:
         async with client_for(server, token, kubeconfig) as client:
             obj = await running_pod(client, namespace_src, name)
             ip, dst_node = await _resolve_destination(client, dst, namespace)
             src_ip = obj["status"]["podIP"]
             src_node = obj["spec"]["nodeName"]
-            if dst_node is None:
-                dst_node = await _node_of_ip(client, ip)
-        params = {"src": f"{namespace_src}/{name}", "dst": ip, "port": int(port_text), "protocol": protocol,
+            dst_node = dst_node or await _node_of_ip(client, ip)
+            service = None if dst_node else await _service_at(client, ip)
+            service_port = _service_port(service, port_text, protocol) if service else None
+            if service_port:
+                port = service_port["port"]
+                targets = await _endpoints_by_node(client, service, service_port)
+            elif port_text.isdigit():
+                port = int(port_text)
+                targets = {dst_node: [{"dst": ip, "port": port}]} if dst_node else {}
+            else:
+                raise fail(f"error: {port_text!r} is neither a port number nor a port of a Service at {ip}")
+        targets.pop(src_node, None)  # the local half shows what happens on the source node
+        params = {"src": f"{namespace_src}/{name}", "dst": ip, "port": port, "protocol": protocol,
                   "timeout": timeout}
-        remote: asyncio.Task | None = None
-        if dst_node and dst_node != src_node and not agent_socket_path:
-            path = agent_socket(dst_node, None)
-            if Path(path).exists():
-                watcher = await RpcClient(path).connect()
-                watch = {"src": src_ip, "dst": ip, "port": int(port_text), "protocol": protocol, "timeout": timeout}
-                remote = asyncio.create_task(watcher.call("trace.watch", watch, timeout=timeout + 10))
-                await asyncio.sleep(0.05)  # the watch is registered before the first packet leaves
+        watchers: list[RpcClient] = []
+        watches: list[asyncio.Task] = []
         try:
-            local = await call_once(agent_socket(src_node, agent_socket_path), "trace", params, timeout=timeout + 30)
-            far = await remote if remote is not None else []
+            for node, matches in targets.items():
+                path = agent_socket(node, None)
+                if agent_socket_path or not Path(path).exists():
+                    continue
+                watchers.append(watcher := await RpcClient(path).connect())
+                watch = {"src": src_ip, "matches": matches, "protocol": protocol, "timeout": timeout}
+                watches.append(asyncio.create_task(watcher.call("trace.watch", watch, timeout=timeout + 10)))
+                # The agent starts calls in the order they arrive: once it has answered this ping, the
+                # watch is in place, before the probe's first packet leaves.
+                await watcher.call("ping")
+            local = await call_once(
+                agent_socket(src_node, agent_socket_path), "trace", params, timeout=timeout + 30
+            )
+            far = await _far_half(watches)
         finally:
-            if remote is not None:
-                remote.cancel()
+            for task in watches:
+                task.cancel()
+            for watcher in watchers:
                 await watcher.close()
-        return ip, local, far
+        return ip, port, local, far
 
-    ip, local, far = run_async(run())
-    typer.echo(f"trace {namespace_src}/{name} → {ip}:{port_text}/{protocol}")
+    ip, port, local, far = run_async(run())
+    typer.echo(f"trace {namespace_src}/{name} → {ip}:{port}/{protocol}")
     split = next((i + 1 for i, s in enumerate(local) if s["stage"] in ("vxlan-encap", "fou-encap", "drop")), len(local))
     number = 0
     for stage in [*local[:split], *far, *local[split:]]:
