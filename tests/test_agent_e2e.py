@@ -102,9 +102,9 @@ def test_probe_and_trace_show_the_journey_on_both_nodes(two_node_cluster):
     run = two_node_cluster.cli("trace", "a", f"{ip_b}:80")
     assert run.returncode == 0, run.stdout + run.stderr
     stages = [line.split()[1] for line in run.stdout.splitlines()[1:]]
-    assert stages[:7] == ["probe", "source", "conntrack", "service-dnat", "egress-policy", "route", "vxlan-encap"]
-    # then node-2's half: decap, conntrack, ingress policy, delivery, the reply back into the tunnel
-    assert stages[7:12] == ["vxlan-decap", "conntrack", "ingress-policy", "deliver", "source"]
+    assert stages[:8] == ["probe", "source", "conntrack", "service-dnat", "egress-policy", "route", "ttl", "vxlan-encap"]
+    # then node-2's half: decap, a router hop, conntrack, ingress policy, delivery, the reply back into the tunnel
+    assert stages[8:14] == ["vxlan-decap", "ttl", "conntrack", "ingress-policy", "deliver", "source"]
     assert stages[-3:] == ["conntrack", "deliver", "result"]
     assert "VNI 1: outer 127.0.0.11:" in run.stdout and "→ 127.0.0.12:" in run.stdout
 

@@ -20,6 +20,17 @@ def test_curl_reaches_http_server_in_other_node_by_pod_ip(netns_cluster):
     assert body == WEB_BODY
 
 
+def test_ping_crosses_two_router_hops_and_a_spent_ttl_is_reported_by_the_gateway(netns_cluster):
+    # As with flannel or Calico: each node routes the packet on, so the reply arrives with ttl=62.
+    web = netns_cluster.pod_ips["web"]
+    ping = pod_exec(netns_cluster, "client", "ping", "-n", "-c", "1", "-W", "3", web)
+    assert ping.returncode == 0 and "ttl=62" in ping.stdout, ping.stdout + ping.stderr
+    gateway = netns_cluster.pod_ips["client"].rsplit(".", 1)[0] + ".1"
+    dying = pod_exec(netns_cluster, "client", "ping", "-n", "-c", "1", "-W", "3", "-t", "1", web)
+    assert dying.returncode == 1, dying.stdout + dying.stderr
+    assert f"From {gateway}" in dying.stdout and "Time to live exceeded" in dying.stdout, dying.stdout
+
+
 def _apply(cluster, fn):
     async def run(client):
         return await fn(client)

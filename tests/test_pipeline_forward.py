@@ -19,7 +19,7 @@ from podnet.overlay.pipeline.forward import (
 from podnet.overlay.wire import arp, ethernet, icmp, ipv4, tcp, udp, vxlan
 from podnet.overlay.wire.addresses import ip_to_bytes, ip_to_int
 from podnet.overlay.wire.checksum import internet_checksum
-from support.pipelines import N1, N2, A, B, node, only, tcp_packet, udp_packet
+from support.pipelines import N1, N2, A, B, after_hops, node, only, tcp_packet, udp_packet
 
 C = PodPort("default", "c", "10.244.1.3", pod_mac("10.244.1.3"))
 
@@ -40,7 +40,8 @@ def test_cross_node_udp_is_vxlan_with_pod_addresses_and_the_reply_follows_conntr
     packet = ipv4.decode(inner.payload)
     assert (packet.src, packet.dst) == (A.ip, B.ip)  # no NAT between pods
     delivered = only(n2.from_tunnel("127.0.0.11", out.datagram, 0.1), Deliver)
-    assert delivered.pod_ip == ip_to_int(B.ip) and delivered.packet == request
+    # no NAT between pods; each node routes it on, one hop less TTL (as Linux's ping shows: ttl=62)
+    assert delivered.pod_ip == ip_to_int(B.ip) and delivered.packet == after_hops(request, 2)
     reply = only(n2.from_pod(B, udp_packet(B.ip, A.ip, 53, 5000, b"world"), 0.2), Tunnel)
     back = only(n1.from_tunnel("127.0.0.12", reply.datagram, 0.3), Deliver)
     assert udp.decode(ipv4.decode(back.packet).payload, B.ip, A.ip).payload == b"world"
@@ -161,13 +162,15 @@ def test_trace_records_every_stage_of_the_journey():
         "service-dnat",
         "egress-policy",
         "route",
+        "ttl",
         "vxlan-encap",
         "vxlan-decap",
+        "ttl",
         "conntrack",
         "ingress-policy",
         "deliver",
     ]
-    encap = trace[5].detail
+    encap = trace[6].detail
     assert "VNI 1" in encap and "127.0.0.11:4789 → 127.0.0.12:4789" in encap
 
 

@@ -23,7 +23,7 @@ from podnet.overlay.pipeline.forward import (
 )
 from podnet.overlay.pipeline.routes import Route, RouteKind
 from podnet.overlay.wire import icmp, ipv4, udp
-from support.pipelines import A, B, only, udp_packet
+from support.pipelines import A, B, after_hops, only, udp_packet
 
 FOU = Encapsulation.FOU
 N1 = NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24", encapsulation=FOU, fou_port=5555)
@@ -56,9 +56,9 @@ def test_the_pod_packet_is_the_whole_udp_payload_and_the_reply_comes_back_the_sa
     n1, n2 = node(N1, A), node(N2, B)
     request = udp_packet(A.ip, B.ip)
     out = only(n1.from_pod(A, request, 0.0), Tunnel)
-    assert (out.node_address, out.datagram) == (N2.address, request)  # no header, no NAT
+    assert (out.node_address, out.datagram) == (N2.address, after_hops(request, 1))  # no header, no NAT
     delivered = only(n2.from_tunnel(N1.address, out.datagram, 0.1), Deliver)
-    assert delivered.packet == request
+    assert delivered.packet == after_hops(request, 2)
     reply = only(n2.from_pod(B, udp_packet(B.ip, A.ip, 53, 5000, b"world"), 0.2), Tunnel)
     back = only(n1.from_tunnel(N2.address, reply.datagram, 0.3), Deliver)
     assert udp.decode(ipv4.decode(back.packet).payload, B.ip, A.ip).payload == b"world"

@@ -58,7 +58,7 @@ FLOWS = [
     (D.ip, C.ip, "tcp", "127.0.0.13"),
     (B.ip, C.ip, "icmp", "127.0.0.12"),
 ]
-DAMAGE = [None] * 6 + ["checksum", "padding", "fragment", "length", "truncate", "big", "sender"]
+DAMAGE = [None] * 6 + ["checksum", "padding", "fragment", "length", "truncate", "big", "sender", "ttl"]
 
 
 @st.composite
@@ -79,11 +79,13 @@ def events(draw):
         packet[10] ^= 0x01
     elif damage == "padding":  # link padding past the total length
         packet += bytes(4)
-    elif damage in ("fragment", "length"):
+    elif damage in ("fragment", "length", "ttl"):
         if damage == "fragment":
             packet[6] |= 0x20
-        else:  # a total length over what arrived
+        elif damage == "length":  # a total length over what arrived
             packet[2:4] = (len(packet) + 8).to_bytes(2, "big")
+        else:  # its last hop
+            packet[8] = 1
         packet[10:12] = b"\x00\x00"
         packet[10:12] = internet_checksum(packet[:20]).to_bytes(2, "big")
     elif damage == "truncate":

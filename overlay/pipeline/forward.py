@@ -16,9 +16,10 @@ Shortcuts (a flow cache, as Open vSwitch keeps one in front of its tables): from
 packet on, the decision the stages reached for it is kept under its flow key, so its later packets skip
 the walk. Only decisions that hold for every packet of the flow are kept: tracked TCP/UDP without NAT,
 to a tunnel or a local pod. Each packet on a shortcut still has its IPv4 header checked and its conntrack
-entry counted and extended; a TCP segment with SYN, FIN or RST (it may move the entry's state), an
-expired entry, a length the header does not state, a packet over the MTU and any traced
-packet take the stages. A change to pods, peers or routes forgets every shortcut.
+entry counted and extended and its TTL taken down by one hop; a TCP segment with SYN, FIN or RST (it may
+move the entry's state), an expired entry, a length the header does not state, a spent TTL, a packet
+over the MTU and any traced packet take the stages. A change to pods, peers or routes forgets every
+shortcut.
 
 Addresses are 32-bit ints on the hot path and strings in everything a person reads.
 """
@@ -57,8 +58,8 @@ _U16 = struct.Struct("!H")
 _from_bytes = int.from_bytes
 _HEADER_START = struct.Struct("!BxH2xH")  # version/IHL, total length, flags/fragment offset
 # A header without options and the two ports after it, in one read: version/IHL, total length,
-# flags/fragment offset, protocol, source, destination, source port, destination port.
-_PLAIN_HEADER_PORTS = struct.Struct("!BxH2xHxB2xIIHH")
+# flags/fragment offset, TTL, protocol, source, destination, source port, destination port.
+_PLAIN_HEADER_PORTS = struct.Struct("!BxH2xHBB2xIIHH")
 _PLAIN_MIN = 28  # that header and a UDP header; a TCP segment's flags byte is at 33
 _TCP_FLAGS_AT = 33
 _VXLAN_FLAGS_WORD = b"\x08\x00\x00\x00"
@@ -67,6 +68,9 @@ _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
 _TCP, _UDP, _ICMP = 6, 17, 1
 _STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
+_ICMP_QUERIES = (0, 8)  # echo reply and request: the ICMP messages that are not errors
+_TTL_AT = 8
+_TTL_WORD = struct.Struct("!BBH")  # TTL, protocol, header checksum
 _PROTOCOL_NAMES = {_TCP: "TCP", _UDP: "UDP", _ICMP: "ICMP"}
 
 
@@ -259,9 +263,13 @@ def header_problem(packet: bytes | memoryview) -> str | None:
     return None
 
 
-def _shortcut_allowed(key: FlowKey, tcp_flags: int, entry: Entry) -> bool:
-    """Whether a tracked packet's decision may stand for the rest of its flow (see the module text)."""
-    return key[0] != _ICMP and not tcp_flags & _STATE_FLAGS and not entry.natted
+def _decremented_ttl_word(packet: bytes, offset: int) -> bytes:
+    """TTL, protocol and header checksum of the IPv4 header at `offset` after one hop: the TTL is the high
+    byte of its 16-bit word, so one less there is 0x0100 more in the complemented sum (RFC 1141, with
+    Linux's care never to give 0xffff)."""
+    ttl, protocol, checksum = _TTL_WORD.unpack_from(packet, offset + _TTL_AT)
+    checksum += 0x0100
+    return _TTL_WORD.pack(ttl - 1, protocol, (checksum + (checksum >= 0xFFFF)) & 0xFFFF)
 
 
 def rewrite(
@@ -383,7 +391,7 @@ class Pipeline:
         self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None = None
     ) -> list[Output]:
         if trace is None and len(packet) >= _PLAIN_MIN:
-            version_ihl, total, fragment, protocol, src, dst, src_port, dst_port = (
+            version_ihl, total, fragment, ttl, protocol, src, dst, src_port, dst_port = (
                 _PLAIN_HEADER_PORTS.unpack_from(packet)
             )
             shortcut = self._egress_shortcuts.get((protocol, src, src_port, dst, dst_port))
@@ -393,6 +401,7 @@ class Pipeline:
                 and version_ihl == 0x45
                 and total == len(packet)
                 and not fragment & 0x3FFF
+                and ttl > 1
                 and not _from_bytes(packet[:20]) % 0xFFFF
                 and (protocol == _UDP or (total > _TCP_FLAGS_AT and not packet[_TCP_FLAGS_AT] & _STATE_FLAGS))
             ):
@@ -404,11 +413,13 @@ class Pipeline:
                     entry.expires = now + entry.lifetime
                     counters = self.counters
                     counters["egress.packets"] += 1
+                    hop = _decremented_ttl_word(packet, 0)
                     if node_address is None:
                         counters["delivered"] += 1
-                        return [_tuple_new(Deliver, (dst, packet))]
+                        return [_tuple_new(Deliver, (dst, b"".join((packet[:8], hop, packet[12:]))))]
                     counters["tunnel.tx"] += 1
-                    return [_tuple_new(Tunnel, (node_address, prefix + packet))]
+                    datagram = b"".join((prefix, packet[:8], hop, packet[12:]))
+                    return [_tuple_new(Tunnel, (node_address, datagram))]
         return self._from_pod_stages(pod, packet, now, trace)
 
     def _from_pod_stages(
@@ -448,7 +459,7 @@ class Pipeline:
         outputs = self._route(
             packet, now, trace, from_pod=pod, new_flow=False, reply=direction is Direction.REPLY
         )
-        if trace is None and _shortcut_allowed(key, tcp_flags, entry) and len(outputs) == 1:
+        if trace is None and self._shortcut_allowed(key, tcp_flags, entry) and len(outputs) == 1:
             out = outputs[0]
             if type(out) is Tunnel:
                 prefix = self._encap_prefix[out.node_address]
@@ -572,7 +583,10 @@ class Pipeline:
                     trace.append(
                         Stage("route", f"{int_to_ip(dst)}: reply to node {self.peers[int_to_ip(dst)].name}")
                     )
-                return self._encapsulate(int_to_ip(dst), packet, trace, from_pod)
+                forwarded = self._hop(packet, trace)
+                if forwarded is None:
+                    return self._time_exceeded(packet, trace)
+                return self._encapsulate(int_to_ip(dst), forwarded, trace, from_pod)
             if trace is not None:
                 trace.append(
                     Stage(
@@ -592,8 +606,61 @@ class Pipeline:
                 if not self._ingress_policy(key, trace).allowed:
                     self.conntrack.forget(key)
                     return self._drop("policy-ingress", trace)
-            return self._deliver(dst, packet, trace)
-        return self._encapsulate(route.next_hop, packet, trace, from_pod)
+        forwarded = self._hop(packet, trace)
+        if forwarded is None:
+            return self._time_exceeded(packet, trace)
+        if route.kind is RouteKind.LOCAL:
+            return self._deliver(dst, forwarded, trace)
+        return self._encapsulate(route.next_hop, forwarded, trace, from_pod)
+
+    def _shortcut_allowed(self, key: FlowKey, tcp_flags: int, entry: Entry) -> bool:
+        """Whether a tracked packet's decision may stand for the rest of its flow (see the module text):
+        not ICMP, no flag that moves conntrack, no NAT, and forwarded (not to or from the node itself)."""
+        return (
+            key[0] != _ICMP
+            and not tcp_flags & _STATE_FLAGS
+            and not entry.natted
+            and self._gateway != key[1]
+            and self._gateway != key[3]
+        )
+
+    def _hop(self, packet: bytes, trace: list[Stage] | None) -> bytes | None:
+        """`packet` as this node routes it on: TTL one less and the header checksum raised to match, as
+        Linux's ip_decrease_ttl does it; None when the TTL is spent. What the node itself (its gateway
+        address) sends or receives is not forwarded and keeps its TTL."""
+        src, dst = _ADDRS.unpack_from(packet, 12)
+        if src == self._gateway or dst == self._gateway:
+            return packet
+        ttl = packet[_TTL_AT]
+        if ttl <= 1:
+            return None
+        if trace is not None:
+            trace.append(Stage("ttl", f"{ttl} → {ttl - 1}: one hop, through {self.node.name}"))
+        return b"".join((packet[:_TTL_AT], _decremented_ttl_word(packet, 0), packet[_TTL_AT + 4 :]))
+
+    def _time_exceeded(self, packet: bytes, trace: list[Stage] | None) -> list[Output]:
+        """A packet whose TTL ran out here: dropped, and the source told with ICMP time exceeded from this
+        node's gateway address (what traceroute reads), unless it was an ICMP error itself (RFC 1122)."""
+        self.counters["drop.ttl-exceeded"] += 1
+        src = _ADDRS.unpack_from(packet, 12)[0]
+        ihl = (packet[0] & 0x0F) * 4
+        if packet[9] == _ICMP and (len(packet) <= ihl or packet[ihl] not in _ICMP_QUERIES):
+            if trace is not None:
+                trace.append(Stage("drop", "ttl-exceeded (an ICMP error: no error about it)"))
+            return [Drop("ttl-exceeded")]
+        error = ipv4.encode(icmp.error_packet(icmp.time_exceeded(packet), self.node.gateway, packet))
+        if trace is not None:
+            trace.append(
+                Stage(
+                    "drop", f"ttl-exceeded: ICMP time exceeded from {self.node.gateway} to {int_to_ip(src)}"
+                )
+            )
+        if src in self.pods:
+            return [Deliver(src, error)]
+        route = self.routes.lookup(src)
+        if route is None or route.kind is RouteKind.LOCAL:
+            return [Drop("ttl-exceeded")]
+        return self._encapsulate(route.next_hop, error, None, None)
 
     def _encapsulate(
         self, node_address: str, packet: bytes, trace: list[Stage] | None, from_pod: PodPort | None
@@ -677,7 +744,7 @@ class Pipeline:
         taken = 0
         for datagram, sender in datagrams:
             if len(datagram) >= minimum:
-                version_ihl, total, fragment, protocol, src, dst, src_port, dst_port = unpack_from(
+                version_ihl, total, fragment, ttl, protocol, src, dst, src_port, dst_port = unpack_from(
                     datagram, offset
                 )
                 shortcut = shortcuts.get((protocol, src, src_port, dst, dst_port))
@@ -687,6 +754,7 @@ class Pipeline:
                     and version_ihl == 0x45
                     and total == len(datagram) - offset
                     and not fragment & 0x3FFF
+                    and ttl > 1
                     and (fou or (datagram[:8] == _VXLAN_HEADER and datagram[20:22] == _ETHERTYPE_IPV4))
                     and not _from_bytes(datagram[offset : offset + 20]) % 0xFFFF
                     and (
@@ -699,7 +767,9 @@ class Pipeline:
                         entry.packets[direction] += 1
                         entry.expires = now + entry.lifetime
                         taken += 1
-                        append(_tuple_new(Deliver, (dst, datagram[offset:])))
+                        hop = _decremented_ttl_word(datagram, offset)
+                        packet = b"".join((datagram[offset : offset + 8], hop, datagram[offset + 12 :]))
+                        append(_tuple_new(Deliver, (dst, packet)))
                         continue
             outputs += self._from_tunnel_stages(sender, datagram, now, None)
         if taken:
@@ -766,7 +836,10 @@ class Pipeline:
             route = self.routes.lookup(dst)
             local = route is not None and route.kind is RouteKind.LOCAL
             return self._drop("no-such-pod" if local else f"{scheme}-not-for-this-node", trace)
-        return self._inbound_to_pod(dst, packet, now, trace, sender=sender)
+        forwarded = self._hop(packet, trace)
+        if forwarded is None:
+            return self._time_exceeded(packet, trace)
+        return self._inbound_to_pod(dst, forwarded, now, trace, sender=sender)
 
     def _inbound_to_pod(
         self, dst: int, packet: bytes, now: float, trace: list[Stage] | None, *, sender: str | None = None
@@ -778,7 +851,7 @@ class Pipeline:
             tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
             if tracked is not None:
                 packet, entry, direction = tracked
-                if sender is not None and trace is None and _shortcut_allowed(key, tcp_flags, entry):
+                if sender is not None and trace is None and self._shortcut_allowed(key, tcp_flags, entry):
                     self._ingress_shortcuts[key] = (sender, entry, direction)
             else:
                 if trace is not None:

@@ -127,8 +127,13 @@ def frag_needed(original_packet: bytes | bytearray | memoryview, next_hop_mtu: i
     return IcmpUnreachable(UnreachableCode.FRAGMENTATION_NEEDED, quote(original_packet), next_hop_mtu)
 
 
+def time_exceeded(original_packet: bytes | bytearray | memoryview) -> IcmpMessage:
+    """The answer of a router to a packet whose TTL ran out in transit (type 11, code 0)."""
+    return IcmpMessage(ICMPType.TIME_EXCEEDED, 0, bytes(4), quote(original_packet))
+
+
 def error_packet(
-    message: IcmpUnreachable, src: str, original_packet: bytes | bytearray | memoryview
+    message: IcmpUnreachable | IcmpMessage, src: str, original_packet: bytes | bytearray | memoryview
 ) -> ipv4.IPv4Packet:
     """The IPv4 packet from `src` (the router or host reporting) back to the original sender."""
     ipv4.header_length(original_packet)

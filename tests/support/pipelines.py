@@ -3,10 +3,12 @@
 
 `node(identity, *pods, policy=None)` is a pipeline with the other node as its VXLAN peer and `pods`
 attached; `udp_packet` and `tcp_packet` build IPv4 packets with valid checksums; `only(outputs, kind)`
-is the one output, asserted to be a `kind`.
+is the one output, asserted to be a `kind`; `after_hops(packet, n)` is a packet as it arrives n routers on.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from podnet.overlay.pipeline.forward import NodeIdentity, Peer, Pipeline, PodPort, pod_mac, vtep_mac
 from podnet.overlay.wire import ipv4, tcp, udp
@@ -35,6 +37,13 @@ def udp_packet(src: str, dst: str, sport=5000, dport=53, payload=b"hello", df=Tr
 def tcp_packet(src: str, dst: str, sport: int, dport: int, flags) -> bytes:
     body = tcp.encode(tcp.TcpSegment(sport, dport, 1, 0, flags, 65535), src, dst)
     return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.TCP, body))
+
+
+def after_hops(packet: bytes, hops: int) -> bytes:
+    """`packet` as it arrives `hops` routers later: re-encoded by the codec with that much less TTL, so
+    with a header checksum computed afresh."""
+    header = ipv4.decode(packet)
+    return ipv4.encode(dataclasses.replace(header, ttl=header.ttl - hops))
 
 
 def only(outputs, kind):
