@@ -765,13 +765,17 @@ class NodeAgent:
         future = self.loop.create_future()
         pod.waiting[op] = future
         packets = pod.stack.poll(now)
-        if trace is not None:
-            for packet in packets:
-                key, _ = flow_key(packet)
-                if key is not None:
-                    trace.append(Stage("probe", describe_key(key)))
-                    self._traces[(key[0], key[3], key[4], key[1], key[2])] = Journey(trace, 1)
+        keys = [key for key, _ in map(flow_key, packets) if key is not None] if trace is not None else []
+        for key in keys:
+            trace.append(Stage("probe", describe_key(key)))
+            self._traces[(key[0], key[3], key[4], key[1], key[2])] = Journey(trace, 1)
         self._emit(pod, packets, now, trace)
+        for key in keys:
+            # A Service's endpoint answers from its own address: the reply carries the key conntrack
+            # expects after the DNAT, not the reverse of what the pod sent.
+            hit = self.pipeline.conntrack.lookup(key, now)
+            if hit is not None and hit[0].reply not in self._traces:
+                self._traces[hit[0].reply] = Journey(trace, 1)
         try:
             return await asyncio.wait_for(future, timeout + 1.0)
         finally:

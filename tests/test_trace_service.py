@@ -79,6 +79,9 @@ def test_trace_to_a_service_shows_the_half_of_the_node_whose_endpoint_was_chosen
     assert far[0] == "vxlan-decap" and "deliver" in far and "vxlan-encap" in far, run.stdout
     delivered = next(detail for stage, detail in stages[encap + 1:] if stage == "deliver")
     assert delivered.startswith(f"to pod default/{chosen} ({far_cluster.pod_ips[chosen]})"), run.stdout
+    # and node-1 again: the reply out of the tunnel, un-DNATed back to the Service address, to pod a
+    back = names[names.index("vxlan-encap", encap + 1) + 1 :]
+    assert back[0] == "vxlan-decap" and "nat" in back and back[-2:] == ["deliver", "result"], run.stdout
     assert stages[-1] == ("result", "answered")
 
 
