@@ -73,7 +73,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from podnet.client import ApiClient, ApiError, Informer, podnet_home
-from podnet.process import start_status_server
+from podnet.process import serve_until_triggered, start_status_server
 from podnet.rpc.session import RpcError, RpcServer
 
 log = logging.getLogger(__name__)
@@ -1093,15 +1093,7 @@ class _CounterCollector:
 
 async def serve(config: AgentConfig, *, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None) -> None:
     """Runs the agent until `shutdown_trigger()` completes (hypercorn's convention), or forever."""
-    shutdown = asyncio.Event()
-    if shutdown_trigger is not None:
-        trigger = asyncio.ensure_future(shutdown_trigger())
-        trigger.add_done_callback(lambda _: shutdown.set())
-    try:
-        await _serve(config, shutdown)
-    finally:
-        if shutdown_trigger is not None:
-            trigger.cancel()
+    await serve_until_triggered(lambda shutdown: _serve(config, shutdown), shutdown_trigger)
 
 
 async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
