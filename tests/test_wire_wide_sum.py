@@ -40,3 +40,12 @@ def test_a_range_sums_as_its_slice_does(data, head, tail):
 def test_long_buffers_sum_as_the_word_loop_does(size, fill):
     data = bytes((fill + index * 7) & 0xFF for index in range(size))
     assert ones_complement_sum(data) == _word_loop(data)
+
+
+@given(st.binary(min_size=1000, max_size=2100), st.sampled_from([None, 0, 0xFF]))
+def test_mtu_sized_buffers_fold_to_the_same_sum(data, fill):
+    if fill is not None:  # all zeros, all ones: the sums at the edges of the folds
+        data = bytes([fill]) * len(data)
+    assert wide_sum(data) % 0xFFFF == _whole(data) % 0xFFFF
+    assert (wide_sum(data) == 0) == (not any(data))
+    assert ones_complement_sum(data) == _word_loop(data)

@@ -14,6 +14,12 @@ from .addresses import ip_to_bytes
 # From this many bytes on, the buffer is read as two integers whose sum is reduced: a modulo costs per
 # digit several times what a conversion or an addition does, and the sum has half the digits.
 _SPLIT_AT = 256
+# Payloads of about an MTU (what a flood brings) fold twice more, at widths that are multiples of 16 bits
+# (2**(16 * k) is 1 modulo 0xffff), leaving the caller's modulo a third of the digits; larger ones would
+# keep most of theirs after these widths, and smaller ones gain less than the folds cost.
+_FOLDED_SIZES = range(1025, 2049)
+_FOLD_WIDE, _FOLD_NARROW = 2816, 1408
+_LOW_WIDE, _LOW_NARROW = (1 << _FOLD_WIDE) - 1, (1 << _FOLD_NARROW) - 1
 
 
 def wide_sum(data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> int:
@@ -21,7 +27,8 @@ def wide_sum(data: bytes | bytearray | memoryview, start: int = 0, end: int | No
     as one big-endian integer, and zero only when those bytes are all zero. Long ranges are taken in
     two parts, the first of even length: its weight 2**(8 * len(rest)) is 1 modulo 0xffff when the rest
     is even, and when the rest is odd the padding byte makes it even. The range is sliced from `data`
-    directly, so a caller checking a packet's payload copies it once, not twice."""
+    directly, so a caller checking a packet's payload copies it once, not twice. The sum of the parts
+    (and of folded parts) is congruent to the whole and zero only when every part is."""
     if end is None:
         end = len(data)
     size = end - start
@@ -30,7 +37,11 @@ def wide_sum(data: bytes | bytearray | memoryview, start: int = 0, end: int | No
         return value << 8 if size & 1 else value
     half = start + ((size >> 1) & ~1)
     rest = int.from_bytes(data[half:end])
-    return int.from_bytes(data[start:half]) + (rest << 8 if size & 1 else rest)
+    value = int.from_bytes(data[start:half]) + (rest << 8 if size & 1 else rest)
+    if size in _FOLDED_SIZES:
+        value = (value >> _FOLD_WIDE) + (value & _LOW_WIDE)
+        value = (value >> _FOLD_NARROW) + (value & _LOW_NARROW)
+    return value
 
 
 def ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
