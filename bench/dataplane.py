@@ -45,7 +45,7 @@ from podnet.rpc.session import call_once  # noqa: E402
 
 SECONDS = 2.0
 SIZES = (64, 1400)
-ROUNDS = 3
+ROUNDS = 5
 
 FORWARDER = r"""
 import socket, sys, time, uvloop, asyncio

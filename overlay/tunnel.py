@@ -76,22 +76,23 @@ class Tunnel:
         taps, partitioned = self._taps, self.partitioned
         datagrams: list[tuple[bytes, str]] = []
         append = datagrams.append
-        received = 0
+        cut_off = 0
         try:
             for _ in range(self.batch):
                 data, (host, port) = recvfrom(MAX_DATAGRAM)
-                received += 1
                 if taps:
                     self._tap(data, host, port, self.address, self.port)
                 if partitioned and host in partitioned:
-                    self.counters["drop.partitioned"] += 1
+                    cut_off += 1
                     continue
                 append((data, host))
         except BlockingIOError:
             pass
         except OSError as exc:  # ICMP errors for earlier sends surface here (ECONNREFUSED); not fatal
             self.counters[f"rx-error.{type(exc).__name__}"] += 1
-        self.counters["rx"] += received
+        self.counters["rx"] += len(datagrams) + cut_off
+        if cut_off:
+            self.counters["drop.partitioned"] += cut_off
         if datagrams:
             self.on_batch(datagrams)
 

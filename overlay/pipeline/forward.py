@@ -58,8 +58,8 @@ _U16 = struct.Struct("!H")
 _from_bytes = int.from_bytes
 _HEADER_START = struct.Struct("!BxH2xH")  # version/IHL, total length, flags/fragment offset
 # A header without options and the two ports after it, in one read: version/IHL, total length,
-# flags/fragment offset, TTL, protocol, source, destination, source port, destination port.
-_PLAIN_HEADER_PORTS = struct.Struct("!BxH2xHBB2xIIHH")
+# flags/fragment offset, TTL, protocol, header checksum, source, destination, source port, destination port.
+_PLAIN_HEADER_PORTS = struct.Struct("!BxH2xHBBHIIHH")
 _PLAIN_MIN = 28  # that header and a UDP header; a TCP segment's flags byte is at 33
 _TCP_FLAGS_AT = 33
 _VXLAN_FLAGS_WORD = b"\x08\x00\x00\x00"
@@ -263,11 +263,10 @@ def header_problem(packet: bytes | memoryview) -> str | None:
     return None
 
 
-def _decremented_ttl_word(packet: bytes, offset: int) -> bytes:
-    """TTL, protocol and header checksum of the IPv4 header at `offset` after one hop: the TTL is the high
-    byte of its 16-bit word, so one less there is 0x0100 more in the complemented sum (RFC 1141, with
-    Linux's care never to give 0xffff)."""
-    ttl, protocol, checksum = _TTL_WORD.unpack_from(packet, offset + _TTL_AT)
+def _decremented_ttl_word(ttl: int, protocol: int, checksum: int) -> bytes:
+    """TTL, protocol and header checksum of an IPv4 header after one hop: the TTL is the high byte of its
+    16-bit word, so one less there is 0x0100 more in the complemented sum (RFC 1141, with Linux's care
+    never to give 0xffff)."""
     checksum += 0x0100
     return _TTL_WORD.pack(ttl - 1, protocol, (checksum + (checksum >= 0xFFFF)) & 0xFFFF)
 
@@ -391,7 +390,7 @@ class Pipeline:
         self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None = None
     ) -> list[Output]:
         if trace is None and len(packet) >= _PLAIN_MIN:
-            version_ihl, total, fragment, ttl, protocol, src, dst, src_port, dst_port = (
+            version_ihl, total, fragment, ttl, protocol, checksum, src, dst, src_port, dst_port = (
                 _PLAIN_HEADER_PORTS.unpack_from(packet)
             )
             shortcut = self._egress_shortcuts.get((protocol, src, src_port, dst, dst_port))
@@ -413,7 +412,7 @@ class Pipeline:
                     entry.expires = now + entry.lifetime
                     counters = self.counters
                     counters["egress.packets"] += 1
-                    hop = _decremented_ttl_word(packet, 0)
+                    hop = _decremented_ttl_word(ttl, protocol, checksum)
                     if node_address is None:
                         counters["delivered"] += 1
                         return [_tuple_new(Deliver, (dst, b"".join((packet[:8], hop, packet[12:]))))]
@@ -636,7 +635,8 @@ class Pipeline:
             return None
         if trace is not None:
             trace.append(Stage("ttl", f"{ttl} → {ttl - 1}: one hop, through {self.node.name}"))
-        return b"".join((packet[:_TTL_AT], _decremented_ttl_word(packet, 0), packet[_TTL_AT + 4 :]))
+        hop = _decremented_ttl_word(*_TTL_WORD.unpack_from(packet, _TTL_AT))
+        return b"".join((packet[:_TTL_AT], hop, packet[_TTL_AT + 4 :]))
 
     def _time_exceeded(self, packet: bytes, trace: list[Stage] | None) -> list[Output]:
         """A packet whose TTL ran out here: dropped, and the source told with ICMP time exceeded from this
@@ -744,8 +744,8 @@ class Pipeline:
         taken = 0
         for datagram, sender in datagrams:
             if len(datagram) >= minimum:
-                version_ihl, total, fragment, ttl, protocol, src, dst, src_port, dst_port = unpack_from(
-                    datagram, offset
+                version_ihl, total, fragment, ttl, protocol, checksum, src, dst, src_port, dst_port = (
+                    unpack_from(datagram, offset)
                 )
                 shortcut = shortcuts.get((protocol, src, src_port, dst, dst_port))
                 if (
@@ -767,7 +767,7 @@ class Pipeline:
                         entry.packets[direction] += 1
                         entry.expires = now + entry.lifetime
                         taken += 1
-                        hop = _decremented_ttl_word(datagram, offset)
+                        hop = _decremented_ttl_word(ttl, protocol, checksum)
                         packet = b"".join((datagram[offset : offset + 8], hop, datagram[offset + 12 :]))
                         append(_tuple_new(Deliver, (dst, packet)))
                         continue
