@@ -62,6 +62,6 @@ class ApiServerConfig:
 def parse_port_range(text: str) -> tuple[int, int]:
     """`30000-32767` (kube-apiserver's --service-node-port-range syntax)."""
     low, sep, high = text.partition("-")
-    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+    if not sep or not text.isascii() or not low.strip().isdigit() or not high.strip().isdigit():
         raise ValueError(f"invalid port range {text!r}: want LOW-HIGH")
     return int(low), int(high)

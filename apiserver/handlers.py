@@ -141,7 +141,7 @@ def _dry_run(request: web.Request) -> bool:
 
 
 def _parse_revision(text: str, what: str = "resourceVersion") -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit alone admits '¹', which int() refuses
         raise status.bad_request(f'invalid {what} "{text}": must be a non-negative integer')
     return int(text)
 

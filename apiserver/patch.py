@@ -166,7 +166,7 @@ def _pointer(path: object) -> list[str]:
 def _index(container: list, token: str, *, for_insert: bool) -> int:
     if for_insert and token == "-":
         return len(container)
-    if not token.isdigit() or (len(token) > 1 and token.startswith("0")):
+    if not (token.isascii() and token.isdigit()) or (len(token) > 1 and token.startswith("0")):
         raise PatchConflict(f"invalid array index {token!r}")
     index = int(token)
     limit = len(container) if for_insert else len(container) - 1

@@ -122,7 +122,7 @@ def _check_port_number(errors: Errors, field: str, value: object, *, low: int = 
 
 def _check_int_or_port_name(errors: Errors, field: str, value: object) -> None:
     if isinstance(value, str):
-        if value.isdigit():
+        if value.isascii() and value.isdigit():
             _check_port_number(errors, field, int(value))
         elif detail := _port_name_error(value):
             errors.invalid(field, value, detail)

@@ -167,7 +167,7 @@ class PodDns:
         conf = self.conf_for(pod)
         if params.get("server"):
             host, _, port = str(params["server"]).partition(":")
-            if not is_address(host) or (port and not port.isdigit()):
+            if not is_address(host) or (port and not (port.isascii() and port.isdigit())):
                 raise RpcError("BadRequest", f"server {params['server']!r} is not IP[:PORT]")
             conf = dataclasses.replace(conf, nameserver=host, port=int(port or 53))
         timeout = float(params.get("timeout") or conf.timeout)

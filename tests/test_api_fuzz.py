@@ -148,3 +148,10 @@ def test_deeply_nested_bodies_are_400(loop, server, depth):
         loop, server, "PATCH", "/api/v1/namespaces/fuzz", data=body, headers={"Content-Type": "application/merge-patch+json"}
     )
     assert code == 400
+
+
+def test_digits_int_refuses_are_a_bad_request_not_a_500(loop, server):
+    # str.isdigit() admits superscripts and other digit signs that int() cannot read
+    for value in ("¹", "²5", "٣"):
+        status, body = request(loop, server, "GET", "/api/v1/namespaces/fuzz/pods", params={"limit": value})
+        assert (status, body.get("reason")) == (400, "BadRequest"), (value, body)

@@ -118,7 +118,7 @@ def max_unavailable(deployment: dict) -> int:
         return 0
     replicas = spec.get("replicas", 1)
     value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", "25%")
-    if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit():
+    if isinstance(value, str) and value.endswith("%") and value[:-1].isascii() and value[:-1].isdigit():
         return replicas * int(value[:-1]) // 100
     if isinstance(value, int):
         return min(value, replicas)

@@ -65,7 +65,7 @@ def resolve_target_port(service_port: dict, pod: dict) -> int | None:
     target = service_port.get("targetPort", service_port.get("port"))
     if isinstance(target, int):
         return target
-    if isinstance(target, str) and target.isdigit():
+    if isinstance(target, str) and target.isascii() and target.isdigit():
         return int(target)
     protocol = service_port.get("protocol", "TCP")
     for container in (pod.get("spec") or {}).get("containers") or []:

@@ -81,7 +81,7 @@ def _parse_exec(args: list[str]) -> tuple[str, dict]:
         return "pod.http", {"url": target, "timeout": timeout or 10.0}
     if verb == "connect":
         host, _, port = target.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit()):
             raise fail(f"error: connect needs HOST:PORT, not {target!r}")
         protocol = "UDP" if options.get("udp") else "TCP"
         return "pod.connect", {"host": host, "port": int(port), "protocol": protocol, "timeout": timeout or 5.0}
@@ -333,7 +333,7 @@ def trace(
             if service_port:
                 port = service_port["port"]
                 targets = await _endpoints_by_node(client, service, service_port)
-            elif port_text.isdigit():
+            elif port_text.isascii() and port_text.isdigit():
                 port = int(port_text)
                 targets = {dst_node: [{"dst": ip, "port": port}]} if dst_node else {}
             else:

@@ -345,7 +345,7 @@ def explain_cmd(
 ) -> None:
     """Which policy and rule decide a connection: from the API objects, and from the flow logs."""
     dst, _, port_text = destination.rpartition(":")
-    if not dst or not port_text.isdigit():
+    if not dst or not (port_text.isascii() and port_text.isdigit()):
         raise fail(f"error: the destination is DST:PORT, not {destination!r}")
     port = int(port_text)
 

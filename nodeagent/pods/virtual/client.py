@@ -217,7 +217,7 @@ def parse_http_response(data: bytes, *, at_eof: bool) -> HttpResponse | None:
     lines = data[:end].decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or not code.isdigit():
+    if not version.startswith("HTTP/1.") or not (code.isascii() and code.isdigit()):
         raise ValueError(f"status line {lines[0]!r}")
     headers = tuple(
         (name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:])
