@@ -46,6 +46,7 @@ from podnet.nodeagent.pods.netns import probe as netns_probe
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
+from podnet.overlay.pipeline.conntrack import FlowKey
 from podnet.overlay.pipeline.forward import (
     FOU_PORT,
     Deliver,
@@ -405,7 +406,17 @@ class NodeAgent:
         for frame in frames:
             trace = self._trace_for(frame[14:]) if self._traces and frame[12:14] == b"\x08\x00" else None
             outputs.extend(self.pipeline.from_pod_frame(pod.port, frame, now, trace))
+            if trace is not None and (key := flow_key(frame[14:])[0]) is not None:
+                self._trace_reply(key, trace, now)
         self._run(outputs, now)
+
+    def _trace_reply(self, key: FlowKey, trace: list[Stage], now: float) -> None:
+        """Records the answer to a traced packet too, once the pipeline has tracked its connection: a
+        Service's endpoint answers from its own address, so the reply carries the key conntrack keeps
+        after the DNAT, not the reverse of what the pod sent."""
+        hit = self.pipeline.conntrack.lookup(key, now)
+        if hit is not None and hit[0].reply not in self._traces:
+            self._traces[hit[0].reply] = Journey(trace, 1)
 
     def _emit(self, pod: VirtualPod, packets: list[bytes], now: float, trace: list[Stage] | None = None) -> None:
         outputs: list[Output] = []
@@ -771,11 +782,7 @@ class NodeAgent:
             self._traces[(key[0], key[3], key[4], key[1], key[2])] = Journey(trace, 1)
         self._emit(pod, packets, now, trace)
         for key in keys:
-            # A Service's endpoint answers from its own address: the reply carries the key conntrack
-            # expects after the DNAT, not the reverse of what the pod sent.
-            hit = self.pipeline.conntrack.lookup(key, now)
-            if hit is not None and hit[0].reply not in self._traces:
-                self._traces[hit[0].reply] = Journey(trace, 1)
+            self._trace_reply(key, trace, now)
         try:
             return await asyncio.wait_for(future, timeout + 1.0)
         finally:

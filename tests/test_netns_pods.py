@@ -165,6 +165,12 @@ def test_probe_and_trace_run_from_the_pods_own_kernel(netns_cluster):
     assert stages[:2] == ["probe", "source"]
     assert "vxlan-encap" in stages and "vxlan-decap" in stages and "deliver" in stages
     assert stages[-1] == "result" and "answered" in trace.stdout.splitlines()[-1]
+    # to the Service: DNAT on the client's node, and the reply un-DNATed there on its way back in
+    cluster_ip = _apply(netns_cluster, lambda c: c.get("services", "web", "default"))["spec"]["clusterIP"]
+    service = netns_cluster.cli("trace", "client", f"{cluster_ip}:80")
+    assert service.returncode == 0, service.stdout + service.stderr
+    stages = [line.split()[1] for line in service.stdout.splitlines()[1:]]
+    assert "service-dnat" in stages and stages[-3:] == ["nat", "deliver", "result"], service.stdout
 
 
 def test_eth0_has_the_pods_mac_and_mtu_and_the_node_answers_arp_for_the_gateway(netns_cluster):
