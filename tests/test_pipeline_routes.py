@@ -37,12 +37,14 @@ def test_preferred_source_wins_on_the_same_prefix_and_replacement_is_whole():
     assert table.lookup(ip_to_int("10.244.3.9")) is None
 
 
-def test_default_route_and_generation():
-    table = RouteTable()
-    before = table.generation
+def test_default_route_and_every_change_told():
+    changes = []
+    table = RouteTable(on_change=lambda: changes.append(len(table.routes())))
     table.set_route(tunnel("0.0.0.0/0", "127.0.0.1", "bgp"))
-    assert table.generation > before
     assert table.lookup(ip_to_int("8.8.8.8")).prefix.prefixlen == 0
+    table.replace_source("bgp", [])
+    assert not table.remove_route("bgp", parse_prefix("0.0.0.0/0"))  # nothing removed, nothing told
+    assert changes == [1, 0]
 
 
 def test_bad_input_is_refused():

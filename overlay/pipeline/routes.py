@@ -46,7 +46,6 @@ class RouteTable:
         self._by_source: dict[str, dict[ipaddress.IPv4Network, Route]] = {}
         # (netmask, {network int -> route}) per prefix length, longest first
         self._index: tuple[tuple[int, dict[int, Route]], ...] = ()
-        self.generation = 0  # bumped on every change
         self._on_change = on_change  # told of every change, so what was decided from routes is redone
 
     def replace_source(self, source: str, routes: list[Route]) -> int:
@@ -77,7 +76,6 @@ class RouteTable:
             ((0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF, by_length[length])
             for length in sorted(by_length, reverse=True)
         )
-        self.generation += 1
         if self._on_change is not None:
             self._on_change()
 
