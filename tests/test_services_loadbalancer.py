@@ -6,7 +6,7 @@ import ipaddress
 import socket
 import time
 
-from support.kubeproxy import ask_udp, curl, free_port, start_labelled_pod, wait_curl
+from support.kubeproxy import answers_until_all, ask_udp, curl, free_port, start_labelled_pod, wait_curl
 
 
 def lb_service(name, selector, port, node_port, protocol="TCP", **spec):
@@ -57,13 +57,8 @@ def test_cluster_load_balancer_spreads_over_nodes_and_frees_its_address(services
     assert ipaddress.IPv4Address(address) in pool
     url = f"http://{address}:{port}"
     wait_curl(f"{url}/hostname")
-    # Endpoints are chosen at random per connection: keep asking until every backend has answered.
-    names: set[str] = set()
-    for _ in range(60):
-        names.add(curl(f"{url}/hostname").stdout)
-        if names == {"web-1", "web-2", "web-3"}:
-            break
-    assert names == {"web-1", "web-2", "web-3"}
+    web = {"web-1", "web-2", "web-3"}
+    assert answers_until_all(lambda: curl(f"{url}/hostname").stdout, web) == web
     clients = {curl(f"{url}/clientip").stdout.rpartition(":")[0] for _ in range(8)}
     assert clients <= {"127.0.0.11", "127.0.0.12"} and clients  # Cluster: SNAT at the node it reached
     assert 'podnet_cloudlb_connections_total{protocol="TCP"}' in cloud_lb.metrics()

@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-from support.kubeproxy import ask_udp, curl, free_port, start_labelled_pod, wait_curl
+from support.kubeproxy import answers_until_all, ask_udp, curl, free_port, start_labelled_pod, wait_curl
 
 NODES = {"node-1": "127.0.0.11", "node-2": "127.0.0.12"}
 
@@ -27,19 +27,22 @@ def create_service(cluster, name, selector, port_spec, **spec):
     return cluster.api_call(run)
 
 
+WEB = {"web-1", "web-2", "web-3"}  # the services_cluster's endpoints
+
+
 def test_cluster_policy_answers_on_every_node_with_the_node_address_as_client(services_cluster):
     port = free_port(*NODES.values())
     create_service(
         services_cluster, "np-cluster", {"app": "web"}, {"port": 80, "targetPort": "web", "nodePort": port}
     )
     for node, address in NODES.items():
-        seen = set()
-        for _ in range(12):
+        for _ in range(6):
             client = wait_curl(f"http://{address}:{port}/clientip")
             client_ip, _, client_port = client.strip().rpartition(":")
             assert client_ip == address and client_port.isdigit(), (node, client)  # SNAT to this node
-            seen.add(urllib.request.urlopen(f"http://{address}:{port}/hostname", timeout=5).read().decode())
-        assert seen == {"web-1", "web-2", "web-3"}, (node, seen)  # any node forwards to every endpoint
+        url = f"http://{address}:{port}/hostname"
+        seen = answers_until_all(lambda url=url: urllib.request.urlopen(url, timeout=5).read().decode(), WEB)
+        assert seen == WEB, (node, seen)  # any node forwards to every endpoint
 
 
 def test_local_policy_answers_only_where_an_endpoint_lives_with_the_real_client(services_cluster):

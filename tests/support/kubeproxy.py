@@ -22,7 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +66,17 @@ def wait_curl(url: str, timeout: float = 10.0) -> str:
             return run.stdout
         assert time.monotonic() < deadline, f"{url}: {run.stderr}"
         time.sleep(0.1)
+
+
+def answers_until_all(ask: Callable[[], str], expected: set[str], tries: int = 60) -> set[str]:
+    """What `ask()` answers, asked until every answer in `expected` has come or `tries` run out: a Service
+    picks its endpoint at random per connection, so a fixed number of asks can miss one of them."""
+    seen: set[str] = set()
+    for _ in range(tries):
+        seen.add(ask())
+        if seen >= expected:
+            break
+    return seen
 
 
 def ask_udp(address: str, port: int, message: bytes = b"hostname", timeout: float = 10.0) -> tuple[bytes, tuple]:
