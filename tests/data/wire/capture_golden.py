@@ -108,6 +108,14 @@ def _wait_for_line(stream, expected: str, timeout: float) -> None:
     raise RuntimeError(f"no {expected!r} within {timeout}s")
 
 
+def _wait_for_file(path: Path, size: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size >= size):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} did not reach {size} bytes within {timeout}s")
+        time.sleep(0.02)
+
+
 def capture() -> list[tuple[str, bytes]]:
     """(tshark summary, frame) for every frame captured on B's underlay during the traffic."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,6 +129,10 @@ def capture() -> list[tuple[str, bytes]]:
         )
         try:
             _wait_for_line(tshark.stderr, "Capturing on", 20)
+            _wait_for_file(pcap, 24, 10)  # the pcap file header: dumpcap has opened the interface
+            # dumpcap says "Capturing on" a moment before its socket sees every frame: traffic sent at
+            # once can lose its first ARP and ping
+            time.sleep(0.3)
             _wait_for_line(listener.stdout, "listening", 10)
             sh(sys.executable, "-c", TRAFFIC_A, ns=NS_A)
             time.sleep(0.5)  # let tshark write what it has seen before it is told to stop
