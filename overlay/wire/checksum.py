@@ -14,34 +14,37 @@ from .addresses import ip_to_bytes
 # From this many bytes on, the buffer is read as two integers whose sum is reduced: a modulo costs per
 # digit several times what a conversion or an addition does, and the sum has half the digits.
 _SPLIT_AT = 256
-# Payloads of about an MTU (what a flood brings) fold twice more, at widths that are multiples of 16 bits
-# (2**(16 * k) is 1 modulo 0xffff), leaving the caller's modulo a third of the digits; larger ones would
-# keep most of theirs after these widths, and smaller ones gain less than the folds cost.
-_FOLDED_SIZES = range(1025, 2049)
-_FOLD_WIDE, _FOLD_NARROW = 2816, 1408
-_LOW_WIDE, _LOW_NARROW = (1 << _FOLD_WIDE) - 1, (1 << _FOLD_NARROW) - 1
+# Ranges of about an MTU (what a flood brings) are read whole, with no copy when the range is the whole
+# buffer, and folded three times at widths that are multiples of 16 bits (2**(16 * k) is 1 modulo 0xffff),
+# leaving the caller's modulo an eighth of the digits; past these sizes the folds would leave most of them.
+_FOLDED_SIZES = range(1025, 1537)
+_FOLD_1, _FOLD_2, _FOLD_3 = 5632, 2816, 1408
+_LOW_1, _LOW_2, _LOW_3 = ((1 << bits) - 1 for bits in (_FOLD_1, _FOLD_2, _FOLD_3))
 
 
 def wide_sum(data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> int:
     """An integer congruent modulo 0xffff to `data[start:end]` (padded with a zero byte when odd) read
-    as one big-endian integer, and zero only when those bytes are all zero. Long ranges are taken in
-    two parts, the first of even length: its weight 2**(8 * len(rest)) is 1 modulo 0xffff when the rest
-    is even, and when the rest is odd the padding byte makes it even. The range is sliced from `data`
-    directly, so a caller checking a packet's payload copies it once, not twice. The sum of the parts
-    (and of folded parts) is congruent to the whole and zero only when every part is."""
+    as one big-endian integer, and zero only when those bytes are all zero. Long ranges other than those
+    of about an MTU (folded, above) are taken in two parts, the first of even length: its weight
+    2**(8 * len(rest)) is 1 modulo 0xffff when the rest is even, and when the rest is odd the padding
+    byte makes it even. The range is sliced from `data` directly, so a caller checking a packet's payload
+    copies it once, not twice. The sum of the parts (or of folded parts) is congruent to the whole and
+    zero only when every part is."""
     if end is None:
         end = len(data)
     size = end - start
-    if size < _SPLIT_AT:
+    if size < _SPLIT_AT or size in _FOLDED_SIZES:
         value = int.from_bytes(data[start:end])
-        return value << 8 if size & 1 else value
+        if size & 1:
+            value <<= 8
+        if size < _SPLIT_AT:
+            return value
+        value = (value >> _FOLD_1) + (value & _LOW_1)
+        value = (value >> _FOLD_2) + (value & _LOW_2)
+        return (value >> _FOLD_3) + (value & _LOW_3)
     half = start + ((size >> 1) & ~1)
     rest = int.from_bytes(data[half:end])
-    value = int.from_bytes(data[start:half]) + (rest << 8 if size & 1 else rest)
-    if size in _FOLDED_SIZES:
-        value = (value >> _FOLD_WIDE) + (value & _LOW_WIDE)
-        value = (value >> _FOLD_NARROW) + (value & _LOW_NARROW)
-    return value
+    return int.from_bytes(data[start:half]) + (rest << 8 if size & 1 else rest)
 
 
 def ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
