@@ -245,3 +245,18 @@ def test_udp_packet_is_what_the_codecs_encode(src_port, dst_port, src, dst, payl
         addresses.ip_to_int(src), addresses.ip_to_int(dst), src_port, dst_port, payload, identification
     )
     assert built == expected
+
+
+@NO_DEADLINE
+@given(st.binary(min_size=997, max_size=1508), st.data())
+def test_ipv4_udp_of_an_mtu_sized_datagram_refuses_any_flipped_byte(payload, data):
+    # these are read whole and folded rather than in two halves; padding past the datagram is not summed
+    source, destination = addresses.ip_to_int("10.244.1.2"), addresses.ip_to_int("10.244.2.2")
+    packet = fastpath.udp_packet(source, destination, 40000, 9, payload, 7)
+    assert fastpath.ipv4_udp(packet) is not None and fastpath.ipv4_udp(packet + b"\xff\x01") is not None
+    damaged = bytearray(packet)
+    at = data.draw(st.integers(20, len(packet) - 1))
+    damaged[at] ^= data.draw(st.integers(1, 255))
+    # a changed UDP length may still frame a valid datagram, and a checksum of zero means none
+    if at not in (24, 25) and damaged[26:28] != b"\x00\x00":
+        assert fastpath.ipv4_udp(bytes(damaged)) is None
