@@ -18,6 +18,7 @@ from podnet.overlay.pipeline.forward import (
     pod_mac,
     vtep_mac,
 )
+from podnet.overlay.pipeline.nat import ServiceTable
 from podnet.overlay.wire import icmp, ipv4
 from podnet.overlay.wire.addresses import ip_to_int
 from podnet.overlay.wire.checksum import internet_checksum
@@ -41,22 +42,42 @@ FLAGS = [
 ]
 
 
+# Two Services: UDP 10.96.0.53:53 with its endpoint B:53 on node-2, TCP 10.96.0.80:80 with its endpoint
+# C:8080 on node-1 itself.
+SERVICES = {
+    "mode": "iptables",
+    "node": "node-1",
+    "services": [
+        {"service": "default/dns", "protocol": "UDP", "cluster_ip": "10.96.0.53", "port": 53,
+         "endpoints": [[B.ip, 53, "node-2"]]},
+        {"service": "default/web", "protocol": "TCP", "cluster_ip": "10.96.0.80", "port": 80,
+         "endpoints": [[C.ip, 8080, "node-1"]]},
+    ],
+}  # fmt: skip
+
+
 def _node_one():
     pipeline = node(N1, A, C)
     pipeline.set_peer(Peer(N3.name, N3.address, vtep_mac(N3.address)), N3.pod_cidr)
+    pipeline.services = ServiceTable.from_data(SERVICES)
     return pipeline
 
 
-# (source, destination, protocol, where the packet comes from): a few flows, so that they repeat and
-# learn shortcuts; node-1's pods are A and C, B is on node-2 (127.0.0.12) and D on node-3 (127.0.0.13).
+# (source, destination, protocol, where the packet comes from, source port, destination port): a few
+# flows, so that they repeat and learn shortcuts; node-1's pods are A and C, B is on node-2 (127.0.0.12)
+# and D on node-3 (127.0.0.13). Through the Services: A to each, and the endpoints' replies.
 FLOWS = [
-    (A.ip, B.ip, "udp", "pod"),
-    (A.ip, B.ip, "tcp", "pod"),
-    (A.ip, C.ip, "udp", "pod"),
-    (C.ip, D.ip, "tcp", "pod"),
-    (B.ip, A.ip, "udp", "127.0.0.12"),
-    (D.ip, C.ip, "tcp", "127.0.0.13"),
-    (B.ip, C.ip, "icmp", "127.0.0.12"),
+    (A.ip, B.ip, "udp", "pod", 5000, 53),
+    (A.ip, B.ip, "tcp", "pod", 5001, 80),
+    (A.ip, C.ip, "udp", "pod", 5000, 53),
+    (C.ip, D.ip, "tcp", "pod", 5001, 80),
+    (B.ip, A.ip, "udp", "127.0.0.12", 5000, 53),
+    (D.ip, C.ip, "tcp", "127.0.0.13", 5001, 80),
+    (B.ip, C.ip, "icmp", "127.0.0.12", 0, 0),
+    (A.ip, "10.96.0.53", "udp", "pod", 5002, 53),
+    (B.ip, A.ip, "udp", "127.0.0.12", 53, 5002),
+    (A.ip, "10.96.0.80", "tcp", "pod", 5003, 80),
+    (C.ip, A.ip, "tcp", "pod", 8080, 5003),
 ]
 DAMAGE = [None] * 6 + ["checksum", "padding", "fragment", "length", "truncate", "big", "sender", "ttl"]
 
@@ -65,13 +86,13 @@ DAMAGE = [None] * 6 + ["checksum", "padding", "fragment", "length", "truncate", 
 def events(draw):
     """(origin, packet, seconds since the last event, sweep conntrack first): a packet of one of the
     flows, sometimes malformed, too big or from the wrong node."""
-    src, dst, kind, origin = draw(st.sampled_from(FLOWS))
+    src, dst, kind, origin, src_port, dst_port = draw(st.sampled_from(FLOWS))
     damage = draw(st.sampled_from(DAMAGE))
     if kind == "udp":
         size = 1430 if damage == "big" else 5
-        packet = bytearray(udp_packet(src, dst, 5000, 53, bytes(size), df=draw(st.booleans())))
+        packet = bytearray(udp_packet(src, dst, src_port, dst_port, bytes(size), df=draw(st.booleans())))
     elif kind == "tcp":
-        packet = bytearray(tcp_packet(src, dst, 5001, 80, draw(st.sampled_from(FLAGS))))
+        packet = bytearray(tcp_packet(src, dst, src_port, dst_port, draw(st.sampled_from(FLAGS))))
     else:
         echo = icmp.IcmpEcho(icmp.ICMPType.ECHO_REQUEST, 0, 7, 1, b"ping")
         packet = bytearray(ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.ICMP, icmp.encode(echo))))
