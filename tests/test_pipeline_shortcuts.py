@@ -201,3 +201,27 @@ def test_expired_connections_take_their_shortcuts_with_them():
     assert n2.expire_connections(1000.0) == 1
     only(n2.from_tunnel(N1.address, datagram, 1000.0), Deliver)
     assert n2.counters["conntrack.created"] == 2  # a new connection, policy asked again
+
+
+def test_service_connections_take_shortcuts_with_their_nat():
+    fast, stages = _node_one(), _node_one()
+    to_service = tcp_packet(A.ip, "10.96.0.80", 5003, 80, TcpFlags.ACK)
+    from_endpoint = tcp_packet(C.ip, A.ip, 8080, 5003, TcpFlags.ACK)
+    for _ in range(4):  # the first opens the connection, the second learns, the rest take the shortcuts
+        out = fast.from_pod(A, to_service, 0.0)
+        assert out == stages.from_pod(A, to_service, 0.0, [])
+        delivered = only(out, Deliver)
+        header = ipv4.decode(delivered.packet)
+        assert (delivered.pod_ip, header.dst, header.ttl) == (ip_to_int(C.ip), C.ip, 63)  # DNATed, one hop
+        back = fast.from_pod(C, from_endpoint, 0.0)
+        assert back == stages.from_pod(C, from_endpoint, 0.0, [])
+        assert ipv4.decode(only(back, Deliver).packet).src == "10.96.0.80"  # the reply un-DNATed
+    remote = udp_packet(A.ip, "10.96.0.53", 5002, 53)
+    reply = _datagram(udp_packet(B.ip, A.ip, 53, 5002))
+    for _ in range(4):
+        out = fast.from_pod(A, remote, 0.0)
+        assert out == stages.from_pod(A, remote, 0.0, []) and only(out, Tunnel).node_address == N2.address
+        back = fast.from_tunnel(N2.address, reply, 0.0)
+        assert back == stages.from_tunnel(N2.address, reply, 0.0, [])
+        assert ipv4.decode(only(back, Deliver).packet).src == "10.96.0.53"
+    assert _state(fast) == _state(stages)

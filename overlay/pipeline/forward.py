@@ -14,8 +14,9 @@ without a trace the per-packet path only parses, looks up and concatenates.
 
 Shortcuts (a flow cache, as Open vSwitch keeps one in front of its tables): from a connection's second
 packet on, the decision the stages reached for it is kept under its flow key, so its later packets skip
-the walk. Only decisions that hold for every packet of the flow are kept: tracked TCP/UDP without NAT,
-to a tunnel or a local pod. Each packet on a shortcut still has its IPv4 header checked and its conntrack
+the walk. Only decisions that hold for every packet of the flow are kept: tracked TCP/UDP, to a tunnel or
+a local pod, with the connection's NAT (a Service's DNAT, or its undoing on the replies) applied anew to
+each packet. Each packet on a shortcut still has its IPv4 header checked and its conntrack
 entry counted and extended and its TTL taken down by one hop; a TCP segment with SYN, FIN or RST (it may
 move the entry's state), an expired entry, a length the header does not state, a spent TTL, a packet
 over the MTU and any traced packet take the stages. A change to pods, peers or routes forgets every
@@ -263,6 +264,20 @@ def header_problem(packet: bytes | memoryview) -> str | None:
     return None
 
 
+Nat = tuple[tuple[int, int] | None, tuple[int, int] | None]
+
+
+def _nat_of(entry: Entry, direction: Direction) -> Nat | None:
+    """The (source, destination) replacement a connection's packets in `direction` get, or None: towards
+    the endpoint a connection was DNATted to, its address; on a reply, the service address the client
+    connected to, as the source."""
+    if not entry.natted:
+        return None
+    if direction is Direction.ORIGINAL:
+        return None, (entry.reply[1], entry.reply[2])
+    return (entry.original[3], entry.original[4]), None
+
+
 def _decremented_ttl_word(ttl: int, protocol: int, checksum: int) -> bytes:
     """TTL, protocol and header checksum of an IPv4 header after one hop: the TTL is the high byte of its
     16-bit word, so one less there is 0x0100 more in the complemented sum (RFC 1141, with Linux's care
@@ -295,10 +310,13 @@ class Pipeline:
         self.rand = rand
         self.conntrack = conntrack or Conntrack()
         self.routes = RouteTable(on_change=self.forget_shortcuts)
-        # flow key -> (pod, conntrack entry, direction, next-hop node address or None for a local pod,
-        # the encapsulation prefix); flow key -> (sender, conntrack entry, direction)
-        self._egress_shortcuts: dict[FlowKey, tuple[PodPort, Entry, Direction, str | None, bytes]] = {}
-        self._ingress_shortcuts: dict[FlowKey, tuple[str, Entry, Direction]] = {}
+        # flow key -> (pod, conntrack entry, direction, NAT, next-hop node address or None for a local
+        # pod, the encapsulation prefix, the local pod's address); flow key -> (sender, conntrack entry,
+        # direction, NAT). NAT is the (source, destination) replacement `rewrite` takes, or None.
+        self._egress_shortcuts: dict[
+            FlowKey, tuple[PodPort, Entry, Direction, Nat | None, str | None, bytes, int]
+        ] = {}
+        self._ingress_shortcuts: dict[FlowKey, tuple[str, Entry, Direction, Nat | None]] = {}
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
         self.pods: dict[int, PodPort] = {}
         self.peers: dict[str, Peer] = {}
@@ -404,7 +422,7 @@ class Pipeline:
                 and not _from_bytes(packet[:20]) % 0xFFFF
                 and (protocol == _UDP or (total > _TCP_FLAGS_AT and not packet[_TCP_FLAGS_AT] & _STATE_FLAGS))
             ):
-                _, entry, direction, node_address, prefix = shortcut
+                _, entry, direction, nat, node_address, prefix, local_ip = shortcut
                 # A reply-direction shortcut is learned from a reply, which has established the entry
                 # already: no packet on a shortcut changes its state.
                 if entry.expires > now and (node_address is None or total <= self._mtu):
@@ -412,10 +430,14 @@ class Pipeline:
                     entry.expires = now + entry.lifetime
                     counters = self.counters
                     counters["egress.packets"] += 1
-                    hop = _decremented_ttl_word(ttl, protocol, checksum)
+                    if nat is None:
+                        hop = _decremented_ttl_word(ttl, protocol, checksum)
+                    else:  # as the stages do it: the NAT, then the hop
+                        packet = rewrite(packet, src=nat[0], dst=nat[1])
+                        hop = _decremented_ttl_word(*_TTL_WORD.unpack_from(packet, _TTL_AT))
                     if node_address is None:
                         counters["delivered"] += 1
-                        return [_tuple_new(Deliver, (dst, b"".join((packet[:8], hop, packet[12:]))))]
+                        return [_tuple_new(Deliver, (local_ip, b"".join((packet[:8], hop, packet[12:]))))]
                     counters["tunnel.tx"] += 1
                     datagram = b"".join((prefix, packet[:8], hop, packet[12:]))
                     return [_tuple_new(Tunnel, (node_address, datagram))]
@@ -458,13 +480,14 @@ class Pipeline:
         outputs = self._route(
             packet, now, trace, from_pod=pod, new_flow=False, reply=direction is Direction.REPLY
         )
-        if trace is None and self._shortcut_allowed(key, tcp_flags, entry) and len(outputs) == 1:
-            out = outputs[0]
+        if trace is None and self._shortcut_allowed(key, tcp_flags) and len(outputs) == 1:
+            out, nat = outputs[0], _nat_of(entry, direction)
             if type(out) is Tunnel:
                 prefix = self._encap_prefix[out.node_address]
-                self._egress_shortcuts[key] = (pod, entry, direction, out.node_address, prefix)
-            elif type(out) is Deliver and out.pod_ip == key[3]:  # not an ICMP error back to the pod
-                self._egress_shortcuts[key] = (pod, entry, direction, None, b"")
+                self._egress_shortcuts[key] = (pod, entry, direction, nat, out.node_address, prefix, 0)
+            elif type(out) is Deliver and out.pod_ip == (nat[1][0] if nat and nat[1] else key[3]):
+                # to the pod the packet was for, not an ICMP error back to the sender
+                self._egress_shortcuts[key] = (pod, entry, direction, nat, None, b"", out.pod_ip)
         return outputs
 
     def _follow_tracked(
@@ -537,15 +560,16 @@ class Pipeline:
     def _nat_existing(
         self, entry: Entry, direction: Direction, packet: bytes, trace: list[Stage] | None
     ) -> bytes:
-        if not entry.natted:
+        nat = _nat_of(entry, direction)
+        if nat is None:
             return packet
-        if direction is Direction.ORIGINAL:  # towards the endpoint the connection was DNATted to
-            packet = rewrite(packet, dst=(entry.reply[1], entry.reply[2]))
-            what = f"DNAT to {int_to_ip(entry.reply[1])}:{entry.reply[2]}"
-        else:  # a reply: restore the service address the client connected to
-            packet = rewrite(packet, src=(entry.original[3], entry.original[4]))
-            what = f"un-DNAT source to {int_to_ip(entry.original[3])}:{entry.original[4]}"
+        source, destination = nat
+        packet = rewrite(packet, src=source, dst=destination)
         if trace is not None:
+            if destination is not None:
+                what = f"DNAT to {int_to_ip(destination[0])}:{destination[1]}"
+            else:
+                what = f"un-DNAT source to {int_to_ip(source[0])}:{source[1]}"
             trace.append(Stage("nat", f"{what} ({entry.note})"))
         return packet
 
@@ -612,13 +636,12 @@ class Pipeline:
             return self._deliver(dst, forwarded, trace)
         return self._encapsulate(route.next_hop, forwarded, trace, from_pod)
 
-    def _shortcut_allowed(self, key: FlowKey, tcp_flags: int, entry: Entry) -> bool:
+    def _shortcut_allowed(self, key: FlowKey, tcp_flags: int) -> bool:
         """Whether a tracked packet's decision may stand for the rest of its flow (see the module text):
-        not ICMP, no flag that moves conntrack, no NAT, and forwarded (not to or from the node itself)."""
+        not ICMP, no flag that moves conntrack, and forwarded (not to or from the node itself)."""
         return (
             key[0] != _ICMP
             and not tcp_flags & _STATE_FLAGS
-            and not entry.natted
             and self._gateway != key[1]
             and self._gateway != key[3]
         )
@@ -762,13 +785,15 @@ class Pipeline:
                         or (total > _TCP_FLAGS_AT and not datagram[offset + _TCP_FLAGS_AT] & _STATE_FLAGS)
                     )
                 ):
-                    _, entry, direction = shortcut
+                    _, entry, direction, nat = shortcut
                     if entry.expires > now:
                         entry.packets[direction] += 1
                         entry.expires = now + entry.lifetime
                         taken += 1
                         hop = _decremented_ttl_word(ttl, protocol, checksum)
                         packet = b"".join((datagram[offset : offset + 8], hop, datagram[offset + 12 :]))
+                        if nat is not None:  # as the stages do it: the hop, then the NAT
+                            packet = rewrite(packet, src=nat[0], dst=nat[1])
                         append(_tuple_new(Deliver, (dst, packet)))
                         continue
             outputs += self._from_tunnel_stages(sender, datagram, now, None)
@@ -851,8 +876,8 @@ class Pipeline:
             tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
             if tracked is not None:
                 packet, entry, direction = tracked
-                if sender is not None and trace is None and self._shortcut_allowed(key, tcp_flags, entry):
-                    self._ingress_shortcuts[key] = (sender, entry, direction)
+                if sender is not None and trace is None and self._shortcut_allowed(key, tcp_flags):
+                    self._ingress_shortcuts[key] = (sender, entry, direction, _nat_of(entry, direction))
             else:
                 if trace is not None:
                     trace.append(Stage("conntrack", "new connection"))
