@@ -22,7 +22,6 @@ import os
 import random
 import struct
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +82,7 @@ LEASE_NAMESPACE = "kube-node-lease"
 VTEP_MAC_ANNOTATION = "podnet.io/vtep-mac"
 BACKEND_ANNOTATION = "podnet.io/backend"
 # A packet exchange that keeps re-entering the pipeline (two pods answering each other forever) is cut
-# here per wake-up; the rest waits for the next one, so the loop stays responsive.
+# here per wake-up, what is left dropped and counted, so the loop stays responsive.
 MAX_PUMP = 10_000
 
 
@@ -360,39 +359,52 @@ class NodeAgent:
         return None
 
     def _run(self, outputs: list[Output], now: float) -> None:
-        """Carries out what the pipeline decided, feeding pods' answers back in until all is sent."""
-        work = deque(outputs)
-        popleft, by_ip, send, from_pod = work.popleft, self.by_ip, self.tunnel.send, self.pipeline.from_pod
-        # Pods whose stacks took packets: their events and timers are seen to once, after the loop,
-        # however many packets of the batch they received.
+        """Carries out what the pipeline decided, feeding pods' answers back in until all is sent. It goes
+        in rounds: a round sends what is to be sent and hands each virtual pod the packets for it as one
+        batch; the pods' answers, through the pipeline, make the next round."""
+        by_ip, send, from_pod = self.by_ip, self.tunnel.send, self.pipeline.from_pod
+        # Pods whose stacks took packets: their events and timers are seen to once, after the last
+        # round, however many packets they received.
         received: dict[int, VirtualPod] = {}
-        for _ in range(MAX_PUMP):
-            if not work:
-                break
-            out = popleft()
-            kind = type(out)
-            if kind is Deliver:
-                pod = by_ip.get(out.pod_ip)
-                if pod is None:
-                    continue
-                if pod.netns is not None:
-                    pod.netns.deliver(out.packet)
-                    continue
+        budget = MAX_PUMP
+        while outputs:
+            if len(outputs) > budget:
+                self.pipeline.counters["drop.pump-limit"] += len(outputs) - budget
+                outputs = outputs[:budget]
+            budget -= len(outputs)
+            batches: dict[int, tuple[VirtualPod, list[bytes]]] = {}
+            for out in outputs:
+                kind = type(out)
+                if kind is Deliver:
+                    pod = by_ip.get(out.pod_ip)
+                    if pod is None:
+                        continue
+                    if pod.netns is not None:
+                        pod.netns.deliver(out.packet)
+                        continue
+                    batch = batches.get(id(pod))
+                    if batch is None:
+                        batches[id(pod)] = (pod, [out.packet])
+                    else:
+                        batch[1].append(out.packet)
+                elif kind is Tunnel:
+                    send(out.node_address, out.datagram)
+                elif kind is ToHost:
+                    if not self.nodeports.claim(out.packet):  # an answer to a NodePort connection, or
+                        self.hostbridge.handle(out.packet, now)
+                elif kind is DeliverFrame:  # an ARP answer; virtual pods' ARP never reaches the pipeline
+                    pod = by_ip.get(out.pod_ip)
+                    if pod is not None and pod.netns is not None:
+                        pod.netns.deliver_frame(out.frame)
+            outputs = []
+            for pod, packets in batches.values():
                 received[id(pod)] = pod
-                for packet in pod.stack.receive(out.packet, now):
+                for packet in pod.stack.receive_batch(packets, now):
                     trace = self._trace_for(packet) if self._traces else None
-                    work.extend(from_pod(pod.port, packet, now, trace))
-            elif kind is Tunnel:
-                send(out.node_address, out.datagram)
-            elif kind is ToHost:
-                if not self.nodeports.claim(out.packet):  # an answer to a NodePort connection, or
-                    self.hostbridge.handle(out.packet, now)
-            elif kind is DeliverFrame:  # an ARP answer; virtual pods' ARP never reaches the pipeline
-                pod = by_ip.get(out.pod_ip)
-                if pod is not None and pod.netns is not None:
-                    pod.netns.deliver_frame(out.frame)
-        else:
-            self.pipeline.counters["drop.pump-limit"] += len(work)
+                    outputs += from_pod(pod.port, packet, now, trace)
+            if outputs and budget <= 0:
+                self.pipeline.counters["drop.pump-limit"] += len(outputs)
+                break
         for pod in received.values():
             self._after_stack(pod, now)
 

@@ -24,6 +24,9 @@ packets = st.builds(
     st.booleans(),
 )
 
+# A wake-up's packets are mostly sound: enough of them for the batch to be checked together.
+sound_packets = packets.map(lambda description: (*description[:5], None, False))
+
 
 def _encode(src, dst, sport, dport, payload, damage, cut) -> bytes:
     packet = bytearray(
@@ -39,10 +42,16 @@ def _encode(src, dst, sport, dport, payload, damage, cut) -> bytes:
     return bytes(packet[: len(packet) - 3] if cut else packet)
 
 
-def _run(packets: list[bytes], times: list[float]) -> tuple[list, list, dict, int]:
+def _pod_awaiting_a_reply():
+    """Pod b with a UDP exchange to 10.244.3.7:53 under way, and the exchange's op."""
     stack = make_pod("pod-b", POD_B_IP, seed=7)
     op = stack.udp_exchange("10.244.3.7", 53, b"query", 0.0, timeout=100.0)
     stack.poll(0.0)
+    return stack, op
+
+
+def _run(packets: list[bytes], times: list[float]) -> tuple[list, list, dict, int]:
+    stack, op = _pod_awaiting_a_reply()
     outputs = [stack.receive(packet, now) for packet, now in zip(packets, times, strict=True)]
     return outputs, stack.take_events(), dict(stack.counters), op
 
@@ -57,6 +66,21 @@ def test_fast_udp_path_answers_as_the_full_path(descriptions, steps):
         patch.setattr(fastpath, "ipv4_udp", lambda packet: None)
         full = _run(packets, times)
     assert fast == full
+
+
+@settings(deadline=None, max_examples=100)
+@given(st.lists(st.lists(sound_packets | packets, min_size=8, max_size=60), min_size=1, max_size=4))
+def test_a_batch_is_received_as_its_packets_one_by_one(batches):
+    """The node hands a pod each wake-up's packets together; what the pod answers, the events it raises and
+    what it counts are what the same packets received one at a time give."""
+    encoded = [[_encode(*d) for d in batch] for batch in batches]
+    times = [0.2 * (i + 1) for i in range(len(encoded))]
+    flat = [packet for batch in encoded for packet in batch]
+    singly = _run(flat, [now for batch, now in zip(encoded, times, strict=True) for _ in batch])
+    stack, op = _pod_awaiting_a_reply()
+    answers = [stack.receive_batch(batch, now) for batch, now in zip(encoded, times, strict=True)]
+    assert [p for answer in answers for p in answer] == [p for out in singly[0] for p in out]
+    assert (stack.take_events(), dict(stack.counters), op) == singly[1:]
 
 
 def test_operation_reply_and_agnhost_answer_through_the_fast_path():

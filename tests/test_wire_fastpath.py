@@ -260,3 +260,43 @@ def test_ipv4_udp_of_an_mtu_sized_datagram_refuses_any_flipped_byte(payload, dat
     # a changed UDP length may still frame a valid datagram, and a checksum of zero means none
     if at not in (24, 25) and damaged[26:28] != b"\x00\x00":
         assert fastpath.ipv4_udp(bytes(damaged)) is None
+
+
+@st.composite
+def batch_packets(draw):
+    """What a node hands a pod in one wake-up: mostly good UDP, some damaged, without checksum, with
+    padding after the datagram, or not UDP at all."""
+    payload = draw(st.sampled_from([b"", b"x", bytes(64), bytes(1400), bytes(1401)]) | st.binary(max_size=1472))
+    packet = bytearray(fastpath.udp_packet(draw(st.integers(0, 0xFFFFFFFF)), draw(st.integers(0, 0xFFFFFFFF)),
+                                           draw(u16), draw(u16), payload, draw(u16)))
+    kind = draw(st.sampled_from(["good", "good", "good", "damaged", "no-checksum", "padded", "garbage"]))
+    if kind == "damaged":
+        packet[draw(st.integers(0, len(packet) - 1))] ^= draw(st.integers(1, 255))
+    elif kind == "no-checksum":
+        packet[26:28] = b"\0\0"
+    elif kind == "padded":
+        packet += draw(st.binary(min_size=1, max_size=20))
+    elif kind == "garbage":
+        return draw(st.binary(max_size=64))
+    return bytes(packet)
+
+
+@NO_DEADLINE
+@given(st.lists(batch_packets(), min_size=12, max_size=140))
+def test_ipv4_udp_batch_gives_what_ipv4_udp_gives(packets):
+    assert fastpath.ipv4_udp_batch(packets) == [fastpath.ipv4_udp(packet) for packet in packets]
+
+
+def test_ipv4_udp_batch_refuses_each_damaged_datagram_of_a_flood():
+    source, destination = addresses.ip_to_int("10.244.1.2"), addresses.ip_to_int("10.244.2.2")
+    flood = [fastpath.udp_packet(source, destination, 40000, 9, bytes(1400), n) for n in range(100)]
+    accepted = fastpath.ipv4_udp_batch(flood)
+    assert accepted == [(source, destination, 40000, 9, 1428)] * 100
+    for at in (0, 10, 11, 19, 20, 27, 28, 700, 1427):
+        damaged = list(flood)
+        broken = bytearray(damaged[at % 100])
+        broken[at] ^= 0x40
+        damaged[at % 100] = bytes(broken)
+        results = fastpath.ipv4_udp_batch(damaged)
+        assert results[at % 100] is None
+        assert results[: at % 100] + results[at % 100 + 1 :] == accepted[:99]

@@ -2,7 +2,7 @@
 
 from hypothesis import given
 from hypothesis import strategies as st
-from podnet.overlay.wire.checksum import ones_complement_sum, wide_sum
+from podnet.overlay.wire.checksum import NATIVE_WORD_WEIGHT, ones_complement_sum, segment_sums, wide_sum
 
 
 def _whole(data: bytes) -> int:
@@ -49,3 +49,15 @@ def test_mtu_sized_buffers_fold_to_the_same_sum(data, fill):
     assert wide_sum(data) % 0xFFFF == _whole(data) % 0xFFFF
     assert (wide_sum(data) == 0) == (not any(data))
     assert ones_complement_sum(data) == _word_loop(data)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=1600).map(lambda b: b + b"\0" * (len(b) & 1)), min_size=1, max_size=20))
+def test_segment_sums_weigh_each_buffer_as_its_word_loop(buffers):
+    starts, words = [], 0
+    for buffer in buffers:
+        starts.append(words)
+        words += len(buffer) // 2
+    sums = segment_sums(b"".join(buffers), starts)
+    assert [s % 0xFFFF for s in sums] == [
+        NATIVE_WORD_WEIGHT * _word_loop(buffer) % 0xFFFF for buffer in buffers
+    ]

@@ -3,13 +3,26 @@
 The ones' complement sum of 16-bit words equals the whole buffer read as one big-endian integer taken
 modulo 0xffff, because 2**16 is 1 modulo 0xffff. `int.from_bytes` plus one modulo runs in C, so no
 Python loop touches the bytes.
+
+A batch of buffers is summed in one numpy call instead (`segment_sums`): per buffer that costs a tenth of
+the integer conversion, which is what a node receiving a flood of full-sized datagrams spends most on.
 """
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 
+import numpy
+
 from .addresses import ip_to_bytes
+
+# numpy reads 16-bit words in the machine's byte order. A byte-swapped word is 256 times the word modulo
+# 0xffff (2**16 is 1 there), so a sum read little-endian is this weight times the big-endian one, and a
+# value added to it (a pseudo-header) must be weighed alike.
+NATIVE_WORD_WEIGHT = 1 if sys.byteorder == "big" else 256
+_WORD = numpy.dtype(numpy.uint16)
+_SUM = numpy.dtype(numpy.uint64)  # no overflow: 2**48 words of 0xffff would be needed
 
 # From this many bytes on, the buffer is read as two integers whose sum is reduced: a modulo costs per
 # digit several times what a conversion or an addition does, and the sum has half the digits.
@@ -45,6 +58,14 @@ def wide_sum(data: bytes | bytearray | memoryview, start: int = 0, end: int | No
     half = start + ((size >> 1) & ~1)
     rest = int.from_bytes(data[half:end])
     return int.from_bytes(data[start:half]) + (rest << 8 if size & 1 else rest)
+
+
+def segment_sums(buffer: bytes, starts: list[int]) -> list[int]:
+    """The sums of the 16-bit words (in the machine's byte order, see NATIVE_WORD_WEIGHT) of the
+    segments of `buffer` that begin at the word offsets `starts`, each running to the next start and
+    the last to the end: a batch of buffers joined into one, summed in one pass. `buffer` is of even
+    length and `starts` strictly increasing, the first 0."""
+    return numpy.add.reduceat(numpy.frombuffer(buffer, _WORD), starts, dtype=_SUM).tolist()
 
 
 def ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:

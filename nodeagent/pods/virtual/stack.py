@@ -186,6 +186,22 @@ class PodStack:
             return []
         return self._take_output()
 
+    def receive_batch(self, ip_packets: list[bytes], now: float) -> list[bytes]:
+        """What `receive` gives for each packet in turn, in one list. The UDP checksums of a batch are
+        verified together, which costs a fraction of checking them one by one."""
+        deliver, fast_ip = self._deliver_udp, self._fast_ip
+        for packet, fast_udp in zip(ip_packets, fastpath.ipv4_udp_batch(ip_packets), strict=True):
+            if fast_udp is not None and fast_udp[1] == fast_ip:
+                src, dst, src_port, dst_port, end = fast_udp
+                deliver(src, dst, src_port, dst_port, packet, fastpath.UDP_PAYLOAD_OFFSET, end, now)
+            else:
+                self._deliver_decoded(packet, now, looped_back=False)
+            if self._loopback:
+                self._run_loopback(now)
+        if not self._out:
+            return []
+        return self._take_output()
+
     def poll(self, now: float) -> list[bytes]:
         """Fires every timer due at `now`; returns the packets to send."""
         for socket in list(self._sockets.values()):
@@ -383,6 +399,10 @@ class PodStack:
             src, dst, src_port, dst_port, end = fast_udp
             self._deliver_udp(src, dst, src_port, dst_port, packet, fastpath.UDP_PAYLOAD_OFFSET, end, now)
             return
+        self._deliver_decoded(packet, now, looped_back=looped_back)
+
+    def _deliver_decoded(self, packet: bytes, now: float, *, looped_back: bool) -> None:
+        """A packet the fast UDP path did not take, through the dataclass codecs."""
         try:
             header = ipv4.decode(packet)
         except DecodeError:
