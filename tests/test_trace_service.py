@@ -118,3 +118,39 @@ def test_trace_watch_takes_one_destination_or_a_list_and_a_watch_that_saw_nothin
     assert [s["stage"] for s in single][:1] == ["vxlan-decap"], single
     assert any(s["stage"] == "deliver" and f"({ip_b})" in s["detail"] for s in single), single
     assert elsewhere == []
+
+
+def test_a_user_of_one_namespace_traces_to_a_service_there(far_cluster):
+    """An `edit:team-a` token may list pods and Services in team-a only: the trace finds the Service at
+    the address among those it may see, and shows the half of the node its endpoint is on."""
+
+    async def create(client) -> tuple[str, str]:
+        await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+        await client.create(pod_manifest("t", "node-1", namespace="team-a"))
+        far = pod_manifest("far-t", "node-2", namespace="team-a", ports=WEB_PORTS)
+        far["metadata"]["labels"] = {"tier": "far"}
+        await client.create(far)
+        service = await client.create({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "far", "namespace": "team-a"},
+            "spec": {"selector": {"tier": "far"}, "ports": [{"name": "http", "port": 80, "targetPort": "web"}]},
+        })
+        await wait_running(client, "team-a", "t")
+        return service["spec"]["clusterIP"], (await wait_running(client, "team-a", "far-t"))["status"]["podIP"]
+
+    cluster_ip, endpoint = far_cluster.api_call(create)
+    token = far_cluster.api.tokens["editor"]
+    deadline = time.monotonic() + 15
+    while True:  # until kube-proxy has programmed the new Service
+        run = far_cluster.cli("trace", "t", "-n", "team-a", "--token", token, f"{cluster_ip}:80")
+        if run.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert run.returncode == 0, run.stdout + run.stderr
+    stages = _stages(run.stdout)
+    assert any(stage == "service-dnat" and detail.endswith(f"→ {endpoint}:8080") for stage, detail in stages)
+    encap = [stage for stage, _ in stages].index("vxlan-encap")
+    far = stages[encap + 1 :]
+    assert far[0][0] == "vxlan-decap", run.stdout
+    assert any(stage == "deliver" and detail.startswith(f"to pod team-a/far-t ({endpoint})") for stage, detail in far)

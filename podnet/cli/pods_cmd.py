@@ -190,18 +190,29 @@ async def _resolve_destination(client: ApiClient, text: str, namespace: str) -> 
     return service["spec"]["clusterIP"], None
 
 
-async def _node_of_ip(client: ApiClient, ip: str) -> str | None:
+async def _visible(client: ApiClient, kind: str, namespace: str, **selectors: str) -> list[dict]:
+    """The objects of `kind` in every namespace, or in `namespace` alone for a user whose role covers no
+    more (an `edit:<namespace>` token)."""
+    try:
+        listed = await client.list(kind, **selectors)
+    except ApiError as exc:
+        if exc.code != 403:
+            raise
+        listed = await client.list(kind, namespace, **selectors)
+    return listed.get("items") or []
+
+
+async def _node_of_ip(client: ApiClient, ip: str, namespace: str) -> str | None:
     """The node whose pod has `ip`, if any: for the destination half of a trace."""
-    pods = await client.list("pods", field_selector=f"status.podIP={ip}")
-    for pod in pods.get("items") or []:
+    for pod in await _visible(client, "pods", namespace, field_selector=f"status.podIP={ip}"):
         if (pod.get("status") or {}).get("podIP") == ip:
             return (pod.get("spec") or {}).get("nodeName")
     return None
 
 
-async def _service_at(client: ApiClient, ip: str) -> dict | None:
+async def _service_at(client: ApiClient, ip: str, namespace: str) -> dict | None:
     """The Service whose ClusterIP is `ip`, if any."""
-    for service in (await client.list("services")).get("items") or []:
+    for service in await _visible(client, "services", namespace):
         spec = service.get("spec") or {}
         if ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]):
             return service
@@ -327,8 +338,8 @@ def trace(
             ip, dst_node = await _resolve_destination(client, dst, namespace)
             src_ip = obj["status"]["podIP"]
             src_node = obj["spec"]["nodeName"]
-            dst_node = dst_node or await _node_of_ip(client, ip)
-            service = None if dst_node else await _service_at(client, ip)
+            dst_node = dst_node or await _node_of_ip(client, ip, namespace)
+            service = None if dst_node else await _service_at(client, ip, namespace)
             service_port = _service_port(service, port_text, protocol) if service else None
             if service_port:
                 port = service_port["port"]
