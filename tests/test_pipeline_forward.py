@@ -271,10 +271,21 @@ def test_any_datagram_from_a_known_node_is_forwarded_or_dropped_never_an_excepti
 @given(st.binary(min_size=20, max_size=140))
 def test_any_packet_from_a_pod_is_forwarded_or_dropped_never_an_exception(data):
     n1 = node(N1, A, C)
+    n1.services = service_table([[B.ip, 5353, "node-2"]])
+
+    def sound_header(header: bytearray) -> bytes:
+        header[10:12] = b"\0\0"
+        header[10:12] = internet_checksum(header).to_bytes(2, "big")
+        return bytes(header)
+
     # a header that passes the first checks (IPv4, the pod's source, a right checksum), the rest random
-    header = bytearray(b"\x45" + data[1:12] + ip_to_bytes(A.ip) + data[16:20])
-    header[10:12] = b"\0\0"
-    header[10:12] = internet_checksum(header).to_bytes(2, "big")
-    for packet in (data, bytes(header) + data[20:]):
+    header = sound_header(bytearray(b"\x45" + data[1:12] + ip_to_bytes(A.ip) + data[16:20]))
+    # UDP or TCP of any length to the Service's port, which its NAT rewrites
+    body = b"\x9c\x40\x00\x35" + data[24:]
+    to_service = sound_header(bytearray(
+        b"\x45\x00" + (20 + len(body)).to_bytes(2, "big") + b"\x00\x01\x40\x00\x40"
+        + bytes([17 if data[0] & 1 else 6]) + b"\0\0" + ip_to_bytes(A.ip) + ip_to_bytes("10.96.0.10")
+    ))
+    for packet in (data, header + data[20:], to_service + body, to_service + body):
         for out in n1.from_pod(A, packet, 0.0):
             assert isinstance(out, Deliver | Drop | Tunnel | ToHost)

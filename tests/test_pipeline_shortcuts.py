@@ -79,7 +79,7 @@ FLOWS = [
     (A.ip, "10.96.0.80", "tcp", "pod", 5003, 80),
     (C.ip, A.ip, "tcp", "pod", 8080, 5003),
 ]
-DAMAGE = [None] * 6 + ["checksum", "padding", "fragment", "length", "truncate", "big", "sender", "ttl"]
+DAMAGE = [None] * 6 + ["checksum", "padding", "fragment", "length", "truncate", "short", "big", "sender", "ttl"]
 
 
 @st.composite
@@ -111,6 +111,11 @@ def events(draw):
         packet[10:12] = internet_checksum(packet[:20]).to_bytes(2, "big")
     elif damage == "truncate":
         packet = packet[: draw(st.integers(0, 33))]
+    elif damage == "short":  # a transport header cut short, the IPv4 header telling the length as it is
+        packet = packet[: draw(st.integers(20, len(packet) - 1))]
+        packet[2:4] = len(packet).to_bytes(2, "big")
+        packet[10:12] = b"\x00\x00"
+        packet[10:12] = internet_checksum(packet[:20]).to_bytes(2, "big")
     elif damage == "sender" and origin != "pod":
         origin = "127.0.0.13" if origin == "127.0.0.12" else "127.0.0.12"
     pause = draw(st.sampled_from([0.0] * 6 + [0.5, 40.0, 200.0]))

@@ -63,11 +63,15 @@ _HEADER_START = struct.Struct("!BxH2xH")  # version/IHL, total length, flags/fra
 _PLAIN_HEADER_PORTS = struct.Struct("!BxH2xHBBHIIHH")
 _PLAIN_MIN = 28  # that header and a UDP header; a TCP segment's flags byte is at 33
 _TCP_FLAGS_AT = 33
+_TCP_MIN = 40  # that header and a TCP header: all of it, checksum included, is there for NAT to rewrite
 _VXLAN_FLAGS_WORD = b"\x08\x00\x00\x00"
 _VXLAN_HEADER = _VXLAN_FLAGS_WORD + struct.pack("!I", VNI << 8)
 _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
 _TCP, _UDP, _ICMP = 6, 17, 1
+# Conntrack and NAT read and rewrite the whole transport header; a packet too short to hold it is invalid
+# to conntrack, and kube-proxy drops what conntrack finds invalid.
+_TRANSPORT_HEADER = {_TCP: 20, _UDP: 8}
 _STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
 _ICMP_QUERIES = (0, 8)  # echo reply and request: the ICMP messages that are not errors
 _TTL_AT = 8
@@ -261,6 +265,9 @@ def header_problem(packet: bytes | memoryview) -> str | None:
         return "bad-ip-checksum"
     if flags_offset & 0x3FFF:
         return "ip-fragment"
+    needed = _TRANSPORT_HEADER.get(packet[9])
+    if needed is not None and total - ihl < needed:
+        return "truncated-transport-header"
     return None
 
 
@@ -420,7 +427,7 @@ class Pipeline:
                 and not fragment & 0x3FFF
                 and ttl > 1
                 and not _from_bytes(packet[:20]) % 0xFFFF
-                and (protocol == _UDP or (total > _TCP_FLAGS_AT and not packet[_TCP_FLAGS_AT] & _STATE_FLAGS))
+                and (protocol == _UDP or (total >= _TCP_MIN and not packet[_TCP_FLAGS_AT] & _STATE_FLAGS))
             ):
                 _, entry, direction, nat, node_address, prefix, local_ip = shortcut
                 # A reply-direction shortcut is learned from a reply, which has established the entry
@@ -782,7 +789,7 @@ class Pipeline:
                     and not _from_bytes(datagram[offset : offset + 20]) % 0xFFFF
                     and (
                         protocol == _UDP
-                        or (total > _TCP_FLAGS_AT and not datagram[offset + _TCP_FLAGS_AT] & _STATE_FLAGS)
+                        or (total >= _TCP_MIN and not datagram[offset + _TCP_FLAGS_AT] & _STATE_FLAGS)
                     )
                 ):
                     _, entry, direction, nat = shortcut
