@@ -167,6 +167,17 @@ def test_service_dnat_keeps_the_client_ip(two_node_cluster):
     assert "default/web" in run.stdout and f"→ {ip_b}:8080" in run.stdout, run.stdout
 
 
+def test_a_refusal_behind_a_service_reaches_the_client_from_the_service_address(two_node_cluster):
+    agent = two_node_cluster.agents["node-1"]
+    ip_b = two_node_cluster.pod_ips["b"]
+    table = _services(("closed", "UDP", "10.96.0.51", 53, [(ip_b, 9, "node-2")]))  # nothing listens on 9
+    agent.rpc("services.apply", {"mode": "iptables", "table": table})
+    run = two_node_cluster.cli("exec", "a", "--", "connect", "10.96.0.51:53", "--udp", "--timeout", "10")
+    assert run.returncode == 1
+    assert "port unreachable" in run.stderr, run.stdout + run.stderr
+    assert agent.counters().get("nat.related", 0) >= 1
+
+
 class _ClientAddress(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - the name http.server calls
         body = self.client_address[0].encode()

@@ -248,6 +248,49 @@ def test_service_dnat_at_the_source_node_and_replies_come_back_from_the_service_
     assert (back.src, datagram.src_port, datagram.payload) == ("10.96.0.10", 53, b"answer")
 
 
+def _port_unreachable(sender: str, about: bytes) -> bytes:
+    """What a host's stack sends when `about` (an IPv4 packet it got) was for a closed UDP port."""
+    return ipv4.encode(icmp.error_packet(icmp.port_unreachable(about), sender, about))
+
+
+def test_icmp_errors_about_a_service_connection_are_natted_with_their_quote():
+    """The endpoint refuses a Service connection's datagram: the client hears it from the Service
+    address, about the datagram it sent there; and the client's own refusal of a reply reaches the
+    endpoint about the reply the endpoint sent. Every checksum, quoted ones included, stays right."""
+    n1, n2 = node(N1, A), node(N2, B)
+    n1.services = service_table([[B.ip, 5353, "node-2"]])
+    request = udp_packet(A.ip, "10.96.0.10", 40000, 53)
+    natted = only(n2.from_tunnel(N1.address, only(n1.from_pod(A, request, 0.0), Tunnel).datagram, 0.0), Deliver)
+    refusal = only(n2.from_pod(B, _port_unreachable(B.ip, natted.packet), 0.1), Tunnel)
+    trace = []
+    heard = ipv4.decode(only(n1.from_tunnel(N2.address, refusal.datagram, 0.1, trace), Deliver).packet)
+    assert (heard.src, heard.dst) == ("10.96.0.10", A.ip)
+    quote = icmp.decode(heard.payload).original  # decoding checks the ICMP checksum
+    quoted = ipv4.decode(quote[:20] + bytes(64))  # and the quoted header's
+    assert (quoted.src, quoted.dst) == (A.ip, "10.96.0.10")
+    assert quote[20:] == request[20:28]  # ports, length and the UDP checksum the client sent
+    assert any(s.stage == "nat" and "ICMP error" in s.detail for s in trace)
+    assert n1.counters["nat.related"] == 1
+
+    reply = udp_packet(B.ip, A.ip, 5353, 40000, b"late")
+    back = only(n1.from_tunnel(N2.address, only(n2.from_pod(B, reply, 0.2), Tunnel).datagram, 0.2), Deliver)
+    own_refusal = only(n1.from_pod(A, _port_unreachable(A.ip, back.packet), 0.3), Tunnel)
+    reached = ipv4.decode(only(n2.from_tunnel(N1.address, own_refusal.datagram, 0.3), Deliver).packet)
+    assert (reached.src, reached.dst) == (A.ip, B.ip)
+    quote = icmp.decode(reached.payload).original
+    assert (ipv4.decode(quote[:20] + bytes(64)).src, quote[20:]) == (B.ip, reply[20:28])
+
+
+def test_icmp_errors_of_connections_without_nat_pass_as_they_are():
+    n1, n2 = node(N1, A), node(N2, B)
+    request = udp_packet(A.ip, B.ip, 40000, 9)
+    delivered = only(n2.from_tunnel(N1.address, only(n1.from_pod(A, request, 0.0), Tunnel).datagram, 0.0), Deliver)
+    refusal = _port_unreachable(B.ip, delivered.packet)
+    heard = only(n1.from_tunnel(N2.address, only(n2.from_pod(B, refusal, 0.1), Tunnel).datagram, 0.1), Deliver)
+    assert heard.packet == after_hops(refusal, 2)
+    assert n1.counters["nat.related"] == n2.counters["nat.related"] == 0
+
+
 def test_service_without_endpoints_is_rejected_with_port_unreachable():
     n1 = node(N1, A)
     n1.services = service_table([])

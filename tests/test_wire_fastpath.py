@@ -266,9 +266,19 @@ def test_ipv4_udp_of_an_mtu_sized_datagram_refuses_any_flipped_byte(payload, dat
 def batch_packets(draw):
     """What a node hands a pod in one wake-up: mostly good UDP, some damaged, without checksum, with
     padding after the datagram, or not UDP at all."""
-    payload = draw(st.sampled_from([b"", b"x", bytes(64), bytes(1400), bytes(1401)]) | st.binary(max_size=1472))
-    packet = bytearray(fastpath.udp_packet(draw(st.integers(0, 0xFFFFFFFF)), draw(st.integers(0, 0xFFFFFFFF)),
-                                           draw(u16), draw(u16), payload, draw(u16)))
+    payload = draw(
+        st.sampled_from([b"", b"x", bytes(64), bytes(1400), bytes(1401)]) | st.binary(max_size=1472)
+    )
+    packet = bytearray(
+        fastpath.udp_packet(
+            draw(st.integers(0, 0xFFFFFFFF)),
+            draw(st.integers(0, 0xFFFFFFFF)),
+            draw(u16),
+            draw(u16),
+            payload,
+            draw(u16),
+        )
+    )
     kind = draw(st.sampled_from(["good", "good", "good", "damaged", "no-checksum", "padded", "garbage"]))
     if kind == "damaged":
         packet[draw(st.integers(0, len(packet) - 1))] ^= draw(st.integers(1, 255))
@@ -300,3 +310,32 @@ def test_ipv4_udp_batch_refuses_each_damaged_datagram_of_a_flood():
         results = fastpath.ipv4_udp_batch(damaged)
         assert results[at % 100] is None
         assert results[: at % 100] + results[at % 100 + 1 :] == accepted[:99]
+
+
+@NO_DEADLINE
+@given(st.binary(max_size=120), st.sampled_from([3, 11, 12]), u16, u16, st.sampled_from([6, 17]))
+def test_any_icmp_error_quote_reads_as_a_key_or_none_and_rewrites_keeping_its_checksums(
+    data, kind, port1, port2, protocol
+):
+    key = fastpath.icmp_error_quote(data)  # any bytes: a key or None
+    assert key is None or len(key) == 5
+    quoted = bytearray(
+        _packet(
+            udp.UdpDatagram(port1, port2, data[:8]),
+            "10.244.1.2",
+            "10.244.2.3",
+            ipv4.IPv4Packet("", "", 0, b""),
+        )
+    )[:28]
+    quoted[9] = protocol
+    error = icmp.IcmpMessage(kind, 3, bytes(4), bytes(quoted))
+    packet = bytearray(
+        ipv4.encode(ipv4.IPv4Packet("10.244.2.3", "10.244.1.2", ipv4.IPProtocol.ICMP, icmp.encode(error)))
+    )
+    a, b = addresses.ip_to_int("10.244.1.2"), addresses.ip_to_int("10.244.2.3")
+    assert fastpath.icmp_error_quote(packet) == (protocol, a, port1, b, port2)
+    fastpath.rewrite_icmp_error(packet, src=(addresses.ip_to_int("10.96.0.10"), 53))
+    decoded = ipv4.decode(packet)  # the header checksum holds
+    icmp.decode(decoded.payload)  # and the ICMP one
+    assert decoded.src == "10.96.0.10"
+    assert fastpath.icmp_error_quote(packet) == (protocol, a, port1, addresses.ip_to_int("10.96.0.10"), 53)

@@ -476,6 +476,7 @@ class Pipeline:
             return self._drop("spoofed-source", trace)
         self.counters["egress.packets"] += 1
         if key is None:
+            packet = self._nat_related(packet, now, trace)
             return self._route(packet, now, trace, from_pod=pod, new_flow=False)
         tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
         if tracked is None:
@@ -893,7 +894,30 @@ class Pipeline:
                 if self.conntrack.create(key, reverse(key), now) is None:
                     return self._drop("conntrack-full", trace)
                 self.counters["conntrack.created"] += 1
+        else:
+            packet = self._nat_related(packet, now, trace)
         return self._deliver(dst, packet, trace)
+
+    def _nat_related(self, packet: bytes, now: float, trace: list[Stage] | None) -> bytes:
+        """An ICMP error about a connection conntrack knows (related to it, in Linux's words), NATed as
+        that connection's packets going the error's way are, and its quote to match: the client of a
+        Service hears a refusal from the Service address, about the packet it sent there."""
+        quoted = fastpath.icmp_error_quote(packet)
+        if quoted is None:
+            return packet
+        hit = self.conntrack.lookup(reverse(quoted), now)
+        nat = None if hit is None else _nat_of(*hit)
+        if nat is None:
+            return packet
+        buf = bytearray(packet)
+        fastpath.rewrite_icmp_error(buf, src=nat[0], dst=nat[1])
+        if trace is not None:
+            side, (address, _) = ("source", nat[0]) if nat[0] else ("destination", nat[1])
+            trace.append(
+                Stage("nat", f"ICMP error about {describe_key(quoted)}: {side} → {int_to_ip(address)}, quote to match")
+            )
+        self.counters["nat.related"] += 1
+        return bytes(buf)
 
     def _answer_peer_arp(self, peer: Peer, payload: bytes, trace: list[Stage] | None) -> list[Output]:
         """A peer VTEP asking for an address of this node's podCIDR (a kernel vxlan device without a

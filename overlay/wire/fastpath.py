@@ -33,6 +33,7 @@ _IPV4_PLAIN_PORTS = struct.Struct("!BxH2xHxB2xIIHH")
 _ICMP_ECHO = struct.Struct("!B3xH")  # type, identifier
 _U16 = struct.Struct("!H")
 _ICMP_ECHO_TYPES = (0, 8)
+_ICMP_ERROR_TYPES = (3, 11, 12)  # destination unreachable, time exceeded, parameter problem
 # An IPv4 header without options followed by a UDP header: version/IHL, total length, flags/fragment
 # offset, protocol, source, destination; source port, destination port, UDP length, UDP checksum.
 _IPV4_UDP = struct.Struct("!BxH2xH xB2xII HHHH")
@@ -129,14 +130,17 @@ def rewrite_ipv4(
     """Rewrites in place the source and/or destination (address, port) of the IPv4 packet at `offset`,
     updating the IPv4 and TCP/UDP checksums incrementally (RFC 1624). A UDP datagram sent without a
     checksum stays without one. ICMP has no ports and no pseudo-header: only the addresses change.
-    The packet must be one `ipv4_flow` gives a key for."""
+    The packet must be one `ipv4_flow` gives a key for; its transport checksum is left alone when the
+    buffer ends before it (what an ICMP error quotes of a TCP segment)."""
     ihl = (buf[offset] & 0x0F) * 4
     protocol = buf[offset + 9]
     l4 = offset + ihl
     checksum_at = _L4_CHECKSUM_AT.get(protocol)
     if checksum_at is not None:
         checksum_at += l4
-        if protocol == UDP and buf[checksum_at] == 0 and buf[checksum_at + 1] == 0:
+        if checksum_at + 2 > len(buf):  # the start of a packet an ICMP error quotes
+            checksum_at = None
+        elif protocol == UDP and buf[checksum_at] == 0 and buf[checksum_at + 1] == 0:
             checksum_at = None
     for replacement, address_at, port_at in ((src, offset + 12, l4), (dst, offset + 16, l4 + 2)):
         if replacement is None:
@@ -158,6 +162,41 @@ def rewrite_ipv4(
             )
             # A UDP checksum that computes to zero is sent as 0xffff (zero means "none").
             _U16.pack_into(buf, checksum_at, l4_sum or (0xFFFF if protocol == UDP else 0))
+
+
+def icmp_error_quote(packet: bytes | bytearray | memoryview) -> FlowKey | None:
+    """The flow key of the TCP or UDP packet that the ICMP error `packet` (an IPv4 packet) quotes, or
+    None: not an ICMP error (destination unreachable, time exceeded, parameter problem), or a quote
+    shorter than an IPv4 header and the 8 transport bytes RFC 792 asks for."""
+    if len(packet) < 56 or packet[9] != ICMP:  # two IPv4 headers, the ICMP header, 8 quoted bytes
+        return None
+    ihl = (packet[0] & 0x0F) * 4
+    quoted = ihl + 8
+    if len(packet) < quoted + 28 or packet[ihl] not in _ICMP_ERROR_TYPES:
+        return None
+    version_ihl, _, protocol, src, dst = _IPV4_FIXED.unpack_from(packet, quoted)
+    quoted_ihl = (version_ihl & 0x0F) * 4
+    if version_ihl >> 4 != 4 or quoted_ihl < 20 or len(packet) < quoted + quoted_ihl + 8:
+        return None
+    if protocol != TCP and protocol != UDP:
+        return None
+    src_port, dst_port = _PORTS.unpack_from(packet, quoted + quoted_ihl)
+    return (protocol, src, src_port, dst, dst_port)
+
+
+def rewrite_icmp_error(
+    buf: bytearray, *, src: tuple[int, int] | None = None, dst: tuple[int, int] | None = None
+) -> None:
+    """NATs in place an ICMP error that `icmp_error_quote` reads, as a connection's packets going its
+    way are NATed: the error's source address becomes `src`'s (its destination, `dst`'s), and the
+    quoted packet, which went the other way, gets `src` as its destination (`dst` as its source). Every
+    checksum stays right: the error's IPv4 header, the quoted IPv4 header and UDP checksum (incrementally,
+    as Linux does for a quote that holds only the start of the datagram), and the ICMP message's."""
+    ihl = (buf[0] & 0x0F) * 4
+    rewrite_ipv4(buf, src=src, dst=dst)
+    rewrite_ipv4(buf, ihl + 8, src=dst, dst=src)
+    buf[ihl + 2 : ihl + 4] = b"\0\0"
+    _U16.pack_into(buf, ihl + 2, internet_checksum(buf[ihl:]))
 
 
 def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int] | None:
