@@ -11,7 +11,8 @@
   sender offered (more offered than forwarded shows the forwarder, not the sender, set the pace).
 - Kernel reference (root, iperf3): Linux's own vxlan between two network namespaces over a veth pair.
 - podnet pipeline in process: node-1's egress and node-2's ingress pipelines back to back in one thread,
-  without sockets or pod stacks, to show what the forwarding core itself costs per frame.
+  without sockets or pod stacks, to show what the forwarding core itself costs per frame; and the same
+  through a Service (a request DNATed, its answer un-DNATed), what the NAT adds.
 
 The machine may be shared, and its load can change from one second to the next; so the ceiling and
 podnet are measured in alternating rounds, each podnet round right after a ceiling round with the same
@@ -253,10 +254,13 @@ def podnet_tcp(cluster: Cluster) -> dict:
             "goodput_mbit_s": round(result["bytes"] * 8 / result["seconds"] / 1e6, 1)}
 
 
-def pipeline_in_process(size: int, frames: int = 50_000) -> float:
+def pipeline_in_process(size: int, frames: int = 50_000, *, via_service: bool = False) -> float:
     """Frames per second through node-1's egress and node-2's ingress pipelines in one thread, no
-    sockets and no pod stacks: the forwarding core's own cost per frame."""
+    sockets and no pod stacks: the forwarding core's own cost per frame. Via a Service, pod a sends to a
+    ClusterIP whose endpoint is pod b and b answers: the request is DNATed on node-1's egress and the
+    answer un-DNATed on node-1's ingress, and both count."""
     from podnet.overlay.pipeline.forward import NodeIdentity, Peer, Pipeline, PodPort, pod_mac, vtep_mac
+    from podnet.overlay.pipeline.nat import ServiceTable
     from podnet.overlay.wire import ipv4, udp
 
     n1 = Pipeline(NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24"))
@@ -264,17 +268,27 @@ def pipeline_in_process(size: int, frames: int = 50_000) -> float:
     n1.set_peer(Peer("node-2", "127.0.0.12", vtep_mac("127.0.0.12")), "10.244.2.0/24")
     n2.set_peer(Peer("node-1", "127.0.0.11", vtep_mac("127.0.0.11")), "10.244.1.0/24")
     a = PodPort("default", "a", "10.244.1.2", pod_mac("10.244.1.2"))
+    b = PodPort("default", "b", "10.244.2.2", pod_mac("10.244.2.2"))
     n1.add_pod(a)
-    n2.add_pod(PodPort("default", "b", "10.244.2.2", pod_mac("10.244.2.2")))
-    body = udp.encode(udp.UdpDatagram(40000, 9, bytes(size)), a.ip, "10.244.2.2")
-    packet = ipv4.encode(ipv4.IPv4Packet(a.ip, "10.244.2.2", ipv4.IPProtocol.UDP, body))
-    from_pod, from_tunnel = n1.from_pod, n2.from_tunnel
+    n2.add_pod(b)
+
+    def packet(src: str, dst: str, src_port: int, dst_port: int) -> bytes:
+        body = udp.encode(udp.UdpDatagram(src_port, dst_port, bytes(size)), src, dst)
+        return ipv4.encode(ipv4.IPv4Packet(src, dst, ipv4.IPProtocol.UDP, body))
+
+    flows = [(n1, a, n2, packet(a.ip, b.ip, 40000, 9))]
+    if via_service:
+        n1.services = ServiceTable.from_data({"mode": "ipvs", "services": [
+            {"service": "default/b", "port_name": "", "protocol": "UDP", "cluster_ip": "10.96.0.20",
+             "port": 53, "endpoints": [[b.ip, 5353, "node-2"]]}]})
+        flows = [(n1, a, n2, packet(a.ip, "10.96.0.20", 40000, 53)), (n2, b, n1, packet(b.ip, a.ip, 5353, 40000))]
     start = time.perf_counter()
-    for _ in range(frames):
-        for out in from_pod(a, packet, 1.0):
-            from_tunnel("127.0.0.11", out.datagram, 1.0)
+    for _ in range(frames // len(flows)):
+        for source, pod, destination, sent in flows:
+            for out in source.from_pod(pod, sent, 1.0):
+                destination.from_tunnel(source.node.address, out.datagram, 1.0)
     elapsed = time.perf_counter() - start
-    assert n2.counters["delivered"] == frames
+    assert n1.counters["delivered"] + n2.counters["delivered"] == frames // len(flows) * len(flows)
     return frames / elapsed
 
 
@@ -334,6 +348,9 @@ def _medians(rounds: list[dict]) -> dict:
 def main() -> None:
     figures: dict = {"seconds_per_run": SECONDS, "rounds": ROUNDS}
     figures["podnet_pipeline_in_process_per_second"] = {size: round(pipeline_in_process(size)) for size in SIZES}
+    figures["podnet_pipeline_in_process_via_service_per_second"] = {
+        size: round(pipeline_in_process(size, via_service=True)) for size in SIZES
+    }
     ceiling: dict[int, list[dict]] = {size: [] for size in SIZES}
     podnet: dict[int, list[dict]] = {size: [] for size in SIZES}
     with tempfile.TemporaryDirectory(prefix="podnet-bench-") as home:

@@ -285,6 +285,11 @@ def _nat_of(entry: Entry, direction: Direction) -> Nat | None:
     return (entry.original[3], entry.original[4]), None
 
 
+def _shortcut_nat(key: FlowKey, nat: Nat | None) -> fastpath.NatRewrite | None:
+    """A connection's NAT in one direction as its shortcut applies it: worked out once."""
+    return None if nat is None else fastpath.nat_rewrite(key, src=nat[0], dst=nat[1])
+
+
 def _decremented_ttl_word(ttl: int, protocol: int, checksum: int) -> bytes:
     """TTL, protocol and header checksum of an IPv4 header after one hop: the TTL is the high byte of its
     16-bit word, so one less there is 0x0100 more in the complemented sum (RFC 1141, with Linux's care
@@ -319,11 +324,11 @@ class Pipeline:
         self.routes = RouteTable(on_change=self.forget_shortcuts)
         # flow key -> (pod, conntrack entry, direction, NAT, next-hop node address or None for a local
         # pod, the encapsulation prefix, the local pod's address); flow key -> (sender, conntrack entry,
-        # direction, NAT). NAT is the (source, destination) replacement `rewrite` takes, or None.
+        # direction, NAT). NAT is the connection's rewrite in that direction, or None.
         self._egress_shortcuts: dict[
-            FlowKey, tuple[PodPort, Entry, Direction, Nat | None, str | None, bytes, int]
+            FlowKey, tuple[PodPort, Entry, Direction, fastpath.NatRewrite | None, str | None, bytes, int]
         ] = {}
-        self._ingress_shortcuts: dict[FlowKey, tuple[str, Entry, Direction, Nat | None]] = {}
+        self._ingress_shortcuts: dict[FlowKey, tuple[str, Entry, Direction, fastpath.NatRewrite | None]] = {}
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
         self.pods: dict[int, PodPort] = {}
         self.peers: dict[str, Peer] = {}
@@ -437,11 +442,16 @@ class Pipeline:
                     entry.expires = now + entry.lifetime
                     counters = self.counters
                     counters["egress.packets"] += 1
-                    if nat is None:
-                        hop = _decremented_ttl_word(ttl, protocol, checksum)
-                    else:  # as the stages do it: the NAT, then the hop
-                        packet = rewrite(packet, src=nat[0], dst=nat[1])
-                        hop = _decremented_ttl_word(*_TTL_WORD.unpack_from(packet, _TTL_AT))
+                    if nat is not None:  # as the stages do it: the NAT, then the hop
+                        buf = bytearray(packet)
+                        fastpath.apply_nat(buf, nat)
+                        buf[_TTL_AT : _TTL_AT + 4] = _decremented_ttl_word(*_TTL_WORD.unpack_from(buf, _TTL_AT))
+                        if node_address is None:
+                            counters["delivered"] += 1
+                            return [_tuple_new(Deliver, (local_ip, bytes(buf)))]
+                        counters["tunnel.tx"] += 1
+                        return [_tuple_new(Tunnel, (node_address, prefix + buf))]
+                    hop = _decremented_ttl_word(ttl, protocol, checksum)
                     if node_address is None:
                         counters["delivered"] += 1
                         return [_tuple_new(Deliver, (local_ip, b"".join((packet[:8], hop, packet[12:]))))]
@@ -492,10 +502,12 @@ class Pipeline:
             out, nat = outputs[0], _nat_of(entry, direction)
             if type(out) is Tunnel:
                 prefix = self._encap_prefix[out.node_address]
-                self._egress_shortcuts[key] = (pod, entry, direction, nat, out.node_address, prefix, 0)
+                rewrite_nat = _shortcut_nat(key, nat)
+                self._egress_shortcuts[key] = (pod, entry, direction, rewrite_nat, out.node_address, prefix, 0)
             elif type(out) is Deliver and out.pod_ip == (nat[1][0] if nat and nat[1] else key[3]):
                 # to the pod the packet was for, not an ICMP error back to the sender
-                self._egress_shortcuts[key] = (pod, entry, direction, nat, None, b"", out.pod_ip)
+                rewrite_nat = _shortcut_nat(key, nat)
+                self._egress_shortcuts[key] = (pod, entry, direction, rewrite_nat, None, b"", out.pod_ip)
         return outputs
 
     def _follow_tracked(
@@ -799,9 +811,13 @@ class Pipeline:
                         entry.expires = now + entry.lifetime
                         taken += 1
                         hop = _decremented_ttl_word(ttl, protocol, checksum)
-                        packet = b"".join((datagram[offset : offset + 8], hop, datagram[offset + 12 :]))
-                        if nat is not None:  # as the stages do it: the hop, then the NAT
-                            packet = rewrite(packet, src=nat[0], dst=nat[1])
+                        if nat is None:
+                            packet = b"".join((datagram[offset : offset + 8], hop, datagram[offset + 12 :]))
+                        else:  # as the stages do it: the hop, then the NAT
+                            buf = bytearray(datagram[offset:])
+                            buf[_TTL_AT : _TTL_AT + 4] = hop
+                            fastpath.apply_nat(buf, nat)
+                            packet = bytes(buf)
                         append(_tuple_new(Deliver, (dst, packet)))
                         continue
             outputs += self._from_tunnel_stages(sender, datagram, now, None)
@@ -885,7 +901,8 @@ class Pipeline:
             if tracked is not None:
                 packet, entry, direction = tracked
                 if sender is not None and trace is None and self._shortcut_allowed(key, tcp_flags):
-                    self._ingress_shortcuts[key] = (sender, entry, direction, _nat_of(entry, direction))
+                    nat = _shortcut_nat(key, _nat_of(entry, direction))
+                    self._ingress_shortcuts[key] = (sender, entry, direction, nat)
             else:
                 if trace is not None:
                     trace.append(Stage("conntrack", "new connection"))

@@ -9,8 +9,16 @@ Everything here agrees with the dataclass codecs (tests/test_wire_fastpath.py ch
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
-from .checksum import NATIVE_WORD_WEIGHT, internet_checksum, segment_sums, update_checksum, wide_sum
+from .checksum import (
+    NATIVE_WORD_WEIGHT,
+    internet_checksum,
+    ones_complement_sum,
+    segment_sums,
+    update_checksum,
+    wide_sum,
+)
 from .errors import DecodeError
 
 FlowKey = tuple[int, int, int, int, int]
@@ -162,6 +170,77 @@ def rewrite_ipv4(
             )
             # A UDP checksum that computes to zero is sent as 0xffff (zero means "none").
             _U16.pack_into(buf, checksum_at, l4_sum or (0xFFFF if protocol == UDP else 0))
+
+
+class NatRewrite(NamedTuple):
+    """One direction of a connection's NAT, worked out once for all its packets: in a packet with a plain
+    20-byte header, the address at `address_at` and the port at `port_at` become `address` and `port`,
+    and the header and transport checksums take the RFC 1624 sums of the change (`header_sum`,
+    `transport_sum`) that `update_checksum` would compute from the bytes every time."""
+
+    address_at: int
+    address: bytes
+    port_at: int
+    port: bytes
+    header_sum: int
+    transport_sum: int
+    checksum_at: int
+    udp: bool
+
+
+def nat_rewrite(
+    key: FlowKey, *, src: tuple[int, int] | None = None, dst: tuple[int, int] | None = None
+) -> NatRewrite:
+    """What `rewrite_ipv4(buf, src=src, dst=dst)` does to every TCP or UDP packet of flow `key`, for
+    `apply_nat`; one of `src`, `dst` is given."""
+    protocol, src_ip, src_port, dst_ip, dst_port = key
+    if (src is None) == (dst is None):
+        raise ValueError("a NAT rewrite changes the source or the destination, not both")
+    if dst is not None:
+        (old_address, old_port), (address, port), address_at, port_at = (dst_ip, dst_port), dst, 16, 22
+    else:
+        (old_address, old_port), (address, port), address_at, port_at = (src_ip, src_port), src, 12, 20
+    old = old_address.to_bytes(4, "big"), old_port.to_bytes(2, "big")
+    new = address.to_bytes(4, "big"), port.to_bytes(2, "big")
+    return NatRewrite(
+        address_at,
+        new[0],
+        port_at,
+        new[1],
+        _change_sum(old[0], new[0]),
+        _change_sum(old[0] + old[1], new[0] + new[1]),
+        20 + _L4_CHECKSUM_AT[protocol],
+        protocol == UDP,
+    )
+
+
+def _change_sum(old: bytes, new: bytes) -> int:
+    """~m + m' of RFC 1624 eqn. 3, unfolded as `update_checksum` adds it."""
+    return (~ones_complement_sum(old) & 0xFFFF) + wide_sum(new)
+
+
+def _moved(checksum: int, change: int) -> int:
+    """`update_checksum(checksum, old, new)` for the change sum of old → new."""
+    value = (~checksum & 0xFFFF) + change
+    folded = value % 0xFFFF
+    if folded == 0 and value != 0:
+        folded = 0xFFFF
+    return ~folded & 0xFFFF
+
+
+def apply_nat(buf: bytearray, nat: NatRewrite) -> None:
+    """Rewrites in place, byte for byte as `rewrite_ipv4` would, a packet of the flow `nat` was made for:
+    a 20-byte header and the whole transport header after it."""
+    address_at, port_at, checksum_at = nat.address_at, nat.port_at, nat.checksum_at
+    buf[address_at : address_at + 4] = nat.address
+    buf[port_at : port_at + 2] = nat.port
+    _U16.pack_into(buf, 10, _moved(_U16.unpack_from(buf, 10)[0], nat.header_sum))
+    (checksum,) = _U16.unpack_from(buf, checksum_at)
+    if nat.udp:
+        if checksum:  # a datagram sent without a checksum stays without one
+            _U16.pack_into(buf, checksum_at, _moved(checksum, nat.transport_sum) or 0xFFFF)
+    else:
+        _U16.pack_into(buf, checksum_at, _moved(checksum, nat.transport_sum))
 
 
 def icmp_error_quote(packet: bytes | bytearray | memoryview) -> FlowKey | None:
