@@ -16,7 +16,7 @@ Shortcuts (a flow cache, as Open vSwitch keeps one in front of its tables): from
 packet on, the decision the stages reached for it is kept under its flow key, so its later packets skip
 the walk. Only decisions that hold for every packet of the flow are kept: tracked TCP/UDP, to a tunnel or
 a local pod, with the connection's NAT (a Service's DNAT, or its undoing on the replies) applied anew to
-each packet. Each packet on a shortcut still has its IPv4 header checked and its conntrack
+each packet from checksum sums worked out once (`fastpath.nat_rewrite`). Each packet on a shortcut still has its IPv4 header checked and its conntrack
 entry counted and extended and its TTL taken down by one hop; a TCP segment with SYN, FIN or RST (it may
 move the entry's state), an expired entry, a length the header does not state, a spent TTL, a packet
 over the MTU and any traced packet take the stages. A change to pods, peers or routes forgets every
