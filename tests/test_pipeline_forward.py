@@ -150,6 +150,66 @@ def test_policy_hooks_see_the_flow_and_decide_new_connections_only():
     assert only(n2.from_tunnel(N1.address, datagram, 0.0), Drop).reason == "policy-ingress"
 
 
+def _tcp_and_udp_only(direction, flow):
+    return Verdict(flow.protocol in ("TCP", "UDP"), f"{flow.protocol} {direction}")
+
+
+def test_packets_conntrack_does_not_track_meet_the_policies_one_by_one():
+    """GRE, or an ICMP error about no connection, belongs to no connection: each packet is judged on its
+    own, with its protocol and no ports, at the source pod's egress and the destination pod's ingress."""
+    gre = ipv4.encode(ipv4.IPv4Packet(A.ip, B.ip, ipv4.ip_protocol(47), bytes(8)))
+    strict, permissive = node(N1, A, C, policy=_tcp_and_udp_only), node(N1, A, C)
+    assert only(strict.from_pod(A, gre, 0.0), Drop).reason == "policy-egress"
+    datagram = only(permissive.from_pod(A, gre, 0.0), Tunnel).datagram
+    trace = []
+    assert only(
+        node(N2, B, policy=_tcp_and_udp_only).from_tunnel(N1.address, datagram, 0.0, trace), Drop
+    ).reason == ("policy-ingress")
+    assert any(s.stage == "ingress-policy" and "47 ingress" in s.detail for s in trace)
+    assert only(node(N2, B).from_tunnel(N1.address, datagram, 0.0), Deliver).packet == after_hops(gre, 2)
+    # the same on one node: egress allowed, ingress denied
+    seen = []
+
+    def deny_ingress(direction, flow):
+        seen.append((direction, flow.protocol, flow.src_port, flow.dst_port))
+        return Verdict(direction is PolicyDirection.EGRESS, "egress only")
+
+    same_node = node(N1, A, C, policy=deny_ingress)
+    to_c = ipv4.encode(ipv4.IPv4Packet(A.ip, C.ip, ipv4.ip_protocol(47), bytes(8)))
+    assert only(same_node.from_pod(A, to_c, 0.0), Drop).reason == "policy-ingress"
+    assert seen == [(PolicyDirection.EGRESS, "47", 0, 0), (PolicyDirection.INGRESS, "47", 0, 0)]
+    # an ICMP error quoting a datagram nobody sent is no connection's either
+    stray = _port_unreachable(B.ip, udp_packet(A.ip, B.ip, 40000, 9))
+    datagram = only(node(N2, B).from_pod(B, stray, 0.0), Tunnel).datagram
+    assert only(strict.from_tunnel(N2.address, datagram, 0.0), Drop).reason == "policy-ingress"
+
+
+def test_icmp_errors_about_allowed_connections_pass_where_icmp_is_not_allowed():
+    n1, n2 = node(N1, A, policy=_tcp_and_udp_only), node(N2, B, policy=_tcp_and_udp_only)
+    request = udp_packet(A.ip, B.ip, 40000, 9)
+    delivered = only(
+        n2.from_tunnel(N1.address, only(n1.from_pod(A, request, 0.0), Tunnel).datagram, 0.0), Deliver
+    )
+    refusal = only(n2.from_pod(B, _port_unreachable(B.ip, delivered.packet), 0.1), Tunnel)
+    heard = only(n1.from_tunnel(N2.address, refusal.datagram, 0.1), Deliver)
+    assert icmp.decode(ipv4.decode(heard.packet).payload).code == icmp.UnreachableCode.PORT
+    # a router's time exceeded about a ping: related to the echo's connection
+    ping = ipv4.encode(
+        ipv4.IPv4Packet(
+            A.ip,
+            B.ip,
+            ipv4.IPProtocol.ICMP,
+            icmp.encode(icmp.IcmpEcho(icmp.ICMPType.ECHO_REQUEST, 0, 7, 1, b"ping")),
+            ttl=2,
+        )
+    )
+    allow_echo = node(N1, A, policy=lambda direction, flow: Verdict(flow.dst_port != 0, "echo only"))
+    spent = only(allow_echo.from_pod(A, ping, 0.0), Tunnel).datagram
+    expired = only(node(N2, B).from_tunnel(N1.address, spent, 0.0), Tunnel)  # TTL 1 reached node-2
+    answer = ipv4.decode(only(allow_echo.from_tunnel(N2.address, expired.datagram, 0.0), Deliver).packet)
+    assert icmp.decode(answer.payload).type == icmp.ICMPType.TIME_EXCEEDED
+
+
 def test_trace_records_every_stage_of_the_journey():
     n1, n2 = node(N1, A), node(N2, B)
     trace = []
@@ -260,7 +320,9 @@ def test_icmp_errors_about_a_service_connection_are_natted_with_their_quote():
     n1, n2 = node(N1, A), node(N2, B)
     n1.services = service_table([[B.ip, 5353, "node-2"]])
     request = udp_packet(A.ip, "10.96.0.10", 40000, 53)
-    natted = only(n2.from_tunnel(N1.address, only(n1.from_pod(A, request, 0.0), Tunnel).datagram, 0.0), Deliver)
+    natted = only(
+        n2.from_tunnel(N1.address, only(n1.from_pod(A, request, 0.0), Tunnel).datagram, 0.0), Deliver
+    )
     refusal = only(n2.from_pod(B, _port_unreachable(B.ip, natted.packet), 0.1), Tunnel)
     trace = []
     heard = ipv4.decode(only(n1.from_tunnel(N2.address, refusal.datagram, 0.1, trace), Deliver).packet)
@@ -284,9 +346,13 @@ def test_icmp_errors_about_a_service_connection_are_natted_with_their_quote():
 def test_icmp_errors_of_connections_without_nat_pass_as_they_are():
     n1, n2 = node(N1, A), node(N2, B)
     request = udp_packet(A.ip, B.ip, 40000, 9)
-    delivered = only(n2.from_tunnel(N1.address, only(n1.from_pod(A, request, 0.0), Tunnel).datagram, 0.0), Deliver)
+    delivered = only(
+        n2.from_tunnel(N1.address, only(n1.from_pod(A, request, 0.0), Tunnel).datagram, 0.0), Deliver
+    )
     refusal = _port_unreachable(B.ip, delivered.packet)
-    heard = only(n1.from_tunnel(N2.address, only(n2.from_pod(B, refusal, 0.1), Tunnel).datagram, 0.1), Deliver)
+    heard = only(
+        n1.from_tunnel(N2.address, only(n2.from_pod(B, refusal, 0.1), Tunnel).datagram, 0.1), Deliver
+    )
     assert heard.packet == after_hops(refusal, 2)
     assert n1.counters["nat.related"] == n2.counters["nat.related"] == 0
 
@@ -325,10 +391,17 @@ def test_any_packet_from_a_pod_is_forwarded_or_dropped_never_an_exception(data):
     header = sound_header(bytearray(b"\x45" + data[1:12] + ip_to_bytes(A.ip) + data[16:20]))
     # UDP or TCP of any length to the Service's port, which its NAT rewrites
     body = b"\x9c\x40\x00\x35" + data[24:]
-    to_service = sound_header(bytearray(
-        b"\x45\x00" + (20 + len(body)).to_bytes(2, "big") + b"\x00\x01\x40\x00\x40"
-        + bytes([17 if data[0] & 1 else 6]) + b"\0\0" + ip_to_bytes(A.ip) + ip_to_bytes("10.96.0.10")
-    ))
+    to_service = sound_header(
+        bytearray(
+            b"\x45\x00"
+            + (20 + len(body)).to_bytes(2, "big")
+            + b"\x00\x01\x40\x00\x40"
+            + bytes([17 if data[0] & 1 else 6])
+            + b"\0\0"
+            + ip_to_bytes(A.ip)
+            + ip_to_bytes("10.96.0.10")
+        )
+    )
     for packet in (data, header + data[20:], to_service + body, to_service + body):
         for out in n1.from_pod(A, packet, 0.0):
             assert isinstance(out, Deliver | Drop | Tunnel | ToHost)

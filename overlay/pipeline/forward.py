@@ -76,7 +76,7 @@ _STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their s
 _ICMP_QUERIES = (0, 8)  # echo reply and request: the ICMP messages that are not errors
 _TTL_AT = 8
 _TTL_WORD = struct.Struct("!BBH")  # TTL, protocol, header checksum
-_PROTOCOL_NAMES = {_TCP: "TCP", _UDP: "UDP", _ICMP: "ICMP"}
+_PROTOCOL_NAMES = {_TCP: "TCP", _UDP: "UDP", _ICMP: "ICMP", 132: "SCTP"}
 
 
 class Encapsulation(StrEnum):
@@ -91,9 +91,10 @@ class PolicyDirection(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """What a policy decides on: the first packet of a connection, after any DNAT."""
+    """What a policy decides on: the first packet of a connection, after any DNAT; or a packet that
+    belongs to no connection conntrack tracks, with ports 0."""
 
-    protocol: str  # "TCP", "UDP", "ICMP"
+    protocol: str  # "TCP", "UDP", "ICMP", "SCTP", or another protocol's number
     src_ip: str
     src_port: int
     dst_ip: str
@@ -283,6 +284,14 @@ def _nat_of(entry: Entry, direction: Direction) -> Nat | None:
     if direction is Direction.ORIGINAL:
         return None, (entry.reply[1], entry.reply[2])
     return (entry.original[3], entry.original[4]), None
+
+
+def _untracked_flow(packet: bytes) -> Flow:
+    """What the policy hooks judge of a packet conntrack does not track (another protocol, an ICMP
+    message other than an echo): its protocol and addresses, no ports, for each packet on its own."""
+    protocol = packet[9]
+    src, dst = _ADDRS.unpack_from(packet, 12)
+    return Flow(_PROTOCOL_NAMES.get(protocol, str(protocol)), int_to_ip(src), 0, int_to_ip(dst), 0)
 
 
 def _shortcut_nat(key: FlowKey, nat: Nat | None) -> fastpath.NatRewrite | None:
@@ -486,8 +495,10 @@ class Pipeline:
             return self._drop("spoofed-source", trace)
         self.counters["egress.packets"] += 1
         if key is None:
-            packet = self._nat_related(packet, now, trace)
-            return self._route(packet, now, trace, from_pod=pod, new_flow=False)
+            packet, related = self._related(packet, now, trace)
+            if not related and not self._judge(PolicyDirection.EGRESS, _untracked_flow(packet), trace).allowed:
+                return self._drop("policy-egress", trace)
+            return self._route(packet, now, trace, from_pod=pod, new_flow=False, untracked=not related)
         tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
         if tracked is None:
             packet, refused = self._new_egress_flow(key, packet, now, trace)
@@ -546,9 +557,7 @@ class Pipeline:
             reply = (key[0], endpoint[0], endpoint[1], key[1], key[2])
             note = f"{decision.service}: DNAT {int_to_ip(key[3])}:{key[4]} → {decision.ip}:{decision.port}"
         flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(reply[1]), reply[2])
-        verdict = self.policy(PolicyDirection.EGRESS, flow)
-        if trace is not None:
-            trace.append(Stage("egress-policy", describe_verdict(verdict)))
+        verdict = self._judge(PolicyDirection.EGRESS, flow, trace)
         if not verdict.allowed:
             return packet, self._drop("policy-egress", trace)
         if self.conntrack.create(original, reply, now, note) is None:
@@ -609,6 +618,7 @@ class Pipeline:
         from_pod: PodPort,
         new_flow: bool,
         reply: bool = False,
+        untracked: bool = False,
     ) -> list[Output]:
         dst = _ADDRS.unpack_from(packet, 12)[1]
         route = self.routes.lookup(dst)
@@ -643,12 +653,14 @@ class Pipeline:
         if route.kind is RouteKind.LOCAL:
             if dst not in self.pods:
                 return self._drop("no-such-pod", trace)
+            # Same-node traffic never crosses the tunnel: its ingress policy is decided here.
             if new_flow:
-                # Same-node traffic never crosses the tunnel: its ingress policy is decided here.
                 key, _ = flow_key(packet)
                 if not self._ingress_policy(key, trace).allowed:
                     self.conntrack.forget(key)
                     return self._drop("policy-ingress", trace)
+            elif untracked and not self._judge(PolicyDirection.INGRESS, _untracked_flow(packet), trace).allowed:
+                return self._drop("policy-ingress", trace)
         forwarded = self._hop(packet, trace)
         if forwarded is None:
             return self._time_exceeded(packet, trace)
@@ -760,9 +772,12 @@ class Pipeline:
 
     def _ingress_policy(self, key: FlowKey, trace: list[Stage] | None) -> Verdict:
         flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(key[3]), key[4])
-        verdict = self.policy(PolicyDirection.INGRESS, flow)
+        return self._judge(PolicyDirection.INGRESS, flow, trace)
+
+    def _judge(self, direction: PolicyDirection, flow: Flow, trace: list[Stage] | None) -> Verdict:
+        verdict = self.policy(direction, flow)
         if trace is not None:
-            trace.append(Stage("ingress-policy", describe_verdict(verdict)))
+            trace.append(Stage(f"{direction.value}-policy", describe_verdict(verdict)))
         return verdict
 
     # --- ingress: a VXLAN datagram from the underlay --------------------------------------------
@@ -912,20 +927,23 @@ class Pipeline:
                     return self._drop("conntrack-full", trace)
                 self.counters["conntrack.created"] += 1
         else:
-            packet = self._nat_related(packet, now, trace)
+            packet, related = self._related(packet, now, trace)
+            if not related and not self._judge(PolicyDirection.INGRESS, _untracked_flow(packet), trace).allowed:
+                return self._drop("policy-ingress", trace)
         return self._deliver(dst, packet, trace)
 
-    def _nat_related(self, packet: bytes, now: float, trace: list[Stage] | None) -> bytes:
-        """An ICMP error about a connection conntrack knows (related to it, in Linux's words), NATed as
-        that connection's packets going the error's way are, and its quote to match: the client of a
-        Service hears a refusal from the Service address, about the packet it sent there."""
+    def _related(self, packet: bytes, now: float, trace: list[Stage] | None) -> tuple[bytes, bool]:
+        """(packet, whether it is related to a connection conntrack knows, in Linux's words): an ICMP
+        error about one. A related error passes where its connection did, and is NATed as that
+        connection's packets going its way are, its quote to match: the client of a Service hears a
+        refusal from the Service address, about the packet it sent there."""
         quoted = fastpath.icmp_error_quote(packet)
-        if quoted is None:
-            return packet
-        hit = self.conntrack.lookup(reverse(quoted), now)
-        nat = None if hit is None else _nat_of(*hit)
+        hit = None if quoted is None else self.conntrack.lookup(reverse(quoted), now)
+        if hit is None:
+            return packet, False
+        nat = _nat_of(*hit)
         if nat is None:
-            return packet
+            return packet, True
         buf = bytearray(packet)
         fastpath.rewrite_icmp_error(buf, src=nat[0], dst=nat[1])
         if trace is not None:
@@ -934,7 +952,7 @@ class Pipeline:
                 Stage("nat", f"ICMP error about {describe_key(quoted)}: {side} → {int_to_ip(address)}, quote to match")
             )
         self.counters["nat.related"] += 1
-        return bytes(buf)
+        return bytes(buf), True
 
     def _answer_peer_arp(self, peer: Peer, payload: bytes, trace: list[Stage] | None) -> list[Output]:
         """A peer VTEP asking for an address of this node's podCIDR (a kernel vxlan device without a

@@ -244,9 +244,10 @@ def apply_nat(buf: bytearray, nat: NatRewrite) -> None:
 
 
 def icmp_error_quote(packet: bytes | bytearray | memoryview) -> FlowKey | None:
-    """The flow key of the TCP or UDP packet that the ICMP error `packet` (an IPv4 packet) quotes, or
-    None: not an ICMP error (destination unreachable, time exceeded, parameter problem), or a quote
-    shorter than an IPv4 header and the 8 transport bytes RFC 792 asks for."""
+    """The flow key (as `ipv4_flow` gives it) of the TCP, UDP or ICMP echo packet that the ICMP error
+    `packet` (an IPv4 packet) quotes, or None: not an ICMP error (destination unreachable, time
+    exceeded, parameter problem), a quote shorter than an IPv4 header and the 8 transport bytes RFC 792
+    asks for, or of another protocol."""
     if len(packet) < 56 or packet[9] != ICMP:  # two IPv4 headers, the ICMP header, 8 quoted bytes
         return None
     ihl = (packet[0] & 0x0F) * 4
@@ -257,9 +258,13 @@ def icmp_error_quote(packet: bytes | bytearray | memoryview) -> FlowKey | None:
     quoted_ihl = (version_ihl & 0x0F) * 4
     if version_ihl >> 4 != 4 or quoted_ihl < 20 or len(packet) < quoted + quoted_ihl + 8:
         return None
+    l4 = quoted + quoted_ihl
+    if protocol == ICMP:  # an echo: its key carries the identifier as both ports
+        icmp_type, identifier = _ICMP_ECHO.unpack_from(packet, l4)
+        return (ICMP, src, identifier, dst, identifier) if icmp_type in _ICMP_ECHO_TYPES else None
     if protocol != TCP and protocol != UDP:
         return None
-    src_port, dst_port = _PORTS.unpack_from(packet, quoted + quoted_ihl)
+    src_port, dst_port = _PORTS.unpack_from(packet, l4)
     return (protocol, src, src_port, dst, dst_port)
 
 
