@@ -84,6 +84,9 @@ BACKEND_ANNOTATION = "podnet.io/backend"
 # A packet exchange that keeps re-entering the pipeline (two pods answering each other forever) is cut
 # here per wake-up, what is left dropped and counted, so the loop stays responsive.
 MAX_PUMP = 10_000
+# The peers `faults.partition` cut off, kept in the state directory: a cut in the network outlives a
+# restart of the agent, as a real one would.
+PARTITIONS_FILE = "partitions.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +296,7 @@ class NodeAgent:
         port = self.config.fou_port if self.config.backend == "bgp" else self.config.vxlan_port
         self.tunnel = UdpTunnel(self.config.address, port, on_batch=self._from_tunnel)
         await self.tunnel.open()
+        self.tunnel.partitioned.update(self._saved_partitions())
         self.hostbridge = HostBridge(self.config.address, self._from_hostbridge)
         # The node's own endpoint in the pod network, on the gateway address: it answers pods that ping
         # their gateway.
@@ -1076,12 +1080,27 @@ class NodeAgent:
         return self.counters()
 
     async def rpc_partition(self, params: dict) -> dict:
-        peer = params["peer"]
+        peer = params.get("peer")
+        if not isinstance(peer, str):
+            raise RpcError("BadRequest", "faults.partition: peer is the address of a node")
         if params.get("drop", True):
             self.tunnel.partitioned.add(peer)
         else:
             self.tunnel.partitioned.discard(peer)
+        path = self.config.state_path / PARTITIONS_FILE
+        path.with_suffix(".tmp").write_text(json.dumps(sorted(self.tunnel.partitioned)))
+        os.replace(path.with_suffix(".tmp"), path)
         return {"partitioned": sorted(self.tunnel.partitioned)}
+
+    def _saved_partitions(self) -> list[str]:
+        try:
+            peers = json.loads((self.config.state_path / PARTITIONS_FILE).read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s: %s", PARTITIONS_FILE, exc)
+            return []
+        return [peer for peer in peers if isinstance(peer, str)] if isinstance(peers, list) else []
 
     async def rpc_partitions(self, params: Any) -> dict:
         """The peers `faults.partition` cut off, without changing them (for `podnet partition --list`)."""

@@ -58,6 +58,22 @@ def test_partition_cuts_lists_and_heals(two_node_cluster):
     assert (listed.returncode, listed.stdout, listed.stderr) == (0, "", "No partitions.\n")
 
 
+def test_a_cut_outlives_a_restart_of_the_agent(two_node_cluster):
+    """A partition is the network's, not the agent's: an agent killed and started again keeps dropping."""
+    cluster = two_node_cluster
+    assert cluster.cli("partition", "node-1", "node-2").returncode == 0
+    try:
+        agent = cluster.agents["node-1"]
+        agent.kill()
+        agent.start()
+        assert agent.rpc("faults.partitions") == {"partitioned": ["127.0.0.12"]}
+        assert cluster.cli("partition", "--list").stdout == "node-1 <-> node-2\n"
+        assert not connects(cluster)
+    finally:
+        assert cluster.cli("partition", "node-1", "node-2", "--heal").returncode == 0
+    assert connects(cluster, "5")
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
