@@ -106,6 +106,19 @@ def update_checksum(
     """
     if len(old) != len(new) or len(old) & 1:
         raise ValueError("incremental checksum update needs equal, even-length fields")
-    old_sum = ones_complement_sum(old)
-    total = (~checksum & 0xFFFF) + (~old_sum & 0xFFFF)
-    return ~ones_complement_sum(new, total) & 0xFFFF
+    return apply_change(checksum, change_sum(old, new))
+
+
+def change_sum(old: bytes | bytearray | memoryview, new: bytes | bytearray | memoryview) -> int:
+    """~m + m' of RFC 1624 eqn. 3, unfolded: what a checksum moves by when `old` becomes `new`. Worked
+    out once, it serves every packet that gets the same change (`apply_change`)."""
+    return (~ones_complement_sum(old) & 0xFFFF) + wide_sum(new)
+
+
+def apply_change(checksum: int, change: int) -> int:
+    """The checksum moved by a `change_sum`: ~(~HC + change), folded as `ones_complement_sum` folds."""
+    value = (~checksum & 0xFFFF) + change
+    folded = value % 0xFFFF
+    if folded == 0 and value != 0:
+        folded = 0xFFFF
+    return ~folded & 0xFFFF

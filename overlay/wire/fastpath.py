@@ -13,8 +13,9 @@ from typing import NamedTuple
 
 from .checksum import (
     NATIVE_WORD_WEIGHT,
+    apply_change,
+    change_sum,
     internet_checksum,
-    ones_complement_sum,
     segment_sums,
     update_checksum,
     wide_sum,
@@ -175,8 +176,8 @@ def rewrite_ipv4(
 class NatRewrite(NamedTuple):
     """One direction of a connection's NAT, worked out once for all its packets: in a packet with a plain
     20-byte header, the address at `address_at` and the port at `port_at` become `address` and `port`,
-    and the header and transport checksums take the RFC 1624 sums of the change (`header_sum`,
-    `transport_sum`) that `update_checksum` would compute from the bytes every time."""
+    and the header and transport checksums move by the RFC 1624 sums of the change (`header_sum`,
+    `transport_sum`, from `change_sum`) that `update_checksum` would work out from the bytes every time."""
 
     address_at: int
     address: bytes
@@ -195,7 +196,7 @@ def nat_rewrite(
     `apply_nat`; one of `src`, `dst` is given."""
     protocol, src_ip, src_port, dst_ip, dst_port = key
     if (src is None) == (dst is None):
-        raise ValueError("a NAT rewrite changes the source or the destination, not both")
+        raise ValueError("a NAT rewrite changes either the source or the destination")
     if dst is not None:
         (old_address, old_port), (address, port), address_at, port_at = (dst_ip, dst_port), dst, 16, 22
     else:
@@ -207,25 +208,11 @@ def nat_rewrite(
         new[0],
         port_at,
         new[1],
-        _change_sum(old[0], new[0]),
-        _change_sum(old[0] + old[1], new[0] + new[1]),
+        change_sum(old[0], new[0]),
+        change_sum(old[0] + old[1], new[0] + new[1]),
         20 + _L4_CHECKSUM_AT[protocol],
         protocol == UDP,
     )
-
-
-def _change_sum(old: bytes, new: bytes) -> int:
-    """~m + m' of RFC 1624 eqn. 3, unfolded as `update_checksum` adds it."""
-    return (~ones_complement_sum(old) & 0xFFFF) + wide_sum(new)
-
-
-def _moved(checksum: int, change: int) -> int:
-    """`update_checksum(checksum, old, new)` for the change sum of old → new."""
-    value = (~checksum & 0xFFFF) + change
-    folded = value % 0xFFFF
-    if folded == 0 and value != 0:
-        folded = 0xFFFF
-    return ~folded & 0xFFFF
 
 
 def apply_nat(buf: bytearray, nat: NatRewrite) -> None:
@@ -234,13 +221,13 @@ def apply_nat(buf: bytearray, nat: NatRewrite) -> None:
     address_at, port_at, checksum_at = nat.address_at, nat.port_at, nat.checksum_at
     buf[address_at : address_at + 4] = nat.address
     buf[port_at : port_at + 2] = nat.port
-    _U16.pack_into(buf, 10, _moved(_U16.unpack_from(buf, 10)[0], nat.header_sum))
+    _U16.pack_into(buf, 10, apply_change(_U16.unpack_from(buf, 10)[0], nat.header_sum))
     (checksum,) = _U16.unpack_from(buf, checksum_at)
     if nat.udp:
         if checksum:  # a datagram sent without a checksum stays without one
-            _U16.pack_into(buf, checksum_at, _moved(checksum, nat.transport_sum) or 0xFFFF)
+            _U16.pack_into(buf, checksum_at, apply_change(checksum, nat.transport_sum) or 0xFFFF)
     else:
-        _U16.pack_into(buf, checksum_at, _moved(checksum, nat.transport_sum))
+        _U16.pack_into(buf, checksum_at, apply_change(checksum, nat.transport_sum))
 
 
 def icmp_error_quote(packet: bytes | bytearray | memoryview) -> FlowKey | None:
