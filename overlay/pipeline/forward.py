@@ -16,8 +16,9 @@ Shortcuts (a flow cache, as Open vSwitch keeps one in front of its tables): from
 packet on, the decision the stages reached for it is kept under its flow key, so its later packets skip
 the walk. Only decisions that hold for every packet of the flow are kept: tracked TCP/UDP, to a tunnel or
 a local pod, with the connection's NAT (a Service's DNAT, or its undoing on the replies) applied anew to
-each packet from checksum sums worked out once (`fastpath.nat_rewrite`). Each packet on a shortcut still has its IPv4 header checked and its conntrack
-entry counted and extended and its TTL taken down by one hop; a TCP segment with SYN, FIN or RST (it may
+each packet from checksum sums worked out once (`fastpath.nat_rewrite`). Each packet on a shortcut still
+has its IPv4 header checked and its conntrack entry counted and extended and its TTL taken down by one
+hop; a TCP segment with SYN, FIN or RST (it may
 move the entry's state), an expired entry, a length the header does not state, a spent TTL, a packet
 over the MTU and any traced packet take the stages. A change to pods, peers or routes forgets every
 shortcut.
@@ -511,13 +512,12 @@ class Pipeline:
         )
         if trace is None and self._shortcut_allowed(key, tcp_flags) and len(outputs) == 1:
             out, nat = outputs[0], _nat_of(entry, direction)
+            rewrite_nat = _shortcut_nat(key, nat)
             if type(out) is Tunnel:
                 prefix = self._encap_prefix[out.node_address]
-                rewrite_nat = _shortcut_nat(key, nat)
                 self._egress_shortcuts[key] = (pod, entry, direction, rewrite_nat, out.node_address, prefix, 0)
             elif type(out) is Deliver and out.pod_ip == (nat[1][0] if nat and nat[1] else key[3]):
                 # to the pod the packet was for, not an ICMP error back to the sender
-                rewrite_nat = _shortcut_nat(key, nat)
                 self._egress_shortcuts[key] = (pod, entry, direction, rewrite_nat, None, b"", out.pod_ip)
         return outputs
 
