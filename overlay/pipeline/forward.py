@@ -18,10 +18,9 @@ the walk. Only decisions that hold for every packet of the flow are kept: tracke
 a local pod, with the connection's NAT (a Service's DNAT, or its undoing on the replies) applied anew to
 each packet from checksum sums worked out once (`fastpath.nat_rewrite`). Each packet on a shortcut still
 has its IPv4 header checked and its conntrack entry counted and extended and its TTL taken down by one
-hop; a TCP segment with SYN, FIN or RST (it may
-move the entry's state), an expired entry, a length the header does not state, a spent TTL, a packet
-over the MTU and any traced packet take the stages. A change to pods, peers or routes forgets every
-shortcut.
+hop; a TCP segment with SYN, FIN or RST (it may move the entry's state), an expired entry, a length the
+header does not state, a spent TTL, a packet over the MTU and any traced packet take the stages. A change
+to pods, peers or routes forgets every shortcut.
 
 Addresses are 32-bit ints on the hot path and strings in everything a person reads.
 """
