@@ -167,6 +167,17 @@ def test_service_dnat_keeps_the_client_ip(two_node_cluster):
     assert "default/web" in run.stdout and f"→ {ip_b}:8080" in run.stdout, run.stdout
 
 
+def test_a_pod_reaches_itself_through_a_service_and_sees_its_node_as_the_client(two_node_cluster):
+    agent = two_node_cluster.agents["node-1"]
+    ip_a = two_node_cluster.pod_ips["a"]
+    table = _services(("self", "TCP", "10.96.0.52", 80, [(ip_a, 80, "node-1")]))
+    agent.rpc("services.apply", {"mode": "iptables", "table": table})
+    run = two_node_cluster.cli("exec", "a", "--", "http", "http://10.96.0.52/clientip")
+    assert run.returncode == 0, run.stderr
+    gateway = ip_a.rsplit(".", 1)[0] + ".1"
+    assert run.stdout.strip().rpartition(":")[0] == gateway
+
+
 def test_a_refusal_behind_a_service_reaches_the_client_from_the_service_address(two_node_cluster):
     agent = two_node_cluster.agents["node-1"]
     ip_b = two_node_cluster.pod_ips["b"]

@@ -357,6 +357,28 @@ def test_icmp_errors_of_connections_without_nat_pass_as_they_are():
     assert n1.counters["nat.related"] == n2.counters["nat.related"] == 0
 
 
+def test_a_pod_reaches_itself_through_a_service_snatted_to_its_node():
+    """A hairpin: the endpoint is the client itself. As with kube-proxy's masquerade, it sees the
+    connection come from the node (the gateway address), so its answer goes back through the node."""
+    n1 = node(N1, A)
+    n1.services = service_table([[A.ip, 5353, "node-1"]])
+    request = udp_packet(A.ip, "10.96.0.10", 40000, 53)
+    trace = []
+    arrived = ipv4.decode(only(n1.from_pod(A, request, 0.0, trace), Deliver).packet)
+    datagram = udp.decode(arrived.payload, arrived.src, arrived.dst)  # checksums hold
+    assert (arrived.src, datagram.src_port, arrived.dst, datagram.dst_port) == (N1.gateway, 40000, A.ip, 5353)
+    assert any(s.stage == "nat" and "hairpin" in s.detail for s in trace)
+    isolated = node(N1, A, policy=lambda direction, flow: Verdict(direction is PolicyDirection.EGRESS, "egress only"))
+    isolated.services = service_table([[A.ip, 5353, "node-1"]])
+    only(isolated.from_pod(A, request, 0.0), Deliver)  # a pod's policies never keep it from itself
+    for now in (0.1, 0.2, 0.3):  # the answer, then again on the shortcut the second one learned
+        back = ipv4.decode(only(n1.from_pod(A, udp_packet(A.ip, N1.gateway, 5353, 40000, b"hi"), now), Deliver).packet)
+        datagram = udp.decode(back.payload, back.src, back.dst)
+        assert (back.src, datagram.src_port, back.dst, datagram.dst_port) == ("10.96.0.10", 53, A.ip, 40000)
+        again = ipv4.decode(only(n1.from_pod(A, request, now), Deliver).packet)
+        assert (again.src, again.dst, again.payload) == (arrived.src, arrived.dst, arrived.payload)
+
+
 def test_service_without_endpoints_is_rejected_with_port_unreachable():
     n1 = node(N1, A)
     n1.services = service_table([])

@@ -65,7 +65,7 @@ def _node_one():
 
 # (source, destination, protocol, where the packet comes from, source port, destination port): a few
 # flows, so that they repeat and learn shortcuts; node-1's pods are A and C, B is on node-2 (127.0.0.12)
-# and D on node-3 (127.0.0.13). Through the Services: A to each, and the endpoints' replies.
+# and D on node-3 (127.0.0.13). Through the Services: A to each, and the endpoints' replies; C to itself.
 FLOWS = [
     (A.ip, B.ip, "udp", "pod", 5000, 53),
     (A.ip, B.ip, "tcp", "pod", 5001, 80),
@@ -78,6 +78,8 @@ FLOWS = [
     (B.ip, A.ip, "udp", "127.0.0.12", 53, 5002),
     (A.ip, "10.96.0.80", "tcp", "pod", 5003, 80),
     (C.ip, A.ip, "tcp", "pod", 8080, 5003),
+    (C.ip, "10.96.0.80", "tcp", "pod", 5004, 80),  # C through its own Service: a hairpin, SNATed
+    (C.ip, N1.gateway, "tcp", "pod", 8080, 5004),
 ]
 DAMAGE = [None] * 6 + ["checksum", "padding", "fragment", "length", "truncate", "short", "big", "sender", "ttl"]
 

@@ -134,16 +134,17 @@ def test_rewrite_matches_reencoding(transport, src, dst, ip_fields, new_src, new
     ips,
     ipv4_packets,
     addresses_and_ports,
-    st.booleans(),
+    addresses_and_ports,
+    st.sampled_from([("src",), ("dst",), ("src", "dst")]),
     st.booleans(),
 )
 def test_a_precomputed_nat_rewrites_as_rewrite_ipv4_does(
-    transport, src, dst, ip_fields, replacement, of_source, without_udp_checksum
+    transport, src, dst, ip_fields, new_src, new_dst, sides, without_udp_checksum
 ):
     packet = bytearray(_packet(transport, src, dst, ip_fields))
     if without_udp_checksum and isinstance(transport, udp.UdpDatagram):
         packet[26:28] = b"\x00\x00"
-    change = {"src": replacement} if of_source else {"dst": replacement}
+    change = {side: {"src": new_src, "dst": new_dst}[side] for side in sides}
     expected = bytearray(packet)
     fastpath.rewrite_ipv4(expected, **change)
     nat = fastpath.nat_rewrite(fastpath.ipv4_flow(packet), **change)

@@ -276,14 +276,19 @@ Nat = tuple[tuple[int, int] | None, tuple[int, int] | None]
 
 
 def _nat_of(entry: Entry, direction: Direction) -> Nat | None:
-    """The (source, destination) replacement a connection's packets in `direction` get, or None: towards
-    the endpoint a connection was DNATted to, its address; on a reply, the service address the client
-    connected to, as the source."""
+    """The (source, destination) replacement a connection's packets in `direction` get, each None when
+    that end stays, or None for a connection without NAT: a packet going one way is made to look like
+    the other way's tuple turned round. For a Service's DNAT, towards the endpoint its address, and on
+    a reply the service address as the source; a hairpin (a pod reaching itself through a Service) is
+    SNATed to the node as well."""
     if not entry.natted:
         return None
-    if direction is Direction.ORIGINAL:
-        return None, (entry.reply[1], entry.reply[2])
-    return (entry.original[3], entry.original[4]), None
+    have, want = (
+        (entry.original, reverse(entry.reply)) if direction is Direction.ORIGINAL else (entry.reply, reverse(entry.original))
+    )
+    source = (want[1], want[2]) if (want[1], want[2]) != (have[1], have[2]) else None
+    destination = (want[3], want[4]) if (want[3], want[4]) != (have[3], have[4]) else None
+    return source, destination
 
 
 def _untracked_flow(packet: bytes) -> Flow:
@@ -552,9 +557,20 @@ class Pipeline:
                 self.counters["drop.service-no-endpoints"] += 1
                 return packet, self._reject(packet, trace)
             endpoint = (ip_to_int(decision.ip), int(decision.port))
-            packet = rewrite(packet, dst=endpoint)
-            reply = (key[0], endpoint[0], endpoint[1], key[1], key[2])
             note = f"{decision.service}: DNAT {int_to_ip(key[3])}:{key[4]} → {decision.ip}:{decision.port}"
+            if endpoint[0] == key[1]:
+                # A hairpin: the pod reached itself through the Service. As kube-proxy masquerades it, the
+                # source becomes the node (its gateway address), so the answer comes back through the node
+                # to be un-NATed rather than looping inside the pod.
+                source = (self._gateway, key[2])
+                packet = rewrite(packet, src=source, dst=endpoint)
+                reply = (key[0], endpoint[0], endpoint[1], source[0], source[1])
+                note += f", SNAT to {self.node.gateway} (hairpin)"
+                if trace is not None:
+                    trace.append(Stage("nat", f"SNAT to {self.node.gateway}:{key[2]}: a hairpin, the pod reached itself"))
+            else:
+                packet = rewrite(packet, dst=endpoint)
+                reply = (key[0], endpoint[0], endpoint[1], key[1], key[2])
         flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(reply[1]), reply[2])
         verdict = self._judge(PolicyDirection.EGRESS, flow, trace)
         if not verdict.allowed:
@@ -594,11 +610,13 @@ class Pipeline:
         source, destination = nat
         packet = rewrite(packet, src=source, dst=destination)
         if trace is not None:
-            if destination is not None:
-                what = f"DNAT to {int_to_ip(destination[0])}:{destination[1]}"
+            if direction is Direction.ORIGINAL:
+                what = [f"DNAT to {int_to_ip(destination[0])}:{destination[1]}"] if destination else []
+                what += [f"SNAT to {int_to_ip(source[0])}:{source[1]}"] if source else []
             else:
-                what = f"un-DNAT source to {int_to_ip(source[0])}:{source[1]}"
-            trace.append(Stage("nat", f"{what} ({entry.note})"))
+                what = [f"un-DNAT source to {int_to_ip(source[0])}:{source[1]}"] if source else []
+                what += [f"un-SNAT destination to {int_to_ip(destination[0])}:{destination[1]}"] if destination else []
+            trace.append(Stage("nat", f"{', '.join(what)} ({entry.note})"))
         return packet
 
     def _reject(self, packet: bytes, trace: list[Stage] | None) -> list[Output]:
@@ -635,7 +653,7 @@ class Pipeline:
                     trace.append(
                         Stage("route", f"{int_to_ip(dst)}: reply to node {self.peers[int_to_ip(dst)].name}")
                     )
-                forwarded = self._hop(packet, trace)
+                forwarded = self._hop(packet, trace, from_pod=from_pod)
                 if forwarded is None:
                     return self._time_exceeded(packet, trace)
                 return self._encapsulate(int_to_ip(dst), forwarded, trace, from_pod)
@@ -660,7 +678,7 @@ class Pipeline:
                     return self._drop("policy-ingress", trace)
             elif untracked and not self._judge(PolicyDirection.INGRESS, _untracked_flow(packet), trace).allowed:
                 return self._drop("policy-ingress", trace)
-        forwarded = self._hop(packet, trace)
+        forwarded = self._hop(packet, trace, from_pod=from_pod)
         if forwarded is None:
             return self._time_exceeded(packet, trace)
         if route.kind is RouteKind.LOCAL:
@@ -677,12 +695,14 @@ class Pipeline:
             and self._gateway != key[3]
         )
 
-    def _hop(self, packet: bytes, trace: list[Stage] | None) -> bytes | None:
+    def _hop(self, packet: bytes, trace: list[Stage] | None, *, from_pod: PodPort | None = None) -> bytes | None:
         """`packet` as this node routes it on: TTL one less and the header checksum raised to match, as
         Linux's ip_decrease_ttl does it; None when the TTL is spent. What the node itself (its gateway
-        address) sends or receives is not forwarded and keeps its TTL."""
+        address, `from_pod` when that is the node's own port) sends or receives is not forwarded and
+        keeps its TTL; a hairpin SNATed to the gateway is forwarded all the same."""
         src, dst = _ADDRS.unpack_from(packet, 12)
-        if src == self._gateway or dst == self._gateway:
+        sent_by_node = from_pod.ip == self.node.gateway if from_pod is not None else src == self._gateway
+        if sent_by_node or dst == self._gateway:
             return packet
         ttl = packet[_TTL_AT]
         if ttl <= 1:
@@ -770,6 +790,13 @@ class Pipeline:
         return [Deliver(dst, packet)]
 
     def _ingress_policy(self, key: FlowKey, trace: list[Stage] | None) -> Verdict:
+        if key[1] == self._gateway:
+            # From this node itself, which a hairpin is SNATed to: a pod's own node, like the pod itself,
+            # is never blocked by its policies.
+            verdict = Verdict(True, "allowed: from the pod's own node")
+            if trace is not None:
+                trace.append(Stage("ingress-policy", describe_verdict(verdict)))
+            return verdict
         flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(key[3]), key[4])
         return self._judge(PolicyDirection.INGRESS, flow, trace)
 

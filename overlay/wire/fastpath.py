@@ -174,17 +174,13 @@ def rewrite_ipv4(
 
 
 class NatRewrite(NamedTuple):
-    """One direction of a connection's NAT, worked out once for all its packets: in a packet with a plain
-    20-byte header, the address at `address_at` and the port at `port_at` become `address` and `port`,
-    and the header and transport checksums move by the RFC 1624 sums of the change (`header_sum`,
-    `transport_sum`, from `change_sum`) that `update_checksum` would work out from the bytes every time."""
+    """A connection's NAT in one direction, worked out once for all its packets. In a packet with a plain
+    20-byte header, each side (the source, then the destination) gets its address at `address_at` and
+    its port at `port_at` replaced, and the header and transport checksums move by that side's RFC 1624
+    change sums (`change_sum`), which `update_checksum` would work out from the bytes every time."""
 
-    address_at: int
-    address: bytes
-    port_at: int
-    port: bytes
-    header_sum: int
-    transport_sum: int
+    sides: tuple[tuple[int, bytes, int, bytes, int, int], ...]
+    """(address_at, address, port_at, port, header change, transport change) for each side that changes."""
     checksum_at: int
     udp: bool
 
@@ -193,41 +189,38 @@ def nat_rewrite(
     key: FlowKey, *, src: tuple[int, int] | None = None, dst: tuple[int, int] | None = None
 ) -> NatRewrite:
     """What `rewrite_ipv4(buf, src=src, dst=dst)` does to every TCP or UDP packet of flow `key`, for
-    `apply_nat`; one of `src`, `dst` is given."""
+    `apply_nat`."""
     protocol, src_ip, src_port, dst_ip, dst_port = key
-    if (src is None) == (dst is None):
-        raise ValueError("a NAT rewrite changes either the source or the destination")
-    if dst is not None:
-        (old_address, old_port), (address, port), address_at, port_at = (dst_ip, dst_port), dst, 16, 22
-    else:
-        (old_address, old_port), (address, port), address_at, port_at = (src_ip, src_port), src, 12, 20
-    old = old_address.to_bytes(4, "big"), old_port.to_bytes(2, "big")
-    new = address.to_bytes(4, "big"), port.to_bytes(2, "big")
-    return NatRewrite(
-        address_at,
-        new[0],
-        port_at,
-        new[1],
-        change_sum(old[0], new[0]),
-        change_sum(old[0] + old[1], new[0] + new[1]),
-        20 + _L4_CHECKSUM_AT[protocol],
-        protocol == UDP,
-    )
+    sides = []
+    changes = ((src, (src_ip, src_port), 12, 20), (dst, (dst_ip, dst_port), 16, 22))
+    for replacement, old, address_at, port_at in changes:
+        if replacement is None:
+            continue
+        old_address, old_port = old[0].to_bytes(4, "big"), old[1].to_bytes(2, "big")
+        address, port = replacement[0].to_bytes(4, "big"), replacement[1].to_bytes(2, "big")
+        sides.append((
+            address_at, address, port_at, port,
+            change_sum(old_address, address), change_sum(old_address + old_port, address + port),
+        ))  # fmt: skip
+    return NatRewrite(tuple(sides), 20 + _L4_CHECKSUM_AT[protocol], protocol == UDP)
 
 
 def apply_nat(buf: bytearray, nat: NatRewrite) -> None:
     """Rewrites in place, byte for byte as `rewrite_ipv4` would, a packet of the flow `nat` was made for:
     a 20-byte header and the whole transport header after it."""
-    address_at, port_at, checksum_at = nat.address_at, nat.port_at, nat.checksum_at
-    buf[address_at : address_at + 4] = nat.address
-    buf[port_at : port_at + 2] = nat.port
-    _U16.pack_into(buf, 10, apply_change(_U16.unpack_from(buf, 10)[0], nat.header_sum))
-    (checksum,) = _U16.unpack_from(buf, checksum_at)
-    if nat.udp:
-        if checksum:  # a datagram sent without a checksum stays without one
-            _U16.pack_into(buf, checksum_at, apply_change(checksum, nat.transport_sum) or 0xFFFF)
-    else:
-        _U16.pack_into(buf, checksum_at, apply_change(checksum, nat.transport_sum))
+    checksum_at = nat.checksum_at
+    (header,) = _U16.unpack_from(buf, 10)
+    (transport,) = _U16.unpack_from(buf, checksum_at)
+    udp = nat.udp
+    summed = transport or not udp  # a datagram sent without a checksum stays without one
+    for address_at, address, port_at, port, header_change, transport_change in nat.sides:
+        buf[address_at : address_at + 4] = address
+        buf[port_at : port_at + 2] = port
+        header = apply_change(header, header_change)
+        if summed:
+            transport = apply_change(transport, transport_change) or (0xFFFF if udp else 0)
+    _U16.pack_into(buf, 10, header)
+    _U16.pack_into(buf, checksum_at, transport)
 
 
 def icmp_error_quote(packet: bytes | bytearray | memoryview) -> FlowKey | None:
