@@ -34,6 +34,18 @@ def test_snatted_connection_to_a_remote_pod_and_its_answer_back_to_the_node():
     assert to_host.packet == after_hops(answer, 1)  # node-2 routed it; node-1 is its destination
 
 
+def test_the_pods_own_node_is_never_refused_by_its_ingress_policy():
+    """NodePort traffic SNATed to the pod's own node comes from that node, which Kubernetes always lets
+    through; SNATed to another node it is judged as any client is."""
+    deny = node(N2, B, policy=lambda direction, flow: Verdict(False, "deny all"))
+    own = tcp_packet("127.0.0.12", B.ip, 40000, 8080, tcp.TcpFlags.SYN)
+    trace = []
+    only(deny.from_node(own, 0.0, trace), Deliver)
+    assert any(s.stage == "ingress-policy" and "own node" in s.detail for s in trace)
+    other = only(node(N1, A).from_node(tcp_packet("127.0.0.11", B.ip, 40001, 8080, tcp.TcpFlags.SYN), 0.0), Tunnel)
+    assert only(deny.from_tunnel(N1.address, other.datagram, 0.0), Drop).reason == "policy-ingress"
+
+
 def test_client_address_to_a_local_pod_and_the_answer_to_the_host_side():
     n1 = node(N1, A)
     syn = tcp_packet("127.0.0.1", A.ip, 51000, 8080, tcp.TcpFlags.SYN)

@@ -351,6 +351,7 @@ class Pipeline:
         self._cluster = ipaddress.IPv4Network(node.cluster_cidr)
         self._cluster_net, self._cluster_mask = int(self._cluster.network_address), int(self._cluster.netmask)
         self._gateway = ip_to_int(node.gateway)
+        self._address = ip_to_int(node.address)
         self._mac = vtep_mac(node.address)
         self._mac_bytes = mac_to_bytes(self._mac)
         self._fou = node.encapsulation is Encapsulation.FOU
@@ -790,9 +791,9 @@ class Pipeline:
         return [Deliver(dst, packet)]
 
     def _ingress_policy(self, key: FlowKey, trace: list[Stage] | None) -> Verdict:
-        if key[1] == self._gateway:
-            # From this node itself, which a hairpin is SNATed to: a pod's own node, like the pod itself,
-            # is never blocked by its policies.
+        if key[1] == self._gateway or key[1] == self._address:
+            # From this node itself (a NodePort connection SNATed to it, or a hairpin SNATed to its
+            # gateway): traffic from a pod's own node, like the pod's own, is never blocked by policy.
             verdict = Verdict(True, "allowed: from the pod's own node")
             if trace is not None:
                 trace.append(Stage("ingress-policy", describe_verdict(verdict)))
