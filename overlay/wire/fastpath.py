@@ -263,14 +263,9 @@ def rewrite_icmp_error(
     _U16.pack_into(buf, ihl + 2, internet_checksum(buf[ihl:]))
 
 
-def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int] | None:
-    """`(src, dst, src_port, dst_port, payload_end)` of a plain IPv4 packet carrying UDP, its payload
-    being `packet[UDP_PAYLOAD_OFFSET:payload_end]`; None for anything else: options, a fragment or the
-    reserved flag, lengths out of bounds, a wrong IPv4 or UDP checksum, another protocol. What this
-    accepts `ipv4.decode` and `udp.decode` accept with the same fields; the rest is theirs to judge.
-
-    Both checksums are verified as the codecs do it: the ones' complement sum of data that holds its
-    checksum is 0xffff, which is the data read as one integer being 0 modulo 0xffff (and not all zero)."""
+def _plain_udp_header(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int, int] | None:
+    """`(src, dst, src_port, dst_port, UDP length, UDP checksum)` of a packet whose framing `ipv4_udp`
+    takes (a 20-byte header, no fragment, lengths in bounds, UDP), checksums not looked at; else None."""
     if len(packet) < UDP_PAYLOAD_OFFSET:
         return None
     version_ihl, total, flags, protocol, src, dst, src_port, dst_port, length, checksum = (
@@ -282,9 +277,23 @@ def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int
         or flags & _IPV4_FLAGS_NOT_DF
         or not UDP_PAYLOAD_OFFSET <= total <= len(packet)
         or not 8 <= length <= total - 20
-        or _from_bytes(packet[:20]) % 0xFFFF  # the version byte makes it non-zero
     ):
         return None
+    return src, dst, src_port, dst_port, length, checksum
+
+
+def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int] | None:
+    """`(src, dst, src_port, dst_port, payload_end)` of a plain IPv4 packet carrying UDP, its payload
+    being `packet[UDP_PAYLOAD_OFFSET:payload_end]`; None for anything else: options, a fragment or the
+    reserved flag, lengths out of bounds, a wrong IPv4 or UDP checksum, another protocol. What this
+    accepts `ipv4.decode` and `udp.decode` accept with the same fields; the rest is theirs to judge.
+
+    Both checksums are verified as the codecs do it: the ones' complement sum of data that holds its
+    checksum is 0xffff, which is the data read as one integer being 0 modulo 0xffff (and not all zero)."""
+    header = _plain_udp_header(packet)
+    if header is None or _from_bytes(packet[:20]) % 0xFFFF:  # the version byte makes it non-zero
+        return None
+    src, dst, src_port, dst_port, length, checksum = header
     end = 20 + length
     if checksum:
         # The header read as one integer is 0 modulo 0xffff (checked above) and its weight in the packet
@@ -323,21 +332,13 @@ def _check_chunk(
     # (index, fields, pseudo-header sum weighed as the words are, or None for a datagram without checksum)
     pending: list[tuple[int, tuple[int, int, int, int, int], int | None]] = []
     words = 0
-    unpack_from = _IPV4_UDP.unpack_from
     for index in range(first, end):
         packet = packets[index]
+        header = _plain_udp_header(packet)
+        if header is None:
+            continue
+        src, dst, src_port, dst_port, length, checksum = header
         size = len(packet)
-        if size < UDP_PAYLOAD_OFFSET:
-            continue
-        version_ihl, total, flags, protocol, src, dst, src_port, dst_port, length, checksum = unpack_from(packet)
-        if (
-            version_ihl != 0x45
-            or protocol != UDP
-            or flags & _IPV4_FLAGS_NOT_DF
-            or not UDP_PAYLOAD_OFFSET <= total <= size
-            or not 8 <= length <= total - 20
-        ):
-            continue
         if 20 + length != size:
             results[index] = ipv4_udp(packet)
             continue
