@@ -189,13 +189,9 @@ class PodStack:
     def receive_batch(self, ip_packets: list[bytes], now: float) -> list[bytes]:
         """What `receive` gives for each packet in turn, in one list. The UDP checksums of a batch are
         verified together, which costs a fraction of checking them one by one."""
-        deliver, fast_ip = self._deliver_udp, self._fast_ip
+        deliver = self._deliver_parsed
         for packet, fast_udp in zip(ip_packets, fastpath.ipv4_udp_batch(ip_packets), strict=True):
-            if fast_udp is not None and fast_udp[1] == fast_ip:
-                src, dst, src_port, dst_port, end = fast_udp
-                deliver(src, dst, src_port, dst_port, packet, fastpath.UDP_PAYLOAD_OFFSET, end, now)
-            else:
-                self._deliver_decoded(packet, now, looped_back=False)
+            deliver(packet, fast_udp, now, looped_back=False)
             if self._loopback:
                 self._run_loopback(now)
         if not self._out:
@@ -392,17 +388,18 @@ class PodStack:
             self._deliver(self._loopback.popleft(), now, looped_back=True)
 
     def _deliver(self, packet: bytes, now: float, *, looped_back: bool) -> None:
-        # The common case, a well-formed UDP datagram for the pod's address, skips the dataclass codecs;
-        # everything else (and anything the fast parser doubts) takes the full path below.
-        fast_udp = fastpath.ipv4_udp(packet)
+        self._deliver_parsed(packet, fastpath.ipv4_udp(packet), now, looped_back=looped_back)
+
+    def _deliver_parsed(
+        self, packet: bytes, fast_udp: tuple[int, int, int, int, int] | None, now: float, *, looped_back: bool
+    ) -> None:
+        """`packet` with what `fastpath.ipv4_udp` read of it. The common case, a well-formed UDP datagram
+        for the pod's address, skips the dataclass codecs; everything else (and anything the fast parser
+        doubts) takes the full path below."""
         if fast_udp is not None and fast_udp[1] == self._fast_ip:
             src, dst, src_port, dst_port, end = fast_udp
             self._deliver_udp(src, dst, src_port, dst_port, packet, fastpath.UDP_PAYLOAD_OFFSET, end, now)
             return
-        self._deliver_decoded(packet, now, looped_back=looped_back)
-
-    def _deliver_decoded(self, packet: bytes, now: float, *, looped_back: bool) -> None:
-        """A packet the fast UDP path did not take, through the dataclass codecs."""
         try:
             header = ipv4.decode(packet)
         except DecodeError:
