@@ -291,6 +291,18 @@ def _nat_of(entry: Entry, direction: Direction) -> Nat | None:
     return source, destination
 
 
+def _describe_nat(direction: Direction, nat: Nat) -> str:
+    """What a connection's NAT does to its packets going `direction`, for a trace."""
+    source, destination = nat
+    if direction is Direction.ORIGINAL:
+        what = [f"DNAT to {int_to_ip(destination[0])}:{destination[1]}"] if destination else []
+        what += [f"SNAT to {int_to_ip(source[0])}:{source[1]}"] if source else []
+    else:
+        what = [f"un-DNAT source to {int_to_ip(source[0])}:{source[1]}"] if source else []
+        what += [f"un-SNAT destination to {int_to_ip(destination[0])}:{destination[1]}"] if destination else []
+    return ", ".join(what)
+
+
 def _untracked_flow(packet: bytes) -> Flow:
     """What the policy hooks judge of a packet conntrack does not track (another protocol, an ICMP
     message other than an echo): its protocol and addresses, no ports, for each packet on its own."""
@@ -351,7 +363,7 @@ class Pipeline:
         self._cluster = ipaddress.IPv4Network(node.cluster_cidr)
         self._cluster_net, self._cluster_mask = int(self._cluster.network_address), int(self._cluster.netmask)
         self._gateway = ip_to_int(node.gateway)
-        self._address = ip_to_int(node.address)
+        self._own_addresses = (node.gateway, node.address)
         self._mac = vtep_mac(node.address)
         self._mac_bytes = mac_to_bytes(self._mac)
         self._fou = node.encapsulation is Encapsulation.FOU
@@ -608,16 +620,9 @@ class Pipeline:
         nat = _nat_of(entry, direction)
         if nat is None:
             return packet
-        source, destination = nat
-        packet = rewrite(packet, src=source, dst=destination)
+        packet = rewrite(packet, src=nat[0], dst=nat[1])
         if trace is not None:
-            if direction is Direction.ORIGINAL:
-                what = [f"DNAT to {int_to_ip(destination[0])}:{destination[1]}"] if destination else []
-                what += [f"SNAT to {int_to_ip(source[0])}:{source[1]}"] if source else []
-            else:
-                what = [f"un-DNAT source to {int_to_ip(source[0])}:{source[1]}"] if source else []
-                what += [f"un-SNAT destination to {int_to_ip(destination[0])}:{destination[1]}"] if destination else []
-            trace.append(Stage("nat", f"{', '.join(what)} ({entry.note})"))
+            trace.append(Stage("nat", f"{_describe_nat(direction, nat)} ({entry.note})"))
         return packet
 
     def _reject(self, packet: bytes, trace: list[Stage] | None) -> list[Output]:
@@ -699,11 +704,11 @@ class Pipeline:
     def _hop(self, packet: bytes, trace: list[Stage] | None, *, from_pod: PodPort | None = None) -> bytes | None:
         """`packet` as this node routes it on: TTL one less and the header checksum raised to match, as
         Linux's ip_decrease_ttl does it; None when the TTL is spent. What the node itself (its gateway
-        address, `from_pod` when that is the node's own port) sends or receives is not forwarded and
-        keeps its TTL; a hairpin SNATed to the gateway is forwarded all the same."""
-        src, dst = _ADDRS.unpack_from(packet, 12)
-        sent_by_node = from_pod.ip == self.node.gateway if from_pod is not None else src == self._gateway
-        if sent_by_node or dst == self._gateway:
+        address: `from_pod` is then the node's own port) sends or receives is not forwarded and keeps its
+        TTL; a hairpin, SNATed to the gateway, is forwarded all the same. (From the tunnel no packet has
+        this node's gateway as its source: the reverse-path check has dropped it.)"""
+        sent_by_node = from_pod is not None and from_pod.ip == self.node.gateway
+        if sent_by_node or _ADDRS.unpack_from(packet, 12)[1] == self._gateway:
             return packet
         ttl = packet[_TTL_AT]
         if ttl <= 1:
@@ -791,18 +796,17 @@ class Pipeline:
         return [Deliver(dst, packet)]
 
     def _ingress_policy(self, key: FlowKey, trace: list[Stage] | None) -> Verdict:
-        if key[1] == self._gateway or key[1] == self._address:
-            # From this node itself (a NodePort connection SNATed to it, or a hairpin SNATed to its
-            # gateway): traffic from a pod's own node, like the pod's own, is never blocked by policy.
-            verdict = Verdict(True, "allowed: from the pod's own node")
-            if trace is not None:
-                trace.append(Stage("ingress-policy", describe_verdict(verdict)))
-            return verdict
         flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(key[3]), key[4])
         return self._judge(PolicyDirection.INGRESS, flow, trace)
 
     def _judge(self, direction: PolicyDirection, flow: Flow, trace: list[Stage] | None) -> Verdict:
-        verdict = self.policy(direction, flow)
+        """The policy hook's verdict, recorded in the trace. What comes from this node itself (a NodePort
+        connection SNATed to it, a hairpin SNATed to its gateway) is not asked about: traffic from a
+        pod's own node, like the pod's own, is never blocked by policy."""
+        if direction is PolicyDirection.INGRESS and flow.src_ip in self._own_addresses:
+            verdict = Verdict(True, "allowed: from the pod's own node")
+        else:
+            verdict = self.policy(direction, flow)
         if trace is not None:
             trace.append(Stage(f"{direction.value}-policy", describe_verdict(verdict)))
         return verdict
@@ -974,10 +978,8 @@ class Pipeline:
         buf = bytearray(packet)
         fastpath.rewrite_icmp_error(buf, src=nat[0], dst=nat[1])
         if trace is not None:
-            side, (address, _) = ("source", nat[0]) if nat[0] else ("destination", nat[1])
-            trace.append(
-                Stage("nat", f"ICMP error about {describe_key(quoted)}: {side} → {int_to_ip(address)}, quote to match")
-            )
+            what = _describe_nat(hit[1], nat)
+            trace.append(Stage("nat", f"ICMP error about {describe_key(quoted)}: {what}, its quote to match"))
         self.counters["nat.related"] += 1
         return bytes(buf), True
 
