@@ -86,9 +86,12 @@ class Prober:
     interval: float = 0.1
     results: list[tuple[float, bool]] = field(default_factory=list)
     _task: asyncio.Task | None = None
+    # Cancelling alone may not stop the loop: on Python 3.11, asyncio.wait_for (under the RPC call) drops
+    # a cancellation that arrives as its awaited answer does, and the loop would probe on for ever.
+    _stopped: bool = False
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopped:
             started = time.monotonic()
             try:
                 ok = await self.probe()
@@ -103,6 +106,7 @@ class Prober:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
+        self._stopped = True
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
