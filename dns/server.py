@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
 import socket
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 UDP_BATCH = 256
 RECEIVE_SIZE = 65535
 SOCKET_BUFFER = 4 * 1024 * 1024
+# With port 0, how many UDP ports are tried before one is found free for TCP too.
+_PICK_ATTEMPTS = 20
 
 
 @dataclass(slots=True)
@@ -136,8 +139,23 @@ class DnsServer:
     _open_connections: int = 0
 
     async def start(self, host: str, port: int = 0) -> int:
-        """Binds UDP first (port 0 picks one), then TCP on the same port; returns the port."""
+        """Binds UDP first, then TCP on the same port; returns the port. With port 0 the kernel picks a
+        UDP port, which TCP may already hold (another listener, a connection's ephemeral port): then
+        another is picked, a few times at most."""
         loop = asyncio.get_running_loop()
+        for attempt in range(1 if port else _PICK_ATTEMPTS):
+            try:
+                self._udp, self._tcp = await self._bind(host, port)
+                break
+            except OSError as exc:
+                if port or exc.errno != errno.EADDRINUSE or attempt == _PICK_ATTEMPTS - 1:
+                    raise
+        self.port = self._udp.getsockname()[1]
+        self._forwarder = Forwarder(self.upstreams, self.forward_timeout)
+        loop.add_reader(self._udp.fileno(), self._on_udp_readable)
+        return self.port
+
+    async def _bind(self, host: str, port: int) -> tuple[socket.socket, asyncio.Server]:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         udp = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -146,15 +164,11 @@ class DnsServer:
                     udp.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
             udp.bind((host, port))
             udp.setblocking(False)
-            self.port = udp.getsockname()[1]
-            self._tcp = await asyncio.start_server(self._serve_tcp, host, self.port, reuse_address=True)
+            tcp = await asyncio.start_server(self._serve_tcp, host, udp.getsockname()[1], reuse_address=True)
         except BaseException:
             udp.close()
             raise
-        self._udp = udp
-        self._forwarder = Forwarder(self.upstreams, self.forward_timeout)
-        loop.add_reader(udp.fileno(), self._on_udp_readable)
-        return self.port
+        return udp, tcp
 
     async def close(self) -> None:
         if self._udp is not None:

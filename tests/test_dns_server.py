@@ -5,9 +5,12 @@ tests fed by a real API server are in test_dns_cluster.py."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -317,3 +320,44 @@ async def test_tcp_connections_are_bounded_and_idle_ones_closed():
             writer.close()
     finally:
         await server.close()
+
+
+_PICKS_A_PORT_FREE_FOR_BOTH = r"""
+import asyncio, socket
+from podnet.dns.records import Records
+from podnet.dns.server import DnsServer
+
+async def main():
+    held = socket.socket()
+    held.bind(("127.0.0.1", 40000))  # TCP holds one of the two ephemeral ports; UDP may pick it
+    held.listen()
+    ports = []
+    for _ in range(12):
+        server = DnsServer(Records.from_objects([]), lambda: True)
+        ports.append(await server.start("127.0.0.1", 0))
+        await server.close()
+    print(sorted(set(ports)))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.root
+def test_port_zero_finds_a_port_free_for_udp_and_tcp_alike(tmp_path):
+    """In a namespace of its own with two ephemeral ports, TCP holding one: every start with port 0
+    ends on the other, never with 'address already in use'."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("a network namespace needs root, and CI runs as root")
+        pytest.skip("a network namespace needs root")
+    namespace = f"pndns-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        for command in (["ip", "link", "set", "lo", "up"],
+                        ["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40001"]):
+            subprocess.run(["ip", "netns", "exec", namespace, *command], check=True)
+        run = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", _PICKS_A_PORT_FREE_FOR_BOTH],
+                             capture_output=True, text=True, timeout=60)
+        assert (run.returncode, run.stdout.strip()) == (0, "[40001]"), run.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
