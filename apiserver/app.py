@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from podnet.apiserver import status
+from podnet.apiserver import accessreview, status
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
+from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage import open_store
 from podnet.apiserver.storage.base import Store
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 # Paths anyone may read, as kube-apiserver's system:public-info-viewer role allows.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version", "/version/"})
 KUBERNETES_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0"}
+# The in-process controllers are Kubernetes' controller manager: their writes are its in managedFields.
+CONTROLLER_MANAGER_AGENT = f"kube-controller-manager/{KUBERNETES_VERSION['gitVersion']} (linux/amd64) podnet"
 
 
 class Metrics:
@@ -117,12 +120,13 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         user = authenticator.authenticate(request.headers.get("Authorization"))
         if user is None:
             raise status.unauthorized()
-        request[USER_KEY] = user
+        request[USER_KEY] = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []))
         return await handler(request)
 
     app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes)
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
+    accessreview.add_routes(app)
 
     async def probe(request: web.Request) -> web.Response:
         try:
@@ -191,8 +195,12 @@ async def compact_periodically(store: Store, hub: WatchHub, interval: float) -> 
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
+# Resources that are not stored kinds (answered on the spot), by group and version.
+_UNSTORED: dict[tuple[str, str], list[dict]] = {(accessreview.GROUP, accessreview.VERSION): accessreview.DISCOVERY}
+
+
 def _api_resources(group: str, version: str) -> list[dict]:
-    resources = []
+    resources = list(_UNSTORED.get((group, version), []))
     for kind in KINDS:
         if (kind.group, kind.version) != (group, version):
             continue
@@ -216,9 +224,9 @@ def _api_resources(group: str, version: str) -> list[dict]:
 
 def _groups() -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
-    for kind in KINDS:
-        if kind.group and kind.version not in groups.setdefault(kind.group, []):
-            groups[kind.group].append(kind.version)
+    for group, version in [*((kind.group, kind.version) for kind in KINDS), *_UNSTORED]:
+        if group and version not in groups.setdefault(group, []):
+            groups[group].append(version)
     return groups
 
 
@@ -286,7 +294,7 @@ async def _run_controllers(config: ApiServerConfig, url: str, token: str | None)
         # Our own certificate is the trust anchor; it need not name 127.0.0.1.
         loopback_ssl = ssl.create_default_context(cafile=config.tls_cert)
         loopback_ssl.check_hostname = False
-    client = ApiClient(url, token, ssl_context=loopback_ssl)
+    client = ApiClient(url, token, ssl_context=loopback_ssl, user_agent=CONTROLLER_MANAGER_AGENT)
     try:
         await run_all(client, config)
     except asyncio.CancelledError:

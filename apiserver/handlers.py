@@ -29,6 +29,7 @@ from podnet.apiserver.codec import JSON, MSGPACK, DecodeError, decode, encode, f
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
 from podnet.apiserver.defaults import apply_defaults
+from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
 from podnet.apiserver.selection import Filter, make_filter
@@ -66,6 +67,7 @@ T = TypeVar("T")
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 YAML = "application/yaml"
 
 # Namespaces Kubernetes refuses to delete.
@@ -132,12 +134,20 @@ def _decode_continue(token: str) -> tuple[int, str]:
     return revision, key
 
 
-def _dry_run(request: web.Request) -> bool:
-    """`?dryRun=All`: every step of a write but the write itself (kubectl --dry-run=server)."""
+def _dry_run(request: web.Request, options: dict | None = None) -> bool:
+    """`?dryRun=All` (or `dryRun: [All]` in a DELETE's DeleteOptions): every step of a write but the
+    write itself (kubectl --dry-run=server)."""
     values = request.query.getall("dryRun", [])
+    if options is not None:
+        sent = options.get("dryRun") or []
+        values = [*values, *(sent if isinstance(sent, list) else [sent])]
     if any(v != "All" for v in values):
         raise status.bad_request(f'dryRun: Unsupported value: {values!r}: supported values: "All"')
     return bool(values)
+
+
+def _manager(request: web.Request, *, applying: bool = False) -> str:
+    return manager_name(request.query.get("fieldManager"), request.headers.get("User-Agent"), applying=applying)
 
 
 def _parse_revision(text: str, what: str = "resourceVersion") -> int:
@@ -231,10 +241,10 @@ class Resources:
         if len(body) > limit:
             raise status.too_large(limit)
         media_type = media_type_of(request.headers.get("Content-Type")) or JSON
-        accepted = (JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH) if patch else (JSON, MSGPACK, YAML, "*/*")
+        accepted = (JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH, APPLY_PATCH) if patch else (JSON, MSGPACK, YAML, "*/*")
         if media_type not in accepted:
             raise status.unsupported_media_type(media_type)
-        if media_type == YAML:
+        if media_type in (YAML, APPLY_PATCH):
             try:
                 return yaml.safe_load(body), media_type
             except yaml.YAMLError as e:
@@ -476,9 +486,14 @@ class Resources:
     async def create(self, request: web.Request, kind: Kind) -> web.Response:
         namespace = request.match_info.get("namespace")
         self._authorize(request, "create", kind, namespace)
-        dry_run = _dry_run(request)
         obj = await self._read_object(request, kind)
         self._place(obj, kind, namespace)
+        record_update(kind, None, obj, _manager(request), _now())
+        return await self._create(request, kind, namespace, obj)
+
+    async def _create(self, request: web.Request, kind: Kind, namespace: str | None, obj: dict) -> web.Response:
+        """Stores a new object, its managedFields already set by the caller."""
+        dry_run = _dry_run(request)
         metadata = obj["metadata"]
         if not metadata.get("name") and isinstance(metadata.get("generateName"), str) and metadata["generateName"]:
             metadata["name"] = metadata["generateName"] + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
@@ -513,7 +528,7 @@ class Resources:
                 revision = await self._storage(self.store.create(key, value))
             else:
                 async with self._service_lock:
-                    admission = await self._admit_service(obj, None)
+                    admission = await self._admit_service(obj, None, dry_run=dry_run)
                     obj = admission.service
                     revision = await self._allocated_write(
                         admission, None if dry_run else self._storage(self.store.create(key, to_storage(obj)))
@@ -571,7 +586,8 @@ class Resources:
                     raise status.conflict(kind, name)
             try:
                 result = await self._write_update(
-                    kind, namespace, name, current, copy.deepcopy(obj), subresource, dry_run=_dry_run(request)
+                    kind, namespace, name, current, copy.deepcopy(obj), subresource, dry_run=_dry_run(request),
+                    manager=_manager(request),
                 )
             except _Raced:
                 continue  # with a resourceVersion, the next read reports the conflict
@@ -585,6 +601,9 @@ class Resources:
         body, media_type = await self._read_body(request, patch=True)
         if media_type == JSON:
             raise status.unsupported_media_type(media_type)
+        if media_type == APPLY_PATCH:
+            return await self._apply(request, kind, namespace, name, body, subresource)
+        manager = _manager(request)
         for _ in range(_UPDATE_ATTEMPTS):
             current = await self._current(kind, namespace, name)
             obj = from_storage(current.value, current.mod_revision)
@@ -614,7 +633,40 @@ class Resources:
                 raise status.conflict(kind, name)
             try:
                 result = await self._write_update(
-                    kind, namespace, name, current, patched, subresource, dry_run=_dry_run(request)
+                    kind, namespace, name, current, patched, subresource, dry_run=_dry_run(request), manager=manager
+                )
+            except _Raced:
+                continue
+            return respond(request, result)
+        raise status.conflict(kind, name, "the object is being modified too often; please try again")
+
+    async def _apply(
+        self, request: web.Request, kind: Kind, namespace: str | None, name: str, config: object, subresource: str | None
+    ) -> web.Response:
+        """Server-side apply: merges the configuration into the object, or creates it from the
+        configuration when there is none (which takes the right to create, as on Kubernetes)."""
+        manager = _manager(request, applying=True)
+        force = _truthy(request.query.get("force"))
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._storage(self.store.get(storage_key(kind, namespace, name)))
+            if current is None:
+                if subresource is not None:
+                    raise status.not_found(kind, name)
+                self._authorize(request, "create", kind, namespace)
+                obj = server_side_apply(kind, None, config, name, manager, _now(), force=force)
+                self._place(obj, kind, namespace)
+                try:
+                    return await self._create(request, kind, namespace, obj)
+                except ApiError as e:
+                    if e.status.get("reason") == "AlreadyExists":
+                        continue  # created meanwhile: apply to it
+                    raise
+            live = from_storage(current.value, current.mod_revision)
+            obj = server_side_apply(kind, live, config, name, manager, _now(), force=force, subresource=subresource or "")
+            self._place(obj, kind, namespace)
+            try:
+                result = await self._write_update(
+                    kind, namespace, name, current, obj, subresource, dry_run=_dry_run(request), manager=None
                 )
             except _Raced:
                 continue
@@ -631,7 +683,10 @@ class Resources:
         subresource: str | None,
         *,
         dry_run: bool,
+        manager: str | None,
     ) -> dict:
+        """Writes `new` over `current`; `manager` is the writer whose fields the write records (None:
+        the caller has set managedFields, as an apply does)."""
         old = from_storage(current.value, current.mod_revision)
         if subresource == "status":
             merged = copy.deepcopy(old)
@@ -646,10 +701,12 @@ class Resources:
             else:
                 new.pop("status", None)
         self._keep_server_fields(kind, old, new)
+        if manager is not None:
+            record_update(kind, old, new, manager, _now(), subresource or "")
         if kind.kind != "Service" or subresource == "status":
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
         async with self._service_lock:
-            admission = await self._admit_service(new, old)
+            admission = await self._admit_service(new, old, dry_run=dry_run)
             return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
 
     async def _finish_update(
@@ -687,10 +744,13 @@ class Resources:
             )
         return self._allocations
 
-    async def _admit_service(self, service: dict, old: dict | None) -> Admission:
+    async def _admit_service(self, service: dict, old: dict | None, *, dry_run: bool) -> Admission:
         """Fills in and reserves the Service's ClusterIP and NodePorts; a request that cannot be met
-        (an address or port taken, out of range) is 422 before anything is stored."""
+        (an address or port taken, out of range) is 422 before anything is stored. A dry run works on
+        a copy of the allocations, so that it reserves nothing and moves no allocator forward."""
         allocations = await self._service_allocations()
+        if dry_run:
+            allocations = copy.deepcopy(allocations)
         try:
             return allocations.admit(service, old)
         except AllocationError as e:
@@ -750,12 +810,16 @@ class Resources:
         namespace = request.match_info.get("namespace")
         name = request.match_info["name"]
         self._authorize(request, "delete", kind, namespace)
-        preconditions = await self._delete_preconditions(request)
+        options = await self._delete_options(request)
+        dry_run = _dry_run(request, options)
+        preconditions = self._preconditions(options)
         if kind.kind == "Namespace":
-            return respond(request, await self._delete_namespace(name, preconditions))
+            return respond(request, await self._delete_namespace(name, preconditions, dry_run=dry_run))
         for _ in range(_UPDATE_ATTEMPTS):
             current = await self._current(kind, namespace, name)
             self._check_preconditions(kind, name, current, preconditions)
+            if dry_run:
+                return respond(request, from_storage(current.value, current.mod_revision))
             try:
                 revision, deleted = await self._storage(self.store.delete(current.key, current.mod_revision))
             except NotFound:
@@ -773,11 +837,14 @@ class Resources:
         answers with the deleted objects."""
         namespace = request.match_info.get("namespace")
         self._authorize(request, "delete", kind, namespace)
+        dry_run = _dry_run(request, await self._delete_options(request))
         try:
             selection = make_filter(request.query.get("labelSelector"), request.query.get("fieldSelector"), kind)
         except ValueError as e:
             raise status.bad_request(str(e)) from None
         listed = await self._list_all(kind, namespace, selection)
+        if dry_run:
+            return respond(request, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version} | listed)
         deleted = []
         for obj in listed["items"]:
             metadata = obj["metadata"]
@@ -794,7 +861,8 @@ class Resources:
             request, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision}, "items": deleted}
         )
 
-    async def _delete_preconditions(self, request: web.Request) -> dict:
+    async def _delete_options(self, request: web.Request) -> dict:
+        """The DeleteOptions body of a DELETE ({} when there is none)."""
         if not request.can_read_body:
             return {}
         body, _ = await self._read_body(request)
@@ -802,7 +870,11 @@ class Resources:
             return {}
         if not isinstance(body, dict):
             raise status.bad_request("DeleteOptions must be an object")
-        preconditions = body.get("preconditions") or {}
+        return body
+
+    @staticmethod
+    def _preconditions(options: dict) -> dict:
+        preconditions = options.get("preconditions") or {}
         if not isinstance(preconditions, dict):
             raise status.bad_request("preconditions must be an object")
         return preconditions
@@ -822,7 +894,7 @@ class Resources:
             )
             raise status.conflict(kind, name, why)
 
-    async def _delete_namespace(self, name: str, preconditions: dict) -> dict:
+    async def _delete_namespace(self, name: str, preconditions: dict, *, dry_run: bool) -> dict:
         """Marks the namespace Terminating (no new content may be created in it), deletes everything
         in it, then the namespace itself; answers with the namespace as it was while terminating."""
         ns_kind = self._namespace_kind
@@ -832,7 +904,7 @@ class Resources:
             current = await self._current(ns_kind, None, name)
             self._check_preconditions(ns_kind, name, current, preconditions)
             terminating = from_storage(current.value, current.mod_revision)
-            if terminating["metadata"].get("deletionTimestamp"):
+            if dry_run or terminating["metadata"].get("deletionTimestamp"):
                 break
             terminating["metadata"]["deletionTimestamp"] = _now()
             terminating["metadata"]["deletionGracePeriodSeconds"] = 0
@@ -849,6 +921,8 @@ class Resources:
             break
         else:
             raise status.conflict(ns_kind, name, "the object is being modified too often; please try again")
+        if dry_run:
+            return terminating
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.storage_timeout), self._creates_settled:
                 await self._creates_settled.wait_for(lambda: not self._creating[name])

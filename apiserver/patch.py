@@ -14,6 +14,7 @@ failed `test`, a missing path) raises `PatchConflict`.
 from __future__ import annotations
 
 import copy
+import json
 
 
 class PatchError(ValueError):
@@ -118,6 +119,31 @@ def _merge_map(target: dict, patch: dict, keys: dict[str, str | None], path: str
             result[key] = _merge_list(current if isinstance(current, list) else [], value, keys, child_path)
         else:
             result[key] = copy.deepcopy(value)
+    for key, order in patch.items():
+        if key.startswith(_SET_ORDER):
+            field = key[len(_SET_ORDER) :]
+            child_path = f"{path}.{field}" if path else field
+            if not isinstance(order, list):
+                raise PatchError(f"{key} must be a list")
+            if isinstance(result.get(field), list) and child_path in keys:
+                result[field] = _set_element_order(result[field], order, keys[child_path])
+    return result
+
+
+def _set_element_order(items: list, order: list, merge_key: str | None) -> list:
+    """`$setElementOrder`: the items it names take, among the places they hold, the order it gives;
+    items it does not name (the server's own) keep their places."""
+
+    def identity(item: object) -> object:
+        return item.get(merge_key) if merge_key is not None and isinstance(item, dict) else item
+
+    rank = {}
+    for position, entry in enumerate(order):
+        rank.setdefault(json.dumps(identity(entry), sort_keys=True), position)
+    named = [(rank[k], i) for i, item in enumerate(items) if (k := json.dumps(identity(item), sort_keys=True)) in rank]
+    result = list(items)
+    for slot, (_, source) in zip(sorted(i for _, i in named), sorted(named), strict=True):
+        result[slot] = items[source]
     return result
 
 

@@ -74,8 +74,11 @@ class ApiClient:
         encoding: str = "json",
         ssl_context: ssl.SSLContext | bool | None = None,
         timeout: float = 30.0,
+        user_agent: str = "podnet",
     ):
         self.server = server.rstrip("/")
+        # The server names the writer of a field by it (managedFields), as kube-apiserver does.
+        self.user_agent = user_agent
         self.token = token
         self.content_type = MSGPACK if encoding == "msgpack" else JSON
         self.ssl = ssl_context
@@ -123,7 +126,7 @@ class ApiClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {"Accept": self.content_type}
+            headers = {"Accept": self.content_type, "User-Agent": self.user_agent}
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
             self._session = aiohttp.ClientSession(
