@@ -111,6 +111,8 @@ def _merge_map(target: dict, patch: dict, keys: dict[str, str | None], path: str
         child_path = f"{path}.{key}" if path else key
         if value is None:
             result.pop(key, None)
+        elif isinstance(value, dict) and value.get(_DIRECTIVE) == "delete":
+            result.pop(key, None)  # the map goes, as a null would take it
         elif isinstance(value, dict):
             current = result.get(key)
             result[key] = _merge_map(current if isinstance(current, dict) else {}, value, keys, child_path)
