@@ -39,10 +39,10 @@ class Kubectl:
     directory: Path
     server: ApiServerProcess
 
-    def http(self, method: str, path: str, body: dict, content_type: str) -> tuple[int, dict]:
+    def http(self, method: str, path: str, body: dict | None = None, content_type: str = "application/json") -> tuple[int, dict]:
         """A request of the admin's straight to the API, for what kubectl does not show (a Status's causes)."""
         request = urllib.request.Request(
-            self.server.url + path, data=json.dumps(body).encode(), method=method,
+            self.server.url + path, data=None if body is None else json.dumps(body).encode(), method=method,
             headers={"Content-Type": content_type, "Authorization": f"Bearer {self.server.token}"},
         )
         try:
@@ -147,6 +147,9 @@ def test_apply_twice_is_created_then_unchanged_and_a_dropped_field_goes(kubectl:
 
 def test_diff_exits_1_with_the_change_and_0_without_and_writes_nothing(kubectl: Kubectl, ns: str):
     path = kubectl.manifest("diff.yaml", deployment("diffed", ns, replicas=2))
+    new = kubectl("diff", "-f", path)  # against nothing: the whole object, created by a dry run
+    assert new.code == 1 and "+kind: Deployment\n" in new.out and "+  replicas: 2\n" in new.out, new
+    assert kubectl("get", "-n", ns, "deployment", "diffed").code == 1
     kubectl.ok("apply", "--validate=false", "-f", path)
     unchanged = kubectl("diff", "-f", path)
     assert (unchanged.code, unchanged.out, unchanged.err) == (0, "", "")
@@ -156,6 +159,8 @@ def test_diff_exits_1_with_the_change_and_0_without_and_writes_nothing(kubectl: 
     assert changed.code == 1, changed
     assert "-  replicas: 2\n+  replicas: 3\n" in changed.out
     assert changed.out.startswith("diff -u -N ")
+    server_side = kubectl("diff", "--server-side", "--force-conflicts", "-f", path)
+    assert server_side.code == 1 and "-  replicas: 2\n+  replicas: 3\n" in server_side.out, server_side
     assert kubectl.json("get", "-n", ns, "deployment", "diffed")["spec"]["replicas"] == 2
 
 
@@ -165,6 +170,9 @@ def test_diff_exits_1_with_the_change_and_0_without_and_writes_nothing(kubectl: 
 def test_server_dry_runs_write_nothing_and_allocate_nothing(kubectl: Kubectl, ns: str):
     path = kubectl.manifest("dry.yaml", deployment("dry", ns))
     assert kubectl.ok("apply", "--validate=false", "--dry-run=server", "-f", path) == "deployment.apps/dry created (server dry run)\n"
+    assert kubectl.ok("apply", "--server-side", "--validate=false", "--dry-run=server", "-f", path) == (
+        "deployment.apps/dry serverside-applied (server dry run)\n"
+    )
     missing = kubectl("get", "-n", ns, "deployment", "dry")
     assert (missing.code, missing.err) == (1, 'Error from server (NotFound): deployments.apps "dry" not found\n')
 
@@ -177,6 +185,9 @@ def test_server_dry_runs_write_nothing_and_allocate_nothing(kubectl: Kubectl, ns
     kubectl.ok("run", "-n", ns, "keep", f"--image={IMAGE}")
     assert kubectl.ok("delete", "-n", ns, "pod", "keep", "--dry-run=server") == 'pod "keep" deleted (server dry run)\n'
     assert kubectl.ok("delete", "-n", ns, "service", "np", "--dry-run=server") == 'service "np" deleted (server dry run)\n'
+    assert kubectl.json("get", "-n", ns, "pod", "keep")["metadata"]["name"] == "keep"
+    code, listed = kubectl.http("DELETE", f"/api/v1/namespaces/{ns}/pods?dryRun=All")
+    assert (code, [p["metadata"]["name"] for p in listed["items"]]) == (200, ["keep"])
     assert kubectl.json("get", "-n", ns, "pod", "keep")["metadata"]["name"] == "keep"
     assert kubectl.ok("create", "namespace", f"{ns}-x", "--dry-run=server") == f"namespace/{ns}-x created (server dry run)\n"
     assert kubectl("get", "namespace", f"{ns}-x").code == 1
