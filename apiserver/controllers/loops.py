@@ -13,6 +13,7 @@ from podnet.client import ApiClient, Informer
 
 from . import deployments, endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
+from .collector import GarbageCollector
 from .runner import Controller, Settings, now_timestamp
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -400,14 +401,10 @@ class Deployments(Controller):
     async def _sync(self, key: str, pods: dict[str, dict]) -> None:
         namespace, name = key.split("/", 1)
         deployment = self.store("deployments").get(key)
-        uid = deployment["metadata"].get("uid") if deployment else None
-        removed = set()
-        for pod_name in deployments.orphaned_pods(namespace, name, uid, pods.values()):
-            if await self.write(f"delete orphaned pod {namespace}/{pod_name}",
-                                self.client.delete("pods", pod_name, namespace)) is not None:
-                removed.add(pod_name)
-        if deployment is None:
+        # A Deployment being deleted is the garbage collector's: its pods are deleted or orphaned there.
+        if deployment is None or deployment["metadata"].get("deletionTimestamp"):
             return
+        removed = set()
         plan = deployments.plan(deployment, pods.values(), lambda: deployments.random_suffix(self.rng),
                                 now_timestamp())
         created = set()
@@ -427,4 +424,4 @@ class Deployments(Controller):
 
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
-                                             Deployments)
+                                             Deployments, GarbageCollector)
