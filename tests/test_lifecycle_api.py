@@ -1,6 +1,6 @@
 """Deletion, finalizers and the garbage collector through a real API server process with its in-process
 controllers: the propagation policies on a Deployment and its pods, owners and dependents of other kinds,
-and what each DELETE answers."""
+what each DELETE answers; events aggregated by the recorder and expired by the server."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from podnet.client import ApiClient, ApiError
+from podnet.events import NORMAL, EventRecorder
 
 HOLD = "example.com/hold"
 
@@ -176,3 +177,30 @@ async def test_a_cluster_scoped_owner_collects_namespaced_dependents(client):
     await client.delete("nodes", "node-gc")
     await eventually(lambda: absent(client, "leases", "node-gc"), what="the node's lease collected")
     assert not await absent(client, "leases", "unowned")
+
+
+async def test_a_recorder_aggregates_repeats_and_events_expire(make_api_server):
+    server = make_api_server(extra_args=("--event-ttl", "2"))
+    async with ApiClient(server.url, server.token) as api:
+        await api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u1"}}
+        recorder = EventRecorder(api, "kubelet", "node-1")
+        for _ in range(3):
+            recorder.record(pod, NORMAL, "BackOff", "Back-off restarting failed container")
+        recorder.record(pod, NORMAL, "Killing", "Stopping container c")
+        await recorder.flush()
+        listed = (await api.list("events", "default", field_selector="involvedObject.name=p,reason=BackOff"))["items"]
+        assert [(e["count"], e["source"]["component"], e["source"]["host"]) for e in listed] == [(3, "kubelet", "node-1")]
+        kubelet = (await api.list("events", "default", field_selector="source=kubelet"))["items"]
+        assert sorted(e["reason"] for e in kubelet) == ["BackOff", "Killing"]
+
+        async def expired():
+            return not (await api.list("events", "default"))["items"]
+
+        await eventually(expired, 8, "the events expired after --event-ttl")
+        # A repeat of an expired event starts a new one.
+        recorder.record(pod, NORMAL, "BackOff", "Back-off restarting failed container")
+        await recorder.flush()
+        again = (await api.list("events", "default"))["items"]
+        assert [(e["reason"], e["count"]) for e in again] == [("BackOff", 1)]
+        await recorder.close()

@@ -1,17 +1,21 @@
-"""Object lifecycle decisions without a server: what a DELETE does (apiserver/deletion.py) and what the
-garbage collector does (apiserver/controllers/garbagecollection.py)."""
+"""Object lifecycle decisions without a server: what a DELETE does (apiserver/deletion.py), what the
+garbage collector does (apiserver/controllers/garbagecollection.py), how repeated events aggregate
+(podnet/events.py) and which events have expired (apiserver/eventttl.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from podnet.apiserver import deletion
+from podnet.apiserver import deletion, eventttl
 from podnet.apiserver.controllers import garbagecollection as gc
 from podnet.apiserver.deletion import DeleteOptions, parse_options, plan
 from podnet.apiserver.status import ApiError
+from podnet.apiserver.storage.base import KeyValue
 
 from podnet.api.kinds import lookup
+from podnet.events import NORMAL, Create, EventCorrelator, Patch, object_reference
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 POD, DEPLOY, EVENT, NETPOL = lookup("pods"), lookup("deployments"), lookup("events"), lookup("netpol")
@@ -184,3 +188,45 @@ def test_an_owner_of_a_kind_podnet_does_not_serve_is_never_taken_for_gone():
     dependent = pod("a", ownerReferences=[{"apiVersion": "example.com/v1", "kind": "Widget", "name": "w",
                                            "uid": "uid-w"}])
     assert gc.decide(objects(dependent)) == gc.Decisions()
+
+
+# --- events -----------------------------------------------------------------------------------------
+
+
+def test_repeated_events_aggregate_into_a_count():
+    correlator = EventCorrelator("kubelet", "node-1")
+    involved = object_reference(pod("web"), "spec.containers{c}")
+    first = correlator.observe(involved, NORMAL, "Killing", "Stopping container c", NOW)
+    assert isinstance(first, Create)
+    event = first.event
+    assert event["metadata"] == {"name": f"web.{int(NOW.timestamp() * 1e9):x}", "namespace": "default"}
+    assert event["involvedObject"] == {"kind": "Pod", "namespace": "default", "name": "web", "uid": "uid-web",
+                                       "apiVersion": "v1", "fieldPath": "spec.containers{c}"}
+    assert (event["count"], event["firstTimestamp"], event["lastTimestamp"]) == (1, "2026-01-02T03:04:05Z",
+                                                                                "2026-01-02T03:04:05Z")
+    assert event["source"] == {"component": "kubelet", "host": "node-1"}
+    assert (event["reportingComponent"], event["reportingInstance"]) == ("kubelet", "node-1")
+    later = NOW + timedelta(seconds=7)
+    assert correlator.observe(involved, NORMAL, "Killing", "Stopping container c", later) == Patch(
+        "default", event["metadata"]["name"], {"count": 2, "lastTimestamp": "2026-01-02T03:04:12Z"})
+    assert isinstance(correlator.observe(involved, NORMAL, "Killing", "another message", later), Create)
+    correlator.forget("default", event["metadata"]["name"])
+    assert isinstance(correlator.observe(involved, NORMAL, "Killing", "Stopping container c", later), Create)
+
+
+def test_cluster_scoped_objects_get_their_events_in_default():
+    node = {"kind": "Node", "apiVersion": "v1", "metadata": {"name": "node-1", "uid": "n1"}}
+    created = EventCorrelator("node-controller").observe(object_reference(node), NORMAL, "RegisteredNode", "m", NOW)
+    assert created.event["metadata"]["namespace"] == "default"
+    assert "host" not in created.event["source"] and created.event["reportingInstance"] == ""
+
+
+def test_events_expire_a_ttl_after_they_were_last_written():
+    def stored(name: str, last: str) -> KeyValue:
+        body = {"metadata": {"name": name, "creationTimestamp": "2026-01-02T00:00:00Z"}, "lastTimestamp": last}
+        return KeyValue(f"/registry/events/default/{name}", json.dumps(body).encode(), 1, 1)
+
+    events = [stored("old", "2026-01-02T01:59:00Z"), stored("recent", "2026-01-02T02:30:00Z"),
+              KeyValue("/registry/events/default/junk", b"not json", 1, 1)]
+    assert [kv.key for kv in eventttl.expired(events, datetime(2026, 1, 2, 3, 0, tzinfo=UTC), 3600)] == [
+        "/registry/events/default/old"]
