@@ -144,7 +144,9 @@ def _dry_run(request: web.Request) -> bool:
 
 
 def _manager(request: web.Request, *, applying: bool = False) -> str:
-    return manager_name(request.query.get("fieldManager"), request.headers.get("User-Agent"), applying=applying)
+    """The field manager a write records (see managedfields.py)."""
+    options_kind = {"POST": "Create", "PUT": "Update"}.get(request.method, "Patch")
+    return manager_name(request.query.get("fieldManager"), request.headers.get("User-Agent"), options_kind, applying=applying)
 
 
 def _parse_revision(text: str, what: str = "resourceVersion") -> int:
@@ -697,6 +699,7 @@ class Resources:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
+        apply_defaults(kind.kind, new)  # before the generation is judged: a default left out is no change
         self._keep_server_fields(kind, old, new)
         if deletion.removed_by_update(old, new):
             return await self._remove_finalized(kind, name, current, dry_run=dry_run)

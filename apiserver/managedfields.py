@@ -31,23 +31,19 @@ MAX_MANAGER_LENGTH = 128
 _SERVER_METADATA = ("uid", "creationTimestamp", "generation", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
 
 
-def manager_name(field_manager: str | None, user_agent: str | None, *, applying: bool = False) -> str:
+def manager_name(field_manager: str | None, user_agent: str | None, options_kind: str, *, applying: bool = False) -> str:
     """`?fieldManager=`, or else the client's User-Agent up to its first `/`, as kube-apiserver names
-    the managers of clients that name none (`kubectl-edit`, `kube-controller-manager`, ...)."""
-    if field_manager is not None:
-        if applying and not field_manager:
-            raise _invalid_options("Patch", "fieldManager", "Required value: is required for apply patch")
-        if len(field_manager) > MAX_MANAGER_LENGTH:
-            raise _invalid_options(
-                "Patch" if applying else "Update", "fieldManager",
-                f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes",
-            )
-        if not field_manager.isprintable():
-            raise _invalid_options("Patch" if applying else "Update", "fieldManager", "Invalid value: must only contain printable characters")
-        return field_manager
-    if applying:
-        raise _invalid_options("Patch", "fieldManager", "Required value: is required for apply patch")
-    return (user_agent or "").split("/", 1)[0].strip()[:MAX_MANAGER_LENGTH] or "unknown"
+    the managers of clients that name none (`kubectl-edit`, `kube-controller-manager`, ...).
+    `options_kind` (Create, Update, Patch) names the request's options in errors."""
+    if not field_manager:
+        if applying:
+            raise _invalid_options(options_kind, "fieldManager", "Required value: is required for apply patch")
+        return (user_agent or "").split("/", 1)[0].strip()[:MAX_MANAGER_LENGTH] or "unknown"
+    if len(field_manager) > MAX_MANAGER_LENGTH:
+        raise _invalid_options(options_kind, "fieldManager", f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes")
+    if not field_manager.isprintable():
+        raise _invalid_options(options_kind, "fieldManager", "Invalid value: must only contain printable characters")
+    return field_manager
 
 
 def _invalid_options(operation: str, field: str, detail: str) -> ApiError:

@@ -229,6 +229,11 @@ def test_server_side_apply_over_client_side_apply_conflicts_until_forced(kubectl
     live = kubectl.json("get", "-n", ns, "deployment", "csa")
     assert live["spec"]["replicas"] == 3
     assert managers(live)["kubectl"] == "Apply"
+    # kubectl moved the client-side fields to its apply manager; applying again prunes the defaulted
+    # ones it no longer applies, the server defaults them back: the spec, and its generation, stay.
+    assert kubectl.ok("apply", "--server-side", "--validate=false", "-f", path) == "deployment.apps/csa serverside-applied\n"
+    again = kubectl.json("get", "-n", ns, "deployment", "csa")
+    assert (again["spec"], again["metadata"]["generation"]) == (live["spec"], live["metadata"]["generation"])
 
 
 def test_server_side_apply_conflict_is_a_409_with_field_manager_causes(kubectl: Kubectl, ns: str):
@@ -244,6 +249,11 @@ def test_server_side_apply_conflict_is_a_409_with_field_manager_causes(kubectl: 
     code, answer = kubectl.http("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/owned", config, "application/apply-patch+yaml")
     assert (code, answer["message"]) == (
         422, 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch'
+    )
+    code, answer = kubectl.http("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/owned?fieldManager={'m' * 129}",
+                                {"spec": {"replicas": 1}}, "application/merge-patch+json")
+    assert (code, answer["message"]) == (
+        422, 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Too long: may not be more than 128 bytes'
     )
     # Create by apply: a name that does not exist yet is created (201) and owned by its applier.
     config["metadata"]["name"] = "fresh"
@@ -318,6 +328,15 @@ def test_patch_in_each_type_and_replace(kubectl: Kubectl, ns: str):
     assert live["spec"]["replicas"] == 3
     assert [(c["name"], c["image"]) for c in live["spec"]["template"]["spec"]["containers"]] == [("agnhost", "agnhost:2.48")]
     assert managers(live) == {"kubectl-create": "Update", "kubectl-patch": "Update"}
+
+    edited = subprocess.run(
+        [str(KUBECTL), "--kubeconfig", str(kubectl.kubeconfig), *n, "edit", "deployment", "d", "--validate=false"],
+        env={"KUBE_EDITOR": "sed -i s/replicas:\\ 3/replicas:\\ 4/", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert (edited.returncode, edited.stdout) == (0, "deployment.apps/d edited\n"), edited
+    live = kubectl.json(*n, "get", "deployment", "d")
+    assert live["spec"]["replicas"] == 4 and managers(live)["kubectl-edit"] == "Update"
 
     live["spec"]["replicas"] = 1
     path = kubectl.manifest("replace.yaml", live)
