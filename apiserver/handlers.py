@@ -600,29 +600,23 @@ class Resources:
         body, media_type = await self._read_body(request, patch=True)
         if media_type == JSON:
             raise status.unsupported_media_type(media_type)
-        if media_type == APPLY_PATCH:
-            return await self._apply(request, kind, namespace, name, body, subresource)
-        manager = _manager(request)
+        applying = media_type == APPLY_PATCH
+        manager = _manager(request, applying=applying)
         for _ in range(_UPDATE_ATTEMPTS):
-            current = await self._current(kind, namespace, name)
-            obj = from_storage(current.value, current.mod_revision)
-            try:
-                if media_type == JSON_PATCH:
-                    patched = json_patch(obj, body)
-                elif media_type == STRATEGIC_PATCH:
-                    patched = strategic_merge_patch(obj, body, kind.kind)
-                else:
-                    if not isinstance(body, dict):
-                        raise PatchError("a merge patch must be a JSON object")
-                    patched = merge_patch(obj, body)
-            except PatchError as e:
-                raise status.bad_request(str(e)) from None
-            except PatchConflict as e:
-                raise status.unprocessable(f"the patch cannot be applied: {e}") from None
-            if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
-                raise status.bad_request("the patched object is not an object with metadata")
-            if patched.get("kind") != kind.kind or patched.get("apiVersion") != kind.api_version:
-                raise status.bad_request("a patch may not change apiVersion or kind")
+            if applying:
+                current = await self._storage(self.store.get(storage_key(kind, namespace, name)))
+                if current is None:
+                    created = await self._create_by_apply(request, kind, namespace, name, body, manager, subresource)
+                    if created is None:
+                        continue  # created meanwhile: apply to it
+                    return created
+                live = from_storage(current.value, current.mod_revision)
+                force = _truthy(request.query.get("force"))
+                patched = server_side_apply(kind, live, body, name, manager, _now(), force=force, subresource=subresource or "")
+                self._place(patched, kind, namespace)
+            else:
+                current = await self._current(kind, namespace, name)
+                patched = self._patched(kind, from_storage(current.value, current.mod_revision), body, media_type)
             metadata = patched["metadata"]
             if metadata.get("name") != name or (kind.namespaced and metadata.get("namespace") != namespace):
                 raise status.bad_request("a patch may not change the object's name or namespace")
@@ -632,45 +626,52 @@ class Resources:
                 raise status.conflict(kind, name)
             try:
                 result = await self._write_update(
-                    kind, namespace, name, current, patched, subresource, dry_run=_dry_run(request), manager=manager
+                    kind, namespace, name, current, patched, subresource, dry_run=_dry_run(request),
+                    manager=None if applying else manager,  # an apply has set managedFields itself
                 )
             except _Raced:
                 continue
             return respond(request, result)
         raise status.conflict(kind, name, "the object is being modified too often; please try again")
 
-    async def _apply(
-        self, request: web.Request, kind: Kind, namespace: str | None, name: str, config: object, subresource: str | None
-    ) -> web.Response:
-        """Server-side apply: merges the configuration into the object, or creates it from the
-        configuration when there is none (which takes the right to create, as on Kubernetes)."""
-        manager = _manager(request, applying=True)
-        force = _truthy(request.query.get("force"))
-        for _ in range(_UPDATE_ATTEMPTS):
-            current = await self._storage(self.store.get(storage_key(kind, namespace, name)))
-            if current is None:
-                if subresource is not None:
-                    raise status.not_found(kind, name)
-                self._authorize(request, "create", kind, namespace)
-                obj = server_side_apply(kind, None, config, name, manager, _now(), force=force)
-                self._place(obj, kind, namespace)
-                try:
-                    return await self._create(request, kind, namespace, obj)
-                except ApiError as e:
-                    if e.status.get("reason") == "AlreadyExists":
-                        continue  # created meanwhile: apply to it
-                    raise
-            live = from_storage(current.value, current.mod_revision)
-            obj = server_side_apply(kind, live, config, name, manager, _now(), force=force, subresource=subresource or "")
-            self._place(obj, kind, namespace)
-            try:
-                result = await self._write_update(
-                    kind, namespace, name, current, obj, subresource, dry_run=_dry_run(request), manager=None
-                )
-            except _Raced:
-                continue
-            return respond(request, result)
-        raise status.conflict(kind, name, "the object is being modified too often; please try again")
+    @staticmethod
+    def _patched(kind: Kind, obj: dict, body: object, media_type: str) -> dict:
+        try:
+            if media_type == JSON_PATCH:
+                patched = json_patch(obj, body)
+            elif media_type == STRATEGIC_PATCH:
+                patched = strategic_merge_patch(obj, body, kind.kind)
+            else:
+                if not isinstance(body, dict):
+                    raise PatchError("a merge patch must be a JSON object")
+                patched = merge_patch(obj, body)
+        except PatchError as e:
+            raise status.bad_request(str(e)) from None
+        except PatchConflict as e:
+            raise status.unprocessable(f"the patch cannot be applied: {e}") from None
+        if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
+            raise status.bad_request("the patched object is not an object with metadata")
+        if patched.get("kind") != kind.kind or patched.get("apiVersion") != kind.api_version:
+            raise status.bad_request("a patch may not change apiVersion or kind")
+        return patched
+
+    async def _create_by_apply(
+        self, request: web.Request, kind: Kind, namespace: str | None, name: str, config: object, manager: str,
+        subresource: str | None,
+    ) -> web.Response | None:
+        """An apply to an object that does not exist creates it, which takes the right to create, as on
+        Kubernetes; None when someone else created it meanwhile."""
+        if subresource is not None:
+            raise status.not_found(kind, name)
+        self._authorize(request, "create", kind, namespace)
+        obj = server_side_apply(kind, None, config, name, manager, _now(), force=_truthy(request.query.get("force")))
+        self._place(obj, kind, namespace)
+        try:
+            return await self._create(request, kind, namespace, obj)
+        except ApiError as e:
+            if e.status.get("reason") == "AlreadyExists":
+                return None
+            raise
 
     async def _write_update(
         self,
