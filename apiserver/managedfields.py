@@ -61,14 +61,28 @@ def _entries(obj: dict) -> list[ManagedEntry]:
         raise status.bad_request(f"metadata.managedFields: {e}") from None
 
 
+def _sent_entries(new: dict, old: dict | None, subresource: str) -> list[ManagedEntry] | None:
+    """The managedFields a write keeps, as kube-apiserver decides: those the client sent, unless it
+    sent none, sent what cannot be read, or wrote through a subresource (then the stored ones); None
+    when it sent the one empty entry that clears them."""
+    stored = _entries(old) if old is not None else []
+    if subresource:
+        return stored
+    if new["metadata"].get("managedFields") == [{}]:
+        return None
+    try:
+        sent = read_managed(new)
+    except FieldError:
+        return stored  # a client that does not understand managedFields must not wipe them
+    return sent or stored
+
+
 def record_update(kind: Kind, old: dict | None, new: dict, manager: str, now: str, subresource: str = "") -> None:
-    """Sets `new`'s managedFields after an Update by `manager` (old None: a create). managedFields the
-    client sent replace the stored ones, as on Kubernetes; one entry without a manager clears them."""
-    sent = _entries(new)
-    if sent and not any(entry.manager for entry in sent):
+    """Sets `new`'s managedFields after an Update by `manager` (old None: a create)."""
+    entries = _sent_entries(new, old, subresource)
+    if entries is None:
         new["metadata"].pop("managedFields", None)
         return
-    entries = sent or (_entries(old) if old is not None else [])
     defaulted = copy.deepcopy(new)
     apply_defaults(kind.kind, defaulted)  # defaults the server fills in are the writer's too
     try:
