@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 # Paths anyone may read, as kube-apiserver's system:public-info-viewer role allows.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version", "/version/"})
 KUBERNETES_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0"}
+# A request target longer than this is answered 414 with a Status. The HTTP parser reads request lines up to
+# Go's default header limit (1 MiB), so that the answer comes from here and not as its plain-text 400.
+MAX_URL_BYTES = 8192
+_MAX_REQUEST_LINE_BYTES = 1 << 20
 
 
 class Metrics:
@@ -91,6 +95,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         started = time.perf_counter()
         try:
+            if len(request.raw_path) > MAX_URL_BYTES:
+                raise status.uri_too_long(MAX_URL_BYTES)
             response = await handler(request)
         except ApiError as e:
             response = respond(request, e.status, e.code)
@@ -123,7 +129,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         request[USER_KEY] = user
         return await handler(request)
 
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes)
+    app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes,
+                          handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
 
