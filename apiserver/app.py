@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import podnet
 from podnet.api.kinds import KINDS
-from podnet.client import ApiClient
+from podnet.client import ApiClient, component_agent
 from podnet.pki import load_certificates
 from podnet.process import metrics_response
 
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 # Paths anyone may read, as kube-apiserver's system:public-info-viewer role allows.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version", "/version/"})
 KUBERNETES_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0"}
-# The in-process controllers are Kubernetes' controller manager: their writes are its in managedFields.
-CONTROLLER_MANAGER_AGENT = f"kube-controller-manager/{KUBERNETES_VERSION['gitVersion']} (linux/amd64) podnet"
 # A request target longer than this is answered 414 with a Status. The HTTP parser reads request lines up to
 # Go's default header limit (1 MiB), so that the answer comes from here and not as its plain-text 400.
 MAX_URL_BYTES = 8192
@@ -301,7 +299,7 @@ async def _run_controllers(config: ApiServerConfig, url: str, token: str | None)
     """Runs the controllers over HTTP to this server, as a separate controller manager would; if they stop,
     the server keeps serving."""
     client = ApiClient(url, token, ssl_context=loopback_context(config.tls_cert) if config.tls_cert else None,
-                       user_agent=CONTROLLER_MANAGER_AGENT)
+                       user_agent=component_agent("kube-controller-manager"))
     try:
         await run_all(client, config)
     except asyncio.CancelledError:

@@ -8,10 +8,12 @@ the API work; what is checked here is what the server does with the writes."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +86,15 @@ def test_apply_diff_server_side_apply_run_expose_label_annotate(home: Path, tmp_
     assert kubectl(config, "annotate", "pod", "probe", "note=hi") == (0, "pod/probe annotated\n", "")
     assert kubectl(config, "label", "pod", "probe", "run=other") == (
         1, "", "error: 'run' already has a value (probe), and --overwrite is false\n")
+    # Each writer is named as on Kubernetes: kubectl's verbs, and the node agent as the kubelet.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        code, out, _ = kubectl(config, "get", "pod", "probe", "-o", "json", "--show-managed-fields")
+        written = {(e["manager"], e.get("subresource", "")) for e in json.loads(out)["metadata"]["managedFields"]}
+        if ("kubelet", "status") in written:
+            break
+        time.sleep(0.5)
+    assert written >= {("kubectl-run", ""), ("kubectl-label", ""), ("kubectl-annotate", ""), ("kubelet", "status")}
 
 
 def test_auth_can_i_for_the_admin_and_a_view_only_user(home: Path, tmp_path: Path):
