@@ -28,6 +28,12 @@ _POD_SPEC_LISTS: dict[str, tuple[str, ...]] = {
     "initContainers.volumeMounts": ("mountPath",),
     "volumes": ("name",),
     "imagePullSecrets": ("name",),
+    "containers.volumeDevices": ("devicePath",),
+    "initContainers.volumeDevices": ("devicePath",),
+    "hostAliases": ("ip",),
+    "topologySpreadConstraints": ("topologyKey", "whenUnsatisfiable"),
+    "schedulingGates": ("name",),
+    "resourceClaims": ("name",),
 }
 _POD_SPEC_ATOMIC = frozenset({"affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"})
 _METADATA_LISTS: dict[str, tuple[str, ...]] = {"metadata.ownerReferences": ("uid",)}
@@ -81,9 +87,16 @@ _SCHEMAS: dict[str, FieldSchema] = {
         _METADATA_SETS,
         _TEMPLATE_ATOMIC | {"spec.selector"},
         frozenset(
-            {"metadata", "spec", "spec.selector", "spec.template", "spec.template.metadata", "spec.template.spec",
+            {"metadata", "spec", "spec.template", "spec.template.metadata", "spec.template.spec",
              "spec.template.spec.containers", "spec.strategy", "status"}
         ),
+    ),
+    "ReplicaSet": FieldSchema(
+        _METADATA_LISTS | _TEMPLATE_LISTS | _CONDITIONS,
+        _METADATA_SETS,
+        _TEMPLATE_ATOMIC | {"spec.selector"},
+        frozenset({"metadata", "spec", "spec.template", "spec.template.metadata", "spec.template.spec",
+                   "spec.template.spec.containers", "status"}),
     ),
     "Service": FieldSchema(
         _METADATA_LISTS | {"spec.ports": ("port", "protocol")} | _CONDITIONS,

@@ -56,6 +56,13 @@ _POD_SPEC_KEYS: dict[str, str | None] = {
     "initContainers.volumeMounts": "mountPath",
     "volumes": "name",
     "imagePullSecrets": "name",
+    "ephemeralContainers": "name",
+    "containers.volumeDevices": "devicePath",
+    "initContainers.volumeDevices": "devicePath",
+    "hostAliases": "ip",
+    "topologySpreadConstraints": "topologyKey",
+    "schedulingGates": "name",
+    "resourceClaims": "name",
 }
 _METADATA_KEYS: dict[str, str | None] = {"metadata.finalizers": None, "metadata.ownerReferences": "uid"}
 
