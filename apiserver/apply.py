@@ -162,7 +162,10 @@ def merge(live: object, config: object, schema: FieldSchema, names: str = "") ->
     if isinstance(config, dict):
         result = dict(live)  # type: ignore[call-overload]
         for key, value in config.items():
-            result[key] = merge(result.get(key, _MISSING), value, schema, _child_names(names, key))
+            if value is None:
+                result.pop(key, None)  # an applied null: the field is the applier's, and empty
+            else:
+                result[key] = merge(result.get(key, _MISSING), value, schema, _child_names(names, key))
         return result
     live_items = {element: child for element, child, _ in live_parts}
     config_items = {element: child for element, child, _ in config_parts}
@@ -424,7 +427,7 @@ def apply(
     assert isinstance(merged, dict)
     applied = _ownable(field_set(config, schema), subresource)
     comparison = compare(base, merged, schema)
-    changed = comparison.changed
+    changed = comparison.changed | (comparison.removed & applied)  # an applied null changes its field too
     conflicts = sorted(
         (Conflict(entry, path) for entry in entries if entry.identity() != (manager, APPLY, "", subresource)
          for path in entry.fields & changed & applied),

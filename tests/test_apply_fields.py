@@ -275,3 +275,14 @@ def test_entries_are_listed_apply_first_then_by_time():
     entries = [ManagedEntry("b", UPDATE, "v1", "T1", frozenset({("f:x",)})), ManagedEntry("a", APPLY, "v1", "T3", frozenset({("f:y",)})),
                ManagedEntry("c", UPDATE, "v1", "T0", frozenset({("f:z",)}))]
     assert [e["manager"] for e in write_managed(entries)] == ["a", "c", "b"]
+
+
+def test_an_applied_null_empties_the_field_and_owns_it():
+    live, entries = created_by("kubectl-create", deployment(labels={"app": "web", "tier": "x"}))
+    config = deployment()
+    config["metadata"]["labels"] = {"app": "web", "tier": None}
+    with pytest.raises(ApplyConflicts, match=r"conflict with \"kubectl-create\" using apps/v1: .metadata.labels.tier"):
+        apply(live, config, entries, "kubectl", "apps/v1", "T2", DEPLOYMENT, force=False)
+    result = apply(live, config, entries, "kubectl", "apps/v1", "T2", DEPLOYMENT, force=True)
+    assert result.obj["metadata"]["labels"] == {"app": "web"}
+    assert ".metadata.labels.tier" in paths(next(e for e in result.managed if e.manager == "kubectl"))
