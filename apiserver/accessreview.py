@@ -1,8 +1,9 @@
-"""`authorization.k8s.io/v1` self reviews: what may I do (`kubectl auth can-i`)?
+"""Self reviews: who am I (`kubectl auth whoami`), what may I do (`kubectl auth can-i`)?
 
-`SelfSubjectAccessReview` answers one question (a verb on a resource, or on a non-resource path) and
-`SelfSubjectRulesReview` lists the rules that apply in a namespace (`kubectl auth can-i --list`).
-Both are create-only and stored nowhere; any authenticated user may ask about themself, as
+`SelfSubjectAccessReview` (authorization.k8s.io/v1) answers one question (a verb on a resource, or on a
+non-resource path), `SelfSubjectRulesReview` lists the rules that apply in a namespace (`kubectl auth
+can-i --list`), `SelfSubjectReview` (authentication.k8s.io/v1) tells who the server takes the caller
+for. All are create-only and stored nowhere; any authenticated user may ask about themself, as
 Kubernetes' `system:basic-user` role allows. The answers come from auth.authorize, the rule every
 request is held to, so a review never says yes to what a request would be refused.
 
@@ -30,19 +31,31 @@ from podnet.apiserver.status import ApiError, Cause
 from podnet.api.kinds import KINDS
 
 GROUP, VERSION = "authorization.k8s.io", "v1"
+AUTHENTICATION_GROUP = "authentication.k8s.io"
 API_VERSION = f"{GROUP}/{VERSION}"
 ACCESS_REVIEW = "SelfSubjectAccessReview"
 RULES_REVIEW = "SelfSubjectRulesReview"
-_PLURALS = {ACCESS_REVIEW: "selfsubjectaccessreviews", RULES_REVIEW: "selfsubjectrulesreviews"}
+SUBJECT_REVIEW = "SelfSubjectReview"
+# kind -> (group, plural)
+_REVIEWS = {
+    ACCESS_REVIEW: (GROUP, "selfsubjectaccessreviews"),
+    RULES_REVIEW: (GROUP, "selfsubjectrulesreviews"),
+    SUBJECT_REVIEW: (AUTHENTICATION_GROUP, "selfsubjectreviews"),
+}
 
-DISCOVERY: list[dict] = [
-    {"name": plural, "singularName": kind.lower(), "namespaced": False, "kind": kind, "verbs": ["create"]}
-    for kind, plural in _PLURALS.items()
-]
+# APIResource entries by (group, version), for discovery.
+DISCOVERY: dict[tuple[str, str], list[dict]] = {}
+for _kind, (_group, _plural) in _REVIEWS.items():
+    DISCOVERY.setdefault((_group, VERSION), []).append(
+        {"name": _plural, "singularName": _kind.lower(), "namespaced": False, "kind": _kind, "verbs": ["create"]}
+    )
 
 # What every authenticated user may do (Kubernetes' system:basic-user, system:discovery and
 # system:public-info-viewer roles), in the words of a rules review.
-_EVERYONE_RESOURCE_RULES = [{"verbs": ["create"], "apiGroups": [GROUP], "resources": sorted(_PLURALS.values())}]
+_EVERYONE_RESOURCE_RULES = [
+    {"verbs": ["create"], "apiGroups": [group], "resources": sorted(p for g, p in _REVIEWS.values() if g == group)}
+    for group in (AUTHENTICATION_GROUP, GROUP)
+]
 _EVERYONE_NON_RESOURCE_RULES = [
     {"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/metrics",
                                            "/readyz", "/version", "/version/"]}
@@ -63,7 +76,7 @@ def _access(spec: dict, user: User) -> dict:
         verb = str(resource.get("verb") or "")
         namespace = str(resource.get("namespace") or "") or None
         group, plural = str(resource.get("group") or ""), str(resource.get("resource") or "")
-        if group == GROUP and plural in _PLURALS.values() and verb == "create":
+        if (group, plural) in _REVIEWS.values() and verb == "create":
             return {"allowed": True, "reason": "every user may review their own access"}
         allowed = authorize(user, verb, namespace, namespaced=_namespaced(group, plural, namespace))
     elif isinstance(non_resource, dict) and non_resource:
@@ -94,24 +107,35 @@ def _rules(spec: dict, user: User) -> dict:
     return {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False}
 
 
+def _subject(user: User) -> dict:
+    info: dict = {"username": user.name, "groups": list(user.groups)}
+    if user.uid:
+        info["uid"] = user.uid
+    return {"userInfo": info}
+
+
 def review(kind_name: str, body: object, user: User) -> dict:
     """The review with its status filled in; a body that is not a review is a 400 or 422 Status."""
+    group = _REVIEWS[kind_name][0]
+    expected = f"{group}/{VERSION}"
     if not isinstance(body, dict):
         raise status.bad_request(f"the body of a {kind_name} must be an object")
-    api_version, kind = body.setdefault("apiVersion", API_VERSION), body.setdefault("kind", kind_name)
-    if api_version != API_VERSION or kind != kind_name:
-        raise status.bad_request(f"the body must be a {kind_name} of {API_VERSION}, not {kind} of {api_version}")
+    api_version, kind = body.setdefault("apiVersion", expected), body.setdefault("kind", kind_name)
+    if api_version != expected or kind != kind_name:
+        raise status.bad_request(f"the body must be a {kind_name} of {expected}, not {kind} of {api_version}")
+    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    answered = {"kind": kind_name, "apiVersion": expected, "metadata": {"creationTimestamp": None} | metadata}
+    if kind_name == SUBJECT_REVIEW:
+        return answered | {"status": _subject(user)}
     spec = body.get("spec")
     if not isinstance(spec, dict):
         raise status.bad_request("spec must be an object")
-    metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
     answer = _access(spec, user) if kind_name == ACCESS_REVIEW else _rules(spec, user)
-    return {"kind": kind_name, "apiVersion": API_VERSION, "metadata": {"creationTimestamp": None} | metadata,
-            "spec": spec, "status": answer}
+    return answered | {"spec": spec, "status": answer}
 
 
 def add_routes(app: web.Application) -> None:
-    for kind_name, plural in _PLURALS.items():
+    for kind_name, (group, plural) in _REVIEWS.items():
 
         async def create(request: web.Request, kind_name: str = kind_name, plural: str = plural) -> web.Response:
             request[RESOURCE_KEY] = plural
@@ -122,4 +146,4 @@ def add_routes(app: web.Application) -> None:
                 raise status.bad_request(str(e)) from None
             return respond(request, review(kind_name, body, request[USER_KEY]), 201)
 
-        app.router.add_post(f"/apis/{GROUP}/{VERSION}/{plural}", create)
+        app.router.add_post(f"/apis/{group}/{VERSION}/{plural}", create)

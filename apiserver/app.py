@@ -207,7 +207,7 @@ _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
 # Resources that are not stored kinds (answered on the spot), by group and version.
-_UNSTORED: dict[tuple[str, str], list[dict]] = {(accessreview.GROUP, accessreview.VERSION): accessreview.DISCOVERY}
+_UNSTORED: dict[tuple[str, str], list[dict]] = accessreview.DISCOVERY
 
 
 def _api_resources(group: str, version: str) -> list[dict]:

@@ -4,7 +4,7 @@ without a server: the answers must be those auth.authorize gives the same reques
 from __future__ import annotations
 
 import pytest
-from podnet.apiserver.accessreview import ACCESS_REVIEW, API_VERSION, RULES_REVIEW, review
+from podnet.apiserver.accessreview import ACCESS_REVIEW, API_VERSION, RULES_REVIEW, SUBJECT_REVIEW, review
 from podnet.apiserver.auth import AUTHENTICATED_GROUP, User
 from podnet.apiserver.impersonation import impersonate
 from podnet.apiserver.status import ApiError
@@ -68,7 +68,7 @@ def test_rules_reviews_list_what_each_role_may_do():
     assert rules(ADMIN, "default")["resourceRules"][0] == {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}
     assert rules(VIEWER, "default")["resourceRules"][0] == {"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}
     assert rules(EDITOR, "team-a")["resourceRules"][0]["verbs"] == ["*"]
-    assert [r["verbs"] for r in rules(EDITOR, "team-b")["resourceRules"]] == [["create"]]  # only the self reviews
+    assert [r["verbs"] for r in rules(EDITOR, "team-b")["resourceRules"]] == [["create"], ["create"]]  # only the self reviews
     assert rules(NOBODY, "default")["incomplete"] is False
 
 
@@ -86,3 +86,10 @@ def test_an_administrator_acts_as_the_user_and_groups_asked_for():
     assert impersonate(VIEWER, {}, []) is VIEWER
     with pytest.raises(ApiError):
         impersonate(ADMIN, {}, ["view"])  # groups without a user
+
+
+def test_a_subject_review_says_who_the_server_takes_the_caller_for():
+    answer = review(SUBJECT_REVIEW, {"apiVersion": "authentication.k8s.io/v1", "kind": SUBJECT_REVIEW}, User("victor", "v-1", ("view",)))
+    assert answer["status"] == {"userInfo": {"username": "victor", "uid": "v-1", "groups": ["view"]}}
+    with pytest.raises(ApiError):
+        review(SUBJECT_REVIEW, {"apiVersion": API_VERSION, "kind": SUBJECT_REVIEW}, VIEWER)  # the wrong group

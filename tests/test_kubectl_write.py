@@ -285,6 +285,8 @@ def test_auth_can_i_answers_from_the_users_rights(kubectl: Kubectl):
     assert listing[0].split() == ["Resources", "Non-Resource", "URLs", "Resource", "Names", "Verbs"]
     assert ["*.*", "[]", "[]", "[get", "list", "watch]"] in [line.split() for line in listing]
     assert "selfsubjectaccessreviews" in kubectl.ok("api-resources", "--api-group=authorization.k8s.io")
+    whoami = [line.split() for line in kubectl.ok("auth", "whoami", context="viewer").splitlines()]
+    assert whoami == [["ATTRIBUTE", "VALUE"], ["Username", "victor"], ["UID", "victor-uid"], ["Groups", "[view", "system:authenticated]"]]
 
 
 # --- run, expose, label, annotate, create, patch, replace ----------------------------------------------
