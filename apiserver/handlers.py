@@ -26,7 +26,16 @@ import yaml
 from aiohttp import web
 from podnet.apiserver import deletion, status
 from podnet.apiserver.auth import User, authorize
-from podnet.apiserver.codec import JSON, MSGPACK, DecodeError, decode, encode, from_storage, to_storage
+from podnet.apiserver.codec import (
+    JSON,
+    MSGPACK,
+    DecodeError,
+    check_depth,
+    decode,
+    encode,
+    from_storage,
+    to_storage,
+)
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
 from podnet.apiserver.defaults import apply_defaults
@@ -255,9 +264,13 @@ class Resources:
             raise status.unsupported_media_type(media_type)
         if media_type in (YAML, APPLY_PATCH):
             try:
-                return yaml.safe_load(body), media_type
-            except yaml.YAMLError as e:
+                value = yaml.safe_load(body)
+                check_depth(value)
+            except (yaml.YAMLError, RecursionError) as e:
                 raise status.bad_request(f"couldn't decode the body as YAML: {e}") from None
+            except DecodeError as e:
+                raise status.bad_request(str(e)) from None
+            return value, media_type
         try:
             return decode(body, MSGPACK if media_type == MSGPACK else JSON), media_type
         except DecodeError as e:

@@ -342,6 +342,9 @@ def test_msgpack_round_trip(api_server_module, namespace):
         ("PATCH", "/api/v1/namespaces/{ns}", b"{}", "application/apply-patch+yaml", 422),  # no fieldManager
         ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"[1]", "application/apply-patch+yaml", 400),
         ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"a: [", "application/apply-patch+yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"[" * 5000 + b"]" * 5000, "application/apply-patch+yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"a: " + b"[" * 200 + b"]" * 200, "application/apply-patch+yaml", 400),
+        ("POST", "/api/v1/namespaces", b"a: " + b"[" * 5000 + b"]" * 5000, "application/yaml", 400),
         ("PATCH", "/api/v1/namespaces/{ns}", b"{}", "application/xml", 415),
         ("DELETE", "/api/v1/namespaces/default", None, None, 403),
     ],
