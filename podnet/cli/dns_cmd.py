@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
-from podnet.cli.common import fail
+from podnet.cli.common import HomeOption, KubeconfigOption, fail
 from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
 
 DIG_TIMEOUT = 2.0
@@ -170,7 +170,8 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(DIG_TIMEOUT, "--timeout", help="Seconds to wait for each answer."),
         api_server: str = typer.Option(None, "--api-server", envvar="PODNET_SERVER", help="API server URL (--from)."),
         token: str = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token (--from)."),
-        kubeconfig: Path = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file (--from)."),
+        kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """Ask a DNS server one question, from this host or from inside a pod, and print the answer like dig."""
         if QTYPE.get(qtype.upper(), None) is None:
