@@ -13,12 +13,10 @@ from pathlib import Path
 
 import typer
 
-from podnet.cli.common import fail
+from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, podnet_home
 from podnet.cluster import credentials, netns_hosts, readiness, supervisor, topology
 from podnet.cluster.supervisor import ClusterState, SupervisorError
-
-HomeOption = typer.Option(None, "--home", envvar="PODNET_HOME", help="Cluster home (default ~/.podnet).")
 
 
 def _home(home: Path | None) -> Path:

@@ -15,7 +15,16 @@ from typing import Annotated
 
 import typer
 
-from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, client_for, fail, home, run_async
+from podnet.cli.common import (
+    HomeOption,
+    KubeconfigOption,
+    ServerOption,
+    TokenOption,
+    client_for,
+    fail,
+    home,
+    run_async,
+)
 from podnet.cli.netns_exec import pod_namespace, run_in_namespace
 from podnet.client import ApiClient, ApiError
 from podnet.rpc.session import RpcClient, call_once
@@ -98,6 +107,7 @@ def exec_(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Run a command in a pod: a real program in a netns pod; in a virtual pod http URL, connect
     HOST:PORT [--udp], ping IP."""
@@ -285,6 +295,7 @@ def probe(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Can SRC reach DST on PORT? Exit 0 when it connects (TCP) or is answered (UDP)."""
     namespace_src, name = _split_pod(src, namespace)
@@ -320,6 +331,7 @@ def trace(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Print a packet's journey from SRC to DST:PORT stage by stage, and its reply's.
 
@@ -393,6 +405,7 @@ def capture(
     count: Annotated[int, typer.Option("--count", "-c", help="Stop after this many datagrams.")] = 0,
     seconds: Annotated[float, typer.Option("--seconds", help="Stop after this many seconds.")] = 0.0,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Capture a node's VXLAN datagrams into a pcap file that Wireshark and tshark decode."""
     from podnet.overlay.wire import pcap
@@ -424,6 +437,7 @@ def dataplane(
     node: Annotated[str, typer.Argument(help="The node whose dataplane to show.")],
     table: Annotated[str, typer.Argument(help="counters, routes, conntrack or pods.")] = "counters",
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Show a node's dataplane state: its counters, routes, tracked connections or pod ports."""
     method = DATAPLANE_TABLES.get(table)
