@@ -529,7 +529,9 @@ class NodeAgent:
             (obj.get("spec") or {}).get("hostname") or meta["name"],
         )
         pod = VirtualPod(meta.get("uid") or key, port, stack)
-        if pod_mode(obj, self.config.pod_mode) == "netns":
+        # A relayed pod's programs run on the host: it is a virtual pod whatever the node's pod mode.
+        pod.relayed = self.relays.attach(key, obj, allocation.ip)
+        if not pod.relayed and pod_mode(obj, self.config.pod_mode) == "netns":
             network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
                                  allocation.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
             try:
@@ -539,8 +541,6 @@ class NodeAgent:
                 log.error("pod %s: cannot build its network namespace: %s", key, exc)
                 self.ipam.release(pod.uid)
                 return pod
-        else:
-            pod.relayed = self.relays.attach(key, obj, allocation.ip)
         self.pods[key] = pod
         self.by_ip[ip_to_int(allocation.ip)] = pod
         self.pipeline.add_pod(port)
