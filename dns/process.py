@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 METRICS_PORT = 9153
 # How often the registration looks at its pod even when no deletion was seen.
 RECHECK_SECONDS = 30.0
+# How often, at most, it looks again for a terminating pod of its name to be gone (its deletion also wakes it).
+GONE_RECHECK_SECONDS = 2.0
 
 
 def _handler(records: Records, apply: Callable[[dict], None], remove: Callable[[dict], None]):
@@ -88,9 +90,10 @@ async def _ensure(client: ApiClient, obj: dict) -> None:
             raise
 
 
-async def _ensure_pod(client: ApiClient, pod: dict) -> None:
+async def _ensure_pod(client: ApiClient, pod: dict) -> bool:
     """Creates the pod; one of the same name that relays elsewhere (an earlier run on other ports) is
-    replaced, since a pod's relay is read once, when its node agent adds it."""
+    replaced, since a pod's relay is read once, when its node agent adds it. False while a pod of that name
+    is still terminating: a new one can be created once it is gone."""
     meta = pod["metadata"]
     try:
         current = await client.get("pods", meta["name"], meta["namespace"])
@@ -99,18 +102,21 @@ async def _ensure_pod(client: ApiClient, pod: dict) -> None:
             raise
         await client.create(pod)
         log.info("registered pod %s/%s", meta["namespace"], meta["name"])
-        return
+        return True
+    if current["metadata"].get("deletionTimestamp"):
+        return False
     annotation = clusterdns.RELAY_ANNOTATION
     if (current["metadata"].get("annotations") or {}).get(annotation) != meta["annotations"][annotation]:
         log.info("pod %s/%s relays elsewhere: replacing it", meta["namespace"], meta["name"])
         await client.delete("pods", meta["name"], meta["namespace"])
-        await client.create(pod)
+        return False
+    return True
 
 
 async def register(client: ApiClient, config: DnsConfig, pod: dict, recheck: asyncio.Event) -> None:
     """Keeps this replica's pod registered: the kube-system namespace and the kube-dns Service when missing
     (an API server without its controllers), then the pod, again whenever `recheck` is set (the pod was
-    deleted) and every RECHECK_SECONDS. Retries with backoff; never ends the process."""
+    deleted) and every RECHECK_SECONDS. Retries failures with backoff; never ends the process."""
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": config.service_namespace}}
     backoff = 0.2
     while True:
@@ -118,10 +124,12 @@ async def register(client: ApiClient, config: DnsConfig, pod: dict, recheck: asy
         try:
             await _ensure(client, namespace)
             await _ensure(client, clusterdns.kube_dns_service(config.cluster_ip))
-            await _ensure_pod(client, pod)
+            registered = await _ensure_pod(client, pod)
+            if not registered:
+                log.info("waiting for the earlier pod %s to be gone", pod["metadata"]["name"])
             backoff = 0.2
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(recheck.wait(), RECHECK_SECONDS)
+                await asyncio.wait_for(recheck.wait(), RECHECK_SECONDS if registered else GONE_RECHECK_SECONDS)
             continue
         except ApiError as exc:
             log.warning("registering with the API server failed: %s; retrying in %.1fs", exc, backoff)
