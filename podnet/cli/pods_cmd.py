@@ -322,7 +322,8 @@ def probe(
 def trace(
     src: Annotated[str, typer.Argument(help="Source pod (NAME or NAMESPACE/NAME).")],
     destination: Annotated[
-        str, typer.Argument(metavar="DST:PORT", help="Destination IP, pod or service; port number or name.")
+        str, typer.Argument(metavar="DST:PORT[/PROTOCOL]",
+                            help="Destination IP, pod or service; port number or name; tcp (default) or udp.")
     ],
     protocol: Annotated[str, typer.Option(help="TCP or UDP.")] = "TCP",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 2.0,
@@ -340,9 +341,12 @@ def trace(
     the packet reached tells its half."""
     namespace_src, name = _split_pod(src, namespace)
     dst, _, port_text = destination.rpartition(":")
-    if not dst or not port_text:
-        raise fail(f"error: the destination is DST:PORT, not {destination!r}")
-    protocol = protocol.upper()
+    port_text, slash, named_protocol = port_text.partition("/")
+    if not dst or not port_text or (slash and not named_protocol):
+        raise fail(f"error: the destination is DST:PORT[/PROTOCOL], not {destination!r}")
+    protocol = (named_protocol or protocol).upper()
+    if protocol not in ("TCP", "UDP"):
+        raise fail(f"error: the protocol is TCP or UDP, not {named_protocol or protocol!r}")
 
     async def run() -> tuple[str, int, list[dict], list[dict]]:
         async with client_for(server, token, kubeconfig) as client:
