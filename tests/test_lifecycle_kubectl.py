@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from support.apiserver import ApiServerProcess
 from support.local_cluster import AGNHOST
-from support.netns_pods import require_root
+from support.netns_pods import require_root, wait_for
 from support.nodeagent import AgentProcess
 from support.processes import free_udp_port
 
@@ -95,17 +95,6 @@ def ok(run: subprocess.CompletedProcess) -> str:
     return run.stdout
 
 
-def eventually(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout}s (last: {value!r})")
-        time.sleep(0.1)
-
-
 def exists(kubectl: Kubectl, kind: str, name: str) -> dict | None:
     async def get(client: ApiClient):
         try:
@@ -135,7 +124,7 @@ def test_wait_for_ready_then_the_events_in_describe_and_get(kubectl):
         out = ok(kubectl.run("describe", "pod", name))
         return out if "Started" in out else None
 
-    events = eventually(described, 10, "the pod's events in describe").split("\nEvents:\n", 1)[1].splitlines()
+    events = wait_for(described, 10, "the pod's events in describe").split("\nEvents:\n", 1)[1].splitlines()
     assert events[0].split() == ["Type", "Reason", "Age", "From", "Message"]
     rows = [line.split(None, 4) for line in events[2:]]
     assert [r[0:2] + r[3:] for r in rows] == [
@@ -204,7 +193,7 @@ def test_delete_deployment_with_each_cascade(kubectl):
 
     assert ok(kubectl.run("delete", f"deploy/{background}")) == f'deployment.apps "{background}" deleted\n'
     assert exists(kubectl, "deployments", background) is None
-    eventually(lambda: not pods_of(kubectl, background), 15, "the background deployment's pods collected")
+    wait_for(lambda: not pods_of(kubectl, background), 15, "the background deployment's pods collected")
 
     assert ok(kubectl.run("delete", f"deploy/{orphan}", "--cascade=orphan")) == \
         f'deployment.apps "{orphan}" deleted\n'
