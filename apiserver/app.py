@@ -22,6 +22,7 @@ from podnet.apiserver import status
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
+from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.serving import loopback_context, peer_certificate, server_context
 from podnet.apiserver.status import ApiError
@@ -163,6 +164,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache")]
         if config.compaction_interval > 0:
             tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
+        if config.event_ttl > 0:
+            tasks.append(asyncio.create_task(expire_events(store, config.event_ttl), name="event expiry"))
         yield
         for task in tasks:
             task.cancel()

@@ -12,18 +12,19 @@ import binascii
 import collections
 import contextlib
 import copy
+import datetime
 import json
 import logging
 import random
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import yaml
 from aiohttp import web
-from podnet.apiserver import status
+from podnet.apiserver import deletion, status
 from podnet.apiserver.auth import User, authorize
 from podnet.apiserver.codec import JSON, MSGPACK, DecodeError, decode, encode, from_storage, to_storage
 from podnet.apiserver.config import ApiServerConfig
@@ -658,6 +659,8 @@ class Resources:
             else:
                 new.pop("status", None)
         self._keep_server_fields(kind, old, new)
+        if deletion.removed_by_update(old, new):
+            return await self._remove_finalized(kind, name, current, dry_run=dry_run)
         if kind.kind != "Service" or subresource == "status":
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
         async with self._service_lock:
@@ -753,6 +756,11 @@ class Resources:
     @staticmethod
     def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
         causes = validate_update(kind.kind, old, new)
+        if added := deletion.added_finalizers(old, new):
+            listed = ", ".join(f'"{f}"' for f in added)
+            causes.append(Cause("metadata.finalizers", "FieldValueForbidden",
+                                "Forbidden: no new finalizers can be added if the object is being deleted, "
+                                f"found new finalizers []string{{{listed}}}"))
         if causes:
             raise status.invalid(kind, new["metadata"]["name"], causes)
 
@@ -762,65 +770,94 @@ class Resources:
         namespace = request.match_info.get("namespace")
         name = request.match_info["name"]
         self._authorize(request, "delete", kind, namespace)
-        preconditions = await self._delete_preconditions(request)
+        options = await self._delete_options(request)
         if kind.kind == "Namespace":
-            return respond(request, await self._delete_namespace(name, preconditions))
+            return respond(request, await self._delete_namespace(name, dict(options.preconditions)))
+        answer, _, lingering = await self._delete_one(kind, namespace, name, options)
+        # As kube-apiserver: 202 only for a deletion left pending after orphanDependents=false.
+        return respond(request, answer, 202 if lingering and options.orphan_dependents is False else 200)
+
+    async def _delete_one(
+        self, kind: Kind, namespace: str | None, name: str, options: deletion.DeleteOptions
+    ) -> tuple[dict, dict, bool]:
+        """Deletes or marks for deletion (see deletion.py); returns the answer, the object as it is now
+        and whether it lingers."""
         for _ in range(_UPDATE_ATTEMPTS):
             current = await self._current(kind, namespace, name)
-            self._check_preconditions(kind, name, current, preconditions)
+            self._check_preconditions(kind, name, current, options.preconditions)
+            obj = from_storage(current.value, current.mod_revision)
+            decided = deletion.plan(kind, obj, options, datetime.datetime.now(datetime.UTC))
+            if decided.action == "pending":
+                return deletion.gone_answer(kind, obj), obj, True
             try:
+                if decided.action == "write":
+                    if decided.obj != obj and not options.dry_run:
+                        revision = await self._storage(
+                            self.store.update(current.key, to_storage(decided.obj), current.mod_revision))
+                        decided.obj["metadata"]["resourceVersion"] = str(revision)
+                    return decided.obj, decided.obj, True
+                if options.dry_run:
+                    return deletion.gone_answer(kind, obj), obj, False
                 revision, deleted = await self._storage(self.store.delete(current.key, current.mod_revision))
             except NotFound:
                 raise status.not_found(kind, name) from None
             except Conflict:
                 continue
-            obj = from_storage(deleted.value, revision)
+            gone = from_storage(deleted.value, revision)
             if kind.kind == "Service":
-                await self._release_service(obj)
-            return respond(request, obj)
+                await self._release_service(gone)
+            return deletion.gone_answer(kind, gone), gone, False
         raise status.conflict(kind, name, "the object is being modified too often; please try again")
 
+    async def _remove_finalized(self, kind: Kind, name: str, current: KeyValue, *, dry_run: bool) -> dict:
+        """An update took the last finalizer off an object being deleted: it leaves storage."""
+        if dry_run:
+            return deletion.gone_answer(kind, from_storage(current.value, current.mod_revision))
+        try:
+            revision, deleted = await self._storage(self.store.delete(current.key, current.mod_revision))
+        except NotFound:
+            raise status.not_found(kind, name) from None
+        except Conflict:
+            raise _Raced() from None
+        gone = from_storage(deleted.value, revision)
+        if kind.kind == "Service":
+            await self._release_service(gone)
+        return deletion.gone_answer(kind, gone)
+
     async def delete_collection(self, request: web.Request, kind: Kind) -> web.Response:
-        """DELETE on a collection (kubectl delete --all, -l): deletes what the selectors select and
-        answers with the deleted objects."""
+        """DELETE on a collection (kubectl delete --all, -l): deletes what the selectors select, each as a
+        single delete with the same options, and answers with the objects as they are now."""
         namespace = request.match_info.get("namespace")
         self._authorize(request, "delete", kind, namespace)
         try:
             selection = make_filter(request.query.get("labelSelector"), request.query.get("fieldSelector"), kind)
         except ValueError as e:
             raise status.bad_request(str(e)) from None
+        options = await self._delete_options(request)
         listed = await self._list_all(kind, namespace, selection)
         deleted = []
         for obj in listed["items"]:
             metadata = obj["metadata"]
             try:
-                revision, kv = await self._storage(self.store.delete(storage_key(kind, metadata.get("namespace"), metadata["name"])))
-            except NotFound:
-                continue  # deleted meanwhile by someone else
-            gone = from_storage(kv.value, revision)
-            if kind.kind == "Service":
-                await self._release_service(gone)
-            deleted.append(gone)
+                _, now, _ = await self._delete_one(kind, metadata.get("namespace"), metadata["name"], options)
+            except ApiError as e:
+                if e.code == 404:
+                    continue  # deleted meanwhile by someone else
+                raise
+            deleted.append(now)
         revision = deleted[-1]["metadata"]["resourceVersion"] if deleted else listed["metadata"]["resourceVersion"]
         return respond(
             request, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision}, "items": deleted}
         )
 
-    async def _delete_preconditions(self, request: web.Request) -> dict:
-        if not request.can_read_body:
-            return {}
-        body, _ = await self._read_body(request)
-        if body is None:
-            return {}
-        if not isinstance(body, dict):
-            raise status.bad_request("DeleteOptions must be an object")
-        preconditions = body.get("preconditions") or {}
-        if not isinstance(preconditions, dict):
-            raise status.bad_request("preconditions must be an object")
-        return preconditions
+    async def _delete_options(self, request: web.Request) -> deletion.DeleteOptions:
+        body = None
+        if request.can_read_body:
+            body, _ = await self._read_body(request)
+        return deletion.parse_options(body, request.query)
 
     @staticmethod
-    def _check_preconditions(kind: Kind, name: str, current: KeyValue, preconditions: dict) -> None:
+    def _check_preconditions(kind: Kind, name: str, current: KeyValue, preconditions: Mapping[str, str]) -> None:
         obj = json.loads(current.value)
         uid = preconditions.get("uid")
         if uid and uid != obj["metadata"].get("uid"):

@@ -46,6 +46,7 @@ from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.relaypods import RelayedPods
+from podnet.nodeagent.termination import Terminations, record_started
 from podnet.overlay.pipeline.conntrack import FlowKey
 from podnet.overlay.pipeline.forward import (
     FOU_PORT,
@@ -74,6 +75,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from podnet.client import ApiClient, ApiError, Informer, podnet_home
+from podnet.events import NORMAL, EventRecorder
 from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server
 from podnet.rpc.session import RpcError, RpcServer
@@ -179,6 +181,9 @@ class NodeAgent:
         self._status_wakeup = asyncio.Event()
         self.netns_pods = NetnsPods(config.name, config.state_path, self._from_netns_pod, self._mark_status_dirty)
         self.dns = PodDns(self._operate, self._emit)
+        self.events = EventRecorder(client, "kubelet", config.name)
+        self.terminations = Terminations(client, self.events, self.pods, self.remove_pod,
+                                         lambda uid: self.ipam.release(uid))
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -501,7 +506,10 @@ class NodeAgent:
             self.remove_pod(old)
             return
         meta = new.get("metadata") or {}
-        if meta.get("deletionTimestamp") or (new.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        if meta.get("deletionTimestamp"):
+            self.terminations.start(new)
+            return
+        if (new.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             self.remove_pod(new)
             return
         if (new.get("spec") or {}).get("hostNetwork"):
@@ -553,6 +561,8 @@ class NodeAgent:
             self._mark_status_dirty(key)
         else:
             pod.status_ip = allocation.ip
+        if (obj.get("status") or {}).get("phase") != "Running":
+            record_started(self.events, obj)
         return pod
 
     def remove_pod(self, obj: dict | None) -> None:
@@ -1176,6 +1186,11 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         await agent.register(shutdown)
         if shutdown.is_set():
             return
+        stack.push_async_callback(agent.events.close)
+        stack.push_async_callback(agent.terminations.close)
+        # The kubelet names its node by name, uid included.
+        agent.events.record({"kind": "Node", "metadata": {"name": config.name, "uid": config.name}}, NORMAL,
+                            "Starting", "Starting kubelet.")
         await agent.start_dataplane()
         stack.callback(agent.tunnel.close)
         stack.callback(agent.hostbridge.close)

@@ -223,8 +223,22 @@ class ApiClient:
             path = f"{path}/{subresource}"
         return await self.request("PATCH", path, body=patch, content_type=PATCH_TYPES[patch_type])
 
-    async def delete(self, kind: str | Kind, name: str, namespace: str | None = None) -> dict:
-        return await self.request("DELETE", _kind(kind).path(namespace, name))
+    async def delete(
+        self,
+        kind: str | Kind,
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_period: int | None = None,
+        propagation_policy: str | None = None,
+        preconditions: dict | None = None,
+    ) -> dict:
+        """DELETE with Kubernetes' DeleteOptions: `grace_period` 0 removes a pod at once, `propagation_policy`
+        is Background, Foreground or Orphan, `preconditions` {"uid": ..., "resourceVersion": ...}."""
+        options = {"gracePeriodSeconds": grace_period, "propagationPolicy": propagation_policy,
+                   "preconditions": preconditions}
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", **{k: v for k, v in options.items() if v is not None}}
+        return await self.request("DELETE", _kind(kind).path(namespace, name), body=body if len(body) > 2 else None)
 
     async def watch(
         self,
