@@ -206,6 +206,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
                 "shortNames": list(kind.short_names),
                 "storageVersionHash": "",
             }
+            | ({"categories": list(kind.categories)} if kind.categories else {})
         )
         if kind.has_status:
             resources.append(
