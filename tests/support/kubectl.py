@@ -1,0 +1,79 @@
+"""The real kubectl (on PATH) against a real API server process, through a kubeconfig written for it.
+
+`kubectl_server` (per module): an API server without controllers on 127.0.65.10, a SQLite store, and a
+`default` namespace. It runs without a token file, so it is open over plain HTTP: kubectl never sends
+credentials over plain HTTP, and this is how it reaches a server it needs none for. Its `.kubectl(*args)`
+runs kubectl with that kubeconfig and returns the CompletedProcess; `.podnet(*args)` runs podnet's CLI
+against the same server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.processes import REPO, end, free_tcp_port, read_log, spawn_module, wait_ready
+
+HOST = "127.0.65.10"
+
+
+class KubectlServer:
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.port = free_tcp_port(HOST)
+        self.url = f"http://{HOST}:{self.port}"
+        self.kubeconfig = directory / "kubeconfig"
+        self.kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "podnet", "cluster": {"server": self.url}}],
+            "users": [{"name": "admin", "user": {}}],
+            "contexts": [{"name": "podnet", "context": {"cluster": "podnet", "user": "admin"}}],
+            "current-context": "podnet",
+        }))
+        self.log_path = directory / "apiserver.log"
+        args = ["--host", HOST, "--port", str(self.port), "--store", f"sqlite:///{directory / 'store.db'}",
+                "--no-controllers"]
+        self.process = spawn_module("podnet.apiserver", args, self.log_path, directory)
+        wait_ready(self.process, self._ready, "the API server", lambda: read_log(self.log_path))
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.directory))
+        return subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True, env=env, timeout=60)
+
+    def podnet(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.directory))
+        return subprocess.run([sys.executable, "-m", "podnet", *args, "--server", self.url],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    def stop(self) -> None:
+        end(self.process)
+
+
+@pytest.fixture(scope="module")
+def kubectl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubectlServer]:
+    if shutil.which("kubectl") is None:
+        pytest.fail("kubectl is not on PATH; these tests drive the real kubectl")
+    server = KubectlServer(tmp_path_factory.mktemp("kubectl"))
+    try:
+        created = server.kubectl("create", "namespace", "default")
+        assert created.returncode == 0, created.stderr
+        yield server
+    finally:
+        server.stop()
