@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 
@@ -333,3 +334,20 @@ def test_explain_reads_the_openapi_v3_documents(populated):
     missing = populated.kubectl("explain", "pod.spec.nosuchfield")
     assert missing.returncode == 1
     assert missing.stderr.strip() == 'error: field "nosuchfield" does not exist'
+
+
+def test_get_watch_prints_table_rows_of_each_event(populated):
+    env = populated.kubectl_env()
+    with subprocess.Popen(["kubectl", "get", "pods", "--watch", "--output-watch-events", "-l", "app=watched"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as watcher:
+        try:
+            created = populated.kubectl("run", "watched", "--image=agnhost:2.39", "--labels=app=watched")
+            assert created.returncode == 0, created.stderr
+            deleted = populated.kubectl("delete", "pod", "watched", "--wait=false")
+            assert deleted.returncode == 0, deleted.stderr
+            lines = [watcher.stdout.readline() for _ in range(3)]
+        finally:
+            watcher.kill()
+    assert _columns(lines[0]) == ["EVENT", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert [_columns(line)[:4] for line in lines[1:]] == [["ADDED", "watched", "0/1", "Pending"],
+                                                          ["DELETED", "watched", "0/1", "Pending"]]

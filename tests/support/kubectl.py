@@ -3,7 +3,7 @@
 `kubectl_server` (per module): an API server without controllers on 127.0.65.10, a SQLite store, and a
 `default` namespace. It runs without a token file, so it is open over plain HTTP: kubectl never sends
 credentials over plain HTTP, and this is how it reaches a server it needs none for. Its `.kubectl(*args)`
-runs kubectl with that kubeconfig and returns the CompletedProcess; `.podnet(*args)` runs podnet's CLI
+runs kubectl with that kubeconfig (`.kubectl_env()`) and returns the CompletedProcess; `.podnet(*args)` runs podnet's CLI
 against the same server.
 """
 
@@ -53,9 +53,12 @@ class KubectlServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def kubectl_env(self) -> dict[str, str]:
+        return dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.directory))
+
     def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), HOME=str(self.directory))
-        return subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True, env=env, timeout=60)
+        return subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True, env=self.kubectl_env(),
+                              timeout=60)
 
     def podnet(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.directory))
