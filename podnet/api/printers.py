@@ -12,6 +12,7 @@ import calendar
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
 from podnet.api.openapi import field_description
 
@@ -442,8 +443,10 @@ DEFAULT = Printer((_NAME, Column("Created At", (_META, "creationTimestamp"), typ
 # --- tables -------------------------------------------------------------------------------------------
 
 
-def column_definitions(printer: Printer) -> list[dict]:
-    return [column.definition() for column in printer.columns]
+@cache
+def column_definitions(printer: Printer) -> tuple[dict, ...]:
+    """The Table's columnDefinitions (computed once per printer; not to be changed by callers)."""
+    return tuple(column.definition() for column in printer.columns)
 
 
 def table_rows(printer: Printer | None, objects: Iterable[dict], now: float, *, wide: bool = False,
