@@ -1,16 +1,19 @@
 """The real kubectl (on PATH) against a real API server process, through a kubeconfig written for it.
 
 `kubectl_server` (per module): an API server without controllers on 127.0.65.10, a SQLite store, and a
-`default` namespace. It runs without a token file, so it is open over plain HTTP: kubectl never sends
-credentials over plain HTTP, and this is how it reaches a server it needs none for. Its `.kubectl(*args)`
+`default` namespace, serving HTTPS with a certificate from its own CA and taking client certificates
+from it; the kubeconfig carries that CA and an admin client certificate (CN admin, O system:masters),
+as the one `podnet up` writes. Its `.kubectl(*args)`
 runs kubectl with that kubeconfig (`.kubectl_env()`) and returns the CompletedProcess; `.podnet(*args)` runs podnet's CLI
 against the same server.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -19,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
+from podnet import kubeconfig, pki
 from support.processes import REPO, end, free_tcp_port, read_log, spawn_module, wait_ready
 
 HOST = "127.0.65.10"
@@ -30,25 +33,31 @@ class KubectlServer:
     def __init__(self, directory: Path):
         self.directory = directory
         self.port = free_tcp_port(HOST)
-        self.url = f"http://{HOST}:{self.port}"
+        self.url = f"https://{HOST}:{self.port}"
+        now = datetime.datetime.now(datetime.UTC)
+        ca = pki.make_ca(now)
+        serving = pki.make_serving(ca, [HOST], now)
+        admin = pki.make_client(ca, "admin", ["system:masters"], now)
+        files = {"ca.crt": ca.cert_pem, "apiserver.crt": serving.cert_pem, "apiserver.key": serving.key_pem}
+        for name, data in files.items():
+            (directory / name).write_bytes(data)
+            (directory / name).chmod(0o600)
+        self.ca_file = directory / "ca.crt"
         self.kubeconfig = directory / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "podnet", "cluster": {"server": self.url}}],
-            "users": [{"name": "admin", "user": {}}],
-            "contexts": [{"name": "podnet", "context": {"cluster": "podnet", "user": "admin"}}],
-            "current-context": "podnet",
-        }))
+        self.kubeconfig.write_text(kubeconfig.render(self.url, ca.cert_pem, "admin", cert_pem=admin.cert_pem,
+                                                     key_pem=admin.key_pem))
+        self.kubeconfig.chmod(0o600)
         self.log_path = directory / "apiserver.log"
         args = ["--host", HOST, "--port", str(self.port), "--store", f"sqlite:///{directory / 'store.db'}",
-                "--no-controllers"]
+                "--no-controllers", "--tls-cert", str(directory / "apiserver.crt"),
+                "--tls-key", str(directory / "apiserver.key"), "--client-ca-file", str(self.ca_file)]
         self.process = spawn_module("podnet.apiserver", args, self.log_path, directory)
         wait_ready(self.process, self._ready, "the API server", lambda: read_log(self.log_path))
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
+            context = ssl.create_default_context(cafile=str(self.ca_file))
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1, context=context) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -62,7 +71,7 @@ class KubectlServer:
 
     def podnet(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.directory))
-        return subprocess.run([sys.executable, "-m", "podnet", *args, "--server", self.url],
+        return subprocess.run([sys.executable, "-m", "podnet", *args, "--kubeconfig", str(self.kubeconfig)],
                               capture_output=True, text=True, env=env, timeout=60)
 
     def stop(self) -> None:
