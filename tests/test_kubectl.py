@@ -351,3 +351,19 @@ def test_get_watch_prints_table_rows_of_each_event(populated):
     assert _columns(lines[0]) == ["EVENT", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert [_columns(line)[:4] for line in lines[1:]] == [["ADDED", "watched", "0/1", "Pending"],
                                                           ["DELETED", "watched", "0/1", "Pending"]]
+
+
+def test_an_unknown_field_in_a_replace_fails_as_a_create_does(populated):
+    own = DEPLOYMENT.replace("name: nginx-deployment", "name: replaced")
+    created = populated.kubectl("create", "-f", "-", input=own)
+    assert created.returncode == 0, created.stderr
+    manifest = own.replace("  replicas: 3", "  replicas: 3\n  minReadySecondz: 5")
+    result = populated.kubectl("replace", "-f", "-", input=manifest)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        'Error from server (BadRequest): error when replacing "STDIN": Deployment in version "v1" cannot be handled '
+        'as a Deployment: strict decoding error: unknown field "spec.minReadySecondz"'
+    )
+    ignored = populated.kubectl("replace", "--validate=false", "-f", "-", input=manifest)
+    assert ignored.returncode == 0, ignored.stderr
+    assert ignored.stdout.strip() == "deployment.apps/replaced replaced" and ignored.stderr == ""
