@@ -325,6 +325,10 @@ def test_explain_reads_the_openapi_v3_documents(populated):
     assert containers.stdout.startswith("KIND:       Pod\nVERSION:    v1\n\nFIELD: containers <[]Container>\n")
     assert "\n  name\t<string> -required-\n" in containers.stdout
     assert "\n  ports\t<[]ContainerPort>\n" in containers.stdout
+    probe = populated.kubectl("explain", "pod.spec.containers.livenessProbe.httpGet")
+    assert "\n  port\t<IntOrString> -required-\n" in probe.stdout
+    resources = populated.kubectl("explain", "pod.spec.containers.resources")
+    assert "\n  limits\t<map[string]Quantity>\n" in resources.stdout
     ingress = populated.kubectl("explain", "networkpolicy.spec.ingress")
     assert ingress.stdout.startswith(
         "GROUP:      networking.k8s.io\nKIND:       NetworkPolicy\nVERSION:    v1\n\n"

@@ -133,3 +133,7 @@ def test_v2_lists_every_operation_of_every_kind():
     assert "/api/v1/namespaces/{name}/status" in document["paths"]
     assert "delete" not in document["paths"]["/api/v1/namespaces"]  # namespaces are deleted one by one
     assert {"io.k8s.api.apps.v1.ReplicaSet", "io.k8s.apimachinery.pkg.apis.meta.v1.Status"} <= set(document["definitions"])
+    # v2 has no oneOf: IntOrString and Quantity are strings there, as kube-apiserver writes them.
+    assert document["definitions"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] == {"type": "string", "format": "int-or-string"}
+    assert document["definitions"]["io.k8s.apimachinery.pkg.api.resource.Quantity"] == {"type": "string"}
+    assert "oneOf" in documents.v3_documents()["api/v1"]["components"]["schemas"]["io.k8s.apimachinery.pkg.api.resource.Quantity"]

@@ -3,9 +3,10 @@
 The source is the JSON Schema form of Kubernetes 1.31's OpenAPI definitions that the PyPI package
 `kubernetes-validate` ships (kubernetes_validate/kubernetes-json-schema/v1.31.0-local/_definitions.json).
 Only the definitions reachable from podnet's kinds (and the meta types every API serves) are kept, put
-back into OpenAPI v2 shape: `#/definitions/...` references, no JSON Schema `null` types, int-or-string
-and quantities as kube-apiserver publishes them. podnet reads the vendored file at run time; it does not
-need kubernetes-validate.
+back into OpenAPI shape: `#/definitions/...` references and no JSON Schema `null` types. The two types
+that are one of several (IntOrString, Quantity) stay `oneOf`, as kube-apiserver's OpenAPI v3 has them;
+its v2 document spells them as strings, which podnet/api/openapi/documents.py does when it builds v2.
+podnet reads the vendored file at run time; it does not need kubernetes-validate.
 
 Regenerate (after adding a kind to podnet/api/kinds.py):
 
@@ -33,11 +34,6 @@ META = (
     "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",
     "io.k8s.apimachinery.pkg.apis.meta.v1.Patch",
 )
-# kube-apiserver publishes these as plain strings; the JSON Schema form spells them as oneOf.
-AS_STRING = {
-    "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {"type": "string", "format": "int-or-string"},
-    "io.k8s.apimachinery.pkg.api.resource.Quantity": {"type": "string"},
-}
 
 
 def read_source(argument: str | None) -> dict:
@@ -101,9 +97,6 @@ def vendor(source: dict) -> dict:
     while pending:
         name = pending.pop()
         if name in kept:
-            continue
-        if name in AS_STRING:
-            kept[name] = dict(AS_STRING[name])
             continue
         definition = strip_added_enums(to_openapi_v2(definitions[name]))  # type: ignore[arg-type]
         kept[name] = definition

@@ -196,6 +196,18 @@ def _v2_operation(op: Operation) -> dict:
     }
 
 
+def to_v2_schema(schema: dict) -> dict:
+    """OpenAPI v2 has no oneOf: kube-apiserver writes a type that is one of several (IntOrString,
+    Quantity) as a string, an int-or-string when one of them is an integer."""
+    one_of = schema.get("oneOf")
+    if one_of is None:
+        return schema
+    written = {k: v for k, v in schema.items() if k != "oneOf"} | {"type": "string"}
+    if any(choice.get("type") == "integer" for choice in one_of):
+        written["format"] = "int-or-string"
+    return written
+
+
 @cache
 def v2() -> dict:
     """The whole API as kube-apiserver's /openapi/v2 (JSON)."""
@@ -204,7 +216,7 @@ def v2() -> dict:
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
         "paths": paths,
-        "definitions": {name: definitions()[name] for name in _reachable(_roots(list(KINDS)))},
+        "definitions": {name: to_v2_schema(definitions()[name]) for name in _reachable(_roots(list(KINDS)))},
         "securityDefinitions": {"BearerToken": {"type": "apiKey", "name": "authorization", "in": "header",
                                                 "description": "Bearer Token authentication"}},
         "security": [{"BearerToken": []}],

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from podnet.api.openapi import REF_PREFIX, definitions
 
-_QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
-_INT_OR_STRING = "int-or-string"
+_PACKAGES = {"io.k8s.apimachinery.pkg.api.resource.Quantity": "resource",
+             "io.k8s.apimachinery.pkg.util.intstr.IntOrString": "intstr"}
+_JSON_TYPES = {"string": str, "integer": int, "number": int | float, "boolean": bool}
 
 
 class Members(list):
@@ -56,9 +57,7 @@ class Decoded:
 
 
 def _go_package(definition: str) -> str:
-    return {_QUANTITY: "resource", "io.k8s.apimachinery.pkg.util.intstr.IntOrString": "intstr"}.get(
-        definition, definition.split(".")[-2]
-    )
+    return _PACKAGES.get(definition, definition.split(".")[-2])
 
 
 def _go_type(schema: dict) -> str:
@@ -73,8 +72,6 @@ def _go_type(schema: dict) -> str:
         return "map[string]" + _go_type(schema["additionalProperties"])
     if schema_type == "integer":
         return schema.get("format") or "int"
-    if schema.get("format") == _INT_OR_STRING:
-        return "intstr.IntOrString"
     return {"string": "string", "boolean": "bool", "number": "float64"}.get(str(schema_type), "interface {}")
 
 
@@ -109,10 +106,6 @@ class _Decoder:
         if isinstance(ref, str):
             name = ref[len(REF_PREFIX):]
             target = definitions()[name]
-            if name == _QUANTITY:
-                if not isinstance(value, str | int | float) or isinstance(value, bool):
-                    self.mismatch(value, schema, struct, field_path)
-                return value
             inner = name.rsplit(".", 1)[1] if "properties" in target else struct
             return self._typed(value, target, schema, struct, field_path, path, inner)
         return self._typed(value, schema, schema, struct, field_path, path, struct)
@@ -134,18 +127,11 @@ class _Decoder:
                 return value
             items = schema.get("items") or {}
             return [self.value(item, items, struct, field_path, f"{path}[{i}]") for i, item in enumerate(value)]
-        if schema.get("format") == _INT_OR_STRING:
-            ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-        elif schema_type == "string":
-            ok = isinstance(value, str)
-        elif schema_type == "integer":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif schema_type == "number":
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        elif schema_type == "boolean":
-            ok = isinstance(value, bool)
-        else:
+        choices = [choice.get("type") for choice in schema.get("oneOf", [])] or [schema_type]
+        if not all(choice in _JSON_TYPES for choice in choices):
             return plain(value)  # no type given (RawExtension and the like): anything goes
+        ok = not isinstance(value, bool) or "boolean" in choices
+        ok = ok and any(isinstance(value, _JSON_TYPES[choice]) for choice in choices)  # type: ignore[arg-type]
         if not ok:
             self.mismatch(value, named, struct, field_path)
         return value
