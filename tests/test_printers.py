@@ -55,6 +55,10 @@ RUNNING = {"running": {}}
          ["p", "1/2", "NotReady", "0", "60s", "<none>", "<none>", "<none>", "<none>"]),
         (_pod({"phase": "Running"}, deletionTimestamp=CREATED),
          ["p", "0/2", "Terminating", "0", "60s", "<none>", "<none>", "<none>", "<none>"]),
+        (_pod({"phase": "Running", "containerStatuses": [
+            {"name": "a", "ready": True, "state": RUNNING, "restartCount": 3,
+             "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2026-01-01T23:55:00Z"}}}]}),
+         ["p", "1/2", "Running", "3 (5m ago)", "60s", "<none>", "<none>", "<none>", "<none>"]),
         (_pod({"phase": "Failed", "containerStatuses": [{"name": "a", "state": {"terminated": {"exitCode": 137}}}]}),
          ["p", "0/2", "ExitCode:137", "0", "60s", "<none>", "<none>", "<none>", "<none>"]),
     ],

@@ -147,6 +147,14 @@ def _containers(template_owner: dict) -> tuple[str, str]:
 # --- rows ---------------------------------------------------------------------------------------------
 
 
+def _last_termination(container: dict) -> float | None:
+    return _timestamp(((container.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+
+
+def _latest(times: Iterable[float | None]) -> float | None:
+    return max((t for t in times if t is not None), default=None)
+
+
 def _pod_row(pod: dict, now: float) -> list[Cell]:
     spec, status = _spec(pod), _status(pod)
     total = len(spec.get("containers") or [])
@@ -156,10 +164,13 @@ def _pod_row(pod: dict, now: float) -> list[Cell]:
             reason = "SchedulingGated"
     restartable = {c.get("name") for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"}
     total += len(restartable)
+    init_statuses = status.get("initContainerStatuses") or []
     ready = restarts = 0
+    last_restart: float | None = None
     initializing = False
-    for index, container in enumerate(status.get("initContainerStatuses") or []):
+    for index, container in enumerate(init_statuses):
         restarts += int(container.get("restartCount") or 0)
+        last_restart = _latest((last_restart, _last_termination(container)))
         state = container.get("state") or {}
         terminated, waiting = state.get("terminated"), state.get("waiting")
         if terminated and terminated.get("exitCode") == 0:
@@ -179,11 +190,13 @@ def _pod_row(pod: dict, now: float) -> list[Cell]:
         break
     initialized = any(c.get("type") == "Initialized" and c.get("status") == "True" for c in status.get("conditions") or [])
     if not initializing or initialized:
-        restarts = sum(int(c.get("restartCount") or 0) for c in status.get("initContainerStatuses") or []
-                       if c.get("name") in restartable)
+        sidecars = [c for c in init_statuses if c.get("name") in restartable]
+        restarts = sum(int(c.get("restartCount") or 0) for c in sidecars)
+        last_restart = _latest(_last_termination(c) for c in sidecars)
         running = False
         for container in reversed(status.get("containerStatuses") or []):
             restarts += int(container.get("restartCount") or 0)
+            last_restart = _latest((last_restart, _last_termination(container)))
             state = container.get("state") or {}
             waiting, terminated = state.get("waiting") or {}, state.get("terminated")
             if waiting.get("reason"):
@@ -203,6 +216,9 @@ def _pod_row(pod: dict, now: float) -> list[Cell]:
             reason = "Unknown"
         elif status.get("phase") not in ("Succeeded", "Failed"):
             reason = "Terminating"
+    restarts_text = str(restarts)
+    if restarts and last_restart is not None:
+        restarts_text = f"{restarts} ({human_duration(now - last_restart)} ago)"
     ips = status.get("podIPs") or []
     pod_ip = (ips[0].get("ip") if ips else None) or status.get("podIP") or "<none>"
     gates = spec.get("readinessGates") or []
@@ -211,7 +227,7 @@ def _pod_row(pod: dict, now: float) -> list[Cell]:
         conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         passed = sum(1 for g in gates if conditions.get(g.get("conditionType")) == "True")
         readiness = f"{passed}/{len(gates)}"
-    return [_meta(pod).get("name", ""), f"{ready}/{total}", reason, str(restarts), age(pod, now),
+    return [_meta(pod).get("name", ""), f"{ready}/{total}", reason, restarts_text, age(pod, now),
             pod_ip, spec.get("nodeName") or "<none>", status.get("nominatedNodeName") or "<none>", readiness]
 
 
