@@ -26,8 +26,9 @@ from podnet.api.openapi import structure
 
 DIRECTIVES = ("Ignore", "Strict", "Warn")
 WARNINGS_KEY = web.RequestKey("warnings", list)
-_JSON_BODIES = ("", "application/json", "*/*", "application/merge-patch+json", "application/strategic-merge-patch+json",
-                "application/json-patch+json")
+_STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
+_JSON_BODIES = ("", "application/json", "*/*", "application/merge-patch+json", _STRATEGIC_PATCH, _JSON_PATCH)
 
 
 def _directive(request: web.Request, options_kind: str) -> str:
@@ -87,10 +88,11 @@ async def decode_patched(request: web.Request, kind: Kind, patch: object, media_
     result raise or warn as the directive says."""
     directive = _directive(request, "PatchOptions")
     raw = await _raw_json(request)
-    shown = (structure.go_format(patch) if media_type == "application/strategic-merge-patch+json"
-             else json.dumps(patched, separators=(",", ":"), sort_keys=True))
 
     def fail(message: str) -> status.ApiError:
+        # kube-apiserver quotes a strategic merge patch as Go prints the patch, other patches as the result.
+        shown = (structure.go_format(patch) if media_type == _STRATEGIC_PATCH
+                 else json.dumps(patched, separators=(",", ":"), sort_keys=True))
         cause = Cause("patch", "FieldValueInvalid", f"Invalid value: {json.dumps(shown, ensure_ascii=False)}: {message}")
         return status.ApiError(status.status(422, "Invalid", f' "" is invalid: patch: {cause.message}',
                                              {"causes": [cause.to_dict()]}))
@@ -98,7 +100,9 @@ async def decode_patched(request: web.Request, kind: Kind, patch: object, media_
     decoded = structure.decode(structure.members(patched), kind.definition)
     if decoded.type_error:
         raise fail(decoded.type_error)
-    duplicated = structure.duplicates(raw) if raw is not None and directive != "Ignore" else []
+    # A JSON patch is a list of operations, not a document: only merge patches can repeat a field.
+    merging = raw is not None and media_type != _JSON_PATCH and directive != "Ignore"
+    duplicated = structure.duplicates(raw) if merging else []
     _report(request, directive, duplicated + decoded.problems, fail)
     return decoded.value  # type: ignore[return-value]
 
