@@ -371,3 +371,10 @@ def test_an_unknown_field_in_a_replace_fails_as_a_create_does(populated):
     ignored = populated.kubectl("replace", "--validate=false", "-f", "-", input=manifest)
     assert ignored.returncode == 0, ignored.stderr
     assert ignored.stdout.strip() == "deployment.apps/replaced replaced" and ignored.stderr == ""
+
+
+def test_kubectl_patch_warns_of_an_unknown_field_by_default(populated):
+    result = populated.kubectl("patch", "svc", "web", "--type", "merge", "-p", '{"spec":{"sessionAffinityy":"None"}}')
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == 'Warning: unknown field "spec.sessionAffinityy"'
+    assert result.stdout.strip() == "service/web patched (no change)"
