@@ -37,6 +37,8 @@ POD = "io.k8s.api.core.v1.Pod"
         # Quantities and int-or-strings take either form; free-form objects and nulls take anything.
         ('{"spec":{"containers":[{"name":"c","resources":{"limits":{"cpu":1,"memory":"1Gi"}},'
          '"livenessProbe":{"httpGet":{"port":"http"}},"readinessProbe":{"tcpSocket":{"port":80}}}]}}', POD, [], None),
+        ('{"spec":{"containers":[{"name":"c","resources":{"limits":{"cpu":"lots"}}}]}}', POD, [],
+         "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"),
         ('{"metadata":{"managedFields":[{"fieldsV1":{"f:spec":{"x":{}}}}],"labels":null}}', POD, [], None),
     ],
 )

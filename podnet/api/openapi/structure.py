@@ -14,12 +14,16 @@ Pure. Duplicates are only visible in the raw JSON, so `parse_json` keeps every m
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from podnet.api.openapi import REF_PREFIX, definitions
 
-_PACKAGES = {"io.k8s.apimachinery.pkg.api.resource.Quantity": "resource",
-             "io.k8s.apimachinery.pkg.util.intstr.IntOrString": "intstr"}
+_QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+_PACKAGES = {_QUANTITY: "resource", "io.k8s.apimachinery.pkg.util.intstr.IntOrString": "intstr"}
+# resource.Quantity's own decoding rule (k8s.io/apimachinery/pkg/api/resource, ErrFormatWrong).
+_QUANTITY_TEXT = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+_QUANTITY_ERROR = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
 _JSON_TYPES = {"string": str, "integer": int, "number": int | float, "boolean": bool}
 
 
@@ -106,6 +110,8 @@ class _Decoder:
         if isinstance(ref, str):
             name = ref[len(REF_PREFIX):]
             target = definitions()[name]
+            if name == _QUANTITY and isinstance(value, str) and not _QUANTITY_TEXT.match(value):
+                self.result.type_error = self.result.type_error or _QUANTITY_ERROR
             inner = name.rsplit(".", 1)[1] if "properties" in target else struct
             return self._typed(value, target, schema, struct, field_path, path, inner)
         return self._typed(value, schema, schema, struct, field_path, path, struct)
