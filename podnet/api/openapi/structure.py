@@ -148,21 +148,25 @@ class _Decoder:
         if properties is None and not isinstance(additional, dict):
             return plain(value)  # a free-form object (FieldsV1): kept as it is
         decoded: dict = {}
+        seen: set[str] = set()
         for name, member in value:
             member_path = f"{path}.{name}" if path else name
             member_field = f"{field_path}.{name}" if field_path else name
             if properties is not None and name in properties:
-                if name in decoded:
+                if name in seen:
                     self.result.problems.append(f'duplicate field "{member_path}"')
+                seen.add(name)
                 decoded[name] = self.value(member, properties[name], struct, member_field, member_path)
             elif isinstance(additional, dict):
-                if name in decoded:
+                if name in seen:
                     self.result.problems.append(f'duplicate field "{member_path}"')
+                seen.add(name)
                 decoded[name] = self.value(member, additional, struct, field_path, member_path)
             elif member_path not in self._unknown:
                 self._unknown.add(member_path)
                 self.result.problems.append(f'unknown field "{member_path}"')
-        return decoded
+        # A null field is the Go zero value, which Kubernetes' types leave out when they encode.
+        return {name: member for name, member in decoded.items() if member is not None}
 
 
 def decode(body: object, definition: str) -> Decoded:
