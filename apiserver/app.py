@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from podnet.apiserver import accessreview, status
+from podnet.apiserver import accessreview, fieldvalidation, openapi, status
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
@@ -161,6 +161,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         app.router.add_get(path, handler)
     _add_get_with_slash(app, "/version", version)
     add_discovery_routes(app, request_host=config.host)
+    openapi.add_routes(app)
+    fieldvalidation.install(app)
 
     async def background(app: web.Application):
         tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache")]
@@ -225,6 +227,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
                 "shortNames": list(kind.short_names),
                 "storageVersionHash": "",
             }
+            | ({"categories": list(kind.categories)} if kind.categories else {})
         )
         if kind.has_status:
             resources.append(

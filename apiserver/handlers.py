@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 from aiohttp import web
-from podnet.apiserver import deletion, status
+from podnet.apiserver import deletion, fieldvalidation, status, tables
 from podnet.apiserver.auth import User, authorize
 from podnet.apiserver.codec import (
     JSON,
@@ -332,7 +332,7 @@ class Resources:
         name = request.match_info["name"]
         self._authorize(request, "get", kind, namespace)
         kv = await self._current(kind, namespace, name)
-        return respond(request, from_storage(kv.value, kv.mod_revision))
+        return respond(request, tables.represent(request, kind, from_storage(kv.value, kv.mod_revision)))
 
     async def list_or_watch(self, request: web.Request, kind: Kind, all_namespaces: bool = False) -> web.StreamResponse:
         namespace = None if all_namespaces else request.match_info.get("namespace")
@@ -345,7 +345,7 @@ class Resources:
             raise status.bad_request(str(e)) from None
         if watching:
             return await self.watch(request, kind, namespace, selection)
-        return respond(request, await self._list(request, kind, namespace, selection))
+        return respond(request, tables.represent(request, kind, await self._list(request, kind, namespace, selection)))
 
     async def _list(self, request: web.Request, kind: Kind, namespace: str | None, selection: Filter) -> dict:
         query = request.query
@@ -416,6 +416,7 @@ class Resources:
         except Compacted:
             subscription = None
         media_type = response_media_type(request)
+        as_table = tables.event_transform(request, kind)
         response = web.StreamResponse(headers={"Content-Type": media_type, "Cache-Control": "no-cache"})
         await response.prepare(request)
         request[VERB_KEY] = "watch"
@@ -425,8 +426,10 @@ class Resources:
                 await response.write(self._expired_event(after, media_type))
                 return response
             for obj in initial:
-                await response.write(encode_event(ADDED, obj, media_type))
-            await self._stream(request, response, subscription, prefix, name, selection, bookmarks, timeout, kind, media_type)
+                await response.write(encode_event(ADDED, as_table(obj) if as_table else obj, media_type))
+            await self._stream(
+                request, response, subscription, prefix, name, selection, bookmarks, timeout, kind, media_type, as_table
+            )
         except ConnectionError:
             pass  # the watcher went away
         finally:
@@ -456,6 +459,7 @@ class Resources:
         timeout: float,
         kind: Kind,
         media_type: str,
+        as_table: Callable[[dict], dict] | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -481,7 +485,9 @@ class Resources:
                 processed = change.revision
                 if change.key.startswith(prefix) and (name is None or change.key.rpartition("/")[2] == name):
                     event_type = self._event_type(change, selection)
-                    if event_type is not None:
+                    if event_type is not None and as_table is not None:
+                        await response.write(encode_event(event_type, as_table(change.object), media_type))
+                    elif event_type is not None:
                         await response.write(change.encoded(event_type, media_type))
             if bookmarks and loop.time() >= next_bookmark:
                 # Also while other namespaces' changes stream past unseen, so a resume starts near the head.
@@ -510,7 +516,7 @@ class Resources:
     async def create(self, request: web.Request, kind: Kind) -> web.Response:
         namespace = request.match_info.get("namespace")
         self._authorize(request, "create", kind, namespace)
-        obj = await self._read_object(request, kind)
+        obj = await fieldvalidation.decode_object(request, kind, await self._read_object(request, kind))
         self._place(obj, kind, namespace)
         record_update(kind, None, obj, _manager(request), _now())
         return await self._create(request, kind, namespace, obj)
@@ -595,7 +601,7 @@ class Resources:
         namespace = request.match_info.get("namespace")
         name = request.match_info["name"]
         self._authorize(request, "update", kind, namespace)
-        obj = await self._read_object(request, kind)
+        obj = await fieldvalidation.decode_object(request, kind, await self._read_object(request, kind))
         self._place(obj, kind, namespace)
         if obj["metadata"].get("name", name) != name:
             raise status.bad_request(
@@ -649,6 +655,7 @@ class Resources:
             if expected not in (None, "") and expected != str(current.mod_revision):
                 # The patch named a resourceVersion: it is a precondition, as on update.
                 raise status.conflict(kind, name)
+            patched = await fieldvalidation.decode_patched(request, kind, body, media_type, patched)
             try:
                 result = await self._write_update(
                     kind, namespace, name, current, patched, subresource, dry_run=_dry_run(request),

@@ -5,25 +5,14 @@ what each DELETE answers; events aggregated by the recorder and expired by the s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import pytest
+from support.local_cluster import eventually
 
 from podnet.client import ApiClient, ApiError
 from podnet.events import NORMAL, EventRecorder
 
 HOLD = "example.com/hold"
-
-
-async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 10.0, what: str = "condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
 
 
 @pytest.fixture
@@ -36,7 +25,7 @@ async def client(make_api_server):
             except ApiError:
                 return None
 
-        await eventually(default_namespace, what="the default namespace")
+        await eventually(default_namespace, 10, "the default namespace")
         yield api
 
 
@@ -77,7 +66,7 @@ async def with_pods(api: ApiClient, name: str, count: int = 2) -> list[dict]:
         pods = await pods_of(api, name)
         return pods if len(pods) == count else None
 
-    return await eventually(created, what=f"{count} pods of {name}")
+    return await eventually(created, 10, f"{count} pods of {name}")
 
 
 async def test_a_finalizer_keeps_an_object_until_an_update_removes_it(client):
@@ -129,7 +118,7 @@ async def test_background_deletes_the_pods_after_the_deployment(client):
     answer = await client.delete("deployments", "web", "default", propagation_policy="Background")
     assert answer["kind"] == "Status" and answer["details"]["kind"] == "deployments"
     assert await absent(client, "deployments", "web")
-    await eventually(lambda: _no_pods(client, "web"), what="the pods collected")
+    await eventually(lambda: _no_pods(client, "web"), 10, "the pods collected")
     assert pods  # they existed, owned by the Deployment
     assert all(p["metadata"]["ownerReferences"][0]["kind"] == "Deployment" for p in pods)
 
@@ -142,7 +131,7 @@ async def test_orphan_keeps_the_pods_without_their_owner(client):
     pods = await with_pods(client, "kept")
     answer = await client.delete("deployments", "kept", "default", propagation_policy="Orphan")
     assert answer["metadata"]["finalizers"] == ["orphan"]
-    await eventually(lambda: absent(client, "deployments", "kept"), what="the Deployment gone")
+    await eventually(lambda: absent(client, "deployments", "kept"), 10, "the Deployment gone")
     left = await pods_of(client, "kept")
     assert {p["metadata"]["uid"] for p in left} == {p["metadata"]["uid"] for p in pods}
     assert all(not p["metadata"].get("ownerReferences") for p in left)
@@ -154,20 +143,20 @@ async def test_foreground_waits_for_blocking_dependents_of_any_kind(client):
     owner = await client.create(deployment("fg", 1))
     # A dependent of another kind that a finalizer holds: the owner must wait for it.
     await client.create(lease("dependent", finalizers=[HOLD], ownerReferences=[reference(owner)]))
-    await eventually(lambda: pods_of(client, "fg"), what="the pod")
+    await eventually(lambda: pods_of(client, "fg"), 10, "the pod")
     answer = await client.delete("deployments", "fg", "default", propagation_policy="Foreground")
     assert answer["metadata"]["finalizers"] == ["foregroundDeletion"]
 
     async def dependent_deleting():
         return (await client.get("leases", "dependent", "default"))["metadata"].get("deletionTimestamp")
 
-    await eventually(dependent_deleting, what="the dependent marked for deletion")
-    await eventually(lambda: _no_pods(client, "fg"), what="the pod deleted")
+    await eventually(dependent_deleting, 10, "the dependent marked for deletion")
+    await eventually(lambda: _no_pods(client, "fg"), 10, "the pod deleted")
     await asyncio.sleep(0.5)
     held = await client.get("deployments", "fg", "default")
     assert held["metadata"]["finalizers"] == ["foregroundDeletion"]
     await client.patch("leases", "dependent", {"metadata": {"finalizers": None}}, namespace="default")
-    await eventually(lambda: absent(client, "deployments", "fg"), what="the owner gone after its dependents")
+    await eventually(lambda: absent(client, "deployments", "fg"), 10, "the owner gone after its dependents")
 
 
 async def test_a_cluster_scoped_owner_collects_namespaced_dependents(client):
@@ -175,7 +164,7 @@ async def test_a_cluster_scoped_owner_collects_namespaced_dependents(client):
     await client.create(lease("node-gc", ownerReferences=[reference(node, block=False)]))
     await client.create(lease("unowned"))
     await client.delete("nodes", "node-gc")
-    await eventually(lambda: absent(client, "leases", "node-gc"), what="the node's lease collected")
+    await eventually(lambda: absent(client, "leases", "node-gc"), 10, "the node's lease collected")
     assert not await absent(client, "leases", "unowned")
 
 

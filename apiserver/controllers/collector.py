@@ -39,11 +39,13 @@ class GarbageCollector(Controller):
         self._kinds = {informer_key(k): k for k in COLLECTED}
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
-        obj = new or old or {}
-        meta = obj.get("metadata") or {}
-        # Only objects that own, are owned or are being deleted can change what the collector does.
-        if event == "DELETED" or meta.get("ownerReferences") or meta.get("deletionTimestamp") or \
-                ((old or {}).get("metadata") or {}).get("ownerReferences"):
+        # What the collector decides depends on who exists, who owns whom and who is being deleted:
+        # a status update (most events) changes none of it.
+        if event == "DELETED" or new is None:
+            self.runner.trigger()
+            return
+        before, after = (old or {}).get("metadata") or {}, new.get("metadata") or {}
+        if any(before.get(k) != after.get(k) for k in ("ownerReferences", "deletionTimestamp", "finalizers")):
             self.runner.trigger()
 
     async def reconcile(self) -> None:
