@@ -1,47 +1,31 @@
 """How field ownership sees a kind's fields: which lists are maps keyed by some fields of their items,
 which lists are sets, which values are owned as a whole, and which containers every object has.
 
-`field_schema(kind_name)` is the one lookup server-side apply uses; its answers are Kubernetes' own
-(`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`, `x-kubernetes-map-type` of the OpenAPI
-definitions, and the Go types' non-optional structs) for the fields podnet serves. Until podnet serves
-those definitions, the keyed lists and sets are strategic merge's (patch.merge_keys), keyed by more
-fields where apply's list-map keys say so. Paths are field names joined by dots, list positions left
-out (`spec.template.spec.containers.ports`).
+`field_schema(kind_name)` is the one lookup server-side apply uses. Its answers come from the kind's
+OpenAPI definition (podnet/api/openapi, Kubernetes' own): `x-kubernetes-list-type` map (keyed by
+`x-kubernetes-list-map-keys`) or set, and `x-kubernetes-map-type: atomic`. Paths are field names
+joined by dots, list positions left out (`spec.template.spec.containers.ports`); a keyed list's items
+share its path, so an atomic path that is a keyed list's means its items are owned whole.
 
-Lists and maps not named follow Kubernetes' defaults: a list without a list type is atomic (one value,
-owned and replaced whole: `command`, `args`, NetworkPolicy rules), a map is granular (each key owned on
-its own: `labels`, `annotations`, any struct).
+What the definitions leave unmarked follows Kubernetes' defaults: a list without a list type is atomic
+(one value, owned and replaced whole: `command`, `args`, NetworkPolicy rules), a map is granular (each
+key owned on its own: `labels`, `annotations`, any struct).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
-from podnet.apiserver.patch import merge_keys
+from podnet.api.kinds import UnknownKind, lookup
+from podnet.api.openapi import REF_PREFIX, definitions, resolve
 
-# Lists that apply keys by more fields than strategic merge's one merge key, by the end of their path.
-_WIDER_KEYS = {
-    "containers.ports": ("containerPort", "protocol"),
-    "initContainers.ports": ("containerPort", "protocol"),
-    "spec.ports": ("port", "protocol"),  # a Service's
-    "topologySpreadConstraints": ("topologyKey", "whenUnsatisfiable"),
-}
-# Lists strategic merge merges that apply owns whole.
-_ATOMIC_LISTS = frozenset({"status.containerStatuses"})
 # Key fields Kubernetes defaults, so that an item that leaves them out still has its key.
 _KEY_DEFAULTS = {"protocol": "TCP"}
 
 _POD_TEMPLATE = ("spec.template", "spec.template.metadata", "spec.template.spec", "spec.template.spec.containers")
-# Maps and structs owned whole (label selectors, a Service's selector), and the containers the empty
-# object has (Go structs that are not pointers, lists without omitempty): writing into those adds their
-# fields, not the container itself.
-_ATOMIC: dict[str, frozenset[str]] = {
-    "Deployment": frozenset({"spec.selector"}),
-    "ReplicaSet": frozenset({"spec.selector"}),
-    "Service": frozenset({"spec.selector"}),
-    "NetworkPolicy": frozenset({"spec.podSelector"}),
-}
+# Containers the empty object has (Go structs that are not pointers, lists without omitempty; the
+# OpenAPI definitions do not tell): writing into them adds their fields, not the container itself.
 _PRESENT: dict[str, frozenset[str]] = {
     "Pod": frozenset({"spec", "spec.containers", "status"}),
     "Deployment": frozenset({"spec", "spec.strategy", "status", *_POD_TEMPLATE}),
@@ -57,10 +41,10 @@ _PRESENT: dict[str, frozenset[str]] = {
 
 @dataclass(frozen=True, slots=True)
 class FieldSchema:
-    list_keys: dict[str, tuple[str, ...]]
-    sets: frozenset[str]
-    atomic: frozenset[str]
-    present: frozenset[str]
+    list_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    sets: frozenset[str] = frozenset()
+    atomic: frozenset[str] = frozenset()
+    present: frozenset[str] = frozenset({"metadata"})
 
     def keys_of(self, path: str) -> tuple[str, ...] | None:
         """The key fields of an associative list at `path`; None when the list is not one."""
@@ -76,19 +60,40 @@ class FieldSchema:
         return _KEY_DEFAULTS.get(key)
 
 
-def _wider(path: str, key: str) -> tuple[str, ...]:
-    for end, keys in _WIDER_KEYS.items():
-        if path == end or path.endswith(f".{end}"):
-            return keys
-    return (key,)
+def _walk(schema: dict, path: str, keys: dict[str, tuple[str, ...]], sets: set[str], atomic: set[str], seen: frozenset[str]) -> None:
+    ref = schema.get("$ref")
+    name = ref[len(REF_PREFIX):] if isinstance(ref, str) else None
+    if name in seen:
+        return
+    resolved = resolve(schema)
+    seen = seen | {name} if name else seen
+    if "atomic" in (schema.get("x-kubernetes-map-type"), resolved.get("x-kubernetes-map-type")):
+        atomic.add(path)
+        return
+    if resolved.get("type") == "array":
+        list_type = schema.get("x-kubernetes-list-type") or resolved.get("x-kubernetes-list-type")
+        if list_type == "map":
+            keys[path] = tuple(schema.get("x-kubernetes-list-map-keys") or resolved.get("x-kubernetes-list-map-keys") or ())
+        elif list_type == "set":
+            sets.add(path)
+        else:
+            return  # atomic: nothing inside is owned apart from the whole
+        _walk(resolved.get("items") or {}, path, keys, sets, atomic, seen)
+        return
+    for prop, sub in (resolved.get("properties") or {}).items():
+        _walk(sub, f"{path}.{prop}" if path else prop, keys, sets, atomic, seen)
 
 
 @cache
 def field_schema(kind_name: str) -> FieldSchema:
-    merging = {path: key for path, key in merge_keys(kind_name).items() if path not in _ATOMIC_LISTS}
-    return FieldSchema(
-        list_keys={path: _wider(path, key) for path, key in merging.items() if key is not None},
-        sets=frozenset(path for path, key in merging.items() if key is None),
-        atomic=_ATOMIC.get(kind_name, frozenset()),
-        present=frozenset({"metadata"}) | _PRESENT.get(kind_name, frozenset()),
-    )
+    try:
+        definition = lookup(kind_name).definition
+    except UnknownKind:
+        return FieldSchema()
+    if definition not in definitions():
+        return FieldSchema()
+    keys: dict[str, tuple[str, ...]] = {}
+    sets: set[str] = set()
+    atomic: set[str] = set()
+    _walk({"$ref": REF_PREFIX + definition}, "", keys, sets, atomic, frozenset())
+    return FieldSchema(keys, frozenset(sets), frozenset(atomic), frozenset({"metadata"}) | _PRESENT.get(kind_name, frozenset()))

@@ -84,15 +84,10 @@ _SET_ORDER = "$setElementOrder/"
 _RETAIN_KEYS = "$retainKeys"
 
 
-def merge_keys(kind_name: str) -> dict[str, str | None]:
-    """The lists of a kind that merge, by path, and the key of their items (None: a set of scalars)."""
-    return MERGE_KEYS.get(kind_name, _METADATA_KEYS)
-
-
 def strategic_merge_patch(target: object, patch: object, kind_name: str) -> object:
     if not isinstance(patch, dict):
         raise PatchError("a strategic merge patch must be a JSON object")
-    return _merge_map(target if isinstance(target, dict) else {}, patch, merge_keys(kind_name), "")
+    return _merge_map(target if isinstance(target, dict) else {}, patch, MERGE_KEYS.get(kind_name, _METADATA_KEYS), "")
 
 
 def _merge_map(target: dict, patch: dict, keys: dict[str, str | None], path: str) -> dict:

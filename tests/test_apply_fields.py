@@ -286,3 +286,33 @@ def test_an_applied_null_empties_the_field_and_owns_it():
     result = apply(live, config, entries, "kubectl", "apps/v1", "T2", DEPLOYMENT, force=True)
     assert result.obj["metadata"]["labels"] == {"app": "web"}
     assert ".metadata.labels.tier" in paths(next(e for e in result.managed if e.manager == "kubectl"))
+
+
+# --- the schema, from Kubernetes' OpenAPI definitions ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, path, keys",
+    [
+        ("Pod", "spec.containers", ("name",)),
+        ("Pod", "spec.containers.ports", ("containerPort", "protocol")),
+        ("Deployment", "spec.template.spec.containers.env", ("name",)),
+        ("Deployment", "spec.template.spec.topologySpreadConstraints", ("topologyKey", "whenUnsatisfiable")),
+        ("Service", "spec.ports", ("port", "protocol")),
+        ("Node", "status.conditions", ("type",)),
+        ("Pod", "spec.tolerations", None),  # atomic
+        ("Pod", "spec.containers.args", None),
+    ],
+)
+def test_keyed_lists_are_the_definitions_list_maps(kind, path, keys):
+    assert field_schema(kind).keys_of(path) == keys
+
+
+def test_sets_and_atomic_maps_are_the_definitions():
+    assert field_schema("Pod").is_set("metadata.finalizers") and field_schema("Node").is_set("spec.podCIDRs")
+    assert not field_schema("Service").is_set("spec.clusterIPs")  # an atomic list
+    assert field_schema("Deployment").is_atomic("spec.selector") and field_schema("Service").is_atomic("spec.selector")
+    assert field_schema("NetworkPolicy").is_atomic("spec.podSelector")
+    owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u-9"}
+    owned = {path_string(p) for p in field_set({"metadata": {"ownerReferences": [owner]}}, field_schema("Pod"))}
+    assert owned == {'.metadata.ownerReferences[uid="u-9"]'}  # an owner reference is owned whole
