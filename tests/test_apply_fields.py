@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from podnet.apiserver.apply import (
     APPLY,
     UPDATE,
@@ -16,6 +18,7 @@ from podnet.apiserver.apply import (
     decode_fields,
     encode_fields,
     field_set,
+    merge,
     path_string,
     read_managed,
     track_update,
@@ -316,3 +319,13 @@ def test_sets_and_atomic_maps_are_the_definitions():
     owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u-9"}
     owned = {path_string(p) for p in field_set({"metadata": {"ownerReferences": [owner]}}, field_schema("Pod"))}
     assert owned == {'.metadata.ownerReferences[uid="u-9"]'}  # an owner reference is owned whole
+
+
+@given(st.lists(st.sampled_from("abcdefg"), unique=True), st.lists(st.sampled_from("abcdefg"), unique=True))
+def test_merging_keyed_lists_keeps_every_item_once_in_the_configurations_order(live_names, config_names):
+    live = {"spec": {"containers": [{"name": n, "image": "live"} for n in live_names]}}
+    config = {"spec": {"containers": [{"name": n, "image": "applied"} for n in config_names]}}
+    merged = [(c["name"], c["image"]) for c in merge(live, config, field_schema("Pod"))["spec"]["containers"]]
+    assert sorted(n for n, _ in merged) == sorted(set(live_names) | set(config_names))
+    assert [n for n, image in merged if image == "applied"] == config_names
+    assert [n for n, _ in merged if n not in config_names] == [n for n in live_names if n not in config_names]
