@@ -83,10 +83,9 @@ def record_update(kind: Kind, old: dict | None, new: dict, manager: str, now: st
     if entries is None:
         new["metadata"].pop("managedFields", None)
         return
-    defaulted = copy.deepcopy(new)
-    apply_defaults(kind.kind, defaulted)  # defaults the server fills in are the writer's too
+    apply_defaults(kind.kind, new)  # as the write will be stored: the defaults the server fills in are the writer's too
     try:
-        entries = track_update(entries, old or {}, defaulted, manager, kind.api_version, now, field_schema(kind.kind), subresource)
+        entries = track_update(entries, old or {}, new, manager, kind.api_version, now, field_schema(kind.kind), subresource)
     except FieldError:
         pass  # an object whose fields cannot be told apart: validation answers for it; ownership stays
     _store(new, entries)
