@@ -74,7 +74,7 @@ from podnet.overlay.wire.addresses import ip_to_int
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from podnet.client import ApiClient, ApiError, Informer, podnet_home
+from podnet.client import ApiClient, ApiError, Informer, component_agent, podnet_home
 from podnet.events import NORMAL, EventRecorder
 from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server
@@ -1171,7 +1171,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls)
+        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, user_agent=component_agent("kubelet"))
         stack.push_async_callback(client.close)
         agent = NodeAgent(config, client)
         registry = CollectorRegistry()
