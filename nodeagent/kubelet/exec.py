@@ -21,6 +21,7 @@ import pty
 import shutil
 import signal
 import struct
+import subprocess
 import termios
 from collections.abc import Awaitable, Callable
 
@@ -95,10 +96,14 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     streams = Streams(ws, tty)
     reader = asyncio.ensure_future(streams.read_client())
     try:
-        if target.pod.netns is not None:
-            status = await _run_netns(target, argv, streams, stdin=_flag(request, "stdin"))
-        else:
-            status = await _run_virtual(kubelet, target, argv, streams)
+        try:
+            if target.pod.netns is not None:
+                status = await _run_netns(target, argv, streams, stdin=_flag(request, "stdin"))
+            else:
+                status = await _run_virtual(kubelet, target, argv, streams)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("exec %s in %s/%s: %s", argv[0], target.namespace, target.name, exc)
+            status = channel.failure(f"error executing command in container: {exc}")
         await streams.finish(status)
     finally:
         reader.cancel()
@@ -209,9 +214,9 @@ async def _run_tty(command: list[str], streams: Streams, stdin: bool) -> int:
     master, slave = pty.openpty()
     streams.on_resize = lambda size: _set_size(master, size)
     try:
+        # setsid --ctty: a session of its own whose controlling terminal is the pty, as a login shell has.
         process = await asyncio.create_subprocess_exec(
-            *command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+            "setsid", "--ctty", *command, stdin=slave, stdout=slave, stderr=slave,
         )
     finally:
         os.close(slave)

@@ -14,7 +14,31 @@ import sys
 import time
 from pathlib import Path
 
-from podnet.nodeagent.kubelet.logs import LogWriter, Record, records_of
+from podnet.nodeagent.kubelet.logs import LogWriter, Record, begin_instance, records_of
+
+
+def start_log_shim(directory: Path, instance: int) -> tuple[int, int, int]:
+    """Starts the shim of instance `instance` of a container whose logs live in `directory`; returns its
+    PID (the caller reaps it) and the write ends of its stdout and stderr pipes, for the container (the
+    caller closes them)."""
+    path = begin_instance(directory, instance)
+    stdout_read, stdout_write = os.pipe()
+    stderr_read, stderr_write = os.pipe()
+    try:
+        for fd in (stdout_read, stderr_read):
+            os.set_inheritable(fd, True)
+        argv = [sys.executable, "-m", "podnet.nodeagent.kubelet.logshim", str(path), str(stdout_read), str(stderr_read)]
+        # Its own session: stopping the container's process group leaves the shim to read the last words.
+        pid = os.posix_spawn(sys.executable, argv, os.environ,
+                       file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)], setsid=True)
+    except OSError:
+        os.close(stdout_write)
+        os.close(stderr_write)
+        raise
+    finally:
+        os.close(stdout_read)
+        os.close(stderr_read)
+    return pid, stdout_write, stderr_write
 
 
 def main(argv: list[str]) -> int:
