@@ -10,6 +10,9 @@ end); a log is an HTTP body streamed as it comes. The API server presents the ku
 
 A failed WebSocket handshake makes kubectl retry with SPDY; the retry meets the same checks and so the
 same `Status`, which kubectl prints. SPDY itself is not spoken.
+
+Another stream adds its route in `add_routes` and builds on the steps here: `authorized_pod`,
+`container_of`, `require_started`, `kubelet_url` and `relay_websocket`.
 """
 
 from __future__ import annotations
@@ -62,35 +65,43 @@ class Streams:
         self.nodes = lookup("nodes")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    async def _pod(self, request: web.Request, verb: str, subresource: str) -> tuple[dict, str]:
-        """The pod (after authorization) and the container the request is for."""
+    async def authorized_pod(self, request: web.Request, verb: str, subresource: str) -> dict:
+        """The pod of the request's path, once `verb` on `pods/<subresource>` is allowed to its user."""
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         request[VERB_KEY], request[RESOURCE_KEY] = verb, "pods"
         user = request[USER_KEY]
         if not authorize(user, verb, namespace, namespaced=True):
             raise forbidden(user.name, verb, subresource, name, namespace)
         kv = await self.resources._current(self.pods, namespace, name)
-        pod = from_storage(kv.value, kv.mod_revision)
+        return from_storage(kv.value, kv.mod_revision)
+
+    @staticmethod
+    def container_of(pod: dict, request: web.Request) -> str:
+        """`?container=`, which the pod must have; without it the pod's only container."""
+        name = pod["metadata"]["name"]
         containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
         container = request.query.get("container", "")
         if not container:
             if len(containers) != 1:
                 raise status.bad_request(
                     f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]")
-            container = containers[0]
-        elif container not in containers:
+            return containers[0]
+        if container not in containers:
             raise status.bad_request(f"container {container} is not valid for pod {name}")
-        return pod, container
+        return container
 
-    async def _kubelet_url(self, pod: dict, container: str, path: str, parameters: tuple[str, ...],
-                           request: web.Request) -> str:
-        """The kubelet URL of this stream: the node's InternalIP and kubelet port, then the path."""
-        meta, node_name = pod["metadata"], (pod.get("spec") or {}).get("nodeName")
-        if not node_name:
+    @staticmethod
+    def require_started(pod: dict, container: str) -> None:
+        meta = pod["metadata"]
+        if not (pod.get("spec") or {}).get("nodeName"):
             raise status.bad_request(f"pod {meta['name']} does not have a host assigned")
-        phase = (pod.get("status") or {}).get("phase") or "Pending"
-        if phase == "Pending":
+        if ((pod.get("status") or {}).get("phase") or "Pending") == "Pending":
             raise status.bad_request(f'container "{container}" in pod "{meta["name"]}" is waiting to start: ContainerCreating')
+
+    async def kubelet_url(self, pod: dict, path: tuple[str, ...], parameters: tuple[str, ...], request: web.Request) -> str:
+        """The URL on the kubelet of the pod's node (its InternalIP and kubelet port) of `path` (segments,
+        quoted here), with the request's query `parameters`."""
+        node_name = (pod.get("spec") or {}).get("nodeName")
         kv = await self.resources._current(self.nodes, None, node_name)
         node = from_storage(kv.value, kv.mod_revision).get("status") or {}
         address = next((a.get("address") for a in node.get("addresses") or [] if a.get("type") == "InternalIP"), None)
@@ -98,9 +109,9 @@ class Streams:
         if not address or not port:
             raise status.unavailable(f"node {node_name} publishes no kubelet endpoint (the agent serves no kubelet API)")
         query = [(key, value) for key in parameters for value in request.query.getall(key, [])]
-        segments = "/".join(quote(part, safe="") for part in (meta["namespace"], meta["name"], container))
+        segments = "/".join(quote(part, safe="") for part in path)
         encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
-        return f"http://{address}:{port}/{path}/{segments}" + (f"?{encoded}" if encoded else "")
+        return f"http://{address}:{port}/{segments}" + (f"?{encoded}" if encoded else "")
 
     async def _kubelet_failure(self, response: aiohttp.ClientResponse) -> ApiError:
         """The kubelet's Status passed on; anything else reported as the proxy's failure."""
@@ -112,16 +123,12 @@ class Streams:
             return ApiError(body)
         return status.internal(f"error dialing backend: the kubelet answered {response.status}")
 
-    # ---- exec --------------------------------------------------------------------------------------
-
-    async def exec_(self, request: web.Request) -> web.StreamResponse:
-        pod, container = await self._pod(request, "create", "exec")
-        if not request.query.getall("command", []):
-            raise status.bad_request("you must specify at least 1 command")
-        url = await self._kubelet_url(pod, container, "exec", EXEC_PARAMETERS, request)
+    async def relay_websocket(self, request: web.Request, url: str) -> web.StreamResponse:
+        """Opens a WebSocket to the kubelet at `url` offering the client's subprotocols, then accepts the
+        client's with the one the kubelet chose and passes messages across until either side closes."""
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            raise status.bad_request("Upgrade request required: exec streams over WebSocket "
-                                     "(v5.channel.k8s.io or v4.channel.k8s.io), SPDY is not supported")
+            raise status.bad_request("Upgrade request required: this server streams over WebSocket, "
+                                     "SPDY is not supported")
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         session = request.app[CLIENT_KEY]
         try:
@@ -140,13 +147,29 @@ class Streams:
             await _relay(downstream, upstream)
         return downstream
 
+    # ---- exec --------------------------------------------------------------------------------------
+
+    async def exec_(self, request: web.Request) -> web.StreamResponse:
+        pod = await self.authorized_pod(request, "create", "exec")
+        container = self.container_of(pod, request)
+        if not request.query.getall("command", []):
+            raise status.bad_request("you must specify at least 1 command")
+        self.require_started(pod, container)
+        meta = pod["metadata"]
+        url = await self.kubelet_url(pod, ("exec", meta["namespace"], meta["name"], container), EXEC_PARAMETERS, request)
+        return await self.relay_websocket(request, url)
+
     # ---- log ---------------------------------------------------------------------------------------
 
     async def log(self, request: web.Request) -> web.StreamResponse:
-        pod, container = await self._pod(request, "get", "log")
+        pod = await self.authorized_pod(request, "get", "log")
+        container = self.container_of(pod, request)
         if not (pod.get("spec") or {}).get("nodeName"):
             return web.Response(body=b"", content_type="text/plain")  # as kube-apiserver: nothing to show yet
-        url = await self._kubelet_url(pod, container, "containerLogs", LOG_PARAMETERS, request)
+        self.require_started(pod, container)
+        meta = pod["metadata"]
+        path = ("containerLogs", meta["namespace"], meta["name"], container)
+        url = await self.kubelet_url(pod, path, LOG_PARAMETERS, request)
         session = request.app[CLIENT_KEY]
         try:
             upstream = await session.get(url, headers=self.headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))

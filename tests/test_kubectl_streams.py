@@ -12,6 +12,9 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 from support.kubectl import kubectl_front
@@ -89,6 +92,20 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, make_api_ser
         f'Error from server (Forbidden): pods "{frontend}" is forbidden: User "victor" cannot create resource '
         f'"pods/exec" in API group "" in the namespace "shop"')
     assert (await kubectl.arun("logs", "-n", "shop", backend, token=viewer)).returncode == 0
+
+    # Only the API server may use a node's kubelet API: its token is in an owner-only file, on no command line.
+    node = await cluster.client.get("nodes", "node-1")
+    kubelet_port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+    token_file = cluster.topo.kubelet_token_file
+    assert kubelet_port == 10252 and token_file.stat().st_mode & 0o077 == 0
+    token = token_file.read_text().strip()
+    agent_pid = cluster.process("node-1/agent").pid
+    assert token.encode() not in Path(f"/proc/{agent_pid}/cmdline").read_bytes()
+    url = f"http://127.0.85.11:{kubelet_port}/containerLogs/shop/{backend}/backend"
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+        with pytest.raises(urllib.error.HTTPError) as refused_kubelet:
+            await asyncio.to_thread(urllib.request.urlopen, urllib.request.Request(url, headers=headers), timeout=5)
+        assert refused_kubelet.value.code == 401
 
     # logs -f follows new lines and ends when the pod is deleted.
     await cluster.create(pod_on("lone", "shop", "node-2", 8080))
