@@ -115,6 +115,9 @@ class Streams:
 
     async def _kubelet_failure(self, response: aiohttp.ClientResponse) -> ApiError:
         """The kubelet's Status passed on; anything else reported as the proxy's failure."""
+        if response.status == 401:  # the client's credentials were fine: ours were not
+            return status.internal("error dialing backend: the kubelet refused the API server's credentials "
+                                   "(--kubelet-token-file must hold the token the node agents were given)")
         try:
             body = await response.json(content_type=None)
         except (ValueError, aiohttp.ClientError):
