@@ -1,8 +1,6 @@
-"""`kubectl exec` and `kubectl logs`, the real kubectl, through the API server to the pods' node agents.
-
-A cluster on etcd (so that a second, TLS-serving API server can stand in front of it for kubectl, which
-sends credentials only over TLS), virtual pods running the agnhost probes of Kubernetes' NetworkPolicy
-e2e suite, and a netns pod running a real program (root).
+"""`kubectl exec` and `kubectl logs`, the real kubectl with the kubeconfig `podnet up` wrote, through the API
+server to the pods' node agents: virtual pods running the agnhost probes of Kubernetes' NetworkPolicy e2e
+suite, and a netns pod running a real program (root).
 """
 
 from __future__ import annotations
@@ -17,10 +15,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support.kubectl import kubectl_front
+from support.kubectl import Kubectl
 from support.local_cluster import deployment, eventually, pod_on, service
 
-pytestmark = [pytest.mark.etcd, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DENY_BACKEND_INGRESS = {
     "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -39,9 +37,9 @@ async def _shop(cluster) -> tuple[str, str]:
     return frontend, backend
 
 
-async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, make_api_server, tmp_path):
-    cluster = await local_cluster("127.0.85", nodes=2, store="etcd", node_grace_period=40.0)
-    kubectl = kubectl_front(cluster, make_api_server, tmp_path)
+async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster):
+    cluster = await local_cluster("127.0.85", nodes=2)
+    kubectl = Kubectl(cluster.home)
     frontend, backend = await _shop(cluster)
 
     # The e2e harness's probe: agnhost connect exits 0 when the connection opens (deploy/ picks the pod).
@@ -85,13 +83,13 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, make_api_ser
     assert no_program.returncode == 127 and 'exec: "bash": executable file not found in $PATH' in no_program.stderr
 
     # A view-only user may read logs but not exec.
-    viewer = kubectl.server.tokens["viewer"]
-    forbidden = await kubectl.arun("exec", "-n", "shop", frontend, "--", "hostname", token=viewer)
+    viewer = ("victor", ("view",))
+    forbidden = await kubectl.arun("exec", "-n", "shop", frontend, "--", "hostname", user=viewer)
     assert forbidden.returncode == 1
     assert forbidden.stderr.strip() == (
         f'Error from server (Forbidden): pods "{frontend}" is forbidden: User "victor" cannot create resource '
         f'"pods/exec" in API group "" in the namespace "shop"')
-    assert (await kubectl.arun("logs", "-n", "shop", backend, token=viewer)).returncode == 0
+    assert (await kubectl.arun("logs", "-n", "shop", backend, user=viewer)).returncode == 0
 
     # Only the API server may use a node's kubelet API: its token is in an owner-only file, on no command line.
     node = await cluster.client.get("nodes", "node-1")
@@ -127,9 +125,9 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, make_api_ser
 
 
 @pytest.mark.root
-async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster, make_api_server, tmp_path):
-    cluster = await local_cluster("127.0.86", nodes=1, store="etcd")
-    kubectl = kubectl_front(cluster, make_api_server, tmp_path)
+async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster):
+    cluster = await local_cluster("127.0.86", nodes=1)
+    kubectl = Kubectl(cluster.home)
     talker = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "talker", "namespace": "default", "labels": {"role": "talker"},
