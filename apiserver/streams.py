@@ -4,9 +4,10 @@ kube-apiserver proxies them to the kubelet (it never reaches into a pod by itsel
 The steps are kube-apiserver's: authorize the subresource (exec is `create` on `pods/exec`, whatever the
 HTTP method; log is `get` on `pods/log`), find the pod, pick the container (the only one, or the one
 named, which must exist), find the node's kubelet endpoint (its InternalIP and
-`status.daemonEndpoints.kubeletEndpoint.Port`), then relay. Exec is a WebSocket whose messages pass
+`status.daemonEndpoints.kubeletEndpoint.Port`), then relay over TLS, presenting the API server's kubelet
+client certificate and verifying the kubelet's against the cluster CA. Exec is a WebSocket whose messages pass
 through untouched in both directions (the channel protocol is the kubelet's business, negotiated end to
-end); a log is an HTTP body streamed as it comes. The API server presents the kubelet client token.
+end); a log is an HTTP body streamed as it comes.
 
 A failed WebSocket handshake makes kubectl retry with SPDY; the retry meets the same checks and so the
 same `Status`, which kubectl prints. SPDY itself is not spoken.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
+import ssl
 from urllib.parse import quote
 
 import aiohttp
@@ -59,11 +60,11 @@ def forbidden(user: str, verb: str, subresource: str, name: str, namespace: str)
 
 
 class Streams:
-    def __init__(self, resources: Resources, token: str | None):
+    def __init__(self, resources: Resources, scheme: str):
         self.resources = resources
         self.pods = lookup("pods")
         self.nodes = lookup("nodes")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.scheme = scheme
 
     async def authorized_pod(self, request: web.Request, verb: str, subresource: str) -> dict:
         """The pod of the request's path, once `verb` on `pods/<subresource>` is allowed to its user."""
@@ -111,13 +112,13 @@ class Streams:
         query = [(key, value) for key in parameters for value in request.query.getall(key, [])]
         segments = "/".join(quote(part, safe="") for part in path)
         encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
-        return f"http://{address}:{port}/{segments}" + (f"?{encoded}" if encoded else "")
+        return f"{self.scheme}://{address}:{port}/{segments}" + (f"?{encoded}" if encoded else "")
 
     async def _kubelet_failure(self, response: aiohttp.ClientResponse) -> ApiError:
         """The kubelet's Status passed on; anything else reported as the proxy's failure."""
-        if response.status == 401:  # the client's credentials were fine: ours were not
-            return status.internal("error dialing backend: the kubelet refused the API server's credentials "
-                                   "(--kubelet-token-file must hold the token the node agents were given)")
+        if response.status == 403:  # the client's credentials were fine: ours were not
+            return status.internal("error dialing backend: the kubelet refused the API server's client certificate "
+                                   "(--kubelet-client-certificate)")
         try:
             body = await response.json(content_type=None)
         except (ValueError, aiohttp.ClientError):
@@ -135,10 +136,10 @@ class Streams:
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         session = request.app[CLIENT_KEY]
         try:
-            upstream = await session.ws_connect(url, protocols=offered, headers=self.headers, autoping=True)
+            upstream = await session.ws_connect(url, protocols=offered, autoping=True)
         except aiohttp.WSServerHandshakeError as exc:
             # The handshake's answer carries no body here; the same request without the upgrade gets the Status.
-            async with session.get(url, headers=self.headers) as response:
+            async with session.get(url) as response:
                 if response.status >= 400:
                     raise await self._kubelet_failure(response) from None
             raise status.internal(f"error dialing backend: the kubelet refused the upgrade ({exc.status})") from None
@@ -175,7 +176,7 @@ class Streams:
         url = await self.kubelet_url(pod, path, LOG_PARAMETERS, request)
         session = request.app[CLIENT_KEY]
         try:
-            upstream = await session.get(url, headers=self.headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+            upstream = await session.get(url, timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
         except aiohttp.ClientError as exc:
             raise status.internal(f"error dialing backend: {exc}") from None
         async with upstream:
@@ -219,15 +220,18 @@ async def _relay(downstream: web.WebSocketResponse, upstream: aiohttp.ClientWebS
 
 def add_routes(app: web.Application, resources: Resources, config: ApiServerConfig) -> None:
     """The stream subresources of pods, and the HTTP client they relay through."""
-    token = Path(config.kubelet_token_file).read_text().strip() if config.kubelet_token_file else None
-    streams = Streams(resources, token)
+    context = None
+    if config.kubelet_client_certificate:
+        context = ssl.create_default_context(cafile=config.kubelet_certificate_authority)
+        context.load_cert_chain(config.kubelet_client_certificate, config.kubelet_client_key)
+    streams = Streams(resources, "https" if context else "http")
     base = "/api/v1/namespaces/{namespace}/pods/{name}"
     app.router.add_get(f"{base}/exec", streams.exec_)
     app.router.add_post(f"{base}/exec", streams.exec_)
     app.router.add_get(f"{base}/log", streams.log)
 
     async def client(app: web.Application):
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context if context else True)) as session:
             app[CLIENT_KEY] = session
             yield
 

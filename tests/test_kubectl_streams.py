@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -17,6 +18,9 @@ from pathlib import Path
 import pytest
 from support.kubectl import Kubectl
 from support.local_cluster import deployment, eventually, pod_on, service
+
+from podnet import kubeconfig
+from podnet.cluster import credentials, kubelet_credentials
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +41,7 @@ async def _shop(cluster) -> tuple[str, str]:
     return frontend, backend
 
 
-async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster):
+async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, tmp_path):
     cluster = await local_cluster("127.0.85", nodes=2)
     kubectl = Kubectl(cluster.home)
     frontend, backend = await _shop(cluster)
@@ -91,19 +95,35 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster):
         f'"pods/exec" in API group "" in the namespace "shop"')
     assert (await kubectl.arun("logs", "-n", "shop", backend, user=viewer)).returncode == 0
 
-    # Only the API server may use a node's kubelet API: its token is in an owner-only file, on no command line.
-    node = await cluster.client.get("nodes", "node-1")
+    # Only the API server (and cluster administrators) may use a node's kubelet API: TLS with a client
+    # certificate from the cluster CA, its key its owner's alone.
+    node_name = (await cluster.client.get("pods", backend, "shop"))["spec"]["nodeName"]
+    node = await cluster.client.get("nodes", node_name)
     kubelet_port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-    token_file = cluster.topo.kubelet_token_file
-    assert kubelet_port == 10252 and token_file.stat().st_mode & 0o077 == 0
-    token = token_file.read_text().strip()
-    agent_pid = cluster.process("node-1/agent").pid
-    assert token.encode() not in Path(f"/proc/{agent_pid}/cmdline").read_bytes()
-    url = f"http://127.0.85.11:{kubelet_port}/containerLogs/shop/{backend}/backend"
-    for headers in ({}, {"Authorization": "Bearer not-the-token"}):
-        with pytest.raises(urllib.error.HTTPError) as refused_kubelet:
-            await asyncio.to_thread(urllib.request.urlopen, urllib.request.Request(url, headers=headers), timeout=5)
-        assert refused_kubelet.value.code == 401
+    assert kubelet_port == {"node-1": 10252, "node-2": 10262}[node_name]
+    for path in (*kubelet_credentials.client_files(cluster.home), *kubelet_credentials.serving_files(cluster.home)):
+        assert path.stat().st_mode & 0o077 == 0, path
+    url = f"https://{cluster.topo.node(node_name).address}:{kubelet_port}/containerLogs/shop/{backend}/backend"
+    ca = str(credentials.ca_file(cluster.home))
+
+    def kubelet_get(certificate: tuple[Path, Path] | None) -> int:
+        context = ssl.create_default_context(cafile=ca)
+        if certificate is not None:
+            context.load_cert_chain(*certificate)
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert await asyncio.to_thread(kubelet_get, kubelet_credentials.client_files(cluster.home)) == 200
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        await asyncio.to_thread(kubelet_get, None)  # no certificate: no TLS session
+    viewer_kubeconfig = kubeconfig.load(kubectl.kubeconfig_of(*viewer))
+    viewer_files = (tmp_path / "viewer.crt", tmp_path / "viewer.key")
+    viewer_files[0].write_bytes(viewer_kubeconfig.tls.cert_pem)
+    viewer_files[1].write_bytes(viewer_kubeconfig.tls.key_pem)
+    assert await asyncio.to_thread(kubelet_get, viewer_files) == 403
 
     # logs -f follows new lines and ends when the pod is deleted.
     await cluster.create(pod_on("lone", "shop", "node-2", 8080))
