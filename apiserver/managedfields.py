@@ -24,6 +24,7 @@ from podnet.apiserver.fieldschema import field_schema
 from podnet.apiserver.status import ApiError, Cause
 
 from podnet.api.kinds import Kind
+from podnet.api.openapi import structure
 
 # kube-apiserver's limit on a fieldManager (validation.FieldManagerMaxLength).
 MAX_MANAGER_LENGTH = 128
@@ -98,8 +99,29 @@ def _store(obj: dict, entries: list[ManagedEntry]) -> None:
         obj["metadata"].pop("managedFields", None)
 
 
+def _typed_patch_error(kind: Kind, namespace: str | None, name: str, problems: list[str]) -> ApiError:
+    """kube-apiserver's answer to an apply configuration that does not fit the kind's schema."""
+    detail = problems[0] if len(problems) == 1 else "errors:\n" + "\n".join(f"  {p}" for p in problems)
+    return status.bad_request(
+        f"failed to create typed patch object ({namespace or ''}/{name}; {kind.group}/{kind.version}, Kind={kind.kind}): {detail}"
+    )
+
+
+def _check_schema(kind: Kind, config: dict, namespace: str | None, name: str) -> None:
+    """Apply configurations are strict whatever the fieldValidation directive: a field the kind does not
+    have, or a value of the wrong type, fails the apply."""
+    decoded = structure.decode(structure.members(config), kind.definition)
+    problems = [f".{p.removeprefix('unknown field ').strip(chr(34))}: field not declared in schema"
+                for p in decoded.problems if p.startswith("unknown field ")]
+    if decoded.type_error:
+        problems.append(decoded.type_error)
+    if problems:
+        raise _typed_patch_error(kind, namespace, name, problems)
+
+
 def server_side_apply(
-    kind: Kind, live: dict | None, config: object, name: str, manager: str, now: str, *, force: bool, subresource: str = ""
+    kind: Kind, live: dict | None, config: object, name: str, manager: str, now: str, *, force: bool, subresource: str = "",
+    namespace: str | None = None,
 ) -> dict:
     """The object after `manager` applies `config` (a create when `live` is None), managedFields set;
     conflicts are 409 as kube-apiserver words them."""
@@ -110,6 +132,7 @@ def server_side_apply(
         raise status.bad_request(
             f"the apply configuration must have apiVersion {kind.api_version!r} and kind {kind.kind!r}"
         )
+    _check_schema(kind, config, namespace, name)
     metadata = config.setdefault("metadata", {})
     if not isinstance(metadata, dict):
         raise status.bad_request("metadata must be an object")
@@ -135,6 +158,6 @@ def server_side_apply(
                   for c in e.conflicts]
         raise ApiError(status.status(409, "Conflict", str(e), {"causes": causes})) from None
     except FieldError as e:
-        raise status.bad_request(f"failed to create typed patch object ({kind.api_version}, Kind={kind.kind}): {e}") from None
+        raise _typed_patch_error(kind, namespace, name, [str(e)]) from None
     _store(result.obj, result.managed)
     return result.obj

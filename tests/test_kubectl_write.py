@@ -199,6 +199,13 @@ def test_server_side_apply_twice_then_conflicts_as_kube_apiserver(kubectl: Kubec
     assert entry["apiVersion"] == "apps/v1" and entry["fieldsType"] == "FieldsV1" and entry["time"].endswith("Z")
     assert "f:tier" in entry["fieldsV1"]["f:metadata"]["f:labels"]
 
+    unknown = deployment("ssa", ns)
+    unknown["spec"]["foo"] = "bar"
+    refused = kubectl("apply", "--server-side", "-f", kubectl.manifest("unknown.yaml", unknown))
+    assert (refused.code, refused.err) == (1, (
+        f"Error from server (BadRequest): failed to create typed patch object ({ns}/ssa; apps/v1, Kind=Deployment): "
+        ".spec.foo: field not declared in schema\n"))
+
     path = kubectl.manifest("ssa.yaml", deployment("ssa", ns))  # the applier drops a label: it goes
     kubectl.ok("apply", "--server-side", "-f", path)
     assert kubectl.json("get", "-n", ns, "deployment", "ssa")["metadata"]["labels"] == {"app": "ssa"}
