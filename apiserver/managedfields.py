@@ -38,20 +38,21 @@ def manager_name(field_manager: str | None, user_agent: str | None, options_kind
     `options_kind` (Create, Update, Patch) names the request's options in errors."""
     if not field_manager:
         if applying:
-            raise _invalid_options(options_kind, "fieldManager", "Required value: is required for apply patch")
+            raise _invalid_options(options_kind, "FieldValueRequired", "Required value: is required for apply patch")
         return (user_agent or "").split("/", 1)[0].strip()[:MAX_MANAGER_LENGTH] or "unknown"
     if len(field_manager) > MAX_MANAGER_LENGTH:
-        raise _invalid_options(options_kind, "fieldManager", f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes")
+        raise _invalid_options(options_kind, "FieldValueTooLong", f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes")
     if not field_manager.isprintable():
-        raise _invalid_options(options_kind, "fieldManager", "Invalid value: must only contain printable characters")
+        raise _invalid_options(options_kind, "FieldValueInvalid", "Invalid value: must only contain printable characters")
     return field_manager
 
 
-def _invalid_options(operation: str, field: str, detail: str) -> ApiError:
-    message = f'{operation}Options.meta.k8s.io "" is invalid: {field}: {detail}'
+def _invalid_options(operation: str, reason: str, detail: str) -> ApiError:
+    """A 422 about the request's fieldManager, worded as kube-apiserver's options validation words it."""
+    message = f'{operation}Options.meta.k8s.io "" is invalid: fieldManager: {detail}'
     return ApiError(
         status.status(422, "Invalid", message, {"group": "meta.k8s.io", "kind": f"{operation}Options",
-                                                "causes": [Cause(field, "FieldValueInvalid", detail).to_dict()]})
+                                                "causes": [Cause("fieldManager", reason, detail).to_dict()]})
     )
 
 
