@@ -21,6 +21,7 @@ from support.apiserver import ApiServerProcess
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.47"
+ROLES = ("admin", "viewer", "editor")  # tokens of the support server's token file
 
 
 @dataclass
@@ -79,8 +80,8 @@ def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "podnet", "cluster": {"server": server.url, "certificate-authority": str(server.ca_file)}}],
-        "users": [{"name": role, "user": {"token": server.tokens[role]}} for role in ("admin", "viewer")],
-        "contexts": [{"name": role, "context": {"cluster": "podnet", "user": role}} for role in ("admin", "viewer")],
+        "users": [{"name": role, "user": {"token": server.tokens[role]}} for role in ROLES],
+        "contexts": [{"name": role, "context": {"cluster": "podnet", "user": role}} for role in ROLES],
         "current-context": "admin",
     }))
     try:
@@ -270,6 +271,11 @@ def test_auth_can_i_answers_from_the_users_rights(kubectl: Kubectl):
     assert kubectl("auth", "can-i", "create", "deployments", context="viewer") == Result(1, "no\n", "")
     assert kubectl("auth", "can-i", "list", "pods", "-A", context="viewer") == Result(0, "yes\n", "")
     assert kubectl("auth", "can-i", "get", "/version", context="viewer") == Result(0, "yes\n", "")
+    assert kubectl("auth", "can-i", "delete", "pods", "-n", "team-a", context="editor") == Result(0, "yes\n", "")
+    assert kubectl("auth", "can-i", "delete", "pods", "-n", "team-b", context="editor") == Result(1, "no\n", "")
+    # kubectl's own warning, as against kube-apiserver: the context's namespace means nothing here.
+    assert kubectl("auth", "can-i", "create", "namespaces", context="editor") == Result(
+        1, "no\n", "Warning: resource 'namespaces' is not namespace scoped\n\n")
     impersonating = kubectl("auth", "can-i", "get", "pods", "--as=bob", context="viewer")
     assert impersonating.code == 1
     assert impersonating.err == (
