@@ -11,7 +11,6 @@ from podnet.cli.daemon import (
     Kubeconfig,
     LogLevel,
     Server,
-    Token,
     TokenFile,
     api_credentials,
     check_choice,
@@ -25,7 +24,6 @@ def nodeagent(
     name: Annotated[str, typer.Option(help="Node name, as registered in the API.")],
     address: Annotated[str, typer.Option(help="The node's address: InternalIP and the VXLAN endpoint.")],
     server: Server = None,
-    token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
     kubeconfig: Kubeconfig = None,
@@ -45,7 +43,7 @@ def nodeagent(
 
     check_choice("backend", backend, ("vxlan", "bgp"))
     check_choice("pod-mode", pod_mode, ("virtual", "netns"))
-    api = require_server(api_credentials(server, token, token_file, ca_file, kubeconfig))
+    api = require_server(api_credentials(server, token_file, ca_file, kubeconfig))
     logs.setup(f"nodeagent/{name}", log_level)
     config = AgentConfig(
         name=name,

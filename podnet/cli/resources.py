@@ -12,7 +12,15 @@ import yaml
 
 from podnet.api import kinds, manifests, printers
 from podnet.api.kinds import Kind
-from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, async_command, client_for, fail
+from podnet.cli.common import (
+    HomeOption,
+    KubeconfigOption,
+    ServerOption,
+    TokenOption,
+    async_command,
+    client_for,
+    fail,
+)
 from podnet.client import ApiClient, ApiError
 
 NamespaceOption = typer.Option(None, "--namespace", "-n", help="Namespace (default: default).")
@@ -120,6 +128,7 @@ def register(app: typer.Typer) -> None:
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """Create or update objects from YAML or JSON manifests, like kubectl apply."""
         objects = _load_or_exit(filename)
@@ -141,6 +150,7 @@ def register(app: typer.Typer) -> None:
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """List objects as tables, or print them as JSON or YAML."""
         if output not in (None, "wide", "json", "yaml", "name"):
@@ -181,6 +191,7 @@ def register(app: typer.Typer) -> None:
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """Show one object in detail."""
         k = kinds.lookup(kind)
@@ -199,6 +210,7 @@ def register(app: typer.Typer) -> None:
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """Delete objects by kind and name, or those a manifest names."""
         targets: list[tuple[Kind, str, str | None]] = []
