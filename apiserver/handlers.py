@@ -698,6 +698,7 @@ class Resources:
         self._authorize(request, "create", kind, namespace)
         obj = server_side_apply(kind, None, config, name, manager, _now(), force=_truthy(request.query.get("force")))
         self._place(obj, kind, namespace)
+        obj = await fieldvalidation.decode_patched(request, kind, config, APPLY_PATCH, obj)
         try:
             return await self._create(request, kind, namespace, obj)
         except ApiError as e:
