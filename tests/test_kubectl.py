@@ -378,3 +378,16 @@ def test_kubectl_patch_warns_of_an_unknown_field_by_default(populated):
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == 'Warning: unknown field "spec.sessionAffinityy"'
     assert result.stdout.strip() == "service/web patched (no change)"
+
+
+def test_openapi_documents_as_kubectl_fetches_them(populated):
+    index = json.loads(populated.kubectl("get", "--raw", "/openapi/v3").stdout)
+    link = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+    assert link.startswith("/openapi/v3/apis/apps/v1?hash=")
+    document = json.loads(populated.kubectl("get", "--raw", link).stdout)
+    assert document["openapi"] == "3.0.0" and "io.k8s.api.apps.v1.ReplicaSet" in document["components"]["schemas"]
+    stale = json.loads(populated.kubectl("get", "--raw", "/openapi/v3/apis/apps/v1?hash=0").stdout)  # redirected
+    assert stale == document
+    assert json.loads(populated.kubectl("get", "--raw", "/openapi/v2").stdout)["swagger"] == "2.0"
+    missing = populated.kubectl("get", "--raw", "/openapi/v3/apis/nosuch.example.com/v1")
+    assert missing.returncode == 1 and "NotFound" in missing.stderr
