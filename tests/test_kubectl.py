@@ -273,6 +273,12 @@ def test_duplicate_fields_by_directive(populated, tmp_path):
     warned = populated.kubectl("create", "--raw", path + "Warn", "-f", str(body))
     assert warned.returncode == 0, warned.stderr
     assert warned.stderr.strip() == 'Warning: duplicate field "metadata.name"'
+    bogus = populated.kubectl("create", "--raw", path + "Bogus", "-f", str(body))
+    assert bogus.returncode == 1
+    assert bogus.stderr.strip() == (
+        'The CreateOptions "" is invalid: fieldValidation: Unsupported value: "Bogus": supported values: "", "Ignore", '
+        '"Strict", "Warn"'
+    )
     body.write_text(body.read_text().replace('"dup"', '"quiet"'))
     ignored = populated.kubectl("create", "--raw", path + "Ignore", "-f", str(body))
     assert ignored.returncode == 0, ignored.stderr
