@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from podnet.apiserver import status
+from podnet.apiserver import portforward, status
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
@@ -123,6 +123,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes)
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
+    portforward.add_routes(app, resources)
 
     async def probe(request: web.Request) -> web.Response:
         try:

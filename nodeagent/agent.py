@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podnet.nodeagent import portforward
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.hostbridge import HostBridge
 from podnet.nodeagent.netpol import PolicyEnforcer
@@ -1147,7 +1148,8 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         registry.register(enforcer)
         if config.metrics_port is not None:
             runner, agent.status_port = await start_status_server(
-                config.address, config.metrics_port, lambda: agent.pipeline is not None, registry
+                config.address, config.metrics_port, lambda: agent.pipeline is not None, registry,
+                routes=portforward.serve_pods_of(agent),
             )
             stack.push_async_callback(runner.cleanup)
         await agent.register(shutdown)

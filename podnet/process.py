@@ -70,9 +70,11 @@ def metrics_response(registry: CollectorRegistry = REGISTRY) -> web.Response:
 
 
 async def start_status_server(
-    host: str, port: int, healthy: Callable[[], bool], registry: CollectorRegistry = REGISTRY
+    host: str, port: int, healthy: Callable[[], bool], registry: CollectorRegistry = REGISTRY,
+    routes: Callable[[web.Application], None] | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Serves /healthz (200 when `healthy()`, else 503) and /metrics; returns the runner and real port."""
+    """Serves /healthz (200 when `healthy()`, else 503), /metrics and what `routes` adds; returns the
+    runner and real port."""
 
     async def healthz(request: web.Request) -> web.Response:
         ok = healthy()
@@ -84,6 +86,8 @@ async def start_status_server(
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    if routes is not None:
+        routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -1,0 +1,240 @@
+"""`pods/portforward`: kubectl's SPDY session, carried in a WebSocket, relayed to the pod's node agent.
+
+The route is the kube-apiserver's: `GET|POST /api/v1/namespaces/{ns}/pods/{name}/portforward`, verb
+`create` on `pods/portforward` (kube-apiserver 1.31 asks for `create` on WebSocket upgrades too). kubectl
+1.31 upgrades to a WebSocket with the subprotocol `SPDY/3.1+portforward.k8s.io` and runs a SPDY session
+in its binary messages; that session ends here (podnet.spdy.session). Each data/error stream pair
+becomes one WebSocket to the kubelet API of the pod's node, `/portForward/{ns}/{pod}?port=N`, as
+kube-apiserver proxies to the kubelet: the API server never reaches into a pod itself.
+
+What travels on the agent's WebSocket: binary messages are the connection's bytes, both ways; an empty
+binary message from this side is the client's end of stream (TCP half-close); a text message from the
+agent is a failure to put on the error stream, in the kubelet's words; the agent closing the WebSocket
+is the pod's end of stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from podnet.apiserver import status
+from podnet.apiserver.auth import authorize
+from podnet.apiserver.codec import from_storage
+from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, storage_key
+
+from podnet.api.kinds import lookup
+from podnet.spdy import session as spdy
+from podnet.spdy.portforward import WEBSOCKET_PROTOCOL, Pair, Rejected, StreamPairs
+
+log = logging.getLogger(__name__)
+
+# Bytes from the pod that may wait for the client's flow-control window before the agent is no longer read.
+MAX_BUFFERED = 256 * 1024
+AGENT_CONNECT_TIMEOUT = 10.0
+
+Dial = Callable[[int], Awaitable[aiohttp.ClientWebSocketResponse]]
+
+
+def add_routes(app: web.Application, resources: Resources) -> None:
+    path = lookup("pods").path("{namespace}", "{name}") + "/portforward"
+    handler = _Handler(resources)
+    app.router.add_get(path, handler.serve)
+    app.router.add_post(path, handler.serve)
+    app.on_cleanup.append(handler.close)
+
+
+def _forbidden(user: str, name: str, namespace: str) -> status.ApiError:
+    message = (
+        f'pods "{name}" is forbidden: User "{user}" cannot create resource "pods/portforward" '
+        f'in API group "" in the namespace "{namespace}"'
+    )
+    return status.ApiError(status.status(403, "Forbidden", message, {"name": name, "kind": "pods"}))
+
+
+def kubelet_url(node: dict) -> str | None:
+    """The kubelet API of a node, from what its agent reports: InternalIP and the kubelet port."""
+    node_status = node.get("status") or {}
+    port = ((node_status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+    addresses = {a.get("type"): a.get("address") for a in node_status.get("addresses") or []}
+    address = addresses.get("InternalIP")
+    if not port or not address:
+        return None
+    return f"http://{address}:{port}"
+
+
+class _Handler:
+    def __init__(self, resources: Resources):
+        self.resources = resources
+        self._client: aiohttp.ClientSession | None = None
+
+    async def close(self, app: web.Application) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def _object(self, plural: str, namespace: str | None, name: str) -> dict:
+        kind = lookup(plural)
+        kv = await self.resources._storage(self.resources.store.get(storage_key(kind, namespace, name)))
+        if kv is None:
+            raise status.not_found(kind, name)
+        return from_storage(kv.value, kv.mod_revision)
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        request[RESOURCE_KEY] = "pods"
+        request[VERB_KEY] = "create"
+        user = request[USER_KEY]
+        if not authorize(user, "create", namespace, namespaced=True):
+            raise _forbidden(user.name, name, namespace)
+        pod = await self._object("pods", namespace, name)
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name:
+            raise status.bad_request(f"pod {name} does not have a host assigned")
+        base = kubelet_url(await self._object("nodes", None, node_name))
+        if base is None:
+            raise status.bad_request(f"node {node_name} reports no kubelet endpoint")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise status.bad_request("port-forward needs a WebSocket upgrade with the subprotocol " + WEBSOCKET_PROTOCOL)
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        if WEBSOCKET_PROTOCOL not in offered:
+            raise status.bad_request(f"unable to upgrade: none of the offered subprotocols {offered} is {WEBSOCKET_PROTOCOL}")
+        if self._client is None:
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=AGENT_CONNECT_TIMEOUT))
+        client = self._client
+
+        async def dial(port: int) -> aiohttp.ClientWebSocketResponse:
+            url = f"{base}/portForward/{namespace}/{name}"
+            return await client.ws_connect(url, params={"port": str(port)}, autoping=True, max_msg_size=0)
+
+        ws = web.WebSocketResponse(protocols=(WEBSOCKET_PROTOCOL,), max_msg_size=0, autoping=True)
+        await ws.prepare(request)
+        await Tunnel(ws, dial).run()
+        return ws
+
+
+@dataclass(slots=True)
+class _Forward:
+    pair: Pair
+    inbound: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)  # None: client's EOF
+    window: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
+class Tunnel:
+    """One kubectl port-forward session: the SPDY session in the WebSocket's binary messages, and one
+    relay to the agent per stream pair."""
+
+    def __init__(self, ws: web.WebSocketResponse, dial: Dial):
+        self.ws = ws
+        self.dial = dial
+        self.session = spdy.ServerSession()
+        self.pairs = StreamPairs()
+        self.forwards: dict[int, _Forward] = {}  # by data and by error stream id
+        self._send_lock = asyncio.Lock()
+
+    async def flush(self) -> None:
+        async with self._send_lock:
+            data = self.session.data_to_send()
+            if data and not self.ws.closed:
+                await self.ws.send_bytes(data)
+
+    async def run(self) -> None:
+        try:
+            async for message in self.ws:
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    continue
+                for event in self.session.receive_data(message.data):
+                    self._on_event(event)
+                await self.flush()
+                if self.session.ended:
+                    break
+        finally:
+            tasks = {f.task for f in self.forwards.values() if f.task is not None}
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.ws.close()
+
+    def _on_event(self, event: spdy.Event) -> None:
+        if isinstance(event, spdy.StreamOpened):
+            outcome = self.pairs.add(event.stream_id, event.headers)
+            if isinstance(outcome, Rejected):
+                log.info("port-forward stream %d refused: %s", event.stream_id, outcome.reason)
+                self.session.reset(event.stream_id)
+                return
+            self.session.accept(event.stream_id)
+            if isinstance(outcome, Pair):
+                forward = _Forward(outcome)
+                self.forwards[outcome.data_stream] = self.forwards[outcome.error_stream] = forward
+                forward.task = asyncio.create_task(self._relay(forward), name=f"port-forward {outcome.request_id}")
+        elif isinstance(event, spdy.DataReceived):
+            forward = self.forwards.get(event.stream_id)
+            if forward is not None and event.stream_id == forward.pair.data_stream:
+                forward.inbound.put_nowait(event.data)
+            else:
+                self.session.consumed(event.stream_id, len(event.data))  # the error stream's: nothing reads it
+        elif isinstance(event, spdy.StreamEnded):
+            forward = self.forwards.get(event.stream_id)
+            if forward is not None and event.stream_id == forward.pair.data_stream:
+                forward.inbound.put_nowait(None)
+        elif isinstance(event, spdy.StreamReset):
+            self.pairs.forget(event.stream_id)
+            forward = self.forwards.get(event.stream_id)
+            if forward is not None and forward.task is not None:
+                forward.task.cancel()
+        elif isinstance(event, spdy.WindowOpened):
+            forward = self.forwards.get(event.stream_id)
+            if forward is not None:
+                forward.window.set()
+
+    async def _relay(self, forward: _Forward) -> None:
+        pair = forward.pair
+        try:
+            try:
+                agent = await self.dial(pair.port)
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                self.session.send(pair.error_stream, f"error forwarding port {pair.port}: the node agent is unreachable: {e}".encode())
+                return
+            async with agent:
+                upstream = asyncio.create_task(self._to_agent(forward, agent))
+                try:
+                    await self._from_agent(forward, agent)
+                finally:
+                    upstream.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await upstream
+        except spdy.LocalProtocolError:
+            return  # the client reset the streams or ended the session
+        finally:
+            for stream_id in (pair.data_stream, pair.error_stream):
+                self.forwards.pop(stream_id, None)
+                self.session.end(stream_id)
+            with contextlib.suppress(ConnectionError):
+                await self.flush()
+
+    async def _to_agent(self, forward: _Forward, agent: aiohttp.ClientWebSocketResponse) -> None:
+        stream_id = forward.pair.data_stream
+        while (data := await forward.inbound.get()) is not None:
+            await agent.send_bytes(data)
+            self.session.consumed(stream_id, len(data))
+            await self.flush()
+        await agent.send_bytes(b"")
+
+    async def _from_agent(self, forward: _Forward, agent: aiohttp.ClientWebSocketResponse) -> None:
+        pair = forward.pair
+        async for message in agent:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                self.session.send(pair.data_stream, message.data)
+            elif message.type == aiohttp.WSMsgType.TEXT:
+                self.session.send(pair.error_stream, message.data.encode())
+            await self.flush()
+            while self.session.buffered(pair.data_stream) > MAX_BUFFERED:
+                forward.window.clear()
+                await forward.window.wait()
