@@ -80,7 +80,7 @@ class StreamReset:
 
 @dataclass(frozen=True, slots=True)
 class WindowOpened:
-    """Queued data of this stream went out; `buffered(stream_id)` says how much still waits."""
+    """Some queued data of this stream went out; `buffered(stream_id)` says how much still waits."""
 
     stream_id: int
 
@@ -319,11 +319,11 @@ class ServerSession:
         return stream.buffered if stream is not None else 0
 
     def _flush_queue(self, stream_id: int, stream: _Stream, events: list[Event] | None) -> None:
-        had_queue = bool(stream.queue)
+        queued = stream.buffered
         while stream.queue:
             room = min(stream.send_window, self._session_send_window, MAX_DATA_FRAME) if self.flow_control else MAX_DATA_FRAME
             if room <= 0:
-                return
+                break
             chunk = stream.queue.popleft()
             if len(chunk) > room:
                 stream.queue.appendleft(chunk[room:])
@@ -331,11 +331,11 @@ class ServerSession:
             stream.send_window -= len(chunk)
             self._session_send_window -= len(chunk)
             self._write(Data(stream_id, chunk))
-        if stream.local_closed and not stream.fin_sent:
+        if stream.local_closed and not stream.fin_sent and not stream.queue:
             stream.fin_sent = True
             self._write(Data(stream_id, b"", FLAG_FIN))
             self._forget_if_done(stream_id)
-        if had_queue and events is not None:
+        if events is not None and stream.buffered < queued:
             events.append(WindowOpened(stream_id))
 
     def _forget_if_done(self, stream_id: int) -> None:
