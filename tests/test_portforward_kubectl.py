@@ -1,0 +1,217 @@
+"""`kubectl port-forward`, the real one, against a cluster of real processes: kubectl's WebSocket (SPDY inside)
+ends at the API server, which relays each forwarded connection to the pod's node agent, which connects
+to the pod's port. curl on the host reaches the pod; kubectl prints what it prints against kube-apiserver
+when the pod's port is closed or the user may not forward."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from support.kubectl import TlsFront
+from support.local_cluster import AGNHOST, LocalCluster, eventually, pod_on
+
+pytestmark = pytest.mark.slow
+
+NAMESPACE = "default"
+VIEWER_TOKEN = "viewer-token-for-port-forward"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class PortForward:
+    """A running `kubectl port-forward`: its output, and its exit once it ends."""
+
+    def __init__(self, process: asyncio.subprocess.Process):
+        self.process = process
+        self.output: list[str] = []
+
+    async def forwarding(self, timeout: float = 20.0) -> None:
+        """Waits for kubectl's `Forwarding from 127.0.0.1:...` line."""
+        async with asyncio.timeout(timeout):
+            while line := await self.process.stdout.readline():
+                self.output.append(line.decode())
+                if line.startswith(b"Forwarding from 127.0.0.1"):
+                    return
+        pytest.fail(f"kubectl port-forward did not start: {''.join(self.output)}{await self.stderr()}")
+
+    async def stderr(self) -> str:
+        return (await self.process.stderr.read()).decode() if self.process.returncode is not None else ""
+
+    async def finished(self, timeout: float = 20.0) -> tuple[int, str, str]:
+        async with asyncio.timeout(timeout):
+            out, err = await self.process.communicate()
+        return self.process.returncode, "".join(self.output) + out.decode(), err.decode()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def port_forward(kubeconfig: Path, *args: str) -> AsyncIterator[PortForward]:
+    process = await asyncio.create_subprocess_exec(
+        "kubectl", "--kubeconfig", str(kubeconfig), "port-forward", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    forward = PortForward(process)
+    try:
+        yield forward
+    finally:
+        await forward.stop()
+
+
+async def curl(url: str, timeout: float = 10.0) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "-m", str(timeout), url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    return process.returncode, (out or err).decode()
+
+
+async def echo(port: int, payload: bytes) -> bytes:
+    """Writes `payload` to the forwarded port and reads as many bytes back (agnhost echoes raw bytes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        return await asyncio.wait_for(reader.readexactly(len(payload)), 30)
+    finally:
+        writer.close()
+
+
+async def kubectl_setup(cluster: LocalCluster, tmp_path: Path) -> tuple[TlsFront, Path, Path]:
+    """A TLS front for the API server, and kubeconfigs for the admin and for a view-only user (whose
+    token the API server learns by a restart)."""
+    tokens = cluster.home / "tokens.csv"
+    tokens.write_text(tokens.read_text() + f'{VIEWER_TOKEN},viewer,viewer,"view"\n')
+    cluster.kill("apiserver")
+    await cluster.wait_dead("apiserver")
+    await cluster.start("apiserver")
+    front = await TlsFront(cluster.topo.host("apiserver"), (cluster.topo.host("apiserver"), cluster.topo.api_port), tmp_path).start()
+    return front, front.kubeconfig(tmp_path / "admin.kubeconfig", cluster.state.token), front.kubeconfig(tmp_path / "viewer.kubeconfig", VIEWER_TOKEN)
+
+
+def web_pod(name: str, node: str) -> dict:
+    pod = pod_on(name, NAMESPACE, node)
+    pod["metadata"]["labels"] = {"app": "web"}
+    pod["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "name": "http"}]
+    return pod
+
+
+WEB_SERVICE = {
+    "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NAMESPACE},
+    "spec": {"selector": {"app": "web"}, "ports": [{"port": 8000, "targetPort": "http"}]},
+}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None or shutil.which("curl") is None, reason="needs kubectl and curl")
+async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path):
+    cluster = await local_cluster("127.0.90", nodes=2)
+    front, admin, viewer = await kubectl_setup(cluster, tmp_path)
+    try:
+        await cluster.create(web_pod("web-1", "node-2"), WEB_SERVICE)
+        await cluster.wait_running(NAMESPACE, "app=web", 1)
+
+        # pod/x: curl on the host gets the pod's name from its agnhost, through the API server and node-2's agent.
+        local = free_port()
+        async with port_forward(admin, "pod/web-1", f"{local}:80") as forward:
+            await forward.forwarding()
+            assert await curl(f"http://127.0.0.1:{local}/hostname") == (0, "web-1")
+            # Several connections at once, each its own stream pair and its own TCP into the pod.
+            results = await asyncio.gather(*(curl(f"http://127.0.0.1:{local}/hostname") for _ in range(8)))
+            assert results == [(0, "web-1")] * 8
+            # A megabyte each way, beyond any SPDY window: kubectl does no flow control, nor do we with it.
+            payload = os.urandom(1 << 20)
+            started = time.monotonic()
+            assert await echo(local, payload) == payload
+            print(f"1 MiB echoed through port-forward in {time.monotonic() - started:.2f}s")
+
+        # svc/x: kubectl picks the Service's pod and resolves the named targetPort itself.
+        local = free_port()
+        async with port_forward(admin, "svc/web", f"{local}:8000") as forward:
+            await forward.forwarding()
+            assert "-> 80" in "".join(forward.output)
+            assert await curl(f"http://127.0.0.1:{local}/hostname") == (0, "web-1")
+
+        # A closed port: the agent's refusal reaches kubectl on the error stream; kubectl prints its own line and
+        # gives up on the pod, as against a real kubelet.
+        local = free_port()
+        async with port_forward(admin, "pod/web-1", f"{local}:81") as forward:
+            await forward.forwarding()
+            code, _ = await curl(f"http://127.0.0.1:{local}/hostname")
+            assert code != 0
+            returncode, _, stderr = await forward.finished()
+        assert returncode == 1
+        assert re.search(
+            rf"an error occurred forwarding {local} -> 81: error forwarding port 81 to pod [0-9a-f-]+, uid : .*connection refused",
+            stderr,
+        ), stderr
+        assert stderr.rstrip().endswith("error: lost connection to pod"), stderr
+
+        # A view-only user may read the pod but not forward to it.
+        local = free_port()
+        async with port_forward(viewer, "pod/web-1", f"{local}:80") as forward:
+            returncode, _, stderr = await forward.finished()
+        assert returncode == 1
+        assert stderr.strip().splitlines()[-1] == (
+            'error: error upgrading connection: pods "web-1" is forbidden: User "viewer" cannot create resource '
+            '"pods/portforward" in API group "" in the namespace "default"'
+        ), stderr
+
+        # A pod that does not exist: kubectl's own lookup answers, as against kube-apiserver.
+        async with port_forward(admin, "pod/nope", f"{free_port()}:80") as forward:
+            returncode, _, stderr = await forward.finished()
+        assert (returncode, stderr.strip()) == (1, 'Error from server (NotFound): pods "nope" not found')
+    finally:
+        await front.close()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("kubectl") is None or shutil.which("curl") is None, reason="needs kubectl and curl")
+async def test_kubectl_port_forward_reaches_a_netns_pods_localhost(local_cluster, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    cluster = await local_cluster("127.0.91", nodes=1)
+    front, admin, _ = await kubectl_setup(cluster, tmp_path)
+    web_root = tmp_path / "www"
+    web_root.mkdir()
+    (web_root / "index.html").write_text("served from inside the pod\n")
+    try:
+        # The server listens on the pod's localhost only: nothing but a connection made inside the pod's
+        # network namespace reaches it, which is what the kubelet's port-forward does.
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "py", "namespace": NAMESPACE, "annotations": {"podnet.io/pod-mode": "netns"}},
+            "spec": {"nodeName": "node-1", "containers": [{
+                "name": "main", "image": AGNHOST, "command": ["python3"],
+                "args": ["-m", "http.server", "8080", "--bind", "127.0.0.1", "--directory", str(web_root)],
+            }]},
+        }
+        await cluster.create(pod)
+        await cluster.wait_running(NAMESPACE, None, 1)
+        answers: list[tuple[int, str]] = []
+
+        async def served() -> bool:
+            # Until python3 listens a connection is refused, and kubectl gives up on the pod: start it anew.
+            local = free_port()
+            async with port_forward(admin, "pod/py", f"{local}:8080") as forward:
+                await forward.forwarding()
+                answers.append(await curl(f"http://127.0.0.1:{local}/"))
+            return answers[-1] == (0, "served from inside the pod\n")
+
+        await eventually(served, 30, "the pod's http.server answers through port-forward", interval=0.5)
+    finally:
+        await front.close()
