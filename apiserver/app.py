@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from podnet.apiserver import portforward, status
+from podnet.apiserver import portforward, status, streams
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
@@ -123,7 +123,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes)
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
-    portforward.add_routes(app, resources)
+    streams.add_routes(app, resources, config)
+    portforward.add_routes(app, resources, config)
 
     async def probe(request: web.Request) -> web.Response:
         try:
@@ -212,6 +213,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
             resources.append(
                 {"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]}
             )
+        resources.extend(streams.subresources(kind))
     return resources
 
 

@@ -22,6 +22,7 @@ class ApiServerConfig:
     port: int = 6443  # 0: any free port
     store_url: str = ""  # "" means default_store_url()
     token_file: str | None = None
+    kubelet_token_file: str | None = None  # the credential presented to the kubelet API (exec, logs)
     tls_cert: str | None = None
     tls_key: str | None = None
     controllers: bool = True

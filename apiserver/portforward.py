@@ -20,13 +20,17 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 from podnet.apiserver import status
 from podnet.apiserver.auth import authorize
 from podnet.apiserver.codec import from_storage
-from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, storage_key
+from podnet.apiserver.config import ApiServerConfig
+from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources
+from podnet.apiserver.streams import CLIENT_KEY
 
 from podnet.api.kinds import lookup
 from podnet.spdy import session as spdy
@@ -36,17 +40,18 @@ log = logging.getLogger(__name__)
 
 # Bytes from the pod that may wait for the client's flow-control window before the agent is no longer read.
 MAX_BUFFERED = 256 * 1024
-AGENT_CONNECT_TIMEOUT = 10.0
 
 Dial = Callable[[int], Awaitable[aiohttp.ClientWebSocketResponse]]
 
 
-def add_routes(app: web.Application, resources: Resources) -> None:
+def add_routes(app: web.Application, resources: Resources, config: ApiServerConfig) -> None:
+    """The route; it relays through the kubelet client of the stream subresources (`streams.CLIENT_KEY`),
+    presenting the same kubelet client token."""
+    token = Path(config.kubelet_token_file).read_text().strip() if config.kubelet_token_file else None
     path = lookup("pods").path("{namespace}", "{name}") + "/portforward"
-    handler = _Handler(resources)
+    handler = _Handler(resources, {"Authorization": f"Bearer {token}"} if token else {})
     app.router.add_get(path, handler.serve)
     app.router.add_post(path, handler.serve)
-    app.on_cleanup.append(handler.close)
 
 
 def _forbidden(user: str, name: str, namespace: str) -> status.ApiError:
@@ -69,19 +74,12 @@ def kubelet_url(node: dict) -> str | None:
 
 
 class _Handler:
-    def __init__(self, resources: Resources):
+    def __init__(self, resources: Resources, headers: dict[str, str]):
         self.resources = resources
-        self._client: aiohttp.ClientSession | None = None
-
-    async def close(self, app: web.Application) -> None:
-        if self._client is not None:
-            await self._client.close()
+        self.headers = headers
 
     async def _object(self, plural: str, namespace: str | None, name: str) -> dict:
-        kind = lookup(plural)
-        kv = await self.resources._storage(self.resources.store.get(storage_key(kind, namespace, name)))
-        if kv is None:
-            raise status.not_found(kind, name)
+        kv = await self.resources._current(lookup(plural), namespace, name)
         return from_storage(kv.value, kv.mod_revision)
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
@@ -97,19 +95,18 @@ class _Handler:
             raise status.bad_request(f"pod {name} does not have a host assigned")
         base = kubelet_url(await self._object("nodes", None, node_name))
         if base is None:
-            raise status.bad_request(f"node {node_name} reports no kubelet endpoint")
+            raise status.unavailable(f"node {node_name} publishes no kubelet endpoint (the agent serves no kubelet API)")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             raise status.bad_request("port-forward needs a WebSocket upgrade with the subprotocol " + WEBSOCKET_PROTOCOL)
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         if WEBSOCKET_PROTOCOL not in offered:
             raise status.bad_request(f"unable to upgrade: none of the offered subprotocols {offered} is {WEBSOCKET_PROTOCOL}")
-        if self._client is None:
-            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=AGENT_CONNECT_TIMEOUT))
-        client = self._client
+        client = request.app[CLIENT_KEY]
 
         async def dial(port: int) -> aiohttp.ClientWebSocketResponse:
-            url = f"{base}/portForward/{namespace}/{name}"
-            return await client.ws_connect(url, params={"port": str(port)}, autoping=True, max_msg_size=0)
+            url = f"{base}/portForward/{quote(namespace, safe='')}/{quote(name, safe='')}"
+            return await client.ws_connect(url, params={"port": str(port)}, headers=self.headers, autoping=True,
+                                           max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
 
         ws = web.WebSocketResponse(protocols=(WEBSOCKET_PROTOCOL,), max_msg_size=0, autoping=True)
         await ws.prepare(request)
@@ -200,7 +197,7 @@ class Tunnel:
             try:
                 agent = await self.dial(pair.port)
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                self.session.send(pair.error_stream, f"error forwarding port {pair.port}: the node agent is unreachable: {e}".encode())
+                self.session.send(pair.error_stream, f"error forwarding port {pair.port}: error dialing backend: {e}".encode())
                 return
             async with agent:
                 upstream = asyncio.create_task(self._to_agent(forward, agent))

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podnet.nodeagent import portforward
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.hostbridge import HostBridge
+from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.nodeports import NodePorts
 from podnet.nodeagent.poddns import PodDns
@@ -106,6 +106,8 @@ class AgentConfig:
     renew_interval: float = 5.0
     conntrack_sweep_interval: float = 5.0
     pod_mode: str = "virtual"  # pods without a podnet.io/pod-mode annotation: "virtual" or "netns"
+    kubelet_port: int = 0  # the kubelet API (exec, logs); 0: any free port
+    kubelet_token_file: str | None = None  # the API server's credential; None: no kubelet API
 
     @property
     def state_path(self) -> Path:
@@ -167,6 +169,7 @@ class NodeAgent:
         self.node_informer: Informer | None = None
         self.node_uid: str | None = None
         self.status_port: int | None = None
+        self.kubelet_port: int | None = None
         self._tasks: set[asyncio.Task] = set()
         self._traces: dict[tuple, Journey] = {}  # flow key -> the journey its next packets are recorded in
         # each trace.watch's journey, and the (protocol, src, dst, port) of the flows it waits for
@@ -243,7 +246,7 @@ class NodeAgent:
                     "lastTransitionTime": now,
                 },
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.status_port or 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port or 0}},
             "nodeInfo": {"kubeletVersion": "podnet", "operatingSystem": "linux", "architecture": "amd64"},
         }
         await self.client.patch("nodes", self.config.name, {"status": status}, subresource="status")
@@ -1148,10 +1151,11 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         registry.register(enforcer)
         if config.metrics_port is not None:
             runner, agent.status_port = await start_status_server(
-                config.address, config.metrics_port, lambda: agent.pipeline is not None, registry,
-                routes=portforward.serve_pods_of(agent),
+                config.address, config.metrics_port, lambda: agent.pipeline is not None, registry
             )
             stack.push_async_callback(runner.cleanup)
+        if (stop_kubelet_api := await kubelet_api.start(agent)) is not None:
+            stack.push_async_callback(stop_kubelet_api)
         await agent.register(shutdown)
         if shutdown.is_set():
             return

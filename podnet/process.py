@@ -70,11 +70,9 @@ def metrics_response(registry: CollectorRegistry = REGISTRY) -> web.Response:
 
 
 async def start_status_server(
-    host: str, port: int, healthy: Callable[[], bool], registry: CollectorRegistry = REGISTRY,
-    routes: Callable[[web.Application], None] | None = None,
+    host: str, port: int, healthy: Callable[[], bool], registry: CollectorRegistry = REGISTRY
 ) -> tuple[web.AppRunner, int]:
-    """Serves /healthz (200 when `healthy()`, else 503), /metrics and what `routes` adds; returns the
-    runner and real port."""
+    """Serves /healthz (200 when `healthy()`, else 503) and /metrics; returns the runner and real port."""
 
     async def healthz(request: web.Request) -> web.Response:
         ok = healthy()
@@ -86,8 +84,6 @@ async def start_status_server(
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    if routes is not None:
-        routes(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from support.kubectl import TlsFront
 from support.local_cluster import AGNHOST, LocalCluster, eventually, pod_on
+from support.tls_front import TlsFront
 
 pytestmark = pytest.mark.slow
 

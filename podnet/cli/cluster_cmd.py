@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -24,6 +25,14 @@ HomeOption = typer.Option(None, "--home", envvar="PODNET_HOME", help="Cluster ho
 
 def _home(home: Path | None) -> Path:
     return (home or podnet_home()).expanduser().resolve()
+
+
+def write_secret(path: Path, text: str) -> None:
+    """A file only its owner may read, never readable by anyone else even for a moment."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
 
 
 def write_kubeconfig(home: Path, server: str, token: str) -> Path:
@@ -60,6 +69,7 @@ async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> Cluste
     token = secrets.token_hex(16)
     (home / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
     (home / "tokens.csv").chmod(0o600)
+    write_secret(topo.kubelet_token_file, secrets.token_hex(32))
     specs = topology.components(topo, token)
     topo_data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(topo).items()}
     state = supervisor.new_state(home, token, topo_data, specs)
@@ -251,7 +261,7 @@ def register(app: typer.Typer) -> None:
         for name in removed:
             typer.echo(f"removed {name}")
         for leftover in ("cluster.json", "nodes", "logs", "etcd", "store.db", "store.db-wal", "store.db-shm", "kubeconfig",
-                         "tokens.csv"):
+                         "tokens.csv", "kubelet-client.token"):
             path = h / leftover
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

@@ -93,6 +93,11 @@ class Topology:
             return f"etcd://{self.host('etcd')}:{self.etcd_port}"
         return f"sqlite://{self.home / 'store.db'}"
 
+    @property
+    def kubelet_token_file(self) -> Path:
+        """The token the API server presents to the agents' kubelet API (written by `podnet up`)."""
+        return self.home / "kubelet-client.token"
+
     def node_dir(self, node: NodeSpec) -> Path:
         return self.home / "nodes" / node.name
 
@@ -171,7 +176,7 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
     specs.append(ComponentSpec(
         "apiserver",
         ("apiserver", "--host", topo.host("apiserver"), "--port", str(topo.api_port), "--store", topo.store_url,
-         "--token-file", str(topo.home / "tokens.csv"),
+         "--token-file", str(topo.home / "tokens.csv"), "--kubelet-token-file", str(topo.kubelet_token_file),
          "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
          "--node-grace-period", str(topo.node_grace_period),
          "--eviction-timeout", str(topo.pod_eviction_timeout)),
@@ -191,11 +196,12 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
         renew = ("--renew-interval", f"{topo.node_grace_period / 4:g}") if topo.node_grace_period < 20 else ()
         agent_socket = str(topo.agent_socket(node))
         metrics_port = 10250 + index * 10
+        kubelet = ("--kubelet-port", str(metrics_port + 2), "--kubelet-token-file", str(topo.kubelet_token_file))
         specs.append(ComponentSpec(
             f"{node.name}/agent",
             ("nodeagent", "--name", node.name, "--address", node.address, *api, "--state-dir", node_dir,
              "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
-             *pod_mode, *renew),
+             *kubelet, *pod_mode, *renew),
             Health(rpc=agent_socket),
             netns=netns,
         ))

@@ -1,84 +1,88 @@
-"""Real kubectl against a local cluster. kubectl sends credentials only over TLS, so a cluster served over
-plain HTTP is put behind a TLS terminator (`TlsFront`: a self-signed certificate from openssl, bytes relayed
-both ways to the API server) and kubeconfigs are written for it, one per user.
+"""The real kubectl against a `local_cluster`, over TLS with bearer tokens (kubectl sends credentials only
+over TLS, and trusts only the CA it is given).
+
+`kubectl_front(cluster)` starts a second API server over the cluster's etcd, on HTTPS with a self-signed
+certificate for 127.0.0.1 and the test token file (`support.apiserver.TOKENS`: an admin, a view-only
+user, ...), presenting the cluster's kubelet client token to the agents; it returns a `Kubectl` whose
+kubeconfig names that server, its certificate and the admin's token.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import ssl
+import shutil
 import subprocess
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
+
+from support.apiserver import ApiServerProcess
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "serving.crt", directory / "serving.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
 
 
 @dataclass
-class TlsFront:
-    """Serves TLS on `host:port`, relaying each connection to `upstream` in plain TCP."""
+class Kubectl:
+    server: ApiServerProcess
+    kubeconfig: Path
 
-    host: str
-    upstream: tuple[str, int]
-    workdir: Path
-    port: int = 0
-    server: asyncio.AbstractServer | None = None
-    tasks: set[asyncio.Task] = field(default_factory=set)
+    def run(self, *args: str, token: str | None = None, input: bytes | None = None,
+            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """`kubectl ARGS` (as the admin, or as the user of `token`)."""
+        command = [shutil.which("kubectl") or "kubectl", "--kubeconfig", str(self.kubeconfig),
+                   *(("--token", token) if token else ()), *args]
+        done = subprocess.run(command, input=input, capture_output=True, timeout=timeout)
+        return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
+                                           done.stderr.decode(errors="replace"))
 
-    @property
-    def certificate(self) -> Path:
-        return self.workdir / "front.crt"
+    async def arun(self, *args: str, **options: object) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(self.run, *args, **options)
 
-    async def start(self) -> TlsFront:
-        key = self.workdir / "front.key"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-             str(self.certificate), "-days", "1", "-subj", "/CN=podnet-test", "-addext", f"subjectAltName=IP:{self.host}"],
-            check=True, capture_output=True,
-        )
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.certificate, key)
-        self.server = await asyncio.start_server(self._serve, self.host, self.port, ssl=context)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self.tasks.add(task)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-        except OSError:
-            writer.close()
-        finally:
-            self.tasks.discard(task)
-
-    def kubeconfig(self, path: Path, token: str) -> Path:
-        ca = base64.b64encode(self.certificate.read_bytes()).decode()
-        path.write_text(
-            "apiVersion: v1\nkind: Config\n"
-            f'clusters: [{{name: podnet, cluster: {{server: "https://{self.host}:{self.port}", certificate-authority-data: "{ca}"}}}}]\n'
-            f'users: [{{name: user, user: {{token: "{token}"}}}}]\n'
-            "contexts: [{name: podnet, context: {cluster: podnet, user: user}}]\ncurrent-context: podnet\n"
-        )
-        return path
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def in_terminal(self, shell_line: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """`shell_line` (naming kubectl with this kubeconfig as $KUBECTL) run by `script` on a pseudo-
+        terminal, as a user at a terminal runs it; what the terminal showed comes back as stdout."""
+        kubectl = f"kubectl --kubeconfig {self.kubeconfig}"
+        argv = ["script", "-qec", shell_line.replace("$KUBECTL", kubectl), "/dev/null"]
+        # The user types nothing, and does not hang up either: script's input stays open until it ends.
+        with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+            try:
+                stdout = process.stdout.read()
+                stderr = process.stderr.read()
+                process.wait(timeout)
+            finally:
+                process.kill()
+        return subprocess.CompletedProcess(argv, process.returncode, stdout.decode(errors="replace"),
+                                           stderr.decode(errors="replace"))
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (OSError, RuntimeError):
-        writer.close()
+def write_kubeconfig(path: Path, server: ApiServerProcess) -> Path:
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": server.url, "certificate-authority": str(server.tls[0])}}],
+        "users": [{"name": "admin", "user": {"token": server.token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def kubectl_front(cluster, make_api_server: Callable[..., ApiServerProcess], directory: Path,
+                  extra_args: Sequence[str] = ()) -> Kubectl:
+    assert cluster.topo.store == "etcd", "a second API server shares the cluster's store: etcd"
+    server = make_api_server(cluster.topo.store_url, tls=self_signed_certificate(directory),
+                             extra_args=("--kubelet-token-file", str(cluster.topo.kubelet_token_file), *extra_args))
+    return Kubectl(server, write_kubeconfig(directory / "kubeconfig", server))

@@ -19,25 +19,15 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
+from podnet.nodeagent.kubelet.node import Kubelet, KubeletError, bad_request
 from podnet.nodeagent.pods.netns import NETNS_DIR, socket_in_namespace
-
-if TYPE_CHECKING:
-    from podnet.nodeagent.agent import NodeAgent, VirtualPod
 
 log = logging.getLogger(__name__)
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-# (namespace, pod, port) -> the connection's streams; OSError when it cannot be made.
-Connect = Callable[[str, str, int], Awaitable[Streams]]
 CONNECT_TIMEOUT = 10.0
-
-
-class PodUnknown(LookupError):
-    pass
 
 
 async def connect_in_namespace(netns: str, port: int) -> Streams:
@@ -67,34 +57,33 @@ def failure(port: int, netns: str | None, error: BaseException) -> str:
     )
 
 
-def add_routes(app: web.Application, connect: Connect, identify: Callable[[str, str], tuple[str, str | None]]) -> None:
-    """`identify(namespace, pod)` -> (the pod's uid, its network namespace's path or None for a virtual
-    pod), PodUnknown if the pod has no network on this node."""
-
-    async def port_forward(request: web.Request) -> web.StreamResponse:
-        namespace, name = request.match_info["namespace"], request.match_info["pod"]
-        port_text = request.query.get("port", "")
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            return web.Response(status=400, text=f'unable to parse "{port_text}" as a port')
-        try:
-            uid, netns = identify(namespace, name)
-        except PodUnknown:
-            return web.Response(status=404, text=f"pod {namespace}/{name} not found on this node")
-        port = int(port_text)
-        ws = web.WebSocketResponse(max_msg_size=0)
-        await ws.prepare(request)
-        try:
-            reader, writer = await connect(namespace, name, port)
-        except (OSError, TimeoutError) as e:
-            message = f"error forwarding port {port} to pod {uid}, uid : {failure(port, netns, e)}"
-            log.info("%s", message)
-            await ws.send_str(message)
-            await ws.close()
-            return ws
-        await _relay(ws, reader, writer)
+async def port_forward(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
+    namespace, name = request.match_info["namespace"], request.match_info["pod"]
+    port_text = request.query.get("port", "")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise bad_request(f'unable to parse "{port_text}" as a port')
+    port = int(port_text)
+    pod = kubelet.agent.pods.get(f"{namespace}/{name}")
+    if pod is None:
+        raise KubeletError(404, "NotFound", f'pod "{name}" not found on node {kubelet.agent.config.name}')
+    netns = str(NETNS_DIR / pod.netns.net.netns) if pod.netns is not None else None
+    ws = web.WebSocketResponse(max_msg_size=0)
+    await ws.prepare(request)
+    try:
+        if pod.netns is not None:
+            reader, writer = await connect_in_namespace(pod.netns.net.netns, port)
+        elif kubelet.agent.nodeports is None:
+            raise ConnectionRefusedError("the node's dataplane is not up yet")
+        else:
+            reader, writer = await asyncio.wait_for(kubelet.agent.nodeports.connect(pod.port.ip, port), CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as e:
+        message = f"error forwarding port {port} to pod {pod.uid}, uid : {failure(port, netns, e)}"
+        log.info("%s", message)
+        await ws.send_str(message)
+        await ws.close()
         return ws
-
-    app.router.add_get("/portForward/{namespace}/{pod}", port_forward)
+    await _relay(ws, reader, writer)
+    return ws
 
 
 async def _relay(ws: web.WebSocketResponse, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -127,27 +116,3 @@ async def _relay(ws: web.WebSocketResponse, reader: asyncio.StreamReader, writer
                 await task
         writer.close()
         await ws.close()
-
-
-def serve_pods_of(agent: NodeAgent) -> Callable[[web.Application], None]:
-    """The route, over the pods of `agent`."""
-
-    def pod(namespace: str, name: str) -> VirtualPod:
-        found = agent.pods.get(f"{namespace}/{name}")
-        if found is None:
-            raise PodUnknown(f"{namespace}/{name}")
-        return found
-
-    def identify(namespace: str, name: str) -> tuple[str, str | None]:
-        found = pod(namespace, name)
-        return found.uid, str(NETNS_DIR / found.netns.net.netns) if found.netns is not None else None
-
-    async def connect(namespace: str, name: str, port: int) -> Streams:
-        found = pod(namespace, name)
-        if found.netns is not None:
-            return await connect_in_namespace(found.netns.net.netns, port)
-        if agent.nodeports is None:
-            raise ConnectionRefusedError("the node's dataplane is not up yet")
-        return await asyncio.wait_for(agent.nodeports.connect(found.port.ip, port), CONNECT_TIMEOUT)
-
-    return lambda app: add_routes(app, connect, identify)
