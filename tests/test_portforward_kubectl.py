@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import re
 import shutil
@@ -17,12 +18,13 @@ from pathlib import Path
 
 import pytest
 from support.local_cluster import AGNHOST, LocalCluster, eventually, pod_on
-from support.tls_front import TlsFront
+
+from podnet import kubeconfig, pki
+from podnet.cluster import credentials
 
 pytestmark = pytest.mark.slow
 
 NAMESPACE = "default"
-VIEWER_TOKEN = "viewer-token-for-port-forward"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -68,15 +70,13 @@ async def port_forward(kubeconfig: Path, *args: str) -> AsyncIterator[PortForwar
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     forward = PortForward(process)
-    try:
-        yield forward
-    finally:
-        await forward.stop()
+    yield forward
+    await forward.stop()
 
 
 async def curl(url: str, timeout: float = 10.0) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "-m", str(timeout), url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    "curl", "-sS", "-m", str(timeout), url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await process.communicate()
     return process.returncode, (out or err).decode()
@@ -85,23 +85,19 @@ async def curl(url: str, timeout: float = 10.0) -> tuple[int, str]:
 async def echo(port: int, payload: bytes) -> bytes:
     """Writes `payload` to the forwarded port and reads as many bytes back (agnhost echoes raw bytes)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(payload)
-        return await asyncio.wait_for(reader.readexactly(len(payload)), 30)
-    finally:
-        writer.close()
+    writer.write(payload)
+    return await asyncio.wait_for(reader.readexactly(len(payload)), 30)
+    writer.close()
 
 
-async def kubectl_setup(cluster: LocalCluster, tmp_path: Path) -> tuple[TlsFront, Path, Path]:
-    """A TLS front for the API server, and kubeconfigs for the admin and for a view-only user (whose
-    token the API server learns by a restart)."""
-    tokens = cluster.home / "tokens.csv"
-    tokens.write_text(tokens.read_text() + f'{VIEWER_TOKEN},viewer,viewer,"view"\n')
-    cluster.kill("apiserver")
-    await cluster.wait_dead("apiserver")
-    await cluster.start("apiserver")
-    front = await TlsFront(cluster.topo.host("apiserver"), (cluster.topo.host("apiserver"), cluster.topo.api_port), tmp_path).start()
-    return front, front.kubeconfig(tmp_path / "admin.kubeconfig", cluster.state.token), front.kubeconfig(tmp_path / "viewer.kubeconfig", VIEWER_TOKEN)
+def viewer_kubeconfig(cluster: LocalCluster, path: Path) -> Path:
+    """The admin's server and CA, and a client certificate of the cluster CA for a view-only user."""
+    admin = kubeconfig.load(cluster.home / "kubeconfig")
+    ca_dir = credentials.pki_dir(cluster.home)
+    ca = pki.KeyPair((ca_dir / "ca.crt").read_bytes(), (ca_dir / "ca.key").read_bytes())
+    viewer = pki.make_client(ca, "viewer", ["view"], datetime.datetime.now(datetime.UTC))
+    path.write_text(kubeconfig.render(admin.server, admin.tls.ca_pem, "viewer", cert_pem=viewer.cert_pem, key_pem=viewer.key_pem))
+    return path
 
 
 def web_pod(name: str, node: str) -> dict:
@@ -120,63 +116,60 @@ WEB_SERVICE = {
 @pytest.mark.skipif(shutil.which("kubectl") is None or shutil.which("curl") is None, reason="needs kubectl and curl")
 async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path):
     cluster = await local_cluster("127.0.90", nodes=2)
-    front, admin, viewer = await kubectl_setup(cluster, tmp_path)
-    try:
-        await cluster.create(web_pod("web-1", "node-2"), WEB_SERVICE)
-        await cluster.wait_running(NAMESPACE, "app=web", 1)
+    admin, viewer = cluster.home / "kubeconfig", viewer_kubeconfig(cluster, tmp_path / "viewer.kubeconfig")
+    await cluster.create(web_pod("web-1", "node-2"), WEB_SERVICE)
+    await cluster.wait_running(NAMESPACE, "app=web", 1)
 
-        # pod/x: curl on the host gets the pod's name from its agnhost, through the API server and node-2's agent.
-        local = free_port()
-        async with port_forward(admin, "pod/web-1", f"{local}:80") as forward:
-            await forward.forwarding()
-            assert await curl(f"http://127.0.0.1:{local}/hostname") == (0, "web-1")
-            # Several connections at once, each its own stream pair and its own TCP into the pod.
-            results = await asyncio.gather(*(curl(f"http://127.0.0.1:{local}/hostname") for _ in range(8)))
-            assert results == [(0, "web-1")] * 8
-            # A megabyte each way, beyond any SPDY window: kubectl does no flow control, nor do we with it.
-            payload = os.urandom(1 << 20)
-            started = time.monotonic()
-            assert await echo(local, payload) == payload
-            print(f"1 MiB echoed through port-forward in {time.monotonic() - started:.2f}s")
+    # pod/x: curl on the host gets the pod's name from its agnhost, through the API server and node-2's agent.
+    local = free_port()
+    async with port_forward(admin, "pod/web-1", f"{local}:80") as forward:
+        await forward.forwarding()
+        assert await curl(f"http://127.0.0.1:{local}/hostname") == (0, "web-1")
+        # Several connections at once, each its own stream pair and its own TCP into the pod.
+        results = await asyncio.gather(*(curl(f"http://127.0.0.1:{local}/hostname") for _ in range(8)))
+        assert results == [(0, "web-1")] * 8
+        # A megabyte each way, beyond any SPDY window: kubectl does no flow control, nor do we with it.
+        payload = os.urandom(1 << 20)
+        started = time.monotonic()
+        assert await echo(local, payload) == payload
+        print(f"1 MiB echoed through port-forward in {time.monotonic() - started:.2f}s")
 
-        # svc/x: kubectl picks the Service's pod and resolves the named targetPort itself.
-        local = free_port()
-        async with port_forward(admin, "svc/web", f"{local}:8000") as forward:
-            await forward.forwarding()
-            assert "-> 80" in "".join(forward.output)
-            assert await curl(f"http://127.0.0.1:{local}/hostname") == (0, "web-1")
+    # svc/x: kubectl picks the Service's pod and resolves the named targetPort itself.
+    local = free_port()
+    async with port_forward(admin, "svc/web", f"{local}:8000") as forward:
+        await forward.forwarding()
+        assert "-> 80" in "".join(forward.output)
+        assert await curl(f"http://127.0.0.1:{local}/hostname") == (0, "web-1")
 
-        # A closed port: the agent's refusal reaches kubectl on the error stream; kubectl prints its own line and
-        # gives up on the pod, as against a real kubelet.
-        local = free_port()
-        async with port_forward(admin, "pod/web-1", f"{local}:81") as forward:
-            await forward.forwarding()
-            code, _ = await curl(f"http://127.0.0.1:{local}/hostname")
-            assert code != 0
-            returncode, _, stderr = await forward.finished()
-        assert returncode == 1
-        assert re.search(
-            rf"an error occurred forwarding {local} -> 81: error forwarding port 81 to pod [0-9a-f-]+, uid : .*connection refused",
-            stderr,
-        ), stderr
-        assert stderr.rstrip().endswith("error: lost connection to pod"), stderr
+    # A closed port: the agent's refusal reaches kubectl on the error stream; kubectl prints its own line and
+    # gives up on the pod, as against a real kubelet.
+    local = free_port()
+    async with port_forward(admin, "pod/web-1", f"{local}:81") as forward:
+        await forward.forwarding()
+        code, _ = await curl(f"http://127.0.0.1:{local}/hostname")
+        assert code != 0
+        returncode, _, stderr = await forward.finished()
+    assert returncode == 1
+    assert re.search(
+        rf"an error occurred forwarding {local} -> 81: error forwarding port 81 to pod [0-9a-f-]+, uid : .*connection refused",
+        stderr,
+    ), stderr
+    assert stderr.rstrip().endswith("error: lost connection to pod"), stderr
 
-        # A view-only user may read the pod but not forward to it.
-        local = free_port()
-        async with port_forward(viewer, "pod/web-1", f"{local}:80") as forward:
-            returncode, _, stderr = await forward.finished()
-        assert returncode == 1
-        assert stderr.strip().splitlines()[-1] == (
-            'error: error upgrading connection: pods "web-1" is forbidden: User "viewer" cannot create resource '
-            '"pods/portforward" in API group "" in the namespace "default"'
-        ), stderr
+    # A view-only user may read the pod but not forward to it.
+    local = free_port()
+    async with port_forward(viewer, "pod/web-1", f"{local}:80") as forward:
+        returncode, _, stderr = await forward.finished()
+    assert returncode == 1
+    assert stderr.strip().splitlines()[-1] == (
+        'error: error upgrading connection: pods "web-1" is forbidden: User "viewer" cannot create resource '
+        '"pods/portforward" in API group "" in the namespace "default"'
+    ), stderr
 
-        # A pod that does not exist: kubectl's own lookup answers, as against kube-apiserver.
-        async with port_forward(admin, "pod/nope", f"{free_port()}:80") as forward:
-            returncode, _, stderr = await forward.finished()
-        assert (returncode, stderr.strip()) == (1, 'Error from server (NotFound): pods "nope" not found')
-    finally:
-        await front.close()
+    # A pod that does not exist: kubectl's own lookup answers, as against kube-apiserver.
+    async with port_forward(admin, "pod/nope", f"{free_port()}:80") as forward:
+        returncode, _, stderr = await forward.finished()
+    assert (returncode, stderr.strip()) == (1, 'Error from server (NotFound): pods "nope" not found')
 
 
 @pytest.mark.root
@@ -185,33 +178,30 @@ async def test_kubectl_port_forward_reaches_a_netns_pods_localhost(local_cluster
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     cluster = await local_cluster("127.0.91", nodes=1)
-    front, admin, _ = await kubectl_setup(cluster, tmp_path)
+    admin = cluster.home / "kubeconfig"
     web_root = tmp_path / "www"
     web_root.mkdir()
     (web_root / "index.html").write_text("served from inside the pod\n")
-    try:
-        # The server listens on the pod's localhost only: nothing but a connection made inside the pod's
-        # network namespace reaches it, which is what the kubelet's port-forward does.
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "py", "namespace": NAMESPACE, "annotations": {"podnet.io/pod-mode": "netns"}},
-            "spec": {"nodeName": "node-1", "containers": [{
-                "name": "main", "image": AGNHOST, "command": ["python3"],
-                "args": ["-m", "http.server", "8080", "--bind", "127.0.0.1", "--directory", str(web_root)],
-            }]},
-        }
-        await cluster.create(pod)
-        await cluster.wait_running(NAMESPACE, None, 1)
-        answers: list[tuple[int, str]] = []
+    # The server listens on the pod's localhost only: nothing but a connection made inside the pod's
+    # network namespace reaches it, which is what the kubelet's port-forward does.
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "py", "namespace": NAMESPACE, "annotations": {"podnet.io/pod-mode": "netns"}},
+        "spec": {"nodeName": "node-1", "containers": [{
+            "name": "main", "image": AGNHOST, "command": ["python3"],
+            "args": ["-m", "http.server", "8080", "--bind", "127.0.0.1", "--directory", str(web_root)],
+        }]},
+    }
+    await cluster.create(pod)
+    await cluster.wait_running(NAMESPACE, None, 1)
+    answers: list[tuple[int, str]] = []
 
-        async def served() -> bool:
-            # Until python3 listens a connection is refused, and kubectl gives up on the pod: start it anew.
-            local = free_port()
-            async with port_forward(admin, "pod/py", f"{local}:8080") as forward:
-                await forward.forwarding()
-                answers.append(await curl(f"http://127.0.0.1:{local}/"))
-            return answers[-1] == (0, "served from inside the pod\n")
+    async def served() -> bool:
+        # Until python3 listens a connection is refused, and kubectl gives up on the pod: start it anew.
+        local = free_port()
+        async with port_forward(admin, "pod/py", f"{local}:8080") as forward:
+            await forward.forwarding()
+            answers.append(await curl(f"http://127.0.0.1:{local}/"))
+        return answers[-1] == (0, "served from inside the pod\n")
 
-        await eventually(served, 30, "the pod's http.server answers through port-forward", interval=0.5)
-    finally:
-        await front.close()
+    await eventually(served, 30, "the pod's http.server answers through port-forward", interval=0.5)
