@@ -3,7 +3,8 @@
 The route is the kube-apiserver's: `GET|POST /api/v1/namespaces/{ns}/pods/{name}/portforward`, verb
 `create` on `pods/portforward` (kube-apiserver 1.31 asks for `create` on WebSocket upgrades too). kubectl
 1.31 upgrades to a WebSocket with the subprotocol `SPDY/3.1+portforward.k8s.io` and runs a SPDY session
-in its binary messages; that session ends here (podnet.spdy.session). Each data/error stream pair
+in its binary messages; when that upgrade fails (or `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`) it upgrades
+the HTTP connection itself to `SPDY/3.1`. Either way the session ends here (podnet.spdy.session). Each data/error stream pair
 becomes one WebSocket to the kubelet API of the pod's node, `/portForward/{ns}/{pod}?port=N`, as
 kube-apiserver proxies to the kubelet: the API server never reaches into a pod itself.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -34,11 +35,13 @@ from podnet.apiserver.streams import CLIENT_KEY
 
 from podnet.api.kinds import lookup
 from podnet.spdy import session as spdy
-from podnet.spdy.portforward import WEBSOCKET_PROTOCOL, Pair, Rejected, StreamPairs
+from podnet.spdy.portforward import PROTOCOL, WEBSOCKET_PROTOCOL, Pair, Rejected, StreamPairs
 
 log = logging.getLogger(__name__)
 
-# Bytes from the pod that may wait for the client's flow-control window before the agent is no longer read.
+SPDY_UPGRADE = "SPDY/3.1"
+PROTOCOL_HEADER = "X-Stream-Protocol-Version"
+# Bytes (from the pod, or from the client on an upgraded connection) that may wait for the client's flow-control window before the agent is no longer read.
 MAX_BUFFERED = 256 * 1024
 
 Dial = Callable[[int], Awaitable[aiohttp.ClientWebSocketResponse]]
@@ -96,11 +99,6 @@ class _Handler:
         base = kubelet_url(await self._object("nodes", None, node_name))
         if base is None:
             raise status.unavailable(f"node {node_name} publishes no kubelet endpoint (the agent serves no kubelet API)")
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            raise status.bad_request("port-forward needs a WebSocket upgrade with the subprotocol " + WEBSOCKET_PROTOCOL)
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-        if WEBSOCKET_PROTOCOL not in offered:
-            raise status.bad_request(f"unable to upgrade: none of the offered subprotocols {offered} is {WEBSOCKET_PROTOCOL}")
         client = request.app[CLIENT_KEY]
 
         async def dial(port: int) -> aiohttp.ClientWebSocketResponse:
@@ -108,10 +106,96 @@ class _Handler:
             return await client.ws_connect(url, params={"port": str(port)}, headers=self.headers, autoping=True,
                                            max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
 
-        ws = web.WebSocketResponse(protocols=(WEBSOCKET_PROTOCOL,), max_msg_size=0, autoping=True)
-        await ws.prepare(request)
-        await Tunnel(ws, dial).run()
-        return ws
+        upgrade = request.headers.get("Upgrade", "").lower()
+        if upgrade == "websocket":
+            offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+            if WEBSOCKET_PROTOCOL not in offered:
+                raise _no_common_protocol(offered, WEBSOCKET_PROTOCOL)
+            ws = web.WebSocketResponse(protocols=(WEBSOCKET_PROTOCOL,), max_msg_size=0, autoping=True)
+            await ws.prepare(request)
+            await Tunnel(_WebSocketConnection(ws), dial).run()
+            return ws
+        if upgrade == SPDY_UPGRADE.lower():
+            offered = [p.strip() for value in request.headers.getall(PROTOCOL_HEADER, []) for p in value.split(",")]
+            if PROTOCOL not in offered:
+                raise _no_common_protocol(offered, PROTOCOL)
+            response = web.StreamResponse(
+                status=101, headers={"Connection": "Upgrade", "Upgrade": SPDY_UPGRADE, PROTOCOL_HEADER: PROTOCOL}
+            )
+            await response.prepare(request)
+            connection = _UpgradedConnection(request, response)
+            request.protocol.set_parser(connection)  # type: ignore[union-attr, arg-type]
+            await Tunnel(connection, dial).run()
+            return response
+        raise status.bad_request(
+            f"Upgrade request required: port-forward streams over a WebSocket ({WEBSOCKET_PROTOCOL}) or {SPDY_UPGRADE}"
+        )
+
+
+def _no_common_protocol(offered: list[str], supported: str) -> status.ApiError:
+    """As the kubelet's and kube-apiserver's handshake words it."""
+    return status.ApiError(status.status(
+        403, "Forbidden", f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server supports [{supported}]"
+    ))
+
+
+class _WebSocketConnection:
+    """kubectl's default: SPDY in the binary messages of a WebSocket."""
+
+    def __init__(self, ws: web.WebSocketResponse):
+        self.ws = ws
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for message in self.ws:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                yield message.data
+
+    async def send(self, data: bytes) -> None:
+        if not self.ws.closed:
+            await self.ws.send_bytes(data)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class _UpgradedConnection:
+    """kubectl's fallback: SPDY straight on the connection after `101 Switching Protocols`. aiohttp hands the
+    connection's bytes to a payload parser (`feed_data`, `feed_eof`); reading pauses while too many wait."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse):
+        self.transport = request.transport
+        self.response = response
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.waiting = 0
+        self.paused = False
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if data:
+            self.queue.put_nowait(bytes(data))
+            self.waiting += len(data)
+            if self.waiting > MAX_BUFFERED and not self.paused and self.transport is not None:
+                self.transport.pause_reading()
+                self.paused = True
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.queue.put_nowait(b"")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while data := await self.queue.get():
+            self.waiting -= len(data)
+            if self.paused and self.waiting <= MAX_BUFFERED // 2 and self.transport is not None:
+                self.transport.resume_reading()
+                self.paused = False
+            yield data
+
+    async def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            await self.response.write(data)
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 @dataclass(slots=True)
@@ -123,11 +207,11 @@ class _Forward:
 
 
 class Tunnel:
-    """One kubectl port-forward session: the SPDY session in the WebSocket's binary messages, and one
-    relay to the agent per stream pair."""
+    """One kubectl port-forward session: the SPDY session on the client's connection, and one relay to the
+    agent per stream pair."""
 
-    def __init__(self, ws: web.WebSocketResponse, dial: Dial):
-        self.ws = ws
+    def __init__(self, connection: _WebSocketConnection | _UpgradedConnection, dial: Dial):
+        self.connection = connection
         self.dial = dial
         self.session = spdy.ServerSession()
         self.pairs = StreamPairs()
@@ -137,15 +221,13 @@ class Tunnel:
     async def flush(self) -> None:
         async with self._send_lock:
             data = self.session.data_to_send()
-            if data and not self.ws.closed:
-                await self.ws.send_bytes(data)
+            if data:
+                await self.connection.send(data)
 
     async def run(self) -> None:
         try:
-            async for message in self.ws:
-                if message.type != aiohttp.WSMsgType.BINARY:
-                    continue
-                for event in self.session.receive_data(message.data):
+            async for chunk in self.connection.chunks():
+                for event in self.session.receive_data(chunk):
                     self._on_event(event)
                 await self.flush()
                 if self.session.ended:
@@ -157,7 +239,7 @@ class Tunnel:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await self.ws.close()
+            await self.connection.close()
 
     def _on_event(self, event: spdy.Event) -> None:
         if isinstance(event, spdy.StreamOpened):

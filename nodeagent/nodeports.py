@@ -366,8 +366,8 @@ class NodePorts:
         if reason is not None:
             ours.close()
             if reason is CloseReason.REFUSED:
-                raise ConnectionRefusedError(f"dial tcp4 {ip}:{port}: connect: connection refused")
-            raise TimeoutError(f"dial tcp4 {ip}:{port}: i/o timeout")
+                raise ConnectionRefusedError(f"{ip}:{port} answered RST")
+            raise TimeoutError(f"{ip}:{port} did not answer")
         return await asyncio.open_connection(sock=ours)
 
     async def _run_bridge(self, flow: _Flow, reader: asyncio.StreamReader, first: bytes = b"") -> None:

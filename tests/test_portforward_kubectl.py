@@ -64,10 +64,13 @@ class PortForward:
 
 
 @contextlib.asynccontextmanager
-async def port_forward(kubeconfig: Path, *args: str) -> AsyncIterator[PortForward]:
+async def port_forward(kubeconfig: Path, *args: str, websockets: bool = True) -> AsyncIterator[PortForward]:
+    """`kubectl port-forward ARGS`; without `websockets` kubectl upgrades its connection to SPDY itself, as
+    it falls back to doing when the WebSocket upgrade fails."""
+    env = {**os.environ, "KUBECTL_PORT_FORWARD_WEBSOCKETS": "true" if websockets else "false"}
     process = await asyncio.create_subprocess_exec(
         "kubectl", "--kubeconfig", str(kubeconfig), "port-forward", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )
     forward = PortForward(process)
     yield forward
@@ -133,6 +136,14 @@ async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path
         started = time.monotonic()
         assert await echo(local, payload) == payload
         print(f"1 MiB echoed through port-forward in {time.monotonic() - started:.2f}s")
+
+    # The same over kubectl's SPDY upgrade, the path it falls back to without WebSockets.
+    local = free_port()
+    async with port_forward(admin, "pod/web-1", f"{local}:80", websockets=False) as forward:
+        await forward.forwarding()
+        results = await asyncio.gather(*(curl(f"http://127.0.0.1:{local}/hostname") for _ in range(4)))
+        assert results == [(0, "web-1")] * 4
+        assert await echo(local, payload) == payload
 
     # svc/x: kubectl picks the Service's pod and resolves the named targetPort itself.
     local = free_port()
@@ -205,3 +216,17 @@ async def test_kubectl_port_forward_reaches_a_netns_pods_localhost(local_cluster
         return answers[-1] == (0, "served from inside the pod\n")
 
     await eventually(served, 30, "the pod's http.server answers through port-forward", interval=0.5)
+
+    # Nothing listens on 8081 inside the pod: containerd's words for it, in kubectl's error line (klog quotes it).
+    local = free_port()
+    async with port_forward(admin, "pod/py", f"{local}:8081") as forward:
+        await forward.forwarding()
+        assert (await curl(f"http://127.0.0.1:{local}/"))[0] != 0
+        returncode, _, stderr = await forward.finished()
+    assert returncode == 1
+    assert re.search(
+        rf'an error occurred forwarding {local} -> 8081: error forwarding port 8081 to pod [0-9a-f-]+, uid : failed to '
+        r'execute portforward in network namespace \\"/run/netns/[^"\\]+\\": failed to connect to localhost:8081 inside '
+        r"namespace, IPv4: dial tcp4 127.0.0.1:8081: connect: connection refused",
+        stderr,
+    ), stderr

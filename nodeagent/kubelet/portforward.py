@@ -41,14 +41,16 @@ async def connect_in_namespace(netns: str, port: int) -> Streams:
     return await asyncio.open_connection(sock=sock)
 
 
-def failure(port: int, netns: str | None, error: BaseException) -> str:
-    """Why the connection failed, worded as containerd words it for a pod in `netns` (a namespace's
-    path), so kubectl shows what it shows against a real node; a virtual pod (`netns` None) was dialled
-    at its address, and the error names that."""
-    reason = str(error)
-    if not reason:
-        what = "connect: connection refused" if isinstance(error, ConnectionRefusedError) else "i/o timeout"
-        reason = f"dial tcp4 127.0.0.1:{port}: {what}"
+def failure(port: int, address: str, netns: str | None, error: BaseException) -> str:
+    """Why the connection to `address:port` failed, worded as containerd words it for a pod in `netns` (a
+    namespace's path), so kubectl shows what it shows against a real node; a virtual pod (`netns` None)
+    was dialled at its own address, from the node."""
+    if isinstance(error, ConnectionRefusedError):
+        reason = f"dial tcp4 {address}:{port}: connect: connection refused"
+    elif isinstance(error, TimeoutError):
+        reason = f"dial tcp4 {address}:{port}: i/o timeout"
+    else:
+        reason = f"dial tcp4 {address}:{port}: {error.strerror if isinstance(error, OSError) and error.strerror else error}"
     if netns is None:
         return f"failed to connect to the pod's port {port}: {reason}"
     return (
@@ -77,7 +79,8 @@ async def port_forward(request: web.Request, kubelet: Kubelet) -> web.StreamResp
         else:
             reader, writer = await asyncio.wait_for(kubelet.agent.nodeports.connect(pod.port.ip, port), CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as e:
-        message = f"error forwarding port {port} to pod {pod.uid}, uid : {failure(port, netns, e)}"
+        address = "127.0.0.1" if netns is not None else pod.port.ip
+        message = f"error forwarding port {port} to pod {pod.uid}, uid : {failure(port, address, netns, e)}"
         log.info("%s", message)
         await ws.send_str(message)
         await ws.close()
