@@ -224,6 +224,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
                 {"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]}
             )
         resources.extend(streams.subresources(kind))
+        resources.extend(portforward.subresources(kind))
     return resources
 
 

@@ -33,7 +33,7 @@ from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources
 from podnet.apiserver.streams import CLIENT_KEY
 
-from podnet.api.kinds import lookup
+from podnet.api.kinds import Kind, lookup
 from podnet.spdy import session as spdy
 from podnet.spdy.portforward import PROTOCOL, WEBSOCKET_PROTOCOL, Pair, Rejected, StreamPairs
 
@@ -55,6 +55,14 @@ def add_routes(app: web.Application, resources: Resources, config: ApiServerConf
     handler = _Handler(resources, {"Authorization": f"Bearer {token}"} if token else {})
     app.router.add_get(path, handler.serve)
     app.router.add_post(path, handler.serve)
+
+
+def subresources(kind: Kind) -> list[dict]:
+    """The discovery entry of `pods/portforward`, as kube-apiserver lists it."""
+    if kind.plural != "pods":
+        return []
+    return [{"name": "pods/portforward", "singularName": "", "namespaced": True, "kind": "PodPortForwardOptions",
+             "verbs": ["create", "get"]}]
 
 
 def _forbidden(user: str, name: str, namespace: str) -> status.ApiError:
