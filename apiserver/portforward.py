@@ -206,6 +206,19 @@ class _UpgradedConnection:
             self.transport.close()
 
 
+def dial_failure(error: BaseException) -> str:
+    """A failure to reach the kubelet API, worded as kube-apiserver words it (Go's dialer)."""
+    if isinstance(error, aiohttp.WSServerHandshakeError):
+        return f"error dialing backend: the kubelet answered {error.status} {error.message}"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        cause = error.os_error
+        what = "connect: connection refused" if isinstance(cause, ConnectionRefusedError) else (cause.strerror or str(cause))
+        return f"error dialing backend: dial tcp {error.host}:{error.port}: {what}"
+    if isinstance(error, TimeoutError):
+        return "error dialing backend: i/o timeout"
+    return f"error dialing backend: {error}"
+
+
 @dataclass(slots=True)
 class _Forward:
     pair: Pair
@@ -287,7 +300,7 @@ class Tunnel:
             try:
                 agent = await self.dial(pair.port)
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                self.session.send(pair.error_stream, f"error forwarding port {pair.port}: error dialing backend: {e}".encode())
+                self.session.send(pair.error_stream, f"error forwarding port {pair.port}: {dial_failure(e)}".encode())
                 return
             async with agent:
                 upstream = asyncio.create_task(self._to_agent(forward, agent))

@@ -182,6 +182,23 @@ async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path
         returncode, _, stderr = await forward.finished()
     assert (returncode, stderr.strip()) == (1, 'Error from server (NotFound): pods "nope" not found')
 
+    # The pod's node agent dies under a running port-forward: the next connection cannot reach its kubelet
+    # API, and kubectl reports the API server's dial error.
+    local = free_port()
+    async with port_forward(admin, "pod/web-1", f"{local}:80") as forward:
+        await forward.forwarding()
+        assert await curl(f"http://127.0.0.1:{local}/hostname") == (0, "web-1")
+        cluster.kill("node-2/agent")
+        await cluster.wait_dead("node-2/agent")
+        assert (await curl(f"http://127.0.0.1:{local}/hostname"))[0] != 0
+        returncode, _, stderr = await forward.finished()
+    assert returncode == 1
+    assert re.search(
+        rf"an error occurred forwarding {local} -> 80: error forwarding port 80: error dialing backend: "
+        rf"dial tcp {re.escape(cluster.topo.node('node-2').address)}:\d+: connect: connection refused",
+        stderr,
+    ), stderr
+
 
 @pytest.mark.root
 @pytest.mark.skipif(shutil.which("kubectl") is None or shutil.which("curl") is None, reason="needs kubectl and curl")
