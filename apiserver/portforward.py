@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 
 SPDY_UPGRADE = "SPDY/3.1"
 PROTOCOL_HEADER = "X-Stream-Protocol-Version"
-# Bytes (from the pod, or from the client on an upgraded connection) that may wait for the client's flow-control window before the agent is no longer read.
+# Bytes that may wait on their way, each way, before the side they come from is no longer read: the pod's
+# bytes held back by a flow-control window, a stream's bytes the agent has yet to take, the client's bytes
+# on an upgraded connection yet to be decoded. kubectl's SPDY does no flow control: this is the backpressure.
 MAX_BUFFERED = 256 * 1024
 
 Dial = Callable[[int], Awaitable[aiohttp.ClientWebSocketResponse]]
@@ -223,8 +225,24 @@ def dial_failure(error: BaseException) -> str:
 class _Forward:
     pair: Pair
     inbound: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)  # None: client's EOF
+    inbound_bytes: int = 0
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # inbound_bytes is back under the limit
     window: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+
+    def __post_init__(self) -> None:
+        self.drained.set()
+
+    def take_inbound(self, data: bytes) -> None:
+        self.inbound.put_nowait(data)
+        self.inbound_bytes += len(data)
+        if self.inbound_bytes > MAX_BUFFERED:
+            self.drained.clear()
+
+    def taken(self, size: int) -> None:
+        self.inbound_bytes -= size
+        if self.inbound_bytes <= MAX_BUFFERED:
+            self.drained.set()
 
 
 class Tunnel:
@@ -253,6 +271,11 @@ class Tunnel:
                 await self.flush()
                 if self.session.ended:
                     break
+                # As spdystream does (its frame loop waits for each stream's reader): a stream whose agent
+                # lags holds up the reading of the client's connection.
+                for stream_id, forward in list(self.forwards.items()):
+                    if stream_id == forward.pair.data_stream:
+                        await forward.drained.wait()
         finally:
             tasks = {f.task for f in self.forwards.values() if f.task is not None}
             for task in tasks:
@@ -277,7 +300,7 @@ class Tunnel:
         elif isinstance(event, spdy.DataReceived):
             forward = self.forwards.get(event.stream_id)
             if forward is not None and event.stream_id == forward.pair.data_stream:
-                forward.inbound.put_nowait(event.data)
+                forward.take_inbound(event.data)
             else:
                 self.session.consumed(event.stream_id, len(event.data))  # the error stream's: nothing reads it
         elif isinstance(event, spdy.StreamEnded):
@@ -313,6 +336,7 @@ class Tunnel:
         except spdy.LocalProtocolError:
             return  # the client reset the streams or ended the session
         finally:
+            forward.drained.set()
             for stream_id in (pair.data_stream, pair.error_stream):
                 self.forwards.pop(stream_id, None)
                 self.session.end(stream_id)
@@ -323,6 +347,7 @@ class Tunnel:
         stream_id = forward.pair.data_stream
         while (data := await forward.inbound.get()) is not None:
             await agent.send_bytes(data)
+            forward.taken(len(data))
             self.session.consumed(stream_id, len(data))
             await self.flush()
         await agent.send_bytes(b"")
