@@ -133,8 +133,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
                           handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
-    streams.add_routes(app, resources, config)
-    portforward.add_routes(app, resources, config)
+    portforward.add_routes(app, streams.add_routes(app, resources, config))
 
     async def probe(request: web.Request) -> web.Response:
         try:

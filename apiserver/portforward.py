@@ -21,17 +21,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 from podnet.apiserver import status
-from podnet.apiserver.auth import authorize
-from podnet.apiserver.codec import from_storage
-from podnet.apiserver.config import ApiServerConfig
-from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources
-from podnet.apiserver.streams import CLIENT_KEY
+from podnet.apiserver.streams import CLIENT_KEY, Streams
 
 from podnet.api.kinds import Kind, lookup
 from podnet.spdy import session as spdy
@@ -49,12 +43,11 @@ MAX_BUFFERED = 256 * 1024
 Dial = Callable[[int], Awaitable[aiohttp.ClientWebSocketResponse]]
 
 
-def add_routes(app: web.Application, resources: Resources, config: ApiServerConfig) -> None:
-    """The route; it relays through the kubelet client of the stream subresources (`streams.CLIENT_KEY`),
-    presenting the same kubelet client token."""
-    token = Path(config.kubelet_token_file).read_text().strip() if config.kubelet_token_file else None
+def add_routes(app: web.Application, relay: Streams) -> None:
+    """The route, built on the steps of the other pod streams (authorization, the pod, the kubelet's URL and
+    its client: TLS with the API server's kubelet client certificate)."""
     path = lookup("pods").path("{namespace}", "{name}") + "/portforward"
-    handler = _Handler(resources, {"Authorization": f"Bearer {token}"} if token else {})
+    handler = _Handler(relay)
     app.router.add_get(path, handler.serve)
     app.router.add_post(path, handler.serve)
 
@@ -67,54 +60,21 @@ def subresources(kind: Kind) -> list[dict]:
              "verbs": ["create", "get"]}]
 
 
-def _forbidden(user: str, name: str, namespace: str) -> status.ApiError:
-    message = (
-        f'pods "{name}" is forbidden: User "{user}" cannot create resource "pods/portforward" '
-        f'in API group "" in the namespace "{namespace}"'
-    )
-    return status.ApiError(status.status(403, "Forbidden", message, {"name": name, "kind": "pods"}))
-
-
-def kubelet_url(node: dict) -> str | None:
-    """The kubelet API of a node, from what its agent reports: InternalIP and the kubelet port."""
-    node_status = node.get("status") or {}
-    port = ((node_status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
-    addresses = {a.get("type"): a.get("address") for a in node_status.get("addresses") or []}
-    address = addresses.get("InternalIP")
-    if not port or not address:
-        return None
-    return f"http://{address}:{port}"
-
-
 class _Handler:
-    def __init__(self, resources: Resources, headers: dict[str, str]):
-        self.resources = resources
-        self.headers = headers
-
-    async def _object(self, plural: str, namespace: str | None, name: str) -> dict:
-        kv = await self.resources._current(lookup(plural), namespace, name)
-        return from_storage(kv.value, kv.mod_revision)
+    def __init__(self, relay: Streams):
+        self.relay = relay
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
-        request[RESOURCE_KEY] = "pods"
-        request[VERB_KEY] = "create"
-        user = request[USER_KEY]
-        if not authorize(user, "create", namespace, namespaced=True):
-            raise _forbidden(user.name, name, namespace)
-        pod = await self._object("pods", namespace, name)
-        node_name = (pod.get("spec") or {}).get("nodeName")
-        if not node_name:
+        pod = await self.relay.authorized_pod(request, "create", "portforward")
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        if not (pod.get("spec") or {}).get("nodeName"):
             raise status.bad_request(f"pod {name} does not have a host assigned")
-        base = kubelet_url(await self._object("nodes", None, node_name))
-        if base is None:
-            raise status.unavailable(f"node {node_name} publishes no kubelet endpoint (the agent serves no kubelet API)")
+        url = await self.relay.kubelet_url(pod, ("portForward", namespace, name), (), request)
         client = request.app[CLIENT_KEY]
 
         async def dial(port: int) -> aiohttp.ClientWebSocketResponse:
-            url = f"{base}/portForward/{quote(namespace, safe='')}/{quote(name, safe='')}"
-            return await client.ws_connect(url, params={"port": str(port)}, headers=self.headers, autoping=True,
-                                           max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+            return await client.ws_connect(url, params={"port": str(port)}, autoping=True, max_msg_size=0,
+                                           timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
 
         upgrade = request.headers.get("Upgrade", "").lower()
         if upgrade == "websocket":

@@ -107,7 +107,7 @@ async def watch_latency(session: aiohttp.ClientSession, url: str, namespace: str
 
 async def measure_store(server: ApiServerProcess) -> dict:
     headers = {"Authorization": f"Bearer {server.token}"}
-    connector = aiohttp.TCPConnector(limit=WATCHERS + CONCURRENCY + 4)
+    connector = aiohttp.TCPConnector(limit=WATCHERS + CONCURRENCY + 4, ssl=server.ssl_context() or True)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         for namespace in ("bench-writes", "bench-watch"):
             async with session.post(f"{server.url}/api/v1/namespaces", json={"metadata": {"name": namespace}}) as response:

@@ -109,7 +109,11 @@ class AgentConfig:
     conntrack_sweep_interval: float = 5.0
     pod_mode: str = "virtual"  # pods without a podnet.io/pod-mode annotation: "virtual" or "netns"
     kubelet_port: int = 0  # the kubelet API (exec, logs); 0: any free port
-    kubelet_token_file: str | None = None  # the API server's credential; None: no kubelet API
+    # The kubelet API's serving certificate and the CA its clients' certificates must chain to; without
+    # them there is no kubelet API.
+    kubelet_cert_file: str | None = None
+    kubelet_key_file: str | None = None
+    kubelet_client_ca_file: str | None = None
 
     @property
     def state_path(self) -> Path:

@@ -39,7 +39,7 @@ def raw(server, method: str, path: str, body: bytes | None = None, *, token: str
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=server.ssl_context()) as response:
             return response.status, response.headers.get("Content-Type"), response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type"), e.read()

@@ -51,13 +51,11 @@ def test_help_lists_every_command():
 
 def test_plain_parser_has_the_typer_options_with_their_defaults_and_environment(monkeypatch):
     monkeypatch.setenv("PODNET_SERVER", "http://127.0.0.1:6443")
-    monkeypatch.delenv("PODNET_TOKEN", raising=False)
     args = plainargs.parser_for(kubeproxy).parse_args(["--node", "node-1", "--agent-socket", "/a.sock"])
     assert vars(args) == {
         "node": "node-1",
         "agent_socket": "/a.sock",
         "server": "http://127.0.0.1:6443",
-        "token": None,
         "token_file": None,
         "ca_file": None,
         "kubeconfig": None,
@@ -81,7 +79,7 @@ def test_plain_parser_requires_options_without_default():
 
 
 def test_a_process_without_an_api_server_says_how_to_name_one(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN")}
+    env = {k: v for k, v in os.environ.items() if k != "PODNET_SERVER"}
     run = subprocess.run([sys.executable, "-m", "podnet.nodeagent.kubeproxy", "--node", "n", "--agent-socket", "s"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 2 and run.stderr.strip() == "error: give --kubeconfig FILE or --server URL"

@@ -40,7 +40,7 @@ def server(make_api_server):
 
 @pytest.fixture
 async def client(server):
-    async with ApiClient(server.url, server.token) as api:
+    async with server.client() as api:
         await eventually(lambda: _has_namespace(api, "kube-node-lease"), what="default namespaces")
         yield api
 

@@ -1,8 +1,6 @@
-"""`kubectl exec` and `kubectl logs`, the real kubectl, through the API server to the pods' node agents.
-
-A cluster on etcd (so that a second, TLS-serving API server can stand in front of it for kubectl, which
-sends credentials only over TLS), virtual pods running the agnhost probes of Kubernetes' NetworkPolicy
-e2e suite, and a netns pod running a real program (root).
+"""`kubectl exec` and `kubectl logs`, the real kubectl with the kubeconfig `podnet up` wrote, through the API
+server to the pods' node agents: virtual pods running the agnhost probes of Kubernetes' NetworkPolicy e2e
+suite, and a netns pod running a real program (root).
 """
 
 from __future__ import annotations
@@ -10,14 +8,21 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
-from support.kubectl import kubectl_front
+from support.kubectl import Kubectl
 from support.local_cluster import deployment, eventually, pod_on, service
 
-pytestmark = [pytest.mark.etcd, pytest.mark.slow]
+from podnet import kubeconfig
+from podnet.cluster import credentials, kubelet_credentials
+
+pytestmark = pytest.mark.slow
 
 DENY_BACKEND_INGRESS = {
     "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -36,9 +41,9 @@ async def _shop(cluster) -> tuple[str, str]:
     return frontend, backend
 
 
-async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, make_api_server, tmp_path):
-    cluster = await local_cluster("127.0.85", nodes=2, store="etcd", node_grace_period=40.0)
-    kubectl = kubectl_front(cluster, make_api_server, tmp_path)
+async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, tmp_path):
+    cluster = await local_cluster("127.0.85", nodes=2)
+    kubectl = Kubectl(cluster.home)
     frontend, backend = await _shop(cluster)
 
     # The e2e harness's probe: agnhost connect exits 0 when the connection opens (deploy/ picks the pod).
@@ -82,13 +87,43 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, make_api_ser
     assert no_program.returncode == 127 and 'exec: "bash": executable file not found in $PATH' in no_program.stderr
 
     # A view-only user may read logs but not exec.
-    viewer = kubectl.server.tokens["viewer"]
-    forbidden = await kubectl.arun("exec", "-n", "shop", frontend, "--", "hostname", token=viewer)
+    viewer = ("victor", ("view",))
+    forbidden = await kubectl.arun("exec", "-n", "shop", frontend, "--", "hostname", user=viewer)
     assert forbidden.returncode == 1
     assert forbidden.stderr.strip() == (
         f'Error from server (Forbidden): pods "{frontend}" is forbidden: User "victor" cannot create resource '
         f'"pods/exec" in API group "" in the namespace "shop"')
-    assert (await kubectl.arun("logs", "-n", "shop", backend, token=viewer)).returncode == 0
+    assert (await kubectl.arun("logs", "-n", "shop", backend, user=viewer)).returncode == 0
+
+    # Only the API server (and cluster administrators) may use a node's kubelet API: TLS with a client
+    # certificate from the cluster CA, its key its owner's alone.
+    node_name = (await cluster.client.get("pods", backend, "shop"))["spec"]["nodeName"]
+    node = await cluster.client.get("nodes", node_name)
+    kubelet_port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+    assert kubelet_port == {"node-1": 10252, "node-2": 10262}[node_name]
+    for path in (*kubelet_credentials.client_files(cluster.home), *kubelet_credentials.serving_files(cluster.home)):
+        assert path.stat().st_mode & 0o077 == 0, path
+    url = f"https://{cluster.topo.node(node_name).address}:{kubelet_port}/containerLogs/shop/{backend}/backend"
+    ca = str(credentials.ca_file(cluster.home))
+
+    def kubelet_get(certificate: tuple[Path, Path] | None) -> int:
+        context = ssl.create_default_context(cafile=ca)
+        if certificate is not None:
+            context.load_cert_chain(*certificate)
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert await asyncio.to_thread(kubelet_get, kubelet_credentials.client_files(cluster.home)) == 200
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        await asyncio.to_thread(kubelet_get, None)  # no certificate: no TLS session
+    viewer_kubeconfig = kubeconfig.load(kubectl.kubeconfig_of(*viewer))
+    viewer_files = (tmp_path / "viewer.crt", tmp_path / "viewer.key")
+    viewer_files[0].write_bytes(viewer_kubeconfig.tls.cert_pem)
+    viewer_files[1].write_bytes(viewer_kubeconfig.tls.key_pem)
+    assert await asyncio.to_thread(kubelet_get, viewer_files) == 403
 
     # logs -f follows new lines and ends when the pod is deleted.
     await cluster.create(pod_on("lone", "shop", "node-2", 8080))
@@ -110,9 +145,9 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, make_api_ser
 
 
 @pytest.mark.root
-async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster, make_api_server, tmp_path):
-    cluster = await local_cluster("127.0.86", nodes=1, store="etcd")
-    kubectl = kubectl_front(cluster, make_api_server, tmp_path)
+async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster):
+    cluster = await local_cluster("127.0.86", nodes=1)
+    kubectl = Kubectl(cluster.home)
     talker = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "talker", "namespace": "default", "labels": {"role": "talker"},

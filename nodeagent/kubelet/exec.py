@@ -96,19 +96,20 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     streams = Streams(ws, tty)
     reader = asyncio.ensure_future(streams.read_client())
     try:
-        try:
-            if target.pod.netns is not None:
-                status = await _run_netns(target, argv, streams, stdin=_flag(request, "stdin"))
-            else:
-                status = await _run_virtual(kubelet, target, argv, streams)
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("exec %s in %s/%s: %s", argv[0], target.namespace, target.name, exc)
-            status = channel.failure(f"error executing command in container: {exc}")
-        await streams.finish(status)
+        if target.pod.netns is not None:
+            status = await _run_netns(target, argv, streams, stdin=_flag(request, "stdin"))
+        else:
+            status = await _run_virtual(kubelet, target, argv, streams)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("exec %s in %s/%s: %s", argv[0], target.namespace, target.name, exc)
+        status = channel.failure(f"error executing command in container: {exc}")
     finally:
+        # Nothing may be reading the socket when it closes: aiohttp then hands the close to that reader and
+        # the close frame can be lost with the connection (over TLS, the client sees 1006).
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+    await streams.finish(status)
     return ws
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import secrets
 import shutil
 import signal
 import time
@@ -16,7 +15,7 @@ import typer
 
 from podnet.cli.common import fail
 from podnet.client import ApiClient, podnet_home
-from podnet.cluster import credentials, netns_hosts, readiness, supervisor, topology
+from podnet.cluster import credentials, kubelet_credentials, netns_hosts, readiness, supervisor, topology
 from podnet.cluster.supervisor import ClusterState, SupervisorError
 
 HomeOption = typer.Option(None, "--home", envvar="PODNET_HOME", help="Cluster home (default ~/.podnet).")
@@ -29,12 +28,16 @@ def _home(home: Path | None) -> Path:
 def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str | None = None,
                       extra_addresses: tuple[str, ...] = ()) -> str:
     """Every credential of `topo`'s cluster under `home` (see podnet/cluster/credentials.py): one kubeconfig
-    for each process that talks to the API server. Returns the admin token."""
+    for each process that talks to the API server, and over TLS the kubelet API's certificates
+    (podnet/cluster/kubelet_credentials.py). Returns the admin token."""
     clients = [spec.name for spec in topology.components(topo) if "--kubeconfig" in spec.argv]
-    return credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
-                             service_cidr=topo.service_cidr, components=clients,
-                             now=datetime.datetime.now(datetime.UTC), admin_server=admin_server,
-                             tls=not topo.insecure_http)
+    now = datetime.datetime.now(datetime.UTC)
+    admin_token = credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
+                                    service_cidr=topo.service_cidr, components=clients, now=now,
+                                    admin_server=admin_server, tls=not topo.insecure_http)
+    if not topo.insecure_http:
+        kubelet_credentials.issue(home, [node.address for node in topo.nodes], now)
+    return admin_token
 
 
 def _load(home: Path | None) -> ClusterState:
@@ -55,7 +58,6 @@ async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> Cluste
     home.mkdir(parents=True, exist_ok=True)
     specs = topology.components(topo)
     issue_credentials(topo, home)
-    credentials.replace_secret(topo.kubelet_token_file, secrets.token_hex(32).encode())
     topo_data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(topo).items()}
     state = supervisor.new_state(home, topo_data, specs)
     state.save()
@@ -247,7 +249,7 @@ def register(app: typer.Typer) -> None:
         for name in removed:
             typer.echo(f"removed {name}")
         for leftover in ("cluster.json", "nodes", "logs", "etcd", "store.db", "store.db-wal", "store.db-shm", "kubeconfig",
-                         credentials.PKI_DIR, "kubelet-client.token"):
+                         credentials.PKI_DIR):
             path = h / leftover
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

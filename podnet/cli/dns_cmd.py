@@ -12,7 +12,7 @@ import typer
 from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
 from podnet.cli.common import fail
-from podnet.cli.daemon import CaFile, Kubeconfig, Server, Token, TokenFile, api_credentials
+from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
 
 DIG_TIMEOUT = 2.0
 DIG_TRIES = 3
@@ -118,8 +118,7 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option("127.0.0.1", "--address", help="Address to answer on (UDP and TCP)."),
         port: int = typer.Option(None, "--port", help="Port (default 53 as root, else 5353; 0 picks one)."),
         server: Server = None,
-        token: Token = None,
-        token_file: TokenFile = None,
+            token_file: TokenFile = None,
         ca_file: CaFile = None,
         kubeconfig: Kubeconfig = None,
         upstream: list[str] = typer.Option([], "--upstream", help="IP[:PORT] for names outside the zone."),
@@ -138,7 +137,7 @@ def register(app: typer.Typer) -> None:
         from podnet.dns.config import DnsConfig, default_port, parse_upstream
         from podnet.dns.process import serve
 
-        api = api_credentials(server, token, token_file, ca_file, kubeconfig)
+        api = api_credentials(server, token_file, ca_file, kubeconfig)
         if api is None and objects is None:
             raise fail("error: give --kubeconfig FILE or --server URL (or --objects FILE)")
         try:

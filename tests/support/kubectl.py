@@ -1,88 +1,71 @@
-"""The real kubectl against a `local_cluster`, over TLS with bearer tokens (kubectl sends credentials only
-over TLS, and trusts only the CA it is given).
+"""The real kubectl against a `local_cluster`, with the kubeconfig `podnet up` wrote (TLS with the cluster
+CA, the admin's client certificate), or as another user with a client certificate from the cluster CA.
 
-`kubectl_front(cluster)` starts a second API server over the cluster's etcd, on HTTPS with a self-signed
-certificate for 127.0.0.1 and the test token file (`support.apiserver.TOKENS`: an admin, a view-only
-user, ...), presenting the cluster's kubelet client token to the agents; it returns a `Kubectl` whose
-kubeconfig names that server, its certificate and the admin's token.
+`Kubectl(cluster.home)`: `.run(*args, user=None, input=None)` (`user`: (name, groups) of another user),
+`.arun` (the same from a coroutine), `.popen(*args)`, `.in_terminal(shell_line)` (under `script`, on a
+pseudo-terminal).
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
+import datetime
 import subprocess
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from podnet import kubeconfig, pki
+from podnet.cluster import credentials
 
-from support.apiserver import ApiServerProcess
 
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "serving.crt", directory / "serving.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return cert, key
+def _text(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
+                                       done.stderr.decode(errors="replace"))
 
 
 @dataclass
 class Kubectl:
-    server: ApiServerProcess
-    kubeconfig: Path
+    home: Path
 
-    def run(self, *args: str, token: str | None = None, input: bytes | None = None,
+    @property
+    def admin(self) -> Path:
+        return self.home / "kubeconfig"
+
+    def kubeconfig_of(self, user: str, groups: tuple[str, ...]) -> Path:
+        """A kubeconfig for the admin's server and CA with a client certificate for `user` in `groups`."""
+        path = self.home / f"{user}.kubeconfig"
+        if not path.exists():
+            directory = credentials.pki_dir(self.home)
+            ca = pki.KeyPair((directory / "ca.crt").read_bytes(), (directory / "ca.key").read_bytes())
+            certificate = pki.make_client(ca, user, groups, datetime.datetime.now(datetime.UTC))
+            admin = kubeconfig.load(self.admin)
+            path.write_text(kubeconfig.render(admin.server, admin.tls.ca_pem, user,
+                                              cert_pem=certificate.cert_pem, key_pem=certificate.key_pem))
+        return path
+
+    def argv(self, *args: str, user: tuple[str, tuple[str, ...]] | None = None) -> list[str]:
+        config = self.kubeconfig_of(*user) if user else self.admin
+        return ["kubectl", "--kubeconfig", str(config), *args]
+
+    def run(self, *args: str, user: tuple[str, tuple[str, ...]] | None = None, input: bytes | None = None,
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        """`kubectl ARGS` (as the admin, or as the user of `token`)."""
-        command = [shutil.which("kubectl") or "kubectl", "--kubeconfig", str(self.kubeconfig),
-                   *(("--token", token) if token else ()), *args]
-        done = subprocess.run(command, input=input, capture_output=True, timeout=timeout)
-        return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
-                                           done.stderr.decode(errors="replace"))
+        return _text(subprocess.run(self.argv(*args, user=user), input=input, capture_output=True, timeout=timeout))
 
     async def arun(self, *args: str, **options: object) -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(self.run, *args, **options)
 
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def in_terminal(self, shell_line: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        """`shell_line` (naming kubectl with this kubeconfig as $KUBECTL) run by `script` on a pseudo-
+        """`shell_line` (naming kubectl with the admin's kubeconfig as $KUBECTL) run by `script` on a pseudo-
         terminal, as a user at a terminal runs it; what the terminal showed comes back as stdout."""
-        kubectl = f"kubectl --kubeconfig {self.kubeconfig}"
-        argv = ["script", "-qec", shell_line.replace("$KUBECTL", kubectl), "/dev/null"]
+        argv = ["script", "-qec", shell_line.replace("$KUBECTL", " ".join(self.argv())), "/dev/null"]
         # The user types nothing, and does not hang up either: script's input stays open until it ends.
         with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
             try:
-                stdout = process.stdout.read()
-                stderr = process.stderr.read()
+                stdout, stderr = process.stdout.read(), process.stderr.read()
                 process.wait(timeout)
             finally:
                 process.kill()
-        return subprocess.CompletedProcess(argv, process.returncode, stdout.decode(errors="replace"),
-                                           stderr.decode(errors="replace"))
-
-
-def write_kubeconfig(path: Path, server: ApiServerProcess) -> Path:
-    config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": server.url, "certificate-authority": str(server.tls[0])}}],
-        "users": [{"name": "admin", "user": {"token": server.token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def kubectl_front(cluster, make_api_server: Callable[..., ApiServerProcess], directory: Path,
-                  extra_args: Sequence[str] = ()) -> Kubectl:
-    assert cluster.topo.store == "etcd", "a second API server shares the cluster's store: etcd"
-    server = make_api_server(cluster.topo.store_url, tls=self_signed_certificate(directory),
-                             extra_args=("--kubelet-token-file", str(cluster.topo.kubelet_token_file), *extra_args))
-    return Kubectl(server, write_kubeconfig(directory / "kubeconfig", server))
+        return _text(subprocess.CompletedProcess(argv, process.returncode, stdout, stderr))
