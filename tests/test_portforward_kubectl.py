@@ -12,15 +12,17 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from support.local_cluster import AGNHOST, LocalCluster, eventually, pod_on
 
 from podnet import kubeconfig, pki
-from podnet.cluster import credentials
+from podnet.cluster import credentials, kubelet_credentials
 
 pytestmark = pytest.mark.slow
 
@@ -181,6 +183,21 @@ async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path
     async with port_forward(admin, "pod/nope", f"{free_port()}:80") as forward:
         returncode, _, stderr = await forward.finished()
     assert (returncode, stderr.strip()) == (1, 'Error from server (NotFound): pods "nope" not found')
+
+    # The kubelet API itself (as the API server calls it, with its client certificate) refuses what the
+    # kubelet refuses, with a Status the API server could pass on.
+    node = await cluster.client.get("nodes", "node-2")
+    kubelet = f"https://{cluster.topo.node('node-2').address}:{node['status']['daemonEndpoints']['kubeletEndpoint']['Port']}"
+    context = ssl.create_default_context(cafile=str(credentials.ca_file(cluster.home)))
+    context.load_cert_chain(*kubelet_credentials.client_files(cluster.home))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        for path, code, message in [
+            ("/portForward/default/web-1?port=http", 400, 'unable to parse "http" as a port'),
+            ("/portForward/default/web-1", 400, 'unable to parse "" as a port'),
+            ("/portForward/default/nope?port=80", 404, 'pod "nope" not found on node node-2'),
+        ]:
+            async with session.get(kubelet + path) as response:
+                assert (response.status, (await response.json())["message"]) == (code, message), path
 
     # The pod's node agent dies under a running port-forward: the next connection cannot reach its kubelet
     # API, and kubectl reports the API server's dial error.
