@@ -103,10 +103,9 @@ async def measure(kubeconfig: Path, websockets: bool) -> dict:
 
 async def run(root: Path) -> dict:
     topo = topology.build(root, 2, prefix=PREFIX, lb_pool=f"{PREFIX}.128/26")
-    state: ClusterState | None = None
     try:
         with contextlib.redirect_stdout(sys.stderr):  # `bring_up` narrates; stdout is the JSON line
-            state = await cluster_cmd.bring_up(topo, timeout=120)
+            await cluster_cmd.bring_up(topo, timeout=120)
         kubeconfig = topo.home / "kubeconfig"
         async with ApiClient.from_kubeconfig(kubeconfig) as client:
             await client.create({"apiVersion": "v1", "kind": "Pod",
@@ -135,10 +134,8 @@ async def run(root: Path) -> dict:
         return {"benchmark": "portforward", "connections": CONNECTIONS, "echo_mib": ECHO_MIB,
                 "websocket": websocket, "spdy": spdy, "nodeport_baseline": baseline}
     finally:
-        if state is None and (topo.home / supervisor.STATE_FILE).exists():
-            state = ClusterState.load(topo.home)
-        if state is not None:
-            await supervisor.stop_all(state)
+        if (topo.home / supervisor.STATE_FILE).exists():  # whatever started, even if bring_up failed
+            await supervisor.stop_all(ClusterState.load(topo.home))
 
 
 def main() -> None:
