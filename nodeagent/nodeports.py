@@ -362,7 +362,11 @@ class NodePorts:
         task = self.loop.create_task(self._run_bridge(flow, bridge_reader))
         self._bridges.add(task)
         task.add_done_callback(self._bridges.discard)
-        reason = await flow.bridge.opened
+        try:
+            reason = await flow.bridge.opened
+        except BaseException:  # given up (cancelled) mid-handshake: the bridge reads EOF and lets go
+            ours.close()
+            raise
         if reason is not None:
             ours.close()
             if reason is CloseReason.REFUSED:
