@@ -78,7 +78,7 @@ class _Handler:
 
         upgrade = request.headers.get("Upgrade", "").lower()
         if upgrade == "websocket":
-            offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+            offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
             if WEBSOCKET_PROTOCOL not in offered:
                 raise _no_common_protocol(offered, WEBSOCKET_PROTOCOL)
             ws = web.WebSocketResponse(protocols=(WEBSOCKET_PROTOCOL,), max_msg_size=0, autoping=True)
@@ -86,7 +86,7 @@ class _Handler:
             await Tunnel(_WebSocketConnection(ws), dial).run()
             return ws
         if upgrade == SPDY_UPGRADE.lower():
-            offered = [p.strip() for value in request.headers.getall(PROTOCOL_HEADER, []) for p in value.split(",")]
+            offered = [p.strip() for value in request.headers.getall(PROTOCOL_HEADER, []) for p in value.split(",") if p.strip()]
             if PROTOCOL not in offered:
                 raise _no_common_protocol(offered, PROTOCOL)
             response = web.StreamResponse(
@@ -103,10 +103,9 @@ class _Handler:
 
 
 def _no_common_protocol(offered: list[str], supported: str) -> status.ApiError:
-    """As the kubelet's and kube-apiserver's handshake words it."""
-    return status.ApiError(status.status(
-        403, "Forbidden", f"unable to upgrade: unable to negotiate protocol: client supports {offered}, server supports [{supported}]"
-    ))
+    """As the kubelet's and kube-apiserver's handshake words it (Go prints a list as `[a b]`)."""
+    message = f"unable to upgrade: unable to negotiate protocol: client supports [{' '.join(offered)}], server supports [{supported}]"
+    return status.ApiError(status.status(403, "Forbidden", message))
 
 
 class _WebSocketConnection:

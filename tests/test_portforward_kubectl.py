@@ -184,6 +184,17 @@ async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path
         returncode, _, stderr = await forward.finished()
     assert (returncode, stderr.strip()) == (1, 'Error from server (NotFound): pods "nope" not found')
 
+    # What kubectl never sends: no upgrade, or a WebSocket without the port-forward subprotocol.
+    admin_credentials = kubeconfig.load(admin)
+    portforward_url = f"{admin_credentials.server}/api/v1/namespaces/default/pods/web-1/portforward"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=admin_credentials.tls.context())) as session:
+        async with session.post(portforward_url) as response:
+            body = await response.json()
+        assert (response.status, body["reason"]) == (400, "BadRequest") and "Upgrade request required" in body["message"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(portforward_url, protocols=("v4.channel.k8s.io",))
+        assert refused.value.status == 403
+
     # The kubelet API itself (as the API server calls it, with its client certificate) refuses what the
     # kubelet refuses, with a Status the API server could pass on.
     node = await cluster.client.get("nodes", "node-2")
