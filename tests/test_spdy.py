@@ -332,3 +332,35 @@ def test_a_second_data_stream_for_one_request_is_refused() -> None:
     pairs = StreamPairs()
     pairs.add(1, (("streamtype", "data"), ("port", "80"), ("requestid", "0")))
     assert pairs.add(3, (("streamtype", "data"), ("port", "80"), ("requestid", "0"))) == Rejected(3, "data stream already assigned")
+
+
+@given(
+    st.lists(st.one_of(st.tuples(st.just("send"), st.integers(1, 40_000)),
+                       st.tuples(st.just("update"), st.integers(1, 50_000))), max_size=30)
+)
+@settings(max_examples=200, deadline=None)
+def test_with_flow_control_what_goes_out_is_in_order_and_never_beyond_the_windows(steps: list) -> None:
+    client = Client()
+    client.send(SynStream(1, ()), WindowUpdate(0, 1))
+    client.session.accept(1)
+    client.received()
+    sent, received = bytearray(), bytearray()
+    stream_window = session_window = spdy.INITIAL_WINDOW  # as the peer counts them
+    session_window += 1
+    for index, (step, size) in enumerate(steps):
+        if step == "send":
+            chunk = bytes([index % 251]) * size
+            sent += chunk
+            client.session.send(1, chunk)
+        else:
+            client.send(WindowUpdate(1, size), WindowUpdate(0, size))
+            stream_window += size
+            session_window += size
+        for frame in client.received():
+            assert isinstance(frame, Data) and frame.stream_id == 1
+            received += frame.data
+            stream_window -= len(frame.data)
+            session_window -= len(frame.data)
+            assert stream_window >= 0 and session_window >= 0
+    assert bytes(received) == bytes(sent[:len(received)])
+    assert len(received) + client.session.buffered(1) == len(sent)
