@@ -29,7 +29,15 @@ from podnet.apiserver.streams import CLIENT_KEY, Streams
 
 from podnet.api.kinds import Kind, lookup
 from podnet.spdy import session as spdy
-from podnet.spdy.portforward import PROTOCOL, WEBSOCKET_PROTOCOL, Pair, Rejected, StreamPairs
+from podnet.spdy.portforward import (
+    PROTOCOL,
+    STREAM_CREATION_TIMEOUT,
+    WEBSOCKET_PROTOCOL,
+    Pair,
+    Rejected,
+    StreamPairs,
+    TimedOut,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +223,9 @@ class Tunnel:
         self.pairs = StreamPairs()
         self.forwards: dict[int, _Forward] = {}  # by data and by error stream id
         self._send_lock = asyncio.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._flushes: set[asyncio.Task] = set()
 
     async def flush(self) -> None:
         async with self._send_lock:
@@ -236,6 +247,8 @@ class Tunnel:
                     if stream_id == forward.pair.data_stream:
                         await forward.drained.wait()
         finally:
+            for timer in self._timers:
+                timer.cancel()
             tasks = {f.task for f in self.forwards.values() if f.task is not None}
             for task in tasks:
                 task.cancel()
@@ -246,13 +259,16 @@ class Tunnel:
 
     def _on_event(self, event: spdy.Event) -> None:
         if isinstance(event, spdy.StreamOpened):
-            outcome = self.pairs.add(event.stream_id, event.headers)
+            outcome = self.pairs.add(event.stream_id, event.headers, self._loop.time())
             if isinstance(outcome, Rejected):
                 log.info("port-forward stream %d refused: %s", event.stream_id, outcome.reason)
                 self.session.reset(event.stream_id)
                 return
             self.session.accept(event.stream_id)
-            if isinstance(outcome, Pair):
+            if outcome is None:
+                timer = self._loop.call_later(STREAM_CREATION_TIMEOUT, self._expire)
+                self._timers.add(timer)
+            elif isinstance(outcome, Pair):
                 forward = _Forward(outcome)
                 self.forwards[outcome.data_stream] = self.forwards[outcome.error_stream] = forward
                 forward.task = asyncio.create_task(self._relay(forward), name=f"port-forward {outcome.request_id}")
@@ -275,6 +291,19 @@ class Tunnel:
             forward = self.forwards.get(event.stream_id)
             if forward is not None:
                 forward.window.set()
+
+    def _expire(self) -> None:
+        """Half pairs whose partner never came end as the kubelet ends them."""
+        self._timers = {timer for timer in self._timers if timer.when() > self._loop.time()}
+        for stale in self.pairs.expire(self._loop.time()):
+            if stale.error_stream is not None:
+                self.session.send(stale.error_stream, TimedOut.MESSAGE.encode())
+                self.session.end(stale.error_stream)
+            if stale.data_stream is not None:
+                self.session.reset(stale.data_stream)
+        flush = self._loop.create_task(self.flush())
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
 
     async def _relay(self, forward: _Forward) -> None:
         pair = forward.pair

@@ -31,7 +31,7 @@ from podnet.spdy.frames import (
     decode_header_block,
     encode_header_block,
 )
-from podnet.spdy.portforward import Pair, Rejected, StreamPairs
+from podnet.spdy.portforward import Pair, Rejected, StreamPairs, TimedOut
 
 # What kubectl wrote into its WebSocket for `kubectl port-forward pod/web 18081:80` and one curl: the
 # error stream's SYN_STREAM (the first header block: the zlib header names the dictionary's Adler-32),
@@ -297,22 +297,22 @@ def test_goaway_ends_the_session() -> None:
 
 def test_a_pair_completes_with_its_second_stream() -> None:
     pairs = StreamPairs()
-    assert pairs.add(1, (("streamtype", "error"), ("port", "80"), ("requestid", "0"))) is None
-    assert pairs.add(3, (("streamtype", "data"), ("port", "80"), ("requestid", "0"))) == Pair("0", 80, 3, 1)
+    assert pairs.add(1, (("streamtype", "error"), ("port", "80"), ("requestid", "0")), 0.0) is None
+    assert pairs.add(3, (("streamtype", "data"), ("port", "80"), ("requestid", "0")), 0.0) == Pair("0", 80, 3, 1)
 
 
 def test_interleaved_pairs_are_told_apart_by_request_id() -> None:
     pairs = StreamPairs()
-    assert pairs.add(1, (("streamtype", "error"), ("port", "80"), ("requestid", "0"))) is None
-    assert pairs.add(3, (("streamtype", "error"), ("port", "80"), ("requestid", "1"))) is None
-    assert pairs.add(5, (("streamtype", "data"), ("port", "80"), ("requestid", "1"))) == Pair("1", 80, 5, 3)
-    assert pairs.add(7, (("streamtype", "data"), ("port", "80"), ("requestid", "0"))) == Pair("0", 80, 7, 1)
+    assert pairs.add(1, (("streamtype", "error"), ("port", "80"), ("requestid", "0")), 0.0) is None
+    assert pairs.add(3, (("streamtype", "error"), ("port", "80"), ("requestid", "1")), 0.0) is None
+    assert pairs.add(5, (("streamtype", "data"), ("port", "80"), ("requestid", "1")), 0.0) == Pair("1", 80, 5, 3)
+    assert pairs.add(7, (("streamtype", "data"), ("port", "80"), ("requestid", "0")), 0.0) == Pair("0", 80, 7, 1)
 
 
 def test_without_request_ids_stream_ids_pair_as_the_kubelet_pairs_them() -> None:
     pairs = StreamPairs()
-    assert pairs.add(1, (("streamtype", "error"), ("port", "80"))) is None
-    assert pairs.add(3, (("streamtype", "data"), ("port", "80"))) == Pair("1", 80, 3, 1)
+    assert pairs.add(1, (("streamtype", "error"), ("port", "80")), 0.0) is None
+    assert pairs.add(3, (("streamtype", "data"), ("port", "80")), 0.0) == Pair("1", 80, 3, 1)
 
 
 @pytest.mark.parametrize(
@@ -325,13 +325,24 @@ def test_without_request_ids_stream_ids_pair_as_the_kubelet_pairs_them() -> None
     ],
 )
 def test_streams_the_kubelet_would_refuse(headers: tuple, reason: str) -> None:
-    assert StreamPairs().add(1, headers) == Rejected(1, reason)
+    assert StreamPairs().add(1, headers, 0.0) == Rejected(1, reason)
+
+
+def test_a_half_pair_times_out_as_the_kubelets_does() -> None:
+    pairs = StreamPairs()
+    assert pairs.add(1, (("streamtype", "error"), ("port", "80"), ("requestid", "0")), 10.0) is None
+    assert pairs.add(3, (("streamtype", "data"), ("port", "81"), ("requestid", "1")), 20.0) is None
+    assert pairs.expire(39.0) == []
+    assert pairs.expire(40.0) == [TimedOut(None, 1)]
+    assert pairs.expire(50.0) == [TimedOut(3, None)]
+    # Its partner, when it comes at last, starts a pair of its own.
+    assert pairs.add(5, (("streamtype", "data"), ("port", "80"), ("requestid", "0")), 51.0) is None
 
 
 def test_a_second_data_stream_for_one_request_is_refused() -> None:
     pairs = StreamPairs()
-    pairs.add(1, (("streamtype", "data"), ("port", "80"), ("requestid", "0")))
-    assert pairs.add(3, (("streamtype", "data"), ("port", "80"), ("requestid", "0"))) == Rejected(3, "data stream already assigned")
+    pairs.add(1, (("streamtype", "data"), ("port", "80"), ("requestid", "0")), 0.0)
+    assert pairs.add(3, (("streamtype", "data"), ("port", "80"), ("requestid", "0")), 0.0) == Rejected(3, "data stream already assigned")
 
 
 @given(

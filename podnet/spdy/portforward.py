@@ -18,6 +18,8 @@ PROTOCOL = "portforward.k8s.io"
 WEBSOCKET_PROTOCOL = f"SPDY/3.1+{PROTOCOL}"
 STREAM_TYPE_DATA = "data"
 STREAM_TYPE_ERROR = "error"
+# How long the first stream of a pair waits for the second (the kubelet's streamCreationTimeout).
+STREAM_CREATION_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +38,20 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """A half pair whose partner never came: the kubelet writes `MESSAGE` on its error stream, if it has one,
+    and lets both go."""
+
+    MESSAGE = "timed out waiting for streams"
+    data_stream: int | None
+    error_stream: int | None
+
+
 @dataclass(slots=True)
 class _Half:
     port: int
+    opened_at: float
     data_stream: int | None = None
     error_stream: int | None = None
 
@@ -49,7 +62,7 @@ class StreamPairs:
     def __init__(self) -> None:
         self._waiting: dict[str, _Half] = {}
 
-    def add(self, stream_id: int, headers: Headers) -> Pair | Rejected | None:
+    def add(self, stream_id: int, headers: Headers, now: float) -> Pair | Rejected | None:
         """A pair when `stream_id` completes one, Rejected for a stream that cannot be served, None
         while its partner has yet to come."""
         fields = dict(headers)
@@ -62,7 +75,7 @@ class StreamPairs:
         if not request_id:
             # As the kubelet does for clients before requestIDs: the stream id names the pair.
             request_id = str(stream_id if fields.get("streamtype") == STREAM_TYPE_ERROR else stream_id - 2)
-        half = self._waiting.setdefault(request_id, _Half(int(port_text)))
+        half = self._waiting.setdefault(request_id, _Half(int(port_text), now))
         kind = fields.get("streamtype", "")
         if kind == STREAM_TYPE_DATA and half.data_stream is None:
             half.data_stream = stream_id
@@ -84,3 +97,8 @@ class StreamPairs:
         for request_id, half in list(self._waiting.items()):
             if stream_id in (half.data_stream, half.error_stream):
                 del self._waiting[request_id]
+
+    def expire(self, now: float, timeout: float = STREAM_CREATION_TIMEOUT) -> list[TimedOut]:
+        """The half pairs waiting since before `now - timeout`, dropped."""
+        stale = [request_id for request_id, half in self._waiting.items() if half.opened_at <= now - timeout]
+        return [TimedOut(half.data_stream, half.error_stream) for half in map(self._waiting.pop, stale)]
