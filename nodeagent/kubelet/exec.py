@@ -49,6 +49,7 @@ class Streams:
         self.tty = tty
         self.stdin: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
         self.on_resize: Callable[[channel.Resize], None] = lambda size: None
+        self.size: channel.Resize | None = None  # the last one, for a terminal opened after it came
         self.client_gone = asyncio.Event()
 
     async def out(self, stream: int, data: bytes) -> None:
@@ -72,6 +73,7 @@ class Streams:
                 elif isinstance(event, channel.StdinClosed):
                     await self.stdin.put(None)
                 elif isinstance(event, channel.Resize):
+                    self.size = event
                     self.on_resize(event)
         finally:
             self.client_gone.set()
@@ -214,6 +216,8 @@ async def _run_tty(command: list[str], streams: Streams, stdin: bool) -> int:
     loop = asyncio.get_running_loop()
     master, slave = pty.openpty()
     streams.on_resize = lambda size: _set_size(master, size)
+    if streams.size is not None:  # kubectl sends its terminal's size first thing
+        _set_size(master, streams.size)
     try:
         # setsid --ctty: a session of its own whose controlling terminal is the pty, as a login shell has.
         process = await asyncio.create_subprocess_exec(
