@@ -214,8 +214,19 @@ async def _relay(downstream: web.WebSocketResponse, upstream: aiohttp.ClientWebS
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await task
         with contextlib.suppress(ConnectionError):
-            await downstream.close(code=upstream.close_code or aiohttp.WSCloseCode.OK)
-            await upstream.close(code=downstream.close_code or aiohttp.WSCloseCode.OK)
+            await downstream.close(code=_closing_code(upstream.close_code))
+            await upstream.close(code=_closing_code(downstream.close_code))
+
+
+def _closing_code(received: int | None) -> int:
+    """The code to close one side with after the other closed with `received`. Codes that only say what
+    happened to a connection (1005 none given, 1006 dropped, 1015 TLS failed) may not be sent: a dropped
+    peer is an unexpected condition (1011) for the other side."""
+    if received is None or received == aiohttp.WSCloseCode.OK:
+        return aiohttp.WSCloseCode.OK
+    if received in (1005, 1006, 1015):
+        return aiohttp.WSCloseCode.INTERNAL_ERROR
+    return received
 
 
 def add_routes(app: web.Application, resources: Resources, config: ApiServerConfig) -> None:

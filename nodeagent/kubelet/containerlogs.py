@@ -73,6 +73,7 @@ class AccessLog:
         new = self.stack.access_logged - logged_before
         self.seen = self.stack.access_logged
         entries = list(self.stack.access_log)[-new:] if new else []
+        # netexec logs with Go's log package, which writes to stderr.
         return [logs.Record(at + self.offset, "stderr", line.encode()) for at, port, line in entries
                 if port in self.ports]
 
