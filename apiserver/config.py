@@ -40,6 +40,7 @@ class ApiServerConfig:
     # kube-apiserver compacts etcd every 5 minutes, to the revision it saw at the previous tick.
     compaction_interval: float = 300.0
     bookmark_interval: float = 60.0
+    event_ttl: float = 3600.0  # kube-apiserver's --event-ttl
     watch_cache_events: int = 10000
     storage_timeout: float = 5.0
     max_body_bytes: int = MAX_BODY_BYTES

@@ -109,3 +109,23 @@ def test_kubeproxy_process_entry_refuses_an_unknown_mode():
         timeout=60,
     )
     assert run.returncode == 2 and "--mode must be one of iptables, ipvs" in run.stderr
+
+
+# Commands that find a running cluster; the daemons (apiserver, nodeagent, ...) and `compose` (its own
+# PODNET_COMPOSE_HOME) are not among them.
+CLUSTER_COMMANDS = ("apply", "capture", "clean", "dataplane", "delete", "describe", "dig", "down", "exec", "explain",
+                    "flows", "get", "kill", "logs", "matrix", "partition", "probe", "routes", "start", "status",
+                    "trace", "up")
+API_COMMANDS = ("apply", "delete", "describe", "dig", "exec", "explain", "get", "matrix", "partition", "probe", "trace")
+
+
+@pytest.mark.parametrize("command", CLUSTER_COMMANDS)
+def test_every_command_finds_the_cluster_the_same_way_and_its_help_names_no_types(command):
+    run = subprocess.run([sys.executable, "-m", "podnet", command, "--help"], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, COLUMNS="200"))
+    assert run.returncode == 0, run.stderr
+    assert "--home" in run.stdout and "PODNET_HOME" in run.stdout
+    if command in API_COMMANDS:
+        assert "--kubeconfig" in run.stdout and "KUBECONFIG" in run.stdout
+    for noise in ("<bool>", "<int>", "<str>", "<float>", "<path>"):
+        assert noise not in run.stdout, f"{command} --help shows {noise}"

@@ -410,19 +410,25 @@ class NetnsPod:
         tmp.write_text(json.dumps(data))
         tmp.replace(self.state_path)
 
-    def stop_processes(self) -> None:
+    def signal_processes(self, sig: int) -> None:
+        """Stops restarting the containers and sends `sig` to each one's process group."""
         for container in self.containers.values():
             if container.task is not None:
                 container.task.cancel()
             if container.pid and _start_time(container.pid) == container.pid_start:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(container.pid, signal.SIGTERM)
+                    os.killpg(container.pid, sig)
+
+    def running(self) -> bool:
+        """Whether any container's process is still alive (reaping those that ended)."""
+        self._reap()
+        return any(c.pid and _start_time(c.pid) == c.pid_start for c in self.containers.values())
+
+    def stop_processes(self) -> None:
+        self.signal_processes(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
-        while time.monotonic() < deadline and any(
-            c.pid and _start_time(c.pid) == c.pid_start for c in self.containers.values()
-        ):
+        while time.monotonic() < deadline and self.running():
             time.sleep(0.02)
-            self._reap()
         self._reap()
 
     def _reap(self) -> None:

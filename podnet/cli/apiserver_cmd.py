@@ -28,6 +28,7 @@ def apiserver(
     node_port_range: Annotated[str, typer.Option(help="NodePort range LOW-HIGH.")] = "30000-32767",
     compaction_interval: Annotated[float, typer.Option(help="Seconds between storage compactions (0: never).")] = 300.0,
     bookmark_interval: Annotated[float, typer.Option(help="Seconds between BOOKMARK events on idle watches.")] = 60.0,
+    event_ttl: Annotated[float, typer.Option(help="Seconds an Event is kept after it was last recorded.")] = 3600.0,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the Kubernetes-shaped API server."""
@@ -56,6 +57,7 @@ def apiserver(
             node_port_range=parse_port_range(node_port_range),
             compaction_interval=compaction_interval,
             bookmark_interval=bookmark_interval,
+            event_ttl=event_ttl,
             log_level=log_level,
         )
         config.validate()

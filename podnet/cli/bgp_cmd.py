@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from podnet.api.printers import format_table
-from podnet.cli.common import fail, home, run_async
+from podnet.cli.common import HomeOption, fail, home, run_async
 from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
 from podnet.rpc.session import RpcError, call_once
 
@@ -81,6 +81,7 @@ def bgp(
 def peers(
     node: str = typer.Option(..., "--node", help="The node whose speaker to ask."),
     state_dir: Path = StateDirOption,
+    home: Path | None = HomeOption,
     output: str = OutputOption,
 ) -> None:
     """Show a node's BGP sessions and their states."""
@@ -117,6 +118,7 @@ async def _node_tables(directory: Path) -> tuple[list[dict] | None, str, list[di
 def routes(
     node: str = typer.Option(..., "--node", help="The node to show."),
     state_dir: Path = StateDirOption,
+    home: Path | None = HomeOption,
     output: str = OutputOption,
 ) -> None:
     """Show a node's forwarding table and its BGP RIB."""

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import typer
 
-from podnet.cli.common import fail
+from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, podnet_home
 from podnet.cluster import credentials, kubelet_credentials, netns_hosts, readiness, supervisor, topology
 from podnet.cluster.supervisor import ClusterState, SupervisorError
-
-HomeOption = typer.Option(None, "--home", envvar="PODNET_HOME", help="Cluster home (default ~/.podnet).")
 
 
 def _home(home: Path | None) -> Path:
@@ -81,10 +79,13 @@ async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> Cluste
             raise SupervisorError(f"nodes not Ready after {timeout:.0f}s: "
                                   f"{sorted(names - await readiness.ready_nodes(client))}")
         typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
-    typer.echo("  waiting for the cluster DNS to sync", nl=False)
-    if not await readiness.wait_until(lambda: readiness.dns_answers(topo.control_address, topo.dns_port), timeout):
-        raise SupervisorError("the cluster DNS did not answer kubernetes.default within the timeout")
-    typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
+        typer.echo("  waiting for the cluster DNS to sync and its pod to be Ready", nl=False)
+        if not await readiness.wait_until(lambda: readiness.dns_answers(topo.host("dns"), topo.dns_port), timeout):
+            raise SupervisorError("the cluster DNS did not answer kubernetes.default within the timeout")
+        if not await readiness.wait_until(lambda: readiness.dns_pod_ready(client), timeout):
+            raise SupervisorError("the cluster DNS pod is not a ready endpoint of kube-system/kube-dns "
+                                  f"after {timeout:.0f}s (`podnet get pods -n kube-system -o wide`)")
+        typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
     return state
 
 

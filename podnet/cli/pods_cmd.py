@@ -15,7 +15,16 @@ from typing import Annotated
 
 import typer
 
-from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, client_for, fail, home, run_async
+from podnet.cli.common import (
+    HomeOption,
+    KubeconfigOption,
+    ServerOption,
+    TokenOption,
+    client_for,
+    fail,
+    home,
+    run_async,
+)
 from podnet.cli.netns_exec import pod_namespace, run_in_namespace
 from podnet.client import ApiClient, ApiError
 from podnet.nodeagent.kubelet import commands
@@ -57,6 +66,7 @@ def exec_(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Run a command in a pod: a real program in a netns pod; in a virtual pod http URL, connect
     HOST:PORT [--udp], ping IP, /agnhost connect HOST:PORT, hostname, cat /etc/resolv.conf."""
@@ -220,6 +230,7 @@ def probe(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Can SRC reach DST on PORT? Exit 0 when it connects (TCP) or is answered (UDP)."""
     namespace_src, name = _split_pod(src, namespace)
@@ -246,7 +257,8 @@ def probe(
 def trace(
     src: Annotated[str, typer.Argument(help="Source pod (NAME or NAMESPACE/NAME).")],
     destination: Annotated[
-        str, typer.Argument(metavar="DST:PORT", help="Destination IP, pod or service; port number or name.")
+        str, typer.Argument(metavar="DST:PORT[/PROTOCOL]",
+                            help="Destination IP, pod or service; port number or name; tcp (default) or udp.")
     ],
     protocol: Annotated[str, typer.Option(help="TCP or UDP.")] = "TCP",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 2.0,
@@ -255,6 +267,7 @@ def trace(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Print a packet's journey from SRC to DST:PORT stage by stage, and its reply's.
 
@@ -263,9 +276,12 @@ def trace(
     the packet reached tells its half."""
     namespace_src, name = _split_pod(src, namespace)
     dst, _, port_text = destination.rpartition(":")
-    if not dst or not port_text:
-        raise fail(f"error: the destination is DST:PORT, not {destination!r}")
-    protocol = protocol.upper()
+    port_text, slash, named_protocol = port_text.partition("/")
+    if not dst or not port_text or (slash and not named_protocol):
+        raise fail(f"error: the destination is DST:PORT[/PROTOCOL], not {destination!r}")
+    protocol = (named_protocol or protocol).upper()
+    if protocol not in ("TCP", "UDP"):
+        raise fail(f"error: the protocol is TCP or UDP, not {named_protocol or protocol!r}")
 
     async def run() -> tuple[str, int, list[dict], list[dict]]:
         async with client_for(server, token, kubeconfig) as client:
@@ -328,6 +344,7 @@ def capture(
     count: Annotated[int, typer.Option("--count", "-c", help="Stop after this many datagrams.")] = 0,
     seconds: Annotated[float, typer.Option("--seconds", help="Stop after this many seconds.")] = 0.0,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Capture a node's VXLAN datagrams into a pcap file that Wireshark and tshark decode."""
     from podnet.overlay.wire import pcap
@@ -359,6 +376,7 @@ def dataplane(
     node: Annotated[str, typer.Argument(help="The node whose dataplane to show.")],
     table: Annotated[str, typer.Argument(help="counters, routes, conntrack or pods.")] = "counters",
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Show a node's dataplane state: its counters, routes, tracked connections or pod ports."""
     method = DATAPLANE_TABLES.get(table)
