@@ -53,6 +53,8 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, tmp_path):
         return done.returncode == 0
 
     await eventually(connects, 30, "frontend connects to backend:8080")
+    local = await kubectl.arun("exec", "-n", "shop", frontend, "--", "/agnhost", "connect", "localhost:80", "--timeout=1s")
+    assert local.returncode == 0, local  # the pod's own port, as its /etc/hosts names it
     served = await kubectl.arun("exec", "-n", "shop", frontend, "--", "http", "http://backend:8080/hostname")
     assert served.returncode == 0 and served.stdout == f"{backend}\n", served
 
