@@ -92,6 +92,9 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     if not argv:
         raise bad_request("you must specify at least 1 command")
     target = kubelet.target(request)
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise bad_request("Upgrade request required: exec streams over WebSocket (v5.channel.k8s.io, "
+                          "v4.channel.k8s.io); SPDY is not supported")
     tty = _flag(request, "tty")
     ws = web.WebSocketResponse(protocols=channel.PROTOCOLS, autoping=True)
     await ws.prepare(request)
