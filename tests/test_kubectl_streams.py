@@ -85,6 +85,9 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, tmp_path):
     assert unknown.stderr.strip() == f"Error from server (BadRequest): container nope is not valid for pod {frontend}"
     missing = await kubectl.arun("exec", "-n", "shop", "nope", "--", "hostname")
     assert missing.returncode == 1 and missing.stderr.strip() == 'Error from server (NotFound): pods "nope" not found'
+    spdy = await kubectl.arun("create", "--raw", f"/api/v1/namespaces/shop/pods/{frontend}/exec?command=hostname",
+                              "-f", "/dev/null")  # a POST without the upgrade, as kubectl's SPDY retry
+    assert spdy.returncode == 1 and spdy.stderr.startswith("Error from server (BadRequest): Upgrade request required")
     no_program = await kubectl.arun("exec", "-n", "shop", frontend, "--", "bash")
     assert no_program.returncode == 127 and 'exec: "bash": executable file not found in $PATH' in no_program.stderr
 
