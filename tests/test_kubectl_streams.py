@@ -162,6 +162,14 @@ async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster):
     }
     await cluster.create(talker)
     await cluster.wait_running("default", "role=talker", 1)
+    # logs -f follows the running instance to its end, its last line included.
+    follower = kubectl.popen("logs", "-f", "talker")
+    try:
+        out, err = await asyncio.to_thread(follower.communicate, timeout=20)
+    finally:
+        if follower.poll() is None:
+            follower.send_signal(signal.SIGKILL)
+    assert follower.returncode == 0 and out.decode().splitlines() == ["started", "warning", "ending"], (out, err)
 
     # The real program runs in the pod's namespace: its address, its stdin, its exit code.
     address = await kubectl.arun("exec", "talker", "--", "ip", "-4", "-o", "addr", "show", "eth0")
