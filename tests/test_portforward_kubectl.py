@@ -108,7 +108,7 @@ def viewer_kubeconfig(cluster: LocalCluster, path: Path) -> Path:
 def web_pod(name: str, node: str) -> dict:
     pod = pod_on(name, NAMESPACE, node)
     pod["metadata"]["labels"] = {"app": "web"}
-    pod["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "name": "http"}]
+    pod["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "name": "http"}, {"containerPort": 8080}]
     return pod
 
 
@@ -146,6 +146,13 @@ async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path
         results = await asyncio.gather(*(curl(f"http://127.0.0.1:{local}/hostname") for _ in range(4)))
         assert results == [(0, "web-1")] * 4
         assert await echo(local, payload) == payload
+
+    # Two ports in one kubectl: one session, stream pairs for either port.
+    first, second = free_port(), free_port()
+    async with port_forward(admin, "pod/web-1", f"{first}:80", f"{second}:8080") as forward:
+        await forward.forwarding()
+        results = await asyncio.gather(*(curl(f"http://127.0.0.1:{port}/hostname") for port in (first, second, first, second)))
+        assert results == [(0, "web-1")] * 4
 
     # svc/x: kubectl picks the Service's pod and resolves the named targetPort itself.
     local = free_port()
