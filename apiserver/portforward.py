@@ -47,6 +47,7 @@ PROTOCOL_HEADER = "X-Stream-Protocol-Version"
 # bytes held back by a flow-control window, a stream's bytes the agent has yet to take, the client's bytes
 # on an upgraded connection yet to be decoded. kubectl's SPDY does no flow control: this is the backpressure.
 MAX_BUFFERED = 256 * 1024
+KUBELET_TIMEOUT = 10.0
 
 Dial = Callable[[int], Awaitable[aiohttp.ClientWebSocketResponse]]
 
@@ -79,6 +80,7 @@ class _Handler:
             raise status.bad_request(f"pod {name} does not have a host assigned")
         url = await self.relay.kubelet_url(pod, ("portForward", namespace, name), (), request)
         client = request.app[CLIENT_KEY]
+        await _reach_kubelet(client, url)
 
         async def dial(port: int) -> aiohttp.ClientWebSocketResponse:
             return await client.ws_connect(url, params={"port": str(port)}, autoping=True, max_msg_size=0,
@@ -108,6 +110,24 @@ class _Handler:
         raise status.bad_request(
             f"Upgrade request required: port-forward streams over a WebSocket ({WEBSOCKET_PROTOCOL}) or {SPDY_UPGRADE}"
         )
+
+
+async def _reach_kubelet(client: aiohttp.ClientSession, url: str) -> None:
+    """kube-apiserver dials the kubelet before it upgrades the client, so an unreachable node fails the upgrade
+    itself (kubectl: `error upgrading connection: error dialing backend: ...`). The question put to the kubelet
+    API names no port: it answers 404 (a Status passed on) when the pod is not there, else its refusal of the
+    missing port, which says it is there and reachable."""
+    try:
+        async with client.get(url, timeout=aiohttp.ClientTimeout(total=KUBELET_TIMEOUT)) as response:
+            if response.status == 403:
+                raise status.internal("error dialing backend: the kubelet refused the API server's client certificate")
+            if response.status == 404:
+                body = await response.json(content_type=None)
+                if isinstance(body, dict) and body.get("kind") == "Status":
+                    raise status.ApiError(body)
+                raise status.internal("error dialing backend: the kubelet answered 404")
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+        raise status.internal(dial_failure(e)) from None
 
 
 def _no_common_protocol(offered: list[str], supported: str) -> status.ApiError:

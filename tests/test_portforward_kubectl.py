@@ -228,11 +228,13 @@ async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path
         assert (await curl(f"http://127.0.0.1:{local}/hostname"))[0] != 0
         returncode, _, stderr = await forward.finished()
     assert returncode == 1
-    assert re.search(
-        rf"an error occurred forwarding {local} -> 80: error forwarding port 80: error dialing backend: "
-        rf"dial tcp {re.escape(cluster.topo.node('node-2').address)}:\d+: connect: connection refused",
-        stderr,
-    ), stderr
+    dial_error = rf"error dialing backend: dial tcp {re.escape(cluster.topo.node('node-2').address)}:\d+: connect: connection refused"
+    assert re.search(rf"an error occurred forwarding {local} -> 80: error forwarding port 80: {dial_error}", stderr), stderr
+    # A new port-forward to that node fails at once: the API server dials the kubelet before it upgrades.
+    async with port_forward(admin, "pod/web-1", f"{free_port()}:80") as forward:
+        returncode, _, stderr = await forward.finished()
+    assert returncode == 1
+    assert re.fullmatch(rf"error: error upgrading connection: {dial_error}", stderr.strip().splitlines()[-1]), stderr
 
 
 @pytest.mark.root

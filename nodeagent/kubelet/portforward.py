@@ -61,13 +61,13 @@ def failure(port: int, address: str, netns: str | None, error: BaseException) ->
 
 async def port_forward(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     namespace, name = request.match_info["namespace"], request.match_info["pod"]
+    pod = kubelet.agent.pods.get(f"{namespace}/{name}")
+    if pod is None:  # first, so that a request naming no port asks only whether the pod is here
+        raise KubeletError(404, "NotFound", f'pod "{name}" not found on node {kubelet.agent.config.name}')
     port_text = request.query.get("port", "")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise bad_request(f'unable to parse "{port_text}" as a port')
     port = int(port_text)
-    pod = kubelet.agent.pods.get(f"{namespace}/{name}")
-    if pod is None:
-        raise KubeletError(404, "NotFound", f'pod "{name}" not found on node {kubelet.agent.config.name}')
     netns = str(NETNS_DIR / pod.netns.net.netns) if pod.netns is not None else None
     ws = web.WebSocketResponse(max_msg_size=0)
     await ws.prepare(request)
