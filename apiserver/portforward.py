@@ -2,11 +2,12 @@
 
 The route is the kube-apiserver's: `GET|POST /api/v1/namespaces/{ns}/pods/{name}/portforward`, verb
 `create` on `pods/portforward` (kube-apiserver 1.31 asks for `create` on WebSocket upgrades too). kubectl
-1.31 upgrades to a WebSocket with the subprotocol `SPDY/3.1+portforward.k8s.io` and runs a SPDY session
-in its binary messages; when that upgrade fails (or `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`) it upgrades
-the HTTP connection itself to `SPDY/3.1`. Either way the session ends here (podnet.spdy.session). Each data/error stream pair
-becomes one WebSocket to the kubelet API of the pod's node, `/portForward/{ns}/{pod}?port=N`, as
-kube-apiserver proxies to the kubelet: the API server never reaches into a pod itself.
+1.31 upgrades to a WebSocket with the subprotocol `SPDY/3.1+portforward.k8s.io` and runs a SPDY session in
+its binary messages; when that upgrade fails (or `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`) it upgrades the
+HTTP connection itself to `SPDY/3.1`. Either way the session ends here (podnet.spdy.session), once the
+kubelet API of the pod's node has been reached, as kube-apiserver dials the kubelet before it upgrades.
+Each data/error stream pair becomes one WebSocket to that kubelet API, `/portForward/{ns}/{pod}?port=N`: the
+API server never reaches into a pod itself.
 
 What travels on the agent's WebSocket: binary messages are the connection's bytes, both ways; an empty
 binary message from this side is the client's end of stream (TCP half-close); a text message from the
