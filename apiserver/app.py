@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from podnet.apiserver import accessreview, fieldvalidation, openapi, status, streams
+from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
@@ -136,7 +136,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
     accessreview.add_routes(app)
-    streams.add_routes(app, resources, config)
+    portforward.add_routes(app, streams.add_routes(app, resources, config))
 
     async def probe(request: web.Request) -> web.Response:
         try:
@@ -235,6 +235,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
                 {"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]}
             )
         resources.extend(streams.subresources(kind))
+        resources.extend(portforward.subresources(kind))
     return resources
 
 
