@@ -7,6 +7,8 @@ Starts one real etcd and, in turn, an API server process on SQLite and one on th
 - watch delivery latency with 100 watchers of one namespace: from the moment a write is sent to the
   moment each watcher has its event, p50 and p99 over every (write, watcher) pair, writes paced so the
   figure is delivery, not queueing.
+- the cost of TLS: the latency of listing 1,000 pods as JSON over HTTPS (the default, a client certificate
+  as kubectl presents it) and over plain HTTP with a token, on one connection each, and their ratio.
 Goals (issue 2): API writes >= 30% of raw etcd puts; watch delivery p99 <= 50 ms at 100 watchers.
 Prints one JSON object.
 """
@@ -29,11 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.apiserver import ApiServerProcess, sample_pod  # noqa: E402
 from support.etcd import EtcdServer  # noqa: E402
 
+from podnet import kubeconfig  # noqa: E402
+
 WRITES = 2000
 CONCURRENCY = 16
 WATCHERS = 100
 WATCHED_WRITES = 200
 WATCHED_RATE = 100.0  # writes per second while watchers listen
+LISTED_PODS = 1000
+LISTS = 50
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -125,6 +131,57 @@ async def measure_store(server: ApiServerProcess) -> dict:
     }
 
 
+async def list_latency(server: ApiServerProcess, headers: dict[str, str], ssl_context: object) -> list[float]:
+    """Creates LISTED_PODS pods, then the seconds of each of LISTS lists of them, one after another on one
+    kept-alive connection."""
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY, ssl=ssl_context)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        url = f"{server.url}/api/v1/namespaces/bench-list/pods"
+        async with session.post(f"{server.url}/api/v1/namespaces", json={"metadata": {"name": "bench-list"}}) as response:
+            assert response.status == 201, await response.text()
+        counter = iter(range(LISTED_PODS))
+
+        async def create() -> None:
+            for i in counter:
+                async with session.post(url, json=sample_pod(f"p{i}", app="bench")) as response:
+                    assert response.status == 201, await response.text()
+
+        await asyncio.gather(*(create() for _ in range(CONCURRENCY)))
+    connector = aiohttp.TCPConnector(limit=1, ssl=ssl_context)
+    async with aiohttp.ClientSession(headers=headers | {"Accept": "application/json"}, connector=connector) as session:
+        latencies = []
+        for _ in range(LISTS + 1):
+            started = time.perf_counter()
+            async with session.get(url) as response:
+                assert len((await response.json())["items"]) == LISTED_PODS
+            latencies.append(time.perf_counter() - started)
+    return latencies[1:]  # the first paid for the connection
+
+
+def tls_cost(root: Path) -> dict:
+    figures: dict = {}
+    for name, tls in (("https", True), ("http", False)):
+        directory = root / f"list-{name}"
+        directory.mkdir()
+        server = ApiServerProcess(directory, f"sqlite:///{directory / 'store.db'}", controllers=False, tls=tls)
+        server.start()
+        try:
+            if tls:
+                # As kubectl: the admin's client certificate, checked on every request.
+                admin = server.client_certificate("admin", ["system:masters"])
+                context = server.ssl_context()
+                kubeconfig.load_client_certificate(context, admin.cert_pem, admin.key_pem)
+                latencies = asyncio.run(list_latency(server, {}, context))
+            else:
+                latencies = asyncio.run(list_latency(server, {"Authorization": f"Bearer {server.token}"}, True))
+        finally:
+            server.kill()
+        figures[f"{name}_ms"] = {"p50": round(statistics.median(latencies) * 1000, 2),
+                                 "p99": round(percentile(latencies, 0.99) * 1000, 2)}
+    figures["https_to_http_p50"] = round(figures["https_ms"]["p50"] / figures["http_ms"]["p50"], 3)
+    return {"pods": LISTED_PODS, "lists": LISTS, "encoding": "json"} | figures
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="podnet-bench-api-") as tmp:
         root = Path(tmp)
@@ -134,6 +191,7 @@ def main() -> None:
             value = json.dumps(sample_pod("x" * 10, app="bench")).encode()
             raw = asyncio.run(raw_etcd_puts(etcd.endpoint, value))
             results: dict = {}
+            list_cost = tls_cost(root)
             for store, url in (("sqlite", None), ("etcd", etcd.url)):
                 directory = root / store
                 directory.mkdir()
@@ -154,6 +212,7 @@ def main() -> None:
         "raw_etcd_puts_per_s": round(raw),
         "concurrency": CONCURRENCY,
         "stores": results,
+        "list_1000_pods_tls_cost": list_cost,
         "goals": {
             "etcd_writes_at_least_30pct_of_raw": results["etcd"]["ratio_to_raw_etcd_puts"] >= 0.3,
             "watch_p99_at_most_50ms": all(r["watch_delivery_ms"]["p99"] <= 50 for r in results.values()),
