@@ -339,7 +339,13 @@ def test_msgpack_round_trip(api_server_module, namespace):
         ("POST", "/api/v1/namespaces/nowhere/pods", json.dumps(pod("p")).encode(), "application/json", 404),
         ("PATCH", "/api/v1/namespaces/{ns}", b'[{"op": "test", "path": "/metadata/name", "value": "x"}]', "application/json-patch+json", 422),
         ("PATCH", "/api/v1/namespaces/{ns}", b'{"op": "add"}', "application/json-patch+json", 400),
-        ("PATCH", "/api/v1/namespaces/{ns}", b"{}", "application/apply-patch+yaml", 415),
+        ("PATCH", "/api/v1/namespaces/{ns}", b"{}", "application/apply-patch+yaml", 422),  # no fieldManager
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"[1]", "application/apply-patch+yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"a: [", "application/apply-patch+yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"[" * 5000 + b"]" * 5000, "application/apply-patch+yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"a: " + b"[" * 200 + b"]" * 200, "application/apply-patch+yaml", 400),
+        ("POST", "/api/v1/namespaces", b"a: " + b"[" * 5000 + b"]" * 5000, "application/yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}", b"{}", "application/xml", 415),
         ("DELETE", "/api/v1/namespaces/default", None, None, 403),
     ],
 )

@@ -127,7 +127,9 @@ def register(app: typer.Typer) -> None:
         metrics_port: int = typer.Option(9153, "--metrics-port", help="/healthz and /metrics (0 picks one)."),
         no_metrics: bool = typer.Option(False, "--no-metrics", help="Serve no /healthz or /metrics."),
         objects: Path = typer.Option(None, "--objects", help="Take records from this manifest file, not an API server."),
-        no_register: bool = typer.Option(False, "--no-register", help="Do not publish as the kube-dns endpoint."),
+        no_register: bool = typer.Option(False, "--no-register", help="Register no kube-dns pod for this server."),
+        pod_name: str = typer.Option(None, "--pod-name", help="This replica's pod in kube-system "
+                                     "(default coredns-<address>-<port>)."),
         cluster_ip: str = typer.Option("10.96.0.10", "--cluster-ip", help="kube-dns ClusterIP, if it must be created."),
         log_level: str = typer.Option("INFO", "--log-level"),
     ) -> None:
@@ -149,6 +151,7 @@ def register(app: typer.Typer) -> None:
             token=api.token if api else None, tls=api.tls if api else None,
             objects_file=objects, upstreams=upstreams, zone=zone, ttl=ttl,
             metrics_port=None if no_metrics else metrics_port, register=not no_register, cluster_ip=cluster_ip,
+            pod_name=pod_name,
         )
         logs.setup("dns", log_level)
         try:

@@ -93,7 +93,7 @@ def _print_objects(kind: Kind, objects: list[dict], output: str | None, with_nam
     if not objects:
         typer.echo("No resources found.", err=True)
         return
-    rows = printers.table_rows(kind.kind, objects, time.time(), wide=output == "wide", with_namespace=with_namespace)
+    rows = printers.table_rows(kind.printer, objects, time.time(), wide=output == "wide", with_namespace=with_namespace)
     typer.echo(printers.format_table(rows))
 
 
@@ -178,7 +178,7 @@ def register(app: typer.Typer) -> None:
                 if output in ("json", "yaml", "name"):
                     _print_objects(k, [obj], output, False)
                 else:
-                    rows = printers.table_rows(k.kind, [obj], time.time(), wide=output == "wide",
+                    rows = printers.table_rows(k.printer, [obj], time.time(), wide=output == "wide",
                                                with_namespace=all_namespaces and k.namespaced)
                     typer.echo(printers.format_table(rows).splitlines()[-1] + f"   ({event['type']})")
 
