@@ -147,8 +147,8 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise fail(f"error: --upstream: {exc}") from None
         config = DnsConfig(
-            address=address, port=default_port() if port is None else port, server=api and api.server,
-            token=api and api.token, tls=api and api.tls,
+            address=address, port=default_port() if port is None else port, server=api.server if api else None,
+            token=api.token if api else None, tls=api.tls if api else None,
             objects_file=objects, upstreams=upstreams, zone=zone, ttl=ttl,
             metrics_port=None if no_metrics else metrics_port, register=not no_register, cluster_ip=cluster_ip,
             pod_name=pod_name,
