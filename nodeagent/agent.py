@@ -29,6 +29,7 @@ from typing import Any
 
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.hostbridge import HostBridge
+from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.nodeports import NodePorts
 from podnet.nodeagent.poddns import PodDns
@@ -46,6 +47,7 @@ from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.relaypods import RelayedPods
+from podnet.nodeagent.termination import Terminations, record_started
 from podnet.overlay.pipeline.conntrack import FlowKey
 from podnet.overlay.pipeline.forward import (
     FOU_PORT,
@@ -73,7 +75,8 @@ from podnet.overlay.wire.addresses import ip_to_int
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from podnet.client import ApiClient, ApiError, Informer, podnet_home
+from podnet.client import ApiClient, ApiError, Informer, component_agent, podnet_home
+from podnet.events import NORMAL, EventRecorder
 from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server
 from podnet.rpc.session import RpcError, RpcServer
@@ -108,6 +111,12 @@ class AgentConfig:
     renew_interval: float = 5.0
     conntrack_sweep_interval: float = 5.0
     pod_mode: str = "virtual"  # pods without a podnet.io/pod-mode annotation: "virtual" or "netns"
+    kubelet_port: int = 0  # the kubelet API (exec, logs); 0: any free port
+    # The kubelet API's serving certificate and the CA its clients' certificates must chain to; without
+    # them there is no kubelet API.
+    kubelet_cert_file: str | None = None
+    kubelet_key_file: str | None = None
+    kubelet_client_ca_file: str | None = None
 
     @property
     def state_path(self) -> Path:
@@ -171,6 +180,7 @@ class NodeAgent:
         self.node_informer: Informer | None = None
         self.node_uid: str | None = None
         self.status_port: int | None = None
+        self.kubelet_port: int | None = None
         self._tasks: set[asyncio.Task] = set()
         self._traces: dict[tuple, Journey] = {}  # flow key -> the journey its next packets are recorded in
         # each trace.watch's journey, and the (protocol, src, dst, port) of the flows it waits for
@@ -179,6 +189,9 @@ class NodeAgent:
         self._status_wakeup = asyncio.Event()
         self.netns_pods = NetnsPods(config.name, config.state_path, self._from_netns_pod, self._mark_status_dirty)
         self.dns = PodDns(self._operate, self._emit)
+        self.events = EventRecorder(client, "kubelet", config.name)
+        self.terminations = Terminations(client, self.events, self.pods, self.remove_pod,
+                                         lambda uid: self.ipam.release(uid))
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -247,7 +260,7 @@ class NodeAgent:
                     "lastTransitionTime": now,
                 },
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.status_port or 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port or 0}},
             "nodeInfo": {"kubeletVersion": "podnet", "operatingSystem": "linux", "architecture": "amd64"},
         }
         await self.client.patch("nodes", self.config.name, {"status": status}, subresource="status")
@@ -501,7 +514,10 @@ class NodeAgent:
             self.remove_pod(old)
             return
         meta = new.get("metadata") or {}
-        if meta.get("deletionTimestamp") or (new.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        if meta.get("deletionTimestamp"):
+            self.terminations.start(new)
+            return
+        if (new.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             self.remove_pod(new)
             return
         if (new.get("spec") or {}).get("hostNetwork"):
@@ -553,6 +569,8 @@ class NodeAgent:
             self._mark_status_dirty(key)
         else:
             pod.status_ip = allocation.ip
+        if (obj.get("status") or {}).get("phase") != "Running":
+            record_started(self.events, obj)
         return pod
 
     def remove_pod(self, obj: dict | None) -> None:
@@ -1161,7 +1179,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls)
+        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, user_agent=component_agent("kubelet"))
         stack.push_async_callback(client.close)
         agent = NodeAgent(config, client)
         registry = CollectorRegistry()
@@ -1173,9 +1191,16 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
                 config.address, config.metrics_port, lambda: agent.pipeline is not None, registry
             )
             stack.push_async_callback(runner.cleanup)
+        if (stop_kubelet_api := await kubelet_api.start(agent)) is not None:
+            stack.push_async_callback(stop_kubelet_api)
         await agent.register(shutdown)
         if shutdown.is_set():
             return
+        stack.push_async_callback(agent.events.close)
+        stack.push_async_callback(agent.terminations.close)
+        # The kubelet names its node by name, uid included.
+        agent.events.record({"kind": "Node", "metadata": {"name": config.name, "uid": config.name}}, NORMAL,
+                            "Starting", "Starting kubelet.")
         await agent.start_dataplane()
         stack.callback(agent.tunnel.close)
         stack.callback(agent.hostbridge.close)

@@ -437,16 +437,6 @@ def test_template_change_rolls(strategy, new_ready, expected_creates, expected_o
     assert len([n for n in plan.delete if n in old_names]) == expected_old_deletes
 
 
-def test_orphaned_pods_of_a_deleted_or_recreated_deployment():
-    pods = owned(deployments.plan(make_deployment(), [], counter_suffix(), T).create)
-    pods[2]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    names = sorted(p["metadata"]["name"] for p in pods[:2])
-    assert deployments.orphaned_pods("default", "web", None, pods) == names
-    assert deployments.orphaned_pods("default", "web", "uid-new", pods) == names
-    assert deployments.orphaned_pods("default", "web", "uid-d", pods) == []
-    assert deployments.orphaned_pods("other", "web", None, pods) == []
-
-
 @pytest.mark.parametrize(
     ("strategy", "replicas", "ready", "available"),
     [

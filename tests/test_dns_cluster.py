@@ -11,8 +11,6 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSQuestion, DNSRecord
 from support.dns import run_dig
 
-from podnet.client import ApiClient
-
 BIG = 120
 
 
@@ -37,8 +35,8 @@ def wait_for_rcode(port: int, name: str, rcode: str, timeout: float, *, answers:
 
 @pytest.fixture
 async def cluster(api_server, dns_process):
-    dns = dns_process("--server", api_server.url, "--token", api_server.token)
-    client = ApiClient(api_server.url, api_server.token)
+    dns = dns_process("--kubeconfig", str(api_server.kubeconfig))
+    client = api_server.client()
     try:
         wait_for_rcode(dns.port, "kubernetes.default.svc.cluster.local", "NOERROR", 10, answers=1)
         yield client, dns
@@ -172,7 +170,7 @@ def test_before_the_caches_sync_it_answers_servfail(dns_process):
 
 
 async def test_answers_survive_an_api_server_restart_and_changes_resume(api_server, dns_process):
-    dns = dns_process("--server", api_server.url, "--token", api_server.token)
+    dns = dns_process("--kubeconfig", str(api_server.kubeconfig))
     wait_for_rcode(dns.port, "kubernetes.default.svc.cluster.local", "NOERROR", 10, answers=1)
     api_server.kill()
     # The last state keeps being served: no SERVFAIL, no NXDOMAIN.
@@ -181,7 +179,7 @@ async def test_answers_survive_an_api_server_restart_and_changes_resume(api_serv
         assert RCODE.get(reply.header.rcode) == "NOERROR" and reply.rr
         time.sleep(0.1)
     api_server.start()
-    client = ApiClient(api_server.url, api_server.token)
+    client = api_server.client()
     try:
         await client.create({"apiVersion": "v1", "kind": "Service",
                              "metadata": {"name": "after", "namespace": "default"},

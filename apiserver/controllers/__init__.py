@@ -2,7 +2,7 @@
 `podnet.client`, exactly as a separate controller-manager would.
 
 `run_all(client, config)` runs them all until cancelled. The pure decisions live in `allocators`,
-`scheduling`, `endpointslices`, `nodelifecycle` and `deployments`; the loops in `loops`, over `runner`.
+`scheduling`, `endpointslices`, `nodelifecycle`, `deployments` and `garbagecollection`; the loops in `loops`, over `runner`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 
 from podnet.client import ApiClient, Informer
 
+from .collector import add_informers as add_collector_informers
 from .loops import CONTROLLERS
 from .nodelifecycle import NODE_LEASE_NAMESPACE
 from .runner import Settings
@@ -21,6 +22,7 @@ def _informers(client: ApiClient) -> dict[str, Informer]:
     informers = {plural: Informer(client, plural) for plural in (
         "namespaces", "nodes", "pods", "services", "endpoints", "endpointslices", "deployments")}
     informers["leases"] = Informer(client, "leases", NODE_LEASE_NAMESPACE)
+    add_collector_informers(client, informers)
     return informers
 
 

@@ -55,23 +55,6 @@ def _active(pod: dict) -> bool:
         "Succeeded", "Failed")
 
 
-def orphaned_pods(namespace: str, name: str, uid: str | None, pods: Iterable[dict]) -> list[str]:
-    """Names of pods a Deployment of this name owned that no living Deployment owns any more: it was deleted
-    (uid None), or deleted and created again (another uid). podnet has no garbage collector, so the
-    Deployment controller removes them."""
-    orphans = []
-    for pod in pods:
-        meta = pod["metadata"]
-        if meta.get("namespace") != namespace or meta.get("deletionTimestamp"):
-            continue
-        for ref in meta.get("ownerReferences") or []:
-            if ref.get("controller") and ref.get("kind") == "Deployment" and ref.get("name") == name \
-                    and ref.get("uid") != uid:
-                orphans.append(meta["name"])
-                break
-    return sorted(orphans)
-
-
 _PHASE_RANK = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 

@@ -10,9 +10,11 @@ from collections.abc import Iterable
 
 from podnet.api import clusterdns, selectors
 from podnet.client import ApiClient, Informer
+from podnet.events import NORMAL, WARNING, EventRecorder, pod_created, pod_deleted
 
 from . import deployments, endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
+from .collector import GarbageCollector
 from .runner import Controller, Settings, now_timestamp
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -134,6 +136,7 @@ class Scheduler(Controller):
     def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
         super().__init__(client, informers, settings)
         self.assumed: dict[str, str] = {}  # pod key → node, bound but not yet seen bound in the cache
+        self.events = EventRecorder(client, "default-scheduler")
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind == "nodes" or (new is not None and scheduling.needs_scheduling(new)) or event == "DELETED":
@@ -165,6 +168,7 @@ class Scheduler(Controller):
                 self.assumed[_key(pod)] = node_name
                 counts[node_name] = counts.get(node_name, 0) + 1
                 self.log.info("pod %s: bound to %s", _key(pod), node_name)
+                self.events.record(pod, NORMAL, "Scheduled", f"Successfully assigned {_key(pod)} to {node_name}")
 
 
 class EndpointSlices(Controller):
@@ -286,6 +290,8 @@ class NodeLifecycle(Controller):
         # Check often enough to notice a missed heartbeat within a quarter of the grace period.
         self.runner.max_interval = max(0.2, min(5.0, settings.node_grace_period / 4))
         self.heartbeats: dict[str, nodelifecycle.Heartbeat] = {}
+        self.events = EventRecorder(client, "node-controller")
+        self.eviction_events = EventRecorder(client, "taint-eviction-controller")
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind != "pods":
@@ -295,6 +301,9 @@ class NodeLifecycle(Controller):
         nodes = self.store("nodes")
         leases = {lease["metadata"]["name"]: lease for lease in self.store("leases").values()}
         now = time.monotonic()
+        for name in nodes.keys() - self.heartbeats.keys():
+            self.events.record(nodes[name], NORMAL, "RegisteredNode",
+                               f"Node {name} event: Registered Node {name} in Controller")
         self.heartbeats = nodelifecycle.observe(self.heartbeats, nodes.values(), leases, now)
         decisions = nodelifecycle.decide(
             nodes.values(), self.heartbeats, self.store("pods").values(), now,
@@ -308,6 +317,7 @@ class NodeLifecycle(Controller):
             if updated:
                 await self.write(f"mark node {name} unknown", self.client.replace_status(
                     nodelifecycle.node_status_unknown(updated, stamp)))
+                self.events.record(nodes[name], NORMAL, "NodeNotReady", f"Node {name} status is now: NodeNotReady")
         for name in decisions.mark_reachable:
             self.log.info("node %s: heartbeats resumed, marking it Ready", name)
             updated = await self.write(f"untaint node {name}", self.client.replace(
@@ -320,9 +330,12 @@ class NodeLifecycle(Controller):
             if key in pods:
                 await self.write(f"mark pod {key} not ready", self.client.replace_status(
                     nodelifecycle.pod_status_not_ready(pods[key], stamp)))
+                self.events.record(pods[key], WARNING, "NodeNotReady", "Node is not ready")
         for key in decisions.pods_to_evict:
             namespace, name = key.split("/", 1)
             self.log.warning("pod %s: evicting from unreachable node", key)
+            if key in pods:
+                self.eviction_events.record(pods[key], NORMAL, "TaintManagerEviction", f"Marking for deletion Pod {key}")
             await self.write(f"evict pod {key}", self.client.delete("pods", name, namespace))
 
 
@@ -336,6 +349,7 @@ class Deployments(Controller):
         super().__init__(client, informers, settings)
         self.dirty: set[str] = set()
         self.rng = random.Random()
+        self.events = EventRecorder(client, "deployment-controller")
         # Deployment key → (pod names to appear, pod names to vanish, deadline): its last writes not yet
         # seen in the cache. The Deployment waits for them, or it would create the same pods twice.
         self.expected: dict[str, tuple[set[str], set[str], float]] = {}
@@ -391,24 +405,22 @@ class Deployments(Controller):
     async def _sync(self, key: str, pods: dict[str, dict]) -> None:
         namespace, name = key.split("/", 1)
         deployment = self.store("deployments").get(key)
-        uid = deployment["metadata"].get("uid") if deployment else None
-        removed = set()
-        for pod_name in deployments.orphaned_pods(namespace, name, uid, pods.values()):
-            if await self.write(f"delete orphaned pod {namespace}/{pod_name}",
-                                self.client.delete("pods", pod_name, namespace)) is not None:
-                removed.add(pod_name)
-        if deployment is None:
+        # A Deployment being deleted is the garbage collector's: its pods are deleted or orphaned there.
+        if deployment is None or deployment["metadata"].get("deletionTimestamp"):
             return
+        removed = set()
         plan = deployments.plan(deployment, pods.values(), lambda: deployments.random_suffix(self.rng),
                                 now_timestamp())
         created = set()
         for pod in plan.create:
             if await self.write(f"create pod {namespace}/{pod['metadata']['name']}", self.client.create(pod)):
                 created.add(pod["metadata"]["name"])
+                pod_created(self.events, deployment, pod["metadata"]["name"])
         for pod_name in plan.delete:
             if await self.write(f"delete pod {namespace}/{pod_name}",
                                 self.client.delete("pods", pod_name, namespace)) is not None:
                 removed.add(pod_name)
+                pod_deleted(self.events, deployment, pod_name)
         if created or removed:
             self.expected[key] = (created, removed, time.monotonic() + EXPECTATION_TIMEOUT)
         status = deployment.get("status") or {}
@@ -418,4 +430,4 @@ class Deployments(Controller):
 
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
-                                             Deployments)
+                                             Deployments, GarbageCollector)

@@ -12,8 +12,8 @@ from pathlib import Path
 import typer
 from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
-from podnet.cli.common import fail
-from podnet.cli.daemon import CaFile, Kubeconfig, Server, Token, TokenFile, api_credentials
+from podnet.cli.common import HomeOption, KubeconfigOption, fail
+from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
 
 DIG_TIMEOUT = 2.0
 LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
@@ -120,8 +120,7 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option("127.0.0.1", "--address", help="Address to answer on (UDP and TCP)."),
         port: int = typer.Option(None, "--port", help="Port (default 53 as root, else 5353; 0 picks one)."),
         server: Server = None,
-        token: Token = None,
-        token_file: TokenFile = None,
+            token_file: TokenFile = None,
         ca_file: CaFile = None,
         kubeconfig: Kubeconfig = None,
         upstream: list[str] = typer.Option([], "--upstream", help="IP[:PORT] for names outside the zone."),
@@ -142,7 +141,7 @@ def register(app: typer.Typer) -> None:
         from podnet.dns.config import DnsConfig, default_port, parse_upstream
         from podnet.dns.process import serve
 
-        api = api_credentials(server, token, token_file, ca_file, kubeconfig)
+        api = api_credentials(server, token_file, ca_file, kubeconfig)
         if api is None and objects is None:
             raise fail("error: give --kubeconfig FILE or --server URL (or --objects FILE)")
         if replica is not None and not LABEL_VALUE.fullmatch(replica):
@@ -179,7 +178,8 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(DIG_TIMEOUT, "--timeout", help="Seconds to wait for each answer."),
         api_server: str = typer.Option(None, "--api-server", envvar="PODNET_SERVER", help="API server URL (--from)."),
         token: str = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token (--from)."),
-        kubeconfig: Path = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file (--from)."),
+        kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """Ask a DNS server one question, from this host or from inside a pod, and print the answer like dig."""
         if QTYPE.get(qtype.upper(), None) is None:
