@@ -1,8 +1,13 @@
 """What the DNS process registers, decided without a server: its pod, and the changes that keep one pod of the
-replica that relays to it."""
+replica that relays to it; and the names the CLI refuses before it connects."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pytest
 from podnet.dns.config import DnsConfig
 from podnet.dns.process import dns_pod, pod_changes
 
@@ -53,3 +58,16 @@ def test_a_pod_that_relays_elsewhere_is_deleted_and_replaced():
 def test_of_two_that_relay_here_the_oldest_stays():
     pods = [existing("b", HERE, "2026-12-04T09:00:05Z"), existing("a", HERE, "2026-12-04T09:00:00Z")]
     assert pod_changes(pods, WANTED) == (False, ["b"])
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["trace", "a", "10.96.0.10:53/icmp"], "error: the protocol is TCP or UDP, not 'icmp'\n"),
+    (["trace", "a", "10.96.0.10:53/"], "error: the destination is DST:PORT[/PROTOCOL], not '10.96.0.10:53/'\n"),
+    (["dns", "--server", "https://127.0.0.1:1", "--replica", "-bad-"],
+     "error: --replica '-bad-' is not a label value (at most 63 letters, digits, '-', '_' or '.', beginning and "
+     "ending with a letter or digit)\n"),
+])
+def test_the_cli_refuses_bad_names_before_it_connects(args, error, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "podnet", *args], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PODNET_HOME": str(tmp_path)})
+    assert (run.returncode, run.stderr) == (1, error)
