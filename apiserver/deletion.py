@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from podnet.apiserver import status
-from podnet.apiserver.status import ApiError
+from podnet.apiserver.status import ApiError, Cause
 
 from podnet.api.kinds import Kind
 
@@ -207,12 +207,31 @@ def removed_by_update(old: dict, new: dict) -> bool:
         old_meta.get("deletionGracePeriodSeconds") == 0
 
 
-def added_finalizers(old: dict, new: dict) -> list[str]:
-    """Finalizers an update adds to an object being deleted, which Kubernetes forbids."""
+def _go_strings(values: list[str]) -> str:
+    """A list of strings as Go's %#v shows it in kube-apiserver's messages."""
+    return "[]string{" + ", ".join(f'"{v}"' for v in values) + "}"
+
+
+def finalizer_causes(obj: dict) -> list[Cause]:
+    """The collector's two finalizers contradict each other (apimachinery's ValidateFinalizers)."""
+    finalizers = (obj.get("metadata") or {}).get("finalizers")
+    if isinstance(finalizers, list) and ORPHAN_FINALIZER in finalizers and FOREGROUND_FINALIZER in finalizers:
+        message = f"Invalid value: {_go_strings(finalizers)}: finalizer orphan and foregroundDeletion cannot be both set"
+        return [Cause("metadata.finalizers", "FieldValueInvalid", message)]
+    return []
+
+
+def added_finalizer_causes(old: dict, new: dict) -> list[Cause]:
+    """An update may not add finalizers to an object being deleted."""
     if not (old.get("metadata") or {}).get("deletionTimestamp"):
         return []
     before = set((old.get("metadata") or {}).get("finalizers") or [])
-    return [f for f in (new.get("metadata") or {}).get("finalizers") or [] if f not in before]
+    added = [f for f in (new.get("metadata") or {}).get("finalizers") or [] if f not in before]
+    if not added:
+        return []
+    message = ("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers "
+               f"{_go_strings(added)}")
+    return [Cause("metadata.finalizers", "FieldValueForbidden", message)]
 
 
 def gone_answer(kind: Kind, obj: dict) -> dict:

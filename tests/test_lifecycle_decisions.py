@@ -98,8 +98,18 @@ def test_the_last_finalizer_removed_by_an_update_deletes():
     new = deploy(deletionTimestamp="x", deletionGracePeriodSeconds=0)
     assert deletion.removed_by_update(old, new)
     assert not deletion.removed_by_update(old, old)
-    assert deletion.added_finalizers(old, deploy(finalizers=["example.com/keep", "b"])) == ["b"]
-    assert deletion.added_finalizers(deploy(), deploy(finalizers=["b"])) == []
+    (added,) = deletion.added_finalizer_causes(old, deploy(finalizers=["example.com/keep", "b", "c"]))
+    assert added.message == ('Forbidden: no new finalizers can be added if the object is being deleted, found new '
+                             'finalizers []string{"b", "c"}')
+    assert deletion.added_finalizer_causes(deploy(), deploy(finalizers=["b"])) == []
+
+
+def test_orphan_and_foreground_finalizers_contradict_each_other():
+    (cause,) = deletion.finalizer_causes(deploy(finalizers=["orphan", "foregroundDeletion"]))
+    assert (cause.field, cause.message) == ("metadata.finalizers", 'Invalid value: []string{"orphan", '
+                                            '"foregroundDeletion"}: finalizer orphan and foregroundDeletion cannot '
+                                            'be both set')
+    assert deletion.finalizer_causes(deploy(finalizers=["orphan"])) == []
 
 
 def test_answers_when_gone():
