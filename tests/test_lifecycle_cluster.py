@@ -6,7 +6,9 @@ stays Terminating until it is forced. The components record Kubernetes' events o
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import sys
 import time
 from pathlib import Path
 
@@ -123,9 +125,9 @@ async def test_a_dead_agents_pod_stays_terminating_until_forced(local_cluster):
     await cluster.wait_running(NAMESPACE, f"app={quick}", 1)
     (held_pod,) = await cluster.wait_running(NAMESPACE, f"app={held}", 1)
 
-    # A virtual pod is torn down at once by its live agent.
-    await client.delete("pods", quick, NAMESPACE)
-    await eventually(lambda: gone(client, quick), 10, "the agent finishes the deletion")
+    # A virtual pod is torn down at once by its live agent; `podnet delete` waits for that, as kubectl does.
+    assert await podnet(cluster, "delete", "pod", quick) == (0, f'pod "{quick}" deleted\n')
+    assert await gone(client, quick)
 
     cluster.kill("node-1/agent")
     await cluster.wait_dead("node-1/agent")
@@ -137,11 +139,23 @@ async def test_a_dead_agents_pod_stays_terminating_until_forced(local_cluster):
     node_events = await events_of(client, "node-1")
     assert ("NodeNotReady", "node-controller", "Node node-1 status is now: NodeNotReady") in node_events
 
-    await client.delete("pods", held, NAMESPACE, grace_period=0)
+    assert await podnet(cluster, "delete", "pod", held, "--grace-period=0") == (
+        1, "error: --grace-period=0 must have --force specified\n")
+    assert await podnet(cluster, "delete", "pod", held, "--grace-period=0", "--force") == (
+        0, f'pod "{held}" force deleted\n')
     assert await gone(client, held)
     await cluster.start("node-1/agent")
     held_ips = {p["ip"] for p in await cluster.rpc("node-1", "pods.list")}
     assert held_pod["status"]["podIP"] not in held_ips
+
+
+async def podnet(cluster, *args: str) -> tuple[int, str]:
+    """`podnet ARGS` against the cluster: its exit code, and stdout (stderr when it failed)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "podnet", *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PODNET_HOME": str(cluster.home)})
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, (out if process.returncode == 0 else err).decode()
 
 
 async def _equal(awaitable, expected):
