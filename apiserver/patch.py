@@ -14,6 +14,7 @@ failed `test`, a missing path) raises `PatchConflict`.
 from __future__ import annotations
 
 import copy
+import json
 
 
 class PatchError(ValueError):
@@ -55,6 +56,13 @@ _POD_SPEC_KEYS: dict[str, str | None] = {
     "initContainers.volumeMounts": "mountPath",
     "volumes": "name",
     "imagePullSecrets": "name",
+    "ephemeralContainers": "name",
+    "containers.volumeDevices": "devicePath",
+    "initContainers.volumeDevices": "devicePath",
+    "hostAliases": "ip",
+    "topologySpreadConstraints": "topologyKey",
+    "schedulingGates": "name",
+    "resourceClaims": "name",
 }
 _METADATA_KEYS: dict[str, str | None] = {"metadata.finalizers": None, "metadata.ownerReferences": "uid"}
 
@@ -110,6 +118,8 @@ def _merge_map(target: dict, patch: dict, keys: dict[str, str | None], path: str
         child_path = f"{path}.{key}" if path else key
         if value is None:
             result.pop(key, None)
+        elif isinstance(value, dict) and value.get(_DIRECTIVE) == "delete":
+            result.pop(key, None)  # the map goes, as a null would take it
         elif isinstance(value, dict):
             current = result.get(key)
             result[key] = _merge_map(current if isinstance(current, dict) else {}, value, keys, child_path)
@@ -118,6 +128,31 @@ def _merge_map(target: dict, patch: dict, keys: dict[str, str | None], path: str
             result[key] = _merge_list(current if isinstance(current, list) else [], value, keys, child_path)
         else:
             result[key] = copy.deepcopy(value)
+    for key, order in patch.items():
+        if key.startswith(_SET_ORDER):
+            field = key[len(_SET_ORDER) :]
+            child_path = f"{path}.{field}" if path else field
+            if not isinstance(order, list):
+                raise PatchError(f"{key} must be a list")
+            if isinstance(result.get(field), list) and child_path in keys:
+                result[field] = _set_element_order(result[field], order, keys[child_path])
+    return result
+
+
+def _set_element_order(items: list, order: list, merge_key: str | None) -> list:
+    """`$setElementOrder`: the items it names take, among the places they hold, the order it gives;
+    items it does not name (the server's own) keep their places."""
+
+    def identity(item: object) -> object:
+        return item.get(merge_key) if merge_key is not None and isinstance(item, dict) else item
+
+    rank = {}
+    for position, entry in enumerate(order):
+        rank.setdefault(json.dumps(identity(entry), sort_keys=True), position)
+    named = [(rank[k], i) for i, item in enumerate(items) if (k := json.dumps(identity(item), sort_keys=True)) in rank]
+    result = list(items)
+    for slot, (_, source) in zip(sorted(i for _, i in named), sorted(named), strict=True):
+        result[slot] = items[source]
     return result
 
 

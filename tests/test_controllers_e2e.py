@@ -40,7 +40,7 @@ def server(make_api_server):
 
 @pytest.fixture
 async def client(server):
-    async with ApiClient(server.url, server.token) as api:
+    async with server.client() as api:
         await eventually(lambda: _has_namespace(api, "kube-node-lease"), what="default namespaces")
         yield api
 
@@ -124,9 +124,9 @@ async def test_default_objects_and_service_allocation(client):
     assert kubernetes["spec"]["clusterIP"] == "10.96.0.1"
     assert kubernetes["spec"]["ports"][0]["port"] == 443
     dns = await eventually(lambda: _get(client, "services", "kube-dns", "kube-system"), what="kube-dns svc")
-    assert dns["spec"]["clusterIP"] == "10.96.0.10" and "selector" not in dns["spec"]
-    assert {(p["name"], p["protocol"], p["port"]) for p in dns["spec"]["ports"]} == {
-        ("dns", "UDP", 53), ("dns-tcp", "TCP", 53)}
+    assert dns["spec"]["clusterIP"] == "10.96.0.10" and dns["spec"]["selector"] == {"k8s-app": "kube-dns"}
+    assert {(p["name"], p["protocol"], p["port"], p["targetPort"]) for p in dns["spec"]["ports"]} == {
+        ("dns", "UDP", 53, 53), ("dns-tcp", "TCP", 53, 53)}
     endpoints = await eventually(lambda: _get(client, "endpoints", "kubernetes", "default"), what="api endpoints")
     assert endpoints["subsets"][0]["ports"][0]["port"] == int(client.server.rsplit(":", 1)[1])
 

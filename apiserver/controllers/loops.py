@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Iterable
 
-from podnet.api import selectors
+from podnet.api import clusterdns, selectors
 from podnet.client import ApiClient, Informer
 from podnet.events import NORMAL, WARNING, EventRecorder, pod_created, pod_deleted
 
@@ -29,7 +29,7 @@ def _key(obj: dict) -> str:
 
 class DefaultObjects(Controller):
     """The namespaces every cluster has; the `kubernetes` Service with its endpoints (this API server);
-    the `kube-dns` Service, whose endpoints the DNS server writes itself."""
+    the `kube-dns` Service, which selects the pods each DNS server registers."""
 
     name = "default-objects"
     needs = ("namespaces", "services", "endpoints", "endpointslices")
@@ -49,16 +49,7 @@ class DefaultObjects(Controller):
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                                 "targetPort": self.settings.api_port}]},
         }
-        kube_dns = {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS",
-                                    "kubernetes.io/cluster-service": "true"}},
-            "spec": {"type": "ClusterIP", "clusterIP": ips["kube-system/kube-dns"],
-                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
-        }
-        return [kubernetes, kube_dns]
+        return [kubernetes, clusterdns.kube_dns_service(ips["kube-system/kube-dns"])]
 
     def _kubernetes_endpoints(self) -> tuple[dict, dict]:
         address, port = self.settings.api_address, self.settings.api_port
