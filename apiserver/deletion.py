@@ -145,17 +145,19 @@ def finalizers_for(kind: Kind, finalizers: list[str], options: DeleteOptions) ->
     return kept if set(kept) != set(finalizers) else list(finalizers)
 
 
-def _pod_grace_period(pod: dict, options: DeleteOptions) -> int:
+def _pod_grace_period(pod: dict, requested: int | None) -> int:
+    """The pod strategy's CheckGracefulDelete: nothing to wait for on no node or once it has finished."""
     spec = pod.get("spec") or {}
-    period = options.grace_period if options.grace_period is not None else spec.get("terminationGracePeriodSeconds") or 0
     if not spec.get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-        period = 0
-    return max(period, 1) if period < 0 else period
+        return 0
+    return requested if requested is not None else spec.get("terminationGracePeriodSeconds") or 0
 
 
 def plan(kind: Kind, obj: dict, options: DeleteOptions, now: datetime) -> Plan:
+    """What a DELETE with these options does to `obj` at wall-clock time `now` (timezone-aware)."""
     new = copy.deepcopy(obj)
     meta = new["metadata"]
+    # A negative grace period counts as 1 s, as BeforeDelete has it.
     grace = options.grace_period if options.grace_period is None or options.grace_period >= 0 else 1
     graceful, lingering_grace = False, 0
     if kind.kind == "Pod":
@@ -169,7 +171,7 @@ def plan(kind: Kind, obj: dict, options: DeleteOptions, now: datetime) -> Plan:
                 meta["deletionGracePeriodSeconds"] = grace
                 graceful, lingering_grace = True, grace
         else:
-            period = _pod_grace_period(new, DeleteOptions(grace_period=grace))
+            period = _pod_grace_period(new, grace)
             meta["deletionTimestamp"] = _stamp(now + timedelta(seconds=period))
             meta["deletionGracePeriodSeconds"] = period
             if meta.get("generation"):
