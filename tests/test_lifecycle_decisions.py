@@ -14,8 +14,8 @@ from podnet.apiserver.deletion import DeleteOptions, parse_options, plan
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage.base import KeyValue
 
+from podnet.api.events import NORMAL, Create, EventCorrelator, Patch, object_reference
 from podnet.api.kinds import lookup
-from podnet.events import NORMAL, Create, EventCorrelator, Patch, object_reference
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 POD, DEPLOY, EVENT, NETPOL = lookup("pods"), lookup("deployments"), lookup("events"), lookup("netpol")
