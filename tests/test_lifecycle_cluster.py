@@ -70,8 +70,9 @@ async def test_a_netns_pod_is_stopped_within_its_grace_period_and_leaves_its_ser
     app = f"web-{tag}"
     marker = tmp_path / "sigterm"
     # One that takes 3 s to finish after SIGTERM, one that ignores SIGTERM, one to force.
-    polite, stubborn, forced = f"polite-{tag}", f"stubborn-{tag}", f"forced-{tag}"
+    polite, stubborn, forced, crasher = f"polite-{tag}", f"stubborn-{tag}", f"forced-{tag}", f"crash-{tag}"
     await cluster.create(
+        pod(crasher, crasher, command="sleep 0.2; exit 1"),
         service(app, NAMESPACE, 8080),
         pod(polite, app, command=f"trap 'sleep 3; echo TERM > {marker}; exit 0' TERM; while :; do sleep 0.1; done"),
         pod(stubborn, app, command="trap '' TERM; while :; do sleep 0.1; done", grace=2),
@@ -113,6 +114,19 @@ async def test_a_netns_pod_is_stopped_within_its_grace_period_and_leaves_its_ser
         assert expected in reasons
     node_events = await events_of(client, "node-1")
     assert ("Starting", "kubelet", "Starting kubelet.") in node_events
+
+    # A container that keeps failing: BackOff, then started again, each repeat counted on one event.
+    crashed = (await client.get("pods", crasher, NAMESPACE))["metadata"]["uid"]
+
+    async def counts():
+        listed = await client.list("events", NAMESPACE, field_selector=f"involvedObject.name={crasher}")
+        found = {(e["type"], e["reason"], e["message"]): e["count"] for e in listed["items"]}
+        return found if found.get(("Normal", "Started", "Started container main"), 0) >= 3 else None
+
+    found = await eventually(counts, 20, "the crashing container restarted twice")
+    assert found[("Warning", "BackOff",
+                  f"Back-off restarting failed container main in pod {crasher}_{NAMESPACE}({crashed})")] >= 2
+    assert found[("Normal", "Created", "Created container main")] >= 3
     assert ("RegisteredNode", "node-controller", "Node node-1 event: Registered Node node-1 in Controller") in node_events
 
 
