@@ -18,7 +18,7 @@ HOLD = "example.com/hold"
 @pytest.fixture
 async def client(make_api_server):
     server = make_api_server(controllers=True)
-    async with ApiClient(server.url, server.token) as api:
+    async with server.client() as api:
         async def default_namespace():
             try:
                 return await api.get("namespaces", "default")
@@ -170,7 +170,7 @@ async def test_a_cluster_scoped_owner_collects_namespaced_dependents(client):
 
 async def test_a_recorder_aggregates_repeats_and_events_expire(make_api_server):
     server = make_api_server(extra_args=("--event-ttl", "2"))
-    async with ApiClient(server.url, server.token) as api:
+    async with server.client() as api:
         await api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "uid": "u1"}}
         recorder = EventRecorder(api, "kubelet", "node-1")
