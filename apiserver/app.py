@@ -23,6 +23,8 @@ from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_toke
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
+from podnet.apiserver.scale import ScaleRoutes
+from podnet.apiserver.scale import discovery as scale_discovery
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage import open_store
 from podnet.apiserver.storage.base import Store
@@ -123,6 +125,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes)
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
+    ScaleRoutes(resources).add_routes(app)
 
     async def probe(request: web.Request) -> web.Response:
         try:
@@ -211,6 +214,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
             resources.append(
                 {"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]}
             )
+        resources.extend(scale_discovery(kind))
     return resources
 
 

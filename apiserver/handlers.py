@@ -30,7 +30,7 @@ from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
 from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
-from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.apiserver.patch import PatchConflict, PatchError, apply_patch
 from podnet.apiserver.selection import Filter, make_filter
 from podnet.apiserver.status import ApiError, Cause
 from podnet.apiserver.storage.base import (
@@ -589,14 +589,7 @@ class Resources:
             current = await self._current(kind, namespace, name)
             obj = from_storage(current.value, current.mod_revision)
             try:
-                if media_type == JSON_PATCH:
-                    patched = json_patch(obj, body)
-                elif media_type == STRATEGIC_PATCH:
-                    patched = strategic_merge_patch(obj, body, kind.kind)
-                else:
-                    if not isinstance(body, dict):
-                        raise PatchError("a merge patch must be a JSON object")
-                    patched = merge_patch(obj, body)
+                patched = apply_patch(obj, body, media_type, kind.kind)
             except PatchError as e:
                 raise status.bad_request(str(e)) from None
             except PatchConflict as e:

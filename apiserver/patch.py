@@ -24,6 +24,17 @@ class PatchConflict(ValueError):
     """The patch cannot be applied to this object (HTTP 422)."""
 
 
+def apply_patch(target: object, patch: object, media_type: str, kind_name: str) -> object:
+    """`patch` of the PATCH request's content type applied to `target`, an object of kind `kind_name`."""
+    if media_type == "application/json-patch+json":
+        return json_patch(target, patch)
+    if media_type == "application/strategic-merge-patch+json":
+        return strategic_merge_patch(target, patch, kind_name)
+    if not isinstance(patch, dict):
+        raise PatchError("a merge patch must be a JSON object")
+    return merge_patch(target, patch)
+
+
 # --- merge patch --------------------------------------------------------------------------------------
 
 
@@ -58,13 +69,16 @@ _POD_SPEC_KEYS: dict[str, str | None] = {
 }
 _METADATA_KEYS: dict[str, str | None] = {"metadata.finalizers": None, "metadata.ownerReferences": "uid"}
 
+# Kinds with a pod template (Deployments, ReplicaSets).
+_WORKLOAD_KEYS: dict[str, str | None] = _METADATA_KEYS | {
+    f"spec.template.spec.{path}": key for path, key in _POD_SPEC_KEYS.items()} | {"status.conditions": "type"}
+
 MERGE_KEYS: dict[str, dict[str, str | None]] = {
     "Pod": _METADATA_KEYS
     | {f"spec.{path}": key for path, key in _POD_SPEC_KEYS.items()}
     | {"status.conditions": "type", "status.podIPs": "ip", "status.containerStatuses": "name"},
-    "Deployment": _METADATA_KEYS
-    | {f"spec.template.spec.{path}": key for path, key in _POD_SPEC_KEYS.items()}
-    | {"status.conditions": "type"},
+    "Deployment": _WORKLOAD_KEYS,
+    "ReplicaSet": _WORKLOAD_KEYS,
     "Service": _METADATA_KEYS | {"spec.ports": "port", "status.conditions": "type"},
     "Node": _METADATA_KEYS | {"status.conditions": "type", "status.addresses": "type"},
     "Namespace": _METADATA_KEYS | {"status.conditions": "type"},

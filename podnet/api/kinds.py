@@ -58,6 +58,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",)),
     Kind("Lease", "coordination.k8s.io", "v1", "leases", True, (), has_status=False),
     Kind("Deployment", "apps", "v1", "deployments", True, ("deploy",)),
+    Kind("ReplicaSet", "apps", "v1", "replicasets", True, ("rs",)),
 )
 
 _BY_NAME: dict[str, Kind] = {}

@@ -1,0 +1,154 @@
+"""The real kubectl against a real API server with its controllers: Deployments roll through ReplicaSets as
+kube-controller-manager rolls them, so `kubectl rollout status|restart|history|undo`, `kubectl scale` and
+`kubectl get rs` print what they print against Kubernetes. The test plays the kubelet of one Node: it keeps
+the Node's Lease fresh and reports each pod bound to it Running and Ready (unless told to hold back)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from podnet.client import ApiClient, ApiError
+
+NODE = "node-1"
+
+
+def kubeconfig(path: Path, server_url: str) -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "podnet",
+        "clusters": [{"name": "podnet", "cluster": {"server": server_url}}],
+        "users": [{"name": "admin", "user": {}}],
+        "contexts": [{"name": "podnet", "context": {"cluster": "podnet", "user": "admin", "namespace": "default"}}],
+    }))
+    return path
+
+
+class Kubectl:
+    def __init__(self, config: Path):
+        self.env = {**os.environ, "KUBECONFIG": str(config)}
+
+    async def __call__(self, *args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            "kubectl", *args, env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+        return process.returncode, out.decode(), err.decode()
+
+    async def ok(self, *args: str, timeout: float = 60.0) -> str:
+        code, out, err = await self(*args, timeout=timeout)
+        assert code == 0, f"kubectl {' '.join(args)} exited {code}: {err}"
+        return out
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Kubelet:
+    """One Node's kubelet, as far as the controllers can tell: a fresh Lease, and its pods Running and
+    Ready with an address (while `serving`)."""
+
+    def __init__(self, api: ApiClient):
+        self.api = api
+        self.serving = True
+        self.next_ip = 2
+
+    async def register(self) -> None:
+        await self.api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
+                               "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}})
+        await self.api.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                               "metadata": {"name": NODE, "namespace": "kube-node-lease"},
+                               "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40, "renewTime": now()}})
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(ApiError):
+                await self.api.patch("leases", NODE, {"spec": {"renewTime": now()}}, namespace="kube-node-lease")
+                if self.serving:
+                    for pod in (await self.api.list("pods", "default"))["items"]:
+                        await self._run_pod(pod)
+            await asyncio.sleep(0.1)
+
+    async def _run_pod(self, pod: dict) -> None:
+        status = pod.get("status") or {}
+        if pod["spec"].get("nodeName") != NODE or status.get("phase") == "Running":
+            return
+        ip = f"10.244.0.{self.next_ip}"
+        self.next_ip += 1
+        pod["status"] = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                         "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now()}]}
+        await self.api.replace_status(pod)
+
+
+async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 20.0, what: str = "condition"):
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
+
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+             "template": {"metadata": {"labels": {"app": "web"}},
+                          "spec": {"containers": [{"name": "agnhost", "image": "registry.k8s.io/e2e-test-images/agnhost:2.47",
+                                                   "args": ["netexec"], "ports": [{"containerPort": 8080}]}]}}},
+}
+
+
+@pytest.fixture
+async def cluster(make_api_server, tmp_path):
+    server = make_api_server(controllers=True, open_access=True)
+    async with ApiClient(server.url) as api:
+        await eventually(lambda: _exists(api, "namespaces", "default"), what="the default namespace")
+        kubelet = Kubelet(api)
+        await kubelet.register()
+        task = asyncio.get_running_loop().create_task(kubelet.run())
+        try:
+            yield api, kubelet, Kubectl(kubeconfig(tmp_path / "kubeconfig", server.url))
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _exists(api: ApiClient, kind: str, name: str, namespace: str | None = None) -> bool:
+    try:
+        await api.get(kind, name, namespace)
+    except ApiError:
+        return False
+    return True
+
+
+async def _replicasets(api: ApiClient) -> dict[str, dict]:
+    return {rs["metadata"]["name"]: rs for rs in (await api.list("replicasets", "default"))["items"]}
+
+
+async def test_rollout_scale_restart_history_undo(cluster):
+    api, kubelet, kubectl = cluster
+    await api.create(DEPLOYMENT)
+    out = await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s")
+    assert out.splitlines()[-1] == 'deployment "web" successfully rolled out'
+    print(out)
+    print(await kubectl.ok("get", "rs", "-o", "wide"))
+    print(await kubectl.ok("get", "deploy"))
+    print(await kubectl.ok("scale", "deploy/web", "--replicas", "3"))
+    print(await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s"))
+    print(await kubectl.ok("rollout", "restart", "deploy/web"))
+    print(await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s"))
+    print(await kubectl.ok("rollout", "history", "deploy/web"))
+    print(await kubectl.ok("rollout", "undo", "deploy/web"))
+    print(await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s"))
+    print(await kubectl.ok("rollout", "history", "deploy/web"))
+    print(await kubectl.ok("get", "rs", "-o", "wide"))
+    assert False
