@@ -134,21 +134,72 @@ async def _replicasets(api: ApiClient) -> dict[str, dict]:
     return {rs["metadata"]["name"]: rs for rs in (await api.list("replicasets", "default"))["items"]}
 
 
+async def rollout_status_now(kubectl: Kubectl) -> str:
+    return await kubectl.ok("rollout", "status", "deploy/web", "--watch=false")
+
+
 async def test_rollout_scale_restart_history_undo(cluster):
     api, kubelet, kubectl = cluster
     await api.create(DEPLOYMENT)
     out = await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s")
     assert out.splitlines()[-1] == 'deployment "web" successfully rolled out'
-    print(out)
-    print(await kubectl.ok("get", "rs", "-o", "wide"))
-    print(await kubectl.ok("get", "deploy"))
-    print(await kubectl.ok("scale", "deploy/web", "--replicas", "3"))
-    print(await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s"))
-    print(await kubectl.ok("rollout", "restart", "deploy/web"))
-    print(await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s"))
-    print(await kubectl.ok("rollout", "history", "deploy/web"))
-    print(await kubectl.ok("rollout", "undo", "deploy/web"))
-    print(await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s"))
-    print(await kubectl.ok("rollout", "history", "deploy/web"))
-    print(await kubectl.ok("get", "rs", "-o", "wide"))
-    assert False
+    [first] = await _replicasets(api)
+    assert first.startswith("web-") and len(first) == len("web-") + 10
+    listed = (await kubectl.ok("get", "rs", "-o", "wide")).splitlines()
+    assert listed[0].split()[0] == "NAME" and [line.split()[0] for line in listed[1:]] == [first]
+    assert [line.split()[0] for line in (await kubectl.ok("get", "deploy")).splitlines()] == ["NAME", "web"]
+
+    # Scale: the subresource, through the Deployment to its ReplicaSet.
+    assert await kubectl.ok("scale", "deploy/web", "--replicas", "3") == "deployment.apps/web scaled\n"
+    out = await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s")
+    assert out.splitlines()[-1] == 'deployment "web" successfully rolled out'
+    scale = json.loads(await kubectl.ok("get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web/scale"))
+    assert (scale["kind"], scale["apiVersion"]) == ("Scale", "autoscaling/v1")
+    assert scale["spec"] == {"replicas": 3} and scale["status"] == {"replicas": 3, "selector": "app=web"}
+    assert (await kubectl.ok("get", "rs", first, "-o", "jsonpath={.spec.replicas}")) == "3"
+    # With a precondition kubectl reads the Scale and writes it back whole (GET, then PUT).
+    code, out, err = await kubectl("scale", "deploy/web", "--current-replicas=2", "--replicas=4")
+    assert (code, out, err) == (1, "", "error: Expected replicas to be 2, was 3\n")
+    assert await kubectl.ok("scale", "rs", first, "--current-replicas=3", "--replicas=4") == \
+        f"replicaset.apps/{first} scaled\n"
+    # ... and the Deployment, which owns that ReplicaSet, scales it back.
+    assert await eventually(lambda: _equal(kubectl.ok("get", "rs", first, "-o", "jsonpath={.spec.replicas}"), "3"),
+                            what="the ReplicaSet back at the Deployment's 3")
+
+    # Restart: a new ReplicaSet; while its pods are not ready the rollout waits.
+    kubelet.serving = False
+    assert await kubectl.ok("rollout", "restart", "deploy/web") == "deployment.apps/web restarted\n"
+    waiting = 'Waiting for deployment "web" rollout to finish: 1 out of 3 new replicas have been updated...\n'
+    assert await eventually(lambda: _equal(rollout_status_now(kubectl), waiting), what="a rollout under way")
+    code, out, err = await kubectl("rollout", "status", "deploy/web", "--timeout=1s")
+    assert code == 1 and err == "error: timed out waiting for the condition\n"
+    assert out.splitlines()[-1] == waiting.strip()
+    kubelet.serving = True
+    out = await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s")
+    assert out.splitlines()[-1] == 'deployment "web" successfully rolled out'
+    replicasets = await _replicasets(api)
+    [second] = set(replicasets) - {first}
+    assert {n: rs["spec"]["replicas"] for n, rs in replicasets.items()} == {first: 0, second: 3}
+    history = "deployment.apps/web \nREVISION  CHANGE-CAUSE\n{}         <none>\n{}         <none>\n\n"
+    assert await kubectl.ok("rollout", "history", "deploy/web") == history.format(1, 2)
+    assert "kubectl.kubernetes.io/restartedAt" in await kubectl.ok("rollout", "history", "deploy/web", "--revision=2")
+
+    # Undo: kubectl copies revision 1's template back; its ReplicaSet becomes revision 3 and takes the pods.
+    assert await kubectl.ok("rollout", "undo", "deploy/web") == "deployment.apps/web rolled back\n"
+    out = await kubectl.ok("rollout", "status", "deploy/web", "--timeout=30s")
+    assert out.splitlines()[-1] == 'deployment "web" successfully rolled out'
+    assert await kubectl.ok("rollout", "history", "deploy/web") == history.format(2, 3)
+    replicasets = await _replicasets(api)
+    assert {n: rs["spec"]["replicas"] for n, rs in replicasets.items()} == {first: 3, second: 0}
+    annotations = replicasets[first]["metadata"]["annotations"]
+    assert annotations["deployment.kubernetes.io/revision"] == "3"
+    assert annotations["deployment.kubernetes.io/revision-history"] == "1"
+    deployment = await api.get("deployments", "web", "default")
+    assert deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+    assert "annotations" not in deployment["spec"]["template"]["metadata"]
+    listed = (await kubectl.ok("get", "rs", "-o", "wide")).splitlines()
+    assert sorted(line.split()[0] for line in listed[1:]) == sorted([first, second])
+
+
+async def _equal(value: Awaitable[object], expected: object) -> object:
+    return await value == expected
