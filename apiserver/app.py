@@ -25,6 +25,7 @@ from podnet.apiserver.controllers import run_all
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.scale import ScaleRoutes
 from podnet.apiserver.scale import discovery as scale_discovery
+from podnet.apiserver.serving import loopback_context, peer_certificate, server_context
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage import open_store
 from podnet.apiserver.storage.base import Store
@@ -34,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 import podnet
 from podnet.api.kinds import KINDS
 from podnet.client import ApiClient
+from podnet.pki import load_certificates
 from podnet.process import metrics_response
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 # Paths anyone may read, as kube-apiserver's system:public-info-viewer role allows.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version", "/version/"})
 KUBERNETES_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0"}
+# A request target longer than this is answered 414 with a Status. The HTTP parser reads request lines up to
+# Go's default header limit (1 MiB), so that the answer comes from here and not as its plain-text 400.
+MAX_URL_BYTES = 8192
+_MAX_REQUEST_LINE_BYTES = 1 << 20
 
 
 class Metrics:
@@ -60,10 +66,11 @@ class Metrics:
 
 
 def load_authenticator(config: ApiServerConfig) -> Authenticator:
-    if not config.token_file:
-        log.warning("no token file given: the API server is open, every request is treated as an administrator")
-        return Authenticator(None)
-    return Authenticator(parse_token_file(Path(config.token_file).read_text()))
+    client_cas = load_certificates(Path(config.client_ca_file).read_bytes()) if config.client_ca_file else []
+    if not config.token_file and not client_cas:
+        log.warning("neither a token file nor a client CA given: the API server is open, every request is "
+                    "treated as an administrator")
+    return Authenticator(parse_token_file(Path(config.token_file).read_text()) if config.token_file else None, client_cas)
 
 
 def _verb_of(method: str) -> str:
@@ -90,6 +97,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         started = time.perf_counter()
         try:
+            if len(request.raw_path) > MAX_URL_BYTES:
+                raise status.uri_too_long(MAX_URL_BYTES)
             response = await handler(request)
         except ApiError as e:
             response = respond(request, e.status, e.code)
@@ -116,13 +125,14 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if request.path in PUBLIC_PATHS:
             return await handler(request)
-        user = authenticator.authenticate(request.headers.get("Authorization"))
+        user = authenticator.authenticate(request.headers.get("Authorization"), peer_certificate(request))
         if user is None:
             raise status.unauthorized()
         request[USER_KEY] = user
         return await handler(request)
 
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes)
+    app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes,
+                          handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
@@ -275,22 +285,15 @@ def add_discovery_routes(app: web.Application, request_host: str) -> None:
 
 
 def ssl_context(config: ApiServerConfig) -> ssl.SSLContext | None:
-    if not config.tls_cert:
+    if not config.tls_cert or not config.tls_key:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert, config.tls_key)
-    return context
+    return server_context(config.tls_cert, config.tls_key, request_client_certs=bool(config.client_ca_file))
 
 
 async def _run_controllers(config: ApiServerConfig, url: str, token: str | None) -> None:
     """Runs the controllers over HTTP to this server, as a separate controller manager would; if they stop,
     the server keeps serving."""
-    loopback_ssl = None
-    if config.tls_cert:
-        # Our own certificate is the trust anchor; it need not name 127.0.0.1.
-        loopback_ssl = ssl.create_default_context(cafile=config.tls_cert)
-        loopback_ssl.check_hostname = False
-    client = ApiClient(url, token, ssl_context=loopback_ssl)
+    client = ApiClient(url, token, ssl_context=loopback_context(config.tls_cert) if config.tls_cert else None)
     try:
         await run_all(client, config)
     except asyncio.CancelledError:

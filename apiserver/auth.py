@@ -1,7 +1,9 @@
-"""Authentication by static bearer tokens and a small role model for authorization.
+"""Authentication by client certificate or static bearer token, and a small role model for authorization.
 
-The token file is kube-apiserver's `--token-auth-file` CSV: `token,user,uid,"group1,group2"` (the
-groups column is optional; lines starting with `#` are comments).
+As kube-apiserver: a TLS client certificate signed by the `--client-ca-file` CA names the user (CN) and
+its groups (one O each); the certificate is checked here, not at the TLS handshake, so one from another
+CA gets 401 like a wrong token. The token file is kube-apiserver's `--token-auth-file` CSV:
+`token,user,uid,"group1,group2"` (the groups column is optional; lines starting with `#` are comments).
 
 Authorization is by group (the user name never grants anything):
 
@@ -14,16 +16,22 @@ Authorization is by group (the user name never grants anything):
 
 Every authenticated user may read the non-resource paths (discovery, `/version`, `/metrics`);
 `/healthz`, `/readyz` and `/livez` answer anyone, as kube-apiserver lets `system:anonymous` do.
-With no token file the server is open: every request is treated as an admin (and the server logs a
+With neither a token file nor a client CA the server is open: every request is treated as an admin (and the server logs a
 warning at start).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import hmac
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from cryptography import x509
+
+from podnet.pki import CertificateError, verify_client
 
 MASTERS_GROUP = "system:masters"
 ADMIN_GROUP = "admin"
@@ -64,24 +72,39 @@ def parse_token_file(text: str) -> dict[str, User]:
 
 
 class Authenticator:
-    """Maps bearer tokens to users; `None` tokens mean the server runs open."""
+    """Maps client certificates and bearer tokens to users; with neither tokens nor CAs the server runs open."""
 
-    def __init__(self, tokens: dict[str, User] | None):
+    def __init__(self, tokens: dict[str, User] | None, client_cas: Sequence[x509.Certificate] = ()):
         self._tokens = tokens
+        self._client_cas = tuple(client_cas)
 
     @property
     def open(self) -> bool:
-        return self._tokens is None
+        return self._tokens is None and not self._client_cas
 
     def add(self, token: str, user: User) -> None:
         """An extra token known only to this process (the loopback token of in-process controllers)."""
-        if self._tokens is not None:
-            self._tokens[token] = user
-
-    def authenticate(self, authorization: str | None) -> User | None:
         if self._tokens is None:
+            self._tokens = {}
+        self._tokens[token] = user
+
+    def authenticate(self, authorization: str | None, peer_certificate: bytes | None = None,
+                     now: datetime.datetime | None = None) -> User | None:
+        """The user a request proves to be, by its TLS client certificate (DER) or its Authorization header;
+        None when it proves nothing. `now` (default: the current time) judges the certificate's validity."""
+        if self.open:
             return ANONYMOUS_ADMIN
-        if not authorization:
+        if peer_certificate and self._client_cas:
+            try:
+                identity = verify_client(peer_certificate, self._client_cas, now or datetime.datetime.now(datetime.UTC))
+            except CertificateError:
+                identity = None  # as kube-apiserver: another authenticator (the token) may still succeed
+            if identity is not None:
+                return User(identity.user, "", identity.groups + (AUTHENTICATED_GROUP,))
+        return self._token_user(authorization)
+
+    def _token_user(self, authorization: str | None) -> User | None:
+        if not authorization or not self._tokens:
             return None
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -30,6 +30,7 @@ from podnet.overlay.wire import proxyv2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from podnet.client import ApiClient, ApiError, Informer
+from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ UDP_IDLE_SECONDS = 30.0
 class CloudLbConfig:
     server: str
     token: str | None = None
+    tls: ClientTls | None = None  # the API server's CA (and our certificate)
     pool: str = "127.0.1.0/24"
     address: str = "127.0.0.10"  # where /healthz and /metrics listen
     metrics_port: int | None = 0
@@ -464,7 +466,7 @@ async def serve(
 
 async def _serve(config: CloudLbConfig, shutdown: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token)
+        client = ApiClient(config.server, config.token, tls=config.tls)
         stack.push_async_callback(client.close)
         registry = CollectorRegistry()
         lb = CloudLoadBalancer(config, client, registry)

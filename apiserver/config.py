@@ -24,6 +24,7 @@ class ApiServerConfig:
     token_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    client_ca_file: str | None = None  # CA bundle that signs client certificates (CN = user, O = groups)
     controllers: bool = True
     node_grace_period: float = 40.0
     eviction_timeout: float = 300.0
@@ -55,6 +56,8 @@ class ApiServerConfig:
             raise ValueError(f"node port range {low}-{high} is not a range of ports")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
+        if self.client_ca_file and not self.tls_cert:
+            raise ValueError("--client-ca-file needs --tls-cert and --tls-key (client certificates need TLS)")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port {self.port} is out of range")
 

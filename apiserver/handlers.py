@@ -37,6 +37,7 @@ from podnet.apiserver.storage.base import (
     AlreadyExists,
     Compacted,
     Conflict,
+    FutureRevision,
     KeyValue,
     NotFound,
     StorageError,
@@ -126,9 +127,11 @@ def _encode_continue(revision: int, key: str) -> str:
 def _decode_continue(token: str) -> tuple[int, str]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        revision, key = int(data["rv"]), str(data["start"])
+        revision, key = data["rv"], str(data["start"])
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise status.bad_request("invalid continue token") from None
+    if type(revision) is not int or not 0 <= revision <= INT64_MAX:
+        raise status.bad_request("invalid continue token")
     return revision, key
 
 
@@ -140,9 +143,16 @@ def _dry_run(request: web.Request) -> bool:
     return bool(values)
 
 
+# Revisions, limits and timeouts are int64 in Kubernetes' API (and in etcd and SQLite); a larger number is
+# the client's mistake, not the store's.
+INT64_MAX = 2**63 - 1
+
+
 def _parse_revision(text: str, what: str = "resourceVersion") -> int:
     if not (text.isascii() and text.isdigit()):  # str.isdigit alone admits '¹', which int() refuses
         raise status.bad_request(f'invalid {what} "{text}": must be a non-negative integer')
+    if len(text.lstrip("0")) > len(str(INT64_MAX)) or int(text) > INT64_MAX:
+        raise status.bad_request(f'invalid {what} "{text}": value out of range')
     return int(text)
 
 
@@ -343,6 +353,8 @@ class Resources:
                         "this response to retrieve the remainder of the results."
                     ) from None
                 raise status.expired(f"too old resource version: {revision}") from None
+            except FutureRevision as e:
+                raise status.too_large_resource_version(e.requested, e.current) from None
             for index, kv in enumerate(kvs):
                 obj = from_storage(kv.value, kv.mod_revision)
                 if selection.matches(obj):

@@ -122,6 +122,10 @@ def too_large(limit: int) -> ApiError:
     return ApiError(status(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}"))
 
 
+def uri_too_long(limit: int) -> ApiError:
+    return ApiError(status(414, "RequestURITooLong", f"the request URI is too long: limit is {limit} bytes"))
+
+
 def unsupported_media_type(content_type: str) -> ApiError:
     return ApiError(status(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json, application/msgpack (got "{content_type}")'))
 
@@ -139,6 +143,13 @@ def invalid(kind: Kind, name: str, causes: list[Cause]) -> ApiError:
 def unprocessable(message: str) -> ApiError:
     """A patch that cannot be applied to the object (a failed json-patch `test`, a missing path)."""
     return ApiError(status(422, "Invalid", message))
+
+
+def too_large_resource_version(requested: int, current: int) -> ApiError:
+    """A read at a revision the store has not reached: kube-apiserver's timeout, which clients retry."""
+    details = {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+               "retryAfterSeconds": 1}
+    return ApiError(status(504, "Timeout", f"Timeout: Too large resource version: {requested}, current: {current}", details))
 
 
 def unavailable(message: str) -> ApiError:

@@ -151,7 +151,7 @@ async def one_cluster(root: Path, nodes: int, index: int) -> dict:
                          "rss_mib": round(rss / 2**20, 1),
                          "rss_per_process_mib": round(rss / 2**20 / len(state.processes), 1)}
         if nodes == min(NODE_COUNTS) and PODS:
-            async with ApiClient(topo.api_url, state.token) as client:
+            async with ApiClient.from_kubeconfig(topo.home / "kubeconfig") as client:
                 log(f"  {PODS} pods at {CREATE_RATE:g}/s")
                 figures["pod_startup"] = await pod_startup(client, topo)
         return figures

@@ -301,7 +301,7 @@ def main() -> None:
 
         if not args.no_apiserver:
             result["programming_latency"] = programming_latency(directory, args.latency_samples)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

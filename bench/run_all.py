@@ -1,7 +1,9 @@
 """Runs every benchmark in bench/ and writes BENCHMARKS.md with their JSON figures and the machine they ran on.
 
-Each benchmark prints one JSON object (its figures, and a baseline ratio where it has one) as its last line of
-standard output. Names on the command line (`run_all.py dns netpol`) run only those.
+Each benchmark prints its result as one JSON object on the last line of its standard output. A benchmark that
+exits non-zero, or whose last line is not such an object, has failed: its error goes into BENCHMARKS.md and
+run_all exits non-zero, so a result that cannot be read never passes for a run. Names on the command line
+(`run_all.py dns netpol`) run only those.
 """
 
 from __future__ import annotations
@@ -32,39 +34,58 @@ def machine() -> str:
             f"{platform.release()}, Python {platform.python_version()}")
 
 
-def run(script: Path, timeout: float) -> dict:
+def read_result(returncode: int, stdout: str, stderr: str) -> tuple[dict, bool]:
+    """A benchmark's figures from its exit code and output, and whether it succeeded."""
+    if returncode != 0:
+        return {"error": f"exit {returncode}: {stderr.strip().splitlines()[-1:]}"}, False
+    lines = stdout.strip().splitlines()
+    last = lines[-1] if lines else ""
+    try:
+        figures = json.loads(last)
+    except ValueError:
+        figures = None
+    if not isinstance(figures, dict):
+        return {"error": f"the last line of output is not one JSON object: {last[:200]!r}"}, False
+    return figures, True
+
+
+def run(script: Path, timeout: float) -> tuple[dict, bool]:
     started = time.monotonic()
     try:
         result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f}s"}
-    figures: dict = {"error": f"exit {result.returncode}: {result.stderr.strip().splitlines()[-1:]}"}
-    for line in reversed(result.stdout.strip().splitlines()):
-        try:
-            figures = json.loads(line)
-            break
-        except ValueError:
-            continue
+        return {"error": f"timed out after {timeout:.0f}s"}, False
+    figures, ok = read_result(result.returncode, result.stdout, result.stderr)
     figures.setdefault("seconds", round(time.monotonic() - started, 1))
-    return figures
+    return figures, ok
 
 
-def main() -> None:
+def main(argv: list[str], bench_dir: Path = HERE, out: Path = HERE.parent / "BENCHMARKS.md") -> int:
     timeout = float(os.environ.get("PODNET_BENCH_TIMEOUT", "900"))
-    chosen = set(sys.argv[1:])
-    scripts = sorted(p for p in HERE.glob("*.py")
+    chosen = set(argv)
+    scripts = sorted(p for p in bench_dir.glob("*.py")
                      if p.name != Path(__file__).name and (not chosen or p.stem in chosen))
+    unknown = chosen - {p.stem for p in scripts}
+    if unknown:
+        print(f"error: no benchmark named {', '.join(sorted(unknown))} in {bench_dir}", file=sys.stderr)
+        return 2
     sections = [f"# podnet benchmarks\n\nRun by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n\n"
                 f"Machine: {machine()}.\n"]
+    failed = []
     for script in scripts:
         print(f"running {script.name} ...", flush=True)
-        figures = run(script, timeout)
+        figures, ok = run(script, timeout)
         print(json.dumps(figures), flush=True)
         sections.append(f"\n## {script.stem}\n\n```json\n{json.dumps(figures, indent=2)}\n```\n")
-    out = HERE.parent / "BENCHMARKS.md"
+        if not ok:
+            failed.append(script.stem)
     out.write_text("".join(sections))
     print(f"wrote {out}")
+    if failed:
+        print(f"error: no result from {', '.join(failed)} (see {out.name})", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

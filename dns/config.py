@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.kubeconfig import ClientTls
+
 
 def default_port() -> int:
     """53 when we may bind it (root), else 5353."""
@@ -39,6 +41,7 @@ class DnsConfig:
     # Where the records come from: an API server, or (without one) a file of manifests.
     server: str | None = None
     token: str | None = None
+    tls: ClientTls | None = None  # the API server's CA (and our certificate)
     objects_file: Path | None = None
     upstreams: tuple[tuple[str, int], ...] = ()
     zone: str = "cluster.local"

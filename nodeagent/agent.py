@@ -73,6 +73,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from podnet.client import ApiClient, ApiError, Informer, podnet_home
+from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server
 from podnet.rpc.session import RpcError, RpcServer
 
@@ -95,6 +96,7 @@ class AgentConfig:
     address: str
     server: str
     token: str | None = None
+    tls: ClientTls | None = None  # the API server's CA (and our certificate)
     state_dir: str | None = None  # default $PODNET_HOME/nodes/<name>
     vxlan_port: int = 4789
     fou_port: int = FOU_PORT  # the bgp backend's foo-over-UDP port, here and on every peer
@@ -1138,7 +1140,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, encoding="msgpack")
+        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls)
         stack.push_async_callback(client.close)
         agent = NodeAgent(config, client)
         registry = CollectorRegistry()

@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 import msgpack
-import yaml
 
+from podnet import kubeconfig
 from podnet.api import kinds
 from podnet.api.kinds import Kind
 
@@ -73,11 +73,14 @@ class ApiClient:
         *,
         encoding: str = "json",
         ssl_context: ssl.SSLContext | bool | None = None,
+        tls: kubeconfig.ClientTls | None = None,
         timeout: float = 30.0,
     ):
         self.server = server.rstrip("/")
         self.token = token
         self.content_type = MSGPACK if encoding == "msgpack" else JSON
+        if ssl_context is None and tls is not None and self.server.startswith("https:"):
+            ssl_context = tls.context()
         self.ssl = ssl_context
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
@@ -85,29 +88,15 @@ class ApiClient:
     @classmethod
     def from_kubeconfig(cls, path: str | Path | None = None, **kwargs: Any) -> ApiClient:
         """Reads the current context of a standard kubeconfig (default `$PODNET_HOME/kubeconfig`)."""
-        path = Path(path) if path else podnet_home() / "kubeconfig"
         try:
-            config = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ApiError({"code": 0, "reason": "NoConfig",
-                            "message": f"no kubeconfig at {path}: start a cluster with `podnet up` or pass --server"}) from None
-        except yaml.YAMLError as exc:
-            raise ApiError({"code": 0, "reason": "BadConfig", "message": f"{path}: not valid YAML: {exc}"}) from None
-        try:
-            contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
-            context = contexts[config.get("current-context") or next(iter(contexts))]
-            cluster = {c["name"]: c["cluster"] for c in config["clusters"]}[context["cluster"]]
-            users = {u["name"]: u.get("user") or {} for u in config.get("users", [])}
-            user = users.get(context.get("user"), {})
-        except (KeyError, TypeError, StopIteration, AttributeError):
-            raise ApiError({"code": 0, "reason": "BadConfig", "message": f"{path}: no usable current context"}) from None
-        ssl_context: ssl.SSLContext | bool | None = None
-        if cluster["server"].startswith("https"):
-            if cluster.get("insecure-skip-tls-verify"):
-                ssl_context = False
-            elif ca := cluster.get("certificate-authority"):
-                ssl_context = ssl.create_default_context(cafile=ca)
-        return cls(cluster["server"], user.get("token"), ssl_context=ssl_context, **kwargs)
+            credentials = kubeconfig.load(Path(path) if path else podnet_home() / "kubeconfig")
+        except kubeconfig.KubeconfigError as exc:
+            raise ApiError({"code": 0, "reason": "BadConfig", "message": str(exc)}) from None
+        return cls.from_credentials(credentials, **kwargs)
+
+    @classmethod
+    def from_credentials(cls, credentials: kubeconfig.Credentials, **kwargs: Any) -> ApiClient:
+        return cls(credentials.server, credentials.token, tls=credentials.tls, **kwargs)
 
     async def __aenter__(self) -> ApiClient:
         return self

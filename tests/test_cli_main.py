@@ -2,6 +2,7 @@
 process entry of kube-proxy parses the same options as `podnet kubeproxy`."""
 
 import importlib
+import os
 import subprocess
 import sys
 
@@ -57,6 +58,9 @@ def test_plain_parser_has_the_typer_options_with_their_defaults_and_environment(
         "agent_socket": "/a.sock",
         "server": "http://127.0.0.1:6443",
         "token": None,
+        "token_file": None,
+        "ca_file": None,
+        "kubeconfig": None,
         "mode": "iptables",
         "address": None,
         "metrics_port": 0,
@@ -71,10 +75,20 @@ def test_plain_parser_has_the_typer_options_with_their_defaults_and_environment(
     assert args.metrics_port == -1 and args.min_sync_interval == 0.5
 
 
-def test_plain_parser_requires_options_without_default(monkeypatch):
-    monkeypatch.delenv("PODNET_SERVER", raising=False)
+def test_plain_parser_requires_options_without_default():
     with pytest.raises(SystemExit):
-        plainargs.parser_for(kubeproxy).parse_args(["--node", "node-1", "--agent-socket", "/a.sock"])
+        plainargs.parser_for(kubeproxy).parse_args(["--agent-socket", "/a.sock"])
+
+
+def test_a_process_without_an_api_server_says_how_to_name_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN")}
+    run = subprocess.run([sys.executable, "-m", "podnet.nodeagent.kubeproxy", "--node", "n", "--agent-socket", "s"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 2 and run.stderr.strip() == "error: give --kubeconfig FILE or --server URL"
+    missing = tmp_path / "nothing.kubeconfig"
+    run = subprocess.run([sys.executable, "-m", "podnet.nodeagent.kubeproxy", "--node", "n", "--agent-socket", "s",
+                          "--kubeconfig", str(missing)], capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 2 and run.stderr.startswith(f"error: no kubeconfig at {missing}")
 
 
 def test_kubeproxy_process_entry_refuses_an_unknown_mode():

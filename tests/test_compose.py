@@ -43,12 +43,15 @@ def test_each_container_runs_its_hosts_processes_with_the_topologys_argv(store, 
         assert all(p["name"].split("/")[0] == name for p in processes)
         started += [(p["name"], tuple(p["argv"])) for p in processes]
         assert service["networks"]["podnet"]["ipv4_address"] == compose.container_address(topo, name)
-    assert started == [(c.name, c.argv) for c in topology.components(topo, compose.TOKEN)]
+    assert started == [(c.name, c.argv) for c in topology.components(topo)]
     assert ("etcd" in services) == (store == "etcd")
     node_processes = [json.loads(a)["name"] for a in services["node-2"]["command"] if a.startswith("{")]
     expected = ["node-2/agent", "node-2/kube-proxy"] + (["node-2/bgp"] if backend == "bgp" else [])
     assert node_processes == expected
-    assert services["node-2"]["volumes"] == ["${PODNET_COMPOSE_HOME:-./.home}/nodes/node-2:/var/lib/podnet/nodes/node-2"]
+    assert services["node-2"]["volumes"] == ["${PODNET_COMPOSE_HOME:-./.home}/pki:/var/lib/podnet/pki:ro",
+                                             "${PODNET_COMPOSE_HOME:-./.home}/nodes/node-2:/var/lib/podnet/nodes/node-2"]
+    # Every container reads the credentials that `podnet compose credentials` made on the host.
+    assert all("${PODNET_COMPOSE_HOME:-./.home}/pki:/var/lib/podnet/pki:ro" in s["volumes"] for s in services.values())
     addresses = [s["networks"]["podnet"]["ipv4_address"] for s in services.values()]
     assert len(set(addresses)) == len(addresses)
 

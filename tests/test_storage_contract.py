@@ -14,10 +14,10 @@ from podnet.apiserver.storage.base import (
     AlreadyExists,
     Compacted,
     Conflict,
+    FutureRevision,
     KeyValue,
     NotFound,
     Progress,
-    StorageError,
     Store,
     Unavailable,
     WatchEvent,
@@ -352,8 +352,10 @@ async def test_a_watcher_that_falls_behind_loses_nothing(store: Store, prefix: s
 
 
 async def test_list_at_a_future_revision_is_refused(store: Store, prefix: str) -> None:
-    with pytest.raises(StorageError):
-        await store.list(prefix, revision=await store.current_revision() + 1000)
+    current = await store.current_revision()
+    with pytest.raises(FutureRevision) as refused:
+        await store.list(prefix, revision=current + 1000)
+    assert (refused.value.requested, refused.value.current) == (current + 1000, current)
 
 
 async def test_writes_survive_reopening(make_store: StoreFactory, prefix: str) -> None:

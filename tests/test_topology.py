@@ -9,16 +9,16 @@ def test_names_and_addresses_are_deterministic():
     topo = topology.build(Path("/h"), 3)
     assert [(n.name, n.address) for n in topo.nodes] == [
         ("node-1", "127.0.0.11"), ("node-2", "127.0.0.12"), ("node-3", "127.0.0.13")]
-    assert topo.api_url == "http://127.0.0.10:6443"
+    assert topo.api_url == "https://127.0.0.10:6443"
     assert topo.store_url == "sqlite:///h/store.db"
 
 
 def test_components_start_in_order_and_follow_the_options():
     topo = topology.build(Path("/h"), 2, store="etcd", backend="bgp", proxy_mode="ipvs")
-    names = [c.name for c in topology.components(topo, "tok")]
+    names = [c.name for c in topology.components(topo)]
     assert names == ["etcd", "apiserver", "dns", "node-1/agent", "node-1/kube-proxy", "node-1/bgp",
                      "node-2/agent", "node-2/kube-proxy", "node-2/bgp", "cloud-lb"]
-    specs = {c.name: c for c in topology.components(topo, "tok")}
+    specs = {c.name: c for c in topology.components(topo)}
     assert specs["etcd"].external and specs["etcd"].argv[0] == "etcd"
     assert "etcd://127.0.0.10:2379" in specs["apiserver"].argv
     assert ("--mode", "ipvs") == specs["node-2/kube-proxy"].argv[3:5]
@@ -45,9 +45,9 @@ def test_bad_options_are_refused_with_the_flag_named(kwargs, message):
 
 def test_network_layout_gives_each_control_plane_component_its_own_host():
     topo = topology.build(Path("/h"), 3, prefix="198.51.100", store="etcd", layout="network")
-    specs = {c.name: c for c in topology.components(topo, "tok")}
+    specs = {c.name: c for c in topology.components(topo)}
     assert [n.address for n in topo.nodes] == ["198.51.100.11", "198.51.100.12", "198.51.100.13"]
-    assert topo.api_url == "http://198.51.100.3:6443"
+    assert topo.api_url == "https://198.51.100.3:6443"
     assert topo.store_url == "etcd://198.51.100.2:2379"
     assert "http://198.51.100.2:2379" in specs["etcd"].argv
     assert ("--address", "198.51.100.4") == specs["dns"].argv[1:3]
@@ -59,3 +59,24 @@ def test_network_layout_gives_each_control_plane_component_its_own_host():
 def test_network_layout_needs_a_private_network(prefix):
     with pytest.raises(topology.TopologyError, match="private or documentation network"):
         topology.build(Path("/h"), prefix=prefix, layout="network")
+
+
+def test_clients_of_the_api_find_it_in_a_kubeconfig_of_their_own_and_no_secret_is_on_a_command_line():
+    topo = topology.build(Path("/h"), 2, backend="bgp")
+    specs = {c.name: c for c in topology.components(topo)}
+    assert all("--token" not in c.argv for c in specs.values())
+    for name in ("dns", "node-1/agent", "node-2/kube-proxy", "node-1/bgp", "cloud-lb"):
+        argv = specs[name].argv
+        assert argv[argv.index("--kubeconfig") + 1] == f"/h/pki/{name.replace('/', '_')}.kubeconfig"
+    apiserver = specs["apiserver"].argv
+    flags = {apiserver[i]: apiserver[i + 1] for i in range(len(apiserver) - 1) if apiserver[i].startswith("--")}
+    assert flags["--tls-cert"] == "/h/pki/apiserver.crt" and flags["--client-ca-file"] == "/h/pki/ca.crt"
+    assert specs["apiserver"].health.http == "https://127.0.0.10:6443/readyz"
+    assert specs["apiserver"].health.ca == "/h/pki/ca.crt"
+
+
+def test_insecure_http_is_plain_http_without_certificates():
+    topo = topology.build(Path("/h"), 1, insecure_http=True)
+    apiserver = {c.name: c for c in topology.components(topo)}["apiserver"]
+    assert topo.api_url == "http://127.0.0.10:6443"
+    assert "--tls-cert" not in apiserver.argv and apiserver.health.ca is None

@@ -46,6 +46,15 @@ class Compacted(StorageError):
         self.compacted = compacted
 
 
+class FutureRevision(StorageError):
+    """The asked revision is newer than the store's (HTTP 504 "Too large resource version", as kube-apiserver)."""
+
+    def __init__(self, requested: int, current: int):
+        super().__init__(f"revision {requested} is in the future (current {current})")
+        self.requested = requested
+        self.current = current
+
+
 class Unavailable(StorageError):
     """The backend cannot be reached now (HTTP 503); the caller may retry."""
 

@@ -25,6 +25,7 @@ from podnet.apiserver.storage.base import (
     AlreadyExists,
     Compacted,
     Conflict,
+    FutureRevision,
     KeyValue,
     NotFound,
     OpensAsContext,
@@ -46,6 +47,7 @@ _CHANNEL_OPTIONS = {
 }
 # What etcd answers for a read below the compacted revision, and for a compaction to an older one.
 _COMPACTED = "required revision has been compacted"
+_FUTURE = "required revision is a future revision"
 _UNAVAILABLE_CODES = (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -135,6 +137,8 @@ class EtcdStore(OpensAsContext):
                 raise Unavailable(f"etcd {self._endpoint_of(client)}: {details}") from e
             if _COMPACTED in details:
                 raise _CompactedRead(details) from e
+            if _FUTURE in details:
+                raise _FutureRead(details) from e
             raise StorageError(f"etcd: {details}") from e
 
     def _next_endpoint(self, failed: aetcd.Client) -> None:
@@ -176,6 +180,8 @@ class EtcdStore(OpensAsContext):
                 )
         except _CompactedRead as e:
             raise Compacted(revision, await self._compacted_revision(prefix, revision)) from e.__cause__
+        except _FutureRead as e:
+            raise FutureRevision(revision, await self.current_revision()) from e.__cause__
         return [_key_value(kv) for kv in response.kvs], revision or response.header.revision
 
     # -- writes --------------------------------------------------------------------------------
@@ -311,3 +317,7 @@ class EtcdStore(OpensAsContext):
 
 class _CompactedRead(StorageError):
     """etcd refused a revision below its compacted one (mapped to Compacted by the caller)."""
+
+
+class _FutureRead(StorageError):
+    """etcd refused a revision above its current one (mapped to FutureRevision by the caller)."""

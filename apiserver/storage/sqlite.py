@@ -25,6 +25,7 @@ from podnet.apiserver.storage.base import (
     AlreadyExists,
     Compacted,
     Conflict,
+    FutureRevision,
     KeyValue,
     NotFound,
     OpensAsContext,
@@ -317,7 +318,7 @@ class SqliteStore(OpensAsContext):
             if revision < compacted:
                 raise Compacted(revision, compacted)
             if revision > current:
-                raise StorageError(f"revision {revision} is in the future (current {current})")
+                raise FutureRevision(revision, current)
         else:
             revision = current
         where, params = _range_sql(prefix)

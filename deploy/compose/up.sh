@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
 # Builds the image, starts deploy/docker-compose.yml, points the host's CLI at it and waits until every
 # node is Ready and the cluster DNS answers. The host's cluster home is $PODNET_COMPOSE_HOME
-# (default deploy/.home): kubeconfig there, and each node's state directory with its agent socket.
+# (default deploy/.home): kubeconfig and the cluster's credentials (pki/) there, and each node's state
+# directory with its agent socket.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 nodes=$(grep -cE '^  node-[0-9]+:$' "$compose_file")
-if [ -z "${PODNET_TOKEN:-}" ]; then
-  PODNET_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-fi
-export PODNET_TOKEN
 
 failed() {
   compose ps >&2
@@ -21,8 +18,9 @@ failed() {
 docker info >/dev/null 2>&1 || "$repo/deploy/compose/engine.sh" >/dev/null
 "$repo/deploy/compose/build.sh"
 mkdir -p "$PODNET_COMPOSE_HOME/nodes"
+# The CA, certificates, tokens and kubeconfigs, made here and mounted read-only into every container.
+$podnet compose credentials --home "$PODNET_COMPOSE_HOME" --nodes "$nodes" >/dev/null
 compose up -d --no-build
-$podnet compose kubeconfig --home "$PODNET_COMPOSE_HOME" --token "$PODNET_TOKEN" >/dev/null
 $podnet compose wait --home "$PODNET_COMPOSE_HOME" --nodes "$nodes" --timeout "${PODNET_COMPOSE_TIMEOUT:-150}" &
 waiter=$!
 # A host whose process died exits (its launcher restarts nothing): stop waiting as soon as one has.

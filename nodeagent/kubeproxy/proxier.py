@@ -31,6 +31,7 @@ from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from podnet.client import ApiClient, Informer
+from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
 from podnet.rpc.session import RpcClient, RpcError
 
@@ -44,6 +45,7 @@ class ProxyConfig:
     server: str
     agent_socket: str
     token: str | None = None
+    tls: ClientTls | None = None  # the API server's CA (and our certificate)
     address: str | None = None  # None: the Node's InternalIP
     metrics_port: int | None = 0  # None: no status server; 0: any free port
     service_cidr: str = "10.96.0.0/12"
@@ -321,7 +323,7 @@ async def _serve(config: ProxyConfig, shutdown: asyncio.Event) -> None:
     # With the two lines that follow (caches synced, full table applied), the log tells a restart's time.
     log.info("kube-proxy %s starting: listing Services, EndpointSlices and the Node", config.node)
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, encoding="msgpack")
+        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls)
         stack.push_async_callback(client.close)
         registry = CollectorRegistry()
         proxier = Proxier(config, client, registry)

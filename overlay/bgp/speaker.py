@@ -27,6 +27,7 @@ from podnet.overlay.bgp.rib import BestChanged, PeerInfo, Rib
 from podnet.overlay.bgp.rib import Path as RibPath
 
 from podnet.client import ApiClient, Informer
+from podnet.kubeconfig import ClientTls
 from podnet.rpc.session import RpcClient, RpcError, RpcServer
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class SpeakerConfig:
     peers: tuple[PeerConfig, ...] = ()  # when empty and `server` is set: every other Node, full mesh
     server: str | None = None
     token: str | None = None
+    tls: ClientTls | None = None  # the API server's CA (and our certificate)
     agent_socket: str | None = None
     state_dir: Path | None = None
     hold_time: int = 9
@@ -547,7 +549,7 @@ async def serve(config: SpeakerConfig, *, shutdown_trigger: asyncio.Event | None
             stack.push_async_callback(rpc.close)
         tasks = [asyncio.create_task(speaker.install_routes(shutdown))]
         if config.server:
-            client = ApiClient(config.server, config.token, encoding="msgpack")
+            client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls)
             stack.push_async_callback(client.close)
             informer = Informer(client, "nodes")
             informer.add_handler(speaker.on_node)

@@ -10,6 +10,7 @@ import typer
 
 from podnet.api.printers import format_table
 from podnet.cli.common import fail, home, run_async
+from podnet.cli.daemon import CaFile, Kubeconfig, Server, Token, TokenFile, api_credentials
 from podnet.rpc.session import RpcError, call_once
 
 bgp_app = typer.Typer(help="Run a node's BGP speaker, or look at one.", add_completion=False)
@@ -35,8 +36,11 @@ def bgp(
     asn: int = typer.Option(64512, "--asn", help="Our AS number."),
     port: int = typer.Option(None, "--port", help="BGP port (default 179 as root, else 1790; 0 picks one)."),
     peer: list[str] = typer.Option([], "--peer", help="ADDR, ADDR:PORT, ADDR/ASN or ADDR:PORT/ASN; replaces the full mesh of Nodes."),
-    server: str = typer.Option(None, "--server", "-s", envvar="PODNET_SERVER", help="API server URL."),
-    token: str = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token."),
+    server: Server = None,
+    token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+    kubeconfig: Kubeconfig = None,
     agent_socket: str = typer.Option(None, "--agent-socket", help="The node agent's RPC socket."),
     state_dir: Path = StateDirOption,
     hold_time: int = typer.Option(9, "--hold-time", help="Hold time offered, seconds (0 or 3..65535)."),
@@ -55,13 +59,15 @@ def bgp(
 
     if not node or not address:
         raise fail("error: give --node NAME and --address ADDR")
-    if not server and not peer:
-        raise fail("error: give --server URL (full mesh of Nodes) or --peer ADDR[:PORT][/ASN]")
+    api = api_credentials(server, token, token_file, ca_file, kubeconfig)
+    if api is None and not peer:
+        raise fail("error: give --kubeconfig FILE or --server URL (full mesh of Nodes), or --peer ADDR[:PORT][/ASN]")
     port = default_port() if port is None else port
     try:
         peers = tuple(PeerConfig.parse(text, port) for text in peer)
         config = SpeakerConfig(
-            node=node, address=address, asn=asn, port=port, peers=peers, server=server, token=token,
+            node=node, address=address, asn=asn, port=port, peers=peers, server=api and api.server,
+            token=api and api.token, tls=api and api.tls,
             agent_socket=agent_socket, state_dir=_state_dir(node, state_dir), hold_time=hold_time,
             graceful_restart_time=graceful_restart_time, pod_cidr=pod_cidr, connect_retry_time=connect_retry,
             router_id=router_id,

@@ -6,12 +6,27 @@ from typing import Annotated
 
 import typer
 
-from podnet.cli.daemon import LogLevel, MetricsPort, Server, Token, metrics_port_or_none, run
+from podnet.cli.daemon import (
+    CaFile,
+    Kubeconfig,
+    LogLevel,
+    MetricsPort,
+    Server,
+    Token,
+    TokenFile,
+    api_credentials,
+    metrics_port_or_none,
+    require_server,
+    run,
+)
 
 
 def cloud_lb(
-    server: Server,
+    server: Server = None,
     token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+    kubeconfig: Kubeconfig = None,
     pool: Annotated[str, typer.Option(help="Addresses handed to LoadBalancer Services.")] = "127.0.1.0/24",
     address: Annotated[str, typer.Option(help="Address of /healthz and /metrics.")] = "127.0.0.10",
     metrics_port: MetricsPort = 0,
@@ -31,10 +46,12 @@ def cloud_lb(
     except ValueError as exc:
         typer.echo(f"error: --pool {pool!r}: {exc}", err=True)
         raise typer.Exit(2) from None
+    api = require_server(api_credentials(server, token, token_file, ca_file, kubeconfig))
     logs.setup("cloud-lb", log_level)
     config = CloudLbConfig(
-        server=server,
-        token=token,
+        server=api.server,
+        token=api.token,
+        tls=api.tls,
         pool=pool,
         address=address,
         metrics_port=metrics_port_or_none(metrics_port),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
-import secrets
 import shutil
 import signal
 import time
@@ -12,11 +12,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-import yaml
 
 from podnet.cli.common import fail
 from podnet.client import ApiClient, podnet_home
-from podnet.cluster import netns_hosts, readiness, supervisor, topology
+from podnet.cluster import credentials, netns_hosts, readiness, supervisor, topology
 from podnet.cluster.supervisor import ClusterState, SupervisorError
 
 HomeOption = typer.Option(None, "--home", envvar="PODNET_HOME", help="Cluster home (default ~/.podnet).")
@@ -26,19 +25,15 @@ def _home(home: Path | None) -> Path:
     return (home or podnet_home()).expanduser().resolve()
 
 
-def write_kubeconfig(home: Path, server: str, token: str) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "podnet", "cluster": {"server": server}}],
-        "users": [{"name": "podnet-admin", "user": {"token": token}}],
-        "contexts": [{"name": "podnet", "context": {"cluster": "podnet", "user": "podnet-admin"}}],
-        "current-context": "podnet",
-    }
-    path = home / "kubeconfig"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    path.chmod(0o600)
-    return path
+def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str | None = None,
+                      extra_addresses: tuple[str, ...] = ()) -> str:
+    """Every credential of `topo`'s cluster under `home` (see podnet/cluster/credentials.py): one kubeconfig
+    for each process that talks to the API server. Returns the admin token."""
+    clients = [spec.name for spec in topology.components(topo) if "--kubeconfig" in spec.argv]
+    return credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
+                             service_cidr=topo.service_cidr, components=clients,
+                             now=datetime.datetime.now(datetime.UTC), admin_server=admin_server,
+                             tls=not topo.insecure_http)
 
 
 def _load(home: Path | None) -> ClusterState:
@@ -57,14 +52,11 @@ async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> Cluste
             raise SupervisorError(f"a cluster is already running in {home} ({', '.join(running)}); "
                                   "`podnet down` first")
     home.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(16)
-    (home / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
-    (home / "tokens.csv").chmod(0o600)
-    specs = topology.components(topo, token)
+    specs = topology.components(topo)
+    issue_credentials(topo, home)
     topo_data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(topo).items()}
-    state = supervisor.new_state(home, token, topo_data, specs)
+    state = supervisor.new_state(home, topo_data, specs)
     state.save()
-    write_kubeconfig(home, topo.api_url, token)
     started = time.monotonic()
     if topo.host_mode == "netns":
         typer.echo(f"  hosts: {len(topo.nodes)} network namespaces on bridge {netns_hosts.BRIDGE} ({topo.control_address})")
@@ -74,7 +66,7 @@ async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> Cluste
         supervisor.launch(state, proc)
         await supervisor.wait_healthy(state, proc)
         typer.echo(f"pid {proc.pid:<8} healthy ({time.monotonic() - started:.1f}s)")
-    async with ApiClient(topo.api_url, token) as client:
+    async with ApiClient.from_kubeconfig(home / "kubeconfig") as client:
         names = {n.name for n in topo.nodes}
 
         async def all_ready() -> bool:
@@ -110,6 +102,8 @@ def register(app: typer.Typer) -> None:
                                   "(each node's processes in a network namespace on a bridge, 203.0.113.0/24; root)."),
         pod_mode: str = typer.Option("virtual", "--pod-mode", help="virtual (a stack in the agent) or netns "
                                      "(real network namespaces that run real programs; root)."),
+        insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve the API on plain HTTP with "
+                                           "tokens (debugging only: kubectl sends no token over HTTP)."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
@@ -124,7 +118,7 @@ def register(app: typer.Typer) -> None:
                 _home(home), nodes, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
-                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode,
+                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
@@ -251,7 +245,7 @@ def register(app: typer.Typer) -> None:
         for name in removed:
             typer.echo(f"removed {name}")
         for leftover in ("cluster.json", "nodes", "logs", "etcd", "store.db", "store.db-wal", "store.db-shm", "kubeconfig",
-                         "tokens.csv"):
+                         credentials.PKI_DIR):
             path = h / leftover
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from podnet import kubeconfig
 from podnet.api.kinds import UnknownKind
 from podnet.client import ApiClient, ApiError, podnet_home
 from podnet.rpc.session import RpcError
@@ -25,13 +27,18 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def client_for(server: str | None, token: str | None, kubeconfig: Path | None = None) -> ApiClient:
-    if server:
+def client_for(server: str | None, token: str | None, kubeconfig_path: Path | None = None) -> ApiClient:
+    """As kubectl: the kubeconfig's cluster and credentials, --server and --token overriding theirs. With
+    --server and no kubeconfig at all, the server alone (its certificate checked against the system's CAs)."""
+    path = kubeconfig_path or podnet_home() / "kubeconfig"
+    if server and not kubeconfig_path and not path.exists():
         return ApiClient(server, token)
-    client = ApiClient.from_kubeconfig(kubeconfig)
-    if token:
-        client.token = token
-    return client
+    try:
+        credentials = kubeconfig.load(path)
+    except kubeconfig.KubeconfigError as exc:
+        raise fail(f"error: {exc}") from None
+    return ApiClient.from_credentials(replace(credentials, server=server or credentials.server,
+                                              token=token or credentials.token))
 
 
 def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -39,6 +46,9 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
     try:
         return asyncio.run(coro)
     except ApiError as exc:
+        if exc.code == 401:
+            # kubectl's words for a credential the server does not take.
+            raise fail(f"error: You must be logged in to the server ({exc})") from None
         reason = f" ({exc.reason})" if exc.reason else ""
         raise fail(f"Error from server{reason}: {exc}") from None
     except RpcError as exc:

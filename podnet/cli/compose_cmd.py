@@ -11,14 +11,13 @@ from pathlib import Path
 
 import typer
 
-from podnet.cli.cluster_cmd import write_kubeconfig
+from podnet.cli.cluster_cmd import issue_credentials
 from podnet.cli.common import fail
 from podnet.client import ApiClient
 from podnet.cluster import compose, launcher, readiness, topology
 
 HomeOption = typer.Option(..., "--home", envvar="PODNET_COMPOSE_HOME",
                           help="The compose cluster's home on this host (node state and kubeconfig).")
-TokenOption = typer.Option("podnet-demo", "--token", envvar="PODNET_TOKEN", help="The API token compose was given.")
 
 
 def register(app: typer.Typer) -> None:
@@ -50,8 +49,7 @@ def register(app: typer.Typer) -> None:
     def launch(
         processes: list[str] = typer.Argument(..., help="Processes in start order, as JSON objects."),
         wait_for: list[str] = typer.Option([], "--wait-for", help="Health URLs to wait for before starting."),
-        token_file: Path | None = typer.Option(None, "--token-file", help="Write the API token file here first."),
-        token: str | None = typer.Option(None, "--token"),
+        ca_file: str | None = typer.Option(None, "--ca-file", help="The CA of the HTTPS health URLs."),
         timeout: float = typer.Option(180.0, "--timeout"),
     ) -> None:
         """Run one container's processes in order, each healthy before the next; restart none."""
@@ -60,25 +58,28 @@ def register(app: typer.Typer) -> None:
         logs.setup("launcher")
         try:
             specs = [launcher.parse_process(p) for p in processes]
-            if token_file:
-                if not token:
-                    raise launcher.LaunchError("--token-file needs --token")
-                launcher.write_token_file(token_file, token)
-            code = asyncio.run(launcher.launch(specs, wait_urls=wait_for, timeout=timeout))
+            code = asyncio.run(launcher.launch(specs, wait_urls=wait_for, ca_file=ca_file, timeout=timeout))
         except launcher.LaunchError as exc:
             raise fail(f"error: {exc}") from None
         raise typer.Exit(code)
 
     @group.command()
-    def kubeconfig(
+    def credentials(
         home: Path = HomeOption,
-        token: str = TokenOption,
-        api_port: int = typer.Option(6443, "--api-port", help="The API server's port published on 127.0.0.1."),
+        nodes: int = typer.Option(3, "--nodes"),
+        backend: str = typer.Option("vxlan", "--backend", help="vxlan or bgp (its speakers get credentials too)."),
+        prefix: str = typer.Option(compose.DEFAULT_PREFIX, "--prefix", help="First three octets of the compose network."),
     ) -> None:
-        """Write HOME/kubeconfig for the host's CLI: the API server's published port and the token."""
+        """Make the cluster's CA, certificates and tokens under HOME/pki (mounted into every container) and
+        HOME/kubeconfig for the host's CLI, which reaches the API server's port published on 127.0.0.1."""
+        try:
+            topo = compose.build_topology(nodes, prefix=prefix, backend=backend)
+        except topology.TopologyError as exc:
+            raise fail(f"error: {exc}") from None
         home.mkdir(parents=True, exist_ok=True)
-        path = write_kubeconfig(home, f"http://{compose.PUBLISH_ADDRESS}:{api_port}", token)
-        typer.echo(str(path))
+        issue_credentials(topo, home, admin_server=f"https://{compose.PUBLISH_ADDRESS}:{topo.api_port}",
+                          extra_addresses=(compose.PUBLISH_ADDRESS,))
+        typer.echo(str(home / "kubeconfig"))
 
     @group.command()
     def wait(

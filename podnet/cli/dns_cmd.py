@@ -12,6 +12,7 @@ import typer
 from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
 from podnet.cli.common import fail
+from podnet.cli.daemon import CaFile, Kubeconfig, Server, Token, TokenFile, api_credentials
 
 DIG_TIMEOUT = 2.0
 DIG_TRIES = 3
@@ -116,8 +117,11 @@ def register(app: typer.Typer) -> None:
     def dns(
         address: str = typer.Option("127.0.0.1", "--address", help="Address to answer on (UDP and TCP)."),
         port: int = typer.Option(None, "--port", help="Port (default 53 as root, else 5353; 0 picks one)."),
-        server: str = typer.Option(None, "--server", "-s", envvar="PODNET_SERVER", help="API server URL."),
-        token: str = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token."),
+        server: Server = None,
+        token: Token = None,
+        token_file: TokenFile = None,
+        ca_file: CaFile = None,
+        kubeconfig: Kubeconfig = None,
         upstream: list[str] = typer.Option([], "--upstream", help="IP[:PORT] for names outside the zone."),
         zone: str = typer.Option("cluster.local", "--zone", help="The cluster domain."),
         ttl: int = typer.Option(5, "--ttl", help="TTL of every answer, seconds."),
@@ -134,14 +138,16 @@ def register(app: typer.Typer) -> None:
         from podnet.dns.config import DnsConfig, default_port, parse_upstream
         from podnet.dns.process import serve
 
-        if not server and objects is None:
-            raise fail("error: give --server URL (or --objects FILE)")
+        api = api_credentials(server, token, token_file, ca_file, kubeconfig)
+        if api is None and objects is None:
+            raise fail("error: give --kubeconfig FILE or --server URL (or --objects FILE)")
         try:
             upstreams = tuple(parse_upstream(u) for u in upstream)
         except ValueError as exc:
             raise fail(f"error: --upstream: {exc}") from None
         config = DnsConfig(
-            address=address, port=default_port() if port is None else port, server=server, token=token,
+            address=address, port=default_port() if port is None else port, server=api and api.server,
+            token=api and api.token, tls=api and api.tls,
             objects_file=objects, upstreams=upstreams, zone=zone, ttl=ttl,
             metrics_port=None if no_metrics else metrics_port, register=not no_register, cluster_ip=cluster_ip,
         )

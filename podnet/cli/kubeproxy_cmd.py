@@ -6,14 +6,30 @@ from typing import Annotated
 
 import typer
 
-from podnet.cli.daemon import LogLevel, MetricsPort, Server, Token, check_choice, metrics_port_or_none, run
+from podnet.cli.daemon import (
+    CaFile,
+    Kubeconfig,
+    LogLevel,
+    MetricsPort,
+    Server,
+    Token,
+    TokenFile,
+    api_credentials,
+    check_choice,
+    metrics_port_or_none,
+    require_server,
+    run,
+)
 
 
 def kubeproxy(
     node: Annotated[str, typer.Option(help="The node this kube-proxy programs.")],
     agent_socket: Annotated[str, typer.Option(help="The node agent's RPC socket (agent.sock).")],
-    server: Server,
+    server: Server = None,
     token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+    kubeconfig: Kubeconfig = None,
     mode: Annotated[
         str, typer.Option(help="iptables: ordered rules walked per connection; ipvs: hash tables.")
     ] = "iptables",
@@ -37,12 +53,14 @@ def kubeproxy(
     from podnet.nodeagent.kubeproxy.rules import MODES
 
     check_choice("mode", mode, MODES)
+    api = require_server(api_credentials(server, token, token_file, ca_file, kubeconfig))
     logs.setup(f"kube-proxy/{node}", log_level)
     config = ProxyConfig(
         node=node,
         mode=mode,
-        server=server,
-        token=token,
+        server=api.server,
+        token=api.token,
+        tls=api.tls,
         agent_socket=agent_socket,
         address=address,
         metrics_port=metrics_port_or_none(metrics_port),

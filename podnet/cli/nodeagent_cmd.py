@@ -6,14 +6,29 @@ from typing import Annotated
 
 import typer
 
-from podnet.cli.daemon import LogLevel, Server, Token, check_choice, metrics_port_or_none, run
+from podnet.cli.daemon import (
+    CaFile,
+    Kubeconfig,
+    LogLevel,
+    Server,
+    Token,
+    TokenFile,
+    api_credentials,
+    check_choice,
+    metrics_port_or_none,
+    require_server,
+    run,
+)
 
 
 def nodeagent(
     name: Annotated[str, typer.Option(help="Node name, as registered in the API.")],
     address: Annotated[str, typer.Option(help="The node's address: InternalIP and the VXLAN endpoint.")],
-    server: Server,
+    server: Server = None,
     token: Token = None,
+    token_file: TokenFile = None,
+    ca_file: CaFile = None,
+    kubeconfig: Kubeconfig = None,
     state_dir: Annotated[str | None, typer.Option(help="Where the agent keeps IPAM state and agent.sock (default $PODNET_HOME/nodes/NAME).")] = None,
     vxlan_port: Annotated[int, typer.Option(help="UDP port of VXLAN, here and on every peer.")] = 4789,
     fou_port: Annotated[int, typer.Option(help="UDP port of foo-over-UDP (the bgp backend), here and on every peer.")] = 5555,
@@ -30,12 +45,14 @@ def nodeagent(
 
     check_choice("backend", backend, ("vxlan", "bgp"))
     check_choice("pod-mode", pod_mode, ("virtual", "netns"))
+    api = require_server(api_credentials(server, token, token_file, ca_file, kubeconfig))
     logs.setup(f"nodeagent/{name}", log_level)
     config = AgentConfig(
         name=name,
         address=address,
-        server=server,
-        token=token,
+        server=api.server,
+        token=api.token,
+        tls=api.tls,
         state_dir=state_dir,
         vxlan_port=vxlan_port,
         fou_port=fou_port,

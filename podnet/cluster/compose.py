@@ -9,6 +9,9 @@ starts them in order and restarts none.
 The host reaches the cluster through published ports on 127.0.0.1 (API and DNS) and through each node's
 state directory, bind-mounted from `$PODNET_COMPOSE_HOME/nodes/<node>`, where the agent's RPC socket lives:
 so `PODNET_HOME=$PODNET_COMPOSE_HOME podnet exec ...` works from the host as it does for a local cluster.
+The credentials (CA, serving certificate, tokens, each component's kubeconfig) are made on the host by
+`podnet compose credentials` before compose starts, and every container reads them from
+`$PODNET_COMPOSE_HOME/pki`, mounted read-only.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from podnet.cluster import topology
+from podnet.cluster import credentials, topology
 from podnet.cluster.topology import ComponentSpec, Topology
 
 # Where the cluster's home is inside every container.
@@ -29,11 +32,10 @@ NETWORK = "podnet"
 CONTAINER_PREFIX = "podnet-"
 DEFAULT_PREFIX = "198.51.100"
 # Compose substitutes these when it reads the file, so one committed file serves every run.
-TOKEN = "${PODNET_TOKEN:-podnet-demo}"
 HOST_HOME = "${PODNET_COMPOSE_HOME:-./.home}"
 BASE_IMAGE = "${PODNET_BASE_IMAGE:-python:3.11-slim}"
 ETCD_BASE_IMAGE = "${PODNET_ETCD_BASE_IMAGE:-debian:bookworm-slim}"
-# Published on the host's loopback only: the demo token is no secret.
+# Published on the host's loopback only.
 PUBLISH_ADDRESS = "127.0.0.1"
 
 HEADER = """\
@@ -55,10 +57,10 @@ def build_topology(
                           proxy_mode=proxy_mode, layout="network")
 
 
-def containers(topo: Topology, token: str) -> dict[str, list[ComponentSpec]]:
+def containers(topo: Topology) -> dict[str, list[ComponentSpec]]:
     """Container name -> its processes in start order; containers in the order their first process starts."""
     grouped: dict[str, list[ComponentSpec]] = {}
-    for spec in topology.components(topo, token):
+    for spec in topology.components(topo):
         grouped.setdefault(spec.name.split("/", 1)[0], []).append(spec)
     return grouped
 
@@ -80,20 +82,20 @@ def process_arg(spec: ComponentSpec) -> str:
 
 def render(topo: Topology) -> dict:
     """The compose document (a plain dict) for `topo`."""
-    groups = containers(topo, TOKEN)
+    groups = containers(topo)
     store_health = groups["etcd"][0].health.http if "etcd" in groups else None
-    api_health = groups["apiserver"][0].health.http
+    api_health = groups["apiserver"][0].health
+    pki = credentials.pki_dir(topo.home)
     services: dict[str, dict] = {}
     for host, specs in groups.items():
         command = ["podnet", "compose", "launch"]
         depends_on: list[str] = []
         if host == "apiserver":
-            command += ["--token-file", str(topo.home / "tokens.csv"), "--token", TOKEN]
             if store_health:
                 command += ["--wait-for", store_health]
                 depends_on = ["etcd"]
         elif host != "etcd":
-            command += ["--wait-for", api_health]
+            command += ["--wait-for", str(api_health.http), *(("--ca-file", api_health.ca) if api_health.ca else ())]
             depends_on = ["apiserver"]
         command += [process_arg(spec) for spec in specs]
         service: dict = {
@@ -109,6 +111,7 @@ def render(topo: Topology) -> dict:
             "init": True,
             "command": command,
             "networks": {NETWORK: {"ipv4_address": container_address(topo, host)}},
+            "volumes": [f"{HOST_HOME}/{pki.relative_to(topo.home)}:{pki}:ro"],
         }
         if depends_on:
             service["depends_on"] = depends_on
@@ -118,7 +121,7 @@ def render(topo: Topology) -> dict:
             service["ports"] = [f"{PUBLISH_ADDRESS}:{topo.dns_port}:{topo.dns_port}/{proto}" for proto in ("udp", "tcp")]
         elif host not in topology.CONTROL_HOSTS:
             node_dir = topo.node_dir(topo.node(host))
-            service["volumes"] = [f"{HOST_HOME}/{node_dir.relative_to(topo.home)}:{node_dir}"]
+            service["volumes"].append(f"{HOST_HOME}/{node_dir.relative_to(topo.home)}:{node_dir}")
         services[host] = service
     return {
         "version": "3.8",

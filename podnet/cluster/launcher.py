@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 
 from podnet.cluster.supervisor import healthy
 from podnet.cluster.topology import ComponentSpec, Health
@@ -38,16 +37,9 @@ def parse_process(text: str) -> ComponentSpec:
         raise LaunchError(f"not a process description ({exc}): {text[:80]!r}") from None
 
 
-def write_token_file(path: Path, token: str) -> None:
-    """The API server's static token file (token,user,uid,"groups"), as `podnet up` writes it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'{token},admin,admin,"system:masters"\n')
-    path.chmod(0o600)
-
-
-async def wait_for(url: str, timeout: float) -> None:
+async def wait_for(url: str, timeout: float, ca_file: str | None = None) -> None:
     deadline = time.monotonic() + timeout
-    while not await healthy({"http": url}):
+    while not await healthy({"http": url, "ca": ca_file}):
         if time.monotonic() > deadline:
             raise LaunchError(f"{url} did not answer within {timeout:.0f}s")
         await asyncio.sleep(0.5)
@@ -72,8 +64,8 @@ async def _stop(children: list[tuple[ComponentSpec, asyncio.subprocess.Process]]
             await child.wait()
 
 
-async def launch(processes: Sequence[ComponentSpec], *, wait_urls: Sequence[str] = (), timeout: float = 120.0,
-                 grace: float = 8.0) -> int:
+async def launch(processes: Sequence[ComponentSpec], *, wait_urls: Sequence[str] = (), ca_file: str | None = None,
+                 timeout: float = 120.0, grace: float = 8.0) -> int:
     """Starts `processes` in order and returns when one exits (its status) or on SIGTERM/SIGINT (0)."""
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,7 +75,7 @@ async def launch(processes: Sequence[ComponentSpec], *, wait_urls: Sequence[str]
     try:
         for url in wait_urls:
             log.info("waiting for %s", url)
-            await _until_shutdown(wait_for(url, timeout), shutdown)
+            await _until_shutdown(wait_for(url, timeout, ca_file), shutdown)
         for spec in processes:
             argv = list(spec.argv) if spec.external else [sys.executable, "-m", "podnet", *spec.argv]
             log.info("starting %s: %s", spec.name, " ".join(argv))

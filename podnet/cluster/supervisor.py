@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -63,7 +64,6 @@ class Process:
 @dataclass
 class ClusterState:
     home: Path
-    token: str
     topology: dict
     processes: list[Process] = field(default_factory=list)
 
@@ -72,7 +72,7 @@ class ClusterState:
         return self.home / STATE_FILE
 
     def save(self) -> None:
-        data = {"token": self.token, "topology": self.topology, "processes": [asdict(p) for p in self.processes]}
+        data = {"topology": self.topology, "processes": [asdict(p) for p in self.processes]}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(self.path)
@@ -85,7 +85,7 @@ class ClusterState:
             raise SupervisorError(f"no cluster in {home} (start one with `podnet up`)") from None
         except ValueError as exc:
             raise SupervisorError(f"{home / STATE_FILE} is damaged ({exc}); run `podnet clean`") from None
-        return cls(home, data["token"], data["topology"], [Process(**p) for p in data["processes"]])
+        return cls(home, data["topology"], [Process(**p) for p in data["processes"]])
 
     def process(self, name: str) -> Process:
         for p in self.processes:
@@ -98,9 +98,9 @@ class ClusterState:
         return self.home / "logs" / (name.replace("/", "_") + ".log")
 
 
-def new_state(home: Path, token: str, topology: dict, specs: list[ComponentSpec]) -> ClusterState:
+def new_state(home: Path, topology: dict, specs: list[ComponentSpec]) -> ClusterState:
     processes = [Process(s.name, list(s.argv), asdict(s.health), s.external, s.netns) for s in specs]
-    return ClusterState(home, token, topology, processes)
+    return ClusterState(home, topology, processes)
 
 
 def launch(state: ClusterState, proc: Process) -> None:
@@ -130,7 +130,9 @@ def launch(state: ClusterState, proc: Process) -> None:
 async def healthy(health: dict, timeout: float = 2.0) -> bool:
     try:
         if health.get("http"):
-            async with aiohttp.ClientSession() as session, session.get(
+            # An HTTPS health URL is checked as any client would: its certificate chains to the cluster CA.
+            tls = ssl.create_default_context(cafile=health["ca"]) if health.get("ca") else True
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as session, session.get(
                 health["http"], timeout=aiohttp.ClientTimeout(total=timeout)
             ) as response:
                 return response.status == 200

@@ -13,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from podnet.cluster import credentials
 from podnet.nodeagent.pods.netns import host_namespace
 
 STORES = ("sqlite", "etcd")
@@ -36,10 +37,12 @@ class NodeSpec:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """How to tell a component is up: an HTTP URL answering 200, or a Unix socket answering RPC ping."""
+    """How to tell a component is up: an HTTP(S) URL answering 200, or a Unix socket answering RPC ping. An
+    HTTPS URL's certificate must chain to the CA in the file `ca`."""
 
     http: str | None = None
     rpc: str | None = None
+    ca: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class Topology:
     hosts: dict[str, str] = field(default_factory=dict)
     host_mode: str = "local"  # "netns": each node's processes in namespace podnet-host-<node> on a bridge
     pod_mode: str = "virtual"  # the agents' default for pods without a podnet.io/pod-mode annotation
+    insecure_http: bool = False  # the API server on plain HTTP, for debugging only
 
     @property
     def control_address(self) -> str:
@@ -85,7 +89,12 @@ class Topology:
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host('apiserver')}:{self.api_port}"
+        return f"{'http' if self.insecure_http else 'https'}://{self.host('apiserver')}:{self.api_port}"
+
+    @property
+    def api_addresses(self) -> tuple[str, ...]:
+        """Where the API server is reached from the cluster's hosts: what its certificate must name."""
+        return tuple(dict.fromkeys((self.host("apiserver"), self.control_address)))
 
     @property
     def store_url(self) -> str:
@@ -151,9 +160,18 @@ def build(
                     hosts=hosts, **settings)  # type: ignore[arg-type]
 
 
-def components(topo: Topology, token: str) -> list[ComponentSpec]:
-    """Every process of the cluster in start order (stop order is the reverse)."""
-    api = ("--server", topo.api_url, "--token", token)
+def components(topo: Topology) -> list[ComponentSpec]:
+    """Every process of the cluster in start order (stop order is the reverse). Clients of the API server
+    find it, its CA and their token in a kubeconfig of their own (no secret on a command line)."""
+
+    def api(component: str) -> tuple[str, ...]:
+        return ("--kubeconfig", str(credentials.component_kubeconfig(topo.home, component)))
+
+    ca = None if topo.insecure_http else str(credentials.ca_file(topo.home))
+    tls: tuple[str, ...] = ()
+    if not topo.insecure_http:
+        cert, key = credentials.serving_files(topo.home)
+        tls = ("--tls-cert", str(cert), "--tls-key", str(key), "--client-ca-file", str(ca))
     specs: list[ComponentSpec] = []
     if topo.store == "etcd":
         etcd_host = topo.host("etcd")
@@ -171,15 +189,15 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
     specs.append(ComponentSpec(
         "apiserver",
         ("apiserver", "--host", topo.host("apiserver"), "--port", str(topo.api_port), "--store", topo.store_url,
-         "--token-file", str(topo.home / "tokens.csv"),
+         "--token-file", str(credentials.token_file(topo.home)), *tls,
          "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
          "--node-grace-period", str(topo.node_grace_period),
          "--eviction-timeout", str(topo.pod_eviction_timeout)),
-        Health(http=f"{topo.api_url}/readyz"),
+        Health(http=f"{topo.api_url}/readyz", ca=ca),
     ))
     specs.append(ComponentSpec(
         "dns",
-        ("dns", "--address", topo.host("dns"), "--port", str(topo.dns_port), *api,
+        ("dns", "--address", topo.host("dns"), "--port", str(topo.dns_port), *api("dns"),
          "--metrics-port", str(topo.api_port + 2)),
         Health(http=f"http://{topo.host('dns')}:{topo.api_port + 2}/healthz"),
     ))
@@ -193,7 +211,7 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
         metrics_port = 10250 + index * 10
         specs.append(ComponentSpec(
             f"{node.name}/agent",
-            ("nodeagent", "--name", node.name, "--address", node.address, *api, "--state-dir", node_dir,
+            ("nodeagent", "--name", node.name, "--address", node.address, *api(f"{node.name}/agent"), "--state-dir", node_dir,
              "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
              *pod_mode, *renew),
             Health(rpc=agent_socket),
@@ -201,7 +219,8 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
         ))
         specs.append(ComponentSpec(
             f"{node.name}/kube-proxy",
-            ("kubeproxy", "--node", node.name, "--mode", topo.proxy_mode, *api, "--agent-socket", agent_socket,
+            ("kubeproxy", "--node", node.name, "--mode", topo.proxy_mode, *api(f"{node.name}/kube-proxy"),
+             "--agent-socket", agent_socket,
              "--metrics-port", str(metrics_port + 1)),
             Health(http=f"http://{node.address}:{metrics_port + 1}/healthz"),
             netns=netns,
@@ -209,14 +228,14 @@ def components(topo: Topology, token: str) -> list[ComponentSpec]:
         if topo.backend == "bgp":
             specs.append(ComponentSpec(
                 f"{node.name}/bgp",
-                ("bgp", "--node", node.name, "--address", node.address, "--port", str(topo.bgp_port), *api,
+                ("bgp", "--node", node.name, "--address", node.address, "--port", str(topo.bgp_port), *api(f"{node.name}/bgp"),
                  "--agent-socket", agent_socket, "--state-dir", node_dir),
                 Health(rpc=str(topo.node_dir(node) / "bgp.sock")),
                 netns=netns,
             ))
     specs.append(ComponentSpec(
         "cloud-lb",
-        ("cloud-lb", *api, "--pool", topo.lb_pool, "--metrics-port", str(topo.api_port + 3),
+        ("cloud-lb", *api("cloud-lb"), "--pool", topo.lb_pool, "--metrics-port", str(topo.api_port + 3),
          "--address", topo.host("cloud-lb")),
         Health(http=f"http://{topo.host('cloud-lb')}:{topo.api_port + 3}/healthz"),
     ))

@@ -246,7 +246,7 @@ async def local_cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
             if (home / supervisor.STATE_FILE).exists():
                 states.append(ClusterState.load(home))
         states[-1] = state
-        cluster = LocalCluster(topo, state, ApiClient(topo.api_url, state.token))
+        cluster = LocalCluster(topo, state, ApiClient.from_kubeconfig(home / "kubeconfig"))
         clusters.append(cluster)
         return cluster
 

@@ -1,0 +1,129 @@
+"""A cluster's credentials, made by `podnet up` (and `podnet compose credentials`) before any process starts.
+
+Under `<home>/pki/`, every file created with O_CREAT|O_EXCL and mode 0600 from the start, so no key or
+token is readable by anyone else for even a moment, and nothing written by someone else beforehand
+(a file, a symlink) is ever written through:
+
+| file                    | what                                                                        |
+|-------------------------|-----------------------------------------------------------------------------|
+| `ca.crt`, `ca.key`      | the cluster CA: signs the serving and the client certificates              |
+| `apiserver.crt/.key`    | the API server's serving certificate, for every address it is reached at   |
+| `tokens.csv`            | the API server's `--token-auth-file`: the admin and one token per component |
+| `<component>.kubeconfig`| what each component (agent, kube-proxy, DNS, ...) connects with: server, CA, its token |
+
+and `<home>/kubeconfig`, the administrator's: the CA and a client certificate (CN=admin,
+O=system:masters), everything inline, as kubeadm's admin.conf. The admin token (in `tokens.csv`) is the
+bearer-token way in, for clients without certificates. A new `podnet up` in the same home issues everything
+anew: kubeconfigs of the old cluster stop working.
+
+Components are cluster administrators (group system:masters) until RBAC gives each its own role; each has its
+own user name (system:node:node-1, system:kube-proxy:node-1, ...), so the server knows who did what.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import secrets
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from podnet import kubeconfig, pki
+
+PKI_DIR = "pki"
+ADMIN_USER = "admin"
+ADMIN_GROUPS = ("system:masters",)
+# The names in-cluster clients use for the API server (the `kubernetes` Service), as kube-apiserver's own.
+SERVICE_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
+LOCAL_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def pki_dir(home: Path) -> Path:
+    return home / PKI_DIR
+
+
+def ca_file(home: Path) -> Path:
+    return pki_dir(home) / "ca.crt"
+
+
+def serving_files(home: Path) -> tuple[Path, Path]:
+    return pki_dir(home) / "apiserver.crt", pki_dir(home) / "apiserver.key"
+
+
+def token_file(home: Path) -> Path:
+    return pki_dir(home) / "tokens.csv"
+
+
+def component_kubeconfig(home: Path, component: str) -> Path:
+    """`node-1/agent` -> <home>/pki/node-1_agent.kubeconfig."""
+    return pki_dir(home) / f"{component.replace('/', '_')}.kubeconfig"
+
+
+def component_user(component: str) -> str:
+    """The user name a component's token stands for, after the names Kubernetes gives its own."""
+    host, _, role = component.partition("/")
+    return {"agent": f"system:node:{host}", "kube-proxy": f"system:kube-proxy:{host}",
+            "bgp": f"system:podnet:bgp:{host}"}.get(role, f"system:podnet:{component}")
+
+
+def kubernetes_service_ip(service_cidr: str) -> str:
+    """The `kubernetes` Service's ClusterIP: the first address of the range (10.96.0.1)."""
+    return str(ipaddress.ip_network(service_cidr)[1])
+
+
+def serving_names(api_addresses: Iterable[str], service_cidr: str) -> list[str]:
+    """Every name the API server is reached by: its own addresses, this machine's loopback names, the
+    `kubernetes` Service's IP and DNS names."""
+    return list(dict.fromkeys([*api_addresses, *LOCAL_NAMES, kubernetes_service_ip(service_cidr), *SERVICE_NAMES]))
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Creates `path` readable by its owner alone; fails if anything is already there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def replace_secret(path: Path, data: bytes) -> None:
+    """As write_secret, for a file that an earlier cluster in the same home may have left."""
+    path.unlink(missing_ok=True)
+    write_secret(path, data)
+
+
+def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr: str, components: Iterable[str],
+          now: datetime.datetime, admin_server: str | None = None, tls: bool = True) -> str:
+    """Makes the CA, the serving certificate, the tokens and every kubeconfig under `home`. Components reach
+    the API server at `server`; the administrator's kubeconfig at `admin_server` (default: `server`). With
+    `tls` False (the plain-HTTP debugging mode) there are no certificates and the admin kubeconfig holds
+    the admin token. Returns the admin token."""
+    directory = pki_dir(home)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, mode=0o700)
+    ca = pki.make_ca(now) if tls else None
+    if ca is not None:
+        write_secret(directory / "ca.crt", ca.cert_pem)
+        write_secret(directory / "ca.key", ca.key_pem)
+        serving = pki.make_serving(ca, serving_names(api_addresses, service_cidr), now)
+        cert, key = serving_files(home)
+        write_secret(cert, serving.cert_pem)
+        write_secret(key, serving.key_pem)
+    admin_token = secrets.token_hex(16)
+    rows = [f'{admin_token},{ADMIN_USER},{ADMIN_USER},"{",".join(ADMIN_GROUPS)}"']
+    ca_pem = ca.cert_pem if ca else None
+    for component in components:
+        token = secrets.token_hex(16)
+        user = component_user(component)
+        rows.append(f'{token},{user},{user},"{",".join(ADMIN_GROUPS)}"')
+        write_secret(component_kubeconfig(home, component),
+                     kubeconfig.render(server, ca_pem, user, token=token).encode())
+    write_secret(token_file(home), ("\n".join(rows) + "\n").encode())
+    if ca is not None:
+        admin = pki.make_client(ca, ADMIN_USER, ADMIN_GROUPS, now)
+        admin_config = kubeconfig.render(admin_server or server, ca.cert_pem, ADMIN_USER,
+                                         cert_pem=admin.cert_pem, key_pem=admin.key_pem)
+    else:
+        admin_config = kubeconfig.render(admin_server or server, None, ADMIN_USER, token=admin_token)
+    replace_secret(home / "kubeconfig", admin_config.encode())
+    return admin_token

@@ -1,0 +1,127 @@
+"""kubectl, unchanged, against a cluster that `podnet up` started: TLS with the cluster CA, the admin client
+certificate of the kubeconfig it wrote, tokens from the token file; and what kubectl prints when the
+credential is wrong (401) or not allowed (403). No process shows a secret on its command line, and every key
+file is its owner's alone."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from podnet import kubeconfig, pki
+from podnet.cluster import credentials
+from podnet.cluster.supervisor import ClusterState
+
+PREFIX = "127.0.60"
+PODNET = [sys.executable, "-m", "podnet"]
+UNAUTHORIZED = "error: You must be logged in to the server (Unauthorized)\n"
+
+pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("kubectl-tls")
+    env = {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN", "KUBECONFIG")}
+    up = subprocess.run([*PODNET, "up", "--nodes", "2", "--prefix", PREFIX, "--lb-pool", f"{PREFIX}.128/26",
+                         "--home", str(home)], capture_output=True, text=True, timeout=180, env=env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield home
+    finally:
+        subprocess.run([*PODNET, "down", "--home", str(home)], capture_output=True, timeout=120, env=env)
+
+
+def kubectl(kubeconfig_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig_path), *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def _kubeconfig_like_admin(home: Path, path: Path, user: str, **credential: object) -> Path:
+    """A kubeconfig for the same server and CA as the admin's, with another credential."""
+    admin = kubeconfig.load(home / "kubeconfig")
+    path.write_text(kubeconfig.render(admin.server, admin.tls.ca_pem, user, **credential))
+    return path
+
+
+def _client_certificate(home: Path, user: str, groups: list[str]) -> pki.KeyPair:
+    ca_dir = credentials.pki_dir(home)
+    ca = pki.KeyPair((ca_dir / "ca.crt").read_bytes(), (ca_dir / "ca.key").read_bytes())
+    return pki.make_client(ca, user, groups, datetime.datetime.now(datetime.UTC))
+
+
+def test_kubectl_works_unchanged_with_the_kubeconfig_podnet_up_wrote(home):
+    nodes = kubectl(home / "kubeconfig", "get", "nodes", "-o", "wide")
+    assert nodes.returncode == 0, nodes.stderr
+    assert nodes.stdout.startswith("NAME") and {"node-1", "node-2"} <= set(nodes.stdout.split())
+    pods = kubectl(home / "kubeconfig", "get", "pods", "-A")
+    assert pods.returncode == 0, pods.stderr
+    assert "Unable to connect" not in pods.stderr and "x509" not in pods.stderr
+
+
+def test_kubectl_as_a_token_user_from_the_token_file(home, tmp_path):
+    admin_token = (credentials.token_file(home).read_text().splitlines()[0]).split(",")[0]
+    config = _kubeconfig_like_admin(home, tmp_path / "token.kubeconfig", "admin", token=admin_token)
+    result = kubectl(config, "get", "namespaces", "-o", "name")
+    assert result.returncode == 0, result.stderr
+    assert "namespace/default" in result.stdout.split()
+
+
+def test_a_client_certificate_from_another_ca_is_unauthorized(home, tmp_path):
+    stranger = pki.make_client(pki.make_ca(datetime.datetime.now(datetime.UTC)), "admin", ["system:masters"],
+                               datetime.datetime.now(datetime.UTC))
+    config = _kubeconfig_like_admin(home, tmp_path / "stranger.kubeconfig", "admin",
+                                    cert_pem=stranger.cert_pem, key_pem=stranger.key_pem)
+    result = kubectl(config, "get", "nodes")
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", UNAUTHORIZED)
+
+
+def test_an_unknown_token_is_unauthorized_for_kubectl_and_the_podnet_cli(home, tmp_path):
+    config = _kubeconfig_like_admin(home, tmp_path / "guess.kubeconfig", "guess", token="not-a-token")
+    result = kubectl(config, "get", "pods", "-A")
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", UNAUTHORIZED)
+    podnet = subprocess.run([*PODNET, "get", "pods", "-A", "--kubeconfig", str(config)], capture_output=True,
+                            text=True, timeout=60)
+    assert (podnet.returncode, podnet.stderr) == (1, UNAUTHORIZED)
+
+
+def test_a_viewer_certificate_may_read_but_not_write(home, tmp_path):
+    viewer = _client_certificate(home, "victor", ["view"])
+    config = _kubeconfig_like_admin(home, tmp_path / "viewer.kubeconfig", "victor",
+                                    cert_pem=viewer.cert_pem, key_pem=viewer.key_pem)
+    read = kubectl(config, "get", "nodes")
+    assert read.returncode == 0, read.stderr
+    write = kubectl(config, "create", "namespace", "victors-own")
+    assert write.returncode == 1
+    assert write.stderr.startswith("Error from server (Forbidden): ")
+    assert 'User "victor" cannot create' in write.stderr
+
+
+def test_no_process_of_the_cluster_has_a_secret_on_its_command_line(home):
+    state = ClusterState.load(home)
+    tokens = [row.split(",")[0] for row in credentials.token_file(home).read_text().splitlines()]
+    assert len(tokens) == 1 + len([p for p in state.processes if "--kubeconfig" in p.argv])
+    running = [p for p in state.processes if p.alive]
+    assert len(running) == len(state.processes)
+    for proc in running:
+        command_line = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+        assert "--token" not in command_line.split("\0"), proc.name
+        assert not [t for t in tokens if t in command_line], f"{proc.name} shows a token"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not [t for t in tokens if t in ps]
+
+
+def test_every_key_and_credential_file_is_the_owners_alone(home):
+    secrets = [*credentials.pki_dir(home).iterdir(), home / "kubeconfig"]
+    assert {p.name for p in secrets} >= {"ca.key", "apiserver.key", "tokens.csv", "node-1_agent.kubeconfig"}
+    for path in secrets:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(credentials.pki_dir(home).stat().st_mode) == 0o700
