@@ -1,7 +1,8 @@
 """The real kubectl against a real API server with its controllers: Deployments roll through ReplicaSets as
 kube-controller-manager rolls them, so `kubectl rollout status|restart|history|undo`, `kubectl scale` and
-`kubectl get rs` print what they print against Kubernetes. The test plays the kubelet of one Node: it keeps
-the Node's Lease fresh and reports each pod bound to it Running and Ready (unless told to hold back)."""
+`kubectl get rs` print what they print against Kubernetes. kubectl reaches the server over TLS with an admin
+client certificate, as with the kubeconfig `podnet up` writes. The test plays the kubelet of one Node: it
+keeps the Node's Lease fresh and reports each pod bound to it Running and Ready (unless told to hold back)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,23 @@ from pathlib import Path
 
 import pytest
 
+from podnet import kubeconfig, pki
 from podnet.client import ApiClient, ApiError
 
 NODE = "node-1"
 
 
-def kubeconfig(path: Path, server_url: str) -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "podnet",
-        "clusters": [{"name": "podnet", "cluster": {"server": server_url}}],
-        "users": [{"name": "admin", "user": {}}],
-        "contexts": [{"name": "podnet", "context": {"cluster": "podnet", "user": "admin", "namespace": "default"}}],
-    }))
-    return path
+def certificates(directory: Path) -> tuple[pki.KeyPair, Path, Path, Path]:
+    """A cluster CA, the API server's certificate (with the CA after it, so the file is a whole chain) and
+    key, and the CA's file; returns (CA, chain, key, CA file)."""
+    now = datetime.now(UTC)
+    ca = pki.make_ca(now)
+    serving = pki.make_serving(ca, ["127.0.0.1", "localhost"], now)
+    chain, key, ca_file = directory / "apiserver.crt", directory / "apiserver.key", directory / "ca.crt"
+    chain.write_bytes(serving.cert_pem + ca.cert_pem)
+    key.write_bytes(serving.key_pem)
+    ca_file.write_bytes(ca.cert_pem)
+    return ca, chain, key, ca_file
 
 
 class Kubectl:
@@ -108,14 +113,19 @@ DEPLOYMENT = {
 
 @pytest.fixture
 async def cluster(make_api_server, tmp_path):
-    server = make_api_server(controllers=True, open_access=True)
-    async with ApiClient(server.url) as api:
+    ca, chain, key, ca_file = certificates(tmp_path)
+    server = make_api_server(controllers=True, tls=(chain, key), extra_args=("--client-ca-file", str(ca_file)))
+    admin = pki.make_client(ca, "admin", ["system:masters"], datetime.now(UTC))
+    config = tmp_path / "kubeconfig"
+    config.write_text(kubeconfig.render(server.url, ca.cert_pem, "admin", cert_pem=admin.cert_pem,
+                                        key_pem=admin.key_pem))
+    async with ApiClient(server.url, server.token, ssl_context=server.ssl_context()) as api:
         await eventually(lambda: _exists(api, "namespaces", "default"), what="the default namespace")
         kubelet = Kubelet(api)
         await kubelet.register()
         task = asyncio.get_running_loop().create_task(kubelet.run())
         try:
-            yield api, kubelet, Kubectl(kubeconfig(tmp_path / "kubeconfig", server.url))
+            yield api, kubelet, Kubectl(config)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -3,8 +3,7 @@
 `api_server` (per test): a SQLite store in tmp_path, controllers as by default, and a token file with an
 admin token. `api_server_etcd`: the same over the `etcd_server` fixture. `make_api_server` is a
 factory for other options: `make_api_server(store_url=None, controllers=False, extra_args=(),
-tls=(cert, key), open_access=False)`; an open server has no token file and treats every request as an
-administrator's (kubectl sends no token over plain HTTP).
+tls=(cert, key))`.
 
 Each yields an `ApiServerProcess`: `.url`, `.token` (admin), `.tokens` (every token by role name),
 `.store_url`, `.kill()` (SIGKILL), `.start()` (again, same port and store), `.stop()` (SIGTERM).
@@ -44,10 +43,8 @@ class ApiServerProcess:
         controllers: bool,
         extra_args: Sequence[str] = (),
         tls: tuple[Path, Path] | None = None,
-        open_access: bool = False,
     ):
         self.directory = directory
-        self.open_access = open_access
         self.tls = tls
         self.store_url = store_url
         self.controllers = controllers
@@ -77,8 +74,7 @@ class ApiServerProcess:
             raise RuntimeError("the API server is already running")
         args = [
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--store", self.store_url,
-            *(() if self.open_access else ("--token-file", str(self.token_file))),
+            "--store", self.store_url, "--token-file", str(self.token_file),
             *(() if self.controllers else ("--no-controllers",)),
             *(("--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])) if self.tls else ()),
             *self.extra_args,
@@ -116,7 +112,6 @@ def _factory(root: Path) -> tuple[Callable[..., ApiServerProcess], list[ApiServe
         controllers: bool = False,
         extra_args: Sequence[str] = (),
         tls: tuple[Path, Path] | None = None,
-        open_access: bool = False,
     ) -> ApiServerProcess:
         directory = root / f"apiserver-{len(started)}"
         directory.mkdir()
@@ -126,7 +121,6 @@ def _factory(root: Path) -> tuple[Callable[..., ApiServerProcess], list[ApiServe
             controllers=controllers,
             extra_args=extra_args,
             tls=tls,
-            open_access=open_access,
         )
         started.append(server)
         server.start()
