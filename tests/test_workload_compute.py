@@ -486,3 +486,14 @@ def test_progress_deadline_exceeded():
     progressing = next(c for c in world.deployment["status"]["conditions"] if c["type"] == "Progressing")
     assert (progressing["status"], progressing["reason"], progressing["message"]) == (
         "False", "ProgressDeadlineExceeded", f'ReplicaSet "{world.new_name()}" has timed out progressing.')
+
+
+def test_podnet_get_prints_replicasets_as_kubectl_does():
+    from podnet.api import printers
+
+    rs = make_replicaset(replicas=3)
+    rs["metadata"]["creationTimestamp"] = stamp(T0)
+    rs["status"] = {"replicas": 2, "readyReplicas": 1}
+    rows = printers.table_rows("ReplicaSet", [rs], (T0 + timedelta(minutes=5, seconds=30)).timestamp(), wide=True)
+    assert rows == [["NAME", "DESIRED", "CURRENT", "READY", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"],
+                    ["web-abc", "3", "2", "1", "5m30s", "c", "agnhost", "app=web,pod-template-hash=abc"]]

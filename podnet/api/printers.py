@@ -129,6 +129,19 @@ def _deployment_row(d: dict, now: float, wide: bool) -> list[str]:
             str(status.get("updatedReplicas", 0)), str(status.get("availableReplicas", 0)), age(d, now)]
 
 
+def _replicaset_row(rs: dict, now: float, wide: bool) -> list[str]:
+    status = rs.get("status") or {}
+    spec = rs.get("spec") or {}
+    row = [rs["metadata"]["name"], str(spec.get("replicas", 1)), str(status.get("replicas", 0)),
+           str(status.get("readyReplicas", 0)), age(rs, now)]
+    if wide:
+        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+        selector = (spec.get("selector") or {}).get("matchLabels") or {}
+        row += [",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers),
+                ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"]
+    return row
+
+
 def _lease_row(lease: dict, now: float, wide: bool) -> list[str]:
     return [lease["metadata"]["name"], (lease.get("spec") or {}).get("holderIdentity") or "", age(lease, now)]
 
@@ -149,6 +162,8 @@ TABLES: dict[str, tuple[list[str], list[str], Row]] = {
     "Endpoints": (["NAME", "ENDPOINTS", "AGE"], [], _endpoints_row),
     "NetworkPolicy": (["NAME", "POD-SELECTOR", "AGE"], [], _netpol_row),
     "Deployment": (["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], [], _deployment_row),
+    "ReplicaSet": (["NAME", "DESIRED", "CURRENT", "READY", "AGE"], ["CONTAINERS", "IMAGES", "SELECTOR"],
+                   _replicaset_row),
     "Lease": (["NAME", "HOLDER", "AGE"], [], _lease_row),
     "Event": (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], [], _event_row),
 }
