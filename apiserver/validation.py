@@ -679,12 +679,20 @@ def _validate_strategy(errors: Errors, strategy: object) -> None:
         errors.not_supported("spec.strategy.type", kind, ("Recreate", "RollingUpdate"))
 
 
-def validate_deployment(errors: Errors, obj: dict, limits: Limits) -> None:
+def _workload_spec(errors: Errors, obj: dict) -> dict | None:
+    """The spec of a Deployment or ReplicaSet with what they share validated; None when there is none."""
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         errors.required("spec")
-        return
+        return None
     _validate_workload_spec(errors, spec)
+    return spec
+
+
+def validate_deployment(errors: Errors, obj: dict, limits: Limits) -> None:
+    spec = _workload_spec(errors, obj)
+    if spec is None:
+        return
     _validate_strategy(errors, spec.get("strategy"))
     _check_nonnegative(errors, "spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
     deadline = spec.get("progressDeadlineSeconds")
@@ -695,11 +703,7 @@ def validate_deployment(errors: Errors, obj: dict, limits: Limits) -> None:
 
 
 def validate_replica_set(errors: Errors, obj: dict, limits: Limits) -> None:
-    spec = obj.get("spec")
-    if not isinstance(spec, dict):
-        errors.required("spec")
-        return
-    _validate_workload_spec(errors, spec)
+    _workload_spec(errors, obj)
 
 
 VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {

@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.local_cluster import eventually
 
 from podnet import kubeconfig, pki
 from podnet.client import ApiClient, ApiError
@@ -91,17 +92,6 @@ class Kubelet:
         await self.api.replace_status(pod)
 
 
-async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 20.0, what: str = "condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
-
-
 DEPLOYMENT = {
     "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
     "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
@@ -120,7 +110,7 @@ async def cluster(make_api_server, tmp_path):
     config.write_text(kubeconfig.render(server.url, ca.cert_pem, "admin", cert_pem=admin.cert_pem,
                                         key_pem=admin.key_pem))
     async with ApiClient(server.url, server.token, ssl_context=server.ssl_context()) as api:
-        await eventually(lambda: _exists(api, "namespaces", "default"), what="the default namespace")
+        await eventually(lambda: _exists(api, "namespaces", "default"), 20, what="the default namespace")
         kubelet = Kubelet(api)
         await kubelet.register()
         task = asyncio.get_running_loop().create_task(kubelet.run())
@@ -174,13 +164,13 @@ async def test_rollout_scale_restart_history_undo(cluster):
         f"replicaset.apps/{first} scaled\n"
     # ... and the Deployment, which owns that ReplicaSet, scales it back.
     assert await eventually(lambda: _equal(kubectl.ok("get", "rs", first, "-o", "jsonpath={.spec.replicas}"), "3"),
-                            what="the ReplicaSet back at the Deployment's 3")
+                            20, what="the ReplicaSet back at the Deployment's 3")
 
     # Restart: a new ReplicaSet; while its pods are not ready the rollout waits.
     kubelet.serving = False
     assert await kubectl.ok("rollout", "restart", "deploy/web") == "deployment.apps/web restarted\n"
     waiting = 'Waiting for deployment "web" rollout to finish: 1 out of 3 new replicas have been updated...\n'
-    assert await eventually(lambda: _equal(rollout_status_now(kubectl), waiting), what="a rollout under way")
+    assert await eventually(lambda: _equal(rollout_status_now(kubectl), waiting), 20, what="a rollout under way")
     code, out, err = await kubectl("rollout", "status", "deploy/web", "--timeout=1s")
     assert code == 1 and err == "error: timed out waiting for the condition\n"
     assert out.splitlines()[-1] == waiting.strip()

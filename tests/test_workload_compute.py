@@ -333,16 +333,22 @@ def test_a_deployment_settles_with_kubernetes_status_and_conditions():
     assert actions.status is None and actions.update == [] and actions.create is None and actions.annotations is None
 
 
-def test_rolling_update_keeps_within_surge_and_unavailability():
+def rollout_under_way() -> tuple[World, str]:
+    """Four replicas settled, then a new template rolling out with one surge pod and one unavailable; after
+    the first pass the new ReplicaSet is at 1 (the surge pod), the old one down by the one unavailable."""
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}
     world = World(make_deployment(replicas=4, strategy=strategy))
     world.settle()
     old_name = world.new_name()
     world.change_template("nginx")
-    new_name = world.new_name()
+    world.deployment_pass()
+    assert world.sizes() == {world.new_name(): 1, old_name: 3}
+    return world, old_name
 
-    world.deployment_pass()  # the new ReplicaSet at 1 (one surge pod), the old one down by the one unavailable
-    assert world.sizes() == {new_name: 1, old_name: 3}
+
+def test_rolling_update_keeps_within_surge_and_unavailability():
+    world, old_name = rollout_under_way()
+    new_name = world.new_name()
     assert world.deployment["metadata"]["annotations"][deployments.REVISION] == "2"
     assert world.replicasets[old_name]["metadata"]["annotations"][deployments.REVISION] == "1"
     progressing = next(c for c in world.deployment["status"]["conditions"] if c["type"] == "Progressing")
@@ -395,13 +401,7 @@ def test_recreate_removes_every_old_pod_before_making_new_ones():
 
 
 def test_scaling_mid_rollout_is_proportional():
-    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}
-    world = World(make_deployment(replicas=4, strategy=strategy))
-    world.settle()
-    old_name = world.new_name()
-    world.change_template("nginx")
-    world.deployment_pass()
-    assert world.sizes() == {world.new_name(): 1, old_name: 3}
+    world, old_name = rollout_under_way()
     world.deployment["spec"]["replicas"] = 8
     world.deployment["metadata"]["generation"] += 1
     world.deployment_pass()

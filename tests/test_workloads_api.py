@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from podnet.apiserver.controllers import deployments
+from support.local_cluster import eventually
 
 from podnet.client import ApiClient, ApiError
 
@@ -28,17 +29,6 @@ def deployment(name: str = "web", replicas: int = 2, **spec) -> dict:
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}},
                                   "spec": {"containers": [{"name": "c", "image": "agnhost"}]}}, **spec}}
-
-
-async def eventually(check, timeout: float = 10.0, what: str = "condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})")
 
 
 @pytest.fixture
@@ -168,7 +158,7 @@ async def test_scale_subresource(api):
 async def controlled(make_api_server):
     server = make_api_server(controllers=True)
     async with ApiClient(server.url, server.token) as client:
-        await eventually(lambda: _exists(client, "namespaces", "default"), what="the default namespace")
+        await eventually(lambda: _exists(client, "namespaces", "default"), 20, what="the default namespace")
         yield server, client
 
 
@@ -195,7 +185,7 @@ async def test_replicaset_adopts_orphans_makes_the_rest_and_its_status_counts_th
         owners = {p["metadata"].get("ownerReferences", [{}])[0].get("uid") for p in pods.values()}
         return pods if len(pods) == 3 and owners == {rs["metadata"]["uid"]} else None
 
-    pods = await eventually(three_owned, what="three pods owned by the ReplicaSet")
+    pods = await eventually(three_owned, 20, what="three pods owned by the ReplicaSet")
     assert pods["orphan"]["metadata"]["uid"] == orphan["metadata"]["uid"]  # adopted, not replaced
     assert all(name == "orphan" or (name.startswith("front-") and len(name) == len("front-") + 5) for name in pods)
 
@@ -203,7 +193,7 @@ async def test_replicaset_adopts_orphans_makes_the_rest_and_its_status_counts_th
         status = (await api.get("replicasets", "front", "default")).get("status") or {}
         return status if status.get("replicas") == 3 else None
 
-    status = await eventually(status_counts, what="the ReplicaSet's status")
+    status = await eventually(status_counts, 20, what="the ReplicaSet's status")
     assert status == {"replicas": 3, "fullyLabeledReplicas": 3, "observedGeneration": 1}
 
     # A pod relabelled away is released (and replaced); the ReplicaSet deleted, its pods go too.
@@ -213,9 +203,9 @@ async def test_replicaset_adopts_orphans_makes_the_rest_and_its_status_counts_th
         pod = await api.get("pods", "orphan", "default")
         return not pod["metadata"].get("ownerReferences") and len(await _pods(api, "app=front")) == 3
 
-    await eventually(released, what="the relabelled pod released and replaced")
+    await eventually(released, 20, what="the relabelled pod released and replaced")
     await api.delete("replicasets", "front", "default")
-    await eventually(lambda: _none_left(api, "app=front"), what="the ReplicaSet's pods gone")
+    await eventually(lambda: _none_left(api, "app=front"), 20, what="the ReplicaSet's pods gone")
     assert await _exists(api, "pods", "orphan", "default") is not None
 
 
@@ -230,13 +220,13 @@ async def test_deleting_a_deployment_takes_its_replicasets_and_pods_along(contro
     async def running():
         return len(await _pods(api, "app=web")) == 2 and len((await api.list("replicasets", "default"))["items"]) == 1
 
-    await eventually(running, what="a ReplicaSet with two pods")
+    await eventually(running, 20, what="a ReplicaSet with two pods")
     await api.delete("deployments", "web", "default")
 
     async def gone():
         return not (await api.list("replicasets", "default"))["items"] and not await _pods(api, "app=web")
 
-    await eventually(gone, what="ReplicaSet and pods gone")
+    await eventually(gone, 20, what="ReplicaSet and pods gone")
 
 
 async def test_pods_a_deployment_owned_directly_are_taken_over_by_its_replicaset(make_api_server):
@@ -279,7 +269,7 @@ async def _taken_over(api: ApiClient, legacy: dict[str, dict]) -> None:
             return None
         return replicasets[0], pods
 
-    rs, pods = await eventually(taken_over, what="the ReplicaSet owning the pods of before")
+    rs, pods = await eventually(taken_over, 20, what="the ReplicaSet owning the pods of before")
     assert rs["metadata"]["name"] == f"web-{template_hash}"
     for name, pod in pods.items():
         assert pod["metadata"]["uid"] == legacy[name]["metadata"]["uid"]  # the same pods: kept, not replaced
