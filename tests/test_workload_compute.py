@@ -497,3 +497,21 @@ def test_podnet_get_prints_replicasets_as_kubectl_does():
     rows = printers.table_rows("ReplicaSet", [rs], (T0 + timedelta(minutes=5, seconds=30)).timestamp(), wide=True)
     assert rows == [["NAME", "DESIRED", "CURRENT", "READY", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"],
                     ["web-abc", "3", "2", "1", "5m30s", "c", "agnhost", "app=web,pod-template-hash=abc"]]
+
+
+def test_a_paused_deployment_scales_but_does_not_roll_until_resumed():
+    world = World(make_deployment(replicas=2))
+    world.settle()
+    name = world.new_name()
+    world.deployment["spec"]["paused"] = True
+    world.change_template("nginx")
+    world.deployment["spec"]["replicas"] = 3
+    for _ in range(5):
+        world.step()
+    assert world.sizes() == {name: 3}
+    progressing = next(c for c in world.deployment["status"]["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"], progressing["message"]) == (
+        "Unknown", "DeploymentPaused", "Deployment is paused")
+    world.deployment["spec"]["paused"] = False
+    world.settle()
+    assert world.sizes() == {world.new_name(): 3, name: 0}
