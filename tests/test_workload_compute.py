@@ -210,7 +210,7 @@ def test_pods_an_older_podnet_let_the_deployment_own_are_handed_to_the_replicase
     assert [p["metadata"]["name"] for p in actions.release_pods] == ["web-x-1"]
     assert "ownerReferences" not in actions.release_pods[0]["metadata"]
     assert actions.delete_pods == ["web-y-1"]
-    assert replicasets.selector_of(actions.create).matches(actions.release_pods[0]["metadata"]["labels"])
+    assert ownerrefs.selector_of(actions.create).matches(actions.release_pods[0]["metadata"]["labels"])
 
 
 def test_orphans_are_what_a_deleted_or_recreated_owner_left():

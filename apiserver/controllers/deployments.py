@@ -29,8 +29,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from podnet.api.selectors import SelectorError, from_label_selector
-
 from . import ownerrefs
 from .replicasets import is_active, parse_time, replicas_of
 
@@ -358,10 +356,8 @@ class _Pass:
         of them (Recreate)."""
         if not is_rolling(self.deployment):
             return self.replicas
-        surge = scaled_value((((_spec(self.deployment).get("strategy") or {}).get("rollingUpdate") or {})
-                              .get("maxSurge", "25%")), self.replicas, round_up=True)
         current = _replicas(all_rs)
-        most = self.replicas + surge
+        most = self.replicas + max_surge(self.deployment)
         if current >= most:
             return replicas_of(new)
         return replicas_of(new) + max(0, min(most - current, self.replicas - replicas_of(new)))
@@ -588,19 +584,12 @@ def _set_min_ready(rs: dict, seconds: int) -> None:
         rs["spec"].pop("minReadySeconds", None)
 
 
-def _old_pods_running(new: dict | None, old: list[dict], pods: list[dict]) -> bool:
+def _old_pods_running(old: list[dict], pods: list[dict]) -> bool:
     if _counted(old, "replicas") > 0:
         return True
     old_uids = {rs["metadata"].get("uid") for rs in old}
     return any((p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
                for p in pods if (ownerrefs.controller_ref(p) or {}).get("uid") in old_uids)
-
-
-def _selector(deployment: dict):
-    try:
-        return from_label_selector(_spec(deployment).get("selector"))
-    except SelectorError:
-        return from_label_selector(None)
 
 
 def sync(deployment: dict, replicasets: Iterable[dict], pods: Iterable[dict], now: datetime) -> Actions:
@@ -609,7 +598,7 @@ def sync(deployment: dict, replicasets: Iterable[dict], pods: Iterable[dict], no
     replicasets, pods = list(replicasets), list(pods)
     actions = Actions()
     meta = deployment["metadata"]
-    claim = ownerrefs.claim(deployment, _selector(deployment), replicasets)
+    claim = ownerrefs.claim(deployment, ownerrefs.selector_of(deployment), replicasets)
     actions.adopt, actions.release = list(claim.adopt), list(claim.release)
     taken = frozenset(rs["metadata"]["name"] for rs in replicasets
                       if rs["metadata"].get("namespace") == meta.get("namespace"))
@@ -661,7 +650,7 @@ def _recreate(state: _Pass, pods: list[dict], actions: Actions) -> tuple[dict | 
     scaled_down = False
     for rs in _active(old):
         scaled_down |= state.scale(rs, 0)
-    if scaled_down or _old_pods_running(new, old, pods):
+    if scaled_down or _old_pods_running(old, pods):
         return new, old, state.rollout_status([*old, *([new] if new else [])], new)
     if new is None:
         new, old = state.new_replicaset(create=True)
@@ -677,12 +666,7 @@ def _hand_over_legacy_pods(deployment: dict, replicasets: list[dict], pods: list
     """Pods the Deployment owns directly (made by an older podnet) go to the ReplicaSet that selects them,
     else away."""
     uid = deployment["metadata"].get("uid")
-    selectors = []
-    for rs in replicasets:
-        try:
-            selectors.append(from_label_selector(_spec(rs).get("selector")))
-        except SelectorError:
-            continue
+    selectors = [ownerrefs.selector_of(rs) for rs in replicasets]
     for pod in pods:
         if pod["metadata"].get("namespace") != deployment["metadata"].get("namespace") \
                 or not ownerrefs.is_controlled_by(pod, uid) or not is_active(pod):

@@ -16,7 +16,15 @@ import copy
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from podnet.api.selectors import Selector
+from podnet.api.selectors import NOTHING, Selector, SelectorError, from_label_selector
+
+
+def selector_of(owner: dict) -> Selector:
+    """A controller's `spec.selector`; a broken one selects nothing (validation keeps them out of the API)."""
+    try:
+        return from_label_selector((owner.get("spec") or {}).get("selector"))
+    except SelectorError:
+        return NOTHING
 
 
 def controller_ref(obj: dict) -> dict | None:

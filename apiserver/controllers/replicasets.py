@@ -20,8 +20,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from podnet.api.selectors import SelectorError, from_label_selector, from_match_labels
-
 from . import ownerrefs
 from .scheduling import condition, is_ready
 
@@ -117,14 +115,6 @@ def deletion_order(pods: Sequence[dict], related: Iterable[dict] = ()) -> list[d
     return sorted(pods, key=key)
 
 
-def selector_of(replicaset: dict):
-    """The ReplicaSet's selector; a broken one selects nothing (validation keeps them out of the API)."""
-    try:
-        return from_label_selector(_spec(replicaset).get("selector"))
-    except SelectorError:
-        return from_match_labels(None)
-
-
 def status(replicaset: dict, pods: Iterable[dict], now: datetime) -> dict:
     """The status the controller reports, zero counts left out as the API's omitempty fields are."""
     template_labels = ((_spec(replicaset).get("template") or {}).get("metadata") or {}).get("labels") or {}
@@ -166,7 +156,7 @@ class Plan:
 
 def plan(replicaset: dict, pods: Iterable[dict], now: datetime, related: Iterable[dict] = ()) -> Plan:
     """What to do about `replicaset` given the pods of the cluster (others' pods are ignored)."""
-    claim = ownerrefs.claim(replicaset, selector_of(replicaset), (p for p in pods if is_active(p)))
+    claim = ownerrefs.claim(replicaset, ownerrefs.selector_of(replicaset), (p for p in pods if is_active(p)))
     owned = list(claim.owned)
     create: list[dict] = []
     delete: list[str] = []

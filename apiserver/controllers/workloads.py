@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from podnet.api.selectors import SelectorError, from_label_selector
 from podnet.client import ApiClient, Informer
 
 from . import deployments, ownerrefs, replicasets
@@ -39,11 +38,7 @@ def _selecting(owners: Iterable[dict], obj: dict) -> list[str]:
     for owner in owners:
         if owner["metadata"].get("namespace") != meta.get("namespace"):
             continue
-        try:
-            selector = from_label_selector((owner.get("spec") or {}).get("selector"))
-        except SelectorError:
-            continue
-        if selector.matches(meta.get("labels")):
+        if ownerrefs.selector_of(owner).matches(meta.get("labels")):
             keys.append(_key(owner))
     return keys
 
