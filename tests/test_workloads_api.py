@@ -111,7 +111,7 @@ async def test_deployment_strategy_validation(api, strategy, field, message):
     assert [(c["field"], c["message"]) for c in status["details"]["causes"]] == [(field, message)]
 
 
-async def test_scale_subresource(api):
+async def test_scale_subresource(api, api_server_module):
     ns = api.test_namespace
     created = await api.create(deployment(replicas=2), ns)
     path = f"/apis/apps/v1/namespaces/{ns}/deployments/web/scale"
@@ -144,6 +144,12 @@ async def test_scale_subresource(api):
     status = await refused(api.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/nope/scale"), 404)
     assert status["message"] == 'deployments.apps "nope" not found'
     await refused(api.request("GET", f"/api/v1/namespaces/{ns}/pods/x/scale"), 404)
+
+    async with ApiClient(api_server_module.url, api_server_module.tokens["viewer"]) as viewer:
+        assert (await viewer.request("GET", path))["spec"] == {}
+        status = await refused(viewer.patch("deployments", "web", {"spec": {"replicas": 1}}, namespace=ns,
+                                            subresource="scale"), 403)
+        assert status["reason"] == "Forbidden"
 
     rs = await api.create(replicaset("front", replicas=1, labels={"app": "front", "tier": "a"}), ns)
     scale = await api.request("GET", f"/apis/apps/v1/namespaces/{ns}/replicasets/front/scale")
