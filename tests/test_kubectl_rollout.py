@@ -203,3 +203,17 @@ async def test_rollout_scale_restart_history_undo(cluster):
 
 async def _equal(value: Awaitable[object], expected: object) -> object:
     return await value == expected
+
+
+async def test_rollout_status_reports_a_rollout_past_its_progress_deadline(cluster):
+    api, kubelet, kubectl = cluster
+    kubelet.serving = False  # its pods never become ready
+    slow = json.loads(json.dumps(DEPLOYMENT))
+    slow["spec"]["progressDeadlineSeconds"] = 2
+    await api.create(slow)
+    code, out, err = await kubectl("rollout", "status", "deploy/web", "--timeout=30s")
+    assert (code, err) == (1, 'error: deployment "web" exceeded its progress deadline\n')
+    assert out.startswith('Waiting for deployment "web" rollout to finish: 0 of 2 updated replicas are available...')
+    deployment = await api.get("deployments", "web", "default")
+    progressing = next(c for c in deployment["status"]["conditions"] if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("False", "ProgressDeadlineExceeded")

@@ -478,6 +478,7 @@ def test_progress_deadline_exceeded():
     progressing = next(c for c in world.deployment["status"]["conditions"] if c["type"] == "Progressing")
     assert progressing["reason"] == "ReplicaSetUpdated"
     last_progress = replicasets.parse_time(progressing["lastUpdateTime"])
+    assert deployments.stuck_check_in(world.deployment, last_progress + timedelta(seconds=10)) == 21.0
     world.clock = last_progress + timedelta(seconds=25)
     world.deployment_pass()
     assert next(c for c in world.deployment["status"]["conditions"] if c["type"] == "Progressing") == progressing
@@ -486,6 +487,7 @@ def test_progress_deadline_exceeded():
     progressing = next(c for c in world.deployment["status"]["conditions"] if c["type"] == "Progressing")
     assert (progressing["status"], progressing["reason"], progressing["message"]) == (
         "False", "ProgressDeadlineExceeded", f'ReplicaSet "{world.new_name()}" has timed out progressing.')
+    assert deployments.stuck_check_in(world.deployment, world.clock) is None
 
 
 def test_podnet_get_prints_replicasets_as_kubectl_does():

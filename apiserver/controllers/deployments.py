@@ -528,13 +528,10 @@ class _Pass:
 
     def _timed_out(self, status: dict) -> bool:
         current = _condition(status["conditions"], "Progressing")
-        if current is None or current.get("reason") == "NewReplicaSetAvailable":
-            return False
-        if current.get("reason") == "ProgressDeadlineExceeded":
+        if current is not None and current.get("reason") == "ProgressDeadlineExceeded":
             return True
-        since = parse_time(current.get("lastUpdateTime"))
-        deadline = _spec(self.deployment).get("progressDeadlineSeconds", 600)
-        return since is not None and since + timedelta(seconds=deadline) < self.now
+        deadline = _progress_deadline(self.deployment, status)
+        return deadline is not None and deadline < self.now
 
     def rollout_status(self, all_rs: list[dict], new: dict | None) -> dict:
         """syncRolloutStatus: the counts, and Progressing as the rollout stands (complete, progressing, or
@@ -575,6 +572,25 @@ class _Pass:
         elif not _spec(self.deployment).get("paused") and paused_before:
             self.conditions = _set_condition(self.conditions, self.condition(
                 "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed"))
+
+
+def _progress_deadline(deployment: dict, status: dict) -> datetime | None:
+    """When a rollout under way that makes no progress runs out of time: its last progress plus
+    progressDeadlineSeconds (None when there is no rollout under way or no deadline)."""
+    current = _condition(status.get("conditions") or [], "Progressing")
+    seconds = _spec(deployment).get("progressDeadlineSeconds", 600)
+    if current is None or not _has_limit(seconds) or current.get("reason") in (
+            "NewReplicaSetAvailable", "ProgressDeadlineExceeded", "DeploymentPaused"):
+        return None
+    since = parse_time(current.get("lastUpdateTime"))
+    return since + timedelta(seconds=seconds) if since is not None else None
+
+
+def stuck_check_in(deployment: dict, now: datetime) -> float | None:
+    """Seconds until the Deployment's rollout passes its progress deadline, so that it is looked at then
+    (requeueStuckDeployment); None when nothing is waiting for a deadline."""
+    deadline = _progress_deadline(deployment, _status(deployment))
+    return None if deadline is None else max(0.0, (deadline - now).total_seconds()) + 1.0
 
 
 def _set_min_ready(rs: dict, seconds: int) -> None:

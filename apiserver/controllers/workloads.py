@@ -75,6 +75,16 @@ class _Workloads(Controller):
         super().__init__(client, informers, settings)
         self.dirty: set[str] = set()
         self.expectations = Expectations()
+        self._rechecks: dict[str, asyncio.TimerHandle] = {}
+
+    def recheck(self, key: str, delay: float | None) -> None:
+        """Looks at `key` again after `delay` seconds (a time-based change no event announces); one pending
+        recheck per key, the latest wins."""
+        previous = self._rechecks.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        if delay is not None:
+            self._rechecks[key] = asyncio.get_running_loop().call_later(delay, self.mark, [key])
 
     async def run(self) -> None:
         for kind in self.needs:
@@ -170,9 +180,8 @@ class ReplicaSets(_Workloads):
         self.expectations.expect(key, created, removed)
         if plan.status != rs.get("status"):
             await self.write(f"update status of replicaset {key}", self.client.replace_status({**rs, "status": plan.status}))
-        wait = replicasets.next_availability(rs, [p for p in pods if ownerrefs.is_controlled_by(p, rs["metadata"].get("uid"))], now)
-        if wait is not None:
-            asyncio.get_running_loop().call_later(wait, self.mark, [key])
+        owned = [p for p in pods if ownerrefs.is_controlled_by(p, rs["metadata"].get("uid"))]
+        self.recheck(key, replicasets.next_availability(rs, owned, now))
 
 
 class Deployments(_Workloads):
@@ -239,6 +248,8 @@ class Deployments(_Workloads):
                                 self.client.delete("replicasets", name, namespace)) is not None:
                 removed.add(name)
         self.expectations.expect(key, created, removed)
+        self.recheck(key, deployments.stuck_check_in(
+            {**deployment, "status": actions.status or deployment.get("status")}, datetime.now(UTC)))
         current = deployment
         if actions.annotations:
             patch = {"metadata": {"annotations": actions.annotations,
