@@ -18,11 +18,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
-from podnet.apiserver import status
+from podnet.apiserver import accessreview, fieldvalidation, openapi, status, streams
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
+from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
+from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
 from podnet.apiserver.scale import ScaleRoutes
 from podnet.apiserver.scale import discovery as scale_discovery
 from podnet.apiserver.serving import loopback_context, peer_certificate, server_context
@@ -34,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 import podnet
 from podnet.api.kinds import KINDS
-from podnet.client import ApiClient
+from podnet.client import ApiClient, component_agent
 from podnet.pki import load_certificates
 from podnet.process import metrics_response
 
@@ -128,7 +130,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         user = authenticator.authenticate(request.headers.get("Authorization"), peer_certificate(request))
         if user is None:
             raise status.unauthorized()
-        request[USER_KEY] = user
+        request[USER_KEY] = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []))
         return await handler(request)
 
     app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes,
@@ -136,6 +138,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
+    accessreview.add_routes(app)
+    streams.add_routes(app, resources, config)
 
     async def probe(request: web.Request) -> web.Response:
         try:
@@ -161,11 +165,15 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         app.router.add_get(path, handler)
     _add_get_with_slash(app, "/version", version)
     add_discovery_routes(app, request_host=config.host)
+    openapi.add_routes(app)
+    fieldvalidation.install(app)
 
     async def background(app: web.Application):
         tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache")]
         if config.compaction_interval > 0:
             tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
+        if config.event_ttl > 0:
+            tasks.append(asyncio.create_task(expire_events(store, config.event_ttl), name="event expiry"))
         yield
         for task in tasks:
             task.cancel()
@@ -204,8 +212,12 @@ async def compact_periodically(store: Store, hub: WatchHub, interval: float) -> 
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
+# Resources that are not stored kinds (answered on the spot), by group and version.
+_UNSTORED: dict[tuple[str, str], list[dict]] = accessreview.DISCOVERY
+
+
 def _api_resources(group: str, version: str) -> list[dict]:
-    resources = []
+    resources = list(_UNSTORED.get((group, version), []))
     for kind in KINDS:
         if (kind.group, kind.version) != (group, version):
             continue
@@ -219,20 +231,22 @@ def _api_resources(group: str, version: str) -> list[dict]:
                 "shortNames": list(kind.short_names),
                 "storageVersionHash": "",
             }
+            | ({"categories": list(kind.categories)} if kind.categories else {})
         )
         if kind.has_status:
             resources.append(
                 {"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]}
             )
         resources.extend(scale_discovery(kind))
+        resources.extend(streams.subresources(kind))
     return resources
 
 
 def _groups() -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
-    for kind in KINDS:
-        if kind.group and kind.version not in groups.setdefault(kind.group, []):
-            groups[kind.group].append(kind.version)
+    for group, version in [*((kind.group, kind.version) for kind in KINDS), *_UNSTORED]:
+        if group and version not in groups.setdefault(group, []):
+            groups[group].append(version)
     return groups
 
 
@@ -293,7 +307,8 @@ def ssl_context(config: ApiServerConfig) -> ssl.SSLContext | None:
 async def _run_controllers(config: ApiServerConfig, url: str, token: str | None) -> None:
     """Runs the controllers over HTTP to this server, as a separate controller manager would; if they stop,
     the server keeps serving."""
-    client = ApiClient(url, token, ssl_context=loopback_context(config.tls_cert) if config.tls_cert else None)
+    client = ApiClient(url, token, ssl_context=loopback_context(config.tls_cert) if config.tls_cert else None,
+                       user_agent=component_agent("kube-controller-manager"))
     try:
         await run_all(client, config)
     except asyncio.CancelledError:

@@ -29,7 +29,7 @@ from typing import Any
 from podnet.overlay.wire import proxyv2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from podnet.client import ApiClient, ApiError, Informer
+from podnet.client import ApiClient, ApiError, Informer, component_agent
 from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
 
@@ -466,7 +466,7 @@ async def serve(
 
 async def _serve(config: CloudLbConfig, shutdown: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, tls=config.tls)
+        client = ApiClient(config.server, config.token, tls=config.tls, user_agent=component_agent("cloud-controller-manager"))
         stack.push_async_callback(client.close)
         registry = CollectorRegistry()
         lb = CloudLoadBalancer(config, client, registry)

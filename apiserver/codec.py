@@ -52,11 +52,12 @@ def decode(body: bytes, media_type: str) -> object:
     except (ValueError, TypeError, RecursionError) as e:
         raise DecodeError(f"couldn't decode the body as {media_type}: {e}") from None
     if len(body) > MAX_DEPTH:  # every level costs at least a byte: a shorter body cannot be too deep
-        _check_depth(value)
+        check_depth(value)
     return value
 
 
-def _check_depth(value: object) -> None:
+def check_depth(value: object) -> None:
+    """Refuses (DecodeError) a decoded body nested deeper than MAX_DEPTH: the handlers walk bodies recursively."""
     pending = [(value, 1)]
     while pending:
         node, depth = pending.pop()

@@ -22,6 +22,12 @@ class ApiServerConfig:
     port: int = 6443  # 0: any free port
     store_url: str = ""  # "" means default_store_url()
     token_file: str | None = None
+    # What the API server presents to the kubelet API (exec, logs), and the CA the kubelets' certificates
+    # chain to, as kube-apiserver's --kubelet-client-certificate, --kubelet-client-key,
+    # --kubelet-certificate-authority.
+    kubelet_client_certificate: str | None = None
+    kubelet_client_key: str | None = None
+    kubelet_certificate_authority: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     client_ca_file: str | None = None  # CA bundle that signs client certificates (CN = user, O = groups)
@@ -34,6 +40,7 @@ class ApiServerConfig:
     # kube-apiserver compacts etcd every 5 minutes, to the revision it saw at the previous tick.
     compaction_interval: float = 300.0
     bookmark_interval: float = 60.0
+    event_ttl: float = 3600.0  # kube-apiserver's --event-ttl
     watch_cache_events: int = 10000
     storage_timeout: float = 5.0
     max_body_bytes: int = MAX_BODY_BYTES
@@ -54,6 +61,9 @@ class ApiServerConfig:
         low, high = self.node_port_range
         if not 0 < low <= high < 65536:
             raise ValueError(f"node port range {low}-{high} is not a range of ports")
+        kubelet = (self.kubelet_client_certificate, self.kubelet_client_key, self.kubelet_certificate_authority)
+        if any(kubelet) and not all(kubelet):
+            raise ValueError("--kubelet-client-certificate, --kubelet-client-key and --kubelet-certificate-authority go together")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.client_ca_file and not self.tls_cert:

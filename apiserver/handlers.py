@@ -12,25 +12,36 @@ import binascii
 import collections
 import contextlib
 import copy
+import datetime
 import json
 import logging
 import random
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import yaml
 from aiohttp import web
-from podnet.apiserver import status
+from podnet.apiserver import deletion, fieldvalidation, status, tables
 from podnet.apiserver.auth import User, authorize
-from podnet.apiserver.codec import JSON, MSGPACK, DecodeError, decode, encode, from_storage, to_storage
+from podnet.apiserver.codec import (
+    JSON,
+    MSGPACK,
+    DecodeError,
+    check_depth,
+    decode,
+    encode,
+    from_storage,
+    to_storage,
+)
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
 from podnet.apiserver.defaults import apply_defaults
+from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
-from podnet.apiserver.patch import PatchConflict, PatchError, apply_patch
+from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
 from podnet.apiserver.selection import Filter, make_filter
 from podnet.apiserver.status import ApiError, Cause
 from podnet.apiserver.storage.base import (
@@ -67,6 +78,7 @@ T = TypeVar("T")
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 YAML = "application/yaml"
 
 # Namespaces Kubernetes refuses to delete.
@@ -146,6 +158,12 @@ def _dry_run(request: web.Request) -> bool:
 # Revisions, limits and timeouts are int64 in Kubernetes' API (and in etcd and SQLite); a larger number is
 # the client's mistake, not the store's.
 INT64_MAX = 2**63 - 1
+
+
+def _manager(request: web.Request, *, applying: bool = False) -> str:
+    """The field manager a write records (see managedfields.py)."""
+    options_kind = {"POST": "Create", "PUT": "Update"}.get(request.method, "Patch")
+    return manager_name(request.query.get("fieldManager"), request.headers.get("User-Agent"), options_kind, applying=applying)
 
 
 def _parse_revision(text: str, what: str = "resourceVersion") -> int:
@@ -241,14 +259,18 @@ class Resources:
         if len(body) > limit:
             raise status.too_large(limit)
         media_type = media_type_of(request.headers.get("Content-Type")) or JSON
-        accepted = (JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH) if patch else (JSON, MSGPACK, YAML, "*/*")
+        accepted = (JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH, APPLY_PATCH) if patch else (JSON, MSGPACK, YAML, "*/*")
         if media_type not in accepted:
             raise status.unsupported_media_type(media_type)
-        if media_type == YAML:
+        if media_type in (YAML, APPLY_PATCH):
             try:
-                return yaml.safe_load(body), media_type
-            except yaml.YAMLError as e:
+                value = yaml.safe_load(body)
+                check_depth(value)
+            except (yaml.YAMLError, RecursionError) as e:
                 raise status.bad_request(f"couldn't decode the body as YAML: {e}") from None
+            except DecodeError as e:
+                raise status.bad_request(str(e)) from None
+            return value, media_type
         try:
             return decode(body, MSGPACK if media_type == MSGPACK else JSON), media_type
         except DecodeError as e:
@@ -310,7 +332,7 @@ class Resources:
         name = request.match_info["name"]
         self._authorize(request, "get", kind, namespace)
         kv = await self._current(kind, namespace, name)
-        return respond(request, from_storage(kv.value, kv.mod_revision))
+        return respond(request, tables.represent(request, kind, from_storage(kv.value, kv.mod_revision)))
 
     async def list_or_watch(self, request: web.Request, kind: Kind, all_namespaces: bool = False) -> web.StreamResponse:
         namespace = None if all_namespaces else request.match_info.get("namespace")
@@ -323,7 +345,7 @@ class Resources:
             raise status.bad_request(str(e)) from None
         if watching:
             return await self.watch(request, kind, namespace, selection)
-        return respond(request, await self._list(request, kind, namespace, selection))
+        return respond(request, tables.represent(request, kind, await self._list(request, kind, namespace, selection)))
 
     async def _list(self, request: web.Request, kind: Kind, namespace: str | None, selection: Filter) -> dict:
         query = request.query
@@ -394,6 +416,7 @@ class Resources:
         except Compacted:
             subscription = None
         media_type = response_media_type(request)
+        as_table = tables.event_transform(request, kind)
         response = web.StreamResponse(headers={"Content-Type": media_type, "Cache-Control": "no-cache"})
         await response.prepare(request)
         request[VERB_KEY] = "watch"
@@ -403,8 +426,10 @@ class Resources:
                 await response.write(self._expired_event(after, media_type))
                 return response
             for obj in initial:
-                await response.write(encode_event(ADDED, obj, media_type))
-            await self._stream(request, response, subscription, prefix, name, selection, bookmarks, timeout, kind, media_type)
+                await response.write(encode_event(ADDED, as_table(obj) if as_table else obj, media_type))
+            await self._stream(
+                request, response, subscription, prefix, name, selection, bookmarks, timeout, kind, media_type, as_table
+            )
         except ConnectionError:
             pass  # the watcher went away
         finally:
@@ -434,6 +459,7 @@ class Resources:
         timeout: float,
         kind: Kind,
         media_type: str,
+        as_table: Callable[[dict], dict] | None,
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -459,7 +485,9 @@ class Resources:
                 processed = change.revision
                 if change.key.startswith(prefix) and (name is None or change.key.rpartition("/")[2] == name):
                     event_type = self._event_type(change, selection)
-                    if event_type is not None:
+                    if event_type is not None and as_table is not None:
+                        await response.write(encode_event(event_type, as_table(change.object), media_type))
+                    elif event_type is not None:
                         await response.write(change.encoded(event_type, media_type))
             if bookmarks and loop.time() >= next_bookmark:
                 # Also while other namespaces' changes stream past unseen, so a resume starts near the head.
@@ -488,9 +516,14 @@ class Resources:
     async def create(self, request: web.Request, kind: Kind) -> web.Response:
         namespace = request.match_info.get("namespace")
         self._authorize(request, "create", kind, namespace)
-        dry_run = _dry_run(request)
-        obj = await self._read_object(request, kind)
+        obj = await fieldvalidation.decode_object(request, kind, await self._read_object(request, kind))
         self._place(obj, kind, namespace)
+        record_update(kind, None, obj, _manager(request), _now())
+        return await self._create(request, kind, namespace, obj)
+
+    async def _create(self, request: web.Request, kind: Kind, namespace: str | None, obj: dict) -> web.Response:
+        """Stores a new object, its managedFields already set by the caller."""
+        dry_run = _dry_run(request)
         metadata = obj["metadata"]
         if not metadata.get("name") and isinstance(metadata.get("generateName"), str) and metadata["generateName"]:
             metadata["name"] = metadata["generateName"] + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
@@ -525,7 +558,7 @@ class Resources:
                 revision = await self._storage(self.store.create(key, value))
             else:
                 async with self._service_lock:
-                    admission = await self._admit_service(obj, None)
+                    admission = await self._admit_service(obj, None, dry_run=dry_run)
                     obj = admission.service
                     revision = await self._allocated_write(
                         admission, None if dry_run else self._storage(self.store.create(key, to_storage(obj)))
@@ -568,7 +601,7 @@ class Resources:
         namespace = request.match_info.get("namespace")
         name = request.match_info["name"]
         self._authorize(request, "update", kind, namespace)
-        obj = await self._read_object(request, kind)
+        obj = await fieldvalidation.decode_object(request, kind, await self._read_object(request, kind))
         self._place(obj, kind, namespace)
         if obj["metadata"].get("name", name) != name:
             raise status.bad_request(
@@ -583,7 +616,8 @@ class Resources:
                     raise status.conflict(kind, name)
             try:
                 result = await self._write_update(
-                    kind, namespace, name, current, copy.deepcopy(obj), subresource, dry_run=_dry_run(request)
+                    kind, namespace, name, current, copy.deepcopy(obj), subresource, dry_run=_dry_run(request),
+                    manager=_manager(request),
                 )
             except _Raced:
                 continue  # with a resourceVersion, the next read reports the conflict
@@ -597,19 +631,23 @@ class Resources:
         body, media_type = await self._read_body(request, patch=True)
         if media_type == JSON:
             raise status.unsupported_media_type(media_type)
+        applying = media_type == APPLY_PATCH
+        manager = _manager(request, applying=applying)
         for _ in range(_UPDATE_ATTEMPTS):
-            current = await self._current(kind, namespace, name)
-            obj = from_storage(current.value, current.mod_revision)
-            try:
-                patched = apply_patch(obj, body, media_type, kind.kind)
-            except PatchError as e:
-                raise status.bad_request(str(e)) from None
-            except PatchConflict as e:
-                raise status.unprocessable(f"the patch cannot be applied: {e}") from None
-            if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
-                raise status.bad_request("the patched object is not an object with metadata")
-            if patched.get("kind") != kind.kind or patched.get("apiVersion") != kind.api_version:
-                raise status.bad_request("a patch may not change apiVersion or kind")
+            if applying:
+                current = await self._storage(self.store.get(storage_key(kind, namespace, name)))
+                if current is None:
+                    created = await self._create_by_apply(request, kind, namespace, name, body, manager, subresource)
+                    if created is None:
+                        continue  # created meanwhile: apply to it
+                    return created
+                live = from_storage(current.value, current.mod_revision)
+                force = _truthy(request.query.get("force"))
+                patched = server_side_apply(kind, live, body, name, manager, _now(), force=force, subresource=subresource or "")
+                self._place(patched, kind, namespace)
+            else:
+                current = await self._current(kind, namespace, name)
+                patched = self._patched(kind, from_storage(current.value, current.mod_revision), body, media_type)
             metadata = patched["metadata"]
             if metadata.get("name") != name or (kind.namespaced and metadata.get("namespace") != namespace):
                 raise status.bad_request("a patch may not change the object's name or namespace")
@@ -617,14 +655,55 @@ class Resources:
             if expected not in (None, "") and expected != str(current.mod_revision):
                 # The patch named a resourceVersion: it is a precondition, as on update.
                 raise status.conflict(kind, name)
+            patched = await fieldvalidation.decode_patched(request, kind, body, media_type, patched)
             try:
                 result = await self._write_update(
-                    kind, namespace, name, current, patched, subresource, dry_run=_dry_run(request)
+                    kind, namespace, name, current, patched, subresource, dry_run=_dry_run(request),
+                    manager=None if applying else manager,  # an apply has set managedFields itself
                 )
             except _Raced:
                 continue
             return respond(request, result)
         raise status.conflict(kind, name, "the object is being modified too often; please try again")
+
+    @staticmethod
+    def _patched(kind: Kind, obj: dict, body: object, media_type: str) -> dict:
+        try:
+            if media_type == JSON_PATCH:
+                patched = json_patch(obj, body)
+            elif media_type == STRATEGIC_PATCH:
+                patched = strategic_merge_patch(obj, body, kind.kind)
+            else:
+                if not isinstance(body, dict):
+                    raise PatchError("a merge patch must be a JSON object")
+                patched = merge_patch(obj, body)
+        except PatchError as e:
+            raise status.bad_request(str(e)) from None
+        except PatchConflict as e:
+            raise status.unprocessable(f"the patch cannot be applied: {e}") from None
+        if not isinstance(patched, dict) or not isinstance(patched.get("metadata"), dict):
+            raise status.bad_request("the patched object is not an object with metadata")
+        if patched.get("kind") != kind.kind or patched.get("apiVersion") != kind.api_version:
+            raise status.bad_request("a patch may not change apiVersion or kind")
+        return patched
+
+    async def _create_by_apply(
+        self, request: web.Request, kind: Kind, namespace: str | None, name: str, config: object, manager: str,
+        subresource: str | None,
+    ) -> web.Response | None:
+        """An apply to an object that does not exist creates it, which takes the right to create, as on
+        Kubernetes; None when someone else created it meanwhile."""
+        if subresource is not None:
+            raise status.not_found(kind, name)
+        self._authorize(request, "create", kind, namespace)
+        obj = server_side_apply(kind, None, config, name, manager, _now(), force=_truthy(request.query.get("force")))
+        self._place(obj, kind, namespace)
+        try:
+            return await self._create(request, kind, namespace, obj)
+        except ApiError as e:
+            if e.status.get("reason") == "AlreadyExists":
+                return None
+            raise
 
     async def _write_update(
         self,
@@ -636,7 +715,10 @@ class Resources:
         subresource: str | None,
         *,
         dry_run: bool,
+        manager: str | None = None,
     ) -> dict:
+        """Writes `new` over `current`; `manager` is the writer whose fields the write records (None:
+        the caller has set managedFields, as an apply does)."""
         old = from_storage(current.value, current.mod_revision)
         if subresource == "status":
             merged = copy.deepcopy(old)
@@ -650,11 +732,16 @@ class Resources:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
+        apply_defaults(kind.kind, new)  # before the generation is judged: a default left out is no change
         self._keep_server_fields(kind, old, new)
+        if deletion.removed_by_update(old, new):
+            return await self._remove_finalized(kind, name, current, dry_run=dry_run)
+        if manager is not None:
+            record_update(kind, old, new, manager, _now(), subresource or "")
         if kind.kind != "Service" or subresource == "status":
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
         async with self._service_lock:
-            admission = await self._admit_service(new, old)
+            admission = await self._admit_service(new, old, dry_run=dry_run)
             return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
 
     async def _finish_update(
@@ -692,10 +779,13 @@ class Resources:
             )
         return self._allocations
 
-    async def _admit_service(self, service: dict, old: dict | None) -> Admission:
+    async def _admit_service(self, service: dict, old: dict | None, *, dry_run: bool) -> Admission:
         """Fills in and reserves the Service's ClusterIP and NodePorts; a request that cannot be met
-        (an address or port taken, out of range) is 422 before anything is stored."""
+        (an address or port taken, out of range) is 422 before anything is stored. A dry run works on
+        a copy of the allocations, so that it reserves nothing and moves no allocator forward."""
         allocations = await self._service_allocations()
+        if dry_run:
+            allocations = copy.deepcopy(allocations)
         try:
             return allocations.admit(service, old)
         except AllocationError as e:
@@ -746,6 +836,11 @@ class Resources:
     @staticmethod
     def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
         causes = validate_update(kind.kind, old, new)
+        if added := deletion.added_finalizers(old, new):
+            listed = ", ".join(f'"{f}"' for f in added)
+            causes.append(Cause("metadata.finalizers", "FieldValueForbidden",
+                                "Forbidden: no new finalizers can be added if the object is being deleted, "
+                                f"found new finalizers []string{{{listed}}}"))
         if causes:
             raise status.invalid(kind, new["metadata"]["name"], causes)
 
@@ -755,65 +850,94 @@ class Resources:
         namespace = request.match_info.get("namespace")
         name = request.match_info["name"]
         self._authorize(request, "delete", kind, namespace)
-        preconditions = await self._delete_preconditions(request)
+        options = await self._delete_options(request)
         if kind.kind == "Namespace":
-            return respond(request, await self._delete_namespace(name, preconditions))
+            return respond(request, await self._delete_namespace(name, dict(options.preconditions), dry_run=options.dry_run))
+        answer, _, lingering = await self._delete_one(kind, namespace, name, options)
+        # As kube-apiserver: 202 only for a deletion left pending after orphanDependents=false.
+        return respond(request, answer, 202 if lingering and options.orphan_dependents is False else 200)
+
+    async def _delete_one(
+        self, kind: Kind, namespace: str | None, name: str, options: deletion.DeleteOptions
+    ) -> tuple[dict, dict, bool]:
+        """Deletes or marks for deletion (see deletion.py); returns the answer, the object as it is now
+        and whether it lingers."""
         for _ in range(_UPDATE_ATTEMPTS):
             current = await self._current(kind, namespace, name)
-            self._check_preconditions(kind, name, current, preconditions)
+            self._check_preconditions(kind, name, current, options.preconditions)
+            obj = from_storage(current.value, current.mod_revision)
+            decided = deletion.plan(kind, obj, options, datetime.datetime.now(datetime.UTC))
+            if decided.action == "pending":
+                return deletion.gone_answer(kind, obj), obj, True
             try:
+                if decided.action == "write":
+                    if decided.obj != obj and not options.dry_run:
+                        revision = await self._storage(
+                            self.store.update(current.key, to_storage(decided.obj), current.mod_revision))
+                        decided.obj["metadata"]["resourceVersion"] = str(revision)
+                    return decided.obj, decided.obj, True
+                if options.dry_run:
+                    return deletion.gone_answer(kind, obj), obj, False
                 revision, deleted = await self._storage(self.store.delete(current.key, current.mod_revision))
             except NotFound:
                 raise status.not_found(kind, name) from None
             except Conflict:
                 continue
-            obj = from_storage(deleted.value, revision)
+            gone = from_storage(deleted.value, revision)
             if kind.kind == "Service":
-                await self._release_service(obj)
-            return respond(request, obj)
+                await self._release_service(gone)
+            return deletion.gone_answer(kind, gone), gone, False
         raise status.conflict(kind, name, "the object is being modified too often; please try again")
 
+    async def _remove_finalized(self, kind: Kind, name: str, current: KeyValue, *, dry_run: bool) -> dict:
+        """An update took the last finalizer off an object being deleted: it leaves storage."""
+        if dry_run:
+            return deletion.gone_answer(kind, from_storage(current.value, current.mod_revision))
+        try:
+            revision, deleted = await self._storage(self.store.delete(current.key, current.mod_revision))
+        except NotFound:
+            raise status.not_found(kind, name) from None
+        except Conflict:
+            raise _Raced() from None
+        gone = from_storage(deleted.value, revision)
+        if kind.kind == "Service":
+            await self._release_service(gone)
+        return deletion.gone_answer(kind, gone)
+
     async def delete_collection(self, request: web.Request, kind: Kind) -> web.Response:
-        """DELETE on a collection (kubectl delete --all, -l): deletes what the selectors select and
-        answers with the deleted objects."""
+        """DELETE on a collection (kubectl delete --all, -l): deletes what the selectors select, each as a
+        single delete with the same options, and answers with the objects as they are now."""
         namespace = request.match_info.get("namespace")
         self._authorize(request, "delete", kind, namespace)
         try:
             selection = make_filter(request.query.get("labelSelector"), request.query.get("fieldSelector"), kind)
         except ValueError as e:
             raise status.bad_request(str(e)) from None
+        options = await self._delete_options(request)
         listed = await self._list_all(kind, namespace, selection)
         deleted = []
         for obj in listed["items"]:
             metadata = obj["metadata"]
             try:
-                revision, kv = await self._storage(self.store.delete(storage_key(kind, metadata.get("namespace"), metadata["name"])))
-            except NotFound:
-                continue  # deleted meanwhile by someone else
-            gone = from_storage(kv.value, revision)
-            if kind.kind == "Service":
-                await self._release_service(gone)
-            deleted.append(gone)
+                _, now, _ = await self._delete_one(kind, metadata.get("namespace"), metadata["name"], options)
+            except ApiError as e:
+                if e.code == 404:
+                    continue  # deleted meanwhile by someone else
+                raise
+            deleted.append(now)
         revision = deleted[-1]["metadata"]["resourceVersion"] if deleted else listed["metadata"]["resourceVersion"]
         return respond(
             request, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision}, "items": deleted}
         )
 
-    async def _delete_preconditions(self, request: web.Request) -> dict:
-        if not request.can_read_body:
-            return {}
-        body, _ = await self._read_body(request)
-        if body is None:
-            return {}
-        if not isinstance(body, dict):
-            raise status.bad_request("DeleteOptions must be an object")
-        preconditions = body.get("preconditions") or {}
-        if not isinstance(preconditions, dict):
-            raise status.bad_request("preconditions must be an object")
-        return preconditions
+    async def _delete_options(self, request: web.Request) -> deletion.DeleteOptions:
+        body = None
+        if request.can_read_body:
+            body, _ = await self._read_body(request)
+        return deletion.parse_options(body, request.query)
 
     @staticmethod
-    def _check_preconditions(kind: Kind, name: str, current: KeyValue, preconditions: dict) -> None:
+    def _check_preconditions(kind: Kind, name: str, current: KeyValue, preconditions: Mapping[str, str]) -> None:
         obj = json.loads(current.value)
         uid = preconditions.get("uid")
         if uid and uid != obj["metadata"].get("uid"):
@@ -827,7 +951,7 @@ class Resources:
             )
             raise status.conflict(kind, name, why)
 
-    async def _delete_namespace(self, name: str, preconditions: dict) -> dict:
+    async def _delete_namespace(self, name: str, preconditions: dict, *, dry_run: bool) -> dict:
         """Marks the namespace Terminating (no new content may be created in it), deletes everything
         in it, then the namespace itself; answers with the namespace as it was while terminating."""
         ns_kind = self._namespace_kind
@@ -837,7 +961,7 @@ class Resources:
             current = await self._current(ns_kind, None, name)
             self._check_preconditions(ns_kind, name, current, preconditions)
             terminating = from_storage(current.value, current.mod_revision)
-            if terminating["metadata"].get("deletionTimestamp"):
+            if dry_run or terminating["metadata"].get("deletionTimestamp"):
                 break
             terminating["metadata"]["deletionTimestamp"] = _now()
             terminating["metadata"]["deletionGracePeriodSeconds"] = 0
@@ -854,6 +978,8 @@ class Resources:
             break
         else:
             raise status.conflict(ns_kind, name, "the object is being modified too often; please try again")
+        if dry_run:
+            return terminating
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.storage_timeout), self._creates_settled:
                 await self._creates_settled.wait_for(lambda: not self._creating[name])

@@ -14,6 +14,7 @@ failed `test`, a missing path) raises `PatchConflict`.
 from __future__ import annotations
 
 import copy
+import json
 
 
 class PatchError(ValueError):
@@ -22,17 +23,6 @@ class PatchError(ValueError):
 
 class PatchConflict(ValueError):
     """The patch cannot be applied to this object (HTTP 422)."""
-
-
-def apply_patch(target: object, patch: object, media_type: str, kind_name: str) -> object:
-    """`patch` of the PATCH request's content type applied to `target`, an object of kind `kind_name`."""
-    if media_type == "application/json-patch+json":
-        return json_patch(target, patch)
-    if media_type == "application/strategic-merge-patch+json":
-        return strategic_merge_patch(target, patch, kind_name)
-    if not isinstance(patch, dict):
-        raise PatchError("a merge patch must be a JSON object")
-    return merge_patch(target, patch)
 
 
 # --- merge patch --------------------------------------------------------------------------------------
@@ -66,6 +56,13 @@ _POD_SPEC_KEYS: dict[str, str | None] = {
     "initContainers.volumeMounts": "mountPath",
     "volumes": "name",
     "imagePullSecrets": "name",
+    "ephemeralContainers": "name",
+    "containers.volumeDevices": "devicePath",
+    "initContainers.volumeDevices": "devicePath",
+    "hostAliases": "ip",
+    "topologySpreadConstraints": "topologyKey",
+    "schedulingGates": "name",
+    "resourceClaims": "name",
 }
 _METADATA_KEYS: dict[str, str | None] = {"metadata.finalizers": None, "metadata.ownerReferences": "uid"}
 
@@ -124,6 +121,8 @@ def _merge_map(target: dict, patch: dict, keys: dict[str, str | None], path: str
         child_path = f"{path}.{key}" if path else key
         if value is None:
             result.pop(key, None)
+        elif isinstance(value, dict) and value.get(_DIRECTIVE) == "delete":
+            result.pop(key, None)  # the map goes, as a null would take it
         elif isinstance(value, dict):
             current = result.get(key)
             result[key] = _merge_map(current if isinstance(current, dict) else {}, value, keys, child_path)
@@ -132,6 +131,31 @@ def _merge_map(target: dict, patch: dict, keys: dict[str, str | None], path: str
             result[key] = _merge_list(current if isinstance(current, list) else [], value, keys, child_path)
         else:
             result[key] = copy.deepcopy(value)
+    for key, order in patch.items():
+        if key.startswith(_SET_ORDER):
+            field = key[len(_SET_ORDER) :]
+            child_path = f"{path}.{field}" if path else field
+            if not isinstance(order, list):
+                raise PatchError(f"{key} must be a list")
+            if isinstance(result.get(field), list) and child_path in keys:
+                result[field] = _set_element_order(result[field], order, keys[child_path])
+    return result
+
+
+def _set_element_order(items: list, order: list, merge_key: str | None) -> list:
+    """`$setElementOrder`: the items it names take, among the places they hold, the order it gives;
+    items it does not name (the server's own) keep their places."""
+
+    def identity(item: object) -> object:
+        return item.get(merge_key) if merge_key is not None and isinstance(item, dict) else item
+
+    rank = {}
+    for position, entry in enumerate(order):
+        rank.setdefault(json.dumps(identity(entry), sort_keys=True), position)
+    named = [(rank[k], i) for i, item in enumerate(items) if (k := json.dumps(identity(item), sort_keys=True)) in rank]
+    result = list(items)
+    for slot, (_, source) in zip(sorted(i for _, i in named), sorted(named), strict=True):
+        result[slot] = items[source]
     return result
 
 

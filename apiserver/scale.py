@@ -16,7 +16,6 @@ from aiohttp import web
 from podnet.apiserver import status
 from podnet.apiserver.codec import JSON, from_storage
 from podnet.apiserver.handlers import _UPDATE_ATTEMPTS, _dry_run, _Raced, respond
-from podnet.apiserver.patch import PatchConflict, PatchError, apply_patch
 from podnet.apiserver.status import Cause
 
 from podnet.api import selectors
@@ -109,12 +108,7 @@ class ScaleRoutes:
             raise status.unsupported_media_type(media_type)
 
         def patched(current: dict) -> dict:
-            try:
-                return _check_scale(apply_patch(current, body, media_type, SCALE.kind), name)
-            except PatchError as e:
-                raise status.bad_request(str(e)) from None
-            except PatchConflict as e:
-                raise status.unprocessable(f"the patch cannot be applied: {e}") from None
+            return _check_scale(self.resources._patched(SCALE, current, body, media_type), name)
 
         return await self._write(request, kind, namespace, name, patched)
 

@@ -11,7 +11,15 @@ from podnet.api.selectors import EVERYTHING, Selector, SelectorError, parse
 _COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 # The field labels each kind supports beyond metadata.name and metadata.namespace (its
 # GetAttrs/field label conversion funcs in Kubernetes).
-_KIND_FIELDS = {"Pod": ("spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP")}
+_KIND_FIELDS = {
+    "Pod": ("spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"),
+    # As the core Event strategy's field set (kubectl describe selects an object's events by these).
+    "Event": ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+              "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason",
+              "reportingComponent", "source", "type"),
+}
+# Field labels that name a value elsewhere in the object.
+_FIELD_PATHS = {"source": "source.component"}
 
 
 class FieldSelectorError(ValueError):
@@ -30,7 +38,7 @@ class FieldRequirement:
 
 def field_value(obj: dict, field: str) -> str:
     node: object = obj
-    for part in field.split("."):
+    for part in _FIELD_PATHS.get(field, field).split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node if isinstance(node, str) else ""
 

@@ -127,7 +127,7 @@ def uri_too_long(limit: int) -> ApiError:
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(status(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json, application/msgpack (got "{content_type}")'))
+    return ApiError(status(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json, application/apply-patch+yaml, application/msgpack (got "{content_type}")'))
 
 
 def invalid(kind: Kind, name: str, causes: list[Cause]) -> ApiError:

@@ -1,7 +1,9 @@
 """Validation of the kinds podnet serves, after Kubernetes' pkg/apis/*/validation.
 
 Pure: `validate(kind_name, obj, limits)` returns the field errors (Status causes) of a defaulted
-object; an empty list means valid. Messages and reasons are Kubernetes' own (`Required value`,
+object; an empty list means valid. The object's structure (which fields exist, of which types) has
+already been decoded against the kind's schema (podnet/api/openapi/structure.py), as kube-apiserver
+decodes into its Go types before validating: what is left here are the semantic rules. Messages and reasons are Kubernetes' own (`Required value`,
 `Invalid value: 70000: must be between 1 and 65535, inclusive`, `Unsupported value: ...`), and fields
 are written as Kubernetes writes them (`spec.ingress[0].ports[1].endPort`).
 """
@@ -141,11 +143,7 @@ def _check_enum(errors: Errors, field: str, value: object, allowed: tuple[str, .
 
 
 def _check_string_map(errors: Errors, field: str, value: object, *, label_values: bool) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        errors.invalid(field, value, "must be a map of string keys to string values")
-        return {}
+    value = value or {}
     for key, item in value.items():
         try:
             validate_key(str(key))
@@ -156,11 +154,9 @@ def _check_string_map(errors: Errors, field: str, value: object, *, label_values
                 "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
                 "with an alphanumeric character, with an optional DNS subdomain prefix and '/'",
             )
-        if not isinstance(item, str):
-            errors.invalid(f"{field}[{key}]", item, "must be a string")
-        elif label_values:
+        if label_values:
             try:
-                validate_value(item)
+                validate_value(item or "")
             except SelectorError:
                 errors.invalid(
                     field,
@@ -180,18 +176,14 @@ def _check_selector(errors: Errors, field: str, value: object) -> None:
         errors.invalid(field, value, str(e))
 
 
-def _list(errors: Errors, field: str, value: object) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        errors.invalid(field, value, "must be a list")
-        return []
-    return value
+def _list(value: object) -> list:
+    """A list field's items; an absent (or null) list is empty."""
+    return value or []  # type: ignore[return-value]
 
 
 def _distinct_choices(errors: Errors, field: str, value: object, allowed: tuple[str, ...], most: int) -> list:
     """A list of at most `most` entries, each one of `allowed` and none twice; returns the list."""
-    items = _list(errors, field, value)
+    items = _list(value)
     if len(items) > most:
         errors.too_many(field, len(items), most)
     seen: set[object] = set()
@@ -204,24 +196,9 @@ def _distinct_choices(errors: Errors, field: str, value: object, allowed: tuple[
     return items
 
 
-def _dict_items(errors: Errors, field: str, value: object) -> list[tuple[str, dict]]:
-    items = []
-    for i, item in enumerate(_list(errors, field, value)):
-        if isinstance(item, dict):
-            items.append((f"{field}[{i}]", item))
-        else:
-            errors.invalid(f"{field}[{i}]", item, "must be an object")
-    return items
-
-
-def _section(errors: Errors, field: str, obj: dict, key: str) -> dict:
-    value = obj.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        errors.invalid(field, value, "must be an object")
-        return {}
-    return value
+def _dict_items(field: str, value: object) -> list[tuple[str, dict]]:
+    """Each object of a list field with its path; a null item is an empty object, as Go decodes it."""
+    return [(f"{field}[{i}]", item or {}) for i, item in enumerate(_list(value))]
 
 
 def _parse_cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
@@ -247,23 +224,18 @@ _NAME_SYNTAX = {"Namespace": "label", "Service": "dns1035"}
 
 
 def validate_metadata(errors: Errors, kind_name: str, obj: dict, namespaced: bool) -> None:
-    metadata = obj.get("metadata")
-    if not isinstance(metadata, dict):
-        errors.required("metadata")
-        return
+    metadata = obj["metadata"]
     name = metadata.get("name")
     if not name:
         errors.required("metadata.name", "name or generateName is required")
-    elif not isinstance(name, str):
-        errors.invalid("metadata.name", name, "must be a string")
     elif detail := _name_error(name, _NAME_SYNTAX.get(kind_name, "subdomain")):
         errors.invalid("metadata.name", name, detail)
     if namespaced:
         namespace = metadata.get("namespace")
         if not namespace:
             errors.required("metadata.namespace")
-        elif not isinstance(namespace, str) or (detail := _name_error(namespace, "label")):
-            errors.invalid("metadata.namespace", namespace, detail or "must be a string")
+        elif detail := _name_error(namespace, "label"):
+            errors.invalid("metadata.namespace", namespace, detail)
     elif metadata.get("namespace"):
         errors.forbidden("metadata.namespace", "not allowed on this type")
     _check_string_map(errors, "metadata.labels", metadata.get("labels"), label_values=True)
@@ -273,8 +245,6 @@ def validate_metadata(errors: Errors, kind_name: str, obj: dict, namespaced: boo
         errors.causes.append(
             Cause("metadata.annotations", "FieldValueTooLong", f"Too long: must have at most {_ANNOTATIONS_LIMIT} bytes")
         )
-    _list(errors, "metadata.finalizers", metadata.get("finalizers"))
-    _list(errors, "metadata.ownerReferences", metadata.get("ownerReferences"))
 
 
 # --- Pod ----------------------------------------------------------------------------------------------
@@ -284,15 +254,15 @@ DNS_POLICIES = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
 
 
 def _validate_containers(errors: Errors, field: str, value: object, names: set[str], *, required: bool) -> None:
-    containers = _dict_items(errors, field, value)
+    containers = _dict_items(field, value)
     if required and not containers:
         errors.required(field)
     for path, container in containers:
         name = container.get("name")
         if not name:
             errors.required(f"{path}.name")
-        elif not isinstance(name, str) or (detail := _name_error(name, "label")):
-            errors.invalid(f"{path}.name", name, detail or "must be a string")
+        elif detail := _name_error(name, "label"):
+            errors.invalid(f"{path}.name", name, detail)
         elif name in names:
             errors.duplicate(f"{path}.name", name)
         else:
@@ -300,7 +270,7 @@ def _validate_containers(errors: Errors, field: str, value: object, names: set[s
         if not container.get("image"):
             errors.required(f"{path}.image")
         port_names: set[str] = set()
-        for port_path, port in _dict_items(errors, f"{path}.ports", container.get("ports")):
+        for port_path, port in _dict_items(f"{path}.ports", container.get("ports")):
             if "containerPort" not in port:
                 errors.required(f"{port_path}.containerPort")
             else:
@@ -310,8 +280,8 @@ def _validate_containers(errors: Errors, field: str, value: object, names: set[s
             _check_protocol(errors, f"{port_path}.protocol", port.get("protocol"))
             port_name = port.get("name")
             if port_name is not None:
-                if not isinstance(port_name, str) or (detail := _port_name_error(port_name)):
-                    errors.invalid(f"{port_path}.name", port_name, detail or "must be a string")
+                if detail := _port_name_error(port_name):
+                    errors.invalid(f"{port_path}.name", port_name, detail)
                 elif port_name in port_names:
                     errors.duplicate(f"{port_path}.name", port_name)
                 else:
@@ -319,7 +289,7 @@ def _validate_containers(errors: Errors, field: str, value: object, names: set[s
 
 
 def validate_pod_spec(errors: Errors, field: str, spec: object) -> None:
-    if not isinstance(spec, dict):
+    if spec is None:
         errors.required(field)
         return
     names: set[str] = set()
@@ -329,14 +299,12 @@ def validate_pod_spec(errors: Errors, field: str, spec: object) -> None:
     _check_enum(errors, f"{field}.dnsPolicy", spec.get("dnsPolicy"), DNS_POLICIES)
     _check_string_map(errors, f"{field}.nodeSelector", spec.get("nodeSelector"), label_values=True)
     node_name = spec.get("nodeName")
-    if node_name and (not isinstance(node_name, str) or _name_error(node_name, "subdomain")):
+    if node_name and _name_error(node_name, "subdomain"):
         errors.invalid(f"{field}.nodeName", node_name, "must be a valid node name")
-    if "hostNetwork" in spec and not isinstance(spec["hostNetwork"], bool):
-        errors.invalid(f"{field}.hostNetwork", spec["hostNetwork"], "must be a boolean")
     grace = spec.get("terminationGracePeriodSeconds")
     if grace is not None and (not _is_int(grace) or grace < 0):
         errors.invalid(f"{field}.terminationGracePeriodSeconds", grace, "must be greater than or equal to 0")
-    for path, toleration in _dict_items(errors, f"{field}.tolerations", spec.get("tolerations")):
+    for path, toleration in _dict_items(f"{field}.tolerations", spec.get("tolerations")):
         effect = toleration.get("effect")
         if effect:
             _check_enum(errors, f"{path}.effect", effect, ("NoSchedule", "PreferNoSchedule", "NoExecute"))
@@ -344,11 +312,10 @@ def validate_pod_spec(errors: Errors, field: str, spec: object) -> None:
 
 def validate_pod(errors: Errors, obj: dict, limits: Limits) -> None:
     validate_pod_spec(errors, "spec", obj.get("spec"))
-    status = obj.get("status")
-    if isinstance(status, dict):
-        for field in ("podIP", "hostIP"):
-            if status.get(field):
-                _check_ip(errors, f"status.{field}", status[field])
+    status = obj.get("status") or {}
+    for field in ("podIP", "hostIP"):
+        if status.get(field):
+            _check_ip(errors, f"status.{field}", status[field])
 
 
 # --- Service ------------------------------------------------------------------------------------------
@@ -361,22 +328,22 @@ IP_FAMILIES = ("IPv4", "IPv6")
 
 def validate_service(errors: Errors, obj: dict, limits: Limits) -> None:
     spec = obj.get("spec")
-    if not isinstance(spec, dict):
+    if spec is None:
         errors.required("spec")
         return
     service_type = spec.get("type")
     _check_enum(errors, "spec.type", service_type, SERVICE_TYPES)
     cluster_ip = spec.get("clusterIP")
     headless = cluster_ip == "None"
-    ports = _dict_items(errors, "spec.ports", spec.get("ports"))
+    ports = _dict_items("spec.ports", spec.get("ports"))
     if not ports and service_type != "ExternalName" and not headless:
         errors.required("spec.ports")
     if service_type == "ExternalName":
         external_name = spec.get("externalName")
         if not external_name:
             errors.required("spec.externalName")
-        elif not isinstance(external_name, str) or (detail := _name_error(external_name.rstrip("."), "subdomain")):
-            errors.invalid("spec.externalName", external_name, detail or "must be a string")
+        elif detail := _name_error(external_name.rstrip("."), "subdomain"):
+            errors.invalid("spec.externalName", external_name, detail)
     elif cluster_ip not in (None, "", "None"):
         try:
             address = ipaddress.ip_address(cluster_ip)
@@ -392,7 +359,7 @@ def validate_service(errors: Errors, obj: dict, limits: Limits) -> None:
                     f"The range of valid IPs is {limits.service_cidr}",
                 )
     cluster_ips = spec.get("clusterIPs")
-    if isinstance(cluster_ips, list) and cluster_ip and cluster_ips and cluster_ips[0] != cluster_ip:
+    if cluster_ip and cluster_ips and cluster_ips[0] != cluster_ip:
         errors.invalid("spec.clusterIPs", cluster_ips, "element [0] must match clusterIP")
     if headless and service_type in ("NodePort", "LoadBalancer"):
         errors.invalid("spec.clusterIPs[0]", "None", f"may not be set to 'None' for {service_type} services")
@@ -406,8 +373,8 @@ def validate_service(errors: Errors, obj: dict, limits: Limits) -> None:
         if len(ports) > 1 and not name:
             errors.required(f"{path}.name")
         if name:
-            if not isinstance(name, str) or (detail := _name_error(name, "label")):
-                errors.invalid(f"{path}.name", name, detail or "must be a string")
+            if detail := _name_error(name, "label"):
+                errors.invalid(f"{path}.name", name, detail)
             elif name in names:
                 errors.duplicate(f"{path}.name", name)
             else:
@@ -495,7 +462,7 @@ def _validate_ip_block(errors: Errors, path: str, block: dict) -> None:
     if cidr is None:
         errors.invalid(f"{path}.cidr", cidr_text, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")
         return
-    for i, except_text in enumerate(_list(errors, f"{path}.except", block.get("except"))):
+    for i, except_text in enumerate(_list(block.get("except"))):
         field = f"{path}.except[{i}]"
         excepted = _parse_cidr(except_text)
         if excepted is None:
@@ -505,7 +472,7 @@ def _validate_ip_block(errors: Errors, path: str, block: dict) -> None:
 
 
 def _validate_peers(errors: Errors, field: str, peers: object) -> None:
-    for path, peer in _dict_items(errors, field, peers):
+    for path, peer in _dict_items(field, peers):
         selectors = [k for k in ("podSelector", "namespaceSelector") if peer.get(k) is not None]
         block = peer.get("ipBlock")
         if block is None and not selectors:
@@ -515,21 +482,18 @@ def _validate_peers(errors: Errors, field: str, peers: object) -> None:
         for key in selectors:
             _check_selector(errors, f"{path}.{key}", peer[key])
         if block is not None:
-            if isinstance(block, dict):
-                _validate_ip_block(errors, f"{path}.ipBlock", block)
-            else:
-                errors.invalid(f"{path}.ipBlock", block, "must be an object")
+            _validate_ip_block(errors, f"{path}.ipBlock", block)
 
 
 def validate_network_policy(errors: Errors, obj: dict, limits: Limits) -> None:
     spec = obj.get("spec")
-    if not isinstance(spec, dict):
+    if spec is None:
         errors.required("spec")
         return
     _check_selector(errors, "spec.podSelector", spec.get("podSelector"))
     for direction, peer_key in (("ingress", "from"), ("egress", "to")):
-        for path, rule in _dict_items(errors, f"spec.{direction}", spec.get(direction)):
-            for port_path, port in _dict_items(errors, f"{path}.ports", rule.get("ports")):
+        for path, rule in _dict_items(f"spec.{direction}", spec.get(direction)):
+            for port_path, port in _dict_items(f"{path}.ports", rule.get("ports")):
                 _validate_policy_port(errors, port_path, port)
             _validate_peers(errors, f"{path}.{peer_key}", rule.get(peer_key))
     _distinct_choices(errors, "spec.policyTypes", spec.get("policyTypes"), POLICY_TYPES, 2)
@@ -539,29 +503,29 @@ def validate_network_policy(errors: Errors, obj: dict, limits: Limits) -> None:
 
 
 def validate_node(errors: Errors, obj: dict, limits: Limits) -> None:
-    spec = _section(errors, "spec", obj, "spec")
-    cidrs = list(_list(errors, "spec.podCIDRs", spec.get("podCIDRs")))
+    spec = (obj.get("spec") or {})
+    cidrs = list(_list(spec.get("podCIDRs")))
     if spec.get("podCIDR"):
         cidrs.insert(0, spec["podCIDR"])
     for cidr in cidrs:
         if _parse_cidr(cidr) is None:
             errors.invalid("spec.podCIDRs", cidr, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")
-    for path, taint in _dict_items(errors, "spec.taints", spec.get("taints")):
+    for path, taint in _dict_items("spec.taints", spec.get("taints")):
         if not taint.get("key"):
             errors.required(f"{path}.key")
         _check_enum(errors, f"{path}.effect", taint.get("effect"), ("NoSchedule", "PreferNoSchedule", "NoExecute"))
-    status = _section(errors, "status", obj, "status")
-    for path, address in _dict_items(errors, "status.addresses", status.get("addresses")):
+    status = (obj.get("status") or {})
+    for path, address in _dict_items("status.addresses", status.get("addresses")):
         if not address.get("type"):
             errors.required(f"{path}.type")
 
 
 def validate_endpoints(errors: Errors, obj: dict, limits: Limits) -> None:
-    for path, subset in _dict_items(errors, "subsets", obj.get("subsets")):
+    for path, subset in _dict_items("subsets", obj.get("subsets")):
         for key in ("addresses", "notReadyAddresses"):
-            for address_path, address in _dict_items(errors, f"{path}.{key}", subset.get(key)):
+            for address_path, address in _dict_items(f"{path}.{key}", subset.get(key)):
                 _check_ip(errors, f"{address_path}.ip", address.get("ip"))
-        for port_path, port in _dict_items(errors, f"{path}.ports", subset.get("ports")):
+        for port_path, port in _dict_items(f"{path}.ports", subset.get("ports")):
             _check_port_number(errors, f"{port_path}.port", port.get("port"))
             _check_protocol(errors, f"{port_path}.protocol", port.get("protocol"))
 
@@ -569,18 +533,18 @@ def validate_endpoints(errors: Errors, obj: dict, limits: Limits) -> None:
 def validate_endpoint_slice(errors: Errors, obj: dict, limits: Limits) -> None:
     address_type = obj.get("addressType")
     _check_enum(errors, "addressType", address_type, ("IPv4", "IPv6", "FQDN"))
-    endpoints = _dict_items(errors, "endpoints", obj.get("endpoints"))
+    endpoints = _dict_items("endpoints", obj.get("endpoints"))
     if len(endpoints) > 1000:
         errors.too_many("endpoints", len(endpoints), 1000)
     for path, endpoint in endpoints:
-        addresses = _list(errors, f"{path}.addresses", endpoint.get("addresses"))
+        addresses = _list(endpoint.get("addresses"))
         if not addresses:
             errors.required(f"{path}.addresses")
         if address_type in ("IPv4", "IPv6"):
             for i, address in enumerate(addresses):
                 _check_ip(errors, f"{path}.addresses[{i}]", address)
     names: set[object] = set()
-    for path, port in _dict_items(errors, "ports", obj.get("ports")):
+    for path, port in _dict_items("ports", obj.get("ports")):
         if port.get("port") is not None:
             _check_port_number(errors, f"{path}.port", port["port"], low=0)
         _check_protocol(errors, f"{path}.protocol", port.get("protocol"))
@@ -591,7 +555,7 @@ def validate_endpoint_slice(errors: Errors, obj: dict, limits: Limits) -> None:
 
 
 def validate_lease(errors: Errors, obj: dict, limits: Limits) -> None:
-    spec = _section(errors, "spec", obj, "spec")
+    spec = (obj.get("spec") or {})
     duration = spec.get("leaseDurationSeconds")
     if duration is not None and (not _is_int(duration) or duration <= 0):
         errors.invalid("spec.leaseDurationSeconds", duration, "must be greater than 0")
@@ -620,7 +584,7 @@ def _validate_workload_spec(errors: Errors, spec: dict) -> None:
         errors.invalid("spec.replicas", replicas, "must be greater than or equal to 0")
     _check_nonnegative(errors, "spec.minReadySeconds", spec.get("minReadySeconds"))
     selector = spec.get("selector")
-    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+    template = spec.get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     if selector is None:
         errors.required("spec.selector")
@@ -632,11 +596,11 @@ def _validate_workload_spec(errors: Errors, spec: dict) -> None:
         else:
             if compiled.empty:
                 errors.invalid("spec.selector", selector, "empty selector is invalid for deployment")
-            elif not compiled.matches(labels if isinstance(labels, dict) else {}):
+            elif not compiled.matches(labels):
                 errors.invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
     _check_string_map(errors, "spec.template.metadata.labels", labels, label_values=True)
     validate_pod_spec(errors, "spec.template.spec", template.get("spec"))
-    restart = (template.get("spec") or {}).get("restartPolicy") if isinstance(template.get("spec"), dict) else None
+    restart = (template.get("spec") or {}).get("restartPolicy")
     if restart not in (None, "Always"):
         errors.not_supported("spec.template.spec.restartPolicy", restart, ("Always",))
 

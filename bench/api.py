@@ -6,7 +6,9 @@ Starts one real etcd and, in turn, an API server process on SQLite and one on th
 - API writes/s (Pod creates over HTTP, JSON) per store, and their ratio to the raw puts;
 - watch delivery latency with 100 watchers of one namespace: from the moment a write is sent to the
   moment each watcher has its event, p50 and p99 over every (write, watcher) pair, writes paced so the
-  figure is delivery, not queueing.
+  figure is delivery, not queueing;
+- the latency of listing 1,000 pods as JSON and as the server-side Table kubectl asks for (median of
+  LISTS lists).
 Goals (issue 2): API writes >= 30% of raw etcd puts; watch delivery p99 <= 50 ms at 100 watchers.
 Prints one JSON object.
 """
@@ -34,6 +36,9 @@ CONCURRENCY = 16
 WATCHERS = 100
 WATCHED_WRITES = 200
 WATCHED_RATE = 100.0  # writes per second while watchers listen
+LISTED = 1000
+LISTS = 20
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -67,6 +72,19 @@ async def api_writes(session: aiohttp.ClientSession, url: str, namespace: str) -
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return WRITES / (time.perf_counter() - started)
+
+
+async def list_latency(session: aiohttp.ClientSession, url: str, namespace: str, accept: str) -> float:
+    """Median seconds to list LISTED pods (the namespace holds at least that many) and read the whole answer."""
+    took = []
+    for _ in range(LISTS):
+        started = time.perf_counter()
+        async with session.get(f"{url}/api/v1/namespaces/{namespace}/pods?limit={LISTED}", headers={"Accept": accept}) as response:
+            body = await response.json()
+        took.append(time.perf_counter() - started)
+        if len(body.get("items", body.get("rows", []))) != LISTED:
+            raise RuntimeError(f"the list answered {response.status} without {LISTED} pods")
+    return statistics.median(took)
 
 
 async def watch_latency(session: aiohttp.ClientSession, url: str, namespace: str) -> list[float]:
@@ -107,16 +125,19 @@ async def watch_latency(session: aiohttp.ClientSession, url: str, namespace: str
 
 async def measure_store(server: ApiServerProcess) -> dict:
     headers = {"Authorization": f"Bearer {server.token}"}
-    connector = aiohttp.TCPConnector(limit=WATCHERS + CONCURRENCY + 4)
+    connector = aiohttp.TCPConnector(limit=WATCHERS + CONCURRENCY + 4, ssl=server.ssl_context() or True)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         for namespace in ("bench-writes", "bench-watch"):
             async with session.post(f"{server.url}/api/v1/namespaces", json={"metadata": {"name": namespace}}) as response:
                 assert response.status == 201, await response.text()
         writes = await api_writes(session, server.url, "bench-writes")
+        listed = {what: await list_latency(session, server.url, "bench-writes", accept)
+                  for what, accept in (("json", "application/json"), ("table", TABLE))}
         latencies = await watch_latency(session, server.url, "bench-watch")
     return {
         "writes_per_s": round(writes),
         "watchers": WATCHERS,
+        "list_1000_pods_ms": {what: round(seconds * 1000, 1) for what, seconds in listed.items()},
         "watch_deliveries": len(latencies),
         "watch_delivery_ms": {
             "p50": round(statistics.median(latencies) * 1000, 2),

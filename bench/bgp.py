@@ -188,6 +188,7 @@ def node(name: str, address: str, cidr: str) -> dict:
 async def convergence(directory: Path) -> list[float]:
     api_port = free_port("127.0.0.1")
     (directory / "tokens.csv").write_text(f'{TOKEN},bench,bench-uid,"system:masters"\n')
+    (directory / "token").write_text(TOKEN)
     api = spawn([sys.executable, "-m", "podnet.apiserver", "--host", "127.0.0.1", "--port", str(api_port),
                  "--store", f"sqlite:///{directory / 'store.db'}", "--token-file", str(directory / "tokens.csv"),
                  "--no-controllers"], directory / "apiserver.log")
@@ -212,7 +213,7 @@ async def convergence(directory: Path) -> list[float]:
         state = directory / name
         state.mkdir(exist_ok=True)
         return spawn([sys.executable, "-m", "podnet", "bgp", "--node", name, "--address", address, "--port",
-                      str(port), "--server", url, "--token", TOKEN, "--agent-socket", str(state / "agent.sock"),
+                      str(port), "--server", url, "--token-file", str(directory / "token"), "--agent-socket", str(state / "agent.sock"),
                       "--state-dir", str(state), "--connect-retry", "1", "--log-level", "WARNING"],
                      directory / f"{name}.log")
 

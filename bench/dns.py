@@ -200,6 +200,7 @@ def programming_latency(directory: Path, samples: int) -> dict:
     """Starts a real API server and a podnet dns fed by it, then times Service create → A answer."""
     token = "bench-token"
     (directory / "tokens.csv").write_text(f'{token},bench,bench-uid,"system:masters"\n')
+    (directory / "token").write_text(token)
     api_port = free_port()
     api = subprocess.Popen(
         [sys.executable, "-m", "podnet.apiserver", "--host", "127.0.0.1", "--port", str(api_port),
@@ -219,7 +220,7 @@ def programming_latency(directory: Path, samples: int) -> dict:
                 if time.monotonic() > deadline or api.poll() is not None:
                     raise RuntimeError("the API server did not start") from None
                 time.sleep(0.1)
-        dns, dns_port = start_podnet_dns(["--server", url, "--token", token, "--no-register"],
+        dns, dns_port = start_podnet_dns(["--server", url, "--token-file", str(directory / "token"), "--no-register"],
                                          directory / "dns-api.log")
         wait_answering(dns_port, "kubernetes.default.svc.cluster.local", dns)
         latencies = []

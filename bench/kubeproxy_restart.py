@@ -55,7 +55,7 @@ def restart_once(cluster: Cluster, agent: AgentProcess, argv: list[str], name: s
     ip = cluster.api_call(create)["spec"]["clusterIP"]
     time.sleep(0.2)  # the Service is in the API server, and nobody programs it
     api = cluster.api
-    args = [sys.executable, *argv, "--node", agent.name, "--server", api.url, "--token", api.token,
+    args = [sys.executable, *argv, "--node", agent.name, "--kubeconfig", str(api.kubeconfig),
             "--agent-socket", agent.socket, "--metrics-port", "-1"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(cluster.home))
     with open(cluster.home / "kube-proxy.log", "ab") as log:
@@ -90,7 +90,7 @@ def main() -> None:
         try:
             api.start()
             agent = AgentProcess(
-                "node-1", "127.0.0.11", home, api.url, api.token, free_udp_port("127.0.0.11")
+                "node-1", "127.0.0.11", home, api.kubeconfig, free_udp_port("127.0.0.11")
             )
             agent.start()
             cluster = Cluster(api, home, {agent.name: agent})

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import msgpack  # noqa: E402
 from podnet.nodeagent.kubeproxy import rules  # noqa: E402
 from podnet.overlay.pipeline.nat import ServiceTable  # noqa: E402
+from support.apiserver import ApiServerProcess  # noqa: E402
 
 from podnet.rpc.session import RpcClient  # noqa: E402
 
@@ -220,11 +221,9 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-async def _live_changes(api_url: str, token: str, sockets: list[str]) -> dict:
-    from podnet.client import ApiClient
-
+async def _live_changes(api: ApiServerProcess, sockets: list[str]) -> dict:
     agents = [await RpcClient(path).connect() for path in sockets]
-    async with ApiClient(api_url, token) as client:
+    async with api.client() as client:
         semaphore = asyncio.Semaphore(16)
 
         async def create(obj: dict) -> None:
@@ -309,7 +308,6 @@ async def _full_sync_rpc(socket_path: str, count: int) -> dict:
 
 
 def bench_live(home: Path) -> tuple[dict, dict]:
-    from support.apiserver import ApiServerProcess
     from support.kubeproxy import KubeProxyProcess
     from support.nodeagent import AgentProcess, free_udp_port
 
@@ -323,15 +321,15 @@ def bench_live(home: Path) -> tuple[dict, dict]:
         addresses = [f"127.0.0.{11 + i}" for i in range(LIVE_NODES)]
         port = free_udp_port(*addresses)
         for index, address in enumerate(addresses, start=1):
-            agent = AgentProcess(f"node-{index}", address, home, api.url, api.token, port)
+            agent = AgentProcess(f"node-{index}", address, home, api.kubeconfig, port)
             agents.append(agent)
             agent.start()
         sync = asyncio.run(_full_sync_rpc(agents[0].socket, 10000))
         for agent in agents:
-            proxy = KubeProxyProcess(agent, api.url, api.token, mode="ipvs")
+            proxy = KubeProxyProcess(agent, api.kubeconfig, mode="ipvs")
             proxies.append(proxy)
             proxy.start()
-        live = asyncio.run(_live_changes(api.url, api.token, [a.socket for a in agents]))
+        live = asyncio.run(_live_changes(api, [a.socket for a in agents]))
         return sync, live
     finally:
         for proxy in proxies:

@@ -48,8 +48,9 @@ class DnsConfig:
     ttl: int = 5
     # /healthz and /metrics on `address`; None serves neither.
     metrics_port: int | None = 9153
-    # Publish this server as the endpoint of the kube-dns Service, as a hostNetwork pod would be.
+    # Register a pod in kube-system that the kube-dns Service selects and its node agent relays here.
     register: bool = True
+    pod_name: str | None = None  # default: coredns-<address>-<port>
     service_namespace: str = "kube-system"
     service_name: str = "kube-dns"
     cluster_ip: str = "10.96.0.10"

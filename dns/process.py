@@ -1,5 +1,7 @@
 """The cluster DNS process: informers on Services, EndpointSlices and Pods feed the records; the UDP/TCP
-server answers from them; the process publishes itself as the endpoint of the kube-dns Service."""
+server answers from them; the process registers a pod of its own in kube-system that the kube-dns Service
+selects, whose ports its node agent relays to this process (podnet/api/clusterdns.py), so that clients
+reach it as they reach CoreDNS: at a pod IP on port 53."""
 
 from __future__ import annotations
 
@@ -16,14 +18,19 @@ from podnet.dns.records import Records
 from podnet.dns.server import DnsServer
 from prometheus_client import CollectorRegistry
 
-from podnet.api import manifests
+import podnet
+from podnet.api import clusterdns, manifests
 from podnet.client import ApiClient, ApiError, Informer
 from podnet.process import start_status_server
 
 log = logging.getLogger(__name__)
 
-MANAGED_BY = "podnet-dns"
-SLICE_NAME = "kube-dns-podnet"
+# The pod's metrics and readiness port, CoreDNS's; relayed to the process's real --metrics-port.
+METRICS_PORT = 9153
+# How often the registration looks at its pod even when no deletion was seen.
+RECHECK_SECONDS = 30.0
+# How often, at most, it looks again for a terminating pod of its name to be gone (its deletion also wakes it).
+GONE_RECHECK_SECONDS = 2.0
 
 
 def _handler(records: Records, apply: Callable[[dict], None], remove: Callable[[dict], None]):
@@ -46,62 +53,84 @@ def load_objects(records: Records, text: str, source: str) -> None:
             apply[obj["kind"]](obj)
 
 
-def registration_objects(config: DnsConfig, port: int) -> list[dict]:
-    """The kube-dns Service (only created when missing), its Endpoints and our EndpointSlice."""
-    ports = [("dns", "UDP"), ("dns-tcp", "TCP")]
-    service = {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": config.service_name, "namespace": config.service_namespace,
-                     "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
-        "spec": {"clusterIP": config.cluster_ip, "type": "ClusterIP",
-                 "ports": [{"name": n, "port": 53, "protocol": p, "targetPort": port} for n, p in ports]},
-    }
-    endpoints = {
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": config.service_name, "namespace": config.service_namespace},
-        "subsets": [{"addresses": [{"ip": config.address}],
-                     "ports": [{"name": n, "port": port, "protocol": p} for n, p in ports]}],
-    }
-    endpoint_slice = {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": SLICE_NAME, "namespace": config.service_namespace,
-                     "labels": {"kubernetes.io/service-name": config.service_name,
-                                "endpointslice.kubernetes.io/managed-by": MANAGED_BY}},
-        "addressType": "IPv6" if ":" in config.address else "IPv4",
-        "endpoints": [{"addresses": [config.address], "conditions": {"ready": True}}],
-        "ports": [{"name": n, "port": port, "protocol": p} for n, p in ports],
-    }
-    return [service, endpoints, endpoint_slice]
+def pod_name(config: DnsConfig, port: int) -> str:
+    """This replica's pod: given, or named after where the process serves, so that replicas differ."""
+    return config.pod_name or f"coredns-{config.address.replace('.', '-').replace(':', '-')}-{port}"
 
 
-async def _upsert(client: ApiClient, obj: dict, *, replace: bool = True) -> None:
-    meta = obj["metadata"]
+def dns_pod(config: DnsConfig, port: int, metrics_port: int | None) -> dict:
+    """The pod this replica is reached as: CoreDNS's labels, ports and readiness probe, its ports relayed by
+    the node agent that runs it to this process's real ones (`podnet.io/relay`)."""
+    relay = {53: (config.address, port)}
+    ports = [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+             {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]
+    container: dict = {"name": "coredns", "image": f"podnet/dns:{podnet.__version__}", "ports": ports}
+    if metrics_port is not None:
+        relay[METRICS_PORT] = (config.address, metrics_port)
+        ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+        # /healthz answers 200 once the caches have synced: the pod is Ready when the server answers.
+        container["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": METRICS_PORT, "scheme": "HTTP"},
+                                       "periodSeconds": 1, "timeoutSeconds": 1, "successThreshold": 1,
+                                       "failureThreshold": 3}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name(config, port), "namespace": config.service_namespace,
+                     "labels": dict(clusterdns.POD_LABELS),
+                     "annotations": {clusterdns.RELAY_ANNOTATION: clusterdns.format_relay(relay)}},
+        "spec": {"containers": [container], "dnsPolicy": "Default"},
+    }
+
+
+async def _ensure(client: ApiClient, obj: dict) -> None:
+    """Creates `obj` unless it exists."""
     try:
-        current = await client.get(obj["kind"], meta["name"], meta.get("namespace"))
+        await client.create(obj)
+    except ApiError as exc:
+        if exc.code != 409:
+            raise
+
+
+async def _ensure_pod(client: ApiClient, pod: dict) -> bool:
+    """Creates the pod; one of the same name that relays elsewhere (an earlier run on other ports) is
+    replaced, since a pod's relay is read once, when its node agent adds it. False while a pod of that name
+    is still terminating: a new one can be created once it is gone."""
+    meta = pod["metadata"]
+    try:
+        current = await client.get("pods", meta["name"], meta["namespace"])
     except ApiError as exc:
         if exc.code != 404:
             raise
-        await client.create(obj)
-        return
-    if replace:
-        updated = {**obj, "metadata": {**meta, "resourceVersion": current["metadata"].get("resourceVersion")}}
-        await client.replace(updated)
+        await client.create(pod)
+        log.info("registered pod %s/%s", meta["namespace"], meta["name"])
+        return True
+    if current["metadata"].get("deletionTimestamp"):
+        return False
+    annotation = clusterdns.RELAY_ANNOTATION
+    if (current["metadata"].get("annotations") or {}).get(annotation) != meta["annotations"][annotation]:
+        log.info("pod %s/%s relays elsewhere: replacing it", meta["namespace"], meta["name"])
+        await client.delete("pods", meta["name"], meta["namespace"])
+        return False
+    return True
 
 
-async def register(client: ApiClient, config: DnsConfig, port: int) -> None:
-    """Retries with backoff until the kube-dns Service points at this server."""
-    service, endpoints, endpoint_slice = registration_objects(config, port)
+async def register(client: ApiClient, config: DnsConfig, pod: dict, recheck: asyncio.Event) -> None:
+    """Keeps this replica's pod registered: the kube-system namespace and the kube-dns Service when missing
+    (an API server without its controllers), then the pod, again whenever `recheck` is set (the pod was
+    deleted) and every RECHECK_SECONDS. Retries failures with backoff; never ends the process."""
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": config.service_namespace}}
     backoff = 0.2
     while True:
+        recheck.clear()
         try:
-            await _upsert(client, namespace, replace=False)
-            await _upsert(client, service, replace=False)
-            await _upsert(client, endpoints)
-            await _upsert(client, endpoint_slice)
-            log.info("registered as the endpoint of %s/%s", config.service_namespace, config.service_name,
-                     extra={"fields": {"address": config.address, "port": port}})
-            return
+            await _ensure(client, namespace)
+            await _ensure(client, clusterdns.kube_dns_service(config.cluster_ip))
+            registered = await _ensure_pod(client, pod)
+            if not registered:
+                log.info("waiting for the earlier pod %s to be gone", pod["metadata"]["name"])
+            backoff = 0.2
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(recheck.wait(), RECHECK_SECONDS if registered else GONE_RECHECK_SECONDS)
+            continue
         except ApiError as exc:
             log.warning("registering with the API server failed: %s; retrying in %.1fs", exc, backoff)
         except Exception:
@@ -111,16 +140,28 @@ async def register(client: ApiClient, config: DnsConfig, port: int) -> None:
         backoff = min(backoff * 2, 5.0)
 
 
-async def deregister(client: ApiClient, config: DnsConfig) -> None:
-    for kind, name in (("EndpointSlice", SLICE_NAME), ("Endpoints", config.service_name)):
-        with contextlib.suppress(ApiError, asyncio.TimeoutError):
-            await asyncio.wait_for(client.delete(kind, name, config.service_namespace), 2.0)
+def _watch_own_pod(pod: dict, recheck: asyncio.Event):
+    """A Pod informer handler that sets `recheck` when this replica's pod is deleted."""
+    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+
+    def handle(event_type: str, old: dict | None, new: dict | None) -> None:
+        meta = (old or {}).get("metadata") or {}
+        if event_type == "DELETED" and (meta.get("name"), meta.get("namespace")) == (name, namespace):
+            recheck.set()
+
+    return handle
+
+
+async def deregister(client: ApiClient, pod: dict) -> None:
+    """A graceful stop deletes the pod, as a replica scaled away leaves its endpoints."""
+    with contextlib.suppress(ApiError, asyncio.TimeoutError):
+        await asyncio.wait_for(client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"]), 2.0)
 
 
 async def serve(config: DnsConfig, *, shutdown_trigger: asyncio.Event | None = None) -> None:
     shutdown = shutdown_trigger or asyncio.Event()
     records = Records(config.zone, config.ttl, serial=int(time.time()))
-    informers: list[Informer] = []
+    informers: dict[str, Informer] = {}
     client: ApiClient | None = None
     if config.objects_file is not None:
         load_objects(records, config.objects_file.read_text(), str(config.objects_file))
@@ -133,16 +174,16 @@ async def serve(config: DnsConfig, *, shutdown_trigger: asyncio.Event | None = N
         ):
             informer = Informer(client, kind)
             informer.add_handler(_handler(records, apply, remove))
-            informers.append(informer)
+            informers[kind] = informer
     else:
         raise ValueError("the DNS server needs --server or an objects file to take its records from")
 
     def synced() -> bool:
-        return all(informer.synced for informer in informers)
+        return all(informer.synced for informer in informers.values())
 
     registering = config.register
     if registering and ipaddress.ip_address(config.address).is_unspecified:
-        log.warning("not registering as the kube-dns endpoint: %s is not an address clients can reach",
+        log.warning("not registering a kube-dns pod: %s is not an address its node can relay to",
                     config.address)
         registering = False
     server = DnsServer(records, synced, list(config.upstreams), forward_timeout=config.forward_timeout)
@@ -160,14 +201,18 @@ async def serve(config: DnsConfig, *, shutdown_trigger: asyncio.Event | None = N
         log.info("serving DNS", extra={"fields": {
             "address": config.address, "port": port, "metrics_port": metrics_port, "zone": records.zone,
             "upstreams": [f"{h}:{p}" for h, p in config.upstreams]}})
+        registering = registering and client is not None
+        pod, recheck = dns_pod(config, port, metrics_port), asyncio.Event()
+        if registering:
+            informers["Pod"].add_handler(_watch_own_pod(pod, recheck))
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(informer.run()) for informer in informers]
-            if client is not None and registering:
-                tasks.append(group.create_task(register(client, config, port)))
+            tasks = [group.create_task(informer.run()) for informer in informers.values()]
+            if registering:
+                tasks.append(group.create_task(register(client, config, pod, recheck)))
             await shutdown.wait()
             for task in tasks:
                 task.cancel()
-        if client is not None and registering:
-            await deregister(client, config)
+        if registering:
+            await deregister(client, pod)
         log.info("stopped")
 

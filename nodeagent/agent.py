@@ -29,6 +29,7 @@ from typing import Any
 
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.hostbridge import HostBridge
+from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.nodeports import NodePorts
 from podnet.nodeagent.poddns import PodDns
@@ -45,6 +46,8 @@ from podnet.nodeagent.pods.netns import probe as netns_probe
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
+from podnet.nodeagent.relaypods import RelayedPods
+from podnet.nodeagent.termination import Terminations, record_started
 from podnet.overlay.pipeline.conntrack import FlowKey
 from podnet.overlay.pipeline.forward import (
     FOU_PORT,
@@ -72,7 +75,8 @@ from podnet.overlay.wire.addresses import ip_to_int
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from podnet.client import ApiClient, ApiError, Informer, podnet_home
+from podnet.client import ApiClient, ApiError, Informer, component_agent, podnet_home
+from podnet.events import NORMAL, EventRecorder
 from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server
 from podnet.rpc.session import RpcError, RpcServer
@@ -107,6 +111,12 @@ class AgentConfig:
     renew_interval: float = 5.0
     conntrack_sweep_interval: float = 5.0
     pod_mode: str = "virtual"  # pods without a podnet.io/pod-mode annotation: "virtual" or "netns"
+    kubelet_port: int = 0  # the kubelet API (exec, logs); 0: any free port
+    # The kubelet API's serving certificate and the CA its clients' certificates must chain to; without
+    # them there is no kubelet API.
+    kubelet_cert_file: str | None = None
+    kubelet_key_file: str | None = None
+    kubelet_client_ca_file: str | None = None
 
     @property
     def state_path(self) -> Path:
@@ -137,6 +147,7 @@ class VirtualPod:
     waiting: dict[int, asyncio.Future] = field(default_factory=dict)
     listeners: dict[int, Callable[[Any], None]] = field(default_factory=dict)  # op -> stream events
     netns: NetnsPod | None = None  # a netns pod: its kernel stack answers, through its TAP, not `stack`
+    relayed: bool = False  # some of its ports are served by a host process (relaypods.py)
 
 
 def _rfc3339(micro: bool = False) -> str:
@@ -161,6 +172,7 @@ class NodeAgent:
         self.hostbridge: HostBridge | None = None
         self.node_endpoint: VirtualPod | None = None
         self.nodeports: NodePorts | None = None
+        self.relays: RelayedPods | None = None
         self.pod_cidr: str | None = None
         self.pods: dict[str, VirtualPod] = {}  # "ns/name" -> pod
         self.by_ip: dict[int, VirtualPod] = {}
@@ -168,6 +180,7 @@ class NodeAgent:
         self.node_informer: Informer | None = None
         self.node_uid: str | None = None
         self.status_port: int | None = None
+        self.kubelet_port: int | None = None
         self._tasks: set[asyncio.Task] = set()
         self._traces: dict[tuple, Journey] = {}  # flow key -> the journey its next packets are recorded in
         # each trace.watch's journey, and the (protocol, src, dst, port) of the flows it waits for
@@ -176,6 +189,9 @@ class NodeAgent:
         self._status_wakeup = asyncio.Event()
         self.netns_pods = NetnsPods(config.name, config.state_path, self._from_netns_pod, self._mark_status_dirty)
         self.dns = PodDns(self._operate, self._emit)
+        self.events = EventRecorder(client, "kubelet", config.name)
+        self.terminations = Terminations(client, self.events, self.pods, self.remove_pod,
+                                         lambda uid: self.ipam.release(uid))
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -244,7 +260,7 @@ class NodeAgent:
                     "lastTransitionTime": now,
                 },
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.status_port or 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port or 0}},
             "nodeInfo": {"kubeletVersion": "podnet", "operatingSystem": "linux", "architecture": "amd64"},
         }
         await self.client.patch("nodes", self.config.name, {"status": status}, subresource="status")
@@ -309,6 +325,7 @@ class NodeAgent:
         self.by_ip[ip_to_int(gateway)] = self.node_endpoint
         self.pipeline.add_pod(port)
         self.nodeports = NodePorts(self.config.address, lambda: self.pipeline.services, self._from_node)
+        self.relays = RelayedPods(self.config.address, self._from_relay, self._mark_status_dirty)
 
     def _from_node(self, packet: bytes) -> None:
         """A packet a NodePort connection sends into the pod network."""
@@ -328,6 +345,15 @@ class NodeAgent:
             trace = self._trace_for(inner) or self._watched(inner)
             outputs += from_tunnel(sender, datagram, now, trace)
         self._run(outputs, now)
+
+    def _from_relay(self, packet: bytes) -> None:
+        """What a relayed pod's host process answers, leaving as that pod's packet."""
+        pod = self.by_ip.get(int.from_bytes(packet[12:16], "big"))
+        if pod is None:
+            return
+        now = time.monotonic()
+        trace = self._trace_for(packet) if self._traces else None
+        self._run(self.pipeline.from_pod(pod.port, packet, now, trace), now)
 
     def _from_hostbridge(self, packet: bytes) -> None:
         now = time.monotonic()
@@ -387,6 +413,8 @@ class NodeAgent:
                         continue
                     if pod.netns is not None:
                         pod.netns.deliver(out.packet)
+                        continue
+                    if pod.relayed and self.relays.take(out.packet, now):
                         continue
                     batch = batches.get(id(pod))
                     if batch is None:
@@ -486,7 +514,10 @@ class NodeAgent:
             self.remove_pod(old)
             return
         meta = new.get("metadata") or {}
-        if meta.get("deletionTimestamp") or (new.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        if meta.get("deletionTimestamp"):
+            self.terminations.start(new)
+            return
+        if (new.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             self.remove_pod(new)
             return
         if (new.get("spec") or {}).get("hostNetwork"):
@@ -516,7 +547,9 @@ class NodeAgent:
             (obj.get("spec") or {}).get("hostname") or meta["name"],
         )
         pod = VirtualPod(meta.get("uid") or key, port, stack)
-        if pod_mode(obj, self.config.pod_mode) == "netns":
+        # A relayed pod's programs run on the host: it is a virtual pod whatever the node's pod mode.
+        pod.relayed = self.relays.attach(key, obj, allocation.ip)
+        if not pod.relayed and pod_mode(obj, self.config.pod_mode) == "netns":
             network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
                                  allocation.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
             try:
@@ -536,6 +569,8 @@ class NodeAgent:
             self._mark_status_dirty(key)
         else:
             pod.status_ip = allocation.ip
+        if (obj.get("status") or {}).get("phase") != "Running":
+            record_started(self.events, obj)
         return pod
 
     def remove_pod(self, obj: dict | None) -> None:
@@ -547,6 +582,7 @@ class NodeAgent:
         if pod is None or (meta.get("uid") and meta.get("uid") != pod.uid):
             return
         del self.pods[key]
+        self.relays.detach(key)
         self.by_ip.pop(ip_to_int(pod.port.ip), None)
         self.pipeline.remove_pod(pod.port.ip)
         if pod.netns is not None:
@@ -610,7 +646,7 @@ class NodeAgent:
                 "name": c.get("name"),
                 "image": c.get("image", ""),
                 "imageID": "",
-                "ready": True,
+                "ready": self.relays.ready(key),
                 "started": True,
                 "restartCount": 0,
                 "state": {"running": {"startedAt": started}},
@@ -618,7 +654,7 @@ class NodeAgent:
             }
             for c in (obj.get("spec") or {}).get("containers") or []
         ]
-        if not all(c["ready"] for c in containers):  # a netns container waiting to restart
+        if not all(c["ready"] for c in containers):  # a netns container waiting to restart, a relay not ready
             for condition in conditions:
                 if condition["type"] in ("Ready", "ContainersReady"):
                     condition["status"] = "False"
@@ -979,7 +1015,8 @@ class NodeAgent:
         else:
             pod = self._pod({"namespace": namespace or "default", "pod": name})
             if protocol == "UDP":
-                start = lambda s, now: s.udp_exchange(dst, port, b"hostname", now, timeout=timeout)  # noqa: E731
+                payload = self.dns.probe_payload(port)
+                start = lambda s, now: s.udp_exchange(dst, port, payload, now, timeout=timeout)  # noqa: E731
             else:
                 start = lambda s, now: s.connect(dst, port, now, timeout=timeout)  # noqa: E731
             event = await self._operate(pod, start, timeout, trace)
@@ -1073,6 +1110,8 @@ class NodeAgent:
             merged[f"hostbridge.{name}"] = value
         for name, value in self.nodeports.counters.items():
             merged[f"nodeports.{name}"] = value
+        for name, value in self.relays.bridge.counters.items():
+            merged[f"relay.{name}"] = value
         merged["conntrack.entries"] = len(self.pipeline.conntrack)
         merged["conntrack.dropped-full"] = self.pipeline.conntrack.dropped_full
         merged["pods"] = len(self.pods)
@@ -1140,7 +1179,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls)
+        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, user_agent=component_agent("kubelet"))
         stack.push_async_callback(client.close)
         agent = NodeAgent(config, client)
         registry = CollectorRegistry()
@@ -1152,13 +1191,21 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
                 config.address, config.metrics_port, lambda: agent.pipeline is not None, registry
             )
             stack.push_async_callback(runner.cleanup)
+        if (stop_kubelet_api := await kubelet_api.start(agent)) is not None:
+            stack.push_async_callback(stop_kubelet_api)
         await agent.register(shutdown)
         if shutdown.is_set():
             return
+        stack.push_async_callback(agent.events.close)
+        stack.push_async_callback(agent.terminations.close)
+        # The kubelet names its node by name, uid included.
+        agent.events.record({"kind": "Node", "metadata": {"name": config.name, "uid": config.name}}, NORMAL,
+                            "Starting", "Starting kubelet.")
         await agent.start_dataplane()
         stack.callback(agent.tunnel.close)
         stack.callback(agent.hostbridge.close)
         stack.callback(agent.nodeports.close)
+        stack.push_async_callback(agent.relays.close)
         stack.callback(agent.netns_pods.close)
         agent.pipeline.policy = enforcer.verdict
         agent.pod_informer = Informer(client, "pods", field_selector=f"spec.nodeName={config.name}")

@@ -5,6 +5,10 @@ This is the SNAT of a real node, done at layer 4: a pod's UDP flow becomes a UDP
 node address; a pod's TCP connection is terminated here by a userspace TCP endpoint that impersonates
 the destination and is spliced to a real TCP connection from the node address. A refused connection
 answers the pod with RST, an unreachable UDP port with ICMP port unreachable, as the kernel would.
+
+With a `target` function the same relay serves the other direction too (nodeagent/relaypods.py): packets
+to a pod's port whose server is a host process are terminated here as that pod, and carried to the host
+address `target` names for it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ MAX_IN_FLIGHT = 512 * 1024
 UDP_MAX_PAYLOAD = 1450 - 28
 
 FlowKey = tuple[str, int, str, int]  # pod ip, pod port, host ip, host port
+Target = Callable[[str, int], tuple[str, int]]  # the address a flow is for -> the one to connect to
+
+
+def _same(ip: str, port: int) -> tuple[str, int]:
+    return ip, port
 
 
 class _UdpRelay(asyncio.DatagramProtocol):
@@ -118,12 +127,12 @@ class _TcpRelay:
         self.connection.handle_timer(self.bridge.loop.time())
         self.flush()
 
-    async def run(self, syn: tcp.TcpSegment) -> None:
+    async def run(self, syn: tcp.TcpSegment, target: tuple[str, int]) -> None:
         bridge = self.bridge
-        pod_ip, _, host_ip, host_port = self.key
+        pod_ip, _, host_ip, _ = self.key
         try:
             reader, self.writer = await asyncio.wait_for(
-                asyncio.open_connection(host_ip, host_port, local_addr=(bridge.node_address, 0)), CONNECT_TIMEOUT
+                asyncio.open_connection(*target, local_addr=(bridge.node_address, 0)), CONNECT_TIMEOUT
             )
         except (TimeoutError, OSError) as exc:
             bridge.counters[f"tcp.connect-failed-{type(exc).__name__}"] += 1
@@ -156,9 +165,10 @@ class _TcpRelay:
 
 
 class HostBridge:
-    def __init__(self, node_address: str, deliver: Callable[[bytes], None]):
+    def __init__(self, node_address: str, deliver: Callable[[bytes], None], target: Target = _same):
         self.node_address = node_address
-        self.deliver = deliver  # hands a packet for a local pod back to the dataplane
+        self.deliver = deliver  # hands an answer (from the flow's destination) back to the dataplane
+        self.target = target
         self.loop = asyncio.get_running_loop()
         self.counters: Counter[str] = Counter()
         self.udp: dict[FlowKey, _UdpRelay] = {}
@@ -185,7 +195,7 @@ class HostBridge:
             relay = self.udp[key] = _UdpRelay(self, key, packet)
             self.counters["udp.flows"] += 1
             endpoint = self.loop.create_datagram_endpoint(
-                lambda: relay, local_addr=(self.node_address, 0), remote_addr=(header.dst, datagram.dst_port)
+                lambda: relay, local_addr=(self.node_address, 0), remote_addr=self.target(header.dst, datagram.dst_port)
             )
             task = asyncio.ensure_future(endpoint)
             task.add_done_callback(lambda t, key=key: self._udp_opened(t, key))
@@ -208,7 +218,7 @@ class HostBridge:
         if relay is None:
             if segment.flags & (tcp.TcpFlags.SYN | tcp.TcpFlags.ACK | tcp.TcpFlags.RST) == tcp.TcpFlags.SYN:
                 relay = self.tcp[key] = _TcpRelay(self, key)
-                relay.task = asyncio.ensure_future(relay.run(segment))
+                relay.task = asyncio.ensure_future(relay.run(segment, self.target(header.dst, segment.dst_port)))
                 return
             reset = reset_for(segment)
             if reset is not None:

@@ -70,6 +70,13 @@ class PodDns:
         timeout = max(0.1, min(conf.timeout, budget / conf.attempts))
         return dataclasses.replace(conf, timeout=timeout)
 
+    def probe_payload(self, port: int) -> bytes:
+        """What a UDP probe sends: to port 53 a question for the zone's SOA, which a DNS server answers (and
+        an agnhost-like port answers as any datagram); elsewhere agnhost's `hostname`."""
+        if port == 53:
+            return build_query(f"{self.zone}.", "SOA", self._rng.getrandbits(16))
+        return b"hostname"
+
     async def address(self, pod: VirtualPod, host: str, budget: float | None = None) -> str:
         """`host` itself when it is an IPv4 address, else the first address its name resolves to from
         the pod; UnresolvableError with the reason otherwise."""

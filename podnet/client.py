@@ -65,6 +65,12 @@ def object_key(obj: dict) -> str:
     return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
 
 
+
+def component_agent(component: str) -> str:
+    """The User-Agent of a Kubernetes component (`kubelet/v1.31.0 (linux/amd64) podnet`): the API server
+    names the writer of an object's fields by its first word, as kube-apiserver does."""
+    return f"{component}/v1.31.0 (linux/amd64) podnet"
+
 class ApiClient:
     def __init__(
         self,
@@ -75,8 +81,11 @@ class ApiClient:
         ssl_context: ssl.SSLContext | bool | None = None,
         tls: kubeconfig.ClientTls | None = None,
         timeout: float = 30.0,
+        user_agent: str = "podnet",  # see component_agent
     ):
         self.server = server.rstrip("/")
+        # The server names the writer of a field by it (managedFields), as kube-apiserver does.
+        self.user_agent = user_agent
         self.token = token
         self.content_type = MSGPACK if encoding == "msgpack" else JSON
         if ssl_context is None and tls is not None and self.server.startswith("https:"):
@@ -112,7 +121,7 @@ class ApiClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {"Accept": self.content_type}
+            headers = {"Accept": self.content_type, "User-Agent": self.user_agent}
             if self.token:
                 headers["Authorization"] = f"Bearer {self.token}"
             self._session = aiohttp.ClientSession(
@@ -223,8 +232,22 @@ class ApiClient:
             path = f"{path}/{subresource}"
         return await self.request("PATCH", path, body=patch, content_type=PATCH_TYPES[patch_type])
 
-    async def delete(self, kind: str | Kind, name: str, namespace: str | None = None) -> dict:
-        return await self.request("DELETE", _kind(kind).path(namespace, name))
+    async def delete(
+        self,
+        kind: str | Kind,
+        name: str,
+        namespace: str | None = None,
+        *,
+        grace_period: int | None = None,
+        propagation_policy: str | None = None,
+        preconditions: dict | None = None,
+    ) -> dict:
+        """DELETE with Kubernetes' DeleteOptions: `grace_period` 0 removes a pod at once, `propagation_policy`
+        is Background, Foreground or Orphan, `preconditions` {"uid": ..., "resourceVersion": ...}."""
+        options = {"gracePeriodSeconds": grace_period, "propagationPolicy": propagation_policy,
+                   "preconditions": preconditions}
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", **{k: v for k, v in options.items() if v is not None}}
+        return await self.request("DELETE", _kind(kind).path(namespace, name), body=body if len(body) > 2 else None)
 
     async def watch(
         self,

@@ -143,8 +143,8 @@ def kernel_vxlan_node(two_node_cluster):
         ns("ip", "addr", "add", f"{KERNEL_NODE_ADDRESS}/24", "dev", "eth0")
         ns("ip", "link", "set", "eth0", "up")
         ns("ip", "link", "set", "lo", "up")
-        agent = AgentProcess("node-3", AGENT_ADDRESS, two_node_cluster.home, two_node_cluster.api.url,
-                             two_node_cluster.api.token, port)
+        agent = AgentProcess("node-3", AGENT_ADDRESS, two_node_cluster.home, two_node_cluster.api.kubeconfig,
+                             port)
         agent.start()
         agent_cidr = agent.rpc("node.info")["pod_cidr"]
 

@@ -24,7 +24,7 @@ def _request(server, method: str, path: str, body: dict | None = None) -> tuple[
         headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:
+        with urllib.request.urlopen(request, timeout=15, context=server.ssl_context()) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -88,7 +88,7 @@ def test_etcd_killed_under_load_gives_503_then_recovers_without_losing_a_write(m
         assert 503 in codes[down_at:], codes[down_at:]
         readyz = urllib.request.Request(server.url + "/readyz")
         with pytest.raises(urllib.error.HTTPError) as unready:
-            urllib.request.urlopen(readyz, timeout=10)
+            urllib.request.urlopen(readyz, timeout=10, context=server.ssl_context())
         assert unready.value.code == 503
         etcd_server.start()
         before = len(acknowledged)

@@ -39,7 +39,7 @@ def raw(server, method: str, path: str, body: bytes | None = None, *, token: str
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=server.ssl_context()) as response:
             return response.status, response.headers.get("Content-Type"), response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type"), e.read()
@@ -339,7 +339,13 @@ def test_msgpack_round_trip(api_server_module, namespace):
         ("POST", "/api/v1/namespaces/nowhere/pods", json.dumps(pod("p")).encode(), "application/json", 404),
         ("PATCH", "/api/v1/namespaces/{ns}", b'[{"op": "test", "path": "/metadata/name", "value": "x"}]', "application/json-patch+json", 422),
         ("PATCH", "/api/v1/namespaces/{ns}", b'{"op": "add"}', "application/json-patch+json", 400),
-        ("PATCH", "/api/v1/namespaces/{ns}", b"{}", "application/apply-patch+yaml", 415),
+        ("PATCH", "/api/v1/namespaces/{ns}", b"{}", "application/apply-patch+yaml", 422),  # no fieldManager
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"[1]", "application/apply-patch+yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"a: [", "application/apply-patch+yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"[" * 5000 + b"]" * 5000, "application/apply-patch+yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}?fieldManager=t", b"a: " + b"[" * 200 + b"]" * 200, "application/apply-patch+yaml", 400),
+        ("POST", "/api/v1/namespaces", b"a: " + b"[" * 5000 + b"]" * 5000, "application/yaml", 400),
+        ("PATCH", "/api/v1/namespaces/{ns}", b"{}", "application/xml", 415),
         ("DELETE", "/api/v1/namespaces/default", None, None, 403),
     ],
 )

@@ -2,37 +2,78 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import datetime
+import json
 import time
-from pathlib import Path
+import urllib.error
+import urllib.request
 
+import msgpack
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from support.apiserver import kubernetes_client
 
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return cert, key
+from podnet import kubeconfig, pki
 
 
-def test_tls_serves_the_official_client_and_the_controllers(make_api_server, certificate):
-    server = make_api_server(tls=certificate, controllers=True)
+def test_tls_serves_the_official_client_with_the_ca_verified_and_the_controllers(make_api_server):
+    server = make_api_server(controllers=True)
     assert server.url.startswith("https://")
     core = client.CoreV1Api(kubernetes_client(server, server.token))
     core.create_namespace({"metadata": {"name": "secure"}})
     assert core.read_namespace("secure").metadata.name == "secure"
+    # The in-process controllers trust the server's own (CA-signed) certificate on the loopback.
     assert {"default", "kube-system"} <= wait_for_namespaces(core, {"default", "kube-system"}), server.log()[-2000:]
+
+
+def _with_certificate(server, pair: pki.KeyPair):
+    """An official client that proves who it is by a client certificate alone."""
+    api = kubernetes_client(server)
+    cert, key = server.directory / f"{pair.certificate.serial_number}.crt", server.directory / f"{pair.certificate.serial_number}.key"
+    cert.write_bytes(pair.cert_pem)
+    key.write_bytes(pair.key_pem)
+    api.configuration.cert_file, api.configuration.key_file = str(cert), str(key)
+    api.rest_client = type(api.rest_client)(api.configuration)
+    return client.CoreV1Api(api)
+
+
+def test_a_client_certificate_names_the_user_and_its_groups(make_api_server):
+    server = make_api_server()
+    admin = _with_certificate(server, server.client_certificate("root", ["system:masters"]))
+    assert admin.create_namespace({"metadata": {"name": "roots"}}).metadata.name == "roots"
+    viewer = _with_certificate(server, server.client_certificate("victor", ["view"]))
+    assert viewer.read_namespace("roots").metadata.name == "roots"
+    with pytest.raises(ApiException) as denied:
+        viewer.create_namespace({"metadata": {"name": "victors"}})
+    assert denied.value.status == 403
+    assert 'User "victor" cannot create' in json.loads(denied.value.body)["message"]
+
+
+def test_a_certificate_from_another_ca_or_an_unknown_token_is_a_401_status_in_the_negotiated_encoding(make_api_server):
+    server = make_api_server()
+    now = datetime.datetime.now(datetime.UTC)
+    stranger = pki.make_client(pki.make_ca(now), "alice", ["system:masters"], now)
+    context = server.ssl_context()
+    kubeconfig.load_client_certificate(context, stranger.cert_pem, stranger.key_pem)
+    for accept, decode in (("application/json", json.loads), ("application/msgpack", msgpack.unpackb)):
+        request = urllib.request.Request(f"{server.url}/api/v1/namespaces", headers={"Accept": accept})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10, context=context)
+        assert refused.value.code == 401 and refused.value.headers["Content-Type"].startswith(accept)
+        status = decode(refused.value.read())
+        assert (status["kind"], status["reason"], status["message"], status["code"]) == ("Status", "Unauthorized", "Unauthorized", 401)
+    request = urllib.request.Request(f"{server.url}/api/v1/namespaces", headers={"Authorization": "Bearer guessed"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10, context=server.ssl_context())
+    assert refused.value.code == 401
+
+
+def test_plain_http_stays_possible_without_a_certificate(make_api_server):
+    server = make_api_server(tls=False)
+    assert server.url.startswith("http://")
+    core = client.CoreV1Api(kubernetes_client(server, server.token))
+    assert core.create_namespace({"metadata": {"name": "plain"}}).metadata.name == "plain"
 
 
 def wait_for_namespaces(core: client.CoreV1Api, wanted: set[str]) -> set[str]:

@@ -51,13 +51,11 @@ def test_help_lists_every_command():
 
 def test_plain_parser_has_the_typer_options_with_their_defaults_and_environment(monkeypatch):
     monkeypatch.setenv("PODNET_SERVER", "http://127.0.0.1:6443")
-    monkeypatch.delenv("PODNET_TOKEN", raising=False)
     args = plainargs.parser_for(kubeproxy).parse_args(["--node", "node-1", "--agent-socket", "/a.sock"])
     assert vars(args) == {
         "node": "node-1",
         "agent_socket": "/a.sock",
         "server": "http://127.0.0.1:6443",
-        "token": None,
         "token_file": None,
         "ca_file": None,
         "kubeconfig": None,
@@ -81,7 +79,7 @@ def test_plain_parser_requires_options_without_default():
 
 
 def test_a_process_without_an_api_server_says_how_to_name_one(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN")}
+    env = {k: v for k, v in os.environ.items() if k != "PODNET_SERVER"}
     run = subprocess.run([sys.executable, "-m", "podnet.nodeagent.kubeproxy", "--node", "n", "--agent-socket", "s"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 2 and run.stderr.strip() == "error: give --kubeconfig FILE or --server URL"
@@ -111,3 +109,23 @@ def test_kubeproxy_process_entry_refuses_an_unknown_mode():
         timeout=60,
     )
     assert run.returncode == 2 and "--mode must be one of iptables, ipvs" in run.stderr
+
+
+# Commands that find a running cluster; the daemons (apiserver, nodeagent, ...) and `compose` (its own
+# PODNET_COMPOSE_HOME) are not among them.
+CLUSTER_COMMANDS = ("apply", "capture", "clean", "dataplane", "delete", "describe", "dig", "down", "exec", "explain",
+                    "flows", "get", "kill", "logs", "matrix", "partition", "probe", "routes", "start", "status",
+                    "trace", "up")
+API_COMMANDS = ("apply", "delete", "describe", "dig", "exec", "explain", "get", "matrix", "partition", "probe", "trace")
+
+
+@pytest.mark.parametrize("command", CLUSTER_COMMANDS)
+def test_every_command_finds_the_cluster_the_same_way_and_its_help_names_no_types(command):
+    run = subprocess.run([sys.executable, "-m", "podnet", command, "--help"], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, COLUMNS="200"))
+    assert run.returncode == 0, run.stderr
+    assert "--home" in run.stdout and "PODNET_HOME" in run.stdout
+    if command in API_COMMANDS:
+        assert "--kubeconfig" in run.stdout and "KUBECONFIG" in run.stdout
+    for noise in ("<bool>", "<int>", "<str>", "<float>", "<path>"):
+        assert noise not in run.stdout, f"{command} --help shows {noise}"

@@ -40,7 +40,7 @@ def server(make_api_server):
 
 @pytest.fixture
 async def client(server):
-    async with ApiClient(server.url, server.token) as api:
+    async with server.client() as api:
         await eventually(lambda: _has_namespace(api, "kube-node-lease"), what="default namespaces")
         yield api
 
@@ -124,9 +124,9 @@ async def test_default_objects_and_service_allocation(client):
     assert kubernetes["spec"]["clusterIP"] == "10.96.0.1"
     assert kubernetes["spec"]["ports"][0]["port"] == 443
     dns = await eventually(lambda: _get(client, "services", "kube-dns", "kube-system"), what="kube-dns svc")
-    assert dns["spec"]["clusterIP"] == "10.96.0.10" and "selector" not in dns["spec"]
-    assert {(p["name"], p["protocol"], p["port"]) for p in dns["spec"]["ports"]} == {
-        ("dns", "UDP", 53), ("dns-tcp", "TCP", 53)}
+    assert dns["spec"]["clusterIP"] == "10.96.0.10" and dns["spec"]["selector"] == {"k8s-app": "kube-dns"}
+    assert {(p["name"], p["protocol"], p["port"], p["targetPort"]) for p in dns["spec"]["ports"]} == {
+        ("dns", "UDP", 53, 53), ("dns-tcp", "TCP", 53, 53)}
     endpoints = await eventually(lambda: _get(client, "endpoints", "kubernetes", "default"), what="api endpoints")
     assert endpoints["subsets"][0]["ports"][0]["port"] == int(client.server.rsplit(":", 1)[1])
 
@@ -216,8 +216,9 @@ async def test_deployment_pods_spread_over_ready_nodes_and_lost_pods_are_replace
         assert status["replicas"] == 3 and status["availableReplicas"] == 3
         assert {c["type"]: c["status"] for c in status["conditions"]} == {"Available": "True", "Progressing": "True"}
 
+        # No kubelet runs here to finish a graceful deletion: the pod is removed at once, as if lost.
         lost = pods[0]["metadata"]["name"]
-        await client.delete("pods", lost, "default")
+        await client.delete("pods", lost, "default", grace_period=0)
 
         async def replaced():
             items = (await bound_pods()) or []
@@ -267,7 +268,16 @@ async def test_endpoint_slices_follow_pod_readiness(client):
         assert await eventually(lambda: _equal(legacy_ready(), [("10.244.0.5", 8080), ("10.244.0.6", 9090)]),
                                 what="legacy Endpoints")
 
+        # A graceful delete leaves echo-b Terminating (no kubelet here finishes it): its endpoint stays,
+        # no longer ready but still serving, as Kubernetes' EndpointSlice controller reports it.
         await client.delete("pods", "echo-b", "default")
+        await eventually(lambda: _endpoints_are(client, "echo", {"10.244.0.5": (True, 8080),
+                                                                 "10.244.0.6": (False, 9090)}), what="b terminating")
+        conditions = [e["conditions"] for s in (await client.list("endpointslices", "default"))["items"]
+                      for e in s["endpoints"] if e["addresses"] == ["10.244.0.6"]]
+        assert conditions == [{"ready": False, "serving": True, "terminating": True}]
+        assert await eventually(lambda: _equal(legacy_ready(), [("10.244.0.5", 8080)]), what="legacy without b")
+        await client.delete("pods", "echo-b", "default", grace_period=0)
         await eventually(lambda: _endpoints_are(client, "echo", {"10.244.0.5": (True, 8080)}), what="b gone")
         await client.delete("services", "echo", "default")
         await eventually(lambda: _endpoints_are(client, "echo", {}), what="slices gone")

@@ -60,6 +60,10 @@ def test_up_with_the_demo_prints_the_promised_matrix(tmp_path):
         assert "every probe agrees with the policies" in up.stdout
         trace = up.stdout.split("One request's journey", 1)[1]
         assert "service-dnat" in trace and "result          answered" in trace
+        # A frontend resolves the backend by name, through the cluster DNS pod that the standard allow-dns allows.
+        lookup = up.stdout.split("A name from a frontend: $ podnet exec ", 1)[1].splitlines()
+        assert lookup[0].startswith("shop/frontend-") and lookup[0].endswith(" -- http http://backend:8080/hostname")
+        assert re.match(r"  backend-[a-z0-9]+-[a-z0-9]{5} ", lookup[1]), lookup[1]
         assert "What to try next" in up.stdout
     finally:
         down = podnet(home, "down", "--home", str(home), timeout=120)

@@ -1,8 +1,9 @@
-"""The DNS process fed by a real API server (with its controllers): registration as the kube-dns
-endpoint, every record form over dig, and how fast changes become answers."""
+"""The DNS process fed by a real API server (with its controllers): registration of its kube-dns pod,
+every record form over dig, and how fast changes become answers."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -10,7 +11,7 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSQuestion, DNSRecord
 from support.dns import run_dig
 
-from podnet.client import ApiClient, ApiError
+from podnet.client import ApiError
 
 BIG = 120
 
@@ -36,8 +37,8 @@ def wait_for_rcode(port: int, name: str, rcode: str, timeout: float, *, answers:
 
 @pytest.fixture
 async def cluster(api_server, dns_process):
-    dns = dns_process("--server", api_server.url, "--token", api_server.token)
-    client = ApiClient(api_server.url, api_server.token)
+    dns = dns_process("--kubeconfig", str(api_server.kubeconfig))
+    client = api_server.client()
     try:
         wait_for_rcode(dns.port, "kubernetes.default.svc.cluster.local", "NOERROR", 10, answers=1)
         yield client, dns
@@ -45,32 +46,48 @@ async def cluster(api_server, dns_process):
         await client.close()
 
 
-async def test_it_registers_as_the_kube_dns_endpoint(cluster):
+async def test_it_registers_a_kube_dns_pod_that_relays_to_it(cluster):
     client, dns = cluster
-    deadline = time.monotonic() + 10
-    while True:
+    name = f"coredns-127-0-0-1-{dns.port}"
+
+    async def registered() -> dict | None:
         try:
-            endpoint_slice = await client.get("EndpointSlice", "kube-dns-podnet", "kube-system")
-            break
+            return await client.get("pods", name, "kube-system")
         except ApiError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    assert endpoint_slice["endpoints"][0]["addresses"] == ["127.0.0.1"]
-    assert {(p["name"], p["protocol"], p["port"]) for p in endpoint_slice["ports"]} == {
-        ("dns", "UDP", dns.port), ("dns-tcp", "TCP", dns.port)}
-    endpoints = await client.get("Endpoints", "kube-dns", "kube-system")
-    assert endpoints["subsets"][0]["addresses"][0]["ip"] == "127.0.0.1"
-    # The DNS server answers for its own Service, through the records it was fed.
+            return None
+
+    pod = await wait_for(registered, 10)
+    assert pod["metadata"]["labels"] == {"k8s-app": "kube-dns"}
+    assert pod["metadata"]["annotations"]["podnet.io/relay"] == (
+        f"53=127.0.0.1:{dns.port},9153=127.0.0.1:{dns.metrics_port}")
+    (container,) = pod["spec"]["containers"]
+    assert [(p["name"], p["containerPort"], p["protocol"]) for p in container["ports"]] == [
+        ("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP")]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 9153, "scheme": "HTTP"}
+    # The kube-dns Service selects such pods on 53, as kubeadm's does.
     kube_dns = await client.get("Service", "kube-dns", "kube-system")
+    assert kube_dns["spec"]["selector"] == {"k8s-app": "kube-dns"}
+    assert {(p["name"], p["protocol"], p["targetPort"]) for p in kube_dns["spec"]["ports"]} == {
+        ("dns", "UDP", 53), ("dns-tcp", "TCP", 53)}
+    # The DNS server answers for its own Service, through the records it was fed.
     result = run_dig(dns.port, "kube-dns.kube-system.svc.cluster.local")
     assert result.values() == [kube_dns["spec"]["clusterIP"]]
-    assert run_dig(dns.port, "127-0-0-1.kube-dns.kube-system.svc.cluster.local").values() == ["127.0.0.1"]
-    # A graceful stop takes this server out of the Service, as a terminating pod leaves its endpoints.
+    # A pod deleted under it is registered again.
+    await client.delete("pods", name, "kube-system")
+    recreated = await wait_for(registered, 10)
+    assert recreated["metadata"]["uid"] != pod["metadata"]["uid"]
+    # A graceful stop deletes the pod, as a replica scaled away leaves the Service's endpoints.
     dns.process.terminate()
     assert dns.process.wait(10) == 0
-    with pytest.raises(ApiError) as gone:
-        await client.get("EndpointSlice", "kube-dns-podnet", "kube-system")
-    assert gone.value.code == 404
+    assert await registered() is None
+
+
+async def wait_for(check, timeout: float):
+    deadline = time.monotonic() + timeout
+    while (value := await check()) is None:
+        assert time.monotonic() < deadline, "not within the timeout"
+        await asyncio.sleep(0.05)
+    return value
 
 
 def _endpoint_slice(name, service, endpoints, port_name, port):
@@ -151,7 +168,7 @@ def test_before_the_caches_sync_it_answers_servfail(dns_process):
 
 
 async def test_answers_survive_an_api_server_restart_and_changes_resume(api_server, dns_process):
-    dns = dns_process("--server", api_server.url, "--token", api_server.token)
+    dns = dns_process("--kubeconfig", str(api_server.kubeconfig))
     wait_for_rcode(dns.port, "kubernetes.default.svc.cluster.local", "NOERROR", 10, answers=1)
     api_server.kill()
     # The last state keeps being served: no SERVFAIL, no NXDOMAIN.
@@ -160,7 +177,7 @@ async def test_answers_survive_an_api_server_restart_and_changes_resume(api_serv
         assert RCODE.get(reply.header.rcode) == "NOERROR" and reply.rr
         time.sleep(0.1)
     api_server.start()
-    client = ApiClient(api_server.url, api_server.token)
+    client = api_server.client()
     try:
         await client.create({"apiVersion": "v1", "kind": "Service",
                              "metadata": {"name": "after", "namespace": "default"},

@@ -17,23 +17,10 @@ from pathlib import Path
 import pytest
 from support.local_cluster import eventually
 
-from podnet import kubeconfig, pki
+from podnet import kubeconfig
 from podnet.client import ApiClient, ApiError
 
 NODE = "node-1"
-
-
-def certificates(directory: Path) -> tuple[pki.KeyPair, Path, Path, Path]:
-    """A cluster CA, the API server's certificate (with the CA after it, so the file is a whole chain) and
-    key, and the CA's file; returns (CA, chain, key, CA file)."""
-    now = datetime.now(UTC)
-    ca = pki.make_ca(now)
-    serving = pki.make_serving(ca, ["127.0.0.1", "localhost"], now)
-    chain, key, ca_file = directory / "apiserver.crt", directory / "apiserver.key", directory / "ca.crt"
-    chain.write_bytes(serving.cert_pem + ca.cert_pem)
-    key.write_bytes(serving.key_pem)
-    ca_file.write_bytes(ca.cert_pem)
-    return ca, chain, key, ca_file
 
 
 class Kubectl:
@@ -103,14 +90,13 @@ DEPLOYMENT = {
 
 @pytest.fixture
 async def cluster(make_api_server, tmp_path):
-    ca, chain, key, ca_file = certificates(tmp_path)
-    server = make_api_server(controllers=True, tls=(chain, key), extra_args=("--client-ca-file", str(ca_file)))
-    admin = pki.make_client(ca, "admin", ["system:masters"], datetime.now(UTC))
+    server = make_api_server(controllers=True)
+    admin = server.client_certificate("admin", ["system:masters"])
     config = tmp_path / "kubeconfig"
-    config.write_text(kubeconfig.render(server.url, ca.cert_pem, "admin", cert_pem=admin.cert_pem,
+    config.write_text(kubeconfig.render(server.url, server.ca.cert_pem, "admin", cert_pem=admin.cert_pem,
                                         key_pem=admin.key_pem))
-    async with ApiClient(server.url, server.token, ssl_context=server.ssl_context()) as api:
-        await eventually(lambda: _exists(api, "namespaces", "default"), 20, what="the default namespace")
+    async with server.client() as api:
+        await eventually(lambda: _exists(api, "namespaces", "kube-node-lease"), 20, what="the default namespaces")
         kubelet = Kubelet(api)
         await kubelet.register()
         task = asyncio.get_running_loop().create_task(kubelet.run())

@@ -125,3 +125,22 @@ def test_every_key_and_credential_file_is_the_owners_alone(home):
     for path in secrets:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE(credentials.pki_dir(home).stat().st_mode) == 0o700
+
+
+def test_every_podnet_command_finds_the_cluster_by_its_home(home):
+    env = {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN", "KUBECONFIG", "PODNET_HOME")}
+
+    def podnet(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*PODNET, *args], capture_output=True, text=True, timeout=60, env=env | extra_env)
+
+    by_flag = podnet("get", "nodes", "--home", str(home))
+    assert by_flag.returncode == 0 and "node-1" in by_flag.stdout, by_flag.stderr
+    by_env = podnet("get", "nodes", PODNET_HOME=str(home))
+    assert by_env.stdout == by_flag.stdout
+    routes = podnet("routes", "--node", "node-1", "--home", str(home))
+    assert routes.returncode == 0 and "Forwarding table of node-1:" in routes.stdout, routes.stderr
+    assert "cannot reach the node agent" not in routes.stdout
+    counters = podnet("dataplane", "node-1", "counters", "--home", str(home))
+    assert counters.returncode == 0 and counters.stdout, counters.stderr
+    status = podnet("status", "--home", str(home))
+    assert status.returncode == 0 and "unhealthy" not in status.stdout and "apiserver" in status.stdout

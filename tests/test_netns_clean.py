@@ -21,12 +21,11 @@ def test_clean_removes_what_a_killed_agent_left(tmp_path):
     (home / "api").mkdir(parents=True)
     api = ApiServerProcess(home / "api", f"sqlite:///{home / 'api' / 'store.db'}", controllers=True)
     node = f"pnclean-{tmp_path.name[-6:].lower().strip('_-')}"
-    agent = AgentProcess(node, "127.0.9.31", home, "", "", free_udp_port("127.0.9.31"),
+    agent = AgentProcess(node, "127.0.9.31", home, api.kubeconfig, free_udp_port("127.0.9.31"),
                          extra_args=("--pod-mode", "netns"))
     netns = namespace_name(node, "default", "sleeper")
     try:
         api.start()
-        agent.server, agent.token = api.url, api.token
         agent.start()
         cluster = Cluster(api, home, {node: agent})
         cluster.api_call(lambda c: c.create(netns_pod("sleeper", node, command=["sleep", "300"])))

@@ -206,8 +206,8 @@ def _dns_address() -> str:
 def dns_cluster(two_node_cluster: Cluster, tmp_path_factory) -> Iterator[DnsCluster]:
     cluster = two_node_cluster
     dns_address = _dns_address()
-    dns = start_dns(["--address", dns_address, "--port", "53", "--server", cluster.api.url, "--token",
-                     cluster.api.token], tmp_path_factory.mktemp("dns") / "dns.log")
+    dns = start_dns(["--address", dns_address, "--port", "53", "--kubeconfig",
+                     str(cluster.api.kubeconfig)], tmp_path_factory.mktemp("dns") / "dns.log")
     proxies: list[KubeProxyProcess] = []
     try:
         async def create(client) -> None:
@@ -227,7 +227,7 @@ def dns_cluster(two_node_cluster: Cluster, tmp_path_factory) -> Iterator[DnsClus
 
         cluster.api_call(create)
         for agent in cluster.agents.values():
-            proxy = KubeProxyProcess(agent, cluster.api.url, cluster.api.token)
+            proxy = KubeProxyProcess(agent, cluster.api.kubeconfig)
             proxies.append(proxy)
             proxy.start()
         yield DnsCluster(cluster, dns, dns_address)

@@ -34,7 +34,7 @@ async def _with_ip(client: ApiClient, pod: dict, ip: str) -> None:
 
 async def test_refuses_until_synced_then_follows_policies_at_once(api_server_module):
     flow = Flow("TCP", CLIENT_IP, 40000, SERVER_IP, 80)
-    async with ApiClient(api_server_module.url, api_server_module.token) as client:
+    async with api_server_module.client() as client:
         for ns in namespaces():
             await client.create(ns)
         server, peer = _pod("x", "a", "node-1"), _pod("y", "b", "node-2")

@@ -37,7 +37,7 @@ def far_cluster(two_node_cluster: Cluster) -> Iterator[Cluster]:
             two_node_cluster.pod_ips[name] = service["spec"]["clusterIP"]
 
     two_node_cluster.api_call(create)
-    proxy = KubeProxyProcess(two_node_cluster.agents["node-1"], two_node_cluster.api.url, two_node_cluster.api.token)
+    proxy = KubeProxyProcess(two_node_cluster.agents["node-1"], two_node_cluster.api.kubeconfig)
     try:
         proxy.start()
         _wait_until_both_endpoints_answer(two_node_cluster)

@@ -213,20 +213,6 @@ def test_pods_an_older_podnet_let_the_deployment_own_are_handed_to_the_replicase
     assert ownerrefs.selector_of(actions.create).matches(actions.release_pods[0]["metadata"]["labels"])
 
 
-def test_orphans_are_what_a_deleted_or_recreated_owner_left():
-    d = make_deployment()
-    dependents = [make_replicaset(f"rs-{i}") for i in range(3)]
-    for rs in dependents:
-        rs["metadata"]["ownerReferences"] = [ownerrefs.new_controller_ref(d)]
-    dependents[2]["metadata"]["deletionTimestamp"] = stamp(T0)
-    unowned = make_replicaset("rs-free")
-    names = ["rs-0", "rs-1"]
-    assert [o["metadata"]["name"] for o in ownerrefs.orphans([*dependents, unowned], "Deployment", set())] == names
-    assert [o["metadata"]["name"] for o in ownerrefs.orphans(dependents, "Deployment", {"uid-new"})] == names
-    assert ownerrefs.orphans(dependents, "Deployment", {"uid-d"}) == []
-    assert ownerrefs.orphans(dependents, "ReplicaSet", set()) == []
-
-
 # --- Deployments: whole rollouts in memory ------------------------------------------------------------
 
 
@@ -488,17 +474,6 @@ def test_progress_deadline_exceeded():
     assert (progressing["status"], progressing["reason"], progressing["message"]) == (
         "False", "ProgressDeadlineExceeded", f'ReplicaSet "{world.new_name()}" has timed out progressing.')
     assert deployments.stuck_check_in(world.deployment, world.clock) is None
-
-
-def test_podnet_get_prints_replicasets_as_kubectl_does():
-    from podnet.api import printers
-
-    rs = make_replicaset(replicas=3)
-    rs["metadata"]["creationTimestamp"] = stamp(T0)
-    rs["status"] = {"replicas": 2, "readyReplicas": 1}
-    rows = printers.table_rows("ReplicaSet", [rs], (T0 + timedelta(minutes=5, seconds=30)).timestamp(), wide=True)
-    assert rows == [["NAME", "DESIRED", "CURRENT", "READY", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"],
-                    ["web-abc", "3", "2", "1", "5m30s", "c", "agnhost", "app=web,pod-template-hash=abc"]]
 
 
 def test_a_paused_deployment_scales_but_does_not_roll_until_resumed():

@@ -33,7 +33,7 @@ def deployment(name: str = "web", replicas: int = 2, **spec) -> dict:
 
 @pytest.fixture
 async def api(api_server_module):
-    async with ApiClient(api_server_module.url, api_server_module.token) as client:
+    async with api_server_module.client() as client:
         namespace = f"wl-{uuid.uuid4().hex[:8]}"
         await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         client.test_namespace = namespace
@@ -145,7 +145,7 @@ async def test_scale_subresource(api, api_server_module):
     assert status["message"] == 'deployments.apps "nope" not found'
     await refused(api.request("GET", f"/api/v1/namespaces/{ns}/pods/x/scale"), 404)
 
-    async with ApiClient(api_server_module.url, api_server_module.tokens["viewer"]) as viewer:
+    async with api_server_module.client(api_server_module.tokens["viewer"]) as viewer:
         assert (await viewer.request("GET", path))["spec"] == {}
         status = await refused(viewer.patch("deployments", "web", {"spec": {"replicas": 1}}, namespace=ns,
                                             subresource="scale"), 403)
@@ -163,7 +163,7 @@ async def test_scale_subresource(api, api_server_module):
 @pytest.fixture
 async def controlled(make_api_server):
     server = make_api_server(controllers=True)
-    async with ApiClient(server.url, server.token) as client:
+    async with server.client() as client:
         await eventually(lambda: _exists(client, "namespaces", "default"), 20, what="the default namespace")
         yield server, client
 
@@ -219,7 +219,7 @@ async def _none_left(api: ApiClient, selector: str) -> bool:
     return not await _pods(api, selector)
 
 
-async def test_deleting_a_deployment_takes_its_replicasets_and_pods_along(controlled):
+async def test_a_deployment_records_its_scaling_and_deleting_it_takes_its_replicasets_and_pods_along(controlled):
     _, api = controlled
     await api.create(deployment("web", replicas=2))
 
@@ -227,6 +227,18 @@ async def test_deleting_a_deployment_takes_its_replicasets_and_pods_along(contro
         return len(await _pods(api, "app=web")) == 2 and len((await api.list("replicasets", "default"))["items"]) == 1
 
     await eventually(running, 20, what="a ReplicaSet with two pods")
+    [rs] = (await api.list("replicasets", "default"))["items"]
+    pods = sorted(await _pods(api, "app=web"))
+
+    async def events():
+        seen = {(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["reason"], e["message"],
+                 e["source"]["component"]) for e in (await api.list("events", "default"))["items"]}
+        return seen if len(seen) >= 3 else None
+
+    rs_name = rs["metadata"]["name"]
+    assert await eventually(events, 20, what="the controllers' events") == {
+        ("Deployment", "web", "ScalingReplicaSet", f"Scaled up replica set {rs_name} from 0 to 2", "deployment-controller"),
+        *(("ReplicaSet", rs_name, "SuccessfulCreate", f"Created pod: {pod}", "replicaset-controller") for pod in pods)}
     await api.delete("deployments", "web", "default")
 
     async def gone():
@@ -237,11 +249,11 @@ async def test_deleting_a_deployment_takes_its_replicasets_and_pods_along(contro
 
 async def test_pods_a_deployment_owned_directly_are_taken_over_by_its_replicaset(make_api_server):
     before = make_api_server(controllers=False)  # plays the podnet of before, whose controller made these pods
-    async with ApiClient(before.url, before.token) as api:
+    async with before.client() as api:
         legacy = await _legacy_deployment(api)
     before.kill()
     server = make_api_server(before.store_url, controllers=True)
-    async with ApiClient(server.url, server.token) as api:
+    async with server.client() as api:
         await _taken_over(api, legacy)
 
 

@@ -2,8 +2,8 @@
 `podnet.client`, exactly as a separate controller-manager would.
 
 `run_all(client, config)` runs them all until cancelled. The pure decisions live in `allocators`,
-`scheduling`, `endpointslices`, `nodelifecycle`, `replicasets` and `deployments`; the loops in `loops` and
-`workloads`, over `runner`.
+`scheduling`, `endpointslices`, `nodelifecycle`, `replicasets`, `deployments` and `garbagecollection`; the
+loops in `loops` and `workloads`, over `runner`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 
 from podnet.client import ApiClient, Informer
 
+from .collector import add_informers as add_collector_informers
 from .loops import CONTROLLERS
 from .nodelifecycle import NODE_LEASE_NAMESPACE
 from .runner import Settings
@@ -23,6 +24,7 @@ def _informers(client: ApiClient) -> dict[str, Informer]:
         "namespaces", "nodes", "pods", "services", "endpoints", "endpointslices", "deployments",
         "replicasets")}
     informers["leases"] = Informer(client, "leases", NODE_LEASE_NAMESPACE)
+    add_collector_informers(client, informers)
     return informers
 
 

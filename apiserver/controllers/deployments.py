@@ -593,6 +593,11 @@ def stuck_check_in(deployment: dict, now: datetime) -> float | None:
     return None if deadline is None else max(0.0, (deadline - now).total_seconds()) + 1.0
 
 
+def scaling_message(replicaset: str, before: int, after: int) -> str:
+    """The Deployment's ScalingReplicaSet event, as kube-controller-manager words it."""
+    return f"Scaled {'up' if after > before else 'down'} replica set {replicaset} from {before} to {after}"
+
+
 def _set_min_ready(rs: dict, seconds: int) -> None:
     if seconds:
         rs["spec"]["minReadySeconds"] = seconds

@@ -29,8 +29,8 @@ MAX_ENDPOINTS_PER_SLICE = 100
 
 
 def selects_pods(service: dict) -> bool:
-    """Only Services with a selector get controller-managed endpoints (`kube-dns` and the `kubernetes`
-    Service are written by their own servers)."""
+    """Only Services with a selector get controller-managed endpoints (the `kubernetes` Service's are
+    written by the API server)."""
     spec = service.get("spec") or {}
     return bool(spec.get("selector")) and spec.get("type") != "ExternalName"
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from podnet.api import selectors
+from podnet.api import clusterdns, selectors
 from podnet.client import ApiClient, Informer
+from podnet.events import NORMAL, WARNING, EventRecorder
 
 from . import endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
+from .collector import GarbageCollector
 from .runner import Controller, Settings, now_timestamp
 from .workloads import Deployments, ReplicaSets
 
@@ -25,7 +27,7 @@ def _key(obj: dict) -> str:
 
 class DefaultObjects(Controller):
     """The namespaces every cluster has; the `kubernetes` Service with its endpoints (this API server);
-    the `kube-dns` Service, whose endpoints the DNS server writes itself."""
+    the `kube-dns` Service, which selects the pods each DNS server registers."""
 
     name = "default-objects"
     needs = ("namespaces", "services", "endpoints", "endpointslices")
@@ -45,16 +47,7 @@ class DefaultObjects(Controller):
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                                 "targetPort": self.settings.api_port}]},
         }
-        kube_dns = {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS",
-                                    "kubernetes.io/cluster-service": "true"}},
-            "spec": {"type": "ClusterIP", "clusterIP": ips["kube-system/kube-dns"],
-                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
-        }
-        return [kubernetes, kube_dns]
+        return [kubernetes, clusterdns.kube_dns_service(ips["kube-system/kube-dns"])]
 
     def _kubernetes_endpoints(self) -> tuple[dict, dict]:
         address, port = self.settings.api_address, self.settings.api_port
@@ -141,6 +134,7 @@ class Scheduler(Controller):
     def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
         super().__init__(client, informers, settings)
         self.assumed: dict[str, str] = {}  # pod key → node, bound but not yet seen bound in the cache
+        self.events = EventRecorder(client, "default-scheduler")
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind == "nodes" or (new is not None and scheduling.needs_scheduling(new)) or event == "DELETED":
@@ -172,6 +166,7 @@ class Scheduler(Controller):
                 self.assumed[_key(pod)] = node_name
                 counts[node_name] = counts.get(node_name, 0) + 1
                 self.log.info("pod %s: bound to %s", _key(pod), node_name)
+                self.events.record(pod, NORMAL, "Scheduled", f"Successfully assigned {_key(pod)} to {node_name}")
 
 
 class EndpointSlices(Controller):
@@ -293,6 +288,8 @@ class NodeLifecycle(Controller):
         # Check often enough to notice a missed heartbeat within a quarter of the grace period.
         self.runner.max_interval = max(0.2, min(5.0, settings.node_grace_period / 4))
         self.heartbeats: dict[str, nodelifecycle.Heartbeat] = {}
+        self.events = EventRecorder(client, "node-controller")
+        self.eviction_events = EventRecorder(client, "taint-eviction-controller")
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind != "pods":
@@ -302,6 +299,9 @@ class NodeLifecycle(Controller):
         nodes = self.store("nodes")
         leases = {lease["metadata"]["name"]: lease for lease in self.store("leases").values()}
         now = time.monotonic()
+        for name in nodes.keys() - self.heartbeats.keys():
+            self.events.record(nodes[name], NORMAL, "RegisteredNode",
+                               f"Node {name} event: Registered Node {name} in Controller")
         self.heartbeats = nodelifecycle.observe(self.heartbeats, nodes.values(), leases, now)
         decisions = nodelifecycle.decide(
             nodes.values(), self.heartbeats, self.store("pods").values(), now,
@@ -315,6 +315,7 @@ class NodeLifecycle(Controller):
             if updated:
                 await self.write(f"mark node {name} unknown", self.client.replace_status(
                     nodelifecycle.node_status_unknown(updated, stamp)))
+                self.events.record(nodes[name], NORMAL, "NodeNotReady", f"Node {name} status is now: NodeNotReady")
         for name in decisions.mark_reachable:
             self.log.info("node %s: heartbeats resumed, marking it Ready", name)
             updated = await self.write(f"untaint node {name}", self.client.replace(
@@ -327,11 +328,14 @@ class NodeLifecycle(Controller):
             if key in pods:
                 await self.write(f"mark pod {key} not ready", self.client.replace_status(
                     nodelifecycle.pod_status_not_ready(pods[key], stamp)))
+                self.events.record(pods[key], WARNING, "NodeNotReady", "Node is not ready")
         for key in decisions.pods_to_evict:
             namespace, name = key.split("/", 1)
             self.log.warning("pod %s: evicting from unreachable node", key)
+            if key in pods:
+                self.eviction_events.record(pods[key], NORMAL, "TaintManagerEviction", f"Marking for deletion Pod {key}")
             await self.write(f"evict pod {key}", self.client.delete("pods", name, namespace))
 
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
-                                             ReplicaSets, Deployments)
+                                             ReplicaSets, Deployments, GarbageCollector)

@@ -1,19 +1,18 @@
-"""Controller references, pure: who controls an object, which objects a controller claims by its selector,
-and which objects lost their controller.
+"""Controller references, pure: who controls an object, and which objects a controller claims by its
+selector.
 
 As Kubernetes' ControllerRefManager: an object has at most one owner reference with `controller: true`.
 A controller owns what carries its reference and still matches its selector; it adopts orphans (no
 controller reference) that match, unless it or the orphan is being deleted; it releases what it owns but no
 longer matches, unless it is being deleted itself. Another controller's objects are never touched.
 
-Until a garbage collector follows owner references, the controllers also remove what a deleted controller
-left behind: dependents whose controller reference names an owner that no longer exists (`orphans`).
+What a deleted controller leaves behind is the garbage collector's (collector.py), not the controllers'.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from podnet.api.selectors import NOTHING, Selector, SelectorError, from_label_selector
@@ -99,14 +98,3 @@ def claim(owner: dict, selector: Selector, candidates: Iterable[dict]) -> Claim:
             owned.append(taken)
     return Claim(tuple(owned), tuple(adopt), tuple(release))
 
-
-def orphans(dependents: Iterable[dict], owner_kind: str, live_uids: Collection[str]) -> list[dict]:
-    """Dependents whose controller of `owner_kind` is gone (its uid is not among `live_uids`), not already
-    being deleted."""
-    gone = []
-    for obj in dependents:
-        ref = controller_ref(obj)
-        if ref is not None and ref.get("kind") == owner_kind and ref.get("uid") not in live_uids \
-                and not _deleting(obj):
-            gone.append(obj)
-    return gone

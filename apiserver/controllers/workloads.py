@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from podnet.client import ApiClient, Informer
+from podnet.events import NORMAL, EventRecorder, pod_created, pod_deleted
 
 from . import deployments, ownerrefs, replicasets
 from .runner import Controller, Settings
@@ -102,7 +103,6 @@ class _Workloads(Controller):
         raise NotImplementedError
 
     async def reconcile(self) -> None:
-        await self.remove_orphans()
         dirty, self.dirty = self.dirty, set()
         if not dirty:
             dirty = set(self.store(self.needs[0]))  # the periodic resync looks at everything
@@ -113,9 +113,6 @@ class _Workloads(Controller):
             obj = self.store(self.needs[0]).get(key)
             if obj is not None:
                 await self.sync(obj)
-
-    async def remove_orphans(self) -> None:
-        raise NotImplementedError
 
     async def sync(self, obj: dict) -> None:
         raise NotImplementedError
@@ -132,6 +129,10 @@ class ReplicaSets(_Workloads):
     name = "replicaset"
     needs = ("replicasets", "pods")
 
+    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
+        super().__init__(client, informers, settings)
+        self.events = EventRecorder(client, "replicaset-controller")
+
     def expected_store(self) -> dict[str, dict]:
         return self.store("pods")
 
@@ -145,11 +146,6 @@ class ReplicaSets(_Workloads):
                 self.mark(_selecting(self.store("replicasets").values(), pod))
             elif ref.get("kind") == "ReplicaSet":
                 self.mark([f"{pod['metadata'].get('namespace')}/{ref.get('name')}"])
-
-    async def remove_orphans(self) -> None:
-        live = {rs["metadata"].get("uid") for rs in self.store("replicasets").values()}
-        await self.delete_all("pods", ownerrefs.orphans(self.store("pods").values(), "ReplicaSet", live),
-                              "orphaned")
 
     def _related(self, rs: dict, pods: list[dict]) -> list[dict]:
         """The pods of the other ReplicaSets of the same Deployment."""
@@ -174,9 +170,11 @@ class ReplicaSets(_Workloads):
             made = await self.write(f"create pod for {key}", self.client.create(pod))
             if made:
                 created.add(made["metadata"]["name"])
+                pod_created(self.events, rs, made["metadata"]["name"])
         for name in plan.delete:
             if await self.write(f"delete pod {namespace}/{name}", self.client.delete("pods", name, namespace)) is not None:
                 removed.add(name)
+                pod_deleted(self.events, rs, name)
         self.expectations.expect(key, created, removed)
         if plan.status != rs.get("status"):
             await self.write(f"update status of replicaset {key}", self.client.replace_status({**rs, "status": plan.status}))
@@ -189,6 +187,14 @@ class Deployments(_Workloads):
 
     name = "deployment"
     needs = ("deployments", "replicasets", "pods")
+
+    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
+        super().__init__(client, informers, settings)
+        self.events = EventRecorder(client, "deployment-controller")
+
+    def _scaled(self, deployment: dict, name: str, before: int, after: int) -> None:
+        if before != after:
+            self.events.record(deployment, NORMAL, "ScalingReplicaSet", deployments.scaling_message(name, before, after))
 
     def expected_store(self) -> dict[str, dict]:
         return self.store("replicasets")
@@ -218,12 +224,6 @@ class Deployments(_Workloads):
             if event == "DELETED" or (ownerrefs.controller_ref(pod) or {}).get("kind") == "Deployment":
                 self.mark(self._deployment_of(pod))
 
-    async def remove_orphans(self) -> None:
-        live = {d["metadata"].get("uid") for d in self.store("deployments").values()}
-        await self.delete_all("replicasets", ownerrefs.orphans(self.store("replicasets").values(), "Deployment", live),
-                              "orphaned")
-        await self.delete_all("pods", ownerrefs.orphans(self.store("pods").values(), "Deployment", live), "orphaned")
-
     async def sync(self, deployment: dict) -> None:
         key, namespace = _key(deployment), deployment["metadata"]["namespace"]
         actions = deployments.sync(deployment, _in_namespace(self.store("replicasets"), namespace),
@@ -240,8 +240,11 @@ class Deployments(_Workloads):
         if actions.create is not None:
             if await self.write(f"create replicaset {_key(actions.create)}", self.client.create(actions.create)):
                 created.add(actions.create["metadata"]["name"])
+                self._scaled(deployment, actions.create["metadata"]["name"], 0, actions.create["spec"]["replicas"])
         for rs in actions.update:
-            await self.write(f"update replicaset {_key(rs)}", self.client.replace(rs))
+            before = replicasets.replicas_of(self.store("replicasets").get(_key(rs)) or rs)
+            if await self.write(f"update replicaset {_key(rs)}", self.client.replace(rs)):
+                self._scaled(deployment, rs["metadata"]["name"], before, rs["spec"]["replicas"])
         removed = set()
         for name in actions.delete:
             if await self.write(f"delete old replicaset {namespace}/{name}",

@@ -9,7 +9,8 @@ packets do (service DNAT, policy, VXLAN), and every packet for the pod is writte
 `ip netns exec` bind-mounts `/etc/netns/<name>/resolv.conf`, so programs in the pod ask the cluster DNS.
 
 Containers that declare a `command` run in the namespace (`ip netns exec`), each in its own session, and
-are restarted with backoff when they exit, as the kubelet does. Their PIDs (with the kernel start time,
+are restarted with backoff when they exit, as the kubelet does. What they write on stdout and stderr goes
+through pipes to a log shim of their own (`kubelet/logshim.py`), which keeps it per container instance. Their PIDs (with the kernel start time,
 so a reused PID is never mistaken for them) and restart counts are kept in the agent's state directory:
 an agent that was SIGKILLed finds its namespaces and processes again and adopts them; the TAP, which
 died with the old agent's file descriptor, is made anew with the same address. Whatever of this node
@@ -42,6 +43,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from podnet.nodeagent.kubelet.logshim import start_log_shim
 
 log = logging.getLogger(__name__)
 
@@ -407,19 +410,25 @@ class NetnsPod:
         tmp.write_text(json.dumps(data))
         tmp.replace(self.state_path)
 
-    def stop_processes(self) -> None:
+    def signal_processes(self, sig: int) -> None:
+        """Stops restarting the containers and sends `sig` to each one's process group."""
         for container in self.containers.values():
             if container.task is not None:
                 container.task.cancel()
             if container.pid and _start_time(container.pid) == container.pid_start:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(container.pid, signal.SIGTERM)
+                    os.killpg(container.pid, sig)
+
+    def running(self) -> bool:
+        """Whether any container's process is still alive (reaping those that ended)."""
+        self._reap()
+        return any(c.pid and _start_time(c.pid) == c.pid_start for c in self.containers.values())
+
+    def stop_processes(self) -> None:
+        self.signal_processes(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
-        while time.monotonic() < deadline and any(
-            c.pid and _start_time(c.pid) == c.pid_start for c in self.containers.values()
-        ):
+        while time.monotonic() < deadline and self.running():
             time.sleep(0.02)
-            self._reap()
         self._reap()
 
     def _reap(self) -> None:
@@ -474,6 +483,7 @@ class NetnsPods:
         self.dns = dns
         self.domain = domain
         self.pods: dict[str, NetnsPod] = {}  # netns name -> pod
+        self._shims: set[asyncio.Task] = set()  # waits that reap the containers' log shims
 
     def create(self, key: str, uid: str, net: PodNetwork, gateway_mac: str, containers: list[ContainerSpec]) -> NetnsPod:
         """Builds the pod's namespace, or adopts the one a previous run of this agent left for the same
@@ -559,19 +569,25 @@ class NetnsPods:
         argv = ["ip", "netns", "exec", pod.net.netns, *container.spec.argv]
         env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOSTNAME": pod.net.netns,
                **dict(container.spec.env)}
-        output = str(pod.log_dir / f"{container.spec.name}.log")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        shim, stdout, stderr = start_log_shim(pod.log_dir / container.spec.name, container.restarts)
+        reaping = asyncio.ensure_future(_wait_exit(shim))  # it ends when the container's pipes do
+        self._shims.add(reaping)
+        reaping.add_done_callback(self._shims.discard)
         # posix_spawn rather than Popen: the process is reaped by _wait_exit, which also watches the
         # processes adopted after a restart, so nothing else may wait for it.
-        container.pid = os.posix_spawnp(
-            "ip", argv, env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, output, flags, 0o644),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-            ],
-            setsid=True,
-        )
+        try:
+            container.pid = os.posix_spawnp(
+                "ip", argv, env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, stdout, 1),
+                    (os.POSIX_SPAWN_DUP2, stderr, 2),
+                ],
+                setsid=True,
+            )
+        finally:
+            os.close(stdout)
+            os.close(stderr)
         container.pid_start = _start_time(container.pid)
         container.started_at = time.monotonic()
         container.started = _rfc3339()

@@ -1,10 +1,16 @@
-"""The kinds podnet serves: where each lives in the API and how it is named.
+"""The kinds podnet serves: where each lives in the API, how it is named, its schema and its table.
 
-One table shared by the API server (routes, discovery, storage keys), the client (paths) and the CLI
-(short names like `svc`, `netpol`).
+One table shared by the API server (routes, discovery, storage keys, structural validation, OpenAPI,
+server-side Tables), the client (paths) and the CLI (short names like `svc`, `netpol`; `podnet get`).
+A kind's schema is Kubernetes' own OpenAPI definition of it (`definition`, vendored in
+podnet/api/openapi/definitions.json); its columns are its `printer`; a kind without a printer gets
+kube-apiserver's default table. Adding a kind is adding one entry here.
 """
 
 from dataclasses import dataclass
+
+from podnet.api import printers
+from podnet.api.printers import Printer
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +22,8 @@ class Kind:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     has_status: bool = True
+    printer: Printer | None = None
+    categories: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -24,6 +32,12 @@ class Kind:
     @property
     def group_version_path(self) -> str:
         return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    @property
+    def definition(self) -> str:
+        """The name of the kind's OpenAPI definition, as Kubernetes names it (`io.k8s.api.apps.v1.Deployment`)."""
+        package = self.group.split(".", 1)[0] if self.group else "core"
+        return f"io.k8s.api.{package}.{self.version}.{self.kind}"
 
     @property
     def singular(self) -> str:
@@ -48,17 +62,21 @@ class Kind:
 _STORAGE_NAMES = {"services": "services/specs", "endpoints": "services/endpoints", "leases": "leases"}
 
 KINDS: tuple[Kind, ...] = (
-    Kind("Namespace", "", "v1", "namespaces", False, ("ns",)),
-    Kind("Node", "", "v1", "nodes", False, ("no",)),
-    Kind("Pod", "", "v1", "pods", True, ("po",)),
-    Kind("Service", "", "v1", "services", True, ("svc",)),
-    Kind("Endpoints", "", "v1", "endpoints", True, ("ep",), has_status=False),
-    Kind("Event", "", "v1", "events", True, ("ev",), has_status=False),
-    Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True, (), has_status=False),
-    Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",)),
-    Kind("Lease", "coordination.k8s.io", "v1", "leases", True, (), has_status=False),
-    Kind("Deployment", "apps", "v1", "deployments", True, ("deploy",)),
-    Kind("ReplicaSet", "apps", "v1", "replicasets", True, ("rs",)),
+    Kind("Namespace", "", "v1", "namespaces", False, ("ns",), printer=printers.NAMESPACE),
+    Kind("Node", "", "v1", "nodes", False, ("no",), printer=printers.NODE),
+    Kind("Pod", "", "v1", "pods", True, ("po",), printer=printers.POD, categories=("all",)),
+    Kind("Service", "", "v1", "services", True, ("svc",), printer=printers.SERVICE, categories=("all",)),
+    Kind("Endpoints", "", "v1", "endpoints", True, ("ep",), has_status=False, printer=printers.ENDPOINTS),
+    Kind("Event", "", "v1", "events", True, ("ev",), has_status=False, printer=printers.EVENT),
+    Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True, (), has_status=False,
+         printer=printers.ENDPOINT_SLICE),
+    Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",),
+         printer=printers.NETWORK_POLICY),
+    Kind("Lease", "coordination.k8s.io", "v1", "leases", True, (), has_status=False, printer=printers.LEASE),
+    Kind("Deployment", "apps", "v1", "deployments", True, ("deploy",), printer=printers.DEPLOYMENT,
+         categories=("all",)),
+    Kind("ReplicaSet", "apps", "v1", "replicasets", True, ("rs",), printer=printers.REPLICA_SET,
+         categories=("all",)),
 )
 
 _BY_NAME: dict[str, Kind] = {}

@@ -1,14 +1,53 @@
-"""kubectl-like tables for the kinds podnet serves. Pure: `now` (seconds since the epoch) is a parameter."""
+"""The table of each kind, with kube-apiserver's columns (pkg/printers/internalversion/printers.go).
+
+One `Printer` per kind (referenced from its entry in podnet/api/kinds.py) feeds both the server-side
+`meta.k8s.io/v1` Tables that kubectl asks for and `podnet get`, so both tools show the same columns
+and cells. As in kube-apiserver, a row carries every column; clients hide those of priority 1 unless
+asked for wide output. Pure: `now` (seconds since the epoch) is a parameter.
+"""
 
 from __future__ import annotations
 
 import calendar
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+
+from podnet.api.openapi import field_description
+
+Cell = str | int
+
+_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+_CORE = "io.k8s.api.core.v1."
+_APPS = "io.k8s.api.apps.v1."
 
 
-def _timestamp(value: str | None) -> float | None:
-    if not value:
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    description: str | tuple[str, ...]  # text, or (definition, field, ...) whose description it is
+    type: str = "string"
+    format: str = ""
+    priority: int = 0
+
+    def definition(self) -> dict:
+        text = self.description if isinstance(self.description, str) else field_description(*self.description)
+        return {"name": self.name, "type": self.type, "format": self.format, "description": text,
+                "priority": self.priority}
+
+
+@dataclass(frozen=True, slots=True)
+class Printer:
+    columns: tuple[Column, ...]
+    row: Callable[[dict, float], list[Cell]]
+
+
+# --- cells ------------------------------------------------------------------------------------------------
+
+
+def _timestamp(value: object) -> float | None:
+    if not isinstance(value, str) or not value:
         return None
     try:
         return calendar.timegm(datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").timetuple())
@@ -16,167 +55,427 @@ def _timestamp(value: str | None) -> float | None:
         return None
 
 
-def age(obj: dict, now: float) -> str:
-    """kubectl's short duration: 45s, 3m12s, 5h, 2d."""
-    created = _timestamp((obj.get("metadata") or {}).get("creationTimestamp"))
-    if created is None:
-        return "<unknown>"
-    seconds = max(0, int(now - created))
-    if seconds < 120:
-        return f"{seconds}s"
-    minutes = seconds // 60
+def human_duration(seconds: float) -> str:
+    """Kubernetes' duration.HumanDuration: 45s, 3m12s, 5h7m, 2d3h, 1y20d."""
+    whole = int(seconds)
+    if whole < -1:
+        return "<invalid>"
+    if whole < 0:
+        return "0s"
+    if whole < 120:
+        return f"{whole}s"
+    minutes = whole // 60
     if minutes < 10:
-        return f"{minutes}m{seconds % 60}s"
+        return f"{minutes}m{whole % 60}s" if whole % 60 else f"{minutes}m"
     if minutes < 180:
         return f"{minutes}m"
     hours = minutes // 60
-    return f"{hours}h" if hours < 48 else f"{hours // 24}d"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        days = (hours // 24) % 365
+        return f"{hours // 24 // 365}y{days}d" if days else f"{hours // 24 // 365}y"
+    return f"{hours // 24 // 365}y"
 
 
-def _condition(obj: dict, kind: str) -> dict:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == kind:
-            return c
-    return {}
+def since(value: object, now: float) -> str:
+    """translateTimestampSince: the age of a timestamp, `<unknown>` when there is none."""
+    then = _timestamp(value)
+    return "<unknown>" if then is None else human_duration(now - then)
 
 
-def _pod_row(pod: dict, now: float, wide: bool) -> list[str]:
-    status = pod.get("status") or {}
-    spec = pod.get("spec") or {}
-    containers = spec.get("containers") or []
-    statuses = status.get("containerStatuses") or []
-    ready = sum(1 for c in statuses if c.get("ready"))
-    phase = status.get("phase") or "Pending"
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        phase = "Terminating"
-    restarts = sum(int(c.get("restartCount") or 0) for c in statuses)
-    row = [pod["metadata"]["name"], f"{ready}/{len(containers)}", phase, str(restarts), age(pod, now)]
-    if wide:
-        row += [status.get("podIP") or "<none>", spec.get("nodeName") or "<none>"]
-    return row
+def age(obj: dict, now: float) -> str:
+    return since(_meta(obj).get("creationTimestamp"), now)
 
 
-def _service_ports(svc: dict) -> str:
-    ports = []
-    for p in (svc.get("spec") or {}).get("ports") or []:
-        text = str(p.get("port"))
-        if p.get("nodePort"):
-            text += f":{p['nodePort']}"
-        ports.append(f"{text}/{p.get('protocol', 'TCP')}")
-    return ",".join(ports) or "<none>"
+def _meta(obj: dict) -> dict:
+    return obj.get("metadata") or {}
 
 
-def _service_row(svc: dict, now: float, wide: bool) -> list[str]:
-    spec = svc.get("spec") or {}
+def _spec(obj: dict) -> dict:
+    return obj.get("spec") or {}
+
+
+def _status(obj: dict) -> dict:
+    return obj.get("status") or {}
+
+
+def format_labels(labels: object) -> str:
+    """labels.FormatLabels: sorted key=value pairs, `<none>` when there are none."""
+    if not isinstance(labels, dict) or not labels:
+        return "<none>"
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def selector_string(selector: object) -> str:
+    """A LabelSelector as labels.Selector.String() writes it (requirements sorted by key), "" when empty."""
+    if not isinstance(selector, dict):
+        return ""
+    requirements = [(k, f"{k}={v}") for k, v in (selector.get("matchLabels") or {}).items()]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key", ""), expression.get("operator")
+        values = ",".join(sorted(expression.get("values") or []))
+        text = {"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})", "Exists": key,
+                "DoesNotExist": f"!{key}"}.get(operator, key)
+        requirements.append((key, text))
+    return ",".join(text for _, text in sorted(requirements))
+
+
+def format_label_selector(selector: object) -> str:
+    """metav1.FormatLabelSelector: like selector_string, but `<none>` when empty."""
+    return selector_string(selector) or "<none>"
+
+
+def _more(listed: list[str], count: int, limit: int = 3, empty: str = "<unset>") -> str:
+    text = ",".join(listed[:limit])
+    if count > limit:
+        return f"{text} + {count - limit} more..."
+    return text or empty
+
+
+def _containers(template_owner: dict) -> tuple[str, str]:
+    containers = ((_spec(template_owner).get("template") or {}).get("spec") or {}).get("containers") or []
+    return ",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers)
+
+
+# --- rows ---------------------------------------------------------------------------------------------
+
+
+def _last_termination(container: dict) -> float | None:
+    return _timestamp(((container.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+
+
+def _latest(times: Iterable[float | None]) -> float | None:
+    return max((t for t in times if t is not None), default=None)
+
+
+def _pod_row(pod: dict, now: float) -> list[Cell]:
+    spec, status = _spec(pod), _status(pod)
+    total = len(spec.get("containers") or [])
+    reason = status.get("reason") or status.get("phase") or ""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "SchedulingGated":
+            reason = "SchedulingGated"
+    restartable = {c.get("name") for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"}
+    total += len(restartable)
+    init_statuses = status.get("initContainerStatuses") or []
+    ready = restarts = 0
+    last_restart: float | None = None
+    initializing = False
+    for index, container in enumerate(init_statuses):
+        restarts += int(container.get("restartCount") or 0)
+        last_restart = _latest((last_restart, _last_termination(container)))
+        state = container.get("state") or {}
+        terminated, waiting = state.get("terminated"), state.get("waiting")
+        if terminated and terminated.get("exitCode") == 0:
+            continue
+        if container.get("name") in restartable and container.get("started"):
+            ready += 1 if container.get("ready") else 0
+            continue
+        initializing = True
+        if terminated:
+            code = terminated.get("reason") or (f"Signal:{terminated['signal']}" if terminated.get("signal")
+                                                else f"ExitCode:{terminated.get('exitCode', 0)}")
+            reason = f"Init:{code}"
+        elif waiting and waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            reason = f"Init:{waiting['reason']}"
+        else:
+            reason = f"Init:{index}/{len(spec.get('initContainers') or [])}"
+        break
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True" for c in status.get("conditions") or [])
+    if not initializing or initialized:
+        sidecars = [c for c in init_statuses if c.get("name") in restartable]
+        restarts = sum(int(c.get("restartCount") or 0) for c in sidecars)
+        last_restart = _latest(_last_termination(c) for c in sidecars)
+        running = False
+        for container in reversed(status.get("containerStatuses") or []):
+            restarts += int(container.get("restartCount") or 0)
+            last_restart = _latest((last_restart, _last_termination(container)))
+            state = container.get("state") or {}
+            waiting, terminated = state.get("waiting") or {}, state.get("terminated")
+            if waiting.get("reason"):
+                reason = waiting["reason"]
+            elif terminated and terminated.get("reason"):
+                reason = terminated["reason"]
+            elif terminated:
+                reason = f"Signal:{terminated['signal']}" if terminated.get("signal") else f"ExitCode:{terminated.get('exitCode', 0)}"
+            elif container.get("ready") and state.get("running") is not None:
+                running = True
+                ready += 1
+        if reason == "Completed" and running:
+            pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+            reason = "Running" if pod_ready else "NotReady"
+    if _meta(pod).get("deletionTimestamp"):
+        if status.get("reason") == "NodeLost":
+            reason = "Unknown"
+        elif status.get("phase") not in ("Succeeded", "Failed"):
+            reason = "Terminating"
+    restarts_text = str(restarts)
+    if restarts and last_restart is not None:
+        restarts_text = f"{restarts} ({human_duration(now - last_restart)} ago)"
+    ips = status.get("podIPs") or []
+    pod_ip = (ips[0].get("ip") if ips else None) or status.get("podIP") or "<none>"
+    gates = spec.get("readinessGates") or []
+    readiness = "<none>"
+    if gates:
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        passed = sum(1 for g in gates if conditions.get(g.get("conditionType")) == "True")
+        readiness = f"{passed}/{len(gates)}"
+    return [_meta(pod).get("name", ""), f"{ready}/{total}", reason, restarts_text, age(pod, now),
+            pod_ip, spec.get("nodeName") or "<none>", status.get("nominatedNodeName") or "<none>", readiness]
+
+
+def _service_external_ip(svc: dict) -> str:
+    spec = _spec(svc)
     svc_type = spec.get("type") or "ClusterIP"
-    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    external = spec.get("externalIPs") or []
+    if svc_type in ("ClusterIP", "NodePort"):
+        return ",".join(external) or "<none>"
+    if svc_type == "LoadBalancer":
+        ingress = ((_status(svc).get("loadBalancer") or {}).get("ingress")) or []
+        balancers = sorted({i.get("ip") or i.get("hostname") for i in ingress if i.get("ip") or i.get("hostname")})
+        return ",".join(balancers + external) or "<pending>"
     if svc_type == "ExternalName":
-        external = spec.get("externalName") or "<none>"
-    elif svc_type == "LoadBalancer":
-        external = ",".join(i.get("ip") or i.get("hostname") or "" for i in ingress) or "<pending>"
-    else:
-        external = ",".join(spec.get("externalIPs") or []) or "<none>"
-    row = [svc["metadata"]["name"], svc_type, spec.get("clusterIP") or "<none>", external, _service_ports(svc),
-           age(svc, now)]
-    if wide:
-        selector = spec.get("selector") or {}
-        row.append(",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>")
-    return row
+        return spec.get("externalName") or ""
+    return "<unknown>"
 
 
-def _node_row(node: dict, now: float, wide: bool) -> list[str]:
-    ready = _condition(node, "Ready").get("status")
-    status = {"True": "Ready", "False": "NotReady"}.get(ready or "", "NotReady" if ready else "Unknown")
-    if (node.get("spec") or {}).get("unschedulable"):
-        status += ",SchedulingDisabled"
-    info = (node.get("status") or {}).get("nodeInfo") or {}
-    row = [node["metadata"]["name"], status, "<none>", age(node, now), info.get("kubeletVersion") or ""]
-    if wide:
-        addresses = (node.get("status") or {}).get("addresses") or []
-        internal = next((a["address"] for a in addresses if a.get("type") == "InternalIP"), "<none>")
-        row += [internal, (node.get("spec") or {}).get("podCIDR") or "<none>"]
-    return row
+def _service_row(svc: dict, now: float) -> list[Cell]:
+    spec = _spec(svc)
+    ports = []
+    for port in spec.get("ports") or []:
+        node_port = f":{port['nodePort']}" if port.get("nodePort") else ""
+        ports.append(f"{port.get('port')}{node_port}/{port.get('protocol', 'TCP')}")
+    cluster_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    return [_meta(svc).get("name", ""), spec.get("type") or "ClusterIP", cluster_ips[0] if cluster_ips else "<none>",
+            _service_external_ip(svc), ",".join(ports) or "<none>", age(svc, now), format_labels(spec.get("selector"))]
 
 
-def _namespace_row(ns: dict, now: float, wide: bool) -> list[str]:
-    return [ns["metadata"]["name"], (ns.get("status") or {}).get("phase") or "Active", age(ns, now)]
+def _node_row(node: dict, now: float) -> list[Cell]:
+    status = _status(node)
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    states = ["Unknown"] if ready is None else ["Ready" if ready.get("status") == "True" else "NotReady"]
+    if _spec(node).get("unschedulable"):
+        states.append("SchedulingDisabled")
+    roles = set()
+    for key, value in (_meta(node).get("labels") or {}).items():
+        if key.startswith("node-role.kubernetes.io/") and key != "node-role.kubernetes.io/":
+            roles.add(key.removeprefix("node-role.kubernetes.io/"))
+        elif key == "kubernetes.io/role" and value:
+            roles.add(value)
+    info = status.get("nodeInfo") or {}
+    addresses = status.get("addresses") or []
+
+    def address(kind: str) -> str:
+        return next((a.get("address", "") for a in addresses if a.get("type") == kind), "<none>")
+
+    return [_meta(node).get("name", ""), ",".join(states), ",".join(sorted(roles)) or "<none>", age(node, now),
+            info.get("kubeletVersion") or "", address("InternalIP"), address("ExternalIP"),
+            info.get("osImage") or "<unknown>", info.get("kernelVersion") or "<unknown>",
+            info.get("containerRuntimeVersion") or "<unknown>"]
 
 
-def _endpointslice_row(es: dict, now: float, wide: bool) -> list[str]:
-    ports = ",".join(str(p.get("port")) for p in es.get("ports") or []) or "<unset>"
+def _namespace_row(ns: dict, now: float) -> list[Cell]:
+    return [_meta(ns).get("name", ""), _status(ns).get("phase") or "", age(ns, now)]
+
+
+def _endpoints_row(ep: dict, now: float) -> list[Cell]:
+    subsets = ep.get("subsets") or []
+    listed: list[str] = []
+    count = 0
+    for subset in subsets:
+        addresses = [a.get("ip", "") for a in subset.get("addresses") or []]
+        ports = subset.get("ports") or []
+        if not ports:
+            count += len(addresses)
+            listed += addresses
+            continue
+        for port in ports:
+            count += len(addresses)
+            listed += [f"[{ip}]:{port.get('port')}" if ":" in ip else f"{ip}:{port.get('port')}" for ip in addresses]
+    return [_meta(ep).get("name", ""), _more(listed, count, empty="") if subsets else "<none>", age(ep, now)]
+
+
+def _endpoint_slice_row(es: dict, now: float) -> list[Cell]:
+    ports = es.get("ports") or []
+    port_text = [str(p["port"]) if p.get("port") is not None else (p.get("name") or "*") for p in ports]
     addresses = [a for e in es.get("endpoints") or [] for a in e.get("addresses") or []]
-    shown = ",".join(addresses[:3]) + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
-    return [es["metadata"]["name"], es.get("addressType") or "IPv4", ports, shown or "<unset>", age(es, now)]
+    return [_meta(es).get("name", ""), es.get("addressType") or "", _more(port_text, len(port_text)),
+            _more(addresses, len(addresses)), age(es, now)]
 
 
-def _endpoints_row(ep: dict, now: float, wide: bool) -> list[str]:
-    pairs = [f"{a['ip']}:{p.get('port')}" for s in ep.get("subsets") or [] for a in s.get("addresses") or []
-             for p in s.get("ports") or [{}]]
-    shown = ",".join(pairs[:3]) + (f" + {len(pairs) - 3} more..." if len(pairs) > 3 else "")
-    return [ep["metadata"]["name"], shown or "<none>", age(ep, now)]
+def _network_policy_row(np: dict, now: float) -> list[Cell]:
+    return [_meta(np).get("name", ""), format_label_selector(_spec(np).get("podSelector") or {}), age(np, now)]
 
 
-def _netpol_row(np: dict, now: float, wide: bool) -> list[str]:
-    selector = ((np.get("spec") or {}).get("podSelector") or {}).get("matchLabels") or {}
-    text = ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"
-    return [np["metadata"]["name"], text, age(np, now)]
+def _deployment_row(d: dict, now: float) -> list[Cell]:
+    spec, status = _spec(d), _status(d)
+    names, images = _containers(d)
+    return [_meta(d).get("name", ""), f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+            status.get("updatedReplicas", 0), status.get("availableReplicas", 0), age(d, now), names, images,
+            selector_string(spec.get("selector"))]
 
 
-def _deployment_row(d: dict, now: float, wide: bool) -> list[str]:
-    status = d.get("status") or {}
-    replicas = (d.get("spec") or {}).get("replicas", 1)
-    return [d["metadata"]["name"], f"{status.get('readyReplicas', 0)}/{replicas}",
-            str(status.get("updatedReplicas", 0)), str(status.get("availableReplicas", 0)), age(d, now)]
+def _replica_set_row(rs: dict, now: float) -> list[Cell]:
+    spec, status = _spec(rs), _status(rs)
+    names, images = _containers(rs)
+    return [_meta(rs).get("name", ""), spec.get("replicas", 0), status.get("replicas", 0),
+            status.get("readyReplicas", 0), age(rs, now), names, images, format_label_selector(spec.get("selector"))]
 
 
-def _replicaset_row(rs: dict, now: float, wide: bool) -> list[str]:
-    status = rs.get("status") or {}
-    spec = rs.get("spec") or {}
-    row = [rs["metadata"]["name"], str(spec.get("replicas", 1)), str(status.get("replicas", 0)),
-           str(status.get("readyReplicas", 0)), age(rs, now)]
-    if wide:
-        containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
-        selector = (spec.get("selector") or {}).get("matchLabels") or {}
-        row += [",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers),
-                ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"]
-    return row
+def _lease_row(lease: dict, now: float) -> list[Cell]:
+    return [_meta(lease).get("name", ""), _spec(lease).get("holderIdentity") or "", age(lease, now)]
 
 
-def _lease_row(lease: dict, now: float, wide: bool) -> list[str]:
-    return [lease["metadata"]["name"], (lease.get("spec") or {}).get("holderIdentity") or "", age(lease, now)]
-
-
-def _event_row(ev: dict, now: float, wide: bool) -> list[str]:
+def _event_row(ev: dict, now: float) -> list[Cell]:
+    first = since(ev.get("firstTimestamp"), now) if ev.get("firstTimestamp") else since(ev.get("eventTime"), now)
+    last = since(ev.get("lastTimestamp"), now) if ev.get("lastTimestamp") else first
+    count = ev.get("count") or 1
+    if ev.get("series"):
+        last = since(ev["series"].get("lastObservedTime"), now)
+        count = ev["series"].get("count") or count
     involved = ev.get("involvedObject") or {}
-    return [age(ev, now), ev.get("type") or "", ev.get("reason") or "",
-            f"{(involved.get('kind') or '').lower()}/{involved.get('name', '')}", ev.get("message") or ""]
+    target = (involved.get("kind") or "").lower()
+    if involved.get("name"):
+        target += f"/{involved['name']}"
+    source = ev.get("source") or {}
+    component = source.get("component") or ev.get("reportingComponent") or ""
+    instance = source.get("host") or ev.get("reportingInstance") or ""
+    return [last, ev.get("type") or "", ev.get("reason") or "", target, involved.get("fieldPath") or "",
+            f"{component}, {instance}" if instance else component, (ev.get("message") or "").strip(), first,
+            count, _meta(ev).get("name", "")]
 
 
-Row = Callable[[dict, float, bool], list[str]]
-TABLES: dict[str, tuple[list[str], list[str], Row]] = {
-    "Pod": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE"], _pod_row),
-    "Service": (["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], ["SELECTOR"], _service_row),
-    "Node": (["NAME", "STATUS", "ROLES", "AGE", "VERSION"], ["INTERNAL-IP", "POD-CIDR"], _node_row),
-    "Namespace": (["NAME", "STATUS", "AGE"], [], _namespace_row),
-    "EndpointSlice": (["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], [], _endpointslice_row),
-    "Endpoints": (["NAME", "ENDPOINTS", "AGE"], [], _endpoints_row),
-    "NetworkPolicy": (["NAME", "POD-SELECTOR", "AGE"], [], _netpol_row),
-    "Deployment": (["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], [], _deployment_row),
-    "ReplicaSet": (["NAME", "DESIRED", "CURRENT", "READY", "AGE"], ["CONTAINERS", "IMAGES", "SELECTOR"],
-                   _replicaset_row),
-    "Lease": (["NAME", "HOLDER", "AGE"], [], _lease_row),
-    "Event": (["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], [], _event_row),
-}
+def _default_row(obj: dict, now: float) -> list[Cell]:
+    return [_meta(obj).get("name", ""), _meta(obj).get("creationTimestamp") or ""]
 
 
-def table_rows(kind: str, objects: Iterable[dict], now: float, *, wide: bool = False,
+# --- the columns of each kind -------------------------------------------------------------------------
+
+_NAME = Column("Name", (_META, "name"), format="name")
+_AGE = Column("Age", (_META, "creationTimestamp"))
+_TEMPLATE_CONTAINERS = Column("Containers", "Names of each container in the template.", priority=1)
+_TEMPLATE_IMAGES = Column("Images", "Images referenced by each container in the template.", priority=1)
+
+POD = Printer((
+    _NAME,
+    Column("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+    Column("Status", "The aggregate status of the containers in this pod."),
+    Column("Restarts", "The number of times the containers in this pod have been restarted and when the last "
+                       "container in this pod has restarted."),
+    _AGE,
+    Column("IP", (_CORE + "PodStatus", "podIP"), priority=1),
+    Column("Node", (_CORE + "PodSpec", "nodeName"), priority=1),
+    Column("Nominated Node", (_CORE + "PodStatus", "nominatedNodeName"), priority=1),
+    Column("Readiness Gates", (_CORE + "PodSpec", "readinessGates"), priority=1),
+), _pod_row)
+
+SERVICE = Printer((
+    _NAME,
+    Column("Type", (_CORE + "ServiceSpec", "type")),
+    Column("Cluster-IP", (_CORE + "ServiceSpec", "clusterIP")),
+    Column("External-IP", (_CORE + "ServiceSpec", "externalIPs")),
+    Column("Port(s)", (_CORE + "ServiceSpec", "ports")),
+    _AGE,
+    Column("Selector", (_CORE + "ServiceSpec", "selector"), priority=1),
+), _service_row)
+
+NODE = Printer((
+    _NAME,
+    Column("Status", "The status of the node"),
+    Column("Roles", "The roles of the node"),
+    _AGE,
+    Column("Version", (_CORE + "NodeSystemInfo", "kubeletVersion")),
+    Column("Internal-IP", (_CORE + "NodeStatus", "addresses"), priority=1),
+    Column("External-IP", (_CORE + "NodeStatus", "addresses"), priority=1),
+    Column("OS-Image", (_CORE + "NodeSystemInfo", "osImage"), priority=1),
+    Column("Kernel-Version", (_CORE + "NodeSystemInfo", "kernelVersion"), priority=1),
+    Column("Container-Runtime", (_CORE + "NodeSystemInfo", "containerRuntimeVersion"), priority=1),
+), _node_row)
+
+NAMESPACE = Printer((_NAME, Column("Status", "The status of the namespace"), _AGE), _namespace_row)
+
+ENDPOINTS = Printer((_NAME, Column("Endpoints", (_CORE + "Endpoints", "subsets")), _AGE), _endpoints_row)
+
+ENDPOINT_SLICE = Printer((
+    _NAME,
+    Column("AddressType", ("io.k8s.api.discovery.v1.EndpointSlice", "addressType")),
+    Column("Ports", ("io.k8s.api.discovery.v1.EndpointSlice", "ports")),
+    Column("Endpoints", ("io.k8s.api.discovery.v1.EndpointSlice", "endpoints")),
+    _AGE,
+), _endpoint_slice_row)
+
+NETWORK_POLICY = Printer((
+    _NAME, Column("Pod-Selector", ("io.k8s.api.networking.v1.NetworkPolicySpec", "podSelector")), _AGE,
+), _network_policy_row)
+
+DEPLOYMENT = Printer((
+    _NAME,
+    Column("Ready", "Number of the pod with ready state"),
+    Column("Up-to-date", (_APPS + "DeploymentStatus", "updatedReplicas")),
+    Column("Available", (_APPS + "DeploymentStatus", "availableReplicas")),
+    _AGE,
+    _TEMPLATE_CONTAINERS,
+    _TEMPLATE_IMAGES,
+    Column("Selector", (_APPS + "DeploymentSpec", "selector"), priority=1),
+), _deployment_row)
+
+REPLICA_SET = Printer((
+    _NAME,
+    Column("Desired", (_APPS + "ReplicaSetSpec", "replicas"), type="integer"),
+    Column("Current", (_APPS + "ReplicaSetStatus", "replicas"), type="integer"),
+    Column("Ready", (_APPS + "ReplicaSetStatus", "readyReplicas"), type="integer"),
+    _AGE,
+    _TEMPLATE_CONTAINERS,
+    _TEMPLATE_IMAGES,
+    Column("Selector", (_APPS + "ReplicaSetSpec", "selector"), priority=1),
+), _replica_set_row)
+
+LEASE = Printer((_NAME, Column("Holder", ("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")), _AGE), _lease_row)
+
+EVENT = Printer((
+    Column("Last Seen", (_CORE + "Event", "lastTimestamp")),
+    Column("Type", (_CORE + "Event", "type")),
+    Column("Reason", (_CORE + "Event", "reason")),
+    Column("Object", (_CORE + "Event", "involvedObject")),
+    Column("Subobject", (_CORE + "ObjectReference", "fieldPath"), priority=1),
+    Column("Source", (_CORE + "Event", "source"), priority=1),
+    Column("Message", (_CORE + "Event", "message")),
+    Column("First Seen", (_CORE + "Event", "firstTimestamp"), priority=1),
+    Column("Count", (_CORE + "Event", "count"), priority=1),
+    Column("Name", (_META, "name"), format="name", priority=1),
+), _event_row)
+
+# kube-apiserver's table for a kind without its own printer (rest.NewDefaultTableConvertor).
+DEFAULT = Printer((_NAME, Column("Created At", (_META, "creationTimestamp"), type="date")), _default_row)
+
+
+# --- tables -------------------------------------------------------------------------------------------
+
+
+@cache
+def column_definitions(printer: Printer) -> tuple[dict, ...]:
+    """The Table's columnDefinitions (computed once per printer; not to be changed by callers)."""
+    return tuple(column.definition() for column in printer.columns)
+
+
+def table_rows(printer: Printer | None, objects: Iterable[dict], now: float, *, wide: bool = False,
                with_namespace: bool = False) -> list[list[str]]:
-    """Header and rows for `podnet get`; with_namespace adds kubectl -A's NAMESPACE column."""
-    header, wide_header, row = TABLES[kind]
-    rows = [(["NAMESPACE"] if with_namespace else []) + header + (wide_header if wide else [])]
+    """Header and rows as kubectl prints a Table: priority-1 columns only when wide; with_namespace adds
+    kubectl -A's NAMESPACE column."""
+    printer = printer or DEFAULT
+    shown = [i for i, column in enumerate(printer.columns) if wide or column.priority == 0]
+    rows = [(["NAMESPACE"] if with_namespace else []) + [printer.columns[i].name.upper() for i in shown]]
     for obj in objects:
-        prefix = [(obj.get("metadata") or {}).get("namespace", "")] if with_namespace else []
-        rows.append(prefix + row(obj, now, wide))
+        cells = printer.row(obj, now)
+        prefix = [_meta(obj).get("namespace", "")] if with_namespace else []
+        rows.append(prefix + [str(cells[i]) for i in shown])
     return rows
 
 

@@ -14,6 +14,9 @@ def apiserver(
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 6443,
     store: Annotated[str, typer.Option(help="sqlite:///path/to.db or etcd://host:port[,host:port] (default: sqlite in $PODNET_HOME).")] = "",
     token_file: Annotated[str | None, typer.Option(help="Static token CSV: token,user,uid,\"group1,group2\".")] = None,
+    kubelet_client_certificate: Annotated[str | None, typer.Option(help="Client certificate (PEM) presented to the nodes' kubelet API (exec, logs).")] = None,
+    kubelet_client_key: Annotated[str | None, typer.Option(help="Its private key (PEM).")] = None,
+    kubelet_certificate_authority: Annotated[str | None, typer.Option(help="CA (PEM) the kubelets' serving certificates must chain to.")] = None,
     tls_cert: Annotated[str | None, typer.Option(help="TLS certificate (PEM); serves HTTPS with --tls-key.")] = None,
     tls_key: Annotated[str | None, typer.Option(help="TLS private key (PEM).")] = None,
     client_ca_file: Annotated[str | None, typer.Option(help="CA bundle (PEM) that signs client certificates: CN is the user, each O a group.")] = None,
@@ -25,6 +28,7 @@ def apiserver(
     node_port_range: Annotated[str, typer.Option(help="NodePort range LOW-HIGH.")] = "30000-32767",
     compaction_interval: Annotated[float, typer.Option(help="Seconds between storage compactions (0: never).")] = 300.0,
     bookmark_interval: Annotated[float, typer.Option(help="Seconds between BOOKMARK events on idle watches.")] = 60.0,
+    event_ttl: Annotated[float, typer.Option(help="Seconds an Event is kept after it was last recorded.")] = 3600.0,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the Kubernetes-shaped API server."""
@@ -39,6 +43,9 @@ def apiserver(
             port=port,
             store_url=store,
             token_file=token_file,
+            kubelet_client_certificate=kubelet_client_certificate,
+            kubelet_client_key=kubelet_client_key,
+            kubelet_certificate_authority=kubelet_certificate_authority,
             tls_cert=tls_cert,
             tls_key=tls_key,
             client_ca_file=client_ca_file,
@@ -50,6 +57,7 @@ def apiserver(
             node_port_range=parse_port_range(node_port_range),
             compaction_interval=compaction_interval,
             bookmark_interval=bookmark_interval,
+            event_ttl=event_ttl,
             log_level=log_level,
         )
         config.validate()

@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from podnet.api.printers import format_table
-from podnet.cli.common import fail, home, run_async
-from podnet.cli.daemon import CaFile, Kubeconfig, Server, Token, TokenFile, api_credentials
+from podnet.cli.common import HomeOption, fail, home, run_async
+from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
 from podnet.rpc.session import RpcError, call_once
 
 bgp_app = typer.Typer(help="Run a node's BGP speaker, or look at one.", add_completion=False)
@@ -37,7 +37,6 @@ def bgp(
     port: int = typer.Option(None, "--port", help="BGP port (default 179 as root, else 1790; 0 picks one)."),
     peer: list[str] = typer.Option([], "--peer", help="ADDR, ADDR:PORT, ADDR/ASN or ADDR:PORT/ASN; replaces the full mesh of Nodes."),
     server: Server = None,
-    token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
     kubeconfig: Kubeconfig = None,
@@ -59,7 +58,7 @@ def bgp(
 
     if not node or not address:
         raise fail("error: give --node NAME and --address ADDR")
-    api = api_credentials(server, token, token_file, ca_file, kubeconfig)
+    api = api_credentials(server, token_file, ca_file, kubeconfig)
     if api is None and not peer:
         raise fail("error: give --kubeconfig FILE or --server URL (full mesh of Nodes), or --peer ADDR[:PORT][/ASN]")
     port = default_port() if port is None else port
@@ -82,6 +81,7 @@ def bgp(
 def peers(
     node: str = typer.Option(..., "--node", help="The node whose speaker to ask."),
     state_dir: Path = StateDirOption,
+    home: Path | None = HomeOption,
     output: str = OutputOption,
 ) -> None:
     """Show a node's BGP sessions and their states."""
@@ -118,6 +118,7 @@ async def _node_tables(directory: Path) -> tuple[list[dict] | None, str, list[di
 def routes(
     node: str = typer.Option(..., "--node", help="The node to show."),
     state_dir: Path = StateDirOption,
+    home: Path | None = HomeOption,
     output: str = OutputOption,
 ) -> None:
     """Show a node's forwarding table and its BGP RIB."""

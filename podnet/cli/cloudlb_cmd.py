@@ -12,7 +12,6 @@ from podnet.cli.daemon import (
     LogLevel,
     MetricsPort,
     Server,
-    Token,
     TokenFile,
     api_credentials,
     metrics_port_or_none,
@@ -23,7 +22,6 @@ from podnet.cli.daemon import (
 
 def cloud_lb(
     server: Server = None,
-    token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
     kubeconfig: Kubeconfig = None,
@@ -46,7 +44,7 @@ def cloud_lb(
     except ValueError as exc:
         typer.echo(f"error: --pool {pool!r}: {exc}", err=True)
         raise typer.Exit(2) from None
-    api = require_server(api_credentials(server, token, token_file, ca_file, kubeconfig))
+    api = require_server(api_credentials(server, token_file, ca_file, kubeconfig))
     logs.setup("cloud-lb", log_level)
     config = CloudLbConfig(
         server=api.server,

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import typer
 
-from podnet.cli.common import fail
+from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, podnet_home
-from podnet.cluster import credentials, netns_hosts, readiness, supervisor, topology
+from podnet.cluster import credentials, kubelet_credentials, netns_hosts, readiness, supervisor, topology
 from podnet.cluster.supervisor import ClusterState, SupervisorError
-
-HomeOption = typer.Option(None, "--home", envvar="PODNET_HOME", help="Cluster home (default ~/.podnet).")
 
 
 def _home(home: Path | None) -> Path:
@@ -28,12 +26,16 @@ def _home(home: Path | None) -> Path:
 def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str | None = None,
                       extra_addresses: tuple[str, ...] = ()) -> str:
     """Every credential of `topo`'s cluster under `home` (see podnet/cluster/credentials.py): one kubeconfig
-    for each process that talks to the API server. Returns the admin token."""
+    for each process that talks to the API server, and over TLS the kubelet API's certificates
+    (podnet/cluster/kubelet_credentials.py). Returns the admin token."""
     clients = [spec.name for spec in topology.components(topo) if "--kubeconfig" in spec.argv]
-    return credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
-                             service_cidr=topo.service_cidr, components=clients,
-                             now=datetime.datetime.now(datetime.UTC), admin_server=admin_server,
-                             tls=not topo.insecure_http)
+    now = datetime.datetime.now(datetime.UTC)
+    admin_token = credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
+                                    service_cidr=topo.service_cidr, components=clients, now=now,
+                                    admin_server=admin_server, tls=not topo.insecure_http)
+    if not topo.insecure_http:
+        kubelet_credentials.issue(home, [node.address for node in topo.nodes], now)
+    return admin_token
 
 
 def _load(home: Path | None) -> ClusterState:
@@ -77,10 +79,13 @@ async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> Cluste
             raise SupervisorError(f"nodes not Ready after {timeout:.0f}s: "
                                   f"{sorted(names - await readiness.ready_nodes(client))}")
         typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
-    typer.echo("  waiting for the cluster DNS to sync", nl=False)
-    if not await readiness.wait_until(lambda: readiness.dns_answers(topo.control_address, topo.dns_port), timeout):
-        raise SupervisorError("the cluster DNS did not answer kubernetes.default within the timeout")
-    typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
+        typer.echo("  waiting for the cluster DNS to sync and its pod to be Ready", nl=False)
+        if not await readiness.wait_until(lambda: readiness.dns_answers(topo.host("dns"), topo.dns_port), timeout):
+            raise SupervisorError("the cluster DNS did not answer kubernetes.default within the timeout")
+        if not await readiness.wait_until(lambda: readiness.dns_pod_ready(client), timeout):
+            raise SupervisorError("the cluster DNS pod is not a ready endpoint of kube-system/kube-dns "
+                                  f"after {timeout:.0f}s (`podnet get pods -n kube-system -o wide`)")
+        typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
     return state
 
 

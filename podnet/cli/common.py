@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +18,21 @@ from podnet.api.kinds import UnknownKind
 from podnet.client import ApiClient, ApiError, podnet_home
 from podnet.rpc.session import RpcError
 
-ServerOption = typer.Option(None, "--server", "-s", envvar="PODNET_SERVER", help="API server URL.")
-TokenOption = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token.")
-KubeconfigOption = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file.")
+
+def _use_home(home: Path | None) -> Path | None:
+    """`--home X` is `PODNET_HOME=X` for the whole command: everything that finds the cluster (its
+    kubeconfig, its nodes' agent sockets) reads PODNET_HOME, so no command can look somewhere else."""
+    if home is not None:
+        os.environ["PODNET_HOME"] = str(home.expanduser())
+    return home
+
+
+ServerOption = typer.Option(None, "--server", "-s", envvar="PODNET_SERVER", help="API server URL (overrides the kubeconfig's).")
+TokenOption = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token (overrides the kubeconfig's).")
+KubeconfigOption = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG",
+                                help="kubeconfig file (default: the cluster home's).")
+HomeOption = typer.Option(None, "--home", envvar="PODNET_HOME", callback=_use_home,
+                          help="The cluster's home: its kubeconfig and its nodes' agent sockets (default ~/.podnet).")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -13,7 +13,6 @@ from podnet import kubeconfig
 from podnet.kubeconfig import Credentials
 
 Server = Annotated[str | None, typer.Option(envvar="PODNET_SERVER", help="API server URL (default: the --kubeconfig's).")]
-Token = Annotated[str | None, typer.Option(envvar="PODNET_TOKEN", help="Bearer token (a command line is public: prefer --token-file).")]
 TokenFile = Annotated[str | None, typer.Option(help="File holding the bearer token.")]
 CaFile = Annotated[str | None, typer.Option(help="CA certificate (PEM) the API server's certificate must chain to.")]
 Kubeconfig = Annotated[str | None, typer.Option(help="kubeconfig with the server, its CA and our credentials.")]
@@ -21,16 +20,17 @@ MetricsPort = Annotated[int, typer.Option(help="Port of /healthz and /metrics (0
 LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.")]
 
 
-def api_credentials(server: str | None, token: str | None, token_file: str | None, ca_file: str | None,
+def api_credentials(server: str | None, token_file: str | None, ca_file: str | None,
                     kubeconfig_path: str | None) -> Credentials | None:
     """The API server and how to reach it: the --kubeconfig's, each part overridden by its own option; None
-    when neither --server nor --kubeconfig is given. A bad file ends the command with one line and exit 2."""
+    when neither --server nor --kubeconfig is given. A bad file ends the command with one line and exit 2.
+    Secrets come from files only: a command line is public (`ps`)."""
     try:
         base = kubeconfig.load(kubeconfig_path) if kubeconfig_path else None
         server = server or (base.server if base else None)
         if server is None:
             return None
-        token = token or (kubeconfig.read_token(token_file) if token_file else None) or (base.token if base else None)
+        token = kubeconfig.read_token(token_file) if token_file else (base.token if base else None)
         tls = kubeconfig.ClientTls(ca_pem=kubeconfig.read_pem(ca_file)) if ca_file else (base.tls if base else kubeconfig.ClientTls())
     except kubeconfig.KubeconfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import typer
 from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
-from podnet.cli.common import fail
-from podnet.cli.daemon import CaFile, Kubeconfig, Server, Token, TokenFile, api_credentials
+from podnet.cli.common import HomeOption, KubeconfigOption, fail
+from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
 
 DIG_TIMEOUT = 2.0
 DIG_TRIES = 3
@@ -118,8 +118,7 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option("127.0.0.1", "--address", help="Address to answer on (UDP and TCP)."),
         port: int = typer.Option(None, "--port", help="Port (default 53 as root, else 5353; 0 picks one)."),
         server: Server = None,
-        token: Token = None,
-        token_file: TokenFile = None,
+            token_file: TokenFile = None,
         ca_file: CaFile = None,
         kubeconfig: Kubeconfig = None,
         upstream: list[str] = typer.Option([], "--upstream", help="IP[:PORT] for names outside the zone."),
@@ -128,7 +127,9 @@ def register(app: typer.Typer) -> None:
         metrics_port: int = typer.Option(9153, "--metrics-port", help="/healthz and /metrics (0 picks one)."),
         no_metrics: bool = typer.Option(False, "--no-metrics", help="Serve no /healthz or /metrics."),
         objects: Path = typer.Option(None, "--objects", help="Take records from this manifest file, not an API server."),
-        no_register: bool = typer.Option(False, "--no-register", help="Do not publish as the kube-dns endpoint."),
+        no_register: bool = typer.Option(False, "--no-register", help="Register no kube-dns pod for this server."),
+        pod_name: str = typer.Option(None, "--pod-name", help="This replica's pod in kube-system "
+                                     "(default coredns-<address>-<port>)."),
         cluster_ip: str = typer.Option("10.96.0.10", "--cluster-ip", help="kube-dns ClusterIP, if it must be created."),
         log_level: str = typer.Option("INFO", "--log-level"),
     ) -> None:
@@ -138,7 +139,7 @@ def register(app: typer.Typer) -> None:
         from podnet.dns.config import DnsConfig, default_port, parse_upstream
         from podnet.dns.process import serve
 
-        api = api_credentials(server, token, token_file, ca_file, kubeconfig)
+        api = api_credentials(server, token_file, ca_file, kubeconfig)
         if api is None and objects is None:
             raise fail("error: give --kubeconfig FILE or --server URL (or --objects FILE)")
         try:
@@ -150,6 +151,7 @@ def register(app: typer.Typer) -> None:
             token=api and api.token, tls=api and api.tls,
             objects_file=objects, upstreams=upstreams, zone=zone, ttl=ttl,
             metrics_port=None if no_metrics else metrics_port, register=not no_register, cluster_ip=cluster_ip,
+            pod_name=pod_name,
         )
         logs.setup("dns", log_level)
         try:
@@ -171,7 +173,8 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(DIG_TIMEOUT, "--timeout", help="Seconds to wait for each answer."),
         api_server: str = typer.Option(None, "--api-server", envvar="PODNET_SERVER", help="API server URL (--from)."),
         token: str = typer.Option(None, "--token", envvar="PODNET_TOKEN", help="Bearer token (--from)."),
-        kubeconfig: Path = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="kubeconfig file (--from)."),
+        kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """Ask a DNS server one question, from this host or from inside a pod, and print the answer like dig."""
         if QTYPE.get(qtype.upper(), None) is None:

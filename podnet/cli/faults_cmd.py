@@ -16,7 +16,15 @@ from typing import Annotated
 
 import typer
 
-from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, client_for, fail, run_async
+from podnet.cli.common import (
+    HomeOption,
+    KubeconfigOption,
+    ServerOption,
+    TokenOption,
+    client_for,
+    fail,
+    run_async,
+)
 from podnet.cli.pods_cmd import agent_socket
 from podnet.client import ApiClient
 from podnet.rpc.session import call_once
@@ -148,6 +156,7 @@ def partition(
     server: str | None = ServerOption,
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Cut the underlay between two nodes (both agents drop each other's tunnel traffic), or --heal it."""
     nodes = list(nodes or [])

@@ -12,7 +12,6 @@ from podnet.cli.daemon import (
     LogLevel,
     MetricsPort,
     Server,
-    Token,
     TokenFile,
     api_credentials,
     check_choice,
@@ -26,7 +25,6 @@ def kubeproxy(
     node: Annotated[str, typer.Option(help="The node this kube-proxy programs.")],
     agent_socket: Annotated[str, typer.Option(help="The node agent's RPC socket (agent.sock).")],
     server: Server = None,
-    token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
     kubeconfig: Kubeconfig = None,
@@ -53,7 +51,7 @@ def kubeproxy(
     from podnet.nodeagent.kubeproxy.rules import MODES
 
     check_choice("mode", mode, MODES)
-    api = require_server(api_credentials(server, token, token_file, ca_file, kubeconfig))
+    api = require_server(api_credentials(server, token_file, ca_file, kubeconfig))
     logs.setup(f"kube-proxy/{node}", log_level)
     config = ProxyConfig(
         node=node,

@@ -87,6 +87,19 @@ class LazyCommands(typer.core.TyperGroup):
         return command
 
 
+def _help_without_type_names() -> None:
+    """Recent typer writes every parameter's type in the help, in brackets, flags and --help included
+    (`--demo <bool>`, `--nodes <int>`, `NAME <str>`). podnet's help, like kubectl's, names a value only where
+    an option declares a metavar; defaults and the words of the help say the rest."""
+    option_display = getattr(typer.core.TyperOption, "display_type_rich", None)
+    if option_display is None:  # an older typer, which shows no such thing
+        return
+    typer.core.TyperOption.display_type_rich = lambda self, ctx: self.metavar  # type: ignore[method-assign]
+    typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+
+
+_help_without_type_names()
+
 app = typer.Typer(
     name="podnet",
     help="Kubernetes networking as real processes exchanging real traffic.",

@@ -11,7 +11,6 @@ from podnet.cli.daemon import (
     Kubeconfig,
     LogLevel,
     Server,
-    Token,
     TokenFile,
     api_credentials,
     check_choice,
@@ -25,7 +24,6 @@ def nodeagent(
     name: Annotated[str, typer.Option(help="Node name, as registered in the API.")],
     address: Annotated[str, typer.Option(help="The node's address: InternalIP and the VXLAN endpoint.")],
     server: Server = None,
-    token: Token = None,
     token_file: TokenFile = None,
     ca_file: CaFile = None,
     kubeconfig: Kubeconfig = None,
@@ -37,6 +35,10 @@ def nodeagent(
     cluster_cidr: Annotated[str, typer.Option(help="The pod network.")] = "10.244.0.0/16",
     pod_mode: Annotated[str, typer.Option(help="Pods without a podnet.io/pod-mode annotation: virtual (a stack in the agent) or netns (a real network namespace; root, Linux).")] = "virtual",
     renew_interval: Annotated[float, typer.Option(help="Seconds between renewals of the node's Lease (keep it well under the node grace period).")] = 5.0,
+    kubelet_port: Annotated[int, typer.Option(help="Port of the kubelet API (exec, logs) on the node address (0: any free port).")] = 0,
+    kubelet_tls_cert_file: Annotated[str | None, typer.Option(help="Serving certificate (PEM) of the kubelet API; without it the API is not served.")] = None,
+    kubelet_tls_private_key_file: Annotated[str | None, typer.Option(help="Its private key (PEM).")] = None,
+    kubelet_client_ca_file: Annotated[str | None, typer.Option(help="CA (PEM) the kubelet API's clients' certificates must chain to.")] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run a node agent: registers the Node, gives pods addresses and network stacks, forwards their traffic."""
@@ -45,7 +47,7 @@ def nodeagent(
 
     check_choice("backend", backend, ("vxlan", "bgp"))
     check_choice("pod-mode", pod_mode, ("virtual", "netns"))
-    api = require_server(api_credentials(server, token, token_file, ca_file, kubeconfig))
+    api = require_server(api_credentials(server, token_file, ca_file, kubeconfig))
     logs.setup(f"nodeagent/{name}", log_level)
     config = AgentConfig(
         name=name,
@@ -61,6 +63,10 @@ def nodeagent(
         cluster_cidr=cluster_cidr,
         pod_mode=pod_mode,
         renew_interval=renew_interval,
+        kubelet_port=kubelet_port,
+        kubelet_cert_file=kubelet_tls_cert_file,
+        kubelet_key_file=kubelet_tls_private_key_file,
+        kubelet_client_ca_file=kubelet_client_ca_file,
     )
     run(serve, config)
 

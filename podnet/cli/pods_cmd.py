@@ -15,16 +15,23 @@ from typing import Annotated
 
 import typer
 
-from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, client_for, fail, home, run_async
+from podnet.cli.common import (
+    HomeOption,
+    KubeconfigOption,
+    ServerOption,
+    TokenOption,
+    client_for,
+    fail,
+    home,
+    run_async,
+)
 from podnet.cli.netns_exec import pod_namespace, run_in_namespace
 from podnet.client import ApiClient, ApiError
+from podnet.nodeagent.kubelet import commands
 from podnet.rpc.session import RpcClient, call_once
 
 NamespaceOption = typer.Option("default", "--namespace", "-n", help="Namespace of the pod.")
 AgentSocketOption = typer.Option(None, "--agent-socket", help="The node agent's RPC socket (default: found by node name).")
-
-EXEC_USAGE = "usage: podnet exec POD -- http URL | connect HOST:PORT [--udp] [--timeout S] | ping IP [--count N]"
-
 
 def agent_socket(node: str, override: Path | None) -> str:
     return str(override) if override else str(home() / "nodes" / node / "agent.sock")
@@ -51,45 +58,6 @@ def _split_pod(text: str, namespace: str) -> tuple[str, str]:
     return (ns or namespace), name
 
 
-def _parse_exec(args: list[str]) -> tuple[str, dict]:
-    """`http URL`, `connect HOST:PORT [--udp] [--timeout S]`, `ping IP [--count N]` -> (method, params)."""
-    if not args:
-        raise fail(EXEC_USAGE)
-    verb, rest = args[0], list(args[1:])
-    options: dict[str, str | bool] = {}
-    positional: list[str] = []
-    while rest:
-        item = rest.pop(0)
-        if item == "--udp":
-            options["udp"] = True
-        elif item in ("--timeout", "--count") and rest:
-            options[item[2:]] = rest.pop(0)
-        elif item.startswith("--timeout=") or item.startswith("--count="):
-            key, _, value = item[2:].partition("=")
-            options[key] = value
-        else:
-            positional.append(item)
-    if len(positional) != 1:
-        raise fail(EXEC_USAGE)
-    try:
-        timeout = float(options["timeout"]) if "timeout" in options else None
-        count = int(options.get("count", 3))
-    except ValueError:
-        raise fail(f"error: --timeout and --count take numbers\n{EXEC_USAGE}") from None
-    target = positional[0]
-    if verb == "http":
-        return "pod.http", {"url": target, "timeout": timeout or 10.0}
-    if verb == "connect":
-        host, _, port = target.rpartition(":")
-        if not host or not (port.isascii() and port.isdigit()):
-            raise fail(f"error: connect needs HOST:PORT, not {target!r}")
-        protocol = "UDP" if options.get("udp") else "TCP"
-        return "pod.connect", {"host": host, "port": int(port), "protocol": protocol, "timeout": timeout or 5.0}
-    if verb == "ping":
-        return "pod.ping", {"ip": target, "count": count, "timeout": timeout}
-    raise fail(f"error: unknown exec command {verb!r}\n{EXEC_USAGE}")
-
-
 def exec_(
     ctx: typer.Context,
     pod: Annotated[str, typer.Argument(help="The pod (NAME or NAMESPACE/NAME).")],
@@ -98,9 +66,10 @@ def exec_(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Run a command in a pod: a real program in a netns pod; in a virtual pod http URL, connect
-    HOST:PORT [--udp], ping IP."""
+    HOST:PORT [--udp], ping IP, /agnhost connect HOST:PORT, hostname, cat /etc/resolv.conf."""
     namespace, name = _split_pod(pod, namespace)
 
     async def netns_of_pod() -> str | None:
@@ -111,35 +80,25 @@ def exec_(
     netns = run_async(netns_of_pod())
     if netns is not None:
         raise typer.Exit(exec_in_netns(netns, list(ctx.args)))
-    method, params = _parse_exec(list(ctx.args))
+    command = commands.parse(list(ctx.args))
 
-    async def run() -> dict:
+    async def run() -> commands.Outcome:
         async with client_for(server, token, kubeconfig) as client:
             obj = await running_pod(client, namespace, name)
+        if isinstance(command, commands.Outcome):
+            return command
+        if isinstance(command, commands.Local):
+            spec, status = obj.get("spec") or {}, obj.get("status") or {}
+            return command.answer(commands.PodFacts(name, namespace, spec.get("hostname") or name, status.get("podIP", "")))
+        method, params = command.rpc()
         socket = agent_socket(obj["spec"]["nodeName"], agent_socket_path)
-        return await call_once(socket, method, {"namespace": namespace, "pod": name, **params}, timeout=60.0)
+        return command.render(await call_once(socket, method, {"namespace": namespace, "pod": name, **params}, timeout=60.0))
 
-    result = run_async(run())
-    if method == "pod.http":
-        if "status" not in result:
-            raise fail(f"error: {params['url']}: {result['reason']}")
-        body = result["body"]
-        sys.stdout.write(body.decode(errors="replace") if isinstance(body, bytes) else str(body))
-        if body and not body.endswith(b"\n" if isinstance(body, bytes) else "\n"):
-            sys.stdout.write("\n")
-        if not result["ok"]:
-            raise fail(f"error: HTTP {result['status']} {result['reason']}")
-    elif method == "pod.connect":
-        target = f"{params['host']}:{params['port']}"
-        if not result["ok"]:
-            raise fail(f"error: {params['protocol']} {target}: {result['reason']}")
-        if params["protocol"] == "UDP":
-            reply = result["reply"]
-            typer.echo(f"answered by {result['peer']}: {reply.decode(errors='replace') if isinstance(reply, bytes) else reply}")
-        else:
-            typer.echo(f"connected to {result['remote']} from {result['local']}")
-    else:
-        _print_ping(params["ip"], result)
+    outcome = run_async(run())
+    sys.stdout.buffer.write(outcome.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(outcome.stderr)
+    raise typer.Exit(outcome.code)
 
 
 def exec_in_netns(netns: str, argv: list[str]) -> int:
@@ -150,20 +109,6 @@ def exec_in_netns(netns: str, argv: list[str]) -> int:
     if code == 127:
         typer.echo(f"error: {argv[0]}: command not found", err=True)
     return code
-
-
-def _print_ping(ip: str, result: dict) -> None:
-    transmitted, received = result["transmitted"], result["received"]
-    loss = 100 * (transmitted - received) // max(transmitted, 1)
-    for index, rtt in enumerate(result["rtts"]):
-        typer.echo(f"reply from {ip}: icmp_seq={index + 1} time={rtt * 1000:.3f} ms")
-    typer.echo(f"--- {ip} ping statistics ---")
-    typer.echo(f"{transmitted} packets transmitted, {received} received, {loss}% packet loss")
-    if result["rtts"]:
-        rtts = [r * 1000 for r in result["rtts"]]
-        typer.echo(f"rtt min/avg/max = {min(rtts):.3f}/{sum(rtts) / len(rtts):.3f}/{max(rtts):.3f} ms")
-    if not result["ok"]:
-        raise fail(f"error: {result.get('reason') or 'no reply'}")
 
 
 async def _resolve_destination(client: ApiClient, text: str, namespace: str) -> tuple[str, str | None]:
@@ -285,6 +230,7 @@ def probe(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Can SRC reach DST on PORT? Exit 0 when it connects (TCP) or is answered (UDP)."""
     namespace_src, name = _split_pod(src, namespace)
@@ -311,7 +257,8 @@ def probe(
 def trace(
     src: Annotated[str, typer.Argument(help="Source pod (NAME or NAMESPACE/NAME).")],
     destination: Annotated[
-        str, typer.Argument(metavar="DST:PORT", help="Destination IP, pod or service; port number or name.")
+        str, typer.Argument(metavar="DST:PORT[/PROTOCOL]",
+                            help="Destination IP, pod or service; port number or name; tcp (default) or udp.")
     ],
     protocol: Annotated[str, typer.Option(help="TCP or UDP.")] = "TCP",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 2.0,
@@ -320,6 +267,7 @@ def trace(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Print a packet's journey from SRC to DST:PORT stage by stage, and its reply's.
 
@@ -328,9 +276,12 @@ def trace(
     the packet reached tells its half."""
     namespace_src, name = _split_pod(src, namespace)
     dst, _, port_text = destination.rpartition(":")
-    if not dst or not port_text:
-        raise fail(f"error: the destination is DST:PORT, not {destination!r}")
-    protocol = protocol.upper()
+    port_text, slash, named_protocol = port_text.partition("/")
+    if not dst or not port_text or (slash and not named_protocol):
+        raise fail(f"error: the destination is DST:PORT[/PROTOCOL], not {destination!r}")
+    protocol = (named_protocol or protocol).upper()
+    if protocol not in ("TCP", "UDP"):
+        raise fail(f"error: the protocol is TCP or UDP, not {named_protocol or protocol!r}")
 
     async def run() -> tuple[str, int, list[dict], list[dict]]:
         async with client_for(server, token, kubeconfig) as client:
@@ -393,6 +344,7 @@ def capture(
     count: Annotated[int, typer.Option("--count", "-c", help="Stop after this many datagrams.")] = 0,
     seconds: Annotated[float, typer.Option("--seconds", help="Stop after this many seconds.")] = 0.0,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Capture a node's VXLAN datagrams into a pcap file that Wireshark and tshark decode."""
     from podnet.overlay.wire import pcap
@@ -424,6 +376,7 @@ def dataplane(
     node: Annotated[str, typer.Argument(help="The node whose dataplane to show.")],
     table: Annotated[str, typer.Argument(help="counters, routes, conntrack or pods.")] = "counters",
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Show a node's dataplane state: its counters, routes, tracked connections or pod ports."""
     method = DATAPLANE_TABLES.get(table)

@@ -21,7 +21,16 @@ from typing import Annotated
 
 import typer
 
-from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, client_for, fail, home, run_async
+from podnet.cli.common import (
+    HomeOption,
+    KubeconfigOption,
+    ServerOption,
+    TokenOption,
+    client_for,
+    fail,
+    home,
+    run_async,
+)
 from podnet.cli.pods_cmd import AgentSocketOption, agent_socket
 from podnet.client import ApiClient
 from podnet.nodeagent.policy import Explanation, Matrix, compile_objects, explain, render_table, static_matrix
@@ -191,6 +200,7 @@ def flows(
         str, typer.Option("--output", "-o", help="text or json (one object per line).")
     ] = "text",
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Print NetworkPolicy verdicts from the nodes' flow logs, oldest first (the Hubble-like view)."""
     if verdict is not None and verdict not in VERDICTS:
@@ -271,6 +281,7 @@ def matrix(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Who reaches whom: rows from, columns to ("." reachable, "X" not), probed with real traffic."""
     ports = list(port or [80])
@@ -342,6 +353,7 @@ def explain_cmd(
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
     agent_socket_path: Path | None = AgentSocketOption,
+    home: Path | None = HomeOption,
 ) -> None:
     """Which policy and rule decide a connection: from the API objects, and from the flow logs."""
     dst, _, port_text = destination.rpartition(":")

@@ -12,7 +12,15 @@ import yaml
 
 from podnet.api import kinds, manifests, printers
 from podnet.api.kinds import Kind
-from podnet.cli.common import KubeconfigOption, ServerOption, TokenOption, async_command, client_for, fail
+from podnet.cli.common import (
+    HomeOption,
+    KubeconfigOption,
+    ServerOption,
+    TokenOption,
+    async_command,
+    client_for,
+    fail,
+)
 from podnet.client import ApiClient, ApiError
 
 NamespaceOption = typer.Option(None, "--namespace", "-n", help="Namespace (default: default).")
@@ -85,7 +93,7 @@ def _print_objects(kind: Kind, objects: list[dict], output: str | None, with_nam
     if not objects:
         typer.echo("No resources found.", err=True)
         return
-    rows = printers.table_rows(kind.kind, objects, time.time(), wide=output == "wide", with_namespace=with_namespace)
+    rows = printers.table_rows(kind.printer, objects, time.time(), wide=output == "wide", with_namespace=with_namespace)
     typer.echo(printers.format_table(rows))
 
 
@@ -120,6 +128,7 @@ def register(app: typer.Typer) -> None:
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """Create or update objects from YAML or JSON manifests, like kubectl apply."""
         objects = _load_or_exit(filename)
@@ -141,6 +150,7 @@ def register(app: typer.Typer) -> None:
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """List objects as tables, or print them as JSON or YAML."""
         if output not in (None, "wide", "json", "yaml", "name"):
@@ -168,7 +178,7 @@ def register(app: typer.Typer) -> None:
                 if output in ("json", "yaml", "name"):
                     _print_objects(k, [obj], output, False)
                 else:
-                    rows = printers.table_rows(k.kind, [obj], time.time(), wide=output == "wide",
+                    rows = printers.table_rows(k.printer, [obj], time.time(), wide=output == "wide",
                                                with_namespace=all_namespaces and k.namespaced)
                     typer.echo(printers.format_table(rows).splitlines()[-1] + f"   ({event['type']})")
 
@@ -181,6 +191,7 @@ def register(app: typer.Typer) -> None:
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """Show one object in detail."""
         k = kinds.lookup(kind)
@@ -199,6 +210,7 @@ def register(app: typer.Typer) -> None:
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
+        home: Path | None = HomeOption,
     ) -> None:
         """Delete objects by kind and name, or those a manifest names."""
         targets: list[tuple[Kind, str, str | None]] = []

@@ -26,6 +26,7 @@ from podnet.cli.resources import apply_object
 from podnet.client import ApiClient, ApiError
 from podnet.nodeagent.policy import Matrix, render_table, static_matrix
 from podnet.nodeagent.policy.render import TruthTable
+from podnet.rpc.session import call_once
 
 MANIFESTS = Path(__file__).resolve().parent.parent.parent / "deploy" / "demo"
 APP_NAMESPACE = "shop"
@@ -37,6 +38,8 @@ POD_TIMEOUT = 90.0
 # matrix agrees with what the policies say, this many times.
 MATRIX_ATTEMPTS = 6
 TRACE_ATTEMPTS = 8
+NAME_ATTEMPTS = 10
+BACKEND_URL = "http://backend:8080/hostname"
 
 
 class DemoError(RuntimeError):
@@ -203,6 +206,27 @@ async def show_trace(client: ApiClient, home: Path, source: str) -> None:
         typer.echo(f"  {line}")
 
 
+async def show_name_lookup(home: Path, pods: dict[str, tuple[str, str]], source: str) -> None:
+    """A frontend asks for the backend by name: its query goes to 10.96.0.10:53, is DNATed to the cluster
+    DNS's pod and allowed by shop/allow-dns, then the request goes to the Service the name resolves to."""
+    namespace, name = source.split("/")
+    socket = str(home / "nodes" / pods[source][1] / "agent.sock")
+    typer.echo(f"\nA name from a frontend: $ podnet exec {source} -- http {BACKEND_URL}")
+    result: dict = {}
+    for _ in range(NAME_ATTEMPTS):  # the policies may still be reaching the agents
+        result = await call_once(socket, "pod.http", {"namespace": namespace, "pod": name, "url": BACKEND_URL,
+                                                      "timeout": 3.0}, timeout=30.0)
+        if result.get("ok"):
+            break
+        await asyncio.sleep(0.5)
+    if result.get("ok"):
+        body = result["body"]
+        typer.echo(f"  {(body.decode(errors='replace') if isinstance(body, bytes) else str(body)).strip()}"
+                   "   (backend.shop.svc.cluster.local, answered by the cluster DNS pod that shop/allow-dns allows)")
+    else:
+        typer.echo(f"  error: {result.get('reason') or result.get('status')}")
+
+
 def next_steps(home: Path, pods: dict[str, tuple[str, str]], services: dict[str, str]) -> str:
     default_home = (Path.home() / ".podnet").resolve()
     env = "" if home == default_home else f"export PODNET_HOME={home} KUBECONFIG={home}/kubeconfig\n  "
@@ -210,12 +234,15 @@ def next_steps(home: Path, pods: dict[str, tuple[str, str]], services: dict[str,
         env = f"export PATH={Path(sys.executable).parent}:$PATH\n  " + env
     frontend = next((k for k in pods if workload(k) == f"{APP_NAMESPACE}/frontend"), "shop/FRONTEND-POD")
     database = next((k for k in pods if workload(k) == f"{APP_NAMESPACE}/database"), "shop/DATABASE-POD")
-    backend_ip, database_ip = services.get("backend", "BACKEND-IP"), services.get("database", "DATABASE-IP")
+    database_ip = services.get("database", "DATABASE-IP")
     return f"""
 What to try next:
   {env}podnet get pods -A -o wide           where every pod runs, and its IP
-  podnet exec {frontend} -- http http://{backend_ip}:8080/hostname
-      a request through the backend Service (run it again: another backend may answer)
+  podnet exec {frontend} -- http {BACKEND_URL}
+      a request through the backend Service, by name (run it again: another backend may answer)
+  podnet trace {frontend} 10.96.0.10:53/udp
+      a DNS query: DNATed to the cluster DNS pod (kube-system), allowed by shop/allow-dns
+  podnet get pods -n kube-system -o wide   the cluster DNS's pod, on a node like any pod
   podnet exec {frontend} -- connect {database_ip}:5432 --timeout 1
       refused by policy: only the backend may reach the database
   podnet trace {frontend} {database_ip}:5432
@@ -261,6 +288,7 @@ async def run_demo(home: Path) -> None:
         print_matrix("Two tenants: each namespace reaches itself, never the other", tenants, tenant_pods,
                      tenant_differing)
         await show_trace(client, home, cross_node_source(app_pods))
+        await show_name_lookup(home, app_pods, cross_node_source(app_pods))
         services = {s["metadata"]["name"]: s["spec"]["clusterIP"]
                     for s in (await client.list("services", APP_NAMESPACE)).get("items") or []}
     typer.echo(next_steps(home, app_pods, services))

@@ -1,4 +1,5 @@
-"""What `podnet up` waits for before it returns: every node Ready, the cluster DNS answering."""
+"""What `podnet up` waits for before it returns: every node Ready, the cluster DNS answering, and its pod
+a ready endpoint of the kube-dns Service (so pods resolve names from the first moment)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 from dnslib import QTYPE, RCODE, DNSRecord
 
+from podnet.api import clusterdns
 from podnet.client import ApiClient, ApiError
 
 
@@ -40,6 +42,17 @@ async def dns_answers(address: str, port: int, name: str = "kubernetes.default.s
         except Exception:  # unreachable, timed out or not DNS: not answering yet
             return False
     return reply.header.rcode == RCODE.NOERROR and any(rr.rtype == QTYPE.A for rr in reply.rr)
+
+
+async def dns_pod_ready(client: ApiClient) -> bool:
+    """True when the kube-dns Service has a ready endpoint."""
+    try:
+        slices = await client.list("endpointslices", clusterdns.NAMESPACE,
+                                   label_selector=f"kubernetes.io/service-name={clusterdns.SERVICE_NAME}")
+    except ApiError:
+        return False
+    return any((endpoint.get("conditions") or {}).get("ready") is not False
+               for item in slices.get("items") or [] for endpoint in item.get("endpoints") or [])
 
 
 async def wait_until(check, timeout: float, interval: float = 0.2) -> bool:

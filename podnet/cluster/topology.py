@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podnet.cluster import credentials
+from podnet.cluster import credentials, kubelet_credentials
 from podnet.nodeagent.pods.netns import host_namespace
 
 STORES = ("sqlite", "etcd")
@@ -172,6 +172,17 @@ def components(topo: Topology) -> list[ComponentSpec]:
     if not topo.insecure_http:
         cert, key = credentials.serving_files(topo.home)
         tls = ("--tls-cert", str(cert), "--tls-key", str(key), "--client-ca-file", str(ca))
+    # The kubelet API (exec, logs) exists only over TLS: the agents and the API server know each other by
+    # certificates from the cluster CA.
+    kubelet_client: tuple[str, ...] = ()
+    kubelet_serving: tuple[str, ...] = ()
+    if not topo.insecure_http:
+        client_cert, client_key = kubelet_credentials.client_files(topo.home)
+        kubelet_client = ("--kubelet-client-certificate", str(client_cert), "--kubelet-client-key", str(client_key),
+                          "--kubelet-certificate-authority", str(ca))
+        serving_cert, serving_key = kubelet_credentials.serving_files(topo.home)
+        kubelet_serving = ("--kubelet-tls-cert-file", str(serving_cert), "--kubelet-tls-private-key-file",
+                           str(serving_key), "--kubelet-client-ca-file", str(ca))
     specs: list[ComponentSpec] = []
     if topo.store == "etcd":
         etcd_host = topo.host("etcd")
@@ -189,7 +200,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
     specs.append(ComponentSpec(
         "apiserver",
         ("apiserver", "--host", topo.host("apiserver"), "--port", str(topo.api_port), "--store", topo.store_url,
-         "--token-file", str(credentials.token_file(topo.home)), *tls,
+         "--token-file", str(credentials.token_file(topo.home)), *tls, *kubelet_client,
          "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
          "--node-grace-period", str(topo.node_grace_period),
          "--eviction-timeout", str(topo.pod_eviction_timeout)),
@@ -209,11 +220,12 @@ def components(topo: Topology) -> list[ComponentSpec]:
         renew = ("--renew-interval", f"{topo.node_grace_period / 4:g}") if topo.node_grace_period < 20 else ()
         agent_socket = str(topo.agent_socket(node))
         metrics_port = 10250 + index * 10
+        kubelet = ("--kubelet-port", str(metrics_port + 2), *kubelet_serving)
         specs.append(ComponentSpec(
             f"{node.name}/agent",
             ("nodeagent", "--name", node.name, "--address", node.address, *api(f"{node.name}/agent"), "--state-dir", node_dir,
              "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
-             *pod_mode, *renew),
+             *kubelet, *pod_mode, *renew),
             Health(rpc=agent_socket),
             netns=netns,
         ))

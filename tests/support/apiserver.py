@@ -1,18 +1,22 @@
-"""A real API server process (`python -m podnet.apiserver`) on 127.0.0.1, on a free port.
+"""A real API server process (`python -m podnet.apiserver`) on 127.0.0.1, on a free port, serving HTTPS
+as `podnet up` starts it: a CA of its own, a serving certificate for 127.0.0.1 and localhost, client
+certificates from that CA (`--client-ca-file`) and a token file.
 
-`api_server` (per test): a SQLite store in tmp_path, controllers as by default, and a token file with an
-admin token. `api_server_etcd`: the same over the `etcd_server` fixture. `make_api_server` is a
-factory for other options: `make_api_server(store_url=None, controllers=False, extra_args=(),
-tls=(cert, key))`.
+`api_server` (per test): a SQLite store in tmp_path, controllers as by default. `api_server_etcd`: the same
+over the `etcd_server` fixture. `make_api_server` is a factory for other options:
+`make_api_server(store_url=None, controllers=False, extra_args=(), tls=True)`; `tls=False` serves plain HTTP.
 
 Each yields an `ApiServerProcess`: `.url`, `.token` (admin), `.tokens` (every token by role name),
-`.store_url`, `.kill()` (SIGKILL), `.start()` (again, same port and store), `.stop()` (SIGTERM).
+`.kubeconfig` (the server, its CA and the admin token: what components take as `--kubeconfig`),
+`.ca_file`, `.client()` (a podnet ApiClient as admin), `.client_certificate(user, groups)`, `.store_url`,
+`.kill()` (SIGKILL), `.start()` (again, same port and store), `.stop()` (SIGTERM).
 `api_server_module` is one server without controllers shared by a test module.
 Every process is killed at teardown.
 """
 
 from __future__ import annotations
 
+import datetime
 import signal
 import ssl
 import subprocess
@@ -23,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from podnet import kubeconfig, pki
+from podnet.client import ApiClient
 from support.processes import end, free_tcp_port, read_log, spawn_module, wait_ready
 
 # token -> (user, groups); written as kube-apiserver's token CSV.
@@ -42,10 +48,9 @@ class ApiServerProcess:
         *,
         controllers: bool,
         extra_args: Sequence[str] = (),
-        tls: tuple[Path, Path] | None = None,
+        tls: bool = True,
     ):
         self.directory = directory
-        self.tls = tls
         self.store_url = store_url
         self.controllers = controllers
         self.extra_args = list(extra_args)
@@ -56,18 +61,40 @@ class ApiServerProcess:
         )
         self.tokens = {role: token for role, (token, _, _) in TOKENS.items()}
         self.token = self.tokens["admin"]
+        self.ca: pki.KeyPair | None = None
+        self.ca_file = directory / "ca.crt"
+        if tls:
+            now = datetime.datetime.now(datetime.UTC)
+            self.ca = pki.make_ca(now)
+            serving = pki.make_serving(self.ca, ["127.0.0.1", "localhost"], now)
+            self.ca_file.write_bytes(self.ca.cert_pem)
+            (directory / "apiserver.crt").write_bytes(serving.cert_pem)
+            (directory / "apiserver.key").write_bytes(serving.key_pem)
+        self.kubeconfig = directory / "admin.kubeconfig"
+        self.kubeconfig.write_text(kubeconfig.render(self.url, self.ca.cert_pem if self.ca else None, "alice",
+                                                     token=self.token))
         self.log_path = directory / f"apiserver-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def tls(self) -> kubeconfig.ClientTls | None:
+        return kubeconfig.ClientTls(ca_pem=self.ca.cert_pem) if self.ca else None
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """A client context that trusts the server's own certificate (None without TLS)."""
-        if self.tls is None:
-            return None
-        return ssl.create_default_context(cafile=str(self.tls[0]))
+        """A client context that trusts the server's CA (None without TLS)."""
+        return self.tls.context() if self.tls else None
+
+    def client(self, token: str | None = None, **kwargs) -> ApiClient:
+        """A podnet ApiClient with `token` (default: the admin's)."""
+        return ApiClient(self.url, token or self.token, tls=self.tls, **kwargs)
+
+    def client_certificate(self, user: str, groups: Sequence[str]) -> pki.KeyPair:
+        assert self.ca is not None, "client certificates need TLS"
+        return pki.make_client(self.ca, user, groups, datetime.datetime.now(datetime.UTC))
 
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -76,7 +103,8 @@ class ApiServerProcess:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--store", self.store_url, "--token-file", str(self.token_file),
             *(() if self.controllers else ("--no-controllers",)),
-            *(("--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])) if self.tls else ()),
+            *(("--tls-cert", str(self.directory / "apiserver.crt"), "--tls-key", str(self.directory / "apiserver.key"),
+               "--client-ca-file", str(self.ca_file)) if self.ca else ()),
             *self.extra_args,
         ]
         self.process = spawn_module("podnet.apiserver", args, self.log_path, self.directory)
@@ -111,7 +139,7 @@ def _factory(root: Path) -> tuple[Callable[..., ApiServerProcess], list[ApiServe
         *,
         controllers: bool = False,
         extra_args: Sequence[str] = (),
-        tls: tuple[Path, Path] | None = None,
+        tls: bool = True,
     ) -> ApiServerProcess:
         directory = root / f"apiserver-{len(started)}"
         directory.mkdir()
@@ -161,13 +189,13 @@ def api_server_etcd(make_api_server: Callable[..., ApiServerProcess], etcd_serve
 
 
 def kubernetes_client(server: ApiServerProcess, token: str | None = None):
-    """An official kubernetes ApiClient for `server` with `token` (none: anonymous)."""
+    """An official kubernetes ApiClient for `server` with `token` (none: anonymous), verifying the CA."""
     from kubernetes import client
 
     config = client.Configuration()
     config.host = server.url
-    if server.tls is not None:
-        config.ssl_ca_cert = str(server.tls[0])
+    if server.ca is not None:
+        config.ssl_ca_cert = str(server.ca_file)
     if token is not None:
         config.api_key = {"BearerToken": token}
         config.api_key_prefix = {"BearerToken": "Bearer"}

@@ -73,8 +73,7 @@ def bgp_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BgpCluster
                 name,
                 address,
                 home,
-                api.url,
-                api.token,
+                api.kubeconfig,
                 vxlan_port,
                 ("--backend", "bgp", "--fou-port", str(cluster.fou_port)),
             )
@@ -86,10 +85,8 @@ def bgp_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BgpCluster
                 address,
                 bgp_port,
                 (
-                    "--server",
-                    api.url,
-                    "--token",
-                    api.token,
+                    "--kubeconfig",
+                    str(api.kubeconfig),
                     "--agent-socket",
                     cluster.agents[name].socket,
                     "--hold-time",

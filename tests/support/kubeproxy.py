@@ -107,8 +107,7 @@ def start_labelled_pod(cluster: Cluster | ServicesCluster, name: str, node: str)
 @dataclass
 class KubeProxyProcess:
     agent: AgentProcess
-    server: str
-    token: str
+    kubeconfig: Path
     mode: str = "iptables"
     process: subprocess.Popen | None = None
     status_port: int | None = None
@@ -122,7 +121,7 @@ class KubeProxyProcess:
     def start(self) -> None:
         self.status_port = self.status_port or free_tcp_port(self.agent.address)
         args = [
-            "--node", self.agent.name, "--mode", self.mode, "--server", self.server, "--token", self.token,
+            "--node", self.agent.name, "--mode", self.mode, "--kubeconfig", str(self.kubeconfig),
             "--agent-socket", self.agent.socket, "--metrics-port", str(self.status_port),
         ]
         self.process = spawn_module("podnet.nodeagent.kubeproxy", args, self.log_path, self.agent.home)
@@ -193,7 +192,7 @@ def services_cluster(two_node_cluster: Cluster) -> Iterator[ServicesCluster]:
 
         two_node_cluster.api_call(create_backends)
         for name, agent in two_node_cluster.agents.items():
-            proxies[name] = KubeProxyProcess(agent, two_node_cluster.api.url, two_node_cluster.api.token)
+            proxies[name] = KubeProxyProcess(agent, two_node_cluster.api.kubeconfig)
             proxies[name].start()
         yield ServicesCluster(two_node_cluster, proxies)
     finally:
@@ -207,8 +206,7 @@ class CloudLbProcess:
     """`podnet cloud-lb` with its own small pool; `.start()` waits for /healthz."""
 
     home: Path
-    server: str
-    token: str
+    kubeconfig: Path
     pool: str
     address: str = "127.0.0.10"
     process: subprocess.Popen | None = None
@@ -217,7 +215,7 @@ class CloudLbProcess:
     def start(self) -> None:
         self.status_port = self.status_port or free_tcp_port(self.address)
         args = [
-            "cloud-lb", "--server", self.server, "--token", self.token, "--pool", self.pool,
+            "cloud-lb", "--kubeconfig", str(self.kubeconfig), "--pool", self.pool,
             "--address", self.address, "--metrics-port", str(self.status_port), "--health-interval", "0.3",
         ]
         self.process = spawn_module("podnet", args, self.log_path)
@@ -252,7 +250,7 @@ def cloud_lb(services_cluster: ServicesCluster) -> Iterator[CloudLbProcess]:
     machine do not collide."""
     base = random.randrange(0, 256, 8)
     lb = CloudLbProcess(
-        services_cluster.home, services_cluster.api.url, services_cluster.api.token, f"127.0.1.{base}/29"
+        services_cluster.home, services_cluster.api.kubeconfig, f"127.0.1.{base}/29"
     )
     try:
         lb.start()

@@ -146,13 +146,13 @@ def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsClu
     cluster = NetnsCluster(api, home, {}, node_names=names, web_root=web_root)
     try:
         api.start()
-        cluster.dns = start_dns(["--server", api.url, "--token", api.token], home / "dns.log")
+        cluster.dns = start_dns(["--kubeconfig", str(api.kubeconfig)], home / "dns.log")
         port = free_udp_port(*ADDRESSES)
         for name, address in zip(names, ADDRESSES, strict=True):
-            agent = AgentProcess(name, address, home, api.url, api.token, port, extra_args=("--pod-mode", "netns"))
+            agent = AgentProcess(name, address, home, api.kubeconfig, port, extra_args=("--pod-mode", "netns"))
             cluster.agents[name] = agent
             agent.start()
-            cluster.proxies[name] = KubeProxyProcess(agent, api.url, api.token)
+            cluster.proxies[name] = KubeProxyProcess(agent, api.kubeconfig)
             cluster.proxies[name].start()
 
         async def create(client) -> None:

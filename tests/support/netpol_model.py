@@ -31,8 +31,9 @@ POD_IPS = {
     for pod, node in zip(POD_NAMES, (1, 2, 3), strict=True)
 }
 # The address an egress policy sees for cluster DNS: policies judge after Service DNAT, so this is the
-# kube-dns endpoint (DNS runs on the host network, node-1's address in local mode), not 10.96.0.10.
-# A live test passes its cluster's endpoint in `addresses["kube-dns"]`.
+# kube-dns endpoint, not 10.96.0.10. The model's live cluster runs no DNS server: a host address (node-1's)
+# stands in for it, which the older e2e policies' ipBlock names; a live test passes it in
+# `addresses["kube-dns"]`. (tests/test_dns_pods.py applies the allow-DNS policies that select DNS pods.)
 KUBE_DNS = "kube-dns"
 DNS_IP = "127.0.0.11"
 ADDRESSES: Mapping[str, str] = {**POD_IPS, KUBE_DNS: DNS_IP}

@@ -37,8 +37,7 @@ class AgentProcess:
     name: str
     address: str
     home: Path
-    server: str
-    token: str
+    kubeconfig: Path  # the API server, its CA and a token
     vxlan_port: int
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
@@ -62,7 +61,7 @@ class AgentProcess:
             os.unlink(self.socket)
         args = [
             "--name", self.name, "--address", self.address,
-            "--server", self.server, "--token", self.token, "--state-dir", str(self.state_dir),
+            "--kubeconfig", str(self.kubeconfig), "--state-dir", str(self.state_dir),
             "--vxlan-port", str(self.vxlan_port), "--metrics-port", "0", *self.extra_args,
         ]
         self.process = spawn_module("podnet.nodeagent", args, self.log_path, self.home)
@@ -101,8 +100,8 @@ class Cluster:
     pod_ips: dict[str, str] = field(default_factory=dict)
 
     def cli_env(self) -> dict[str, str]:
-        return dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(self.home),
-                    PODNET_SERVER=self.api.url, PODNET_TOKEN=self.api.token)
+        env = {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN")}
+        return env | {"PYTHONPATH": str(REPO), "PODNET_HOME": str(self.home), "KUBECONFIG": str(self.api.kubeconfig)}
 
     @staticmethod
     def cli_argv() -> list[str]:
@@ -115,7 +114,7 @@ class Cluster:
         )
 
     def client(self) -> ApiClient:
-        return ApiClient(self.api.url, self.api.token)
+        return self.api.client()
 
     def api_call(self, coro_fn):
         """Runs `coro_fn(client)` with a fresh client and returns its result."""
@@ -159,7 +158,7 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
         api.start()
         port = free_udp_port("127.0.0.11", "127.0.0.12")
         for index in (1, 2):
-            agent = AgentProcess(f"node-{index}", f"127.0.0.1{index}", home, api.url, api.token, port)
+            agent = AgentProcess(f"node-{index}", f"127.0.0.1{index}", home, api.kubeconfig, port)
             agents[agent.name] = agent
             agent.start()
         cluster = Cluster(api, home, agents)

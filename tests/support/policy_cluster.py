@@ -127,7 +127,7 @@ def running_model_cluster(home: Path) -> Iterator[ModelCluster]:
         addresses = [f"127.0.0.1{i}" for i in (1, 2, 3)]
         port = free_udp_port(*addresses)
         for index, address in enumerate(addresses, 1):
-            agent = AgentProcess(f"node-{index}", address, home, api.url, api.token, port)
+            agent = AgentProcess(f"node-{index}", address, home, api.kubeconfig, port)
             agents[agent.name] = agent
             agent.start()
         cluster = Cluster(api, home, agents)

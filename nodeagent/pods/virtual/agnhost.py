@@ -6,6 +6,8 @@ manifests written for it behave alike here:
   `GET /echo?msg=x` → x; any other path is 404 with Go's "404 page not found".
 - TCP bytes that do not start an HTTP request are echoed back.
 - UDP datagrams: `hostname` → the pod name, `clientip` → "ip:port", `echo x` → x; anything else is echoed.
+Each HTTP request served is named in the reply (`Reply.served`: "GET /hostname", as netexec logs it) so
+that the pod's access log can record it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Reply:
     data: bytes
     close: bool
     """Close the connection once `data` is sent."""
+    served: tuple[str, ...] = ()
+    """The requests answered in `data`, as netexec logs them: "GET /hostname"."""
 
 
 def _response(status: int, body: bytes, *, close: bool, head_only: bool = False) -> Reply:
@@ -74,12 +78,13 @@ class AgnhostTcp:
 
     def _serve_requests(self) -> Reply:
         out = bytearray()
+        served: list[str] = []
         while True:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > MAX_HEADER_BYTES:
-                    return Reply(bytes(out) + _response(400, b"", close=True).data, True)
-                return Reply(bytes(out), False)
+                    return Reply(bytes(out) + _response(400, b"", close=True).data, True, tuple(served))
+                return Reply(bytes(out), False, tuple(served))
             head = bytes(self._buffer[:end]).decode("latin-1")
             lines = head.split("\r\n")
             parts = lines[0].split(" ")
@@ -95,14 +100,15 @@ class AgnhostTcp:
             except ValueError:
                 return Reply(bytes(out) + _response(400, b"", close=True).data, True)
             if len(self._buffer) < end + 4 + body_length:
-                return Reply(bytes(out), False)
+                return Reply(bytes(out), False, tuple(served))
             del self._buffer[: end + 4 + body_length]
             connection = headers.get("connection", "").lower()
             close = connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive")
             status, body = http_answer(method, target, self.pod_name, self.client)
             out += _response(status, body, close=close, head_only=method == "HEAD").data
+            served.append(f"{method} {target}")
             if close:
-                return Reply(bytes(out), True)
+                return Reply(bytes(out), True, tuple(served))
 
 
 def _classify(start: bytes) -> str | None:
@@ -126,3 +132,15 @@ def udp_answer(payload: bytes, pod_name: str, client: str) -> bytes:
     if text.startswith("echo "):
         return text[len("echo ") :].encode()
     return payload
+
+
+def udp_log_line(payload: bytes, client: str) -> str:
+    """What netexec's UDP server logs of a datagram it answers."""
+    text = payload.decode("utf-8", "replace").strip().lower()
+    if text == "hostname":
+        return "Sending udp hostName response"
+    if text.startswith("echo "):
+        return f"Echoing {text[len('echo '):]} to UDP client {client}"
+    if text == "clientip":
+        return f"Sending clientip back to UDP client {client}"
+    return f"Unknown UDP command received from {client}: {text}"

@@ -102,6 +102,8 @@ class Action:
     close: bool = False
     events: tuple[OperationEvent, ...] = ()
     """A Completed or Failed among them ends the operation; its connection may still be closing."""
+    served: tuple[str, ...] = ()
+    """Requests a server application answered, for the pod's access log."""
 
 
 class TcpOperation:

@@ -32,7 +32,7 @@ from podnet.overlay.wire.errors import DecodeError
 from podnet.overlay.wire.ipv4 import IPProtocol
 
 from . import client
-from .agnhost import AgnhostTcp, udp_answer
+from .agnhost import AgnhostTcp, udp_answer, udp_log_line
 from .ratelimit import IcmpErrorLimiter
 from .tcp import (
     POD_MTU,
@@ -55,6 +55,8 @@ LOOPBACK_ADDRESS = "127.0.0.1"
 UDP_MAX_PAYLOAD = POD_MTU - ipv4.HEADER_LENGTH - udp.HEADER_LENGTH
 # Bounds that keep a flood from growing the stack without limit.
 MAX_CONNECTIONS = 4096
+# Lines of the access log a pod keeps (what `kubectl logs` shows of a virtual pod).
+ACCESS_LOG_LINES = 1000
 # Packets looped back per call: a localhost exchange finishes well within it; a loop never hangs us.
 MAX_LOOPBACK_PACKETS = 100_000
 
@@ -111,7 +113,7 @@ class _AgnhostServer:
 
     def received(self, data: bytes) -> client.Action:
         reply = self.responder.feed(data)
-        return client.Action(send=reply.data, close=reply.close)
+        return client.Action(send=reply.data, close=reply.close, served=reply.served)
 
     def peer_closed(self) -> client.Action:
         return client.Action(close=True)
@@ -174,6 +176,9 @@ class PodStack:
         self._events: list[client.OperationEvent] = []
         self._icmp_limiter = icmp_limiter or IcmpErrorLimiter()
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
+        # What the pod's servers answered, as agnhost netexec logs it: (monotonic time, port, line).
+        self.access_log: deque[tuple[float, int, str]] = deque(maxlen=ACCESS_LOG_LINES)
+        self.access_logged = 0  # lines ever appended: a follower's position, whatever the deque dropped
 
     # ---- driving -----------------------------------------------------------------------------------
 
@@ -486,7 +491,10 @@ class PodStack:
             return
         if dst_port in self._udp_ports:
             payload = packet[payload_start:payload_end]
-            answer = udp_answer(payload, self.pod_name, f"{int_to_ip(src)}:{src_port}")
+            client_address = f"{int_to_ip(src)}:{src_port}"
+            answer = udp_answer(payload, self.pod_name, client_address)
+            self.access_log.append((now, dst_port, udp_log_line(payload, client_address)))
+            self.access_logged += 1
             self._identification = (self._identification + 1) & 0xFFFF
             reply = fastpath.udp_packet(
                 dst, src, dst_port, src_port, answer[:UDP_MAX_PAYLOAD], self._identification
@@ -577,6 +585,9 @@ class PodStack:
             action = app.closed(event.reason)
         else:
             raise TypeError(f"unknown TCP event {event!r}")
+        for line in action.served:
+            self.access_log.append((now, connection.local_port, line))
+            self.access_logged += 1
         if action.send and connection.can_send:
             connection.send(action.send, now)
         if action.close:

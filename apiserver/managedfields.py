@@ -1,0 +1,141 @@
+"""Between the REST handlers and apply.py: who the manager of a write is, keeping
+`metadata.managedFields` on every write, and server-side apply with kube-apiserver's answers.
+
+Pure: plain objects and strings in, objects out or `ApiError` raised.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from podnet.apiserver import status
+from podnet.apiserver.apply import (
+    ApplyConflicts,
+    FieldError,
+    ManagedEntry,
+    apply,
+    path_string,
+    read_managed,
+    track_update,
+    write_managed,
+)
+from podnet.apiserver.defaults import apply_defaults
+from podnet.apiserver.fieldschema import field_schema
+from podnet.apiserver.status import ApiError, Cause
+
+from podnet.api.kinds import Kind
+
+# kube-apiserver's limit on a fieldManager (validation.FieldManagerMaxLength).
+MAX_MANAGER_LENGTH = 128
+# What an apply configuration may not set, or sets only as a precondition.
+_SERVER_METADATA = ("uid", "creationTimestamp", "generation", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
+
+
+def manager_name(field_manager: str | None, user_agent: str | None, options_kind: str, *, applying: bool = False) -> str:
+    """`?fieldManager=`, or else the client's User-Agent up to its first `/`, as kube-apiserver names
+    the managers of clients that name none (`kubectl-edit`, `kube-controller-manager`, ...).
+    `options_kind` (Create, Update, Patch) names the request's options in errors."""
+    if not field_manager:
+        if applying:
+            raise _invalid_options(options_kind, "fieldManager", "Required value: is required for apply patch")
+        return (user_agent or "").split("/", 1)[0].strip()[:MAX_MANAGER_LENGTH] or "unknown"
+    if len(field_manager) > MAX_MANAGER_LENGTH:
+        raise _invalid_options(options_kind, "fieldManager", f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes")
+    if not field_manager.isprintable():
+        raise _invalid_options(options_kind, "fieldManager", "Invalid value: must only contain printable characters")
+    return field_manager
+
+
+def _invalid_options(operation: str, field: str, detail: str) -> ApiError:
+    message = f'{operation}Options.meta.k8s.io "" is invalid: {field}: {detail}'
+    return ApiError(
+        status.status(422, "Invalid", message, {"group": "meta.k8s.io", "kind": f"{operation}Options",
+                                                "causes": [Cause(field, "FieldValueInvalid", detail).to_dict()]})
+    )
+
+
+def _entries(obj: dict) -> list[ManagedEntry]:
+    try:
+        return read_managed(obj)
+    except FieldError as e:
+        raise status.bad_request(f"metadata.managedFields: {e}") from None
+
+
+def _sent_entries(new: dict, old: dict | None, subresource: str) -> list[ManagedEntry] | None:
+    """The managedFields a write keeps, as kube-apiserver decides: those the client sent, unless it
+    sent none, sent what cannot be read, or wrote through a subresource (then the stored ones); None
+    when it sent the one empty entry that clears them."""
+    stored = _entries(old) if old is not None else []
+    if subresource:
+        return stored
+    if new["metadata"].get("managedFields") == [{}]:
+        return None
+    try:
+        sent = read_managed(new)
+    except FieldError:
+        return stored  # a client that does not understand managedFields must not wipe them
+    return sent or stored
+
+
+def record_update(kind: Kind, old: dict | None, new: dict, manager: str, now: str, subresource: str = "") -> None:
+    """Sets `new`'s managedFields after an Update by `manager` (old None: a create)."""
+    entries = _sent_entries(new, old, subresource)
+    if entries is None:
+        new["metadata"].pop("managedFields", None)
+        return
+    defaulted = copy.deepcopy(new)
+    apply_defaults(kind.kind, defaulted)  # defaults the server fills in are the writer's too
+    try:
+        entries = track_update(entries, old or {}, defaulted, manager, kind.api_version, now, field_schema(kind.kind), subresource)
+    except FieldError:
+        pass  # an object whose fields cannot be told apart: validation answers for it; ownership stays
+    _store(new, entries)
+
+
+def _store(obj: dict, entries: list[ManagedEntry]) -> None:
+    if entries:
+        obj["metadata"]["managedFields"] = write_managed(entries)
+    else:
+        obj["metadata"].pop("managedFields", None)
+
+
+def server_side_apply(
+    kind: Kind, live: dict | None, config: object, name: str, manager: str, now: str, *, force: bool, subresource: str = ""
+) -> dict:
+    """The object after `manager` applies `config` (a create when `live` is None), managedFields set;
+    conflicts are 409 as kube-apiserver words them."""
+    if not isinstance(config, dict):
+        raise status.bad_request("an apply configuration must be an object")
+    config = copy.deepcopy(config)
+    if config.get("apiVersion") != kind.api_version or config.get("kind") != kind.kind:
+        raise status.bad_request(
+            f"the apply configuration must have apiVersion {kind.api_version!r} and kind {kind.kind!r}"
+        )
+    metadata = config.setdefault("metadata", {})
+    if not isinstance(metadata, dict):
+        raise status.bad_request("metadata must be an object")
+    if metadata.get("managedFields") is not None:
+        forbidden = Cause("metadata.managedFields", "FieldValueForbidden", "Forbidden: cannot be set in an apply configuration")
+        raise status.invalid(kind, name, [forbidden])
+    if metadata.setdefault("name", name) != name:
+        raise status.bad_request(f"the name of the object ({metadata['name']}) does not match the name on the URL ({name})")
+    expected = metadata.pop("resourceVersion", None)
+    if live is not None and expected not in (None, "") and expected != live["metadata"].get("resourceVersion"):
+        raise status.conflict(kind, name)
+    for server_set in _SERVER_METADATA:
+        metadata.pop(server_set, None)
+    base = None
+    if live is not None:
+        base = copy.deepcopy(live)
+        base["metadata"].pop("managedFields", None)
+    try:
+        result = apply(base, config, _entries(live) if live is not None else [], manager, kind.api_version, now,
+                       field_schema(kind.kind), force=force, subresource=subresource)
+    except ApplyConflicts as e:
+        causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {c.owner.describe()}", "field": path_string(c.path)}
+                  for c in e.conflicts]
+        raise ApiError(status.status(409, "Conflict", str(e), {"causes": causes})) from None
+    except FieldError as e:
+        raise status.bad_request(f"failed to create typed patch object ({kind.api_version}, Kind={kind.kind}): {e}") from None
+    _store(result.obj, result.managed)
+    return result.obj

@@ -1,0 +1,1 @@
+"""The node agent's kubelet API: the HTTP server the API server relays `exec`, `logs` (and more) to."""

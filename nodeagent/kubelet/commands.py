@@ -1,0 +1,287 @@
+"""What `exec` runs in a virtual pod: the commands its network stack can carry out, parsed from an argv and
+their results rendered as a program's stdout, stderr and exit code. Pure.
+
+A virtual pod has no programs, only a network identity, so `exec` understands:
+- the agnhost commands that Kubernetes' e2e suites run in their probe pods: `/agnhost connect HOST:PORT
+  [--timeout=DURATION] [--protocol=tcp|udp] [--udp-data=TEXT]`, which exits 0 when the connection opens
+  (UDP: an answer comes) and otherwise 1 with agnhost's one-line reason on stderr (`TIMEOUT`, `REFUSED`,
+  `DNS: ...`, `OTHER: ...`, `UNKNOWN: ...`), and `/agnhost dns-server-list`, `/agnhost dns-suffix`;
+- podnet's own `http URL`, `connect HOST:PORT [--udp] [--timeout S]` and `ping IP [--count N]`;
+- `hostname` and `cat /etc/hostname`, `cat /etc/resolv.conf`, `cat /etc/hosts`.
+Anything else fails as a shell reports a missing program: exit 127 and a line on stderr.
+
+Each command names the node agent RPC that carries it out (`pod.connect`, `pod.http`, `pod.ping`) and
+turns that RPC's result into an `Outcome`; `podnet exec` runs the same commands over the same RPCs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from podnet.nodeagent.pods.netns import resolv_conf
+
+USAGE = "usage: http URL | connect HOST:PORT [--udp] [--timeout S] | ping IP [--count N]"
+NOT_FOUND = 127
+# agnhost connect's --timeout 0 means no timeout of its own (the kernel's, about two minutes); we stop at this.
+NO_TIMEOUT = 20.0
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    stdout: bytes = b""
+    stderr: bytes = b""
+    code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PodFacts:
+    """What a virtual pod's files would say of it."""
+
+    name: str
+    namespace: str
+    hostname: str
+    ip: str
+
+
+def fail(message: str, code: int = 1) -> Outcome:
+    return Outcome(stderr=(message.rstrip("\n") + "\n").encode(), code=code)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration ("1s", "500ms", "1m30s", "0"); ValueError otherwise."""
+    if text == "0":
+        return 0.0
+    position, total = 0, 0.0
+    while position < len(text):
+        match = _DURATION_PART.match(text, position)
+        if match is None:
+            raise ValueError(f'time: invalid duration "{text}"')
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    if not text:
+        raise ValueError('time: invalid duration ""')
+    return total
+
+
+def _flags(args: list[str], known: dict[str, bool]) -> tuple[dict[str, str], list[str]]:
+    """cobra-style flags: `--name=value`, `--name value`, and `--name` alone for the boolean ones
+    (`known`: flag name -> takes a value). ValueError names an unknown flag or a missing value."""
+    flags: dict[str, str] = {}
+    positional: list[str] = []
+    rest = list(args)
+    while rest:
+        item = rest.pop(0)
+        if not item.startswith("--") or item == "--":
+            positional.append(item)
+            continue
+        name, has_value, value = item[2:].partition("=")
+        if name not in known:
+            raise ValueError(f"unknown flag: --{name}")
+        if known[name] and not has_value:
+            if not rest:
+                raise ValueError(f"flag needs an argument: --{name}")
+            value = rest.pop(0)
+        flags[name] = value if known[name] else "true"
+    return flags, positional
+
+
+# ---- the commands ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgnhostConnect:
+    host: str
+    port: int
+    protocol: str  # "TCP" or "UDP"
+    timeout: float
+    udp_data: str = "hostname"
+
+    def rpc(self) -> tuple[str, dict]:
+        params = {"host": self.host, "port": self.port, "protocol": self.protocol, "timeout": self.timeout}
+        if self.protocol == "UDP":
+            params["payload"] = f"{self.udp_data}\n".encode()
+        return "pod.connect", params
+
+    def render(self, result: dict) -> Outcome:
+        if result.get("ok"):
+            return Outcome()
+        reason = str(result.get("reason") or "")
+        target = f"{self.host}:{self.port}"
+        if reason.startswith("could not resolve host"):
+            return fail(f"DNS: lookup {self.host}: no such host")
+        if self.protocol == "UDP":
+            if "timed out" in reason:
+                return fail(f"TIMEOUT: read udp {target}: i/o timeout")
+            if "refused" in reason:
+                return fail(f"REFUSED: read udp {target}: connection refused")
+            return fail(f"UNKNOWN: {reason}")
+        if "timed out" in reason:
+            return fail("TIMEOUT")
+        if "refused" in reason:
+            return fail("REFUSED")
+        return fail(f"OTHER: dial tcp {target}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Http:
+    url: str
+    timeout: float = 10.0
+
+    def rpc(self) -> tuple[str, dict]:
+        return "pod.http", {"url": self.url, "timeout": self.timeout}
+
+    def render(self, result: dict) -> Outcome:
+        if "status" not in result:
+            return fail(f"error: {self.url}: {result.get('reason')}")
+        body = result.get("body") or b""
+        body = body if isinstance(body, bytes) else str(body).encode()
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        if not result.get("ok"):
+            return Outcome(body, f"error: HTTP {result['status']} {result['reason']}\n".encode(), 1)
+        return Outcome(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    host: str
+    port: int
+    protocol: str
+    timeout: float = 5.0
+
+    def rpc(self) -> tuple[str, dict]:
+        return "pod.connect", {"host": self.host, "port": self.port, "protocol": self.protocol, "timeout": self.timeout}
+
+    def render(self, result: dict) -> Outcome:
+        if not result.get("ok"):
+            return fail(f"error: {self.protocol} {self.host}:{self.port}: {result.get('reason')}")
+        if self.protocol == "UDP":
+            reply = result.get("reply") or b""
+            text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+            return Outcome(f"answered by {result.get('peer')}: {text}\n".encode())
+        return Outcome(f"connected to {result.get('remote')} from {result.get('local')}\n".encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    ip: str
+    count: int = 3
+    timeout: float | None = None
+
+    def rpc(self) -> tuple[str, dict]:
+        return "pod.ping", {"ip": self.ip, "count": self.count, "timeout": self.timeout}
+
+    def render(self, result: dict) -> Outcome:
+        transmitted, received = result["transmitted"], result["received"]
+        loss = 100 * (transmitted - received) // max(transmitted, 1)
+        lines = [f"reply from {self.ip}: icmp_seq={i + 1} time={rtt * 1000:.3f} ms" for i, rtt in enumerate(result["rtts"])]
+        lines += [f"--- {self.ip} ping statistics ---",
+                  f"{transmitted} packets transmitted, {received} received, {loss}% packet loss"]
+        if result["rtts"]:
+            rtts = [r * 1000 for r in result["rtts"]]
+            lines.append(f"rtt min/avg/max = {min(rtts):.3f}/{sum(rtts) / len(rtts):.3f}/{max(rtts):.3f} ms")
+        stdout = ("\n".join(lines) + "\n").encode()
+        if not result.get("ok"):
+            return Outcome(stdout, f"error: {result.get('reason') or 'no reply'}\n".encode(), 1)
+        return Outcome(stdout)
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """A command answered from what the pod is, without the network: `hostname`, `cat FILE`, agnhost's
+    DNS commands."""
+
+    what: str  # "hostname", "/etc/hostname", "/etc/resolv.conf", "/etc/hosts", "dns-server-list", "dns-suffix"
+
+    def answer(self, pod: PodFacts) -> Outcome:
+        conf = resolv_conf(pod.namespace)
+        if self.what in ("hostname", "/etc/hostname"):
+            return Outcome(f"{pod.hostname}\n".encode())
+        if self.what == "/etc/resolv.conf":
+            return Outcome(conf.encode())
+        if self.what == "/etc/hosts":
+            return Outcome(("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"
+                            f"{pod.ip}\t{pod.hostname}\n").encode())
+        words = [line.split()[1:] for line in conf.splitlines() if line.split()[:1] in (["nameserver"], ["search"])]
+        if self.what == "dns-server-list":
+            return Outcome((",".join(w for line in words[:1] for w in line) + "\n").encode())
+        return Outcome((",".join(words[1]) + "\n").encode())
+
+
+Command = AgnhostConnect | Http | Connect | Ping | Local
+_FILES = ("/etc/hostname", "/etc/resolv.conf", "/etc/hosts")
+
+
+def parse(argv: list[str]) -> Command | Outcome:
+    """The command `argv` asks for, or the Outcome of a command line that cannot run."""
+    if not argv:
+        return fail("error: no command given", 1)
+    program, args = argv[0], argv[1:]
+    if program in ("/agnhost", "agnhost"):
+        return _parse_agnhost(args)
+    if program in ("hostname", "/bin/hostname") and not args:
+        return Local("hostname")
+    if program in ("cat", "/bin/cat"):
+        if len(args) == 1 and args[0] in _FILES:
+            return Local(args[0])
+        missing = next((a for a in args if a not in _FILES), "")
+        return fail(f"cat: {missing}: No such file or directory" if missing else "error: cat needs a file")
+    if program in ("http", "connect", "ping"):
+        try:
+            return parse_podnet(program, args)
+        except ValueError as exc:
+            return fail(f"error: {exc}\n{USAGE}")
+    return fail(f'exec: "{program}": executable file not found in $PATH', NOT_FOUND)
+
+
+def parse_podnet(verb: str, args: list[str]) -> Http | Connect | Ping:
+    """podnet's own commands; ValueError with a one-line reason."""
+    flags, positional = _flags(args, {"udp": False, "timeout": True, "count": True})
+    if len(positional) != 1:
+        raise ValueError(f"{verb} takes one target")
+    try:
+        timeout = float(flags["timeout"]) if "timeout" in flags else None
+        count = int(flags.get("count", "3"))
+    except ValueError:
+        raise ValueError("--timeout and --count take numbers") from None
+    target = positional[0]
+    if verb == "http":
+        return Http(target, timeout or 10.0)
+    if verb == "connect":
+        host, _, port = target.rpartition(":")
+        if not host or not (port.isascii() and port.isdigit()):
+            raise ValueError(f"connect needs HOST:PORT, not {target!r}")
+        return Connect(host, int(port), "UDP" if "udp" in flags else "TCP", timeout or 5.0)
+    if verb == "ping":
+        return Ping(target, count, timeout)
+    raise ValueError(f"unknown exec command {verb!r}")
+
+
+def _parse_agnhost(args: list[str]) -> Command | Outcome:
+    if not args:
+        return fail("error: agnhost needs a command (connect, dns-server-list, dns-suffix)")
+    sub, rest = args[0], args[1:]
+    if sub in ("dns-server-list", "dns-suffix"):
+        return Local(sub) if not rest else fail(f'Error: unknown command "{rest[0]}" for "agnhost {sub}"')
+    if sub != "connect":
+        return fail(f'Error: unknown command "{sub}" for "agnhost"\nRun \'agnhost --help\' for usage.')
+    try:
+        flags, positional = _flags(rest, {"timeout": True, "protocol": True, "udp-data": True, "sctp-data": True})
+        timeout = parse_duration(flags.get("timeout", "0"))
+    except ValueError as exc:
+        return fail(f"Error: {exc}")
+    if len(positional) != 1:
+        return fail(f"Error: accepts 1 arg(s), received {len(positional)}")
+    protocol = flags.get("protocol", "tcp")
+    if protocol not in ("", "tcp", "udp"):
+        # agnhost's own wording: the protocol is printed after the message
+        return fail(f"Unsupported protocol\n{protocol}")
+    host, _, port = positional[0].rpartition(":")
+    if not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        return fail(f"UNKNOWN: address {positional[0]}: missing port in address" if not host
+                    else f'UNKNOWN: address {positional[0]}: invalid port "{port}"')
+    return AgnhostConnect(host.strip("[]"), int(port), "UDP" if protocol == "udp" else "TCP",
+                          timeout or NO_TIMEOUT, flags.get("udp-data", "hostname"))
