@@ -117,11 +117,6 @@ class _Workloads(Controller):
     async def sync(self, obj: dict) -> None:
         raise NotImplementedError
 
-    async def delete_all(self, kind: str, objects: Iterable[dict], why: str) -> None:
-        for obj in objects:
-            meta = obj["metadata"]
-            await self.write(f"delete {why} {kind} {_key(obj)}", self.client.delete(kind, meta["name"], meta["namespace"]))
-
 
 class ReplicaSets(_Workloads):
     """Keeps `replicas` pods of each ReplicaSet's template, adopting and releasing pods by its selector."""
@@ -234,8 +229,9 @@ class Deployments(_Workloads):
             await self.write(f"release replicaset {_key(rs)} from {key}", self.client.replace(rs))
         for pod in actions.release_pods:
             await self.write(f"hand pod {_key(pod)} of {key} to its replicaset", self.client.replace(pod))
-        await self.delete_all("pods", ({"metadata": {"name": n, "namespace": namespace}} for n in actions.delete_pods),
-                              "directly owned")
+        for name in actions.delete_pods:
+            await self.write(f"delete pod {namespace}/{name} that {key} owned directly",
+                             self.client.delete("pods", name, namespace))
         created = set()
         if actions.create is not None:
             if await self.write(f"create replicaset {_key(actions.create)}", self.client.create(actions.create)):
