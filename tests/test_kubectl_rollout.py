@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,11 +80,12 @@ class Kubelet:
         await self.api.replace_status(pod)
 
 
+IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.47"
 DEPLOYMENT = {
     "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
     "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
              "template": {"metadata": {"labels": {"app": "web"}},
-                          "spec": {"containers": [{"name": "agnhost", "image": "registry.k8s.io/e2e-test-images/agnhost:2.47",
+                          "spec": {"containers": [{"name": "agnhost", "image": IMAGE,
                                                    "args": ["netexec"], "ports": [{"containerPort": 8080}]}]}}},
 }
 
@@ -131,9 +133,12 @@ async def test_rollout_scale_restart_history_undo(cluster):
     assert out.splitlines()[-1] == 'deployment "web" successfully rolled out'
     [first] = await _replicasets(api)
     assert first.startswith("web-") and len(first) == len("web-") + 10
-    listed = (await kubectl.ok("get", "rs", "-o", "wide")).splitlines()
-    assert listed[0].split()[0] == "NAME" and [line.split()[0] for line in listed[1:]] == [first]
-    assert [line.split()[0] for line in (await kubectl.ok("get", "deploy")).splitlines()] == ["NAME", "web"]
+    first_hash = first.removeprefix("web-")
+    assert table(await kubectl.ok("get", "rs", "-o", "wide")) == [
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"],
+        [first, "2", "2", "2", AGE, "agnhost", IMAGE, f"app=web,pod-template-hash={first_hash}"]]
+    assert table(await kubectl.ok("get", "deploy")) == [
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], ["web", "2/2", "2", "2", AGE]]
 
     # Scale: the subresource, through the Deployment to its ReplicaSet.
     assert await kubectl.ok("scale", "deploy/web", "--replicas", "3") == "deployment.apps/web scaled\n"
@@ -183,8 +188,18 @@ async def test_rollout_scale_restart_history_undo(cluster):
     deployment = await api.get("deployments", "web", "default")
     assert deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
     assert "annotations" not in deployment["spec"]["template"]["metadata"]
-    listed = (await kubectl.ok("get", "rs", "-o", "wide")).splitlines()
-    assert sorted(line.split()[0] for line in listed[1:]) == sorted([first, second])
+    assert sorted(row[:4] for row in table(await kubectl.ok("get", "rs"))[1:]) == sorted(
+        [[first, "3", "3", "3"], [second, "0", "0", "0"]])
+
+
+AGE = "<age>"
+
+
+def table(output: str) -> list[list[str]]:
+    """kubectl's table, its cells split on runs of spaces, ages (`4s`, `2m3s`) as AGE."""
+    rows = [line.split() for line in output.splitlines()]
+    return [[AGE if i and re.fullmatch(r"(\d+[smhd])+", cell) else cell for i, cell in enumerate(row)]
+            for row in rows]
 
 
 async def _equal(value: Awaitable[object], expected: object) -> object:
