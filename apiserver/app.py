@@ -26,6 +26,8 @@ from podnet.apiserver.controllers import run_all
 from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
+from podnet.apiserver.scale import ScaleRoutes
+from podnet.apiserver.scale import discovery as scale_discovery
 from podnet.apiserver.serving import loopback_context, peer_certificate, server_context
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage import open_store
@@ -158,6 +160,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
                           handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
+    ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app)
     portforward.add_routes(app, streams.add_routes(app, resources, config))
 
@@ -257,6 +260,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
             resources.append(
                 {"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]}
             )
+        resources.extend(scale_discovery(kind))
         resources.extend(streams.subresources(kind))
         resources.extend(portforward.subresources(kind))
     return resources
