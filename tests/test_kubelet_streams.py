@@ -16,6 +16,7 @@ from podnet.nodeagent.kubelet.commands import (
     Outcome,
     Ping,
     PodFacts,
+    Wget,
 )
 
 # ---- the channel protocol --------------------------------------------------------------------------------
@@ -149,6 +150,30 @@ def test_curl_command_lines_that_cannot_run(argv, code, first_line):
 ])
 def test_curl_reports_as_curl(curl, result, expected):
     assert curl.render(result) == expected
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["wget", "-qO-", "http://web"], Wget("http://web", commands.NO_TIMEOUT, quiet=True)),
+    (["wget", "--spider", "--timeout=1", "nginx"], Wget("nginx", 1.0, spider=True)),
+    (["wget", "-q", "-O", "-", "-T", "2", "web:8080/hostname"], Wget("web:8080/hostname", 2.0, quiet=True)),
+    (["wget", "web:8080/hostname"], Outcome(stderr=b"wget: can't open 'hostname': Read-only file system\n", code=1)),
+])
+def test_wget_parses_as_busybox(argv, expected):
+    assert commands.parse(argv) == expected
+
+
+def test_wget_reports_as_busybox():
+    spider = Wget("nginx", 1.0, spider=True)
+    assert spider.render({"ok": True, "status": 200, "reason": "OK", "body": b""}) == Outcome(
+        stderr=b"Connecting to nginx:80\nremote file exists\n")
+    assert spider.render({"ok": False, "reason": "timed out after 1s"}) == Outcome(
+        stderr=b"Connecting to nginx:80\nwget: download timed out\n", code=1)
+    quiet = Wget("web:8080", quiet=True)
+    assert quiet.render({"ok": True, "status": 200, "reason": "OK", "body": b"hi"}) == Outcome(b"hi")
+    assert quiet.render({"ok": False, "status": 404, "reason": "Not Found", "body": b""}) == Outcome(
+        stderr=b"wget: server returned error: HTTP/1.1 404 Not Found\n", code=1)
+    assert quiet.render({"ok": False, "reason": "could not resolve host web: NXDOMAIN"}) == Outcome(
+        stderr=b"wget: bad address 'web:8080'\n", code=1)
 
 
 def test_agnhost_connect_over_udp_sends_its_data_line():

@@ -8,7 +8,7 @@ A virtual pod has no programs, only a network identity, so `exec` understands:
   `DNS: ...`, `OTHER: ...`, `UNKNOWN: ...`), and `/agnhost dns-server-list`, `/agnhost dns-suffix`;
 - podnet's own `http URL`, `connect HOST:PORT [--udp] [--timeout S]` and `ping IP [--count N]`;
 - `curl URL` with the options probes use (`-sSfi`, `-m`, `--connect-timeout`, `-o /dev/null`,
-  `-w '%{http_code}'`), answering and exiting as curl does;
+  `-w '%{http_code}'`), answering and exiting as curl does; busybox's `wget -qO- URL` and `--spider`;
 - `hostname` and `cat /etc/hostname`, `cat /etc/resolv.conf`, `cat /etc/hosts`.
 Anything else fails as a shell reports a missing program: exit 127 and a line on stderr.
 
@@ -197,6 +197,41 @@ class Curl:
 
 
 @dataclass(frozen=True, slots=True)
+class Wget:
+    """busybox's `wget [-q] [-O -] [-T S | --timeout=S] [--spider] URL`, as Kubernetes' NetworkPolicy
+    walkthrough runs it: the body to stdout (`-O -`), or only whether it is there (`--spider`); exit 1 and
+    busybox's line on stderr when it is not."""
+
+    url: str
+    timeout: float = NO_TIMEOUT
+    quiet: bool = False
+    spider: bool = False
+
+    def rpc(self) -> tuple[str, dict]:
+        return "pod.http", {"url": self.url, "timeout": self.timeout}
+
+    def render(self, result: dict) -> Outcome:
+        parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
+        host, port = parts.hostname or "", parts.port or 80
+        progress = b"" if self.quiet else f"Connecting to {host}:{port}\n".encode()
+        if "status" not in result:
+            reason = str(result.get("reason") or "")
+            if reason.startswith("could not resolve host"):
+                return Outcome(stderr=f"wget: bad address '{host}:{port}'\n".encode(), code=1)
+            if "timed out" in reason:
+                return Outcome(stderr=progress + b"wget: download timed out\n", code=1)
+            return Outcome(stderr=progress + f"wget: can't connect to remote host: {reason.capitalize()}\n".encode(), code=1)
+        status = int(result["status"])
+        if status >= 400:
+            return Outcome(stderr=progress + f"wget: server returned error: HTTP/1.1 {status} {result.get('reason', '')}\n".encode(), code=1)
+        if self.spider:
+            return Outcome(stderr=progress + (b"" if self.quiet else b"remote file exists\n"))
+        body = result.get("body") or b""
+        return Outcome(body if isinstance(body, bytes) else str(body).encode(),
+                       progress + (b"" if self.quiet else b"writing to stdout\n"))
+
+
+@dataclass(frozen=True, slots=True)
 class Connect:
     host: str
     port: int
@@ -262,7 +297,7 @@ class Local:
         return Outcome((",".join(words[1]) + "\n").encode())
 
 
-Command = AgnhostConnect | Http | Curl | Connect | Ping | Local
+Command = AgnhostConnect | Http | Curl | Wget | Connect | Ping | Local
 _FILES = ("/etc/hostname", "/etc/resolv.conf", "/etc/hosts")
 
 
@@ -282,6 +317,8 @@ def parse(argv: list[str]) -> Command | Outcome:
         return fail(f"cat: {missing}: No such file or directory" if missing else "error: cat needs a file")
     if program in ("curl", "/usr/bin/curl"):
         return _parse_curl(args)
+    if program in ("wget", "/bin/wget"):
+        return _parse_wget(args)
     if program in ("http", "connect", "ping"):
         try:
             return parse_podnet(program, args)
@@ -392,3 +429,44 @@ def _parse_curl(args: list[str]) -> Curl | Outcome:
         return fail(f"curl: option --max-time: expected a proper numerical parameter\n{_CURL_HELP}", 2)
     return Curl(urls[0], min(limits) if limits else NO_TIMEOUT, discard="output" in values,
                 write_out=values.get("write-out", ""), **flags)
+
+
+def _parse_wget(args: list[str]) -> Wget | Outcome:
+    usage = "BusyBox wget: usage: wget [-q] [-O -] [-T SEC] [--spider] URL"
+    quiet = spider = False
+    to_stdout = False
+    timeout = NO_TIMEOUT
+    urls: list[str] = []
+    rest = list(args)
+    while rest:
+        item = rest.pop(0)
+        name, has_value, value = item.partition("=")
+        try:
+            if item in ("-q", "--quiet"):
+                quiet = True
+            elif item == "--spider":
+                spider = True
+            elif name == "--output-document" or item.startswith(("-O", "-qO")):
+                quiet = quiet or item.startswith("-qO")
+                target = value if name == "--output-document" else item.partition("O")[2]
+                if not target and not has_value:
+                    target = rest.pop(0)
+                if target != "-":
+                    return fail(f"wget: can't open '{target}': Read-only file system")
+                to_stdout = True
+            elif item in ("-T", "--timeout") or name == "--timeout":
+                timeout = float(value if has_value else rest.pop(0))
+            elif item.startswith("-T") and len(item) > 2:
+                timeout = float(item[2:])
+            elif item.startswith("-"):
+                return fail(f"wget: unrecognized option '{item}'\n{usage}")
+            else:
+                urls.append(item)
+        except (IndexError, ValueError):
+            return fail(f"wget: option {item} needs a value\n{usage}")
+    if len(urls) != 1:
+        return fail(usage)
+    if not (to_stdout or spider):  # it would save the body in a file named after the URL's path
+        path = urlsplit(urls[0] if "://" in urls[0] else f"http://{urls[0]}").path
+        return fail(f"wget: can't open '{path.rsplit('/', 1)[-1] or 'index.html'}': Read-only file system")
+    return Wget(urls[0], timeout, quiet, spider)
