@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 
 import aiohttp
+from cluster import cluster_up  # bench/cluster.py, beside this script
 
 from podnet import kubeconfig
-from podnet.cli import cluster_cmd
 from podnet.client import ApiClient
-from podnet.cluster import credentials, kubelet_credentials, supervisor, topology
-from podnet.cluster.supervisor import ClusterState
+from podnet.cluster import credentials, kubelet_credentials, topology
 
 ROUNDS = int(os.environ.get("PODNET_BENCH_EXEC_ROUNDS", "200"))
 KUBECTL_ROUNDS = 10
@@ -101,15 +100,8 @@ async def measure(topo: topology.Topology) -> dict:
 
 async def run(root: Path) -> dict:
     topo = topology.build(root, 2, prefix=PREFIX, lb_pool=f"{PREFIX}.128/26")
-    state: ClusterState | None = None
-    try:
-        state = await cluster_cmd.bring_up(topo, timeout=120)
+    async with cluster_up(topo, timeout=120):
         return await measure(topo)
-    finally:
-        if state is None and (topo.home / supervisor.STATE_FILE).exists():
-            state = ClusterState.load(topo.home)
-        if state is not None:
-            await supervisor.stop_all(state)
 
 
 def main() -> None:

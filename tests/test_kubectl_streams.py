@@ -57,6 +57,10 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, tmp_path):
     assert local.returncode == 0, local  # the pod's own port, as its /etc/hosts names it
     served = await kubectl.arun("exec", "-n", "shop", frontend, "--", "http", "http://backend:8080/hostname")
     assert served.returncode == 0 and served.stdout == f"{backend}\n", served
+    curled = await kubectl.arun("exec", "-n", "shop", frontend, "--", "curl", "-sS", "-m", "2", "backend:8080/hostname")
+    assert curled.returncode == 0 and curled.stdout == backend, curled
+    fetched = await kubectl.arun("exec", "-n", "shop", frontend, "--", "wget", "-qO-", "--timeout=2", "backend:8080/hostname")
+    assert fetched.returncode == 0 and fetched.stdout == backend, fetched
 
     # The backend's access log names the request, as agnhost netexec logs it.
     logs = await kubectl.arun("logs", "-n", "shop", "deploy/backend")

@@ -1,4 +1,4 @@
-"""The kubelet API of a node agent: an HTTP server on the node's address, at the port the Node publishes in
+"""The kubelet API of a node agent: an HTTPS server on the node's address, at the port the Node publishes in
 `status.daemonEndpoints.kubeletEndpoint.Port`, where the API server relays the streams that Kubernetes
 routes through the kubelet (`exec`, `containerLogs`, `portForward`; `ROUTES` is the table to extend).
 
@@ -7,7 +7,7 @@ cluster CA, and of those admits the API server's kubelet client (CN kube-apiserv
 cluster administrators (O system:masters), as a kubelet's webhook authorization would; anyone else gets a
 403 `Status`. An agent given no certificate serves no kubelet API at all, rather than one anybody could use.
 
-Handlers find the pod the agent runs (`Kubelet.pod`), answer failures with a `Status` that the API
+Handlers find the pod the agent runs (`Kubelet.target`), answer failures with a `Status` that the API
 server passes on, and do their work through the agent's own operations.
 """
 
