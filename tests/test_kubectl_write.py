@@ -239,6 +239,19 @@ def test_server_side_apply_over_client_side_apply_conflicts_until_forced(kubectl
     assert (again["spec"], again["metadata"]["generation"]) == (live["spec"], live["metadata"]["generation"])
 
 
+def test_kubectl_scale_owns_the_replicas_through_the_scale_subresource(kubectl: Kubectl, ns: str):
+    path = kubectl.manifest("scaled.yaml", deployment("scaled", ns, replicas=2))
+    kubectl.ok("apply", "--server-side", "-f", path)
+    assert kubectl.ok("scale", "-n", ns, "deployment", "scaled", "--replicas=4") == "deployment.apps/scaled scaled\n"
+    entries = kubectl.json("get", "-n", ns, "deployment", "scaled")["metadata"]["managedFields"]
+    assert {"manager": "kubectl", "operation": "Update", "subresource": "scale", "fieldsV1": {"f:spec": {"f:replicas": {}}}}.items() <= \
+        next(e for e in entries if e.get("subresource") == "scale").items()
+    refused = kubectl("apply", "--server-side", "-f", path)
+    assert refused.err.splitlines()[0] == (
+        'error: Apply failed with 1 conflict: conflict with "kubectl" with subresource "scale" using apps/v1: .spec.replicas'
+    )
+
+
 def test_server_side_apply_conflict_is_a_409_with_field_manager_causes(kubectl: Kubectl, ns: str):
     kubectl.ok("create", "-n", ns, "deployment", "owned", f"--image={IMAGE}", "--replicas=1")
     config = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "owned"}, "spec": {"replicas": 4}}
