@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from aiohttp import web
-from podnet.apiserver import accessreview, fieldvalidation, openapi, status, streams
+from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
 from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
+from podnet.apiserver.scale import ScaleRoutes
+from podnet.apiserver.scale import discovery as scale_discovery
 from podnet.apiserver.serving import loopback_context, peer_certificate, server_context
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage import open_store
@@ -158,8 +160,9 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
                           handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
+    ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app)
-    streams.add_routes(app, resources, config)
+    portforward.add_routes(app, streams.add_routes(app, resources, config))
 
     async def probe(request: web.Request) -> web.Response:
         try:
@@ -257,7 +260,9 @@ def _api_resources(group: str, version: str) -> list[dict]:
             resources.append(
                 {"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]}
             )
+        resources.extend(scale_discovery(kind))
         resources.extend(streams.subresources(kind))
+        resources.extend(portforward.subresources(kind))
     return resources
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from podnet.apiserver import status
-from podnet.apiserver.status import ApiError
+from podnet.apiserver.status import ApiError, Cause
 
 from podnet.api.kinds import Kind
 
@@ -145,17 +145,19 @@ def finalizers_for(kind: Kind, finalizers: list[str], options: DeleteOptions) ->
     return kept if set(kept) != set(finalizers) else list(finalizers)
 
 
-def _pod_grace_period(pod: dict, options: DeleteOptions) -> int:
+def _pod_grace_period(pod: dict, requested: int | None) -> int:
+    """The pod strategy's CheckGracefulDelete: nothing to wait for on no node or once it has finished."""
     spec = pod.get("spec") or {}
-    period = options.grace_period if options.grace_period is not None else spec.get("terminationGracePeriodSeconds") or 0
     if not spec.get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-        period = 0
-    return max(period, 1) if period < 0 else period
+        return 0
+    return requested if requested is not None else spec.get("terminationGracePeriodSeconds") or 0
 
 
 def plan(kind: Kind, obj: dict, options: DeleteOptions, now: datetime) -> Plan:
+    """What a DELETE with these options does to `obj` at wall-clock time `now` (timezone-aware)."""
     new = copy.deepcopy(obj)
     meta = new["metadata"]
+    # A negative grace period counts as 1 s, as BeforeDelete has it.
     grace = options.grace_period if options.grace_period is None or options.grace_period >= 0 else 1
     graceful, lingering_grace = False, 0
     if kind.kind == "Pod":
@@ -169,7 +171,7 @@ def plan(kind: Kind, obj: dict, options: DeleteOptions, now: datetime) -> Plan:
                 meta["deletionGracePeriodSeconds"] = grace
                 graceful, lingering_grace = True, grace
         else:
-            period = _pod_grace_period(new, DeleteOptions(grace_period=grace))
+            period = _pod_grace_period(new, grace)
             meta["deletionTimestamp"] = _stamp(now + timedelta(seconds=period))
             meta["deletionGracePeriodSeconds"] = period
             if meta.get("generation"):
@@ -207,12 +209,31 @@ def removed_by_update(old: dict, new: dict) -> bool:
         old_meta.get("deletionGracePeriodSeconds") == 0
 
 
-def added_finalizers(old: dict, new: dict) -> list[str]:
-    """Finalizers an update adds to an object being deleted, which Kubernetes forbids."""
+def _go_strings(values: list[str]) -> str:
+    """A list of strings as Go's %#v shows it in kube-apiserver's messages."""
+    return "[]string{" + ", ".join(f'"{v}"' for v in values) + "}"
+
+
+def finalizer_causes(obj: dict) -> list[Cause]:
+    """The collector's two finalizers contradict each other (apimachinery's ValidateFinalizers)."""
+    finalizers = (obj.get("metadata") or {}).get("finalizers")
+    if isinstance(finalizers, list) and ORPHAN_FINALIZER in finalizers and FOREGROUND_FINALIZER in finalizers:
+        message = f"Invalid value: {_go_strings(finalizers)}: finalizer orphan and foregroundDeletion cannot be both set"
+        return [Cause("metadata.finalizers", "FieldValueInvalid", message)]
+    return []
+
+
+def added_finalizer_causes(old: dict, new: dict) -> list[Cause]:
+    """An update may not add finalizers to an object being deleted."""
     if not (old.get("metadata") or {}).get("deletionTimestamp"):
         return []
     before = set((old.get("metadata") or {}).get("finalizers") or [])
-    return [f for f in (new.get("metadata") or {}).get("finalizers") or [] if f not in before]
+    added = [f for f in (new.get("metadata") or {}).get("finalizers") or [] if f not in before]
+    if not added:
+        return []
+    message = ("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers "
+               f"{_go_strings(added)}")
+    return [Cause("metadata.finalizers", "FieldValueForbidden", message)]
 
 
 def gone_answer(kind: Kind, obj: dict) -> dict:

@@ -311,7 +311,7 @@ class Resources:
     def _check(self, kind: Kind, obj: dict) -> bytes:
         """Defaults, validates and encodes an object for storage."""
         apply_defaults(kind.kind, obj)
-        causes = validate(kind.kind, obj, self.limits, namespaced=kind.namespaced)
+        causes = validate(kind.kind, obj, self.limits, namespaced=kind.namespaced) + deletion.finalizer_causes(obj)
         if causes:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
         try:
@@ -643,7 +643,8 @@ class Resources:
                     return created
                 live = from_storage(current.value, current.mod_revision)
                 force = _truthy(request.query.get("force"))
-                patched = server_side_apply(kind, live, body, name, manager, _now(), force=force, subresource=subresource or "")
+                patched = server_side_apply(kind, live, body, name, manager, _now(), force=force, subresource=subresource or "",
+                                            namespace=namespace)
                 self._place(patched, kind, namespace)
             else:
                 current = await self._current(kind, namespace, name)
@@ -696,8 +697,10 @@ class Resources:
         if subresource is not None:
             raise status.not_found(kind, name)
         self._authorize(request, "create", kind, namespace)
-        obj = server_side_apply(kind, None, config, name, manager, _now(), force=_truthy(request.query.get("force")))
+        obj = server_side_apply(kind, None, config, name, manager, _now(), force=_truthy(request.query.get("force")),
+                                namespace=namespace)
         self._place(obj, kind, namespace)
+        obj = await fieldvalidation.decode_patched(request, kind, config, APPLY_PATCH, obj)
         try:
             return await self._create(request, kind, namespace, obj)
         except ApiError as e:
@@ -835,12 +838,7 @@ class Resources:
 
     @staticmethod
     def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
-        causes = validate_update(kind.kind, old, new)
-        if added := deletion.added_finalizers(old, new):
-            listed = ", ".join(f'"{f}"' for f in added)
-            causes.append(Cause("metadata.finalizers", "FieldValueForbidden",
-                                "Forbidden: no new finalizers can be added if the object is being deleted, "
-                                f"found new finalizers []string{{{listed}}}"))
+        causes = validate_update(kind.kind, old, new) + deletion.added_finalizer_causes(old, new)
         if causes:
             raise status.invalid(kind, new["metadata"]["name"], causes)
 

@@ -47,7 +47,7 @@ from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.relaypods import RelayedPods
-from podnet.nodeagent.termination import Terminations, record_started
+from podnet.nodeagent.termination import RestartEvents, Terminations, record_started
 from podnet.overlay.pipeline.conntrack import FlowKey
 from podnet.overlay.pipeline.forward import (
     FOU_PORT,
@@ -187,11 +187,12 @@ class NodeAgent:
         self._watches: list[tuple[frozenset[tuple[int, int, int, int]], Journey]] = []
         self._status_dirty: set[str] = set()
         self._status_wakeup = asyncio.Event()
-        self.netns_pods = NetnsPods(config.name, config.state_path, self._from_netns_pod, self._mark_status_dirty)
+        self.netns_pods = NetnsPods(config.name, config.state_path, self._from_netns_pod, self._netns_changed)
         self.dns = PodDns(self._operate, self._emit)
         self.events = EventRecorder(client, "kubelet", config.name)
         self.terminations = Terminations(client, self.events, self.pods, self.remove_pod,
                                          lambda uid: self.ipam.release(uid))
+        self.restart_events = RestartEvents(self.events)
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -593,6 +594,7 @@ class NodeAgent:
             if not future.done():
                 future.set_result(ops.Failed(0, "pod deleted"))
         self.ipam.release(pod.uid)
+        self.restart_events.forget(pod.uid)
         log.info("pod %s: CNI DEL, released %s", key, pod.port.ip)
 
     def collect_garbage(self) -> None:
@@ -602,6 +604,14 @@ class NodeAgent:
             log.info("released %s of %s, which no longer exists", allocation.ip, allocation.key)
         for name in self.netns_pods.collect_garbage():
             log.info("removed network namespace %s, which no pod claims", name)
+
+    def _netns_changed(self, key: str) -> None:
+        """A netns pod's container exited or started again: its status, and the kubelet's events."""
+        self._mark_status_dirty(key)
+        pod = self.pods.get(key)
+        obj = self.pod_informer.store.get(key) if self.pod_informer is not None else None
+        if pod is not None and pod.netns is not None and obj is not None:
+            self.restart_events.observe(obj, pod.netns.containers)
 
     def _mark_status_dirty(self, key: str) -> None:
         self._status_dirty.add(key)

@@ -1,4 +1,5 @@
-"""The kubelet's side of a pod's life: the events of its start, and its graceful termination.
+"""The kubelet's side of a pod's life: the events of its start and of its containers' restarts, and its
+graceful termination.
 
 A pod the API server marked for deletion (`deletionTimestamp`, `deletionGracePeriodSeconds`) is stopped
 here, then deleted for good with a grace period of 0 and a uid precondition (a pod of the same name
@@ -16,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from podnet.client import ApiClient, ApiError
-from podnet.events import NORMAL, EventRecorder
+from podnet.events import NORMAL, WARNING, EventRecorder
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,51 @@ def _container_names(pod: dict) -> list[str]:
     return [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or []]
 
 
-def record_started(events: EventRecorder, pod: dict) -> None:
-    """Pulled, Created and Started for each container, worded as the kubelet words them."""
+def record_started(events: EventRecorder, pod: dict, only: str | None = None) -> None:
+    """Pulled, Created and Started for each container (or the one named `only`), worded as the kubelet
+    words them."""
     for container in (pod.get("spec") or {}).get("containers") or []:
         name, path = str(container.get("name")), container_path(str(container.get("name")))
+        if only is not None and name != only:
+            continue
         events.record(pod, NORMAL, "Pulled", f'Container image "{container.get("image", "")}" already present on machine',
                       field_path=path)
         events.record(pod, NORMAL, "Created", f"Created container {name}", field_path=path)
         events.record(pod, NORMAL, "Started", f"Started container {name}", field_path=path)
+
+
+class RestartEvents:
+    """A netns container's restarts as the kubelet reports them: BackOff (a Warning, repeated while it
+    keeps failing) when it exited and waits to start again, Pulled, Created and Started once it has.
+
+    Told of every change of a pod's containers; it remembers which restart of each container it last
+    reported, so a change of one container says nothing of its siblings."""
+
+    def __init__(self, events: EventRecorder):
+        self.events = events
+        self._reported: dict[tuple[str, str], tuple[int, bool]] = {}  # (pod uid, container) → (restarts, waiting)
+
+    def observe(self, pod: dict, containers: Mapping[str, Any]) -> None:
+        meta = pod["metadata"]
+        uid = str(meta.get("uid") or "")
+        for name, container in containers.items():
+            waiting = container.backoff is not None
+            state = (container.restarts, waiting)
+            # First news of a container is always a change: it just exited, or just started again.
+            before = self._reported.get((uid, name), (container.restarts, False) if waiting
+                                        else (container.restarts - 1, True))
+            self._reported[(uid, name)] = state
+            if before == state:
+                continue
+            if waiting:
+                self.events.record(pod, WARNING, "BackOff", f"Back-off restarting failed container {name} in pod "
+                                   f"{meta['name']}_{meta['namespace']}({uid})", field_path=container_path(name))
+            else:
+                record_started(self.events, pod, only=name)
+
+    def forget(self, uid: str) -> None:
+        for key in [k for k in self._reported if k[0] == uid]:
+            del self._reported[key]
 
 
 class Terminations:

@@ -6,7 +6,9 @@ stays Terminating until it is forced. The components record Kubernetes' events o
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import sys
 import time
 from pathlib import Path
 
@@ -68,8 +70,9 @@ async def test_a_netns_pod_is_stopped_within_its_grace_period_and_leaves_its_ser
     app = f"web-{tag}"
     marker = tmp_path / "sigterm"
     # One that takes 3 s to finish after SIGTERM, one that ignores SIGTERM, one to force.
-    polite, stubborn, forced = f"polite-{tag}", f"stubborn-{tag}", f"forced-{tag}"
+    polite, stubborn, forced, crasher = f"polite-{tag}", f"stubborn-{tag}", f"forced-{tag}", f"crash-{tag}"
     await cluster.create(
+        pod(crasher, crasher, command="sleep 0.2; exit 1"),
         service(app, NAMESPACE, 8080),
         pod(polite, app, command=f"trap 'sleep 3; echo TERM > {marker}; exit 0' TERM; while :; do sleep 0.1; done"),
         pod(stubborn, app, command="trap '' TERM; while :; do sleep 0.1; done", grace=2),
@@ -111,6 +114,19 @@ async def test_a_netns_pod_is_stopped_within_its_grace_period_and_leaves_its_ser
         assert expected in reasons
     node_events = await events_of(client, "node-1")
     assert ("Starting", "kubelet", "Starting kubelet.") in node_events
+
+    # A container that keeps failing: BackOff, then started again, each repeat counted on one event.
+    crashed = (await client.get("pods", crasher, NAMESPACE))["metadata"]["uid"]
+
+    async def counts():
+        listed = await client.list("events", NAMESPACE, field_selector=f"involvedObject.name={crasher}")
+        found = {(e["type"], e["reason"], e["message"]): e["count"] for e in listed["items"]}
+        return found if found.get(("Normal", "Started", "Started container main"), 0) >= 3 else None
+
+    found = await eventually(counts, 20, "the crashing container restarted twice")
+    assert found[("Warning", "BackOff",
+                  f"Back-off restarting failed container main in pod {crasher}_{NAMESPACE}({crashed})")] >= 2
+    assert found[("Normal", "Created", "Created container main")] >= 3
     assert ("RegisteredNode", "node-controller", "Node node-1 event: Registered Node node-1 in Controller") in node_events
 
 
@@ -123,9 +139,9 @@ async def test_a_dead_agents_pod_stays_terminating_until_forced(local_cluster):
     await cluster.wait_running(NAMESPACE, f"app={quick}", 1)
     (held_pod,) = await cluster.wait_running(NAMESPACE, f"app={held}", 1)
 
-    # A virtual pod is torn down at once by its live agent.
-    await client.delete("pods", quick, NAMESPACE)
-    await eventually(lambda: gone(client, quick), 10, "the agent finishes the deletion")
+    # A virtual pod is torn down at once by its live agent; `podnet delete` waits for that, as kubectl does.
+    assert await podnet(cluster, "delete", "pod", quick) == (0, f'pod "{quick}" deleted\n')
+    assert await gone(client, quick)
 
     cluster.kill("node-1/agent")
     await cluster.wait_dead("node-1/agent")
@@ -137,11 +153,23 @@ async def test_a_dead_agents_pod_stays_terminating_until_forced(local_cluster):
     node_events = await events_of(client, "node-1")
     assert ("NodeNotReady", "node-controller", "Node node-1 status is now: NodeNotReady") in node_events
 
-    await client.delete("pods", held, NAMESPACE, grace_period=0)
+    assert await podnet(cluster, "delete", "pod", held, "--grace-period=0") == (
+        1, "error: --grace-period=0 must have --force specified\n")
+    assert await podnet(cluster, "delete", "pod", held, "--grace-period=0", "--force") == (
+        0, f'pod "{held}" force deleted\n')
     assert await gone(client, held)
     await cluster.start("node-1/agent")
     held_ips = {p["ip"] for p in await cluster.rpc("node-1", "pods.list")}
     assert held_pod["status"]["podIP"] not in held_ips
+
+
+async def podnet(cluster, *args: str) -> tuple[int, str]:
+    """`podnet ARGS` against the cluster: its exit code, and stdout (stderr when it failed)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "podnet", *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PODNET_HOME": str(cluster.home)})
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, (out if process.returncode == 0 else err).decode()
 
 
 async def _equal(awaitable, expected):

@@ -14,8 +14,8 @@ from podnet.apiserver.deletion import DeleteOptions, parse_options, plan
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage.base import KeyValue
 
+from podnet.api.events import NORMAL, Create, EventCorrelator, Patch, object_reference
 from podnet.api.kinds import lookup
-from podnet.events import NORMAL, Create, EventCorrelator, Patch, object_reference
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 POD, DEPLOY, EVENT, NETPOL = lookup("pods"), lookup("deployments"), lookup("events"), lookup("netpol")
@@ -98,8 +98,18 @@ def test_the_last_finalizer_removed_by_an_update_deletes():
     new = deploy(deletionTimestamp="x", deletionGracePeriodSeconds=0)
     assert deletion.removed_by_update(old, new)
     assert not deletion.removed_by_update(old, old)
-    assert deletion.added_finalizers(old, deploy(finalizers=["example.com/keep", "b"])) == ["b"]
-    assert deletion.added_finalizers(deploy(), deploy(finalizers=["b"])) == []
+    (added,) = deletion.added_finalizer_causes(old, deploy(finalizers=["example.com/keep", "b", "c"]))
+    assert added.message == ('Forbidden: no new finalizers can be added if the object is being deleted, found new '
+                             'finalizers []string{"b", "c"}')
+    assert deletion.added_finalizer_causes(deploy(), deploy(finalizers=["b"])) == []
+
+
+def test_orphan_and_foreground_finalizers_contradict_each_other():
+    (cause,) = deletion.finalizer_causes(deploy(finalizers=["orphan", "foregroundDeletion"]))
+    assert (cause.field, cause.message) == ("metadata.finalizers", 'Invalid value: []string{"orphan", '
+                                            '"foregroundDeletion"}: finalizer orphan and foregroundDeletion cannot '
+                                            'be both set')
+    assert deletion.finalizer_causes(deploy(finalizers=["orphan"])) == []
 
 
 def test_answers_when_gone():

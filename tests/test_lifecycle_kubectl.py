@@ -94,9 +94,14 @@ async def test_wait_for_ready_then_the_events_in_describe_and_get(local_cluster)
                                    f"Pulled      kubelet             node-1   1       {name}",
                                    f"Created     kubelet             node-1   1       {name}",
                                    f"Started     kubelet             node-1   1       {name}"]
-    names = await kubectl(cluster, "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "name")
-    wide = await kubectl(cluster, "get", "events", "-o", "wide")
-    assert names and all(n.removeprefix("event/") in wide for n in names.split())
+    wide = (await kubectl(cluster, "get", "events", "-o", "wide")).splitlines()
+    assert wide[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "SUBOBJECT", "SOURCE", "MESSAGE", "FIRST",
+                               "SEEN", "COUNT", "NAME"]
+    started = next(line for line in wide if f"pod/{name}" in line and " Started " in line)
+    assert started.split()[4:10] == [f"spec.containers{{{name}}}", "kubelet,", "node-1", "Started", "container",
+                                     name]
+    registered = next(line for line in wide if " RegisteredNode " in line)
+    assert "node/node-1" in registered and "node-controller" in registered
 
 
 async def test_deletes_that_wait_for_the_agent_and_one_that_does_not(local_cluster):
@@ -114,7 +119,9 @@ async def test_deletes_that_wait_for_the_agent_and_one_that_does_not(local_clust
     await asyncio.sleep(0.5)
     assert waiting.returncode is None  # it waits
     await cluster.client.delete("pods", watched, "default")
-    assert (await pod_or_none(cluster, watched))["metadata"]["deletionTimestamp"]  # Terminating while it stops
+    listed = (await kubectl(cluster, "get", "pod", watched)).splitlines()  # while its SIGTERM handler runs
+    assert listed[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert listed[1].split()[:3] == [watched, "1/1", "Terminating"]
     assert await finished(waiting) == Ran(0, f"pod/{watched} condition met\n", "")
     assert await pod_or_none(cluster, watched) is None
 
@@ -148,9 +155,10 @@ async def test_delete_a_deployment_with_each_cascade(local_cluster):
 
     assert await kubectl(cluster, "delete", f"deploy/{orphan}", "--cascade=orphan") == \
         f'deployment.apps "{orphan}" deleted\n'
-    left = await pods_of(cluster, orphan)  # by the time kubectl returns, the pods are released
+    left = await pods_of(cluster, orphan)  # by the time kubectl returns, the ReplicaSet is released
     assert {p["metadata"]["uid"] for p in left} == kept
-    assert all(not p["metadata"].get("ownerReferences") for p in left)
+    [replicaset] = {p["metadata"]["ownerReferences"][0]["name"] for p in left}  # the pods stay its own
+    assert not (await cluster.client.get("replicasets", replicaset, "default"))["metadata"].get("ownerReferences")
 
     assert await kubectl(cluster, "delete", f"deploy/{foreground}", "--cascade=foreground") == \
         f'deployment.apps "{foreground}" deleted\n'

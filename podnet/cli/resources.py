@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -199,6 +200,22 @@ def register(app: typer.Typer) -> None:
             obj = await client.get(k, name, (namespace or "default") if k.namespaced else None)
         typer.echo(_describe(obj))
 
+    async def _wait_gone(client: ApiClient, objects: list[tuple[Kind, str, str | None, str]], timeout: float) -> None:
+        """Until each object is gone (or replaced by another of the same name), as kubectl delete --wait."""
+        deadline = time.monotonic() + timeout
+        for k, name, ns, uid in objects:
+            while True:
+                try:
+                    if (await client.get(k, name, ns))["metadata"].get("uid") != uid:
+                        break
+                except ApiError as exc:
+                    if exc.code != 404:
+                        raise
+                    break
+                if time.monotonic() > deadline:
+                    raise fail(f'error: timed out waiting for the condition on {k.plural}/{name}')
+                await asyncio.sleep(0.2)
+
     @app.command()
     @async_command
     async def delete(
@@ -207,12 +224,25 @@ def register(app: typer.Typer) -> None:
         filename: list[str] | None = typer.Option(None, "--filename", "-f"),
         namespace: str | None = NamespaceOption,
         ignore_not_found: bool = typer.Option(False, "--ignore-not-found"),
+        cascade: str = typer.Option("background", "--cascade",
+                                    help="background, foreground or orphan: what becomes of the dependents."),
+        grace_period: int = typer.Option(-1, "--grace-period",
+                                         help="Seconds a pod gets to stop (-1: its own; 0 with --force: at once)."),
+        force: bool = typer.Option(False, "--force", help="With --grace-period=0: remove without waiting for the node."),
+        wait: bool = typer.Option(True, "--wait/--no-wait", help="Return only once the objects are gone."),
+        timeout: float = typer.Option(0.0, "--timeout", help="Seconds to wait (0: a minute per object)."),
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
         home: Path | None = HomeOption,
     ) -> None:
-        """Delete objects by kind and name, or those a manifest names."""
+        """Delete objects by kind and name, or those a manifest names (as kubectl delete)."""
+        if cascade not in ("background", "foreground", "orphan"):
+            raise fail(f'error: invalid cascade value ({cascade}). Must be "background", "foreground", or "orphan".')
+        if grace_period == 0 and not force:
+            raise fail("error: --grace-period=0 must have --force specified")
+        if force and grace_period < 0:
+            grace_period = 0
         targets: list[tuple[Kind, str, str | None]] = []
         if filename:
             for obj in _load_or_exit(filename):
@@ -224,12 +254,21 @@ def register(app: typer.Typer) -> None:
             targets = [(k, n, (namespace or "default") if k.namespaced else None) for n in names]
         else:
             raise fail("error: give KIND NAME... or -f FILE")
+        if force:
+            typer.echo("Warning: Immediate deletion does not wait for confirmation that the running resource has "
+                       "been terminated. The resource may continue to run on the cluster indefinitely.", err=True)
         async with client_for(server, token, kubeconfig) as client:
+            lingering = []
             for k, name, ns in targets:
                 try:
-                    await client.delete(k, name, ns)
+                    answer = await client.delete(k, name, ns, grace_period=None if grace_period < 0 else grace_period,
+                                                 propagation_policy=cascade.capitalize())
                 except ApiError as exc:
                     if exc.code == 404 and ignore_not_found:
                         continue
                     raise
-                typer.echo(f'{k.singular} "{name}" deleted')
+                typer.echo(f'{k.singular} "{name}" {"force deleted" if force else "deleted"}')
+                if answer.get("kind") == k.kind and (answer.get("metadata") or {}).get("deletionTimestamp"):
+                    lingering.append((k, name, ns, answer["metadata"].get("uid")))
+            if wait and not force:
+                await _wait_gone(client, lingering, timeout or 60.0 * max(1, len(lingering)))
