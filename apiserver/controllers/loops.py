@@ -14,7 +14,7 @@ from podnet.events import NORMAL, WARNING, EventRecorder, pod_created, pod_delet
 
 from . import deployments, endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
-from .collector import GarbageCollector
+from .collector import GarbageCollector, PodGarbageCollector
 from .runner import Controller, Settings, now_timestamp
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -430,4 +430,5 @@ class Deployments(Controller):
 
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
-                                             Deployments, GarbageCollector)
+                                             Deployments, GarbageCollector,
+                                             PodGarbageCollector)
