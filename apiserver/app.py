@@ -16,15 +16,18 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from aiohttp import web
-from podnet.apiserver import accessreview, fieldvalidation, openapi, status, streams
+from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
 from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
+from podnet.apiserver.scale import ScaleRoutes
+from podnet.apiserver.scale import discovery as scale_discovery
 from podnet.apiserver.serving import loopback_context, peer_certificate, server_context
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage import open_store
@@ -65,12 +68,34 @@ class Metrics:
         self.watchers = Gauge("apiserver_registered_watchers", "Open watch streams by resource.", ["resource"], registry=self.registry)
 
 
+_Parsed = TypeVar("_Parsed")
+
+
 def load_authenticator(config: ApiServerConfig) -> Authenticator:
-    client_cas = load_certificates(Path(config.client_ca_file).read_bytes()) if config.client_ca_file else []
-    if not config.token_file and not client_cas:
-        log.warning("neither a token file nor a client CA given: the API server is open, every request is "
-                    "treated as an administrator")
-    return Authenticator(parse_token_file(Path(config.token_file).read_text()) if config.token_file else None, client_cas)
+    client_cas = _read(config.client_ca_file, "--client-ca-file", load_certificates) if config.client_ca_file else []
+    tokens = _read(config.token_file, "--token-file", lambda data: parse_token_file(data.decode())) if config.token_file else None
+    return Authenticator(tokens, client_cas)
+
+
+def _read(path: str, flag: str, parse: Callable[[bytes], _Parsed]) -> _Parsed:
+    """`parse` of the file's bytes; ValueError naming the flag and the file when it cannot be read or parsed."""
+    try:
+        return parse(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{flag} {path}: {exc}") from None
+
+
+def check_files(config: ApiServerConfig) -> None:
+    """Reads every file the config names (TLS, client CA, tokens) as serve() will, so that a missing or bad one
+    stops the command with one line (ValueError) before anything starts."""
+    load_authenticator(config)
+    try:
+        ssl_context(config)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ValueError(f"--tls-cert {config.tls_cert} / --tls-key {config.tls_key}: {reason}") from None
 
 
 def _verb_of(method: str) -> str:
@@ -135,8 +160,9 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
                           handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
     resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
+    ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app)
-    streams.add_routes(app, resources, config)
+    portforward.add_routes(app, streams.add_routes(app, resources, config))
 
     async def probe(request: web.Request) -> web.Response:
         try:
@@ -234,7 +260,9 @@ def _api_resources(group: str, version: str) -> list[dict]:
             resources.append(
                 {"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]}
             )
+        resources.extend(scale_discovery(kind))
         resources.extend(streams.subresources(kind))
+        resources.extend(portforward.subresources(kind))
     return resources
 
 
@@ -322,6 +350,9 @@ async def serve(config: ApiServerConfig, *, shutdown_trigger: Callable[[], Await
         await store.open()
         stack.push_async_callback(store.close)
         authenticator = load_authenticator(config)
+        if authenticator.open:
+            log.warning("neither a token file nor a client CA given: the API server is open, every request is "
+                        "treated as an administrator")
         loopback_token = None
         if not authenticator.open:
             # The in-process controllers authenticate with a token that exists only in this process.

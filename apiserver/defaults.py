@@ -141,6 +141,12 @@ def default_deployment(obj: dict) -> None:
     default_pod_spec(_dict(template, "spec"))
 
 
+def default_replica_set(obj: dict) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("replicas", 1)
+    default_pod_spec(_dict(_dict(spec, "template"), "spec"))
+
+
 DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "Namespace": default_namespace,
     "Pod": default_pod,
@@ -149,6 +155,7 @@ DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "Endpoints": default_endpoints,
     "EndpointSlice": default_endpoint_slice,
     "Deployment": default_deployment,
+    "ReplicaSet": default_replica_set,
 }
 
 

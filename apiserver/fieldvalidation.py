@@ -6,7 +6,7 @@ and duplicate fields are dropped, and then, by the request's directive:
 - Strict: the request fails. Create and update answer 400 BadRequest `<Kind> in version "v1" cannot be
   handled as a <Kind>: strict decoding error: unknown field "spec.foo"` (k8s.io/apiserver handlers
   create.go/update.go, transformDecodeError); a patch answers 422 Invalid on the field `patch`
-  (patch.go), the way kube-apiserver reports it, whatever a shorter account of the rule may say.
+  (patch.go). So an unknown field is a 422 only in a patch, as on kube-apiserver.
 - Warn (the default, as in kube-apiserver): the request succeeds with one `Warning: 299 - "..."` header
   per field, which kubectl prints as `Warning: unknown field "spec.foo"`.
 - Ignore: the request succeeds silently.

@@ -643,7 +643,8 @@ class Resources:
                     return created
                 live = from_storage(current.value, current.mod_revision)
                 force = _truthy(request.query.get("force"))
-                patched = server_side_apply(kind, live, body, name, manager, _now(), force=force, subresource=subresource or "")
+                patched = server_side_apply(kind, live, body, name, manager, _now(), force=force, subresource=subresource or "",
+                                            namespace=namespace)
                 self._place(patched, kind, namespace)
             else:
                 current = await self._current(kind, namespace, name)
@@ -696,8 +697,10 @@ class Resources:
         if subresource is not None:
             raise status.not_found(kind, name)
         self._authorize(request, "create", kind, namespace)
-        obj = server_side_apply(kind, None, config, name, manager, _now(), force=_truthy(request.query.get("force")))
+        obj = server_side_apply(kind, None, config, name, manager, _now(), force=_truthy(request.query.get("force")),
+                                namespace=namespace)
         self._place(obj, kind, namespace)
+        obj = await fieldvalidation.decode_patched(request, kind, config, APPLY_PATCH, obj)
         try:
             return await self._create(request, kind, namespace, obj)
         except ApiError as e:

@@ -24,6 +24,7 @@ from podnet.apiserver.fieldschema import field_schema
 from podnet.apiserver.status import ApiError, Cause
 
 from podnet.api.kinds import Kind
+from podnet.api.openapi import structure
 
 # kube-apiserver's limit on a fieldManager (validation.FieldManagerMaxLength).
 MAX_MANAGER_LENGTH = 128
@@ -37,20 +38,21 @@ def manager_name(field_manager: str | None, user_agent: str | None, options_kind
     `options_kind` (Create, Update, Patch) names the request's options in errors."""
     if not field_manager:
         if applying:
-            raise _invalid_options(options_kind, "fieldManager", "Required value: is required for apply patch")
+            raise _invalid_options(options_kind, "FieldValueRequired", "Required value: is required for apply patch")
         return (user_agent or "").split("/", 1)[0].strip()[:MAX_MANAGER_LENGTH] or "unknown"
     if len(field_manager) > MAX_MANAGER_LENGTH:
-        raise _invalid_options(options_kind, "fieldManager", f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes")
+        raise _invalid_options(options_kind, "FieldValueTooLong", f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes")
     if not field_manager.isprintable():
-        raise _invalid_options(options_kind, "fieldManager", "Invalid value: must only contain printable characters")
+        raise _invalid_options(options_kind, "FieldValueInvalid", "Invalid value: must only contain printable characters")
     return field_manager
 
 
-def _invalid_options(operation: str, field: str, detail: str) -> ApiError:
-    message = f'{operation}Options.meta.k8s.io "" is invalid: {field}: {detail}'
+def _invalid_options(operation: str, reason: str, detail: str) -> ApiError:
+    """A 422 about the request's fieldManager, worded as kube-apiserver's options validation words it."""
+    message = f'{operation}Options.meta.k8s.io "" is invalid: fieldManager: {detail}'
     return ApiError(
         status.status(422, "Invalid", message, {"group": "meta.k8s.io", "kind": f"{operation}Options",
-                                                "causes": [Cause(field, "FieldValueInvalid", detail).to_dict()]})
+                                                "causes": [Cause("fieldManager", reason, detail).to_dict()]})
     )
 
 
@@ -83,10 +85,9 @@ def record_update(kind: Kind, old: dict | None, new: dict, manager: str, now: st
     if entries is None:
         new["metadata"].pop("managedFields", None)
         return
-    defaulted = copy.deepcopy(new)
-    apply_defaults(kind.kind, defaulted)  # defaults the server fills in are the writer's too
+    apply_defaults(kind.kind, new)  # as the write will be stored: the defaults the server fills in are the writer's too
     try:
-        entries = track_update(entries, old or {}, defaulted, manager, kind.api_version, now, field_schema(kind.kind), subresource)
+        entries = track_update(entries, old or {}, new, manager, kind.api_version, now, field_schema(kind.kind), subresource)
     except FieldError:
         pass  # an object whose fields cannot be told apart: validation answers for it; ownership stays
     _store(new, entries)
@@ -99,8 +100,29 @@ def _store(obj: dict, entries: list[ManagedEntry]) -> None:
         obj["metadata"].pop("managedFields", None)
 
 
+def _typed_patch_error(kind: Kind, namespace: str | None, name: str, problems: list[str]) -> ApiError:
+    """kube-apiserver's answer to an apply configuration that does not fit the kind's schema."""
+    detail = problems[0] if len(problems) == 1 else "errors:\n" + "\n".join(f"  {p}" for p in problems)
+    return status.bad_request(
+        f"failed to create typed patch object ({namespace or ''}/{name}; {kind.group}/{kind.version}, Kind={kind.kind}): {detail}"
+    )
+
+
+def _check_schema(kind: Kind, config: dict, namespace: str | None, name: str) -> None:
+    """Apply configurations are strict whatever the fieldValidation directive: a field the kind does not
+    have, or a value of the wrong type, fails the apply."""
+    decoded = structure.decode(structure.members(config), kind.definition)
+    problems = [f".{p.removeprefix('unknown field ').strip(chr(34))}: field not declared in schema"
+                for p in decoded.problems if p.startswith("unknown field ")]
+    if decoded.type_error:
+        problems.append(decoded.type_error)
+    if problems:
+        raise _typed_patch_error(kind, namespace, name, problems)
+
+
 def server_side_apply(
-    kind: Kind, live: dict | None, config: object, name: str, manager: str, now: str, *, force: bool, subresource: str = ""
+    kind: Kind, live: dict | None, config: object, name: str, manager: str, now: str, *, force: bool, subresource: str = "",
+    namespace: str | None = None,
 ) -> dict:
     """The object after `manager` applies `config` (a create when `live` is None), managedFields set;
     conflicts are 409 as kube-apiserver words them."""
@@ -111,6 +133,7 @@ def server_side_apply(
         raise status.bad_request(
             f"the apply configuration must have apiVersion {kind.api_version!r} and kind {kind.kind!r}"
         )
+    _check_schema(kind, config, namespace, name)
     metadata = config.setdefault("metadata", {})
     if not isinstance(metadata, dict):
         raise status.bad_request("metadata must be an object")
@@ -136,6 +159,6 @@ def server_side_apply(
                   for c in e.conflicts]
         raise ApiError(status.status(409, "Conflict", str(e), {"causes": causes})) from None
     except FieldError as e:
-        raise status.bad_request(f"failed to create typed patch object ({kind.api_version}, Kind={kind.kind}): {e}") from None
+        raise _typed_patch_error(kind, namespace, name, [str(e)]) from None
     _store(result.obj, result.managed)
     return result.obj

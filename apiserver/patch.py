@@ -66,13 +66,16 @@ _POD_SPEC_KEYS: dict[str, str | None] = {
 }
 _METADATA_KEYS: dict[str, str | None] = {"metadata.finalizers": None, "metadata.ownerReferences": "uid"}
 
+# Kinds with a pod template (Deployments, ReplicaSets).
+_WORKLOAD_KEYS: dict[str, str | None] = _METADATA_KEYS | {
+    f"spec.template.spec.{path}": key for path, key in _POD_SPEC_KEYS.items()} | {"status.conditions": "type"}
+
 MERGE_KEYS: dict[str, dict[str, str | None]] = {
     "Pod": _METADATA_KEYS
     | {f"spec.{path}": key for path, key in _POD_SPEC_KEYS.items()}
     | {"status.conditions": "type", "status.podIPs": "ip", "status.containerStatuses": "name"},
-    "Deployment": _METADATA_KEYS
-    | {f"spec.template.spec.{path}": key for path, key in _POD_SPEC_KEYS.items()}
-    | {"status.conditions": "type"},
+    "Deployment": _WORKLOAD_KEYS,
+    "ReplicaSet": _WORKLOAD_KEYS,
     "Service": _METADATA_KEYS | {"spec.ports": "port", "status.conditions": "type"},
     "Node": _METADATA_KEYS | {"status.conditions": "type", "status.addresses": "type"},
     "Namespace": _METADATA_KEYS | {"status.conditions": "type"},

@@ -26,8 +26,14 @@ _SSL_VERIFY_PEER = 0x01
 
 def request_client_certificate(context: ssl.SSLContext) -> None:
     """Makes the server ask for a client certificate and accept any (or none) at the handshake."""
-    libssl = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]  # its OpenSSL symbols resolve through it
-    set_verify = libssl.SSL_CTX_set_verify
+    # OpenSSL's symbols resolve through the _ssl extension that links it (or the interpreter, where _ssl is
+    # built in).
+    libssl = ctypes.CDLL(getattr(ssl._ssl, "__file__", None))  # type: ignore[attr-defined]
+    try:
+        set_verify = libssl.SSL_CTX_set_verify
+    except AttributeError:
+        raise RuntimeError("this Python's ssl module does not expose OpenSSL's SSL_CTX_set_verify: "
+                           "client certificates cannot be requested") from None
     set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, _VERIFY_CALLBACK]
     set_verify.restype = None
     ssl_ctx = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value

@@ -12,8 +12,8 @@ end); a log is an HTTP body streamed as it comes.
 A failed WebSocket handshake makes kubectl retry with SPDY; the retry meets the same checks and so the
 same `Status`, which kubectl prints. SPDY itself is not spoken.
 
-Another stream adds its route in `add_routes` and builds on the steps here: `authorized_pod`,
-`container_of`, `require_started`, `kubelet_url` and `relay_websocket`.
+Another stream builds its route on the steps here (`add_routes` returns them, as port-forward uses them):
+`authorized_pod`, `container_of`, `require_started`, `kubelet_url` and `relay_websocket`.
 """
 
 from __future__ import annotations
@@ -127,22 +127,29 @@ class Streams:
             return ApiError(body)
         return status.internal(f"error dialing backend: the kubelet answered {response.status}")
 
+    async def _kubelet_refusal(self, session: aiohttp.ClientSession, url: str) -> ApiError | None:
+        """What the kubelet says of `url` asked without an upgrade: its refusal as a Status, if it refuses."""
+        try:
+            async with session.get(url) as response:
+                return await self._kubelet_failure(response) if response.status >= 400 else None
+        except aiohttp.ClientError as exc:
+            return status.internal(f"error dialing backend: {exc}")
+
     async def relay_websocket(self, request: web.Request, url: str) -> web.StreamResponse:
         """Opens a WebSocket to the kubelet at `url` offering the client's subprotocols, then accepts the
         client's with the one the kubelet chose and passes messages across until either side closes."""
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            raise status.bad_request("Upgrade request required: this server streams over WebSocket, "
-                                     "SPDY is not supported")
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         session = request.app[CLIENT_KEY]
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            # kubectl retries a refused WebSocket with SPDY: the retry meets the kubelet's refusal again.
+            raise await self._kubelet_refusal(session, url) or status.bad_request(
+                "Upgrade request required: this server streams over WebSocket, SPDY is not supported")
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         try:
             upstream = await session.ws_connect(url, protocols=offered, autoping=True)
         except aiohttp.WSServerHandshakeError as exc:
             # The handshake's answer carries no body here; the same request without the upgrade gets the Status.
-            async with session.get(url) as response:
-                if response.status >= 400:
-                    raise await self._kubelet_failure(response) from None
-            raise status.internal(f"error dialing backend: the kubelet refused the upgrade ({exc.status})") from None
+            refusal = await self._kubelet_refusal(session, url)
+            raise refusal or status.internal(f"error dialing backend: the kubelet refused the upgrade ({exc.status})") from None
         except aiohttp.ClientError as exc:
             raise status.internal(f"error dialing backend: {exc}") from None
         async with upstream:
@@ -214,12 +221,24 @@ async def _relay(downstream: web.WebSocketResponse, upstream: aiohttp.ClientWebS
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await task
         with contextlib.suppress(ConnectionError):
-            await downstream.close(code=upstream.close_code or aiohttp.WSCloseCode.OK)
-            await upstream.close(code=downstream.close_code or aiohttp.WSCloseCode.OK)
+            await downstream.close(code=_closing_code(upstream.close_code))
+            await upstream.close(code=_closing_code(downstream.close_code))
 
 
-def add_routes(app: web.Application, resources: Resources, config: ApiServerConfig) -> None:
-    """The stream subresources of pods, and the HTTP client they relay through."""
+def _closing_code(received: int | None) -> int:
+    """The code to close one side with after the other closed with `received`. Codes that only say what
+    happened to a connection (1005 none given, 1006 dropped, 1015 TLS failed) may not be sent: a dropped
+    peer is an unexpected condition (1011) for the other side."""
+    if received is None or received == aiohttp.WSCloseCode.OK:
+        return aiohttp.WSCloseCode.OK
+    if received in (1005, 1006, 1015):
+        return aiohttp.WSCloseCode.INTERNAL_ERROR
+    return received
+
+
+def add_routes(app: web.Application, resources: Resources, config: ApiServerConfig) -> Streams:
+    """The stream subresources of pods, and the HTTP client they relay through; returns the steps, for
+    other streams' routes (port-forward) to build on."""
     context = None
     if config.kubelet_client_certificate:
         context = ssl.create_default_context(cafile=config.kubelet_certificate_authority)
@@ -236,4 +255,4 @@ def add_routes(app: web.Application, resources: Resources, config: ApiServerConf
             yield
 
     app.cleanup_ctx.append(client)
-
+    return streams

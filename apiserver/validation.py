@@ -561,14 +561,28 @@ def validate_lease(errors: Errors, obj: dict, limits: Limits) -> None:
         errors.invalid("spec.leaseDurationSeconds", duration, "must be greater than 0")
 
 
-def validate_deployment(errors: Errors, obj: dict, limits: Limits) -> None:
-    spec = obj.get("spec")
-    if spec is None:
-        errors.required("spec")
-        return
+class _Plain:
+    """A value Kubernetes prints bare in a message (an IntOrString: `25%`, not `"25%"`)."""
+
+    def __init__(self, value: object):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return str(self.value)
+
+
+def _check_nonnegative(errors: Errors, field: str, value: object) -> None:
+    if value is not None and (not _is_int(value) or value < 0):
+        errors.invalid(field, value, "must be greater than or equal to 0")
+
+
+def _validate_workload_spec(errors: Errors, spec: dict) -> None:
+    """What Deployments and ReplicaSets share (ValidateReplicaSetSpec, ValidateDeploymentSpec): replicas,
+    a non-empty selector that picks the template's labels, a template whose pods restart Always."""
     replicas = spec.get("replicas")
     if not _is_int(replicas) or replicas < 0:
         errors.invalid("spec.replicas", replicas, "must be greater than or equal to 0")
+    _check_nonnegative(errors, "spec.minReadySeconds", spec.get("minReadySeconds"))
     selector = spec.get("selector")
     template = spec.get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
@@ -591,6 +605,71 @@ def validate_deployment(errors: Errors, obj: dict, limits: Limits) -> None:
         errors.not_supported("spec.template.spec.restartPolicy", restart, ("Always",))
 
 
+_PERCENT = re.compile(r"^[0-9]+%$")
+
+
+def _int_or_percent(errors: Errors, field: str, value: object) -> int:
+    """ValidatePositiveIntOrPercent; returns the number (of the percentage too) for further checks."""
+    if isinstance(value, str):
+        if not _PERCENT.match(value):
+            errors.invalid(field, _Plain(value), "a valid percent string must be a numeric string followed by an "
+                                                 "ending '%' (e.g. '1%',  or '93%')")
+            return -1
+        return int(value[:-1])
+    if not _is_int(value) or value < 0:
+        errors.invalid(field, value, "must be greater than or equal to 0")
+        return -1
+    return value
+
+
+def _validate_strategy(errors: Errors, strategy: object) -> None:
+    if not isinstance(strategy, dict):
+        return
+    kind = strategy.get("type")
+    if kind == "Recreate":
+        if strategy.get("rollingUpdate") is not None:
+            errors.forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'")
+    elif kind == "RollingUpdate":
+        rolling = strategy.get("rollingUpdate") if isinstance(strategy.get("rollingUpdate"), dict) else {}
+        unavailable = rolling.get("maxUnavailable", "25%")
+        field = "spec.strategy.rollingUpdate.maxUnavailable"
+        unavailable_value = _int_or_percent(errors, field, unavailable)
+        surge_value = _int_or_percent(errors, "spec.strategy.rollingUpdate.maxSurge", rolling.get("maxSurge", "25%"))
+        if unavailable_value == 0 and surge_value == 0:
+            errors.invalid(field, _Plain(unavailable), "may not be 0 when `maxSurge` is 0")
+        if isinstance(unavailable, str) and unavailable_value > 100:
+            errors.invalid(field, _Plain(unavailable), "must not be greater than 100%")
+    else:
+        errors.not_supported("spec.strategy.type", kind, ("Recreate", "RollingUpdate"))
+
+
+def _workload_spec(errors: Errors, obj: dict) -> dict | None:
+    """The spec of a Deployment or ReplicaSet with what they share validated; None when there is none."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.required("spec")
+        return None
+    _validate_workload_spec(errors, spec)
+    return spec
+
+
+def validate_deployment(errors: Errors, obj: dict, limits: Limits) -> None:
+    spec = _workload_spec(errors, obj)
+    if spec is None:
+        return
+    _validate_strategy(errors, spec.get("strategy"))
+    _check_nonnegative(errors, "spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
+    deadline = spec.get("progressDeadlineSeconds")
+    _check_nonnegative(errors, "spec.progressDeadlineSeconds", deadline)
+    min_ready = spec.get("minReadySeconds") or 0
+    if _is_int(deadline) and _is_int(min_ready) and deadline <= min_ready:
+        errors.invalid("spec.progressDeadlineSeconds", deadline, "must be greater than minReadySeconds")
+
+
+def validate_replica_set(errors: Errors, obj: dict, limits: Limits) -> None:
+    _workload_spec(errors, obj)
+
+
 VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Pod": validate_pod,
     "Service": validate_service,
@@ -600,6 +679,7 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "EndpointSlice": validate_endpoint_slice,
     "Lease": validate_lease,
     "Deployment": validate_deployment,
+    "ReplicaSet": validate_replica_set,
 }
 
 
@@ -640,9 +720,19 @@ def validate_service_update(errors: Errors, old: dict, new: dict) -> None:
         errors.invalid("spec.clusterIPs[0]", new_spec.get("clusterIP"), "may not change once set")
 
 
+def validate_selector_update(errors: Errors, old: dict, new: dict) -> None:
+    """apps/v1 Deployments and ReplicaSets keep the selector they were created with."""
+    old_selector = (old.get("spec") or {}).get("selector")
+    new_selector = (new.get("spec") or {}).get("selector") if isinstance(new.get("spec"), dict) else None
+    if old_selector != new_selector:
+        errors.invalid("spec.selector", new_selector, "field is immutable")
+
+
 UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
     "Pod": validate_pod_update,
     "Service": validate_service_update,
+    "Deployment": validate_selector_update,
+    "ReplicaSet": validate_selector_update,
 }
 
 

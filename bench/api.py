@@ -8,7 +8,9 @@ Starts one real etcd and, in turn, an API server process on SQLite and one on th
   moment each watcher has its event, p50 and p99 over every (write, watcher) pair, writes paced so the
   figure is delivery, not queueing;
 - the latency of listing 1,000 pods as JSON and as the server-side Table kubectl asks for (median of
-  LISTS lists).
+  LISTS lists);
+- the cost of TLS: the same JSON list over HTTPS with a client certificate (the default, as kubectl
+  presents it) and over plain HTTP with a token, and their ratio.
 Goals (issue 2): API writes >= 30% of raw etcd puts; watch delivery p99 <= 50 ms at 100 watchers.
 Prints one JSON object.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import statistics
 import sys
 import tempfile
@@ -30,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support.apiserver import ApiServerProcess, sample_pod  # noqa: E402
 from support.etcd import EtcdServer  # noqa: E402
+
+from podnet import kubeconfig  # noqa: E402
 
 WRITES = 2000
 CONCURRENCY = 16
@@ -146,6 +151,37 @@ async def measure_store(server: ApiServerProcess) -> dict:
     }
 
 
+async def _json_list(server: ApiServerProcess, headers: dict[str, str], ssl_context: ssl.SSLContext | bool) -> float:
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY, ssl=ssl_context)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        async with session.post(f"{server.url}/api/v1/namespaces", json={"metadata": {"name": "bench-list"}}) as response:
+            assert response.status == 201, await response.text()
+        await api_writes(session, server.url, "bench-list")
+        return await list_latency(session, server.url, "bench-list", "application/json")
+
+
+def tls_cost(root: Path) -> dict:
+    """The JSON list of 1,000 pods over HTTPS with the admin's client certificate, and over plain HTTP."""
+    medians: dict[str, float] = {}
+    for scheme, tls in (("https", True), ("http", False)):
+        directory = root / f"list-{scheme}"
+        directory.mkdir()
+        server = ApiServerProcess(directory, f"sqlite:///{directory / 'store.db'}", controllers=False, tls=tls)
+        server.start()
+        try:
+            if tls:
+                admin = server.client_certificate("admin", ["system:masters"])
+                context = server.ssl_context()
+                kubeconfig.load_client_certificate(context, admin.cert_pem, admin.key_pem)
+                medians[scheme] = asyncio.run(_json_list(server, {}, context))
+            else:
+                medians[scheme] = asyncio.run(_json_list(server, {"Authorization": f"Bearer {server.token}"}, True))
+        finally:
+            server.kill()
+    return {f"{scheme}_ms": round(seconds * 1000, 1) for scheme, seconds in medians.items()} | {
+        "https_to_http": round(medians["https"] / medians["http"], 3)}
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="podnet-bench-api-") as tmp:
         root = Path(tmp)
@@ -155,6 +191,7 @@ def main() -> None:
             value = json.dumps(sample_pod("x" * 10, app="bench")).encode()
             raw = asyncio.run(raw_etcd_puts(etcd.endpoint, value))
             results: dict = {}
+            list_cost = tls_cost(root)
             for store, url in (("sqlite", None), ("etcd", etcd.url)):
                 directory = root / store
                 directory.mkdir()
@@ -175,6 +212,7 @@ def main() -> None:
         "raw_etcd_puts_per_s": round(raw),
         "concurrency": CONCURRENCY,
         "stores": results,
+        "list_1000_pods_json_tls_cost": list_cost,
         "goals": {
             "etcd_writes_at_least_30pct_of_raw": results["etcd"]["ratio_to_raw_etcd_puts"] >= 0.3,
             "watch_p99_at_most_50ms": all(r["watch_delivery_ms"]["p99"] <= 50 for r in results.values()),

@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from podnet.cli import cluster_cmd
@@ -138,31 +139,43 @@ async def pod_startup(client: ApiClient, topo: topology.Topology) -> dict:
     }
 
 
-async def one_cluster(root: Path, nodes: int, index: int) -> dict:
-    topo = topology.build(root / f"n{nodes}", nodes, prefix=f"127.0.{60 + index}", lb_pool=f"127.0.{60 + index}.128/26")
-    log(f"podnet up --nodes {nodes}")
-    started = time.monotonic()
+@contextlib.asynccontextmanager
+async def cluster_up(topo: topology.Topology, timeout: float) -> AsyncIterator[ClusterState]:
+    """A cluster brought up as `podnet up` does, stopped afterwards whatever happened (also when it failed
+    to come up halfway)."""
     state: ClusterState | None = None
     try:
-        state = await cluster_cmd.bring_up(topo, timeout=max(120.0, 10.0 * nodes))
-        up_s = time.monotonic() - started
-        rss = sum(rss_bytes(p.pid) for p in state.processes if p.alive and p.pid)
-        figures: dict = {"nodes": nodes, "processes": len(state.processes), "up_to_all_ready_s": round(up_s, 2),
-                         "rss_mib": round(rss / 2**20, 1),
-                         "rss_per_process_mib": round(rss / 2**20 / len(state.processes), 1)}
-        if nodes == min(NODE_COUNTS) and PODS:
-            async with ApiClient.from_kubeconfig(topo.home / "kubeconfig") as client:
-                log(f"  {PODS} pods at {CREATE_RATE:g}/s")
-                figures["pod_startup"] = await pod_startup(client, topo)
-        return figures
-    except (supervisor.SupervisorError, ApiError, TimeoutError) as exc:
-        return {"nodes": nodes, "error": f"{type(exc).__name__}: {exc}"[:300],
-                "seconds_before_error": round(time.monotonic() - started, 1)}
+        state = await cluster_cmd.bring_up(topo, timeout=timeout)
+        yield state
     finally:
         if state is None and (topo.home / supervisor.STATE_FILE).exists():
             state = ClusterState.load(topo.home)
         if state is not None:
             await supervisor.stop_all(state)
+
+
+async def one_cluster(root: Path, nodes: int, index: int) -> dict:
+    topo = topology.build(root / f"n{nodes}", nodes, prefix=f"127.0.{60 + index}", lb_pool=f"127.0.{60 + index}.128/26")
+    log(f"podnet up --nodes {nodes}")
+    started = time.monotonic()
+    try:
+        async with cluster_up(topo, timeout=max(120.0, 10.0 * nodes)) as state:
+            return await _measure(topo, state, nodes, time.monotonic() - started)
+    except (supervisor.SupervisorError, ApiError, TimeoutError) as exc:
+        return {"nodes": nodes, "error": f"{type(exc).__name__}: {exc}"[:300],
+                "seconds_before_error": round(time.monotonic() - started, 1)}
+
+
+async def _measure(topo: topology.Topology, state: ClusterState, nodes: int, up_s: float) -> dict:
+    rss = sum(rss_bytes(p.pid) for p in state.processes if p.alive and p.pid)
+    figures: dict = {"nodes": nodes, "processes": len(state.processes), "up_to_all_ready_s": round(up_s, 2),
+                     "rss_mib": round(rss / 2**20, 1),
+                     "rss_per_process_mib": round(rss / 2**20 / len(state.processes), 1)}
+    if nodes == min(NODE_COUNTS) and PODS:
+        async with ApiClient.from_kubeconfig(topo.home / "kubeconfig") as client:
+            log(f"  {PODS} pods at {CREATE_RATE:g}/s")
+            figures["pod_startup"] = await pod_startup(client, topo)
+    return figures
 
 
 def main() -> None:

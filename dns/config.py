@@ -50,7 +50,7 @@ class DnsConfig:
     metrics_port: int | None = 9153
     # Register a pod in kube-system that the kube-dns Service selects and its node agent relays here.
     register: bool = True
-    pod_name: str | None = None  # default: coredns-<address>-<port>
+    replica: str | None = None  # labels this replica's pods; default <address>-<port>
     service_namespace: str = "kube-system"
     service_name: str = "kube-dns"
     cluster_ip: str = "10.96.0.10"

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 METRICS_PORT = 9153
 # How often the registration looks at its pod even when no deletion was seen.
 RECHECK_SECONDS = 30.0
-# How often, at most, it looks again for a terminating pod of its name to be gone (its deletion also wakes it).
-GONE_RECHECK_SECONDS = 2.0
+# The label that tells one replica's pods from another's.
+REPLICA_LABEL = "podnet.io/dns-replica"
 
 
 def _handler(records: Records, apply: Callable[[dict], None], remove: Callable[[dict], None]):
@@ -53,14 +53,17 @@ def load_objects(records: Records, text: str, source: str) -> None:
             apply[obj["kind"]](obj)
 
 
-def pod_name(config: DnsConfig, port: int) -> str:
-    """This replica's pod: given, or named after where the process serves, so that replicas differ."""
-    return config.pod_name or f"coredns-{config.address.replace('.', '-').replace(':', '-')}-{port}"
+def replica_name(config: DnsConfig, port: int) -> str:
+    """This replica's name (a label value on its pods): given, or where the process serves, so that
+    replicas differ."""
+    return config.replica or f"{config.address.replace(':', '-')}-{port}"
 
 
 def dns_pod(config: DnsConfig, port: int, metrics_port: int | None) -> dict:
     """The pod this replica is reached as: CoreDNS's labels, ports and readiness probe, its ports relayed by
-    the node agent that runs it to this process's real ones (`podnet.io/relay`)."""
+    the node agent that runs it to this process's real ones (`podnet.io/relay`). Named as a ReplicaSet names
+    its pods (a fresh suffix for each), so that a replacement need not wait for a terminating one to go."""
+    replica = replica_name(config, port)
     relay = {53: (config.address, port)}
     ports = [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
              {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]
@@ -74,11 +77,28 @@ def dns_pod(config: DnsConfig, port: int, metrics_port: int | None) -> dict:
                                        "failureThreshold": 3}
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": pod_name(config, port), "namespace": config.service_namespace,
-                     "labels": dict(clusterdns.POD_LABELS),
+        "metadata": {"generateName": f"coredns-{replica.replace('.', '-').replace('_', '-').lower()}-",
+                     "namespace": config.service_namespace,
+                     "labels": {**clusterdns.POD_LABELS, REPLICA_LABEL: replica},
                      "annotations": {clusterdns.RELAY_ANNOTATION: clusterdns.format_relay(relay)}},
         "spec": {"containers": [container], "dnsPolicy": "Default"},
     }
+
+
+def _relay_text(pod: dict) -> str | None:
+    return ((pod.get("metadata") or {}).get("annotations") or {}).get(clusterdns.RELAY_ANNOTATION)
+
+
+def pod_changes(pods: list[dict], wanted: dict) -> tuple[bool, list[str]]:
+    """Given this replica's pods: whether the wanted pod must be created, and which pods to delete: those
+    that relay elsewhere (an earlier run on other ports; a pod's relay is read once, when its node agent adds
+    it) and all but the oldest of those that relay here. Terminating pods are left to finish and do not count.
+    Pure."""
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    relaying_here = sorted((p for p in live if _relay_text(p) == _relay_text(wanted)),
+                           key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+    stale = [p for p in live if _relay_text(p) != _relay_text(wanted)] + relaying_here[1:]
+    return not relaying_here, sorted(p["metadata"]["name"] for p in stale)
 
 
 async def _ensure(client: ApiClient, obj: dict) -> None:
@@ -90,33 +110,28 @@ async def _ensure(client: ApiClient, obj: dict) -> None:
             raise
 
 
-async def _ensure_pod(client: ApiClient, pod: dict) -> bool:
-    """Creates the pod; one of the same name that relays elsewhere (an earlier run on other ports) is
-    replaced, since a pod's relay is read once, when its node agent adds it. False while a pod of that name
-    is still terminating: a new one can be created once it is gone."""
-    meta = pod["metadata"]
-    try:
-        current = await client.get("pods", meta["name"], meta["namespace"])
-    except ApiError as exc:
-        if exc.code != 404:
-            raise
-        await client.create(pod)
-        log.info("registered pod %s/%s", meta["namespace"], meta["name"])
-        return True
-    if current["metadata"].get("deletionTimestamp"):
-        return False
-    annotation = clusterdns.RELAY_ANNOTATION
-    if (current["metadata"].get("annotations") or {}).get(annotation) != meta["annotations"][annotation]:
-        log.info("pod %s/%s relays elsewhere: replacing it", meta["namespace"], meta["name"])
-        await client.delete("pods", meta["name"], meta["namespace"])
-        return False
-    return True
+def _replica_selector(pod: dict) -> str:
+    return f"{REPLICA_LABEL}={pod['metadata']['labels'][REPLICA_LABEL]}"
+
+
+async def _ensure_pod(client: ApiClient, pod: dict) -> None:
+    namespace = pod["metadata"]["namespace"]
+    listed = await client.list("pods", namespace, label_selector=_replica_selector(pod))
+    create, stale = pod_changes(listed.get("items") or [], pod)
+    for name in stale:
+        log.info("deleting pod %s/%s: it relays elsewhere, or another relays here", namespace, name)
+        with contextlib.suppress(ApiError):
+            await client.delete("pods", name, namespace)
+    if create:
+        created = await client.create(pod)
+        log.info("registered pod %s/%s", namespace, created["metadata"]["name"])
 
 
 async def register(client: ApiClient, config: DnsConfig, pod: dict, recheck: asyncio.Event) -> None:
-    """Keeps this replica's pod registered: the kube-system namespace and the kube-dns Service when missing
-    (an API server without its controllers), then the pod, again whenever `recheck` is set (the pod was
-    deleted) and every RECHECK_SECONDS. Retries failures with backoff; never ends the process."""
+    """Keeps one pod of this replica registered, as a ReplicaSet of one would: the kube-system namespace and
+    the kube-dns Service when missing (an API server without its controllers), then the pod, again whenever
+    `recheck` is set (a pod of the replica was deleted or is terminating) and every RECHECK_SECONDS. Retries
+    failures with backoff; never ends the process."""
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": config.service_namespace}}
     backoff = 0.2
     while True:
@@ -124,12 +139,10 @@ async def register(client: ApiClient, config: DnsConfig, pod: dict, recheck: asy
         try:
             await _ensure(client, namespace)
             await _ensure(client, clusterdns.kube_dns_service(config.cluster_ip))
-            registered = await _ensure_pod(client, pod)
-            if not registered:
-                log.info("waiting for the earlier pod %s to be gone", pod["metadata"]["name"])
+            await _ensure_pod(client, pod)
             backoff = 0.2
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(recheck.wait(), RECHECK_SECONDS if registered else GONE_RECHECK_SECONDS)
+                await asyncio.wait_for(recheck.wait(), RECHECK_SECONDS)
             continue
         except ApiError as exc:
             log.warning("registering with the API server failed: %s; retrying in %.1fs", exc, backoff)
@@ -140,22 +153,28 @@ async def register(client: ApiClient, config: DnsConfig, pod: dict, recheck: asy
         backoff = min(backoff * 2, 5.0)
 
 
-def _watch_own_pod(pod: dict, recheck: asyncio.Event):
-    """A Pod informer handler that sets `recheck` when this replica's pod is deleted."""
-    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+def _watch_own_pods(pod: dict, recheck: asyncio.Event):
+    """A Pod informer handler that sets `recheck` when a pod of this replica is deleted or starts
+    terminating."""
+    replica = pod["metadata"]["labels"][REPLICA_LABEL]
 
     def handle(event_type: str, old: dict | None, new: dict | None) -> None:
-        meta = (old or {}).get("metadata") or {}
-        if event_type == "DELETED" and (meta.get("name"), meta.get("namespace")) == (name, namespace):
+        meta = (new or old or {}).get("metadata") or {}
+        if (meta.get("labels") or {}).get(REPLICA_LABEL) == replica and (
+                event_type == "DELETED" or meta.get("deletionTimestamp")):
             recheck.set()
 
     return handle
 
 
 async def deregister(client: ApiClient, pod: dict) -> None:
-    """A graceful stop deletes the pod, as a replica scaled away leaves its endpoints."""
+    """A graceful stop deletes the replica's pods, as a replica scaled away leaves the Service's endpoints."""
+    namespace = pod["metadata"]["namespace"]
     with contextlib.suppress(ApiError, asyncio.TimeoutError):
-        await asyncio.wait_for(client.delete("pods", pod["metadata"]["name"], pod["metadata"]["namespace"]), 2.0)
+        async with asyncio.timeout(2.0):
+            listed = await client.list("pods", namespace, label_selector=_replica_selector(pod))
+            for item in listed.get("items") or []:
+                await client.delete("pods", item["metadata"]["name"], namespace)
 
 
 async def serve(config: DnsConfig, *, shutdown_trigger: asyncio.Event | None = None) -> None:
@@ -204,7 +223,7 @@ async def serve(config: DnsConfig, *, shutdown_trigger: asyncio.Event | None = N
         registering = registering and client is not None
         pod, recheck = dns_pod(config, port, metrics_port), asyncio.Event()
         if registering:
-            informers["Pod"].add_handler(_watch_own_pod(pod, recheck))
+            informers["Pod"].add_handler(_watch_own_pods(pod, recheck))
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(informer.run()) for informer in informers.values()]
             if registering:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from podnet.nodeagent.pods.virtual.tcp import (
     CloseReason,
+    Connected,
     ConnectionClosed,
     DataReceived,
     EndOfStream,
@@ -123,12 +124,16 @@ class _TcpBridge:
         self.room = asyncio.Event()
         self.room.set()
         self.closed = asyncio.Event()
+        # Resolved when the handshake ends: None once connected, the reason when it failed.
+        self.opened: asyncio.Future[CloseReason | None] = ports.loop.create_future()
 
     def flush(self) -> None:
         connection = self.connection
         while events := connection.take_events():
             for event in events:
-                if isinstance(event, DataReceived):
+                if isinstance(event, Connected) and not self.opened.done():
+                    self.opened.set_result(None)
+                elif isinstance(event, DataReceived):
                     self.writer.write(event.data)
                 elif isinstance(event, EndOfStream):
                     with contextlib.suppress(OSError, RuntimeError):
@@ -168,6 +173,8 @@ class _TcpBridge:
             return
         self.closed.set()
         self.room.set()
+        if not self.opened.done():
+            self.opened.set_result(reason)
         self.ports.counters[f"tcp.closed-{reason.name.lower()}"] += 1
         if reason is CloseReason.NORMAL:
             self.writer.close()
@@ -237,6 +244,7 @@ class NodePorts:
         self.flows: dict[ReplyKey, _Flow] = {}
         self.udp_clients: dict[tuple[int, tuple[str, int]], _Flow] = {}
         self._next_port = random.choice(SNAT_PORTS)
+        self._bridges: set[asyncio.Task] = set()
         self._sweeper = self.loop.call_later(UDP_IDLE_SECONDS, self._sweep)
 
     # ---- listeners -------------------------------------------------------------------------------
@@ -338,6 +346,35 @@ class NodePorts:
             _reset(writer)
             return
         flow.bridge = _TcpBridge(self, flow, writer)
+        await self._run_bridge(flow, reader, first)
+
+    async def connect(self, ip: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection from the node (its address, a SNAT port) to `ip:port` in the pod network, as
+        streams once the handshake is done: what the kubelet's port-forward does to a pod. Raises
+        ConnectionRefusedError (the pod answered RST) or TimeoutError. The streams are one end of a
+        socket pair whose other end a bridge splices to the userspace connection, as a nodePort client's."""
+        src = (self.address, self._snat_port())
+        reply_key = (int(IPProtocol.TCP), ip_to_int(ip), port, ip_to_int(src[0]), src[1])
+        flow = self.flows[reply_key] = _Flow(0, src, (ip, port), reply_key, self.loop.time())
+        ours, theirs = socket.socketpair()
+        bridge_reader, bridge_writer = await asyncio.open_connection(sock=theirs)
+        flow.bridge = _TcpBridge(self, flow, bridge_writer)
+        task = self.loop.create_task(self._run_bridge(flow, bridge_reader))
+        self._bridges.add(task)
+        task.add_done_callback(self._bridges.discard)
+        try:
+            reason = await flow.bridge.opened
+        except BaseException:  # given up (cancelled) mid-handshake: the bridge reads EOF and lets go
+            ours.close()
+            raise
+        if reason is not None:
+            ours.close()
+            if reason is CloseReason.REFUSED:
+                raise ConnectionRefusedError(f"{ip}:{port} answered RST")
+            raise TimeoutError(f"{ip}:{port} did not answer")
+        return await asyncio.open_connection(sock=ours)
+
+    async def _run_bridge(self, flow: _Flow, reader: asyncio.StreamReader, first: bytes = b"") -> None:
         try:
             await flow.bridge.run(reader, first)
         finally:

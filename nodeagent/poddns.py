@@ -31,7 +31,7 @@ from podnet.nodeagent.pods.virtual.resolver import (
     is_address,
     tcp_message,
 )
-from podnet.nodeagent.pods.virtual.stack import PodStack
+from podnet.nodeagent.pods.virtual.stack import LOOPBACK_ADDRESS, PodStack
 from podnet.nodeagent.pods.virtual.tcp import LocalProtocolError
 
 from podnet.rpc.session import RpcError
@@ -79,9 +79,12 @@ class PodDns:
 
     async def address(self, pod: VirtualPod, host: str, budget: float | None = None) -> str:
         """`host` itself when it is an IPv4 address, else the first address its name resolves to from
-        the pod; UnresolvableError with the reason otherwise."""
+        the pod; UnresolvableError with the reason otherwise. `localhost` is the loopback address, as the
+        pod's /etc/hosts says before any DNS is asked."""
         if is_address(host):
             return host
+        if host.rstrip(".").lower() == "localhost":
+            return LOOPBACK_ADDRESS
         lookup = Lookup(host, self.conf_for(pod, budget), self._rng)
         while isinstance(step := lookup.next_step(), Query):
             try:

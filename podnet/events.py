@@ -85,7 +85,7 @@ class EventRecorder:
 
 
 def pod_created(recorder: EventRecorder, owner: dict, pod_name: str) -> None:
-    """A ReplicaSet (or, in podnet, a Deployment) created one of its pods."""
+    """A ReplicaSet created one of its pods."""
     recorder.record(owner, NORMAL, "SuccessfulCreate", f"Created pod: {pod_name}")
 
 

@@ -139,10 +139,9 @@ def make_client(ca: KeyPair, user: str, groups: Iterable[str], now: datetime.dat
 def load_certificates(pem: bytes) -> list[x509.Certificate]:
     """Every certificate of a PEM bundle (a --client-ca-file may hold several CAs)."""
     try:
-        certs = x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
-        raise CertificateError(f"not a PEM certificate bundle: {exc}") from None
-    return certs
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise CertificateError("not a PEM certificate bundle") from None
 
 
 def verify_client(cert_der: bytes, cas: Iterable[x509.Certificate], now: datetime.datetime) -> Identity:

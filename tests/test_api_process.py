@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -102,3 +104,21 @@ def test_the_controllers_reach_the_api_with_the_loopback_token(make_api_server):
     server = make_api_server(controllers=True)
     core = client.CoreV1Api(kubernetes_client(server, server.token))
     assert {"default", "kube-system"} <= wait_for_namespaces(core, {"default", "kube-system"}), server.log()[-2000:]
+
+
+def test_a_missing_or_bad_credential_file_stops_the_server_with_one_line(tmp_path):
+    bad = tmp_path / "ca.crt"
+    bad.write_text("not a certificate\n")
+    now = datetime.datetime.now(datetime.UTC)
+    serving = pki.make_serving(pki.make_ca(now), ["127.0.0.1"], now)
+    (tmp_path / "tls.crt").write_bytes(serving.cert_pem)
+    (tmp_path / "tls.key").write_bytes(serving.key_pem)
+    tls = ["--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key")]
+    for args, message in (
+        ([*tls, "--client-ca-file", str(bad)], f"error: --client-ca-file {bad}: not a PEM certificate bundle"),
+        (["--token-file", str(tmp_path / "none.csv")], f"error: --token-file {tmp_path / 'none.csv'}: No such file or directory"),
+        (["--tls-cert", str(bad), "--tls-key", str(tmp_path / "tls.key")], f"error: --tls-cert {bad} / --tls-key"),
+    ):
+        run = subprocess.run([sys.executable, "-m", "podnet", "apiserver", "--port", "0", "--store",
+                              f"sqlite:///{tmp_path / 'store.db'}", *args], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and run.stderr.startswith(message) and len(run.stderr.splitlines()) == 1, run.stderr

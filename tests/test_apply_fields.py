@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from podnet.apiserver.apply import (
     APPLY,
     UPDATE,
@@ -16,6 +18,7 @@ from podnet.apiserver.apply import (
     decode_fields,
     encode_fields,
     field_set,
+    merge,
     path_string,
     read_managed,
     track_update,
@@ -286,3 +289,43 @@ def test_an_applied_null_empties_the_field_and_owns_it():
     result = apply(live, config, entries, "kubectl", "apps/v1", "T2", DEPLOYMENT, force=True)
     assert result.obj["metadata"]["labels"] == {"app": "web"}
     assert ".metadata.labels.tier" in paths(next(e for e in result.managed if e.manager == "kubectl"))
+
+
+# --- the schema, from Kubernetes' OpenAPI definitions ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, path, keys",
+    [
+        ("Pod", "spec.containers", ("name",)),
+        ("Pod", "spec.containers.ports", ("containerPort", "protocol")),
+        ("Deployment", "spec.template.spec.containers.env", ("name",)),
+        ("Deployment", "spec.template.spec.topologySpreadConstraints", ("topologyKey", "whenUnsatisfiable")),
+        ("Service", "spec.ports", ("port", "protocol")),
+        ("Node", "status.conditions", ("type",)),
+        ("Pod", "spec.tolerations", None),  # atomic
+        ("Pod", "spec.containers.args", None),
+    ],
+)
+def test_keyed_lists_are_the_definitions_list_maps(kind, path, keys):
+    assert field_schema(kind).keys_of(path) == keys
+
+
+def test_sets_and_atomic_maps_are_the_definitions():
+    assert field_schema("Pod").is_set("metadata.finalizers") and field_schema("Node").is_set("spec.podCIDRs")
+    assert not field_schema("Service").is_set("spec.clusterIPs")  # an atomic list
+    assert field_schema("Deployment").is_atomic("spec.selector") and field_schema("Service").is_atomic("spec.selector")
+    assert field_schema("NetworkPolicy").is_atomic("spec.podSelector")
+    owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u-9"}
+    owned = {path_string(p) for p in field_set({"metadata": {"ownerReferences": [owner]}}, field_schema("Pod"))}
+    assert owned == {'.metadata.ownerReferences[uid="u-9"]'}  # an owner reference is owned whole
+
+
+@given(st.lists(st.sampled_from("abcdefg"), unique=True), st.lists(st.sampled_from("abcdefg"), unique=True))
+def test_merging_keyed_lists_keeps_every_item_once_in_the_configurations_order(live_names, config_names):
+    live = {"spec": {"containers": [{"name": n, "image": "live"} for n in live_names]}}
+    config = {"spec": {"containers": [{"name": n, "image": "applied"} for n in config_names]}}
+    merged = [(c["name"], c["image"]) for c in merge(live, config, field_schema("Pod"))["spec"]["containers"]]
+    assert sorted(n for n, _ in merged) == sorted(set(live_names) | set(config_names))
+    assert [n for n, image in merged if image == "applied"] == config_names
+    assert [n for n, _ in merged if n not in config_names] == [n for n in live_names if n not in config_names]

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 
+from podnet import kubeconfig
 from podnet.cluster import compose, topology
 
 REPO = Path(__file__).resolve().parent.parent
@@ -304,3 +306,21 @@ def test_compose_down_leaves_nothing_even_after_a_crash(compose_cluster):
     assert down.returncode == 0, down.stderr
     assert _leftovers() == ""
     assert not compose_cluster.home.exists()
+
+
+def test_compose_credentials_cover_every_container_and_the_published_port(tmp_path):
+    made = subprocess.run([*PODNET, "compose", "credentials", "--home", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    argvs = [json.loads(a)["argv"] for s in services.values() for a in s["command"] if a.startswith("{")]
+    # Every file a container's process is given under /var/lib/podnet/pki was made on the host.
+    named = {arg for argv in argvs for arg in argv if arg.startswith(str(compose.CONTAINER_HOME / "pki"))}
+    assert named and all((tmp_path / Path(p).relative_to(compose.CONTAINER_HOME)).is_file() for p in named)
+    serving = x509.load_pem_x509_certificate((tmp_path / "pki" / "apiserver.crt").read_bytes())
+    sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"198.51.100.3", "127.0.0.1", "10.96.0.1"} <= {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    host = kubeconfig.load(tmp_path / "kubeconfig")
+    assert host.server == "https://127.0.0.1:6443" and host.tls.cert_pem and host.tls.ca_pem
+    agent = kubeconfig.load(tmp_path / "pki" / "node-1_agent.kubeconfig")
+    assert agent.server == "https://198.51.100.3:6443" and agent.token and agent.tls.ca_pem == host.tls.ca_pem

@@ -182,10 +182,20 @@ async def test_deployment_pods_spread_over_ready_nodes_and_lost_pods_are_replace
 
         pods = await eventually(bound_pods, what="3 bound pods")
         assert sorted(p["spec"]["nodeName"] for p in pods) == ["node-1", "node-2", "node-3"]
+        deployment = await client.get("deployments", "web", "default")
+        [replicaset] = (await client.list("replicasets", "default"))["items"]
+        template_hash = replicaset["metadata"]["labels"]["pod-template-hash"]
+        assert replicaset["metadata"]["name"] == f"web-{template_hash}"
+        assert replicaset["metadata"]["ownerReferences"] == [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": deployment["metadata"]["uid"],
+             "controller": True, "blockOwnerDeletion": True}]
         for p in pods:
-            assert p["metadata"]["name"].startswith("web-")
-            assert p["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
-            assert p["metadata"]["labels"]["pod-template-hash"] in p["metadata"]["name"]
+            assert p["metadata"]["name"].startswith(f"web-{template_hash}-") and len(p["metadata"]["name"]) == len(
+                f"web-{template_hash}-") + 5
+            assert p["metadata"]["ownerReferences"] == [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replicaset["metadata"]["name"],
+                 "uid": replicaset["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+            assert p["metadata"]["labels"] == {"app": "web", "pod-template-hash": template_hash}
 
         async def nodes_with_cidrs():
             items = (await client.list("nodes"))["items"]

@@ -11,8 +11,6 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSQuestion, DNSRecord
 from support.dns import run_dig
 
-from podnet.client import ApiError
-
 BIG = 120
 
 
@@ -48,16 +46,15 @@ async def cluster(api_server, dns_process):
 
 async def test_it_registers_a_kube_dns_pod_that_relays_to_it(cluster):
     client, dns = cluster
-    name = f"coredns-127-0-0-1-{dns.port}"
+    replica = f"podnet.io/dns-replica=127.0.0.1-{dns.port}"
 
     async def registered() -> dict | None:
-        try:
-            return await client.get("pods", name, "kube-system")
-        except ApiError:
-            return None
+        pods = (await client.list("pods", "kube-system", label_selector=replica))["items"]
+        return pods[0] if len(pods) == 1 else None
 
     pod = await wait_for(registered, 10)
-    assert pod["metadata"]["labels"] == {"k8s-app": "kube-dns"}
+    assert pod["metadata"]["name"].startswith(f"coredns-127-0-0-1-{dns.port}-")
+    assert pod["metadata"]["labels"] == {"k8s-app": "kube-dns", "podnet.io/dns-replica": f"127.0.0.1-{dns.port}"}
     assert pod["metadata"]["annotations"]["podnet.io/relay"] == (
         f"53=127.0.0.1:{dns.port},9153=127.0.0.1:{dns.metrics_port}")
     (container,) = pod["spec"]["containers"]
@@ -72,14 +69,19 @@ async def test_it_registers_a_kube_dns_pod_that_relays_to_it(cluster):
     # The DNS server answers for its own Service, through the records it was fed.
     result = run_dig(dns.port, "kube-dns.kube-system.svc.cluster.local")
     assert result.values() == [kube_dns["spec"]["clusterIP"]]
-    # A pod deleted under it is registered again.
-    await client.delete("pods", name, "kube-system")
-    recreated = await wait_for(registered, 10)
-    assert recreated["metadata"]["uid"] != pod["metadata"]["uid"]
-    # A graceful stop deletes the pod, as a replica scaled away leaves the Service's endpoints.
+
+    # A pod deleted under it is replaced, as a ReplicaSet replaces one.
+    await client.delete("pods", pod["metadata"]["name"], "kube-system")
+
+    async def replaced() -> dict | None:
+        found = await registered()
+        return found if found is not None and found["metadata"]["uid"] != pod["metadata"]["uid"] else None
+
+    await wait_for(replaced, 10)
+    # A graceful stop deletes it, as a replica scaled away leaves the Service's endpoints.
     dns.process.terminate()
     assert dns.process.wait(10) == 0
-    assert await registered() is None
+    assert (await client.list("pods", "kube-system", label_selector=replica))["items"] == []
 
 
 async def wait_for(check, timeout: float):

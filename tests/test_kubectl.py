@@ -273,6 +273,12 @@ def test_duplicate_fields_by_directive(populated, tmp_path):
     warned = populated.kubectl("create", "--raw", path + "Warn", "-f", str(body))
     assert warned.returncode == 0, warned.stderr
     assert warned.stderr.strip() == 'Warning: duplicate field "metadata.name"'
+    bogus = populated.kubectl("create", "--raw", path + "Bogus", "-f", str(body))
+    assert bogus.returncode == 1
+    assert bogus.stderr.strip() == (
+        'The CreateOptions "" is invalid: fieldValidation: Unsupported value: "Bogus": supported values: "", "Ignore", '
+        '"Strict", "Warn"'
+    )
     body.write_text(body.read_text().replace('"dup"', '"quiet"'))
     ignored = populated.kubectl("create", "--raw", path + "Ignore", "-f", str(body))
     assert ignored.returncode == 0, ignored.stderr
@@ -378,3 +384,16 @@ def test_kubectl_patch_warns_of_an_unknown_field_by_default(populated):
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == 'Warning: unknown field "spec.sessionAffinityy"'
     assert result.stdout.strip() == "service/web patched (no change)"
+
+
+def test_openapi_documents_as_kubectl_fetches_them(populated):
+    index = json.loads(populated.kubectl("get", "--raw", "/openapi/v3").stdout)
+    link = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+    assert link.startswith("/openapi/v3/apis/apps/v1?hash=")
+    document = json.loads(populated.kubectl("get", "--raw", link).stdout)
+    assert document["openapi"] == "3.0.0" and "io.k8s.api.apps.v1.ReplicaSet" in document["components"]["schemas"]
+    stale = json.loads(populated.kubectl("get", "--raw", "/openapi/v3/apis/apps/v1?hash=0").stdout)  # redirected
+    assert stale == document
+    assert json.loads(populated.kubectl("get", "--raw", "/openapi/v2").stdout)["swagger"] == "2.0"
+    missing = populated.kubectl("get", "--raw", "/openapi/v3/apis/nosuch.example.com/v1")
+    assert missing.returncode == 1 and "NotFound" in missing.stderr

@@ -1,9 +1,6 @@
 """kubectl's writing verbs against a cluster `podnet up` started, with the kubeconfig it wrote, unchanged
 (TLS, the admin's client certificate): apply twice, diff, server-side apply, run, expose, label,
-annotate, and auth can-i for the admin and for a view-only user.
-
-`--validate=false` on apply: kubectl validates manifests against /openapi/v3, served by another part of
-the API work; what is checked here is what the server does with the writes."""
+annotate, and auth can-i for the admin and for a view-only user."""
 
 from __future__ import annotations
 
@@ -64,19 +61,19 @@ def test_apply_diff_server_side_apply_run_expose_label_annotate(home: Path, tmp_
         }))
 
     write(1)
-    assert kubectl(config, "apply", "--validate=false", "-f", str(manifest)) == (0, "deployment.apps/web created\n", "")
-    assert kubectl(config, "apply", "--validate=false", "-f", str(manifest)) == (0, "deployment.apps/web unchanged\n", "")
+    assert kubectl(config, "apply", "-f", str(manifest)) == (0, "deployment.apps/web created\n", "")
+    assert kubectl(config, "apply", "-f", str(manifest)) == (0, "deployment.apps/web unchanged\n", "")
     assert kubectl(config, "diff", "-f", str(manifest)) == (0, "", "")
     write(2)
     code, out, _ = kubectl(config, "diff", "-f", str(manifest))
     assert code == 1 and "-  replicas: 1\n+  replicas: 2\n" in out
-    code, _, err = kubectl(config, "apply", "--server-side", "--validate=false", "-f", str(manifest))
+    code, _, err = kubectl(config, "apply", "--server-side", "-f", str(manifest))
     assert code == 1
     assert err.splitlines()[0] == (
         'error: Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using apps/v1: .spec.replicas'
     )
     for _ in range(2):
-        assert kubectl(config, "apply", "--server-side", "--force-conflicts", "--validate=false", "-f", str(manifest)) == (
+        assert kubectl(config, "apply", "--server-side", "--force-conflicts", "-f", str(manifest)) == (
             0, "deployment.apps/web serverside-applied\n", "")
 
     assert kubectl(config, "run", "probe", f"--image={IMAGE}", "--port", "8080") == (0, "pod/probe created\n", "")

@@ -53,8 +53,14 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, tmp_path):
         return done.returncode == 0
 
     await eventually(connects, 30, "frontend connects to backend:8080")
+    local = await kubectl.arun("exec", "-n", "shop", frontend, "--", "/agnhost", "connect", "localhost:80", "--timeout=1s")
+    assert local.returncode == 0, local  # the pod's own port, as its /etc/hosts names it
     served = await kubectl.arun("exec", "-n", "shop", frontend, "--", "http", "http://backend:8080/hostname")
     assert served.returncode == 0 and served.stdout == f"{backend}\n", served
+    curled = await kubectl.arun("exec", "-n", "shop", frontend, "--", "curl", "-sS", "-m", "2", "backend:8080/hostname")
+    assert curled.returncode == 0 and curled.stdout == backend, curled
+    fetched = await kubectl.arun("exec", "-n", "shop", frontend, "--", "wget", "-qO-", "--timeout=2", "backend:8080/hostname")
+    assert fetched.returncode == 0 and fetched.stdout == backend, fetched
 
     # The backend's access log names the request, as agnhost netexec logs it.
     logs = await kubectl.arun("logs", "-n", "shop", "deploy/backend")
@@ -83,6 +89,9 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, tmp_path):
     assert unknown.stderr.strip() == f"Error from server (BadRequest): container nope is not valid for pod {frontend}"
     missing = await kubectl.arun("exec", "-n", "shop", "nope", "--", "hostname")
     assert missing.returncode == 1 and missing.stderr.strip() == 'Error from server (NotFound): pods "nope" not found'
+    spdy = await kubectl.arun("create", "--raw", f"/api/v1/namespaces/shop/pods/{frontend}/exec?command=hostname",
+                              "-f", "/dev/null")  # a POST without the upgrade, as kubectl's SPDY retry
+    assert spdy.returncode == 1 and spdy.stderr.startswith("Error from server (BadRequest): Upgrade request required")
     no_program = await kubectl.arun("exec", "-n", "shop", frontend, "--", "bash")
     assert no_program.returncode == 127 and 'exec: "bash": executable file not found in $PATH' in no_program.stderr
 
@@ -157,6 +166,14 @@ async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster):
     }
     await cluster.create(talker)
     await cluster.wait_running("default", "role=talker", 1)
+    # logs -f follows the running instance to its end, its last line included.
+    follower = kubectl.popen("logs", "-f", "talker")
+    try:
+        out, err = await asyncio.to_thread(follower.communicate, timeout=20)
+    finally:
+        if follower.poll() is None:
+            follower.send_signal(signal.SIGKILL)
+    assert follower.returncode == 0 and out.decode().splitlines() == ["started", "warning", "ending"], (out, err)
 
     # The real program runs in the pod's namespace: its address, its stdin, its exit code.
     address = await kubectl.arun("exec", "talker", "--", "ip", "-4", "-o", "addr", "show", "eth0")

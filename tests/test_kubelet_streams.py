@@ -7,7 +7,17 @@ import json
 
 import pytest
 from podnet.nodeagent.kubelet import channel, commands, logs
-from podnet.nodeagent.kubelet.commands import AgnhostConnect, Connect, Http, Local, Outcome, Ping, PodFacts
+from podnet.nodeagent.kubelet.commands import (
+    AgnhostConnect,
+    Connect,
+    Curl,
+    Http,
+    Local,
+    Outcome,
+    Ping,
+    PodFacts,
+    Wget,
+)
 
 # ---- the channel protocol --------------------------------------------------------------------------------
 
@@ -102,6 +112,68 @@ def test_command_lines_that_cannot_run_fail_at_once(argv, code, stderr):
 def test_agnhost_connect_reports_as_agnhost(protocol, result, stderr):
     outcome = AgnhostConnect("nope", 80, protocol, 1.0).render(result)
     assert outcome == Outcome(stderr=stderr.encode(), code=1 if stderr else 0)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["curl", "-sS", "-m", "2", "http://web:8080/hostname"], Curl("http://web:8080/hostname", 2.0, silent=True, show_error=True)),
+    (["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "web"], Curl("web", commands.NO_TIMEOUT, silent=True, discard=True, write_out="%{http_code}")),
+    (["curl", "--fail", "--max-time=1", "--connect-timeout", "0.5", "web"], Curl("web", 0.5, fail_on_error=True)),
+])
+def test_curl_parses_the_options_probes_use(argv, expected):
+    assert commands.parse(argv) == expected
+
+
+@pytest.mark.parametrize("argv, code, first_line", [
+    (["curl"], 2, "curl: no URL specified!"),
+    (["curl", "-v", "web"], 2, "curl: option -v: is unknown"),
+    (["curl", "-m"], 2, "curl: option -m: requires parameter"),
+    (["curl", "-o", "/tmp/x", "web"], 23, "curl: (23) Failure writing output to destination: /tmp/x is not writable"),
+])
+def test_curl_command_lines_that_cannot_run(argv, code, first_line):
+    outcome = commands.parse(argv)
+    assert outcome.code == code and outcome.stderr.decode().splitlines()[0] == first_line
+
+
+@pytest.mark.parametrize("curl, result, expected", [
+    (Curl("web:8080/hostname"), {"ok": True, "status": 200, "reason": "OK", "body": b"web-1"}, Outcome(b"web-1")),
+    (Curl("web", silent=True, discard=True, write_out="%{http_code}\\n"),
+     {"ok": False, "status": 404, "reason": "Not Found", "body": b"404 page not found\n"}, Outcome(b"404\n")),
+    (Curl("web", fail_on_error=True), {"ok": False, "status": 503, "reason": "x", "body": b""},
+     Outcome(stderr=b"curl: (22) The requested URL returned error: 503\n", code=22)),
+    (Curl("nope:80"), {"ok": False, "reason": "could not resolve host nope: NXDOMAIN"},
+     Outcome(stderr=b"curl: (6) Could not resolve host: nope\n", code=6)),
+    (Curl("web:81", silent=True), {"ok": False, "reason": "connection refused"}, Outcome(code=7)),
+    (Curl("web:81", silent=True, show_error=True), {"ok": False, "reason": "connection refused"},
+     Outcome(stderr=b"curl: (7) Failed to connect to web port 81: Connection refused\n", code=7)),
+    (Curl("web", 1.0), {"ok": False, "reason": "timed out after 1s"},
+     Outcome(stderr=b"curl: (28) Connection timed out after 1000 milliseconds\n", code=28)),
+])
+def test_curl_reports_as_curl(curl, result, expected):
+    assert curl.render(result) == expected
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["wget", "-qO-", "http://web"], Wget("http://web", commands.NO_TIMEOUT, quiet=True)),
+    (["wget", "--spider", "--timeout=1", "nginx"], Wget("nginx", 1.0, spider=True)),
+    (["wget", "-q", "-O", "-", "-T", "2", "web:8080/hostname"], Wget("web:8080/hostname", 2.0, quiet=True)),
+    (["wget", "web:8080/hostname"], Outcome(stderr=b"wget: can't open 'hostname': Read-only file system\n", code=1)),
+])
+def test_wget_parses_as_busybox(argv, expected):
+    assert commands.parse(argv) == expected
+
+
+def test_wget_reports_as_busybox():
+    spider = Wget("nginx", 1.0, spider=True)
+    assert spider.render({"ok": True, "status": 200, "reason": "OK", "body": b""}) == Outcome(
+        stderr=b"Connecting to nginx:80\nremote file exists\n")
+    assert spider.render({"ok": False, "reason": "timed out after 1s"}) == Outcome(
+        stderr=b"Connecting to nginx:80\nwget: download timed out\n", code=1)
+    quiet = Wget("web:8080", quiet=True)
+    assert quiet.render({"ok": True, "status": 200, "reason": "OK", "body": b"hi"}) == Outcome(b"hi")
+    assert quiet.render({"ok": False, "status": 404, "reason": "Not Found", "body": b""}) == Outcome(
+        stderr=b"wget: server returned error: HTTP/1.1 404 Not Found\n", code=1)
+    assert quiet.render({"ok": False, "reason": "could not resolve host web: NXDOMAIN"}) == Outcome(
+        stderr=b"wget: bad address 'web:8080'\n", code=1)
 
 
 def test_agnhost_connect_over_udp_sends_its_data_line():

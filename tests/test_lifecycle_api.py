@@ -113,14 +113,22 @@ async def test_delete_answers_and_preconditions(client):
     assert bad.value.code == 422
 
 
+async def replicaset_of(api: ApiClient, pods: list[dict]) -> dict:
+    """The one ReplicaSet that owns `pods`."""
+    [name] = {p["metadata"]["ownerReferences"][0]["name"] for p in pods}
+    assert all(p["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet" for p in pods)
+    return await api.get("replicasets", name, "default")
+
+
 async def test_background_deletes_the_pods_after_the_deployment(client):
     pods = await with_pods(client, "web")
+    replicaset = await replicaset_of(client, pods)  # the pods are the Deployment's through its ReplicaSet
+    assert replicaset["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
     answer = await client.delete("deployments", "web", "default", propagation_policy="Background")
     assert answer["kind"] == "Status" and answer["details"]["kind"] == "deployments"
     assert await absent(client, "deployments", "web")
     await eventually(lambda: _no_pods(client, "web"), 10, "the pods collected")
-    assert pods  # they existed, owned by the Deployment
-    assert all(p["metadata"]["ownerReferences"][0]["kind"] == "Deployment" for p in pods)
+    assert await absent(client, "replicasets", replicaset["metadata"]["name"])
 
 
 async def _no_pods(api: ApiClient, app: str) -> bool:
@@ -134,7 +142,9 @@ async def test_orphan_keeps_the_pods_without_their_owner(client):
     await eventually(lambda: absent(client, "deployments", "kept"), 10, "the Deployment gone")
     left = await pods_of(client, "kept")
     assert {p["metadata"]["uid"] for p in left} == {p["metadata"]["uid"] for p in pods}
-    assert all(not p["metadata"].get("ownerReferences") for p in left)
+    # The Deployment's dependent, its ReplicaSet, is released; the pods stay the ReplicaSet's.
+    replicaset = await replicaset_of(client, left)
+    assert not replicaset["metadata"].get("ownerReferences")
     await asyncio.sleep(0.5)
     assert len(await pods_of(client, "kept")) == 2  # nothing collects them later
 

@@ -155,9 +155,10 @@ async def test_delete_a_deployment_with_each_cascade(local_cluster):
 
     assert await kubectl(cluster, "delete", f"deploy/{orphan}", "--cascade=orphan") == \
         f'deployment.apps "{orphan}" deleted\n'
-    left = await pods_of(cluster, orphan)  # by the time kubectl returns, the pods are released
+    left = await pods_of(cluster, orphan)  # by the time kubectl returns, the ReplicaSet is released
     assert {p["metadata"]["uid"] for p in left} == kept
-    assert all(not p["metadata"].get("ownerReferences") for p in left)
+    [replicaset] = {p["metadata"]["ownerReferences"][0]["name"] for p in left}  # the pods stay its own
+    assert not (await cluster.client.get("replicasets", replicaset, "default"))["metadata"].get("ownerReferences")
 
     assert await kubectl(cluster, "delete", f"deploy/{foreground}", "--cascade=foreground") == \
         f'deployment.apps "{foreground}" deleted\n'

@@ -141,3 +141,13 @@ def test_an_apply_configuration_that_cannot_apply_is_refused(body, code):
     with pytest.raises(ApiError) as raised:
         server_side_apply(PODS, live, body, "p", "me", "T2", force=False)
     assert raised.value.code == code
+
+
+def test_an_apply_configuration_is_held_to_the_kinds_schema_whatever_the_field_validation():
+    body = config() | {"spec": {"containers": [{"name": "c", "image": "i:1", "bogus": 1}], "foo": 1}}
+    with pytest.raises(ApiError) as raised:
+        server_side_apply(PODS, None, body, "p", "me", "T1", force=False, namespace="ns")
+    assert (raised.value.code, raised.value.status["message"]) == (400, (
+        "failed to create typed patch object (ns/p; /v1, Kind=Pod): errors:\n"
+        "  .spec.containers[0].bogus: field not declared in schema\n"
+        "  .spec.foo: field not declared in schema"))

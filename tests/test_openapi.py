@@ -48,8 +48,9 @@ def test_decode_reports_what_kube_apiserver_reports(body, definition, problems, 
     assert decoded.type_error == type_error
 
 
-def test_decode_drops_unknown_fields_and_keeps_the_last_duplicate():
-    body = b'{"spec":{"replicas":2,"replicas":3,"foo":{"bar":1},"template":{"spec":{"containers":[{"name":"c","x":1}]}}}}'
+def test_decode_drops_unknown_and_null_fields_and_keeps_the_last_duplicate():
+    body = (b'{"spec":{"replicas":2,"replicas":3,"paused":null,"foo":{"bar":1},'
+            b'"template":{"spec":{"containers":[{"name":"c","x":1}]}}}}')
     decoded = structure.decode(structure.parse_json(body), DEPLOYMENT)
     assert decoded.value == {"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "c"}]}}}}
 

@@ -113,6 +113,7 @@ def test_selectors_are_written_as_labels_selector_string():
     deployment = {"metadata": {"name": "d"}, "spec": {"replicas": 3, "selector": {}, "template": {"spec": {
         "containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}}}, "status": {"readyReplicas": 1}}
     assert printers.DEPLOYMENT.row(deployment, NOW)[1:] == ["1/3", 0, 0, "<unknown>", "a,b", "x,y", ""]
+    assert printers.DEPLOYMENT.row({"metadata": {"name": "d"}}, NOW)[1] == "0/1"
 
 
 def test_event_cells():
@@ -159,4 +160,4 @@ def test_tables_of_a_list_and_of_one_object():
     assert row["conditions"][0]["reason"] == "Succeeded"
     single = to_table(lookup("pods"), pod, "v1beta1", "None", NOW)
     assert single["metadata"] == {"resourceVersion": "7"} and single["rows"][0]["object"] is None
-    assert to_table(lookup("rs"), {"items": [{"metadata": {"name": "r"}}]}, "v1", "Object", NOW)["rows"][0]["cells"][:4] == ["r", 0, 0, 0]
+    assert to_table(lookup("rs"), {"items": [{"metadata": {"name": "r"}}]}, "v1", "Object", NOW)["rows"][0]["cells"][:4] == ["r", 1, 0, 0]

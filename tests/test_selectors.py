@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from podnet.api import selectors
 from podnet.api.selectors import SelectorError, from_label_selector, from_match_labels, parse
 
 
@@ -58,3 +59,19 @@ def test_equality_selector_of_an_objects_own_labels_matches_it(labels):
     text = ",".join(f"{k}={v}" for k, v in labels.items())
     assert parse(text).matches(labels)
     assert from_label_selector({"matchLabels": labels}).matches(labels)
+
+
+@pytest.mark.parametrize(
+    ("selector", "text"),
+    [
+        ({"matchLabels": {"tier": "front", "app": "web"}}, "app=web,tier=front"),
+        ({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod", "dev"]},
+                               {"key": "app", "operator": "In", "values": ["web"]}]}, "app in (web),env notin (dev,prod)"),
+        ({"matchExpressions": [{"key": "b", "operator": "DoesNotExist"}, {"key": "a", "operator": "Exists"}]}, "a,!b"),
+        ({}, ""),
+    ],
+)
+def test_label_selector_prints_as_kubernetes_prints_it(selector, text):
+    compiled = selectors.from_label_selector(selector)
+    assert selectors.to_string(compiled) == text
+    assert selectors.parse(text) == selectors.Selector(tuple(sorted(compiled.requirements, key=lambda r: r.key)))

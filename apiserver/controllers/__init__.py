@@ -2,7 +2,8 @@
 `podnet.client`, exactly as a separate controller-manager would.
 
 `run_all(client, config)` runs them all until cancelled. The pure decisions live in `allocators`,
-`scheduling`, `endpointslices`, `nodelifecycle`, `deployments` and `garbagecollection`; the loops in `loops`, over `runner`.
+`scheduling`, `endpointslices`, `nodelifecycle`, `replicasets`, `deployments` and `garbagecollection`; the
+loops in `loops` and `workloads`, over `runner`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from .runner import Settings
 def _informers(client: ApiClient) -> dict[str, Informer]:
     """One informer per kind, shared by every controller that reads it."""
     informers = {plural: Informer(client, plural) for plural in (
-        "namespaces", "nodes", "pods", "services", "endpoints", "endpointslices", "deployments")}
+        "namespaces", "nodes", "pods", "services", "endpoints", "endpointslices", "deployments",
+        "replicasets")}
     informers["leases"] = Informer(client, "leases", NODE_LEASE_NAMESPACE)
     add_collector_informers(client, informers)
     return informers

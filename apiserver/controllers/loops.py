@@ -4,22 +4,20 @@ written until the watch shows it (the "assumed" and "expected" tables), and trea
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterable
 
 from podnet.api import clusterdns, selectors
 from podnet.client import ApiClient, Informer
-from podnet.events import NORMAL, WARNING, EventRecorder, pod_created, pod_deleted
+from podnet.events import NORMAL, WARNING, EventRecorder
 
-from . import deployments, endpointslices, nodelifecycle, scheduling
+from . import endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
 from .collector import GarbageCollector, PodGarbageCollector
 from .runner import Controller, Settings, now_timestamp
+from .workloads import Deployments, ReplicaSets
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-# How long a write may take to come back through the watch before the controller stops waiting for it.
-EXPECTATION_TIMEOUT = 30.0
 
 
 def _key(obj: dict) -> str:
@@ -339,96 +337,5 @@ class NodeLifecycle(Controller):
             await self.write(f"evict pod {key}", self.client.delete("pods", name, namespace))
 
 
-class Deployments(Controller):
-    """Keeps `replicas` pods of each Deployment's template, replacing lost ones, and reports status."""
-
-    name = "deployment"
-    needs = ("deployments", "pods")
-
-    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
-        super().__init__(client, informers, settings)
-        self.dirty: set[str] = set()
-        self.rng = random.Random()
-        self.events = EventRecorder(client, "deployment-controller")
-        # Deployment key → (pod names to appear, pod names to vanish, deadline): its last writes not yet
-        # seen in the cache. The Deployment waits for them, or it would create the same pods twice.
-        self.expected: dict[str, tuple[set[str], set[str], float]] = {}
-
-    @staticmethod
-    def _owner(pod: dict | None) -> str | None:
-        if pod is None:
-            return None
-        for ref in pod["metadata"].get("ownerReferences") or []:
-            if ref.get("controller") and ref.get("kind") == "Deployment":
-                return f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
-        return None
-
-    async def run(self) -> None:
-        await self.informers["deployments"].wait_synced()
-        await self.informers["pods"].wait_synced()
-        self.dirty.update(self.store("deployments"))
-        self.dirty.update(o for o in map(self._owner, self.store("pods").values()) if o)
-        await super().run()
-
-    def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
-        if kind == "deployments":
-            self.dirty.add(_key(new or old or {}))
-        else:
-            self.dirty.update(o for o in (self._owner(old), self._owner(new)) if o)
-        self.runner.trigger()
-
-    def _waiting(self, key: str, pods: dict[str, dict]) -> bool:
-        expectation = self.expected.get(key)
-        if expectation is None:
-            return False
-        namespace = key.split("/", 1)[0]
-        to_appear, to_vanish, deadline = expectation
-        settled = all(f"{namespace}/{n}" in pods for n in to_appear) and not any(
-            f"{namespace}/{n}" in pods and not pods[f"{namespace}/{n}"]["metadata"].get("deletionTimestamp")
-            for n in to_vanish)
-        if settled or time.monotonic() > deadline:
-            del self.expected[key]
-            return False
-        return True
-
-    async def reconcile(self) -> None:
-        dirty, self.dirty = self.dirty, set()
-        if not dirty:
-            dirty = set(self.store("deployments"))
-        pods = self.store("pods")
-        for key in sorted(dirty):
-            if self._waiting(key, pods):
-                self.dirty.add(key)  # looked at again when its pods show up
-                continue
-            await self._sync(key, pods)
-
-    async def _sync(self, key: str, pods: dict[str, dict]) -> None:
-        namespace, name = key.split("/", 1)
-        deployment = self.store("deployments").get(key)
-        # A Deployment being deleted is the garbage collector's: its pods are deleted or orphaned there.
-        if deployment is None or deployment["metadata"].get("deletionTimestamp"):
-            return
-        removed = set()
-        plan = deployments.plan(deployment, pods.values(), lambda: deployments.random_suffix(self.rng),
-                                now_timestamp())
-        created = set()
-        for pod in plan.create:
-            if await self.write(f"create pod {namespace}/{pod['metadata']['name']}", self.client.create(pod)):
-                created.add(pod["metadata"]["name"])
-                pod_created(self.events, deployment, pod["metadata"]["name"])
-        for pod_name in plan.delete:
-            if await self.write(f"delete pod {namespace}/{pod_name}",
-                                self.client.delete("pods", pod_name, namespace)) is not None:
-                removed.add(pod_name)
-                pod_deleted(self.events, deployment, pod_name)
-        if created or removed:
-            self.expected[key] = (created, removed, time.monotonic() + EXPECTATION_TIMEOUT)
-        status = deployment.get("status") or {}
-        if any(status.get(k) != v for k, v in plan.status.items()):
-            await self.write(f"update status of deployment {key}", self.client.replace_status(
-                {**deployment, "status": {**status, **plan.status}}))
-
-
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
-                                             Deployments, GarbageCollector,
-                                             PodGarbageCollector)
+                                             ReplicaSets, Deployments, GarbageCollector, PodGarbageCollector)

@@ -7,6 +7,8 @@ A virtual pod has no programs, only a network identity, so `exec` understands:
   (UDP: an answer comes) and otherwise 1 with agnhost's one-line reason on stderr (`TIMEOUT`, `REFUSED`,
   `DNS: ...`, `OTHER: ...`, `UNKNOWN: ...`), and `/agnhost dns-server-list`, `/agnhost dns-suffix`;
 - podnet's own `http URL`, `connect HOST:PORT [--udp] [--timeout S]` and `ping IP [--count N]`;
+- `curl URL` with the options probes use (`-sSfi`, `-m`, `--connect-timeout`, `-o /dev/null`,
+  `-w '%{http_code}'`), answering and exiting as curl does; busybox's `wget -qO- URL` and `--spider`;
 - `hostname` and `cat /etc/hostname`, `cat /etc/resolv.conf`, `cat /etc/hosts`.
 Anything else fails as a shell reports a missing program: exit 127 and a line on stderr.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from podnet.nodeagent.pods.netns import resolv_conf
 
@@ -146,6 +149,89 @@ class Http:
 
 
 @dataclass(frozen=True, slots=True)
+class Curl:
+    """`curl [-sSfi] [-m S] [--connect-timeout S] [-o /dev/null] [-w FORMAT] URL`: one GET, reported as curl
+    reports it (its exit codes: 6 name not resolved, 7 refused, 28 timed out, 22 an HTTP error with -f)."""
+
+    url: str
+    timeout: float = NO_TIMEOUT
+    silent: bool = False
+    show_error: bool = False
+    fail_on_error: bool = False
+    include: bool = False
+    discard: bool = False  # -o /dev/null
+    write_out: str = ""  # -w: %{http_code} is the one variable understood
+
+    def rpc(self) -> tuple[str, dict]:
+        return "pod.http", {"url": self.url, "timeout": self.timeout}
+
+    def _error(self, code: int, text: str) -> Outcome:
+        quiet = self.silent and not self.show_error
+        return Outcome(self._written(0), b"" if quiet else f"curl: ({code}) {text}\n".encode(), code)
+
+    def _written(self, status: int) -> bytes:
+        return self.write_out.replace("%{http_code}", f"{status:03d}").replace("\\n", "\n").encode()
+
+    def render(self, result: dict) -> Outcome:
+        parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
+        host, port = parts.hostname or "", parts.port or 80
+        if "status" not in result:
+            reason = str(result.get("reason") or "")
+            if reason.startswith("could not resolve host"):
+                return self._error(6, f"Could not resolve host: {host}")
+            if "refused" in reason:
+                return self._error(7, f"Failed to connect to {host} port {port}: Connection refused")
+            if "timed out" in reason:
+                return self._error(28, f"Connection timed out after {int(self.timeout * 1000)} milliseconds")
+            return self._error(56, f"Recv failure: {reason}")
+        status = int(result["status"])
+        if self.fail_on_error and status >= 400:
+            return self._error(22, f"The requested URL returned error: {status}")
+        body = result.get("body") or b""
+        body = body if isinstance(body, bytes) else str(body).encode()
+        if self.include:
+            head = f"HTTP/1.1 {status} {result.get('reason', '')}\r\n" + "".join(
+                f"{name}: {value}\r\n" for name, value in result.get("headers") or [])
+            body = head.encode() + b"\r\n" + body
+        return Outcome((b"" if self.discard else body) + self._written(status))
+
+
+@dataclass(frozen=True, slots=True)
+class Wget:
+    """busybox's `wget [-q] [-O -] [-T S | --timeout=S] [--spider] URL`, as Kubernetes' NetworkPolicy
+    walkthrough runs it: the body to stdout (`-O -`), or only whether it is there (`--spider`); exit 1 and
+    busybox's line on stderr when it is not."""
+
+    url: str
+    timeout: float = NO_TIMEOUT
+    quiet: bool = False
+    spider: bool = False
+
+    def rpc(self) -> tuple[str, dict]:
+        return "pod.http", {"url": self.url, "timeout": self.timeout}
+
+    def render(self, result: dict) -> Outcome:
+        parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
+        host, port = parts.hostname or "", parts.port or 80
+        progress = b"" if self.quiet else f"Connecting to {host}:{port}\n".encode()
+        if "status" not in result:
+            reason = str(result.get("reason") or "")
+            if reason.startswith("could not resolve host"):
+                return Outcome(stderr=f"wget: bad address '{host}:{port}'\n".encode(), code=1)
+            if "timed out" in reason:
+                return Outcome(stderr=progress + b"wget: download timed out\n", code=1)
+            return Outcome(stderr=progress + f"wget: can't connect to remote host: {reason.capitalize()}\n".encode(), code=1)
+        status = int(result["status"])
+        if status >= 400:
+            return Outcome(stderr=progress + f"wget: server returned error: HTTP/1.1 {status} {result.get('reason', '')}\n".encode(), code=1)
+        if self.spider:
+            return Outcome(stderr=progress + (b"" if self.quiet else b"remote file exists\n"))
+        body = result.get("body") or b""
+        return Outcome(body if isinstance(body, bytes) else str(body).encode(),
+                       progress + (b"" if self.quiet else b"writing to stdout\n"))
+
+
+@dataclass(frozen=True, slots=True)
 class Connect:
     host: str
     port: int
@@ -211,7 +297,7 @@ class Local:
         return Outcome((",".join(words[1]) + "\n").encode())
 
 
-Command = AgnhostConnect | Http | Connect | Ping | Local
+Command = AgnhostConnect | Http | Curl | Wget | Connect | Ping | Local
 _FILES = ("/etc/hostname", "/etc/resolv.conf", "/etc/hosts")
 
 
@@ -229,6 +315,10 @@ def parse(argv: list[str]) -> Command | Outcome:
             return Local(args[0])
         missing = next((a for a in args if a not in _FILES), "")
         return fail(f"cat: {missing}: No such file or directory" if missing else "error: cat needs a file")
+    if program in ("curl", "/usr/bin/curl"):
+        return _parse_curl(args)
+    if program in ("wget", "/bin/wget"):
+        return _parse_wget(args)
     if program in ("http", "connect", "ping"):
         try:
             return parse_podnet(program, args)
@@ -285,3 +375,98 @@ def _parse_agnhost(args: list[str]) -> Command | Outcome:
                     else f'UNKNOWN: address {positional[0]}: invalid port "{port}"')
     return AgnhostConnect(host.strip("[]"), int(port), "UDP" if protocol == "udp" else "TCP",
                           timeout or NO_TIMEOUT, flags.get("udp-data", "hostname"))
+
+
+_CURL_FLAGS = {"s": "silent", "S": "show_error", "f": "fail_on_error", "i": "include"}
+_CURL_LONG_FLAGS = {"silent": "silent", "show-error": "show_error", "fail": "fail_on_error", "include": "include"}
+_CURL_VALUES = {"m": "max-time", "o": "output", "w": "write-out"}
+_CURL_HELP = "curl: try 'curl --help' or 'curl --manual' for more information"
+
+
+def _parse_curl(args: list[str]) -> Curl | Outcome:
+    flags: dict[str, bool] = {}
+    values: dict[str, str] = {}
+    urls: list[str] = []
+    rest = list(args)
+    while rest:
+        item = rest.pop(0)
+        if item.startswith("--"):
+            name, has_value, value = item[2:].partition("=")
+            if name in _CURL_LONG_FLAGS:
+                flags[_CURL_LONG_FLAGS[name]] = True
+                continue
+            if name not in ("max-time", "connect-timeout", "output", "write-out"):
+                return fail(f"curl: option {item}: is unknown\n{_CURL_HELP}", 2)
+            if not has_value:
+                if not rest:
+                    return fail(f"curl: option {item}: requires parameter\n{_CURL_HELP}", 2)
+                value = rest.pop(0)
+            values[name] = value
+        elif item.startswith("-") and len(item) > 1:
+            letters = item[1:]
+            for index, letter in enumerate(letters):
+                if letter in _CURL_FLAGS:
+                    flags[_CURL_FLAGS[letter]] = True
+                elif letter in _CURL_VALUES:
+                    value = letters[index + 1:]
+                    if not value:
+                        if not rest:
+                            return fail(f"curl: option -{letter}: requires parameter\n{_CURL_HELP}", 2)
+                        value = rest.pop(0)
+                    values[_CURL_VALUES[letter]] = value
+                    break
+                else:
+                    return fail(f"curl: option -{letter}: is unknown\n{_CURL_HELP}", 2)
+        else:
+            urls.append(item)
+    if len(urls) != 1:
+        return fail(f"curl: no URL specified!\n{_CURL_HELP}" if not urls else "error: one URL at a time", 2)
+    if values.get("output", "/dev/null") != "/dev/null":
+        return fail(f"curl: (23) Failure writing output to destination: {values['output']} is not writable", 23)
+    try:
+        limits = [float(values[key]) for key in ("max-time", "connect-timeout") if key in values]
+    except ValueError:
+        return fail(f"curl: option --max-time: expected a proper numerical parameter\n{_CURL_HELP}", 2)
+    return Curl(urls[0], min(limits) if limits else NO_TIMEOUT, discard="output" in values,
+                write_out=values.get("write-out", ""), **flags)
+
+
+def _parse_wget(args: list[str]) -> Wget | Outcome:
+    usage = "BusyBox wget: usage: wget [-q] [-O -] [-T SEC] [--spider] URL"
+    quiet = spider = False
+    to_stdout = False
+    timeout = NO_TIMEOUT
+    urls: list[str] = []
+    rest = list(args)
+    while rest:
+        item = rest.pop(0)
+        name, has_value, value = item.partition("=")
+        try:
+            if item in ("-q", "--quiet"):
+                quiet = True
+            elif item == "--spider":
+                spider = True
+            elif name == "--output-document" or item.startswith(("-O", "-qO")):
+                quiet = quiet or item.startswith("-qO")
+                target = value if name == "--output-document" else item.partition("O")[2]
+                if not target and not has_value:
+                    target = rest.pop(0)
+                if target != "-":
+                    return fail(f"wget: can't open '{target}': Read-only file system")
+                to_stdout = True
+            elif item in ("-T", "--timeout") or name == "--timeout":
+                timeout = float(value if has_value else rest.pop(0))
+            elif item.startswith("-T") and len(item) > 2:
+                timeout = float(item[2:])
+            elif item.startswith("-"):
+                return fail(f"wget: unrecognized option '{item}'\n{usage}")
+            else:
+                urls.append(item)
+        except (IndexError, ValueError):
+            return fail(f"wget: option {item} needs a value\n{usage}")
+    if len(urls) != 1:
+        return fail(usage)
+    if not (to_stdout or spider):  # it would save the body in a file named after the URL's path
+        path = urlsplit(urls[0] if "://" in urls[0] else f"http://{urls[0]}").path
+        return fail(f"wget: can't open '{path.rsplit('/', 1)[-1] or 'index.html'}': Read-only file system")
+    return Wget(urls[0], timeout, quiet, spider)

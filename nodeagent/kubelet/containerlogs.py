@@ -38,15 +38,17 @@ async def container_logs(request: web.Request, kubelet: Kubelet) -> web.StreamRe
         await response.write(data)
         if budget is not None:
             budget -= len(data)
-        if options.follow and not options.previous:
-            while (budget is None or budget > 0) and kubelet.alive(target) and source.running():
-                await asyncio.sleep(FOLLOW_INTERVAL)
-                more = source.more()
-                if more:
-                    data = logs.render(more, logs.LogOptions(timestamps=options.timestamps, limit_bytes=budget))
-                    await response.write(data)
-                    if budget is not None:
-                        budget -= len(data)
+        following = options.follow and not options.previous
+        while following and (budget is None or budget > 0):
+            # One more look after the container ended or the pod went: its last words may still be landing.
+            following = kubelet.alive(target) and source.running()
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            more = source.more()
+            if more:
+                data = logs.render(more, logs.LogOptions(timestamps=options.timestamps, limit_bytes=budget))
+                await response.write(data)
+                if budget is not None:
+                    budget -= len(data)
         await response.write_eof()
     return response
 
@@ -73,6 +75,7 @@ class AccessLog:
         new = self.stack.access_logged - logged_before
         self.seen = self.stack.access_logged
         entries = list(self.stack.access_log)[-new:] if new else []
+        # netexec logs with Go's log package, which writes to stderr.
         return [logs.Record(at + self.offset, "stderr", line.encode()) for at, port, line in entries
                 if port in self.ports]
 
@@ -111,7 +114,7 @@ class NetnsLog:
         return records
 
     def running(self) -> bool:
-        """The instance is running, or has ended so recently that its shim may still be writing."""
+        """The instance that was current when the request came is still running."""
         return self.container is not None and self.container.restarts == self.instance and self.container.pid is not None
 
     def more(self) -> list[logs.Record]:

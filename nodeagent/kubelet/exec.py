@@ -49,6 +49,7 @@ class Streams:
         self.tty = tty
         self.stdin: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
         self.on_resize: Callable[[channel.Resize], None] = lambda size: None
+        self.size: channel.Resize | None = None  # the last one, for a terminal opened after it came
         self.client_gone = asyncio.Event()
 
     async def out(self, stream: int, data: bytes) -> None:
@@ -72,6 +73,7 @@ class Streams:
                 elif isinstance(event, channel.StdinClosed):
                     await self.stdin.put(None)
                 elif isinstance(event, channel.Resize):
+                    self.size = event
                     self.on_resize(event)
         finally:
             self.client_gone.set()
@@ -90,6 +92,9 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     if not argv:
         raise bad_request("you must specify at least 1 command")
     target = kubelet.target(request)
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise bad_request("Upgrade request required: exec streams over WebSocket (v5.channel.k8s.io, "
+                          "v4.channel.k8s.io); SPDY is not supported")
     tty = _flag(request, "tty")
     ws = web.WebSocketResponse(protocols=channel.PROTOCOLS, autoping=True)
     await ws.prepare(request)
@@ -214,6 +219,8 @@ async def _run_tty(command: list[str], streams: Streams, stdin: bool) -> int:
     loop = asyncio.get_running_loop()
     master, slave = pty.openpty()
     streams.on_resize = lambda size: _set_size(master, size)
+    if streams.size is not None:  # kubectl sends its terminal's size first thing
+        _set_size(master, streams.size)
     try:
         # setsid --ctty: a session of its own whose controlling terminal is the pty, as a login shell has.
         process = await asyncio.create_subprocess_exec(

@@ -61,6 +61,8 @@ class Kubelet:
         key = f"{namespace}/{name}"
         pod = self.agent.pods.get(key)
         obj = self.agent.pod_informer.store.get(key) if self.agent.pod_informer is not None else None
+        if obj is not None and (obj.get("spec") or {}).get("hostNetwork"):
+            raise bad_request(f'pod "{name}" is on the host network: the node agent runs no container for it')
         if pod is None or obj is None:
             raise KubeletError(404, "NotFound", f'pod "{name}" not found on node {self.agent.config.name}')
         names = [c.get("name") for c in (obj.get("spec") or {}).get("containers") or []]

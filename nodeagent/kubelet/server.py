@@ -1,13 +1,13 @@
-"""The kubelet API of a node agent: an HTTP server on the node's address, at the port the Node publishes in
+"""The kubelet API of a node agent: an HTTPS server on the node's address, at the port the Node publishes in
 `status.daemonEndpoints.kubeletEndpoint.Port`, where the API server relays the streams that Kubernetes
-routes through the kubelet (`exec`, `containerLogs`; `ROUTES` is the table to extend).
+routes through the kubelet (`exec`, `containerLogs`, `portForward`; `ROUTES` is the table to extend).
 
 Only the API server may call it: the server speaks TLS only with clients whose certificate chains to the
 cluster CA, and of those admits the API server's kubelet client (CN kube-apiserver-kubelet-client) and
 cluster administrators (O system:masters), as a kubelet's webhook authorization would; anyone else gets a
 403 `Status`. An agent given no certificate serves no kubelet API at all, rather than one anybody could use.
 
-Handlers find the pod the agent runs (`Kubelet.pod`), answer failures with a `Status` that the API
+Handlers find the pod the agent runs (`Kubelet.target`), answer failures with a `Status` that the API
 server passes on, and do their work through the agent's own operations.
 """
 
@@ -22,6 +22,7 @@ from aiohttp import web
 from podnet.nodeagent.kubelet.containerlogs import container_logs
 from podnet.nodeagent.kubelet.exec import exec_
 from podnet.nodeagent.kubelet.node import Handler, Kubelet, KubeletError
+from podnet.nodeagent.kubelet.portforward import port_forward
 
 if TYPE_CHECKING:
     from podnet.nodeagent.agent import NodeAgent
@@ -33,6 +34,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/exec/{namespace}/{pod}/{container}", exec_),
     ("POST", "/exec/{namespace}/{pod}/{container}", exec_),
     ("GET", "/containerLogs/{namespace}/{pod}/{container}", container_logs),
+    ("GET", "/portForward/{namespace}/{pod}", port_forward),
 ]
 
 

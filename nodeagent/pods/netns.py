@@ -10,12 +10,12 @@ packets do (service DNAT, policy, VXLAN), and every packet for the pod is writte
 
 Containers that declare a `command` run in the namespace (`ip netns exec`), each in its own session, and
 are restarted with backoff when they exit, as the kubelet does. What they write on stdout and stderr goes
-through pipes to a log shim of their own (`kubelet/logshim.py`), which keeps it per container instance. Their PIDs (with the kernel start time,
-so a reused PID is never mistaken for them) and restart counts are kept in the agent's state directory:
-an agent that was SIGKILLed finds its namespaces and processes again and adopts them; the TAP, which
-died with the old agent's file descriptor, is made anew with the same address. Whatever of this node
-(the owner prefix, recorded in the agent's state directory) no current pod claims is removed after the
-agent's first sync.
+through pipes to a log shim of their own (`kubelet/logshim.py`), which keeps it per container instance.
+Their PIDs (with the kernel start time, so a reused PID is never mistaken for them) and restart counts
+are kept in the agent's state directory: an agent that was SIGKILLed finds its namespaces and processes
+again and adopts them; the TAP, which died with the old agent's file descriptor, is made anew with the
+same address. Whatever of this node (the owner prefix, recorded in the agent's state directory) no current
+pod claims is removed after the agent's first sync.
 
 Probes from a netns pod (`podnet probe`, `podnet trace`, the policy matrix) are made by its own kernel:
 the agent creates the socket inside the namespace (entering it only around `socket()`) and drives it

@@ -314,10 +314,13 @@ def _network_policy_row(np: dict, now: float) -> list[Cell]:
     return [_meta(np).get("name", ""), format_label_selector(_spec(np).get("podSelector") or {}), age(np, now)]
 
 
+_DEFAULT_REPLICAS = 1  # what Kubernetes defaults an absent spec.replicas to
+
+
 def _deployment_row(d: dict, now: float) -> list[Cell]:
     spec, status = _spec(d), _status(d)
     names, images = _containers(d)
-    return [_meta(d).get("name", ""), f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+    return [_meta(d).get("name", ""), f"{status.get('readyReplicas', 0)}/{spec.get('replicas', _DEFAULT_REPLICAS)}",
             status.get("updatedReplicas", 0), status.get("availableReplicas", 0), age(d, now), names, images,
             selector_string(spec.get("selector"))]
 
@@ -325,7 +328,7 @@ def _deployment_row(d: dict, now: float) -> list[Cell]:
 def _replica_set_row(rs: dict, now: float) -> list[Cell]:
     spec, status = _spec(rs), _status(rs)
     names, images = _containers(rs)
-    return [_meta(rs).get("name", ""), spec.get("replicas", 0), status.get("replicas", 0),
+    return [_meta(rs).get("name", ""), spec.get("replicas", _DEFAULT_REPLICAS), status.get("replicas", 0),
             status.get("readyReplicas", 0), age(rs, now), names, images, format_label_selector(spec.get("selector"))]
 
 

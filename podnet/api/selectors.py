@@ -177,3 +177,20 @@ def from_match_labels(labels: dict[str, str] | None) -> Selector:
     if not labels:
         return NOTHING
     return from_label_selector({"matchLabels": labels})
+
+
+def to_string(selector: Selector) -> str:
+    """The string form Kubernetes prints (labels.Selector.String()): requirements sorted by key, set values
+    sorted, `k=v`, `k!=v`, `k in (a,b)`, `k notin (a)`, `k`, `!k`."""
+    parts = []
+    for req in sorted(selector.requirements, key=lambda r: r.key):
+        values = ",".join(sorted(req.values))
+        if req.operator in (Operator.EQUALS, Operator.NOT_EQUALS):
+            parts.append(f"{req.key}{req.operator.value}{values}")
+        elif req.operator in (Operator.IN, Operator.NOT_IN):
+            parts.append(f"{req.key} {req.operator.value} ({values})")
+        elif req.operator is Operator.EXISTS:
+            parts.append(req.key)
+        else:
+            parts.append(f"!{req.key}")
+    return ",".join(parts)

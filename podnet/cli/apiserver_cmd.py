@@ -34,7 +34,7 @@ def apiserver(
 ) -> None:
     """Run the Kubernetes-shaped API server."""
     from podnet import logs
-    from podnet.apiserver.app import serve
+    from podnet.apiserver.app import check_files, serve
     from podnet.apiserver.config import ApiServerConfig, parse_port_range
 
     logs.setup("apiserver", log_level)
@@ -63,6 +63,7 @@ def apiserver(
             log_level=log_level,
         )
         config.validate()
+        check_files(config)
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -65,8 +65,8 @@ def bgp(
     try:
         peers = tuple(PeerConfig.parse(text, port) for text in peer)
         config = SpeakerConfig(
-            node=node, address=address, asn=asn, port=port, peers=peers, server=api and api.server,
-            token=api and api.token, tls=api and api.tls,
+            node=node, address=address, asn=asn, port=port, peers=peers, server=api.server if api else None,
+            token=api.token if api else None, tls=api.tls if api else None,
             agent_socket=agent_socket, state_dir=_state_dir(node, state_dir), hold_time=hold_time,
             graceful_restart_time=graceful_restart_time, pod_cidr=pod_cidr, connect_retry_time=connect_retry,
             router_id=router_id,

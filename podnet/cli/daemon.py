@@ -5,6 +5,7 @@ SIGINT."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -31,7 +32,9 @@ def api_credentials(server: str | None, token_file: str | None, ca_file: str | N
         if server is None:
             return None
         token = kubeconfig.read_token(token_file) if token_file else (base.token if base else None)
-        tls = kubeconfig.ClientTls(ca_pem=kubeconfig.read_pem(ca_file)) if ca_file else (base.tls if base else kubeconfig.ClientTls())
+        tls = base.tls if base else kubeconfig.ClientTls()
+        if ca_file:
+            tls = replace(tls, ca_pem=kubeconfig.read_pem(ca_file))
     except kubeconfig.KubeconfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

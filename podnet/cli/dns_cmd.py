@@ -4,6 +4,7 @@ answer the way dig does."""
 from __future__ import annotations
 
 import random
+import re
 import socket
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from podnet.cli.common import HomeOption, KubeconfigOption, fail
 from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
 
 DIG_TIMEOUT = 2.0
+LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 DIG_TRIES = 3
 
 
@@ -128,8 +130,8 @@ def register(app: typer.Typer) -> None:
         no_metrics: bool = typer.Option(False, "--no-metrics", help="Serve no /healthz or /metrics."),
         objects: Path = typer.Option(None, "--objects", help="Take records from this manifest file, not an API server."),
         no_register: bool = typer.Option(False, "--no-register", help="Register no kube-dns pod for this server."),
-        pod_name: str = typer.Option(None, "--pod-name", help="This replica's pod in kube-system "
-                                     "(default coredns-<address>-<port>)."),
+        replica: str = typer.Option(None, "--replica", help="This replica's name, a label value on its pod in "
+                                    "kube-system (default <address>-<port>)."),
         cluster_ip: str = typer.Option("10.96.0.10", "--cluster-ip", help="kube-dns ClusterIP, if it must be created."),
         log_level: str = typer.Option("INFO", "--log-level"),
     ) -> None:
@@ -142,16 +144,19 @@ def register(app: typer.Typer) -> None:
         api = api_credentials(server, token_file, ca_file, kubeconfig)
         if api is None and objects is None:
             raise fail("error: give --kubeconfig FILE or --server URL (or --objects FILE)")
+        if replica is not None and not LABEL_VALUE.fullmatch(replica):
+            raise fail(f"error: --replica {replica!r} is not a label value (at most 63 letters, digits, '-', '_' "
+                       "or '.', beginning and ending with a letter or digit)")
         try:
             upstreams = tuple(parse_upstream(u) for u in upstream)
         except ValueError as exc:
             raise fail(f"error: --upstream: {exc}") from None
         config = DnsConfig(
-            address=address, port=default_port() if port is None else port, server=api and api.server,
-            token=api and api.token, tls=api and api.tls,
+            address=address, port=default_port() if port is None else port, server=api.server if api else None,
+            token=api.token if api else None, tls=api.tls if api else None,
             objects_file=objects, upstreams=upstreams, zone=zone, ttl=ttl,
             metrics_port=None if no_metrics else metrics_port, register=not no_register, cluster_ip=cluster_ip,
-            pod_name=pod_name,
+            replica=replica,
         )
         logs.setup("dns", log_level)
         try:
