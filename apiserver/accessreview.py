@@ -1,31 +1,25 @@
-"""Self reviews: who am I (`kubectl auth whoami`), what may I do (`kubectl auth can-i`)?
+"""Access reviews: who am I (`kubectl auth whoami`), what may I do (`kubectl auth can-i`), what may they do?
 
 `SelfSubjectAccessReview` (authorization.k8s.io/v1) answers one question (a verb on a resource, or on a
 non-resource path), `SelfSubjectRulesReview` lists the rules that apply in a namespace (`kubectl auth
 can-i --list`), `SelfSubjectReview` (authentication.k8s.io/v1) tells who the server takes the caller
-for. All are create-only and stored nowhere; any authenticated user may ask about themself, as
-Kubernetes' `system:basic-user` role allows. The answers come from auth.authorize, the rule every
-request is held to, so a review never says yes to what a request would be refused.
+for; `SubjectAccessReview` asks the question for any user and groups, and takes the right to create
+subjectaccessreviews (an administrator's). All are create-only and stored nowhere; the self reviews are
+what `system:basic-user` lets every authenticated user create. The answers come from the RBAC authorizer
+(apiserver/rbac/) on the roles and bindings every request is held to, so a review tells the truth.
 
-`review(kind, body, user)` is pure; `add_routes` puts it on the API's paths and `DISCOVERY` lists the
-resources for `/apis`.
+`review(kind, body, user, policy)` is pure; `add_routes` puts it on the API's paths and `DISCOVERY` lists
+the resources for `/apis`.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 from podnet.apiserver import status
-from podnet.apiserver.auth import (
-    ADMIN_GROUP,
-    EDIT_GROUP_PREFIX,
-    MASTERS_GROUP,
-    READ_VERBS,
-    VIEW_GROUP,
-    User,
-    authorize,
-)
+from podnet.apiserver.auth import User
 from podnet.apiserver.codec import JSON, DecodeError, decode
-from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, respond
+from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
+from podnet.apiserver.rbac.authorizer import Attributes, Policy, authorize, rules_for
 from podnet.apiserver.status import ApiError, Cause
 
 from podnet.api.kinds import KINDS
@@ -36,11 +30,13 @@ API_VERSION = f"{GROUP}/{VERSION}"
 ACCESS_REVIEW = "SelfSubjectAccessReview"
 RULES_REVIEW = "SelfSubjectRulesReview"
 SUBJECT_REVIEW = "SelfSubjectReview"
+SUBJECT_ACCESS_REVIEW = "SubjectAccessReview"
 # kind -> (group, plural)
 _REVIEWS = {
     ACCESS_REVIEW: (GROUP, "selfsubjectaccessreviews"),
     RULES_REVIEW: (GROUP, "selfsubjectrulesreviews"),
     SUBJECT_REVIEW: (AUTHENTICATION_GROUP, "selfsubjectreviews"),
+    SUBJECT_ACCESS_REVIEW: (GROUP, "subjectaccessreviews"),
 }
 
 # APIResource entries by (group, version), for discovery.
@@ -50,61 +46,50 @@ for _kind, (_group, _plural) in _REVIEWS.items():
         {"name": _plural, "singularName": _kind.lower(), "namespaced": False, "kind": _kind, "verbs": ["create"]}
     )
 
-# What every authenticated user may do (Kubernetes' system:basic-user, system:discovery and
-# system:public-info-viewer roles), in the words of a rules review.
-_EVERYONE_RESOURCE_RULES = [
-    {"verbs": ["create"], "apiGroups": [group], "resources": sorted(p for g, p in _REVIEWS.values() if g == group)}
-    for group in (AUTHENTICATION_GROUP, GROUP)
-]
-_EVERYONE_NON_RESOURCE_RULES = [
-    {"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/metrics",
-                                           "/readyz", "/version", "/version/"]}
-]
+
+def _scoped_namespace(group: str, resource: str, namespace: str) -> str:
+    """The namespace a question is about: none for a cluster-scoped resource podnet serves."""
+    kind = next((k for k in KINDS if k.group == group and k.plural == resource), None)
+    return "" if kind is not None and not kind.namespaced else namespace
 
 
-def _namespaced(group: str, resource: str, namespace: str | None) -> bool:
-    for kind in KINDS:
-        if kind.group == group and kind.plural == resource:
-            return kind.namespaced
-    return namespace is not None  # a resource podnet does not serve: as asked
-
-
-def _access(spec: dict, user: User) -> dict:
+def _access(spec: dict, user: User, policy: Policy) -> dict:
     resource = spec.get("resourceAttributes")
     non_resource = spec.get("nonResourceAttributes")
     if isinstance(resource, dict) and resource:
-        verb = str(resource.get("verb") or "")
-        namespace = str(resource.get("namespace") or "") or None
         group, plural = str(resource.get("group") or ""), str(resource.get("resource") or "")
-        if (group, plural) in _REVIEWS.values() and verb == "create":
-            return {"allowed": True, "reason": "every user may review their own access"}
-        allowed = authorize(user, verb, namespace, namespaced=_namespaced(group, plural, namespace))
+        attributes = Attributes(
+            str(resource.get("verb") or ""), _scoped_namespace(group, plural, str(resource.get("namespace") or "")),
+            group, plural, str(resource.get("subresource") or ""), str(resource.get("name") or ""))
     elif isinstance(non_resource, dict) and non_resource:
-        allowed = authorize(user, str(non_resource.get("verb") or ""), None, namespaced=False) or non_resource.get("verb") == "get"
+        attributes = Attributes(str(non_resource.get("verb") or ""), path=str(non_resource.get("path") or ""))
     else:
         detail = "exactly one of nonResourceAttributes or resourceAttributes must be specified"
         message = f'{ACCESS_REVIEW}.{GROUP} "" is invalid: spec.resourceAttributes: Invalid value: "null": {detail}'
         cause = Cause("spec.resourceAttributes", "FieldValueInvalid", f'Invalid value: "null": {detail}')
         raise ApiError(status.status(422, "Invalid", message, {"group": GROUP, "kind": ACCESS_REVIEW, "causes": [cause.to_dict()]}))
-    if not allowed:
+    decision = authorize(user, attributes, policy)
+    if not decision.allowed:
         return {"allowed": False}
-    return {"allowed": True, "reason": f"podnet: allowed to {', '.join(repr(g) for g in user.groups if g != 'system:authenticated')}"}
+    return {"allowed": True} | ({"reason": decision.reason} if decision.reason else {})
 
 
-def _rules(spec: dict, user: User) -> dict:
-    namespace = spec.get("namespace") or ""
-    groups = set(user.groups)
-    resource_rules = list(_EVERYONE_RESOURCE_RULES)
-    non_resource_rules = list(_EVERYONE_NON_RESOURCE_RULES)
-    if groups & {MASTERS_GROUP, ADMIN_GROUP}:
-        resource_rules.insert(0, {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})
-        non_resource_rules.insert(0, {"verbs": ["*"], "nonResourceURLs": ["*"]})
-    else:
-        if namespace and f"{EDIT_GROUP_PREFIX}{namespace}" in groups:
-            resource_rules.insert(0, {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})
-        if VIEW_GROUP in groups:
-            resource_rules.insert(0, {"verbs": sorted(READ_VERBS), "apiGroups": ["*"], "resources": ["*"]})
+def _rules(spec: dict, user: User, policy: Policy) -> dict:
+    resource_rules, non_resource_rules = [], []
+    for rule in rules_for(user, str(spec.get("namespace") or ""), policy):
+        if rule.get("nonResourceURLs"):
+            non_resource_rules.append({"verbs": rule.get("verbs") or [], "nonResourceURLs": rule["nonResourceURLs"]})
+        else:
+            resource_rules.append({k: rule[k] for k in ("verbs", "apiGroups", "resources", "resourceNames") if k in rule})
     return {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False}
+
+
+def _subject_of(spec: dict) -> User:
+    """The user a SubjectAccessReview asks about."""
+    groups = spec.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise status.bad_request("spec.groups must be a list of strings")
+    return User(str(spec.get("user") or ""), str(spec.get("uid") or ""), tuple(groups))
 
 
 def _subject(user: User) -> dict:
@@ -114,7 +99,7 @@ def _subject(user: User) -> dict:
     return {"userInfo": info}
 
 
-def review(kind_name: str, body: object, user: User) -> dict:
+def review(kind_name: str, body: object, user: User, policy: Policy) -> dict:
     """The review with its status filled in; a body that is not a review is a 400 or 422 Status."""
     group = _REVIEWS[kind_name][0]
     expected = f"{group}/{VERSION}"
@@ -130,20 +115,31 @@ def review(kind_name: str, body: object, user: User) -> dict:
     spec = body.get("spec")
     if not isinstance(spec, dict):
         raise status.bad_request("spec must be an object")
-    answer = _access(spec, user) if kind_name == ACCESS_REVIEW else _rules(spec, user)
+    if kind_name == SUBJECT_ACCESS_REVIEW:
+        answer = _access(spec, _subject_of(spec), policy)
+    elif kind_name == ACCESS_REVIEW:
+        answer = _access(spec, user, policy)
+    else:
+        answer = _rules(spec, user, policy)
     return answered | {"spec": spec, "status": answer}
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, resources: Resources) -> None:
     for kind_name, (group, plural) in _REVIEWS.items():
 
-        async def create(request: web.Request, kind_name: str = kind_name, plural: str = plural) -> web.Response:
+        async def create(request: web.Request, kind_name: str = kind_name, group: str = group,
+                         plural: str = plural) -> web.Response:
             request[RESOURCE_KEY] = plural
             request[VERB_KEY] = "create"
+            user = request[USER_KEY]
+            if not resources.allowed(user, Attributes("create", "", group, plural)).allowed:
+                message = (f'{plural}.{group} is forbidden: User "{user.name}" cannot create resource "{plural}" '
+                           f'in API group "{group}" at the cluster scope')
+                raise ApiError(status.status(403, "Forbidden", message, {"group": group, "kind": plural}))
             try:
                 body = decode(await request.read(), JSON)
             except DecodeError as e:
                 raise status.bad_request(str(e)) from None
-            return respond(request, review(kind_name, body, request[USER_KEY]), 201)
+            return respond(request, review(kind_name, body, user, resources.rbac.policy), 201)
 
         app.router.add_post(f"/apis/{group}/{VERSION}/{plural}", create)

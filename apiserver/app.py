@@ -26,6 +26,7 @@ from podnet.apiserver.controllers import run_all
 from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
+from podnet.apiserver.rbac.cache import bootstrap as bootstrap_rbac
 from podnet.apiserver.scale import ScaleRoutes
 from podnet.apiserver.scale import discovery as scale_discovery
 from podnet.apiserver.serving import loopback_context, peer_certificate, server_context
@@ -116,6 +117,7 @@ def _http_error(error: web.HTTPException, request: web.Request, body_limit: int)
 def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authenticator | None = None) -> web.Application:
     metrics = Metrics()
     hub = WatchHub(store, config.watch_cache_events)
+    resources = Resources(config, store, hub, metrics.watchers)
     authenticator = authenticator or load_authenticator(config)
 
     @web.middleware
@@ -153,15 +155,15 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         user = authenticator.authenticate(request.headers.get("Authorization"), peer_certificate(request))
         if user is None:
             raise status.unauthorized()
-        request[USER_KEY] = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []))
+        request[USER_KEY] = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []),
+                                        resources.rbac.policy)
         return await handler(request)
 
     app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes,
                           handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
-    resources = Resources(config, store, hub, metrics.watchers)
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
-    accessreview.add_routes(app)
+    accessreview.add_routes(app, resources)
     portforward.add_routes(app, streams.add_routes(app, resources, config))
 
     async def probe(request: web.Request) -> web.Response:
@@ -192,7 +194,10 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     fieldvalidation.install(app)
 
     async def background(app: web.Application):
-        tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache")]
+        await bootstrap_rbac(store)
+        tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache"),
+                 asyncio.create_task(resources.rbac.run(), name="rbac cache")]
+        await resources.rbac.wait_synced()
         if config.compaction_interval > 0:
             tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
         if config.event_ttl > 0:

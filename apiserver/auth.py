@@ -1,21 +1,13 @@
-"""Authentication by client certificate or static bearer token, and a small role model for authorization.
+"""Authentication by client certificate or static bearer token: who a request is.
 
 As kube-apiserver: a TLS client certificate signed by the `--client-ca-file` CA names the user (CN) and
 its groups (one O each); the certificate is checked here, not at the TLS handshake, so one from another
 CA gets 401 like a wrong token. The token file is kube-apiserver's `--token-auth-file` CSV:
 `token,user,uid,"group1,group2"` (the groups column is optional; lines starting with `#` are comments).
 
-Authorization is by group (the user name never grants anything):
-
-| group              | may                                                                       |
-|--------------------|---------------------------------------------------------------------------|
-| `system:masters`   | everything (as in Kubernetes, where this group bypasses RBAC)             |
-| `admin`            | everything                                                                |
-| `view`             | `get`, `list`, `watch` on every resource                                  |
-| `edit:<namespace>` | every verb on namespaced resources in `<namespace>` (and reading them)    |
-
-Every authenticated user may read the non-resource paths (discovery, `/version`, `/metrics`);
-`/healthz`, `/readyz` and `/livez` answer anyone, as kube-apiserver lets `system:anonymous` do.
+Authorization is RBAC's (apiserver/rbac/): the user name and groups found here are what its bindings
+name; `system:masters` is the break-glass group that bypasses it. `/healthz`, `/readyz`, `/livez` and
+`/version` answer anyone, as kube-apiserver lets `system:anonymous` read them.
 With neither a token file nor a client CA the server is open: every request is treated as an admin (and the server logs a
 warning at start).
 """
@@ -34,12 +26,7 @@ from cryptography import x509
 from podnet.pki import CertificateError, verify_client
 
 MASTERS_GROUP = "system:masters"
-ADMIN_GROUP = "admin"
-VIEW_GROUP = "view"
-EDIT_GROUP_PREFIX = "edit:"
 AUTHENTICATED_GROUP = "system:authenticated"
-
-READ_VERBS = frozenset({"get", "list", "watch"})
 
 
 class TokenFileError(ValueError):
@@ -115,14 +102,3 @@ class Authenticator:
             if hmac.compare_digest(known.encode(), token.encode()):
                 return user
         return None
-
-
-def authorize(user: User, verb: str, namespace: str | None, *, namespaced: bool) -> bool:
-    """Whether `user` may do `verb` (get/list/watch/create/update/patch/delete) on a resource in
-    `namespace` (None: all namespaces, or a cluster-scoped resource)."""
-    groups = set(user.groups)
-    if MASTERS_GROUP in groups or ADMIN_GROUP in groups:
-        return True
-    if verb in READ_VERBS and VIEW_GROUP in groups:
-        return True
-    return namespaced and namespace is not None and f"{EDIT_GROUP_PREFIX}{namespace}" in groups

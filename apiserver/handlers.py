@@ -11,6 +11,7 @@ import base64
 import binascii
 import collections
 import contextlib
+import contextvars
 import copy
 import datetime
 import json
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 import yaml
 from aiohttp import web
 from podnet.apiserver import deletion, fieldvalidation, status, tables
-from podnet.apiserver.auth import User, authorize
+from podnet.apiserver.auth import User
 from podnet.apiserver.codec import (
     JSON,
     MSGPACK,
@@ -42,6 +43,10 @@ from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.apiserver.rbac import escalation
+from podnet.apiserver.rbac.authorizer import Attributes, Decision
+from podnet.apiserver.rbac.authorizer import authorize as rbac_authorize
+from podnet.apiserver.rbac.cache import RbacCache
 from podnet.apiserver.selection import Filter, make_filter
 from podnet.apiserver.status import ApiError, Cause
 from podnet.apiserver.storage.base import (
@@ -90,6 +95,9 @@ _UPDATE_ATTEMPTS = 5
 USER_KEY = web.RequestKey("user", User)
 VERB_KEY = web.RequestKey("verb", str)
 RESOURCE_KEY = web.RequestKey("resource", str)
+# The user a request's writes are made for, for checks deep in the write path (RBAC escalation); each
+# request is its own task, so this is per request.
+_WRITER: contextvars.ContextVar[User | None] = contextvars.ContextVar("writer", default=None)
 
 
 def _truthy(value: str | None) -> bool:
@@ -183,6 +191,7 @@ class Resources:
         self.limits = Limits(config.node_port_range, config.service_cidr)
         self._namespace_kind = lookup("namespaces")
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
+        self.rbac = RbacCache(store, hub)
         # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
         # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
         self._service_kind = lookup("services")
@@ -228,11 +237,20 @@ class Resources:
 
     # --- common steps -------------------------------------------------------------------------------
 
+    def allowed(self, user: User, attributes: Attributes) -> Decision:
+        """The RBAC decision on the roles and bindings in force (no storage read)."""
+        return rbac_authorize(user, attributes, self.rbac.policy)
+
     def _authorize(self, request: web.Request, verb: str, kind: Kind, namespace: str | None) -> None:
         request[VERB_KEY] = verb
         user = request[USER_KEY]
-        if not authorize(user, verb, namespace, namespaced=kind.namespaced):
-            raise status.forbidden(user.name, verb, kind, namespace, request.path)
+        name = request.match_info.get("name", "")
+        # The subresource is what follows the name in the path (`/status`, `/scale`).
+        subresource = request.path.rpartition("/")[2] if name and not request.path.endswith(f"/{name}") else ""
+        attributes = Attributes(verb, namespace or "", kind.group, kind.plural, subresource, name)
+        if not self.allowed(user, attributes).allowed:
+            raise status.forbidden(user.name, verb, kind, namespace, request.path, name=name, subresource=subresource)
+        _WRITER.set(user)
 
     async def _storage(self, awaitable: Awaitable[T]) -> T:
         """A storage call with the server's deadline; an unreachable store is a 503, never a 500."""
@@ -314,6 +332,9 @@ class Resources:
         causes = validate(kind.kind, obj, self.limits, namespaced=kind.namespaced) + deletion.finalizer_causes(obj)
         if causes:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
+        writer = _WRITER.get()
+        if writer is not None:
+            escalation.check(writer, kind.kind, obj, self.rbac.policy)
         try:
             return to_storage(obj)
         except (TypeError, ValueError) as e:  # msgpack bytes or other values JSON cannot hold

@@ -70,16 +70,19 @@ def unauthorized() -> ApiError:
     return ApiError(status(401, "Unauthorized", "Unauthorized"))
 
 
-def forbidden(user: str, verb: str, kind: Kind | None, namespace: str | None, path: str) -> ApiError:
+def forbidden(user: str, verb: str, kind: Kind | None, namespace: str | None, path: str, *, name: str = "",
+              subresource: str = "") -> ApiError:
     if kind is None:
         message = f'forbidden: User "{user}" cannot {verb.lower()} path "{path}"'
         return ApiError(status(403, "Forbidden", message))
     where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+    resource = f"{kind.plural}/{subresource}" if subresource else kind.plural
+    named = f' "{name}"' if name else ""
     message = (
-        f'{_resource(kind)} is forbidden: User "{user}" cannot {verb} resource "{kind.plural}" '
+        f'{_resource(kind)}{named} is forbidden: User "{user}" cannot {verb} resource "{resource}" '
         f'in API group "{kind.group}"{where}'
     )
-    return ApiError(status(403, "Forbidden", message, _details(kind, None)))
+    return ApiError(status(403, "Forbidden", message, _details(kind, name or None)))
 
 
 def namespace_terminating(kind: Kind, name: str, namespace: str) -> ApiError:

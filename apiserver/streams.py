@@ -27,10 +27,10 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import WSMsgType, web
 from podnet.apiserver import status
-from podnet.apiserver.auth import authorize
 from podnet.apiserver.codec import from_storage
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources
+from podnet.apiserver.rbac.authorizer import Attributes
 from podnet.apiserver.status import ApiError
 
 from podnet.api.kinds import Kind, lookup
@@ -71,7 +71,7 @@ class Streams:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         request[VERB_KEY], request[RESOURCE_KEY] = verb, "pods"
         user = request[USER_KEY]
-        if not authorize(user, verb, namespace, namespaced=True):
+        if not self.resources.allowed(user, Attributes(verb, namespace, "", "pods", subresource, name)).allowed:
             raise forbidden(user.name, verb, subresource, name, namespace)
         kv = await self.resources._current(self.pods, namespace, name)
         return from_storage(kv.value, kv.mod_revision)

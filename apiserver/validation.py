@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from podnet.apiserver.rbac import validation as rbac_validation
 from podnet.apiserver.status import Cause
 
 from podnet.api.selectors import SelectorError, from_label_selector, validate_key, validate_value
@@ -680,6 +681,7 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Lease": validate_lease,
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
+    **rbac_validation.VALIDATORS,
 }
 
 
@@ -733,6 +735,7 @@ UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
     "Service": validate_service_update,
     "Deployment": validate_selector_update,
     "ReplicaSet": validate_selector_update,
+    **rbac_validation.UPDATE_VALIDATORS,
 }
 
 

@@ -1,5 +1,5 @@
 """Self access reviews and impersonation (apiserver/accessreview.py, apiserver/impersonation.py),
-without a server: the answers must be those auth.authorize gives the same requests."""
+without a server, on the default RBAC policy: the answers must be those the authorizer gives the same requests."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import pytest
 from podnet.apiserver.accessreview import ACCESS_REVIEW, API_VERSION, RULES_REVIEW, SUBJECT_REVIEW, review
 from podnet.apiserver.auth import AUTHENTICATED_GROUP, User
 from podnet.apiserver.impersonation import impersonate
+from podnet.apiserver.rbac.defaults import default_policy
 from podnet.apiserver.status import ApiError
 
 ADMIN = User("alice", "", ("system:masters", AUTHENTICATED_GROUP))
 VIEWER = User("victor", "", ("view", AUTHENTICATED_GROUP))
 EDITOR = User("eddie", "", ("edit:team-a", AUTHENTICATED_GROUP))
 NOBODY = User("nora", "", (AUTHENTICATED_GROUP,))
+POLICY = default_policy()
 
 
 def can(user: User, **attributes: str) -> bool:
     body = {"apiVersion": API_VERSION, "kind": ACCESS_REVIEW, "spec": {"resourceAttributes": attributes}}
-    return review(ACCESS_REVIEW, body, user)["status"]["allowed"]
+    return review(ACCESS_REVIEW, body, user, POLICY)["status"]["allowed"]
 
 
 @pytest.mark.parametrize(
@@ -43,38 +45,42 @@ def test_an_access_review_answers_as_authorize(user, attributes, allowed):
 def test_a_denial_carries_no_reason_and_the_review_comes_back_whole():
     body = {"apiVersion": API_VERSION, "kind": ACCESS_REVIEW, "metadata": {"creationTimestamp": None},
             "spec": {"resourceAttributes": {"verb": "create", "resource": "pods", "namespace": "default"}}}
-    answer = review(ACCESS_REVIEW, body, VIEWER)
+    answer = review(ACCESS_REVIEW, body, VIEWER, POLICY)
     assert answer == body | {"status": {"allowed": False}}
 
 
 @pytest.mark.parametrize("user, verb, allowed", [(VIEWER, "get", True), (NOBODY, "get", True), (VIEWER, "post", False), (ADMIN, "post", True)])
 def test_non_resource_paths_are_readable_by_every_user_and_writable_by_admins(user, verb, allowed):
     body = {"spec": {"nonResourceAttributes": {"path": "/version", "verb": verb}}}
-    assert review(ACCESS_REVIEW, body, user)["status"]["allowed"] is allowed
+    assert review(ACCESS_REVIEW, body, user, POLICY)["status"]["allowed"] is allowed
 
 
 @pytest.mark.parametrize("body, code", [({"spec": {}}, 422), ({"spec": []}, 400), ([], 400), ({"kind": "Pod", "spec": {}}, 400)])
 def test_a_review_without_a_question_is_refused(body, code):
     with pytest.raises(ApiError) as raised:
-        review(ACCESS_REVIEW, body, VIEWER)
+        review(ACCESS_REVIEW, body, VIEWER, POLICY)
     assert raised.value.code == code
 
 
 def rules(user: User, namespace: str) -> dict:
-    return review(RULES_REVIEW, {"spec": {"namespace": namespace}}, user)["status"]
+    return review(RULES_REVIEW, {"spec": {"namespace": namespace}}, user, POLICY)["status"]
 
 
 def test_rules_reviews_list_what_each_role_may_do():
     assert rules(ADMIN, "default")["resourceRules"][0] == {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}
-    assert rules(VIEWER, "default")["resourceRules"][0] == {"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}
-    assert rules(EDITOR, "team-a")["resourceRules"][0]["verbs"] == ["*"]
+    # The view group is bound to ClusterRole view: its rules, then the self reviews every user may create.
+    viewer = rules(VIEWER, "default")["resourceRules"]
+    assert {"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["namespaces"]} in viewer
+    assert not any("*" in r["verbs"] or "create" in r["verbs"] and r["apiGroups"] != ["authorization.k8s.io"]
+                   and r["apiGroups"] != ["authentication.k8s.io"] for r in viewer)
+    assert {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]} in rules(EDITOR, "team-a")["resourceRules"]
     assert [r["verbs"] for r in rules(EDITOR, "team-b")["resourceRules"]] == [["create"], ["create"]]  # only the self reviews
     assert rules(NOBODY, "default")["incomplete"] is False
 
 
 def test_impersonation_is_refused_to_users_who_may_not_impersonate():
     with pytest.raises(ApiError) as raised:
-        impersonate(VIEWER, {"Impersonate-User": "bob"}, [])
+        impersonate(VIEWER, {"Impersonate-User": "bob"}, [], POLICY)
     assert raised.value.code == 403
     assert raised.value.status["message"] == (
         'users "bob" is forbidden: User "victor" cannot impersonate resource "users" in API group "" at the cluster scope'
@@ -82,14 +88,14 @@ def test_impersonation_is_refused_to_users_who_may_not_impersonate():
 
 
 def test_an_administrator_acts_as_the_user_and_groups_asked_for():
-    assert impersonate(ADMIN, {"Impersonate-User": "bob"}, ["view"]) == User("bob", "", ("view", AUTHENTICATED_GROUP))
-    assert impersonate(VIEWER, {}, []) is VIEWER
+    assert impersonate(ADMIN, {"Impersonate-User": "bob"}, ["view"], POLICY) == User("bob", "", ("view", AUTHENTICATED_GROUP))
+    assert impersonate(VIEWER, {}, [], POLICY) is VIEWER
     with pytest.raises(ApiError):
-        impersonate(ADMIN, {}, ["view"])  # groups without a user
+        impersonate(ADMIN, {}, ["view"], POLICY)  # groups without a user
 
 
 def test_a_subject_review_says_who_the_server_takes_the_caller_for():
-    answer = review(SUBJECT_REVIEW, {"apiVersion": "authentication.k8s.io/v1", "kind": SUBJECT_REVIEW}, User("victor", "v-1", ("view",)))
+    answer = review(SUBJECT_REVIEW, {"apiVersion": "authentication.k8s.io/v1", "kind": SUBJECT_REVIEW}, User("victor", "v-1", ("view",)), POLICY)
     assert answer["status"] == {"userInfo": {"username": "victor", "uid": "v-1", "groups": ["view"]}}
     with pytest.raises(ApiError):
-        review(SUBJECT_REVIEW, {"apiVersion": API_VERSION, "kind": SUBJECT_REVIEW}, VIEWER)  # the wrong group
+        review(SUBJECT_REVIEW, {"apiVersion": API_VERSION, "kind": SUBJECT_REVIEW}, VIEWER, POLICY)  # the wrong group

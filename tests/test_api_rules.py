@@ -7,9 +7,11 @@ import copy
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from podnet.apiserver.auth import Authenticator, TokenFileError, authorize, parse_token_file
+from podnet.apiserver.auth import Authenticator, TokenFileError, parse_token_file
 from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.apiserver.rbac.authorizer import Attributes, authorize
+from podnet.apiserver.rbac.defaults import default_policy
 from podnet.apiserver.selection import FieldSelectorError, make_filter
 from podnet.apiserver.validation import Limits, validate, validate_update
 
@@ -355,13 +357,19 @@ def test_token_file_and_roles():
     assert authenticator.authenticate("Bearer nope") is None and authenticator.authenticate(None) is None
     assert authenticator.authenticate("Basic t1") is None
     assert victor is not None and victor.groups == ("view", "other", "system:authenticated")
-    assert authorize(alice, "delete", None, namespaced=False)
-    assert authorize(victor, "watch", "x", namespaced=True) and not authorize(victor, "create", "x", namespaced=True)
-    assert authorize(eddie, "create", "team-a", namespaced=True) and authorize(eddie, "list", "team-a", namespaced=True)
-    assert not authorize(eddie, "create", "team-b", namespaced=True)
-    assert not authorize(eddie, "list", None, namespaced=True)  # all namespaces is not its namespace
-    assert not authorize(eddie, "create", "team-a", namespaced=False)
-    assert not authorize(nora, "get", "x", namespaced=True)
+    # The token file's groups mean, under the default RBAC policy, what they meant before RBAC.
+    policy = default_policy()
+
+    def may(user, verb, namespace="", resource="pods", group=""):
+        return authorize(user, Attributes(verb, namespace, group, resource), policy).allowed
+
+    assert may(alice, "delete", resource="nodes")
+    assert may(victor, "watch", "x") and not may(victor, "create", "x")
+    assert may(eddie, "create", "team-a") and may(eddie, "list", "team-a")
+    assert not may(eddie, "create", "team-b")
+    assert not may(eddie, "list")  # all namespaces is not its namespace
+    assert not may(eddie, "create", resource="namespaces")
+    assert not may(nora, "get", "x")
     assert Authenticator(None).authenticate(None) is not None
     with pytest.raises(TokenFileError):
         parse_token_file("only-a-token\n")

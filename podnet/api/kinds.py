@@ -77,6 +77,13 @@ KINDS: tuple[Kind, ...] = (
          categories=("all",)),
     Kind("ReplicaSet", "apps", "v1", "replicasets", True, ("rs",), printer=printers.REPLICA_SET,
          categories=("all",)),
+    Kind("Role", "rbac.authorization.k8s.io", "v1", "roles", True, (), has_status=False, printer=printers.ROLE),
+    Kind("ClusterRole", "rbac.authorization.k8s.io", "v1", "clusterroles", False, (), has_status=False,
+         printer=printers.ROLE),
+    Kind("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings", True, (), has_status=False,
+         printer=printers.ROLE_BINDING),
+    Kind("ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", "clusterrolebindings", False, (), has_status=False,
+         printer=printers.ROLE_BINDING),
 )
 
 _BY_NAME: dict[str, Kind] = {}

@@ -336,6 +336,24 @@ def _lease_row(lease: dict, now: float) -> list[Cell]:
     return [_meta(lease).get("name", ""), _spec(lease).get("holderIdentity") or "", age(lease, now)]
 
 
+def _role_row(role: dict, now: float) -> list[Cell]:
+    # kube-apiserver prints the creation time itself (RFC 3339, UTC), not an age.
+    return [_meta(role).get("name", ""), _meta(role).get("creationTimestamp") or ""]
+
+
+def _role_binding_row(binding: dict, now: float) -> list[Cell]:
+    role_ref = binding.get("roleRef") or {}
+    subjects = [s for s in binding.get("subjects") or [] if isinstance(s, dict)]
+
+    def names(kind: str) -> str:
+        return ", ".join(str(s.get("name", "")) for s in subjects if s.get("kind") == kind)
+
+    accounts = ", ".join(f"{s.get('namespace', '')}/{s.get('name', '')}" for s in subjects
+                         if s.get("kind") == "ServiceAccount")
+    return [_meta(binding).get("name", ""), f"{role_ref.get('kind', '')}/{role_ref.get('name', '')}",
+            age(binding, now), names("User"), names("Group"), accounts]
+
+
 def _event_row(ev: dict, now: float) -> list[Cell]:
     first = since(ev.get("firstTimestamp"), now) if ev.get("firstTimestamp") else since(ev.get("eventTime"), now)
     last = since(ev.get("lastTimestamp"), now) if ev.get("lastTimestamp") else first
@@ -441,6 +459,17 @@ REPLICA_SET = Printer((
 ), _replica_set_row)
 
 LEASE = Printer((_NAME, Column("Holder", ("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")), _AGE), _lease_row)
+
+ROLE = Printer((_NAME, Column("Created At", (_META, "creationTimestamp"), type="date")), _role_row)
+
+ROLE_BINDING = Printer((
+    _NAME,
+    Column("Role", ("io.k8s.api.rbac.v1.RoleBinding", "roleRef")),
+    _AGE,
+    Column("Users", "Users in the roleBinding", priority=1),
+    Column("Groups", "Groups in the roleBinding", priority=1),
+    Column("ServiceAccounts", "ServiceAccounts in the roleBinding", priority=1),
+), _role_binding_row)
 
 EVENT = Printer((
     Column("Last Seen", (_CORE + "Event", "lastTimestamp")),

@@ -1,0 +1,213 @@
+"""The default cluster roles and bindings, as kube-apiserver's bootstrap policy
+(plugin/pkg/auth/authorizer/rbac/bootstrappolicy), and podnet's own.
+
+Pure data and pure functions. `DEFAULT_CLUSTER_ROLES` and `DEFAULT_CLUSTER_ROLE_BINDINGS` carry the
+`kubernetes.io/bootstrapping: rbac-defaults` label and the `rbac.authorization.kubernetes.io/autoupdate:
+"true"` annotation; `reconcile(default, existing)` is what the start-up hook writes for one of them: the
+default when missing, the existing object with the default's rules and subjects added when it is out of
+date and still auto-updated, nothing otherwise (kube-apiserver's reconciliation: it adds, never removes).
+`admin`, `edit` and `view` are aggregated (aggregation.py) from the `system:aggregate-to-*` roles.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from podnet.apiserver.rbac.aggregation import settle
+from podnet.apiserver.rbac.authorizer import RBAC_GROUP, Policy
+
+API_VERSION = f"{RBAC_GROUP}/v1"
+AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
+BOOTSTRAPPING = "kubernetes.io/bootstrapping"
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+
+READ = ["get", "list", "watch"]
+WRITE = ["create", "delete", "deletecollection", "patch", "update"]
+READ_WRITE = READ + WRITE
+
+AUTHENTICATED, UNAUTHENTICATED = "system:authenticated", "system:unauthenticated"
+
+
+def rule(verbs: list[str], groups: list[str], resources: list[str], names: list[str] | None = None) -> dict:
+    made = {"verbs": list(verbs), "apiGroups": list(groups), "resources": list(resources)}
+    return made | ({"resourceNames": list(names)} if names else {})
+
+
+def url_rule(verbs: list[str], urls: list[str]) -> dict:
+    return {"verbs": list(verbs), "nonResourceURLs": list(urls)}
+
+
+def _metadata(name: str, labels: dict | None = None) -> dict:
+    return {"name": name, "labels": {BOOTSTRAPPING: "rbac-defaults", **(labels or {})},
+            "annotations": {AUTOUPDATE: "true"}}
+
+
+def cluster_role(name: str, rules: list[dict], *, labels: dict | None = None, aggregate: str = "") -> dict:
+    role = {"apiVersion": API_VERSION, "kind": "ClusterRole", "metadata": _metadata(name, labels), "rules": rules}
+    if aggregate:
+        role["aggregationRule"] = {"clusterRoleSelectors": [{"matchLabels": {f"{AGGREGATE_TO}{aggregate}": "true"}}]}
+    return role
+
+
+def subject(kind: str, name: str, namespace: str = "") -> dict:
+    if kind == "ServiceAccount":
+        return {"kind": kind, "name": name, "namespace": namespace}
+    return {"kind": kind, "apiGroup": RBAC_GROUP, "name": name}
+
+
+def cluster_role_binding(name: str, role: str, subjects: list[dict]) -> dict:
+    return {"apiVersion": API_VERSION, "kind": "ClusterRoleBinding", "metadata": _metadata(name),
+            "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role}, "subjects": subjects}
+
+
+def _aggregate_labels(*targets: str) -> dict:
+    return {f"{AGGREGATE_TO}{t}": "true" for t in targets}
+
+
+_DISCOVERY_URLS = ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
+                   "/version", "/version/"]
+_PUBLIC_URLS = ["/healthz", "/livez", "/readyz", "/version", "/version/"]
+
+_VIEW_RULES = [
+    rule(READ, [""], ["pods", "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services",
+                      "services/status", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status",
+                      "configmaps"]),
+    rule(READ, [""], ["limitranges", "resourcequotas", "bindings", "events", "pods/status", "resourcequotas/status",
+                      "namespaces/status", "replicationcontrollers/status", "pods/log"]),
+    rule(READ, [""], ["namespaces"]),
+    rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
+    rule(READ, ["apps"], ["controllerrevisions", "statefulsets", "statefulsets/scale", "statefulsets/status",
+                          "daemonsets", "daemonsets/status", "deployments", "deployments/scale", "deployments/status",
+                          "replicasets", "replicasets/scale", "replicasets/status"]),
+    rule(READ, ["autoscaling"], ["horizontalpodautoscalers", "horizontalpodautoscalers/status"]),
+    rule(READ, ["batch"], ["jobs", "jobs/status", "cronjobs", "cronjobs/status"]),
+    rule(READ, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
+    rule(READ, ["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"]),
+]
+_EDIT_RULES = [
+    rule(["impersonate"], [""], ["serviceaccounts"]),
+    rule(READ_WRITE, [""], ["pods", "pods/attach", "pods/proxy", "pods/exec", "pods/portforward"]),
+    rule(["create"], [""], ["pods/eviction"]),
+    rule(READ_WRITE, [""], ["replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services",
+                            "services/proxy", "persistentvolumeclaims", "configmaps", "secrets", "events"]),
+    rule(["create"], [""], ["serviceaccounts/token"]),
+    rule(READ_WRITE, ["apps"], ["statefulsets", "statefulsets/scale", "daemonsets", "deployments",
+                                "deployments/rollback", "deployments/scale", "replicasets", "replicasets/scale"]),
+    rule(READ_WRITE, ["autoscaling"], ["horizontalpodautoscalers"]),
+    rule(READ_WRITE, ["batch"], ["jobs", "cronjobs"]),
+    rule(READ_WRITE, ["policy"], ["poddisruptionbudgets"]),
+    rule(READ_WRITE, ["networking.k8s.io"], ["networkpolicies", "ingresses"]),
+    rule(READ_WRITE, ["coordination.k8s.io"], ["leases"]),
+]
+_ADMIN_RULES = [
+    rule(["create"], ["authorization.k8s.io"], ["localsubjectaccessreviews"]),
+    rule(READ_WRITE, [RBAC_GROUP], ["rolebindings", "roles"]),
+]
+
+# podnet's components, by the user names `podnet up` gives them (podnet/cluster/credentials.py).
+_NODE_RULES = [
+    rule(READ + ["create", "update", "patch", "delete"], [""], ["nodes", "nodes/status"]),
+    rule(READ + ["update", "patch", "delete"], [""], ["pods", "pods/status"]),
+    rule(READ, [""], ["services", "endpoints", "namespaces"]),
+    rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
+    rule(READ, ["networking.k8s.io"], ["networkpolicies"]),
+    rule(["create", "update", "patch"], [""], ["events"]),
+    rule(READ_WRITE, ["coordination.k8s.io"], ["leases"]),
+]
+_PROXY_RULES = [
+    rule(READ, [""], ["services", "endpoints", "nodes"]),
+    rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
+    rule(["create", "update", "patch"], [""], ["events"]),
+]
+_DNS_RULES = [
+    rule(READ, [""], ["services", "endpoints", "namespaces", "pods"]),
+    rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
+    rule(READ_WRITE, [""], ["pods", "pods/status"]),
+]
+_CLOUD_LB_RULES = [
+    rule(READ + ["update", "patch"], [""], ["services", "services/status"]),
+    rule(READ, [""], ["nodes"]),
+    rule(["create", "update", "patch"], [""], ["events"]),
+]
+_CONTROLLER_RULES = [rule(["*"], ["*"], ["*"]), url_rule(["*"], ["*"])]
+
+DEFAULT_CLUSTER_ROLES: list[dict] = [
+    cluster_role("cluster-admin", [rule(["*"], ["*"], ["*"]), url_rule(["*"], ["*"])]),
+    cluster_role("admin", [], aggregate="admin"),
+    cluster_role("edit", [], labels=_aggregate_labels("admin"), aggregate="edit"),
+    cluster_role("view", [], labels=_aggregate_labels("edit"), aggregate="view"),
+    cluster_role("system:aggregate-to-admin", _ADMIN_RULES, labels=_aggregate_labels("admin")),
+    cluster_role("system:aggregate-to-edit", _EDIT_RULES, labels=_aggregate_labels("admin", "edit")),
+    cluster_role("system:aggregate-to-view", _VIEW_RULES, labels=_aggregate_labels("admin", "edit", "view")),
+    cluster_role("system:discovery", [url_rule(["get"], _DISCOVERY_URLS)]),
+    cluster_role("system:public-info-viewer", [url_rule(["get"], _PUBLIC_URLS)]),
+    cluster_role("system:basic-user", [
+        rule(["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
+        rule(["create"], ["authentication.k8s.io"], ["selfsubjectreviews"]),
+    ]),
+    cluster_role("system:monitoring", [url_rule(["get"], ["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics",
+                                                          "/readyz", "/readyz/*"])]),
+    cluster_role("system:podnet:node", _NODE_RULES),
+    cluster_role("system:podnet:kube-proxy", _PROXY_RULES),
+    cluster_role("system:podnet:dns", _DNS_RULES),
+    cluster_role("system:podnet:cloud-lb", _CLOUD_LB_RULES),
+    cluster_role("system:podnet:controllers", _CONTROLLER_RULES),
+]
+
+# Groups podnet components carry in their credentials, beside their user names.
+NODES_GROUP = "system:nodes"
+PROXIES_GROUP = "system:podnet:kube-proxies"
+DNS_GROUP = "system:podnet:dns"
+CLOUD_LB_GROUP = "system:podnet:cloud-lb"
+CONTROLLERS_GROUP = "system:podnet:controllers"
+
+DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
+    cluster_role_binding("cluster-admin", "cluster-admin", [subject("Group", "system:masters")]),
+    cluster_role_binding("system:discovery", "system:discovery", [subject("Group", AUTHENTICATED)]),
+    cluster_role_binding("system:basic-user", "system:basic-user", [subject("Group", AUTHENTICATED)]),
+    cluster_role_binding("system:public-info-viewer", "system:public-info-viewer",
+                         [subject("Group", AUTHENTICATED), subject("Group", UNAUTHENTICATED)]),
+    cluster_role_binding("system:monitoring", "system:monitoring", [subject("Group", "system:monitoring")]),
+    # podnet's token-file groups from before RBAC, bound as they were meant.
+    cluster_role_binding("podnet:admin", "cluster-admin", [subject("Group", "admin")]),
+    cluster_role_binding("podnet:view", "view", [subject("Group", "view")]),
+    cluster_role_binding("system:podnet:node", "system:podnet:node", [subject("Group", NODES_GROUP)]),
+    cluster_role_binding("system:podnet:kube-proxy", "system:podnet:kube-proxy", [subject("Group", PROXIES_GROUP)]),
+    cluster_role_binding("system:podnet:dns", "system:podnet:dns", [subject("Group", DNS_GROUP)]),
+    cluster_role_binding("system:podnet:cloud-lb", "system:podnet:cloud-lb", [subject("Group", CLOUD_LB_GROUP)]),
+    cluster_role_binding("system:podnet:controllers", "system:podnet:controllers",
+                         [subject("Group", CONTROLLERS_GROUP)]),
+]
+
+
+def reconcile(default: dict, existing: dict | None) -> dict | None:
+    """What to write for one default object: None when `existing` needs nothing."""
+    if existing is None:
+        return copy.deepcopy(default)
+    if ((existing.get("metadata") or {}).get("annotations") or {}).get(AUTOUPDATE) == "false":
+        return None
+    updated = copy.deepcopy(existing)
+    changed = False
+    for key in ("rules", "subjects"):
+        if key not in default:
+            continue
+        current = updated.setdefault(key, [])
+        for item in default[key]:
+            if item not in current:
+                current.append(copy.deepcopy(item))
+                changed = True
+    if "aggregationRule" in default and updated.get("aggregationRule") != default["aggregationRule"]:
+        updated["aggregationRule"] = copy.deepcopy(default["aggregationRule"])
+        changed = True
+    return updated if changed else None
+
+
+def settled_cluster_roles() -> dict[str, dict]:
+    """The default cluster roles by name, the aggregated ones filled as the aggregation controller would."""
+    return settle({role["metadata"]["name"]: role for role in DEFAULT_CLUSTER_ROLES})
+
+
+def default_policy() -> Policy:
+    """The policy of a cluster with nothing but the defaults."""
+    bindings = {binding["metadata"]["name"]: binding for binding in DEFAULT_CLUSTER_ROLE_BINDINGS}
+    return Policy(cluster_roles=settled_cluster_roles(), cluster_role_bindings=bindings)
