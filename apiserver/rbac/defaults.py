@@ -147,6 +147,9 @@ DEFAULT_CLUSTER_ROLES: list[dict] = [
     ]),
     cluster_role("system:monitoring", [url_rule(["get"], ["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics",
                                                           "/readyz", "/readyz/*"])]),
+    # What podnet's token-file group `view` has always meant: reading every resource (ClusterRole view
+    # leaves out nodes, secrets and the cluster-scoped rest).
+    cluster_role("podnet:read-all", [rule(READ, ["*"], ["*"])]),
     cluster_role("system:podnet:node", _NODE_RULES),
     cluster_role("system:podnet:kube-proxy", _PROXY_RULES),
     cluster_role("system:podnet:dns", _DNS_RULES),
@@ -170,7 +173,7 @@ DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
     cluster_role_binding("system:monitoring", "system:monitoring", [subject("Group", "system:monitoring")]),
     # podnet's token-file groups from before RBAC, bound as they were meant.
     cluster_role_binding("podnet:admin", "cluster-admin", [subject("Group", "admin")]),
-    cluster_role_binding("podnet:view", "view", [subject("Group", "view")]),
+    cluster_role_binding("podnet:view", "podnet:read-all", [subject("Group", "view")]),
     cluster_role_binding("system:podnet:node", "system:podnet:node", [subject("Group", NODES_GROUP)]),
     cluster_role_binding("system:podnet:kube-proxy", "system:podnet:kube-proxy", [subject("Group", PROXIES_GROUP)]),
     cluster_role_binding("system:podnet:dns", "system:podnet:dns", [subject("Group", DNS_GROUP)]),
