@@ -37,13 +37,13 @@ HOST = "127.0.65.10"
 
 
 class KubectlServer:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, host: str = HOST):
         self.directory = directory
-        self.port = free_tcp_port(HOST)
-        self.url = f"https://{HOST}:{self.port}"
+        self.port = free_tcp_port(host)
+        self.url = f"https://{host}:{self.port}"
         now = datetime.datetime.now(datetime.UTC)
-        ca = pki.make_ca(now)
-        serving = pki.make_serving(ca, [HOST], now)
+        ca = self.ca = pki.make_ca(now)  # tests issue other users' client certificates from it
+        serving = pki.make_serving(ca, [host], now)
         admin = pki.make_client(ca, "admin", ["system:masters"], now)
         files = {"ca.crt": ca.cert_pem, "apiserver.crt": serving.cert_pem, "apiserver.key": serving.key_pem}
         for name, data in files.items():
@@ -55,7 +55,7 @@ class KubectlServer:
                                                      key_pem=admin.key_pem))
         self.kubeconfig.chmod(0o600)
         self.log_path = directory / "apiserver.log"
-        args = ["--host", HOST, "--port", str(self.port), "--store", f"sqlite:///{directory / 'store.db'}",
+        args = ["--host", host, "--port", str(self.port), "--store", f"sqlite:///{directory / 'store.db'}",
                 "--no-controllers", "--tls-cert", str(directory / "apiserver.crt"),
                 "--tls-key", str(directory / "apiserver.key"), "--client-ca-file", str(self.ca_file)]
         self.process = spawn_module("podnet.apiserver", args, self.log_path, directory)

@@ -1,0 +1,219 @@
+"""The RBAC authorizer, aggregation, bootstrap reconciliation, validation and escalation prevention
+(apiserver/rbac/), without a server: table cases as Kubernetes' own RBAC authorizer tests have them."""
+
+from __future__ import annotations
+
+import pytest
+from podnet.apiserver.auth import AUTHENTICATED_GROUP, User
+from podnet.apiserver.rbac import escalation
+from podnet.apiserver.rbac.aggregation import aggregated_rules, settle
+from podnet.apiserver.rbac.authorizer import Attributes, Policy, authorize, covers, rule_allows
+from podnet.apiserver.rbac.defaults import AUTOUPDATE, cluster_role, default_policy, reconcile, rule, url_rule
+from podnet.apiserver.status import ApiError
+from podnet.apiserver.validation import Limits, validate, validate_update
+
+RBAC = "rbac.authorization.k8s.io"
+
+
+def attrs(verb: str, resource: str = "pods", namespace: str = "team-a", *, group: str = "", sub: str = "",
+          name: str = "") -> Attributes:
+    return Attributes(verb, namespace, group, resource, sub, name)
+
+
+@pytest.mark.parametrize(
+    "rule_, attributes, allowed",
+    [
+        (rule(["get"], [""], ["pods"]), attrs("get"), True),
+        (rule(["get"], [""], ["pods"]), attrs("list"), False),
+        (rule(["*"], [""], ["pods"]), attrs("deletecollection"), True),
+        (rule(["get"], ["apps"], ["pods"]), attrs("get"), False),  # the wrong group
+        (rule(["get"], ["*"], ["deployments"]), attrs("get", "deployments", group="apps"), True),
+        (rule(["get"], [""], ["*"]), attrs("get", "services"), True),
+        (rule(["get"], [""], ["*"]), attrs("get", "pods", sub="log"), True),  # `*` covers subresources too
+        (rule(["get"], [""], ["pods"]), attrs("get", "pods", sub="log"), False),  # a subresource is its own
+        (rule(["get"], [""], ["pods/log"]), attrs("get", "pods", sub="log"), True),
+        (rule(["get"], [""], ["pods/log"]), attrs("get", "pods"), False),
+        (rule(["create"], [""], ["pods/exec"]), attrs("create", "pods", sub="exec"), True),
+        (rule(["create"], [""], ["pods/portforward"]), attrs("create", "pods", sub="exec"), False),
+        (rule(["update"], ["apps"], ["deployments/scale"]), attrs("update", "deployments", group="apps", sub="scale"), True),
+        (rule(["update"], ["*"], ["*/status"]), attrs("update", "deployments", group="apps", sub="status"), True),
+        (rule(["update"], ["*"], ["*/status"]), attrs("update", "deployments", group="apps"), False),
+        (rule(["get"], [""], ["pods"], ["web"]), attrs("get", name="web"), True),
+        (rule(["get"], [""], ["pods"], ["web"]), attrs("get", name="db"), False),
+        (rule(["list"], [""], ["pods"], ["web"]), attrs("list"), False),  # a list names no object
+        (url_rule(["get"], ["/healthz"]), Attributes("get", path="/healthz"), True),
+        (url_rule(["get"], ["/healthz"]), Attributes("get", path="/healthz/etcd"), False),
+        (url_rule(["get"], ["/apis/*"]), Attributes("get", path="/apis/apps/v1"), True),
+        (url_rule(["get"], ["/apis/*"]), Attributes("post", path="/apis/apps/v1"), False),
+        (url_rule(["*"], ["*"]), Attributes("delete", path="/anything"), True),
+        (url_rule(["get"], ["*"]), attrs("get"), False),  # URL rules grant no resource
+        (rule(["get"], ["*"], ["*"]), Attributes("get", path="/version"), False),  # resource rules no URL
+    ],
+)
+def test_a_rule_allows_exactly_what_it_names(rule_, attributes, allowed):
+    assert rule_allows(rule_, attributes) is allowed
+
+
+ALICE = User("alice", "", (AUTHENTICATED_GROUP,))
+BOB = User("bob", "", ("devs", AUTHENTICATED_GROUP))
+ROBOT = User("system:serviceaccount:team-a:robot", "",
+             ("system:serviceaccounts", "system:serviceaccounts:team-a", AUTHENTICATED_GROUP))
+MASTER = User("root", "", ("system:masters", AUTHENTICATED_GROUP))
+
+
+def binding(kind: str, name: str, role_kind: str, role: str, subjects: list[dict], namespace: str = "") -> dict:
+    metadata = {"name": name} | ({"namespace": namespace} if namespace else {})
+    return {"apiVersion": f"{RBAC}/v1", "kind": kind, "metadata": metadata,
+            "roleRef": {"apiGroup": RBAC, "kind": role_kind, "name": role}, "subjects": subjects}
+
+
+def policy() -> Policy:
+    made = default_policy()
+    made.roles[("team-a", "pod-reader")] = {"metadata": {"name": "pod-reader", "namespace": "team-a"},
+                                            "rules": [rule(["get", "list"], [""], ["pods"])]}
+    made.role_bindings[("team-a", "alice-reads")] = binding(
+        "RoleBinding", "alice-reads", "Role", "pod-reader", [{"kind": "User", "apiGroup": RBAC, "name": "alice"}], "team-a")
+    made.role_bindings[("team-a", "devs-edit")] = binding(
+        "RoleBinding", "devs-edit", "ClusterRole", "edit", [{"kind": "Group", "apiGroup": RBAC, "name": "devs"}], "team-a")
+    made.role_bindings[("team-a", "robot-view")] = binding(
+        "RoleBinding", "robot-view", "ClusterRole", "view", [{"kind": "ServiceAccount", "name": "robot"}], "team-a")
+    made.role_bindings[("team-b", "ghost")] = binding(
+        "RoleBinding", "ghost", "Role", "missing", [{"kind": "User", "apiGroup": RBAC, "name": "alice"}], "team-b")
+    return made
+
+
+@pytest.mark.parametrize(
+    "user, attributes, allowed",
+    [
+        (ALICE, attrs("get"), True),
+        (ALICE, attrs("list"), True),
+        (ALICE, attrs("delete"), False),
+        (ALICE, attrs("get", namespace="team-b"), False),  # a RoleBinding counts in its namespace only
+        (ALICE, attrs("list", namespace=""), False),  # nor across all namespaces
+        (ALICE, attrs("get", "secrets"), False),
+        (BOB, attrs("create", "pods", sub="exec"), True),  # edit, bound in team-a, aggregated from its parts
+        (BOB, attrs("update", "deployments", group="apps", sub="scale"), True),
+        (BOB, attrs("create", "roles", group=RBAC), False),  # edit does not manage RBAC; admin does
+        (BOB, attrs("create", "pods", namespace="team-b"), False),
+        (ROBOT, attrs("get", "pods", sub="log"), True),  # a ServiceAccount subject of the binding's namespace
+        (ROBOT, attrs("create", "pods"), False),
+        (MASTER, attrs("delete", "nodes", namespace=""), True),  # system:masters bypasses RBAC
+        (ALICE, Attributes("get", path="/version"), True),  # system:discovery / public-info-viewer
+        (ALICE, Attributes("get", path="/metrics"), False),  # system:monitoring only
+        (ALICE, attrs("create", "selfsubjectaccessreviews", namespace="", group="authorization.k8s.io"), True),
+        (User("eve", "", ("edit:team-c", AUTHENTICATED_GROUP)), attrs("delete", "pods", "team-c"), True),  # legacy group
+        (User("eve", "", ("edit:team-c", AUTHENTICATED_GROUP)), attrs("delete", "nodes", ""), False),
+        (User("vic", "", ("view", AUTHENTICATED_GROUP)), attrs("list", "nodes", ""), True),
+        (User("vic", "", ("view", AUTHENTICATED_GROUP)), attrs("create", "pods"), False),
+    ],
+)
+def test_bindings_give_their_subjects_their_roles_rules(user, attributes, allowed):
+    assert authorize(user, attributes, policy()).allowed is allowed
+
+
+def test_an_allowed_decision_says_which_binding_allowed_it():
+    assert authorize(ALICE, attrs("get"), policy()).reason == (
+        'RBAC: allowed by RoleBinding "team-a/alice-reads" of Role "pod-reader" to User "alice"')
+    assert authorize(ROBOT, attrs("get"), policy()).reason == (
+        'RBAC: allowed by RoleBinding "team-a/robot-view" of ClusterRole "view" to ServiceAccount "team-a/robot"')
+    assert authorize(ALICE, attrs("delete"), policy()).reason == ""
+
+
+def test_aggregation_gathers_the_rules_of_the_labelled_roles():
+    extra = cluster_role("widgets", [rule(["get"], ["example.com"], ["widgets"])],
+                         labels={"rbac.authorization.k8s.io/aggregate-to-view": "true"})
+    roles = settle(default_policy().cluster_roles | {"widgets": extra})
+    for aggregate in ("view", "edit", "admin"):  # view is aggregated into edit, edit into admin
+        assert rule(["get"], ["example.com"], ["widgets"]) in roles[aggregate]["rules"]
+    assert rule(["get"], ["example.com"], ["widgets"]) not in roles["cluster-admin"]["rules"]
+    assert aggregated_rules(roles["cluster-admin"], roles) is None  # not an aggregated role
+    edit_rules = roles["edit"]["rules"]
+    assert len(edit_rules) == len({repr(r) for r in edit_rules})  # each rule once
+
+
+def test_reconciliation_adds_missing_rules_and_respects_autoupdate_false():
+    default = cluster_role("x", [rule(["get"], [""], ["pods"])])
+    assert reconcile(default, None) == default
+    assert reconcile(default, default) is None
+    changed = reconcile(default, default | {"rules": [rule(["list"], [""], ["pods"])]})
+    assert changed["rules"] == [rule(["list"], [""], ["pods"]), rule(["get"], [""], ["pods"])]  # added, none removed
+    pinned = default | {"metadata": default["metadata"] | {"annotations": {AUTOUPDATE: "false"}}, "rules": []}
+    assert reconcile(default, pinned) is None
+
+
+def test_covers_breaks_a_rule_into_its_single_grants():
+    held = [rule(["get", "list"], [""], ["pods", "pods/log"]), rule(["*"], ["apps"], ["deployments"], ["web"])]
+    assert covers(held, rule(["get"], [""], ["pods/log"]))
+    assert not covers(held, rule(["get"], [""], ["pods/exec"]))
+    assert covers(held, rule(["delete"], ["apps"], ["deployments"], ["web"]))
+    assert not covers(held, rule(["delete"], ["apps"], ["deployments"]))  # every name is more than one
+    assert not covers(held, rule(["*"], ["*"], ["*"]))
+    assert covers([url_rule(["get"], ["/apis/*"])], url_rule(["get"], ["/apis/apps"]))
+
+
+def test_a_role_granting_more_than_its_writer_holds_is_refused():
+    editor = User("dana", "", ("devs", AUTHENTICATED_GROUP))
+    role = {"metadata": {"name": "everything", "namespace": "team-a"}, "rules": [rule(["*"], ["*"], ["*"])]}
+    with pytest.raises(ApiError) as refused:
+        escalation.check(editor, "Role", role, policy())
+    assert refused.value.code == 403
+    assert refused.value.status["message"] == (
+        'roles.rbac.authorization.k8s.io "everything" is forbidden: user "dana" (groups=["devs" '
+        '"system:authenticated"]) is attempting to grant RBAC permissions not currently held:\n'
+        '{APIGroups:["*"], Resources:["*"], Verbs:["*"]}')
+    held = role | {"rules": [rule(["get"], [""], ["pods"])]}
+    escalation.check(editor, "Role", held, policy())  # what edit gives in team-a: allowed
+    cluster_admin = binding("RoleBinding", "me", "ClusterRole", "cluster-admin",
+                            [{"kind": "User", "apiGroup": RBAC, "name": "dana"}], "team-a")
+    with pytest.raises(ApiError):
+        escalation.check(editor, "RoleBinding", cluster_admin, policy())
+    escalation.check(MASTER, "RoleBinding", cluster_admin, policy())
+
+
+def test_escalate_and_bind_let_a_user_grant_what_they_do_not_hold():
+    granted = policy()
+    granted.roles[("team-a", "rbac-manager")] = {"rules": [rule(["create", "escalate", "bind"], [RBAC], ["roles"])]}
+    granted.role_bindings[("team-a", "alice-manages")] = binding(
+        "RoleBinding", "alice-manages", "Role", "rbac-manager", [{"kind": "User", "apiGroup": RBAC, "name": "alice"}], "team-a")
+    role = {"metadata": {"name": "everything", "namespace": "team-a"}, "rules": [rule(["*"], ["*"], ["*"])]}
+    escalation.check(ALICE, "Role", role, granted)
+    granted.roles[("team-a", "everything")] = role
+    escalation.check(ALICE, "RoleBinding", binding("RoleBinding", "b", "Role", "everything", [], "team-a"), granted)
+
+
+def causes(kind: str, obj: dict, *, namespaced: bool) -> list[tuple[str, str]]:
+    obj = {"metadata": {"name": "x"} | ({"namespace": "team-a"} if namespaced else {})} | obj
+    return [(c.field, c.message) for c in validate(kind, obj, Limits(), namespaced=namespaced)]
+
+
+@pytest.mark.parametrize(
+    "kind, obj, namespaced, expected",
+    [
+        ("Role", {"rules": [{"apiGroups": [""], "resources": ["pods"]}]}, True,
+         [("rules[0].verbs", "Required value: verbs must contain at least one value")]),
+        ("Role", {"rules": [{"verbs": ["get"], "nonResourceURLs": ["/x"]}]}, True,
+         [("rules[0].nonResourceURLs", 'Invalid value: []string{"/x"}: namespaced rules cannot apply to non-resource URLs')]),
+        ("ClusterRole", {"rules": [{"verbs": ["get"], "nonResourceURLs": ["/x"]}]}, False, []),
+        ("ClusterRole", {"rules": [{"verbs": ["get"]}]}, False,
+         [("rules[0].apiGroups", "Required value: resource rules must supply at least one api group"),
+          ("rules[0].resources", "Required value: resource rules must supply at least one resource")]),
+        ("RoleBinding", {"roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "r"},
+                         "subjects": [{"kind": "User", "apiGroup": RBAC, "name": "a"}]}, True, []),
+        ("ClusterRoleBinding", {"roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "r"}}, False,
+         [("roleRef.kind", 'Unsupported value: "Role": supported values: "ClusterRole"')]),
+        ("ClusterRoleBinding", {"roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "r"},
+                                "subjects": [{"kind": "ServiceAccount", "name": "robot"}]}, False,
+         [("subjects[0].namespace", "Required value")]),
+        ("RoleBinding", {"roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "r"},
+                         "subjects": [{"kind": "Robot", "name": "r"}]}, True,
+         [("subjects[0].kind", 'Unsupported value: "Robot": supported values: "ServiceAccount", "User", "Group"')]),
+    ],
+)
+def test_rbac_objects_are_validated_as_kubernetes_does(kind, obj, namespaced, expected):
+    assert causes(kind, obj, namespaced=namespaced) == expected
+
+
+def test_a_bindings_role_cannot_change():
+    old = {"roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "a"}}
+    new = {"roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "b"}}
+    assert [c.field for c in validate_update("RoleBinding", old, new)] == ["roleRef"]
