@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import yaml
 from aiohttp import web
-from podnet.apiserver import deletion, fieldvalidation, status, tables
+from podnet.apiserver import deletion, fieldvalidation, protobuf, status, tables
 from podnet.apiserver.auth import User
 from podnet.apiserver.codec import (
     JSON,
@@ -163,6 +163,10 @@ def _dry_run(request: web.Request) -> bool:
     return bool(values)
 
 
+# Kinds whose bodies may come in protobuf (typed clients send it for them: kubectl create rolebinding).
+_PROTOBUF_RESOURCES = frozenset(k.plural for k in KINDS if k.kind in protobuf.KINDS)
+
+
 # Revisions, limits and timeouts are int64 in Kubernetes' API (and in etcd and SQLite); a larger number is
 # the client's mistake, not the store's.
 INT64_MAX = 2**63 - 1
@@ -277,6 +281,11 @@ class Resources:
         if len(body) > limit:
             raise status.too_large(limit)
         media_type = media_type_of(request.headers.get("Content-Type")) or JSON
+        if media_type == protobuf.MEDIA_TYPE and not patch and request.get(RESOURCE_KEY) in _PROTOBUF_RESOURCES:
+            try:
+                return protobuf.decode(body), media_type
+            except protobuf.ProtobufError as e:
+                raise status.bad_request(f"couldn't decode the body as protobuf: {e}") from None
         accepted = (JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH, APPLY_PATCH) if patch else (JSON, MSGPACK, YAML, "*/*")
         if media_type not in accepted:
             raise status.unsupported_media_type(media_type)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from podnet.apiserver import protobuf
 from podnet.apiserver.auth import AUTHENTICATED_GROUP, User
 from podnet.apiserver.rbac import escalation
 from podnet.apiserver.rbac.aggregation import aggregated_rules, settle
@@ -217,3 +218,32 @@ def test_a_bindings_role_cannot_change():
     old = {"roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "a"}}
     new = {"roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "b"}}
     assert [c.field for c in validate_update("RoleBinding", old, new)] == ["roleRef"]
+
+
+
+# kubectl 1.32's `create rolebinding x --role=r --user=alice -n team-a` body, as it sent it (-v=8).
+ROLE_BINDING_PROTOBUF = bytes.fromhex(
+    "6b387300 0a2b0a1c 72626163 2e617574 686f7269 7a617469 6f6e2e6b 38732e69 6f2f7631 120b526f 6c654269"
+    "6e64696e 67126b0a 170a0178 12001a06 7465616d 2d612200 2a003200 38004200 122a0a04 55736572 12197262"
+    "61632e61 7574686f 72697a61 74696f6e 2e6b3873 2e696f1a 05616c69 63652200 1a240a19 72626163 2e617574"
+    "686f7269 7a617469 6f6e2e6b 38732e69 6f120452 6f6c651a 01721a00 2200")
+
+
+def test_a_protobuf_role_binding_decodes_as_its_json():
+    assert protobuf.decode(ROLE_BINDING_PROTOBUF) == {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "x", "namespace": "team-a"},
+        "subjects": [{"kind": "User", "apiGroup": RBAC, "name": "alice"}],
+        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "r"},
+    }
+
+
+@pytest.mark.parametrize("cut", [5, 20, 60, 100, len(ROLE_BINDING_PROTOBUF) - 1])
+def test_a_truncated_protobuf_body_is_a_decode_error(cut):
+    with pytest.raises(protobuf.ProtobufError):
+        protobuf.decode(ROLE_BINDING_PROTOBUF[:cut])
+
+
+def test_protobuf_of_other_kinds_is_refused():
+    with pytest.raises(protobuf.ProtobufError, match='kind "Pod"'):
+        protobuf.decode(b"k8s\x00" + bytes.fromhex("0a090a0276311203506f64"))

@@ -97,7 +97,6 @@ _EDIT_RULES = [
     rule(READ_WRITE, ["batch"], ["jobs", "cronjobs"]),
     rule(READ_WRITE, ["policy"], ["poddisruptionbudgets"]),
     rule(READ_WRITE, ["networking.k8s.io"], ["networkpolicies", "ingresses"]),
-    rule(READ_WRITE, ["coordination.k8s.io"], ["leases"]),
 ]
 _ADMIN_RULES = [
     rule(["create"], ["authorization.k8s.io"], ["localsubjectaccessreviews"]),
