@@ -26,6 +26,7 @@ from podnet.apiserver.controllers import run_all
 from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
+from podnet.apiserver.rbac.authorizer import Attributes
 from podnet.apiserver.rbac.cache import bootstrap as bootstrap_rbac
 from podnet.apiserver.scale import ScaleRoutes
 from podnet.apiserver.scale import discovery as scale_discovery
@@ -99,6 +100,12 @@ def check_files(config: ApiServerConfig) -> None:
         raise ValueError(f"--tls-cert {config.tls_cert} / --tls-key {config.tls_key}: {reason}") from None
 
 
+def _resource_path(path: str) -> bool:
+    """Whether a path names resources (`/api/v1/pods`, `/apis/apps/v1/...`) rather than discovery or the like."""
+    parts = path.strip("/").split("/")
+    return (parts[0] == "api" and len(parts) >= 3) or (parts[0] == "apis" and len(parts) >= 4)
+
+
 def _verb_of(method: str) -> str:
     return {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
 
@@ -155,8 +162,13 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         user = authenticator.authenticate(request.headers.get("Authorization"), peer_certificate(request))
         if user is None:
             raise status.unauthorized()
-        request[USER_KEY] = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []),
-                                        resources.rbac.policy)
+        request[USER_KEY] = acting = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []),
+                                                 resources.rbac.policy)
+        if not _resource_path(request.path):
+            # Discovery, OpenAPI and /metrics: authorized by path, as RBAC's nonResourceURLs rules say.
+            verb = request.method.lower()
+            if not resources.allowed(acting, Attributes(verb, path=request.path)).allowed:
+                raise status.forbidden(acting.name, verb, None, None, request.path)
         return await handler(request)
 
     app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes,

@@ -178,3 +178,11 @@ def test_service_account_subjects_and_subject_access_reviews(server: KubectlServ
         'Error from server (Forbidden): error when creating "STDIN": subjectaccessreviews.authorization.k8s.io is '
         'forbidden: User "dave" cannot create resource "subjectaccessreviews" in API group "authorization.k8s.io" '
         'at the cluster scope\n')
+
+
+def test_non_resource_paths_are_authorized_by_their_rules(server: KubectlServer):
+    assert as_user(server, "erin", "get", "--raw", "/version").returncode == 0  # system:discovery, every user
+    metrics = as_user(server, "erin", "get", "--raw", "/metrics")
+    assert (metrics.returncode, metrics.stderr) == (
+        1, 'Error from server (Forbidden): forbidden: User "erin" cannot get path "/metrics"\n')
+    assert as_user(server, "mona", "get", "--raw", "/metrics", groups=("system:monitoring",)).returncode == 0
