@@ -16,7 +16,9 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from podnet.apiserver.auth import Authenticator, User, authorize
+from podnet.apiserver.auth import Authenticator, User
+from podnet.apiserver.rbac.authorizer import Attributes, authorize
+from podnet.apiserver.rbac.defaults import default_policy
 
 from podnet import kubeconfig, pki
 from podnet.cluster import credentials, topology
@@ -122,7 +124,9 @@ def test_the_authenticator_takes_a_certificate_then_a_token(ca):
     authenticator = Authenticator({"t1": User("alice", "1", ("system:masters",))}, [ca.certificate])
     victor = authenticator.authenticate(None, der, NOW)
     assert victor == User("victor", "", ("view", "system:authenticated"))
-    assert authorize(victor, "get", "x", namespaced=True) and not authorize(victor, "create", "x", namespaced=True)
+    policy = default_policy()
+    assert authorize(victor, Attributes("get", "x", "", "pods"), policy).allowed
+    assert not authorize(victor, Attributes("create", "x", "", "pods"), policy).allowed
     assert authenticator.authenticate(None, foreign, NOW) is None
     assert authenticator.authenticate("Bearer t1", foreign, NOW).name == "alice"
     assert authenticator.authenticate("Bearer nope", None, NOW) is None
@@ -149,6 +153,11 @@ def test_issue_writes_every_secret_for_its_owner_alone_and_a_kubeconfig_kubectl_
     loaded = kubeconfig.load(tmp_path / "kubeconfig")
     assert loaded.server == topo.api_url and loaded.token is None
     loaded.tls.context()  # the key and the certificate belong together
+    for tenant in credentials.TENANTS:  # each demo tenant its own user, with no group
+        tenant_config = yaml.safe_load(credentials.tenant_kubeconfig(tmp_path, tenant).read_text())
+        tenant_cert = base64.b64decode(tenant_config["users"][0]["user"]["client-certificate-data"])
+        assert x509.load_pem_x509_certificate(tenant_cert).subject.rfc4514_string() == f"CN={tenant}"
+        assert stat.S_IMODE(credentials.tenant_kubeconfig(tmp_path, tenant).stat().st_mode) == 0o600
     agent = kubeconfig.load(pki_dir / "node-1_agent.kubeconfig")
     rows = (pki_dir / "tokens.csv").read_text().splitlines()
     assert rows[0] == f'{admin_token},admin,admin,"system:masters"'

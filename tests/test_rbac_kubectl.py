@@ -10,11 +10,13 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support.kubectl import KubectlServer
 
 from podnet import kubeconfig, pki
+from podnet.api import manifests
 
 HOST = "127.0.115.10"
 
@@ -186,3 +188,22 @@ def test_non_resource_paths_are_authorized_by_their_rules(server: KubectlServer)
     assert (metrics.returncode, metrics.stderr) == (
         1, 'Error from server (Forbidden): forbidden: User "erin" cannot get path "/metrics"\n')
     assert as_user(server, "mona", "get", "--raw", "/metrics", groups=("system:monitoring",)).returncode == 0
+
+
+def test_a_demo_tenant_edits_its_namespace_and_nothing_else(server: KubectlServer):
+    demo = Path(__file__).resolve().parent.parent / "deploy" / "demo" / "02-multi-tenancy.yaml"
+    bindings = [obj for obj in manifests.load(demo.read_text(), str(demo)) if obj["kind"] == "RoleBinding"]
+    assert [b["metadata"]["name"] for b in bindings] == ["team-a-edit", "team-b-edit"]
+    for binding in bindings:
+        ok(server, "apply", "-f", "-", input=json.dumps(binding))
+
+    assert eventually(lambda: as_user(server, "team-a", "auth", "can-i", "delete", "pods", "-n", "team-a").stdout == "yes\n")
+    assert as_user(server, "team-a", "auth", "can-i", "delete", "pods", "-n", "team-b").stdout == "no\n"
+    assert as_user(server, "team-a", "auth", "can-i", "create", "rolebindings", "-n", "team-a").stdout == "no\n"
+    # kubectl reads the pod before it execs: that read is refused first, as against kube-apiserver.
+    exec_ = as_user(server, "team-a", "exec", "-n", "team-b", "web", "--", "hostname")
+    assert (exec_.returncode, exec_.stderr) == (1, (
+        'Error from server (Forbidden): pods "web" is forbidden: User "team-a" cannot get resource "pods" in API '
+        'group "" in the namespace "team-b"\n'))
+    assert as_user(server, "team-a", "auth", "can-i", "create", "pods", "--subresource=exec", "-n", "team-b").stdout == "no\n"
+    assert as_user(server, "team-a", "auth", "can-i", "create", "pods", "--subresource=exec", "-n", "team-a").stdout == "yes\n"

@@ -12,7 +12,9 @@ token is readable by anyone else for even a moment, and nothing written by someo
 | `<component>.kubeconfig`| what each component (agent, kube-proxy, DNS, ...) connects with: server, CA, its token |
 
 and `<home>/kubeconfig`, the administrator's: the CA and a client certificate (CN=admin,
-O=system:masters), everything inline, as kubeadm's admin.conf. The admin token (in `tokens.csv`) is the
+O=system:masters), everything inline, as kubeadm's admin.conf; beside it `<home>/<tenant>.kubeconfig` for each
+demo tenant (CN=<tenant>, no group), whose rights are the RoleBinding `<tenant>-edit` of deploy/demo/ (ClusterRole
+edit in its own namespace). The admin token (in `tokens.csv`) is the
 bearer-token way in, for clients without certificates. A new `podnet up` in the same home keeps the CA, as
 kubeadm keeps an existing one, so kubeconfigs with certificates it signed (copied, merged into
 ~/.kube/config) go on working; everything else, tokens included, is issued anew.
@@ -36,6 +38,8 @@ from podnet import kubeconfig, pki
 PKI_DIR = "pki"
 ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
+# The demo's tenants (deploy/demo/02-multi-tenancy.yaml): each a user of its own, bound to edit in its namespace.
+TENANTS = ("team-a", "team-b")
 # The names in-cluster clients use for the API server (the `kubernetes` Service), as kube-apiserver's own.
 SERVICE_NAMES = ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -67,6 +71,10 @@ def component_user(component: str) -> str:
     host, _, role = component.partition("/")
     return {"agent": f"system:node:{host}", "kube-proxy": f"system:kube-proxy:{host}",
             "bgp": f"system:podnet:bgp:{host}"}.get(role, f"system:podnet:{component}")
+
+
+def tenant_kubeconfig(home: Path, tenant: str) -> Path:
+    return home / f"{tenant}.kubeconfig"
 
 
 def kubernetes_service_ip(service_cidr: str) -> str:
@@ -134,6 +142,11 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
         admin = pki.make_client(ca, ADMIN_USER, ADMIN_GROUPS, now)
         admin_config = kubeconfig.render(admin_server or server, ca.cert_pem, ADMIN_USER,
                                          cert_pem=admin.cert_pem, key_pem=admin.key_pem)
+        for tenant in TENANTS:
+            certificate = pki.make_client(ca, tenant, [], now)
+            replace_secret(tenant_kubeconfig(home, tenant), kubeconfig.render(
+                admin_server or server, ca.cert_pem, tenant, cert_pem=certificate.cert_pem, key_pem=certificate.key_pem,
+            ).encode())
     else:
         admin_config = kubeconfig.render(admin_server or server, None, ADMIN_USER, token=admin_token)
     replace_secret(home / "kubeconfig", admin_config.encode())
