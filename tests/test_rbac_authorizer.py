@@ -13,6 +13,8 @@ from podnet.apiserver.rbac.defaults import AUTOUPDATE, cluster_role, default_pol
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.validation import Limits, validate, validate_update
 
+from podnet.cluster import credentials
+
 RBAC = "rbac.authorization.k8s.io"
 
 
@@ -247,3 +249,11 @@ def test_a_truncated_protobuf_body_is_a_decode_error(cut):
 def test_protobuf_of_other_kinds_is_refused():
     with pytest.raises(protobuf.ProtobufError, match='kind "Pod"'):
         protobuf.decode(b"k8s\x00" + bytes.fromhex("0a090a0276311203506f64"))
+
+
+def test_every_component_group_podnet_up_gives_is_bound_by_default():
+    bound = {s["name"] for b in default_policy().cluster_role_bindings.values() for s in b["subjects"]}
+    assert set(credentials.COMPONENT_GROUPS.values()) <= bound
+    node = User("system:node:node-1", "", (credentials.component_groups("node-1/agent")[0], AUTHENTICATED_GROUP))
+    assert authorize(node, attrs("patch", "pods", sub="status"), default_policy()).allowed
+    assert not authorize(node, attrs("create", "pods", sub="exec"), default_policy()).allowed

@@ -103,32 +103,37 @@ _ADMIN_RULES = [
     rule(READ_WRITE, [RBAC_GROUP], ["rolebindings", "roles"]),
 ]
 
-# podnet's components, by the user names `podnet up` gives them (podnet/cluster/credentials.py).
+# podnet's components, by the groups `podnet up` gives them (podnet/cluster/credentials.py): what each reads,
+# writes and records events about, and nothing else.
+_EVENTS = rule(["create", "update", "patch"], ["", "events.k8s.io"], ["events"])
 _NODE_RULES = [
-    rule(READ + ["create", "update", "patch", "delete"], [""], ["nodes", "nodes/status"]),
-    rule(READ + ["update", "patch", "delete"], [""], ["pods", "pods/status"]),
+    rule(READ + ["create", "update", "patch", "delete"], [""], ["nodes"]),
+    rule(["get", "update", "patch"], [""], ["nodes/status", "pods/status"]),
+    rule(READ + ["delete"], [""], ["pods"]),
     rule(READ, [""], ["services", "endpoints", "namespaces"]),
+    rule(["create"], [""], ["namespaces"]),  # kube-node-lease, on a server without its controllers
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
     rule(READ, ["networking.k8s.io"], ["networkpolicies"]),
-    rule(["create", "update", "patch"], [""], ["events"]),
     rule(READ_WRITE, ["coordination.k8s.io"], ["leases"]),
+    _EVENTS,
 ]
 _PROXY_RULES = [
     rule(READ, [""], ["services", "endpoints", "nodes"]),
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
-    rule(["create", "update", "patch"], [""], ["events"]),
+    _EVENTS,
 ]
+_BGP_RULES = [rule(READ, [""], ["nodes"]), _EVENTS]
 _DNS_RULES = [
-    rule(READ, [""], ["services", "endpoints", "namespaces", "pods"]),
+    rule(READ + ["create"], [""], ["services", "namespaces"]),  # kube-dns and kube-system when missing
+    rule(READ_WRITE, [""], ["pods"]),  # each replica registers its relay pod
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
-    rule(READ_WRITE, [""], ["pods", "pods/status"]),
+    _EVENTS,
 ]
 _CLOUD_LB_RULES = [
-    rule(READ + ["update", "patch"], [""], ["services", "services/status"]),
-    rule(READ, [""], ["nodes"]),
-    rule(["create", "update", "patch"], [""], ["events"]),
+    rule(READ, [""], ["services", "nodes"]),
+    rule(["get", "update", "patch"], [""], ["services/status"]),
+    _EVENTS,
 ]
-_CONTROLLER_RULES = [rule(["*"], ["*"], ["*"]), url_rule(["*"], ["*"])]
 
 DEFAULT_CLUSTER_ROLES: list[dict] = [
     cluster_role("cluster-admin", [rule(["*"], ["*"], ["*"]), url_rule(["*"], ["*"])]),
@@ -151,17 +156,18 @@ DEFAULT_CLUSTER_ROLES: list[dict] = [
     cluster_role("podnet:read-all", [rule(READ, ["*"], ["*"])]),
     cluster_role("system:podnet:node", _NODE_RULES),
     cluster_role("system:podnet:kube-proxy", _PROXY_RULES),
+    cluster_role("system:podnet:bgp", _BGP_RULES),
     cluster_role("system:podnet:dns", _DNS_RULES),
     cluster_role("system:podnet:cloud-lb", _CLOUD_LB_RULES),
-    cluster_role("system:podnet:controllers", _CONTROLLER_RULES),
 ]
 
-# Groups podnet components carry in their credentials, beside their user names.
+# Groups podnet components carry in their credentials, beside their user names. (The in-process controllers
+# are the API server's own loopback user, in system:masters, as kube-apiserver's loopback client is.)
 NODES_GROUP = "system:nodes"
 PROXIES_GROUP = "system:podnet:kube-proxies"
+BGP_GROUP = "system:podnet:bgp"
 DNS_GROUP = "system:podnet:dns"
 CLOUD_LB_GROUP = "system:podnet:cloud-lb"
-CONTROLLERS_GROUP = "system:podnet:controllers"
 
 DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
     cluster_role_binding("cluster-admin", "cluster-admin", [subject("Group", "system:masters")]),
@@ -175,10 +181,9 @@ DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
     cluster_role_binding("podnet:view", "podnet:read-all", [subject("Group", "view")]),
     cluster_role_binding("system:podnet:node", "system:podnet:node", [subject("Group", NODES_GROUP)]),
     cluster_role_binding("system:podnet:kube-proxy", "system:podnet:kube-proxy", [subject("Group", PROXIES_GROUP)]),
+    cluster_role_binding("system:podnet:bgp", "system:podnet:bgp", [subject("Group", BGP_GROUP)]),
     cluster_role_binding("system:podnet:dns", "system:podnet:dns", [subject("Group", DNS_GROUP)]),
     cluster_role_binding("system:podnet:cloud-lb", "system:podnet:cloud-lb", [subject("Group", CLOUD_LB_GROUP)]),
-    cluster_role_binding("system:podnet:controllers", "system:podnet:controllers",
-                         [subject("Group", CONTROLLERS_GROUP)]),
 ]
 
 

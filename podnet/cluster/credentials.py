@@ -19,8 +19,10 @@ bearer-token way in, for clients without certificates. A new `podnet up` in the 
 kubeadm keeps an existing one, so kubeconfigs with certificates it signed (copied, merged into
 ~/.kube/config) go on working; everything else, tokens included, is issued anew.
 
-Components are cluster administrators (group system:masters) until RBAC gives each its own role; each has its
-own user name (system:node:node-1, system:kube-proxy:node-1, ...), so the server knows who did what.
+Each component has its own user name (system:node:node-1, system:kube-proxy:node-1, ...), so the server knows
+who did what, and the group of its kind (`COMPONENT_GROUPS`: system:nodes, ...), which the API server's default
+RBAC bindings give exactly the rights that kind of component uses (apiserver/rbac/defaults.py); a component of
+another kind stays a cluster administrator (system:masters).
 """
 
 from __future__ import annotations
@@ -64,6 +66,17 @@ def token_file(home: Path) -> Path:
 def component_kubeconfig(home: Path, component: str) -> Path:
     """`node-1/agent` -> <home>/pki/node-1_agent.kubeconfig."""
     return pki_dir(home) / f"{component.replace('/', '_')}.kubeconfig"
+
+
+# A component's group by its kind, as apiserver/rbac/defaults.py binds them.
+COMPONENT_GROUPS = {"agent": "system:nodes", "kube-proxy": "system:podnet:kube-proxies", "bgp": "system:podnet:bgp",
+                    "dns": "system:podnet:dns", "cloud-lb": "system:podnet:cloud-lb"}
+
+
+def component_groups(component: str) -> tuple[str, ...]:
+    """`node-1/agent` -> ("system:nodes",); `dns` -> ("system:podnet:dns",)."""
+    kind = component.partition("/")[2] or component
+    return (COMPONENT_GROUPS[kind],) if kind in COMPONENT_GROUPS else ADMIN_GROUPS
 
 
 def component_user(component: str) -> str:
@@ -134,7 +147,7 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
     for component in components:
         token = secrets.token_hex(16)
         user = component_user(component)
-        rows.append(f'{token},{user},{user},"{",".join(ADMIN_GROUPS)}"')
+        rows.append(f'{token},{user},{user},"{",".join(component_groups(component))}"')
         write_secret(component_kubeconfig(home, component),
                      kubeconfig.render(server, ca_pem, user, token=token).encode())
     write_secret(token_file(home), ("\n".join(rows) + "\n").encode())
