@@ -257,3 +257,13 @@ def test_every_component_group_podnet_up_gives_is_bound_by_default():
     node = User("system:node:node-1", "", (credentials.component_groups("node-1/agent")[0], AUTHENTICATED_GROUP))
     assert authorize(node, attrs("patch", "pods", sub="status"), default_policy()).allowed
     assert not authorize(node, attrs("create", "pods", sub="exec"), default_policy()).allowed
+
+
+def test_an_aggregated_cluster_role_takes_escalate():
+    aggregated = cluster_role("sneaky", [], aggregate="admin")
+    with pytest.raises(ApiError) as refused:
+        escalation.check(BOB, "ClusterRole", aggregated, policy())
+    assert refused.value.status["message"] == (
+        'clusterroles.rbac.authorization.k8s.io "sneaky" is forbidden: must have cluster-admin privileges to use '
+        "the aggregationRule")
+    escalation.check(MASTER, "ClusterRole", aggregated, policy())

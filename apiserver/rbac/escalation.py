@@ -1,6 +1,7 @@
 """Escalation prevention, as kube-apiserver's RBAC storage does it (pkg/registry/rbac): a user may write a
 Role or ClusterRole only with rules they hold themselves where it applies, and a binding only to a role
-whose rules they hold, unless they may `escalate` roles (`bind` the role, for bindings). Pure:
+whose rules they hold, unless they may `escalate` roles (`bind` the role, for bindings); an aggregated
+ClusterRole takes `escalate`. Pure:
 `check(user, kind, obj, policy)` raises the Forbidden `ApiError` or returns.
 """
 
@@ -36,6 +37,12 @@ def check(user: User, kind_name: str, obj: dict, policy: Policy) -> None:
     if kind_name in _ROLES:
         if _may(user, "escalate", _ROLES[kind_name], name, namespace, policy):
             return
+        if kind_name == "ClusterRole" and obj.get("aggregationRule"):
+            # Its rules will be whatever the selected roles hold: only a user who may escalate picks them.
+            message = (f'clusterroles.{RBAC_GROUP} "{name}" is forbidden: must have cluster-admin privileges to use '
+                       "the aggregationRule")
+            raise ApiError(status.status(403, "Forbidden", message, {"name": name, "group": RBAC_GROUP,
+                                                                     "kind": "clusterroles"}))
         wanted = [r for r in obj.get("rules") or [] if isinstance(r, dict)]
     else:
         role_ref = obj.get("roleRef") or {}
