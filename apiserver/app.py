@@ -27,7 +27,6 @@ from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
 from podnet.apiserver.rbac.authorizer import Attributes
-from podnet.apiserver.rbac.cache import bootstrap as bootstrap_rbac
 from podnet.apiserver.scale import ScaleRoutes
 from podnet.apiserver.scale import discovery as scale_discovery
 from podnet.apiserver.serving import loopback_context, peer_certificate, server_context
@@ -184,6 +183,9 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
                 await store.current_revision()
         except Exception as e:  # any failure of the store makes the server unready, and says why
             return web.Response(status=503, text=f"[-]etcd failed: {type(e).__name__}: {e}\nhealthz check failed\n")
+        if not resources.rbac.ready:  # kube-apiserver's post-start hook: no one but masters is allowed before it
+            return web.Response(status=503, text="[-]poststarthook/rbac/bootstrap-roles failed: not finished\n"
+                                                 "healthz check failed\n")
         return web.Response(text="ok")
 
     async def livez(request: web.Request) -> web.Response:
@@ -206,10 +208,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     fieldvalidation.install(app)
 
     async def background(app: web.Application):
-        await bootstrap_rbac(store)
         tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache"),
                  asyncio.create_task(resources.rbac.run(), name="rbac cache")]
-        await resources.rbac.wait_synced()
         if config.compaction_interval > 0:
             tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
         if config.event_ttl > 0:

@@ -4,7 +4,9 @@ bootstrap of the default roles at start; and the cluster role aggregation loop.
 
 `RbacCache.policy` is the authorizer's `Policy`, kept current by one list+watch per kind (as the namespace
 cache in namespaces.py). `bootstrap(store)` is kube-apiserver's rbac/bootstrap-roles post-start hook:
-every default role and binding written or reconciled, the aggregated ones already filled. `aggregate()` runs
+every default role and binding written or reconciled, the aggregated ones already filled; the cache runs it
+(retrying while the store is away) and is `ready` once it is done and every kind is listed, which /readyz
+reports. `aggregate()` runs
 after every ClusterRole change and writes the aggregated roles whose rules are stale.
 """
 
@@ -49,14 +51,17 @@ class RbacCache:
                         "clusterrolebindings": self.policy.cluster_role_bindings,
                         "rolebindings": self.policy.role_bindings}
         self._synced = {plural: asyncio.Event() for plural in _PLURALS}
+        self._bootstrapped = False
         self._roles_changed = asyncio.Event()
 
-    async def wait_synced(self) -> None:
-        for event in self._synced.values():
-            await event.wait()
+    @property
+    def ready(self) -> bool:
+        """The defaults are written and every kind listed: decisions are those of the stored policy."""
+        return self._bootstrapped and all(event.is_set() for event in self._synced.values())
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._bootstrap(), name="rbac bootstrap")
             for plural in _PLURALS:
                 tasks.create_task(self._follow(lookup(plural)), name=f"rbac cache {plural}")
             tasks.create_task(self._aggregate_on_change(), name="clusterrole aggregation")
@@ -90,6 +95,18 @@ class RbacCache:
             except (StorageError, WatchEnded, OSError, TimeoutError, ValueError) as e:
                 # Keep the last state: refusing everyone while storage is away would lock out the repair.
                 log.warning("RBAC cache of %s lost its watch, relisting in %.2fs: %s", kind.plural, backoff, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _bootstrap(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await bootstrap(self.store)
+                self._bootstrapped = True
+                return
+            except (StorageError, OSError, TimeoutError) as e:  # the store may come up after the server
+                log.warning("RBAC bootstrap failed, retrying in %.2fs: %s", backoff, e)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
