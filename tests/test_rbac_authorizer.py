@@ -219,7 +219,9 @@ def test_rbac_objects_are_validated_as_kubernetes_does(kind, obj, namespaced, ex
 def test_a_bindings_role_cannot_change():
     old = {"roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "a"}}
     new = {"roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "b"}}
-    assert [c.field for c in validate_update("RoleBinding", old, new)] == ["roleRef"]
+    assert [(c.field, c.message) for c in validate_update("RoleBinding", old, new)] == [("roleRef", (
+        'Invalid value: rbac.RoleRef{APIGroup:"rbac.authorization.k8s.io", Kind:"Role", Name:"b"}: cannot change '
+        "roleRef"))]
 
 
 

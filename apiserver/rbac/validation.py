@@ -96,7 +96,10 @@ def validate_cluster_role_binding(errors: Errors, obj: dict, limits: Any) -> Non
 
 def validate_role_ref_update(errors: Errors, old: dict, new: dict) -> None:
     if old.get("roleRef") != new.get("roleRef"):
-        errors.invalid("roleRef", _Raw(repr(new.get("roleRef"))), "cannot change roleRef")
+        ref = new.get("roleRef") if isinstance(new.get("roleRef"), dict) else {}
+        shown = ", ".join(f"{field}:{json.dumps(str(ref.get(key) or ''))}"
+                          for field, key in (("APIGroup", "apiGroup"), ("Kind", "kind"), ("Name", "name")))
+        errors.invalid("roleRef", _Raw(f"rbac.RoleRef{{{shown}}}"), "cannot change roleRef")
 
 
 VALIDATORS = {
