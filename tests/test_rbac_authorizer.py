@@ -269,3 +269,12 @@ def test_an_aggregated_cluster_role_takes_escalate():
         'clusterroles.rbac.authorization.k8s.io "sneaky" is forbidden: must have cluster-admin privileges to use '
         "the aggregationRule")
     escalation.check(MASTER, "ClusterRole", aggregated, policy())
+
+
+def test_a_binding_to_a_missing_role_is_its_not_found():
+    dangling = binding("RoleBinding", "b", "Role", "nowhere", [], "team-a")
+    with pytest.raises(ApiError) as missing:
+        escalation.check(BOB, "RoleBinding", dangling, policy())
+    assert (missing.value.code, missing.value.status["message"]) == (
+        404, 'roles.rbac.authorization.k8s.io "nowhere" not found')
+    escalation.check(MASTER, "RoleBinding", dangling, policy())  # masters may bind ahead of the role

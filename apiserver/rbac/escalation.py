@@ -1,7 +1,7 @@
 """Escalation prevention, as kube-apiserver's RBAC storage does it (pkg/registry/rbac): a user may write a
 Role or ClusterRole only with rules they hold themselves where it applies, and a binding only to a role
 whose rules they hold, unless they may `escalate` roles (`bind` the role, for bindings); an aggregated
-ClusterRole takes `escalate`. Pure:
+ClusterRole takes `escalate`; a binding to a role that does not exist is the role's 404. Pure:
 `check(user, kind, obj, policy)` raises the Forbidden `ApiError` or returns.
 """
 
@@ -19,6 +19,8 @@ from podnet.apiserver.rbac.authorizer import (
     rules_for,
 )
 from podnet.apiserver.status import ApiError
+
+from podnet.api.kinds import lookup
 
 _ROLES = {"Role": "roles", "ClusterRole": "clusterroles"}
 _BINDINGS = {"RoleBinding": "rolebindings", "ClusterRoleBinding": "clusterrolebindings"}
@@ -50,6 +52,12 @@ def check(user: User, kind_name: str, obj: dict, policy: Policy) -> None:
         if role_kind in _ROLES and _may(user, "bind", _ROLES[role_kind], str(role_ref.get("name") or ""),
                                        namespace if role_kind == "Role" else "", policy):
             return
+        role_name = str(role_ref.get("name") or "")
+        exists = (role_name in policy.cluster_roles if role_kind == "ClusterRole"
+                  else (namespace, role_name) in policy.roles)
+        if role_kind in _ROLES and not exists:
+            # Its rules cannot be weighed: kube-apiserver answers with the role's NotFound.
+            raise status.not_found(lookup(_ROLES[role_kind]), role_name)
         wanted = role_rules(policy, role_ref, namespace)
     held = rules_for(user, namespace, policy)
     missing = [rule for rule in wanted if not covers(held, rule)]
