@@ -119,7 +119,11 @@ def expired(message: str) -> ApiError:
 
 
 def too_large(limit: int) -> ApiError:
-    return ApiError(status(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}"))
+    return entity_too_large(f"Request entity too large: limit is {limit}")
+
+
+def entity_too_large(message: str) -> ApiError:
+    return ApiError(status(413, "RequestEntityTooLarge", message))
 
 
 def uri_too_long(limit: int) -> ApiError:
