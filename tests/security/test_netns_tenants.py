@@ -8,14 +8,11 @@ in `--pod-mode netns`, both run side by side, each in its own kernel namespace w
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 
 import pytest
 from podnet.nodeagent.pods.netns import list_namespaces, namespace_name, namespace_pids
-from support.apiserver import ApiServerProcess
-from support.netns_pods import netns_pod, require_root
-from support.nodeagent import AgentProcess, Cluster, free_udp_port, wait_running
+from support.netns_pods import netns_node, netns_pod
+from support.nodeagent import wait_running
 
 pytestmark = pytest.mark.root
 
@@ -24,18 +21,11 @@ TENANTS = (("a", "b-c"), ("a-b", "c"))
 
 
 def test_pods_whose_joined_names_were_equal_run_side_by_side(tmp_path):
-    require_root()
-    home = tmp_path / "home"
-    (home / "api").mkdir(parents=True)
-    api = ApiServerProcess(home / "api", f"sqlite:///{home / 'api' / 'store.db'}", controllers=True)
     node = f"pnten-{secrets.token_hex(3)}"
-    agent = AgentProcess(node, ADDRESS, home, api.kubeconfig, free_udp_port(ADDRESS), extra_args=("--pod-mode", "netns"))
     names = [namespace_name(node, namespace, pod) for namespace, pod in TENANTS]
     assert names[0] != names[1]
-    try:
-        api.start()
-        agent.start()
-        cluster = Cluster(api, home, {node: agent})
+    with netns_node(tmp_path, node, ADDRESS) as started:
+        cluster = started.cluster
         for namespace, pod in TENANTS:
             manifest = netns_pod(pod, node, command=["sleep", "300"])
             manifest["metadata"]["namespace"] = namespace
@@ -46,21 +36,15 @@ def test_pods_whose_joined_names_were_equal_run_side_by_side(tmp_path):
                 return await wait_running(client, namespace, pod, timeout=30)
 
             cluster.api_call(create)
-        running = cluster.api_call(lambda c: _phases(c))
-        assert running == {"a/b-c": "Running", "a-b/c": "Running"}
+        assert cluster.api_call(_phases) == {"a/b-c": "Running", "a-b/c": "Running"}
         existing = list_namespaces()
         for name in names:
             assert name in existing
             assert namespace_pids(name), f"{name}: the pod's process runs in its own namespace"
         assert not set(namespace_pids(names[0])) & set(namespace_pids(names[1]))
-    finally:
-        agent.kill()
-        api.kill()
-        cleaned = subprocess.run([sys.executable, "-m", "podnet", "clean", "--home", str(home)],
-                                 capture_output=True, text=True, timeout=60)
-    assert cleaned.returncode == 0, cleaned.stderr
+    assert started.cleaned.returncode == 0, started.cleaned.stderr
     for name in names:
-        assert f"removed {name}" in cleaned.stdout
+        assert f"removed {name}" in started.cleaned.stdout
         assert name not in list_namespaces()
 
 
