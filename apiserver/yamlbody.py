@@ -50,7 +50,7 @@ class _Expansion:
 
     nodes: int  # nodes decoded, itself included
     json_bytes: int  # a lower bound of its compact JSON encoding
-    depth: int  # levels of collections, itself included
+    depth: int  # levels, itself included, a scalar being one (as codec.check_depth counts them)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -88,7 +88,7 @@ class _Measure:
             in_progress.discard(key)
             parts = [self.expansions[id(child)] for child in children]
             if isinstance(node, yaml.ScalarNode):
-                self.expansions[key] = _Expansion(1, max(len(node.value), 1), 0)
+                self.expansions[key] = _Expansion(1, max(len(node.value), 1), 1)
             else:
                 self.expansions[key] = _Expansion(
                     1 + sum(p.nodes for p in parts),

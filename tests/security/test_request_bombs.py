@@ -148,3 +148,20 @@ def test_the_alias_share_rule_is_go_yamls(aliases, refused):
             yamlbody.load(body, MAX_BODY_BYTES)
     else:
         assert len(yamlbody.load(body, MAX_BODY_BYTES)["v"]) == aliases
+
+
+@pytest.mark.parametrize("levels", [99, 100, 101])
+def test_yaml_and_json_bodies_nest_equally_deep(levels):
+    """The YAML measure refuses exactly the depths the JSON decoder refuses."""
+    from podnet.apiserver import codec, yamlbody
+
+    body = ("[" * levels + "1" + "]" * levels).encode()  # the same document in both languages
+    outcomes = []
+    for load in (lambda: codec.decode(body, codec.JSON), lambda: yamlbody.load(body, MAX_BODY_BYTES)):
+        try:
+            load()
+            outcomes.append("accepted")
+        except codec.DecodeError as e:
+            outcomes.append(str(e))
+    assert outcomes[0] == outcomes[1]
+    assert (outcomes[0] == "accepted") == (levels < codec.MAX_DEPTH)
