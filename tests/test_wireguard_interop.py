@@ -1,0 +1,160 @@
+"""Interoperability with a WireGuard nobody here wrote: Debian's wireguard-go on a TUN device in a
+network namespace, configured with `wg set`, against podnet's WireGuard core on the host end of a veth.
+Real handshakes and real IP packets through the namespace's kernel, both directions of initiation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from podnet.overlay.wire import icmp, ipv4
+from podnet.overlay.wire.ipv4 import IPProtocol, IPv4Packet
+from podnet.overlay.wireguard import crypto
+from podnet.overlay.wireguard.adapter import WireGuardEndpoint
+from podnet.overlay.wireguard.device import Device, HandshakeCompleted
+
+pytestmark = pytest.mark.root
+
+HOST_UNDERLAY = "198.18.120.1"  # the veth pair's /30 (benchmarking range: routed nowhere)
+PEER_UNDERLAY = "198.18.120.2"
+PEER_PORT = 51820
+PEER_TUNNEL = "10.120.0.1"  # wireguard-go's interface address
+CORE_TUNNEL = "10.120.0.2"  # the address behind podnet's core (a virtual pod)
+
+
+def _run(*argv: str, netns: str | None = None, stdin: str | None = None) -> str:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    done = subprocess.run([*prefix, *argv], input=stdin, capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, f"{argv}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def wireguard_go_peer(tmp_path):
+    for tool in ("wireguard-go", "wg"):
+        assert shutil.which(tool), f"{tool} is missing: install Debian's wireguard-go and wireguard-tools"
+    tag = f"{os.getpid() % 100000}"
+    netns, host_veth, peer_veth = f"pnwg{tag}", f"pnwgh{tag}", f"pnwgp{tag}"
+    _run("ip", "netns", "add", netns)
+    daemon = None
+    try:
+        _run("ip", "link", "add", host_veth, "type", "veth", "peer", "name", peer_veth)
+        _run("ip", "link", "set", peer_veth, "netns", netns)
+        _run("ip", "addr", "add", f"{HOST_UNDERLAY}/30", "dev", host_veth)
+        _run("ip", "link", "set", host_veth, "up")
+        _run("ip", "addr", "add", f"{PEER_UNDERLAY}/30", "dev", peer_veth, netns=netns)
+        _run("ip", "link", "set", peer_veth, "up", netns=netns)
+        _run("ip", "link", "set", "lo", "up", netns=netns)
+        env = dict(os.environ, WG_PROCESS_FOREGROUND="1", WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
+        daemon = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "wireguard-go", "-f", "wgpn0"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 10
+        while subprocess.run(["ip", "netns", "exec", netns, "wg", "show", "wgpn0"], capture_output=True).returncode:
+            assert daemon.poll() is None, daemon.stderr.read().decode()
+            assert time.monotonic() < deadline, "wireguard-go did not bring up its interface"
+            time.sleep(0.05)
+        private = _run("wg", "genkey").strip()
+        public = _run("wg", "pubkey", stdin=private + "\n").strip()
+        key_file = tmp_path / "peer.key"
+        key_file.write_text(private + "\n")
+        key_file.chmod(0o600)
+        _run("wg", "set", "wgpn0", "private-key", str(key_file), "listen-port", str(PEER_PORT), netns=netns)
+        _run("ip", "addr", "add", f"{PEER_TUNNEL}/24", "dev", "wgpn0", netns=netns)
+        _run("ip", "link", "set", "wgpn0", "up", netns=netns)
+        yield netns, base64.b64decode(public)
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=10)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_veth], capture_output=True)
+
+
+def _add_core_as_peer(netns: str, core: Device, core_port: int) -> None:
+    _run(
+        "wg", "set", "wgpn0", "peer", base64.b64encode(core.public_key).decode(),
+        "endpoint", f"{HOST_UNDERLAY}:{core_port}", "allowed-ips", f"{CORE_TUNNEL}/32", netns=netns,
+    )
+
+
+def _wg_dump(netns: str) -> dict[str, str]:
+    """`wg show wgpn0 dump`'s peer line: public key, psk, endpoint, allowed ips, handshake, rx, tx, keepalive."""
+    peer_line = _run("wg", "show", "wgpn0", "dump", netns=netns).splitlines()[1].split("\t")
+    names = ("public_key", "preshared_key", "endpoint", "allowed_ips", "latest_handshake", "rx", "tx", "keepalive")
+    return dict(zip(names, peer_line, strict=True))
+
+
+def _echo(src: str, dst: str, kind: icmp.ICMPType, sequence: int, data: bytes, identifier: int = 0x4242) -> bytes:
+    message = icmp.encode(icmp.IcmpEcho(kind, 0, identifier, sequence, data))
+    return ipv4.encode(IPv4Packet(src, dst, IPProtocol.ICMP, message))
+
+
+async def _open_core(peer_public: bytes, received: asyncio.Queue, events: list) -> WireGuardEndpoint:
+    core = Device(crypto.private_bytes(crypto.X25519PrivateKey.generate()))
+    core.add_peer(peer_public, endpoint=(PEER_UNDERLAY, PEER_PORT), allowed_ips=(f"{PEER_TUNNEL}/32",))
+    return await WireGuardEndpoint.open(
+        core, HOST_UNDERLAY, 0, on_packet=lambda peer, packet: received.put_nowait(packet), on_event=events.append,
+    )
+
+
+async def test_core_initiates_and_pings_through_wireguard_go(wireguard_go_peer):
+    netns, peer_public = wireguard_go_peer
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+    events: list = []
+    endpoint = await _open_core(peer_public, received, events)
+    try:
+        _add_core_as_peer(netns, endpoint.device, endpoint.address[1])
+        for sequence in (1, 2, 3):
+            payload = b"podnet-wireguard-%d" % sequence
+            endpoint.send_packet(_echo(CORE_TUNNEL, PEER_TUNNEL, icmp.ICMPType.ECHO_REQUEST, sequence, payload))
+            reply = ipv4.decode(await asyncio.wait_for(received.get(), 10))
+            echo = icmp.decode(reply.payload)
+            assert (reply.src, reply.dst) == (PEER_TUNNEL, CORE_TUNNEL)
+            assert (echo.type, echo.sequence, echo.data) == (icmp.ICMPType.ECHO_REPLY, sequence, payload)
+        assert HandshakeCompleted(peer_public, True) in events
+        dump = _wg_dump(netns)
+        assert dump["public_key"] == base64.b64encode(endpoint.device.public_key).decode()
+        assert int(dump["latest_handshake"]) > 0
+        assert int(dump["rx"]) > 0 and int(dump["tx"]) > 0
+        assert dump["endpoint"] == f"{HOST_UNDERLAY}:{endpoint.address[1]}"
+        show = _run("wg", "show", "wgpn0", netns=netns)
+        assert "latest handshake:" in show and "transfer:" in show
+    finally:
+        endpoint.close()
+
+
+async def test_wireguard_go_initiates_and_the_kernel_pings_a_virtual_pod_behind_the_core(wireguard_go_peer):
+    netns, peer_public = wireguard_go_peer
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+    events: list = []
+    endpoint = await _open_core(peer_public, received, events)
+
+    async def answer_pings():
+        while True:
+            request = ipv4.decode(await received.get())
+            echo = icmp.decode(request.payload)
+            endpoint.send_packet(_echo(CORE_TUNNEL, request.src, icmp.ICMPType.ECHO_REPLY, echo.sequence, echo.data, echo.identifier))
+
+    responder = asyncio.create_task(answer_pings())
+    try:
+        _add_core_as_peer(netns, endpoint.device, endpoint.address[1])
+        ping = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", netns, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", CORE_TUNNEL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        output = (await asyncio.wait_for(ping.communicate(), 30))[0].decode()
+        assert ping.returncode == 0, output
+        assert "3 received" in output, output
+        assert HandshakeCompleted(peer_public, False) in events
+        assert int(_wg_dump(netns)["latest_handshake"]) > 0
+        assert endpoint.device.counters["transport-received"] >= 3
+    finally:
+        responder.cancel()
+        endpoint.close()
