@@ -249,13 +249,13 @@ class Device:
         if keypair is None or keypair.expired(now) or keypair.send_counter >= REJECT_AFTER_MESSAGES or peer.endpoint is None:
             if packet or not peer.staged:
                 peer.staged.append(packet)
-            self._initiate(peer, now, new_series=peer.handshake is None)
+            self._start_handshake(peer, now)
             return
         self._encrypt(peer, keypair, packet, now)
         if keypair.initiator and (
             keypair.send_counter >= REKEY_AFTER_MESSAGES or now - keypair.created >= REKEY_AFTER_TIME
         ):
-            self._initiate(peer, now, new_series=peer.handshake is None)
+            self._start_handshake(peer, now)
 
     def _encrypt(self, peer: Peer, keypair: Keypair, packet: bytes, now: float) -> None:
         counter = keypair.send_counter
@@ -294,14 +294,18 @@ class Device:
     def _ephemeral(self) -> X25519PrivateKey:
         return crypto.private_key(self.rng.randbytes(32))
 
-    def _initiate(self, peer: Peer, now: float, *, new_series: bool) -> None:
+    def _start_handshake(self, peer: Peer, now: float) -> None:
+        """Begin a series of initiations unless one is under way: its retransmit timer paces it, so
+        whatever asks for a handshake gets at most one initiation per REKEY_TIMEOUT."""
+        if "retransmit_handshake" in peer.timers:
+            return
         if peer.endpoint is None:
             self._drop("no-endpoint", peer)
             return
-        if new_series:
-            peer.attempts_started = now
-        elif peer.timers.get("retransmit_handshake", now + 1) > now:
-            return  # one initiation per REKEY_TIMEOUT, whatever asks for it
+        peer.attempts_started = now
+        self._send_initiation(peer, now)
+
+    def _send_initiation(self, peer: Peer, now: float) -> None:
         if peer.handshake is not None:
             self._indices.pop(peer.handshake.sender, None)
         timestamp = crypto.tai64n(now + self.wall_clock_offset)
@@ -455,7 +459,7 @@ class Device:
             and now - keypair.created >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
         ):
             peer.last_minute_handshake = True
-            self._initiate(peer, now, new_series=peer.handshake is None)
+            self._start_handshake(peer, now)
         if not packet:
             self._count("keepalive-received")
             return
@@ -526,7 +530,7 @@ class Device:
             self._events.append(HandshakeGaveUp(peer.public_key, dropped))
             return
         self._count("handshake-retransmitted")
-        self._initiate(peer, now, new_series=False)
+        self._send_initiation(peer, now)
 
     def _expired_send_keepalive(self, peer: Peer, now: float) -> None:
         self._send_to(peer, b"", now)
@@ -536,7 +540,7 @@ class Device:
 
     def _expired_new_handshake(self, peer: Peer, now: float) -> None:
         """We sent data and heard nothing for KEEPALIVE_TIMEOUT + REKEY_TIMEOUT: the session may be dead."""
-        self._initiate(peer, now, new_series=peer.handshake is None)
+        self._start_handshake(peer, now)
 
     def _expired_zero_keys(self, peer: Peer, now: float) -> None:
         for keypair in peer.keypairs():
