@@ -241,12 +241,11 @@ class Device:
             return
         self._send_to(peer, packet, now)
 
-    def send_keepalive(self, peer_key: bytes, now: float) -> None:
-        self._send_to(self.peers[peer_key], b"", now)
-
     def _send_to(self, peer: Peer, packet: bytes, now: float) -> None:
         keypair = peer.current
         if keypair is None or keypair.expired(now) or keypair.send_counter >= REJECT_AFTER_MESSAGES or peer.endpoint is None:
+            if len(peer.staged) == STAGED_PACKETS:
+                self._drop("staged-queue-full", peer)  # the deque drops its oldest packet
             if packet or not peer.staged:
                 peer.staged.append(packet)
             self._start_handshake(peer, now)
