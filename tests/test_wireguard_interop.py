@@ -77,10 +77,10 @@ def wireguard_go_peer(tmp_path):
         subprocess.run(["ip", "link", "del", host_veth], capture_output=True)
 
 
-def _add_core_as_peer(netns: str, core: Device, core_port: int) -> None:
+def _add_core_as_peer(netns: str, core: Device, core_port: int, *options: str) -> None:
     _run(
         "wg", "set", "wgpn0", "peer", base64.b64encode(core.public_key).decode(),
-        "endpoint", f"{HOST_UNDERLAY}:{core_port}", "allowed-ips", f"{CORE_TUNNEL}/32", netns=netns,
+        "endpoint", f"{HOST_UNDERLAY}:{core_port}", "allowed-ips", f"{CORE_TUNNEL}/32", *options, netns=netns,
     )
 
 
@@ -96,21 +96,28 @@ def _echo(src: str, dst: str, kind: icmp.ICMPType, sequence: int, data: bytes, i
     return ipv4.encode(IPv4Packet(src, dst, IPProtocol.ICMP, message))
 
 
-async def _open_core(peer_public: bytes, received: asyncio.Queue, events: list) -> WireGuardEndpoint:
-    core = Device(crypto.private_bytes(crypto.X25519PrivateKey.generate()))
-    core.add_peer(peer_public, endpoint=(PEER_UNDERLAY, PEER_PORT), allowed_ips=(f"{PEER_TUNNEL}/32",))
+async def _open_core(
+    peer_public: bytes, received: asyncio.Queue, events: list, *, preshared_key: bytes | None = None, **options
+) -> WireGuardEndpoint:
+    core = Device(crypto.private_bytes(crypto.X25519PrivateKey.generate()), **options)
+    core.add_peer(
+        peer_public, endpoint=(PEER_UNDERLAY, PEER_PORT), allowed_ips=(f"{PEER_TUNNEL}/32",), preshared_key=preshared_key
+    )
     return await WireGuardEndpoint.open(
         core, HOST_UNDERLAY, 0, on_packet=lambda peer, packet: received.put_nowait(packet), on_event=events.append,
     )
 
 
-async def test_core_initiates_and_pings_through_wireguard_go(wireguard_go_peer):
+async def test_core_initiates_with_a_preshared_key_and_pings_through_wireguard_go(wireguard_go_peer, tmp_path):
     netns, peer_public = wireguard_go_peer
+    psk = _run("wg", "genpsk").strip()
+    psk_file = tmp_path / "psk"
+    psk_file.write_text(psk + "\n")
     received: asyncio.Queue[bytes] = asyncio.Queue()
     events: list = []
-    endpoint = await _open_core(peer_public, received, events)
+    endpoint = await _open_core(peer_public, received, events, preshared_key=base64.b64decode(psk))
     try:
-        _add_core_as_peer(netns, endpoint.device, endpoint.address[1])
+        _add_core_as_peer(netns, endpoint.device, endpoint.address[1], "preshared-key", str(psk_file))
         for sequence in (1, 2, 3):
             payload = b"podnet-wireguard-%d" % sequence
             endpoint.send_packet(_echo(CORE_TUNNEL, PEER_TUNNEL, icmp.ICMPType.ECHO_REQUEST, sequence, payload))
@@ -120,6 +127,7 @@ async def test_core_initiates_and_pings_through_wireguard_go(wireguard_go_peer):
             assert (echo.type, echo.sequence, echo.data) == (icmp.ICMPType.ECHO_REPLY, sequence, payload)
         assert HandshakeCompleted(peer_public, True) in events
         dump = _wg_dump(netns)
+        assert dump["preshared_key"] == psk
         assert dump["public_key"] == base64.b64encode(endpoint.device.public_key).decode()
         assert int(dump["latest_handshake"]) > 0
         assert int(dump["rx"]) > 0 and int(dump["tx"]) > 0
@@ -130,31 +138,71 @@ async def test_core_initiates_and_pings_through_wireguard_go(wireguard_go_peer):
         endpoint.close()
 
 
+async def _ping(netns: str, *options: str, expect_success: bool = True) -> str:
+    ping = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns, "ping", "-n", *options, CORE_TUNNEL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output = (await asyncio.wait_for(ping.communicate(), 30))[0].decode()
+    assert (ping.returncode == 0) == expect_success, output
+    return output
+
+
+def _answer_pings(endpoint: WireGuardEndpoint, received: asyncio.Queue) -> asyncio.Task:
+    """The virtual pod behind the core: echo replies to whatever echo requests arrive."""
+
+    async def answer():
+        while True:
+            request = ipv4.decode(await received.get())
+            echo = icmp.decode(request.payload)
+            reply = _echo(CORE_TUNNEL, request.src, icmp.ICMPType.ECHO_REPLY, echo.sequence, echo.data, echo.identifier)
+            endpoint.send_packet(reply)
+
+    return asyncio.create_task(answer())
+
+
 async def test_wireguard_go_initiates_and_the_kernel_pings_a_virtual_pod_behind_the_core(wireguard_go_peer):
     netns, peer_public = wireguard_go_peer
     received: asyncio.Queue[bytes] = asyncio.Queue()
     events: list = []
     endpoint = await _open_core(peer_public, received, events)
-
-    async def answer_pings():
-        while True:
-            request = ipv4.decode(await received.get())
-            echo = icmp.decode(request.payload)
-            endpoint.send_packet(_echo(CORE_TUNNEL, request.src, icmp.ICMPType.ECHO_REPLY, echo.sequence, echo.data, echo.identifier))
-
-    responder = asyncio.create_task(answer_pings())
+    responder = _answer_pings(endpoint, received)
     try:
-        _add_core_as_peer(netns, endpoint.device, endpoint.address[1])
-        ping = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", netns, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", CORE_TUNNEL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        output = (await asyncio.wait_for(ping.communicate(), 30))[0].decode()
-        assert ping.returncode == 0, output
+        _add_core_as_peer(netns, endpoint.device, endpoint.address[1], "persistent-keepalive", "1")
+        output = await _ping(netns, "-c", "3", "-i", "0.2")
         assert "3 received" in output, output
         assert HandshakeCompleted(peer_public, False) in events
         assert int(_wg_dump(netns)["latest_handshake"]) > 0
-        assert endpoint.device.counters["transport-received"] >= 3
+        assert endpoint.device.counters["transport-received"] == 3
+        await asyncio.sleep(2.5)
+        assert endpoint.device.counters["keepalive-received"] >= 2  # wireguard-go's persistent keepalive
+
+        # A source address the core did not allow for this peer is dropped after decryption.
+        _run("ip", "addr", "add", "10.120.0.9/32", "dev", "wgpn0", netns=netns)
+        output = await _ping(netns, "-c", "1", "-W", "1", "-I", "10.120.0.9", expect_success=False)
+        assert "0 received" in output, output
+        assert endpoint.device.counters["dropped-source-not-allowed"] == 1
+        assert endpoint.device.counters["transport-received"] == 3
+    finally:
+        responder.cancel()
+        endpoint.close()
+
+
+async def test_under_load_the_core_answers_with_a_cookie_and_wireguard_go_retries_with_mac2(wireguard_go_peer):
+    # Every handshake counts as "under load", so the first initiation gets a cookie reply (sealed with
+    # XChaCha20-Poly1305); wireguard-go must open it and send its retry, REKEY_TIMEOUT later, with mac2.
+    netns, peer_public = wireguard_go_peer
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+    events: list = []
+    endpoint = await _open_core(peer_public, received, events, handshakes_under_load=0)
+    responder = _answer_pings(endpoint, received)
+    try:
+        _add_core_as_peer(netns, endpoint.device, endpoint.address[1])
+        output = await _ping(netns, "-c", "1", "-W", "12")
+        assert "1 received" in output, output
+        counters = endpoint.device.counters
+        assert counters["cookie-reply-sent"] == 1 and counters["handshake-response-sent"] == 1
+        assert HandshakeCompleted(peer_public, False) in events
     finally:
         responder.cancel()
         endpoint.close()
