@@ -29,8 +29,8 @@ async def test_two_endpoints_handshake_and_carry_packets_over_loopback_udp():
         )
     a, b = endpoints["a"], endpoints["b"]
     try:
-        a.device.add_peer(b.device.public_key, endpoint=b.address, allowed_ips=("10.120.2.0/24",))
-        b.device.add_peer(a.device.public_key, endpoint=a.address, allowed_ips=("10.120.1.0/24",))
+        a.device.set_peer(b.device.public_key, endpoint=b.address, allowed_ips=("10.120.2.0/24",))
+        b.device.set_peer(a.device.public_key, endpoint=a.address, allowed_ips=("10.120.1.0/24",))
         for i in range(5):
             outbound = _packet("10.120.1.5", "10.120.2.7", b"ping %d" % i)
             a.send_packet(outbound)

@@ -33,8 +33,8 @@ class Pair:
         self.now = 1000.0
         self.a = Device(random.Random(seed).randbytes(32), rng=random.Random(seed + 1))
         self.b = Device(random.Random(seed + 2).randbytes(32), rng=random.Random(seed + 3), **b_options)
-        self.a.add_peer(self.b.public_key, endpoint=B_UNDERLAY, allowed_ips=("10.120.2.0/24",))
-        self.b.add_peer(self.a.public_key, endpoint=A_UNDERLAY, allowed_ips=("10.120.1.0/24",))
+        self.a.set_peer(self.b.public_key, endpoint=B_UNDERLAY, allowed_ips=("10.120.2.0/24",))
+        self.b.set_peer(self.a.public_key, endpoint=A_UNDERLAY, allowed_ips=("10.120.1.0/24",))
         self.events = {"a": [], "b": []}
 
     def side(self, name: str) -> Device:
@@ -321,7 +321,7 @@ def test_an_initiation_with_a_bad_mac1_or_from_an_unknown_key_gets_no_answer(pai
     initiation[120] ^= 1
     pair.b.receive_datagram(bytes(initiation), A_UNDERLAY, pair.now)
     stranger = Device(bytes(range(32)), rng=random.Random(9))
-    stranger.add_peer(pair.b.public_key, endpoint=B_UNDERLAY, allowed_ips=("10.120.2.0/24",))
+    stranger.set_peer(pair.b.public_key, endpoint=B_UNDERLAY, allowed_ips=("10.120.2.0/24",))
     stranger.send_packet(packet(A_POD, B_POD), pair.now)
     pair.b.receive_datagram(stranger.datagrams_to_send()[0][0], ("127.0.120.9", 1), pair.now)
     pair.drain()
@@ -372,7 +372,7 @@ def test_simultaneous_initiations_settle_on_one_working_session(pair):
 
 def test_persistent_keepalive_is_sent_on_its_interval():
     pair = Pair()
-    pair.a.add_peer(pair.b.public_key, endpoint=B_UNDERLAY, allowed_ips=("10.120.2.0/24",),
+    pair.a.set_peer(pair.b.public_key, endpoint=B_UNDERLAY, allowed_ips=("10.120.2.0/24",),
                     persistent_keepalive=25, now=pair.now)
     connected(pair)
     before = pair.a.counters.get("keepalive-sent", 0)
@@ -393,3 +393,34 @@ def test_the_responder_uses_a_new_session_only_once_the_initiator_confirmed_it(p
     for datagram, _ in pair.a.datagrams_to_send():
         pair.b.receive_datagram(datagram, A_UNDERLAY, pair.now)
     assert peer.next is None and peer.current is not None
+
+
+def test_set_peer_reconfigures_without_dropping_the_session_and_remove_peer_forgets_it(pair):
+    connected(pair)
+    session = pair.b.peers[pair.a.public_key].current
+    pair.b.set_peer(pair.a.public_key, allowed_ips=("10.120.3.0/24",))
+    assert pair.b.peers[pair.a.public_key].current is session
+    assert pair.b.peers[pair.a.public_key].endpoint == A_UNDERLAY
+    pair.a.send_packet(packet(A_POD, B_POD, b"old-range"), pair.now)
+    pair.transfer()
+    assert pair.dropped("b") == ["source-not-allowed"]
+    pair.b.send_packet(packet(B_POD, "10.120.3.1"), pair.now)
+    assert [d[0] for d, _ in pair.b.datagrams_to_send()] == [4]
+    pair.b.remove_peer(pair.a.public_key)
+    pair.a.send_packet(packet(A_POD, B_POD), pair.now)
+    pair.transfer()
+    assert pair.dropped("b")[-1] == "unknown-receiver"
+    pair.b.send_packet(packet(B_POD, "10.120.3.1"), pair.now)
+    pair.drain()
+    assert pair.dropped("b")[-1] == "no-peer-for-destination"
+
+
+def test_cryptokey_routing_picks_the_longest_allowed_prefix():
+    device = Device(bytes(range(32)), rng=random.Random(1))
+    wide, narrow = bytes([1] * 32), bytes([2] * 32)
+    device.set_peer(wide, allowed_ips=("10.0.0.0/8", "fd00::/8"))
+    device.set_peer(narrow, allowed_ips=("10.120.0.0/16",))
+    assert device.peer_for(4, int.from_bytes(bytes([10, 120, 1, 1]), "big")).public_key == narrow
+    assert device.peer_for(4, int.from_bytes(bytes([10, 1, 1, 1]), "big")).public_key == wide
+    assert device.peer_for(6, 0xFD << 120).public_key == wide
+    assert device.peer_for(4, int.from_bytes(bytes([192, 0, 2, 1]), "big")) is None

@@ -100,7 +100,7 @@ async def _open_core(
     peer_public: bytes, received: asyncio.Queue, events: list, *, preshared_key: bytes | None = None, **options
 ) -> WireGuardEndpoint:
     core = Device(crypto.private_bytes(crypto.X25519PrivateKey.generate()), **options)
-    core.add_peer(
+    core.set_peer(
         peer_public, endpoint=(PEER_UNDERLAY, PEER_PORT), allowed_ips=(f"{PEER_TUNNEL}/32",), preshared_key=preshared_key
     )
     return await WireGuardEndpoint.open(

@@ -73,8 +73,8 @@ def test_decode_fuzz_yields_a_message_or_a_decode_error(data):
 def _connected_pair():
     a = Device(bytes(range(32)), rng=random.Random(1))
     b = Device(bytes(range(1, 33)), rng=random.Random(2))
-    a.add_peer(b.public_key, endpoint=("127.0.120.2", 51871), allowed_ips=("10.120.2.0/24",))
-    b.add_peer(a.public_key, endpoint=("127.0.120.1", 51871), allowed_ips=("10.120.1.0/24",))
+    a.set_peer(b.public_key, endpoint=("127.0.120.2", 51871), allowed_ips=("10.120.2.0/24",))
+    b.set_peer(a.public_key, endpoint=("127.0.120.1", 51871), allowed_ips=("10.120.1.0/24",))
     packet = bytes.fromhex("4500001c0000400040110000" "0a780105" "0a780207") + bytes(8)
     a.send_packet(packet, 0.0)
     valid = []
@@ -127,3 +127,23 @@ def test_device_fuzz_arbitrary_bytes_are_dropped_silently(data):
     assert a.datagrams_to_send() == []
     while a.next_event() is not None:
         pass
+
+
+@given(_u32, st.integers(0, 2**64 - 1), st.binary(min_size=16, max_size=64))
+def test_the_transport_fast_path_agrees_with_the_codec(receiver, counter, payload):
+    data = messages.encode_transport(receiver, counter, payload)
+    assert data == messages.encode(Transport(receiver, counter, payload))
+    assert messages.transport_header(data) == (receiver, counter)
+
+
+@given(st.binary(max_size=64))
+def test_the_transport_fast_path_declines_what_the_codec_would_not_read_as_transport(data):
+    header = messages.transport_header(data)
+    try:
+        decoded = messages.decode(data)
+    except DecodeError:
+        decoded = None
+    if isinstance(decoded, Transport):
+        assert header == (decoded.receiver, decoded.counter)
+    else:
+        assert header is None

@@ -68,6 +68,24 @@ def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, associated: bytes)
         raise AuthenticationError("AEAD tag mismatch") from None
 
 
+class TransportCipher:
+    """One direction of a session: the AEAD with its key schedule done once, not per packet."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes):
+        self._aead = ChaCha20Poly1305(key)
+
+    def seal(self, counter: int, plaintext: bytes) -> bytes:
+        return self._aead.encrypt(_nonce(counter), plaintext, None)
+
+    def open(self, counter: int, ciphertext: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(_nonce(counter), ciphertext, None)
+        except InvalidTag:
+            raise AuthenticationError("AEAD tag mismatch") from None
+
+
 def hchacha20(key: bytes, nonce16: bytes) -> bytes:
     keystream = Cipher(algorithms.ChaCha20(key, nonce16), mode=None).encryptor().update(_ZERO_BLOCK)
     out = _WORDS.unpack(keystream)

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ..wire.errors import DecodeError
 from . import crypto, handshake, messages
 from .handshake import HandshakeError, StaticIdentity
-from .messages import CookieReply, Initiation, Response, Transport
+from .messages import CookieReply, Initiation, Response
 from .replay import ReplayWindow
 
 REKEY_AFTER_MESSAGES = 1 << 60
@@ -83,6 +83,12 @@ class Keypair:
     initiator: bool
     send_counter: int = 0
     replay: ReplayWindow = field(default_factory=ReplayWindow)
+    sender: crypto.TransportCipher = field(init=False)
+    receiver: crypto.TransportCipher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sender = crypto.TransportCipher(self.keys.send)
+        self.receiver = crypto.TransportCipher(self.keys.receive)
 
     def expired(self, now: float) -> bool:
         return now - self.created >= REJECT_AFTER_TIME
@@ -112,6 +118,21 @@ class Peer:
     timers: dict[str, float] = field(default_factory=dict)
     rx_bytes: int = 0
     tx_bytes: int = 0
+    # allowed_ips as (version, first address, netmask, prefix length) integers: the per-packet checks
+    # compare ints instead of building ipaddress objects.
+    allowed_ranges: tuple[tuple[int, int, int, int], ...] = ()
+
+    def set_allowed_ips(self, networks: tuple[Network, ...]) -> None:
+        self.allowed_ips = networks
+        self.allowed_ranges = tuple((n.version, int(n.network_address), int(n.netmask), n.prefixlen) for n in networks)
+
+    def allows(self, version: int, address: int) -> int:
+        """The longest allowed prefix holding the address, or -1."""
+        best = -1
+        for net_version, first, mask, prefixlen in self.allowed_ranges:
+            if net_version == version and address & mask == first and prefixlen > best:
+                best = prefixlen
+        return best
 
     @property
     def public_key(self) -> bytes:
@@ -121,27 +142,28 @@ class Peer:
         return tuple(k for k in (self.previous, self.current, self.next) if k is not None)
 
 
-def _source_of(packet: bytes) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None:
-    """The inner packet's source address and true length (dropping the padding), or None if not IP."""
+def _source_of(packet: bytes) -> tuple[int, int, int] | None:
+    """The inner packet's IP version, source address and true length (without padding), or None."""
     if not packet:
         return None
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:
         length = int.from_bytes(packet[2:4], "big")
         if 20 <= length <= len(packet):
-            return ipaddress.IPv4Address(packet[12:16]), length
+            return 4, int.from_bytes(packet[12:16], "big"), length
     elif version == 6 and len(packet) >= 40:
         length = 40 + int.from_bytes(packet[4:6], "big")
         if length <= len(packet):
-            return ipaddress.IPv6Address(packet[8:24]), length
+            return 6, int.from_bytes(packet[8:24], "big"), length
     return None
 
 
-def _destination_of(packet: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if packet and packet[0] >> 4 == 4 and len(packet) >= 20:
-        return ipaddress.IPv4Address(packet[16:20])
-    if packet and packet[0] >> 4 == 6 and len(packet) >= 40:
-        return ipaddress.IPv6Address(packet[24:40])
+def _destination_of(packet: bytes) -> tuple[int, int] | None:
+    version = packet[0] >> 4 if packet else 0
+    if version == 4 and len(packet) >= 20:
+        return 4, int.from_bytes(packet[16:20], "big")
+    if version == 6 and len(packet) >= 40:
+        return 6, int.from_bytes(packet[24:40], "big")
     return None
 
 
@@ -180,7 +202,7 @@ class Device:
     def public_key(self) -> bytes:
         return self.identity.public
 
-    def add_peer(
+    def set_peer(
         self,
         public_key: bytes,
         *,
@@ -190,18 +212,20 @@ class Device:
         persistent_keepalive: float | None = None,
         now: float = 0.0,
     ) -> Peer:
+        """Add a peer, or reconfigure one as `wg set ... peer` does: its sessions survive the change."""
         if len(public_key) != 32:
             raise ValueError("a WireGuard public key is 32 bytes")
-        peer = Peer(
-            StaticIdentity.for_public(public_key),
-            preshared_key or handshake.ZERO_PSK,
-            endpoint,
-            tuple(ipaddress.ip_network(n, strict=False) for n in allowed_ips),
-            persistent_keepalive,
-        )
-        self.peers[public_key] = peer
+        peer = self.peers.get(public_key)
+        if peer is None:
+            peer = self.peers[public_key] = Peer(StaticIdentity.for_public(public_key))
+        peer.preshared_key = preshared_key or handshake.ZERO_PSK
+        peer.endpoint = endpoint if endpoint is not None else peer.endpoint
+        peer.set_allowed_ips(tuple(ipaddress.ip_network(n, strict=False) for n in allowed_ips))
+        peer.persistent_keepalive = persistent_keepalive
         if persistent_keepalive:
             peer.timers["persistent_keepalive"] = now + persistent_keepalive
+        else:
+            peer.timers.pop("persistent_keepalive", None)
         return peer
 
     def remove_peer(self, public_key: bytes) -> None:
@@ -209,13 +233,13 @@ class Device:
         for index in [i for i, p in self._indices.items() if p is peer]:
             del self._indices[index]
 
-    def peer_for(self, destination: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Peer | None:
+    def peer_for(self, version: int, destination: int) -> Peer | None:
         """Cryptokey routing: the peer whose allowed IPs hold `destination` most specifically."""
         best, best_len = None, -1
         for peer in self.peers.values():
-            for network in peer.allowed_ips:
-                if network.version == destination.version and destination in network and network.prefixlen > best_len:
-                    best, best_len = peer, network.prefixlen
+            length = peer.allows(version, destination)
+            if length > best_len:
+                best, best_len = peer, length
         return best
 
     # -- the protocol object's outputs ---------------------------------------------------------------
@@ -235,7 +259,7 @@ class Device:
 
     def send_packet(self, packet: bytes, now: float) -> None:
         destination = _destination_of(packet)
-        peer = self.peer_for(destination) if destination is not None else None
+        peer = self.peer_for(*destination) if destination is not None else None
         if peer is None:
             self._drop("no-peer-for-destination")
             return
@@ -259,8 +283,8 @@ class Device:
     def _encrypt(self, peer: Peer, keypair: Keypair, packet: bytes, now: float) -> None:
         counter = keypair.send_counter
         keypair.send_counter += 1
-        sealed = crypto.aead_encrypt(keypair.keys.send, counter, _padded(packet, self.mtu), b"")
-        datagram = messages.encode(Transport(keypair.keys.remote_index, counter, sealed))
+        sealed = keypair.sender.seal(counter, _padded(packet, self.mtu))
+        datagram = messages.encode_transport(keypair.keys.remote_index, counter, sealed)
         self._transmit(peer, datagram, now)
         if packet:
             peer.timers.setdefault("new_handshake", now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT)
@@ -326,14 +350,16 @@ class Device:
     # -- receiving -----------------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        header = messages.transport_header(data)
+        if header is not None:
+            self._receive_transport(*header, data, source, now)
+            return
         try:
             message = messages.decode(data)
         except DecodeError:
             self._drop("malformed")
             return
-        if isinstance(message, Transport):
-            self._receive_transport(message, source, now)
-        elif isinstance(message, CookieReply):
+        if isinstance(message, CookieReply):
             self._receive_cookie_reply(message, now)
         else:
             self._receive_handshake(data, message, source, now)
@@ -423,27 +449,30 @@ class Device:
         self._count("handshake-completed")
         self._events.append(HandshakeCompleted(peer.public_key, initiator))
 
-    def _receive_transport(self, message: Transport, source: Address, now: float) -> None:
-        peer = self._indices.get(message.receiver)
+    def _receive_transport(self, receiver: int, counter: int, data: bytes, source: Address, now: float) -> None:
+        peer = self._indices.get(receiver)
         keypair = None
         if peer is not None:
-            keypair = next((k for k in peer.keypairs() if k.keys.local_index == message.receiver), None)
+            for candidate in (peer.current, peer.previous, peer.next):
+                if candidate is not None and candidate.keys.local_index == receiver:
+                    keypair = candidate
+                    break
         if peer is None or keypair is None:
             self._drop("unknown-receiver")
             return
-        if keypair.expired(now) or message.counter >= REJECT_AFTER_MESSAGES:
+        if keypair.expired(now) or counter >= REJECT_AFTER_MESSAGES:
             self._drop("expired-session", peer)
             return
         try:
-            packet = crypto.aead_decrypt(keypair.keys.receive, message.counter, message.encrypted_packet, b"")
+            packet = keypair.receiver.open(counter, data[messages.TRANSPORT_HEADER_SIZE:])
         except crypto.AuthenticationError:
             self._drop("authentication", peer)
             return
-        if not keypair.replay.accept(message.counter, REJECT_AFTER_MESSAGES):
+        if not keypair.replay.accept(counter, REJECT_AFTER_MESSAGES):
             self._drop("replay", peer)
             return
         peer.endpoint = source
-        peer.rx_bytes += len(message.encrypted_packet) + messages.TRANSPORT_HEADER_SIZE
+        peer.rx_bytes += len(data)
         peer.timers.pop("new_handshake", None)
         if peer.persistent_keepalive:
             peer.timers["persistent_keepalive"] = now + peer.persistent_keepalive
@@ -466,8 +495,8 @@ class Device:
         if inner is None:
             self._drop("not-ip", peer)
             return
-        address, length = inner
-        if not any(network.version == address.version and address in network for network in peer.allowed_ips):
+        version, address, length = inner
+        if peer.allows(version, address) < 0:
             self._drop("source-not-allowed", peer)
             return
         peer.timers.setdefault("send_keepalive", now + KEEPALIVE_TIMEOUT)
