@@ -102,7 +102,6 @@ class Peer:
     allowed_ips: tuple[Network, ...] = ()
     persistent_keepalive: float | None = None
     handshake: handshake.InitiatorState | None = None
-    consumed_index: int | None = None  # our index in the response we sent, until the next keypair replaces it
     attempts_started: float | None = None  # when the current series of initiations began
     last_timestamp: bytes = bytes(12)
     last_initiation_consumed: float | None = None
