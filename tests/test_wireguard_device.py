@@ -3,6 +3,7 @@ rekey, expiry, retries with jitter, cookies under load, allowed IPs and key rota
 
 from __future__ import annotations
 
+import ipaddress
 import random
 
 import pytest
@@ -424,3 +425,42 @@ def test_cryptokey_routing_picks_the_longest_allowed_prefix():
     assert device.peer_for(4, int.from_bytes(bytes([10, 1, 1, 1]), "big")).public_key == wide
     assert device.peer_for(6, 0xFD << 120).public_key == wide
     assert device.peer_for(4, int.from_bytes(bytes([192, 0, 2, 1]), "big")) is None
+
+
+def test_a_reused_counter_with_a_different_authentic_payload_is_rejected(pair):
+    connected(pair)
+    pair.a.send_packet(packet(A_POD, B_POD, b"counter-1"), pair.now)
+    pair.transfer()
+    keypair = pair.a.peers[pair.b.public_key].current
+    forged = keypair.sender.seal(1, packet(A_POD, B_POD, b"again-1").ljust(48, b"\0"))
+    pair.b.receive_datagram(messages.encode_transport(keypair.keys.remote_index, 1, forged), A_UNDERLAY, pair.now)
+    pair.drain()
+    assert pair.dropped("b") == ["replay"]
+    assert [p[28:] for p in pair.received("b")] == [b"first", b"counter-1"]
+
+
+def test_the_initiator_rehandshakes_on_receive_when_its_session_nears_reject_after_time(pair):
+    connected(pair)
+    pair.now += wg.REJECT_AFTER_TIME - wg.KEEPALIVE_TIMEOUT - wg.REKEY_TIMEOUT
+    pair.b.send_packet(packet(B_POD, A_POD), pair.now)  # the responder keeps using the session...
+    for datagram, _ in pair.b.datagrams_to_send():
+        pair.a.receive_datagram(datagram, B_UNDERLAY, pair.now)
+    assert [d[0] for d, _ in pair.a.datagrams_to_send()] == [1]  # ...and the initiator renews it
+
+
+def test_ipv6_packets_cross_and_their_source_is_checked_against_ipv6_allowed_ips():
+    pair = Pair()
+    pair.a.set_peer(pair.b.public_key, endpoint=B_UNDERLAY, allowed_ips=("10.120.2.0/24", "fd00:120:2::/64"))
+    pair.b.set_peer(pair.a.public_key, endpoint=A_UNDERLAY, allowed_ips=("10.120.1.0/24", "fd00:120:1::/64"))
+
+    def ipv6(src: str, dst: str, payload: bytes) -> bytes:
+        header = bytes([0x60, 0, 0, 0]) + len(payload).to_bytes(2, "big") + bytes([59, 64])
+        return header + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + payload
+
+    good = ipv6("fd00:120:1::5", "fd00:120:2::7", b"six")
+    pair.a.send_packet(good, pair.now)
+    pair.transfer()
+    assert pair.received("b") == [good]  # the padding added for encryption is gone again
+    pair.a.send_packet(ipv6("fd00:999::5", "fd00:120:2::7", b"spoofed"), pair.now)
+    pair.transfer()
+    assert pair.dropped("b") == ["source-not-allowed"]
