@@ -8,6 +8,7 @@ import asyncio
 import base64
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -68,7 +69,7 @@ def wireguard_go_peer(tmp_path):
         _run("wg", "set", "wgpn0", "private-key", str(key_file), "listen-port", str(PEER_PORT), netns=netns)
         _run("ip", "addr", "add", f"{PEER_TUNNEL}/24", "dev", "wgpn0", netns=netns)
         _run("ip", "link", "set", "wgpn0", "up", netns=netns)
-        yield netns, base64.b64decode(public)
+        yield netns, base64.b64decode(public), host_veth
     finally:
         if daemon is not None:
             daemon.terminate()
@@ -109,7 +110,16 @@ async def _open_core(
 
 
 async def test_core_initiates_with_a_preshared_key_and_pings_through_wireguard_go(wireguard_go_peer, tmp_path):
-    netns, peer_public = wireguard_go_peer
+    netns, peer_public, host_veth = wireguard_go_peer
+    capture_file = tmp_path / "underlay.pcapng"
+    dumpcap = subprocess.Popen(
+        ["dumpcap", "-q", "-i", host_veth, "-f", "udp", "-w", str(capture_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while not capture_file.exists():
+        assert dumpcap.poll() is None and time.monotonic() < deadline, "dumpcap did not start"
+        await asyncio.sleep(0.05)
     psk = _run("wg", "genpsk").strip()
     psk_file = tmp_path / "psk"
     psk_file.write_text(psk + "\n")
@@ -134,7 +144,26 @@ async def test_core_initiates_with_a_preshared_key_and_pings_through_wireguard_g
         assert dump["endpoint"] == f"{HOST_UNDERLAY}:{endpoint.address[1]}"
         show = _run("wg", "show", "wgpn0", netns=netns)
         assert "latest handshake:" in show and "transfer:" in show
+        await asyncio.sleep(0.5)  # let dumpcap write the last datagrams out
+        dumpcap.send_signal(signal.SIGINT)
+        dumpcap.wait(timeout=10)
+        # Wireshark's WireGuard dissector reads the underlay as WireGuard: our initiation's sender index
+        # is the one wireguard-go's response and transport messages address.
+        fields = _run(
+            "tshark", "-r", str(capture_file), "-d", f"udp.port=={PEER_PORT},wg",
+            "-T", "fields", "-e", "wg.type", "-e", "wg.sender", "-e", "wg.receiver",
+        )
+        rows = [line.split("\t") for line in fields.splitlines() if line.strip()]
+        types = [row[0] for row in rows]
+        assert types[:3] == ["1", "2", "4"], rows
+        our_index = f"0x{endpoint.device.peers[peer_public].current.keys.local_index:08x}"
+        assert rows[0][1] == our_index and rows[1][2] == our_index
+        # three echo requests (the first, held during the handshake, confirms the session) and three replies
+        assert sum(t == "4" for t in types) == 6
     finally:
+        if dumpcap.poll() is None:
+            dumpcap.kill()
+            dumpcap.wait()
         endpoint.close()
 
 
@@ -162,7 +191,7 @@ def _answer_pings(endpoint: WireGuardEndpoint, received: asyncio.Queue) -> async
 
 
 async def test_wireguard_go_initiates_and_the_kernel_pings_a_virtual_pod_behind_the_core(wireguard_go_peer):
-    netns, peer_public = wireguard_go_peer
+    netns, peer_public, _ = wireguard_go_peer
     received: asyncio.Queue[bytes] = asyncio.Queue()
     events: list = []
     endpoint = await _open_core(peer_public, received, events)
@@ -191,7 +220,7 @@ async def test_wireguard_go_initiates_and_the_kernel_pings_a_virtual_pod_behind_
 async def test_under_load_the_core_answers_with_a_cookie_and_wireguard_go_retries_with_mac2(wireguard_go_peer):
     # Every handshake counts as "under load", so the first initiation gets a cookie reply (sealed with
     # XChaCha20-Poly1305); wireguard-go must open it and send its retry, REKEY_TIMEOUT later, with mac2.
-    netns, peer_public = wireguard_go_peer
+    netns, peer_public, _ = wireguard_go_peer
     received: asyncio.Queue[bytes] = asyncio.Queue()
     events: list = []
     endpoint = await _open_core(peer_public, received, events, handshakes_under_load=0)
