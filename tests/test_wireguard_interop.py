@@ -235,3 +235,48 @@ async def test_under_load_the_core_answers_with_a_cookie_and_wireguard_go_retrie
     finally:
         responder.cancel()
         endpoint.close()
+
+
+async def test_a_rekey_and_a_restart_with_the_same_key_both_rehandshake_with_wireguard_go(wireguard_go_peer):
+    netns, peer_public, _ = wireguard_go_peer
+    private = crypto.private_bytes(crypto.X25519PrivateKey.generate())
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+    events: list = []
+
+    async def start() -> WireGuardEndpoint:
+        core = Device(private)
+        core.set_peer(peer_public, endpoint=(PEER_UNDERLAY, PEER_PORT), allowed_ips=(f"{PEER_TUNNEL}/32",))
+        return await WireGuardEndpoint.open(
+            core, HOST_UNDERLAY, 0, on_packet=lambda peer, packet: received.put_nowait(packet), on_event=events.append,
+        )
+
+    async def ping(endpoint: WireGuardEndpoint, sequence: int) -> None:
+        endpoint.send_packet(_echo(CORE_TUNNEL, PEER_TUNNEL, icmp.ICMPType.ECHO_REQUEST, sequence, b"x"))
+        echo = icmp.decode(ipv4.decode(await asyncio.wait_for(received.get(), 10)).payload)
+        assert (echo.type, echo.sequence) == (icmp.ICMPType.ECHO_REPLY, sequence)
+
+    first = await start()
+    try:
+        _add_core_as_peer(netns, first.device, first.address[1])
+        await ping(first, 1)
+        peer = first.device.peers[peer_public]
+        session = peer.current
+        session.created -= 121  # the session has reached REKEY_AFTER_TIME
+        await asyncio.sleep(0.1)  # wireguard-go ignores initiations within 20 ms of the last (flood guard)
+        await ping(first, 2)  # goes on the old session and starts a handshake
+        await asyncio.sleep(0.5)
+        assert first.device.counters["handshake-completed"] == 2
+        assert peer.previous is session and peer.current is not session
+        await ping(first, 3)  # on the new session
+        assert peer.current.send_counter >= 1 and peer.current.replay is not session.replay
+    finally:
+        first.close()
+    # A restarted node with its old private key: a new socket port and a later TAI64N timestamp.
+    second = await start()
+    try:
+        await ping(second, 4)
+        assert second.device.counters["handshake-completed"] == 1
+        dump = _wg_dump(netns)
+        assert dump["endpoint"] == f"{HOST_UNDERLAY}:{second.address[1]}"
+    finally:
+        second.close()
