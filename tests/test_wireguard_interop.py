@@ -40,7 +40,8 @@ def wireguard_go_peer(tmp_path):
     for tool in ("wireguard-go", "wg"):
         assert shutil.which(tool), f"{tool} is missing: install Debian's wireguard-go and wireguard-tools"
     tag = f"{os.getpid() % 100000}"
-    netns, host_veth, peer_veth = f"pnwg{tag}", f"pnwgh{tag}", f"pnwgp{tag}"
+    # "podnet-" namespaces are what `podnet clean --all` removes; the veth pair dies with the namespace.
+    netns, host_veth, peer_veth = f"podnet-wgtest{tag}", f"pnwgh{tag}", f"pnwgp{tag}"
     _run("ip", "netns", "add", netns)
     daemon = None
     try:
