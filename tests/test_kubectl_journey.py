@@ -9,6 +9,7 @@ The tests run in order, as the session does: each one starts from the cluster th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,7 +19,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import yaml
 from support.kubectl import Kubectl
+
+from podnet.cli.resources import LAST_APPLIED, last_applied_configuration
 
 PREFIX = "127.0.100"
 PODNET = [sys.executable, "-m", "podnet"]
@@ -149,6 +153,26 @@ def test_apply_twice_then_diff_then_server_side_apply(kubectl: Kubectl):
     assert ok(kubectl, "apply", "--server-side", "-f", app) == (
         "deployment.apps/nginx-deployment serverside-applied\nservice/nginx serverside-applied\n"
         "networkpolicy.networking.k8s.io/access-nginx serverside-applied\n")
+
+
+def test_kubectl_applies_over_what_podnet_applied(kubectl: Kubectl):
+    # podnet apply records the manifest as kubectl does, byte for byte ...
+    for document in yaml.safe_load_all(APP):
+        document["metadata"]["namespace"] = "default"
+        kind = document["kind"].lower()
+        live = json.loads(ok(kubectl, "get", kind, document["metadata"]["name"], "-o", "json"))
+        assert live["metadata"]["annotations"][LAST_APPLIED] == last_applied_configuration(document), kind
+    # ... so that kubectl apply over a `podnet apply` (the demo's) finds nothing to change nor to warn of.
+    ok(kubectl, "create", "namespace", "podnet-applied")
+    done = subprocess.run([*PODNET, "apply", "-n", "podnet-applied", "-f", str(kubectl.home / "app.yaml"),
+                           "--kubeconfig", str(kubectl.admin)], capture_output=True, text=True, timeout=60,
+                          env=_environment())
+    assert done.returncode == 0, done.stderr
+    again = kubectl.run("apply", "-n", "podnet-applied", "-f", str(kubectl.home / "app.yaml"))
+    assert (again.returncode, again.stderr) == (0, "")
+    assert again.stdout == ("deployment.apps/nginx-deployment unchanged\nservice/nginx unchanged\n"
+                            "networkpolicy.networking.k8s.io/access-nginx unchanged\n")
+    ok(kubectl, "delete", "namespace", "podnet-applied", "--wait=false")
 
 
 def test_rollout_restart_history_undo_then_scale_and_wait(kubectl: Kubectl):
