@@ -41,6 +41,7 @@ from podnet.apiserver.controllers.allocators import Admission, AllocationError, 
 from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
+from podnet.apiserver.omitempty import omit_empty_metadata
 from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
 from podnet.apiserver.selection import Filter, make_filter
 from podnet.apiserver.status import ApiError, Cause
@@ -311,6 +312,7 @@ class Resources:
     def _check(self, kind: Kind, obj: dict) -> bytes:
         """Defaults, validates and encodes an object for storage."""
         apply_defaults(kind.kind, obj)
+        omit_empty_metadata(obj)
         causes = validate(kind.kind, obj, self.limits, namespaced=kind.namespaced) + deletion.finalizer_causes(obj)
         if causes:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)

@@ -175,6 +175,16 @@ def test_kubectl_applies_over_what_podnet_applied(kubectl: Kubectl):
     ok(kubectl, "delete", "namespace", "podnet-applied", "--wait=false")
 
 
+def test_diff_of_what_kubectl_created_is_empty(kubectl: Kubectl):
+    # kubectl diff sends `annotations: {}` for objects created without one: no difference, as the server
+    # leaves out ObjectMeta's empty maps.
+    ok(kubectl, "create", "namespace", "kubectl-created")
+    ok(kubectl, "create", "-n", "kubectl-created", "-f", str(kubectl.home / "app.yaml"))
+    diff = kubectl.run("diff", "-n", "kubectl-created", "-f", str(kubectl.home / "app.yaml"))
+    assert (diff.returncode, diff.stdout, diff.stderr) == (0, "", "")
+    ok(kubectl, "delete", "namespace", "kubectl-created", "--wait=false")
+
+
 def test_rollout_restart_history_undo_then_scale_and_wait(kubectl: Kubectl):
     deployment = "deployment/nginx-deployment"
     status = ok(kubectl, "rollout", "status", deployment, "--timeout=60s")
