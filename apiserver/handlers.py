@@ -73,6 +73,9 @@ from podnet.apiserver.watch import (
 from podnet.api.kinds import KINDS, Kind, lookup
 
 log = logging.getLogger(__name__)
+# The kinds whose registry strategy in kube-apiserver 1.31 starts metadata.generation at 1 and counts spec
+# changes; Pods, Services, Nodes, Namespaces and Leases have none.
+GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "NetworkPolicy"})
 
 T = TypeVar("T")
 
@@ -533,7 +536,7 @@ class Resources:
         metadata["creationTimestamp"] = _now()
         for server_set in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             metadata.pop(server_set, None)
-        if "spec" in obj or kind.kind == "Deployment":
+        if kind.kind in GENERATION_KINDS:
             metadata["generation"] = 1
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)

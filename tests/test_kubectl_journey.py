@@ -141,6 +141,11 @@ def test_apply_twice_then_diff_then_server_side_apply(kubectl: Kubectl):
     assert ok(kubectl, "apply", "-f", app) == (
         "deployment.apps/nginx-deployment unchanged\nservice/nginx unchanged\n"
         "networkpolicy.networking.k8s.io/access-nginx unchanged\n")
+    # As kube-apiserver 1.31's registry strategies: workloads and policies count generations, Services do not.
+    generations = {kind: ok(kubectl, "get", kind, name, "-o", "jsonpath={.metadata.generation}")
+                   for kind, name in (("deployment", "nginx-deployment"), ("service", "nginx"),
+                                      ("networkpolicy", "access-nginx"))}
+    assert generations == {"deployment": "1", "service": "", "networkpolicy": "1"}
     unchanged = kubectl.run("diff", "-f", app)
     assert (unchanged.returncode, unchanged.stdout, unchanged.stderr) == (0, "", "")
     changed = kubectl.home / "app-2.yaml"
