@@ -10,22 +10,19 @@ The tests run in order, as the session does: each one starts from the cluster th
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import yaml
-from support.kubectl import Kubectl
+from support.kubectl import PODNET, Kubectl, podnet_environment, podnet_up
 
 from podnet.cli.resources import LAST_APPLIED, last_applied_configuration
 
 PREFIX = "127.0.100"
-PODNET = [sys.executable, "-m", "podnet"]
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.47"
 VIEWER = ("viola", ("view",))
 
@@ -85,21 +82,11 @@ spec:
 """
 
 
-def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN", "KUBECONFIG")}
-
-
 @pytest.fixture(scope="module")
 def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
-    home = tmp_path_factory.mktemp("journey")
-    up = subprocess.run([*PODNET, "up", "--nodes", "2", "--prefix", PREFIX, "--lb-pool", f"{PREFIX}.128/26",
-                         "--home", str(home)], capture_output=True, text=True, timeout=180, env=_environment())
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
+    with podnet_up(tmp_path_factory.mktemp("journey"), PREFIX, nodes=2) as home:
         (home / "app.yaml").write_text(APP)
         yield Kubectl(home)
-    finally:
-        subprocess.run([*PODNET, "down", "--home", str(home)], capture_output=True, timeout=120, env=_environment())
 
 
 def ok(kubectl: Kubectl, *args: str, **options: object) -> str:
@@ -171,7 +158,7 @@ def test_kubectl_applies_over_what_podnet_applied(kubectl: Kubectl):
     ok(kubectl, "create", "namespace", "podnet-applied")
     done = subprocess.run([*PODNET, "apply", "-n", "podnet-applied", "-f", str(kubectl.home / "app.yaml"),
                            "--kubeconfig", str(kubectl.admin)], capture_output=True, text=True, timeout=60,
-                          env=_environment())
+                          env=podnet_environment())
     assert done.returncode == 0, done.stderr
     again = kubectl.run("apply", "-n", "podnet-applied", "-f", str(kubectl.home / "app.yaml"))
     assert (again.returncode, again.stderr) == (0, "")
