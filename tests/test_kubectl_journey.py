@@ -120,6 +120,14 @@ def test_get_nodes_with_the_kubeconfig_podnet_up_wrote(kubectl: Kubectl):
                                                           ("node-2", "Ready", f"{PREFIX}.12")]
 
 
+def test_describe_node_shows_what_it_holds_and_its_pods_share(kubectl: Kubectl):
+    described = ok(kubectl, "describe", "nodes")
+    assert re.search(r"^Capacity:\n  cpu: +\d+\n  memory: +\d+Ki\n  pods: +110\nAllocatable:\n", described, re.M), described
+    # Each pod's share of the node's allocatable CPU and memory: 0% for pods that request nothing.
+    [dns_pod] = [line for line in described.splitlines() if "coredns-" in line]
+    assert dns_pod.split()[2:10] == ["0", "(0%)"] * 4, dns_pod
+
+
 def test_apply_twice_then_diff_then_server_side_apply(kubectl: Kubectl):
     app = str(kubectl.home / "app.yaml")
     assert ok(kubectl, "apply", "-f", app) == (
