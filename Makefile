@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # Debian packages that the tests use as real peers; installed when missing and we are root.
-TEST_DEBS := etcd-server tshark bind9-dnsutils bird2 iproute2 iputils-ping curl iperf3 openssl docker.io docker-compose debootstrap
+TEST_DEBS := etcd-server tshark bind9-dnsutils bird2 iproute2 iputils-ping curl iperf3 openssl docker.io docker-compose debootstrap wireguard-go wireguard-tools
 BENCH_DEBS := dnsperf unbound
 
 .PHONY: venv deps test lint demo bench clean compose-demo compose-down
@@ -20,7 +20,8 @@ venv: $(VENV)/.installed
 deps:
 	@./deploy/install-debs.sh $(TEST_DEBS)
 
-test: venv deps
+# The import contracts and ruff run first: a layering break fails the tests as a failing test does.
+test: venv deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # import-linter reads packages from disk, so it checks a plain (non-editable) install of the tree, where

@@ -7,7 +7,8 @@ CA gets 401 like a wrong token. The token file is kube-apiserver's `--token-auth
 
 Authorization is RBAC's (apiserver/rbac/): the user name and groups found here are what its bindings
 name; `system:masters` is the break-glass group that bypasses it. `/healthz`, `/readyz`, `/livez` and
-`/version` answer anyone, as kube-apiserver lets `system:anonymous` read them.
+`/version` answer anyone, as kube-apiserver lets `system:anonymous` read them; why a check failed is told
+only to a caller who authenticated (anyone else reads "reason withheld").
 With neither a token file nor a client CA the server is open: every request is treated as an admin (and the server logs a
 warning at start).
 """

@@ -23,15 +23,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-import yaml
 from aiohttp import web
-from podnet.apiserver import deletion, fieldvalidation, protobuf, status, tables
+from podnet.apiserver import deletion, fieldvalidation, protobuf, status, tables, yamlbody
 from podnet.apiserver.auth import User
 from podnet.apiserver.codec import (
     JSON,
     MSGPACK,
     DecodeError,
-    check_depth,
     decode,
     encode,
     from_storage,
@@ -42,7 +40,15 @@ from podnet.apiserver.controllers.allocators import Admission, AllocationError, 
 from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
-from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.apiserver.omitempty import omit_empty_metadata
+from podnet.apiserver.patch import (
+    PatchConflict,
+    PatchError,
+    TooManyOperations,
+    json_patch,
+    merge_patch,
+    strategic_merge_patch,
+)
 from podnet.apiserver.rbac import escalation
 from podnet.apiserver.rbac.authorizer import Attributes, Decision
 from podnet.apiserver.rbac.authorizer import authorize as rbac_authorize
@@ -77,6 +83,9 @@ from podnet.apiserver.watch import (
 from podnet.api.kinds import KINDS, Kind, lookup
 
 log = logging.getLogger(__name__)
+# The kinds whose registry strategy in kube-apiserver 1.31 starts metadata.generation at 1 and counts spec
+# changes; Pods, Services, Nodes, Namespaces and Leases have none.
+GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "NetworkPolicy"})
 
 T = TypeVar("T")
 
@@ -291,13 +300,11 @@ class Resources:
             raise status.unsupported_media_type(media_type)
         if media_type in (YAML, APPLY_PATCH):
             try:
-                value = yaml.safe_load(body)
-                check_depth(value)
-            except (yaml.YAMLError, RecursionError) as e:
-                raise status.bad_request(f"couldn't decode the body as YAML: {e}") from None
+                return yamlbody.load(body, limit), media_type
+            except yamlbody.TooLarge:
+                raise status.too_large(limit) from None
             except DecodeError as e:
                 raise status.bad_request(str(e)) from None
-            return value, media_type
         try:
             return decode(body, MSGPACK if media_type == MSGPACK else JSON), media_type
         except DecodeError as e:
@@ -338,6 +345,7 @@ class Resources:
     def _check(self, kind: Kind, obj: dict) -> bytes:
         """Defaults, validates and encodes an object for storage."""
         apply_defaults(kind.kind, obj)
+        omit_empty_metadata(obj)
         causes = validate(kind.kind, obj, self.limits, namespaced=kind.namespaced) + deletion.finalizer_causes(obj)
         if causes:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
@@ -345,9 +353,12 @@ class Resources:
         if writer is not None:
             escalation.check(writer, kind.kind, obj, self.rbac.policy)
         try:
-            return to_storage(obj)
+            value = to_storage(obj)
         except (TypeError, ValueError) as e:  # msgpack bytes or other values JSON cannot hold
             raise status.bad_request(f"the object cannot be stored: {e}") from None
+        if len(value) > self.config.max_body_bytes:  # grown past what a body may carry, by a patch or an apply
+            raise status.too_large(self.config.max_body_bytes)
+        return value
 
     async def _current(self, kind: Kind, namespace: str | None, name: str) -> KeyValue:
         kv = await self._storage(self.store.get(storage_key(kind, namespace, name)))
@@ -561,7 +572,7 @@ class Resources:
         metadata["creationTimestamp"] = _now()
         for server_set in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             metadata.pop(server_set, None)
-        if "spec" in obj or kind.kind == "Deployment":
+        if kind.kind in GENERATION_KINDS:
             metadata["generation"] = 1
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)
@@ -708,6 +719,8 @@ class Resources:
                 if not isinstance(body, dict):
                     raise PatchError("a merge patch must be a JSON object")
                 patched = merge_patch(obj, body)
+        except TooManyOperations as e:
+            raise status.entity_too_large(str(e)) from None
         except PatchError as e:
             raise status.bad_request(str(e)) from None
         except PatchConflict as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import sys
 import time
@@ -25,6 +26,10 @@ from podnet.cli.common import (
 from podnet.client import ApiClient, ApiError
 
 NamespaceOption = typer.Option(None, "--namespace", "-n", help="Namespace (default: default).")
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Go's encoding/json escapes these in strings; kubectl's annotation is written by it.
+_GO_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                                  "\u2029": "\\u2029"})
 
 
 def _read_manifests(paths: list[str]) -> list[dict]:
@@ -56,13 +61,27 @@ def _ref(kind: Kind, obj: dict) -> str:
     return f"{kind.singular}{group}/{obj['metadata']['name']}"
 
 
+def last_applied_configuration(obj: dict) -> str:
+    """What kubectl apply records of a manifest in its last-applied-configuration annotation, byte for byte:
+    the object without that annotation (and with `annotations: {}` when it has none), as Go's encoder writes
+    it (keys sorted, no spaces, HTML characters escaped, a final newline). kubectl apply of the same manifest
+    then finds nothing to change, and no missing annotation to warn of."""
+    recorded = copy.deepcopy(obj)
+    annotations = recorded.setdefault("metadata", {}).get("annotations") or {}
+    recorded["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    text = json.dumps(recorded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.translate(_GO_JSON_ESCAPES) + "\n"
+
+
 async def apply_object(client: ApiClient, obj: dict, namespace: str | None) -> str:
     """Creates the object, or updates the existing one with a strategic merge patch of the manifest (fields
-    the server set, such as a clusterIP or a nodePort, stay); says created, configured or unchanged."""
+    the server set, such as a clusterIP or a nodePort, stay); says created, configured or unchanged. Records
+    the manifest as kubectl apply does, so that kubectl can apply over what podnet applied."""
     kind = kinds.for_object(obj)
     meta = obj.setdefault("metadata", {})
     if kind.namespaced:
         meta["namespace"] = meta.get("namespace") or namespace or "default"
+    meta["annotations"] = {**(meta.get("annotations") or {}), LAST_APPLIED: last_applied_configuration(obj)}
     ns = meta.get("namespace") if kind.namespaced else None
     if not meta.get("name"):
         created = await client.create(obj, ns)
