@@ -23,7 +23,7 @@ AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
 
 READ = ["get", "list", "watch"]
 WRITE = ["create", "delete", "deletecollection", "patch", "update"]
-READ_WRITE = READ + WRITE
+READ_WRITE = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 AUTHENTICATED, UNAUTHENTICATED = "system:authenticated", "system:unauthenticated"
 
@@ -69,34 +69,41 @@ _DISCOVERY_URLS = ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "
 _PUBLIC_URLS = ["/healthz", "/livez", "/readyz", "/version", "/version/"]
 
 _VIEW_RULES = [
-    rule(READ, [""], ["pods", "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services",
-                      "services/status", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status",
-                      "configmaps"]),
-    rule(READ, [""], ["limitranges", "resourcequotas", "bindings", "events", "pods/status", "resourcequotas/status",
-                      "namespaces/status", "replicationcontrollers/status", "pods/log"]),
+    rule(READ, [""], ["configmaps", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status", "pods",
+                      "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services",
+                      "services/status"]),
+    rule(READ, [""], ["bindings", "events", "limitranges", "namespaces/status", "pods/log", "pods/status",
+                      "replicationcontrollers/status", "resourcequotas", "resourcequotas/status"]),
     rule(READ, [""], ["namespaces"]),
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
-    rule(READ, ["apps"], ["controllerrevisions", "statefulsets", "statefulsets/scale", "statefulsets/status",
-                          "daemonsets", "daemonsets/status", "deployments", "deployments/scale", "deployments/status",
-                          "replicasets", "replicasets/scale", "replicasets/status"]),
+    rule(READ, ["apps"], ["controllerrevisions", "daemonsets", "daemonsets/status", "deployments", "deployments/scale",
+                          "deployments/status", "replicasets", "replicasets/scale", "replicasets/status",
+                          "statefulsets", "statefulsets/scale", "statefulsets/status"]),
     rule(READ, ["autoscaling"], ["horizontalpodautoscalers", "horizontalpodautoscalers/status"]),
-    rule(READ, ["batch"], ["jobs", "jobs/status", "cronjobs", "cronjobs/status"]),
+    rule(READ, ["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
+    rule(READ, ["extensions"], ["daemonsets", "daemonsets/status", "deployments", "deployments/scale",
+                                "deployments/status", "ingresses", "ingresses/status", "networkpolicies", "replicasets",
+                                "replicasets/scale", "replicasets/status", "replicationcontrollers/scale"]),
     rule(READ, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
     rule(READ, ["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"]),
 ]
 _EDIT_RULES = [
+    rule(READ, [""], ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "secrets", "services/proxy"]),
     rule(["impersonate"], [""], ["serviceaccounts"]),
-    rule(READ_WRITE, [""], ["pods", "pods/attach", "pods/proxy", "pods/exec", "pods/portforward"]),
+    rule(WRITE, [""], ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"]),
     rule(["create"], [""], ["pods/eviction"]),
-    rule(READ_WRITE, [""], ["replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services",
-                            "services/proxy", "persistentvolumeclaims", "configmaps", "secrets", "events"]),
+    rule(WRITE, [""], ["configmaps", "events", "persistentvolumeclaims", "replicationcontrollers",
+                       "replicationcontrollers/scale", "secrets", "serviceaccounts", "services", "services/proxy"]),
     rule(["create"], [""], ["serviceaccounts/token"]),
-    rule(READ_WRITE, ["apps"], ["statefulsets", "statefulsets/scale", "daemonsets", "deployments",
-                                "deployments/rollback", "deployments/scale", "replicasets", "replicasets/scale"]),
-    rule(READ_WRITE, ["autoscaling"], ["horizontalpodautoscalers"]),
-    rule(READ_WRITE, ["batch"], ["jobs", "cronjobs"]),
-    rule(READ_WRITE, ["policy"], ["poddisruptionbudgets"]),
-    rule(READ_WRITE, ["networking.k8s.io"], ["networkpolicies", "ingresses"]),
+    rule(WRITE, ["apps"], ["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "replicasets",
+                           "replicasets/scale", "statefulsets", "statefulsets/scale"]),
+    rule(WRITE, ["autoscaling"], ["horizontalpodautoscalers"]),
+    rule(WRITE, ["batch"], ["cronjobs", "jobs"]),
+    rule(WRITE, ["extensions"], ["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "ingresses",
+                                 "networkpolicies", "replicasets", "replicasets/scale", "replicationcontrollers/scale"]),
+    rule(WRITE, ["policy"], ["poddisruptionbudgets"]),
+    rule(WRITE, ["networking.k8s.io"], ["ingresses", "networkpolicies"]),
+    rule(READ_WRITE, ["coordination.k8s.io"], ["leases"]),
 ]
 _ADMIN_RULES = [
     rule(["create"], ["authorization.k8s.io"], ["localsubjectaccessreviews"]),
