@@ -13,6 +13,7 @@ from podnet.apiserver.rbac.defaults import AUTOUPDATE, cluster_role, default_pol
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.validation import Limits, validate, validate_update
 
+from podnet.api.kinds import lookup
 from podnet.cluster import credentials
 
 RBAC = "rbac.authorization.k8s.io"
@@ -278,3 +279,80 @@ def test_a_binding_to_a_missing_role_is_its_not_found():
     assert (missing.value.code, missing.value.status["message"]) == (
         404, 'roles.rbac.authorization.k8s.io "nowhere" not found')
     escalation.check(MASTER, "RoleBinding", dangling, policy())  # masters may bind ahead of the role
+
+
+# --- the authorization matrix ---------------------------------------------------------------------------
+# The demo's tenants (edit in their namespace), a view-only user (ClusterRole view, cluster-wide), a
+# ServiceAccount with view in team-a and an administrator, on every kind podnet serves: R is get/list/watch,
+# W create/update/patch/delete/deletecollection, as the same objects give on Kubernetes.
+READS, WRITES = ("get", "list", "watch"), ("create", "update", "patch", "delete", "deletecollection")
+NAMESPACED = ("pods", "services", "endpoints", "events", "endpointslices", "networkpolicies", "leases", "deployments",
+              "replicasets", "roles", "rolebindings")
+CLUSTER = ("namespaces", "nodes", "clusterroles", "clusterrolebindings")
+TENANT = {"pods": "RW", "services": "RW", "endpoints": "R", "events": "RW", "endpointslices": "R",
+          "networkpolicies": "RW", "leases": "RW", "deployments": "RW", "replicasets": "RW", "roles": "", "rolebindings": ""}
+VIEWER = {"pods": "R", "services": "R", "endpoints": "R", "events": "R", "endpointslices": "R", "networkpolicies": "R",
+          "leases": "", "deployments": "R", "replicasets": "R", "roles": "", "rolebindings": ""}
+NOTHING = dict.fromkeys(NAMESPACED, "")
+EVERYTHING = dict.fromkeys(NAMESPACED + CLUSTER, "RW")
+MATRIX = {
+    # user: (in team-a, in team-b, cluster-wide: all namespaces and the cluster-scoped kinds)
+    "admin": (EVERYTHING, EVERYTHING, EVERYTHING),
+    "team-a": (TENANT, NOTHING, dict.fromkeys(NAMESPACED + CLUSTER, "")),
+    "team-b": (NOTHING, TENANT, dict.fromkeys(NAMESPACED + CLUSTER, "")),
+    "vera": (VIEWER, VIEWER, VIEWER | {"namespaces": "R", "nodes": "", "clusterroles": "", "clusterrolebindings": ""}),
+    "robot": (VIEWER, NOTHING, dict.fromkeys(NAMESPACED + CLUSTER, "")),
+}
+
+
+def matrix_policy() -> Policy:
+    made = default_policy()
+    for tenant in ("team-a", "team-b"):
+        made.role_bindings[(tenant, f"{tenant}-edit")] = binding(
+            "RoleBinding", f"{tenant}-edit", "ClusterRole", "edit", [{"kind": "User", "apiGroup": RBAC, "name": tenant}],
+            tenant)
+    made.cluster_role_bindings["vera-views"] = binding(
+        "ClusterRoleBinding", "vera-views", "ClusterRole", "view", [{"kind": "User", "apiGroup": RBAC, "name": "vera"}])
+    made.role_bindings[("team-a", "robot-views")] = binding(
+        "RoleBinding", "robot-views", "ClusterRole", "view", [{"kind": "ServiceAccount", "name": "robot"}], "team-a")
+    return made
+
+
+def matrix_user(name: str) -> User:
+    if name == "admin":
+        return MASTER
+    if name == "robot":
+        return ROBOT
+    return User(name, "", (AUTHENTICATED_GROUP,))
+
+
+def granted(user: User, namespace: str, plural: str, policy_: Policy) -> str:
+    kind = lookup(plural)
+    def may(verb: str) -> bool:
+        return authorize(user, Attributes(verb, namespace, kind.group, plural), policy_).allowed
+    reads, writes = [may(v) for v in READS], [may(v) for v in WRITES]
+    assert len(set(reads)) == 1 and len(set(writes)) == 1, (user.name, namespace, plural, reads, writes)
+    return ("R" if reads[0] else "") + ("W" if writes[0] else "")
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_the_authorization_matrix(name):
+    policy_ = matrix_policy()
+    user = matrix_user(name)
+    in_a, in_b, cluster_wide = MATRIX[name]
+    assert {p: granted(user, "team-a", p, policy_) for p in NAMESPACED} == {p: in_a[p] for p in NAMESPACED}
+    assert {p: granted(user, "team-b", p, policy_) for p in NAMESPACED} == {p: in_b[p] for p in NAMESPACED}
+    assert {p: granted(user, "", p, policy_) for p in NAMESPACED + CLUSTER} == cluster_wide
+
+
+def test_escalation_attempts_of_a_tenant_are_refused():
+    policy_ = matrix_policy()
+    tenant = matrix_user("team-a")
+    with pytest.raises(ApiError) as refused:  # binding cluster-admin to oneself
+        escalation.check(tenant, "RoleBinding", binding("RoleBinding", "me", "ClusterRole", "cluster-admin",
+                                                        [{"kind": "User", "apiGroup": RBAC, "name": "team-a"}], "team-a"),
+                         policy_)
+    assert refused.value.code == 403
+    with pytest.raises(ApiError):  # a Role of `*`
+        escalation.check(tenant, "Role", {"metadata": {"name": "all", "namespace": "team-a"},
+                                          "rules": [rule(["*"], ["*"], ["*"])]}, policy_)
