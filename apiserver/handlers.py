@@ -258,6 +258,8 @@ class Resources:
         request[VERB_KEY] = verb
         user = request[USER_KEY]
         name = request.match_info.get("name", "")
+        if kind.kind == "Namespace" and name:
+            namespace = name  # as kube-apiserver's request info: a namespace is asked about in itself
         # The subresource is what follows the name in the path (`/status`, `/scale`).
         subresource = request.path.rpartition("/")[2] if name and not request.path.endswith(f"/{name}") else ""
         attributes = Attributes(verb, namespace or "", kind.group, kind.plural, subresource, name)

@@ -207,3 +207,16 @@ def test_a_demo_tenant_edits_its_namespace_and_nothing_else(server: KubectlServe
         'group "" in the namespace "team-b"\n'))
     assert as_user(server, "team-a", "auth", "can-i", "create", "pods", "--subresource=exec", "-n", "team-b").stdout == "no\n"
     assert as_user(server, "team-a", "auth", "can-i", "create", "pods", "--subresource=exec", "-n", "team-a").stdout == "yes\n"
+
+
+def test_a_namespace_is_authorized_in_itself(server: KubectlServer):
+    ok(server, "create", "rolebinding", "frank-views", "--clusterrole=view", "--user=frank", "-n", "team-a")
+    assert eventually(lambda: as_user(server, "frank", "get", "namespace", "team-a", "-o", "name").stdout
+                      == "namespace/team-a\n")
+    other = as_user(server, "frank", "get", "namespace", "team-b")
+    assert (other.returncode, other.stderr) == (1, (
+        'Error from server (Forbidden): namespaces "team-b" is forbidden: User "frank" cannot get resource '
+        '"namespaces" in API group "" in the namespace "team-b"\n'))
+    listing = as_user(server, "frank", "get", "namespaces")
+    assert listing.stderr == ('Error from server (Forbidden): namespaces is forbidden: User "frank" cannot list '
+                              'resource "namespaces" in API group "" at the cluster scope\n')
