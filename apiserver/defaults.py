@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+from podnet.apiserver.configkinds import default_secret
+
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_SESSION_AFFINITY_TIMEOUT = 10800  # seconds: 3 hours, as Kubernetes
 
@@ -156,6 +158,7 @@ DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "EndpointSlice": default_endpoint_slice,
     "Deployment": default_deployment,
     "ReplicaSet": default_replica_set,
+    "Secret": default_secret,
 }
 
 

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from podnet.apiserver import configkinds
 from podnet.apiserver.status import Cause
 
 from podnet.api.selectors import SelectorError, from_label_selector, validate_key, validate_value
@@ -680,6 +681,8 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Lease": validate_lease,
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
+    "ConfigMap": configkinds.validate_config_map,
+    "Secret": configkinds.validate_secret,
 }
 
 
@@ -733,6 +736,8 @@ UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
     "Service": validate_service_update,
     "Deployment": validate_selector_update,
     "ReplicaSet": validate_selector_update,
+    "ConfigMap": configkinds.validate_config_map_update,
+    "Secret": configkinds.validate_secret_update,
 }
 
 

@@ -355,6 +355,18 @@ def _event_row(ev: dict, now: float) -> list[Cell]:
             count, _meta(ev).get("name", "")]
 
 
+def _config_map_row(cm: dict, now: float) -> list[Cell]:
+    return [_meta(cm).get("name", ""), len(cm.get("data") or {}) + len(cm.get("binaryData") or {}), age(cm, now)]
+
+
+def _secret_row(secret: dict, now: float) -> list[Cell]:
+    return [_meta(secret).get("name", ""), secret.get("type") or "", len(secret.get("data") or {}), age(secret, now)]
+
+
+def _service_account_row(sa: dict, now: float) -> list[Cell]:
+    return [_meta(sa).get("name", ""), len(sa.get("secrets") or []), age(sa, now)]
+
+
 def _default_row(obj: dict, now: float) -> list[Cell]:
     return [_meta(obj).get("name", ""), _meta(obj).get("creationTimestamp") or ""]
 
@@ -454,6 +466,15 @@ EVENT = Printer((
     Column("Count", (_CORE + "Event", "count"), priority=1),
     Column("Name", (_META, "name"), format="name", priority=1),
 ), _event_row)
+
+CONFIG_MAP = Printer((_NAME, Column("Data", (_CORE + "ConfigMap", "data")), _AGE), _config_map_row)
+
+SECRET = Printer((
+    _NAME, Column("Type", (_CORE + "Secret", "type")), Column("Data", (_CORE + "Secret", "data")), _AGE,
+), _secret_row)
+
+SERVICE_ACCOUNT = Printer((_NAME, Column("Secrets", (_CORE + "ServiceAccount", "secrets")), _AGE),
+                          _service_account_row)
 
 # kube-apiserver's table for a kind without its own printer (rest.NewDefaultTableConvertor).
 DEFAULT = Printer((_NAME, Column("Created At", (_META, "creationTimestamp"), type="date")), _default_row)
