@@ -27,6 +27,9 @@ FieldPath = tuple[str, ...]
 
 APPLY = "Apply"
 UPDATE = "Update"
+# kube-apiserver's cap on Update entries, and the name of the entry the oldest are merged into.
+MAX_UPDATE_MANAGERS = 10
+ANCIENT_CHANGES = "ancient-changes"
 _MISSING = object()
 # Fields the server owns, never a manager (structured-merge-diff's strip set).
 _SERVER_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "selfLink",
@@ -348,7 +351,32 @@ def _settle(entries: list[ManagedEntry], mine: ManagedEntry, taken: frozenset[Fi
             out.append(entry if fields == entry.fields else replace(entry, fields=fields))
     if mine.fields:
         out.append(mine)
-    return out
+    return _cap_updaters(out)
+
+
+def _cap_updaters(entries: list[ManagedEntry]) -> list[ManagedEntry]:
+    """At most MAX_UPDATE_MANAGERS Update entries, as kube-apiserver keeps them: past that, the oldest
+    are merged, per API version, into one `ancient-changes` entry that takes the time of the newest it
+    holds."""
+    updaters = sorted((e for e in entries if e.operation == UPDATE), key=lambda e: e.time)
+    excess = len(updaters) - MAX_UPDATE_MANAGERS
+    if excess <= 0:
+        return entries
+    first: dict[str, ManagedEntry] = {}
+    buckets: dict[str, ManagedEntry] = {}
+    merged: set[tuple[str, str, str, str]] = set()
+    for entry in updaters:
+        if excess <= 0:
+            break
+        version = entry.api_version
+        if version not in first:
+            first[version] = entry
+            continue
+        bucket = buckets.get(version) or ManagedEntry(ANCIENT_CHANGES, UPDATE, version, "", first[version].fields)
+        merged |= {entry.identity(), first[version].identity()}
+        buckets[version] = replace(bucket, fields=bucket.fields | entry.fields, time=entry.time)
+        excess -= 1
+    return [e for e in entries if e.identity() not in merged] + list(buckets.values())
 
 
 def track_update(

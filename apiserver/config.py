@@ -34,6 +34,7 @@ class ApiServerConfig:
     controllers: bool = True
     node_grace_period: float = 40.0
     eviction_timeout: float = 300.0
+    orphaned_pod_quarantine: float = 40.0  # kube-controller-manager's PodGC waits this long for a node
     service_cidr: str = "10.96.0.0/12"
     cluster_cidr: str = "10.244.0.0/16"
     node_port_range: tuple[int, int] = (30000, 32767)

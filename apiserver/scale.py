@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from podnet.apiserver import status
 from podnet.apiserver.codec import JSON, from_storage
-from podnet.apiserver.handlers import _UPDATE_ATTEMPTS, _dry_run, _Raced, respond
+from podnet.apiserver.handlers import _UPDATE_ATTEMPTS, _dry_run, _manager, _Raced, respond
 from podnet.apiserver.status import Cause
 
 from podnet.api import selectors
@@ -125,7 +125,9 @@ class ScaleRoutes:
                 raise status.conflict(kind, name)
             obj.setdefault("spec", {})["replicas"] = (scale.get("spec") or {}).get("replicas", 0)
             try:
-                updated = await self.resources._write_update(kind, namespace, name, current, obj, None, dry_run=dry_run)
+                # Recorded as a write through the scale subresource, as kube-apiserver records `kubectl scale`.
+                updated = await self.resources._write_update(kind, namespace, name, current, obj, "scale", dry_run=dry_run,
+                                                             manager=_manager(request))
             except _Raced:
                 continue
             return respond(request, scale_of(updated))

@@ -49,10 +49,14 @@ class ApiError(Exception):
 
 
 def _unreachable(server: str, exc: BaseException) -> ApiError:
-    return ApiError(
-        {"kind": "Status", "status": "Failure", "code": 0, "reason": "ServiceUnavailable",
-         "message": f"cannot reach the API server at {server}: {exc}"}
-    )
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        # A certificate the kubeconfig's CA did not sign: most often a kubeconfig from an earlier `podnet up`.
+        error = exc.certificate_error
+        reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or error
+        message = f"cannot reach the API server at {server}: tls: failed to verify its certificate: {reason}"
+    else:
+        message = f"cannot reach the API server at {server}: {exc}"
+    return ApiError({"kind": "Status", "status": "Failure", "code": 0, "reason": "ServiceUnavailable", "message": message})
 
 
 def _kind(kind: str | Kind) -> Kind:

@@ -9,12 +9,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import msgpack
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from support.apiserver import kubernetes_client
+from support.local_cluster import dns_query
 
 from podnet import kubeconfig, pki
 
@@ -122,3 +124,15 @@ def test_a_missing_or_bad_credential_file_stops_the_server_with_one_line(tmp_pat
         run = subprocess.run([sys.executable, "-m", "podnet", "apiserver", "--port", "0", "--store",
                               f"sqlite:///{tmp_path / 'store.db'}", *args], capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and run.stderr.startswith(message) and len(run.stderr.splitlines()) == 1, run.stderr
+
+
+def test_a_component_takes_the_server_a_token_file_and_a_ca_file(api_server, dns_process, tmp_path):
+    token = tmp_path / "token"
+    token.write_text(api_server.token + "\n")
+    dns = dns_process("--server", api_server.url, "--token-file", str(token), "--ca-file", str(api_server.ca_file),
+                      "--no-register")
+    deadline = time.monotonic() + 15
+    while dns_query("127.0.0.1", dns.port, "kubernetes.default.svc.cluster.local") != ["10.96.0.1"]:
+        assert time.monotonic() < deadline, dns.log()[-2000:]
+        time.sleep(0.1)
+    assert api_server.token not in Path(f"/proc/{dns.process.pid}/cmdline").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 from hypothesis import given
@@ -329,3 +330,19 @@ def test_merging_keyed_lists_keeps_every_item_once_in_the_configurations_order(l
     assert sorted(n for n, _ in merged) == sorted(set(live_names) | set(config_names))
     assert [n for n, image in merged if image == "applied"] == config_names
     assert [n for n, _ in merged if n not in config_names] == [n for n in live_names if n not in config_names]
+
+
+def test_past_ten_update_managers_the_oldest_merge_into_ancient_changes():
+    live, entries = created_by("m00", deployment())
+    entries = [dataclasses.replace(e, time="T00") for e in entries]
+    for number in range(1, 12):
+        relabeled = copy.deepcopy(live)
+        relabeled["metadata"]["labels"][f"l{number}"] = "x"
+        entries = track_update(entries, live, relabeled, f"m{number:02}", "apps/v1", f"T{number:02}", DEPLOYMENT)
+        live = relabeled
+    updaters = [e for e in entries if e.operation == UPDATE]
+    assert len(updaters) == 10
+    ancient = next(e for e in entries if e.manager == "ancient-changes")
+    # The three oldest (m00, m01, m02) were merged; the entry has the newest time of them.
+    assert {e.manager for e in updaters} == {"ancient-changes", *(f"m{n:02}" for n in range(3, 12))}
+    assert ancient.time == "T02" and {".metadata.labels.l1", ".metadata.labels.l2", ".spec.replicas"} <= paths(ancient)

@@ -45,7 +45,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def kubectl(config: Path, *args: str) -> tuple[int, str, str]:
     done = subprocess.run(["kubectl", "--kubeconfig", str(config), *args], capture_output=True, text=True, timeout=60,
-                          env=_environment())
+                          env=_environment() | {"HOME": str(config.parent)})  # kubectl's caches stay with this cluster
     return done.returncode, done.stdout, done.stderr
 
 

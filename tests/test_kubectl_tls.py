@@ -177,3 +177,20 @@ def test_plain_http_only_behind_the_debugging_flag(tmp_path):
             "error: You must be logged in to the server (the server has asked for the client to provide credentials)\n")
     finally:
         subprocess.run([*PODNET, "down", "--home", str(home)], capture_output=True, timeout=120, env=env)
+
+
+def test_a_kubeconfig_with_another_ca_does_not_trust_the_server(home, tmp_path):
+    admin = kubeconfig.load(home / "kubeconfig")
+    other_ca = pki.make_ca(datetime.datetime.now(datetime.UTC))
+    config = tmp_path / "other-ca.kubeconfig"
+    config.write_text(kubeconfig.render(admin.server, other_ca.cert_pem, "admin", cert_pem=admin.tls.cert_pem,
+                                        key_pem=admin.tls.key_pem))
+    result = kubectl(config, "get", "nodes", cache=home / "kube-cache")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        "Unable to connect to the server: tls: failed to verify certificate: x509: certificate signed by unknown authority")
+    podnet = subprocess.run([*PODNET, "get", "nodes", "--kubeconfig", str(config)], capture_output=True, text=True,
+                            timeout=60)
+    assert podnet.returncode == 1 and len(podnet.stderr.splitlines()) == 1
+    assert podnet.stderr.startswith(f"Unable to connect to the server: cannot reach the API server at {admin.server}: "
+                                    "tls: failed to verify its certificate")

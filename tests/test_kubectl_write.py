@@ -6,6 +6,7 @@ annotate, create, patch, replace. Each checks kubectl's own output lines and exi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import urllib.error
@@ -49,10 +50,11 @@ class Kubectl:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
-    def __call__(self, *args: str, context: str = "admin", stdin: str | None = None) -> Result:
+    def __call__(self, *args: str, context: str = "admin", stdin: str | None = None, **env: str) -> Result:
         done = subprocess.run(
             [str(KUBECTL), "--kubeconfig", str(self.kubeconfig), "--context", context, *args],
             input=stdin, capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, HOME=str(self.directory), **env),  # kubectl's caches stay with this server
         )
         return Result(done.returncode, done.stdout, done.stderr)
 
@@ -73,7 +75,9 @@ class Kubectl:
 @pytest.fixture(scope="module")
 def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubectl]:
     directory = tmp_path_factory.mktemp("kubectl")
-    server = ApiServerProcess(directory, f"sqlite:///{directory / 'store.db'}", controllers=True)
+    # No controllers: nothing writes to the objects between kubectl's read and its write (a rollout's
+    # status would make a replace stale); the cluster test has them.
+    server = ApiServerProcess(directory, f"sqlite:///{directory / 'store.db'}", controllers=False)
     server.start()
     kubeconfig = directory / "kubectl.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
@@ -235,6 +239,19 @@ def test_server_side_apply_over_client_side_apply_conflicts_until_forced(kubectl
     assert (again["spec"], again["metadata"]["generation"]) == (live["spec"], live["metadata"]["generation"])
 
 
+def test_kubectl_scale_owns_the_replicas_through_the_scale_subresource(kubectl: Kubectl, ns: str):
+    path = kubectl.manifest("scaled.yaml", deployment("scaled", ns, replicas=2))
+    kubectl.ok("apply", "--server-side", "-f", path)
+    assert kubectl.ok("scale", "-n", ns, "deployment", "scaled", "--replicas=4") == "deployment.apps/scaled scaled\n"
+    entries = kubectl.json("get", "-n", ns, "deployment", "scaled")["metadata"]["managedFields"]
+    assert {"manager": "kubectl", "operation": "Update", "subresource": "scale", "fieldsV1": {"f:spec": {"f:replicas": {}}}}.items() <= \
+        next(e for e in entries if e.get("subresource") == "scale").items()
+    refused = kubectl("apply", "--server-side", "-f", path)
+    assert refused.err.splitlines()[0] == (
+        'error: Apply failed with 1 conflict: conflict with "kubectl" with subresource "scale" using apps/v1: .spec.replicas'
+    )
+
+
 def test_server_side_apply_conflict_is_a_409_with_field_manager_causes(kubectl: Kubectl, ns: str):
     kubectl.ok("create", "-n", ns, "deployment", "owned", f"--image={IMAGE}", "--replicas=1")
     config = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "owned"}, "spec": {"replicas": 4}}
@@ -329,18 +346,18 @@ def test_patch_in_each_type_and_replace(kubectl: Kubectl, ns: str):
     assert kubectl.ok(*n, "patch", "deployment", "d", "--type", "json", "-p", json_patch) == "deployment.apps/d patched\n"
     strategic = '{"spec":{"template":{"spec":{"containers":[{"name":"agnhost","image":"agnhost:2.48"}]}}}}'
     assert kubectl.ok(*n, "patch", "deployment", "d", "-p", strategic) == "deployment.apps/d patched\n"
-    assert kubectl.ok(*n, "patch", "deployment", "d", "-p", strategic) == "deployment.apps/d patched (no change)\n"
+    # A patch that changes nothing writes nothing (on a Service: no controller writes to it meanwhile).
+    kubectl.ok(*n, "create", "service", "clusterip", "s", "--tcp=80:8080")
+    selector = '{"spec":{"selector":{"app":"d"}}}'
+    assert kubectl.ok(*n, "patch", "service", "s", "-p", selector) == "service/s patched\n"
+    assert kubectl.ok(*n, "patch", "service", "s", "-p", selector) == "service/s patched (no change)\n"
     live = kubectl.json(*n, "get", "deployment", "d")
     assert live["spec"]["replicas"] == 3
     assert [(c["name"], c["image"]) for c in live["spec"]["template"]["spec"]["containers"]] == [("agnhost", "agnhost:2.48")]
     assert managers(live) == {"kubectl-create": "Update", "kubectl-patch": "Update"}
 
-    edited = subprocess.run(
-        [str(KUBECTL), "--kubeconfig", str(kubectl.kubeconfig), *n, "edit", "deployment", "d"],
-        env={"KUBE_EDITOR": "sed -i s/replicas:\\ 3/replicas:\\ 4/", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
-    )
-    assert (edited.returncode, edited.stdout) == (0, "deployment.apps/d edited\n"), edited
+    edited = kubectl(*n, "edit", "deployment", "d", KUBE_EDITOR="sed -i s/replicas:\\ 3/replicas:\\ 4/")
+    assert (edited.code, edited.out) == (0, "deployment.apps/d edited\n"), edited
     live = kubectl.json(*n, "get", "deployment", "d")
     assert live["spec"]["replicas"] == 4 and managers(live)["kubectl-edit"] == "Update"
 

@@ -203,3 +203,22 @@ async def test_a_recorder_aggregates_repeats_and_events_expire(make_api_server):
         again = (await api.list("events", "default"))["items"]
         assert [(e["reason"], e["count"]) for e in again] == [("BackOff", 1)]
         await recorder.close()
+
+
+async def test_pods_of_a_node_that_is_gone_are_deleted_after_a_quarantine(make_api_server):
+    server = make_api_server(controllers=True, extra_args=("--orphaned-pod-quarantine", "1"))
+    async with server.client() as api:
+        await eventually(lambda: api.get("namespaces", "default"), 10, "the default namespace")
+        for node in ("node-gone", "node-kept"):
+            await api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+        for name, node in (("stuck", "node-gone"), ("fine", "node-kept")):
+            await api.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                              "spec": {"nodeName": node, "containers": [{"name": "c", "image": "agnhost"}]}})
+        # No kubelet finishes this deletion: it stays Terminating while its node exists.
+        await api.delete("pods", "stuck", "default")
+        await asyncio.sleep(1.5)
+        assert (await api.get("pods", "stuck", "default"))["metadata"]["deletionTimestamp"]
+        await api.delete("nodes", "node-gone")
+        await eventually(lambda: absent(api, "pods", "stuck"), 10, "the orphaned pod deleted")
+        await asyncio.sleep(1.5)
+        assert not await absent(api, "pods", "fine")

@@ -240,3 +240,15 @@ def test_events_expire_a_ttl_after_they_were_last_written():
               KeyValue("/registry/events/default/junk", b"not json", 1, 1)]
     assert [kv.key for kv in eventttl.expired(events, datetime(2026, 1, 2, 3, 0, tzinfo=UTC), 3600)] == [
         "/registry/events/default/old"]
+
+
+def test_pods_bound_to_a_missing_node_are_due_after_the_quarantine():
+    pods = [pod("a", node="gone"), pod("b", node="node-1"), pod("c", node=None)]
+    table, due = gc.orphaned_pods(pods, {"node-1"}, {}, 100.0, 40.0)
+    assert (table, due) == ({"default/a": 100.0}, [])
+    table, due = gc.orphaned_pods(pods, {"node-1"}, table, 139.0, 40.0)
+    assert due == []
+    table, due = gc.orphaned_pods(pods, {"node-1"}, table, 140.0, 40.0)
+    assert due == [("default", "a", "uid-a", "gone")]
+    # The node came back: forgotten.
+    assert gc.orphaned_pods(pods, {"node-1", "gone"}, table, 141.0, 40.0) == ({}, [])

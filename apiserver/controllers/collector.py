@@ -1,10 +1,13 @@
-"""The garbage collector's loop: every kind's informer → `garbagecollection.decide` → API writes.
+"""The garbage collectors' loops: every kind's informer → `garbagecollection.decide` → API writes; and the
+pod garbage collector for pods whose node is gone.
 
 An owner absent from the caches may just not have arrived yet (created a moment ago), so each absence
 is confirmed by a live read before a dependent is deleted or loses its reference.
 """
 
 from __future__ import annotations
+
+import time
 
 from podnet.apiserver.deletion import NOT_COLLECTED
 
@@ -89,3 +92,43 @@ class GarbageCollector(Controller):
                 target.kind, target.name, {"metadata": {"finalizers": list(action.remaining) or None,
                                                         "resourceVersion": action.resource_version}},
                 namespace=target.namespace))
+
+
+class PodGarbageCollector(Controller):
+    """Deletes, with a grace period of 0, the pods bound to a node that has not existed for the quarantine
+    (each absence confirmed by a live read of the node)."""
+
+    name = "pod-garbage-collector"
+    needs = ("pods", "nodes")
+
+    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
+        super().__init__(client, informers, settings)
+        quarantine = settings.orphaned_pod_quarantine
+        self.runner.max_interval = max(0.2, min(5.0, quarantine / 4))
+        self.missing_since: dict[str, float] = {}
+
+    def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
+        if kind == "nodes" and event == "DELETED":
+            self.runner.trigger()
+
+    async def reconcile(self) -> None:
+        self.missing_since, due = gc.orphaned_pods(
+            self.store("pods").values(), self.store("nodes").keys(), self.missing_since, time.monotonic(),
+            self.settings.orphaned_pod_quarantine)
+        absent: dict[str, bool] = {}
+        for namespace, name, uid, node in due:
+            if node not in absent:
+                absent[node] = await self._node_gone(node)
+            if absent[node]:
+                self.log.info("pod %s/%s: its node %s does not exist, deleting it", namespace, name, node)
+                await self.write(f"delete orphaned pod {namespace}/{name}", self.client.delete(
+                    "pods", name, namespace, grace_period=0, preconditions={"uid": uid}))
+
+    async def _node_gone(self, node: str) -> bool:
+        try:
+            await self.client.get("nodes", node)
+        except ApiError as exc:
+            if exc.code == 404:
+                return True
+            raise
+        return False

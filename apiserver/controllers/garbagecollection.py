@@ -12,11 +12,14 @@
   its reference to it, then the finalizer is removed.
 
 Objects are identified by uid. A reference to a kind podnet does not serve is never taken for absent.
+
+`orphaned_pods` is the pod garbage collector's part: a pod bound to a node that no longer exists (its
+kubelet will never finish it, Terminating or not) is deleted at once after a quarantine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from podnet.apiserver.deletion import FOREGROUND_FINALIZER, ORPHAN_FINALIZER
@@ -184,3 +187,22 @@ def _finish_owner(kind: Kind, owner: dict, dependents: list[tuple[Kind, dict, di
         # only the finalizer waits.
         return []
     return []
+
+
+def orphaned_pods(pods: Iterable[dict], nodes: Container[str], missing_since: Mapping[str, float], now: float,
+                  quarantine: float) -> tuple[dict[str, float], list[tuple[str, str, str, str]]]:
+    """kube-controller-manager's PodGC for pods bound to a node that does not exist (deleted, or never
+    registered): each is noted when first seen so (on the controller's clock `now`), and is due for a
+    forced deletion once `quarantine` seconds have passed. Returns the new table of pod key → first seen,
+    and the due pods as (namespace, name, uid, node)."""
+    table: dict[str, float] = {}
+    due = []
+    for pod in pods:
+        meta, node = pod["metadata"], (pod.get("spec") or {}).get("nodeName")
+        if not node or node in nodes:
+            continue
+        key = f"{meta.get('namespace')}/{meta['name']}"
+        table[key] = missing_since.get(key, now)
+        if now - table[key] >= quarantine:
+            due.append((str(meta.get("namespace")), meta["name"], str(meta.get("uid") or ""), node))
+    return table, sorted(due)

@@ -28,6 +28,7 @@ class Settings:
     node_cidr_prefix: int = 24
     node_grace_period: float = 40.0
     pod_eviction_timeout: float = 300.0
+    orphaned_pod_quarantine: float = 40.0
     api_address: str = "127.0.0.1"
     api_port: int = 6443
 
@@ -52,6 +53,7 @@ class Settings:
             pod_eviction_timeout=float(
                 getattr(config, "pod_eviction_timeout", getattr(config, "eviction_timeout", default.pod_eviction_timeout))
             ),
+            orphaned_pod_quarantine=float(getattr(config, "orphaned_pod_quarantine", default.orphaned_pod_quarantine)),
             api_address=address,
             api_port=int(port),
         )

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from podnet.client import ApiClient, Informer
+from podnet.client import ApiClient, ApiError, Informer
 from podnet.events import NORMAL, EventRecorder, pod_created, pod_deleted
 
 from . import deployments, ownerrefs, replicasets
@@ -117,6 +117,17 @@ class _Workloads(Controller):
     async def sync(self, obj: dict) -> None:
         raise NotImplementedError
 
+    async def may_adopt(self, owner: dict) -> bool:
+        """Whether `owner` may adopt, judged on a live read rather than the cache (RecheckDeletionTimestamp):
+        an owner whose deletion the cache has not shown yet must not take back what the garbage collector
+        is releasing from it."""
+        meta = owner["metadata"]
+        try:
+            live = await self.client.get(self.needs[0], meta["name"], meta["namespace"])
+        except ApiError:
+            return False
+        return live["metadata"].get("uid") == meta.get("uid") and not live["metadata"].get("deletionTimestamp")
+
 
 class ReplicaSets(_Workloads):
     """Keeps `replicas` pods of each ReplicaSet's template, adopting and releasing pods by its selector."""
@@ -156,6 +167,8 @@ class ReplicaSets(_Workloads):
         pods = _in_namespace(self.store("pods"), namespace)
         now = datetime.now(UTC)
         plan = replicasets.plan(rs, pods, now, self._related(rs, pods))
+        if plan.adopt and not await self.may_adopt(rs):
+            return  # being deleted: the event that shows it brings this ReplicaSet back
         for pod in plan.adopt:
             await self.write(f"adopt pod {_key(pod)} into {key}", self.client.replace(pod))
         for pod in plan.release:
@@ -223,6 +236,8 @@ class Deployments(_Workloads):
         key, namespace = _key(deployment), deployment["metadata"]["namespace"]
         actions = deployments.sync(deployment, _in_namespace(self.store("replicasets"), namespace),
                                    _in_namespace(self.store("pods"), namespace), datetime.now(UTC))
+        if actions.adopt and not await self.may_adopt(deployment):
+            return  # being deleted: the event that shows it brings this Deployment back
         for rs in actions.adopt:
             await self.write(f"adopt replicaset {_key(rs)} into {key}", self.client.replace(rs))
         for rs in actions.release:

@@ -62,6 +62,8 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
         if exc.code == 401:
             # kubectl's words for a credential the server does not take.
             raise fail(f"error: You must be logged in to the server ({exc})") from None
+        if exc.code == 0:  # no answer from a server: nothing came "from server"
+            raise fail(f"Unable to connect to the server: {exc}" if exc.reason == "ServiceUnavailable" else f"error: {exc}") from None
         reason = f" ({exc.reason})" if exc.reason else ""
         raise fail(f"Error from server{reason}: {exc}") from None
     except RpcError as exc:
