@@ -33,6 +33,7 @@ from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.nodeports import NodePorts
 from podnet.nodeagent.poddns import PodDns
+from podnet.nodeagent.podenv import PodEnvironment
 from podnet.nodeagent.pods.netns import (
     ContainerSpec,
     NetnsError,
@@ -193,6 +194,7 @@ class NodeAgent:
         self.terminations = Terminations(client, self.events, self.pods, self.remove_pod,
                                          lambda uid: self.ipam.release(uid))
         self.restart_events = RestartEvents(self.events)
+        self.pod_env = PodEnvironment(client, self.events)
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -555,7 +557,7 @@ class NodeAgent:
                                  allocation.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
             try:
                 pod.netns = self.netns_pods.create(key, pod.uid, network, vtep_mac(self.config.address),
-                                                   ContainerSpec.from_pod(obj))
+                                                   ContainerSpec.from_pod(obj, self.pod_env.container_env))
             except (NetnsError, OSError) as exc:
                 log.error("pod %s: cannot build its network namespace: %s", key, exc)
                 self.ipam.release(pod.uid)
@@ -1230,7 +1232,8 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(agent.node_informer.run()),
-                group.create_task(agent.pod_informer.run()),
+                group.create_task(agent.pod_env.run()),
+                group.create_task(agent.pod_env.after_synced(agent.pod_informer.run())),
                 group.create_task(agent.renew_lease(shutdown)),
                 group.create_task(agent.sweep_conntrack(shutdown)),
                 group.create_task(agent.write_statuses(shutdown)),

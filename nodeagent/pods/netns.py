@@ -290,6 +290,9 @@ async def probe(net: PodNetwork, dst: str, port: int, protocol: str, timeout: fl
         sock.close()
 
 
+Environment = Callable[[dict, dict], "tuple[tuple[str, str], ...] | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerSpec:
     name: str
@@ -297,18 +300,22 @@ class ContainerSpec:
     env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_pod(cls, pod: dict) -> list[ContainerSpec]:
-        """The containers that declare a `command`; `args` follow it, as they follow an entrypoint."""
+    def from_pod(cls, pod: dict, environment: Environment | None = None) -> list[ContainerSpec]:
+        """The containers that declare a `command`; `args` follow it, as they follow an entrypoint.
+        `environment(pod, container)` gives a container's variables (None: it cannot start); without
+        it, only the literal `env` values."""
         specs = []
         for container in (pod.get("spec") or {}).get("containers") or []:
             command = [str(c) for c in container.get("command") or []]
             if not command:
                 continue
-            env = tuple(
+            env = environment(pod, container) if environment is not None else tuple(
                 (str(e["name"]), str(e.get("value") or ""))
                 for e in container.get("env") or []
                 if e.get("name") and "valueFrom" not in e
             )
+            if env is None:
+                continue
             specs.append(cls(container["name"], (*command, *[str(a) for a in container.get("args") or []]), env))
         return specs
 
