@@ -81,6 +81,7 @@ KINDS: tuple[Kind, ...] = (
          categories=("all",)),
     Kind("ReplicaSet", "apps", "v1", "replicasets", True, ("rs",), printer=printers.REPLICA_SET,
          categories=("all",)),
+    Kind("Job", "batch", "v1", "jobs", True, (), printer=printers.JOB, categories=("all",)),
 )
 
 _BY_NAME: dict[str, Kind] = {}
