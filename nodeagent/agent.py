@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.nodeagent.cni import HostLocalIpam
+from podnet.nodeagent.completion import completed
 from podnet.nodeagent.hostbridge import HostBridge
 from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.netpol import PolicyEnforcer
@@ -680,6 +681,7 @@ class NodeAgent:
             "conditions": conditions,
             "containerStatuses": containers,
         }
+        status = completed(obj, pod.netns if pod is not None else None, status, now)
         meta = obj["metadata"]
         await self.client.patch("pods", meta["name"], {"status": status}, namespace=meta["namespace"], subresource="status")
         if pod is not None:

@@ -14,6 +14,7 @@ from podnet.events import NORMAL, WARNING, EventRecorder
 from . import endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
 from .collector import GarbageCollector, PodGarbageCollector
+from .jobcontroller import Jobs
 from .runner import Controller, Settings, now_timestamp
 from .serviceaccounts import ServiceAccounts
 from .workloads import Deployments, ReplicaSets
@@ -340,4 +341,4 @@ class NodeLifecycle(Controller):
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
                                              ReplicaSets, Deployments, GarbageCollector, PodGarbageCollector,
-                                             ServiceAccounts)
+                                             ServiceAccounts, Jobs)

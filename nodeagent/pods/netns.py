@@ -298,6 +298,10 @@ class ContainerSpec:
     name: str
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
+    restart_policy: str = "Always"  # the pod's: Never and OnFailure let a container run to completion
+
+    def restarts_after(self, code: int | None) -> bool:
+        return self.restart_policy == "Always" or self.restart_policy == "OnFailure" and code != 0
 
     @classmethod
     def from_pod(cls, pod: dict, environment: Environment | None = None) -> list[ContainerSpec]:
@@ -316,7 +320,8 @@ class ContainerSpec:
             )
             if env is None:
                 continue
-            specs.append(cls(container["name"], (*command, *[str(a) for a in container.get("args") or []]), env))
+            argv = (*command, *[str(a) for a in container.get("args") or []])
+            specs.append(cls(container["name"], argv, env, (pod.get("spec") or {}).get("restartPolicy") or "Always"))
         return specs
 
 
@@ -336,14 +341,18 @@ class Container:
     started: str | None = None  # RFC 3339, for the status
     backoff: float | None = None  # seconds until the next start, while waiting for it
     last_terminated: dict | None = None
+    finished: bool = False  # ran to completion under its restart policy: never started again
     task: asyncio.Task | None = None
 
     def as_data(self) -> dict:
         return {"pid": self.pid, "pid_start": self.pid_start, "restarts": self.restarts, "started": self.started,
-                "last_terminated": self.last_terminated}
+                "last_terminated": self.last_terminated, "finished": self.finished}
 
     def status(self) -> dict:
         """The kubelet's view of it: `state`, `lastState`, `ready`, `restartCount`."""
+        if self.finished:
+            return {"ready": False, "started": False, "restartCount": self.restarts,
+                    "state": {"terminated": self.last_terminated}, "lastState": {}}
         if self.backoff is not None:
             state = {"waiting": {"reason": "CrashLoopBackOff",
                                  "message": f"back-off {self.backoff:g}s restarting failed container={self.spec.name}"}}
@@ -406,6 +415,13 @@ class NetnsPod:
         """What the pod's status says of `container`; nothing for one without a command."""
         entry = self.containers.get(container)
         return entry.status() if entry else {}
+
+    def phase(self) -> str | None:
+        """Succeeded or Failed once every container has run to completion, else None."""
+        if not self.containers or not all(c.finished for c in self.containers.values()):
+            return None
+        codes = [(c.last_terminated or {}).get("exitCode") for c in self.containers.values()]
+        return "Succeeded" if all(code == 0 for code in codes) else "Failed"
 
     def save(self) -> None:
         data = {
@@ -514,6 +530,7 @@ class NetnsPods:
             before = (previous or {}).get("containers", {}).get(spec.name) or {}
             container.restarts = int(before.get("restarts") or 0)
             container.started, container.last_terminated = before.get("started"), before.get("last_terminated")
+            container.finished = bool(before.get("finished"))
             if before.get("pid") and _start_time(before["pid"]) == before.get("pid_start"):
                 container.pid, container.pid_start = before["pid"], before["pid_start"]
                 container.started_at = time.monotonic()
@@ -543,17 +560,20 @@ class NetnsPods:
             self.on_frames(pod, frames)
 
     async def _supervise(self, key: str, pod: NetnsPod, container: Container) -> None:
-        """Runs the container's command, and again after each exit with doubling backoff."""
+        """Runs the container's command, and again after each exit its restart policy allows, with doubling
+        backoff."""
         backoff = BACKOFF_FIRST
-        while True:
+        while not container.finished:
             if container.pid is None:
                 self._start(pod, container)
             code = await _wait_exit(container.pid)
             ran = time.monotonic() - container.started_at
             if ran >= BACKOFF_RESET_AFTER:
                 backoff = BACKOFF_FIRST
-            log.info("pod %s: container %s (pid %d) exited%s after %.1fs; restarting in %.1fs", key,
-                     container.spec.name, container.pid, "" if code is None else f" with {code}", ran, backoff)
+            restarting = container.spec.restarts_after(code)
+            log.info("pod %s: container %s (pid %d) exited%s after %.1fs; %s", key, container.spec.name,
+                     container.pid, "" if code is None else f" with {code}", ran,
+                     f"restarting in {backoff:.1f}s" if restarting else f"done (restartPolicy {container.spec.restart_policy})")
             container.last_terminated = {
                 # An adopted process is not our child: its exit code is unknown, which the kubelet reports so.
                 "exitCode": 137 if code is None else code,
@@ -562,6 +582,11 @@ class NetnsPods:
                 "finishedAt": _rfc3339(),
             }
             container.pid = container.pid_start = None
+            if not restarting:
+                container.finished = True
+                pod.save()
+                self.on_change(key)
+                return
             container.backoff = backoff
             pod.save()
             self.on_change(key)
