@@ -95,6 +95,10 @@ def test_secret_generic_create_get_describe(kubectl_server):  # noqa: F811
     described = _ok(k.kubectl("describe", "secret", "db"))
     assert re.search(r"^Type:\s+Opaque$", described, re.M)
     assert re.search(r"^password:\s+6 bytes$", described, re.M), described
+    # podnet's own describe shows no secret either, and its get the same columns.
+    ours = _ok(k.podnet("describe", "secret", "db"))
+    assert "  password: 6 bytes" in ours and encoded not in ours
+    assert _columns(_ok(k.podnet("get", "secrets")))[0] == ["NAME", "TYPE", "DATA", "AGE"]
 
 
 def test_secret_string_data_is_merged_into_data(kubectl_server):  # noqa: F811

@@ -2,7 +2,7 @@
 
 A Job claims the pods its selector picks (finished ones too: they are its record of success and failure),
 keeps `parallelism` of them running while fewer than `completions` have succeeded (pods from its template,
-`generateName: <job>-`), and finishes: `Complete` once `completions` pods have succeeded, `Failed`
+`generateName: <job>-`; without `completions`, until one has succeeded and the rest have ended), and finishes: `Complete` once `completions` pods have succeeded, `Failed`
 (BackoffLimitExceeded) once more than `backoffLimit` have failed; a finished Job deletes the pods still
 running. A suspended Job runs none. Counts never go down when finished pods are deleted, as the
 controller's tracking of terminated pods keeps them.
@@ -74,7 +74,10 @@ def plan(job: dict, pods: Iterable[dict], now: datetime) -> Plan:
             outcome, reason, message = "Complete", COMPLETE_REASON, COMPLETE_MESSAGE
             event = (NORMAL, "Completed", "Job completed")
         else:
-            wanted = parallelism if completions is None else min(parallelism, completions - succeeded)
+            if completions is None:  # a work queue: once one pod has succeeded, what runs finishes, no more start
+                wanted = len(active) if succeeded else parallelism
+            else:
+                wanted = min(parallelism, completions - succeeded)
             delete = [p["metadata"]["name"] for p in active[wanted:]]
             create = [pod_from_template(job) for _ in range(min(max(wanted - len(active), 0), BURST_REPLICAS))]
         if outcome is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from podnet.api import kinds, lastapplied, manifests, printers
+from podnet.api import base64data, kinds, lastapplied, manifests, printers
 from podnet.api.kinds import Kind
 from podnet.cli.common import (
     HomeOption,
@@ -134,7 +134,10 @@ def _describe(obj: dict) -> str:
             lines += ["  " + line for line in dumped.rstrip().splitlines()]
     for key in ("data", "endpoints", "ports", "subsets", "addressType"):
         if key in obj:
-            dumped = yaml.safe_dump({key: obj[key]}, sort_keys=False, default_flow_style=False)
+            value = obj[key]
+            if key == "data" and obj.get("kind") == "Secret":  # sizes only, as kubectl describe shows them
+                value = {k: f"{len(base64data.decode(v))} bytes" for k, v in sorted(value.items())}
+            dumped = yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=False)
             lines += dumped.rstrip().splitlines()
     return "\n".join(lines)
 
