@@ -195,7 +195,7 @@ class NodeAgent:
         self.terminations = Terminations(client, self.events, self.pods, self.remove_pod,
                                          lambda uid: self.ipam.release(uid))
         self.restart_events = RestartEvents(self.events)
-        self.pod_env = PodEnvironment(client, self.events)
+        self.pod_env = PodEnvironment(client, self.events, self._start_waiting_containers)
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -576,6 +576,15 @@ class NodeAgent:
         if (obj.get("status") or {}).get("phase") != "Running":
             record_started(self.events, obj)
         return pod
+
+    def _start_waiting_containers(self, namespace: str) -> None:
+        """A ConfigMap or Secret of `namespace` was written: netns containers waiting for one may start."""
+        for key, pod in self.pods.items():
+            obj = self.pod_informer.store.get(key) if self.pod_informer is not None else None
+            if pod.netns is None or obj is None or not key.startswith(f"{namespace}/"):
+                continue
+            if any(c.spec.config_error is not None for c in pod.netns.containers.values()):
+                self.netns_pods.start_waiting(key, pod.netns, ContainerSpec.from_pod(obj, self.pod_env.container_env))
 
     def remove_pod(self, obj: dict | None) -> None:
         if obj is None:

@@ -7,7 +7,8 @@ kubelet's words (`configmap "app" not found`, `couldn't find key mode in ConfigM
 
 `resolve` is pure; `PodEnvironment` keeps the ConfigMaps and Secrets in informer caches (so a pod's env
 costs no API request) and is the agent's hook: `container_env(pod, container)` gives the variables, or
-None after recording the failure as the kubelet does (a Warning event `Failed`, `Error: ...`).
+raises after recording the failure as the kubelet does (a Warning event `Failed`, `Error: ...`); the
+container then waits (`CreateContainerConfigError`) until a ConfigMap or Secret of its namespace is written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+
+from podnet.nodeagent.pods.netns import ContainerConfigError
 
 from podnet.api import base64data
 from podnet.client import ApiClient, Informer
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 
-class EnvError(Exception):
+class EnvError(ContainerConfigError):
     """A reference the container's environment needs is missing (CreateContainerConfigError)."""
 
 
@@ -89,12 +92,20 @@ def resolve(pod: dict, container: dict, configmaps: Mapping[str, dict],
 
 
 class PodEnvironment:
-    """The ConfigMaps and Secrets pods refer to, cached; the agent starts pods only once they have synced."""
+    """The ConfigMaps and Secrets pods refer to, cached; the agent starts pods only once they have synced.
+    `on_change(namespace)` is told when one is written, so that containers waiting for it can start."""
 
-    def __init__(self, client: ApiClient, events: EventRecorder):
+    def __init__(self, client: ApiClient, events: EventRecorder, on_change: Callable[[str], None]):
         self.configmaps = Informer(client, "configmaps")
         self.secrets = Informer(client, "secrets")
         self.events = events
+        self.on_change = on_change
+        for informer in (self.configmaps, self.secrets):
+            informer.add_handler(self._written)
+
+    def _written(self, event: str, old: dict | None, new: dict | None) -> None:
+        if new is not None:
+            self.on_change((new.get("metadata") or {}).get("namespace") or "")
 
     async def run(self) -> None:
         await asyncio.gather(self.configmaps.run(), self.secrets.run())
@@ -104,12 +115,13 @@ class PodEnvironment:
         await asyncio.gather(self.configmaps.wait_synced(), self.secrets.wait_synced())
         await then
 
-    def container_env(self, pod: dict, container: dict) -> tuple[tuple[str, str], ...] | None:
+    def container_env(self, pod: dict, container: dict) -> tuple[tuple[str, str], ...]:
+        """The container's variables; raises EnvError after recording it as the kubelet does."""
         try:
             return tuple(resolve(pod, container, self.configmaps.store, self.secrets.store))
         except EnvError as exc:
             meta = pod.get("metadata") or {}
-            log.error("pod %s/%s: container %s: %s", meta.get("namespace"), meta.get("name"), container.get("name"), exc)
+            log.warning("pod %s/%s: container %s: %s", meta.get("namespace"), meta.get("name"), container.get("name"), exc)
             self.events.record(pod, WARNING, "Failed", f"Error: {exc}",
                                field_path=f"spec.containers{{{container.get('name')}}}")
-            return None
+            raise

@@ -77,6 +77,27 @@ def test_a_netns_pod_program_sees_its_configmap_and_secret_env(tmp_path):
         text = wait_for(lambda: out.exists() and out.read_text(), 15, "the pod's program to write its env")
         env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         assert (env["MODE"], env["LEVEL"], env["DB_PASSWORD"], env["GREETING"]) == ("fast", "3", "s3cret", "hello")
+
+        # A ConfigMap that does not exist yet: the container waits, as the kubelet's does, then starts.
+        late_out = tmp_path / "late.txt"
+        late = netns_pod("late", node, command=["sh", "-c", f"echo $LATE > {late_out}.tmp && mv {late_out}.tmp {late_out}; "
+                                                            "sleep 600"])
+        late["spec"]["containers"][0]["env"] = [
+            {"name": "LATE", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "value"}}}]
+
+        async def waiting_state(client) -> dict:
+            pod = await client.get("pods", "late", "default")
+            statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+            return statuses[0].get("state") or {}
+
+        cluster.api_call(lambda client: client.create(late))
+        state = wait_for(lambda: cluster.api_call(waiting_state).get("waiting"), 15, "the container to wait")
+        assert state == {"reason": "CreateContainerConfigError", "message": 'configmap "later" not found'}
+        assert not late_out.exists()
+        cluster.api_call(lambda client: client.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                                       "metadata": {"name": "later", "namespace": "default"},
+                                                       "data": {"value": "arrived"}}))
+        assert wait_for(lambda: late_out.exists() and late_out.read_text(), 15, "the waiting container") == "arrived\n"
     finally:
         agent.kill(signal.SIGTERM)
         api.kill()

@@ -290,7 +290,11 @@ async def probe(net: PodNetwork, dst: str, port: int, protocol: str, timeout: fl
         sock.close()
 
 
-Environment = Callable[[dict, dict], "tuple[tuple[str, str], ...] | None"]
+class ContainerConfigError(Exception):
+    """What a container needs to start is missing (a ConfigMap, a Secret, a key): CreateContainerConfigError."""
+
+
+Environment = Callable[[dict, dict], "tuple[tuple[str, str], ...]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +303,7 @@ class ContainerSpec:
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     restart_policy: str = "Always"  # the pod's: Never and OnFailure let a container run to completion
+    config_error: str | None = None  # why it cannot start yet; it waits for what it lacks
 
     def restarts_after(self, code: int | None) -> bool:
         return self.restart_policy == "Always" or self.restart_policy == "OnFailure" and code != 0
@@ -306,22 +311,25 @@ class ContainerSpec:
     @classmethod
     def from_pod(cls, pod: dict, environment: Environment | None = None) -> list[ContainerSpec]:
         """The containers that declare a `command`; `args` follow it, as they follow an entrypoint.
-        `environment(pod, container)` gives a container's variables (None: it cannot start); without
-        it, only the literal `env` values."""
+        `environment(pod, container)` gives a container's variables or raises ContainerConfigError;
+        without it, only the literal `env` values."""
         specs = []
         for container in (pod.get("spec") or {}).get("containers") or []:
             command = [str(c) for c in container.get("command") or []]
             if not command:
                 continue
-            env = environment(pod, container) if environment is not None else tuple(
-                (str(e["name"]), str(e.get("value") or ""))
-                for e in container.get("env") or []
-                if e.get("name") and "valueFrom" not in e
-            )
-            if env is None:
-                continue
+            error = None
+            try:
+                env = environment(pod, container) if environment is not None else tuple(
+                    (str(e["name"]), str(e.get("value") or ""))
+                    for e in container.get("env") or []
+                    if e.get("name") and "valueFrom" not in e
+                )
+            except ContainerConfigError as exc:
+                env, error = (), str(exc)
             argv = (*command, *[str(a) for a in container.get("args") or []])
-            specs.append(cls(container["name"], argv, env, (pod.get("spec") or {}).get("restartPolicy") or "Always"))
+            specs.append(cls(container["name"], argv, env, (pod.get("spec") or {}).get("restartPolicy") or "Always",
+                             error))
         return specs
 
 
@@ -350,6 +358,9 @@ class Container:
 
     def status(self) -> dict:
         """The kubelet's view of it: `state`, `lastState`, `ready`, `restartCount`."""
+        if self.spec.config_error is not None:
+            return {"ready": False, "started": False, "restartCount": self.restarts, "lastState": {},
+                    "state": {"waiting": {"reason": "CreateContainerConfigError", "message": self.spec.config_error}}}
         if self.finished:
             return {"ready": False, "started": False, "restartCount": self.restarts,
                     "state": {"terminated": self.last_terminated}, "lastState": {}}
@@ -544,6 +555,18 @@ class NetnsPods:
                  net.gateway, " (adopted)" if previous else "")
         return pod
 
+    def start_waiting(self, key: str, pod: NetnsPod, specs: list[ContainerSpec]) -> None:
+        """Starts the containers that were waiting for their configuration and now have it (`specs`: the
+        pod's containers worked out again)."""
+        for spec in specs:
+            container = pod.containers.get(spec.name)
+            if container is None or container.spec.config_error is None or spec.config_error == container.spec.config_error:
+                continue
+            container.spec = spec
+            if spec.config_error is None:
+                container.task = asyncio.ensure_future(self._supervise(key, pod, container))
+            self.on_change(key)
+
     @staticmethod
     def _previous(state_path: Path, uid: str, address: str) -> dict | None:
         try:
@@ -563,7 +586,7 @@ class NetnsPods:
         """Runs the container's command, and again after each exit its restart policy allows, with doubling
         backoff."""
         backoff = BACKOFF_FIRST
-        while not container.finished:
+        while not container.finished and container.spec.config_error is None:
             if container.pid is None:
                 self._start(pod, container)
             code = await _wait_exit(container.pid)
