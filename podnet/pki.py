@@ -42,8 +42,14 @@ class KeyPair:
     @property
     def private_key(self) -> ec.EllipticCurvePrivateKey:
         key = serialization.load_pem_private_key(self.key_pem, password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("not an ECDSA private key")
         return key
+
+    @property
+    def matches(self) -> bool:
+        """Whether the key is the certificate's."""
+        return self.certificate.public_key() == self.private_key.public_key()
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,10 +153,24 @@ def test_issue_writes_every_secret_for_its_owner_alone_and_a_kubeconfig_kubectl_
     rows = (pki_dir / "tokens.csv").read_text().splitlines()
     assert rows[0] == f'{admin_token},admin,admin,"system:masters"'
     assert f'{agent.token},system:node:node-1,system:node:node-1,"system:masters"' in rows
-    # Issuing again (a new `podnet up` in the same home) replaces everything.
+    # Issuing again (a new `podnet up` in the same home) keeps the CA and replaces everything else.
+    ca_pem, serving_pem = (pki_dir / "ca.crt").read_bytes(), (pki_dir / "apiserver.crt").read_bytes()
     credentials.issue(tmp_path, server=topo.api_url, api_addresses=(), service_cidr=topo.service_cidr,
                       components=["dns"], now=NOW)
     assert kubeconfig.load(pki_dir / "dns.kubeconfig").token not in "\n".join(rows)
+    assert (pki_dir / "ca.crt").read_bytes() == ca_pem and (pki_dir / "apiserver.crt").read_bytes() != serving_pem
+    assert not (pki_dir / "node-1_agent.kubeconfig").exists()
+    # ... unless it would expire before the certificates it signs, or its key is not its own.
+    later = NOW + pki.CA_VALIDITY - pki.LEAF_VALIDITY + datetime.timedelta(days=1)
+    credentials.issue(tmp_path, server=topo.api_url, api_addresses=(), service_cidr=topo.service_cidr,
+                      components=[], now=later)
+    assert (pki_dir / "ca.crt").read_bytes() != ca_pem
+    ca_pem = (pki_dir / "ca.crt").read_bytes()
+    (pki_dir / "ca.key").unlink()
+    credentials.write_secret(pki_dir / "ca.key", pki.make_ca(NOW).key_pem)
+    credentials.issue(tmp_path, server=topo.api_url, api_addresses=(), service_cidr=topo.service_cidr,
+                      components=[], now=later)
+    assert (pki_dir / "ca.crt").read_bytes() != ca_pem
 
 
 def test_write_secret_never_writes_through_what_is_already_there(tmp_path):

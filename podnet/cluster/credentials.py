@@ -13,8 +13,9 @@ token is readable by anyone else for even a moment, and nothing written by someo
 
 and `<home>/kubeconfig`, the administrator's: the CA and a client certificate (CN=admin,
 O=system:masters), everything inline, as kubeadm's admin.conf. The admin token (in `tokens.csv`) is the
-bearer-token way in, for clients without certificates. A new `podnet up` in the same home issues everything
-anew: kubeconfigs of the old cluster stop working.
+bearer-token way in, for clients without certificates. A new `podnet up` in the same home keeps the CA, as
+kubeadm keeps an existing one, so kubeconfigs with certificates it signed (copied, merged into
+~/.kube/config) go on working; everything else, tokens included, is issued anew.
 
 Components are cluster administrators (group system:masters) until RBAC gives each its own role; each has its
 own user name (system:node:node-1, system:kube-proxy:node-1, ...), so the server knows who did what.
@@ -92,6 +93,16 @@ def replace_secret(path: Path, data: bytes) -> None:
     write_secret(path, data)
 
 
+def _earlier_ca(directory: Path, now: datetime.datetime) -> pki.KeyPair | None:
+    """The CA an earlier cluster in this home made, if it is whole and outlives the certificates it will sign."""
+    try:
+        ca = pki.KeyPair((directory / "ca.crt").read_bytes(), (directory / "ca.key").read_bytes())
+        usable = ca.matches and ca.certificate.not_valid_after_utc >= now + pki.LEAF_VALIDITY
+    except (OSError, ValueError):
+        return None
+    return ca if usable else None
+
+
 def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr: str, components: Iterable[str],
           now: datetime.datetime, admin_server: str | None = None, tls: bool = True) -> str:
     """Makes the CA, the serving certificate, the tokens and every kubeconfig under `home`. Components reach
@@ -99,9 +110,9 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
     `tls` False (the plain-HTTP debugging mode) there are no certificates and the admin kubeconfig holds
     the admin token. Returns the admin token."""
     directory = pki_dir(home)
+    ca = (_earlier_ca(directory, now) or pki.make_ca(now)) if tls else None
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, mode=0o700)
-    ca = pki.make_ca(now) if tls else None
     if ca is not None:
         write_secret(directory / "ca.crt", ca.cert_pem)
         write_secret(directory / "ca.key", ca.key_pem)
