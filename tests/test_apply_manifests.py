@@ -36,10 +36,12 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web, namespace: shop}
 spec:
+  selector:
+    matchLabels: {app: web}
   replicas: 2
-  selector: {matchLabels: {app: web}}
   template:
-    metadata: {labels: {app: web}}
+    metadata:
+      labels: {app: web}
     spec:
       containers:
       - name: web
