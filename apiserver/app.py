@@ -168,8 +168,14 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         try:
             async with asyncio.timeout(2.0):
                 await store.current_revision()
-        except Exception as e:  # any failure of the store makes the server unready, and says why
-            return web.Response(status=503, text=f"[-]etcd failed: {type(e).__name__}: {e}\nhealthz check failed\n")
+        except Exception as e:  # any failure of the store makes the server unready
+            # The store's error names its addresses and state: only a caller who proves who they are reads
+            # it; anyone else reads "reason withheld", as kube-apiserver answers. The log always has it.
+            reason = f"{type(e).__name__}: {e}"
+            log.warning("%s: the store failed: %s", request.path, reason)
+            if authenticator.authenticate(request.headers.get("Authorization"), peer_certificate(request)) is None:
+                reason = "reason withheld"
+            return web.Response(status=503, text=f"[-]etcd failed: {reason}\nhealthz check failed\n")
         return web.Response(text="ok")
 
     async def livez(request: web.Request) -> web.Response:

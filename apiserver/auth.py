@@ -15,7 +15,8 @@ Authorization is by group (the user name never grants anything):
 | `edit:<namespace>` | every verb on namespaced resources in `<namespace>` (and reading them)    |
 
 Every authenticated user may read the non-resource paths (discovery, `/version`, `/metrics`);
-`/healthz`, `/readyz` and `/livez` answer anyone, as kube-apiserver lets `system:anonymous` do.
+`/healthz`, `/readyz` and `/livez` answer anyone, as kube-apiserver lets `system:anonymous` do; why a check
+failed is told only to a caller who authenticated (anyone else reads "reason withheld").
 With neither a token file nor a client CA the server is open: every request is treated as an admin (and the server logs a
 warning at start).
 """

@@ -4,7 +4,8 @@ For every Service of type LoadBalancer it takes an address from the pool (127.0.
 Service may ask for one of them in spec.loadBalancerIP), writes `status.loadBalancer.ingress[].ip`, and
 listens on that address on each service port, TCP and UDP. Each new client goes to a healthy node's
 nodePort, round robin, and starts with a PROXY protocol v2 header naming the client, so a node can hand
-the real client address to the pod (externalTrafficPolicy Local). Nodes are health-checked the way
+the real client address to the pod (externalTrafficPolicy Local); it connects to nodes from its own
+`--address`, the one address whose headers the agents believe (their `--proxy-protocol-from`). Nodes are health-checked the way
 cloud balancers do it for Kubernetes: for Local, HTTP on the Service's healthCheckNodePort (kube-proxy
 answers 200 only where a local endpoint is ready); otherwise a TCP connect to a TCP nodePort (a Service
 with UDP ports only cannot be probed that way, and every Ready node is taken). When the
@@ -197,7 +198,7 @@ class _UdpFrontend(asyncio.DatagramProtocol):
             self.lb.metrics.connections.labels("UDP").inc()
             self.lb.spawn(
                 asyncio.get_running_loop().create_datagram_endpoint(
-                    lambda: flow, remote_addr=(node, self.node_port)
+                    lambda: flow, remote_addr=(node, self.node_port), local_addr=(self.lb.config.address, 0)
                 )
             )
         header = proxyv2.proxy_inet(proxyv2.Transport.DGRAM, client, (self.balancer.address, self.port))
@@ -395,7 +396,7 @@ class CloudLoadBalancer:
                 return
             try:
                 node_reader, node_writer = await asyncio.wait_for(
-                    asyncio.open_connection(node, node_port), CONNECT_TIMEOUT
+                    asyncio.open_connection(node, node_port, local_addr=(self.config.address, 0)), CONNECT_TIMEOUT
                 )
             except (OSError, TimeoutError):
                 self.metrics.failures.labels("TCP").inc()

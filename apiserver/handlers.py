@@ -22,15 +22,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-import yaml
 from aiohttp import web
-from podnet.apiserver import deletion, fieldvalidation, status, tables
+from podnet.apiserver import deletion, fieldvalidation, status, tables, yamlbody
 from podnet.apiserver.auth import User, authorize
 from podnet.apiserver.codec import (
     JSON,
     MSGPACK,
     DecodeError,
-    check_depth,
     decode,
     encode,
     from_storage,
@@ -41,7 +39,14 @@ from podnet.apiserver.controllers.allocators import Admission, AllocationError, 
 from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
-from podnet.apiserver.patch import PatchConflict, PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.apiserver.patch import (
+    PatchConflict,
+    PatchError,
+    TooManyOperations,
+    json_patch,
+    merge_patch,
+    strategic_merge_patch,
+)
 from podnet.apiserver.selection import Filter, make_filter
 from podnet.apiserver.status import ApiError, Cause
 from podnet.apiserver.storage.base import (
@@ -264,13 +269,11 @@ class Resources:
             raise status.unsupported_media_type(media_type)
         if media_type in (YAML, APPLY_PATCH):
             try:
-                value = yaml.safe_load(body)
-                check_depth(value)
-            except (yaml.YAMLError, RecursionError) as e:
-                raise status.bad_request(f"couldn't decode the body as YAML: {e}") from None
+                return yamlbody.load(body, limit), media_type
+            except yamlbody.TooLarge:
+                raise status.too_large(limit) from None
             except DecodeError as e:
                 raise status.bad_request(str(e)) from None
-            return value, media_type
         try:
             return decode(body, MSGPACK if media_type == MSGPACK else JSON), media_type
         except DecodeError as e:
@@ -315,9 +318,12 @@ class Resources:
         if causes:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
         try:
-            return to_storage(obj)
+            value = to_storage(obj)
         except (TypeError, ValueError) as e:  # msgpack bytes or other values JSON cannot hold
             raise status.bad_request(f"the object cannot be stored: {e}") from None
+        if len(value) > self.config.max_body_bytes:  # grown past what a body may carry, by a patch or an apply
+            raise status.too_large(self.config.max_body_bytes)
+        return value
 
     async def _current(self, kind: Kind, namespace: str | None, name: str) -> KeyValue:
         kv = await self._storage(self.store.get(storage_key(kind, namespace, name)))
@@ -678,6 +684,8 @@ class Resources:
                 if not isinstance(body, dict):
                     raise PatchError("a merge patch must be a JSON object")
                 patched = merge_patch(obj, body)
+        except TooManyOperations as e:
+            raise status.entity_too_large(str(e)) from None
         except PatchError as e:
             raise status.bad_request(str(e)) from None
         except PatchConflict as e:

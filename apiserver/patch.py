@@ -25,6 +25,17 @@ class PatchConflict(ValueError):
     """The patch cannot be applied to this object (HTTP 422)."""
 
 
+class TooManyOperations(PatchError):
+    """A JSON patch with more operations than kube-apiserver takes (HTTP 413)."""
+
+
+# kube-apiserver's bounds on a JSON patch since CVE-2019-1002100: a `copy` of a field into itself doubles
+# the object, so thirty operations in a few hundred bytes would build gigabytes. The operations are
+# counted before any applies, and the bytes that copies add up are capped (--json-patch-max-copy-bytes).
+MAX_JSON_PATCH_OPERATIONS = 10_000
+MAX_JSON_PATCH_COPY_BYTES = 3 * 1024 * 1024
+
+
 # --- merge patch --------------------------------------------------------------------------------------
 
 
@@ -213,18 +224,31 @@ def _index(container: list, token: str, *, for_insert: bool) -> int:
     return index
 
 
-def _parent(doc: object, tokens: list[str], path: str) -> object:
+def _parent(doc: object, tokens: list[str], path: str, shared: set[int] | None = None) -> object:
+    """The container that holds the last token. Given `shared`, the containers passed on the way that
+    a `copy` left in two places are copied first (shallowly), so that writing below one changes only it."""
     node = doc
     for token in tokens[:-1]:
         if isinstance(node, dict):
             if token not in node:
                 raise PatchConflict(f"path {path!r} does not exist")
-            node = node[token]
+            position: str | int = token
         elif isinstance(node, list):
-            node = node[_index(node, token, for_insert=False)]
+            position = _index(node, token, for_insert=False)
         else:
             raise PatchConflict(f"path {path!r} does not exist")
+        child = node[position]  # type: ignore[index]
+        if shared is not None and id(child) in shared:
+            child = node[position] = _unshare(child, shared)  # type: ignore[index]
+        node = child
     return node
+
+
+def _unshare(container: object, shared: set[int]) -> object:
+    """A shallow copy of a container that is in two places; its own containers are then in two."""
+    items = container.values() if isinstance(container, dict) else container
+    shared.update(id(item) for item in items if isinstance(item, (dict, list)))  # type: ignore[union-attr]
+    return dict(container) if isinstance(container, dict) else list(container)  # type: ignore[call-overload]
 
 
 def _get(doc: object, path: str) -> object:
@@ -242,11 +266,11 @@ def _get(doc: object, path: str) -> object:
     raise PatchConflict(f"path {path!r} does not exist")
 
 
-def _add(doc: object, path: str, value: object) -> object:
+def _add(doc: object, path: str, value: object, shared: set[int]) -> object:
     tokens = _pointer(path)
     if not tokens:
         return value
-    parent = _parent(doc, tokens, path)
+    parent = _parent(doc, tokens, path, shared)
     last = tokens[-1]
     if isinstance(parent, dict):
         parent[last] = value
@@ -257,11 +281,11 @@ def _add(doc: object, path: str, value: object) -> object:
     return doc
 
 
-def _remove(doc: object, path: str) -> tuple[object, object]:
+def _remove(doc: object, path: str, shared: set[int]) -> tuple[object, object]:
     tokens = _pointer(path)
     if not tokens:
         raise PatchConflict("cannot remove the whole document")
-    parent = _parent(doc, tokens, path)
+    parent = _parent(doc, tokens, path, shared)
     last = tokens[-1]
     if isinstance(parent, dict):
         if last not in parent:
@@ -272,9 +296,19 @@ def _remove(doc: object, path: str) -> tuple[object, object]:
     raise PatchConflict(f"path {path!r} does not exist")
 
 
-def json_patch(target: object, operations: object) -> object:
+def json_patch(target: object, operations: object, *, max_copy_bytes: int = MAX_JSON_PATCH_COPY_BYTES) -> object:
+    """Applies RFC 6902 operations to a copy of target.
+
+    A `copy` puts the same value in a second place instead of duplicating it (the containers in two places
+    are remembered in `shared` and copied only when a later operation writes below them), so that refusing
+    a copy bomb costs as little as the bomb did; the sizes copies add are summed as their JSON would be."""
     if not isinstance(operations, list):
         raise PatchError("a json patch must be a JSON array of operations")
+    if len(operations) > MAX_JSON_PATCH_OPERATIONS:
+        raise TooManyOperations(
+            f"The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {len(operations)}")
+    copied_bytes = 0
+    shared: set[int] = set()
     doc = copy.deepcopy(target)
     for number, operation in enumerate(operations):
         if not isinstance(operation, dict) or not isinstance(operation.get("op"), str):
@@ -284,25 +318,59 @@ def json_patch(target: object, operations: object) -> object:
         if op in ("add", "replace", "test") and "value" not in operation:
             raise PatchError(f"operation {number} ({op}) has no value")
         if op == "add":
-            doc = _add(doc, path, copy.deepcopy(operation["value"]))  # type: ignore[arg-type]
+            doc = _add(doc, path, copy.deepcopy(operation["value"]), shared)  # type: ignore[arg-type]
         elif op == "remove":
-            doc, _ = _remove(doc, path)  # type: ignore[arg-type]
+            doc, _ = _remove(doc, path, shared)  # type: ignore[arg-type]
         elif op == "replace":
             _get(doc, path)  # type: ignore[arg-type]  # must exist
-            doc, _ = _remove(doc, path) if _pointer(path) else (doc, None)  # type: ignore[arg-type]
-            doc = _add(doc, path, copy.deepcopy(operation["value"]))  # type: ignore[arg-type]
+            doc, _ = _remove(doc, path, shared) if _pointer(path) else (doc, None)  # type: ignore[arg-type]
+            doc = _add(doc, path, copy.deepcopy(operation["value"]), shared)  # type: ignore[arg-type]
         elif op in ("move", "copy"):
             source = operation.get("from")
             if op == "move":
                 if isinstance(source, str) and isinstance(path, str) and path.startswith(source + "/"):
                     raise PatchConflict(f"cannot move {source!r} into its own child {path!r}")
-                doc, value = _remove(doc, source)  # type: ignore[arg-type]
+                doc, value = _remove(doc, source, shared)  # type: ignore[arg-type]
             else:
-                value = copy.deepcopy(_get(doc, source))  # type: ignore[arg-type]
-            doc = _add(doc, path, value)  # type: ignore[arg-type]
+                value = _get(doc, source)  # type: ignore[arg-type]
+                copied_bytes += _encoded_size(value)
+                if copied_bytes > max_copy_bytes:
+                    raise PatchConflict(f"Unable to complete the copy, the accumulated size increase of copy is "
+                                        f"{copied_bytes}, exceeding the limit {max_copy_bytes}")
+                if value is doc:  # the document into itself: a copy of the top, or it would contain itself
+                    value = _unshare(doc, shared)
+                elif isinstance(value, (dict, list)):
+                    shared.add(id(value))
+            doc = _add(doc, path, value, shared)  # type: ignore[arg-type]
         elif op == "test":
             if _get(doc, path) != operation["value"]:  # type: ignore[arg-type]
                 raise PatchConflict(f"test failed: {path!r} is not {operation['value']!r}")
         else:
             raise PatchError(f"operation {number}: unknown op {op!r}")
-    return doc
+    # The caller owns the result: nothing in it may stand in two places any more.
+    return json.loads(_compact(doc)) if shared else doc
+
+
+def _encoded_size(value: object) -> int:
+    """The length of value's compact JSON, each container in several places measured once."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[object, bool]] = [(value, False)]
+    while stack:
+        node, measured_children = stack.pop()
+        if not isinstance(node, (dict, list)) or id(node) in sizes:
+            continue
+        items = list(node.values()) if isinstance(node, dict) else node
+        if not measured_children:
+            stack.append((node, True))
+            stack.extend((item, False) for item in items)
+            continue
+        size = 2 + max(len(items) - 1, 0)
+        size += sum(sizes[id(item)] if isinstance(item, (dict, list)) else len(_compact(item)) for item in items)
+        if isinstance(node, dict):
+            size += sum(len(_compact(key)) + 1 for key in node)
+        sizes[id(node)] = size
+    return sizes[id(value)] if isinstance(value, (dict, list)) else len(_compact(value))
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

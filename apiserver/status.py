@@ -7,6 +7,7 @@ The reasons and messages follow k8s.io/apimachinery/pkg/api/errors so that clien
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from podnet.api.kinds import Kind
@@ -119,7 +120,11 @@ def expired(message: str) -> ApiError:
 
 
 def too_large(limit: int) -> ApiError:
-    return ApiError(status(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}"))
+    return entity_too_large(f"Request entity too large: limit is {limit}")
+
+
+def entity_too_large(message: str) -> ApiError:
+    return ApiError(status(413, "RequestEntityTooLarge", message))
 
 
 def uri_too_long(limit: int) -> ApiError:
@@ -137,7 +142,9 @@ def invalid(kind: Kind, name: str, causes: list[Cause]) -> ApiError:
     details = {"name": name, "kind": kind.kind, "causes": [c.to_dict() for c in causes]}
     if kind.group:
         details["group"] = kind.group
-    return ApiError(status(422, "Invalid", f'{kind_name} "{name}" is invalid: {summary}', details))
+    # Quoted as Go's %q quotes it: a name that validation refuses may hold a newline or a quote.
+    return ApiError(status(422, "Invalid", f"{kind_name} {json.dumps(name, ensure_ascii=False)} is invalid: {summary}",
+                           details))
 
 
 def unprocessable(message: str) -> ApiError:

@@ -23,10 +23,10 @@ from podnet.api.selectors import SelectorError, from_label_selector, validate_ke
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_IANA_SVC_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 _ANNOTATIONS_LIMIT = 256 * 1024
 
 
@@ -77,7 +77,7 @@ def _name_error(value: str, kind: str) -> str | None:
     if kind == "label":
         if len(value) > 63:
             return "must be no more than 63 characters"
-        if not _DNS1123_LABEL.match(value):
+        if not _DNS1123_LABEL.fullmatch(value):
             return (
                 "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
                 "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc')"
@@ -85,7 +85,7 @@ def _name_error(value: str, kind: str) -> str | None:
     elif kind == "dns1035":
         if len(value) > 63:
             return "must be no more than 63 characters"
-        if not _DNS1035_LABEL.match(value):
+        if not _DNS1035_LABEL.fullmatch(value):
             return (
                 "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
                 "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123')"
@@ -93,7 +93,7 @@ def _name_error(value: str, kind: str) -> str | None:
     else:
         if len(value) > 253:
             return "must be no more than 253 characters"
-        if not _DNS1123_SUBDOMAIN.match(value):
+        if not _DNS1123_SUBDOMAIN.fullmatch(value):
             return (
                 "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
                 "'.', and must start and end with an alphanumeric character (e.g. 'example.com')"
@@ -105,7 +105,7 @@ def _port_name_error(name: str) -> str | None:
     """IANA_SVC_NAME: the name of a port that a Service's targetPort or a policy's port may refer to."""
     if len(name) > 15:
         return "must be no more than 15 characters"
-    if not _IANA_SVC_NAME.match(name):
+    if not _IANA_SVC_NAME.fullmatch(name):
         return "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
     if "--" in name:
         return "must not contain consecutive hyphens"
@@ -613,13 +613,13 @@ def _validate_selected_template(errors: Errors, spec: dict, restart_policies: tu
         errors.not_supported("spec.template.spec.restartPolicy", restart, restart_policies)
 
 
-_PERCENT = re.compile(r"^[0-9]+%$")
+_PERCENT = re.compile(r"[0-9]+%")
 
 
 def _int_or_percent(errors: Errors, field: str, value: object) -> int:
     """ValidatePositiveIntOrPercent; returns the number (of the percentage too) for further checks."""
     if isinstance(value, str):
-        if not _PERCENT.match(value):
+        if not _PERCENT.fullmatch(value):
             errors.invalid(field, _Plain(value), "a valid percent string must be a numeric string followed by an "
                                                  "ending '%' (e.g. '1%',  or '93%')")
             return -1

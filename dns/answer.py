@@ -277,7 +277,9 @@ def resolve(query: bytes, records: Records, *, synced: bool, udp: bool = True) -
         if edns.version:
             opt = struct.pack("!BHHIH", 0, RType.OPT, OUR_UDP_SIZE, (EDNS_BADVERS >> 4) << 24, 0)
             return error_response(query, EDNS_BADVERS & 0xF, question_end, opt=opt)
-        limit = max(CLASSIC_UDP_SIZE, edns.udp_size) if udp else MAX_MESSAGE
+        # The smaller of the client's size and ours, as CoreDNS and BIND answer: a reply larger than the
+        # size we advertise risks IP fragmentation (DNS Flag Day 2020), and larger than the client's, loss.
+        limit = max(CLASSIC_UDP_SIZE, min(edns.udp_size, OUR_UDP_SIZE)) if udp else MAX_MESSAGE
         opt = _OPT_RR
     else:
         limit = CLASSIC_UDP_SIZE if udp else MAX_MESSAGE

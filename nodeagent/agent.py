@@ -32,7 +32,7 @@ from podnet.nodeagent.completion import completed
 from podnet.nodeagent.hostbridge import HostBridge
 from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.netpol import PolicyEnforcer
-from podnet.nodeagent.nodeports import NodePorts
+from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
 from podnet.nodeagent.poddns import PodDns
 from podnet.nodeagent.podenv import PodEnvironment
 from podnet.nodeagent.pods.netns import (
@@ -119,6 +119,8 @@ class AgentConfig:
     kubelet_cert_file: str | None = None
     kubelet_key_file: str | None = None
     kubelet_client_ca_file: str | None = None
+    # Addresses or CIDRs of the cloud load balancer: only their PROXY protocol headers name the client.
+    proxy_protocol_from: tuple[str, ...] = ()
 
     @property
     def state_path(self) -> Path:
@@ -328,7 +330,8 @@ class NodeAgent:
         self.node_endpoint = VirtualPod(f"node/{self.config.name}", port, stack)
         self.by_ip[ip_to_int(gateway)] = self.node_endpoint
         self.pipeline.add_pod(port)
-        self.nodeports = NodePorts(self.config.address, lambda: self.pipeline.services, self._from_node)
+        self.nodeports = NodePorts(self.config.address, lambda: self.pipeline.services, self._from_node,
+                                   trusted_proxies(self.config.proxy_protocol_from))
         self.relays = RelayedPods(self.config.address, self._from_relay, self._mark_status_dirty)
 
     def _from_node(self, packet: bytes) -> None:

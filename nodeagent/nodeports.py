@@ -9,8 +9,11 @@ externalTrafficPolicy, as Kubernetes does it:
   this node even when the endpoint lives on another one;
 - Local: the client's own address and port (only local endpoints are eligible, so nothing crosses the
   tunnel with it).
-A connection may start with a PROXY protocol v2 header (the cloud load balancer sends one): the client
-it names is then the client, and the header is not passed on.
+A connection may start with a PROXY protocol v2 header (the cloud load balancer sends one): the header is
+never passed on, and the client it names is taken for the client only when the connection comes from an
+address the agent was told is the load balancer's (`--proxy-protocol-from`), as HAProxy and nginx trust
+only their listed proxies. From anyone else the header is ignored and counted (`*.untrusted-proxy-header`):
+the pod sees the real peer, and a local client cannot claim an address that an ipBlock admits.
 
 The pipeline hands packets addressed to host addresses to `claim`: those that answer one of these
 connections are taken here, the rest go to the host bridge.
@@ -20,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from podnet.nodeagent.pods.virtual.tcp import (
@@ -89,14 +93,22 @@ async def read_proxy_header(reader: asyncio.StreamReader) -> tuple[proxyv2.Proxy
         data += chunk
 
 
-def _client_of(header: proxyv2.ProxyHeader | None, peer: tuple[str, int]) -> tuple[str, int]:
-    if (
-        header is not None
-        and header.command is proxyv2.Command.PROXY
-        and header.family is proxyv2.Family.INET
-    ):
-        return header.src_address, header.src_port
-    return peer
+def trusted_proxies(sources: Sequence[str]) -> tuple[ipaddress.IPv4Network, ...]:
+    """The networks (addresses or CIDRs) whose PROXY headers are believed; ValueError for a bad one."""
+    return tuple(ipaddress.IPv4Network(source, strict=False) for source in sources)
+
+
+def client_of(header: proxyv2.ProxyHeader | None, peer: tuple[str, int],
+              trusted: Sequence[ipaddress.IPv4Network]) -> tuple[tuple[str, int], bool]:
+    """(who the client is, whether a header was refused): the header's source when the peer is a trusted
+    proxy and the header names an IPv4 client, else the peer itself."""
+    if header is None:
+        return peer, False
+    if not any(ipaddress.IPv4Address(peer[0]) in network for network in trusted):
+        return peer, True
+    if header.command is proxyv2.Command.PROXY and header.family is proxyv2.Family.INET:
+        return (header.src_address, header.src_port), False
+    return peer, False
 
 
 @dataclass(slots=True)
@@ -234,8 +246,10 @@ class _Listeners:
 
 
 class NodePorts:
-    def __init__(self, address: str, table: Callable[[], ServiceTable | None], send: Callable[[bytes], None]):
+    def __init__(self, address: str, table: Callable[[], ServiceTable | None], send: Callable[[bytes], None],
+                 proxies: Sequence[ipaddress.IPv4Network] = ()):
         self.address = address
+        self.proxies = tuple(proxies)  # whose PROXY protocol headers name the client
         self.table = table
         self.send = send  # hands a packet the node opens toward a pod to the pipeline (`from_node`)
         self.loop = asyncio.get_running_loop()
@@ -331,7 +345,11 @@ class NodePorts:
             log.info("nodePort %d: %s from %s", node_port, exc, peer)
             _reset(writer)
             return
-        if header is not None:
+        client, refused = client_of(header, peer, self.proxies)
+        if refused:
+            self.counters["tcp.untrusted-proxy-header"] += 1
+            log.info("nodePort %d: ignored a PROXY header from %s, not a trusted proxy", node_port, peer[0])
+        elif header is not None:
             self.counters["tcp.proxy-header"] += 1
         if not first and reader.at_eof():
             # Closed without a byte: a load balancer's TCP health check. No endpoint is bothered.
@@ -339,7 +357,7 @@ class NodePorts:
             writer.close()
             return
         try:
-            flow = self._choose(node_port, "TCP", _client_of(header, peer))
+            flow = self._choose(node_port, "TCP", client)
         except OSError:
             flow = None
         if flow is None:
@@ -393,7 +411,9 @@ class NodePorts:
                 self.counters["udp.bad-proxy-header"] += 1
                 return
             data = data[total:]
-            client = _client_of(header, client)
+            client, refused = client_of(header, client, self.proxies)
+            if refused:
+                self.counters["udp.untrusted-proxy-header"] += 1
         if len(data) > UDP_MAX_PAYLOAD:
             self.counters["udp.too-big"] += 1
             return

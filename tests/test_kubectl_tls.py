@@ -136,6 +136,7 @@ def test_every_key_and_credential_file_is_the_owners_alone(home):
     for path in secrets:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE(credentials.pki_dir(home).stat().st_mode) == 0o700
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700  # the store, logs and state with it
 
 
 def test_every_podnet_command_finds_the_cluster_by_its_home(home):

@@ -78,7 +78,7 @@ def test_hosts_as_namespaces_carry_netns_pod_traffic_and_clean_leaves_nothing(tm
                         "the Service by name") == WEB_BODY
         dig = cluster.cli("exec", "client", "--", "dig", "+short", "+time=2", "kubernetes.default.svc.cluster.local")
         assert dig.stdout.split() == ["10.96.0.1"], dig.stdout + dig.stderr
-        assert "podnet-node-1-default-web" in list_namespaces()
+        assert "podnet-node-1-default.web" in list_namespaces()
         deny = tmp_path / "deny.json"
         deny.write_text(json.dumps({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -103,4 +103,4 @@ def test_hosts_as_namespaces_carry_netns_pod_traffic_and_clean_leaves_nothing(tm
     assert not links
     forward = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout
     assert "podnet lab bridge" not in forward
-    assert "podnet-node-1-default-web" in cleaned.stdout and "podnet-br0" in cleaned.stdout
+    assert "podnet-node-1-default.web" in cleaned.stdout and "podnet-br0" in cleaned.stdout

@@ -17,7 +17,7 @@ from podnet.cluster.netns_hosts import VETH_PREFIX, recorded_pod_namespaces, vet
 
 
 def test_namespace_names_keep_the_owner_prefix_and_fit():
-    assert namespace_name("node-1", "default", "web") == "podnet-node-1-default-web"
+    assert namespace_name("node-1", "default", "web") == "podnet-node-1-default.web"
     long = namespace_name("node-1", "a-very-long-namespace-name", "and-an-even-longer-pod-name-" + "x" * 40)
     assert len(long) <= MAX_NAME and long.startswith(owner_prefix("node-1"))
     other = namespace_name("node-1", "a-very-long-namespace-name", "and-an-even-longer-pod-name-" + "y" * 40)

@@ -109,19 +109,19 @@ def test_a_container_that_exits_is_restarted_and_counted(netns_cluster):
         assert conditions["Ready"] == "False" and conditions["ContainersReady"] == "False"
     finally:
         _apply(netns_cluster, lambda c: c.delete("pods", "crasher", "default"))
-    name = f"podnet-{node}-default-crasher"
+    name = f"podnet-{node}-default.crasher"
     wait_for(lambda: name not in list_namespaces(), 10, f"{name} to be removed")
 
 
 def test_a_sigkilled_agent_adopts_its_pods_namespaces_and_processes(netns_cluster):
     web_node = netns_cluster.node_names[0]
     agent = netns_cluster.agents[web_node]
-    netns = f"podnet-{web_node}-default-web"
+    netns = f"podnet-{web_node}-default.web"
     pids_before = set(namespace_pids(netns))
     assert pids_before, "the web server runs in the pod's namespace"
     _apply(netns_cluster, lambda c: c.create(netns_pod("doomed", web_node)))
     _apply(netns_cluster, lambda c: wait_running(c, "default", "doomed"))
-    doomed = f"podnet-{web_node}-default-doomed"
+    doomed = f"podnet-{web_node}-default.doomed"
     assert doomed in list_namespaces()
     agent.kill()  # SIGKILL: nothing is cleaned up
     _apply(netns_cluster, lambda c: c.delete("pods", "doomed", "default"))

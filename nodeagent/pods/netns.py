@@ -1,6 +1,6 @@
 """Network-namespace pods: a real kernel network stack per pod, whose wire is the node agent.
 
-Each pod is a named network namespace (`podnet-<node>-<namespace>-<pod>`, shortened with a hash when
+Each pod is a named network namespace (`podnet-<node>-<namespace>.<pod>`, shortened with a hash when
 long) holding one TAP device as its eth0: the pod's IP on the node's /24, the pod's MAC, MTU 1450, and a
 default route via the node's gateway (.1), which the agent answers by proxy ARP. The agent opens the TAP
 (TUNSETIFF, IFF_TAP|IFF_NO_PI) before moving it into the namespace and keeps the file descriptor: every
@@ -90,18 +90,20 @@ def owner_prefix(node: str) -> str:
     return f"{NAME_PREFIX}{node}-"
 
 
-def _short(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{text[: limit - 9]}-{digest}"
-
-
 def namespace_name(node: str, namespace: str, pod: str) -> str:
-    """`podnet-<node>-<namespace>-<pod>`, its tail replaced by a hash when it is longer than MAX_NAME;
-    the owner prefix is always kept whole so garbage collection finds it."""
+    """`podnet-<node>-<namespace>.<pod>`, one name for one pod and never another's: a namespace name holds
+    no dot, so the first dot says where it ends (joined by `-`, namespace `a` / pod `b-c` and namespace
+    `a-b` / pod `c` were one name, and creating the second pod deleted the first's namespace). Longer than
+    MAX_NAME, the tail becomes `_` and 64 bits of a hash of `namespace/pod`: no API name holds `_`, so a
+    shortened name is never a whole one, and finding two pods with one hash is out of a tenant's reach.
+    The owner prefix is always kept whole so garbage collection finds it."""
     prefix = owner_prefix(node)
-    return prefix + _short(f"{namespace}-{pod}", max(MAX_NAME - len(prefix), 16))
+    text = f"{namespace}.{pod}"
+    limit = max(MAX_NAME - len(prefix), 32)
+    if len(text) <= limit:
+        return prefix + text
+    digest = hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:16]
+    return f"{prefix}{text[: limit - 17]}_{digest}"
 
 
 def host_namespace(node: str) -> str:

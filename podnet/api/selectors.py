@@ -62,18 +62,18 @@ EVERYTHING = Selector()
 NOTHING = Selector(nothing=True)
 
 _NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)"
-_KEY_RE = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_NAME}$")
-_VALUE_RE = re.compile(rf"^({_NAME})?$")
+_KEY_RE = re.compile(rf"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_NAME}")
+_VALUE_RE = re.compile(rf"({_NAME})?")
 
 
 def validate_key(key: str) -> None:
     prefix, _, name = key.rpartition("/")
-    if not _KEY_RE.match(key) or len(name) > 63 or len(prefix) > 253:
+    if not _KEY_RE.fullmatch(key) or len(name) > 63 or len(prefix) > 253:
         raise SelectorError(f"invalid label key {key!r}")
 
 
 def validate_value(value: str) -> None:
-    if len(value) > 63 or not _VALUE_RE.match(value):
+    if len(value) > 63 or not _VALUE_RE.fullmatch(value):
         raise SelectorError(f"invalid label value {value!r}")
 
 
@@ -87,9 +87,9 @@ def _requirement(key: str, operator: Operator, values: list[str]) -> Requirement
 
 
 # One requirement of the string form: `k in (a,b)`, `k notin (a)`, `k=v`, `k==v`, `k!=v`, `k`, `!k`.
-_SET_RE = re.compile(r"^\s*(?P<key>[^\s=!(),]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)\s*$")
-_EQ_RE = re.compile(r"^\s*(?P<key>[^\s=!(),]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^\s=!(),]*)\s*$")
-_EXISTS_RE = re.compile(r"^\s*(?P<neg>!?)\s*(?P<key>[^\s=!(),]+)\s*$")
+_SET_RE = re.compile(r"\s*(?P<key>[^\s=!(),]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)\s*")
+_EQ_RE = re.compile(r"\s*(?P<key>[^\s=!(),]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^\s=!(),]*)\s*")
+_EXISTS_RE = re.compile(r"\s*(?P<neg>!?)\s*(?P<key>[^\s=!(),]+)\s*")
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -116,16 +116,16 @@ def parse(text: str | None) -> Selector:
         return EVERYTHING
     requirements = []
     for part in _split_top_level(text):
-        if m := _SET_RE.match(part):
+        if m := _SET_RE.fullmatch(part):
             values = [v.strip() for v in m["values"].split(",")]
             if any(not v for v in values):
                 raise SelectorError(f"empty value in {part.strip()!r}")
             op = Operator.IN if m["op"] == "in" else Operator.NOT_IN
             requirements.append(_requirement(m["key"], op, values))
-        elif m := _EQ_RE.match(part):
+        elif m := _EQ_RE.fullmatch(part):
             op = Operator.NOT_EQUALS if m["op"] == "!=" else Operator.EQUALS
             requirements.append(_requirement(m["key"], op, [m["value"]]))
-        elif m := _EXISTS_RE.match(part):
+        elif m := _EXISTS_RE.fullmatch(part):
             op = Operator.DOES_NOT_EXIST if m["neg"] else Operator.EXISTS
             requirements.append(_requirement(m["key"], op, []))
         else:

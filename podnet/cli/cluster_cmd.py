@@ -53,7 +53,9 @@ async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> Cluste
         if running:
             raise SupervisorError(f"a cluster is already running in {home} ({', '.join(running)}); "
                                   "`podnet down` first")
-    home.mkdir(parents=True, exist_ok=True)
+    # The store, the logs, cluster.json and the agents' sockets and state are the cluster's: no one else's to read.
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    home.chmod(0o700)
     specs = topology.components(topo)
     issue_credentials(topo, home)
     topo_data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(topo).items()}

@@ -39,14 +39,21 @@ def nodeagent(
     kubelet_tls_cert_file: Annotated[str | None, typer.Option(help="Serving certificate (PEM) of the kubelet API; without it the API is not served.")] = None,
     kubelet_tls_private_key_file: Annotated[str | None, typer.Option(help="Its private key (PEM).")] = None,
     kubelet_client_ca_file: Annotated[str | None, typer.Option(help="CA (PEM) the kubelet API's clients' certificates must chain to.")] = None,
+    proxy_protocol_from: Annotated[list[str] | None, typer.Option(help="Address or CIDR of the cloud load balancer (repeatable): only connections from it may name their client by a PROXY protocol header.")] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run a node agent: registers the Node, gives pods addresses and network stacks, forwards their traffic."""
     from podnet import logs
     from podnet.nodeagent.agent import AgentConfig, serve
+    from podnet.nodeagent.nodeports import trusted_proxies
 
     check_choice("backend", backend, ("vxlan", "bgp"))
     check_choice("pod-mode", pod_mode, ("virtual", "netns"))
+    try:
+        trusted_proxies(proxy_protocol_from or ())
+    except ValueError as exc:
+        typer.echo(f"error: --proxy-protocol-from: {exc}", err=True)
+        raise typer.Exit(2) from None
     api = require_server(api_credentials(server, token_file, ca_file, kubeconfig))
     logs.setup(f"nodeagent/{name}", log_level)
     config = AgentConfig(
@@ -67,6 +74,7 @@ def nodeagent(
         kubelet_cert_file=kubelet_tls_cert_file,
         kubelet_key_file=kubelet_tls_private_key_file,
         kubelet_client_ca_file=kubelet_client_ca_file,
+        proxy_protocol_from=tuple(proxy_protocol_from or ()),
     )
     run(serve, config)
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shlex
 import signal
 import sys
 import time
@@ -27,6 +28,38 @@ class LaunchError(RuntimeError):
     pass
 
 
+# A flag whose name holds one of these carries its secret on the command line (which `ps` shows anyone on
+# the host); a log is read by more people still, so it never repeats the value. `--token-file` and the
+# like carry a path, which is no secret.
+_SECRET_WORDS = ("token", "password", "secret")
+_PATH_SUFFIXES = ("-file", "-dir", "-path")
+REDACTED = "REDACTED"
+
+
+def _carries_secret(flag: str) -> bool:
+    name = flag.lstrip("-").lower()
+    return any(word in name for word in _SECRET_WORDS) and not name.endswith(_PATH_SUFFIXES)
+
+
+def loggable_argv(argv: Sequence[str]) -> str:
+    """argv as a shell would read it, the value of every secret-carrying flag replaced by REDACTED."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            shown.append(REDACTED)
+            hide_next = False
+            continue
+        name, equals, _ = arg.partition("=")
+        if arg.startswith("-") and _carries_secret(name):
+            if equals:
+                arg = f"{name}={REDACTED}"
+            else:
+                hide_next = True
+        shown.append(arg)
+    return shlex.join(shown)
+
+
 def parse_process(text: str) -> ComponentSpec:
     """A process as `compose.process_arg` writes it: {"name", "argv", "health", "external"?}."""
     try:
@@ -34,7 +67,7 @@ def parse_process(text: str) -> ComponentSpec:
         return ComponentSpec(data["name"], tuple(data["argv"]), Health(**data.get("health", {})),
                              bool(data.get("external", False)))
     except (ValueError, TypeError, KeyError) as exc:
-        raise LaunchError(f"not a process description ({exc}): {text[:80]!r}") from None
+        raise LaunchError(f"not a process description ({exc})") from None  # the text may hold a secret
 
 
 async def wait_for(url: str, timeout: float, ca_file: str | None = None) -> None:
@@ -78,7 +111,7 @@ async def launch(processes: Sequence[ComponentSpec], *, wait_urls: Sequence[str]
             await _until_shutdown(wait_for(url, timeout, ca_file), shutdown)
         for spec in processes:
             argv = list(spec.argv) if spec.external else [sys.executable, "-m", "podnet", *spec.argv]
-            log.info("starting %s: %s", spec.name, " ".join(argv))
+            log.info("starting %s: %s", spec.name, loggable_argv(argv))
             child = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
             children.append((spec, child))
             await _until_shutdown(_until_healthy(spec, child, timeout), shutdown)

@@ -225,7 +225,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
             f"{node.name}/agent",
             ("nodeagent", "--name", node.name, "--address", node.address, *api(f"{node.name}/agent"), "--state-dir", node_dir,
              "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
-             *kubelet, *pod_mode, *renew),
+             *kubelet, *pod_mode, *renew, "--proxy-protocol-from", topo.host("cloud-lb")),
             Health(rpc=agent_socket),
             netns=netns,
         ))

@@ -1,6 +1,13 @@
 """msgpack-RPC over a Unix socket: a server that dispatches to handlers, a client that keeps pending
 requests by id.
 
+The socket is the node's control plane: whoever may call `services.apply` or `faults.partition` rules
+the node's traffic. So it is bound mode 0600 (never under a looser umask, not even for an instant), a
+connection from any user but the server's own and root is closed after asking the kernel who the peer is
+(SO_PEERCRED: a socket reached through a laxer directory or a copied file descriptor is still refused),
+connections are bounded, and a message larger than the framing's MAX_MESSAGE ends its connection. Each
+refusal is counted and answered by the built-in `rpc.stats`.
+
 A handler is `async def handler(params) -> result`, or an async generator that streams: each item it
 yields reaches the caller as a notification `[2, "stream", {"id": msgid, "item": item}]`, and the
 request's response follows when the generator ends. Raising RpcError(code, message) answers with that
@@ -15,6 +22,8 @@ import inspect
 import itertools
 import logging
 import os
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -32,22 +41,64 @@ class RpcError(Exception):
         self.message = message
 
 
+# Local callers are a handful of components and a CLI; more at once is a misbehaving or hostile client.
+MAX_CONNECTIONS = 64
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket, as the kernel recorded it at connect."""
+    _, uid, _ = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return uid
+
+
 class RpcServer:
-    def __init__(self, path: str, handlers: dict[str, Handler]):
+    def __init__(self, path: str, handlers: dict[str, Handler], *, max_connections: int = MAX_CONNECTIONS):
         self.path = path
         self.handlers = dict(handlers)
         self.handlers.setdefault("ping", self._ping)
+        self.handlers.setdefault("rpc.stats", self._stats)
+        self.allowed_uids = frozenset({os.geteuid(), 0})
+        self.max_connections = max_connections
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task] = set()
         self.malformed_frames = 0
+        self.refused_peers = 0
+        self.refused_connections = 0
 
     async def _ping(self, params: Any) -> str:
         return "pong"
 
+    async def _stats(self, params: Any) -> dict[str, int]:
+        return {"malformed_frames": self.malformed_frames, "refused_peers": self.refused_peers,
+                "refused_connections": self.refused_connections, "connections": len(self._connections)}
+
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        self._server = await asyncio.start_unix_server(self._serve_connection, path=self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        previous = os.umask(0o177)  # bind creates the file: 0600 from its first instant
+        try:
+            sock.bind(self.path)
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.umask(previous)
+        os.chmod(self.path, 0o600)
+        self._server = await asyncio.start_unix_server(self._serve_connection, sock=sock)
+
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        uid = peer_uid(writer.get_extra_info("socket"))
+        if uid not in self.allowed_uids:
+            self.refused_peers += 1
+            log.warning("rpc: refused a connection from uid %d on %s", uid, self.path)
+            return False
+        if len(self._connections) >= self.max_connections:
+            self.refused_connections += 1
+            log.warning("rpc: refused a connection on %s: %d are open", self.path, len(self._connections))
+            return False
+        return True
 
     async def close(self) -> None:
         if self._server:
@@ -59,6 +110,9 @@ class RpcServer:
             os.unlink(self.path)
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._admit(writer):
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)

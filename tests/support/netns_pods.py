@@ -19,6 +19,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,41 @@ class NetnsCluster(Cluster):
 
 def pod_exec(cluster: Cluster, pod: str, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
     return cluster.cli("exec", pod, "--", *argv, timeout=timeout)
+
+
+@dataclass
+class NetnsNode:
+    """One API server and one agent in `--pod-mode netns`, sharing `home`; `.cleaned` is what
+    `podnet clean --home` answered once both were killed."""
+
+    home: Path
+    api: ApiServerProcess
+    agent: AgentProcess
+    cleaned: subprocess.CompletedProcess | None = None
+
+    @property
+    def cluster(self) -> Cluster:
+        return Cluster(self.api, self.home, {self.agent.name: self.agent})
+
+
+@contextlib.contextmanager
+def netns_node(tmp_path: Path, node: str, address: str) -> Iterator[NetnsNode]:
+    """Starts a NetnsNode (root); on the way out kills its processes and cleans what they left."""
+    require_root()
+    home = tmp_path / "home"
+    (home / "api").mkdir(parents=True)
+    api = ApiServerProcess(home / "api", f"sqlite:///{home / 'api' / 'store.db'}", controllers=True)
+    agent = AgentProcess(node, address, home, api.kubeconfig, free_udp_port(address), extra_args=("--pod-mode", "netns"))
+    started = NetnsNode(home, api, agent)
+    try:
+        api.start()
+        agent.start()
+        yield started
+    finally:
+        agent.kill()
+        api.kill()
+        started.cleaned = subprocess.run([sys.executable, "-m", "podnet", "clean", "--home", str(home)],
+                                         capture_output=True, text=True, timeout=60)
 
 
 def netns_pod(name: str, node: str, *, command: list[str] | None = None, args: list[str] | None = None,

@@ -158,7 +158,9 @@ def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
         api.start()
         port = free_udp_port("127.0.0.11", "127.0.0.12")
         for index in (1, 2):
-            agent = AgentProcess(f"node-{index}", f"127.0.0.1{index}", home, api.kubeconfig, port)
+            # As `podnet up` starts them: the cloud load balancer (127.0.0.10) is the one PROXY header source.
+            agent = AgentProcess(f"node-{index}", f"127.0.0.1{index}", home, api.kubeconfig, port,
+                                 extra_args=("--proxy-protocol-from", "127.0.0.10"))
             agents[agent.name] = agent
             agent.start()
         cluster = Cluster(api, home, agents)

@@ -23,7 +23,7 @@ from podnet.api.openapi import REF_PREFIX, definitions
 _QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 _PACKAGES = {_QUANTITY: "resource", "io.k8s.apimachinery.pkg.util.intstr.IntOrString": "intstr"}
 # resource.Quantity's own decoding rule (k8s.io/apimachinery/pkg/api/resource, ErrFormatWrong).
-_QUANTITY_TEXT = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+_QUANTITY_TEXT = re.compile(r"([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)")
 _QUANTITY_ERROR = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
 _JSON_TYPES = {"string": str, "integer": int, "number": int | float, "boolean": bool}
 
@@ -111,7 +111,7 @@ class _Decoder:
         if isinstance(ref, str):
             name = ref[len(REF_PREFIX):]
             target = definitions()[name]
-            if name == _QUANTITY and isinstance(value, str) and not _QUANTITY_TEXT.match(value):
+            if name == _QUANTITY and isinstance(value, str) and not _QUANTITY_TEXT.fullmatch(value):
                 self.result.type_error = self.result.type_error or _QUANTITY_ERROR
             inner = name.rsplit(".", 1)[1] if "properties" in target else struct
             return self._typed(value, target, schema, struct, field_path, path, inner)
