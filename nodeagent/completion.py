@@ -9,7 +9,10 @@ did its work would. Pure: takes the pod object, what the netns pod says and the 
 
 from __future__ import annotations
 
-from podnet.nodeagent.pods.netns import NetnsPod
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from podnet.nodeagent.pods.netns import NetnsPod
 
 
 def _controlled_by_job(pod: dict) -> bool:
