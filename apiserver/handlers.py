@@ -39,6 +39,7 @@ from podnet.apiserver.controllers.allocators import Admission, AllocationError, 
 from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
+from podnet.apiserver.omitempty import omit_empty_metadata
 from podnet.apiserver.patch import (
     PatchConflict,
     PatchError,
@@ -77,6 +78,9 @@ from podnet.apiserver.watch import (
 from podnet.api.kinds import KINDS, Kind, lookup
 
 log = logging.getLogger(__name__)
+# The kinds whose registry strategy in kube-apiserver 1.31 starts metadata.generation at 1 and counts spec
+# changes; Pods, Services, Nodes, Namespaces and Leases have none.
+GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "NetworkPolicy"})
 
 T = TypeVar("T")
 
@@ -314,6 +318,7 @@ class Resources:
     def _check(self, kind: Kind, obj: dict) -> bytes:
         """Defaults, validates and encodes an object for storage."""
         apply_defaults(kind.kind, obj)
+        omit_empty_metadata(obj)
         causes = validate(kind.kind, obj, self.limits, namespaced=kind.namespaced) + deletion.finalizer_causes(obj)
         if causes:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
@@ -537,7 +542,7 @@ class Resources:
         metadata["creationTimestamp"] = _now()
         for server_set in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             metadata.pop(server_set, None)
-        if "spec" in obj or kind.kind == "Deployment":
+        if kind.kind in GENERATION_KINDS:
             metadata["generation"] = 1
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)

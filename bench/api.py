@@ -10,7 +10,11 @@ Starts one real etcd and, in turn, an API server process on SQLite and one on th
 - the latency of listing 1,000 pods as JSON and as the server-side Table kubectl asks for (median of
   LISTS lists);
 - the cost of TLS: the same JSON list over HTTPS with a client certificate (the default, as kubectl
-  presents it) and over plain HTTP with a token, and their ratio.
+  presents it) and over plain HTTP with a token (the API server's debugging mode, `--insecure-http`), and
+  their ratio;
+- the exec round trip: `kubectl exec POD -- hostname` as kubectl makes it, one exec per round trip (a new
+  `v5.channel.k8s.io` WebSocket over TLS to the API server, relayed to the pod's node agent, until the exit
+  status), sequentially, on a 1-node cluster brought up as `podnet up` does; p50/p99.
 Goals (issue 2): API writes >= 30% of raw etcd puts; watch delivery p99 <= 50 ms at 100 watchers.
 Prints one JSON object.
 """
@@ -18,6 +22,7 @@ Prints one JSON object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import statistics
@@ -28,6 +33,8 @@ from pathlib import Path
 
 import aetcd
 import aiohttp
+from cluster import cluster_up  # bench/cluster.py, beside this script
+from streams import exec_once, summary  # bench/streams.py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -35,6 +42,8 @@ from support.apiserver import ApiServerProcess, sample_pod  # noqa: E402
 from support.etcd import EtcdServer  # noqa: E402
 
 from podnet import kubeconfig  # noqa: E402
+from podnet.client import ApiClient  # noqa: E402
+from podnet.cluster import topology  # noqa: E402
 
 WRITES = 2000
 CONCURRENCY = 16
@@ -43,6 +52,10 @@ WATCHED_WRITES = 200
 WATCHED_RATE = 100.0  # writes per second while watchers listen
 LISTED = 1000
 LISTS = 20
+EXEC_ROUNDS = 200
+EXEC_PREFIX = "127.0.102"
+EXEC_POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench-exec", "namespace": "default"},
+            "spec": {"containers": [{"name": "agnhost", "image": "registry.k8s.io/e2e-test-images/agnhost:2.47"}]}}
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
 
 
@@ -182,6 +195,20 @@ def tls_cost(root: Path) -> dict:
         "https_to_http": round(medians["https"] / medians["http"], 3)}
 
 
+async def exec_round_trips(root: Path) -> dict:
+    topo = topology.build(root, 1, prefix=EXEC_PREFIX, lb_pool=f"{EXEC_PREFIX}.128/26")
+    async with cluster_up(topo, timeout=120):
+        admin = kubeconfig.load(topo.home / "kubeconfig")
+        async with ApiClient.from_kubeconfig(topo.home / "kubeconfig") as client:
+            await client.create(EXEC_POD)
+            while (await client.get("pods", "bench-exec", "default")).get("status", {}).get("phase") != "Running":
+                await asyncio.sleep(0.1)
+        url = f"{admin.server}/api/v1/namespaces/default/pods/bench-exec/exec?command=hostname&stdout=true&stderr=true"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=admin.tls.context())) as session:
+            await exec_once(session, url)  # warm
+            return summary([await exec_once(session, url) for _ in range(EXEC_ROUNDS)])
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="podnet-bench-api-") as tmp:
         root = Path(tmp)
@@ -192,6 +219,8 @@ def main() -> None:
             raw = asyncio.run(raw_etcd_puts(etcd.endpoint, value))
             results: dict = {}
             list_cost = tls_cost(root)
+            with contextlib.redirect_stdout(sys.stderr):  # `bring_up` narrates; stdout is the JSON line
+                exec_trips = asyncio.run(exec_round_trips(root / "exec"))
             for store, url in (("sqlite", None), ("etcd", etcd.url)):
                 directory = root / store
                 directory.mkdir()
@@ -213,6 +242,7 @@ def main() -> None:
         "concurrency": CONCURRENCY,
         "stores": results,
         "list_1000_pods_json_tls_cost": list_cost,
+        "exec_round_trip_one_exec_each": exec_trips,
         "goals": {
             "etcd_writes_at_least_30pct_of_raw": results["etcd"]["ratio_to_raw_etcd_puts"] >= 0.3,
             "watch_p99_at_most_50ms": all(r["watch_delivery_ms"]["p99"] <= 50 for r in results.values()),

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podnet.nodeagent.capacity import host_capacity
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.completion import completed
 from podnet.nodeagent.hostbridge import HostBridge
@@ -268,6 +269,8 @@ class NodeAgent:
             ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port or 0}},
             "nodeInfo": {"kubeletVersion": "podnet", "operatingSystem": "linux", "architecture": "amd64"},
+            "capacity": host_capacity(),
+            "allocatable": host_capacity(),
         }
         await self.client.patch("nodes", self.config.name, {"status": status}, subresource="status")
 

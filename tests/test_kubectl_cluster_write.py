@@ -6,46 +6,34 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from support.kubectl import podnet_environment, podnet_up
 
 from podnet import kubeconfig, pki
 from podnet.cluster import credentials
 
 PREFIX = "127.0.80"
-PODNET = [sys.executable, "-m", "podnet"]
 IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.47"
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
 
 
-def _environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN", "KUBECONFIG")}
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("kubectl-write")
-    up = subprocess.run([*PODNET, "up", "--nodes", "1", "--prefix", PREFIX, "--lb-pool", f"{PREFIX}.128/26",
-                         "--home", str(home)], capture_output=True, text=True, timeout=180, env=_environment())
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
+    with podnet_up(tmp_path_factory.mktemp("kubectl-write"), PREFIX, nodes=1) as home:
         yield home
-    finally:
-        subprocess.run([*PODNET, "down", "--home", str(home)], capture_output=True, timeout=120, env=_environment())
 
 
 def kubectl(config: Path, *args: str) -> tuple[int, str, str]:
     done = subprocess.run(["kubectl", "--kubeconfig", str(config), *args], capture_output=True, text=True, timeout=60,
-                          env=_environment() | {"HOME": str(config.parent)})  # kubectl's caches stay with this cluster
+                          env=podnet_environment() | {"HOME": str(config.parent)})  # kubectl's caches stay with this cluster
     return done.returncode, done.stdout, done.stderr
 
 

@@ -43,6 +43,8 @@ def test_header_problem_agrees_with_checksum_and_codec(data, fix_checksum, versi
         assert problem == "bad-ip-checksum"
     elif int.from_bytes(packet[6:8], "big") & 0x3FFF:
         assert problem == "ip-fragment"
+    elif int.from_bytes(packet[2:4], "big") - ihl < {6: 20, 17: 8}.get(packet[9], 0):
+        assert problem == "truncated-transport-header"  # TCP or UDP without room for its header
     else:
         assert problem is None
         try:

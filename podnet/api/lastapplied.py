@@ -26,15 +26,27 @@ ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 _DIRECTIVE = "$patch"
 
 
+# Go's encoding/json escapes these in strings; kubectl's annotation is written by it.
+_GO_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                                  "\u2029": "\\u2029"})
+
+
+def recorded(obj: dict) -> str:
+    """What kubectl apply records of a manifest in the annotation, byte for byte: the object without that
+    annotation (and with `annotations: {}` when it has none), as Go's encoder writes it (keys sorted, no
+    spaces, HTML characters escaped, a final newline)."""
+    manifest = copy.deepcopy(obj)
+    annotations = manifest.setdefault("metadata", {}).get("annotations") or {}
+    manifest["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != ANNOTATION}
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.translate(_GO_JSON_ESCAPES) + "\n"
+
+
 def annotated(obj: dict) -> dict:
-    """The manifest object as it is applied: with the annotation holding the object itself (without that
-    annotation), in the compact, key-sorted JSON kubectl writes."""
+    """The manifest object as it is applied: carrying the annotation that records it."""
     modified = copy.deepcopy(obj)
-    annotations = modified.setdefault("metadata", {}).get("annotations") or {}
-    annotations.pop(ANNOTATION, None)
-    modified["metadata"]["annotations"] = annotations  # kept when empty, as kubectl records it
-    recorded = json.dumps(modified, separators=(",", ":"), sort_keys=True, ensure_ascii=False) + "\n"
-    modified["metadata"]["annotations"] = {**annotations, ANNOTATION: recorded}
+    metadata = modified.setdefault("metadata", {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), ANNOTATION: recorded(obj)}
     return modified
 
 

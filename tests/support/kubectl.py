@@ -6,7 +6,10 @@ from it; the kubeconfig carries that CA and an admin client certificate (CN admi
 as the one `podnet up` writes. Its `.kubectl(*args)` runs kubectl with that kubeconfig (`.kubectl_env()`)
 and returns the CompletedProcess; `.podnet(*args)` runs podnet's CLI against the same server.
 
-`Kubectl(cluster.home)`, for a `local_cluster`: the kubeconfig `podnet up` wrote, or another user with a
+`podnet_up(home, prefix, nodes)`: a cluster started by the CLI itself, `podnet up`, as a user starts one, and
+stopped by `podnet down` afterwards.
+
+`Kubectl(cluster.home)`, for a `local_cluster` or a `podnet_up` home: the kubeconfig `podnet up` wrote, or another user with a
 client certificate from the cluster CA. `.run(*args, user=None, input=None)` (`user`: (name, groups)),
 `.arun` (the same from a coroutine), `.popen(*args)`, `.in_terminal(shell_line)` (under `script`, on a
 pseudo-terminal).
@@ -15,6 +18,7 @@ pseudo-terminal).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
 import shutil
@@ -34,6 +38,24 @@ from podnet.cluster import credentials
 from support.processes import REPO, end, free_tcp_port, read_log, spawn_module, wait_ready
 
 HOST = "127.0.65.10"
+PODNET = [sys.executable, "-m", "podnet"]
+
+
+def podnet_environment() -> dict[str, str]:
+    """This environment without the variables that would point podnet or kubectl at another cluster."""
+    return {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN", "KUBECONFIG")}
+
+
+@contextlib.contextmanager
+def podnet_up(home: Path, prefix: str, nodes: int) -> Iterator[Path]:
+    up = subprocess.run([*PODNET, "up", "--nodes", str(nodes), "--prefix", prefix, "--lb-pool", f"{prefix}.128/26",
+                         "--home", str(home)], capture_output=True, text=True, timeout=180, env=podnet_environment())
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield home
+    finally:
+        subprocess.run([*PODNET, "down", "--home", str(home)], capture_output=True, timeout=120,
+                       env=podnet_environment())
 
 
 class KubectlServer:
