@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from podnet.client import ApiClient, ApiError, Informer
 from podnet.events import NORMAL, EventRecorder, pod_created, pod_deleted
@@ -129,29 +130,71 @@ class _Workloads(Controller):
         return live["metadata"].get("uid") == meta.get("uid") and not live["metadata"].get("deletionTimestamp")
 
 
-class ReplicaSets(_Workloads):
-    """Keeps `replicas` pods of each ReplicaSet's template, adopting and releasing pods by its selector."""
+class PodPlan(Protocol):
+    """What a pod owner's pure plan says of its pods (replicasets.Plan, jobs.Plan)."""
 
-    name = "replicaset"
-    needs = ("replicasets", "pods")
+    adopt: tuple[dict, ...]
+    release: tuple[dict, ...]
+    create: tuple[dict, ...]
+    delete: tuple[str, ...]
+
+
+class PodOwners(_Workloads):
+    """Workloads that own pods themselves (ReplicaSets, Jobs): the kind in `needs[0]`, whose controller
+    references say `owner_kind`; their plans adopt, release, create and delete pods."""
+
+    owner_kind = ""
+    component = ""  # the controller's name in the events it records
 
     def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
         super().__init__(client, informers, settings)
-        self.events = EventRecorder(client, "replicaset-controller")
+        self.events = EventRecorder(client, self.component)
 
     def expected_store(self) -> dict[str, dict]:
         return self.store("pods")
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
-        if kind == "replicasets":
+        if kind == self.needs[0]:
             self.mark([_key(new or old or {})])
             return
         for pod in filter(None, (old, new)):
             ref = ownerrefs.controller_ref(pod)
             if ref is None:
-                self.mark(_selecting(self.store("replicasets").values(), pod))
-            elif ref.get("kind") == "ReplicaSet":
+                self.mark(_selecting(self.store(self.needs[0]).values(), pod))
+            elif ref.get("kind") == self.owner_kind:
                 self.mark([f"{pod['metadata'].get('namespace')}/{ref.get('name')}"])
+
+    async def write_pods(self, owner: dict, plan: PodPlan) -> bool:
+        """Carries out what `plan` says of the owner's pods; False when it may not adopt (being deleted:
+        the event that shows it brings the owner back) and nothing was done."""
+        key, namespace = _key(owner), owner["metadata"]["namespace"]
+        if plan.adopt and not await self.may_adopt(owner):
+            return False
+        for pod in plan.adopt:
+            await self.write(f"adopt pod {_key(pod)} into {key}", self.client.replace(pod))
+        for pod in plan.release:
+            await self.write(f"release pod {_key(pod)} from {key}", self.client.replace(pod))
+        created, removed = set(), set()
+        for pod in plan.create:
+            made = await self.write(f"create pod for {key}", self.client.create(pod))
+            if made:
+                created.add(made["metadata"]["name"])
+                pod_created(self.events, owner, made["metadata"]["name"])
+        for name in plan.delete:
+            if await self.write(f"delete pod {namespace}/{name}", self.client.delete("pods", name, namespace)) is not None:
+                removed.add(name)
+                pod_deleted(self.events, owner, name)
+        self.expectations.expect(key, created, removed)
+        return True
+
+
+class ReplicaSets(PodOwners):
+    """Keeps `replicas` pods of each ReplicaSet's template, adopting and releasing pods by its selector."""
+
+    name = "replicaset"
+    needs = ("replicasets", "pods")
+    owner_kind = "ReplicaSet"
+    component = "replicaset-controller"
 
     def _related(self, rs: dict, pods: list[dict]) -> list[dict]:
         """The pods of the other ReplicaSets of the same Deployment."""
@@ -167,23 +210,8 @@ class ReplicaSets(_Workloads):
         pods = _in_namespace(self.store("pods"), namespace)
         now = datetime.now(UTC)
         plan = replicasets.plan(rs, pods, now, self._related(rs, pods))
-        if plan.adopt and not await self.may_adopt(rs):
-            return  # being deleted: the event that shows it brings this ReplicaSet back
-        for pod in plan.adopt:
-            await self.write(f"adopt pod {_key(pod)} into {key}", self.client.replace(pod))
-        for pod in plan.release:
-            await self.write(f"release pod {_key(pod)} from {key}", self.client.replace(pod))
-        created, removed = set(), set()
-        for pod in plan.create:
-            made = await self.write(f"create pod for {key}", self.client.create(pod))
-            if made:
-                created.add(made["metadata"]["name"])
-                pod_created(self.events, rs, made["metadata"]["name"])
-        for name in plan.delete:
-            if await self.write(f"delete pod {namespace}/{name}", self.client.delete("pods", name, namespace)) is not None:
-                removed.add(name)
-                pod_deleted(self.events, rs, name)
-        self.expectations.expect(key, created, removed)
+        if not await self.write_pods(rs, plan):
+            return
         if plan.status != rs.get("status"):
             await self.write(f"update status of replicaset {key}", self.client.replace_status({**rs, "status": plan.status}))
         owned = [p for p in pods if ownerrefs.is_controlled_by(p, rs["metadata"].get("uid"))]

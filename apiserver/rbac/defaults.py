@@ -16,6 +16,8 @@ import copy
 from podnet.apiserver.rbac.aggregation import settle
 from podnet.apiserver.rbac.authorizer import RBAC_GROUP, Policy
 
+from podnet.api.kinds import KINDS
+
 API_VERSION = f"{RBAC_GROUP}/v1"
 AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
 BOOTSTRAPPING = "kubernetes.io/bootstrapping"
@@ -63,6 +65,9 @@ def cluster_role_binding(name: str, role: str, subjects: list[dict]) -> dict:
 def _aggregate_labels(*targets: str) -> dict:
     return {f"{AGGREGATE_TO}{t}": "true" for t in targets}
 
+
+# Every kind podnet serves but Secrets (reading one can be escalation: a ServiceAccount's token among them).
+_READABLE_KINDS = sorted({kind.plural for kind in KINDS} - {"secrets"})
 
 _DISCOVERY_URLS = ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
                    "/version", "/version/"]
@@ -158,9 +163,10 @@ DEFAULT_CLUSTER_ROLES: list[dict] = [
     ]),
     cluster_role("system:monitoring", [url_rule(["get"], ["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics",
                                                           "/readyz", "/readyz/*"])]),
-    # What podnet's token-file group `view` has always meant: reading every resource (ClusterRole view
-    # leaves out nodes, secrets and the cluster-scoped rest).
-    cluster_role("podnet:read-all", [rule(READ, ["*"], ["*"])]),
+    # What podnet's token-file group `view` has always meant: reading every kind but Secrets (ClusterRole
+    # view also leaves out nodes and the cluster-scoped rest).
+    cluster_role("podnet:read-all", [rule(READ, ["*"], _READABLE_KINDS),
+                                     rule(READ, ["*"], ["pods/log", "*/status", "*/scale"])]),
     cluster_role("system:podnet:node", _NODE_RULES),
     cluster_role("system:podnet:kube-proxy", _PROXY_RULES),
     cluster_role("system:podnet:bgp", _BGP_RULES),
