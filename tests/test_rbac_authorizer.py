@@ -356,3 +356,10 @@ def test_escalation_attempts_of_a_tenant_are_refused():
     with pytest.raises(ApiError):  # a Role of `*`
         escalation.check(tenant, "Role", {"metadata": {"name": "all", "namespace": "team-a"},
                                           "rules": [rule(["*"], ["*"], ["*"])]}, policy_)
+
+
+def test_a_node_agent_reads_what_its_pods_take_from_configmaps_and_secrets():
+    node = User("system:node:node-1", "", (credentials.component_groups("node-1/agent")[0], AUTHENTICATED_GROUP))
+    for plural in ("configmaps", "secrets"):
+        assert authorize(node, Attributes("watch", "", "", plural), default_policy()).allowed
+        assert not authorize(node, Attributes("create", "team-a", "", plural), default_policy()).allowed

@@ -123,6 +123,7 @@ _NODE_RULES = [
     rule(["get", "update", "patch"], [""], ["nodes/status", "pods/status"]),
     rule(READ + ["delete"], [""], ["pods"]),
     rule(READ, [""], ["services", "endpoints", "namespaces"]),
+    rule(READ, [""], ["configmaps", "secrets"]),  # what pods' environments and volumes take from them
     rule(["create"], [""], ["namespaces"]),  # kube-node-lease, on a server without its controllers
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
     rule(READ, ["networking.k8s.io"], ["networkpolicies"]),
