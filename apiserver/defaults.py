@@ -147,6 +147,33 @@ def default_replica_set(obj: dict) -> None:
     default_pod_spec(_dict(_dict(spec, "template"), "spec"))
 
 
+def default_stateful_set(obj: dict) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = _dict(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        _dict(strategy, "rollingUpdate").setdefault("partition", 0)
+    retention = _dict(spec, "persistentVolumeClaimRetentionPolicy")
+    retention.setdefault("whenDeleted", "Retain")
+    retention.setdefault("whenScaled", "Retain")
+    default_pod_spec(_dict(_dict(spec, "template"), "spec"))
+
+
+def default_daemon_set(obj: dict) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = _dict(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = _dict(strategy, "rollingUpdate")
+        rolling.setdefault("maxUnavailable", 1)
+        rolling.setdefault("maxSurge", 0)
+    default_pod_spec(_dict(_dict(spec, "template"), "spec"))
+
+
 DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "Namespace": default_namespace,
     "Pod": default_pod,
@@ -156,6 +183,8 @@ DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "EndpointSlice": default_endpoint_slice,
     "Deployment": default_deployment,
     "ReplicaSet": default_replica_set,
+    "StatefulSet": default_stateful_set,
+    "DaemonSet": default_daemon_set,
 }
 
 

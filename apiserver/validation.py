@@ -576,12 +576,18 @@ def _check_nonnegative(errors: Errors, field: str, value: object) -> None:
         errors.invalid(field, value, "must be greater than or equal to 0")
 
 
-def _validate_workload_spec(errors: Errors, spec: dict) -> None:
+def _validate_workload_spec(errors: Errors, spec: dict, kind_word: str = "deployment") -> None:
     """What Deployments and ReplicaSets share (ValidateReplicaSetSpec, ValidateDeploymentSpec): replicas,
-    a non-empty selector that picks the template's labels, a template whose pods restart Always."""
+    and what every workload has (`_validate_template_spec`)."""
     replicas = spec.get("replicas")
     if not _is_int(replicas) or replicas < 0:
         errors.invalid("spec.replicas", replicas, "must be greater than or equal to 0")
+    _validate_template_spec(errors, spec, kind_word)
+
+
+def _validate_template_spec(errors: Errors, spec: dict, kind_word: str) -> None:
+    """minReadySeconds, a non-empty selector that picks the template's labels, a template whose pods
+    restart Always."""
     _check_nonnegative(errors, "spec.minReadySeconds", spec.get("minReadySeconds"))
     selector = spec.get("selector")
     template = spec.get("template") or {}
@@ -595,7 +601,7 @@ def _validate_workload_spec(errors: Errors, spec: dict) -> None:
             errors.invalid("spec.selector", selector, str(e))
         else:
             if compiled.empty:
-                errors.invalid("spec.selector", selector, "empty selector is invalid for deployment")
+                errors.invalid("spec.selector", selector, f"empty selector is invalid for {kind_word}")
             elif not compiled.matches(labels):
                 errors.invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
     _check_string_map(errors, "spec.template.metadata.labels", labels, label_values=True)
@@ -670,6 +676,51 @@ def validate_replica_set(errors: Errors, obj: dict, limits: Limits) -> None:
     _workload_spec(errors, obj)
 
 
+def _spec_of(errors: Errors, obj: dict) -> dict | None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.required("spec")
+        return None
+    return spec
+
+
+def validate_stateful_set(errors: Errors, obj: dict, limits: Limits) -> None:
+    """ValidateStatefulSetSpec, without volume claim templates (podnet has no volumes)."""
+    spec = _spec_of(errors, obj)
+    if spec is None:
+        return
+    _validate_workload_spec(errors, spec, "statefulset")
+    policy = spec.get("podManagementPolicy")
+    if policy not in ("OrderedReady", "Parallel"):
+        errors.not_supported("spec.podManagementPolicy", policy, ("OrderedReady", "Parallel"))
+    strategy = spec.get("updateStrategy") if isinstance(spec.get("updateStrategy"), dict) else {}
+    kind = strategy.get("type")
+    if kind == "OnDelete" and strategy.get("rollingUpdate") is not None:
+        errors.invalid("spec.updateStrategy.rollingUpdate", strategy["rollingUpdate"],
+                       "only allowed for updateStrategy 'RollingUpdate'")
+    elif kind == "RollingUpdate":
+        _check_nonnegative(errors, "spec.updateStrategy.rollingUpdate.partition",
+                           (strategy.get("rollingUpdate") or {}).get("partition"))
+    elif kind != "OnDelete":
+        errors.not_supported("spec.updateStrategy.type", kind, ("OnDelete", "RollingUpdate"))
+    _check_nonnegative(errors, "spec.ordinals.start", (spec.get("ordinals") or {}).get("start"))
+
+
+def validate_daemon_set(errors: Errors, obj: dict, limits: Limits) -> None:
+    spec = _spec_of(errors, obj)
+    if spec is None:
+        return
+    _validate_template_spec(errors, spec, "daemonset")
+    strategy = spec.get("updateStrategy") if isinstance(spec.get("updateStrategy"), dict) else {}
+    kind = strategy.get("type")
+    if kind == "RollingUpdate":
+        rolling = strategy.get("rollingUpdate") if isinstance(strategy.get("rollingUpdate"), dict) else {}
+        _int_or_percent(errors, "spec.updateStrategy.rollingUpdate.maxUnavailable", rolling.get("maxUnavailable", 1))
+        _int_or_percent(errors, "spec.updateStrategy.rollingUpdate.maxSurge", rolling.get("maxSurge", 0))
+    elif kind != "OnDelete":
+        errors.not_supported("spec.updateStrategy.type", kind, ("OnDelete", "RollingUpdate"))
+
+
 VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Pod": validate_pod,
     "Service": validate_service,
@@ -680,6 +731,8 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Lease": validate_lease,
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
+    "StatefulSet": validate_stateful_set,
+    "DaemonSet": validate_daemon_set,
 }
 
 
@@ -728,11 +781,28 @@ def validate_selector_update(errors: Errors, old: dict, new: dict) -> None:
         errors.invalid("spec.selector", new_selector, "field is immutable")
 
 
+_STATEFUL_SET_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                         "minReadySeconds")
+
+
+def validate_stateful_set_update(errors: Errors, old: dict, new: dict) -> None:
+    """ValidateStatefulSetUpdate: only a few fields of the spec may change."""
+    def fixed(obj: dict) -> dict:
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        return {k: v for k, v in spec.items() if k not in _STATEFUL_SET_MUTABLE}
+    if fixed(old) != fixed(new):
+        errors.forbidden("spec", "updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                                 "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and "
+                                 "'minReadySeconds' are forbidden")
+
+
 UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
     "Pod": validate_pod_update,
     "Service": validate_service_update,
     "Deployment": validate_selector_update,
     "ReplicaSet": validate_selector_update,
+    "StatefulSet": validate_stateful_set_update,
+    "DaemonSet": validate_selector_update,
 }
 
 

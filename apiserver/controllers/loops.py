@@ -14,6 +14,7 @@ from podnet.events import NORMAL, WARNING, EventRecorder
 from . import endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
 from .collector import GarbageCollector, PodGarbageCollector
+from .podsets import DaemonSets, StatefulSets
 from .runner import Controller, Settings, now_timestamp
 from .workloads import Deployments, ReplicaSets
 
@@ -338,4 +339,5 @@ class NodeLifecycle(Controller):
 
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
-                                             ReplicaSets, Deployments, GarbageCollector, PodGarbageCollector)
+                                             ReplicaSets, Deployments, StatefulSets, DaemonSets, GarbageCollector,
+                                             PodGarbageCollector)

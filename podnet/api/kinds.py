@@ -77,6 +77,9 @@ KINDS: tuple[Kind, ...] = (
          categories=("all",)),
     Kind("ReplicaSet", "apps", "v1", "replicasets", True, ("rs",), printer=printers.REPLICA_SET,
          categories=("all",)),
+    Kind("StatefulSet", "apps", "v1", "statefulsets", True, ("sts",), printer=printers.STATEFUL_SET,
+         categories=("all",)),
+    Kind("DaemonSet", "apps", "v1", "daemonsets", True, ("ds",), printer=printers.DAEMON_SET, categories=("all",)),
 )
 
 _BY_NAME: dict[str, Kind] = {}

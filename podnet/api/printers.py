@@ -332,6 +332,21 @@ def _replica_set_row(rs: dict, now: float) -> list[Cell]:
             status.get("readyReplicas", 0), age(rs, now), names, images, format_label_selector(spec.get("selector"))]
 
 
+def _stateful_set_row(sts: dict, now: float) -> list[Cell]:
+    names, images = _containers(sts)
+    return [_meta(sts).get("name", ""), f"{_status(sts).get('readyReplicas', 0)}/{_spec(sts).get('replicas', _DEFAULT_REPLICAS)}",
+            age(sts, now), names, images]
+
+
+def _daemon_set_row(ds: dict, now: float) -> list[Cell]:
+    spec, status = _spec(ds), _status(ds)
+    names, images = _containers(ds)
+    node_selector = ((spec.get("template") or {}).get("spec") or {}).get("nodeSelector")
+    return [_meta(ds).get("name", ""), status.get("desiredNumberScheduled", 0), status.get("currentNumberScheduled", 0),
+            status.get("numberReady", 0), status.get("updatedNumberScheduled", 0), status.get("numberAvailable", 0),
+            format_labels(node_selector), age(ds, now), names, images, format_label_selector(spec.get("selector"))]
+
+
 def _lease_row(lease: dict, now: float) -> list[Cell]:
     return [_meta(lease).get("name", ""), _spec(lease).get("holderIdentity") or "", age(lease, now)]
 
@@ -439,6 +454,24 @@ REPLICA_SET = Printer((
     _TEMPLATE_IMAGES,
     Column("Selector", (_APPS + "ReplicaSetSpec", "selector"), priority=1),
 ), _replica_set_row)
+
+STATEFUL_SET = Printer((
+    _NAME, Column("Ready", "Number of the pod with ready state"), _AGE, _TEMPLATE_CONTAINERS, _TEMPLATE_IMAGES,
+), _stateful_set_row)
+
+DAEMON_SET = Printer((
+    _NAME,
+    Column("Desired", (_APPS + "DaemonSetStatus", "desiredNumberScheduled"), type="integer"),
+    Column("Current", (_APPS + "DaemonSetStatus", "currentNumberScheduled"), type="integer"),
+    Column("Ready", (_APPS + "DaemonSetStatus", "numberReady"), type="integer"),
+    Column("Up-to-date", (_APPS + "DaemonSetStatus", "updatedNumberScheduled"), type="integer"),
+    Column("Available", (_APPS + "DaemonSetStatus", "numberAvailable"), type="integer"),
+    Column("Node Selector", (_CORE + "PodSpec", "nodeSelector")),
+    _AGE,
+    _TEMPLATE_CONTAINERS,
+    _TEMPLATE_IMAGES,
+    Column("Selector", (_APPS + "DaemonSetSpec", "selector"), priority=1),
+), _daemon_set_row)
 
 LEASE = Printer((_NAME, Column("Holder", ("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")), _AGE), _lease_row)
 
