@@ -11,7 +11,7 @@ import re
 import pytest
 import yaml
 from support.kubectl import Kubectl
-from support.local_cluster import AGNHOST, eventually
+from support.local_cluster import AGNHOST, eventually, pod_on
 
 pytestmark = pytest.mark.slow
 
@@ -92,3 +92,46 @@ async def test_statefulset_and_daemonset_through_kubectl(local_cluster):
     out = await eventually(ds_table, 30, "kubectl get ds shows two ready daemon pods")
     assert out.splitlines()[0].split() == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE",
                                            "SELECTOR", "AGE"]
+
+
+GRACE = 2.0  # seconds without heartbeats before a node is NotReady
+EVICTION = 3.0  # seconds on an unreachable node before a pod that does not tolerate it is evicted
+
+
+async def test_daemonset_pods_stay_on_a_node_that_stops_answering_and_recover_with_it(local_cluster):
+    cluster = await local_cluster("127.0.127", nodes=2, node_grace_period=GRACE, pod_eviction_timeout=EVICTION)
+    kubectl = Kubectl(cluster.home)
+    applied = await kubectl.arun("apply", "-f", "-", input=yaml.safe_dump_all([MANIFEST[0], MANIFEST[3]]).encode())
+    assert applied.returncode == 0, applied
+    await cluster.create(pod_on("bare", NAMESPACE, "node-2"))
+    await cluster.wait_running(NAMESPACE, "role=bare", 1)
+    daemons = await cluster.wait_running(NAMESPACE, "app=logs", 2, timeout=60)
+    on_node_2 = next(p for p in daemons if p["spec"]["nodeName"] == "node-2")
+
+    async def ds_status() -> dict:
+        return (await cluster.client.get("daemonsets", "logs", NAMESPACE)).get("status") or {}
+
+    cluster.kill("node-2/agent")
+    await cluster.wait_dead("node-2/agent")
+
+    async def bare_evicted() -> bool:
+        pods = (await cluster.client.list("pods", NAMESPACE, label_selector="role=bare")).get("items") or []
+        return not pods or all(p["metadata"].get("deletionTimestamp") for p in pods)
+
+    # The bare pod does not tolerate the unreachable taint and is evicted; the daemon pod does and stays,
+    # not ready, still counted as scheduled where it should run.
+    await eventually(bare_evicted, GRACE + EVICTION + 20, "the bare pod on node-2 evicted")
+    status = await eventually(lambda: _when(ds_status(), lambda s: s.get("numberReady") == 1), 20, "one ready daemon pod")
+    assert (status["desiredNumberScheduled"], status["currentNumberScheduled"]) == (2, 2), status
+    kept = await cluster.client.get("pods", on_node_2["metadata"]["name"], NAMESPACE)
+    assert kept["metadata"]["uid"] == on_node_2["metadata"]["uid"] and not kept["metadata"].get("deletionTimestamp")
+
+    await cluster.start("node-2/agent")
+    await eventually(lambda: _when(ds_status(), lambda s: s.get("numberReady") == 2), 30, "both daemon pods ready again")
+    out = (await kubectl.arun("get", "-n", NAMESPACE, "ds", "logs", "--no-headers")).stdout
+    assert out.split()[:6] == ["logs", "2", "2", "2", "2", "2"], out
+
+
+async def _when(value, check):
+    found = await value
+    return found if check(found) else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from podnet.client import ApiClient, Informer
-from podnet.events import EventRecorder, pod_created, pod_deleted
+from podnet.events import NORMAL, EventRecorder, pod_created, pod_deleted
 
 from . import daemonsets, ownerrefs, replicasets, statefulsets
 from .runner import Settings
@@ -27,6 +27,12 @@ class _PodSets(_Workloads):
 
     def expected_store(self) -> dict[str, dict]:
         return self.store("pods")
+
+    def created(self, owner: dict, pod_name: str) -> None:
+        pod_created(self.events, owner, pod_name)
+
+    def deleted(self, owner: dict, pod_name: str) -> None:
+        pod_deleted(self.events, owner, pod_name)
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind == self.needs[0]:
@@ -52,11 +58,11 @@ class _PodSets(_Workloads):
             made = await self.write(f"create pod for {key}", self.client.create(pod))
             if made:
                 created.add(made["metadata"]["name"])
-                pod_created(self.events, owner, made["metadata"]["name"])
+                self.created(owner, made["metadata"]["name"])
         for name in plan.delete:
             if await self.write(f"delete pod {namespace}/{name}", self.client.delete("pods", name, namespace)) is not None:
                 removed.add(name)
-                pod_deleted(self.events, owner, name)
+                self.deleted(owner, name)
         self.expectations.expect(key, created, removed)
         if plan.status != owner.get("status"):
             await self.write(f"update status of {self.kind.lower()} {key}",
@@ -69,6 +75,15 @@ class StatefulSets(_PodSets):
     name = "statefulset"
     kind = "StatefulSet"
     needs = ("statefulsets", "pods")
+
+    # Worded as the StatefulSet controller's recordPodEvent words them.
+    def created(self, owner: dict, pod_name: str) -> None:
+        self.events.record(owner, NORMAL, "SuccessfulCreate",
+                           f"create Pod {pod_name} in StatefulSet {owner['metadata']['name']} successful")
+
+    def deleted(self, owner: dict, pod_name: str) -> None:
+        self.events.record(owner, NORMAL, "SuccessfulDelete",
+                           f"delete Pod {pod_name} in StatefulSet {owner['metadata']['name']} successful")
 
     async def sync(self, sts: dict) -> None:
         now = datetime.now(UTC)

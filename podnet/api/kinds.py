@@ -73,13 +73,13 @@ KINDS: tuple[Kind, ...] = (
     Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",),
          printer=printers.NETWORK_POLICY),
     Kind("Lease", "coordination.k8s.io", "v1", "leases", True, (), has_status=False, printer=printers.LEASE),
+    Kind("DaemonSet", "apps", "v1", "daemonsets", True, ("ds",), printer=printers.DAEMON_SET, categories=("all",)),
     Kind("Deployment", "apps", "v1", "deployments", True, ("deploy",), printer=printers.DEPLOYMENT,
          categories=("all",)),
     Kind("ReplicaSet", "apps", "v1", "replicasets", True, ("rs",), printer=printers.REPLICA_SET,
          categories=("all",)),
     Kind("StatefulSet", "apps", "v1", "statefulsets", True, ("sts",), printer=printers.STATEFUL_SET,
          categories=("all",)),
-    Kind("DaemonSet", "apps", "v1", "daemonsets", True, ("ds",), printer=printers.DAEMON_SET, categories=("all",)),
 )
 
 _BY_NAME: dict[str, Kind] = {}
