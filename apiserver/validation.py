@@ -685,11 +685,10 @@ def _spec_of(errors: Errors, obj: dict) -> dict | None:
 
 
 def validate_stateful_set(errors: Errors, obj: dict, limits: Limits) -> None:
-    """ValidateStatefulSetSpec, without volume claim templates (podnet has no volumes)."""
+    """ValidateStatefulSetSpec, in its order, without volume claim templates (podnet has no volumes)."""
     spec = _spec_of(errors, obj)
     if spec is None:
         return
-    _validate_workload_spec(errors, spec, "statefulset")
     policy = spec.get("podManagementPolicy")
     if policy not in ("OrderedReady", "Parallel"):
         errors.not_supported("spec.podManagementPolicy", policy, ("OrderedReady", "Parallel"))
@@ -704,6 +703,7 @@ def validate_stateful_set(errors: Errors, obj: dict, limits: Limits) -> None:
     elif kind != "OnDelete":
         errors.not_supported("spec.updateStrategy.type", kind, ("OnDelete", "RollingUpdate"))
     _check_nonnegative(errors, "spec.ordinals.start", (spec.get("ordinals") or {}).get("start"))
+    _validate_workload_spec(errors, spec, "statefulset")
 
 
 def validate_daemon_set(errors: Errors, obj: dict, limits: Limits) -> None:
