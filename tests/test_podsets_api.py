@@ -5,11 +5,13 @@ StatefulSet update may not change, and generation counting spec changes."""
 from __future__ import annotations
 
 import copy
-import uuid
 
 import pytest
+import test_workloads_api
 
-from podnet.client import ApiError
+# A fresh namespace on the module's API server, and the check of a refused call, as for ReplicaSets.
+api = test_workloads_api.api
+refused = test_workloads_api.refused
 
 
 def stateful_set(name: str = "db", **spec) -> dict:
@@ -24,22 +26,6 @@ def daemon_set(name: str = "agent", **spec) -> dict:
             "spec": {"selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}},
                                   "spec": {"containers": [{"name": "c", "image": "agnhost"}]}}, **spec}}
-
-
-@pytest.fixture
-async def api(api_server_module):
-    async with api_server_module.client() as client:
-        namespace = f"sets-{uuid.uuid4().hex[:8]}"
-        await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-        client.test_namespace = namespace
-        yield client
-
-
-async def refused(call, code: int) -> dict:
-    with pytest.raises(ApiError) as error:
-        await call
-    assert error.value.code == code, error.value.status
-    return error.value.status
 
 
 async def test_discovery(api):

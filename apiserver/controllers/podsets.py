@@ -1,6 +1,6 @@
 """The StatefulSet and DaemonSet controllers' loops: informer events mark sets dirty, a coalesced pass asks
-`statefulsets` or `daemonsets` what to do and writes it through the API, remembering what it has just
-created or deleted until the watch shows it (`workloads.Expectations`), as the ReplicaSet loop does.
+`statefulsets` or `daemonsets` what to do and writes it through the API as the ReplicaSet loop does
+(`_Workloads.write_pod_plan`).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from podnet.client import ApiClient, Informer
-from podnet.events import NORMAL, EventRecorder, pod_created, pod_deleted
+from podnet.events import NORMAL, EventRecorder
 
 from . import daemonsets, ownerrefs, replicasets, statefulsets
 from .runner import Settings
@@ -16,8 +16,7 @@ from .workloads import _in_namespace, _key, _selecting, _Workloads
 
 
 class _PodSets(_Workloads):
-    """What both share: pods marking their owner (or, orphaned, the sets that may adopt them) dirty, and
-    writing a plan."""
+    """What both share: pods mark their owner (or, orphaned, the sets that may adopt them) dirty."""
 
     kind = ""
 
@@ -27,12 +26,6 @@ class _PodSets(_Workloads):
 
     def expected_store(self) -> dict[str, dict]:
         return self.store("pods")
-
-    def created(self, owner: dict, pod_name: str) -> None:
-        pod_created(self.events, owner, pod_name)
-
-    def deleted(self, owner: dict, pod_name: str) -> None:
-        pod_deleted(self.events, owner, pod_name)
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind == self.needs[0]:
@@ -44,29 +37,6 @@ class _PodSets(_Workloads):
                 self.mark(_selecting(self.store(self.needs[0]).values(), pod))
             elif ref.get("kind") == self.kind:
                 self.mark([f"{pod['metadata'].get('namespace')}/{ref.get('name')}"])
-
-    async def apply(self, owner: dict, plan: replicasets.Plan) -> None:
-        key, namespace = _key(owner), owner["metadata"]["namespace"]
-        if plan.adopt and not await self.may_adopt(owner):
-            return  # being deleted: the event that shows it brings the set back
-        for pod in plan.adopt:
-            await self.write(f"adopt pod {_key(pod)} into {key}", self.client.replace(pod))
-        for pod in plan.release:
-            await self.write(f"release pod {_key(pod)} from {key}", self.client.replace(pod))
-        created, removed = set(), set()
-        for pod in plan.create:
-            made = await self.write(f"create pod for {key}", self.client.create(pod))
-            if made:
-                created.add(made["metadata"]["name"])
-                self.created(owner, made["metadata"]["name"])
-        for name in plan.delete:
-            if await self.write(f"delete pod {namespace}/{name}", self.client.delete("pods", name, namespace)) is not None:
-                removed.add(name)
-                self.deleted(owner, name)
-        self.expectations.expect(key, created, removed)
-        if plan.status != owner.get("status"):
-            await self.write(f"update status of {self.kind.lower()} {key}",
-                             self.client.replace_status({**owner, "status": plan.status}))
 
 
 class StatefulSets(_PodSets):
@@ -88,7 +58,7 @@ class StatefulSets(_PodSets):
     async def sync(self, sts: dict) -> None:
         now = datetime.now(UTC)
         plan = statefulsets.plan(sts, _in_namespace(self.store("pods"), sts["metadata"]["namespace"]), now)
-        await self.apply(sts, plan)
+        await self.write_pod_plan(sts, plan)
         owned = [p for p in _in_namespace(self.store("pods"), sts["metadata"]["namespace"])
                  if ownerrefs.is_controlled_by(p, sts["metadata"].get("uid"))]
         self.recheck(_key(sts), replicasets.next_availability(sts, owned, now))
@@ -110,4 +80,4 @@ class DaemonSets(_PodSets):
     async def sync(self, ds: dict) -> None:
         now = datetime.now(UTC)
         pods = _in_namespace(self.store("pods"), ds["metadata"]["namespace"])
-        await self.apply(ds, daemonsets.plan(ds, list(self.store("nodes").values()), pods, now))
+        await self.write_pod_plan(ds, daemonsets.plan(ds, list(self.store("nodes").values()), pods, now))

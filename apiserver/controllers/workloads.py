@@ -128,6 +128,37 @@ class _Workloads(Controller):
             return False
         return live["metadata"].get("uid") == meta.get("uid") and not live["metadata"].get("deletionTimestamp")
 
+    def created(self, owner: dict, pod_name: str) -> None:
+        pod_created(self.events, owner, pod_name)
+
+    def deleted(self, owner: dict, pod_name: str) -> None:
+        pod_deleted(self.events, owner, pod_name)
+
+    async def write_pod_plan(self, owner: dict, plan: replicasets.Plan) -> None:
+        """Writes what `plan` says of `owner`'s pods (adoptions, releases, creations, deletions, each
+        created or deleted pod an event) and its new status."""
+        key, namespace = _key(owner), owner["metadata"]["namespace"]
+        if plan.adopt and not await self.may_adopt(owner):
+            return  # being deleted: the event that shows it brings the owner back
+        for pod in plan.adopt:
+            await self.write(f"adopt pod {_key(pod)} into {key}", self.client.replace(pod))
+        for pod in plan.release:
+            await self.write(f"release pod {_key(pod)} from {key}", self.client.replace(pod))
+        created, removed = set(), set()
+        for pod in plan.create:
+            made = await self.write(f"create pod for {key}", self.client.create(pod))
+            if made:
+                created.add(made["metadata"]["name"])
+                self.created(owner, made["metadata"]["name"])
+        for name in plan.delete:
+            if await self.write(f"delete pod {namespace}/{name}", self.client.delete("pods", name, namespace)) is not None:
+                removed.add(name)
+                self.deleted(owner, name)
+        self.expectations.expect(key, created, removed)
+        if plan.status != owner.get("status"):
+            await self.write(f"update status of {owner['kind'].lower()} {key}",
+                             self.client.replace_status({**owner, "status": plan.status}))
+
 
 class ReplicaSets(_Workloads):
     """Keeps `replicas` pods of each ReplicaSet's template, adopting and releasing pods by its selector."""
@@ -166,26 +197,7 @@ class ReplicaSets(_Workloads):
         key, namespace = _key(rs), rs["metadata"]["namespace"]
         pods = _in_namespace(self.store("pods"), namespace)
         now = datetime.now(UTC)
-        plan = replicasets.plan(rs, pods, now, self._related(rs, pods))
-        if plan.adopt and not await self.may_adopt(rs):
-            return  # being deleted: the event that shows it brings this ReplicaSet back
-        for pod in plan.adopt:
-            await self.write(f"adopt pod {_key(pod)} into {key}", self.client.replace(pod))
-        for pod in plan.release:
-            await self.write(f"release pod {_key(pod)} from {key}", self.client.replace(pod))
-        created, removed = set(), set()
-        for pod in plan.create:
-            made = await self.write(f"create pod for {key}", self.client.create(pod))
-            if made:
-                created.add(made["metadata"]["name"])
-                pod_created(self.events, rs, made["metadata"]["name"])
-        for name in plan.delete:
-            if await self.write(f"delete pod {namespace}/{name}", self.client.delete("pods", name, namespace)) is not None:
-                removed.add(name)
-                pod_deleted(self.events, rs, name)
-        self.expectations.expect(key, created, removed)
-        if plan.status != rs.get("status"):
-            await self.write(f"update status of replicaset {key}", self.client.replace_status({**rs, "status": plan.status}))
+        await self.write_pod_plan(rs, replicasets.plan(rs, pods, now, self._related(rs, pods)))
         owned = [p for p in pods if ownerrefs.is_controlled_by(p, rs["metadata"].get("uid"))]
         self.recheck(key, replicasets.next_availability(rs, owned, now))
 

@@ -381,6 +381,11 @@ _AGE = Column("Age", (_META, "creationTimestamp"))
 _TEMPLATE_CONTAINERS = Column("Containers", "Names of each container in the template.", priority=1)
 _TEMPLATE_IMAGES = Column("Images", "Images referenced by each container in the template.", priority=1)
 
+def _age_and_template(spec_definition: str) -> tuple[Column, ...]:
+    """The last columns of a workload with a pod template and a selector."""
+    return (_AGE, _TEMPLATE_CONTAINERS, _TEMPLATE_IMAGES, Column("Selector", (spec_definition, "selector"), priority=1))
+
+
 POD = Printer((
     _NAME,
     Column("Ready", "The aggregate readiness state of this pod for accepting traffic."),
@@ -438,10 +443,7 @@ DEPLOYMENT = Printer((
     Column("Ready", "Number of the pod with ready state"),
     Column("Up-to-date", (_APPS + "DeploymentStatus", "updatedReplicas")),
     Column("Available", (_APPS + "DeploymentStatus", "availableReplicas")),
-    _AGE,
-    _TEMPLATE_CONTAINERS,
-    _TEMPLATE_IMAGES,
-    Column("Selector", (_APPS + "DeploymentSpec", "selector"), priority=1),
+    *_age_and_template(_APPS + "DeploymentSpec"),
 ), _deployment_row)
 
 REPLICA_SET = Printer((
@@ -449,10 +451,7 @@ REPLICA_SET = Printer((
     Column("Desired", (_APPS + "ReplicaSetSpec", "replicas"), type="integer"),
     Column("Current", (_APPS + "ReplicaSetStatus", "replicas"), type="integer"),
     Column("Ready", (_APPS + "ReplicaSetStatus", "readyReplicas"), type="integer"),
-    _AGE,
-    _TEMPLATE_CONTAINERS,
-    _TEMPLATE_IMAGES,
-    Column("Selector", (_APPS + "ReplicaSetSpec", "selector"), priority=1),
+    *_age_and_template(_APPS + "ReplicaSetSpec"),
 ), _replica_set_row)
 
 STATEFUL_SET = Printer((
@@ -467,10 +466,7 @@ DAEMON_SET = Printer((
     Column("Up-to-date", (_APPS + "DaemonSetStatus", "updatedNumberScheduled"), type="integer"),
     Column("Available", (_APPS + "DaemonSetStatus", "numberAvailable"), type="integer"),
     Column("Node Selector", (_CORE + "PodSpec", "nodeSelector")),
-    _AGE,
-    _TEMPLATE_CONTAINERS,
-    _TEMPLATE_IMAGES,
-    Column("Selector", (_APPS + "DaemonSetSpec", "selector"), priority=1),
+    *_age_and_template(_APPS + "DaemonSetSpec"),
 ), _daemon_set_row)
 
 LEASE = Printer((_NAME, Column("Holder", ("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")), _AGE), _lease_row)
