@@ -199,6 +199,15 @@ def test_pods_follow_nodes_joining_and_leaving_and_extras_go():
     assert plan.status["currentNumberScheduled"] == 1 and plan.status["numberReady"] == 1
 
 
+def test_only_node_changes_that_move_daemon_pods_matter():
+    node = make_node("a", {"zone": "1"})
+    assert daemonsets.placement_changed(None, node) and daemonsets.placement_changed(node, None)
+    heartbeat = {**node, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+    assert not daemonsets.placement_changed(node, heartbeat)
+    assert daemonsets.placement_changed(node, make_node("a", {"zone": "2"}))
+    assert daemonsets.placement_changed(node, make_node("a", {"zone": "1"}, unschedulable=True))
+
+
 def test_failed_pod_is_deleted_and_made_again_later():
     ds = make_ds()
     failed = daemon_pod(ds, "a", "agent-a", phase="Failed", ready=False)

@@ -98,6 +98,15 @@ def should_run(ds: dict, node: dict) -> tuple[bool, bool]:
     return not untolerated, not any(t.get("effect") == "NoExecute" for t in untolerated)
 
 
+def placement_changed(old: dict | None, new: dict | None) -> bool:
+    """Whether a node event can change where daemon pods run: the node came or went, or its labels, taints
+    or cordon changed (status updates, heartbeats, do not)."""
+    if old is None or new is None:
+        return True
+    return ((old.get("metadata") or {}).get("labels"), old.get("spec")) != (
+        (new.get("metadata") or {}).get("labels"), new.get("spec"))
+
+
 def _oldest_first(pods: Iterable[dict]) -> list[dict]:
     def key(pod: dict) -> tuple:
         created = parse_time(pod["metadata"].get("creationTimestamp"))

@@ -73,7 +73,8 @@ class DaemonSets(_PodSets):
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind == "nodes":
-            self.mark(self.store("daemonsets"))  # a node came, went or changed its labels or taints
+            if daemonsets.placement_changed(old, new):
+                self.mark(self.store("daemonsets"))
             return
         super().on_event(kind, event, old, new)
 
