@@ -56,7 +56,10 @@ async def test_statefulset_and_daemonset_through_kubectl(local_cluster):
 
     await eventually(lambda: resolves_to(first["status"]["podIP"]), 30, f"{fqdn} resolves to db-0")
 
-    deleted = await kubectl.arun("delete", "pod", "-n", NAMESPACE, "db-0")
+    # --wait=false: kubectl 1.31's wait for the deletion can miss it when a pod of the same name is made
+    # again within its cache-sync poll (its precondition ignores the uid; later kubectl versions check it),
+    # and the StatefulSet controller makes db-0 again at once.
+    deleted = await kubectl.arun("delete", "pod", "-n", NAMESPACE, "db-0", "--wait=false")
     assert deleted.returncode == 0 and deleted.stdout == 'pod "db-0" deleted\n', deleted
 
     async def back() -> dict | None:
