@@ -227,3 +227,11 @@ def test_rolling_update_replaces_at_most_max_unavailable_ready_pods():
     pods[0] = daemon_pod(new, "a", "agent-a2")
     plan = daemonsets.plan(new, nodes, pods, T0)
     assert len(plan.delete) == 1 and plan.status["updatedNumberScheduled"] == 1
+
+
+def test_status_of_a_set_scaled_to_zero_keeps_its_required_counts():
+    sts = make_sts(0)
+    revision = statefulsets.update_revision(sts)
+    assert statefulsets.plan(sts, [], T0).status == {
+        "observedGeneration": 1, "replicas": 0, "availableReplicas": 0, "currentRevision": revision,
+        "updateRevision": revision, "collisionCount": 0}

@@ -105,11 +105,12 @@ def status(sts: dict, pods: Iterable[dict], now: datetime) -> dict:
     rolling = (_spec(sts).get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
     if rolling and counts["updatedReplicas"] == counts["replicas"] == counts["readyReplicas"]:
         current, counts["currentReplicas"] = update, counts["updatedReplicas"]
-    result = {"observedGeneration": sts["metadata"].get("generation") or 0, "replicas": counts["replicas"],
-              **{k: v for k, v in counts.items() if v and k != "replicas"},
-              "currentRevision": current, "updateRevision": update,
-              "collisionCount": (sts.get("status") or {}).get("collisionCount") or 0}
-    return result
+    # replicas and availableReplicas are always written (no omitempty in StatefulSetStatus), the others when set.
+    always = ("replicas", "availableReplicas")
+    return {"observedGeneration": sts["metadata"].get("generation") or 0,
+            **{k: v for k, v in counts.items() if v or k in always},
+            "currentRevision": current, "updateRevision": update,
+            "collisionCount": (sts.get("status") or {}).get("collisionCount") or 0}
 
 
 def plan(sts: dict, pods: Iterable[dict], now: datetime) -> Plan:
