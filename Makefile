@@ -20,7 +20,8 @@ venv: $(VENV)/.installed
 deps:
 	@./deploy/install-debs.sh $(TEST_DEBS)
 
-test: venv deps
+# The import contracts and ruff run first: a layering break fails the tests as a failing test does.
+test: venv deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # import-linter reads packages from disk, so it checks a plain (non-editable) install of the tree, where

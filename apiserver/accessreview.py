@@ -18,6 +18,7 @@ from podnet.apiserver import status
 from podnet.apiserver.auth import (
     ADMIN_GROUP,
     EDIT_GROUP_PREFIX,
+    HIDDEN_FROM_VIEW,
     MASTERS_GROUP,
     READ_VERBS,
     VIEW_GROUP,
@@ -78,7 +79,7 @@ def _access(spec: dict, user: User) -> dict:
         group, plural = str(resource.get("group") or ""), str(resource.get("resource") or "")
         if (group, plural) in _REVIEWS.values() and verb == "create":
             return {"allowed": True, "reason": "every user may review their own access"}
-        allowed = authorize(user, verb, namespace, namespaced=_namespaced(group, plural, namespace))
+        allowed = authorize(user, verb, namespace, namespaced=_namespaced(group, plural, namespace), resource=plural)
     elif isinstance(non_resource, dict) and non_resource:
         allowed = authorize(user, str(non_resource.get("verb") or ""), None, namespaced=False) or non_resource.get("verb") == "get"
     else:
@@ -103,7 +104,8 @@ def _rules(spec: dict, user: User) -> dict:
         if namespace and f"{EDIT_GROUP_PREFIX}{namespace}" in groups:
             resource_rules.insert(0, {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})
         if VIEW_GROUP in groups:
-            resource_rules.insert(0, {"verbs": sorted(READ_VERBS), "apiGroups": ["*"], "resources": ["*"]})
+            readable = sorted({kind.plural for kind in KINDS} - HIDDEN_FROM_VIEW)
+            resource_rules.insert(0, {"verbs": sorted(READ_VERBS), "apiGroups": ["*"], "resources": readable})
     return {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False}
 
 

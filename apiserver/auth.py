@@ -118,12 +118,17 @@ class Authenticator:
         return None
 
 
-def authorize(user: User, verb: str, namespace: str | None, *, namespaced: bool) -> bool:
-    """Whether `user` may do `verb` (get/list/watch/create/update/patch/delete) on a resource in
+# What the view role may not read (Kubernetes' `view` ClusterRole leaves Secrets out: reading one can be
+# escalation, a ServiceAccount's token among them).
+HIDDEN_FROM_VIEW = frozenset({"secrets"})
+
+
+def authorize(user: User, verb: str, namespace: str | None, *, namespaced: bool, resource: str = "") -> bool:
+    """Whether `user` may do `verb` (get/list/watch/create/update/patch/delete) on `resource` (a plural) in
     `namespace` (None: all namespaces, or a cluster-scoped resource)."""
     groups = set(user.groups)
     if MASTERS_GROUP in groups or ADMIN_GROUP in groups:
         return True
-    if verb in READ_VERBS and VIEW_GROUP in groups:
+    if verb in READ_VERBS and VIEW_GROUP in groups and resource not in HIDDEN_FROM_VIEW:
         return True
     return namespaced and namespace is not None and f"{EDIT_GROUP_PREFIX}{namespace}" in groups

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+from podnet.apiserver.configkinds import default_secret
+
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_SESSION_AFFINITY_TIMEOUT = 10800  # seconds: 3 hours, as Kubernetes
 
@@ -174,6 +176,40 @@ def default_daemon_set(obj: dict) -> None:
     default_pod_spec(_dict(_dict(spec, "template"), "spec"))
 
 
+# The labels a Job's generated selector and its pods carry (batch/v1 types.go), legacy names included.
+JOB_NAME_LABELS = ("job-name", "batch.kubernetes.io/job-name")
+JOB_UID_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid")
+
+
+def default_job(obj: dict) -> None:
+    """SetDefaults_Job, and the selector the Job strategy generates unless `manualSelector`: the pods'
+    job-name and controller-uid labels, selected by the uid (the object's, set before defaulting)."""
+    spec = _dict(obj, "spec")
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed")
+    template = _dict(spec, "template")
+    template_meta = _dict(template, "metadata")
+    metadata = _dict(obj, "metadata")
+    if template_meta.get("labels") and not metadata.get("labels"):
+        metadata["labels"] = dict(template_meta["labels"])
+    uid, name = metadata.get("uid"), metadata.get("name")
+    if not spec.get("manualSelector") and isinstance(uid, str) and isinstance(name, str):
+        labels = _dict(template_meta, "labels")
+        for label in JOB_NAME_LABELS:
+            labels.setdefault(label, name)
+        for label in JOB_UID_LABELS:
+            labels.setdefault(label, uid)
+        _dict(_dict(spec, "selector"), "matchLabels").setdefault(JOB_UID_LABELS[1], uid)
+        if not metadata.get("labels"):
+            metadata["labels"] = dict(labels)  # as kube-apiserver's defaulting shows them on every read
+    default_pod_spec(_dict(template, "spec"))
+
+
 DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "Namespace": default_namespace,
     "Pod": default_pod,
@@ -185,6 +221,8 @@ DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "ReplicaSet": default_replica_set,
     "StatefulSet": default_stateful_set,
     "DaemonSet": default_daemon_set,
+    "Secret": default_secret,
+    "Job": default_job,
 }
 
 

@@ -240,7 +240,7 @@ class Resources:
     def _authorize(self, request: web.Request, verb: str, kind: Kind, namespace: str | None) -> None:
         request[VERB_KEY] = verb
         user = request[USER_KEY]
-        if not authorize(user, verb, namespace, namespaced=kind.namespaced):
+        if not authorize(user, verb, namespace, namespaced=kind.namespaced, resource=kind.plural):
             raise status.forbidden(user.name, verb, kind, namespace, request.path)
 
     async def _storage(self, awaitable: Awaitable[T]) -> T:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from podnet.apiserver import configkinds
 from podnet.apiserver.status import Cause
 
 from podnet.api.selectors import SelectorError, from_label_selector, validate_key, validate_value
@@ -589,6 +590,13 @@ def _validate_template_spec(errors: Errors, spec: dict, kind_word: str) -> None:
     """minReadySeconds, a non-empty selector that picks the template's labels, a template whose pods
     restart Always."""
     _check_nonnegative(errors, "spec.minReadySeconds", spec.get("minReadySeconds"))
+    _validate_selected_template(errors, spec, ("Always",), empty_selector=kind_word)
+
+
+def _validate_selected_template(errors: Errors, spec: dict, restart_policies: tuple[str, ...], *,
+                                empty_selector: str | None = None) -> None:
+    """A selector that picks the pod template's labels, and the template's pods, restarting as
+    `restart_policies` allow; an empty selector is refused for the workload named `empty_selector`."""
     selector = spec.get("selector")
     template = spec.get("template") or {}
     labels = (template.get("metadata") or {}).get("labels") or {}
@@ -600,15 +608,15 @@ def _validate_template_spec(errors: Errors, spec: dict, kind_word: str) -> None:
         except SelectorError as e:
             errors.invalid("spec.selector", selector, str(e))
         else:
-            if compiled.empty:
-                errors.invalid("spec.selector", selector, f"empty selector is invalid for {kind_word}")
+            if compiled.empty and empty_selector:
+                errors.invalid("spec.selector", selector, f"empty selector is invalid for {empty_selector}")
             elif not compiled.matches(labels):
                 errors.invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
     _check_string_map(errors, "spec.template.metadata.labels", labels, label_values=True)
     validate_pod_spec(errors, "spec.template.spec", template.get("spec"))
     restart = (template.get("spec") or {}).get("restartPolicy")
-    if restart not in (None, "Always"):
-        errors.not_supported("spec.template.spec.restartPolicy", restart, ("Always",))
+    if restart is not None and restart not in restart_policies:
+        errors.not_supported("spec.template.spec.restartPolicy", restart, restart_policies)
 
 
 _PERCENT = re.compile(r"[0-9]+%")
@@ -721,6 +729,17 @@ def validate_daemon_set(errors: Errors, obj: dict, limits: Limits) -> None:
         errors.not_supported("spec.updateStrategy.type", kind, ("OnDelete", "RollingUpdate"))
 
 
+def validate_job(errors: Errors, obj: dict, limits: Limits) -> None:
+    """ValidateJobSpec: counts not negative, pods that restart OnFailure or Never."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.required("spec")
+        return
+    for field in ("parallelism", "completions", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
+        _check_nonnegative(errors, f"spec.{field}", spec.get(field))
+    _validate_selected_template(errors, spec, ("OnFailure", "Never"))
+
+
 VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Pod": validate_pod,
     "Service": validate_service,
@@ -733,6 +752,9 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "ReplicaSet": validate_replica_set,
     "StatefulSet": validate_stateful_set,
     "DaemonSet": validate_daemon_set,
+    "ConfigMap": configkinds.validate_config_map,
+    "Secret": configkinds.validate_secret,
+    "Job": validate_job,
 }
 
 
@@ -774,7 +796,7 @@ def validate_service_update(errors: Errors, old: dict, new: dict) -> None:
 
 
 def validate_selector_update(errors: Errors, old: dict, new: dict) -> None:
-    """apps/v1 Deployments and ReplicaSets keep the selector they were created with."""
+    """Deployments, ReplicaSets and Jobs keep the selector they were created with."""
     old_selector = (old.get("spec") or {}).get("selector")
     new_selector = (new.get("spec") or {}).get("selector") if isinstance(new.get("spec"), dict) else None
     if old_selector != new_selector:
@@ -803,6 +825,9 @@ UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
     "ReplicaSet": validate_selector_update,
     "StatefulSet": validate_stateful_set_update,
     "DaemonSet": validate_selector_update,
+    "ConfigMap": configkinds.validate_config_map_update,
+    "Secret": configkinds.validate_secret_update,
+    "Job": validate_selector_update,
 }
 
 

@@ -29,11 +29,13 @@ from typing import Any
 
 from podnet.nodeagent.capacity import host_capacity
 from podnet.nodeagent.cni import HostLocalIpam
+from podnet.nodeagent.completion import completed
 from podnet.nodeagent.hostbridge import HostBridge
 from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
 from podnet.nodeagent.poddns import PodDns
+from podnet.nodeagent.podenv import PodEnvironment
 from podnet.nodeagent.pods.netns import (
     ContainerSpec,
     NetnsError,
@@ -196,6 +198,7 @@ class NodeAgent:
         self.terminations = Terminations(client, self.events, self.pods, self.remove_pod,
                                          lambda uid: self.ipam.release(uid))
         self.restart_events = RestartEvents(self.events)
+        self.pod_env = PodEnvironment(client, self.events, self._start_waiting_containers)
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -561,7 +564,7 @@ class NodeAgent:
                                  allocation.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
             try:
                 pod.netns = self.netns_pods.create(key, pod.uid, network, vtep_mac(self.config.address),
-                                                   ContainerSpec.from_pod(obj))
+                                                   ContainerSpec.from_pod(obj, self.pod_env.container_env))
             except (NetnsError, OSError) as exc:
                 log.error("pod %s: cannot build its network namespace: %s", key, exc)
                 self.ipam.release(pod.uid)
@@ -579,6 +582,15 @@ class NodeAgent:
         if (obj.get("status") or {}).get("phase") != "Running":
             record_started(self.events, obj)
         return pod
+
+    def _start_waiting_containers(self, namespace: str) -> None:
+        """A ConfigMap or Secret of `namespace` was written: netns containers waiting for one may start."""
+        for key, pod in self.pods.items():
+            obj = self.pod_informer.store.get(key) if self.pod_informer is not None else None
+            if pod.netns is None or obj is None or not key.startswith(f"{namespace}/"):
+                continue
+            if any(c.spec.config_error is not None for c in pod.netns.containers.values()):
+                self.netns_pods.start_waiting(key, pod.netns, ContainerSpec.from_pod(obj, self.pod_env.container_env))
 
     def remove_pod(self, obj: dict | None) -> None:
         if obj is None:
@@ -684,6 +696,7 @@ class NodeAgent:
             "conditions": conditions,
             "containerStatuses": containers,
         }
+        status = completed(obj, pod.netns if pod is not None else None, status, now)
         meta = obj["metadata"]
         await self.client.patch("pods", meta["name"], {"status": status}, namespace=meta["namespace"], subresource="status")
         if pod is not None:
@@ -1236,7 +1249,8 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(agent.node_informer.run()),
-                group.create_task(agent.pod_informer.run()),
+                group.create_task(agent.pod_env.run()),
+                group.create_task(agent.pod_env.after_synced(agent.pod_informer.run())),
                 group.create_task(agent.renew_lease(shutdown)),
                 group.create_task(agent.sweep_conntrack(shutdown)),
                 group.create_task(agent.write_statuses(shutdown)),

@@ -29,6 +29,9 @@ def can(user: User, **attributes: str) -> bool:
         (VIEWER, {"verb": "get", "resource": "pods", "namespace": "default"}, True),
         (VIEWER, {"verb": "list", "resource": "pods"}, True),
         (VIEWER, {"verb": "get", "resource": "pods", "subresource": "log", "namespace": "x", "name": "p"}, True),
+        (VIEWER, {"verb": "get", "resource": "configmaps", "namespace": "default"}, True),
+        (VIEWER, {"verb": "list", "resource": "secrets", "namespace": "default"}, False),  # as Kubernetes' view role
+        (EDITOR, {"verb": "get", "resource": "secrets", "namespace": "team-a"}, True),
         (EDITOR, {"verb": "delete", "resource": "pods", "namespace": "team-a"}, True),
         (EDITOR, {"verb": "delete", "resource": "pods", "namespace": "team-b"}, False),
         (EDITOR, {"verb": "create", "resource": "namespaces", "namespace": "team-a"}, False),  # cluster-scoped
@@ -66,7 +69,9 @@ def rules(user: User, namespace: str) -> dict:
 
 def test_rules_reviews_list_what_each_role_may_do():
     assert rules(ADMIN, "default")["resourceRules"][0] == {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}
-    assert rules(VIEWER, "default")["resourceRules"][0] == {"verbs": ["get", "list", "watch"], "apiGroups": ["*"], "resources": ["*"]}
+    viewing = rules(VIEWER, "default")["resourceRules"][0]
+    assert (viewing["verbs"], viewing["apiGroups"]) == (["get", "list", "watch"], ["*"])
+    assert {"pods", "configmaps", "deployments"} <= set(viewing["resources"]) and "secrets" not in viewing["resources"]
     assert rules(EDITOR, "team-a")["resourceRules"][0]["verbs"] == ["*"]
     assert [r["verbs"] for r in rules(EDITOR, "team-b")["resourceRules"]] == [["create"], ["create"]]  # only the self reviews
     assert rules(NOBODY, "default")["incomplete"] is False

@@ -20,7 +20,8 @@ import pytest
 import yaml
 from support.kubectl import PODNET, Kubectl, podnet_environment, podnet_up
 
-from podnet.cli.resources import LAST_APPLIED, last_applied_configuration
+from podnet.api.lastapplied import ANNOTATION as LAST_APPLIED
+from podnet.api.lastapplied import recorded as last_applied_configuration
 
 PREFIX = "127.0.100"
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.47"

@@ -14,8 +14,10 @@ from podnet.events import NORMAL, WARNING, EventRecorder
 from . import endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
 from .collector import GarbageCollector, PodGarbageCollector
+from .jobcontroller import Jobs
 from .podsets import DaemonSets, StatefulSets
 from .runner import Controller, Settings, now_timestamp
+from .serviceaccounts import ServiceAccounts
 from .workloads import Deployments, ReplicaSets
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -340,4 +342,4 @@ class NodeLifecycle(Controller):
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
                                              ReplicaSets, Deployments, StatefulSets, DaemonSets, GarbageCollector,
-                                             PodGarbageCollector)
+                                             PodGarbageCollector, ServiceAccounts, Jobs)

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from podnet.client import ApiClient, ApiError, Informer
 from podnet.events import NORMAL, EventRecorder, pod_created, pod_deleted
@@ -128,18 +129,53 @@ class _Workloads(Controller):
             return False
         return live["metadata"].get("uid") == meta.get("uid") and not live["metadata"].get("deletionTimestamp")
 
+
+class PodPlan(Protocol):
+    """What a pod owner's pure plan says of its pods (replicasets.Plan, jobs.Plan)."""
+
+    adopt: tuple[dict, ...]
+    release: tuple[dict, ...]
+    create: tuple[dict, ...]
+    delete: tuple[str, ...]
+
+
+class PodOwners(_Workloads):
+    """Workloads that own pods themselves (ReplicaSets, Jobs): the kind in `needs[0]`, whose controller
+    references say `owner_kind`; their plans adopt, release, create and delete pods."""
+
+    owner_kind = ""
+    component = ""  # the controller's name in the events it records
+
+    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
+        super().__init__(client, informers, settings)
+        self.events = EventRecorder(client, self.component)
+
+    def expected_store(self) -> dict[str, dict]:
+        return self.store("pods")
+
     def created(self, owner: dict, pod_name: str) -> None:
         pod_created(self.events, owner, pod_name)
 
     def deleted(self, owner: dict, pod_name: str) -> None:
         pod_deleted(self.events, owner, pod_name)
 
-    async def write_pod_plan(self, owner: dict, plan: replicasets.Plan) -> None:
-        """Writes what `plan` says of `owner`'s pods (adoptions, releases, creations, deletions, each
-        created or deleted pod an event) and its new status."""
+    def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
+        if kind == self.needs[0]:
+            self.mark([_key(new or old or {})])
+            return
+        for pod in filter(None, (old, new)):
+            ref = ownerrefs.controller_ref(pod)
+            if ref is None:
+                self.mark(_selecting(self.store(self.needs[0]).values(), pod))
+            elif ref.get("kind") == self.owner_kind:
+                self.mark([f"{pod['metadata'].get('namespace')}/{ref.get('name')}"])
+
+    async def write_pods(self, owner: dict, plan: PodPlan) -> bool:
+        """Carries out what `plan` says of the owner's pods; False when it may not adopt (being deleted:
+        the event that shows it brings the owner back) and nothing was done."""
         key, namespace = _key(owner), owner["metadata"]["namespace"]
         if plan.adopt and not await self.may_adopt(owner):
-            return  # being deleted: the event that shows it brings the owner back
+            return False
         for pod in plan.adopt:
             await self.write(f"adopt pod {_key(pod)} into {key}", self.client.replace(pod))
         for pod in plan.release:
@@ -155,34 +191,16 @@ class _Workloads(Controller):
                 removed.add(name)
                 self.deleted(owner, name)
         self.expectations.expect(key, created, removed)
-        if plan.status != owner.get("status"):
-            await self.write(f"update status of {owner['kind'].lower()} {key}",
-                             self.client.replace_status({**owner, "status": plan.status}))
+        return True
 
 
-class ReplicaSets(_Workloads):
+class ReplicaSets(PodOwners):
     """Keeps `replicas` pods of each ReplicaSet's template, adopting and releasing pods by its selector."""
 
     name = "replicaset"
     needs = ("replicasets", "pods")
-
-    def __init__(self, client: ApiClient, informers: dict[str, Informer], settings: Settings):
-        super().__init__(client, informers, settings)
-        self.events = EventRecorder(client, "replicaset-controller")
-
-    def expected_store(self) -> dict[str, dict]:
-        return self.store("pods")
-
-    def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
-        if kind == "replicasets":
-            self.mark([_key(new or old or {})])
-            return
-        for pod in filter(None, (old, new)):
-            ref = ownerrefs.controller_ref(pod)
-            if ref is None:
-                self.mark(_selecting(self.store("replicasets").values(), pod))
-            elif ref.get("kind") == "ReplicaSet":
-                self.mark([f"{pod['metadata'].get('namespace')}/{ref.get('name')}"])
+    owner_kind = "ReplicaSet"
+    component = "replicaset-controller"
 
     def _related(self, rs: dict, pods: list[dict]) -> list[dict]:
         """The pods of the other ReplicaSets of the same Deployment."""
@@ -197,7 +215,11 @@ class ReplicaSets(_Workloads):
         key, namespace = _key(rs), rs["metadata"]["namespace"]
         pods = _in_namespace(self.store("pods"), namespace)
         now = datetime.now(UTC)
-        await self.write_pod_plan(rs, replicasets.plan(rs, pods, now, self._related(rs, pods)))
+        plan = replicasets.plan(rs, pods, now, self._related(rs, pods))
+        if not await self.write_pods(rs, plan):
+            return
+        if plan.status != rs.get("status"):
+            await self.write(f"update status of replicaset {key}", self.client.replace_status({**rs, "status": plan.status}))
         owned = [p for p in pods if ownerrefs.is_controlled_by(p, rs["metadata"].get("uid"))]
         self.recheck(key, replicasets.next_availability(rs, owned, now))
 

@@ -292,26 +292,46 @@ async def probe(net: PodNetwork, dst: str, port: int, protocol: str, timeout: fl
         sock.close()
 
 
+class ContainerConfigError(Exception):
+    """What a container needs to start is missing (a ConfigMap, a Secret, a key): CreateContainerConfigError."""
+
+
+Environment = Callable[[dict, dict], "tuple[tuple[str, str], ...]"]
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerSpec:
     name: str
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
+    restart_policy: str = "Always"  # the pod's: Never and OnFailure let a container run to completion
+    config_error: str | None = None  # why it cannot start yet; it waits for what it lacks
+
+    def restarts_after(self, code: int | None) -> bool:
+        return self.restart_policy == "Always" or self.restart_policy == "OnFailure" and code != 0
 
     @classmethod
-    def from_pod(cls, pod: dict) -> list[ContainerSpec]:
-        """The containers that declare a `command`; `args` follow it, as they follow an entrypoint."""
+    def from_pod(cls, pod: dict, environment: Environment | None = None) -> list[ContainerSpec]:
+        """The containers that declare a `command`; `args` follow it, as they follow an entrypoint.
+        `environment(pod, container)` gives a container's variables or raises ContainerConfigError;
+        without it, only the literal `env` values."""
         specs = []
         for container in (pod.get("spec") or {}).get("containers") or []:
             command = [str(c) for c in container.get("command") or []]
             if not command:
                 continue
-            env = tuple(
-                (str(e["name"]), str(e.get("value") or ""))
-                for e in container.get("env") or []
-                if e.get("name") and "valueFrom" not in e
-            )
-            specs.append(cls(container["name"], (*command, *[str(a) for a in container.get("args") or []]), env))
+            error = None
+            try:
+                env = environment(pod, container) if environment is not None else tuple(
+                    (str(e["name"]), str(e.get("value") or ""))
+                    for e in container.get("env") or []
+                    if e.get("name") and "valueFrom" not in e
+                )
+            except ContainerConfigError as exc:
+                env, error = (), str(exc)
+            argv = (*command, *[str(a) for a in container.get("args") or []])
+            specs.append(cls(container["name"], argv, env, (pod.get("spec") or {}).get("restartPolicy") or "Always",
+                             error))
         return specs
 
 
@@ -331,14 +351,21 @@ class Container:
     started: str | None = None  # RFC 3339, for the status
     backoff: float | None = None  # seconds until the next start, while waiting for it
     last_terminated: dict | None = None
+    finished: bool = False  # ran to completion under its restart policy: never started again
     task: asyncio.Task | None = None
 
     def as_data(self) -> dict:
         return {"pid": self.pid, "pid_start": self.pid_start, "restarts": self.restarts, "started": self.started,
-                "last_terminated": self.last_terminated}
+                "last_terminated": self.last_terminated, "finished": self.finished}
 
     def status(self) -> dict:
         """The kubelet's view of it: `state`, `lastState`, `ready`, `restartCount`."""
+        if self.spec.config_error is not None:
+            return {"ready": False, "started": False, "restartCount": self.restarts, "lastState": {},
+                    "state": {"waiting": {"reason": "CreateContainerConfigError", "message": self.spec.config_error}}}
+        if self.finished:
+            return {"ready": False, "started": False, "restartCount": self.restarts,
+                    "state": {"terminated": self.last_terminated}, "lastState": {}}
         if self.backoff is not None:
             state = {"waiting": {"reason": "CrashLoopBackOff",
                                  "message": f"back-off {self.backoff:g}s restarting failed container={self.spec.name}"}}
@@ -401,6 +428,13 @@ class NetnsPod:
         """What the pod's status says of `container`; nothing for one without a command."""
         entry = self.containers.get(container)
         return entry.status() if entry else {}
+
+    def phase(self) -> str | None:
+        """Succeeded or Failed once every container has run to completion, else None."""
+        if not self.containers or not all(c.finished for c in self.containers.values()):
+            return None
+        codes = [(c.last_terminated or {}).get("exitCode") for c in self.containers.values()]
+        return "Succeeded" if all(code == 0 for code in codes) else "Failed"
 
     def save(self) -> None:
         data = {
@@ -509,6 +543,7 @@ class NetnsPods:
             before = (previous or {}).get("containers", {}).get(spec.name) or {}
             container.restarts = int(before.get("restarts") or 0)
             container.started, container.last_terminated = before.get("started"), before.get("last_terminated")
+            container.finished = bool(before.get("finished"))
             if before.get("pid") and _start_time(before["pid"]) == before.get("pid_start"):
                 container.pid, container.pid_start = before["pid"], before["pid_start"]
                 container.started_at = time.monotonic()
@@ -521,6 +556,18 @@ class NetnsPods:
         log.info("pod %s: namespace %s, eth0 %s/%d via %s%s", key, net.netns, net.ip, net.prefix_len,
                  net.gateway, " (adopted)" if previous else "")
         return pod
+
+    def start_waiting(self, key: str, pod: NetnsPod, specs: list[ContainerSpec]) -> None:
+        """Starts the containers that were waiting for their configuration and now have it (`specs`: the
+        pod's containers worked out again)."""
+        for spec in specs:
+            container = pod.containers.get(spec.name)
+            if container is None or container.spec.config_error is None or spec.config_error == container.spec.config_error:
+                continue
+            container.spec = spec
+            if spec.config_error is None:
+                container.task = asyncio.ensure_future(self._supervise(key, pod, container))
+            self.on_change(key)
 
     @staticmethod
     def _previous(state_path: Path, uid: str, address: str) -> dict | None:
@@ -538,17 +585,20 @@ class NetnsPods:
             self.on_frames(pod, frames)
 
     async def _supervise(self, key: str, pod: NetnsPod, container: Container) -> None:
-        """Runs the container's command, and again after each exit with doubling backoff."""
+        """Runs the container's command, and again after each exit its restart policy allows, with doubling
+        backoff."""
         backoff = BACKOFF_FIRST
-        while True:
+        while not container.finished and container.spec.config_error is None:
             if container.pid is None:
                 self._start(pod, container)
             code = await _wait_exit(container.pid)
             ran = time.monotonic() - container.started_at
             if ran >= BACKOFF_RESET_AFTER:
                 backoff = BACKOFF_FIRST
-            log.info("pod %s: container %s (pid %d) exited%s after %.1fs; restarting in %.1fs", key,
-                     container.spec.name, container.pid, "" if code is None else f" with {code}", ran, backoff)
+            restarting = container.spec.restarts_after(code)
+            log.info("pod %s: container %s (pid %d) exited%s after %.1fs; %s", key, container.spec.name,
+                     container.pid, "" if code is None else f" with {code}", ran,
+                     f"restarting in {backoff:.1f}s" if restarting else f"done (restartPolicy {container.spec.restart_policy})")
             container.last_terminated = {
                 # An adopted process is not our child: its exit code is unknown, which the kubelet reports so.
                 "exitCode": 137 if code is None else code,
@@ -557,6 +607,11 @@ class NetnsPods:
                 "finishedAt": _rfc3339(),
             }
             container.pid = container.pid_start = None
+            if not restarting:
+                container.finished = True
+                pod.save()
+                self.on_change(key)
+                return
             container.backoff = backoff
             pod.save()
             self.on_change(key)

@@ -68,6 +68,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("Service", "", "v1", "services", True, ("svc",), printer=printers.SERVICE, categories=("all",)),
     Kind("Endpoints", "", "v1", "endpoints", True, ("ep",), has_status=False, printer=printers.ENDPOINTS),
     Kind("Event", "", "v1", "events", True, ("ev",), has_status=False, printer=printers.EVENT),
+    Kind("ConfigMap", "", "v1", "configmaps", True, ("cm",), has_status=False, printer=printers.CONFIG_MAP),
+    Kind("Secret", "", "v1", "secrets", True, (), has_status=False, printer=printers.SECRET),
+    Kind("ServiceAccount", "", "v1", "serviceaccounts", True, ("sa",), has_status=False,
+         printer=printers.SERVICE_ACCOUNT),
     Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True, (), has_status=False,
          printer=printers.ENDPOINT_SLICE),
     Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",),
@@ -80,6 +84,7 @@ KINDS: tuple[Kind, ...] = (
          categories=("all",)),
     Kind("StatefulSet", "apps", "v1", "statefulsets", True, ("sts",), printer=printers.STATEFUL_SET,
          categories=("all",)),
+    Kind("Job", "batch", "v1", "jobs", True, (), printer=printers.JOB, categories=("all",)),
 )
 
 _BY_NAME: dict[str, Kind] = {}

@@ -370,6 +370,48 @@ def _event_row(ev: dict, now: float) -> list[Cell]:
             count, _meta(ev).get("name", "")]
 
 
+def _has_condition(obj: dict, kind: str) -> bool:
+    return any(c.get("type") == kind and c.get("status") == "True" for c in _status(obj).get("conditions") or [])
+
+
+def _job_state(job: dict) -> str:
+    """The Job's STATUS cell, in kube-apiserver's order of precedence."""
+    for kind in ("Complete", "Failed"):
+        if _has_condition(job, kind):
+            return kind
+    if _meta(job).get("deletionTimestamp"):
+        return "Terminating"
+    return next((k for k in ("Suspended", "FailureTarget", "SuccessCriteriaMet") if _has_condition(job, k)), "Running")
+
+
+def _job_row(job: dict, now: float) -> list[Cell]:
+    spec, status = _spec(job), _status(job)
+    succeeded = status.get("succeeded", 0)
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{spec['completions']}"
+    elif (spec.get("parallelism") or 1) > 1:
+        completions = f"{succeeded}/1 of {spec['parallelism']}"
+    else:
+        completions = f"{succeeded}/1"
+    started, finished = _timestamp(status.get("startTime")), _timestamp(status.get("completionTime"))
+    duration = "" if started is None else human_duration((finished if finished is not None else now) - started)
+    names, images = _containers(job)
+    return [_meta(job).get("name", ""), _job_state(job), completions, duration, age(job, now), names, images,
+            selector_string(spec.get("selector"))]
+
+
+def _config_map_row(cm: dict, now: float) -> list[Cell]:
+    return [_meta(cm).get("name", ""), len(cm.get("data") or {}) + len(cm.get("binaryData") or {}), age(cm, now)]
+
+
+def _secret_row(secret: dict, now: float) -> list[Cell]:
+    return [_meta(secret).get("name", ""), secret.get("type") or "", len(secret.get("data") or {}), age(secret, now)]
+
+
+def _service_account_row(sa: dict, now: float) -> list[Cell]:
+    return [_meta(sa).get("name", ""), len(sa.get("secrets") or []), age(sa, now)]
+
+
 def _default_row(obj: dict, now: float) -> list[Cell]:
     return [_meta(obj).get("name", ""), _meta(obj).get("creationTimestamp") or ""]
 
@@ -483,6 +525,26 @@ EVENT = Printer((
     Column("Count", (_CORE + "Event", "count"), priority=1),
     Column("Name", (_META, "name"), format="name", priority=1),
 ), _event_row)
+
+CONFIG_MAP = Printer((_NAME, Column("Data", (_CORE + "ConfigMap", "data")), _AGE), _config_map_row)
+
+SECRET = Printer((
+    _NAME, Column("Type", (_CORE + "Secret", "type")), Column("Data", (_CORE + "Secret", "data")), _AGE,
+), _secret_row)
+
+SERVICE_ACCOUNT = Printer((_NAME, Column("Secrets", (_CORE + "ServiceAccount", "secrets")), _AGE),
+                          _service_account_row)
+
+JOB = Printer((
+    _NAME,
+    Column("Status", "Status of the job."),
+    Column("Completions", ("io.k8s.api.batch.v1.JobStatus", "succeeded")),
+    Column("Duration", "Time required to complete the job."),
+    _AGE,
+    _TEMPLATE_CONTAINERS,
+    _TEMPLATE_IMAGES,
+    Column("Selector", ("io.k8s.api.batch.v1.JobSpec", "selector"), priority=1),
+), _job_row)
 
 # kube-apiserver's table for a kind without its own printer (rest.NewDefaultTableConvertor).
 DEFAULT = Printer((_NAME, Column("Created At", (_META, "creationTimestamp"), type="date")), _default_row)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from podnet.api import kinds, manifests, printers
+from podnet.api import base64data, kinds, lastapplied, manifests, printers
 from podnet.api.kinds import Kind
 from podnet.cli.common import (
     HomeOption,
@@ -26,34 +25,45 @@ from podnet.cli.common import (
 from podnet.client import ApiClient, ApiError
 
 NamespaceOption = typer.Option(None, "--namespace", "-n", help="Namespace (default: default).")
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-# Go's encoding/json escapes these in strings; kubectl's annotation is written by it.
-_GO_JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
-                                  "\u2029": "\\u2029"})
 
 
-def _read_manifests(paths: list[str]) -> list[dict]:
-    objects: list[dict] = []
+def _manifest_files(path: Path, recursive: bool) -> list[Path]:
+    """A file as given; a directory's .yaml, .yml and .json files, those of its subdirectories with -R."""
+    if not path.is_dir():
+        return [path]
+    found = sorted(path.rglob("*") if recursive else path.iterdir())
+    return [f for f in found if f.suffix in (".yaml", ".yml", ".json") and f.is_file()]
+
+
+def _read_manifests(paths: list[str], recursive: bool = False) -> list[tuple[manifests.Manifest, str]]:
+    read: list[tuple[manifests.Manifest, str]] = []
     for path in paths:
         if path == "-":
-            objects += manifests.load(sys.stdin.read(), "<stdin>")
+            read.append((manifests.read(sys.stdin.read(), "STDIN"), "STDIN"))
             continue
-        p = Path(path)
-        files = sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml", ".json")) if p.is_dir() else [p]
-        for f in files:
+        for f in _manifest_files(Path(path), recursive):
             try:
                 text = f.read_text()
             except OSError as exc:
                 raise manifests.ManifestError(f"{f}: {exc.strerror}") from None
-            objects += manifests.load(text, str(f))
-    return objects
+            read.append((manifests.read(text, str(f)), str(f)))
+    return read
 
 
-def _load_or_exit(paths: list[str]) -> list[dict]:
+def _load_or_exit(paths: list[str], recursive: bool = False) -> list[tuple[manifests.Manifest, str]]:
     try:
-        return _read_manifests(paths)
+        return _read_manifests(paths, recursive)
     except manifests.ManifestError as exc:
         raise fail(f"error: {exc}") from None
+
+
+def _objects_or_exit(paths: list[str]) -> list[dict]:
+    """The objects of the manifests, for commands that act on all of them or none (delete)."""
+    read = _load_or_exit(paths)
+    errors = [error for manifest, _ in read for error in manifest.errors]
+    if errors:
+        raise fail(f"error: {errors[0]}")
+    return [obj for manifest, _ in read for obj in manifest.objects]
 
 
 def _ref(kind: Kind, obj: dict) -> str:
@@ -61,42 +71,32 @@ def _ref(kind: Kind, obj: dict) -> str:
     return f"{kind.singular}{group}/{obj['metadata']['name']}"
 
 
-def last_applied_configuration(obj: dict) -> str:
-    """What kubectl apply records of a manifest in its last-applied-configuration annotation, byte for byte:
-    the object without that annotation (and with `annotations: {}` when it has none), as Go's encoder writes
-    it (keys sorted, no spaces, HTML characters escaped, a final newline). kubectl apply of the same manifest
-    then finds nothing to change, and no missing annotation to warn of."""
-    recorded = copy.deepcopy(obj)
-    annotations = recorded.setdefault("metadata", {}).get("annotations") or {}
-    recorded["metadata"]["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
-    text = json.dumps(recorded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.translate(_GO_JSON_ESCAPES) + "\n"
-
-
 async def apply_object(client: ApiClient, obj: dict, namespace: str | None) -> str:
-    """Creates the object, or updates the existing one with a strategic merge patch of the manifest (fields
-    the server set, such as a clusterIP or a nodePort, stay); says created, configured or unchanged. Records
-    the manifest as kubectl apply does, so that kubectl can apply over what podnet applied."""
+    """kubectl apply's client side: creates the object with the last-applied annotation, or patches the
+    live one by a three-way strategic merge of what was applied last, the manifest and the live object
+    (fields the server set, such as a clusterIP, stay; fields removed from the manifest go); says
+    created, configured or unchanged. The annotation is kubectl's own, so either tool may apply next."""
     kind = kinds.for_object(obj)
     meta = obj.setdefault("metadata", {})
     if kind.namespaced:
         meta["namespace"] = meta.get("namespace") or namespace or "default"
-    meta["annotations"] = {**(meta.get("annotations") or {}), LAST_APPLIED: last_applied_configuration(obj)}
     ns = meta.get("namespace") if kind.namespaced else None
+    modified = lastapplied.annotated(obj)
     if not meta.get("name"):
-        created = await client.create(obj, ns)
+        created = await client.create(modified, ns)
         return f"{_ref(kind, created)} created"
     try:
-        existing = await client.get(kind, meta["name"], ns)
+        current = await client.get(kind, meta["name"], ns)
     except ApiError as exc:
         if exc.code != 404:
             raise
-        await client.create(obj, ns)
+        await client.create(modified, ns)
         return f"{_ref(kind, obj)} created"
-    patch = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
-    patched = await client.patch(kind, meta["name"], patch, namespace=ns, patch_type="strategic")
-    same = patched["metadata"].get("resourceVersion") == existing["metadata"].get("resourceVersion")
-    return f"{_ref(kind, obj)} {'unchanged' if same else 'configured'}"
+    patch = lastapplied.three_way_patch(kind, lastapplied.last_applied(current), modified, current)
+    if not patch:
+        return f"{_ref(kind, obj)} unchanged"
+    await client.patch(kind, meta["name"], patch, namespace=ns, patch_type="strategic")
+    return f"{_ref(kind, obj)} configured"
 
 
 def _print_objects(kind: Kind, objects: list[dict], output: str | None, with_namespace: bool) -> None:
@@ -134,7 +134,10 @@ def _describe(obj: dict) -> str:
             lines += ["  " + line for line in dumped.rstrip().splitlines()]
     for key in ("data", "endpoints", "ports", "subsets", "addressType"):
         if key in obj:
-            dumped = yaml.safe_dump({key: obj[key]}, sort_keys=False, default_flow_style=False)
+            value = obj[key]
+            if key == "data" and obj.get("kind") == "Secret":  # sizes only, as kubectl describe shows them
+                value = {k: f"{len(base64data.decode(v))} bytes" for k, v in sorted(value.items())}
+            dumped = yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=False)
             lines += dumped.rstrip().splitlines()
     return "\n".join(lines)
 
@@ -144,17 +147,29 @@ def register(app: typer.Typer) -> None:
     @async_command
     async def apply(
         filename: list[str] = typer.Option(..., "--filename", "-f", help="File, directory or - for stdin."),
+        recursive: bool = typer.Option(False, "--recursive", "-R", help="Also the manifests in subdirectories."),
         namespace: str | None = NamespaceOption,
         server: str | None = ServerOption,
         token: str | None = TokenOption,
         kubeconfig: Path | None = KubeconfigOption,
         home: Path | None = HomeOption,
     ) -> None:
-        """Create or update objects from YAML or JSON manifests, like kubectl apply."""
-        objects = _load_or_exit(filename)
+        """Create or update objects from YAML or JSON manifests, like kubectl apply: every object that can
+        be applied is, and each one that cannot is one error line; the exit code is 1 if any failed."""
+        read = _load_or_exit(filename, recursive)
+        errors = [f"error: {error}" for manifest, _ in read for error in manifest.errors]
         async with client_for(server, token, kubeconfig) as client:
-            for obj in objects:
-                typer.echo(await apply_object(client, obj, namespace))
+            for manifest, source in read:
+                for obj in manifest.objects:
+                    try:
+                        typer.echo(await apply_object(client, obj, namespace))
+                    except ApiError as exc:
+                        if exc.code in (0, 401):
+                            raise  # the server is out of reach or refuses us: nothing else will apply either
+                        reason = f" ({exc.reason})" if exc.reason else ""
+                        errors.append(f'Error from server{reason}: error when applying "{source}": {exc}')
+        if errors:
+            raise fail("\n".join(errors))
 
     @app.command()
     @async_command
@@ -264,7 +279,7 @@ def register(app: typer.Typer) -> None:
             grace_period = 0
         targets: list[tuple[Kind, str, str | None]] = []
         if filename:
-            for obj in _load_or_exit(filename):
+            for obj in _objects_or_exit(filename):
                 k = kinds.for_object(obj)
                 ns = (obj["metadata"].get("namespace") or namespace or "default") if k.namespaced else None
                 targets.append((k, obj["metadata"]["name"], ns))

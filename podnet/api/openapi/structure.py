@@ -17,6 +17,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from podnet.api import base64data
 from podnet.api.openapi import REF_PREFIX, definitions
 
 _QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
@@ -140,6 +141,8 @@ class _Decoder:
         ok = ok and any(isinstance(value, _JSON_TYPES[choice]) for choice in choices)  # type: ignore[arg-type]
         if not ok:
             self.mismatch(value, named, struct, field_path)
+        elif schema.get("format") == "byte" and self.result.type_error is None:
+            self.result.type_error = base64data.error(value)  # type: ignore[arg-type]
         return value
 
     def _object(self, value: Members, schema: dict, struct: str, field_path: str, path: str) -> dict:
