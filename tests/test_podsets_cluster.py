@@ -95,6 +95,18 @@ async def test_statefulset_and_daemonset_through_kubectl(local_cluster):
     out = await eventually(ds_table, 30, "kubectl get ds shows two ready daemon pods")
     assert out.splitlines()[0].split() == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE",
                                            "SELECTOR", "AGE"]
+    rolled = await kubectl.arun("rollout", "status", "-n", NAMESPACE, "ds/logs", "--timeout=30s", timeout=60)
+    assert (rolled.returncode, rolled.stdout) == (0, 'daemon set "logs" successfully rolled out\n'), rolled
+
+    # Scaling down removes the highest ordinals; db-0 stays.
+    scaled = await kubectl.arun("scale", "-n", NAMESPACE, "sts/db", "--replicas", "1")
+    assert scaled.returncode == 0, scaled
+
+    async def only_db_0() -> bool:
+        pods = (await cluster.client.list("pods", NAMESPACE, label_selector="app=db")).get("items") or []
+        return [p["metadata"]["name"] for p in pods] == ["db-0"]
+
+    await eventually(only_db_0, 30, "db-1 and db-2 gone, db-0 kept")
 
 
 GRACE = 2.0  # seconds without heartbeats before a node is NotReady
