@@ -149,6 +149,33 @@ def default_replica_set(obj: dict) -> None:
     default_pod_spec(_dict(_dict(spec, "template"), "spec"))
 
 
+def default_stateful_set(obj: dict) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = _dict(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        _dict(strategy, "rollingUpdate").setdefault("partition", 0)
+    retention = _dict(spec, "persistentVolumeClaimRetentionPolicy")
+    retention.setdefault("whenDeleted", "Retain")
+    retention.setdefault("whenScaled", "Retain")
+    default_pod_spec(_dict(_dict(spec, "template"), "spec"))
+
+
+def default_daemon_set(obj: dict) -> None:
+    spec = _dict(obj, "spec")
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = _dict(spec, "updateStrategy")
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = _dict(strategy, "rollingUpdate")
+        rolling.setdefault("maxUnavailable", 1)
+        rolling.setdefault("maxSurge", 0)
+    default_pod_spec(_dict(_dict(spec, "template"), "spec"))
+
+
 # The labels a Job's generated selector and its pods carry (batch/v1 types.go), legacy names included.
 JOB_NAME_LABELS = ("job-name", "batch.kubernetes.io/job-name")
 JOB_UID_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid")
@@ -192,6 +219,8 @@ DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "EndpointSlice": default_endpoint_slice,
     "Deployment": default_deployment,
     "ReplicaSet": default_replica_set,
+    "StatefulSet": default_stateful_set,
+    "DaemonSet": default_daemon_set,
     "Secret": default_secret,
     "Job": default_job,
 }

@@ -30,6 +30,8 @@ _PRESENT: dict[str, frozenset[str]] = {
     "Pod": frozenset({"spec", "spec.containers", "status"}),
     "Deployment": frozenset({"spec", "spec.strategy", "status", *_POD_TEMPLATE}),
     "ReplicaSet": frozenset({"spec", "status", *_POD_TEMPLATE}),
+    "StatefulSet": frozenset({"spec", "status", *_POD_TEMPLATE}),
+    "DaemonSet": frozenset({"spec", "spec.updateStrategy", "status", *_POD_TEMPLATE}),
     "Service": frozenset({"spec", "status", "status.loadBalancer"}),
     "NetworkPolicy": frozenset({"spec", "spec.podSelector"}),
     "Node": frozenset({"spec", "status", "status.daemonEndpoints", "status.nodeInfo"}),

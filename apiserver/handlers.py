@@ -85,7 +85,7 @@ from podnet.api.kinds import KINDS, Kind, lookup
 log = logging.getLogger(__name__)
 # The kinds whose registry strategy in kube-apiserver 1.31 starts metadata.generation at 1 and counts spec
 # changes; Pods, Services, Nodes, Namespaces and Leases have none.
-GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "NetworkPolicy"})
+GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy"})
 
 T = TypeVar("T")
 

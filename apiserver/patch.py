@@ -87,6 +87,8 @@ MERGE_KEYS: dict[str, dict[str, str | None]] = {
     | {"status.conditions": "type", "status.podIPs": "ip", "status.containerStatuses": "name"},
     "Deployment": _WORKLOAD_KEYS,
     "ReplicaSet": _WORKLOAD_KEYS,
+    "StatefulSet": _WORKLOAD_KEYS,
+    "DaemonSet": _WORKLOAD_KEYS,
     "Service": _METADATA_KEYS | {"spec.ports": "port", "status.conditions": "type"},
     "Node": _METADATA_KEYS | {"status.conditions": "type", "status.addresses": "type"},
     "Namespace": _METADATA_KEYS | {"status.conditions": "type"},

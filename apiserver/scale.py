@@ -1,4 +1,4 @@
-"""The `scale` subresource of Deployments and ReplicaSets, as kube-apiserver serves it.
+"""The `scale` subresource of Deployments, ReplicaSets and StatefulSets, as kube-apiserver serves it.
 
 `GET .../deployments/{name}/scale` answers an `autoscaling/v1` Scale: the object's identity, `spec.replicas`,
 and `status.replicas` with `status.selector` (the label selector in its string form, which is how
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from podnet.apiserver.handlers import Resources
 
-SCALABLE = frozenset({"Deployment", "ReplicaSet"})
+SCALABLE = frozenset({"Deployment", "ReplicaSet", "StatefulSet"})
 SCALE = Kind("Scale", "autoscaling", "v1", "scale", True)
 
 

@@ -578,14 +578,20 @@ def _check_nonnegative(errors: Errors, field: str, value: object) -> None:
         errors.invalid(field, value, "must be greater than or equal to 0")
 
 
-def _validate_workload_spec(errors: Errors, spec: dict) -> None:
+def _validate_workload_spec(errors: Errors, spec: dict, kind_word: str = "deployment") -> None:
     """What Deployments and ReplicaSets share (ValidateReplicaSetSpec, ValidateDeploymentSpec): replicas,
-    a non-empty selector that picks the template's labels, a template whose pods restart Always."""
+    and what every workload has (`_validate_template_spec`)."""
     replicas = spec.get("replicas")
     if not _is_int(replicas) or replicas < 0:
         errors.invalid("spec.replicas", replicas, "must be greater than or equal to 0")
+    _validate_template_spec(errors, spec, kind_word)
+
+
+def _validate_template_spec(errors: Errors, spec: dict, kind_word: str) -> None:
+    """minReadySeconds, a non-empty selector that picks the template's labels, a template whose pods
+    restart Always."""
     _check_nonnegative(errors, "spec.minReadySeconds", spec.get("minReadySeconds"))
-    _validate_selected_template(errors, spec, ("Always",), empty_selector="deployment")
+    _validate_selected_template(errors, spec, ("Always",), empty_selector=kind_word)
 
 
 def _validate_selected_template(errors: Errors, spec: dict, restart_policies: tuple[str, ...], *,
@@ -679,6 +685,51 @@ def validate_replica_set(errors: Errors, obj: dict, limits: Limits) -> None:
     _workload_spec(errors, obj)
 
 
+def _spec_of(errors: Errors, obj: dict) -> dict | None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errors.required("spec")
+        return None
+    return spec
+
+
+def validate_stateful_set(errors: Errors, obj: dict, limits: Limits) -> None:
+    """ValidateStatefulSetSpec, in its order, without volume claim templates (podnet has no volumes)."""
+    spec = _spec_of(errors, obj)
+    if spec is None:
+        return
+    policy = spec.get("podManagementPolicy")
+    if policy not in ("OrderedReady", "Parallel"):
+        errors.not_supported("spec.podManagementPolicy", policy, ("OrderedReady", "Parallel"))
+    strategy = spec.get("updateStrategy") if isinstance(spec.get("updateStrategy"), dict) else {}
+    kind = strategy.get("type")
+    if kind == "OnDelete" and strategy.get("rollingUpdate") is not None:
+        errors.invalid("spec.updateStrategy.rollingUpdate", strategy["rollingUpdate"],
+                       "only allowed for updateStrategy 'RollingUpdate'")
+    elif kind == "RollingUpdate":
+        _check_nonnegative(errors, "spec.updateStrategy.rollingUpdate.partition",
+                           (strategy.get("rollingUpdate") or {}).get("partition"))
+    elif kind != "OnDelete":
+        errors.not_supported("spec.updateStrategy.type", kind, ("OnDelete", "RollingUpdate"))
+    _check_nonnegative(errors, "spec.ordinals.start", (spec.get("ordinals") or {}).get("start"))
+    _validate_workload_spec(errors, spec, "statefulset")
+
+
+def validate_daemon_set(errors: Errors, obj: dict, limits: Limits) -> None:
+    spec = _spec_of(errors, obj)
+    if spec is None:
+        return
+    _validate_template_spec(errors, spec, "daemonset")
+    strategy = spec.get("updateStrategy") if isinstance(spec.get("updateStrategy"), dict) else {}
+    kind = strategy.get("type")
+    if kind == "RollingUpdate":
+        rolling = strategy.get("rollingUpdate") if isinstance(strategy.get("rollingUpdate"), dict) else {}
+        _int_or_percent(errors, "spec.updateStrategy.rollingUpdate.maxUnavailable", rolling.get("maxUnavailable", 1))
+        _int_or_percent(errors, "spec.updateStrategy.rollingUpdate.maxSurge", rolling.get("maxSurge", 0))
+    elif kind != "OnDelete":
+        errors.not_supported("spec.updateStrategy.type", kind, ("OnDelete", "RollingUpdate"))
+
+
 def validate_job(errors: Errors, obj: dict, limits: Limits) -> None:
     """ValidateJobSpec: counts not negative, pods that restart OnFailure or Never."""
     spec = obj.get("spec")
@@ -700,6 +751,8 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Lease": validate_lease,
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replica_set,
+    "StatefulSet": validate_stateful_set,
+    "DaemonSet": validate_daemon_set,
     "ConfigMap": configkinds.validate_config_map,
     "Secret": configkinds.validate_secret,
     "Job": validate_job,
@@ -752,11 +805,28 @@ def validate_selector_update(errors: Errors, old: dict, new: dict) -> None:
         errors.invalid("spec.selector", new_selector, "field is immutable")
 
 
+_STATEFUL_SET_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                         "minReadySeconds")
+
+
+def validate_stateful_set_update(errors: Errors, old: dict, new: dict) -> None:
+    """ValidateStatefulSetUpdate: only a few fields of the spec may change."""
+    def fixed(obj: dict) -> dict:
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        return {k: v for k, v in spec.items() if k not in _STATEFUL_SET_MUTABLE}
+    if fixed(old) != fixed(new):
+        errors.forbidden("spec", "updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                                 "'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and "
+                                 "'minReadySeconds' are forbidden")
+
+
 UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
     "Pod": validate_pod_update,
     "Service": validate_service_update,
     "Deployment": validate_selector_update,
     "ReplicaSet": validate_selector_update,
+    "StatefulSet": validate_stateful_set_update,
+    "DaemonSet": validate_selector_update,
     "ConfigMap": configkinds.validate_config_map_update,
     "Secret": configkinds.validate_secret_update,
     "Job": validate_selector_update,

@@ -2,8 +2,8 @@
 `podnet.client`, exactly as a separate controller-manager would.
 
 `run_all(client, config)` runs them all until cancelled. The pure decisions live in `allocators`,
-`scheduling`, `endpointslices`, `nodelifecycle`, `replicasets`, `deployments` and `garbagecollection`; the
-loops in `loops` and `workloads`, over `runner`.
+`scheduling`, `endpointslices`, `nodelifecycle`, `replicasets`, `deployments`, `statefulsets`, `daemonsets`
+and `garbagecollection`; the loops in `loops`, `workloads` and `podsets`, over `runner`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _informers(client: ApiClient) -> dict[str, Informer]:
     """One informer per kind, shared by every controller that reads it."""
     informers = {plural: Informer(client, plural) for plural in (
         "namespaces", "nodes", "pods", "services", "endpoints", "endpointslices", "deployments",
-        "replicasets", "serviceaccounts", "jobs")}
+        "replicasets", "statefulsets", "daemonsets", "serviceaccounts", "jobs")}
     informers["leases"] = Informer(client, "leases", NODE_LEASE_NAMESPACE)
     add_collector_informers(client, informers)
     return informers

@@ -15,6 +15,7 @@ from . import endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
 from .collector import GarbageCollector, PodGarbageCollector
 from .jobcontroller import Jobs
+from .podsets import DaemonSets, StatefulSets
 from .runner import Controller, Settings, now_timestamp
 from .serviceaccounts import ServiceAccounts
 from .workloads import Deployments, ReplicaSets
@@ -340,5 +341,5 @@ class NodeLifecycle(Controller):
 
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
-                                             ReplicaSets, Deployments, GarbageCollector, PodGarbageCollector,
-                                             ServiceAccounts, Jobs)
+                                             ReplicaSets, Deployments, StatefulSets, DaemonSets, GarbageCollector,
+                                             PodGarbageCollector, ServiceAccounts, Jobs)

@@ -153,6 +153,12 @@ class PodOwners(_Workloads):
     def expected_store(self) -> dict[str, dict]:
         return self.store("pods")
 
+    def created(self, owner: dict, pod_name: str) -> None:
+        pod_created(self.events, owner, pod_name)
+
+    def deleted(self, owner: dict, pod_name: str) -> None:
+        pod_deleted(self.events, owner, pod_name)
+
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind == self.needs[0]:
             self.mark([_key(new or old or {})])
@@ -179,11 +185,11 @@ class PodOwners(_Workloads):
             made = await self.write(f"create pod for {key}", self.client.create(pod))
             if made:
                 created.add(made["metadata"]["name"])
-                pod_created(self.events, owner, made["metadata"]["name"])
+                self.created(owner, made["metadata"]["name"])
         for name in plan.delete:
             if await self.write(f"delete pod {namespace}/{name}", self.client.delete("pods", name, namespace)) is not None:
                 removed.add(name)
-                pod_deleted(self.events, owner, name)
+                self.deleted(owner, name)
         self.expectations.expect(key, created, removed)
         return True
 

@@ -332,6 +332,21 @@ def _replica_set_row(rs: dict, now: float) -> list[Cell]:
             status.get("readyReplicas", 0), age(rs, now), names, images, format_label_selector(spec.get("selector"))]
 
 
+def _stateful_set_row(sts: dict, now: float) -> list[Cell]:
+    names, images = _containers(sts)
+    return [_meta(sts).get("name", ""), f"{_status(sts).get('readyReplicas', 0)}/{_spec(sts).get('replicas', _DEFAULT_REPLICAS)}",
+            age(sts, now), names, images]
+
+
+def _daemon_set_row(ds: dict, now: float) -> list[Cell]:
+    spec, status = _spec(ds), _status(ds)
+    names, images = _containers(ds)
+    node_selector = ((spec.get("template") or {}).get("spec") or {}).get("nodeSelector")
+    return [_meta(ds).get("name", ""), status.get("desiredNumberScheduled", 0), status.get("currentNumberScheduled", 0),
+            status.get("numberReady", 0), status.get("updatedNumberScheduled", 0), status.get("numberAvailable", 0),
+            format_labels(node_selector), age(ds, now), names, images, format_label_selector(spec.get("selector"))]
+
+
 def _lease_row(lease: dict, now: float) -> list[Cell]:
     return [_meta(lease).get("name", ""), _spec(lease).get("holderIdentity") or "", age(lease, now)]
 
@@ -426,6 +441,11 @@ _AGE = Column("Age", (_META, "creationTimestamp"))
 _TEMPLATE_CONTAINERS = Column("Containers", "Names of each container in the template.", priority=1)
 _TEMPLATE_IMAGES = Column("Images", "Images referenced by each container in the template.", priority=1)
 
+def _age_and_template(spec_definition: str) -> tuple[Column, ...]:
+    """The last columns of a workload with a pod template and a selector."""
+    return (_AGE, _TEMPLATE_CONTAINERS, _TEMPLATE_IMAGES, Column("Selector", (spec_definition, "selector"), priority=1))
+
+
 POD = Printer((
     _NAME,
     Column("Ready", "The aggregate readiness state of this pod for accepting traffic."),
@@ -483,10 +503,7 @@ DEPLOYMENT = Printer((
     Column("Ready", "Number of the pod with ready state"),
     Column("Up-to-date", (_APPS + "DeploymentStatus", "updatedReplicas")),
     Column("Available", (_APPS + "DeploymentStatus", "availableReplicas")),
-    _AGE,
-    _TEMPLATE_CONTAINERS,
-    _TEMPLATE_IMAGES,
-    Column("Selector", (_APPS + "DeploymentSpec", "selector"), priority=1),
+    *_age_and_template(_APPS + "DeploymentSpec"),
 ), _deployment_row)
 
 REPLICA_SET = Printer((
@@ -494,11 +511,23 @@ REPLICA_SET = Printer((
     Column("Desired", (_APPS + "ReplicaSetSpec", "replicas"), type="integer"),
     Column("Current", (_APPS + "ReplicaSetStatus", "replicas"), type="integer"),
     Column("Ready", (_APPS + "ReplicaSetStatus", "readyReplicas"), type="integer"),
-    _AGE,
-    _TEMPLATE_CONTAINERS,
-    _TEMPLATE_IMAGES,
-    Column("Selector", (_APPS + "ReplicaSetSpec", "selector"), priority=1),
+    *_age_and_template(_APPS + "ReplicaSetSpec"),
 ), _replica_set_row)
+
+STATEFUL_SET = Printer((
+    _NAME, Column("Ready", "Number of the pod with ready state"), _AGE, _TEMPLATE_CONTAINERS, _TEMPLATE_IMAGES,
+), _stateful_set_row)
+
+DAEMON_SET = Printer((
+    _NAME,
+    Column("Desired", (_APPS + "DaemonSetStatus", "desiredNumberScheduled"), type="integer"),
+    Column("Current", (_APPS + "DaemonSetStatus", "currentNumberScheduled"), type="integer"),
+    Column("Ready", (_APPS + "DaemonSetStatus", "numberReady"), type="integer"),
+    Column("Up-to-date", (_APPS + "DaemonSetStatus", "updatedNumberScheduled"), type="integer"),
+    Column("Available", (_APPS + "DaemonSetStatus", "numberAvailable"), type="integer"),
+    Column("Node Selector", (_CORE + "PodSpec", "nodeSelector")),
+    *_age_and_template(_APPS + "DaemonSetSpec"),
+), _daemon_set_row)
 
 LEASE = Printer((_NAME, Column("Holder", ("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")), _AGE), _lease_row)
 
