@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.kubectl import podnet_environment, podnet_up
+from support.kubectl import KUBECTL_MISSING, podnet_environment, podnet_up
 
 from podnet import kubeconfig, pki
 from podnet.cluster import credentials
@@ -22,7 +21,7 @@ from podnet.cluster import credentials
 PREFIX = "127.0.80"
 IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.47"
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+pytestmark = pytest.mark.skipif(KUBECTL_MISSING, reason="kubectl is not on PATH")
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import yaml
-from support.kubectl import PODNET, Kubectl, podnet_environment, podnet_up
+from support.kubectl import KUBECTL_MISSING, PODNET, Kubectl, podnet_environment, podnet_up
 
 from podnet.api.lastapplied import ANNOTATION as LAST_APPLIED
 from podnet.api.lastapplied import recorded as last_applied_configuration
@@ -28,7 +27,7 @@ AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.47"
 VIEWER = ("viola", ("view",))
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")]
+              pytest.mark.skipif(KUBECTL_MISSING, reason="kubectl is not on PATH")]
 
 # The Deployment of the docs' "Deployments" page, the Service and the NetworkPolicy of "Declare Network
 # Policy" (only pods labelled access=true may reach nginx), as a user copies them into one file.

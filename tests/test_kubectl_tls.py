@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support.kubectl import KUBECTL_MISSING
 
 from podnet import kubeconfig, pki
 from podnet.cluster import credentials
@@ -23,7 +23,7 @@ PREFIX = "127.0.60"
 PODNET = [sys.executable, "-m", "podnet"]
 UNAUTHORIZED = "error: You must be logged in to the server (Unauthorized)\n"
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+pytestmark = pytest.mark.skipif(KUBECTL_MISSING, reason="kubectl is not on PATH")
 
 
 @pytest.fixture(scope="module")

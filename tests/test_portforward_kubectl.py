@@ -10,7 +10,6 @@ import contextlib
 import datetime
 import os
 import re
-import shutil
 import socket
 import ssl
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from support.kubectl import KUBECTL_MISSING
 from support.local_cluster import AGNHOST, LocalCluster, eventually, pod_on
 
 from podnet import kubeconfig, pki
@@ -118,7 +118,7 @@ WEB_SERVICE = {
 }
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None or shutil.which("curl") is None, reason="needs kubectl and curl")
+@pytest.mark.skipif(KUBECTL_MISSING, reason="kubectl is not on PATH")
 async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path):
     cluster = await local_cluster("127.0.90", nodes=2)
     admin, viewer = cluster.home / "kubeconfig", viewer_kubeconfig(cluster, tmp_path / "viewer.kubeconfig")
@@ -238,7 +238,7 @@ async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path
 
 
 @pytest.mark.root
-@pytest.mark.skipif(shutil.which("kubectl") is None or shutil.which("curl") is None, reason="needs kubectl and curl")
+@pytest.mark.skipif(KUBECTL_MISSING, reason="kubectl is not on PATH")
 async def test_kubectl_port_forward_reaches_a_netns_pods_localhost(local_cluster, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
