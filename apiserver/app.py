@@ -41,6 +41,7 @@ from podnet.api.kinds import KINDS
 from podnet.client import ApiClient, component_agent
 from podnet.pki import load_certificates
 from podnet.process import metrics_response
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +222,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         if config.event_ttl > 0:
             tasks.append(asyncio.create_task(expire_events(store, config.event_ttl), name="event expiry"))
         yield
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
         await hub.close()
 
     app.cleanup_ctx.append(background)
