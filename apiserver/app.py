@@ -23,6 +23,7 @@ import yarl
 from aiohttp import web
 from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
+from podnet.apiserver.claimstore import repair_periodically
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE
@@ -223,6 +224,9 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
                  asyncio.create_task(resources.rbac.run(), name="rbac cache")]
         if config.compaction_interval > 0:
             tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
+        if config.allocation_repair_interval > 0:
+            tasks.append(asyncio.create_task(
+                repair_periodically(resources.repair_claims, config.allocation_repair_interval), name="allocation repair"))
         if config.event_ttl > 0:
             tasks.append(asyncio.create_task(expire_events(store, config.event_ttl), name="event expiry"))
         yield

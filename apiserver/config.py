@@ -44,6 +44,8 @@ class ApiServerConfig:
     service_cidr: str = "10.96.0.0/12"
     cluster_cidr: str = "10.244.0.0/16"
     node_port_range: tuple[int, int] = (30000, 32767)
+    # Seconds between passes of the ClusterIP/NodePort claim repair (kube-apiserver's runs every 3 minutes).
+    allocation_repair_interval: float = 60.0
     # kube-apiserver compacts etcd every 5 minutes, to the revision it saw at the previous tick.
     compaction_interval: float = 300.0
     bookmark_interval: float = 60.0

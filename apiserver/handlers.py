@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
-from podnet.apiserver import deletion, fieldvalidation, protobuf, status, tables, yamlbody
+from podnet.apiserver import claims, deletion, fieldvalidation, protobuf, status, tables, yamlbody
 from podnet.apiserver.auth import User
+from podnet.apiserver.claimstore import ClaimStore, ClaimTaken
 from podnet.apiserver.codec import (
     JSON,
     MSGPACK,
@@ -36,7 +37,7 @@ from podnet.apiserver.codec import (
     to_storage,
 )
 from podnet.apiserver.config import ApiServerConfig
-from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
+from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations, service_key
 from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
@@ -210,6 +211,7 @@ class Resources:
         self._service_kind = lookup("services")
         self._service_lock = asyncio.Lock()
         self._allocations: IpAllocations | None = None
+        self.claims = ClaimStore(store, self._storage)  # what several API servers on one store agree on
         # Creates between their namespace check and their write, by namespace: a namespace deletion
         # sweeps only once those have landed, so nothing is created behind the sweep.
         self._creating: collections.Counter[str] = collections.Counter()
@@ -601,11 +603,19 @@ class Resources:
                 revision = await self._storage(self.store.create(key, value))
             else:
                 async with self._service_lock:
-                    admission = await self._admit_service(obj, None, dry_run=dry_run)
+                    for attempt in range(_CLAIM_ATTEMPTS):
+                        admission = await self._admit_service(obj, None, dry_run=dry_run)
+                        try:
+                            revision = await self._allocated_write(
+                                admission,
+                                None if dry_run else self._storage(self.store.create(key, to_storage(admission.service))),
+                            )
+                            break
+                        except ClaimTaken:
+                            if attempt == _CLAIM_ATTEMPTS - 1:
+                                raise status.conflict(kind, name, "its ClusterIP or NodePorts were taken by another "
+                                                      "API server meanwhile; please try again") from None
                     obj = admission.service
-                    revision = await self._allocated_write(
-                        admission, None if dry_run else self._storage(self.store.create(key, to_storage(obj)))
-                    )
                     if revision is None:
                         return respond(request, obj, 201)
         except AlreadyExists:
@@ -790,7 +800,10 @@ class Resources:
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
         async with self._service_lock:
             admission = await self._admit_service(new, old, dry_run=dry_run)
-            return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
+            try:
+                return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
+            except ClaimTaken:
+                raise _Raced() from None
 
     async def _finish_update(
         self, kind: Kind, name: str, current: KeyValue, old: dict, new: dict, admission: Admission | None, *, dry_run: bool
@@ -818,24 +831,41 @@ class Resources:
     # --- Service allocations ------------------------------------------------------------------------
 
     async def _service_allocations(self) -> IpAllocations:
+        """This server's view of what is allocated: the stored Services and every server's claims."""
         if self._allocations is None:
             kvs, _ = await self._storage(self.store.list(storage_prefix(self._service_kind)))
-            self._allocations = IpAllocations.from_services(
+            allocations = IpAllocations.from_services(
                 (json.loads(kv.value) for kv in kvs),
                 service_cidr=self.config.service_cidr,
                 node_port_range=self.config.node_port_range,
             )
+            claims.add_claims(allocations, await self.claims.list())
+            allocations.start_scans_at(random.randrange(1 << 32), random.randrange(1 << 16))
+            self._allocations = allocations
         return self._allocations
+
+    async def repair_claims(self) -> None:
+        kvs, _ = await self._storage(self.store.list(storage_prefix(self._service_kind)))
+        await self.claims.repair([json.loads(kv.value) for kv in kvs], service_cidr=self.config.service_cidr,
+                                 node_port_range=self.config.node_port_range)
 
     async def _admit_service(self, service: dict, old: dict | None, *, dry_run: bool) -> Admission:
         """Fills in and reserves the Service's ClusterIP and NodePorts; a request that cannot be met
         (an address or port taken, out of range) is 422 before anything is stored. A dry run works on
         a copy of the allocations, so that it reserves nothing and moves no allocator forward."""
+        fresh = self._allocations is None
         allocations = await self._service_allocations()
         if dry_run:
             allocations = copy.deepcopy(allocations)
         try:
-            return allocations.admit(service, old)
+            try:
+                return allocations.admit(service, old)
+            except AllocationError:
+                if fresh:
+                    raise
+                # Another API server may have freed what this view still counts as taken.
+                self._allocations = None
+                return await self._admit_service(service, old, dry_run=dry_run)
         except AllocationError as e:
             cause = Cause(e.field, "FieldValueInvalid", e.message)
             raise status.invalid(self._service_kind, str(service["metadata"].get("name") or ""), [cause]) from None
@@ -849,24 +879,40 @@ class Resources:
         if write is None:
             allocations.abort(admission)
             return None
+        needed = claims.admitted_keys(admission)
+        try:
+            await self.claims.take(needed, admission.key)
+        except BaseException as e:
+            write.close()  # type: ignore[attr-defined]
+            allocations.abort(admission)
+            if isinstance(e, ClaimTaken):
+                self._allocations = None  # stale: another server allocated meanwhile
+            raise
         try:
             result = await write
         except (ApiError, asyncio.CancelledError) as e:
             if isinstance(e, asyncio.CancelledError) or e.code == 503:
-                self._allocations = None  # the write may or may not have been applied
+                self._allocations = None  # the write may or may not have been applied; the repair settles claims
             else:
                 allocations.abort(admission)
+                await self.claims.give_back(needed, admission.key)
             raise
         except BaseException:
             allocations.abort(admission)
+            await self.claims.give_back(needed, admission.key)
             raise
         allocations.commit(admission)
+        await self.claims.give_back(claims.given_up_keys(admission), admission.key)
         return result
 
     async def _release_service(self, service: dict) -> None:
         async with self._service_lock:
             if self._allocations is not None:
                 self._allocations.release(service)
+            await self.claims.give_back(
+                claims.held_keys(service, service_cidr=self.config.service_cidr,
+                                 node_port_range=self.config.node_port_range),
+                service_key(service))
 
     @staticmethod
     def _keep_server_fields(kind: Kind, old: dict, new: dict) -> None:
@@ -1038,6 +1084,10 @@ class Resources:
         with contextlib.suppress(NotFound):
             await self._storage(self.store.delete(storage_key(ns_kind, None, name)))
         return terminating
+
+
+# A Service create whose admitted values another API server claimed first is admitted again this many times.
+_CLAIM_ATTEMPTS = 5
 
 
 class _Raced(Exception):
