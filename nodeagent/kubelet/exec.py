@@ -26,6 +26,7 @@ import termios
 from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
+from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.kubelet import channel, commands
 from podnet.nodeagent.kubelet.node import Kubelet, Target, bad_request
 
@@ -102,7 +103,7 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     streams = Streams(ws, tty)
     reader = asyncio.ensure_future(streams.read_client())
     try:
-        if target.pod.netns is not None:
+        if isinstance(target.pod, KernelPod):
             status = await _run_netns(target, argv, streams, stdin=_flag(request, "stdin"))
         else:
             status = await _run_virtual(kubelet, target, argv, streams)

@@ -28,6 +28,7 @@ from podnet.cli.common import (
 from podnet.cli.netns_exec import pod_namespace, run_in_namespace
 from podnet.client import ApiClient, ApiError
 from podnet.nodeagent.kubelet import commands
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, call_once
 
 NamespaceOption = typer.Option("default", "--namespace", "-n", help="Namespace of the pod.")
@@ -244,7 +245,7 @@ def probe(
             ip, _ = await _resolve_destination(client, dst, namespace)
         socket = agent_socket(obj["spec"]["nodeName"], agent_socket_path)
         params = {"src": f"{namespace_src}/{name}", "dst": ip, "port": port, "protocol": protocol, "timeout": timeout}
-        return ip, await call_once(socket, "probe", params, timeout=timeout + 30)
+        return ip, await call_once(socket, AgentMethod.PROBE, params, timeout=timeout + 30)
 
     ip, result = run_async(run())
     if result["ok"]:
@@ -312,12 +313,12 @@ def trace(
                     continue
                 watchers.append(watcher := await RpcClient(path).connect())
                 watch = {"src": src_ip, "matches": matches, "protocol": protocol, "timeout": timeout}
-                watches.append(asyncio.create_task(watcher.call("trace.watch", watch, timeout=timeout + 10)))
+                watches.append(asyncio.create_task(watcher.call(AgentMethod.TRACE_WATCH, watch, timeout=timeout + 10)))
                 # The agent starts calls in the order they arrive: once it has answered this ping, the
                 # watch is in place, before the probe's first packet leaves.
                 await watcher.call("ping")
             local = await call_once(
-                agent_socket(src_node, agent_socket_path), "trace", params, timeout=timeout + 30
+                agent_socket(src_node, agent_socket_path), AgentMethod.TRACE, params, timeout=timeout + 30
             )
             far = await _far_half(watches)
         finally:
@@ -357,7 +358,7 @@ def capture(
         with write.open("wb") as file:
             writer = pcap.PcapWriter(file, pcap.LinkType.ETHERNET)
             async with RpcClient(agent_socket(node, agent_socket_path)) as rpc:
-                async for item in rpc.stream("capture", {"count": count, "seconds": seconds}):
+                async for item in rpc.stream(AgentMethod.CAPTURE, {"count": count, "seconds": seconds}):
                     frame = pcap.underlay_frame(
                         item["data"], (item["src"], item["sport"]), (item["dst"], item["dport"]), identification=written
                     )
@@ -369,7 +370,8 @@ def capture(
     typer.echo(f"{written} datagrams written to {write}", err=True)
 
 
-DATAPLANE_TABLES = {"counters": "counters", "routes": "routes.list", "conntrack": "conntrack.list", "pods": "pods.list"}
+DATAPLANE_TABLES = {"counters": AgentMethod.COUNTERS, "routes": AgentMethod.ROUTES_LIST, "conntrack": AgentMethod.CONNTRACK_LIST,
+                    "pods": AgentMethod.PODS_LIST}
 
 
 def dataplane(

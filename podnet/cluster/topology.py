@@ -13,14 +13,12 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from podnet.backends import BACKENDS, POD_MODES, PROXY_MODES, routing_backend
 from podnet.cluster import credentials, kubelet_credentials
 from podnet.nodeagent.pods.netns import host_namespace
 
 STORES = ("sqlite", "etcd")
-BACKENDS = ("vxlan", "bgp")
-PROXY_MODES = ("iptables", "ipvs")
 LAYOUTS = ("loopback", "network", "netns")
-POD_MODES = ("virtual", "netns")
 # The control-plane components that get a host of their own in the "network" layout, by last octet.
 CONTROL_HOSTS = {"etcd": 2, "apiserver": 3, "dns": 4, "cloud-lb": 5}
 
@@ -237,7 +235,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
             Health(http=f"http://{node.address}:{metrics_port + 1}/healthz"),
             netns=netns,
         ))
-        if topo.backend == "bgp":
+        if routing_backend(topo.backend).runs_speaker:
             specs.append(ComponentSpec(
                 f"{node.name}/bgp",
                 ("bgp", "--node", node.name, "--address", node.address, "--port", str(topo.bgp_port), *api(f"{node.name}/bgp"),
