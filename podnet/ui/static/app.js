@@ -345,16 +345,18 @@ function renderMatrix() {
   const m = ui.matrix;
   const holder = clear($("matrix-grids"));
   const cell = Math.max(10, Math.min(26, Math.floor(620 / Math.max(1, m.pods.length))));
-  const label = Math.min(260, 7 * Math.max(...m.pods.map((p) => p.length)));
+  // One namespace: its pods by name alone.
+  const name = (pod) => (m.namespace ? pod.slice(m.namespace.length + 1) : pod);
+  const label = Math.min(260, 7 * Math.max(...m.pods.map((p) => name(p).length)));
   const index = Object.fromEntries(m.pods.map((p, i) => [p, i]));
   for (const combo of m.combinations) {
     const size = m.pods.length * cell;
     const svg = el("svg", { class: "canvas grid", "data-port": combo.port, "data-protocol": combo.protocol,
-      viewBox: `0 0 ${label + size + 20} ${label + size + 40}`, style: `max-width:${label + size + 20}px` });
+      viewBox: `0 0 ${1.5 * label + size + 20} ${label + size + 40}`, style: `max-width:${1.5 * label + size + 20}px` });
     svg.append(el("text", { x: 8, y: 18, "font-weight": 700, text: `${combo.port}/${combo.protocol}  (rows: from · columns: to)` }));
     m.pods.forEach((p, i) => {
-      svg.append(el("text", { x: label - 6, y: 30 + label + i * cell + cell * 0.7, "text-anchor": "end", "font-size": Math.min(12, cell - 2), text: short(p, 36) }));
-      svg.append(el("text", { transform: `translate(${label + i * cell + cell * 0.7}, ${label + 24}) rotate(-60)`, "font-size": Math.min(12, cell - 2), text: short(p, 36) }));
+      svg.append(el("text", { x: label - 6, y: 30 + label + i * cell + cell * 0.7, "text-anchor": "end", "font-size": Math.min(12, cell - 2), text: short(name(p), 36) }));
+      svg.append(el("text", { transform: `translate(${label + i * cell + cell * 0.7}, ${label + 24}) rotate(-60)`, "font-size": Math.min(12, cell - 2), text: short(name(p), 36) }));
     });
     for (const c of m.cells) {
       if (c.port !== combo.port || c.protocol !== combo.protocol) continue;
