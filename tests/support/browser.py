@@ -115,6 +115,32 @@ class Browser:
                 raise AssertionError(f"{what or expression}: not within {timeout}s")
             await asyncio.sleep(0.1)
 
+    async def click(self, selector: str) -> None:
+        """A real mouse click (pressed and released) at the middle of the first element `selector` finds."""
+        where = await self.evaluate(f"""(() => {{
+            const element = document.querySelector({json.dumps(selector)});
+            if (!element) return null;
+            element.scrollIntoView({{block: "center", inline: "center"}});
+            const box = element.getBoundingClientRect();
+            return [box.left + box.width / 2, box.top + box.height / 2];
+        }})()""")
+        if where is None:
+            raise AssertionError(f"nothing on the page matches {selector}")
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.send("Input.dispatchMouseEvent", {"type": kind, "x": where[0], "y": where[1], "button": "left",
+                                                         "clickCount": 1})
+
+    async def type(self, selector: str, text: str) -> None:
+        """Focuses the field `selector` finds, empties it and types `text` into it."""
+        await self.evaluate(f"(() => {{ const field = document.querySelector({json.dumps(selector)}); "
+                            "field.focus(); field.select && field.select(); return 1; })()")
+        await self.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": "Backspace", "code": "Backspace",
+                                                   "windowsVirtualKeyCode": 8})
+        await self.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": "Backspace", "code": "Backspace",
+                                                   "windowsVirtualKeyCode": 8})
+        if text:
+            await self.send("Input.insertText", {"text": text})
+
     async def open(self, url: str) -> None:
         await self.send("Page.navigate", {"url": url})
         await self.wait_for("document.readyState === 'complete'", what=f"{url} loads")
