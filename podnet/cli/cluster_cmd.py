@@ -126,6 +126,7 @@ def register(app: typer.Typer) -> None:
                                      "(real network namespaces that run real programs; root)."),
         insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve the API on plain HTTP with "
                                            "tokens (debugging only: kubectl sends no token over HTTP)."),
+        ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI (`podnet ui`)."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
@@ -140,7 +141,7 @@ def register(app: typer.Typer) -> None:
                 _home(home), nodes, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
-                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http,
+                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http, ui=ui,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
@@ -153,6 +154,8 @@ def register(app: typer.Typer) -> None:
             typer.echo("")
             raise fail(f"error: {exc}\n(the processes that did start are still running: `podnet down`)") from None
         typer.echo(f"cluster is up: API {topo.api_url}, kubeconfig {topo.home / 'kubeconfig'}")
+        if topo.ui:
+            typer.echo(f"  web UI {topo.ui_url}/ (log in with the token `podnet ui-token` prints; --viewer: read-only)")
         typer.echo(f"  try: podnet get nodes -o wide   |   export KUBECONFIG={topo.home / 'kubeconfig'}")
         if demo:
             from podnet.cluster.demo import run_demo

@@ -76,6 +76,11 @@ class Topology:
     host_mode: str = "local"  # "netns": each node's processes in namespace podnet-host-<node> on a bridge
     pod_mode: str = "virtual"  # the agents' default for pods without a podnet.io/pod-mode annotation
     insecure_http: bool = False  # the API server on plain HTTP, for debugging only
+    ui: bool = True  # the web UI (podnet/ui/), which reads the agents' sockets: local layouts only
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.control_address}:{self.api_port + 4}"
 
     @property
     def control_address(self) -> str:
@@ -153,6 +158,7 @@ def build(
         if nodes > 244:
             raise TopologyError("--nodes must be at most 244 on one /24")
         hosts = {component: f"{prefix}.{octet}" for component, octet in CONTROL_HOSTS.items()}
+        settings["ui"] = False
     specs = tuple(NodeSpec(f"node-{i}", f"{prefix}.{10 + i}") for i in range(1, nodes + 1))
     return Topology(home=home, nodes=specs, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
                     hosts=hosts, **settings)  # type: ignore[arg-type]
@@ -249,4 +255,13 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--address", topo.host("cloud-lb")),
         Health(http=f"http://{topo.host('cloud-lb')}:{topo.api_port + 3}/healthz"),
     ))
+    if topo.ui:
+        # A client of the API server with its users' tokens only: it has no credential of its own.
+        ca_option = () if ca is None else ("--ca-file", ca)
+        specs.append(ComponentSpec(
+            "ui",
+            ("ui", "--server", topo.api_url, *ca_option, "--home", str(topo.home), "--address", topo.control_address,
+             "--port", str(topo.api_port + 4)),
+            Health(http=f"{topo.ui_url}/healthz"),
+        ))
     return specs
