@@ -23,6 +23,7 @@ from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
+from podnet.apiserver.customresources import routes as custom_routes
 from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
@@ -209,13 +210,15 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     for path, handler in (("/healthz", probe), ("/readyz", probe), ("/livez", livez), ("/metrics", metrics_handler)):
         app.router.add_get(path, handler)
     _add_get_with_slash(app, "/version", version)
-    add_discovery_routes(app, request_host=config.host)
-    openapi.add_routes(app)
+    add_discovery_routes(app, request_host=config.host, custom_groups=resources.crds.groups)
+    openapi.add_routes(app, resources.crds.openapi_documents)
+    custom_routes.add_routes(app, resources)  # after every built-in path: they match any group
     fieldvalidation.install(app)
 
     async def background(app: web.Application):
         tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache"),
-                 asyncio.create_task(resources.rbac.run(), name="rbac cache")]
+                 asyncio.create_task(resources.rbac.run(), name="rbac cache"),
+                 asyncio.create_task(resources.crds.run(), name="custom resource definitions")]
         if config.compaction_interval > 0:
             tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
         if config.event_ttl > 0:
@@ -225,6 +228,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await resources.crds.close()
         await hub.close()
 
     app.cleanup_ctx.append(background)
@@ -308,7 +312,8 @@ def _add_get_with_slash(app: web.Application, path: str, handler: Callable[[web.
     app.router.add_get(path + "/", handler)
 
 
-def add_discovery_routes(app: web.Application, request_host: str) -> None:
+def add_discovery_routes(app: web.Application, request_host: str,
+                         custom_groups: Callable[[], dict[str, list[str]]] = dict) -> None:
     core_versions = sorted({k.version for k in KINDS if not k.group})
 
     def reply(body: dict) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -328,10 +333,13 @@ def add_discovery_routes(app: web.Application, request_host: str) -> None:
             f"/api/{version}", reply({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": version, "resources": _api_resources("", version)})
         )
     groups = _groups()
-    _add_get_with_slash(
-        app,
-        "/apis", reply({"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(name, versions) for name, versions in groups.items()]})
-    )
+    built_in = [_group(name, versions) for name, versions in groups.items()]
+
+    async def group_list(request: web.Request) -> web.Response:
+        custom = [_group(name, versions) for name, versions in custom_groups().items() if name not in groups]
+        return respond(request, {"kind": "APIGroupList", "apiVersion": "v1", "groups": built_in + custom})
+
+    _add_get_with_slash(app, "/apis", group_list)
     for name, versions in groups.items():
         _add_get_with_slash(app, f"/apis/{name}", reply({"kind": "APIGroup", "apiVersion": "v1"} | _group(name, versions)))
         for version in versions:
