@@ -235,7 +235,7 @@ def _prune(value: object, schema: dict, path: str, dropped: list[str], *, root: 
     result = {}
     for name, member in value.items():
         member_path = f"{path}.{name}" if path else name
-        if name in kept_as_is and name not in properties:
+        if name in kept_as_is:  # the server's: metadata is decoded as ObjectMeta, whatever the schema says
             result[name] = member
         elif name in properties and isinstance(properties[name], dict):
             result[name] = _prune(member, properties[name], member_path, dropped)
