@@ -14,6 +14,7 @@ from aiohttp import web
 from podnet.apiserver import status
 from podnet.apiserver.customresources.definitions import CustomResource
 from podnet.apiserver.handlers import RESOURCE_KEY, Resources, respond
+from podnet.apiserver.scale import ScaleRoutes
 
 from podnet.api.kinds import Kind
 
@@ -84,17 +85,24 @@ def add_routes(app: web.Application, resources: Resources) -> None:
         return {"GET": bound(resources.get), "PUT": bound(resources.update), "PATCH": bound(resources.patch),
                 "DELETE": bound(resources.delete)}
 
-    def status_subresource() -> dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]:
-        def bound(handler: Callable[..., Awaitable[web.StreamResponse]], **options: str) -> Callable:
+    scale = ScaleRoutes(resources)
+
+    def subresource() -> dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+        """`/status` and `/scale`, where the version's subresources enable them."""
+        def bound(on_status: Callable[..., Awaitable[web.StreamResponse]],
+                  on_scale: Callable[..., Awaitable[web.StreamResponse]], **options: str) -> Callable:
             async def route(request: web.Request) -> web.StreamResponse:
                 kind = kind_for(request, namespaced_path="namespace" in request.match_info)
-                if request.match_info["subresource"] != "status" or not kind.has_status:
-                    raise status.path_not_found(request.path)
-                return await handler(request, kind, **options)
+                name = request.match_info["subresource"]
+                if name == "status" and kind.has_status:
+                    return await on_status(request, kind, **options)
+                if name == "scale" and kind.custom.scale is not None:  # type: ignore[union-attr]
+                    return await on_scale(request, kind)
+                raise status.path_not_found(request.path)
             return route
 
-        return {"GET": bound(resources.get), "PUT": bound(resources.update, subresource="status"),
-                "PATCH": bound(resources.patch, subresource="status")}
+        return {"GET": bound(resources.get, scale.get), "PUT": bound(resources.update, scale.update, subresource="status"),
+                "PATCH": bound(resources.patch, scale.patch, subresource="status")}
 
     def with_resource(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Callable:
         async def route(request: web.Request) -> web.StreamResponse:
@@ -107,10 +115,10 @@ def add_routes(app: web.Application, resources: Resources) -> None:
     for path, methods in (
         (namespaced, collection(True)),
         (namespaced + "/{name}", item()),
-        (namespaced + "/{name}/{subresource}", status_subresource()),
+        (namespaced + "/{name}/{subresource}", subresource()),
         (base + "/{plural}", collection(False)),
         (base + "/{plural}/{name}", item()),
-        (base + "/{plural}/{name}/{subresource}", status_subresource()),
+        (base + "/{plural}/{name}/{subresource}", subresource()),
     ):
         resource = app.router.add_resource(path)
         for method, handler in methods.items():
