@@ -24,6 +24,7 @@ from podnet.apiserver.storage.base import Conflict, NotFound, StorageError, Stor
 from podnet.apiserver.watch import DELETED, WatchEnded, WatchHub
 
 from podnet.api.kinds import Kind, lookup
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 _CLEANUP_RETRY = 0.5
@@ -122,10 +123,7 @@ class Registry:
                 backoff = min(backoff * 2, 2.0)
 
     async def close(self) -> None:
-        for task in self._cleaning.values():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._cleaning.values())
 
     def _refresh(self) -> None:
         served: dict[tuple[str, str, str], Kind] = {}
