@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.kubectl import KubectlServer
+from support.kubectl import KubectlServer, running_kubectl_server
 
 from podnet import kubeconfig, pki
 
@@ -28,13 +28,8 @@ pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubectlServer]:
-    running = KubectlServer(tmp_path_factory.mktemp("crds"), host="127.0.145.10")
-    try:
-        created = running.kubectl("create", "namespace", "default")
-        assert created.returncode == 0, created.stderr
+    with running_kubectl_server(tmp_path_factory.mktemp("crds"), host="127.0.145.10") as running:
         yield running
-    finally:
-        running.stop()
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:

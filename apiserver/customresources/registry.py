@@ -18,10 +18,11 @@ import logging
 import re
 import time
 
-from podnet.apiserver.codec import from_storage, to_storage
+from podnet.apiserver.codec import to_storage
 from podnet.apiserver.customresources import definitions, documents
+from podnet.apiserver.following import follow
 from podnet.apiserver.storage.base import Conflict, NotFound, StorageError, Store
-from podnet.apiserver.watch import DELETED, WatchEnded, WatchHub
+from podnet.apiserver.watch import DELETED, Change, WatchHub
 
 from podnet.api.kinds import Kind, lookup
 from podnet.tasks import cancel_and_wait
@@ -92,35 +93,23 @@ class Registry:
 
     async def run(self) -> None:
         identity = {"apiVersion": self._crd_kind.api_version, "kind": self._crd_kind.kind}
-        backoff = 0.05
-        while True:
-            try:
-                kvs, revision = await self.store.list(self._prefix)
-                self.crds = {kv.key: from_storage(kv.value, kv.mod_revision) for kv in kvs}
-                self._refresh()
-                self.synced.set()
-                for crd in list(self.crds.values()):
-                    await self._reconcile(crd)
-                subscription = await self.hub.subscribe(self._prefix, revision, identity)
-                try:
-                    while True:
-                        change = await subscription.next(None)
-                        if change is None:
-                            continue
-                        if change.type == DELETED:
-                            self.crds.pop(change.key, None)
-                        else:
-                            self.crds[change.key] = change.object
-                        self._refresh()
-                        if change.type != DELETED:
-                            await self._reconcile(change.object)
-                        backoff = 0.05
-                finally:
-                    await subscription.close()
-            except (StorageError, WatchEnded, OSError, TimeoutError, ValueError) as e:
-                log.warning("CRD registry lost its watch, relisting in %.2fs: %s", backoff, e)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        await follow(self.store, self.hub, self._prefix, identity, "CRD registry", self._listed, self._changed)
+
+    async def _listed(self, crds: dict[str, dict]) -> None:
+        self.crds = crds
+        self._refresh()
+        self.synced.set()
+        for crd in list(self.crds.values()):
+            await self._reconcile(crd)
+
+    async def _changed(self, change: Change) -> None:
+        if change.type == DELETED:
+            self.crds.pop(change.key, None)
+        else:
+            self.crds[change.key] = change.object
+        self._refresh()
+        if change.type != DELETED:
+            await self._reconcile(change.object)
 
     async def close(self) -> None:
         await cancel_and_wait(*self._cleaning.values())
