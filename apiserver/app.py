@@ -26,6 +26,7 @@ from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_toke
 from podnet.apiserver.claimstore import repair_periodically
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
+from podnet.apiserver.customresources import routes as custom_routes
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE
 from podnet.apiserver.elector import LeaderElector
 from podnet.apiserver.eventttl import expire_events
@@ -215,13 +216,15 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     for path, handler in (("/healthz", probe), ("/readyz", probe), ("/livez", livez), ("/metrics", metrics_handler)):
         app.router.add_get(path, handler)
     _add_get_with_slash(app, "/version", version)
-    add_discovery_routes(app, request_host=config.host)
-    openapi.add_routes(app)
+    add_discovery_routes(app, request_host=config.host, custom_groups=resources.crds.groups)
+    openapi.add_routes(app, resources.crds.openapi_documents)
+    custom_routes.add_routes(app, resources)  # after every built-in path: they match any group
     fieldvalidation.install(app)
 
     async def background(app: web.Application):
         tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache"),
-                 asyncio.create_task(resources.rbac.run(), name="rbac cache")]
+                 asyncio.create_task(resources.rbac.run(), name="rbac cache"),
+                 asyncio.create_task(resources.crds.run(), name="custom resource definitions")]
         if config.compaction_interval > 0:
             tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
         if config.allocation_repair_interval > 0:
@@ -231,6 +234,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
             tasks.append(asyncio.create_task(expire_events(store, config.event_ttl), name="event expiry"))
         yield
         await cancel_and_wait(*tasks)
+        await resources.crds.close()
         await hub.close()
 
     app.cleanup_ctx.append(background)
@@ -314,7 +318,8 @@ def _add_get_with_slash(app: web.Application, path: str, handler: Callable[[web.
     app.router.add_get(path + "/", handler)
 
 
-def add_discovery_routes(app: web.Application, request_host: str) -> None:
+def add_discovery_routes(app: web.Application, request_host: str,
+                         custom_groups: Callable[[], dict[str, list[str]]] = dict) -> None:
     core_versions = sorted({k.version for k in KINDS if not k.group})
 
     def reply(body: dict) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -334,10 +339,13 @@ def add_discovery_routes(app: web.Application, request_host: str) -> None:
             f"/api/{version}", reply({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": version, "resources": _api_resources("", version)})
         )
     groups = _groups()
-    _add_get_with_slash(
-        app,
-        "/apis", reply({"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(name, versions) for name, versions in groups.items()]})
-    )
+    built_in = [_group(name, versions) for name, versions in groups.items()]
+
+    async def group_list(request: web.Request) -> web.Response:
+        custom = [_group(name, versions) for name, versions in custom_groups().items() if name not in groups]
+        return respond(request, {"kind": "APIGroupList", "apiVersion": "v1", "groups": built_in + custom})
+
+    _add_get_with_slash(app, "/apis", group_list)
     for name, versions in groups.items():
         _add_get_with_slash(app, f"/apis/{name}", reply({"kind": "APIGroup", "apiVersion": "v1"} | _group(name, versions)))
         for version in versions:

@@ -38,7 +38,14 @@ from podnet.apiserver.codec import (
 )
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations, service_key
-from podnet.apiserver.defaults import apply_defaults
+from podnet.apiserver.customresources.registry import Registry
+from podnet.apiserver.customresources.rules import (
+    before_delete,
+    default_object,
+    strategic_merge_refused,
+    validate_object,
+    validate_object_update,
+)
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from podnet.apiserver.omitempty import omit_empty_metadata
@@ -67,7 +74,7 @@ from podnet.apiserver.storage.base import (
     Store,
     Unavailable,
 )
-from podnet.apiserver.validation import Limits, validate, validate_update
+from podnet.apiserver.validation import Limits
 from podnet.apiserver.watch import (
     ADDED,
     BOOKMARK,
@@ -86,7 +93,8 @@ from podnet.api.kinds import KINDS, Kind, lookup
 log = logging.getLogger(__name__)
 # The kinds whose registry strategy in kube-apiserver 1.31 starts metadata.generation at 1 and counts spec
 # changes; Pods, Services, Nodes, Namespaces and Leases have none.
-GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy"})
+GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy",
+                              "CustomResourceDefinition"})
 
 T = TypeVar("T")
 
@@ -206,6 +214,7 @@ class Resources:
         self._namespace_kind = lookup("namespaces")
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
+        self.crds = Registry(store, hub)
         # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
         # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
         self._service_kind = lookup("services")
@@ -348,9 +357,9 @@ class Resources:
 
     def _check(self, kind: Kind, obj: dict) -> bytes:
         """Defaults, validates and encodes an object for storage."""
-        apply_defaults(kind.kind, obj)
+        default_object(kind, obj)
         omit_empty_metadata(obj)
-        causes = validate(kind.kind, obj, self.limits, namespaced=kind.namespaced) + deletion.finalizer_causes(obj)
+        causes = validate_object(kind, obj, self.limits) + deletion.finalizer_causes(obj)
         if causes:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
         writer = _WRITER.get()
@@ -576,7 +585,7 @@ class Resources:
         metadata["creationTimestamp"] = _now()
         for server_set in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             metadata.pop(server_set, None)
-        if kind.kind in GENERATION_KINDS:
+        if kind.kind in GENERATION_KINDS or kind.custom is not None:
             metadata["generation"] = 1
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)
@@ -684,6 +693,10 @@ class Resources:
         body, media_type = await self._read_body(request, patch=True)
         if media_type == JSON:
             raise status.unsupported_media_type(media_type)
+        if media_type == STRATEGIC_PATCH and strategic_merge_refused(kind):
+            raise status.ApiError(status.status(415, "UnsupportedMediaType", (
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")))
         applying = media_type == APPLY_PATCH
         manager = _manager(request, applying=applying)
         for _ in range(_UPDATE_ATTEMPTS):
@@ -790,7 +803,7 @@ class Resources:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
-        apply_defaults(kind.kind, new)  # before the generation is judged: a default left out is no change
+        default_object(kind, new)  # before the generation is judged: a default left out is no change
         self._keep_server_fields(kind, old, new)
         if deletion.removed_by_update(old, new):
             return await self._remove_finalized(kind, name, current, dry_run=dry_run)
@@ -929,7 +942,7 @@ class Resources:
 
     @staticmethod
     def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
-        causes = validate_update(kind.kind, old, new) + deletion.added_finalizer_causes(old, new)
+        causes = validate_object_update(kind, old, new) + deletion.added_finalizer_causes(old, new)
         if causes:
             raise status.invalid(kind, new["metadata"]["name"], causes)
 
@@ -955,7 +968,7 @@ class Resources:
             current = await self._current(kind, namespace, name)
             self._check_preconditions(kind, name, current, options.preconditions)
             obj = from_storage(current.value, current.mod_revision)
-            decided = deletion.plan(kind, obj, options, datetime.datetime.now(datetime.UTC))
+            decided = deletion.plan(kind, before_delete(kind, obj, _now()), options, datetime.datetime.now(datetime.UTC))
             if decided.action == "pending":
                 return deletion.gone_answer(kind, obj), obj, True
             try:
@@ -1072,7 +1085,7 @@ class Resources:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.storage_timeout), self._creates_settled:
                 await self._creates_settled.wait_for(lambda: not self._creating[name])
-        for kind in KINDS:
+        for kind in (*KINDS, *self.crds.stored_kinds()):
             if not kind.namespaced:
                 continue
             kvs, _ = await self._storage(self.store.list(storage_prefix(kind, name)))
