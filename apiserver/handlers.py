@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
-from podnet.apiserver import deletion, fieldvalidation, protobuf, status, tables, yamlbody
+from podnet.apiserver import deletion, fieldvalidation, noderestriction, protobuf, status, tables, yamlbody
 from podnet.apiserver.auth import User
 from podnet.apiserver.codec import (
     JSON,
@@ -54,6 +54,7 @@ from podnet.apiserver.rbac.authorizer import Attributes, Decision
 from podnet.apiserver.rbac.authorizer import authorize as rbac_authorize
 from podnet.apiserver.rbac.cache import RbacCache
 from podnet.apiserver.selection import Filter, make_filter
+from podnet.apiserver.serviceaddresses import external_ips_denied, parse_cidrs
 from podnet.apiserver.status import ApiError, Cause
 from podnet.apiserver.storage.base import (
     AlreadyExists,
@@ -201,7 +202,8 @@ class Resources:
         self.store = store
         self.hub = hub
         self.watchers_gauge = watchers_gauge
-        self.limits = Limits(config.node_port_range, config.service_cidr)
+        self.limits = Limits(config.node_port_range, config.service_cidr, config.cluster_cidr, config.api_addresses)
+        self._allowed_external_ips = parse_cidrs(config.allowed_external_ip_cidrs)
         self._namespace_kind = lookup("namespaces")
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
@@ -266,6 +268,18 @@ class Resources:
         if not self.allowed(user, attributes).allowed:
             raise status.forbidden(user.name, verb, kind, namespace, request.path, name=name, subresource=subresource)
         _WRITER.set(user)
+
+    @staticmethod
+    def _restrict_node(operation: str, kind: Kind, subresource: str, namespace: str | None, old: dict | None,
+                       new: dict | None) -> None:
+        """NodeRestriction (noderestriction.py): a node's agent writes only its own objects."""
+        node = noderestriction.node_of(_WRITER.get())
+        if node is None:
+            return
+        name = str((new or old or {}).get("metadata", {}).get("name") or "")
+        reason = noderestriction.refusal(node, operation, kind.kind, subresource, name, namespace, old, new)
+        if reason is not None:
+            raise status.admission_forbidden(kind, name, reason)
 
     async def _storage(self, awaitable: Awaitable[T]) -> T:
         """A storage call with the server's deadline; an unreachable store is a 503, never a 500."""
@@ -576,6 +590,7 @@ class Resources:
             metadata.pop(server_set, None)
         if kind.kind in GENERATION_KINDS:
             metadata["generation"] = 1
+        self._restrict_node("create", kind, "", namespace, None, obj)
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)
         if not kind.namespaced:
@@ -781,6 +796,7 @@ class Resources:
             else:
                 new.pop("status", None)
         apply_defaults(kind.kind, new)  # before the generation is judged: a default left out is no change
+        self._restrict_node("update", kind, subresource or "", namespace, old, new)
         self._keep_server_fields(kind, old, new)
         if deletion.removed_by_update(old, new):
             return await self._remove_finalized(kind, name, current, dry_run=dry_run)
@@ -831,6 +847,8 @@ class Resources:
         """Fills in and reserves the Service's ClusterIP and NodePorts; a request that cannot be met
         (an address or port taken, out of range) is 422 before anything is stored. A dry run works on
         a copy of the allocations, so that it reserves nothing and moves no allocator forward."""
+        if denied := external_ips_denied(service, old, self._allowed_external_ips):
+            raise status.admission_forbidden(self._service_kind, str(service["metadata"].get("name") or ""), denied)
         allocations = await self._service_allocations()
         if dry_run:
             allocations = copy.deepcopy(allocations)
@@ -909,6 +927,7 @@ class Resources:
             current = await self._current(kind, namespace, name)
             self._check_preconditions(kind, name, current, options.preconditions)
             obj = from_storage(current.value, current.mod_revision)
+            self._restrict_node("delete", kind, "", namespace, obj, None)
             decided = deletion.plan(kind, obj, options, datetime.datetime.now(datetime.UTC))
             if decided.action == "pending":
                 return deletion.gone_answer(kind, obj), obj, True
