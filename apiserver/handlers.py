@@ -593,6 +593,8 @@ class Resources:
         self._restrict_node("create", kind, "", namespace, None, obj)
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)
+        if kind.kind == "Service":
+            self._deny_external_ips(obj, None)
         if not kind.namespaced:
             return await self._store_new(request, kind, obj, value, dry_run)
         self._creating[str(namespace)] += 1
@@ -814,6 +816,8 @@ class Resources:
         try:
             value = self._check(kind, new)
             self._check_immutable(kind, old, new)
+            if admission is not None:  # a Service's own write, not its status
+                self._deny_external_ips(new, old)
         except BaseException:
             if admission is not None:
                 await self._allocated_write(admission, None)
@@ -847,8 +851,6 @@ class Resources:
         """Fills in and reserves the Service's ClusterIP and NodePorts; a request that cannot be met
         (an address or port taken, out of range) is 422 before anything is stored. A dry run works on
         a copy of the allocations, so that it reserves nothing and moves no allocator forward."""
-        if denied := external_ips_denied(service, old, self._allowed_external_ips):
-            raise status.admission_forbidden(self._service_kind, str(service["metadata"].get("name") or ""), denied)
         allocations = await self._service_allocations()
         if dry_run:
             allocations = copy.deepcopy(allocations)
@@ -857,6 +859,12 @@ class Resources:
         except AllocationError as e:
             cause = Cause(e.field, "FieldValueInvalid", e.message)
             raise status.invalid(self._service_kind, str(service["metadata"].get("name") or ""), [cause]) from None
+
+    def _deny_external_ips(self, service: dict, old: dict | None) -> None:
+        """DenyServiceExternalIPs, widened by --allowed-external-ip-cidrs (serviceaddresses.py); it runs after
+        validation, as a validating admission plugin does."""
+        if denied := external_ips_denied(service, old, self._allowed_external_ips):
+            raise status.admission_forbidden(self._service_kind, str(service["metadata"].get("name") or ""), denied)
 
     async def _allocated_write(self, admission: Admission, write: Awaitable[T] | None) -> T | None:
         """Runs the storage write of an admitted Service (None: nothing to write) and settles its
