@@ -16,6 +16,8 @@ import shutil
 import subprocess
 
 import pytest
+from podnet.apiserver import noderestriction
+from podnet.apiserver.auth import User
 from support.kubectl import KUBECTL_MISSING
 from support.local_cluster import pod_on
 
@@ -93,3 +95,41 @@ async def test_a_nodes_credential_cannot_touch_another_nodes_objects(local_clust
                             capture_output=True, text=True, timeout=30)
     assert (result.returncode, result.stderr) == (1, 'Error from server (Forbidden): nodes "node-2" is forbidden: '
                                                      'node "node-1" is not allowed to modify node "node-2"\n')
+
+
+ONE = User("system:node:node-1", "", ("system:nodes", "system:authenticated"))
+
+
+@pytest.mark.parametrize("user, node", [
+    (ONE, "node-1"),
+    (User("system:node:node-1", "", ("system:authenticated",)), None),  # not in system:nodes
+    (User("alice", "", ("system:nodes",)), None),
+    (None, None),
+])
+def test_who_is_a_node(user, node):
+    assert noderestriction.node_of(user) == node
+
+
+def pod(node: str) -> dict:
+    return {"metadata": {"name": "p"}, "spec": {"nodeName": node}}
+
+
+@pytest.mark.parametrize("operation, kind, subresource, name, namespace, old, new, refused", [
+    ("update", "Node", "status", "node-1", None, {}, {}, False),
+    ("create", "Node", "", "node-2", None, None, {}, True),
+    ("update", "Node", "", "node-1", None, {"spec": {}}, {"spec": {"taints": [{"key": "k"}]}}, True),
+    ("create", "Lease", "", "node-1", "kube-node-lease", None, {}, False),
+    ("update", "Lease", "", "node-1", "default", {}, {}, True),
+    ("update", "Lease", "", "node-2", "kube-node-lease", {}, {}, True),
+    ("update", "Pod", "status", "p", "default", pod("node-1"), pod("node-1"), False),
+    ("update", "Pod", "status", "p", "default", pod("node-2"), pod("node-2"), True),
+    ("delete", "Pod", "", "p", "default", pod("node-2"), None, True),
+    ("delete", "Pod", "", "p", "default", pod("node-1"), None, False),
+    ("create", "Pod", "", "p", "default", None, pod("node-1"), True),  # a kubelet creates mirror pods only
+    ("create", "Namespace", "", "kube-node-lease", None, None, {}, False),
+    ("create", "Namespace", "", "mine", None, None, {}, True),
+    ("create", "Event", "", "e", "default", None, {}, False),
+])
+def test_the_node_restriction_rules(operation, kind, subresource, name, namespace, old, new, refused):
+    reason = noderestriction.refusal("node-1", operation, kind, subresource, name, namespace, old, new)
+    assert (reason is not None) is refused, reason

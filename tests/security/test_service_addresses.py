@@ -16,9 +16,11 @@ range lets a Service shadow the pod network, the Service network or the API serv
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import uuid
 
 import pytest
+from podnet.apiserver import serviceaddresses
 from support.local_cluster import pod_on
 
 from podnet import kubeconfig, pki
@@ -144,3 +146,30 @@ async def test_allowed_ranges_admit_external_ips_but_never_a_protected_address(m
         # What a Service already has is kept: an update that adds nothing is not refused.
         kept = await editor.patch("services", "thief", {"metadata": {"labels": {"x": "y"}}}, namespace=TENANT)
         assert kept["spec"]["externalIPs"] == ["203.0.113.7"]
+
+
+CIDRS = [ipaddress.ip_network("203.0.113.0/24")]
+
+
+@pytest.mark.parametrize("new, old, allowed, denied", [
+    ([], None, [], None),
+    (["203.0.113.7"], None, [], DENIED),
+    (["203.0.113.7"], ["203.0.113.7"], [], None),  # kept, as DenyServiceExternalIPs keeps a subset
+    (["203.0.113.7", "203.0.113.8"], ["203.0.113.7"], [], DENIED),
+    (["203.0.113.7"], None, CIDRS, None),
+    (["198.51.100.7"], None, CIDRS, f"{DENIED}: 198.51.100.7 outside the allowed ranges (203.0.113.0/24)"),
+    (["not-an-ip"], None, CIDRS, f"{DENIED}: not-an-ip outside the allowed ranges (203.0.113.0/24)"),
+])
+def test_the_external_ip_admission(new, old, allowed, denied):
+    service = {"spec": {"externalIPs": new}}
+    assert serviceaddresses.external_ips_denied(service, None if old is None else {"spec": {"externalIPs": old}},
+                                                allowed) == denied
+
+
+def test_every_address_a_service_claims_is_checked():
+    protected = serviceaddresses.Protected("10.244.0.0/16", "10.96.0.0/12", ("192.0.2.10",))
+    service = {"spec": {"externalIPs": ["10.244.1.2", "203.0.113.7"], "loadBalancerIP": "192.0.2.10"},
+               "status": {"loadBalancer": {"ingress": [{"ip": "10.96.0.10"}, {"hostname": "lb.example"}]}}}
+    assert [(field, value) for field, value, _ in serviceaddresses.shadowing(service, protected)] == [
+        ("spec.externalIPs[0]", "10.244.1.2"), ("spec.loadBalancerIP", "192.0.2.10"),
+        ("status.loadBalancer.ingress[0].ip", "10.96.0.10")]
