@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import subprocess
 
 import aiohttp
-import pytest
+from support.etcd import etcd_program
 from support.local_cluster import eventually, pod_on
 
 from podnet import pki
@@ -24,25 +23,14 @@ from podnet.cluster import credentials, etcd_credentials
 PREFIX = "127.0.160"
 
 
-def _etcdctl() -> str:
-    binary = shutil.which("etcdctl")
-    if binary is None:
-        reason = "etcdctl is not on PATH (Debian package etcd-client)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason + "; CI must run the etcd tests", pytrace=False)
-        pytest.skip(reason)
-    return binary
-
-
 def etcdctl(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_etcdctl(), f"--endpoints={endpoint}", "--dial-timeout=2s", "--command-timeout=3s",
+    return subprocess.run([etcd_program("etcdctl", "etcd-client"), f"--endpoints={endpoint}", "--dial-timeout=2s", "--command-timeout=3s",
                            *args], capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
 
 
-@pytest.mark.skipif(shutil.which("etcd") is None and os.environ.get("CI") != "true",
-                    reason="the etcd binary is not on PATH (Debian package etcd-server)")
 async def test_etcd_refuses_every_client_without_the_api_servers_certificate(local_cluster, tmp_path):
-    _etcdctl()
+    etcd_program()
+    etcd_program("etcdctl", "etcd-client")
     cluster = await local_cluster(PREFIX, nodes=1, store="etcd")
     home, host = cluster.home, cluster.topo.host("etcd")
     endpoint = f"https://{host}:{cluster.topo.etcd_port}"
