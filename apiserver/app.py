@@ -95,10 +95,24 @@ def _read(path: str, flag: str, parse: Callable[[bytes], _Parsed]) -> _Parsed:
         raise ValueError(f"{flag} {path}: {exc}") from None
 
 
+def store_options(config: ApiServerConfig) -> dict[str, object]:
+    """What open_store takes beside the URL: etcd's TLS material, when the config names it."""
+    if not config.etcd_cafile:
+        return {}
+    from podnet.apiserver.storage.etcd import EtcdTls
+
+    def pem(path: str | None, flag: str) -> bytes:
+        return _read(str(path), flag, lambda data: data)
+
+    return {"tls": EtcdTls(pem(config.etcd_cafile, "--etcd-cafile"), pem(config.etcd_certfile, "--etcd-certfile"),
+                           pem(config.etcd_keyfile, "--etcd-keyfile"))}
+
+
 def check_files(config: ApiServerConfig) -> None:
-    """Reads every file the config names (TLS, client CA, tokens) as serve() will, so that a missing or bad one
-    stops the command with one line (ValueError) before anything starts."""
+    """Reads every file the config names (TLS, client CA, tokens, etcd's TLS) as serve() will, so that a missing
+    or bad one stops the command with one line (ValueError) before anything starts."""
     load_authenticator(config)
+    store_options(config)
     try:
         ssl_context(config)
     except (OSError, ssl.SSLError) as exc:
@@ -390,7 +404,7 @@ async def _run_controllers(config: ApiServerConfig, url: str, token: str | None)
 async def serve(config: ApiServerConfig, *, shutdown_trigger: Callable[[], Awaitable[object]] | None = None) -> None:
     config.validate()
     async with contextlib.AsyncExitStack() as stack:
-        store = open_store(config.store)
+        store = open_store(config.store, **store_options(config))
         await store.open()
         stack.push_async_callback(store.close)
         authenticator = load_authenticator(config)

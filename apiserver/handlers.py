@@ -24,7 +24,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
-from podnet.apiserver import claims, deletion, fieldvalidation, protobuf, status, tables, yamlbody
+from podnet.apiserver import (
+    claims,
+    deletion,
+    fieldvalidation,
+    noderestriction,
+    protobuf,
+    status,
+    tables,
+    yamlbody,
+)
 from podnet.apiserver.auth import User
 from podnet.apiserver.claimstore import ClaimStore, ClaimTaken
 from podnet.apiserver.codec import (
@@ -62,6 +71,7 @@ from podnet.apiserver.rbac.authorizer import Attributes, Decision
 from podnet.apiserver.rbac.authorizer import authorize as rbac_authorize
 from podnet.apiserver.rbac.cache import RbacCache
 from podnet.apiserver.selection import Filter, make_filter
+from podnet.apiserver.serviceaddresses import external_ips_denied, parse_cidrs
 from podnet.apiserver.status import ApiError, Cause
 from podnet.apiserver.storage.base import (
     AlreadyExists,
@@ -210,7 +220,8 @@ class Resources:
         self.store = store
         self.hub = hub
         self.watchers_gauge = watchers_gauge
-        self.limits = Limits(config.node_port_range, config.service_cidr)
+        self.limits = Limits(config.node_port_range, config.service_cidr, config.cluster_cidr, config.api_addresses)
+        self._allowed_external_ips = parse_cidrs(config.allowed_external_ip_cidrs)
         self._namespace_kind = lookup("namespaces")
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
@@ -277,6 +288,18 @@ class Resources:
         if not self.allowed(user, attributes).allowed:
             raise status.forbidden(user.name, verb, kind, namespace, request.path, name=name, subresource=subresource)
         _WRITER.set(user)
+
+    @staticmethod
+    def _restrict_node(operation: str, kind: Kind, subresource: str, namespace: str | None, old: dict | None,
+                       new: dict | None) -> None:
+        """NodeRestriction (noderestriction.py): a node's agent writes only its own objects."""
+        node = noderestriction.node_of(_WRITER.get())
+        if node is None:
+            return
+        name = str((new or old or {}).get("metadata", {}).get("name") or "")
+        reason = noderestriction.refusal(node, operation, kind.kind, subresource, name, namespace, old, new)
+        if reason is not None:
+            raise status.admission_forbidden(kind, name, reason)
 
     async def _storage(self, awaitable: Awaitable[T]) -> T:
         """A storage call with the server's deadline; an unreachable store is a 503, never a 500."""
@@ -587,8 +610,11 @@ class Resources:
             metadata.pop(server_set, None)
         if kind.kind in GENERATION_KINDS or kind.custom is not None:
             metadata["generation"] = 1
+        self._restrict_node("create", kind, "", namespace, None, obj)
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)
+        if kind.kind == "Service":
+            self._deny_external_ips(obj, None)
         if not kind.namespaced:
             return await self._store_new(request, kind, obj, value, dry_run)
         self._creating[str(namespace)] += 1
@@ -804,6 +830,7 @@ class Resources:
             else:
                 new.pop("status", None)
         default_object(kind, new)  # before the generation is judged: a default left out is no change
+        self._restrict_node("update", kind, subresource or "", namespace, old, new)
         self._keep_server_fields(kind, old, new)
         if deletion.removed_by_update(old, new):
             return await self._remove_finalized(kind, name, current, dry_run=dry_run)
@@ -824,6 +851,8 @@ class Resources:
         try:
             value = self._check(kind, new)
             self._check_immutable(kind, old, new)
+            if admission is not None:  # a Service's own write, not its status
+                self._deny_external_ips(new, old)
         except BaseException:
             if admission is not None:
                 await self._allocated_write(admission, None)
@@ -882,6 +911,12 @@ class Resources:
         except AllocationError as e:
             cause = Cause(e.field, "FieldValueInvalid", e.message)
             raise status.invalid(self._service_kind, str(service["metadata"].get("name") or ""), [cause]) from None
+
+    def _deny_external_ips(self, service: dict, old: dict | None) -> None:
+        """DenyServiceExternalIPs, widened by --allowed-external-ip-cidrs (serviceaddresses.py); it runs after
+        validation, as a validating admission plugin does."""
+        if denied := external_ips_denied(service, old, self._allowed_external_ips):
+            raise status.admission_forbidden(self._service_kind, str(service["metadata"].get("name") or ""), denied)
 
     async def _allocated_write(self, admission: Admission, write: Awaitable[T] | None) -> T | None:
         """Runs the storage write of an admitted Service (None: nothing to write) and settles its
@@ -968,6 +1003,7 @@ class Resources:
             current = await self._current(kind, namespace, name)
             self._check_preconditions(kind, name, current, options.preconditions)
             obj = from_storage(current.value, current.mod_revision)
+            self._restrict_node("delete", kind, "", namespace, obj, None)
             decided = deletion.plan(kind, before_delete(kind, obj, _now()), options, datetime.datetime.now(datetime.UTC))
             if decided.action == "pending":
                 return deletion.gone_answer(kind, obj), obj, True

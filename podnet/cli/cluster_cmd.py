@@ -16,7 +16,15 @@ import typer
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
 from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, ApiError, podnet_home
-from podnet.cluster import credentials, kubelet_credentials, netns_hosts, readiness, supervisor, topology
+from podnet.cluster import (
+    credentials,
+    etcd_credentials,
+    kubelet_credentials,
+    netns_hosts,
+    readiness,
+    supervisor,
+    topology,
+)
 from podnet.cluster.supervisor import ClusterState, SupervisorError
 
 
@@ -27,8 +35,9 @@ def _home(home: Path | None) -> Path:
 def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str | None = None,
                       extra_addresses: tuple[str, ...] = ()) -> str:
     """Every credential of `topo`'s cluster under `home` (see podnet/cluster/credentials.py): one kubeconfig
-    for each process that talks to the API server, and over TLS the kubelet API's certificates
-    (podnet/cluster/kubelet_credentials.py). Returns the admin token."""
+    for each process that talks to the API server, over TLS the kubelet API's certificates
+    (podnet/cluster/kubelet_credentials.py), and on etcd etcd's (podnet/cluster/etcd_credentials.py).
+    Returns the admin token."""
     clients = [spec.name for spec in topology.components(topo) if "--kubeconfig" in spec.argv]
     now = datetime.datetime.now(datetime.UTC)
     admin_token = credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
@@ -36,6 +45,8 @@ def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str 
                                     admin_server=admin_server, tls=not topo.insecure_http)
     if not topo.insecure_http:
         kubelet_credentials.issue(home, [node.address for node in topo.nodes], now)
+    if topo.store == "etcd":
+        etcd_credentials.issue(home, [topo.host("etcd")], now)
     return admin_token
 
 
