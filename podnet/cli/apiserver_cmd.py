@@ -30,6 +30,8 @@ def apiserver(
     compaction_interval: Annotated[float, typer.Option(help="Seconds between storage compactions (0: never).")] = 300.0,
     bookmark_interval: Annotated[float, typer.Option(help="Seconds between BOOKMARK events on idle watches.")] = 60.0,
     event_ttl: Annotated[float, typer.Option(help="Seconds an Event is kept after it was last recorded.")] = 3600.0,
+    max_requests_inflight: Annotated[int, typer.Option(help="Requests served at once, shared by the priority levels (exempt: system:masters).")] = 600,
+    max_watches_per_user: Annotated[int, typer.Option(help="Open watches a user outside system:masters may hold; the next is a 429.")] = 100,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the Kubernetes-shaped API server."""
@@ -60,6 +62,8 @@ def apiserver(
             compaction_interval=compaction_interval,
             bookmark_interval=bookmark_interval,
             event_ttl=event_ttl,
+            max_requests_inflight=max_requests_inflight,
+            max_watches_per_user=max_watches_per_user,
             log_level=log_level,
         )
         config.validate()
