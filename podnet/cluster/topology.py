@@ -241,7 +241,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
             specs.append(ComponentSpec(
                 f"{node.name}/bgp",
                 ("bgp", "--node", node.name, "--address", node.address, "--port", str(topo.bgp_port), *api(f"{node.name}/bgp"),
-                 "--agent-socket", agent_socket, "--state-dir", node_dir),
+                 "--agent-socket", agent_socket, "--state-dir", node_dir, "--cluster-cidr", topo.cluster_cidr),
                 Health(rpc=str(topo.node_dir(node) / "bgp.sock")),
                 netns=netns,
             ))
