@@ -31,6 +31,7 @@ from podnet.nodeagent.capacity import host_capacity
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.completion import completed
 from podnet.nodeagent.hostbridge import HostBridge
+from podnet.nodeagent.hostguard import guard_for
 from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
@@ -122,6 +123,8 @@ class AgentConfig:
     kubelet_client_ca_file: str | None = None
     # Addresses or CIDRs of the cloud load balancer: only their PROXY protocol headers name the client.
     proxy_protocol_from: tuple[str, ...] = ()
+    # Host ports pods may not reach through the host bridge beyond the built-in ones (hostguard.py).
+    protected_ports: tuple[str, ...] = ()
 
     @property
     def state_path(self) -> Path:
@@ -324,7 +327,8 @@ class NodeAgent:
         self.tunnel = UdpTunnel(self.config.address, port, on_batch=self._from_tunnel)
         await self.tunnel.open()
         self.tunnel.partitioned.update(self._saved_partitions())
-        self.hostbridge = HostBridge(self.config.address, self._from_hostbridge)
+        guard = guard_for((self.config.vxlan_port, self.config.fou_port), self.config.server, self.config.protected_ports)
+        self.hostbridge = HostBridge(self.config.address, self._from_hostbridge, guard=guard)
         # The node's own endpoint in the pod network, on the gateway address: it answers pods that ping
         # their gateway.
         gateway = identity.gateway
