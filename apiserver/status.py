@@ -94,6 +94,11 @@ def namespace_terminating(kind: Kind, name: str, namespace: str) -> ApiError:
     return ApiError(status(403, "Forbidden", message, _details(kind, name)))
 
 
+def admission_forbidden(kind: Kind, name: str, why: str) -> ApiError:
+    """An admission plugin's refusal (admission.NewForbidden): `pods "web" is forbidden: <why>`."""
+    return ApiError(status(403, "Forbidden", f'{_resource(kind)} "{name}" is forbidden: {why}', _details(kind, name)))
+
+
 def not_found(kind: Kind, name: str) -> ApiError:
     return ApiError(status(404, "NotFound", f'{_resource(kind)} "{name}" not found', _details(kind, name)))
 
