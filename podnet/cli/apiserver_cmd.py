@@ -32,12 +32,17 @@ def apiserver(
     event_ttl: Annotated[float, typer.Option(help="Seconds an Event is kept after it was last recorded.")] = 3600.0,
     max_requests_inflight: Annotated[int, typer.Option(help="Requests served at once, shared by the priority levels (exempt: system:masters).")] = 600,
     max_watches_per_user: Annotated[int, typer.Option(help="Open watches a user outside system:masters may hold; the next is a 429.")] = 100,
+    leader_elect: Annotated[bool, typer.Option(help="Run the controllers only while holding the kube-controller-manager Lease, so that several API servers can share a store.")] = True,
+    leader_elect_lease_duration: Annotated[float, typer.Option(help="Seconds other candidates wait after the leader's last renewal.")] = 15.0,
+    leader_elect_renew_deadline: Annotated[float, typer.Option(help="Seconds the leader keeps acting without a successful renewal.")] = 10.0,
+    leader_elect_retry_period: Annotated[float, typer.Option(help="Seconds between attempts to acquire or renew.")] = 2.0,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the Kubernetes-shaped API server."""
     from podnet import logs
     from podnet.apiserver.app import check_files, serve
     from podnet.apiserver.config import ApiServerConfig, parse_port_range
+    from podnet.apiserver.election import Timings
 
     logs.setup("apiserver", log_level)
     try:
@@ -64,6 +69,8 @@ def apiserver(
             event_ttl=event_ttl,
             max_requests_inflight=max_requests_inflight,
             max_watches_per_user=max_watches_per_user,
+            leader_elect=leader_elect,
+            leader_election=Timings(leader_elect_lease_duration, leader_elect_renew_deadline, leader_elect_retry_period),
             log_level=log_level,
         )
         config.validate()
