@@ -30,6 +30,7 @@ from podnet.apiserver.customresources import routes as custom_routes
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE
 from podnet.apiserver.elector import LeaderElector
 from podnet.apiserver.eventttl import expire_events
+from podnet.apiserver.flowcontrol import FlowControl
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
 from podnet.apiserver.rbac.authorizer import Attributes
@@ -143,7 +144,7 @@ def _http_error(error: web.HTTPException, request: web.Request, body_limit: int)
 
 def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authenticator | None = None) -> web.Application:
     metrics = Metrics()
-    hub = WatchHub(store, config.watch_cache_events)
+    hub = WatchHub(store, config.watch_cache_events, config.max_store_watches)
     resources = Resources(config, store, hub, metrics.watchers)
     authenticator = authenticator or load_authenticator(config)
 
@@ -191,8 +192,11 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
                 raise status.forbidden(acting.name, verb, None, None, request.path)
         return await handler(request)
 
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes,
-                          handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
+    flow_control = FlowControl(config.max_requests_inflight, config.max_watches_per_user, config.flow_queue_wait,
+                               metrics.registry)
+    app = web.Application(middlewares=[errors, authenticate, flow_control.middleware],
+                          client_max_size=config.max_body_bytes, handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
+    flow_control.install(app)
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app, resources)

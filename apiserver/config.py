@@ -61,6 +61,14 @@ class ApiServerConfig:
     watch_cache_events: int = 10000
     storage_timeout: float = 5.0
     max_body_bytes: int = MAX_BODY_BYTES
+    # API priority and fairness (apiserver/fairness.py): seats shared by the priority levels (kube-apiserver's
+    # --max-requests-inflight plus --max-mutating-requests-inflight), open watches a non-exempt user may
+    # hold, how long a queued request waits for a seat before its 429, and how many watchers from before
+    # the watch cache's window may hold storage watches of their own before the next gets 410 Gone.
+    max_requests_inflight: int = 600
+    max_watches_per_user: int = 100
+    flow_queue_wait: float = 10.0
+    max_store_watches: int = 64
     log_level: str = "INFO"
 
     @property
@@ -96,6 +104,8 @@ class ApiServerConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if self.client_ca_file and not self.tls_cert:
             raise ValueError("--client-ca-file needs --tls-cert and --tls-key (client certificates need TLS)")
+        if self.max_requests_inflight < 1 or self.max_watches_per_user < 1:
+            raise ValueError("--max-requests-inflight and --max-watches-per-user must be at least 1")
         if self.leader_elect:
             self.leader_election.validate()
         if not 0 <= self.port < 65536:

@@ -66,6 +66,7 @@ from podnet.apiserver.patch import (
     merge_patch,
     strategic_merge_patch,
 )
+from podnet.apiserver.quotaadmission import QuotaAdmission
 from podnet.apiserver.rbac import escalation
 from podnet.apiserver.rbac.authorizer import Attributes, Decision
 from podnet.apiserver.rbac.authorizer import authorize as rbac_authorize
@@ -236,6 +237,7 @@ class Resources:
         # sweeps only once those have landed, so nothing is created behind the sweep.
         self._creating: collections.Counter[str] = collections.Counter()
         self._creates_settled = asyncio.Condition()
+        self.quotas = QuotaAdmission(store, self._storage, storage_prefix)
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -620,7 +622,8 @@ class Resources:
         self._creating[str(namespace)] += 1
         try:
             await self._check_namespace_open(kind, metadata["name"], namespace)
-            return await self._store_new(request, kind, obj, value, dry_run)
+            async with self.quotas.admitting(kind, str(namespace), obj):
+                return await self._store_new(request, kind, obj, value, dry_run)
         finally:
             self._creating[str(namespace)] -= 1
             if not self._creating[str(namespace)]:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from podnet.apiserver import configkinds, serviceaddresses
+from podnet.apiserver import configkinds, quota, serviceaddresses
 from podnet.apiserver.rbac import validation as rbac_validation
 from podnet.apiserver.status import Cause
 
@@ -765,6 +765,7 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "ConfigMap": configkinds.validate_config_map,
     "Secret": configkinds.validate_secret,
     "Job": validate_job,
+    "ResourceQuota": quota.validate_resource_quota,
     **rbac_validation.VALIDATORS,
 }
 

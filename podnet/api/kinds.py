@@ -84,6 +84,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("Secret", "", "v1", "secrets", True, (), has_status=False, printer=printers.SECRET),
     Kind("ServiceAccount", "", "v1", "serviceaccounts", True, ("sa",), has_status=False,
          printer=printers.SERVICE_ACCOUNT),
+    Kind("ResourceQuota", "", "v1", "resourcequotas", True, ("quota",), printer=printers.RESOURCE_QUOTA),
     Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True, (), has_status=False,
          printer=printers.ENDPOINT_SLICE),
     Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",),

@@ -238,6 +238,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--metrics-port", str(topo.api_port + 2)),
         Health(http=f"http://{topo.host('dns')}:{topo.api_port + 2}/healthz"),
     ))
+    protected = _protected_ports(topo)
     for index, node in enumerate(topo.nodes):
         node_dir = str(topo.node_dir(node))
         netns = host_namespace(node.name) if topo.host_mode == "netns" else None
@@ -251,7 +252,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
             f"{node.name}/agent",
             ("nodeagent", "--name", node.name, "--address", node.address, *api(f"{node.name}/agent"), "--state-dir", node_dir,
              "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
-             *kubelet, *pod_mode, *renew, "--proxy-protocol-from", topo.host("cloud-lb")),
+             *kubelet, *pod_mode, *renew, "--proxy-protocol-from", topo.host("cloud-lb"), *protected),
             Health(rpc=agent_socket),
             netns=netns,
         ))
@@ -267,7 +268,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
             specs.append(ComponentSpec(
                 f"{node.name}/bgp",
                 ("bgp", "--node", node.name, "--address", node.address, "--port", str(topo.bgp_port), *api(f"{node.name}/bgp"),
-                 "--agent-socket", agent_socket, "--state-dir", node_dir),
+                 "--agent-socket", agent_socket, "--state-dir", node_dir, "--cluster-cidr", topo.cluster_cidr),
                 Health(rpc=str(topo.node_dir(node) / "bgp.sock")),
                 netns=netns,
             ))
@@ -287,3 +288,14 @@ def components(topo: Topology) -> list[ComponentSpec]:
             Health(http=f"{topo.ui_url}/healthz"),
         ))
     return specs
+
+
+def _protected_ports(topo: Topology) -> list[str]:
+    """`--protect-port` for every port of the cluster's own that pods must not reach from their node's address
+    (nodeagent/hostguard.py): etcd's, BGP's, and the status and metrics ports of every component."""
+    ports = [f"tcp/{topo.etcd_port}", f"tcp/{topo.etcd_port + 1}", f"tcp/{topo.bgp_port}",
+             f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}"]
+    for index, node in enumerate(topo.nodes):
+        metrics = 10250 + index * 10  # the agent's status port; kube-proxy's is next, the kubelet API's after
+        ports += [f"tcp/{node.address}:{metrics}", f"tcp/{node.address}:{metrics + 1}"]
+    return [argument for port in ports for argument in ("--protect-port", port)]
