@@ -33,6 +33,7 @@ from podnet.apiserver.serving import loopback_context, peer_certificate, server_
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage import open_store
 from podnet.apiserver.storage.base import Store
+from podnet.apiserver.tokens import service as sa_tokens
 from podnet.apiserver.watch import WatchHub
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -92,6 +93,7 @@ def check_files(config: ApiServerConfig) -> None:
     """Reads every file the config names (TLS, client CA, tokens) as serve() will, so that a missing or bad one
     stops the command with one line (ValueError) before anything starts."""
     load_authenticator(config)
+    sa_tokens.load_keys(config)
     try:
         ssl_context(config)
     except (OSError, ssl.SSLError) as exc:
@@ -125,6 +127,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     hub = WatchHub(store, config.watch_cache_events)
     resources = Resources(config, store, hub, metrics.watchers)
     authenticator = authenticator or load_authenticator(config)
+    service_account_tokens = sa_tokens.ServiceAccountTokens(sa_tokens.load_keys(config), store, config.storage_timeout)
 
     @web.middleware
     async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -160,6 +163,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
             return await handler(request)
         user = authenticator.authenticate(request.headers.get("Authorization"), peer_certificate(request))
         if user is None:
+            user = await service_account_tokens.authenticate(request.headers.get("Authorization"))
+        if user is None:
             raise status.unauthorized()
         request[USER_KEY] = acting = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []),
                                                  resources.rbac.policy)
@@ -175,6 +180,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app, resources)
+    service_account_tokens.add_routes(app, resources)
     portforward.add_routes(app, streams.add_routes(app, resources, config))
 
     async def probe(request: web.Request) -> web.Response:
@@ -286,6 +292,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
         resources.extend(scale_discovery(kind))
         resources.extend(streams.subresources(kind))
         resources.extend(portforward.subresources(kind))
+        resources.extend(sa_tokens.subresources(kind))
     return resources
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 # kube-apiserver's limit on a request body (--max-request-bytes defaults to 3 MiB for etcd's sake).
 MAX_BODY_BYTES = 3 * 1024 * 1024
+# The issuer kubeadm gives service-account tokens: the in-cluster name of the API server.
+DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 def default_store_url() -> str:
@@ -31,6 +33,11 @@ class ApiServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     client_ca_file: str | None = None  # CA bundle that signs client certificates (CN = user, O = groups)
+    # Service-account tokens, as kube-apiserver's flags of the same names (apiserver/tokens/).
+    service_account_signing_key_file: str | None = None
+    service_account_key_files: tuple[str, ...] = ()
+    service_account_issuer: str = DEFAULT_ISSUER
+    api_audiences: tuple[str, ...] = ()  # empty: the issuer
     controllers: bool = True
     node_grace_period: float = 40.0
     eviction_timeout: float = 300.0

@@ -8,6 +8,7 @@ token is readable by anyone else for even a moment, and nothing written by someo
 |-------------------------|-----------------------------------------------------------------------------|
 | `ca.crt`, `ca.key`      | the cluster CA: signs the serving and the client certificates              |
 | `apiserver.crt/.key`    | the API server's serving certificate, for every address it is reached at   |
+| `sa.key`                | signs service-account tokens (kube-apiserver's --service-account-signing-key-file) |
 | `tokens.csv`            | the API server's `--token-auth-file`: the admin and one token per component |
 | `<component>.kubeconfig`| what each component (agent, kube-proxy, DNS, ...) connects with: server, CA, its token |
 
@@ -57,6 +58,10 @@ def ca_file(home: Path) -> Path:
 
 def serving_files(home: Path) -> tuple[Path, Path]:
     return pki_dir(home) / "apiserver.crt", pki_dir(home) / "apiserver.key"
+
+
+def service_account_key_file(home: Path) -> Path:
+    return pki_dir(home) / "sa.key"
 
 
 def token_file(home: Path) -> Path:
@@ -141,6 +146,7 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
         cert, key = serving_files(home)
         write_secret(cert, serving.cert_pem)
         write_secret(key, serving.key_pem)
+    write_secret(service_account_key_file(home), pki.make_signing_key())
     admin_token = secrets.token_hex(16)
     rows = [f'{admin_token},{ADMIN_USER},{ADMIN_USER},"{",".join(ADMIN_GROUPS)}"']
     ca_pem = ca.cert_pem if ca else None

@@ -201,6 +201,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
         "apiserver",
         ("apiserver", "--host", topo.host("apiserver"), "--port", str(topo.api_port), "--store", topo.store_url,
          "--token-file", str(credentials.token_file(topo.home)), *tls, *kubelet_client,
+         "--service-account-signing-key-file", str(credentials.service_account_key_file(topo.home)),
          "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
          "--node-grace-period", str(topo.node_grace_period),
          "--eviction-timeout", str(topo.pod_eviction_timeout)),
