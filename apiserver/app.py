@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from aiohttp import web
 from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
+from podnet.apiserver.audit.log import AuditLog, load_policy
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
@@ -94,6 +95,8 @@ def check_files(config: ApiServerConfig) -> None:
     stops the command with one line (ValueError) before anything starts."""
     load_authenticator(config)
     sa_tokens.load_keys(config)
+    if config.audit_policy_file:
+        load_policy(config.audit_policy_file)
     try:
         ssl_context(config)
     except (OSError, ssl.SSLError) as exc:
@@ -122,7 +125,8 @@ def _http_error(error: web.HTTPException, request: web.Request, body_limit: int)
     return ApiError(status.status(error.status, reason, error.text or error.reason))
 
 
-def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authenticator | None = None) -> web.Application:
+def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authenticator | None = None,
+             audit: AuditLog | None = None) -> web.Application:
     metrics = Metrics()
     hub = WatchHub(store, config.watch_cache_events)
     resources = Resources(config, store, hub, metrics.watchers)
@@ -166,6 +170,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
             user = await service_account_tokens.authenticate(request.headers.get("Authorization"))
         if user is None:
             raise status.unauthorized()
+        if audit is not None:
+            audit.authenticated(request, user)
         request[USER_KEY] = acting = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []),
                                                  resources.rbac.policy)
         if not _resource_path(request.path):
@@ -177,6 +183,8 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
 
     app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes,
                           handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
+    if audit is not None:
+        app.middlewares.insert(0, audit.install(app))  # outermost: it sees every answer, errors included
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app, resources)
@@ -388,7 +396,10 @@ async def serve(config: ApiServerConfig, *, shutdown_trigger: Callable[[], Await
             # The in-process controllers authenticate with a token that exists only in this process.
             loopback_token = secrets.token_urlsafe(32)
             authenticator.add(loopback_token, User("system:apiserver", "", (MASTERS_GROUP,)))
-        app = make_app(config, store, authenticator=authenticator)
+        audit = None
+        if config.audit_policy_file and config.audit_log_path:
+            audit = stack.enter_context(AuditLog.open(config.audit_policy_file, config.audit_log_path))
+        app = make_app(config, store, authenticator=authenticator, audit=audit)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -38,6 +38,9 @@ class ApiServerConfig:
     service_account_key_files: tuple[str, ...] = ()
     service_account_issuer: str = DEFAULT_ISSUER
     api_audiences: tuple[str, ...] = ()  # empty: the issuer
+    # The audit log (apiserver/audit/): nothing is recorded without both.
+    audit_policy_file: str | None = None
+    audit_log_path: str | None = None
     controllers: bool = True
     node_grace_period: float = 40.0
     eviction_timeout: float = 300.0

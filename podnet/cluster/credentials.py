@@ -9,6 +9,7 @@ token is readable by anyone else for even a moment, and nothing written by someo
 | `ca.crt`, `ca.key`      | the cluster CA: signs the serving and the client certificates              |
 | `apiserver.crt/.key`    | the API server's serving certificate, for every address it is reached at   |
 | `sa.key`                | signs service-account tokens (kube-apiserver's --service-account-signing-key-file) |
+| `audit-policy.yaml`     | the API server's audit policy (podnet/cluster/auditpolicy.py), kept across `podnet up` |
 | `tokens.csv`            | the API server's `--token-auth-file`: the admin and one token per component |
 | `<component>.kubeconfig`| what each component (agent, kube-proxy, DNS, ...) connects with: server, CA, its token |
 
@@ -37,6 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from podnet import kubeconfig, pki
+from podnet.cluster import auditpolicy
 
 PKI_DIR = "pki"
 ADMIN_USER = "admin"
@@ -137,8 +139,10 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
     the admin token. Returns the admin token."""
     directory = pki_dir(home)
     ca = (_earlier_ca(directory, now) or pki.make_ca(now)) if tls else None
+    audit_policy = auditpolicy.policy_text(auditpolicy.policy_file(directory))
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, mode=0o700)
+    write_secret(auditpolicy.policy_file(directory), audit_policy.encode())
     if ca is not None:
         write_secret(directory / "ca.crt", ca.cert_pem)
         write_secret(directory / "ca.key", ca.key_pem)
