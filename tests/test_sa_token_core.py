@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import string
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -72,6 +73,16 @@ def test_another_keys_signature_is_refused(es_key: jwt.SigningKey, rs_key: jwt.S
     unnamed = f"{_segment({'alg': 'ES256'})}.{payload}.{signature}"
     with pytest.raises(jwt.JwtError, match="invalid signature"):
         jwt.verify(unnamed, [es_key.public_key])
+
+
+def test_only_the_canonical_base64url_spelling_is_accepted(es_key: jwt.SigningKey) -> None:
+    header, payload, signature = jwt.sign({"sub": "x"}, es_key).split(".")
+    # A 64-byte signature leaves 4 unused bits in its last character: another spelling, the same bytes.
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    twin = alphabet[alphabet.index(signature[-1]) ^ 1]
+    assert base64.urlsafe_b64decode(signature[:-1] + twin + "==") == base64.urlsafe_b64decode(signature + "==")
+    with pytest.raises(jwt.JwtError, match="not canonical"):
+        jwt.verify(f"{header}.{payload}.{signature[:-1]}{twin}", [es_key.public_key])
 
 
 def test_a_changed_payload_breaks_the_signature(es_key: jwt.SigningKey) -> None:

@@ -6,8 +6,8 @@ kube-apiserver's: the unpadded base64url of the SHA-256 of the public key's PKIX
 holds several keys (a rotation) picks the one a token names. `jwks` renders the keys as the
 `/openid/v1/jwks` document lists them.
 
-Verification refuses rather than guesses: a header or payload that is not a JSON object, padding in the
-base64url, an `alg` that does not match the key (`none`, HS256 forged with a public key), a `crit` header
+Verification refuses rather than guesses: a header or payload that is not a JSON object, padding or any
+other than the canonical spelling of the base64url, an `alg` that does not match the key (`none`, HS256 forged with a public key), a `crit` header
 (no extension is understood) — each is a `JwtError`. Pure: keys and strings in, dicts out.
 """
 
@@ -45,9 +45,14 @@ def _b64decode(text: str) -> bytes:
     if "=" in text:
         raise JwtError("base64url with padding")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise JwtError("not base64url") from None
+    # Only the canonical spelling: otherwise one signed token has several spellings (the unused low bits of
+    # the last character), and a token refused by its text could come back as another text.
+    if _b64encode(data) != text:
+        raise JwtError("base64url that is not canonical")
+    return data
 
 
 def key_id(public_key: PublicKey) -> str:
