@@ -34,6 +34,7 @@ from podnet.apiserver import (
     tables,
     yamlbody,
 )
+from podnet.apiserver.audit import log as audit_log
 from podnet.apiserver.auth import User
 from podnet.apiserver.claimstore import ClaimStore, ClaimTaken
 from podnet.apiserver.codec import (
@@ -276,7 +277,9 @@ class Resources:
 
     def allowed(self, user: User, attributes: Attributes) -> Decision:
         """The RBAC decision on the roles and bindings in force (no storage read)."""
-        return rbac_authorize(user, attributes, self.rbac.policy)
+        decision = rbac_authorize(user, attributes, self.rbac.policy)
+        audit_log.note_authorization(user, decision.allowed, decision.reason)
+        return decision
 
     def _authorize(self, request: web.Request, verb: str, kind: Kind, namespace: str | None) -> None:
         request[VERB_KEY] = verb
