@@ -49,6 +49,7 @@ from podnet.apiserver.patch import (
     merge_patch,
     strategic_merge_patch,
 )
+from podnet.apiserver.podsecurityadmission import PodSecurityAdmission
 from podnet.apiserver.rbac import escalation
 from podnet.apiserver.rbac.authorizer import Attributes, Decision
 from podnet.apiserver.rbac.authorizer import authorize as rbac_authorize
@@ -107,6 +108,8 @@ RESOURCE_KEY = web.RequestKey("resource", str)
 # The user a request's writes are made for, for checks deep in the write path (RBAC escalation); each
 # request is its own task, so this is per request.
 _WRITER: contextvars.ContextVar[User | None] = contextvars.ContextVar("writer", default=None)
+# The request being served, for admission steps deep in the write path that add warnings to it.
+_REQUEST: contextvars.ContextVar[web.Request | None] = contextvars.ContextVar("request", default=None)
 
 
 def _truthy(value: str | None) -> bool:
@@ -205,6 +208,7 @@ class Resources:
         self._namespace_kind = lookup("namespaces")
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
+        self.pod_security = PodSecurityAdmission(self._namespace_labels, self.allowed)
         # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
         # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
         self._service_kind = lookup("services")
@@ -266,6 +270,7 @@ class Resources:
         if not self.allowed(user, attributes).allowed:
             raise status.forbidden(user.name, verb, kind, namespace, request.path, name=name, subresource=subresource)
         _WRITER.set(user)
+        _REQUEST.set(request)
 
     async def _storage(self, awaitable: Awaitable[T]) -> T:
         """A storage call with the server's deadline; an unreachable store is a 503, never a 500."""
@@ -361,6 +366,10 @@ class Resources:
         if len(value) > self.config.max_body_bytes:  # grown past what a body may carry, by a patch or an apply
             raise status.too_large(self.config.max_body_bytes)
         return value
+
+    async def _namespace_labels(self, name: str) -> dict | None:
+        kv = await self._storage(self.store.get(storage_key(self._namespace_kind, None, name)))
+        return None if kv is None else json.loads(kv.value).get("metadata", {}).get("labels") or {}
 
     async def _current(self, kind: Kind, namespace: str | None, name: str) -> KeyValue:
         kv = await self._storage(self.store.get(storage_key(kind, namespace, name)))
@@ -578,6 +587,7 @@ class Resources:
             metadata["generation"] = 1
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)
+        await self.pod_security.admit(request, _WRITER.get(), kind, obj, None)
         if not kind.namespaced:
             return await self._store_new(request, kind, obj, value, dry_run)
         self._creating[str(namespace)] += 1
@@ -798,6 +808,7 @@ class Resources:
         try:
             value = self._check(kind, new)
             self._check_immutable(kind, old, new)
+            await self.pod_security.admit(_REQUEST.get(), _WRITER.get(), kind, new, old)
         except BaseException:
             if admission is not None:
                 await self._allocated_write(admission, None)
