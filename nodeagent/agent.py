@@ -51,6 +51,7 @@ from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.relaypods import RelayedPods
 from podnet.nodeagent.termination import RestartEvents, Terminations, record_started
+from podnet.nodeagent.volumes import PodVolumes
 from podnet.overlay.pipeline.conntrack import FlowKey
 from podnet.overlay.pipeline.forward import (
     FOU_PORT,
@@ -199,6 +200,7 @@ class NodeAgent:
                                          lambda uid: self.ipam.release(uid))
         self.restart_events = RestartEvents(self.events)
         self.pod_env = PodEnvironment(client, self.events, self._start_waiting_containers)
+        self.netns_pods.make_volumes = PodVolumes(self.pod_env.configmaps, self.pod_env.secrets, client).prepare
 
     # ---- registration ----------------------------------------------------------------------------
 
@@ -564,7 +566,7 @@ class NodeAgent:
                                  allocation.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
             try:
                 pod.netns = self.netns_pods.create(key, pod.uid, network, vtep_mac(self.config.address),
-                                                   ContainerSpec.from_pod(obj, self.pod_env.container_env))
+                                                   ContainerSpec.from_pod(obj, self.pod_env.container_env), obj)
             except (NetnsError, OSError) as exc:
                 log.error("pod %s: cannot build its network namespace: %s", key, exc)
                 self.ipam.release(pod.uid)
@@ -760,6 +762,7 @@ class NodeAgent:
             "pod.ping": self.rpc_pod_ping,
             "pod.dig": self.rpc_pod_dig,
             "pods.list": self.rpc_pods_list,
+            "pod.exec_command": self.rpc_pod_exec_command,
             "pod.send_udp": self.rpc_pod_send_udp,
             "pod.tcp_transfer": self.rpc_pod_tcp_transfer,
             "routes.list": self.rpc_routes_list,
@@ -774,6 +777,17 @@ class NodeAgent:
             "nodeports.apply": self.rpc_nodeports_apply,
             "services.get": self.rpc_services_get,
         }
+
+    async def rpc_pod_exec_command(self, params: dict) -> dict | None:
+        """`podnet exec`: the command line that runs `argv` in a netns pod's first container; None for a
+        virtual pod."""
+        key = f"{params.get('namespace') or 'default'}/{params.get('pod')}"
+        pod, obj = self.pods.get(key), self.pod_informer.store.get(key) if self.pod_informer is not None else None
+        if pod is None or pod.netns is None or obj is None:
+            return None
+        container = ((obj.get("spec") or {}).get("containers") or [{}])[0].get("name", "")
+        argv, env = self.netns_pods.exec_command(pod.netns, obj, container, [str(a) for a in params.get("argv") or []])
+        return {"argv": argv, "env": env}
 
     async def rpc_node_info(self, params: Any) -> dict:
         return {

@@ -110,8 +110,16 @@ class _MountPoints:
         self.private.append(os.path.realpath(directory))
 
 
+def _set_sysctls(sysctls):
+    """In the pod's network namespace (a net.* sysctl is the namespace of whoever writes it)."""
+    for name, value in sysctls:
+        with open("/proc/sys/" + name.replace(".", "/"), "w") as knob:
+            knob.write(value)
+
+
 def _build_mount_namespace(plan):
     _check(_libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC), "unshare")
+    _set_sysctls(plan["sysctls"])  # in the pod's IPC namespace too, for kernel.shm_*
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     sources = [os.open(bind["source"], os.O_PATH) for bind in plan["binds"]]
     scratch = None

@@ -7,6 +7,9 @@ them from becoming the host is the plan that `launch.py` carries out before it e
   bound over the node's; the pod's volumes at their mountPath; /proc's host-wide knobs masked (as a
   container runtime masks them) unless the container is privileged;
 - a UTS and an IPC namespace (the pod's hostname, no shared System V IPC with the host);
+- the pod's network namespace gets containerd 2's defaults, unprivileged ICMP echo sockets
+  (`net.ipv4.ping_group_range`) and low ports for every user (`net.ipv4.ip_unprivileged_port_start=0`),
+  then the pod's own `securityContext.sysctls`;
 - the securityContext's user: `runAsUser`/`runAsGroup` (container over pod), `fsGroup` and
   `supplementalGroups` as supplementary groups. Unset, the user is 65534 (nobody/nogroup): a container
   image names its own user and most run as root, but here the "image" is the node's filesystem, where
@@ -50,6 +53,7 @@ DEFAULT_CAPABILITIES = frozenset({
     "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
 })
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+RUNTIME_SYSCTLS = {"net.ipv4.ping_group_range": "0 2147483647", "net.ipv4.ip_unprivileged_port_start": "0"}
 # What a container runtime hides of /proc and /sys from a container that is not privileged.
 MASKED_PATHS = (
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
@@ -77,6 +81,7 @@ class Security:
     gid: int
     groups: tuple[int, ...]
     capabilities: tuple[str, ...]  # the bounding set, sorted by number
+    sysctls: tuple[tuple[str, str], ...]  # for the pod's network namespace, in order
     no_new_privs: bool
     seccomp: bool  # the default filter
     privileged: bool
@@ -114,8 +119,11 @@ def security(pod: dict, container: dict) -> Security:
     error = None
     if setting("runAsNonRoot") is True and uid == 0:
         error = f'container\'s runAsUser breaks non-root policy (pod: "{pod_ref(pod)}", container: {container.get("name")})'
+    sysctls = dict(RUNTIME_SYSCTLS)
+    sysctls.update((str(s["name"]), str(s.get("value") or "")) for s in pod_context.get("sysctls") or []
+                   if isinstance(s, dict) and s.get("name"))
     return Security(
-        uid=uid, gid=gid, groups=tuple(groups),
+        uid=uid, gid=gid, groups=tuple(groups), sysctls=tuple(sysctls.items()),
         capabilities=tuple(c for c in CAPABILITIES if c in capabilities),
         no_new_privs=not privileged and escalation is not True,
         seccomp=not privileged and profile_type != "Unconfined",
@@ -233,6 +241,7 @@ class LaunchPlan:
     capabilities: tuple[int, ...]  # the bounding set, by number
     no_new_privs: bool
     seccomp: str  # the BPF program, hex; "" for none
+    sysctls: tuple[tuple[str, str], ...] = ()
     cwd: str = "/"
     join_pid: int | None = None
     private: tuple[str, ...] = PRIVATE_DIRS
@@ -256,7 +265,8 @@ def plan(argv: tuple[str, ...], env: dict[str, str], security_: Security, *, net
     return LaunchPlan(
         argv=tuple(argv), env=dict(env), netns=netns, hostname=hostname, uid=security_.uid, gid=security_.gid,
         groups=security_.groups, capabilities=tuple(CAPABILITIES.index(c) for c in security_.capabilities),
-        no_new_privs=security_.no_new_privs, seccomp=program.hex() if program else "", cwd=cwd or "/",
+        no_new_privs=security_.no_new_privs, seccomp=program.hex() if program else "",
+        sysctls=() if join_pid else security_.sysctls, cwd=cwd or "/",
         join_pid=join_pid, hidden=hidden, binds=binds, scratch=scratch,
         masked=() if security_.privileged else MASKED_PATHS, read_only=() if security_.privileged else READ_ONLY_PATHS,
         notes=notes,
