@@ -4,9 +4,13 @@ Run by the node agent as root, `python -I -S launch.py`, with the plan as JSON i
 PODNET_LAUNCH_PLAN (only root can read a root process's environment; the program gets `plan.env` alone).
 It uses nothing but the standard library, so that it starts quickly and without the agent's imports.
 
-The order matters: the bind sources are opened (O_PATH) before anything hides them; the mount points that
+The order matters: the bind sources are opened (O_PATH) before anything hides them (and after the root
+changes, if it does); the mount points that
 do not exist are made before anything is bound (an overlay on a directory of the node's filesystem, whose
-upper layer lives on a scratch tmpfs, so the node's own files are never changed); the seccomp filter goes
+upper layer lives on a scratch tmpfs, so the node's own files are never changed; for a new top-level
+directory such as /data, a root of its own: a tmpfs holding binds of the node's top-level entries, and
+the layers in its /.podnet, covered once the overlays are made, since overlayfs takes its layers only
+from mounts of the caller's namespace); the seccomp filter goes
 in while the process still holds CAP_SYS_ADMIN, and the user changes last, which leaves a non-root user
 with no capability in effect.
 
@@ -20,6 +24,7 @@ import os
 import sys
 
 PLAN_VARIABLE = "PODNET_LAUNCH_PLAN"
+LAYERS = "/.podnet"  # where the overlays' layers live in a root of the pod's own
 
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUTS = 0x04000000
@@ -33,6 +38,8 @@ _MS_REMOUNT = 32
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
+_MNT_DETACH = 2
+_SYS_PIVOT_ROOT = 155  # x86-64; glibc has no wrapper
 _PR_SET_SECCOMP = 22
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
@@ -76,9 +83,10 @@ def _is_private(path, private):
 class _MountPoints:
     """Makes the mount points that are missing, without touching the node's files."""
 
-    def __init__(self, private, scratch):
+    def __init__(self, private, scratch, own_root):
         self.private = [os.path.realpath(d) for d in private if os.path.isdir(d)]
         self.scratch = scratch  # an O_PATH descriptor of the scratch tmpfs, or None
+        self.own_root = own_root  # "/" is a tmpfs of ours: new top-level entries may be made in it
         self.overlays = 0
 
     def ensure(self, target, directory):
@@ -89,7 +97,7 @@ class _MountPoints:
         while not os.path.exists(ancestor):
             missing.append(os.path.basename(ancestor))
             ancestor = os.path.dirname(ancestor)
-        if not _is_private(ancestor, self.private):
+        if not (ancestor == "/" and self.own_root or _is_private(ancestor, self.private)):
             self._overlay(ancestor)
         path = ancestor
         for index, part in enumerate(reversed(missing)):
@@ -117,24 +125,60 @@ def _set_sysctls(sysctls):
             knob.write(value)
 
 
+def _own_root(scratch_path):
+    """Moves this mount namespace to a root of its own: a tmpfs under the scratch directory with each
+    top-level entry of the node's root bound (or linked) into it, so that new top-level directories can be
+    made without touching the node's."""
+    root = os.path.join(scratch_path, "root")
+    os.mkdir(root, 0o755)
+    _mount("tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+    for entry in os.listdir("/"):
+        source, target = "/" + entry, os.path.join(root, entry)
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), target)
+            continue
+        if os.path.isdir(source):
+            os.mkdir(target)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+        _mount(source, target, None, _MS_BIND | _MS_REC)
+    os.mkdir(os.path.join(root, LAYERS[1:]), 0o700)
+    os.chdir(root)
+    _check(_libc.syscall(_SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", _MNT_DETACH), "detaching the old root")
+    os.chdir("/")
+
+
+def _needs_own_root(plan):
+    return any(not os.path.lexists("/" + bind["target"].strip("/").split("/")[0]) for bind in plan["binds"])
+
+
 def _build_mount_namespace(plan):
     _check(_libc.unshare(_CLONE_NEWNS | _CLONE_NEWUTS | _CLONE_NEWIPC), "unshare")
     _set_sysctls(plan["sysctls"])  # in the pod's IPC namespace too, for kernel.shm_*
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    sources = [os.open(bind["source"], os.O_PATH) for bind in plan["binds"]]
     scratch = None
+    own_root = False
     if plan["scratch"]:
         _mount("tmpfs", plan["scratch"], "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0700")
-        scratch = os.open(plan["scratch"], os.O_PATH)
+        own_root = _needs_own_root(plan)
+        if own_root:
+            _own_root(plan["scratch"])
+        scratch = os.open(LAYERS if own_root else plan["scratch"], os.O_PATH)
+    # Opened in whichever root is in force (a bind takes its source from a mount of this namespace),
+    # before anything hides them.
+    sources = [os.open(bind["source"], os.O_PATH) for bind in plan["binds"]]
     for directory in plan["private"]:
         if os.path.isdir(directory) and not os.path.islink(directory):
             _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755" if directory == "/run" else "mode=1777")
     for directory in plan["hidden"]:
         if os.path.isdir(directory):
             _mount("tmpfs", directory, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "mode=0755,size=4k")
-    points = _MountPoints(plan["private"], scratch)
+    points = _MountPoints(plan["private"], scratch, own_root)
     for bind in plan["binds"]:
         points.ensure(bind["target"], bind["directory"])
+    if own_root:
+        _mount("tmpfs", LAYERS, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "mode=0700,size=4k")
     for bind, source in zip(plan["binds"], sources, strict=True):
         _mount(f"/proc/self/fd/{source}", bind["target"], None, _MS_BIND | _MS_REC)
         if bind["read_only"]:
