@@ -40,6 +40,11 @@ _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
 _MNT_DETACH = 2
 _SYS_PIVOT_ROOT = 155  # x86-64; glibc has no wrapper
+_SYS_MOUNT_SETATTR = 442
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+_MOUNT_ATTR_RDONLY = 1
+_MOUNT_ATTR_NOSUID = 2
 _PR_SET_SECCOMP = 22
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
@@ -65,6 +70,17 @@ def _check(result, what):
 def _mount(source, target, fstype, flags, data=None):
     _check(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(), flags,
                        data and data.encode()), f"mount {target}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64))
+
+
+def _set_attributes(path, *, recursive=False, set_=0, clear=0):
+    attributes = _MountAttr(set_, clear, 0, 0)
+    _check(_libc.syscall(_SYS_MOUNT_SETATTR, _AT_FDCWD, path.encode(), _AT_RECURSIVE if recursive else 0,
+                         ctypes.byref(attributes), ctypes.sizeof(attributes)), f"mount_setattr {path}")
 
 
 def _enter(path, flag):
@@ -179,10 +195,19 @@ def _build_mount_namespace(plan):
         points.ensure(bind["target"], bind["directory"])
     if own_root:
         _mount("tmpfs", LAYERS, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "mode=0700,size=4k")
+    if plan["read_only_root"]:
+        # The node's files, as a container's image would be with readOnlyRootFilesystem: no user of the
+        # pod, root included, changes them. The private directories and writable volumes are the pod's.
+        _set_attributes("/", recursive=True, set_=_MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID)
+        for directory in plan["private"]:
+            if os.path.ismount(directory):
+                _set_attributes(directory, clear=_MOUNT_ATTR_RDONLY)
     for bind, source in zip(plan["binds"], sources, strict=True):
         _mount(f"/proc/self/fd/{source}", bind["target"], None, _MS_BIND | _MS_REC)
         if bind["read_only"]:
             _mount(None, bind["target"], None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+        elif plan["read_only_root"]:
+            _set_attributes(bind["target"], clear=_MOUNT_ATTR_RDONLY)
         os.close(source)
     for path in plan["masked"]:
         if os.path.isdir(path):

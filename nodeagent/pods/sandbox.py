@@ -2,8 +2,9 @@
 
 A container of a netns pod has no image: its programs come from the node's own filesystem. What keeps
 them from becoming the host is the plan that `launch.py` carries out before it executes the program:
-- a mount namespace of its own: private tmpfs on /tmp, /var/tmp, /dev/shm and /run; an empty read-only
-  tmpfs over podnet's home and the agent's state directory; the pod's /etc/hosts and /etc/resolv.conf
+- a mount namespace of its own: the node's filesystem read-only (unless privileged), private tmpfs on
+  /tmp, /var/tmp, /dev/shm and /run; an empty read-only tmpfs over podnet's home and the agent's state
+  directory; the pod's /etc/hosts and /etc/resolv.conf
   bound over the node's; the pod's volumes at their mountPath; /proc's host-wide knobs masked (as a
   container runtime masks them) unless the container is privileged;
 - a UTS and an IPC namespace (the pod's hostname, no shared System V IPC with the host);
@@ -250,6 +251,7 @@ class LaunchPlan:
     masked: tuple[str, ...] = MASKED_PATHS
     read_only: tuple[str, ...] = READ_ONLY_PATHS
     scratch: str = ""  # an empty directory of the agent's, where the overlays that make missing mount points live
+    read_only_root: bool = True
     notes: tuple[str, ...] = field(default=())
 
     def to_json(self) -> str:
@@ -269,5 +271,6 @@ def plan(argv: tuple[str, ...], env: dict[str, str], security_: Security, *, net
         sysctls=() if join_pid else security_.sysctls, cwd=cwd or "/",
         join_pid=join_pid, hidden=hidden, binds=binds, scratch=scratch,
         masked=() if security_.privileged else MASKED_PATHS, read_only=() if security_.privileged else READ_ONLY_PATHS,
+        read_only_root=not security_.privileged,
         notes=notes,
     )
