@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
-from podnet.apiserver import deletion, fieldvalidation, protobuf, status, tables, yamlbody
+from podnet.apiserver import deletion, fieldvalidation, ingresskinds, protobuf, status, tables, yamlbody
 from podnet.apiserver.auth import User
 from podnet.apiserver.codec import (
     JSON,
@@ -85,7 +85,8 @@ from podnet.api.kinds import KINDS, Kind, lookup
 log = logging.getLogger(__name__)
 # The kinds whose registry strategy in kube-apiserver 1.31 starts metadata.generation at 1 and counts spec
 # changes; Pods, Services, Nodes, Namespaces and Leases have none.
-GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy"})
+GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy", "CronJob",
+                              "Ingress", "IngressClass"})
 
 T = TypeVar("T")
 
@@ -577,6 +578,8 @@ class Resources:
         if kind.kind in GENERATION_KINDS:
             metadata["generation"] = 1
         self._reset_status_on_create(kind, obj)
+        if kind.kind == "Ingress":
+            await self._default_ingress_class(obj)
         value = self._check(kind, obj)
         if not kind.namespaced:
             return await self._store_new(request, kind, obj, value, dry_run)
@@ -612,6 +615,16 @@ class Resources:
             raise status.already_exists(kind, name) from None
         obj["metadata"]["resourceVersion"] = str(revision)
         return respond(request, obj, 201)
+
+    async def _default_ingress_class(self, ingress: dict) -> None:
+        """The DefaultIngressClass admission plugin: an Ingress created without a class gets the default one."""
+        spec = ingress.get("spec")
+        if not isinstance(spec, dict) or spec.get("ingressClassName") is not None:
+            return
+        kvs, _ = await self._storage(self.store.list(storage_prefix(lookup("ingressclasses"), None)))
+        name = ingresskinds.default_class(from_storage(kv.value, kv.mod_revision) for kv in kvs)
+        if name is not None:
+            spec["ingressClassName"] = name
 
     @staticmethod
     def _reset_status_on_create(kind: Kind, obj: dict) -> None:

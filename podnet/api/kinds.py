@@ -59,7 +59,8 @@ class Kind:
 
 
 # kube-apiserver keeps a few resources under historical names in etcd.
-_STORAGE_NAMES = {"services": "services/specs", "endpoints": "services/endpoints", "leases": "leases"}
+_STORAGE_NAMES = {"services": "services/specs", "endpoints": "services/endpoints", "leases": "leases",
+                  "ingresses": "ingress"}
 
 KINDS: tuple[Kind, ...] = (
     Kind("Namespace", "", "v1", "namespaces", False, ("ns",), printer=printers.NAMESPACE),
@@ -74,6 +75,9 @@ KINDS: tuple[Kind, ...] = (
          printer=printers.SERVICE_ACCOUNT),
     Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True, (), has_status=False,
          printer=printers.ENDPOINT_SLICE),
+    Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", False, (), has_status=False,
+         printer=printers.INGRESS_CLASS),
+    Kind("Ingress", "networking.k8s.io", "v1", "ingresses", True, ("ing",), printer=printers.INGRESS),
     Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",),
          printer=printers.NETWORK_POLICY),
     Kind("Lease", "coordination.k8s.io", "v1", "leases", True, (), has_status=False, printer=printers.LEASE),
@@ -84,6 +88,7 @@ KINDS: tuple[Kind, ...] = (
          categories=("all",)),
     Kind("StatefulSet", "apps", "v1", "statefulsets", True, ("sts",), printer=printers.STATEFUL_SET,
          categories=("all",)),
+    Kind("CronJob", "batch", "v1", "cronjobs", True, ("cj",), printer=printers.CRON_JOB, categories=("all",)),
     Kind("Job", "batch", "v1", "jobs", True, (), printer=printers.JOB, categories=("all",)),
     Kind("Role", "rbac.authorization.k8s.io", "v1", "roles", True, (), has_status=False, printer=printers.ROLE),
     Kind("ClusterRole", "rbac.authorization.k8s.io", "v1", "clusterroles", False, (), has_status=False,
