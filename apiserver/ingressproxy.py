@@ -1,7 +1,8 @@
 """`podnet ingress`: the ingress controller, an HTTP proxy on the host network in front of the cluster's pods.
 
 It serves the Ingresses of the IngressClasses whose `spec.controller` is its own (`podnet.io/ingress`), and
-those without a class while one of its classes is the default. Each request is routed by the pure table of
+those without a class while one of its classes is the default. A cluster without such a class gets one,
+`podnet`, the default class, when the controller starts. Each request is routed by the pure table of
 apiserver/ingressroutes.py to a Service, and from the Service's EndpointSlices to one of its ready pods,
 round robin, as ingress-nginx proxies to endpoints rather than to the ClusterIP. The pod is reached the
 way Kubernetes lets a process outside the pod network reach a pod's port: through the kubelet of the
@@ -38,6 +39,11 @@ from podnet.process import serve_until_triggered, start_status_server, wait_or_s
 log = logging.getLogger(__name__)
 
 CONTROLLER = "podnet.io/ingress"
+# The class made for it when the cluster has none of its own, the default one, as an ingress-nginx install
+# makes its class: ordinary manifests name no class and are served.
+DEFAULT_CLASS = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                 "metadata": {"name": "podnet", "annotations": {ingressroutes.DEFAULT_CLASS_ANNOTATION: "true"}},
+                 "spec": {"controller": CONTROLLER}}
 UPSTREAM_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # Headers that describe one hop, not the request (RFC 9110 section 7.6.1): never passed on.
@@ -109,6 +115,17 @@ class IngressController:
         if self._table is None:
             self._table = ingressroutes.build(self.served())
         return self._table
+
+    async def ensure_class(self) -> None:
+        classes = self.informers["ingressclasses"].store.values()
+        if any((c.get("spec") or {}).get("controller") == CONTROLLER for c in classes):
+            return
+        try:
+            await self.client.create(DEFAULT_CLASS)
+            log.info("ingress: made the default IngressClass %s", DEFAULT_CLASS["metadata"]["name"])
+        except ApiError as exc:
+            if exc.code != 409:
+                log.warning("ingress: IngressClass %s not made: %s", DEFAULT_CLASS["metadata"]["name"], exc)
 
     # --- status ---------------------------------------------------------------------------------------
 
@@ -212,6 +229,7 @@ async def _serve(config: IngressConfig, shutdown: asyncio.Event) -> None:
             try:
                 synced = asyncio.gather(*(i.wait_synced() for i in controller.informers.values()))
                 if await wait_or_shutdown(shutdown, synced):
+                    await controller.ensure_class()
                     app = web.Application()
                     app.router.add_route("*", "/{path:.*}", controller.handle)
                     runner = web.AppRunner(app, access_log=None)

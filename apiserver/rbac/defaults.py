@@ -150,6 +150,7 @@ _CLOUD_LB_RULES = [
 
 _INGRESS_RULES = [
     rule(READ, ["networking.k8s.io"], ["ingresses", "ingressclasses"]),
+    rule(["create"], ["networking.k8s.io"], ["ingressclasses"]),
     rule(["get", "update", "patch"], ["networking.k8s.io"], ["ingresses/status"]),
     rule(READ, [""], ["services", "nodes"]),
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
