@@ -14,10 +14,11 @@ Errors are `CronError`, worded as robfig/cron words them (they reach users in va
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from podnet.api.durations import parse_duration
 
 # How far ahead `next_after` looks before it says a schedule never fires (robfig gives up after 5 years).
 SEARCH_YEARS = 5
@@ -36,8 +37,6 @@ _MONTHS = {name: number for number, name in enumerate(
 _WEEKDAYS = {name: number for number, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 # (lowest, highest, names) of each field, in order.
 _FIELDS = ((0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, _MONTHS), (0, 6, _WEEKDAYS))
-_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+)(h|ms|m|s|us|µs|ns)")
 
 
 class CronError(ValueError):
@@ -153,22 +152,6 @@ def _field(spec: str, lowest: int, highest: int, names: dict[str, int]) -> tuple
     return frozenset(values), star
 
 
-def _duration(text: str) -> float:
-    """Go's time.ParseDuration, for the units a schedule may use."""
-    if not text:
-        raise CronError('time: invalid duration ""')
-    if text == "0":
-        return 0.0
-    position, total = 0, 0.0
-    while position < len(text):
-        match = _DURATION_PART.match(text, position)
-        if match is None:
-            raise CronError(f'time: invalid duration "{text}"')
-        total += float(match[1]) * _DURATION_UNITS[match[2]]
-        position = match.end()
-    return total
-
-
 def parse(spec: str, time_zone: str | None = None) -> Schedule | Every:
     """The schedule `spec` stands for, read in `time_zone` (a `TZ=`/`CRON_TZ=` prefix of the spec wins)."""
     text = spec.strip()
@@ -181,8 +164,8 @@ def parse(spec: str, time_zone: str | None = None) -> Schedule | Every:
     location = zone(time_zone)
     if text.startswith("@every "):
         try:
-            seconds = _duration(text[len("@every "):].strip())
-        except CronError as exc:
+            seconds = parse_duration(text[len("@every "):].strip())
+        except ValueError as exc:
             raise CronError(f"failed to parse duration {text}: {exc}") from None
         return Every(max(1, int(seconds)), location)
     if text.startswith("@"):
