@@ -12,17 +12,21 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import yarl
 from aiohttp import web
 from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
+from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE
+from podnet.apiserver.elector import LeaderElector
 from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
@@ -41,6 +45,7 @@ from podnet.api.kinds import KINDS
 from podnet.client import ApiClient, component_agent
 from podnet.pki import load_certificates
 from podnet.process import metrics_response
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +226,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         if config.event_ttl > 0:
             tasks.append(asyncio.create_task(expire_events(store, config.event_ttl), name="event expiry"))
         yield
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
         await hub.close()
 
     app.cleanup_ctx.append(background)
@@ -357,7 +359,14 @@ async def _run_controllers(config: ApiServerConfig, url: str, token: str | None)
     client = ApiClient(url, token, ssl_context=loopback_context(config.tls_cert) if config.tls_cert else None,
                        user_agent=component_agent("kube-controller-manager"))
     try:
-        await run_all(client, config)
+        if config.leader_elect:
+            # Stable across restarts, unlike kube-controller-manager's hostname_uuid: one address serves one API
+            # server at a time, and a server restarted after a crash resumes its lease instead of waiting it out.
+            identity = f"{socket.gethostname()}_{yarl.URL(url).authority}"
+            elector = LeaderElector(client, CONTROLLER_MANAGER_LEASE, identity, config.leader_election)
+            await elector.run(lambda: run_all(client, config))
+        else:
+            await run_all(client, config)
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.apiserver.election import Timings
+
 # kube-apiserver's limit on a request body (--max-request-bytes defaults to 3 MiB for etcd's sake).
 MAX_BODY_BYTES = 3 * 1024 * 1024
 
@@ -32,6 +34,10 @@ class ApiServerConfig:
     tls_key: str | None = None
     client_ca_file: str | None = None  # CA bundle that signs client certificates (CN = user, O = groups)
     controllers: bool = True
+    # kube-controller-manager's --leader-elect and its timings: with several API servers on one store, the
+    # controllers of only one of them act.
+    leader_elect: bool = True
+    leader_election: Timings = Timings()
     node_grace_period: float = 40.0
     eviction_timeout: float = 300.0
     orphaned_pod_quarantine: float = 40.0  # kube-controller-manager's PodGC waits this long for a node
@@ -69,6 +75,8 @@ class ApiServerConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if self.client_ca_file and not self.tls_cert:
             raise ValueError("--client-ca-file needs --tls-cert and --tls-key (client certificates need TLS)")
+        if self.leader_elect:
+            self.leader_election.validate()
         if not 0 <= self.port < 65536:
             raise ValueError(f"port {self.port} is out of range")
 

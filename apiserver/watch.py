@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
 
 from podnet.apiserver.codec import MSGPACK, encode, from_storage
 from podnet.apiserver.storage.base import Compacted, Progress, StorageError, Store, WatchEvent
+
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -298,9 +299,7 @@ class _StoreSubscription(Subscription):
 
     async def close(self) -> None:
         self.on_close(self)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        await cancel_and_wait(self._task)
 
 
 class WatchHub:
@@ -346,8 +345,4 @@ class WatchHub:
         return {prefix: cache.watchers for prefix, cache in self._caches.items()}
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks)

@@ -29,6 +29,7 @@ from podnet.overlay.bgp.rib import Path as RibPath
 from podnet.client import ApiClient, Informer
 from podnet.kubeconfig import ClientTls
 from podnet.rpc.session import RpcClient, RpcError, RpcServer
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -557,8 +558,4 @@ async def serve(config: SpeakerConfig, *, shutdown_trigger: asyncio.Event | None
         try:
             await shutdown.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(*tasks)

@@ -30,12 +30,17 @@ def apiserver(
     compaction_interval: Annotated[float, typer.Option(help="Seconds between storage compactions (0: never).")] = 300.0,
     bookmark_interval: Annotated[float, typer.Option(help="Seconds between BOOKMARK events on idle watches.")] = 60.0,
     event_ttl: Annotated[float, typer.Option(help="Seconds an Event is kept after it was last recorded.")] = 3600.0,
+    leader_elect: Annotated[bool, typer.Option(help="Run the controllers only while holding the kube-controller-manager Lease, so that several API servers can share a store.")] = True,
+    leader_elect_lease_duration: Annotated[float, typer.Option(help="Seconds other candidates wait after the leader's last renewal.")] = 15.0,
+    leader_elect_renew_deadline: Annotated[float, typer.Option(help="Seconds the leader keeps acting without a successful renewal.")] = 10.0,
+    leader_elect_retry_period: Annotated[float, typer.Option(help="Seconds between attempts to acquire or renew.")] = 2.0,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the Kubernetes-shaped API server."""
     from podnet import logs
     from podnet.apiserver.app import check_files, serve
     from podnet.apiserver.config import ApiServerConfig, parse_port_range
+    from podnet.apiserver.election import Timings
 
     logs.setup("apiserver", log_level)
     try:
@@ -60,6 +65,8 @@ def apiserver(
             compaction_interval=compaction_interval,
             bookmark_interval=bookmark_interval,
             event_ttl=event_ttl,
+            leader_elect=leader_elect,
+            leader_election=Timings(leader_elect_lease_duration, leader_elect_renew_deadline, leader_elect_retry_period),
             log_level=log_level,
         )
         config.validate()
