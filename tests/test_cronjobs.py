@@ -4,11 +4,20 @@ timing is tested without a clock in test_cron_schedule.py; test_three_tier.py wa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from podnet.apiserver.controllers import cronjobs
+from podnet.apiserver.controllers.cronjobcontroller import CronJobs
+from podnet.apiserver.controllers.runner import Settings
+from support.apiserver import ApiServerProcess
 from support.kubectl import kubectl_server  # noqa: F401  (fixture)
+from support.local_cluster import eventually
+
+from podnet.client import Informer
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +100,68 @@ def test_a_bad_cronjob_is_refused_field_by_field(kubectl_server):  # noqa: F811
         '* spec.jobTemplate.spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: '
         '"OnFailure", "Never"',
     ]
+
+
+async def test_the_controller_runs_a_cronjob_when_its_clock_says_the_time_has_come(tmp_path):
+    """The controller's loop against a real API server, on a clock of the test's: no minute is waited for."""
+    (tmp_path / "apiserver").mkdir()
+    api = ApiServerProcess(tmp_path / "apiserver", f"sqlite:///{tmp_path / 'store.db'}", controllers=False)
+    api.start()
+    client = api.client()
+    informers = {kind: Informer(client, kind) for kind in ("cronjobs", "jobs")}
+    controller = CronJobs(client, informers, Settings())
+    now = [datetime.now(UTC)]
+    controller.clock = lambda: now[0]
+    tasks = [asyncio.create_task(i.run()) for i in informers.values()] + [asyncio.create_task(controller.run())]
+    try:
+        await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+        cronjob = await client.create({
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick", "namespace": "default"},
+            "spec": {"schedule": "*/5 * * * *", "concurrencyPolicy": "Forbid", "jobTemplate": {"spec": {"template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}})
+        created = cronjobs.parse_time(cronjob["metadata"]["creationTimestamp"])
+        first = datetime.fromtimestamp((int(created.timestamp()) // 300 + 1) * 300, UTC)
+
+        async def job_named(name: str) -> dict | None:
+            return informers["jobs"].store.get(f"default/{name}")
+
+        async def status_of() -> dict:
+            return (await client.get("cronjobs", "tick", "default")).get("status") or {}
+
+        await asyncio.sleep(0.5)
+        assert informers["jobs"].store == {}  # the clock says it is not yet time
+        now[0] = first + timedelta(seconds=20)
+        controller.mark(["default/tick"])
+        first_job = await eventually(lambda: job_named(f"tick-{int(first.timestamp()) // 60}"), 10, "the first run")
+        assert first_job["metadata"]["ownerReferences"][0]["uid"] == cronjob["metadata"]["uid"]
+        status = await eventually(lambda: _when(status_of(), lambda s: s.get("active")), 10, "the run in status")
+        assert status["lastScheduleTime"] == cronjobs.format_time(first)
+        assert [ref["name"] for ref in status["active"]] == [first_job["metadata"]["name"]]
+
+        # Forbid: the next time comes while the first run is still active; nothing starts.
+        now[0] = first + timedelta(minutes=5, seconds=20)
+        controller.mark(["default/tick"])
+        await asyncio.sleep(1.0)
+        assert list(informers["jobs"].store) == [f"default/{first_job['metadata']['name']}"]
+
+        # The first run completes; the time after it starts the next.
+        stamp = cronjobs.format_time(first + timedelta(seconds=30))
+        await client.replace_status({**first_job, "status": {"startTime": stamp, "completionTime": stamp, "succeeded": 1,
+                                                             "conditions": [{"type": "Complete", "status": "True"}]}})
+        second = first + timedelta(minutes=10)
+        now[0] = second + timedelta(seconds=5)
+        controller.mark(["default/tick"])
+        await eventually(lambda: job_named(f"tick-{int(second.timestamp()) // 60}"), 10, "the second run")
+        status = await eventually(lambda: _when(status_of(), lambda s: s.get("lastSuccessfulTime")), 10, "success")
+        assert status["lastSuccessfulTime"] == stamp and status["lastScheduleTime"] == cronjobs.format_time(second)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+        api.kill()
+
+
+async def _when(value, check):
+    found = await value
+    return found if check(found) else None
