@@ -8,10 +8,9 @@ import datetime
 import time
 
 import pytest
-from support.processes import free_tcp_port
-
 from podnet.apiserver import peerleases
 from podnet.apiserver.peerleases import Peer
+from support.processes import free_tcp_port
 
 NOW = datetime.datetime(2026, 12, 4, 18, 0, tzinfo=datetime.UTC)
 
