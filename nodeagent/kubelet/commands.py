@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from podnet.nodeagent.pods.netns import resolv_conf
 
 from podnet.api.durations import parse_duration
+from podnet.rpc.agentmethods import AgentMethod
 
 USAGE = "usage: http URL | connect HOST:PORT [--udp] [--timeout S] | ping IP [--count N]"
 NOT_FOUND = 127
@@ -89,7 +90,7 @@ class AgnhostConnect:
         params = {"host": self.host, "port": self.port, "protocol": self.protocol, "timeout": self.timeout}
         if self.protocol == "UDP":
             params["payload"] = f"{self.udp_data}\n".encode()
-        return "pod.connect", params
+        return AgentMethod.POD_CONNECT, params
 
     def render(self, result: dict) -> Outcome:
         if result.get("ok"):
@@ -117,7 +118,7 @@ class Http:
     timeout: float = 10.0
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.http", {"url": self.url, "timeout": self.timeout}
+        return AgentMethod.POD_HTTP, {"url": self.url, "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         if "status" not in result:
@@ -146,7 +147,7 @@ class Curl:
     write_out: str = ""  # -w: %{http_code} is the one variable understood
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.http", {"url": self.url, "timeout": self.timeout}
+        return AgentMethod.POD_HTTP, {"url": self.url, "timeout": self.timeout}
 
     def _error(self, code: int, text: str) -> Outcome:
         quiet = self.silent and not self.show_error
@@ -191,7 +192,7 @@ class Wget:
     spider: bool = False
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.http", {"url": self.url, "timeout": self.timeout}
+        return AgentMethod.POD_HTTP, {"url": self.url, "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
@@ -222,7 +223,8 @@ class Connect:
     timeout: float = 5.0
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.connect", {"host": self.host, "port": self.port, "protocol": self.protocol, "timeout": self.timeout}
+        return AgentMethod.POD_CONNECT, {"host": self.host, "port": self.port, "protocol": self.protocol,
+                                         "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         if not result.get("ok"):
@@ -241,7 +243,7 @@ class Ping:
     timeout: float | None = None
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.ping", {"ip": self.ip, "count": self.count, "timeout": self.timeout}
+        return AgentMethod.POD_PING, {"ip": self.ip, "count": self.count, "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         transmitted, received = result["transmitted"], result["received"]
