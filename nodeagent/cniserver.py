@@ -10,6 +10,9 @@ that and is idempotent (an unknown attachment, a namespace already gone: nothing
 attachment the runtime no longer lists. CHECK compares the ADD result with the namespace as `ip -json`
 sees it (podnet.cni.spec.check_attachment).
 
+The agent also writes the node's conflist, `<state_dir>/cni/net.d/10-podnet.conflist`, naming its socket,
+for a runtime (podnet/cni/runtime.py, containerd) to execute.
+
 Attachments live as long as the agent: its TAPs close with it, and after a restart the IPAM's garbage
 collection frees their addresses like those of pods that are gone.
 """
@@ -40,6 +43,7 @@ from podnet.nodeagent.pods.netns import (
 )
 from podnet.overlay.pipeline.forward import PodPort, pod_mac, vtep_mac
 
+from podnet.cni.conflist import CONFLIST_NAME, podnet_conflist
 from podnet.cni.spec import Attachment, check_attachment
 from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError
@@ -89,6 +93,18 @@ class CniServer:
     def __init__(self, agent: NodeAgent):
         self.agent = agent
         self.attachments: dict[tuple[str, str], CniAttachment] = {}
+        self.conflist_path = agent.config.state_path / "cni" / "net.d" / CONFLIST_NAME
+        self._write_conflist()
+
+    def _write_conflist(self) -> None:
+        """The node's network configuration list, as /etc/cni/net.d holds one for containerd: podnet-cni
+        with this agent's socket. Written once: plugins a user chains after it stay across restarts."""
+        if self.conflist_path.exists():
+            return
+        self.conflist_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.conflist_path.with_suffix(".tmp")
+        tmp.write_text(podnet_conflist(str(self.agent.config.socket_path)).to_json())
+        tmp.replace(self.conflist_path)
 
     def handlers(self) -> dict[str, Any]:
         return {

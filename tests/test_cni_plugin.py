@@ -8,10 +8,13 @@ import json
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from podnet.cni.conflist import ConfList
+from podnet.cni.runtime import Container, Runtime
 from podnet.rpc.agentmethods import AgentMethod
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -20,8 +23,8 @@ PLUGIN = str(Path(sys.executable).parent / "podnet-cni")
 CNI_PATH = "/usr/lib/cni"
 
 
-class Runtime:
-    """What a CNI runtime does: runs the plugin with the CNI_* variables and a configuration on stdin."""
+class ByHand:
+    """What a CNI runtime does, by hand: runs the plugin with the CNI_* variables and a configuration on stdin."""
 
     def __init__(self, socket: Path, log: Path):
         self.socket = socket
@@ -67,7 +70,7 @@ def ip_json(netns: str, *args: str) -> list[dict]:
 async def runtime(local_cluster, tmp_path):
     cluster = await local_cluster("127.0.175", nodes=1)
     socket = cluster.topo.agent_socket(cluster.topo.nodes[0])
-    runtime = Runtime(socket, tmp_path / "cni.log")
+    runtime = ByHand(socket, tmp_path / "cni.log")
     runtime.cluster = cluster
     runtime.node = cluster.topo.nodes[0].name
     return runtime
@@ -157,3 +160,34 @@ async def test_gc_removes_attachments_the_runtime_no_longer_lists(runtime, names
         return any(runtime.cluster.home.glob(f"**/ipam/*/{result['ips'][0]['address'].split('/')[0]}"))
 
     assert allocated(kept_result) and not allocated(stale_result)
+
+
+async def test_the_agents_conflist_chained_with_the_reference_tuning_plugin(runtime, namespaces, tmp_path):
+    """The runtime executes the node's conflist with a reference plugin a user appended: podnet's result
+    reaches `tuning` as prevResult, its changes land in the namespace, DEL runs the list backwards."""
+    written = next(runtime.cluster.home.glob("**/cni/net.d/10-podnet.conflist"))
+    conflist = ConfList.parse(written.read_text())
+    assert conflist.plugins == ({"type": "podnet-cni", "agentSocket": str(runtime.socket)},)
+    chained = replace(conflist, plugins=(*conflist.plugins, {"type": "tuning", "mtu": 1400,
+                                                             "sysctl": {"net.ipv4.conf.eth0.log_martians": "1"}}))
+    log = tmp_path / "runtime.log"
+    cni = Runtime(chained, (str(Path(PLUGIN).parent), CNI_PATH), tmp_path / "results", log)
+    netns = namespaces()
+    container = Container("c-chain", f"/run/netns/{netns}", args=(("K8S_POD_NAMESPACE", "shop"),))
+    result = await cni.add(container)
+    assert result["cniVersion"] == "1.0.0" and result["ips"][0]["address"].startswith("10.244.")
+    [link] = [entry for entry in ip_json(netns, "link") if entry["ifname"] == "eth0"]
+    assert link["mtu"] == 1400
+    sysctl = subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.conf.eth0.log_martians"],
+                            capture_output=True, text=True)
+    assert sysctl.stdout.strip() == "1"
+    await cni.check(container)
+    await cni.delete(container)
+    await cni.delete(container)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(c["plugin"], c["env"]["CNI_COMMAND"]) for c in calls] == [
+        ("podnet-cni", "ADD"), ("tuning", "ADD"), ("podnet-cni", "CHECK"), ("tuning", "CHECK"),
+        ("tuning", "DEL"), ("podnet-cni", "DEL"), ("tuning", "DEL"), ("podnet-cni", "DEL")]
+    assert calls[1]["stdin"]["prevResult"] == calls[0]["stdout"]
+    assert all(c["exit"] == 0 for c in calls)
+    assert [e["ifname"] for e in ip_json(netns, "link")] == ["lo"]
