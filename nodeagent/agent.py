@@ -67,6 +67,7 @@ class NodeAgent:
         self.dns = PodDns(self.dataplane.operate, self.dataplane.emit)
         self.rpc = AgentRpc(self)
         self.cni = CniServer(self)  # what the podnet-cni plugin asks
+        self.lifecycle.netns_attached, self.lifecycle.netns_detached = self.cni.netns_pod_added, self.cni.netns_pod_removed
 
     # What the kubelet API's handlers see (nodeagent/kubelet/node.py).
     @property

@@ -25,7 +25,8 @@ import json
 import logging
 import os
 import subprocess
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,8 @@ from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.pods.netns import (
     CLUSTER_DNS,
     CLUSTER_DOMAIN,
+    NETNS_DIR,
+    POD_INTERFACE,
     NetnsError,
     NetnsPod,
     PodNetwork,
@@ -43,8 +46,9 @@ from podnet.nodeagent.pods.netns import (
 )
 from podnet.overlay.pipeline.forward import PodPort, pod_mac, vtep_mac
 
-from podnet.cni.conflist import CONFLIST_NAME, podnet_conflist
-from podnet.cni.spec import Attachment, check_attachment
+from podnet.cni.conflist import CONFLIST_NAME, ConfList, podnet_conflist
+from podnet.cni.runtime import Container, Runtime
+from podnet.cni.spec import Attachment, CniError, check_attachment
 from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError
 
@@ -56,6 +60,8 @@ log = logging.getLogger(__name__)
 OWNER_PREFIX = "cni:"
 # The Kubernetes namespace an attachment is filed under when CNI_ARGS names no pod.
 DEFAULT_NAMESPACE = "cni"
+# Where a runtime finds plugins: podnet-cni beside this interpreter, then the reference plugins.
+CNI_PATH = (str(Path(sys.executable).parent), "/usr/lib/cni", "/opt/cni/bin")
 
 
 def owner(container_id: str, ifname: str) -> str:
@@ -93,7 +99,11 @@ class CniServer:
     def __init__(self, agent: NodeAgent):
         self.agent = agent
         self.attachments: dict[tuple[str, str], CniAttachment] = {}
-        self.conflist_path = agent.config.state_path / "cni" / "net.d" / CONFLIST_NAME
+        directory = agent.config.state_path / "cni"
+        self.conflist_path = directory / "net.d" / CONFLIST_NAME
+        self.results = directory / "results"
+        self.runtime_log = directory / "runtime.log"
+        self._chains: set[asyncio.Task] = set()
         self._write_conflist()
 
     def _write_conflist(self) -> None:
@@ -115,6 +125,62 @@ class CniServer:
             AgentMethod.CNI_STATUS: self.status,
             AgentMethod.CNI_LIST: self.list_attachments,
         }
+
+    # ---- the agent as a runtime: plugins chained after podnet in the conflist, for netns pods --------
+
+    def _chained(self) -> Runtime | None:
+        """The conflist's plugins after podnet's own, read afresh (a runtime watches net.d); None when
+        there are none. podnet's step is the agent's own ADD of the pod, done before."""
+        try:
+            conflist = ConfList.parse(self.conflist_path.read_bytes())
+        except (OSError, CniError) as exc:
+            log.warning("cni: %s is unusable: %s", self.conflist_path, exc)
+            return None
+        if len(conflist.plugins) < 2:
+            return None
+        return Runtime(replace(conflist, plugins=conflist.plugins[1:]), CNI_PATH, self.results, self.runtime_log)
+
+    def netns_pod_added(self, pod: KernelPod, obj: dict) -> None:
+        """Runs the chained plugins' ADD for a netns pod the agent has just given its eth0."""
+        runtime = self._chained()
+        if runtime is None:
+            return
+        net = pod.netns.net
+        attachment = Attachment(POD_INTERFACE, net.mac, str(NETNS_DIR / net.netns), f"{net.ip}/{net.prefix_len}",
+                                net.gateway, net.mtu)
+        ports = [{"hostPort": p["hostPort"], "containerPort": p.get("containerPort"),
+                  "protocol": str(p.get("protocol") or "TCP").lower(), "hostIP": p.get("hostIP") or ""}
+                 for c in (obj.get("spec") or {}).get("containers") or [] for p in c.get("ports") or []
+                 if p.get("hostPort")]
+        self._run(runtime.add(self._container(pod), {"portMappings": ports} if ports else {},
+                              attachment.result(runtime.conflist.version)), f"ADD {pod.port.key}")
+
+    def netns_pod_removed(self, pod: KernelPod) -> None:
+        runtime = self._chained()
+        if runtime is not None and runtime.cached_result(self._container(pod)) is not None:
+            self._run(runtime.delete(self._container(pod)), f"DEL {pod.port.key}")
+
+    @staticmethod
+    def _container(pod: KernelPod) -> Container:
+        port = pod.port
+        return Container(pod.uid, str(NETNS_DIR / pod.netns.net.netns), POD_INTERFACE,
+                         (("K8S_POD_NAMESPACE", port.namespace), ("K8S_POD_NAME", port.name),
+                          ("K8S_POD_INFRA_CONTAINER_ID", pod.uid)))
+
+    def _run(self, call, what: str) -> None:
+        async def run() -> None:
+            try:
+                await call
+            except (CniError, OSError) as exc:
+                log.warning("cni: chained plugins' %s failed: %s", what, exc)
+            else:
+                log.info("cni: chained plugins' %s done", what)
+
+        task = asyncio.ensure_future(run())
+        self._chains.add(task)
+        task.add_done_callback(self._chains.discard)
+
+    # ---- what podnet-cni asks ----------------------------------------------------------------------
 
     @staticmethod
     def _identity(params: Any) -> tuple[str, str]:

@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from podnet.nodeagent.pods.netns import namespace_name
+from support.local_cluster import eventually
 
 from podnet.cni.conflist import ConfList
 from podnet.cni.runtime import Container, Runtime
@@ -191,3 +193,41 @@ async def test_the_agents_conflist_chained_with_the_reference_tuning_plugin(runt
     assert calls[1]["stdin"]["prevResult"] == calls[0]["stdout"]
     assert all(c["exit"] == 0 for c in calls)
     assert [e["ifname"] for e in ip_json(netns, "link")] == ["lo"]
+
+
+async def test_the_agent_runs_plugins_chained_in_its_conflist_for_netns_pods(local_cluster):
+    """A user appends the reference `tuning` plugin to the node's conflist; the next netns pod gets its
+    MTU and sysctl from it, with podnet's result as prevResult, and its DEL when the pod goes."""
+    cluster = await local_cluster("127.0.176", nodes=1, pod_mode="netns")
+    node = cluster.topo.nodes[0].name
+    path = next(cluster.home.glob("**/cni/net.d/10-podnet.conflist"))
+    conflist = ConfList.parse(path.read_text())
+    tuning = {"type": "tuning", "mtu": 1400, "sysctl": {"net.ipv4.conf.eth0.log_martians": "1"}}
+    path.write_text(replace(conflist, plugins=(*conflist.plugins, tuning)).to_json())
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tuned", "namespace": "default"},
+           "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox",
+                                                      "command": ["sleep", "3600"]}]}}
+    await cluster.create(pod)
+    [running] = await cluster.wait_running("default", None, 1)
+    netns = namespace_name(node, "default", "tuned")
+    log = path.parent.parent / "runtime.log"
+
+    async def tuned() -> bool:
+        links = ip_json(netns, "link") if Path(f"/run/netns/{netns}").exists() else []
+        return any(link["ifname"] == "eth0" and link["mtu"] == 1400 for link in links)
+
+    await eventually(tuned, 15, "tuning sets the pod's MTU")
+    sysctl = subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.conf.eth0.log_martians"],
+                            capture_output=True, text=True)
+    assert sysctl.stdout.strip() == "1"
+    [add] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (add["plugin"], add["env"]["CNI_COMMAND"], add["exit"]) == ("tuning", "ADD", 0)
+    assert add["stdin"]["prevResult"]["ips"][0]["address"].split("/")[0] == running["status"]["podIP"]
+    assert "K8S_POD_NAME=tuned" in add["env"]["CNI_ARGS"]
+
+    await cluster.client.delete("pods", "tuned", "default")
+
+    async def deleted() -> bool:
+        return [json.loads(line)["env"]["CNI_COMMAND"] for line in log.read_text().splitlines()] == ["ADD", "DEL"]
+
+    await eventually(deleted, 30, "tuning's DEL runs when the pod goes")

@@ -51,8 +51,11 @@ class Runtime:
         except (OSError, ValueError):
             return None
 
-    async def add(self, container: Container, capability_args: dict | None = None) -> dict:
-        result: dict | None = None
+    async def add(self, container: Container, capability_args: dict | None = None,
+                  prev_result: dict | None = None) -> dict:
+        """ADD of the whole list; `prev_result` is the first plugin's prevResult, for a runtime that did
+        what comes before this list itself."""
+        result = prev_result
         try:
             for index in self.conflist.order("ADD"):
                 result = await self._exec(index, "ADD", container, capability_args or {}, result)
