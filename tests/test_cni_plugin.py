@@ -78,6 +78,12 @@ async def runtime(local_cluster, tmp_path):
     return runtime
 
 
+async def podnet_cni(runtime: ByHand) -> subprocess.CompletedProcess:
+    """`podnet cni NODE --check`, the CLI's view of the node's attachments."""
+    argv = [sys.executable, "-m", "podnet", "cni", runtime.node, "--check", "--home", str(runtime.cluster.home)]
+    return await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+
+
 async def test_add_check_del_follow_the_spec_in_a_real_namespace(runtime, namespaces):
     netns = namespaces()
     path = f"/run/netns/{netns}"
@@ -109,7 +115,12 @@ async def test_add_check_del_follow_the_spec_in_a_real_namespace(runtime, namesp
 
     check = runtime.config(prevResult=result)
     assert await runtime.run("CHECK", check, container="c-add", netns=path) == (0, None)
+    listed = await podnet_cni(runtime)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split("\n")[1].split() == ["c-add", "eth0", "shop/cart", address["address"], path, "ok"]
     subprocess.run(["ip", "-n", netns, "addr", "del", address["address"], "dev", "eth0"], check=True)
+    listed = await podnet_cni(runtime)
+    assert listed.returncode == 1 and f"address {address['address']} is not on eth0" in listed.stdout
     status, error = await runtime.run("CHECK", check, container="c-add", netns=path)
     assert status == 1
     assert error["cniVersion"] == "1.1.0" and error["code"] == 101 and error["msg"] == "CHECK failed"
