@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 function el(tag, attrs = {}, ...children) {
   const svgTags = ["svg", "g", "rect", "text", "line", "path", "circle", "title", "tspan", "marker", "defs", "polygon"];
   const node = svgTags.includes(tag) ? document.createElementNS(SVG, tag) : document.createElement(tag);
+  if (tag === "svg") node.setAttribute("preserveAspectRatio", "xMinYMin meet");
   for (const [k, v] of Object.entries(attrs)) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "text") node.textContent = v;
