@@ -26,10 +26,12 @@ import termios
 from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
+from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.kubelet import channel, commands
 from podnet.nodeagent.kubelet.node import Kubelet, Target, bad_request
 
 from podnet.rpc.session import RpcError
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     streams = Streams(ws, tty)
     reader = asyncio.ensure_future(streams.read_client())
     try:
-        if target.pod.netns is not None:
+        if isinstance(target.pod, KernelPod):
             status = await _run_netns(target, argv, streams, stdin=_flag(request, "stdin"))
         else:
             status = await _run_virtual(kubelet, target, argv, streams)
@@ -111,9 +113,7 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     finally:
         # Nothing may be reading the socket when it closes: aiohttp then hands the close to that reader and
         # the close frame can be lost with the connection (over TLS, the client sees 1006).
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await cancel_and_wait(reader)
     await streams.finish(status)
     return ws
 

@@ -46,6 +46,8 @@ from pathlib import Path
 
 from podnet.nodeagent.kubelet.logshim import start_log_shim
 
+from podnet.backends import POD_MODES
+
 log = logging.getLogger(__name__)
 
 NAME_PREFIX = "podnet-"
@@ -53,7 +55,6 @@ HOST_PREFIX = "podnet-host-"
 NETNS_DIR = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")
 POD_MODE_ANNOTATION = "podnet.io/pod-mode"
-POD_MODES = ("virtual", "netns")
 CLUSTER_DNS = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 POD_INTERFACE = "eth0"

@@ -13,9 +13,18 @@ from pathlib import Path
 
 import typer
 
+from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
 from podnet.cli.common import HomeOption, fail
-from podnet.client import ApiClient, podnet_home
-from podnet.cluster import credentials, kubelet_credentials, netns_hosts, readiness, supervisor, topology
+from podnet.client import ApiClient, ApiError, podnet_home
+from podnet.cluster import (
+    credentials,
+    etcd_credentials,
+    kubelet_credentials,
+    netns_hosts,
+    readiness,
+    supervisor,
+    topology,
+)
 from podnet.cluster.supervisor import ClusterState, SupervisorError
 
 
@@ -26,8 +35,9 @@ def _home(home: Path | None) -> Path:
 def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str | None = None,
                       extra_addresses: tuple[str, ...] = ()) -> str:
     """Every credential of `topo`'s cluster under `home` (see podnet/cluster/credentials.py): one kubeconfig
-    for each process that talks to the API server, and over TLS the kubelet API's certificates
-    (podnet/cluster/kubelet_credentials.py). Returns the admin token."""
+    for each process that talks to the API server, over TLS the kubelet API's certificates
+    (podnet/cluster/kubelet_credentials.py), and on etcd etcd's (podnet/cluster/etcd_credentials.py).
+    Returns the admin token."""
     clients = [spec.name for spec in topology.components(topo) if "--kubeconfig" in spec.argv]
     now = datetime.datetime.now(datetime.UTC)
     admin_token = credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
@@ -35,6 +45,8 @@ def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str 
                                     admin_server=admin_server, tls=not topo.insecure_http)
     if not topo.insecure_http:
         kubelet_credentials.issue(home, [node.address for node in topo.nodes], now)
+    if topo.store == "etcd":
+        etcd_credentials.issue(home, [topo.host("etcd")], now)
     return admin_token
 
 
@@ -43,6 +55,20 @@ def _load(home: Path | None) -> ClusterState:
         return ClusterState.load(_home(home))
     except SupervisorError as exc:
         raise fail(f"error: {exc}") from None
+
+
+async def controller_leader(home: Path) -> str:
+    """Who holds the kube-controller-manager Lease, as the API says (its holder runs the controllers)."""
+    try:
+        async with ApiClient.from_kubeconfig(home / "kubeconfig", timeout=3.0) as client:
+            lease = await client.get("leases", CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE)
+    except ApiError as e:
+        return "unknown (the API did not answer)" if e.code in (0, 503) else f"unknown ({e})"
+    except OSError as e:
+        return f"unknown ({e})"
+    spec = lease.get("spec") or {}
+    holder = spec.get("holderIdentity") or "none"
+    return f"{holder} (since {spec.get('acquireTime', '?')}, {spec.get('leaseTransitions', 0)} transitions)"
 
 
 async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> ClusterState:
@@ -152,10 +178,11 @@ def register(app: typer.Typer) -> None:
         """Every process of the local cluster with its PID, health and restarts."""
         state = _load(home)
 
-        async def check() -> list[tuple[supervisor.Process, bool]]:
-            return [(p, p.alive and await supervisor.healthy(p.health)) for p in state.processes]
+        async def check() -> tuple[list[tuple[supervisor.Process, bool]], str]:
+            return ([(p, p.alive and await supervisor.healthy(p.health)) for p in state.processes],
+                    await controller_leader(state.home))
 
-        results = asyncio.run(check())
+        results, leader = asyncio.run(check())
         if output == "json":
             typer.echo(json.dumps([{"name": p.name, "pid": p.pid if p.alive else None, "running": p.alive,
                                     "healthy": ok, "restarts": p.restarts} for p, ok in results], indent=2))
@@ -167,6 +194,7 @@ def register(app: typer.Typer) -> None:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        typer.echo(f"controllers' leader: {leader}")
 
     @app.command()
     def logs(

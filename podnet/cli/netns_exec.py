@@ -11,12 +11,13 @@ import os
 import shutil
 import subprocess
 
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import call_once
 
 
 async def pod_namespace(agent_socket: str, namespace: str, name: str) -> str | None:
     """The network namespace of the pod, or None when it is a virtual pod."""
-    for entry in await call_once(agent_socket, "pods.list", timeout=10.0):
+    for entry in await call_once(agent_socket, AgentMethod.PODS_LIST, timeout=10.0):
         if entry.get("namespace") == namespace and entry.get("name") == name:
             return entry.get("netns")
     return None

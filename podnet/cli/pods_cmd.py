@@ -27,6 +27,7 @@ from podnet.cli.netns_exec import pod_namespace, run_in_namespace
 from podnet.client import ApiClient
 from podnet.nodeagent.kubelet import commands
 from podnet.observe import ObserveError, journey
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, call_once
 
 NamespaceOption = typer.Option("default", "--namespace", "-n", help="Namespace of the pod.")
@@ -129,7 +130,7 @@ def probe(
             ip, _ = await _resolve_destination(client, dst, namespace)
         socket = agent_socket(obj["spec"]["nodeName"], agent_socket_path)
         params = {"src": f"{namespace_src}/{name}", "dst": ip, "port": port, "protocol": protocol, "timeout": timeout}
-        return ip, await call_once(socket, "probe", params, timeout=timeout + 30)
+        return ip, await call_once(socket, AgentMethod.PROBE, params, timeout=timeout + 30)
 
     ip, result = run_async(run())
     if result["ok"]:
@@ -203,7 +204,7 @@ def capture(
         with write.open("wb") as file:
             writer = pcap.PcapWriter(file, pcap.LinkType.ETHERNET)
             async with RpcClient(agent_socket(node, agent_socket_path)) as rpc:
-                async for item in rpc.stream("capture", {"count": count, "seconds": seconds}):
+                async for item in rpc.stream(AgentMethod.CAPTURE, {"count": count, "seconds": seconds}):
                     frame = pcap.underlay_frame(
                         item["data"], (item["src"], item["sport"]), (item["dst"], item["dport"]), identification=written
                     )
@@ -215,7 +216,8 @@ def capture(
     typer.echo(f"{written} datagrams written to {write}", err=True)
 
 
-DATAPLANE_TABLES = {"counters": "counters", "routes": "routes.list", "conntrack": "conntrack.list", "pods": "pods.list"}
+DATAPLANE_TABLES = {"counters": AgentMethod.COUNTERS, "routes": AgentMethod.ROUTES_LIST, "conntrack": AgentMethod.CONNTRACK_LIST,
+                    "pods": AgentMethod.PODS_LIST}
 
 
 def dataplane(

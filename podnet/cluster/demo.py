@@ -27,6 +27,7 @@ from podnet.client import ApiClient, ApiError
 from podnet.nodeagent.policy import Matrix, render_table
 from podnet.nodeagent.policy.render import TruthTable
 from podnet.observe import policy as observe
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import call_once
 
 MANIFESTS = Path(__file__).resolve().parent.parent.parent / "deploy" / "demo"
@@ -212,7 +213,7 @@ async def show_name_lookup(home: Path, pods: dict[str, tuple[str, str]], source:
     typer.echo(f"\nA name from a frontend: $ podnet exec {source} -- http {BACKEND_URL}")
     result: dict = {}
     for _ in range(NAME_ATTEMPTS):  # the policies may still be reaching the agents
-        result = await call_once(socket, "pod.http", {"namespace": namespace, "pod": name, "url": BACKEND_URL,
+        result = await call_once(socket, AgentMethod.POD_HTTP, {"namespace": namespace, "pod": name, "url": BACKEND_URL,
                                                       "timeout": 3.0}, timeout=30.0)
         if result.get("ok"):
             break

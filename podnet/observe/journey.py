@@ -17,6 +17,7 @@ from pathlib import Path
 from podnet.client import ApiClient, ApiError
 from podnet.observe import ObserveError
 from podnet.observe.policy import SocketFor
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, call_once
 
 # The stages after which a packet is on the wire to another node, or gone.
@@ -215,11 +216,11 @@ async def trace(
                 continue
             watchers.append(watcher := await RpcClient(path).connect())
             watch = {"src": src_ip, "matches": matches, "protocol": protocol, "timeout": timeout}
-            watches[asyncio.create_task(watcher.call("trace.watch", watch, timeout=timeout + 10))] = node
+            watches[asyncio.create_task(watcher.call(AgentMethod.TRACE_WATCH, watch, timeout=timeout + 10))] = node
             # The agent starts calls in the order they arrive: once it has answered this ping, the
             # watch is in place, before the probe's first packet leaves.
             await watcher.call("ping")
-        local = await call_once(socket_for(src_node), "trace", params, timeout=timeout + 30)
+        local = await call_once(socket_for(src_node), AgentMethod.TRACE, params, timeout=timeout + 30)
         far, far_node = await _far_half(watches)
     finally:
         for task in watches:

@@ -18,6 +18,7 @@ from podnet.nodeagent.policy.evaluate import Evaluator
 from podnet.nodeagent.policy.flowlog import FlowRecord
 from podnet.nodeagent.policy.matrix import Cell
 from podnet.observe import ObserveError
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, RpcError
 
 PROBE_TIMEOUT = 1.0  # seconds a probe waits: a policy drop is silence, so every denied cell costs this
@@ -132,7 +133,7 @@ async def probe_matrix(
         params = {"src": src, "dst": pods[dst][0], "port": port, "protocol": protocol, "timeout": timeout}
         async with gate:
             rpc = await agents.client(pods[src][1])
-            result = await rpc.call("probe", params, timeout=timeout + 10)
+            result = await rpc.call(AgentMethod.PROBE, params, timeout=timeout + 10)
         return Cell(src, dst, port, protocol, bool(result.get("ok")))
 
     cells = await asyncio.gather(
@@ -193,7 +194,7 @@ async def read_flows(
     socket: str, *, verdict: str | None = None, limit: int | None = None, follow: bool = False
 ) -> AsyncIterator[FlowRecord]:
     async with RpcClient(socket) as rpc:
-        async for item in rpc.stream("flows", {"verdict": verdict, "limit": limit, "follow": follow}):
+        async for item in rpc.stream(AgentMethod.FLOWS, {"verdict": verdict, "limit": limit, "follow": follow}):
             yield FlowRecord.from_dict(item)
 
 

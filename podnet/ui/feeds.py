@@ -18,6 +18,7 @@ from podnet.cluster.supervisor import ClusterState, SupervisorError
 from podnet.kubeconfig import ClientTls
 from podnet.nodeagent.policy.flowlog import FlowRecord
 from podnet.observe.policy import home_sockets, read_flows
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError, call_once
 from podnet.ui import model
 
@@ -134,7 +135,7 @@ class AgentFeed:
     async def _counters(self) -> dict[str, dict[str, int]]:
         async def one(node: str) -> tuple[str, dict | None]:
             try:
-                return node, await call_once(self.socket_for(node), "counters", timeout=1.0)
+                return node, await call_once(self.socket_for(node), AgentMethod.COUNTERS, timeout=1.0)
             except (OSError, RpcError, TimeoutError):
                 return node, None
 
