@@ -25,6 +25,7 @@ from support.local_cluster import LocalCluster
 
 from podnet.cli.resources import apply_object
 from podnet.cluster import credentials, demo
+from podnet.cluster.supervisor import ClusterState
 
 PREFIX = "127.0.170"
 GRACE = 6.0  # the node grace period: how soon a silent node is NotReady
@@ -205,6 +206,10 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
                                timeout=GRACE + 10, what="node-2 NotReady with its pods greyed")
         await shots.take("topology-node-down")
         started = await run(cluster, "start", "node-2/agent")
+        # The CLI recorded the new process in cluster.json: the fixture stops it from there at the end.
+        restarted = ClusterState.load(cluster.home).process("node-2/agent")
+        agent = cluster.process("node-2/agent")
+        agent.pid, agent.pid_start = restarted.pid, restarted.pid_start
         assert started.returncode == 0, started.stderr
         await browser.wait_for(f"""document.querySelector("{node2}").dataset.ready === 'true' &&
             [...document.querySelectorAll("{node2} [data-pod]")].some((p) => p.dataset.greyed === 'false')""",
