@@ -215,16 +215,16 @@ function renderMap() {
   const rank = layers(boxes.map((b) => b.id), (allowed.length ? allowed : map.edges).map((e) => [e.from, e.to]));
   const columns = {};
   for (const b of boxes) (columns[rank[b.id]] = columns[rank[b.id]] || []).push(b);
-  const bw = 210, colGap = 150, rowGap = 36;
+  const bw = 250, colGap = 150, rowGap = 36, left = 110;
   const height = (b) => 46 + (servicesOf[b.id] || []).length * 18 + (b.pods ? 16 : 0);
   const place = {};
   let maxY = 0;
   for (const [col, list] of Object.entries(columns)) {
     let y = 90;
-    for (const b of list) { place[b.id] = { x: 30 + Number(col) * (bw + colGap), y, h: height(b) }; y += height(b) + rowGap; }
+    for (const b of list) { place[b.id] = { x: left + Number(col) * (bw + colGap), y, h: height(b) }; y += height(b) + rowGap; }
     maxY = Math.max(maxY, y);
   }
-  const width = 60 + Object.keys(columns).length * (bw + colGap);
+  const width = left + 60 + Object.keys(columns).length * (bw + colGap);
   svg.setAttribute("viewBox", `0 0 ${width} ${maxY + 60}`);
   svg.style.height = Math.min(maxY + 60, 1600) + "px";
   svg.append(el("defs", {}, ...["allowed", "denied", "mixed"].map((v) =>
@@ -237,11 +237,11 @@ function renderMap() {
     const p = place[b.id];
     const g = el("g", { class: "box-group", "data-box": b.id, "data-kind": b.kind },
       el("rect", { class: "box " + b.kind, x: p.x, y: p.y, width: bw, height: p.h, rx: 8 }),
-      el("text", { x: p.x + 10, y: p.y + 20, "font-weight": 700, text: short(b.kind === "peer" ? b.name : b.name, 26) }));
+      el("text", { x: p.x + 10, y: p.y + 20, "font-weight": 700, text: short(b.name, 30) }));
     if (b.pods) g.append(el("text", { x: p.x + 10, y: p.y + 38, "font-size": 12, fill: "#667085", text: `${b.ready}/${b.pods.length} pods ready` }));
     if (b.kind === "service") g.append(el("text", { x: p.x + 10, y: p.y + 38, "font-size": 12, fill: "#667085", text: `Service ${b.clusterIP} ${b.ports.join(" ")}` }));
     (servicesOf[b.id] || []).forEach((s, i) => g.append(el("text", { x: p.x + 10, y: p.y + 56 + i * 18, "font-size": 12, fill: "#3056d3",
-      "data-service": s.id, text: short(`⬡ svc ${s.name} ${s.clusterIP} ${s.ports.join(" ")}`, 34) })));
+      "data-service": s.id, text: short(`⬡ svc ${s.name} ${s.clusterIP} ${s.ports.join(" ")}`, 40) })));
     boxLayer.append(g);
   }
   const floor = Math.max(...Object.values(place).map((p) => p.y + p.h));
@@ -255,6 +255,9 @@ function renderMap() {
     if (e.from === e.to) {
       const x = a.x + bw - 30, y = a.y;
       d = `M ${x} ${y} C ${x + 10} ${y - 50}, ${x + 70} ${y - 20}, ${x + 30} ${y + 8}`; lx = x + 40; ly = y - 34;
+    } else if (b.x === a.x) {
+      const y1 = a.y + a.h / 2 + 6, y2 = b.y + b.h / 2 + 6, out = 50 + lift + Math.abs(y2 - y1) / 6;
+      d = `M ${a.x} ${y1} C ${a.x - out} ${y1}, ${b.x - out} ${y2}, ${b.x} ${y2}`; lx = a.x - out * 0.75; ly = (y1 + y2) / 2 + 4;
     } else if (b.x > a.x) {
       const x1 = a.x + bw, y1 = a.y + a.h / 2 - 8, x2 = b.x, y2 = b.y + b.h / 2 - 8;
       if (b.x - a.x > bw + colGap) {
