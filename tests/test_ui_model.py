@@ -189,3 +189,8 @@ def test_sessions_end_at_their_expiry_or_at_logout():
     assert sessions.get(None, 1000.0) is None and sessions.get("made-up", 1000.0) is None
     assert sessions.tokens() == {"token-2"} and len(sessions) == 1
     assert sessions.close(second).token == "token-2" and len(sessions) == 0
+
+
+def test_nodes_are_listed_in_their_numbers_order():
+    nodes = [node(f"node-{i}", True, f"127.0.0.{10 + i}", f"10.244.{i}.0/24") for i in (10, 2, 1)]
+    assert [n["name"] for n in model.topology(nodes, [], [], {})["nodes"]] == ["node-1", "node-2", "node-10"]

@@ -66,6 +66,11 @@ def workload_of(pod: Mapping) -> str:
     return f"{meta.get('namespace')}/{name}"
 
 
+def natural(name: str) -> tuple:
+    """A sort key that puts node-2 before node-10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def _selects(selector: Mapping | None, labels: Mapping | None) -> bool:
     return bool(selector) and all((labels or {}).get(k) == v for k, v in selector.items())
 
@@ -115,7 +120,7 @@ def topology(nodes: Iterable[Mapping], pods: Iterable[Mapping], processes: Itera
             "hostNetwork": bool(spec.get("hostNetwork")),
         })
     shown = []
-    for node in sorted(nodes, key=lambda n: _meta(n).get("name") or ""):
+    for node in sorted(nodes, key=lambda n: natural(_meta(n).get("name") or "")):
         name = _meta(node).get("name")
         ready = condition(node, "Ready") or {}
         addresses = (node.get("status") or {}).get("addresses") or []

@@ -3,6 +3,7 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
+const MESH_DRAWN = 8;  // nodes up to which every tunnel is drawn
 const ui = { who: null, view: null, stream: null, map: null, edge: null, matrix: null, cell: null, journey: null };
 const $ = (id) => document.getElementById(id);
 
@@ -149,10 +150,16 @@ function renderTopology() {
   });
   const total = y + (rowHeight[rows - 1] || 0) + 40 + (nodes.length <= columns ? 40 + columns * 25 : 0);
   svg.setAttribute("viewBox", `0 0 ${20 + columns * (width + gap)} ${total}`);
-  svg.style.height = Math.min(total, 2400) + "px";
   // Tunnels hang below the nodes as arcs, so that one between two distant nodes passes no node between.
   const bottom = (name) => ({ x: place[name].x + width / 2, y: place[name].y + place[name].h });
-  topo.tunnels.forEach((tunnel) => {
+  // Past a handful of nodes a full mesh of arcs hides more than it shows: a line of text says it instead.
+  const drawn = nodes.length <= MESH_DRAWN ? topo.tunnels : [];
+  if (!drawn.length && topo.tunnels.length) {
+    const down = topo.tunnels.filter((t) => !t.up).length;
+    svg.append(el("text", { x: 20, y: total - 14, "font-size": 13, fill: "#667085", class: "tunnel-summary",
+      text: `${topo.tunnels.length} ${topo.tunnels[0].encapsulation.toUpperCase()} tunnels, a full mesh: ${topo.tunnels.length - down} up, ${down} to a node that is not Ready` }));
+  }
+  drawn.forEach((tunnel) => {
     const a = bottom(tunnel.a), b = bottom(tunnel.b);
     const sag = 18 + Math.abs(a.x - b.x) / 12;
     const my = Math.max(a.y, b.y) + sag;
@@ -226,7 +233,6 @@ function renderMap() {
   }
   const width = left + 60 + Object.keys(columns).length * (bw + colGap);
   svg.setAttribute("viewBox", `0 0 ${width} ${maxY + 60}`);
-  svg.style.height = Math.min(maxY + 60, 1600) + "px";
   svg.append(el("defs", {}, ...["allowed", "denied", "mixed"].map((v) =>
     el("marker", { id: `arrow-${v}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 12, markerHeight: 12,
       markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" },
@@ -442,7 +448,6 @@ function renderJourney() {
   const x = (node) => 20 + Math.max(0, lanes.indexOf(node)) * (laneWidth + 80);
   const height = top + j.stages.length * step + 20;
   svg.setAttribute("viewBox", `0 0 ${40 + lanes.length * (laneWidth + 80)} ${height}`);
-  svg.style.height = height + "px";
   svg.append(el("defs", {}, el("marker", { id: "arrow-step", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
     el("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#7d8aa5" }))));
   lanes.forEach((node) => {
