@@ -22,6 +22,7 @@ from typing import TypeVar
 import yarl
 from aiohttp import web
 from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
+from podnet.apiserver.audit.log import AuditLog, load_policy
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.claimstore import repair_periodically
 from podnet.apiserver.config import ApiServerConfig
@@ -40,6 +41,7 @@ from podnet.apiserver.serving import loopback_context, peer_certificate, server_
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage import open_store
 from podnet.apiserver.storage.base import Store
+from podnet.apiserver.tokens import service as sa_tokens
 from podnet.apiserver.watch import WatchHub
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -114,6 +116,9 @@ def check_files(config: ApiServerConfig) -> None:
     or bad one stops the command with one line (ValueError) before anything starts."""
     load_authenticator(config)
     store_options(config)
+    sa_tokens.load_keys(config)
+    if config.audit_policy_file:
+        load_policy(config.audit_policy_file)
     try:
         ssl_context(config)
     except (OSError, ssl.SSLError) as exc:
@@ -142,11 +147,13 @@ def _http_error(error: web.HTTPException, request: web.Request, body_limit: int)
     return ApiError(status.status(error.status, reason, error.text or error.reason))
 
 
-def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authenticator | None = None) -> web.Application:
+def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authenticator | None = None,
+             audit: AuditLog | None = None) -> web.Application:
     metrics = Metrics()
     hub = WatchHub(store, config.watch_cache_events, config.max_store_watches)
     resources = Resources(config, store, hub, metrics.watchers)
     authenticator = authenticator or load_authenticator(config)
+    service_account_tokens = sa_tokens.ServiceAccountTokens(sa_tokens.load_keys(config), store, config.storage_timeout)
 
     @web.middleware
     async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -182,7 +189,11 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
             return await handler(request)
         user = authenticator.authenticate(request.headers.get("Authorization"), peer_certificate(request))
         if user is None:
+            user = await service_account_tokens.authenticate(request.headers.get("Authorization"))
+        if user is None:
             raise status.unauthorized()
+        if audit is not None:
+            audit.authenticated(request, user)
         request[USER_KEY] = acting = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []),
                                                  resources.rbac.policy)
         if not _resource_path(request.path):
@@ -197,9 +208,12 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     app = web.Application(middlewares=[errors, authenticate, flow_control.middleware],
                           client_max_size=config.max_body_bytes, handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
     flow_control.install(app)
+    if audit is not None:
+        app.middlewares.insert(0, audit.install(app))  # outermost: it sees every answer, errors included
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app, resources)
+    service_account_tokens.add_routes(app, resources)
     portforward.add_routes(app, streams.add_routes(app, resources, config))
 
     async def probe(request: web.Request) -> web.Response:
@@ -314,6 +328,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
         resources.extend(scale_discovery(kind))
         resources.extend(streams.subresources(kind))
         resources.extend(portforward.subresources(kind))
+        resources.extend(sa_tokens.subresources(kind))
     return resources
 
 
@@ -420,7 +435,10 @@ async def serve(config: ApiServerConfig, *, shutdown_trigger: Callable[[], Await
             # The in-process controllers authenticate with a token that exists only in this process.
             loopback_token = secrets.token_urlsafe(32)
             authenticator.add(loopback_token, User("system:apiserver", "", (MASTERS_GROUP,)))
-        app = make_app(config, store, authenticator=authenticator)
+        audit = None
+        if config.audit_policy_file and config.audit_log_path:
+            audit = stack.enter_context(AuditLog.open(config.audit_policy_file, config.audit_log_path))
+        app = make_app(config, store, authenticator=authenticator, audit=audit)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

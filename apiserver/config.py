@@ -12,6 +12,8 @@ from podnet.apiserver.serviceaddresses import parse_cidrs
 
 # kube-apiserver's limit on a request body (--max-request-bytes defaults to 3 MiB for etcd's sake).
 MAX_BODY_BYTES = 3 * 1024 * 1024
+# The issuer kubeadm gives service-account tokens: the in-cluster name of the API server.
+DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 def default_store_url() -> str:
@@ -39,6 +41,14 @@ class ApiServerConfig:
     etcd_certfile: str | None = None
     etcd_keyfile: str | None = None
     etcd_cafile: str | None = None
+    # Service-account tokens, as kube-apiserver's flags of the same names (apiserver/tokens/).
+    service_account_signing_key_file: str | None = None
+    service_account_key_files: tuple[str, ...] = ()
+    service_account_issuer: str = DEFAULT_ISSUER
+    api_audiences: tuple[str, ...] = ()  # empty: the issuer
+    # The audit log (apiserver/audit/): nothing is recorded without both.
+    audit_policy_file: str | None = None
+    audit_log_path: str | None = None
     controllers: bool = True
     # kube-controller-manager's --leader-elect and its timings: with several API servers on one store, the
     # controllers of only one of them act.

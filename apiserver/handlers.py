@@ -34,6 +34,7 @@ from podnet.apiserver import (
     tables,
     yamlbody,
 )
+from podnet.apiserver.audit import log as audit_log
 from podnet.apiserver.auth import User
 from podnet.apiserver.claimstore import ClaimStore, ClaimTaken
 from podnet.apiserver.codec import (
@@ -66,6 +67,7 @@ from podnet.apiserver.patch import (
     merge_patch,
     strategic_merge_patch,
 )
+from podnet.apiserver.podsecurityadmission import PodSecurityAdmission
 from podnet.apiserver.quotaadmission import QuotaAdmission
 from podnet.apiserver.rbac import escalation
 from podnet.apiserver.rbac.authorizer import Attributes, Decision
@@ -127,6 +129,8 @@ RESOURCE_KEY = web.RequestKey("resource", str)
 # The user a request's writes are made for, for checks deep in the write path (RBAC escalation); each
 # request is its own task, so this is per request.
 _WRITER: contextvars.ContextVar[User | None] = contextvars.ContextVar("writer", default=None)
+# The request being served, for admission steps deep in the write path that add warnings to it.
+_REQUEST: contextvars.ContextVar[web.Request | None] = contextvars.ContextVar("request", default=None)
 
 
 def _truthy(value: str | None) -> bool:
@@ -227,6 +231,7 @@ class Resources:
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
         self.crds = Registry(store, hub)
+        self.pod_security = PodSecurityAdmission(self._namespace_labels, self.allowed)
         # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
         # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
         self._service_kind = lookup("services")
@@ -276,7 +281,9 @@ class Resources:
 
     def allowed(self, user: User, attributes: Attributes) -> Decision:
         """The RBAC decision on the roles and bindings in force (no storage read)."""
-        return rbac_authorize(user, attributes, self.rbac.policy)
+        decision = rbac_authorize(user, attributes, self.rbac.policy)
+        audit_log.note_authorization(user, decision.allowed, decision.reason)
+        return decision
 
     def _authorize(self, request: web.Request, verb: str, kind: Kind, namespace: str | None) -> None:
         request[VERB_KEY] = verb
@@ -290,6 +297,7 @@ class Resources:
         if not self.allowed(user, attributes).allowed:
             raise status.forbidden(user.name, verb, kind, namespace, request.path, name=name, subresource=subresource)
         _WRITER.set(user)
+        _REQUEST.set(request)
 
     @staticmethod
     def _restrict_node(operation: str, kind: Kind, subresource: str, namespace: str | None, old: dict | None,
@@ -397,6 +405,10 @@ class Resources:
         if len(value) > self.config.max_body_bytes:  # grown past what a body may carry, by a patch or an apply
             raise status.too_large(self.config.max_body_bytes)
         return value
+
+    async def _namespace_labels(self, name: str) -> dict | None:
+        kv = await self._storage(self.store.get(storage_key(self._namespace_kind, None, name)))
+        return None if kv is None else json.loads(kv.value).get("metadata", {}).get("labels") or {}
 
     async def _current(self, kind: Kind, namespace: str | None, name: str) -> KeyValue:
         kv = await self._storage(self.store.get(storage_key(kind, namespace, name)))
@@ -617,6 +629,7 @@ class Resources:
         value = self._check(kind, obj)
         if kind.kind == "Service":
             self._deny_external_ips(obj, None)
+        await self.pod_security.admit(request, _WRITER.get(), kind, obj, None)
         if not kind.namespaced:
             return await self._store_new(request, kind, obj, value, dry_run)
         self._creating[str(namespace)] += 1
@@ -856,6 +869,7 @@ class Resources:
             self._check_immutable(kind, old, new)
             if admission is not None:  # a Service's own write, not its status
                 self._deny_external_ips(new, old)
+            await self.pod_security.admit(_REQUEST.get(), _WRITER.get(), kind, new, old)
         except BaseException:
             if admission is not None:
                 await self._allocated_write(admission, None)

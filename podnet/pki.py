@@ -145,6 +145,12 @@ def make_client(ca: KeyPair, user: str, groups: Iterable[str], now: datetime.dat
     return _pem(builder.sign(ca.private_key, hashes.SHA256()), key)
 
 
+def make_signing_key() -> bytes:
+    """A private key (PEM) that signs service-account tokens, as kubeadm's sa.key (ES256 here)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
 def load_certificates(pem: bytes) -> list[x509.Certificate]:
     """Every certificate of a PEM bundle (a --client-ca-file may hold several CAs)."""
     try:

@@ -17,6 +17,7 @@ from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
 from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, ApiError, podnet_home
 from podnet.cluster import (
+    auditpolicy,
     credentials,
     etcd_credentials,
     kubelet_credentials,
@@ -201,6 +202,8 @@ def register(app: typer.Typer) -> None:
         component: str,
         lines: int = typer.Option(50, "--tail"),
         follow: bool = typer.Option(False, "--follow", "-f"),
+        audit: bool = typer.Option(False, "--audit", help="The API server's audit log (one JSON event a line) "
+                                   "instead of its process log."),
         home: Path | None = HomeOption,
     ) -> None:
         """Print a component's log (node-1/agent, apiserver, dns, ...)."""
@@ -209,9 +212,11 @@ def register(app: typer.Typer) -> None:
             state.process(component)
         except SupervisorError as exc:
             raise fail(f"error: {exc}") from None
-        path = state.log_path(component)
+        if audit and component != "apiserver":
+            raise fail(f"error: --audit is the API server's log; {component} keeps none")
+        path = auditpolicy.log_file(state.home) if audit else state.log_path(component)
         if not path.exists():
-            raise fail(f"error: {component} has no log yet")
+            raise fail(f"error: {component} has no {'audit ' if audit else ''}log yet")
         with open(path, errors="replace") as f:
             for line in f.readlines()[-lines:]:
                 typer.echo(line, nl=False)

@@ -8,6 +8,8 @@ token is readable by anyone else for even a moment, and nothing written by someo
 |-------------------------|-----------------------------------------------------------------------------|
 | `ca.crt`, `ca.key`      | the cluster CA: signs the serving and the client certificates              |
 | `apiserver.crt/.key`    | the API server's serving certificate, for every address it is reached at   |
+| `sa.key`                | signs service-account tokens (kube-apiserver's --service-account-signing-key-file) |
+| `audit-policy.yaml`     | the API server's audit policy (podnet/cluster/auditpolicy.py), kept across `podnet up` |
 | `tokens.csv`            | the API server's `--token-auth-file`: the admin, a read-only viewer (group  |
 |                         | `view`, for the web UI) and one token per component                         |
 | `<component>.kubeconfig`| what each component (agent, kube-proxy, DNS, ...) connects with: server, CA, its token |
@@ -37,6 +39,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from podnet import kubeconfig, pki
+from podnet.cluster import auditpolicy
 
 PKI_DIR = "pki"
 ADMIN_USER = "admin"
@@ -62,6 +65,10 @@ def ca_file(home: Path) -> Path:
 
 def serving_files(home: Path) -> tuple[Path, Path]:
     return pki_dir(home) / "apiserver.crt", pki_dir(home) / "apiserver.key"
+
+
+def service_account_key_file(home: Path) -> Path:
+    return pki_dir(home) / "sa.key"
 
 
 def token_file(home: Path) -> Path:
@@ -147,8 +154,10 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
     the admin token. Returns the admin token."""
     directory = pki_dir(home)
     ca = (_earlier_ca(directory, now) or pki.make_ca(now)) if tls else None
+    audit_policy = auditpolicy.policy_text(auditpolicy.policy_file(directory))
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, mode=0o700)
+    write_secret(auditpolicy.policy_file(directory), audit_policy.encode())
     if ca is not None:
         write_secret(directory / "ca.crt", ca.cert_pem)
         write_secret(directory / "ca.key", ca.key_pem)
@@ -156,6 +165,7 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
         cert, key = serving_files(home)
         write_secret(cert, serving.cert_pem)
         write_secret(key, serving.key_pem)
+    write_secret(service_account_key_file(home), pki.make_signing_key())
     admin_token = secrets.token_hex(16)
     rows = [f'{admin_token},{ADMIN_USER},{ADMIN_USER},"{",".join(ADMIN_GROUPS)}"',
             f'{secrets.token_hex(16)},{VIEWER_USER},{VIEWER_USER},"{",".join(VIEWER_GROUPS)}"']

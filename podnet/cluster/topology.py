@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from podnet.backends import BACKENDS, POD_MODES, PROXY_MODES, routing_backend
-from podnet.cluster import credentials, etcd_credentials, kubelet_credentials
+from podnet.cluster import auditpolicy, credentials, etcd_credentials, kubelet_credentials
 from podnet.nodeagent.pods.netns import host_namespace
 
 STORES = ("sqlite", "etcd")
@@ -227,6 +227,9 @@ def components(topo: Topology) -> list[ComponentSpec]:
         "apiserver",
         ("apiserver", "--host", topo.host("apiserver"), "--port", str(topo.api_port), "--store", topo.store_url,
          "--token-file", str(credentials.token_file(topo.home)), *tls, *kubelet_client, *etcd_client,
+         "--service-account-signing-key-file", str(credentials.service_account_key_file(topo.home)),
+         "--audit-policy-file", str(auditpolicy.policy_file(credentials.pki_dir(topo.home))),
+         "--audit-log-path", str(auditpolicy.log_file(topo.home)),
          "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
          "--node-grace-period", str(topo.node_grace_period),
          "--eviction-timeout", str(topo.pod_eviction_timeout)),
