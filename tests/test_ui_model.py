@@ -79,7 +79,7 @@ def test_topology_greys_the_pods_of_a_node_that_is_not_ready_and_of_pods_that_ar
         "kube-system/coredns-0": False, "shop/frontend-7d9cf8b6c4-aaaaa": False, "shop/starting": True}
     assert all(p["greyed"] for p in second["pods"]) and len(second["pods"]) == 2
     assert second["processes"] == [{"name": "agent", "running": False}, {"name": "kube-proxy", "running": True}]
-    assert view["tunnels"] == [{"a": "node-1", "b": "node-2", "encapsulation": "vxlan", "up": False}]
+    assert view["tunnels"] == [{"a": "node-1", "b": "node-2", "encapsulation": "vxlan", "up": False, "bgp": []}]
     assert view["control"] == [{"name": "apiserver", "running": True}]
 
 
@@ -194,3 +194,15 @@ def test_sessions_end_at_their_expiry_or_at_logout():
 def test_nodes_are_listed_in_their_numbers_order():
     nodes = [node(f"node-{i}", True, f"127.0.0.{10 + i}", f"10.244.{i}.0/24") for i in (10, 2, 1)]
     assert [n["name"] for n in model.topology(nodes, [], [], {})["nodes"]] == ["node-1", "node-2", "node-10"]
+
+
+def test_bgp_sessions_are_shown_on_their_nodes_and_tunnels():
+    nodes = [node(f"node-{i}", True, f"127.0.0.{10 + i}", f"10.244.{i}.0/24") for i in (1, 2, 3)]
+    bgp = {"node-1": [{"peer": "127.0.0.12", "state": "ESTABLISHED", "prefixes_received": 1},
+                      {"peer": "127.0.0.13", "state": "ACTIVE", "prefixes_received": 0}],
+           "node-2": [{"peer": "127.0.0.11", "state": "ESTABLISHED", "prefixes_received": 1}]}
+    view = model.topology(nodes, [], [], {}, "fou", bgp)
+    assert view["nodes"][0]["bgp"] == [{"peer": "node-2", "state": "ESTABLISHED", "prefixes": 1},
+                                       {"peer": "node-3", "state": "ACTIVE", "prefixes": 0}]
+    assert {(t["a"], t["b"]): t["bgp"] for t in view["tunnels"]} == {
+        ("node-1", "node-2"): ["ESTABLISHED", "ESTABLISHED"], ("node-1", "node-3"): ["ACTIVE"], ("node-2", "node-3"): []}

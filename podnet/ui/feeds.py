@@ -90,6 +90,7 @@ class AgentFeed:
         self.flows: OrderedDict[tuple, FlowRecord] = OrderedDict()
         self.processes: list[model.ProcessState] = []
         self.rates: dict[str, dict[str, float]] = {}
+        self.bgp: dict[str, list[dict]] = {}  # node -> its speaker's sessions, when the cluster routes by BGP
         self.encapsulation = "vxlan"
         self._followed: dict[str, asyncio.Task] = {}
 
@@ -142,6 +143,16 @@ class AgentFeed:
         found = await asyncio.gather(*(one(node) for node in self.nodes()))
         return {node: counters for node, counters in found if counters is not None}
 
+    async def _sessions(self) -> dict[str, list[dict]]:
+        async def one(node: str) -> tuple[str, list | None]:
+            try:
+                return node, await call_once(str(self.home / "nodes" / node / "bgp.sock"), "peers", timeout=1.0)
+            except (OSError, RpcError, TimeoutError):
+                return node, None
+
+        found = await asyncio.gather(*(one(node) for node in self.nodes()))
+        return {node: peers for node, peers in found if peers is not None}
+
     async def run(self) -> None:
         before: dict[str, dict[str, int]] = {}
         then = next_counters = 0.0
@@ -155,8 +166,9 @@ class AgentFeed:
                 now = time.monotonic()
                 fresh = model.rates(before, now_counters, now - then)
                 before, then, next_counters = now_counters, now, now + self.counters_interval
-                if fresh != self.rates:
-                    self.rates = fresh
+                sessions = await self._sessions() if self.encapsulation == "fou" else {}
+                if fresh != self.rates or sessions != self.bgp:
+                    self.rates, self.bgp = fresh, sessions
                     self.changes.bump()
             await asyncio.sleep(self.process_interval)
 

@@ -167,7 +167,7 @@ function renderTopology() {
       fill: "none", "data-tunnel": `${tunnel.a}~${tunnel.b}` }, el("title", { text: `${tunnel.encapsulation} tunnel ${tunnel.a} ⇄ ${tunnel.b}` })));
     if (nodes.length <= 6) {
       svg.append(el("text", { x: (a.x + b.x) / 2, y: my + 4, "text-anchor": "middle", "font-size": 11, fill: "#7d8aa5",
-        text: `${tunnel.encapsulation.toUpperCase()} ${tunnel.a} ⇄ ${tunnel.b}` }));
+        text: `${tunnel.encapsulation.toUpperCase()} ${tunnel.a} ⇄ ${tunnel.b}` + (tunnel.bgp.length ? ` · BGP ${tunnel.bgp[0].toLowerCase()}` : "") }));
     }
   });
   for (const node of nodes) {
@@ -179,7 +179,8 @@ function renderTopology() {
       el("text", { x: x + 12, y: top + 22, "font-weight": 700, "font-size": 16, text: node.name }),
       el("text", { x: x + width - 12, y: top + 22, "text-anchor": "end", "font-weight": 700, "font-size": 12,
         fill: node.ready ? "var(--allowed)" : "var(--denied)", class: "node-status", text: node.ready ? "Ready" : `NotReady ${node.reason || ""}` }),
-      el("text", { x: x + 12, y: top + 42, "font-size": 12, fill: "#667085", text: `${node.address || "?"}  pods ${node.podCIDR || "?"}` }),
+      el("text", { x: x + 12, y: top + 42, "font-size": 12, fill: "#667085", text: `${node.address || "?"}  pods ${node.podCIDR || "?"}` + (node.bgp.length ?
+          `  · BGP ${node.bgp.filter((p) => p.state === "ESTABLISHED").length}/${node.bgp.length} established` : "") }),
       el("text", { x: x + 12, y: top + 60, "font-size": 12, fill: node.agent === false ? "var(--denied)" : "#667085",
         class: "node-agent", text: `${agent} · ${node.processes.filter((p) => p.running).length}/${node.processes.length} processes · ${rates}` }),
       el("line", { x1: x + 12, x2: x + width - 12, y1: top + 72, y2: top + 72, stroke: "#e5e7eb" }));
