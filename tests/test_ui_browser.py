@@ -102,6 +102,10 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
             for path in ("/api/events", "/api/whoami", "/api/matrix?namespace=shop"):
                 async with session.get(f"{cluster.topo.ui_url}{path}") as response:
                     assert response.status == 401, path
+            # A form on another site cannot post a login: a POST body must be JSON, which needs CORS.
+            admin = credentials.user_token(cluster.home, credentials.ADMIN_USER)
+            async with session.post(f"{cluster.topo.ui_url}/api/login", data={"token": admin}) as response:
+                assert response.status == 415 and "podnet_ui" not in response.cookies
         await shots.take("login")
 
         # The viewer sees everything, read-only: no probe or trace, and the server refuses them too.

@@ -189,6 +189,9 @@ def test_sessions_end_at_their_expiry_or_at_logout():
     assert sessions.get(None, 1000.0) is None and sessions.get("made-up", 1000.0) is None
     assert sessions.tokens() == {"token-2"} and len(sessions) == 1
     assert sessions.close(second).token == "token-2" and len(sessions) == 0
+    for now in (1000.0, 1010.0, 1020.0):
+        sessions.open(f"token-{now}", who, now)
+    assert sessions.expire(1075.0) == 2 and sessions.tokens() == {"token-1020.0"}
 
 
 def test_nodes_are_listed_in_their_numbers_order():

@@ -43,6 +43,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "podnet_ui"
 KEEPALIVE = 15.0  # seconds between two comments on a quiet event stream (proxies close idle streams)
 SYNC_TIMEOUT = 10.0
+HOUSEKEEPING = 60.0  # seconds between two sweeps of expired sessions and the informers only they used
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 _ERRORS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
-    409: web.HTTPConflict, 422: web.HTTPUnprocessableEntity, 429: web.HTTPTooManyRequests}
+    409: web.HTTPConflict, 415: web.HTTPUnsupportedMediaType, 422: web.HTTPUnprocessableEntity,
+    429: web.HTTPTooManyRequests}
 
 
 def _status_error(status: int, message: str) -> web.HTTPException:
@@ -293,8 +295,22 @@ class Ui:
     async def metrics(self, request: web.Request) -> web.Response:
         return metrics_response(self.registry)
 
+    @web.middleware
+    async def json_posts_only(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A POST must carry JSON: a form on another site cannot send that without the browser asking this
+        server first (CORS), which it never allows, so no other page can log a visitor in or trace."""
+        if request.method == "POST" and request.content_type != "application/json":
+            raise _status_error(415, "POST bodies are application/json")
+        return await handler(request)
+
+    async def housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING)
+            if self.sessions.expire(time.time()):
+                await self.forget_unused_feeds()
+
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.json_posts_only])
         app.router.add_get("/", self.index)
         app.router.add_static("/static", STATIC)
         app.router.add_post("/api/login", self.login)
@@ -323,7 +339,7 @@ async def serve(config: UiConfig, *, shutdown_trigger: Callable[[], Awaitable[An
         ui = Ui(config, shutdown)
         runner = web.AppRunner(ui.app(), access_log=None)
         await runner.setup()
-        agents = asyncio.create_task(ui.agents.run())
+        background = [asyncio.create_task(ui.agents.run()), asyncio.create_task(ui.housekeeping())]
         try:
             site = web.TCPSite(runner, config.address, config.port, shutdown_timeout=2.0)
             await site.start()
@@ -333,9 +349,10 @@ async def serve(config: UiConfig, *, shutdown_trigger: Callable[[], Awaitable[An
                 started(port)
             await shutdown.wait()
         finally:
-            agents.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await agents
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runner.cleanup()
             await ui.close()
             log.info("stopped")

@@ -25,7 +25,7 @@ function clear(node) { while (node.firstChild) node.firstChild.remove(); return 
 
 async function api(method, path, body) {
   const init = { method, headers: {}, credentials: "same-origin" };
-  if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+  if (method === "POST") { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body || {}); }
   const response = await fetch(path, init);
   let data = null;
   try { data = await response.json(); } catch (e) { data = { message: response.statusText }; }
