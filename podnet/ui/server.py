@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ HOUSEKEEPING = 60.0  # seconds between two sweeps of expired sessions and the in
 class UiConfig:
     server: str  # the API server's URL
     home: Path  # the local cluster's home: its agents' sockets and its processes
-    tls: ClientTls | None = None  # the API server's CA
+    tls: ClientTls | None = None  # the API server's CA (a client certificate in it is not used)
     address: str = "127.0.0.10"
     port: int = 6446
     session_ttl: float = 8 * 3600.0
@@ -76,6 +76,10 @@ def _status_error(status: int, message: str) -> web.HTTPException:
 
 class Ui:
     def __init__(self, config: UiConfig, shutdown: asyncio.Event):
+        # Only the users' tokens speak for anyone: a client certificate in the configuration (an
+        # administrator's kubeconfig) would make every user that administrator.
+        if config.tls is not None:
+            config = replace(config, tls=replace(config.tls, cert_pem=None, key_pem=None))
         self.config = config
         self.shutdown = shutdown
         self.sessions = access.Sessions(config.session_ttl)
