@@ -204,10 +204,19 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
         assert (await run(cluster, "kill", "node-2/agent")).returncode == 0
         await browser.wait_for("document.querySelector('g.node[data-node=node-2] .node-agent').textContent"
                                ".startsWith('agent stopped')", what="the agent shown stopped")
+        # A process that is there but does not answer its health check: unhealthy, then running again.
+        assert (await run(cluster, "kill", "dns", "--signal", "STOP")).returncode == 0
+        try:
+            await browser.wait_for("document.querySelector('[data-process=dns]').textContent === 'dns unhealthy'",
+                                   what="the stopped DNS shown unhealthy")
+        finally:
+            assert (await run(cluster, "kill", "dns", "--signal", "CONT")).returncode == 0
         node2 = "g.node[data-node=node-2]"
         await browser.wait_for(f"""document.querySelector("{node2}").dataset.ready === 'false' &&
             [...document.querySelectorAll("{node2} [data-pod]")].every((p) => p.dataset.greyed === 'true')""",
                                timeout=GRACE + 10, what="node-2 NotReady with its pods greyed")
+        await browser.wait_for("document.querySelector('[data-process=dns]').textContent === 'dns running'",
+                               what="the DNS healthy again")
         await shots.take("topology-node-down")
         started = await run(cluster, "start", "node-2/agent")
         # The CLI recorded the new process in cluster.json: the fixture stops it from there at the end.

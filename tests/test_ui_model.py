@@ -65,9 +65,9 @@ def test_a_pod_belongs_to_the_workload_that_made_it(obj, workload):
 def test_topology_greys_the_pods_of_a_node_that_is_not_ready_and_of_pods_that_are_not():
     nodes = [node("node-1", True, "127.0.0.11", "10.244.0.0/24"), node("node-2", False, "127.0.0.12", "10.244.1.0/24")]
     unready = pod("shop", "starting", "node-1", "10.244.0.7", ready=False)
-    processes = [model.ProcessState("apiserver", True), model.ProcessState("node-1/agent", True),
+    processes = [model.ProcessState("apiserver", True, True), model.ProcessState("node-1/agent", True),
                  model.ProcessState("node-1/kube-proxy", True), model.ProcessState("node-2/agent", False),
-                 model.ProcessState("node-2/kube-proxy", True)]
+                 model.ProcessState("node-2/kube-proxy", True, False)]
     view = model.topology(nodes, [*PODS, unready, pod("shop", "pending", None, None)], processes,
                           {"node-1": {"tx": 2.0, "rx": 1.5}})
     first, second = view["nodes"]
@@ -78,9 +78,10 @@ def test_topology_greys_the_pods_of_a_node_that_is_not_ready_and_of_pods_that_ar
     assert {p["key"]: p["greyed"] for p in first["pods"]} == {
         "kube-system/coredns-0": False, "shop/frontend-7d9cf8b6c4-aaaaa": False, "shop/starting": True}
     assert all(p["greyed"] for p in second["pods"]) and len(second["pods"]) == 2
-    assert second["processes"] == [{"name": "agent", "running": False}, {"name": "kube-proxy", "running": True}]
+    assert second["processes"] == [{"name": "agent", "running": False, "healthy": None},
+                                   {"name": "kube-proxy", "running": True, "healthy": False}]
     assert view["tunnels"] == [{"a": "node-1", "b": "node-2", "encapsulation": "vxlan", "up": False, "bgp": []}]
-    assert view["control"] == [{"name": "apiserver", "running": True}]
+    assert view["control"] == [{"name": "apiserver", "running": True, "healthy": True}]
 
 
 def test_tunnel_rates_come_from_two_reads_of_the_counters():

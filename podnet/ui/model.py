@@ -82,6 +82,7 @@ def _selects(selector: Mapping | None, labels: Mapping | None) -> bool:
 class ProcessState:
     name: str  # "apiserver", "node-2/agent", ...
     running: bool
+    healthy: bool | None = None  # its health check's last answer (None: not asked yet, or not running)
 
 
 def rates(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]],
@@ -140,7 +141,7 @@ def topology(nodes: Iterable[Mapping], pods: Iterable[Mapping], processes: Itera
             "ready": node_ready(node),
             "reason": ready.get("reason") or ("NodeStatusUnknown" if not ready else ""),
             "agent": running.get(f"{name}/agent"),
-            "processes": [{"name": p.name.partition("/")[2], "running": p.running}
+            "processes": [{"name": p.name.partition("/")[2], "running": p.running, "healthy": p.healthy}
                           for p in processes if p.name.startswith(f"{name}/")],
             "rates": dict(node_rates.get(name) or {}),
             "pods": by_node.get(name, []),
@@ -152,7 +153,7 @@ def topology(nodes: Iterable[Mapping], pods: Iterable[Mapping], processes: Itera
                 "up": a in ready_nodes and b in ready_nodes,
                 "bgp": [sessions[end] for end in ((a, b), (b, a)) if end in sessions]}
                for i, a in enumerate(names) for b in names[i + 1:]]
-    control = [{"name": p.name, "running": p.running} for p in processes if "/" not in p.name]
+    control = [{"name": p.name, "running": p.running, "healthy": p.healthy} for p in processes if "/" not in p.name]
     return {"nodes": shown, "tunnels": tunnels, "control": control}
 
 

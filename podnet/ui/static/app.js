@@ -130,10 +130,14 @@ function fillSources() {
 
 // ---- topology -----------------------------------------------------------------------------------
 
+function condition(process) {
+  return !process.running ? "stopped" : process.healthy === false ? "unhealthy" : "running";
+}
+
 function renderTopology() {
   const topo = ui.view.topology;
   clear($("control")).append(...topo.control.map((p) =>
-    el("span", { class: "badge" + (p.running ? "" : " down"), "data-process": p.name, text: `${p.name} ${p.running ? "running" : "stopped"}` })));
+    el("span", { class: `badge ${condition(p)}`, "data-process": p.name, text: `${p.name} ${condition(p)}` })));
   const svg = clear($("topology-svg"));
   const nodes = topo.nodes;
   const columns = Math.max(1, Math.min(nodes.length, Math.ceil(Math.sqrt(nodes.length * 1.5))));
@@ -182,7 +186,8 @@ function renderTopology() {
       el("text", { x: x + 12, y: top + 42, "font-size": 12, fill: "#667085", text: `${node.address || "?"}  pods ${node.podCIDR || "?"}` + (node.bgp.length ?
           `  · BGP ${node.bgp.filter((p) => p.state === "ESTABLISHED").length}/${node.bgp.length} established` : "") }),
       el("text", { x: x + 12, y: top + 60, "font-size": 12, fill: node.agent === false ? "var(--denied)" : "#667085",
-        class: "node-agent", text: `${agent} · ${node.processes.filter((p) => p.running).length}/${node.processes.length} processes · ${rates}` }),
+        class: "node-agent", text: `${agent} · ${node.processes.filter((p) => condition(p) === "running").length}/${node.processes.length} processes` +
+          `${node.processes.filter((p) => condition(p) !== "running").map((p) => ` (${p.name} ${condition(p)})`).join("")} · ${rates}` }),
       el("line", { x1: x + 12, x2: x + width - 12, y1: top + 72, y2: top + 72, stroke: "#e5e7eb" }));
     node.pods.forEach((pod, i) => {
       const ns = pod.key.split("/")[0];
