@@ -136,7 +136,11 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
         # The shop's service map: an allowed edge frontend -> backend once a frontend reached a backend, and a
         # red edge frontend -> database once a frontend tried the database.
         await browser.click("#tabs button[data-tab=services]")
-        frontend, backend, database = shop["frontend"][0], shop["backend"][0], shop["database"][0]
+        # A frontend with a backend on another node, whose journey crosses the overlay (three nodes, two of
+        # each, spread by the scheduler).
+        frontend, remote = next((f, b) for f in shop["frontend"] for b in shop["backend"]
+                                if f["spec"]["nodeName"] != b["spec"]["nodeName"])
+        backend, database = shop["backend"][0], shop["database"][0]
         assert await cluster.probe(frontend, backend["status"]["podIP"], 8080, timeout=2.0)
         edge = "g.edge[data-from='shop/frontend'][data-to='{}']"
         await browser.wait_for(f"document.querySelector(\"{edge.format('shop/backend')}\")?.dataset.verdict === 'allowed'",
@@ -180,7 +184,6 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
         await shots.take("matrix")
 
         # A packet's journey to a backend on another node: the stages `podnet trace` prints, in its order.
-        remote = next(b for b in shop["backend"] if b["spec"]["nodeName"] != frontend["spec"]["nodeName"])
         await browser.click("#tabs button[data-tab=journey]")
         await browser.evaluate(f"document.getElementById('journey-src').value = {json.dumps(key(frontend))}")
         await browser.type("#journey-dst", key(remote))
