@@ -58,10 +58,6 @@ class UiConfig:
     counters_interval: float = 2.0
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
-
-
 _ERRORS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
     409: web.HTTPConflict, 415: web.HTTPUnsupportedMediaType, 422: web.HTTPUnprocessableEntity,
@@ -132,14 +128,14 @@ class Ui:
         log.info("login", extra={"fields": {"user": identity.user, "probes": identity.can_probe}})
         session_id = self.sessions.open(token, identity, time.time())
         self.feed(token)
-        response = _json(self._who(identity))
+        response = web.json_response(self._who(identity))
         response.set_cookie(COOKIE, session_id, httponly=True, samesite="Strict", max_age=int(self.config.session_ttl))
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
         self.sessions.close(request.cookies.get(COOKIE))
         await self.forget_unused_feeds()
-        response = _json({"loggedOut": True})
+        response = web.json_response({"loggedOut": True})
         response.del_cookie(COOKIE)
         return response
 
@@ -148,7 +144,7 @@ class Ui:
         return {"user": identity.user, "groups": list(identity.groups), "canProbe": identity.can_probe}
 
     async def whoami(self, request: web.Request) -> web.Response:
-        return _json(self._who(self.session(request).identity))
+        return web.json_response(self._who(self.session(request).identity))
 
     # ---- the live view --------------------------------------------------------------------------
 
@@ -206,7 +202,7 @@ class Ui:
 
     async def _answer(self, work: Callable[[], Awaitable[dict]]) -> web.Response:
         try:
-            return _json(await work())
+            return web.json_response(await work())
         except ObserveError as exc:
             raise _status_error(400, str(exc).removeprefix("error: ")) from None
         except ApiError as exc:

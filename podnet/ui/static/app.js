@@ -4,7 +4,7 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const MESH_DRAWN = 8;  // nodes up to which every tunnel is drawn
-const ui = { who: null, view: null, stream: null, map: null, edge: null, matrix: null, cell: null, journey: null };
+const ui = { who: null, view: null, stream: null, edge: null, matrix: null, journey: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
