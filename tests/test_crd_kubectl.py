@@ -84,6 +84,18 @@ def test_crontab_from_the_documentation(server: KubectlServer) -> None:
     assert "cronSpec\t<string>" in explained and "replicas\t<integer>" in explained
 
 
+def test_a_schema_that_is_not_structural_is_refused(server: KubectlServer) -> None:
+    crd = yaml.safe_load((DATA / "crontab-crd.yaml").read_text())
+    crd["spec"]["names"] = {"plural": "untyped", "kind": "Untyped"}
+    crd["metadata"]["name"] = "untyped.stable.example.com"
+    del crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["type"]
+    refused = server.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        'The CustomResourceDefinition "untyped.stable.example.com" is invalid: spec.versions[0].schema.openAPIV3Schema'
+        ".properties[spec].type: Required value: must not be empty for specified object fields\n")
+
+
 def test_crontab_writes(server: KubectlServer) -> None:
     """Patches as Kubernetes takes them for custom resources, server-side apply, unknown fields, watch."""
     assert ok(server.kubectl("patch", "ct", "my-new-cron-object", "--type=merge", "-p", '{"spec":{"replicas":3}}')) == \

@@ -116,6 +116,9 @@ def _defaulted(crd: dict) -> dict:
      ['spec.names.kind: Invalid value: "Cron_Tab": may have mixed case, but should otherwise match: a DNS-1035 label '
       "must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an "
       "alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"]),
+    ({"spec__preserveUnknownFields": True},
+     ["spec.preserveUnknownFields: Invalid value: true: cannot set to true, set x-kubernetes-preserve-unknown-fields to "
+      "true in spec.versions[*].schema instead"]),
     ({"spec__versions__0__schema": {}},
      ["spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"]),
     ({"spec__versions__0__additionalPrinterColumns": [{"name": "X", "type": "time", "jsonPath": ".spec.x"}]},

@@ -118,6 +118,9 @@ def validate(crd: dict) -> list[Cause]:
         errors.required("spec.scope")
     elif scope not in SCOPES:
         errors.not_supported("spec.scope", scope, SCOPES)
+    if spec.get("preserveUnknownFields") is True:
+        errors.invalid("spec.preserveUnknownFields", True,
+                       "cannot set to true, set x-kubernetes-preserve-unknown-fields to true in spec.versions[*].schema instead")
     _validate_versions(errors, crd)
     for field in ("plural", "singular", "kind", "listKind"):
         if not names.get(field):
