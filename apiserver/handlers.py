@@ -238,7 +238,7 @@ class Resources:
                 item = kind.path(name="{name}")
             app.router.add_get(collection, bind(self.list_or_watch, kind))
             app.router.add_post(collection, bind(self.create, kind))
-            if kind.kind != "Namespace":  # as in Kubernetes: namespaces are deleted one by one
+            if kind.built_in != "Namespace":  # as in Kubernetes: namespaces are deleted one by one
                 app.router.add_delete(collection, bind(self.delete_collection, kind))
             app.router.add_get(item, bind(self.get, kind))
             app.router.add_put(item, bind(self.update, kind))
@@ -267,7 +267,7 @@ class Resources:
         request[VERB_KEY] = verb
         user = request[USER_KEY]
         name = request.match_info.get("name", "")
-        if kind.kind == "Namespace" and name:
+        if kind.built_in == "Namespace" and name:
             namespace = name  # as kube-apiserver's request info: a namespace is asked about in itself
         # The subresource is what follows the name in the path (`/status`, `/scale`).
         subresource = request.path.rpartition("/")[2] if name and not request.path.endswith(f"/{name}") else ""
@@ -362,7 +362,7 @@ class Resources:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
         writer = _WRITER.get()
         if writer is not None:
-            escalation.check(writer, kind.kind, obj, self.rbac.policy)
+            escalation.check(writer, kind.built_in, obj, self.rbac.policy)
         try:
             value = to_storage(obj)
         except (TypeError, ValueError) as e:  # msgpack bytes or other values JSON cannot hold
@@ -604,7 +604,7 @@ class Resources:
         name = obj["metadata"]["name"]
         key = storage_key(kind, obj["metadata"].get("namespace"), name)
         try:
-            if kind.kind != "Service":
+            if kind.built_in != "Service":
                 if dry_run:
                     return respond(request, obj, 201)
                 revision = await self._storage(self.store.create(key, value))
@@ -626,13 +626,13 @@ class Resources:
     def _reset_status_on_create(kind: Kind, obj: dict) -> None:
         """Status is the system's to write: a create starts it afresh, as each kind's strategy does.
         Nodes keep theirs (a node agent registers with its addresses and conditions)."""
-        if kind.kind == "Pod":
+        if kind.built_in == "Pod":
             obj["status"] = {"phase": "Pending"}
-        elif kind.kind == "Namespace":
+        elif kind.built_in == "Namespace":
             obj["status"] = {"phase": "Active"}
-        elif kind.kind == "Service":
+        elif kind.built_in == "Service":
             obj["status"] = {"loadBalancer": {}}
-        elif kind.has_status and kind.kind != "Node":
+        elif kind.has_status and kind.built_in != "Node":
             obj.pop("status", None)
 
     async def _check_namespace_open(self, kind: Kind, name: str, namespace: str | None) -> None:
@@ -799,7 +799,7 @@ class Resources:
             return await self._remove_finalized(kind, name, current, dry_run=dry_run)
         if manager is not None:
             record_update(kind, old, new, manager, _now(), subresource or "")
-        if kind.kind != "Service" or subresource == "status":
+        if kind.built_in != "Service" or subresource == "status":
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
         async with self._service_lock:
             admission = await self._admit_service(new, old, dry_run=dry_run)
@@ -907,7 +907,7 @@ class Resources:
         name = request.match_info["name"]
         self._authorize(request, "delete", kind, namespace)
         options = await self._delete_options(request)
-        if kind.kind == "Namespace":
+        if kind.built_in == "Namespace":
             return respond(request, await self._delete_namespace(name, dict(options.preconditions), dry_run=options.dry_run))
         answer, _, lingering = await self._delete_one(kind, namespace, name, options)
         # As kube-apiserver: 202 only for a deletion left pending after orphanDependents=false.
@@ -940,7 +940,7 @@ class Resources:
             except Conflict:
                 continue
             gone = from_storage(deleted.value, revision)
-            if kind.kind == "Service":
+            if kind.built_in == "Service":
                 await self._release_service(gone)
             return deletion.gone_answer(kind, gone), gone, False
         raise status.conflict(kind, name, "the object is being modified too often; please try again")
@@ -956,7 +956,7 @@ class Resources:
         except Conflict:
             raise _Raced() from None
         gone = from_storage(deleted.value, revision)
-        if kind.kind == "Service":
+        if kind.built_in == "Service":
             await self._release_service(gone)
         return deletion.gone_answer(kind, gone)
 
@@ -1046,7 +1046,7 @@ class Resources:
             for kv in kvs:
                 with contextlib.suppress(NotFound):
                     await self._storage(self.store.delete(kv.key))
-                    if kind.kind == "Service":
+                    if kind.built_in == "Service":
                         await self._release_service(json.loads(kv.value))
         with contextlib.suppress(NotFound):
             await self._storage(self.store.delete(storage_key(ns_kind, None, name)))

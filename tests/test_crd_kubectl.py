@@ -220,3 +220,24 @@ def test_rbac_by_resource_name(server: KubectlServer, tmp_path: Path) -> None:
         'Error from server (Forbidden): crontabs.stable.example.com "my-new-cron-object" is forbidden: User "carol" '
         'cannot delete resource "crontabs" in API group "stable.example.com" in the namespace "default"\n')
     assert as_carol("get", "cnp").returncode == 1
+
+
+def test_a_custom_kind_named_as_a_built_in_one(server: KubectlServer) -> None:
+    """Knative's `Service` is a custom kind: it gets its own schema's rules, none of the core Service's (no
+    cluster IP allocated, no load balancer status, no port validation)."""
+    crd = yaml.safe_load((DATA / "crontab-crd.yaml").read_text())
+    crd["metadata"]["name"] = "services.serving.example.dev"
+    crd["spec"]["group"] = "serving.example.dev"
+    crd["spec"]["names"] = {"plural": "services", "singular": "service", "kind": "Service", "shortNames": ["ksvc"]}
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = {
+        "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}
+    del crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    ok(server.kubectl("apply", "-f", "-", input=json.dumps(crd)))
+    ok(server.kubectl("wait", "--for=condition=Established", "crd/services.serving.example.dev", "--timeout=10s"))
+    knative = {"apiVersion": "serving.example.dev/v1", "kind": "Service", "metadata": {"name": "hello"},
+               "spec": {"template": {"spec": {"containers": [{"image": "hello"}]}}, "ports": [{"port": 99999}]}}
+    assert ok(server.kubectl("create", "-f", "-", input=json.dumps(knative))) == "service.serving.example.dev/hello created\n"
+    got = json.loads(ok(server.kubectl("get", "ksvc", "hello", "-o", "json")))
+    assert got["spec"] == knative["spec"] and "status" not in got
+    assert ok(server.kubectl("get", "services.serving.example.dev", "-o", "name")) == "service.serving.example.dev/hello\n"
+    assert ok(server.kubectl("get", "svc", "-o", "name")) == ""  # the core Services are another resource
