@@ -41,6 +41,7 @@ from podnet.apiserver.customresources.registry import Registry
 from podnet.apiserver.customresources.rules import (
     before_delete,
     default_object,
+    spec_changed,
     strategic_merge_refused,
     validate_object,
     validate_object_update,
@@ -445,7 +446,7 @@ class Resources:
         metadata: dict = {"resourceVersion": str(revision)}
         if next_key is not None:
             metadata["continue"] = _encode_continue(revision, next_key)
-        return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": metadata, "items": items}
+        return {"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": metadata, "items": items}
 
     async def watch(self, request: web.Request, kind: Kind, namespace: str | None, selection: Filter) -> web.StreamResponse:
         query = request.query
@@ -891,8 +892,7 @@ class Resources:
                 new_meta.pop(field, None)
         generation = old_meta.get("generation")
         if generation is not None:
-            spec_changed = old.get("spec") != new.get("spec")
-            new_meta["generation"] = generation + 1 if spec_changed else generation
+            new_meta["generation"] = generation + 1 if spec_changed(kind, old, new) else generation
 
     @staticmethod
     def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
@@ -983,7 +983,7 @@ class Resources:
             deleted.append(now)
         revision = deleted[-1]["metadata"]["resourceVersion"] if deleted else listed["metadata"]["resourceVersion"]
         return respond(
-            request, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision}, "items": deleted}
+            request, {"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision}, "items": deleted}
         )
 
     async def _delete_options(self, request: web.Request) -> deletion.DeleteOptions:

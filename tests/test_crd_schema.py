@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from podnet.apiserver.customresources import columns, definitions, schema
-from podnet.apiserver.customresources.rules import field_schema_of
+from podnet.apiserver.customresources.rules import field_schema_of, spec_changed
 
 DATA = Path(__file__).parent / "data" / "crds"
 CRONTAB_CRD = yaml.safe_load((DATA / "crontab-crd.yaml").read_text())
@@ -300,3 +300,18 @@ def test_printer_columns_and_json_paths() -> None:
         {"metadata": {"labels": {"app.kubernetes.io/name": "x"}}}) == ["x"]
     with pytest.raises(columns.PathError):
         columns.compile_path(".spec..x")
+
+
+def test_a_new_generation_is_any_change_but_metadata_and_a_separate_status() -> None:
+    crontab = _crd()
+    crontab["status"] = definitions.accepted_status(crontab, [], "2024-01-01T00:00:00Z")
+    (plain,) = definitions.served_kinds(crontab)
+    cilium = _defaulted(CILIUM_CRD)
+    cilium["status"] = definitions.accepted_status(cilium, [], "2024-01-01T00:00:00Z")
+    (with_status,) = definitions.served_kinds(cilium)
+    old = {"metadata": {"labels": {}}, "spec": {"a": 1}, "status": {"b": 1}}
+    assert spec_changed(plain, old, old | {"status": {"b": 2}})  # no status subresource: status is content
+    assert not spec_changed(with_status, old, old | {"status": {"b": 2}})
+    assert spec_changed(with_status, old, old | {"extra": 1})
+    assert not spec_changed(plain, old, old | {"metadata": {"labels": {"x": "y"}}})
+    assert with_status.list_kind == "CiliumNetworkPolicyList"

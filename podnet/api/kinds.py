@@ -35,6 +35,10 @@ class Kind:
         return self.kind if self.custom is None else ""
 
     @property
+    def list_kind(self) -> str:
+        return getattr(self.custom, "list_kind", None) or f"{self.kind}List"
+
+    @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
