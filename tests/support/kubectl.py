@@ -27,7 +27,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,7 @@ def podnet_up(home: Path, prefix: str, nodes: int) -> Iterator[Path]:
 KUBECTL_MISSING = shutil.which("kubectl") is None and os.environ.get("CI") != "true"
 
 class KubectlServer:
-    def __init__(self, directory: Path, host: str = HOST):
+    def __init__(self, directory: Path, host: str = HOST, extra_args: Sequence[str] = ()):
         self.directory = directory
         self.port = free_tcp_port(host)
         self.url = f"https://{host}:{self.port}"
@@ -83,7 +83,7 @@ class KubectlServer:
         self.log_path = directory / "apiserver.log"
         args = ["--host", host, "--port", str(self.port), "--store", f"sqlite:///{directory / 'store.db'}",
                 "--no-controllers", "--tls-cert", str(directory / "apiserver.crt"),
-                "--tls-key", str(directory / "apiserver.key"), "--client-ca-file", str(self.ca_file)]
+                "--tls-key", str(directory / "apiserver.key"), "--client-ca-file", str(self.ca_file), *extra_args]
         self.process = spawn_module("podnet.apiserver", args, self.log_path, directory)
         wait_ready(self.process, self._ready, "the API server", lambda: read_log(self.log_path))
 
