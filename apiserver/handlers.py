@@ -309,7 +309,7 @@ class Resources:
         if node is None:
             return
         name = str((new or old or {}).get("metadata", {}).get("name") or "")
-        reason = noderestriction.refusal(node, operation, kind.kind, subresource, name, namespace, old, new)
+        reason = noderestriction.refusal(node, operation, kind.built_in, subresource, name, namespace, old, new)
         if reason is not None:
             raise status.admission_forbidden(kind, name, reason)
 
@@ -628,10 +628,10 @@ class Resources:
             metadata["generation"] = 1
         self._restrict_node("create", kind, "", namespace, None, obj)
         self._reset_status_on_create(kind, obj)
-        if kind.kind == "Ingress":
+        if kind.built_in == "Ingress":
             await self._default_ingress_class(obj)
         value = self._check(kind, obj)
-        if kind.kind == "Service":
+        if kind.built_in == "Service":
             self._deny_external_ips(obj, None)
         await self.pod_security.admit(request, _WRITER.get(), kind, obj, None)
         if not kind.namespaced:
