@@ -110,6 +110,15 @@ def test_crontab_writes(server: KubectlServer) -> None:
     got = json.loads(ok(server.kubectl("get", "ct", "my-new-cron-object", "-o", "json")))
     assert (got["spec"]["replicas"], got["spec"]["image"], got["metadata"]["generation"]) == (3, "other", 3)
 
+    # kubectl apply again, a field removed and one changed: a three-way JSON merge patch (no strategic one).
+    again = yaml.safe_load((DATA / "my-crontab.yaml").read_text())
+    again["spec"] = {"cronSpec": "*/2 * * * *"}
+    assert ok(server.kubectl("apply", "-f", "-", input=json.dumps(again))) == \
+        "crontab.stable.example.com/my-new-cron-object configured\n"
+    got = json.loads(ok(server.kubectl("get", "ct", "my-new-cron-object", "-o", "json")))
+    # image left the manifest, so the object; replicas was never in it, so it stays
+    assert got["spec"] == {"cronSpec": "*/2 * * * *", "replicas": 3}
+
     applied = {"apiVersion": "stable.example.com/v1", "kind": "CronTab", "metadata": {"name": "by-apply"},
                "spec": {"cronSpec": "0 * * * *", "image": "one"}}
     assert ok(server.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(applied))) == \
