@@ -53,7 +53,9 @@ from podnet.apiserver.customresources.registry import Registry
 from podnet.apiserver.customresources.rules import (
     before_delete,
     default_object,
+    served_form,
     spec_changed,
+    stored_form,
     strategic_merge_refused,
     validate_object,
     validate_object_update,
@@ -401,7 +403,7 @@ class Resources:
         if writer is not None:
             escalation.check(writer, kind.built_in, obj, self.rbac.policy)
         try:
-            value = to_storage(obj)
+            value = to_storage(stored_form(kind, obj))
         except (TypeError, ValueError) as e:  # msgpack bytes or other values JSON cannot hold
             raise status.bad_request(f"the object cannot be stored: {e}") from None
         if len(value) > self.config.max_body_bytes:  # grown past what a body may carry, by a patch or an apply
@@ -411,6 +413,11 @@ class Resources:
     async def _namespace_labels(self, name: str) -> dict | None:
         kv = await self._storage(self.store.get(storage_key(self._namespace_kind, None, name)))
         return None if kv is None else json.loads(kv.value).get("metadata", {}).get("labels") or {}
+
+    @staticmethod
+    def _read(kind: Kind, kv: KeyValue) -> dict:
+        """A stored object as the kind's version serves it."""
+        return served_form(kind, from_storage(kv.value, kv.mod_revision))
 
     async def _current(self, kind: Kind, namespace: str | None, name: str) -> KeyValue:
         kv = await self._storage(self.store.get(storage_key(kind, namespace, name)))
@@ -425,7 +432,7 @@ class Resources:
         name = request.match_info["name"]
         self._authorize(request, "get", kind, namespace)
         kv = await self._current(kind, namespace, name)
-        return respond(request, tables.represent(request, kind, from_storage(kv.value, kv.mod_revision)))
+        return respond(request, tables.represent(request, kind, self._read(kind, kv)))
 
     async def list_or_watch(self, request: web.Request, kind: Kind, all_namespaces: bool = False) -> web.StreamResponse:
         namespace = None if all_namespaces else request.match_info.get("namespace")
@@ -471,7 +478,7 @@ class Resources:
             except FutureRevision as e:
                 raise status.too_large_resource_version(e.requested, e.current) from None
             for index, kv in enumerate(kvs):
-                obj = from_storage(kv.value, kv.mod_revision)
+                obj = self._read(kind, kv)
                 if selection.matches(obj):
                     items.append(obj)
                     if limit and len(items) == limit:
@@ -533,7 +540,7 @@ class Resources:
 
     async def _list_all(self, kind: Kind, namespace: str | None, selection: Filter) -> dict:
         kvs, revision = await self._storage(self.store.list(storage_prefix(kind, namespace)))
-        items = [obj for kv in kvs if selection.matches(obj := from_storage(kv.value, kv.mod_revision))]
+        items = [obj for kv in kvs if selection.matches(obj := self._read(kind, kv))]
         return {"metadata": {"resourceVersion": str(revision)}, "items": items}
 
     def _expired_event(self, after: int, media_type: str) -> bytes:
@@ -578,8 +585,11 @@ class Resources:
                 processed = change.revision
                 if change.key.startswith(prefix) and (name is None or change.key.rpartition("/")[2] == name):
                     event_type = self._event_type(change, selection)
+                    served = served_form(kind, change.object)
                     if event_type is not None and as_table is not None:
-                        await response.write(encode_event(event_type, as_table(change.object), media_type))
+                        await response.write(encode_event(event_type, as_table(served), media_type))
+                    elif event_type is not None and served is not change.object:
+                        await response.write(encode_event(event_type, served, media_type))
                     elif event_type is not None:
                         await response.write(change.encoded(event_type, media_type))
             if bookmarks and loop.time() >= next_bookmark:
@@ -763,14 +773,14 @@ class Resources:
                     if created is None:
                         continue  # created meanwhile: apply to it
                     return created
-                live = from_storage(current.value, current.mod_revision)
+                live = self._read(kind, current)
                 force = _truthy(request.query.get("force"))
                 patched = server_side_apply(kind, live, body, name, manager, _now(), force=force, subresource=subresource or "",
                                             namespace=namespace)
                 self._place(patched, kind, namespace)
             else:
                 current = await self._current(kind, namespace, name)
-                patched = self._patched(kind, from_storage(current.value, current.mod_revision), body, media_type)
+                patched = self._patched(kind, self._read(kind, current), body, media_type)
             metadata = patched["metadata"]
             if metadata.get("name") != name or (kind.namespaced and metadata.get("namespace") != namespace):
                 raise status.bad_request("a patch may not change the object's name or namespace")
@@ -846,7 +856,7 @@ class Resources:
     ) -> dict:
         """Writes `new` over `current`; `manager` is the writer whose fields the write records (None:
         the caller has set managedFields, as an apply does)."""
-        old = from_storage(current.value, current.mod_revision)
+        old = self._read(kind, current)
         if subresource == "status":
             merged = copy.deepcopy(old)
             if "status" in new:

@@ -250,3 +250,25 @@ def test_a_custom_kind_named_as_a_built_in_one(server: KubectlServer) -> None:
     assert got["spec"] == knative["spec"] and "status" not in got
     assert ok(server.kubectl("get", "services.serving.example.dev", "-o", "name")) == "service.serving.example.dev/hello\n"
     assert ok(server.kubectl("get", "svc", "-o", "name")) == ""  # the core Services are another resource
+
+
+def test_two_served_versions_share_one_storage_version(server: KubectlServer) -> None:
+    version = {"served": True, "schema": {"openAPIV3Schema": {
+        "type": "object", "properties": {"spec": {"type": "object", "properties": {"colour": {"type": "string"}}}}}}}
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gizmos.example.podnet.dev"},
+           "spec": {"group": "example.podnet.dev", "scope": "Namespaced",
+                    "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
+                    "versions": [{"name": "v1beta1", "storage": False, **version}, {"name": "v1", "storage": True, **version}]}}
+    ok(server.kubectl("apply", "-f", "-", input=json.dumps(crd)))
+    ok(server.kubectl("wait", "--for=condition=Established", "crd/gizmos.example.podnet.dev", "--timeout=10s"))
+    old = {"apiVersion": "example.podnet.dev/v1beta1", "kind": "Gizmo", "metadata": {"name": "g"}, "spec": {"colour": "red"}}
+    assert ok(server.kubectl("create", "-f", "-", input=json.dumps(old))) == "gizmo.example.podnet.dev/g created\n"
+    # kubectl prefers v1, the first of the versions discovery lists; each version answers in itself.
+    assert ok(server.kubectl("get", "gizmos", "g", "-o", "jsonpath={.apiVersion}")) == "example.podnet.dev/v1"
+    assert ok(server.kubectl("get", "gizmos.v1beta1.example.podnet.dev", "g", "-o", "jsonpath={.apiVersion}")) == \
+        "example.podnet.dev/v1beta1"
+    ok(server.kubectl("patch", "gizmos.v1beta1.example.podnet.dev", "g", "--type=merge", "-p", '{"spec":{"colour":"blue"}}'))
+    listed = json.loads(ok(server.kubectl("get", "--raw", "/apis/example.podnet.dev/v1beta1/namespaces/default/gizmos")))
+    assert [(i["apiVersion"], i["spec"]["colour"]) for i in listed["items"]] == [("example.podnet.dev/v1beta1", "blue")]
+    assert listed["kind"] == "GizmoList"

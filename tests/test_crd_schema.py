@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from podnet.apiserver.customresources import columns, definitions, schema
-from podnet.apiserver.customresources.rules import field_schema_of, spec_changed
+from podnet.apiserver.customresources.rules import field_schema_of, served_form, spec_changed, stored_form
 
 DATA = Path(__file__).parent / "data" / "crds"
 CRONTAB_CRD = yaml.safe_load((DATA / "crontab-crd.yaml").read_text())
@@ -315,3 +315,16 @@ def test_a_new_generation_is_any_change_but_metadata_and_a_separate_status() -> 
     assert spec_changed(with_status, old, old | {"extra": 1})
     assert not spec_changed(plain, old, old | {"metadata": {"labels": {"x": "y"}}})
     assert with_status.list_kind == "CiliumNetworkPolicyList"
+
+
+def test_objects_are_stored_in_the_storage_version_and_served_in_each() -> None:
+    crd = _crd()
+    crd["spec"]["versions"] = [dict(crd["spec"]["versions"][0], name="v1beta1", storage=False),
+                               dict(crd["spec"]["versions"][0], name="v1", storage=True)]
+    crd["status"] = definitions.accepted_status(crd, [], "2024-01-01T00:00:00Z")
+    beta, ga = definitions.served_kinds(crd)
+    written = {"apiVersion": "stable.example.com/v1beta1", "kind": "CronTab", "spec": {}}
+    assert stored_form(beta, written)["apiVersion"] == "stable.example.com/v1"
+    assert served_form(ga, stored_form(beta, written))["apiVersion"] == "stable.example.com/v1"
+    assert served_form(beta, stored_form(beta, written)) == written
+    assert served_form(beta, written) is written  # nothing to change: the same object
