@@ -272,3 +272,12 @@ def test_two_served_versions_share_one_storage_version(server: KubectlServer) ->
     listed = json.loads(ok(server.kubectl("get", "--raw", "/apis/example.podnet.dev/v1beta1/namespaces/default/gizmos")))
     assert [(i["apiVersion"], i["spec"]["colour"]) for i in listed["items"]] == [("example.podnet.dev/v1beta1", "blue")]
     assert listed["kind"] == "GizmoList"
+    with subprocess.Popen(["kubectl", "get", "gizmos.v1beta1.example.podnet.dev", "-w", "-o", "jsonpath={.apiVersion}{'\\n'}"],
+                          stdout=subprocess.PIPE, text=True, env=server.kubectl_env()) as watching:
+        try:
+            assert watching.stdout is not None
+            assert watching.stdout.readline().strip() == "example.podnet.dev/v1beta1"  # the list
+            ok(server.kubectl("patch", "gizmo", "g", "--type=merge", "-p", '{"spec":{"colour":"green"}}'))  # through v1
+            assert watching.stdout.readline().strip() == "example.podnet.dev/v1beta1"  # the event, in v1beta1
+        finally:
+            watching.kill()
