@@ -82,6 +82,12 @@ def test_crontab_from_the_documentation(server: KubectlServer) -> None:
     explained = ok(server.kubectl("explain", "crontab.spec"))
     assert "KIND:       CronTab" in explained and "VERSION:    v1" in explained
     assert "cronSpec\t<string>" in explained and "replicas\t<integer>" in explained
+    v2 = json.loads(ok(server.kubectl("get", "--raw", "/openapi/v2")))
+    assert v2["definitions"]["com.example.stable.v1.CronTab"]["x-kubernetes-group-version-kind"] == [
+        {"group": "stable.example.com", "kind": "CronTab", "version": "v1"}]
+    patch = v2["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}"]["patch"]
+    assert "application/strategic-merge-patch+json" not in patch["consumes"]
+    assert "io.k8s.api.core.v1.Pod" in v2["definitions"]  # the built-in kinds' are there as before
 
 
 def test_a_schema_that_is_not_structural_is_refused(server: KubectlServer) -> None:

@@ -84,6 +84,9 @@ class Registry:
     def openapi_documents(self) -> dict[str, tuple[bytes, str]]:
         return documents.encoded(self._served_by_group_version())
 
+    def openapi_v2(self) -> bytes:
+        return documents.v2_encoded(tuple(sorted(self._served.values(), key=lambda k: (k.group, k.version, k.plural))))
+
     def _served_by_group_version(self) -> dict[str, tuple[Kind, ...]]:
         grouped: dict[str, list[Kind]] = {}
         for kind in self._served.values():
