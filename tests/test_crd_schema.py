@@ -116,6 +116,11 @@ def _defaulted(crd: dict) -> dict:
      ['spec.names.kind: Invalid value: "Cron_Tab": may have mixed case, but should otherwise match: a DNS-1035 label '
       "must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an "
       "alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"]),
+    ({"spec__group": "stable.k8s.io", "metadata__name": "crontabs.stable.k8s.io"},
+     ['metadata.annotations[api-approved.kubernetes.io]: Required value: protected groups must have approval '
+      'annotation "api-approved.kubernetes.io", see https://github.com/kubernetes/enhancements/pull/1111']),
+    ({"spec__group": "stable.k8s.io", "metadata__name": "crontabs.stable.k8s.io",
+      "metadata__annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/pull/1111"}}, []),
     ({"spec__preserveUnknownFields": True},
      ["spec.preserveUnknownFields: Invalid value: true: cannot set to true, set x-kubernetes-preserve-unknown-fields to "
       "true in spec.versions[*].schema instead"]),
