@@ -261,6 +261,27 @@ def test_validation_keywords(value: dict, expected: list[str]) -> None:
     assert _messages(schema.validate(keywords, {"spec": value})) == expected
 
 
+@pytest.mark.parametrize("value, ok", [
+    ({"cidr": "10.0.0.0/8", "since": "2024-01-01T00:00:00Z", "id": "0f8fad5b-d9cb-469f-a165-70867728950e"}, True),
+    ({"cidr": "10.0.0.1/24", "since": "2024-01-01T10:20:30.5+02:00"}, True),
+    ({"cidr": "10.0.0.0"}, False),
+    ({"since": "yesterday"}, False),
+    ({"id": "not-a-uuid"}, False),
+    ({"size": "huge"}, True),  # a format kube-apiserver does not check
+])
+def test_formats(value: dict, ok: bool) -> None:
+    formats = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "cidr": {"type": "string", "format": "cidr"}, "since": {"type": "string", "format": "date-time"},
+        "id": {"type": "string", "format": "uuid"}, "size": {"type": "string", "format": "idn-hostname"}}}}}
+    causes = schema.validate(formats, {"spec": value})
+    assert (causes == []) is ok
+    if not ok:
+        (field, found), = value.items()
+        kind = {"cidr": "cidr", "since": "date-time", "id": "uuid"}[field]
+        assert _messages(causes) == [
+            f'spec.{field}: Invalid value: "{found}": spec.{field} in body must be of type {kind}: "{found}"']
+
+
 def test_the_cilium_l7_policy_is_valid_and_one_of_its_selectors_is_required() -> None:
     pruned, dropped = schema.prune(CILIUM_SCHEMA, CILIUM_POLICY)
     assert dropped == [] and pruned == CILIUM_POLICY
