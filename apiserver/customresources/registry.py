@@ -54,15 +54,11 @@ class Registry:
         self._served: dict[tuple[str, str, str], Kind] = {}
         self._made: dict[str, tuple[str, list[Kind]]] = {}
         self._cleaning: dict[str, asyncio.Task] = {}
-        self.synced = asyncio.Event()
 
     # --- what the routes ask ------------------------------------------------------------------------
 
     def lookup(self, group: str, version: str, plural: str) -> Kind | None:
         return self._served.get((group, version, plural))
-
-    def served_kinds(self) -> list[Kind]:
-        return list(self._served.values())
 
     def stored_kinds(self) -> list[Kind]:
         """One kind per CRD whose objects may be in storage (for a namespace's deletion)."""
@@ -102,7 +98,6 @@ class Registry:
     async def _listed(self, crds: dict[str, dict]) -> None:
         self.crds = crds
         self._refresh()
-        self.synced.set()
         for crd in list(self.crds.values()):
             await self._reconcile_logged(crd)
 
