@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from podnet.cni.spec import CniError, Code, negotiate
+from podnet.cni.spec import CniError, Code, decode_object, negotiate
 
 CONFLIST_NAME = "10-podnet.conflist"
 _NETWORK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
@@ -28,12 +28,7 @@ class ConfList:
 
     @classmethod
     def parse(cls, text: str | bytes) -> ConfList:
-        try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CniError(Code.DECODE_FAILURE, "failed to decode network configuration list", str(exc)) from None
-        if not isinstance(data, dict):
-            raise CniError(Code.DECODE_FAILURE, "failed to decode network configuration list", "not a JSON object")
+        data = decode_object(text, "network configuration list")
         name, version, plugins = data.get("name"), str(data.get("cniVersion") or ""), data.get("plugins")
         if not isinstance(name, str) or not _NETWORK_NAME.match(name):
             raise CniError(Code.INVALID_CONFIG, "invalid network configuration list", f"bad name {name!r}")

@@ -180,14 +180,15 @@ def parse_args(text: str) -> dict[str, str]:
     return args
 
 
-def parse_config(stdin: bytes) -> dict:
+def decode_object(data: str | bytes, what: str = "network configuration") -> dict:
+    """A JSON object, or error 6 (failed to decode content) naming `what` could not be decoded."""
     try:
-        config = json.loads(stdin)
+        decoded = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CniError(Code.DECODE_FAILURE, "failed to decode network configuration", str(exc)) from None
-    if not isinstance(config, dict):
-        raise CniError(Code.DECODE_FAILURE, "failed to decode network configuration", "not a JSON object")
-    return config
+        raise CniError(Code.DECODE_FAILURE, f"failed to decode {what}", str(exc)) from None
+    if not isinstance(decoded, dict):
+        raise CniError(Code.DECODE_FAILURE, f"failed to decode {what}", "not a JSON object")
+    return decoded
 
 
 def parse_request(environ: dict[str, str], stdin: bytes) -> Request:
@@ -199,7 +200,7 @@ def parse_request(environ: dict[str, str], stdin: bytes) -> Request:
     except ValueError:
         raise CniError(Code.INVALID_ENVIRONMENT, "invalid CNI_COMMAND",
                        f"{name!r} is not one of {[c.value for c in Command]}") from None
-    config = parse_config(stdin) if stdin.strip() or command is not Command.VERSION else {}
+    config = decode_object(stdin) if stdin.strip() or command is not Command.VERSION else {}
     version = str(config.get("cniVersion") or "")
     if command is Command.VERSION:
         return Request(command, version or LATEST_VERSION, config=config)
