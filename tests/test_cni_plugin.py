@@ -239,6 +239,7 @@ async def test_the_agent_runs_plugins_chained_in_its_conflist_for_netns_pods(loc
     await cluster.client.delete("pods", "tuned", "default")
 
     async def deleted() -> bool:
-        return [json.loads(line)["env"]["CNI_COMMAND"] for line in log.read_text().splitlines()] == ["ADD", "DEL"]
+        calls = [json.loads(line) for line in log.read_text().splitlines()]
+        return [(c["env"]["CNI_COMMAND"], c["exit"]) for c in calls] == [("ADD", 0), ("DEL", 0)]
 
-    await eventually(deleted, 30, "tuning's DEL runs when the pod goes")
+    await eventually(deleted, 30, "tuning's DEL runs, and succeeds, when the pod goes")
