@@ -124,6 +124,7 @@ class CniServer:
             AgentMethod.CNI_GC: self.gc,
             AgentMethod.CNI_STATUS: self.status,
             AgentMethod.CNI_LIST: self.list_attachments,
+            AgentMethod.CNI_RESULT: self.pod_result,
         }
 
     # ---- the agent as a runtime: plugins chained after podnet in the conflist, for netns pods --------
@@ -140,14 +141,29 @@ class CniServer:
             return None
         return Runtime(replace(conflist, plugins=conflist.plugins[1:]), CNI_PATH, self.results, self.runtime_log)
 
+    @staticmethod
+    def _own_result(pod: KernelPod) -> Attachment:
+        """What podnet's step of the chain gave a netns pod."""
+        net = pod.netns.net
+        return Attachment(POD_INTERFACE, net.mac, str(NETNS_DIR / net.netns), f"{net.ip}/{net.prefix_len}",
+                          net.gateway, net.mtu)
+
+    async def pod_result(self, params: Any) -> dict | None:
+        """A netns pod's CNI result: what the chain returned, or podnet's own when nothing is chained."""
+        params = params if isinstance(params, dict) else {}
+        pod = self.agent.lifecycle.pods.get(f"{params.get('namespace') or 'default'}/{params.get('pod')}")
+        if not isinstance(pod, KernelPod):
+            return None
+        runtime = self._chained()
+        chained = runtime.cached_result(self._container(pod)) if runtime is not None else None
+        return chained or self._own_result(pod).result(runtime.conflist.version if runtime else "1.0.0")
+
     def netns_pod_added(self, pod: KernelPod, obj: dict) -> None:
         """Runs the chained plugins' ADD for a netns pod the agent has just given its eth0."""
         runtime = self._chained()
         if runtime is None:
             return
-        net = pod.netns.net
-        attachment = Attachment(POD_INTERFACE, net.mac, str(NETNS_DIR / net.netns), f"{net.ip}/{net.prefix_len}",
-                                net.gateway, net.mtu)
+        attachment = self._own_result(pod)
         ports = [{"hostPort": p["hostPort"], "containerPort": p.get("containerPort"),
                   "protocol": str(p.get("protocol") or "TCP").lower(), "hostIP": p.get("hostIP") or ""}
                  for c in (obj.get("spec") or {}).get("containers") or [] for p in c.get("ports") or []

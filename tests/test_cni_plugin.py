@@ -236,6 +236,15 @@ async def test_the_agent_runs_plugins_chained_in_its_conflist_for_netns_pods(loc
     assert add["stdin"]["prevResult"]["ips"][0]["address"].split("/")[0] == running["status"]["podIP"]
     assert "K8S_POD_NAME=tuned" in add["env"]["CNI_ARGS"]
 
+    async def described() -> str | None:
+        argv = [sys.executable, "-m", "podnet", "describe", "pod", "tuned", "--home", str(cluster.home)]
+        done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+        return done.stdout if "CNI Result:" in done.stdout else None
+
+    description = await eventually(described, 15, "podnet describe pod shows the chain's result")
+    cni_section = description.split("CNI Result:", 1)[1]
+    assert f"address: {running['status']['podIP']}/24" in cni_section and "sandbox: /run/netns/" in cni_section
+
     await cluster.client.delete("pods", "tuned", "default")
 
     async def deleted() -> bool:

@@ -7,15 +7,17 @@ The node's agent is found at `$PODNET_HOME/nodes/<node>/agent.sock`, as `podnet 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from podnet.cli.common import HomeOption, run_async
 from podnet.cli.pods_cmd import agent_socket
 from podnet.rpc.agentmethods import AgentMethod
-from podnet.rpc.session import RpcClient
+from podnet.rpc.session import RpcClient, RpcError, call_once
 
 COLUMNS = ("CONTAINER", "IFNAME", "POD", "ADDRESS", "NETNS")
 
@@ -38,6 +40,22 @@ def table(rows: list[dict], check: bool) -> list[str]:
     widths = [max(len(str(c)) for c in column) for column in zip(columns, *cells, strict=False)]
     return ["   ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
             for line in (columns, *cells)]
+
+
+async def pod_result_lines(pod: dict) -> list[str]:
+    """`podnet describe pod`'s CNI section: the result the node's chain returned for a netns pod; nothing
+    for a virtual pod, or when its node's agent is not on this machine."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    meta = pod.get("metadata") or {}
+    result = None
+    if node:
+        with contextlib.suppress(OSError, RpcError, TimeoutError):
+            result = await call_once(agent_socket(node, None), AgentMethod.CNI_RESULT,
+                                     {"namespace": meta.get("namespace"), "pod": meta.get("name")}, timeout=5)
+    if not result:
+        return []
+    dumped = yaml.safe_dump(result, sort_keys=False, default_flow_style=False)
+    return ["CNI Result:", *("  " + line for line in dumped.rstrip().splitlines())]
 
 
 def cni(

@@ -48,4 +48,5 @@ class AgentMethod(StrEnum):
     CNI_DEL = "cni.del"  # {container_id, ifname} -> {released}
     CNI_GC = "cni.gc"  # {valid: [[container_id, ifname]]} -> {removed: [[container_id, ifname]]}
     CNI_STATUS = "cni.status"  # -> {ready, reason}
+    CNI_RESULT = "cni.result"  # {namespace, pod} -> the CNI result of a netns pod's network (None: not one)
     CNI_LIST = "cni.list"  # -> [{container_id, ifname, netns, namespace, name, address}]
