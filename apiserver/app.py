@@ -16,15 +16,13 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TypeVar
 
 import yarl
 from aiohttp import web
 from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
 from podnet.apiserver.audit.log import AuditLog, load_policy
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
-from podnet.apiserver.config import ApiServerConfig
+from podnet.apiserver.config import ApiServerConfig, read_flag_file
 from podnet.apiserver.controllers import run_all
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE
 from podnet.apiserver.elector import LeaderElector
@@ -76,23 +74,10 @@ class Metrics:
         self.watchers = Gauge("apiserver_registered_watchers", "Open watch streams by resource.", ["resource"], registry=self.registry)
 
 
-_Parsed = TypeVar("_Parsed")
-
-
 def load_authenticator(config: ApiServerConfig) -> Authenticator:
-    client_cas = _read(config.client_ca_file, "--client-ca-file", load_certificates) if config.client_ca_file else []
-    tokens = _read(config.token_file, "--token-file", lambda data: parse_token_file(data.decode())) if config.token_file else None
+    client_cas = read_flag_file(config.client_ca_file, "--client-ca-file", load_certificates) if config.client_ca_file else []
+    tokens = read_flag_file(config.token_file, "--token-file", lambda data: parse_token_file(data.decode())) if config.token_file else None
     return Authenticator(tokens, client_cas)
-
-
-def _read(path: str, flag: str, parse: Callable[[bytes], _Parsed]) -> _Parsed:
-    """`parse` of the file's bytes; ValueError naming the flag and the file when it cannot be read or parsed."""
-    try:
-        return parse(Path(path).read_bytes())
-    except OSError as exc:
-        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"{flag} {path}: {exc}") from None
 
 
 def check_files(config: ApiServerConfig) -> None:

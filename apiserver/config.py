@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from podnet.apiserver.election import Timings
 
@@ -97,3 +99,16 @@ def parse_port_range(text: str) -> tuple[int, int]:
     if not sep or not text.isascii() or not low.strip().isdigit() or not high.strip().isdigit():
         raise ValueError(f"invalid port range {text!r}: want LOW-HIGH")
     return int(low), int(high)
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def read_flag_file(path: str, flag: str, parse: Callable[[bytes], _Parsed]) -> _Parsed:
+    """`parse` of the file's bytes; ValueError naming the flag and the file when it cannot be read or parsed."""
+    try:
+        return parse(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{flag} {path}: {exc}") from None

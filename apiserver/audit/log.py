@@ -33,6 +33,7 @@ from typing import IO
 
 from aiohttp import web
 from podnet.apiserver.auth import User
+from podnet.apiserver.config import read_flag_file
 
 from . import event as events
 from .policy import NOT_RECORDED, Attributes, Decision, Policy, evaluate, parse_policy
@@ -73,12 +74,7 @@ def note_authorization(user: User, allowed: bool, reason: str) -> None:
 
 def load_policy(path: str) -> Policy:
     """The policy file's policy; ValueError naming the flag and file."""
-    try:
-        return parse_policy(Path(path).read_text())
-    except OSError as exc:
-        raise ValueError(f"--audit-policy-file {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"--audit-policy-file {path}: {exc}") from None
+    return read_flag_file(path, "--audit-policy-file", lambda data: parse_policy(data.decode()))
 
 
 def _now() -> datetime.datetime:

@@ -18,14 +18,13 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from podnet.apiserver import status
 from podnet.apiserver.auth import User
 from podnet.apiserver.codec import JSON, DecodeError, decode, from_storage
-from podnet.apiserver.config import ApiServerConfig
+from podnet.apiserver.config import ApiServerConfig, read_flag_file
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond, storage_key
 from podnet.apiserver.rbac.authorizer import Attributes
 from podnet.apiserver.storage.base import Store
@@ -56,25 +55,16 @@ def load_keys(config: ApiServerConfig) -> TokenKeys:
     signing = None
     public: list[jwt.PublicKey] = []
     if config.service_account_signing_key_file:
-        signing = _read(config.service_account_signing_key_file, "--service-account-signing-key-file",
+        signing = read_flag_file(config.service_account_signing_key_file, "--service-account-signing-key-file",
                         jwt.load_signing_key)
         public.append(signing.public_key)
     for path in config.service_account_key_files:
-        public.extend(_read(path, "--service-account-key-file", jwt.load_public_keys))
+        public.extend(read_flag_file(path, "--service-account-key-file", jwt.load_public_keys))
     if not public:
         signing = jwt.SigningKey(ec.generate_private_key(ec.SECP256R1()))
         public.append(signing.public_key)
     audiences = config.api_audiences or (config.service_account_issuer,)
     return TokenKeys(config.service_account_issuer, tuple(audiences), tuple(public), signing)
-
-
-def _read(path: str, flag: str, parse):  # type: ignore[no-untyped-def]
-    try:
-        return parse(Path(path).read_bytes())
-    except OSError as exc:
-        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"{flag} {path}: {exc}") from None
 
 
 class ServiceAccountTokens:
