@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,3 +141,18 @@ def test_public_health_probes_follow_the_policy(server: KubectlServer) -> None:
     assert server.kubectl("get", "--raw", "/livez").returncode == 0
     (event,) = [e for e in _events(server) if e["requestURI"] == "/livez"]
     assert event["level"] == "Metadata" and "objectRef" not in event and event["verb"] == "get"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--audit-policy-file", "{dir}/bad.yaml", "--audit-log-path", "{dir}/a.log"),
+     "error: --audit-policy-file {dir}/bad.yaml: loaded illegal policy with 0 rules"),
+    (("--audit-policy-file", "{dir}/missing.yaml"), "error: --audit-policy-file {dir}/missing.yaml: No such file or directory"),
+    (("--service-account-signing-key-file", "{dir}/bad.yaml"),
+     "error: --service-account-signing-key-file {dir}/bad.yaml: data does not contain a valid RSA or ECDSA private key"),
+])
+def test_a_bad_policy_or_key_file_stops_the_server_in_one_line(tmp_path: Path, flags: tuple[str, ...], message: str) -> None:
+    (tmp_path / "bad.yaml").write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: []\n")
+    argv = [part.format(dir=tmp_path) for part in flags]
+    done = subprocess.run([sys.executable, "-m", "podnet", "apiserver", "--port", "0", *argv], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip() == message.format(dir=tmp_path)

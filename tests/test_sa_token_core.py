@@ -306,3 +306,10 @@ def test_an_issued_token_is_accepted_end_to_end(es_key: jwt.SigningKey) -> None:
     token = _token(es_key)
     subject = _check(jwt.verify(token, [es_key.public_key]))
     claims.check_objects(subject, NOW, account=ACCOUNT, pod=POD)
+
+
+@pytest.mark.parametrize("pem", [b"nope", b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+                                 b"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n"])
+def test_a_file_without_a_private_key_is_refused_in_one_line(pem: bytes) -> None:
+    with pytest.raises(ValueError, match="^data does not contain a valid RSA or ECDSA private key$"):
+        jwt.load_signing_key(pem)
