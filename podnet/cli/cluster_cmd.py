@@ -19,6 +19,7 @@ from podnet.client import ApiClient, ApiError, podnet_home
 from podnet.cluster import (
     auditpolicy,
     credentials,
+    etcd_credentials,
     kubelet_credentials,
     netns_hosts,
     readiness,
@@ -35,8 +36,9 @@ def _home(home: Path | None) -> Path:
 def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str | None = None,
                       extra_addresses: tuple[str, ...] = ()) -> str:
     """Every credential of `topo`'s cluster under `home` (see podnet/cluster/credentials.py): one kubeconfig
-    for each process that talks to the API server, and over TLS the kubelet API's certificates
-    (podnet/cluster/kubelet_credentials.py). Returns the admin token."""
+    for each process that talks to the API server, over TLS the kubelet API's certificates
+    (podnet/cluster/kubelet_credentials.py), and on etcd etcd's (podnet/cluster/etcd_credentials.py).
+    Returns the admin token."""
     clients = [spec.name for spec in topology.components(topo) if "--kubeconfig" in spec.argv]
     now = datetime.datetime.now(datetime.UTC)
     admin_token = credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
@@ -44,6 +46,8 @@ def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str 
                                     admin_server=admin_server, tls=not topo.insecure_http)
     if not topo.insecure_http:
         kubelet_credentials.issue(home, [node.address for node in topo.nodes], now)
+    if topo.store == "etcd":
+        etcd_credentials.issue(home, [topo.host("etcd")], now)
     return admin_token
 
 
@@ -134,6 +138,7 @@ def register(app: typer.Typer) -> None:
                                      "(real network namespaces that run real programs; root)."),
         insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve the API on plain HTTP with "
                                            "tokens (debugging only: kubectl sends no token over HTTP)."),
+        ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI (`podnet ui`)."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
@@ -148,7 +153,7 @@ def register(app: typer.Typer) -> None:
                 _home(home), nodes, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
-                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http,
+                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http, ui=ui,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
@@ -161,6 +166,8 @@ def register(app: typer.Typer) -> None:
             typer.echo("")
             raise fail(f"error: {exc}\n(the processes that did start are still running: `podnet down`)") from None
         typer.echo(f"cluster is up: API {topo.api_url}, kubeconfig {topo.home / 'kubeconfig'}")
+        if topo.ui:
+            typer.echo(f"  web UI {topo.ui_url}/ (log in with the token `podnet ui-token` prints; --viewer: read-only)")
         typer.echo(f"  try: podnet get nodes -o wide   |   export KUBECONFIG={topo.home / 'kubeconfig'}")
         if demo:
             from podnet.cluster.demo import run_demo

@@ -111,17 +111,24 @@ class KubectlServer:
         end(self.process)
 
 
-@pytest.fixture(scope="module")
-def kubectl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubectlServer]:
+@contextlib.contextmanager
+def running_kubectl_server(directory: Path, host: str = HOST) -> Iterator[KubectlServer]:
+    """A KubectlServer with its `default` namespace, stopped afterwards."""
     if shutil.which("kubectl") is None:
         pytest.fail("kubectl is not on PATH; these tests drive the real kubectl")
-    server = KubectlServer(tmp_path_factory.mktemp("kubectl"))
+    server = KubectlServer(directory, host)
     try:
         created = server.kubectl("create", "namespace", "default")
         assert created.returncode == 0, created.stderr
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def kubectl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubectlServer]:
+    with running_kubectl_server(tmp_path_factory.mktemp("kubectl")) as server:
+        yield server
 
 
 def _text(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[str]:
