@@ -48,6 +48,9 @@ class ApiServerConfig:
     service_account_key_files: tuple[str, ...] = ()
     service_account_issuer: str = DEFAULT_ISSUER
     api_audiences: tuple[str, ...] = ()  # empty: the issuer
+    # What the controllers publish as every namespace's kube-root-ca.crt (kube-controller-manager's
+    # --root-ca-file); "" : the client CA, which is the cluster CA when podnet up made the certificates.
+    root_ca_file: str | None = None
     # The audit log (apiserver/audit/): nothing is recorded without both.
     audit_policy_file: str | None = None
     audit_log_path: str | None = None
@@ -91,6 +94,11 @@ class ApiServerConfig:
     def api_addresses(self) -> tuple[str, ...]:
         """The addresses the API server is reached at (none when it listens on every address)."""
         return () if self.host in ("", "0.0.0.0", "::") else (self.host,)
+
+    @property
+    def root_ca(self) -> str:
+        """The CA in-cluster clients verify this server with (kube-root-ca.crt); "" without one."""
+        return (self.root_ca_file or self.client_ca_file or "") if self.tls_cert else ""
 
     @property
     def scheme(self) -> str:

@@ -87,6 +87,7 @@ from podnet.apiserver.storage.base import (
     Store,
     Unavailable,
 )
+from podnet.apiserver.tokens import admission as service_account_admission
 from podnet.apiserver.validation import Limits
 from podnet.apiserver.watch import (
     ADDED,
@@ -626,6 +627,9 @@ class Resources:
             metadata["generation"] = 1
         self._restrict_node("create", kind, "", namespace, None, obj)
         self._reset_status_on_create(kind, obj)
+        if kind.kind == "Pod" and self.config.root_ca:  # in-cluster clients speak TLS, verified by that CA
+            await service_account_admission.admit(
+                obj, self.store, lambda account: storage_key(lookup("ServiceAccount"), namespace, account), self._storage)
         value = self._check(kind, obj)
         if kind.kind == "Service":
             self._deny_external_ips(obj, None)

@@ -23,7 +23,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from podnet.apiserver import status
 from podnet.apiserver.auth import User
-from podnet.apiserver.codec import JSON, DecodeError, decode, from_storage
+from podnet.apiserver.codec import from_storage
 from podnet.apiserver.config import ApiServerConfig, read_flag_file
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond, storage_key
 from podnet.apiserver.rbac.authorizer import Attributes
@@ -136,10 +136,7 @@ class ServiceAccountTokens:
         user = request[USER_KEY]
         if not resources.allowed(user, Attributes("create", namespace, "", accounts.plural, "token", name)).allowed:
             raise status.forbidden(user.name, "create", accounts, namespace, request.path, name=name, subresource="token")
-        try:
-            body = decode(await request.read(), JSON)
-        except DecodeError as e:
-            raise status.bad_request(str(e)) from None
+        body, _ = await resources._read_body(request)  # JSON, YAML or msgpack, as for any write
         spec = tokenrequest.parse(body, name, namespace, self.keys.audiences)
         account = await _read_object(resources, accounts, namespace, name)
         bound = node = None
