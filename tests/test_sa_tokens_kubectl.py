@@ -59,6 +59,8 @@ def test_a_token_names_its_service_account_and_rbac_decides_what_it_may_do(serve
     assert whoami.returncode == 0, whoami.stderr
     assert "system:serviceaccount:team-a:robot" in whoami.stdout
     assert "[system:serviceaccounts system:serviceaccounts:team-a system:authenticated]" in whoami.stdout
+    (extra,) = [line for line in whoami.stdout.splitlines() if line.startswith("Extra:")]
+    assert extra.split() == ["Extra:", "authentication.kubernetes.io/credential-id", f"[JTI={claims['jti']}]"]
 
     refused = _as_token(server, token, "get", "pods", "-n", "team-a")
     assert refused.returncode == 1
@@ -106,7 +108,10 @@ def test_a_pod_bound_token_dies_with_its_pod(server: KubectlServer) -> None:
     pod_uid = server.kubectl("get", "pod", "job-pod", "-n", "team-a", "-o", "jsonpath={.metadata.uid}").stdout
     token = _create_token(server, "worker", "--bound-object-kind", "Pod", "--bound-object-name", "job-pod")
     assert _claims(token)["kubernetes.io"]["pod"] == {"name": "job-pod", "uid": pod_uid}
-    assert _as_token(server, token, "auth", "whoami").returncode == 0
+    whoami = _as_token(server, token, "auth", "whoami")
+    assert whoami.returncode == 0
+    assert "Extra: authentication.kubernetes.io/pod-name        [job-pod]" in whoami.stdout
+    assert f"Extra: authentication.kubernetes.io/pod-uid         [{pod_uid}]" in whoami.stdout
 
     # This server runs no controllers, so no `default` account exists until made.
     assert server.kubectl("create", "serviceaccount", "default", "-n", "team-a").returncode == 0

@@ -38,6 +38,8 @@ def user_info(user: User | None) -> dict:
         info["uid"] = user.uid
     if user.groups:
         info["groups"] = list(user.groups)
+    if user.extra:
+        info["extra"] = {key: list(values) for key, values in user.extra}
     return info
 
 
