@@ -190,4 +190,4 @@ async def _read_object(resources: Resources, kind: Kind, namespace: str | None, 
 
 def subresources(kind: Kind) -> list[dict]:
     """The discovery entry of `serviceaccounts/token`."""
-    return [tokenrequest.DISCOVERY] if kind.plural == "serviceaccounts" else []
+    return [tokenrequest.DISCOVERY] if kind.built_in == "ServiceAccount" else []

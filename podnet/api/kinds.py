@@ -29,6 +29,16 @@ class Kind:
     custom: object | None = field(default=None, compare=False)
 
     @property
+    def built_in(self) -> str:
+        """The kind's name if it is a built-in kind, else "": what per-kind rules of the server go by, so that a
+        custom kind of the same name (Knative's `Service`) gets none of the built-in kind's."""
+        return self.kind if self.custom is None else ""
+
+    @property
+    def list_kind(self) -> str:
+        return getattr(self.custom, "list_kind", None) or f"{self.kind}List"
+
+    @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
@@ -94,6 +104,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",),
          printer=printers.NETWORK_POLICY),
     Kind("Lease", "coordination.k8s.io", "v1", "leases", True, (), has_status=False, printer=printers.LEASE),
+    Kind("ControllerRevision", "apps", "v1", "controllerrevisions", True, (), has_status=False,
+         printer=printers.CONTROLLER_REVISION),
     Kind("DaemonSet", "apps", "v1", "daemonsets", True, ("ds",), printer=printers.DAEMON_SET, categories=("all",)),
     Kind("Deployment", "apps", "v1", "deployments", True, ("deploy",), printer=printers.DEPLOYMENT,
          categories=("all",)),
