@@ -4,6 +4,7 @@ policy keeps, each response naming its events by its Audit-Id header."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -99,6 +100,21 @@ def test_request_response_level_keeps_both_bodies_and_every_stage_but_the_omitte
     assert [e["stage"] for e in recorded] == ["ResponseComplete"]
     assert recorded[0]["requestObject"]["data"] == {"mode": "fast"}
     assert recorded[0]["responseObject"]["metadata"]["name"] == "settings"
+
+
+def test_a_token_request_names_the_credential_it_issued(server: KubectlServer) -> None:
+    assert server.kubectl("create", "serviceaccount", "robot", "-n", "team-a").returncode == 0
+    done = server.kubectl("create", "token", "robot", "-n", "team-a", "-v=8")
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    payload = token.split(".")[1]
+    token_id = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
+    (event,) = _by_id(server, _audit_ids(done.stderr)[-1])
+    assert event["objectRef"] == {"resource": "serviceaccounts", "namespace": "team-a", "name": "robot",
+                                  "apiVersion": "v1", "subresource": "token"}
+    assert event["annotations"]["authentication.kubernetes.io/issued-credential-id"] == f"JTI={token_id}"
+    assert event["annotations"]["authorization.k8s.io/decision"] == "allow"
+    assert token not in (server.directory / "audit.log").read_text()  # the policy keeps the response out
 
 
 def test_a_forbidden_impersonated_request_names_both_users_and_the_refusal(server: KubectlServer) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from podnet.apiserver import status
+from podnet.apiserver.audit import log as audit_log
 from podnet.apiserver.auth import User
 from podnet.apiserver.codec import from_storage
 from podnet.apiserver.config import ApiServerConfig, read_flag_file
@@ -111,12 +112,12 @@ class ServiceAccountTokens:
     # --- issuing -----------------------------------------------------------------------------------
 
     def issue(self, spec: tokenrequest.TokenSpec, account: dict, bound: dict | None, node: dict | None,
-              now: int) -> str:
+              now: int, token_id: str) -> str:
         assert self.keys.signing_key is not None
         kind = spec.bound.kind if spec.bound else None
         token_claims = claims.make_claims(
             issuer=self.keys.issuer, audiences=spec.audiences, account=account, now=now,
-            expiration_seconds=spec.expiration_seconds, token_id=str(uuid.uuid4()),
+            expiration_seconds=spec.expiration_seconds, token_id=token_id,
             pod=bound if kind == "Pod" else None, secret=bound if kind == "Secret" else None,
             node=bound if kind == "Node" else node)
         return jwt.sign(token_claims, self.keys.signing_key)
@@ -146,8 +147,9 @@ class ServiceAccountTokens:
                                        spec.bound.name)
             tokenrequest.check_binding(spec, name, bound)
             node = await self._node_of(resources, bound) if spec.bound.kind == "Pod" else None
-        now = int(time.time())
-        token = self.issue(spec, account, bound, node, now)
+        now, token_id = int(time.time()), str(uuid.uuid4())
+        token = self.issue(spec, account, bound, node, now, token_id)
+        audit_log.annotate("authentication.kubernetes.io/issued-credential-id", f"JTI={token_id}")
         return respond(request, tokenrequest.answer(spec, account, token, now), 201)
 
     @staticmethod
