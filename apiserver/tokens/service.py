@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,7 +46,7 @@ class TokenKeys:
     issuer: str
     audiences: tuple[str, ...]
     public_keys: tuple[jwt.PublicKey, ...]
-    signing_key: jwt.SigningKey | None = field(default=None)
+    signing_key: jwt.SigningKey | None = None
 
 
 def load_keys(config: ApiServerConfig) -> TokenKeys:
@@ -57,7 +57,7 @@ def load_keys(config: ApiServerConfig) -> TokenKeys:
     public: list[jwt.PublicKey] = []
     if config.service_account_signing_key_file:
         signing = read_flag_file(config.service_account_signing_key_file, "--service-account-signing-key-file",
-                        jwt.load_signing_key)
+                                 jwt.load_signing_key)
         public.append(signing.public_key)
     for path in config.service_account_key_files:
         public.extend(read_flag_file(path, "--service-account-key-file", jwt.load_public_keys))
