@@ -150,3 +150,23 @@ def test_the_issuer_documents_verify_the_tokens(server: KubectlServer) -> None:
     resources = json.loads(server.kubectl("get", "--raw", "/api/v1").stdout)["resources"]
     token_resource = next(r for r in resources if r["name"] == "serviceaccounts/token")
     assert token_resource["kind"] == "TokenRequest" and token_resource["group"] == "authentication.k8s.io"
+
+
+def test_a_node_bound_token_dies_with_its_node_and_a_stale_uid_is_a_conflict(server: KubectlServer) -> None:
+    assert server.kubectl("create", "serviceaccount", "agent", "-n", "team-a").returncode == 0
+    node = '{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-9"}}'
+    assert server.kubectl("apply", "-f", "-", input=node).returncode == 0
+    token = _create_token(server, "agent", "--bound-object-kind", "Node", "--bound-object-name", "worker-9")
+    whoami = _as_token(server, token, "auth", "whoami")
+    assert whoami.returncode == 0 and "Extra: authentication.kubernetes.io/node-name" in whoami.stdout
+    assert server.kubectl("delete", "node", "worker-9").returncode == 0
+    assert _as_token(server, token, "auth", "whoami").returncode == 1
+
+    assert server.kubectl("create", "secret", "generic", "pinned", "-n", "team-a").returncode == 0
+    stale = server.kubectl("create", "token", "agent", "-n", "team-a", "--bound-object-kind", "Secret",
+                           "--bound-object-name", "pinned", "--bound-object-uid", "0d4691ed-659b-4935-a832-355f77ee47cc")
+    assert stale.returncode == 1
+    assert stale.stderr.strip() == (
+        'error: failed to create token: Operation cannot be fulfilled on Secret "pinned": the UID in the bound object '
+        "reference (0d4691ed-659b-4935-a832-355f77ee47cc) does not match the UID in record. The object might have been "
+        "deleted and then recreated")
