@@ -791,7 +791,7 @@ class Resources:
             record_update(kind, old, new, manager, _now(), subresource or "")
         if kind.kind != "Service" or subresource == "status":
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
-        async with self._service_lock:
+        async with self.quotas.admitting(kind, str(namespace), new, old), self._service_lock:
             admission = await self._admit_service(new, old, dry_run=dry_run)
             return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
 

@@ -101,6 +101,11 @@ def test_a_tenant_is_held_to_its_namespace_quota(kubectl):
     kubectl.ok("create", "service", "clusterip", "c1", "--tcp=80", context="editor")
     assert "exceeded quota: q, requested: services=1, used: services=2, limited: services=2" in kubectl.refused(
         "create", "service", "clusterip", "c2", "--tcp=80")
+    # An update is held to the quota too: what it adds counts.
+    assert kubectl.refused("patch", "service", "c1", "-p", '{"spec":{"type":"LoadBalancer"}}') == (
+        'Error from server (Forbidden): services "c1" is forbidden: exceeded quota: q, requested: '
+        "services.loadbalancers=1,services.nodeports=1, used: services.loadbalancers=0,services.nodeports=1, "
+        "limited: services.loadbalancers=0,services.nodeports=1")
     kubectl.ok("create", "configmap", "one", "--from-literal=a=b", context="editor")
     assert "exceeded quota: q, requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1" in (
         kubectl.refused("create", "configmap", "two", "--from-literal=a=b"))
