@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from podnet.cluster import credentials, kubelet_credentials
+from podnet.nodeagent.hostguard import BGP_PORTS, ETCD_PORTS
 from podnet.nodeagent.pods.netns import host_namespace
 
 STORES = ("sqlite", "etcd")
@@ -257,8 +258,10 @@ def components(topo: Topology) -> list[ComponentSpec]:
 
 def _protected_ports(topo: Topology) -> list[str]:
     """`--protect-port` for every port of the cluster's own that pods must not reach from their node's address
-    (nodeagent/hostguard.py): etcd's, BGP's, and the status and metrics ports of every component."""
-    ports = [f"tcp/{topo.etcd_port}", f"tcp/{topo.etcd_port + 1}", f"tcp/{topo.bgp_port}",
+    (nodeagent/hostguard.py): etcd's and BGP's when not the ones every agent refuses, and the status and
+    metrics ports of every component."""
+    own = [port for port in (topo.etcd_port, topo.etcd_port + 1, topo.bgp_port) if port not in (*BGP_PORTS, *ETCD_PORTS)]
+    ports = [*(f"tcp/{port}" for port in own),
              f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}"]
     for index, node in enumerate(topo.nodes):
         metrics = 10250 + index * 10  # the agent's status port; kube-proxy's is next, the kubelet API's after
