@@ -99,7 +99,7 @@ async def test_ten_thousand_watches_of_one_tenant_get_429_while_another_user_is_
         assert headers["X-Kubernetes-PF-FlowSchema-UID"] == tenant_flow.schema.uid
         assert headers["X-Kubernetes-PF-PriorityLevel-UID"] == tenant_flow.level.uid
         assert len(latencies) >= 5
-        assert max(latencies) < 1.0, sorted(latencies)[-5:]
+        assert max(latencies) < 2.0, sorted(latencies)[-5:]  # each answered while the flood goes on
         # The held watches still stream: one more write reaches them.
         async with fair_server.client() as admin:
             await admin.create(_namespace("team-a"))
