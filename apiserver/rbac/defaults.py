@@ -124,6 +124,8 @@ _NODE_RULES = [
     rule(READ + ["delete"], [""], ["pods"]),
     rule(READ, [""], ["services", "endpoints", "namespaces"]),
     rule(READ, [""], ["configmaps", "secrets"]),  # what pods' environments and volumes take from them
+    rule(["get"], [""], ["serviceaccounts"]),
+    rule(["create"], [""], ["serviceaccounts/token"]),  # the pods' projected service-account tokens
     rule(["create"], [""], ["namespaces"]),  # kube-node-lease, on a server without its controllers
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
     rule(READ, ["networking.k8s.io"], ["networkpolicies"]),
@@ -148,6 +150,15 @@ _CLOUD_LB_RULES = [
     _EVENTS,
 ]
 
+_INGRESS_RULES = [
+    rule(READ, ["networking.k8s.io"], ["ingresses", "ingressclasses"]),
+    rule(["create"], ["networking.k8s.io"], ["ingressclasses"]),
+    rule(["get", "update", "patch"], ["networking.k8s.io"], ["ingresses/status"]),
+    rule(READ, [""], ["services", "nodes"]),
+    rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
+    _EVENTS,
+]
+
 DEFAULT_CLUSTER_ROLES: list[dict] = [
     cluster_role("cluster-admin", [rule(["*"], ["*"], ["*"]), url_rule(["*"], ["*"])]),
     cluster_role("admin", [], aggregate="admin"),
@@ -162,6 +173,9 @@ DEFAULT_CLUSTER_ROLES: list[dict] = [
         rule(["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
         rule(["create"], ["authentication.k8s.io"], ["selfsubjectreviews"]),
     ]),
+    # Who may read the service-account issuer's OIDC discovery documents (to verify tokens elsewhere).
+    cluster_role("system:service-account-issuer-discovery", [url_rule(["get"], [
+        "/.well-known/openid-configuration", "/.well-known/openid-configuration/", "/openid/v1/jwks", "/openid/v1/jwks/"])]),
     cluster_role("system:monitoring", [url_rule(["get"], ["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics",
                                                           "/readyz", "/readyz/*"])]),
     # What podnet's token-file group `view` has always meant: reading every kind but Secrets (ClusterRole
@@ -173,6 +187,7 @@ DEFAULT_CLUSTER_ROLES: list[dict] = [
     cluster_role("system:podnet:bgp", _BGP_RULES),
     cluster_role("system:podnet:dns", _DNS_RULES),
     cluster_role("system:podnet:cloud-lb", _CLOUD_LB_RULES),
+    cluster_role("system:podnet:ingress", _INGRESS_RULES),
 ]
 
 # Groups podnet components carry in their credentials, beside their user names. (The in-process controllers
@@ -182,6 +197,7 @@ PROXIES_GROUP = "system:podnet:kube-proxies"
 BGP_GROUP = "system:podnet:bgp"
 DNS_GROUP = "system:podnet:dns"
 CLOUD_LB_GROUP = "system:podnet:cloud-lb"
+INGRESS_GROUP = "system:podnet:ingress"
 
 DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
     cluster_role_binding("cluster-admin", "cluster-admin", [subject("Group", "system:masters")]),
@@ -189,6 +205,8 @@ DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
     cluster_role_binding("system:basic-user", "system:basic-user", [subject("Group", AUTHENTICATED)]),
     cluster_role_binding("system:public-info-viewer", "system:public-info-viewer",
                          [subject("Group", AUTHENTICATED), subject("Group", UNAUTHENTICATED)]),
+    cluster_role_binding("system:service-account-issuer-discovery", "system:service-account-issuer-discovery",
+                         [subject("Group", "system:serviceaccounts")]),
     cluster_role_binding("system:monitoring", "system:monitoring", [subject("Group", "system:monitoring")]),
     # podnet's token-file groups from before RBAC, bound as they were meant.
     cluster_role_binding("podnet:admin", "cluster-admin", [subject("Group", "admin")]),
@@ -198,6 +216,7 @@ DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
     cluster_role_binding("system:podnet:bgp", "system:podnet:bgp", [subject("Group", BGP_GROUP)]),
     cluster_role_binding("system:podnet:dns", "system:podnet:dns", [subject("Group", DNS_GROUP)]),
     cluster_role_binding("system:podnet:cloud-lb", "system:podnet:cloud-lb", [subject("Group", CLOUD_LB_GROUP)]),
+    cluster_role_binding("system:podnet:ingress", "system:podnet:ingress", [subject("Group", INGRESS_GROUP)]),
 ]
 
 

@@ -18,18 +18,18 @@ turns that RPC's result into an `Outcome`; `podnet exec` runs the same commands 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from podnet.nodeagent.pods.netns import resolv_conf
 
+from podnet.api.durations import parse_duration
+from podnet.rpc.agentmethods import AgentMethod
+
 USAGE = "usage: http URL | connect HOST:PORT [--udp] [--timeout S] | ping IP [--count N]"
 NOT_FOUND = 127
 # agnhost connect's --timeout 0 means no timeout of its own (the kernel's, about two minutes); we stop at this.
 NO_TIMEOUT = 20.0
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +51,6 @@ class PodFacts:
 
 def fail(message: str, code: int = 1) -> Outcome:
     return Outcome(stderr=(message.rstrip("\n") + "\n").encode(), code=code)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go duration ("1s", "500ms", "1m30s", "0"); ValueError otherwise."""
-    if text == "0":
-        return 0.0
-    position, total = 0, 0.0
-    while position < len(text):
-        match = _DURATION_PART.match(text, position)
-        if match is None:
-            raise ValueError(f'time: invalid duration "{text}"')
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    if not text:
-        raise ValueError('time: invalid duration ""')
-    return total
 
 
 def _flags(args: list[str], known: dict[str, bool]) -> tuple[dict[str, str], list[str]]:
@@ -106,7 +90,7 @@ class AgnhostConnect:
         params = {"host": self.host, "port": self.port, "protocol": self.protocol, "timeout": self.timeout}
         if self.protocol == "UDP":
             params["payload"] = f"{self.udp_data}\n".encode()
-        return "pod.connect", params
+        return AgentMethod.POD_CONNECT, params
 
     def render(self, result: dict) -> Outcome:
         if result.get("ok"):
@@ -134,7 +118,7 @@ class Http:
     timeout: float = 10.0
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.http", {"url": self.url, "timeout": self.timeout}
+        return AgentMethod.POD_HTTP, {"url": self.url, "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         if "status" not in result:
@@ -163,7 +147,7 @@ class Curl:
     write_out: str = ""  # -w: %{http_code} is the one variable understood
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.http", {"url": self.url, "timeout": self.timeout}
+        return AgentMethod.POD_HTTP, {"url": self.url, "timeout": self.timeout}
 
     def _error(self, code: int, text: str) -> Outcome:
         quiet = self.silent and not self.show_error
@@ -208,7 +192,7 @@ class Wget:
     spider: bool = False
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.http", {"url": self.url, "timeout": self.timeout}
+        return AgentMethod.POD_HTTP, {"url": self.url, "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
@@ -239,7 +223,8 @@ class Connect:
     timeout: float = 5.0
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.connect", {"host": self.host, "port": self.port, "protocol": self.protocol, "timeout": self.timeout}
+        return AgentMethod.POD_CONNECT, {"host": self.host, "port": self.port, "protocol": self.protocol,
+                                         "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         if not result.get("ok"):
@@ -258,7 +243,7 @@ class Ping:
     timeout: float | None = None
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.ping", {"ip": self.ip, "count": self.count, "timeout": self.timeout}
+        return AgentMethod.POD_PING, {"ip": self.ip, "count": self.count, "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         transmitted, received = result["transmitted"], result["received"]

@@ -35,6 +35,7 @@ from podnet.overlay.bgp.rib import Path as RibPath
 
 from podnet.client import ApiClient, Informer
 from podnet.kubeconfig import ClientTls
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, RpcError, RpcServer
 from podnet.tasks import cancel_and_wait
 
@@ -505,7 +506,7 @@ class Speaker:
                         client = await RpcClient(socket_path).connect()
                     desired = self.desired_routes()
                     if desired != self._installed:
-                        await client.call("routes.apply", {"source": "bgp", "routes": desired}, timeout=5.0)
+                        await client.call(AgentMethod.ROUTES_APPLY, {"source": "bgp", "routes": desired}, timeout=5.0)
                         self._installed = desired
                         self.counters["agent_applies"] += 1
                     failure = ""

@@ -11,6 +11,7 @@ import typer
 from podnet.api.printers import format_table
 from podnet.cli.common import HomeOption, fail, home, run_async
 from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError, call_once
 
 bgp_app = typer.Typer(help="Run a node's BGP speaker, or look at one.", add_completion=False)
@@ -110,7 +111,7 @@ async def _node_tables(directory: Path) -> tuple[list[dict] | None, str, list[di
     forwarding: list[dict] | None = None
     forwarding_note = ""
     try:
-        forwarding = await call_once(str(directory / "agent.sock"), "routes.list", timeout=5.0)
+        forwarding = await call_once(str(directory / "agent.sock"), AgentMethod.ROUTES_LIST, timeout=5.0)
     except RpcError as exc:
         forwarding_note = f"the node agent does not list its routes ({exc.message})"
     except (OSError, ConnectionError) as exc:

@@ -29,11 +29,13 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compose_cmd", ("compose",)),
     ("dns_cmd", ("dig", "dns")),
     ("faults_cmd", ("partition",)),
+    ("ingress_cmd", ("ingress",)),
     ("kubeproxy_cmd", ("kubeproxy",)),
     ("nodeagent_cmd", ("nodeagent",)),
     ("pods_cmd", ("capture", "dataplane", "exec", "probe", "trace")),
     ("policy_cmd", ("explain", "flows", "matrix")),
     ("resources", ("apply", "delete", "describe", "get")),
+    ("ui_cmd", ("ui", "ui-token")),
 )
 
 _MODULE_OF = {command: module for module, commands in COMMANDS for command in commands}

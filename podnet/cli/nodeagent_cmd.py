@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from podnet.backends import BACKENDS, POD_MODES
 from podnet.cli.daemon import (
     CaFile,
     Kubeconfig,
@@ -49,8 +50,8 @@ def nodeagent(
     from podnet.nodeagent.hostguard import ProtectedPort
     from podnet.nodeagent.nodeports import trusted_proxies
 
-    check_choice("backend", backend, ("vxlan", "bgp"))
-    check_choice("pod-mode", pod_mode, ("virtual", "netns"))
+    check_choice("backend", backend, BACKENDS)
+    check_choice("pod-mode", pod_mode, POD_MODES)
     try:
         trusted_proxies(proxy_protocol_from or ())
     except ValueError as exc:
