@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 
 import aiohttp
 import pytest
@@ -190,3 +191,38 @@ def _tenant_kubeconfig(url: str, ca_file, token: str) -> str:
                            "users": [{"name": "tenant", "user": {"token": token}}],
                            "contexts": [{"name": "tenant", "context": {"cluster": "p", "user": "tenant"}}],
                            "current-context": "tenant"})
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None and os.environ.get("CI") != "true", reason="kubectl is not installed")
+def test_kubectl_shows_the_schemas_and_levels_the_headers_name(make_api_server, tmp_path):
+    server = make_api_server(controllers=False)
+    kubeconfig = tmp_path / "admin.kubeconfig"
+    kubeconfig.write_text(_tenant_kubeconfig(server.url, server.ca_file, server.token))
+
+    def kubectl(*args: str) -> str:
+        done = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ, HOME=str(tmp_path)))
+        assert done.returncode == 0, done
+        return done.stdout
+
+    schemas = [line.split() for line in kubectl("get", "flowschemas").splitlines()]
+    assert schemas[0] == ["NAME", "PRIORITYLEVEL", "MATCHINGPRECEDENCE", "DISTINGUISHERMETHOD", "AGE", "MISSINGPL"]
+    assert [row[:4] + row[5:] for row in schemas[1:]] == [
+        ["catch-all", "global-default", "10000", "ByUser", "False"], ["exempt", "exempt", "1", "<none>", "False"],
+        ["global-default", "global-default", "9900", "ByUser", "False"],
+        ["podnet-components", "system", "800", "ByUser", "False"], ["service-accounts", "workload-low", "9000", "ByUser", "False"],
+        ["system-nodes", "system", "500", "ByUser", "False"]]
+    levels = [line.split() for line in kubectl("get", "prioritylevelconfigurations").splitlines()]
+    assert [row[:6] for row in levels] == [
+        ["NAME", "TYPE", "NOMINALCONCURRENCYSHARES", "QUEUES", "HANDSIZE", "QUEUELENGTHLIMIT"],
+        ["exempt", "Exempt", "<none>", "<none>", "<none>", "<none>"], ["global-default", "Limited", "20", "128", "6", "50"],
+        ["system", "Limited", "30", "64", "6", "50"], ["workload-low", "Limited", "100", "64", "6", "50"]]
+    # A tenant's request names the global-default schema and level by the UIDs kubectl shows.
+    request = urllib.request.Request(f"{server.url}/api/v1/namespaces/team-a/configmaps",
+                                     headers={"Authorization": f"Bearer {server.tokens['editor']}"})
+    with urllib.request.urlopen(request, context=server.ssl_context(), timeout=10) as response:
+        headers = response.headers
+    assert headers["X-Kubernetes-PF-FlowSchema-UID"] == kubectl(
+        "get", "flowschema", "global-default", "-o", "jsonpath={.metadata.uid}")
+    assert headers["X-Kubernetes-PF-PriorityLevel-UID"] == kubectl(
+        "get", "prioritylevelconfiguration", "global-default", "-o", "jsonpath={.metadata.uid}")
