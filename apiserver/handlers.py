@@ -57,6 +57,7 @@ from podnet.apiserver.customresources.rules import (
     validate_object,
     validate_object_update,
 )
+from podnet.apiserver.limitadmission import LimitRangeAdmission
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from podnet.apiserver.omitempty import omit_empty_metadata
@@ -244,6 +245,7 @@ class Resources:
         self._creating: collections.Counter[str] = collections.Counter()
         self._creates_settled = asyncio.Condition()
         self.quotas = QuotaAdmission(store, self._storage, storage_prefix)
+        self.limit_ranges = LimitRangeAdmission(store, self._storage, storage_prefix)
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -629,6 +631,8 @@ class Resources:
         self._reset_status_on_create(kind, obj)
         if kind.kind == "Ingress":
             await self._default_ingress_class(obj)
+        if kind.namespaced:
+            await self.limit_ranges.admit(kind, str(namespace), obj)
         value = self._check(kind, obj)
         if kind.kind == "Service":
             self._deny_external_ips(obj, None)

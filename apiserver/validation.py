@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from podnet.apiserver import configkinds, cronjobkind, ingresskinds, quota, serviceaddresses
+from podnet.apiserver import configkinds, cronjobkind, ingresskinds, limitrange, quota, serviceaddresses
 from podnet.apiserver.rbac import validation as rbac_validation
 from podnet.apiserver.status import Cause
 
@@ -766,6 +766,7 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Secret": configkinds.validate_secret,
     "Job": validate_job,
     "ResourceQuota": quota.validate_resource_quota,
+    "LimitRange": limitrange.validate_limit_range,
     "CronJob": cronjobkind.validate_cron_job,
     **ingresskinds.VALIDATORS,
     **rbac_validation.VALIDATORS,
