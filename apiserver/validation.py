@@ -16,7 +16,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from podnet.apiserver import configkinds, cronjobkind, ingresskinds, limitrange, quota, serviceaddresses
+from podnet.apiserver import (
+    configkinds,
+    controllerrevisionkind,
+    cronjobkind,
+    ingresskinds,
+    limitrange,
+    quota,
+    serviceaddresses,
+)
 from podnet.apiserver.rbac import validation as rbac_validation
 from podnet.apiserver.status import Cause
 
@@ -768,6 +776,7 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "ResourceQuota": quota.validate_resource_quota,
     "LimitRange": limitrange.validate_limit_range,
     "CronJob": cronjobkind.validate_cron_job,
+    "ControllerRevision": controllerrevisionkind.validate_controller_revision,
     **ingresskinds.VALIDATORS,
     **rbac_validation.VALIDATORS,
 }
@@ -843,6 +852,7 @@ UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
     "ConfigMap": configkinds.validate_config_map_update,
     "Secret": configkinds.validate_secret_update,
     "Job": validate_selector_update,
+    "ControllerRevision": controllerrevisionkind.validate_controller_revision_update,
     **ingresskinds.UPDATE_VALIDATORS,
     **rbac_validation.UPDATE_VALIDATORS,
 }
