@@ -291,15 +291,6 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--address", topo.host("cloud-lb")),
         Health(http=f"http://{topo.host('cloud-lb')}:{topo.api_port + 3}/healthz"),
     ))
-    if topo.ui:
-        # A client of the API server with its users' tokens only: it has no credential of its own.
-        ca_option = () if ca is None else ("--ca-file", ca)
-        specs.append(ComponentSpec(
-            "ui",
-            ("ui", "--server", topo.api_url, *ca_option, "--home", str(topo.home), "--address", topo.control_address,
-             "--port", str(topo.api_port + 4)),
-            Health(http=f"{topo.ui_url}/healthz"),
-        ))
     ingress_kubelet: tuple[str, ...] = ()
     if not topo.insecure_http:
         cert, key = kubelet_credentials.ingress_client_files(topo.home)
@@ -311,6 +302,15 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--metrics-port", str(topo.api_port + 5), "--address", topo.host("ingress")),
         Health(http=f"http://{topo.host('ingress')}:{topo.api_port + 5}/healthz"),
     ))
+    if topo.ui:
+        # A client of the API server with its users' tokens only: it has no credential of its own.
+        ca_option = () if ca is None else ("--ca-file", ca)
+        specs.append(ComponentSpec(
+            "ui",
+            ("ui", "--server", topo.api_url, *ca_option, "--home", str(topo.home), "--address", topo.control_address,
+             "--port", str(topo.api_port + 4)),
+            Health(http=f"{topo.ui_url}/healthz"),
+        ))
     return specs
 
 
@@ -330,6 +330,8 @@ def _protected_ports(topo: Topology) -> list[str]:
              f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}",
              f"tcp/{topo.host('ingress')}:{topo.api_port + 5}",
              *(f"tcp/{topo.host('dns')}:{metrics}" for _, _, metrics in dns_replicas(topo)[1:])]
+    if topo.ui:
+        ports.append(f"tcp/{topo.control_address}:{topo.api_port + 4}")
     for index, node in enumerate(topo.nodes):
         metrics = 10250 + index * 10  # the agent's status port; kube-proxy's is next, the kubelet API's after
         ports += [f"tcp/{node.address}:{metrics}", f"tcp/{node.address}:{metrics + 1}"]
