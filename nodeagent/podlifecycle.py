@@ -26,7 +26,7 @@ from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.podstatus import PodStatuses
 from podnet.nodeagent.registration import reports_ready
 from podnet.nodeagent.termination import RestartEvents, Terminations, record_started
-from podnet.overlay.pipeline.forward import PodPort, pod_mac, vtep_mac
+from podnet.overlay.pipeline.model import PodPort, pod_mac, vtep_mac
 
 from podnet.api.keys import object_key
 from podnet.client import ApiClient, Informer

@@ -6,16 +6,8 @@ import random
 
 import msgpack
 import pytest
-from podnet.overlay.pipeline.forward import (
-    Deliver,
-    NodeIdentity,
-    Peer,
-    Pipeline,
-    PodPort,
-    Tunnel,
-    pod_mac,
-    vtep_mac,
-)
+from podnet.overlay.pipeline.forward import Pipeline
+from podnet.overlay.pipeline.model import Deliver, NodeIdentity, Peer, PodPort, Tunnel, pod_mac, vtep_mac
 from podnet.overlay.pipeline.nat import NatDecision, ServiceTable, TableError
 from podnet.overlay.wire import icmp, ipv4, tcp
 from podnet.overlay.wire.addresses import ip_to_int

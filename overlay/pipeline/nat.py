@@ -28,17 +28,13 @@ Time is the `now` argument and randomness the `rand` argument (a float in [0, 1)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from podnet.overlay.wire.addresses import ip_to_int
 
+from podnet.backends import ProxyMode
+
 PROTOCOLS = ("TCP", "UDP", "SCTP")
-
-
-class ProxyMode(StrEnum):
-    IPTABLES = "iptables"
-    IPVS = "ipvs"
 
 
 class TableError(ValueError):
