@@ -22,7 +22,7 @@ from aiohttp import web
 from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.config import ApiServerConfig
-from podnet.apiserver.controllers import run_all
+from podnet.apiserver.controllers.manager import run_all
 from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate

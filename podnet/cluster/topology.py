@@ -15,7 +15,7 @@ from pathlib import Path
 
 from podnet.backends import BACKENDS, POD_MODES, PROXY_MODES, routing_backend
 from podnet.cluster import credentials, kubelet_credentials
-from podnet.nodeagent.pods.netns import host_namespace
+from podnet.netns.names import host_namespace
 
 STORES = ("sqlite", "etcd")
 LAYOUTS = ("loopback", "network", "netns")
