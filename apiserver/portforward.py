@@ -39,6 +39,7 @@ from podnet.spdy.portforward import (
     StreamPairs,
     TimedOut,
 )
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -271,11 +272,7 @@ class Tunnel:
             for timer in self._timers:
                 timer.cancel()
             tasks = {f.task for f in self.forwards.values() if f.task is not None}
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(*tasks)
             await self.connection.close()
 
     def _on_event(self, event: spdy.Event) -> None:
@@ -339,9 +336,7 @@ class Tunnel:
                 try:
                     await self._from_agent(forward, agent)
                 finally:
-                    upstream.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await upstream
+                    await cancel_and_wait(upstream)
         except spdy.LocalProtocolError:
             return  # the client reset the streams or ended the session
         finally:

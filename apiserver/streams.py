@@ -34,6 +34,7 @@ from podnet.apiserver.rbac.authorizer import Attributes
 from podnet.apiserver.status import ApiError
 
 from podnet.api.kinds import Kind, lookup
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +217,7 @@ async def _relay(downstream: web.WebSocketResponse, upstream: aiohttp.ClientWebS
     try:
         await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (down, up):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await task
+        await cancel_and_wait(down, up)
         with contextlib.suppress(ConnectionError):
             await downstream.close(code=_closing_code(upstream.close_code))
             await upstream.close(code=_closing_code(downstream.close_code))

@@ -36,6 +36,8 @@ class AgentConfig:
     kubelet_client_ca_file: str | None = None
     # Addresses or CIDRs of the cloud load balancer: only their PROXY protocol headers name the client.
     proxy_protocol_from: tuple[str, ...] = ()
+    # Host ports pods may not reach through the host bridge beyond the built-in ones (hostguard.py).
+    protected_ports: tuple[str, ...] = ()
 
     @property
     def state_path(self) -> Path:

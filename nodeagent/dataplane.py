@@ -22,6 +22,7 @@ from typing import Any
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.endpoints import KernelPod, LocalPod, RelayedPod, StackEndpoint
 from podnet.nodeagent.hostbridge import HostBridge
+from podnet.nodeagent.hostguard import guard_for
 from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
 from podnet.nodeagent.pods.netns import NetnsPod
 from podnet.nodeagent.pods.virtual import client as ops
@@ -94,7 +95,8 @@ class Dataplane:
         self.tunnel = UdpTunnel(config.address, port, on_batch=self.from_tunnel)
         await self.tunnel.open()
         self.tunnel.partitioned.update(self._saved_partitions())
-        self.hostbridge = HostBridge(config.address, self.from_hostbridge)
+        guard = guard_for((config.vxlan_port, config.fou_port), config.server, config.protected_ports)
+        self.hostbridge = HostBridge(config.address, self.from_hostbridge, guard=guard)
         gateway = identity.gateway
         port = PodPort("node", config.name, gateway, vtep_mac(config.address))
         stack = PodStack(config.name, "node", gateway, port.mac, port.mac, [], config.name)

@@ -22,6 +22,7 @@ import msgpack
 from podnet import kubeconfig
 from podnet.api import kinds
 from podnet.api.kinds import Kind
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -430,8 +431,4 @@ async def running(*informers: Informer, timeout: float | None = None) -> AsyncIt
         await asyncio.gather(*(i.wait_synced(timeout) for i in informers))
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)

@@ -11,13 +11,13 @@ than one component writes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime
 
 from podnet.api.events import NORMAL, WARNING, Create, EventCorrelator, Patch, object_reference
 from podnet.client import ApiClient, ApiError
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,7 @@ class EventRecorder:
 
     async def close(self) -> None:
         await self.flush(1.0)
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await cancel_and_wait(self._writer)
 
 
 # Events more than one component records, worded as Kubernetes words them.

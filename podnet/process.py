@@ -4,13 +4,14 @@ small HTTP server for /healthz and /metrics."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from podnet.tasks import cancel_and_wait
 
 
 def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
@@ -56,10 +57,7 @@ async def wait_or_shutdown(shutdown: asyncio.Event, awaitable: Awaitable[Any]) -
     try:
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for t in (task, stopper):
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(task, stopper)
     return not task.cancelled()
 
 

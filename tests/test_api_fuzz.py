@@ -71,11 +71,8 @@ def server(loop, tmp_path_factory):
     loop.run_until_complete(start())
     yield state
     loop.run_until_complete(state["session"].close())
-    # Known defect, not yet understood: after some generated queries the app's cleanup does not finish
-    # (its background tasks' shutdown waits on something still pending). The answers under test are all in;
-    # the teardown is bounded so that the defect cannot hang the suite.
-    for step in (state["runner"].cleanup(), store.close()):
-        loop.run_until_complete(asyncio.wait({loop.create_task(step)}, timeout=5))
+    loop.run_until_complete(state["runner"].cleanup())
+    loop.run_until_complete(store.close())
 
 
 def request(loop, server, method: str, path: str, **kwargs) -> tuple[int, dict]:

@@ -31,6 +31,7 @@ from podnet.nodeagent.kubelet import channel, commands
 from podnet.nodeagent.kubelet.node import Kubelet, Target, bad_request
 
 from podnet.rpc.session import RpcError
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,7 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     finally:
         # Nothing may be reading the socket when it closes: aiohttp then hands the close to that reader and
         # the close frame can be lost with the connection (over TLS, the client sees 1006).
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        await cancel_and_wait(reader)
     await streams.finish(status)
     return ws
 

@@ -16,7 +16,6 @@ WebSocket closes; closing the WebSocket is the pod's end of stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 
@@ -26,6 +25,7 @@ from podnet.nodeagent.kubelet.node import Kubelet, KubeletError, bad_request
 from podnet.nodeagent.pods.netns import socket_in_namespace
 
 from podnet.netns.names import NETNS_DIR
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,6 @@ async def _relay(ws: web.WebSocketResponse, reader: asyncio.StreamReader, writer
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
-                await task
+        await cancel_and_wait(*tasks)
         writer.close()
         await ws.close()

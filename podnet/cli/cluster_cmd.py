@@ -13,9 +13,19 @@ from pathlib import Path
 
 import typer
 
+from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
 from podnet.cli.common import HomeOption, fail
-from podnet.client import ApiClient, podnet_home
-from podnet.cluster import credentials, kubelet_credentials, netns_hosts, readiness, supervisor, topology
+from podnet.client import ApiClient, ApiError, podnet_home
+from podnet.cluster import (
+    auditpolicy,
+    credentials,
+    etcd_credentials,
+    kubelet_credentials,
+    netns_hosts,
+    readiness,
+    supervisor,
+    topology,
+)
 from podnet.cluster.supervisor import ClusterState, SupervisorError
 
 
@@ -26,8 +36,9 @@ def _home(home: Path | None) -> Path:
 def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str | None = None,
                       extra_addresses: tuple[str, ...] = ()) -> str:
     """Every credential of `topo`'s cluster under `home` (see podnet/cluster/credentials.py): one kubeconfig
-    for each process that talks to the API server, and over TLS the kubelet API's certificates
-    (podnet/cluster/kubelet_credentials.py). Returns the admin token."""
+    for each process that talks to the API server, over TLS the kubelet API's certificates
+    (podnet/cluster/kubelet_credentials.py), and on etcd etcd's (podnet/cluster/etcd_credentials.py).
+    Returns the admin token."""
     clients = [spec.name for spec in topology.components(topo) if "--kubeconfig" in spec.argv]
     now = datetime.datetime.now(datetime.UTC)
     admin_token = credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
@@ -35,6 +46,8 @@ def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str 
                                     admin_server=admin_server, tls=not topo.insecure_http)
     if not topo.insecure_http:
         kubelet_credentials.issue(home, [node.address for node in topo.nodes], now)
+    if topo.store == "etcd":
+        etcd_credentials.issue(home, [topo.host("etcd")], now)
     return admin_token
 
 
@@ -43,6 +56,20 @@ def _load(home: Path | None) -> ClusterState:
         return ClusterState.load(_home(home))
     except SupervisorError as exc:
         raise fail(f"error: {exc}") from None
+
+
+async def controller_leader(home: Path) -> str:
+    """Who holds the kube-controller-manager Lease, as the API says (its holder runs the controllers)."""
+    try:
+        async with ApiClient.from_kubeconfig(home / "kubeconfig", timeout=3.0) as client:
+            lease = await client.get("leases", CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE)
+    except ApiError as e:
+        return "unknown (the API did not answer)" if e.code in (0, 503) else f"unknown ({e})"
+    except OSError as e:
+        return f"unknown ({e})"
+    spec = lease.get("spec") or {}
+    holder = spec.get("holderIdentity") or "none"
+    return f"{holder} (since {spec.get('acquireTime', '?')}, {spec.get('leaseTransitions', 0)} transitions)"
 
 
 async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> ClusterState:
@@ -111,6 +138,7 @@ def register(app: typer.Typer) -> None:
                                      "(real network namespaces that run real programs; root)."),
         insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve the API on plain HTTP with "
                                            "tokens (debugging only: kubectl sends no token over HTTP)."),
+        ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI (`podnet ui`)."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
@@ -125,7 +153,7 @@ def register(app: typer.Typer) -> None:
                 _home(home), nodes, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
-                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http,
+                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http, ui=ui,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
@@ -138,6 +166,8 @@ def register(app: typer.Typer) -> None:
             typer.echo("")
             raise fail(f"error: {exc}\n(the processes that did start are still running: `podnet down`)") from None
         typer.echo(f"cluster is up: API {topo.api_url}, kubeconfig {topo.home / 'kubeconfig'}")
+        if topo.ui:
+            typer.echo(f"  web UI {topo.ui_url}/ (log in with the token `podnet ui-token` prints; --viewer: read-only)")
         typer.echo(f"  try: podnet get nodes -o wide   |   export KUBECONFIG={topo.home / 'kubeconfig'}")
         if demo:
             from podnet.cluster.demo import run_demo
@@ -149,10 +179,11 @@ def register(app: typer.Typer) -> None:
         """Every process of the local cluster with its PID, health and restarts."""
         state = _load(home)
 
-        async def check() -> list[tuple[supervisor.Process, bool]]:
-            return [(p, p.alive and await supervisor.healthy(p.health)) for p in state.processes]
+        async def check() -> tuple[list[tuple[supervisor.Process, bool]], str]:
+            return ([(p, p.alive and await supervisor.healthy(p.health)) for p in state.processes],
+                    await controller_leader(state.home))
 
-        results = asyncio.run(check())
+        results, leader = asyncio.run(check())
         if output == "json":
             typer.echo(json.dumps([{"name": p.name, "pid": p.pid if p.alive else None, "running": p.alive,
                                     "healthy": ok, "restarts": p.restarts} for p, ok in results], indent=2))
@@ -164,12 +195,15 @@ def register(app: typer.Typer) -> None:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        typer.echo(f"controllers' leader: {leader}")
 
     @app.command()
     def logs(
         component: str,
         lines: int = typer.Option(50, "--tail"),
         follow: bool = typer.Option(False, "--follow", "-f"),
+        audit: bool = typer.Option(False, "--audit", help="The API server's audit log (one JSON event a line) "
+                                   "instead of its process log."),
         home: Path | None = HomeOption,
     ) -> None:
         """Print a component's log (node-1/agent, apiserver, dns, ...)."""
@@ -178,9 +212,11 @@ def register(app: typer.Typer) -> None:
             state.process(component)
         except SupervisorError as exc:
             raise fail(f"error: {exc}") from None
-        path = state.log_path(component)
+        if audit and component != "apiserver":
+            raise fail(f"error: --audit is the API server's log; {component} keeps none")
+        path = auditpolicy.log_file(state.home) if audit else state.log_path(component)
         if not path.exists():
-            raise fail(f"error: {component} has no log yet")
+            raise fail(f"error: {component} has no {'audit ' if audit else ''}log yet")
         with open(path, errors="replace") as f:
             for line in f.readlines()[-lines:]:
                 typer.echo(line, nl=False)

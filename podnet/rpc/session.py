@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from podnet.rpc.framing import Decoder, FramingError, Notification, Request, Response, encode
+from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +195,7 @@ class RpcClient:
     async def close(self) -> None:
         if self._writer:
             self._writer.close()
-        if self._reader_task:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
+        await cancel_and_wait(self._reader_task)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         decoder = Decoder()
