@@ -8,6 +8,8 @@ from podnet.nodeagent.kubeproxy import rules
 from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
 from podnet.overlay.pipeline.nat import ServiceTable
 
+from podnet.api.keys import object_key
+
 
 def service(name, cluster_ip="10.96.0.20", ports=None, namespace="default", status=None, **spec):
     obj = {
@@ -48,7 +50,7 @@ BACKENDS = [("10.244.1.2", "node-1", True), ("10.244.2.2", "node-2", True), ("10
 
 
 def table_for(services, slices, node="node-1", mode="iptables"):
-    infos = {rules.service_key(s): rules.service_info(s) for s in services}
+    infos = {object_key(s): rules.service_info(s) for s in services}
     return rules.compute(infos, [rules.slice_info(s) for s in slices], node, mode)
 
 
@@ -142,7 +144,7 @@ def test_unknown_mode_is_refused():
 
 
 def test_tracker_folds_events_and_drops_no_op_updates():
-    tracker = ChangeTracker(rules.service_info, rules.service_key)
+    tracker = ChangeTracker(rules.service_info, object_key)
     v1 = service("web")
     assert tracker.update(None, v1) and len(tracker) == 1
     relabelled = copy.deepcopy(v1)

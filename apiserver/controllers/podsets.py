@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from podnet.api.keys import object_key
 from podnet.events import NORMAL
 
 from . import daemonsets, ownerrefs, replicasets, statefulsets
-from .workloads import PodOwners, _in_namespace, _key
+from .workloads import PodOwners, _in_namespace
 
 
 class _PodSets(PodOwners):
     async def write_plan(self, owner: dict, plan: replicasets.Plan) -> None:
         if await self.write_pods(owner, plan) and plan.status != owner.get("status"):
-            await self.write(f"update status of {self.owner_kind.lower()} {_key(owner)}",
+            await self.write(f"update status of {self.owner_kind.lower()} {object_key(owner)}",
                              self.client.replace_status({**owner, "status": plan.status}))
 
 
@@ -42,7 +43,7 @@ class StatefulSets(_PodSets):
         pods = _in_namespace(self.store("pods"), sts["metadata"]["namespace"])
         await self.write_plan(sts, statefulsets.plan(sts, pods, now))
         owned = [p for p in pods if ownerrefs.is_controlled_by(p, sts["metadata"].get("uid"))]
-        self.recheck(_key(sts), replicasets.next_availability(sts, owned, now))
+        self.recheck(object_key(sts), replicasets.next_availability(sts, owned, now))
 
 
 class DaemonSets(_PodSets):

@@ -30,6 +30,7 @@ from podnet.nodeagent.kubeproxy import rules
 from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from podnet.api.keys import object_key
 from podnet.backends import PROXY_MODES
 from podnet.client import ApiClient, Informer
 from podnet.kubeconfig import ClientTls
@@ -141,8 +142,8 @@ class Proxier:
         self.services = Informer(client, "services")
         self.slices = Informer(client, "endpointslices")
         self.nodes = Informer(client, "nodes", field_selector=f"metadata.name={config.node}")
-        self.service_changes = ChangeTracker(rules.service_info, rules.service_key)
-        self.slice_changes = ChangeTracker(rules.slice_info, _object_key)
+        self.service_changes = ChangeTracker(rules.service_info, object_key)
+        self.slice_changes = ChangeTracker(rules.slice_info, object_key)
         self.service_state: dict[str, rules.ServiceInfo] = {}
         self.slice_state: dict[str, rules.SliceInfo] = {}
         self.runner = BoundedFrequencyRunner(
@@ -259,9 +260,6 @@ class Proxier:
             await self.agent.close()
 
 
-def _object_key(obj: dict) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
 def _health_counts(table: dict, node: str) -> dict[int, tuple[str, int]]:

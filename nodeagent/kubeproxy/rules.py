@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from podnet.api.keys import namespaced_key
 from podnet.backends import PROXY_MODES
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -29,11 +30,6 @@ DEFAULT_AFFINITY_SECONDS = 10800
 # A service reduced to what rules depend on: plain tuples, so equal means "no change".
 ServiceInfo = tuple
 SliceInfo = tuple
-
-
-def service_key(obj: Mapping) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
 def service_info(service: Mapping) -> ServiceInfo | None:
@@ -98,7 +94,7 @@ def slice_info(endpoint_slice: Mapping) -> SliceInfo | None:
             continue
         for address in endpoint.get("addresses") or []:
             endpoints.append((address, str(endpoint.get("nodeName") or "")))
-    return (f"{meta.get('namespace') or 'default'}/{service}", ports, tuple(sorted(endpoints)))
+    return (namespaced_key(meta.get("namespace"), service), ports, tuple(sorted(endpoints)))
 
 
 def compute(

@@ -8,6 +8,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from podnet.api.keys import object_key
+
 
 class PoolExhausted(Exception):
     pass
@@ -61,7 +63,6 @@ def frontend_of(service: Mapping) -> Frontend | None:
     spec = service.get("spec") or {}
     if spec.get("type") != "LoadBalancer":
         return None
-    meta = service.get("metadata") or {}
     ports = tuple(
         (int(p["port"]), str(p.get("protocol") or "TCP"), int(p["nodePort"]))
         for p in spec.get("ports") or []
@@ -69,7 +70,7 @@ def frontend_of(service: Mapping) -> Frontend | None:
     )
     local = spec.get("externalTrafficPolicy") == "Local"
     return Frontend(
-        f"{meta.get('namespace') or 'default'}/{meta.get('name')}",
+        object_key(service),
         ports,
         int(spec.get("healthCheckNodePort") or 0) if local else 0,
         spec.get("loadBalancerIP") or None,
