@@ -4,7 +4,9 @@ import asyncio
 import contextlib
 from types import SimpleNamespace
 
-from podnet.apiserver.controllers.runner import CoalescingRunner, Settings
+from podnet.apiserver.controllers.runner import Settings
+
+from podnet.runner import BoundedFrequencyRunner
 
 
 @contextlib.asynccontextmanager
@@ -24,7 +26,7 @@ async def test_a_burst_of_triggers_costs_one_run_and_runs_are_spaced():
     async def reconcile():
         times.append(asyncio.get_running_loop().time())
 
-    runner = CoalescingRunner("t", reconcile, min_interval=0.1, max_interval=60)
+    runner = BoundedFrequencyRunner("t", reconcile, min_interval=0.1, max_interval=60, retry=0.1, max_retry=5.0)
     async with running(runner):
         for _ in range(50):
             runner.trigger()
@@ -43,7 +45,7 @@ async def test_runs_at_least_every_max_interval_without_triggers():
         nonlocal count
         count += 1
 
-    runner = CoalescingRunner("t", reconcile, min_interval=0.01, max_interval=0.05)
+    runner = BoundedFrequencyRunner("t", reconcile, min_interval=0.01, max_interval=0.05, retry=0.01, max_retry=5.0)
     async with running(runner):
         await asyncio.sleep(0.3)
     assert 3 <= count <= 8
@@ -60,7 +62,7 @@ async def test_a_failed_run_is_retried():
             raise RuntimeError("API down")
         done.set()
 
-    runner = CoalescingRunner("t", reconcile, min_interval=0.01, max_interval=60)
+    runner = BoundedFrequencyRunner("t", reconcile, min_interval=0.01, max_interval=60, retry=0.01, max_retry=5.0)
     async with running(runner):
         runner.trigger()
         await asyncio.wait_for(done.wait(), 2)

@@ -1,19 +1,22 @@
-"""The asyncio side every controller shares: a coalescing runner, the controller skeleton (informers →
-handlers → coalesced reconcile → API writes) and the settings read from the API server's config."""
+"""The asyncio side every controller shares: the controller skeleton (informers →
+handlers → a bounded-frequency runner (podnet/runner.py) → API writes) and the settings read from the API server's config."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from podnet.client import ApiClient, ApiError, Informer
+from podnet.runner import BoundedFrequencyRunner
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY = 5.0  # the longest wait before a failed reconcile is tried again
 
 
 def now_timestamp() -> str:
@@ -59,56 +62,6 @@ class Settings:
         )
 
 
-class CoalescingRunner:
-    """Runs `reconcile` after `trigger()`, never sooner than `min_interval` after its previous run (a burst of
-    triggers costs one run), and at least every `max_interval` (a periodic resync). A failed run is retried
-    with backoff. As Kubernetes' BoundedFrequencyRunner."""
-
-    def __init__(
-        self,
-        name: str,
-        reconcile: Callable[[], Awaitable[None]],
-        *,
-        min_interval: float = 0.05,
-        max_interval: float = 30.0,
-        max_backoff: float = 5.0,
-    ):
-        self.name = name
-        self._reconcile = reconcile
-        self.min_interval = min_interval
-        self.max_interval = max_interval
-        self.max_backoff = max_backoff
-        self._wake = asyncio.Event()
-        self.runs = 0
-
-    def trigger(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = float("-inf")
-        backoff = self.min_interval
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.max_interval)
-            except TimeoutError:
-                pass
-            delay = last + self.min_interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._wake.clear()
-            last = loop.time()
-            self.runs += 1
-            try:
-                await self._reconcile()
-                backoff = self.min_interval
-            except Exception:
-                log.exception("%s: reconcile failed; retrying in %.1fs", self.name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(max(backoff * 2, 0.1), self.max_backoff)
-                self._wake.set()
-
-
 class Controller:
     """Informers → handlers → a coalesced reconcile. Subclasses name the informers they read (`needs`),
     mark work in `on_event` and do it in `reconcile`; they start only once those informers have synced."""
@@ -123,8 +76,9 @@ class Controller:
         self.informers = informers
         self.settings = settings
         self.log = logging.getLogger(f"{__name__}.{self.name}")
-        self.runner = CoalescingRunner(self.name, self.reconcile, min_interval=self.min_interval,
-                                       max_interval=self.max_interval)
+        self.runner = BoundedFrequencyRunner(self.name, self.reconcile, min_interval=self.min_interval,
+                                             max_interval=self.max_interval, retry=self.min_interval,
+                                             max_retry=MAX_RETRY)
         for kind in self.needs:
             informers[kind].add_handler(lambda event, old, new, kind=kind: self.on_event(kind, event, old, new))
 

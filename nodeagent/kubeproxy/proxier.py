@@ -37,6 +37,7 @@ from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
 from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, RpcError
+from podnet.runner import BoundedFrequencyRunner
 
 log = logging.getLogger(__name__)
 
@@ -56,52 +57,6 @@ class ProxyConfig:
     max_sync_interval: float = 30.0
     agent_retry_min: float = 0.05
     agent_retry_max: float = 0.5
-
-
-class BoundedFrequencyRunner:
-    """Runs `fn` after `trigger()`, never sooner than `min_interval` after the previous run, and at
-    least every `max_interval`; a failed run is retried after `retry` seconds (growing to
-    `max_retry`). As Kubernetes' `async.BoundedFrequencyRunner`."""
-
-    def __init__(
-        self,
-        fn: Callable[[], Awaitable[None]],
-        *,
-        min_interval: float,
-        max_interval: float,
-        retry: float,
-        max_retry: float,
-    ):
-        self.fn = fn
-        self.min_interval = min_interval
-        self.max_interval = max_interval
-        self.retry = retry
-        self.max_retry = max_retry
-        self._wake = asyncio.Event()
-
-    def trigger(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = float("-inf")
-        retry = self.retry
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.max_interval)
-            delay = last + self.min_interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._wake.clear()
-            last = loop.time()
-            try:
-                await self.fn()
-                retry = self.retry
-            except (ConnectionError, OSError, TimeoutError, RpcError) as exc:
-                log.warning("sync failed: %s; retrying in %.2fs", exc, retry)
-                await asyncio.sleep(retry)
-                retry = min(retry * 2, self.max_retry)
-                self._wake.set()
 
 
 class _Metrics:
@@ -147,11 +102,13 @@ class Proxier:
         self.service_state: dict[str, rules.ServiceInfo] = {}
         self.slice_state: dict[str, rules.SliceInfo] = {}
         self.runner = BoundedFrequencyRunner(
+            "sync",
             self.sync,
             min_interval=config.min_sync_interval,
             max_interval=config.max_sync_interval,
             retry=config.agent_retry_min,
             max_retry=config.agent_retry_max,
+            retry_on=(ConnectionError, OSError, TimeoutError, RpcError),
         )
         self.services.add_handler(self._on_service)
         self.slices.add_handler(self._on_slice)
