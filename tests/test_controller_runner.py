@@ -1,10 +1,7 @@
-"""The coalescing runner and the settings read from the API server's config."""
+"""The bounded-frequency runner the controllers use."""
 
 import asyncio
 import contextlib
-from types import SimpleNamespace
-
-from podnet.apiserver.controllers.runner import Settings
 
 from podnet.runner import BoundedFrequencyRunner
 
@@ -67,14 +64,3 @@ async def test_a_failed_run_is_retried():
         runner.trigger()
         await asyncio.wait_for(done.wait(), 2)
     assert attempts == 3
-
-
-def test_settings_from_config_with_defaults_and_the_servers_own_address():
-    settings = Settings.from_config(SimpleNamespace(), "http://127.0.0.1:41234")
-    assert settings == Settings(api_address="127.0.0.1", api_port=41234)
-    config = SimpleNamespace(node_grace_period=2, eviction_timeout=5, api_advertise_address="127.0.0.9", api_port=6443)
-    settings = Settings.from_config(config, "https://localhost:1")
-    assert (settings.node_grace_period, settings.pod_eviction_timeout) == (2.0, 5.0)
-    assert (settings.api_address, settings.api_port) == ("127.0.0.9", 6443)
-    assert Settings.from_config(SimpleNamespace(), "https://localhost").api_address == "127.0.0.1"
-    assert Settings.from_config(SimpleNamespace(), "https://localhost").api_port == 443

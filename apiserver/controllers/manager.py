@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+from podnet.apiserver.config import ApiServerConfig
+
 from podnet.client import ApiClient, Informer
 
 from .collector import add_informers as add_collector_informers
@@ -26,9 +28,9 @@ def _informers(client: ApiClient) -> dict[str, Informer]:
     return informers
 
 
-async def run_all(client: ApiClient, config: object) -> None:
-    """Runs every controller against the API server `client` talks to, until cancelled. `config` is the
-    API server's config; the names read from it (all optional) are listed in `runner.Settings`."""
+async def run_all(client: ApiClient, config: ApiServerConfig) -> None:
+    """Runs every controller against the API server `client` talks to, until cancelled, with what
+    `runner.Settings` reads of the API server's config."""
     settings = Settings.from_config(config, client.server)
     informers = _informers(client)
     controllers = [controller(client, informers, settings) for controller in CONTROLLERS]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from podnet.apiserver.config import ApiServerConfig
+
 from podnet.client import ApiClient, ApiError, Informer
 from podnet.runner import BoundedFrequencyRunner
 
@@ -36,29 +38,26 @@ class Settings:
     api_port: int = 6443
 
     @classmethod
-    def from_config(cls, config: object, server_url: str) -> Settings:
-        """Reads the API server's config by name, with defaults. The `kubernetes` Service's endpoint is
+    def from_config(cls, config: ApiServerConfig, server_url: str) -> Settings:
+        """What the controllers read of the API server's config. The `kubernetes` Service's endpoint is
         the advertised address and port when the config names them, else the address the controllers'
         own client reaches the API server at (right even when the server bound port 0)."""
         url = urlsplit(server_url)
-        address = getattr(config, "api_advertise_address", None) or url.hostname or "127.0.0.1"
+        address = config.advertise_address or url.hostname or "127.0.0.1"
         try:
             ipaddress.IPv4Address(address)
-        except ValueError:
+        except ValueError:  # a host name in the URL ("localhost")
             address = "127.0.0.1"
-        port = getattr(config, "api_port", None) or url.port or (443 if url.scheme == "https" else 80)
-        default = cls()
+        port = config.advertise_port or url.port or (443 if url.scheme == "https" else 80)
         return cls(
-            service_cidr=getattr(config, "service_cidr", default.service_cidr),
-            cluster_cidr=getattr(config, "cluster_cidr", default.cluster_cidr),
-            node_cidr_prefix=int(getattr(config, "node_cidr_prefix", default.node_cidr_prefix)),
-            node_grace_period=float(getattr(config, "node_grace_period", default.node_grace_period)),
-            pod_eviction_timeout=float(
-                getattr(config, "pod_eviction_timeout", getattr(config, "eviction_timeout", default.pod_eviction_timeout))
-            ),
-            orphaned_pod_quarantine=float(getattr(config, "orphaned_pod_quarantine", default.orphaned_pod_quarantine)),
+            service_cidr=config.service_cidr,
+            cluster_cidr=config.cluster_cidr,
+            node_cidr_prefix=config.node_cidr_mask_size,
+            node_grace_period=config.node_grace_period,
+            pod_eviction_timeout=config.eviction_timeout,
+            orphaned_pod_quarantine=config.orphaned_pod_quarantine,
             api_address=address,
-            api_port=int(port),
+            api_port=port,
         )
 
 
