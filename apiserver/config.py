@@ -137,10 +137,3 @@ class ApiServerConfig:
         if not 0 <= self.port < 65536:
             raise ValueError(f"port {self.port} is out of range")
 
-
-def parse_port_range(text: str) -> tuple[int, int]:
-    """`30000-32767` (kube-apiserver's --service-node-port-range syntax)."""
-    low, sep, high = text.partition("-")
-    if not sep or not text.isascii() or not low.strip().isdigit() or not high.strip().isdigit():
-        raise ValueError(f"invalid port range {text!r}: want LOW-HIGH")
-    return int(low), int(high)

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 from podnet.nodeagent.kubeproxy import rules
+from podnet.nodeagent.kubeproxy.rules import health_check_counts
 from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
 from podnet.overlay.pipeline.nat import ServiceTable
 
@@ -179,3 +180,13 @@ def test_tracker_changes_bring_state_up_to_date():
     tracker.update(fewer, None)
     apply_changes(state, tracker.take())
     assert state == {}
+
+
+def test_health_check_counts_are_the_local_ready_endpoints_of_each_health_check_port():
+    entry = {"service": "default/web", "port_name": "", "protocol": "TCP", "cluster_ip": "10.96.0.5", "port": 80,
+             "endpoints": [], "node_port": 30080, "external_local": True, "health_check_node_port": 31999,
+             "external_endpoints": [["10.244.1.2", 8080, "node-1"], ["10.244.1.3", 8080, "node-1"],
+                                    ["10.244.2.2", 8080, "node-2"]]}
+    table = {"mode": "iptables", "node": "node-1", "services": [entry]}
+    assert health_check_counts(table, "node-1") == {31999: ("default/web", 2)}
+    assert health_check_counts(table, "node-3") == {31999: ("default/web", 0)}

@@ -31,21 +31,6 @@ def well_known_ips(service_cidr: str) -> dict[str, str]:
     return {KUBERNETES_SERVICE: str(network[1]), DNS_SERVICE: str(network[10])}
 
 
-def parse_port_range(text: str | tuple[int, int]) -> range:
-    """`"30000-32767"` or `(30000, 32767)` → range(30000, 32768)."""
-    if isinstance(text, tuple):
-        first, last = text
-    else:
-        low, sep, high = text.partition("-")
-        try:
-            first, last = int(low), int(high if sep else low)
-        except ValueError:
-            raise ValueError(f"invalid port range {text!r}: want FIRST-LAST") from None
-    if not 1 <= first <= last <= 65535:
-        raise ValueError(f"invalid port range {text!r}")
-    return range(first, last + 1)
-
-
 # Pod CIDRs.
 
 
@@ -194,9 +179,11 @@ class IpAllocations:
         services: Iterable[dict],
         *,
         service_cidr: str = "10.96.0.0/12",
-        node_port_range: str | tuple[int, int] = "30000-32767",
+        node_port_range: tuple[int, int] = (30000, 32767),
     ) -> IpAllocations:
-        allocations = cls(ipaddress.IPv4Network(service_cidr), parse_port_range(node_port_range))
+        """`node_port_range` as the config holds it (`serviceaddresses.parse_port_range`), both ends in."""
+        low, high = node_port_range
+        allocations = cls(ipaddress.IPv4Network(service_cidr), range(low, high + 1))
         for service in services:
             key, spec = object_key(service), service.get("spec") or {}
             for ip in _ips_of(spec):

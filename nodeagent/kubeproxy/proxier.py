@@ -150,7 +150,7 @@ class Proxier:
         pending_since = self.pending_since
         self.pending_since = None
         table = self.compute()
-        self.health_counts = _health_counts(table, self.config.node)
+        self.health_counts = rules.health_check_counts(table, self.config.node)
         try:
             agent = await self._agent()
             if table != self.applied:
@@ -217,17 +217,6 @@ class Proxier:
             await self.agent.close()
 
 
-
-
-def _health_counts(table: dict, node: str) -> dict[int, tuple[str, int]]:
-    counts: dict[int, tuple[str, int]] = {}
-    for entry in table["services"]:
-        port = entry.get("health_check_node_port")
-        if port:
-            local = {e[0] for e in entry.get("external_endpoints") or [] if e[2] == node}
-            previous = counts.get(port, (entry["service"], 0))[1]
-            counts[port] = (entry["service"], max(previous, len(local)))
-    return counts
 
 
 class HealthCheckServer:

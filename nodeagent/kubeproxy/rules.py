@@ -149,3 +149,16 @@ def compute(
     if service_cidr:
         table["service_cidr"] = service_cidr
     return table
+
+
+def health_check_counts(table: Mapping[str, Any], node: str) -> dict[int, tuple[str, int]]:
+    """healthCheckNodePort -> (its Service, how many ready endpoints it has on `node`), for kube-proxy's
+    service health server: what a cloud load balancer asks before it sends a node traffic."""
+    counts: dict[int, tuple[str, int]] = {}
+    for entry in table["services"]:
+        port = entry.get("health_check_node_port")
+        if port:
+            local = {e[0] for e in entry.get("external_endpoints") or [] if e[2] == node}
+            previous = counts.get(port, (entry["service"], 0))[1]
+            counts[port] = (entry["service"], max(previous, len(local)))
+    return counts

@@ -395,17 +395,6 @@ class ServiceTable:
         """Every (nodePort, protocol) the node should listen on."""
         return sorted(self._node_ports)
 
-    def health_check_ports(self) -> dict[int, int]:
-        """healthCheckNodePort -> how many local ready endpoints its Service has on this node."""
-        counts: dict[int, int] = {}
-        for entry in self.ports:
-            if entry.health_check_node_port:
-                local = {e for e in entry.external_endpoints if e.node == self.node}
-                counts[entry.health_check_node_port] = max(
-                    counts.get(entry.health_check_node_port, 0), len(local)
-                )
-        return counts
-
     def _choose(self, chain: _Chain, src_ip: str, rand: float, now: float) -> NatDecision:
         picks = chain.picks
         if not picks:

@@ -137,10 +137,3 @@ def for_object(obj: dict) -> Kind:
     if kind.kind != kind_name or obj.get("apiVersion") != kind.api_version:
         raise UnknownKind(f'no kind "{kind_name}" is registered for version "{obj.get("apiVersion")}"')
     return kind
-
-
-def by_path(group: str, version: str, plural: str) -> Kind | None:
-    for k in KINDS:
-        if k.group == group and k.version == version and k.plural == plural:
-            return k
-    return None

@@ -54,8 +54,9 @@ def apiserver(
     """Run the Kubernetes-shaped API server."""
     from podnet import logs
     from podnet.apiserver.app import check_files, serve
-    from podnet.apiserver.config import ApiServerConfig, parse_port_range
+    from podnet.apiserver.config import ApiServerConfig
     from podnet.apiserver.election import Timings
+    from podnet.apiserver.serviceaddresses import parse_port_range
 
     logs.setup("apiserver", log_level)
     try:
