@@ -22,8 +22,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from podnet.nodeagent.pods.netns import resolv_conf
-
+from podnet.api.clusterdns import resolv_conf
 from podnet.rpc.agentmethods import AgentMethod
 
 USAGE = "usage: http URL | connect HOST:PORT [--udp] [--timeout S] | ping IP [--count N]"

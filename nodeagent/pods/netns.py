@@ -45,6 +45,7 @@ from pathlib import Path
 
 from podnet.nodeagent.kubelet.logshim import start_log_shim
 
+from podnet.api.clusterdns import CLUSTER_DNS, CLUSTER_DOMAIN, resolv_conf
 from podnet.backends import POD_MODES
 from podnet.netns.ip import ETC_NETNS, NetnsError, delete_namespace, ip, ip_batch, list_namespaces
 from podnet.netns.names import NETNS_DIR, owner_prefix, tap_name
@@ -52,8 +53,6 @@ from podnet.netns.names import NETNS_DIR, owner_prefix, tap_name
 log = logging.getLogger(__name__)
 
 POD_MODE_ANNOTATION = "podnet.io/pod-mode"
-CLUSTER_DNS = "10.96.0.10"
-CLUSTER_DOMAIN = "cluster.local"
 POD_INTERFACE = "eth0"
 _TUNSETIFF = 0x400454CA
 _IFF_TAP = 0x0002
@@ -108,15 +107,6 @@ class PodNetwork:
     gateway: str
     mac: str
     mtu: int = 1450
-
-
-def resolv_conf(namespace: str, dns: str = CLUSTER_DNS, domain: str = CLUSTER_DOMAIN) -> str:
-    """The resolv.conf the kubelet writes for a ClusterFirst pod."""
-    return (
-        f"nameserver {dns}\n"
-        f"search {namespace}.svc.{domain} svc.{domain} {domain}\n"
-        "options ndots:5\n"
-    )
 
 
 def attach_tap(net: PodNetwork) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from podnet.codec import DecodeError
+
 from .checksum import (
     NATIVE_WORD_WEIGHT,
     apply_change,
@@ -20,7 +22,6 @@ from .checksum import (
     update_checksum,
     wide_sum,
 )
-from .errors import DecodeError
 
 FlowKey = tuple[int, int, int, int, int]
 
