@@ -28,6 +28,7 @@ from podnet.apiserver import (
     claims,
     deletion,
     fieldvalidation,
+    ingresskinds,
     noderestriction,
     protobuf,
     status,
@@ -67,6 +68,7 @@ from podnet.apiserver.patch import (
     merge_patch,
     strategic_merge_patch,
 )
+from podnet.apiserver.podsecurityadmission import PodSecurityAdmission
 from podnet.apiserver.quotaadmission import QuotaAdmission
 from podnet.apiserver.rbac import escalation
 from podnet.apiserver.rbac.authorizer import Attributes, Decision
@@ -106,8 +108,8 @@ from podnet.api.kinds import KINDS, Kind, lookup
 log = logging.getLogger(__name__)
 # The kinds whose registry strategy in kube-apiserver 1.31 starts metadata.generation at 1 and counts spec
 # changes; Pods, Services, Nodes, Namespaces and Leases have none.
-GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy",
-                              "CustomResourceDefinition"})
+GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy", "CronJob",
+                              "Ingress", "IngressClass", "CustomResourceDefinition"})
 
 T = TypeVar("T")
 
@@ -129,6 +131,8 @@ RESOURCE_KEY = web.RequestKey("resource", str)
 # The user a request's writes are made for, for checks deep in the write path (RBAC escalation); each
 # request is its own task, so this is per request.
 _WRITER: contextvars.ContextVar[User | None] = contextvars.ContextVar("writer", default=None)
+# The request being served, for admission steps deep in the write path that add warnings to it.
+_REQUEST: contextvars.ContextVar[web.Request | None] = contextvars.ContextVar("request", default=None)
 
 
 def _truthy(value: str | None) -> bool:
@@ -229,6 +233,7 @@ class Resources:
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
         self.crds = Registry(store, hub)
+        self.pod_security = PodSecurityAdmission(self._namespace_labels, self.allowed)
         # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
         # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
         self._service_kind = lookup("services")
@@ -294,6 +299,7 @@ class Resources:
         if not self.allowed(user, attributes).allowed:
             raise status.forbidden(user.name, verb, kind, namespace, request.path, name=name, subresource=subresource)
         _WRITER.set(user)
+        _REQUEST.set(request)
 
     @staticmethod
     def _restrict_node(operation: str, kind: Kind, subresource: str, namespace: str | None, old: dict | None,
@@ -401,6 +407,10 @@ class Resources:
         if len(value) > self.config.max_body_bytes:  # grown past what a body may carry, by a patch or an apply
             raise status.too_large(self.config.max_body_bytes)
         return value
+
+    async def _namespace_labels(self, name: str) -> dict | None:
+        kv = await self._storage(self.store.get(storage_key(self._namespace_kind, None, name)))
+        return None if kv is None else json.loads(kv.value).get("metadata", {}).get("labels") or {}
 
     async def _current(self, kind: Kind, namespace: str | None, name: str) -> KeyValue:
         kv = await self._storage(self.store.get(storage_key(kind, namespace, name)))
@@ -618,9 +628,12 @@ class Resources:
             metadata["generation"] = 1
         self._restrict_node("create", kind, "", namespace, None, obj)
         self._reset_status_on_create(kind, obj)
+        if kind.kind == "Ingress":
+            await self._default_ingress_class(obj)
         value = self._check(kind, obj)
         if kind.kind == "Service":
             self._deny_external_ips(obj, None)
+        await self.pod_security.admit(request, _WRITER.get(), kind, obj, None)
         if not kind.namespaced:
             return await self._store_new(request, kind, obj, value, dry_run)
         self._creating[str(namespace)] += 1
@@ -664,6 +677,16 @@ class Resources:
             raise status.already_exists(kind, name) from None
         obj["metadata"]["resourceVersion"] = str(revision)
         return respond(request, obj, 201)
+
+    async def _default_ingress_class(self, ingress: dict) -> None:
+        """The DefaultIngressClass admission plugin: an Ingress created without a class gets the default one."""
+        spec = ingress.get("spec")
+        if not isinstance(spec, dict) or spec.get("ingressClassName") is not None:
+            return
+        kvs, _ = await self._storage(self.store.list(storage_prefix(lookup("ingressclasses"), None)))
+        name = ingresskinds.default_class(from_storage(kv.value, kv.mod_revision) for kv in kvs)
+        if name is not None:
+            spec["ingressClassName"] = name
 
     @staticmethod
     def _reset_status_on_create(kind: Kind, obj: dict) -> None:
@@ -860,6 +883,7 @@ class Resources:
             self._check_immutable(kind, old, new)
             if admission is not None:  # a Service's own write, not its status
                 self._deny_external_ips(new, old)
+            await self.pod_security.admit(_REQUEST.get(), _WRITER.get(), kind, new, old)
         except BaseException:
             if admission is not None:
                 await self._allocated_write(admission, None)

@@ -55,6 +55,7 @@ class AgentRpc:
             AgentMethod.POD_DIG: self.pod_dig,
             AgentMethod.POD_SEND_UDP: self.pod_send_udp,
             AgentMethod.POD_TCP_TRANSFER: self.pod_tcp_transfer,
+            AgentMethod.POD_EXEC_COMMAND: self.pod_exec_command,
             AgentMethod.PROBE: self.probe,
             AgentMethod.TRACE: self.trace,
             AgentMethod.TRACE_WATCH: self.trace_watch,
@@ -65,6 +66,11 @@ class AgentRpc:
         }
 
     # ---- the node and its tables -----------------------------------------------------------------
+
+    async def pod_exec_command(self, params: dict) -> dict | None:
+        """`podnet exec` into a netns pod: the command line that runs `argv` in its sandbox."""
+        key = f"{params.get('namespace') or 'default'}/{params.get('pod')}"
+        return self.agent.lifecycle.exec_command(key, [str(a) for a in params.get("argv") or []])
 
     async def node_info(self, params: Any) -> dict:
         dataplane = self.dataplane

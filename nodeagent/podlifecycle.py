@@ -18,6 +18,7 @@ from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.podstatus import PodStatuses
 from podnet.nodeagent.registration import reports_ready
 from podnet.nodeagent.termination import RestartEvents, Terminations, record_started
+from podnet.nodeagent.volumes import PodVolumes
 from podnet.overlay.pipeline.model import PodPort, pod_mac, vtep_mac
 
 from podnet.api.keys import object_key
@@ -47,6 +48,17 @@ class PodLifecycle:
         self.terminations = Terminations(client, events, self.pods, self.remove_pod, lambda uid: self.ipam.release(uid))
         self.restart_events = RestartEvents(events)
         self.pod_env = PodEnvironment(client, events, self._start_waiting_containers)
+        self.netns_pods.make_volumes = PodVolumes(self.pod_env.configmaps, self.pod_env.secrets, client).prepare
+
+    def exec_command(self, key: str, argv: list[str]) -> dict | None:
+        """The command line that runs `argv` in a netns pod's first container, in its sandbox; None for a
+        virtual pod or a pod not here."""
+        pod, obj = self.pods.get(key), self._informer.store.get(key)
+        if not isinstance(pod, KernelPod) or obj is None:
+            return None
+        container = ((obj.get("spec") or {}).get("containers") or [{}])[0].get("name", "")
+        command, env = self.netns_pods.exec_command(pod.netns, obj, container, argv)
+        return {"argv": command, "env": env}
 
     def start(self, pod_cidr: str) -> None:
         self.ipam = HostLocalIpam(self.config.state_path, pod_cidr)
@@ -112,7 +124,7 @@ class PodLifecycle:
                              port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
         try:
             return self.netns_pods.create(key, uid, network, vtep_mac(self.config.address),
-                                          ContainerSpec.from_pod(obj, self.pod_env.container_env))
+                                          ContainerSpec.from_pod(obj, self.pod_env.container_env), obj)
         except (NetnsError, OSError) as exc:
             log.error("pod %s: cannot build its network namespace: %s", key, exc)
             return None

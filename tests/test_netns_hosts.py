@@ -44,16 +44,16 @@ def test_hosts_as_namespaces_carry_netns_pod_traffic_and_clean_leaves_nothing(tm
     ensure_tools()
     assert not [n for n in list_namespaces() if _mine(n)], "a previous run left namespaces: podnet clean --all"
     cluster = LocalCluster(tmp_path / "home")
-    www = tmp_path / "www"
-    www.mkdir()
-    (www / "index.html").write_text(WEB_BODY)
     manifests = tmp_path / "pods.json"
+    www = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "www"}, "data": {"index.html": WEB_BODY}}
     web = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
-           "spec": {"nodeName": "node-1", "containers": [{"name": "main", "image": "debian", "command": [
-               "python3", "-m", "http.server", "8080", "--directory", str(www)]}]}}
+           "spec": {"nodeName": "node-1", "volumes": [{"name": "www", "configMap": {"name": "www"}}],
+                    "containers": [{"name": "main", "image": "debian", "command": [
+                        "python3", "-m", "http.server", "8080", "--directory", "/www"],
+                        "volumeMounts": [{"name": "www", "mountPath": "/www"}]}]}}
     client = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
               "spec": {"nodeName": "node-2", "containers": [{"name": "main", "image": "debian"}]}}
-    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [web, client, WEB_SERVICE]}))
+    manifests.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [www, web, client, WEB_SERVICE]}))
     try:
         up = cluster.cli("up", "--nodes", "2", "--hosts", "netns", "--pod-mode", "netns",
                          "--home", str(cluster.home), timeout=150)

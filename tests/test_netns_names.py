@@ -42,7 +42,9 @@ def test_containers_with_a_command_run_it_with_their_args_and_env():
          "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {}}}]},
         {"name": "sidecar", "image": "agnhost"},
     ]}}
-    assert ContainerSpec.from_pod(pod) == [ContainerSpec("web", ("python3", "-m", "http.server", "8080"), (("A", "1"),))]
+    [spec] = ContainerSpec.from_pod(pod)
+    assert (spec.name, spec.argv, spec.env) == ("web", ("python3", "-m", "http.server", "8080"), (("A", "1"),))
+    assert (spec.security.uid, spec.config_error) == (65534, None)  # no runAsUser: nobody, as sandbox.py says
 
 
 def test_link_names_fit_the_kernels_fifteen_bytes_and_carry_their_prefix():

@@ -11,7 +11,7 @@ import signal
 import pytest
 from podnet.nodeagent.podenv import EnvError, resolve
 from support.apiserver import ApiServerProcess
-from support.netns_pods import netns_pod, require_root, wait_for
+from support.netns_pods import netns_pod, pod_exec, require_root, wait_for
 from support.nodeagent import AgentProcess, Cluster, free_udp_port, wait_running
 
 ADDRESS = "127.0.105.11"
@@ -54,11 +54,16 @@ def test_a_netns_pod_program_sees_its_configmap_and_secret_env(tmp_path):
     agent = AgentProcess(node, ADDRESS, tmp_path, api.kubeconfig, free_udp_port(ADDRESS),
                          extra_args=("--pod-mode", "netns"))
     cluster = Cluster(api, tmp_path, {node: agent})
-    out = tmp_path / "env.txt"
+
+    def written(pod: str, path: str) -> str | None:
+        """What the pod's program wrote to `path` in the pod's own /tmp, read as kubectl exec would."""
+        done = pod_exec(cluster, pod, "cat", path)
+        return done.stdout if done.returncode == 0 else None
+
     try:
         api.start()
         agent.start()
-        pod = netns_pod("reader", node, command=["sh", "-c", f"env > {out}.tmp && mv {out}.tmp {out}; sleep 600"])
+        pod = netns_pod("reader", node, command=["sh", "-c", "env > /tmp/env.tmp && mv /tmp/env.tmp /tmp/env.txt; sleep 600"])
         pod["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "app-config"}}]
         pod["spec"]["containers"][0]["env"] = [
             {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
@@ -74,13 +79,12 @@ def test_a_netns_pod_program_sees_its_configmap_and_secret_env(tmp_path):
             await wait_running(client, "default", "reader", timeout=30)
 
         cluster.api_call(create)
-        text = wait_for(lambda: out.exists() and out.read_text(), 15, "the pod's program to write its env")
+        text = wait_for(lambda: written("reader", "/tmp/env.txt"), 15, "the pod's program to write its env")
         env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         assert (env["MODE"], env["LEVEL"], env["DB_PASSWORD"], env["GREETING"]) == ("fast", "3", "s3cret", "hello")
 
         # A ConfigMap that does not exist yet: the container waits, as the kubelet's does, then starts.
-        late_out = tmp_path / "late.txt"
-        late = netns_pod("late", node, command=["sh", "-c", f"echo $LATE > {late_out}.tmp && mv {late_out}.tmp {late_out}; "
+        late = netns_pod("late", node, command=["sh", "-c", "echo $LATE > /tmp/late.tmp && mv /tmp/late.tmp /tmp/late.txt; "
                                                             "sleep 600"])
         late["spec"]["containers"][0]["env"] = [
             {"name": "LATE", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "value"}}}]
@@ -93,11 +97,11 @@ def test_a_netns_pod_program_sees_its_configmap_and_secret_env(tmp_path):
         cluster.api_call(lambda client: client.create(late))
         state = wait_for(lambda: cluster.api_call(waiting_state).get("waiting"), 15, "the container to wait")
         assert state == {"reason": "CreateContainerConfigError", "message": 'configmap "later" not found'}
-        assert not late_out.exists()
+        assert written("late", "/tmp/late.txt") is None
         cluster.api_call(lambda client: client.create({"apiVersion": "v1", "kind": "ConfigMap",
                                                        "metadata": {"name": "later", "namespace": "default"},
                                                        "data": {"value": "arrived"}}))
-        assert wait_for(lambda: late_out.exists() and late_out.read_text(), 15, "the waiting container") == "arrived\n"
+        assert wait_for(lambda: written("late", "/tmp/late.txt"), 15, "the waiting container") == "arrived\n"
     finally:
         agent.kill(signal.SIGTERM)
         api.kill()

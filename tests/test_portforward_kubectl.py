@@ -239,22 +239,22 @@ async def test_kubectl_port_forward_reaches_virtual_pods(local_cluster, tmp_path
 
 @pytest.mark.root
 @pytest.mark.skipif(KUBECTL_MISSING, reason="kubectl is not on PATH")
-async def test_kubectl_port_forward_reaches_a_netns_pods_localhost(local_cluster, tmp_path):
+async def test_kubectl_port_forward_reaches_a_netns_pods_localhost(local_cluster):
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     cluster = await local_cluster("127.0.91", nodes=1)
     admin = cluster.home / "kubeconfig"
-    web_root = tmp_path / "www"
-    web_root.mkdir()
-    (web_root / "index.html").write_text("served from inside the pod\n")
+    await cluster.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "www", "namespace": NAMESPACE},
+                          "data": {"index.html": "served from inside the pod\n"}})
     # The server listens on the pod's localhost only: nothing but a connection made inside the pod's
     # network namespace reaches it, which is what the kubelet's port-forward does.
     pod = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "py", "namespace": NAMESPACE, "annotations": {"podnet.io/pod-mode": "netns"}},
-        "spec": {"nodeName": "node-1", "containers": [{
+        "spec": {"nodeName": "node-1", "volumes": [{"name": "www", "configMap": {"name": "www"}}], "containers": [{
             "name": "main", "image": AGNHOST, "command": ["python3"],
-            "args": ["-m", "http.server", "8080", "--bind", "127.0.0.1", "--directory", str(web_root)],
+            "args": ["-m", "http.server", "8080", "--bind", "127.0.0.1", "--directory", "/www"],
+            "volumeMounts": [{"name": "www", "mountPath": "/www"}],
         }]},
     }
     await cluster.create(pod)

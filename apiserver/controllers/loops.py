@@ -15,6 +15,7 @@ from podnet.events import NORMAL, WARNING, EventRecorder
 from . import endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
 from .collector import GarbageCollector, PodGarbageCollector
+from .cronjobcontroller import CronJobs
 from .jobcontroller import Jobs
 from .podsets import DaemonSets, StatefulSets
 from .resourcequotas import ResourceQuotas
@@ -339,4 +340,4 @@ class NodeLifecycle(Controller):
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
                                              ReplicaSets, Deployments, StatefulSets, DaemonSets, GarbageCollector,
-                                             PodGarbageCollector, ServiceAccounts, Jobs, ResourceQuotas)
+                                             PodGarbageCollector, ServiceAccounts, Jobs, ResourceQuotas, CronJobs)

@@ -1,8 +1,8 @@
 """`/exec/{namespace}/{pod}/{container}?command=...&stdin=&stdout=&stderr=&tty=`: runs a command in a pod
 over a WebSocket speaking the remote command channel protocol (`channel.py`).
 
-In a netns pod the real program runs in the pod's network namespace (`ip netns exec`, so it also sees
-the pod's resolv.conf): with pipes, or with a pseudo-terminal when `tty` is asked for, whose size follows
+In a netns pod the real program runs in the container's sandbox (the namespaces of its process, or a
+sandbox of its own when it has none; its user, capabilities and seccomp filter): with pipes, or with a pseudo-terminal when `tty` is asked for, whose size follows
 the client's resize messages. In a virtual pod the command is one that its network stack can carry out
 (`commands.py`), done by the agent's own pod operations. Either way the exit code goes back as the
 kubelet reports it, a `Status` on the error stream, and then the connection closes.
@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.kubelet import channel, commands
 from podnet.nodeagent.kubelet.node import Kubelet, Target, bad_request
+from podnet.nodeagent.pods.netns import DEFAULT_PATH
 
 from podnet.rpc.session import RpcError
 from podnet.tasks import cancel_and_wait
@@ -104,7 +105,7 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     reader = asyncio.ensure_future(streams.read_client())
     try:
         if isinstance(target.pod, KernelPod):
-            status = await _run_netns(target, argv, streams, stdin=_flag(request, "stdin"))
+            status = await _run_netns(kubelet, target, argv, streams, stdin=_flag(request, "stdin"))
         else:
             status = await _run_virtual(kubelet, target, argv, streams)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -154,20 +155,15 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _command_line(target: Target, argv: list[str]) -> list[str] | None:
-    if shutil.which(argv[0]) is None:
-        return None
-    return ["ip", "netns", "exec", target.pod.netns.net.netns, *argv]
-
-
-async def _run_netns(target: Target, argv: list[str], streams: Streams, *, stdin: bool) -> dict:
-    command = _command_line(target, argv)
-    if command is None:
+async def _run_netns(kubelet: Kubelet, target: Target, argv: list[str], streams: Streams, *, stdin: bool) -> dict:
+    if shutil.which(argv[0], path=DEFAULT_PATH) is None:
         message = f'exec: "{argv[0]}": executable file not found in $PATH\n'.encode()
         await streams.out(channel.STDOUT if streams.tty else channel.STDERR, message)
         return channel.exit_status(commands.NOT_FOUND)
+    # In the container's sandbox, as its own programs run (nodeagent/pods/sandbox.py).
+    command, env = kubelet.agent.lifecycle.netns_pods.exec_command(target.pod.netns, target.obj, target.container, argv)
     run = _run_tty if streams.tty else _run_pipes
-    return channel.exit_status(await run(command, streams, stdin))
+    return channel.exit_status(await run(command, env, streams, stdin))
 
 
 async def _until_done_or_gone(process_wait: Awaitable[int], streams: Streams, pgid: int) -> int:
@@ -182,9 +178,9 @@ async def _until_done_or_gone(process_wait: Awaitable[int], streams: Streams, pg
     return await waiting
 
 
-async def _run_pipes(command: list[str], streams: Streams, stdin: bool) -> int:
+async def _run_pipes(command: list[str], env: dict[str, str], streams: Streams, stdin: bool) -> int:
     process = await asyncio.create_subprocess_exec(
-        *command, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        *command, env=env, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
     )
 
@@ -215,7 +211,7 @@ def _set_size(fd: int, size: channel.Resize) -> None:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size.height, size.width, 0, 0))
 
 
-async def _run_tty(command: list[str], streams: Streams, stdin: bool) -> int:
+async def _run_tty(command: list[str], env: dict[str, str], streams: Streams, stdin: bool) -> int:
     loop = asyncio.get_running_loop()
     master, slave = pty.openpty()
     streams.on_resize = lambda size: _set_size(master, size)
@@ -224,7 +220,7 @@ async def _run_tty(command: list[str], streams: Streams, stdin: bool) -> int:
     try:
         # setsid --ctty: a session of its own whose controlling terminal is the pty, as a login shell has.
         process = await asyncio.create_subprocess_exec(
-            "setsid", "--ctty", *command, stdin=slave, stdout=slave, stderr=slave,
+            "setsid", "--ctty", *command, stdin=slave, stdout=slave, stderr=slave, env={"PATH": DEFAULT_PATH, **env},
         )
     finally:
         os.close(slave)

@@ -8,8 +8,11 @@ frame the pod's kernel sends is read there and enters the forwarding pipeline wh
 packets do (service DNAT, policy, VXLAN), and every packet for the pod is written back to it.
 `ip netns exec` bind-mounts `/etc/netns/<name>/resolv.conf`, so programs in the pod ask the cluster DNS.
 
-Containers that declare a `command` run in the namespace (`ip netns exec`), each in its own session, and
-are restarted with backoff when they exit, as the kubelet does. What they write on stdout and stderr goes
+Containers that declare a `command` run in the namespace, each in its own session, and are restarted
+with backoff when they exit, as the kubelet does. Each program is started by `launch.py` in a sandbox
+that `sandbox.py` plans from the pod spec (its own mount, UTS and IPC namespaces, the securityContext's
+user, capabilities, no_new_privs, seccomp), with the pod's /etc/hosts, resolv.conf and volumes
+(`nodeagent/volumes.py`) bound in; the volumes are made once per pod before its first container starts. What they write on stdout and stderr goes
 through pipes to a log shim of their own (`kubelet/logshim.py`), which keeps it per container instance.
 Their PIDs (with the kernel start time, so a reused PID is never mistaken for them) and restart counts
 are kept in the agent's state directory: an agent that was SIGKILLed finds its namespaces and processes
@@ -38,15 +41,18 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from podnet.nodeagent.kubelet.logshim import start_log_shim
+from podnet.nodeagent.pods import launch, sandbox
 
 from podnet.api.clusterdns import CLUSTER_DNS, CLUSTER_DOMAIN, resolv_conf
 from podnet.backends import POD_MODES
+from podnet.client import podnet_home
 from podnet.netns.ip import ETC_NETNS, NetnsError, delete_namespace, ip, ip_batch, list_namespaces
 from podnet.netns.names import NETNS_DIR, owner_prefix, tap_name
 
@@ -143,6 +149,22 @@ def write_resolv_conf(net: PodNetwork, dns: str = CLUSTER_DNS, domain: str = CLU
     (directory / "resolv.conf").write_text(resolv_conf(net.namespace, dns, domain))
 
 
+def pod_hostname(pod: dict) -> str:
+    """The pod's hostname: `spec.hostname`, else its name (at most 63 characters, as the kubelet cuts it)."""
+    return str((pod.get("spec") or {}).get("hostname") or (pod.get("metadata") or {}).get("name") or "")[:63].rstrip("-.")
+
+
+def hosts_file(pod: dict, address: str, domain: str = CLUSTER_DOMAIN) -> str:
+    """The /etc/hosts the kubelet writes for a pod: the loopback names, then the pod's address and names."""
+    hostname = pod_hostname(pod)
+    subdomain = (pod.get("spec") or {}).get("subdomain")
+    namespace = (pod.get("metadata") or {}).get("namespace") or "default"
+    names = f"{hostname}.{subdomain}.{namespace}.svc.{domain}\t{hostname}" if subdomain else hostname
+    return ("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            "fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
+            f"{address}\t{names}\n")
+
+
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -197,6 +219,12 @@ class ContainerConfigError(Exception):
 
 
 Environment = Callable[[dict, dict], "tuple[tuple[str, str], ...]"]
+# Makes a pod's volumes under a directory; their paths by name (nodeagent/volumes.py PodVolumes.prepare).
+Volumes = Callable[[dict, Path], Awaitable[dict[str, Path]]]
+# The PATH a container runtime gives a container whose image sets none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Volumes the kubelet mounts read-only whatever the volumeMount says.
+_READ_ONLY_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +234,19 @@ class ContainerSpec:
     env: tuple[tuple[str, str], ...] = ()
     restart_policy: str = "Always"  # the pod's: Never and OnFailure let a container run to completion
     config_error: str | None = None  # why it cannot start yet; it waits for what it lacks
+    security: sandbox.Security | None = None
+    mounts: tuple[sandbox.VolumeMount, ...] = ()
+    working_dir: str = ""
+    waiting_reason: str = "CreateContainerConfigError"  # while config_error holds
 
     def restarts_after(self, code: int | None) -> bool:
         return self.restart_policy == "Always" or self.restart_policy == "OnFailure" and code != 0
+
+    @staticmethod
+    def literal_env(container: dict) -> tuple[tuple[str, str], ...]:
+        """The container's `env` entries that are values, not references."""
+        return tuple((str(e["name"]), str(e.get("value") or ""))
+                     for e in container.get("env") or [] if e.get("name") and "valueFrom" not in e)
 
     @classmethod
     def from_pod(cls, pod: dict, environment: Environment | None = None) -> list[ContainerSpec]:
@@ -222,17 +260,21 @@ class ContainerSpec:
                 continue
             error = None
             try:
-                env = environment(pod, container) if environment is not None else tuple(
-                    (str(e["name"]), str(e.get("value") or ""))
-                    for e in container.get("env") or []
-                    if e.get("name") and "valueFrom" not in e
-                )
+                env = environment(pod, container) if environment is not None else cls.literal_env(container)
             except ContainerConfigError as exc:
                 env, error = (), str(exc)
+            security = sandbox.security(pod, container)
             argv = (*command, *[str(a) for a in container.get("args") or []])
             specs.append(cls(container["name"], argv, env, (pod.get("spec") or {}).get("restartPolicy") or "Always",
-                             error))
+                             error or security.error, security, sandbox.volume_mounts(container),
+                             str(container.get("workingDir") or "")))
         return specs
+
+
+def launcher_command() -> list[str]:
+    """The launcher, run by this interpreter alone (-I -S: no site, no environment): it needs only the
+    standard library, and the agent's own directories may be hidden from it before it is done."""
+    return [sys.executable, "-I", "-S", launch.__file__]
 
 
 def _rfc3339() -> str:
@@ -262,7 +304,7 @@ class Container:
         """The kubelet's view of it: `state`, `lastState`, `ready`, `restartCount`."""
         if self.spec.config_error is not None:
             return {"ready": False, "started": False, "restartCount": self.restarts, "lastState": {},
-                    "state": {"waiting": {"reason": "CreateContainerConfigError", "message": self.spec.config_error}}}
+                    "state": {"waiting": {"reason": self.spec.waiting_reason, "message": self.spec.config_error}}}
         if self.finished:
             return {"ready": False, "started": False, "restartCount": self.restarts,
                     "state": {"terminated": self.last_terminated}, "lastState": {}}
@@ -283,12 +325,16 @@ class Container:
 class NetnsPod:
     """One pod's namespace, TAP and processes."""
 
-    def __init__(self, net: PodNetwork, uid: str, fd: int, gateway_mac: bytes, state_path: Path, log_dir: Path):
+    def __init__(self, net: PodNetwork, uid: str, fd: int, gateway_mac: bytes, state_path: Path, log_dir: Path,
+                 obj: dict | None = None):
         self.net = net
         self.uid = uid
         self.fd = fd
         self.state_path = state_path
         self.log_dir = log_dir
+        self.obj = obj or {}  # the Pod, as it was when the namespace was made
+        self.sandbox_dir = state_path.with_suffix(".pod")  # volumes/ and the launcher's scratch/
+        self.volumes: asyncio.Future[dict[str, Path]] | None = None  # made once, before any container starts
         self.containers: dict[str, Container] = {}
         # Packets for the pod leave the "node" with the gateway's MAC as source, towards the pod's MAC.
         self._eth_ipv4 = bytes.fromhex(net.mac.replace(":", "")) + gateway_mac + b"\x08\x00"
@@ -418,10 +464,15 @@ class NetnsPods:
         self.on_change = on_change
         self.dns = dns
         self.domain = domain
+        # Set by the agent once the ConfigMap and Secret caches exist; without it pods have no volumes.
+        self.make_volumes: Volumes | None = None
+        # What no pod may see: the agent's state (tokens, keys, other pods' volumes) and podnet's home.
+        self.hidden = tuple(dict.fromkeys((str(state_dir), str(podnet_home()))))
         self.pods: dict[str, NetnsPod] = {}  # netns name -> pod
         self._shims: set[asyncio.Task] = set()  # waits that reap the containers' log shims
 
-    def create(self, key: str, uid: str, net: PodNetwork, gateway_mac: str, containers: list[ContainerSpec]) -> NetnsPod:
+    def create(self, key: str, uid: str, net: PodNetwork, gateway_mac: str, containers: list[ContainerSpec],
+               obj: dict | None = None) -> NetnsPod:
         """Builds the pod's namespace, or adopts the one a previous run of this agent left for the same
         pod (same uid and address): its processes keep running, its eth0 is made anew."""
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -434,10 +485,12 @@ class NetnsPods:
             # garbage collection cannot find.
             state_path.write_text(json.dumps({"uid": uid, "ip": net.ip, "containers": {}}))
         write_resolv_conf(net, self.dns, self.domain)
+        (ETC_NETNS / net.netns / "hosts").write_text(hosts_file(obj or {}, net.ip, self.domain))
         fd = attach_tap(net)
         log_dir = self.directory / net.netns
         log_dir.mkdir(exist_ok=True)
-        pod = NetnsPod(net, uid, fd, bytes.fromhex(gateway_mac.replace(":", "")), state_path, log_dir)
+        pod = NetnsPod(net, uid, fd, bytes.fromhex(gateway_mac.replace(":", "")), state_path, log_dir, obj)
+        pod.volumes = asyncio.ensure_future(self._make_volumes(pod))
         for spec in containers:
             container = Container(spec)
             before = (previous or {}).get("containers", {}).get(spec.name) or {}
@@ -479,6 +532,64 @@ class NetnsPods:
             return None
         return data
 
+    async def _make_volumes(self, pod: NetnsPod) -> dict[str, Path]:
+        if self.make_volumes is None or not pod.obj:
+            return {}
+        return await self.make_volumes(pod.obj, pod.sandbox_dir / "volumes")
+
+    async def _volumes_ready(self, key: str, pod: NetnsPod, container: Container) -> bool:
+        """Waits for the pod's volumes (made once for all its containers, again after a failure); False when
+        they cannot be made yet, the container then waiting as the kubelet's does."""
+        if pod.volumes is None or pod.volumes.done() and pod.volumes.exception() is not None:
+            pod.volumes = asyncio.ensure_future(self._make_volumes(pod))
+        try:
+            await asyncio.shield(pod.volumes)
+        except ContainerConfigError as exc:
+            container.spec = replace(container.spec, config_error=str(exc),
+                                     waiting_reason=getattr(exc, "reason", "CreateContainerConfigError"))
+            self.on_change(key)
+            return False
+        except OSError as exc:
+            container.spec = replace(container.spec, config_error=f"MountVolume.SetUp failed: {exc}",
+                                     waiting_reason="ContainerCreating")
+            self.on_change(key)
+            return False
+        return True
+
+    def launch_plan(self, pod: NetnsPod, security: sandbox.Security, mounts: tuple[sandbox.VolumeMount, ...],
+                    argv: tuple[str, ...], env: dict[str, str], cwd: str = "", join_pid: int | None = None) -> sandbox.LaunchPlan:
+        """The plan of one program in the pod: a container's, or an exec's (`join_pid`: the container's
+        process, whose namespaces it enters)."""
+        volumes = pod.volumes.result() if pod.volumes is not None and pod.volumes.done() and not pod.volumes.exception() else {}
+        etc = ETC_NETNS / pod.net.netns
+        binds = [sandbox.Bind(str(etc / "hosts"), "/etc/hosts", True, False),
+                 sandbox.Bind(str(etc / "resolv.conf"), "/etc/resolv.conf", True, False)]
+        declared = {v.get("name"): v for v in (pod.obj.get("spec") or {}).get("volumes") or []}
+        for mount in mounts:
+            source = volumes.get(mount.volume)
+            if source is None:
+                continue
+            source = source / mount.sub_path if mount.sub_path else source
+            read_only = mount.read_only or any(kind in declared.get(mount.volume, {}) for kind in _READ_ONLY_VOLUMES)
+            binds.append(sandbox.Bind(str(source), mount.path, read_only, source.is_dir()))
+        scratch = pod.sandbox_dir / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        return sandbox.plan(argv, env, security, netns=str(NETNS_DIR / pod.net.netns),
+                            hostname=pod_hostname(pod.obj) or pod.net.netns, cwd=cwd, hidden=self.hidden,
+                            binds=tuple(binds), scratch=str(scratch), join_pid=join_pid)
+
+    def exec_command(self, pod: NetnsPod, obj: dict, container_name: str, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that run `argv` in a container of the pod, as `kubectl exec`
+        does: in the namespaces of its process when it has one, else in a sandbox of its own."""
+        container = next((c for c in (obj.get("spec") or {}).get("containers") or [] if c.get("name") == container_name), {})
+        running = pod.containers.get(container_name)
+        join = running.pid if running and running.pid and _start_time(running.pid) == running.pid_start else None
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": pod_hostname(obj) or pod.net.netns,
+               **dict(running.spec.env if running else ContainerSpec.literal_env(container))}
+        plan = self.launch_plan(pod, sandbox.security(obj, container), sandbox.volume_mounts(container), tuple(argv), env,
+                                str(container.get("workingDir") or ""), join)
+        return launcher_command(), {launch.PLAN_VARIABLE: plan.to_json()}
+
     def _readable(self, pod: NetnsPod) -> None:
         frames = pod.read_frames()
         if frames:
@@ -488,6 +599,8 @@ class NetnsPods:
         """Runs the container's command, and again after each exit its restart policy allows, with doubling
         backoff."""
         backoff = BACKOFF_FIRST
+        if container.pid is None and not await self._volumes_ready(key, pod, container):
+            return
         while not container.finished and container.spec.config_error is None:
             if container.pid is None:
                 self._start(pod, container)
@@ -523,9 +636,10 @@ class NetnsPods:
             self.on_change(key)
 
     def _start(self, pod: NetnsPod, container: Container) -> None:
-        argv = ["ip", "netns", "exec", pod.net.netns, *container.spec.argv]
-        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOSTNAME": pod.net.netns,
-               **dict(container.spec.env)}
+        spec = container.spec
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": pod_hostname(pod.obj) or pod.net.netns, **dict(spec.env)}
+        security = spec.security or sandbox.security(pod.obj, {"name": spec.name})
+        plan = self.launch_plan(pod, security, spec.mounts, spec.argv, env, spec.working_dir)
         shim, stdout, stderr = start_log_shim(pod.log_dir / container.spec.name, container.restarts)
         reaping = asyncio.ensure_future(_wait_exit(shim))  # it ends when the container's pipes do
         self._shims.add(reaping)
@@ -533,8 +647,8 @@ class NetnsPods:
         # posix_spawn rather than Popen: the process is reaped by _wait_exit, which also watches the
         # processes adopted after a restart, so nothing else may wait for it.
         try:
-            container.pid = os.posix_spawnp(
-                "ip", argv, env,
+            container.pid = os.posix_spawn(
+                sys.executable, launcher_command(), {launch.PLAN_VARIABLE: plan.to_json()},
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, stdout, 1),
@@ -556,6 +670,7 @@ class NetnsPods:
         delete_namespace(pod.net.netns)
         pod.state_path.unlink(missing_ok=True)
         shutil.rmtree(pod.log_dir, ignore_errors=True)
+        shutil.rmtree(pod.sandbox_dir, ignore_errors=True)
 
     def _close(self, pod: NetnsPod) -> None:
         self.pods.pop(pod.net.netns, None)
@@ -581,6 +696,7 @@ class NetnsPods:
             shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
             path.unlink(missing_ok=True)
             shutil.rmtree(self.directory / name, ignore_errors=True)
+            shutil.rmtree(path.with_suffix(".pod"), ignore_errors=True)
         return removed
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from podnet.cli.common import (
     home,
     run_async,
 )
-from podnet.cli.netns_exec import pod_namespace, run_in_namespace
+from podnet.cli.netns_exec import exec_command, run_in_sandbox
 from podnet.client import ApiClient
 from podnet.nodeagent.kubelet import commands
 from podnet.observe import ObserveError, journey
@@ -59,14 +59,14 @@ def exec_(
     HOST:PORT [--udp], ping IP, /agnhost connect HOST:PORT, hostname, cat /etc/resolv.conf."""
     namespace, name = journey.split_pod(pod, namespace)
 
-    async def netns_of_pod() -> str | None:
+    async def sandbox_command() -> dict | None:
         async with client_for(server, token, kubeconfig) as client:
             obj = await running_pod(client, namespace, name)
-        return await pod_namespace(agent_socket(obj["spec"]["nodeName"], agent_socket_path), namespace, name)
+        return await exec_command(agent_socket(obj["spec"]["nodeName"], agent_socket_path), namespace, name, list(ctx.args))
 
-    netns = run_async(netns_of_pod())
-    if netns is not None:
-        raise typer.Exit(exec_in_netns(netns, list(ctx.args)))
+    sandboxed = run_async(sandbox_command())
+    if sandboxed is not None:
+        raise typer.Exit(exec_in_netns(sandboxed, list(ctx.args)))
     command = commands.parse(list(ctx.args))
 
     async def run() -> commands.Outcome:
@@ -88,9 +88,9 @@ def exec_(
     raise typer.Exit(outcome.code)
 
 
-def exec_in_netns(netns: str, argv: list[str]) -> int:
+def exec_in_netns(command: dict, argv: list[str]) -> int:
     try:
-        code = run_in_namespace(netns, argv)
+        code = run_in_sandbox(command, argv)
     except (PermissionError, ValueError) as exc:
         raise fail(f"error: {exc}") from None
     if code == 127:

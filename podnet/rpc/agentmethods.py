@@ -30,6 +30,7 @@ class AgentMethod(StrEnum):
     POD_DIG = "pod.dig"  # {namespace, pod, name, type, ...} -> the answer, as dig prints it
     POD_SEND_UDP = "pod.send_udp"  # {namespace, pod, dst, port, size, seconds} -> {sent, seconds}
     POD_TCP_TRANSFER = "pod.tcp_transfer"  # {namespace, pod, dst, port, bytes, hold, timeout} -> {bytes, echoed, seconds}
+    POD_EXEC_COMMAND = "pod.exec_command"  # {namespace, pod, argv} -> {argv, env} to run in a netns pod's sandbox, or None
     # probes and what they saw
     PROBE = "probe"  # {src: "ns/name", dst, port, protocol, timeout} -> {ok, reason, dropped?}
     TRACE = "trace"  # as probe -> [stage]

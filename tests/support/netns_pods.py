@@ -3,7 +3,8 @@ DNS, two node agents in `--pod-mode netns` and a kube-proxy per node.
 
 `netns_cluster` (per module) yields a `NetnsCluster` (`support.nodeagent.Cluster` plus `.dns`,
 `.proxies`, `.node_names`): a pod `web` on the first node runs a real `python3 -m http.server 8080`
-serving `WEB_BODY`, behind a Service `web` (port 80 → 8080); a pod `client` on the second node runs
+serving `WEB_BODY` from a ConfigMap volume (a pod sees none of the node's files but its volumes), behind
+a Service `web` (port 80 → 8080); a pod `client` on the second node runs
 nothing. Node names are unique per run (`pn<hex>-1`, `pn<hex>-2`), so the namespaces they own never meet
 another cluster's; every namespace the run made is removed at teardown, and the fixture fails if one
 is left. `require_root()` skips outside root (network namespaces and TAP devices need it);
@@ -63,7 +64,6 @@ class NetnsCluster(Cluster):
     dns: DnsProcess | None = None
     proxies: dict[str, KubeProxyProcess] = field(default_factory=dict)
     node_names: tuple[str, ...] = ()
-    web_root: Path | None = None
 
     def namespaces(self) -> list[str]:
         """The namespaces that belong to this cluster's nodes."""
@@ -127,10 +127,18 @@ def netns_pod(name: str, node: str, *, command: list[str] | None = None, args: l
     }
 
 
-def web_pod(node: str, web_root: Path) -> dict:
-    return netns_pod("web", node, command=["python3"],
-                     args=["-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", str(web_root)],
-                     labels={"app": "web"}, ports=[{"containerPort": 8080}])
+WEB_CONFIGMAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "www", "namespace": "default"},
+                 "data": {"index.html": WEB_BODY}}
+
+
+def web_pod(node: str) -> dict:
+    """`python3 -m http.server` serving the ConfigMap `www` (WEB_CONFIGMAP), mounted at /www."""
+    pod = netns_pod("web", node, command=["python3"],
+                    args=["-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "/www"],
+                    labels={"app": "web"}, ports=[{"containerPort": 8080}])
+    pod["spec"]["volumes"] = [{"name": "www", "configMap": {"name": "www"}}]
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "www", "mountPath": "/www"}]
+    return pod
 
 
 WEB_SERVICE = {
@@ -174,13 +182,10 @@ def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsClu
     home = tmp_path_factory.mktemp("podnet-netns")
     api_dir = home / "apiserver"
     api_dir.mkdir()
-    web_root = home / "www"
-    web_root.mkdir()
-    (web_root / "index.html").write_text(WEB_BODY)
     tag = secrets.token_hex(2)
     names = (f"pn{tag}-1", f"pn{tag}-2")
     api = ApiServerProcess(api_dir, f"sqlite:///{api_dir / 'store.db'}", controllers=True)
-    cluster = NetnsCluster(api, home, {}, node_names=names, web_root=web_root)
+    cluster = NetnsCluster(api, home, {}, node_names=names)
     try:
         api.start()
         cluster.dns = start_dns(["--kubeconfig", str(api.kubeconfig)], home / "dns.log")
@@ -193,7 +198,8 @@ def netns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsClu
             cluster.proxies[name].start()
 
         async def create(client) -> None:
-            await client.create(web_pod(names[0], web_root))
+            await client.create(WEB_CONFIGMAP)
+            await client.create(web_pod(names[0]))
             await client.create(netns_pod("client", names[1]))
             await client.create(WEB_SERVICE)
             for pod in ("web", "client"):
