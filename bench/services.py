@@ -96,7 +96,7 @@ def table_data(count: int, mode: str) -> dict:
     services = {object_key(s): rules.service_info(s) for s in service_objects(count)}
     return rules.compute(
         services, [rules.slice_info(s) for s in slice_objects(count)], "node-1", mode, "10.96.0.0/12"
-    )
+    ).to_data()
 
 
 def _no_lookup(protocol, src, dst, port, draw, now):
@@ -180,7 +180,7 @@ def bench_compute(count: int) -> dict:
     out = {}
     for mode in ("iptables", "ipvs"):
         started = time.thread_time()
-        data = rules.compute(services, slices, "node-1", mode, "10.96.0.0/12")
+        data = rules.compute(services, slices, "node-1", mode, "10.96.0.0/12").to_data()
         compute = time.thread_time() - started
         packed = msgpack.packb({"mode": mode, "table": data})
         started = time.thread_time()

@@ -7,9 +7,10 @@ import pytest
 from podnet.nodeagent.kubeproxy import rules
 from podnet.nodeagent.kubeproxy.rules import health_check_counts
 from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
-from podnet.overlay.pipeline.nat import ServiceTable
+from podnet.overlay.pipeline.nat import Endpoint, ProxyTable, ServicePort, ServiceTable
 
 from podnet.api.keys import object_key
+from podnet.backends import ProxyMode
 
 
 def service(name, cluster_ip="10.96.0.20", ports=None, namespace="default", status=None, **spec):
@@ -52,7 +53,7 @@ BACKENDS = [("10.244.1.2", "node-1", True), ("10.244.2.2", "node-2", True), ("10
 
 def table_for(services, slices, node="node-1", mode="iptables"):
     infos = {object_key(s): rules.service_info(s) for s in services}
-    return rules.compute(infos, [rules.slice_info(s) for s in slices], node, mode)
+    return rules.compute(infos, [rules.slice_info(s) for s in slices], node, mode).to_data()
 
 
 def test_cluster_ip_gets_the_ready_endpoints_with_resolved_ports():
@@ -183,10 +184,9 @@ def test_tracker_changes_bring_state_up_to_date():
 
 
 def test_health_check_counts_are_the_local_ready_endpoints_of_each_health_check_port():
-    entry = {"service": "default/web", "port_name": "", "protocol": "TCP", "cluster_ip": "10.96.0.5", "port": 80,
-             "endpoints": [], "node_port": 30080, "external_local": True, "health_check_node_port": 31999,
-             "external_endpoints": [["10.244.1.2", 8080, "node-1"], ["10.244.1.3", 8080, "node-1"],
-                                    ["10.244.2.2", 8080, "node-2"]]}
-    table = {"mode": "iptables", "node": "node-1", "services": [entry]}
-    assert health_check_counts(table, "node-1") == {31999: ("default/web", 2)}
-    assert health_check_counts(table, "node-3") == {31999: ("default/web", 0)}
+    endpoints = (Endpoint("10.244.1.2", 8080, "node-1"), Endpoint("10.244.1.3", 8080, "node-1"),
+                 Endpoint("10.244.2.2", 8080, "node-2"))
+    entry = ServicePort("default/web", "", "TCP", "10.96.0.5", 80, node_port=30080, external_endpoints=endpoints,
+                        external_local=True, health_check_node_port=31999)
+    assert health_check_counts(ProxyTable(ProxyMode.IPTABLES, "node-1", (entry,))) == {31999: ("default/web", 2)}
+    assert health_check_counts(ProxyTable(ProxyMode.IPTABLES, "node-3", (entry,))) == {31999: ("default/web", 0)}

@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 from podnet.nodeagent.kubeproxy import rules
 from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
+from podnet.overlay.pipeline.nat import ProxyTable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from podnet.api.keys import object_key
@@ -113,7 +114,7 @@ class Proxier:
         self.services.add_handler(self._on_service)
         self.slices.add_handler(self._on_slice)
         self.agent: RpcClient | None = None
-        self.applied: dict | None = None  # the table the agent has, as sent on the current connection
+        self.applied: ProxyTable | None = None  # the table the agent has, as sent on the current connection
         self.pending_since: float | None = None  # when the oldest change not yet applied arrived
         self.last_synced: float | None = None  # wall clock of the last successful sync, for /healthz
         self.health_counts: dict[
@@ -138,7 +139,7 @@ class Proxier:
 
     # ---- sync ------------------------------------------------------------------------------------
 
-    def compute(self) -> dict:
+    def compute(self) -> ProxyTable:
         apply_changes(self.service_state, self.service_changes.take())
         apply_changes(self.slice_state, self.slice_changes.take())
         return rules.compute(
@@ -150,13 +151,13 @@ class Proxier:
         pending_since = self.pending_since
         self.pending_since = None
         table = self.compute()
-        self.health_counts = rules.health_check_counts(table, self.config.node)
+        self.health_counts = rules.health_check_counts(table)
         try:
             agent = await self._agent()
             if table != self.applied:
                 kind = "full" if self.applied is None else "changes"
                 result = await agent.call(
-                    AgentMethod.SERVICES_APPLY, {"mode": self.config.mode, "table": table}, timeout=30.0
+                    AgentMethod.SERVICES_APPLY, {"mode": self.config.mode, "table": table.to_data()}, timeout=30.0
                 )
                 self.applied = table
                 rule_count = int((result or {}).get("rules", 0))
