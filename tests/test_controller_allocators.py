@@ -9,6 +9,7 @@ from podnet.apiserver.controllers.allocators import (
     with_pod_cidr,
 )
 from podnet.apiserver.serviceaddresses import parse_port_range
+from support import objects
 
 
 def node(name, cidr=None):
@@ -17,10 +18,8 @@ def node(name, cidr=None):
 
 
 def service(name, namespace="default", type_="ClusterIP", cluster_ip=None, ports=None, **spec):
-    body = {"type": type_, "ports": ports or [{"port": 80, "protocol": "TCP"}], **spec}
-    if cluster_ip is not None:
-        body["clusterIP"] = cluster_ip
-    return {"metadata": {"name": name, "namespace": namespace}, "spec": body}
+    return objects.service(name, namespace, type=type_, cluster_ip=cluster_ip,
+                           ports=ports or [{"port": 80, "protocol": "TCP"}], **spec)
 
 
 # Pod CIDRs.

@@ -8,44 +8,20 @@ from podnet.nodeagent.kubeproxy import rules
 from podnet.nodeagent.kubeproxy.rules import health_check_counts
 from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
 from podnet.overlay.pipeline.nat import Endpoint, ProxyTable, ServicePort, ServiceTable
+from support import objects
 
 from podnet.api.keys import object_key
 from podnet.backends import ProxyMode
 
 
 def service(name, cluster_ip="10.96.0.20", ports=None, namespace="default", status=None, **spec):
-    obj = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": cluster_ip,
-            "ports": ports or [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"}],
-            **spec,
-        },
-    }
-    if status:
-        obj["status"] = status
-    return obj
+    return objects.service(name, namespace, cluster_ip=cluster_ip, status=status, **spec,
+                           ports=ports or [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"}])
 
 
-def endpoint_slice(service_name, endpoints, ports=None, namespace="default", name=None, address_type="IPv4"):
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": name or f"{service_name}-abc",
-            "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": address_type,
-        "ports": ports or [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": [
-            {"addresses": [ip], "conditions": {"ready": ready}, "nodeName": node}
-            for ip, node, ready in endpoints
-        ],
-    }
+def endpoint_slice(service_name, endpoints, ports=None, **rest):
+    return objects.endpoint_slice(service_name, endpoints, ports=ports or [{"name": "http", "port": 8080,
+                                                                            "protocol": "TCP"}], **rest)
 
 
 BACKENDS = [("10.244.1.2", "node-1", True), ("10.244.2.2", "node-2", True), ("10.244.2.3", "node-2", False)]
