@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 
 from podnet.api import clusterdns, selectors
-from podnet.api.keys import object_key
+from podnet.api.keys import namespaced_key, object_key
 from podnet.client import ApiClient, Informer
 from podnet.events import NORMAL, WARNING, EventRecorder
 
@@ -166,7 +166,7 @@ class EndpointSlices(Controller):
         if labels.get(endpointslices.MANAGED_BY_LABEL) != endpointslices.MANAGED_BY:
             return None
         service = labels.get(endpointslices.SERVICE_NAME_LABEL)
-        return f"{meta.get('namespace')}/{service}" if service else None
+        return namespaced_key(meta.get("namespace"), service) if service else None
 
     def _services_selecting(self, pods: Iterable[dict | None]) -> set[str]:
         """Services whose selector picks any of these pods (a pod's old and new version: a label change
