@@ -76,3 +76,24 @@ async def test_server_and_client_over_a_unix_socket(tmp_path):
             assert await client.call("add", {"a": 2, "b": 2}) == 4
     finally:
         await server.close()
+
+
+async def test_a_server_of_named_parameters_refuses_others_before_the_handler(tmp_path):
+    seen = []
+
+    async def record(params):
+        seen.append(params)
+        return params
+
+    server = RpcServer(str(tmp_path / "s.sock"), {"record": record}, named_params=True)
+    await server.start()
+    try:
+        async with RpcClient(server.path) as client:
+            assert await client.call("record", {"a": 1}) == {"a": 1}
+            assert await client.call("record") == {}
+            for params in (5, "a", [1], b"x", 1.5, True):
+                with pytest.raises(RpcError, match="BadRequest: record takes a map of parameters"):
+                    await client.call("record", params)
+        assert seen == [{"a": 1}, {}]
+    finally:
+        await server.close()
