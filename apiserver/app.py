@@ -19,7 +19,15 @@ from collections.abc import Awaitable, Callable
 
 import yarl
 from aiohttp import web
-from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
+from podnet.apiserver import (
+    accessreview,
+    fieldvalidation,
+    flowcontrolapi,
+    openapi,
+    portforward,
+    status,
+    streams,
+)
 from podnet.apiserver.audit.log import AuditLog, load_policy
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.claimstore import repair_periodically
@@ -201,6 +209,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app, resources)
+    flowcontrolapi.add_routes(app, resources)
     service_account_tokens.add_routes(app, resources)
     portforward.add_routes(app, streams.add_routes(app, resources, config))
 
@@ -289,7 +298,7 @@ _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
 # Resources that are not stored kinds (answered on the spot), by group and version.
-_UNSTORED: dict[tuple[str, str], list[dict]] = accessreview.DISCOVERY
+_UNSTORED: dict[tuple[str, str], list[dict]] = accessreview.DISCOVERY | flowcontrolapi.DISCOVERY
 
 
 def _api_resources(group: str, version: str) -> list[dict]:

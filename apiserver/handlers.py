@@ -60,6 +60,7 @@ from podnet.apiserver.customresources.rules import (
     validate_object,
     validate_object_update,
 )
+from podnet.apiserver.limitadmission import LimitRangeAdmission
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from podnet.apiserver.omitempty import omit_empty_metadata
@@ -248,6 +249,7 @@ class Resources:
         self._creating: collections.Counter[str] = collections.Counter()
         self._creates_settled = asyncio.Condition()
         self.quotas = QuotaAdmission(store, self._storage, storage_prefix)
+        self.limit_ranges = LimitRangeAdmission(store, self._storage, storage_prefix)
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -644,6 +646,8 @@ class Resources:
                 obj, self.store, lambda account: storage_key(lookup("ServiceAccount"), namespace, account), self._storage)
         if kind.built_in == "Ingress":
             await self._default_ingress_class(obj)
+        if kind.namespaced:
+            await self.limit_ranges.admit(kind, str(namespace), obj)
         value = self._check(kind, obj)
         if kind.built_in == "Service":
             self._deny_external_ips(obj, None)
@@ -882,7 +886,7 @@ class Resources:
             record_update(kind, old, new, manager, _now(), subresource or "")
         if kind.built_in != "Service" or subresource == "status":
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
-        async with self._service_lock:
+        async with self.quotas.admitting(kind, str(namespace), new, old), self._service_lock:
             admission = await self._admit_service(new, old, dry_run=dry_run)
             try:
                 return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
