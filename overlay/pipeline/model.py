@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from podnet.overlay.pipeline.conntrack import FlowKey
-from podnet.overlay.wire import vxlan
+from podnet.overlay.wire import dissect, vxlan
 from podnet.overlay.wire.addresses import int_to_ip
 
 VNI = 1
@@ -51,6 +51,14 @@ class Stage:
         if self.packet is None:
             return {"stage": self.stage, "detail": self.detail}
         return {"stage": self.stage, "detail": self.detail, "packet": self.packet}
+
+
+def dissect_stage(stage: str, packet: bytes) -> list[dissect.Layer]:
+    """The layers of a stage's `packet`: an encapsulation's (`vxlan-encap`, `fou-decap`, ...) read as
+    that tunnel's underlay packet whatever its ports, any other as the IPv4 packet it is."""
+    scheme, _, end = stage.rpartition("-")
+    outer = scheme if end in ("encap", "decap") and scheme in set(Encapsulation) else None
+    return dissect.dissect(packet, tunnels=TUNNEL_PORTS, outer_tunnel=outer)
 
 
 # What the pipeline asks its adapter to do. The two every forwarded frame produces, `Deliver` and

@@ -3,7 +3,9 @@
 Every layer is read by its codec in this package, which checks lengths and checksums; the dissector only
 chooses the next codec (by EtherType, IP protocol, UDP port) and names what the codec found the way
 Wireshark does. A layer its codec refuses ends the dissection with a "Malformed Packet" layer saying why,
-as Wireshark marks one. Checksums shown as "[correct]" were verified by the codec.
+as Wireshark marks one. A wrong checksum does not: it is shown "[incorrect]" (Wireshark with checksum
+validation on) and the layers inside are read all the same, as a capture on a host that offloads
+checksums needs (the kernel's loopback leaves UDP's partial).
 
 A UDP datagram is read as a tunnel's when one of its ports is in `tunnels` (Wireshark's "Decode As"
 table: VXLAN's 4789 by default); `outer_tunnel` reads the first datagram as that tunnel's whatever its
@@ -17,6 +19,7 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 from podnet.codec import DecodeError
 
@@ -26,6 +29,7 @@ from .pcap import LinkType
 VXLAN = "vxlan"
 FOU = "fou"  # foo-over-UDP: the UDP payload is a bare IPv4 packet
 DEFAULT_TUNNELS: Mapping[int, str] = {vxlan.PORT: VXLAN}
+T = TypeVar("T")
 DATA_SHOWN = 48  # bytes of a data layer shown in its field; the hex dump has them all
 
 _U16 = struct.Struct("!H")
@@ -103,19 +107,26 @@ def dissect(
 
 
 def hex_dump(data: bytes | bytearray | memoryview) -> list[str]:
-    """`data` as tshark -x prints it: offset, 16 bytes in hex (two groups of 8), the printable ones."""
+    """`data` as tshark -x prints it: offset, 16 bytes in hex, the printable ones."""
     lines = []
     for offset in range(0, len(data), 16):
         row = bytes(data[offset : offset + 16])
-        hexes = " ".join(f"{b:02x}" for b in row[:8]) + "  " + " ".join(f"{b:02x}" for b in row[8:])
         text = "".join(chr(b) if b in _PRINTABLE else "." for b in row)
-        lines.append(f"{offset:04x}  {hexes:<48}  {text}")
+        lines.append(f"{offset:04x}  {row.hex(' '):<47}   {text}")
     return lines
 
 
-def _checksum(buf: bytes, offset: int) -> str:
+def _checked(decode: Callable[..., T], buf: bytes, *args: str) -> tuple[T, bool]:
+    """(what `decode` reads of `buf`, whether the checksum in it is right)."""
+    try:
+        return decode(buf, *args), True
+    except DecodeError:
+        return decode(buf, *args, verify_checksum=False), False
+
+
+def _checksum(buf: bytes, offset: int, correct: bool) -> str:
     value = _U16.unpack_from(buf, offset)[0]
-    return f"{value:#06x} [correct]"
+    return f"{value:#06x} [{'correct' if correct else 'incorrect'}]"
 
 
 def _data(state: _Dissection, buf: bytes) -> _Next:
@@ -153,7 +164,7 @@ def _arp(state: _Dissection, buf: bytes) -> _Next:
 
 
 def _ipv4(state: _Dissection, buf: bytes) -> _Next:
-    packet = ipv4.decode(buf)
+    packet, correct = _checked(ipv4.decode, buf)
     ihl = ipv4.header_length(buf)
     protocol = packet.protocol
     named = f"{protocol.name} ({int(protocol)})" if isinstance(protocol, ipv4.IPProtocol) else str(protocol)
@@ -164,7 +175,7 @@ def _ipv4(state: _Dissection, buf: bytes) -> _Next:
         ("Total Length", str(ihl + len(packet.payload))),
         ("Identification", f"{packet.identification:#06x} ({packet.identification})"),
         ("Flags", flags), ("Fragment Offset", "0"), ("Time to Live", str(packet.ttl)), ("Protocol", named),
-        ("Header Checksum", _checksum(buf, 10)),
+        ("Header Checksum", _checksum(buf, 10, correct)),
         ("Source Address", packet.src), ("Destination Address", packet.dst),
     )))
     if protocol == ipv4.IPProtocol.TCP:
@@ -177,14 +188,14 @@ def _ipv4(state: _Dissection, buf: bytes) -> _Next:
 
 
 def _udp(state: _Dissection, buf: bytes, *, src: str, dst: str) -> _Next:
-    datagram = udp.decode(buf, src, dst)
+    datagram, correct = _checked(udp.decode, buf, src, dst)
     length = udp.HEADER_LENGTH + len(datagram.payload)
     checksum = _U16.unpack_from(buf, 6)[0]
     title = f"User Datagram Protocol, Src Port: {datagram.src_port}, Dst Port: {datagram.dst_port}"
     state.layers.append(Layer("udp", title, (
         ("Source Port", str(datagram.src_port)), ("Destination Port", str(datagram.dst_port)),
         ("Length", str(length)),
-        ("Checksum", _checksum(buf, 6) if checksum else "0x0000 [zero-value ignored]"),
+        ("Checksum", _checksum(buf, 6, correct) if checksum else "0x0000 [zero-value ignored]"),
         ("UDP payload", f"{len(datagram.payload)} bytes"),
     )))
     tunnel, state.outer_tunnel = state.outer_tunnel, None
@@ -206,7 +217,7 @@ def _vxlan(state: _Dissection, buf: bytes) -> _Next:
 
 
 def _tcp(state: _Dissection, buf: bytes, *, src: str, dst: str) -> _Next:
-    segment = tcp.decode(buf, src, dst)
+    segment, correct = _checked(tcp.decode, buf, src, dst)
     header = len(buf) - len(segment.payload)
     flags = ", ".join(flag.name for flag in segment.flags)
     fields = [
@@ -214,7 +225,7 @@ def _tcp(state: _Dissection, buf: bytes, *, src: str, dst: str) -> _Next:
         ("Sequence Number (raw)", str(segment.seq)), ("Acknowledgment Number (raw)", str(segment.ack)),
         ("Header Length", f"{header} bytes ({header // 4})"),
         ("Flags", f"{int(segment.flags):#05x} ({flags})"),
-        ("Window", str(segment.window)), ("Checksum", _checksum(buf, 16)),
+        ("Window", str(segment.window)), ("Checksum", _checksum(buf, 16, correct)),
     ]
     if segment.mss is not None:
         fields.append(("Maximum segment size", f"{segment.mss} bytes"))
@@ -232,7 +243,7 @@ def _tcp(state: _Dissection, buf: bytes, *, src: str, dst: str) -> _Next:
 
 
 def _icmp(state: _Dissection, buf: bytes) -> _Next:
-    message = icmp.decode(buf)
+    message, correct = _checked(icmp.decode, buf)
     unreachable = isinstance(message, icmp.IcmpUnreachable)
     kind = icmp.ICMPType.DESTINATION_UNREACHABLE if unreachable else message.type
     code = message.code
@@ -240,7 +251,7 @@ def _icmp(state: _Dissection, buf: bytes) -> _Next:
     if kind == icmp.ICMPType.DESTINATION_UNREACHABLE:
         code_text = f"{int(code)} ({_UNREACHABLE_CODES.get(code, 'Unknown')})"
     fields = [("Type", f"{int(kind)} ({_ICMP_TYPES.get(kind, 'Unknown')})"), ("Code", code_text),
-              ("Checksum", _checksum(buf, 2))]
+              ("Checksum", _checksum(buf, 2, correct))]
     if isinstance(message, icmp.IcmpEcho):
         fields += [("Identifier (BE)", f"{message.identifier} ({message.identifier:#06x})"),
                    ("Sequence Number (BE)", f"{message.sequence} ({message.sequence:#06x})")]

@@ -9,7 +9,8 @@ tested without a cluster.
   allowed and denied, each edge with its latest connections and the rules that decided them (Hubble UI's
   view).
 - `matrix`: the policies' and the probed truth table of some pods, cell by cell, disagreements marked.
-- `journey`: a traced packet's stages, each placed on the node where it happened.
+- `journey`: a traced packet's stages, each placed on the node where it happened, with the packet as the
+  stage held it laid out layer by layer where it held one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from podnet.api.keys import object_key
 from podnet.nodeagent.policy import Matrix
 from podnet.nodeagent.policy.flowlog import FlowRecord
+from podnet.overlay.pipeline.model import dissect_stage
+from podnet.overlay.wire import dissect
 
 EDGE_FLOWS = 12  # the latest connections an edge carries for its detail panel
 TEMPLATE_HASH = "pod-template-hash"
@@ -238,6 +241,15 @@ def matrix(static: Matrix, probed: Matrix | None, pods: Mapping[str, tuple[str, 
 # ---- a packet's journey -----------------------------------------------------------------------------
 
 
+def packet_view(stage: str, packet: bytes | None) -> dict:
+    """What the page shows of a stage's packet, as Wireshark's panes do: its layers with their fields,
+    and its bytes in hex ({} for a stage that holds none)."""
+    if packet is None:
+        return {}
+    return {"layers": [layer.as_dict() for layer in dissect_stage(stage, packet)],
+            "hex": dissect.hex_dump(packet), "length": len(packet)}
+
+
 def journey(src: str, src_node: str, destination: str, protocol: str, stages: Sequence[Mapping], *,
             split: int, far: int, far_node: str | None, answered: bool) -> dict:
     """The stages in the order they happened (as `podnet trace` prints them), each placed on its node:
@@ -249,7 +261,8 @@ def journey(src: str, src_node: str, destination: str, protocol: str, stages: Se
             return src_node, "out"
         return (far_node, "far") if index < split + far else (src_node, "back")
 
-    placed = [{"n": i + 1, "node": place(i)[0], "leg": place(i)[1], "stage": s["stage"], "detail": s["detail"]}
+    placed = [{"n": i + 1, "node": place(i)[0], "leg": place(i)[1], "stage": s["stage"], "detail": s["detail"],
+               **packet_view(s["stage"], s.get("packet"))}
               for i, s in enumerate(stages)]
     return {"src": src, "destination": destination, "protocol": protocol,
             "nodes": [n for n in dict.fromkeys([src_node, far_node]) if n], "stages": placed, "answered": answered}

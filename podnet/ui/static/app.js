@@ -466,8 +466,18 @@ function renderJourney() {
 function showStage(s) {
   const panel = $("stage-panel");
   panel.hidden = false;
+  for (const g of document.querySelectorAll("g.stage.selected")) g.classList.remove("selected");
+  document.querySelector(`g.stage[data-n="${s.n}"]`)?.classList.add("selected");
   clear(panel).append(el("h3", { text: `${s.n}. ${s.stage}` }), el("p", { text: `on ${s.node || "the far node"} (${s.leg === "out" ? "on the way" : s.leg === "far" ? "at the destination's node" : "the way back"})` }),
     el("pre", { text: s.detail }));
+  if (!s.layers) return;
+  // The packet as the stage held it, as Wireshark shows one: a tree of layers (outermost first, each
+  // opened), then its bytes.
+  panel.append(el("h3", { text: `the packet, ${s.length} bytes` }),
+    el("div", { class: "layers" }, ...s.layers.map((layer) => el("details", { class: "layer", open: true, "data-protocol": layer.protocol },
+      el("summary", { text: layer.title }),
+      el("table", {}, ...layer.fields.map(([name, value]) => el("tr", {}, el("th", { text: name }), el("td", { text: value }))))))),
+    el("pre", { class: "hex", text: s.hex.join("\n") }));
 }
 
 // ---- start --------------------------------------------------------------------------------------
