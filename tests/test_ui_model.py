@@ -3,10 +3,13 @@ page draws out; and its session table."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from podnet.nodeagent.policy import Matrix
 from podnet.nodeagent.policy.flowlog import FlowRecord
 from podnet.nodeagent.policy.matrix import Cell
+from support import pipelines
 
 from podnet.ui import access, model
 
@@ -176,6 +179,24 @@ def test_a_journey_places_each_stage_on_its_node():
     local = model.journey("shop/a", "node-1", "10.244.0.3:80", "TCP", stages[:2], split=2, far=0, far_node=None,
                           answered=False)
     assert local["nodes"] == ["node-1"] and {s["leg"] for s in local["stages"]} == {"out"}
+
+
+def test_a_stage_that_holds_the_packet_shows_its_layers_and_bytes():
+    pipeline_a, pipeline_b = pipelines.node(pipelines.N1, pipelines.A), pipelines.node(pipelines.N2, pipelines.B)
+    recorded: list = []
+    out = pipeline_a.from_pod(pipelines.A, pipelines.udp_packet(pipelines.A.ip, pipelines.B.ip), 0.0, recorded)
+    pipeline_b.from_tunnel(pipelines.N1.address, out[0].datagram, 0.0, recorded)
+    stages = [stage.as_dict() for stage in recorded]
+    view = model.journey("default/a", "node-1", "10.244.2.2:53", "UDP", stages, split=7, far=len(stages) - 7,
+                         far_node="node-2", answered=True)
+    shown = {s["stage"]: s for s in view["stages"]}
+    encap = shown["vxlan-encap"]
+    assert [layer["protocol"] for layer in encap["layers"]] == ["ip", "udp", "vxlan", "eth", "ip", "udp", "data"]
+    assert encap["layers"][0]["title"] == "Internet Protocol Version 4, Src: 127.0.0.11, Dst: 127.0.0.12"
+    assert ["VXLAN Network Identifier (VNI)", "1"] in encap["layers"][2]["fields"]
+    assert encap["length"] == len(recorded[6].packet) and encap["hex"][0].startswith(f"0000  45 00 00 {encap['length']:02x}")
+    assert "layers" not in shown["conntrack"] and "packet" not in shown["conntrack"]
+    assert json.loads(json.dumps(view)) == view  # what the page is sent: no bytes left in it
 
 
 def test_sessions_end_at_their_expiry_or_at_logout():
