@@ -17,7 +17,7 @@ def test_components_start_in_order_and_follow_the_options():
     topo = topology.build(Path("/h"), 2, store="etcd", backend="bgp", proxy_mode="ipvs")
     names = [c.name for c in topology.components(topo)]
     assert names == ["etcd", "apiserver", "dns", "node-1/agent", "node-1/kube-proxy", "node-1/bgp",
-                     "node-2/agent", "node-2/kube-proxy", "node-2/bgp", "cloud-lb", "ingress"]
+                     "node-2/agent", "node-2/kube-proxy", "node-2/bgp", "cloud-lb", "ui", "ingress"]
     specs = {c.name: c for c in topology.components(topo)}
     assert specs["etcd"].external and specs["etcd"].argv[0] == "etcd"
     assert "etcd://127.0.0.10:2379" in specs["apiserver"].argv

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 
 from podnet.api import clusterdns, selectors
-from podnet.api.keys import object_key
+from podnet.api.keys import namespaced_key, object_key
 from podnet.client import ApiClient, Informer
 from podnet.events import NORMAL, WARNING, EventRecorder
 
@@ -27,11 +27,12 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 
 
 class DefaultObjects(Controller):
-    """The namespaces every cluster has; the `kubernetes` Service with its endpoints (this API server);
-    the `kube-dns` Service, which selects the pods each DNS server registers."""
+    """The namespaces every cluster has; the `kubernetes` Service (its endpoints are every live API server's
+    to keep: apiserver/endpointreconciler.py); the `kube-dns` Service, which selects the pods each DNS server
+    registers."""
 
     name = "default-objects"
-    needs = ("namespaces", "services", "endpoints", "endpointslices")
+    needs = ("namespaces", "services")
     max_interval = 10.0
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
@@ -50,24 +51,6 @@ class DefaultObjects(Controller):
         }
         return [kubernetes, clusterdns.kube_dns_service(ips["kube-system/kube-dns"])]
 
-    def _kubernetes_endpoints(self) -> tuple[dict, dict]:
-        address, port = self.settings.api_address, self.settings.api_port
-        endpoints = {
-            "apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": "kubernetes", "namespace": "default"},
-            "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port,
-                                                                     "protocol": "TCP"}]}],
-        }
-        endpoint_slice = {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "kubernetes", "namespace": "default",
-                         "labels": {endpointslices.SERVICE_NAME_LABEL: "kubernetes"}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
-            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-        }
-        return endpoints, endpoint_slice
-
     async def reconcile(self) -> None:
         namespaces = self.store("namespaces")
         for name in DEFAULT_NAMESPACES:
@@ -77,19 +60,6 @@ class DefaultObjects(Controller):
         for service in self._services():
             if object_key(service) not in self.store("services"):
                 await self.write(f"create service {object_key(service)}", self.client.create(service))
-        endpoints, endpoint_slice = self._kubernetes_endpoints()
-        current = self.store("endpoints").get("default/kubernetes")
-        if current is None:
-            await self.write("create endpoints default/kubernetes", self.client.create(endpoints))
-        elif current.get("subsets") != endpoints["subsets"]:
-            await self.write("update endpoints default/kubernetes",
-                             self.client.replace({**current, "subsets": endpoints["subsets"]}))
-        current = self.store("endpointslices").get("default/kubernetes")
-        if current is None:
-            await self.write("create endpointslice default/kubernetes", self.client.create(endpoint_slice))
-        elif any(current.get(k) != endpoint_slice[k] for k in ("addressType", "endpoints", "ports")):
-            await self.write("update endpointslice default/kubernetes", self.client.replace(
-                {**current, **{k: endpoint_slice[k] for k in ("addressType", "endpoints", "ports")}}))
 
 
 class NodeIpam(Controller):
@@ -196,7 +166,7 @@ class EndpointSlices(Controller):
         if labels.get(endpointslices.MANAGED_BY_LABEL) != endpointslices.MANAGED_BY:
             return None
         service = labels.get(endpointslices.SERVICE_NAME_LABEL)
-        return f"{meta.get('namespace')}/{service}" if service else None
+        return namespaced_key(meta.get("namespace"), service) if service else None
 
     def _services_selecting(self, pods: Iterable[dict | None]) -> set[str]:
         """Services whose selector picks any of these pods (a pod's old and new version: a label change
