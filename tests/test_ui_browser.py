@@ -216,7 +216,16 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
 
         # node-2's agent dies: within the grace period the page shows node-2 NotReady, its pods greyed; it
         # comes back after `podnet start`.
+        # Each tunnel with its packet rate each way, from the sending agent's count of what it sent the other.
         await browser.click("#tabs button[data-tab=topology]")
+        tunnels = await browser.wait_for("""(() => { const found = [...document.querySelectorAll('path[data-tunnel]')];
+            return found.length === 3 && found.every((t) => t.dataset.rateAb !== '' && t.dataset.rateBa !== '') &&
+                found.map((t) => [t.dataset.tunnel, Number(t.dataset.rateAb), Number(t.dataset.rateBa)]); })()""",
+                                         timeout=15, what="every tunnel's rates")
+        assert sorted(name for name, _, _ in tunnels) == ["node-1~node-2", "node-1~node-3", "node-2~node-3"]
+        assert all(ab >= 0 and ba >= 0 for _, ab, ba in tunnels)
+        labels = await browser.evaluate("[...document.querySelectorAll('.tunnel-label')].map((t) => t.textContent)")
+        assert len(labels) == 3 and all(re.search(r"node-\d → [\d.]+/s · node-\d → [\d.]+/s$", text) for text in labels)
         assert (await run(cluster, "kill", "node-2/agent")).returncode == 0
         await browser.wait_for("document.querySelector('g.node[data-node=node-2] .node-agent').textContent"
                                ".startsWith('agent stopped')", what="the agent shown stopped")

@@ -11,6 +11,7 @@ from podnet.nodeagent.policy.flowlog import FlowRecord
 from podnet.nodeagent.policy.matrix import Cell
 from support import pipelines
 
+from podnet.rpc.agentmethods import PEER_RX, PEER_TX
 from podnet.ui import access, model
 
 
@@ -82,7 +83,8 @@ def test_topology_greys_the_pods_of_a_node_that_is_not_ready_and_of_pods_that_ar
         "kube-system/coredns-0": False, "shop/frontend-7d9cf8b6c4-aaaaa": False, "shop/starting": True}
     assert all(p["greyed"] for p in second["pods"]) and len(second["pods"]) == 2
     assert second["processes"] == [{"name": "agent", "running": False}, {"name": "kube-proxy", "running": True}]
-    assert view["tunnels"] == [{"a": "node-1", "b": "node-2", "encapsulation": "vxlan", "up": False}]
+    assert view["tunnels"] == [{"a": "node-1", "b": "node-2", "encapsulation": "vxlan", "up": False,
+                                "rates": {"ab": None, "ba": None}}]
     assert view["control"] == [{"name": "apiserver", "running": True}]
 
 
@@ -91,8 +93,26 @@ def test_tunnel_rates_come_from_two_reads_of_the_counters():
     after = {"node-1": {"tunnel.tx": 110, "tunnel.rx": 54}, "node-2": {"tunnel.tx": 3, "tunnel.rx": 1},
              "node-3": {"tunnel.tx": 5, "tunnel.rx": 5}}
     # node-2's agent restarted (its counters went back), node-3 was not read before: no rate for either.
-    assert model.rates(before, after, 2.0) == {"node-1": {"tx": 5.0, "rx": 2.0}}
+    assert model.rates(before, after, 2.0) == {"node-1": {"tx": 5.0, "rx": 2.0, "peers": {}}}
     assert model.rates(before, after, 0.0) == {}
+
+
+def test_each_tunnel_has_the_rate_each_way_from_its_senders_counters():
+    nodes = [node("node-1", True, "127.0.0.11", "10.244.0.0/24"), node("node-2", True, "127.0.0.12", "10.244.1.0/24"),
+             node("node-3", True, "127.0.0.13", "10.244.2.0/24")]
+    before = {"node-1": {"tunnel.tx": 10, "tunnel.rx": 10, f"{PEER_TX}127.0.0.12": 4, f"{PEER_TX}127.0.0.13": 6,
+                         f"{PEER_RX}127.0.0.12": 10},
+              "node-2": {"tunnel.tx": 10, "tunnel.rx": 4, f"{PEER_TX}127.0.0.11": 10, f"{PEER_RX}127.0.0.11": 4}}
+    after = {"node-1": {"tunnel.tx": 30, "tunnel.rx": 20, f"{PEER_TX}127.0.0.12": 24, f"{PEER_TX}127.0.0.13": 6,
+                        f"{PEER_RX}127.0.0.12": 20},
+             "node-2": {"tunnel.tx": 20, "tunnel.rx": 22, f"{PEER_TX}127.0.0.11": 20, f"{PEER_RX}127.0.0.11": 22}}
+    found = model.rates(before, after, 2.0)
+    assert found["node-1"] == {"tx": 10.0, "rx": 5.0, "peers": {"127.0.0.12": {"tx": 10.0, "rx": 5.0},
+                                                                "127.0.0.13": {"tx": 0.0, "rx": 0.0}}}
+    tunnels = {(t["a"], t["b"]): t["rates"] for t in model.topology(nodes, [], [], found)["tunnels"]}
+    # node-3 was not read: what it sends is unknown, what node-1 sends it is not
+    assert tunnels == {("node-1", "node-2"): {"ab": 10.0, "ba": 5.0}, ("node-1", "node-3"): {"ab": 0.0, "ba": None},
+                       ("node-2", "node-3"): {"ab": None, "ba": None}}
 
 
 def test_verdicts_on_one_connection_make_one_connection_denied_if_either_side_denied_it():

@@ -151,15 +151,19 @@ function renderTopology() {
   svg.style.height = Math.min(total, 2400) + "px";
   // Tunnels hang below the nodes as arcs, so that one between two distant nodes passes no node between.
   const bottom = (name) => ({ x: place[name].x + width / 2, y: place[name].y + place[name].h });
+  // Each tunnel's packet rate each way, as its sending node counts it ("—" until two reads are in).
+  const rate = (value) => (value === null || value === undefined ? "—" : `${value}/s`);
   topo.tunnels.forEach((tunnel) => {
     const a = bottom(tunnel.a), b = bottom(tunnel.b);
     const sag = 18 + Math.abs(a.x - b.x) / 12;
     const my = Math.max(a.y, b.y) + sag;
+    const rates = `${tunnel.a} → ${rate(tunnel.rates.ab)} · ${tunnel.b} → ${rate(tunnel.rates.ba)}`;
     svg.append(el("path", { class: "tunnel" + (tunnel.up ? "" : " down"), d: `M ${a.x} ${a.y} Q ${(a.x + b.x) / 2} ${my * 2 - Math.max(a.y, b.y)} ${b.x} ${b.y}`,
-      fill: "none", "data-tunnel": `${tunnel.a}~${tunnel.b}` }, el("title", { text: `${tunnel.encapsulation} tunnel ${tunnel.a} ⇄ ${tunnel.b}` })));
+      fill: "none", "data-tunnel": `${tunnel.a}~${tunnel.b}`, "data-rate-ab": tunnel.rates.ab ?? "", "data-rate-ba": tunnel.rates.ba ?? "" },
+      el("title", { text: `${tunnel.encapsulation} tunnel ${tunnel.a} ⇄ ${tunnel.b}\n${rates}` })));
     if (nodes.length <= 6) {
       svg.append(el("text", { x: (a.x + b.x) / 2, y: my + 4, "text-anchor": "middle", "font-size": 11, fill: "#7d8aa5",
-        text: `${tunnel.encapsulation.toUpperCase()} ${tunnel.a} ⇄ ${tunnel.b}` }));
+        class: "tunnel-label", text: `${tunnel.encapsulation.toUpperCase()} ${tunnel.a} ⇄ ${tunnel.b}: ${rates}` }));
     }
   });
   for (const node of nodes) {
