@@ -36,6 +36,7 @@ class Settings:
     orphaned_pod_quarantine: float = 40.0
     api_address: str = "127.0.0.1"
     api_port: int = 6443
+    root_ca_file: str = ""  # the CA published as kube-root-ca.crt: the one the serving certificate chains to
 
     @classmethod
     def from_config(cls, config: ApiServerConfig, server_url: str) -> Settings:
@@ -58,6 +59,7 @@ class Settings:
             orphaned_pod_quarantine=config.orphaned_pod_quarantine,
             api_address=address,
             api_port=port,
+            root_ca_file=config.root_ca,
         )
 
 
