@@ -111,9 +111,9 @@ def test_each_tunnel_has_the_rate_each_way_from_its_senders_counters():
     assert found["node-1"] == {"tx": 10.0, "rx": 5.0, "peers": {"127.0.0.12": {"tx": 10.0, "rx": 5.0},
                                                                 "127.0.0.13": {"tx": 0.0, "rx": 0.0}}}
     tunnels = {(t["a"], t["b"]): t["rates"] for t in model.topology(nodes, [], [], found)["tunnels"]}
-    # node-3 was not read: what it sends is unknown, what node-1 sends it is not
+    # node-3 was not read: what it sends is unknown; node-2 has counted nothing for node-3: it sent it nothing
     assert tunnels == {("node-1", "node-2"): {"ab": 10.0, "ba": 5.0}, ("node-1", "node-3"): {"ab": 0.0, "ba": None},
-                       ("node-2", "node-3"): {"ab": None, "ba": None}}
+                       ("node-2", "node-3"): {"ab": 0.0, "ba": None}}
 
 
 def test_verdicts_on_one_connection_make_one_connection_denied_if_either_side_denied_it():

@@ -164,8 +164,10 @@ def topology(nodes: Iterable[Mapping], pods: Iterable[Mapping], processes: Itera
     address = {n["name"]: n["address"] for n in shown}
 
     def sent(a: str, b: str) -> float | None:
-        """Packets per second node `a` sends `b` through their tunnel, as `a`'s counters tell."""
-        return (((node_rates.get(a) or {}).get("peers") or {}).get(address[b]) or {}).get("tx")
+        """Packets per second node `a` sends `b` through their tunnel, as `a`'s counters tell: none counted
+        for `b` is none sent; None when `a`'s counters were not read twice."""
+        peers = (node_rates.get(a) or {}).get("peers")
+        return None if peers is None else (peers.get(address[b]) or {}).get("tx", 0.0)
 
     tunnels = [{"a": a, "b": b, "encapsulation": encapsulation,
                 "up": a in ready_nodes and b in ready_nodes, "rates": {"ab": sent(a, b), "ba": sent(b, a)},
