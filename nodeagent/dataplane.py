@@ -48,6 +48,7 @@ from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire.addresses import ip_to_int
 
 from podnet.backends import routing_backend
+from podnet.rpc.agentmethods import PEER_RX, PEER_TX
 from podnet.rpc.session import RpcError
 
 log = logging.getLogger(__name__)
@@ -324,6 +325,10 @@ class Dataplane:
         merged: dict[str, int] = dict(self.pipeline.counters)
         for name, value in self.tunnel.counters.items():
             merged[f"tunnel.{name}"] = merged.get(f"tunnel.{name}", 0) + value
+        for address, value in self.tunnel.sent_to.items():
+            merged[f"{PEER_TX}{address}"] = value
+        for address, value in self.tunnel.received_from.items():
+            merged[f"{PEER_RX}{address}"] = value
         for name, value in self.hostbridge.counters.items():
             merged[f"hostbridge.{name}"] = value
         for name, value in self.nodeports.counters.items():

@@ -76,7 +76,7 @@ from podnet.overlay.pipeline.policyhook import (
     describe_verdict,
 )
 from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
-from podnet.overlay.wire import arp, fastpath, icmp, ipv4
+from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
 
@@ -146,6 +146,8 @@ class Pipeline:
         self._fou = node.encapsulation is Encapsulation.FOU
         self._mtu = node.mtu
         self._scheme = node.encapsulation.value  # names the decap stage and its drops
+        # every node of a cluster sends from and to the same port (the agent's --vxlan-port / --fou-port)
+        self._tunnel_port = node.fou_port if self._fou else node.vxlan_port
         # where the pod's IPv4 packet starts in a datagram from a peer
         self.inner_offset = 0 if self._fou else VXLAN_HEADER + ETH_HEADER
         self.routes.replace_source("local", [Route(self._pod_cidr, RouteKind.LOCAL, None, "local")])
@@ -274,7 +276,8 @@ class Pipeline:
             )
             trace.append(
                 Stage(
-                    "source", f"from pod {pod.key} on {self.node.name} (veth of {pod.ip}): {what}, {total} B"
+                    "source", f"from pod {pod.key} on {self.node.name} (veth of {pod.ip}): {what}, {total} B",
+                    packet,
                 )
             )
         if self.pods.get(src) is not pod:  # the port registered for that address, not a parse per packet
@@ -398,7 +401,7 @@ class Pipeline:
         unreachable = icmp.port_unreachable(packet)
         answer = ipv4.encode(icmp.error_packet(unreachable, self.node.gateway, packet))
         if trace is not None:
-            trace.append(Stage("reject", "ICMP port unreachable back to the source"))
+            trace.append(Stage("reject", "ICMP port unreachable back to the source", answer))
         return [Deliver(_ADDRS.unpack_from(packet, 12)[0], answer)]
 
     def _route(
@@ -526,7 +529,8 @@ class Pipeline:
                 if trace is not None:
                     trace.append(
                         Stage(
-                            "mtu", f"{len(packet)} B > MTU {self.node.mtu} with DF: ICMP fragmentation needed"
+                            "mtu", f"{len(packet)} B > MTU {self.node.mtu} with DF: ICMP fragmentation needed",
+                            error,
                         )
                     )
                 self.counters["drop.too-big"] += 1
@@ -534,34 +538,34 @@ class Pipeline:
             return self._drop("too-big", trace)
         datagram = prefix + packet
         self.counters["tunnel.tx"] += 1
-        if trace is not None and self._fou:
-            trace.append(self._fou_encap_stage(node_address, packet))
-        elif trace is not None:
-            peer = self.peers[node_address]
-            trace.append(
-                Stage(
-                    "vxlan-encap",
-                    f"VNI {VNI}: outer {self.node.address}:{self.node.vxlan_port} → {node_address}:{self.node.vxlan_port} "
-                    f"({peer.name}), inner {self._mac} → {peer.mac}, {len(packet)} B packet, "
-                    f"{len(datagram)} B UDP payload, {len(datagram) + 28} B on the underlay",
-                )
-            )
+        if trace is not None:
+            trace.append(self._encap_stage(node_address, packet, datagram))
         return [Tunnel(node_address, datagram)]
 
-    def _fou_encap_stage(self, node_address: str, packet: bytes) -> Stage:
-        port, peer = self.node.fou_port, self.peers[node_address]
+    def _encap_stage(self, node_address: str, packet: bytes, datagram: bytes) -> Stage:
+        port, peer = self._tunnel_port, self.peers[node_address]
+        underlay = pcap.underlay_packet(datagram, (self.node.address, port), (node_address, port))
+        if self._fou:
+            return Stage(
+                "fou-encap",
+                f"foo-over-UDP: outer {self.node.address}:{port} → {node_address}:{port} ({peer.name}), "
+                f"the {len(packet)} B packet bare as the UDP payload, {len(underlay)} B on the underlay: "
+                f"{OUTER_IP_UDP} B overhead (IPv4 20 + UDP 8; VXLAN's would be 50)",
+                underlay,
+            )
         return Stage(
-            "fou-encap",
-            f"foo-over-UDP: outer {self.node.address}:{port} → {node_address}:{port} ({peer.name}), "
-            f"the {len(packet)} B packet bare as the UDP payload, {len(packet) + OUTER_IP_UDP} B on the underlay: "
-            f"{OUTER_IP_UDP} B overhead (IPv4 20 + UDP 8; VXLAN's would be 50)",
+            "vxlan-encap",
+            f"VNI {VNI}: outer {self.node.address}:{port} → {node_address}:{port} "
+            f"({peer.name}), inner {self._mac} → {peer.mac}, {len(packet)} B packet, "
+            f"{len(datagram)} B UDP payload, {len(underlay)} B on the underlay",
+            underlay,
         )
 
     def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None) -> list[Output]:
         self.counters["delivered"] += 1
         if trace is not None:
             pod = self.pods[dst]
-            trace.append(Stage("deliver", f"to pod {pod.key} ({pod.ip}), {len(packet)} B"))
+            trace.append(Stage("deliver", f"to pod {pod.key} ({pod.ip}), {len(packet)} B", packet))
         return [Deliver(dst, packet)]
 
     def _ingress_policy(self, key: FlowKey, trace: list[Stage] | None) -> Verdict:
@@ -639,7 +643,7 @@ class Pipeline:
             if peer is None:
                 return self._drop("fou-unknown-sender", trace)
             self.counters["tunnel.rx"] += 1
-            return self._decapsulated(peer, datagram, now, trace)
+            return self._decapsulated(peer, datagram, now, trace, datagram)
         if peer is None:
             return self._drop("vxlan-unknown-sender", trace)
         if len(datagram) < VXLAN_HEADER + ETH_HEADER:
@@ -654,11 +658,14 @@ class Pipeline:
             return self._answer_peer_arp(peer, datagram[22:], trace)
         if ethertype != _ETHERTYPE_IPV4:
             return self._drop("vxlan-inner-not-ipv4", trace)
-        return self._decapsulated(peer, datagram[22:], now, trace)
+        return self._decapsulated(peer, datagram[22:], now, trace, datagram)
 
-    def _decapsulated(self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None) -> list[Output]:
+    def _decapsulated(
+        self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None, datagram: bytes
+    ) -> list[Output]:
         """The inner packet from a known node: a sound IPv4 header, a source inside a prefix routed to
-        that node (strict reverse path) or the node's own address, a destination that is ours."""
+        that node (strict reverse path) or the node's own address, a destination that is ours.
+        `datagram` is the UDP payload it came in, for the trace."""
         scheme = self._scheme
         problem = header_problem(packet)
         if problem:
@@ -674,6 +681,9 @@ class Pipeline:
                 Stage(
                     f"{scheme}-decap",
                     f"from {peer.name} ({sender}), {outer}, inner {int_to_ip(src)} → {int_to_ip(dst)}, {total} B",
+                    pcap.underlay_packet(
+                        datagram, (sender, self._tunnel_port), (self.node.address, self._tunnel_port)
+                    ),
                 )
             )
         source_route = self.routes.lookup(src)

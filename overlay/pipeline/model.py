@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from podnet.overlay.pipeline.conntrack import FlowKey
+from podnet.overlay.wire import dissect, vxlan
 from podnet.overlay.wire.addresses import int_to_ip
 
 VNI = 1
@@ -31,13 +32,33 @@ class Encapsulation(StrEnum):
     FOU = "fou"  # foo-over-UDP: the bare IPv4 packet, to the next hop a BGP route names
 
 
+# The UDP ports whose payload is a tunnel's, for reading a recorded underlay packet (Wireshark's
+# "Decode As"): the defaults of both encapsulations.
+TUNNEL_PORTS = {vxlan.PORT: Encapsulation.VXLAN, FOU_PORT: Encapsulation.FOU}
+
+
 @dataclass(frozen=True, slots=True)
 class Stage:
+    """What one stage did to a traced packet. `packet` is the packet as the stage holds it, where the
+    pipeline holds one whole: an IPv4 packet, the pod's own as it left the pod or as it is delivered, or
+    on the underlay the outer IPv4 packet around the tunnel's UDP datagram."""
+
     stage: str
     detail: str
+    packet: bytes | None = None
 
     def as_dict(self) -> dict:
-        return {"stage": self.stage, "detail": self.detail}
+        if self.packet is None:
+            return {"stage": self.stage, "detail": self.detail}
+        return {"stage": self.stage, "detail": self.detail, "packet": self.packet}
+
+
+def dissect_stage(stage: str, packet: bytes) -> list[dissect.Layer]:
+    """The layers of a stage's `packet`: an encapsulation's (`vxlan-encap`, `fou-decap`, ...) read as
+    that tunnel's underlay packet whatever its ports, any other as the IPv4 packet it is."""
+    scheme, _, end = stage.rpartition("-")
+    outer = scheme if end in ("encap", "decap") and scheme in set(Encapsulation) else None
+    return dissect.dissect(packet, tunnels=TUNNEL_PORTS, outer_tunnel=outer)
 
 
 # What the pipeline asks its adapter to do. The two every forwarded frame produces, `Deliver` and
