@@ -12,6 +12,7 @@ reaches its file; runAsNonRoot with uid 0 waits in CreateContainerConfigError wi
 from __future__ import annotations
 
 import datetime
+import json
 import secrets
 import shutil
 import signal
@@ -58,6 +59,19 @@ def test_the_security_context_decides_user_groups_and_capabilities():
     assert (privileged.capabilities, privileged.seccomp, privileged.no_new_privs) == (sandbox.CAPABILITIES, False, False)
     unconfined = sandbox.security(pod_with(securityContext={"seccompProfile": {"type": "Unconfined"}}), {"name": "c"})
     assert unconfined.seccomp is False
+
+
+def test_the_launch_plan_of_a_privileged_container_keeps_the_host_views():
+    bind = sandbox.Bind("/node/volumes/config", "/etc/config", True, True)
+    plain = sandbox.plan(("sleep", "1"), {"PATH": "/bin"}, sandbox.security(pod_with(), {"name": "c"}),
+                         netns="/run/netns/x", hostname="p", hidden=("/root/.podnet",), binds=(bind,), scratch="/s")
+    assert (plain.read_only_root, plain.masked, plain.binds, plain.hidden) == (True, sandbox.MASKED_PATHS, (bind,), ("/root/.podnet",))
+    assert plain.capabilities == tuple(sorted(sandbox.CAPABILITIES.index(c) for c in sandbox.DEFAULT_CAPABILITIES))
+    assert dict(plain.sysctls)["net.ipv4.ping_group_range"] == "0 2147483647" and plain.seccomp
+    privileged = sandbox.plan(("sleep", "1"), {}, sandbox.security(pod_with(), {"name": "c", "securityContext": {"privileged": True}}),
+                              netns="/run/netns/x", hostname="p")
+    assert (privileged.read_only_root, privileged.masked, privileged.read_only, privileged.seccomp) == (False, (), (), "")
+    assert json.loads(privileged.to_json())["argv"] == ["sleep", "1"]
 
 
 def test_run_as_non_root_with_uid_0_is_refused_in_the_kubelets_words():
