@@ -22,12 +22,16 @@ from typing import TypeVar
 import yarl
 from aiohttp import web
 from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
+from podnet.apiserver.audit.log import AuditLog, load_policy
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
+from podnet.apiserver.claimstore import repair_periodically
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
+from podnet.apiserver.customresources import routes as custom_routes
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE
 from podnet.apiserver.elector import LeaderElector
 from podnet.apiserver.eventttl import expire_events
+from podnet.apiserver.flowcontrol import FlowControl
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
 from podnet.apiserver.rbac.authorizer import Attributes
@@ -37,6 +41,7 @@ from podnet.apiserver.serving import loopback_context, peer_certificate, server_
 from podnet.apiserver.status import ApiError
 from podnet.apiserver.storage import open_store
 from podnet.apiserver.storage.base import Store
+from podnet.apiserver.tokens import service as sa_tokens
 from podnet.apiserver.watch import WatchHub
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -93,10 +98,27 @@ def _read(path: str, flag: str, parse: Callable[[bytes], _Parsed]) -> _Parsed:
         raise ValueError(f"{flag} {path}: {exc}") from None
 
 
+def store_options(config: ApiServerConfig) -> dict[str, object]:
+    """What open_store takes beside the URL: etcd's TLS material, when the config names it."""
+    if not config.etcd_cafile:
+        return {}
+    from podnet.apiserver.storage.etcd import EtcdTls
+
+    def pem(path: str | None, flag: str) -> bytes:
+        return _read(str(path), flag, lambda data: data)
+
+    return {"tls": EtcdTls(pem(config.etcd_cafile, "--etcd-cafile"), pem(config.etcd_certfile, "--etcd-certfile"),
+                           pem(config.etcd_keyfile, "--etcd-keyfile"))}
+
+
 def check_files(config: ApiServerConfig) -> None:
-    """Reads every file the config names (TLS, client CA, tokens) as serve() will, so that a missing or bad one
-    stops the command with one line (ValueError) before anything starts."""
+    """Reads every file the config names (TLS, client CA, tokens, etcd's TLS) as serve() will, so that a missing
+    or bad one stops the command with one line (ValueError) before anything starts."""
     load_authenticator(config)
+    store_options(config)
+    sa_tokens.load_keys(config)
+    if config.audit_policy_file:
+        load_policy(config.audit_policy_file)
     try:
         ssl_context(config)
     except (OSError, ssl.SSLError) as exc:
@@ -125,11 +147,13 @@ def _http_error(error: web.HTTPException, request: web.Request, body_limit: int)
     return ApiError(status.status(error.status, reason, error.text or error.reason))
 
 
-def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authenticator | None = None) -> web.Application:
+def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authenticator | None = None,
+             audit: AuditLog | None = None) -> web.Application:
     metrics = Metrics()
-    hub = WatchHub(store, config.watch_cache_events)
+    hub = WatchHub(store, config.watch_cache_events, config.max_store_watches)
     resources = Resources(config, store, hub, metrics.watchers)
     authenticator = authenticator or load_authenticator(config)
+    service_account_tokens = sa_tokens.ServiceAccountTokens(sa_tokens.load_keys(config), store, config.storage_timeout)
 
     @web.middleware
     async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -165,7 +189,11 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
             return await handler(request)
         user = authenticator.authenticate(request.headers.get("Authorization"), peer_certificate(request))
         if user is None:
+            user = await service_account_tokens.authenticate(request.headers.get("Authorization"))
+        if user is None:
             raise status.unauthorized()
+        if audit is not None:
+            audit.authenticated(request, user)
         request[USER_KEY] = acting = impersonate(user, request.headers, request.headers.getall(GROUP_HEADER, []),
                                                  resources.rbac.policy)
         if not _resource_path(request.path):
@@ -175,11 +203,17 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
                 raise status.forbidden(acting.name, verb, None, None, request.path)
         return await handler(request)
 
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=config.max_body_bytes,
-                          handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
+    flow_control = FlowControl(config.max_requests_inflight, config.max_watches_per_user, config.flow_queue_wait,
+                               metrics.registry)
+    app = web.Application(middlewares=[errors, authenticate, flow_control.middleware],
+                          client_max_size=config.max_body_bytes, handler_args={"max_line_size": _MAX_REQUEST_LINE_BYTES})
+    flow_control.install(app)
+    if audit is not None:
+        app.middlewares.insert(0, audit.install(app))  # outermost: it sees every answer, errors included
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app, resources)
+    service_account_tokens.add_routes(app, resources)
     portforward.add_routes(app, streams.add_routes(app, resources, config))
 
     async def probe(request: web.Request) -> web.Response:
@@ -214,19 +248,25 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     for path, handler in (("/healthz", probe), ("/readyz", probe), ("/livez", livez), ("/metrics", metrics_handler)):
         app.router.add_get(path, handler)
     _add_get_with_slash(app, "/version", version)
-    add_discovery_routes(app, request_host=config.host)
-    openapi.add_routes(app)
+    add_discovery_routes(app, request_host=config.host, custom_groups=resources.crds.groups)
+    openapi.add_routes(app, resources.crds.openapi_documents)
+    custom_routes.add_routes(app, resources)  # after every built-in path: they match any group
     fieldvalidation.install(app)
 
     async def background(app: web.Application):
         tasks = [asyncio.create_task(resources.namespaces.run(), name="namespace cache"),
-                 asyncio.create_task(resources.rbac.run(), name="rbac cache")]
+                 asyncio.create_task(resources.rbac.run(), name="rbac cache"),
+                 asyncio.create_task(resources.crds.run(), name="custom resource definitions")]
         if config.compaction_interval > 0:
             tasks.append(asyncio.create_task(compact_periodically(store, hub, config.compaction_interval)))
+        if config.allocation_repair_interval > 0:
+            tasks.append(asyncio.create_task(
+                repair_periodically(resources.repair_claims, config.allocation_repair_interval), name="allocation repair"))
         if config.event_ttl > 0:
             tasks.append(asyncio.create_task(expire_events(store, config.event_ttl), name="event expiry"))
         yield
         await cancel_and_wait(*tasks)
+        await resources.crds.close()
         await hub.close()
 
     app.cleanup_ctx.append(background)
@@ -288,6 +328,7 @@ def _api_resources(group: str, version: str) -> list[dict]:
         resources.extend(scale_discovery(kind))
         resources.extend(streams.subresources(kind))
         resources.extend(portforward.subresources(kind))
+        resources.extend(sa_tokens.subresources(kind))
     return resources
 
 
@@ -310,7 +351,8 @@ def _add_get_with_slash(app: web.Application, path: str, handler: Callable[[web.
     app.router.add_get(path + "/", handler)
 
 
-def add_discovery_routes(app: web.Application, request_host: str) -> None:
+def add_discovery_routes(app: web.Application, request_host: str,
+                         custom_groups: Callable[[], dict[str, list[str]]] = dict) -> None:
     core_versions = sorted({k.version for k in KINDS if not k.group})
 
     def reply(body: dict) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -330,10 +372,13 @@ def add_discovery_routes(app: web.Application, request_host: str) -> None:
             f"/api/{version}", reply({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": version, "resources": _api_resources("", version)})
         )
     groups = _groups()
-    _add_get_with_slash(
-        app,
-        "/apis", reply({"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(name, versions) for name, versions in groups.items()]})
-    )
+    built_in = [_group(name, versions) for name, versions in groups.items()]
+
+    async def group_list(request: web.Request) -> web.Response:
+        custom = [_group(name, versions) for name, versions in custom_groups().items() if name not in groups]
+        return respond(request, {"kind": "APIGroupList", "apiVersion": "v1", "groups": built_in + custom})
+
+    _add_get_with_slash(app, "/apis", group_list)
     for name, versions in groups.items():
         _add_get_with_slash(app, f"/apis/{name}", reply({"kind": "APIGroup", "apiVersion": "v1"} | _group(name, versions)))
         for version in versions:
@@ -378,7 +423,7 @@ async def _run_controllers(config: ApiServerConfig, url: str, token: str | None)
 async def serve(config: ApiServerConfig, *, shutdown_trigger: Callable[[], Awaitable[object]] | None = None) -> None:
     config.validate()
     async with contextlib.AsyncExitStack() as stack:
-        store = open_store(config.store)
+        store = open_store(config.store, **store_options(config))
         await store.open()
         stack.push_async_callback(store.close)
         authenticator = load_authenticator(config)
@@ -390,7 +435,10 @@ async def serve(config: ApiServerConfig, *, shutdown_trigger: Callable[[], Await
             # The in-process controllers authenticate with a token that exists only in this process.
             loopback_token = secrets.token_urlsafe(32)
             authenticator.add(loopback_token, User("system:apiserver", "", (MASTERS_GROUP,)))
-        app = make_app(config, store, authenticator=authenticator)
+        audit = None
+        if config.audit_policy_file and config.audit_log_path:
+            audit = stack.enter_context(AuditLog.open(config.audit_policy_file, config.audit_log_path))
+        app = make_app(config, store, authenticator=authenticator, audit=audit)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podnet.apiserver.election import Timings
+from podnet.apiserver.serviceaddresses import parse_cidrs
 
 # kube-apiserver's limit on a request body (--max-request-bytes defaults to 3 MiB for etcd's sake).
 MAX_BODY_BYTES = 3 * 1024 * 1024
+# The issuer kubeadm gives service-account tokens: the in-cluster name of the API server.
+DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 def default_store_url() -> str:
@@ -33,6 +36,19 @@ class ApiServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     client_ca_file: str | None = None  # CA bundle that signs client certificates (CN = user, O = groups)
+    # How the API server proves itself to etcd and knows etcd, as kube-apiserver's --etcd-certfile,
+    # --etcd-keyfile, --etcd-cafile: with them an etcd store is reached over TLS.
+    etcd_certfile: str | None = None
+    etcd_keyfile: str | None = None
+    etcd_cafile: str | None = None
+    # Service-account tokens, as kube-apiserver's flags of the same names (apiserver/tokens/).
+    service_account_signing_key_file: str | None = None
+    service_account_key_files: tuple[str, ...] = ()
+    service_account_issuer: str = DEFAULT_ISSUER
+    api_audiences: tuple[str, ...] = ()  # empty: the issuer
+    # The audit log (apiserver/audit/): nothing is recorded without both.
+    audit_policy_file: str | None = None
+    audit_log_path: str | None = None
     controllers: bool = True
     # kube-controller-manager's --leader-elect and its timings: with several API servers on one store, the
     # controllers of only one of them act.
@@ -44,6 +60,10 @@ class ApiServerConfig:
     service_cidr: str = "10.96.0.0/12"
     cluster_cidr: str = "10.244.0.0/16"
     node_port_range: tuple[int, int] = (30000, 32767)
+    # Seconds between passes of the ClusterIP/NodePort claim repair (kube-apiserver's runs every 3 minutes).
+    allocation_repair_interval: float = 60.0
+    # Where new Service externalIPs may be; none: every new one is refused (DenyServiceExternalIPs).
+    allowed_external_ip_cidrs: tuple[str, ...] = ()
     # kube-apiserver compacts etcd every 5 minutes, to the revision it saw at the previous tick.
     compaction_interval: float = 300.0
     bookmark_interval: float = 60.0
@@ -51,11 +71,24 @@ class ApiServerConfig:
     watch_cache_events: int = 10000
     storage_timeout: float = 5.0
     max_body_bytes: int = MAX_BODY_BYTES
+    # API priority and fairness (apiserver/fairness.py): seats shared by the priority levels (kube-apiserver's
+    # --max-requests-inflight plus --max-mutating-requests-inflight), open watches a non-exempt user may
+    # hold, how long a queued request waits for a seat before its 429, and how many watchers from before
+    # the watch cache's window may hold storage watches of their own before the next gets 410 Gone.
+    max_requests_inflight: int = 600
+    max_watches_per_user: int = 100
+    flow_queue_wait: float = 10.0
+    max_store_watches: int = 64
     log_level: str = "INFO"
 
     @property
     def store(self) -> str:
         return self.store_url or default_store_url()
+
+    @property
+    def api_addresses(self) -> tuple[str, ...]:
+        """The addresses the API server is reached at (none when it listens on every address)."""
+        return () if self.host in ("", "0.0.0.0", "::") else (self.host,)
 
     @property
     def scheme(self) -> str:
@@ -65,16 +98,24 @@ class ApiServerConfig:
         """Raises ValueError with a one-line reason for a configuration that cannot run."""
         ipaddress.ip_network(self.service_cidr)
         ipaddress.ip_network(self.cluster_cidr)
+        parse_cidrs(self.allowed_external_ip_cidrs)
         low, high = self.node_port_range
         if not 0 < low <= high < 65536:
             raise ValueError(f"node port range {low}-{high} is not a range of ports")
         kubelet = (self.kubelet_client_certificate, self.kubelet_client_key, self.kubelet_certificate_authority)
         if any(kubelet) and not all(kubelet):
             raise ValueError("--kubelet-client-certificate, --kubelet-client-key and --kubelet-certificate-authority go together")
+        etcd_tls = (self.etcd_certfile, self.etcd_keyfile, self.etcd_cafile)
+        if any(etcd_tls) and not all(etcd_tls):
+            raise ValueError("--etcd-certfile, --etcd-keyfile and --etcd-cafile go together")
+        if any(etcd_tls) and not self.store.startswith("etcd://"):
+            raise ValueError("--etcd-certfile, --etcd-keyfile and --etcd-cafile need an etcd:// --store")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.client_ca_file and not self.tls_cert:
             raise ValueError("--client-ca-file needs --tls-cert and --tls-key (client certificates need TLS)")
+        if self.max_requests_inflight < 1 or self.max_watches_per_user < 1:
+            raise ValueError("--max-requests-inflight and --max-watches-per-user must be at least 1")
         if self.leader_elect:
             self.leader_election.validate()
         if not 0 <= self.port < 65536:

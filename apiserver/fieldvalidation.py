@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from podnet.apiserver import status
+from podnet.apiserver.customresources.rules import custom_of, prune_object
 from podnet.apiserver.status import Cause
 
 from podnet.api.kinds import Kind
@@ -29,6 +30,7 @@ WARNINGS_KEY = web.RequestKey("warnings", list)
 _STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
 _JSON_BODIES = ("", "application/json", "*/*", "application/merge-patch+json", _STRATEGIC_PATCH, _JSON_PATCH)
+_OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
 
 def _directive(request: web.Request, options_kind: str) -> str:
@@ -75,12 +77,30 @@ async def decode_object(request: web.Request, kind: Kind, obj: dict) -> dict:
         return status.bad_request(f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: {message}')
 
     raw = await _raw_json(request)
+    if custom_of(kind) is not None:
+        pruned, problems = _custom(kind, obj)
+        if problems.type_error:
+            raise fail(problems.type_error)
+        _report(request, directive, (structure.duplicates(raw) if raw is not None else []) + problems.problems, fail)
+        return pruned
     decoded = structure.decode(structure.members(obj), kind.definition)
     written = decoded if raw is None else structure.decode(raw, kind.definition)
     if written.type_error:
         raise fail(written.type_error)
     _report(request, directive, written.problems, fail)
     return decoded.value  # type: ignore[return-value]
+
+
+def _custom(kind: Kind, obj: dict) -> tuple[dict, structure.Decoded]:
+    """A custom object pruned by its schema, its metadata decoded as ObjectMeta: the object and what was
+    dropped (`unknown field "spec.foo"`), as kube-apiserver reports pruned fields."""
+    metadata = structure.decode(structure.members(obj.get("metadata") or {}), _OBJECT_META)
+    pruned, dropped = prune_object(kind, obj)
+    if isinstance(metadata.value, dict):
+        pruned["metadata"] = metadata.value
+    problems = [p.replace('field "', 'field "metadata.', 1) for p in metadata.problems]
+    problems += [f'unknown field "{path}"' for path in dropped]
+    return pruned, structure.Decoded(None, problems, metadata.type_error)
 
 
 async def decode_patched(request: web.Request, kind: Kind, patch: object, media_type: str, patched: dict) -> dict:
@@ -97,14 +117,18 @@ async def decode_patched(request: web.Request, kind: Kind, patch: object, media_
         return status.ApiError(status.status(422, "Invalid", f' "" is invalid: patch: {cause.message}',
                                              {"causes": [cause.to_dict()]}))
 
-    decoded = structure.decode(structure.members(patched), kind.definition)
+    if custom_of(kind) is not None:
+        value, decoded = _custom(kind, patched)
+    else:
+        decoded = structure.decode(structure.members(patched), kind.definition)
+        value = decoded.value  # type: ignore[assignment]
     if decoded.type_error:
         raise fail(decoded.type_error)
     # A JSON patch is a list of operations, not a document: only merge patches can repeat a field.
     merging = raw is not None and media_type != _JSON_PATCH and directive != "Ignore"
     duplicated = structure.duplicates(raw) if merging else []
     _report(request, directive, duplicated + decoded.problems, fail)
-    return decoded.value  # type: ignore[return-value]
+    return value
 
 
 @web.middleware

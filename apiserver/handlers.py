@@ -24,8 +24,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
-from podnet.apiserver import deletion, fieldvalidation, protobuf, status, tables, yamlbody
+from podnet.apiserver import (
+    claims,
+    deletion,
+    fieldvalidation,
+    noderestriction,
+    protobuf,
+    status,
+    tables,
+    yamlbody,
+)
+from podnet.apiserver.audit import log as audit_log
 from podnet.apiserver.auth import User
+from podnet.apiserver.claimstore import ClaimStore, ClaimTaken
 from podnet.apiserver.codec import (
     JSON,
     MSGPACK,
@@ -36,8 +47,15 @@ from podnet.apiserver.codec import (
     to_storage,
 )
 from podnet.apiserver.config import ApiServerConfig
-from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
-from podnet.apiserver.defaults import apply_defaults
+from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations, service_key
+from podnet.apiserver.customresources.registry import Registry
+from podnet.apiserver.customresources.rules import (
+    before_delete,
+    default_object,
+    strategic_merge_refused,
+    validate_object,
+    validate_object_update,
+)
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from podnet.apiserver.omitempty import omit_empty_metadata
@@ -50,11 +68,13 @@ from podnet.apiserver.patch import (
     strategic_merge_patch,
 )
 from podnet.apiserver.podsecurityadmission import PodSecurityAdmission
+from podnet.apiserver.quotaadmission import QuotaAdmission
 from podnet.apiserver.rbac import escalation
 from podnet.apiserver.rbac.authorizer import Attributes, Decision
 from podnet.apiserver.rbac.authorizer import authorize as rbac_authorize
 from podnet.apiserver.rbac.cache import RbacCache
 from podnet.apiserver.selection import Filter, make_filter
+from podnet.apiserver.serviceaddresses import external_ips_denied, parse_cidrs
 from podnet.apiserver.status import ApiError, Cause
 from podnet.apiserver.storage.base import (
     AlreadyExists,
@@ -67,7 +87,7 @@ from podnet.apiserver.storage.base import (
     Store,
     Unavailable,
 )
-from podnet.apiserver.validation import Limits, validate, validate_update
+from podnet.apiserver.validation import Limits
 from podnet.apiserver.watch import (
     ADDED,
     BOOKMARK,
@@ -86,7 +106,8 @@ from podnet.api.kinds import KINDS, Kind, lookup
 log = logging.getLogger(__name__)
 # The kinds whose registry strategy in kube-apiserver 1.31 starts metadata.generation at 1 and counts spec
 # changes; Pods, Services, Nodes, Namespaces and Leases have none.
-GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy"})
+GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy",
+                              "CustomResourceDefinition"})
 
 T = TypeVar("T")
 
@@ -204,20 +225,24 @@ class Resources:
         self.store = store
         self.hub = hub
         self.watchers_gauge = watchers_gauge
-        self.limits = Limits(config.node_port_range, config.service_cidr)
+        self.limits = Limits(config.node_port_range, config.service_cidr, config.cluster_cidr, config.api_addresses)
+        self._allowed_external_ips = parse_cidrs(config.allowed_external_ip_cidrs)
         self._namespace_kind = lookup("namespaces")
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
+        self.crds = Registry(store, hub)
         self.pod_security = PodSecurityAdmission(self._namespace_labels, self.allowed)
         # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
         # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
         self._service_kind = lookup("services")
         self._service_lock = asyncio.Lock()
         self._allocations: IpAllocations | None = None
+        self.claims = ClaimStore(store, self._storage)  # what several API servers on one store agree on
         # Creates between their namespace check and their write, by namespace: a namespace deletion
         # sweeps only once those have landed, so nothing is created behind the sweep.
         self._creating: collections.Counter[str] = collections.Counter()
         self._creates_settled = asyncio.Condition()
+        self.quotas = QuotaAdmission(store, self._storage, storage_prefix)
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -256,7 +281,9 @@ class Resources:
 
     def allowed(self, user: User, attributes: Attributes) -> Decision:
         """The RBAC decision on the roles and bindings in force (no storage read)."""
-        return rbac_authorize(user, attributes, self.rbac.policy)
+        decision = rbac_authorize(user, attributes, self.rbac.policy)
+        audit_log.note_authorization(user, decision.allowed, decision.reason)
+        return decision
 
     def _authorize(self, request: web.Request, verb: str, kind: Kind, namespace: str | None) -> None:
         request[VERB_KEY] = verb
@@ -271,6 +298,18 @@ class Resources:
             raise status.forbidden(user.name, verb, kind, namespace, request.path, name=name, subresource=subresource)
         _WRITER.set(user)
         _REQUEST.set(request)
+
+    @staticmethod
+    def _restrict_node(operation: str, kind: Kind, subresource: str, namespace: str | None, old: dict | None,
+                       new: dict | None) -> None:
+        """NodeRestriction (noderestriction.py): a node's agent writes only its own objects."""
+        node = noderestriction.node_of(_WRITER.get())
+        if node is None:
+            return
+        name = str((new or old or {}).get("metadata", {}).get("name") or "")
+        reason = noderestriction.refusal(node, operation, kind.kind, subresource, name, namespace, old, new)
+        if reason is not None:
+            raise status.admission_forbidden(kind, name, reason)
 
     async def _storage(self, awaitable: Awaitable[T]) -> T:
         """A storage call with the server's deadline; an unreachable store is a 503, never a 500."""
@@ -351,9 +390,9 @@ class Resources:
 
     def _check(self, kind: Kind, obj: dict) -> bytes:
         """Defaults, validates and encodes an object for storage."""
-        apply_defaults(kind.kind, obj)
+        default_object(kind, obj)
         omit_empty_metadata(obj)
-        causes = validate(kind.kind, obj, self.limits, namespaced=kind.namespaced) + deletion.finalizer_causes(obj)
+        causes = validate_object(kind, obj, self.limits) + deletion.finalizer_causes(obj)
         if causes:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
         writer = _WRITER.get()
@@ -583,17 +622,21 @@ class Resources:
         metadata["creationTimestamp"] = _now()
         for server_set in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             metadata.pop(server_set, None)
-        if kind.kind in GENERATION_KINDS:
+        if kind.kind in GENERATION_KINDS or kind.custom is not None:
             metadata["generation"] = 1
+        self._restrict_node("create", kind, "", namespace, None, obj)
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)
+        if kind.kind == "Service":
+            self._deny_external_ips(obj, None)
         await self.pod_security.admit(request, _WRITER.get(), kind, obj, None)
         if not kind.namespaced:
             return await self._store_new(request, kind, obj, value, dry_run)
         self._creating[str(namespace)] += 1
         try:
             await self._check_namespace_open(kind, metadata["name"], namespace)
-            return await self._store_new(request, kind, obj, value, dry_run)
+            async with self.quotas.admitting(kind, str(namespace), obj):
+                return await self._store_new(request, kind, obj, value, dry_run)
         finally:
             self._creating[str(namespace)] -= 1
             if not self._creating[str(namespace)]:
@@ -611,11 +654,19 @@ class Resources:
                 revision = await self._storage(self.store.create(key, value))
             else:
                 async with self._service_lock:
-                    admission = await self._admit_service(obj, None, dry_run=dry_run)
+                    for attempt in range(_CLAIM_ATTEMPTS):
+                        admission = await self._admit_service(obj, None, dry_run=dry_run)
+                        try:
+                            revision = await self._allocated_write(
+                                admission,
+                                None if dry_run else self._storage(self.store.create(key, to_storage(admission.service))),
+                            )
+                            break
+                        except ClaimTaken:
+                            if attempt == _CLAIM_ATTEMPTS - 1:
+                                raise status.conflict(kind, name, "its ClusterIP or NodePorts were taken by another "
+                                                      "API server meanwhile; please try again") from None
                     obj = admission.service
-                    revision = await self._allocated_write(
-                        admission, None if dry_run else self._storage(self.store.create(key, to_storage(obj)))
-                    )
                     if revision is None:
                         return respond(request, obj, 201)
         except AlreadyExists:
@@ -684,6 +735,10 @@ class Resources:
         body, media_type = await self._read_body(request, patch=True)
         if media_type == JSON:
             raise status.unsupported_media_type(media_type)
+        if media_type == STRATEGIC_PATCH and strategic_merge_refused(kind):
+            raise status.ApiError(status.status(415, "UnsupportedMediaType", (
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")))
         applying = media_type == APPLY_PATCH
         manager = _manager(request, applying=applying)
         for _ in range(_UPDATE_ATTEMPTS):
@@ -790,7 +845,8 @@ class Resources:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
-        apply_defaults(kind.kind, new)  # before the generation is judged: a default left out is no change
+        default_object(kind, new)  # before the generation is judged: a default left out is no change
+        self._restrict_node("update", kind, subresource or "", namespace, old, new)
         self._keep_server_fields(kind, old, new)
         if deletion.removed_by_update(old, new):
             return await self._remove_finalized(kind, name, current, dry_run=dry_run)
@@ -800,7 +856,10 @@ class Resources:
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
         async with self._service_lock:
             admission = await self._admit_service(new, old, dry_run=dry_run)
-            return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
+            try:
+                return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
+            except ClaimTaken:
+                raise _Raced() from None
 
     async def _finish_update(
         self, kind: Kind, name: str, current: KeyValue, old: dict, new: dict, admission: Admission | None, *, dry_run: bool
@@ -808,6 +867,8 @@ class Resources:
         try:
             value = self._check(kind, new)
             self._check_immutable(kind, old, new)
+            if admission is not None:  # a Service's own write, not its status
+                self._deny_external_ips(new, old)
             await self.pod_security.admit(_REQUEST.get(), _WRITER.get(), kind, new, old)
         except BaseException:
             if admission is not None:
@@ -829,27 +890,50 @@ class Resources:
     # --- Service allocations ------------------------------------------------------------------------
 
     async def _service_allocations(self) -> IpAllocations:
+        """This server's view of what is allocated: the stored Services and every server's claims."""
         if self._allocations is None:
             kvs, _ = await self._storage(self.store.list(storage_prefix(self._service_kind)))
-            self._allocations = IpAllocations.from_services(
+            allocations = IpAllocations.from_services(
                 (json.loads(kv.value) for kv in kvs),
                 service_cidr=self.config.service_cidr,
                 node_port_range=self.config.node_port_range,
             )
+            claims.add_claims(allocations, await self.claims.list())
+            allocations.start_scans_at(random.randrange(1 << 32), random.randrange(1 << 16))
+            self._allocations = allocations
         return self._allocations
+
+    async def repair_claims(self) -> None:
+        kvs, _ = await self._storage(self.store.list(storage_prefix(self._service_kind)))
+        await self.claims.repair([json.loads(kv.value) for kv in kvs], service_cidr=self.config.service_cidr,
+                                 node_port_range=self.config.node_port_range)
 
     async def _admit_service(self, service: dict, old: dict | None, *, dry_run: bool) -> Admission:
         """Fills in and reserves the Service's ClusterIP and NodePorts; a request that cannot be met
         (an address or port taken, out of range) is 422 before anything is stored. A dry run works on
         a copy of the allocations, so that it reserves nothing and moves no allocator forward."""
+        fresh = self._allocations is None
         allocations = await self._service_allocations()
         if dry_run:
             allocations = copy.deepcopy(allocations)
         try:
-            return allocations.admit(service, old)
+            try:
+                return allocations.admit(service, old)
+            except AllocationError:
+                if fresh:
+                    raise
+                # Another API server may have freed what this view still counts as taken.
+                self._allocations = None
+                return await self._admit_service(service, old, dry_run=dry_run)
         except AllocationError as e:
             cause = Cause(e.field, "FieldValueInvalid", e.message)
             raise status.invalid(self._service_kind, str(service["metadata"].get("name") or ""), [cause]) from None
+
+    def _deny_external_ips(self, service: dict, old: dict | None) -> None:
+        """DenyServiceExternalIPs, widened by --allowed-external-ip-cidrs (serviceaddresses.py); it runs after
+        validation, as a validating admission plugin does."""
+        if denied := external_ips_denied(service, old, self._allowed_external_ips):
+            raise status.admission_forbidden(self._service_kind, str(service["metadata"].get("name") or ""), denied)
 
     async def _allocated_write(self, admission: Admission, write: Awaitable[T] | None) -> T | None:
         """Runs the storage write of an admitted Service (None: nothing to write) and settles its
@@ -860,24 +944,40 @@ class Resources:
         if write is None:
             allocations.abort(admission)
             return None
+        needed = claims.admitted_keys(admission)
+        try:
+            await self.claims.take(needed, admission.key)
+        except BaseException as e:
+            write.close()  # type: ignore[attr-defined]
+            allocations.abort(admission)
+            if isinstance(e, ClaimTaken):
+                self._allocations = None  # stale: another server allocated meanwhile
+            raise
         try:
             result = await write
         except (ApiError, asyncio.CancelledError) as e:
             if isinstance(e, asyncio.CancelledError) or e.code == 503:
-                self._allocations = None  # the write may or may not have been applied
+                self._allocations = None  # the write may or may not have been applied; the repair settles claims
             else:
                 allocations.abort(admission)
+                await self.claims.give_back(needed, admission.key)
             raise
         except BaseException:
             allocations.abort(admission)
+            await self.claims.give_back(needed, admission.key)
             raise
         allocations.commit(admission)
+        await self.claims.give_back(claims.given_up_keys(admission), admission.key)
         return result
 
     async def _release_service(self, service: dict) -> None:
         async with self._service_lock:
             if self._allocations is not None:
                 self._allocations.release(service)
+            await self.claims.give_back(
+                claims.held_keys(service, service_cidr=self.config.service_cidr,
+                                 node_port_range=self.config.node_port_range),
+                service_key(service))
 
     @staticmethod
     def _keep_server_fields(kind: Kind, old: dict, new: dict) -> None:
@@ -894,7 +994,7 @@ class Resources:
 
     @staticmethod
     def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
-        causes = validate_update(kind.kind, old, new) + deletion.added_finalizer_causes(old, new)
+        causes = validate_object_update(kind, old, new) + deletion.added_finalizer_causes(old, new)
         if causes:
             raise status.invalid(kind, new["metadata"]["name"], causes)
 
@@ -920,7 +1020,8 @@ class Resources:
             current = await self._current(kind, namespace, name)
             self._check_preconditions(kind, name, current, options.preconditions)
             obj = from_storage(current.value, current.mod_revision)
-            decided = deletion.plan(kind, obj, options, datetime.datetime.now(datetime.UTC))
+            self._restrict_node("delete", kind, "", namespace, obj, None)
+            decided = deletion.plan(kind, before_delete(kind, obj, _now()), options, datetime.datetime.now(datetime.UTC))
             if decided.action == "pending":
                 return deletion.gone_answer(kind, obj), obj, True
             try:
@@ -1037,7 +1138,7 @@ class Resources:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.storage_timeout), self._creates_settled:
                 await self._creates_settled.wait_for(lambda: not self._creating[name])
-        for kind in KINDS:
+        for kind in (*KINDS, *self.crds.stored_kinds()):
             if not kind.namespaced:
                 continue
             kvs, _ = await self._storage(self.store.list(storage_prefix(kind, name)))
@@ -1049,6 +1150,10 @@ class Resources:
         with contextlib.suppress(NotFound):
             await self._storage(self.store.delete(storage_key(ns_kind, None, name)))
         return terminating
+
+
+# A Service create whose admitted values another API server claimed first is admitted again this many times.
+_CLAIM_ATTEMPTS = 5
 
 
 class _Raced(Exception):

@@ -19,8 +19,7 @@ from podnet.apiserver.apply import (
     track_update,
     write_managed,
 )
-from podnet.apiserver.defaults import apply_defaults
-from podnet.apiserver.fieldschema import field_schema
+from podnet.apiserver.customresources.rules import custom_of, default_object, field_schema_of, prune_object
 from podnet.apiserver.status import ApiError, Cause
 
 from podnet.api.kinds import Kind
@@ -85,9 +84,9 @@ def record_update(kind: Kind, old: dict | None, new: dict, manager: str, now: st
     if entries is None:
         new["metadata"].pop("managedFields", None)
         return
-    apply_defaults(kind.kind, new)  # as the write will be stored: the defaults the server fills in are the writer's too
+    default_object(kind, new)  # as the write will be stored: the defaults the server fills in are the writer's too
     try:
-        entries = track_update(entries, old or {}, new, manager, kind.api_version, now, field_schema(kind.kind), subresource)
+        entries = track_update(entries, old or {}, new, manager, kind.api_version, now, field_schema_of(kind), subresource)
     except FieldError:
         pass  # an object whose fields cannot be told apart: validation answers for it; ownership stays
     _store(new, entries)
@@ -111,7 +110,10 @@ def _typed_patch_error(kind: Kind, namespace: str | None, name: str, problems: l
 def _check_schema(kind: Kind, config: dict, namespace: str | None, name: str) -> None:
     """Apply configurations are strict whatever the fieldValidation directive: a field the kind does not
     have, or a value of the wrong type, fails the apply."""
-    decoded = structure.decode(structure.members(config), kind.definition)
+    if custom_of(kind) is not None:
+        decoded = structure.Decoded(None, [f'unknown field "{path}"' for path in prune_object(kind, config)[1]])
+    else:
+        decoded = structure.decode(structure.members(config), kind.definition)
     problems = [f".{p.removeprefix('unknown field ').strip(chr(34))}: field not declared in schema"
                 for p in decoded.problems if p.startswith("unknown field ")]
     if decoded.type_error:
@@ -153,7 +155,7 @@ def server_side_apply(
         base["metadata"].pop("managedFields", None)
     try:
         result = apply(base, config, _entries(live) if live is not None else [], manager, kind.api_version, now,
-                       field_schema(kind.kind), force=force, subresource=subresource)
+                       field_schema_of(kind), force=force, subresource=subresource)
     except ApplyConflicts as e:
         causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {c.owner.describe()}", "field": path_string(c.path)}
                   for c in e.conflicts]

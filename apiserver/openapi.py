@@ -8,6 +8,8 @@ to the current link, as kube-apiserver does, so a client holding an old index ge
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from podnet.apiserver import status
 
@@ -37,13 +39,21 @@ async def _v2(request: web.Request) -> web.Response:
     return web.Response(body=documents.encode(documents.v2()), content_type=_JSON)
 
 
+def _no_custom_documents() -> dict[str, tuple[bytes, str]]:
+    return {}
+
+
+_CUSTOM_DOCUMENTS = web.AppKey("custom_openapi_documents", Callable[[], dict[str, tuple[bytes, str]]])
+
+
 async def _v3_index(request: web.Request) -> web.Response:
-    return web.Response(body=documents.encode(documents.v3_index()), content_type=_JSON)
+    custom = request.app[_CUSTOM_DOCUMENTS]()
+    return web.Response(body=documents.encode(documents.v3_index(custom)), content_type=_JSON)
 
 
 async def _v3_group_version(request: web.Request) -> web.Response:
     key = request.match_info["group_version"]
-    encoded = documents.v3_encoded().get(key)
+    encoded = documents.v3_encoded().get(key) or request.app[_CUSTOM_DOCUMENTS]().get(key)
     if encoded is None:
         raise status.path_not_found(request.path)
     body, digest = encoded
@@ -56,7 +66,10 @@ async def _v3_group_version(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type=_JSON, headers=headers)
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application,
+               custom_documents: Callable[[], dict[str, tuple[bytes, str]]] = _no_custom_documents) -> None:
+    """`custom_documents`: the encoded documents of the custom resources' group versions, as they are now."""
+    app[_CUSTOM_DOCUMENTS] = custom_documents
     app.router.add_get("/openapi/v2", _v2)
     app.router.add_get("/openapi/v3", _v3_index)
     app.router.add_get("/openapi/v3/", _v3_index)

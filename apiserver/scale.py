@@ -38,17 +38,46 @@ def discovery(kind: Kind) -> list[dict]:
              "group": SCALE.group, "version": SCALE.version, "kind": SCALE.kind, "verbs": ["get", "patch", "update"]}]
 
 
-def scale_of(obj: dict) -> dict:
+def _custom_paths(kind: Kind) -> dict | None:
+    """A custom resource's scale paths (specReplicasPath, statusReplicasPath, labelSelectorPath)."""
+    paths = getattr(kind.custom, "scale", None)
+    return paths if isinstance(paths, dict) else None
+
+
+def _at(obj: dict, path: str) -> object:
+    value: object = obj
+    for part in path.strip(".").split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _set_at(obj: dict, path: str, value: object) -> None:
+    *parents, last = path.strip(".").split(".")
+    for part in parents:
+        obj = obj.setdefault(part, {})
+    obj[last] = value
+
+
+def scale_of(obj: dict, kind: Kind | None = None) -> dict:
+    """The Scale of an object; a custom resource's reads the paths its CRD names (its selector is already a
+    string there)."""
     meta = obj["metadata"]
     spec = obj.get("spec") or {}
-    try:
-        selector = selectors.to_string(selectors.from_label_selector(spec.get("selector")))
-    except selectors.SelectorError:
-        selector = ""
-    scale_status: dict = {"replicas": (obj.get("status") or {}).get("replicas") or 0}
+    paths = _custom_paths(kind) if kind is not None else None
+    if paths is not None:
+        replicas, status_replicas = _at(obj, paths.get("specReplicasPath", "")), _at(obj, paths.get("statusReplicasPath", ""))
+        found = _at(obj, paths["labelSelectorPath"]) if paths.get("labelSelectorPath") else None
+        selector = found if isinstance(found, str) else ""
+    else:
+        replicas, status_replicas = spec.get("replicas"), (obj.get("status") or {}).get("replicas")
+        try:
+            selector = selectors.to_string(selectors.from_label_selector(spec.get("selector")))
+        except selectors.SelectorError:
+            selector = ""
+    scale_status: dict = {"replicas": status_replicas or 0}
     if selector:
         scale_status["selector"] = selector
-    scale_spec = {"replicas": spec["replicas"]} if spec.get("replicas") else {}
+    scale_spec = {"replicas": replicas} if replicas else {}
     return {"kind": SCALE.kind, "apiVersion": SCALE.api_version,
             "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
                          if k in meta},
@@ -88,20 +117,20 @@ class ScaleRoutes:
                 app.router.add_patch(path, bind(self.patch, kind))
 
     async def get(self, request: web.Request, kind: Kind) -> web.Response:
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        namespace, name = request.match_info.get("namespace"), request.match_info["name"]
         self.resources._authorize(request, "get", kind, namespace)
         current = await self.resources._current(kind, namespace, name)
-        return respond(request, scale_of(from_storage(current.value, current.mod_revision)))
+        return respond(request, scale_of(from_storage(current.value, current.mod_revision), kind))
 
     async def update(self, request: web.Request, kind: Kind) -> web.Response:
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        namespace, name = request.match_info.get("namespace"), request.match_info["name"]
         self.resources._authorize(request, "update", kind, namespace)
         body, _ = await self.resources._read_body(request)
         scale = _check_scale(body, name)
         return await self._write(request, kind, namespace, name, lambda current: scale)
 
     async def patch(self, request: web.Request, kind: Kind) -> web.Response:
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        namespace, name = request.match_info.get("namespace"), request.match_info["name"]
         self.resources._authorize(request, "patch", kind, namespace)
         body, media_type = await self.resources._read_body(request, patch=True)
         if media_type == JSON:
@@ -112,23 +141,25 @@ class ScaleRoutes:
 
         return await self._write(request, kind, namespace, name, patched)
 
-    async def _write(self, request: web.Request, kind: Kind, namespace: str, name: str,
+    async def _write(self, request: web.Request, kind: Kind, namespace: str | None, name: str,
                      new_scale: Callable[[dict], dict]) -> web.Response:
         """Sets spec.replicas from the Scale that `new_scale` makes of the current one."""
         dry_run = _dry_run(request)
         for _ in range(_UPDATE_ATTEMPTS):
             current = await self.resources._current(kind, namespace, name)
             obj = from_storage(current.value, current.mod_revision)
-            scale = new_scale(scale_of(obj))
+            scale = new_scale(scale_of(obj, kind))
             expected = (scale.get("metadata") or {}).get("resourceVersion")
             if expected not in (None, "") and expected != str(current.mod_revision):
                 raise status.conflict(kind, name)
-            obj.setdefault("spec", {})["replicas"] = (scale.get("spec") or {}).get("replicas", 0)
+            paths = _custom_paths(kind)
+            _set_at(obj, paths.get("specReplicasPath", ".spec.replicas") if paths else ".spec.replicas",
+                    (scale.get("spec") or {}).get("replicas", 0))
             try:
                 # Recorded as a write through the scale subresource, as kube-apiserver records `kubectl scale`.
                 updated = await self.resources._write_update(kind, namespace, name, current, obj, "scale", dry_run=dry_run,
                                                              manager=_manager(request))
             except _Raced:
                 continue
-            return respond(request, scale_of(updated))
+            return respond(request, scale_of(updated, kind))
         raise status.conflict(kind, name, "the object is being modified too often; please try again")

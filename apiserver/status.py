@@ -86,6 +86,12 @@ def forbidden(user: str, verb: str, kind: Kind | None, namespace: str | None, pa
     return ApiError(status(403, "Forbidden", message, _details(kind, name or None)))
 
 
+def admission_forbidden(kind: Kind, name: str, reason: str) -> ApiError:
+    """An admission plugin's refusal (admission.NewForbidden): `<resource> "<name>" is forbidden: <reason>`."""
+    named = f' "{name}"' if name else ""
+    return ApiError(status(403, "Forbidden", f"{_resource(kind)}{named} is forbidden: {reason}", _details(kind, name or None)))
+
+
 def namespace_terminating(kind: Kind, name: str, namespace: str) -> ApiError:
     message = (
         f'{_resource(kind)} "{name}" is forbidden: unable to create new content in namespace '

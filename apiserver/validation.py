@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from podnet.apiserver import configkinds
+from podnet.apiserver import configkinds, quota, serviceaddresses
 from podnet.apiserver.rbac import validation as rbac_validation
 from podnet.apiserver.status import Cause
 
@@ -37,6 +37,8 @@ class Limits:
 
     node_port_range: tuple[int, int] = (30000, 32767)
     service_cidr: str = "10.96.0.0/12"
+    cluster_cidr: str = "10.244.0.0/16"
+    api_addresses: tuple[str, ...] = ()  # where the API server is reached: no Service may claim them
 
 
 def _show(value: object) -> str:
@@ -429,6 +431,13 @@ def validate_service(errors: Errors, obj: dict, limits: Limits) -> None:
         _check_enum(errors, "spec.ipFamilyPolicy", policy, ("SingleStack", "PreferDualStack", "RequireDualStack"))
     if policy == "SingleStack" and len(families) > 1:
         errors.invalid("spec.ipFamilies", families, "when spec.ipFamilyPolicy is SingleStack, may have only one entry")
+    special = list(serviceaddresses.special_address_errors(obj))
+    protected = serviceaddresses.Protected(limits.cluster_cidr, limits.service_cidr, limits.api_addresses)
+    for field, value, detail in special:
+        errors.invalid(field, value, detail)
+    for field, value, detail in serviceaddresses.shadowing(obj, protected):
+        if field not in {f for f, _, _ in special}:
+            errors.invalid(field, value, detail)
 
 
 # --- NetworkPolicy ------------------------------------------------------------------------------------
@@ -756,6 +765,7 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "ConfigMap": configkinds.validate_config_map,
     "Secret": configkinds.validate_secret,
     "Job": validate_job,
+    "ResourceQuota": quota.validate_resource_quota,
     **rbac_validation.VALIDATORS,
 }
 

@@ -5,7 +5,9 @@ the revision it started at and keeps a bounded window of recent changes, decoded
 resourceVersion falls inside the window is served from it, so a hundred watchers cost one storage
 watch, one decode per change, and one encoding per change and media type. A watcher from before the
 window (typically one resuming after an API server restart) gets its own storage watch, which is
-exact, and raises `Compacted` if that history is gone.
+exact, and raises `Compacted` if that history is gone; at most `max_store_watches` of those are open at
+once, and a watcher past that is told its resourceVersion is too old (410), as kube-apiserver's cache
+tells every watcher from before its window, so that it relists instead of costing a storage watch.
 
 Watchers share the window: each keeps only a sequence number, and one asyncio.Event per append wakes
 them all. A watcher that falls more than the window behind is ended (it resumes from its last
@@ -305,9 +307,10 @@ class _StoreSubscription(Subscription):
 class WatchHub:
     """The watch caches of one server, created on first use, one per storage prefix."""
 
-    def __init__(self, store: Store, capacity: int):
+    def __init__(self, store: Store, capacity: int, max_store_watches: int = 64):
         self.store = store
         self.capacity = capacity
+        self.max_store_watches = max_store_watches
         self._caches: dict[str, WatchCache] = {}
         self._tasks: set[asyncio.Task] = set()
         self._store_subscriptions: set[_StoreSubscription] = set()
@@ -324,6 +327,8 @@ class WatchHub:
         await cache.wait_started()
         if cache.covers(after_revision):
             return cache.subscribe(after_revision)
+        if len(self._store_subscriptions) >= self.max_store_watches:
+            raise Compacted(after_revision, cache.start_revision)
         subscription = _StoreSubscription(self.store, prefix, after_revision, self.capacity, identity)
         self._store_subscriptions.add(subscription)
         subscription.on_close = self._store_subscriptions.discard

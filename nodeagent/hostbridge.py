@@ -6,6 +6,10 @@ node address; a pod's TCP connection is terminated here by a userspace TCP endpo
 the destination and is spliced to a real TCP connection from the node address. A refused connection
 answers the pod with RST, an unreachable UDP port with ICMP port unreachable, as the kernel would.
 
+A `guard` (hostguard.py) names the host ports no pod may reach this way (the underlay's, BGP, etcd, the
+components' status ports): a UDP flow to one is answered with ICMP administratively prohibited, a TCP one
+with RST, as an iptables REJECT would, and counted (`refused.udp`, `refused.tcp`).
+
 With a `target` function the same relay serves the other direction too (nodeagent/relaypods.py): packets
 to a pod's port whose server is a host process are terminated here as that pod, and carried to the host
 address `target` names for it.
@@ -19,6 +23,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 
+from podnet.nodeagent.hostguard import HostGuard
 from podnet.nodeagent.pods.virtual.tcp import (
     ConnectionClosed,
     DataReceived,
@@ -165,8 +170,10 @@ class _TcpRelay:
 
 
 class HostBridge:
-    def __init__(self, node_address: str, deliver: Callable[[bytes], None], target: Target = _same):
+    def __init__(self, node_address: str, deliver: Callable[[bytes], None], target: Target = _same,
+                 guard: HostGuard | None = None):
         self.node_address = node_address
+        self.guard = guard
         self.deliver = deliver  # hands an answer (from the flow's destination) back to the dataplane
         self.target = target
         self.loop = asyncio.get_running_loop()
@@ -192,6 +199,11 @@ class HostBridge:
         key = (header.src, datagram.src_port, header.dst, datagram.dst_port)
         relay = self.udp.get(key)
         if relay is None:
+            if self.guard is not None and self.guard.refuses("udp", header.dst, datagram.dst_port):
+                self.counters["refused.udp"] += 1
+                prohibited = icmp.IcmpUnreachable(icmp.UnreachableCode.ADMINISTRATIVELY_PROHIBITED, icmp.quote(packet))
+                self.deliver(ipv4.encode(icmp.error_packet(prohibited, header.dst, packet)))
+                return
             relay = self.udp[key] = _UdpRelay(self, key, packet)
             self.counters["udp.flows"] += 1
             endpoint = self.loop.create_datagram_endpoint(
@@ -216,13 +228,15 @@ class HostBridge:
         key = (header.src, segment.src_port, header.dst, segment.dst_port)
         relay = self.tcp.get(key)
         if relay is None:
-            if segment.flags & (tcp.TcpFlags.SYN | tcp.TcpFlags.ACK | tcp.TcpFlags.RST) == tcp.TcpFlags.SYN:
+            syn = segment.flags & (tcp.TcpFlags.SYN | tcp.TcpFlags.ACK | tcp.TcpFlags.RST) == tcp.TcpFlags.SYN
+            refused = syn and self.guard is not None and self.guard.refuses("tcp", header.dst, segment.dst_port)
+            if syn and not refused:
                 relay = self.tcp[key] = _TcpRelay(self, key)
                 relay.task = asyncio.ensure_future(relay.run(segment, self.target(header.dst, segment.dst_port)))
                 return
             reset = reset_for(segment)
             if reset is not None:
-                self.counters["tcp.reset-unknown"] += 1
+                self.counters["refused.tcp" if refused else "tcp.reset-unknown"] += 1
                 self.deliver(ipv4.encode(ipv4.IPv4Packet(header.dst, header.src, IPProtocol.TCP,
                                                          tcp.encode(reset, header.dst, header.src))))
             return

@@ -22,6 +22,7 @@ from podnet.nodeagent.policy.flowlog import DEFAULT_CAPACITY, VERDICTS, FlowLog,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from podnet.client import ApiClient, Informer
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class PolicyEnforcer:
     # ---- RPC -----------------------------------------------------------------------------------
 
     def handlers(self) -> dict[str, Any]:
-        return {"flows": self.rpc_flows, "policy.status": self.rpc_policy_status}
+        return {AgentMethod.FLOWS: self.rpc_flows, AgentMethod.POLICY_STATUS: self.rpc_policy_status}
 
     async def rpc_policy_status(self, params: Any) -> dict:
         """What this node enforces: the policies by the resourceVersion compiled and when each took

@@ -37,7 +37,7 @@ from podnet.nodeagent.pods.virtual.tcp import LocalProtocolError
 from podnet.rpc.session import RpcError
 
 if TYPE_CHECKING:
-    from podnet.nodeagent.agent import VirtualPod
+    from podnet.nodeagent.endpoints import VirtualPod
 
 Start = Callable[[PodStack, float], int]
 Operate = Callable[["VirtualPod", Start, float], Awaitable[ops.OperationEvent]]
@@ -51,8 +51,8 @@ class ExchangeFailed(Exception):
 class PodDns:
     """Resolves names for the agent's virtual pods and answers `pod.dig`.
 
-    `operate` runs one operation on a pod's stack to its end (the agent's `_operate`); `emit` sends what
-    the stack wrote and delivers its events (the agent's `_emit`)."""
+    `operate` runs one operation on a pod's stack to its end (the dataplane's `operate`); `emit` sends what
+    the stack wrote and delivers its events (the dataplane's `emit`)."""
 
     def __init__(self, operate: Operate, emit: Emit, *, zone: str = "cluster.local", nameserver: str = "10.96.0.10"):
         self._operate = operate

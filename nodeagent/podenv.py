@@ -5,7 +5,10 @@ makeEnvironmentVariables): `envFrom` sources first, in order, each key of a Conf
 Secret or a key that does not exist, unless marked `optional`, keeps the container from starting, in the
 kubelet's words (`configmap "app" not found`, `couldn't find key mode in ConfigMap default/app`).
 
-`resolve` is pure; `PodEnvironment` keeps the ConfigMaps and Secrets in informer caches (so a pod's env
+The Services' variables (KUBERNETES_SERVICE_HOST, ...) follow, where the container sets no variable of that
+name (nodeagent/serviceenv.py).
+
+`resolve` is pure; `PodEnvironment` keeps the ConfigMaps, Secrets and Services in informer caches (so a pod's env
 costs no API request) and is the agent's hook: `container_env(pod, container)` gives the variables, or
 raises after recording the failure as the kubelet does (a Warning event `Failed`, `Error: ...`); the
 container then waits (`CreateContainerConfigError`) until a ConfigMap or Secret of its namespace is written.
@@ -19,6 +22,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 
 from podnet.nodeagent.pods.netns import ContainerConfigError
+from podnet.nodeagent.serviceenv import with_services
 
 from podnet.api import base64data
 from podnet.client import ApiClient, Informer
@@ -98,6 +102,7 @@ class PodEnvironment:
     def __init__(self, client: ApiClient, events: EventRecorder, on_change: Callable[[str], None]):
         self.configmaps = Informer(client, "configmaps")
         self.secrets = Informer(client, "secrets")
+        self.services = Informer(client, "services")  # the Services pods find in their environment
         self.events = events
         self.on_change = on_change
         for informer in (self.configmaps, self.secrets):
@@ -108,17 +113,18 @@ class PodEnvironment:
             self.on_change((new.get("metadata") or {}).get("namespace") or "")
 
     async def run(self) -> None:
-        await asyncio.gather(self.configmaps.run(), self.secrets.run())
+        await asyncio.gather(self.configmaps.run(), self.secrets.run(), self.services.run())
 
     async def after_synced(self, then: Awaitable[None]) -> None:
         """Runs `then` (the pods' informer) once the caches hold what pods may refer to."""
-        await asyncio.gather(self.configmaps.wait_synced(), self.secrets.wait_synced())
+        await asyncio.gather(self.configmaps.wait_synced(), self.secrets.wait_synced(), self.services.wait_synced())
         await then
 
     def container_env(self, pod: dict, container: dict) -> tuple[tuple[str, str], ...]:
         """The container's variables; raises EnvError after recording it as the kubelet does."""
         try:
-            return tuple(resolve(pod, container, self.configmaps.store, self.secrets.store))
+            own = resolve(pod, container, self.configmaps.store, self.secrets.store)
+            return tuple(with_services(own, pod, self.services.store.values()))
         except EnvError as exc:
             meta = pod.get("metadata") or {}
             log.warning("pod %s/%s: container %s: %s", meta.get("namespace"), meta.get("name"), container.get("name"), exc)

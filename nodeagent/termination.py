@@ -20,6 +20,8 @@ import signal
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from podnet.nodeagent.endpoints import KernelPod
+
 from podnet.client import ApiClient, ApiError
 from podnet.events import NORMAL, WARNING, EventRecorder
 
@@ -92,7 +94,7 @@ class Terminations:
                  tear_down: Callable[[dict], None], release: Callable[[str], None]):
         self.client = client
         self.events = events
-        self._pods = pods  # the agent's "ns/name" → VirtualPod
+        self._pods = pods  # the agent's "ns/name" → pod
         self._tear_down = tear_down  # the agent's CNI DEL of a pod it holds
         self._release = release  # frees the address of a pod it does not hold (deleted while it was down)
         self._running: dict[str, asyncio.Task] = {}
@@ -116,7 +118,7 @@ class Terminations:
             self.events.record(pod, NORMAL, "Killing", f"Stopping container {name}", field_path=container_path(name))
         held = self._pods.get(key)
         if held is not None and held.uid == meta.get("uid"):
-            if held.netns is not None:
+            if isinstance(held, KernelPod):
                 await self._stop_processes(key, held.netns, grace)
             self._tear_down(pod)
         else:

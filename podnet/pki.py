@@ -97,7 +97,7 @@ def make_ca(now: datetime.datetime, common_name: str = "podnet-ca", validity: da
     return _pem(cert, key)
 
 
-def _leaf(ca: KeyPair, subject: x509.Name, usage: x509.ObjectIdentifier, now: datetime.datetime,
+def _leaf(ca: KeyPair, subject: x509.Name, usages: list[x509.ObjectIdentifier], now: datetime.datetime,
           validity: datetime.timedelta) -> tuple[x509.CertificateBuilder, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = ca.certificate
@@ -106,7 +106,7 @@ def _leaf(ca: KeyPair, subject: x509.Name, usage: x509.ObjectIdentifier, now: da
                .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
                                             data_encipherment=False, key_agreement=False, key_cert_sign=False,
                                             crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+               .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False))
     return builder, key
 
@@ -123,12 +123,15 @@ def subject_alternative_names(names: Iterable[str]) -> list[x509.GeneralName]:
 
 
 def make_serving(ca: KeyPair, names: Iterable[str], now: datetime.datetime, common_name: str = "kube-apiserver",
-                 validity: datetime.timedelta = LEAF_VALIDITY) -> KeyPair:
-    """A server certificate for every address and DNS name in `names`."""
+                 validity: datetime.timedelta = LEAF_VALIDITY, *, client_too: bool = False) -> KeyPair:
+    """A server certificate for every address and DNS name in `names`. With `client_too` it may also be
+    presented as a client's, as etcd presents its own (kubeadm's etcd/server.crt and etcd/peer.crt): to its
+    peers, and to itself when its HTTP gateway calls its gRPC API."""
     sans = subject_alternative_names(names)
     if not sans:
         raise ValueError("a serving certificate needs at least one name")
-    builder, key = _leaf(ca, _name(common_name), ExtendedKeyUsageOID.SERVER_AUTH, now, validity)
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, *([ExtendedKeyUsageOID.CLIENT_AUTH] if client_too else [])]
+    builder, key = _leaf(ca, _name(common_name), usages, now, validity)
     cert = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False).sign(ca.private_key, hashes.SHA256())
     return _pem(cert, key)
 
@@ -138,8 +141,14 @@ def make_client(ca: KeyPair, user: str, groups: Iterable[str], now: datetime.dat
     """A client certificate for `user` in `groups` (CN = user, one O per group)."""
     if not user:
         raise ValueError("a client certificate needs a user name")
-    builder, key = _leaf(ca, _name(user, groups), ExtendedKeyUsageOID.CLIENT_AUTH, now, validity)
+    builder, key = _leaf(ca, _name(user, groups), [ExtendedKeyUsageOID.CLIENT_AUTH], now, validity)
     return _pem(builder.sign(ca.private_key, hashes.SHA256()), key)
+
+
+def make_signing_key() -> bytes:
+    """A private key (PEM) that signs service-account tokens, as kubeadm's sa.key (ES256 here)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
 def load_certificates(pem: bytes) -> list[x509.Certificate]:

@@ -37,6 +37,9 @@ def can(user: User, **attributes: str) -> bool:
         (EDITOR, {"verb": "delete", "resource": "pods", "namespace": "team-a"}, True),
         (EDITOR, {"verb": "delete", "resource": "pods", "namespace": "team-b"}, False),
         (EDITOR, {"verb": "create", "resource": "namespaces", "namespace": "team-a"}, False),  # cluster-scoped
+        (EDITOR, {"verb": "update", "resource": "services", "subresource": "status", "namespace": "team-a"}, False),
+        (EDITOR, {"verb": "create", "group": "discovery.k8s.io", "resource": "endpointslices", "namespace": "team-a"},
+         False),
         (NOBODY, {"verb": "get", "resource": "pods", "namespace": "default"}, False),
         (NOBODY, {"verb": "create", "group": "authorization.k8s.io", "resource": "selfsubjectaccessreviews"}, True),
     ],
@@ -74,7 +77,11 @@ def test_rules_reviews_list_what_each_role_may_do():
     viewing = rules(VIEWER, "default")["resourceRules"][0]
     assert (viewing["verbs"], viewing["apiGroups"]) == (["get", "list", "watch"], ["*"])
     assert {"pods", "configmaps", "deployments"} <= set(viewing["resources"]) and "secrets" not in viewing["resources"]
-    assert {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]} in rules(EDITOR, "team-a")["resourceRules"]
+    editing = rules(EDITOR, "team-a")["resourceRules"]  # ClusterRole edit's, as a RoleBinding in team-a gives
+    assert {"verbs": ["create", "delete", "deletecollection", "patch", "update"], "apiGroups": ["apps"],
+            "resources": ["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "replicasets",
+                          "replicasets/scale", "statefulsets", "statefulsets/scale"]} in editing
+    assert not any("services/status" in r["resources"] and "update" in r["verbs"] for r in editing)
     assert [r["verbs"] for r in rules(EDITOR, "team-b")["resourceRules"]] == [["create"], ["create"]]  # only the self reviews
     assert rules(NOBODY, "default")["incomplete"] is False
 

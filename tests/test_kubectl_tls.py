@@ -119,7 +119,7 @@ def test_a_viewer_certificate_may_read_but_not_write(home, tmp_path):
 def test_no_process_of_the_cluster_has_a_secret_on_its_command_line(home):
     state = ClusterState.load(home)
     tokens = [row.split(",")[0] for row in credentials.token_file(home).read_text().splitlines()]
-    assert len(tokens) == 1 + len([p for p in state.processes if "--kubeconfig" in p.argv])
+    assert len(tokens) == 2 + len([p for p in state.processes if "--kubeconfig" in p.argv])  # admin, viewer
     running = [p for p in state.processes if p.alive]
     assert len(running) == len(state.processes)
     for proc in running:

@@ -161,6 +161,9 @@ def test_issue_writes_every_secret_for_its_owner_alone_and_a_kubeconfig_kubectl_
     agent = kubeconfig.load(pki_dir / "node-1_agent.kubeconfig")
     rows = (pki_dir / "tokens.csv").read_text().splitlines()
     assert rows[0] == f'{admin_token},admin,admin,"system:masters"'
+    assert credentials.user_token(tmp_path, "admin") == admin_token
+    viewer = credentials.user_token(tmp_path, "viewer")
+    assert viewer and f'{viewer},viewer,viewer,"view"' in rows
     assert f'{agent.token},system:node:node-1,system:node:node-1,"system:nodes"' in rows
     # Issuing again (a new `podnet up` in the same home) keeps the CA and replaces everything else.
     ca_pem, serving_pem = (pki_dir / "ca.crt").read_bytes(), (pki_dir / "apiserver.crt").read_bytes()

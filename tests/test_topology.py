@@ -49,7 +49,9 @@ def test_network_layout_gives_each_control_plane_component_its_own_host():
     assert [n.address for n in topo.nodes] == ["198.51.100.11", "198.51.100.12", "198.51.100.13"]
     assert topo.api_url == "https://198.51.100.3:6443"
     assert topo.store_url == "etcd://198.51.100.2:2379"
-    assert "http://198.51.100.2:2379" in specs["etcd"].argv
+    assert "https://198.51.100.2:2379" in specs["etcd"].argv and "--client-cert-auth=true" in specs["etcd"].argv
+    assert specs["etcd"].health.http == "http://198.51.100.2:2381/health"
+    assert ("--etcd-cafile", "/h/pki/etcd/ca.crt") == specs["apiserver"].argv[specs["apiserver"].argv.index("--etcd-cafile"):][:2]
     assert ("--address", "198.51.100.4") == specs["dns"].argv[1:3]
     assert specs["cloud-lb"].argv[-2:] == ("--address", "198.51.100.5")
     assert specs["node-2/agent"].argv[3:5] == ("--address", "198.51.100.12")

@@ -376,3 +376,17 @@ def test_random_loss_through_both_stacks_is_intact_or_a_reported_failure(
         assert echoed == data
     else:
         assert outcome.reason in ("connection timed out", "connection reset by peer")
+
+
+def test_agnhost_http_drops_bodies_unbuffered_and_refuses_huge_ones():
+    server = AgnhostTcp("web-0", "10.0.0.1:5000")
+    reply = server.feed(b"POST /hostname HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345")
+    assert reply.data == b"" and not server._buffer  # the body's first half is read and dropped
+    reply = server.feed(b"67890GET /clientip HTTP/1.1\r\n\r\n")
+    assert reply.served == ("POST /hostname", "GET /clientip") and not reply.close
+    huge = server.feed(b"POST / HTTP/1.1\r\nContent-Length: 10000000000\r\n\r\nxx")
+    assert huge.data.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n") and huge.close
+    assert huge.refused == "http_body_too_large"
+    negative = AgnhostTcp("web-0", "c").feed(b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n")
+    assert negative.data.startswith(b"HTTP/1.1 400 Bad Request") and negative.close
+    assert server.feed(b"more of the body").data == b""

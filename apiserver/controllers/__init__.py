@@ -22,7 +22,8 @@ def _informers(client: ApiClient) -> dict[str, Informer]:
     """One informer per kind, shared by every controller that reads it."""
     informers = {plural: Informer(client, plural) for plural in (
         "namespaces", "nodes", "pods", "services", "endpoints", "endpointslices", "deployments",
-        "replicasets", "statefulsets", "daemonsets", "serviceaccounts", "jobs")}
+        "replicasets", "statefulsets", "daemonsets", "serviceaccounts", "jobs", "resourcequotas", "configmaps",
+        "secrets")}
     informers["leases"] = Informer(client, "leases", NODE_LEASE_NAMESPACE)
     add_collector_informers(client, informers)
     return informers

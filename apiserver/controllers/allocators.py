@@ -214,6 +214,12 @@ class IpAllocations:
                     allocations.ports.setdefault(port, key)
         return allocations
 
+    def start_scans_at(self, ip_offset: int, port_offset: int) -> None:
+        """Where automatic picks start looking. API servers sharing a store start apart (at random, as
+        kube-apiserver's allocators pick), so that they seldom pick the same value at the same time."""
+        self._next_ip = ip_offset % (self.service_cidr.num_addresses - 2)
+        self._next_port = port_offset % len(self.node_ports)
+
     def _reserved_for_others(self, key: str) -> set[ipaddress.IPv4Address]:
         return {ipaddress.IPv4Address(ip) for k, ip in well_known_ips(str(self.service_cidr)).items() if k != key}
 

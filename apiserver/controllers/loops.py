@@ -16,6 +16,7 @@ from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_
 from .collector import GarbageCollector, PodGarbageCollector
 from .jobcontroller import Jobs
 from .podsets import DaemonSets, StatefulSets
+from .resourcequotas import ResourceQuotas
 from .runner import Controller, Settings, now_timestamp
 from .serviceaccounts import ServiceAccounts
 from .workloads import Deployments, ReplicaSets
@@ -342,4 +343,4 @@ class NodeLifecycle(Controller):
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
                                              ReplicaSets, Deployments, StatefulSets, DaemonSets, GarbageCollector,
-                                             PodGarbageCollector, ServiceAccounts, Jobs)
+                                             PodGarbageCollector, ServiceAccounts, Jobs, ResourceQuotas)

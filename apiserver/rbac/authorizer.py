@@ -7,9 +7,11 @@ refers to a role with a rule that covers it; a RoleBinding counts only in its ow
 ClusterRoleBinding everywhere. `system:masters` is the break-glass group: it is allowed before RBAC is
 asked, as kube-apiserver's privileged-group authorizer does.
 
-A compatibility rule keeps podnet's token-file groups `edit:<namespace>` meaning what they meant before
-RBAC: every verb on every namespaced resource in `<namespace>`, as a RoleBinding there to a role of `*`
-would give. Such a group may name a namespace that does not exist yet, which no stored RoleBinding can.
+A compatibility rule keeps podnet's token-file groups `edit:<namespace>` meaning what their name says: the
+ClusterRole `edit` in `<namespace>`, as a RoleBinding there to it would give. Such a group may name a
+namespace that does not exist yet, which no stored RoleBinding can. (Not every verb on everything: that
+let an editor write `services/status`, `pods/status` and EndpointSlices, and so claim other pods'
+traffic, which Kubernetes' edit role does not allow.)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 LEGACY_EDIT_PREFIX = "edit:"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 _EVERYTHING = {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}
+_EDIT_ROLE = {"kind": "ClusterRole", "name": "edit"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +157,8 @@ def grants(user: User, namespace: str, policy: Policy) -> Iterator[Grant]:
             if binding_namespace == namespace:
                 yield from _binding_grants(user, policy, binding, "RoleBinding", f"{namespace}/{name}", namespace)
         if f"{LEGACY_EDIT_PREFIX}{namespace}" in user.groups:
-            yield Grant([_EVERYTHING], f'the group "{LEGACY_EDIT_PREFIX}{namespace}" (podnet\'s token-file editors)')
+            yield Grant(role_rules(policy, _EDIT_ROLE, namespace),
+                        f'the group "{LEGACY_EDIT_PREFIX}{namespace}" (podnet\'s token-file editors) to ClusterRole "edit"')
 
 
 def _binding_grants(user: User, policy: Policy, binding: dict, kind: str, name: str, namespace: str) -> Iterator[Grant]:

@@ -124,6 +124,8 @@ _NODE_RULES = [
     rule(READ + ["delete"], [""], ["pods"]),
     rule(READ, [""], ["services", "endpoints", "namespaces"]),
     rule(READ, [""], ["configmaps", "secrets"]),  # what pods' environments and volumes take from them
+    rule(["get"], [""], ["serviceaccounts"]),
+    rule(["create"], [""], ["serviceaccounts/token"]),  # the pods' projected service-account tokens
     rule(["create"], [""], ["namespaces"]),  # kube-node-lease, on a server without its controllers
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
     rule(READ, ["networking.k8s.io"], ["networkpolicies"]),
@@ -162,6 +164,9 @@ DEFAULT_CLUSTER_ROLES: list[dict] = [
         rule(["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
         rule(["create"], ["authentication.k8s.io"], ["selfsubjectreviews"]),
     ]),
+    # Who may read the service-account issuer's OIDC discovery documents (to verify tokens elsewhere).
+    cluster_role("system:service-account-issuer-discovery", [url_rule(["get"], [
+        "/.well-known/openid-configuration", "/.well-known/openid-configuration/", "/openid/v1/jwks", "/openid/v1/jwks/"])]),
     cluster_role("system:monitoring", [url_rule(["get"], ["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics",
                                                           "/readyz", "/readyz/*"])]),
     # What podnet's token-file group `view` has always meant: reading every kind but Secrets (ClusterRole
@@ -189,6 +194,8 @@ DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
     cluster_role_binding("system:basic-user", "system:basic-user", [subject("Group", AUTHENTICATED)]),
     cluster_role_binding("system:public-info-viewer", "system:public-info-viewer",
                          [subject("Group", AUTHENTICATED), subject("Group", UNAUTHENTICATED)]),
+    cluster_role_binding("system:service-account-issuer-discovery", "system:service-account-issuer-discovery",
+                         [subject("Group", "system:serviceaccounts")]),
     cluster_role_binding("system:monitoring", "system:monitoring", [subject("Group", "system:monitoring")]),
     # podnet's token-file groups from before RBAC, bound as they were meant.
     cluster_role_binding("podnet:admin", "cluster-admin", [subject("Group", "admin")]),

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 from podnet.nodeagent.pods.netns import resolv_conf
 
+from podnet.rpc.agentmethods import AgentMethod
+
 USAGE = "usage: http URL | connect HOST:PORT [--udp] [--timeout S] | ping IP [--count N]"
 NOT_FOUND = 127
 # agnhost connect's --timeout 0 means no timeout of its own (the kernel's, about two minutes); we stop at this.
@@ -106,7 +108,7 @@ class AgnhostConnect:
         params = {"host": self.host, "port": self.port, "protocol": self.protocol, "timeout": self.timeout}
         if self.protocol == "UDP":
             params["payload"] = f"{self.udp_data}\n".encode()
-        return "pod.connect", params
+        return AgentMethod.POD_CONNECT, params
 
     def render(self, result: dict) -> Outcome:
         if result.get("ok"):
@@ -134,7 +136,7 @@ class Http:
     timeout: float = 10.0
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.http", {"url": self.url, "timeout": self.timeout}
+        return AgentMethod.POD_HTTP, {"url": self.url, "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         if "status" not in result:
@@ -163,7 +165,7 @@ class Curl:
     write_out: str = ""  # -w: %{http_code} is the one variable understood
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.http", {"url": self.url, "timeout": self.timeout}
+        return AgentMethod.POD_HTTP, {"url": self.url, "timeout": self.timeout}
 
     def _error(self, code: int, text: str) -> Outcome:
         quiet = self.silent and not self.show_error
@@ -208,7 +210,7 @@ class Wget:
     spider: bool = False
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.http", {"url": self.url, "timeout": self.timeout}
+        return AgentMethod.POD_HTTP, {"url": self.url, "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         parts = urlsplit(self.url if "://" in self.url else f"http://{self.url}")
@@ -239,7 +241,8 @@ class Connect:
     timeout: float = 5.0
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.connect", {"host": self.host, "port": self.port, "protocol": self.protocol, "timeout": self.timeout}
+        return AgentMethod.POD_CONNECT, {"host": self.host, "port": self.port, "protocol": self.protocol,
+                                         "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         if not result.get("ok"):
@@ -258,7 +261,7 @@ class Ping:
     timeout: float | None = None
 
     def rpc(self) -> tuple[str, dict]:
-        return "pod.ping", {"ip": self.ip, "count": self.count, "timeout": self.timeout}
+        return AgentMethod.POD_PING, {"ip": self.ip, "count": self.count, "timeout": self.timeout}
 
     def render(self, result: dict) -> Outcome:
         transmitted, received = result["transmitted"], result["received"]

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.kubelet import logs
 from podnet.nodeagent.kubelet.node import Kubelet, Target, bad_request
 
@@ -28,7 +29,7 @@ async def container_logs(request: web.Request, kubelet: Kubelet) -> web.StreamRe
         options = logs.LogOptions.from_query(dict(request.query), time.time())
     except logs.LogOptionError as exc:
         raise bad_request(str(exc)) from None
-    source = NetnsLog(target) if target.pod.netns is not None else AccessLog(target)
+    source = NetnsLog(target) if isinstance(target.pod, KernelPod) else AccessLog(target)
     records = source.records(options.previous)
     response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     await response.prepare(request)

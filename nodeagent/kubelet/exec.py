@@ -26,6 +26,7 @@ import termios
 from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
+from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.kubelet import channel, commands
 from podnet.nodeagent.kubelet.node import Kubelet, Target, bad_request
 from podnet.nodeagent.pods.netns import DEFAULT_PATH
@@ -103,7 +104,7 @@ async def exec_(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
     streams = Streams(ws, tty)
     reader = asyncio.ensure_future(streams.read_client())
     try:
-        if target.pod.netns is not None:
+        if isinstance(target.pod, KernelPod):
             status = await _run_netns(kubelet, target, argv, streams, stdin=_flag(request, "stdin"))
         else:
             status = await _run_virtual(kubelet, target, argv, streams)
@@ -160,7 +161,7 @@ async def _run_netns(kubelet: Kubelet, target: Target, argv: list[str], streams:
         await streams.out(channel.STDOUT if streams.tty else channel.STDERR, message)
         return channel.exit_status(commands.NOT_FOUND)
     # In the container's sandbox, as its own programs run (nodeagent/pods/sandbox.py).
-    command, env = kubelet.agent.netns_pods.exec_command(target.pod.netns, target.obj, target.container, argv)
+    command, env = kubelet.agent.lifecycle.netns_pods.exec_command(target.pod.netns, target.obj, target.container, argv)
     run = _run_tty if streams.tty else _run_pipes
     return channel.exit_status(await run(command, env, streams, stdin))
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from podnet.nodeagent.agent import NodeAgent, VirtualPod
+    from podnet.nodeagent.agent import NodeAgent
+    from podnet.nodeagent.endpoints import LocalPod
 
 Handler = Callable[[web.Request, "Kubelet"], Awaitable[web.StreamResponse]]
 
@@ -36,7 +37,7 @@ def bad_request(message: str) -> KubeletError:
 class Target:
     """A container of a pod this node runs."""
 
-    pod: VirtualPod
+    pod: LocalPod
     obj: dict  # the Pod as the agent's informer last saw it
     container: str
 

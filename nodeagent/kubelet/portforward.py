@@ -20,6 +20,7 @@ import logging
 import socket
 
 from aiohttp import WSMsgType, web
+from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.kubelet.node import Kubelet, KubeletError, bad_request
 from podnet.nodeagent.pods.netns import NETNS_DIR, socket_in_namespace
 
@@ -69,11 +70,11 @@ async def port_forward(request: web.Request, kubelet: Kubelet) -> web.StreamResp
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise bad_request(f'unable to parse "{port_text}" as a port')
     port = int(port_text)
-    netns = str(NETNS_DIR / pod.netns.net.netns) if pod.netns is not None else None
+    netns = str(NETNS_DIR / pod.netns.net.netns) if isinstance(pod, KernelPod) else None
     ws = web.WebSocketResponse(max_msg_size=0)
     await ws.prepare(request)
     try:
-        if pod.netns is not None:
+        if isinstance(pod, KernelPod):
             reader, writer = await connect_in_namespace(pod.netns.net.netns, port)
         elif kubelet.agent.nodeports is None:
             raise ConnectionRefusedError("the node's dataplane is not up yet")

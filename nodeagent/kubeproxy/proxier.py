@@ -30,9 +30,11 @@ from podnet.nodeagent.kubeproxy import rules
 from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from podnet.backends import PROXY_MODES
 from podnet.client import ApiClient, Informer
 from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, RpcError
 
 log = logging.getLogger(__name__)
@@ -131,8 +133,8 @@ class _Metrics:
 
 class Proxier:
     def __init__(self, config: ProxyConfig, client: ApiClient, registry: CollectorRegistry):
-        if config.mode not in rules.MODES:
-            raise ValueError(f"--mode must be one of {', '.join(rules.MODES)}, not {config.mode!r}")
+        if config.mode not in PROXY_MODES:
+            raise ValueError(f"--mode must be one of {', '.join(PROXY_MODES)}, not {config.mode!r}")
         self.config = config
         self.client = client
         self.metrics = _Metrics(registry)
@@ -196,7 +198,7 @@ class Proxier:
             if table != self.applied:
                 kind = "full" if self.applied is None else "changes"
                 result = await agent.call(
-                    "services.apply", {"mode": self.config.mode, "table": table}, timeout=30.0
+                    AgentMethod.SERVICES_APPLY, {"mode": self.config.mode, "table": table}, timeout=30.0
                 )
                 self.applied = table
                 rule_count = int((result or {}).get("rules", 0))

@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from podnet.backends import PROXY_MODES
+
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_AFFINITY_SECONDS = 10800
-MODES = ("iptables", "ipvs")
 
 # A service reduced to what rules depend on: plain tuples, so equal means "no change".
 ServiceInfo = tuple
@@ -109,8 +110,8 @@ def compute(
 ) -> dict[str, Any]:
     """The table data for `node`: one entry per Service port, in Service name order (the order of
     KUBE-SERVICES)."""
-    if mode not in MODES:
-        raise ValueError(f"proxy mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode not in PROXY_MODES:
+        raise ValueError(f"proxy mode {mode!r} is not one of {', '.join(PROXY_MODES)}")
     endpoints_by_port: dict[tuple[str, str, str], set[tuple[str, int, str]]] = {}
     for info in slices:
         if info is None:

@@ -51,6 +51,7 @@ from pathlib import Path
 from podnet.nodeagent.kubelet.logshim import start_log_shim
 from podnet.nodeagent.pods import launch, sandbox
 
+from podnet.backends import POD_MODES
 from podnet.client import podnet_home
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,6 @@ HOST_PREFIX = "podnet-host-"
 NETNS_DIR = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")
 POD_MODE_ANNOTATION = "podnet.io/pod-mode"
-POD_MODES = ("virtual", "netns")
 CLUSTER_DNS = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 POD_INTERFACE = "eth0"

@@ -223,6 +223,14 @@ class Fsm:
                 actions += self._run(_TIMER_EVENTS[timer], now)
         return actions
 
+    def close_session(self, error: m.BgpError, now: float) -> list[Action]:
+        """The speaker ends the session for a reason of its own (a peer over its prefix limit): the
+        NOTIFICATION goes out, the peer's routes are dropped, and the session starts again after the idle
+        hold time."""
+        self._buffer.clear()
+        self._actions = []
+        return self._fail(error, now)
+
     def announce(self, updates: list[bytes], now: float) -> list[Action]:
         """UPDATE messages for the peer: sent when the session is Established, else dropped (the whole
         table is sent again when it comes up)."""

@@ -73,6 +73,7 @@ class UpdateError(IntEnum):
 
 
 class CeaseError(IntEnum):
+    MAXIMUM_PREFIXES_REACHED = 1  # RFC 4486
     ADMINISTRATIVE_SHUTDOWN = 2
     PEER_DECONFIGURED = 3
     ADMINISTRATIVE_RESET = 4

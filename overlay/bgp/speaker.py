@@ -5,6 +5,10 @@ configured peers, originates the node's podCIDR, and installs the best routes in
 the agent's RPC (`routes.apply`, source "bgp"), resending them whenever the agent comes back. A local RPC
 socket `<state_dir>/bgp.sock` answers `ping`, `info`, `peers` and `rib`.
 
+What peers announce passes the import policy (policy.py: cluster-CIDR prefixes with the peer as next hop,
+at most `max_prefixes` a peer, counted in `counters` when refused); connections are taken only from peers'
+addresses, and with a password every segment with a peer is signed with TCP MD5 (md5.py).
+
 Connection collisions (both speakers connecting at once) keep the connection that already carried the
 peer's OPEN, else the one opened by the speaker with the higher BGP identifier, as RFC 4271 6.8 does; the
 peer's address stands in for its identifier until its OPEN has arrived.
@@ -16,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +28,14 @@ from typing import Any
 
 from podnet.overlay.bgp import fsm as f
 from podnet.overlay.bgp import messages as m
+from podnet.overlay.bgp.md5 import set_password
+from podnet.overlay.bgp.policy import DEFAULT_MAX_PREFIXES, ImportPolicy, filter_update, over_limit
 from podnet.overlay.bgp.rib import BestChanged, PeerInfo, Rib
 from podnet.overlay.bgp.rib import Path as RibPath
 
 from podnet.client import ApiClient, Informer
 from podnet.kubeconfig import ClientTls
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, RpcError, RpcServer
 from podnet.tasks import cancel_and_wait
 
@@ -79,14 +87,25 @@ class SpeakerConfig:
     connect_retry_time: float = 5.0
     idle_hold_time: float = 1.0
     router_id: str | None = None
+    cluster_cidr: str | None = "10.244.0.0/16"  # routes outside it are refused (None: any prefix)
+    max_prefixes: int = DEFAULT_MAX_PREFIXES
+    any_next_hop: bool = False  # take routes whose next hop is not the announcing peer (from a reflector)
+    password: bytes | None = None  # TCP MD5 signatures with every peer (RFC 2385)
 
     def __post_init__(self) -> None:
         m.Prefix.parse(self.address)
+        if self.max_prefixes < 1:
+            raise ValueError("the prefix limit must be at least 1")
         # The FSM's own checks of the timers, before any peer exists.
         f.SessionConfig(self.asn, self.identifier, hold_time=self.hold_time,
                         graceful_restart_time=self.graceful_restart_time)
         if self.pod_cidr:
             m.Prefix.parse(self.pod_cidr)
+
+    @property
+    def import_policy(self) -> ImportPolicy:
+        cidr = m.Prefix.parse(self.cluster_cidr) if self.cluster_cidr else None
+        return ImportPolicy(cidr, self.max_prefixes, self.any_next_hop)
 
     @property
     def identifier(self) -> str:
@@ -141,7 +160,10 @@ class Speaker:
         self._deferring = config.graceful_restart_time > 0
         self._started_at = 0.0
         self._loop = asyncio.get_running_loop()
-        self.counters = {"updates_received": 0, "notifications_sent": 0, "agent_applies": 0}
+        self.policy = config.import_policy
+        self.counters = {"updates_received": 0, "notifications_sent": 0, "agent_applies": 0,
+                         "routes_rejected.next-hop-not-peer": 0, "routes_rejected.outside-cluster-cidr": 0,
+                         "sessions_closed.max-prefixes": 0}
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -180,6 +202,7 @@ class Speaker:
         )
         peer = _Peer(peer_config, f.Fsm(session))
         self.peers[peer_config.address] = peer
+        self._sign_with(peer_config.address, self.config.password or b"")
         self._execute(peer, peer.fsm.start(self._loop.time()))
         waiting = self._unknown.pop(peer_config.address, None)
         if waiting is not None:
@@ -197,6 +220,14 @@ class Speaker:
             peer.timer.cancel()
         self._apply_changes(self.rib.drop_peer(address))
         self._check_deferral()
+        self._sign_with(address, b"")
+
+    def _sign_with(self, address: str, password: bytes) -> None:
+        """Sets (or with b"" removes) the peer's password on the listening socket, whose accepted
+        connections inherit it."""
+        if self.config.password and self._server is not None:
+            for sock in self._server.sockets:
+                set_password(sock, address, password)  # type: ignore[arg-type]
 
     def originate(self, cidr: str) -> None:
         prefix = m.Prefix.parse(cidr)
@@ -231,8 +262,7 @@ class Speaker:
 
     async def _connect(self, peer: _Peer) -> None:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                peer.config.address, peer.config.port, local_addr=(self.config.address, 0)), CONNECT_TIMEOUT)
+            reader, writer = await asyncio.wait_for(self._open(peer.config), CONNECT_TIMEOUT)
         except (TimeoutError, OSError) as exc:
             peer.connecting = None
             if peer.connection is None and self.peers.get(peer.config.address) is peer:
@@ -244,6 +274,20 @@ class Speaker:
             writer.close()
             return
         self._offer(peer, _Connection(reader, writer, outbound=True))
+
+    async def _open(self, peer: PeerConfig) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if not self.config.password:
+            return await asyncio.open_connection(peer.address, peer.port, local_addr=(self.config.address, 0))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self.config.address, 0))
+            set_password(sock, peer.address, self.config.password)  # before the SYN, which is signed too
+            await self._loop.sock_connect(sock, (peer.address, peer.port))
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
 
     def _offer(self, peer: _Peer, connection: _Connection) -> None:
         """A connection to or from the peer; with two at once, both speakers keep the same one. An
@@ -351,13 +395,27 @@ class Speaker:
 
     def _routes_received(self, peer: _Peer, received: f.RoutesReceived, now: float) -> None:
         self.counters["updates_received"] += 1
-        if peer.info is None:
-            return
+        if peer.info is None or peer.fsm.state != f.State.ESTABLISHED:
+            return  # e.g. an UPDATE read together with one that closed the session
         if received.error is not None:
             peer.treat_as_withdraw += 1
             log.warning("bgp: UPDATE from %s treated as withdraw: %s", peer.config.address, received.error)
-        self._apply_changes(self.rib.receive(peer.info, received.announced, received.attributes,
-                                             received.withdrawn, now))
+        next_hop = next((a.address for a in received.attributes if isinstance(a, m.NextHop)), None)
+        filtered = filter_update(self.policy, peer.config.address, received.announced, next_hop)
+        for reason, count in filtered.rejected.items():
+            self.counters[f"routes_rejected.{reason}"] += count
+            log.warning("bgp: refused %d route(s) from %s: %s (next hop %s)", count, peer.config.address, reason,
+                        next_hop)
+        # A refused route is withdrawn too: the peer's earlier announcement of it is no longer believed.
+        rejected = [p for p in received.announced if p not in filtered.accepted]
+        self._apply_changes(self.rib.receive(peer.info, filtered.accepted, received.attributes,
+                                             [*received.withdrawn, *rejected], now))
+        error = over_limit(self.policy, len(self.rib.adj_in.get(peer.config.address, {})))
+        if error is not None:
+            self.counters["sessions_closed.max-prefixes"] += 1
+            log.warning("bgp: %s sent more than %d prefixes: closing the session", peer.config.address,
+                        self.policy.max_prefixes)
+            self._execute(peer, peer.fsm.close_session(error, now))
 
     # ---- export ------------------------------------------------------------------------------------
 
@@ -448,7 +506,7 @@ class Speaker:
                         client = await RpcClient(socket_path).connect()
                     desired = self.desired_routes()
                     if desired != self._installed:
-                        await client.call("routes.apply", {"source": "bgp", "routes": desired}, timeout=5.0)
+                        await client.call(AgentMethod.ROUTES_APPLY, {"source": "bgp", "routes": desired}, timeout=5.0)
                         self._installed = desired
                         self.counters["agent_applies"] += 1
                     failure = ""

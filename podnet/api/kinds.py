@@ -7,7 +7,7 @@ podnet/api/openapi/definitions.json); its columns are its `printer`; a kind with
 kube-apiserver's default table. Adding a kind is adding one entry here.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from podnet.api import printers
 from podnet.api.printers import Printer
@@ -24,6 +24,9 @@ class Kind:
     has_status: bool = True
     printer: Printer | None = None
     categories: tuple[str, ...] = ()
+    # A kind a CustomResourceDefinition defines: what the server needs of its definition (its schema,
+    # singular name, scale paths), from apiserver/customresources; None for the built-in kinds.
+    custom: object | None = field(default=None, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -36,16 +39,23 @@ class Kind:
     @property
     def definition(self) -> str:
         """The name of the kind's OpenAPI definition, as Kubernetes names it (`io.k8s.api.apps.v1.Deployment`)."""
+        if self.custom is not None:  # as kube-apiserver names a custom resource's: `com.example.stable.v1.CronTab`
+            return ".".join([*reversed(self.group.split(".")), self.version, self.kind])
+        if self.group in _DEFINITION_PREFIXES:
+            return f"{_DEFINITION_PREFIXES[self.group]}.{self.version}.{self.kind}"
         package = self.group.split(".", 1)[0] if self.group else "core"
         return f"io.k8s.api.{package}.{self.version}.{self.kind}"
 
     @property
     def singular(self) -> str:
-        return self.kind.lower()
+        return getattr(self.custom, "singular", None) or self.kind.lower()
 
     @property
     def storage_resource(self) -> str:
-        """The resource name in storage keys, as kube-apiserver uses it (`/registry/services/...`)."""
+        """The resource name in storage keys, as kube-apiserver uses it (`/registry/services/...`); a custom
+        resource's is under its group, as another group may have a resource of the same name."""
+        if self.custom is not None:
+            return f"{self.group}/{self.plural}"
         return _STORAGE_NAMES.get(self.plural, self.plural)
 
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
@@ -60,6 +70,8 @@ class Kind:
 
 # kube-apiserver keeps a few resources under historical names in etcd.
 _STORAGE_NAMES = {"services": "services/specs", "endpoints": "services/endpoints", "leases": "leases"}
+# Groups whose definitions are not under io.k8s.api (the API extensions server's own).
+_DEFINITION_PREFIXES = {"apiextensions.k8s.io": "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions"}
 
 KINDS: tuple[Kind, ...] = (
     Kind("Namespace", "", "v1", "namespaces", False, ("ns",), printer=printers.NAMESPACE),
@@ -72,6 +84,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("Secret", "", "v1", "secrets", True, (), has_status=False, printer=printers.SECRET),
     Kind("ServiceAccount", "", "v1", "serviceaccounts", True, ("sa",), has_status=False,
          printer=printers.SERVICE_ACCOUNT),
+    Kind("ResourceQuota", "", "v1", "resourcequotas", True, ("quota",), printer=printers.RESOURCE_QUOTA),
     Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True, (), has_status=False,
          printer=printers.ENDPOINT_SLICE),
     Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",),
@@ -92,6 +105,8 @@ KINDS: tuple[Kind, ...] = (
          printer=printers.ROLE_BINDING),
     Kind("ClusterRoleBinding", "rbac.authorization.k8s.io", "v1", "clusterrolebindings", False, (), has_status=False,
          printer=printers.ROLE_BINDING),
+    Kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions", False, ("crd", "crds"),
+         categories=("api-extensions",)),
 )
 
 _BY_NAME: dict[str, Kind] = {}

@@ -430,6 +430,17 @@ def _service_account_row(sa: dict, now: float) -> list[Cell]:
     return [_meta(sa).get("name", ""), len(sa.get("secrets") or []), age(sa, now)]
 
 
+def _resource_quota_row(quota: dict, now: float) -> list[Cell]:
+    """Each resource of status.hard as `name: used/hard`, sorted; those named `limits.*` in their own column."""
+    status = quota.get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+    requests, limits = [], []
+    for resource in sorted(hard):
+        column = limits if resource.split(".")[0] == "limits" and "." in resource else requests
+        column.append(f"{resource}: {used.get(resource, '0')}/{hard[resource]}")
+    return [_meta(quota).get("name", ""), age(quota, now), ", ".join(requests), ", ".join(limits)]
+
+
 def _default_row(obj: dict, now: float) -> list[Cell]:
     return [_meta(obj).get("name", ""), _meta(obj).get("creationTimestamp") or ""]
 
@@ -563,6 +574,13 @@ SECRET = Printer((
 
 SERVICE_ACCOUNT = Printer((_NAME, Column("Secrets", (_CORE + "ServiceAccount", "secrets")), _AGE),
                           _service_account_row)
+
+RESOURCE_QUOTA = Printer((
+    _NAME, _AGE,
+    Column("Request", "Request represents a minimum amount of cpu/memory that a container may consume."),
+    Column("Limit", "Limits control the maximum amount of cpu/memory that a container may use independent of "
+                    "contention on the node."),
+), _resource_quota_row)
 
 JOB = Printer((
     _NAME,

@@ -11,6 +11,7 @@ import typer
 from podnet.api.printers import format_table
 from podnet.cli.common import HomeOption, fail, home, run_async
 from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError, call_once
 
 bgp_app = typer.Typer(help="Run a node's BGP speaker, or look at one.", add_completion=False)
@@ -48,6 +49,14 @@ def bgp(
     pod_cidr: str = typer.Option(None, "--pod-cidr", help="Originate this prefix (default: the Node's podCIDR)."),
     connect_retry: float = typer.Option(5.0, "--connect-retry", help="ConnectRetry time, seconds."),
     router_id: str = typer.Option(None, "--router-id", help="BGP identifier (default: --address)."),
+    cluster_cidr: str = typer.Option("10.244.0.0/16", "--cluster-cidr",
+                                     help="Take only routes inside this pod network (\"\": any prefix)."),
+    max_prefixes: int = typer.Option(1024, "--max-prefixes",
+                                     help="Close a session whose peer sends more routes than this (RFC 4486)."),
+    any_next_hop: bool = typer.Option(False, "--any-next-hop",
+                                      help="Take routes whose next hop is not the peer itself (from a route reflector)."),
+    password_file: Path = typer.Option(None, "--password-file",
+                                       help="A file holding the TCP MD5 password of every session (RFC 2385)."),
     log_level: str = typer.Option("INFO", "--log-level"),
 ) -> None:
     """Run the BGP speaker of one node (when no subcommand is given)."""
@@ -69,9 +78,10 @@ def bgp(
             token=api.token if api else None, tls=api.tls if api else None,
             agent_socket=agent_socket, state_dir=_state_dir(node, state_dir), hold_time=hold_time,
             graceful_restart_time=graceful_restart_time, pod_cidr=pod_cidr, connect_retry_time=connect_retry,
-            router_id=router_id,
+            router_id=router_id, cluster_cidr=cluster_cidr or None, max_prefixes=max_prefixes,
+            any_next_hop=any_next_hop, password=password_file.read_bytes().strip() if password_file else None,
         )
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise fail(f"error: {exc}") from None
     logs.setup("bgp", log_level)
     process.run(lambda shutdown: serve(config, shutdown_trigger=shutdown))
@@ -101,7 +111,7 @@ async def _node_tables(directory: Path) -> tuple[list[dict] | None, str, list[di
     forwarding: list[dict] | None = None
     forwarding_note = ""
     try:
-        forwarding = await call_once(str(directory / "agent.sock"), "routes.list", timeout=5.0)
+        forwarding = await call_once(str(directory / "agent.sock"), AgentMethod.ROUTES_LIST, timeout=5.0)
     except RpcError as exc:
         forwarding_note = f"the node agent does not list its routes ({exc.message})"
     except (OSError, ConnectionError) as exc:

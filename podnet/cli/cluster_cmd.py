@@ -16,7 +16,16 @@ import typer
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
 from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, ApiError, podnet_home
-from podnet.cluster import credentials, kubelet_credentials, netns_hosts, readiness, supervisor, topology
+from podnet.cluster import (
+    auditpolicy,
+    credentials,
+    etcd_credentials,
+    kubelet_credentials,
+    netns_hosts,
+    readiness,
+    supervisor,
+    topology,
+)
 from podnet.cluster.supervisor import ClusterState, SupervisorError
 
 
@@ -27,8 +36,9 @@ def _home(home: Path | None) -> Path:
 def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str | None = None,
                       extra_addresses: tuple[str, ...] = ()) -> str:
     """Every credential of `topo`'s cluster under `home` (see podnet/cluster/credentials.py): one kubeconfig
-    for each process that talks to the API server, and over TLS the kubelet API's certificates
-    (podnet/cluster/kubelet_credentials.py). Returns the admin token."""
+    for each process that talks to the API server, over TLS the kubelet API's certificates
+    (podnet/cluster/kubelet_credentials.py), and on etcd etcd's (podnet/cluster/etcd_credentials.py).
+    Returns the admin token."""
     clients = [spec.name for spec in topology.components(topo) if "--kubeconfig" in spec.argv]
     now = datetime.datetime.now(datetime.UTC)
     admin_token = credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
@@ -36,6 +46,8 @@ def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str 
                                     admin_server=admin_server, tls=not topo.insecure_http)
     if not topo.insecure_http:
         kubelet_credentials.issue(home, [node.address for node in topo.nodes], now)
+    if topo.store == "etcd":
+        etcd_credentials.issue(home, [topo.host("etcd")], now)
     return admin_token
 
 
@@ -126,6 +138,7 @@ def register(app: typer.Typer) -> None:
                                      "(real network namespaces that run real programs; root)."),
         insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve the API on plain HTTP with "
                                            "tokens (debugging only: kubectl sends no token over HTTP)."),
+        ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI (`podnet ui`)."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
@@ -140,7 +153,7 @@ def register(app: typer.Typer) -> None:
                 _home(home), nodes, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
-                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http,
+                pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http, ui=ui,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
@@ -153,6 +166,8 @@ def register(app: typer.Typer) -> None:
             typer.echo("")
             raise fail(f"error: {exc}\n(the processes that did start are still running: `podnet down`)") from None
         typer.echo(f"cluster is up: API {topo.api_url}, kubeconfig {topo.home / 'kubeconfig'}")
+        if topo.ui:
+            typer.echo(f"  web UI {topo.ui_url}/ (log in with the token `podnet ui-token` prints; --viewer: read-only)")
         typer.echo(f"  try: podnet get nodes -o wide   |   export KUBECONFIG={topo.home / 'kubeconfig'}")
         if demo:
             from podnet.cluster.demo import run_demo
@@ -187,6 +202,8 @@ def register(app: typer.Typer) -> None:
         component: str,
         lines: int = typer.Option(50, "--tail"),
         follow: bool = typer.Option(False, "--follow", "-f"),
+        audit: bool = typer.Option(False, "--audit", help="The API server's audit log (one JSON event a line) "
+                                   "instead of its process log."),
         home: Path | None = HomeOption,
     ) -> None:
         """Print a component's log (node-1/agent, apiserver, dns, ...)."""
@@ -195,9 +212,11 @@ def register(app: typer.Typer) -> None:
             state.process(component)
         except SupervisorError as exc:
             raise fail(f"error: {exc}") from None
-        path = state.log_path(component)
+        if audit and component != "apiserver":
+            raise fail(f"error: --audit is the API server's log; {component} keeps none")
+        path = auditpolicy.log_file(state.home) if audit else state.log_path(component)
         if not path.exists():
-            raise fail(f"error: {component} has no log yet")
+            raise fail(f"error: {component} has no {'audit ' if audit else ''}log yet")
         with open(path, errors="replace") as f:
             for line in f.readlines()[-lines:]:
                 typer.echo(line, nl=False)

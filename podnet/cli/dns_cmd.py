@@ -14,6 +14,7 @@ from dnslib import EDNS0, QTYPE, DNSError, DNSRecord
 
 from podnet.cli.common import HomeOption, KubeconfigOption, fail
 from podnet.cli.daemon import CaFile, Kubeconfig, Server, TokenFile, api_credentials
+from podnet.rpc.agentmethods import AgentMethod
 
 DIG_TIMEOUT = 2.0
 LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
@@ -102,7 +103,7 @@ def dig_from_pod(
         async with client_for(api_server, token, kubeconfig) as client:
             obj = await running_pod(client, pod_namespace, pod_name)
         socket_path = agent_socket(obj["spec"]["nodeName"], None)
-        return await call_once(socket_path, "pod.dig", params, timeout=(timeout + 1) * DIG_TRIES * 4 + 10)
+        return await call_once(socket_path, AgentMethod.POD_DIG, params, timeout=(timeout + 1) * DIG_TRIES * 4 + 10)
 
     result = run_async(run())
     if not result["ok"]:

@@ -27,6 +27,7 @@ from podnet.cli.common import (
 )
 from podnet.cli.pods_cmd import agent_socket
 from podnet.client import ApiClient
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import call_once
 
 AGENT_TIMEOUT = 5.0  # seconds an agent has to answer; a stopped agent accepts and then never answers
@@ -82,7 +83,7 @@ def cut_lines(cuts: dict[str, set[str]], addresses: dict[str, str | None]) -> li
 
 async def dropped_peers(path: str) -> set[str]:
     """The peer addresses the agent at `path` drops now (OSError or TimeoutError when it does not answer)."""
-    return set((await call_once(path, "faults.partitions", timeout=AGENT_TIMEOUT))["partitioned"])
+    return set((await call_once(path, AgentMethod.FAULTS_PARTITIONS, timeout=AGENT_TIMEOUT))["partitioned"])
 
 
 def not_answering(node: str, path: str, exc: OSError | TimeoutError) -> str:
@@ -111,7 +112,7 @@ async def cut_or_heal(
         address = addresses[peer]
         try:
             await call_once(
-                paths[node], "faults.partition", {"peer": address, "drop": not heal}, timeout=AGENT_TIMEOUT
+                paths[node], AgentMethod.FAULTS_PARTITION, {"peer": address, "drop": not heal}, timeout=AGENT_TIMEOUT
             )
         except (OSError, TimeoutError) as exc:
             # it answered a moment ago; any line printed above says what did change before it went away

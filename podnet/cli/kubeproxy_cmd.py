@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from podnet.backends import PROXY_MODES
 from podnet.cli.daemon import (
     CaFile,
     Kubeconfig,
@@ -48,9 +49,7 @@ def kubeproxy(
     """Run kube-proxy: watches Services and EndpointSlices and programs the node agent's service table."""
     from podnet import logs
     from podnet.nodeagent.kubeproxy.proxier import ProxyConfig, serve
-    from podnet.nodeagent.kubeproxy.rules import MODES
-
-    check_choice("mode", mode, MODES)
+    check_choice("mode", mode, PROXY_MODES)
     api = require_server(api_credentials(server, token_file, ca_file, kubeconfig))
     logs.setup(f"kube-proxy/{node}", log_level)
     config = ProxyConfig(

@@ -34,6 +34,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pods_cmd", ("capture", "dataplane", "exec", "probe", "trace")),
     ("policy_cmd", ("explain", "flows", "matrix")),
     ("resources", ("apply", "delete", "describe", "get")),
+    ("ui_cmd", ("ui", "ui-token")),
 )
 
 _MODULE_OF = {command: module for module, commands in COMMANDS for command in commands}

@@ -12,12 +12,13 @@ import shutil
 import subprocess
 
 from podnet.nodeagent.pods.netns import DEFAULT_PATH
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import call_once
 
 
 async def exec_command(agent_socket: str, namespace: str, name: str, argv: list[str]) -> dict | None:
     """`{"argv", "env"}` that run `argv` in the pod's first container, or None when it is a virtual pod."""
-    return await call_once(agent_socket, "pod.exec_command", {"namespace": namespace, "pod": name, "argv": argv},
+    return await call_once(agent_socket, AgentMethod.POD_EXEC_COMMAND, {"namespace": namespace, "pod": name, "argv": argv},
                            timeout=10.0)
 
 

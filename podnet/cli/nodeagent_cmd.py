@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from podnet.backends import BACKENDS, POD_MODES
 from podnet.cli.daemon import (
     CaFile,
     Kubeconfig,
@@ -40,19 +41,27 @@ def nodeagent(
     kubelet_tls_private_key_file: Annotated[str | None, typer.Option(help="Its private key (PEM).")] = None,
     kubelet_client_ca_file: Annotated[str | None, typer.Option(help="CA (PEM) the kubelet API's clients' certificates must chain to.")] = None,
     proxy_protocol_from: Annotated[list[str] | None, typer.Option(help="Address or CIDR of the cloud load balancer (repeatable): only connections from it may name their client by a PROXY protocol header.")] = None,
+    protect_port: Annotated[list[str] | None, typer.Option(help="A host port pods may not reach through the host bridge, tcp/PORT, udp/PORT or PROTO/ADDRESS:PORT (repeatable; the tunnel ports, BGP and etcd always are).")] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run a node agent: registers the Node, gives pods addresses and network stacks, forwards their traffic."""
     from podnet import logs
     from podnet.nodeagent.agent import AgentConfig, serve
+    from podnet.nodeagent.hostguard import ProtectedPort
     from podnet.nodeagent.nodeports import trusted_proxies
 
-    check_choice("backend", backend, ("vxlan", "bgp"))
-    check_choice("pod-mode", pod_mode, ("virtual", "netns"))
+    check_choice("backend", backend, BACKENDS)
+    check_choice("pod-mode", pod_mode, POD_MODES)
     try:
         trusted_proxies(proxy_protocol_from or ())
     except ValueError as exc:
         typer.echo(f"error: --proxy-protocol-from: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        for text in protect_port or ():
+            ProtectedPort.parse(text)
+    except ValueError as exc:
+        typer.echo(f"error: --protect-port: {exc}", err=True)
         raise typer.Exit(2) from None
     api = require_server(api_credentials(server, token_file, ca_file, kubeconfig))
     logs.setup(f"nodeagent/{name}", log_level)
@@ -75,6 +84,7 @@ def nodeagent(
         kubelet_key_file=kubelet_tls_private_key_file,
         kubelet_client_ca_file=kubelet_client_ca_file,
         proxy_protocol_from=tuple(proxy_protocol_from or ()),
+        protected_ports=tuple(protect_port or ()),
     )
     run(serve, config)
 

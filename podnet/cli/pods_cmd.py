@@ -7,8 +7,6 @@ The pod's node comes from the API (`spec.nodeName`); the node's agent socket is
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -26,8 +24,10 @@ from podnet.cli.common import (
     run_async,
 )
 from podnet.cli.netns_exec import exec_command, run_in_sandbox
-from podnet.client import ApiClient, ApiError
+from podnet.client import ApiClient
 from podnet.nodeagent.kubelet import commands
+from podnet.observe import ObserveError, journey
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, call_once
 
 NamespaceOption = typer.Option("default", "--namespace", "-n", help="Namespace of the pod.")
@@ -40,22 +40,9 @@ def agent_socket(node: str, override: Path | None) -> str:
 async def running_pod(client: ApiClient, namespace: str, name: str) -> dict:
     """The pod, which must be Running on a node; otherwise a one-line error."""
     try:
-        pod = await client.get("pods", name, namespace)
-    except ApiError as exc:
-        if exc.code == 404:
-            raise fail(f'Error from server (NotFound): pods "{name}" not found in namespace {namespace}') from None
-        raise
-    phase = (pod.get("status") or {}).get("phase") or "Pending"
-    node = (pod.get("spec") or {}).get("nodeName")
-    if phase != "Running" or not node:
-        where = f" on {node}" if node else ", not scheduled"
-        raise fail(f"error: pod {namespace}/{name} is not Running (phase {phase}{where})")
-    return pod
-
-
-def _split_pod(text: str, namespace: str) -> tuple[str, str]:
-    ns, _, name = text.rpartition("/")
-    return (ns or namespace), name
+        return await journey.running_pod(client, namespace, name)
+    except ObserveError as exc:
+        raise fail(str(exc)) from None
 
 
 def exec_(
@@ -70,7 +57,7 @@ def exec_(
 ) -> None:
     """Run a command in a pod: a real program in a netns pod; in a virtual pod http URL, connect
     HOST:PORT [--udp], ping IP, /agnhost connect HOST:PORT, hostname, cat /etc/resolv.conf."""
-    namespace, name = _split_pod(pod, namespace)
+    namespace, name = journey.split_pod(pod, namespace)
 
     async def sandbox_command() -> dict | None:
         async with client_for(server, token, kubeconfig) as client:
@@ -112,111 +99,10 @@ def exec_in_netns(command: dict, argv: list[str]) -> int:
 
 
 async def _resolve_destination(client: ApiClient, text: str, namespace: str) -> tuple[str, str | None]:
-    """(IP, node of the pod or None): an IP as given, else a pod's IP, else a service's ClusterIP."""
     try:
-        ipaddress.IPv4Address(text)
-        return text, None
-    except ValueError:
-        pass
-    ns, name = _split_pod(text, namespace)
-    try:
-        pod = await client.get("pods", name, ns)
-        if ip := (pod.get("status") or {}).get("podIP"):
-            return ip, (pod.get("spec") or {}).get("nodeName")
-    except ApiError as exc:
-        if exc.code != 404:
-            raise
-    try:
-        service = await client.get("services", name, ns)
-    except ApiError as exc:
-        if exc.code == 404:
-            raise fail(f"error: {text} is neither an IP address, a pod nor a service in namespace {ns}") from None
-        raise
-    return service["spec"]["clusterIP"], None
-
-
-async def _visible(client: ApiClient, kind: str, namespace: str, **selectors: str) -> list[dict]:
-    """The objects of `kind` in every namespace, or in `namespace` alone for a user whose role covers no
-    more (an `edit:<namespace>` token)."""
-    try:
-        listed = await client.list(kind, **selectors)
-    except ApiError as exc:
-        if exc.code != 403:
-            raise
-        listed = await client.list(kind, namespace, **selectors)
-    return listed.get("items") or []
-
-
-async def _node_of_ip(client: ApiClient, ip: str, namespace: str) -> str | None:
-    """The node whose pod has `ip`, if any: for the destination half of a trace."""
-    for pod in await _visible(client, "pods", namespace, field_selector=f"status.podIP={ip}"):
-        if (pod.get("status") or {}).get("podIP") == ip:
-            return (pod.get("spec") or {}).get("nodeName")
-    return None
-
-
-async def _service_at(client: ApiClient, ip: str, namespace: str) -> dict | None:
-    """The Service whose ClusterIP is `ip`, if any."""
-    for service in await _visible(client, "services", namespace):
-        spec = service.get("spec") or {}
-        if ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]):
-            return service
-    return None
-
-
-def _service_port(service: dict, port: str, protocol: str) -> dict | None:
-    """The port of the Service that a trace names, by number or by name."""
-    for service_port in (service.get("spec") or {}).get("ports") or []:
-        named = (str(service_port.get("port")), service_port.get("name"))
-        if service_port.get("protocol", "TCP") == protocol and port in named:
-            return service_port
-    return None
-
-
-async def _endpoints_by_node(client: ApiClient, service: dict, service_port: dict) -> dict[str, list[dict]]:
-    """node -> `{"dst", "port"}` of each ready endpoint of the Service port on that node: where the source
-    node's DNAT may send the packet. As kube-proxy does, the slices' port of the same name and protocol
-    gives the number (a named targetPort arrives resolved per pod), and an endpoint counts unless its
-    `ready` condition is false."""
-    meta = service["metadata"]
-    slices = await client.list(
-        "endpointslices", meta["namespace"], label_selector=f"kubernetes.io/service-name={meta['name']}"
-    )
-    name, protocol = service_port.get("name") or "", service_port.get("protocol", "TCP")
-    by_node: dict[str, list[dict]] = {}
-    for endpoint_slice in slices.get("items") or []:
-        numbers = [
-            p["port"] for p in endpoint_slice.get("ports") or []
-            if (p.get("name") or "") == name and (p.get("protocol") or "TCP") == protocol and p.get("port")
-        ]
-        if not numbers:
-            continue
-        for endpoint in endpoint_slice.get("endpoints") or []:
-            node = endpoint.get("nodeName")
-            if not node or (endpoint.get("conditions") or {}).get("ready") is False:
-                continue
-            for address in endpoint.get("addresses") or []:
-                by_node.setdefault(node, []).append({"dst": address, "port": numbers[0]})
-    return by_node
-
-
-async def _far_half(watches: list[asyncio.Task], grace: float = 1.0) -> list[dict]:
-    """The stages of the watch that saw the flow arrive, once the local half is over. By then the packet
-    has crossed (its answer came back, or the probe gave up long after it left), so that watch returns
-    within moments; the others would only wait out their timeout with nothing, and are not waited for."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace
-    pending = set(watches)
-    while pending:
-        done, pending = await asyncio.wait(
-            pending, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
-        )
-        if not done:
-            break
-        for task in done:
-            if stages := task.result():
-                return stages
-    return []
+        return await journey.resolve_destination(client, text, namespace)
+    except ObserveError as exc:
+        raise fail(str(exc)) from None
 
 
 def probe(
@@ -233,7 +119,7 @@ def probe(
     home: Path | None = HomeOption,
 ) -> None:
     """Can SRC reach DST on PORT? Exit 0 when it connects (TCP) or is answered (UDP)."""
-    namespace_src, name = _split_pod(src, namespace)
+    namespace_src, name = journey.split_pod(src, namespace)
     protocol = protocol.upper()
     if protocol not in ("TCP", "UDP"):
         raise fail("error: --protocol must be TCP or UDP")
@@ -244,7 +130,7 @@ def probe(
             ip, _ = await _resolve_destination(client, dst, namespace)
         socket = agent_socket(obj["spec"]["nodeName"], agent_socket_path)
         params = {"src": f"{namespace_src}/{name}", "dst": ip, "port": port, "protocol": protocol, "timeout": timeout}
-        return ip, await call_once(socket, "probe", params, timeout=timeout + 30)
+        return ip, await call_once(socket, AgentMethod.PROBE, params, timeout=timeout + 30)
 
     ip, result = run_async(run())
     if result["ok"]:
@@ -274,7 +160,6 @@ def trace(
     The destination node's half comes from a watch started there before the probe. For a Service, whose
     endpoint the source node picks at random, every other node with a ready endpoint watches, and the one
     the packet reached tells its half."""
-    namespace_src, name = _split_pod(src, namespace)
     dst, _, port_text = destination.rpartition(":")
     port_text, slash, named_protocol = port_text.partition("/")
     if not dst or not port_text or (slash and not named_protocol):
@@ -283,58 +168,20 @@ def trace(
     if protocol not in ("TCP", "UDP"):
         raise fail(f"error: the protocol is TCP or UDP, not {named_protocol or protocol!r}")
 
-    async def run() -> tuple[str, int, list[dict], list[dict]]:
+    async def run() -> journey.Journey:
         async with client_for(server, token, kubeconfig) as client:
-            obj = await running_pod(client, namespace_src, name)
-            ip, dst_node = await _resolve_destination(client, dst, namespace)
-            src_ip = obj["status"]["podIP"]
-            src_node = obj["spec"]["nodeName"]
-            dst_node = dst_node or await _node_of_ip(client, ip, namespace)
-            service = None if dst_node else await _service_at(client, ip, namespace)
-            service_port = _service_port(service, port_text, protocol) if service else None
-            if service_port:
-                port = service_port["port"]
-                targets = await _endpoints_by_node(client, service, service_port)
-            elif port_text.isascii() and port_text.isdigit():
-                port = int(port_text)
-                targets = {dst_node: [{"dst": ip, "port": port}]} if dst_node else {}
-            else:
-                raise fail(f"error: {port_text!r} is neither a port number nor a port of a Service at {ip}")
-        targets.pop(src_node, None)  # the local half shows what happens on the source node
-        params = {"src": f"{namespace_src}/{name}", "dst": ip, "port": port, "protocol": protocol,
-                  "timeout": timeout}
-        watchers: list[RpcClient] = []
-        watches: list[asyncio.Task] = []
-        try:
-            for node, matches in targets.items():
-                path = agent_socket(node, None)
-                if agent_socket_path or not Path(path).exists():
-                    continue
-                watchers.append(watcher := await RpcClient(path).connect())
-                watch = {"src": src_ip, "matches": matches, "protocol": protocol, "timeout": timeout}
-                watches.append(asyncio.create_task(watcher.call("trace.watch", watch, timeout=timeout + 10)))
-                # The agent starts calls in the order they arrive: once it has answered this ping, the
-                # watch is in place, before the probe's first packet leaves.
-                await watcher.call("ping")
-            local = await call_once(
-                agent_socket(src_node, agent_socket_path), "trace", params, timeout=timeout + 30
-            )
-            far = await _far_half(watches)
-        finally:
-            for task in watches:
-                task.cancel()
-            for watcher in watchers:
-                await watcher.close()
-        return ip, port, local, far
+            try:
+                return await journey.trace(
+                    client, lambda node: agent_socket(node, agent_socket_path), src, dst, port_text, protocol,
+                    namespace=namespace, timeout=timeout, watch_far_half=agent_socket_path is None)
+            except ObserveError as exc:
+                raise fail(str(exc)) from None
 
-    ip, port, local, far = run_async(run())
-    typer.echo(f"trace {namespace_src}/{name} → {ip}:{port}/{protocol}")
-    split = next((i + 1 for i, s in enumerate(local) if s["stage"] in ("vxlan-encap", "fou-encap", "drop")), len(local))
-    number = 0
-    for stage in [*local[:split], *far, *local[split:]]:
-        number += 1
+    path = run_async(run())
+    typer.echo(f"trace {path.src} → {path.ip}:{path.port}/{protocol}")
+    for number, stage in enumerate(path.stages, start=1):
         typer.echo(f"{number:>3}. {stage['stage']:<15} {stage['detail']}")
-    if local and local[-1]["stage"] == "result" and not local[-1]["detail"].startswith("answered"):
+    if path.local and not path.answered:
         raise typer.Exit(1)
 
 
@@ -357,7 +204,7 @@ def capture(
         with write.open("wb") as file:
             writer = pcap.PcapWriter(file, pcap.LinkType.ETHERNET)
             async with RpcClient(agent_socket(node, agent_socket_path)) as rpc:
-                async for item in rpc.stream("capture", {"count": count, "seconds": seconds}):
+                async for item in rpc.stream(AgentMethod.CAPTURE, {"count": count, "seconds": seconds}):
                     frame = pcap.underlay_frame(
                         item["data"], (item["src"], item["sport"]), (item["dst"], item["dport"]), identification=written
                     )
@@ -369,7 +216,8 @@ def capture(
     typer.echo(f"{written} datagrams written to {write}", err=True)
 
 
-DATAPLANE_TABLES = {"counters": "counters", "routes": "routes.list", "conntrack": "conntrack.list", "pods": "pods.list"}
+DATAPLANE_TABLES = {"counters": AgentMethod.COUNTERS, "routes": AgentMethod.ROUTES_LIST, "conntrack": AgentMethod.CONNTRACK_LIST,
+                    "pods": AgentMethod.PODS_LIST}
 
 
 def dataplane(

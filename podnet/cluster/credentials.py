@@ -8,7 +8,10 @@ token is readable by anyone else for even a moment, and nothing written by someo
 |-------------------------|-----------------------------------------------------------------------------|
 | `ca.crt`, `ca.key`      | the cluster CA: signs the serving and the client certificates              |
 | `apiserver.crt/.key`    | the API server's serving certificate, for every address it is reached at   |
-| `tokens.csv`            | the API server's `--token-auth-file`: the admin and one token per component |
+| `sa.key`                | signs service-account tokens (kube-apiserver's --service-account-signing-key-file) |
+| `audit-policy.yaml`     | the API server's audit policy (podnet/cluster/auditpolicy.py), kept across `podnet up` |
+| `tokens.csv`            | the API server's `--token-auth-file`: the admin, a read-only viewer (group  |
+|                         | `view`, for the web UI) and one token per component                         |
 | `<component>.kubeconfig`| what each component (agent, kube-proxy, DNS, ...) connects with: server, CA, its token |
 
 and `<home>/kubeconfig`, the administrator's: the CA and a client certificate (CN=admin,
@@ -36,10 +39,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from podnet import kubeconfig, pki
+from podnet.cluster import auditpolicy
 
 PKI_DIR = "pki"
 ADMIN_USER = "admin"
 ADMIN_GROUPS = ("system:masters",)
+# A read-only user with a token, for clients that take nothing else (the web UI's login): podnet's token-file
+# group `view` reads every kind but Secrets (apiserver/rbac/defaults.py).
+VIEWER_USER = "viewer"
+VIEWER_GROUPS = ("view",)
 # The demo's tenants (deploy/demo/02-multi-tenancy.yaml): each a user of its own, bound to edit in its namespace.
 TENANTS = ("team-a", "team-b")
 # The names in-cluster clients use for the API server (the `kubernetes` Service), as kube-apiserver's own.
@@ -57,6 +65,10 @@ def ca_file(home: Path) -> Path:
 
 def serving_files(home: Path) -> tuple[Path, Path]:
     return pki_dir(home) / "apiserver.crt", pki_dir(home) / "apiserver.key"
+
+
+def service_account_key_file(home: Path) -> Path:
+    return pki_dir(home) / "sa.key"
 
 
 def token_file(home: Path) -> Path:
@@ -114,6 +126,16 @@ def replace_secret(path: Path, data: bytes) -> None:
     write_secret(path, data)
 
 
+def user_token(home: Path, user: str) -> str | None:
+    """The token of `user` in the cluster's token file (the admin's, the viewer's), if it has one."""
+    try:
+        rows = token_file(home).read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    return next((fields[0] for fields in (row.split(",") for row in rows) if len(fields) > 1 and fields[1] == user),
+                None)
+
+
 def _earlier_ca(directory: Path, now: datetime.datetime) -> pki.KeyPair | None:
     """The CA an earlier cluster in this home made, if it is whole and outlives the certificates it will sign."""
     try:
@@ -132,8 +154,10 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
     the admin token. Returns the admin token."""
     directory = pki_dir(home)
     ca = (_earlier_ca(directory, now) or pki.make_ca(now)) if tls else None
+    audit_policy = auditpolicy.policy_text(auditpolicy.policy_file(directory))
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, mode=0o700)
+    write_secret(auditpolicy.policy_file(directory), audit_policy.encode())
     if ca is not None:
         write_secret(directory / "ca.crt", ca.cert_pem)
         write_secret(directory / "ca.key", ca.key_pem)
@@ -141,8 +165,10 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
         cert, key = serving_files(home)
         write_secret(cert, serving.cert_pem)
         write_secret(key, serving.key_pem)
+    write_secret(service_account_key_file(home), pki.make_signing_key())
     admin_token = secrets.token_hex(16)
-    rows = [f'{admin_token},{ADMIN_USER},{ADMIN_USER},"{",".join(ADMIN_GROUPS)}"']
+    rows = [f'{admin_token},{ADMIN_USER},{ADMIN_USER},"{",".join(ADMIN_GROUPS)}"',
+            f'{secrets.token_hex(16)},{VIEWER_USER},{VIEWER_USER},"{",".join(VIEWER_GROUPS)}"']
     ca_pem = ca.cert_pem if ca else None
     for component in components:
         token = secrets.token_hex(16)

@@ -24,8 +24,10 @@ from podnet.api import manifests
 from podnet.cli import pods_cmd, policy_cmd
 from podnet.cli.resources import apply_object
 from podnet.client import ApiClient, ApiError
-from podnet.nodeagent.policy import Matrix, render_table, static_matrix
+from podnet.nodeagent.policy import Matrix, render_table
 from podnet.nodeagent.policy.render import TruthTable
+from podnet.observe import policy as observe
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import call_once
 
 MANIFESTS = Path(__file__).resolve().parent.parent.parent / "deploy" / "demo"
@@ -137,13 +139,10 @@ async def probed_matrix(client: ApiClient, home: Path, namespaces: tuple[str, ..
     aside), or the last one probed with the cells that still differ."""
     differing: list = []
     for _ in range(MATRIX_ATTEMPTS):
-        objects = await policy_cmd.cluster_objects(client)
-        pods = policy_cmd.running_pods(objects, namespaces)
-        computed = static_matrix(policy_cmd.static_evaluator(objects), pods=list(pods), ports=ports,
-                                 protocols=["TCP"])
-        async with policy_cmd.Agents(lambda node: str(home / "nodes" / node / "agent.sock")) as agents:
-            probed = await policy_cmd.probe_matrix(agents, pods, ports, ["TCP"])
-        differing, _ = policy_cmd.disagreements(probed, computed)
+        found = await observe.matrices(client, observe.home_sockets(home), namespaces=namespaces, ports=ports)
+        policy_cmd.warn_refused(found.refused_policies)
+        pods, probed = found.pods, found.probed
+        differing, _ = observe.disagreements(probed, found.static)
         if not differing:
             break
         await asyncio.sleep(1.0)
@@ -165,7 +164,7 @@ def print_matrix(title: str, matrix: Matrix, pods: dict[str, tuple[str, str]], d
             typer.echo(f"    {names[src]} -> {names[dst]} {port}/{protocol}: probed "
                        f"{'reachable' if probed else 'unreachable'}")
     else:
-        typer.echo(f"\n  every probe agrees with the policies ({policy_cmd.SELF_NOTE})")
+        typer.echo(f"\n  every probe agrees with the policies ({observe.SELF_NOTE})")
 
 
 def cross_node_source(pods: dict[str, tuple[str, str]]) -> str:
@@ -214,7 +213,7 @@ async def show_name_lookup(home: Path, pods: dict[str, tuple[str, str]], source:
     typer.echo(f"\nA name from a frontend: $ podnet exec {source} -- http {BACKEND_URL}")
     result: dict = {}
     for _ in range(NAME_ATTEMPTS):  # the policies may still be reaching the agents
-        result = await call_once(socket, "pod.http", {"namespace": namespace, "pod": name, "url": BACKEND_URL,
+        result = await call_once(socket, AgentMethod.POD_HTTP, {"namespace": namespace, "pod": name, "url": BACKEND_URL,
                                                       "timeout": 3.0}, timeout=30.0)
         if result.get("ok"):
             break

@@ -13,14 +13,12 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podnet.cluster import credentials, kubelet_credentials
+from podnet.backends import BACKENDS, POD_MODES, PROXY_MODES, routing_backend
+from podnet.cluster import auditpolicy, credentials, etcd_credentials, kubelet_credentials
 from podnet.nodeagent.pods.netns import host_namespace
 
 STORES = ("sqlite", "etcd")
-BACKENDS = ("vxlan", "bgp")
-PROXY_MODES = ("iptables", "ipvs")
 LAYOUTS = ("loopback", "network", "netns")
-POD_MODES = ("virtual", "netns")
 # The control-plane components that get a host of their own in the "network" layout, by last octet.
 CONTROL_HOSTS = {"etcd": 2, "apiserver": 3, "dns": 4, "cloud-lb": 5}
 
@@ -78,6 +76,11 @@ class Topology:
     host_mode: str = "local"  # "netns": each node's processes in namespace podnet-host-<node> on a bridge
     pod_mode: str = "virtual"  # the agents' default for pods without a podnet.io/pod-mode annotation
     insecure_http: bool = False  # the API server on plain HTTP, for debugging only
+    ui: bool = True  # the web UI (podnet/ui/), which reads the agents' sockets: local layouts only
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.control_address}:{self.api_port + 4}"
 
     @property
     def control_address(self) -> str:
@@ -101,6 +104,11 @@ class Topology:
         if self.store == "etcd":
             return f"etcd://{self.host('etcd')}:{self.etcd_port}"
         return f"sqlite://{self.home / 'store.db'}"
+
+    @property
+    def etcd_metrics_url(self) -> str:
+        """etcd's plain-HTTP /health and /metrics (kubeadm's --listen-metrics-urls, port 2381)."""
+        return f"http://{self.host('etcd')}:{self.etcd_port + 2}"
 
     def node_dir(self, node: NodeSpec) -> Path:
         return self.home / "nodes" / node.name
@@ -155,9 +163,34 @@ def build(
         if nodes > 244:
             raise TopologyError("--nodes must be at most 244 on one /24")
         hosts = {component: f"{prefix}.{octet}" for component, octet in CONTROL_HOSTS.items()}
+        settings["ui"] = False
     specs = tuple(NodeSpec(f"node-{i}", f"{prefix}.{10 + i}") for i in range(1, nodes + 1))
     return Topology(home=home, nodes=specs, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
                     hosts=hosts, **settings)  # type: ignore[arg-type]
+
+
+def _etcd(topo: Topology) -> ComponentSpec:
+    """etcd as kubeadm runs it: clients and peers over TLS, each proving itself with a certificate from
+    etcd's own CA (podnet/cluster/etcd_credentials.py); health on a plain-HTTP metrics port, which tells
+    whether etcd is up and nothing of what it stores."""
+    host, home = topo.host("etcd"), topo.home
+    client_url, peer_url = f"https://{host}:{topo.etcd_port}", f"https://{host}:{topo.etcd_port + 1}"
+    ca = str(etcd_credentials.ca_file(home))
+    (server_cert, server_key), (peer_cert, peer_key) = etcd_credentials.server_files(home), etcd_credentials.peer_files(home)
+    return ComponentSpec(
+        "etcd",
+        ("etcd", "--name", "podnet", "--data-dir", str(home / "etcd"),
+         "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+         "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+         "--initial-cluster", f"podnet={peer_url}",
+         "--cert-file", str(server_cert), "--key-file", str(server_key),
+         "--client-cert-auth=true", "--trusted-ca-file", ca,
+         "--peer-cert-file", str(peer_cert), "--peer-key-file", str(peer_key),
+         "--peer-client-cert-auth=true", "--peer-trusted-ca-file", ca,
+         "--listen-metrics-urls", topo.etcd_metrics_url),
+        Health(http=f"{topo.etcd_metrics_url}/health"),
+        external=True,
+    )
 
 
 def components(topo: Topology) -> list[ComponentSpec]:
@@ -184,23 +217,19 @@ def components(topo: Topology) -> list[ComponentSpec]:
         kubelet_serving = ("--kubelet-tls-cert-file", str(serving_cert), "--kubelet-tls-private-key-file",
                            str(serving_key), "--kubelet-client-ca-file", str(ca))
     specs: list[ComponentSpec] = []
+    etcd_client: tuple[str, ...] = ()
     if topo.store == "etcd":
-        etcd_host = topo.host("etcd")
-        client_url = f"http://{etcd_host}:{topo.etcd_port}"
-        specs.append(ComponentSpec(
-            "etcd",
-            ("etcd", "--name", "podnet", "--data-dir", str(topo.home / "etcd"),
-             "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
-             "--listen-peer-urls", f"http://{etcd_host}:{topo.etcd_port + 1}",
-             "--initial-advertise-peer-urls", f"http://{etcd_host}:{topo.etcd_port + 1}",
-             "--initial-cluster", f"podnet=http://{etcd_host}:{topo.etcd_port + 1}"),
-            Health(http=f"{client_url}/health"),
-            external=True,
-        ))
+        specs.append(_etcd(topo))
+        etcd_cert, etcd_key = etcd_credentials.client_files(topo.home)
+        etcd_client = ("--etcd-cafile", str(etcd_credentials.ca_file(topo.home)), "--etcd-certfile", str(etcd_cert),
+                       "--etcd-keyfile", str(etcd_key))
     specs.append(ComponentSpec(
         "apiserver",
         ("apiserver", "--host", topo.host("apiserver"), "--port", str(topo.api_port), "--store", topo.store_url,
-         "--token-file", str(credentials.token_file(topo.home)), *tls, *kubelet_client,
+         "--token-file", str(credentials.token_file(topo.home)), *tls, *kubelet_client, *etcd_client,
+         "--service-account-signing-key-file", str(credentials.service_account_key_file(topo.home)),
+         "--audit-policy-file", str(auditpolicy.policy_file(credentials.pki_dir(topo.home))),
+         "--audit-log-path", str(auditpolicy.log_file(topo.home)),
          "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
          "--node-grace-period", str(topo.node_grace_period),
          "--eviction-timeout", str(topo.pod_eviction_timeout)),
@@ -212,6 +241,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--metrics-port", str(topo.api_port + 2)),
         Health(http=f"http://{topo.host('dns')}:{topo.api_port + 2}/healthz"),
     ))
+    protected = _protected_ports(topo)
     for index, node in enumerate(topo.nodes):
         node_dir = str(topo.node_dir(node))
         netns = host_namespace(node.name) if topo.host_mode == "netns" else None
@@ -225,7 +255,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
             f"{node.name}/agent",
             ("nodeagent", "--name", node.name, "--address", node.address, *api(f"{node.name}/agent"), "--state-dir", node_dir,
              "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
-             *kubelet, *pod_mode, *renew, "--proxy-protocol-from", topo.host("cloud-lb")),
+             *kubelet, *pod_mode, *renew, "--proxy-protocol-from", topo.host("cloud-lb"), *protected),
             Health(rpc=agent_socket),
             netns=netns,
         ))
@@ -237,11 +267,11 @@ def components(topo: Topology) -> list[ComponentSpec]:
             Health(http=f"http://{node.address}:{metrics_port + 1}/healthz"),
             netns=netns,
         ))
-        if topo.backend == "bgp":
+        if routing_backend(topo.backend).runs_speaker:
             specs.append(ComponentSpec(
                 f"{node.name}/bgp",
                 ("bgp", "--node", node.name, "--address", node.address, "--port", str(topo.bgp_port), *api(f"{node.name}/bgp"),
-                 "--agent-socket", agent_socket, "--state-dir", node_dir),
+                 "--agent-socket", agent_socket, "--state-dir", node_dir, "--cluster-cidr", topo.cluster_cidr),
                 Health(rpc=str(topo.node_dir(node) / "bgp.sock")),
                 netns=netns,
             ))
@@ -251,4 +281,24 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--address", topo.host("cloud-lb")),
         Health(http=f"http://{topo.host('cloud-lb')}:{topo.api_port + 3}/healthz"),
     ))
+    if topo.ui:
+        # A client of the API server with its users' tokens only: it has no credential of its own.
+        ca_option = () if ca is None else ("--ca-file", ca)
+        specs.append(ComponentSpec(
+            "ui",
+            ("ui", "--server", topo.api_url, *ca_option, "--home", str(topo.home), "--address", topo.control_address,
+             "--port", str(topo.api_port + 4)),
+            Health(http=f"{topo.ui_url}/healthz"),
+        ))
     return specs
+
+
+def _protected_ports(topo: Topology) -> list[str]:
+    """`--protect-port` for every port of the cluster's own that pods must not reach from their node's address
+    (nodeagent/hostguard.py): etcd's, BGP's, and the status and metrics ports of every component."""
+    ports = [f"tcp/{topo.etcd_port}", f"tcp/{topo.etcd_port + 1}", f"tcp/{topo.bgp_port}",
+             f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}"]
+    for index, node in enumerate(topo.nodes):
+        metrics = 10250 + index * 10  # the agent's status port; kube-proxy's is next, the kubelet API's after
+        ports += [f"tcp/{node.address}:{metrics}", f"tcp/{node.address}:{metrics + 1}"]
+    return [argument for port in ports for argument in ("--protect-port", port)]

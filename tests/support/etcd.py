@@ -79,10 +79,11 @@ class EtcdServer:
         self.process = None
 
 
-def _etcd_binary() -> str:
-    binary = shutil.which("etcd")
+def etcd_program(name: str = "etcd", package: str = "etcd-server") -> str:
+    """The path of `name` (etcd, etcdctl); without it the test skips, or fails under CI=true."""
+    binary = shutil.which(name)
     if binary is None:
-        reason = "the etcd binary is not on PATH (Debian package etcd-server)"
+        reason = f"{name} is not on PATH (Debian package {package})"
         if os.environ.get("CI") == "true":
             pytest.fail(reason + "; CI must run the etcd tests", pytrace=False)
         pytest.skip(reason)
@@ -90,7 +91,7 @@ def _etcd_binary() -> str:
 
 
 def _running(directory: Path) -> Iterator[EtcdServer]:
-    server = EtcdServer(_etcd_binary(), directory / "etcd-data", directory / "etcd.log")
+    server = EtcdServer(etcd_program(), directory / "etcd-data", directory / "etcd.log")
     try:
         server.start()
         yield server

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,7 @@ def podnet_up(home: Path, prefix: str, nodes: int) -> Iterator[Path]:
 KUBECTL_MISSING = shutil.which("kubectl") is None and os.environ.get("CI") != "true"
 
 class KubectlServer:
-    def __init__(self, directory: Path, host: str = HOST):
+    def __init__(self, directory: Path, host: str = HOST, extra_args: Sequence[str] = ()):
         self.directory = directory
         self.port = free_tcp_port(host)
         self.url = f"https://{host}:{self.port}"
@@ -83,7 +83,7 @@ class KubectlServer:
         self.log_path = directory / "apiserver.log"
         args = ["--host", host, "--port", str(self.port), "--store", f"sqlite:///{directory / 'store.db'}",
                 "--no-controllers", "--tls-cert", str(directory / "apiserver.crt"),
-                "--tls-key", str(directory / "apiserver.key"), "--client-ca-file", str(self.ca_file)]
+                "--tls-key", str(directory / "apiserver.key"), "--client-ca-file", str(self.ca_file), *extra_args]
         self.process = spawn_module("podnet.apiserver", args, self.log_path, directory)
         wait_ready(self.process, self._ready, "the API server", lambda: read_log(self.log_path))
 
@@ -111,17 +111,24 @@ class KubectlServer:
         end(self.process)
 
 
-@pytest.fixture(scope="module")
-def kubectl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubectlServer]:
+@contextlib.contextmanager
+def running_kubectl_server(directory: Path, host: str = HOST) -> Iterator[KubectlServer]:
+    """A KubectlServer with its `default` namespace, stopped afterwards."""
     if shutil.which("kubectl") is None:
         pytest.fail("kubectl is not on PATH; these tests drive the real kubectl")
-    server = KubectlServer(tmp_path_factory.mktemp("kubectl"))
+    server = KubectlServer(directory, host)
     try:
         created = server.kubectl("create", "namespace", "default")
         assert created.returncode == 0, created.stderr
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def kubectl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubectlServer]:
+    with running_kubectl_server(tmp_path_factory.mktemp("kubectl")) as server:
+        yield server
 
 
 def _text(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[str]:

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from podnet.nodeagent.policy import Matrix
 
-from podnet.cli.policy_cmd import Agents, probe_matrix
 from podnet.client import ApiClient
+from podnet.observe.policy import Agents, probe_matrix
 from podnet.rpc.session import call_once
 from support import netpol_model
 from support.apiserver import ApiServerProcess

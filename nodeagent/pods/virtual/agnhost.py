@@ -8,6 +8,10 @@ manifests written for it behave alike here:
 - UDP datagrams: `hostname` → the pod name, `clientip` → "ip:port", `echo x` → x; anything else is echoed.
 Each HTTP request served is named in the reply (`Reply.served`: "GET /hostname", as netexec logs it) so
 that the pod's access log can record it.
+
+The server lives inside the node agent, so what a client sends must not grow the agent: request bodies are
+read and dropped as they arrive (no handler looks at them), never buffered, and a Content-Length past
+MAX_BODY_BYTES is answered 413 and the connection closed (`Reply.refused` names it, for the pod's counters).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 _METHODS = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
 # Go's net/http answers 431 past its 1 MB default; a smaller bound is plenty for a test server.
 MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 1024 * 1024
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Request Entity Too Large"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,8 @@ class Reply:
     """Close the connection once `data` is sent."""
     served: tuple[str, ...] = ()
     """The requests answered in `data`, as netexec logs them: "GET /hostname"."""
+    refused: str = ""
+    """Why a request was refused (`http_body_too_large`), for the pod's counters; "" when none was."""
 
 
 def _response(status: int, body: bytes, *, close: bool, head_only: bool = False) -> Reply:
@@ -60,12 +67,16 @@ class AgnhostTcp:
         self.pod_name = pod_name
         self.client = client
         self._buffer = bytearray()
-        self._mode: str | None = None  # "http" or "echo", once the first bytes tell
+        self._mode: str | None = None  # "http" or "echo", once the first bytes tell; "closed" after a last answer
+        self._body_left = 0  # bytes of the current request's body still to be read and dropped
+        self._pending: tuple[str, str, bool] | None = None  # method, target, close: answered once its body is read
 
     def feed(self, data: bytes) -> Reply:
         """Bytes from the peer in; what to send back (maybe nothing yet) and whether to close after."""
         if self._mode == "echo":
             return Reply(data, False)
+        if self._mode == "closed":  # what follows an answer that closes the connection is not read
+            return Reply(b"", False)
         self._buffer += data
         if self._mode is None:
             self._mode = _classify(bytes(self._buffer[:8]))
@@ -74,12 +85,29 @@ class AgnhostTcp:
             if self._mode == "echo":
                 echoed, self._buffer = bytes(self._buffer), bytearray()
                 return Reply(echoed, False)
-        return self._serve_requests()
+        reply = self._serve_requests()
+        if reply.close:
+            self._mode = "closed"
+            self._buffer.clear()
+        return reply
 
     def _serve_requests(self) -> Reply:
         out = bytearray()
         served: list[str] = []
         while True:
+            if self._pending is not None:
+                dropped = min(self._body_left, len(self._buffer))
+                del self._buffer[:dropped]
+                self._body_left -= dropped
+                if self._body_left:
+                    return Reply(bytes(out), False, tuple(served))
+                method, target, close = self._pending
+                self._pending = None
+                status, body = http_answer(method, target, self.pod_name, self.client)
+                out += _response(status, body, close=close, head_only=method == "HEAD").data
+                served.append(f"{method} {target}")
+                if close:
+                    return Reply(bytes(out), True, tuple(served))
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > MAX_HEADER_BYTES:
@@ -95,20 +123,17 @@ class AgnhostTcp:
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-            try:
-                body_length = int(headers.get("content-length", "0"))
-            except ValueError:
+            length = headers.get("content-length", "0")
+            if not (length.isascii() and length.isdigit()):
                 return Reply(bytes(out) + _response(400, b"", close=True).data, True)
-            if len(self._buffer) < end + 4 + body_length:
-                return Reply(bytes(out), False, tuple(served))
-            del self._buffer[: end + 4 + body_length]
+            if int(length) > MAX_BODY_BYTES:
+                refusal = _response(413, b"request body too large\n", close=True).data
+                return Reply(bytes(out) + refusal, True, tuple(served), refused="http_body_too_large")
+            del self._buffer[: end + 4]
             connection = headers.get("connection", "").lower()
             close = connection == "close" or (version == "HTTP/1.0" and connection != "keep-alive")
-            status, body = http_answer(method, target, self.pod_name, self.client)
-            out += _response(status, body, close=close, head_only=method == "HEAD").data
-            served.append(f"{method} {target}")
-            if close:
-                return Reply(bytes(out), True, tuple(served))
+            self._body_left = int(length)
+            self._pending = (method, target, close)
 
 
 def _classify(start: bytes) -> str | None:

@@ -105,14 +105,17 @@ def is_loopback(ip: str) -> bool:
 class _AgnhostServer:
     """Adapts an agnhost connection to the calls the stack makes on any TCP application."""
 
-    def __init__(self, responder: AgnhostTcp):
+    def __init__(self, responder: AgnhostTcp, counters: defaultdict[str, int]):
         self.responder = responder
+        self.counters = counters
 
     def connected(self, local: str, remote: str) -> client.Action:
         return client.Action()
 
     def received(self, data: bytes) -> client.Action:
         reply = self.responder.feed(data)
+        if reply.refused:
+            self.counters[reply.refused] += 1
         return client.Action(send=reply.data, close=reply.close, served=reply.served)
 
     def peer_closed(self) -> client.Action:
@@ -461,7 +464,7 @@ class PodStack:
                 return
             responder = AgnhostTcp(self.pod_name, f"{header.src}:{segment.src_port}")
             connection = TcpConnection.accept(segment, self._rng.getrandbits(32), now)
-            socket = _Socket(connection, header.dst, header.src, _AgnhostServer(responder))
+            socket = _Socket(connection, header.dst, header.src, _AgnhostServer(responder, self.counters))
             self._sockets[key] = socket
             self._process(socket, now)
             return

@@ -22,6 +22,8 @@ KUBERNETES_VERSION = "v1.31.0"
 V3_REF_PREFIX = "#/components/schemas/"
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
+# Custom resources take no strategic merge patch; kubectl reads this to send them merge patches.
+_CUSTOM_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ def operations(kind: Kind) -> dict[str, list[Operation]]:
     collection = kind.path("{namespace}") if kind.namespaced else kind.path()
     item = kind.path("{namespace}", "{name}") if kind.namespaced else kind.path(name="{name}")
     list_kind = f"{kind.definition}List"
+    patch_types = _PATCH_TYPES if kind.custom is None else _CUSTOM_PATCH_TYPES
     paths = {
         collection: [
             Operation("get", "list", f"list{prefix}{scoped}", kind, list_kind, parameters=_LIST),
@@ -105,7 +108,7 @@ def operations(kind: Kind) -> dict[str, list[Operation]]:
             Operation("put", "put", f"replace{prefix}{scoped}", kind, kind.definition, kind.definition, _WRITE),
             Operation("patch", "patch", f"patch{prefix}{scoped}", kind, kind.definition, _META + "Patch",
                       (*_WRITE, Parameter("force", "query", "Force is going to \"force\" Apply requests.", "boolean")),
-                      _PATCH_TYPES),
+                      patch_types),
             Operation("delete", "delete", f"delete{prefix}{scoped}", kind, _META + "Status", _META + "DeleteOptions",
                       (_DRY_RUN,)),
         ],
@@ -121,7 +124,7 @@ def operations(kind: Kind) -> dict[str, list[Operation]]:
             Operation("get", "get", f"read{prefix}{scoped}Status", kind, kind.definition),
             Operation("put", "put", f"replace{prefix}{scoped}Status", kind, kind.definition, kind.definition, _WRITE),
             Operation("patch", "patch", f"patch{prefix}{scoped}Status", kind, kind.definition, _META + "Patch", _WRITE,
-                      _PATCH_TYPES),
+                      patch_types),
         ]
     return {path: [_with_path_params(op, path, path_params) for op in ops] for path, ops in paths.items()}
 
@@ -164,8 +167,10 @@ def _reachable(roots: list[str]) -> list[str]:
 
 
 def _roots(kinds: list[Kind]) -> list[str]:
-    return [name for kind in kinds for name in (kind.definition, f"{kind.definition}List")] + [
-        _META + "Status", _META + "DeleteOptions", _META + "Patch", _META + "WatchEvent"
+    """The definitions a group version's document holds (a custom kind brings its own schemas)."""
+    return [name for kind in kinds if kind.custom is None for name in (kind.definition, f"{kind.definition}List")] + [
+        _META + "Status", _META + "DeleteOptions", _META + "Patch", _META + "WatchEvent", _META + "ObjectMeta",
+        _META + "ListMeta",
     ]
 
 
@@ -276,20 +281,20 @@ def v3_documents() -> dict[str, dict]:
     by_group_version: dict[str, list[Kind]] = {}
     for kind in KINDS:
         by_group_version.setdefault(group_version_key(kind), []).append(kind)
-    documents = {}
-    for key, kinds in by_group_version.items():
-        paths = {
-            path: {op.method: _v3_operation(op) for op in ops} for kind in kinds for path, ops in operations(kind).items()
-        }
-        schemas = {name: to_v3_schema(definitions()[name]) for name in _reachable(_roots(kinds))}
-        documents[key] = {
-            "openapi": "3.0.0",
-            "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
-            "paths": paths,
-            "components": {"schemas": schemas, "securitySchemes": {"BearerToken": {
-                "type": "apiKey", "description": "Bearer Token authentication", "name": "authorization", "in": "header"}}},
-        }
-    return documents
+    return {key: group_version_document(kinds) for key, kinds in by_group_version.items()}
+
+
+def group_version_document(kinds: list[Kind], own_schemas: dict[str, dict] | None = None) -> dict:
+    """One group version's OpenAPI v3 document; `own_schemas` are the v3 schemas of custom kinds."""
+    paths = {path: {op.method: _v3_operation(op) for op in ops} for kind in kinds for path, ops in operations(kind).items()}
+    schemas = {name: to_v3_schema(definitions()[name]) for name in _reachable(_roots(kinds))} | (own_schemas or {})
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"BearerToken": {
+            "type": "apiKey", "description": "Bearer Token authentication", "name": "authorization", "in": "header"}}},
+    }
 
 
 def encode(document: dict) -> bytes:
@@ -299,13 +304,16 @@ def encode(document: dict) -> bytes:
 @cache
 def v3_encoded() -> dict[str, tuple[bytes, str]]:
     """Each group-version document's bytes and hash (what the index's `?hash=` links name)."""
-    encoded = {}
-    for key, document in v3_documents().items():
-        body = encode(document)
-        encoded[key] = (body, hashlib.sha512(body).hexdigest().upper())
-    return encoded
+    return {key: encode_with_hash(document) for key, document in v3_documents().items()}
 
 
-def v3_index() -> dict:
+def encode_with_hash(document: dict) -> tuple[bytes, str]:
+    body = encode(document)
+    return body, hashlib.sha512(body).hexdigest().upper()
+
+
+def v3_index(extra: dict[str, tuple[bytes, str]] | None = None) -> dict:
+    """The index of the group version documents (`extra`: those of custom resources, encoded)."""
+    encoded = v3_encoded() | (extra or {})
     return {"paths": {key: {"serverRelativeURL": f"/openapi/v3/{key}?hash={digest}"}
-                      for key, (_, digest) in v3_encoded().items()}}
+                      for key, (_, digest) in encoded.items()}}

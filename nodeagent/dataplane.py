@@ -1,0 +1,356 @@
+"""The dataplane owner: the pure pipeline and everything that feeds it or carries out what it decides —
+the underlay tunnel, the host bridge, NodePort listeners, relayed ports, the node's own endpoint — and the
+traces recorded on the way.
+
+Every entry point (`from_*`) takes what arrived, runs it through the pipeline and hands the outputs to
+`run`, which sends, delivers and feeds the pods' answers back in until nothing is left. Pods' userspace
+stacks are driven from here too: their timers and their finished operations (`operate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from podnet.nodeagent.config import AgentConfig
+from podnet.nodeagent.endpoints import KernelPod, LocalPod, RelayedPod, StackEndpoint
+from podnet.nodeagent.hostbridge import HostBridge
+from podnet.nodeagent.hostguard import guard_for
+from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
+from podnet.nodeagent.pods.netns import NetnsPod
+from podnet.nodeagent.pods.virtual import client as ops
+from podnet.nodeagent.pods.virtual.stack import PodStack
+from podnet.nodeagent.relaypods import RelayedPods
+from podnet.nodeagent.traces import Traces
+from podnet.overlay.pipeline.forward import (
+    Deliver,
+    DeliverFrame,
+    Encapsulation,
+    NodeIdentity,
+    Output,
+    Peer,
+    Pipeline,
+    PodPort,
+    Stage,
+    ToHost,
+    Tunnel,
+    flow_key,
+    vtep_mac,
+)
+from podnet.overlay.tunnel import Tunnel as UdpTunnel
+from podnet.overlay.wire.addresses import ip_to_int
+
+from podnet.backends import routing_backend
+from podnet.rpc.session import RpcError
+
+log = logging.getLogger(__name__)
+
+VTEP_MAC_ANNOTATION = "podnet.io/vtep-mac"
+# A packet exchange that keeps re-entering the pipeline (two pods answering each other forever) is cut
+# here per wake-up, what is left dropped and counted, so the loop stays responsive.
+MAX_PUMP = 10_000
+# The peers `faults.partition` cut off, kept in the state directory: a cut in the network outlives a
+# restart of the agent, as a real one would.
+PARTITIONS_FILE = "partitions.json"
+
+# Starts an operation on a pod's stack at `now`; returns the operation's id.
+StartOperation = Callable[[PodStack, float], int]
+
+
+class Dataplane:
+    def __init__(self, config: AgentConfig, on_relay_ready: Callable[[str], None]):
+        self.config = config
+        self.backend = routing_backend(config.backend)
+        self.loop = asyncio.get_running_loop()
+        self._on_relay_ready = on_relay_ready  # a relayed pod's host process came up or went away
+        self.pipeline: Pipeline | None = None
+        self.tunnel: UdpTunnel | None = None
+        self.hostbridge: HostBridge | None = None
+        self.nodeports: NodePorts | None = None
+        self.relays: RelayedPods | None = None
+        self.node_endpoint: StackEndpoint | None = None
+        self.by_ip: dict[int, LocalPod | StackEndpoint] = {}
+        self.traces = Traces()
+
+    async def start(self, pod_cidr: str) -> None:
+        config = self.config
+        identity = NodeIdentity(
+            config.name,
+            config.address,
+            pod_cidr,
+            cluster_cidr=config.cluster_cidr,
+            vxlan_port=config.vxlan_port,
+            encapsulation=Encapsulation(self.backend.encapsulation),
+            fou_port=config.fou_port,
+        )
+        self.pipeline = Pipeline(identity, rand=random.random)
+        port = config.fou_port if identity.encapsulation is Encapsulation.FOU else config.vxlan_port
+        self.tunnel = UdpTunnel(config.address, port, on_batch=self.from_tunnel)
+        await self.tunnel.open()
+        self.tunnel.partitioned.update(self._saved_partitions())
+        guard = guard_for((config.vxlan_port, config.fou_port), config.server, config.protected_ports)
+        self.hostbridge = HostBridge(config.address, self.from_hostbridge, guard=guard)
+        gateway = identity.gateway
+        port = PodPort("node", config.name, gateway, vtep_mac(config.address))
+        stack = PodStack(config.name, "node", gateway, port.mac, port.mac, [], config.name)
+        self.node_endpoint = StackEndpoint(f"node/{config.name}", port, stack)
+        self.add(self.node_endpoint)
+        self.nodeports = NodePorts(config.address, lambda: self.pipeline.services, self.from_node,
+                                   trusted_proxies(config.proxy_protocol_from))
+        self.relays = RelayedPods(config.address, self.from_relay, self._on_relay_ready)
+
+    def close_with(self, stack: contextlib.AsyncExitStack) -> None:
+        """Closes the dataplane's sockets and listeners when `stack` unwinds."""
+        stack.callback(self.tunnel.close)
+        stack.callback(self.hostbridge.close)
+        stack.callback(self.nodeports.close)
+        stack.push_async_callback(self.relays.close)
+
+    def add(self, endpoint: LocalPod | StackEndpoint) -> None:
+        self.by_ip[ip_to_int(endpoint.port.ip)] = endpoint
+        self.pipeline.add_pod(endpoint.port)
+
+    def remove(self, pod: LocalPod) -> None:
+        self.by_ip.pop(ip_to_int(pod.port.ip), None)
+        self.pipeline.remove_pod(pod.port.ip)
+
+    # ---- the other nodes -------------------------------------------------------------------------
+
+    def on_peer_node(self, name: str, node: dict | None) -> None:
+        """Another node appeared, changed (None: went away): one Node event becomes one peer and, in a
+        backend whose routes come from Nodes, one route."""
+        if node is None:
+            self.pipeline.remove_peer(name)
+            log.info("node %s gone: route removed", name)
+            return
+        address = next(
+            (a["address"] for a in (node.get("status") or {}).get("addresses") or [] if a.get("type") == "InternalIP"),
+            None,
+        )
+        if not address:
+            return
+        pod_cidr = (node.get("spec") or {}).get("podCIDR")
+        mac = ((node.get("metadata") or {}).get("annotations") or {}).get(VTEP_MAC_ANNOTATION) or vtep_mac(address)
+        peer = Peer(name, address, mac)
+        current = self.pipeline.peers.get(address)
+        route = self.pipeline.routes.lookup(ip_to_int(pod_cidr.split("/")[0])) if pod_cidr else None
+        if current == peer and (route is not None and str(route.prefix) == pod_cidr and route.next_hop == address):
+            return
+        self.pipeline.set_peer(peer, pod_cidr if self.backend.routes_from_nodes else None)
+        log.info("node %s: VTEP %s at %s, route %s", name, mac, address, pod_cidr)
+
+    # ---- packets in ------------------------------------------------------------------------------
+
+    def from_node(self, packet: bytes) -> None:
+        """A packet a NodePort connection sends into the pod network."""
+        now = time.monotonic()
+        self.run(self.pipeline.from_node(packet, now), now)
+
+    def from_tunnel(self, datagrams: list[tuple[bytes, str]]) -> None:
+        """One wake-up's datagrams from the underlay, through the pipeline and carried out together."""
+        now = time.monotonic()
+        traces = self.traces
+        if not (traces.by_key or traces.watches):
+            self.run(self.pipeline.from_tunnel_batch(datagrams, now), now)
+            return
+        from_tunnel, offset = self.pipeline.from_tunnel, self.pipeline.inner_offset
+        outputs: list[Output] = []
+        for datagram, sender in datagrams:
+            inner = datagram[offset:]
+            trace = traces.stages_for(inner) or traces.watched(inner)
+            outputs += from_tunnel(sender, datagram, now, trace)
+        self.run(outputs, now)
+
+    def from_relay(self, packet: bytes) -> None:
+        """What a relayed pod's host process answers, leaving as that pod's packet."""
+        pod = self.by_ip.get(int.from_bytes(packet[12:16], "big"))
+        if pod is None:
+            return
+        now = time.monotonic()
+        trace = self.traces.stages_for(packet) if self.traces.by_key else None
+        self.run(self.pipeline.from_pod(pod.port, packet, now, trace), now)
+
+    def from_hostbridge(self, packet: bytes) -> None:
+        now = time.monotonic()
+        trace = self.traces.stages_for(packet) if self.traces.by_key else None
+        self.run(self.pipeline.to_local_pod(packet, now, trace), now)
+
+    def from_netns_pod(self, netns_pod: NetnsPod, frames: list[bytes]) -> None:
+        """Frames a netns pod's kernel sent on its eth0: into the pipeline, as a virtual pod's packets."""
+        pod = self.by_ip.get(ip_to_int(netns_pod.net.ip))
+        if pod is None:
+            return
+        now = time.monotonic()
+        traces = self.traces
+        outputs: list[Output] = []
+        for frame in frames:
+            trace = traces.stages_for(frame[14:]) if traces.by_key and frame[12:14] == b"\x08\x00" else None
+            outputs.extend(self.pipeline.from_pod_frame(pod.port, frame, now, trace))
+            if trace is not None and (key := flow_key(frame[14:])[0]) is not None:
+                traces.follow_reply(key, trace, self.pipeline.conntrack, now)
+        self.run(outputs, now)
+
+    # ---- carrying out ----------------------------------------------------------------------------
+
+    def run(self, outputs: list[Output], now: float) -> None:
+        """Carries out what the pipeline decided, feeding pods' answers back in until all is sent. It goes
+        in rounds: a round sends what is to be sent and hands each virtual pod the packets for it as one
+        batch; the pods' answers, through the pipeline, make the next round."""
+        by_ip, send, from_pod = self.by_ip, self.tunnel.send, self.pipeline.from_pod
+        traces = self.traces
+        traced = traces.by_key
+        # Endpoints whose stacks took packets: their events and timers are seen to once, after the last
+        # round, however many packets they received.
+        received: dict[int, StackEndpoint] = {}
+        budget = MAX_PUMP
+        while outputs:
+            if len(outputs) > budget:
+                self.pipeline.counters["drop.pump-limit"] += len(outputs) - budget
+                outputs = outputs[:budget]
+            budget -= len(outputs)
+            batches: dict[int, tuple[StackEndpoint, list[bytes]]] = {}
+            for out in outputs:
+                kind = type(out)
+                if kind is Deliver:
+                    pod = by_ip.get(out.pod_ip)
+                    if pod is None:
+                        continue
+                    pod_kind = type(pod)
+                    if pod_kind is KernelPod:
+                        pod.netns.deliver(out.packet)
+                        continue
+                    if pod_kind is RelayedPod and self.relays.take(out.packet, now):
+                        continue
+                    batch = batches.get(id(pod))
+                    if batch is None:
+                        batches[id(pod)] = (pod, [out.packet])
+                    else:
+                        batch[1].append(out.packet)
+                elif kind is Tunnel:
+                    send(out.node_address, out.datagram)
+                elif kind is ToHost:
+                    if not self.nodeports.claim(out.packet):  # an answer to a NodePort connection, or
+                        self.hostbridge.handle(out.packet, now)
+                elif kind is DeliverFrame:  # an ARP answer; virtual pods' ARP never reaches the pipeline
+                    pod = by_ip.get(out.pod_ip)
+                    if type(pod) is KernelPod:
+                        pod.netns.deliver_frame(out.frame)
+            outputs = []
+            for pod, packets in batches.values():
+                received[id(pod)] = pod
+                for packet in pod.stack.receive_batch(packets, now):
+                    trace = traces.stages_for(packet) if traced else None
+                    outputs += from_pod(pod.port, packet, now, trace)
+            if outputs and budget <= 0:
+                self.pipeline.counters["drop.pump-limit"] += len(outputs)
+                break
+        for pod in received.values():
+            self.after_stack(pod, now)
+
+    def emit(self, pod: StackEndpoint, packets: list[bytes], now: float, trace: list[Stage] | None = None) -> None:
+        """Sends what a stack wrote, and sees to its events and timer."""
+        outputs: list[Output] = []
+        for packet in packets:
+            outputs.extend(self.pipeline.from_pod(pod.port, packet, now, trace))
+        self.after_stack(pod, now)
+        self.run(outputs, now)
+
+    def after_stack(self, pod: StackEndpoint, now: float) -> None:
+        """Hands finished operations to their waiters and re-arms the pod's timer."""
+        for event in pod.stack.take_events():
+            listener = pod.listeners.get(event.op)
+            if listener is not None:
+                listener(event)
+            if isinstance(event, ops.Completed | ops.Failed):
+                future = pod.waiting.pop(event.op, None)
+                if future is not None and not future.done():
+                    future.set_result(event)
+        deadline = pod.stack.next_deadline()
+        if deadline is None:
+            return
+        if pod.timer is not None:
+            if pod.timer_at <= deadline:
+                return
+            pod.timer.cancel()
+        pod.timer_at = deadline
+        pod.timer = self.loop.call_at(max(deadline, now), self._poll, pod)
+
+    def _poll(self, pod: StackEndpoint) -> None:
+        pod.timer = None
+        if self.by_ip.get(ip_to_int(pod.port.ip)) is not pod:
+            return
+        now = time.monotonic()
+        self.emit(pod, pod.stack.poll(now), now)
+
+    async def operate(self, pod: StackEndpoint, start: StartOperation, timeout: float,
+                      trace: list[Stage] | None = None) -> ops.OperationEvent:
+        """Starts an operation on the pod's stack and waits for its Completed or Failed."""
+        now = time.monotonic()
+        try:
+            op = start(pod.stack, now)
+        except ValueError as exc:
+            raise RpcError("BadRequest", str(exc)) from None
+        future = self.loop.create_future()
+        pod.waiting[op] = future
+        packets = pod.stack.poll(now)
+        keys = self.traces.start_probe(packets, trace) if trace is not None else []
+        self.emit(pod, packets, now, trace)
+        for key in keys:
+            self.traces.follow_reply(key, trace, self.pipeline.conntrack, now)
+        try:
+            return await asyncio.wait_for(future, timeout + 1.0)
+        finally:
+            pod.waiting.pop(op, None)
+
+    async def sweep_conntrack(self, shutdown: asyncio.Event) -> None:
+        while not shutdown.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(shutdown.wait(), self.config.conntrack_sweep_interval)
+            now = time.monotonic()
+            self.pipeline.expire_connections(now)
+            if self.pipeline.services is not None:
+                self.pipeline.services.expire_affinity(now)
+
+    # ---- what it counts, and the faults it is told to play ----------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        merged: dict[str, int] = dict(self.pipeline.counters)
+        for name, value in self.tunnel.counters.items():
+            merged[f"tunnel.{name}"] = merged.get(f"tunnel.{name}", 0) + value
+        for name, value in self.hostbridge.counters.items():
+            merged[f"hostbridge.{name}"] = value
+        for name, value in self.nodeports.counters.items():
+            merged[f"nodeports.{name}"] = value
+        for name, value in self.relays.bridge.counters.items():
+            merged[f"relay.{name}"] = value
+        merged["conntrack.entries"] = len(self.pipeline.conntrack)
+        merged["conntrack.dropped-full"] = self.pipeline.conntrack.dropped_full
+        return merged
+
+    def partition(self, peer: str, drop: bool) -> list[str]:
+        """Cuts off (or heals) the underlay to `peer`, remembered across restarts; returns who is cut off."""
+        if drop:
+            self.tunnel.partitioned.add(peer)
+        else:
+            self.tunnel.partitioned.discard(peer)
+        path = self.config.state_path / PARTITIONS_FILE
+        path.with_suffix(".tmp").write_text(json.dumps(sorted(self.tunnel.partitioned)))
+        os.replace(path.with_suffix(".tmp"), path)
+        return sorted(self.tunnel.partitioned)
+
+    def _saved_partitions(self) -> list[Any]:
+        try:
+            peers = json.loads((self.config.state_path / PARTITIONS_FILE).read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s: %s", PARTITIONS_FILE, exc)
+            return []
+        return [peer for peer in peers if isinstance(peer, str)] if isinstance(peers, list) else []
