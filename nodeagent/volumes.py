@@ -42,8 +42,6 @@ WRITTEN = ("configMap", "secret", "downwardAPI", "projected")
 class VolumeError(ContainerConfigError):
     """A volume cannot be set up yet (its ConfigMap, Secret or token is missing): the pod waits."""
 
-    reason = "ContainerCreating"
-
 
 @dataclass(frozen=True, slots=True)
 class File:
@@ -249,7 +247,7 @@ class PodVolumes:
                 "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta.get("name"), "uid": meta.get("uid")}}}
             path = f"/api/v1/namespaces/{meta.get('namespace')}/serviceaccounts/{account}/token"
             try:
-                answer = await self.client.request("POST", path, body=request)
+                answer = await self.client.request("POST", path, body=request, content_type="application/json")
             except ApiError as exc:
                 raise VolumeError(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : failed to fetch token: '
                                   f"{exc}") from None

@@ -27,7 +27,8 @@ from support.apiserver import ApiServerProcess
 from support.netns_pods import netns_pod, pod_exec, require_root, wait_for
 from support.nodeagent import AgentProcess, Cluster, free_udp_port, wait_running
 
-from podnet.client import ApiError
+from podnet import pki
+from podnet.client import ApiClient, ApiError
 
 ADDRESS = "127.0.156.11"
 NAMESPACE = "team-a"
@@ -166,7 +167,10 @@ def cluster() -> Iterator[Cluster]:
     (home / "canary.txt").write_text("the cluster's own file\n")
     (home / "canary.txt").chmod(0o644)
     (home / "apiserver").mkdir()
-    api = ApiServerProcess(home / "apiserver", f"sqlite:///{home / 'apiserver' / 'store.db'}", controllers=True)
+    signing_key = home / "apiserver" / "sa.key"
+    signing_key.write_bytes(pki.make_signing_key())
+    api = ApiServerProcess(home / "apiserver", f"sqlite:///{home / 'apiserver' / 'store.db'}", controllers=True,
+                           extra_args=("--service-account-signing-key-file", str(signing_key)))
     node = f"sb{secrets.token_hex(2)}-1"
     agent = AgentProcess(node, ADDRESS, home, api.kubeconfig, free_udp_port(ADDRESS), extra_args=("--pod-mode", "netns"))
     started = Cluster(api, home, {node: agent})
@@ -315,3 +319,30 @@ def test_a_missing_configmap_keeps_the_pod_creating_until_it_exists(cluster: Clu
                                "data": {"value": "arrived"}})
     assert wait_for(lambda: (done := pod_exec(cluster, f"{NAMESPACE}/patient", "cat", "/tmp/report")).returncode == 0
                     and done.stdout, 20, "the container to start") == "arrived"
+
+
+def test_a_projected_service_account_token_is_one_the_api_server_accepts(cluster: Cluster):
+    mount = "/var/run/secrets/kubernetes.io/serviceaccount"
+    pod = tenant_pod(cluster, "in-cluster", "sleep 600", volumes=[{"name": "kube-api-access-test", "projected": {
+        "defaultMode": 0o644, "sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
+                                                                          "fieldPath": "metadata.namespace"}}]}}]}}])
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "kube-api-access-test", "mountPath": mount, "readOnly": True}]
+    create_as_editor(cluster, pod)
+    cluster.api_call(lambda client: wait_running(client, NAMESPACE, "in-cluster", timeout=30))
+    read = wait_for(lambda: (done := pod_exec(cluster, f"{NAMESPACE}/in-cluster", "cat", f"{mount}/token",
+                                             f"{mount}/namespace")).returncode == 0 and done, 20, "the token")
+    token, namespace = read.stdout[:-len(NAMESPACE)], read.stdout[-len(NAMESPACE):]
+    assert namespace == NAMESPACE and token.count(".") == 2  # a JWS, as the TokenRequest API signs it
+
+    async def as_the_pod(_admin) -> ApiError:
+        async with ApiClient(cluster.api.url, token, tls=cluster.api.tls) as client:
+            with pytest.raises(ApiError) as refused:
+                await client.list("secrets", NAMESPACE)
+            return refused.value
+
+    refused = cluster.api_call(as_the_pod)
+    assert (refused.code, refused.status["message"]) == (403, (
+        f'secrets is forbidden: User "system:serviceaccount:{NAMESPACE}:default" cannot list resource "secrets" '
+        f'in API group "" in the namespace "{NAMESPACE}"'))
