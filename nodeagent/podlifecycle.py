@@ -60,7 +60,7 @@ class PodLifecycle:
         """The command line that runs `argv` in a netns pod's first container, in its sandbox; None for a
         virtual pod or a pod not here."""
         pod, obj = self.pods.get(key), self._informer.store.get(key)
-        if pod is None or pod.netns is None or obj is None:
+        if not isinstance(pod, KernelPod) or obj is None:
             return None
         container = ((obj.get("spec") or {}).get("containers") or [{}])[0].get("name", "")
         command, env = self.netns_pods.exec_command(pod.netns, obj, container, argv)
