@@ -479,6 +479,28 @@ def admit_pod(labels: dict | None, pod: dict) -> Decision:
     return Decision(forbidden, warnings)
 
 
+def existing_pod_warnings(namespace: str, old_labels: dict | None, new_labels: dict | None, pods: list[dict]) -> list[str]:
+    """What a namespace update that changes its enforce level warns of: the pods already there that the new
+    level would refuse, those with the same reasons in one line (`web-1 (and 2 other pods): privileged`)."""
+    old, new = policy_of(old_labels).enforce, policy_of(new_labels).enforce
+    if new == old or new.level == "privileged":
+        return []
+    grouped: dict[str, list[str]] = {}
+    for pod in pods:
+        found = violations(new.level, pod)
+        if found:
+            reasons = ", ".join(reason for reason, _ in found)
+            grouped.setdefault(reasons, []).append(str((pod.get("metadata") or {}).get("name")))
+    if not grouped:
+        return []
+    warnings = [f'existing pods in namespace "{namespace}" violate the new PodSecurity enforce level "{new}"']
+    for reasons, names in grouped.items():
+        others = len(names) - 1
+        who = f'{names[0]} (and {others} other {_plural("pod", "pods", others)})' if others else names[0]
+        warnings.append(f"{who}: {reasons}")
+    return warnings
+
+
 def admit_workload(labels: dict | None, kind: str, obj: dict) -> Decision:
     """A workload is never refused; its pod template is warned of the enforce and the warn level."""
     template = pod_template(kind, obj)

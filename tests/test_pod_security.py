@@ -189,3 +189,29 @@ def test_only_a_cluster_admin_makes_a_namespace_privileged(server: KubectlServer
     assert admin.returncode == 0, admin.stderr
     allowed = server.kubectl("create", "-n", "team-a", "-f", "-", input=json.dumps(PRIVILEGED_POD))
     assert (allowed.returncode, allowed.stdout) == (0, "pod/root-shell created\n"), allowed.stderr
+
+
+def test_a_new_enforce_level_warns_of_the_pods_it_would_refuse():
+    pods = [pod(container(privileged=True), name="a"), pod(name="b"), pod(name="c"), pod(hostNetwork=True, name="d")]
+    assert podsecurity.existing_pod_warnings("team-a", {}, {"pod-security.kubernetes.io/enforce": "baseline"}, pods) == []
+    assert podsecurity.existing_pod_warnings("team-a", {}, {"pod-security.kubernetes.io/enforce": "privileged"}, pods) == []
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    assert podsecurity.existing_pod_warnings("team-a", {}, labels, pods[1:3]) == [
+        'existing pods in namespace "team-a" violate the new PodSecurity enforce level "restricted:latest"',
+        "b (and 1 other pod): allowPrivilegeEscalation != false, unrestricted capabilities, runAsNonRoot != true, "
+        "seccompProfile"]
+    assert podsecurity.existing_pod_warnings("team-a", labels, {"pod-security.kubernetes.io/enforce": "baseline"}, pods) == [
+        'existing pods in namespace "team-a" violate the new PodSecurity enforce level "baseline:latest"',
+        "a: privileged", "d: host namespaces"]
+
+
+def test_kubectl_label_dry_run_lists_the_pods_a_stricter_level_would_refuse(server: KubectlServer):
+    created = server.kubectl("run", "plain", "--image=debian", "-n", "team-a")
+    assert created.returncode == 0, created.stderr
+    dry = server.kubectl("label", "--dry-run=server", "--overwrite", "namespace", "team-a",
+                         "pod-security.kubernetes.io/enforce=baseline")
+    assert (dry.returncode, dry.stdout) == (0, "namespace/team-a labeled (server dry run)\n"), dry.stderr
+    assert dry.stderr == ('Warning: existing pods in namespace "team-a" violate the new PodSecurity enforce level '
+                          '"baseline:latest"\nWarning: root-shell: privileged\n')
+    labels = server.kubectl("get", "namespace", "team-a", "-o", "jsonpath={.metadata.labels}")
+    assert json.loads(labels.stdout)["pod-security.kubernetes.io/enforce"] == "privileged"  # a dry run changes nothing
