@@ -18,7 +18,8 @@ Where podnet differs from kube-apiserver, on purpose:
   verb on every resource). kube-apiserver has no such check: whoever may update the namespace may set
   any label, and restricting that takes RBAC on namespaces or a ValidatingAdmissionPolicy.
 - the `-version` labels are validated but every version is judged by the latest checks (1.31's).
-- `audit` is validated and recorded in no audit log (there is none yet).
+- `audit` violations annotate the request's audit events (`pod-security.kubernetes.io/audit-violations`),
+  as does the enforce policy a pod was judged by (`pod-security.kubernetes.io/enforce-policy`).
 No namespace is exempt: what podnet itself runs in kube-system (the cluster DNS's pod) passes baseline.
 
 Pure: namespace labels and objects in, decisions and messages out.
@@ -457,12 +458,26 @@ def describe(found: list[tuple[str, str]]) -> str:
     return ", ".join(f"{reason} ({detail})" if detail else reason for reason, detail in found)
 
 
+AUDIT_VIOLATIONS = LABEL_PREFIX + "audit-violations"
+ENFORCE_POLICY = LABEL_PREFIX + "enforce-policy"
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What admission does with one pod or workload: refuse with `forbidden` (None: admit), and warn."""
+    """What admission does with one pod or workload: refuse with `forbidden` (None: admit), warn, and
+    annotate the request's audit events (the enforce policy applied, the audit level's violations)."""
 
     forbidden: str | None
     warnings: tuple[str, ...]
+    audit: tuple[tuple[str, str], ...] = ()
+
+
+def _audit(policy: Policy, template: dict, *, enforced: bool) -> tuple[tuple[str, str], ...]:
+    annotations = [(ENFORCE_POLICY, str(policy.enforce))] if enforced else []
+    found = violations(policy.audit.level, template)
+    if found:
+        annotations.append((AUDIT_VIOLATIONS, f'would violate PodSecurity "{policy.audit}": {describe(found)}'))
+    return tuple(annotations)
 
 
 def admit_pod(labels: dict | None, pod: dict) -> Decision:
@@ -476,7 +491,7 @@ def admit_pod(labels: dict | None, pod: dict) -> Decision:
         warned = violations(policy.warn.level, pod)
         if warned:
             warnings = (f'would violate PodSecurity "{policy.warn}": {describe(warned)}',)
-    return Decision(forbidden, warnings)
+    return Decision(forbidden, warnings, _audit(policy, pod, enforced=True))
 
 
 def existing_pod_warnings(namespace: str, old_labels: dict | None, new_labels: dict | None, pods: list[dict]) -> list[str]:
@@ -512,4 +527,4 @@ def admit_workload(labels: dict | None, kind: str, obj: dict) -> Decision:
         found = violations(level_version.level, template)
         if found:
             warnings.append(f'would violate PodSecurity "{level_version}": {describe(found)}')
-    return Decision(None, tuple(warnings))
+    return Decision(None, tuple(warnings), _audit(policy, template, enforced=False))

@@ -215,3 +215,24 @@ def test_kubectl_label_dry_run_lists_the_pods_a_stricter_level_would_refuse(serv
                           '"baseline:latest"\nWarning: root-shell: privileged\n')
     labels = server.kubectl("get", "namespace", "team-a", "-o", "jsonpath={.metadata.labels}")
     assert json.loads(labels.stdout)["pod-security.kubernetes.io/enforce"] == "privileged"  # a dry run changes nothing
+
+
+def test_the_audit_level_and_the_enforce_policy_annotate_the_audit_events(tmp_path):
+    (tmp_path / "policy.yaml").write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
+                                          "rules:\n  - level: Metadata\n")
+    audited = KubectlServer(tmp_path, host="127.0.155.11", extra_args=(
+        "--audit-policy-file", str(tmp_path / "policy.yaml"), "--audit-log-path", str(tmp_path / "audit.log")))
+    try:
+        assert audited.kubectl("create", "namespace", "audited").returncode == 0
+        assert audited.kubectl("label", "namespace", "audited", "pod-security.kubernetes.io/audit=restricted").returncode == 0
+        created = audited.kubectl("run", "web", "--image=debian", "-n", "audited", "-v=8")
+        assert created.returncode == 0, created.stderr
+        audit_ids = [line.split("Audit-Id:", 1)[1].strip() for line in created.stderr.splitlines() if "Audit-Id:" in line]
+        events = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+        (annotations,) = [e["annotations"] for e in events if e["auditID"] in audit_ids and e["verb"] == "create"]
+        assert annotations["pod-security.kubernetes.io/enforce-policy"] == "baseline:latest"
+        assert annotations["pod-security.kubernetes.io/audit-violations"].startswith(
+            'would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "web" must set')
+        assert annotations["authorization.k8s.io/decision"] == "allow"
+    finally:
+        audited.stop()

@@ -53,6 +53,7 @@ class _Record:
     acting: User | None = None
     decision: Decision = NOT_RECORDED
     authorization: events.Authorization | None = None
+    annotations: dict[str, str] = field(default_factory=dict)  # admission's, as kube-apiserver's plugins add them
     started_code: int | None = None  # the status a long-running response started with
     written: set[str] = field(default_factory=set)
 
@@ -69,6 +70,14 @@ def note_authorization(user: User, allowed: bool, reason: str) -> None:
     if record is not None and record.authorization is None:
         record.authorization = events.Authorization(allowed, reason)
         record.acting = user
+
+
+def note_annotation(key: str, value: str) -> None:
+    """An annotation for the request's events, from an admission step (PodSecurity's policy and its audit
+    level's violations)."""
+    record = _CURRENT.get()
+    if record is not None:
+        record.annotations[key] = value
 
 
 def load_policy(path: str) -> Policy:
@@ -191,7 +200,8 @@ class AuditLog:
             request_uri=request.path_qs, user=record.user, acting=record.acting,
             source_ips=[*forwarded, *([remote] if remote and remote not in forwarded else [])],
             user_agent=request.headers.get("User-Agent", ""), received=record.received, at=_now(), response=status,
-            authorization=record.authorization, request_object=request_object, response_object=response_object)
+            authorization=record.authorization, annotations=record.annotations, request_object=request_object,
+            response_object=response_object)
         try:
             self._output.write(json.dumps(line, separators=(",", ":")) + "\n")
             self._output.flush()
