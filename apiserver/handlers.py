@@ -30,6 +30,7 @@ from podnet.apiserver import (
     fieldvalidation,
     noderestriction,
     protobuf,
+    serviceaccountadmission,
     status,
     tables,
     yamlbody,
@@ -231,6 +232,9 @@ class Resources:
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
         self.crds = Registry(store, hub)
+        # The ServiceAccount admission plugin gives pods API access only where tokens can be issued and the
+        # cluster CA published (apiserver/serviceaccountadmission.py).
+        self._admits_service_accounts = bool(config.service_account_signing_key_file and config.client_ca_file)
         self.pod_security = PodSecurityAdmission(self._namespace_labels, self._namespace_pods, self.allowed)
         # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
         # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
@@ -629,6 +633,8 @@ class Resources:
         if kind.kind in GENERATION_KINDS or kind.custom is not None:
             metadata["generation"] = 1
         self._restrict_node("create", kind, "", namespace, None, obj)
+        if kind.kind == "Pod" and self._admits_service_accounts:
+            serviceaccountadmission.admit(obj, "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5)))
         self._reset_status_on_create(kind, obj)
         value = self._check(kind, obj)
         if kind.kind == "Service":

@@ -17,6 +17,7 @@ from .collector import GarbageCollector, PodGarbageCollector
 from .jobcontroller import Jobs
 from .podsets import DaemonSets, StatefulSets
 from .resourcequotas import ResourceQuotas
+from .rootca import RootCaPublisher
 from .runner import Controller, Settings, now_timestamp
 from .serviceaccounts import ServiceAccounts
 from .workloads import Deployments, ReplicaSets
@@ -343,4 +344,5 @@ class NodeLifecycle(Controller):
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
                                              ReplicaSets, Deployments, StatefulSets, DaemonSets, GarbageCollector,
-                                             PodGarbageCollector, ServiceAccounts, Jobs, ResourceQuotas)
+                                             PodGarbageCollector, ServiceAccounts, Jobs, ResourceQuotas,
+                                             RootCaPublisher)
