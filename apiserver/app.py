@@ -27,13 +27,16 @@ from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_toke
 from podnet.apiserver.claimstore import repair_periodically
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers import run_all
+from podnet.apiserver.controllers.runner import Settings
 from podnet.apiserver.customresources import routes as custom_routes
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE
 from podnet.apiserver.elector import LeaderElector
+from podnet.apiserver.endpointreconciler import EndpointReconciler
 from podnet.apiserver.eventttl import expire_events
 from podnet.apiserver.flowcontrol import FlowControl
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond
 from podnet.apiserver.impersonation import GROUP_HEADER, impersonate
+from podnet.apiserver.peerleases import Peer
 from podnet.apiserver.rbac.authorizer import Attributes
 from podnet.apiserver.scale import ScaleRoutes
 from podnet.apiserver.scale import discovery as scale_discovery
@@ -404,14 +407,19 @@ async def _run_controllers(config: ApiServerConfig, url: str, token: str | None)
     client = ApiClient(url, token, ssl_context=loopback_context(config.tls_cert) if config.tls_cert else None,
                        user_agent=component_agent("kube-controller-manager"))
     try:
-        if config.leader_elect:
-            # Stable across restarts, unlike kube-controller-manager's hostname_uuid: one address serves one API
-            # server at a time, and a server restarted after a crash resumes its lease instead of waiting it out.
-            identity = f"{socket.gethostname()}_{yarl.URL(url).authority}"
-            elector = LeaderElector(client, CONTROLLER_MANAGER_LEASE, identity, config.leader_election)
-            await elector.run(lambda: run_all(client, config))
-        else:
-            await run_all(client, config)
+        settings = Settings.from_config(config, url)
+        reconciler = EndpointReconciler(client, Peer(settings.api_address, settings.api_port), socket.gethostname())
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(reconciler.run(), name="kubernetes endpoints")
+            if config.leader_elect:
+                # Stable across restarts, unlike kube-controller-manager's hostname_uuid: one address serves one
+                # API server at a time, and a server restarted after a crash resumes its lease instead of
+                # waiting it out.
+                identity = f"{socket.gethostname()}_{yarl.URL(url).authority}"
+                elector = LeaderElector(client, CONTROLLER_MANAGER_LEASE, identity, config.leader_election)
+                tasks.create_task(elector.run(lambda: run_all(client, config)), name="controllers")
+            else:
+                tasks.create_task(run_all(client, config), name="controllers")
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -210,6 +210,17 @@ def default_job(obj: dict) -> None:
     default_pod_spec(_dict(template, "spec"))
 
 
+def default_cron_job(obj: dict) -> None:
+    """SetDefaults_CronJob; the Job template's pod spec is defaulted as any pod template, the Job fields are
+    left for each Job's own defaulting."""
+    spec = _dict(obj, "spec")
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    default_pod_spec(_dict(_dict(_dict(_dict(spec, "jobTemplate"), "spec"), "template"), "spec"))
+
+
 DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "Namespace": default_namespace,
     "Pod": default_pod,
@@ -223,6 +234,7 @@ DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "DaemonSet": default_daemon_set,
     "Secret": default_secret,
     "Job": default_job,
+    "CronJob": default_cron_job,
 }
 
 

@@ -28,6 +28,7 @@ from podnet.apiserver import (
     claims,
     deletion,
     fieldvalidation,
+    ingresskinds,
     noderestriction,
     protobuf,
     serviceaccountadmission,
@@ -107,8 +108,8 @@ from podnet.api.kinds import KINDS, Kind, lookup
 log = logging.getLogger(__name__)
 # The kinds whose registry strategy in kube-apiserver 1.31 starts metadata.generation at 1 and counts spec
 # changes; Pods, Services, Nodes, Namespaces and Leases have none.
-GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy",
-                              "CustomResourceDefinition"})
+GENERATION_KINDS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "NetworkPolicy", "CronJob",
+                              "Ingress", "IngressClass", "CustomResourceDefinition"})
 
 T = TypeVar("T")
 
@@ -636,6 +637,8 @@ class Resources:
         if kind.kind == "Pod" and self._admits_service_accounts:
             serviceaccountadmission.admit(obj, "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5)))
         self._reset_status_on_create(kind, obj)
+        if kind.kind == "Ingress":
+            await self._default_ingress_class(obj)
         value = self._check(kind, obj)
         if kind.kind == "Service":
             self._deny_external_ips(obj, None)
@@ -683,6 +686,16 @@ class Resources:
             raise status.already_exists(kind, name) from None
         obj["metadata"]["resourceVersion"] = str(revision)
         return respond(request, obj, 201)
+
+    async def _default_ingress_class(self, ingress: dict) -> None:
+        """The DefaultIngressClass admission plugin: an Ingress created without a class gets the default one."""
+        spec = ingress.get("spec")
+        if not isinstance(spec, dict) or spec.get("ingressClassName") is not None:
+            return
+        kvs, _ = await self._storage(self.store.list(storage_prefix(lookup("ingressclasses"), None)))
+        name = ingresskinds.default_class(from_storage(kv.value, kv.mod_revision) for kv in kvs)
+        if name is not None:
+            spec["ingressClassName"] = name
 
     @staticmethod
     def _reset_status_on_create(kind: Kind, obj: dict) -> None:

@@ -89,6 +89,9 @@ MERGE_KEYS: dict[str, dict[str, str | None]] = {
     "ReplicaSet": _WORKLOAD_KEYS,
     "StatefulSet": _WORKLOAD_KEYS,
     "DaemonSet": _WORKLOAD_KEYS,
+    "Job": _WORKLOAD_KEYS,
+    "CronJob": _METADATA_KEYS | {f"spec.jobTemplate.spec.template.spec.{path}": key
+                                 for path, key in _POD_SPEC_KEYS.items()},
     "Service": _METADATA_KEYS | {"spec.ports": "port", "status.conditions": "type"},
     "Node": _METADATA_KEYS | {"status.conditions": "type", "status.addresses": "type"},
     "Namespace": _METADATA_KEYS | {"status.conditions": "type"},

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from podnet.apiserver import configkinds, quota, serviceaddresses
+from podnet.apiserver import configkinds, cronjobkind, ingresskinds, quota, serviceaddresses
 from podnet.apiserver.rbac import validation as rbac_validation
 from podnet.apiserver.status import Cause
 
@@ -766,6 +766,8 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Secret": configkinds.validate_secret,
     "Job": validate_job,
     "ResourceQuota": quota.validate_resource_quota,
+    "CronJob": cronjobkind.validate_cron_job,
+    **ingresskinds.VALIDATORS,
     **rbac_validation.VALIDATORS,
 }
 
@@ -840,6 +842,7 @@ UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
     "ConfigMap": configkinds.validate_config_map_update,
     "Secret": configkinds.validate_secret_update,
     "Job": validate_selector_update,
+    **ingresskinds.UPDATE_VALIDATORS,
     **rbac_validation.UPDATE_VALIDATORS,
 }
 

@@ -17,7 +17,7 @@ def test_components_start_in_order_and_follow_the_options():
     topo = topology.build(Path("/h"), 2, store="etcd", backend="bgp", proxy_mode="ipvs")
     names = [c.name for c in topology.components(topo)]
     assert names == ["etcd", "apiserver", "dns", "node-1/agent", "node-1/kube-proxy", "node-1/bgp",
-                     "node-2/agent", "node-2/kube-proxy", "node-2/bgp", "cloud-lb"]
+                     "node-2/agent", "node-2/kube-proxy", "node-2/bgp", "cloud-lb", "ui", "ingress"]
     specs = {c.name: c for c in topology.components(topo)}
     assert specs["etcd"].external and specs["etcd"].argv[0] == "etcd"
     assert "etcd://127.0.0.10:2379" in specs["apiserver"].argv
@@ -54,6 +54,8 @@ def test_network_layout_gives_each_control_plane_component_its_own_host():
     assert ("--etcd-cafile", "/h/pki/etcd/ca.crt") == specs["apiserver"].argv[specs["apiserver"].argv.index("--etcd-cafile"):][:2]
     assert ("--address", "198.51.100.4") == specs["dns"].argv[1:3]
     assert specs["cloud-lb"].argv[-2:] == ("--address", "198.51.100.5")
+    assert specs["ingress"].argv[-2:] == ("--address", "198.51.100.6")
+    assert specs["ingress"].argv[specs["ingress"].argv.index("--port") + 1] == "80"
     assert specs["node-2/agent"].argv[3:5] == ("--address", "198.51.100.12")
 
 
@@ -67,7 +69,7 @@ def test_clients_of_the_api_find_it_in_a_kubeconfig_of_their_own_and_no_secret_i
     topo = topology.build(Path("/h"), 2, backend="bgp")
     specs = {c.name: c for c in topology.components(topo)}
     assert all("--token" not in c.argv for c in specs.values())
-    for name in ("dns", "node-1/agent", "node-2/kube-proxy", "node-1/bgp", "cloud-lb"):
+    for name in ("dns", "node-1/agent", "node-2/kube-proxy", "node-1/bgp", "cloud-lb", "ingress"):
         argv = specs[name].argv
         assert argv[argv.index("--kubeconfig") + 1] == f"/h/pki/{name.replace('/', '_')}.kubeconfig"
     apiserver = specs["apiserver"].argv

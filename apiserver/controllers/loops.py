@@ -14,6 +14,7 @@ from podnet.events import NORMAL, WARNING, EventRecorder
 from . import endpointslices, nodelifecycle, scheduling
 from .allocators import CidrAllocator, CidrExhausted, node_pod_cidr, well_known_ips, with_pod_cidr
 from .collector import GarbageCollector, PodGarbageCollector
+from .cronjobcontroller import CronJobs
 from .jobcontroller import Jobs
 from .podsets import DaemonSets, StatefulSets
 from .resourcequotas import ResourceQuotas
@@ -31,11 +32,12 @@ def _key(obj: dict) -> str:
 
 
 class DefaultObjects(Controller):
-    """The namespaces every cluster has; the `kubernetes` Service with its endpoints (this API server);
-    the `kube-dns` Service, which selects the pods each DNS server registers."""
+    """The namespaces every cluster has; the `kubernetes` Service (its endpoints are every live API server's
+    to keep: apiserver/endpointreconciler.py); the `kube-dns` Service, which selects the pods each DNS server
+    registers."""
 
     name = "default-objects"
-    needs = ("namespaces", "services", "endpoints", "endpointslices")
+    needs = ("namespaces", "services")
     max_interval = 10.0
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
@@ -54,24 +56,6 @@ class DefaultObjects(Controller):
         }
         return [kubernetes, clusterdns.kube_dns_service(ips["kube-system/kube-dns"])]
 
-    def _kubernetes_endpoints(self) -> tuple[dict, dict]:
-        address, port = self.settings.api_address, self.settings.api_port
-        endpoints = {
-            "apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": "kubernetes", "namespace": "default"},
-            "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port,
-                                                                     "protocol": "TCP"}]}],
-        }
-        endpoint_slice = {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "kubernetes", "namespace": "default",
-                         "labels": {endpointslices.SERVICE_NAME_LABEL: "kubernetes"}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
-            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-        }
-        return endpoints, endpoint_slice
-
     async def reconcile(self) -> None:
         namespaces = self.store("namespaces")
         for name in DEFAULT_NAMESPACES:
@@ -81,19 +65,6 @@ class DefaultObjects(Controller):
         for service in self._services():
             if _key(service) not in self.store("services"):
                 await self.write(f"create service {_key(service)}", self.client.create(service))
-        endpoints, endpoint_slice = self._kubernetes_endpoints()
-        current = self.store("endpoints").get("default/kubernetes")
-        if current is None:
-            await self.write("create endpoints default/kubernetes", self.client.create(endpoints))
-        elif current.get("subsets") != endpoints["subsets"]:
-            await self.write("update endpoints default/kubernetes",
-                             self.client.replace({**current, "subsets": endpoints["subsets"]}))
-        current = self.store("endpointslices").get("default/kubernetes")
-        if current is None:
-            await self.write("create endpointslice default/kubernetes", self.client.create(endpoint_slice))
-        elif any(current.get(k) != endpoint_slice[k] for k in ("addressType", "endpoints", "ports")):
-            await self.write("update endpointslice default/kubernetes", self.client.replace(
-                {**current, **{k: endpoint_slice[k] for k in ("addressType", "endpoints", "ports")}}))
 
 
 class NodeIpam(Controller):
@@ -344,5 +315,5 @@ class NodeLifecycle(Controller):
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
                                              ReplicaSets, Deployments, StatefulSets, DaemonSets, GarbageCollector,
-                                             PodGarbageCollector, ServiceAccounts, Jobs, ResourceQuotas,
+                                             PodGarbageCollector, ServiceAccounts, Jobs, ResourceQuotas, CronJobs,
                                              RootCaPublisher)

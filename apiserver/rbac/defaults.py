@@ -150,6 +150,15 @@ _CLOUD_LB_RULES = [
     _EVENTS,
 ]
 
+_INGRESS_RULES = [
+    rule(READ, ["networking.k8s.io"], ["ingresses", "ingressclasses"]),
+    rule(["create"], ["networking.k8s.io"], ["ingressclasses"]),
+    rule(["get", "update", "patch"], ["networking.k8s.io"], ["ingresses/status"]),
+    rule(READ, [""], ["services", "nodes"]),
+    rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
+    _EVENTS,
+]
+
 DEFAULT_CLUSTER_ROLES: list[dict] = [
     cluster_role("cluster-admin", [rule(["*"], ["*"], ["*"]), url_rule(["*"], ["*"])]),
     cluster_role("admin", [], aggregate="admin"),
@@ -178,6 +187,7 @@ DEFAULT_CLUSTER_ROLES: list[dict] = [
     cluster_role("system:podnet:bgp", _BGP_RULES),
     cluster_role("system:podnet:dns", _DNS_RULES),
     cluster_role("system:podnet:cloud-lb", _CLOUD_LB_RULES),
+    cluster_role("system:podnet:ingress", _INGRESS_RULES),
 ]
 
 # Groups podnet components carry in their credentials, beside their user names. (The in-process controllers
@@ -187,6 +197,7 @@ PROXIES_GROUP = "system:podnet:kube-proxies"
 BGP_GROUP = "system:podnet:bgp"
 DNS_GROUP = "system:podnet:dns"
 CLOUD_LB_GROUP = "system:podnet:cloud-lb"
+INGRESS_GROUP = "system:podnet:ingress"
 
 DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
     cluster_role_binding("cluster-admin", "cluster-admin", [subject("Group", "system:masters")]),
@@ -205,6 +216,7 @@ DEFAULT_CLUSTER_ROLE_BINDINGS: list[dict] = [
     cluster_role_binding("system:podnet:bgp", "system:podnet:bgp", [subject("Group", BGP_GROUP)]),
     cluster_role_binding("system:podnet:dns", "system:podnet:dns", [subject("Group", DNS_GROUP)]),
     cluster_role_binding("system:podnet:cloud-lb", "system:podnet:cloud-lb", [subject("Group", CLOUD_LB_GROUP)]),
+    cluster_role_binding("system:podnet:ingress", "system:podnet:ingress", [subject("Group", INGRESS_GROUP)]),
 ]
 
 

@@ -20,9 +20,11 @@ the store to the next one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aetcd
 import grpc
@@ -43,6 +45,8 @@ from podnet.apiserver.storage.base import (
 from podnet.apiserver.storage.keyrange import prefix_end
 
 # gRPC's default reconnect backoff grows to two minutes; a restarted etcd must be found again at once.
+T = TypeVar("T")
+
 _CHANNEL_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.min_reconnect_backoff_ms": 100,
@@ -55,6 +59,27 @@ _CHANNEL_OPTIONS = {
 _COMPACTED = "required revision has been compacted"
 _FUTURE = "required revision is a future revision"
 _UNAVAILABLE_CODES = (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED)
+# gRPC's words for a call that found no connection to make: nothing was sent.
+_NOT_CONNECTED = "failed to connect to all addresses"
+
+
+def _failover(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Runs a store call again on the next endpoint when the one it tried could not be connected to, once
+    per endpoint: a dead member costs a request nothing while another member answers. A call that may have
+    reached etcd (a timeout, a reset) is not repeated: its outcome is unknown."""
+
+    @functools.wraps(method)
+    async def call(self: EtcdStore, *args: object, **kwargs: object) -> T:
+        tried = 0
+        while True:
+            try:
+                return await method(self, *args, **kwargs)
+            except _Unreachable:
+                tried += 1
+                if tried >= len(self._clients):
+                    raise
+
+    return call
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +199,9 @@ class EtcdStore(OpensAsContext):
                 e, aetcd.ConnectionFailedError | aetcd.ConnectionTimeoutError | TimeoutError
             ):
                 self._next_endpoint(client)
-                raise Unavailable(f"etcd {self._endpoint_of(client)}: {details}") from e
+                never_sent = isinstance(e, aetcd.ConnectionFailedError) or (
+                    code == rpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in details)
+                raise (_Unreachable if never_sent else Unavailable)(f"etcd {self._endpoint_of(client)}: {details}") from e
             if _COMPACTED in details:
                 raise _CompactedRead(details) from e
             if _FUTURE in details:
@@ -190,6 +217,7 @@ class EtcdStore(OpensAsContext):
 
     # -- reads ---------------------------------------------------------------------------------
 
+    @_failover
     async def current_revision(self) -> int:
         client = await self._client()
         with self._errors(client):
@@ -198,12 +226,14 @@ class EtcdStore(OpensAsContext):
             )
         return response.header.revision
 
+    @_failover
     async def get(self, key: str) -> KeyValue | None:
         client = await self._client()
         with self._errors(client):
             found = await client.get(key.encode())
         return None if found is None else _key_value(found)
 
+    @_failover
     async def list(
         self, prefix: str, *, revision: int = 0, limit: int = 0, start_after: str | None = None
     ) -> tuple[list[KeyValue], int]:
@@ -226,6 +256,7 @@ class EtcdStore(OpensAsContext):
 
     # -- writes --------------------------------------------------------------------------------
 
+    @_failover
     async def create(self, key: str, value: bytes) -> int:
         client = await self._client()
         encoded = key.encode()
@@ -253,6 +284,7 @@ class EtcdStore(OpensAsContext):
         _, current = found[0]
         return Conflict(key, _key_value(current))
 
+    @_failover
     async def update(self, key: str, value: bytes, expected_mod_revision: int) -> int:
         client = await self._client()
         encoded = key.encode()
@@ -266,6 +298,7 @@ class EtcdStore(OpensAsContext):
             raise self._refusal(key, responses)
         return responses[0].response_put.header.revision
 
+    @_failover
     async def delete(self, key: str, expected_mod_revision: int = 0) -> tuple[int, KeyValue]:
         client = await self._client()
         encoded = key.encode()
@@ -280,6 +313,7 @@ class EtcdStore(OpensAsContext):
         deleted = responses[0].response_delete_range
         return deleted.header.revision, _key_value(deleted.prev_kvs[0])
 
+    @_failover
     async def compact(self, revision: int) -> None:
         client = await self._client()
         try:
@@ -353,6 +387,10 @@ class EtcdStore(OpensAsContext):
                 if not response.created:
                     break
         return 0
+
+
+class _Unreachable(Unavailable):
+    """The endpoint could not be connected to: the request never reached etcd, so another member may take it."""
 
 
 class _CompactedRead(StorageError):

@@ -18,20 +18,18 @@ turns that RPC's result into an `Outcome`; `podnet exec` runs the same commands 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from podnet.nodeagent.pods.netns import resolv_conf
 
+from podnet.api.durations import parse_duration
 from podnet.rpc.agentmethods import AgentMethod
 
 USAGE = "usage: http URL | connect HOST:PORT [--udp] [--timeout S] | ping IP [--count N]"
 NOT_FOUND = 127
 # agnhost connect's --timeout 0 means no timeout of its own (the kernel's, about two minutes); we stop at this.
 NO_TIMEOUT = 20.0
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,22 +51,6 @@ class PodFacts:
 
 def fail(message: str, code: int = 1) -> Outcome:
     return Outcome(stderr=(message.rstrip("\n") + "\n").encode(), code=code)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go duration ("1s", "500ms", "1m30s", "0"); ValueError otherwise."""
-    if text == "0":
-        return 0.0
-    position, total = 0, 0.0
-    while position < len(text):
-        match = _DURATION_PART.match(text, position)
-        if match is None:
-            raise ValueError(f'time: invalid duration "{text}"')
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    if not text:
-        raise ValueError('time: invalid duration ""')
-    return total
 
 
 def _flags(args: list[str], known: dict[str, bool]) -> tuple[dict[str, str], list[str]]:

@@ -41,6 +41,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
 # Who may use the kubelet API: the API server's kubelet client, and cluster administrators.
 ADMITTED_USERS = frozenset({"kube-apiserver-kubelet-client"})
 ADMITTED_GROUPS = frozenset({"system:masters"})
+# Who may only open connections into pods' ports: the ingress controller, which proxies to them.
+FORWARDING_USERS = frozenset({"system:podnet:ingress"})
 
 
 def client_identity(request: web.Request) -> tuple[str, frozenset[str]]:
@@ -65,7 +67,8 @@ def make_app(kubelet: Kubelet) -> web.Application:
     @web.middleware
     async def authorize(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         user, groups = client_identity(request)
-        if user not in ADMITTED_USERS and not groups & ADMITTED_GROUPS:
+        forwarding = user in FORWARDING_USERS and request.path.startswith("/portForward/")
+        if user not in ADMITTED_USERS and not groups & ADMITTED_GROUPS and not forwarding:
             verb = "create" if request.method == "POST" else "get"
             error = KubeletError(403, "Forbidden", f"Forbidden (user={user}, verb={verb}, resource=nodes, subresource=proxy)")
             return web.json_response(error.status(), status=403)

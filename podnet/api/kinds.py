@@ -69,7 +69,8 @@ class Kind:
 
 
 # kube-apiserver keeps a few resources under historical names in etcd.
-_STORAGE_NAMES = {"services": "services/specs", "endpoints": "services/endpoints", "leases": "leases"}
+_STORAGE_NAMES = {"services": "services/specs", "endpoints": "services/endpoints", "leases": "leases",
+                  "ingresses": "ingress"}
 # Groups whose definitions are not under io.k8s.api (the API extensions server's own).
 _DEFINITION_PREFIXES = {"apiextensions.k8s.io": "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions"}
 
@@ -87,6 +88,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("ResourceQuota", "", "v1", "resourcequotas", True, ("quota",), printer=printers.RESOURCE_QUOTA),
     Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True, (), has_status=False,
          printer=printers.ENDPOINT_SLICE),
+    Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", False, (), has_status=False,
+         printer=printers.INGRESS_CLASS),
+    Kind("Ingress", "networking.k8s.io", "v1", "ingresses", True, ("ing",), printer=printers.INGRESS),
     Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",),
          printer=printers.NETWORK_POLICY),
     Kind("Lease", "coordination.k8s.io", "v1", "leases", True, (), has_status=False, printer=printers.LEASE),
@@ -97,6 +101,7 @@ KINDS: tuple[Kind, ...] = (
          categories=("all",)),
     Kind("StatefulSet", "apps", "v1", "statefulsets", True, ("sts",), printer=printers.STATEFUL_SET,
          categories=("all",)),
+    Kind("CronJob", "batch", "v1", "cronjobs", True, ("cj",), printer=printers.CRON_JOB, categories=("all",)),
     Kind("Job", "batch", "v1", "jobs", True, (), printer=printers.JOB, categories=("all",)),
     Kind("Role", "rbac.authorization.k8s.io", "v1", "roles", True, (), has_status=False, printer=printers.ROLE),
     Kind("ClusterRole", "rbac.authorization.k8s.io", "v1", "clusterroles", False, (), has_status=False,

@@ -441,6 +441,53 @@ def _resource_quota_row(quota: dict, now: float) -> list[Cell]:
     return [_meta(quota).get("name", ""), age(quota, now), ", ".join(requests), ", ".join(limits)]
 
 
+def _bool_cell(value: object) -> str:
+    """printBoolPtr: `<unset>` for an absent boolean."""
+    return "<unset>" if value is None else ("True" if value else "False")
+
+
+def _cron_job_row(cj: dict, now: float) -> list[Cell]:
+    spec, status = _spec(cj), _status(cj)
+    job_spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    names, images = _containers({"spec": job_spec})
+    last = status.get("lastScheduleTime")
+    return [_meta(cj).get("name", ""), spec.get("schedule") or "", spec.get("timeZone") or "<none>",
+            _bool_cell(spec.get("suspend")), len(status.get("active") or []), since(last, now) if last else "<none>",
+            age(cj, now), names, images, format_label_selector(job_spec.get("selector"))]
+
+
+def _ingress_hosts(rules: list[dict]) -> str:
+    """formatHosts: the first three hosts; the rules past them counted, whatever their hosts."""
+    listed: list[str] = []
+    for rule in rules:
+        if len(listed) == 3:
+            return f"{','.join(listed)} + {len(rules) - 3} more..."
+        if rule.get("host"):
+            listed.append(rule["host"])
+    return ",".join(listed) or "*"
+
+
+def _ingress_row(ing: dict, now: float) -> list[Cell]:
+    spec = _spec(ing)
+    ingress = ((_status(ing).get("loadBalancer") or {}).get("ingress")) or []
+    # kube-apiserver prints its Tables wide: the addresses are never cut short.
+    addresses = sorted({point.get("ip") or point.get("hostname") for point in ingress
+                        if point.get("ip") or point.get("hostname")})
+    return [_meta(ing).get("name", ""), spec.get("ingressClassName") or "<none>",
+            _ingress_hosts(spec.get("rules") or []), ",".join(addresses), "80, 443" if spec.get("tls") else "80",
+            age(ing, now)]
+
+
+def _ingress_class_row(ic: dict, now: float) -> list[Cell]:
+    spec = _spec(ic)
+    parameters = spec.get("parameters")
+    text = "<none>"
+    if isinstance(parameters, dict):
+        group = f".{parameters['apiGroup']}" if parameters.get("apiGroup") else ""
+        text = f"{parameters.get('kind', '')}{group}/{parameters.get('name', '')}"
+    return [_meta(ic).get("name", ""), spec.get("controller") or "", text, age(ic, now)]
+
+
 def _default_row(obj: dict, now: float) -> list[Cell]:
     return [_meta(obj).get("name", ""), _meta(obj).get("creationTimestamp") or ""]
 
@@ -592,6 +639,35 @@ JOB = Printer((
     _TEMPLATE_IMAGES,
     Column("Selector", ("io.k8s.api.batch.v1.JobSpec", "selector"), priority=1),
 ), _job_row)
+
+CRON_JOB = Printer((
+    _NAME,
+    Column("Schedule", ("io.k8s.api.batch.v1.CronJobSpec", "schedule")),
+    Column("Timezone", ("io.k8s.api.batch.v1.CronJobSpec", "timeZone")),
+    Column("Suspend", ("io.k8s.api.batch.v1.CronJobSpec", "suspend"), type="boolean"),
+    Column("Active", ("io.k8s.api.batch.v1.CronJobStatus", "active"), type="integer"),
+    Column("Last Schedule", ("io.k8s.api.batch.v1.CronJobStatus", "lastScheduleTime")),
+    _AGE,
+    _TEMPLATE_CONTAINERS,
+    _TEMPLATE_IMAGES,
+    Column("Selector", ("io.k8s.api.batch.v1.JobSpec", "selector"), priority=1),
+), _cron_job_row)
+
+INGRESS = Printer((
+    _NAME,
+    Column("Class", "The name of the IngressClass resource that should be used for ingress"),
+    Column("Hosts", "Hosts that incoming requests are matched against before the ingress rule"),
+    Column("Address", "Address is a list containing ingress points for the load-balancer"),
+    Column("Ports", "Ports of TLS configurations that open"),
+    _AGE,
+), _ingress_row)
+
+INGRESS_CLASS = Printer((
+    _NAME,
+    Column("Controller", "Controller that is responsible for handling this class"),
+    Column("Parameters", "A reference to a resource with additional parameters"),
+    _AGE,
+), _ingress_class_row)
 
 # kube-apiserver's table for a kind without its own printer (rest.NewDefaultTableConvertor).
 DEFAULT = Printer((_NAME, Column("Created At", (_META, "creationTimestamp"), type="date")), _default_row)

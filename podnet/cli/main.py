@@ -29,6 +29,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compose_cmd", ("compose",)),
     ("dns_cmd", ("dig", "dns")),
     ("faults_cmd", ("partition",)),
+    ("ingress_cmd", ("ingress",)),
     ("kubeproxy_cmd", ("kubeproxy",)),
     ("nodeagent_cmd", ("nodeagent",)),
     ("pods_cmd", ("capture", "dataplane", "exec", "probe", "trace")),

@@ -82,7 +82,8 @@ def component_kubeconfig(home: Path, component: str) -> Path:
 
 # A component's group by its kind, as apiserver/rbac/defaults.py binds them.
 COMPONENT_GROUPS = {"agent": "system:nodes", "kube-proxy": "system:podnet:kube-proxies", "bgp": "system:podnet:bgp",
-                    "dns": "system:podnet:dns", "cloud-lb": "system:podnet:cloud-lb"}
+                    "dns": "system:podnet:dns", "cloud-lb": "system:podnet:cloud-lb",
+                    "ingress": "system:podnet:ingress"}
 
 
 def component_groups(component: str) -> tuple[str, ...]:

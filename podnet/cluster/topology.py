@@ -10,6 +10,7 @@ the cloud load balancer .5.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,10 @@ from podnet.nodeagent.pods.netns import host_namespace
 STORES = ("sqlite", "etcd")
 LAYOUTS = ("loopback", "network", "netns")
 # The control-plane components that get a host of their own in the "network" layout, by last octet.
-CONTROL_HOSTS = {"etcd": 2, "apiserver": 3, "dns": 4, "cloud-lb": 5}
+CONTROL_HOSTS = {"etcd": 2, "apiserver": 3, "dns": 4, "cloud-lb": 5, "ingress": 6}
+# HTTP's port for the ingress controller where it may be bound (root, or a container), else an
+# unprivileged one.
+INGRESS_PORTS = (80, 8080)
 
 
 class TopologyError(ValueError):
@@ -66,6 +70,7 @@ class Topology:
     vxlan_port: int = 4789
     bgp_port: int = 1790
     lb_pool: str = "127.0.1.0/24"
+    ingress_port: int = 80
     cluster_cidr: str = "10.244.0.0/16"
     service_cidr: str = "10.96.0.0/12"
     node_grace_period: float = 40.0
@@ -87,7 +92,7 @@ class Topology:
         return f"{self.prefix}.10"
 
     def host(self, component: str) -> str:
-        """The address a control-plane component ("etcd", "apiserver", "dns", "cloud-lb") listens on."""
+        """The address a control-plane component ("etcd", "apiserver", "dns", "cloud-lb", "ingress") listens on."""
         return self.hosts.get(component, self.control_address)
 
     @property
@@ -165,6 +170,7 @@ def build(
         hosts = {component: f"{prefix}.{octet}" for component, octet in CONTROL_HOSTS.items()}
         settings["ui"] = False
     specs = tuple(NodeSpec(f"node-{i}", f"{prefix}.{10 + i}") for i in range(1, nodes + 1))
+    settings.setdefault("ingress_port", INGRESS_PORTS[0] if layout == "network" or os.geteuid() == 0 else INGRESS_PORTS[1])
     return Topology(home=home, nodes=specs, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
                     hosts=hosts, **settings)  # type: ignore[arg-type]
 
@@ -290,6 +296,17 @@ def components(topo: Topology) -> list[ComponentSpec]:
              "--port", str(topo.api_port + 4)),
             Health(http=f"{topo.ui_url}/healthz"),
         ))
+    ingress_kubelet: tuple[str, ...] = ()
+    if not topo.insecure_http:
+        cert, key = kubelet_credentials.ingress_client_files(topo.home)
+        ingress_kubelet = ("--kubelet-client-certificate", str(cert), "--kubelet-client-key", str(key),
+                           "--kubelet-certificate-authority", str(ca))
+    specs.append(ComponentSpec(
+        "ingress",
+        ("ingress", *api("ingress"), "--port", str(topo.ingress_port), *ingress_kubelet,
+         "--metrics-port", str(topo.api_port + 5), "--address", topo.host("ingress")),
+        Health(http=f"http://{topo.host('ingress')}:{topo.api_port + 5}/healthz"),
+    ))
     return specs
 
 
@@ -297,7 +314,8 @@ def _protected_ports(topo: Topology) -> list[str]:
     """`--protect-port` for every port of the cluster's own that pods must not reach from their node's address
     (nodeagent/hostguard.py): etcd's, BGP's, and the status and metrics ports of every component."""
     ports = [f"tcp/{topo.etcd_port}", f"tcp/{topo.etcd_port + 1}", f"tcp/{topo.bgp_port}",
-             f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}"]
+             f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}",
+             f"tcp/{topo.host('ingress')}:{topo.api_port + 5}"]
     for index, node in enumerate(topo.nodes):
         metrics = 10250 + index * 10  # the agent's status port; kube-proxy's is next, the kubelet API's after
         ports += [f"tcp/{node.address}:{metrics}", f"tcp/{node.address}:{metrics + 1}"]

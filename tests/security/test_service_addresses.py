@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 from podnet.apiserver import serviceaddresses
-from support.local_cluster import pod_on
+from support.local_cluster import eventually, pod_on
 
 from podnet import kubeconfig, pki
 from podnet.client import ApiClient, ApiError
@@ -56,10 +56,14 @@ def _group_client(cluster, user: str, group: str) -> ApiClient:
 
 
 async def hostname_through(cluster, client_pod: dict, address: str) -> str:
-    answer = await cluster.rpc(client_pod["spec"]["nodeName"], "pod.http", {
-        "namespace": client_pod["metadata"]["namespace"], "pod": client_pod["metadata"]["name"],
-        "url": f"http://{address}:8080/hostname", "timeout": 3.0})
-    assert answer["ok"], answer
+    """Who answers `client_pod`'s HTTP request to `address:8080` (retried while the machine is slow)."""
+    async def ask() -> dict | None:
+        answer = await cluster.rpc(client_pod["spec"]["nodeName"], "pod.http", {
+            "namespace": client_pod["metadata"]["namespace"], "pod": client_pod["metadata"]["name"],
+            "url": f"http://{address}:8080/hostname", "timeout": 3.0})
+        return answer if answer["ok"] else None
+
+    answer = await eventually(ask, 20, f"an answer from {address}:8080")
     return answer["body"] if isinstance(answer["body"], str) else answer["body"].decode()
 
 

@@ -4,7 +4,8 @@ certificates from that CA (`--client-ca-file`) and a token file.
 
 `api_server` (per test): a SQLite store in tmp_path, controllers as by default. `api_server_etcd`: the same
 over the `etcd_server` fixture. `make_api_server` is a factory for other options:
-`make_api_server(store_url=None, controllers=False, extra_args=(), tls=True)`; `tls=False` serves plain HTTP.
+`make_api_server(store_url=None, controllers=False, extra_args=(), tls=True, host="127.0.0.1", port=None)`;
+`tls=False` serves plain HTTP; `host` and `port` place it (several servers on one port need distinct hosts).
 
 Each yields an `ApiServerProcess`: `.url`, `.token` (admin), `.tokens` (every token by role name),
 `.kubeconfig` (the server, its CA and the admin token: what components take as `--kubeconfig`),
@@ -49,12 +50,15 @@ class ApiServerProcess:
         controllers: bool,
         extra_args: Sequence[str] = (),
         tls: bool = True,
+        host: str = "127.0.0.1",
+        port: int | None = None,
     ):
         self.directory = directory
+        self.host = host
         self.store_url = store_url
         self.controllers = controllers
         self.extra_args = list(extra_args)
-        self.port = free_tcp_port()
+        self.port = port or free_tcp_port()
         self.token_file = directory / "tokens.csv"
         self.token_file.write_text(
             "".join(f'{token},{user},{user}-uid,"{groups}"\n' for token, user, groups in TOKENS.values())
@@ -66,7 +70,7 @@ class ApiServerProcess:
         if tls:
             now = datetime.datetime.now(datetime.UTC)
             self.ca = pki.make_ca(now)
-            serving = pki.make_serving(self.ca, ["127.0.0.1", "localhost"], now)
+            serving = pki.make_serving(self.ca, list(dict.fromkeys([host, "127.0.0.1", "localhost"])), now)
             self.ca_file.write_bytes(self.ca.cert_pem)
             (directory / "apiserver.crt").write_bytes(serving.cert_pem)
             (directory / "apiserver.key").write_bytes(serving.key_pem)
@@ -78,7 +82,7 @@ class ApiServerProcess:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://{self.host}:{self.port}"
 
     @property
     def tls(self) -> kubeconfig.ClientTls | None:
@@ -100,7 +104,7 @@ class ApiServerProcess:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the API server is already running")
         args = [
-            "--host", "127.0.0.1", "--port", str(self.port),
+            "--host", self.host, "--port", str(self.port),
             "--store", self.store_url, "--token-file", str(self.token_file),
             *(() if self.controllers else ("--no-controllers",)),
             *(("--tls-cert", str(self.directory / "apiserver.crt"), "--tls-key", str(self.directory / "apiserver.key"),
@@ -140,6 +144,8 @@ def _factory(root: Path) -> tuple[Callable[..., ApiServerProcess], list[ApiServe
         controllers: bool = False,
         extra_args: Sequence[str] = (),
         tls: bool = True,
+        host: str = "127.0.0.1",
+        port: int | None = None,
     ) -> ApiServerProcess:
         directory = root / f"apiserver-{len(started)}"
         directory.mkdir()
@@ -149,6 +155,8 @@ def _factory(root: Path) -> tuple[Callable[..., ApiServerProcess], list[ApiServe
             controllers=controllers,
             extra_args=extra_args,
             tls=tls,
+            host=host,
+            port=port,
         )
         started.append(server)
         server.start()
