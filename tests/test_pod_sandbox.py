@@ -24,7 +24,7 @@ import pytest
 from podnet.apiserver import serviceaccountadmission
 from podnet.apiserver.controllers import rootca
 from podnet.nodeagent.pods import sandbox
-from podnet.nodeagent.volumes import DATA_LINK, File, VolumeError, render, write_atomically
+from podnet.nodeagent.volumes import DATA_LINK, File, VolumeError, refresh_after, render, write_atomically
 from support.apiserver import ApiServerProcess
 from support.netns_pods import netns_pod, pod_exec, require_root, wait_for
 from support.nodeagent import AgentProcess, Cluster, free_udp_port, wait_running
@@ -137,6 +137,14 @@ def test_volumes_render_as_the_kubelet_writes_them():
         render(pod, {"name": "v", "configMap": {"name": "gone"}}, configmaps, secrets_, {})
     with pytest.raises(VolumeError, match="configmap references non-existent config key: nope"):
         render(pod, {"name": "v", "configMap": {"name": "app", "items": [{"key": "nope", "path": "x"}]}}, configmaps, secrets_, {})
+
+
+def test_tokens_are_asked_for_again_at_four_fifths_of_their_life():
+    projected = {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "a", "expirationSeconds": 3607}},
+                                                        {"serviceAccountToken": {"path": "b", "expirationSeconds": 1000}}]}}
+    assert refresh_after(projected) == 800.0
+    assert refresh_after({"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "a"}}]}}) == 2880.0
+    assert refresh_after({"name": "c", "configMap": {"name": "app"}}) is None
 
 
 def test_an_update_swaps_the_data_directory_in_one_rename(tmp_path: Path):
