@@ -390,3 +390,27 @@ def test_a_plain_pod_reads_its_token_ca_and_namespace_where_kubernetes_puts_them
     assert read.stdout == cluster.api.ca.cert_pem.decode() + NAMESPACE
     token = pod_exec(cluster, f"{NAMESPACE}/plain", "cat", f"{mount}/token").stdout
     assert token.count(".") == 2 and volume["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"] == 3607
+
+
+def test_a_pod_cannot_see_or_signal_another_pods_processes(cluster: Cluster):
+    create_as_editor(cluster, tenant_pod(cluster, "victim", "exec sleep 6011"))
+    cluster.api_call(lambda client: wait_running(client, NAMESPACE, "victim", timeout=30))
+
+    def victim_pid() -> int | None:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if (entry / "cmdline").read_bytes() == b"sleep\x006011\x00":
+                        return int(entry.name)
+                except OSError:
+                    continue
+        return None
+
+    pid = wait_for(victim_pid, 20, "the victim's process on the node")
+    command = (f"kill -0 {pid} 2>/dev/null && echo signal=delivered || echo signal=refused; "
+               f"echo \"processes=$(ls /proc | grep -c '^[0-9]')\"")
+    create_as_editor(cluster, tenant_pod(cluster, "attacker", f"{{ {command}; }} > /tmp/r.tmp; mv /tmp/r.tmp /tmp/report; sleep 600"))
+    found = report(cluster, "attacker")
+    assert found["signal"] == "refused"
+    # Its init, its shell, the subshells and commands of that line; the node runs hundreds.
+    assert int(found["processes"]) < 10 < len([p for p in Path("/proc").iterdir() if p.name.isdigit()])
