@@ -16,7 +16,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from podnet.apiserver import configkinds, cronjobkind, ingresskinds, quota, serviceaddresses
+from podnet.apiserver import (
+    configkinds,
+    controllerrevisionkind,
+    cronjobkind,
+    ingresskinds,
+    quota,
+    serviceaddresses,
+)
 from podnet.apiserver.rbac import validation as rbac_validation
 from podnet.apiserver.status import Cause
 
@@ -767,6 +774,7 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Job": validate_job,
     "ResourceQuota": quota.validate_resource_quota,
     "CronJob": cronjobkind.validate_cron_job,
+    "ControllerRevision": controllerrevisionkind.validate_controller_revision,
     **ingresskinds.VALIDATORS,
     **rbac_validation.VALIDATORS,
 }
@@ -842,6 +850,7 @@ UPDATE_VALIDATORS: dict[str, Callable[[Errors, dict, dict], None]] = {
     "ConfigMap": configkinds.validate_config_map_update,
     "Secret": configkinds.validate_secret_update,
     "Job": validate_selector_update,
+    "ControllerRevision": controllerrevisionkind.validate_controller_revision_update,
     **ingresskinds.UPDATE_VALIDATORS,
     **rbac_validation.UPDATE_VALIDATORS,
 }

@@ -5,7 +5,7 @@ namespaces) and a web Deployment, a DaemonSet log agent, a Job that runs once, a
 `/api` and `/` to the two Services, and a CronJob. Checked: the database's pods are db-0 and db-1 and
 resolve by their own DNS names; one log agent per node, following a node that is killed and restarted;
 the Job completes; the Ingress routes from the host to the right Service's pods, whose programs see the
-ConfigMap's and the Secret's values in their environment; the CronJob runs on its schedule; a label
+ConfigMap's and the Secret's values in their environment and the Secret as a file of its volume; the CronJob runs on its schedule; a label
 removed from the manifest leaves the object when it is applied again."""
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ API_SERVER = """
 import http.server, os
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = f"api greeting={os.environ['GREETING']} secret-length={len(os.environ['DB_PASSWORD'])} path={self.path}\\n"
+        with open("/etc/db/password") as secret:
+            matches = secret.read() == os.environ["DB_PASSWORD"]
+        body = (f"api greeting={os.environ['GREETING']} secret-length={len(os.environ['DB_PASSWORD'])} "
+                f"secret-file-matches={matches} path={self.path}\\n")
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -68,7 +71,9 @@ MANIFEST = [
                         "ports": [{"containerPort": 8080}],
                         "envFrom": [{"configMapRef": {"name": "app-config"}}],
                         "env": [{"name": "DB_PASSWORD",
-                                 "valueFrom": {"secretKeyRef": {"name": "db-credentials", "key": "password"}}}]}]}),
+                                 "valueFrom": {"secretKeyRef": {"name": "db-credentials", "key": "password"}}}],
+                        "volumeMounts": [{"name": "credentials", "mountPath": "/etc/db", "readOnly": True}]}],
+        "volumes": [{"name": "credentials", "secret": {"secretName": "db-credentials"}}]}),
     {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
      "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 80}]}},
     _workload("Deployment", "web", {"replicas": 2},
@@ -134,7 +139,7 @@ async def _check_app(cluster, kubectl: Kubectl, namespace: str) -> None:
 
     status, body = await eventually(lambda: routed("/api/orders?page=2", lambda a: a[0] == 200), 60,
                                     "the Ingress routes /api to the api Service")
-    assert body == "api greeting=hello secret-length=11 path=/api/orders?page=2\n"
+    assert body == "api greeting=hello secret-length=11 secret-file-matches=True path=/api/orders?page=2\n"
     status, body = await eventually(lambda: routed("/hostname", lambda a: a[1] in web), 60,
                                     "the Ingress routes / to the web Service")
     answered = {(await routed("/hostname", lambda a: True))[1] for _ in range(4)}

@@ -23,7 +23,7 @@ def _informers(client: ApiClient) -> dict[str, Informer]:
     informers = {plural: Informer(client, plural) for plural in (
         "namespaces", "nodes", "pods", "services", "endpoints", "endpointslices", "deployments",
         "replicasets", "statefulsets", "daemonsets", "serviceaccounts", "jobs", "resourcequotas", "configmaps",
-        "secrets", "cronjobs")}
+        "secrets", "cronjobs", "controllerrevisions")}
     informers["leases"] = Informer(client, "leases", NODE_LEASE_NAMESPACE)
     add_collector_informers(client, informers)
     return informers

@@ -94,6 +94,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", True, ("netpol",),
          printer=printers.NETWORK_POLICY),
     Kind("Lease", "coordination.k8s.io", "v1", "leases", True, (), has_status=False, printer=printers.LEASE),
+    Kind("ControllerRevision", "apps", "v1", "controllerrevisions", True, (), has_status=False,
+         printer=printers.CONTROLLER_REVISION),
     Kind("DaemonSet", "apps", "v1", "daemonsets", True, ("ds",), printer=printers.DAEMON_SET, categories=("all",)),
     Kind("Deployment", "apps", "v1", "deployments", True, ("deploy",), printer=printers.DEPLOYMENT,
          categories=("all",)),

@@ -488,6 +488,15 @@ def _ingress_class_row(ic: dict, now: float) -> list[Cell]:
     return [_meta(ic).get("name", ""), spec.get("controller") or "", text, age(ic, now)]
 
 
+def _controller_revision_row(revision: dict, now: float) -> list[Cell]:
+    controller = "<none>"
+    for ref in _meta(revision).get("ownerReferences") or []:
+        if ref.get("controller"):
+            group = str(ref.get("apiVersion") or "").rpartition("/")[0]
+            controller = f"{str(ref.get('kind') or '').lower()}{'.' + group if group else ''}/{ref.get('name', '')}"
+    return [_meta(revision).get("name", ""), controller, revision.get("revision", 0), age(revision, now)]
+
+
 def _default_row(obj: dict, now: float) -> list[Cell]:
     return [_meta(obj).get("name", ""), _meta(obj).get("creationTimestamp") or ""]
 
@@ -668,6 +677,13 @@ INGRESS_CLASS = Printer((
     Column("Parameters", "A reference to a resource with additional parameters"),
     _AGE,
 ), _ingress_class_row)
+
+CONTROLLER_REVISION = Printer((
+    _NAME,
+    Column("Controller", "Controller of the object"),
+    Column("Revision", (_APPS + "ControllerRevision", "revision")),
+    _AGE,
+), _controller_revision_row)
 
 # kube-apiserver's table for a kind without its own printer (rest.NewDefaultTableConvertor).
 DEFAULT = Printer((_NAME, Column("Created At", (_META, "creationTimestamp"), type="date")), _default_row)

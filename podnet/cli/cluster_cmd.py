@@ -139,6 +139,7 @@ def register(app: typer.Typer) -> None:
         insecure_http: bool = typer.Option(False, "--insecure-http", help="Serve the API on plain HTTP with "
                                            "tokens (debugging only: kubectl sends no token over HTTP)."),
         ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI (`podnet ui`)."),
+        dns_replicas: int = typer.Option(1, "--dns-replicas", help="Cluster DNS servers behind kube-dns (1-5)."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
@@ -154,6 +155,7 @@ def register(app: typer.Typer) -> None:
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
                 pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http, ui=ui,
+                dns_replicas=dns_replicas,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterable
@@ -86,9 +87,12 @@ COMPONENT_GROUPS = {"agent": "system:nodes", "kube-proxy": "system:podnet:kube-p
                     "ingress": "system:podnet:ingress"}
 
 
+_REPLICA_SUFFIX = re.compile(r"-[0-9]+$")
+
+
 def component_groups(component: str) -> tuple[str, ...]:
-    """`node-1/agent` -> ("system:nodes",); `dns` -> ("system:podnet:dns",)."""
-    kind = component.partition("/")[2] or component
+    """`node-1/agent` -> ("system:nodes",); `dns` and `dns-2` -> ("system:podnet:dns",)."""
+    kind = component.partition("/")[2] or _REPLICA_SUFFIX.sub("", component)  # `dns-2` is a dns replica
     return (COMPONENT_GROUPS[kind],) if kind in COMPONENT_GROUPS else ADMIN_GROUPS
 
 

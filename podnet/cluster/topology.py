@@ -82,6 +82,7 @@ class Topology:
     pod_mode: str = "virtual"  # the agents' default for pods without a podnet.io/pod-mode annotation
     insecure_http: bool = False  # the API server on plain HTTP, for debugging only
     ui: bool = True  # the web UI (podnet/ui/), which reads the agents' sockets: local layouts only
+    dns_replicas: int = 1  # cluster DNS servers behind kube-dns, as CoreDNS's two replicas
 
     @property
     def ui_url(self) -> str:
@@ -144,6 +145,8 @@ def build(
     namespace on a bridge that holds <prefix>.10, the control plane's address (root, Linux)."""
     if not 1 <= nodes <= 200:
         raise TopologyError("--nodes must be between 1 and 200")
+    if not 1 <= int(settings.get("dns_replicas", 1)) <= 5:  # type: ignore[call-overload]
+        raise TopologyError("--dns-replicas must be between 1 and 5")
     for value, allowed, flag in ((store, STORES, "--store"), (backend, BACKENDS, "--backend"),
                                  (proxy_mode, PROXY_MODES, "--proxy-mode"), (layout, LAYOUTS, "layout")):
         if value not in allowed:
@@ -241,12 +244,12 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--eviction-timeout", str(topo.pod_eviction_timeout)),
         Health(http=f"{topo.api_url}/readyz", ca=ca),
     ))
-    specs.append(ComponentSpec(
-        "dns",
-        ("dns", "--address", topo.host("dns"), "--port", str(topo.dns_port), *api("dns"),
-         "--metrics-port", str(topo.api_port + 2)),
-        Health(http=f"http://{topo.host('dns')}:{topo.api_port + 2}/healthz"),
-    ))
+    for name, port, metrics_port in dns_replicas(topo):
+        specs.append(ComponentSpec(
+            name,
+            ("dns", "--address", topo.host("dns"), "--port", str(port), *api(name), "--metrics-port", str(metrics_port)),
+            Health(http=f"http://{topo.host('dns')}:{metrics_port}/healthz"),
+        ))
     protected = _protected_ports(topo)
     for index, node in enumerate(topo.nodes):
         node_dir = str(topo.node_dir(node))
@@ -287,15 +290,6 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--address", topo.host("cloud-lb")),
         Health(http=f"http://{topo.host('cloud-lb')}:{topo.api_port + 3}/healthz"),
     ))
-    if topo.ui:
-        # A client of the API server with its users' tokens only: it has no credential of its own.
-        ca_option = () if ca is None else ("--ca-file", ca)
-        specs.append(ComponentSpec(
-            "ui",
-            ("ui", "--server", topo.api_url, *ca_option, "--home", str(topo.home), "--address", topo.control_address,
-             "--port", str(topo.api_port + 4)),
-            Health(http=f"{topo.ui_url}/healthz"),
-        ))
     ingress_kubelet: tuple[str, ...] = ()
     if not topo.insecure_http:
         cert, key = kubelet_credentials.ingress_client_files(topo.home)
@@ -307,7 +301,23 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--metrics-port", str(topo.api_port + 5), "--address", topo.host("ingress")),
         Health(http=f"http://{topo.host('ingress')}:{topo.api_port + 5}/healthz"),
     ))
+    if topo.ui:
+        # A client of the API server with its users' tokens only: it has no credential of its own.
+        ca_option = () if ca is None else ("--ca-file", ca)
+        specs.append(ComponentSpec(
+            "ui",
+            ("ui", "--server", topo.api_url, *ca_option, "--home", str(topo.home), "--address", topo.control_address,
+             "--port", str(topo.api_port + 4)),
+            Health(http=f"{topo.ui_url}/healthz"),
+        ))
     return specs
+
+
+def dns_replicas(topo: Topology) -> list[tuple[str, int, int]]:
+    """(component name, DNS port, status port) of each DNS replica: `dns` on the cluster's DNS port, then
+    `dns-2`, `dns-3`... on the ports after it, their status ports after the other components' (API port + 6...)."""
+    first = [("dns", topo.dns_port, topo.api_port + 2)]
+    return first + [(f"dns-{i}", topo.dns_port + i - 1, topo.api_port + 4 + i) for i in range(2, topo.dns_replicas + 1)]
 
 
 def _protected_ports(topo: Topology) -> list[str]:
@@ -315,7 +325,10 @@ def _protected_ports(topo: Topology) -> list[str]:
     (nodeagent/hostguard.py): etcd's, BGP's, and the status and metrics ports of every component."""
     ports = [f"tcp/{topo.etcd_port}", f"tcp/{topo.etcd_port + 1}", f"tcp/{topo.bgp_port}",
              f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}",
-             f"tcp/{topo.host('ingress')}:{topo.api_port + 5}"]
+             f"tcp/{topo.host('ingress')}:{topo.api_port + 5}",
+             *(f"tcp/{topo.host('dns')}:{metrics}" for _, _, metrics in dns_replicas(topo)[1:])]
+    if topo.ui:
+        ports.append(f"tcp/{topo.control_address}:{topo.api_port + 4}")
     for index, node in enumerate(topo.nodes):
         metrics = 10250 + index * 10  # the agent's status port; kube-proxy's is next, the kubelet API's after
         ports += [f"tcp/{node.address}:{metrics}", f"tcp/{node.address}:{metrics + 1}"]
