@@ -252,7 +252,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         app.router.add_get(path, handler)
     _add_get_with_slash(app, "/version", version)
     add_discovery_routes(app, request_host=config.host, custom_groups=resources.crds.groups)
-    openapi.add_routes(app, resources.crds.openapi_documents)
+    openapi.add_routes(app, resources.crds.openapi_documents, resources.crds.openapi_v2)
     custom_routes.add_routes(app, resources)  # after every built-in path: they match any group
     fieldvalidation.install(app)
 

@@ -29,6 +29,16 @@ class Kind:
     custom: object | None = field(default=None, compare=False)
 
     @property
+    def built_in(self) -> str:
+        """The kind's name if it is a built-in kind, else "": what per-kind rules of the server go by, so that a
+        custom kind of the same name (Knative's `Service`) gets none of the built-in kind's."""
+        return self.kind if self.custom is None else ""
+
+    @property
+    def list_kind(self) -> str:
+        return getattr(self.custom, "list_kind", None) or f"{self.kind}List"
+
+    @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
