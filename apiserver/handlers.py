@@ -31,7 +31,6 @@ from podnet.apiserver import (
     ingresskinds,
     noderestriction,
     protobuf,
-    serviceaccountadmission,
     status,
     tables,
     yamlbody,
@@ -61,6 +60,7 @@ from podnet.apiserver.customresources.rules import (
     validate_object,
     validate_object_update,
 )
+from podnet.apiserver.limitadmission import LimitRangeAdmission
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from podnet.apiserver.omitempty import omit_empty_metadata
@@ -92,6 +92,7 @@ from podnet.apiserver.storage.base import (
     Store,
     Unavailable,
 )
+from podnet.apiserver.tokens import admission as service_account_admission
 from podnet.apiserver.validation import Limits
 from podnet.apiserver.watch import (
     ADDED,
@@ -236,9 +237,6 @@ class Resources:
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
         self.crds = Registry(store, hub)
-        # The ServiceAccount admission plugin gives pods API access only where tokens can be issued and the
-        # cluster CA published (apiserver/serviceaccountadmission.py).
-        self._admits_service_accounts = bool(config.service_account_signing_key_file and config.client_ca_file)
         self.pod_security = PodSecurityAdmission(self._namespace_labels, self._namespace_pods, self.allowed)
         # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
         # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
@@ -251,6 +249,7 @@ class Resources:
         self._creating: collections.Counter[str] = collections.Counter()
         self._creates_settled = asyncio.Condition()
         self.quotas = QuotaAdmission(store, self._storage, storage_prefix)
+        self.limit_ranges = LimitRangeAdmission(store, self._storage, storage_prefix)
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -645,11 +644,14 @@ class Resources:
         if kind.kind in GENERATION_KINDS or kind.custom is not None:
             metadata["generation"] = 1
         self._restrict_node("create", kind, "", namespace, None, obj)
-        if kind.kind == "Pod" and self._admits_service_accounts:
-            serviceaccountadmission.admit(obj, "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5)))
         self._reset_status_on_create(kind, obj)
+        if kind.built_in == "Pod" and self.config.root_ca:  # in-cluster clients speak TLS, verified by that CA
+            await service_account_admission.admit(
+                obj, self.store, lambda account: storage_key(lookup("ServiceAccount"), namespace, account), self._storage)
         if kind.built_in == "Ingress":
             await self._default_ingress_class(obj)
+        if kind.namespaced:
+            await self.limit_ranges.admit(kind, str(namespace), obj)
         value = self._check(kind, obj)
         if kind.built_in == "Service":
             self._deny_external_ips(obj, None)
@@ -888,7 +890,7 @@ class Resources:
             record_update(kind, old, new, manager, _now(), subresource or "")
         if kind.built_in != "Service" or subresource == "status":
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
-        async with self._service_lock:
+        async with self.quotas.admitting(kind, str(namespace), new, old), self._service_lock:
             admission = await self._admit_service(new, old, dry_run=dry_run)
             try:
                 return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from podnet.apiserver import fieldvalidation, podsecurity, status
-from podnet.apiserver.audit.log import note_annotation
+from podnet.apiserver.audit.log import annotate
 from podnet.apiserver.auth import User
 from podnet.apiserver.rbac.authorizer import Attributes, Decision
 from podnet.apiserver.status import ApiError, Cause
@@ -57,7 +57,7 @@ class PodSecurityAdmission:
         else:
             return
         for key, value in decision.audit:
-            note_annotation(key, value)
+            annotate(key, value)
         if decision.forbidden is not None:
             name = str(obj["metadata"].get("name") or "")
             raise ApiError(status.status(403, "Forbidden", f'{kind.plural} "{name}" is forbidden: {decision.forbidden}',

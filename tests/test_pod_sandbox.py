@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from podnet.apiserver import serviceaccountadmission
-from podnet.apiserver.controllers import rootca
 from podnet.nodeagent.pods import sandbox
 from podnet.nodeagent.volumes import DATA_LINK, File, VolumeError, refresh_after, render, write_atomically
 from support.apiserver import ApiServerProcess
@@ -356,28 +354,6 @@ def test_a_projected_service_account_token_is_one_the_api_server_accepts(cluster
     assert (refused.code, refused.status["message"]) == (403, (
         f'secrets is forbidden: User "system:serviceaccount:{NAMESPACE}:default" cannot list resource "secrets" '
         f'in API group "" in the namespace "{NAMESPACE}"'))
-
-
-def test_the_service_account_admission_gives_every_pod_its_api_access_volume():
-    pod = pod_with({"name": "c"}, initContainers=[{"name": "i"}])
-    serviceaccountadmission.admit(pod, "ab12c")
-    assert pod["spec"]["serviceAccountName"] == "default"
-    assert pod["spec"]["volumes"] == [serviceaccountadmission.api_access_volume("kube-api-access-ab12c")]
-    mount = {"name": "kube-api-access-ab12c", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True}
-    assert [c["volumeMounts"] for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]] == [[mount], [mount]]
-    opted_out = pod_with(automountServiceAccountToken=False, serviceAccountName="worker")
-    serviceaccountadmission.admit(opted_out, "zzzzz")
-    assert "volumes" not in opted_out["spec"] and opted_out["spec"]["serviceAccountName"] == "worker"
-
-
-def test_the_root_ca_is_published_in_every_active_namespace():
-    namespaces = [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}, {"metadata": {"name": "gone", "deletionTimestamp": "x"}}]
-    current = {"b/kube-root-ca.crt": {"metadata": {"name": "kube-root-ca.crt", "namespace": "b", "resourceVersion": "7"},
-                                      "data": {"ca.crt": "old"}}}
-    writes = rootca.to_write(namespaces, current, "PEM")
-    assert [(action, obj["metadata"]["namespace"], obj["data"]) for action, obj in writes] == [
-        ("create", "a", {"ca.crt": "PEM"}), ("replace", "b", {"ca.crt": "PEM"})]
-    assert writes[1][1]["metadata"]["resourceVersion"] == "7"
 
 
 def test_a_plain_pod_reads_its_token_ca_and_namespace_where_kubernetes_puts_them(cluster: Cluster):

@@ -38,6 +38,8 @@ def user_info(user: User | None) -> dict:
         info["uid"] = user.uid
     if user.groups:
         info["groups"] = list(user.groups)
+    if user.extra:
+        info["extra"] = {key: list(values) for key, values in user.extra}
     return info
 
 
@@ -94,7 +96,7 @@ def event(*, audit_id: str, stage: str, level: str, info: RequestInfo, request_u
         body["responseObject"] = response_object
     body["requestReceivedTimestamp"] = micro_time(received)
     body["stageTimestamp"] = micro_time(at)
-    noted = {**(authorization.annotations() if authorization is not None else {}), **(annotations or {})}
-    if noted:
-        body["annotations"] = noted
+    written = (authorization.annotations() if authorization is not None else {}) | (annotations or {})
+    if written:
+        body["annotations"] = written
     return body

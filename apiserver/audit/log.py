@@ -33,6 +33,7 @@ from typing import IO
 
 from aiohttp import web
 from podnet.apiserver.auth import User
+from podnet.apiserver.config import read_flag_file
 
 from . import event as events
 from .policy import NOT_RECORDED, Attributes, Decision, Policy, evaluate, parse_policy
@@ -53,8 +54,8 @@ class _Record:
     acting: User | None = None
     decision: Decision = NOT_RECORDED
     authorization: events.Authorization | None = None
-    annotations: dict[str, str] = field(default_factory=dict)  # admission's, as kube-apiserver's plugins add them
     started_code: int | None = None  # the status a long-running response started with
+    annotations: dict[str, str] = field(default_factory=dict)
     written: set[str] = field(default_factory=set)
 
 
@@ -72,9 +73,9 @@ def note_authorization(user: User, allowed: bool, reason: str) -> None:
         record.acting = user
 
 
-def note_annotation(key: str, value: str) -> None:
-    """An annotation for the request's events, from an admission step (PodSecurity's policy and its audit
-    level's violations)."""
+def annotate(key: str, value: str) -> None:
+    """Adds an annotation to the events of the request being served (as kube-apiserver's
+    audit.AddAuditAnnotation: the credential a TokenRequest issued, say)."""
     record = _CURRENT.get()
     if record is not None:
         record.annotations[key] = value
@@ -82,12 +83,7 @@ def note_annotation(key: str, value: str) -> None:
 
 def load_policy(path: str) -> Policy:
     """The policy file's policy; ValueError naming the flag and file."""
-    try:
-        return parse_policy(Path(path).read_text())
-    except OSError as exc:
-        raise ValueError(f"--audit-policy-file {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"--audit-policy-file {path}: {exc}") from None
+    return read_flag_file(path, "--audit-policy-file", lambda data: parse_policy(data.decode()))
 
 
 def _now() -> datetime.datetime:

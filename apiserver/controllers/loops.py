@@ -315,5 +315,5 @@ class NodeLifecycle(Controller):
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
                                              ReplicaSets, Deployments, StatefulSets, DaemonSets, GarbageCollector,
-                                             PodGarbageCollector, ServiceAccounts, Jobs, ResourceQuotas, CronJobs,
-                                             RootCaPublisher)
+                                             PodGarbageCollector, RootCaPublisher, ServiceAccounts, Jobs, ResourceQuotas,
+                                             CronJobs)

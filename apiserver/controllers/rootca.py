@@ -1,32 +1,39 @@
-"""`kube-root-ca.crt` in every namespace, as kube-controller-manager's root-ca-cert-publisher keeps it: a
-ConfigMap whose `ca.crt` is the cluster CA, which the API access volume of every pod shows
-(apiserver/serviceaccountadmission.py). Written again when changed or deleted; nothing without a CA."""
+"""The `kube-root-ca.crt` ConfigMap of every namespace, as kube-controller-manager's root-ca-cert-publisher
+keeps it: `ca.crt` holds the CA that signs the API server's serving certificate, so that a pod's projected
+service-account volume (token, ca.crt, namespace) lets in-cluster clients verify the server they reach at
+10.96.0.1. Created in each active namespace, put back when deleted or changed, never in a namespace
+that is terminating. Without a CA (an API server on plain HTTP) there is nothing to publish."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-
-from podnet.apiserver.serviceaccountadmission import ROOT_CA_CONFIGMAP
+from pathlib import Path
 
 from .runner import Controller
 
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+ROOT_CA_KEY = "ca.crt"
 
-def to_write(namespaces: Iterable[dict], configmaps: Mapping[str, dict], ca: str) -> list[tuple[str, dict]]:
-    """("create" or "replace", ConfigMap) for each active namespace whose kube-root-ca.crt is missing or
-    stale. Pure."""
+
+def wanted(namespaces: Iterable[dict], configmaps: Mapping[str, dict], ca_pem: str) -> list[tuple[dict, dict | None]]:
+    """(the ConfigMap to write, the one it replaces or None) for each active namespace whose ConfigMap is
+    missing or says something else. Pure."""
     writes = []
     for namespace in namespaces:
         meta = namespace.get("metadata") or {}
-        if meta.get("deletionTimestamp") or (namespace.get("status") or {}).get("phase", "Active") != "Active":
+        if (namespace.get("status") or {}).get("phase", "Active") != "Active" or meta.get("deletionTimestamp"):
             continue
         current = configmaps.get(f"{meta['name']}/{ROOT_CA_CONFIGMAP}")
-        wanted = {"apiVersion": "v1", "kind": "ConfigMap",
-                  "metadata": {"name": ROOT_CA_CONFIGMAP, "namespace": meta["name"]}, "data": {"ca.crt": ca}}
-        if current is None:
-            writes.append(("create", wanted))
-        elif (current.get("data") or {}) != wanted["data"]:
-            wanted["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
-            writes.append(("replace", {**current, "data": wanted["data"]}))
+        if current is not None and (current.get("data") or {}) == {ROOT_CA_KEY: ca_pem}:
+            continue
+        configmap = {"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": ROOT_CA_CONFIGMAP, "namespace": meta["name"],
+                                  "annotations": {"kubernetes.io/description": (
+                                      "Contains a CA bundle that can be used to verify the kube-apiserver when using "
+                                      "internal endpoints such as the internal service IP or kubernetes.default.svc. "
+                                      "No other usage is guaranteed across distributions of Kubernetes clusters.")}},
+                     "data": {ROOT_CA_KEY: ca_pem}}
+        writes.append((configmap, current))
     return writes
 
 
@@ -35,9 +42,13 @@ class RootCaPublisher(Controller):
     needs = ("namespaces", "configmaps")
 
     async def reconcile(self) -> None:
-        if not self.settings.root_ca:
+        ca_file = self.settings.root_ca_file
+        if not ca_file:
             return
-        for action, configmap in to_write(self.store("namespaces").values(), self.store("configmaps"), self.settings.root_ca):
-            where = f"{configmap['metadata']['namespace']}/{ROOT_CA_CONFIGMAP}"
-            write = self.client.create(configmap) if action == "create" else self.client.replace(configmap)
-            await self.write(f"{action} configmap {where}", write)
+        ca_pem = Path(ca_file).read_text()
+        for configmap, current in wanted(self.store("namespaces").values(), self.store("configmaps"), ca_pem):
+            key = f"{configmap['metadata']['namespace']}/{ROOT_CA_CONFIGMAP}"
+            if current is None:
+                await self.write(f"create configmap {key}", self.client.create(configmap))
+            else:
+                await self.write(f"update configmap {key}", self.client.replace({**current, "data": configmap["data"]}))

@@ -9,7 +9,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from podnet.client import ApiClient, ApiError, Informer
@@ -32,7 +31,7 @@ class Settings:
     orphaned_pod_quarantine: float = 40.0
     api_address: str = "127.0.0.1"
     api_port: int = 6443
-    root_ca: str = ""  # the cluster CA (PEM) that kube-root-ca.crt publishes; none without a client CA file
+    root_ca_file: str = ""  # the CA published as kube-root-ca.crt: the one the serving certificate chains to
 
     @classmethod
     def from_config(cls, config: object, server_url: str) -> Settings:
@@ -58,12 +57,8 @@ class Settings:
             orphaned_pod_quarantine=float(getattr(config, "orphaned_pod_quarantine", default.orphaned_pod_quarantine)),
             api_address=address,
             api_port=int(port),
-            root_ca=_read_text(getattr(config, "client_ca_file", None)),
+            root_ca_file=str(getattr(config, "root_ca", "")),
         )
-
-
-def _read_text(path: str | None) -> str:
-    return Path(path).read_text() if path else ""
 
 
 class CoalescingRunner:

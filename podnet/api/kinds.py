@@ -96,6 +96,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("ServiceAccount", "", "v1", "serviceaccounts", True, ("sa",), has_status=False,
          printer=printers.SERVICE_ACCOUNT),
     Kind("ResourceQuota", "", "v1", "resourcequotas", True, ("quota",), printer=printers.RESOURCE_QUOTA),
+    Kind("LimitRange", "", "v1", "limitranges", True, ("limits",), has_status=False),
     Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True, (), has_status=False,
          printer=printers.ENDPOINT_SLICE),
     Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", False, (), has_status=False,

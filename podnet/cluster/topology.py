@@ -16,6 +16,7 @@ from pathlib import Path
 
 from podnet.backends import BACKENDS, POD_MODES, PROXY_MODES, routing_backend
 from podnet.cluster import auditpolicy, credentials, etcd_credentials, kubelet_credentials
+from podnet.nodeagent.hostguard import BGP_PORTS, ETCD_PORTS
 from podnet.nodeagent.pods.netns import host_namespace
 
 STORES = ("sqlite", "etcd")
@@ -322,8 +323,10 @@ def dns_replicas(topo: Topology) -> list[tuple[str, int, int]]:
 
 def _protected_ports(topo: Topology) -> list[str]:
     """`--protect-port` for every port of the cluster's own that pods must not reach from their node's address
-    (nodeagent/hostguard.py): etcd's, BGP's, and the status and metrics ports of every component."""
-    ports = [f"tcp/{topo.etcd_port}", f"tcp/{topo.etcd_port + 1}", f"tcp/{topo.bgp_port}",
+    (nodeagent/hostguard.py): etcd's and BGP's when not the ones every agent refuses, and the status and
+    metrics ports of every component."""
+    own = [port for port in (topo.etcd_port, topo.etcd_port + 1, topo.bgp_port) if port not in (*BGP_PORTS, *ETCD_PORTS)]
+    ports = [*(f"tcp/{port}" for port in own),
              f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}",
              f"tcp/{topo.host('ingress')}:{topo.api_port + 5}",
              *(f"tcp/{topo.host('dns')}:{metrics}" for _, _, metrics in dns_replicas(topo)[1:])]
