@@ -19,7 +19,7 @@ from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.traces import PROTOCOL_NUMBERS
-from podnet.overlay.pipeline.forward import Encapsulation, Output, Peer, Stage, describe_key, vtep_mac
+from podnet.overlay.pipeline.model import Encapsulation, Output, Peer, Stage, describe_key, vtep_mac
 from podnet.overlay.pipeline.nat import ServiceTable, TableError
 from podnet.overlay.pipeline.routes import Route, RouteKind, parse_prefix
 from podnet.overlay.wire import ipv4, udp

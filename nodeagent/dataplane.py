@@ -29,21 +29,21 @@ from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.relaypods import RelayedPods
 from podnet.nodeagent.traces import Traces
-from podnet.overlay.pipeline.forward import (
+from podnet.overlay.pipeline.forward import Pipeline
+from podnet.overlay.pipeline.model import (
     Deliver,
     DeliverFrame,
     Encapsulation,
     NodeIdentity,
     Output,
     Peer,
-    Pipeline,
     PodPort,
     Stage,
     ToHost,
     Tunnel,
-    flow_key,
     vtep_mac,
 )
+from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire.addresses import ip_to_int
 

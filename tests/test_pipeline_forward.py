@@ -3,19 +3,18 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from podnet.overlay.pipeline.forward import (
+from podnet.overlay.pipeline.model import (
     Deliver,
     DeliverFrame,
     Drop,
     PodPort,
-    PolicyDirection,
     ToHost,
     Tunnel,
-    Verdict,
     pod_mac,
-    rewrite,
     vtep_mac,
 )
+from podnet.overlay.pipeline.packets import rewrite
+from podnet.overlay.pipeline.policyhook import PolicyDirection, Verdict
 from podnet.overlay.wire import arp, ethernet, icmp, ipv4, tcp, udp, vxlan
 from podnet.overlay.wire.addresses import ip_to_bytes, ip_to_int
 from podnet.overlay.wire.checksum import internet_checksum

@@ -9,14 +9,14 @@ import ipaddress
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from podnet.overlay.pipeline.forward import (
+from podnet.overlay.pipeline.forward import Pipeline
+from podnet.overlay.pipeline.model import (
     OUTER_IP_UDP,
     Deliver,
     Drop,
     Encapsulation,
     NodeIdentity,
     Peer,
-    Pipeline,
     PodPort,
     Tunnel,
     vtep_mac,

@@ -10,10 +10,11 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from podnet.codec import DecodeError
+
 from . import ipv4
 from .addresses import bytes_to_ip
 from .checksum import internet_checksum
-from .errors import DecodeError
 
 HEADER_LENGTH = 8
 # An error quotes the offending packet's IP header and the first 8 bytes of its payload (RFC 792).

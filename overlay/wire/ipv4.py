@@ -10,9 +10,10 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from podnet.codec import DecodeError
+
 from .addresses import bytes_to_ip, ip_to_bytes
 from .checksum import internet_checksum
-from .errors import DecodeError
 
 HEADER_LENGTH = 20
 MAX_LENGTH = 0xFFFF

@@ -11,9 +11,9 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
-from .buffer import Reader
+from podnet.codec import DecodeError, Reader
+
 from .checksum import internet_checksum, pseudo_header_sum
-from .errors import DecodeError
 from .ipv4 import IPProtocol
 
 HEADER_LENGTH = 20

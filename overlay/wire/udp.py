@@ -5,8 +5,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from podnet.codec import DecodeError
+
 from .checksum import internet_checksum, pseudo_header_sum
-from .errors import DecodeError
 from .ipv4 import IPProtocol
 
 HEADER_LENGTH = 8

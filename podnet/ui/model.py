@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from podnet.api.keys import object_key
 from podnet.nodeagent.policy import Matrix
 from podnet.nodeagent.policy.flowlog import FlowRecord
 
@@ -31,11 +32,6 @@ TEMPLATE_HASH = "pod-template-hash"
 
 def _meta(obj: Mapping) -> Mapping:
     return obj.get("metadata") or {}
-
-
-def key_of(obj: Mapping) -> str:
-    meta = _meta(obj)
-    return f"{meta.get('namespace')}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
 
 
 def condition(obj: Mapping, kind: str) -> Mapping | None:
@@ -112,14 +108,14 @@ def topology(nodes: Iterable[Mapping], pods: Iterable[Mapping], processes: Itera
     running = {p.name: p.running for p in processes}
     by_node: dict[str, list[dict]] = defaultdict(list)
     ready_nodes = {_meta(n).get("name") for n in nodes if node_ready(n)}
-    for pod in sorted(pods, key=key_of):
+    for pod in sorted(pods, key=object_key):
         spec, status = pod.get("spec") or {}, pod.get("status") or {}
         node = spec.get("nodeName")
         if not node:
             continue
         ready = pod_ready(pod)
         by_node[node].append({
-            "key": key_of(pod), "ip": status.get("podIP"), "phase": status.get("phase") or "Pending",
+            "key": object_key(pod), "ip": status.get("podIP"), "phase": status.get("phase") or "Pending",
             "ready": ready, "greyed": not ready or node not in ready_nodes, "workload": workload_of(pod),
             "hostNetwork": bool(spec.get("hostNetwork")),
         })
@@ -188,26 +184,26 @@ def service_map(namespace: str, pods: Iterable[Mapping], services: Iterable[Mapp
     records) to or from its pods. A peer outside the namespace is a box of its own (its workload "ns/name",
     or the bare address for what is no pod)."""
     pods = list(pods)
-    pod_workload = {key_of(p): workload_of(p) for p in pods}
-    ip_pod = {(p.get("status") or {}).get("podIP"): key_of(p) for p in pods
+    pod_workload = {object_key(p): workload_of(p) for p in pods}
+    ip_pod = {(p.get("status") or {}).get("podIP"): object_key(p) for p in pods
               if (p.get("status") or {}).get("podIP") and not (p.get("spec") or {}).get("hostNetwork")}
     boxes: dict[str, dict] = {}
     for pod in pods:
         if _meta(pod).get("namespace") != namespace:
             continue
-        box = boxes.setdefault(pod_workload[key_of(pod)], {
-            "id": pod_workload[key_of(pod)], "kind": "workload", "name": pod_workload[key_of(pod)].split("/", 1)[1],
+        box = boxes.setdefault(pod_workload[object_key(pod)], {
+            "id": pod_workload[object_key(pod)], "kind": "workload", "name": pod_workload[object_key(pod)].split("/", 1)[1],
             "pods": [], "ready": 0})
-        box["pods"].append(key_of(pod))
+        box["pods"].append(object_key(pod))
         box["ready"] += pod_ready(pod)
     for service in services:
         meta, spec = _meta(service), service.get("spec") or {}
         if meta.get("namespace") != namespace:
             continue
-        selected = sorted({pod_workload[key_of(p)] for p in pods if _meta(p).get("namespace") == namespace
+        selected = sorted({pod_workload[object_key(p)] for p in pods if _meta(p).get("namespace") == namespace
                            and _selects(spec.get("selector"), _meta(p).get("labels"))})
-        boxes[f"service:{key_of(service)}"] = {
-            "id": f"service:{key_of(service)}", "kind": "service", "name": meta.get("name"),
+        boxes[f"service:{object_key(service)}"] = {
+            "id": f"service:{object_key(service)}", "kind": "service", "name": meta.get("name"),
             "clusterIP": spec.get("clusterIP"), "selects": selected,
             "ports": [f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or []]}
 
