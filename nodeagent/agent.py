@@ -164,7 +164,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         dataplane.close_with(stack)
         stack.callback(lifecycle.netns_pods.close)
         dataplane.pipeline.policy = enforcer.verdict
-        rpc = RpcServer(str(config.socket_path), {**agent.handlers(), **enforcer.handlers()})
+        rpc = RpcServer(str(config.socket_path), {**agent.handlers(), **enforcer.handlers()}, named_params=True)
         (state / "agent.json").write_text(
             json.dumps({"name": config.name, "address": config.address, "pid": os.getpid(),
                         "status_port": agent.status_port, "vxlan_port": dataplane.tunnel.port})

@@ -317,10 +317,13 @@ class AgentRpc:
     # ---- probes and traces -----------------------------------------------------------------------
 
     async def _probe(self, params: dict, trace: list[Stage] | None) -> dict:
-        namespace, _, name = (params.get("src") or "").rpartition("/")
-        timeout = float(params.get("timeout") or 2.0)
-        dst, port = params["dst"], int(params["port"])
-        protocol = (params.get("protocol") or "TCP").upper()
+        try:
+            namespace, _, name = (params.get("src") or "").rpartition("/")
+            timeout = float(params.get("timeout") or 2.0)
+            dst, port = params["dst"], int(params["port"])
+            protocol = (params.get("protocol") or "TCP").upper()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RpcError("BadRequest", f"a probe needs src, dst and port (protocol, timeout): {exc!r}") from None
         pipeline = self.dataplane.pipeline
         drops_before = dict(pipeline.counters)
         source = self.pods.get(f"{namespace or 'default'}/{name}")
