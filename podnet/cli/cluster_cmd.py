@@ -141,6 +141,7 @@ def register(app: typer.Typer) -> None:
                                            "tokens (debugging only: kubectl sends no token over HTTP)."),
         ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI (`podnet ui`)."),
         dns_replicas: int = typer.Option(1, "--dns-replicas", help="Cluster DNS servers behind kube-dns (1-5)."),
+        etcd_members: int = typer.Option(1, "--etcd-members", help="etcd members with --store etcd (1, 3 or 5)."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
@@ -156,7 +157,7 @@ def register(app: typer.Typer) -> None:
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
                 pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http, ui=ui,
-                dns_replicas=dns_replicas,
+                dns_replicas=dns_replicas, etcd_members=etcd_members,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
@@ -290,7 +291,7 @@ def register(app: typer.Typer) -> None:
             removed += netns_hosts.clean_all()
         for name in removed:
             typer.echo(f"removed {name}")
-        for leftover in ("cluster.json", "nodes", "logs", "etcd", "store.db", "store.db-wal", "store.db-shm", "kubeconfig",
+        for leftover in (*(f"etcd-{i}" for i in range(2, 6)), "cluster.json", "nodes", "logs", "etcd", "store.db", "store.db-wal", "store.db-shm", "kubeconfig",
                          credentials.PKI_DIR):
             path = h / leftover
             if path.is_dir():

@@ -84,6 +84,7 @@ class Topology:
     insecure_http: bool = False  # the API server on plain HTTP, for debugging only
     ui: bool = True  # the web UI (podnet/ui/), which reads the agents' sockets: local layouts only
     dns_replicas: int = 1  # cluster DNS servers behind kube-dns, as CoreDNS's two replicas
+    etcd_members: int = 1  # with the etcd store: 1, 3 or 5 members, each a process of its own
 
     @property
     def ui_url(self) -> str:
@@ -109,13 +110,8 @@ class Topology:
     @property
     def store_url(self) -> str:
         if self.store == "etcd":
-            return f"etcd://{self.host('etcd')}:{self.etcd_port}"
+            return "etcd://" + ",".join(f"{self.host('etcd')}:{m.client_port}" for m in etcd_members(self))
         return f"sqlite://{self.home / 'store.db'}"
-
-    @property
-    def etcd_metrics_url(self) -> str:
-        """etcd's plain-HTTP /health and /metrics (kubeadm's --listen-metrics-urls, port 2381)."""
-        return f"http://{self.host('etcd')}:{self.etcd_port + 2}"
 
     def node_dir(self, node: NodeSpec) -> Path:
         return self.home / "nodes" / node.name
@@ -148,6 +144,11 @@ def build(
         raise TopologyError("--nodes must be between 1 and 200")
     if not 1 <= int(settings.get("dns_replicas", 1)) <= 5:  # type: ignore[call-overload]
         raise TopologyError("--dns-replicas must be between 1 and 5")
+    members = int(settings.get("etcd_members", 1))  # type: ignore[call-overload]
+    if members not in (1, 3, 5):
+        raise TopologyError("--etcd-members must be 1, 3 or 5 (a quorum of an even number is no safer)")
+    if members > 1 and (store != "etcd" or layout == "network"):
+        raise TopologyError("--etcd-members needs --store etcd, and a local cluster")
     for value, allowed, flag in ((store, STORES, "--store"), (backend, BACKENDS, "--backend"),
                                  (proxy_mode, PROXY_MODES, "--proxy-mode"), (layout, LAYOUTS, "layout")):
         if value not in allowed:
@@ -179,28 +180,55 @@ def build(
                     hosts=hosts, **settings)  # type: ignore[arg-type]
 
 
-def _etcd(topo: Topology) -> ComponentSpec:
+@dataclass(frozen=True, slots=True)
+class EtcdMember:
+    name: str  # the component's: etcd, etcd-2, etcd-3...
+    member: str  # etcd's --name: podnet, podnet-2...
+    data_dir: str  # under the cluster home
+    client_port: int
+    peer_port: int
+    metrics_port: int  # plain-HTTP /health and /metrics (kubeadm's --listen-metrics-urls, 2381)
+
+
+def etcd_members(topo: Topology) -> list[EtcdMember]:
+    """The members on the etcd host: the first on the client, peer and metrics ports kubeadm uses (2379-2381
+    by default), each further one ten ports on."""
+    return [EtcdMember("etcd" if i == 1 else f"etcd-{i}", "podnet" if i == 1 else f"podnet-{i}",
+                       "etcd" if i == 1 else f"etcd-{i}", topo.etcd_port + 10 * (i - 1),
+                       topo.etcd_port + 10 * (i - 1) + 1, topo.etcd_port + 10 * (i - 1) + 2)
+            for i in range(1, topo.etcd_members + 1)]
+
+
+def _etcd(topo: Topology) -> list[ComponentSpec]:
     """etcd as kubeadm runs it: clients and peers over TLS, each proving itself with a certificate from
-    etcd's own CA (podnet/cluster/etcd_credentials.py); health on a plain-HTTP metrics port, which tells
-    whether etcd is up and nothing of what it stores."""
+    etcd's own CA (podnet/cluster/etcd_credentials.py), the members naming each other in --initial-cluster.
+    Health is on a plain-HTTP metrics port, which tells whether etcd is up and nothing of what it stores:
+    the last member's /health (which needs a quorum), the others' /metrics (the process serves), since they
+    are started one after another and no member has a quorum before enough of them run."""
     host, home = topo.host("etcd"), topo.home
-    client_url, peer_url = f"https://{host}:{topo.etcd_port}", f"https://{host}:{topo.etcd_port + 1}"
+    members = etcd_members(topo)
+    cluster = ",".join(f"{m.member}=https://{host}:{m.peer_port}" for m in members)
     ca = str(etcd_credentials.ca_file(home))
     (server_cert, server_key), (peer_cert, peer_key) = etcd_credentials.server_files(home), etcd_credentials.peer_files(home)
-    return ComponentSpec(
-        "etcd",
-        ("etcd", "--name", "podnet", "--data-dir", str(home / "etcd"),
-         "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
-         "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-         "--initial-cluster", f"podnet={peer_url}",
-         "--cert-file", str(server_cert), "--key-file", str(server_key),
-         "--client-cert-auth=true", "--trusted-ca-file", ca,
-         "--peer-cert-file", str(peer_cert), "--peer-key-file", str(peer_key),
-         "--peer-client-cert-auth=true", "--peer-trusted-ca-file", ca,
-         "--listen-metrics-urls", topo.etcd_metrics_url),
-        Health(http=f"{topo.etcd_metrics_url}/health"),
-        external=True,
-    )
+    specs = []
+    for m in members:
+        client_url, peer_url, metrics_url = (f"https://{host}:{m.client_port}", f"https://{host}:{m.peer_port}",
+                                             f"http://{host}:{m.metrics_port}")
+        specs.append(ComponentSpec(
+            m.name,
+            ("etcd", "--name", m.member, "--data-dir", str(home / m.data_dir),
+             "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             "--initial-cluster", cluster,
+             "--cert-file", str(server_cert), "--key-file", str(server_key),
+             "--client-cert-auth=true", "--trusted-ca-file", ca,
+             "--peer-cert-file", str(peer_cert), "--peer-key-file", str(peer_key),
+             "--peer-client-cert-auth=true", "--peer-trusted-ca-file", ca,
+             "--listen-metrics-urls", metrics_url),
+            Health(http=f"{metrics_url}/health" if m is members[-1] else f"{metrics_url}/metrics"),
+            external=True,
+        ))
+    return specs
 
 
 def components(topo: Topology) -> list[ComponentSpec]:
@@ -229,7 +257,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
     specs: list[ComponentSpec] = []
     etcd_client: tuple[str, ...] = ()
     if topo.store == "etcd":
-        specs.append(_etcd(topo))
+        specs.extend(_etcd(topo))
         etcd_cert, etcd_key = etcd_credentials.client_files(topo.home)
         etcd_client = ("--etcd-cafile", str(etcd_credentials.ca_file(topo.home)), "--etcd-certfile", str(etcd_cert),
                        "--etcd-keyfile", str(etcd_key))
@@ -325,7 +353,8 @@ def _protected_ports(topo: Topology) -> list[str]:
     """`--protect-port` for every port of the cluster's own that pods must not reach from their node's address
     (nodeagent/hostguard.py): etcd's and BGP's when not the ones every agent refuses, and the status and
     metrics ports of every component."""
-    own = [port for port in (topo.etcd_port, topo.etcd_port + 1, topo.bgp_port) if port not in (*BGP_PORTS, *ETCD_PORTS)]
+    etcd_ports = [port for m in etcd_members(topo) for port in (m.client_port, m.peer_port)]
+    own = [port for port in (*etcd_ports, topo.bgp_port) if port not in (*BGP_PORTS, *ETCD_PORTS)]
     ports = [*(f"tcp/{port}" for port in own),
              f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}",
              f"tcp/{topo.host('ingress')}:{topo.api_port + 5}",

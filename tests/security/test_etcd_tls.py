@@ -18,7 +18,7 @@ from support.etcd import etcd_program
 from support.local_cluster import eventually, pod_on
 
 from podnet import pki
-from podnet.cluster import credentials, etcd_credentials
+from podnet.cluster import credentials, etcd_credentials, topology
 
 PREFIX = "127.0.160"
 
@@ -73,7 +73,9 @@ async def test_etcd_refuses_every_client_without_the_api_servers_certificate(loc
     assert marker["data"] == {"written": "through the API"}
 
     # etcd's health stays observable without credentials, and says nothing else; etcd refused no one else.
-    assert await eventually(lambda: _healthy(cluster.topo.etcd_metrics_url), 10, "etcd /health over plain HTTP")
+    (member,) = topology.etcd_members(cluster.topo)
+    metrics_url = f"http://{cluster.topo.host('etcd')}:{member.metrics_port}"
+    assert await eventually(lambda: _healthy(metrics_url), 10, "etcd /health over plain HTTP")
     assert "incompatible key usage" not in _etcd_log(cluster)
 
 
