@@ -86,6 +86,11 @@ class CiliumPolicySpec:
     unsupported: tuple[str, ...] = ()  # fields of peer kinds not modelled, reported
 
 
+class NotModelled(ValueError):
+    """A valid Cilium policy in a form podnet does not enforce (the API server accepts it; the agent
+    reports it)."""
+
+
 def _strip_source(key: object, where: str) -> str:
     if not isinstance(key, str):
         raise RuleError(where, key, "a label key must be a string")
@@ -210,8 +215,9 @@ def _parse_rules(
 
 
 def parse_cilium_policy(obj: Mapping) -> CiliumPolicySpec:
-    """Validates and parses a CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy (one `spec`; the
-    list form `specs` is read as more rules of the same policy). Raises RuleError naming the field."""
+    """Validates and parses a CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy. Raises RuleError
+    naming the field for what Cilium refuses, NotModelled for the forms podnet does not enforce (a
+    `specs` list of several rules, a `nodeSelector`)."""
     kind = obj.get("kind") or NAMESPACED_KIND
     meta = obj.get("metadata") or {}
     name = meta.get("name") or ""
@@ -221,12 +227,12 @@ def parse_cilium_policy(obj: Mapping) -> CiliumPolicySpec:
     if not specs:
         raise RuleError("spec", None, "a policy needs spec or specs")
     if len(specs) > 1:
-        raise RuleError("specs", obj.get("specs"), "podnet takes one rule per policy: use spec")
+        raise NotModelled("podnet enforces one rule per policy: the specs list is not enforced")
     spec, where = specs[0], "spec" if obj.get("spec") is not None else "specs[0]"
     if not isinstance(spec, Mapping):
         raise RuleError(where, spec, "must be an object")
     if spec.get("endpointSelector") is None:
-        raise RuleError(f"{where}.endpointSelector", None, "podnet selects pods by endpointSelector only")
+        raise NotModelled("podnet selects pods by endpointSelector only: a nodeSelector is not enforced")
     selector = endpoint_selector(spec["endpointSelector"], f"{where}.endpointSelector", namespace)
     unsupported: list[str] = []
     allow, deny, default_deny = {}, {}, {}
