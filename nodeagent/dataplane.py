@@ -78,6 +78,8 @@ class Dataplane:
         self.node_endpoint: StackEndpoint | None = None
         self.by_ip: dict[int, LocalPod | StackEndpoint] = {}
         self.traces = Traces()
+        # Which new connections to a virtual pod go through the L7 proxy (set once policies are enforced).
+        self.l7_lookup: Callable[[str, int, str, int], Any] | None = None
 
     async def start(self, pod_cidr: str) -> None:
         config = self.config
@@ -115,7 +117,12 @@ class Dataplane:
 
     def add(self, endpoint: LocalPod | StackEndpoint) -> None:
         self.by_ip[ip_to_int(endpoint.port.ip)] = endpoint
+        if isinstance(endpoint, StackEndpoint):
+            endpoint.stack.l7_lookup = self._l7_for
         self.pipeline.add_pod(endpoint.port)
+
+    def _l7_for(self, remote_ip: str, remote_port: int, local_ip: str, local_port: int) -> Any:
+        return None if self.l7_lookup is None else self.l7_lookup(remote_ip, remote_port, local_ip, local_port)
 
     def remove(self, pod: LocalPod) -> None:
         self.by_ip.pop(ip_to_int(pod.port.ip), None)
