@@ -16,8 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from podnet.nodeagent.l7.cilium import (
-    CLUSTERWIDE_KIND,
-    NAMESPACED_KIND,
+    CILIUM_KINDS,
     CiliumPolicyIndex,
     NotModelled,
     parse_cilium_policy,
@@ -28,15 +27,10 @@ from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.policy import INGRESS, Verdict
 from podnet.nodeagent.policy.compile import namespace_labels, pod_info
 
-from podnet.api.kinds import Kind
 from podnet.client import ApiClient, Informer
 
 log = logging.getLogger(__name__)
 
-CILIUM_KINDS = {
-    NAMESPACED_KIND: Kind(NAMESPACED_KIND, "cilium.io", "v2", "ciliumnetworkpolicies", True),
-    CLUSTERWIDE_KIND: Kind(CLUSTERWIDE_KIND, "cilium.io", "v2", "ciliumclusterwidenetworkpolicies", False),
-}
 # L7 verdicts of connections judged but whose first segment has not reached the pod yet.
 PENDING_CONNECTIONS = 4096
 

@@ -5,6 +5,8 @@ the frontend label gets no connection at all, and the proxy's verdicts are count
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,22 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
     listed = await cluster.rpc("node-1", "pods.list")
     counters = next(p["counters"] for p in listed if p["name"] == "backend")
     assert counters.get("l7_allowed", 0) >= 2 and counters.get("l7_denied", 0) >= 2, counters
+
+    def explain(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "podnet", "explain", *args, "--home", str(cluster.home)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    said = explain("frontend", "backend:8080", "--http", "DELETE /hostname")
+    assert "http DELETE /hostname: denied: answered 403 by the proxy" in said
+    assert "DELETE /hostname: denied by default/backend-l7 ingress rule 0: no HTTP rule matched" in said
+    assert "http GET /hostname: allowed" in explain("frontend", "backend:8080", "--http", "GET /hostname")
+    assert "http GET /hostname: denied at L3/L4 (no connection)" in explain(
+        "stranger", "backend:8080", "--http", "GET /hostname"
+    )

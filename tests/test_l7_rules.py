@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from podnet.nodeagent.l7.cilium import CiliumPolicyIndex, parse_cilium_policy
+from podnet.nodeagent.l7.explain import explain_request, parse_request_line
 from podnet.nodeagent.l7.http_rules import HttpRequestHead, RuleError, parse_http_rule
 from podnet.nodeagent.l7.verdict import ACCESS_DENIED_BODY, access_denied_response, combine, judge_request
 from podnet.nodeagent.policy import INGRESS, Flow, compile_objects
@@ -315,3 +316,24 @@ def test_denied_request_gets_ciliums_exact_403():
         b"HTTP/1.1 403 Forbidden\r\ncontent-length: 15\r\ncontent-type: text/plain\r\n\r\nAccess denied\r\n"
     )
     assert b"connection: close\r\n" in access_denied_response(keep_alive=False)
+
+
+def test_explain_names_the_rule_deciding_a_request():
+    objects = [*PODS, yaml.safe_load(BACKEND_L7) | {"kind": "CiliumNetworkPolicy"}]
+    denied = explain_request(objects, FRONTEND, BACKEND, 8080, "DELETE", "/api/items")
+    assert not denied.allowed
+    assert denied.text() == (
+        "http DELETE /api/items: denied: answered 403 by the proxy\n"
+        "  egress at the source: allowed: no policy selects the pod\n"
+        "  ingress at the destination: allowed at L4 by default/backend-l7 ingress rule 0; HTTP filtered\n"
+        "    DELETE /api/items: denied by default/backend-l7 ingress rule 0: no HTTP rule matched"
+    )
+    assert explain_request(objects, FRONTEND, BACKEND, 8080, "GET", "/api/items").allowed
+    stranger = explain_request(objects, STRANGER, BACKEND, 8080, "GET", "/api/items")
+    assert stranger.text().startswith("http GET /api/items: denied at L3/L4 (no connection)")
+
+
+@pytest.mark.parametrize("text", ["DELETE", "/api", "DELETE api", "GET /a /b"])
+def test_explain_request_line_is_checked(text):
+    with pytest.raises(ValueError, match="METHOD /PATH"):
+        parse_request_line(text)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from podnet.api.kinds import Kind
 from podnet.api.selectors import Selector, SelectorError, from_label_selector
 
 from ..policy.compile import EVERY_PORT, PodInfo, PolicyError, PortSet, parse_ports
@@ -34,6 +35,12 @@ from .http_rules import HttpRule, RuleError, parse_http_rules
 GROUP_VERSION = "cilium.io/v2"
 NAMESPACED_KIND = "CiliumNetworkPolicy"
 CLUSTERWIDE_KIND = "CiliumClusterwideNetworkPolicy"
+
+# The kinds as Cilium's CRDs define them (deploy/crds/cilium.yaml), for clients that list and watch them.
+CILIUM_KINDS = {
+    NAMESPACED_KIND: Kind(NAMESPACED_KIND, "cilium.io", "v2", "ciliumnetworkpolicies", True),
+    CLUSTERWIDE_KIND: Kind(CLUSTERWIDE_KIND, "cilium.io", "v2", "ciliumclusterwidenetworkpolicies", False),
+}
 
 POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."

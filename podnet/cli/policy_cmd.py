@@ -31,6 +31,7 @@ from podnet.cli.common import (
 )
 from podnet.cli.pods_cmd import AgentSocketOption, agent_socket
 from podnet.client import podnet_home
+from podnet.nodeagent.l7.explain import parse_request_line
 from podnet.nodeagent.policy import Matrix, render_table
 from podnet.nodeagent.policy.flowlog import VERDICTS, FlowRecord
 from podnet.observe import ObserveError
@@ -212,6 +213,10 @@ def explain_cmd(
     namespace: Annotated[
         str, typer.Option("--namespace", "-n", help="Namespace of pods named without one.")
     ] = "default",
+    http: Annotated[
+        str | None,
+        typer.Option("--http", metavar='"METHOD /PATH"', help="Also which rule decides this HTTP request."),
+    ] = None,
     server: str | None = ServerOption,
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
@@ -223,6 +228,10 @@ def explain_cmd(
     if not dst or not (port_text.isascii() and port_text.isdigit()):
         raise fail(f"error: the destination is DST:PORT, not {destination!r}")
     port = int(port_text)
+    try:
+        request = None if http is None else parse_request_line(http)
+    except ValueError as exc:
+        raise fail(f"error: {exc}") from None
 
     def key(who: str) -> str:
         return who if _is_ip(who) or "/" in who else f"{namespace}/{who}"
@@ -232,13 +241,15 @@ def explain_cmd(
             try:
                 return await observe.explain_connection(
                     client, lambda node: agent_socket(node, agent_socket_path), key(src), key(dst), port, protocol,
-                    nodes=["(agent)"] if agent_socket_path else None)
+                    nodes=["(agent)"] if agent_socket_path else None, http=request)
             except ObserveError as exc:
                 raise fail(f"error: {exc}") from None
 
     story = run_async(run())
     answer = story.explanation
     typer.echo(f"policies: {answer.text()}")
+    if story.request is not None:
+        typer.echo(story.request.text())
     for note in story.unreachable:
         typer.echo(note)
     what = f"{answer.src} -> {answer.dst} {port}/{answer.protocol}"

@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from podnet.client import ApiClient
+from podnet.client import ApiClient, ApiError
+from podnet.nodeagent.l7.cilium import CILIUM_KINDS
+from podnet.nodeagent.l7.explain import RequestExplanation, explain_request
 from podnet.nodeagent.policy import Explanation, Matrix, compile_objects, explain, static_matrix
 from podnet.nodeagent.policy.evaluate import Evaluator
 from podnet.nodeagent.policy.flowlog import FlowRecord
@@ -206,24 +208,48 @@ class ConnectionStory:
     explanation: Explanation
     records: list[FlowRecord]
     unreachable: list[str]
+    request: RequestExplanation | None = None
 
     def latest(self) -> list[FlowRecord]:
         """The latest verdict of each direction: what the dataplane decided last."""
         return list({r.direction: r for r in sorted(self.records, key=lambda r: r.time)}.values())
 
 
+async def cilium_policies(client: ApiClient) -> list[dict]:
+    """Cilium's policies, each carrying its kind; none when Cilium's CRDs are not installed."""
+    found = []
+    for kind in CILIUM_KINDS.values():
+        try:
+            items = (await client.list(kind)).get("items") or []
+        except ApiError as exc:
+            if exc.code != 404:
+                raise
+            items = []
+        found += [item | {"kind": kind.kind} for item in items]
+    return found
+
+
 async def explain_connection(
     client: ApiClient, socket_for: SocketFor, src: str, dst: str, port: int, protocol: str = "TCP",
-    *, nodes: Iterable[str] | None = None,
+    *, nodes: Iterable[str] | None = None, http: tuple[str, str] | None = None,
 ) -> ConnectionStory:
     """Which policy and rule decide `src` -> `dst`:`port` (each "ns/name" or an IP): from the API
-    objects, and from the flow logs of the nodes of both ends (or `nodes`)."""
+    objects, and from the flow logs of the nodes of both ends (or `nodes`); with `http` (method,
+    target), which rule decides that request, Cilium's policies included."""
     objects = await cluster_objects(client)
     evaluator, _ = static_evaluator(objects)
     try:
         answer = explain(evaluator, src, dst, port, protocol)
     except ValueError as exc:
         raise ObserveError(str(exc)) from None
+    request = None
+    if http is not None:
+        method, target = http
+        host = f"{answer.dst.split('/')[-1]}:{port}"
+        request = explain_request(
+            objects + await cilium_policies(client), answer.src_ip, answer.dst_ip, port, method, target,
+            host=host, protocol=protocol,
+        )
     if nodes is None:
         pods = running_pods(objects)
         nodes = {pods[p][1] for p in (answer.src, answer.dst) if p in pods}
@@ -236,4 +262,4 @@ async def explain_connection(
                     records.append(record)
         except (OSError, RpcError) as exc:
             unreachable.append(f"node {node}: flow log not reachable ({exc})")
-    return ConnectionStory(answer, records, unreachable)
+    return ConnectionStory(answer, records, unreachable, request)
