@@ -96,6 +96,8 @@ def _subject(user: User) -> dict:
     info: dict = {"username": user.name, "groups": list(user.groups)}
     if user.uid:
         info["uid"] = user.uid
+    if user.extra:
+        info["extra"] = {key: list(values) for key, values in user.extra}
     return {"userInfo": info}
 
 

@@ -16,16 +16,22 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TypeVar
 
 import yarl
 from aiohttp import web
-from podnet.apiserver import accessreview, fieldvalidation, openapi, portforward, status, streams
+from podnet.apiserver import (
+    accessreview,
+    fieldvalidation,
+    flowcontrolapi,
+    openapi,
+    portforward,
+    status,
+    streams,
+)
 from podnet.apiserver.audit.log import AuditLog, load_policy
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.claimstore import repair_periodically
-from podnet.apiserver.config import ApiServerConfig
+from podnet.apiserver.config import ApiServerConfig, read_flag_file
 from podnet.apiserver.controllers import run_all
 from podnet.apiserver.controllers.runner import Settings
 from podnet.apiserver.customresources import routes as custom_routes
@@ -82,23 +88,10 @@ class Metrics:
         self.watchers = Gauge("apiserver_registered_watchers", "Open watch streams by resource.", ["resource"], registry=self.registry)
 
 
-_Parsed = TypeVar("_Parsed")
-
-
 def load_authenticator(config: ApiServerConfig) -> Authenticator:
-    client_cas = _read(config.client_ca_file, "--client-ca-file", load_certificates) if config.client_ca_file else []
-    tokens = _read(config.token_file, "--token-file", lambda data: parse_token_file(data.decode())) if config.token_file else None
+    client_cas = read_flag_file(config.client_ca_file, "--client-ca-file", load_certificates) if config.client_ca_file else []
+    tokens = read_flag_file(config.token_file, "--token-file", lambda data: parse_token_file(data.decode())) if config.token_file else None
     return Authenticator(tokens, client_cas)
-
-
-def _read(path: str, flag: str, parse: Callable[[bytes], _Parsed]) -> _Parsed:
-    """`parse` of the file's bytes; ValueError naming the flag and the file when it cannot be read or parsed."""
-    try:
-        return parse(Path(path).read_bytes())
-    except OSError as exc:
-        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"{flag} {path}: {exc}") from None
 
 
 def store_options(config: ApiServerConfig) -> dict[str, object]:
@@ -108,7 +101,7 @@ def store_options(config: ApiServerConfig) -> dict[str, object]:
     from podnet.apiserver.storage.etcd import EtcdTls
 
     def pem(path: str | None, flag: str) -> bytes:
-        return _read(str(path), flag, lambda data: data)
+        return read_flag_file(str(path), flag, lambda data: data)
 
     return {"tls": EtcdTls(pem(config.etcd_cafile, "--etcd-cafile"), pem(config.etcd_certfile, "--etcd-certfile"),
                            pem(config.etcd_keyfile, "--etcd-keyfile"))}
@@ -216,6 +209,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
     resources.add_routes(app)
     ScaleRoutes(resources).add_routes(app)
     accessreview.add_routes(app, resources)
+    flowcontrolapi.add_routes(app, resources)
     service_account_tokens.add_routes(app, resources)
     portforward.add_routes(app, streams.add_routes(app, resources, config))
 
@@ -252,7 +246,7 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
         app.router.add_get(path, handler)
     _add_get_with_slash(app, "/version", version)
     add_discovery_routes(app, request_host=config.host, custom_groups=resources.crds.groups)
-    openapi.add_routes(app, resources.crds.openapi_documents)
+    openapi.add_routes(app, resources.crds.openapi_documents, resources.crds.openapi_v2)
     custom_routes.add_routes(app, resources)  # after every built-in path: they match any group
     fieldvalidation.install(app)
 
@@ -304,7 +298,7 @@ _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 
 # Resources that are not stored kinds (answered on the spot), by group and version.
-_UNSTORED: dict[tuple[str, str], list[dict]] = accessreview.DISCOVERY
+_UNSTORED: dict[tuple[str, str], list[dict]] = accessreview.DISCOVERY | flowcontrolapi.DISCOVERY
 
 
 def _api_resources(group: str, version: str) -> list[dict]:

@@ -39,6 +39,8 @@ class User:
     name: str
     uid: str
     groups: tuple[str, ...]
+    # Kubernetes' user "extra" (key, values), in key order: what a service-account token adds about itself.
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 ANONYMOUS_ADMIN = User("system:anonymous", "", (MASTERS_GROUP,))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from podnet.apiserver.election import Timings
 from podnet.apiserver.serviceaddresses import parse_cidrs
@@ -46,6 +48,9 @@ class ApiServerConfig:
     service_account_key_files: tuple[str, ...] = ()
     service_account_issuer: str = DEFAULT_ISSUER
     api_audiences: tuple[str, ...] = ()  # empty: the issuer
+    # What the controllers publish as every namespace's kube-root-ca.crt (kube-controller-manager's
+    # --root-ca-file); "" : the client CA, which is the cluster CA when podnet up made the certificates.
+    root_ca_file: str | None = None
     # The audit log (apiserver/audit/): nothing is recorded without both.
     audit_policy_file: str | None = None
     audit_log_path: str | None = None
@@ -91,6 +96,11 @@ class ApiServerConfig:
         return () if self.host in ("", "0.0.0.0", "::") else (self.host,)
 
     @property
+    def root_ca(self) -> str:
+        """The CA in-cluster clients verify this server with (kube-root-ca.crt); "" without one."""
+        return (self.root_ca_file or self.client_ca_file or "") if self.tls_cert else ""
+
+    @property
     def scheme(self) -> str:
         return "https" if self.tls_cert else "http"
 
@@ -128,3 +138,16 @@ def parse_port_range(text: str) -> tuple[int, int]:
     if not sep or not text.isascii() or not low.strip().isdigit() or not high.strip().isdigit():
         raise ValueError(f"invalid port range {text!r}: want LOW-HIGH")
     return int(low), int(high)
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def read_flag_file(path: str, flag: str, parse: Callable[[bytes], _Parsed]) -> _Parsed:
+    """`parse` of the file's bytes; ValueError naming the flag and the file when it cannot be read or parsed."""
+    try:
+        return parse(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{flag} {path}: {exc}") from None

@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Callable
 
 from podnet.apiserver.configkinds import default_secret
+from podnet.apiserver.limitrange import default_limit_range
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_SESSION_AFFINITY_TIMEOUT = 10800  # seconds: 3 hours, as Kubernetes
@@ -235,6 +236,7 @@ DEFAULTERS: dict[str, Callable[[dict], None]] = {
     "Secret": default_secret,
     "Job": default_job,
     "CronJob": default_cron_job,
+    "LimitRange": default_limit_range,
 }
 
 

@@ -160,7 +160,7 @@ def plan(kind: Kind, obj: dict, options: DeleteOptions, now: datetime) -> Plan:
     # A negative grace period counts as 1 s, as BeforeDelete has it.
     grace = options.grace_period if options.grace_period is None or options.grace_period >= 0 else 1
     graceful, lingering_grace = False, 0
-    if kind.kind == "Pod":
+    if kind.built_in == "Pod":
         if meta.get("deletionTimestamp"):
             current = meta.get("deletionGracePeriodSeconds") or 0
             if current > 0:
@@ -239,7 +239,7 @@ def added_finalizer_causes(old: dict, new: dict) -> list[Cause]:
 def gone_answer(kind: Kind, obj: dict) -> dict:
     """What a delete answers when the object left storage: the object itself for the kinds that return
     it, else a Status Success naming it (finalizeDelete)."""
-    if kind.kind in RETURNS_DELETED_OBJECT:
+    if kind.built_in in RETURNS_DELETED_OBJECT:
         return obj
     meta = obj.get("metadata") or {}
     details = {"name": meta.get("name", ""), "group": kind.group, "kind": kind.plural, "uid": meta.get("uid", "")}

@@ -27,7 +27,16 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from podnet.apiserver.auth import MASTERS_GROUP, User
+from podnet.apiserver.auth import AUTHENTICATED_GROUP, MASTERS_GROUP, User
+from podnet.apiserver.rbac.defaults import (
+    BGP_GROUP,
+    CLOUD_LB_GROUP,
+    DNS_GROUP,
+    INGRESS_GROUP,
+    NODES_GROUP,
+    PROXIES_GROUP,
+    UNAUTHENTICATED,
+)
 
 # The namespace the UIDs of the built-in schemas and levels are made in: stable across restarts and servers.
 _UID_NAMESPACE = uuid.UUID("6f1c0a52-3a4e-4f49-9d59-2d1f3b9a7c11")
@@ -59,15 +68,18 @@ class FlowSchema:
     name: str
     precedence: int  # matchingPrecedence: the lowest matching schema classifies
     level: str
-    groups: tuple[str, ...] = ()
-    user_prefixes: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()  # its subjects: a user in any of these groups
 
     @property
     def uid(self) -> str:
         return _uid("flowschemas", self.name)
 
+    @property
+    def distinguished_by_user(self) -> bool:
+        return self.level != "exempt"
+
     def matches(self, user: User) -> bool:
-        return any(g in self.groups for g in user.groups) or any(user.name.startswith(p) for p in self.user_prefixes)
+        return any(g in self.groups for g in user.groups)
 
 
 # kube-apiserver's bootstrap configuration, the parts podnet has users for: masters exempt, the nodes and the
@@ -79,13 +91,14 @@ LEVELS = (
     PriorityLevel("global-default", 20, queues=128, hand_size=6),
 )
 SCHEMAS = (
-    FlowSchema("exempt", 1, "exempt", groups=(MASTERS_GROUP,), user_prefixes=("system:apiserver",)),
-    FlowSchema("system-nodes", 500, "system", groups=("system:nodes",)),
-    FlowSchema("podnet-components", 800, "system", user_prefixes=("system:podnet:", "system:kube-proxy:")),
+    FlowSchema("exempt", 1, "exempt", groups=(MASTERS_GROUP,)),
+    FlowSchema("system-nodes", 500, "system", groups=(NODES_GROUP,)),
+    FlowSchema("podnet-components", 800, "system",
+               groups=(PROXIES_GROUP, BGP_GROUP, DNS_GROUP, CLOUD_LB_GROUP, INGRESS_GROUP)),
     FlowSchema("service-accounts", 9000, "workload-low", groups=("system:serviceaccounts",)),
-    FlowSchema("global-default", 9900, "global-default", groups=("system:authenticated", "system:unauthenticated")),
+    FlowSchema("global-default", 9900, "global-default", groups=(AUTHENTICATED_GROUP, UNAUTHENTICATED)),
 )
-CATCH_ALL = FlowSchema("catch-all", 10000, "global-default")
+CATCH_ALL = FlowSchema("catch-all", 10000, "global-default", groups=(AUTHENTICATED_GROUP, UNAUTHENTICATED))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 
 A middleware after authentication classifies each request by its user, holds it in its queue until the
 dispatcher admits it (at most `flow_queue_wait` seconds), and frees its seat when it is answered. Refusals
-are 429 with `Retry-After: 1` and a Status whose reason is TooManyRequests, in kube-apiserver's words;
-client-go (kubectl) waits that second and tries again. Every classified response carries the
-`X-Kubernetes-PF-FlowSchema-UID` and `X-Kubernetes-PF-PriorityLevel-UID` headers, as kube-apiserver's do.
+are what kube-apiserver's filters send (`tooManyRequests`, an `http.Error`): 429, `Retry-After: 1` and the
+plain text "Too many requests, please try again later." — not a Status, so that client-go makes of it what
+it makes of kube-apiserver's: it waits that second and tries again (ten times), then reports
+TooManyRequests, "the server has received too many requests and has asked us to try again later". Every
+classified response carries the `X-Kubernetes-PF-FlowSchema-UID` and `X-Kubernetes-PF-PriorityLevel-UID`
+headers, as kube-apiserver's do.
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from podnet.apiserver import status
 from podnet.apiserver.fairness import Classification, Dispatcher, Rejected, Ticket, classify
-from podnet.apiserver.handlers import USER_KEY, respond
+from podnet.apiserver.handlers import USER_KEY
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 FLOW_SCHEMA_HEADER = "X-Kubernetes-PF-FlowSchema-UID"
@@ -41,11 +43,9 @@ def is_streaming(request: web.Request) -> bool:
     return last in _STREAMING_SUBRESOURCES or (last == "log" and _truthy(request.query.get("follow")))
 
 
-def too_many_requests(request: web.Request) -> web.Response:
-    body = status.status(429, "TooManyRequests", TOO_MANY_REQUESTS, {"retryAfterSeconds": RETRY_AFTER_SECONDS})
-    response = respond(request, body, 429)
-    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
+def too_many_requests() -> web.Response:
+    return web.Response(status=429, text=TOO_MANY_REQUESTS + "\n", charset="utf-8",
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS), "X-Content-Type-Options": "nosniff"})
 
 
 class FlowControl:
@@ -135,4 +135,4 @@ class FlowControl:
 
     def _refuse(self, request: web.Request, classification: Classification, reason: str) -> web.Response:
         self.rejected.labels(classification.schema.name, classification.level.name, reason).inc()
-        return too_many_requests(request)
+        return too_many_requests()

@@ -53,10 +53,14 @@ from podnet.apiserver.customresources.registry import Registry
 from podnet.apiserver.customresources.rules import (
     before_delete,
     default_object,
+    served_form,
+    spec_changed,
+    stored_form,
     strategic_merge_refused,
     validate_object,
     validate_object_update,
 )
+from podnet.apiserver.limitadmission import LimitRangeAdmission
 from podnet.apiserver.managedfields import manager_name, record_update, server_side_apply
 from podnet.apiserver.namespaces import NamespaceLifecycle, NamespaceState
 from podnet.apiserver.omitempty import omit_empty_metadata
@@ -88,6 +92,7 @@ from podnet.apiserver.storage.base import (
     Store,
     Unavailable,
 )
+from podnet.apiserver.tokens import admission as service_account_admission
 from podnet.apiserver.validation import Limits
 from podnet.apiserver.watch import (
     ADDED,
@@ -244,6 +249,7 @@ class Resources:
         self._creating: collections.Counter[str] = collections.Counter()
         self._creates_settled = asyncio.Condition()
         self.quotas = QuotaAdmission(store, self._storage, storage_prefix)
+        self.limit_ranges = LimitRangeAdmission(store, self._storage, storage_prefix)
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -259,7 +265,7 @@ class Resources:
                 item = kind.path(name="{name}")
             app.router.add_get(collection, bind(self.list_or_watch, kind))
             app.router.add_post(collection, bind(self.create, kind))
-            if kind.kind != "Namespace":  # as in Kubernetes: namespaces are deleted one by one
+            if kind.built_in != "Namespace":  # as in Kubernetes: namespaces are deleted one by one
                 app.router.add_delete(collection, bind(self.delete_collection, kind))
             app.router.add_get(item, bind(self.get, kind))
             app.router.add_put(item, bind(self.update, kind))
@@ -290,7 +296,7 @@ class Resources:
         request[VERB_KEY] = verb
         user = request[USER_KEY]
         name = request.match_info.get("name", "")
-        if kind.kind == "Namespace" and name:
+        if kind.built_in == "Namespace" and name:
             namespace = name  # as kube-apiserver's request info: a namespace is asked about in itself
         # The subresource is what follows the name in the path (`/status`, `/scale`).
         subresource = request.path.rpartition("/")[2] if name and not request.path.endswith(f"/{name}") else ""
@@ -308,7 +314,7 @@ class Resources:
         if node is None:
             return
         name = str((new or old or {}).get("metadata", {}).get("name") or "")
-        reason = noderestriction.refusal(node, operation, kind.kind, subresource, name, namespace, old, new)
+        reason = noderestriction.refusal(node, operation, kind.built_in, subresource, name, namespace, old, new)
         if reason is not None:
             raise status.admission_forbidden(kind, name, reason)
 
@@ -398,9 +404,9 @@ class Resources:
             raise status.invalid(kind, str(obj["metadata"].get("name") or ""), causes)
         writer = _WRITER.get()
         if writer is not None:
-            escalation.check(writer, kind.kind, obj, self.rbac.policy)
+            escalation.check(writer, kind.built_in, obj, self.rbac.policy)
         try:
-            value = to_storage(obj)
+            value = to_storage(stored_form(kind, obj))
         except (TypeError, ValueError) as e:  # msgpack bytes or other values JSON cannot hold
             raise status.bad_request(f"the object cannot be stored: {e}") from None
         if len(value) > self.config.max_body_bytes:  # grown past what a body may carry, by a patch or an apply
@@ -410,6 +416,11 @@ class Resources:
     async def _namespace_labels(self, name: str) -> dict | None:
         kv = await self._storage(self.store.get(storage_key(self._namespace_kind, None, name)))
         return None if kv is None else json.loads(kv.value).get("metadata", {}).get("labels") or {}
+
+    @staticmethod
+    def _read(kind: Kind, kv: KeyValue) -> dict:
+        """A stored object as the kind's version serves it."""
+        return served_form(kind, from_storage(kv.value, kv.mod_revision))
 
     async def _current(self, kind: Kind, namespace: str | None, name: str) -> KeyValue:
         kv = await self._storage(self.store.get(storage_key(kind, namespace, name)))
@@ -424,7 +435,7 @@ class Resources:
         name = request.match_info["name"]
         self._authorize(request, "get", kind, namespace)
         kv = await self._current(kind, namespace, name)
-        return respond(request, tables.represent(request, kind, from_storage(kv.value, kv.mod_revision)))
+        return respond(request, tables.represent(request, kind, self._read(kind, kv)))
 
     async def list_or_watch(self, request: web.Request, kind: Kind, all_namespaces: bool = False) -> web.StreamResponse:
         namespace = None if all_namespaces else request.match_info.get("namespace")
@@ -470,7 +481,7 @@ class Resources:
             except FutureRevision as e:
                 raise status.too_large_resource_version(e.requested, e.current) from None
             for index, kv in enumerate(kvs):
-                obj = from_storage(kv.value, kv.mod_revision)
+                obj = self._read(kind, kv)
                 if selection.matches(obj):
                     items.append(obj)
                     if limit and len(items) == limit:
@@ -485,7 +496,7 @@ class Resources:
         metadata: dict = {"resourceVersion": str(revision)}
         if next_key is not None:
             metadata["continue"] = _encode_continue(revision, next_key)
-        return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": metadata, "items": items}
+        return {"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": metadata, "items": items}
 
     async def watch(self, request: web.Request, kind: Kind, namespace: str | None, selection: Filter) -> web.StreamResponse:
         query = request.query
@@ -532,7 +543,7 @@ class Resources:
 
     async def _list_all(self, kind: Kind, namespace: str | None, selection: Filter) -> dict:
         kvs, revision = await self._storage(self.store.list(storage_prefix(kind, namespace)))
-        items = [obj for kv in kvs if selection.matches(obj := from_storage(kv.value, kv.mod_revision))]
+        items = [obj for kv in kvs if selection.matches(obj := self._read(kind, kv))]
         return {"metadata": {"resourceVersion": str(revision)}, "items": items}
 
     def _expired_event(self, after: int, media_type: str) -> bytes:
@@ -577,8 +588,11 @@ class Resources:
                 processed = change.revision
                 if change.key.startswith(prefix) and (name is None or change.key.rpartition("/")[2] == name):
                     event_type = self._event_type(change, selection)
+                    served = served_form(kind, change.object)
                     if event_type is not None and as_table is not None:
-                        await response.write(encode_event(event_type, as_table(change.object), media_type))
+                        await response.write(encode_event(event_type, as_table(served), media_type))
+                    elif event_type is not None and served is not change.object:
+                        await response.write(encode_event(event_type, served, media_type))
                     elif event_type is not None:
                         await response.write(change.encoded(event_type, media_type))
             if bookmarks and loop.time() >= next_bookmark:
@@ -627,10 +641,15 @@ class Resources:
             metadata["generation"] = 1
         self._restrict_node("create", kind, "", namespace, None, obj)
         self._reset_status_on_create(kind, obj)
-        if kind.kind == "Ingress":
+        if kind.built_in == "Pod" and self.config.root_ca:  # in-cluster clients speak TLS, verified by that CA
+            await service_account_admission.admit(
+                obj, self.store, lambda account: storage_key(lookup("ServiceAccount"), namespace, account), self._storage)
+        if kind.built_in == "Ingress":
             await self._default_ingress_class(obj)
+        if kind.namespaced:
+            await self.limit_ranges.admit(kind, str(namespace), obj)
         value = self._check(kind, obj)
-        if kind.kind == "Service":
+        if kind.built_in == "Service":
             self._deny_external_ips(obj, None)
         await self.pod_security.admit(request, _WRITER.get(), kind, obj, None)
         if not kind.namespaced:
@@ -651,7 +670,7 @@ class Resources:
         name = obj["metadata"]["name"]
         key = storage_key(kind, obj["metadata"].get("namespace"), name)
         try:
-            if kind.kind != "Service":
+            if kind.built_in != "Service":
                 if dry_run:
                     return respond(request, obj, 201)
                 revision = await self._storage(self.store.create(key, value))
@@ -691,13 +710,13 @@ class Resources:
     def _reset_status_on_create(kind: Kind, obj: dict) -> None:
         """Status is the system's to write: a create starts it afresh, as each kind's strategy does.
         Nodes keep theirs (a node agent registers with its addresses and conditions)."""
-        if kind.kind == "Pod":
+        if kind.built_in == "Pod":
             obj["status"] = {"phase": "Pending"}
-        elif kind.kind == "Namespace":
+        elif kind.built_in == "Namespace":
             obj["status"] = {"phase": "Active"}
-        elif kind.kind == "Service":
+        elif kind.built_in == "Service":
             obj["status"] = {"loadBalancer": {}}
-        elif kind.has_status and kind.kind != "Node":
+        elif kind.has_status and kind.built_in != "Node":
             obj.pop("status", None)
 
     async def _check_namespace_open(self, kind: Kind, name: str, namespace: str | None) -> None:
@@ -762,14 +781,14 @@ class Resources:
                     if created is None:
                         continue  # created meanwhile: apply to it
                     return created
-                live = from_storage(current.value, current.mod_revision)
+                live = self._read(kind, current)
                 force = _truthy(request.query.get("force"))
                 patched = server_side_apply(kind, live, body, name, manager, _now(), force=force, subresource=subresource or "",
                                             namespace=namespace)
                 self._place(patched, kind, namespace)
             else:
                 current = await self._current(kind, namespace, name)
-                patched = self._patched(kind, from_storage(current.value, current.mod_revision), body, media_type)
+                patched = self._patched(kind, self._read(kind, current), body, media_type)
             metadata = patched["metadata"]
             if metadata.get("name") != name or (kind.namespaced and metadata.get("namespace") != namespace):
                 raise status.bad_request("a patch may not change the object's name or namespace")
@@ -845,7 +864,7 @@ class Resources:
     ) -> dict:
         """Writes `new` over `current`; `manager` is the writer whose fields the write records (None:
         the caller has set managedFields, as an apply does)."""
-        old = from_storage(current.value, current.mod_revision)
+        old = self._read(kind, current)
         if subresource == "status":
             merged = copy.deepcopy(old)
             if "status" in new:
@@ -865,9 +884,9 @@ class Resources:
             return await self._remove_finalized(kind, name, current, dry_run=dry_run)
         if manager is not None:
             record_update(kind, old, new, manager, _now(), subresource or "")
-        if kind.kind != "Service" or subresource == "status":
+        if kind.built_in != "Service" or subresource == "status":
             return await self._finish_update(kind, name, current, old, new, None, dry_run=dry_run)
-        async with self._service_lock:
+        async with self.quotas.admitting(kind, str(namespace), new, old), self._service_lock:
             admission = await self._admit_service(new, old, dry_run=dry_run)
             try:
                 return await self._finish_update(kind, name, current, old, admission.service, admission, dry_run=dry_run)
@@ -1002,8 +1021,7 @@ class Resources:
                 new_meta.pop(field, None)
         generation = old_meta.get("generation")
         if generation is not None:
-            spec_changed = old.get("spec") != new.get("spec")
-            new_meta["generation"] = generation + 1 if spec_changed else generation
+            new_meta["generation"] = generation + 1 if spec_changed(kind, old, new) else generation
 
     @staticmethod
     def _check_immutable(kind: Kind, old: dict, new: dict) -> None:
@@ -1018,7 +1036,7 @@ class Resources:
         name = request.match_info["name"]
         self._authorize(request, "delete", kind, namespace)
         options = await self._delete_options(request)
-        if kind.kind == "Namespace":
+        if kind.built_in == "Namespace":
             return respond(request, await self._delete_namespace(name, dict(options.preconditions), dry_run=options.dry_run))
         answer, _, lingering = await self._delete_one(kind, namespace, name, options)
         # As kube-apiserver: 202 only for a deletion left pending after orphanDependents=false.
@@ -1052,7 +1070,7 @@ class Resources:
             except Conflict:
                 continue
             gone = from_storage(deleted.value, revision)
-            if kind.kind == "Service":
+            if kind.built_in == "Service":
                 await self._release_service(gone)
             return deletion.gone_answer(kind, gone), gone, False
         raise status.conflict(kind, name, "the object is being modified too often; please try again")
@@ -1068,7 +1086,7 @@ class Resources:
         except Conflict:
             raise _Raced() from None
         gone = from_storage(deleted.value, revision)
-        if kind.kind == "Service":
+        if kind.built_in == "Service":
             await self._release_service(gone)
         return deletion.gone_answer(kind, gone)
 
@@ -1095,7 +1113,7 @@ class Resources:
             deleted.append(now)
         revision = deleted[-1]["metadata"]["resourceVersion"] if deleted else listed["metadata"]["resourceVersion"]
         return respond(
-            request, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision}, "items": deleted}
+            request, {"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": {"resourceVersion": revision}, "items": deleted}
         )
 
     async def _delete_options(self, request: web.Request) -> deletion.DeleteOptions:
@@ -1158,7 +1176,7 @@ class Resources:
             for kv in kvs:
                 with contextlib.suppress(NotFound):
                     await self._storage(self.store.delete(kv.key))
-                    if kind.kind == "Service":
+                    if kind.built_in == "Service":
                         await self._release_service(json.loads(kv.value))
         with contextlib.suppress(NotFound):
             await self._storage(self.store.delete(storage_key(ns_kind, None, name)))

@@ -36,7 +36,7 @@ def _not_acceptable(request: web.Request) -> status.ApiError:
 async def _v2(request: web.Request) -> web.Response:
     if not _accepts_json(request):
         raise _not_acceptable(request)
-    return web.Response(body=documents.encode(documents.v2()), content_type=_JSON)
+    return web.Response(body=request.app[_CUSTOM_V2](), content_type=_JSON)
 
 
 def _no_custom_documents() -> dict[str, tuple[bytes, str]]:
@@ -44,6 +44,11 @@ def _no_custom_documents() -> dict[str, tuple[bytes, str]]:
 
 
 _CUSTOM_DOCUMENTS = web.AppKey("custom_openapi_documents", Callable[[], dict[str, tuple[bytes, str]]])
+_CUSTOM_V2 = web.AppKey("openapi_v2_with_custom_resources", Callable[[], bytes])
+
+
+def _built_in_v2() -> bytes:
+    return documents.encode(documents.v2())
 
 
 async def _v3_index(request: web.Request) -> web.Response:
@@ -67,9 +72,12 @@ async def _v3_group_version(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application,
-               custom_documents: Callable[[], dict[str, tuple[bytes, str]]] = _no_custom_documents) -> None:
-    """`custom_documents`: the encoded documents of the custom resources' group versions, as they are now."""
+               custom_documents: Callable[[], dict[str, tuple[bytes, str]]] = _no_custom_documents,
+               v2: Callable[[], bytes] = _built_in_v2) -> None:
+    """`custom_documents`: the encoded v3 documents of the custom resources' group versions, as they are now;
+    `v2`: the encoded v2 document, custom resources in it."""
     app[_CUSTOM_DOCUMENTS] = custom_documents
+    app[_CUSTOM_V2] = v2
     app.router.add_get("/openapi/v2", _v2)
     app.router.add_get("/openapi/v3", _v3_index)
     app.router.add_get("/openapi/v3/", _v3_index)

@@ -79,6 +79,13 @@ def uses(kind: Kind, obj: dict) -> dict[str, int]:
     return counts
 
 
+def added(kind: Kind, obj: dict, old: dict | None) -> dict[str, int]:
+    """What writing `obj` (over `old`, for an update) adds to the namespace's use, resource by resource."""
+    before = uses(kind, old) if old is not None else {}
+    return {resource: amount - before.get(resource, 0) for resource, amount in uses(kind, obj).items()
+            if amount > before.get(resource, 0)}
+
+
 def used(resources: Iterable[str], objects: Mapping[str, Iterable[dict]]) -> dict[str, int]:
     """What the namespace uses of each resource; `objects` holds the namespace's objects by kind plural."""
     wanted = set(resources)

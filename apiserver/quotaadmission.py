@@ -32,10 +32,11 @@ class QuotaAdmission:
         return [json.loads(kv.value) for kv in kvs]
 
     @contextlib.asynccontextmanager
-    async def admitting(self, kind: Kind, namespace: str, obj: dict) -> AsyncIterator[None]:
-        """Raises 403 (kube-apiserver's `exceeded quota: ...`) when the object is over a quota of its
-        namespace; otherwise holds the namespace's quotas until the caller's write is done."""
-        requested = {resource: amount for resource, amount in quota.uses(kind, obj).items() if amount}
+    async def admitting(self, kind: Kind, namespace: str, obj: dict, old: dict | None = None) -> AsyncIterator[None]:
+        """Raises 403 (kube-apiserver's `exceeded quota: ...`) when the object (created, or updated from
+        `old`: only what it adds counts, a Service becoming a LoadBalancer) is over a quota of its namespace;
+        otherwise holds the namespace's quotas until the caller's write is done."""
+        requested = quota.added(kind, obj, old)
         lock = self._locks.setdefault(namespace, asyncio.Lock())
         async with lock:
             quotas = [q for q in await self._objects("resourcequotas", namespace) if set(quota.hard_of(q)) & set(requested)]

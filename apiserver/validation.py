@@ -21,6 +21,7 @@ from podnet.apiserver import (
     controllerrevisionkind,
     cronjobkind,
     ingresskinds,
+    limitrange,
     quota,
     serviceaddresses,
 )
@@ -773,6 +774,7 @@ VALIDATORS: dict[str, Callable[[Errors, dict, Limits], None]] = {
     "Secret": configkinds.validate_secret,
     "Job": validate_job,
     "ResourceQuota": quota.validate_resource_quota,
+    "LimitRange": limitrange.validate_limit_range,
     "CronJob": cronjobkind.validate_cron_job,
     "ControllerRevision": controllerrevisionkind.validate_controller_revision,
     **ingresskinds.VALIDATORS,

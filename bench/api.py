@@ -78,18 +78,19 @@ async def raw_etcd_puts(endpoint: str, value: bytes) -> float:
         return WRITES / (time.perf_counter() - started)
 
 
-async def api_writes(session: aiohttp.ClientSession, url: str, namespace: str) -> float:
-    counter = iter(range(WRITES))
+async def api_writes(session: aiohttp.ClientSession, url: str, namespace: str, *, writes: int = WRITES,
+                     concurrency: int = CONCURRENCY, prefix: str = "w") -> float:
+    counter = iter(range(writes))
 
     async def worker() -> None:
         for i in counter:
-            async with session.post(f"{url}/api/v1/namespaces/{namespace}/pods", json=sample_pod(f"w{i}", app="bench")) as response:
+            async with session.post(f"{url}/api/v1/namespaces/{namespace}/pods", json=sample_pod(f"{prefix}{i}", app="bench")) as response:
                 if response.status != 201:
                     raise RuntimeError(f"create answered {response.status}: {await response.text()}")
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return WRITES / (time.perf_counter() - started)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return writes / (time.perf_counter() - started)
 
 
 async def list_latency(session: aiohttp.ClientSession, url: str, namespace: str, accept: str) -> float:
@@ -105,7 +106,9 @@ async def list_latency(session: aiohttp.ClientSession, url: str, namespace: str,
     return statistics.median(took)
 
 
-async def watch_latency(session: aiohttp.ClientSession, url: str, namespace: str) -> list[float]:
+async def watch_latency(session: aiohttp.ClientSession, url: str, namespace: str, write_url: str | None = None) -> list[float]:
+    """Delivery latencies to WATCHERS watchers on `url` of writes sent to `write_url` (default: the same server)."""
+    write_url = write_url or url
     start = (await (await session.get(f"{url}/api/v1/namespaces/{namespace}/pods?limit=1")).json())["metadata"]["resourceVersion"]
     latencies: list[float] = []
     ready = 0
@@ -133,7 +136,7 @@ async def watch_latency(session: aiohttp.ClientSession, url: str, namespace: str
     for i in range(WATCHED_WRITES):
         body = sample_pod(f"watched{i}", app="bench")
         body["metadata"]["annotations"] = {"bench/sent": repr(time.time())}
-        async with session.post(f"{url}/api/v1/namespaces/{namespace}/pods", json=body) as response:
+        async with session.post(f"{write_url}/api/v1/namespaces/{namespace}/pods", json=body) as response:
             if response.status != 201:
                 raise RuntimeError(f"create answered {response.status}")
         await asyncio.sleep(1 / WATCHED_RATE)

@@ -11,7 +11,8 @@ from podnet.apiserver.audit.policy import Attributes, PolicyError, evaluate, par
 from podnet.apiserver.audit.requestinfo import RequestInfo, request_info
 from podnet.apiserver.auth import User
 
-from podnet.cluster.auditpolicy import DEFAULT_POLICY
+from podnet.cluster.auditpolicy import default_policy
+from podnet.cluster.credentials import COMPONENT_GROUPS
 
 POLICY = parse_policy("""
 apiVersion: audit.k8s.io/v1
@@ -86,7 +87,7 @@ def test_omitted_stages_are_the_policys_and_the_rules() -> None:
 
 
 def test_the_default_policy_podnet_up_writes_parses_and_keeps_secrets_out() -> None:
-    policy = parse_policy(DEFAULT_POLICY)
+    policy = parse_policy(default_policy(COMPONENT_GROUPS.values()))
 
     def level(user: str, groups: tuple[str, ...], verb: str, group: str, resource: str, **more: str) -> str:
         return evaluate(policy, Attributes(user, groups, verb, True, more.get("namespace", "default"), group,
@@ -100,6 +101,8 @@ def test_the_default_policy_podnet_up_writes_parses_and_keeps_secrets_out() -> N
     assert level("system:node:node-1", ("system:nodes",), "watch", "", "pods") == "None"
     assert level("system:node:node-1", ("system:nodes",), "patch", "", "pods", subresource="status") == "Request"
     assert level("system:apiserver", ("system:masters",), "create", "", "pods") == "None"
+    for group in COMPONENT_GROUPS.values():  # every component's reads, whichever components there are
+        assert level("system:podnet:x", (group,), "watch", "", "services") == "None"
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -4,9 +4,11 @@ policy keeps, each response naming its events by its Audit-Id header."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +102,21 @@ def test_request_response_level_keeps_both_bodies_and_every_stage_but_the_omitte
     assert recorded[0]["responseObject"]["metadata"]["name"] == "settings"
 
 
+def test_a_token_request_names_the_credential_it_issued(server: KubectlServer) -> None:
+    assert server.kubectl("create", "serviceaccount", "robot", "-n", "team-a").returncode == 0
+    done = server.kubectl("create", "token", "robot", "-n", "team-a", "-v=8")
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    payload = token.split(".")[1]
+    token_id = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
+    (event,) = _by_id(server, _audit_ids(done.stderr)[-1])
+    assert event["objectRef"] == {"resource": "serviceaccounts", "namespace": "team-a", "name": "robot",
+                                  "apiVersion": "v1", "subresource": "token"}
+    assert event["annotations"]["authentication.kubernetes.io/issued-credential-id"] == f"JTI={token_id}"
+    assert event["annotations"]["authorization.k8s.io/decision"] == "allow"
+    assert token not in (server.directory / "audit.log").read_text()  # the policy keeps the response out
+
+
 def test_a_forbidden_impersonated_request_names_both_users_and_the_refusal(server: KubectlServer) -> None:
     done = server.kubectl("get", "pods", "-n", "team-a", "--as", "bob", "-v=8")
     assert done.returncode == 1
@@ -140,3 +157,18 @@ def test_public_health_probes_follow_the_policy(server: KubectlServer) -> None:
     assert server.kubectl("get", "--raw", "/livez").returncode == 0
     (event,) = [e for e in _events(server) if e["requestURI"] == "/livez"]
     assert event["level"] == "Metadata" and "objectRef" not in event and event["verb"] == "get"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--audit-policy-file", "{dir}/bad.yaml", "--audit-log-path", "{dir}/a.log"),
+     "error: --audit-policy-file {dir}/bad.yaml: loaded illegal policy with 0 rules"),
+    (("--audit-policy-file", "{dir}/missing.yaml"), "error: --audit-policy-file {dir}/missing.yaml: No such file or directory"),
+    (("--service-account-signing-key-file", "{dir}/bad.yaml"),
+     "error: --service-account-signing-key-file {dir}/bad.yaml: data does not contain a valid RSA or ECDSA private key"),
+])
+def test_a_bad_policy_or_key_file_stops_the_server_in_one_line(tmp_path: Path, flags: tuple[str, ...], message: str) -> None:
+    (tmp_path / "bad.yaml").write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: []\n")
+    argv = [part.format(dir=tmp_path) for part in flags]
+    done = subprocess.run([sys.executable, "-m", "podnet", "apiserver", "--port", "0", *argv], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip() == message.format(dir=tmp_path)

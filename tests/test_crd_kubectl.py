@@ -82,6 +82,24 @@ def test_crontab_from_the_documentation(server: KubectlServer) -> None:
     explained = ok(server.kubectl("explain", "crontab.spec"))
     assert "KIND:       CronTab" in explained and "VERSION:    v1" in explained
     assert "cronSpec\t<string>" in explained and "replicas\t<integer>" in explained
+    v2 = json.loads(ok(server.kubectl("get", "--raw", "/openapi/v2")))
+    assert v2["definitions"]["com.example.stable.v1.CronTab"]["x-kubernetes-group-version-kind"] == [
+        {"group": "stable.example.com", "kind": "CronTab", "version": "v1"}]
+    patch = v2["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}"]["patch"]
+    assert "application/strategic-merge-patch+json" not in patch["consumes"]
+    assert "io.k8s.api.core.v1.Pod" in v2["definitions"]  # the built-in kinds' are there as before
+
+
+def test_a_schema_that_is_not_structural_is_refused(server: KubectlServer) -> None:
+    crd = yaml.safe_load((DATA / "crontab-crd.yaml").read_text())
+    crd["spec"]["names"] = {"plural": "untyped", "kind": "Untyped"}
+    crd["metadata"]["name"] = "untyped.stable.example.com"
+    del crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["type"]
+    refused = server.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        'The CustomResourceDefinition "untyped.stable.example.com" is invalid: spec.versions[0].schema.openAPIV3Schema'
+        ".properties[spec].type: Required value: must not be empty for specified object fields\n")
 
 
 def test_crontab_writes(server: KubectlServer) -> None:
@@ -97,6 +115,15 @@ def test_crontab_writes(server: KubectlServer) -> None:
         "application/merge-patch+json, application/apply-patch+yaml\n")
     got = json.loads(ok(server.kubectl("get", "ct", "my-new-cron-object", "-o", "json")))
     assert (got["spec"]["replicas"], got["spec"]["image"], got["metadata"]["generation"]) == (3, "other", 3)
+
+    # kubectl apply again, a field removed and one changed: a three-way JSON merge patch (no strategic one).
+    again = yaml.safe_load((DATA / "my-crontab.yaml").read_text())
+    again["spec"] = {"cronSpec": "*/2 * * * *"}
+    assert ok(server.kubectl("apply", "-f", "-", input=json.dumps(again))) == \
+        "crontab.stable.example.com/my-new-cron-object configured\n"
+    got = json.loads(ok(server.kubectl("get", "ct", "my-new-cron-object", "-o", "json")))
+    # image left the manifest, so the object; replicas was never in it, so it stays
+    assert got["spec"] == {"cronSpec": "*/2 * * * *", "replicas": 3}
 
     applied = {"apiVersion": "stable.example.com/v1", "kind": "CronTab", "metadata": {"name": "by-apply"},
                "spec": {"cronSpec": "0 * * * *", "image": "one"}}
@@ -208,3 +235,55 @@ def test_rbac_by_resource_name(server: KubectlServer, tmp_path: Path) -> None:
         'Error from server (Forbidden): crontabs.stable.example.com "my-new-cron-object" is forbidden: User "carol" '
         'cannot delete resource "crontabs" in API group "stable.example.com" in the namespace "default"\n')
     assert as_carol("get", "cnp").returncode == 1
+
+
+def test_a_custom_kind_named_as_a_built_in_one(server: KubectlServer) -> None:
+    """Knative's `Service` is a custom kind: it gets its own schema's rules, none of the core Service's (no
+    cluster IP allocated, no load balancer status, no port validation)."""
+    crd = yaml.safe_load((DATA / "crontab-crd.yaml").read_text())
+    crd["metadata"]["name"] = "services.serving.example.dev"
+    crd["spec"]["group"] = "serving.example.dev"
+    crd["spec"]["names"] = {"plural": "services", "singular": "service", "kind": "Service", "shortNames": ["ksvc"]}
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = {
+        "type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}
+    del crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    ok(server.kubectl("apply", "-f", "-", input=json.dumps(crd)))
+    ok(server.kubectl("wait", "--for=condition=Established", "crd/services.serving.example.dev", "--timeout=10s"))
+    knative = {"apiVersion": "serving.example.dev/v1", "kind": "Service", "metadata": {"name": "hello"},
+               "spec": {"template": {"spec": {"containers": [{"image": "hello"}]}}, "ports": [{"port": 99999}]}}
+    assert ok(server.kubectl("create", "-f", "-", input=json.dumps(knative))) == "service.serving.example.dev/hello created\n"
+    got = json.loads(ok(server.kubectl("get", "ksvc", "hello", "-o", "json")))
+    assert got["spec"] == knative["spec"] and "status" not in got
+    assert ok(server.kubectl("get", "services.serving.example.dev", "-o", "name")) == "service.serving.example.dev/hello\n"
+    assert ok(server.kubectl("get", "svc", "-o", "name")) == ""  # the core Services are another resource
+
+
+def test_two_served_versions_share_one_storage_version(server: KubectlServer) -> None:
+    version = {"served": True, "schema": {"openAPIV3Schema": {
+        "type": "object", "properties": {"spec": {"type": "object", "properties": {"colour": {"type": "string"}}}}}}}
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gizmos.example.podnet.dev"},
+           "spec": {"group": "example.podnet.dev", "scope": "Namespaced",
+                    "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
+                    "versions": [{"name": "v1beta1", "storage": False, **version}, {"name": "v1", "storage": True, **version}]}}
+    ok(server.kubectl("apply", "-f", "-", input=json.dumps(crd)))
+    ok(server.kubectl("wait", "--for=condition=Established", "crd/gizmos.example.podnet.dev", "--timeout=10s"))
+    old = {"apiVersion": "example.podnet.dev/v1beta1", "kind": "Gizmo", "metadata": {"name": "g"}, "spec": {"colour": "red"}}
+    assert ok(server.kubectl("create", "-f", "-", input=json.dumps(old))) == "gizmo.example.podnet.dev/g created\n"
+    # kubectl prefers v1, the first of the versions discovery lists; each version answers in itself.
+    assert ok(server.kubectl("get", "gizmos", "g", "-o", "jsonpath={.apiVersion}")) == "example.podnet.dev/v1"
+    assert ok(server.kubectl("get", "gizmos.v1beta1.example.podnet.dev", "g", "-o", "jsonpath={.apiVersion}")) == \
+        "example.podnet.dev/v1beta1"
+    ok(server.kubectl("patch", "gizmos.v1beta1.example.podnet.dev", "g", "--type=merge", "-p", '{"spec":{"colour":"blue"}}'))
+    listed = json.loads(ok(server.kubectl("get", "--raw", "/apis/example.podnet.dev/v1beta1/namespaces/default/gizmos")))
+    assert [(i["apiVersion"], i["spec"]["colour"]) for i in listed["items"]] == [("example.podnet.dev/v1beta1", "blue")]
+    assert listed["kind"] == "GizmoList"
+    with subprocess.Popen(["kubectl", "get", "gizmos.v1beta1.example.podnet.dev", "-w", "-o", "jsonpath={.apiVersion}{'\\n'}"],
+                          stdout=subprocess.PIPE, text=True, env=server.kubectl_env()) as watching:
+        try:
+            assert watching.stdout is not None
+            assert watching.stdout.readline().strip() == "example.podnet.dev/v1beta1"  # the list
+            ok(server.kubectl("patch", "gizmo", "g", "--type=merge", "-p", '{"spec":{"colour":"green"}}'))  # through v1
+            assert watching.stdout.readline().strip() == "example.podnet.dev/v1beta1"  # the event, in v1beta1
+        finally:
+            watching.kill()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from podnet.apiserver.customresources import columns, definitions, schema
-from podnet.apiserver.customresources.rules import field_schema_of
+from podnet.apiserver.customresources.rules import field_schema_of, served_form, spec_changed, stored_form
 
 DATA = Path(__file__).parent / "data" / "crds"
 CRONTAB_CRD = yaml.safe_load((DATA / "crontab-crd.yaml").read_text())
@@ -116,6 +116,14 @@ def _defaulted(crd: dict) -> dict:
      ['spec.names.kind: Invalid value: "Cron_Tab": may have mixed case, but should otherwise match: a DNS-1035 label '
       "must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an "
       "alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"]),
+    ({"spec__group": "stable.k8s.io", "metadata__name": "crontabs.stable.k8s.io"},
+     ['metadata.annotations[api-approved.kubernetes.io]: Required value: protected groups must have approval '
+      'annotation "api-approved.kubernetes.io", see https://github.com/kubernetes/enhancements/pull/1111']),
+    ({"spec__group": "stable.k8s.io", "metadata__name": "crontabs.stable.k8s.io",
+      "metadata__annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/pull/1111"}}, []),
+    ({"spec__preserveUnknownFields": True},
+     ["spec.preserveUnknownFields: Invalid value: true: cannot set to true, set x-kubernetes-preserve-unknown-fields to "
+      "true in spec.versions[*].schema instead"]),
     ({"spec__versions__0__schema": {}},
      ["spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"]),
     ({"spec__versions__0__additionalPrinterColumns": [{"name": "X", "type": "time", "jsonPath": ".spec.x"}]},
@@ -253,6 +261,27 @@ def test_validation_keywords(value: dict, expected: list[str]) -> None:
     assert _messages(schema.validate(keywords, {"spec": value})) == expected
 
 
+@pytest.mark.parametrize("value, ok", [
+    ({"cidr": "10.0.0.0/8", "since": "2024-01-01T00:00:00Z", "id": "0f8fad5b-d9cb-469f-a165-70867728950e"}, True),
+    ({"cidr": "10.0.0.1/24", "since": "2024-01-01T10:20:30.5+02:00"}, True),
+    ({"cidr": "10.0.0.0"}, False),
+    ({"since": "yesterday"}, False),
+    ({"id": "not-a-uuid"}, False),
+    ({"size": "huge"}, True),  # a format kube-apiserver does not check
+])
+def test_formats(value: dict, ok: bool) -> None:
+    formats = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "cidr": {"type": "string", "format": "cidr"}, "since": {"type": "string", "format": "date-time"},
+        "id": {"type": "string", "format": "uuid"}, "size": {"type": "string", "format": "idn-hostname"}}}}}
+    causes = schema.validate(formats, {"spec": value})
+    assert (causes == []) is ok
+    if not ok:
+        (field, found), = value.items()
+        kind = {"cidr": "cidr", "since": "date-time", "id": "uuid"}[field]
+        assert _messages(causes) == [
+            f'spec.{field}: Invalid value: "{found}": spec.{field} in body must be of type {kind}: "{found}"']
+
+
 def test_the_cilium_l7_policy_is_valid_and_one_of_its_selectors_is_required() -> None:
     pruned, dropped = schema.prune(CILIUM_SCHEMA, CILIUM_POLICY)
     assert dropped == [] and pruned == CILIUM_POLICY
@@ -297,3 +326,31 @@ def test_printer_columns_and_json_paths() -> None:
         {"metadata": {"labels": {"app.kubernetes.io/name": "x"}}}) == ["x"]
     with pytest.raises(columns.PathError):
         columns.compile_path(".spec..x")
+
+
+def test_a_new_generation_is_any_change_but_metadata_and_a_separate_status() -> None:
+    crontab = _crd()
+    crontab["status"] = definitions.accepted_status(crontab, [], "2024-01-01T00:00:00Z")
+    (plain,) = definitions.served_kinds(crontab)
+    cilium = _defaulted(CILIUM_CRD)
+    cilium["status"] = definitions.accepted_status(cilium, [], "2024-01-01T00:00:00Z")
+    (with_status,) = definitions.served_kinds(cilium)
+    old = {"metadata": {"labels": {}}, "spec": {"a": 1}, "status": {"b": 1}}
+    assert spec_changed(plain, old, old | {"status": {"b": 2}})  # no status subresource: status is content
+    assert not spec_changed(with_status, old, old | {"status": {"b": 2}})
+    assert spec_changed(with_status, old, old | {"extra": 1})
+    assert not spec_changed(plain, old, old | {"metadata": {"labels": {"x": "y"}}})
+    assert with_status.list_kind == "CiliumNetworkPolicyList"
+
+
+def test_objects_are_stored_in_the_storage_version_and_served_in_each() -> None:
+    crd = _crd()
+    crd["spec"]["versions"] = [dict(crd["spec"]["versions"][0], name="v1beta1", storage=False),
+                               dict(crd["spec"]["versions"][0], name="v1", storage=True)]
+    crd["status"] = definitions.accepted_status(crd, [], "2024-01-01T00:00:00Z")
+    beta, ga = definitions.served_kinds(crd)
+    written = {"apiVersion": "stable.example.com/v1beta1", "kind": "CronTab", "spec": {}}
+    assert stored_form(beta, written)["apiVersion"] == "stable.example.com/v1"
+    assert served_form(ga, stored_form(beta, written))["apiVersion"] == "stable.example.com/v1"
+    assert served_form(beta, stored_form(beta, written)) == written
+    assert served_form(beta, written) is written  # nothing to change: the same object

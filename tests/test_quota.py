@@ -61,3 +61,10 @@ def test_validation():
     assert [(c.field, c.message) for c in errors.causes] == [
         ("spec.hard[requests.gpu]", 'Invalid value: "requests.gpu": must be a standard resource for quota'),
         ("spec.hard[secrets]", 'Invalid value: "-1": must be greater than or equal to 0')]
+
+
+def test_an_update_counts_only_what_it_adds():
+    assert quota.added(SERVICES, _service("LoadBalancer", 2), _service("ClusterIP")) == {
+        "services.loadbalancers": 1, "services.nodeports": 2}
+    assert quota.added(SERVICES, _service("ClusterIP"), _service("NodePort")) == {}
+    assert quota.added(PODS, {}, None) == {"pods": 1, "count/pods": 1}

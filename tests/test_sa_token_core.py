@@ -159,12 +159,19 @@ def _body(**overrides: object) -> dict:
                               token_id="j", pod=POD, node=NODE) | overrides
 
 
-def test_a_good_token_names_its_account_and_pod_but_not_the_pods_node() -> None:
+def test_a_good_token_names_its_account_and_pod_and_tells_the_pods_node_without_binding_to_it() -> None:
     subject = _check(_body())
-    assert subject == claims.Subject("team-a", claims.Ref("default", "sa-uid"), pod=claims.Ref("web", "pod-uid"))
+    assert subject == claims.Subject("team-a", claims.Ref("default", "sa-uid"), pod=claims.Ref("web", "pod-uid"),
+                                     pod_node=claims.Ref("node-1", "node-uid"), token_id="j")
     user = claims.user_of(subject)
     assert user.name == "system:serviceaccount:team-a:default" and user.uid == "sa-uid"
     assert user.groups == ("system:serviceaccounts", "system:serviceaccounts:team-a", "system:authenticated")
+    assert dict(user.extra) == {
+        "authentication.kubernetes.io/credential-id": ("JTI=j",),
+        "authentication.kubernetes.io/node-name": ("node-1",), "authentication.kubernetes.io/node-uid": ("node-uid",),
+        "authentication.kubernetes.io/pod-name": ("web",), "authentication.kubernetes.io/pod-uid": ("pod-uid",)}
+    # The pod's node is not checked: a token outlives nothing but its pod and account.
+    claims.check_objects(subject, NOW, account=ACCOUNT, pod=POD)
 
 
 @pytest.mark.parametrize(("now", "accepted"), [
@@ -306,3 +313,10 @@ def test_an_issued_token_is_accepted_end_to_end(es_key: jwt.SigningKey) -> None:
     token = _token(es_key)
     subject = _check(jwt.verify(token, [es_key.public_key]))
     claims.check_objects(subject, NOW, account=ACCOUNT, pod=POD)
+
+
+@pytest.mark.parametrize("pem", [b"nope", b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+                                 b"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n"])
+def test_a_file_without_a_private_key_is_refused_in_one_line(pem: bytes) -> None:
+    with pytest.raises(ValueError, match="^data does not contain a valid RSA or ECDSA private key$"):
+        jwt.load_signing_key(pem)

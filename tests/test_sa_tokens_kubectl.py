@@ -59,6 +59,8 @@ def test_a_token_names_its_service_account_and_rbac_decides_what_it_may_do(serve
     assert whoami.returncode == 0, whoami.stderr
     assert "system:serviceaccount:team-a:robot" in whoami.stdout
     assert "[system:serviceaccounts system:serviceaccounts:team-a system:authenticated]" in whoami.stdout
+    (extra,) = [line for line in whoami.stdout.splitlines() if line.startswith("Extra:")]
+    assert extra.split() == ["Extra:", "authentication.kubernetes.io/credential-id", f"[JTI={claims['jti']}]"]
 
     refused = _as_token(server, token, "get", "pods", "-n", "team-a")
     assert refused.returncode == 1
@@ -106,7 +108,10 @@ def test_a_pod_bound_token_dies_with_its_pod(server: KubectlServer) -> None:
     pod_uid = server.kubectl("get", "pod", "job-pod", "-n", "team-a", "-o", "jsonpath={.metadata.uid}").stdout
     token = _create_token(server, "worker", "--bound-object-kind", "Pod", "--bound-object-name", "job-pod")
     assert _claims(token)["kubernetes.io"]["pod"] == {"name": "job-pod", "uid": pod_uid}
-    assert _as_token(server, token, "auth", "whoami").returncode == 0
+    whoami = _as_token(server, token, "auth", "whoami")
+    assert whoami.returncode == 0
+    assert "Extra: authentication.kubernetes.io/pod-name        [job-pod]" in whoami.stdout
+    assert f"Extra: authentication.kubernetes.io/pod-uid         [{pod_uid}]" in whoami.stdout
 
     # This server runs no controllers, so no `default` account exists until made.
     assert server.kubectl("create", "serviceaccount", "default", "-n", "team-a").returncode == 0
@@ -145,3 +150,23 @@ def test_the_issuer_documents_verify_the_tokens(server: KubectlServer) -> None:
     resources = json.loads(server.kubectl("get", "--raw", "/api/v1").stdout)["resources"]
     token_resource = next(r for r in resources if r["name"] == "serviceaccounts/token")
     assert token_resource["kind"] == "TokenRequest" and token_resource["group"] == "authentication.k8s.io"
+
+
+def test_a_node_bound_token_dies_with_its_node_and_a_stale_uid_is_a_conflict(server: KubectlServer) -> None:
+    assert server.kubectl("create", "serviceaccount", "agent", "-n", "team-a").returncode == 0
+    node = '{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-9"}}'
+    assert server.kubectl("apply", "-f", "-", input=node).returncode == 0
+    token = _create_token(server, "agent", "--bound-object-kind", "Node", "--bound-object-name", "worker-9")
+    whoami = _as_token(server, token, "auth", "whoami")
+    assert whoami.returncode == 0 and "Extra: authentication.kubernetes.io/node-name" in whoami.stdout
+    assert server.kubectl("delete", "node", "worker-9").returncode == 0
+    assert _as_token(server, token, "auth", "whoami").returncode == 1
+
+    assert server.kubectl("create", "secret", "generic", "pinned", "-n", "team-a").returncode == 0
+    stale = server.kubectl("create", "token", "agent", "-n", "team-a", "--bound-object-kind", "Secret",
+                           "--bound-object-name", "pinned", "--bound-object-uid", "0d4691ed-659b-4935-a832-355f77ee47cc")
+    assert stale.returncode == 1
+    assert stale.stderr.strip() == (
+        'error: failed to create token: Operation cannot be fulfilled on Secret "pinned": the UID in the bound object '
+        "reference (0d4691ed-659b-4935-a832-355f77ee47cc) does not match the UID in record. The object might have been "
+        "deleted and then recreated")

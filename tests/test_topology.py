@@ -17,12 +17,17 @@ def test_components_start_in_order_and_follow_the_options():
     topo = topology.build(Path("/h"), 2, store="etcd", backend="bgp", proxy_mode="ipvs")
     names = [c.name for c in topology.components(topo)]
     assert names == ["etcd", "apiserver", "dns", "node-1/agent", "node-1/kube-proxy", "node-1/bgp",
-                     "node-2/agent", "node-2/kube-proxy", "node-2/bgp", "cloud-lb", "ui", "ingress"]
+                     "node-2/agent", "node-2/kube-proxy", "node-2/bgp", "cloud-lb", "ingress", "ui"]
     specs = {c.name: c for c in topology.components(topo)}
     assert specs["etcd"].external and specs["etcd"].argv[0] == "etcd"
     assert "etcd://127.0.0.10:2379" in specs["apiserver"].argv
     assert ("--mode", "ipvs") == specs["node-2/kube-proxy"].argv[3:5]
     assert specs["node-1/agent"].health.rpc == "/h/nodes/node-1/agent.sock"
+    # The UI is a client of the API server without a credential of its own: its users log in with theirs.
+    assert specs["ui"].argv == ("ui", "--server", "https://127.0.0.10:6443", "--ca-file", "/h/pki/ca.crt", "--home", "/h",
+                                "--address", "127.0.0.10", "--port", "6447")
+    assert specs["ui"].health.http == "http://127.0.0.10:6447/healthz" == f"{topo.ui_url}/healthz"
+    assert "ui" not in [c.name for c in topology.components(topology.build(Path("/h"), 1, ui=False))]
 
 
 def test_two_clusters_side_by_side_share_no_address():
@@ -57,6 +62,7 @@ def test_network_layout_gives_each_control_plane_component_its_own_host():
     assert specs["ingress"].argv[-2:] == ("--address", "198.51.100.6")
     assert specs["ingress"].argv[specs["ingress"].argv.index("--port") + 1] == "80"
     assert specs["node-2/agent"].argv[3:5] == ("--address", "198.51.100.12")
+    assert "ui" not in specs  # it reads the agents' sockets, which containers keep to themselves
 
 
 @pytest.mark.parametrize("prefix", ["127.0.0", "8.8.8"])

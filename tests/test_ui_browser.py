@@ -25,6 +25,7 @@ from support.local_cluster import LocalCluster
 
 from podnet.cli.resources import apply_object
 from podnet.cluster import credentials, demo
+from podnet.cluster.supervisor import ClusterState
 
 PREFIX = "127.0.170"
 GRACE = 6.0  # the node grace period: how soon a silent node is NotReady
@@ -101,6 +102,10 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
             for path in ("/api/events", "/api/whoami", "/api/matrix?namespace=shop"):
                 async with session.get(f"{cluster.topo.ui_url}{path}") as response:
                     assert response.status == 401, path
+            # A form on another site cannot post a login: a POST body must be JSON, which needs CORS.
+            admin = credentials.user_token(cluster.home, credentials.ADMIN_USER)
+            async with session.post(f"{cluster.topo.ui_url}/api/login", data={"token": admin}) as response:
+                assert response.status == 415 and "podnet_ui" not in response.cookies
         await shots.take("login")
 
         # The viewer sees everything, read-only: no probe or trace, and the server refuses them too.
@@ -131,7 +136,11 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
         # The shop's service map: an allowed edge frontend -> backend once a frontend reached a backend, and a
         # red edge frontend -> database once a frontend tried the database.
         await browser.click("#tabs button[data-tab=services]")
-        frontend, backend, database = shop["frontend"][0], shop["backend"][0], shop["database"][0]
+        # A frontend with a backend on another node, whose journey crosses the overlay (three nodes, two of
+        # each, spread by the scheduler).
+        frontend, remote = next((f, b) for f in shop["frontend"] for b in shop["backend"]
+                                if f["spec"]["nodeName"] != b["spec"]["nodeName"])
+        backend, database = shop["backend"][0], shop["database"][0]
         assert await cluster.probe(frontend, backend["status"]["podIP"], 8080, timeout=2.0)
         edge = "g.edge[data-from='shop/frontend'][data-to='{}']"
         await browser.wait_for(f"document.querySelector(\"{edge.format('shop/backend')}\")?.dataset.verdict === 'allowed'",
@@ -175,7 +184,6 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
         await shots.take("matrix")
 
         # A packet's journey to a backend on another node: the stages `podnet trace` prints, in its order.
-        remote = next(b for b in shop["backend"] if b["spec"]["nodeName"] != frontend["spec"]["nodeName"])
         await browser.click("#tabs button[data-tab=journey]")
         await browser.evaluate(f"document.getElementById('journey-src').value = {json.dumps(key(frontend))}")
         await browser.type("#journey-dst", key(remote))
@@ -199,12 +207,25 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
         assert (await run(cluster, "kill", "node-2/agent")).returncode == 0
         await browser.wait_for("document.querySelector('g.node[data-node=node-2] .node-agent').textContent"
                                ".startsWith('agent stopped')", what="the agent shown stopped")
+        # A process that is there but does not answer its health check: unhealthy, then running again.
+        assert (await run(cluster, "kill", "dns", "--signal", "STOP")).returncode == 0
+        try:
+            await browser.wait_for("document.querySelector('[data-process=dns]').textContent === 'dns unhealthy'",
+                                   what="the stopped DNS shown unhealthy")
+        finally:
+            assert (await run(cluster, "kill", "dns", "--signal", "CONT")).returncode == 0
         node2 = "g.node[data-node=node-2]"
         await browser.wait_for(f"""document.querySelector("{node2}").dataset.ready === 'false' &&
             [...document.querySelectorAll("{node2} [data-pod]")].every((p) => p.dataset.greyed === 'true')""",
                                timeout=GRACE + 10, what="node-2 NotReady with its pods greyed")
+        await browser.wait_for("document.querySelector('[data-process=dns]').textContent === 'dns running'",
+                               what="the DNS healthy again")
         await shots.take("topology-node-down")
         started = await run(cluster, "start", "node-2/agent")
+        # The CLI recorded the new process in cluster.json: the fixture stops it from there at the end.
+        restarted = ClusterState.load(cluster.home).process("node-2/agent")
+        agent = cluster.process("node-2/agent")
+        agent.pid, agent.pid_start = restarted.pid, restarted.pid_start
         assert started.returncode == 0, started.stderr
         await browser.wait_for(f"""document.querySelector("{node2}").dataset.ready === 'true' &&
             [...document.querySelectorAll("{node2} [data-pod]")].some((p) => p.dataset.greyed === 'false')""",

@@ -65,9 +65,9 @@ def test_a_pod_belongs_to_the_workload_that_made_it(obj, workload):
 def test_topology_greys_the_pods_of_a_node_that_is_not_ready_and_of_pods_that_are_not():
     nodes = [node("node-1", True, "127.0.0.11", "10.244.0.0/24"), node("node-2", False, "127.0.0.12", "10.244.1.0/24")]
     unready = pod("shop", "starting", "node-1", "10.244.0.7", ready=False)
-    processes = [model.ProcessState("apiserver", True), model.ProcessState("node-1/agent", True),
+    processes = [model.ProcessState("apiserver", True, True), model.ProcessState("node-1/agent", True),
                  model.ProcessState("node-1/kube-proxy", True), model.ProcessState("node-2/agent", False),
-                 model.ProcessState("node-2/kube-proxy", True)]
+                 model.ProcessState("node-2/kube-proxy", True, False)]
     view = model.topology(nodes, [*PODS, unready, pod("shop", "pending", None, None)], processes,
                           {"node-1": {"tx": 2.0, "rx": 1.5}})
     first, second = view["nodes"]
@@ -78,9 +78,10 @@ def test_topology_greys_the_pods_of_a_node_that_is_not_ready_and_of_pods_that_ar
     assert {p["key"]: p["greyed"] for p in first["pods"]} == {
         "kube-system/coredns-0": False, "shop/frontend-7d9cf8b6c4-aaaaa": False, "shop/starting": True}
     assert all(p["greyed"] for p in second["pods"]) and len(second["pods"]) == 2
-    assert second["processes"] == [{"name": "agent", "running": False}, {"name": "kube-proxy", "running": True}]
-    assert view["tunnels"] == [{"a": "node-1", "b": "node-2", "encapsulation": "vxlan", "up": False}]
-    assert view["control"] == [{"name": "apiserver", "running": True}]
+    assert second["processes"] == [{"name": "agent", "running": False, "healthy": None},
+                                   {"name": "kube-proxy", "running": True, "healthy": False}]
+    assert view["tunnels"] == [{"a": "node-1", "b": "node-2", "encapsulation": "vxlan", "up": False, "bgp": []}]
+    assert view["control"] == [{"name": "apiserver", "running": True, "healthy": True}]
 
 
 def test_tunnel_rates_come_from_two_reads_of_the_counters():
@@ -189,3 +190,23 @@ def test_sessions_end_at_their_expiry_or_at_logout():
     assert sessions.get(None, 1000.0) is None and sessions.get("made-up", 1000.0) is None
     assert sessions.tokens() == {"token-2"} and len(sessions) == 1
     assert sessions.close(second).token == "token-2" and len(sessions) == 0
+    for now in (1000.0, 1010.0, 1020.0):
+        sessions.open(f"token-{now}", who, now)
+    assert sessions.expire(1075.0) == 2 and sessions.tokens() == {"token-1020.0"}
+
+
+def test_nodes_are_listed_in_their_numbers_order():
+    nodes = [node(f"node-{i}", True, f"127.0.0.{10 + i}", f"10.244.{i}.0/24") for i in (10, 2, 1)]
+    assert [n["name"] for n in model.topology(nodes, [], [], {})["nodes"]] == ["node-1", "node-2", "node-10"]
+
+
+def test_bgp_sessions_are_shown_on_their_nodes_and_tunnels():
+    nodes = [node(f"node-{i}", True, f"127.0.0.{10 + i}", f"10.244.{i}.0/24") for i in (1, 2, 3)]
+    bgp = {"node-1": [{"peer": "127.0.0.12", "state": "ESTABLISHED", "prefixes_received": 1},
+                      {"peer": "127.0.0.13", "state": "ACTIVE", "prefixes_received": 0}],
+           "node-2": [{"peer": "127.0.0.11", "state": "ESTABLISHED", "prefixes_received": 1}]}
+    view = model.topology(nodes, [], [], {}, "fou", bgp)
+    assert view["nodes"][0]["bgp"] == [{"peer": "node-2", "state": "ESTABLISHED", "prefixes": 1},
+                                       {"peer": "node-3", "state": "ACTIVE", "prefixes": 0}]
+    assert {(t["a"], t["b"]): t["bgp"] for t in view["tunnels"]} == {
+        ("node-1", "node-2"): ["ESTABLISHED", "ESTABLISHED"], ("node-1", "node-3"): ["ACTIVE"], ("node-2", "node-3"): []}

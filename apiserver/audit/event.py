@@ -38,6 +38,8 @@ def user_info(user: User | None) -> dict:
         info["uid"] = user.uid
     if user.groups:
         info["groups"] = list(user.groups)
+    if user.extra:
+        info["extra"] = {key: list(values) for key, values in user.extra}
     return info
 
 
@@ -72,7 +74,8 @@ class Authorization:
 def event(*, audit_id: str, stage: str, level: str, info: RequestInfo, request_uri: str, user: User | None,
           acting: User | None, source_ips: list[str], user_agent: str, received: datetime.datetime,
           at: datetime.datetime, response: dict | None = None, authorization: Authorization | None = None,
-          request_object: object = None, response_object: object = None) -> dict:
+          annotations: dict[str, str] | None = None, request_object: object = None,
+          response_object: object = None) -> dict:
     """One event; `response` is a response_status() (none before the response starts); `acting` the user
     the request impersonates, when it is another."""
     body: dict = {"kind": "Event", "apiVersion": API_VERSION, "level": level, "auditID": audit_id, "stage": stage,
@@ -93,6 +96,7 @@ def event(*, audit_id: str, stage: str, level: str, info: RequestInfo, request_u
         body["responseObject"] = response_object
     body["requestReceivedTimestamp"] = micro_time(received)
     body["stageTimestamp"] = micro_time(at)
-    if authorization is not None:
-        body["annotations"] = authorization.annotations()
+    written = (authorization.annotations() if authorization is not None else {}) | (annotations or {})
+    if written:
+        body["annotations"] = written
     return body

@@ -33,6 +33,7 @@ from typing import IO
 
 from aiohttp import web
 from podnet.apiserver.auth import User
+from podnet.apiserver.config import read_flag_file
 
 from . import event as events
 from .policy import NOT_RECORDED, Attributes, Decision, Policy, evaluate, parse_policy
@@ -54,6 +55,7 @@ class _Record:
     decision: Decision = NOT_RECORDED
     authorization: events.Authorization | None = None
     started_code: int | None = None  # the status a long-running response started with
+    annotations: dict[str, str] = field(default_factory=dict)
     written: set[str] = field(default_factory=set)
 
 
@@ -71,14 +73,17 @@ def note_authorization(user: User, allowed: bool, reason: str) -> None:
         record.acting = user
 
 
+def annotate(key: str, value: str) -> None:
+    """Adds an annotation to the events of the request being served (as kube-apiserver's
+    audit.AddAuditAnnotation: the credential a TokenRequest issued, say)."""
+    record = _CURRENT.get()
+    if record is not None:
+        record.annotations[key] = value
+
+
 def load_policy(path: str) -> Policy:
     """The policy file's policy; ValueError naming the flag and file."""
-    try:
-        return parse_policy(Path(path).read_text())
-    except OSError as exc:
-        raise ValueError(f"--audit-policy-file {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"--audit-policy-file {path}: {exc}") from None
+    return read_flag_file(path, "--audit-policy-file", lambda data: parse_policy(data.decode()))
 
 
 def _now() -> datetime.datetime:
@@ -191,7 +196,8 @@ class AuditLog:
             request_uri=request.path_qs, user=record.user, acting=record.acting,
             source_ips=[*forwarded, *([remote] if remote and remote not in forwarded else [])],
             user_agent=request.headers.get("User-Agent", ""), received=record.received, at=_now(), response=status,
-            authorization=record.authorization, request_object=request_object, response_object=response_object)
+            authorization=record.authorization, annotations=record.annotations, request_object=request_object,
+            response_object=response_object)
         try:
             self._output.write(json.dumps(line, separators=(",", ":")) + "\n")
             self._output.flush()

@@ -18,6 +18,7 @@ from .cronjobcontroller import CronJobs
 from .jobcontroller import Jobs
 from .podsets import DaemonSets, StatefulSets
 from .resourcequotas import ResourceQuotas
+from .rootca import RootCaPublisher
 from .runner import Controller, Settings, now_timestamp
 from .serviceaccounts import ServiceAccounts
 from .workloads import Deployments, ReplicaSets
@@ -314,4 +315,5 @@ class NodeLifecycle(Controller):
 
 CONTROLLERS: tuple[type[Controller], ...] = (DefaultObjects, NodeIpam, Scheduler, EndpointSlices, NodeLifecycle,
                                              ReplicaSets, Deployments, StatefulSets, DaemonSets, GarbageCollector,
-                                             PodGarbageCollector, ServiceAccounts, Jobs, ResourceQuotas, CronJobs)
+                                             PodGarbageCollector, RootCaPublisher, ServiceAccounts, Jobs, ResourceQuotas,
+                                             CronJobs)

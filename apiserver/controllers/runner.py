@@ -31,6 +31,7 @@ class Settings:
     orphaned_pod_quarantine: float = 40.0
     api_address: str = "127.0.0.1"
     api_port: int = 6443
+    root_ca_file: str = ""  # the CA published as kube-root-ca.crt: the one the serving certificate chains to
 
     @classmethod
     def from_config(cls, config: object, server_url: str) -> Settings:
@@ -56,6 +57,7 @@ class Settings:
             orphaned_pod_quarantine=float(getattr(config, "orphaned_pod_quarantine", default.orphaned_pod_quarantine)),
             api_address=address,
             api_port=int(port),
+            root_ca_file=str(getattr(config, "root_ca", "")),
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from podnet.apiserver.customresources import columns
 from podnet.apiserver.customresources.schema import structural_errors
@@ -19,6 +20,7 @@ from podnet.apiserver.validation import _DNS1035_LABEL, _DNS1123_SUBDOMAIN, Erro
 from podnet.api.kinds import Kind
 
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+API_APPROVED = "api-approved.kubernetes.io"
 SCOPES = ("Cluster", "Namespaced")
 COLUMN_TYPES = ("integer", "number", "string", "boolean", "date")
 
@@ -118,12 +120,31 @@ def validate(crd: dict) -> list[Cause]:
         errors.required("spec.scope")
     elif scope not in SCOPES:
         errors.not_supported("spec.scope", scope, SCOPES)
+    _validate_api_approval(errors, crd)
+    if spec.get("preserveUnknownFields") is True:
+        errors.invalid("spec.preserveUnknownFields", True,
+                       "cannot set to true, set x-kubernetes-preserve-unknown-fields to true in spec.versions[*].schema instead")
     _validate_versions(errors, crd)
     for field in ("plural", "singular", "kind", "listKind"):
         if not names.get(field):
             errors.required(f"spec.names.{field}")
     _validate_names(errors, names, "spec.names")
     return errors.causes
+
+
+def _validate_api_approval(errors: Errors, crd: dict) -> None:
+    """Groups under k8s.io and kubernetes.io are Kubernetes' own: a CRD there names its API review."""
+    group = str(spec_of(crd).get("group") or "")
+    if not any(group == domain or group.endswith("." + domain) for domain in ("k8s.io", "kubernetes.io")):
+        return
+    field = f"metadata.annotations[{API_APPROVED}]"
+    approval = ((crd.get("metadata") or {}).get("annotations") or {}).get(API_APPROVED)
+    rule = f'protected groups must have approval annotation "{API_APPROVED}"'
+    if approval is None:
+        errors.required(field, f"{rule}, see https://github.com/kubernetes/enhancements/pull/1111")
+    elif not (str(approval).startswith("unapproved") or urlsplit(str(approval)).scheme in ("http", "https")):
+        errors.invalid(field, approval, f'{rule} with either a URL or a reason starting with "unapproved", see '
+                       "https://github.com/kubernetes/enhancements/pull/1111")
 
 
 def _validate_versions(errors: Errors, crd: dict) -> None:

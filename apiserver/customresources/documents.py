@@ -58,6 +58,48 @@ def kind_schemas(kind: Kind) -> dict[str, dict]:
     return {kind.definition: schema, f"{kind.definition}List": listed}
 
 
+def _v2_schema(schema: dict) -> dict:
+    """A custom schema as kube-apiserver publishes it in v2: no nullable, no anyOf, oneOf, allOf or not (v2
+    cannot say them), and an int-or-string without a type."""
+    converted: dict = {}
+    for keyword, value in schema.items():
+        if keyword in ("nullable", "anyOf", "oneOf", "allOf", "not"):
+            continue
+        if keyword == "properties" and isinstance(value, dict):
+            converted[keyword] = {name: _v2_schema(sub) if isinstance(sub, dict) else sub for name, sub in value.items()}
+        elif keyword in ("items", "additionalProperties") and isinstance(value, dict):
+            converted[keyword] = _v2_schema(value)
+        else:
+            converted[keyword] = value
+    if schema.get("x-kubernetes-int-or-string"):
+        converted.pop("type", None)
+    return converted
+
+
+def _v2_definitions(kind: Kind) -> dict[str, dict]:
+    schemas = kind_schemas(kind)
+    own, listed = schemas[kind.definition], schemas[f"{kind.definition}List"]
+    own = _v2_schema(own)
+    own["properties"]["metadata"] = {"$ref": REF_PREFIX + _META + "ObjectMeta", "description": _METADATA}
+    listed = copy.deepcopy(listed)
+    listed["properties"]["items"]["items"] = {"$ref": REF_PREFIX + kind.definition}
+    listed["properties"]["metadata"] = {"$ref": REF_PREFIX + _META + "ListMeta", "description": "Standard list metadata."}
+    return {kind.definition: own, f"{kind.definition}List": listed}
+
+
+@lru_cache(maxsize=16)
+def _v2_encoded(signature: str, kinds: tuple[Kind, ...]) -> bytes:
+    definitions: dict[str, dict] = {}
+    for kind in kinds:
+        definitions |= _v2_definitions(kind)
+    return documents.encode(documents.v2_with(documents.v2_paths(kinds), definitions))
+
+
+def v2_encoded(kinds: tuple[Kind, ...]) -> bytes:
+    """The /openapi/v2 document with the custom resources of `kinds` in it."""
+    return _v2_encoded(_signature(kinds), kinds)
+
+
 def _signature(kinds: tuple[Kind, ...]) -> str:
     return json.dumps([[k.kind, k.group, k.version, k.plural, k.namespaced, k.has_status, k.custom.list_kind,  # type: ignore[union-attr]
                         k.custom.schema] for k in kinds], sort_keys=True)  # type: ignore[union-attr]

@@ -52,16 +52,13 @@ class Registry:
         self._prefix = f"/registry/{self._crd_kind.storage_resource}/"
         self.crds: dict[str, dict] = {}
         self._served: dict[tuple[str, str, str], Kind] = {}
+        self._made: dict[str, tuple[str, list[Kind]]] = {}
         self._cleaning: dict[str, asyncio.Task] = {}
-        self.synced = asyncio.Event()
 
     # --- what the routes ask ------------------------------------------------------------------------
 
     def lookup(self, group: str, version: str, plural: str) -> Kind | None:
         return self._served.get((group, version, plural))
-
-    def served_kinds(self) -> list[Kind]:
-        return list(self._served.values())
 
     def stored_kinds(self) -> list[Kind]:
         """One kind per CRD whose objects may be in storage (for a namespace's deletion)."""
@@ -83,6 +80,9 @@ class Registry:
     def openapi_documents(self) -> dict[str, tuple[bytes, str]]:
         return documents.encoded(self._served_by_group_version())
 
+    def openapi_v2(self) -> bytes:
+        return documents.v2_encoded(tuple(sorted(self._served.values(), key=lambda k: (k.group, k.version, k.plural))))
+
     def _served_by_group_version(self) -> dict[str, tuple[Kind, ...]]:
         grouped: dict[str, list[Kind]] = {}
         for kind in self._served.values():
@@ -98,9 +98,8 @@ class Registry:
     async def _listed(self, crds: dict[str, dict]) -> None:
         self.crds = crds
         self._refresh()
-        self.synced.set()
         for crd in list(self.crds.values()):
-            await self._reconcile(crd)
+            await self._reconcile_logged(crd)
 
     async def _changed(self, change: Change) -> None:
         if change.type == DELETED:
@@ -109,22 +108,39 @@ class Registry:
             self.crds[change.key] = change.object
         self._refresh()
         if change.type != DELETED:
-            await self._reconcile(change.object)
+            await self._reconcile_logged(change.object)
 
     async def close(self) -> None:
         await cancel_and_wait(*self._cleaning.values())
 
     def _refresh(self) -> None:
+        """The kinds served, each CRD's made again only when it changed (its printers and documents are
+        cached by identity)."""
         served: dict[tuple[str, str, str], Kind] = {}
-        for crd in self.crds.values():
-            for kind in definitions.served_kinds(crd):
+        made: dict[str, tuple[str, list[Kind]]] = {}
+        for key, crd in self.crds.items():
+            revision = str(crd["metadata"].get("resourceVersion"))
+            previous = self._made.get(key)
+            kinds = previous[1] if previous is not None and previous[0] == revision else definitions.served_kinds(crd)
+            made[key] = (revision, kinds)
+            for kind in kinds:
                 served.setdefault((kind.group, kind.version, kind.plural), kind)
+        self._made = made
         self._served = served
 
     # --- the controllers ----------------------------------------------------------------------------
 
     def _key(self, crd: dict) -> str:
         return self._prefix + str(crd["metadata"]["name"])
+
+    async def _reconcile_logged(self, crd: dict) -> None:
+        """A CRD the controllers cannot handle is logged and left as it is; the others go on."""
+        try:
+            await self._reconcile(crd)
+        except (StorageError, OSError, TimeoutError):
+            raise  # the follower relists
+        except Exception:
+            log.exception("cannot reconcile CRD %s", (crd.get("metadata") or {}).get("name"))
 
     async def _reconcile(self, crd: dict) -> None:
         name = str(crd["metadata"].get("name"))

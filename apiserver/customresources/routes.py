@@ -16,7 +16,7 @@ from podnet.apiserver.customresources.definitions import CustomResource
 from podnet.apiserver.handlers import RESOURCE_KEY, Resources, respond
 from podnet.apiserver.scale import ScaleRoutes
 
-from podnet.api.kinds import Kind
+from podnet.api.kinds import Kind, by_path
 
 _VERBS = sorted(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
 
@@ -104,10 +104,19 @@ def add_routes(app: web.Application, resources: Resources) -> None:
         return {"GET": bound(resources.get, scale.get), "PUT": bound(resources.update, scale.update, subresource="status"),
                 "PATCH": bound(resources.patch, scale.patch, subresource="status")}
 
-    def with_resource(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Callable:
+    def dispatch(methods: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]) -> Callable:
+        """Every method goes through here, so that a path no CRD serves is a 404 whatever the method, as on
+        kube-apiserver; a method a served path has not is a 405."""
         async def route(request: web.Request) -> web.StreamResponse:
-            request[RESOURCE_KEY] = request.match_info["plural"]
-            return await handler(request)
+            info = request.match_info
+            request[RESOURCE_KEY] = info["plural"]
+            handler = methods.get(request.method)
+            if handler is not None:
+                return await handler(request)
+            if (registry.lookup(info["group"], info["version"], info["plural"]) is None
+                    and by_path(info["group"], info["version"], info["plural"]) is None):
+                raise status.path_not_found(request.path)
+            raise status.method_not_allowed(request.method, request.path)
         return route
 
     base = "/apis/{group}/{version}"
@@ -120,9 +129,7 @@ def add_routes(app: web.Application, resources: Resources) -> None:
         (base + "/{plural}/{name}", item()),
         (base + "/{plural}/{name}/{subresource}", subresource()),
     ):
-        resource = app.router.add_resource(path)
-        for method, handler in methods.items():
-            resource.add_route(method, with_resource(handler))
+        app.router.add_route("*", path, dispatch(methods))
 
     async def group(request: web.Request) -> web.Response:
         name = request.match_info["group"]

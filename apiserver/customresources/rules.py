@@ -119,6 +119,35 @@ def before_delete(kind: Kind, obj: dict, now: str) -> dict:
     return marked
 
 
+def spec_changed(kind: Kind, old: dict, new: dict) -> bool:
+    """Whether an update counts as a new generation: a change of spec; for a custom resource, of anything but
+    metadata, and but status where the status subresource keeps it apart (the custom resource strategy)."""
+    if custom_of(kind) is None:
+        return old.get("spec") != new.get("spec")
+    ignored = {"metadata", "status"} if kind.has_status else {"metadata"}
+
+    def content(obj: dict) -> dict:
+        return {k: v for k, v in obj.items() if k not in ignored}
+
+    return content(old) != content(new)
+
+
+def stored_form(kind: Kind, obj: dict) -> dict:
+    """A custom object as stored: in its CRD's storage version (the `None` conversion: only apiVersion differs)."""
+    custom = custom_of(kind)
+    if custom is None:
+        return obj
+    stored = f"{kind.group}/{custom.storage_version}"
+    return obj if obj.get("apiVersion") == stored else obj | {"apiVersion": stored}
+
+
+def served_form(kind: Kind, obj: dict) -> dict:
+    """A stored custom object as one of its served versions answers it (the object itself when it already is)."""
+    if custom_of(kind) is None or obj.get("apiVersion") == kind.api_version:
+        return obj
+    return obj | {"apiVersion": kind.api_version}
+
+
 def strategic_merge_refused(kind: Kind) -> bool:
     """Custom resources take no strategic merge patch (there is no Go type to say how lists merge)."""
     return custom_of(kind) is not None

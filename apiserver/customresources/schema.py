@@ -18,6 +18,8 @@ pruning keeps them and validation skips metadata (ObjectMeta's own validation ju
 from __future__ import annotations
 
 import copy
+import datetime
+import ipaddress
 import json
 import math
 import re
@@ -344,7 +346,52 @@ def _validate(errors: Errors, value: object, schema: dict, path: str, *, root: b
     _validate_junctors(errors, value, schema, path, name)
 
 
+def _is_cidr(value: str) -> bool:
+    address, slash, prefix = value.partition("/")
+    if not slash or not prefix.isdigit():
+        return False
+    try:
+        ipaddress.ip_network(value, strict=False)  # Go's ParseCIDR takes host bits too
+    except ValueError:
+        return False
+    return bool(address)
+
+
+def _is_datetime(value: str) -> bool:
+    try:
+        datetime.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return False
+    return "T" in value.upper()
+
+
+def _is_ip(value: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(value).version == version
+    except ValueError:
+        return False
+
+
+# The string formats kube-apiserver checks in custom resources (others, like int32 or idn-hostname, are not).
+_FORMATS = {
+    "ipv4": lambda v: _is_ip(v, 4),
+    "ipv6": lambda v: _is_ip(v, 6),
+    "cidr": _is_cidr,
+    "date-time": _is_datetime,
+    "datetime": _is_datetime,
+    "date": lambda v: re.fullmatch(r"\d{4}-\d{2}-\d{2}", v) is not None and _is_datetime(v + "T00:00:00Z"),
+    "uuid": lambda v: re.fullmatch(r"(?i)[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", v) is not None,
+    "mac": lambda v: re.fullmatch(r"(?i)[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}", v) is not None,
+    "hostname": lambda v: len(v) <= 255 and re.fullmatch(
+        r"(?i)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*\.?", v) is not None,
+    "byte": lambda v: re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", v) is not None and len(v) % 4 == 0,
+}
+
+
 def _validate_string(errors: Errors, value: str, schema: dict, path: str, name: str) -> None:
+    check = _FORMATS.get(str(schema.get("format")))
+    if check is not None and not check(value):
+        errors.invalid(path, value, f"{name} in body must be of type {schema['format']}: {_show(value)}")
     max_length, min_length = schema.get("maxLength"), schema.get("minLength")
     if isinstance(max_length, int) and len(value) > max_length:
         errors.causes.append(Cause(path, "FieldValueTooLong", f"Too long: may not be longer than {max_length}"))

@@ -26,6 +26,7 @@ LEEWAY_SECONDS = 60
 SERVICE_ACCOUNTS_GROUP = "system:serviceaccounts"
 PRIVATE_CLAIM = "kubernetes.io"
 BINDABLE_KINDS = ("Pod", "Secret", "Node")
+_EXTRA_PREFIX = "authentication.kubernetes.io/"
 
 
 class TokenRejected(ValueError):
@@ -50,6 +51,8 @@ class Subject:
     pod: Ref | None = None
     secret: Ref | None = None
     node: Ref | None = None  # only when the token is bound to the Node itself
+    pod_node: Ref | None = None  # the node a bound pod ran on, as the token says (never checked)
+    token_id: str = ""
 
 
 def _ref(obj: Mapping) -> Ref:
@@ -122,8 +125,11 @@ def check_claims(claims: Mapping, *, issuers: Sequence[str], audiences: Sequence
         raise TokenRejected("the token's subject is not its service account")
     pod = _parse_ref(private.get("pod"), "pod")
     secret = _parse_ref(private.get("secret"), "secret")
-    node = None if pod is not None else _parse_ref(private.get("node"), "node")
-    return Subject(namespace, account, pod, secret, node)
+    node = _parse_ref(private.get("node"), "node")
+    token_id = claims.get("jti") if isinstance(claims.get("jti"), str) else ""
+    if pod is not None:
+        return Subject(namespace, account, pod, secret, None, node, token_id)
+    return Subject(namespace, account, pod, secret, node, None, token_id)
 
 
 def _deleted_before(obj: Mapping, limit: float) -> bool:
@@ -155,6 +161,18 @@ def check_objects(subject: Subject, now: float, *, account: Mapping | None, pod:
 
 
 def user_of(subject: Subject) -> User:
-    """Who a service-account token's bearer is, as kube-apiserver names them."""
+    """Who a service-account token's bearer is, as kube-apiserver names them, with the extra it gives: the
+    token's id, and the pod and node it is bound to."""
+    extra: dict[str, str] = {}
+    if subject.token_id:
+        extra[f"{_EXTRA_PREFIX}credential-id"] = f"JTI={subject.token_id}"
+    if subject.pod is not None:
+        extra[f"{_EXTRA_PREFIX}pod-name"], extra[f"{_EXTRA_PREFIX}pod-uid"] = subject.pod.name, subject.pod.uid
+    node = subject.node or subject.pod_node
+    if node is not None:
+        extra[f"{_EXTRA_PREFIX}node-name"] = node.name
+        if node.uid:
+            extra[f"{_EXTRA_PREFIX}node-uid"] = node.uid
     return User(f"{SERVICE_ACCOUNT_PREFIX}{subject.namespace}:{subject.account.name}", subject.account.uid,
-                (SERVICE_ACCOUNTS_GROUP, f"{SERVICE_ACCOUNTS_GROUP}:{subject.namespace}", AUTHENTICATED_GROUP))
+                (SERVICE_ACCOUNTS_GROUP, f"{SERVICE_ACCOUNTS_GROUP}:{subject.namespace}", AUTHENTICATED_GROUP),
+                tuple((key, (value,)) for key, value in sorted(extra.items()) if value))

@@ -79,9 +79,12 @@ class SigningKey:
 
 def load_signing_key(pem: bytes) -> SigningKey:
     """The private key of a PEM file (kube-apiserver's --service-account-signing-key-file); ValueError."""
-    key = serialization.load_pem_private_key(pem, password=None)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        key = None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise ValueError("not an RSA or ECDSA private key")
+        raise ValueError("data does not contain a valid RSA or ECDSA private key")
     algorithm(key.public_key())
     return SigningKey(key)
 
@@ -96,12 +99,15 @@ def load_public_keys(pem: bytes) -> list[PublicKey]:
             continue
         label = block[begin + len(b"-----BEGIN "):].split(b"-----", 1)[0]
         text = block[begin:] + b"-----END " + label + b"-----\n"
-        if label.endswith(b"PRIVATE KEY"):
-            loaded = serialization.load_pem_private_key(text, password=None).public_key()
-        elif label.endswith(b"PUBLIC KEY"):
-            loaded = serialization.load_pem_public_key(text)
-        else:
-            continue
+        try:
+            if label.endswith(b"PRIVATE KEY"):
+                loaded = serialization.load_pem_private_key(text, password=None).public_key()
+            elif label.endswith(b"PUBLIC KEY"):
+                loaded = serialization.load_pem_public_key(text)
+            else:
+                continue
+        except (ValueError, TypeError):
+            raise ValueError(f"a {label.decode(errors='replace')} block that does not parse") from None
         if not isinstance(loaded, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             raise ValueError("not an RSA or ECDSA key")
         algorithm(loaded)

@@ -17,15 +17,15 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from podnet.apiserver import status
+from podnet.apiserver.audit import log as audit_log
 from podnet.apiserver.auth import User
-from podnet.apiserver.codec import JSON, DecodeError, decode, from_storage
-from podnet.apiserver.config import ApiServerConfig
+from podnet.apiserver.codec import from_storage
+from podnet.apiserver.config import ApiServerConfig, read_flag_file
 from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resources, respond, storage_key
 from podnet.apiserver.rbac.authorizer import Attributes
 from podnet.apiserver.storage.base import Store
@@ -46,7 +46,7 @@ class TokenKeys:
     issuer: str
     audiences: tuple[str, ...]
     public_keys: tuple[jwt.PublicKey, ...]
-    signing_key: jwt.SigningKey | None = field(default=None)
+    signing_key: jwt.SigningKey | None = None
 
 
 def load_keys(config: ApiServerConfig) -> TokenKeys:
@@ -56,25 +56,16 @@ def load_keys(config: ApiServerConfig) -> TokenKeys:
     signing = None
     public: list[jwt.PublicKey] = []
     if config.service_account_signing_key_file:
-        signing = _read(config.service_account_signing_key_file, "--service-account-signing-key-file",
-                        jwt.load_signing_key)
+        signing = read_flag_file(config.service_account_signing_key_file, "--service-account-signing-key-file",
+                                 jwt.load_signing_key)
         public.append(signing.public_key)
     for path in config.service_account_key_files:
-        public.extend(_read(path, "--service-account-key-file", jwt.load_public_keys))
+        public.extend(read_flag_file(path, "--service-account-key-file", jwt.load_public_keys))
     if not public:
         signing = jwt.SigningKey(ec.generate_private_key(ec.SECP256R1()))
         public.append(signing.public_key)
     audiences = config.api_audiences or (config.service_account_issuer,)
     return TokenKeys(config.service_account_issuer, tuple(audiences), tuple(public), signing)
-
-
-def _read(path: str, flag: str, parse):  # type: ignore[no-untyped-def]
-    try:
-        return parse(Path(path).read_bytes())
-    except OSError as exc:
-        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"{flag} {path}: {exc}") from None
 
 
 class ServiceAccountTokens:
@@ -121,12 +112,12 @@ class ServiceAccountTokens:
     # --- issuing -----------------------------------------------------------------------------------
 
     def issue(self, spec: tokenrequest.TokenSpec, account: dict, bound: dict | None, node: dict | None,
-              now: int) -> str:
+              now: int, token_id: str) -> str:
         assert self.keys.signing_key is not None
         kind = spec.bound.kind if spec.bound else None
         token_claims = claims.make_claims(
             issuer=self.keys.issuer, audiences=spec.audiences, account=account, now=now,
-            expiration_seconds=spec.expiration_seconds, token_id=str(uuid.uuid4()),
+            expiration_seconds=spec.expiration_seconds, token_id=token_id,
             pod=bound if kind == "Pod" else None, secret=bound if kind == "Secret" else None,
             node=bound if kind == "Node" else node)
         return jwt.sign(token_claims, self.keys.signing_key)
@@ -146,10 +137,7 @@ class ServiceAccountTokens:
         user = request[USER_KEY]
         if not resources.allowed(user, Attributes("create", namespace, "", accounts.plural, "token", name)).allowed:
             raise status.forbidden(user.name, "create", accounts, namespace, request.path, name=name, subresource="token")
-        try:
-            body = decode(await request.read(), JSON)
-        except DecodeError as e:
-            raise status.bad_request(str(e)) from None
+        body, _ = await resources._read_body(request)  # JSON, YAML or msgpack, as for any write
         spec = tokenrequest.parse(body, name, namespace, self.keys.audiences)
         account = await _read_object(resources, accounts, namespace, name)
         bound = node = None
@@ -159,8 +147,9 @@ class ServiceAccountTokens:
                                        spec.bound.name)
             tokenrequest.check_binding(spec, name, bound)
             node = await self._node_of(resources, bound) if spec.bound.kind == "Pod" else None
-        now = int(time.time())
-        token = self.issue(spec, account, bound, node, now)
+        now, token_id = int(time.time()), str(uuid.uuid4())
+        token = self.issue(spec, account, bound, node, now, token_id)
+        audit_log.annotate("authentication.kubernetes.io/issued-credential-id", f"JTI={token_id}")
         return respond(request, tokenrequest.answer(spec, account, token, now), 201)
 
     @staticmethod
@@ -203,4 +192,4 @@ async def _read_object(resources: Resources, kind: Kind, namespace: str | None, 
 
 def subresources(kind: Kind) -> list[dict]:
     """The discovery entry of `serviceaccounts/token`."""
-    return [tokenrequest.DISCOVERY] if kind.plural == "serviceaccounts" else []
+    return [tokenrequest.DISCOVERY] if kind.built_in == "ServiceAccount" else []

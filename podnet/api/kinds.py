@@ -29,6 +29,16 @@ class Kind:
     custom: object | None = field(default=None, compare=False)
 
     @property
+    def built_in(self) -> str:
+        """The kind's name if it is a built-in kind, else "": what per-kind rules of the server go by, so that a
+        custom kind of the same name (Knative's `Service`) gets none of the built-in kind's."""
+        return self.kind if self.custom is None else ""
+
+    @property
+    def list_kind(self) -> str:
+        return getattr(self.custom, "list_kind", None) or f"{self.kind}List"
+
+    @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
@@ -86,6 +96,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("ServiceAccount", "", "v1", "serviceaccounts", True, ("sa",), has_status=False,
          printer=printers.SERVICE_ACCOUNT),
     Kind("ResourceQuota", "", "v1", "resourcequotas", True, ("quota",), printer=printers.RESOURCE_QUOTA),
+    Kind("LimitRange", "", "v1", "limitranges", True, ("limits",), has_status=False),
     Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", True, (), has_status=False,
          printer=printers.ENDPOINT_SLICE),
     Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", False, (), has_status=False,

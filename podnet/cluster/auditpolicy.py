@@ -11,9 +11,11 @@ A policy edited by hand is kept by the next `podnet up` in the same home. The lo
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from pathlib import Path
 
-DEFAULT_POLICY = """\
+_DEFAULT_POLICY = """\
 # The API server's audit policy (kube-apiserver's --audit-policy-file). The first rule that matches a
 # request decides its level: None, Metadata, Request or RequestResponse. Kept by `podnet up` once edited.
 apiVersion: audit.k8s.io/v1
@@ -35,8 +37,7 @@ rules:
         resources: ["leases"]
   # The cluster's components reading what they watch.
   - level: None
-    userGroups: ["system:nodes", "system:podnet:kube-proxies", "system:podnet:bgp", "system:podnet:dns",
-                 "system:podnet:cloud-lb"]
+    userGroups: {component_groups}
     verbs: ["get", "list", "watch"]
   # Secrets, ConfigMaps and tokens: who touched them, never their contents.
   - level: Metadata
@@ -61,9 +62,14 @@ def log_file(home: Path) -> Path:
     return home / "logs" / "audit.log"
 
 
-def policy_text(earlier: Path) -> str:
+def default_policy(component_groups: Iterable[str]) -> str:
+    """The default policy, leaving out the reads of the components in `component_groups`."""
+    return _DEFAULT_POLICY.replace("{component_groups}", json.dumps(sorted(set(component_groups))))
+
+
+def policy_text(earlier: Path, component_groups: Iterable[str]) -> str:
     """The policy to write: the one already at `earlier` if there is one (edited by hand), else the default."""
     try:
         return earlier.read_text()
     except (OSError, UnicodeDecodeError):
-        return DEFAULT_POLICY
+        return default_policy(component_groups)

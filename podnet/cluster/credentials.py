@@ -159,7 +159,7 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
     the admin token. Returns the admin token."""
     directory = pki_dir(home)
     ca = (_earlier_ca(directory, now) or pki.make_ca(now)) if tls else None
-    audit_policy = auditpolicy.policy_text(auditpolicy.policy_file(directory))
+    audit_policy = auditpolicy.policy_text(auditpolicy.policy_file(directory), COMPONENT_GROUPS.values())
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, mode=0o700)
     write_secret(auditpolicy.policy_file(directory), audit_policy.encode())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from podnet.backends import BACKENDS, POD_MODES, PROXY_MODES, routing_backend
 from podnet.cluster import auditpolicy, credentials, etcd_credentials, kubelet_credentials
+from podnet.nodeagent.hostguard import BGP_PORTS, ETCD_PORTS
 from podnet.nodeagent.pods.netns import host_namespace
 
 STORES = ("sqlite", "etcd")
@@ -290,15 +291,6 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--address", topo.host("cloud-lb")),
         Health(http=f"http://{topo.host('cloud-lb')}:{topo.api_port + 3}/healthz"),
     ))
-    if topo.ui:
-        # A client of the API server with its users' tokens only: it has no credential of its own.
-        ca_option = () if ca is None else ("--ca-file", ca)
-        specs.append(ComponentSpec(
-            "ui",
-            ("ui", "--server", topo.api_url, *ca_option, "--home", str(topo.home), "--address", topo.control_address,
-             "--port", str(topo.api_port + 4)),
-            Health(http=f"{topo.ui_url}/healthz"),
-        ))
     ingress_kubelet: tuple[str, ...] = ()
     if not topo.insecure_http:
         cert, key = kubelet_credentials.ingress_client_files(topo.home)
@@ -310,6 +302,15 @@ def components(topo: Topology) -> list[ComponentSpec]:
          "--metrics-port", str(topo.api_port + 5), "--address", topo.host("ingress")),
         Health(http=f"http://{topo.host('ingress')}:{topo.api_port + 5}/healthz"),
     ))
+    if topo.ui:
+        # A client of the API server with its users' tokens only: it has no credential of its own.
+        ca_option = () if ca is None else ("--ca-file", ca)
+        specs.append(ComponentSpec(
+            "ui",
+            ("ui", "--server", topo.api_url, *ca_option, "--home", str(topo.home), "--address", topo.control_address,
+             "--port", str(topo.api_port + 4)),
+            Health(http=f"{topo.ui_url}/healthz"),
+        ))
     return specs
 
 
@@ -322,11 +323,15 @@ def dns_replicas(topo: Topology) -> list[tuple[str, int, int]]:
 
 def _protected_ports(topo: Topology) -> list[str]:
     """`--protect-port` for every port of the cluster's own that pods must not reach from their node's address
-    (nodeagent/hostguard.py): etcd's, BGP's, and the status and metrics ports of every component."""
-    ports = [f"tcp/{topo.etcd_port}", f"tcp/{topo.etcd_port + 1}", f"tcp/{topo.bgp_port}",
+    (nodeagent/hostguard.py): etcd's and BGP's when not the ones every agent refuses, and the status and
+    metrics ports of every component."""
+    own = [port for port in (topo.etcd_port, topo.etcd_port + 1, topo.bgp_port) if port not in (*BGP_PORTS, *ETCD_PORTS)]
+    ports = [*(f"tcp/{port}" for port in own),
              f"tcp/{topo.host('dns')}:{topo.api_port + 2}", f"tcp/{topo.host('cloud-lb')}:{topo.api_port + 3}",
              f"tcp/{topo.host('ingress')}:{topo.api_port + 5}",
              *(f"tcp/{topo.host('dns')}:{metrics}" for _, _, metrics in dns_replicas(topo)[1:])]
+    if topo.ui:
+        ports.append(f"tcp/{topo.control_address}:{topo.api_port + 4}")
     for index, node in enumerate(topo.nodes):
         metrics = 10250 + index * 10  # the agent's status port; kube-proxy's is next, the kubelet API's after
         ports += [f"tcp/{node.address}:{metrics}", f"tcp/{node.address}:{metrics + 1}"]

@@ -101,6 +101,13 @@ class Sessions:
             return None
         return session
 
+    def expire(self, now: float) -> int:
+        """Drops every session past its expiry; how many went."""
+        gone = [sid for sid, session in self._sessions.items() if session.expires <= now]
+        for sid in gone:
+            del self._sessions[sid]
+        return len(gone)
+
     def close(self, session_id: str | None) -> Session | None:
         return self._sessions.pop(session_id or "", None)
 

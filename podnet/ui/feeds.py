@@ -14,7 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from podnet.client import ApiClient, Informer
-from podnet.cluster.supervisor import ClusterState, SupervisorError
+from podnet.cluster.supervisor import ClusterState, SupervisorError, healthy
 from podnet.kubeconfig import ClientTls
 from podnet.nodeagent.policy.flowlog import FlowRecord
 from podnet.observe.policy import home_sockets, read_flows
@@ -90,8 +90,11 @@ class AgentFeed:
         self.flows: OrderedDict[tuple, FlowRecord] = OrderedDict()
         self.processes: list[model.ProcessState] = []
         self.rates: dict[str, dict[str, float]] = {}
+        self.bgp: dict[str, list[dict]] = {}  # node -> its speaker's sessions, when the cluster routes by BGP
         self.encapsulation = "vxlan"
         self._followed: dict[str, asyncio.Task] = {}
+        self._checks: dict[str, dict] = {}  # running process -> its health check (cluster.json's)
+        self._health: dict[str, bool] = {}
 
     def nodes(self) -> list[str]:
         return [p.name.partition("/")[0] for p in self.processes if p.name.endswith("/agent")]
@@ -110,16 +113,26 @@ class AgentFeed:
         return list(self.flows.values())
 
     def _read_processes(self) -> None:
+        """The processes of cluster.json, each running or not by its PID (read often: cheap), with its health
+        check's last answer (asked less often, by `_check_health`)."""
         try:
             state = ClusterState.load(self.home)
         except SupervisorError:
+            self._checks = {}
             processes: list[model.ProcessState] = []
         else:
-            processes = [model.ProcessState(p.name, p.alive) for p in state.processes]
             self.encapsulation = "fou" if state.topology.get("backend") == "bgp" else "vxlan"
+            self._checks = {p.name: p.health for p in state.processes if p.alive}
+            processes = [model.ProcessState(p.name, p.alive, self._health.get(p.name) if p.alive else None)
+                         for p in state.processes]
         if processes != self.processes:
             self.processes = processes
             self.changes.bump()
+
+    async def _check_health(self) -> None:
+        checks = dict(self._checks)
+        answers = await asyncio.gather(*(healthy(check, timeout=1.0) for check in checks.values()))
+        self._health = dict(zip(checks, answers, strict=True))
 
     async def _follow(self, node: str) -> None:
         """The node's flow log, live; after the agent goes away, again once it is back."""
@@ -142,6 +155,16 @@ class AgentFeed:
         found = await asyncio.gather(*(one(node) for node in self.nodes()))
         return {node: counters for node, counters in found if counters is not None}
 
+    async def _sessions(self) -> dict[str, list[dict]]:
+        async def one(node: str) -> tuple[str, list | None]:
+            try:
+                return node, await call_once(str(self.home / "nodes" / node / "bgp.sock"), "peers", timeout=1.0)
+            except (OSError, RpcError, TimeoutError):
+                return node, None
+
+        found = await asyncio.gather(*(one(node) for node in self.nodes()))
+        return {node: peers for node, peers in found if peers is not None}
+
     async def run(self) -> None:
         before: dict[str, dict[str, int]] = {}
         then = next_counters = 0.0
@@ -155,8 +178,10 @@ class AgentFeed:
                 now = time.monotonic()
                 fresh = model.rates(before, now_counters, now - then)
                 before, then, next_counters = now_counters, now, now + self.counters_interval
-                if fresh != self.rates:
-                    self.rates = fresh
+                sessions = await self._sessions() if self.encapsulation == "fou" else {}
+                await self._check_health()
+                if fresh != self.rates or sessions != self.bgp:
+                    self.rates, self.bgp = fresh, sessions
                     self.changes.bump()
             await asyncio.sleep(self.process_interval)
 

@@ -66,6 +66,11 @@ def workload_of(pod: Mapping) -> str:
     return f"{meta.get('namespace')}/{name}"
 
 
+def natural(name: str) -> tuple:
+    """A sort key that puts node-2 before node-10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def _selects(selector: Mapping | None, labels: Mapping | None) -> bool:
     return bool(selector) and all((labels or {}).get(k) == v for k, v in selector.items())
 
@@ -77,6 +82,7 @@ def _selects(selector: Mapping | None, labels: Mapping | None) -> bool:
 class ProcessState:
     name: str  # "apiserver", "node-2/agent", ...
     running: bool
+    healthy: bool | None = None  # its health check's last answer (None: not asked yet, or not running)
 
 
 def rates(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]],
@@ -98,8 +104,11 @@ def rates(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[s
 
 
 def topology(nodes: Iterable[Mapping], pods: Iterable[Mapping], processes: Iterable[ProcessState],
-             node_rates: Mapping[str, Mapping[str, float]], encapsulation: str = "vxlan") -> dict:
+             node_rates: Mapping[str, Mapping[str, float]], encapsulation: str = "vxlan",
+             bgp: Mapping[str, Sequence[Mapping]] | None = None) -> dict:
+    """`bgp`: node -> its speaker's sessions (`podnet bgp peers`), when the cluster routes by BGP."""
     processes = list(processes)
+    nodes = list(nodes)
     running = {p.name: p.running for p in processes}
     by_node: dict[str, list[dict]] = defaultdict(list)
     ready_nodes = {_meta(n).get("name") for n in nodes if node_ready(n)}
@@ -114,28 +123,37 @@ def topology(nodes: Iterable[Mapping], pods: Iterable[Mapping], processes: Itera
             "ready": ready, "greyed": not ready or node not in ready_nodes, "workload": workload_of(pod),
             "hostNetwork": bool(spec.get("hostNetwork")),
         })
+    def internal(node: Mapping) -> str | None:
+        addresses = (node.get("status") or {}).get("addresses") or []
+        return next((a.get("address") for a in addresses if a.get("type") == "InternalIP"), None)
+
+    node_at = {internal(n): _meta(n).get("name") for n in nodes}
+    sessions = {(name, node_at.get(peer.get("peer"), peer.get("peer"))): peer.get("state")
+                for name, peers in (bgp or {}).items() for peer in peers}
     shown = []
-    for node in sorted(nodes, key=lambda n: _meta(n).get("name") or ""):
+    for node in sorted(nodes, key=lambda n: natural(_meta(n).get("name") or "")):
         name = _meta(node).get("name")
         ready = condition(node, "Ready") or {}
-        addresses = (node.get("status") or {}).get("addresses") or []
         shown.append({
             "name": name,
-            "address": next((a.get("address") for a in addresses if a.get("type") == "InternalIP"), None),
+            "address": internal(node),
             "podCIDR": (node.get("spec") or {}).get("podCIDR"),
             "ready": node_ready(node),
             "reason": ready.get("reason") or ("NodeStatusUnknown" if not ready else ""),
             "agent": running.get(f"{name}/agent"),
-            "processes": [{"name": p.name.partition("/")[2], "running": p.running}
+            "processes": [{"name": p.name.partition("/")[2], "running": p.running, "healthy": p.healthy}
                           for p in processes if p.name.startswith(f"{name}/")],
             "rates": dict(node_rates.get(name) or {}),
             "pods": by_node.get(name, []),
+            "bgp": [{"peer": node_at.get(p.get("peer"), p.get("peer")), "state": p.get("state"),
+                     "prefixes": p.get("prefixes_received")} for p in (bgp or {}).get(name, [])],
         })
     names = [n["name"] for n in shown]
     tunnels = [{"a": a, "b": b, "encapsulation": encapsulation,
-                "up": a in ready_nodes and b in ready_nodes}
+                "up": a in ready_nodes and b in ready_nodes,
+                "bgp": [sessions[end] for end in ((a, b), (b, a)) if end in sessions]}
                for i, a in enumerate(names) for b in names[i + 1:]]
-    control = [{"name": p.name, "running": p.running} for p in processes if "/" not in p.name]
+    control = [{"name": p.name, "running": p.running, "healthy": p.healthy} for p in processes if "/" not in p.name]
     return {"nodes": shown, "tunnels": tunnels, "control": control}
 
 

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +43,14 @@ STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "podnet_ui"
 KEEPALIVE = 15.0  # seconds between two comments on a quiet event stream (proxies close idle streams)
 SYNC_TIMEOUT = 10.0
+HOUSEKEEPING = 60.0  # seconds between two sweeps of expired sessions and the informers only they used
 
 
 @dataclass(frozen=True, slots=True)
 class UiConfig:
     server: str  # the API server's URL
     home: Path  # the local cluster's home: its agents' sockets and its processes
-    tls: ClientTls | None = None  # the API server's CA
+    tls: ClientTls | None = None  # the API server's CA (a client certificate in it is not used)
     address: str = "127.0.0.10"
     port: int = 6446
     session_ttl: float = 8 * 3600.0
@@ -57,13 +58,10 @@ class UiConfig:
     counters_interval: float = 2.0
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
-
-
 _ERRORS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
-    409: web.HTTPConflict, 422: web.HTTPUnprocessableEntity, 429: web.HTTPTooManyRequests}
+    409: web.HTTPConflict, 415: web.HTTPUnsupportedMediaType, 422: web.HTTPUnprocessableEntity,
+    429: web.HTTPTooManyRequests}
 
 
 def _status_error(status: int, message: str) -> web.HTTPException:
@@ -74,6 +72,10 @@ def _status_error(status: int, message: str) -> web.HTTPException:
 
 class Ui:
     def __init__(self, config: UiConfig, shutdown: asyncio.Event):
+        # Only the users' tokens speak for anyone: a client certificate in the configuration (an
+        # administrator's kubeconfig) would make every user that administrator.
+        if config.tls is not None:
+            config = replace(config, tls=replace(config.tls, cert_pem=None, key_pem=None))
         self.config = config
         self.shutdown = shutdown
         self.sessions = access.Sessions(config.session_ttl)
@@ -126,14 +128,14 @@ class Ui:
         log.info("login", extra={"fields": {"user": identity.user, "probes": identity.can_probe}})
         session_id = self.sessions.open(token, identity, time.time())
         self.feed(token)
-        response = _json(self._who(identity))
+        response = web.json_response(self._who(identity))
         response.set_cookie(COOKIE, session_id, httponly=True, samesite="Strict", max_age=int(self.config.session_ttl))
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
         self.sessions.close(request.cookies.get(COOKIE))
         await self.forget_unused_feeds()
-        response = _json({"loggedOut": True})
+        response = web.json_response({"loggedOut": True})
         response.del_cookie(COOKIE)
         return response
 
@@ -142,7 +144,7 @@ class Ui:
         return {"user": identity.user, "groups": list(identity.groups), "canProbe": identity.can_probe}
 
     async def whoami(self, request: web.Request) -> web.Response:
-        return _json(self._who(self.session(request).identity))
+        return web.json_response(self._who(self.session(request).identity))
 
     # ---- the live view --------------------------------------------------------------------------
 
@@ -158,7 +160,7 @@ class Ui:
         view = {
             "synced": feed.synced,
             "topology": model.topology(feed.objects("nodes"), pods, self.agents.processes, self.agents.rates,
-                                       self.agents.encapsulation),
+                                       self.agents.encapsulation, self.agents.bgp),
             "namespaces": namespaces,
             "maps": {ns: model.service_map(ns, pods, services, seen) for ns in namespaces},
         }
@@ -200,7 +202,7 @@ class Ui:
 
     async def _answer(self, work: Callable[[], Awaitable[dict]]) -> web.Response:
         try:
-            return _json(await work())
+            return web.json_response(await work())
         except ObserveError as exc:
             raise _status_error(400, str(exc).removeprefix("error: ")) from None
         except ApiError as exc:
@@ -293,8 +295,22 @@ class Ui:
     async def metrics(self, request: web.Request) -> web.Response:
         return metrics_response(self.registry)
 
+    @web.middleware
+    async def json_posts_only(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A POST must carry JSON: a form on another site cannot send that without the browser asking this
+        server first (CORS), which it never allows, so no other page can log a visitor in or trace."""
+        if request.method == "POST" and request.content_type != "application/json":
+            raise _status_error(415, "POST bodies are application/json")
+        return await handler(request)
+
+    async def housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING)
+            if self.sessions.expire(time.time()):
+                await self.forget_unused_feeds()
+
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.json_posts_only])
         app.router.add_get("/", self.index)
         app.router.add_static("/static", STATIC)
         app.router.add_post("/api/login", self.login)
@@ -323,7 +339,7 @@ async def serve(config: UiConfig, *, shutdown_trigger: Callable[[], Awaitable[An
         ui = Ui(config, shutdown)
         runner = web.AppRunner(ui.app(), access_log=None)
         await runner.setup()
-        agents = asyncio.create_task(ui.agents.run())
+        background = [asyncio.create_task(ui.agents.run()), asyncio.create_task(ui.housekeeping())]
         try:
             site = web.TCPSite(runner, config.address, config.port, shutdown_timeout=2.0)
             await site.start()
@@ -333,9 +349,10 @@ async def serve(config: UiConfig, *, shutdown_trigger: Callable[[], Awaitable[An
                 started(port)
             await shutdown.wait()
         finally:
-            agents.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await agents
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runner.cleanup()
             await ui.close()
             log.info("stopped")

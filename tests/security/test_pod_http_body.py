@@ -10,9 +10,7 @@ from __future__ import annotations
 import socket
 import time
 
-from support.apiserver import ApiServerProcess
-from support.kubeproxy import KubeProxyProcess, free_port
-from support.nodeagent import AgentProcess, Cluster, free_udp_port, pod_manifest, wait_running
+from support.kubeproxy import node_with_proxy, web_on_node_port
 
 NODE = "127.0.165.11"
 
@@ -26,45 +24,25 @@ def _exchange(node_port: int, request: bytes) -> bytes:
     return answer
 
 
-def test_a_body_of_ten_gigabytes_is_refused_and_counted(tmp_path):
-    home = tmp_path / "home"
-    (home / "api").mkdir(parents=True)
-    api = ApiServerProcess(home / "api", f"sqlite:///{home / 'api' / 'store.db'}", controllers=True)
-    agent = AgentProcess("pnbody-1", NODE, home, api.kubeconfig, free_udp_port(NODE))
-    proxy = KubeProxyProcess(agent, api.kubeconfig)
+def _serves_hostname(node_port: int) -> bool:
     try:
-        api.start()
-        agent.start()
-        proxy.start()
-        cluster = Cluster(api, home, {agent.name: agent})
-        node_port = free_port(NODE)
-        service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
-                   "spec": {"type": "NodePort", "selector": {"app": "web"},
-                            "ports": [{"port": 80, "targetPort": 8080, "nodePort": node_port}]}}
+        return _exchange(node_port, b"GET /hostname HTTP/1.0\r\n\r\n").endswith(b"\r\n\r\nweb")
+    except OSError:
+        return False
 
-        async def create(client):
-            await client.create(pod_manifest("web", agent.name, ports=[{"containerPort": 8080, "name": "web"}]))
-            await wait_running(client, "default", "web")
-            await client.create(service)
 
-        cluster.api_call(create)
-        hostname = b"GET /hostname HTTP/1.0\r\n\r\n"
+def test_a_body_of_ten_gigabytes_is_refused_and_counted(tmp_path):
+    with node_with_proxy(tmp_path / "home", "pnbody-1", NODE) as cluster:
+        [agent] = cluster.agents.values()
+        node_port = web_on_node_port(cluster)
         deadline = time.monotonic() + 20
-        while True:  # until kube-proxy has programmed the nodePort
-            try:
-                assert _exchange(node_port, hostname).endswith(b"\r\n\r\nweb")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, agent.log()[-2000:]
-                time.sleep(0.2)
+        while not _serves_hostname(node_port):  # the pod's endpoint may still be on its way to kube-proxy
+            assert time.monotonic() < deadline, agent.log()[-2000:]
+            time.sleep(0.2)
         started = time.monotonic()
         answer = _exchange(node_port, b"POST /echo HTTP/1.1\r\nContent-Length: 10000000000\r\n\r\n" + b"x" * 65536)
         assert answer.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n"), answer[:200]
         assert time.monotonic() - started < 5
         [pod] = agent.rpc("pods.list")
         assert pod["counters"].get("http_body_too_large") == 1, pod["counters"]
-        assert _exchange(node_port, hostname).endswith(b"\r\n\r\nweb")
-    finally:
-        proxy.kill()
-        agent.kill()
-        api.kill()
+        assert _serves_hostname(node_port)

@@ -101,6 +101,11 @@ def test_a_tenant_is_held_to_its_namespace_quota(kubectl):
     kubectl.ok("create", "service", "clusterip", "c1", "--tcp=80", context="editor")
     assert "exceeded quota: q, requested: services=1, used: services=2, limited: services=2" in kubectl.refused(
         "create", "service", "clusterip", "c2", "--tcp=80")
+    # An update is held to the quota too: what it adds counts.
+    assert kubectl.refused("patch", "service", "c1", "-p", '{"spec":{"type":"LoadBalancer"}}') == (
+        'Error from server (Forbidden): services "c1" is forbidden: exceeded quota: q, requested: '
+        "services.loadbalancers=1,services.nodeports=1, used: services.loadbalancers=0,services.nodeports=1, "
+        "limited: services.loadbalancers=0,services.nodeports=1")
     kubectl.ok("create", "configmap", "one", "--from-literal=a=b", context="editor")
     assert "exceeded quota: q, requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1" in (
         kubectl.refused("create", "configmap", "two", "--from-literal=a=b"))
@@ -132,3 +137,35 @@ def test_quota_validation(kubectl):
         'error: failed to create quota: ResourceQuota "bad" is invalid: ['
         'spec.hard[gpus]: Invalid value: "gpus": must be a standard resource for quota, '
         'spec.hard[pods]: Invalid value: "-1": must be greater than or equal to 0]')
+
+
+def test_a_limit_range_defaults_and_bounds_a_tenant_s_containers(kubectl, tmp_path):
+    kubectl.ok("create", "namespace", "team-a")
+    kubectl.ok("create", "rolebinding", "tenant-edit", "--clusterrole=edit", "--user=tenant")
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "limits", "namespace": "team-a"},
+        "spec": {"limits": [{"type": "Container", "max": {"cpu": "1"}, "defaultRequest": {"cpu": "100m"}}]}}))
+    assert kubectl.ok("create", "-f", str(limits)) == "limitrange/limits created\n"
+    assert "cannot delete resource" in kubectl.refused("delete", "limitrange", "limits")
+    assert kubectl.ok("get", "limits").split() == ["NAME", "CREATED", "AT", "limits", *kubectl.ok(
+        "get", "limitrange", "limits", "-o", "jsonpath={.metadata.creationTimestamp}").split()]
+
+    # The API's defaulting: the max is the default limit.
+    item = yaml.safe_load(kubectl.ok("get", "limitrange", "limits", "-o", "yaml"))["spec"]["limits"][0]
+    assert item["default"] == {"cpu": "1"} and item["defaultRequest"] == {"cpu": "100m"}
+    kubectl.ok("run", "small", f"--image={IMAGE}", context="editor")
+    resources = yaml.safe_load(kubectl.ok("get", "pod", "small", "-o", "yaml"))
+    assert resources["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}
+    assert resources["metadata"]["annotations"]["kubernetes.io/limit-ranger"] == (
+        "LimitRanger plugin set: cpu request for container small; cpu limit for container small")
+
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big", "namespace": "team-a"},
+        "spec": {"containers": [{"name": "web", "image": IMAGE, "resources": {"limits": {"cpu": "2"}}}]}}))
+    assert kubectl.refused("create", "-f", str(big)) == (
+        f'Error from server (Forbidden): error when creating "{big}": pods "big" is forbidden: '
+        "maximum cpu usage per Container is 1, but limit is 2")
+    described = kubectl.ok("describe", "limitrange", "limits")
+    assert ["Container", "cpu", "-", "1", "100m", "1", "-"] in [line.split() for line in described.splitlines()]

@@ -47,9 +47,10 @@ def podnet_environment() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def podnet_up(home: Path, prefix: str, nodes: int) -> Iterator[Path]:
+def podnet_up(home: Path, prefix: str, nodes: int, extra_args: Sequence[str] = ()) -> Iterator[Path]:
     up = subprocess.run([*PODNET, "up", "--nodes", str(nodes), "--prefix", prefix, "--lb-pool", f"{prefix}.128/26",
-                         "--home", str(home)], capture_output=True, text=True, timeout=180, env=podnet_environment())
+                         "--home", str(home), *extra_args], capture_output=True, text=True, timeout=180,
+                        env=podnet_environment())
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         yield home

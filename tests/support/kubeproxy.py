@@ -5,7 +5,10 @@ first table reached the agent), `.kill()` (SIGKILL), `.status_port`, `.metrics()
 `.healthy` are the monotonic times the process's PID existed and /healthz first answered 200,
 `.cpu_seconds()` the CPU time the running process has used.
 `free_port`, `curl`, `wait_curl`, `ask_udp` and `start_labelled_pod` are what the Service tests do from the
-host against it.
+host against it. `node_with_proxy(home, name, address, *agent_args)` (a context manager): an API server with
+controllers, one agent and its kube-proxy, killed on leaving; it gives the `Cluster` of that one node, on
+which `web_on_node_port(cluster)` runs a pod `web` (port 8080) behind a NodePort Service `web` and
+returns the nodePort once kube-proxy has opened it.
 `services_cluster` (per module): `two_node_cluster` (tests/support/nodeagent.py) plus one kube-proxy per
 node in iptables mode and backend pods `web-1` (node-1), `web-2` and `web-3` (node-2) labelled
 app=web; `.proxies` maps node names to their kube-proxy.
@@ -28,8 +31,10 @@ from pathlib import Path
 
 import pytest
 
+from podnet.client import ApiClient
+from support.apiserver import ApiServerProcess
 from support.nodeagent import AgentProcess, Cluster, pod_manifest, wait_running
-from support.processes import end, free_tcp_port, read_log, spawn_module, wait_ready
+from support.processes import end, free_tcp_port, free_udp_port, read_log, spawn_module, wait_ready
 
 WEB_PORTS = [
     {"containerPort": 8080, "name": "web"},
@@ -102,6 +107,43 @@ def start_labelled_pod(cluster: Cluster | ServicesCluster, name: str, node: str)
         await wait_running(client, "default", name)
 
     cluster.api_call(create)
+
+
+@contextlib.contextmanager
+def node_with_proxy(home: Path, name: str, address: str, *agent_args: str) -> Iterator[Cluster]:
+    (home / "api").mkdir(parents=True)
+    api = ApiServerProcess(home / "api", f"sqlite:///{home / 'api' / 'store.db'}", controllers=True)
+    agent = AgentProcess(name, address, home, api.kubeconfig, free_udp_port(address), extra_args=agent_args)
+    proxy = KubeProxyProcess(agent, api.kubeconfig)
+    try:
+        api.start()
+        agent.start()
+        proxy.start()
+        yield Cluster(api, home, {agent.name: agent})
+    finally:
+        proxy.kill()
+        agent.kill()
+        api.kill()
+
+
+def web_on_node_port(cluster: Cluster) -> int:
+    [agent] = cluster.agents.values()
+    node_port = free_port(agent.address)
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"type": "NodePort", "selector": {"app": "web"},
+                        "ports": [{"port": 80, "targetPort": 8080, "nodePort": node_port}]}}
+
+    async def create(client: ApiClient) -> None:
+        await client.create(pod_manifest("web", agent.name, ports=[{"containerPort": 8080, "name": "web"}]))
+        await wait_running(client, "default", "web")
+        await client.create(service)
+
+    cluster.api_call(create)
+    deadline = time.monotonic() + 20
+    while not agent.rpc("services.get", {"service": "default/web"})["node_ports"]:
+        assert time.monotonic() < deadline, agent.log()[-2000:]
+        time.sleep(0.1)
+    return node_port
 
 
 @dataclass

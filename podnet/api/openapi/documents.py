@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -213,10 +214,21 @@ def to_v2_schema(schema: dict) -> dict:
     return written
 
 
+def v2_paths(kinds: Iterable[Kind]) -> dict:
+    """The v2 paths of some kinds, each with its operations."""
+    return {path: {op.method: _v2_operation(op) for op in ops} for kind in kinds for path, ops in operations(kind).items()}
+
+
+def v2_with(paths: dict, own_definitions: dict[str, dict]) -> dict:
+    """The v2 document with more paths and definitions (those of custom resources)."""
+    document = v2()
+    return document | {"paths": document["paths"] | paths, "definitions": document["definitions"] | own_definitions}
+
+
 @cache
 def v2() -> dict:
     """The whole API as kube-apiserver's /openapi/v2 (JSON)."""
-    paths = {path: {op.method: _v2_operation(op) for op in ops} for kind in KINDS for path, ops in operations(kind).items()}
+    paths = v2_paths(KINDS)
     return {
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},

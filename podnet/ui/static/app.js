@@ -3,12 +3,14 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const ui = { who: null, view: null, stream: null, map: null, edge: null, matrix: null, cell: null, journey: null };
+const MESH_DRAWN = 8;  // nodes up to which every tunnel is drawn
+const ui = { who: null, view: null, stream: null, edge: null, matrix: null, journey: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
   const svgTags = ["svg", "g", "rect", "text", "line", "path", "circle", "title", "tspan", "marker", "defs", "polygon"];
   const node = svgTags.includes(tag) ? document.createElementNS(SVG, tag) : document.createElement(tag);
+  if (tag === "svg") node.setAttribute("preserveAspectRatio", "xMinYMin meet");
   for (const [k, v] of Object.entries(attrs)) {
     if (v === null || v === undefined || v === false) continue;
     if (k === "text") node.textContent = v;
@@ -23,7 +25,7 @@ function clear(node) { while (node.firstChild) node.firstChild.remove(); return 
 
 async function api(method, path, body) {
   const init = { method, headers: {}, credentials: "same-origin" };
-  if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+  if (method === "POST") { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body || {}); }
   const response = await fetch(path, init);
   let data = null;
   try { data = await response.json(); } catch (e) { data = { message: response.statusText }; }
@@ -128,10 +130,14 @@ function fillSources() {
 
 // ---- topology -----------------------------------------------------------------------------------
 
+function condition(process) {
+  return !process.running ? "stopped" : process.healthy === false ? "unhealthy" : "running";
+}
+
 function renderTopology() {
   const topo = ui.view.topology;
   clear($("control")).append(...topo.control.map((p) =>
-    el("span", { class: "badge" + (p.running ? "" : " down"), "data-process": p.name, text: `${p.name} ${p.running ? "running" : "stopped"}` })));
+    el("span", { class: `badge ${condition(p)}`, "data-process": p.name, text: `${p.name} ${condition(p)}` })));
   const svg = clear($("topology-svg"));
   const nodes = topo.nodes;
   const columns = Math.max(1, Math.min(nodes.length, Math.ceil(Math.sqrt(nodes.length * 1.5))));
@@ -148,10 +154,16 @@ function renderTopology() {
   });
   const total = y + (rowHeight[rows - 1] || 0) + 40 + (nodes.length <= columns ? 40 + columns * 25 : 0);
   svg.setAttribute("viewBox", `0 0 ${20 + columns * (width + gap)} ${total}`);
-  svg.style.height = Math.min(total, 2400) + "px";
   // Tunnels hang below the nodes as arcs, so that one between two distant nodes passes no node between.
   const bottom = (name) => ({ x: place[name].x + width / 2, y: place[name].y + place[name].h });
-  topo.tunnels.forEach((tunnel) => {
+  // Past a handful of nodes a full mesh of arcs hides more than it shows: a line of text says it instead.
+  const drawn = nodes.length <= MESH_DRAWN ? topo.tunnels : [];
+  if (!drawn.length && topo.tunnels.length) {
+    const down = topo.tunnels.filter((t) => !t.up).length;
+    svg.append(el("text", { x: 20, y: total - 14, "font-size": 13, fill: "#667085", class: "tunnel-summary",
+      text: `${topo.tunnels.length} ${topo.tunnels[0].encapsulation.toUpperCase()} tunnels, a full mesh: ${topo.tunnels.length - down} up, ${down} to a node that is not Ready` }));
+  }
+  drawn.forEach((tunnel) => {
     const a = bottom(tunnel.a), b = bottom(tunnel.b);
     const sag = 18 + Math.abs(a.x - b.x) / 12;
     const my = Math.max(a.y, b.y) + sag;
@@ -159,7 +171,7 @@ function renderTopology() {
       fill: "none", "data-tunnel": `${tunnel.a}~${tunnel.b}` }, el("title", { text: `${tunnel.encapsulation} tunnel ${tunnel.a} ⇄ ${tunnel.b}` })));
     if (nodes.length <= 6) {
       svg.append(el("text", { x: (a.x + b.x) / 2, y: my + 4, "text-anchor": "middle", "font-size": 11, fill: "#7d8aa5",
-        text: `${tunnel.encapsulation.toUpperCase()} ${tunnel.a} ⇄ ${tunnel.b}` }));
+        text: `${tunnel.encapsulation.toUpperCase()} ${tunnel.a} ⇄ ${tunnel.b}` + (tunnel.bgp.length ? ` · BGP ${tunnel.bgp[0].toLowerCase()}` : "") }));
     }
   });
   for (const node of nodes) {
@@ -171,9 +183,11 @@ function renderTopology() {
       el("text", { x: x + 12, y: top + 22, "font-weight": 700, "font-size": 16, text: node.name }),
       el("text", { x: x + width - 12, y: top + 22, "text-anchor": "end", "font-weight": 700, "font-size": 12,
         fill: node.ready ? "var(--allowed)" : "var(--denied)", class: "node-status", text: node.ready ? "Ready" : `NotReady ${node.reason || ""}` }),
-      el("text", { x: x + 12, y: top + 42, "font-size": 12, fill: "#667085", text: `${node.address || "?"}  pods ${node.podCIDR || "?"}` }),
+      el("text", { x: x + 12, y: top + 42, "font-size": 12, fill: "#667085", text: `${node.address || "?"}  pods ${node.podCIDR || "?"}` + (node.bgp.length ?
+          `  · BGP ${node.bgp.filter((p) => p.state === "ESTABLISHED").length}/${node.bgp.length} established` : "") }),
       el("text", { x: x + 12, y: top + 60, "font-size": 12, fill: node.agent === false ? "var(--denied)" : "#667085",
-        class: "node-agent", text: `${agent} · ${node.processes.filter((p) => p.running).length}/${node.processes.length} processes · ${rates}` }),
+        class: "node-agent", text: `${agent} · ${node.processes.filter((p) => condition(p) === "running").length}/${node.processes.length} processes` +
+          `${node.processes.filter((p) => condition(p) !== "running").map((p) => ` (${p.name} ${condition(p)})`).join("")} · ${rates}` }),
       el("line", { x1: x + 12, x2: x + width - 12, y1: top + 72, y2: top + 72, stroke: "#e5e7eb" }));
     node.pods.forEach((pod, i) => {
       const ns = pod.key.split("/")[0];
@@ -214,18 +228,17 @@ function renderMap() {
   const rank = layers(boxes.map((b) => b.id), (allowed.length ? allowed : map.edges).map((e) => [e.from, e.to]));
   const columns = {};
   for (const b of boxes) (columns[rank[b.id]] = columns[rank[b.id]] || []).push(b);
-  const bw = 210, colGap = 150, rowGap = 36;
+  const bw = 250, colGap = 150, rowGap = 36, left = 110;
   const height = (b) => 46 + (servicesOf[b.id] || []).length * 18 + (b.pods ? 16 : 0);
   const place = {};
   let maxY = 0;
   for (const [col, list] of Object.entries(columns)) {
     let y = 90;
-    for (const b of list) { place[b.id] = { x: 30 + Number(col) * (bw + colGap), y, h: height(b) }; y += height(b) + rowGap; }
+    for (const b of list) { place[b.id] = { x: left + Number(col) * (bw + colGap), y, h: height(b) }; y += height(b) + rowGap; }
     maxY = Math.max(maxY, y);
   }
-  const width = 60 + Object.keys(columns).length * (bw + colGap);
+  const width = left + 60 + Object.keys(columns).length * (bw + colGap);
   svg.setAttribute("viewBox", `0 0 ${width} ${maxY + 60}`);
-  svg.style.height = Math.min(maxY + 60, 1600) + "px";
   svg.append(el("defs", {}, ...["allowed", "denied", "mixed"].map((v) =>
     el("marker", { id: `arrow-${v}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 12, markerHeight: 12,
       markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" },
@@ -236,11 +249,11 @@ function renderMap() {
     const p = place[b.id];
     const g = el("g", { class: "box-group", "data-box": b.id, "data-kind": b.kind },
       el("rect", { class: "box " + b.kind, x: p.x, y: p.y, width: bw, height: p.h, rx: 8 }),
-      el("text", { x: p.x + 10, y: p.y + 20, "font-weight": 700, text: short(b.kind === "peer" ? b.name : b.name, 26) }));
+      el("text", { x: p.x + 10, y: p.y + 20, "font-weight": 700, text: short(b.name, 30) }));
     if (b.pods) g.append(el("text", { x: p.x + 10, y: p.y + 38, "font-size": 12, fill: "#667085", text: `${b.ready}/${b.pods.length} pods ready` }));
     if (b.kind === "service") g.append(el("text", { x: p.x + 10, y: p.y + 38, "font-size": 12, fill: "#667085", text: `Service ${b.clusterIP} ${b.ports.join(" ")}` }));
     (servicesOf[b.id] || []).forEach((s, i) => g.append(el("text", { x: p.x + 10, y: p.y + 56 + i * 18, "font-size": 12, fill: "#3056d3",
-      "data-service": s.id, text: short(`⬡ svc ${s.name} ${s.clusterIP} ${s.ports.join(" ")}`, 34) })));
+      "data-service": s.id, text: short(`⬡ svc ${s.name} ${s.clusterIP} ${s.ports.join(" ")}`, 40) })));
     boxLayer.append(g);
   }
   const floor = Math.max(...Object.values(place).map((p) => p.y + p.h));
@@ -254,6 +267,9 @@ function renderMap() {
     if (e.from === e.to) {
       const x = a.x + bw - 30, y = a.y;
       d = `M ${x} ${y} C ${x + 10} ${y - 50}, ${x + 70} ${y - 20}, ${x + 30} ${y + 8}`; lx = x + 40; ly = y - 34;
+    } else if (b.x === a.x) {
+      const y1 = a.y + a.h / 2 + 6, y2 = b.y + b.h / 2 + 6, out = 50 + lift + Math.abs(y2 - y1) / 6;
+      d = `M ${a.x} ${y1} C ${a.x - out} ${y1}, ${b.x - out} ${y2}, ${b.x} ${y2}`; lx = a.x - out * 0.75; ly = (y1 + y2) / 2 + 4;
     } else if (b.x > a.x) {
       const x1 = a.x + bw, y1 = a.y + a.h / 2 - 8, x2 = b.x, y2 = b.y + b.h / 2 - 8;
       if (b.x - a.x > bw + colGap) {
@@ -438,7 +454,6 @@ function renderJourney() {
   const x = (node) => 20 + Math.max(0, lanes.indexOf(node)) * (laneWidth + 80);
   const height = top + j.stages.length * step + 20;
   svg.setAttribute("viewBox", `0 0 ${40 + lanes.length * (laneWidth + 80)} ${height}`);
-  svg.style.height = height + "px";
   svg.append(el("defs", {}, el("marker", { id: "arrow-step", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
     el("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#7d8aa5" }))));
   lanes.forEach((node) => {

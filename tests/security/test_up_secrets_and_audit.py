@@ -1,6 +1,7 @@
-"""While a cluster started by `podnet up` runs, no command line on the host holds one of its secrets (issue
-20, item 4): `ps -ww -eo args` (unlimited width) shows paths to the token file, keys and kubeconfigs, never a token, a key or a
-password, and no process of the cluster carries a secret-valued flag."""
+"""A cluster started by `podnet up` (issue 20, items 4 and 5): while it runs, no command line on the host holds
+one of its secrets — `ps -ww -eo args` (unlimited width) shows paths to the token file, keys and kubeconfigs,
+never a token, a key or a password, and no process of the cluster carries a secret-valued flag; and its API
+server keeps the audit log of the default policy, which `podnet logs apiserver --audit` prints."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.kubectl import podnet_environment, podnet_up
+from support.kubectl import Kubectl, podnet_environment, podnet_up
 
 from podnet.cluster import credentials
 
@@ -84,3 +85,35 @@ def test_no_command_line_holds_a_secret_of_the_cluster(cluster: Path) -> None:
         assert not leaked, f"a secret of the cluster is on a command line: {args[:200]}"
     for args in ours:
         assert not _secret_flags_with_values(args.split()), f"a flag carries a secret: {args}"
+
+
+def _podnet(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "podnet", *args, "--home", str(home)], capture_output=True, text=True,
+                          timeout=60, env=podnet_environment())
+
+
+def test_the_audit_log_records_who_did_what_and_podnet_logs_prints_it(cluster: Path) -> None:
+    kubectl = Kubectl(cluster)
+    assert kubectl.run("create", "namespace", "audited").returncode == 0
+    assert kubectl.run("create", "secret", "generic", "vault", "-n", "audited", "--from-literal=k=topsecret").returncode == 0
+    assert kubectl.run("get", "pods", "-n", "audited", user=("mallory", ())).returncode == 1
+    done = _podnet(cluster, "logs", "apiserver", "--audit", "--tail", "500")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert all(e["kind"] == "Event" and e["stage"] != "RequestReceived" for e in events)  # the policy omits it
+    created = [e for e in events if e["verb"] == "create" and e.get("objectRef", {}).get("resource") == "namespaces"]
+    assert created[-1]["level"] == "Request" and created[-1]["requestObject"]["metadata"]["name"] == "audited"
+    assert created[-1]["user"]["username"] == "admin"
+    (secret,) = [e for e in events if e.get("objectRef", {}).get("resource") == "secrets" and e["verb"] == "create"]
+    assert secret["level"] == "Metadata" and "requestObject" not in secret
+    assert "topsecret" not in done.stdout and base64.b64encode(b"topsecret").decode() not in done.stdout
+    (refused,) = [e for e in events if e["user"].get("username") == "mallory" and e["verb"] == "list"]
+    assert refused["responseStatus"]["code"] == 403
+    assert refused["annotations"] == {"authorization.k8s.io/decision": "forbid", "authorization.k8s.io/reason": ""}
+    # The components' own reads and the node's heartbeats are left out by the default policy.
+    components = set(credentials.COMPONENT_GROUPS.values())
+    assert not [e for e in events if e["verb"] in ("get", "list", "watch") and components & set(e["user"].get("groups", []))]
+    assert not [e for e in events if e.get("objectRef", {}).get("resource") == "leases" and e["verb"] in ("update", "patch")
+                and "system:nodes" in e["user"].get("groups", [])]
+    wrong = _podnet(cluster, "logs", "dns", "--audit")
+    assert wrong.returncode != 0 and "--audit is the API server's log" in wrong.stderr
