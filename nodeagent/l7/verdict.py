@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..policy.model import Verdict
-from .cilium import CiliumDecision
+from .cilium import Allow, CiliumDecision
 from .http_rules import HttpRequestHead, HttpRule
 
 # Cilium's Envoy filter (cilium.l7policy) answers a denied request with this body when the agent sets
@@ -59,56 +59,44 @@ def _is_isolating(np: Verdict) -> bool:
     return not np.allowed or np.policy is not None
 
 
+def _decided(verdict: Verdict, direction: str, l7: tuple[L7Rule, ...] | None = None) -> ConnectionVerdict:
+    return ConnectionVerdict(
+        allowed=verdict.allowed,
+        reason=verdict.reason,
+        direction=direction,
+        policy=verdict.policy,
+        rule_index=verdict.rule_index,
+        l7=l7,
+    )
+
+
+def _allowed_by(allow: Allow, direction: str, reason: str) -> Verdict:
+    return Verdict(
+        allowed=True, reason=reason, policy=allow.policy, rule_index=allow.rule_index, direction=direction
+    )
+
+
 def combine(np: Verdict, cilium: CiliumDecision) -> ConnectionVerdict:
     direction = np.direction
     if cilium.denied_by is not None:
-        denied = cilium.denied_by
-        return ConnectionVerdict(
-            allowed=False,
-            reason=denied.reason,
-            direction=direction,
-            policy=denied.policy,
-            rule_index=denied.rule_index,
-        )
+        return _decided(cilium.denied_by, direction)
     if np.allowed and np.policy is not None:
-        return ConnectionVerdict(
-            allowed=True,
-            reason=np.reason,
-            direction=direction,
-            policy=np.policy,
-            rule_index=np.rule_index,
-        )
+        return _decided(np, direction)
     unfiltered = next((a for a in cilium.allows if a.http is None), None)
     if unfiltered is not None:
-        return ConnectionVerdict(
-            allowed=True,
-            reason=f"allowed by {unfiltered.policy} {direction} rule {unfiltered.rule_index}",
-            direction=direction,
-            policy=unfiltered.policy,
-            rule_index=unfiltered.rule_index,
-        )
+        reason = f"allowed by {unfiltered.policy} {direction} rule {unfiltered.rule_index}"
+        return _decided(_allowed_by(unfiltered, direction, reason), direction)
     if cilium.allows:
         first = cilium.allows[0]
-        return ConnectionVerdict(
-            allowed=True,
-            reason=f"allowed at L4 by {first.policy} {direction} rule {first.rule_index}; HTTP filtered",
-            direction=direction,
-            policy=first.policy,
-            rule_index=first.rule_index,
-            l7=tuple(
-                L7Rule(a.policy, a.rule_index, i, rule)
-                for a in cilium.allows
-                for i, rule in enumerate(a.http)
-            ),
+        reason = f"allowed at L4 by {first.policy} {direction} rule {first.rule_index}; HTTP filtered"
+        rules = tuple(
+            L7Rule(a.policy, a.rule_index, i, rule) for a in cilium.allows for i, rule in enumerate(a.http)
         )
-    if not (cilium.isolated or _is_isolating(np)):
-        return ConnectionVerdict(allowed=True, reason=np.reason, direction=direction)
-    if not np.allowed:
-        return ConnectionVerdict(allowed=False, reason=np.reason, direction=direction)
+        return _decided(_allowed_by(first, direction, reason), direction, rules)
+    if not (cilium.isolated or _is_isolating(np)) or not np.allowed:
+        return _decided(np, direction)
     return ConnectionVerdict(
-        allowed=False,
-        reason="denied: selected by a Cilium policy and no rule matched",
-        direction=direction,
+        allowed=False, reason="denied: selected by a Cilium policy and no rule matched", direction=direction
     )
 
 
