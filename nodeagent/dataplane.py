@@ -121,6 +121,12 @@ class Dataplane:
             endpoint.stack.l7_lookup = self._l7_for
         self.pipeline.add_pod(endpoint.port)
 
+    def has_l7_proxy(self, ip: str) -> bool:
+        """Whether connections to this address can go through the L7 proxy: a pod with a userspace stack
+        (a relayed pod's relayed ports bypass its stack, so it has none)."""
+        endpoint = self.by_ip.get(ip_to_int(ip))
+        return isinstance(endpoint, StackEndpoint) and not isinstance(endpoint, RelayedPod)
+
     def _l7_for(self, remote_ip: str, remote_port: int, local_ip: str, local_port: int) -> Any:
         return None if self.l7_lookup is None else self.l7_lookup(remote_ip, remote_port, local_ip, local_port)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from podnet.nodeagent.l7.cilium import (
@@ -46,6 +47,8 @@ class L7Enforcer:
             policies.informers[kind].add_handler(self._changed)
         self._index: CiliumPolicyIndex | None = None
         self._pending: OrderedDict[tuple[str, int, str, int], ConnectionVerdict] = OrderedDict()
+        # Whether a pod address has the L7 proxy in front of it (a virtual pod of this node); set by the agent.
+        self.proxied: Callable[[str], bool] = lambda ip: False
         policies.refine = self.refine
 
     def _changed(self, event: str, old: Any, new: Any) -> None:
@@ -79,7 +82,17 @@ class L7Enforcer:
         if not decision.isolated and not decision.allows:
             return verdict
         combined = combine(verdict, decision)
-        if combined.l7 is not None and direction == INGRESS:
+        if combined.l7 is not None and (direction != INGRESS or not self.proxied(str(flow.dst_ip))):
+            # Letting the connection through unfiltered would ignore the HTTP rules: refuse it, and say why.
+            where = "egress" if direction != INGRESS else "this destination (a netns or relayed pod)"
+            return Verdict(
+                allowed=False,
+                reason=f"denied: HTTP rules of {combined.policy} cover it and podnet has no L7 proxy for {where} yet",
+                policy=combined.policy,
+                rule_index=combined.rule_index,
+                direction=direction,
+            )
+        if combined.l7 is not None:
             key = (str(flow.src_ip), flow.src_port, str(flow.dst_ip), flow.dst_port)
             self._pending[key] = combined
             while len(self._pending) > PENDING_CONNECTIONS:
@@ -92,7 +105,9 @@ class L7Enforcer:
             direction=direction,
         )
 
-    def l7_for(self, remote_ip: str, remote_port: int, local_ip: str, local_port: int) -> ConnectionVerdict | None:
+    def l7_for(
+        self, remote_ip: str, remote_port: int, local_ip: str, local_port: int
+    ) -> ConnectionVerdict | None:
         """The stack's question for a new connection to one of its pods: filtered by which HTTP rules."""
         return self._pending.pop((remote_ip, remote_port, local_ip, local_port), None)
 

@@ -336,12 +336,16 @@ class CiliumPolicyIndex:
         pods: Iterable[PodInfo],
         namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        self._subjects: dict[int, _Subject] = {}
+        policies = sorted(policies, key=lambda s: s.key)
+        if not policies:  # the common case: nothing to index, and no labels worth computing
+            self._pods_by_ip = {}
+            return
         namespace_labels = namespace_labels or {}
         pods = list(pods)
         labels = {p.key: identity_labels(p, namespace_labels.get(p.namespace, {})) for p in pods}
         self._pods_by_ip = {p.ip: p for p in pods}
-        self._subjects: dict[int, _Subject] = {}
-        for spec in sorted(policies, key=lambda s: s.key):
+        for spec in policies:
             for pod in pods:
                 if not spec.endpoint_selector.matches(labels[pod.key]):
                     continue
