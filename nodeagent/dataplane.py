@@ -26,6 +26,7 @@ from podnet.nodeagent.hostguard import guard_for
 from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
 from podnet.nodeagent.pods.netns import NetnsPod
 from podnet.nodeagent.pods.virtual import client as ops
+from podnet.nodeagent.pods.virtual.l7proxy import L7_COUNTERS
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.relaypods import RelayedPods
 from podnet.nodeagent.traces import Traces
@@ -343,6 +344,12 @@ class Dataplane:
             merged[f"nodeports.{name}"] = value
         for name, value in self.relays.bridge.counters.items():
             merged[f"relay.{name}"] = value
+        # The L7 proxy's verdicts on requests, summed over the pods it stands in front of.
+        for endpoint in self.by_ip.values():
+            if isinstance(endpoint, StackEndpoint):
+                for name in L7_COUNTERS:
+                    if value := endpoint.stack.counters.get(name):
+                        merged[f"l7.{name[3:]}"] = merged.get(f"l7.{name[3:]}", 0) + value
         merged["conntrack.entries"] = len(self.pipeline.conntrack)
         merged["conntrack.dropped-full"] = self.pipeline.conntrack.dropped_full
         return merged

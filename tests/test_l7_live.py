@@ -117,6 +117,8 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
     listed = await cluster.rpc("node-1", "pods.list")
     counters = next(p["counters"] for p in listed if p["name"] == "backend")
     assert counters.get("l7_allowed", 0) >= 2 and counters.get("l7_denied", 0) >= 2, counters
+    node = await cluster.rpc("node-1", "counters")  # what /metrics shows as podnet_dataplane_packets{event}
+    assert node["l7.allowed"] == counters["l7_allowed"] and node["l7.denied"] == counters["l7_denied"]
 
     def explain(*args: str) -> str:
         done = subprocess.run(

@@ -15,6 +15,8 @@ from podnet.nodeagent.l7.verdict import ConnectionVerdict
 
 from . import client
 
+L7_COUNTERS = ("l7_allowed", "l7_denied", "l7_malformed", "l7_not_http")
+
 # What the stack asks for a new connection (remote ip, remote port, local ip, local port): the verdict
 # whose HTTP rules filter it, or None when no L7 rule covers it (the fast path).
 L7Lookup = Callable[[str, int, str, int], ConnectionVerdict | None]
