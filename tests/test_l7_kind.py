@@ -95,6 +95,8 @@ def test_documented_and_seed_policies_pass_unchanged():
     kept, causes = write_path(policy)
     assert causes == []
     assert kept["spec"]["ingressDeny"] == policy["spec"]["ingressDeny"]  # the deny rules survive pruning
+    # host is a regular expression although the CRD says idn-hostname, a format kube-apiserver does not check
+    assert write_path(seed(host=r"backend\.shop(:8080)?"))[1] == []
 
 
 @pytest.mark.parametrize(
