@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # Debian packages that the tests use as real peers; installed when missing and we are root.
-TEST_DEBS := etcd-server etcd-client tshark bind9-dnsutils bird2 iproute2 iputils-ping curl iperf3 openssl docker.io docker-compose debootstrap wireguard-go wireguard-tools chromium
+TEST_DEBS := etcd-server etcd-client tshark bind9-dnsutils bird2 iproute2 iputils-ping curl iperf3 openssl docker.io docker-compose debootstrap wireguard-go wireguard-tools chromium containernetworking-plugins
 BENCH_DEBS := dnsperf unbound
 
 .PHONY: venv deps test lint demo bench clean compose-demo compose-down

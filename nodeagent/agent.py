@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from podnet.nodeagent.agentrpc import AgentRpc
+from podnet.nodeagent.cniserver import CniServer
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
 from podnet.nodeagent.endpoints import LocalPod
@@ -66,6 +67,8 @@ class NodeAgent:
         self.lifecycle = PodLifecycle(config, client, self.pod_informer, self.dataplane, self.events)
         self.dns = PodDns(self.dataplane.operate, self.dataplane.emit)
         self.rpc = AgentRpc(self)
+        self.cni = CniServer(self)  # what the podnet-cni plugin asks
+        self.lifecycle.netns_attached, self.lifecycle.netns_detached = self.cni.netns_pod_added, self.cni.netns_pod_removed
 
     # What the kubelet API's handlers see (nodeagent/kubelet/node.py).
     @property
@@ -81,7 +84,7 @@ class NodeAgent:
         return self.dataplane.pipeline
 
     def handlers(self) -> dict[str, Any]:
-        return self.rpc.handlers()
+        return {**self.rpc.handlers(), **self.cni.handlers()}
 
     async def start(self, shutdown: asyncio.Event) -> bool:
         """Registers the Node and, once it has a podCIDR, starts the dataplane; False if shut down first."""

@@ -6,6 +6,7 @@ termination, and the garbage a restart finds (addresses and namespaces of pods d
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.config import AgentConfig
@@ -55,6 +56,9 @@ class PodLifecycle:
         self.restart_events = RestartEvents(events)
         self.pod_env = PodEnvironment(client, events, self._start_waiting_containers)
         self.netns_pods.make_volumes = PodVolumes(self.pod_env.configmaps, self.pod_env.secrets, client).prepare
+        # Told when a netns pod got its eth0 and when it lost it (the CNI plugins chained in the conflist).
+        self.netns_attached: Callable[[KernelPod, dict], None] = lambda pod, obj: None
+        self.netns_detached: Callable[[KernelPod], None] = lambda pod: None
 
     def exec_command(self, key: str, argv: list[str]) -> dict | None:
         """The command line that runs `argv` in a netns pod's first container, in its sandbox; None for a
@@ -113,6 +117,8 @@ class PodLifecycle:
             pod = (RelayedPod if relayed else VirtualPod)(uid, port, stack)
         self.pods[key] = pod
         self.dataplane.add(pod)
+        if isinstance(pod, KernelPod):
+            self.netns_attached(pod, obj)
         log.info("pod %s: CNI ADD, %s", key, allocation.ip)
         # Written for a new pod, and for one adopted after a restart that the node lifecycle controller
         # marked not Ready while this agent was away (it keeps its IP, so the IP alone does not tell).
@@ -158,6 +164,7 @@ class PodLifecycle:
         self.dataplane.remove(pod)
         if isinstance(pod, KernelPod):
             self.netns_pods.delete(pod.netns)
+            self.netns_detached(pod)
         else:
             if pod.timer is not None:
                 pod.timer.cancel()

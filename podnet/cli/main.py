@@ -26,6 +26,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bgp_cmd", ("bgp", "routes")),
     ("cloudlb_cmd", ("cloud-lb",)),
     ("cluster_cmd", ("clean", "down", "kill", "logs", "start", "status", "up")),
+    ("cni_cmd", ("cni",)),
     ("compose_cmd", ("compose",)),
     ("dns_cmd", ("dig", "dns")),
     ("faults_cmd", ("partition",)),

@@ -233,6 +233,11 @@ def register(app: typer.Typer) -> None:
         async with client_for(server, token, kubeconfig) as client:
             obj = await client.get(k, name, (namespace or "default") if k.namespaced else None)
         typer.echo(_describe(obj))
+        if k.plural == "pods":
+            from podnet.cli.cni_cmd import pod_result_lines  # asks the pod's node agent: only for pods
+
+            for line in await pod_result_lines(obj):
+                typer.echo(line)
 
     async def _wait_gone(client: ApiClient, objects: list[tuple[Kind, str, str | None, str]], timeout: float) -> None:
         """Until each object is gone (or replaced by another of the same name), as kubectl delete --wait."""

@@ -42,3 +42,11 @@ class AgentMethod(StrEnum):
     # the NetworkPolicy engine's (nodeagent/netpol.py)
     FLOWS = "flows"  # {verdict, limit, follow} -> streams flow records
     POLICY_STATUS = "policy.status"  # -> what the node enforces
+    # the podnet-cni plugin's (nodeagent/cniserver.py): attachments of namespaces a CNI runtime made
+    CNI_ADD = "cni.add"  # {container_id, ifname, netns, namespace, name} -> attachment (podnet.cni.spec.Attachment)
+    CNI_CHECK = "cni.check"  # {container_id, ifname, netns, prev_result} -> {problems}
+    CNI_DEL = "cni.del"  # {container_id, ifname} -> {released}
+    CNI_GC = "cni.gc"  # {valid: [[container_id, ifname]]} -> {removed: [[container_id, ifname]]}
+    CNI_STATUS = "cni.status"  # -> {ready, reason}
+    CNI_RESULT = "cni.result"  # {namespace, pod} -> the CNI result of a netns pod's network (None: not one)
+    CNI_LIST = "cni.list"  # -> [{container_id, ifname, netns, namespace, name, address}]
