@@ -9,6 +9,7 @@ import yaml
 from podnet.nodeagent.l7enforcer import L7Enforcer
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.policy import EGRESS, INGRESS, Flow
+from support.l7pods import running_pod
 
 from podnet.client import ApiClient
 
@@ -32,15 +33,6 @@ spec:
 """
 
 
-def pod(name, ip, app, node):
-    return {
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "labels": {"app": app}, "resourceVersion": "1"},
-        "spec": {"nodeName": node, "containers": [{"name": "c"}]},
-        "status": {"podIP": ip, "phase": "Running"},
-    }
-
-
 def enforcer(proxied=(BACKEND,)) -> tuple[PolicyEnforcer, L7Enforcer]:
     client = ApiClient("http://127.0.0.1:9")  # never asked: the caches are filled below
     policies = PolicyEnforcer(client, "node-1")
@@ -49,10 +41,10 @@ def enforcer(proxied=(BACKEND,)) -> tuple[PolicyEnforcer, L7Enforcer]:
     objects = {
         "Namespace": [{"kind": "Namespace", "metadata": {"name": "default", "resourceVersion": "1"}}],
         "Pod": [
-            pod("backend", BACKEND, "backend", "node-1"),
-            pod("frontend", FRONTEND, "frontend", "node-2"),
-            pod("stranger", STRANGER, "stranger", "node-2"),
-            pod("db", "10.244.2.40", "db", "node-2"),
+            running_pod("backend", BACKEND, "backend"),
+            running_pod("frontend", FRONTEND, "frontend", node="node-2"),
+            running_pod("stranger", STRANGER, "stranger", node="node-2"),
+            running_pod("db", "10.244.2.40", "db", node="node-2"),
         ],
         "NetworkPolicy": [],
     }

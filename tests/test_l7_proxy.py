@@ -10,6 +10,7 @@ from podnet.nodeagent.l7.verdict import combine
 from podnet.nodeagent.pods.virtual.agnhost import AgnhostTcp
 from podnet.nodeagent.policy import INGRESS, Flow, compile_objects
 from podnet.nodeagent.policy.compile import pod_info
+from support.l7pods import running_pod
 
 POLICY = """
 apiVersion: cilium.io/v2
@@ -28,16 +29,10 @@ spec:
 """
 
 
-def pod(name, ip, app):
-    return {
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "shop", "labels": {"app": app}},
-        "spec": {"nodeName": "node-1", "containers": [{"name": "c"}]},
-        "status": {"podIP": ip, "phase": "Running"},
-    }
-
-
-PODS = [pod("backend", "10.244.1.10", "backend"), pod("frontend", "10.244.1.20", "frontend")]
+PODS = [
+    running_pod(name, ip, name, namespace="shop")
+    for name, ip in (("backend", "10.244.1.10"), ("frontend", "10.244.1.20"))
+]
 
 
 def frontend_connection():

@@ -12,25 +12,13 @@ from podnet.nodeagent.l7.http_rules import HttpRequestHead, RuleError, parse_htt
 from podnet.nodeagent.l7.verdict import ACCESS_DENIED_BODY, access_denied_response, combine, judge_request
 from podnet.nodeagent.policy import INGRESS, Flow, compile_objects
 from podnet.nodeagent.policy.compile import pod_info
-
-
-def pod(name, ip, labels, namespace="default"):
-    return {
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "nodeName": "node-1",
-            "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}],
-        },
-        "status": {"podIP": ip, "phase": "Running"},
-    }
-
+from support.l7pods import running_pod
 
 PODS = [
-    pod("backend", "10.244.1.10", {"app": "backend"}),
-    pod("frontend", "10.244.1.20", {"app": "frontend"}),
-    pod("stranger", "10.244.1.30", {"app": "stranger"}),
-    pod("frontend-other-ns", "10.244.1.40", {"app": "frontend"}, namespace="shop"),
+    running_pod("backend", "10.244.1.10", "backend"),
+    running_pod("frontend", "10.244.1.20", "frontend"),
+    running_pod("stranger", "10.244.1.30", "stranger"),
+    running_pod("frontend-other-ns", "10.244.1.40", "frontend", namespace="shop"),
 ]
 BACKEND, FRONTEND, STRANGER, FRONTEND_SHOP = (p["status"]["podIP"] for p in PODS)
 
