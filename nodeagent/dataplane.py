@@ -81,6 +81,7 @@ class Dataplane:
         self.traces = Traces()
         # Which new connections to a virtual pod go through the L7 proxy (set once policies are enforced).
         self.l7_lookup: Callable[[str, int, str, int], Any] | None = None
+        self.l7_report: Callable[..., None] | None = None  # where the proxy's request records go
 
     async def start(self, pod_cidr: str) -> None:
         config = self.config
@@ -120,6 +121,7 @@ class Dataplane:
         self.by_ip[ip_to_int(endpoint.port.ip)] = endpoint
         if isinstance(endpoint, StackEndpoint):
             endpoint.stack.l7_lookup = self._l7_for
+            endpoint.stack.l7_report = self._l7_reported
         self.pipeline.add_pod(endpoint.port)
 
     def has_l7_proxy(self, ip: str) -> bool:
@@ -130,6 +132,10 @@ class Dataplane:
 
     def _l7_for(self, remote_ip: str, remote_port: int, local_ip: str, local_port: int) -> Any:
         return None if self.l7_lookup is None else self.l7_lookup(remote_ip, remote_port, local_ip, local_port)
+
+    def _l7_reported(self, *record: Any) -> None:
+        if self.l7_report is not None:
+            self.l7_report(*record)
 
     def remove(self, pod: LocalPod) -> None:
         self.by_ip.pop(ip_to_int(pod.port.ip), None)

@@ -23,9 +23,10 @@ from podnet.nodeagent.l7.cilium import (
     parse_cilium_policy,
 )
 from podnet.nodeagent.l7.http_rules import RuleError
+from podnet.nodeagent.l7.proxy import Judged
 from podnet.nodeagent.l7.verdict import ConnectionVerdict, combine
 from podnet.nodeagent.netpol import PolicyEnforcer
-from podnet.nodeagent.policy import INGRESS, Verdict
+from podnet.nodeagent.policy import INGRESS, Flow, Verdict
 from podnet.nodeagent.policy.compile import namespace_labels, pod_info
 
 from podnet.client import ApiClient, Informer
@@ -110,6 +111,26 @@ class L7Enforcer:
     ) -> ConnectionVerdict | None:
         """The stack's question for a new connection to one of its pods: filtered by which HTTP rules."""
         return self._pending.pop((remote_ip, remote_port, local_ip, local_port), None)
+
+    def report(self, remote: str, local: str, judged: Judged, status: int | None) -> None:
+        """One request the proxy judged, into the node's flow log (Hubble's L7 records): who asked what of
+        whom, the answer's status and the rule that decided."""
+        src_ip, _, src_port = remote.rpartition(":")
+        dst_ip, _, dst_port = local.rpartition(":")
+        flow = Flow("HTTP", src_ip, int(src_port), dst_ip, int(dst_port))
+        answer = "no answer" if status is None else str(status)
+        verdict = judged.verdict
+        record = Verdict(
+            allowed=verdict.allowed,
+            reason=f"{judged.method} http://{judged.host or dst_ip}{judged.target} → {answer}  {verdict.reason}",
+            policy=verdict.policy,
+            rule_index=verdict.rule_index,
+            direction=INGRESS,
+        )
+        pod_at = self.policies.compiler.evaluator().pod_at
+        self.policies.flowlog.add(
+            self.policies.clock(), INGRESS, flow, record, pod_at(src_ip), pod_at(dst_ip)
+        )
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -120,9 +120,9 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
     node = await cluster.rpc("node-1", "counters")  # what /metrics shows as podnet_dataplane_packets{event}
     assert node["l7.allowed"] == counters["l7_allowed"] and node["l7.denied"] == counters["l7_denied"]
 
-    def explain(*args: str) -> str:
+    def podnet(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "podnet", "explain", *args, "--home", str(cluster.home)],
+            [sys.executable, "-m", "podnet", *args, "--home", str(cluster.home)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -130,6 +130,24 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
+
+    def explain(*args: str) -> str:
+        return podnet("explain", *args)
+
+    # The proxy's requests in the flow log, as Hubble shows L7 flows.
+    flows = podnet("flows", "--node", "node-1").splitlines()
+    http = [line for line in flows if " HTTP default/frontend(" in line]
+    assert any(
+        "ALLOWED HTTP" in line
+        and f"GET http://{backend}:8080/hostname → 200  allowed by default/backend-l7" in line
+        for line in http
+    ), http
+    assert any(
+        "DENIED  HTTP" in line
+        and f"DELETE http://{backend}:8080/hostname → 403  denied by default/backend-l7 ingress rule 0"
+        in line
+        for line in http
+    ), http
 
     said = explain("frontend", "backend:8080", "--http", "DELETE /hostname")
     assert "http DELETE /hostname: denied: answered 403 by the proxy" in said

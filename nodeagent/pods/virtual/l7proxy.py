@@ -22,15 +22,40 @@ L7_COUNTERS = ("l7_allowed", "l7_denied", "l7_malformed", "l7_not_http")
 L7Lookup = Callable[[str, int, str, int], ConnectionVerdict | None]
 
 
+# Where each request's outcome goes (the node's flow log): (remote "ip:port", local "ip:port", the
+# request's verdict, the status it was answered with, None when the application did not answer).
+L7Report = Callable[[str, str, Judged, int | None], None]
+
+
+def _status_of(response: bytes) -> int | None:
+    if response.startswith(b"HTTP/1.") and response[12:13] == b" " and response[9:12].isdigit():
+        return int(response[9:12])
+    return None
+
+
 class L7ProxiedServer:
-    def __init__(self, connection: ConnectionVerdict, inner, counters: defaultdict[str, int]):
+    def __init__(
+        self,
+        connection: ConnectionVerdict,
+        inner,
+        counters: defaultdict[str, int],
+        report: L7Report | None = None,
+    ):
         self.session = L7Session(connection)
         self.inner = inner
         self.counters = counters
+        self.report = report
         self.judged: list[Judged] = []
+        self._local = self._remote = ""
+        self._awaiting: Judged | None = None  # an allowed request whose answer has not come yet
 
     def connected(self, local: str, remote: str) -> client.Action:
+        self._local, self._remote = local, remote
         return self.inner.connected(local, remote)
+
+    def _reported(self, judged: Judged, status: int | None) -> None:
+        if self.report is not None:
+            self.report(self._remote, self._local, judged, status)
 
     def received(self, data: bytes) -> client.Action:
         send, served, close = bytearray(), [], False
@@ -38,14 +63,23 @@ class L7ProxiedServer:
             if isinstance(step, Judged):
                 self.counters["l7_allowed" if step.verdict.allowed else "l7_denied"] += 1
                 self.judged.append(step)
+                if step.verdict.allowed:
+                    self._awaiting = step
+                else:
+                    self._reported(step, 403)
             elif isinstance(step, Forward):
                 action = self.inner.received(step.data)
+                if action.send and self._awaiting is not None:
+                    self._reported(self._awaiting, _status_of(action.send))
+                    self._awaiting = None
                 send += action.send
                 served += action.served
                 close = close or action.close
             elif isinstance(step, Answer):
                 if step.reason != "denied":
-                    self.counters["l7_not_http" if step.reason.startswith("not-http") else "l7_malformed"] += 1
+                    self.counters[
+                        "l7_not_http" if step.reason.startswith("not-http") else "l7_malformed"
+                    ] += 1
                 send += step.data
                 close = close or step.close
         return client.Action(send=bytes(send), close=close, served=tuple(served))

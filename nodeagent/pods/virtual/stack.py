@@ -33,7 +33,7 @@ from podnet.overlay.wire.ipv4 import IPProtocol
 
 from . import client
 from .agnhost import AgnhostTcp, udp_answer, udp_log_line
-from .l7proxy import L7Lookup, L7ProxiedServer
+from .l7proxy import L7Lookup, L7ProxiedServer, L7Report
 from .ratelimit import IcmpErrorLimiter
 from .tcp import (
     POD_MTU,
@@ -185,6 +185,7 @@ class PodStack:
         self.access_logged = 0  # lines ever appended: a follower's position, whatever the deque dropped
         # Set by the agent when L7 policy is enforced: which new connections go through the L7 proxy.
         self.l7_lookup: L7Lookup | None = None
+        self.l7_report: L7Report | None = None
 
     # ---- driving -----------------------------------------------------------------------------------
 
@@ -472,7 +473,7 @@ class PodStack:
             app = _AgnhostServer(responder, self.counters)
             l7 = self.l7_lookup(header.src, segment.src_port, header.dst, segment.dst_port) if self.l7_lookup else None
             if l7 is not None:
-                app = L7ProxiedServer(l7, app, self.counters)
+                app = L7ProxiedServer(l7, app, self.counters, self.l7_report)
             socket = _Socket(connection, header.dst, header.src, app)
             self._sockets[key] = socket
             self._process(socket, now)
