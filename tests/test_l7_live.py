@@ -156,3 +156,15 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
     assert "http GET /hostname: denied at L3/L4 (no connection)" in explain(
         "stranger", "backend:8080", "--http", "GET /hostname"
     )
+
+    # The request-level matrix: probed through the agents, and from the policies alone; they agree.
+    table = podnet("matrix", "-n", "default", "--port", "8080", "--http", "DELETE /hostname")
+    lines = table.splitlines()
+    assert lines[0] == "8080/TCP DELETE /hostname:"
+    assert lines[1].split() == ["-", "default/backend", "default/frontend", "default/stranger"]
+    # rows from, columns to: only the backend's column is closed, to both other pods (403 or no connection)
+    assert [line.split() for line in lines[2:5]] == [
+        ["default/backend", ".", ".", "."],
+        ["default/frontend", "X", ".", "."],
+        ["default/stranger", "X", ".", "."],
+    ]

@@ -125,9 +125,9 @@ def flows(
 # ---- matrix -------------------------------------------------------------------------------------
 
 
-def _print_tables(matrix: Matrix) -> None:
+def _print_tables(matrix: Matrix, request: str = "") -> None:
     for port, protocol in matrix.combinations():
-        typer.echo(f"{port}/{protocol}:")
+        typer.echo(f"{port}/{protocol}{' ' + request if request else ''}:")
         typer.echo(render_table(matrix.table(port, protocol)))
         typer.echo("")
 
@@ -146,6 +146,10 @@ def matrix(
     static: Annotated[
         bool, typer.Option("--static", help="From the policies alone, without probing.")
     ] = False,
+    http: Annotated[
+        str | None,
+        typer.Option("--http", metavar='"METHOD /PATH"', help="Whose HTTP request gets through (TCP ports)."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each probe waits for an answer.")] = observe.PROBE_TIMEOUT,
     concurrency: Annotated[int, typer.Option(help="Probes in flight at once.")] = observe.PROBE_CONCURRENCY,
     server: str | None = ServerOption,
@@ -161,13 +165,17 @@ def matrix(
         raise fail("error: --protocol takes TCP or UDP")
     if output not in ("table", "json"):
         raise fail("error: --output must be table or json")
+    try:
+        request = None if http is None else parse_request_line(http)
+    except ValueError as exc:
+        raise fail(f"error: {exc}") from None
 
     async def run() -> observe.Matrices:
         async with client_for(server, token, kubeconfig) as client:
             try:
                 return await observe.matrices(
                     client, lambda node: agent_socket(node, agent_socket_path), namespaces=namespace, ports=ports,
-                    protocols=protocols, probe=not static, timeout=timeout, concurrency=concurrency)
+                    protocols=protocols, probe=not static, timeout=timeout, concurrency=concurrency, http=request)
             except ObserveError as exc:
                 raise fail(f"error: {exc}") from None
 
@@ -177,7 +185,7 @@ def matrix(
     if output == "json":
         typer.echo(json.dumps(shown.to_json()))
     else:
-        _print_tables(shown)
+        _print_tables(shown, " ".join(request or ()))
     if found.probed is None:
         return
     differing, self_cells = observe.disagreements(found.probed, found.static)
