@@ -113,7 +113,10 @@ def test_idle_only_between_requests():
         (b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400, "not a token"),
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "not HTTP/1.x"),
         (b"GET / SPDY/3\r\nHost: a\r\n\r\n", 400, "not HTTP/x.y"),
-        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, "method target version"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, "not a token"),
+        (b"\x00" * 64, 400, "not a token"),  # refused before any line end arrives
+        (b"A" * 40, 400, "no method in 32 bytes"),
+        (b" GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400, "not a token"),
         (POST_CHUNKED.replace(b"5;ext=1", b"zz"), 400, "malformed chunk size"),
         (POST_CHUNKED.replace(b"hello\r\n", b"hello!!\r\n"), 400, "not followed by CRLF"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * MAX_HEAD_BYTES + b"\r\n\r\n", 431, "longer than"),

@@ -14,6 +14,7 @@ import yaml
 from support.local_cluster import AGNHOST, eventually
 
 from podnet.client import ApiError
+from podnet.rpc.session import RpcError
 
 pytestmark = pytest.mark.slow
 
@@ -114,9 +115,21 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
     refused = await request("stranger", "GET", "/hostname")
     assert not refused["ok"] and "status" not in refused
     assert not await cluster.probe(pods["stranger"], backend, 8080, timeout=1.0)
+    # Bytes that are not HTTP, to the port under L7 rules: dropped (nothing echoed), counted.
+    transfer = {
+        "namespace": "default",
+        "pod": "frontend",
+        "dst": backend,
+        "port": 8080,
+        "bytes": 4096,
+        "timeout": 2.0,
+    }
+    with pytest.raises(RpcError):
+        await cluster.rpc("node-2", "pod.tcp_transfer", transfer, timeout=10)
     listed = await cluster.rpc("node-1", "pods.list")
     counters = next(p["counters"] for p in listed if p["name"] == "backend")
     assert counters.get("l7_allowed", 0) >= 2 and counters.get("l7_denied", 0) >= 2, counters
+    assert counters.get("l7_not_http") == 1, counters
     node = await cluster.rpc("node-1", "counters")  # what /metrics shows as podnet_dataplane_packets{event}
     assert node["l7.allowed"] == counters["l7_allowed"] and node["l7.denied"] == counters["l7_denied"]
 

@@ -122,7 +122,10 @@ def test_malformed_request_gets_400_with_the_reason_and_closes():
 def test_non_http_payload_is_dropped_without_an_answer():
     proxy = ThroughProxy()
     steps = proxy.session.feed(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03 \r\n\r\n")
-    assert steps == [Answer(b"", True, "not-http: the request line is not 'method target version'")]
+    assert steps == [Answer(b"", True, "not-http: the method is not a token")]
+    assert ThroughProxy().session.feed(b"\x00" * 100) == [
+        Answer(b"", True, "not-http: the method is not a token")
+    ]
 
 
 def test_chunked_request_is_reframed_for_the_server():

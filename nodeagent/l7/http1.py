@@ -22,6 +22,7 @@ from dataclasses import dataclass
 MAX_HEAD_BYTES = 16384
 MAX_HEADERS = 100
 MAX_CHUNK_LINE_BYTES = 1024
+MAX_METHOD_BYTES = 32
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
@@ -228,6 +229,7 @@ class RequestParser:
                 return None
             else:
                 raise HttpParseError("a bare CR before the request line")
+        self._check_method_prefix()
         match = _HEAD_END.search(self._buffer, 0, self.max_head_bytes + 4)
         if match is None:
             if len(self._buffer) > self.max_head_bytes:
@@ -241,6 +243,18 @@ class RequestParser:
         else:  # a request without a body has a fixed body of zero bytes
             self._state, self._remaining = _FIXED_BODY, head.content_length or 0
         return head
+
+    def _check_method_prefix(self) -> None:
+        """Bytes that cannot begin a request line are refused on arrival, not once a head's worth came:
+        a peer speaking another protocol is told at once."""
+        space = self._buffer.find(b" ", 0, MAX_METHOD_BYTES + 1)
+        method = self._buffer[: space if space >= 0 else MAX_METHOD_BYTES + 1]
+        if (method or space == 0) and not _TOKEN.fullmatch(method):
+            raise HttpParseError("the method is not a token")
+        if space < 0 and len(method) > MAX_METHOD_BYTES:
+            raise HttpParseError(
+                f"the request line is not 'method target version' (no method in {MAX_METHOD_BYTES} bytes)"
+            )
 
     def _fixed_body(self) -> Event | None:
         if self._remaining == 0:
