@@ -318,6 +318,9 @@ class CiliumDecision:
     allows: tuple[Allow, ...] = ()
 
 
+_NOTHING_SELECTED = {d: CiliumDecision(d) for d in (INGRESS, EGRESS)}
+
+
 @dataclass
 class _Subject:
     named_ports: Mapping[tuple[str, str], int]
@@ -371,11 +374,13 @@ class CiliumPolicyIndex:
         return ip_to_int(ip) in self._subjects
 
     def decide(self, direction: str, flow: object) -> CiliumDecision:
+        if not self._subjects:
+            return _NOTHING_SELECTED[direction]
         src, dst = ip_to_int(flow.src_ip), ip_to_int(flow.dst_ip)
         subject_ip, peer = (dst, src) if direction == INGRESS else (src, dst)
         subject = self._subjects.get(subject_ip)
         if subject is None:
-            return CiliumDecision(direction)
+            return _NOTHING_SELECTED[direction]
         if direction == INGRESS:
             named = subject.named_ports
         else:
