@@ -32,7 +32,7 @@ from podnet.apiserver.audit.log import AuditLog, load_policy
 from podnet.apiserver.auth import MASTERS_GROUP, Authenticator, User, parse_token_file
 from podnet.apiserver.claimstore import repair_periodically
 from podnet.apiserver.config import ApiServerConfig, read_flag_file
-from podnet.apiserver.controllers import run_all
+from podnet.apiserver.controllers.manager import run_all
 from podnet.apiserver.controllers.runner import Settings
 from podnet.apiserver.customresources import routes as custom_routes
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE

@@ -19,7 +19,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from podnet.apiserver.controllers.allocators import Admission, IpAllocations, service_key
+from podnet.apiserver.controllers.allocators import Admission, IpAllocations
+
+from podnet.api.keys import object_key
 
 IP_PREFIX = "/registry/podnet/serviceips/"
 PORT_PREFIX = "/registry/podnet/servicenodeports/"
@@ -97,7 +99,7 @@ def plan_repair(services: Iterable[dict], claims: Iterable[Claim], *, service_ci
                 node_port_range: tuple[int, int], now: datetime.datetime, grace: float = REPAIR_GRACE) -> RepairPlan:
     held: dict[str, str] = {}
     for service in services:
-        owner = service_key(service)
+        owner = object_key(service)
         held.update(dict.fromkeys(held_keys(service, service_cidr=service_cidr, node_port_range=node_port_range), owner))
     by_key = {claim.key: claim for claim in claims}
     missing = {key: owner for key, owner in held.items() if key not in by_key}

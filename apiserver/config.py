@@ -64,6 +64,12 @@ class ApiServerConfig:
     orphaned_pod_quarantine: float = 40.0  # kube-controller-manager's PodGC waits this long for a node
     service_cidr: str = "10.96.0.0/12"
     cluster_cidr: str = "10.244.0.0/16"
+    # kube-controller-manager's --node-cidr-mask-size: the prefix length of each Node's podCIDR.
+    node_cidr_mask_size: int = 24
+    # What the `kubernetes` Service's endpoints name (kube-apiserver's --advertise-address, and the port
+    # clients reach it at); None: the address and port the controllers reach this server at.
+    advertise_address: str | None = None
+    advertise_port: int | None = None
     node_port_range: tuple[int, int] = (30000, 32767)
     # Seconds between passes of the ClusterIP/NodePort claim repair (kube-apiserver's runs every 3 minutes).
     allocation_repair_interval: float = 60.0
@@ -107,7 +113,17 @@ class ApiServerConfig:
     def validate(self) -> None:
         """Raises ValueError with a one-line reason for a configuration that cannot run."""
         ipaddress.ip_network(self.service_cidr)
-        ipaddress.ip_network(self.cluster_cidr)
+        cluster = ipaddress.ip_network(self.cluster_cidr)
+        if not cluster.prefixlen <= self.node_cidr_mask_size <= 30:
+            raise ValueError(f"--node-cidr-mask-size {self.node_cidr_mask_size} must be between the cluster CIDR's "
+                             f"prefix length ({cluster.prefixlen}) and 30")
+        if self.advertise_address is not None:
+            try:
+                ipaddress.IPv4Address(self.advertise_address)
+            except ValueError:
+                raise ValueError(f"--advertise-address {self.advertise_address!r} is not an IPv4 address") from None
+        if self.advertise_port is not None and not 0 < self.advertise_port < 65536:
+            raise ValueError(f"--advertise-port {self.advertise_port} is out of range")
         parse_cidrs(self.allowed_external_ip_cidrs)
         low, high = self.node_port_range
         if not 0 < low <= high < 65536:
@@ -130,14 +146,6 @@ class ApiServerConfig:
             self.leader_election.validate()
         if not 0 <= self.port < 65536:
             raise ValueError(f"port {self.port} is out of range")
-
-
-def parse_port_range(text: str) -> tuple[int, int]:
-    """`30000-32767` (kube-apiserver's --service-node-port-range syntax)."""
-    low, sep, high = text.partition("-")
-    if not sep or not text.isascii() or not low.strip().isdigit() or not high.strip().isdigit():
-        raise ValueError(f"invalid port range {text!r}: want LOW-HIGH")
-    return int(low), int(high)
 
 
 _Parsed = TypeVar("_Parsed")

@@ -48,7 +48,7 @@ from podnet.apiserver.codec import (
     to_storage,
 )
 from podnet.apiserver.config import ApiServerConfig
-from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations, service_key
+from podnet.apiserver.controllers.allocators import Admission, AllocationError, IpAllocations
 from podnet.apiserver.customresources.registry import Registry
 from podnet.apiserver.customresources.rules import (
     before_delete,
@@ -107,6 +107,7 @@ from podnet.apiserver.watch import (
     encode_event,
 )
 
+from podnet.api.keys import object_key
 from podnet.api.kinds import KINDS, Kind, lookup
 
 log = logging.getLogger(__name__)
@@ -1009,7 +1010,7 @@ class Resources:
             await self.claims.give_back(
                 claims.held_keys(service, service_cidr=self.config.service_cidr,
                                  node_port_range=self.config.node_port_range),
-                service_key(service))
+                object_key(service))
 
     @staticmethod
     def _keep_server_fields(kind: Kind, old: dict, new: dict) -> None:

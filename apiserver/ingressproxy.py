@@ -30,9 +30,9 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 from podnet.apiserver import ingressroutes
-from podnet.nodeagent.pods.virtual.client import parse_http_response
 
 from podnet.client import ApiClient, ApiError, Informer, component_agent
+from podnet.http1 import parse_http_response
 from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
 

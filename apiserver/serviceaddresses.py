@@ -128,3 +128,11 @@ def parse_cidrs(texts: Iterable[str]) -> list[Network]:
         except ValueError as exc:
             raise ValueError(f"--allowed-external-ip-cidrs: {text!r} is not a CIDR ({exc})") from None
     return networks
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """`30000-32767` (kube-apiserver's --service-node-port-range syntax) as (low, high), both ends in."""
+    low, sep, high = text.partition("-")
+    if not sep or not text.isascii() or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ValueError(f"invalid port range {text!r}: want LOW-HIGH")
+    return int(low), int(high)

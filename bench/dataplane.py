@@ -259,7 +259,8 @@ def pipeline_in_process(size: int, frames: int = 50_000, *, via_service: bool = 
     sockets and no pod stacks: the forwarding core's own cost per frame. Via a Service, pod a sends to a
     ClusterIP whose endpoint is pod b and b answers: the request is DNATed on node-1's egress and the
     answer un-DNATed on node-1's ingress, and both count."""
-    from podnet.overlay.pipeline.forward import NodeIdentity, Peer, Pipeline, PodPort, pod_mac, vtep_mac
+    from podnet.overlay.pipeline.forward import Pipeline
+    from podnet.overlay.pipeline.model import NodeIdentity, Peer, PodPort, pod_mac, vtep_mac
     from podnet.overlay.pipeline.nat import ServiceTable
     from podnet.overlay.wire import ipv4, udp
 

@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from dataplane import kernel_vxlan  # noqa: E402
-from podnet.nodeagent.pods.netns import namespace_name  # noqa: E402
 
 from podnet.client import ApiClient  # noqa: E402
+from podnet.netns.names import namespace_name  # noqa: E402
 from podnet.rpc.session import call_once  # noqa: E402
 
 SECONDS = 3

@@ -35,6 +35,7 @@ from podnet.nodeagent.kubeproxy import rules  # noqa: E402
 from podnet.overlay.pipeline.nat import ServiceTable  # noqa: E402
 from support.apiserver import ApiServerProcess  # noqa: E402
 
+from podnet.api.keys import object_key
 from podnet.rpc.session import RpcClient  # noqa: E402
 
 SIZES = (10, 1000, 10000)
@@ -92,10 +93,10 @@ def slice_objects(count: int) -> list[dict]:
 
 
 def table_data(count: int, mode: str) -> dict:
-    services = {rules.service_key(s): rules.service_info(s) for s in service_objects(count)}
+    services = {object_key(s): rules.service_info(s) for s in service_objects(count)}
     return rules.compute(
         services, [rules.slice_info(s) for s in slice_objects(count)], "node-1", mode, "10.96.0.0/12"
-    )
+    ).to_data()
 
 
 def _no_lookup(protocol, src, dst, port, draw, now):
@@ -174,12 +175,12 @@ def bench_lookup(rounds: int = 21) -> dict:
 
 
 def bench_compute(count: int) -> dict:
-    services = {rules.service_key(s): rules.service_info(s) for s in service_objects(count)}
+    services = {object_key(s): rules.service_info(s) for s in service_objects(count)}
     slices = [rules.slice_info(s) for s in slice_objects(count)]
     out = {}
     for mode in ("iptables", "ipvs"):
         started = time.thread_time()
-        data = rules.compute(services, slices, "node-1", mode, "10.96.0.0/12")
+        data = rules.compute(services, slices, "node-1", mode, "10.96.0.0/12").to_data()
         compute = time.thread_time() - started
         packed = msgpack.packb({"mode": mode, "table": data})
         started = time.thread_time()

@@ -19,7 +19,7 @@ from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.traces import PROTOCOL_NUMBERS
-from podnet.overlay.pipeline.forward import Encapsulation, Output, Peer, Stage, describe_key, vtep_mac
+from podnet.overlay.pipeline.model import Encapsulation, Output, Peer, Stage, describe_key, vtep_mac
 from podnet.overlay.pipeline.nat import ServiceTable, TableError
 from podnet.overlay.pipeline.routes import Route, RouteKind, parse_prefix
 from podnet.overlay.wire import ipv4, udp
@@ -320,10 +320,13 @@ class AgentRpc:
     # ---- probes and traces -----------------------------------------------------------------------
 
     async def _probe(self, params: dict, trace: list[Stage] | None) -> dict:
-        namespace, _, name = (params.get("src") or "").rpartition("/")
-        timeout = float(params.get("timeout") or 2.0)
-        dst, port = params["dst"], int(params["port"])
-        protocol = (params.get("protocol") or "TCP").upper()
+        try:
+            namespace, _, name = (params.get("src") or "").rpartition("/")
+            timeout = float(params.get("timeout") or 2.0)
+            dst, port = params["dst"], int(params["port"])
+            protocol = (params.get("protocol") or "TCP").upper()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RpcError("BadRequest", f"a probe needs src, dst and port (protocol, timeout): {exc!r}") from None
         pipeline = self.dataplane.pipeline
         drops_before = dict(pipeline.counters)
         source = self.pods.get(f"{namespace or 'default'}/{name}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from podnet.overlay.pipeline.forward import FOU_PORT
+from podnet.overlay.pipeline.model import FOU_PORT
 
 from podnet.client import podnet_home
 from podnet.kubeconfig import ClientTls

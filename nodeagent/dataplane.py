@@ -30,25 +30,26 @@ from podnet.nodeagent.pods.virtual.l7proxy import L7_COUNTERS
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.relaypods import RelayedPods
 from podnet.nodeagent.traces import Traces
-from podnet.overlay.pipeline.forward import (
+from podnet.overlay.pipeline.forward import Pipeline
+from podnet.overlay.pipeline.model import (
     Deliver,
     DeliverFrame,
     Encapsulation,
     NodeIdentity,
     Output,
     Peer,
-    Pipeline,
     PodPort,
     Stage,
     ToHost,
     Tunnel,
-    flow_key,
     vtep_mac,
 )
+from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire.addresses import ip_to_int
 
 from podnet.backends import routing_backend
+from podnet.rpc.agentmethods import PEER_RX, PEER_TX
 from podnet.rpc.session import RpcError
 
 log = logging.getLogger(__name__)
@@ -344,6 +345,10 @@ class Dataplane:
         merged: dict[str, int] = dict(self.pipeline.counters)
         for name, value in self.tunnel.counters.items():
             merged[f"tunnel.{name}"] = merged.get(f"tunnel.{name}", 0) + value
+        for address, value in self.tunnel.sent_to.items():
+            merged[f"{PEER_TX}{address}"] = value
+        for address, value in self.tunnel.received_from.items():
+            merged[f"{PEER_RX}{address}"] = value
         for name, value in self.hostbridge.counters.items():
             merged[f"hostbridge.{name}"] = value
         for name, value in self.nodeports.counters.items():

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from podnet.nodeagent.pods.netns import NetnsPod
     from podnet.nodeagent.pods.virtual.stack import PodStack
-    from podnet.overlay.pipeline.forward import PodPort
+    from podnet.overlay.pipeline.model import PodPort
 
 
 @dataclass(slots=True)

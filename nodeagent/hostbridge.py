@@ -33,8 +33,9 @@ from podnet.nodeagent.pods.virtual.tcp import (
     reset_for,
 )
 from podnet.overlay.wire import icmp, ipv4, tcp, udp
-from podnet.overlay.wire.errors import DecodeError
 from podnet.overlay.wire.ipv4 import IPProtocol
+
+from podnet.codec import DecodeError
 
 UDP_IDLE_SECONDS = 30.0
 CONNECT_TIMEOUT = 5.0

@@ -21,6 +21,7 @@ from podnet.nodeagent.policy import PolicyCompiler, Verdict
 from podnet.nodeagent.policy.flowlog import DEFAULT_CAPACITY, VERDICTS, FlowLog, FlowRecord
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from podnet.api.keys import object_key
 from podnet.client import ApiClient, Informer
 from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError
@@ -60,7 +61,7 @@ class PolicyEnforcer:
 
     def _track_policy(self, event: str, old: dict | None, new: dict | None) -> None:
         meta = (new or old or {}).get("metadata") or {}
-        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        key = object_key(new or old or {})
         if event == "DELETED" or new is None:
             self.policy_versions.pop(key, None)
             self.policy_times.pop(key, None)

@@ -44,8 +44,9 @@ from podnet.nodeagent.pods.virtual.tcp import (
 from podnet.overlay.pipeline.nat import ServiceTable
 from podnet.overlay.wire import fastpath, ipv4, proxyv2, tcp, udp
 from podnet.overlay.wire.addresses import ip_to_int
-from podnet.overlay.wire.errors import DecodeError
 from podnet.overlay.wire.ipv4 import IPProtocol
+
+from podnet.codec import DecodeError
 
 log = logging.getLogger(__name__)
 

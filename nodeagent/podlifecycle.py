@@ -13,26 +13,20 @@ from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
 from podnet.nodeagent.endpoints import KernelPod, LocalPod, RelayedPod, VirtualPod
 from podnet.nodeagent.podenv import PodEnvironment
-from podnet.nodeagent.pods.netns import (
-    ContainerSpec,
-    NetnsError,
-    NetnsPod,
-    NetnsPods,
-    PodNetwork,
-    namespace_name,
-    pod_mode,
-)
+from podnet.nodeagent.pods.netns import ContainerSpec, NetnsPod, NetnsPods, PodNetwork, pod_mode
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.podstatus import PodStatuses
 from podnet.nodeagent.registration import reports_ready
 from podnet.nodeagent.termination import RestartEvents, Terminations, record_started
 from podnet.nodeagent.volumes import PodVolumes
-from podnet.overlay.pipeline.forward import PodPort, pod_mac, vtep_mac
+from podnet.overlay.pipeline.model import PodPort, pod_mac, vtep_mac
 
 from podnet.api.keys import object_key
 from podnet.client import ApiClient, Informer
 from podnet.events import EventRecorder
+from podnet.netns.ip import NetnsError
+from podnet.netns.names import namespace_name
 
 log = logging.getLogger(__name__)
 

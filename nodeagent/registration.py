@@ -14,7 +14,7 @@ from collections.abc import Callable
 from podnet.nodeagent.capacity import host_capacity
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import VTEP_MAC_ANNOTATION
-from podnet.overlay.pipeline.forward import vtep_mac
+from podnet.overlay.pipeline.model import vtep_mac
 
 from podnet.client import ApiClient, ApiError
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from podnet.nodeagent.endpoints import KernelPod
 
+from podnet.api.keys import object_key
 from podnet.client import ApiClient, ApiError
 from podnet.events import NORMAL, WARNING, EventRecorder
 
@@ -112,7 +113,7 @@ class Terminations:
 
     async def _terminate(self, pod: dict) -> None:
         meta = pod["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}"
+        key = object_key(pod)
         grace = max(0, int(meta.get("deletionGracePeriodSeconds") or 0))
         for name in _container_names(pod):
             self.events.record(pod, NORMAL, "Killing", f"Stopping container {name}", field_path=container_path(name))

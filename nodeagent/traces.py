@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from podnet.overlay.pipeline.conntrack import Conntrack, FlowKey
-from podnet.overlay.pipeline.forward import Stage, describe_key, flow_key
+from podnet.overlay.pipeline.model import Stage, describe_key
+from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.wire.addresses import ip_to_int
 
 PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17}

@@ -43,6 +43,10 @@ class Tunnel:
         self.on_batch = on_batch or (lambda datagrams: _one_by_one(on_datagram, datagrams))
         self.batch = batch
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
+        # datagrams sent to and taken from each peer address: the rate of each tunnel, where `counters`
+        # has the node's
+        self.sent_to: defaultdict[str, int] = defaultdict(int)
+        self.received_from: defaultdict[str, int] = defaultdict(int)
         self.partitioned: set[str] = set()  # peers whose traffic is dropped both ways (fault injection)
         self._taps: list[asyncio.Queue] = []
         self._sock: socket.socket | None = None
@@ -73,7 +77,7 @@ class Tunnel:
 
     def _readable(self) -> None:
         recvfrom = self._sock.recvfrom  # type: ignore[union-attr]
-        taps, partitioned = self._taps, self.partitioned
+        taps, partitioned, received_from = self._taps, self.partitioned, self.received_from
         datagrams: list[tuple[bytes, str]] = []
         append = datagrams.append
         cut_off = 0
@@ -86,6 +90,7 @@ class Tunnel:
                     cut_off += 1
                     continue
                 append((data, host))
+                received_from[host] += 1
         except BlockingIOError:
             pass
         except OSError as exc:  # ICMP errors for earlier sends surface here (ECONNREFUSED); not fatal
@@ -109,6 +114,7 @@ class Tunnel:
             self.counters[f"drop.tx-{type(exc).__name__}"] += 1
             return
         self.counters["tx"] += 1
+        self.sent_to[address] += 1
         if self._taps:
             self._tap(datagram, self.address, self.port, address, self.peer_port)
 

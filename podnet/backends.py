@@ -30,6 +30,7 @@ ROUTING_BACKENDS: dict[str, RoutingBackend] = {
     )
 }
 BACKENDS = tuple(ROUTING_BACKENDS)
+BACKENDS_HELP = "; ".join(f"{b.name}: {b.description}" for b in ROUTING_BACKENDS.values())
 
 
 def routing_backend(name: str) -> RoutingBackend:
@@ -40,13 +41,15 @@ def routing_backend(name: str) -> RoutingBackend:
 
 
 class ProxyMode(StrEnum):
-    """kube-proxy's modes: `iptables` walks ordered rules, `ipvs` looks services up in hash tables."""
+    """kube-proxy's modes."""
 
     IPTABLES = "iptables"
     IPVS = "ipvs"
 
 
 PROXY_MODES = tuple(mode.value for mode in ProxyMode)
+_PROXY_MODE_DESCRIPTIONS = {ProxyMode.IPTABLES: "ordered rules walked per connection", ProxyMode.IPVS: "hash tables"}
+PROXY_MODES_HELP = "; ".join(f"{mode}: {_PROXY_MODE_DESCRIPTIONS[mode]}" for mode in ProxyMode)
 
 # Where a pod's network lives: a userspace stack inside the agent, or a real network namespace (root, Linux).
 POD_MODES = ("virtual", "netns")

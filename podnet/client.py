@@ -21,6 +21,7 @@ import msgpack
 
 from podnet import kubeconfig
 from podnet.api import kinds
+from podnet.api.keys import object_key
 from podnet.api.kinds import Kind
 from podnet.tasks import cancel_and_wait
 
@@ -62,12 +63,6 @@ def _unreachable(server: str, exc: BaseException) -> ApiError:
 
 def _kind(kind: str | Kind) -> Kind:
     return kind if isinstance(kind, Kind) else kinds.lookup(kind)
-
-
-def object_key(obj: dict) -> str:
-    meta = obj.get("metadata") or {}
-    ns = meta.get("namespace")
-    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
 
 
 

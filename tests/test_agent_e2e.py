@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from podnet.overlay.pipeline.forward import vtep_mac
+from podnet.overlay.pipeline.model import vtep_mac
 from podnet.overlay.wire import ethernet, ipv4, udp, vxlan
 from support.nodeagent import pod_manifest, wait_running
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from podnet.overlay.pipeline.forward import vtep_mac
+from podnet.overlay.pipeline.model import vtep_mac
 from support.nodeagent import AgentProcess, pod_manifest, wait_running
 
 pytestmark = pytest.mark.root

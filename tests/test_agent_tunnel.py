@@ -53,6 +53,9 @@ async def test_a_partitioned_peer_is_dropped_both_ways_and_counted():
             other.sendto(b"fine", ("127.0.0.11", tunnel.port))
             await _until(lambda: received == [b"fine"])
             tunnel.send("127.0.0.14", b"nope")
+            tunnel.send("127.0.0.15", b"back")
             assert tunnel.counters["drop.partitioned"] == 2
+            # each peer's tunnel counted on its own, what the partition cut off not at all
+            assert (dict(tunnel.received_from), dict(tunnel.sent_to)) == ({"127.0.0.15": 1}, {"127.0.0.15": 1})
     finally:
         tunnel.close()

@@ -4,47 +4,17 @@
 
 import pytest
 from podnet.apiserver.controllers import endpointslices, nodelifecycle, scheduling
+from support import objects
 
 # Builders.
 
 
-def ready_condition(status):
-    return {"type": "Ready", "status": status}
-
-
-def make_node(name, ready="True", labels=None, taints=None, unschedulable=False):
-    spec = {}
-    if taints:
-        spec["taints"] = taints
-    if unschedulable:
-        spec["unschedulable"] = True
-    status = {"conditions": [ready_condition(ready)]} if ready else {}
-    return {"metadata": {"name": name, "labels": labels or {}}, "spec": spec, "status": status}
-
-
-def make_pod(name, namespace="default", labels=None, ip=None, node=None, ready=None, deleting=False,
-             phase="Running", ports=None, **spec):
-    meta = {"name": name, "namespace": namespace, "uid": f"uid-{name}", "labels": labels or {}}
-    if deleting:
-        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    pod_spec = {"containers": [{"name": "c", "image": "agnhost", "ports": ports or []}], **spec}
-    if node:
-        pod_spec["nodeName"] = node
-    status = {"phase": phase}
-    if ip:
-        status["podIP"] = ip
-        status["podIPs"] = [{"ip": ip}]
-    if ready is not None:
-        status["conditions"] = [ready_condition("True" if ready else "False")]
-    return {"metadata": meta, "spec": pod_spec, "status": status}
+make_node, make_pod, ready_condition = objects.node, objects.pod, objects.ready_condition
 
 
 def make_service(name="web", selector=None, ports=None, namespace="default", **spec):
-    return {
-        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
-        "spec": {"selector": {"app": "web"} if selector is None else selector,
-                 "ports": ports or [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}], **spec},
-    }
+    return objects.service(name, namespace, selector={"app": "web"} if selector is None else selector, **spec,
+                           ports=ports or [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}])
 
 
 # Scheduling.

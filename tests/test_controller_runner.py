@@ -1,10 +1,9 @@
-"""The coalescing runner and the settings read from the API server's config."""
+"""The bounded-frequency runner the controllers use."""
 
 import asyncio
 import contextlib
-from types import SimpleNamespace
 
-from podnet.apiserver.controllers.runner import CoalescingRunner, Settings
+from podnet.runner import BoundedFrequencyRunner
 
 
 @contextlib.asynccontextmanager
@@ -24,7 +23,7 @@ async def test_a_burst_of_triggers_costs_one_run_and_runs_are_spaced():
     async def reconcile():
         times.append(asyncio.get_running_loop().time())
 
-    runner = CoalescingRunner("t", reconcile, min_interval=0.1, max_interval=60)
+    runner = BoundedFrequencyRunner("t", reconcile, min_interval=0.1, max_interval=60, retry=0.1, max_retry=5.0)
     async with running(runner):
         for _ in range(50):
             runner.trigger()
@@ -43,7 +42,7 @@ async def test_runs_at_least_every_max_interval_without_triggers():
         nonlocal count
         count += 1
 
-    runner = CoalescingRunner("t", reconcile, min_interval=0.01, max_interval=0.05)
+    runner = BoundedFrequencyRunner("t", reconcile, min_interval=0.01, max_interval=0.05, retry=0.01, max_retry=5.0)
     async with running(runner):
         await asyncio.sleep(0.3)
     assert 3 <= count <= 8
@@ -60,19 +59,8 @@ async def test_a_failed_run_is_retried():
             raise RuntimeError("API down")
         done.set()
 
-    runner = CoalescingRunner("t", reconcile, min_interval=0.01, max_interval=60)
+    runner = BoundedFrequencyRunner("t", reconcile, min_interval=0.01, max_interval=60, retry=0.01, max_retry=5.0)
     async with running(runner):
         runner.trigger()
         await asyncio.wait_for(done.wait(), 2)
     assert attempts == 3
-
-
-def test_settings_from_config_with_defaults_and_the_servers_own_address():
-    settings = Settings.from_config(SimpleNamespace(), "http://127.0.0.1:41234")
-    assert settings == Settings(api_address="127.0.0.1", api_port=41234)
-    config = SimpleNamespace(node_grace_period=2, eviction_timeout=5, api_advertise_address="127.0.0.9", api_port=6443)
-    settings = Settings.from_config(config, "https://localhost:1")
-    assert (settings.node_grace_period, settings.pod_eviction_timeout) == (2.0, 5.0)
-    assert (settings.api_address, settings.api_port) == ("127.0.0.9", 6443)
-    assert Settings.from_config(SimpleNamespace(), "https://localhost").api_address == "127.0.0.1"
-    assert Settings.from_config(SimpleNamespace(), "https://localhost").api_port == 443

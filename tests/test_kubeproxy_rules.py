@@ -5,51 +5,31 @@ import copy
 
 import pytest
 from podnet.nodeagent.kubeproxy import rules
+from podnet.nodeagent.kubeproxy.rules import health_check_counts
 from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
-from podnet.overlay.pipeline.nat import ServiceTable
+from podnet.overlay.pipeline.nat import Endpoint, ProxyTable, ServicePort, ServiceTable
+from support import objects
+
+from podnet.api.keys import object_key
+from podnet.backends import ProxyMode
 
 
 def service(name, cluster_ip="10.96.0.20", ports=None, namespace="default", status=None, **spec):
-    obj = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "resourceVersion": "1"},
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": cluster_ip,
-            "ports": ports or [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"}],
-            **spec,
-        },
-    }
-    if status:
-        obj["status"] = status
-    return obj
+    return objects.service(name, namespace, cluster_ip=cluster_ip, status=status, **spec,
+                           ports=ports or [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"}])
 
 
-def endpoint_slice(service_name, endpoints, ports=None, namespace="default", name=None, address_type="IPv4"):
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": name or f"{service_name}-abc",
-            "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": address_type,
-        "ports": ports or [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": [
-            {"addresses": [ip], "conditions": {"ready": ready}, "nodeName": node}
-            for ip, node, ready in endpoints
-        ],
-    }
+def endpoint_slice(service_name, endpoints, ports=None, **rest):
+    return objects.endpoint_slice(service_name, endpoints, ports=ports or [{"name": "http", "port": 8080,
+                                                                            "protocol": "TCP"}], **rest)
 
 
 BACKENDS = [("10.244.1.2", "node-1", True), ("10.244.2.2", "node-2", True), ("10.244.2.3", "node-2", False)]
 
 
 def table_for(services, slices, node="node-1", mode="iptables"):
-    infos = {rules.service_key(s): rules.service_info(s) for s in services}
-    return rules.compute(infos, [rules.slice_info(s) for s in slices], node, mode)
+    infos = {object_key(s): rules.service_info(s) for s in services}
+    return rules.compute(infos, [rules.slice_info(s) for s in slices], node, mode).to_data()
 
 
 def test_cluster_ip_gets_the_ready_endpoints_with_resolved_ports():
@@ -142,7 +122,7 @@ def test_unknown_mode_is_refused():
 
 
 def test_tracker_folds_events_and_drops_no_op_updates():
-    tracker = ChangeTracker(rules.service_info, rules.service_key)
+    tracker = ChangeTracker(rules.service_info, object_key)
     v1 = service("web")
     assert tracker.update(None, v1) and len(tracker) == 1
     relabelled = copy.deepcopy(v1)
@@ -177,3 +157,12 @@ def test_tracker_changes_bring_state_up_to_date():
     tracker.update(fewer, None)
     apply_changes(state, tracker.take())
     assert state == {}
+
+
+def test_health_check_counts_are_the_local_ready_endpoints_of_each_health_check_port():
+    endpoints = (Endpoint("10.244.1.2", 8080, "node-1"), Endpoint("10.244.1.3", 8080, "node-1"),
+                 Endpoint("10.244.2.2", 8080, "node-2"))
+    entry = ServicePort("default/web", "", "TCP", "10.96.0.5", 80, node_port=30080, external_endpoints=endpoints,
+                        external_local=True, health_check_node_port=31999)
+    assert health_check_counts(ProxyTable(ProxyMode.IPTABLES, "node-1", (entry,))) == {31999: ("default/web", 2)}
+    assert health_check_counts(ProxyTable(ProxyMode.IPTABLES, "node-3", (entry,))) == {31999: ("default/web", 0)}

@@ -3,7 +3,7 @@ spacing, a periodic run comes without triggers, a failed sync is retried."""
 
 import asyncio
 
-from podnet.nodeagent.kubeproxy.proxier import BoundedFrequencyRunner
+from podnet.runner import BoundedFrequencyRunner
 
 
 async def run_for(runner: BoundedFrequencyRunner, seconds: float) -> None:
@@ -21,7 +21,7 @@ async def test_a_burst_of_triggers_costs_one_run_and_runs_keep_their_spacing():
     async def sync() -> None:
         runs.append(loop.time())
 
-    runner = BoundedFrequencyRunner(sync, min_interval=0.2, max_interval=60, retry=0.01, max_retry=0.1)
+    runner = BoundedFrequencyRunner("t", sync, min_interval=0.2, max_interval=60, retry=0.01, max_retry=0.1)
     for _ in range(50):
         runner.trigger()
     task = asyncio.create_task(runner.run())
@@ -44,7 +44,7 @@ async def test_periodic_run_without_triggers_and_retry_after_failure():
         if calls == 1:
             raise ConnectionError("agent not listening yet")
 
-    runner = BoundedFrequencyRunner(flaky, min_interval=0.0, max_interval=0.1, retry=0.02, max_retry=0.1)
+    runner = BoundedFrequencyRunner("t", flaky, min_interval=0.0, max_interval=0.1, retry=0.02, max_retry=0.1)
     runner.trigger()
     await run_for(runner, 0.35)
     assert calls >= 3  # the failed first run, its retry, and periodic runs after it

@@ -8,6 +8,7 @@ import shutil
 import time
 
 import pytest
+from support.local_cluster import eventually
 
 from podnet.cli.cluster_cmd import controller_leader
 from podnet.client import ApiError
@@ -28,16 +29,6 @@ async def _holder(server) -> str:
     return lease["spec"].get("holderIdentity") or ""
 
 
-async def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await predicate()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _leads(server) -> bool:
     return "became leader" in server.log()
 
@@ -45,7 +36,7 @@ def _leads(server) -> bool:
 async def test_one_leader_runs_the_controllers_and_the_other_takes_over_when_it_dies(make_api_server, etcd_server, tmp_path):
     first = make_api_server(etcd_server.url, controllers=True, extra_args=TIMINGS)
     second = make_api_server(etcd_server.url, controllers=True, extra_args=TIMINGS)
-    holder = await _wait_for(lambda: _holder(first), 10, "a lease holder")
+    holder = await eventually(lambda: _holder(first), 10, "a lease holder")
     await asyncio.sleep(3 * RETRY_PERIOD)  # both have competed several times by now
     assert [_leads(first), _leads(second)].count(True) == 1, (first.log()[-2000:], second.log()[-2000:])
     assert await _holder(second) == holder  # renewed, never changed hands
@@ -53,7 +44,7 @@ async def test_one_leader_runs_the_controllers_and_the_other_takes_over_when_it_
 
     leader.kill()
     killed_at = time.monotonic()
-    new_holder = await _wait_for(
+    new_holder = await eventually(
         lambda: _changed(survivor, holder), LEASE_DURATION + RETRY_PERIOD * 2.2 + 3.0, "the survivor to take the lease")
     took = time.monotonic() - killed_at
     assert new_holder != holder and _leads(survivor)
@@ -75,7 +66,7 @@ async def test_one_leader_runs_the_controllers_and_the_other_takes_over_when_it_
             found = await client.list("pods", "default", label_selector="app=web")
             return len(found["items"]) == 2
 
-        await _wait_for(pods, 10, "the Deployment's two pods")
+        await eventually(pods, 10, "the Deployment's two pods")
 
 
 async def _changed(server, old_holder: str) -> str:
@@ -85,23 +76,23 @@ async def _changed(server, old_holder: str) -> str:
 
 async def test_a_server_stopped_gracefully_gives_the_lease_up_at_once(make_api_server, etcd_server):
     first = make_api_server(etcd_server.url, controllers=True, extra_args=TIMINGS)
-    holder = await _wait_for(lambda: _holder(first), 10, "a lease holder")
+    holder = await eventually(lambda: _holder(first), 10, "a lease holder")
     first.stop()
     second = make_api_server(etcd_server.url, controllers=True, extra_args=(
         "--leader-elect-lease-duration", "30", "--leader-elect-renew-deadline", "20",
         "--leader-elect-retry-period", str(RETRY_PERIOD)))
     # Released, so the newcomer need not wait out the 2 s lease, let alone its own 30 s.
-    await _wait_for(lambda: _changed(second, holder), 4 * RETRY_PERIOD + 2.0, "the newcomer to take the lease")
+    await eventually(lambda: _changed(second, holder), 4 * RETRY_PERIOD + 2.0, "the newcomer to take the lease")
 
 
 async def test_a_server_restarted_after_a_crash_resumes_its_own_lease_without_waiting_it_out(make_api_server, etcd_server):
     server = make_api_server(etcd_server.url, controllers=True)  # the default 15 s lease
-    holder = await _wait_for(lambda: _holder(server), 10, "a lease holder")
-    await _wait_for(lambda: _led_times(server, 1), 5, "the server to lead")
+    holder = await eventually(lambda: _holder(server), 10, "a lease holder")
+    await eventually(lambda: _led_times(server, 1), 5, "the server to lead")
     server.kill()
     server.start()  # its log is appended to
     started = time.monotonic()
-    await _wait_for(lambda: _led_times(server, 2), 5, "the restarted server to lead")
+    await eventually(lambda: _led_times(server, 2), 5, "the restarted server to lead")
     assert time.monotonic() - started < 5 and await _holder(server) == holder
 
 

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from podnet.nodeagent.pods.netns import list_namespaces
 from support.local_cluster import AGNHOST, eventually, service
 from support.netns_pods import require_root
 
 from podnet.client import ApiClient, ApiError
+from podnet.netns.ip import list_namespaces
 
 pytestmark = pytest.mark.slow
 

@@ -6,16 +6,8 @@ import random
 
 import msgpack
 import pytest
-from podnet.overlay.pipeline.forward import (
-    Deliver,
-    NodeIdentity,
-    Peer,
-    Pipeline,
-    PodPort,
-    Tunnel,
-    pod_mac,
-    vtep_mac,
-)
+from podnet.overlay.pipeline.forward import Pipeline
+from podnet.overlay.pipeline.model import Deliver, NodeIdentity, Peer, PodPort, Tunnel, pod_mac, vtep_mac
 from podnet.overlay.pipeline.nat import NatDecision, ServiceTable, TableError
 from podnet.overlay.wire import icmp, ipv4, tcp
 from podnet.overlay.wire.addresses import ip_to_int
@@ -140,11 +132,9 @@ def test_node_ports_use_the_external_endpoints(mode):
     assert t.lookup_node_port("TCP", 30080, "127.0.0.1", 0.7, 0.0).ip == "10.244.1.2"
     assert t.lookup_node_port("UDP", 30053, "127.0.0.1", 0.7, 0.0).reject
     assert t.lookup_node_port("TCP", 30053, "127.0.0.1", 0.7, 0.0) is None
-    assert t.health_check_ports() == {31999: 1}
     assert t.preserves_source(30080, "TCP") and not t.preserves_source(30053, "UDP")
     assert not t.preserves_source(30080, "UDP")
     other_node = table(mode, dict(local, external_endpoints=[]), node="node-2")
-    assert other_node.health_check_ports() == {31999: 0}
     assert other_node.lookup_node_port("TCP", 30080, "127.0.0.1", 0.7, 0.0).reject
 
 

@@ -4,9 +4,11 @@ the cluster's home, removes every one of them (root)."""
 from __future__ import annotations
 
 import pytest
-from podnet.nodeagent.pods.netns import list_namespaces, namespace_name, namespace_pids
 from support.netns_pods import netns_node, netns_pod
 from support.nodeagent import wait_running
+
+from podnet.netns.ip import list_namespaces, namespace_pids
+from podnet.netns.names import namespace_name
 
 pytestmark = pytest.mark.root
 

@@ -12,11 +12,11 @@ import subprocess
 import sys
 
 import pytest
-from podnet.nodeagent.pods.netns import list_namespaces
 from support.netns_pods import WEB_BODY, WEB_SERVICE, ensure_tools, require_root, wait_for
 from support.nodeagent import REPO
 
 from podnet.cluster import netns_hosts
+from podnet.netns.ip import list_namespaces
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

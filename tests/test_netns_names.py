@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from podnet.nodeagent.pods.netns import (
-    MAX_NAME,
-    TAP_PREFIX,
-    ContainerSpec,
-    namespace_name,
-    owner_prefix,
-    pod_mode,
-    resolv_conf,
-    tap_name,
-)
+from podnet.nodeagent.pods.netns import ContainerSpec, pod_mode
 
+from podnet.api.clusterdns import resolv_conf
 from podnet.cluster.netns_hosts import VETH_PREFIX, recorded_pod_namespaces, veth_name
+from podnet.netns.names import MAX_NAME, TAP_PREFIX, namespace_name, owner_prefix, tap_name
 
 
 def test_namespace_names_keep_the_owner_prefix_and_fit():

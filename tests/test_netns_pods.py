@@ -6,10 +6,11 @@ import json
 import subprocess
 
 import pytest
-from podnet.nodeagent.pods.netns import list_namespaces, namespace_pids
-from podnet.overlay.pipeline.forward import pod_mac, vtep_mac
+from podnet.overlay.pipeline.model import pod_mac, vtep_mac
 from support.netns_pods import WEB_BODY, netns_pod, pod_exec, wait_for, wait_serving
 from support.nodeagent import wait_running
+
+from podnet.netns.ip import list_namespaces, namespace_pids
 
 pytestmark = pytest.mark.root
 

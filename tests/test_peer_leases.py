@@ -3,13 +3,13 @@ and, live, two API servers on one etcd listed together and one leaving on SIGTER
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import time
 
 import pytest
 from podnet.apiserver import peerleases
 from podnet.apiserver.peerleases import Peer
+from support.local_cluster import eventually
 from support.processes import free_tcp_port
 
 NOW = datetime.datetime(2026, 12, 4, 18, 0, tzinfo=datetime.UTC)
@@ -49,18 +49,6 @@ async def _addresses(client) -> list[str]:
     return [a["ip"] for subset in endpoints.get("subsets") or [] for a in subset["addresses"]]
 
 
-async def _eventually(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if await check():
-                return
-        except Exception:  # noqa: BLE001 - the objects may not exist yet
-            pass
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.mark.etcd
 async def test_two_servers_are_both_endpoints_and_one_stopping_leaves_at_once(make_api_server, etcd_server):
     port = free_tcp_port("127.0.150.1", "127.0.150.2")
@@ -70,7 +58,7 @@ async def test_two_servers_are_both_endpoints_and_one_stopping_leaves_at_once(ma
         async def both() -> bool:
             return await _addresses(client) == ["127.0.150.1", "127.0.150.2"]
 
-        await _eventually(both, 20, "both API servers in the kubernetes endpoints")
+        await eventually(both, 20, "both API servers in the kubernetes endpoints")
         slice_ = await client.get("endpointslices", "kubernetes", "default")
         assert sorted(a for e in slice_["endpoints"] for a in e["addresses"]) == ["127.0.150.1", "127.0.150.2"]
         second.stop()
@@ -79,5 +67,5 @@ async def test_two_servers_are_both_endpoints_and_one_stopping_leaves_at_once(ma
         async def first_only() -> bool:
             return await _addresses(client) == ["127.0.150.1"]
 
-        await _eventually(first_only, 5, "the stopped server out of the endpoints")
+        await eventually(first_only, 5, "the stopped server out of the endpoints")
         assert time.monotonic() - stopped < peerleases.LEASE_DURATION  # it left; its lease did not just run out

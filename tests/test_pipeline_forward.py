@@ -3,20 +3,20 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from podnet.overlay.pipeline.forward import (
+from podnet.overlay.pipeline.model import (
     Deliver,
     DeliverFrame,
     Drop,
     PodPort,
-    PolicyDirection,
     ToHost,
     Tunnel,
-    Verdict,
+    dissect_stage,
     pod_mac,
-    rewrite,
     vtep_mac,
 )
-from podnet.overlay.wire import arp, ethernet, icmp, ipv4, tcp, udp, vxlan
+from podnet.overlay.pipeline.packets import rewrite
+from podnet.overlay.pipeline.policyhook import PolicyDirection, Verdict
+from podnet.overlay.wire import arp, ethernet, icmp, ipv4, pcap, tcp, udp, vxlan
 from podnet.overlay.wire.addresses import ip_to_bytes, ip_to_int
 from podnet.overlay.wire.checksum import internet_checksum
 from support.pipelines import N1, N2, A, B, after_hops, node, only, tcp_packet, udp_packet
@@ -232,6 +232,40 @@ def test_trace_records_every_stage_of_the_journey():
     ]
     encap = trace[6].detail
     assert "VNI 1" in encap and "127.0.0.11:4789 → 127.0.0.12:4789" in encap
+
+
+def test_a_traced_packet_is_kept_where_the_pipeline_holds_it_whole():
+    n1, n2 = node(N1, A), node(N2, B)
+    request = udp_packet(A.ip, B.ip)
+    trace = []
+    out = only(n1.from_pod(A, request, 0.0, trace), Tunnel)
+    delivered = only(n2.from_tunnel(N1.address, out.datagram, 0.0, trace), Deliver)
+    held = {s.stage: s.packet for s in trace if s.packet is not None}
+    assert list(held) == ["source", "vxlan-encap", "vxlan-decap", "deliver"]
+    assert held["source"] == request and held["deliver"] == delivered.packet
+    # on the underlay, the datagram inside the outer IPv4 and UDP headers the nodes' sockets put around it
+    underlay = pcap.underlay_packet(out.datagram, (N1.address, vxlan.PORT), (N2.address, vxlan.PORT))
+    assert held["vxlan-encap"] == held["vxlan-decap"] == underlay
+    layers = dissect_stage("vxlan-encap", underlay)
+    assert [layer.protocol for layer in layers] == ["ip", "udp", "vxlan", "eth", "ip", "udp", "data"]
+    outer, inner = (dict(layer.fields) for layer in layers if layer.protocol == "ip")
+    assert (outer["Source Address"], outer["Destination Address"]) == (N1.address, N2.address)
+    assert (inner["Source Address"], inner["Destination Address"], inner["Time to Live"]) == (A.ip, B.ip, "63")
+    # what the trace RPC carries: the bytes where a stage holds them, nothing where it holds none
+    assert trace[0].as_dict()["packet"] == request and "packet" not in trace[1].as_dict()
+
+
+def test_the_icmp_error_a_stage_answers_with_is_kept_in_the_trace():
+    n1 = node(N1, A)
+    n1.services = service_table([])
+    trace = []
+    refused = only(n1.from_pod(A, udp_packet(A.ip, "10.96.0.10", 40000, 53), 0.0, trace), Deliver)
+    assert next(s.packet for s in trace if s.stage == "reject") == refused.packet
+    trace = []
+    too_big = only(n1.from_pod(A, udp_packet(A.ip, B.ip, payload=b"x" * (N1.mtu - 27)), 0.0, trace), Deliver)
+    assert next(s.packet for s in trace if s.stage == "mtu") == too_big.packet
+    icmp_layer = next(layer for layer in dissect_stage("mtu", too_big.packet) if layer.protocol == "icmp")
+    assert dict(icmp_layer.fields)["MTU of next hop"] == str(N1.mtu)
 
 
 def test_proxy_arp_for_the_gateway_and_arp_from_a_peer_vtep():

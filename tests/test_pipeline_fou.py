@@ -9,16 +9,17 @@ import ipaddress
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from podnet.overlay.pipeline.forward import (
+from podnet.overlay.pipeline.forward import Pipeline
+from podnet.overlay.pipeline.model import (
     OUTER_IP_UDP,
     Deliver,
     Drop,
     Encapsulation,
     NodeIdentity,
     Peer,
-    Pipeline,
     PodPort,
     Tunnel,
+    dissect_stage,
     vtep_mac,
 )
 from podnet.overlay.pipeline.routes import Route, RouteKind
@@ -145,6 +146,9 @@ def test_trace_shows_the_encapsulation_with_its_28_bytes_and_the_decapsulation()
     decap = next(s for s in received if s.stage == "fou-decap")
     assert "from node-1 (127.0.0.11), UDP port 5555" in decap.detail and f"{A.ip} → {B.ip}" in decap.detail
     assert [s.stage for s in received][-1] == "deliver"
+    layers = dissect_stage("fou-encap", encap.packet)
+    assert [layer.protocol for layer in layers] == ["ip", "udp", "ip", "udp", "data"]
+    assert dict(layers[1].fields)["Destination Port"] == "5555" and decap.packet == encap.packet
 
 
 def test_the_vxlan_backend_is_unchanged_by_the_encapsulation_field():

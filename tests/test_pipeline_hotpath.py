@@ -2,10 +2,11 @@
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from podnet.overlay.pipeline.forward import header_problem
+from podnet.overlay.pipeline.packets import header_problem
 from podnet.overlay.wire import ipv4
 from podnet.overlay.wire.checksum import internet_checksum
-from podnet.overlay.wire.errors import DecodeError
+
+from podnet.codec import DecodeError
 
 
 def _with_checksum(header: bytearray) -> bytearray:

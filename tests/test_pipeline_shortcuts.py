@@ -8,7 +8,7 @@ same counters and conntrack entries.
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from podnet.overlay.pipeline.forward import (
+from podnet.overlay.pipeline.model import (
     Deliver,
     Drop,
     NodeIdentity,

@@ -3,7 +3,7 @@ exceeded from the node's gateway address, which is what traceroute shows hop by 
 
 import dataclasses
 
-from podnet.overlay.pipeline.forward import Deliver, Drop, PodPort, Tunnel, vtep_mac
+from podnet.overlay.pipeline.model import Deliver, Drop, PodPort, Tunnel, vtep_mac
 from podnet.overlay.wire import icmp, ipv4
 from podnet.overlay.wire.addresses import ip_to_int
 from support.pipelines import N1, N2, A, B, after_hops, node, only, udp_packet

@@ -406,8 +406,8 @@ def test_apply_refuses_other_kinds():
 
 
 def test_hook_takes_the_pipelines_own_flow_and_direction():
-    from podnet.overlay.pipeline.forward import Flow as PipelineFlow
-    from podnet.overlay.pipeline.forward import PolicyDirection
+    from podnet.overlay.pipeline.policyhook import Flow as PipelineFlow
+    from podnet.overlay.pipeline.policyhook import PolicyDirection
 
     compiler = small_cluster(netpol("x", "web-only", ingress=[{"ports": [{"port": 8080}]}]))
     hook = compiler.verdict

@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 
 import msgpack
 import pytest
@@ -22,10 +23,18 @@ def test_framing_round_trip_in_any_chunking(calls, chunk):
 
 
 @pytest.mark.parametrize("raw", [msgpack.packb({"a": 1}), msgpack.packb([7, 1, 2, 3]), msgpack.packb([0, "x", "m", 1]),
-                                 b"\xc1"])
+                                 b"\xc1", b"\x94\x00\x01\xa1m\x81\x91\x01\x02"])
 def test_framing_rejects_what_is_not_msgpack_rpc(raw):
     with pytest.raises(FramingError):
         Decoder().feed(raw)
+
+
+@given(st.binary(max_size=200), st.integers(1, 17))
+def test_framing_turns_any_bytes_into_messages_or_a_framing_error(data, chunk):
+    decoder = Decoder()
+    with contextlib.suppress(FramingError):
+        for i in range(0, len(data), chunk):
+            decoder.feed(data[i : i + chunk])
 
 
 async def test_server_and_client_over_a_unix_socket(tmp_path):
@@ -65,5 +74,26 @@ async def test_server_and_client_over_a_unix_socket(tmp_path):
         assert server.malformed_frames == 1
         async with RpcClient(server.path) as client:
             assert await client.call("add", {"a": 2, "b": 2}) == 4
+    finally:
+        await server.close()
+
+
+async def test_a_server_of_named_parameters_refuses_others_before_the_handler(tmp_path):
+    seen = []
+
+    async def record(params):
+        seen.append(params)
+        return params
+
+    server = RpcServer(str(tmp_path / "s.sock"), {"record": record}, named_params=True)
+    await server.start()
+    try:
+        async with RpcClient(server.path) as client:
+            assert await client.call("record", {"a": 1}) == {"a": 1}
+            assert await client.call("record") == {}
+            for params in (5, "a", [1], b"x", 1.5, True):
+                with pytest.raises(RpcError, match="BadRequest: record takes a map of parameters"):
+                    await client.call("record", params)
+        assert seen == [{"a": 1}, {}]
     finally:
         await server.close()

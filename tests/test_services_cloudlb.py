@@ -2,7 +2,8 @@
 are candidates."""
 
 import pytest
-from podnet.apiserver.cloudlb import AddressPool, Frontend, PoolExhausted, frontend_of, ready_node_addresses
+
+from podnet.cloudlb.frontends import AddressPool, Frontend, PoolExhausted, frontend_of, ready_node_addresses
 
 
 def test_pool_hands_out_host_addresses_keeps_them_per_service_and_takes_them_back():

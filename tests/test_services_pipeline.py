@@ -1,14 +1,8 @@
 """NodePort traffic through two pure pipelines wired back to back: the node opens a connection into the
 pod network from its own address (SNAT) or from the client's, and the answers find their way back."""
 
-from podnet.overlay.pipeline.forward import (
-    Deliver,
-    Drop,
-    PolicyDirection,
-    ToHost,
-    Tunnel,
-    Verdict,
-)
+from podnet.overlay.pipeline.model import Deliver, Drop, ToHost, Tunnel
+from podnet.overlay.pipeline.policyhook import PolicyDirection, Verdict
 from podnet.overlay.wire import ipv4, tcp
 from support.pipelines import N1, N2, A, B, after_hops, node, only, tcp_packet
 

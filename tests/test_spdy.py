@@ -9,8 +9,8 @@ import zlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from podnet.overlay.wire.errors import DecodeError
 
+from podnet.codec import DecodeError
 from podnet.spdy import session as spdy
 from podnet.spdy.frames import (
     DICTIONARY,

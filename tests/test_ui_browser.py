@@ -191,19 +191,49 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
         await browser.click("#journey-run")
         await browser.wait_for("document.body.dataset.journey === 'done'", timeout=30, what="the trace")
         drawn = await browser.evaluate("[...document.querySelectorAll('g.stage')].map((s) => [s.dataset.stage, s.dataset.node])")
-        printed = await run(cluster, "trace", key(frontend), f"{key(remote)}:8080")
+        printed = await run(cluster, "trace", key(frontend), f"{key(remote)}:8080", "--bytes")
         assert printed.returncode == 0, printed.stderr
         stages = re.findall(r"^\s*\d+\. (\S+)", printed.stdout, re.MULTILINE)
         assert [stage for stage, _ in drawn] == stages
         assert {node for _, node in drawn} == {frontend["spec"]["nodeName"], remote["spec"]["nodeName"]}
         assert "vxlan-encap" in stages and stages[-1] == "result"
+        # Opened, the encapsulation shows the packet as Wireshark would: the nodes' addresses outside, the
+        # pods' inside; `podnet trace --bytes` prints the same layers under the stage.
+        address = {spec.name: spec.address for spec in cluster.topo.nodes}
+        outer = (address[frontend["spec"]["nodeName"]], address[remote["spec"]["nodeName"]])
+        inner = (frontend["status"]["podIP"], remote["status"]["podIP"])
         await browser.click("g.stage[data-stage=vxlan-encap]")
         assert "vxlan-encap" in await browser.wait_for("document.getElementById('stage-panel').textContent")
+        shown = await browser.wait_for("""(() => {
+            const layers = [...document.querySelectorAll('#stage-panel .layer')];
+            const fields = (layer) => Object.fromEntries([...layer.querySelectorAll('tr')]
+                .map((row) => [row.querySelector('th').textContent, row.querySelector('td').textContent]));
+            return layers.length > 0 && layers.map((layer) => [layer.dataset.protocol, fields(layer)]); })()""",
+                                       what="the packet's layers")
+        assert [protocol for protocol, _ in shown][:6] == ["ip", "udp", "vxlan", "eth", "ip", "tcp"]
+        (_, outer_ip), (_, inner_ip) = [layer for layer in shown if layer[0] == "ip"]
+        assert (outer_ip["Source Address"], outer_ip["Destination Address"]) == outer
+        assert (inner_ip["Source Address"], inner_ip["Destination Address"]) == inner
+        assert shown[2][1]["VXLAN Network Identifier (VNI)"] == "1" and shown[5][1]["Destination Port"] == "8080"
+        hex_pane = await browser.evaluate("document.querySelector('#stage-panel pre.hex').textContent")
+        assert hex_pane.startswith("0000  45 00")
+        encap_lines = printed.stdout.split(" vxlan-encap ", 1)[1].splitlines()
+        assert f"Internet Protocol Version 4, Src: {outer[0]}, Dst: {outer[1]}" in encap_lines[1]
+        assert f"Internet Protocol Version 4, Src: {inner[0]}, Dst: {inner[1]}" in "\n".join(encap_lines[1:8])
         await shots.take("journey")
 
         # node-2's agent dies: within the grace period the page shows node-2 NotReady, its pods greyed; it
         # comes back after `podnet start`.
+        # Each tunnel with its packet rate each way, from the sending agent's count of what it sent the other.
         await browser.click("#tabs button[data-tab=topology]")
+        tunnels = await browser.wait_for("""(() => { const found = [...document.querySelectorAll('path[data-tunnel]')];
+            return found.length === 3 && found.every((t) => t.dataset.rateAb !== '' && t.dataset.rateBa !== '') &&
+                found.map((t) => [t.dataset.tunnel, Number(t.dataset.rateAb), Number(t.dataset.rateBa)]); })()""",
+                                         timeout=15, what="every tunnel's rates")
+        assert sorted(name for name, _, _ in tunnels) == ["node-1~node-2", "node-1~node-3", "node-2~node-3"]
+        assert all(ab >= 0 and ba >= 0 for _, ab, ba in tunnels)
+        labels = await browser.evaluate("[...document.querySelectorAll('.tunnel-label')].map((t) => t.textContent)")
+        assert len(labels) == 3 and all(re.search(r"node-\d → [\d.]+/s · node-\d → [\d.]+/s$", text) for text in labels)
         assert (await run(cluster, "kill", "node-2/agent")).returncode == 0
         await browser.wait_for("document.querySelector('g.node[data-node=node-2] .node-agent').textContent"
                                ".startsWith('agent stopped')", what="the agent shown stopped")

@@ -3,11 +3,15 @@ page draws out; and its session table."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from podnet.nodeagent.policy import Matrix
 from podnet.nodeagent.policy.flowlog import FlowRecord
 from podnet.nodeagent.policy.matrix import Cell
+from support import pipelines
 
+from podnet.rpc.agentmethods import PEER_RX, PEER_TX
 from podnet.ui import access, model
 
 
@@ -80,7 +84,8 @@ def test_topology_greys_the_pods_of_a_node_that_is_not_ready_and_of_pods_that_ar
     assert all(p["greyed"] for p in second["pods"]) and len(second["pods"]) == 2
     assert second["processes"] == [{"name": "agent", "running": False, "healthy": None},
                                    {"name": "kube-proxy", "running": True, "healthy": False}]
-    assert view["tunnels"] == [{"a": "node-1", "b": "node-2", "encapsulation": "vxlan", "up": False, "bgp": []}]
+    assert view["tunnels"] == [{"a": "node-1", "b": "node-2", "encapsulation": "vxlan", "up": False,
+                                "rates": {"ab": None, "ba": None}, "bgp": []}]
     assert view["control"] == [{"name": "apiserver", "running": True, "healthy": True}]
 
 
@@ -89,8 +94,26 @@ def test_tunnel_rates_come_from_two_reads_of_the_counters():
     after = {"node-1": {"tunnel.tx": 110, "tunnel.rx": 54}, "node-2": {"tunnel.tx": 3, "tunnel.rx": 1},
              "node-3": {"tunnel.tx": 5, "tunnel.rx": 5}}
     # node-2's agent restarted (its counters went back), node-3 was not read before: no rate for either.
-    assert model.rates(before, after, 2.0) == {"node-1": {"tx": 5.0, "rx": 2.0}}
+    assert model.rates(before, after, 2.0) == {"node-1": {"tx": 5.0, "rx": 2.0, "peers": {}}}
     assert model.rates(before, after, 0.0) == {}
+
+
+def test_each_tunnel_has_the_rate_each_way_from_its_senders_counters():
+    nodes = [node("node-1", True, "127.0.0.11", "10.244.0.0/24"), node("node-2", True, "127.0.0.12", "10.244.1.0/24"),
+             node("node-3", True, "127.0.0.13", "10.244.2.0/24")]
+    before = {"node-1": {"tunnel.tx": 10, "tunnel.rx": 10, f"{PEER_TX}127.0.0.12": 4, f"{PEER_TX}127.0.0.13": 6,
+                         f"{PEER_RX}127.0.0.12": 10},
+              "node-2": {"tunnel.tx": 10, "tunnel.rx": 4, f"{PEER_TX}127.0.0.11": 10, f"{PEER_RX}127.0.0.11": 4}}
+    after = {"node-1": {"tunnel.tx": 30, "tunnel.rx": 20, f"{PEER_TX}127.0.0.12": 24, f"{PEER_TX}127.0.0.13": 6,
+                        f"{PEER_RX}127.0.0.12": 20},
+             "node-2": {"tunnel.tx": 20, "tunnel.rx": 22, f"{PEER_TX}127.0.0.11": 20, f"{PEER_RX}127.0.0.11": 22}}
+    found = model.rates(before, after, 2.0)
+    assert found["node-1"] == {"tx": 10.0, "rx": 5.0, "peers": {"127.0.0.12": {"tx": 10.0, "rx": 5.0},
+                                                                "127.0.0.13": {"tx": 0.0, "rx": 0.0}}}
+    tunnels = {(t["a"], t["b"]): t["rates"] for t in model.topology(nodes, [], [], found)["tunnels"]}
+    # node-3 was not read: what it sends is unknown; node-2 has counted nothing for node-3: it sent it nothing
+    assert tunnels == {("node-1", "node-2"): {"ab": 10.0, "ba": 5.0}, ("node-1", "node-3"): {"ab": 0.0, "ba": None},
+                       ("node-2", "node-3"): {"ab": 0.0, "ba": None}}
 
 
 def test_verdicts_on_one_connection_make_one_connection_denied_if_either_side_denied_it():
@@ -177,6 +200,24 @@ def test_a_journey_places_each_stage_on_its_node():
     local = model.journey("shop/a", "node-1", "10.244.0.3:80", "TCP", stages[:2], split=2, far=0, far_node=None,
                           answered=False)
     assert local["nodes"] == ["node-1"] and {s["leg"] for s in local["stages"]} == {"out"}
+
+
+def test_a_stage_that_holds_the_packet_shows_its_layers_and_bytes():
+    pipeline_a, pipeline_b = pipelines.node(pipelines.N1, pipelines.A), pipelines.node(pipelines.N2, pipelines.B)
+    recorded: list = []
+    out = pipeline_a.from_pod(pipelines.A, pipelines.udp_packet(pipelines.A.ip, pipelines.B.ip), 0.0, recorded)
+    pipeline_b.from_tunnel(pipelines.N1.address, out[0].datagram, 0.0, recorded)
+    stages = [stage.as_dict() for stage in recorded]
+    view = model.journey("default/a", "node-1", "10.244.2.2:53", "UDP", stages, split=7, far=len(stages) - 7,
+                         far_node="node-2", answered=True)
+    shown = {s["stage"]: s for s in view["stages"]}
+    encap = shown["vxlan-encap"]
+    assert [layer["protocol"] for layer in encap["layers"]] == ["ip", "udp", "vxlan", "eth", "ip", "udp", "data"]
+    assert encap["layers"][0]["title"] == "Internet Protocol Version 4, Src: 127.0.0.11, Dst: 127.0.0.12"
+    assert ["VXLAN Network Identifier (VNI)", "1"] in encap["layers"][2]["fields"]
+    assert encap["length"] == len(recorded[6].packet) and encap["hex"][0].startswith(f"0000  45 00 00 {encap['length']:02x}")
+    assert "layers" not in shown["conntrack"] and "packet" not in shown["conntrack"]
+    assert json.loads(json.dumps(view)) == view  # what the page is sent: no bytes left in it
 
 
 def test_sessions_end_at_their_expiry_or_at_logout():

@@ -12,13 +12,11 @@ from podnet.nodeagent.pods.virtual.client import (
     Completed,
     ConnectResult,
     Failed,
-    HttpResponse,
     Opened,
     PeerClosed,
     PingResult,
     Received,
     UdpReply,
-    parse_http_response,
     parse_http_url,
 )
 from podnet.nodeagent.pods.virtual.stack import ContainerPort, PodStack, parse_container_ports
@@ -27,6 +25,8 @@ from podnet.overlay.wire import arp, ethernet, icmp, ipv4, tcp, udp
 from podnet.overlay.wire.ipv4 import IPProtocol
 from podnet.overlay.wire.tcp import TcpFlags, TcpSegment
 from support.virtual_link import POD_A_IP, POD_B_IP, Link, make_pod
+
+from podnet.http1 import HttpResponse, parse_http_response
 
 
 @pytest.fixture

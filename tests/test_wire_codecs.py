@@ -2,7 +2,8 @@
 
 import pytest
 from podnet.overlay.wire import addresses, arp, checksum, ethernet, icmp, ipv4, tcp, udp, vxlan
-from podnet.overlay.wire.errors import DecodeError
+
+from podnet.codec import DecodeError
 
 SRC, DST = "10.244.1.2", "10.244.2.3"
 

@@ -5,9 +5,10 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from podnet.overlay.wire import addresses, ethernet, fastpath, icmp, ipv4, tcp, udp, vxlan
-from podnet.overlay.wire.errors import DecodeError
 from test_wire_golden import CASES
 from test_wire_properties import NO_DEADLINE, ips, ipv4_packets, payloads, tcp_segments, u16, udp_datagrams
+
+from podnet.codec import DecodeError
 
 echoes = st.builds(
     icmp.IcmpEcho,

@@ -1,11 +1,7 @@
 """pcap files: byte layout, and tshark (Debian) reading our captures as VXLAN with the pod addresses."""
 
 import io
-import os
-import shutil
-import subprocess
 
-import pytest
 from podnet.overlay.wire import ethernet, icmp, ipv4, pcap, tcp, vxlan
 
 NODE_A, NODE_B = "127.0.0.11", "127.0.0.12"
@@ -59,26 +55,6 @@ def _syn_reply() -> ipv4.IPv4Packet:
 # tshark's checksum status values: 0 bad, 1 good, 2 unverified.
 GOOD, BAD = "1", "0"
 EXPERT_WARNING = 0x00600000  # PI_WARN; chat is 0x00200000, note 0x00400000, error 0x00800000
-
-
-@pytest.fixture
-def tshark():
-    path = shutil.which("tshark")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("tshark is missing (Debian package tshark)")
-        pytest.skip("tshark is not installed (Debian package tshark)")
-
-    def read(capture, *fields):
-        args = [path, "-r", str(capture), "-T", "fields", "-E", "separator=|", "-E", "aggregator=,"]
-        for protocol in ("ip", "udp", "tcp"):  # ICMP checksums are always checked
-            args += ["-o", f"{protocol}.check_checksum:TRUE"]
-        for field in fields:
-            args += ["-e", field]
-        result = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
-        return [line.split("|") for line in result.stdout.splitlines()]
-
-    return read
 
 
 def test_tshark_reads_underlay_capture_as_vxlan(tmp_path, tshark):

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from podnet.overlay.wire import addresses, arp, checksum, ethernet, icmp, ipv4, tcp, udp, vxlan
-from podnet.overlay.wire.errors import DecodeError
+
+from podnet.codec import DecodeError
 
 # A shared 2-core machine can stall any one example; only the fuzz tests bound their total work.
 NO_DEADLINE = settings(deadline=None)

@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from podnet.overlay.wire import proxyv2
-from podnet.overlay.wire.errors import DecodeError
 from podnet.overlay.wire.proxyv2 import Command, Family, ProxyHeader, Transport
+
+from podnet.codec import DecodeError
 
 # Laid out by hand from proxy-protocol.txt 2.2: a TCP/IPv4 client 127.0.0.1:56324 that reached 127.0.1.5:80.
 GOLDEN_TCP4 = bytes.fromhex("0d0a0d0a000d0a515549540a2111000c7f0000017f000105dc040050")

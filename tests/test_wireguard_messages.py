@@ -8,10 +8,11 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from podnet.overlay.wire.errors import DecodeError
 from podnet.overlay.wireguard import messages
 from podnet.overlay.wireguard.device import Device
 from podnet.overlay.wireguard.messages import CookieReply, Initiation, Response, Transport
+
+from podnet.codec import DecodeError
 
 
 def _bytes(n: int):

@@ -17,6 +17,8 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from podnet.api.keys import object_key
+
 # Well-known Service addresses: the `kubernetes` Service takes the first address of the range and the
 # cluster DNS the tenth, as kubeadm sets them up.
 KUBERNETES_SERVICE = "default/kubernetes"
@@ -27,21 +29,6 @@ def well_known_ips(service_cidr: str) -> dict[str, str]:
     """The fixed ClusterIP of each well-known Service key (`namespace/name`)."""
     network = ipaddress.IPv4Network(service_cidr)
     return {KUBERNETES_SERVICE: str(network[1]), DNS_SERVICE: str(network[10])}
-
-
-def parse_port_range(text: str | tuple[int, int]) -> range:
-    """`"30000-32767"` or `(30000, 32767)` → range(30000, 32768)."""
-    if isinstance(text, tuple):
-        first, last = text
-    else:
-        low, sep, high = text.partition("-")
-        try:
-            first, last = int(low), int(high if sep else low)
-        except ValueError:
-            raise ValueError(f"invalid port range {text!r}: want FIRST-LAST") from None
-    if not 1 <= first <= last <= 65535:
-        raise ValueError(f"invalid port range {text!r}")
-    return range(first, last + 1)
 
 
 # Pod CIDRs.
@@ -145,11 +132,6 @@ class Admission:
     given_up_ports: frozenset[int] = frozenset()
 
 
-def service_key(service: dict) -> str:
-    meta = service.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
-
-
 def _wants_cluster_ip(spec: dict) -> bool:
     return spec.get("type", "ClusterIP") != "ExternalName" and spec.get("clusterIP") != "None"
 
@@ -197,11 +179,13 @@ class IpAllocations:
         services: Iterable[dict],
         *,
         service_cidr: str = "10.96.0.0/12",
-        node_port_range: str | tuple[int, int] = "30000-32767",
+        node_port_range: tuple[int, int] = (30000, 32767),
     ) -> IpAllocations:
-        allocations = cls(ipaddress.IPv4Network(service_cidr), parse_port_range(node_port_range))
+        """`node_port_range` as the config holds it (`serviceaddresses.parse_port_range`), both ends in."""
+        low, high = node_port_range
+        allocations = cls(ipaddress.IPv4Network(service_cidr), range(low, high + 1))
         for service in services:
-            key, spec = service_key(service), service.get("spec") or {}
+            key, spec = object_key(service), service.get("spec") or {}
             for ip in _ips_of(spec):
                 try:
                     address = ipaddress.IPv4Address(ip)
@@ -281,7 +265,7 @@ class IpAllocations:
         """Fills in the Service's clusterIP(s), nodePorts and healthCheckNodePort and reserves them; on an
         update (`old` given) what the client left empty is carried over from the stored version, as
         kube-apiserver does. Raises AllocationError, reserving nothing, when a request cannot be met."""
-        key = service_key(service)
+        key = object_key(service)
         new = copy.deepcopy(service)
         spec = new.setdefault("spec", {})
         old_spec = (old or {}).get("spec") or {}
@@ -354,7 +338,7 @@ class IpAllocations:
 
     def release(self, service: dict) -> None:
         """The Service was deleted: free everything it held."""
-        key = service_key(service)
+        key = object_key(service)
         self._free(key, {ip for ip, k in self.ips.items() if k == key}, {p for p, k in self.ports.items() if k == key})
 
     def _free(self, key: str, ips: Iterable[ipaddress.IPv4Address], ports: Iterable[int]) -> None:

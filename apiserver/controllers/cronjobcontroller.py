@@ -11,12 +11,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from podnet.api.events import NORMAL
+from podnet.api.keys import object_key
 from podnet.client import ApiClient, Informer
 from podnet.events import EventRecorder
 
 from . import cronjobs, ownerrefs
 from .runner import Settings
-from .workloads import _in_namespace, _key, _Workloads
+from .workloads import _in_namespace, _Workloads
 
 # Looked at again this long after the schedule's time, so that the time has surely come.
 WAKE_MARGIN = 0.1
@@ -40,7 +41,7 @@ class CronJobs(_Workloads):
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind == "cronjobs":
-            self.mark([_key(new or old or {})])
+            self.mark([object_key(new or old or {})])
             return
         for job in filter(None, (old, new)):
             ref = ownerrefs.controller_ref(job)
@@ -48,7 +49,7 @@ class CronJobs(_Workloads):
                 self.mark([f"{job['metadata'].get('namespace')}/{ref.get('name')}"])
 
     async def sync(self, cronjob: dict) -> None:
-        key, namespace = _key(cronjob), cronjob["metadata"]["namespace"]
+        key, namespace = object_key(cronjob), cronjob["metadata"]["namespace"]
         now = self.clock()
         plan = cronjobs.plan(cronjob, _in_namespace(self.store("jobs"), namespace), now)
         for event in plan.events:

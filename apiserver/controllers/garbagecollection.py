@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from podnet.apiserver.deletion import FOREGROUND_FINALIZER, ORPHAN_FINALIZER
 
+from podnet.api.keys import object_key
 from podnet.api.kinds import Kind, UnknownKind, for_object
 
 
@@ -201,7 +202,7 @@ def orphaned_pods(pods: Iterable[dict], nodes: Container[str], missing_since: Ma
         meta, node = pod["metadata"], (pod.get("spec") or {}).get("nodeName")
         if not node or node in nodes:
             continue
-        key = f"{meta.get('namespace')}/{meta['name']}"
+        key = object_key(pod)
         table[key] = missing_since.get(key, now)
         if now - table[key] >= quarantine:
             due.append((str(meta.get("namespace")), meta["name"], str(meta.get("uid") or ""), node))

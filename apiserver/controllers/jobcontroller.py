@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from podnet.api.keys import object_key
+
 from . import jobs
-from .workloads import PodOwners, _in_namespace, _key
+from .workloads import PodOwners, _in_namespace
 
 
 class Jobs(PodOwners):
@@ -23,5 +25,5 @@ class Jobs(PodOwners):
         if not await self.write_pods(job, plan) or plan.status == job.get("status"):
             return
         update = self.client.replace_status({**job, "status": plan.status})
-        if await self.write(f"update status of job {_key(job)}", update) and plan.event is not None:
+        if await self.write(f"update status of job {object_key(job)}", update) and plan.event is not None:
             self.events.record(job, *plan.event)

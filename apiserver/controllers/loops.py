@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 
 from podnet.api import clusterdns, selectors
+from podnet.api.keys import namespaced_key, object_key
 from podnet.client import ApiClient, Informer
 from podnet.events import NORMAL, WARNING, EventRecorder
 
@@ -24,11 +25,6 @@ from .serviceaccounts import ServiceAccounts
 from .workloads import Deployments, ReplicaSets
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-def _key(obj: dict) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
 
 
 class DefaultObjects(Controller):
@@ -63,8 +59,8 @@ class DefaultObjects(Controller):
                 await self.write(f"create namespace {name}", self.client.create(
                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
         for service in self._services():
-            if _key(service) not in self.store("services"):
-                await self.write(f"create service {_key(service)}", self.client.create(service))
+            if object_key(service) not in self.store("services"):
+                await self.write(f"create service {object_key(service)}", self.client.create(service))
 
 
 class NodeIpam(Controller):
@@ -127,22 +123,22 @@ class Scheduler(Controller):
             counts[node_name] = counts.get(node_name, 0) + 1
         pending = sorted(
             (pod for key, pod in pods.items() if key not in self.assumed and scheduling.needs_scheduling(pod)),
-            key=lambda p: (p["metadata"].get("creationTimestamp") or "", _key(p)),
+            key=lambda p: (p["metadata"].get("creationTimestamp") or "", object_key(p)),
         )
         for pod in pending:
             node_name = scheduling.choose_node(pod, nodes, counts)
             if node_name is None:
                 continue
             meta = pod["metadata"]
-            bound = await self.write(f"bind pod {_key(pod)} to {node_name}", self.client.patch(
+            bound = await self.write(f"bind pod {object_key(pod)} to {node_name}", self.client.patch(
                 "pods", meta["name"], {"metadata": {"resourceVersion": meta.get("resourceVersion")},
                                        "spec": {"nodeName": node_name}},
                 namespace=meta["namespace"]))
             if bound:
-                self.assumed[_key(pod)] = node_name
+                self.assumed[object_key(pod)] = node_name
                 counts[node_name] = counts.get(node_name, 0) + 1
-                self.log.info("pod %s: bound to %s", _key(pod), node_name)
-                self.events.record(pod, NORMAL, "Scheduled", f"Successfully assigned {_key(pod)} to {node_name}")
+                self.log.info("pod %s: bound to %s", object_key(pod), node_name)
+                self.events.record(pod, NORMAL, "Scheduled", f"Successfully assigned {object_key(pod)} to {node_name}")
 
 
 class EndpointSlices(Controller):
@@ -171,7 +167,7 @@ class EndpointSlices(Controller):
         if labels.get(endpointslices.MANAGED_BY_LABEL) != endpointslices.MANAGED_BY:
             return None
         service = labels.get(endpointslices.SERVICE_NAME_LABEL)
-        return f"{meta.get('namespace')}/{service}" if service else None
+        return namespaced_key(meta.get("namespace"), service) if service else None
 
     def _services_selecting(self, pods: Iterable[dict | None]) -> set[str]:
         """Services whose selector picks any of these pods (a pod's old and new version: a label change
@@ -189,7 +185,7 @@ class EndpointSlices(Controller):
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         obj = new or old or {}
         if kind in ("services", "endpoints"):
-            self.dirty.add(_key(obj))
+            self.dirty.add(object_key(obj))
         elif kind == "endpointslices":
             owner = self._slice_owner(obj)
             if owner:

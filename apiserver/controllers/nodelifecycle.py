@@ -15,6 +15,8 @@ import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from podnet.api.keys import object_key
+
 from .scheduling import condition, tolerates
 
 UNREACHABLE_TAINT_KEY = "node.kubernetes.io/unreachable"
@@ -117,7 +119,7 @@ def decide(
         since = unreachable_since.get(spec.get("nodeName") or "")
         if since is None or meta.get("deletionTimestamp"):
             continue
-        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        key = object_key(pod)
         ready = condition(pod, "Ready") or {}
         if ready.get("status") == "True":
             pods_not_ready.append(key)

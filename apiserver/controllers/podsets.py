@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from podnet.api.keys import object_key
 from podnet.events import NORMAL
 
 from . import daemonsets, ownerrefs, replicasets, revisions, statefulsets
 from .deployments import template_hash
-from .workloads import PodOwners, _in_namespace, _key
+from .workloads import PodOwners, _in_namespace
 
 
 class _PodSets(PodOwners):
@@ -23,16 +24,16 @@ class _PodSets(PodOwners):
         plan = revisions.plan(owner, hash_of_template, _in_namespace(self.store("controllerrevisions"), namespace),
                               _in_namespace(self.store("pods"), namespace), keep)
         if plan.create is not None:
-            await self.write(f"create controllerrevision {_key(plan.create)}", self.client.create(plan.create))
+            await self.write(f"create controllerrevision {object_key(plan.create)}", self.client.create(plan.create))
         for revision in plan.renumber:
-            await self.write(f"renumber controllerrevision {_key(revision)}", self.client.replace(revision))
+            await self.write(f"renumber controllerrevision {object_key(revision)}", self.client.replace(revision))
         for name in plan.delete:
             await self.write(f"delete controllerrevision {namespace}/{name}",
                              self.client.delete("controllerrevisions", name, namespace))
 
     async def write_plan(self, owner: dict, plan: replicasets.Plan) -> None:
         if await self.write_pods(owner, plan) and plan.status != owner.get("status"):
-            await self.write(f"update status of {self.owner_kind.lower()} {_key(owner)}",
+            await self.write(f"update status of {self.owner_kind.lower()} {object_key(owner)}",
                              self.client.replace_status({**owner, "status": plan.status}))
 
 
@@ -61,7 +62,7 @@ class StatefulSets(_PodSets):
         pods = _in_namespace(self.store("pods"), sts["metadata"]["namespace"])
         await self.write_plan(sts, statefulsets.plan(sts, pods, now))
         owned = [p for p in pods if ownerrefs.is_controlled_by(p, sts["metadata"].get("uid"))]
-        self.recheck(_key(sts), replicasets.next_availability(sts, owned, now))
+        self.recheck(object_key(sts), replicasets.next_availability(sts, owned, now))
 
 
 class DaemonSets(_PodSets):

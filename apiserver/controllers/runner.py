@@ -1,19 +1,24 @@
-"""The asyncio side every controller shares: a coalescing runner, the controller skeleton (informers →
-handlers → coalesced reconcile → API writes) and the settings read from the API server's config."""
+"""The asyncio side every controller shares: the controller skeleton (informers →
+handlers → a bounded-frequency runner (podnet/runner.py) → API writes) and the settings read from the API server's config."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from podnet.apiserver.config import ApiServerConfig
+
 from podnet.client import ApiClient, ApiError, Informer
+from podnet.runner import BoundedFrequencyRunner
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY = 5.0  # the longest wait before a failed reconcile is tried again
 
 
 def now_timestamp() -> str:
@@ -34,81 +39,28 @@ class Settings:
     root_ca_file: str = ""  # the CA published as kube-root-ca.crt: the one the serving certificate chains to
 
     @classmethod
-    def from_config(cls, config: object, server_url: str) -> Settings:
-        """Reads the API server's config by name, with defaults. The `kubernetes` Service's endpoint is
+    def from_config(cls, config: ApiServerConfig, server_url: str) -> Settings:
+        """What the controllers read of the API server's config. The `kubernetes` Service's endpoint is
         the advertised address and port when the config names them, else the address the controllers'
         own client reaches the API server at (right even when the server bound port 0)."""
         url = urlsplit(server_url)
-        address = getattr(config, "api_advertise_address", None) or url.hostname or "127.0.0.1"
+        address = config.advertise_address or url.hostname or "127.0.0.1"
         try:
             ipaddress.IPv4Address(address)
-        except ValueError:
+        except ValueError:  # a host name in the URL ("localhost")
             address = "127.0.0.1"
-        port = getattr(config, "api_port", None) or url.port or (443 if url.scheme == "https" else 80)
-        default = cls()
+        port = config.advertise_port or url.port or (443 if url.scheme == "https" else 80)
         return cls(
-            service_cidr=getattr(config, "service_cidr", default.service_cidr),
-            cluster_cidr=getattr(config, "cluster_cidr", default.cluster_cidr),
-            node_cidr_prefix=int(getattr(config, "node_cidr_prefix", default.node_cidr_prefix)),
-            node_grace_period=float(getattr(config, "node_grace_period", default.node_grace_period)),
-            pod_eviction_timeout=float(
-                getattr(config, "pod_eviction_timeout", getattr(config, "eviction_timeout", default.pod_eviction_timeout))
-            ),
-            orphaned_pod_quarantine=float(getattr(config, "orphaned_pod_quarantine", default.orphaned_pod_quarantine)),
+            service_cidr=config.service_cidr,
+            cluster_cidr=config.cluster_cidr,
+            node_cidr_prefix=config.node_cidr_mask_size,
+            node_grace_period=config.node_grace_period,
+            pod_eviction_timeout=config.eviction_timeout,
+            orphaned_pod_quarantine=config.orphaned_pod_quarantine,
             api_address=address,
-            api_port=int(port),
-            root_ca_file=str(getattr(config, "root_ca", "")),
+            api_port=port,
+            root_ca_file=config.root_ca,
         )
-
-
-class CoalescingRunner:
-    """Runs `reconcile` after `trigger()`, never sooner than `min_interval` after its previous run (a burst of
-    triggers costs one run), and at least every `max_interval` (a periodic resync). A failed run is retried
-    with backoff. As Kubernetes' BoundedFrequencyRunner."""
-
-    def __init__(
-        self,
-        name: str,
-        reconcile: Callable[[], Awaitable[None]],
-        *,
-        min_interval: float = 0.05,
-        max_interval: float = 30.0,
-        max_backoff: float = 5.0,
-    ):
-        self.name = name
-        self._reconcile = reconcile
-        self.min_interval = min_interval
-        self.max_interval = max_interval
-        self.max_backoff = max_backoff
-        self._wake = asyncio.Event()
-        self.runs = 0
-
-    def trigger(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = float("-inf")
-        backoff = self.min_interval
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.max_interval)
-            except TimeoutError:
-                pass
-            delay = last + self.min_interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._wake.clear()
-            last = loop.time()
-            self.runs += 1
-            try:
-                await self._reconcile()
-                backoff = self.min_interval
-            except Exception:
-                log.exception("%s: reconcile failed; retrying in %.1fs", self.name, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(max(backoff * 2, 0.1), self.max_backoff)
-                self._wake.set()
 
 
 class Controller:
@@ -125,8 +77,9 @@ class Controller:
         self.informers = informers
         self.settings = settings
         self.log = logging.getLogger(f"{__name__}.{self.name}")
-        self.runner = CoalescingRunner(self.name, self.reconcile, min_interval=self.min_interval,
-                                       max_interval=self.max_interval)
+        self.runner = BoundedFrequencyRunner(self.name, self.reconcile, min_interval=self.min_interval,
+                                             max_interval=self.max_interval, retry=self.min_interval,
+                                             max_retry=MAX_RETRY)
         for kind in self.needs:
             informers[kind].add_handler(lambda event, old, new, kind=kind: self.on_event(kind, event, old, new))
 

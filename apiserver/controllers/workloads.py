@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol
 
+from podnet.api.keys import object_key
 from podnet.client import ApiClient, ApiError, Informer
 from podnet.events import NORMAL, EventRecorder, pod_created, pod_deleted
 
@@ -22,11 +23,6 @@ from .runner import Controller, Settings
 
 # How long a write may take to come back through the watch before the controller stops waiting for it.
 EXPECTATION_TIMEOUT = 30.0
-
-
-def _key(obj: dict) -> str:
-    meta = obj["metadata"]
-    return f"{meta.get('namespace')}/{meta['name']}"
 
 
 def _in_namespace(store: dict[str, dict], namespace: str) -> list[dict]:
@@ -41,7 +37,7 @@ def _selecting(owners: Iterable[dict], obj: dict) -> list[str]:
         if owner["metadata"].get("namespace") != meta.get("namespace"):
             continue
         if ownerrefs.selector_of(owner).matches(meta.get("labels")):
-            keys.append(_key(owner))
+            keys.append(object_key(owner))
     return keys
 
 
@@ -161,7 +157,7 @@ class PodOwners(_Workloads):
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind == self.needs[0]:
-            self.mark([_key(new or old or {})])
+            self.mark([object_key(new or old or {})])
             return
         for pod in filter(None, (old, new)):
             ref = ownerrefs.controller_ref(pod)
@@ -173,13 +169,13 @@ class PodOwners(_Workloads):
     async def write_pods(self, owner: dict, plan: PodPlan) -> bool:
         """Carries out what `plan` says of the owner's pods; False when it may not adopt (being deleted:
         the event that shows it brings the owner back) and nothing was done."""
-        key, namespace = _key(owner), owner["metadata"]["namespace"]
+        key, namespace = object_key(owner), owner["metadata"]["namespace"]
         if plan.adopt and not await self.may_adopt(owner):
             return False
         for pod in plan.adopt:
-            await self.write(f"adopt pod {_key(pod)} into {key}", self.client.replace(pod))
+            await self.write(f"adopt pod {object_key(pod)} into {key}", self.client.replace(pod))
         for pod in plan.release:
-            await self.write(f"release pod {_key(pod)} from {key}", self.client.replace(pod))
+            await self.write(f"release pod {object_key(pod)} from {key}", self.client.replace(pod))
         created, removed = set(), set()
         for pod in plan.create:
             made = await self.write(f"create pod for {key}", self.client.create(pod))
@@ -212,7 +208,7 @@ class ReplicaSets(PodOwners):
         return [p for p in pods if (ownerrefs.controller_ref(p) or {}).get("uid") in siblings]
 
     async def sync(self, rs: dict) -> None:
-        key, namespace = _key(rs), rs["metadata"]["namespace"]
+        key, namespace = object_key(rs), rs["metadata"]["namespace"]
         pods = _in_namespace(self.store("pods"), namespace)
         now = datetime.now(UTC)
         plan = replicasets.plan(rs, pods, now, self._related(rs, pods))
@@ -255,7 +251,7 @@ class Deployments(_Workloads):
 
     def on_event(self, kind: str, event: str, old: dict | None, new: dict | None) -> None:
         if kind == "deployments":
-            self.mark([_key(new or old or {})])
+            self.mark([object_key(new or old or {})])
         elif kind == "replicasets":
             for rs in filter(None, (old, new)):
                 self.mark(self._deployment_of({**rs, "kind": "ReplicaSet"}))
@@ -267,28 +263,28 @@ class Deployments(_Workloads):
                 self.mark(self._deployment_of(pod))
 
     async def sync(self, deployment: dict) -> None:
-        key, namespace = _key(deployment), deployment["metadata"]["namespace"]
+        key, namespace = object_key(deployment), deployment["metadata"]["namespace"]
         actions = deployments.sync(deployment, _in_namespace(self.store("replicasets"), namespace),
                                    _in_namespace(self.store("pods"), namespace), datetime.now(UTC))
         if actions.adopt and not await self.may_adopt(deployment):
             return  # being deleted: the event that shows it brings this Deployment back
         for rs in actions.adopt:
-            await self.write(f"adopt replicaset {_key(rs)} into {key}", self.client.replace(rs))
+            await self.write(f"adopt replicaset {object_key(rs)} into {key}", self.client.replace(rs))
         for rs in actions.release:
-            await self.write(f"release replicaset {_key(rs)} from {key}", self.client.replace(rs))
+            await self.write(f"release replicaset {object_key(rs)} from {key}", self.client.replace(rs))
         for pod in actions.release_pods:
-            await self.write(f"hand pod {_key(pod)} of {key} to its replicaset", self.client.replace(pod))
+            await self.write(f"hand pod {object_key(pod)} of {key} to its replicaset", self.client.replace(pod))
         for name in actions.delete_pods:
             await self.write(f"delete pod {namespace}/{name} that {key} owned directly",
                              self.client.delete("pods", name, namespace))
         created = set()
         if actions.create is not None:
-            if await self.write(f"create replicaset {_key(actions.create)}", self.client.create(actions.create)):
+            if await self.write(f"create replicaset {object_key(actions.create)}", self.client.create(actions.create)):
                 created.add(actions.create["metadata"]["name"])
                 self._scaled(deployment, actions.create["metadata"]["name"], 0, actions.create["spec"]["replicas"])
         for rs in actions.update:
-            before = replicasets.replicas_of(self.store("replicasets").get(_key(rs)) or rs)
-            if await self.write(f"update replicaset {_key(rs)}", self.client.replace(rs)):
+            before = replicasets.replicas_of(self.store("replicasets").get(object_key(rs)) or rs)
+            if await self.write(f"update replicaset {object_key(rs)}", self.client.replace(rs)):
                 self._scaled(deployment, rs["metadata"]["name"], before, rs["spec"]["replicas"])
         removed = set()
         for name in actions.delete:

@@ -21,8 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from podnet.nodeagent.pods.netns import resolv_conf
-
+from podnet.api.clusterdns import resolv_conf
 from podnet.api.durations import parse_duration
 from podnet.rpc.agentmethods import AgentMethod
 

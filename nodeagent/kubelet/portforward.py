@@ -22,8 +22,9 @@ import socket
 from aiohttp import WSMsgType, web
 from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.kubelet.node import Kubelet, KubeletError, bad_request
-from podnet.nodeagent.pods.netns import NETNS_DIR, socket_in_namespace
+from podnet.nodeagent.pods.netns import socket_in_namespace
 
+from podnet.netns.names import NETNS_DIR
 from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

@@ -28,14 +28,17 @@ from typing import Any
 from aiohttp import web
 from podnet.nodeagent.kubeproxy import rules
 from podnet.nodeagent.kubeproxy.tracker import ChangeTracker, apply_changes
+from podnet.overlay.pipeline.nat import ProxyTable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from podnet.api.keys import object_key
 from podnet.backends import PROXY_MODES
 from podnet.client import ApiClient, Informer
 from podnet.kubeconfig import ClientTls
 from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
 from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, RpcError
+from podnet.runner import BoundedFrequencyRunner
 
 log = logging.getLogger(__name__)
 
@@ -55,52 +58,6 @@ class ProxyConfig:
     max_sync_interval: float = 30.0
     agent_retry_min: float = 0.05
     agent_retry_max: float = 0.5
-
-
-class BoundedFrequencyRunner:
-    """Runs `fn` after `trigger()`, never sooner than `min_interval` after the previous run, and at
-    least every `max_interval`; a failed run is retried after `retry` seconds (growing to
-    `max_retry`). As Kubernetes' `async.BoundedFrequencyRunner`."""
-
-    def __init__(
-        self,
-        fn: Callable[[], Awaitable[None]],
-        *,
-        min_interval: float,
-        max_interval: float,
-        retry: float,
-        max_retry: float,
-    ):
-        self.fn = fn
-        self.min_interval = min_interval
-        self.max_interval = max_interval
-        self.retry = retry
-        self.max_retry = max_retry
-        self._wake = asyncio.Event()
-
-    def trigger(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last = float("-inf")
-        retry = self.retry
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.max_interval)
-            delay = last + self.min_interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._wake.clear()
-            last = loop.time()
-            try:
-                await self.fn()
-                retry = self.retry
-            except (ConnectionError, OSError, TimeoutError, RpcError) as exc:
-                log.warning("sync failed: %s; retrying in %.2fs", exc, retry)
-                await asyncio.sleep(retry)
-                retry = min(retry * 2, self.max_retry)
-                self._wake.set()
 
 
 class _Metrics:
@@ -141,21 +98,23 @@ class Proxier:
         self.services = Informer(client, "services")
         self.slices = Informer(client, "endpointslices")
         self.nodes = Informer(client, "nodes", field_selector=f"metadata.name={config.node}")
-        self.service_changes = ChangeTracker(rules.service_info, rules.service_key)
-        self.slice_changes = ChangeTracker(rules.slice_info, _object_key)
+        self.service_changes = ChangeTracker(rules.service_info, object_key)
+        self.slice_changes = ChangeTracker(rules.slice_info, object_key)
         self.service_state: dict[str, rules.ServiceInfo] = {}
         self.slice_state: dict[str, rules.SliceInfo] = {}
         self.runner = BoundedFrequencyRunner(
+            "sync",
             self.sync,
             min_interval=config.min_sync_interval,
             max_interval=config.max_sync_interval,
             retry=config.agent_retry_min,
             max_retry=config.agent_retry_max,
+            retry_on=(ConnectionError, OSError, TimeoutError, RpcError),
         )
         self.services.add_handler(self._on_service)
         self.slices.add_handler(self._on_slice)
         self.agent: RpcClient | None = None
-        self.applied: dict | None = None  # the table the agent has, as sent on the current connection
+        self.applied: ProxyTable | None = None  # the table the agent has, as sent on the current connection
         self.pending_since: float | None = None  # when the oldest change not yet applied arrived
         self.last_synced: float | None = None  # wall clock of the last successful sync, for /healthz
         self.health_counts: dict[
@@ -180,7 +139,7 @@ class Proxier:
 
     # ---- sync ------------------------------------------------------------------------------------
 
-    def compute(self) -> dict:
+    def compute(self) -> ProxyTable:
         apply_changes(self.service_state, self.service_changes.take())
         apply_changes(self.slice_state, self.slice_changes.take())
         return rules.compute(
@@ -192,13 +151,13 @@ class Proxier:
         pending_since = self.pending_since
         self.pending_since = None
         table = self.compute()
-        self.health_counts = _health_counts(table, self.config.node)
+        self.health_counts = rules.health_check_counts(table)
         try:
             agent = await self._agent()
             if table != self.applied:
                 kind = "full" if self.applied is None else "changes"
                 result = await agent.call(
-                    AgentMethod.SERVICES_APPLY, {"mode": self.config.mode, "table": table}, timeout=30.0
+                    AgentMethod.SERVICES_APPLY, {"mode": self.config.mode, "table": table.to_data()}, timeout=30.0
                 )
                 self.applied = table
                 rule_count = int((result or {}).get("rules", 0))
@@ -259,20 +218,6 @@ class Proxier:
             await self.agent.close()
 
 
-def _object_key(obj: dict) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
-
-
-def _health_counts(table: dict, node: str) -> dict[int, tuple[str, int]]:
-    counts: dict[int, tuple[str, int]] = {}
-    for entry in table["services"]:
-        port = entry.get("health_check_node_port")
-        if port:
-            local = {e[0] for e in entry.get("external_endpoints") or [] if e[2] == node}
-            previous = counts.get(port, (entry["service"], 0))[1]
-            counts[port] = (entry["service"], max(previous, len(local)))
-    return counts
 
 
 class HealthCheckServer:

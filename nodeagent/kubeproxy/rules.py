@@ -19,9 +19,11 @@ Each Service and each slice is first reduced to the part rules depend on (`servi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
-from podnet.backends import PROXY_MODES
+from podnet.overlay.pipeline.nat import Endpoint, ProxyTable, ServicePort
+
+from podnet.api.keys import namespaced_key
+from podnet.backends import PROXY_MODES, ProxyMode
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_AFFINITY_SECONDS = 10800
@@ -29,11 +31,6 @@ DEFAULT_AFFINITY_SECONDS = 10800
 # A service reduced to what rules depend on: plain tuples, so equal means "no change".
 ServiceInfo = tuple
 SliceInfo = tuple
-
-
-def service_key(obj: Mapping) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
 
 
 def service_info(service: Mapping) -> ServiceInfo | None:
@@ -98,7 +95,7 @@ def slice_info(endpoint_slice: Mapping) -> SliceInfo | None:
             continue
         for address in endpoint.get("addresses") or []:
             endpoints.append((address, str(endpoint.get("nodeName") or "")))
-    return (f"{meta.get('namespace') or 'default'}/{service}", ports, tuple(sorted(endpoints)))
+    return (namespaced_key(meta.get("namespace"), service), ports, tuple(sorted(endpoints)))
 
 
 def compute(
@@ -107,8 +104,8 @@ def compute(
     node: str,
     mode: str = "iptables",
     service_cidr: str = "",
-) -> dict[str, Any]:
-    """The table data for `node`: one entry per Service port, in Service name order (the order of
+) -> ProxyTable:
+    """The table for `node`: one entry per Service port, in Service name order (the order of
     KUBE-SERVICES)."""
     if mode not in PROXY_MODES:
         raise ValueError(f"proxy mode {mode!r} is not one of {', '.join(PROXY_MODES)}")
@@ -127,29 +124,34 @@ def compute(
             continue
         cluster_ip, ports, affinity, internal_local, external_local, external_ips, health_check = info
         for name, protocol, port, node_port in ports:
-            ready = sorted(endpoints_by_port.get((key, name, protocol), ()))
-            local = [e for e in ready if e[2] == node]
-            entry: dict[str, Any] = {
-                "service": key,
-                "port_name": name,
-                "protocol": protocol,
-                "cluster_ip": cluster_ip,
-                "port": port,
-                "endpoints": [list(e) for e in (local if internal_local else ready)],
-            }
-            if node_port or external_ips:
-                entry["external_endpoints"] = [list(e) for e in (local if external_local else ready)]
-                entry["external_local"] = external_local
-            if node_port:
-                entry["node_port"] = node_port
-            if external_ips:
-                entry["external_ips"] = list(external_ips)
-            if affinity:
-                entry["affinity_seconds"] = affinity
-            if health_check:
-                entry["health_check_node_port"] = health_check
-            entries.append(entry)
-    table: dict[str, Any] = {"mode": mode, "node": node, "services": entries}
-    if service_cidr:
-        table["service_cidr"] = service_cidr
-    return table
+            ready = tuple(Endpoint(*e) for e in sorted(endpoints_by_port.get((key, name, protocol), ())))
+            local = tuple(e for e in ready if e.node == node)
+            external = node_port or external_ips
+            entries.append(ServicePort(
+                service=key,
+                port_name=name,
+                protocol=protocol,
+                cluster_ip=cluster_ip,
+                port=port,
+                node_port=node_port or 0,
+                external_ips=tuple(external_ips or ()),
+                endpoints=local if internal_local else ready,
+                external_endpoints=(local if external_local else ready) if external else (),
+                affinity_seconds=affinity or 0,
+                external_local=bool(external_local) if external else False,
+                health_check_node_port=health_check or 0,
+            ))
+    return ProxyTable(ProxyMode(mode), node, tuple(entries), service_cidr)
+
+
+def health_check_counts(table: ProxyTable) -> dict[int, tuple[str, int]]:
+    """healthCheckNodePort -> (its Service, how many ready endpoints it has on the table's node), for
+    kube-proxy's service health server: what a cloud load balancer asks before it sends a node traffic."""
+    counts: dict[int, tuple[str, int]] = {}
+    for entry in table.ports:
+        port = entry.health_check_node_port
+        if port:
+            local = {e.ip for e in entry.external_endpoints if e.node == table.node}
+            previous = counts.get(port, (entry.service, 0))[1]
+            counts[port] = (entry.service, max(previous, len(local)))
+    return counts

@@ -33,7 +33,6 @@ import ctypes
 import datetime
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -51,23 +50,16 @@ from pathlib import Path
 from podnet.nodeagent.kubelet.logshim import start_log_shim
 from podnet.nodeagent.pods import launch, sandbox
 
+from podnet.api.clusterdns import CLUSTER_DNS, CLUSTER_DOMAIN, resolv_conf
 from podnet.backends import POD_MODES
 from podnet.client import podnet_home
+from podnet.netns.ip import ETC_NETNS, NetnsError, delete_namespace, ip, ip_batch, list_namespaces
+from podnet.netns.names import NETNS_DIR, owner_prefix, tap_name
 
 log = logging.getLogger(__name__)
 
-NAME_PREFIX = "podnet-"
-HOST_PREFIX = "podnet-host-"
-NETNS_DIR = Path("/run/netns")
-ETC_NETNS = Path("/etc/netns")
 POD_MODE_ANNOTATION = "podnet.io/pod-mode"
-CLUSTER_DNS = "10.96.0.10"
-CLUSTER_DOMAIN = "cluster.local"
 POD_INTERFACE = "eth0"
-# A pod's TAP carries this name in the agent's namespace until it is moved into the pod's.
-TAP_PREFIX = "pnt"
-# A namespace name is a file name under /run/netns and /etc/netns; keep it readable in `ip netns list`.
-MAX_NAME = 60
 _TUNSETIFF = 0x400454CA
 _IFF_TAP = 0x0002
 _IFF_NO_PI = 0x1000
@@ -81,95 +73,11 @@ BACKOFF_RESET_AFTER = 10.0
 STOP_GRACE = 2.0
 
 
-class NetnsError(RuntimeError):
-    """An `ip` command that sets up a pod's namespace failed."""
-
-
 def pod_mode(pod: dict, default: str) -> str:
     """The pod's mode: its `podnet.io/pod-mode` annotation, else the agent's default."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     mode = annotations.get(POD_MODE_ANNOTATION) or default
     return mode if mode in POD_MODES else default
-
-
-def owner_prefix(node: str) -> str:
-    """Every pod namespace of `node` starts with this."""
-    return f"{NAME_PREFIX}{node}-"
-
-
-def namespace_name(node: str, namespace: str, pod: str) -> str:
-    """`podnet-<node>-<namespace>.<pod>`, one name for one pod and never another's: a namespace name holds
-    no dot, so the first dot says where it ends (joined by `-`, namespace `a` / pod `b-c` and namespace
-    `a-b` / pod `c` were one name, and creating the second pod deleted the first's namespace). Longer than
-    MAX_NAME, the tail becomes `_` and 64 bits of a hash of `namespace/pod`: no API name holds `_`, so a
-    shortened name is never a whole one, and finding two pods with one hash is out of a tenant's reach.
-    The owner prefix is always kept whole so garbage collection finds it."""
-    prefix = owner_prefix(node)
-    text = f"{namespace}.{pod}"
-    limit = max(MAX_NAME - len(prefix), 32)
-    if len(text) <= limit:
-        return prefix + text
-    digest = hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:16]
-    return f"{prefix}{text[: limit - 17]}_{digest}"
-
-
-def host_namespace(node: str) -> str:
-    """The namespace a node's own processes run in when hosts are namespaces (`podnet up --hosts netns`)."""
-    return HOST_PREFIX + node
-
-
-def tap_name(netns: str) -> str:
-    """A temporary name (at most 15 bytes, the kernel's limit) for the TAP before it becomes eth0."""
-    return TAP_PREFIX + hashlib.sha256(netns.encode()).hexdigest()[:11]
-
-
-def enter_command(name: str) -> list[str]:
-    """The command prefix that runs a program in network namespace `name` and in this mount namespace.
-    Not `ip netns exec`, whose private mount namespace would keep the pod namespaces a node's agent
-    creates (bind mounts under /run/netns) from ever being seen outside it."""
-    return ["nsenter", f"--net={NETNS_DIR / name}", "--"]
-
-
-def list_namespaces() -> list[str]:
-    try:
-        return sorted(p.name for p in NETNS_DIR.iterdir())
-    except FileNotFoundError:
-        return []
-
-
-def ip(*args: str, check: bool = True, namespace: str | None = None) -> subprocess.CompletedProcess:
-    argv = ["ip", *(("-n", namespace) if namespace else ()), *args]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    if check and done.returncode:
-        raise NetnsError(f"{' '.join(argv)}: {done.stderr.strip()}")
-    return done
-
-
-def ip_batch(lines: list[str], namespace: str | None = None) -> None:
-    """Several `ip` commands in one process (`ip -batch`), stopping at the first that fails."""
-    argv = ["ip", *(("-n", namespace) if namespace else ()), "-batch", "-"]
-    done = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=10)
-    if done.returncode:
-        raise NetnsError(f"{' '.join(argv)}: {done.stderr.strip()}")
-
-
-def namespace_pids(name: str) -> list[int]:
-    done = ip("netns", "pids", name, check=False)
-    return [int(p) for p in done.stdout.split() if p.isdigit()]
-
-
-def delete_namespace(name: str) -> None:
-    """Kills every process in the namespace, then removes it (its links go with it) and its /etc files."""
-    for _ in range(3):
-        pids = namespace_pids(name)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-    ip("netns", "delete", name, check=False)
-    shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
 
 
 def open_tap(name: str) -> int:
@@ -205,15 +113,6 @@ class PodNetwork:
     gateway: str
     mac: str
     mtu: int = 1450
-
-
-def resolv_conf(namespace: str, dns: str = CLUSTER_DNS, domain: str = CLUSTER_DOMAIN) -> str:
-    """The resolv.conf the kubelet writes for a ClusterFirst pod."""
-    return (
-        f"nameserver {dns}\n"
-        f"search {namespace}.svc.{domain} svc.{domain} {domain}\n"
-        "options ndots:5\n"
-    )
 
 
 def attach_tap(net: PodNetwork) -> int:

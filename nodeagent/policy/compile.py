@@ -30,6 +30,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from podnet.api.keys import object_key
 from podnet.api.selectors import Selector, SelectorError, from_label_selector
 
 from .evaluate import Evaluator
@@ -502,13 +503,6 @@ def _policy_sees_namespace(spec: PolicySpec, labels: Mapping[str, str]) -> bool:
 # The incremental compiler
 
 
-def _key(obj: Mapping, namespaced: bool = True) -> str:
-    meta = obj.get("metadata") or {}
-    if not namespaced:
-        return meta.get("name") or ""
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"
-
-
 class PolicyCompiler:
     """Keeps Pods, Namespaces and NetworkPolicies (plain Kubernetes dicts, as informers deliver them)
     and their compiled form current. A policy change recompiles that policy; a pod change patches the
@@ -520,11 +514,11 @@ class PolicyCompiler:
     With `node_name`, only pods bound to that node get rule sets (a node agent judges its own pods:
     egress at the source node, ingress at the destination node); peers are still every pod."""
 
-    # What each kind's watch events do: (method for a new version, method for a deletion by key, namespaced).
+    # What each kind's watch events do: (method for a new version, method for a deletion by key).
     _KINDS = {
-        "Pod": ("set_pod", "remove_pod", True),
-        "Namespace": ("set_namespace", "remove_namespace", False),
-        "NetworkPolicy": ("set_policy", "remove_policy", True),
+        "Pod": ("set_pod", "remove_pod"),
+        "Namespace": ("set_namespace", "remove_namespace"),
+        "NetworkPolicy": ("set_policy", "remove_policy"),
     }
 
     def __init__(self, *, node_name: str | None = None) -> None:
@@ -538,7 +532,7 @@ class PolicyCompiler:
     # -- objects in
 
     def set_policy(self, obj: Mapping) -> None:
-        key = _key(obj)
+        key = object_key(obj)
         try:
             spec = parse_policy(obj)
         except PolicyError as e:
@@ -557,7 +551,7 @@ class PolicyCompiler:
             self._evaluator = None
 
     def set_pod(self, obj: Mapping) -> None:
-        key = _key(obj)
+        key = object_key(obj)
         new = pod_info(obj)
         old = self._view.pods.get(key)
         if old == new:
@@ -579,7 +573,7 @@ class PolicyCompiler:
         self.set_pod({"metadata": dict(zip(("namespace", "name"), key.split("/", 1), strict=True))})
 
     def set_namespace(self, obj: Mapping) -> None:
-        name = _key(obj, namespaced=False)
+        name = object_key(obj)
         self._put_namespace(name, namespace_labels(obj))
 
     def remove_namespace(self, name: str) -> None:
@@ -605,9 +599,9 @@ class PolicyCompiler:
         kind = kind or obj.get("kind")
         if kind not in self._KINDS:
             raise ValueError(f"the policy compiler does not take {kind!r} objects")
-        set_object, remove_object, namespaced = self._KINDS[kind]
+        set_object, remove_object = self._KINDS[kind]
         if event_type == "DELETED":
-            getattr(self, remove_object)(_key(obj, namespaced))
+            getattr(self, remove_object)(object_key(obj))
         else:
             getattr(self, set_object)(obj)
 

@@ -3,18 +3,21 @@
 The forwarding pipeline calls `policy(direction, flow)` once per new connection, after Service DNAT
 (policies see pod addresses, never Service addresses); conntrack keeps the verdict, so replies of an
 allowed connection pass without asking again. Traffic over localhost inside a pod never leaves the pod
-and never reaches the hook. The evaluator reads any object with the `Flow` attributes, so the pipeline
-need not import this module.
+and never reaches the hook. `Flow` and `Verdict` are the pipeline's own (overlay/pipeline/policyhook.py):
+one set of types on both sides of the hook.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from functools import lru_cache
 
-INGRESS = "ingress"
-EGRESS = "egress"
+from podnet.overlay.pipeline.policyhook import Flow, PolicyDirection, Verdict
+
+__all__ = ["Flow", "Verdict"]
+
+INGRESS = PolicyDirection.INGRESS
+EGRESS = PolicyDirection.EGRESS
 DIRECTIONS = (INGRESS, EGRESS)
 
 TCP = "TCP"
@@ -30,29 +33,6 @@ _PROTOCOL_NAMES: dict[object, str] = {
     **{p: p for p in PROTOCOLS},
     **{p.lower(): p for p in PROTOCOLS},
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Flow:
-    """The first packet of a connection, as the policy hook sees it."""
-
-    protocol: str
-    src_ip: str
-    src_port: int
-    dst_ip: str
-    dst_port: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Verdict:
-    """`policy` is "namespace/name" and `rule_index` the index in that policy's ingress or egress list
-    of the rule that allowed the connection; both are None when no single rule decided."""
-
-    allowed: bool
-    reason: str
-    policy: str | None = None
-    rule_index: int | None = None
-    direction: str
 
 
 def protocol_name(protocol: object) -> str:

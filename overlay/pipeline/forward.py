@@ -17,8 +17,8 @@ packet on, the decision the stages reached for it is kept under its flow key, so
 the walk. Only decisions that hold for every packet of the flow are kept: tracked TCP/UDP, to a tunnel or
 a local pod, with the connection's NAT (a Service's DNAT, or its undoing on the replies) applied anew to
 each packet from checksum sums worked out once (`fastpath.nat_rewrite`). Each packet on a shortcut still
-has its IPv4 header checked and its conntrack entry counted and extended and its TTL taken down by one
-hop; a TCP segment with SYN, FIN or RST (it may move the entry's state), an expired entry, a length the
+has its IPv4 header checked (`fastpath.shortcut_candidate`, the one guard of both directions) and its
+conntrack entry counted and extended and its TTL taken down by one hop; a TCP segment with SYN, FIN or RST (it may move the entry's state), an expired entry, a length the
 header does not state, a spent TTL, a packet over the MTU and any traced packet take the stages. A change
 to pods, peers or routes forgets every shortcut.
 
@@ -31,306 +31,88 @@ import ipaddress
 import struct
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import NamedTuple
 
 from podnet.overlay.pipeline.conntrack import FIN, RST, SYN, Conntrack, Direction, Entry, FlowKey, reverse
+from podnet.overlay.pipeline.model import (
+    ETH_HEADER,
+    OUTER_IP_UDP,
+    PROTOCOL_NAMES,
+    VNI,
+    VXLAN_HEADER,
+    Deliver,
+    DeliverFrame,
+    Drop,
+    Encapsulation,
+    NodeIdentity,
+    Output,
+    Peer,
+    PodPort,
+    Stage,
+    ToHost,
+    Tunnel,
+    describe_key,
+    vtep_mac,
+)
 from podnet.overlay.pipeline.nat import NatDecision, ServiceTable
+from podnet.overlay.pipeline.packets import (
+    TTL_AT,
+    TTL_WORD,
+    decremented_ttl_word,
+    describe_nat,
+    flow_key,
+    header_problem,
+    nat_of,
+    rewrite,
+    shortcut_nat,
+    untracked_flow,
+)
+from podnet.overlay.pipeline.policyhook import (
+    Flow,
+    Policy,
+    PolicyDirection,
+    Verdict,
+    allow_all,
+    describe_verdict,
+)
 from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
-from podnet.overlay.wire import arp, fastpath, icmp, ipv4
+from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
-
-VNI = 1
-POD_MTU = 1450
-ETH_HEADER = 14
-VXLAN_HEADER = 8
-# What the underlay adds to an inner frame: outer IPv4 (20) + UDP (8) + VXLAN (8).
-UNDERLAY_OVERHEAD = 36
-# Foo-over-UDP (the `bgp` backend): the pod's IPv4 packet is the whole UDP payload, so a packet gains
-# only the outer IPv4 and UDP headers, where VXLAN also adds its header and an inner Ethernet header (50).
-FOU_PORT = 5555
-OUTER_IP_UDP = 28
+from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
-# Bound once and called with its default byte order (big-endian since Python 3.11): per packet, the
-# keyword argument costs about as much as converting a 20-byte header.
-_from_bytes = int.from_bytes
-_HEADER_START = struct.Struct("!BxH2xH")  # version/IHL, total length, flags/fragment offset
-# A header without options and the two ports after it, in one read: version/IHL, total length,
-# flags/fragment offset, TTL, protocol, header checksum, source, destination, source port, destination port.
-_PLAIN_HEADER_PORTS = struct.Struct("!BxH2xHBBHIIHH")
-_PLAIN_MIN = 28  # that header and a UDP header; a TCP segment's flags byte is at 33
-_TCP_FLAGS_AT = 33
-_TCP_MIN = 40  # that header and a TCP header: all of it, checksum included, is there for NAT to rewrite
 _VXLAN_FLAGS_WORD = b"\x08\x00\x00\x00"
 _VXLAN_HEADER = _VXLAN_FLAGS_WORD + struct.pack("!I", VNI << 8)
 _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
-_TCP, _UDP, _ICMP = 6, 17, 1
-# Conntrack and NAT read and rewrite the whole transport header; a packet too short to hold it is invalid
-# to conntrack, and kube-proxy drops what conntrack finds invalid.
-_TRANSPORT_HEADER = {_TCP: 20, _UDP: 8}
+_ICMP = 1
 _STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
 _ICMP_QUERIES = (0, 8)  # echo reply and request: the ICMP messages that are not errors
-_TTL_AT = 8
-_TTL_WORD = struct.Struct("!BBH")  # TTL, protocol, header checksum
-_PROTOCOL_NAMES = {_TCP: "TCP", _UDP: "UDP", _ICMP: "ICMP", 132: "SCTP"}
-
-
-class Encapsulation(StrEnum):
-    VXLAN = "vxlan"  # RFC 7348: VXLAN header + the pod's packet in an Ethernet frame between VTEPs
-    FOU = "fou"  # foo-over-UDP: the bare IPv4 packet, to the next hop a BGP route names
-
-
-class PolicyDirection(StrEnum):
-    EGRESS = "egress"
-    INGRESS = "ingress"
-
-
-@dataclass(frozen=True, slots=True)
-class Flow:
-    """What a policy decides on: the first packet of a connection, after any DNAT; or a packet that
-    belongs to no connection conntrack tracks, with ports 0."""
-
-    protocol: str  # "TCP", "UDP", "ICMP", "SCTP", or another protocol's number
-    src_ip: str
-    src_port: int
-    dst_ip: str
-    dst_port: int
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    allowed: bool
-    reason: str
-
-
-ALLOWED_WITHOUT_POLICY = Verdict(True, "no policy installed")
-
-
-def describe_verdict(verdict: Verdict) -> str:
-    """ "allowed: <reason>" or "denied: <reason>", once, whether or not the reason already says it."""
-    word = "allowed" if verdict.allowed else "denied"
-    return verdict.reason if verdict.reason.startswith(word) else f"{word}: {verdict.reason}"
-
-
-def allow_all(direction: PolicyDirection, flow: Flow) -> Verdict:
-    return ALLOWED_WITHOUT_POLICY
-
-
-Policy = Callable[[PolicyDirection, Flow], Verdict]
-
-
-@dataclass(frozen=True, slots=True)
-class Stage:
-    stage: str
-    detail: str
-
-    def as_dict(self) -> dict:
-        return {"stage": self.stage, "detail": self.detail}
-
-
-# What the pipeline asks its adapter to do. The two every forwarded frame produces, `Deliver` and
-# `Tunnel`, are named tuples: as immutable as the frozen dataclasses, built in a tenth of the time
-# (a frozen dataclass sets each field through object.__setattr__), which is a share of a frame's cost.
-
-
-class Deliver(NamedTuple):
-    """Hand `packet` (IPv4) to the local pod whose address is `pod_ip`."""
-
-    pod_ip: int
-    packet: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DeliverFrame:
-    """Hand an Ethernet frame to the local pod's interface (an ARP answer)."""
-
-    pod_ip: int
-    frame: bytes
-
-
-class Tunnel(NamedTuple):
-    """Send `datagram` (VXLAN header + inner frame) in UDP to the node at `node_address`."""
-
-    node_address: str
-    datagram: bytes
-
-
 # Builds a named tuple from a tuple of its fields in C; the class call runs a Python-level __new__ that
 # costs as much again as the rest of a shortcut's work.
 _tuple_new = tuple.__new__
 
 
-@dataclass(frozen=True, slots=True)
-class ToHost:
-    """A packet for a host-network address: the host bridge relays it from the node address."""
+class EgressShortcut(NamedTuple):
+    """What the packets of a connection from a local pod get, learned from one that took the stages."""
 
-    pod_ip: int
-    packet: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    reason: str
-
-
-Output = Deliver | DeliverFrame | Tunnel | ToHost | Drop
+    pod: PodPort  # the port they must come from
+    entry: Entry
+    direction: Direction
+    nat: fastpath.NatRewrite | None  # the connection's rewrite in this direction
+    node_address: str | None  # the node they are tunnelled to; None: delivered to a local pod
+    prefix: bytes  # the encapsulation headers to that node
+    local_ip: int  # the local pod they are delivered to
 
 
-@dataclass(frozen=True, slots=True)
-class PodPort:
-    """A local pod's attachment: the 'veth' the pipeline sees it through."""
+class IngressShortcut(NamedTuple):
+    """What the packets of a connection arriving from another node get."""
 
-    namespace: str
-    name: str
-    ip: str
-    mac: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Another node the tunnel talks to: its underlay address and its VTEP MAC."""
-
-    name: str
-    address: str
-    mac: str
-
-
-def vtep_mac(node_address: str) -> str:
-    """The deterministic VTEP MAC of a node: locally administered, derived from its address, so a peer
-    (a kernel vxlan device included) can be set up with static neighbour entries, as flannel does."""
-    return "0e:50:" + ipaddress.IPv4Address(node_address).packed.hex(":")
-
-
-def pod_mac(pod_ip: str) -> str:
-    """A pod's MAC, derived from its IP as Kubernetes' bridge plugins do (0a:58 + the address)."""
-    return "0a:58:" + ipaddress.IPv4Address(pod_ip).packed.hex(":")
-
-
-@dataclass(frozen=True, slots=True)
-class NodeIdentity:
-    name: str
-    address: str
-    pod_cidr: str
-    cluster_cidr: str = "10.244.0.0/16"
-    vxlan_port: int = 4789
-    mtu: int = POD_MTU
-    encapsulation: Encapsulation = Encapsulation.VXLAN
-    fou_port: int = FOU_PORT
-
-    @property
-    def gateway(self) -> str:
-        """The .1 of the podCIDR: every pod's default gateway, answered by proxy ARP."""
-        return str(ipaddress.IPv4Network(self.pod_cidr).network_address + 1)
-
-
-def describe_key(key: FlowKey) -> str:
-    protocol, src, sport, dst, dport = key
-    name = _PROTOCOL_NAMES.get(protocol, str(protocol))
-    if protocol == _ICMP:
-        return f"ICMP {int_to_ip(src)} → {int_to_ip(dst)} id {sport}"
-    return f"{name} {int_to_ip(src)}:{sport} → {int_to_ip(dst)}:{dport}"
-
-
-def flow_key(packet: bytes | memoryview) -> tuple[FlowKey | None, int]:
-    """(the conntrack key, TCP flags) of an IPv4 packet; the key is None for what conntrack does not
-    track (ICMP errors, other protocols, truncated transport headers)."""
-    key = fastpath.ipv4_flow(packet)
-    if key is None or key[0] != _TCP:
-        return key, 0
-    flags_at = (packet[0] & 0x0F) * 4 + 13
-    return key, packet[flags_at] if len(packet) > flags_at else 0
-
-
-def header_problem(packet: bytes | memoryview) -> str | None:
-    """Why `packet` is not an IPv4 packet podnet forwards, or None. Checks what forwarding relies on."""
-    if len(packet) < 20:
-        return "short-ip-packet"
-    version_ihl, total, flags_offset = _HEADER_START.unpack_from(packet)
-    ihl = (version_ihl & 0x0F) * 4
-    if version_ihl >> 4 != 4 or ihl < 20:
-        return "not-ipv4"
-    if total < ihl or total > len(packet):
-        return "bad-ip-length"
-    # Per packet, so the checksum test is inlined: a header holding its checksum sums to 0xffff, that
-    # is, read as one integer it is 0 modulo 0xffff (internet_checksum's arithmetic; never all zero,
-    # its version being 4).
-    if _from_bytes(packet[:ihl]) % 0xFFFF:
-        return "bad-ip-checksum"
-    if flags_offset & 0x3FFF:
-        return "ip-fragment"
-    needed = _TRANSPORT_HEADER.get(packet[9])
-    if needed is not None and total - ihl < needed:
-        return "truncated-transport-header"
-    return None
-
-
-Nat = tuple[tuple[int, int] | None, tuple[int, int] | None]
-
-
-def _nat_of(entry: Entry, direction: Direction) -> Nat | None:
-    """The (source, destination) replacement a connection's packets in `direction` get, each None when
-    that end stays, or None for a connection without NAT: a packet going one way is made to look like
-    the other way's tuple turned round. For a Service's DNAT, towards the endpoint its address, and on
-    a reply the service address as the source; a hairpin (a pod reaching itself through a Service) is
-    SNATed to the node as well."""
-    if not entry.natted:
-        return None
-    have, want = (
-        (entry.original, reverse(entry.reply)) if direction is Direction.ORIGINAL else (entry.reply, reverse(entry.original))
-    )
-    source = (want[1], want[2]) if (want[1], want[2]) != (have[1], have[2]) else None
-    destination = (want[3], want[4]) if (want[3], want[4]) != (have[3], have[4]) else None
-    return source, destination
-
-
-def _describe_nat(direction: Direction, nat: Nat) -> str:
-    """What a connection's NAT does to its packets going `direction`, for a trace."""
-    source, destination = nat
-    if direction is Direction.ORIGINAL:
-        what = [f"DNAT to {int_to_ip(destination[0])}:{destination[1]}"] if destination else []
-        what += [f"SNAT to {int_to_ip(source[0])}:{source[1]}"] if source else []
-    else:
-        what = [f"un-DNAT source to {int_to_ip(source[0])}:{source[1]}"] if source else []
-        what += [f"un-SNAT destination to {int_to_ip(destination[0])}:{destination[1]}"] if destination else []
-    return ", ".join(what)
-
-
-def _untracked_flow(packet: bytes) -> Flow:
-    """What the policy hooks judge of a packet conntrack does not track (another protocol, an ICMP
-    message other than an echo): its protocol and addresses, no ports, for each packet on its own."""
-    protocol = packet[9]
-    src, dst = _ADDRS.unpack_from(packet, 12)
-    return Flow(_PROTOCOL_NAMES.get(protocol, str(protocol)), int_to_ip(src), 0, int_to_ip(dst), 0)
-
-
-def _shortcut_nat(key: FlowKey, nat: Nat | None) -> fastpath.NatRewrite | None:
-    """A connection's NAT in one direction as its shortcut applies it: worked out once."""
-    return None if nat is None else fastpath.nat_rewrite(key, src=nat[0], dst=nat[1])
-
-
-def _decremented_ttl_word(ttl: int, protocol: int, checksum: int) -> bytes:
-    """TTL, protocol and header checksum of an IPv4 header after one hop: the TTL is the high byte of its
-    16-bit word, so one less there is 0x0100 more in the complemented sum (RFC 1141, with Linux's care
-    never to give 0xffff)."""
-    checksum += 0x0100
-    return _TTL_WORD.pack(ttl - 1, protocol, (checksum + (checksum >= 0xFFFF)) & 0xFFFF)
-
-
-def rewrite(
-    packet: bytes, *, src: tuple[int, int] | None = None, dst: tuple[int, int] | None = None
-) -> bytes:
-    """The packet with its source and/or destination (address, port) replaced, checksums updated."""
-    buf = bytearray(packet)
-    fastpath.rewrite_ipv4(buf, src=src, dst=dst)
-    return bytes(buf)
+    sender: str  # the node they must come from
+    entry: Entry
+    direction: Direction
+    nat: fastpath.NatRewrite | None
 
 
 class Pipeline:
@@ -348,13 +130,8 @@ class Pipeline:
         self.rand = rand
         self.conntrack = conntrack or Conntrack()
         self.routes = RouteTable(on_change=self.forget_shortcuts)
-        # flow key -> (pod, conntrack entry, direction, NAT, next-hop node address or None for a local
-        # pod, the encapsulation prefix, the local pod's address); flow key -> (sender, conntrack entry,
-        # direction, NAT). NAT is the connection's rewrite in that direction, or None.
-        self._egress_shortcuts: dict[
-            FlowKey, tuple[PodPort, Entry, Direction, fastpath.NatRewrite | None, str | None, bytes, int]
-        ] = {}
-        self._ingress_shortcuts: dict[FlowKey, tuple[str, Entry, Direction, fastpath.NatRewrite | None]] = {}
+        self._egress_shortcuts: dict[FlowKey, EgressShortcut] = {}
+        self._ingress_shortcuts: dict[FlowKey, IngressShortcut] = {}
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
         self.pods: dict[int, PodPort] = {}
         self.peers: dict[str, Peer] = {}
@@ -369,6 +146,8 @@ class Pipeline:
         self._fou = node.encapsulation is Encapsulation.FOU
         self._mtu = node.mtu
         self._scheme = node.encapsulation.value  # names the decap stage and its drops
+        # every node of a cluster sends from and to the same port (the agent's --vxlan-port / --fou-port)
+        self._tunnel_port = node.fou_port if self._fou else node.vxlan_port
         # where the pod's IPv4 packet starts in a datagram from a peer
         self.inner_offset = 0 if self._fou else VXLAN_HEADER + ETH_HEADER
         self.routes.replace_source("local", [Route(self._pod_cidr, RouteKind.LOCAL, None, "local")])
@@ -446,25 +225,16 @@ class Pipeline:
     def from_pod(
         self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None = None
     ) -> list[Output]:
-        if trace is None and len(packet) >= _PLAIN_MIN:
-            version_ihl, total, fragment, ttl, protocol, checksum, src, dst, src_port, dst_port = (
-                _PLAIN_HEADER_PORTS.unpack_from(packet)
-            )
-            shortcut = self._egress_shortcuts.get((protocol, src, src_port, dst, dst_port))
-            if (
-                shortcut is not None
-                and shortcut[0] is pod
-                and version_ihl == 0x45
-                and total == len(packet)
-                and not fragment & 0x3FFF
-                and ttl > 1
-                and not _from_bytes(packet[:20]) % 0xFFFF
-                and (protocol == _UDP or (total >= _TCP_MIN and not packet[_TCP_FLAGS_AT] & _STATE_FLAGS))
-            ):
+        if trace is None and len(packet) >= SHORTCUT_MIN:
+            candidate = shortcut_candidate(packet)
+            if candidate is not None:
+                key, ttl, checksum = candidate
+                shortcut = self._egress_shortcuts.get(key)
+            if candidate is not None and shortcut is not None and shortcut[0] is pod:
                 _, entry, direction, nat, node_address, prefix, local_ip = shortcut
                 # A reply-direction shortcut is learned from a reply, which has established the entry
                 # already: no packet on a shortcut changes its state.
-                if entry.expires > now and (node_address is None or total <= self._mtu):
+                if entry.expires > now and (node_address is None or len(packet) <= self._mtu):
                     entry.packets[direction] += 1
                     entry.expires = now + entry.lifetime
                     counters = self.counters
@@ -472,13 +242,13 @@ class Pipeline:
                     if nat is not None:  # as the stages do it: the NAT, then the hop
                         buf = bytearray(packet)
                         fastpath.apply_nat(buf, nat)
-                        buf[_TTL_AT : _TTL_AT + 4] = _decremented_ttl_word(*_TTL_WORD.unpack_from(buf, _TTL_AT))
+                        buf[TTL_AT : TTL_AT + 4] = decremented_ttl_word(*TTL_WORD.unpack_from(buf, TTL_AT))
                         if node_address is None:
                             counters["delivered"] += 1
                             return [_tuple_new(Deliver, (local_ip, bytes(buf)))]
                         counters["tunnel.tx"] += 1
                         return [_tuple_new(Tunnel, (node_address, prefix + buf))]
-                    hop = _decremented_ttl_word(ttl, protocol, checksum)
+                    hop = decremented_ttl_word(ttl, key[0], checksum)
                     if node_address is None:
                         counters["delivered"] += 1
                         return [_tuple_new(Deliver, (local_ip, b"".join((packet[:8], hop, packet[12:]))))]
@@ -506,7 +276,8 @@ class Pipeline:
             )
             trace.append(
                 Stage(
-                    "source", f"from pod {pod.key} on {self.node.name} (veth of {pod.ip}): {what}, {total} B"
+                    "source", f"from pod {pod.key} on {self.node.name} (veth of {pod.ip}): {what}, {total} B",
+                    packet,
                 )
             )
         if self.pods.get(src) is not pod:  # the port registered for that address, not a parse per packet
@@ -514,7 +285,7 @@ class Pipeline:
         self.counters["egress.packets"] += 1
         if key is None:
             packet, related = self._related(packet, now, trace)
-            if not related and not self._judge(PolicyDirection.EGRESS, _untracked_flow(packet), trace).allowed:
+            if not related and not self._judge(PolicyDirection.EGRESS, untracked_flow(packet), trace).allowed:
                 return self._drop("policy-egress", trace)
             return self._route(packet, now, trace, from_pod=pod, new_flow=False, untracked=not related)
         tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
@@ -528,14 +299,15 @@ class Pipeline:
             packet, now, trace, from_pod=pod, new_flow=False, reply=direction is Direction.REPLY
         )
         if trace is None and self._shortcut_allowed(key, tcp_flags) and len(outputs) == 1:
-            out, nat = outputs[0], _nat_of(entry, direction)
-            rewrite_nat = _shortcut_nat(key, nat)
+            out, nat = outputs[0], nat_of(entry, direction)
+            rewrite_nat = shortcut_nat(key, nat)
             if type(out) is Tunnel:
                 prefix = self._encap_prefix[out.node_address]
-                self._egress_shortcuts[key] = (pod, entry, direction, rewrite_nat, out.node_address, prefix, 0)
+                self._egress_shortcuts[key] = EgressShortcut(pod, entry, direction, rewrite_nat, out.node_address,
+                                                             prefix, 0)
             elif type(out) is Deliver and out.pod_ip == (nat[1][0] if nat and nat[1] else key[3]):
                 # to the pod the packet was for, not an ICMP error back to the sender
-                self._egress_shortcuts[key] = (pod, entry, direction, rewrite_nat, None, b"", out.pod_ip)
+                self._egress_shortcuts[key] = EgressShortcut(pod, entry, direction, rewrite_nat, None, b"", out.pod_ip)
         return outputs
 
     def _follow_tracked(
@@ -584,7 +356,7 @@ class Pipeline:
             else:
                 packet = rewrite(packet, dst=endpoint)
                 reply = (key[0], endpoint[0], endpoint[1], key[1], key[2])
-        flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(reply[1]), reply[2])
+        flow = Flow(PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(reply[1]), reply[2])
         verdict = self._judge(PolicyDirection.EGRESS, flow, trace)
         if not verdict.allowed:
             return packet, self._drop("policy-egress", trace)
@@ -600,7 +372,7 @@ class Pipeline:
                 trace.append(Stage("service-dnat", why))
             return None
         decision = self.services.lookup(
-            _PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), int_to_ip(key[3]), key[4], self.rand(), now
+            PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), int_to_ip(key[3]), key[4], self.rand(), now
         )
         if trace is not None:
             target = f"{int_to_ip(key[3])}:{key[4]}"
@@ -617,19 +389,19 @@ class Pipeline:
     def _nat_existing(
         self, entry: Entry, direction: Direction, packet: bytes, trace: list[Stage] | None
     ) -> bytes:
-        nat = _nat_of(entry, direction)
+        nat = nat_of(entry, direction)
         if nat is None:
             return packet
         packet = rewrite(packet, src=nat[0], dst=nat[1])
         if trace is not None:
-            trace.append(Stage("nat", f"{_describe_nat(direction, nat)} ({entry.note})"))
+            trace.append(Stage("nat", f"{describe_nat(direction, nat)} ({entry.note})"))
         return packet
 
     def _reject(self, packet: bytes, trace: list[Stage] | None) -> list[Output]:
         unreachable = icmp.port_unreachable(packet)
         answer = ipv4.encode(icmp.error_packet(unreachable, self.node.gateway, packet))
         if trace is not None:
-            trace.append(Stage("reject", "ICMP port unreachable back to the source"))
+            trace.append(Stage("reject", "ICMP port unreachable back to the source", answer))
         return [Deliver(_ADDRS.unpack_from(packet, 12)[0], answer)]
 
     def _route(
@@ -682,7 +454,7 @@ class Pipeline:
                 if not self._ingress_policy(key, trace).allowed:
                     self.conntrack.forget(key)
                     return self._drop("policy-ingress", trace)
-            elif untracked and not self._judge(PolicyDirection.INGRESS, _untracked_flow(packet), trace).allowed:
+            elif untracked and not self._judge(PolicyDirection.INGRESS, untracked_flow(packet), trace).allowed:
                 return self._drop("policy-ingress", trace)
         forwarded = self._hop(packet, trace, from_pod=from_pod)
         if forwarded is None:
@@ -710,13 +482,13 @@ class Pipeline:
         sent_by_node = from_pod is not None and from_pod.ip == self.node.gateway
         if sent_by_node or _ADDRS.unpack_from(packet, 12)[1] == self._gateway:
             return packet
-        ttl = packet[_TTL_AT]
+        ttl = packet[TTL_AT]
         if ttl <= 1:
             return None
         if trace is not None:
             trace.append(Stage("ttl", f"{ttl} → {ttl - 1}: one hop, through {self.node.name}"))
-        hop = _decremented_ttl_word(*_TTL_WORD.unpack_from(packet, _TTL_AT))
-        return b"".join((packet[:_TTL_AT], hop, packet[_TTL_AT + 4 :]))
+        hop = decremented_ttl_word(*TTL_WORD.unpack_from(packet, TTL_AT))
+        return b"".join((packet[:TTL_AT], hop, packet[TTL_AT + 4 :]))
 
     def _time_exceeded(self, packet: bytes, trace: list[Stage] | None) -> list[Output]:
         """A packet whose TTL ran out here: dropped, and the source told with ICMP time exceeded from this
@@ -757,7 +529,8 @@ class Pipeline:
                 if trace is not None:
                     trace.append(
                         Stage(
-                            "mtu", f"{len(packet)} B > MTU {self.node.mtu} with DF: ICMP fragmentation needed"
+                            "mtu", f"{len(packet)} B > MTU {self.node.mtu} with DF: ICMP fragmentation needed",
+                            error,
                         )
                     )
                 self.counters["drop.too-big"] += 1
@@ -765,38 +538,38 @@ class Pipeline:
             return self._drop("too-big", trace)
         datagram = prefix + packet
         self.counters["tunnel.tx"] += 1
-        if trace is not None and self._fou:
-            trace.append(self._fou_encap_stage(node_address, packet))
-        elif trace is not None:
-            peer = self.peers[node_address]
-            trace.append(
-                Stage(
-                    "vxlan-encap",
-                    f"VNI {VNI}: outer {self.node.address}:{self.node.vxlan_port} → {node_address}:{self.node.vxlan_port} "
-                    f"({peer.name}), inner {self._mac} → {peer.mac}, {len(packet)} B packet, "
-                    f"{len(datagram)} B UDP payload, {len(datagram) + 28} B on the underlay",
-                )
-            )
+        if trace is not None:
+            trace.append(self._encap_stage(node_address, packet, datagram))
         return [Tunnel(node_address, datagram)]
 
-    def _fou_encap_stage(self, node_address: str, packet: bytes) -> Stage:
-        port, peer = self.node.fou_port, self.peers[node_address]
+    def _encap_stage(self, node_address: str, packet: bytes, datagram: bytes) -> Stage:
+        port, peer = self._tunnel_port, self.peers[node_address]
+        underlay = pcap.underlay_packet(datagram, (self.node.address, port), (node_address, port))
+        if self._fou:
+            return Stage(
+                "fou-encap",
+                f"foo-over-UDP: outer {self.node.address}:{port} → {node_address}:{port} ({peer.name}), "
+                f"the {len(packet)} B packet bare as the UDP payload, {len(underlay)} B on the underlay: "
+                f"{OUTER_IP_UDP} B overhead (IPv4 20 + UDP 8; VXLAN's would be 50)",
+                underlay,
+            )
         return Stage(
-            "fou-encap",
-            f"foo-over-UDP: outer {self.node.address}:{port} → {node_address}:{port} ({peer.name}), "
-            f"the {len(packet)} B packet bare as the UDP payload, {len(packet) + OUTER_IP_UDP} B on the underlay: "
-            f"{OUTER_IP_UDP} B overhead (IPv4 20 + UDP 8; VXLAN's would be 50)",
+            "vxlan-encap",
+            f"VNI {VNI}: outer {self.node.address}:{port} → {node_address}:{port} "
+            f"({peer.name}), inner {self._mac} → {peer.mac}, {len(packet)} B packet, "
+            f"{len(datagram)} B UDP payload, {len(underlay)} B on the underlay",
+            underlay,
         )
 
     def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None) -> list[Output]:
         self.counters["delivered"] += 1
         if trace is not None:
             pod = self.pods[dst]
-            trace.append(Stage("deliver", f"to pod {pod.key} ({pod.ip}), {len(packet)} B"))
+            trace.append(Stage("deliver", f"to pod {pod.key} ({pod.ip}), {len(packet)} B", packet))
         return [Deliver(dst, packet)]
 
     def _ingress_policy(self, key: FlowKey, trace: list[Stage] | None) -> Verdict:
-        flow = Flow(_PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(key[3]), key[4])
+        flow = Flow(PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(key[3]), key[4])
         return self._judge(PolicyDirection.INGRESS, flow, trace)
 
     def _judge(self, direction: PolicyDirection, flow: Flow, trace: list[Stage] | None) -> Verdict:
@@ -829,42 +602,31 @@ class Pipeline:
         outputs: list[Output] = []
         append = outputs.append
         shortcuts, offset, fou = self._ingress_shortcuts, self.inner_offset, self._fou
-        minimum, unpack_from = offset + _PLAIN_MIN, _PLAIN_HEADER_PORTS.unpack_from
+        minimum, candidate_at = offset + SHORTCUT_MIN, shortcut_candidate
         taken = 0
         for datagram, sender in datagrams:
-            if len(datagram) >= minimum:
-                version_ihl, total, fragment, ttl, protocol, checksum, src, dst, src_port, dst_port = (
-                    unpack_from(datagram, offset)
-                )
-                shortcut = shortcuts.get((protocol, src, src_port, dst, dst_port))
-                if (
-                    shortcut is not None
-                    and shortcut[0] == sender
-                    and version_ihl == 0x45
-                    and total == len(datagram) - offset
-                    and not fragment & 0x3FFF
-                    and ttl > 1
-                    and (fou or (datagram[:8] == _VXLAN_HEADER and datagram[20:22] == _ETHERTYPE_IPV4))
-                    and not _from_bytes(datagram[offset : offset + 20]) % 0xFFFF
-                    and (
-                        protocol == _UDP
-                        or (total >= _TCP_MIN and not datagram[offset + _TCP_FLAGS_AT] & _STATE_FLAGS)
-                    )
-                ):
+            if len(datagram) >= minimum and (
+                fou or (datagram[:8] == _VXLAN_HEADER and datagram[20:22] == _ETHERTYPE_IPV4)
+            ):
+                candidate = candidate_at(datagram, offset)
+                if candidate is not None:
+                    key, ttl, checksum = candidate
+                    shortcut = shortcuts.get(key)
+                if candidate is not None and shortcut is not None and shortcut[0] == sender:
                     _, entry, direction, nat = shortcut
                     if entry.expires > now:
                         entry.packets[direction] += 1
                         entry.expires = now + entry.lifetime
                         taken += 1
-                        hop = _decremented_ttl_word(ttl, protocol, checksum)
+                        hop = decremented_ttl_word(ttl, key[0], checksum)
                         if nat is None:
                             packet = b"".join((datagram[offset : offset + 8], hop, datagram[offset + 12 :]))
                         else:  # as the stages do it: the hop, then the NAT
                             buf = bytearray(datagram[offset:])
-                            buf[_TTL_AT : _TTL_AT + 4] = hop
+                            buf[TTL_AT : TTL_AT + 4] = hop
                             fastpath.apply_nat(buf, nat)
                             packet = bytes(buf)
-                        append(_tuple_new(Deliver, (dst, packet)))
+                        append(_tuple_new(Deliver, (key[3], packet)))
                         continue
             outputs += self._from_tunnel_stages(sender, datagram, now, None)
         if taken:
@@ -881,7 +643,7 @@ class Pipeline:
             if peer is None:
                 return self._drop("fou-unknown-sender", trace)
             self.counters["tunnel.rx"] += 1
-            return self._decapsulated(peer, datagram, now, trace)
+            return self._decapsulated(peer, datagram, now, trace, datagram)
         if peer is None:
             return self._drop("vxlan-unknown-sender", trace)
         if len(datagram) < VXLAN_HEADER + ETH_HEADER:
@@ -896,11 +658,14 @@ class Pipeline:
             return self._answer_peer_arp(peer, datagram[22:], trace)
         if ethertype != _ETHERTYPE_IPV4:
             return self._drop("vxlan-inner-not-ipv4", trace)
-        return self._decapsulated(peer, datagram[22:], now, trace)
+        return self._decapsulated(peer, datagram[22:], now, trace, datagram)
 
-    def _decapsulated(self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None) -> list[Output]:
+    def _decapsulated(
+        self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None, datagram: bytes
+    ) -> list[Output]:
         """The inner packet from a known node: a sound IPv4 header, a source inside a prefix routed to
-        that node (strict reverse path) or the node's own address, a destination that is ours."""
+        that node (strict reverse path) or the node's own address, a destination that is ours.
+        `datagram` is the UDP payload it came in, for the trace."""
         scheme = self._scheme
         problem = header_problem(packet)
         if problem:
@@ -916,6 +681,9 @@ class Pipeline:
                 Stage(
                     f"{scheme}-decap",
                     f"from {peer.name} ({sender}), {outer}, inner {int_to_ip(src)} → {int_to_ip(dst)}, {total} B",
+                    pcap.underlay_packet(
+                        datagram, (sender, self._tunnel_port), (self.node.address, self._tunnel_port)
+                    ),
                 )
             )
         source_route = self.routes.lookup(src)
@@ -947,8 +715,8 @@ class Pipeline:
             if tracked is not None:
                 packet, entry, direction = tracked
                 if sender is not None and trace is None and self._shortcut_allowed(key, tcp_flags):
-                    nat = _shortcut_nat(key, _nat_of(entry, direction))
-                    self._ingress_shortcuts[key] = (sender, entry, direction, nat)
+                    nat = shortcut_nat(key, nat_of(entry, direction))
+                    self._ingress_shortcuts[key] = IngressShortcut(sender, entry, direction, nat)
             else:
                 if trace is not None:
                     trace.append(Stage("conntrack", "new connection"))
@@ -959,7 +727,7 @@ class Pipeline:
                 self.counters["conntrack.created"] += 1
         else:
             packet, related = self._related(packet, now, trace)
-            if not related and not self._judge(PolicyDirection.INGRESS, _untracked_flow(packet), trace).allowed:
+            if not related and not self._judge(PolicyDirection.INGRESS, untracked_flow(packet), trace).allowed:
                 return self._drop("policy-ingress", trace)
         return self._deliver(dst, packet, trace)
 
@@ -972,13 +740,13 @@ class Pipeline:
         hit = None if quoted is None else self.conntrack.lookup(reverse(quoted), now)
         if hit is None:
             return packet, False
-        nat = _nat_of(*hit)
+        nat = nat_of(*hit)
         if nat is None:
             return packet, True
         buf = bytearray(packet)
         fastpath.rewrite_icmp_error(buf, src=nat[0], dst=nat[1])
         if trace is not None:
-            what = _describe_nat(hit[1], nat)
+            what = describe_nat(hit[1], nat)
             trace.append(Stage("nat", f"ICMP error about {describe_key(quoted)}: {what}, its quote to match"))
         self.counters["nat.related"] += 1
         return bytes(buf), True

@@ -28,17 +28,13 @@ Time is the `now` argument and randomness the `rand` argument (a float in [0, 1)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from podnet.overlay.wire.addresses import ip_to_int
 
+from podnet.backends import ProxyMode
+
 PROTOCOLS = ("TCP", "UDP", "SCTP")
-
-
-class ProxyMode(StrEnum):
-    IPTABLES = "iptables"
-    IPVS = "ipvs"
 
 
 class TableError(ValueError):
@@ -96,13 +92,13 @@ class ServicePort:
             "port": self.port,
             "endpoints": [[e.ip, e.port, e.node] for e in self.endpoints],
         }
-        if self.node_port:
-            data["node_port"] = self.node_port
+        if self.node_port or self.external_ips:
             data["external_endpoints"] = [[e.ip, e.port, e.node] for e in self.external_endpoints]
             data["external_local"] = self.external_local
+        if self.node_port:
+            data["node_port"] = self.node_port
         if self.external_ips:
             data["external_ips"] = list(self.external_ips)
-            data.setdefault("external_endpoints", [[e.ip, e.port, e.node] for e in self.external_endpoints])
         if self.affinity_seconds:
             data["affinity_seconds"] = self.affinity_seconds
         if self.health_check_node_port:
@@ -133,6 +129,24 @@ class ServicePort:
             raise
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise TableError(f"bad service entry {data!r}: {exc!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTable:
+    """kube-proxy's whole table for one node in one mode: every Service port in KUBE-SERVICES order. It
+    reaches the agent as `to_data()` in `services.apply`, where `ServiceTable.from_data` builds the rules."""
+
+    mode: ProxyMode
+    node: str
+    ports: tuple[ServicePort, ...]
+    service_cidr: str = ""
+
+    def to_data(self) -> dict:
+        data: dict[str, Any] = {"mode": self.mode.value, "node": self.node,
+                                "services": [entry.as_data() for entry in self.ports]}
+        if self.service_cidr:
+            data["service_cidr"] = self.service_cidr
+        return data
 
 
 def _entry_key(item: Any) -> tuple:
@@ -398,17 +412,6 @@ class ServiceTable:
     def node_ports(self) -> list[tuple[int, str]]:
         """Every (nodePort, protocol) the node should listen on."""
         return sorted(self._node_ports)
-
-    def health_check_ports(self) -> dict[int, int]:
-        """healthCheckNodePort -> how many local ready endpoints its Service has on this node."""
-        counts: dict[int, int] = {}
-        for entry in self.ports:
-            if entry.health_check_node_port:
-                local = {e for e in entry.external_endpoints if e.node == self.node}
-                counts[entry.health_check_node_port] = max(
-                    counts.get(entry.health_check_node_port, 0), len(local)
-                )
-        return counts
 
     def _choose(self, chain: _Chain, src_ip: str, rand: float, now: float) -> NatDecision:
         picks = chain.picks

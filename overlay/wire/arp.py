@@ -6,8 +6,9 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from podnet.codec import DecodeError
+
 from .addresses import ZERO_MAC, bytes_to_ip, bytes_to_mac, ip_to_bytes, mac_to_bytes
-from .errors import DecodeError
 
 LENGTH = 28
 HTYPE_ETHERNET = 1

@@ -6,8 +6,9 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from podnet.codec import DecodeError
+
 from .addresses import bytes_to_mac, mac_to_bytes
-from .errors import DecodeError
 
 HEADER_LENGTH = 14
 # Below this an EtherType field is an IEEE 802.3 length, which podnet does not carry.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from podnet.codec import DecodeError
+
 from .checksum import (
     NATIVE_WORD_WEIGHT,
     apply_change,
@@ -20,7 +22,6 @@ from .checksum import (
     update_checksum,
     wide_sum,
 )
-from .errors import DecodeError
 
 FlowKey = tuple[int, int, int, int, int]
 
@@ -221,6 +222,39 @@ def apply_nat(buf: bytearray, nat: NatRewrite) -> None:
             transport = apply_change(transport, transport_change) or (0xFFFF if udp else 0)
     _U16.pack_into(buf, 10, header)
     _U16.pack_into(buf, checksum_at, transport)
+
+
+# A header without options and the two ports after it, in one read: version/IHL, total length,
+# flags/fragment offset, TTL, protocol, header checksum, source, destination, source port, destination port.
+_PLAIN_HEADER_PORTS = struct.Struct("!BxH2xHBBHIIHH")
+SHORTCUT_MIN = 28  # that header and a UDP header: what a packet must hold for `shortcut_candidate`
+_TCP_FLAGS_AT = 33
+_TCP_MIN = 40  # that header and a TCP header: all of it, checksum included, is there for NAT to rewrite
+_TCP_STATE_FLAGS = 0x07  # FIN, SYN, RST: a segment with one may move its conntrack entry's state
+
+
+def shortcut_candidate(buf: bytes | bytearray, offset: int = 0) -> tuple[FlowKey, int, int] | None:
+    """The IPv4 packet from `offset` to the end of `buf` (at least SHORTCUT_MIN long), when its flow's
+    shortcut may carry it: a 20-byte header that states the packet's whole length and a right checksum,
+    not a fragment, a TTL that survives one more hop, and a UDP datagram or a TCP segment with its whole
+    header and no SYN, FIN or RST: (its flow key, its TTL, its header checksum), what the shortcut looks
+    up and what one hop rewrites. None: the packet takes the pipeline's stages. (A plain tuple: building
+    a named one costs a tenth of what the pipeline spends on a shortcut packet.)
+
+    The one guard of the pipeline's fast path, for packets from pods and from the tunnel alike."""
+    version_ihl, total, fragment, ttl, protocol, checksum, src, dst, src_port, dst_port = (
+        _PLAIN_HEADER_PORTS.unpack_from(buf, offset)
+    )
+    if (
+        version_ihl == 0x45
+        and total == len(buf) - offset
+        and not fragment & 0x3FFF
+        and ttl > 1
+        and (protocol == UDP or (protocol == TCP and total >= _TCP_MIN and not buf[offset + _TCP_FLAGS_AT] & _TCP_STATE_FLAGS))
+        and not _from_bytes(buf[offset : offset + 20]) % 0xFFFF
+    ):
+        return (protocol, src, src_port, dst, dst_port), ttl, checksum
+    return None
 
 
 def icmp_error_quote(packet: bytes | bytearray | memoryview) -> FlowKey | None:

@@ -10,9 +10,10 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from podnet.codec import DecodeError
+
 from .addresses import bytes_to_ip, ip_to_bytes
 from .checksum import internet_checksum
-from .errors import DecodeError
 
 HEADER_LENGTH = 20
 MAX_LENGTH = 0xFFFF
@@ -68,15 +69,16 @@ def header_length(buf: bytes | bytearray | memoryview) -> int:
     return length
 
 
-def decode(buf: bytes | bytearray | memoryview) -> IPv4Packet:
-    """Decodes one unfragmented packet; bytes past its total length (Ethernet padding) are ignored."""
+def decode(buf: bytes | bytearray | memoryview, *, verify_checksum: bool = True) -> IPv4Packet:
+    """Decodes one unfragmented packet; bytes past its total length (Ethernet padding) are ignored.
+    `verify_checksum=False` reads a header whose checksum is wrong, as a packet analyser must."""
     ihl = header_length(buf)
     (_, tos, total_length, identification, flags_offset, ttl, protocol, _, src, dst) = _HEADER.unpack_from(
         buf
     )
     if total_length < ihl or total_length > len(buf):
         raise DecodeError(f"IPv4 total length {total_length} outside {ihl}..{len(buf)}")
-    if internet_checksum(buf[:ihl]) != 0:
+    if verify_checksum and internet_checksum(buf[:ihl]) != 0:
         raise DecodeError("IPv4 header checksum mismatch")
     if flags_offset & FLAG_RESERVED:
         raise DecodeError("IPv4 reserved flag set")

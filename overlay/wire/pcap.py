@@ -51,6 +51,23 @@ def node_mac(ip: str) -> str:
     return bytes_to_mac(b"\x02\x00" + ip_to_bytes(ip))
 
 
+def underlay_packet(
+    payload: bytes | bytearray | memoryview,
+    src: tuple[str, int],
+    dst: tuple[str, int],
+    *,
+    identification: int = 0,
+) -> bytes:
+    """The IPv4 packet that carried UDP `payload` from `src` to `dst` ((address, port) pairs), as the
+    sender's kernel builds it around a datagram written to a UDP socket, checksums filled in.
+    `identification` wraps at 16 bits, as a sender's IP ID counter does, so a running count can be given."""
+    (src_ip, src_port), (dst_ip, dst_port) = src, dst
+    datagram = udp.encode(udp.UdpDatagram(src_port, dst_port, bytes(payload)), src_ip, dst_ip)
+    return ipv4.encode(
+        ipv4.IPv4Packet(src_ip, dst_ip, ipv4.IPProtocol.UDP, datagram, identification=identification & 0xFFFF)
+    )
+
+
 def underlay_frame(
     payload: bytes | bytearray | memoryview,
     src: tuple[str, int],
@@ -58,14 +75,9 @@ def underlay_frame(
     *,
     identification: int = 0,
 ) -> bytes:
-    """The Ethernet frame that carried UDP `payload` from `src` to `dst` ((address, port) pairs), with
-    outer checksums filled in so that Wireshark finds nothing wrong with the headers it did not see.
-    `identification` wraps at 16 bits, as a sender's IP ID counter does, so a running count can be given."""
-    (src_ip, src_port), (dst_ip, dst_port) = src, dst
-    datagram = udp.encode(udp.UdpDatagram(src_port, dst_port, bytes(payload)), src_ip, dst_ip)
-    packet = ipv4.encode(
-        ipv4.IPv4Packet(src_ip, dst_ip, ipv4.IPProtocol.UDP, datagram, identification=identification & 0xFFFF)
-    )
+    """The Ethernet frame that carried UDP `payload` from `src` to `dst`: `underlay_packet` with
+    synthetic node MACs, so that Wireshark finds nothing wrong with the headers it did not see."""
+    packet = underlay_packet(payload, src, dst, identification=identification)
     return ethernet.encode(
-        ethernet.EthernetFrame(node_mac(dst_ip), node_mac(src_ip), ethernet.EtherType.IPV4, packet)
+        ethernet.EthernetFrame(node_mac(dst[0]), node_mac(src[0]), ethernet.EtherType.IPV4, packet)
     )

@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .errors import DecodeError
+from podnet.codec import DecodeError
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 FIXED_LENGTH = 16  # signature, version/command, family/transport, length

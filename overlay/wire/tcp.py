@@ -11,9 +11,9 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
-from .buffer import Reader
+from podnet.codec import DecodeError, Reader
+
 from .checksum import internet_checksum, pseudo_header_sum
-from .errors import DecodeError
 from .ipv4 import IPProtocol
 
 HEADER_LENGTH = 20
@@ -69,7 +69,9 @@ class TcpSegment:
     """(TSval, TSecr)."""
 
 
-def decode(buf: bytes | bytearray | memoryview, src_ip: str, dst_ip: str) -> TcpSegment:
+def decode(
+    buf: bytes | bytearray | memoryview, src_ip: str, dst_ip: str, *, verify_checksum: bool = True
+) -> TcpSegment:
     """Decodes the segment `src_ip` sent `dst_ip`, verifying its checksum; the urgent pointer is ignored."""
     if len(buf) < HEADER_LENGTH:
         raise DecodeError(f"TCP segment of {len(buf)} bytes is shorter than its 20-byte header")
@@ -77,7 +79,7 @@ def decode(buf: bytes | bytearray | memoryview, src_ip: str, dst_ip: str) -> Tcp
     data_offset = (offset_byte >> 4) * 4
     if data_offset < HEADER_LENGTH or data_offset > len(buf):
         raise DecodeError(f"TCP data offset {data_offset} outside 20..{len(buf)}")
-    if internet_checksum(buf, pseudo_header_sum(src_ip, dst_ip, IPProtocol.TCP, len(buf))):
+    if verify_checksum and internet_checksum(buf, pseudo_header_sum(src_ip, dst_ip, IPProtocol.TCP, len(buf))):
         raise DecodeError("TCP checksum mismatch")
     options = _decode_options(Reader(buf, HEADER_LENGTH, data_offset))
     return TcpSegment(

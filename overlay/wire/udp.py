@@ -5,8 +5,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from podnet.codec import DecodeError
+
 from .checksum import internet_checksum, pseudo_header_sum
-from .errors import DecodeError
 from .ipv4 import IPProtocol
 
 HEADER_LENGTH = 8
@@ -21,7 +22,9 @@ class UdpDatagram:
     payload: bytes
 
 
-def decode(buf: bytes | bytearray | memoryview, src_ip: str, dst_ip: str) -> UdpDatagram:
+def decode(
+    buf: bytes | bytearray | memoryview, src_ip: str, dst_ip: str, *, verify_checksum: bool = True
+) -> UdpDatagram:
     """Decodes the datagram that `src_ip` sent `dst_ip`; a zero checksum means none was sent."""
     if len(buf) < HEADER_LENGTH:
         raise DecodeError(f"UDP datagram of {len(buf)} bytes is shorter than its 8-byte header")
@@ -29,7 +32,7 @@ def decode(buf: bytes | bytearray | memoryview, src_ip: str, dst_ip: str) -> Udp
     if length < HEADER_LENGTH or length > len(buf):
         raise DecodeError(f"UDP length {length} outside 8..{len(buf)}")
     datagram = buf[:length]
-    if checksum and internet_checksum(datagram, pseudo_header_sum(src_ip, dst_ip, IPProtocol.UDP, length)):
+    if verify_checksum and checksum and internet_checksum(datagram, pseudo_header_sum(src_ip, dst_ip, IPProtocol.UDP, length)):
         raise DecodeError("UDP checksum mismatch")
     return UdpDatagram(src_port, dst_port, bytes(buf[HEADER_LENGTH:length]))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import DecodeError
+from podnet.codec import DecodeError
 
 PORT = 4789
 HEADER_LENGTH = 8

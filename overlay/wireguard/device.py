@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ..wire.errors import DecodeError
+from podnet.codec import DecodeError
+
 from . import crypto, handshake, messages
 from .handshake import HandshakeError, StaticIdentity
 from .messages import CookieReply, Initiation, Response

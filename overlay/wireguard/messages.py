@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from ..wire.errors import DecodeError
+from podnet.codec import DecodeError
 
 
 class MessageType(IntEnum):

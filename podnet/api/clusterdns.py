@@ -20,6 +20,8 @@ RELAY_ANNOTATION = "podnet.io/relay"
 # make a pod address stand for a host port.
 RELAY_NAMESPACE = "kube-system"
 
+CLUSTER_DNS = "10.96.0.10"  # the kube-dns Service's address in the default service CIDR
+CLUSTER_DOMAIN = "cluster.local"
 Relay = dict[int, tuple[str, int]]  # container port -> (host address, port) that serves it
 
 
@@ -73,3 +75,12 @@ def relay_of(pod: dict) -> Relay | None:
     if text is None or meta.get("namespace") != RELAY_NAMESPACE:
         return None
     return parse_relay(text)
+
+
+def resolv_conf(namespace: str, dns: str = CLUSTER_DNS, domain: str = CLUSTER_DOMAIN) -> str:
+    """The resolv.conf the kubelet writes for a ClusterFirst pod."""
+    return (
+        f"nameserver {dns}\n"
+        f"search {namespace}.svc.{domain} svc.{domain} {domain}\n"
+        "options ndots:5\n"
+    )

@@ -34,7 +34,10 @@ def apiserver(
     eviction_timeout: Annotated[float, typer.Option(help="Seconds a node is NotReady before its pods are deleted.")] = 300.0,
     orphaned_pod_quarantine: Annotated[float, typer.Option(help="Seconds a pod bound to a node that does not exist is kept before it is deleted.")] = 40.0,
     service_cidr: Annotated[str, typer.Option(help="Service ClusterIP range.")] = "10.96.0.0/12",
-    cluster_cidr: Annotated[str, typer.Option(help="Pod network, split into one /24 per node.")] = "10.244.0.0/16",
+    cluster_cidr: Annotated[str, typer.Option(help="Pod network, split into one block per node.")] = "10.244.0.0/16",
+    node_cidr_mask_size: Annotated[int, typer.Option(help="Prefix length of each node's block of the pod network.")] = 24,
+    advertise_address: Annotated[str | None, typer.Option(help="Address the kubernetes Service's endpoints name (default: the address the controllers reach this server at).")] = None,
+    advertise_port: Annotated[int | None, typer.Option(help="Port the kubernetes Service's endpoints name (default: the port this server listens on).")] = None,
     node_port_range: Annotated[str, typer.Option(help="NodePort range LOW-HIGH.")] = "30000-32767",
     allowed_external_ip_cidrs: Annotated[str, typer.Option(help="Comma-separated CIDRs new Service externalIPs may be in (default: none, every new one is refused, as with DenyServiceExternalIPs).")] = "",
     compaction_interval: Annotated[float, typer.Option(help="Seconds between storage compactions (0: never).")] = 300.0,
@@ -51,8 +54,9 @@ def apiserver(
     """Run the Kubernetes-shaped API server."""
     from podnet import logs
     from podnet.apiserver.app import check_files, serve
-    from podnet.apiserver.config import ApiServerConfig, parse_port_range
+    from podnet.apiserver.config import ApiServerConfig
     from podnet.apiserver.election import Timings
+    from podnet.apiserver.serviceaddresses import parse_port_range
 
     logs.setup("apiserver", log_level)
     try:
@@ -82,6 +86,9 @@ def apiserver(
             orphaned_pod_quarantine=orphaned_pod_quarantine,
             service_cidr=service_cidr,
             cluster_cidr=cluster_cidr,
+            node_cidr_mask_size=node_cidr_mask_size,
+            advertise_address=advertise_address,
+            advertise_port=advertise_port,
             node_port_range=parse_port_range(node_port_range),
             allowed_external_ip_cidrs=tuple(c for c in allowed_external_ip_cidrs.split(",") if c.strip()),
             compaction_interval=compaction_interval,

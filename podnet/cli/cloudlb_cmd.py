@@ -37,7 +37,7 @@ def cloud_lb(
     import ipaddress
 
     from podnet import logs
-    from podnet.apiserver.cloudlb import CloudLbConfig, serve
+    from podnet.cloudlb.balancer import CloudLbConfig, serve
 
     try:
         ipaddress.IPv4Network(pool)

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
+from podnet.backends import BACKENDS_HELP, PROXY_MODES_HELP
 from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, ApiError, podnet_home
 from podnet.cluster import (
@@ -123,8 +124,8 @@ def register(app: typer.Typer) -> None:
     def up(
         nodes: int = typer.Option(3, "--nodes", help="How many nodes (hosts)."),
         store: str = typer.Option("sqlite", "--store", help="sqlite (embedded) or etcd."),
-        backend: str = typer.Option("vxlan", "--backend", help="vxlan or bgp routing."),
-        proxy_mode: str = typer.Option("iptables", "--proxy-mode", help="iptables or ipvs."),
+        backend: str = typer.Option("vxlan", "--backend", help=BACKENDS_HELP),
+        proxy_mode: str = typer.Option("iptables", "--proxy-mode", help=PROXY_MODES_HELP),
         prefix: str = typer.Option("127.0.0", "--prefix", help="First three octets of the cluster's addresses."),
         api_port: int = typer.Option(6443, "--api-port"),
         dns_port: int = typer.Option(1053, "--dns-port"),

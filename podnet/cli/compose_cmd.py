@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from podnet.backends import BACKENDS_HELP, PROXY_MODES_HELP
 from podnet.cli.cluster_cmd import issue_credentials
 from podnet.cli.common import fail
 from podnet.client import ApiClient
@@ -30,8 +31,8 @@ def register(app: typer.Typer) -> None:
         output: Path | None = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
         nodes: int = typer.Option(3, "--nodes"),
         store: str = typer.Option("etcd", "--store", help="etcd (its own container) or sqlite (in the API server's)."),
-        backend: str = typer.Option("vxlan", "--backend", help="vxlan or bgp routing."),
-        proxy_mode: str = typer.Option("iptables", "--proxy-mode", help="iptables or ipvs."),
+        backend: str = typer.Option("vxlan", "--backend", help=BACKENDS_HELP),
+        proxy_mode: str = typer.Option("iptables", "--proxy-mode", help=PROXY_MODES_HELP),
         prefix: str = typer.Option(compose.DEFAULT_PREFIX, "--prefix", help="First three octets of the compose network."),
     ) -> None:
         """Write the docker-compose file of a cluster: one container per host, fixed addresses."""
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:
     def credentials(
         home: Path = HomeOption,
         nodes: int = typer.Option(3, "--nodes"),
-        backend: str = typer.Option("vxlan", "--backend", help="vxlan or bgp (its speakers get credentials too)."),
+        backend: str = typer.Option("vxlan", "--backend", help=BACKENDS_HELP + " (bgp speakers get credentials too)"),
         prefix: str = typer.Option(compose.DEFAULT_PREFIX, "--prefix", help="First three octets of the compose network."),
     ) -> None:
         """Make the cluster's CA, certificates and tokens under HOME/pki (mounted into every container) and

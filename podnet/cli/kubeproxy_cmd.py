@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from podnet.backends import PROXY_MODES
+from podnet.backends import PROXY_MODES, PROXY_MODES_HELP
 from podnet.cli.daemon import (
     CaFile,
     Kubeconfig,
@@ -30,7 +30,7 @@ def kubeproxy(
     ca_file: CaFile = None,
     kubeconfig: Kubeconfig = None,
     mode: Annotated[
-        str, typer.Option(help="iptables: ordered rules walked per connection; ipvs: hash tables.")
+        str, typer.Option(help=PROXY_MODES_HELP)
     ] = "iptables",
     address: Annotated[
         str | None,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from podnet.backends import BACKENDS, POD_MODES
+from podnet.backends import BACKENDS, BACKENDS_HELP, POD_MODES
 from podnet.cli.daemon import (
     CaFile,
     Kubeconfig,
@@ -32,7 +32,7 @@ def nodeagent(
     vxlan_port: Annotated[int, typer.Option(help="UDP port of VXLAN, here and on every peer.")] = 4789,
     fou_port: Annotated[int, typer.Option(help="UDP port of foo-over-UDP (the bgp backend), here and on every peer.")] = 5555,
     metrics_port: Annotated[int, typer.Option(help="Port of /healthz and /metrics on the node address (0: any free port, -1: none).")] = 0,
-    backend: Annotated[str, typer.Option(help="vxlan: routes from Node podCIDRs, VXLAN; bgp: routes from the BGP speaker only, foo-over-UDP.")] = "vxlan",
+    backend: Annotated[str, typer.Option(help=BACKENDS_HELP)] = "vxlan",
     cluster_cidr: Annotated[str, typer.Option(help="The pod network.")] = "10.244.0.0/16",
     pod_mode: Annotated[str, typer.Option(help="Pods without a podnet.io/pod-mode annotation: virtual (a stack in the agent) or netns (a real network namespace; root, Linux).")] = "virtual",
     renew_interval: Annotated[float, typer.Option(help="Seconds between renewals of the node's Lease (keep it well under the node grace period).")] = 5.0,

@@ -148,6 +148,9 @@ def trace(
     ],
     protocol: Annotated[str, typer.Option(help="TCP or UDP.")] = "TCP",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 2.0,
+    show_bytes: Annotated[bool, typer.Option(
+        "--bytes", help="Under each stage that holds the packet, its layers and its bytes in hex (as tshark -x).")
+    ] = False,
     namespace: str = NamespaceOption,
     server: str | None = ServerOption,
     token: str | None = TokenOption,
@@ -177,10 +180,19 @@ def trace(
             except ObserveError as exc:
                 raise fail(str(exc)) from None
 
+    if show_bytes:
+        from podnet.overlay.pipeline.model import dissect_stage
+        from podnet.overlay.wire import dissect
+
     path = run_async(run())
     typer.echo(f"trace {path.src} → {path.ip}:{path.port}/{protocol}")
     for number, stage in enumerate(path.stages, start=1):
         typer.echo(f"{number:>3}. {stage['stage']:<15} {stage['detail']}")
+        if show_bytes and stage.get("packet") is not None:
+            for layer in dissect_stage(stage["stage"], stage["packet"]):
+                typer.echo(f"       {layer.title}")
+            for line in dissect.hex_dump(stage["packet"]):
+                typer.echo(f"       {line}")
     if path.local and not path.answered:
         raise typer.Exit(1)
 

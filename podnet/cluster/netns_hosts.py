@@ -26,18 +26,8 @@ import sys
 from pathlib import Path
 
 from podnet.cluster.supervisor import SupervisorError
-from podnet.nodeagent.pods.netns import (
-    HOST_PREFIX,
-    NAME_PREFIX,
-    NETNS_DIR,
-    TAP_PREFIX,
-    NetnsError,
-    delete_namespace,
-    host_namespace,
-    ip,
-    ip_batch,
-    list_namespaces,
-)
+from podnet.netns.ip import NetnsError, delete_namespace, ip, ip_batch, list_namespaces
+from podnet.netns.names import HOST_PREFIX, NAME_PREFIX, NETNS_DIR, TAP_PREFIX, host_namespace
 
 BRIDGE = "podnet-br0"
 LAB_PREFIX = "203.0.113"

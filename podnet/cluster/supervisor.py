@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 
 from podnet.cluster.topology import ComponentSpec
-from podnet.nodeagent.pods.netns import enter_command
+from podnet.netns.names import enter_command
 from podnet.rpc.session import RpcClient
 
 STATE_FILE = "cluster.json"

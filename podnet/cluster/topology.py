@@ -16,8 +16,8 @@ from pathlib import Path
 
 from podnet.backends import BACKENDS, POD_MODES, PROXY_MODES, routing_backend
 from podnet.cluster import auditpolicy, credentials, etcd_credentials, kubelet_credentials
+from podnet.netns.names import host_namespace
 from podnet.nodeagent.hostguard import BGP_PORTS, ETCD_PORTS
-from podnet.nodeagent.pods.netns import host_namespace
 
 STORES = ("sqlite", "etcd")
 LAYOUTS = ("loopback", "network", "netns")

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.api.keys import object_key
 from podnet.client import ApiClient, ApiError
 from podnet.nodeagent.l7.cilium import CILIUM_KINDS
 from podnet.nodeagent.l7.explain import RequestExplanation, explain_request
@@ -75,7 +76,7 @@ def running_pods(
             continue
         if not spec.get("nodeName"):
             continue
-        pods[f"{meta['namespace']}/{meta['name']}"] = (status["podIP"], spec["nodeName"])
+        pods[object_key(obj)] = (status["podIP"], spec["nodeName"])
     return dict(sorted(pods.items()))
 
 

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# In COUNTERS' answer, the datagrams a node's tunnel sent to and took from one peer: these prefixes and
+# the peer's underlay address ("tunnel.tx.to.127.0.0.12").
+PEER_TX = "tunnel.tx.to."
+PEER_RX = "tunnel.rx.from."
+
 
 class AgentMethod(StrEnum):
     # the node and its dataplane's tables

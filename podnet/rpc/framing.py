@@ -77,7 +77,8 @@ class Decoder:
         try:
             self._unpacker.feed(data)
             return [_to_message(raw) for raw in self._unpacker]
-        except (msgpack.UnpackException, ValueError) as exc:
-            if isinstance(exc, FramingError):
-                raise
+        except FramingError:
+            raise
+        # TypeError: a map keyed by an array or a map (unhashable in Python) is valid msgpack
+        except (msgpack.UnpackException, ValueError, TypeError) as exc:
             raise FramingError(str(exc)) from exc

@@ -54,8 +54,12 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 class RpcServer:
-    def __init__(self, path: str, handlers: dict[str, Handler], *, max_connections: int = MAX_CONNECTIONS):
+    def __init__(self, path: str, handlers: dict[str, Handler], *, max_connections: int = MAX_CONNECTIONS,
+                 named_params: bool = False):
+        """`named_params`: every method takes a map of named parameters (nil standing for an empty one), so
+        anything else is answered BadRequest before a handler sees it, rather than failing in it as Internal."""
         self.path = path
+        self.named_params = named_params
         self.handlers = dict(handlers)
         self.handlers.setdefault("ping", self._ping)
         self.handlers.setdefault("rpc.stats", self._stats)
@@ -147,7 +151,12 @@ class RpcServer:
         try:
             if handler is None:
                 raise RpcError("MethodNotFound", f"no method {request.method!r}")
-            outcome = handler(request.params)
+            params = request.params
+            if self.named_params:
+                params = {} if params is None else params
+                if not isinstance(params, dict):
+                    raise RpcError("BadRequest", f"{request.method} takes a map of parameters, not {type(params).__name__}")
+            outcome = handler(params)
             if inspect.isasyncgen(outcome):
                 async for item in outcome:
                     writer.write(encode(Notification("stream", {"id": request.msgid, "item": item})))

@@ -18,8 +18,7 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
-from podnet.overlay.wire.buffer import Reader
-from podnet.overlay.wire.errors import DecodeError
+from podnet.codec import DecodeError, Reader
 
 VERSION = 3
 HEADER_LENGTH = 8

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from podnet.overlay.wire.errors import DecodeError
+from podnet.codec import DecodeError
 
 from .frames import (
     FLAG_FIN,

@@ -3,13 +3,14 @@ traces in; the JSON the page draws out. No sockets, no clock (times are argument
 tested without a cluster.
 
 - `topology`: nodes with their address, podCIDR, readiness, agent process and tunnel packet rates; their
-  pods (greyed when the pod is not Ready or its node is not); the tunnels between nodes; the control plane's
-  processes.
+  pods (greyed when the pod is not Ready or its node is not); the tunnels between nodes, each with the
+  packet rate each way; the control plane's processes.
 - `service_map`: a namespace's workloads and Services as boxes, observed connections as edges, counted
   allowed and denied, each edge with its latest connections and the rules that decided them (Hubble UI's
   view).
 - `matrix`: the policies' and the probed truth table of some pods, cell by cell, disagreements marked.
-- `journey`: a traced packet's stages, each placed on the node where it happened.
+- `journey`: a traced packet's stages, each placed on the node where it happened, with the packet as the
+  stage held it laid out layer by layer where it held one.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from podnet.api.keys import object_key
 from podnet.nodeagent.policy import Matrix
 from podnet.nodeagent.policy.flowlog import FlowRecord
+from podnet.overlay.pipeline.model import dissect_stage
+from podnet.overlay.wire import dissect
+from podnet.rpc.agentmethods import PEER_RX, PEER_TX
 
 EDGE_FLOWS = 12  # the latest connections an edge carries for its detail panel
 TEMPLATE_HASH = "pod-template-hash"
@@ -31,11 +36,6 @@ TEMPLATE_HASH = "pod-template-hash"
 
 def _meta(obj: Mapping) -> Mapping:
     return obj.get("metadata") or {}
-
-
-def key_of(obj: Mapping) -> str:
-    meta = _meta(obj)
-    return f"{meta.get('namespace')}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
 
 
 def condition(obj: Mapping, kind: str) -> Mapping | None:
@@ -85,21 +85,33 @@ class ProcessState:
     healthy: bool | None = None  # its health check's last answer (None: not asked yet, or not running)
 
 
+def _per_second(then: Mapping[str, int], now: Mapping[str, int], names: Mapping[str, str],
+                seconds: float) -> dict[str, float] | None:
+    """{way: how fast the counter named for it grew}; None when one went back (a restarted agent)."""
+    grown = {way: (now.get(name, 0) - then.get(name, 0)) / seconds for way, name in names.items()}
+    return {way: round(value, 1) for way, value in grown.items()} if min(grown.values()) >= 0 else None
+
+
 def rates(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]],
-          seconds: float) -> dict[str, dict[str, float]]:
+          seconds: float) -> dict[str, dict]:
     """node -> tunnel packets per second sent ("tx") and received ("rx") between two reads of the agents'
-    counters `seconds` apart; a node missing from either read, or whose counters went back (a restarted
-    agent), has no rate."""
-    found: dict[str, dict[str, float]] = {}
+    counters `seconds` apart, and the same per peer address ("peers"): each tunnel's. A node missing
+    from either read, or whose counters went back (a restarted agent), has no rate."""
+    found: dict[str, dict] = {}
     if seconds <= 0:
         return found
     for node, now in after.items():
-        then = before.get(node)
-        if then is None:
+        if node not in before:
             continue
-        pair = {way: (now.get(f"tunnel.{way}", 0) - then.get(f"tunnel.{way}", 0)) / seconds for way in ("tx", "rx")}
-        if all(value >= 0 for value in pair.values()):
-            found[node] = {way: round(value, 1) for way, value in pair.items()}
+        then = before[node]
+        total = _per_second(then, now, {"tx": "tunnel.tx", "rx": "tunnel.rx"}, seconds)
+        if total is None:
+            continue
+        addresses = sorted({name.removeprefix(prefix) for name in now for prefix in (PEER_TX, PEER_RX)
+                            if name.startswith(prefix)})
+        peers = {address: _per_second(then, now, {"tx": PEER_TX + address, "rx": PEER_RX + address}, seconds)
+                 for address in addresses}
+        found[node] = {**total, "peers": {address: rate for address, rate in peers.items() if rate is not None}}
     return found
 
 
@@ -112,14 +124,14 @@ def topology(nodes: Iterable[Mapping], pods: Iterable[Mapping], processes: Itera
     running = {p.name: p.running for p in processes}
     by_node: dict[str, list[dict]] = defaultdict(list)
     ready_nodes = {_meta(n).get("name") for n in nodes if node_ready(n)}
-    for pod in sorted(pods, key=key_of):
+    for pod in sorted(pods, key=object_key):
         spec, status = pod.get("spec") or {}, pod.get("status") or {}
         node = spec.get("nodeName")
         if not node:
             continue
         ready = pod_ready(pod)
         by_node[node].append({
-            "key": key_of(pod), "ip": status.get("podIP"), "phase": status.get("phase") or "Pending",
+            "key": object_key(pod), "ip": status.get("podIP"), "phase": status.get("phase") or "Pending",
             "ready": ready, "greyed": not ready or node not in ready_nodes, "workload": workload_of(pod),
             "hostNetwork": bool(spec.get("hostNetwork")),
         })
@@ -149,8 +161,16 @@ def topology(nodes: Iterable[Mapping], pods: Iterable[Mapping], processes: Itera
                      "prefixes": p.get("prefixes_received")} for p in (bgp or {}).get(name, [])],
         })
     names = [n["name"] for n in shown]
+    address = {n["name"]: n["address"] for n in shown}
+
+    def sent(a: str, b: str) -> float | None:
+        """Packets per second node `a` sends `b` through their tunnel, as `a`'s counters tell: none counted
+        for `b` is none sent; None when `a`'s counters were not read twice."""
+        peers = (node_rates.get(a) or {}).get("peers")
+        return None if peers is None else (peers.get(address[b]) or {}).get("tx", 0.0)
+
     tunnels = [{"a": a, "b": b, "encapsulation": encapsulation,
-                "up": a in ready_nodes and b in ready_nodes,
+                "up": a in ready_nodes and b in ready_nodes, "rates": {"ab": sent(a, b), "ba": sent(b, a)},
                 "bgp": [sessions[end] for end in ((a, b), (b, a)) if end in sessions]}
                for i, a in enumerate(names) for b in names[i + 1:]]
     control = [{"name": p.name, "running": p.running, "healthy": p.healthy} for p in processes if "/" not in p.name]
@@ -188,26 +208,26 @@ def service_map(namespace: str, pods: Iterable[Mapping], services: Iterable[Mapp
     records) to or from its pods. A peer outside the namespace is a box of its own (its workload "ns/name",
     or the bare address for what is no pod)."""
     pods = list(pods)
-    pod_workload = {key_of(p): workload_of(p) for p in pods}
-    ip_pod = {(p.get("status") or {}).get("podIP"): key_of(p) for p in pods
+    pod_workload = {object_key(p): workload_of(p) for p in pods}
+    ip_pod = {(p.get("status") or {}).get("podIP"): object_key(p) for p in pods
               if (p.get("status") or {}).get("podIP") and not (p.get("spec") or {}).get("hostNetwork")}
     boxes: dict[str, dict] = {}
     for pod in pods:
         if _meta(pod).get("namespace") != namespace:
             continue
-        box = boxes.setdefault(pod_workload[key_of(pod)], {
-            "id": pod_workload[key_of(pod)], "kind": "workload", "name": pod_workload[key_of(pod)].split("/", 1)[1],
+        box = boxes.setdefault(pod_workload[object_key(pod)], {
+            "id": pod_workload[object_key(pod)], "kind": "workload", "name": pod_workload[object_key(pod)].split("/", 1)[1],
             "pods": [], "ready": 0})
-        box["pods"].append(key_of(pod))
+        box["pods"].append(object_key(pod))
         box["ready"] += pod_ready(pod)
     for service in services:
         meta, spec = _meta(service), service.get("spec") or {}
         if meta.get("namespace") != namespace:
             continue
-        selected = sorted({pod_workload[key_of(p)] for p in pods if _meta(p).get("namespace") == namespace
+        selected = sorted({pod_workload[object_key(p)] for p in pods if _meta(p).get("namespace") == namespace
                            and _selects(spec.get("selector"), _meta(p).get("labels"))})
-        boxes[f"service:{key_of(service)}"] = {
-            "id": f"service:{key_of(service)}", "kind": "service", "name": meta.get("name"),
+        boxes[f"service:{object_key(service)}"] = {
+            "id": f"service:{object_key(service)}", "kind": "service", "name": meta.get("name"),
             "clusterIP": spec.get("clusterIP"), "selects": selected,
             "ports": [f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or []]}
 
@@ -260,6 +280,15 @@ def matrix(static: Matrix, probed: Matrix | None, pods: Mapping[str, tuple[str, 
 # ---- a packet's journey -----------------------------------------------------------------------------
 
 
+def packet_view(stage: str, packet: bytes | None) -> dict:
+    """What the page shows of a stage's packet, as Wireshark's panes do: its layers with their fields,
+    and its bytes in hex ({} for a stage that holds none)."""
+    if packet is None:
+        return {}
+    return {"layers": [layer.as_dict() for layer in dissect_stage(stage, packet)],
+            "hex": dissect.hex_dump(packet), "length": len(packet)}
+
+
 def journey(src: str, src_node: str, destination: str, protocol: str, stages: Sequence[Mapping], *,
             split: int, far: int, far_node: str | None, answered: bool) -> dict:
     """The stages in the order they happened (as `podnet trace` prints them), each placed on its node:
@@ -271,7 +300,8 @@ def journey(src: str, src_node: str, destination: str, protocol: str, stages: Se
             return src_node, "out"
         return (far_node, "far") if index < split + far else (src_node, "back")
 
-    placed = [{"n": i + 1, "node": place(i)[0], "leg": place(i)[1], "stage": s["stage"], "detail": s["detail"]}
+    placed = [{"n": i + 1, "node": place(i)[0], "leg": place(i)[1], "stage": s["stage"], "detail": s["detail"],
+               **packet_view(s["stage"], s.get("packet"))}
               for i, s in enumerate(stages)]
     return {"src": src, "destination": destination, "protocol": protocol,
             "nodes": [n for n in dict.fromkeys([src_node, far_node]) if n], "stages": placed, "answered": answered}

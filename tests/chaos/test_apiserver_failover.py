@@ -9,6 +9,7 @@ import itertools
 import time
 
 import pytest
+from support.local_cluster import eventually
 
 from podnet.client import ApiError
 
@@ -25,16 +26,6 @@ def _deployment(replicas: int) -> dict:
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
                      "template": {"metadata": {"labels": {"app": "web"}},
                                   "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}
-
-
-async def _eventually(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def _holder(client) -> str:
@@ -64,11 +55,11 @@ async def test_killing_the_controllers_leader_loses_no_write_and_hands_the_contr
             acknowledged[name] = index
 
     try:
-        holder = await _eventually(lambda: _holder(clients[0]), 10, "a controllers leader")
+        holder = await eventually(lambda: _holder(clients[0]), 10, "a controllers leader")
         await clients[0].create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         await clients[0].create(_deployment(2))
         writers = [asyncio.create_task(write_through(i)) for i in range(2) for _ in range(3)]
-        await _eventually(lambda: _pods(clients[0], 2), 15, "the Deployment's two pods")
+        await eventually(lambda: _pods(clients[0], 2), 15, "the Deployment's two pods")
         leading = next(i for i, s in enumerate(servers) if "became leader" in s.log())
         survivor = 1 - leading
 
@@ -76,11 +67,11 @@ async def test_killing_the_controllers_leader_loses_no_write_and_hands_the_contr
         killed_at = time.monotonic()
         await asyncio.to_thread(servers[leading].kill)
         await clients[survivor].patch("deployments", "web", {"spec": {"replicas": 4}}, namespace=NAMESPACE)
-        new_holder = await _eventually(lambda: _changed(clients[survivor], holder), 10, "the survivor to lead")
+        new_holder = await eventually(lambda: _changed(clients[survivor], holder), 10, "the survivor to lead")
         took = time.monotonic() - killed_at
         print(f"controllers taken over {took:.2f}s after the leader's SIGKILL (lease {LEASE_DURATION}s, retry {RETRY_PERIOD}s)")
         assert took <= LEASE_DURATION + RETRY_PERIOD * 2.2 + 1.0 and new_holder != holder
-        await _eventually(lambda: _pods(clients[survivor], 4), 15, "the scaled Deployment's four pods")
+        await eventually(lambda: _pods(clients[survivor], 4), 15, "the scaled Deployment's four pods")
         await asyncio.sleep(1.0)
         stop.set()
         await asyncio.gather(*writers)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from podnet.nodeagent.pods.netns import list_namespaces, namespace_name, namespace_pids
 from support.netns_pods import netns_node, netns_pod
 from support.nodeagent import wait_running
+
+from podnet.netns.ip import list_namespaces, namespace_pids
+from podnet.netns.names import namespace_name
 
 pytestmark = pytest.mark.root
 

@@ -257,4 +257,7 @@ async def local_cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
             await cluster.close()
             await cluster.client.close()
         for state in states:
+            if (state.home / supervisor.STATE_FILE).exists():
+                # what the state file says now: a `podnet start` the test ran recorded its process only there
+                state = ClusterState.load(state.home)
             await supervisor.stop_all(state)

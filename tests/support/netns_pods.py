@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from podnet.nodeagent.pods.netns import NAME_PREFIX, list_namespaces
 
+from podnet.netns.ip import list_namespaces
+from podnet.netns.names import NAME_PREFIX
 from support.apiserver import ApiServerProcess
 from support.dns import DnsProcess, start_dns
 from support.kubeproxy import KubeProxyProcess

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from podnet.overlay.pipeline.forward import NodeIdentity, Peer, Pipeline, PodPort, pod_mac, vtep_mac
+from podnet.overlay.pipeline.forward import Pipeline
+from podnet.overlay.pipeline.model import NodeIdentity, Peer, PodPort, pod_mac, vtep_mac
 from podnet.overlay.wire import ipv4, tcp, udp
 
 N1 = NodeIdentity("node-1", "127.0.0.11", "10.244.1.0/24")

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from podnet.overlay.wire.addresses import ip_to_bytes
 
+from podnet.http1 import HttpResponse, parse_http_response
+
 from .tcp import CloseReason
 
 # ---- events the caller sees --------------------------------------------------------------------------
@@ -56,14 +58,6 @@ class Failed:
 OperationEvent = Opened | Received | PeerClosed | Completed | Failed
 
 # ---- results -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,52 +207,6 @@ def parse_http_url(url: str, *, resolved: bool = False) -> tuple[str, int, str]:
         ip_to_bytes(host)  # raises ValueError for a name
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return host, parts.port or 80, target
-
-
-def parse_http_response(data: bytes, *, at_eof: bool) -> HttpResponse | None:
-    """The response in `data`, None while incomplete, ValueError when it is not HTTP."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    lines = data[:end].decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code, _, reason = rest.partition(" ")
-    if not version.startswith("HTTP/1.") or not (code.isascii() and code.isdigit()):
-        raise ValueError(f"status line {lines[0]!r}")
-    headers = tuple(
-        (name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:])
-    )
-    fields = {name.lower(): value for name, value in headers}
-    body = data[end + 4 :]
-    if fields.get("transfer-encoding", "").lower() == "chunked":
-        body = _dechunk(body)
-        if body is None:
-            return None
-    elif "content-length" in fields:
-        length = int(fields["content-length"])
-        if len(body) < length:
-            return None
-        body = body[:length]
-    elif not at_eof:
-        return None
-    return HttpResponse(int(code), reason, headers, body)
-
-
-def _dechunk(data: bytes) -> bytes | None:
-    body = bytearray()
-    position = 0
-    while True:
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            return None
-        size = int(data[position:line_end].split(b";")[0], 16)
-        start = line_end + 2
-        if size == 0:
-            return bytes(body)
-        if len(data) < start + size + 2:
-            return None
-        body += data[start : start + size]
-        position = start + size + 2
 
 
 # ---- datagram operations -----------------------------------------------------------------------------

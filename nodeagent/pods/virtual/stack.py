@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 from podnet.overlay.wire import arp, ethernet, fastpath, icmp, ipv4, tcp, udp
 from podnet.overlay.wire.addresses import bytes_to_ip, int_to_ip, ip_to_bytes, ip_to_int
-from podnet.overlay.wire.errors import DecodeError
 from podnet.overlay.wire.ipv4 import IPProtocol
+
+from podnet.codec import DecodeError
 
 from . import client
 from .agnhost import AgnhostTcp, udp_answer, udp_log_line

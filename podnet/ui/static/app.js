@@ -163,15 +163,20 @@ function renderTopology() {
     svg.append(el("text", { x: 20, y: total - 14, "font-size": 13, fill: "#667085", class: "tunnel-summary",
       text: `${topo.tunnels.length} ${topo.tunnels[0].encapsulation.toUpperCase()} tunnels, a full mesh: ${topo.tunnels.length - down} up, ${down} to a node that is not Ready` }));
   }
+  // Each tunnel's packet rate each way, as its sending node counts it ("—" until two reads are in).
+  const rate = (value) => (value === null || value === undefined ? "—" : `${value}/s`);
   drawn.forEach((tunnel) => {
     const a = bottom(tunnel.a), b = bottom(tunnel.b);
     const sag = 18 + Math.abs(a.x - b.x) / 12;
     const my = Math.max(a.y, b.y) + sag;
+    const rates = `${tunnel.a} → ${rate(tunnel.rates.ab)} · ${tunnel.b} → ${rate(tunnel.rates.ba)}`;
     svg.append(el("path", { class: "tunnel" + (tunnel.up ? "" : " down"), d: `M ${a.x} ${a.y} Q ${(a.x + b.x) / 2} ${my * 2 - Math.max(a.y, b.y)} ${b.x} ${b.y}`,
-      fill: "none", "data-tunnel": `${tunnel.a}~${tunnel.b}` }, el("title", { text: `${tunnel.encapsulation} tunnel ${tunnel.a} ⇄ ${tunnel.b}` })));
+      fill: "none", "data-tunnel": `${tunnel.a}~${tunnel.b}`, "data-rate-ab": tunnel.rates.ab ?? "", "data-rate-ba": tunnel.rates.ba ?? "" },
+      el("title", { text: `${tunnel.encapsulation} tunnel ${tunnel.a} ⇄ ${tunnel.b}\n${rates}` })));
     if (nodes.length <= 6) {
       svg.append(el("text", { x: (a.x + b.x) / 2, y: my + 4, "text-anchor": "middle", "font-size": 11, fill: "#7d8aa5",
-        text: `${tunnel.encapsulation.toUpperCase()} ${tunnel.a} ⇄ ${tunnel.b}` + (tunnel.bgp.length ? ` · BGP ${tunnel.bgp[0].toLowerCase()}` : "") }));
+        class: "tunnel-label", text: `${tunnel.encapsulation.toUpperCase()} ${tunnel.a} ⇄ ${tunnel.b}: ${rates}` +
+          (tunnel.bgp.length ? ` · BGP ${tunnel.bgp[0].toLowerCase()}` : "") }));
     }
   });
   for (const node of nodes) {
@@ -481,8 +486,18 @@ function renderJourney() {
 function showStage(s) {
   const panel = $("stage-panel");
   panel.hidden = false;
+  for (const g of document.querySelectorAll("g.stage.selected")) g.classList.remove("selected");
+  document.querySelector(`g.stage[data-n="${s.n}"]`)?.classList.add("selected");
   clear(panel).append(el("h3", { text: `${s.n}. ${s.stage}` }), el("p", { text: `on ${s.node || "the far node"} (${s.leg === "out" ? "on the way" : s.leg === "far" ? "at the destination's node" : "the way back"})` }),
     el("pre", { text: s.detail }));
+  if (!s.layers) return;
+  // The packet as the stage held it, as Wireshark shows one: a tree of layers (outermost first, each
+  // opened), then its bytes.
+  panel.append(el("h3", { text: `the packet, ${s.length} bytes` }),
+    el("div", { class: "layers" }, ...s.layers.map((layer) => el("details", { class: "layer", open: true, "data-protocol": layer.protocol },
+      el("summary", { text: layer.title }),
+      el("table", {}, ...layer.fields.map(([name, value]) => el("tr", {}, el("th", { text: name }), el("td", { text: value }))))))),
+    el("pre", { class: "hex", text: s.hex.join("\n") }));
 }
 
 // ---- start --------------------------------------------------------------------------------------

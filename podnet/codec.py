@@ -1,10 +1,15 @@
-"""A bounds-checked cursor over bytes: every read past the end raises DecodeError."""
+"""What every binary decoder shares: the one error a decoder raises on bad input, and a bounds-checked
+cursor over bytes (every read past the end raises it). The wire codecs of the overlay and the SPDY framing
+both decode with these."""
 
 from __future__ import annotations
 
 import struct
 
-from .errors import DecodeError
+
+class DecodeError(ValueError):
+    """Bytes that are not a valid instance of the format being decoded."""
+
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
