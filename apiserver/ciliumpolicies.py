@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from podnet.apiserver.status import Cause
 from podnet.apiserver.validation import Errors
-from podnet.nodeagent.l7.cilium import (
+
+from podnet.api.ciliumpolicy import (
     CLUSTERWIDE_KIND,
     GROUP_VERSION,
     NAMESPACED_KIND,
     NotModelled,
     parse_cilium_policy,
 )
-from podnet.nodeagent.l7.http_rules import RuleError
+from podnet.api.httprules import RuleError
 
 GROUP = GROUP_VERSION.split("/")[0]
 KINDS = frozenset({(GROUP, NAMESPACED_KIND), (GROUP, CLUSTERWIDE_KIND)})

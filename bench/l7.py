@@ -20,7 +20,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from podnet.nodeagent.l7.cilium import CiliumPolicyIndex, parse_cilium_policy  # noqa: E402
+from podnet.nodeagent.l7.cilium import CiliumPolicyIndex  # noqa: E402
 from podnet.nodeagent.l7.verdict import combine  # noqa: E402
 from podnet.nodeagent.pods.virtual.agnhost import AgnhostTcp  # noqa: E402
 from podnet.nodeagent.pods.virtual.l7proxy import L7ProxiedServer  # noqa: E402
@@ -28,6 +28,8 @@ from podnet.nodeagent.pods.virtual.stack import _AgnhostServer  # noqa: E402
 from podnet.nodeagent.policy import INGRESS, Flow, compile_objects  # noqa: E402
 from podnet.nodeagent.policy.compile import pod_info  # noqa: E402
 from support.l7pods import running_pod  # noqa: E402
+
+from podnet.api.ciliumpolicy import parse_cilium_policy  # noqa: E402
 
 REQUESTS = 20_000
 CONNECTIONS = 20_000

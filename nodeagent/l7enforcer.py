@@ -16,19 +16,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from podnet.nodeagent.l7.cilium import (
-    CILIUM_KINDS,
-    CiliumPolicyIndex,
-    NotModelled,
-    parse_cilium_policy,
-)
-from podnet.nodeagent.l7.http_rules import RuleError
+from podnet.nodeagent.l7.cilium import CiliumPolicyIndex
 from podnet.nodeagent.l7.proxy import Judged
 from podnet.nodeagent.l7.verdict import ConnectionVerdict, combine
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.policy import INGRESS, Flow, Verdict
 from podnet.nodeagent.policy.compile import namespace_labels, pod_info
 
+from podnet.api.ciliumpolicy import CILIUM_KINDS, NotModelled, parse_cilium_policy
+from podnet.api.httprules import RuleError
 from podnet.client import ApiClient, Informer
 
 log = logging.getLogger(__name__)

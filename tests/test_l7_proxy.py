@@ -4,13 +4,15 @@ server core (what every virtual pod port runs), and the server's answers and the
 from __future__ import annotations
 
 import yaml
-from podnet.nodeagent.l7.cilium import CiliumPolicyIndex, parse_cilium_policy
+from podnet.nodeagent.l7.cilium import CiliumPolicyIndex
 from podnet.nodeagent.l7.proxy import Answer, Forward, Judged, L7Session
 from podnet.nodeagent.l7.verdict import combine
 from podnet.nodeagent.pods.virtual.agnhost import AgnhostTcp
 from podnet.nodeagent.policy import INGRESS, Flow, compile_objects
 from podnet.nodeagent.policy.compile import pod_info
 from support.l7pods import running_pod
+
+from podnet.api.ciliumpolicy import parse_cilium_policy
 
 POLICY = """
 apiVersion: cilium.io/v2

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from podnet.nodeagent.l7.cilium import CiliumPolicyIndex, parse_cilium_policy
+from podnet.nodeagent.l7.cilium import CiliumPolicyIndex
 from podnet.nodeagent.l7.explain import explain_request, parse_request_line
-from podnet.nodeagent.l7.http_rules import HttpRequestHead, RuleError, parse_http_rule
 from podnet.nodeagent.l7.verdict import ACCESS_DENIED_BODY, access_denied_response, combine, judge_request
 from podnet.nodeagent.policy import INGRESS, Flow, compile_objects
 from podnet.nodeagent.policy.compile import pod_info
 from support.l7pods import running_pod
+
+from podnet.api.ciliumpolicy import parse_cilium_policy
+from podnet.api.httprules import HttpRequestHead, RuleError, parse_http_rule
 
 PODS = [
     running_pod("backend", "10.244.1.10", "backend"),

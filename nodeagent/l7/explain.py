@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from podnet.api.ciliumpolicy import NotModelled, parse_cilium_policy
+from podnet.api.httprules import HttpRequestHead, RuleError
+
 from ..policy.compile import compile_objects, namespace_labels, pod_info
 from ..policy.model import EGRESS, INGRESS, TCP, Flow, protocol_name
-from .cilium import CiliumPolicyIndex, NotModelled, parse_cilium_policy
-from .http_rules import HttpRequestHead, RuleError
+from .cilium import CiliumPolicyIndex
 from .verdict import ConnectionVerdict, RequestVerdict, combine, judge_request
 
 _CLIENT_PORT = 49152

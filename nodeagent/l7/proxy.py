@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from podnet.api.httprules import HttpRequestHead
+
 from .http1 import BodyData, HttpParseError, RequestEnd, RequestHead, RequestParser
-from .http_rules import HttpRequestHead
 from .verdict import ConnectionVerdict, RequestVerdict, access_denied_response, judge_request
 
 _NOT_HTTP = ("the request line is not", "the method is not a token", "the version is not HTTP")

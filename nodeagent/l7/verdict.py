@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from podnet.api.httprules import HttpRequestHead, HttpRule
+
 from ..policy.model import Verdict
 from .cilium import Allow, CiliumDecision
-from .http_rules import HttpRequestHead, HttpRule
 
 # Cilium's Envoy filter (cilium.l7policy) answers a denied request with this body when the agent sets
 # no --http-403-msg; Envoy adds text/plain.

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.api.ciliumpolicy import CILIUM_KINDS
 from podnet.api.keys import object_key
 from podnet.client import ApiClient, ApiError
-from podnet.nodeagent.l7.cilium import CILIUM_KINDS
 from podnet.nodeagent.l7.explain import RequestExplanation, explain_request
 from podnet.nodeagent.l7.verdict import ACCESS_DENIED_BODY
 from podnet.nodeagent.policy import Explanation, Matrix, compile_objects, explain, static_matrix
