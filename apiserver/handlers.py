@@ -238,7 +238,7 @@ class Resources:
         self.namespaces = NamespaceLifecycle(store, hub, self._namespace_kind, storage_prefix(self._namespace_kind))
         self.rbac = RbacCache(store, hub)
         self.crds = Registry(store, hub)
-        self.pod_security = PodSecurityAdmission(self._namespace_labels, self.allowed)
+        self.pod_security = PodSecurityAdmission(self._namespace_labels, self._namespace_pods, self.allowed)
         # ClusterIPs and NodePorts are allocated on the write path, one Service write at a time, from
         # allocations rebuilt from storage when first needed (and after a write of unknown outcome).
         self._service_kind = lookup("services")
@@ -413,6 +413,10 @@ class Resources:
         if len(value) > self.config.max_body_bytes:  # grown past what a body may carry, by a patch or an apply
             raise status.too_large(self.config.max_body_bytes)
         return value
+
+    async def _namespace_pods(self, namespace: str) -> list[dict]:
+        kvs, _ = await self._storage(self.store.list(storage_prefix(lookup("pods"), namespace)))
+        return [json.loads(kv.value) for kv in kvs]
 
     async def _namespace_labels(self, name: str) -> dict | None:
         kv = await self._storage(self.store.get(storage_key(self._namespace_kind, None, name)))

@@ -18,7 +18,8 @@ Where podnet differs from kube-apiserver, on purpose:
   verb on every resource). kube-apiserver has no such check: whoever may update the namespace may set
   any label, and restricting that takes RBAC on namespaces or a ValidatingAdmissionPolicy.
 - the `-version` labels are validated but every version is judged by the latest checks (1.31's).
-- `audit` is validated and recorded in no audit log (there is none yet).
+- `audit` violations annotate the request's audit events (`pod-security.kubernetes.io/audit-violations`),
+  as does the enforce policy a pod was judged by (`pod-security.kubernetes.io/enforce-policy`).
 No namespace is exempt: what podnet itself runs in kube-system (the cluster DNS's pod) passes baseline.
 
 Pure: namespace labels and objects in, decisions and messages out.
@@ -457,12 +458,26 @@ def describe(found: list[tuple[str, str]]) -> str:
     return ", ".join(f"{reason} ({detail})" if detail else reason for reason, detail in found)
 
 
+AUDIT_VIOLATIONS = LABEL_PREFIX + "audit-violations"
+ENFORCE_POLICY = LABEL_PREFIX + "enforce-policy"
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What admission does with one pod or workload: refuse with `forbidden` (None: admit), and warn."""
+    """What admission does with one pod or workload: refuse with `forbidden` (None: admit), warn, and
+    annotate the request's audit events (the enforce policy applied, the audit level's violations)."""
 
     forbidden: str | None
     warnings: tuple[str, ...]
+    audit: tuple[tuple[str, str], ...] = ()
+
+
+def _audit(policy: Policy, template: dict, *, enforced: bool) -> tuple[tuple[str, str], ...]:
+    annotations = [(ENFORCE_POLICY, str(policy.enforce))] if enforced else []
+    found = violations(policy.audit.level, template)
+    if found:
+        annotations.append((AUDIT_VIOLATIONS, f'would violate PodSecurity "{policy.audit}": {describe(found)}'))
+    return tuple(annotations)
 
 
 def admit_pod(labels: dict | None, pod: dict) -> Decision:
@@ -476,7 +491,29 @@ def admit_pod(labels: dict | None, pod: dict) -> Decision:
         warned = violations(policy.warn.level, pod)
         if warned:
             warnings = (f'would violate PodSecurity "{policy.warn}": {describe(warned)}',)
-    return Decision(forbidden, warnings)
+    return Decision(forbidden, warnings, _audit(policy, pod, enforced=True))
+
+
+def existing_pod_warnings(namespace: str, old_labels: dict | None, new_labels: dict | None, pods: list[dict]) -> list[str]:
+    """What a namespace update that changes its enforce level warns of: the pods already there that the new
+    level would refuse, those with the same reasons in one line (`web-1 (and 2 other pods): privileged`)."""
+    old, new = policy_of(old_labels).enforce, policy_of(new_labels).enforce
+    if new == old or new.level == "privileged":
+        return []
+    grouped: dict[str, list[str]] = {}
+    for pod in pods:
+        found = violations(new.level, pod)
+        if found:
+            reasons = ", ".join(reason for reason, _ in found)
+            grouped.setdefault(reasons, []).append(str((pod.get("metadata") or {}).get("name")))
+    if not grouped:
+        return []
+    warnings = [f'existing pods in namespace "{namespace}" violate the new PodSecurity enforce level "{new}"']
+    for reasons, names in grouped.items():
+        others = len(names) - 1
+        who = f'{names[0]} (and {others} other {_plural("pod", "pods", others)})' if others else names[0]
+        warnings.append(f"{who}: {reasons}")
+    return warnings
 
 
 def admit_workload(labels: dict | None, kind: str, obj: dict) -> Decision:
@@ -490,4 +527,4 @@ def admit_workload(labels: dict | None, kind: str, obj: dict) -> Decision:
         found = violations(level_version.level, template)
         if found:
             warnings.append(f'would violate PodSecurity "{level_version}": {describe(found)}')
-    return Decision(None, tuple(warnings))
+    return Decision(None, tuple(warnings), _audit(policy, template, enforced=False))

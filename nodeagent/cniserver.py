@@ -44,8 +44,7 @@ from podnet.nodeagent.pods.netns import (
     open_tap,
     tap_name,
 )
-from podnet.overlay.pipeline.forward import PodPort, vtep_mac
-from podnet.overlay.pipeline.model import pod_mac
+from podnet.overlay.pipeline.model import PodPort, pod_mac, vtep_mac
 
 from podnet.cni.conflist import CONFLIST_NAME, ConfList, podnet_conflist
 from podnet.cni.runtime import Container, Runtime

@@ -9,7 +9,8 @@ reader sees the old files or the new, never half of each. When a ConfigMap or Se
 that show it are written again.
 
 A serviceAccountToken is asked for as the kubelet asks: a TokenRequest (POST
-.../serviceaccounts/<name>/token) bound to the pod, with the source's audience and expiry.
+.../serviceaccounts/<name>/token) bound to the pod, with the source's audience and expiry, and asked for
+again once 80% of its lifetime has passed.
 
 `render` is pure (the pod, its volume, the objects it refers to → file paths, bytes and modes);
 `PodVolumes` is the agent's side: informer caches, the API client, the files.
@@ -17,6 +18,7 @@ A serviceAccountToken is asked for as the kubelet asks: a TokenRequest (POST
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import logging
@@ -34,6 +36,8 @@ from podnet.client import ApiClient, ApiError, Informer
 log = logging.getLogger(__name__)
 
 DEFAULT_MODE = 0o644
+DEFAULT_TOKEN_SECONDS = 3600  # a serviceAccountToken source's expirationSeconds when it names none
+TOKEN_RETRY = 10.0  # seconds before asking again for a token that could not be had
 DATA_LINK = "..data"
 # The volume kinds whose files are written here (and that the pod sees read-only).
 WRITTEN = ("configMap", "secret", "downwardAPI", "projected")
@@ -41,8 +45,6 @@ WRITTEN = ("configMap", "secret", "downwardAPI", "projected")
 
 class VolumeError(ContainerConfigError):
     """A volume cannot be set up yet (its ConfigMap, Secret or token is missing): the pod waits."""
-
-    reason = "ContainerCreating"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,13 @@ def render(pod: dict, volume: dict, configmaps: Mapping[str, dict], secrets: Map
     return files
 
 
+def refresh_after(volume: dict) -> float | None:
+    """Seconds until the volume's tokens are asked for again (80% of the shortest lifetime, as the
+    kubelet's token manager); None without token sources."""
+    lifetimes = [int(s.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS) for s in token_sources(volume)]
+    return 0.8 * min(lifetimes) if lifetimes else None
+
+
 def token_sources(volume: dict) -> list[dict]:
     return [s["serviceAccountToken"] for s in (volume.get("projected") or {}).get("sources") or []
             if isinstance(s, dict) and "serviceAccountToken" in s]
@@ -192,6 +201,7 @@ class PodVolumes:
         self.client = client
         self.now = now
         self._pods: dict[Path, dict] = {}  # a pod's volumes directory -> the pod, for refreshes
+        self._rotations: dict[Path, list[asyncio.Task]] = {}  # its volumes' token renewals
         for informer in (configmaps, secrets):
             informer.add_handler(self._written)
 
@@ -236,7 +246,30 @@ class PodVolumes:
         for path, files in written:
             write_atomically(path, files, group, self.now())
         self._pods[directory] = pod
+        for task in self._rotations.pop(directory, []):
+            task.cancel()
+        self._rotations[directory] = [asyncio.ensure_future(self._renew_tokens(pod, volume, directory, group))
+                                      for volume in spec.get("volumes") or [] if refresh_after(volume) is not None]
         return paths
+
+    async def _renew_tokens(self, pod: dict, volume: dict, directory: Path, group: int | None) -> None:
+        """Writes the volume again with fresh tokens each time its tokens near their end, until the pod's
+        volumes are gone."""
+        wait = refresh_after(volume) or DEFAULT_TOKEN_SECONDS
+        path = directory / str(volume.get("name"))
+        while True:
+            await asyncio.sleep(wait)
+            if not path.exists():
+                return
+            try:
+                files = render(pod, volume, self.configmaps, self.secrets, await self._tokens(pod, volume))
+            except VolumeError as exc:
+                log.warning("volume %s of %s/%s: %s", volume.get("name"), pod["metadata"].get("namespace"),
+                            pod["metadata"].get("name"), exc)
+                wait = TOKEN_RETRY
+                continue
+            write_atomically(path, files, group, self.now())
+            wait = refresh_after(volume) or DEFAULT_TOKEN_SECONDS
 
     async def _tokens(self, pod: dict, volume: dict) -> dict[str, str]:
         meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
@@ -245,11 +278,11 @@ class PodVolumes:
         for source in token_sources(volume):
             request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
                 "audiences": [source["audience"]] if source.get("audience") else [],
-                "expirationSeconds": int(source.get("expirationSeconds") or 3607),
+                "expirationSeconds": int(source.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS),
                 "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta.get("name"), "uid": meta.get("uid")}}}
             path = f"/api/v1/namespaces/{meta.get('namespace')}/serviceaccounts/{account}/token"
             try:
-                answer = await self.client.request("POST", path, body=request)
+                answer = await self.client.request("POST", path, body=request, content_type="application/json")
             except ApiError as exc:
                 raise VolumeError(f'MountVolume.SetUp failed for volume "{volume.get("name")}" : failed to fetch token: '
                                   f"{exc}") from None
@@ -262,6 +295,8 @@ class PodVolumes:
         for directory, pod in list(self._pods.items()):
             if not directory.exists():  # the pod was deleted
                 del self._pods[directory]
+                for task in self._rotations.pop(directory, []):
+                    task.cancel()
                 continue
             if (pod.get("metadata") or {}).get("namespace") != namespace:
                 continue

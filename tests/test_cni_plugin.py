@@ -12,11 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from podnet.nodeagent.pods.netns import namespace_name
 from support.local_cluster import eventually
 
 from podnet.cni.conflist import ConfList
 from podnet.cni.runtime import Container, Runtime
+from podnet.netns.names import namespace_name
 from podnet.rpc.agentmethods import AgentMethod
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

@@ -4,7 +4,7 @@ the cluster's home, removes every one of them (root)."""
 from __future__ import annotations
 
 import pytest
-from support.netns_pods import netns_node, netns_pod
+from support.netns_pods import netns_node, netns_pod, wait_for
 from support.nodeagent import wait_running
 
 from podnet.netns.ip import list_namespaces, namespace_pids
@@ -21,7 +21,8 @@ def test_clean_removes_what_a_killed_agent_left(tmp_path):
         cluster.api_call(lambda c: c.create(netns_pod("sleeper", node, command=["sleep", "300"])))
         cluster.api_call(lambda c: wait_running(c, "default", "sleeper"))
         assert netns in list_namespaces()
-        assert namespace_pids(netns), "the container's process runs in the namespace"
+        # The launcher enters the namespace as it starts, a moment after the pod is reported Running.
+        wait_for(lambda: namespace_pids(netns), 10, "the container's process in the namespace")
         started.agent.kill()  # SIGKILL: the namespace, its process and the agent's records stay behind
         assert netns in list_namespaces() and namespace_pids(netns)
     assert started.cleaned.returncode == 0, started.cleaned.stderr

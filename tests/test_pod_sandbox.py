@@ -12,6 +12,7 @@ reaches its file; runAsNonRoot with uid 0 waits in CreateContainerConfigError wi
 from __future__ import annotations
 
 import datetime
+import json
 import secrets
 import shutil
 import signal
@@ -21,12 +22,13 @@ from pathlib import Path
 
 import pytest
 from podnet.nodeagent.pods import sandbox
-from podnet.nodeagent.volumes import DATA_LINK, File, VolumeError, render, write_atomically
+from podnet.nodeagent.volumes import DATA_LINK, File, VolumeError, refresh_after, render, write_atomically
 from support.apiserver import ApiServerProcess
 from support.netns_pods import netns_pod, pod_exec, require_root, wait_for
 from support.nodeagent import AgentProcess, Cluster, free_udp_port, wait_running
 
-from podnet.client import ApiError
+from podnet import pki
+from podnet.client import ApiClient, ApiError
 
 ADDRESS = "127.0.156.11"
 NAMESPACE = "team-a"
@@ -58,6 +60,19 @@ def test_the_security_context_decides_user_groups_and_capabilities():
     assert (privileged.capabilities, privileged.seccomp, privileged.no_new_privs) == (sandbox.CAPABILITIES, False, False)
     unconfined = sandbox.security(pod_with(securityContext={"seccompProfile": {"type": "Unconfined"}}), {"name": "c"})
     assert unconfined.seccomp is False
+
+
+def test_the_launch_plan_of_a_privileged_container_keeps_the_host_views():
+    bind = sandbox.Bind("/node/volumes/config", "/etc/config", True, True)
+    plain = sandbox.plan(("sleep", "1"), {"PATH": "/bin"}, sandbox.security(pod_with(), {"name": "c"}),
+                         netns="/run/netns/x", hostname="p", hidden=("/root/.podnet",), binds=(bind,), scratch="/s")
+    assert (plain.read_only_root, plain.masked, plain.binds, plain.hidden) == (True, sandbox.MASKED_PATHS, (bind,), ("/root/.podnet",))
+    assert plain.capabilities == tuple(sorted(sandbox.CAPABILITIES.index(c) for c in sandbox.DEFAULT_CAPABILITIES))
+    assert dict(plain.sysctls)["net.ipv4.ping_group_range"] == "0 2147483647" and plain.seccomp
+    privileged = sandbox.plan(("sleep", "1"), {}, sandbox.security(pod_with(), {"name": "c", "securityContext": {"privileged": True}}),
+                              netns="/run/netns/x", hostname="p")
+    assert (privileged.read_only_root, privileged.masked, privileged.read_only, privileged.seccomp) == (False, (), (), "")
+    assert json.loads(privileged.to_json())["argv"] == ["sleep", "1"]
 
 
 def test_run_as_non_root_with_uid_0_is_refused_in_the_kubelets_words():
@@ -122,6 +137,14 @@ def test_volumes_render_as_the_kubelet_writes_them():
         render(pod, {"name": "v", "configMap": {"name": "app", "items": [{"key": "nope", "path": "x"}]}}, configmaps, secrets_, {})
 
 
+def test_tokens_are_asked_for_again_at_four_fifths_of_their_life():
+    projected = {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "a", "expirationSeconds": 3607}},
+                                                        {"serviceAccountToken": {"path": "b", "expirationSeconds": 1000}}]}}
+    assert refresh_after(projected) == 800.0
+    assert refresh_after({"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "a"}}]}}) == 2880.0
+    assert refresh_after({"name": "c", "configMap": {"name": "app"}}) is None
+
+
 def test_an_update_swaps_the_data_directory_in_one_rename(tmp_path: Path):
     first = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     write_atomically(tmp_path, {"mode": File(b"fast", 0o644), "old": File(b"x", 0o644)}, None, first)
@@ -152,7 +175,10 @@ def cluster() -> Iterator[Cluster]:
     (home / "canary.txt").write_text("the cluster's own file\n")
     (home / "canary.txt").chmod(0o644)
     (home / "apiserver").mkdir()
-    api = ApiServerProcess(home / "apiserver", f"sqlite:///{home / 'apiserver' / 'store.db'}", controllers=True)
+    signing_key = home / "apiserver" / "sa.key"
+    signing_key.write_bytes(pki.make_signing_key())
+    api = ApiServerProcess(home / "apiserver", f"sqlite:///{home / 'apiserver' / 'store.db'}", controllers=True,
+                           extra_args=("--service-account-signing-key-file", str(signing_key)))
     node = f"sb{secrets.token_hex(2)}-1"
     agent = AgentProcess(node, ADDRESS, home, api.kubeconfig, free_udp_port(ADDRESS), extra_args=("--pod-mode", "netns"))
     started = Cluster(api, home, {node: agent})
@@ -301,3 +327,66 @@ def test_a_missing_configmap_keeps_the_pod_creating_until_it_exists(cluster: Clu
                                "data": {"value": "arrived"}})
     assert wait_for(lambda: (done := pod_exec(cluster, f"{NAMESPACE}/patient", "cat", "/tmp/report")).returncode == 0
                     and done.stdout, 20, "the container to start") == "arrived"
+
+
+def test_a_projected_service_account_token_is_one_the_api_server_accepts(cluster: Cluster):
+    mount = "/var/run/secrets/kubernetes.io/serviceaccount"
+    pod = tenant_pod(cluster, "in-cluster", "sleep 600", volumes=[{"name": "kube-api-access-test", "projected": {
+        "defaultMode": 0o644, "sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1",
+                                                                          "fieldPath": "metadata.namespace"}}]}}]}}])
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "kube-api-access-test", "mountPath": mount, "readOnly": True}]
+    create_as_editor(cluster, pod)
+    cluster.api_call(lambda client: wait_running(client, NAMESPACE, "in-cluster", timeout=30))
+    read = wait_for(lambda: (done := pod_exec(cluster, f"{NAMESPACE}/in-cluster", "cat", f"{mount}/token",
+                                             f"{mount}/namespace")).returncode == 0 and done, 20, "the token")
+    token, namespace = read.stdout[:-len(NAMESPACE)], read.stdout[-len(NAMESPACE):]
+    assert namespace == NAMESPACE and token.count(".") == 2  # a JWS, as the TokenRequest API signs it
+
+    async def as_the_pod(_admin) -> ApiError:
+        async with ApiClient(cluster.api.url, token, tls=cluster.api.tls) as client:
+            with pytest.raises(ApiError) as refused:
+                await client.list("secrets", NAMESPACE)
+            return refused.value
+
+    refused = cluster.api_call(as_the_pod)
+    assert (refused.code, refused.status["message"]) == (403, (
+        f'secrets is forbidden: User "system:serviceaccount:{NAMESPACE}:default" cannot list resource "secrets" '
+        f'in API group "" in the namespace "{NAMESPACE}"'))
+
+
+def test_a_plain_pod_reads_its_token_ca_and_namespace_where_kubernetes_puts_them(cluster: Cluster):
+    create_as_editor(cluster, tenant_pod(cluster, "plain", "sleep 600"))
+    obj = cluster.api_call(lambda client: wait_running(client, NAMESPACE, "plain", timeout=30))
+    [volume] = [v for v in obj["spec"]["volumes"] if v["name"].startswith("kube-api-access-")]
+    mount = "/var/run/secrets/kubernetes.io/serviceaccount"
+    read = wait_for(lambda: (done := pod_exec(cluster, f"{NAMESPACE}/plain", "cat", f"{mount}/ca.crt",
+                                             f"{mount}/namespace")).returncode == 0 and done, 20, "the API access volume")
+    assert read.stdout == cluster.api.ca.cert_pem.decode() + NAMESPACE
+    token = pod_exec(cluster, f"{NAMESPACE}/plain", "cat", f"{mount}/token").stdout
+    assert token.count(".") == 2 and volume["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"] == 3607
+
+
+def test_a_pod_cannot_see_or_signal_another_pods_processes(cluster: Cluster):
+    create_as_editor(cluster, tenant_pod(cluster, "victim", "exec sleep 6011"))
+    cluster.api_call(lambda client: wait_running(client, NAMESPACE, "victim", timeout=30))
+
+    def victim_pid() -> int | None:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if (entry / "cmdline").read_bytes() == b"sleep\x006011\x00":
+                        return int(entry.name)
+                except OSError:
+                    continue
+        return None
+
+    pid = wait_for(victim_pid, 20, "the victim's process on the node")
+    command = (f"kill -0 {pid} 2>/dev/null && echo signal=delivered || echo signal=refused; "
+               f"echo \"processes=$(ls /proc | grep -c '^[0-9]')\"")
+    create_as_editor(cluster, tenant_pod(cluster, "attacker", f"{{ {command}; }} > /tmp/r.tmp; mv /tmp/r.tmp /tmp/report; sleep 600"))
+    found = report(cluster, "attacker")
+    assert found["signal"] == "refused"
+    # Its init, its shell, the subshells and commands of that line; the node runs hundreds.
+    assert int(found["processes"]) < 10 < len([p for p in Path("/proc").iterdir() if p.name.isdigit()])

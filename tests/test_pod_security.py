@@ -189,3 +189,50 @@ def test_only_a_cluster_admin_makes_a_namespace_privileged(server: KubectlServer
     assert admin.returncode == 0, admin.stderr
     allowed = server.kubectl("create", "-n", "team-a", "-f", "-", input=json.dumps(PRIVILEGED_POD))
     assert (allowed.returncode, allowed.stdout) == (0, "pod/root-shell created\n"), allowed.stderr
+
+
+def test_a_new_enforce_level_warns_of_the_pods_it_would_refuse():
+    pods = [pod(container(privileged=True), name="a"), pod(name="b"), pod(name="c"), pod(hostNetwork=True, name="d")]
+    assert podsecurity.existing_pod_warnings("team-a", {}, {"pod-security.kubernetes.io/enforce": "baseline"}, pods) == []
+    assert podsecurity.existing_pod_warnings("team-a", {}, {"pod-security.kubernetes.io/enforce": "privileged"}, pods) == []
+    labels = {"pod-security.kubernetes.io/enforce": "restricted"}
+    assert podsecurity.existing_pod_warnings("team-a", {}, labels, pods[1:3]) == [
+        'existing pods in namespace "team-a" violate the new PodSecurity enforce level "restricted:latest"',
+        "b (and 1 other pod): allowPrivilegeEscalation != false, unrestricted capabilities, runAsNonRoot != true, "
+        "seccompProfile"]
+    assert podsecurity.existing_pod_warnings("team-a", labels, {"pod-security.kubernetes.io/enforce": "baseline"}, pods) == [
+        'existing pods in namespace "team-a" violate the new PodSecurity enforce level "baseline:latest"',
+        "a: privileged", "d: host namespaces"]
+
+
+def test_kubectl_label_dry_run_lists_the_pods_a_stricter_level_would_refuse(server: KubectlServer):
+    created = server.kubectl("run", "plain", "--image=debian", "-n", "team-a")
+    assert created.returncode == 0, created.stderr
+    dry = server.kubectl("label", "--dry-run=server", "--overwrite", "namespace", "team-a",
+                         "pod-security.kubernetes.io/enforce=baseline")
+    assert (dry.returncode, dry.stdout) == (0, "namespace/team-a labeled (server dry run)\n"), dry.stderr
+    assert dry.stderr == ('Warning: existing pods in namespace "team-a" violate the new PodSecurity enforce level '
+                          '"baseline:latest"\nWarning: root-shell: privileged\n')
+    labels = server.kubectl("get", "namespace", "team-a", "-o", "jsonpath={.metadata.labels}")
+    assert json.loads(labels.stdout)["pod-security.kubernetes.io/enforce"] == "privileged"  # a dry run changes nothing
+
+
+def test_the_audit_level_and_the_enforce_policy_annotate_the_audit_events(tmp_path):
+    (tmp_path / "policy.yaml").write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
+                                          "rules:\n  - level: Metadata\n")
+    audited = KubectlServer(tmp_path, host="127.0.155.11", extra_args=(
+        "--audit-policy-file", str(tmp_path / "policy.yaml"), "--audit-log-path", str(tmp_path / "audit.log")))
+    try:
+        assert audited.kubectl("create", "namespace", "audited").returncode == 0
+        assert audited.kubectl("label", "namespace", "audited", "pod-security.kubernetes.io/audit=restricted").returncode == 0
+        created = audited.kubectl("run", "web", "--image=debian", "-n", "audited", "-v=8")
+        assert created.returncode == 0, created.stderr
+        audit_ids = [line.split("Audit-Id:", 1)[1].strip() for line in created.stderr.splitlines() if "Audit-Id:" in line]
+        events = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+        (annotations,) = [e["annotations"] for e in events if e["auditID"] in audit_ids and e["verb"] == "create"]
+        assert annotations["pod-security.kubernetes.io/enforce-policy"] == "baseline:latest"
+        assert annotations["pod-security.kubernetes.io/audit-violations"].startswith(
+            'would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "web" must set')
+        assert annotations["authorization.k8s.io/decision"] == "allow"
+    finally:
+        audited.stop()

@@ -21,6 +21,7 @@ runtime's failure to start a container does; a program that is not found exits w
 import ctypes
 import json
 import os
+import signal
 import sys
 
 PLAN_VARIABLE = "PODNET_LAUNCH_PLAN"
@@ -30,6 +31,9 @@ _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUTS = 0x04000000
 _CLONE_NEWIPC = 0x08000000
 _CLONE_NEWNET = 0x40000000
+_CLONE_NEWPID = 0x20000000
+# What the pod's init passes on to its program (the host signals the whole process group anyway).
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _MS_RDONLY = 1
 _MS_NOSUID = 2
 _MS_NODEV = 4
@@ -83,12 +87,16 @@ def _set_attributes(path, *, recursive=False, set_=0, clear=0):
                          ctypes.byref(attributes), ctypes.sizeof(attributes)), f"mount_setattr {path}")
 
 
-def _enter(path, flag):
-    fd = os.open(path, os.O_RDONLY)
+def _enter(*namespaces):
+    """setns into each (path, flag) in order; all are opened first, since entering a mount namespace
+    changes what /proc shows."""
+    opened = [(os.open(path, os.O_RDONLY), path, flag) for path, flag in namespaces]
     try:
-        _check(_libc.setns(fd, flag), f"entering {path}")
+        for fd, path, flag in opened:
+            _check(_libc.setns(fd, flag), f"entering {path}")
     finally:
-        os.close(fd)
+        for fd, _, _ in opened:
+            os.close(fd)
 
 
 def _is_private(path, private):
@@ -209,6 +217,14 @@ def _build_mount_namespace(plan):
         elif plan["read_only_root"]:
             _set_attributes(bind["target"], clear=_MOUNT_ATTR_RDONLY)
         os.close(source)
+    hostname = plan["hostname"].encode()
+    _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
+    _check(_libc.unshare(_CLONE_NEWPID), "unshare (pid)")
+
+
+def _mount_proc(plan):
+    """The pod's own /proc (its PID namespace's), with the host-wide knobs masked or read-only."""
+    _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     for path in plan["masked"]:
         if os.path.isdir(path):
             _mount("tmpfs", path, "tmpfs", _MS_RDONLY, "size=0")
@@ -218,8 +234,6 @@ def _build_mount_namespace(plan):
         if os.path.exists(path):
             _mount(path, path, None, _MS_BIND | _MS_REC)
             _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
-    hostname = plan["hostname"].encode()
-    _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
 
 
 def _drop_privileges(plan):
@@ -241,23 +255,69 @@ def _drop_privileges(plan):
     os.setresuid(plan["uid"], plan["uid"], plan["uid"])
 
 
-def main():
-    plan = json.loads(os.environ.pop(PLAN_VARIABLE))
-    argv = plan["argv"]
+def _failed(exc):
+    sys.stderr.write(f"podnet: cannot start the container: {exc}\n")
+    sys.stderr.flush()
+    os._exit(128)
+
+
+def _exit_like(status):
+    """Ends this process as the child whose wait status this is ended (a signal as 128+N, as a shell)."""
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(128 - code if code < 0 else code)
+
+
+def _wait_for(child):
+    """Waits for `child`, reaping whatever else ends meanwhile (an init's duty), and ends as it did."""
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == child:
+            _exit_like(status)
+
+
+def _run(plan):
+    """In the pod's PID namespace: drop to the container's user and execute the program."""
     try:
-        _enter(plan["netns"], _CLONE_NEWNET)
-        if plan["join_pid"]:
-            for name, flag in (("ipc", _CLONE_NEWIPC), ("uts", _CLONE_NEWUTS), ("mnt", _CLONE_NEWNS)):
-                _enter(f"/proc/{plan['join_pid']}/ns/{name}", flag)
-        else:
-            _build_mount_namespace(plan)
         _drop_privileges(plan)
         os.chdir(plan["cwd"])
     except OSError as exc:
-        sys.stderr.write(f"podnet: cannot start the container: {exc}\n")
-        sys.stderr.flush()
-        os._exit(128)
-    _execute(argv, plan["env"])
+        _failed(exc)
+    _execute(plan["argv"], plan["env"])
+
+
+def main():
+    """Three processes: this one, which the agent waits for, stays outside the pod's PID namespace and ends
+    as the pod's init does; the init (PID 1 in it) mounts the pod's /proc, passes signals on, reaps orphans
+    and ends as the program does; the program, never PID 1, so that SIGTERM works on it as anywhere."""
+    plan = json.loads(os.environ.pop(PLAN_VARIABLE))
+    for forwarded in _FORWARDED:  # the process group's signals reach the program itself
+        signal.signal(forwarded, signal.SIG_IGN)
+    try:
+        if plan["join_pid"]:  # an exec: in the namespaces of the container's launcher and its init
+            _enter((plan["netns"], _CLONE_NEWNET), *((f"/proc/{plan['join_pid']}/ns/{name}", flag) for name, flag in (
+                ("ipc", _CLONE_NEWIPC), ("uts", _CLONE_NEWUTS), ("mnt", _CLONE_NEWNS), ("pid_for_children", _CLONE_NEWPID))))
+        else:
+            _enter((plan["netns"], _CLONE_NEWNET))
+            _build_mount_namespace(plan)
+    except OSError as exc:
+        _failed(exc)
+    init = os.fork()
+    if init:
+        _wait_for(init)
+    if plan["join_pid"]:
+        _run(plan)
+    try:
+        _mount_proc(plan)
+    except OSError as exc:
+        _failed(exc)
+    program = os.fork()
+    if program == 0:
+        for forwarded in _FORWARDED:
+            signal.signal(forwarded, signal.SIG_DFL)
+        _run(plan)
+    for forwarded in _FORWARDED:
+        signal.signal(forwarded, lambda number, _frame: os.kill(program, number))
+    _wait_for(program)
 
 
 def _execute(argv, env):

@@ -71,6 +71,7 @@ BACKOFF_MAX = 30.0
 # A container that ran this long before exiting starts its backoff afresh.
 BACKOFF_RESET_AFTER = 10.0
 STOP_GRACE = 2.0
+VOLUME_RETRY = 2.0
 
 
 def pod_mode(pod: dict, default: str) -> str:
@@ -517,6 +518,8 @@ class NetnsPods:
             container = pod.containers.get(spec.name)
             if container is None or container.spec.config_error is None or spec.config_error == container.spec.config_error:
                 continue
+            if container.task is not None and not container.task.done():
+                continue  # waiting for its volumes, which it tries again by itself
             container.spec = spec
             if spec.config_error is None:
                 container.task = asyncio.ensure_future(self._supervise(key, pod, container))
@@ -537,24 +540,27 @@ class NetnsPods:
             return {}
         return await self.make_volumes(pod.obj, pod.sandbox_dir / "volumes")
 
-    async def _volumes_ready(self, key: str, pod: NetnsPod, container: Container) -> bool:
-        """Waits for the pod's volumes (made once for all its containers, again after a failure); False when
-        they cannot be made yet, the container then waiting as the kubelet's does."""
-        if pod.volumes is None or pod.volumes.done() and pod.volumes.exception() is not None:
-            pod.volumes = asyncio.ensure_future(self._make_volumes(pod))
-        try:
-            await asyncio.shield(pod.volumes)
-        except ContainerConfigError as exc:
-            container.spec = replace(container.spec, config_error=str(exc),
-                                     waiting_reason=getattr(exc, "reason", "CreateContainerConfigError"))
-            self.on_change(key)
-            return False
-        except OSError as exc:
-            container.spec = replace(container.spec, config_error=f"MountVolume.SetUp failed: {exc}",
-                                     waiting_reason="ContainerCreating")
-            self.on_change(key)
-            return False
-        return True
+    async def _volumes_ready(self, key: str, pod: NetnsPod, container: Container) -> None:
+        """Waits for the pod's volumes (made once for all its containers). While they cannot be made (a
+        ConfigMap, a Secret, a token missing), the container waits in ContainerCreating with the reason and
+        they are tried again every VOLUME_RETRY seconds, as the kubelet's volume manager does."""
+        ready = container.spec
+        while True:
+            if pod.volumes is None or pod.volumes.done() and pod.volumes.exception() is not None:
+                pod.volumes = asyncio.ensure_future(self._make_volumes(pod))
+            try:
+                await asyncio.shield(pod.volumes)
+            except (ContainerConfigError, OSError) as exc:
+                message = str(exc) if isinstance(exc, ContainerConfigError) else f"MountVolume.SetUp failed: {exc}"
+                if container.spec.config_error != message:
+                    container.spec = replace(ready, config_error=message, waiting_reason="ContainerCreating")
+                    self.on_change(key)
+                await asyncio.sleep(VOLUME_RETRY)
+                continue
+            if container.spec is not ready:
+                container.spec = ready
+                self.on_change(key)
+            return
 
     def launch_plan(self, pod: NetnsPod, security: sandbox.Security, mounts: tuple[sandbox.VolumeMount, ...],
                     argv: tuple[str, ...], env: dict[str, str], cwd: str = "", join_pid: int | None = None) -> sandbox.LaunchPlan:
@@ -599,8 +605,8 @@ class NetnsPods:
         """Runs the container's command, and again after each exit its restart policy allows, with doubling
         backoff."""
         backoff = BACKOFF_FIRST
-        if container.pid is None and not await self._volumes_ready(key, pod, container):
-            return
+        if container.pid is None:
+            await self._volumes_ready(key, pod, container)
         while not container.finished and container.spec.config_error is None:
             if container.pid is None:
                 self._start(pod, container)

@@ -7,7 +7,9 @@ them from becoming the host is the plan that `launch.py` carries out before it e
   directory; the pod's /etc/hosts and /etc/resolv.conf
   bound over the node's; the pod's volumes at their mountPath; /proc's host-wide knobs masked (as a
   container runtime masks them) unless the container is privileged;
-- a UTS and an IPC namespace (the pod's hostname, no shared System V IPC with the host);
+- a UTS, an IPC and a PID namespace (the pod's hostname, no System V IPC shared with the host, and no
+  process of the node or of another pod in sight or in reach of a signal; the launcher stays as the
+  pod's init, PID 1, so that the program is never PID 1 and SIGTERM works on it as anywhere);
 - the pod's network namespace gets containerd 2's defaults, unprivileged ICMP echo sockets
   (`net.ipv4.ping_group_range`) and low ports for every user (`net.ipv4.ip_unprivileged_port_start=0`),
   then the pod's own `securityContext.sysctls`;
