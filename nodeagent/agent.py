@@ -33,6 +33,7 @@ from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
 from podnet.nodeagent.endpoints import LocalPod
 from podnet.nodeagent.kubelet import server as kubelet_api
+from podnet.nodeagent.l7enforcer import L7Enforcer
 from podnet.nodeagent.netpol import PolicyEnforcer
 from podnet.nodeagent.nodeports import NodePorts
 from podnet.nodeagent.poddns import PodDns
@@ -149,6 +150,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         registry.register(_CounterCollector(agent))
         enforcer = PolicyEnforcer(client, config.name)
         registry.register(enforcer)
+        l7 = L7Enforcer(client, enforcer)
         if config.metrics_port is not None:
             runner, agent.status_port = await start_status_server(
                 config.address, config.metrics_port, lambda: agent.pipeline is not None, registry
@@ -164,6 +166,9 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         dataplane.close_with(stack)
         stack.callback(lifecycle.netns_pods.close)
         dataplane.pipeline.policy = enforcer.verdict
+        dataplane.l7_lookup = l7.l7_for
+        l7.proxied = dataplane.has_l7_proxy
+        dataplane.l7_report = l7.report
         rpc = RpcServer(str(config.socket_path), {**agent.handlers(), **enforcer.handlers()}, named_params=True)
         (state / "agent.json").write_text(
             json.dumps({"name": config.name, "address": config.address, "pid": os.getpid(),
@@ -178,6 +183,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
                 group.create_task(dataplane.sweep_conntrack(shutdown)),
                 group.create_task(lifecycle.statuses.run(shutdown)),
                 group.create_task(enforcer.run()),
+                group.create_task(l7.run()),
             ]
             synced = asyncio.gather(
                 agent.node_informer.wait_synced(), agent.pod_informer.wait_synced(), enforcer.wait_synced()

@@ -192,7 +192,10 @@ class AgentRpc:
             address = await self.agent.dns.url_address(pod, params["url"], timeout)
         except UnresolvableError as exc:
             return {"ok": False, "reason": str(exc)}
-        start = lambda s, now: s.http_get(params["url"], now, timeout=timeout, address=address)  # noqa: E731
+        method = str(params.get("method") or "GET")
+        if not (method.isascii() and method.isalpha()):
+            raise RpcError("BadRequest", f"method must be an HTTP method name, not {method!r}")
+        start = lambda s, now: s.http_get(params["url"], now, timeout=timeout, address=address, method=method)  # noqa: E731
         event = await self.dataplane.operate(pod, start, timeout)
         if isinstance(event, ops.Failed):
             return {"ok": False, "reason": event.reason}

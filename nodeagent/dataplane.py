@@ -26,6 +26,7 @@ from podnet.nodeagent.hostguard import guard_for
 from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
 from podnet.nodeagent.pods.netns import NetnsPod
 from podnet.nodeagent.pods.virtual import client as ops
+from podnet.nodeagent.pods.virtual.l7proxy import L7_COUNTERS
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.relaypods import RelayedPods
 from podnet.nodeagent.traces import Traces
@@ -79,6 +80,9 @@ class Dataplane:
         self.node_endpoint: StackEndpoint | None = None
         self.by_ip: dict[int, LocalPod | StackEndpoint] = {}
         self.traces = Traces()
+        # Which new connections to a virtual pod go through the L7 proxy (set once policies are enforced).
+        self.l7_lookup: Callable[[str, int, str, int], Any] | None = None
+        self.l7_report: Callable[..., None] | None = None  # where the proxy's request records go
 
     async def start(self, pod_cidr: str) -> None:
         config = self.config
@@ -116,7 +120,23 @@ class Dataplane:
 
     def add(self, endpoint: LocalPod | StackEndpoint) -> None:
         self.by_ip[ip_to_int(endpoint.port.ip)] = endpoint
+        if isinstance(endpoint, StackEndpoint):
+            endpoint.stack.l7_lookup = self._l7_for
+            endpoint.stack.l7_report = self._l7_reported
         self.pipeline.add_pod(endpoint.port)
+
+    def has_l7_proxy(self, ip: str) -> bool:
+        """Whether connections to this address can go through the L7 proxy: a pod with a userspace stack
+        (a relayed pod's relayed ports bypass its stack, so it has none)."""
+        endpoint = self.by_ip.get(ip_to_int(ip))
+        return isinstance(endpoint, StackEndpoint) and not isinstance(endpoint, RelayedPod)
+
+    def _l7_for(self, remote_ip: str, remote_port: int, local_ip: str, local_port: int) -> Any:
+        return None if self.l7_lookup is None else self.l7_lookup(remote_ip, remote_port, local_ip, local_port)
+
+    def _l7_reported(self, *record: Any) -> None:
+        if self.l7_report is not None:
+            self.l7_report(*record)
 
     def remove(self, pod: LocalPod) -> None:
         self.by_ip.pop(ip_to_int(pod.port.ip), None)
@@ -335,6 +355,12 @@ class Dataplane:
             merged[f"nodeports.{name}"] = value
         for name, value in self.relays.bridge.counters.items():
             merged[f"relay.{name}"] = value
+        # The L7 proxy's verdicts on requests, summed over the pods it stands in front of.
+        for endpoint in self.by_ip.values():
+            if isinstance(endpoint, StackEndpoint):
+                for name in L7_COUNTERS:
+                    if value := endpoint.stack.counters.get(name):
+                        merged[f"l7.{name[3:]}"] = merged.get(f"l7.{name[3:]}", 0) + value
         merged["conntrack.entries"] = len(self.pipeline.conntrack)
         merged["conntrack.dropped-full"] = self.pipeline.conntrack.dropped_full
         return merged

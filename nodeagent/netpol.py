@@ -51,6 +51,8 @@ class PolicyEnforcer:
         self.policy_versions: dict[str, str] = {}  # "ns/name" -> resourceVersion the compiler holds
         self.policy_times: dict[str, float] = {}  # "ns/name" -> when that version took effect (clock)
         self.follow_drops = 0
+        # Joins other policies (Cilium's) into each verdict before it is logged: (direction, flow, verdict).
+        self.refine: Callable[[str, Any, Verdict], Verdict] | None = None
         self._synced = False
         self.informers = {kind: Informer(client, resource) for kind, resource in WATCHED.items()}
         for kind, informer in self.informers.items():
@@ -79,6 +81,8 @@ class PolicyEnforcer:
             # Until every informer has listed, a policy that isolates this pod may be unknown yet:
             # refusing is safe (the client retries), allowing could let through what a policy denies.
             verdict = Verdict(allowed=False, reason=NOT_SYNCED, direction=str(direction))
+        if self.refine is not None and self._synced:
+            verdict = self.refine(direction, flow, verdict)
         pod_at = self.compiler.evaluator().pod_at
         self.flowlog.add(self.clock(), direction, flow, verdict, pod_at(flow.src_ip), pod_at(flow.dst_ip))
         return verdict

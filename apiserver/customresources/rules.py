@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 
+from podnet.apiserver import ciliumpolicies
 from podnet.apiserver.customresources import definitions, schema
 from podnet.apiserver.defaults import apply_defaults
 from podnet.apiserver.fieldschema import FieldSchema, field_schema
@@ -49,7 +50,8 @@ def validate_object(kind: Kind, obj: dict, limits: Limits) -> list[Cause]:
     if custom is not None:
         errors = Errors()
         validate_metadata(errors, "", obj, kind.namespaced)
-        return errors.causes + schema.validate(custom.schema, obj)
+        causes = errors.causes + schema.validate(custom.schema, obj)
+        return causes or ciliumpolicies.validate(kind.group, kind.kind, obj)
     causes = validate(kind.kind, obj, limits, namespaced=kind.namespaced)
     return causes + definitions.validate(obj) if _is_crd(kind) else causes
 

@@ -129,6 +129,8 @@ _NODE_RULES = [
     rule(["create"], [""], ["namespaces"]),  # kube-node-lease, on a server without its controllers
     rule(READ, ["discovery.k8s.io"], ["endpointslices"]),
     rule(READ, ["networking.k8s.io"], ["networkpolicies"]),
+    # The agent enforces Cilium's policies too, reading them as cilium-agent's ClusterRole lets it.
+    rule(READ, ["cilium.io"], ["ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies"]),
     rule(READ_WRITE, ["coordination.k8s.io"], ["leases"]),
     _EVENTS,
 ]

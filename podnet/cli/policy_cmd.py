@@ -31,6 +31,7 @@ from podnet.cli.common import (
 )
 from podnet.cli.pods_cmd import AgentSocketOption, agent_socket
 from podnet.client import podnet_home
+from podnet.nodeagent.l7.explain import parse_request_line
 from podnet.nodeagent.policy import Matrix, render_table
 from podnet.nodeagent.policy.flowlog import VERDICTS, FlowRecord
 from podnet.observe import ObserveError
@@ -124,9 +125,9 @@ def flows(
 # ---- matrix -------------------------------------------------------------------------------------
 
 
-def _print_tables(matrix: Matrix) -> None:
+def _print_tables(matrix: Matrix, request: str = "") -> None:
     for port, protocol in matrix.combinations():
-        typer.echo(f"{port}/{protocol}:")
+        typer.echo(f"{port}/{protocol}{' ' + request if request else ''}:")
         typer.echo(render_table(matrix.table(port, protocol)))
         typer.echo("")
 
@@ -145,6 +146,10 @@ def matrix(
     static: Annotated[
         bool, typer.Option("--static", help="From the policies alone, without probing.")
     ] = False,
+    http: Annotated[
+        str | None,
+        typer.Option("--http", metavar='"METHOD /PATH"', help="Whose HTTP request gets through (TCP ports)."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each probe waits for an answer.")] = observe.PROBE_TIMEOUT,
     concurrency: Annotated[int, typer.Option(help="Probes in flight at once.")] = observe.PROBE_CONCURRENCY,
     server: str | None = ServerOption,
@@ -160,13 +165,17 @@ def matrix(
         raise fail("error: --protocol takes TCP or UDP")
     if output not in ("table", "json"):
         raise fail("error: --output must be table or json")
+    try:
+        request = None if http is None else parse_request_line(http)
+    except ValueError as exc:
+        raise fail(f"error: {exc}") from None
 
     async def run() -> observe.Matrices:
         async with client_for(server, token, kubeconfig) as client:
             try:
                 return await observe.matrices(
                     client, lambda node: agent_socket(node, agent_socket_path), namespaces=namespace, ports=ports,
-                    protocols=protocols, probe=not static, timeout=timeout, concurrency=concurrency)
+                    protocols=protocols, probe=not static, timeout=timeout, concurrency=concurrency, http=request)
             except ObserveError as exc:
                 raise fail(f"error: {exc}") from None
 
@@ -176,7 +185,7 @@ def matrix(
     if output == "json":
         typer.echo(json.dumps(shown.to_json()))
     else:
-        _print_tables(shown)
+        _print_tables(shown, " ".join(request or ()))
     if found.probed is None:
         return
     differing, self_cells = observe.disagreements(found.probed, found.static)
@@ -212,6 +221,10 @@ def explain_cmd(
     namespace: Annotated[
         str, typer.Option("--namespace", "-n", help="Namespace of pods named without one.")
     ] = "default",
+    http: Annotated[
+        str | None,
+        typer.Option("--http", metavar='"METHOD /PATH"', help="Also which rule decides this HTTP request."),
+    ] = None,
     server: str | None = ServerOption,
     token: str | None = TokenOption,
     kubeconfig: Path | None = KubeconfigOption,
@@ -223,6 +236,10 @@ def explain_cmd(
     if not dst or not (port_text.isascii() and port_text.isdigit()):
         raise fail(f"error: the destination is DST:PORT, not {destination!r}")
     port = int(port_text)
+    try:
+        request = None if http is None else parse_request_line(http)
+    except ValueError as exc:
+        raise fail(f"error: {exc}") from None
 
     def key(who: str) -> str:
         return who if _is_ip(who) or "/" in who else f"{namespace}/{who}"
@@ -232,13 +249,15 @@ def explain_cmd(
             try:
                 return await observe.explain_connection(
                     client, lambda node: agent_socket(node, agent_socket_path), key(src), key(dst), port, protocol,
-                    nodes=["(agent)"] if agent_socket_path else None)
+                    nodes=["(agent)"] if agent_socket_path else None, http=request)
             except ObserveError as exc:
                 raise fail(f"error: {exc}") from None
 
     story = run_async(run())
     answer = story.explanation
     typer.echo(f"policies: {answer.text()}")
+    if story.request is not None:
+        typer.echo(story.request.text())
     for note in story.unreachable:
         typer.echo(note)
     what = f"{answer.src} -> {answer.dst} {port}/{answer.protocol}"

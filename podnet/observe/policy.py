@@ -12,8 +12,11 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.api.ciliumpolicy import CILIUM_KINDS
 from podnet.api.keys import object_key
-from podnet.client import ApiClient
+from podnet.client import ApiClient, ApiError
+from podnet.nodeagent.l7.explain import RequestExplanation, explain_request
+from podnet.nodeagent.l7.verdict import ACCESS_DENIED_BODY
 from podnet.nodeagent.policy import Explanation, Matrix, compile_objects, explain, static_matrix
 from podnet.nodeagent.policy.evaluate import Evaluator
 from podnet.nodeagent.policy.flowlog import FlowRecord
@@ -143,6 +146,51 @@ async def probe_matrix(
     return Matrix(tuple(keys), tuple(cells))
 
 
+def http_static_matrix(
+    objects: list[dict], pods: dict[str, tuple[str, str]], ports: Iterable[int], method: str, target: str
+) -> Matrix:
+    """Every pod to every pod on every port for one HTTP request, from the policies alone (Cilium's
+    included): allowed when the connection is and the request passes the HTTP rules that filter it."""
+    keys = list(pods)
+    cells = []
+    for port in ports:
+        for src in keys:
+            for dst in keys:
+                ip = pods[dst][0]
+                answer = explain_request(objects, pods[src][0], ip, port, method, target, host=f"{ip}:{port}")
+                cells.append(Cell(src, dst, port, "TCP", answer.allowed))
+    return Matrix(tuple(keys), tuple(cells))
+
+
+async def probe_http_matrix(
+    agents: Agents,
+    pods: dict[str, tuple[str, str]],
+    ports: Iterable[int],
+    method: str,
+    target: str,
+    *,
+    timeout: float = PROBE_TIMEOUT,
+    concurrency: int = PROBE_CONCURRENCY,
+) -> Matrix:
+    """Every pod sends the request to every pod on every port; a cell is reachable when the request got
+    an answer other than the L7 proxy's 403."""
+    gate = asyncio.Semaphore(concurrency)
+    keys = list(pods)
+
+    async def one(src: str, dst: str, port: int) -> Cell:
+        namespace, name = src.split("/", 1)
+        params = {"namespace": namespace, "pod": name, "url": f"http://{pods[dst][0]}:{port}{target}",
+                  "method": method, "timeout": timeout}
+        async with gate:
+            rpc = await agents.client(pods[src][1])
+            result = await rpc.call(AgentMethod.POD_HTTP, params, timeout=timeout + 10)
+        refused = result.get("status") == 403 and result.get("body") == ACCESS_DENIED_BODY
+        return Cell(src, dst, port, "TCP", "status" in result and not refused)
+
+    cells = await asyncio.gather(*(one(src, dst, port) for port in ports for src in keys for dst in keys))
+    return Matrix(tuple(keys), tuple(cells))
+
+
 def disagreements(probed: Matrix, static: Matrix) -> tuple[list[tuple], int]:
     """Where probing and the policies differ, leaving out pod-to-self cells; and how many of those
     differed (loopback inside a pod is never filtered, whatever the policies say)."""
@@ -170,9 +218,11 @@ async def matrices(
     probe: bool = True,
     timeout: float = PROBE_TIMEOUT,
     concurrency: int = PROBE_CONCURRENCY,
+    http: tuple[str, str] | None = None,
 ) -> Matrices:
     """Who reaches whom among the Running pods (of `namespaces`): from the policies alone and, with
-    `probe`, from real connections through the agents."""
+    `probe`, from real connections through the agents. With `http` (method, target), whose request gets
+    through, over TCP on `ports`."""
     namespaces = list(namespaces or [])
     ports, protocols = list(ports), [p.upper() for p in protocols]
     objects = await cluster_objects(client)
@@ -180,11 +230,21 @@ async def matrices(
     if not pods:
         raise ObserveError("no Running pods with an address" + (f" in {', '.join(namespaces)}" if namespaces else ""))
     evaluator, refused = static_evaluator(objects)
-    computed = static_matrix(evaluator, pods=list(pods), ports=ports, protocols=protocols)
+    if http is not None:
+        computed = http_static_matrix(objects + await cilium_policies(client), pods, ports, *http)
+    else:
+        computed = static_matrix(evaluator, pods=list(pods), ports=ports, protocols=protocols)
     probed = None
     if probe:
         async with Agents(socket_for) as agents:
-            probed = await probe_matrix(agents, pods, ports, protocols, timeout=timeout, concurrency=concurrency)
+            if http is not None:
+                probed = await probe_http_matrix(
+                    agents, pods, ports, *http, timeout=timeout, concurrency=concurrency
+                )
+            else:
+                probed = await probe_matrix(
+                    agents, pods, ports, protocols, timeout=timeout, concurrency=concurrency
+                )
     return Matrices(pods, computed, probed, refused)
 
 
@@ -207,24 +267,48 @@ class ConnectionStory:
     explanation: Explanation
     records: list[FlowRecord]
     unreachable: list[str]
+    request: RequestExplanation | None = None
 
     def latest(self) -> list[FlowRecord]:
         """The latest verdict of each direction: what the dataplane decided last."""
         return list({r.direction: r for r in sorted(self.records, key=lambda r: r.time)}.values())
 
 
+async def cilium_policies(client: ApiClient) -> list[dict]:
+    """Cilium's policies, each carrying its kind; none when Cilium's CRDs are not installed."""
+    found = []
+    for kind in CILIUM_KINDS.values():
+        try:
+            items = (await client.list(kind)).get("items") or []
+        except ApiError as exc:
+            if exc.code != 404:
+                raise
+            items = []
+        found += [item | {"kind": kind.kind} for item in items]
+    return found
+
+
 async def explain_connection(
     client: ApiClient, socket_for: SocketFor, src: str, dst: str, port: int, protocol: str = "TCP",
-    *, nodes: Iterable[str] | None = None,
+    *, nodes: Iterable[str] | None = None, http: tuple[str, str] | None = None,
 ) -> ConnectionStory:
     """Which policy and rule decide `src` -> `dst`:`port` (each "ns/name" or an IP): from the API
-    objects, and from the flow logs of the nodes of both ends (or `nodes`)."""
+    objects, and from the flow logs of the nodes of both ends (or `nodes`); with `http` (method,
+    target), which rule decides that request, Cilium's policies included."""
     objects = await cluster_objects(client)
     evaluator, _ = static_evaluator(objects)
     try:
         answer = explain(evaluator, src, dst, port, protocol)
     except ValueError as exc:
         raise ObserveError(str(exc)) from None
+    request = None
+    if http is not None:
+        method, target = http
+        host = f"{answer.dst.split('/')[-1]}:{port}"
+        request = explain_request(
+            objects + await cilium_policies(client), answer.src_ip, answer.dst_ip, port, method, target,
+            host=host, protocol=protocol,
+        )
     if nodes is None:
         pods = running_pods(objects)
         nodes = {pods[p][1] for p in (answer.src, answer.dst) if p in pods}
@@ -237,4 +321,4 @@ async def explain_connection(
                     records.append(record)
         except (OSError, RpcError) as exc:
             unreachable.append(f"node {node}: flow log not reachable ({exc})")
-    return ConnectionStory(answer, records, unreachable)
+    return ConnectionStory(answer, records, unreachable, request)

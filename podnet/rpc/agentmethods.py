@@ -29,7 +29,7 @@ class AgentMethod(StrEnum):
     NODEPORTS_APPLY = "nodeports.apply"  # {ports: [[port, protocol]]} -> {listening}
     ROUTES_APPLY = "routes.apply"  # {source, routes: [{prefix, next_hop}]} -> {routes}
     # what a virtual pod does from its own stack
-    POD_HTTP = "pod.http"  # {namespace, pod, url, timeout} -> {ok, status, reason, headers, body}
+    POD_HTTP = "pod.http"  # {namespace, pod, url, method, timeout} -> {ok, status, reason, headers, body}
     POD_CONNECT = "pod.connect"  # {namespace, pod, host, port, protocol, timeout} -> {ok, ...}
     POD_PING = "pod.ping"  # {namespace, pod, ip, count, interval, timeout} -> {ok, transmitted, received, rtts}
     POD_DIG = "pod.dig"  # {namespace, pod, name, type, ...} -> the answer, as dig prints it

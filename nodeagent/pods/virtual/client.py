@@ -148,10 +148,14 @@ class TcpConnect(TcpOperation):
 
 
 class HttpGet(TcpOperation):
-    """`http_get`: one HTTP/1.1 GET with `Connection: close`; the body by Content-Length, chunks or EOF."""
+    """`http_get`: one HTTP/1.1 request without a body (GET unless `method` says otherwise) with
+    `Connection: close`; the answer's body by Content-Length, chunks or EOF."""
 
-    def __init__(self, op: int, url: str, timeout: float, now: float, address: str | None = None):
+    def __init__(
+        self, op: int, url: str, timeout: float, now: float, address: str | None = None, method: str = "GET"
+    ):
         super().__init__(op, timeout, now)
+        self.method = method
         self.host, self.port, self.target = parse_http_url(url, resolved=address is not None)
         # Where to connect: the URL's host, or the address its name resolved to (the Host header keeps
         # the name, as curl sends it).
@@ -161,7 +165,7 @@ class HttpGet(TcpOperation):
     def connected(self, local: str, remote: str) -> Action:
         host = self.host if self.port == 80 else f"{self.host}:{self.port}"
         request = (
-            f"GET {self.target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: podnet\r\n"
+            f"{self.method} {self.target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: podnet\r\n"
             "Accept: */*\r\nConnection: close\r\n\r\n"
         )
         return Action(send=request.encode())

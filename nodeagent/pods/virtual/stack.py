@@ -34,6 +34,7 @@ from podnet.codec import DecodeError
 
 from . import client
 from .agnhost import AgnhostTcp, udp_answer, udp_log_line
+from .l7proxy import L7Lookup, L7ProxiedServer, L7Report
 from .ratelimit import IcmpErrorLimiter
 from .tcp import (
     POD_MTU,
@@ -131,7 +132,7 @@ class _Socket:
     connection: TcpConnection
     local_ip: str
     remote_ip: str
-    app: client.TcpOperation | _AgnhostServer | None
+    app: client.TcpOperation | _AgnhostServer | L7ProxiedServer | None
     """None once an operation has reported its outcome and the connection only winds down."""
 
     @property
@@ -183,6 +184,9 @@ class PodStack:
         # What the pod's servers answered, as agnhost netexec logs it: (monotonic time, port, line).
         self.access_log: deque[tuple[float, int, str]] = deque(maxlen=ACCESS_LOG_LINES)
         self.access_logged = 0  # lines ever appended: a follower's position, whatever the deque dropped
+        # Set by the agent when L7 policy is enforced: which new connections go through the L7 proxy.
+        self.l7_lookup: L7Lookup | None = None
+        self.l7_report: L7Report | None = None
 
     # ---- driving -----------------------------------------------------------------------------------
 
@@ -274,10 +278,12 @@ class PodStack:
         """Completed(ConnectResult) once the handshake completes, or Failed("connection refused", ...)."""
         return self._start_tcp(client.TcpConnect(self._new_op(), timeout, now), dst_ip, dst_port, now)
 
-    def http_get(self, url: str, now: float, *, timeout: float = 10.0, address: str | None = None) -> int:
+    def http_get(
+        self, url: str, now: float, *, timeout: float = 10.0, address: str | None = None, method: str = "GET"
+    ) -> int:
         """Completed(HttpResponse) or Failed; the URL's host must be an IP address, or a name the caller
         resolved to `address`."""
-        op = client.HttpGet(self._new_op(), url, timeout, now, address)
+        op = client.HttpGet(self._new_op(), url, timeout, now, address, method)
         return self._start_tcp(op, op.address, op.port, now)
 
     def send(self, op: int, data: bytes, now: float) -> None:
@@ -465,7 +471,11 @@ class PodStack:
                 return
             responder = AgnhostTcp(self.pod_name, f"{header.src}:{segment.src_port}")
             connection = TcpConnection.accept(segment, self._rng.getrandbits(32), now)
-            socket = _Socket(connection, header.dst, header.src, _AgnhostServer(responder, self.counters))
+            app = _AgnhostServer(responder, self.counters)
+            l7 = self.l7_lookup(header.src, segment.src_port, header.dst, segment.dst_port) if self.l7_lookup else None
+            if l7 is not None:
+                app = L7ProxiedServer(l7, app, self.counters, self.l7_report)
+            socket = _Socket(connection, header.dst, header.src, app)
             self._sockets[key] = socket
             self._process(socket, now)
             return
