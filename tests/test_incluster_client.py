@@ -79,11 +79,12 @@ def _ok(done) -> str:  # type: ignore[no-untyped-def]
     return done.stdout
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+def _wait(what: str, check: Callable[[], bool], timeout: float = 60.0,
+          explain: Callable[[], object] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f": {explain()}" if explain else ""))
         time.sleep(0.5)
 
 
@@ -112,7 +113,9 @@ def test_an_operator_pod_reaches_the_api_as_its_service_account(cluster: Kubectl
     def log() -> list[str]:
         return cluster.run("logs", "operator", "-n", "team-a").stdout.splitlines()
 
-    _wait("the operator's first answers", lambda: "own: operator" in log() and "other refused: 403 Forbidden" in log())
+    # Loading the official client in a fresh interpreter takes seconds on a busy machine: a generous wait.
+    _wait("the operator's first answers", lambda: "own: operator" in log() and "other refused: 403 Forbidden" in log(),
+          timeout=150.0, explain=log)
     assert not [line for line in log() if "unreachable" in line or line == "other: allowed"]
     account = _ok(cluster.run("exec", "operator", "-n", "team-a", "--", "cat",
                               "/var/run/secrets/kubernetes.io/serviceaccount/namespace"))

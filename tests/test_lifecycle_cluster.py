@@ -38,6 +38,14 @@ def pod(name: str, app: str, *, command: str | None = None, grace: int | None = 
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
+def _writing_to(obj: dict, directory: Path) -> dict:
+    """`obj` with `directory` at /out, written as root."""
+    obj["spec"]["volumes"] = [{"name": "out", "hostPath": {"path": str(directory), "type": "Directory"}}]
+    obj["spec"]["securityContext"] = {"runAsUser": 0}
+    obj["spec"]["containers"][0]["volumeMounts"] = [{"name": "out", "mountPath": "/out"}]
+    return obj
+
+
 async def current(client: ApiClient, name: str) -> dict | None:
     try:
         return await client.get("pods", name, NAMESPACE)
@@ -69,12 +77,16 @@ async def test_a_netns_pod_is_stopped_within_its_grace_period_and_leaves_its_ser
     tag = secrets.token_hex(3)
     app = f"web-{tag}"
     marker = tmp_path / "sigterm"
+    # The polite pod leaves its mark in this directory, bound into its sandbox: a hostPath, which takes a
+    # privileged namespace.
+    await client.patch("namespaces", NAMESPACE, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}})
     # One that takes 3 s to finish after SIGTERM, one that ignores SIGTERM, one to force.
     polite, stubborn, forced, crasher = f"polite-{tag}", f"stubborn-{tag}", f"forced-{tag}", f"crash-{tag}"
     await cluster.create(
         pod(crasher, crasher, command="sleep 0.2; exit 1"),
         service(app, NAMESPACE, 8080),
-        pod(polite, app, command=f"trap 'sleep 3; echo TERM > {marker}; exit 0' TERM; while :; do sleep 0.1; done"),
+        _writing_to(pod(polite, app, command="trap 'sleep 3; echo TERM > /out/sigterm; exit 0' TERM; "
+                                              "while :; do sleep 0.1; done"), tmp_path),
         pod(stubborn, app, command="trap '' TERM; while :; do sleep 0.1; done", grace=2),
         pod(forced, app, command="while :; do sleep 0.1; done"),
     )
