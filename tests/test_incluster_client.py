@@ -63,9 +63,13 @@ def _pod(site_packages: str) -> dict:
                 # The system interpreter, with the client this test imports: the pod runs as an unprivileged
                 # user, who cannot read the test's own interpreter under /root.
                 "command": ["/usr/bin/python3", "/program/operator.py"],
-                "env": [{"name": "PYTHONPATH", "value": site_packages}],
-                "volumeMounts": [{"name": "program", "mountPath": "/program"}]}],
-                "volumes": [{"name": "program", "configMap": {"name": "operator"}}]}}
+                "env": [{"name": "PYTHONPATH", "value": "/site-packages"}],
+                "volumeMounts": [{"name": "program", "mountPath": "/program"},
+                                 {"name": "client", "mountPath": "/site-packages", "readOnly": True}]}],
+                # The client is bound in from the test's own environment, wherever it is: the pod's /tmp is its
+                # own, so a checkout under /tmp is not otherwise visible. A hostPath takes a privileged namespace.
+                "volumes": [{"name": "program", "configMap": {"name": "operator"}},
+                            {"name": "client", "hostPath": {"path": site_packages, "type": "Directory"}}]}}
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +97,7 @@ def test_an_operator_pod_reaches_the_api_as_its_service_account(cluster: Kubectl
         _ok(cluster.run("create", "namespace", namespace))
     _wait("team-a's default ServiceAccount and kube-root-ca.crt",
           lambda: cluster.run("get", "serviceaccount/default", "configmap/kube-root-ca.crt", "-n", "team-a").returncode == 0)
+    _ok(cluster.run("label", "namespace", "team-a", "pod-security.kubernetes.io/enforce=privileged"))
     _ok(cluster.run("create", "rolebinding", "operator-view", "-n", "team-a", "--clusterrole", "view",
                     "--serviceaccount", "team-a:default"))
     program = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "operator", "namespace": "team-a"},
