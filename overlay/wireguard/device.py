@@ -265,6 +265,16 @@ class Device:
             return
         self._send_to(peer, packet, now)
 
+    def send_to_peer(self, public_key: bytes, packet: bytes, now: float) -> None:
+        """Sends to the peer the caller names, where the caller knows better than the destination
+        address (a node agent knows which node a tunnel datagram is for); the receiver still checks the
+        packet's source against our allowed IPs."""
+        peer = self.peers.get(public_key)
+        if peer is None:
+            self._drop("unknown-peer")
+            return
+        self._send_to(peer, packet, now)
+
     def _send_to(self, peer: Peer, packet: bytes, now: float) -> None:
         keypair = peer.current
         if keypair is None or keypair.expired(now) or keypair.send_counter >= REJECT_AFTER_MESSAGES or peer.endpoint is None:
