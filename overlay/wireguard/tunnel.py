@@ -85,9 +85,16 @@ class WireGuardTunnel(Tunnel):
         if other is not None and other.address != address:  # the key moved to another address
             self._forget(other)
         allowed = (f"{address}/32",) + ((pod_cidr,) if pod_cidr else ())
-        self.device.set_peer(public_key, endpoint=(address, self.peer_port), allowed_ips=allowed, now=self._now())
+        known = public_key in self.device.peers
+        now = self._now()
+        self.device.set_peer(public_key, endpoint=(address, self.peer_port), allowed_ips=allowed, now=now)
         peer = NodePeer(name, address, public_key, pod_cidr, NodePair(self.address, address, self.inner_port))
         self.peers[address] = self._by_key[public_key] = peer
+        if not known:
+            # A keepalive, which starts the handshake now: a restarted node's peers may still hold
+            # sessions it has lost, and would otherwise notice only when their traffic went unanswered.
+            self.device.send_to_peer(public_key, b"", now)
+            self.driver.flush()
         return True
 
     def remove_peer(self, address: str) -> None:
