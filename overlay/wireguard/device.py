@@ -404,9 +404,9 @@ class Device:
         peer.last_timestamp = consumed.timestamp
         peer.last_initiation_consumed = now
         peer.endpoint = source
-        if peer.handshake is not None:  # simultaneous initiations: answering theirs supersedes ours
-            self._indices.pop(peer.handshake.sender, None)
-            peer.handshake = None
+        # Simultaneous initiations (two nodes that learn of each other at once): our own stays pending,
+        # so its response still completes it. Each side then sends on the session it initiated and
+        # receives on the one it answered, and nobody waits REKEY_TIMEOUT for a retransmission.
         index = self._new_index(peer)
         response, keys = handshake.create_response(consumed, peer.preshared_key, index, self._ephemeral())
         datagram = handshake.seal(messages.encode(response), peer.identity.mac1_key, self._cookie_for(peer, now))
