@@ -99,9 +99,7 @@ class Dataplane:
             mtu=encryption.pod_mtu(config),
         )
         self.pipeline = Pipeline(identity, rand=random.random)
-        fou = identity.encapsulation is Encapsulation.FOU
-        port = config.fou_port if fou else config.vxlan_port
-        self.tunnel = encryption.underlay(config, port, fou, self.from_tunnel)
+        self.tunnel = encryption.underlay(config, self.pipeline, self.from_tunnel)
         await self.tunnel.open()
         self.tunnel.partitioned.update(self._saved_partitions())
         guard = guard_for((config.vxlan_port, config.fou_port, config.wireguard_port), config.server,

@@ -23,9 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from podnet.nodeagent.config import AgentConfig
-from podnet.overlay.pipeline.model import POD_MTU
+from podnet.overlay.pipeline.forward import Pipeline
+from podnet.overlay.pipeline.model import POD_MTU, Encapsulation, Stage
 from podnet.overlay.tunnel import Tunnel
 from podnet.overlay.wireguard import crypto
+from podnet.overlay.wireguard.inner import IPV4_UDP_HEADER
+from podnet.overlay.wireguard.messages import TRANSPORT_HEADER_SIZE
 from podnet.overlay.wireguard.tunnel import OVERHEAD, WireGuardTunnel
 
 log = logging.getLogger(__name__)
@@ -69,12 +72,43 @@ def pod_mtu(config: AgentConfig) -> int:
     return POD_MTU - OVERHEAD if encrypted(config) else POD_MTU
 
 
-def underlay(config: AgentConfig, port: int, bare: bool, on_batch: Callable[[list[tuple[bytes, str]]], None]) -> Tunnel:
-    """The tunnel the dataplane sends through: the plain one on `port`, or WireGuard around it."""
+def underlay(config: AgentConfig, pipeline: Pipeline, on_batch: Callable[[list[tuple[bytes, str]]], None]) -> Tunnel:
+    """The tunnel the pipeline's datagrams go through: the plain one on the encapsulation's port, or
+    WireGuard around it (whose stages the pipeline's traces then show)."""
+    fou = pipeline.node.encapsulation is Encapsulation.FOU
+    port = config.fou_port if fou else config.vxlan_port
     if not encrypted(config):
         return Tunnel(config.address, port, on_batch=on_batch)
-    return WireGuardTunnel(config.address, private_key(config.state_path), port=config.wireguard_port,
-                           inner_port=port, bare=bare, on_batch=on_batch)
+    tunnel = WireGuardTunnel(config.address, private_key(config.state_path), port=config.wireguard_port,
+                             inner_port=port, bare=fou, on_batch=on_batch)
+    pipeline.carrier_stage = lambda direction, address, datagram: _stage(tunnel, direction, address, datagram)
+    return tunnel
+
+
+def _stage(tunnel: WireGuardTunnel, direction: str, address: str, datagram: bytes) -> Stage:
+    """What WireGuard does with a traced datagram: the peer, its session's age and the sizes."""
+    peer = tunnel.peers.get(address)
+    if direction == "decap":
+        session = tunnel.session_of(address)
+        age = f", session key {tunnel.now() - session.created:.1f} s old" if session is not None else ""
+        name = peer.name if peer is not None else "?"
+        return Stage("wireguard-decrypt", f"from {name} ({address}:{tunnel.peer_port}){age}: authenticated, "
+                                          f"counter new to the replay window, source in the peer's allowed IPs; "
+                                          f"{len(datagram)} B datagram inside")
+    if peer is None:
+        return Stage("wireguard-encrypt", f"{address} has published no WireGuard key: dropped, never sent in clear")
+    inner = len(datagram) + (0 if tunnel.bare else IPV4_UDP_HEADER)
+    sealed = TRANSPORT_HEADER_SIZE + -(-inner // 16) * 16 + 16
+    where = f"to {peer.name} ({address}:{tunnel.peer_port}), key {base64.b64encode(peer.public_key).decode()[:8]}…"
+    session = tunnel.session_of(address)
+    if session is None or session.expired(tunnel.now()):
+        return Stage("wireguard-encrypt", f"{where}: no session yet, the datagram waits for the handshake")
+    what = "packet" if tunnel.bare else "VXLAN datagram in its IPv4/UDP header"
+    return Stage("wireguard-encrypt",
+                 f"{where}, session key {tunnel.now() - session.created:.1f} s old "
+                 f"({'initiated' if session.initiator else 'answered'} here), counter {session.send_counter}: "
+                 f"{inner} B {what} sealed in {sealed} B of transport data, "
+                 f"{sealed + IPV4_UDP_HEADER} B on the underlay")
 
 
 def published_key(node: dict) -> bytes | None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -100,6 +102,30 @@ async def test_encrypted_underlay_carries_only_wireguard_and_drops_a_flipped_byt
     await eventually(lambda: _counter_above(cluster, "node-2", "drop.wireguard-authentication", before), 5,
                      "node-2 counts the tampered datagram")
     await _all_pairs_connect(cluster, pods)
+
+    # `podnet trace` shows the sealing after the encapsulation and the opening before the decapsulation,
+    # on both nodes, with the peer and the session's age.
+    traced = _podnet(cluster, "trace", "default/web-1", f"{pods[1]['status']['podIP']}:80")
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    lines = [line.split(None, 2)[1:] for line in traced.stdout.splitlines()[1:]]
+    names = [stage for stage, _ in lines]
+    assert names.count("wireguard-encrypt") == 2 and names.count("wireguard-decrypt") == 2, traced.stdout
+    for encap in (i for i, name in enumerate(names) if name == "vxlan-encap"):
+        assert names[encap + 1 : encap + 4] == ["wireguard-encrypt", "wireguard-decrypt", "vxlan-decap"], traced.stdout
+    first_seal = next(detail for stage, detail in lines if stage == "wireguard-encrypt")
+    assert f"to node-2 ({prefix}.12:{WIREGUARD_PORT})" in first_seal and "s old" in first_seal, first_seal
+    counters = _podnet(cluster, "dataplane", "node-2", "counters").stdout
+    for name in ("wireguard.handshake-completed", "wireguard.rekey-started", "drop.wireguard-replay",
+                 "drop.wireguard-authentication"):
+        assert name in counters, counters
+
+
+def _podnet(cluster, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PODNET_HOME": str(cluster.home), "KUBECONFIG": str(cluster.home / "kubeconfig")}
+    env.pop("PODNET_SERVER", None)
+    env.pop("PODNET_TOKEN", None)
+    return subprocess.run([sys.executable, "-m", "podnet", *args], capture_output=True, text=True, env=env,
+                          timeout=60, input="")
 
 
 async def _counter_above(cluster, node: str, name: str, value: int) -> bool:

@@ -224,6 +224,7 @@ def test_initiator_rekeys_after_rekey_after_time_and_old_session_still_decrypts(
     pair.drain()
     assert pair.received("b")[-1][28:] == b"on-old-key"
     assert pair.a.counters["handshake-completed"] == 2
+    assert pair.a.counters["rekey-started"] == 1 and "rekey-started" not in pair.b.counters
 
 
 def test_responder_does_not_rekey_on_time_so_the_peers_do_not_race(pair):

@@ -76,16 +76,18 @@ async def test_vxlan_datagrams_cross_inside_wireguard_and_the_capture_sees_both_
     b.set_peer("node-a", A, a.public_key, "10.244.1.0/24")
     a.send(B, b"\x08\x00\x00\x00\x00\x00\x01\x00" + b"frame from a")
     assert await asyncio.wait_for(inbox_b.get(), 5) == (b"\x08\x00\x00\x00\x00\x00\x01\x00" + b"frame from a", A)
-    b.send(A, b"answer from b")
+    b.send_burst(A, [b"answer from b", b"and its last segment"])
     assert await asyncio.wait_for(inbox_a.get(), 5) == (b"answer from b", B)
+    assert await asyncio.wait_for(inbox_a.get(), 5) == (b"and its last segment", B)
     on_the_wire = [wire.get_nowait() for _ in range(wire.qsize())]
     assert on_the_wire and all(item["data"][0] in (1, 2, 4) and b"frame from a" not in item["data"]
                                for item in on_the_wire)
     inside = [decrypted.get_nowait() for _ in range(decrypted.qsize())]
     assert [(i["src"], i["dst"], i["dport"], i["data"]) for i in inside] == [
-        (A, B, VXLAN_PORT, b"\x08\x00\x00\x00\x00\x00\x01\x00frame from a"), (B, A, VXLAN_PORT, b"answer from b")]
+        (A, B, VXLAN_PORT, b"\x08\x00\x00\x00\x00\x00\x01\x00frame from a"), (B, A, VXLAN_PORT, b"answer from b"),
+        (B, A, VXLAN_PORT, b"and its last segment")]
     counters = a.device_counters()
-    assert counters["wireguard.handshake-completed"] == 1 and counters["wireguard.transport-received"] == 1
+    assert counters["wireguard.handshake-completed"] == 1 and counters["wireguard.transport-received"] == 2
     assert a.session_of(B) is not None and a.session_of(C) is None
 
 

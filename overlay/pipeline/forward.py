@@ -126,6 +126,10 @@ class Pipeline:
     ):
         self.node = node
         self.policy = policy
+        # What carries tunnel datagrams inside UDP besides the encapsulation (the agent's encryption):
+        # given ("encap" or "decap", the peer node's address, the datagram), the stage a trace shows for
+        # it, after the encapsulation's and before the decapsulation's.
+        self.carrier_stage: Callable[[str, str, bytes], Stage | None] | None = None
         self.services: ServiceTable | None = None  # None: no service table installed, DNAT passes
         self.rand = rand
         self.conntrack = conntrack or Conntrack()
@@ -540,6 +544,7 @@ class Pipeline:
         self.counters["tunnel.tx"] += 1
         if trace is not None:
             trace.append(self._encap_stage(node_address, packet, datagram))
+            self._carrier_stage("encap", node_address, datagram, trace)
         return [Tunnel(node_address, datagram)]
 
     def _encap_stage(self, node_address: str, packet: bytes, datagram: bytes) -> Stage:
@@ -560,6 +565,11 @@ class Pipeline:
             f"{len(datagram)} B UDP payload, {len(underlay)} B on the underlay",
             underlay,
         )
+
+    def _carrier_stage(self, direction: str, node_address: str, datagram: bytes, trace: list[Stage]) -> None:
+        stage = self.carrier_stage(direction, node_address, datagram) if self.carrier_stage is not None else None
+        if stage is not None:
+            trace.append(stage)
 
     def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None) -> list[Output]:
         self.counters["delivered"] += 1
@@ -638,6 +648,8 @@ class Pipeline:
     def _from_tunnel_stages(
         self, sender: str, datagram: bytes, now: float, trace: list[Stage] | None
     ) -> list[Output]:
+        if trace is not None:
+            self._carrier_stage("decap", sender, datagram, trace)
         peer = self.peers.get(sender)
         if self._fou:
             if peer is None:

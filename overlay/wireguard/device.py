@@ -336,6 +336,8 @@ class Device:
             self._drop("no-endpoint", peer)
             return
         peer.attempts_started = now
+        if peer.current is not None:
+            self._count("rekey-started")  # a session exists: this handshake replaces its keys
         self._send_initiation(peer, now)
 
     def _send_initiation(self, peer: Peer, now: float) -> None:

@@ -31,6 +31,7 @@ PORT = 51871
 # wrapped VXLAN datagram (28), the transport header (16), the tag (16), up to 15 bytes of padding, and
 # the outer IPv4/UDP header (28); WireGuard's own interfaces allow 80 (an IPv6 underlay's 48 + 32).
 OVERHEAD = 80
+SHOWN_COUNTERS = ("handshake-completed", "rekey-started", "dropped-replay", "dropped-authentication")
 
 
 @dataclass(slots=True)
@@ -86,7 +87,7 @@ class WireGuardTunnel(Tunnel):
             self._forget(other)
         allowed = (f"{address}/32",) + ((pod_cidr,) if pod_cidr else ())
         known = public_key in self.device.peers
-        now = self._now()
+        now = self.now()
         self.device.set_peer(public_key, endpoint=(address, self.peer_port), allowed_ips=allowed, now=now)
         peer = NodePeer(name, address, public_key, pod_cidr, NodePair(self.address, address, self.inner_port))
         self.peers[address] = self._by_key[public_key] = peer
@@ -127,8 +128,13 @@ class WireGuardTunnel(Tunnel):
         if self._inner_taps:
             self._tap_inner(datagram, self.address, address)
         packet = datagram if self.bare else peer.pair.wrap(datagram)
-        self.device.send_to_peer(peer.public_key, packet, self._now())
+        self.device.send_to_peer(peer.public_key, packet, self.now())
         self.driver.flush()
+
+    def send_burst(self, address: str, datagrams: list[bytes]) -> None:
+        """A run of datagrams for one node: each sealed on its own (WireGuard has no segmentation)."""
+        for datagram in datagrams:
+            self.send(address, datagram)
 
     def _send_encrypted(self, datagram: bytes, endpoint: Address) -> None:
         Tunnel.send(self, endpoint[0], datagram)
@@ -136,7 +142,7 @@ class WireGuardTunnel(Tunnel):
     # ---- receiving ---------------------------------------------------------------------------------
 
     def _received(self, datagrams: list[tuple[bytes, str]]) -> None:
-        now, port, receive = self._now(), self.peer_port, self.device.receive_datagram
+        now, port, receive = self.now(), self.peer_port, self.device.receive_datagram
         for data, host in datagrams:
             receive(data, (host, port), now)
         self.driver.flush()
@@ -171,10 +177,12 @@ class WireGuardTunnel(Tunnel):
     # ---- what it counts and shows ------------------------------------------------------------------
 
     def device_counters(self) -> dict[str, int]:
-        """The device's counters, its drops named as the dataplane names drops."""
+        """The device's counters, its drops named as the dataplane names drops; the ones an operator
+        looks for first are there from the start, at zero."""
+        counters = {**dict.fromkeys(SHOWN_COUNTERS, 0), **self.device.counters}
         return {
             (f"drop.wireguard-{name[len('dropped-'):]}" if name.startswith("dropped-") else f"wireguard.{name}"): value
-            for name, value in self.device.counters.items()
+            for name, value in counters.items()
         }
 
     def subscribe_decrypted(self, limit: int = 4096) -> asyncio.Queue:
@@ -201,5 +209,6 @@ class WireGuardTunnel(Tunnel):
         self.driver.close()
         super().close()
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The device's clock (the event loop's)."""
         return self.driver.loop.time()
