@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podnet.nodeagent.cni import IpamExhausted
+from podnet.nodeagent.encryption import pod_mtu
 from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.pods.netns import (
     CLUSTER_DNS,
@@ -233,7 +234,7 @@ class CniServer:
         except IpamExhausted as exc:
             raise RpcError("Exhausted", str(exc)) from None
         network = PodNetwork(Path(netns).name, namespace, allocation.ip, ipam.network.prefixlen, ipam.gateway,
-                             pod_mac(allocation.ip))
+                             pod_mac(allocation.ip), pod_mtu(self.agent.config))
         try:
             fd = self._plumb(netns, ifname, network)
         except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
+from podnet.nodeagent.encryption import pod_mtu
 from podnet.nodeagent.endpoints import KernelPod, LocalPod, RelayedPod, VirtualPod
 from podnet.nodeagent.podenv import PodEnvironment
 from podnet.nodeagent.pods.netns import ContainerSpec, NetnsPod, NetnsPods, PodNetwork, pod_mode
@@ -127,7 +128,7 @@ class PodLifecycle:
     def _build_namespace(self, key: str, uid: str, obj: dict, port: PodPort) -> NetnsPod | None:
         meta = obj["metadata"]
         network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
-                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
+                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac, pod_mtu(self.config))
         try:
             return self.netns_pods.create(key, uid, network, vtep_mac(self.config.address),
                                           ContainerSpec.from_pod(obj, self.pod_env.container_env), obj)

@@ -79,6 +79,7 @@ from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
 from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
+from podnet.overlay.wire.mss import clamp_mss
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
@@ -88,6 +89,7 @@ _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
 _ICMP = 1
 _STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
+TCP_IP_HEADERS = 40  # what an MSS leaves out of the MTU: IPv4 (20) and TCP (20) without options
 _ICMP_QUERIES = (0, 8)  # echo reply and request: the ICMP messages that are not errors
 # Builds a named tuple from a tuple of its fields in C; the class call runs a Python-level __new__ that
 # costs as much again as the rest of a shortcut's work.
@@ -524,6 +526,13 @@ class Pipeline:
         prefix = self._encap_prefix.get(node_address)
         if prefix is None:
             return self._drop("fou-unknown-next-hop" if self._fou else "no-vtep-for-next-hop", trace)
+        if packet[9] == 6:  # a SYN announcing more than the tunnel carries is told the tunnel's MSS
+            clamped = clamp_mss(packet, self._mtu - TCP_IP_HEADERS)
+            if clamped is not packet:
+                self.counters["mss-clamped"] += 1
+                if trace is not None:
+                    trace.append(Stage("mss-clamp", f"SYN's MSS lowered to {self._mtu - TCP_IP_HEADERS} (MTU {self._mtu})"))
+                packet = clamped
         if len(packet) > self.node.mtu:
             (flags_offset,) = _U16.unpack_from(packet, 6)
             if flags_offset & ipv4.FLAG_DONT_FRAGMENT and from_pod is not None:
