@@ -14,6 +14,7 @@ Invariants a reader must keep:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -109,6 +110,15 @@ def _stage(tunnel: WireGuardTunnel, direction: str, address: str, datagram: byte
                  f"({'initiated' if session.initiator else 'answered'} here), counter {session.send_counter}: "
                  f"{inner} B {what} sealed in {sealed} B of transport data, "
                  f"{sealed + IPV4_UDP_HEADER} B on the underlay")
+
+
+def subscribe(tunnel: Tunnel, decrypted: bool) -> asyncio.Queue:
+    """A capture's queue: what the tunnel puts on the wire, or what travels inside WireGuard."""
+    if not decrypted:
+        return tunnel.subscribe()
+    if not isinstance(tunnel, WireGuardTunnel):
+        raise ValueError("this node does not encrypt (--encryption none): its underlay is the decrypted traffic")
+    return tunnel.subscribe_decrypted()
 
 
 def published_key(node: dict) -> bytes | None:

@@ -114,17 +114,31 @@ async def test_encrypted_underlay_carries_only_wireguard_and_drops_a_flipped_byt
         assert names[encap + 1 : encap + 4] == ["wireguard-encrypt", "wireguard-decrypt", "vxlan-decap"], traced.stdout
     first_seal = next(detail for stage, detail in lines if stage == "wireguard-encrypt")
     assert f"to node-2 ({prefix}.12:{WIREGUARD_PORT})" in first_seal and "s old" in first_seal, first_seal
+    # `podnet capture --decrypted` writes what travels inside WireGuard: the VXLAN datagrams in clear.
+    inside = tmp_path / "inside.pcap"
+    capture = subprocess.Popen([sys.executable, "-m", "podnet", "capture", "--node", "node-1", "-w", str(inside),
+                                "--seconds", "4", "--decrypted"], env=_env(cluster), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    await asyncio.sleep(1.5)
+    await _all_pairs_connect(cluster, pods[:2])
+    assert capture.wait(timeout=20) == 0, capture.stderr.read().decode()
+    src, dst = pods[0]["status"]["podIP"], pods[1]["status"]["podIP"]
+    assert _tshark(inside, f"vxlan and tcp and ip.src == {src} and ip.dst == {dst}", "frame.number")
     counters = _podnet(cluster, "dataplane", "node-2", "counters").stdout
     for name in ("wireguard.handshake-completed", "wireguard.rekey-started", "drop.wireguard-replay",
                  "drop.wireguard-authentication"):
         assert name in counters, counters
 
 
-def _podnet(cluster, *args: str) -> subprocess.CompletedProcess:
+def _env(cluster) -> dict[str, str]:
     env = {**os.environ, "PODNET_HOME": str(cluster.home), "KUBECONFIG": str(cluster.home / "kubeconfig")}
     env.pop("PODNET_SERVER", None)
     env.pop("PODNET_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "podnet", *args], capture_output=True, text=True, env=env,
+    return env
+
+
+def _podnet(cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "podnet", *args], capture_output=True, text=True, env=_env(cluster),
                           timeout=60, input="")
 
 
