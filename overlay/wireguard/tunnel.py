@@ -129,7 +129,7 @@ class WireGuardTunnel(Tunnel):
             self._tap_inner(datagram, self.address, address)
         packet = datagram if self.bare else peer.pair.wrap(datagram)
         self.device.send_to_peer(peer.public_key, packet, self.now())
-        self.driver.flush()
+        self.driver.send_now_flush_soon()
 
     def send_burst(self, address: str, datagrams: list[bytes]) -> None:
         """A run of datagrams for one node: each sealed on its own (WireGuard has no segmentation)."""
