@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -197,13 +196,7 @@ class WireGuardTunnel(Tunnel):
             self._inner_taps.remove(queue)
 
     def _tap_inner(self, datagram: bytes, src: str, dst: str) -> None:
-        port = self.inner_port
-        item = {"ts": time.time(), "src": src, "sport": port, "dst": dst, "dport": port, "data": datagram}
-        for queue in self._inner_taps:
-            try:
-                queue.put_nowait(item)
-            except asyncio.QueueFull:
-                self.counters["drop.capture-queue-full"] += 1
+        self._tap(datagram, src, self.inner_port, dst, self.inner_port, self._inner_taps)
 
     def close(self) -> None:
         self.driver.close()
