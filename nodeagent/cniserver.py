@@ -66,7 +66,7 @@ CNI_PATH = (str(Path(sys.executable).parent), "/usr/lib/cni", "/opt/cni/bin")
 CHAINED = ({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
            {"type": "bandwidth", "capabilities": {"bandwidth": True}})
 # How long a stopping agent gives its pods' chains to run DEL.
-SHUTDOWN_GRACE = 10.0
+SHUTDOWN_GRACE = 5.0
 
 
 def owner(container_id: str, ifname: str) -> str:
@@ -189,7 +189,7 @@ class CniServer:
         await self.serving.wait()
         async with self._locks[uid]:
             try:
-                await self.runtime().delete(self._container(uid, netns, pod), capability_args(pod))
+                await self.runtime().delete(self._container(uid, netns, pod))  # with what ADD was given
             except (CniError, OSError) as exc:
                 log.warning("cni: DEL of pod %s failed: %s", uid, exc)
             known = self.attachments.get((uid, POD_INTERFACE))
