@@ -87,6 +87,7 @@ async def test_an_ingress_bandwidth_annotation_shapes_what_reaches_the_pod(local
 
     slow = await iperf3_rate(client, pods["slow"]["status"]["podIP"])
     fast = await iperf3_rate(client, pods["fast"]["status"]["podIP"])
+    print(f"\nbandwidth: shaped {slow / 1e6:.2f} Mbit/s, unshaped {fast / 1e6:.2f} Mbit/s")
     assert 0.5e6 < slow < 1.3e6, f"shaped to 1 Mbit/s, measured {slow / 1e6:.2f} Mbit/s"
     assert fast > 5e6, f"unshaped, measured {fast / 1e6:.2f} Mbit/s"
     # bandwidth's token bucket sits on the host end of the shaped pod's veth pair only.
