@@ -321,7 +321,7 @@ class CniServer:
             raise RpcError("SetupFailed", str(exc)) from None
         attachment = Attachment(ifname, mac, netns, f"{allocation.ip}/{ipam.network.prefixlen}", ipam.gateway,
                                 1450, (CLUSTER_DNS,), _search(namespace), ("ndots:5",), pair.host_ifname,
-                                pair.host_mac)
+                                pair.host_mac, (f"{wire.HOST_LINK_ADDRESS}/32",))
         known = CniAttachment(container_id, ifname, netns, address_owner, namespace, name, attachment)
         self.records.mkdir(parents=True, exist_ok=True)
         tmp = self._record(known).with_suffix(".tmp")
