@@ -66,7 +66,7 @@ CNI_PATH = (str(Path(sys.executable).parent), "/usr/lib/cni", "/opt/cni/bin")
 CHAINED = ({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
            {"type": "bandwidth", "capabilities": {"bandwidth": True}})
 # How long a stopping agent gives its pods' chains to run DEL.
-SHUTDOWN_GRACE = 10.0
+SHUTDOWN_GRACE = 5.0
 
 
 def owner(container_id: str, ifname: str) -> str:
@@ -189,7 +189,7 @@ class CniServer:
         await self.serving.wait()
         async with self._locks[uid]:
             try:
-                await self.runtime().delete(self._container(uid, netns, pod), capability_args(pod))
+                await self.runtime().delete(self._container(uid, netns, pod))  # with what ADD was given
             except (CniError, OSError) as exc:
                 log.warning("cni: DEL of pod %s failed: %s", uid, exc)
             known = self.attachments.get((uid, POD_INTERFACE))
@@ -321,7 +321,7 @@ class CniServer:
             raise RpcError("SetupFailed", str(exc)) from None
         attachment = Attachment(ifname, mac, netns, f"{allocation.ip}/{ipam.network.prefixlen}", ipam.gateway,
                                 1450, (CLUSTER_DNS,), _search(namespace), ("ndots:5",), pair.host_ifname,
-                                pair.host_mac)
+                                pair.host_mac, (f"{wire.HOST_LINK_ADDRESS}/32",))
         known = CniAttachment(container_id, ifname, netns, address_owner, namespace, name, attachment)
         self.records.mkdir(parents=True, exist_ok=True)
         tmp = self._record(known).with_suffix(".tmp")

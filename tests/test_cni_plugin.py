@@ -96,7 +96,7 @@ async def test_add_check_del_follow_the_spec_in_a_real_namespace(runtime, namesp
     assert interface["name"] == "eth0" and interface["sandbox"] == path and address["interface"] == 1
     assert "sandbox" not in host  # the veth pair's host end, as ptp lists it, for bandwidth to shape
     assert "version" not in address  # 1.0.0 dropped it
-    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": address["gateway"]}]
+    assert result["routes"] == [{"dst": "169.254.1.1/32"}, {"dst": "0.0.0.0/0", "gw": address["gateway"]}]
     assert result["dns"]["search"][0] == "shop.svc.cluster.local"
 
     # What the result says is really in the namespace.

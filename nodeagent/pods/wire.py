@@ -9,8 +9,9 @@ Two dataplanes share the link, each with frames of its own:
 - the agent's: everything the pod sends to its gateway (which the agent answers by proxy ARP), and
   everything the agent writes to the pod;
 - the host kernel's: what it routes to the pod (portmap's DNAT) and the pod's replies to it. The host
-  end holds HOST_LINK_ADDRESS, the pod has an on-link route to it, and portmap's masquerade makes it the
-  source of what the host sends the pod, so the replies are addressed to the host end's MAC.
+  end holds HOST_LINK_ADDRESS, the pod has an on-link route to it, and one masquerade rule of the host's
+  (MASQUERADE_RULE, on every host end) makes it the source of what the host sends a pod, so the replies
+  are addressed to the host end's MAC, not to the pod's gateway.
 The agent's socket is filtered so that it sees neither the host's frames (PACKET_IGNORE_OUTGOING), nor the
 pod's frames to the host end's MAC, nor the pod's ARP for HOST_LINK_ADDRESS (the host answers that).
 
@@ -38,6 +39,9 @@ from podnet.netns.ip import NetnsError, ip, ip_batch
 
 HOST_LINK_ADDRESS = "169.254.1.1"
 HOST_PREFIX = "pnv"
+MASQUERADE_RULE = ("POSTROUTING", "-o", f"{HOST_PREFIX}+", "-m", "comment", "--comment",
+                   "podnet: what the host sends a pod comes from its host end, so that the reply comes back",
+                   "-j", "MASQUERADE")
 # The pod end's name in the host namespace, before it is moved into the pod's and renamed.
 POD_PREFIX = "pnp"
 _ETH_P_ALL = 0x0003
@@ -86,17 +90,30 @@ def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, 
         ])
         ip_batch([
             f"link set {host} addrgenmode none",
-            f"addr add {HOST_LINK_ADDRESS}/32 dev {host} scope link",
+            f"addr add {HOST_LINK_ADDRESS}/32 dev {host}",  # global scope: masquerade picks it
             f"link set {host} up",
             f"route replace {address}/32 dev {host} src {HOST_LINK_ADDRESS}",
             f"neigh replace {address} lladdr {mac} dev {host} nud permanent",
         ])
         _ethtool(None, host, _ETHTOOL_SGRO, 0)
+        _ensure_masquerade()
         host_mac = Path(f"/sys/class/net/{host}/address").read_text().strip()
     except (NetnsError, OSError, subprocess.TimeoutExpired):
         ip("link", "delete", host, check=False)
         raise
     return Wire(host, host_mac)
+
+
+def _ensure_masquerade() -> None:
+    """MASQUERADE_RULE, once for all pods. A host without iptables has no portmap either: nothing to do."""
+    try:
+        present = subprocess.run(["iptables", "-w", "-t", "nat", "-C", *MASQUERADE_RULE], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return
+    if not present:
+        done = subprocess.run(["iptables", "-w", "-t", "nat", "-A", *MASQUERADE_RULE], capture_output=True, text=True)
+        if done.returncode:
+            raise NetnsError(f"iptables: {done.stderr.strip()}")
 
 
 def unplumb(wire: Wire) -> None:

@@ -248,6 +248,7 @@ class Attachment:
     options: tuple[str, ...] = ()
     host_ifname: str = ""
     host_mac: str = ""
+    links: tuple[str, ...] = ()  # destinations on the link, routed without a gateway ("169.254.1.1/32")
 
     def result(self, version: str) -> dict:
         interfaces: list[dict] = [{"name": self.host_ifname, "mac": self.host_mac}] if self.host_ifname else []
@@ -260,7 +261,7 @@ class Attachment:
             for entry in interfaces:
                 entry["mtu"] = self.mtu
         result = {"cniVersion": version, "interfaces": interfaces, "ips": [ip],
-                  "routes": [{"dst": "0.0.0.0/0", "gw": self.gateway}]}
+                  "routes": [*({"dst": dst} for dst in self.links), {"dst": "0.0.0.0/0", "gw": self.gateway}]}
         if self.nameservers:
             result["dns"] = {"nameservers": list(self.nameservers), "search": list(self.search),
                              "options": list(self.options)}
