@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podnet.nodeagent.cni import IpamExhausted
+from podnet.nodeagent.encryption import pod_mtu
 from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.pods import wire
 from podnet.nodeagent.pods.netns import CLUSTER_DNS, CLUSTER_DOMAIN, POD_INTERFACE, NetnsPod, PodNetwork
@@ -313,14 +314,15 @@ class CniServer:
         except IpamExhausted as exc:
             raise RpcError("Exhausted", str(exc)) from None
         mac = pod_mac(allocation.ip)
+        mtu = pod_mtu(self.agent.config)
         try:
             pair = await asyncio.to_thread(wire.plumb, netns, ifname, allocation.ip, ipam.network.prefixlen,
-                                           ipam.gateway, mac, 1450)
+                                           ipam.gateway, mac, mtu)
         except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:
             ipam.release(allocation.uid)
             raise RpcError("SetupFailed", str(exc)) from None
         attachment = Attachment(ifname, mac, netns, f"{allocation.ip}/{ipam.network.prefixlen}", ipam.gateway,
-                                1450, (CLUSTER_DNS,), _search(namespace), ("ndots:5",), pair.host_ifname,
+                                mtu, (CLUSTER_DNS,), _search(namespace), ("ndots:5",), pair.host_ifname,
                                 pair.host_mac, (f"{wire.HOST_LINK_ADDRESS}/32",))
         known = CniAttachment(container_id, ifname, netns, address_owner, namespace, name, attachment)
         self.records.mkdir(parents=True, exist_ok=True)
