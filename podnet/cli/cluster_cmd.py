@@ -44,12 +44,16 @@ def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str 
     now = datetime.datetime.now(datetime.UTC)
     admin_token = credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
                                     service_cidr=topo.service_cidr, components=clients, now=now,
-                                    admin_server=admin_server, tls=not topo.insecure_http)
+                                    admin_server=admin_server, tls=not topo.insecure_http, fallbacks=topo.api_urls[1:])
     if not topo.insecure_http:
         kubelet_credentials.issue(home, [node.address for node in topo.nodes], now)
     if topo.store == "etcd":
         etcd_credentials.issue(home, [topo.host("etcd")], now)
     return admin_token
+
+
+def _is_apiserver(component: str) -> bool:
+    return component == "apiserver" or component.startswith("apiserver-")
 
 
 def _load(home: Path | None) -> ClusterState:
@@ -142,6 +146,8 @@ def register(app: typer.Typer) -> None:
         ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI (`podnet ui`)."),
         dns_replicas: int = typer.Option(1, "--dns-replicas", help="Cluster DNS servers behind kube-dns (1-5)."),
         etcd_members: int = typer.Option(1, "--etcd-members", help="etcd members with --store etcd (1, 3 or 5)."),
+        apiservers: int = typer.Option(1, "--apiservers", help="API servers on the one etcd (1-5, --store etcd), "
+                                       "each on an address of its own: <prefix>.10, .9, .8..."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
@@ -157,7 +163,7 @@ def register(app: typer.Typer) -> None:
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
                 pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http, ui=ui,
-                dns_replicas=dns_replicas, etcd_members=etcd_members,
+                dns_replicas=dns_replicas, etcd_members=etcd_members, apiservers=apiservers,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
@@ -169,7 +175,7 @@ def register(app: typer.Typer) -> None:
         except SupervisorError as exc:
             typer.echo("")
             raise fail(f"error: {exc}\n(the processes that did start are still running: `podnet down`)") from None
-        typer.echo(f"cluster is up: API {topo.api_url}, kubeconfig {topo.home / 'kubeconfig'}")
+        typer.echo(f"cluster is up: API {', '.join(topo.api_urls)}, kubeconfig {topo.home / 'kubeconfig'}")
         if topo.ui:
             typer.echo(f"  web UI {topo.ui_url}/ (log in with the token `podnet ui-token` prints; --viewer: read-only)")
         typer.echo(f"  try: podnet get nodes -o wide   |   export KUBECONFIG={topo.home / 'kubeconfig'}")
@@ -216,9 +222,9 @@ def register(app: typer.Typer) -> None:
             state.process(component)
         except SupervisorError as exc:
             raise fail(f"error: {exc}") from None
-        if audit and component != "apiserver":
-            raise fail(f"error: --audit is the API server's log; {component} keeps none")
-        path = auditpolicy.log_file(state.home) if audit else state.log_path(component)
+        if audit and not _is_apiserver(component):
+            raise fail(f"error: --audit is an API server's log; {component} keeps none")
+        path = auditpolicy.log_file(state.home, component) if audit else state.log_path(component)
         if not path.exists():
             raise fail(f"error: {component} has no {'audit ' if audit else ''}log yet")
         with open(path, errors="replace") as f:
