@@ -15,6 +15,7 @@ import typer
 
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
 from podnet.backends import BACKENDS_HELP, PROXY_MODES_HELP
+from podnet.cli import etcd_status
 from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, ApiError, podnet_home
 from podnet.cluster import (
@@ -189,11 +190,14 @@ def register(app: typer.Typer) -> None:
         """Every process of the local cluster with its PID, health and restarts."""
         state = _load(home)
 
-        async def check() -> tuple[list[tuple[supervisor.Process, bool]], str]:
-            return ([(p, p.alive and await supervisor.healthy(p.health)) for p in state.processes],
-                    await controller_leader(state.home))
+        etcd = etcd_status.members(state.processes)
 
-        results, leader = asyncio.run(check())
+        async def check() -> tuple[list[tuple[supervisor.Process, bool]], str, list]:
+            return ([(p, p.alive and await supervisor.healthy(p.health)) for p in state.processes],
+                    await controller_leader(state.home),
+                    await etcd_status.statuses(state.home, [endpoint for _, endpoint in etcd]) if etcd else [])
+
+        results, leader, members = asyncio.run(check())
         if output == "json":
             typer.echo(json.dumps([{"name": p.name, "pid": p.pid if p.alive else None, "running": p.alive,
                                     "healthy": ok, "restarts": p.restarts} for p, ok in results], indent=2))
@@ -206,6 +210,9 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         typer.echo(f"controllers' leader: {leader}")
+        if members:
+            for line in etcd_status.render([name for name, _ in etcd], members):
+                typer.echo(line)
 
     @app.command()
     def logs(
