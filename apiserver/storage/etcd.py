@@ -42,6 +42,7 @@ from podnet.apiserver.storage.base import (
     Compacted,
     Conflict,
     FutureRevision,
+    Guard,
     KeyValue,
     NotFound,
     OpensAsContext,
@@ -334,7 +335,7 @@ class EtcdStore(OpensAsContext):
 
     # -- writes --------------------------------------------------------------------------------
 
-    async def _landed_put(self, key: str, value: bytes, *_: object) -> int | None:
+    async def _landed_put(self, key: str, value: bytes, *_: object, **__: object) -> int | None:
         """The revision of an earlier attempt's put of `value` to `key`, if it is what the key holds."""
         current = await self.get(key)
         return current.mod_revision if current is not None and current.value == value else None
@@ -356,17 +357,21 @@ class EtcdStore(OpensAsContext):
         return await self.current_revision(), _key_value(response.kvs[0])
 
     @_failover(_landed_put)
-    async def create(self, key: str, value: bytes) -> int:
+    async def create(self, key: str, value: bytes, *, beside: Guard | None = None) -> int:
         client = await self._client()
         encoded = key.encode()
+        compare = [client.transactions.create(encoded) == 0]
+        failure = []
+        if beside is not None:
+            compare.append(self._guard(client, beside.key.encode(), beside.mod_revision))
+            failure = [client.transactions.get(encoded), client.transactions.get(beside.key.encode())]
         with self._errors(client):
-            succeeded, responses = await client.transaction(
-                compare=[client.transactions.create(encoded) == 0],
-                success=[client.transactions.put(encoded, value)],
-                failure=[],
-            )
+            succeeded, responses = await client.transaction(compare=compare, success=[client.transactions.put(encoded, value)],
+                                                            failure=failure)
         if not succeeded:
-            raise AlreadyExists(key)
+            if beside is None or responses[0]:
+                raise AlreadyExists(key)
+            raise self._refusal(beside.key, responses[1:])
         return responses[0].response_put.header.revision
 
     def _guard(self, client: aetcd.Client, key: bytes, expected_mod_revision: int) -> object:
