@@ -14,7 +14,7 @@ import time
 
 import pytest
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
-from support.local_cluster import AGNHOST, deployment, eventually, pod_on, report, service
+from support.local_cluster import AGNHOST, eventually, nth_after, report, service
 
 from podnet import kubeconfig
 from podnet.cli import etcd_status
@@ -75,11 +75,7 @@ class Writers:
         self._stop.set()
 
     async def acks_after(self, moment: float, count: int, timeout: float) -> float:
-        async def enough() -> float | None:
-            later = [t for t in self.acks if t > moment]
-            return later[count - 1] if len(later) >= count else None
-
-        return await eventually(enough, timeout, f"{count} writes acknowledged after the kills")
+        return await nth_after(self.acks, moment, count, timeout, f"{count} writes acknowledged after the kills")
 
 
 async def _controller_leader(cluster) -> str:
@@ -93,12 +89,7 @@ async def _controller_leader(cluster) -> str:
 async def test_losing_an_api_server_and_the_etcd_leader_at_once(local_cluster):
     cluster = await local_cluster("127.0.210", nodes=2, store="etcd", etcd_members=3, apiservers=3)
     assert len(kubeconfig.load(cluster.home / "kubeconfig").fallbacks) == 2  # it names every API server
-    await cluster.create(deployment("web", NAMESPACE, 2, PORT), service("web", NAMESPACE, PORT),
-                         pod_on("client", NAMESPACE, "node-1"))
-    await cluster.wait_running(NAMESPACE, "app=web", 2)
-    (client,) = await cluster.wait_running(NAMESPACE, "role=client", 1)
-    web_ip = (await cluster.client.get("services", "web", NAMESPACE))["spec"]["clusterIP"]
-    await eventually(lambda: cluster.probe(client, web_ip, PORT), 20, "Service web answers")
+    client, web_ip = await cluster.web_and_client(NAMESPACE, PORT)
 
     writers = Writers(cluster.client)
     lanes = [asyncio.create_task(writers.services_lane(lane)) for lane in range(2)]

@@ -12,6 +12,7 @@ import time
 import pytest
 from podnet.apiserver.storage.base import AlreadyExists, Conflict, NotFound, StorageError
 from podnet.apiserver.storage.etcd import EtcdStore
+from support.local_cluster import nth_after
 
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
 
@@ -54,13 +55,7 @@ class Writers:
         self._stop.set()
 
     async def acks_after(self, moment: float, count: int, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            later = [t for t in self.acks if t > moment]
-            if len(later) >= count:
-                return later[count - 1]
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"fewer than {count} writes acknowledged within {timeout}s; failures: {self.failures[:5]}")
+        return await nth_after(self.acks, moment, count, timeout, f"{count} writes acknowledged")
 
 
 async def test_writes_through_an_election_are_retried_not_failed(etcd_cluster):
