@@ -144,7 +144,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, user_agent=component_agent("kubelet"))
+        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, fallbacks=config.fallbacks, user_agent=component_agent("kubelet"))
         stack.push_async_callback(client.close)
         agent = NodeAgent(config, client)
         registry = CollectorRegistry()
