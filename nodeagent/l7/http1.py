@@ -69,7 +69,7 @@ class RequestEnd:
 Event = RequestHead | BodyData | RequestEnd
 
 # States: where the next bytes belong.
-_HEAD, _FIXED_BODY, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_DATA_END, _TRAILERS, _CLOSED, _FAILED = range(8)
+_HEAD, _FIXED_BODY, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_DATA_END, _TRAILERS, _CLOSED, _FAILED, _UNTIL_CLOSE = range(9)
 
 
 def _split_lines(head: bytes) -> list[bytes]:
@@ -320,3 +320,71 @@ class RequestParser:
             self._state = _CLOSED
             self._buffer.clear()
         return RequestEnd(trailers)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    status: int
+    keep_alive: bool
+
+    @property
+    def interim(self) -> bool:
+        """A 1xx answer: the final one is still to come."""
+        return 100 <= self.status < 200
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.(\d) (\d{3})(?: .*)?")
+
+
+class ResponseParser(RequestParser):
+    """The server's answers on a connection the proxy forwards requests on, parsed only to find where
+    each ends (the proxy passes the bytes on unchanged): `expect(head=...)` before each forwarded
+    request, then `ResponseHead`, `BodyData` and `RequestEnd` (the answer's end) events as for requests.
+    A body without Content-Length or chunking runs until the server closes (RFC 9112 §6.3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._heads: list[bool] = []  # per request awaiting its final answer: whether it was HEAD
+
+    def expect(self, *, head: bool) -> None:
+        self._heads.append(head)
+
+    def _step(self) -> Event | ResponseHead | None:
+        if self._state == _UNTIL_CLOSE:
+            if not self._buffer:
+                return None
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return BodyData(data)
+        return super()._step()
+
+    def _head(self) -> ResponseHead | None:
+        match = _HEAD_END.search(self._buffer, 0, self.max_head_bytes + 4)
+        if match is None:
+            if len(self._buffer) > self.max_head_bytes:
+                raise HttpParseError(f"response head longer than {self.max_head_bytes} bytes", 502)
+            return None
+        lines = _split_lines(bytes(self._buffer[: match.start()]))
+        del self._buffer[: match.end()]
+        status_line = _STATUS_LINE.fullmatch(lines[0])
+        if status_line is None:
+            raise HttpParseError(f"malformed status line {lines[0][:64]!r}", 502)
+        minor, status = int(status_line[1]), int(status_line[2])
+        headers = _parse_fields(lines[1:])
+        connection = _comma_list(_values(headers, "connection"))
+        keep_alive = "keep-alive" in connection if minor == 0 else "close" not in connection
+        response = ResponseHead(status, keep_alive)
+        if response.interim:
+            return response  # no body, and the request still awaits its answer
+        head_request = self._heads.pop(0) if self._heads else False
+        self._keep_alive = keep_alive
+        lengths = _values(headers, "content-length")
+        if head_request or status in (204, 304):
+            self._state, self._remaining = _FIXED_BODY, 0
+        elif _comma_list(_values(headers, "transfer-encoding"))[-1:] == ["chunked"]:
+            self._state = _CHUNK_SIZE_LINE
+        elif lengths and lengths[0].strip().isdigit():
+            self._state, self._remaining = _FIXED_BODY, int(lengths[0].strip())
+        else:
+            self._state = _UNTIL_CLOSE
+        return response
