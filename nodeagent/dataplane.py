@@ -23,6 +23,7 @@ from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.endpoints import KernelPod, LocalPod, RelayedPod, StackEndpoint
 from podnet.nodeagent.hostbridge import HostBridge
 from podnet.nodeagent.hostguard import guard_for
+from podnet.nodeagent.l7splices import L7Splices
 from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
 from podnet.nodeagent.pods.netns import NetnsPod
 from podnet.nodeagent.pods.virtual import client as ops
@@ -46,7 +47,7 @@ from podnet.overlay.pipeline.model import (
 )
 from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
-from podnet.overlay.wire.addresses import ip_to_int
+from podnet.overlay.wire.addresses import int_to_ip, ip_to_int
 
 from podnet.backends import routing_backend
 from podnet.rpc.agentmethods import PEER_RX, PEER_TX
@@ -83,6 +84,10 @@ class Dataplane:
         # Which new connections to a virtual pod go through the L7 proxy (set once policies are enforced).
         self.l7_lookup: Callable[[str, int, str, int], Any] | None = None
         self.l7_report: Callable[..., None] | None = None  # where the proxy's request records go
+        # The verdict of a netns pod's new connection its egress HTTP rules cover, by (source ip, port).
+        self.l7_egress: Callable[[str, int], Any] = lambda ip, port: None
+        self.l7_waiting: Callable[[], bool] = lambda: False  # whether a verdict waits to be taken
+        self.splices = L7Splices(self._l7_for, self._l7_reported, self._from_kernel_pod, self._l7_verdict_waits)
 
     async def start(self, pod_cidr: str) -> None:
         config = self.config
@@ -117,6 +122,7 @@ class Dataplane:
         stack.callback(self.hostbridge.close)
         stack.callback(self.nodeports.close)
         stack.push_async_callback(self.relays.close)
+        stack.callback(self.splices.close)
 
     def add(self, endpoint: LocalPod | StackEndpoint) -> None:
         self.by_ip[ip_to_int(endpoint.port.ip)] = endpoint
@@ -125,11 +131,21 @@ class Dataplane:
             endpoint.stack.l7_report = self._l7_reported
         self.pipeline.add_pod(endpoint.port)
 
-    def has_l7_proxy(self, ip: str) -> bool:
-        """Whether connections to this address can go through the L7 proxy: a pod with a userspace stack
-        (a relayed pod's relayed ports bypass its stack, so it has none)."""
+    def has_l7_proxy(self, ip: str, *, egress: bool = False) -> bool:
+        """Whether this pod's connections (to it; with `egress`, from it) can go through the L7 proxy: a
+        netns pod's both ways, through a splice at its TAP; a virtual pod's only to it, its server being
+        wrapped in its stack (a relayed pod's relayed ports bypass its stack, so it has none)."""
         endpoint = self.by_ip.get(ip_to_int(ip))
-        return isinstance(endpoint, StackEndpoint) and not isinstance(endpoint, RelayedPod)
+        if type(endpoint) is KernelPod:
+            return True
+        return not egress and isinstance(endpoint, StackEndpoint) and not isinstance(endpoint, RelayedPod)
+
+    def _l7_verdict_waits(self) -> bool:
+        return self.l7_waiting()
+
+    def _from_kernel_pod(self, pod: KernelPod, packets: list[bytes], now: float) -> None:
+        """Packets a splice sends as a netns pod (on a timer), through the pipeline."""
+        self.run(self._onward(pod, packets, now), now)
 
     def _l7_for(self, remote_ip: str, remote_port: int, local_ip: str, local_port: int) -> Any:
         return None if self.l7_lookup is None else self.l7_lookup(remote_ip, remote_port, local_ip, local_port)
@@ -210,13 +226,36 @@ class Dataplane:
             return
         now = time.monotonic()
         traces = self.traces
+        splices = self.splices if self.splices.active() else None
         outputs: list[Output] = []
         for frame in frames:
+            if splices is not None and frame[12:14] == b"\x08\x00":
+                onward = splices.from_pod(pod, frame[14:], now)
+                if onward is not None:
+                    outputs += self._onward(pod, onward, now)
+                    continue
             trace = traces.stages_for(frame[14:]) if traces.by_key and frame[12:14] == b"\x08\x00" else None
-            outputs.extend(self.pipeline.from_pod_frame(pod.port, frame, now, trace))
+            decided = self.pipeline.from_pod_frame(pod.port, frame, now, trace)
+            if splices is not None and self.l7_waiting() and (verdict := self._egress_l7(frame)) is not None:
+                decided = self._onward(pod, splices.start_egress(pod, frame[14:], verdict, now), now)
+            outputs.extend(decided)
             if trace is not None and (key := flow_key(frame[14:])[0]) is not None:
                 traces.follow_reply(key, trace, self.pipeline.conntrack, now)
         self.run(outputs, now)
+
+    def _egress_l7(self, frame: bytes) -> Any:
+        """The L7 verdict of the connection this frame (a netns pod's SYN, just through the pipeline)
+        opens, when its egress HTTP rules cover it."""
+        key, flags = flow_key(frame[14:])
+        if key is None or key[0] != 6 or flags & 0x16 != 0x02:
+            return None
+        return self.l7_egress(int_to_ip(key[1]), key[2])
+
+    def _onward(self, pod: KernelPod, packets: list[bytes], now: float) -> list[Output]:
+        outputs: list[Output] = []
+        for packet in packets:
+            outputs += self.pipeline.from_pod(pod.port, packet, now)
+        return outputs
 
     # ---- carrying out ----------------------------------------------------------------------------
 
@@ -231,7 +270,10 @@ class Dataplane:
         # round, however many packets they received.
         received: dict[int, StackEndpoint] = {}
         budget = MAX_PUMP
+        splices = self.splices
         while outputs:
+            spliced: list[Output] = []
+            splicing = splices.active()
             if len(outputs) > budget:
                 self.pipeline.counters["drop.pump-limit"] += len(outputs) - budget
                 outputs = outputs[:budget]
@@ -245,6 +287,9 @@ class Dataplane:
                         continue
                     pod_kind = type(pod)
                     if pod_kind is KernelPod:
+                        if splicing and (onward := splices.to_pod(pod, out.packet, now)) is not None:
+                            spliced += self._onward(pod, onward, now)
+                            continue
                         pod.netns.deliver(out.packet)
                         continue
                     if pod_kind is RelayedPod and self.relays.take(out.packet, now):
@@ -361,6 +406,8 @@ class Dataplane:
                 for name in L7_COUNTERS:
                     if value := endpoint.stack.counters.get(name):
                         merged[f"l7.{name[3:]}"] = merged.get(f"l7.{name[3:]}", 0) + value
+        for name, value in self.splices.counters.items():
+            merged[f"l7.{name.removeprefix('l7_')}"] = merged.get(f"l7.{name.removeprefix('l7_')}", 0) + value
         merged["conntrack.entries"] = len(self.pipeline.conntrack)
         merged["conntrack.dropped-full"] = self.pipeline.conntrack.dropped_full
         return merged

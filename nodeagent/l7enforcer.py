@@ -44,8 +44,11 @@ class L7Enforcer:
             policies.informers[kind].add_handler(self._changed)
         self._index: CiliumPolicyIndex | None = None
         self._pending: OrderedDict[tuple[str, int, str, int], ConnectionVerdict] = OrderedDict()
-        # Whether a pod address has the L7 proxy in front of it (a virtual pod of this node); set by the agent.
-        self.proxied: Callable[[str], bool] = lambda ip: False
+        # A netns pod's connections its egress HTTP rules cover, by source address and port: the SYN is
+        # judged in the pipeline, and the dataplane takes the verdict right after.
+        self._pending_egress: OrderedDict[tuple[str, int], ConnectionVerdict] = OrderedDict()
+        # Whether a pod of this node can have the L7 proxy in front of it (to it; with egress, from it).
+        self.proxied: Callable[..., bool] = lambda ip, egress=False: False
         policies.refine = self.refine
 
     def _changed(self, event: str, old: Any, new: Any) -> None:
@@ -79,21 +82,27 @@ class L7Enforcer:
         if not decision.isolated and not decision.allows:
             return verdict
         combined = combine(verdict, decision)
-        if combined.l7 is not None and (direction != INGRESS or not self.proxied(str(flow.dst_ip))):
-            # Letting the connection through unfiltered would ignore the HTTP rules: refuse it, and say why.
-            where = "egress" if direction != INGRESS else "this destination (a netns or relayed pod)"
-            return Verdict(
-                allowed=False,
-                reason=f"denied: HTTP rules of {combined.policy} cover it and podnet has no L7 proxy for {where} yet",
-                policy=combined.policy,
-                rule_index=combined.rule_index,
-                direction=direction,
-            )
         if combined.l7 is not None:
-            key = (str(flow.src_ip), flow.src_port, str(flow.dst_ip), flow.dst_port)
-            self._pending[key] = combined
-            while len(self._pending) > PENDING_CONNECTIONS:
-                self._pending.popitem(last=False)
+            ingress = direction == INGRESS
+            subject = str(flow.dst_ip if ingress else flow.src_ip)
+            if not self.proxied(subject, egress=not ingress):
+                # Letting the connection through unfiltered would ignore the HTTP rules: refuse it, and say why.
+                where = "this destination (a relayed pod)" if ingress else "the egress of a virtual pod"
+                return Verdict(
+                    allowed=False,
+                    reason=f"denied: HTTP rules of {combined.policy} cover it and podnet has no L7 proxy for {where} yet",
+                    policy=combined.policy,
+                    rule_index=combined.rule_index,
+                    direction=direction,
+                )
+            if ingress:
+                key = (str(flow.src_ip), flow.src_port, str(flow.dst_ip), flow.dst_port)
+                pending = self._pending
+            else:
+                key, pending = (str(flow.src_ip), flow.src_port), self._pending_egress
+            pending[key] = combined
+            while len(pending) > PENDING_CONNECTIONS:
+                pending.popitem(last=False)
         return Verdict(
             allowed=combined.allowed,
             reason=combined.reason,
@@ -108,11 +117,21 @@ class L7Enforcer:
         """The stack's question for a new connection to one of its pods: filtered by which HTTP rules."""
         return self._pending.pop((remote_ip, remote_port, local_ip, local_port), None)
 
-    def report(self, remote: str, local: str, judged: Judged, status: int | None) -> None:
+    def l7_egress_for(self, src_ip: str, src_port: int) -> ConnectionVerdict | None:
+        """The dataplane's question right after a netns pod's SYN went through the pipeline."""
+        return self._pending_egress.pop((src_ip, src_port), None)
+
+    def waiting(self) -> bool:
+        """Whether a verdict waits to be taken by a stack or the dataplane."""
+        return bool(self._pending) or bool(self._pending_egress)
+
+    def report(
+        self, client: str, server: str, judged: Judged, status: int | None, direction: str = INGRESS
+    ) -> None:
         """One request the proxy judged, into the node's flow log (Hubble's L7 records): who asked what of
         whom, the answer's status and the rule that decided."""
-        src_ip, _, src_port = remote.rpartition(":")
-        dst_ip, _, dst_port = local.rpartition(":")
+        src_ip, _, src_port = client.rpartition(":")
+        dst_ip, _, dst_port = server.rpartition(":")
         flow = Flow("HTTP", src_ip, int(src_port), dst_ip, int(dst_port))
         answer = "no answer" if status is None else str(status)
         verdict = judged.verdict
@@ -121,11 +140,11 @@ class L7Enforcer:
             reason=f"{judged.method} http://{judged.host or dst_ip}{judged.target} → {answer}  {verdict.reason}",
             policy=verdict.policy,
             rule_index=verdict.rule_index,
-            direction=INGRESS,
+            direction=direction,
         )
         pod_at = self.policies.compiler.evaluator().pod_at
         self.policies.flowlog.add(
-            self.policies.clock(), INGRESS, flow, record, pod_at(src_ip), pod_at(dst_ip)
+            self.policies.clock(), direction, flow, record, pod_at(src_ip), pod_at(dst_ip)
         )
 
     async def run(self) -> None:
