@@ -109,6 +109,18 @@ class L7Enforcer:
             policy=combined.policy,
             rule_index=combined.rule_index,
             direction=direction,
+            l7=None if combined.l7 is None else self._describe_filter(combined),
+        )
+
+    def _describe_filter(self, combined: ConnectionVerdict) -> str:
+        """What the trace's l7-policy stage says of a connection whose requests the proxy filters."""
+        rules = "; ".join(
+            f"{r.policy} {combined.direction} rule {r.rule_index} http[{r.http_index}] {r.rule.text}"
+            for r in combined.l7
+        )
+        return (
+            f"each HTTP request goes through the L7 proxy on {self.policies.node_name}: allowed if it "
+            f"matches {rules}; otherwise answered 403 Access denied"
         )
 
     def l7_for(

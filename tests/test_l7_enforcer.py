@@ -65,6 +65,10 @@ def test_l7_connection_is_allowed_and_its_rules_handed_to_the_stack_once():
     verdict = policies.verdict(INGRESS, Flow("TCP", FRONTEND, 40001, BACKEND, 8080))
     assert verdict.allowed
     assert verdict.reason == "allowed at L4 by default/backend-l7 ingress rule 0; HTTP filtered"
+    assert verdict.l7 == (
+        "each HTTP request goes through the L7 proxy on node-1: allowed if it matches default/backend-l7 "
+        "ingress rule 0 http[0] method='GET' path='/api/.*'; otherwise answered 403 Access denied"
+    )
     handed = l7.l7_for(FRONTEND, 40001, BACKEND, 8080)
     assert handed is not None and [r.rule.text for r in handed.l7] == ["method='GET' path='/api/.*'"]
     assert l7.l7_for(FRONTEND, 40001, BACKEND, 8080) is None

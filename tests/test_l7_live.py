@@ -170,6 +170,17 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
         "stranger", "backend:8080", "--http", "GET /hostname"
     )
 
+    # The trace's l7-policy stage, recorded where the ingress policy is decided: the backend's node.
+    traced = podnet("trace", "frontend", f"{backend}:8080").splitlines()
+    stages = [line.split(None, 2)[1:] for line in traced[1:]]
+    assert [
+        "l7-policy",
+        "each HTTP request goes through the L7 proxy on node-1: allowed if it matches default/backend-l7 "
+        "ingress rule 0 http[0] method='GET' path='/(hostname|echo\\\\?.*)'; otherwise answered 403 Access denied",
+    ] in stages, traced
+    ingress = next(i for i, s in enumerate(stages) if s[0] == "ingress-policy")
+    assert stages[ingress + 1][0] == "l7-policy", traced
+
     # The request-level matrix: probed through the agents, and from the policies alone; they agree.
     table = podnet("matrix", "-n", "default", "--port", "8080", "--http", "DELETE /hostname")
     lines = table.splitlines()
