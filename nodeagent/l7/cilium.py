@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from ipaddress import IPv4Address
 
 from podnet.api.ciliumpolicy import (
     NAMESPACE_LABELS_PREFIX,
@@ -89,6 +90,9 @@ class CiliumPolicyIndex:
     ) -> None:
         self._subjects: dict[int, _Subject] = {}
         policies = sorted(policies, key=lambda s: s.key)
+        # The selected pods' addresses as the hook's flows spell them: a connection of an unselected pod,
+        # the common case, is told so without converting its addresses.
+        self._selected: frozenset[object] = frozenset()
         if not policies:  # the common case: nothing to index, and no labels worth computing
             self._pods_by_ip = {}
             return
@@ -106,6 +110,7 @@ class CiliumPolicyIndex:
                         subject.isolated[direction].append(spec.key)
                     for rules, into in ((spec.allow, subject.allow), (spec.deny, subject.deny)):
                         into[direction].extend(self._entries(spec.key, rules[direction], pods, labels))
+        self._selected = frozenset(self._subjects) | {str(IPv4Address(ip)) for ip in self._subjects}
 
     @staticmethod
     def _entries(policy: str, rules: Iterable[CiliumRule], pods: list[PodInfo], labels) -> list[_Entry]:
@@ -124,7 +129,7 @@ class CiliumPolicyIndex:
         return ip_to_int(ip) in self._subjects
 
     def decide(self, direction: str, flow: object) -> CiliumDecision:
-        if not self._subjects:
+        if (flow.dst_ip if direction == INGRESS else flow.src_ip) not in self._selected:
             return _NOTHING_SELECTED[direction]
         src, dst = ip_to_int(flow.src_ip), ip_to_int(flow.dst_ip)
         subject_ip, peer = (dst, src) if direction == INGRESS else (src, dst)
