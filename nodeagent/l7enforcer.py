@@ -138,7 +138,13 @@ class L7Enforcer:
         return bool(self._pending) or bool(self._pending_egress)
 
     def report(
-        self, client: str, server: str, judged: Judged, status: int | None, direction: str = INGRESS
+        self,
+        client: str,
+        server: str,
+        judged: Judged,
+        status: int | None,
+        direction: str = INGRESS,
+        latency: float | None = None,
     ) -> None:
         """One request the proxy judged, into the node's flow log (Hubble's L7 records): who asked what of
         whom, the answer's status and the rule that decided."""
@@ -146,6 +152,8 @@ class L7Enforcer:
         dst_ip, _, dst_port = server.rpartition(":")
         flow = Flow("HTTP", src_ip, int(src_port), dst_ip, int(dst_port))
         answer = "no answer" if status is None else str(status)
+        if latency is not None:
+            answer += f" ({latency * 1000:.1f} ms)"
         verdict = judged.verdict
         record = Verdict(
             allowed=verdict.allowed,

@@ -38,8 +38,9 @@ MAX_SPLICES = 4096
 
 # The verdict for a new connection (client ip, client port, server ip, server port), or None.
 Lookup = Callable[[str, int, str, int], ConnectionVerdict | None]
-# Where each request goes once answered: (client "ip:port", server "ip:port", request, status, direction).
-Report = Callable[[str, str, Judged, int | None, str], None]
+# Where each request goes once answered: (client "ip:port", server "ip:port", request, status, direction,
+# seconds until the answer's end).
+Report = Callable[[str, str, Judged, int | None, str, float | None], None]
 # Sends packets from a local pod into the pipeline, and what it decides on.
 ToPipeline = Callable[[KernelPod, list[bytes], float], None]
 
@@ -131,8 +132,8 @@ class L7Splices:
         direction = "ingress" if held.pod_is_server else "egress"
         client = f"{splice.client_ip}:{splice.client_port}"
         server = f"{splice.server_ip}:{splice.server_port}"
-        for judged, status in splice.take_records():
-            self.report(client, server, judged, status, direction)
+        for judged, status, latency in splice.take_records():
+            self.report(client, server, judged, status, direction, latency)
         for name, value in splice.counters.items():
             self.counters[name] = self.counters.get(name, 0) + value
         splice.counters.clear()

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -182,7 +183,8 @@ async def test_netns_pods_behind_and_in_front_of_the_l7_proxy(local_cluster):
         return [line for line in done.stdout.splitlines() if " HTTP " in line]
 
     node1 = flows("node-1")
-    assert any(f"GET http://{backend}:8080/api/x → 200  allowed by default/backend-l7" in line for line in node1), node1
+    assert any(re.search(rf"GET http://{backend}:8080/api/x → 200 \(\d+\.\d ms\)  allowed by default/backend-l7", line)
+               for line in node1), node1
     assert any(f"DELETE http://{backend}:8080/api/x → 403  denied by default/backend-l7 ingress rule 0" in line
                for line in node1), node1
     node2 = flows("node-2")

@@ -46,7 +46,9 @@ from .verdict import ConnectionVerdict
 # is pipelining without reading, and the connection is reset.
 MAX_WAITING_STEPS = 4096
 
-Record = tuple[Judged, int | None]  # a request, and the status of its answer (None: none came)
+# A request, the status of its answer (None: none came) and the seconds from the request's head to its
+# answer's end (None for the proxy's own answers).
+Record = tuple[Judged, int | None, float | None]
 
 
 class L7Splice:
@@ -72,6 +74,7 @@ class L7Splice:
         self._waiting: deque[Step] = deque()
         self._awaiting: Judged | None = None  # the forwarded request whose answer is not complete yet
         self._status: int | None = None
+        self._asked_at = 0.0  # when the awaited request was forwarded
         self._tracking = True  # false once the server's answers could not be parsed
         self._to_client: list[bytes] = []
         self._to_server: list[bytes] = []
@@ -177,10 +180,10 @@ class L7Splice:
         elif isinstance(event, DataReceived):
             if down is not None and down.can_send:
                 down.send(event.data, now)
-            self._track_answers(event.data)
+            self._track_answers(event.data, now)
         elif isinstance(event, EndOfStream):
             if self._awaiting is not None:
-                self._answered()  # an answer delimited by the server's close, or none at all
+                self._answered(now)  # an answer delimited by the server's close, or none at all
             if down is not None:
                 down.close(now)
         elif isinstance(event, ConnectionClosed):
@@ -216,12 +219,12 @@ class L7Splice:
             if isinstance(step, Judged):
                 self._count("l7_allowed" if step.verdict.allowed else "l7_denied")
                 if step.verdict.allowed and self._tracking:
-                    self._awaiting, self._status = step, None
+                    self._awaiting, self._status, self._asked_at = step, None, now
                     self.responses.expect(head=step.method == "HEAD")
                 elif step.verdict.allowed:
-                    self._records.append((step, None))
+                    self._records.append((step, None, None))
                 else:
-                    self._records.append((step, 403))
+                    self._records.append((step, 403, None))
             elif isinstance(step, Forward):
                 if self.upstream.can_send:
                     self.upstream.send(step.data, now)
@@ -235,7 +238,7 @@ class L7Splice:
                         down.close(now)
                     self.upstream.close(now)
 
-    def _track_answers(self, data: bytes) -> None:
+    def _track_answers(self, data: bytes, now: float) -> None:
         if not self._tracking:
             return
         self.responses.feed(data)
@@ -244,16 +247,16 @@ class L7Splice:
                 if isinstance(event, ResponseHead) and not event.interim:
                     self._status = event.status
                 elif isinstance(event, RequestEnd):
-                    self._answered()
+                    self._answered(now)
                 elif not isinstance(event, BodyData | ResponseHead):
                     raise TypeError(f"unexpected {event!r}")
         except HttpParseError:
             # Not HTTP as far as we can tell: pass it on, and stop holding the client's next requests.
             self._count("l7_bad_answer")
             self._tracking = False
-            self._answered()
+            self._answered(now)
 
-    def _answered(self) -> None:
+    def _answered(self, now: float) -> None:
         if self._awaiting is not None:
-            self._records.append((self._awaiting, self._status))
+            self._records.append((self._awaiting, self._status, now - self._asked_at))
         self._awaiting, self._status = None, None
