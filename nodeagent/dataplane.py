@@ -16,7 +16,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from podnet.nodeagent.config import AgentConfig
@@ -84,10 +84,13 @@ class Dataplane:
         # Which new connections to a virtual pod go through the L7 proxy (set once policies are enforced).
         self.l7_lookup: Callable[[str, int, str, int], Any] | None = None
         self.l7_report: Callable[..., None] | None = None  # where the proxy's request records go
-        # The verdict of a netns pod's new connection its egress HTTP rules cover, by (source ip, port).
+        # The verdict of a pod's new connection its egress HTTP rules cover, by (source ip, port).
         self.l7_egress: Callable[[str, int], Any] = lambda ip, port: None
-        self.l7_waiting: Callable[[], bool] = lambda: False  # whether a verdict waits to be taken
-        self.splices = L7Splices(self._l7_for, self._l7_reported, self._from_kernel_pod, self._l7_verdict_waits)
+        # The L7 verdicts waiting to be taken, to netns pods and from any pod (the enforcer's): the
+        # dataplane looks for L7 connections only while one waits or a splice exists.
+        self.l7_pending: Mapping = {}
+        self.l7_pending_egress: Mapping = {}
+        self.splices = L7Splices(self._l7_for, self._l7_reported, self._from_splice)
 
     async def start(self, pod_cidr: str) -> None:
         config = self.config
@@ -131,21 +134,49 @@ class Dataplane:
             endpoint.stack.l7_report = self._l7_reported
         self.pipeline.add_pod(endpoint.port)
 
-    def has_l7_proxy(self, ip: str, *, egress: bool = False) -> bool:
-        """Whether this pod's connections (to it; with `egress`, from it) can go through the L7 proxy: a
-        netns pod's both ways, through a splice at its TAP; a virtual pod's only to it, its server being
-        wrapped in its stack (a relayed pod's relayed ports bypass its stack, so it has none)."""
+    def has_l7_proxy(self, ip: str) -> bool:
+        """Whether this pod's connections can go through the L7 proxy: a netns pod's and a virtual pod's
+        (a relayed pod's relayed ports bypass its stack, and its host process's packets the splices)."""
         endpoint = self.by_ip.get(ip_to_int(ip))
-        if type(endpoint) is KernelPod:
-            return True
-        return not egress and isinstance(endpoint, StackEndpoint) and not isinstance(endpoint, RelayedPod)
+        return type(endpoint) is KernelPod or (
+            isinstance(endpoint, StackEndpoint) and not isinstance(endpoint, RelayedPod)
+        )
 
-    def _l7_verdict_waits(self) -> bool:
-        return self.l7_waiting()
+    def _from_splice(self, pod: KernelPod | StackEndpoint, to_pod: list[bytes], onward: list[bytes],
+                     now: float) -> None:
+        """What a splice sends on a timer: to the pod, and through the pipeline as the pod's."""
+        self.run(self._spliced(pod, (to_pod, onward), now), now)
 
-    def _from_kernel_pod(self, pod: KernelPod, packets: list[bytes], now: float) -> None:
-        """Packets a splice sends as a netns pod (on a timer), through the pipeline."""
-        self.run(self._onward(pod, packets, now), now)
+    def _spliced(self, pod: KernelPod | StackEndpoint, moved: tuple[list[bytes], list[bytes]],
+                 now: float) -> list[Output]:
+        """Hands a splice's packets for the pod to it, and returns what the pipeline makes of the rest
+        and of the pod's answers."""
+        to_pod, onward = moved
+        # The splice's own packets first: what the pod answers may make the splice send more, which
+        # must not overtake them (data before the ACK that completes a handshake is dropped).
+        outputs: list[Output] = []
+        for packet in onward:
+            outputs += self.pipeline.from_pod(pod.port, packet, now)
+        if to_pod:
+            if type(pod) is KernelPod:
+                for packet in to_pod:
+                    pod.netns.deliver(packet)
+            else:
+                for answer in pod.stack.receive_batch(to_pod, now):
+                    outputs += self._from_stack(pod, answer, now, None)
+                self.after_stack(pod, now)
+        return outputs
+
+    def _from_stack(self, pod: StackEndpoint, packet: bytes, now: float, trace: list[Stage] | None) -> list[Output]:
+        """A packet a pod's userspace stack sent: to the splice it belongs to, or into the pipeline (and
+        to a new splice when the pod's egress HTTP rules cover the connection it opens)."""
+        splices = self.splices
+        if splices.from_pods and (moved := splices.from_pod(packet, now)) is not None:
+            return self._spliced(pod, moved, now)
+        outputs = self.pipeline.from_pod(pod.port, packet, now, trace)
+        if self.l7_pending_egress and (verdict := self._egress_l7(packet)) is not None:
+            return self._spliced(pod, splices.start_egress(pod, packet, verdict, now), now)
+        return outputs
 
     def _l7_for(self, remote_ip: str, remote_port: int, local_ip: str, local_port: int) -> Any:
         return None if self.l7_lookup is None else self.l7_lookup(remote_ip, remote_port, local_ip, local_port)
@@ -226,36 +257,30 @@ class Dataplane:
             return
         now = time.monotonic()
         traces = self.traces
-        splices = self.splices if self.splices.active() else None
+        splices, pending_egress = self.splices, self.l7_pending_egress
         outputs: list[Output] = []
         for frame in frames:
-            if splices is not None and frame[12:14] == b"\x08\x00":
-                onward = splices.from_pod(pod, frame[14:], now)
-                if onward is not None:
-                    outputs += self._onward(pod, onward, now)
+            if splices.from_pods and frame[12:14] == b"\x08\x00":
+                moved = splices.from_pod(frame[14:], now)
+                if moved is not None:
+                    outputs += self._spliced(pod, moved, now)
                     continue
             trace = traces.stages_for(frame[14:]) if traces.by_key and frame[12:14] == b"\x08\x00" else None
             decided = self.pipeline.from_pod_frame(pod.port, frame, now, trace)
-            if splices is not None and self.l7_waiting() and (verdict := self._egress_l7(frame)) is not None:
-                decided = self._onward(pod, splices.start_egress(pod, frame[14:], verdict, now), now)
+            if pending_egress and (verdict := self._egress_l7(frame[14:])) is not None:
+                decided = self._spliced(pod, splices.start_egress(pod, frame[14:], verdict, now), now)
             outputs.extend(decided)
             if trace is not None and (key := flow_key(frame[14:])[0]) is not None:
                 traces.follow_reply(key, trace, self.pipeline.conntrack, now)
         self.run(outputs, now)
 
-    def _egress_l7(self, frame: bytes) -> Any:
-        """The L7 verdict of the connection this frame (a netns pod's SYN, just through the pipeline)
-        opens, when its egress HTTP rules cover it."""
-        key, flags = flow_key(frame[14:])
+    def _egress_l7(self, packet: bytes) -> Any:
+        """The L7 verdict of the connection this packet (a pod's SYN, just through the pipeline) opens,
+        when its egress HTTP rules cover it."""
+        key, flags = flow_key(packet)
         if key is None or key[0] != 6 or flags & 0x16 != 0x02:
             return None
         return self.l7_egress(int_to_ip(key[1]), key[2])
-
-    def _onward(self, pod: KernelPod, packets: list[bytes], now: float) -> list[Output]:
-        outputs: list[Output] = []
-        for packet in packets:
-            outputs += self.pipeline.from_pod(pod.port, packet, now)
-        return outputs
 
     # ---- carrying out ----------------------------------------------------------------------------
 
@@ -270,10 +295,9 @@ class Dataplane:
         # round, however many packets they received.
         received: dict[int, StackEndpoint] = {}
         budget = MAX_PUMP
-        splices = self.splices
+        splices, pending, pending_egress = self.splices, self.l7_pending, self.l7_pending_egress
         while outputs:
             spliced: list[Output] = []
-            splicing = splices.active()
             if len(outputs) > budget:
                 self.pipeline.counters["drop.pump-limit"] += len(outputs) - budget
                 outputs = outputs[:budget]
@@ -287,12 +311,17 @@ class Dataplane:
                         continue
                     pod_kind = type(pod)
                     if pod_kind is KernelPod:
-                        if splicing and (onward := splices.to_pod(pod, out.packet, now)) is not None:
-                            spliced += self._onward(pod, onward, now)
+                        if (splices.to_pods or pending) and (
+                            moved := splices.to_pod(pod, out.packet, now, accept=True)
+                        ) is not None:
+                            spliced += self._spliced(pod, moved, now)
                             continue
                         pod.netns.deliver(out.packet)
                         continue
                     if pod_kind is RelayedPod and self.relays.take(out.packet, now):
+                        continue
+                    if splices.to_pods and (moved := splices.to_pod(pod, out.packet, now, accept=False)) is not None:
+                        spliced += self._spliced(pod, moved, now)
                         continue
                     batch = batches.get(id(pod))
                     if batch is None:
@@ -308,12 +337,15 @@ class Dataplane:
                     pod = by_ip.get(out.pod_ip)
                     if type(pod) is KernelPod:
                         pod.netns.deliver_frame(out.frame)
-            outputs = []
+            outputs = spliced
             for pod, packets in batches.values():
                 received[id(pod)] = pod
                 for packet in pod.stack.receive_batch(packets, now):
                     trace = traces.stages_for(packet) if traced else None
-                    outputs += from_pod(pod.port, packet, now, trace)
+                    if splices.from_pods or pending_egress:
+                        outputs += self._from_stack(pod, packet, now, trace)
+                    else:
+                        outputs += from_pod(pod.port, packet, now, trace)
             if outputs and budget <= 0:
                 self.pipeline.counters["drop.pump-limit"] += len(outputs)
                 break
@@ -324,7 +356,7 @@ class Dataplane:
         """Sends what a stack wrote, and sees to its events and timer."""
         outputs: list[Output] = []
         for packet in packets:
-            outputs.extend(self.pipeline.from_pod(pod.port, packet, now, trace))
+            outputs += self._from_stack(pod, packet, now, trace)
         self.after_stack(pod, now)
         self.run(outputs, now)
 

@@ -43,12 +43,12 @@ class L7Enforcer:
         for kind in ("Pod", "Namespace"):
             policies.informers[kind].add_handler(self._changed)
         self._index: CiliumPolicyIndex | None = None
-        self._pending: OrderedDict[tuple[str, int, str, int], ConnectionVerdict] = OrderedDict()
+        self.pending: OrderedDict[tuple[str, int, str, int], ConnectionVerdict] = OrderedDict()
         # A netns pod's connections its egress HTTP rules cover, by source address and port: the SYN is
         # judged in the pipeline, and the dataplane takes the verdict right after.
-        self._pending_egress: OrderedDict[tuple[str, int], ConnectionVerdict] = OrderedDict()
-        # Whether a pod of this node can have the L7 proxy in front of it (to it; with egress, from it).
-        self.proxied: Callable[..., bool] = lambda ip, egress=False: False
+        self.pending_egress: OrderedDict[tuple[str, int], ConnectionVerdict] = OrderedDict()
+        # Whether a pod of this node can have the L7 proxy in front of it (and behind it); set by the agent.
+        self.proxied: Callable[[str], bool] = lambda ip: False
         policies.refine = self.refine
 
     def _changed(self, event: str, old: Any, new: Any) -> None:
@@ -85,9 +85,9 @@ class L7Enforcer:
         if combined.l7 is not None:
             ingress = direction == INGRESS
             subject = str(flow.dst_ip if ingress else flow.src_ip)
-            if not self.proxied(subject, egress=not ingress):
+            if not self.proxied(subject):
                 # Letting the connection through unfiltered would ignore the HTTP rules: refuse it, and say why.
-                where = "this destination (a relayed pod)" if ingress else "the egress of a virtual pod"
+                where = "a relayed pod's ports"
                 return Verdict(
                     allowed=False,
                     reason=f"denied: HTTP rules of {combined.policy} cover it and podnet has no L7 proxy for {where} yet",
@@ -97,9 +97,9 @@ class L7Enforcer:
                 )
             if ingress:
                 key = (str(flow.src_ip), flow.src_port, str(flow.dst_ip), flow.dst_port)
-                pending = self._pending
+                pending = self.pending
             else:
-                key, pending = (str(flow.src_ip), flow.src_port), self._pending_egress
+                key, pending = (str(flow.src_ip), flow.src_port), self.pending_egress
             pending[key] = combined
             while len(pending) > PENDING_CONNECTIONS:
                 pending.popitem(last=False)
@@ -127,15 +127,11 @@ class L7Enforcer:
         self, remote_ip: str, remote_port: int, local_ip: str, local_port: int
     ) -> ConnectionVerdict | None:
         """The stack's question for a new connection to one of its pods: filtered by which HTTP rules."""
-        return self._pending.pop((remote_ip, remote_port, local_ip, local_port), None)
+        return self.pending.pop((remote_ip, remote_port, local_ip, local_port), None)
 
     def l7_egress_for(self, src_ip: str, src_port: int) -> ConnectionVerdict | None:
         """The dataplane's question right after a netns pod's SYN went through the pipeline."""
-        return self._pending_egress.pop((src_ip, src_port), None)
-
-    def waiting(self) -> bool:
-        """Whether a verdict waits to be taken by a stack or the dataplane."""
-        return bool(self._pending) or bool(self._pending_egress)
+        return self.pending_egress.pop((src_ip, src_port), None)
 
     def report(
         self,

@@ -33,11 +33,11 @@ spec:
 """
 
 
-def enforcer(proxied=(BACKEND,), egress_proxied=()) -> tuple[PolicyEnforcer, L7Enforcer]:
+def enforcer(proxied=(BACKEND,)) -> tuple[PolicyEnforcer, L7Enforcer]:
     client = ApiClient("http://127.0.0.1:9")  # never asked: the caches are filled below
     policies = PolicyEnforcer(client, "node-1")
     l7 = L7Enforcer(client, policies)
-    l7.proxied = lambda ip, egress=False: ip in (egress_proxied if egress else proxied)
+    l7.proxied = lambda ip: ip in proxied
     objects = {
         "Namespace": [{"kind": "Namespace", "metadata": {"name": "default", "resourceVersion": "1"}}],
         "Pod": [
@@ -89,23 +89,22 @@ def test_http_rules_without_a_proxy_refuse_rather_than_let_requests_through_unfi
     refused = policies.verdict(INGRESS, Flow("TCP", FRONTEND, 40004, BACKEND, 8080))
     assert not refused.allowed
     assert refused.reason == (
-        "denied: HTTP rules of default/backend-l7 cover it and podnet has no L7 proxy "
-        "for this destination (a relayed pod) yet"
+        "denied: HTTP rules of default/backend-l7 cover it and podnet has no L7 proxy for a relayed pod's ports yet"
     )
     egress = policies.verdict(EGRESS, Flow("TCP", BACKEND, 40005, "10.244.2.40", 5432))
-    assert not egress.allowed and "no L7 proxy for the egress of a virtual pod" in egress.reason
+    assert not egress.allowed and "no L7 proxy for a relayed pod's ports" in egress.reason
 
 
 def test_egress_http_rules_hand_the_verdict_to_the_dataplane_by_source():
-    policies, l7 = enforcer(egress_proxied=(BACKEND,))
-    assert not l7.waiting()
+    policies, l7 = enforcer()
+    assert not l7.pending_egress
     egress = policies.verdict(EGRESS, Flow("TCP", BACKEND, 40007, "10.244.2.40", 5432))
     assert egress.allowed and egress.reason.endswith("HTTP filtered")
-    assert l7.waiting()
+    assert list(l7.pending_egress) == [(BACKEND, 40007)]
     handed = l7.l7_egress_for(BACKEND, 40007)
     assert handed is not None and handed.direction == EGRESS
     assert [r.rule.text for r in handed.l7] == ["method='GET'"]
-    assert l7.l7_egress_for(BACKEND, 40007) is None and not l7.waiting()
+    assert l7.l7_egress_for(BACKEND, 40007) is None and not l7.pending_egress
 
 
 def test_invalid_policy_is_reported_and_not_enforced():
