@@ -38,7 +38,9 @@ class L7Enforcer:
         self.policies = policies
         self.errors: dict[str, str] = {}  # policy key -> why it is not enforced
         self.informers = {kind: Informer(client, k) for kind, k in CILIUM_KINDS.items()}
-        for informer in self.informers.values():
+        # The nodes' addresses tell the host and remote-node entities from the world.
+        self.nodes = Informer(client, "nodes")
+        for informer in (*self.informers.values(), self.nodes):
             informer.add_handler(self._changed)
         for kind in ("Pod", "Namespace"):
             policies.informers[kind].add_handler(self._changed)
@@ -71,7 +73,20 @@ class L7Enforcer:
                 obj["metadata"]["name"]: namespace_labels(obj)
                 for obj in self.policies.informers["Namespace"].store.values()
             }
-            self._index = CiliumPolicyIndex(specs, pods, labels)
+            addresses = {
+                obj["metadata"]["name"]: [
+                    a["address"] for a in (obj.get("status") or {}).get("addresses") or []
+                    if a.get("type") == "InternalIP" and a.get("address")
+                ]
+                for obj in self.nodes.store.values()
+            }
+            self._index = CiliumPolicyIndex(
+                specs,
+                pods,
+                labels,
+                host_addresses=addresses.get(self.policies.node_name, []),
+                node_addresses=[a for found in addresses.values() for a in found],
+            )
         return self._index
 
     # ---- the hooks -----------------------------------------------------------------------------
@@ -165,5 +180,5 @@ class L7Enforcer:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for informer in self.informers.values():
+            for informer in (*self.informers.values(), self.nodes):
                 group.create_task(informer.run())

@@ -115,3 +115,27 @@ def test_invalid_policy_is_reported_and_not_enforced():
     l7.informers["CiliumNetworkPolicy"]._emit("MODIFIED", None, bad)
     assert policies.verdict(INGRESS, Flow("TCP", STRANGER, 40006, BACKEND, 8080)).allowed
     assert list(l7.errors) == ["CiliumNetworkPolicy/default/backend-l7"]
+
+
+def test_host_entity_is_the_judging_nodes_address_from_its_node_object():
+    policies, l7 = enforcer()
+    for name, address in (("node-1", "127.0.0.11"), ("node-2", "127.0.0.12")):
+        node = {"kind": "Node", "metadata": {"name": name, "resourceVersion": "1"},
+                "status": {"addresses": [{"type": "InternalIP", "address": address}]}}
+        l7.nodes.store[name] = node
+        l7.nodes._emit("ADDED", None, node)
+    to_host = yaml.safe_load("""
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: backend-host, namespace: default, resourceVersion: "8"}
+spec:
+  endpointSelector: {matchLabels: {app: backend}}
+  egress:
+  - toEntities: [host]
+    toPorts: [{ports: [{port: "10250"}]}]
+""")
+    l7.informers["CiliumNetworkPolicy"].store["default/backend-host"] = to_host
+    l7.informers["CiliumNetworkPolicy"]._emit("ADDED", None, to_host)
+    assert policies.verdict(EGRESS, Flow("TCP", BACKEND, 40008, "127.0.0.11", 10250)).allowed
+    denied = policies.verdict(EGRESS, Flow("TCP", BACKEND, 40009, "127.0.0.12", 10250))
+    assert not denied.allowed, denied
