@@ -171,6 +171,8 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         dataplane.l7_lookup = l7.l7_for
         l7.proxied = dataplane.has_l7_proxy
         dataplane.l7_report = l7.report
+        dataplane.l7_egress = l7.l7_egress_for
+        dataplane.l7_pending, dataplane.l7_pending_egress = l7.pending, l7.pending_egress
         rpc = RpcServer(str(config.socket_path), {**agent.handlers(), **enforcer.handlers()}, named_params=True)
         (state / "agent.json").write_text(
             json.dumps({"name": config.name, "address": config.address, "pid": os.getpid(),
