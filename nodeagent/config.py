@@ -18,6 +18,7 @@ class AgentConfig:
     server: str
     token: str | None = None
     tls: ClientTls | None = None  # the API server's CA (and our certificate)
+    fallbacks: tuple[str, ...] = ()  # the cluster's other API servers, tried when `server` does not answer
     state_dir: str | None = None  # default $PODNET_HOME/nodes/<name>
     vxlan_port: int = 4789
     fou_port: int = FOU_PORT  # the bgp backend's foo-over-UDP port, here and on every peer

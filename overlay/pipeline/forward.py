@@ -601,6 +601,8 @@ class Pipeline:
             verdict = self.policy(direction, flow)
         if trace is not None:
             trace.append(Stage(f"{direction.value}-policy", describe_verdict(verdict)))
+            if verdict.l7 is not None:
+                trace.append(Stage("l7-policy", verdict.l7))
         return verdict
 
     # --- ingress: a VXLAN datagram from the underlay --------------------------------------------

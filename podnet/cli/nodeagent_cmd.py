@@ -73,6 +73,7 @@ def nodeagent(
         name=name,
         address=address,
         server=api.server,
+        fallbacks=api.fallbacks,
         token=api.token,
         tls=api.tls,
         state_dir=state_dir,
