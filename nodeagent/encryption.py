@@ -1,8 +1,9 @@
 """Transparent encryption between nodes (`--encryption wireguard`), as Cilium does it.
 
 Invariants a reader must keep:
-- The node's private key is made once, in `<state_dir>/wireguard.key` (mode 0600, created with O_EXCL so
-  two starts cannot both write one), and read back on every restart: the node keeps its identity, and
+- The node's private key is made once, in `<state_dir>/wireguard.key` (mode 0600, written whole and then
+  linked into place, so a crash leaves no half key and two starts cannot both make one), and read back on
+  every restart: the node keeps its identity, and
   peers that still hold its public key re-handshake with it without waiting for the Node to change.
 - The public key is published on the Node (`network.cilium.io/wg-pub-key`, Cilium's annotation) when the
   agent registers it; every other Node with a key becomes a WireGuard peer: its InternalIP the endpoint,
@@ -46,10 +47,16 @@ def encrypted(config: AgentConfig) -> bool:
 def private_key(state_path: Path) -> bytes:
     """The node's WireGuard private key, made on first use; stored base64 as `wg genkey` prints it."""
     path = state_path / KEY_FILE
-    with contextlib.suppress(FileExistsError):
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.exists():
+        temporary = path.with_name(f".{KEY_FILE}.{os.getpid()}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as file:
             file.write(base64.b64encode(crypto.private_bytes(crypto.X25519PrivateKey.generate())).decode() + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)  # whole or not at all, and only if no other start made one meanwhile
+        os.unlink(temporary)
     if path.stat().st_mode & 0o077:
         raise PermissionError(f"{path} is readable by others: chmod 600 it")
     try:
