@@ -1,5 +1,5 @@
 """The asyncio UDP adapter: two WireGuard devices on real loopback sockets (port 0) exchange packets,
-and the adapter keeps one loop timer armed at the device's earliest deadline."""
+and the adapter keeps one loop timer armed no later than the device's earliest deadline."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ async def test_two_endpoints_handshake_and_carry_packets_over_loopback_udp():
         assert HandshakeCompleted(a.device.public_key, False) in events["b"]
         assert a.device.counters["transport-received"] == 5 and b.device.counters["transport-received"] == 5
         for endpoint in (a, b):
-            assert endpoint.timer_deadline is not None and endpoint.timer_deadline == endpoint.device.get_timer()
+            assert endpoint.timer_deadline is not None and endpoint.timer_deadline <= endpoint.device.get_timer()
     finally:
         a.close()
         b.close()

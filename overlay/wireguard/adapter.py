@@ -1,6 +1,6 @@
 """The WireGuard device on the event loop: `DeviceDriver` feeds the pure `Device`, sends what it
-produces, hands decrypted packets to `on_packet` and keeps one `call_at` armed at the device's
-earliest deadline; `WireGuardEndpoint` is that on an asyncio datagram socket. No protocol decision is
+produces, hands decrypted packets to `on_packet` and keeps one `call_at` armed no later than the
+device's earliest deadline; `WireGuardEndpoint` is that on an asyncio datagram socket. No protocol decision is
 made here."""
 
 from __future__ import annotations
@@ -63,11 +63,13 @@ class DeviceDriver:
                 self.on_packet(event.peer, event.packet)
             else:
                 self.on_event(event)
+        # The device's deadlines move at every packet (a keepalive owed, a reply awaited): the timer is
+        # moved only when something is due sooner than it fires; firing early costs one idle
+        # handle_timer, and re-arms it at what is due then.
         deadline = self.device.get_timer()
-        if self._timer is not None and (deadline is None or self._timer.when() != deadline):
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None and self._timer is None:
+        if deadline is not None and (self._timer is None or deadline < self._timer.when()):
+            if self._timer is not None:
+                self._timer.cancel()
             self._timer = self.loop.call_at(deadline, self._on_timer)
 
 

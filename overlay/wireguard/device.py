@@ -24,6 +24,7 @@ import ipaddress
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -50,8 +51,10 @@ Address = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
-class PacketReceived:
+class PacketReceived(NamedTuple):
+    """A decrypted packet. A named tuple, not a frozen dataclass as the rarer events are: one is made per
+    packet, and a frozen dataclass sets each field through object.__setattr__."""
+
     peer: bytes
     packet: bytes
 
