@@ -26,9 +26,9 @@ from .inner import NodePair
 log = logging.getLogger(__name__)
 
 PORT = 51871
-# What WireGuard adds around the datagram a node would otherwise send: the inner IPv4/UDP header of a
-# wrapped VXLAN datagram (28), the transport header (16), the tag (16), up to 15 bytes of padding, and
-# the outer IPv4/UDP header (28); WireGuard's own interfaces allow 80 (an IPv6 underlay's 48 + 32).
+# What WireGuard adds to the IPv4 packet a node would otherwise send (which travels inside whole): its
+# own IPv4/UDP header (28), the transport header (16), the tag (16) and padding to 16 bytes (up to 15),
+# at most 75; WireGuard's own interfaces allow 80 (an IPv6 underlay's 48 + 32).
 OVERHEAD = 80
 SHOWN_COUNTERS = ("handshake-completed", "rekey-started", "dropped-replay", "dropped-authentication")
 
