@@ -69,8 +69,9 @@ def _wait(check, timeout: float = 30.0) -> None:
 
 
 class Cluster:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, agent_args: tuple[str, ...] = ()):
         self.home = home
+        self.agent_args = agent_args
         self.processes: list[subprocess.Popen] = []
         self.api = f"http://127.0.0.1:{_free_port(socket.SOCK_STREAM, '127.0.0.1')}"
 
@@ -88,7 +89,7 @@ class Cluster:
         for node, address in zip(NODES, ADDRESSES, strict=True):
             self.spawn(node, "podnet.nodeagent", "--name", node, "--address", address, "--server", self.api,
                        "--state-dir", str(self.home / "nodes" / node), "--vxlan-port", str(vxlan_port),
-                       "--metrics-port", "-1", "--log-level", "warning", "--pod-mode", "netns")
+                       "--metrics-port", "-1", "--log-level", "warning", "--pod-mode", "netns", *self.agent_args)
         for node in NODES:
             sock = str(self.home / "nodes" / node / "agent.sock")
             _wait(lambda sock=sock: asyncio.run(call_once(sock, "ping", timeout=1)) == "pong")

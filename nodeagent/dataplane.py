@@ -34,6 +34,7 @@ from podnet.overlay.pipeline.forward import Pipeline
 from podnet.overlay.pipeline.model import (
     Deliver,
     DeliverFrame,
+    DeliverSuper,
     Encapsulation,
     NodeIdentity,
     Output,
@@ -42,11 +43,13 @@ from podnet.overlay.pipeline.model import (
     Stage,
     ToHost,
     Tunnel,
+    TunnelBurst,
     vtep_mac,
 )
 from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire.addresses import ip_to_int
+from podnet.overlay.wire.segment import coalesce, tcp_segments
 
 from podnet.backends import routing_backend
 from podnet.rpc.agentmethods import PEER_RX, PEER_TX
@@ -203,17 +206,18 @@ class Dataplane:
         trace = self.traces.stages_for(packet) if self.traces.by_key else None
         self.run(self.pipeline.to_local_pod(packet, now, trace), now)
 
-    def from_netns_pod(self, netns_pod: NetnsPod, frames: list[bytes]) -> None:
-        """Frames a netns pod's kernel sent on its eth0: into the pipeline, as a virtual pod's packets."""
+    def from_netns_pod(self, netns_pod: NetnsPod, frames: list[tuple[bytes, int]]) -> None:
+        """Frames a netns pod's kernel sent on its eth0: into the pipeline, as a virtual pod's packets
+        (a TCP super-packet, with the segment size its kernel left to the TAP, as one)."""
         pod = self.by_ip.get(ip_to_int(netns_pod.net.ip))
         if pod is None:
             return
         now = time.monotonic()
         traces = self.traces
         outputs: list[Output] = []
-        for frame in frames:
+        for frame, mss in frames:
             trace = traces.stages_for(frame[14:]) if traces.by_key and frame[12:14] == b"\x08\x00" else None
-            outputs.extend(self.pipeline.from_pod_frame(pod.port, frame, now, trace))
+            outputs.extend(self.pipeline.from_pod_frame(pod.port, frame, now, trace, mss))
             if trace is not None and (key := flow_key(frame[14:])[0]) is not None:
                 traces.follow_reply(key, trace, self.pipeline.conntrack, now)
         self.run(outputs, now)
@@ -237,6 +241,10 @@ class Dataplane:
                 outputs = outputs[:budget]
             budget -= len(outputs)
             batches: dict[int, tuple[StackEndpoint, list[bytes]]] = {}
+            # Userspace GRO: what this round has for each TAP with offloads, joined per flow and written
+            # when the round is over, so that nothing waits for a later packet.
+            joining: dict[int, tuple[NetnsPod, list[bytes]]] = {}
+            segmented: list[Output] = []  # super-packets for pods that take segments: the next round's
             for out in outputs:
                 kind = type(out)
                 if kind is Deliver:
@@ -245,7 +253,15 @@ class Dataplane:
                         continue
                     pod_kind = type(pod)
                     if pod_kind is KernelPod:
-                        pod.netns.deliver(out.packet)
+                        netns = pod.netns
+                        if netns.offloads:
+                            join = joining.get(out.pod_ip)
+                            if join is None:
+                                joining[out.pod_ip] = (netns, [out.packet])
+                            else:
+                                join[1].append(out.packet)
+                        else:
+                            netns.deliver(out.packet)
                         continue
                     if pod_kind is RelayedPod and self.relays.take(out.packet, now):
                         continue
@@ -256,6 +272,14 @@ class Dataplane:
                         batch[1].append(out.packet)
                 elif kind is Tunnel:
                     send(out.node_address, out.datagram)
+                elif kind is TunnelBurst:
+                    self.tunnel.send_burst(out.node_address, out.datagrams)
+                elif kind is DeliverSuper:
+                    pod = by_ip.get(out.pod_ip)
+                    if type(pod) is KernelPod and pod.netns.offloads:
+                        pod.netns.deliver_super(out.packet, out.mss)
+                    elif pod is not None:
+                        segmented += [Deliver(out.pod_ip, segment) for segment in tcp_segments(out.packet, out.mss)]
                 elif kind is ToHost:
                     if not self.nodeports.claim(out.packet):  # an answer to a NodePort connection, or
                         self.hostbridge.handle(out.packet, now)
@@ -263,7 +287,13 @@ class Dataplane:
                     pod = by_ip.get(out.pod_ip)
                     if type(pod) is KernelPod:
                         pod.netns.deliver_frame(out.frame)
-            outputs = []
+            for netns, packets in joining.values():
+                for packet, mss in coalesce(packets):
+                    if mss:
+                        netns.deliver_super(packet, mss, joined=True)
+                    else:
+                        netns.deliver(packet)
+            outputs = segmented
             for pod, packets in batches.values():
                 received[id(pod)] = pod
                 for packet in pod.stack.receive_batch(packets, now):

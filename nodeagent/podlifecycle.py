@@ -127,7 +127,8 @@ class PodLifecycle:
     def _build_namespace(self, key: str, uid: str, obj: dict, port: PodPort) -> NetnsPod | None:
         meta = obj["metadata"]
         network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
-                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
+                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac,
+                             offloads=self.config.tap_offloads)
         try:
             return self.netns_pods.create(key, uid, network, vtep_mac(self.config.address),
                                           ContainerSpec.from_pod(obj, self.pod_env.container_env), obj)

@@ -8,7 +8,7 @@ import random
 import pytest
 from podnet.overlay.wire import ipv4, segment, tcp
 from podnet.overlay.wire.checksum import internet_checksum
-from podnet.overlay.wire.segment import ACK, CWR, FIN, PSH, Coalesced, Coalescer, VnetHeader, tcp_segments
+from podnet.overlay.wire.segment import ACK, CWR, FIN, PSH, Coalesced, VnetHeader, coalesce, tcp_segments
 from podnet.overlay.wire.tcp import TcpFlags, TcpSegment
 
 from podnet.codec import DecodeError
@@ -78,17 +78,11 @@ def test_a_packet_that_fits_comes_back_alone_with_its_checksums_complete():
 def test_segmenting_and_coalescing_round_trip(size, mss):
     packet = super_packet(payload_of(size, size), flags=ACK | PSH)
     segments = tcp_segments(packet, mss)
-    coalescer = Coalescer()
-    out = [item for raw in segments for item in coalescer.add(raw)] + coalescer.flush()
+    out = coalesce(segments)
     if len(segments) == 1:
         assert out == [Coalesced(packet, 0)]
     else:
         assert out == [Coalesced(packet, mss)]  # the same header, length, ids, flags and checksum
-
-
-def coalesce(packets: list[bytes]) -> list[Coalesced]:
-    coalescer = Coalescer()
-    return [item for raw in packets for item in coalescer.add(raw)] + coalescer.flush()
 
 
 def test_flows_are_never_joined_together_however_they_interleave():
@@ -146,13 +140,18 @@ def test_the_same_two_segments_are_joined_when_nothing_differs():
     assert joined.mss == MSS and len(decoded(joined.packet)[1].payload) == 2 * MSS
 
 
-def test_a_segment_with_a_bad_checksum_goes_alone_and_ends_its_flow_run():
+def test_a_segment_with_a_bad_checksum_never_makes_a_valid_super_packet():
     segments = tcp_segments(super_packet(payload_of(4 * MSS), flags=ACK), MSS)
     broken = bytearray(segments[2])
     broken[-1] ^= 0xFF
-    out = coalesce([segments[0], segments[1], bytes(broken), segments[3]])
-    assert [item.mss for item in out] == [MSS, 0, 0]
-    assert out[1].packet == bytes(broken)  # for the receiving kernel to drop, as it arrived
+    (joined,) = coalesce([segments[0], segments[1], bytes(broken), segments[3]])
+    assert joined.mss == MSS
+    with pytest.raises(DecodeError, match="TCP checksum"):  # what the receiving kernel drops
+        decoded(joined.packet)
+    ip_broken = bytearray(segments[1])
+    ip_broken[8] ^= 1  # TTL changed, header checksum not: the segment goes alone, ending its flow's run
+    out = coalesce([segments[0], bytes(ip_broken), segments[2]])
+    assert out == [Coalesced(segments[0], 0), Coalesced(bytes(ip_broken), 0), Coalesced(segments[2], 0)]
 
 
 @pytest.mark.parametrize("flags", [ACK | FIN, 0x02 | ACK, 0x04 | ACK, ACK | 0x20, ACK | CWR])
@@ -190,8 +189,10 @@ def test_partial_checksum_is_what_a_nic_completes():
     frame = bytearray(bytes(14) + packet)
     segment.complete_checksum(frame, 14 + 20, 16)
     assert bytes(frame[14:]) == complete
-    header = VnetHeader.decode(segment.super_vnet_header(packet, MSS))
+    header = VnetHeader.decode(segment.super_vnet_header(packet, MSS, partial=True))
     assert header == VnetHeader(segment.F_NEEDS_CSUM, segment.GSO_TCPV4, 14 + 20 + 32, MSS, 34, 16)
+    whole = VnetHeader.decode(segment.super_vnet_header(packet, MSS, partial=False))
+    assert whole == VnetHeader(0, segment.GSO_TCPV4, 14 + 20 + 32, MSS, 0, 0)
 
 
 def test_bad_input_is_a_decode_error():

@@ -49,10 +49,24 @@ from pathlib import Path
 
 from podnet.nodeagent.kubelet.logshim import start_log_shim
 from podnet.nodeagent.pods import launch, sandbox
+from podnet.overlay.wire.segment import (
+    F_NEEDS_CSUM,
+    GSO_NONE,
+    GSO_TCPV4,
+    PLAIN_VNET_HDR,
+    TCP_CHECKSUM_AT,
+    VNET_HDR,
+    VNET_HDR_LEN,
+    complete_checksum,
+    partial_checksum_field,
+    super_vnet_header,
+    tcp_segments,
+)
 
 from podnet.api.clusterdns import CLUSTER_DNS, CLUSTER_DOMAIN, resolv_conf
 from podnet.backends import POD_MODES
 from podnet.client import podnet_home
+from podnet.codec import DecodeError
 from podnet.netns.ip import ETC_NETNS, NetnsError, delete_namespace, ip, ip_batch, list_namespaces
 from podnet.netns.names import NETNS_DIR, owner_prefix, tap_name
 
@@ -61,10 +75,15 @@ log = logging.getLogger(__name__)
 POD_MODE_ANNOTATION = "podnet.io/pod-mode"
 POD_INTERFACE = "eth0"
 _TUNSETIFF = 0x400454CA
+_TUNSETOFFLOAD = 0x400454D0
 _IFF_TAP = 0x0002
 _IFF_NO_PI = 0x1000
+_IFF_VNET_HDR = 0x4000
+# What the pod's kernel may leave to its eth0 when offloads are on: checksums, and cutting TCP over IPv4.
+_TUN_F_CSUM = 0x01
+_TUN_F_TSO4 = 0x02
 _READ_BATCH = 64
-_FRAME_MAX = 65536
+_FRAME_MAX = 65536 + 64  # a 64 KB super-packet behind its Ethernet and virtio_net headers
 # Restart backoff of a container that exited (the kubelet starts at 10 s; a lab wants quicker answers).
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
@@ -81,12 +100,17 @@ def pod_mode(pod: dict, default: str) -> str:
     return mode if mode in POD_MODES else default
 
 
-def open_tap(name: str) -> int:
+def open_tap(name: str, offloads: bool = False) -> int:
     """A new TAP device `name` and its file descriptor (non-blocking): frames the kernel sends on the
-    device are read from it, frames written to it arrive at the device."""
+    device are read from it, frames written to it arrive at the device. With `offloads`, each frame is
+    behind a virtio_net_hdr both ways, and the kernel may hand over TCP super-packets of up to 64 KB
+    with their checksums left partial (checksum and TSO4 offload), as it would to a NIC that does both."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", name.encode(), _IFF_TAP | _IFF_NO_PI))
+        flags = _IFF_TAP | _IFF_NO_PI | (_IFF_VNET_HDR if offloads else 0)
+        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        if offloads:
+            fcntl.ioctl(fd, _TUNSETOFFLOAD, _TUN_F_CSUM | _TUN_F_TSO4)
     except OSError:
         os.close(fd)
         raise
@@ -114,6 +138,7 @@ class PodNetwork:
     gateway: str
     mac: str
     mtu: int = 1450
+    offloads: bool = False  # checksum and segmentation offload on the TAP (open_tap)
 
 
 def attach_tap(net: PodNetwork) -> int:
@@ -124,7 +149,7 @@ def attach_tap(net: PodNetwork) -> int:
     ip("link", "delete", POD_INTERFACE, namespace=net.netns, check=False)  # a TAP left by a crash
     temporary = tap_name(net.netns)
     ip("link", "delete", temporary, check=False)
-    fd = open_tap(temporary)
+    fd = open_tap(temporary, net.offloads)
     try:
         ip("link", "set", temporary, "netns", net.netns)
         ip_batch(
@@ -339,6 +364,7 @@ class NetnsPod:
         self.containers: dict[str, Container] = {}
         # Packets for the pod leave the "node" with the gateway's MAC as source, towards the pod's MAC.
         self._eth_ipv4 = bytes.fromhex(net.mac.replace(":", "")) + gateway_mac + b"\x08\x00"
+        self.offloads = net.offloads
         self.counters = {"rx.frames": 0, "tx.frames": 0, "tx.dropped": 0}
 
     # ---- the wire ---------------------------------------------------------------------------------
@@ -349,23 +375,67 @@ class NetnsPod:
 
     def deliver_frame(self, frame: bytes) -> None:
         try:
-            os.write(self.fd, frame)
+            os.write(self.fd, PLAIN_VNET_HDR + frame if self.offloads else frame)
             self.counters["tx.frames"] += 1
         except OSError:  # the device's queue is full or it is going away: dropped, as a wire would
             self.counters["tx.dropped"] += 1
 
-    def read_frames(self) -> list[bytes]:
-        """What the pod's kernel sent since the last call, up to one batch."""
-        frames = []
+    def deliver_super(self, packet: bytes, mss: int, *, joined: bool = False) -> None:
+        """A super-packet for the pod (TCP segments of `mss` payload bytes as one IPv4 packet), written
+        whole to a TAP with offloads, for the pod's kernel to take as the segments it stands for; cut into
+        them for a TAP without. `joined`: coalesced from segments that came with their checksums, so its
+        own is whole and the pod's kernel verifies it; otherwise (a local pod's super-packet) no one has
+        made it yet, and it is left partial for the kernel to finish."""
+        ihl = (packet[0] & 0x0F) * 4
+        if not self.offloads or len(packet) - ihl - (packet[ihl + 12] >> 4) * 4 <= mss:
+            for segment in tcp_segments(packet, mss):
+                self.deliver(segment)
+            return
+        header = super_vnet_header(packet, mss, partial=not joined) + self._eth_ipv4
+        try:
+            if joined:
+                os.writev(self.fd, (header, packet))
+            else:
+                at = ihl + TCP_CHECKSUM_AT
+                view = memoryview(packet)
+                os.writev(self.fd, (header, view[:at], partial_checksum_field(packet), view[at + 2 :]))
+            self.counters["tx.frames"] += 1
+        except OSError:
+            self.counters["tx.dropped"] += 1
+
+    def read_frames(self) -> list[tuple[bytes, int]]:
+        """What the pod's kernel sent since the last call, up to one batch: (frame, mss), where mss is 0
+        for a frame as it goes on a wire and the segment size of a TCP super-packet (offloads on). A
+        frame whose checksum the kernel left partial gets it completed here, as a NIC would."""
+        frames: list[tuple[bytes, int]] = []
+        append = frames.append
+        offloads = self.offloads
         for _ in range(_READ_BATCH):
             try:
-                frames.append(os.read(self.fd, _FRAME_MAX))
+                data = os.read(self.fd, _FRAME_MAX)
             except BlockingIOError:
                 break
             except OSError as exc:
                 if exc.errno != errno.EBADF:
                     log.warning("pod %s: reading its TAP: %s", self.net.netns, exc)
                 break
+            if not offloads:
+                append((data, 0))
+                continue
+            try:
+                flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(data)
+                if gso_type == GSO_TCPV4:
+                    append((data[VNET_HDR_LEN:], gso_size))
+                elif gso_type != GSO_NONE:
+                    self.counters["rx.dropped-gso-type"] = self.counters.get("rx.dropped-gso-type", 0) + 1
+                elif flags & F_NEEDS_CSUM:
+                    frame = bytearray(data[VNET_HDR_LEN:])
+                    complete_checksum(frame, csum_start, csum_offset)
+                    append((bytes(frame), 0))
+                else:
+                    append((data[VNET_HDR_LEN:], 0))
+            except (struct.error, DecodeError):
+                self.counters["rx.dropped-bad-vnet-header"] = self.counters.get("rx.dropped-bad-vnet-header", 0) + 1
         self.counters["rx.frames"] += len(frames)
         return frames
 

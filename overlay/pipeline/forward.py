@@ -42,6 +42,7 @@ from podnet.overlay.pipeline.model import (
     VXLAN_HEADER,
     Deliver,
     DeliverFrame,
+    DeliverSuper,
     Drop,
     Encapsulation,
     NodeIdentity,
@@ -51,6 +52,7 @@ from podnet.overlay.pipeline.model import (
     Stage,
     ToHost,
     Tunnel,
+    TunnelBurst,
     describe_key,
     vtep_mac,
 )
@@ -79,6 +81,7 @@ from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
 from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
+from podnet.overlay.wire.segment import tcp_segments
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
@@ -200,10 +203,11 @@ class Pipeline:
     # --- egress: a packet from a local pod ------------------------------------------------------
 
     def from_pod_frame(
-        self, pod: PodPort, frame: bytes, now: float, trace: list[Stage] | None = None
+        self, pod: PodPort, frame: bytes, now: float, trace: list[Stage] | None = None, mss: int = 0
     ) -> list[Output]:
         """An Ethernet frame from a pod's interface: ARP is answered here (proxy ARP: every address
-        a pod asks for is at the node's MAC, since the node routes everything), IPv4 goes on."""
+        a pod asks for is at the node's MAC, since the node routes everything), IPv4 goes on (`mss`: as
+        `from_pod` takes it)."""
         ethertype = frame[12:14]
         if ethertype == _ETHERTYPE_ARP:
             try:
@@ -220,11 +224,15 @@ class Pipeline:
             return [DeliverFrame(ip_to_int(pod.ip), reply_frame)]
         if ethertype != _ETHERTYPE_IPV4:
             return self._drop("not-ipv4", trace)
-        return self.from_pod(pod, frame[ETH_HEADER:], now, trace)
+        return self.from_pod(pod, frame[ETH_HEADER:], now, trace, mss)
 
     def from_pod(
-        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None = None
+        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None = None, mss: int = 0
     ) -> list[Output]:
+        """An IPv4 packet from a local pod. `mss` > 0: a super-packet, TCP segments of that payload size
+        as one packet (a pod's segmentation offload), decided on once for all of them (see `_super`)."""
+        if mss:
+            return self._super(pod, packet, mss, now, trace)
         if trace is None and len(packet) >= SHORTCUT_MIN:
             candidate = shortcut_candidate(packet)
             if candidate is not None:
@@ -257,8 +265,35 @@ class Pipeline:
                     return [_tuple_new(Tunnel, (node_address, datagram))]
         return self._from_pod_stages(pod, packet, now, trace)
 
+    def _super(self, pod: PodPort, packet: bytes, mss: int, now: float, trace: list[Stage] | None) -> list[Output]:
+        """A super-packet takes the shortcut or the stages as one packet would, its conntrack entry counting
+        each of its segments; it is cut into segments only at the tunnel (`_encapsulate`), and a local
+        pod gets it whole."""
+        ihl = (packet[0] & 0x0F) * 4 if packet else 0
+        header = ihl + (packet[ihl + 12] >> 4) * 4 if len(packet) > ihl + 12 else len(packet)
+        count = max(1, -(-(len(packet) - header) // mss))
+        if trace is None and len(packet) >= SHORTCUT_MIN and header + mss <= self._mtu:
+            candidate = shortcut_candidate(packet)
+            shortcut = None if candidate is None else self._egress_shortcuts.get(candidate[0])
+            if shortcut is not None and shortcut[0] is pod and shortcut[1].expires > now:
+                _, entry, direction, nat, node_address, prefix, local_ip = shortcut
+                entry.packets[direction] += count
+                entry.expires = now + entry.lifetime
+                buf = bytearray(packet)
+                if nat is not None:
+                    fastpath.apply_nat(buf, nat)
+                buf[TTL_AT : TTL_AT + 4] = decremented_ttl_word(*TTL_WORD.unpack_from(buf, TTL_AT))
+                counters = self.counters
+                counters["egress.packets"] += count
+                if node_address is None:
+                    counters["delivered"] += count
+                    return [DeliverSuper(local_ip, bytes(buf), mss)]
+                counters["tunnel.tx"] += count
+                return [TunnelBurst(node_address, tcp_segments(buf, mss, prefix))]
+        return self._from_pod_stages(pod, packet, now, trace, mss)
+
     def _from_pod_stages(
-        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None
+        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None, mss: int = 0
     ) -> list[Output]:
         problem = header_problem(packet)
         if problem:
@@ -293,19 +328,20 @@ class Pipeline:
             packet, refused = self._new_egress_flow(key, packet, now, trace)
             if refused is not None:
                 return refused
-            return self._route(packet, now, trace, from_pod=pod, new_flow=True)
+            return self._route(packet, now, trace, from_pod=pod, new_flow=True, mss=mss)
         packet, entry, direction = tracked
         outputs = self._route(
-            packet, now, trace, from_pod=pod, new_flow=False, reply=direction is Direction.REPLY
+            packet, now, trace, from_pod=pod, new_flow=False, reply=direction is Direction.REPLY, mss=mss
         )
         if trace is None and self._shortcut_allowed(key, tcp_flags) and len(outputs) == 1:
             out, nat = outputs[0], nat_of(entry, direction)
             rewrite_nat = shortcut_nat(key, nat)
-            if type(out) is Tunnel:
+            kind = type(out)
+            if kind is Tunnel or kind is TunnelBurst:
                 prefix = self._encap_prefix[out.node_address]
                 self._egress_shortcuts[key] = EgressShortcut(pod, entry, direction, rewrite_nat, out.node_address,
                                                              prefix, 0)
-            elif type(out) is Deliver and out.pod_ip == (nat[1][0] if nat and nat[1] else key[3]):
+            elif (kind is Deliver or kind is DeliverSuper) and out.pod_ip == (nat[1][0] if nat and nat[1] else key[3]):
                 # to the pod the packet was for, not an ICMP error back to the sender
                 self._egress_shortcuts[key] = EgressShortcut(pod, entry, direction, rewrite_nat, None, b"", out.pod_ip)
         return outputs
@@ -414,6 +450,7 @@ class Pipeline:
         new_flow: bool,
         reply: bool = False,
         untracked: bool = False,
+        mss: int = 0,
     ) -> list[Output]:
         dst = _ADDRS.unpack_from(packet, 12)[1]
         route = self.routes.lookup(dst)
@@ -434,15 +471,18 @@ class Pipeline:
                 forwarded = self._hop(packet, trace, from_pod=from_pod)
                 if forwarded is None:
                     return self._time_exceeded(packet, trace)
-                return self._encapsulate(int_to_ip(dst), forwarded, trace, from_pod)
+                return self._encapsulate(int_to_ip(dst), forwarded, trace, from_pod, mss)
             if trace is not None:
                 trace.append(
                     Stage(
                         "route", f"{int_to_ip(dst)}: host network → host bridge, SNAT to {self.node.address}"
                     )
                 )
-            self.counters["host.packets"] += 1
-            return [ToHost(_ADDRS.unpack_from(packet, 12)[0], packet)]
+            src = _ADDRS.unpack_from(packet, 12)[0]
+            # The host bridge relays segments as a socket reads them: a super-packet goes as its segments.
+            segments = tcp_segments(packet, mss) if mss else (packet,)
+            self.counters["host.packets"] += len(segments)
+            return [ToHost(src, segment) for segment in segments]
         if trace is not None:
             trace.append(Stage("route", f"{int_to_ip(dst)} matches {route.describe()}"))
         if route.kind is RouteKind.LOCAL:
@@ -460,8 +500,8 @@ class Pipeline:
         if forwarded is None:
             return self._time_exceeded(packet, trace)
         if route.kind is RouteKind.LOCAL:
-            return self._deliver(dst, forwarded, trace)
-        return self._encapsulate(route.next_hop, forwarded, trace, from_pod)
+            return self._deliver(dst, forwarded, trace, mss)
+        return self._encapsulate(route.next_hop, forwarded, trace, from_pod, mss)
 
     def _shortcut_allowed(self, key: FlowKey, tcp_flags: int) -> bool:
         """Whether a tracked packet's decision may stand for the rest of its flow (see the module text):
@@ -515,11 +555,13 @@ class Pipeline:
         return self._encapsulate(route.next_hop, error, None, None)
 
     def _encapsulate(
-        self, node_address: str, packet: bytes, trace: list[Stage] | None, from_pod: PodPort | None
+        self, node_address: str, packet: bytes, trace: list[Stage] | None, from_pod: PodPort | None, mss: int = 0
     ) -> list[Output]:
         prefix = self._encap_prefix.get(node_address)
         if prefix is None:
             return self._drop("fou-unknown-next-hop" if self._fou else "no-vtep-for-next-hop", trace)
+        if mss:
+            return self._encapsulate_segments(node_address, prefix, packet, mss, trace, from_pod)
         if len(packet) > self.node.mtu:
             (flags_offset,) = _U16.unpack_from(packet, 6)
             if flags_offset & ipv4.FLAG_DONT_FRAGMENT and from_pod is not None:
@@ -542,6 +584,23 @@ class Pipeline:
             trace.append(self._encap_stage(node_address, packet, datagram))
         return [Tunnel(node_address, datagram)]
 
+    def _encapsulate_segments(
+        self, node_address: str, prefix: bytes, packet: bytes, mss: int, trace: list[Stage] | None,
+        from_pod: PodPort | None,
+    ) -> list[Output]:
+        """A super-packet cut into the segments the pod's kernel left to its interface, each tunnelled:
+        the only place it is cut. Segments over the MTU (a pod that thinks its MTU larger) are answered as
+        one such packet would be."""
+        datagrams = tcp_segments(packet, mss, prefix)
+        if len(datagrams[0]) - len(prefix) > self.node.mtu:
+            return self._encapsulate(node_address, datagrams[0][len(prefix):], trace, from_pod)
+        self.counters["tunnel.tx"] += len(datagrams)
+        if trace is not None:
+            stage = self._encap_stage(node_address, datagrams[0][len(prefix):], datagrams[0])
+            trace.append(Stage(stage.stage, f"{stage.detail}; a super-packet of {len(packet)} B cut into "
+                               f"{len(datagrams)} segments of {mss} B of payload (the first shown)", stage.packet))
+        return [TunnelBurst(node_address, datagrams)]
+
     def _encap_stage(self, node_address: str, packet: bytes, datagram: bytes) -> Stage:
         port, peer = self._tunnel_port, self.peers[node_address]
         underlay = pcap.underlay_packet(datagram, (self.node.address, port), (node_address, port))
@@ -561,12 +620,13 @@ class Pipeline:
             underlay,
         )
 
-    def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None) -> list[Output]:
+    def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None, mss: int = 0) -> list[Output]:
         self.counters["delivered"] += 1
         if trace is not None:
             pod = self.pods[dst]
-            trace.append(Stage("deliver", f"to pod {pod.key} ({pod.ip}), {len(packet)} B", packet))
-        return [Deliver(dst, packet)]
+            what = f", a super-packet of segments of {mss} B of payload" if mss else ""
+            trace.append(Stage("deliver", f"to pod {pod.key} ({pod.ip}), {len(packet)} B{what}", packet))
+        return [DeliverSuper(dst, packet, mss)] if mss else [Deliver(dst, packet)]
 
     def _ingress_policy(self, key: FlowKey, trace: list[Stage] | None) -> Verdict:
         flow = Flow(PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(key[3]), key[4])

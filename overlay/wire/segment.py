@@ -9,13 +9,13 @@ offload), so every segment's checksum is computed here from its own bytes.
 - `tcp_segments(packet, mss)` cuts a super-packet as Linux's tcp_gso_segment does: sequence numbers
   advance by the payload, IP ids by one per segment (from the super-packet's), CWR only on the first
   segment, PSH and FIN only on the last, every header and TCP checksum complete.
-- `Coalescer` is the other way (tcp_gro_receive): segments of one flow that continue each other (the
+- `coalesce` is the other way (tcp_gro_receive), over one read batch: segments of one flow that continue each other (the
   next sequence number, the same ack, window, IP TOS/TTL/DF, byte-identical options, IP ids counting
-  up by one, only ACK, with PSH allowed on the last) are joined into one super-packet with a valid
-  checksum. A segment whose checksums fail, a pure ACK, one with SYN, FIN, RST, URG or CWR, a
-  fragment, or a header with IP options is never joined: it flushes its flow and goes on alone, so that
-  the receiving kernel judges it as it arrived. Packets leave in their order within a flow; different
-  flows are held apart, however they interleave.
+  up by one, only ACK, with PSH allowed on the last) are joined into one super-packet whose TCP
+  checksum is valid exactly when theirs were. A pure ACK, a segment with SYN, FIN, RST, URG or CWR, a
+  fragment, a header with IP options or a bad header checksum is never joined: it ends its flow's run
+  and goes on alone, for the receiving kernel to judge as it arrived. Packets leave in their order
+  within a flow; different flows are held apart, however they interleave.
 
 Checksums are summed as `checksum.wide_sum` does: a run of bytes that starts an odd number of bytes into
 a checksummed range weighs 256 times its value modulo 0xffff, so payload sums taken once combine into
@@ -28,9 +28,14 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy
+
 from podnet.codec import DecodeError
 
-from .checksum import internet_checksum, wide_sum
+from .checksum import NATIVE_WORD_WEIGHT, internet_checksum, wide_sum
+
+_WORD = numpy.dtype(numpy.uint16)
+_SUM = numpy.dtype(numpy.uint64)
 
 TCP = 6
 ETHERNET_HEADER = 14
@@ -53,6 +58,7 @@ FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x4
 _NEVER_JOINED = SYN | FIN | RST | URG | CWR
 
 _IP_FIXED = struct.Struct("!BBHHHBBH4s4s")  # version/IHL .. destination
+_HEADERS = struct.Struct("!BBHHHBBH4s4sHHIIBBHHH")  # that, and a TCP header without its options
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _DF = 0x4000
@@ -84,20 +90,28 @@ class VnetHeader:
 PLAIN_VNET_HDR = VnetHeader().encode()
 
 
-def super_vnet_header(packet: bytes | bytearray | memoryview, mss: int) -> bytes:
+def super_vnet_header(packet: bytes | bytearray | memoryview, mss: int, *, partial: bool) -> bytes:
     """The virtio_net_hdr for writing the super-packet `packet` (IPv4 + TCP, behind a 14-byte Ethernet
-    header) to a TAP: segments of `mss`, checksum left partial (see `partial_checksum`)."""
+    header) to a TAP: segments of `mss`, its checksum left `partial` (see `partial_checksum`) or whole,
+    for the kernel to verify."""
     ihl = (packet[0] & 0x0F) * 4
-    header = ihl + (packet[ihl + 12] >> 4) * 4
-    return VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, ETHERNET_HEADER + header, mss, ETHERNET_HEADER + ihl, TCP_CHECKSUM_AT)
+    header = ETHERNET_HEADER + ihl + (packet[ihl + 12] >> 4) * 4
+    if not partial:
+        return VNET_HDR.pack(0, GSO_TCPV4, header, mss, 0, 0)
+    return VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, header, mss, ETHERNET_HEADER + ihl, TCP_CHECKSUM_AT)
+
+
+def partial_checksum_field(packet: bytes | bytearray | memoryview) -> bytes:
+    """The TCP checksum field that `packet` (IPv4 + TCP) needs for F_NEEDS_CSUM: the pseudo-header's sum,
+    folded and not complemented, for the kernel to finish over the TCP bytes (CHECKSUM_PARTIAL)."""
+    ihl = (packet[0] & 0x0F) * 4
+    return _U16.pack(_pseudo_sum(packet, len(packet) - ihl) % 0xFFFF or 0xFFFF)
 
 
 def partial_checksum(packet: bytearray) -> None:
-    """Puts in the TCP checksum field of `packet` (IPv4 + TCP) the pseudo-header's sum, folded and not
-    complemented: what CHECKSUM_PARTIAL expects there, for the kernel to finish over the TCP bytes."""
-    ihl = (packet[0] & 0x0F) * 4
-    value = _pseudo_sum(packet, len(packet) - ihl) % 0xFFFF or 0xFFFF
-    _U16.pack_into(packet, ihl + TCP_CHECKSUM_AT, value)
+    """Puts `partial_checksum_field` in place."""
+    at = (packet[0] & 0x0F) * 4 + TCP_CHECKSUM_AT
+    packet[at : at + 2] = partial_checksum_field(packet)
 
 
 def complete_checksum(frame: bytearray, csum_start: int, csum_offset: int) -> None:
@@ -119,10 +133,36 @@ def _fold(value: int) -> int:
     return ~(value % 0xFFFF or 0xFFFF) & 0xFFFF
 
 
+def _range_sums(buffer: bytes | bytearray | memoryview, ranges: list[tuple[int, int]]) -> list[int]:
+    """For each (start, end) of `buffer` (starts even, ranges in order and apart), an integer congruent
+    modulo 0xffff to `wide_sum(buffer, start, end)`: all of them in one numpy pass, which per range costs
+    a small share of a big-integer conversion of it. An odd range counts its last byte as wide_sum pads
+    it."""
+    if not ranges:
+        return []
+    words = len(buffer) // 2
+    bounds = []
+    for start, end in ranges:
+        bounds += (start >> 1, end >> 1)
+    view = numpy.frombuffer(buffer, _WORD, words)
+    if bounds[-1] >= words:  # reduceat's indices must stay inside: a zero word past the end
+        view = numpy.append(view, numpy.zeros(1, _WORD))
+    sums = numpy.add.reduceat(view, bounds, dtype=_SUM).tolist()
+    out = []
+    for index, (start, end) in enumerate(ranges):
+        value = sums[2 * index] * NATIVE_WORD_WEIGHT if end - start > 1 else 0
+        if end & 1:
+            value += buffer[end - 1] << 8
+        out.append(value)
+    return out
+
+
 def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes = b"") -> list[bytes]:
     """The segments of a super-packet, each of at most `mss` payload bytes, each behind `prefix` (a
     tunnel's headers). A packet whose payload fits in one segment comes back as that one segment, with its
-    checksums made complete."""
+    checksums made complete. The headers of the segments differ from the super-packet's only in a few
+    words, so their checksums are the super-packet's header sums moved by those words; the payloads are
+    summed in one pass (`_range_sums`)."""
     if mss <= 0:
         raise ValueError("segment size must be positive")
     if len(packet) < IPV4_HEADER or packet[0] != 0x45 or packet[9] != TCP:
@@ -132,32 +172,36 @@ def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes
     header_end = IPV4_HEADER + thl
     if total > len(packet) or thl < 20 or header_end > total:
         raise DecodeError("super-packet's lengths do not hold")
-    _, tos, _, ip_id, fragment, ttl, _, _, src, dst = _IP_FIXED.unpack_from(packet)
-    (seq,) = _U32.unpack_from(packet, IPV4_HEADER + 4)
-    flags = packet[IPV4_HEADER + 13]
-    tcp_header = bytearray(packet[IPV4_HEADER:header_end])
-    tcp_header[16:18] = b"\0\0"
-    addresses = wide_sum(src + dst)
+    (_, tos, _, ip_id, fragment, ttl, _, _, src, dst, sport, dport, seq, ack, offset, flags, window, _,
+     urgent) = _HEADERS.unpack_from(packet)
+    options = bytes(packet[IPV4_HEADER + 20 : header_end])
+    cuts = [(at, min(at + mss, total)) for at in range(header_end, total, mss)] or [(header_end, header_end)]
+    if mss & 1:  # payloads at odd offsets: each summed on its own
+        payload_sums = [wide_sum(packet, start, end) for start, end in cuts]
+    else:
+        payload_sums = _range_sums(packet, cuts)
+    addresses = wide_sum(packet, 12, 20)
+    # What every segment's headers sum to, less the words that change from one segment to the next.
+    ip_fixed = (0x45 << 8 | tos) + fragment + (ttl << 8 | TCP) + addresses
+    tcp_fixed = addresses + TCP + sport + dport + (ack >> 16) + (ack & 0xFFFF) + window + urgent + wide_sum(options)
+    last = len(cuts) - 1
     segments = []
-    count = max(1, -(-(total - header_end) // mss))
-    for index in range(count):
-        start = header_end + index * mss
-        end = min(start + mss, total)
+    append = segments.append
+    for index, (start, end) in enumerate(cuts):
         segment_flags = flags
         if index:
             segment_flags &= ~CWR
-        if index != count - 1:
+        if index != last:
             segment_flags &= ~(PSH | FIN)
-        _U32.pack_into(tcp_header, 4, (seq + index * mss) & 0xFFFFFFFF)
-        tcp_header[13] = segment_flags
+        segment_seq = (seq + index * mss) & 0xFFFFFFFF
+        segment_id = (ip_id + index) & 0xFFFF
         tcp_length = thl + end - start
-        tcp_sum = _fold(addresses + TCP + tcp_length + wide_sum(tcp_header) + wide_sum(packet, start, end))
-        _U16.pack_into(tcp_header, 16, tcp_sum)
-        ip_header = bytearray(_IP_FIXED.pack(0x45, tos, IPV4_HEADER + tcp_length, (ip_id + index) & 0xFFFF,
-                                             fragment, ttl, TCP, 0, src, dst))
-        _U16.pack_into(ip_header, 10, internet_checksum(ip_header))
-        segments.append(b"".join((prefix, ip_header, tcp_header, packet[start:end])))
-        tcp_header[16:18] = b"\0\0"
+        tcp_sum = _fold(tcp_fixed + tcp_length + (segment_seq >> 16) + (segment_seq & 0xFFFF)
+                        + (offset << 8 | segment_flags) + payload_sums[index])
+        ip_sum = _fold(ip_fixed + IPV4_HEADER + tcp_length + segment_id)
+        headers = _HEADERS.pack(0x45, tos, IPV4_HEADER + tcp_length, segment_id, fragment, ttl, TCP, ip_sum, src,
+                                dst, sport, dport, segment_seq, ack, offset, segment_flags, window, tcp_sum, urgent)
+        append(b"".join((prefix, headers, options, packet[start:end])))
     return segments
 
 
@@ -169,121 +213,110 @@ class Coalesced(NamedTuple):
     mss: int
 
 
-_FlowId = tuple[bytes, bytes]  # addresses, ports: the packet bytes 12..20 and the TCP ports
+# A plain IPv4 header and a TCP header without its options, in the fields a run compares: version/IHL,
+# TOS, total length, id, flags/fragment, TTL, protocol, checksum, addresses (8 bytes), ports (4 bytes),
+# seq, ack, data offset, flags, window, checksum, urgent pointer.
+_SEGMENT_FIELDS = struct.Struct("!BBHHHBBH8s4sIIBBHHH")
+# Bound once: the big-endian conversion of a few header bytes is how their words are summed (modulo 0xffff).
+_from_bytes = int.from_bytes
 
 
 class _Run:
     """The segments of one flow gathered so far."""
 
-    __slots__ = ("first", "parts", "ip_header", "tcp_header", "next_seq", "next_id", "mss", "size", "payload_sum",
-                 "odd", "flags", "count")
+    __slots__ = ("first", "parts", "thl", "fields", "next_seq", "next_id", "mss", "size", "payload_sum", "odd",
+                 "flags", "count")
 
-    def __init__(self, packet: bytes, thl: int, payload_sum: int, flags: int):
+    def __init__(self, packet: bytes, thl: int, payload_sum: int, flags: int, fields: tuple, seq: int, ip_id: int):
         header_end = IPV4_HEADER + thl
         self.first = packet
-        self.ip_header = packet[:IPV4_HEADER]
-        self.tcp_header = packet[IPV4_HEADER:header_end]
-        self.parts = [packet[header_end:]]
+        self.thl = thl
+        self.fields = fields  # what every segment of the run must have alike
+        self.parts = [memoryview(packet)[header_end:]]
         self.mss = len(packet) - header_end
         self.size = len(packet)
-        self.next_seq = (_U32.unpack_from(packet, IPV4_HEADER + 4)[0] + self.mss) & 0xFFFFFFFF
-        self.next_id = (_U16.unpack_from(packet, 4)[0] + 1) & 0xFFFF
+        self.next_seq = (seq + self.mss) & 0xFFFFFFFF
+        self.next_id = (ip_id + 1) & 0xFFFF
         self.payload_sum = payload_sum
         self.odd = self.mss & 1  # the next payload starts an odd number of bytes into the range
         self.flags = flags
         self.count = 1
 
 
-class Coalescer:
-    """Userspace GRO over the packets of one read batch: `add` each, `flush` at the end of the batch.
-    What `add` and `flush` return is ready to hand on, in order within each flow."""
+def coalesce(packets: list[bytes], limit: int = MAX_SUPER_PACKET) -> list[Coalesced]:
+    """Userspace GRO over one batch of IPv4 packets (see the module text): what is handed on, each run
+    joined into one super-packet of at most `limit` bytes, in order within each flow.
 
-    def __init__(self, limit: int = MAX_SUPER_PACKET):
-        self.limit = limit
-        self._runs: dict[_FlowId, _Run] = {}
-
-    def add(self, packet: bytes) -> list[Coalesced]:
-        """Takes one IPv4 packet; returns what it pushed out (a run it ended, and itself if it cannot be
-        joined)."""
-        if len(packet) < IPV4_HEADER + 20 or packet[0] != 0x45 or packet[9] != TCP:
-            return [Coalesced(packet, 0)]
-        flow = (packet[12:20], packet[20:24])
-        thl = (packet[IPV4_HEADER + 12] >> 4) * 4
+    No payload byte is read: a segment's payload sum follows from its checksum field, its pseudo-header
+    and its header words, and the super-packet's checksum is made from those sums. So a segment whose
+    checksum is wrong makes the super-packet's checksum wrong by as much, and the receiving kernel, which
+    verifies it, drops the super-packet as it would have dropped the segment; a valid run gives a valid
+    super-packet."""
+    runs: dict[tuple[bytes, bytes], _Run] = {}
+    out: list[Coalesced] = []
+    emit = out.append
+    unpack = _SEGMENT_FIELDS.unpack_from
+    for packet in packets:
+        if not (len(packet) > 40 and packet[0] == 0x45 and packet[9] == TCP):
+            emit(Coalesced(packet, 0))
+            continue
+        (_, tos, total, ip_id, fragment, ttl, _, _, addresses, ports, seq, ack, offset, flags, window, checksum,
+         urgent) = unpack(packet)
+        flow = (addresses, ports)
+        thl = (offset >> 4) * 4
         header_end = IPV4_HEADER + thl
-        flags = packet[IPV4_HEADER + 13]
-        (total,) = _U16.unpack_from(packet, 2)
-        (fragment,) = _U16.unpack_from(packet, 6)
-        if (thl < 20 or total != len(packet) or header_end >= total or flags & _NEVER_JOINED or not flags & ACK
-                or fragment & _FRAGMENT_BITS or internet_checksum(packet[:IPV4_HEADER])):
-            return self._alone(flow, packet)
-        payload_sum = wide_sum(packet, header_end)  # the TCP header's length is a multiple of 4: even
-        tcp_sum = _pseudo_sum(packet, total - IPV4_HEADER) + wide_sum(packet, IPV4_HEADER, header_end) + payload_sum
-        if tcp_sum % 0xFFFF:  # a sum over a valid checksum is all ones
-            return self._alone(flow, packet)
-        run = self._runs.get(flow)
-        out: list[Coalesced] = []
+        payload = total - header_end
+        if (thl < 20 or total != len(packet) or payload <= 0 or flags & _NEVER_JOINED or not flags & ACK
+                or fragment & _FRAGMENT_BITS or _from_bytes(packet[:IPV4_HEADER]) % 0xFFFF):
+            run = runs.pop(flow, None)  # alone, after what its flow had gathered
+            if run is not None:
+                emit(_finish(run))
+            emit(Coalesced(packet, 0))
+            continue
+        options = packet[IPV4_HEADER + 20 : header_end]
+        # ~checksum is the sum of pseudo-header, header (checksum field zero) and payload: the payload's
+        # is what is left when the others are taken out
+        payload_sum = ((~checksum & 0xFFFF) - _from_bytes(addresses) - TCP - total + IPV4_HEADER - (seq >> 16)
+                       - (seq & 0xFFFF) - (offset << 8 | flags) - ack - window - urgent - _from_bytes(ports)
+                       - _from_bytes(options)) % 0xFFFF
+        fields = (tos, fragment, ttl, ack, offset, flags & ~PSH, window, urgent, options)
+        run = runs.get(flow)
         if run is not None:
-            if self._continues(run, packet, thl, header_end):
-                run.parts.append(packet[header_end:])
+            if (fields == run.fields and seq == run.next_seq and ip_id == run.next_id and payload <= run.mss
+                    and run.size + payload <= limit):
+                run.parts.append(memoryview(packet)[header_end:])
                 run.payload_sum += payload_sum << 8 if run.odd else payload_sum
-                run.odd ^= (total - header_end) & 1
-                run.size += total - header_end
-                run.next_seq = (run.next_seq + total - header_end) & 0xFFFFFFFF
-                run.next_id = (run.next_id + 1) & 0xFFFF
+                run.odd ^= payload & 1
+                run.size += payload
+                run.next_seq = (seq + payload) & 0xFFFFFFFF
+                run.next_id = (ip_id + 1) & 0xFFFF
                 run.flags |= flags & PSH
                 run.count += 1
-                if flags & PSH or total - header_end < run.mss:
-                    del self._runs[flow]
-                    out.append(self._finish(run))
-                return out
-            del self._runs[flow]
-            out.append(self._finish(run))
+                if flags & PSH or payload < run.mss:
+                    del runs[flow]
+                    emit(_finish(run))
+                continue
+            del runs[flow]
+            emit(_finish(run))
         if flags & PSH:
-            out.append(Coalesced(packet, 0))
+            emit(Coalesced(packet, 0))
         else:
-            self._runs[flow] = _Run(packet, thl, payload_sum, flags)
-        return out
+            runs[flow] = _Run(packet, thl, payload_sum, flags, fields, seq, ip_id)
+    out += [_finish(run) for run in runs.values()]
+    return out
 
-    def flush(self) -> list[Coalesced]:
-        """Every run still held, ended."""
-        out = [self._finish(run) for run in self._runs.values()]
-        self._runs.clear()
-        return out
 
-    def _alone(self, flow: _FlowId, packet: bytes) -> list[Coalesced]:
-        run = self._runs.pop(flow, None)
-        return [Coalesced(packet, 0)] if run is None else [self._finish(run), Coalesced(packet, 0)]
-
-    def _continues(self, run: _Run, packet: bytes, thl: int, header_end: int) -> bool:
-        first = run.first
-        payload = len(packet) - header_end
-        return (
-            payload <= run.mss
-            and run.size + payload <= self.limit
-            and _U32.unpack_from(packet, IPV4_HEADER + 4)[0] == run.next_seq
-            and _U16.unpack_from(packet, 4)[0] == run.next_id
-            # TOS, then DF, TTL and protocol (and the addresses, which are the flow's)
-            and packet[1] == first[1] and packet[6] == first[6] and packet[8:10] == first[8:10]
-            # ack number, data offset, flags (PSH may differ), window, urgent pointer and every option
-            and header_end == IPV4_HEADER + len(run.tcp_header)
-            and packet[IPV4_HEADER + 8 : IPV4_HEADER + 13] == first[IPV4_HEADER + 8 : IPV4_HEADER + 13]
-            and packet[IPV4_HEADER + 13] & ~PSH == run.flags & ~PSH
-            and packet[IPV4_HEADER + 14 : IPV4_HEADER + 16] == first[IPV4_HEADER + 14 : IPV4_HEADER + 16]
-            and packet[IPV4_HEADER + 18 : header_end] == first[IPV4_HEADER + 18 : header_end]
-        )
-
-    @staticmethod
-    def _finish(run: _Run) -> Coalesced:
-        if run.count == 1:
-            return Coalesced(run.first, 0)
-        ip_header = bytearray(run.ip_header)
-        _U16.pack_into(ip_header, 2, run.size)
-        ip_header[10:12] = b"\0\0"
-        _U16.pack_into(ip_header, 10, internet_checksum(ip_header))
-        tcp_header = bytearray(run.tcp_header)
-        tcp_header[13] = run.flags
-        tcp_header[16:18] = b"\0\0"
-        tcp_length = run.size - IPV4_HEADER
-        value = _pseudo_sum(ip_header, tcp_length) + wide_sum(tcp_header) + run.payload_sum
-        _U16.pack_into(tcp_header, 16, _fold(value))
-        return Coalesced(b"".join((ip_header, tcp_header, *run.parts)), run.mss)
+def _finish(run: _Run) -> Coalesced:
+    if run.count == 1:
+        return Coalesced(run.first, 0)
+    first = run.first
+    ip_header = bytearray(first[:IPV4_HEADER])
+    _U16.pack_into(ip_header, 2, run.size)
+    ip_header[10:12] = b"\0\0"
+    _U16.pack_into(ip_header, 10, internet_checksum(ip_header))
+    tcp_header = bytearray(first[IPV4_HEADER : IPV4_HEADER + run.thl])
+    tcp_header[13] = run.flags
+    tcp_header[16:18] = b"\0\0"
+    value = _pseudo_sum(ip_header, run.size - IPV4_HEADER) + wide_sum(tcp_header) + run.payload_sum
+    _U16.pack_into(tcp_header, 16, _fold(value))
+    return Coalesced(b"".join((ip_header, tcp_header, *run.parts)), run.mss)
