@@ -35,7 +35,7 @@ def nodeagent(
     backend: Annotated[str, typer.Option(help=BACKENDS_HELP)] = "vxlan",
     cluster_cidr: Annotated[str, typer.Option(help="The pod network.")] = "10.244.0.0/16",
     pod_mode: Annotated[str, typer.Option(help="Pods without a podnet.io/pod-mode annotation: virtual (a stack in the agent) or netns (a real network namespace; root, Linux).")] = "virtual",
-    tap_offloads: Annotated[bool, typer.Option(help="netns pods' TAPs take checksum and TCP segmentation offload: the pipeline carries 64 KB super-packets, segmented at the tunnel, and joins what arrives back into them.")] = False,
+    tap_offloads: Annotated[bool, typer.Option(help="netns pods' TAPs take checksum and TCP segmentation offload: the pipeline carries 64 KB super-packets, segmented at the tunnel, and joins what arrives back into them.")] = True,
     renew_interval: Annotated[float, typer.Option(help="Seconds between renewals of the node's Lease (keep it well under the node grace period).")] = 5.0,
     kubelet_port: Annotated[int, typer.Option(help="Port of the kubelet API (exec, logs) on the node address (0: any free port).")] = 0,
     kubelet_tls_cert_file: Annotated[str | None, typer.Option(help="Serving certificate (PEM) of the kubelet API; without it the API is not served.")] = None,
