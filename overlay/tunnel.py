@@ -148,7 +148,11 @@ class Tunnel:
                 for level, kind, value in control:
                     if level == SOL_UDP and kind == UDP_GRO:
                         size = _INT.unpack_from(value)[0] or size
-                parts = [data] if size >= len(data) else [data[at : at + size] for at in range(0, len(data), size)]
+                if size >= len(data):
+                    parts = [data]
+                else:
+                    parts = [data[at : at + size] for at in range(0, len(data), size)]
+                    self.counters["rx.joined-reads"] += 1
                 taken += len(parts)
                 if taps:
                     for part in parts:
@@ -199,6 +203,7 @@ class Tunnel:
                 self.counters[f"drop.tx-{type(exc).__name__}"] += len(run)
                 continue
             self.counters["tx"] += len(run)
+            self.counters["tx.segmented-sends"] += 1
             self.sent_to[address] += len(run)
             if self._taps:
                 for datagram in run:
