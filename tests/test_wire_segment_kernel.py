@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from podnet.overlay.wire.pcap import LinkType, PcapWriter
 from podnet.overlay.wire.segment import coalesce, tcp_segments
-from support.tshark import tshark  # noqa: F401 - a fixture
 
 CAPTURE_SCRIPT = Path(__file__).parent / "data" / "wire" / "capture_tcp_run.py"
 SENDER = bytes([192, 168, 78, 1])
@@ -45,7 +44,7 @@ def test_the_kernels_segments_join_and_cut_back_to_themselves(kernel_segments):
     assert again == kernel_segments
 
 
-def test_tshark_finds_the_checksums_of_what_we_cut_good(kernel_segments, tshark, tmp_path):  # noqa: F811
+def test_tshark_finds_the_checksums_of_what_we_cut_good(kernel_segments, tshark, tmp_path):
     joined = coalesce(kernel_segments)
     capture = tmp_path / "cut.pcap"
     with capture.open("wb") as out:
