@@ -128,11 +128,7 @@ class Tunnel:
             pass
         except OSError as exc:  # ICMP errors for earlier sends surface here (ECONNREFUSED); not fatal
             self.counters[f"rx-error.{type(exc).__name__}"] += 1
-        self.counters["rx"] += len(datagrams) + cut_off
-        if cut_off:
-            self.counters["drop.partitioned"] += cut_off
-        if datagrams:
-            self.on_batch(datagrams)
+        self._hand_over(datagrams, cut_off)
 
     def _read_joined(self) -> None:
         """`_readable` with UDP_GRO: a read may hold a run of datagrams of one size, cut apart here."""
@@ -167,6 +163,10 @@ class Tunnel:
             pass
         except OSError as exc:
             self.counters[f"rx-error.{type(exc).__name__}"] += 1
+        self._hand_over(datagrams, cut_off)
+
+    def _hand_over(self, datagrams: list[tuple[bytes, str]], cut_off: int) -> None:
+        """One wake-up's reading done: counted, and what was not cut off handed to the receiver."""
         self.counters["rx"] += len(datagrams) + cut_off
         if cut_off:
             self.counters["drop.partitioned"] += cut_off

@@ -11,14 +11,11 @@ strings. Everything created is deleted at the end, also on failure.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from capture_golden import _wait_for_file, _wait_for_line, pcap_records, sh
+from capture_golden import pcap_records, record, sh
 
 SUFFIX = str(__import__("os").getpid())
 NS_A, NS_B = f"tcprun-a-{SUFFIX}", f"tcprun-b-{SUFFIX}"
@@ -62,27 +59,7 @@ def teardown() -> None:
 def capture() -> list[bytes]:
     with tempfile.TemporaryDirectory() as tmp:
         pcap = Path(tmp) / "run.pcap"
-        tshark = subprocess.Popen(
-            ["ip", "netns", "exec", NS_A, "tshark", "-i", "tr-a", "-F", "pcap", "-w", str(pcap)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        listener = subprocess.Popen(
-            ["ip", "netns", "exec", NS_B, sys.executable, "-c", LISTENER_B], stdout=subprocess.PIPE, text=True
-        )
-        try:
-            _wait_for_line(tshark.stderr, "Capturing on", 20)
-            _wait_for_file(pcap, 24, 10)
-            time.sleep(0.3)
-            _wait_for_line(listener.stdout, "listening", 10)
-            sh(sys.executable, "-c", SENDER_A, ns=NS_A)
-            time.sleep(0.5)
-            tshark.send_signal(signal.SIGINT)
-            tshark.wait(timeout=20)
-        finally:
-            for proc in (tshark, listener):
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
+        record(pcap, NS_A, "tr-a", (NS_B, LISTENER_B), (NS_A, SENDER_A))
         return pcap_records(pcap.read_bytes())
 
 
