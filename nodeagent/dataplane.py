@@ -49,7 +49,7 @@ from podnet.overlay.pipeline.model import (
 from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire.addresses import ip_to_int
-from podnet.overlay.wire.segment import coalesce, tcp_segments
+from podnet.overlay.wire.segment import tcp_segments
 
 from podnet.backends import routing_backend
 from podnet.rpc.agentmethods import PEER_RX, PEER_TX
@@ -126,7 +126,7 @@ class Dataplane:
         if isinstance(endpoint, StackEndpoint):
             endpoint.stack.l7_lookup = self._l7_for
             endpoint.stack.l7_report = self._l7_reported
-        self.pipeline.add_pod(endpoint.port)
+        self.pipeline.add_pod(endpoint.port, super_packets=isinstance(endpoint, KernelPod) and endpoint.netns.offloads)
 
     def has_l7_proxy(self, ip: str) -> bool:
         """Whether connections to this address can go through the L7 proxy: a pod with a userspace stack
@@ -241,9 +241,6 @@ class Dataplane:
                 outputs = outputs[:budget]
             budget -= len(outputs)
             batches: dict[int, tuple[StackEndpoint, list[bytes]]] = {}
-            # Userspace GRO: what this round has for each TAP with offloads, joined per flow and written
-            # when the round is over, so that nothing waits for a later packet.
-            joining: dict[int, tuple[NetnsPod, list[bytes]]] = {}
             segmented: list[Output] = []  # super-packets for pods that take segments: the next round's
             for out in outputs:
                 kind = type(out)
@@ -253,15 +250,7 @@ class Dataplane:
                         continue
                     pod_kind = type(pod)
                     if pod_kind is KernelPod:
-                        netns = pod.netns
-                        if netns.offloads:
-                            join = joining.get(out.pod_ip)
-                            if join is None:
-                                joining[out.pod_ip] = (netns, [out.packet])
-                            else:
-                                join[1].append(out.packet)
-                        else:
-                            netns.deliver(out.packet)
+                        pod.netns.deliver(out.packet)
                         continue
                     if pod_kind is RelayedPod and self.relays.take(out.packet, now):
                         continue
@@ -287,12 +276,6 @@ class Dataplane:
                     pod = by_ip.get(out.pod_ip)
                     if type(pod) is KernelPod:
                         pod.netns.deliver_frame(out.frame)
-            for netns, packets in joining.values():
-                for packet, mss in coalesce(packets):
-                    if mss:
-                        netns.deliver_super(packet, mss, joined=True)
-                    else:
-                        netns.deliver(packet)
             outputs = segmented
             for pod, packets in batches.values():
                 received[id(pod)] = pod

@@ -7,8 +7,9 @@ import random
 
 from podnet.overlay.pipeline.model import DeliverSuper, Tunnel, TunnelBurst
 from podnet.overlay.wire import ipv4, segment, tcp
+from podnet.overlay.wire.addresses import ip_to_int
 from podnet.overlay.wire.tcp import TcpFlags, TcpSegment
-from support.pipelines import N1, N2, A, B, after_hops, node, only, tcp_packet
+from support.pipelines import N1, N2, A, B, after_hops, node, only, tcp_packet, with_partial_checksum
 
 MSS = 1398
 SPORT, DPORT = 40000, 5201
@@ -39,8 +40,7 @@ def test_a_super_packet_is_cut_at_the_tunnel_and_joined_again_on_the_other_node(
     established(sender, receiver)
     payload = random.Random(3).randbytes(45 * MSS + 100)
     sent = data_packet(payload, seq=1000, ip_id=500)
-    partial = bytearray(sent)
-    segment.partial_checksum(partial)  # as the pod's kernel hands it over
+    partial = with_partial_checksum(sent)  # as the pod's kernel hands it over
     for attempt in range(2):  # the first takes the stages, the second the shortcut they left
         burst = only(sender.from_pod(A, bytes(partial), 1.0, mss=MSS), TunnelBurst)
         assert burst.node_address == N2.address and len(burst.datagrams) == 46
@@ -50,6 +50,22 @@ def test_a_super_packet_is_cut_at_the_tunnel_and_joined_again_on_the_other_node(
         (joined,) = segment.coalesce([out.packet for out in outputs])
         assert joined == segment.Coalesced(after_hops(sent, 2), MSS)  # a hop through each node
     assert sender.counters["tunnel.tx"] >= 2 * 46
+
+
+def test_segments_for_a_pod_that_takes_super_packets_are_joined_before_they_are_decided_on():
+    sender, receiver = node(N1, A), node(N2, B)
+    receiver.add_pod(B, super_packets=True)
+    established(sender, receiver)
+    sent = data_packet(random.Random(4).randbytes(30 * MSS), seq=1000, ip_id=500)
+    for attempt in range(2):  # the stages, then the shortcut
+        burst = only(sender.from_pod(A, with_partial_checksum(sent), 1.0, mss=MSS), TunnelBurst)
+        before = dict(receiver.counters)
+        outputs = receiver.from_tunnel_batch([(d, N1.address) for d in burst.datagrams], 1.0)
+        assert only(outputs, DeliverSuper) == DeliverSuper(ip_to_int(B.ip), after_hops(sent, 2), MSS), attempt
+        assert receiver.counters["tunnel.rx"] - before.get("tunnel.rx", 0) == 30  # segments are counted
+    # from another node, the same segments are not joined with these, nor taken from it at all
+    stray = receiver.from_tunnel_batch([(d, "127.0.0.99") for d in burst.datagrams[:2]], 1.0)
+    assert [type(out).__name__ for out in stray] == ["Drop", "Drop"]
 
 
 def test_a_local_pod_gets_the_super_packet_whole():

@@ -10,6 +10,7 @@ from podnet.overlay.wire import ipv4, segment, tcp
 from podnet.overlay.wire.checksum import internet_checksum
 from podnet.overlay.wire.segment import ACK, CWR, FIN, PSH, Coalesced, VnetHeader, coalesce, tcp_segments
 from podnet.overlay.wire.tcp import TcpFlags, TcpSegment
+from support.pipelines import with_partial_checksum
 
 from podnet.codec import DecodeError
 
@@ -56,8 +57,7 @@ def test_segments_carry_sequence_ids_flags_and_valid_checksums():
 
 
 def test_segments_go_behind_a_tunnel_prefix_and_ignore_the_partial_checksum():
-    packet = bytearray(super_packet(payload_of(3000)))
-    segment.partial_checksum(packet)  # what a pod's kernel hands over with checksum offload on
+    packet = with_partial_checksum(super_packet(payload_of(3000)))  # as a pod's kernel hands it over
     prefix = b"\x08\0\0\0\0\0\x01\0" + bytes(14)
     segments = tcp_segments(packet, 1000, prefix)
     assert [len(s) for s in segments] == [len(prefix) + 20 + 32 + 1000] * 3
@@ -67,8 +67,7 @@ def test_segments_go_behind_a_tunnel_prefix_and_ignore_the_partial_checksum():
 
 
 def test_a_packet_that_fits_comes_back_alone_with_its_checksums_complete():
-    packet = bytearray(super_packet(b"hello"))
-    segment.partial_checksum(packet)
+    packet = with_partial_checksum(super_packet(b"hello"))
     (only,) = tcp_segments(packet, MSS)
     assert only == super_packet(b"hello")
 
@@ -182,17 +181,14 @@ def test_runs_stop_below_the_largest_ip_packet():
     assert len(decoded(out[0].packet)[1].payload) == (segment.MAX_SUPER_PACKET - 52) // MSS * MSS
 
 
-def test_partial_checksum_is_what_a_nic_completes():
-    packet = bytearray(super_packet(payload_of(5000)))
-    complete = bytes(packet)
-    segment.partial_checksum(packet)
-    frame = bytearray(bytes(14) + packet)
+@pytest.mark.parametrize("size", [5000, 50_000])
+def test_a_partial_checksum_is_completed_as_a_nic_would(size):
+    packet = super_packet(payload_of(size))
+    frame = bytearray(bytes(14) + with_partial_checksum(packet))
     segment.complete_checksum(frame, 14 + 20, 16)
-    assert bytes(frame[14:]) == complete
-    header = VnetHeader.decode(segment.super_vnet_header(packet, MSS, partial=True))
-    assert header == VnetHeader(segment.F_NEEDS_CSUM, segment.GSO_TCPV4, 14 + 20 + 32, MSS, 34, 16)
-    whole = VnetHeader.decode(segment.super_vnet_header(packet, MSS, partial=False))
-    assert whole == VnetHeader(0, segment.GSO_TCPV4, 14 + 20 + 32, MSS, 0, 0)
+    assert bytes(frame[14:]) == packet
+    header = VnetHeader.decode(segment.super_vnet_header(packet, MSS))
+    assert header == VnetHeader(0, segment.GSO_TCPV4, 14 + 20 + 32, MSS, 0, 0)
 
 
 def test_bad_input_is_a_decode_error():

@@ -54,11 +54,9 @@ from podnet.overlay.wire.segment import (
     GSO_NONE,
     GSO_TCPV4,
     PLAIN_VNET_HDR,
-    TCP_CHECKSUM_AT,
     VNET_HDR,
     VNET_HDR_LEN,
     complete_checksum,
-    partial_checksum_field,
     super_vnet_header,
     tcp_segments,
 )
@@ -381,25 +379,16 @@ class NetnsPod:
         except OSError:  # the device's queue is full or it is going away: dropped, as a wire would
             self.counters["tx.dropped"] += 1
 
-    def deliver_super(self, packet: bytes, mss: int, *, joined: bool = False) -> None:
-        """A super-packet for the pod (TCP segments of `mss` payload bytes as one IPv4 packet), written
-        whole to a TAP with offloads, for the pod's kernel to take as the segments it stands for; cut into
-        them for a TAP without. `joined`: coalesced from segments that came with their checksums, so its
-        own is whole and the pod's kernel verifies it; otherwise (a local pod's super-packet) no one has
-        made it yet, and it is left partial for the kernel to finish."""
-        ihl = (packet[0] & 0x0F) * 4
-        if not self.offloads or len(packet) - ihl - (packet[ihl + 12] >> 4) * 4 <= mss:
+    def deliver_super(self, packet: bytes, mss: int) -> None:
+        """A super-packet for the pod (TCP segments of `mss` payload bytes as one IPv4 packet, its checksum
+        complete), written whole to a TAP with offloads, for the pod's kernel to verify and take as the
+        segments it stands for; cut into them for a TAP without."""
+        if not self.offloads:
             for segment in tcp_segments(packet, mss):
                 self.deliver(segment)
             return
-        header = super_vnet_header(packet, mss, partial=not joined) + self._eth_ipv4
         try:
-            if joined:
-                os.writev(self.fd, (header, packet))
-            else:
-                at = ihl + TCP_CHECKSUM_AT
-                view = memoryview(packet)
-                os.writev(self.fd, (header, view[:at], partial_checksum_field(packet), view[at + 2 :]))
+            os.writev(self.fd, (super_vnet_header(packet, mss) + self._eth_ipv4, packet))
             self.counters["tx.frames"] += 1
             self.counters["tx.super-frames"] += 1
         except OSError:
@@ -408,7 +397,8 @@ class NetnsPod:
     def read_frames(self) -> list[tuple[bytes, int]]:
         """What the pod's kernel sent since the last call, up to one batch: (frame, mss), where mss is 0
         for a frame as it goes on a wire and the segment size of a TCP super-packet (offloads on). A
-        frame whose checksum the kernel left partial gets it completed here, as a NIC would."""
+        frame whose checksum the kernel left partial gets it completed here, as a NIC would: from here on
+        every TCP packet, super or not, carries a complete checksum."""
         frames: list[tuple[bytes, int]] = []
         append = frames.append
         offloads = self.offloads
@@ -426,8 +416,10 @@ class NetnsPod:
                 continue
             try:
                 flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(data)
-                if gso_type == GSO_TCPV4:
-                    append((data[VNET_HDR_LEN:], gso_size))
+                if gso_type == GSO_TCPV4:  # a super-packet, its checksum finished as the NIC would
+                    frame = bytearray(data[VNET_HDR_LEN:])
+                    complete_checksum(frame, csum_start, csum_offset)
+                    append((bytes(frame), gso_size))
                     self.counters["rx.super-frames"] += 1
                 elif gso_type != GSO_NONE:
                     self.counters["rx.dropped-gso-type"] = self.counters.get("rx.dropped-gso-type", 0) + 1

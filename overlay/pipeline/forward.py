@@ -81,7 +81,7 @@ from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
 from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
-from podnet.overlay.wire.segment import tcp_segments
+from podnet.overlay.wire.segment import coalesce, tcp_segments
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
@@ -90,6 +90,8 @@ _VXLAN_HEADER = _VXLAN_FLAGS_WORD + struct.pack("!I", VNI << 8)
 _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
 _ICMP = 1
+_TCP = 6
+_from_bytes = int.from_bytes
 _STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
 _ICMP_QUERIES = (0, 8)  # echo reply and request: the ICMP messages that are not errors
 # Builds a named tuple from a tuple of its fields in C; the class call runs a Python-level __new__ that
@@ -137,6 +139,7 @@ class Pipeline:
         self._ingress_shortcuts: dict[FlowKey, IngressShortcut] = {}
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
         self.pods: dict[int, PodPort] = {}
+        self._super_pods: set[int] = set()  # addresses of the pods that take super-packets
         self.peers: dict[str, Peer] = {}
         self._encap_prefix: dict[str, bytes] = {}  # peer address -> VXLAN header + inner Ethernet header
         self._pod_cidr = ipaddress.IPv4Network(node.pod_cidr)
@@ -157,12 +160,20 @@ class Pipeline:
 
     # --- state the agent keeps up to date -------------------------------------------------------
 
-    def add_pod(self, pod: PodPort) -> None:
-        self.pods[ip_to_int(pod.ip)] = pod
+    def add_pod(self, pod: PodPort, *, super_packets: bool = False) -> None:
+        """A local pod; `super_packets`: its port takes TCP super-packets whole (a TAP with offloads), so
+        the segments for it that arrive together are joined before they are decided on."""
+        address = ip_to_int(pod.ip)
+        self.pods[address] = pod
+        if super_packets:
+            self._super_pods.add(address)
+        else:
+            self._super_pods.discard(address)
         self.forget_shortcuts()
 
     def remove_pod(self, pod_ip: str) -> PodPort | None:
         self.forget_shortcuts()
+        self._super_pods.discard(ip_to_int(pod_ip))
         return self.pods.pop(ip_to_int(pod_ip), None)
 
     def forget_shortcuts(self) -> None:
@@ -658,7 +669,38 @@ class Pipeline:
     def from_tunnel_batch(self, datagrams: list[tuple[bytes, str]], now: float) -> list[Output]:
         """What `from_tunnel` gives for each (datagram, sender) in turn, untraced, in one list: one
         socket wake-up's datagrams pay the per-call costs once, and those on shortcuts are counted
-        together."""
+        together. TCP segments for a pod that takes super-packets are first joined, per sender, into
+        the super-packets they make (userspace GRO, `segment.coalesce`), each then decided on once
+        (`from_tunnel_super`); in each flow the order stays the order of arrival."""
+        if not self._super_pods:
+            return self._from_tunnel_each(datagrams, now)
+        offset, super_pods, fou, peers = self.inner_offset, self._super_pods, self._fou, self.peers
+        minimum = offset + 40
+        joining: dict[str, list[bytes]] = {}
+        rest: list[tuple[bytes, str]] = []
+        for datagram, sender in datagrams:
+            if (len(datagram) > minimum and datagram[offset + 9] == _TCP and sender in peers
+                    and _from_bytes(datagram[offset + 16 : offset + 20]) in super_pods
+                    and (fou or (datagram[:8] == _VXLAN_HEADER and datagram[20:22] == _ETHERTYPE_IPV4))):
+                joining.setdefault(sender, []).append(datagram)
+            else:
+                rest.append((datagram, sender))
+        outputs = self._from_tunnel_each(rest, now) if rest else []
+        for sender, group in joining.items():
+            alone: list[tuple[bytes, str]] = []
+            for item, mss in coalesce(group, offset=offset):
+                if not mss:
+                    alone.append((item, sender))
+                    continue
+                if alone:
+                    outputs += self._from_tunnel_each(alone, now)
+                    alone = []
+                outputs += self.from_tunnel_super(sender, item, mss, now)
+            if alone:
+                outputs += self._from_tunnel_each(alone, now)
+        return outputs
+
+    def _from_tunnel_each(self, datagrams: list[tuple[bytes, str]], now: float) -> list[Output]:
         outputs: list[Output] = []
         append = outputs.append
         shortcuts, offset, fou = self._ingress_shortcuts, self.inner_offset, self._fou
@@ -720,8 +762,33 @@ class Pipeline:
             return self._drop("vxlan-inner-not-ipv4", trace)
         return self._decapsulated(peer, datagram[22:], now, trace, datagram)
 
+    def from_tunnel_super(self, sender: str, packet: bytes, mss: int, now: float) -> list[Output]:
+        """The IPv4 super-packet that the segments of one flow from `sender`, read in one batch and joined
+        (`segment.coalesce`), make: decided on once, by the flow's shortcut or the stages, as each of them
+        would have been; its conntrack entry and the counters count the segments."""
+        peer = self.peers.get(sender)
+        if peer is None:
+            return self._drop(f"{self._scheme}-unknown-sender", None)
+        count = -(-(len(packet) - 20 - (packet[32] >> 4) * 4) // mss) if len(packet) > 32 else 1
+        counters = self.counters
+        counters["tunnel.rx"] += count
+        candidate = shortcut_candidate(packet) if len(packet) >= SHORTCUT_MIN else None
+        shortcut = None if candidate is None else self._ingress_shortcuts.get(candidate[0])
+        if shortcut is not None and shortcut[0] == sender and shortcut[1].expires > now:
+            key, ttl, checksum = candidate
+            _, entry, direction, nat = shortcut
+            entry.packets[direction] += count
+            entry.expires = now + entry.lifetime
+            counters["delivered"] += count
+            buf = bytearray(packet)
+            buf[TTL_AT : TTL_AT + 4] = decremented_ttl_word(ttl, key[0], checksum)
+            if nat is not None:
+                fastpath.apply_nat(buf, nat)
+            return [DeliverSuper(key[3], bytes(buf), mss)]
+        return self._decapsulated(peer, packet, now, None, packet, mss)
+
     def _decapsulated(
-        self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None, datagram: bytes
+        self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None, datagram: bytes, mss: int = 0
     ) -> list[Output]:
         """The inner packet from a known node: a sound IPv4 header, a source inside a prefix routed to
         that node (strict reverse path) or the node's own address, a destination that is ours.
@@ -762,10 +829,11 @@ class Pipeline:
         forwarded = self._hop(packet, trace)
         if forwarded is None:
             return self._time_exceeded(packet, trace)
-        return self._inbound_to_pod(dst, forwarded, now, trace, sender=sender)
+        return self._inbound_to_pod(dst, forwarded, now, trace, sender=sender, mss=mss)
 
     def _inbound_to_pod(
-        self, dst: int, packet: bytes, now: float, trace: list[Stage] | None, *, sender: str | None = None
+        self, dst: int, packet: bytes, now: float, trace: list[Stage] | None, *, sender: str | None = None,
+        mss: int = 0,
     ) -> list[Output]:
         """Conntrack, and for a new connection the pod's ingress policy, then delivery: for packets
         from another node (its address is `sender`) and those this node opens itself."""
@@ -789,7 +857,7 @@ class Pipeline:
             packet, related = self._related(packet, now, trace)
             if not related and not self._judge(PolicyDirection.INGRESS, untracked_flow(packet), trace).allowed:
                 return self._drop("policy-ingress", trace)
-        return self._deliver(dst, packet, trace)
+        return self._deliver(dst, packet, trace, mss)
 
     def _related(self, packet: bytes, now: float, trace: list[Stage] | None) -> tuple[bytes, bool]:
         """(packet, whether it is related to a connection conntrack knows, in Linux's words): an ICMP

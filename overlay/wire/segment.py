@@ -90,38 +90,26 @@ class VnetHeader:
 PLAIN_VNET_HDR = VnetHeader().encode()
 
 
-def super_vnet_header(packet: bytes | bytearray | memoryview, mss: int, *, partial: bool) -> bytes:
-    """The virtio_net_hdr for writing the super-packet `packet` (IPv4 + TCP, behind a 14-byte Ethernet
-    header) to a TAP: segments of `mss`, its checksum left `partial` (see `partial_checksum`) or whole,
-    for the kernel to verify."""
+def super_vnet_header(packet: bytes | bytearray | memoryview, mss: int) -> bytes:
+    """The virtio_net_hdr for writing the super-packet `packet` (IPv4 + TCP with its checksum complete,
+    behind a 14-byte Ethernet header) to a TAP: segments of `mss` payload bytes, for the kernel to verify
+    as it would the segments."""
     ihl = (packet[0] & 0x0F) * 4
-    header = ETHERNET_HEADER + ihl + (packet[ihl + 12] >> 4) * 4
-    if not partial:
-        return VNET_HDR.pack(0, GSO_TCPV4, header, mss, 0, 0)
-    return VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, header, mss, ETHERNET_HEADER + ihl, TCP_CHECKSUM_AT)
-
-
-def partial_checksum_field(packet: bytes | bytearray | memoryview) -> bytes:
-    """The TCP checksum field that `packet` (IPv4 + TCP) needs for F_NEEDS_CSUM: the pseudo-header's sum,
-    folded and not complemented, for the kernel to finish over the TCP bytes (CHECKSUM_PARTIAL)."""
-    ihl = (packet[0] & 0x0F) * 4
-    return _U16.pack(_pseudo_sum(packet, len(packet) - ihl) % 0xFFFF or 0xFFFF)
-
-
-def partial_checksum(packet: bytearray) -> None:
-    """Puts `partial_checksum_field` in place."""
-    at = (packet[0] & 0x0F) * 4 + TCP_CHECKSUM_AT
-    packet[at : at + 2] = partial_checksum_field(packet)
+    return VNET_HDR.pack(0, GSO_TCPV4, ETHERNET_HEADER + ihl + (packet[ihl + 12] >> 4) * 4, mss, 0, 0)
 
 
 def complete_checksum(frame: bytearray, csum_start: int, csum_offset: int) -> None:
     """Finishes a partial checksum in place, as a NIC does for a frame marked F_NEEDS_CSUM: the sum of
-    `frame[csum_start:]`, which includes the partial sum already in the field, complemented into it."""
+    `frame[csum_start:]`, which includes the partial sum already in the field, complemented into it (a
+    super-packet's 64 KB summed by numpy, `_range_sums`)."""
     at = csum_start + csum_offset
     if csum_start >= len(frame) or at + 2 > len(frame):
         raise DecodeError("checksum offsets beyond the frame")
-    value = wide_sum(frame, csum_start) % 0xFFFF
-    _U16.pack_into(frame, at, ~value & 0xFFFF)
+    if len(frame) - csum_start > 4096 and not csum_start & 1:
+        (value,) = _range_sums(frame, [(csum_start, len(frame))])
+    else:
+        value = wide_sum(frame, csum_start)
+    _U16.pack_into(frame, at, _fold(value))
 
 
 def _pseudo_sum(packet: bytes | bytearray | memoryview, tcp_length: int) -> int:
@@ -145,8 +133,11 @@ def _range_sums(buffer: bytes | bytearray | memoryview, ranges: list[tuple[int, 
     for start, end in ranges:
         bounds += (start >> 1, end >> 1)
     view = numpy.frombuffer(buffer, _WORD, words)
-    if bounds[-1] >= words:  # reduceat's indices must stay inside: a zero word past the end
-        view = numpy.append(view, numpy.zeros(1, _WORD))
+    if bounds[-1] >= words:
+        # reduceat's indices must stay inside the array, and its last sum runs to the end anyway
+        bounds.pop()
+        if bounds[-1] >= words:  # an empty range at the very end: a zero word to stand for it
+            view = numpy.append(view, numpy.zeros(1, _WORD))
     sums = numpy.add.reduceat(view, bounds, dtype=_SUM).tolist()
     out = []
     for index, (start, end) in enumerate(ranges):
@@ -222,19 +213,21 @@ _from_bytes = int.from_bytes
 
 
 class _Run:
-    """The segments of one flow gathered so far."""
+    """The segments of one flow gathered so far (their IPv4 packets start `at` bytes into each buffer)."""
 
-    __slots__ = ("first", "parts", "thl", "fields", "next_seq", "next_id", "mss", "size", "payload_sum", "odd",
-                 "flags", "count")
+    __slots__ = ("first", "at", "parts", "thl", "fields", "next_seq", "next_id", "mss", "size", "payload_sum",
+                 "odd", "flags", "count")
 
-    def __init__(self, packet: bytes, thl: int, payload_sum: int, flags: int, fields: tuple, seq: int, ip_id: int):
-        header_end = IPV4_HEADER + thl
-        self.first = packet
+    def __init__(self, buffer: bytes, at: int, thl: int, payload_sum: int, flags: int, fields: tuple, seq: int,
+                 ip_id: int):
+        header_end = at + IPV4_HEADER + thl
+        self.first = buffer
+        self.at = at
         self.thl = thl
         self.fields = fields  # what every segment of the run must have alike
-        self.parts = [memoryview(packet)[header_end:]]
-        self.mss = len(packet) - header_end
-        self.size = len(packet)
+        self.parts = [memoryview(buffer)[header_end:]]
+        self.mss = len(buffer) - header_end
+        self.size = len(buffer) - at
         self.next_seq = (seq + self.mss) & 0xFFFFFFFF
         self.next_id = (ip_id + 1) & 0xFFFF
         self.payload_sum = payload_sum
@@ -243,48 +236,52 @@ class _Run:
         self.count = 1
 
 
-def coalesce(packets: list[bytes], limit: int = MAX_SUPER_PACKET) -> list[Coalesced]:
-    """Userspace GRO over one batch of IPv4 packets (see the module text): what is handed on, each run
-    joined into one super-packet of at most `limit` bytes, in order within each flow.
+def coalesce(buffers: list[bytes], limit: int = MAX_SUPER_PACKET, offset: int = 0) -> list[Coalesced]:
+    """Userspace GRO over one batch of IPv4 packets (see the module text), each `offset` bytes into its
+    buffer (a tunnel's headers before it, which must be the same bytes for buffers to be joined): what is
+    handed on, in order within each flow. A buffer that stands alone comes back as it came, headers and
+    all; a run of them comes back as its IPv4 super-packet of at most `limit` bytes.
 
     No payload byte is read: a segment's payload sum follows from its checksum field, its pseudo-header
     and its header words, and the super-packet's checksum is made from those sums. So a segment whose
     checksum is wrong makes the super-packet's checksum wrong by as much, and the receiving kernel, which
     verifies it, drops the super-packet as it would have dropped the segment; a valid run gives a valid
     super-packet."""
-    runs: dict[tuple[bytes, bytes], _Run] = {}
+    runs: dict[tuple[bytes, bytes, bytes], _Run] = {}
     out: list[Coalesced] = []
     emit = out.append
     unpack = _SEGMENT_FIELDS.unpack_from
-    for packet in packets:
-        if not (len(packet) > 40 and packet[0] == 0x45 and packet[9] == TCP):
-            emit(Coalesced(packet, 0))
+    minimum = offset + 40
+    at = offset + IPV4_HEADER
+    for buffer in buffers:
+        if not (len(buffer) > minimum and buffer[offset] == 0x45 and buffer[offset + 9] == TCP):
+            emit(Coalesced(buffer, 0))
             continue
-        (_, tos, total, ip_id, fragment, ttl, _, _, addresses, ports, seq, ack, offset, flags, window, checksum,
-         urgent) = unpack(packet)
-        flow = (addresses, ports)
-        thl = (offset >> 4) * 4
-        header_end = IPV4_HEADER + thl
-        payload = total - header_end
-        if (thl < 20 or total != len(packet) or payload <= 0 or flags & _NEVER_JOINED or not flags & ACK
-                or fragment & _FRAGMENT_BITS or _from_bytes(packet[:IPV4_HEADER]) % 0xFFFF):
+        (_, tos, total, ip_id, fragment, ttl, _, _, addresses, ports, seq, ack, data_offset, flags, window, checksum,
+         urgent) = unpack(buffer, offset)
+        flow = (addresses, ports, buffer[:offset])
+        thl = (data_offset >> 4) * 4
+        header_end = at + thl
+        payload = total - IPV4_HEADER - thl
+        if (thl < 20 or total != len(buffer) - offset or payload <= 0 or flags & _NEVER_JOINED or not flags & ACK
+                or fragment & _FRAGMENT_BITS or _from_bytes(buffer[offset:at]) % 0xFFFF):
             run = runs.pop(flow, None)  # alone, after what its flow had gathered
             if run is not None:
                 emit(_finish(run))
-            emit(Coalesced(packet, 0))
+            emit(Coalesced(buffer, 0))
             continue
-        options = packet[IPV4_HEADER + 20 : header_end]
+        options = buffer[at + 20 : header_end]
         # ~checksum is the sum of pseudo-header, header (checksum field zero) and payload: the payload's
         # is what is left when the others are taken out
         payload_sum = ((~checksum & 0xFFFF) - _from_bytes(addresses) - TCP - total + IPV4_HEADER - (seq >> 16)
-                       - (seq & 0xFFFF) - (offset << 8 | flags) - ack - window - urgent - _from_bytes(ports)
+                       - (seq & 0xFFFF) - (data_offset << 8 | flags) - ack - window - urgent - _from_bytes(ports)
                        - _from_bytes(options)) % 0xFFFF
-        fields = (tos, fragment, ttl, ack, offset, flags & ~PSH, window, urgent, options)
+        fields = (tos, fragment, ttl, ack, data_offset, flags & ~PSH, window, urgent, options)
         run = runs.get(flow)
         if run is not None:
             if (fields == run.fields and seq == run.next_seq and ip_id == run.next_id and payload <= run.mss
                     and run.size + payload <= limit):
-                run.parts.append(memoryview(packet)[header_end:])
+                run.parts.append(memoryview(buffer)[header_end:])
                 run.payload_sum += payload_sum << 8 if run.odd else payload_sum
                 run.odd ^= payload & 1
                 run.size += payload
@@ -299,9 +296,9 @@ def coalesce(packets: list[bytes], limit: int = MAX_SUPER_PACKET) -> list[Coales
             del runs[flow]
             emit(_finish(run))
         if flags & PSH:
-            emit(Coalesced(packet, 0))
+            emit(Coalesced(buffer, 0))
         else:
-            runs[flow] = _Run(packet, thl, payload_sum, flags, fields, seq, ip_id)
+            runs[flow] = _Run(buffer, offset, thl, payload_sum, flags, fields, seq, ip_id)
     out += [_finish(run) for run in runs.values()]
     return out
 
@@ -309,12 +306,12 @@ def coalesce(packets: list[bytes], limit: int = MAX_SUPER_PACKET) -> list[Coales
 def _finish(run: _Run) -> Coalesced:
     if run.count == 1:
         return Coalesced(run.first, 0)
-    first = run.first
-    ip_header = bytearray(first[:IPV4_HEADER])
+    first, at = run.first, run.at
+    ip_header = bytearray(first[at : at + IPV4_HEADER])
     _U16.pack_into(ip_header, 2, run.size)
     ip_header[10:12] = b"\0\0"
     _U16.pack_into(ip_header, 10, internet_checksum(ip_header))
-    tcp_header = bytearray(first[IPV4_HEADER : IPV4_HEADER + run.thl])
+    tcp_header = bytearray(first[at + IPV4_HEADER : at + IPV4_HEADER + run.thl])
     tcp_header[13] = run.flags
     tcp_header[16:18] = b"\0\0"
     value = _pseudo_sum(ip_header, run.size - IPV4_HEADER) + wide_sum(tcp_header) + run.payload_sum
