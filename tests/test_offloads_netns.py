@@ -129,8 +129,8 @@ def _send(run_in_sender, receiver: str) -> list[str]:
 def test_100_mb_through_a_lossy_underlay_between_node_namespaces(tmp_path):
     require_root()
     ensure_tools()
-    assert not [n for n in list_namespaces() if n.startswith(("podnet-host-node-", "podnet-node-"))], \
-        "a previous run left namespaces: podnet clean --all"
+    mine = ("podnet-host-node-", "podnet-node-1-default.receiver", "podnet-node-2-default.sender")
+    assert not [n for n in list_namespaces() if n.startswith(mine)], "a previous run left namespaces: podnet clean --all"
     home = tmp_path / "home"
     env = dict(os.environ, PYTHONPATH=str(REPO), PODNET_HOME=str(home), KUBECONFIG=str(home / "kubeconfig"))
 
