@@ -74,9 +74,11 @@ def test_a_local_pod_gets_the_super_packet_whole():
     syn = tcp_packet(A.ip, B_LOCAL.ip, SPORT, DPORT, TcpFlags.SYN)
     local.from_pod(A, syn, now)
     local.from_pod(B_LOCAL, tcp_packet(B_LOCAL.ip, A.ip, DPORT, SPORT, TcpFlags.SYN | TcpFlags.ACK), now)
+    local.from_pod(A, tcp_packet(A.ip, B_LOCAL.ip, SPORT, DPORT, TcpFlags.ACK), now)
     sent = data_packet(random.randbytes(10 * MSS), seq=5, ip_id=1, dst=B_LOCAL.ip)
-    out = only(local.from_pod(A, sent, now, mss=MSS), DeliverSuper)
-    assert out.mss == MSS and out.packet == after_hops(sent, 1)
+    for attempt in range(2):  # the stages, then the shortcut: the checksum the pod left partial made whole
+        out = only(local.from_pod(A, with_partial_checksum(sent), now, mss=MSS), DeliverSuper)
+        assert out.mss == MSS and out.packet == after_hops(sent, 1), attempt
 
 
 def test_a_traced_super_packet_shows_once_with_its_segment_count():

@@ -81,7 +81,7 @@ from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
 from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
-from podnet.overlay.wire.segment import coalesce, tcp_segments
+from podnet.overlay.wire.segment import coalesce, tcp_segments, with_tcp_checksum
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
@@ -279,7 +279,8 @@ class Pipeline:
     def _super(self, pod: PodPort, packet: bytes, mss: int, now: float, trace: list[Stage] | None) -> list[Output]:
         """A super-packet takes the shortcut or the stages as one packet would, its conntrack entry counting
         each of its segments; it is cut into segments only at the tunnel (`_encapsulate`), and a local
-        pod gets it whole."""
+        pod gets it whole. Its TCP checksum is the partial one the pod's kernel left: each segment gets
+        its own, and a super-packet for a local pod one made afresh (`with_tcp_checksum`)."""
         ihl = (packet[0] & 0x0F) * 4 if packet else 0
         header = ihl + (packet[ihl + 12] >> 4) * 4 if len(packet) > ihl + 12 else len(packet)
         count = max(1, -(-(len(packet) - header) // mss))
@@ -298,7 +299,7 @@ class Pipeline:
                 counters["egress.packets"] += count
                 if node_address is None:
                     counters["delivered"] += count
-                    return [DeliverSuper(local_ip, bytes(buf), mss)]
+                    return [DeliverSuper(local_ip, with_tcp_checksum(buf), mss)]
                 counters["tunnel.tx"] += count
                 return [TunnelBurst(node_address, tcp_segments(buf, mss, prefix))]
         return self._from_pod_stages(pod, packet, now, trace, mss)
@@ -511,7 +512,7 @@ class Pipeline:
         if forwarded is None:
             return self._time_exceeded(packet, trace)
         if route.kind is RouteKind.LOCAL:
-            return self._deliver(dst, forwarded, trace, mss)
+            return self._deliver(dst, with_tcp_checksum(forwarded) if mss else forwarded, trace, mss)
         return self._encapsulate(route.next_hop, forwarded, trace, from_pod, mss)
 
     def _shortcut_allowed(self, key: FlowKey, tcp_flags: int) -> bool:

@@ -91,25 +91,32 @@ PLAIN_VNET_HDR = VnetHeader().encode()
 
 
 def super_vnet_header(packet: bytes | bytearray | memoryview, mss: int) -> bytes:
-    """The virtio_net_hdr for writing the super-packet `packet` (IPv4 + TCP with its checksum complete,
+    """The virtio_net_hdr for writing the super-packet `packet` (IPv4 + TCP with its checksum whole,
     behind a 14-byte Ethernet header) to a TAP: segments of `mss` payload bytes, for the kernel to verify
     as it would the segments."""
     ihl = (packet[0] & 0x0F) * 4
     return VNET_HDR.pack(0, GSO_TCPV4, ETHERNET_HEADER + ihl + (packet[ihl + 12] >> 4) * 4, mss, 0, 0)
 
 
+def with_tcp_checksum(packet: bytes | bytearray) -> bytes:
+    """`packet` (IPv4 + TCP) with its TCP checksum computed afresh over its bytes, whatever its field
+    held: a pod's super-packet, whose field the pod's kernel left partial, made whole for a local pod."""
+    buf = bytearray(packet)
+    ihl = (buf[0] & 0x0F) * 4
+    at = ihl + TCP_CHECKSUM_AT
+    buf[at : at + 2] = b"\0\0"
+    (value,) = _range_sums(buf, [(ihl, len(buf))])
+    _U16.pack_into(buf, at, _fold(_pseudo_sum(buf, len(buf) - ihl) + value))
+    return bytes(buf)
+
+
 def complete_checksum(frame: bytearray, csum_start: int, csum_offset: int) -> None:
     """Finishes a partial checksum in place, as a NIC does for a frame marked F_NEEDS_CSUM: the sum of
-    `frame[csum_start:]`, which includes the partial sum already in the field, complemented into it (a
-    super-packet's 64 KB summed by numpy, `_range_sums`)."""
+    `frame[csum_start:]`, which includes the partial sum already in the field, complemented into it."""
     at = csum_start + csum_offset
     if csum_start >= len(frame) or at + 2 > len(frame):
         raise DecodeError("checksum offsets beyond the frame")
-    if len(frame) - csum_start > 4096 and not csum_start & 1:
-        (value,) = _range_sums(frame, [(csum_start, len(frame))])
-    else:
-        value = wide_sum(frame, csum_start)
-    _U16.pack_into(frame, at, _fold(value))
+    _U16.pack_into(frame, at, _fold(wide_sum(frame, csum_start)))
 
 
 def _pseudo_sum(packet: bytes | bytearray | memoryview, tcp_length: int) -> int:
