@@ -2,7 +2,8 @@
 checksum and segmentation offloads on (the default). A pod on node 2 sends 100 MB to a pod on node 1;
 the sha256 the receiver computes is the one of what was sent, and the counters show the way it went:
 the client's kernel handed its agent TCP super-frames, node 2 sent their segments with UDP_SEGMENT,
-node 1 read them joined (UDP_GRO) and wrote super-frames into the server's TAP.
+node 1 read them joined (UDP_GRO) and wrote super-frames into the server's TAP. A pod on node 1 sends the
+same to it without a tunnel between them: super-packets straight from one TAP to the other.
 
 The same transfer again with the nodes in namespaces of their own (`podnet up --hosts netns`) and 1% of
 node 2's underlay sends lost (an iptables `statistic` rule in its namespace; this kernel has no netem. A
@@ -87,7 +88,8 @@ def cluster(tmp_path):
         async def create(client) -> None:
             await client.create(netns_pod("receiver", names[0], command=["python3", "-c", RECEIVER, str(PORT)]))
             await client.create(netns_pod("sender", names[1]))
-            for pod in ("receiver", "sender"):
+            await client.create(netns_pod("neighbour", names[0]))
+            for pod in ("receiver", "sender", "neighbour"):
                 cluster.pod_ips[pod] = (await wait_running(client, "default", pod))["status"]["podIP"]
 
         cluster.api_call(create)
@@ -165,3 +167,14 @@ def test_100_mb_through_a_lossy_underlay_between_node_namespaces(tmp_path):
     finally:
         cleaned = cli("clean", "--home", str(home))
     assert cleaned.returncode == 0, cleaned.stderr
+
+
+def test_100_mb_between_pods_of_one_node_go_as_super_packets(cluster):
+    """The same node: the pipeline hands the sender's super-packets to the receiver's TAP whole, with a
+    checksum made afresh for the one the sender's kernel left partial."""
+    _, before = counters(cluster.agents["offl-1"])
+    answer = _send(lambda *argv: pod_exec(cluster, "neighbour", *argv, timeout=120), cluster.pod_ips["receiver"])
+    assert answer == [str(SIZE), hashlib.sha256(random.Random(SEED).randbytes(SIZE)).hexdigest()]
+    _, after = counters(cluster.agents["offl-1"])
+    assert after["neighbour"]["rx.super-frames"] > 0
+    assert after["receiver"]["tx.super-frames"] - before["receiver"]["tx.super-frames"] > 0
