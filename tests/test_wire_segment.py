@@ -188,7 +188,16 @@ def test_a_partial_checksum_is_completed_as_a_nic_would(size):
     segment.complete_checksum(frame, 14 + 20, 16)
     assert bytes(frame[14:]) == packet
     header = VnetHeader.decode(segment.super_vnet_header(packet, MSS))
-    assert header == VnetHeader(0, segment.GSO_TCPV4, 14 + 20 + 32, MSS, 0, 0)
+    assert header == VnetHeader(segment.F_NEEDS_CSUM, segment.GSO_TCPV4, 14 + 20 + 32, MSS, 34, 16)
+    assert segment.partial_checksum_field(packet) == with_partial_checksum(packet)[36:38]
+
+
+def test_a_super_packets_checksum_is_verified_in_one_pass():
+    packet = super_packet(payload_of(45 * MSS))
+    assert segment.tcp_checksum_ok(packet)
+    damaged = bytearray(packet)
+    damaged[30_000] ^= 0x40
+    assert not segment.tcp_checksum_ok(damaged)
 
 
 def test_bad_input_is_a_decode_error():

@@ -91,11 +91,27 @@ PLAIN_VNET_HDR = VnetHeader().encode()
 
 
 def super_vnet_header(packet: bytes | bytearray | memoryview, mss: int) -> bytes:
-    """The virtio_net_hdr for writing the super-packet `packet` (IPv4 + TCP with its checksum whole,
-    behind a 14-byte Ethernet header) to a TAP: segments of `mss` payload bytes, for the kernel to verify
-    as it would the segments."""
+    """The virtio_net_hdr for writing the super-packet `packet` (IPv4 + TCP, behind a 14-byte Ethernet
+    header) to a TAP or a packet socket: segments of `mss` payload bytes, the checksum left partial
+    (`partial_checksum_field`) for the kernel to finish, as it does its own super-packets'."""
     ihl = (packet[0] & 0x0F) * 4
-    return VNET_HDR.pack(0, GSO_TCPV4, ETHERNET_HEADER + ihl + (packet[ihl + 12] >> 4) * 4, mss, 0, 0)
+    header = ETHERNET_HEADER + ihl + (packet[ihl + 12] >> 4) * 4
+    return VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, header, mss, ETHERNET_HEADER + ihl, TCP_CHECKSUM_AT)
+
+
+def partial_checksum_field(packet: bytes | bytearray | memoryview) -> bytes:
+    """The TCP checksum field that `packet` (IPv4 + TCP) needs for F_NEEDS_CSUM: the pseudo-header's sum,
+    folded and not complemented, for the kernel to finish over the TCP bytes (CHECKSUM_PARTIAL)."""
+    ihl = (packet[0] & 0x0F) * 4
+    return _U16.pack(_pseudo_sum(packet, len(packet) - ihl) % 0xFFFF or 0xFFFF)
+
+
+def tcp_checksum_ok(packet: bytes | bytearray) -> bool:
+    """Whether the TCP checksum of `packet` (IPv4 + TCP) holds, summed in one numpy pass: what a kernel
+    verifies, for a super-packet the kernel will take as verified."""
+    ihl = (packet[0] & 0x0F) * 4
+    (value,) = _range_sums(packet, [(ihl, len(packet))])
+    return not (_pseudo_sum(packet, len(packet) - ihl) + value) % 0xFFFF
 
 
 def with_tcp_checksum(packet: bytes | bytearray) -> bytes:
