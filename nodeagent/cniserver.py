@@ -317,7 +317,7 @@ class CniServer:
         mtu = pod_mtu(self.agent.config)
         try:
             pair = await asyncio.to_thread(wire.plumb, netns, ifname, allocation.ip, ipam.network.prefixlen,
-                                           ipam.gateway, mac, mtu)
+                                           ipam.gateway, mac, mtu, self.agent.config.tap_offloads)
         except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:
             ipam.release(allocation.uid)
             raise RpcError("SetupFailed", str(exc)) from None
@@ -344,12 +344,12 @@ class CniServer:
 
     def _open(self, known: CniAttachment) -> None:
         """Opens the socket on the wire's host end; a runtime's attachment joins the pipeline as a pod."""
-        known.fd = wire.open_socket(known.wire)
+        known.fd = wire.open_socket(known.wire, self.agent.config.tap_offloads)
         if known.of_pod:
             return  # the pod's containers and its place in the pipeline are the pod lifecycle's
         address, prefix_len = known.attachment.address.split("/")
         network = PodNetwork(Path(known.netns).name, known.namespace, address, int(prefix_len),
-                             known.attachment.gateway, known.attachment.mac)
+                             known.attachment.gateway, known.attachment.mac, offloads=self.agent.config.tap_offloads)
         state = self.records / f"{known.container_id}-{known.ifname}.pod"
         gateway_mac = bytes.fromhex(vtep_mac(self.agent.config.address).replace(":", ""))
         netns_pod = NetnsPod(network, known.owner, known.fd, gateway_mac, state.with_suffix(".state"), state)

@@ -15,8 +15,10 @@ Two dataplanes share the link, each with frames of its own:
 The agent's socket is filtered so that it sees neither the host's frames (PACKET_IGNORE_OUTGOING), nor the
 pod's frames to the host end's MAC, nor the pod's ARP for HOST_LINK_ADDRESS (the host answers that).
 
-The pod end's checksum offload is off: the pod's kernel then hands the wire whole frames with their
-checksums done, as it did to a TAP; with it on, a veth passes partial checksums and 64 KB TSO frames on.
+Without offloads the pod end's checksum offload is off: the pod's kernel then hands the wire whole frames
+with their checksums done. With them (the agent's default), it stays on, and a veth passes partial
+checksums and 64 KB TSO frames on: the socket then reads and writes each frame behind a virtio_net_hdr
+(PACKET_VNET_HDR), which says what is left to do (nodeagent/pods/netns.py reads and writes it).
 The pair outlives the agent (only the socket closes with it), so a restarted agent opens a new socket on
 the host end and the pod never notices.
 """
@@ -47,6 +49,7 @@ POD_PREFIX = "pnp"
 _ETH_P_ALL = 0x0003
 _SOL_PACKET = 263
 _PACKET_IGNORE_OUTGOING = 23
+_PACKET_VNET_HDR = 15
 _SO_ATTACH_FILTER = 26
 _SIOCETHTOOL = 0x8946
 _ETHTOOL_STXCSUM = 0x17
@@ -70,9 +73,11 @@ def host_ifname(netns: str, ifname: str) -> str:
     return HOST_PREFIX + hashlib.sha256(f"{netns}/{ifname}".encode()).hexdigest()[:11]
 
 
-def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int) -> Wire:
+def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int,
+          offloads: bool = False) -> Wire:
     """A veth pair whose end `ifname` in the namespace at path `netns` has `address`, `mac`, a default
-    route via `gateway` and an on-link route to the host end; the host routes `address` to the other end."""
+    route via `gateway` and an on-link route to the host end; the host routes `address` to the other end.
+    `offloads`: the pod end keeps its checksum and segmentation offloads (see the module text)."""
     host = host_ifname(netns, ifname)
     temporary = POD_PREFIX + host[len(HOST_PREFIX):]
     ip("link", "delete", host, check=False)  # left by a crash: the pair goes with either end
@@ -80,7 +85,8 @@ def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, 
     try:
         ip("link", "set", temporary, "netns", netns)
         _pod_batch(netns, [f"link set {temporary} name {ifname}", f"link set {ifname} address {mac} addrgenmode none"])
-        _ethtool(netns, ifname, _ETHTOOL_STXCSUM, 0)
+        if not offloads:
+            _ethtool(netns, ifname, _ETHTOOL_STXCSUM, 0)
         _pod_batch(netns, [
             f"addr add {address}/{prefix_len} dev {ifname}",
             "link set lo up",
@@ -121,9 +127,10 @@ def unplumb(wire: Wire) -> None:
     ip("link", "delete", wire.host_ifname, check=False)
 
 
-def open_socket(wire: Wire) -> int:
+def open_socket(wire: Wire, offloads: bool = False) -> int:
     """A non-blocking packet socket on the host end, filtered as the module says: reading it gives the
-    frames the pod sends the agent, writing to it sends a frame to the pod. The caller owns it."""
+    frames the pod sends the agent, writing to it sends a frame to the pod; with `offloads`, each behind
+    a virtio_net_hdr. The caller owns it."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                          socket.htons(_ETH_P_ALL))
     try:
@@ -132,6 +139,8 @@ def open_socket(wire: Wire) -> int:
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("HL", len(program) // 8,
                                                                            ctypes.addressof(program)))
         sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        if offloads:
+            sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
         sock.bind((wire.host_ifname, _ETH_P_ALL))
