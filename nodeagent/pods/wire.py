@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import hashlib
 import ipaddress
 import socket
 import struct
@@ -36,14 +35,12 @@ from pathlib import Path
 from podnet.nodeagent.pods.netns import socket_in_namespace
 
 from podnet.netns.ip import NetnsError, ip, ip_batch
+from podnet.netns.names import HOST_END_PREFIX, wire_names
 
 HOST_LINK_ADDRESS = "169.254.1.1"
-HOST_PREFIX = "pnv"
-MASQUERADE_RULE = ("POSTROUTING", "-o", f"{HOST_PREFIX}+", "-m", "comment", "--comment",
+MASQUERADE_RULE = ("POSTROUTING", "-o", f"{HOST_END_PREFIX}+", "-m", "comment", "--comment",
                    "podnet: what the host sends a pod comes from its host end, so that the reply comes back",
                    "-j", "MASQUERADE")
-# The pod end's name in the host namespace, before it is moved into the pod's and renamed.
-POD_PREFIX = "pnp"
 _ETH_P_ALL = 0x0003
 _SOL_PACKET = 263
 _PACKET_IGNORE_OUTGOING = 23
@@ -65,16 +62,10 @@ class Wire:
         return Path(f"/sys/class/net/{self.host_ifname}").exists()
 
 
-def host_ifname(netns: str, ifname: str) -> str:
-    """The host end's name: at most 15 bytes (the kernel's limit), one per namespace and interface."""
-    return HOST_PREFIX + hashlib.sha256(f"{netns}/{ifname}".encode()).hexdigest()[:11]
-
-
 def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int) -> Wire:
     """A veth pair whose end `ifname` in the namespace at path `netns` has `address`, `mac`, a default
     route via `gateway` and an on-link route to the host end; the host routes `address` to the other end."""
-    host = host_ifname(netns, ifname)
-    temporary = POD_PREFIX + host[len(HOST_PREFIX):]
+    host, temporary = wire_names(netns, ifname)
     ip("link", "delete", host, check=False)  # left by a crash: the pair goes with either end
     ip("link", "add", host, "mtu", str(mtu), "type", "veth", "peer", "name", temporary, "mtu", str(mtu))
     try:
