@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=30
 # Debian packages that the tests use as real peers; installed when missing and we are root.
 TEST_DEBS := etcd-server etcd-client tshark bind9-dnsutils bird2 iproute2 iputils-ping curl iperf3 openssl docker.io docker-compose debootstrap wireguard-go wireguard-tools chromium containernetworking-plugins
 BENCH_DEBS := dnsperf unbound

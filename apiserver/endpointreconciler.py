@@ -15,6 +15,7 @@ from podnet.apiserver.peerleases import Peer
 from podnet.client import ApiClient, ApiError
 
 log = logging.getLogger(__name__)
+FIRST_RETRY = 0.1  # seconds; doubled after each failed round, up to the renew interval
 
 
 class EndpointReconciler:
@@ -26,13 +27,20 @@ class EndpointReconciler:
 
     async def run(self) -> None:
         """Until cancelled; then takes this server out of the endpoints and deletes its lease."""
+        # A failed round is retried soon, not a whole interval later: at start kube-system may not exist yet,
+        # and until the first round succeeds pods that dial kubernetes.default are refused.
+        retry = FIRST_RETRY
         try:
             while True:
                 try:
                     await self._renew()
                     await self._reconcile()
-                except ApiError as e:  # the namespaces may not exist yet, the store may be away: next round
+                except ApiError as e:
                     log.debug("endpoint reconciliation: %s", e)
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, self.interval)
+                    continue
+                retry = FIRST_RETRY
                 await asyncio.sleep(self.interval)
         except asyncio.CancelledError:
             await asyncio.shield(self._leave())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from podnet.api import clusterdns
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
 from podnet.backends import BACKENDS_HELP, PROXY_MODES_HELP
 from podnet.cli.common import HomeOption, fail
@@ -112,9 +113,12 @@ async def bring_up(topo: topology.Topology, *, timeout: float = 120.0) -> Cluste
         typer.echo("  waiting for the cluster DNS to sync and its pod to be Ready", nl=False)
         if not await readiness.wait_until(lambda: readiness.dns_answers(topo.host("dns"), topo.dns_port), timeout):
             raise SupervisorError("the cluster DNS did not answer kubernetes.default within the timeout")
-        if not await readiness.wait_until(lambda: readiness.dns_pod_ready(client), timeout):
+        if not await readiness.wait_until(lambda: readiness.service_ready(client, clusterdns.NAMESPACE,
+                                                                          clusterdns.SERVICE_NAME), timeout):
             raise SupervisorError("the cluster DNS pod is not a ready endpoint of kube-system/kube-dns "
                                   f"after {timeout:.0f}s (`podnet get pods -n kube-system -o wide`)")
+        if not await readiness.wait_until(lambda: readiness.service_ready(client, "default", "kubernetes"), timeout):
+            raise SupervisorError(f"no API server is an endpoint of default/kubernetes after {timeout:.0f}s")
         typer.echo(f" ... ok ({time.monotonic() - started:.1f}s)")
     return state
 

@@ -1,5 +1,6 @@
-"""What `podnet up` waits for before it returns: every node Ready, the cluster DNS answering, and its pod
-a ready endpoint of the kube-dns Service (so pods resolve names from the first moment)."""
+"""What `podnet up` waits for before it returns: every node Ready, the cluster DNS answering, its pod a ready
+endpoint of the kube-dns Service and an API server one of the `kubernetes` Service's (so pods resolve names
+and reach the API from the first moment)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import time
 
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from podnet.api import clusterdns
 from podnet.client import ApiClient, ApiError
 
 
@@ -44,11 +44,10 @@ async def dns_answers(address: str, port: int, name: str = "kubernetes.default.s
     return reply.header.rcode == RCODE.NOERROR and any(rr.rtype == QTYPE.A for rr in reply.rr)
 
 
-async def dns_pod_ready(client: ApiClient) -> bool:
-    """True when the kube-dns Service has a ready endpoint."""
+async def service_ready(client: ApiClient, namespace: str, name: str) -> bool:
+    """True when the Service `namespace/name` has a ready endpoint."""
     try:
-        slices = await client.list("endpointslices", clusterdns.NAMESPACE,
-                                   label_selector=f"kubernetes.io/service-name={clusterdns.SERVICE_NAME}")
+        slices = await client.list("endpointslices", namespace, label_selector=f"kubernetes.io/service-name={name}")
     except ApiError:
         return False
     return any((endpoint.get("conditions") or {}).get("ready") is not False
