@@ -46,7 +46,7 @@ from podnet.overlay.pipeline.model import PodPort, pod_mac, vtep_mac
 from podnet.cni.capabilities import capability_args
 from podnet.cni.conflist import CONFLIST_NAME, ConfList, podnet_conflist
 from podnet.cni.runtime import Container, Runtime
-from podnet.cni.spec import Attachment, CniError, check_attachment
+from podnet.cni.spec import Attachment, CniError, Code, check_attachment
 from podnet.netns.ip import NetnsError
 from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError
@@ -181,7 +181,11 @@ class CniServer:
                 await runtime.add(self._container(uid, netns, pod), capability_args(pod))
             finally:
                 self._expecting.pop(uid, None)
-            return self.attachments[(uid, POD_INTERFACE)].fd
+            attached = self.attachments.get((uid, POD_INTERFACE))
+            if attached is None:  # a conflist whose chain does not run podnet-cni
+                raise CniError(Code.INVALID_CONFIG, f"no plugin of {self.conflist_path} attached {POD_INTERFACE}",
+                               "the list must run podnet-cni")
+            return attached.fd
 
     async def detach_pod(self, uid: str, netns: str, pod: dict) -> None:
         """The chain's DEL for a netns pod (backwards: the reference plugins, then podnet-cni); what podnet's
