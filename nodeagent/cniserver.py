@@ -173,8 +173,10 @@ class CniServer:
         await self.serving.wait()
         async with self._locks[uid]:
             known = self.attachments.get((uid, POD_INTERFACE))
-            if known is not None and known.netns == netns and known.fd >= 0:
-                return known.fd
+            if known is not None:
+                if known.netns == netns and known.fd >= 0 and known.wire.exists():
+                    return known.fd
+                await self._delete_chain(uid, known.netns, pod)  # its interface went with its namespace
             runtime = self.runtime()
             self._expecting[uid] = pod
             try:
@@ -192,14 +194,17 @@ class CniServer:
         part holds is let go even when a plugin fails."""
         await self.serving.wait()
         async with self._locks[uid]:
-            try:
-                await self.runtime().delete(self._container(uid, netns, pod))  # with what ADD was given
-            except (CniError, OSError) as exc:
-                log.warning("cni: DEL of pod %s failed: %s", uid, exc)
-            known = self.attachments.get((uid, POD_INTERFACE))
-            if known is not None:
-                self._remove(known)
+            await self._delete_chain(uid, netns, pod)
         self._locks.pop(uid, None)
+
+    async def _delete_chain(self, uid: str, netns: str, pod: dict) -> None:
+        try:
+            await self.runtime().delete(self._container(uid, netns, pod))  # with what ADD was given
+        except (CniError, OSError) as exc:
+            log.warning("cni: DEL of pod %s failed: %s", uid, exc)
+        known = self.attachments.get((uid, POD_INTERFACE))
+        if known is not None:
+            self._remove(known)
 
     def _later(self, call) -> None:
         task = asyncio.ensure_future(call)
@@ -265,18 +270,13 @@ class CniServer:
         bandwidth's qdiscs would otherwise outlive it), within SHUTDOWN_GRACE."""
         for task in self._tasks:
             task.cancel()
-        deletions = [self._delete_on_shutdown(known) for known in list(self.attachments.values()) if known.of_pod]
+        deletions = [self._delete_chain(known.container_id, known.netns, {}) for known in list(self.attachments.values())
+                     if known.of_pod]
         if deletions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*deletions), SHUTDOWN_GRACE)
         for known in list(self.attachments.values()):
             self._close_socket(known)
-
-    async def _delete_on_shutdown(self, known: CniAttachment) -> None:
-        # The RPC socket is closed by now: podnet-cni's own DEL fails, and is done here.
-        with contextlib.suppress(CniError, OSError):
-            await self.runtime().delete(self._container(known.container_id, known.netns, {}))
-        self._remove(known)
 
     # ---- what podnet-cni asks ----------------------------------------------------------------------
 
