@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from podnet.overlay.pipeline.model import PodPort, pod_mac, vtep_mac
 
 from podnet.cni.capabilities import capability_args
 from podnet.cni.conflist import CONFLIST_NAME, ConfList, podnet_conflist
-from podnet.cni.runtime import Container, Runtime
+from podnet.cni.runtime import CNI_PATH, Container, Runtime
 from podnet.cni.spec import Attachment, CniError, Code, check_attachment
 from podnet.netns.ip import NetnsError
 from podnet.rpc.agentmethods import AgentMethod
@@ -59,8 +58,6 @@ log = logging.getLogger(__name__)
 OWNER_PREFIX = "cni:"
 # The Kubernetes namespace an attachment is filed under when CNI_ARGS names no pod.
 DEFAULT_NAMESPACE = "cni"
-# Where a runtime finds plugins: podnet-cni beside this interpreter, then the reference plugins.
-CNI_PATH = (str(Path(sys.executable).parent), "/usr/lib/cni", "/opt/cni/bin")
 # The reference plugins the agent's conflist chains after podnet-cni when they are installed, with the
 # capabilities through which a runtime gives them a pod's hostPorts and bandwidth annotations.
 CHAINED = ({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},

@@ -177,3 +177,12 @@ async def test_a_restarted_agent_keeps_its_attachments_and_collects_those_gone(l
     check = await run(sys.executable, "-m", "podnet", "cni", node.name, "--check", "--home", str(cluster.home))
     assert check.returncode == 0, check.stdout + check.stderr
     assert [line.split()[-1] for line in check.stdout.splitlines()[1:]] == ["ok", "ok"], check.stdout
+
+    # An agent that dies for good leaves its pods' chains behind; `podnet clean` runs their DEL.
+    cluster.kill(agent, signal.SIGKILL)
+    await cluster.wait_dead(agent)
+    assert f"{pods['kept']['status']['podIP']}:8080" in (await run("iptables", "-t", "nat", "-S")).stdout
+    cleaned = await run(sys.executable, "-m", "podnet", "clean", "--home", str(cluster.home))
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert f"removed the chain of {pods['kept']['metadata']['uid']}" in cleaned.stdout
+    assert f"{pods['kept']['status']['podIP']}:8080" not in (await run("iptables", "-t", "nat", "-S")).stdout

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 from podnet.cluster.supervisor import SupervisorError
+from podnet.cni.conflist import CONFLIST_NAME
+from podnet.cni.runtime import undo_chained
 from podnet.netns.ip import NetnsError, delete_namespace, ip, ip_batch, list_namespaces
 from podnet.netns.names import (
     HOST_END_PREFIX,
@@ -153,6 +155,8 @@ def clean_home(home: Path, topology: dict | None) -> list[str]:
     are still running (they die with their namespaces)."""
     existing = set(list_namespaces())
     removed = []
+    for conflist in home.glob(f"nodes/*/cni/net.d/{CONFLIST_NAME}"):
+        removed += [f"the chain of {c}" for c in undo_chained(conflist, conflist.parent.parent / "results")]
     for name in recorded_pod_namespaces(home):
         if name in existing:
             delete_namespace(name)
