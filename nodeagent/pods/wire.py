@@ -26,11 +26,11 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import ipaddress
+import json
 import socket
 import struct
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from podnet.nodeagent.pods.netns import socket_in_namespace
 
@@ -59,7 +59,9 @@ class Wire:
     host_mac: str
 
     def exists(self) -> bool:
-        return Path(f"/sys/class/net/{self.host_ifname}").exists()
+        # Asked of `ip`, not /sys: an agent that entered a host's namespace (`--hosts netns`) sees the
+        # sysfs of the namespace it started in.
+        return ip("link", "show", "dev", self.host_ifname, check=False).returncode == 0
 
 
 def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int) -> Wire:
@@ -88,7 +90,8 @@ def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, 
         ])
         _ethtool(None, host, _ETHTOOL_SGRO, 0)
         _ensure_masquerade()
-        host_mac = Path(f"/sys/class/net/{host}/address").read_text().strip()
+        [link] = json.loads(ip("-json", "link", "show", "dev", host).stdout)
+        host_mac = link["address"]
     except (NetnsError, OSError, subprocess.TimeoutExpired):
         ip("link", "delete", host, check=False)
         raise
