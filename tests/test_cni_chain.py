@@ -60,6 +60,19 @@ async def test_a_host_port_answers_on_the_nodes_address_through_portmap(local_cl
     rules = (await run("iptables", "-t", "nat", "-S")).stdout
     assert f"--dport 18080 -j DNAT --to-destination {web['status']['podIP']}:8080" in rules, rules
 
+    # The host end is for the host's connections to the pod and their replies, not the pod's to the host:
+    # a program of the host's listening on every address is out of the pod's reach through it.
+    host_listener = subprocess.Popen(["busybox", "httpd", "-f", "-p", "0.0.0.0:18090", "-h", "/etc"])
+    try:
+        assert (await run("curl", "-s", "-o", "/dev/null", "--max-time", "3", "http://127.0.0.1:18090/hostname")).returncode == 0
+        pod_netns = namespace_name(node.name, NAMESPACE, "web")
+        through_host_end = await run("ip", "netns", "exec", pod_netns, "curl", "-s", "--max-time", "3",
+                                     "http://169.254.1.1:18090/hostname")
+        assert through_host_end.returncode == 28, through_host_end  # timed out: dropped, not answered
+    finally:
+        host_listener.kill()
+        host_listener.wait()
+
     await cluster.client.delete("pods", "web", NAMESPACE)
 
     async def unmapped() -> bool:

@@ -10,8 +10,9 @@ Two dataplanes share the link, each with frames of its own:
   everything the agent writes to the pod;
 - the host kernel's: what it routes to the pod (portmap's DNAT) and the pod's replies to it. The host
   end holds HOST_LINK_ADDRESS, the pod has an on-link route to it, and one masquerade rule of the host's
-  (MASQUERADE_RULE, on every host end) makes it the source of what the host sends a pod, so the replies
-  are addressed to the host end's MAC, not to the pod's gateway.
+  (HOST_RULES, for every host end) makes it the source of what the host sends a pod, so the replies are
+  addressed to the host end's MAC, not to the pod's gateway. Only replies: the host drops any connection
+  a pod would open through its host end.
 The agent's socket is filtered so that it sees neither the host's frames (PACKET_IGNORE_OUTGOING), nor the
 pod's frames to the host end's MAC, nor the pod's ARP for HOST_LINK_ADDRESS (the host answers that).
 
@@ -38,9 +39,17 @@ from podnet.netns.ip import NetnsError, ip, ip_batch
 from podnet.netns.names import HOST_END_PREFIX, wire_names
 
 HOST_LINK_ADDRESS = "169.254.1.1"
-MASQUERADE_RULE = ("POSTROUTING", "-o", f"{HOST_END_PREFIX}+", "-m", "comment", "--comment",
-                   "podnet: what the host sends a pod comes from its host end, so that the reply comes back",
-                   "-j", "MASQUERADE")
+# The host's rules for every host end, added once (table, chain, rule): what the host sends a pod comes
+# from the host end, so that the reply comes back to it; and a pod opens nothing through its host end,
+# neither to the host (its programs listening on any address) nor through it (forwarded): its own
+# traffic goes through the agent, which guards the host (nodeagent/hostguard.py).
+HOST_RULES = (
+    ("nat", "POSTROUTING", ("-o", f"{HOST_END_PREFIX}+", "-m", "comment", "--comment",
+                            "podnet: what the host sends a pod comes from its host end", "-j", "MASQUERADE")),
+    *((("filter", chain, ("-i", f"{HOST_END_PREFIX}+", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment",
+                          "--comment", "podnet: a pod opens nothing through its host end", "-j", "DROP")))
+      for chain in ("INPUT", "FORWARD")),
+)
 _ETH_P_ALL = 0x0003
 _SOL_PACKET = 263
 _PACKET_IGNORE_OUTGOING = 23
@@ -89,7 +98,7 @@ def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, 
             f"neigh replace {address} lladdr {mac} dev {host} nud permanent",
         ])
         _ethtool(None, host, _ETHTOOL_SGRO, 0)
-        _ensure_masquerade()
+        _ensure_host_rules()
         [link] = json.loads(ip("-json", "link", "show", "dev", host).stdout)
         host_mac = link["address"]
     except (NetnsError, OSError, subprocess.TimeoutExpired):
@@ -98,16 +107,17 @@ def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, 
     return Wire(host, host_mac)
 
 
-def _ensure_masquerade() -> None:
-    """MASQUERADE_RULE, once for all pods. A host without iptables has no portmap either: nothing to do."""
-    try:
-        present = subprocess.run(["iptables", "-w", "-t", "nat", "-C", *MASQUERADE_RULE], capture_output=True).returncode == 0
-    except FileNotFoundError:
-        return
-    if not present:
-        done = subprocess.run(["iptables", "-w", "-t", "nat", "-A", *MASQUERADE_RULE], capture_output=True, text=True)
-        if done.returncode:
-            raise NetnsError(f"iptables: {done.stderr.strip()}")
+def _ensure_host_rules() -> None:
+    """HOST_RULES, each once, first in its chain. A host without iptables has no portmap either."""
+    for table, chain, rule in HOST_RULES:
+        try:
+            present = subprocess.run(["iptables", "-w", "-t", table, "-C", chain, *rule], capture_output=True).returncode == 0
+        except FileNotFoundError:
+            return
+        if not present:
+            done = subprocess.run(["iptables", "-w", "-t", table, "-I", chain, *rule], capture_output=True, text=True)
+            if done.returncode:
+                raise NetnsError(f"iptables: {done.stderr.strip()}")
 
 
 def unplumb(wire: Wire) -> None:
