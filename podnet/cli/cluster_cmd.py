@@ -15,7 +15,7 @@ import typer
 
 from podnet.api import clusterdns
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
-from podnet.backends import BACKENDS_HELP, PROXY_MODES_HELP
+from podnet.backends import BACKENDS_HELP, ENCRYPTIONS_HELP, PROXY_MODES_HELP
 from podnet.cli import etcd_status
 from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, ApiError, podnet_home
@@ -135,6 +135,7 @@ def register(app: typer.Typer) -> None:
         store: str = typer.Option("sqlite", "--store", help="sqlite (embedded) or etcd."),
         backend: str = typer.Option("vxlan", "--backend", help=BACKENDS_HELP),
         proxy_mode: str = typer.Option("iptables", "--proxy-mode", help=PROXY_MODES_HELP),
+        encryption: str = typer.Option("none", "--encryption", help=ENCRYPTIONS_HELP),
         prefix: str = typer.Option("127.0.0", "--prefix", help="First three octets of the cluster's addresses."),
         api_port: int = typer.Option(6443, "--api-port"),
         dns_port: int = typer.Option(1053, "--dns-port"),
@@ -168,13 +169,15 @@ def register(app: typer.Typer) -> None:
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
                 pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http, ui=ui,
-                dns_replicas=dns_replicas, etcd_members=etcd_members, apiservers=apiservers,
+                dns_replicas=dns_replicas, etcd_members=etcd_members, apiservers=apiservers, encryption=encryption,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
         if store == "etcd" and not shutil.which("etcd"):
             raise fail("error: --store etcd needs the etcd binary on PATH (Debian: apt-get install etcd-server)")
-        typer.echo(f"podnet: {nodes} nodes, {store} store, {backend} backend, kube-proxy {proxy_mode}; home {topo.home}")
+        encrypted = f", {encryption} encryption" if encryption != "none" else ""
+        typer.echo(f"podnet: {nodes} nodes, {store} store, {backend} backend{encrypted}, kube-proxy {proxy_mode}; "
+                   f"home {topo.home}")
         try:
             asyncio.run(bring_up(topo))
         except SupervisorError as exc:

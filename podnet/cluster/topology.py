@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podnet.backends import BACKENDS, POD_MODES, PROXY_MODES, routing_backend
+from podnet.backends import BACKENDS, ENCRYPTIONS, POD_MODES, PROXY_MODES, routing_backend
 from podnet.cluster import auditpolicy, credentials, etcd_credentials, kubelet_credentials
 from podnet.netns.names import host_namespace
 from podnet.nodeagent.hostguard import BGP_PORTS, ETCD_PORTS
@@ -65,6 +65,7 @@ class Topology:
     store: str = "sqlite"
     backend: str = "vxlan"
     proxy_mode: str = "iptables"
+    encryption: str = "none"  # a name in podnet.backends.ENCRYPTIONS: how the agents protect the underlay
     api_port: int = 6443
     dns_port: int = 1053
     etcd_port: int = 2379
@@ -172,6 +173,9 @@ def build(
     except ValueError:
         raise TopologyError(f"--prefix must be three octets of a loopback address, like 127.0.0, not {prefix!r}") from None
     hosts: dict[str, str] = {}
+    encryption = str(settings.get("encryption", "none"))
+    if encryption not in ENCRYPTIONS:
+        raise TopologyError(f"--encryption must be one of {', '.join(ENCRYPTIONS)}, not {encryption!r}")
     pod_mode = str(settings.get("pod_mode", "virtual"))
     if pod_mode not in POD_MODES:
         raise TopologyError(f"--pod-mode must be one of {', '.join(POD_MODES)}, not {pod_mode!r}")
@@ -312,6 +316,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
         node_dir = str(topo.node_dir(node))
         netns = host_namespace(node.name) if topo.host_mode == "netns" else None
         pod_mode = ("--pod-mode", topo.pod_mode) if topo.pod_mode != "virtual" else ()
+        encryption = ("--encryption", topo.encryption) if topo.encryption != "none" else ()
         # As the kubelet renews every quarter of its lease: a short grace period needs quicker renewals.
         renew = ("--renew-interval", f"{topo.node_grace_period / 4:g}") if topo.node_grace_period < 20 else ()
         agent_socket = str(topo.agent_socket(node))
@@ -321,7 +326,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
             f"{node.name}/agent",
             ("nodeagent", "--name", node.name, "--address", node.address, *api(f"{node.name}/agent"), "--state-dir", node_dir,
              "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
-             *kubelet, *pod_mode, *renew, "--proxy-protocol-from", topo.host("cloud-lb"), *protected),
+             *kubelet, *pod_mode, *encryption, *renew, "--proxy-protocol-from", topo.host("cloud-lb"), *protected),
             Health(rpc=agent_socket),
             netns=netns,
         ))

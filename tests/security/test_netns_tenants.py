@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from support.netns_pods import netns_node, netns_pod
+from support.netns_pods import netns_node, netns_pod, wait_for
 from support.nodeagent import wait_running
 
 from podnet.netns.ip import list_namespaces, namespace_pids
@@ -42,7 +42,8 @@ def test_pods_whose_joined_names_were_equal_run_side_by_side(tmp_path):
         existing = list_namespaces()
         for name in names:
             assert name in existing
-            assert namespace_pids(name), f"{name}: the pod's process runs in its own namespace"
+            # The launcher enters the namespace as it starts, a moment after the pod is reported Running.
+            wait_for(lambda name=name: namespace_pids(name), 10, f"{name}: the pod's process in its own namespace")
         assert not set(namespace_pids(names[0])) & set(namespace_pids(names[1]))
     assert started.cleaned.returncode == 0, started.cleaned.stderr
     for name in names:
