@@ -68,7 +68,7 @@ class NodeAgent:
         self.dns = PodDns(self.dataplane.operate, self.dataplane.emit)
         self.rpc = AgentRpc(self)
         self.cni = CniServer(self)  # what the podnet-cni plugin asks
-        self.lifecycle.netns_attached, self.lifecycle.netns_detached = self.cni.netns_pod_added, self.cni.netns_pod_removed
+        self.lifecycle.cni = self.cni  # netns pods get their network from the node's CNI chain
 
     # What the kubelet API's handlers see (nodeagent/kubelet/node.py).
     @property
@@ -97,6 +97,7 @@ class NodeAgent:
         pod_cidr = self.registration.pod_cidr
         self.lifecycle.start(pod_cidr)
         await self.dataplane.start(pod_cidr)
+        self.cni.recover()  # the attachments a previous run left, before any pod claims one
         self.node_informer.add_handler(self.on_node)
         self.pod_informer.add_handler(self.lifecycle.on_pod)
         return True
@@ -143,7 +144,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, user_agent=component_agent("kubelet"))
+        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, fallbacks=config.fallbacks, user_agent=component_agent("kubelet"))
         stack.push_async_callback(client.close)
         agent = NodeAgent(config, client)
         registry = CollectorRegistry()
@@ -165,6 +166,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         stack.push_async_callback(lifecycle.terminations.close)
         dataplane.close_with(stack)
         stack.callback(lifecycle.netns_pods.close)
+        stack.push_async_callback(agent.cni.close)
         dataplane.pipeline.policy = enforcer.verdict
         dataplane.l7_lookup = l7.l7_for
         l7.proxied = dataplane.has_l7_proxy
@@ -198,6 +200,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
             else:
                 synced.cancel()
             await rpc.start()
+            agent.cni.serving.set()
             log.info("node agent %s up: %s, podCIDR %s, %s on %s:%d", config.name, config.address,
                      agent.registration.pod_cidr, dataplane.pipeline.node.encapsulation.name, config.address,
                      dataplane.tunnel.port)

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from podnet.nodeagent import encryption
 from podnet.nodeagent.endpoints import KernelPod, VirtualPod
 from podnet.nodeagent.pods.netns import probe as netns_probe
 from podnet.nodeagent.pods.virtual import client as ops
@@ -384,7 +385,10 @@ class AgentRpc:
         count = int(params.get("count") or 0)
         seconds = float(params.get("seconds") or 0)
         tunnel = self.dataplane.tunnel
-        queue = tunnel.subscribe()
+        try:
+            queue = encryption.subscribe(tunnel, bool(params.get("decrypted")))
+        except ValueError as exc:
+            raise RpcError("BadRequest", str(exc)) from None
         deadline = time.monotonic() + seconds if seconds else None
         sent = 0
         try:

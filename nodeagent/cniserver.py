@@ -1,20 +1,25 @@
-"""What the `podnet-cni` plugin asks of the agent: attachments of network namespaces that a CNI runtime
-made (containerd, a test, a person with `ip netns add`) to this node's pod network.
+"""The CNI plugin's agent side, and the agent as a CNI runtime.
 
-The agent stays the dataplane. ADD takes an address from the node's host-local IPAM (owner
-`cni:<containerID>:<ifname>`, so a runtime's attachment never shares an address with an API pod), opens a
-TAP, moves it into the namespace at `CNI_NETNS` under the name `CNI_IFNAME` with the address and a default
-route via the node's gateway, and hands the TAP to the pipeline as a netns pod's. The plugin process only
-relays: it exits after printing the result, the agent keeps the TAP's file descriptor. DEL undoes all of
-that and is idempotent (an unknown attachment, a namespace already gone: nothing to do). GC deletes every
-attachment the runtime no longer lists. CHECK compares the ADD result with the namespace as `ip -json`
-sees it (podnet.cni.spec.check_attachment).
+What `podnet-cni` asks of the agent (ADD, CHECK, DEL, GC, STATUS) are attachments of network namespaces to
+this node's pod network. The agent stays the dataplane: ADD takes an address from the node's host-local
+IPAM, makes a veth pair whose pod end is `CNI_IFNAME` in `CNI_NETNS` (nodeagent/pods/wire.py) and opens a
+packet socket on its host end; the plugin process only relays and exits, the agent keeps the socket.
 
-The agent also writes the node's conflist, `<state_dir>/cni/net.d/10-podnet.conflist`, naming its socket,
-for a runtime (podnet/cni/runtime.py, containerd) to execute.
+Who asked decides who owns the attachment:
+- the agent itself, for the netns pods bound to it: it is their runtime, as containerd is a kubelet's. It
+  executes its conflist, `<state_dir>/cni/net.d/10-podnet.conflist` (podnet-cni, then the reference
+  `portmap` and `bandwidth` when installed, then whatever a user adds), with the pod's uid as container
+  ID and its hostPorts and bandwidth annotations as capability arguments; the ADD that podnet-cni relays
+  back is the pod's (address owner: the pod's uid), and the pod's containers start on it;
+- any other runtime (a test, containerd, a person with `ip netns add`): its attachment is a pod of its
+  own in the pipeline, address owner `cni:<containerID>:<ifname>`.
 
-Attachments live as long as the agent: its TAPs close with it, and after a restart the IPAM's garbage
-collection frees their addresses like those of pods that are gone.
+Each attachment is recorded in `<state_dir>/cni/attachments/` before ADD answers, and the chain's result
+is cached under `results/` as libcni caches it. The veth pair outlives the agent, so a restarted agent
+reopens each recorded attachment's socket and the namespace never notices; an attachment whose pair or
+namespace is gone, or whose pod no longer exists, gets its DEL (the whole chain's, for a pod: portmap's
+rules and bandwidth's qdiscs are the host's), and GC from a runtime removes every attachment of its own
+the runtime no longer lists.
 """
 
 from __future__ import annotations
@@ -26,29 +31,24 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podnet.nodeagent.cni import IpamExhausted
+from podnet.nodeagent.encryption import pod_mtu
 from podnet.nodeagent.endpoints import KernelPod
-from podnet.nodeagent.pods.netns import (
-    CLUSTER_DNS,
-    CLUSTER_DOMAIN,
-    NETNS_DIR,
-    POD_INTERFACE,
-    NetnsError,
-    NetnsPod,
-    PodNetwork,
-    ip,
-    open_tap,
-    tap_name,
-)
+from podnet.nodeagent.pods import wire
+from podnet.nodeagent.pods.netns import CLUSTER_DNS, CLUSTER_DOMAIN, POD_INTERFACE, NetnsPod, PodNetwork
+from podnet.nodeagent.pods.wire import Wire, in_namespace
 from podnet.overlay.pipeline.model import PodPort, pod_mac, vtep_mac
 
+from podnet.cni.capabilities import capability_args
 from podnet.cni.conflist import CONFLIST_NAME, ConfList, podnet_conflist
 from podnet.cni.runtime import Container, Runtime
 from podnet.cni.spec import Attachment, CniError, check_attachment
+from podnet.netns.ip import NetnsError
 from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError
 
@@ -62,16 +62,16 @@ OWNER_PREFIX = "cni:"
 DEFAULT_NAMESPACE = "cni"
 # Where a runtime finds plugins: podnet-cni beside this interpreter, then the reference plugins.
 CNI_PATH = (str(Path(sys.executable).parent), "/usr/lib/cni", "/opt/cni/bin")
+# The reference plugins the agent's conflist chains after podnet-cni when they are installed, with the
+# capabilities through which a runtime gives them a pod's hostPorts and bandwidth annotations.
+CHAINED = ({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+           {"type": "bandwidth", "capabilities": {"bandwidth": True}})
+# How long a stopping agent gives its pods' chains to run DEL.
+SHUTDOWN_GRACE = 5.0
 
 
 def owner(container_id: str, ifname: str) -> str:
     return f"{OWNER_PREFIX}{container_id}:{ifname}"
-
-
-def in_namespace(netns: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Runs `argv` in the network namespace at path `netns` (any path: /run/netns/x, /proc/PID/ns/net)."""
-    return subprocess.run(["nsenter", f"--net={netns}", "--", *argv], input=stdin, capture_output=True,
-                          text=True, timeout=10)
 
 
 def _ip_json(netns: str, *args: str) -> list[dict]:
@@ -83,16 +83,37 @@ def _ip_json(netns: str, *args: str) -> list[dict]:
 
 @dataclass(slots=True)
 class CniAttachment:
+    """One interface podnet-cni made, as recorded on disk (all but the socket and the endpoint)."""
+
     container_id: str
     ifname: str
     netns: str
-    endpoint: KernelPod
+    owner: str  # the IPAM's owner of its address: a pod's uid, or cni:<containerID>:<ifname>
+    namespace: str
+    name: str
     attachment: Attachment
+    fd: int = -1  # the packet socket on the wire's host end
+    endpoint: KernelPod | None = None  # a runtime's attachment's place in the pipeline; a pod's is its own
+
+    @property
+    def wire(self) -> Wire:
+        return Wire(self.attachment.host_ifname, self.attachment.host_mac)
+
+    @property
+    def of_pod(self) -> bool:
+        return not self.owner.startswith(OWNER_PREFIX)
 
     def describe(self) -> dict:
-        port = self.endpoint.port
         return {"container_id": self.container_id, "ifname": self.ifname, "netns": self.netns,
-                "namespace": port.namespace, "name": port.name, "address": self.attachment.address}
+                "namespace": self.namespace, "name": self.name, "address": self.attachment.address}
+
+    def to_data(self) -> dict:
+        return {**self.describe(), "owner": self.owner, "attachment": self.attachment.to_data()}
+
+    @classmethod
+    def from_data(cls, data: dict) -> CniAttachment:
+        return cls(data["container_id"], data["ifname"], data["netns"], data["owner"], data["namespace"], data["name"],
+                   Attachment.from_data(data["attachment"]))
 
 
 class CniServer:
@@ -101,19 +122,26 @@ class CniServer:
         self.attachments: dict[tuple[str, str], CniAttachment] = {}
         directory = agent.config.state_path / "cni"
         self.conflist_path = directory / "net.d" / CONFLIST_NAME
+        self.records = directory / "attachments"
         self.results = directory / "results"
         self.runtime_log = directory / "runtime.log"
-        self._chains: set[asyncio.Task] = set()
+        self.serving = asyncio.Event()  # set once the RPC socket answers: podnet-cni calls back into it
+        self._expecting: dict[str, dict] = {}  # container ID -> the pod whose chain ADD is running
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one chain at a time per container
+        self._tasks: set[asyncio.Task] = set()
         self._write_conflist()
 
     def _write_conflist(self) -> None:
         """The node's network configuration list, as /etc/cni/net.d holds one for containerd: podnet-cni
-        with this agent's socket. Written once: plugins a user chains after it stay across restarts."""
+        with this agent's socket, then the reference plugins found in CNI_PATH. Written once: what a user
+        changes in it stays across restarts."""
         if self.conflist_path.exists():
             return
         self.conflist_path.parent.mkdir(parents=True, exist_ok=True)
+        installed = tuple(plugin for plugin in CHAINED
+                          if any(Path(d, plugin["type"]).is_file() for d in CNI_PATH))
         tmp = self.conflist_path.with_suffix(".tmp")
-        tmp.write_text(podnet_conflist(str(self.agent.config.socket_path)).to_json())
+        tmp.write_text(podnet_conflist(str(self.agent.config.socket_path), installed).to_json())
         tmp.replace(self.conflist_path)
 
     def handlers(self) -> dict[str, Any]:
@@ -127,74 +155,125 @@ class CniServer:
             AgentMethod.CNI_RESULT: self.pod_result,
         }
 
-    # ---- the agent as a runtime: plugins chained after podnet in the conflist, for netns pods --------
+    # ---- the agent as a runtime: its conflist, executed for the netns pods bound to it ---------------
 
-    def _chained(self) -> Runtime | None:
-        """The conflist's plugins after podnet's own, read afresh (a runtime watches net.d); None when
-        there are none. podnet's step is the agent's own ADD of the pod, done before."""
-        try:
-            conflist = ConfList.parse(self.conflist_path.read_bytes())
-        except (OSError, CniError) as exc:
-            log.warning("cni: %s is unusable: %s", self.conflist_path, exc)
-            return None
-        if len(conflist.plugins) < 2:
-            return None
-        return Runtime(replace(conflist, plugins=conflist.plugins[1:]), CNI_PATH, self.results, self.runtime_log)
+    def runtime(self) -> Runtime:
+        """The conflist, read afresh (a runtime watches net.d), ready to execute."""
+        return Runtime(ConfList.parse(self.conflist_path.read_bytes()), CNI_PATH, self.results, self.runtime_log)
 
     @staticmethod
-    def _own_result(pod: KernelPod) -> Attachment:
-        """What podnet's step of the chain gave a netns pod."""
-        net = pod.netns.net
-        return Attachment(POD_INTERFACE, net.mac, str(NETNS_DIR / net.netns), f"{net.ip}/{net.prefix_len}",
-                          net.gateway, net.mtu)
+    def _container(uid: str, netns: str, pod: dict) -> Container:
+        meta = pod.get("metadata") or {}
+        return Container(uid, netns, POD_INTERFACE, (("K8S_POD_NAMESPACE", str(meta.get("namespace") or "default")),
+                                                     ("K8S_POD_NAME", str(meta.get("name") or "")),
+                                                     ("K8S_POD_INFRA_CONTAINER_ID", uid), ("K8S_POD_UID", uid)))
+
+    async def attach_pod(self, pod: dict, uid: str, netns: str) -> int:
+        """The chain's ADD for a netns pod whose namespace is at `netns`; the packet socket of its
+        interface. A pod whose interface outlived a restart of the agent keeps it, without a new ADD."""
+        await self.serving.wait()
+        async with self._locks[uid]:
+            known = self.attachments.get((uid, POD_INTERFACE))
+            if known is not None and known.netns == netns and known.fd >= 0:
+                return known.fd
+            runtime = self.runtime()
+            self._expecting[uid] = pod
+            try:
+                await runtime.add(self._container(uid, netns, pod), capability_args(pod))
+            finally:
+                self._expecting.pop(uid, None)
+            return self.attachments[(uid, POD_INTERFACE)].fd
+
+    async def detach_pod(self, uid: str, netns: str, pod: dict) -> None:
+        """The chain's DEL for a netns pod (backwards: the reference plugins, then podnet-cni); what podnet's
+        part holds is let go even when a plugin fails."""
+        await self.serving.wait()
+        async with self._locks[uid]:
+            try:
+                await self.runtime().delete(self._container(uid, netns, pod))  # with what ADD was given
+            except (CniError, OSError) as exc:
+                log.warning("cni: DEL of pod %s failed: %s", uid, exc)
+            known = self.attachments.get((uid, POD_INTERFACE))
+            if known is not None:
+                self._remove(known)
+        self._locks.pop(uid, None)
+
+    def _later(self, call) -> None:
+        task = asyncio.ensure_future(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def pod_result(self, params: Any) -> dict | None:
-        """A netns pod's CNI result: what the chain returned, or podnet's own when nothing is chained."""
+        """A netns pod's CNI result: what its chain's ADD returned."""
         params = params if isinstance(params, dict) else {}
         pod = self.agent.lifecycle.pods.get(f"{params.get('namespace') or 'default'}/{params.get('pod')}")
         if not isinstance(pod, KernelPod):
             return None
-        runtime = self._chained()
-        chained = runtime.cached_result(self._container(pod)) if runtime is not None else None
-        return chained or self._own_result(pod).result(runtime.conflist.version if runtime else "1.0.0")
+        known = self.attachments.get((pod.uid, POD_INTERFACE))
+        if known is None:
+            return None
+        try:
+            runtime = self.runtime()
+        except (OSError, CniError):
+            return None
+        return runtime.cached_result(self._container(pod.uid, known.netns, {}))
 
-    def netns_pod_added(self, pod: KernelPod, obj: dict) -> None:
-        """Runs the chained plugins' ADD for a netns pod the agent has just given its eth0."""
-        runtime = self._chained()
-        if runtime is None:
-            return
-        attachment = self._own_result(pod)
-        ports = [{"hostPort": p["hostPort"], "containerPort": p.get("containerPort"),
-                  "protocol": str(p.get("protocol") or "TCP").lower(), "hostIP": p.get("hostIP") or ""}
-                 for c in (obj.get("spec") or {}).get("containers") or [] for p in c.get("ports") or []
-                 if p.get("hostPort")]
-        self._run(runtime.add(self._container(pod), {"portMappings": ports} if ports else {},
-                              attachment.result(runtime.conflist.version)), f"ADD {pod.port.key}")
+    # ---- restarts ------------------------------------------------------------------------------------
 
-    def netns_pod_removed(self, pod: KernelPod) -> None:
-        runtime = self._chained()
-        if runtime is not None and runtime.cached_result(self._container(pod)) is not None:
-            self._run(runtime.delete(self._container(pod)), f"DEL {pod.port.key}")
-
-    @staticmethod
-    def _container(pod: KernelPod) -> Container:
-        port = pod.port
-        return Container(pod.uid, str(NETNS_DIR / pod.netns.net.netns), POD_INTERFACE,
-                         (("K8S_POD_NAMESPACE", port.namespace), ("K8S_POD_NAME", port.name),
-                          ("K8S_POD_INFRA_CONTAINER_ID", pod.uid)))
-
-    def _run(self, call, what: str) -> None:
-        async def run() -> None:
+    def recover(self) -> None:
+        """After a restart, once the pipeline exists: every recorded attachment whose pair and namespace
+        are still there gets a new socket (a runtime's is back in the pipeline); the others are undone."""
+        for path in sorted(self.records.glob("*.json")) if self.records.exists() else ():
             try:
-                await call
-            except (CniError, OSError) as exc:
-                log.warning("cni: chained plugins' %s failed: %s", what, exc)
+                known = CniAttachment.from_data(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("cni: %s is unreadable, dropped: %s", path, exc)
+                path.unlink(missing_ok=True)
+                continue
+            self.attachments[(known.container_id, known.ifname)] = known
+            if known.wire.exists() and Path(known.netns).exists():
+                try:
+                    self._open(known)
+                except OSError as exc:
+                    log.warning("cni: reopening %s/%s: %s", known.container_id, known.ifname, exc)
+                else:
+                    log.info("cni: recovered %s/%s in %s: %s", known.container_id, known.ifname, known.netns,
+                             known.attachment.address)
+                    continue
+            log.info("cni: %s/%s lost its interface while the agent was away: DEL", known.container_id, known.ifname)
+            if known.of_pod:
+                self._later(self.detach_pod(known.container_id, known.netns, {}))
             else:
-                log.info("cni: chained plugins' %s done", what)
+                self._remove(known)
 
-        task = asyncio.ensure_future(run())
-        self._chains.add(task)
-        task.add_done_callback(self._chains.discard)
+    def collect_garbage(self, live_uids: set[str]) -> None:
+        """After the first sync: the chains of pods deleted while the agent was away run DEL."""
+        for known in list(self.attachments.values()):
+            if known.of_pod and known.owner not in live_uids:
+                log.info("cni: pod %s is gone: DEL", known.owner)
+                self._later(self.detach_pod(known.container_id, known.netns, {}))
+
+    def owners(self) -> set[str]:
+        """The IPAM owners of every attachment held, which the IPAM's garbage collection must keep."""
+        return {known.owner for known in self.attachments.values()}
+
+    async def close(self) -> None:
+        """Agent shutdown, as for its pods' namespaces: every pod's chain runs DEL (portmap's rules and
+        bandwidth's qdiscs would otherwise outlive it), within SHUTDOWN_GRACE."""
+        for task in self._tasks:
+            task.cancel()
+        deletions = [self._delete_on_shutdown(known) for known in list(self.attachments.values()) if known.of_pod]
+        if deletions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*deletions), SHUTDOWN_GRACE)
+        for known in list(self.attachments.values()):
+            self._close_socket(known)
+
+    async def _delete_on_shutdown(self, known: CniAttachment) -> None:
+        # The RPC socket is closed by now: podnet-cni's own DEL fails, and is done here.
+        with contextlib.suppress(CniError, OSError):
+            await self.runtime().delete(self._container(known.container_id, known.netns, {}))
+        self._remove(known)
 
     # ---- what podnet-cni asks ----------------------------------------------------------------------
 
@@ -226,55 +305,58 @@ class CniServer:
         ipam = self.agent.lifecycle.ipam
         if ipam is None:
             raise RpcError("NotReady", "the node has no podCIDR yet")
+        pod = self._expecting.get(container_id)
         namespace = str(params.get("namespace") or DEFAULT_NAMESPACE)
         name = str(params.get("name") or container_id[:12])
+        address_owner = container_id if pod is not None else owner(container_id, ifname)
         try:
-            allocation = ipam.add(owner(container_id, ifname), namespace, name)
+            allocation = ipam.add(address_owner, namespace, name)
         except IpamExhausted as exc:
             raise RpcError("Exhausted", str(exc)) from None
-        network = PodNetwork(Path(netns).name, namespace, allocation.ip, ipam.network.prefixlen, ipam.gateway,
-                             pod_mac(allocation.ip))
+        mac = pod_mac(allocation.ip)
+        mtu = pod_mtu(self.agent.config)
         try:
-            fd = self._plumb(netns, ifname, network)
+            pair = await asyncio.to_thread(wire.plumb, netns, ifname, allocation.ip, ipam.network.prefixlen,
+                                           ipam.gateway, mac, mtu)
         except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:
             ipam.release(allocation.uid)
             raise RpcError("SetupFailed", str(exc)) from None
-        state = self.agent.config.state_path / "cni" / f"{container_id}-{ifname}.json"
-        gateway_mac = bytes.fromhex(vtep_mac(self.agent.config.address).replace(":", ""))
-        netns_pod = NetnsPod(network, allocation.uid, fd, gateway_mac, state, state.with_suffix(".log"))
-        endpoint = KernelPod(allocation.uid, PodPort(namespace, name, allocation.ip, network.mac), netns_pod)
-        dataplane = self.agent.dataplane
-        dataplane.add(endpoint)
-        asyncio.get_running_loop().add_reader(fd, lambda: dataplane.from_netns_pod(netns_pod, netns_pod.read_frames()))
-        attachment = Attachment(ifname, network.mac, netns, f"{allocation.ip}/{network.prefix_len}", ipam.gateway,
-                                network.mtu, (CLUSTER_DNS,), _search(namespace), ("ndots:5",))
-        self.attachments[(container_id, ifname)] = CniAttachment(container_id, ifname, netns, endpoint, attachment)
-        log.info("cni: ADD %s %s in %s: %s", container_id, ifname, netns, attachment.address)
+        attachment = Attachment(ifname, mac, netns, f"{allocation.ip}/{ipam.network.prefixlen}", ipam.gateway,
+                                mtu, (CLUSTER_DNS,), _search(namespace), ("ndots:5",), pair.host_ifname,
+                                pair.host_mac, (f"{wire.HOST_LINK_ADDRESS}/32",))
+        known = CniAttachment(container_id, ifname, netns, address_owner, namespace, name, attachment)
+        self.records.mkdir(parents=True, exist_ok=True)
+        tmp = self._record(known).with_suffix(".tmp")
+        tmp.write_text(json.dumps(known.to_data()))
+        tmp.replace(self._record(known))
+        self.attachments[(container_id, ifname)] = known
+        try:
+            self._open(known)
+        except OSError as exc:
+            self._remove(known)
+            raise RpcError("SetupFailed", f"opening {pair.host_ifname}: {exc}") from None
+        log.info("cni: ADD %s %s in %s: %s (host end %s)", container_id, ifname, netns, attachment.address,
+                 pair.host_ifname)
         return attachment.to_data()
 
-    @staticmethod
-    def _plumb(netns: str, ifname: str, net: PodNetwork) -> int:
-        """A TAP whose other end is this agent, as `ifname` in `netns`, configured; its descriptor."""
-        temporary = tap_name(f"{netns}/{ifname}")
-        ip("link", "delete", temporary, check=False)
-        fd = open_tap(temporary)
-        try:
-            ip("link", "set", temporary, "netns", netns)
-            done = in_namespace(netns, "ip", "-batch", "-", stdin="\n".join([
-                f"link set {temporary} name {ifname}",
-                f"link set {ifname} address {net.mac} mtu {net.mtu} addrgenmode none",
-                f"addr add {net.ip}/{net.prefix_len} dev {ifname}",
-                "link set lo up",
-                f"link set {ifname} up",
-                f"route add default via {net.gateway} dev {ifname}",
-            ]) + "\n")
-            if done.returncode:
-                in_namespace(netns, "ip", "link", "delete", temporary)
-                raise NetnsError(f"setting up {ifname} in {netns}: {done.stderr.strip()}")
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+    def _record(self, known: CniAttachment) -> Path:
+        return self.records / f"{known.container_id}-{known.ifname}.json"
+
+    def _open(self, known: CniAttachment) -> None:
+        """Opens the socket on the wire's host end; a runtime's attachment joins the pipeline as a pod."""
+        known.fd = wire.open_socket(known.wire)
+        if known.of_pod:
+            return  # the pod's containers and its place in the pipeline are the pod lifecycle's
+        address, prefix_len = known.attachment.address.split("/")
+        network = PodNetwork(Path(known.netns).name, known.namespace, address, int(prefix_len),
+                             known.attachment.gateway, known.attachment.mac)
+        state = self.records / f"{known.container_id}-{known.ifname}.pod"
+        gateway_mac = bytes.fromhex(vtep_mac(self.agent.config.address).replace(":", ""))
+        netns_pod = NetnsPod(network, known.owner, known.fd, gateway_mac, state.with_suffix(".state"), state)
+        known.endpoint = KernelPod(known.owner, PodPort(known.namespace, known.name, address, network.mac), netns_pod)
+        dataplane = self.agent.dataplane
+        dataplane.add(known.endpoint)
+        asyncio.get_running_loop().add_reader(known.fd, lambda: dataplane.from_netns_pod(netns_pod, netns_pod.read_frames()))
 
     async def check(self, params: dict) -> dict:
         container_id, ifname = self._identity(params)
@@ -291,38 +373,55 @@ class CniServer:
         problems = check_attachment(prev_result, ifname, links, addresses, routes)
         if known.attachment.address not in [ip.get("address") for ip in prev_result.get("ips") or []]:
             problems.append(f"the agent gave {ifname} {known.attachment.address}, not what prevResult says")
+        if not known.wire.exists():
+            problems.append(f"the host end {known.wire.host_ifname} of {ifname} is gone")
         return {"problems": problems}
 
     async def delete(self, params: dict) -> dict:
         container_id, ifname = self._identity(params)
-        known = self.attachments.pop((container_id, ifname), None)
+        known = self.attachments.get((container_id, ifname))
         if known is not None:
-            self._detach(known)
-        released = self.agent.lifecycle.ipam.release(owner(container_id, ifname)) if self.agent.lifecycle.ipam else None
-        if released is not None:
-            log.info("cni: DEL %s %s: released %s", container_id, ifname, released.ip)
+            self._remove(known)
+            log.info("cni: DEL %s %s: released %s", container_id, ifname, known.attachment.address)
+            return {"released": known.attachment.address}
+        ipam = self.agent.lifecycle.ipam
+        released = ipam.release(owner(container_id, ifname)) if ipam is not None else None
         return {"released": released.ip if released else None}
 
-    def _detach(self, known: CniAttachment) -> None:
-        endpoint = known.endpoint
+    def _remove(self, known: CniAttachment) -> None:
+        """Undoes an attachment: out of the pipeline, its pair deleted, its address free, its record gone."""
+        self.attachments.pop((known.container_id, known.ifname), None)
+        if known.endpoint is not None:
+            self.agent.dataplane.remove(known.endpoint)
+        self._close_socket(known)
+        wire.unplumb(known.wire)
+        if self.agent.lifecycle.ipam is not None:
+            self.agent.lifecycle.ipam.release(known.owner)
+        self._record(known).unlink(missing_ok=True)
+
+    @staticmethod
+    def _close_socket(known: CniAttachment) -> None:
+        if known.fd < 0:
+            return
         with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(endpoint.netns.fd)
-        self.agent.dataplane.remove(endpoint)
+            asyncio.get_running_loop().remove_reader(known.fd)
         with contextlib.suppress(OSError):
-            os.close(endpoint.netns.fd)  # the TAP, and with it the interface in the namespace, goes
-        if Path(known.netns).exists():
-            in_namespace(known.netns, "ip", "link", "delete", known.ifname)
+            os.close(known.fd)
+        known.fd = -1
 
     async def gc(self, params: dict) -> dict:
+        """A runtime's GC: its attachments that `valid` does not list go. The agent's own pods are not a
+        runtime's to collect: their chains run DEL when their pods go."""
         try:
             valid = {(str(c), str(i)) for c, i in (params or {}).get("valid") or []}
         except (TypeError, ValueError):
             raise RpcError("BadRequest", "valid is a list of [container_id, ifname]") from None
         removed = []
-        for key in [k for k in self.attachments if k not in valid]:
-            await self.delete({"container_id": key[0], "ifname": key[1]})
-            removed.append(list(key))
-        # Addresses of attachments made before a restart of this agent, whose TAPs are gone anyway.
+        for key, known in list(self.attachments.items()):
+            if key not in valid and not known.of_pod:
+                self._remove(known)
+                removed.append(list(key))
+        # Addresses whose attachment's record was lost (a crash between the two).
         ipam = self.agent.lifecycle.ipam
         for allocation in ipam.allocations() if ipam else ():
             if allocation.uid.startswith(OWNER_PREFIX):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from podnet.nodeagent import encryption
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.endpoints import KernelPod, LocalPod, RelayedPod, StackEndpoint
 from podnet.nodeagent.hostbridge import HostBridge
@@ -48,6 +49,7 @@ from podnet.overlay.pipeline.model import (
 from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int
+from podnet.overlay.wireguard.tunnel import WireGuardTunnel
 
 from podnet.backends import routing_backend
 from podnet.rpc.agentmethods import PEER_RX, PEER_TX
@@ -102,13 +104,14 @@ class Dataplane:
             vxlan_port=config.vxlan_port,
             encapsulation=Encapsulation(self.backend.encapsulation),
             fou_port=config.fou_port,
+            mtu=encryption.pod_mtu(config),
         )
         self.pipeline = Pipeline(identity, rand=random.random)
-        port = config.fou_port if identity.encapsulation is Encapsulation.FOU else config.vxlan_port
-        self.tunnel = UdpTunnel(config.address, port, on_batch=self.from_tunnel)
+        self.tunnel = encryption.underlay(config, self.pipeline, self.from_tunnel)
         await self.tunnel.open()
         self.tunnel.partitioned.update(self._saved_partitions())
-        guard = guard_for((config.vxlan_port, config.fou_port), config.server, config.protected_ports)
+        guard = guard_for((config.vxlan_port, config.fou_port, config.wireguard_port), config.server,
+                          config.protected_ports)
         self.hostbridge = HostBridge(config.address, self.from_hostbridge, guard=guard)
         gateway = identity.gateway
         port = PodPort("node", config.name, gateway, vtep_mac(config.address))
@@ -194,14 +197,16 @@ class Dataplane:
     def on_peer_node(self, name: str, node: dict | None) -> None:
         """Another node appeared, changed (None: went away): one Node event becomes one peer and, in a
         backend whose routes come from Nodes, one route."""
+        address = next(
+            (a["address"] for a in ((node or {}).get("status") or {}).get("addresses") or []
+             if a.get("type") == "InternalIP"),
+            None,
+        )
+        encryption.learn_peer(self.tunnel, name, address, node)
         if node is None:
             self.pipeline.remove_peer(name)
             log.info("node %s gone: route removed", name)
             return
-        address = next(
-            (a["address"] for a in (node.get("status") or {}).get("addresses") or [] if a.get("type") == "InternalIP"),
-            None,
-        )
         if not address:
             return
         pod_cidr = (node.get("spec") or {}).get("podCIDR")
@@ -422,6 +427,8 @@ class Dataplane:
         merged: dict[str, int] = dict(self.pipeline.counters)
         for name, value in self.tunnel.counters.items():
             merged[f"tunnel.{name}"] = merged.get(f"tunnel.{name}", 0) + value
+        if isinstance(self.tunnel, WireGuardTunnel):
+            merged.update(self.tunnel.device_counters())
         for address, value in self.tunnel.sent_to.items():
             merged[f"{PEER_TX}{address}"] = value
         for address, value in self.tunnel.received_from.items():

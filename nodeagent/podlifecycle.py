@@ -1,19 +1,27 @@
 """The pods bound to this node, from the informer's events to a network and back: CNI ADD (an address from
 the host-local IPAM, then a userspace stack, a relay or a network namespace), CNI DEL, graceful
 termination, and the garbage a restart finds (addresses and namespaces of pods deleted while it was down).
+
+A netns pod's network is attached as a kubelet has a container runtime attach it: the namespace first,
+then the node's CNI chain's ADD (nodeagent/cniserver.py executes the conflist), then the containers; and
+backwards when it goes: containers stopped, the chain's DEL, the namespace removed. Both run in the
+background; until ADD is done the pod is not in `pods` (its status stays Pending, ContainerCreating), and
+a pod whose namespace name is being torn down waits for that first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
+from podnet.nodeagent.encryption import pod_mtu
 from podnet.nodeagent.endpoints import KernelPod, LocalPod, RelayedPod, VirtualPod
 from podnet.nodeagent.podenv import PodEnvironment
-from podnet.nodeagent.pods.netns import ContainerSpec, NetnsPod, NetnsPods, PodNetwork, pod_mode
+from podnet.nodeagent.pods.netns import ContainerSpec, NetnsPods, PodNetwork, pod_mode
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.stack import PodStack
 from podnet.nodeagent.podstatus import PodStatuses
@@ -24,11 +32,18 @@ from podnet.overlay.pipeline.model import PodPort, pod_mac, vtep_mac
 
 from podnet.api.keys import object_key
 from podnet.client import ApiClient, Informer
-from podnet.events import EventRecorder
+from podnet.cni.spec import CniError
+from podnet.events import WARNING, EventRecorder
 from podnet.netns.ip import NetnsError
-from podnet.netns.names import namespace_name
+from podnet.netns.names import NETNS_DIR, namespace_name
+
+if TYPE_CHECKING:
+    from podnet.nodeagent.cniserver import CniServer
 
 log = logging.getLogger(__name__)
+
+# After a failed CNI ADD, the pod's sandbox is tried again this much later, as the kubelet retries.
+SANDBOX_RETRY = 5.0
 
 
 def _container_ports(pod: dict) -> list[dict]:
@@ -50,9 +65,10 @@ class PodLifecycle:
         self.restart_events = RestartEvents(events)
         self.pod_env = PodEnvironment(client, events, self._start_waiting_containers)
         self.netns_pods.make_volumes = PodVolumes(self.pod_env.configmaps, self.pod_env.secrets, client).prepare
-        # Told when a netns pod got its eth0 and when it lost it (the CNI plugins chained in the conflist).
-        self.netns_attached: Callable[[KernelPod, dict], None] = lambda pod, obj: None
-        self.netns_detached: Callable[[KernelPod], None] = lambda pod: None
+        self.cni: CniServer | None = None  # the runtime of the node's conflist, which attaches netns pods
+        self._attaching: dict[str, str] = {}  # "ns/name" -> uid of a netns pod whose chain ADD runs
+        self._detaching: dict[str, asyncio.Task] = {}  # namespace name -> its pod's teardown
+        self._tasks: set[asyncio.Task] = set()
 
     def exec_command(self, key: str, argv: list[str]) -> dict | None:
         """The command line that runs `argv` in a netns pod's first container, in its sandbox; None for a
@@ -94,46 +110,75 @@ class PodLifecycle:
             return existing
         if existing is not None:  # same name, new pod
             self.remove_pod({"metadata": {"namespace": meta["namespace"], "name": meta["name"], "uid": existing.uid}})
+        if key in self._attaching:
+            return None  # its chain's ADD is running; a pod that replaced it meanwhile is seen when it ends
         uid = meta.get("uid") or key
         allocation = self.ipam.add(uid, meta["namespace"], meta["name"])
         port = PodPort(meta["namespace"], meta["name"], allocation.ip, pod_mac(allocation.ip))
         # A relayed pod's programs run on the host: it is a virtual pod whatever the node's pod mode.
         relayed = self.dataplane.relays.attach(key, obj, allocation.ip)
         if not relayed and pod_mode(obj, self.config.pod_mode) == "netns":
-            netns = self._build_namespace(key, uid, obj, port)
-            if netns is None:
-                self.ipam.release(uid)
-                return None
-            pod: LocalPod = KernelPod(uid, port, netns)
-        else:
-            stack = PodStack(meta["name"], meta["namespace"], allocation.ip, port.mac, vtep_mac(self.config.address),
-                             _container_ports(obj), (obj.get("spec") or {}).get("hostname") or meta["name"])
-            pod = (RelayedPod if relayed else VirtualPod)(uid, port, stack)
-        self.pods[key] = pod
-        self.dataplane.add(pod)
-        if isinstance(pod, KernelPod):
-            self.netns_attached(pod, obj)
-        log.info("pod %s: CNI ADD, %s", key, allocation.ip)
-        # Written for a new pod, and for one adopted after a restart that the node lifecycle controller
-        # marked not Ready while this agent was away (it keeps its IP, so the IP alone does not tell).
-        if (obj.get("status") or {}).get("podIP") != allocation.ip or not reports_ready(obj):
-            self.statuses.mark_dirty(key)
-        else:
-            pod.status_ip = allocation.ip
-        if (obj.get("status") or {}).get("phase") != "Running":
-            record_started(self.events, obj)
+            self._attaching[key] = uid
+            self._background(self._attach_netns(key, uid, obj, port))
+            return None
+        stack = PodStack(meta["name"], meta["namespace"], allocation.ip, port.mac, vtep_mac(self.config.address),
+                         _container_ports(obj), (obj.get("spec") or {}).get("hostname") or meta["name"])
+        pod = (RelayedPod if relayed else VirtualPod)(uid, port, stack)
+        self._admit(key, obj, pod)
         return pod
 
-    def _build_namespace(self, key: str, uid: str, obj: dict, port: PodPort) -> NetnsPod | None:
+    def _admit(self, key: str, obj: dict, pod: LocalPod) -> None:
+        self.pods[key] = pod
+        self.dataplane.add(pod)
+        log.info("pod %s: CNI ADD, %s", key, pod.port.ip)
+        # Written for a new pod, and for one adopted after a restart that the node lifecycle controller
+        # marked not Ready while this agent was away (it keeps its IP, so the IP alone does not tell).
+        if (obj.get("status") or {}).get("podIP") != pod.port.ip or not reports_ready(obj):
+            self.statuses.mark_dirty(key)
+        else:
+            pod.status_ip = pod.port.ip
+        if (obj.get("status") or {}).get("phase") != "Running":
+            record_started(self.events, obj)
+
+    def _background(self, call) -> None:
+        task = asyncio.ensure_future(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attach_netns(self, key: str, uid: str, obj: dict, port: PodPort) -> None:
+        """The namespace, the chain's ADD in it, then the pod's containers; on failure everything is
+        undone, an event says why, and the pod is tried again later."""
         meta = obj["metadata"]
         network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
-                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
+                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac, pod_mtu(self.config))
+        if (teardown := self._detaching.get(network.netns)) is not None:
+            await asyncio.shield(teardown)
         try:
-            return self.netns_pods.create(key, uid, network, vtep_mac(self.config.address),
-                                          ContainerSpec.from_pod(obj, self.pod_env.container_env), obj)
-        except (NetnsError, OSError) as exc:
-            log.error("pod %s: cannot build its network namespace: %s", key, exc)
-            return None
+            previous = await asyncio.to_thread(self.netns_pods.prepare, uid, network, obj)
+            fd = await self.cni.attach_pod(obj, uid, str(NETNS_DIR / network.netns))
+            netns = self.netns_pods.create(key, uid, network, vtep_mac(self.config.address),
+                                           ContainerSpec.from_pod(obj, self.pod_env.container_env), fd, previous, obj)
+        except (CniError, NetnsError, OSError) as exc:
+            del self._attaching[key]
+            log.error("pod %s: its network could not be attached: %s", key, exc)
+            self.events.record(obj, WARNING, "FailedCreatePodSandBox",
+                               f'Failed to create pod sandbox: plugin type="podnet-cni" failed (add): {exc}')
+            await asyncio.to_thread(self.netns_pods.remove, network)
+            self.ipam.release(uid)
+            asyncio.get_running_loop().call_later(SANDBOX_RETRY, self._retry, key, uid)
+            return
+        del self._attaching[key]
+        self._admit(key, obj, KernelPod(uid, port, netns))
+        current = self._informer.store.get(key)
+        if current is None or (current.get("metadata") or {}).get("uid") != uid:
+            self.remove_pod(obj)  # deleted, or replaced, while its network was being attached
+            if current is not None:
+                self.on_pod("MODIFIED", None, current)
+
+    def _retry(self, key: str, uid: str) -> None:
+        current = self._informer.store.get(key)
+        if current is not None and (current.get("metadata") or {}).get("uid") == uid and key not in self.pods:
+            self.on_pod("MODIFIED", None, current)
 
     def _start_waiting_containers(self, namespace: str) -> None:
         """A ConfigMap or Secret of `namespace` was written: netns containers waiting for one may start."""
@@ -157,22 +202,31 @@ class PodLifecycle:
         self.dataplane.relays.detach(key)
         self.dataplane.remove(pod)
         if isinstance(pod, KernelPod):
-            self.netns_pods.delete(pod.netns)
-            self.netns_detached(pod)
+            self.netns_pods.stop(pod.netns)
+            netns = pod.netns.net.netns
+            self._detaching[netns] = task = asyncio.ensure_future(self._detach_netns(pod, obj))
+            task.add_done_callback(lambda _: self._detaching.pop(netns, None))
         else:
             if pod.timer is not None:
                 pod.timer.cancel()
             for future in pod.waiting.values():
                 if not future.done():
                     future.set_result(ops.Failed(0, "pod deleted"))
-        self.ipam.release(pod.uid)
+            self.ipam.release(pod.uid)
         self.restart_events.forget(pod.uid)
         log.info("pod %s: CNI DEL, released %s", key, pod.port.ip)
 
+    async def _detach_netns(self, pod: KernelPod, obj: dict) -> None:
+        """The chain's DEL (which frees the pod's address), then the namespace."""
+        await self.cni.detach_pod(pod.uid, str(NETNS_DIR / pod.netns.net.netns), obj)
+        self.ipam.release(pod.uid)
+        await asyncio.to_thread(self.netns_pods.remove, pod.netns.net)
+
     def collect_garbage(self) -> None:
         """After the first sync: addresses whose pods are gone (deleted while we were down) are freed."""
-        live = {p["metadata"].get("uid") for p in self._informer.store.values()}
-        for allocation in self.ipam.release_all_but({uid for uid in live if uid}):
+        live = {uid for p in self._informer.store.values() if (uid := p["metadata"].get("uid"))}
+        self.cni.collect_garbage(live)
+        for allocation in self.ipam.release_all_but(live | self.cni.owners()):
             log.info("released %s of %s, which no longer exists", allocation.ip, allocation.key)
         for name in self.netns_pods.collect_garbage():
             log.info("removed network namespace %s, which no pod claims", name)

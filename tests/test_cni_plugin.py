@@ -91,11 +91,12 @@ async def test_add_check_del_follow_the_spec_in_a_real_namespace(runtime, namesp
     status, result = await runtime.run("ADD", container="c-add", netns=path, args=args)
     assert status == 0, result
     assert result["cniVersion"] == "1.1.0"
-    [interface] = result["interfaces"]
+    host, interface = result["interfaces"]
     [address] = result["ips"]
-    assert interface["name"] == "eth0" and interface["sandbox"] == path and address["interface"] == 0
+    assert interface["name"] == "eth0" and interface["sandbox"] == path and address["interface"] == 1
+    assert "sandbox" not in host  # the veth pair's host end, as ptp lists it, for bandwidth to shape
     assert "version" not in address  # 1.0.0 dropped it
-    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": address["gateway"]}]
+    assert result["routes"] == [{"dst": "169.254.1.1/32"}, {"dst": "0.0.0.0/0", "gw": address["gateway"]}]
     assert result["dns"]["search"][0] == "shop.svc.cluster.local"
 
     # What the result says is really in the namespace.
@@ -105,6 +106,9 @@ async def test_add_check_del_follow_the_spec_in_a_real_namespace(runtime, namesp
              if a["family"] == "inet"]
     assert local == [address["address"]]
     assert {"dst": "default", "gateway": address["gateway"]}.items() <= ip_json(netns, "route")[0].items()
+    [peer] = json.loads(subprocess.run(["ip", "-json", "link", "show", host["name"]], capture_output=True,
+                                       text=True, check=True).stdout)
+    assert peer["address"] == host["mac"] and peer["link_netnsid"] is not None and link["link_index"] == peer["ifindex"]
     # ... and its other end is the agent's pipeline: the node answers on the gateway address.
     ping = subprocess.run(["ip", "netns", "exec", netns, "ping", "-c", "1", "-W", "3", address["gateway"]],
                           capture_output=True, text=True)
@@ -177,38 +181,50 @@ async def test_gc_removes_attachments_the_runtime_no_longer_lists(runtime, names
 
 async def test_the_agents_conflist_chained_with_the_reference_tuning_plugin(runtime, namespaces, tmp_path):
     """The runtime executes the node's conflist with a reference plugin a user appended: podnet's result
-    reaches `tuning` as prevResult, its changes land in the namespace, DEL runs the list backwards."""
+    reaches `portmap`, `bandwidth` and `tuning` as prevResult, their changes land in the namespace and on
+    the veth pair's host end, DEL runs the list backwards."""
     written = next(runtime.cluster.home.glob("**/cni/net.d/10-podnet.conflist"))
     conflist = ConfList.parse(written.read_text())
-    assert conflist.plugins == ({"type": "podnet-cni", "agentSocket": str(runtime.socket)},)
+    assert conflist.plugins == ({"type": "podnet-cni", "agentSocket": str(runtime.socket)},
+                                {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+                                {"type": "bandwidth", "capabilities": {"bandwidth": True}})
     chained = replace(conflist, plugins=(*conflist.plugins, {"type": "tuning", "mtu": 1400,
                                                              "sysctl": {"net.ipv4.conf.eth0.log_martians": "1"}}))
     log = tmp_path / "runtime.log"
     cni = Runtime(chained, (str(Path(PLUGIN).parent), CNI_PATH), tmp_path / "results", log)
     netns = namespaces()
     container = Container("c-chain", f"/run/netns/{netns}", args=(("K8S_POD_NAMESPACE", "shop"),))
-    result = await cni.add(container)
+    # bandwidth 1.1.1 is given a limit: its CHECK dereferences one that is missing (and panics).
+    limits = {"bandwidth": {"ingressRate": 8_000_000, "ingressBurst": 800_000}}
+    result = await cni.add(container, limits)
     assert result["cniVersion"] == "1.0.0" and result["ips"][0]["address"].startswith("10.244.")
+    host = result["interfaces"][0]["name"]
+    qdiscs = subprocess.run(["tc", "qdisc", "show", "dev", host], capture_output=True, text=True).stdout
+    assert "qdisc tbf" in qdiscs and "rate 8Mbit" in qdiscs, qdiscs
     [link] = [entry for entry in ip_json(netns, "link") if entry["ifname"] == "eth0"]
     assert link["mtu"] == 1400
     sysctl = subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.conf.eth0.log_martians"],
                             capture_output=True, text=True)
     assert sysctl.stdout.strip() == "1"
-    await cni.check(container)
-    await cni.delete(container)
-    await cni.delete(container)
+    await cni.check(container, limits)
+    await cni.delete(container, limits)
+    await cni.delete(container, limits)
+    assert not Path(f"/sys/class/net/{host}").exists()
     calls = [json.loads(line) for line in log.read_text().splitlines()]
+    chain = ["podnet-cni", "portmap", "bandwidth", "tuning"]
     assert [(c["plugin"], c["env"]["CNI_COMMAND"]) for c in calls] == [
-        ("podnet-cni", "ADD"), ("tuning", "ADD"), ("podnet-cni", "CHECK"), ("tuning", "CHECK"),
-        ("tuning", "DEL"), ("podnet-cni", "DEL"), ("tuning", "DEL"), ("podnet-cni", "DEL")]
-    assert calls[1]["stdin"]["prevResult"] == calls[0]["stdout"]
+        *((plugin, "ADD") for plugin in chain), *((plugin, "CHECK") for plugin in chain),
+        *((plugin, "DEL") for plugin in reversed(chain)), *((plugin, "DEL") for plugin in reversed(chain))]
+    assert all(calls[i + 1]["stdin"]["prevResult"] == calls[i]["stdout"] for i in range(3))
     assert all(c["exit"] == 0 for c in calls)
     assert [e["ifname"] for e in ip_json(netns, "link")] == ["lo"]
 
 
 async def test_the_agent_runs_plugins_chained_in_its_conflist_for_netns_pods(local_cluster):
-    """A user appends the reference `tuning` plugin to the node's conflist; the next netns pod gets its
-    MTU and sysctl from it, with podnet's result as prevResult, and its DEL when the pod goes."""
+    """The agent is the runtime of its conflist: a netns pod's network is set up by executing the chain,
+    podnet-cni first (whose ADD the agent serves), then portmap and bandwidth; a user appends the
+    reference `tuning` plugin and the next netns pod gets its MTU and sysctl from it, with the previous
+    plugin's result as prevResult, and the whole chain's DEL, backwards, when the pod goes."""
     cluster = await local_cluster("127.0.176", nodes=1, pod_mode="netns")
     node = cluster.topo.nodes[0].name
     path = next(cluster.home.glob("**/cni/net.d/10-podnet.conflist"))
@@ -231,10 +247,14 @@ async def test_the_agent_runs_plugins_chained_in_its_conflist_for_netns_pods(loc
     sysctl = subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.conf.eth0.log_martians"],
                             capture_output=True, text=True)
     assert sysctl.stdout.strip() == "1"
-    [add] = [json.loads(line) for line in log.read_text().splitlines()]
-    assert (add["plugin"], add["env"]["CNI_COMMAND"], add["exit"]) == ("tuning", "ADD", 0)
-    assert add["stdin"]["prevResult"]["ips"][0]["address"].split("/")[0] == running["status"]["podIP"]
-    assert "K8S_POD_NAME=tuned" in add["env"]["CNI_ARGS"]
+    chain = ["podnet-cni", "portmap", "bandwidth", "tuning"]
+    adds = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(c["plugin"], c["env"]["CNI_COMMAND"], c["exit"]) for c in adds] == [(p, "ADD", 0) for p in chain]
+    assert adds[0]["stdout"]["ips"][0]["address"].split("/")[0] == running["status"]["podIP"]
+    assert all(adds[i + 1]["stdin"]["prevResult"] == adds[i]["stdout"] for i in range(3))
+    assert all(c["env"]["CNI_CONTAINERID"] == running["metadata"]["uid"] for c in adds)
+    assert "K8S_POD_NAME=tuned" in adds[0]["env"]["CNI_ARGS"]
+    assert adds[0]["env"]["CNI_NETNS"] == f"/run/netns/{netns}"
 
     async def described() -> str | None:
         argv = [sys.executable, "-m", "podnet", "describe", "pod", "tuned", "--home", str(cluster.home)]
@@ -249,6 +269,8 @@ async def test_the_agent_runs_plugins_chained_in_its_conflist_for_netns_pods(loc
 
     async def deleted() -> bool:
         calls = [json.loads(line) for line in log.read_text().splitlines()]
-        return [(c["env"]["CNI_COMMAND"], c["exit"]) for c in calls] == [("ADD", 0), ("DEL", 0)]
+        return [(c["plugin"], c["env"]["CNI_COMMAND"], c["exit"]) for c in calls[len(chain):]] == [
+            (p, "DEL", 0) for p in reversed(chain)]
 
-    await eventually(deleted, 30, "tuning's DEL runs, and succeeds, when the pod goes")
+    await eventually(deleted, 30, "the chain's DEL runs backwards, and succeeds, when the pod goes")
+    assert await cluster.rpc(node, AgentMethod.CNI_LIST) == []

@@ -4,6 +4,7 @@ requests, results and error objects out."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -101,6 +102,20 @@ def test_results_take_the_shape_of_the_negotiated_version():
     old = ATTACHMENT.result("0.4.0")
     assert old["ips"][0]["version"] == "4" and "mtu" not in old["interfaces"][0]
     assert Attachment.from_data(json.loads(json.dumps(ATTACHMENT.to_data()))) == ATTACHMENT
+
+
+def test_a_veth_pairs_host_end_comes_first_and_the_address_names_the_pod_end():
+    paired = replace(ATTACHMENT, host_ifname="pnv0123456789a", host_mac="3e:81:24:0f:94:8e",
+                     links=("169.254.1.1/32",))
+    result = paired.result("1.0.0")
+    assert result["interfaces"] == [
+        {"name": "pnv0123456789a", "mac": "3e:81:24:0f:94:8e", "mtu": 1450},
+        {"name": "eth0", "mac": "0a:58:0a:f4:01:05", "sandbox": "/run/netns/blue", "mtu": 1450}]
+    assert result["ips"][0]["interface"] == 1
+    assert result["routes"] == [{"dst": "169.254.1.1/32"}, {"dst": "0.0.0.0/0", "gw": "10.244.1.1"}]
+    assert check_attachment(result, "eth0", LINKS, ADDRESSES, [*ROUTES, {"dst": "169.254.1.1", "dev": "eth0"}]) == []
+    assert check_attachment(result, "eth0", LINKS, ADDRESSES, ROUTES) == ["route to 169.254.1.1/32 is missing"]
+    assert Attachment.from_data(json.loads(json.dumps(paired.to_data()))) == paired
 
 
 def test_errors_print_as_the_spec_writes_them():

@@ -1,11 +1,12 @@
 """Network-namespace pods: a real kernel network stack per pod, whose wire is the node agent.
 
 Each pod is a named network namespace (`podnet-<node>-<namespace>.<pod>`, shortened with a hash when
-long) holding one TAP device as its eth0: the pod's IP on the node's /24, the pod's MAC, MTU 1450, and a
-default route via the node's gateway (.1), which the agent answers by proxy ARP. The agent opens the TAP
-(TUNSETIFF, IFF_TAP|IFF_NO_PI) before moving it into the namespace and keeps the file descriptor: every
-frame the pod's kernel sends is read there and enters the forwarding pipeline where a virtual pod's
-packets do (service DNAT, policy, VXLAN), and every packet for the pod is written back to it.
+long). The agent makes the namespace, then its network is attached by the node's CNI chain, as a
+container runtime has it attached (nodeagent/cniserver.py): podnet-cni gives it eth0, one end of a veth
+pair (nodeagent/pods/wire.py) with the pod's IP on the node's /24, the pod's MAC, MTU 1450 and a default
+route via the node's gateway (.1), which the agent answers by proxy ARP. The agent reads and writes the
+other end through a packet socket: every frame the pod's kernel sends enters the forwarding pipeline where
+a virtual pod's packets do (service DNAT, policy, VXLAN), and every packet for the pod is written back.
 `ip netns exec` bind-mounts `/etc/netns/<name>/resolv.conf`, so programs in the pod ask the cluster DNS.
 
 Containers that declare a `command` run in the namespace, each in its own session, and are restarted
@@ -16,8 +17,7 @@ user, capabilities, no_new_privs, seccomp), with the pod's /etc/hosts, resolv.co
 through pipes to a log shim of their own (`kubelet/logshim.py`), which keeps it per container instance.
 Their PIDs (with the kernel start time, so a reused PID is never mistaken for them) and restart counts
 are kept in the agent's state directory: an agent that was SIGKILLed finds its namespaces and processes
-again and adopts them; the TAP, which died with the old agent's file descriptor, is made anew with the
-same address. Whatever of this node (the owner prefix, recorded in the agent's state directory) no current
+again and adopts them, on the same veth pair, which outlived the old agent. Whatever of this node (the owner prefix, recorded in the agent's state directory) no current
 pod claims is removed after the agent's first sync.
 
 Probes from a netns pod (`podnet probe`, `podnet trace`, the policy matrix) are made by its own kernel:
@@ -32,15 +32,12 @@ import contextlib
 import ctypes
 import datetime
 import errno
-import fcntl
 import json
 import logging
 import os
 import shutil
 import signal
 import socket
-import struct
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -53,16 +50,13 @@ from podnet.nodeagent.pods import launch, sandbox
 from podnet.api.clusterdns import CLUSTER_DNS, CLUSTER_DOMAIN, resolv_conf
 from podnet.backends import POD_MODES
 from podnet.client import podnet_home
-from podnet.netns.ip import ETC_NETNS, NetnsError, delete_namespace, ip, ip_batch, list_namespaces
-from podnet.netns.names import NETNS_DIR, owner_prefix, tap_name
+from podnet.netns.ip import ETC_NETNS, delete_namespace, ip, list_namespaces
+from podnet.netns.names import NETNS_DIR, owner_prefix
 
 log = logging.getLogger(__name__)
 
 POD_MODE_ANNOTATION = "podnet.io/pod-mode"
 POD_INTERFACE = "eth0"
-_TUNSETIFF = 0x400454CA
-_IFF_TAP = 0x0002
-_IFF_NO_PI = 0x1000
 _READ_BATCH = 64
 _FRAME_MAX = 65536
 # Restart backoff of a container that exited (the kubelet starts at 10 s; a lab wants quicker answers).
@@ -79,18 +73,6 @@ def pod_mode(pod: dict, default: str) -> str:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     mode = annotations.get(POD_MODE_ANNOTATION) or default
     return mode if mode in POD_MODES else default
-
-
-def open_tap(name: str) -> int:
-    """A new TAP device `name` and its file descriptor (non-blocking): frames the kernel sends on the
-    device are read from it, frames written to it arrive at the device."""
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", name.encode(), _IFF_TAP | _IFF_NO_PI))
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _start_time(pid: int) -> str | None:
@@ -114,34 +96,6 @@ class PodNetwork:
     gateway: str
     mac: str
     mtu: int = 1450
-
-
-def attach_tap(net: PodNetwork) -> int:
-    """Creates the namespace if needed, replaces its eth0 with a new TAP and configures it; returns the
-    TAP's file descriptor, which the caller owns."""
-    if not (NETNS_DIR / net.netns).exists():
-        ip("netns", "add", net.netns)
-    ip("link", "delete", POD_INTERFACE, namespace=net.netns, check=False)  # a TAP left by a crash
-    temporary = tap_name(net.netns)
-    ip("link", "delete", temporary, check=False)
-    fd = open_tap(temporary)
-    try:
-        ip("link", "set", temporary, "netns", net.netns)
-        ip_batch(
-            [
-                f"link set {temporary} name {POD_INTERFACE}",
-                f"link set {POD_INTERFACE} address {net.mac} mtu {net.mtu} addrgenmode none",
-                f"addr add {net.ip}/{net.prefix_len} dev {POD_INTERFACE}",
-                "link set lo up",
-                f"link set {POD_INTERFACE} up",
-                f"route add default via {net.gateway} dev {POD_INTERFACE}",
-            ],
-            namespace=net.netns,
-        )
-    except (NetnsError, subprocess.TimeoutExpired):
-        os.close(fd)
-        raise
-    return fd
 
 
 def write_resolv_conf(net: PodNetwork, dns: str = CLUSTER_DNS, domain: str = CLUSTER_DOMAIN) -> None:
@@ -324,7 +278,7 @@ class Container:
 
 
 class NetnsPod:
-    """One pod's namespace, TAP and processes."""
+    """One pod's namespace, wire and processes."""
 
     def __init__(self, net: PodNetwork, uid: str, fd: int, gateway_mac: bytes, state_path: Path, log_dir: Path,
                  obj: dict | None = None):
@@ -364,7 +318,7 @@ class NetnsPod:
                 break
             except OSError as exc:
                 if exc.errno != errno.EBADF:
-                    log.warning("pod %s: reading its TAP: %s", self.net.netns, exc)
+                    log.warning("pod %s: reading its wire: %s", self.net.netns, exc)
                 break
         self.counters["rx.frames"] += len(frames)
         return frames
@@ -470,24 +424,34 @@ class NetnsPods:
         # What no pod may see: the agent's state (tokens, keys, other pods' volumes) and podnet's home.
         self.hidden = tuple(dict.fromkeys((str(state_dir), str(podnet_home()))))
         self.pods: dict[str, NetnsPod] = {}  # netns name -> pod
+        self.preparing: set[str] = set()  # namespaces made for pods whose network is being attached
         self._shims: set[asyncio.Task] = set()  # waits that reap the containers' log shims
 
-    def create(self, key: str, uid: str, net: PodNetwork, gateway_mac: str, containers: list[ContainerSpec],
-               obj: dict | None = None) -> NetnsPod:
-        """Builds the pod's namespace, or adopts the one a previous run of this agent left for the same
-        pod (same uid and address): its processes keep running, its eth0 is made anew."""
+    def prepare(self, uid: str, net: PodNetwork, obj: dict | None = None) -> dict | None:
+        """The pod's namespace, before its network is attached: the one a previous run of this agent left
+        for the same pod (same uid and address) is adopted, with its processes, and its recorded state is
+        returned; any other is made anew (None)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.preparing.add(net.netns)
         state_path = self.directory / f"{net.netns}.json"
         previous = self._previous(state_path, uid, net.ip)
-        if previous is None and (NETNS_DIR / net.netns).exists():
-            delete_namespace(net.netns)  # another pod's, or one whose state was lost: start clean
         if previous is None:
+            if (NETNS_DIR / net.netns).exists():
+                delete_namespace(net.netns)  # another pod's, or one whose state was lost: start clean
             # Recorded before the namespace exists, so that a crash from here on leaves nothing that
             # garbage collection cannot find.
             state_path.write_text(json.dumps({"uid": uid, "ip": net.ip, "containers": {}}))
+            ip("netns", "add", net.netns)
         write_resolv_conf(net, self.dns, self.domain)
         (ETC_NETNS / net.netns / "hosts").write_text(hosts_file(obj or {}, net.ip, self.domain))
-        fd = attach_tap(net)
+        return previous
+
+    def create(self, key: str, uid: str, net: PodNetwork, gateway_mac: str, containers: list[ContainerSpec],
+               fd: int, previous: dict | None, obj: dict | None = None) -> NetnsPod:
+        """The pod on its prepared namespace, whose interface's frames come and go through `fd` (which the
+        pod's CNI attachment owns): its containers are started, or adopted from `previous`."""
+        self.preparing.discard(net.netns)
+        state_path = self.directory / f"{net.netns}.json"
         log_dir = self.directory / net.netns
         log_dir.mkdir(exist_ok=True)
         pod = NetnsPod(net, uid, fd, bytes.fromhex(gateway_mac.replace(":", "")), state_path, log_dir, obj)
@@ -670,21 +634,22 @@ class NetnsPods:
         container.started = _rfc3339()
         pod.save()
 
-    def delete(self, pod: NetnsPod) -> None:
-        """Pod deleted: its processes are stopped, its namespace (and TAP) removed, its state forgotten."""
-        self._close(pod)
-        delete_namespace(pod.net.netns)
-        pod.state_path.unlink(missing_ok=True)
-        shutil.rmtree(pod.log_dir, ignore_errors=True)
-        shutil.rmtree(pod.sandbox_dir, ignore_errors=True)
-
-    def _close(self, pod: NetnsPod) -> None:
+    def stop(self, pod: NetnsPod) -> None:
+        """Pod deleted, first step: its processes are stopped and its frames no longer read; its namespace
+        stays for the CNI DEL of its network, after which `remove` removes it."""
         self.pods.pop(pod.net.netns, None)
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(pod.fd)
         pod.stop_processes()
-        with contextlib.suppress(OSError):
-            os.close(pod.fd)
+
+    def remove(self, net: PodNetwork) -> None:
+        """The namespace of a pod that is gone, and its state, logs and volumes (or what a failed setup made)."""
+        self.preparing.discard(net.netns)
+        delete_namespace(net.netns)
+        state_path = self.directory / f"{net.netns}.json"
+        state_path.unlink(missing_ok=True)
+        shutil.rmtree(self.directory / net.netns, ignore_errors=True)
+        shutil.rmtree(state_path.with_suffix(".pod"), ignore_errors=True)
 
     def collect_garbage(self) -> list[str]:
         """Removes the namespaces of this node that no current pod claims: those with the node's owner
@@ -694,7 +659,7 @@ class NetnsPods:
         existing = set(list_namespaces())
         for path in self.directory.glob("*.json") if self.directory.exists() else ():
             name = path.stem
-            if name in self.pods or not name.startswith(owner_prefix(self.node)):
+            if name in self.pods or name in self.preparing or not name.startswith(owner_prefix(self.node)):
                 continue
             if name in existing:
                 delete_namespace(name)
@@ -708,4 +673,5 @@ class NetnsPods:
     def close(self) -> None:
         """Agent shutdown: every pod's processes stopped and its namespace removed."""
         for pod in list(self.pods.values()):
-            self.delete(pod)
+            self.stop(pod)
+            self.remove(pod.net)

@@ -79,6 +79,7 @@ from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
 from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
+from podnet.overlay.wire.mss import clamp_mss
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
@@ -88,6 +89,7 @@ _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
 _ICMP = 1
 _STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
+TCP_IP_HEADERS = 40  # what an MSS leaves out of the MTU: IPv4 (20) and TCP (20) without options
 _ICMP_QUERIES = (0, 8)  # echo reply and request: the ICMP messages that are not errors
 # Builds a named tuple from a tuple of its fields in C; the class call runs a Python-level __new__ that
 # costs as much again as the rest of a shortcut's work.
@@ -126,6 +128,10 @@ class Pipeline:
     ):
         self.node = node
         self.policy = policy
+        # What carries tunnel datagrams inside UDP besides the encapsulation (the agent's encryption):
+        # given ("encap" or "decap", the peer node's address, the datagram), the stage a trace shows for
+        # it, after the encapsulation's and before the decapsulation's.
+        self.carrier_stage: Callable[[str, str, bytes], Stage | None] | None = None
         self.services: ServiceTable | None = None  # None: no service table installed, DNAT passes
         self.rand = rand
         self.conntrack = conntrack or Conntrack()
@@ -520,6 +526,13 @@ class Pipeline:
         prefix = self._encap_prefix.get(node_address)
         if prefix is None:
             return self._drop("fou-unknown-next-hop" if self._fou else "no-vtep-for-next-hop", trace)
+        if packet[9] == 6:  # a SYN announcing more than the tunnel carries is told the tunnel's MSS
+            clamped = clamp_mss(packet, self._mtu - TCP_IP_HEADERS)
+            if clamped is not packet:
+                self.counters["mss-clamped"] += 1
+                if trace is not None:
+                    trace.append(Stage("mss-clamp", f"SYN's MSS lowered to {self._mtu - TCP_IP_HEADERS} (MTU {self._mtu})"))
+                packet = clamped
         if len(packet) > self.node.mtu:
             (flags_offset,) = _U16.unpack_from(packet, 6)
             if flags_offset & ipv4.FLAG_DONT_FRAGMENT and from_pod is not None:
@@ -540,6 +553,7 @@ class Pipeline:
         self.counters["tunnel.tx"] += 1
         if trace is not None:
             trace.append(self._encap_stage(node_address, packet, datagram))
+            self._carrier_stage("encap", node_address, datagram, trace)
         return [Tunnel(node_address, datagram)]
 
     def _encap_stage(self, node_address: str, packet: bytes, datagram: bytes) -> Stage:
@@ -560,6 +574,11 @@ class Pipeline:
             f"{len(datagram)} B UDP payload, {len(underlay)} B on the underlay",
             underlay,
         )
+
+    def _carrier_stage(self, direction: str, node_address: str, datagram: bytes, trace: list[Stage]) -> None:
+        stage = self.carrier_stage(direction, node_address, datagram) if self.carrier_stage is not None else None
+        if stage is not None:
+            trace.append(stage)
 
     def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None) -> list[Output]:
         self.counters["delivered"] += 1
@@ -640,6 +659,8 @@ class Pipeline:
     def _from_tunnel_stages(
         self, sender: str, datagram: bytes, now: float, trace: list[Stage] | None
     ) -> list[Output]:
+        if trace is not None:
+            self._carrier_stage("decap", sender, datagram, trace)
         peer = self.peers.get(sender)
         if self._fou:
             if peer is None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from podnet.backends import BACKENDS, BACKENDS_HELP, POD_MODES
+from podnet.backends import BACKENDS, BACKENDS_HELP, ENCRYPTIONS, ENCRYPTIONS_HELP, POD_MODES
 from podnet.cli.daemon import (
     CaFile,
     Kubeconfig,
@@ -33,6 +33,8 @@ def nodeagent(
     fou_port: Annotated[int, typer.Option(help="UDP port of foo-over-UDP (the bgp backend), here and on every peer.")] = 5555,
     metrics_port: Annotated[int, typer.Option(help="Port of /healthz and /metrics on the node address (0: any free port, -1: none).")] = 0,
     backend: Annotated[str, typer.Option(help=BACKENDS_HELP)] = "vxlan",
+    encryption: Annotated[str, typer.Option(help=ENCRYPTIONS_HELP)] = "none",
+    wireguard_port: Annotated[int, typer.Option(help="UDP port of WireGuard, here and on every peer.")] = 51871,
     cluster_cidr: Annotated[str, typer.Option(help="The pod network.")] = "10.244.0.0/16",
     pod_mode: Annotated[str, typer.Option(help="Pods without a podnet.io/pod-mode annotation: virtual (a stack in the agent) or netns (a real network namespace; root, Linux).")] = "virtual",
     renew_interval: Annotated[float, typer.Option(help="Seconds between renewals of the node's Lease (keep it well under the node grace period).")] = 5.0,
@@ -52,6 +54,7 @@ def nodeagent(
 
     check_choice("backend", backend, BACKENDS)
     check_choice("pod-mode", pod_mode, POD_MODES)
+    check_choice("encryption", encryption, ENCRYPTIONS)
     try:
         trusted_proxies(proxy_protocol_from or ())
     except ValueError as exc:
@@ -69,6 +72,7 @@ def nodeagent(
         name=name,
         address=address,
         server=api.server,
+        fallbacks=api.fallbacks,
         token=api.token,
         tls=api.tls,
         state_dir=state_dir,
@@ -76,6 +80,8 @@ def nodeagent(
         fou_port=fou_port,
         metrics_port=metrics_port_or_none(metrics_port),
         backend=backend,
+        encryption=encryption,
+        wireguard_port=wireguard_port,
         cluster_cidr=cluster_cidr,
         pod_mode=pod_mode,
         renew_interval=renew_interval,

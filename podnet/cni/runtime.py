@@ -1,8 +1,9 @@
 """A CNI runtime, as containerd's libcni is one: executes a network configuration list's plugins for a
 container, in order for ADD and CHECK and backwards for DEL, each with the same CNI_* environment and its
-own configuration on stdin (podnet/cni/conflist.py), and keeps the result of ADD for CHECK and DEL
-(libcni keeps it under /var/lib/cni/results). A failing plugin stops the list; a failed ADD is undone by
-DEL of the whole list, backwards, as the spec asks. `log` appends every plugin call, with its
+own configuration on stdin (podnet/cni/conflist.py), and keeps the result of ADD, with the capability
+arguments it was given, for CHECK and DEL (libcni keeps them under /var/lib/cni/results): `portmap` finds
+the rules to remove by the portMappings its DEL is given. A failing plugin stops the list; a failed ADD is
+undone by DEL of the whole list, backwards, as the spec asks. `log` appends every plugin call, with its
 environment, stdin and stdout, as one JSON line.
 """
 
@@ -45,11 +46,15 @@ class Runtime:
     def _cache(self, container: Container) -> Path:
         return self.cache_dir / f"{self.conflist.name}-{container.container_id}-{container.ifname}.json"
 
-    def cached_result(self, container: Container) -> dict | None:
+    def _cached(self, container: Container) -> dict:
         try:
-            return json.loads(self._cache(container).read_text())
+            cached = json.loads(self._cache(container).read_text())
         except (OSError, ValueError):
-            return None
+            return {}
+        return cached if isinstance(cached, dict) else {}
+
+    def cached_result(self, container: Container) -> dict | None:
+        return self._cached(container).get("result")
 
     async def add(self, container: Container, capability_args: dict | None = None,
                   prev_result: dict | None = None) -> dict:
@@ -66,22 +71,28 @@ class Runtime:
         if result is None:
             raise CniError(Code.INVALID_CONFIG, "the list's last plugin returned no result")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._cache(container).write_text(json.dumps(result))
+        self._cache(container).write_text(json.dumps({
+            "kind": "cniCacheV1", "containerId": container.container_id, "ifName": container.ifname,
+            "networkName": self.conflist.name, "capabilityArgs": capability_args or {}, "result": result}))
         return result
 
     async def check(self, container: Container, capability_args: dict | None = None) -> None:
+        """CHECK of the whole list; `capability_args` None: those ADD was given."""
         if self.conflist.disable_check:
             return
-        previous = self.cached_result(container)
-        if previous is None:
+        cached = self._cached(container)
+        if cached.get("result") is None:
             raise CniError(Code.UNKNOWN_CONTAINER, "no result of ADD is kept for this container")
+        args = cached.get("capabilityArgs") or {} if capability_args is None else capability_args
         for index in self.conflist.order("CHECK"):
-            await self._exec(index, "CHECK", container, capability_args or {}, previous)
+            await self._exec(index, "CHECK", container, args, cached["result"])
 
     async def delete(self, container: Container, capability_args: dict | None = None) -> None:
-        previous = self.cached_result(container)
+        """DEL of the whole list, backwards; `capability_args` None: those ADD was given."""
+        cached = self._cached(container)
+        args = cached.get("capabilityArgs") or {} if capability_args is None else capability_args
         for index in self.conflist.order("DEL"):
-            await self._exec(index, "DEL", container, capability_args or {}, previous)
+            await self._exec(index, "DEL", container, args, cached.get("result"))
         self._cache(container).unlink(missing_ok=True)
 
     def find(self, plugin_type: str) -> str:

@@ -233,7 +233,9 @@ def version_result() -> dict:
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """What ADD made: one interface in a sandbox with one address and a default route."""
+    """What ADD made: one interface in a sandbox with one address and a default route, and the host end
+    of its veth pair, which a result lists first (as `ptp` does) for the plugins chained after it:
+    `bandwidth` shapes that interface."""
 
     ifname: str
     mac: str
@@ -244,16 +246,22 @@ class Attachment:
     nameservers: tuple[str, ...] = ()
     search: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
+    host_ifname: str = ""
+    host_mac: str = ""
+    links: tuple[str, ...] = ()  # destinations on the link, routed without a gateway ("169.254.1.1/32")
 
     def result(self, version: str) -> dict:
-        ip: dict = {"address": self.address, "gateway": self.gateway, "interface": 0}
+        interfaces: list[dict] = [{"name": self.host_ifname, "mac": self.host_mac}] if self.host_ifname else []
         interface: dict = {"name": self.ifname, "mac": self.mac, "sandbox": self.sandbox}
+        ip: dict = {"address": self.address, "gateway": self.gateway, "interface": len(interfaces)}
+        interfaces.append(interface)
         if version_tuple(version) < (1, 0, 0):
             ip = {"version": "4", **ip}
         else:
-            interface["mtu"] = self.mtu
-        result = {"cniVersion": version, "interfaces": [interface], "ips": [ip],
-                  "routes": [{"dst": "0.0.0.0/0", "gw": self.gateway}]}
+            for entry in interfaces:
+                entry["mtu"] = self.mtu
+        result = {"cniVersion": version, "interfaces": interfaces, "ips": [ip],
+                  "routes": [*({"dst": dst} for dst in self.links), {"dst": "0.0.0.0/0", "gw": self.gateway}]}
         if self.nameservers:
             result["dns"] = {"nameservers": list(self.nameservers), "search": list(self.search),
                              "options": list(self.options)}

@@ -40,7 +40,7 @@ class AgentMethod(StrEnum):
     PROBE = "probe"  # {src: "ns/name", dst, port, protocol, timeout} -> {ok, reason, dropped?}
     TRACE = "trace"  # as probe -> [stage]
     TRACE_WATCH = "trace.watch"  # {protocol, src, dst, port | matches, timeout} -> [stage]
-    CAPTURE = "capture"  # {count, seconds} -> streams captured datagrams
+    CAPTURE = "capture"  # {count, seconds, decrypted} -> streams captured datagrams (decrypted: inside WireGuard)
     # failures on purpose
     FAULTS_PARTITION = "faults.partition"  # {peer, drop} -> {partitioned}
     FAULTS_PARTITIONS = "faults.partitions"  # -> {partitioned}

@@ -1,0 +1,183 @@
+"""A pod's wire: a veth pair. Its pod end is the pod's interface (eth0, in the pod's namespace); its host
+end stays in the host's namespace, where the agent reads and writes the pod's frames through a packet
+socket bound to it, and where the host kernel reaches the pod too. That is what the reference CNI plugins
+chained after podnet need: `bandwidth` finds the host end as the pod end's veth peer and shapes it (a tbf
+on the host end is the pod's ingress), `portmap` DNATs a hostPort to the pod's address, which the host
+routes to the host end.
+
+Two dataplanes share the link, each with frames of its own:
+- the agent's: everything the pod sends to its gateway (which the agent answers by proxy ARP), and
+  everything the agent writes to the pod;
+- the host kernel's: what it routes to the pod (portmap's DNAT) and the pod's replies to it. The host
+  end holds HOST_LINK_ADDRESS, the pod has an on-link route to it, and one masquerade rule of the host's
+  (MASQUERADE_RULE, on every host end) makes it the source of what the host sends a pod, so the replies
+  are addressed to the host end's MAC, not to the pod's gateway.
+The agent's socket is filtered so that it sees neither the host's frames (PACKET_IGNORE_OUTGOING), nor the
+pod's frames to the host end's MAC, nor the pod's ARP for HOST_LINK_ADDRESS (the host answers that).
+
+The pod end's checksum offload is off: the pod's kernel then hands the wire whole frames with their
+checksums done, as it did to a TAP; with it on, a veth passes partial checksums and 64 KB TSO frames on.
+The pair outlives the agent (only the socket closes with it), so a restarted agent opens a new socket on
+the host end and the pod never notices.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import ipaddress
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from podnet.nodeagent.pods.netns import socket_in_namespace
+
+from podnet.netns.ip import NetnsError, ip, ip_batch
+
+HOST_LINK_ADDRESS = "169.254.1.1"
+HOST_PREFIX = "pnv"
+MASQUERADE_RULE = ("POSTROUTING", "-o", f"{HOST_PREFIX}+", "-m", "comment", "--comment",
+                   "podnet: what the host sends a pod comes from its host end, so that the reply comes back",
+                   "-j", "MASQUERADE")
+# The pod end's name in the host namespace, before it is moved into the pod's and renamed.
+POD_PREFIX = "pnp"
+_ETH_P_ALL = 0x0003
+_SOL_PACKET = 263
+_PACKET_IGNORE_OUTGOING = 23
+_SO_ATTACH_FILTER = 26
+_SIOCETHTOOL = 0x8946
+_ETHTOOL_STXCSUM = 0x17
+_ETHTOOL_SGRO = 0x2C
+_BUFFER = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """The host end of a pod's veth pair."""
+
+    host_ifname: str
+    host_mac: str
+
+    def exists(self) -> bool:
+        return Path(f"/sys/class/net/{self.host_ifname}").exists()
+
+
+def host_ifname(netns: str, ifname: str) -> str:
+    """The host end's name: at most 15 bytes (the kernel's limit), one per namespace and interface."""
+    return HOST_PREFIX + hashlib.sha256(f"{netns}/{ifname}".encode()).hexdigest()[:11]
+
+
+def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int) -> Wire:
+    """A veth pair whose end `ifname` in the namespace at path `netns` has `address`, `mac`, a default
+    route via `gateway` and an on-link route to the host end; the host routes `address` to the other end."""
+    host = host_ifname(netns, ifname)
+    temporary = POD_PREFIX + host[len(HOST_PREFIX):]
+    ip("link", "delete", host, check=False)  # left by a crash: the pair goes with either end
+    ip("link", "add", host, "mtu", str(mtu), "type", "veth", "peer", "name", temporary, "mtu", str(mtu))
+    try:
+        ip("link", "set", temporary, "netns", netns)
+        _pod_batch(netns, [f"link set {temporary} name {ifname}", f"link set {ifname} address {mac} addrgenmode none"])
+        _ethtool(netns, ifname, _ETHTOOL_STXCSUM, 0)
+        _pod_batch(netns, [
+            f"addr add {address}/{prefix_len} dev {ifname}",
+            "link set lo up",
+            f"link set {ifname} up",
+            f"route add {HOST_LINK_ADDRESS} dev {ifname} scope link",
+            f"route add default via {gateway} dev {ifname}",
+        ])
+        ip_batch([
+            f"link set {host} addrgenmode none",
+            f"addr add {HOST_LINK_ADDRESS}/32 dev {host}",  # global scope: masquerade picks it
+            f"link set {host} up",
+            f"route replace {address}/32 dev {host} src {HOST_LINK_ADDRESS}",
+            f"neigh replace {address} lladdr {mac} dev {host} nud permanent",
+        ])
+        _ethtool(None, host, _ETHTOOL_SGRO, 0)
+        _ensure_masquerade()
+        host_mac = Path(f"/sys/class/net/{host}/address").read_text().strip()
+    except (NetnsError, OSError, subprocess.TimeoutExpired):
+        ip("link", "delete", host, check=False)
+        raise
+    return Wire(host, host_mac)
+
+
+def _ensure_masquerade() -> None:
+    """MASQUERADE_RULE, once for all pods. A host without iptables has no portmap either: nothing to do."""
+    try:
+        present = subprocess.run(["iptables", "-w", "-t", "nat", "-C", *MASQUERADE_RULE], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return
+    if not present:
+        done = subprocess.run(["iptables", "-w", "-t", "nat", "-A", *MASQUERADE_RULE], capture_output=True, text=True)
+        if done.returncode:
+            raise NetnsError(f"iptables: {done.stderr.strip()}")
+
+
+def unplumb(wire: Wire) -> None:
+    """Removes the pair (deleting one end deletes the other, and the host's route to the pod with it)."""
+    ip("link", "delete", wire.host_ifname, check=False)
+
+
+def open_socket(wire: Wire) -> int:
+    """A non-blocking packet socket on the host end, filtered as the module says: reading it gives the
+    frames the pod sends the agent, writing to it sends a frame to the pod. The caller owns it."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                         socket.htons(_ETH_P_ALL))
+    try:
+        # Filtered before it is bound, so that no frame of the host's slips in between.
+        program = _filter(wire.host_mac)  # the kernel copies it during setsockopt
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("HL", len(program) // 8,
+                                                                           ctypes.addressof(program)))
+        sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
+        sock.bind((wire.host_ifname, _ETH_P_ALL))
+    except OSError:
+        sock.close()
+        raise
+    return sock.detach()
+
+
+def _filter(host_mac: str) -> ctypes.Array:
+    """A classic BPF program that keeps a frame unless it is for the host kernel: ARP asking for
+    HOST_LINK_ADDRESS, or a frame to the host end's MAC."""
+    mac = bytes.fromhex(host_mac.replace(":", ""))
+    link = int(ipaddress.IPv4Address(HOST_LINK_ADDRESS))
+    ld_h, ld_w, jeq, ret = 0x28, 0x20, 0x15, 0x06
+    program = [
+        (ld_h, 0, 0, 12),  # 0: the EtherType
+        (jeq, 0, 2, 0x0806),  # 1: ARP? on to 2, else to 4
+        (ld_w, 0, 0, 38),  # 2: ARP's target address
+        (jeq, 5, 0, link),  # 3: the host's: drop (9)
+        (ld_w, 0, 0, 0),  # 4: the destination MAC, first four bytes
+        (jeq, 0, 2, int.from_bytes(mac[:4], "big")),  # 5: on to 6, else keep (8)
+        (ld_h, 0, 0, 4),  # 6: its last two
+        (jeq, 1, 0, int.from_bytes(mac[4:], "big")),  # 7: the host end's: drop (9)
+        (ret, 0, 0, 0x40000),  # 8: keep
+        (ret, 0, 0, 0),  # 9: drop
+    ]
+    return ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in program))
+
+
+def _ethtool(netns: str | None, ifname: str, command: int, value: int) -> None:
+    """ETHTOOL_S* `command` with `value` on `ifname`, in the namespace at path `netns` (None: here)."""
+    data = ctypes.create_string_buffer(struct.pack("II", command, value))
+    request = struct.pack("16sP", ifname.encode(), ctypes.addressof(data)).ljust(40, b"\0")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if netns is None else socket_in_namespace(netns, socket.SOCK_DGRAM)
+    with sock:
+        fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, request)
+
+
+def in_namespace(netns: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Runs `argv` in the network namespace at path `netns` (any path: /run/netns/x, /proc/PID/ns/net)."""
+    return subprocess.run(["nsenter", f"--net={netns}", "--", *argv], input=stdin, capture_output=True,
+                          text=True, timeout=10)
+
+
+def _pod_batch(netns: str, lines: list[str]) -> None:
+    done = in_namespace(netns, "ip", "-batch", "-", stdin="\n".join(lines) + "\n")
+    if done.returncode:
+        raise NetnsError(f"in {netns}: {done.stderr.strip()}")

@@ -1,0 +1,139 @@
+"""The reference plugins chained after podnet-cni doing their real work on netns pods from the API: Debian's
+`portmap` makes a pod's hostPort answer on its node's address, `bandwidth` shapes what reaches a pod with
+an ingress-bandwidth annotation (iperf3 measures it), and a restarted agent keeps its pods' attachments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.local_cluster import eventually
+
+from podnet.netns.names import namespace_name
+from podnet.rpc.agentmethods import AgentMethod
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+# hostPorts are for privileged namespaces only (Pod Security's baseline level refuses them).
+NAMESPACE = "edge"
+PRIVILEGED = {"apiVersion": "v1", "kind": "Namespace",
+              "metadata": {"name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
+
+
+# Each test's cluster has a pod network of its own: the host's routes to pod addresses (portmap's path)
+# are one table for every cluster on this machine.
+
+
+def netns_pod(name: str, node: str, command: list[str], *, ports: list[dict] | None = None,
+              annotations: dict | None = None) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name},
+                         "annotations": {"podnet.io/pod-mode": "netns", **(annotations or {})}},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox", "command": command,
+                                                       "ports": ports or []}]}}
+
+
+async def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return await asyncio.to_thread(subprocess.run, list(argv), capture_output=True, text=True, timeout=timeout)
+
+
+async def test_a_host_port_answers_on_the_nodes_address_through_portmap(local_cluster):
+    cluster = await local_cluster("127.0.205", nodes=1, cluster_cidr="10.205.0.0/16")
+    node = cluster.topo.nodes[0]
+    serve = ["sh", "-c", "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www"]
+    await cluster.create(PRIVILEGED, netns_pod("web", node.name, serve,
+                                   ports=[{"containerPort": 8080, "hostPort": 18080, "protocol": "TCP"}]))
+    [web] = await cluster.wait_running(NAMESPACE, "app=web", 1)
+
+    async def fetched() -> str | None:
+        done = await run("curl", "-s", "--max-time", "3", f"http://{node.address}:18080/")
+        return done.stdout if done.returncode == 0 else None
+
+    assert await eventually(fetched, 30, "the hostPort answers on the node's address") == "web\n"
+    # portmap's own rules did it: its DNAT chain for the pod sends 18080 to the pod's address.
+    rules = (await run("iptables", "-t", "nat", "-S")).stdout
+    assert f"--dport 18080 -j DNAT --to-destination {web['status']['podIP']}:8080" in rules, rules
+
+    await cluster.client.delete("pods", "web", NAMESPACE)
+
+    async def unmapped() -> bool:
+        return f"{web['status']['podIP']}:8080" not in (await run("iptables", "-t", "nat", "-S")).stdout
+
+    await eventually(unmapped, 30, "portmap's DEL removes the pod's rules when it goes")
+    assert (await run("curl", "-s", "--max-time", "3", f"http://{node.address}:18080/")).returncode != 0
+
+
+async def iperf3_rate(client_netns: str, server_ip: str) -> float:
+    """What an iperf3 client in `client_netns` gets through to `server_ip`, in bit/s (the server's view)."""
+    done = await run("ip", "netns", "exec", client_netns, "iperf3", "-c", server_ip, "-t", "6", "-J", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]
+
+
+async def test_an_ingress_bandwidth_annotation_shapes_what_reaches_the_pod(local_cluster):
+    cluster = await local_cluster("127.0.206", nodes=1, cluster_cidr="10.206.0.0/16")
+    node = cluster.topo.nodes[0].name
+    iperf = ["iperf3", "-s", "-p", "5201"]
+    await cluster.create(PRIVILEGED, netns_pod("slow", node, iperf, annotations={"kubernetes.io/ingress-bandwidth": "1M"}),
+                         netns_pod("fast", node, iperf), netns_pod("client", node, ["sleep", "3600"]))
+    pods = {p["metadata"]["name"]: p for p in await cluster.wait_running(NAMESPACE, None, 3)}
+    client = namespace_name(node, NAMESPACE, "client")
+    await asyncio.sleep(1)  # the servers listen
+
+    slow = await iperf3_rate(client, pods["slow"]["status"]["podIP"])
+    fast = await iperf3_rate(client, pods["fast"]["status"]["podIP"])
+    print(f"\nbandwidth: shaped {slow / 1e6:.2f} Mbit/s, unshaped {fast / 1e6:.2f} Mbit/s")
+    assert 0.5e6 < slow < 1.3e6, f"shaped to 1 Mbit/s, measured {slow / 1e6:.2f} Mbit/s"
+    assert fast > 5e6, f"unshaped, measured {fast / 1e6:.2f} Mbit/s"
+    # bandwidth's token bucket sits on the host end of the shaped pod's veth pair only.
+    result = await cluster.rpc(node, AgentMethod.CNI_RESULT, {"namespace": NAMESPACE, "pod": "slow"})
+    qdiscs = (await run("tc", "qdisc", "show", "dev", result["interfaces"][0]["name"])).stdout
+    assert "qdisc tbf" in qdiscs and "rate 1Mbit" in qdiscs, qdiscs
+
+
+async def test_a_restarted_agent_keeps_its_attachments_and_collects_those_of_pods_gone(local_cluster):
+    cluster = await local_cluster("127.0.207", nodes=1, cluster_cidr="10.207.0.0/16")
+    node = cluster.topo.nodes[0]
+    serve = ["sh", "-c", "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www"]
+    await cluster.create(PRIVILEGED, netns_pod("kept", node.name, serve, ports=[{"containerPort": 8080, "hostPort": 18081}]),
+                         netns_pod("gone", node.name, serve, ports=[{"containerPort": 8080, "hostPort": 18082}]))
+    pods = {p["metadata"]["name"]: p for p in await cluster.wait_running(NAMESPACE, None, 2)}
+    before = {a["name"]: a for a in await cluster.rpc(node.name, AgentMethod.CNI_LIST)}
+    assert set(before) == {"kept", "gone"}
+
+    agent = f"{node.name}/agent"
+    cluster.kill(agent, signal.SIGKILL)
+    await cluster.wait_dead(agent)
+    await cluster.client.delete("pods", "gone", NAMESPACE, grace_period=0)
+    log = next(cluster.home.glob("**/cni/runtime.log"))
+    calls_before = len(log.read_text().splitlines())
+    await cluster.start(agent)
+
+    async def recovered() -> list[dict] | None:
+        listed = await cluster.rpc(node.name, AgentMethod.CNI_LIST)
+        return listed if [a["name"] for a in listed] == ["kept"] else None
+
+    [kept] = await eventually(recovered, 30, "the kept pod's attachment is back, the gone pod's collected")
+    assert kept == before["kept"]
+    # The same interface, never re-added: the chain ran only the gone pod's DEL.
+    calls = [json.loads(line) for line in log.read_text().splitlines()[calls_before:]]
+    assert {(c["env"]["CNI_COMMAND"], c["env"]["CNI_CONTAINERID"]) for c in calls} == {
+        ("DEL", pods["gone"]["metadata"]["uid"])}
+    assert not Path(f"/run/netns/{namespace_name(node.name, NAMESPACE, 'gone')}").exists()
+
+    async def fetched() -> str | None:
+        done = await run("curl", "-s", "--max-time", "3", f"http://{node.address}:18081/")
+        return done.stdout if done.returncode == 0 else None
+
+    assert await eventually(fetched, 30, "the kept pod's hostPort still answers") == "kept\n"
+    # ... and so does its place in the pod network, through the agent: the cluster DNS answers it over TCP.
+    assert await cluster.probe(pods["kept"], "10.96.0.10", 53, timeout=3)
+    rules = (await run("iptables", "-t", "nat", "-S")).stdout
+    assert f"{pods['gone']['status']['podIP']}:8080" not in rules
+    check = await run(sys.executable, "-m", "podnet", "cni", node.name, "--check", "--home", str(cluster.home))
+    assert check.returncode == 0 and check.stdout.split("\n")[1].split()[-1] == "ok", check.stdout + check.stderr
