@@ -305,8 +305,10 @@ def pipeline_in_process(size: int, frames: int = 50_000, *, via_service: bool = 
     return frames / elapsed
 
 
-def kernel_vxlan() -> dict | None:
-    """iperf3 over Linux vxlan devices in two namespaces joined by a veth pair (root only)."""
+def kernel_vxlan(tcp_streams: tuple[int, ...] = (1,)) -> dict | None:
+    """iperf3 over Linux vxlan devices in two namespaces joined by a veth pair (root only): 64-byte UDP,
+    and TCP with each number of parallel streams in `tcp_streams` (`tcp_gbit_s` for one stream,
+    `tcp_N_streams_gbit_s` for N)."""
     if os.geteuid() != 0 or not shutil.which("iperf3"):
         return None
     tag = str(os.getpid())
@@ -336,19 +338,21 @@ def kernel_vxlan() -> dict | None:
                                 "-t", str(int(SECONDS)), "-J"))
         finally:
             server.wait(timeout=30)
-        server = subprocess.Popen(["ip", "netns", "exec", ns2, "iperf3", "-s", "-1", "-B", "10.99.0.2"],
-                                  stdout=subprocess.DEVNULL)
-        try:
-            time.sleep(0.5)
-            tcp = json.loads(sh("ip", "netns", "exec", ns1, "iperf3", "-c", "10.99.0.2", "-t", str(int(SECONDS)), "-J"))
-        finally:
-            server.wait(timeout=30)
         summary = udp["end"]["sum"]
         received = summary["packets"] - summary["lost_packets"]
-        return {
-            "udp_64_delivered_per_second": round(received / summary["seconds"]),
-            "tcp_gbit_s": round(tcp["end"]["sum_received"]["bits_per_second"] / 1e9, 2),
-        }
+        figures = {"udp_64_delivered_per_second": round(received / summary["seconds"])}
+        for streams in tcp_streams:
+            server = subprocess.Popen(["ip", "netns", "exec", ns2, "iperf3", "-s", "-1", "-B", "10.99.0.2"],
+                                      stdout=subprocess.DEVNULL)
+            try:
+                time.sleep(0.5)
+                tcp = json.loads(sh("ip", "netns", "exec", ns1, "iperf3", "-c", "10.99.0.2", "-t", str(int(SECONDS)),
+                                    "-P", str(streams), "-J"))
+            finally:
+                server.wait(timeout=30)
+            key = "tcp_gbit_s" if streams == 1 else f"tcp_{streams}_streams_gbit_s"
+            figures[key] = round(tcp["end"]["sum_received"]["bits_per_second"] / 1e9, 2)
+        return figures
     finally:
         subprocess.run(["ip", "netns", "del", ns1], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns2], capture_output=True)

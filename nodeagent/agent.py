@@ -167,7 +167,6 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         stack.push_async_callback(lifecycle.terminations.close)
         dataplane.close_with(stack)
         stack.callback(lifecycle.netns_pods.close)
-        stack.push_async_callback(agent.cni.close)
         dataplane.pipeline.policy = enforcer.verdict
         dataplane.l7_lookup = l7.l7_for
         l7.proxied = dataplane.has_l7_proxy
@@ -208,6 +207,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
             try:
                 await shutdown.wait()
             finally:
+                await agent.cni.close()  # while podnet-cni can still reach the agent for its DEL
                 await rpc.close()
                 for task in tasks:
                     task.cancel()
