@@ -136,19 +136,7 @@ def unplumb(wire: Wire) -> None:
 def open_socket(wire: Wire) -> int:
     """A non-blocking packet socket on the host end, filtered as the module says: reading it gives the
     frames the pod sends the agent, writing to it sends a frame to the pod. The caller owns it."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                         socket.htons(_ETH_P_ALL))
-    try:
-        # Filtered before it is bound, so that no frame of the host's slips in between.
-        _attach(sock, _filter(wire.host_mac))
-        sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
-        sock.bind((wire.host_ifname, _ETH_P_ALL))
-    except OSError:
-        sock.close()
-        raise
-    return sock.detach()
+    return _packet_socket(wire.host_ifname, wire.host_mac, ignore_outgoing=True)
 
 
 def redirect_target(wire: Wire) -> str | None:
@@ -161,12 +149,20 @@ def redirect_target(wire: Wire) -> str | None:
 
 def open_reader(wire: Wire, device: str) -> int:
     """A non-blocking packet socket that reads the pod's frames as `device` sends them (the target of
-    redirect_target), filtered as the host end's; the host end's own socket (`fd`) stops reading."""
+    redirect_target), filtered as the host end's socket is; that one should then only write (write_only)."""
+    return _packet_socket(device, wire.host_mac, ignore_outgoing=False)
+
+
+def _packet_socket(device: str, host_mac: str, *, ignore_outgoing: bool) -> int:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                          socket.htons(_ETH_P_ALL))
     try:
-        _attach(sock, _filter(wire.host_mac))
+        # Filtered before it is bound, so that no frame of the host's slips in between.
+        _attach(sock, _filter(host_mac))
+        if ignore_outgoing:
+            sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
         sock.bind((device, _ETH_P_ALL))
     except OSError:
         sock.close()
@@ -177,7 +173,7 @@ def open_reader(wire: Wire, device: str) -> int:
 def write_only(fd: int) -> None:
     """Makes the packet socket `fd` take in no more frames (it still sends)."""
     with socket.socket(fileno=os.dup(fd)) as sock:
-        _attach(sock, ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0)))
+        _attach(sock, ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0)))  # ret #0: drop every frame
 
 
 def _attach(sock: socket.socket, program: ctypes.Array) -> None:
