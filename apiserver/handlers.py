@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import contextlib
 import contextvars
 import copy
@@ -86,6 +85,7 @@ from podnet.apiserver.storage.base import (
     Compacted,
     Conflict,
     FutureRevision,
+    Guard,
     KeyValue,
     NotFound,
     StorageError,
@@ -247,8 +247,6 @@ class Resources:
         self.claims = ClaimStore(store, self._storage)  # what several API servers on one store agree on
         # Creates between their namespace check and their write, by namespace: a namespace deletion
         # sweeps only once those have landed, so nothing is created behind the sweep.
-        self._creating: collections.Counter[str] = collections.Counter()
-        self._creates_settled = asyncio.Condition()
         self.quotas = QuotaAdmission(store, self._storage, storage_prefix)
         self.limit_ranges = LimitRangeAdmission(store, self._storage, storage_prefix)
 
@@ -659,26 +657,28 @@ class Resources:
         await self.pod_security.admit(request, _WRITER.get(), kind, obj, None)
         if not kind.namespaced:
             return await self._store_new(request, kind, obj, value, dry_run)
-        self._creating[str(namespace)] += 1
-        try:
-            await self._check_namespace_open(kind, metadata["name"], namespace)
-            async with self.quotas.admitting(kind, str(namespace), obj):
-                return await self._store_new(request, kind, obj, value, dry_run)
-        finally:
-            self._creating[str(namespace)] -= 1
-            if not self._creating[str(namespace)]:
-                del self._creating[str(namespace)]
-                async with self._creates_settled:
-                    self._creates_settled.notify_all()
+        for attempt in range(_UPDATE_ATTEMPTS):
+            # The namespace as found open guards the write: marked for deletion meanwhile (by any API
+            # server), it refuses the write, and the next attempt finds it terminating.
+            beside = await self._check_namespace_open(kind, metadata["name"], namespace, cached=attempt == 0)
+            try:
+                async with self.quotas.admitting(kind, str(namespace), obj):
+                    return await self._store_new(request, kind, obj, value, dry_run, beside)
+            except (Conflict, NotFound) as e:
+                if e.args[0] != beside.key:
+                    raise
+        raise status.conflict(self._namespace_kind, str(namespace), "the namespace is being modified too often; "
+                              "please try again")
 
-    async def _store_new(self, request: web.Request, kind: Kind, obj: dict, value: bytes, dry_run: bool) -> web.Response:
+    async def _store_new(self, request: web.Request, kind: Kind, obj: dict, value: bytes, dry_run: bool,
+                         beside: Guard | None = None) -> web.Response:
         name = obj["metadata"]["name"]
         key = storage_key(kind, obj["metadata"].get("namespace"), name)
         try:
             if kind.built_in != "Service":
                 if dry_run:
                     return respond(request, obj, 201)
-                revision = await self._storage(self.store.create(key, value))
+                revision = await self._storage(self.store.create(key, value, beside=beside))
             else:
                 async with self._service_lock:
                     for attempt in range(_CLAIM_ATTEMPTS):
@@ -686,7 +686,8 @@ class Resources:
                         try:
                             revision = await self._allocated_write(
                                 admission,
-                                None if dry_run else self._storage(self.store.create(key, to_storage(admission.service))),
+                                None if dry_run else self._storage(self.store.create(key, to_storage(admission.service),
+                                                                                     beside=beside)),
                             )
                             break
                         except ClaimTaken:
@@ -724,17 +725,24 @@ class Resources:
         elif kind.has_status and kind.built_in != "Node":
             obj.pop("status", None)
 
-    async def _check_namespace_open(self, kind: Kind, name: str, namespace: str | None) -> None:
+    async def _check_namespace_open(self, kind: Kind, name: str, namespace: str | None, *, cached: bool = True) -> Guard:
+        """Refuses a create into a namespace that is gone or terminating; otherwise the namespace's key at
+        the mod revision found, which the create's write depends on. `cached`: the namespace cache's word
+        will do (it may lag, but a write guarded by a stale revision is refused and the caller asks again)."""
         ns_kind = self._namespace_kind
-        state = self.namespaces.state(str(namespace))
+        key = storage_key(ns_kind, None, str(namespace))
+        state = self.namespaces.state(str(namespace)) if cached else NamespaceState.UNKNOWN
+        revision = self.namespaces.mod_revision(str(namespace))
         if state is NamespaceState.UNKNOWN:
-            kv = await self._storage(self.store.get(storage_key(ns_kind, None, str(namespace))))
+            kv = await self._storage(self.store.get(key))
             if kv is None:
                 raise status.not_found(ns_kind, str(namespace))
+            revision = kv.mod_revision
             if json.loads(kv.value).get("metadata", {}).get("deletionTimestamp"):
                 state = NamespaceState.TERMINATING
         if state is NamespaceState.TERMINATING:
             raise status.namespace_terminating(kind, name, str(namespace))
+        return Guard(key, revision)
 
     # --- update and patch ---------------------------------------------------------------------------
 
@@ -1171,9 +1179,6 @@ class Resources:
             raise status.conflict(ns_kind, name, "the object is being modified too often; please try again")
         if dry_run:
             return terminating
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.config.storage_timeout), self._creates_settled:
-                await self._creates_settled.wait_for(lambda: not self._creating[name])
         for kind in (*KINDS, *self.crds.stored_kinds()):
             if not kind.namespaced:
                 continue

@@ -57,6 +57,7 @@ class IngressConfig:
     server: str
     token: str | None = None
     tls: ClientTls | None = None
+    fallbacks: tuple[str, ...] = ()  # the cluster's other API servers, tried when `server` does not answer
     address: str = "127.0.0.10"  # where it listens, and what the Ingresses' status says
     port: int = 80
     kubelet_cert: str | None = None  # its certificate for the kubelets' API, and their CA
@@ -216,7 +217,7 @@ async def serve(config: IngressConfig, *, shutdown_trigger: Callable[[], Awaitab
 
 async def _serve(config: IngressConfig, shutdown: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, tls=config.tls, user_agent=component_agent("ingress-controller"))
+        client = ApiClient(config.server, config.token, tls=config.tls, fallbacks=config.fallbacks, user_agent=component_agent("ingress-controller"))
         stack.push_async_callback(client.close)
         controller = IngressController(config, client)
         controller.session = await stack.enter_async_context(aiohttp.ClientSession())

@@ -3,7 +3,9 @@
 kube-apiserver's NamespaceLifecycle admission reads a namespace informer rather than etcd; so does
 this: a list, then the namespaces' watch cache. A create into a namespace the cache knows costs no
 storage read. The cache may lag a write by moments, so only its "exists" and "terminating" answers
-are trusted; "unknown" sends the caller to storage (a namespace created an instant ago).
+are trusted; "unknown" sends the caller to storage (a namespace created an instant ago). An "exists"
+comes with the namespace's mod revision, which the create's write is guarded by (storage.base.Guard):
+should the namespace have changed since, the write is refused and the caller asks storage.
 """
 
 from __future__ import annotations
@@ -38,13 +40,18 @@ class NamespaceLifecycle:
         self.identity = {"apiVersion": kind.api_version, "kind": kind.kind}
         self.prefix = prefix
         self.revision = 0
-        self._terminating: dict[str, bool] | None = None  # None: not synced
+        # name -> (terminating, mod revision); None: not synced
+        self._namespaces: dict[str, tuple[bool, int]] | None = None
         self._advanced = asyncio.Event()
 
     def state(self, name: str) -> NamespaceState:
-        if self._terminating is None or name not in self._terminating:
+        if self._namespaces is None or name not in self._namespaces:
             return NamespaceState.UNKNOWN
-        return NamespaceState.TERMINATING if self._terminating[name] else NamespaceState.ACTIVE
+        return NamespaceState.TERMINATING if self._namespaces[name][0] else NamespaceState.ACTIVE
+
+    def mod_revision(self, name: str) -> int:
+        """The mod revision of the namespace as the cache last saw it (0: unknown)."""
+        return self._namespaces[name][1] if self._namespaces is not None and name in self._namespaces else 0
 
     async def wait_for(self, revision: int, timeout: float) -> bool:
         """Waits until the cache reflects `revision`; False when `timeout` passes first."""
@@ -72,7 +79,8 @@ class NamespaceLifecycle:
         while True:
             try:
                 kvs, revision = await self.store.list(self.prefix)
-                self._terminating = {kv.key.rpartition("/")[2]: _terminating(json.loads(kv.value)) for kv in kvs}
+                self._namespaces = {kv.key.rpartition("/")[2]: (_terminating(json.loads(kv.value)), kv.mod_revision)
+                                    for kv in kvs}
                 self._advance(revision)
                 subscription = await self.hub.subscribe(self.prefix, revision, self.identity)
                 try:
@@ -82,15 +90,15 @@ class NamespaceLifecycle:
                             continue
                         name = change.key.rpartition("/")[2]
                         if change.type == DELETED:
-                            self._terminating.pop(name, None)
+                            self._namespaces.pop(name, None)
                         else:
-                            self._terminating[name] = _terminating(change.object)
+                            self._namespaces[name] = (_terminating(change.object), change.revision)
                         self._advance(change.revision)
                         backoff = 0.05
                 finally:
                     await subscription.close()
             except (StorageError, WatchEnded, OSError, TimeoutError, ValueError) as e:
-                self._terminating = None
+                self._namespaces = None
                 log.warning("namespace cache lost its watch, relisting in %.2fs: %s", backoff, e)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)

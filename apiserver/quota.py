@@ -140,6 +140,37 @@ def status_of(quota: dict, in_use: Mapping[str, int]) -> dict:
     return {"hard": dict(hard), "used": {resource: format_count(in_use.get(resource, 0)) for resource in hard}}
 
 
+def recorded_use(quota: dict) -> dict[str, int]:
+    """What the quota's status says is used (what the controller counted, plus what admission charged since)."""
+    recorded = {}
+    for resource, value in ((quota.get("status") or {}).get("used") or {}).items():
+        try:
+            recorded[resource] = parse_count(value)
+        except ValueError:
+            continue
+    return recorded
+
+
+def in_use(quotas: Iterable[dict], counted: Mapping[str, int]) -> dict[str, int]:
+    """What the namespace uses, as admission must take it: the more of the objects counted now and each
+    quota's recorded use, since an object another API server admitted may not be written yet, while its
+    charge to the quota is."""
+    totals = dict(counted)
+    for quota in quotas:
+        for resource, amount in recorded_use(quota).items():
+            if resource in totals:
+                totals[resource] = max(totals[resource], amount)
+    return totals
+
+
+def charged(quota: dict, requested: Mapping[str, int], use: Mapping[str, int]) -> dict:
+    """The quota with the request charged to its status (kube's admission does the same, under the
+    quota's resourceVersion), so that a concurrent admission elsewhere counts it."""
+    hard = hard_of(quota)
+    status = status_of(quota, {resource: use.get(resource, 0) + requested.get(resource, 0) for resource in hard})
+    return {**quota, "status": status}
+
+
 def validate_resource_quota(errors: Errors, quota: dict, limits: object) -> None:
     """spec.hard names known count resources with whole, non-negative quantities."""
     hard = (quota.get("spec") or {}).get("hard") or {}

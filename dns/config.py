@@ -42,6 +42,7 @@ class DnsConfig:
     server: str | None = None
     token: str | None = None
     tls: ClientTls | None = None  # the API server's CA (and our certificate)
+    fallbacks: tuple[str, ...] = ()  # the cluster's other API servers, tried when `server` does not answer
     objects_file: Path | None = None
     upstreams: tuple[tuple[str, int], ...] = ()
     zone: str = "cluster.local"

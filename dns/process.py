@@ -185,7 +185,7 @@ async def serve(config: DnsConfig, *, shutdown_trigger: asyncio.Event | None = N
     if config.objects_file is not None:
         load_objects(records, config.objects_file.read_text(), str(config.objects_file))
     elif config.server:
-        client = ApiClient(config.server, config.token, tls=config.tls)
+        client = ApiClient(config.server, config.token, tls=config.tls, fallbacks=config.fallbacks)
         for kind, apply, remove in (
             ("Service", records.set_service, records.delete_service),
             ("EndpointSlice", records.set_endpoint_slice, records.delete_endpoint_slice),

@@ -31,6 +31,7 @@ from podnet.nodeagent.agentrpc import AgentRpc
 from podnet.nodeagent.cniserver import CniServer
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
+from podnet.nodeagent.encryption import carried_port
 from podnet.nodeagent.endpoints import LocalPod
 from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.l7enforcer import L7Enforcer
@@ -144,7 +145,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
     state = config.state_path
     state.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, user_agent=component_agent("kubelet"))
+        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, fallbacks=config.fallbacks, user_agent=component_agent("kubelet"))
         stack.push_async_callback(client.close)
         agent = NodeAgent(config, client)
         registry = CollectorRegistry()
@@ -170,10 +171,12 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         dataplane.l7_lookup = l7.l7_for
         l7.proxied = dataplane.has_l7_proxy
         dataplane.l7_report = l7.report
+        dataplane.l7_egress = l7.l7_egress_for
+        dataplane.l7_pending, dataplane.l7_pending_egress = l7.pending, l7.pending_egress
         rpc = RpcServer(str(config.socket_path), {**agent.handlers(), **enforcer.handlers()}, named_params=True)
         (state / "agent.json").write_text(
             json.dumps({"name": config.name, "address": config.address, "pid": os.getpid(),
-                        "status_port": agent.status_port, "vxlan_port": dataplane.tunnel.port})
+                        "status_port": agent.status_port, "vxlan_port": carried_port(dataplane.tunnel)})
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -198,9 +201,9 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
                 synced.cancel()
             await rpc.start()
             agent.cni.serving.set()
-            log.info("node agent %s up: %s, podCIDR %s, %s on %s:%d", config.name, config.address,
-                     agent.registration.pod_cidr, dataplane.pipeline.node.encapsulation.name, config.address,
-                     dataplane.tunnel.port)
+            log.info("node agent %s up: %s, podCIDR %s, %s on %s:%d (encryption: %s)", config.name,
+                     config.address, agent.registration.pod_cidr, dataplane.pipeline.node.encapsulation.name,
+                     config.address, dataplane.tunnel.port, config.encryption)
             try:
                 await shutdown.wait()
             finally:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from podnet.nodeagent import encryption
 from podnet.nodeagent.endpoints import KernelPod, VirtualPod
 from podnet.nodeagent.pods.netns import probe as netns_probe
 from podnet.nodeagent.pods.virtual import client as ops
@@ -81,8 +82,10 @@ class AgentRpc:
             "pod_cidr": self.agent.registration.pod_cidr,
             "backend": self.config.backend,
             "encapsulation": encapsulation.value,
-            "vxlan_port": dataplane.tunnel.port if encapsulation is Encapsulation.VXLAN else None,
-            "fou_port": dataplane.tunnel.port if encapsulation is Encapsulation.FOU else None,
+            "vxlan_port": encryption.carried_port(dataplane.tunnel) if encapsulation is Encapsulation.VXLAN else None,
+            "fou_port": encryption.carried_port(dataplane.tunnel) if encapsulation is Encapsulation.FOU else None,
+            "encryption": self.config.encryption,
+            "wireguard_port": dataplane.tunnel.port if encryption.encrypted(self.config) else None,
             "vtep_mac": vtep_mac(self.config.address),
             "status_port": self.agent.status_port,
         }
@@ -384,7 +387,10 @@ class AgentRpc:
         count = int(params.get("count") or 0)
         seconds = float(params.get("seconds") or 0)
         tunnel = self.dataplane.tunnel
-        queue = tunnel.subscribe()
+        try:
+            queue = encryption.subscribe(tunnel, bool(params.get("decrypted")))
+        except ValueError as exc:
+            raise RpcError("BadRequest", str(exc)) from None
         deadline = time.monotonic() + seconds if seconds else None
         sent = 0
         try:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podnet.nodeagent.cni import IpamExhausted
+from podnet.nodeagent.encryption import pod_mtu
 from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.pods import wire
 from podnet.nodeagent.pods.netns import CLUSTER_DNS, CLUSTER_DOMAIN, POD_INTERFACE, NetnsPod, PodNetwork
@@ -323,14 +324,15 @@ class CniServer:
         except IpamExhausted as exc:
             raise RpcError("Exhausted", str(exc)) from None
         mac = pod_mac(allocation.ip)
+        mtu = pod_mtu(self.agent.config)
         try:
             pair = await asyncio.to_thread(wire.plumb, netns, ifname, allocation.ip, ipam.network.prefixlen,
-                                           ipam.gateway, mac, 1450)
+                                           ipam.gateway, mac, mtu, self.agent.config.tap_offloads)
         except (NetnsError, OSError, subprocess.TimeoutExpired) as exc:
             ipam.release(allocation.uid)
             raise RpcError("SetupFailed", str(exc)) from None
         attachment = Attachment(ifname, mac, netns, f"{allocation.ip}/{ipam.network.prefixlen}", ipam.gateway,
-                                1450, (CLUSTER_DNS,), _search(namespace), ("ndots:5",), pair.host_ifname,
+                                mtu, (CLUSTER_DNS,), _search(namespace), ("ndots:5",), pair.host_ifname,
                                 pair.host_mac, (f"{wire.HOST_LINK_ADDRESS}/32",))
         known = CniAttachment(container_id, ifname, netns, address_owner, namespace, name, attachment)
         self.records.mkdir(parents=True, exist_ok=True)
@@ -352,12 +354,12 @@ class CniServer:
 
     def _open(self, known: CniAttachment) -> None:
         """Opens the socket on the wire's host end; a runtime's attachment joins the pipeline as a pod."""
-        known.fd = wire.open_socket(known.wire)
+        known.fd = wire.open_socket(known.wire, self.agent.config.tap_offloads)
         if known.of_pod:
             return  # the pod's containers and its place in the pipeline are the pod lifecycle's
         address, prefix_len = known.attachment.address.split("/")
         network = PodNetwork(Path(known.netns).name, known.namespace, address, int(prefix_len),
-                             known.attachment.gateway, known.attachment.mac)
+                             known.attachment.gateway, known.attachment.mac, offloads=self.agent.config.tap_offloads)
         state = self.records / f"{known.container_id}-{known.ifname}.pod"
         gateway_mac = bytes.fromhex(vtep_mac(self.agent.config.address).replace(":", ""))
         netns_pod = NetnsPod(network, known.owner, known.fd, gateway_mac, state.with_suffix(".state"), state)
@@ -376,7 +378,7 @@ class CniServer:
         target = wire.redirect_target(known.wire)
         if target is None or known.read_fd >= 0:
             return
-        known.read_fd = wire.open_reader(known.wire, target)
+        known.read_fd = wire.open_reader(known.wire, target, self.agent.config.tap_offloads)
         wire.write_only(known.fd)
         log.info("cni: %s/%s: the pod's frames are read on %s", known.container_id, known.ifname, target)
         if known.endpoint is not None:

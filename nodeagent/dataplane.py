@@ -16,13 +16,15 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from podnet.nodeagent import encryption
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.endpoints import KernelPod, LocalPod, RelayedPod, StackEndpoint
 from podnet.nodeagent.hostbridge import HostBridge
 from podnet.nodeagent.hostguard import guard_for
+from podnet.nodeagent.l7splices import L7Splices
 from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
 from podnet.nodeagent.pods.netns import NetnsPod
 from podnet.nodeagent.pods.virtual import client as ops
@@ -34,6 +36,7 @@ from podnet.overlay.pipeline.forward import Pipeline
 from podnet.overlay.pipeline.model import (
     Deliver,
     DeliverFrame,
+    DeliverSuper,
     Encapsulation,
     NodeIdentity,
     Output,
@@ -42,11 +45,14 @@ from podnet.overlay.pipeline.model import (
     Stage,
     ToHost,
     Tunnel,
+    TunnelBurst,
     vtep_mac,
 )
 from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
-from podnet.overlay.wire.addresses import ip_to_int
+from podnet.overlay.wire.addresses import int_to_ip, ip_to_int
+from podnet.overlay.wire.segment import tcp_segments
+from podnet.overlay.wireguard.tunnel import WireGuardTunnel
 
 from podnet.backends import routing_backend
 from podnet.rpc.agentmethods import PEER_RX, PEER_TX
@@ -83,6 +89,13 @@ class Dataplane:
         # Which new connections to a virtual pod go through the L7 proxy (set once policies are enforced).
         self.l7_lookup: Callable[[str, int, str, int], Any] | None = None
         self.l7_report: Callable[..., None] | None = None  # where the proxy's request records go
+        # The verdict of a pod's new connection its egress HTTP rules cover, by (source ip, port).
+        self.l7_egress: Callable[[str, int], Any] = lambda ip, port: None
+        # The L7 verdicts waiting to be taken, to netns pods and from any pod (the enforcer's): the
+        # dataplane looks for L7 connections only while one waits or a splice exists.
+        self.l7_pending: Mapping = {}
+        self.l7_pending_egress: Mapping = {}
+        self.splices = L7Splices(self._l7_for, self._l7_reported, self._from_splice)
 
     async def start(self, pod_cidr: str) -> None:
         config = self.config
@@ -94,13 +107,14 @@ class Dataplane:
             vxlan_port=config.vxlan_port,
             encapsulation=Encapsulation(self.backend.encapsulation),
             fou_port=config.fou_port,
+            mtu=encryption.pod_mtu(config),
         )
         self.pipeline = Pipeline(identity, rand=random.random)
-        port = config.fou_port if identity.encapsulation is Encapsulation.FOU else config.vxlan_port
-        self.tunnel = UdpTunnel(config.address, port, on_batch=self.from_tunnel)
+        self.tunnel = encryption.underlay(config, self.pipeline, self.from_tunnel)
         await self.tunnel.open()
         self.tunnel.partitioned.update(self._saved_partitions())
-        guard = guard_for((config.vxlan_port, config.fou_port), config.server, config.protected_ports)
+        guard = guard_for((config.vxlan_port, config.fou_port, config.wireguard_port), config.server,
+                          config.protected_ports)
         self.hostbridge = HostBridge(config.address, self.from_hostbridge, guard=guard)
         gateway = identity.gateway
         port = PodPort("node", config.name, gateway, vtep_mac(config.address))
@@ -117,19 +131,58 @@ class Dataplane:
         stack.callback(self.hostbridge.close)
         stack.callback(self.nodeports.close)
         stack.push_async_callback(self.relays.close)
+        stack.callback(self.splices.close)
 
     def add(self, endpoint: LocalPod | StackEndpoint) -> None:
         self.by_ip[ip_to_int(endpoint.port.ip)] = endpoint
         if isinstance(endpoint, StackEndpoint):
             endpoint.stack.l7_lookup = self._l7_for
             endpoint.stack.l7_report = self._l7_reported
-        self.pipeline.add_pod(endpoint.port)
+        self.pipeline.add_pod(endpoint.port, super_packets=isinstance(endpoint, KernelPod) and endpoint.netns.offloads)
 
     def has_l7_proxy(self, ip: str) -> bool:
-        """Whether connections to this address can go through the L7 proxy: a pod with a userspace stack
-        (a relayed pod's relayed ports bypass its stack, so it has none)."""
+        """Whether this pod's connections can go through the L7 proxy: a netns pod's and a virtual pod's
+        (a relayed pod's relayed ports bypass its stack, and its host process's packets the splices)."""
         endpoint = self.by_ip.get(ip_to_int(ip))
-        return isinstance(endpoint, StackEndpoint) and not isinstance(endpoint, RelayedPod)
+        return type(endpoint) is KernelPod or (
+            isinstance(endpoint, StackEndpoint) and not isinstance(endpoint, RelayedPod)
+        )
+
+    def _from_splice(self, pod: KernelPod | StackEndpoint, to_pod: list[bytes], onward: list[bytes],
+                     now: float) -> None:
+        """What a splice sends on a timer: to the pod, and through the pipeline as the pod's."""
+        self.run(self._spliced(pod, (to_pod, onward), now), now)
+
+    def _spliced(self, pod: KernelPod | StackEndpoint, moved: tuple[list[bytes], list[bytes]],
+                 now: float) -> list[Output]:
+        """Hands a splice's packets for the pod to it, and returns what the pipeline makes of the rest
+        and of the pod's answers."""
+        to_pod, onward = moved
+        # The splice's own packets first: what the pod answers may make the splice send more, which
+        # must not overtake them (data before the ACK that completes a handshake is dropped).
+        outputs: list[Output] = []
+        for packet in onward:
+            outputs += self.pipeline.from_pod(pod.port, packet, now)
+        if to_pod:
+            if type(pod) is KernelPod:
+                for packet in to_pod:
+                    pod.netns.deliver(packet)
+            else:
+                for answer in pod.stack.receive_batch(to_pod, now):
+                    outputs += self._from_stack(pod, answer, now, None)
+                self.after_stack(pod, now)
+        return outputs
+
+    def _from_stack(self, pod: StackEndpoint, packet: bytes, now: float, trace: list[Stage] | None) -> list[Output]:
+        """A packet a pod's userspace stack sent: to the splice it belongs to, or into the pipeline (and
+        to a new splice when the pod's egress HTTP rules cover the connection it opens)."""
+        splices = self.splices
+        if splices.from_pods and (moved := splices.from_pod(packet, now)) is not None:
+            return self._spliced(pod, moved, now)
+        outputs = self.pipeline.from_pod(pod.port, packet, now, trace)
+        if self.l7_pending_egress and (verdict := self._egress_l7(packet)) is not None:
+            return self._spliced(pod, splices.start_egress(pod, packet, verdict, now), now)
+        return outputs
 
     def _l7_for(self, remote_ip: str, remote_port: int, local_ip: str, local_port: int) -> Any:
         return None if self.l7_lookup is None else self.l7_lookup(remote_ip, remote_port, local_ip, local_port)
@@ -147,14 +200,16 @@ class Dataplane:
     def on_peer_node(self, name: str, node: dict | None) -> None:
         """Another node appeared, changed (None: went away): one Node event becomes one peer and, in a
         backend whose routes come from Nodes, one route."""
+        address = next(
+            (a["address"] for a in ((node or {}).get("status") or {}).get("addresses") or []
+             if a.get("type") == "InternalIP"),
+            None,
+        )
+        encryption.learn_peer(self.tunnel, name, address, node)
         if node is None:
             self.pipeline.remove_peer(name)
             log.info("node %s gone: route removed", name)
             return
-        address = next(
-            (a["address"] for a in (node.get("status") or {}).get("addresses") or [] if a.get("type") == "InternalIP"),
-            None,
-        )
         if not address:
             return
         pod_cidr = (node.get("spec") or {}).get("podCIDR")
@@ -203,20 +258,42 @@ class Dataplane:
         trace = self.traces.stages_for(packet) if self.traces.by_key else None
         self.run(self.pipeline.to_local_pod(packet, now, trace), now)
 
-    def from_netns_pod(self, netns_pod: NetnsPod, frames: list[bytes]) -> None:
-        """Frames a netns pod's kernel sent on its eth0: into the pipeline, as a virtual pod's packets."""
+    def from_netns_pod(self, netns_pod: NetnsPod, frames: list[tuple[bytes, int]]) -> None:
+        """Frames a netns pod's kernel sent on its eth0: into the pipeline, as a virtual pod's packets
+        (a TCP super-packet, with the segment size its kernel left to the TAP, as one)."""
         pod = self.by_ip.get(ip_to_int(netns_pod.net.ip))
         if pod is None:
             return
         now = time.monotonic()
         traces = self.traces
+        splices, pending_egress = self.splices, self.l7_pending_egress
         outputs: list[Output] = []
-        for frame in frames:
+        if (splices.from_pods or pending_egress) and any(mss for _, mss in frames):
+            # the splices read TCP as a wire carries it: a super-packet goes to them as its segments
+            frames = [(frame[:14] + segment, 0) for frame, mss in frames
+                      for segment in (tcp_segments(frame[14:], mss) if mss else (frame[14:],))]
+        for frame, mss in frames:
+            if splices.from_pods and frame[12:14] == b"\x08\x00":
+                moved = splices.from_pod(frame[14:], now)
+                if moved is not None:
+                    outputs += self._spliced(pod, moved, now)
+                    continue
             trace = traces.stages_for(frame[14:]) if traces.by_key and frame[12:14] == b"\x08\x00" else None
-            outputs.extend(self.pipeline.from_pod_frame(pod.port, frame, now, trace))
+            decided = self.pipeline.from_pod_frame(pod.port, frame, now, trace, mss)
+            if pending_egress and (verdict := self._egress_l7(frame[14:])) is not None:
+                decided = self._spliced(pod, splices.start_egress(pod, frame[14:], verdict, now), now)
+            outputs.extend(decided)
             if trace is not None and (key := flow_key(frame[14:])[0]) is not None:
                 traces.follow_reply(key, trace, self.pipeline.conntrack, now)
         self.run(outputs, now)
+
+    def _egress_l7(self, packet: bytes) -> Any:
+        """The L7 verdict of the connection this packet (a pod's SYN, just through the pipeline) opens,
+        when its egress HTTP rules cover it."""
+        key, flags = flow_key(packet)
+        if key is None or key[0] != 6 or flags & 0x16 != 0x02:
+            return None
+        return self.l7_egress(int_to_ip(key[1]), key[2])
 
     # ---- carrying out ----------------------------------------------------------------------------
 
@@ -231,12 +308,15 @@ class Dataplane:
         # round, however many packets they received.
         received: dict[int, StackEndpoint] = {}
         budget = MAX_PUMP
+        splices, pending, pending_egress = self.splices, self.l7_pending, self.l7_pending_egress
         while outputs:
+            spliced: list[Output] = []
             if len(outputs) > budget:
                 self.pipeline.counters["drop.pump-limit"] += len(outputs) - budget
                 outputs = outputs[:budget]
             budget -= len(outputs)
             batches: dict[int, tuple[StackEndpoint, list[bytes]]] = {}
+            segmented: list[Output] = []  # super-packets for pods that take segments: the next round's
             for out in outputs:
                 kind = type(out)
                 if kind is Deliver:
@@ -245,9 +325,17 @@ class Dataplane:
                         continue
                     pod_kind = type(pod)
                     if pod_kind is KernelPod:
+                        if (splices.to_pods or pending) and (
+                            moved := splices.to_pod(pod, out.packet, now, accept=True)
+                        ) is not None:
+                            spliced += self._spliced(pod, moved, now)
+                            continue
                         pod.netns.deliver(out.packet)
                         continue
                     if pod_kind is RelayedPod and self.relays.take(out.packet, now):
+                        continue
+                    if splices.to_pods and (moved := splices.to_pod(pod, out.packet, now, accept=False)) is not None:
+                        spliced += self._spliced(pod, moved, now)
                         continue
                     batch = batches.get(id(pod))
                     if batch is None:
@@ -256,6 +344,14 @@ class Dataplane:
                         batch[1].append(out.packet)
                 elif kind is Tunnel:
                     send(out.node_address, out.datagram)
+                elif kind is TunnelBurst:
+                    self.tunnel.send_burst(out.node_address, out.datagrams)
+                elif kind is DeliverSuper:
+                    pod = by_ip.get(out.pod_ip)
+                    if type(pod) is KernelPod and pod.netns.offloads and not (splices.to_pods or pending):
+                        pod.netns.deliver_super(out.packet, out.mss)
+                    elif pod is not None:  # segments, for a stack or for the splices, which take those
+                        segmented += [Deliver(out.pod_ip, segment) for segment in tcp_segments(out.packet, out.mss)]
                 elif kind is ToHost:
                     if not self.nodeports.claim(out.packet):  # an answer to a NodePort connection, or
                         self.hostbridge.handle(out.packet, now)
@@ -263,12 +359,15 @@ class Dataplane:
                     pod = by_ip.get(out.pod_ip)
                     if type(pod) is KernelPod:
                         pod.netns.deliver_frame(out.frame)
-            outputs = []
+            outputs = spliced + segmented
             for pod, packets in batches.values():
                 received[id(pod)] = pod
                 for packet in pod.stack.receive_batch(packets, now):
                     trace = traces.stages_for(packet) if traced else None
-                    outputs += from_pod(pod.port, packet, now, trace)
+                    if splices.from_pods or pending_egress:
+                        outputs += self._from_stack(pod, packet, now, trace)
+                    else:
+                        outputs += from_pod(pod.port, packet, now, trace)
             if outputs and budget <= 0:
                 self.pipeline.counters["drop.pump-limit"] += len(outputs)
                 break
@@ -279,7 +378,7 @@ class Dataplane:
         """Sends what a stack wrote, and sees to its events and timer."""
         outputs: list[Output] = []
         for packet in packets:
-            outputs.extend(self.pipeline.from_pod(pod.port, packet, now, trace))
+            outputs += self._from_stack(pod, packet, now, trace)
         self.after_stack(pod, now)
         self.run(outputs, now)
 
@@ -345,6 +444,8 @@ class Dataplane:
         merged: dict[str, int] = dict(self.pipeline.counters)
         for name, value in self.tunnel.counters.items():
             merged[f"tunnel.{name}"] = merged.get(f"tunnel.{name}", 0) + value
+        if isinstance(self.tunnel, WireGuardTunnel):
+            merged.update(self.tunnel.device_counters())
         for address, value in self.tunnel.sent_to.items():
             merged[f"{PEER_TX}{address}"] = value
         for address, value in self.tunnel.received_from.items():
@@ -361,6 +462,8 @@ class Dataplane:
                 for name in L7_COUNTERS:
                     if value := endpoint.stack.counters.get(name):
                         merged[f"l7.{name[3:]}"] = merged.get(f"l7.{name[3:]}", 0) + value
+        for name, value in self.splices.counters.items():
+            merged[f"l7.{name.removeprefix('l7_')}"] = merged.get(f"l7.{name.removeprefix('l7_')}", 0) + value
         merged["conntrack.entries"] = len(self.pipeline.conntrack)
         merged["conntrack.dropped-full"] = self.pipeline.conntrack.dropped_full
         return merged

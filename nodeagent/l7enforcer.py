@@ -38,13 +38,18 @@ class L7Enforcer:
         self.policies = policies
         self.errors: dict[str, str] = {}  # policy key -> why it is not enforced
         self.informers = {kind: Informer(client, k) for kind, k in CILIUM_KINDS.items()}
-        for informer in self.informers.values():
+        # The nodes' addresses tell the host and remote-node entities from the world.
+        self.nodes = Informer(client, "nodes")
+        for informer in (*self.informers.values(), self.nodes):
             informer.add_handler(self._changed)
         for kind in ("Pod", "Namespace"):
             policies.informers[kind].add_handler(self._changed)
         self._index: CiliumPolicyIndex | None = None
-        self._pending: OrderedDict[tuple[str, int, str, int], ConnectionVerdict] = OrderedDict()
-        # Whether a pod address has the L7 proxy in front of it (a virtual pod of this node); set by the agent.
+        self.pending: OrderedDict[tuple[str, int, str, int], ConnectionVerdict] = OrderedDict()
+        # A netns pod's connections its egress HTTP rules cover, by source address and port: the SYN is
+        # judged in the pipeline, and the dataplane takes the verdict right after.
+        self.pending_egress: OrderedDict[tuple[str, int], ConnectionVerdict] = OrderedDict()
+        # Whether a pod of this node can have the L7 proxy in front of it (and behind it); set by the agent.
         self.proxied: Callable[[str], bool] = lambda ip: False
         policies.refine = self.refine
 
@@ -68,7 +73,20 @@ class L7Enforcer:
                 obj["metadata"]["name"]: namespace_labels(obj)
                 for obj in self.policies.informers["Namespace"].store.values()
             }
-            self._index = CiliumPolicyIndex(specs, pods, labels)
+            addresses = {
+                obj["metadata"]["name"]: [
+                    a["address"] for a in (obj.get("status") or {}).get("addresses") or []
+                    if a.get("type") == "InternalIP" and a.get("address")
+                ]
+                for obj in self.nodes.store.values()
+            }
+            self._index = CiliumPolicyIndex(
+                specs,
+                pods,
+                labels,
+                host_addresses=addresses.get(self.policies.node_name, []),
+                node_addresses=[a for found in addresses.values() for a in found],
+            )
         return self._index
 
     # ---- the hooks -----------------------------------------------------------------------------
@@ -79,56 +97,88 @@ class L7Enforcer:
         if not decision.isolated and not decision.allows:
             return verdict
         combined = combine(verdict, decision)
-        if combined.l7 is not None and (direction != INGRESS or not self.proxied(str(flow.dst_ip))):
-            # Letting the connection through unfiltered would ignore the HTTP rules: refuse it, and say why.
-            where = "egress" if direction != INGRESS else "this destination (a netns or relayed pod)"
-            return Verdict(
-                allowed=False,
-                reason=f"denied: HTTP rules of {combined.policy} cover it and podnet has no L7 proxy for {where} yet",
-                policy=combined.policy,
-                rule_index=combined.rule_index,
-                direction=direction,
-            )
         if combined.l7 is not None:
-            key = (str(flow.src_ip), flow.src_port, str(flow.dst_ip), flow.dst_port)
-            self._pending[key] = combined
-            while len(self._pending) > PENDING_CONNECTIONS:
-                self._pending.popitem(last=False)
+            ingress = direction == INGRESS
+            subject = str(flow.dst_ip if ingress else flow.src_ip)
+            if not self.proxied(subject):
+                # Letting the connection through unfiltered would ignore the HTTP rules: refuse it, and say why.
+                where = "a relayed pod's ports"
+                return Verdict(
+                    allowed=False,
+                    reason=f"denied: HTTP rules of {combined.policy} cover it and podnet has no L7 proxy for {where} yet",
+                    policy=combined.policy,
+                    rule_index=combined.rule_index,
+                    direction=direction,
+                )
+            if ingress:
+                key = (str(flow.src_ip), flow.src_port, str(flow.dst_ip), flow.dst_port)
+                pending = self.pending
+            else:
+                key, pending = (str(flow.src_ip), flow.src_port), self.pending_egress
+            pending[key] = combined
+            while len(pending) > PENDING_CONNECTIONS:
+                pending.popitem(last=False)
         return Verdict(
             allowed=combined.allowed,
             reason=combined.reason,
             policy=combined.policy,
             rule_index=combined.rule_index,
             direction=direction,
+            l7=None if combined.l7 is None else self._describe_filter(combined),
+        )
+
+    def _describe_filter(self, combined: ConnectionVerdict) -> str:
+        """What the trace's l7-policy stage says of a connection whose requests the proxy filters."""
+        rules = "; ".join(
+            f"{r.policy} {combined.direction} rule {r.rule_index} http[{r.http_index}] {r.rule.text}"
+            for r in combined.l7
+        )
+        return (
+            f"each HTTP request goes through the L7 proxy on {self.policies.node_name}: allowed if it "
+            f"matches {rules}; otherwise answered 403 Access denied"
         )
 
     def l7_for(
         self, remote_ip: str, remote_port: int, local_ip: str, local_port: int
     ) -> ConnectionVerdict | None:
         """The stack's question for a new connection to one of its pods: filtered by which HTTP rules."""
-        return self._pending.pop((remote_ip, remote_port, local_ip, local_port), None)
+        return self.pending.pop((remote_ip, remote_port, local_ip, local_port), None)
 
-    def report(self, remote: str, local: str, judged: Judged, status: int | None) -> None:
+    def l7_egress_for(self, src_ip: str, src_port: int) -> ConnectionVerdict | None:
+        """The dataplane's question right after a netns pod's SYN went through the pipeline."""
+        return self.pending_egress.pop((src_ip, src_port), None)
+
+    def report(
+        self,
+        client: str,
+        server: str,
+        judged: Judged,
+        status: int | None,
+        direction: str = INGRESS,
+        latency: float | None = None,
+    ) -> None:
         """One request the proxy judged, into the node's flow log (Hubble's L7 records): who asked what of
         whom, the answer's status and the rule that decided."""
-        src_ip, _, src_port = remote.rpartition(":")
-        dst_ip, _, dst_port = local.rpartition(":")
+        src_ip, _, src_port = client.rpartition(":")
+        dst_ip, _, dst_port = server.rpartition(":")
         flow = Flow("HTTP", src_ip, int(src_port), dst_ip, int(dst_port))
         answer = "no answer" if status is None else str(status)
+        if latency is not None:
+            answer += f" ({latency * 1000:.1f} ms)"
         verdict = judged.verdict
         record = Verdict(
             allowed=verdict.allowed,
             reason=f"{judged.method} http://{judged.host or dst_ip}{judged.target} → {answer}  {verdict.reason}",
             policy=verdict.policy,
             rule_index=verdict.rule_index,
-            direction=INGRESS,
+            direction=direction,
         )
         pod_at = self.policies.compiler.evaluator().pod_at
         self.policies.flowlog.add(
-            self.policies.clock(), INGRESS, flow, record, pod_at(src_ip), pod_at(dst_ip)
+            self.policies.clock(), direction, flow, record, pod_at(src_ip), pod_at(dst_ip)
         )
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for informer in self.informers.values():
+            for informer in (*self.informers.values(), self.nodes):
                 group.create_task(informer.run())

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
+from podnet.nodeagent.encryption import pod_mtu
 from podnet.nodeagent.endpoints import KernelPod, LocalPod, RelayedPod, VirtualPod
 from podnet.nodeagent.podenv import PodEnvironment
 from podnet.nodeagent.pods.netns import ContainerSpec, NetnsPods, PodNetwork, pod_mode
@@ -149,7 +150,8 @@ class PodLifecycle:
         undone, an event says why, and the pod is tried again later."""
         meta = obj["metadata"]
         network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
-                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac)
+                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac, pod_mtu(self.config),
+                             offloads=self.config.tap_offloads)
         if (teardown := self._detaching.get(network.netns)) is not None:
             await asyncio.shield(teardown)
         try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from podnet.nodeagent.capacity import host_capacity
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import VTEP_MAC_ANNOTATION
+from podnet.nodeagent.encryption import node_annotations
 from podnet.overlay.pipeline.model import vtep_mac
 
 from podnet.client import ApiClient, ApiError
@@ -63,6 +64,7 @@ class NodeRegistration:
                 "annotations": {
                     VTEP_MAC_ANNOTATION: vtep_mac(self.config.address),
                     BACKEND_ANNOTATION: self.config.backend,
+                    **node_annotations(self.config),
                 },
             },
             "spec": {},
@@ -76,6 +78,7 @@ class NodeRegistration:
                     if exc.code != 409:
                         raise
                     current = await self.client.get("nodes", self.config.name)
+                    current = await self._adopt(current, node["metadata"]["annotations"])
                 self.node_uid = current["metadata"].get("uid")
                 await self.post_node_status()
                 while not (current.get("spec") or {}).get("podCIDR"):
@@ -87,6 +90,14 @@ class NodeRegistration:
                 log.warning("registering node %s: %s; retrying", self.config.name, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _adopt(self, current: dict, annotations: dict[str, str]) -> dict:
+        """A Node left by an earlier run of this agent carries what this run publishes (its encryption key,
+        its backend), or is patched to."""
+        published = (current.get("metadata") or {}).get("annotations") or {}
+        if all(published.get(key) == value for key, value in annotations.items()):
+            return current
+        return await self.client.patch("nodes", self.config.name, {"metadata": {"annotations": annotations}})
 
     async def post_node_status(self) -> None:
         now = rfc3339()

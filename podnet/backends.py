@@ -53,3 +53,8 @@ PROXY_MODES_HELP = "; ".join(f"{mode}: {_PROXY_MODE_DESCRIPTIONS[mode]}" for mod
 
 # Where a pod's network lives: a userspace stack inside the agent, or a real network namespace (root, Linux).
 POD_MODES = ("virtual", "netns")
+
+# How pod traffic between nodes is protected on the underlay: not at all, or inside WireGuard (Weave's
+# encrypted overlay, as Cilium and Calico do it today).
+ENCRYPTIONS = ("none", "wireguard")
+ENCRYPTIONS_HELP = "none: the tunnel's datagrams in clear; wireguard: inside WireGuard between nodes, on UDP 51871"

@@ -23,6 +23,7 @@ from podnet import kubeconfig
 from podnet.api import kinds
 from podnet.api.keys import object_key
 from podnet.api.kinds import Kind
+from podnet.serverlist import ServerList
 from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,16 @@ def _unreachable(server: str, exc: BaseException) -> ApiError:
     return ApiError({"kind": "Status", "status": "Failure", "code": 0, "reason": "ServiceUnavailable", "message": message})
 
 
+# Methods a server may be asked again after it may have acted on them: asking another changes nothing more.
+_IDEMPOTENT = ("GET", "HEAD")
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """No connection was made, so the request reached no server and another may take it. A certificate
+    the CA did not sign is not passed over: it says the kubeconfig is wrong, not that a server is down."""
+    return isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientConnectorCertificateError)
+
+
 def _kind(kind: str | Kind) -> Kind:
     return kind if isinstance(kind, Kind) else kinds.lookup(kind)
 
@@ -82,13 +93,14 @@ class ApiClient:
         tls: kubeconfig.ClientTls | None = None,
         timeout: float = 30.0,
         user_agent: str = "podnet",  # see component_agent
+        fallbacks: tuple[str, ...] = (),  # the cluster's other API servers (podnet/serverlist.py)
     ):
-        self.server = server.rstrip("/")
+        self._servers = ServerList([server, *fallbacks])
         # The server names the writer of a field by it (managedFields), as kube-apiserver does.
         self.user_agent = user_agent
         self.token = token
         self.content_type = MSGPACK if encoding == "msgpack" else JSON
-        if ssl_context is None and tls is not None and self.server.startswith("https:"):
+        if ssl_context is None and tls is not None and server.startswith("https:"):
             ssl_context = tls.context()
         self.ssl = ssl_context
         self.timeout = timeout
@@ -105,7 +117,12 @@ class ApiClient:
 
     @classmethod
     def from_credentials(cls, credentials: kubeconfig.Credentials, **kwargs: Any) -> ApiClient:
-        return cls(credentials.server, credentials.token, tls=credentials.tls, **kwargs)
+        return cls(credentials.server, credentials.token, tls=credentials.tls, fallbacks=credentials.fallbacks, **kwargs)
+
+    @property
+    def server(self) -> str:
+        """The API server requests go to now: the one that answered last."""
+        return self._servers.current
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -160,25 +177,35 @@ class ApiClient:
             content_type = content_type or self.content_type
             headers["Content-Type"] = content_type
             data = self._encode(body, MSGPACK if content_type == MSGPACK else JSON)
-        try:
-            async with self.session.request(
-                method,
-                self.server + path,
-                params={k: v for k, v in (params or {}).items() if v is not None},
-                data=data,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as response:
-                result = await self._decode(response)
-                if response.status >= 400:
-                    status = result if isinstance(result, dict) and result.get("kind") == "Status" else {
-                        "code": response.status, "reason": response.reason,
-                        "message": (result or {}).get("message") if isinstance(result, dict) else str(result)}
-                    status.setdefault("code", response.status)
-                    raise ApiError(status)
-                return result
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _unreachable(self.server, exc) from exc
+        failure: BaseException | None = None
+        for server in self._servers.attempts():
+            try:
+                async with self.session.request(
+                    method,
+                    server + path,
+                    params={k: v for k, v in (params or {}).items() if v is not None},
+                    data=data,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                ) as response:
+                    result = await self._decode(response)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                self._servers.failed(server)
+                failure = exc
+                if _never_sent(exc) or method in _IDEMPOTENT:
+                    continue
+                raise _unreachable(server, exc) from exc
+            self._servers.answered(server)
+            if response.status >= 400:
+                status = result if isinstance(result, dict) and result.get("kind") == "Status" else {
+                    "code": response.status, "reason": response.reason,
+                    "message": (result or {}).get("message") if isinstance(result, dict) else str(result)}
+                status.setdefault("code", response.status)
+                raise ApiError(status)
+            return result
+        assert failure is not None
+        raise _unreachable(self.server if len(self._servers.servers) == 1 else ", ".join(self._servers.servers),
+                           failure) from failure
 
     # The verbs.
 
@@ -270,28 +297,36 @@ class ApiClient:
             "timeoutSeconds": timeout_seconds,
             "allowWatchBookmarks": "true" if bookmarks else None,
         }
-        url = self.server + _kind(kind).path(namespace)
-        try:
-            async with self.session.get(
-                url,
-                params={k: v for k, v in params.items() if v is not None},
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
-            ) as response:
-                if response.status >= 400:
-                    result = await self._decode(response)
-                    raise ApiError(result if isinstance(result, dict) else {"code": response.status})
-                if response.content_type == MSGPACK:
-                    unpacker = msgpack.Unpacker(raw=False)
-                    async for chunk in response.content.iter_any():
-                        unpacker.feed(chunk)
-                        for event in unpacker:
-                            yield _checked_event(event)
-                else:
-                    async for line in response.content:
-                        if line.strip():
-                            yield _checked_event(json.loads(line))
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            raise _unreachable(self.server, exc) from exc
+        path = _kind(kind).path(namespace)
+        order = self._servers.attempts()
+        for server in order:
+            try:
+                async with self.session.get(
+                    server + path,
+                    params={k: v for k, v in params.items() if v is not None},
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout),
+                ) as response:
+                    self._servers.answered(server)
+                    if response.status >= 400:
+                        result = await self._decode(response)
+                        raise ApiError(result if isinstance(result, dict) else {"code": response.status})
+                    if response.content_type == MSGPACK:
+                        unpacker = msgpack.Unpacker(raw=False)
+                        async for chunk in response.content.iter_any():
+                            unpacker.feed(chunk)
+                            for event in unpacker:
+                                yield _checked_event(event)
+                    else:
+                        async for line in response.content:
+                            if line.strip():
+                                yield _checked_event(json.loads(line))
+                    return
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                # A watch that broke is resumed by its caller from the last resourceVersion it saw, on the
+                # next server if this one went away; one that found no server moves on at once.
+                self._servers.failed(server)
+                if not _never_sent(exc) or server == order[-1]:
+                    raise _unreachable(server, exc) from exc
 
 
 def _checked_event(event: dict) -> dict:

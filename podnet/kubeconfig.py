@@ -59,6 +59,14 @@ class Credentials:
     server: str
     token: str | None = None
     tls: ClientTls = field(default_factory=ClientTls)
+    # The cluster's other API servers, tried when `server` does not answer (SERVERS_EXTENSION).
+    fallbacks: tuple[str, ...] = ()
+
+
+# A cluster entry's extension that lists every API server of a cluster with several. kubectl, which knows
+# one `server` per cluster, passes over extensions it does not know (as it does minikube's `cluster_info`);
+# podnet's own clients fail over along the list.
+SERVERS_EXTENSION = "servers.podnet.io"
 
 
 def read_token(path: str | Path) -> str:
@@ -109,6 +117,8 @@ def load(path: str | Path) -> Credentials:
         users = {u["name"]: u.get("user") or {} for u in config.get("users") or []}
         user = users.get(context.get("user"), {})
         server = str(cluster["server"])
+        fallbacks = tuple(str(other) for other in _extension(cluster, SERVERS_EXTENSION).get("servers") or ()
+                          if str(other) != server)
     except (KeyError, TypeError, StopIteration, AttributeError):
         raise KubeconfigError(f"{path}: no usable current context") from None
     base = path.parent
@@ -124,7 +134,15 @@ def load(path: str | Path) -> Credentials:
         raise KubeconfigError(f"{path}: {exc}") from None
     if bool(tls.cert_pem) != bool(tls.key_pem):
         raise KubeconfigError(f"{path}: client-certificate and client-key go together")
-    return Credentials(server, token, tls)
+    return Credentials(server, token, tls, fallbacks)
+
+
+def _extension(entry: dict, name: str) -> dict:
+    """The named extension of a kubeconfig entry ({} if it has none)."""
+    for named in entry.get("extensions") or ():
+        if named.get("name") == name:
+            return named.get("extension") or {}
+    return {}
 
 
 def _b64(data: bytes) -> str:
@@ -132,11 +150,15 @@ def _b64(data: bytes) -> str:
 
 
 def render(server: str, ca_pem: bytes | None, user: str, *, token: str | None = None,
-           cert_pem: bytes | None = None, key_pem: bytes | None = None, cluster: str = "podnet") -> str:
-    """A kubeconfig with one cluster, one user and one context, everything inline (kubeadm's admin.conf)."""
+           cert_pem: bytes | None = None, key_pem: bytes | None = None, cluster: str = "podnet",
+           fallbacks: tuple[str, ...] = ()) -> str:
+    """A kubeconfig with one cluster, one user and one context, everything inline (kubeadm's admin.conf).
+    `fallbacks`: the cluster's other API servers, listed with `server` in the SERVERS_EXTENSION."""
     cluster_entry: dict = {"server": server}
     if ca_pem:
         cluster_entry["certificate-authority-data"] = _b64(ca_pem)
+    if fallbacks:
+        cluster_entry["extensions"] = [{"name": SERVERS_EXTENSION, "extension": {"servers": [server, *fallbacks]}}]
     user_entry: dict = {}
     if cert_pem and key_pem:
         user_entry["client-certificate-data"] = _b64(cert_pem)

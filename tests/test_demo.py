@@ -57,13 +57,21 @@ def test_up_with_the_demo_prints_the_promised_matrix(tmp_path):
         assert len(team_a) == 2 and len(team_b) == 2
         assert all(tenants[a, other] for a in team_a for other in team_a)
         assert not any(tenants[a, b] or tenants[b, a] for a in team_a for b in team_b)
-        assert "every probe agrees with the policies" in up.stdout
         trace = up.stdout.split("One request's journey", 1)[1]
         assert "service-dnat" in trace and "result          answered" in trace
         # A frontend resolves the backend by name, through the cluster DNS pod that the standard allow-dns allows.
         lookup = up.stdout.split("A name from a frontend: $ podnet exec ", 1)[1].splitlines()
         assert lookup[0].startswith("shop/frontend-") and lookup[0].endswith(" -- http http://backend:8080/hostname")
         assert re.match(r"  backend-[a-z0-9]+-[a-z0-9]{5} ", lookup[1]), lookup[1]
+        # The recipe's L7 step: the frontends may GET /api/items from the backends, and never DELETE it.
+        assert "L7 security the Cilium way: applying deploy/crds/cilium.yaml, deploy/demo/l7/backend-l7.yaml" in up.stdout
+        allowed = tables(up.stdout, "GET /api/items to the backends")[8080]
+        denied = tables(up.stdout, "DELETE /api/items to the backends")[8080]
+        for frontend in frontends:
+            assert all(allowed[frontend, backend] for backend in backends)
+            assert not any(denied[frontend, backend] for backend in backends)
+        assert not allowed[database, backends[0]]
+        assert up.stdout.count("every probe agrees with the policies") == 4
         assert "What to try next" in up.stdout
     finally:
         down = podnet(home, "down", "--home", str(home), timeout=120)

@@ -65,6 +65,10 @@ def test_l7_connection_is_allowed_and_its_rules_handed_to_the_stack_once():
     verdict = policies.verdict(INGRESS, Flow("TCP", FRONTEND, 40001, BACKEND, 8080))
     assert verdict.allowed
     assert verdict.reason == "allowed at L4 by default/backend-l7 ingress rule 0; HTTP filtered"
+    assert verdict.l7 == (
+        "each HTTP request goes through the L7 proxy on node-1: allowed if it matches default/backend-l7 "
+        "ingress rule 0 http[0] method='GET' path='/api/.*'; otherwise answered 403 Access denied"
+    )
     handed = l7.l7_for(FRONTEND, 40001, BACKEND, 8080)
     assert handed is not None and [r.rule.text for r in handed.l7] == ["method='GET' path='/api/.*'"]
     assert l7.l7_for(FRONTEND, 40001, BACKEND, 8080) is None
@@ -85,11 +89,22 @@ def test_http_rules_without_a_proxy_refuse_rather_than_let_requests_through_unfi
     refused = policies.verdict(INGRESS, Flow("TCP", FRONTEND, 40004, BACKEND, 8080))
     assert not refused.allowed
     assert refused.reason == (
-        "denied: HTTP rules of default/backend-l7 cover it and podnet has no L7 proxy "
-        "for this destination (a netns or relayed pod) yet"
+        "denied: HTTP rules of default/backend-l7 cover it and podnet has no L7 proxy for a relayed pod's ports yet"
     )
     egress = policies.verdict(EGRESS, Flow("TCP", BACKEND, 40005, "10.244.2.40", 5432))
-    assert not egress.allowed and "no L7 proxy for egress" in egress.reason
+    assert not egress.allowed and "no L7 proxy for a relayed pod's ports" in egress.reason
+
+
+def test_egress_http_rules_hand_the_verdict_to_the_dataplane_by_source():
+    policies, l7 = enforcer()
+    assert not l7.pending_egress
+    egress = policies.verdict(EGRESS, Flow("TCP", BACKEND, 40007, "10.244.2.40", 5432))
+    assert egress.allowed and egress.reason.endswith("HTTP filtered")
+    assert list(l7.pending_egress) == [(BACKEND, 40007)]
+    handed = l7.l7_egress_for(BACKEND, 40007)
+    assert handed is not None and handed.direction == EGRESS
+    assert [r.rule.text for r in handed.l7] == ["method='GET'"]
+    assert l7.l7_egress_for(BACKEND, 40007) is None and not l7.pending_egress
 
 
 def test_invalid_policy_is_reported_and_not_enforced():
@@ -100,3 +115,27 @@ def test_invalid_policy_is_reported_and_not_enforced():
     l7.informers["CiliumNetworkPolicy"]._emit("MODIFIED", None, bad)
     assert policies.verdict(INGRESS, Flow("TCP", STRANGER, 40006, BACKEND, 8080)).allowed
     assert list(l7.errors) == ["CiliumNetworkPolicy/default/backend-l7"]
+
+
+def test_host_entity_is_the_judging_nodes_address_from_its_node_object():
+    policies, l7 = enforcer()
+    for name, address in (("node-1", "127.0.0.11"), ("node-2", "127.0.0.12")):
+        node = {"kind": "Node", "metadata": {"name": name, "resourceVersion": "1"},
+                "status": {"addresses": [{"type": "InternalIP", "address": address}]}}
+        l7.nodes.store[name] = node
+        l7.nodes._emit("ADDED", None, node)
+    to_host = yaml.safe_load("""
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: backend-host, namespace: default, resourceVersion: "8"}
+spec:
+  endpointSelector: {matchLabels: {app: backend}}
+  egress:
+  - toEntities: [host]
+    toPorts: [{ports: [{port: "10250"}]}]
+""")
+    l7.informers["CiliumNetworkPolicy"].store["default/backend-host"] = to_host
+    l7.informers["CiliumNetworkPolicy"]._emit("ADDED", None, to_host)
+    assert policies.verdict(EGRESS, Flow("TCP", BACKEND, 40008, "127.0.0.11", 10250)).allowed
+    denied = policies.verdict(EGRESS, Flow("TCP", BACKEND, 40009, "127.0.0.12", 10250))
+    assert not denied.allowed, denied

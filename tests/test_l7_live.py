@@ -1,10 +1,12 @@
 """L7 policy on real node agents (127.0.181.x, two nodes): Cilium's CRDs installed, the seed's backend
 policy applied through the API server, and real requests from virtual pods on the other node: GET of an
 allowed path reaches the backend, DELETE and a path outside the rule get the proxy's 403, a pod without
-the frontend label gets no connection at all, and the proxy's verdicts are counted in the backend pod."""
+the frontend label gets no connection at all, and the proxy's verdicts are counted in the backend pod;
+the trace has its l7-policy stage; a virtual pod's own egress HTTP rules are enforced on its node."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +172,17 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
         "stranger", "backend:8080", "--http", "GET /hostname"
     )
 
+    # The trace's l7-policy stage, recorded where the ingress policy is decided: the backend's node.
+    traced = podnet("trace", "frontend", f"{backend}:8080").splitlines()
+    stages = [line.split(None, 2)[1:] for line in traced[1:]]
+    assert [
+        "l7-policy",
+        "each HTTP request goes through the L7 proxy on node-1: allowed if it matches default/backend-l7 "
+        "ingress rule 0 http[0] method='GET' path='/(hostname|echo\\\\?.*)'; otherwise answered 403 Access denied",
+    ] in stages, traced
+    ingress = next(i for i, s in enumerate(stages) if s[0] == "ingress-policy")
+    assert stages[ingress + 1][0] == "l7-policy", traced
+
     # The request-level matrix: probed through the agents, and from the policies alone; they agree.
     table = podnet("matrix", "-n", "default", "--port", "8080", "--http", "DELETE /hostname")
     lines = table.splitlines()
@@ -181,3 +194,48 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
         ["default/frontend", "X", ".", "."],
         ["default/stranger", "X", ".", "."],
     ]
+
+    # Egress HTTP rules of a virtual pod: the stranger may only GET /hostname from the frontend, enforced
+    # by the proxy on the stranger's own node, which the frontend (no policy of its own) never meets.
+    egress = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "stranger-l7", "namespace": "default"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "stranger"}},
+            "egress": [
+                {
+                    "toEndpoints": [{"matchLabels": {"app": "frontend"}}],
+                    "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}],
+                                 "rules": {"http": [{"method": "GET", "path": "/hostname"}]}}],
+                }
+            ],
+        },
+    }
+    await cluster.client.request("POST", "/apis/cilium.io/v2/namespaces/default/ciliumnetworkpolicies", body=egress)
+    frontend = pods["frontend"]["status"]["podIP"]
+
+    async def egress_request(method: str) -> dict:
+        params = {"namespace": "default", "pod": "stranger", "url": f"http://{frontend}:8080/hostname",
+                  "method": method, "timeout": 3.0}
+        return await cluster.rpc("node-2", "pod.http", params, timeout=10)
+
+    async def egress_denied() -> dict | None:
+        answer = await egress_request("DELETE")
+        return answer if answer.get("status") == 403 else None
+
+    assert (await eventually(egress_denied, 15, "the stranger's DELETE answered 403"))["body"] == b"Access denied\r\n"
+    allowed = await egress_request("GET")
+    assert (allowed["status"], allowed["body"]) == (200, b"frontend"), allowed
+    flows = podnet("flows", "--node", "node-2").splitlines()
+    assert any(
+        "egress " in line and "DENIED  HTTP default/stranger(" in line
+        and f"DELETE http://{frontend}:8080/hostname → 403  denied by default/stranger-l7 egress rule 0" in line
+        for line in flows
+    ), "\n".join(flows)
+    # The answer came at once: no segment between the proxy and the frontend had to be sent again.
+    assert any(
+        re.search(rf"GET http://{frontend}:8080/hostname → 200 \((\d+\.\d) ms\)", line)
+        and float(re.search(r"\((\d+\.\d) ms\)", line)[1]) < 190  # a resent segment waits 200 ms at least
+        for line in flows
+    ), "\n".join(flows)

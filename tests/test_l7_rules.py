@@ -9,7 +9,7 @@ import yaml
 from podnet.nodeagent.l7.cilium import CiliumPolicyIndex
 from podnet.nodeagent.l7.explain import explain_request, parse_request_line
 from podnet.nodeagent.l7.verdict import ACCESS_DENIED_BODY, access_denied_response, combine, judge_request
-from podnet.nodeagent.policy import INGRESS, Flow, compile_objects
+from podnet.nodeagent.policy import EGRESS, INGRESS, Flow, compile_objects
 from podnet.nodeagent.policy.compile import pod_info
 from support.l7pods import running_pod
 
@@ -327,3 +327,84 @@ def test_explain_names_the_rule_deciding_a_request():
 def test_explain_request_line_is_checked(text):
     with pytest.raises(ValueError, match="METHOD /PATH"):
         parse_request_line(text)
+
+
+# -- CIDR and entity peers (Cilium's "Layer 3 Examples") --------------------------------------------
+NODE_1, NODE_2, OUTSIDE = "127.0.0.11", "127.0.0.12", "203.0.113.7"
+
+
+def peers_index(rule: dict, direction: str = "ingress"):
+    policy = {
+        "metadata": {"name": "peers", "namespace": "default"},
+        "spec": {"endpointSelector": {"matchLabels": {"app": "backend"}}, direction: [rule]},
+    }
+    spec = parse_cilium_policy(policy)
+    return CiliumPolicyIndex([spec], [pod_info(p) for p in PODS], host_addresses=[NODE_1],
+                             node_addresses=[NODE_1, NODE_2])
+
+
+def ingress_from(idx, src) -> bool:
+    return bool(idx.decide(INGRESS, Flow("TCP", src, 40000, BACKEND, 8080)).allows)
+
+
+def egress_to(idx, dst) -> bool:
+    return bool(idx.decide(EGRESS, Flow("TCP", BACKEND, 40000, dst, 443)).allows)
+
+
+@pytest.mark.parametrize(
+    ("entities", "allowed"),
+    [
+        (["world"], {OUTSIDE}),
+        (["cluster"], {FRONTEND, NODE_1, NODE_2}),
+        (["host"], {NODE_1}),
+        (["remote-node"], {NODE_2}),
+        (["all"], {FRONTEND, NODE_1, NODE_2, OUTSIDE}),
+        (["none"], set()),
+        (["world", "host"], {OUTSIDE, NODE_1}),
+    ],
+)
+def test_entities_match_their_kind_of_peer(entities, allowed):
+    idx = peers_index({"fromEntities": entities})
+    assert {src for src in (FRONTEND, NODE_1, NODE_2, OUTSIDE) if ingress_from(idx, src)} == allowed
+
+
+def test_cidr_matches_addresses_outside_the_cluster_only_less_its_exceptions():
+    idx = peers_index({"toCIDRSet": [{"cidr": "0.0.0.0/0", "except": ["203.0.113.0/28"]}],
+                       "toCIDR": ["10.244.0.0/16"]}, "egress")
+    # A pod's address and a node's are never a CIDR's, even inside it (Cilium: CIDR rules do not apply
+    # to traffic between endpoints it manages or nodes of the cluster).
+    assert not egress_to(idx, FRONTEND) and not egress_to(idx, NODE_2)
+    assert egress_to(idx, "198.51.100.1") and egress_to(idx, "10.244.9.9")
+    assert not egress_to(idx, OUTSIDE)  # in the exception
+
+
+def test_cidr_rule_with_http_rules_filters_requests_to_the_outside():
+    idx = peers_index({"toCIDR": ["198.51.100.0/24"], "toPorts": [
+        {"ports": [{"port": "443"}], "rules": {"http": [{"method": "GET"}]}}]}, "egress")
+    decision = idx.decide(EGRESS, Flow("TCP", BACKEND, 40000, "198.51.100.1", 443))
+    assert [a.http is not None for a in decision.allows] == [True] and decision.isolated
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "detail"),
+    [
+        ({"fromCIDR": ["10.0.0.0/33"]}, "spec.ingress[0].fromCIDR[0]", "invalid CIDR"),
+        ({"fromCIDRSet": [{"cidr": "10.0.0.0/8", "except": ["x"]}]}, "spec.ingress[0].fromCIDRSet[0].except[0]",
+         "invalid CIDR"),
+        ({"fromEntities": ["everyone"]}, "spec.ingress[0].fromEntities[0]", "must be one of all, world"),
+    ],
+)
+def test_bad_peers_name_their_field(rule, field, detail):
+    with pytest.raises(RuleError) as error:
+        peers_index(rule)
+    assert error.value.field == field and detail in str(error.value)
+
+
+def test_entities_podnet_does_not_tell_apart_are_reported_and_match_nothing():
+    policy = {
+        "metadata": {"name": "peers", "namespace": "default"},
+        "spec": {"endpointSelector": {}, "ingress": [{"fromEntities": ["kube-apiserver"]}]},
+    }
+    spec = parse_cilium_policy(policy)
+    assert spec.unsupported == ("spec.ingress[0].fromEntities[0]: kube-apiserver",)
+    assert not ingress_from(CiliumPolicyIndex([spec], [pod_info(p) for p in PODS]), OUTSIDE)

@@ -15,6 +15,7 @@ from podnet.apiserver.storage.base import (
     Compacted,
     Conflict,
     FutureRevision,
+    Guard,
     KeyValue,
     NotFound,
     Progress,
@@ -134,6 +135,24 @@ async def test_write_preconditions(store: Store, prefix: str) -> None:
         await store.update(key, b"x", second)
     with pytest.raises(NotFound):
         await store.delete(key)
+
+
+async def test_a_create_beside_a_guard_lands_only_while_the_guard_is_unchanged(store: Store, prefix: str) -> None:
+    namespace = prefix + "namespaces/team"
+    opened = await store.create(namespace, b"active")
+    first = await store.create(prefix + "team/a", b"a", beside=Guard(namespace, opened))
+    assert (await store.get(prefix + "team/a")).mod_revision == first  # type: ignore[union-attr]
+    with pytest.raises(AlreadyExists):  # the object's own check comes first
+        await store.create(prefix + "team/a", b"again", beside=Guard(namespace, opened))
+    marked = await store.update(namespace, b"terminating", opened)
+    with pytest.raises(Conflict) as changed:
+        await store.create(prefix + "team/b", b"b", beside=Guard(namespace, opened))
+    assert changed.value.key == namespace and changed.value.current.mod_revision == marked  # type: ignore[union-attr]
+    assert await store.get(prefix + "team/b") is None
+    await store.delete(namespace)
+    with pytest.raises(NotFound) as gone:
+        await store.create(prefix + "team/c", b"c", beside=Guard(namespace, marked))
+    assert str(gone.value) == namespace
 
 
 async def test_revisions_strictly_increase(store: Store, prefix: str) -> None:

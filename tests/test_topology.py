@@ -41,7 +41,8 @@ def test_two_clusters_side_by_side_share_no_address():
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"nodes": 0}, "--nodes"), ({"store": "mysql"}, "--store"), ({"backend": "ospf"}, "--backend"),
-     ({"proxy_mode": "nft"}, "--proxy-mode"), ({"prefix": "10.0.0"}, "127.0.0.0/8"), ({"prefix": "x"}, "--prefix")],
+     ({"proxy_mode": "nft"}, "--proxy-mode"), ({"prefix": "10.0.0"}, "127.0.0.0/8"), ({"prefix": "x"}, "--prefix"),
+     ({"encryption": "ipsec"}, "--encryption")],
 )
 def test_bad_options_are_refused_with_the_flag_named(kwargs, message):
     with pytest.raises(topology.TopologyError, match=message):
@@ -90,3 +91,42 @@ def test_insecure_http_is_plain_http_without_certificates():
     apiserver = {c.name: c for c in topology.components(topo)}["apiserver"]
     assert topo.api_url == "http://127.0.0.10:6443"
     assert "--tls-cert" not in apiserver.argv and apiserver.health.ca is None
+
+
+def test_several_api_servers_each_on_an_address_of_its_own():
+    topo = topology.build(Path("/h"), 2, store="etcd", etcd_members=3, apiservers=3, prefix="127.0.7")
+    assert topo.api_urls == ("https://127.0.7.10:6443", "https://127.0.7.9:6443", "https://127.0.7.8:6443")
+    assert set(topo.api_addresses) == {"127.0.7.10", "127.0.7.9", "127.0.7.8"}
+    specs = {c.name: c for c in topology.components(topo)}
+    for name, address, audit in (("apiserver", "127.0.7.10", "/h/logs/audit.log"),
+                                  ("apiserver-3", "127.0.7.8", "/h/logs/audit-apiserver-3.log")):
+        argv = specs[name].argv
+        assert argv[argv.index("--host") + 1] == address
+        assert argv[argv.index("--audit-log-path") + 1] == audit
+        assert argv[argv.index("--store") + 1] == topo.store_url
+        assert specs[name].health.http == f"https://{address}:6443/readyz"
+    names = [c.name for c in topology.components(topo)]
+    assert names.index("etcd-3") < names.index("apiserver") < names.index("apiserver-3") < names.index("dns")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"apiservers": 2}, "--apiservers needs --store etcd"),
+    ({"apiservers": 6, "store": "etcd"}, "--apiservers must be between 1 and 5"),
+    ({"apiservers": 2, "store": "etcd", "layout": "network", "prefix": "198.51.100"}, "--apiservers needs --store etcd"),
+])
+def test_several_api_servers_need_etcd_and_loopback(settings, message):
+    with pytest.raises(topology.TopologyError, match=message):
+        topology.build(Path("/h"), 1, **settings)
+
+
+def test_encryption_reaches_every_agent_and_the_compose_file():
+    from podnet.cluster import compose
+
+    for topo in (topology.build(Path("/h"), 2, encryption="wireguard"), compose.build_topology(2, encryption="wireguard")):
+        agents = [c for c in topology.components(topo) if c.name.endswith("/agent")]
+        assert len(agents) == 2
+        for agent in agents:
+            at = agent.argv.index("--encryption")
+            assert agent.argv[at + 1] == "wireguard"
+    plain = [c for c in topology.components(topology.build(Path("/h"), 2)) if c.name.endswith("/agent")]
+    assert not any("--encryption" in c.argv for c in plain)

@@ -42,7 +42,7 @@ async def test_two_endpoints_handshake_and_carry_packets_over_loopback_udp():
         assert HandshakeCompleted(a.device.public_key, False) in events["b"]
         assert a.device.counters["transport-received"] == 5 and b.device.counters["transport-received"] == 5
         for endpoint in (a, b):
-            assert endpoint._timer is not None and endpoint._timer.when() == endpoint.device.get_timer()
+            assert endpoint.timer_deadline is not None and endpoint.timer_deadline == endpoint.device.get_timer()
     finally:
         a.close()
         b.close()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -18,6 +16,7 @@ from podnet.overlay.wire.ipv4 import IPProtocol, IPv4Packet
 from podnet.overlay.wireguard import crypto
 from podnet.overlay.wireguard.adapter import WireGuardEndpoint
 from podnet.overlay.wireguard.device import Device, HandshakeCompleted
+from support.wireguard_go import run, wg_dump, wireguard_go_namespace
 
 pytestmark = pytest.mark.root
 
@@ -28,69 +27,18 @@ PEER_TUNNEL = "10.120.0.1"  # wireguard-go's interface address
 CORE_TUNNEL = "10.120.0.2"  # the address behind podnet's core (a virtual pod)
 
 
-def _run(*argv: str, netns: str | None = None, stdin: str | None = None) -> str:
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    done = subprocess.run([*prefix, *argv], input=stdin, capture_output=True, text=True, timeout=20)
-    assert done.returncode == 0, f"{argv}: {done.stderr}"
-    return done.stdout
-
-
 @pytest.fixture
 def wireguard_go_peer(tmp_path):
-    for tool in ("wireguard-go", "wg"):
-        assert shutil.which(tool), f"{tool} is missing: install Debian's wireguard-go and wireguard-tools"
-    tag = f"{os.getpid() % 100000}"
-    # "podnet-" namespaces are what `podnet clean --all` removes; the veth pair dies with the namespace.
-    netns, host_veth, peer_veth = f"podnet-wgtest{tag}", f"pnwgh{tag}", f"pnwgp{tag}"
-    _run("ip", "netns", "add", netns)
-    daemon = None
-    try:
-        _run("ip", "link", "add", host_veth, "type", "veth", "peer", "name", peer_veth)
-        _run("ip", "link", "set", peer_veth, "netns", netns)
-        _run("ip", "addr", "add", f"{HOST_UNDERLAY}/30", "dev", host_veth)
-        _run("ip", "link", "set", host_veth, "up")
-        _run("ip", "addr", "add", f"{PEER_UNDERLAY}/30", "dev", peer_veth, netns=netns)
-        _run("ip", "link", "set", peer_veth, "up", netns=netns)
-        _run("ip", "link", "set", "lo", "up", netns=netns)
-        env = dict(os.environ, WG_PROCESS_FOREGROUND="1", WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
-        daemon = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "wireguard-go", "-f", "wgpn0"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 10
-        while subprocess.run(["ip", "netns", "exec", netns, "wg", "show", "wgpn0"], capture_output=True).returncode:
-            assert daemon.poll() is None, daemon.stderr.read().decode()
-            assert time.monotonic() < deadline, "wireguard-go did not bring up its interface"
-            time.sleep(0.05)
-        private = _run("wg", "genkey").strip()
-        public = _run("wg", "pubkey", stdin=private + "\n").strip()
-        key_file = tmp_path / "peer.key"
-        key_file.write_text(private + "\n")
-        key_file.chmod(0o600)
-        _run("wg", "set", "wgpn0", "private-key", str(key_file), "listen-port", str(PEER_PORT), netns=netns)
-        _run("ip", "addr", "add", f"{PEER_TUNNEL}/24", "dev", "wgpn0", netns=netns)
-        _run("ip", "link", "set", "wgpn0", "up", netns=netns)
-        yield netns, base64.b64decode(public), host_veth
-    finally:
-        if daemon is not None:
-            daemon.terminate()
-            daemon.wait(timeout=10)
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
-        subprocess.run(["ip", "link", "del", host_veth], capture_output=True)
+    with wireguard_go_namespace(tmp_path, host_underlay=HOST_UNDERLAY, peer_underlay=PEER_UNDERLAY,
+                                listen_port=PEER_PORT, tunnel_address=f"{PEER_TUNNEL}/24") as peer:
+        yield peer.netns, peer.public_key, peer.host_veth
 
 
 def _add_core_as_peer(netns: str, core: Device, core_port: int, *options: str) -> None:
-    _run(
+    run(
         "wg", "set", "wgpn0", "peer", base64.b64encode(core.public_key).decode(),
         "endpoint", f"{HOST_UNDERLAY}:{core_port}", "allowed-ips", f"{CORE_TUNNEL}/32", *options, netns=netns,
     )
-
-
-def _wg_dump(netns: str) -> dict[str, str]:
-    """`wg show wgpn0 dump`'s peer line: public key, psk, endpoint, allowed ips, handshake, rx, tx, keepalive."""
-    peer_line = _run("wg", "show", "wgpn0", "dump", netns=netns).splitlines()[1].split("\t")
-    names = ("public_key", "preshared_key", "endpoint", "allowed_ips", "latest_handshake", "rx", "tx", "keepalive")
-    return dict(zip(names, peer_line, strict=True))
 
 
 def _echo(src: str, dst: str, kind: icmp.ICMPType, sequence: int, data: bytes, identifier: int = 0x4242) -> bytes:
@@ -121,7 +69,7 @@ async def test_core_initiates_with_a_preshared_key_and_pings_through_wireguard_g
     while not capture_file.exists():
         assert dumpcap.poll() is None and time.monotonic() < deadline, "dumpcap did not start"
         await asyncio.sleep(0.05)
-    psk = _run("wg", "genpsk").strip()
+    psk = run("wg", "genpsk").strip()
     psk_file = tmp_path / "psk"
     psk_file.write_text(psk + "\n")
     received: asyncio.Queue[bytes] = asyncio.Queue()
@@ -137,20 +85,20 @@ async def test_core_initiates_with_a_preshared_key_and_pings_through_wireguard_g
             assert (reply.src, reply.dst) == (PEER_TUNNEL, CORE_TUNNEL)
             assert (echo.type, echo.sequence, echo.data) == (icmp.ICMPType.ECHO_REPLY, sequence, payload)
         assert HandshakeCompleted(peer_public, True) in events
-        dump = _wg_dump(netns)
+        dump = wg_dump(netns)
         assert dump["preshared_key"] == psk
         assert dump["public_key"] == base64.b64encode(endpoint.device.public_key).decode()
         assert int(dump["latest_handshake"]) > 0
         assert int(dump["rx"]) > 0 and int(dump["tx"]) > 0
         assert dump["endpoint"] == f"{HOST_UNDERLAY}:{endpoint.address[1]}"
-        show = _run("wg", "show", "wgpn0", netns=netns)
+        show = run("wg", "show", "wgpn0", netns=netns)
         assert "latest handshake:" in show and "transfer:" in show
         await asyncio.sleep(0.5)  # let dumpcap write the last datagrams out
         dumpcap.send_signal(signal.SIGINT)
         dumpcap.wait(timeout=10)
         # Wireshark's WireGuard dissector reads the underlay as WireGuard: our initiation's sender index
         # is the one wireguard-go's response and transport messages address.
-        fields = _run(
+        fields = run(
             "tshark", "-r", str(capture_file), "-d", f"udp.port=={PEER_PORT},wg",
             "-T", "fields", "-e", "wg.type", "-e", "wg.sender", "-e", "wg.receiver",
         )
@@ -202,13 +150,13 @@ async def test_wireguard_go_initiates_and_the_kernel_pings_a_virtual_pod_behind_
         output = await _ping(netns, "-c", "3", "-i", "0.2")
         assert "3 received" in output, output
         assert HandshakeCompleted(peer_public, False) in events
-        assert int(_wg_dump(netns)["latest_handshake"]) > 0
+        assert int(wg_dump(netns)["latest_handshake"]) > 0
         assert endpoint.device.counters["transport-received"] == 3
         await asyncio.sleep(2.5)
         assert endpoint.device.counters["keepalive-received"] >= 2  # wireguard-go's persistent keepalive
 
         # A source address the core did not allow for this peer is dropped after decryption.
-        _run("ip", "addr", "add", "10.120.0.9/32", "dev", "wgpn0", netns=netns)
+        run("ip", "addr", "add", "10.120.0.9/32", "dev", "wgpn0", netns=netns)
         output = await _ping(netns, "-c", "1", "-W", "1", "-I", "10.120.0.9", expect_success=False)
         assert "0 received" in output, output
         assert endpoint.device.counters["dropped-source-not-allowed"] == 1
@@ -277,7 +225,7 @@ async def test_a_rekey_and_a_restart_with_the_same_key_both_rehandshake_with_wir
     try:
         await ping(second, 4)
         assert second.device.counters["handshake-completed"] == 1
-        dump = _wg_dump(netns)
+        dump = wg_dump(netns)
         assert dump["endpoint"] == f"{HOST_UNDERLAY}:{second.address[1]}"
     finally:
         second.close()

@@ -68,6 +68,16 @@ class KeyValue:
 
 
 @dataclass(frozen=True, slots=True)
+class Guard:
+    """Another key a write depends on, at the mod revision its writer read: a namespaced object's create
+    depends on its namespace as it was when found open, so that it cannot land once the namespace is
+    marked for deletion, whichever API server marks it."""
+
+    key: str
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
 class WatchEvent:
     type: Literal["PUT", "DELETE"]
     key: str
@@ -114,8 +124,9 @@ class Store(Protocol):
         """
         ...
 
-    async def create(self, key: str, value: bytes) -> int:
-        """Writes a key that must not exist; returns the new revision. Raises AlreadyExists."""
+    async def create(self, key: str, value: bytes, *, beside: Guard | None = None) -> int:
+        """Writes a key that must not exist; returns the new revision. Raises AlreadyExists. With `beside`,
+        only while that other key is live at that mod revision (else NotFound or Conflict for it)."""
         ...
 
     async def update(self, key: str, value: bytes, expected_mod_revision: int) -> int:

@@ -12,9 +12,17 @@ certificate must chain to the given CA and name the endpoint's address, and the 
 certificate, which an etcd run with --client-cert-auth demands.
 
 Outages: gRPC reconnects each channel by itself with a short backoff; until then every call raises
-Unavailable (after at most `request_timeout` seconds), and a watch raises Unavailable so that its caller
+Unavailable (after at most `request_timeout` seconds, in attempts of half that), and a watch raises Unavailable so that its caller
 resumes from the last revision it saw. With several endpoints, a call that finds one unavailable moves
 the store to the next one.
+
+Elections: while a cluster elects a new leader its members answer UNAVAILABLE ("etcdserver: leader
+changed", "no leader", a proposal dropped or timed out, a connection to the old leader lost). Such a call
+is made again, after _ELECTION_DELAYS, on the next member: a read as it is; a write too, since each is a
+guarded transaction whose second attempt cannot apply twice. Only its answer needs care: when the first
+attempt did land, the second finds its own guard failed, so a refused retry looks for the first one's
+effect (_landed_put, _landed_delete) and answers with that instead. Another writer storing the very same
+bytes meanwhile would be taken for our own write, which leaves the key as this write asked.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from podnet.apiserver.storage.base import (
     Compacted,
     Conflict,
     FutureRevision,
+    Guard,
     KeyValue,
     NotFound,
     OpensAsContext,
@@ -61,25 +70,54 @@ _FUTURE = "required revision is a future revision"
 _UNAVAILABLE_CODES = (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED)
 # gRPC's words for a call that found no connection to make: nothing was sent.
 _NOT_CONNECTED = "failed to connect to all addresses"
+# What a follower answers (with gRPC's UNKNOWN) for a proposal it cannot forward, having no leader.
+_DROPPED = "raft proposal dropped"
+# The pauses before each new attempt of a call that met an election, within the request timeout: etcd
+# elects within about two election timeouts (a second each by default).
+_ELECTION_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.2, 1.2, 1.2)
 
 
-def _failover(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _failover(landed: Callable[..., Awaitable[object]] | None = None) -> Callable[[Callable[..., Awaitable[T]]],
+                                                                                  Callable[..., Awaitable[T]]]:
     """Runs a store call again on the next endpoint when the one it tried could not be connected to, once
-    per endpoint: a dead member costs a request nothing while another member answers. A call that may have
-    reached etcd (a timeout, a reset) is not repeated: its outcome is unknown."""
+    per endpoint: a dead member costs a request nothing while another member answers. A call that met an
+    election or timed out (_InElection) is made again after a pause while the request timeout lasts (see
+    the module docstring); then a refusal of a write is checked against `landed(self, *args)`: the first
+    attempt's effect, if it had one, is the answer."""
 
-    @functools.wraps(method)
-    async def call(self: EtcdStore, *args: object, **kwargs: object) -> T:
-        tried = 0
-        while True:
-            try:
-                return await method(self, *args, **kwargs)
-            except _Unreachable:
-                tried += 1
-                if tried >= len(self._clients):
+    def wrap(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(method)
+        async def call(self: EtcdStore, *args: object, **kwargs: object) -> T:
+            unreachable = 0
+            delays = iter(_ELECTION_DELAYS)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.request_timeout
+            uncertain = False  # an earlier attempt may have been applied
+            while True:
+                try:
+                    return await method(self, *args, **kwargs)
+                except _Unreachable:
+                    unreachable += 1
+                    if unreachable >= len(self._clients):
+                        raise
+                except _InElection:
+                    uncertain = True
+                    delay = next(delays, None)
+                    if delay is None or loop.time() + delay >= deadline:
+                        raise
+                    self.election_retries += 1
+                    unreachable = 0  # a new round over every endpoint
+                    await asyncio.sleep(delay)
+                except (AlreadyExists, Conflict, NotFound):
+                    if uncertain and landed is not None:
+                        found = await landed(self, *args, **kwargs)
+                        if found is not None:
+                            return found  # type: ignore[return-value]
                     raise
 
-    return call
+        return call
+
+    return wrap
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +151,24 @@ class _TlsClient(aetcd.Client):
             self.maintenancestub = rpc.MaintenanceStub(self.channel)
             self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout)
             self._connected.set()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """One member's own account of the cluster, as `etcdctl endpoint status` prints it; `error` when it
+    did not answer."""
+
+    endpoint: str
+    member_id: int = 0
+    leader_id: int = 0  # 0: it knows no leader
+    raft_term: int = 0
+    raft_index: int = 0
+    version: str = ""
+    error: str | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.error is None and self.member_id != 0 and self.member_id == self.leader_id
 
 
 def _key_range(prefix: str) -> tuple[bytes, bytes]:
@@ -151,10 +207,14 @@ class EtcdStore(OpensAsContext):
             raise ValueError("an etcd store needs at least one endpoint")
         self.endpoints = list(endpoints)
         self.request_timeout = request_timeout
+        # One attempt's: a proposal a follower forwarded to a leader that died is lost, and only a timeout
+        # ends the wait for it; half the request's leaves time to make it again once a leader is elected.
+        self.attempt_timeout = request_timeout / 2
         self.tls = tls
         self._clients: list[aetcd.Client] = []
         self._active = 0
         self._closed = False
+        self.election_retries = 0  # calls made again after an election's UNAVAILABLE
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -164,7 +224,7 @@ class EtcdStore(OpensAsContext):
         self._clients = []
         for endpoint in self.endpoints:
             host, _, port = endpoint.rpartition(":")
-            options = {"timeout": self.request_timeout, "options": _CHANNEL_OPTIONS}
+            options = {"timeout": self.attempt_timeout, "options": _CHANNEL_OPTIONS}
             self._clients.append(
                 _TlsClient(host or "127.0.0.1", int(port), self.tls, **options) if self.tls is not None
                 else aetcd.Client(host or "127.0.0.1", int(port), **options)  # type: ignore[arg-type]
@@ -199,9 +259,14 @@ class EtcdStore(OpensAsContext):
                 e, aetcd.ConnectionFailedError | aetcd.ConnectionTimeoutError | TimeoutError
             ):
                 self._next_endpoint(client)
-                never_sent = isinstance(e, aetcd.ConnectionFailedError) or (
-                    code == rpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in details)
-                raise (_Unreachable if never_sent else Unavailable)(f"etcd {self._endpoint_of(client)}: {details}") from e
+                # aetcd turns every UNAVAILABLE into ConnectionFailedError, a reset after the request went out
+                # too: only gRPC's own words say that nothing was sent.
+                never_sent = (code == rpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in details) or (
+                    grpc_error is None and isinstance(e, aetcd.ConnectionFailedError))
+                failure = _Unreachable if never_sent else _InElection
+                raise failure(f"etcd {self._endpoint_of(client)}: {details}") from e
+            if _DROPPED in details:
+                raise _InElection(f"etcd {self._endpoint_of(client)}: {details}") from e
             if _COMPACTED in details:
                 raise _CompactedRead(details) from e
             if _FUTURE in details:
@@ -215,25 +280,41 @@ class EtcdStore(OpensAsContext):
     def _endpoint_of(self, client: aetcd.Client) -> str:
         return self.endpoints[self._clients.index(client)] if client in self._clients else "?"
 
+    async def member_statuses(self) -> list[MemberStatus]:
+        """Every endpoint's Status, each asked of that member itself (no failover: a member that does not
+        answer is reported so)."""
+        statuses = []
+        for endpoint, client in zip(self.endpoints, self._clients, strict=True):
+            try:
+                with self._errors(client):
+                    await client.connect()
+                    answer = await client.maintenancestub.Status(rpc.StatusRequest(), timeout=self.attempt_timeout)
+            except StorageError as e:
+                statuses.append(MemberStatus(endpoint, error=str(e)))
+                continue
+            statuses.append(MemberStatus(endpoint, answer.header.member_id, answer.leader, answer.raftTerm,
+                                         answer.raftIndex, answer.version))
+        return statuses
+
     # -- reads ---------------------------------------------------------------------------------
 
-    @_failover
+    @_failover()
     async def current_revision(self) -> int:
         client = await self._client()
         with self._errors(client):
             response = await client.kvstub.Range(
-                rpc.RangeRequest(key=b"\0", count_only=True), timeout=self.request_timeout
+                rpc.RangeRequest(key=b"\0", count_only=True), timeout=self.attempt_timeout
             )
         return response.header.revision
 
-    @_failover
+    @_failover()
     async def get(self, key: str) -> KeyValue | None:
         client = await self._client()
         with self._errors(client):
             found = await client.get(key.encode())
         return None if found is None else _key_value(found)
 
-    @_failover
+    @_failover()
     async def list(
         self, prefix: str, *, revision: int = 0, limit: int = 0, start_after: str | None = None
     ) -> tuple[list[KeyValue], int]:
@@ -246,7 +327,7 @@ class EtcdStore(OpensAsContext):
             with self._errors(client):
                 response = await client.kvstub.Range(
                     rpc.RangeRequest(key=start, range_end=end, revision=revision, limit=limit),
-                    timeout=self.request_timeout,
+                    timeout=self.attempt_timeout,
                 )
         except _CompactedRead as e:
             raise Compacted(revision, await self._compacted_revision(prefix, revision)) from e.__cause__
@@ -256,18 +337,43 @@ class EtcdStore(OpensAsContext):
 
     # -- writes --------------------------------------------------------------------------------
 
-    @_failover
-    async def create(self, key: str, value: bytes) -> int:
+    async def _landed_put(self, key: str, value: bytes, *_: object, **__: object) -> int | None:
+        """The revision of an earlier attempt's put of `value` to `key`, if it is what the key holds."""
+        current = await self.get(key)
+        return current.mod_revision if current is not None and current.value == value else None
+
+    async def _landed_delete(self, key: str, expected_mod_revision: int = 0) -> tuple[int, KeyValue] | None:
+        """What an earlier attempt's delete of `key` at `expected_mod_revision` answers, if the key is gone:
+        the value it had at that revision (read from history, unless compacted away), at the current one."""
+        if not expected_mod_revision or await self.get(key) is not None:
+            return None
+        client = await self._client()
+        try:
+            with self._errors(client):
+                response = await client.kvstub.Range(rpc.RangeRequest(key=key.encode(), revision=expected_mod_revision),
+                                                     timeout=self.attempt_timeout)
+        except (_CompactedRead, _FutureRead):
+            return None
+        if not response.kvs or response.kvs[0].mod_revision != expected_mod_revision:
+            return None
+        return await self.current_revision(), _key_value(response.kvs[0])
+
+    @_failover(_landed_put)
+    async def create(self, key: str, value: bytes, *, beside: Guard | None = None) -> int:
         client = await self._client()
         encoded = key.encode()
+        compare = [client.transactions.create(encoded) == 0]
+        failure = []
+        if beside is not None:
+            compare.append(self._guard(client, beside.key.encode(), beside.mod_revision))
+            failure = [client.transactions.get(encoded), client.transactions.get(beside.key.encode())]
         with self._errors(client):
-            succeeded, responses = await client.transaction(
-                compare=[client.transactions.create(encoded) == 0],
-                success=[client.transactions.put(encoded, value)],
-                failure=[],
-            )
+            succeeded, responses = await client.transaction(compare=compare, success=[client.transactions.put(encoded, value)],
+                                                            failure=failure)
         if not succeeded:
-            raise AlreadyExists(key)
+            if beside is None or responses[0]:
+                raise AlreadyExists(key)
+            raise self._refusal(beside.key, responses[1:])
         return responses[0].response_put.header.revision
 
     def _guard(self, client: aetcd.Client, key: bytes, expected_mod_revision: int) -> object:
@@ -284,7 +390,7 @@ class EtcdStore(OpensAsContext):
         _, current = found[0]
         return Conflict(key, _key_value(current))
 
-    @_failover
+    @_failover(_landed_put)
     async def update(self, key: str, value: bytes, expected_mod_revision: int) -> int:
         client = await self._client()
         encoded = key.encode()
@@ -298,7 +404,7 @@ class EtcdStore(OpensAsContext):
             raise self._refusal(key, responses)
         return responses[0].response_put.header.revision
 
-    @_failover
+    @_failover(_landed_delete)
     async def delete(self, key: str, expected_mod_revision: int = 0) -> tuple[int, KeyValue]:
         client = await self._client()
         encoded = key.encode()
@@ -313,7 +419,7 @@ class EtcdStore(OpensAsContext):
         deleted = responses[0].response_delete_range
         return deleted.header.revision, _key_value(deleted.prev_kvs[0])
 
-    @_failover
+    @_failover()
     async def compact(self, revision: int) -> None:
         client = await self._client()
         try:
@@ -391,6 +497,12 @@ class EtcdStore(OpensAsContext):
 
 class _Unreachable(Unavailable):
     """The endpoint could not be connected to: the request never reached etcd, so another member may take it."""
+
+
+class _InElection(Unavailable):
+    """The request reached etcd and came to nothing: UNAVAILABLE (an election, a member lost meanwhile) or
+    no answer within the attempt's timeout (a proposal lost with its leader). Made again after a pause
+    (see _failover)."""
 
 
 class _CompactedRead(StorageError):

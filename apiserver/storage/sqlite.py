@@ -26,6 +26,7 @@ from podnet.apiserver.storage.base import (
     Compacted,
     Conflict,
     FutureRevision,
+    Guard,
     KeyValue,
     NotFound,
     OpensAsContext,
@@ -339,11 +340,13 @@ class SqliteStore(OpensAsContext):
 
     # -- writes --------------------------------------------------------------------------------
 
-    async def create(self, key: str, value: bytes) -> int:
+    async def create(self, key: str, value: bytes, *, beside: Guard | None = None) -> int:
         def create() -> _Row:
             latest = self._latest(key)
             if latest is not None and not latest.deleted:
                 raise AlreadyExists(key)
+            if beside is not None:
+                self._existing(beside.key, beside.mod_revision)
             return self._append(key, created=True, deleted=False, create_revision=0, prev=latest, value=value)
 
         row = await self._call(self._write, create)

@@ -51,6 +51,7 @@ class ProxyConfig:
     agent_socket: str
     token: str | None = None
     tls: ClientTls | None = None  # the API server's CA (and our certificate)
+    fallbacks: tuple[str, ...] = ()  # the cluster's other API servers, tried when `server` does not answer
     address: str | None = None  # None: the Node's InternalIP
     metrics_port: int | None = 0  # None: no status server; 0: any free port
     service_cidr: str = "10.96.0.0/12"
@@ -270,7 +271,7 @@ async def _serve(config: ProxyConfig, shutdown: asyncio.Event) -> None:
     # With the two lines that follow (caches synced, full table applied), the log tells a restart's time.
     log.info("kube-proxy %s starting: listing Services, EndpointSlices and the Node", config.node)
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls)
+        client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, fallbacks=config.fallbacks)
         stack.push_async_callback(client.close)
         registry = CollectorRegistry()
         proxier = Proxier(config, client, registry)

@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from ipaddress import IPv4Address
 
 from podnet.api.ciliumpolicy import (
     NAMESPACE_LABELS_PREFIX,
     POD_NAMESPACE_LABEL,
+    CidrRule,
     CiliumPolicySpec,
     CiliumRule,
     PortProtocol,
@@ -46,13 +48,34 @@ class Allow:
     http: tuple[HttpRule, ...] | None
 
 
+# What a peer address is, for entities and CIDRs: a pod, this node, another node, or outside the cluster.
+POD, HOST, REMOTE_NODE, WORLD = "pod", "host", "remote-node", "world"
+_ENTITY_KINDS = {
+    "all": frozenset({POD, HOST, REMOTE_NODE, WORLD}),
+    "cluster": frozenset({POD, HOST, REMOTE_NODE}),
+    "host": frozenset({HOST}),
+    "remote-node": frozenset({REMOTE_NODE}),
+    "world": frozenset({WORLD}),
+    "none": frozenset(),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     policy: str
     rule_index: int
-    peers: frozenset[int] | None  # None: every address
+    peers: frozenset[int] | None  # pods the endpoint selectors select; None: every address
     ports: PortSet
     http: tuple[HttpRule, ...] | None
+    kinds: frozenset[str] = frozenset()  # kinds of address the rule's entities match
+    cidrs: tuple[CidrRule, ...] = ()  # matching addresses outside the cluster
+
+    def matches(self, peer: int, kind: str) -> bool:
+        if self.peers is None or kind in self.kinds:
+            return True
+        if kind == POD:
+            return peer in self.peers
+        return kind == WORLD and any(c.contains(IPv4Address(peer)) for c in self.cidrs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +109,18 @@ class CiliumPolicyIndex:
         policies: Iterable[CiliumPolicySpec],
         pods: Iterable[PodInfo],
         namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
+        *,
+        host_addresses: Iterable[object] = (),
+        node_addresses: Iterable[object] = (),
     ) -> None:
+        """`host_addresses`: the judging node's own (the `host` entity); `node_addresses`: every node's."""
         self._subjects: dict[int, _Subject] = {}
+        self._host = frozenset(map(ip_to_int, host_addresses))
+        self._nodes = frozenset(map(ip_to_int, node_addresses)) | self._host
         policies = sorted(policies, key=lambda s: s.key)
+        # The selected pods' addresses as the hook's flows spell them: a connection of an unselected pod,
+        # the common case, is told so without converting its addresses.
+        self._selected: frozenset[object] = frozenset()
         if not policies:  # the common case: nothing to index, and no labels worth computing
             self._pods_by_ip = {}
             return
@@ -106,6 +138,7 @@ class CiliumPolicyIndex:
                         subject.isolated[direction].append(spec.key)
                     for rules, into in ((spec.allow, subject.allow), (spec.deny, subject.deny)):
                         into[direction].extend(self._entries(spec.key, rules[direction], pods, labels))
+        self._selected = frozenset(self._subjects) | {str(IPv4Address(ip)) for ip in self._subjects}
 
     @staticmethod
     def _entries(policy: str, rules: Iterable[CiliumRule], pods: list[PodInfo], labels) -> list[_Entry]:
@@ -114,17 +147,26 @@ class CiliumPolicyIndex:
             peers = None
             if rule.peers is not None:
                 peers = frozenset(p.ip for p in pods if any(s.matches(labels[p.key]) for s in rule.peers))
+            kinds = frozenset().union(*(_ENTITY_KINDS[e] for e in rule.entities))
             if rule.port_rules is None:
-                entries.append(_Entry(policy, rule.index, peers, EVERY_PORT, None))
+                entries.append(_Entry(policy, rule.index, peers, EVERY_PORT, None, kinds, rule.cidrs))
             for port_rule in rule.port_rules or ():
-                entries.append(_Entry(policy, rule.index, peers, port_set(port_rule.ports), port_rule.http))
+                ports = port_set(port_rule.ports)
+                entries.append(_Entry(policy, rule.index, peers, ports, port_rule.http, kinds, rule.cidrs))
         return entries
+
+    def _kind(self, address: int) -> str:
+        if address in self._pods_by_ip:
+            return POD
+        if address in self._host:
+            return HOST
+        return REMOTE_NODE if address in self._nodes else WORLD
 
     def selects(self, ip: object) -> bool:
         return ip_to_int(ip) in self._subjects
 
     def decide(self, direction: str, flow: object) -> CiliumDecision:
-        if not self._subjects:
+        if (flow.dst_ip if direction == INGRESS else flow.src_ip) not in self._selected:
             return _NOTHING_SELECTED[direction]
         src, dst = ip_to_int(flow.src_ip), ip_to_int(flow.dst_ip)
         subject_ip, peer = (dst, src) if direction == INGRESS else (src, dst)
@@ -137,13 +179,10 @@ class CiliumPolicyIndex:
             dst_pod = self._pods_by_ip.get(dst)
             named = {} if dst_pod is None else dst_pod.named_ports
         protocol, port = protocol_name(flow.protocol), flow.dst_port
+        kind = self._kind(peer)
 
         def matching(entries: list[_Entry]) -> list[_Entry]:
-            return [
-                e
-                for e in entries
-                if (e.peers is None or peer in e.peers) and e.ports.matches(protocol, port, named)
-            ]
+            return [e for e in entries if e.matches(peer, kind) and e.ports.matches(protocol, port, named)]
 
         deny_field = "ingressDeny" if direction == INGRESS else "egressDeny"
         for entry in matching(subject.deny[direction]):

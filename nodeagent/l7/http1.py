@@ -30,6 +30,8 @@ _VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(;.*)?")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+# A header field: token, colon, the value between optional whitespace (RFC 9110 §5.5).
+_FIELD_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*")
 
 
 class HttpParseError(ValueError):
@@ -69,7 +71,7 @@ class RequestEnd:
 Event = RequestHead | BodyData | RequestEnd
 
 # States: where the next bytes belong.
-_HEAD, _FIXED_BODY, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_DATA_END, _TRAILERS, _CLOSED, _FAILED = range(8)
+_HEAD, _FIXED_BODY, _CHUNK_SIZE_LINE, _CHUNK_DATA, _CHUNK_DATA_END, _TRAILERS, _CLOSED, _FAILED, _UNTIL_CLOSE = range(9)
 
 
 def _split_lines(head: bytes) -> list[bytes]:
@@ -87,20 +89,33 @@ def _parse_fields(lines: list[bytes], *, limit: int = MAX_HEADERS) -> tuple[tupl
         raise HttpParseError(f"more than {limit} header fields", 431)
     fields = []
     for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            raise HttpParseError("obsolete line folding in a header field")
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise HttpParseError(f"malformed header field {line[:64]!r}")
-        value = value.strip(b" \t")
-        if not _FIELD_VALUE.fullmatch(value):
-            raise HttpParseError(f"control character in header field {name.decode()!r}")
-        fields.append((name.decode("ascii"), value.decode("latin-1")))
+        match = _FIELD_LINE.fullmatch(line)  # one pass for a good field; a bad one is told apart below
+        if match is None:
+            _refuse_field(line)
+        fields.append((match[1].decode("ascii"), match[2].decode("latin-1")))
     return tuple(fields)
+
+
+def _refuse_field(line: bytes) -> None:
+    """Raises the reason a header field line is not acceptable."""
+    if line[:1] in (b" ", b"\t"):
+        raise HttpParseError("obsolete line folding in a header field")
+    name, colon, value = line.partition(b":")
+    if not colon or not _TOKEN.fullmatch(name):
+        raise HttpParseError(f"malformed header field {line[:64]!r}")
+    raise HttpParseError(f"control character in header field {name.decode()!r}")
 
 
 def _values(headers: tuple[tuple[str, str], ...], name: str) -> list[str]:
     return [v for k, v in headers if k.lower() == name]
+
+
+def _by_name(headers: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
+    """The values of each field, by lower-case name, in order."""
+    found: dict[str, list[str]] = {}
+    for name, value in headers:
+        found.setdefault(name.lower(), []).append(value)
+    return found
 
 
 def _comma_list(values: list[str]) -> list[str]:
@@ -125,11 +140,11 @@ def parse_head(head: bytes) -> RequestHead:
     if major != 1:
         raise HttpParseError(f"HTTP/{major}.{minor} is not HTTP/1.x", 505)
     headers = _parse_fields(lines[1:])
-    hosts = _values(headers, "host")
-    if minor >= 1 and len(hosts) != 1:
+    named = _by_name(headers)
+    if minor >= 1 and len(named.get("host", ())) != 1:
         raise HttpParseError("an HTTP/1.1 request needs exactly one Host header")
-    codings = _comma_list(_values(headers, "transfer-encoding"))
-    lengths = _values(headers, "content-length")
+    codings = _comma_list(named.get("transfer-encoding", []))
+    lengths = named.get("content-length", [])
     chunked, content_length = False, None
     if codings:
         if lengths:
@@ -144,7 +159,7 @@ def parse_head(head: bytes) -> RequestHead:
         if len(distinct) != 1 or not next(iter(distinct)).isdigit() or len(next(iter(distinct))) > 18:
             raise HttpParseError("Content-Length is not one decimal number")
         content_length = int(distinct.pop())
-    connection = _comma_list(_values(headers, "connection"))
+    connection = _comma_list(named.get("connection", []))
     keep_alive = "keep-alive" in connection if minor == 0 else "close" not in connection
     return RequestHead(
         method=method.decode("ascii"),
@@ -219,6 +234,8 @@ class RequestParser:
         return line[:-1] if line.endswith(b"\r") else line
 
     def _head(self) -> Event | None:
+        if not self._buffer:
+            return None
         # Empty lines before a request line are tolerated (RFC 9112 §2.2).
         while self._buffer[:1] in (b"\r", b"\n") and self._buffer:
             if self._buffer[:2] == b"\r\n":
@@ -320,3 +337,71 @@ class RequestParser:
             self._state = _CLOSED
             self._buffer.clear()
         return RequestEnd(trailers)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    status: int
+    keep_alive: bool
+
+    @property
+    def interim(self) -> bool:
+        """A 1xx answer: the final one is still to come."""
+        return 100 <= self.status < 200
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.(\d) (\d{3})(?: .*)?")
+
+
+class ResponseParser(RequestParser):
+    """The server's answers on a connection the proxy forwards requests on, parsed only to find where
+    each ends (the proxy passes the bytes on unchanged): `expect(head=...)` before each forwarded
+    request, then `ResponseHead`, `BodyData` and `RequestEnd` (the answer's end) events as for requests.
+    A body without Content-Length or chunking runs until the server closes (RFC 9112 §6.3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._heads: list[bool] = []  # per request awaiting its final answer: whether it was HEAD
+
+    def expect(self, *, head: bool) -> None:
+        self._heads.append(head)
+
+    def _step(self) -> Event | ResponseHead | None:
+        if self._state == _UNTIL_CLOSE:
+            if not self._buffer:
+                return None
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return BodyData(data)
+        return super()._step()
+
+    def _head(self) -> ResponseHead | None:
+        match = _HEAD_END.search(self._buffer, 0, self.max_head_bytes + 4)
+        if match is None:
+            if len(self._buffer) > self.max_head_bytes:
+                raise HttpParseError(f"response head longer than {self.max_head_bytes} bytes", 502)
+            return None
+        lines = _split_lines(bytes(self._buffer[: match.start()]))
+        del self._buffer[: match.end()]
+        status_line = _STATUS_LINE.fullmatch(lines[0])
+        if status_line is None:
+            raise HttpParseError(f"malformed status line {lines[0][:64]!r}", 502)
+        minor, status = int(status_line[1]), int(status_line[2])
+        headers = _parse_fields(lines[1:])
+        connection = _comma_list(_values(headers, "connection"))
+        keep_alive = "keep-alive" in connection if minor == 0 else "close" not in connection
+        response = ResponseHead(status, keep_alive)
+        if response.interim:
+            return response  # no body, and the request still awaits its answer
+        head_request = self._heads.pop(0) if self._heads else False
+        self._keep_alive = keep_alive
+        lengths = _values(headers, "content-length")
+        if head_request or status in (204, 304):
+            self._state, self._remaining = _FIXED_BODY, 0
+        elif _comma_list(_values(headers, "transfer-encoding"))[-1:] == ["chunked"]:
+            self._state = _CHUNK_SIZE_LINE
+        elif lengths and lengths[0].strip().isdigit():
+            self._state, self._remaining = _FIXED_BODY, int(lengths[0].strip())
+        else:
+            self._state = _UNTIL_CLOSE
+        return response

@@ -21,8 +21,10 @@ shapes a pod's egress so: a token bucket on an ifb device its frames are redirec
 them where they were sent, once they have passed its qdisc (`open_reader`), and its socket on the host end
 only writes: a socket there sees frames before the ingress filters, unshaped.
 
-The pod end's checksum offload is off: the pod's kernel then hands the wire whole frames with their
-checksums done, as it did to a TAP; with it on, a veth passes partial checksums and 64 KB TSO frames on.
+Without offloads the pod end's checksum offload is off: the pod's kernel then hands the wire whole frames
+with their checksums done. With them (the agent's default), it stays on, and a veth passes partial
+checksums and 64 KB TSO frames on: the sockets then read and write each frame behind a virtio_net_hdr
+(PACKET_VNET_HDR), which says what is left to do (nodeagent/pods/netns.py reads and writes it).
 The pair outlives the agent (only the socket closes with it), so a restarted agent opens a new socket on
 the host end and the pod never notices.
 """
@@ -60,6 +62,7 @@ HOST_RULES = (
 _ETH_P_ALL = 0x0003
 _SOL_PACKET = 263
 _PACKET_IGNORE_OUTGOING = 23
+_PACKET_VNET_HDR = 15
 _SO_ATTACH_FILTER = 26
 _SIOCETHTOOL = 0x8946
 _ETHTOOL_STXCSUM = 0x17
@@ -81,16 +84,19 @@ class Wire:
         return ip("link", "show", "dev", self.host_ifname, check=False).returncode == 0
 
 
-def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int) -> Wire:
+def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int,
+          offloads: bool = False) -> Wire:
     """A veth pair whose end `ifname` in the namespace at path `netns` has `address`, `mac`, a default
-    route via `gateway` and an on-link route to the host end; the host routes `address` to the other end."""
+    route via `gateway` and an on-link route to the host end; the host routes `address` to the other end.
+    `offloads`: the pod end keeps its checksum and segmentation offloads (see the module text)."""
     host, temporary = wire_names(netns, ifname)
     ip("link", "delete", host, check=False)  # left by a crash: the pair goes with either end
     ip("link", "add", host, "mtu", str(mtu), "type", "veth", "peer", "name", temporary, "mtu", str(mtu))
     try:
         ip("link", "set", temporary, "netns", netns)
         _pod_batch(netns, [f"link set {temporary} name {ifname}", f"link set {ifname} address {mac} addrgenmode none"])
-        _ethtool(netns, ifname, _ETHTOOL_STXCSUM, 0)
+        if not offloads:
+            _ethtool(netns, ifname, _ETHTOOL_STXCSUM, 0)
         _pod_batch(netns, [
             f"addr add {address}/{prefix_len} dev {ifname}",
             "link set lo up",
@@ -133,10 +139,11 @@ def unplumb(wire: Wire) -> None:
     ip("link", "delete", wire.host_ifname, check=False)
 
 
-def open_socket(wire: Wire) -> int:
+def open_socket(wire: Wire, offloads: bool = False) -> int:
     """A non-blocking packet socket on the host end, filtered as the module says: reading it gives the
-    frames the pod sends the agent, writing to it sends a frame to the pod. The caller owns it."""
-    return _packet_socket(wire.host_ifname, wire.host_mac, ignore_outgoing=True)
+    frames the pod sends the agent, writing to it sends a frame to the pod; with `offloads`, each behind
+    a virtio_net_hdr. The caller owns it."""
+    return _packet_socket(wire.host_ifname, wire.host_mac, ignore_outgoing=True, offloads=offloads)
 
 
 def redirect_target(wire: Wire) -> str | None:
@@ -147,13 +154,13 @@ def redirect_target(wire: Wire) -> str | None:
     return match.group(1) if match else None
 
 
-def open_reader(wire: Wire, device: str) -> int:
+def open_reader(wire: Wire, device: str, offloads: bool = False) -> int:
     """A non-blocking packet socket that reads the pod's frames as `device` sends them (the target of
     redirect_target), filtered as the host end's socket is; that one should then only write (write_only)."""
-    return _packet_socket(device, wire.host_mac, ignore_outgoing=False)
+    return _packet_socket(device, wire.host_mac, ignore_outgoing=False, offloads=offloads)
 
 
-def _packet_socket(device: str, host_mac: str, *, ignore_outgoing: bool) -> int:
+def _packet_socket(device: str, host_mac: str, *, ignore_outgoing: bool, offloads: bool) -> int:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                          socket.htons(_ETH_P_ALL))
     try:
@@ -161,6 +168,8 @@ def _packet_socket(device: str, host_mac: str, *, ignore_outgoing: bool) -> int:
         _attach(sock, _filter(host_mac))
         if ignore_outgoing:
             sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        if offloads:
+            sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
         sock.bind((device, _ETH_P_ALL))

@@ -79,6 +79,7 @@ class SpeakerConfig:
     server: str | None = None
     token: str | None = None
     tls: ClientTls | None = None  # the API server's CA (and our certificate)
+    fallbacks: tuple[str, ...] = ()  # the cluster's other API servers, tried when `server` does not answer
     agent_socket: str | None = None
     state_dir: Path | None = None
     hold_time: int = 9
@@ -608,7 +609,7 @@ async def serve(config: SpeakerConfig, *, shutdown_trigger: asyncio.Event | None
             stack.push_async_callback(rpc.close)
         tasks = [asyncio.create_task(speaker.install_routes(shutdown))]
         if config.server:
-            client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls)
+            client = ApiClient(config.server, config.token, encoding="msgpack", tls=config.tls, fallbacks=config.fallbacks)
             stack.push_async_callback(client.close)
             informer = Informer(client, "nodes")
             informer.add_handler(speaker.on_node)

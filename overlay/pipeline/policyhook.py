@@ -41,6 +41,8 @@ class Verdict:
     policy: str | None = None
     rule_index: int | None = None
     direction: str | None = None  # a PolicyDirection's value
+    # How an L7 proxy filters the connection's requests (the trace's l7-policy stage); None: it does not.
+    l7: str | None = None
 
 
 ALLOWED_WITHOUT_POLICY = Verdict(True, "no policy installed")

@@ -265,6 +265,16 @@ class Device:
             return
         self._send_to(peer, packet, now)
 
+    def send_to_peer(self, public_key: bytes, packet: bytes, now: float) -> None:
+        """Sends to the peer the caller names, where the caller knows better than the destination
+        address (a node agent knows which node a tunnel datagram is for); the receiver still checks the
+        packet's source against our allowed IPs."""
+        peer = self.peers.get(public_key)
+        if peer is None:
+            self._drop("unknown-peer")
+            return
+        self._send_to(peer, packet, now)
+
     def _send_to(self, peer: Peer, packet: bytes, now: float) -> None:
         keypair = peer.current
         if keypair is None or keypair.expired(now) or keypair.send_counter >= REJECT_AFTER_MESSAGES or peer.endpoint is None:
@@ -326,6 +336,8 @@ class Device:
             self._drop("no-endpoint", peer)
             return
         peer.attempts_started = now
+        if peer.current is not None:
+            self._count("rekey-started")  # a session exists: this handshake replaces its keys
         self._send_initiation(peer, now)
 
     def _send_initiation(self, peer: Peer, now: float) -> None:
@@ -394,9 +406,9 @@ class Device:
         peer.last_timestamp = consumed.timestamp
         peer.last_initiation_consumed = now
         peer.endpoint = source
-        if peer.handshake is not None:  # simultaneous initiations: answering theirs supersedes ours
-            self._indices.pop(peer.handshake.sender, None)
-            peer.handshake = None
+        # Simultaneous initiations (two nodes that learn of each other at once): our own stays pending,
+        # so its response still completes it. Each side then sends on the session it initiated and
+        # receives on the one it answered, and nobody waits REKEY_TIMEOUT for a retransmission.
         index = self._new_index(peer)
         response, keys = handshake.create_response(consumed, peer.preshared_key, index, self._ephemeral())
         datagram = handshake.seal(messages.encode(response), peer.identity.mac1_key, self._cookie_for(peer, now))

@@ -17,14 +17,21 @@ Cilium's semantics, as its policy documentation states them:
   rules of another rule on the same port have no effect for that peer.
 - `ingressDeny`/`egressDeny` rules (L3/L4 only) take precedence over every allow rule, Kubernetes
   NetworkPolicies included.
-Peer kinds other than endpoints (CIDRs, entities, services, FQDNs) are not modelled: such a peer
-matches no address, so an allow rule using only them allows nothing; the agents report them.
+- `fromCIDR`/`toCIDR` and `fromCIDRSet`/`toCIDRSet` (with `except`) match addresses outside the cluster
+  only: never a pod's, never a node's ("CIDR rules do not apply to traffic where both sides of the
+  connection are either managed by Cilium or use an IP belonging to a node in the cluster").
+- `fromEntities`/`toEntities`: `all` every address; `world` what is neither a pod nor a node; `cluster`
+  every pod and node; `host` the pod's own node; `remote-node` the other nodes; `none` nothing.
+Other peer kinds (the entities init, ingress, unmanaged, health and kube-apiserver; services, FQDNs,
+groups, nodes) are not modelled: such a peer matches no address, so an allow rule using only them allows
+nothing; the agents report them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 
 from podnet.api.httprules import HttpRule, RuleError, parse_http_rules
 from podnet.api.kinds import Kind
@@ -49,21 +56,17 @@ POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
 _LABEL_SOURCES = ("k8s:", "any:")
 
-# (direction, allow list, deny list, peer field, peer kinds not modelled)
+# (direction, allow list, deny list, the peer fields' prefix, peer kinds not modelled)
 _SECTIONS = {
-    INGRESS: (
-        "ingress",
-        "ingressDeny",
-        "fromEndpoints",
-        ("fromCIDR", "fromCIDRSet", "fromEntities", "fromGroups", "fromNodes", "fromRequires"),
-    ),
-    EGRESS: (
-        "egress",
-        "egressDeny",
-        "toEndpoints",
-        ("toCIDR", "toCIDRSet", "toEntities", "toFQDNs", "toGroups", "toNodes", "toRequires", "toServices"),
-    ),
+    INGRESS: ("ingress", "ingressDeny", "from", ("fromGroups", "fromNodes", "fromRequires")),
+    EGRESS: ("egress", "egressDeny", "to", ("toFQDNs", "toGroups", "toNodes", "toRequires", "toServices")),
 }
+# Cilium's entities (its CRD's enum), and those podnet tells apart.
+ENTITIES = (
+    "all", "world", "cluster", "host", "init", "ingress", "unmanaged", "remote-node", "health", "none",
+    "kube-apiserver",
+)
+MODELLED_ENTITIES = frozenset({"all", "world", "cluster", "host", "remote-node", "none"})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -90,10 +93,23 @@ class PortRule:
 
 
 @dataclass(frozen=True, slots=True)
+class CidrRule:
+    """A CIDR peer, less the networks of its `except` list."""
+
+    network: IPv4Network | IPv6Network
+    excepts: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def contains(self, address: IPv4Address) -> bool:
+        return address in self.network and not any(address in e for e in self.excepts)
+
+
+@dataclass(frozen=True, slots=True)
 class CiliumRule:
     index: int
-    peers: tuple[Selector, ...] | None  # None: every address
+    peers: tuple[Selector, ...] | None  # endpoint selectors; None: every address
     port_rules: tuple[PortRule, ...] | None  # None: every port, no L7 filtering
+    cidrs: tuple[CidrRule, ...] = ()
+    entities: frozenset[str] = frozenset()  # of MODELLED_ENTITIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +225,60 @@ def _port_rules(to_ports: object, where: str, *, allow_l7: bool) -> tuple[PortRu
     return tuple(parsed)
 
 
+def _network(text: object, where: str) -> IPv4Network | IPv6Network:
+    if not isinstance(text, str):
+        raise RuleError(where, text, "must be a CIDR")
+    try:
+        return ip_network(text, strict=False)
+    except ValueError as e:
+        raise RuleError(where, text, f"invalid CIDR: {e}") from e
+
+
+def _cidrs(rule: Mapping, where: str, prefix: str, unsupported: list[str]) -> tuple[CidrRule, ...]:
+    parsed: list[CidrRule] = []
+    plain, sets = rule.get(f"{prefix}CIDR"), rule.get(f"{prefix}CIDRSet")
+    for field, value in ((f"{prefix}CIDR", plain), (f"{prefix}CIDRSet", sets)):
+        if value is not None and not isinstance(value, list):
+            raise RuleError(f"{where}.{field}", value, "must be a list")
+    for i, text in enumerate(plain or []):
+        parsed.append(CidrRule(_network(text, f"{where}.{prefix}CIDR[{i}]")))
+    for i, entry in enumerate(sets or []):
+        at = f"{where}.{prefix}CIDRSet[{i}]"
+        if not isinstance(entry, Mapping) or (entry.get("cidr") is None) == (entry.get("cidrGroupRef") is None):
+            raise RuleError(at, entry, "needs one of cidr and cidrGroupRef")
+        if entry.get("cidr") is None:
+            unsupported.append(f"{at}.cidrGroupRef")
+            continue
+        excepts = entry.get("except") or []
+        if not isinstance(excepts, list):
+            raise RuleError(f"{at}.except", excepts, "must be a list")
+        parsed.append(CidrRule(
+            _network(entry["cidr"], f"{at}.cidr"),
+            tuple(_network(e, f"{at}.except[{j}]") for j, e in enumerate(excepts)),
+        ))
+    return tuple(parsed)
+
+
+def _entities(rule: Mapping, where: str, prefix: str, unsupported: list[str]) -> frozenset[str] | None:
+    """The rule's modelled entities; None when it names none."""
+    field = f"{prefix}Entities"
+    value = rule.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise RuleError(f"{where}.{field}", value, "must be a list")
+    for i, entity in enumerate(value):
+        if entity not in ENTITIES:
+            raise RuleError(f"{where}.{field}[{i}]", entity, f"must be one of {', '.join(ENTITIES)}")
+        if entity not in MODELLED_ENTITIES:
+            unsupported.append(f"{where}.{field}[{i}]: {entity}")
+    return frozenset(value) & MODELLED_ENTITIES
+
+
 def _parse_rules(
     rules: object,
     where: str,
-    peer_field: str,
+    peer_prefix: str,
     unmodelled: tuple[str, ...],
     namespace: str | None,
     *,
@@ -229,11 +295,15 @@ def _parse_rules(
             raise RuleError(f"{where}[{i}]", rule, "must be an object")
         others = [f"{where}[{i}].{f}" for f in unmodelled if rule.get(f) is not None]
         unsupported.extend(others)
+        peer_field = f"{peer_prefix}Endpoints"
         selectors = rule.get(peer_field)
         if selectors is not None and not isinstance(selectors, list):
             raise RuleError(f"{where}[{i}].{peer_field}", selectors, "must be a list")
+        cidrs = _cidrs(rule, f"{where}[{i}]", peer_prefix, unsupported)
+        entities = _entities(rule, f"{where}[{i}]", peer_prefix, unsupported)
         port_rules = _port_rules(rule.get("toPorts"), f"{where}[{i}].toPorts", allow_l7=allow_l7)
-        if selectors is None and not others:
+        named_peers = [f for f in ("CIDR", "CIDRSet", "Entities") if rule.get(f"{peer_prefix}{f}") is not None]
+        if selectors is None and not others and not named_peers:
             # No peer field: with toPorts every peer; with nothing at all, nothing.
             peers = None if port_rules is not None else ()
         else:
@@ -241,7 +311,9 @@ def _parse_rules(
                 endpoint_selector(s, f"{where}[{i}].{peer_field}[{j}]", namespace)
                 for j, s in enumerate(selectors or [])
             )
-        parsed.append(CiliumRule(index=i, peers=peers, port_rules=port_rules))
+        parsed.append(
+            CiliumRule(index=i, peers=peers, port_rules=port_rules, cidrs=cidrs, entities=entities or frozenset())
+        )
     return tuple(parsed)
 
 
@@ -268,11 +340,11 @@ def parse_cilium_policy(obj: Mapping) -> CiliumPolicySpec:
     unsupported: list[str] = []
     allow, deny, default_deny = {}, {}, {}
     enable = spec.get("enableDefaultDeny") or {}
-    for direction, (allow_field, deny_field, peer_field, unmodelled) in _SECTIONS.items():
+    for direction, (allow_field, deny_field, peer_prefix, unmodelled) in _SECTIONS.items():
         allow[direction] = _parse_rules(
             spec.get(allow_field),
             f"{where}.{allow_field}",
-            peer_field,
+            peer_prefix,
             unmodelled,
             namespace,
             allow_l7=True,
@@ -281,7 +353,7 @@ def parse_cilium_policy(obj: Mapping) -> CiliumPolicySpec:
         deny[direction] = _parse_rules(
             spec.get(deny_field),
             f"{where}.{deny_field}",
-            peer_field,
+            peer_prefix,
             unmodelled,
             namespace,
             allow_l7=False,

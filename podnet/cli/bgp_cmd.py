@@ -75,7 +75,7 @@ def bgp(
         peers = tuple(PeerConfig.parse(text, port) for text in peer)
         config = SpeakerConfig(
             node=node, address=address, asn=asn, port=port, peers=peers, server=api.server if api else None,
-            token=api.token if api else None, tls=api.tls if api else None,
+            token=api.token if api else None, tls=api.tls if api else None, fallbacks=api.fallbacks if api else (),
             agent_socket=agent_socket, state_dir=_state_dir(node, state_dir), hold_time=hold_time,
             graceful_restart_time=graceful_restart_time, pod_cidr=pod_cidr, connect_retry_time=connect_retry,
             router_id=router_id, cluster_cidr=cluster_cidr or None, max_prefixes=max_prefixes,

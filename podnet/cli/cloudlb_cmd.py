@@ -48,6 +48,7 @@ def cloud_lb(
     logs.setup("cloud-lb", log_level)
     config = CloudLbConfig(
         server=api.server,
+        fallbacks=api.fallbacks,
         token=api.token,
         tls=api.tls,
         pool=pool,

@@ -15,7 +15,8 @@ import typer
 
 from podnet.api import clusterdns
 from podnet.apiserver.election import CONTROLLER_MANAGER_LEASE, LEASE_NAMESPACE
-from podnet.backends import BACKENDS_HELP, PROXY_MODES_HELP
+from podnet.backends import BACKENDS_HELP, ENCRYPTIONS_HELP, PROXY_MODES_HELP
+from podnet.cli import etcd_status
 from podnet.cli.common import HomeOption, fail
 from podnet.client import ApiClient, ApiError, podnet_home
 from podnet.cluster import (
@@ -45,12 +46,16 @@ def issue_credentials(topo: topology.Topology, home: Path, *, admin_server: str 
     now = datetime.datetime.now(datetime.UTC)
     admin_token = credentials.issue(home, server=topo.api_url, api_addresses=(*topo.api_addresses, *extra_addresses),
                                     service_cidr=topo.service_cidr, components=clients, now=now,
-                                    admin_server=admin_server, tls=not topo.insecure_http)
+                                    admin_server=admin_server, tls=not topo.insecure_http, fallbacks=topo.api_urls[1:])
     if not topo.insecure_http:
         kubelet_credentials.issue(home, [node.address for node in topo.nodes], now)
     if topo.store == "etcd":
         etcd_credentials.issue(home, [topo.host("etcd")], now)
     return admin_token
+
+
+def _is_apiserver(component: str) -> bool:
+    return component == "apiserver" or component.startswith("apiserver-")
 
 
 def _load(home: Path | None) -> ClusterState:
@@ -130,6 +135,7 @@ def register(app: typer.Typer) -> None:
         store: str = typer.Option("sqlite", "--store", help="sqlite (embedded) or etcd."),
         backend: str = typer.Option("vxlan", "--backend", help=BACKENDS_HELP),
         proxy_mode: str = typer.Option("iptables", "--proxy-mode", help=PROXY_MODES_HELP),
+        encryption: str = typer.Option("none", "--encryption", help=ENCRYPTIONS_HELP),
         prefix: str = typer.Option("127.0.0", "--prefix", help="First three octets of the cluster's addresses."),
         api_port: int = typer.Option(6443, "--api-port"),
         dns_port: int = typer.Option(1053, "--dns-port"),
@@ -146,6 +152,8 @@ def register(app: typer.Typer) -> None:
         ui: bool = typer.Option(True, "--ui/--no-ui", help="Serve the web UI (`podnet ui`)."),
         dns_replicas: int = typer.Option(1, "--dns-replicas", help="Cluster DNS servers behind kube-dns (1-5)."),
         etcd_members: int = typer.Option(1, "--etcd-members", help="etcd members with --store etcd (1, 3 or 5)."),
+        apiservers: int = typer.Option(1, "--apiservers", help="API servers on the one etcd (1-5, --store etcd), "
+                                       "each on an address of its own: <prefix>.10, .9, .8..."),
         home: Path | None = HomeOption,
     ) -> None:
         """Start a local multi-host cluster as separate processes and return, leaving it running."""
@@ -161,19 +169,21 @@ def register(app: typer.Typer) -> None:
                 layout="netns" if hosts == "netns" else "loopback",
                 api_port=api_port, dns_port=dns_port, lb_pool=lb_pool, node_grace_period=node_grace_period,
                 pod_eviction_timeout=pod_eviction_timeout, pod_mode=pod_mode, insecure_http=insecure_http, ui=ui,
-                dns_replicas=dns_replicas, etcd_members=etcd_members,
+                dns_replicas=dns_replicas, etcd_members=etcd_members, apiservers=apiservers, encryption=encryption,
             )
         except (topology.TopologyError, netns_hosts.HostsError) as exc:
             raise fail(f"error: {exc}") from None
         if store == "etcd" and not shutil.which("etcd"):
             raise fail("error: --store etcd needs the etcd binary on PATH (Debian: apt-get install etcd-server)")
-        typer.echo(f"podnet: {nodes} nodes, {store} store, {backend} backend, kube-proxy {proxy_mode}; home {topo.home}")
+        encrypted = f", {encryption} encryption" if encryption != "none" else ""
+        typer.echo(f"podnet: {nodes} nodes, {store} store, {backend} backend{encrypted}, kube-proxy {proxy_mode}; "
+                   f"home {topo.home}")
         try:
             asyncio.run(bring_up(topo))
         except SupervisorError as exc:
             typer.echo("")
             raise fail(f"error: {exc}\n(the processes that did start are still running: `podnet down`)") from None
-        typer.echo(f"cluster is up: API {topo.api_url}, kubeconfig {topo.home / 'kubeconfig'}")
+        typer.echo(f"cluster is up: API {', '.join(topo.api_urls)}, kubeconfig {topo.home / 'kubeconfig'}")
         if topo.ui:
             typer.echo(f"  web UI {topo.ui_url}/ (log in with the token `podnet ui-token` prints; --viewer: read-only)")
         typer.echo(f"  try: podnet get nodes -o wide   |   export KUBECONFIG={topo.home / 'kubeconfig'}")
@@ -187,11 +197,14 @@ def register(app: typer.Typer) -> None:
         """Every process of the local cluster with its PID, health and restarts."""
         state = _load(home)
 
-        async def check() -> tuple[list[tuple[supervisor.Process, bool]], str]:
-            return ([(p, p.alive and await supervisor.healthy(p.health)) for p in state.processes],
-                    await controller_leader(state.home))
+        etcd = etcd_status.members(state.processes)
 
-        results, leader = asyncio.run(check())
+        async def check() -> tuple[list[tuple[supervisor.Process, bool]], str, list]:
+            return ([(p, p.alive and await supervisor.healthy(p.health)) for p in state.processes],
+                    await controller_leader(state.home),
+                    await etcd_status.statuses(state.home, [endpoint for _, endpoint in etcd]) if etcd else [])
+
+        results, leader, members = asyncio.run(check())
         if output == "json":
             typer.echo(json.dumps([{"name": p.name, "pid": p.pid if p.alive else None, "running": p.alive,
                                     "healthy": ok, "restarts": p.restarts} for p, ok in results], indent=2))
@@ -204,6 +217,9 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         typer.echo(f"controllers' leader: {leader}")
+        if members:
+            for line in etcd_status.render([name for name, _ in etcd], members):
+                typer.echo(line)
 
     @app.command()
     def logs(
@@ -220,9 +236,9 @@ def register(app: typer.Typer) -> None:
             state.process(component)
         except SupervisorError as exc:
             raise fail(f"error: {exc}") from None
-        if audit and component != "apiserver":
-            raise fail(f"error: --audit is the API server's log; {component} keeps none")
-        path = auditpolicy.log_file(state.home) if audit else state.log_path(component)
+        if audit and not _is_apiserver(component):
+            raise fail(f"error: --audit is an API server's log; {component} keeps none")
+        path = auditpolicy.log_file(state.home, component) if audit else state.log_path(component)
         if not path.exists():
             raise fail(f"error: {component} has no {'audit ' if audit else ''}log yet")
         with open(path, errors="replace") as f:

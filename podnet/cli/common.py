@@ -51,6 +51,7 @@ def client_for(server: str | None, token: str | None, kubeconfig_path: Path | No
     except kubeconfig.KubeconfigError as exc:
         raise fail(f"error: {exc}") from None
     return ApiClient.from_credentials(replace(credentials, server=server or credentials.server,
+                                              fallbacks=() if server else credentials.fallbacks,
                                               token=token or credentials.token))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from podnet.backends import BACKENDS_HELP, PROXY_MODES_HELP
+from podnet.backends import BACKENDS_HELP, ENCRYPTIONS_HELP, PROXY_MODES_HELP
 from podnet.cli.cluster_cmd import issue_credentials
 from podnet.cli.common import fail
 from podnet.client import ApiClient
@@ -33,11 +33,13 @@ def register(app: typer.Typer) -> None:
         store: str = typer.Option("etcd", "--store", help="etcd (its own container) or sqlite (in the API server's)."),
         backend: str = typer.Option("vxlan", "--backend", help=BACKENDS_HELP),
         proxy_mode: str = typer.Option("iptables", "--proxy-mode", help=PROXY_MODES_HELP),
+        encryption: str = typer.Option("none", "--encryption", help=ENCRYPTIONS_HELP),
         prefix: str = typer.Option(compose.DEFAULT_PREFIX, "--prefix", help="First three octets of the compose network."),
     ) -> None:
         """Write the docker-compose file of a cluster: one container per host, fixed addresses."""
         try:
-            topo = compose.build_topology(nodes, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode)
+            topo = compose.build_topology(nodes, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
+                                          encryption=encryption)
         except topology.TopologyError as exc:
             raise fail(f"error: {exc}") from None
         text = compose.to_yaml(compose.render(topo))

@@ -28,6 +28,7 @@ def api_credentials(server: str | None, token_file: str | None, ca_file: str | N
     Secrets come from files only: a command line is public (`ps`)."""
     try:
         base = kubeconfig.load(kubeconfig_path) if kubeconfig_path else None
+        fallbacks = base.fallbacks if base and not server else ()  # a server given names one server
         server = server or (base.server if base else None)
         if server is None:
             return None
@@ -38,7 +39,7 @@ def api_credentials(server: str | None, token_file: str | None, ca_file: str | N
     except kubeconfig.KubeconfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    return Credentials(server, token, tls)
+    return Credentials(server, token, tls, fallbacks)
 
 
 def require_server(credentials: Credentials | None) -> Credentials:

@@ -154,6 +154,7 @@ def register(app: typer.Typer) -> None:
             raise fail(f"error: --upstream: {exc}") from None
         config = DnsConfig(
             address=address, port=default_port() if port is None else port, server=api.server if api else None,
+            fallbacks=api.fallbacks if api else (),
             token=api.token if api else None, tls=api.tls if api else None,
             objects_file=objects, upstreams=upstreams, zone=zone, ttl=ttl,
             metrics_port=None if no_metrics else metrics_port, register=not no_register, cluster_ip=cluster_ip,

@@ -44,7 +44,7 @@ def ingress(
         raise typer.Exit(2)
     api = require_server(api_credentials(server, token_file, ca_file, kubeconfig))
     logs.setup("ingress", log_level)
-    config = IngressConfig(server=api.server, token=api.token, tls=api.tls, address=address, port=port,
+    config = IngressConfig(server=api.server, fallbacks=api.fallbacks, token=api.token, tls=api.tls, address=address, port=port,
                            kubelet_cert=kubelet_client_certificate, kubelet_key=kubelet_client_key,
                            kubelet_ca=kubelet_certificate_authority, metrics_port=metrics_port_or_none(metrics_port))
     run(serve, config)

@@ -56,6 +56,7 @@ def kubeproxy(
         node=node,
         mode=mode,
         server=api.server,
+        fallbacks=api.fallbacks,
         token=api.token,
         tls=api.tls,
         agent_socket=agent_socket,

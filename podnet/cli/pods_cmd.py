@@ -202,10 +202,14 @@ def capture(
     write: Annotated[Path, typer.Option("-w", "--write", help="pcap file to write.")],
     count: Annotated[int, typer.Option("--count", "-c", help="Stop after this many datagrams.")] = 0,
     seconds: Annotated[float, typer.Option("--seconds", help="Stop after this many seconds.")] = 0.0,
+    decrypted: Annotated[bool, typer.Option("--decrypted", help="On a node that encrypts: the tunnel's datagrams "
+                                            "inside WireGuard, as they would travel unencrypted (default: what is "
+                                            "on the wire).")] = False,
     agent_socket_path: Path | None = AgentSocketOption,
     home: Path | None = HomeOption,
 ) -> None:
-    """Capture a node's VXLAN datagrams into a pcap file that Wireshark and tshark decode."""
+    """Capture a node's underlay datagrams (VXLAN, foo-over-UDP or WireGuard) into a pcap file that Wireshark
+    and tshark decode."""
     from podnet.overlay.wire import pcap
 
     if not count and not seconds:
@@ -216,7 +220,8 @@ def capture(
         with write.open("wb") as file:
             writer = pcap.PcapWriter(file, pcap.LinkType.ETHERNET)
             async with RpcClient(agent_socket(node, agent_socket_path)) as rpc:
-                async for item in rpc.stream(AgentMethod.CAPTURE, {"count": count, "seconds": seconds}):
+                async for item in rpc.stream(AgentMethod.CAPTURE, {"count": count, "seconds": seconds,
+                                                                  "decrypted": decrypted}):
                     frame = pcap.underlay_frame(
                         item["data"], (item["src"], item["sport"]), (item["dst"], item["dport"]), identification=written
                     )

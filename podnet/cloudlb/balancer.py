@@ -45,6 +45,7 @@ class CloudLbConfig:
     server: str
     token: str | None = None
     tls: ClientTls | None = None  # the API server's CA (and our certificate)
+    fallbacks: tuple[str, ...] = ()  # the cluster's other API servers, tried when `server` does not answer
     pool: str = "127.0.1.0/24"
     address: str = "127.0.0.10"  # where /healthz and /metrics listen
     metrics_port: int | None = 0
@@ -385,7 +386,7 @@ async def serve(
 
 async def _serve(config: CloudLbConfig, shutdown: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        client = ApiClient(config.server, config.token, tls=config.tls, user_agent=component_agent("cloud-controller-manager"))
+        client = ApiClient(config.server, config.token, tls=config.tls, fallbacks=config.fallbacks, user_agent=component_agent("cloud-controller-manager"))
         stack.push_async_callback(client.close)
         registry = CollectorRegistry()
         lb = CloudLoadBalancer(config, client, registry)

@@ -58,8 +58,9 @@ def policy_file(pki_dir: Path) -> Path:
     return pki_dir / "audit-policy.yaml"
 
 
-def log_file(home: Path) -> Path:
-    return home / "logs" / "audit.log"
+def log_file(home: Path, apiserver: str = "apiserver") -> Path:
+    """Each API server's audit log: `audit.log` the first one's, `audit-apiserver-2.log` the next one's..."""
+    return home / "logs" / ("audit.log" if apiserver == "apiserver" else f"audit-{apiserver}.log")
 
 
 def default_policy(component_groups: Iterable[str]) -> str:

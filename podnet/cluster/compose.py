@@ -51,10 +51,11 @@ def build_topology(
     store: str = "etcd",
     backend: str = "vxlan",
     proxy_mode: str = "iptables",
+    encryption: str = "none",
 ) -> Topology:
     """The topology of a compose cluster: every host a container on the private /24 `prefix`."""
     return topology.build(CONTAINER_HOME, nodes, prefix=prefix, store=store, backend=backend,
-                          proxy_mode=proxy_mode, layout="network")
+                          proxy_mode=proxy_mode, layout="network", encryption=encryption)
 
 
 def containers(topo: Topology) -> dict[str, list[ComponentSpec]]:

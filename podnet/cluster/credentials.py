@@ -152,9 +152,11 @@ def _earlier_ca(directory: Path, now: datetime.datetime) -> pki.KeyPair | None:
 
 
 def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr: str, components: Iterable[str],
-          now: datetime.datetime, admin_server: str | None = None, tls: bool = True) -> str:
+          now: datetime.datetime, admin_server: str | None = None, tls: bool = True,
+          fallbacks: tuple[str, ...] = ()) -> str:
     """Makes the CA, the serving certificate, the tokens and every kubeconfig under `home`. Components reach
-    the API server at `server`; the administrator's kubeconfig at `admin_server` (default: `server`). With
+    the API server at `server`, or when it does not answer at one of `fallbacks` (the cluster's other API
+    servers); the administrator's kubeconfig at `admin_server` (default: `server`, with the fallbacks). With
     `tls` False (the plain-HTTP debugging mode) there are no certificates and the admin kubeconfig holds
     the admin token. Returns the admin token."""
     directory = pki_dir(home)
@@ -175,23 +177,25 @@ def issue(home: Path, *, server: str, api_addresses: Iterable[str], service_cidr
     rows = [f'{admin_token},{ADMIN_USER},{ADMIN_USER},"{",".join(ADMIN_GROUPS)}"',
             f'{secrets.token_hex(16)},{VIEWER_USER},{VIEWER_USER},"{",".join(VIEWER_GROUPS)}"']
     ca_pem = ca.cert_pem if ca else None
+    admin_fallbacks = () if admin_server else fallbacks
     for component in components:
         token = secrets.token_hex(16)
         user = component_user(component)
         rows.append(f'{token},{user},{user},"{",".join(component_groups(component))}"')
         write_secret(component_kubeconfig(home, component),
-                     kubeconfig.render(server, ca_pem, user, token=token).encode())
+                     kubeconfig.render(server, ca_pem, user, token=token, fallbacks=fallbacks).encode())
     write_secret(token_file(home), ("\n".join(rows) + "\n").encode())
     if ca is not None:
         admin = pki.make_client(ca, ADMIN_USER, ADMIN_GROUPS, now)
         admin_config = kubeconfig.render(admin_server or server, ca.cert_pem, ADMIN_USER,
-                                         cert_pem=admin.cert_pem, key_pem=admin.key_pem)
+                                         cert_pem=admin.cert_pem, key_pem=admin.key_pem, fallbacks=admin_fallbacks)
         for tenant in TENANTS:
             certificate = pki.make_client(ca, tenant, [], now)
             replace_secret(tenant_kubeconfig(home, tenant), kubeconfig.render(
                 admin_server or server, ca.cert_pem, tenant, cert_pem=certificate.cert_pem, key_pem=certificate.key_pem,
-            ).encode())
+                fallbacks=admin_fallbacks).encode())
     else:
-        admin_config = kubeconfig.render(admin_server or server, None, ADMIN_USER, token=admin_token)
+        admin_config = kubeconfig.render(admin_server or server, None, ADMIN_USER, token=admin_token,
+                                         fallbacks=admin_fallbacks)
     replace_secret(home / "kubeconfig", admin_config.encode())
     return admin_token

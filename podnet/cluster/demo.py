@@ -1,5 +1,7 @@
 """`podnet up --demo`: applies deploy/demo/ (a zero-trust three-tier app and two tenants), waits for its pods,
-then shows what the policies do with real probes, one packet's journey across nodes, and what to try next.
+then shows what the policies do with real probes, one packet's journey across nodes, the recipe's L7 step
+(deploy/demo/l7/: Cilium's CRDs installed, the backend's HTTP rules, the request-level matrix), and what to
+try next.
 
 Everything shown comes from the running cluster: the matrix is probed through the node agents exactly as
 `podnet matrix` probes it, and the trace is `podnet trace` itself.
@@ -19,8 +21,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import typer
+import yaml
 
 from podnet.api import manifests
+from podnet.api.ciliumpolicy import CILIUM_KINDS
 from podnet.cli import pods_cmd, policy_cmd
 from podnet.cli.resources import apply_object
 from podnet.client import ApiClient, ApiError
@@ -42,6 +46,11 @@ MATRIX_ATTEMPTS = 6
 TRACE_ATTEMPTS = 8
 NAME_ATTEMPTS = 10
 BACKEND_URL = "http://backend:8080/hostname"
+L7_MANIFESTS = MANIFESTS / "l7"
+CILIUM_CRDS = MANIFESTS.parent / "crds" / "cilium.yaml"
+L7_PORT = 8080
+L7_REQUESTS = (("GET", "/api/items"), ("DELETE", "/api/items"))
+CRD_TIMEOUT = 30.0
 
 
 class DemoError(RuntimeError):
@@ -133,13 +142,14 @@ async def wait_for_endpoints(client: ApiClient, namespace: str, service: str, co
         await asyncio.sleep(0.3)
 
 
-async def probed_matrix(client: ApiClient, home: Path, namespaces: tuple[str, ...],
-                        ports: tuple[int, ...]) -> tuple[Matrix, dict[str, tuple[str, str]], list]:
-    """The probed matrix of these namespaces' pods, once it agrees with the policies (pod-to-self cells
-    aside), or the last one probed with the cells that still differ."""
+async def probed_matrix(client: ApiClient, home: Path, namespaces: tuple[str, ...], ports: tuple[int, ...],
+                        http: tuple[str, str] | None = None) -> tuple[Matrix, dict[str, tuple[str, str]], list]:
+    """The probed matrix of these namespaces' pods (with `http`, of that request), once it agrees with the
+    policies (pod-to-self cells aside), or the last one probed with the cells that still differ."""
     differing: list = []
     for _ in range(MATRIX_ATTEMPTS):
-        found = await observe.matrices(client, observe.home_sockets(home), namespaces=namespaces, ports=ports)
+        found = await observe.matrices(client, observe.home_sockets(home), namespaces=namespaces, ports=ports,
+                                       http=http)
         policy_cmd.warn_refused(found.refused_policies)
         pods, probed = found.pods, found.probed
         differing, _ = observe.disagreements(probed, found.static)
@@ -149,13 +159,15 @@ async def probed_matrix(client: ApiClient, home: Path, namespaces: tuple[str, ..
     return probed, pods, differing
 
 
-def print_matrix(title: str, matrix: Matrix, pods: dict[str, tuple[str, str]], differing: list) -> None:
+def print_matrix(title: str, matrix: Matrix, pods: dict[str, tuple[str, str]], differing: list,
+                 request: str | None = None) -> None:
     names = short_names(pods)
     typer.echo(f"\n{title}")
     for key, (ip, node) in pods.items():
         typer.echo(f"  {names[key]:<18} {key:<34} {ip:<13} {node}")
+    legend = '"." connects, "X" does not' if request is None else '"." answered by the pod, "X" refused'
     for port, protocol in matrix.combinations():
-        typer.echo(f"\n  {port}/{protocol} (rows: from, columns: to; \".\" connects, \"X\" does not)")
+        typer.echo(f"\n  {port}/{protocol}{' ' + request if request else ''} (rows: from, columns: to; {legend})")
         for line in render_table(renamed(matrix.table(port, protocol), names)).splitlines():
             typer.echo(f"    {line}")
     if differing:
@@ -226,6 +238,43 @@ async def show_name_lookup(home: Path, pods: dict[str, tuple[str, str]], source:
         typer.echo(f"  error: {result.get('reason') or result.get('status')}")
 
 
+async def create_cilium_policy(client: ApiClient, obj: dict) -> str:
+    """Creates a Cilium policy once its CRD serves it (its routes follow its creation by a moment)."""
+    kind = CILIUM_KINDS[obj["kind"]]
+    namespace = obj["metadata"].get("namespace") or "default"
+    path = f"/apis/{kind.api_version}/namespaces/{namespace}/{kind.plural}"
+    deadline = time.monotonic() + CRD_TIMEOUT
+    while True:
+        try:
+            await client.request("POST", path, body=obj)
+            return f"{kind.plural}.{kind.group}/{obj['metadata']['name']} created"
+        except ApiError as exc:
+            if exc.code == 409:
+                return f"{kind.plural}.{kind.group}/{obj['metadata']['name']} unchanged"
+            if exc.code != 404 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.3)
+
+
+async def show_l7_step(client: ApiClient, home: Path) -> None:
+    """The recipe's last step: Cilium's CRDs, the backend's HTTP rules, and for each request of
+    L7_REQUESTS the frontends' matrix to the backends, probed with that very request."""
+    paths = [CILIUM_CRDS, *manifest_paths(L7_MANIFESTS)]
+    typer.echo(f"\nL7 security the Cilium way: applying {', '.join(str(p.relative_to(MANIFESTS.parent.parent)) for p in paths)}")
+    for obj in manifests.load(CILIUM_CRDS.read_text(), str(CILIUM_CRDS)):
+        typer.echo(f"  {await apply_object(client, obj, None)}")
+    # Read as plain YAML: the manifests' loader knows the built-in kinds only, not those of a CRD.
+    for obj in (o for path in manifest_paths(L7_MANIFESTS) for o in yaml.safe_load_all(path.read_text()) if o):
+        if obj.get("kind") in CILIUM_KINDS:
+            typer.echo(f"  {await create_cilium_policy(client, obj)}")
+        else:
+            typer.echo(f"  {await apply_object(client, obj, None)}")
+    for method, target in L7_REQUESTS:
+        matrix, pods, differing = await probed_matrix(client, home, (APP_NAMESPACE,), (L7_PORT,), (method, target))
+        print_matrix(f"{method} {target} to the backends (the L7 proxy answers what the HTTP rules refuse: 403)",
+                     matrix, pods, differing, request=f"{method} {target}")
+
+
 def next_steps(home: Path, pods: dict[str, tuple[str, str]], services: dict[str, str]) -> str:
     default_home = (Path.home() / ".podnet").resolve()
     env = "" if home == default_home else f"export PODNET_HOME={home} KUBECONFIG={home}/kubeconfig\n  "
@@ -233,12 +282,16 @@ def next_steps(home: Path, pods: dict[str, tuple[str, str]], services: dict[str,
         env = f"export PATH={Path(sys.executable).parent}:$PATH\n  " + env
     frontend = next((k for k in pods if workload(k) == f"{APP_NAMESPACE}/frontend"), "shop/FRONTEND-POD")
     database = next((k for k in pods if workload(k) == f"{APP_NAMESPACE}/database"), "shop/DATABASE-POD")
+    backend = next((k for k in pods if workload(k) == f"{APP_NAMESPACE}/backend"), "shop/BACKEND-POD")
     database_ip = services.get("database", "DATABASE-IP")
     return f"""
 What to try next:
   {env}podnet get pods -A -o wide           where every pod runs, and its IP
-  podnet exec {frontend} -- http {BACKEND_URL}
-      a request through the backend Service, by name (run it again: another backend may answer)
+  podnet exec {frontend} -- http http://backend:8080/api/items
+      a request through the backend Service, by name: GET /api/* passes the backend's HTTP rules
+  podnet flows --node NODE | grep HTTP    each request the L7 proxy judged, its answer and the rule
+  podnet explain {frontend} {backend}:8080 --http "DELETE /api/items"
+      the rule that answers DELETE with 403
   podnet trace {frontend} 10.96.0.10:53/udp
       a DNS query: DNATed to the cluster DNS pod (kube-system), allowed by shop/allow-dns
   podnet get pods -n kube-system -o wide   the cluster DNS's pod, on a node like any pod
@@ -288,6 +341,7 @@ async def run_demo(home: Path) -> None:
                      tenant_differing)
         await show_trace(client, home, cross_node_source(app_pods))
         await show_name_lookup(home, app_pods, cross_node_source(app_pods))
+        await show_l7_step(client, home)
         services = {s["metadata"]["name"]: s["spec"]["clusterIP"]
                     for s in (await client.list("services", APP_NAMESPACE)).get("items") or []}
     typer.echo(next_steps(home, app_pods, services))

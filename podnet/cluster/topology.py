@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podnet.backends import BACKENDS, POD_MODES, PROXY_MODES, routing_backend
+from podnet.backends import BACKENDS, ENCRYPTIONS, POD_MODES, PROXY_MODES, routing_backend
 from podnet.cluster import auditpolicy, credentials, etcd_credentials, kubelet_credentials
 from podnet.netns.names import host_namespace
 from podnet.nodeagent.hostguard import BGP_PORTS, ETCD_PORTS
@@ -65,6 +65,7 @@ class Topology:
     store: str = "sqlite"
     backend: str = "vxlan"
     proxy_mode: str = "iptables"
+    encryption: str = "none"  # a name in podnet.backends.ENCRYPTIONS: how the agents protect the underlay
     api_port: int = 6443
     dns_port: int = 1053
     etcd_port: int = 2379
@@ -85,6 +86,7 @@ class Topology:
     ui: bool = True  # the web UI (podnet/ui/), which reads the agents' sockets: local layouts only
     dns_replicas: int = 1  # cluster DNS servers behind kube-dns, as CoreDNS's two replicas
     etcd_members: int = 1  # with the etcd store: 1, 3 or 5 members, each a process of its own
+    apiservers: int = 1  # API servers on the one etcd, each on an address of its own (api_servers())
 
     @property
     def ui_url(self) -> str:
@@ -100,12 +102,19 @@ class Topology:
 
     @property
     def api_url(self) -> str:
-        return f"{'http' if self.insecure_http else 'https'}://{self.host('apiserver')}:{self.api_port}"
+        """The first API server's URL: the one clients ask first."""
+        return self.api_urls[0]
+
+    @property
+    def api_urls(self) -> tuple[str, ...]:
+        """Every API server's URL, the first one first."""
+        scheme = "http" if self.insecure_http else "https"
+        return tuple(f"{scheme}://{address}:{self.api_port}" for _, address in api_servers(self))
 
     @property
     def api_addresses(self) -> tuple[str, ...]:
-        """Where the API server is reached from the cluster's hosts: what its certificate must name."""
-        return tuple(dict.fromkeys((self.host("apiserver"), self.control_address)))
+        """Where the API servers are reached from the cluster's hosts: what their certificate must name."""
+        return tuple(dict.fromkeys((*(address for _, address in api_servers(self)), self.control_address)))
 
     @property
     def store_url(self) -> str:
@@ -149,6 +158,12 @@ def build(
         raise TopologyError("--etcd-members must be 1, 3 or 5 (a quorum of an even number is no safer)")
     if members > 1 and (store != "etcd" or layout == "network"):
         raise TopologyError("--etcd-members needs --store etcd, and a local cluster")
+    apiservers = int(settings.get("apiservers", 1))  # type: ignore[call-overload]
+    if not 1 <= apiservers <= MAX_API_SERVERS:
+        raise TopologyError(f"--apiservers must be between 1 and {MAX_API_SERVERS}")
+    if apiservers > 1 and (store != "etcd" or layout != "loopback"):
+        raise TopologyError("--apiservers needs --store etcd (every API server reads the one store), "
+                            "and hosts on loopback addresses")
     for value, allowed, flag in ((store, STORES, "--store"), (backend, BACKENDS, "--backend"),
                                  (proxy_mode, PROXY_MODES, "--proxy-mode"), (layout, LAYOUTS, "layout")):
         if value not in allowed:
@@ -158,6 +173,9 @@ def build(
     except ValueError:
         raise TopologyError(f"--prefix must be three octets of a loopback address, like 127.0.0, not {prefix!r}") from None
     hosts: dict[str, str] = {}
+    encryption = str(settings.get("encryption", "none"))
+    if encryption not in ENCRYPTIONS:
+        raise TopologyError(f"--encryption must be one of {', '.join(ENCRYPTIONS)}, not {encryption!r}")
     pod_mode = str(settings.get("pod_mode", "virtual"))
     if pod_mode not in POD_MODES:
         raise TopologyError(f"--pod-mode must be one of {', '.join(POD_MODES)}, not {pod_mode!r}")
@@ -178,6 +196,18 @@ def build(
     settings.setdefault("ingress_port", INGRESS_PORTS[0] if layout == "network" or os.geteuid() == 0 else INGRESS_PORTS[1])
     return Topology(home=home, nodes=specs, prefix=prefix, store=store, backend=backend, proxy_mode=proxy_mode,
                     hosts=hosts, **settings)  # type: ignore[arg-type]
+
+
+# API servers beyond the first listen on the control address's neighbours below it (<prefix>.9, .8, ...),
+# which no node takes.
+MAX_API_SERVERS = 5
+
+
+def api_servers(topo: Topology) -> list[tuple[str, str]]:
+    """(component name, address) of each API server: `apiserver` on its host, then `apiserver-2`,
+    `apiserver-3`... on <prefix>.9, <prefix>.8..., all on the API port."""
+    return [("apiserver", topo.host("apiserver")),
+            *((f"apiserver-{i}", f"{topo.prefix}.{11 - i}") for i in range(2, topo.apiservers + 1))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,18 +291,20 @@ def components(topo: Topology) -> list[ComponentSpec]:
         etcd_cert, etcd_key = etcd_credentials.client_files(topo.home)
         etcd_client = ("--etcd-cafile", str(etcd_credentials.ca_file(topo.home)), "--etcd-certfile", str(etcd_cert),
                        "--etcd-keyfile", str(etcd_key))
-    specs.append(ComponentSpec(
-        "apiserver",
-        ("apiserver", "--host", topo.host("apiserver"), "--port", str(topo.api_port), "--store", topo.store_url,
-         "--token-file", str(credentials.token_file(topo.home)), *tls, *kubelet_client, *etcd_client,
-         "--service-account-signing-key-file", str(credentials.service_account_key_file(topo.home)),
-         "--audit-policy-file", str(auditpolicy.policy_file(credentials.pki_dir(topo.home))),
-         "--audit-log-path", str(auditpolicy.log_file(topo.home)),
-         "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
-         "--node-grace-period", str(topo.node_grace_period),
-         "--eviction-timeout", str(topo.pod_eviction_timeout)),
-        Health(http=f"{topo.api_url}/readyz", ca=ca),
-    ))
+    scheme = "http" if topo.insecure_http else "https"
+    for name, address in api_servers(topo):
+        specs.append(ComponentSpec(
+            name,
+            ("apiserver", "--host", address, "--port", str(topo.api_port), "--store", topo.store_url,
+             "--token-file", str(credentials.token_file(topo.home)), *tls, *kubelet_client, *etcd_client,
+             "--service-account-signing-key-file", str(credentials.service_account_key_file(topo.home)),
+             "--audit-policy-file", str(auditpolicy.policy_file(credentials.pki_dir(topo.home))),
+             "--audit-log-path", str(auditpolicy.log_file(topo.home, name)),
+             "--service-cidr", topo.service_cidr, "--cluster-cidr", topo.cluster_cidr,
+             "--node-grace-period", str(topo.node_grace_period),
+             "--eviction-timeout", str(topo.pod_eviction_timeout)),
+            Health(http=f"{scheme}://{address}:{topo.api_port}/readyz", ca=ca),
+        ))
     for name, port, metrics_port in dns_replicas(topo):
         specs.append(ComponentSpec(
             name,
@@ -284,6 +316,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
         node_dir = str(topo.node_dir(node))
         netns = host_namespace(node.name) if topo.host_mode == "netns" else None
         pod_mode = ("--pod-mode", topo.pod_mode) if topo.pod_mode != "virtual" else ()
+        encryption = ("--encryption", topo.encryption) if topo.encryption != "none" else ()
         # As the kubelet renews every quarter of its lease: a short grace period needs quicker renewals.
         renew = ("--renew-interval", f"{topo.node_grace_period / 4:g}") if topo.node_grace_period < 20 else ()
         agent_socket = str(topo.agent_socket(node))
@@ -293,7 +326,7 @@ def components(topo: Topology) -> list[ComponentSpec]:
             f"{node.name}/agent",
             ("nodeagent", "--name", node.name, "--address", node.address, *api(f"{node.name}/agent"), "--state-dir", node_dir,
              "--vxlan-port", str(topo.vxlan_port), "--backend", topo.backend, "--metrics-port", str(metrics_port),
-             *kubelet, *pod_mode, *renew, "--proxy-protocol-from", topo.host("cloud-lb"), *protected),
+             *kubelet, *pod_mode, *encryption, *renew, "--proxy-protocol-from", topo.host("cloud-lb"), *protected),
             Health(rpc=agent_socket),
             netns=netns,
         ))

@@ -20,8 +20,10 @@ from podnet.observe.policy import SocketFor
 from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient, call_once
 
-# The stages after which a packet is on the wire to another node, or gone.
+# The stages after which a packet is on the wire to another node, or gone; what carries the tunnel's
+# datagram (WireGuard's encryption) may add its stage after the encapsulation's.
 CROSSING_STAGES = ("vxlan-encap", "fou-encap", "drop")
+CARRIER_STAGES = ("wireguard-encrypt",)
 
 
 async def running_pod(client: ApiClient, namespace: str, name: str) -> dict:
@@ -172,7 +174,10 @@ class Journey:
     @property
     def split(self) -> int:
         """How many of the local stages come before the packet leaves the node."""
-        return next((i + 1 for i, s in enumerate(self.local) if s["stage"] in CROSSING_STAGES), len(self.local))
+        split = next((i + 1 for i, s in enumerate(self.local) if s["stage"] in CROSSING_STAGES), len(self.local))
+        while split < len(self.local) and self.local[split]["stage"] in CARRIER_STAGES:
+            split += 1
+        return split
 
     @property
     def stages(self) -> list[dict]:

@@ -18,7 +18,7 @@ PEER_RX = "tunnel.rx.from."
 
 class AgentMethod(StrEnum):
     # the node and its dataplane's tables
-    NODE_INFO = "node.info"  # -> name, address, pod_cidr, backend, encapsulation, ports, vtep_mac, status_port
+    NODE_INFO = "node.info"  # -> name, address, pod_cidr, backend, encapsulation, ports, encryption, vtep_mac, status_port
     COUNTERS = "counters"  # -> {counter name: value}
     ROUTES_LIST = "routes.list"  # -> [{prefix, kind, next_hop, source}]
     CONNTRACK_LIST = "conntrack.list"  # -> [{original, reply, state, note, packets, expires_in}]
@@ -40,7 +40,7 @@ class AgentMethod(StrEnum):
     PROBE = "probe"  # {src: "ns/name", dst, port, protocol, timeout} -> {ok, reason, dropped?}
     TRACE = "trace"  # as probe -> [stage]
     TRACE_WATCH = "trace.watch"  # {protocol, src, dst, port | matches, timeout} -> [stage]
-    CAPTURE = "capture"  # {count, seconds} -> streams captured datagrams
+    CAPTURE = "capture"  # {count, seconds, decrypted} -> streams captured datagrams (decrypted: inside WireGuard)
     # failures on purpose
     FAULTS_PARTITION = "faults.partition"  # {peer, drop} -> {partitioned}
     FAULTS_PARTITIONS = "faults.partitions"  # -> {partitioned}

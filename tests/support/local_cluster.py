@@ -78,6 +78,15 @@ async def eventually(check: Callable[[], Awaitable[object]], timeout: float, wha
         await asyncio.sleep(interval)
 
 
+async def nth_after(moments: list[float], since: float, count: int, timeout: float, what: str) -> float:
+    """The `count`-th of `moments` (a list others append to, in time order) after `since`, once there."""
+    async def enough() -> float | None:
+        later = [t for t in moments if t > since]
+        return later[count - 1] if len(later) >= count else None
+
+    return await eventually(enough, timeout, what)  # type: ignore[return-value]
+
+
 @dataclass
 class Prober:
     """Runs `probe()` every `interval` seconds in the background and records (time, ok)."""
@@ -210,6 +219,17 @@ class LocalCluster:
             return pods if len(pods) == count else None
 
         return await eventually(enough, timeout, f"{count} Running pods {label_selector or ''} in {namespace}")
+
+    async def web_and_client(self, namespace: str, port: int) -> tuple[dict, str]:
+        """Deployment `web` (2 replicas on `port`) behind Service `web`, and pod `client` on node-1, once the
+        Service answers it: (the client pod, web's ClusterIP)."""
+        await self.create(deployment("web", namespace, 2, port), service("web", namespace, port),
+                          pod_on("client", namespace, "node-1"))
+        await self.wait_running(namespace, "app=web", 2)
+        (client,) = await self.wait_running(namespace, "role=client", 1)
+        web_ip = (await self.client.get("services", "web", namespace))["spec"]["clusterIP"]
+        await eventually(lambda: self.probe(client, web_ip, port), 20, "Service web answers")
+        return client, web_ip
 
     async def ready_endpoints(self, namespace: str, service_name: str) -> set[str]:
         slices = await self.client.list("endpointslices", namespace,

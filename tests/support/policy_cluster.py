@@ -1,6 +1,6 @@
 """The Kubernetes e2e network-policy model on a live cluster: an API server with controllers, three real
-node agents (node-1, node-2, node-3 on 127.0.0.11-13), namespaces x, y, z and pods a (node-1), b (node-2)
-and c (node-3) in each, Running with their addresses.
+node agents (node-1, node-2, node-3 on 127.0.0.11-13 unless another prefix is given), namespaces x, y, z
+and pods a (node-1), b (node-2) and c (node-3) in each, Running with their addresses.
 
 `running_model_cluster(home)` starts it all (a context manager, for benchmarks too); the fixture
 `model_cluster` (per module) yields the `ModelCluster` it gives: `.addresses` (pod key -> IP, plus "kube-dns"),
@@ -116,18 +116,19 @@ class ModelCluster:
 
 
 @contextmanager
-def running_model_cluster(home: Path) -> Iterator[ModelCluster]:
-    """Starts the API server, the three agents and the model's pods under `home`; stops them on exit."""
+def running_model_cluster(home: Path, *, prefix: str = "127.0.0", agent_args: tuple[str, ...] = ()) -> Iterator[ModelCluster]:
+    """Starts the API server, the three agents (on prefix.11-13, with `agent_args` besides their own) and
+    the model's pods under `home`; stops them on exit."""
     api_dir = home / "apiserver"
     api_dir.mkdir(parents=True, exist_ok=True)
     api = ApiServerProcess(api_dir, f"sqlite:///{api_dir / 'store.db'}", controllers=True)
     agents: dict[str, AgentProcess] = {}
     try:
         api.start()
-        addresses = [f"127.0.0.1{i}" for i in (1, 2, 3)]
+        addresses = [f"{prefix}.1{i}" for i in (1, 2, 3)]
         port = free_udp_port(*addresses)
         for index, address in enumerate(addresses, 1):
-            agent = AgentProcess(f"node-{index}", address, home, api.kubeconfig, port)
+            agent = AgentProcess(f"node-{index}", address, home, api.kubeconfig, port, extra_args=agent_args)
             agents[agent.name] = agent
             agent.start()
         cluster = Cluster(api, home, agents)
