@@ -1,13 +1,19 @@
-"""iperf3 between two network-namespace pods on two node agents, beside the kernel's own VXLAN (root).
+"""iperf3 between two network-namespace pods on two node agents, beside the kernel's own VXLAN and pasta
+(root).
 
 - podnet: an API server and two real node agents (127.0.9.21 and .22) in `--pod-mode netns`; pod `server`
   on the first node runs `iperf3 -s` as its container command, pod `client` on the second runs the iperf3
   client with `ip netns exec`. Every frame leaves the client's kernel through its TAP into node 2's
-  pipeline, crosses loopback in VXLAN, and enters the server's kernel through node 1's TAP.
+  pipeline, crosses loopback in VXLAN, and enters the server's kernel through node 1's TAP. Measured with
+  the TAPs' offloads on (the default: TCP super-packets through the pipeline, UDP_SEGMENT and UDP_GRO on
+  the underlay) and, in a second cluster, off (`--no-tap-offloads`: frame by frame).
 - kernel: Linux vxlan devices in two namespaces joined by a veth pair, measured by bench/dataplane.py's
   `kernel_vxlan` in the same run (TCP, and UDP with 64-byte datagrams).
+- pasta (Debian `passt`), when installed: iperf3 in a namespace that pasta connects to the host through a
+  TAP, as podnet's netns pods are connected, to an iperf3 server on the host's loopback (pasta maps the
+  namespace's gateway address to it). The same-machine anchor for a userspace TAP dataplane.
 
-Prints one JSON object as the last line.
+TCP is measured with one stream and with four (`-P 4`). Prints one JSON object as the last line.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from podnet.netns.names import namespace_name  # noqa: E402
 from podnet.rpc.session import call_once  # noqa: E402
 
 SECONDS = 3
+STREAMS = 4
 ADDRESSES = ("127.0.9.21", "127.0.9.22")
 NODES = ("pnbench-1", "pnbench-2")
 
@@ -69,8 +76,9 @@ def _wait(check, timeout: float = 30.0) -> None:
 
 
 class Cluster:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, agent_args: tuple[str, ...] = ()):
         self.home = home
+        self.agent_args = agent_args
         self.processes: list[subprocess.Popen] = []
         self.api = f"http://127.0.0.1:{_free_port(socket.SOCK_STREAM, '127.0.0.1')}"
 
@@ -88,7 +96,7 @@ class Cluster:
         for node, address in zip(NODES, ADDRESSES, strict=True):
             self.spawn(node, "podnet.nodeagent", "--name", node, "--address", address, "--server", self.api,
                        "--state-dir", str(self.home / "nodes" / node), "--vxlan-port", str(vxlan_port),
-                       "--metrics-port", "-1", "--log-level", "warning", "--pod-mode", "netns")
+                       "--metrics-port", "-1", "--log-level", "warning", "--pod-mode", "netns", *self.agent_args)
         for node in NODES:
             sock = str(self.home / "nodes" / node / "agent.sock")
             _wait(lambda sock=sock: asyncio.run(call_once(sock, "ping", timeout=1)) == "pong")
@@ -129,25 +137,53 @@ def iperf(netns: str, server: str, *args: str) -> dict:
     return json.loads(run.stdout)
 
 
-def podnet_netns() -> dict:
+def _tcp_mbit_s(result: dict) -> float:
+    return round(result["end"]["sum_received"]["bits_per_second"] / 1e6, 1)
+
+
+def podnet_netns(*agent_args: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="podnet-bench-netns-") as home:
-        cluster = Cluster(Path(home))
+        cluster = Cluster(Path(home), agent_args)
         try:
             ips = cluster.start()
             client = namespace_name(NODES[1], "default", "client")
             probe = ["ip", "netns", "exec", client, "iperf3", "-c", ips["server"], "-t", "1"]
             _wait(lambda: subprocess.run(probe, capture_output=True, timeout=15).returncode == 0)
             tcp = iperf(client, ips["server"])
+            tcp4 = iperf(client, ips["server"], "-P", str(STREAMS))
             udp = iperf(client, ips["server"], "-u", "-b", "0", "-l", "64")
         finally:
             cluster.stop()
     summary = udp["end"]["sum"]
     return {
-        "tcp_mbit_s": round(tcp["end"]["sum_received"]["bits_per_second"] / 1e6, 1),
+        "tcp_mbit_s": _tcp_mbit_s(tcp),
         "tcp_retransmits": tcp["end"]["sum_sent"].get("retransmits"),
+        f"tcp_{STREAMS}_streams_mbit_s": _tcp_mbit_s(tcp4),
         "udp_64_delivered_per_second": round((summary["packets"] - summary["lost_packets"]) / summary["seconds"]),
         "udp_64_lost_percent": round(summary["lost_percent"], 1),
     }
+
+
+def pasta() -> dict | None:
+    """iperf3 from a namespace pasta connects, to a server on the host's loopback; None without pasta."""
+    if not shutil.which("pasta"):
+        return None
+    figures = {}
+    for streams in (1, STREAMS):
+        port = _free_port(socket.SOCK_STREAM, "127.0.0.1")
+        server = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            # As root pasta would drop to nobody, whose user namespace this sandbox does not allow.
+            run = subprocess.run(["pasta", "--runas", "0", "--config-net", "--", "sh", "-c",
+                                  f'iperf3 -c "$(ip route show default | cut -d" " -f3)" -p {port} '
+                                  f"-t {SECONDS} -P {streams} -J"],
+                                 capture_output=True, text=True, timeout=SECONDS + 30)
+        finally:
+            server.wait(timeout=30)
+        key = "tcp_mbit_s" if streams == 1 else f"tcp_{streams}_streams_mbit_s"
+        figures[key] = _tcp_mbit_s(json.loads(run.stdout))
+    return figures
 
 
 def main() -> None:
@@ -155,9 +191,19 @@ def main() -> None:
         # A machine that cannot run it is a result to record, not a benchmark that broke.
         print(json.dumps({"skipped": "needs root and iperf3"}))
         return
-    figures = {"seconds_per_run": SECONDS, "podnet_netns_pods": podnet_netns(), "kernel_vxlan": kernel_vxlan()}
-    kernel_tcp = figures["kernel_vxlan"]["tcp_gbit_s"] * 1000
-    figures["tcp_ratio_to_kernel"] = round(figures["podnet_netns_pods"]["tcp_mbit_s"] / kernel_tcp, 4)
+    figures = {
+        "seconds_per_run": SECONDS,
+        "podnet_netns_pods": podnet_netns(),
+        "podnet_netns_pods_without_offloads": podnet_netns("--no-tap-offloads"),
+        "kernel_vxlan": kernel_vxlan((1, STREAMS)),
+        "pasta": pasta(),
+    }
+    podnet, kernel = figures["podnet_netns_pods"], figures["kernel_vxlan"]
+    figures["tcp_ratio_to_kernel"] = round(podnet["tcp_mbit_s"] / (kernel["tcp_gbit_s"] * 1000), 4)
+    figures[f"tcp_{STREAMS}_streams_ratio_to_kernel"] = round(
+        podnet[f"tcp_{STREAMS}_streams_mbit_s"] / (kernel[f"tcp_{STREAMS}_streams_gbit_s"] * 1000), 4)
+    if figures["pasta"]:
+        figures["tcp_ratio_to_pasta"] = round(podnet["tcp_mbit_s"] / figures["pasta"]["tcp_mbit_s"], 3)
     print(json.dumps(figures))
 
 

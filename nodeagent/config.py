@@ -31,6 +31,8 @@ class AgentConfig:
     renew_interval: float = 5.0
     conntrack_sweep_interval: float = 5.0
     pod_mode: str = "virtual"  # pods without a podnet.io/pod-mode annotation: "virtual" or "netns"
+    # netns pods' TAPs take checksum and TCP segmentation offload: super-packets cross the pipeline whole
+    tap_offloads: bool = True
     kubelet_port: int = 0  # the kubelet API (exec, logs); 0: any free port
     # The kubelet API's serving certificate and the CA its clients' certificates must chain to; without
     # them there is no kubelet API.

@@ -36,6 +36,7 @@ from podnet.overlay.pipeline.forward import Pipeline
 from podnet.overlay.pipeline.model import (
     Deliver,
     DeliverFrame,
+    DeliverSuper,
     Encapsulation,
     NodeIdentity,
     Output,
@@ -44,11 +45,13 @@ from podnet.overlay.pipeline.model import (
     Stage,
     ToHost,
     Tunnel,
+    TunnelBurst,
     vtep_mac,
 )
 from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int
+from podnet.overlay.wire.segment import tcp_segments
 from podnet.overlay.wireguard.tunnel import WireGuardTunnel
 
 from podnet.backends import routing_backend
@@ -135,7 +138,7 @@ class Dataplane:
         if isinstance(endpoint, StackEndpoint):
             endpoint.stack.l7_lookup = self._l7_for
             endpoint.stack.l7_report = self._l7_reported
-        self.pipeline.add_pod(endpoint.port)
+        self.pipeline.add_pod(endpoint.port, super_packets=isinstance(endpoint, KernelPod) and endpoint.netns.offloads)
 
     def has_l7_proxy(self, ip: str) -> bool:
         """Whether this pod's connections can go through the L7 proxy: a netns pod's and a virtual pod's
@@ -255,8 +258,9 @@ class Dataplane:
         trace = self.traces.stages_for(packet) if self.traces.by_key else None
         self.run(self.pipeline.to_local_pod(packet, now, trace), now)
 
-    def from_netns_pod(self, netns_pod: NetnsPod, frames: list[bytes]) -> None:
-        """Frames a netns pod's kernel sent on its eth0: into the pipeline, as a virtual pod's packets."""
+    def from_netns_pod(self, netns_pod: NetnsPod, frames: list[tuple[bytes, int]]) -> None:
+        """Frames a netns pod's kernel sent on its eth0: into the pipeline, as a virtual pod's packets
+        (a TCP super-packet, with the segment size its kernel left to the TAP, as one)."""
         pod = self.by_ip.get(ip_to_int(netns_pod.net.ip))
         if pod is None:
             return
@@ -264,14 +268,18 @@ class Dataplane:
         traces = self.traces
         splices, pending_egress = self.splices, self.l7_pending_egress
         outputs: list[Output] = []
-        for frame in frames:
+        if (splices.from_pods or pending_egress) and any(mss for _, mss in frames):
+            # the splices read TCP as a wire carries it: a super-packet goes to them as its segments
+            frames = [(frame[:14] + segment, 0) for frame, mss in frames
+                      for segment in (tcp_segments(frame[14:], mss) if mss else (frame[14:],))]
+        for frame, mss in frames:
             if splices.from_pods and frame[12:14] == b"\x08\x00":
                 moved = splices.from_pod(frame[14:], now)
                 if moved is not None:
                     outputs += self._spliced(pod, moved, now)
                     continue
             trace = traces.stages_for(frame[14:]) if traces.by_key and frame[12:14] == b"\x08\x00" else None
-            decided = self.pipeline.from_pod_frame(pod.port, frame, now, trace)
+            decided = self.pipeline.from_pod_frame(pod.port, frame, now, trace, mss)
             if pending_egress and (verdict := self._egress_l7(frame[14:])) is not None:
                 decided = self._spliced(pod, splices.start_egress(pod, frame[14:], verdict, now), now)
             outputs.extend(decided)
@@ -308,6 +316,7 @@ class Dataplane:
                 outputs = outputs[:budget]
             budget -= len(outputs)
             batches: dict[int, tuple[StackEndpoint, list[bytes]]] = {}
+            segmented: list[Output] = []  # super-packets for pods that take segments: the next round's
             for out in outputs:
                 kind = type(out)
                 if kind is Deliver:
@@ -335,6 +344,14 @@ class Dataplane:
                         batch[1].append(out.packet)
                 elif kind is Tunnel:
                     send(out.node_address, out.datagram)
+                elif kind is TunnelBurst:
+                    self.tunnel.send_burst(out.node_address, out.datagrams)
+                elif kind is DeliverSuper:
+                    pod = by_ip.get(out.pod_ip)
+                    if type(pod) is KernelPod and pod.netns.offloads and not (splices.to_pods or pending):
+                        pod.netns.deliver_super(out.packet, out.mss)
+                    elif pod is not None:  # segments, for a stack or for the splices, which take those
+                        segmented += [Deliver(out.pod_ip, segment) for segment in tcp_segments(out.packet, out.mss)]
                 elif kind is ToHost:
                     if not self.nodeports.claim(out.packet):  # an answer to a NodePort connection, or
                         self.hostbridge.handle(out.packet, now)
@@ -342,7 +359,7 @@ class Dataplane:
                     pod = by_ip.get(out.pod_ip)
                     if type(pod) is KernelPod:
                         pod.netns.deliver_frame(out.frame)
-            outputs = spliced
+            outputs = spliced + segmented
             for pod, packets in batches.values():
                 received[id(pod)] = pod
                 for packet in pod.stack.receive_batch(packets, now):

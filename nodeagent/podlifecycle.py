@@ -150,7 +150,8 @@ class PodLifecycle:
         undone, an event says why, and the pod is tried again later."""
         meta = obj["metadata"]
         network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
-                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac, pod_mtu(self.config))
+                             port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac, pod_mtu(self.config),
+                             offloads=self.config.tap_offloads)
         if (teardown := self._detaching.get(network.netns)) is not None:
             await asyncio.shield(teardown)
         try:

@@ -9,20 +9,43 @@ given as `on_batch` gets each wake-up's datagrams as one list, so it pays its pe
 read, attribute lookups, scheduling pod timers) once per batch rather than once per datagram. Sends are
 non-blocking too: a full socket buffer drops the datagram and counts it, as a NIC queue would.
 
-Captures get a copy of every datagram through bounded queues; a reader too slow to keep up loses
-items (counted) rather than slowing the dataplane down.
+The kernel's UDP segmentation and receive offloads carry runs of datagrams: `send_burst` hands a run of
+datagrams of one size (the last may be shorter: the tunnelled segments of one TCP super-packet) to one
+`sendmsg` with UDP_SEGMENT, which the kernel cuts into the datagrams on the wire; with UDP_GRO on the
+socket, one read may bring several datagrams of one sender joined, with their size in a control message,
+and they are cut apart here. Where the kernel has neither, datagrams go and come one by one as before.
+
+Captures get a copy of every datagram through bounded queues, one item per datagram as it is on the wire
+(a run is shown as its datagrams); a reader too slow to keep up loses items (counted) rather than
+slowing the dataplane down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
+import struct
 import time
 from collections import defaultdict
 from collections.abc import Callable
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_DATAGRAM = 65535
+# linux/udp.h
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+# What one sendmsg with UDP_SEGMENT may carry: at most 64 datagrams (UDP_MAX_SEGMENTS in older kernels),
+# in one IPv4 packet's worth of payload.
+MAX_SEGMENTS = 64
+MAX_BURST_PAYLOAD = 65535 - 20 - 8
+_GRO_CONTROL = socket.CMSG_SPACE(4)
+_INT = struct.Struct("=i")
+_U16_NATIVE = struct.Struct("=H")
+# Errors of a sendmsg with UDP_SEGMENT that mean the path cannot segment (no checksum offload on the
+# device, an old kernel): the run goes one datagram at a time from then on.
+_NO_SEGMENTATION = (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 
 
 class Tunnel:
@@ -49,6 +72,8 @@ class Tunnel:
         self.received_from: defaultdict[str, int] = defaultdict(int)
         self.partitioned: set[str] = set()  # peers whose traffic is dropped both ways (fault injection)
         self._taps: list[asyncio.Queue] = []
+        self.segmentation = True  # UDP_SEGMENT works here (until a send says otherwise)
+        self.receive_offload = False  # UDP_GRO is on
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -59,6 +84,11 @@ class Tunnel:
                 sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
             except OSError:  # pragma: no cover - a kernel that refuses large buffers keeps its default
                 pass
+        try:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            self.receive_offload = True
+        except OSError:  # a kernel before 5.0: one datagram per read
+            pass
         sock.bind((self.address, self.port))
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
@@ -76,6 +106,9 @@ class Tunnel:
             self._sock = None
 
     def _readable(self) -> None:
+        if self.receive_offload:
+            self._read_joined()
+            return
         recvfrom = self._sock.recvfrom  # type: ignore[union-attr]
         taps, partitioned, received_from = self._taps, self.partitioned, self.received_from
         datagrams: list[tuple[bytes, str]] = []
@@ -95,11 +128,86 @@ class Tunnel:
             pass
         except OSError as exc:  # ICMP errors for earlier sends surface here (ECONNREFUSED); not fatal
             self.counters[f"rx-error.{type(exc).__name__}"] += 1
+        self._hand_over(datagrams, cut_off)
+
+    def _read_joined(self) -> None:
+        """`_readable` with UDP_GRO: a read may hold a run of datagrams of one size, cut apart here."""
+        recvmsg = self._sock.recvmsg  # type: ignore[union-attr]
+        taps, partitioned, received_from = self._taps, self.partitioned, self.received_from
+        datagrams: list[tuple[bytes, str]] = []
+        append = datagrams.append
+        cut_off = taken = 0
+        try:
+            while taken < self.batch:
+                data, control, _, (host, port) = recvmsg(MAX_DATAGRAM, _GRO_CONTROL)
+                size = len(data)
+                for level, kind, value in control:
+                    if level == SOL_UDP and kind == UDP_GRO:
+                        size = _INT.unpack_from(value)[0] or size
+                if size >= len(data):
+                    parts = [data]
+                else:
+                    parts = [data[at : at + size] for at in range(0, len(data), size)]
+                    self.counters["rx.joined-reads"] += 1
+                taken += len(parts)
+                if taps:
+                    for part in parts:
+                        self._tap(part, host, port, self.address, self.port)
+                if partitioned and host in partitioned:
+                    cut_off += len(parts)
+                    continue
+                for part in parts:
+                    append((part, host))
+                received_from[host] += len(parts)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            self.counters[f"rx-error.{type(exc).__name__}"] += 1
+        self._hand_over(datagrams, cut_off)
+
+    def _hand_over(self, datagrams: list[tuple[bytes, str]], cut_off: int) -> None:
+        """One wake-up's reading done: counted, and what was not cut off handed to the receiver."""
         self.counters["rx"] += len(datagrams) + cut_off
         if cut_off:
             self.counters["drop.partitioned"] += cut_off
         if datagrams:
             self.on_batch(datagrams)
+
+    def send_burst(self, address: str, datagrams: list[bytes]) -> None:
+        """Sends `datagrams` (all of one size but the last, which may be shorter) to `address`, as few
+        sendmsg calls with UDP_SEGMENT as the kernel's limits allow."""
+        if not self.segmentation or len(datagrams) == 1 or address in self.partitioned:
+            for datagram in datagrams:
+                self.send(address, datagram)
+            return
+        size = len(datagrams[0])
+        step = max(1, min(MAX_SEGMENTS, MAX_BURST_PAYLOAD // size))
+        control = [(SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))]
+        destination = (address, self.peer_port)
+        for start in range(0, len(datagrams), step):
+            run = datagrams[start : start + step]
+            if len(run) == 1:
+                self.send(address, run[0])
+                continue
+            try:
+                self._sock.sendmsg((b"".join(run),), control, 0, destination)  # type: ignore[union-attr]
+            except BlockingIOError:
+                self.counters["drop.tx-queue-full"] += len(run)
+                continue
+            except OSError as exc:
+                if exc.errno in _NO_SEGMENTATION:
+                    self.segmentation = False
+                    for datagram in datagrams[start:]:
+                        self.send(address, datagram)
+                    return
+                self.counters[f"drop.tx-{type(exc).__name__}"] += len(run)
+                continue
+            self.counters["tx"] += len(run)
+            self.counters["tx.segmented-sends"] += 1
+            self.sent_to[address] += len(run)
+            if self._taps:
+                for datagram in run:
+                    self._tap(datagram, self.address, self.port, address, self.peer_port)
 
     def send(self, address: str, datagram: bytes) -> None:
         if address in self.partitioned:
@@ -118,9 +226,10 @@ class Tunnel:
         if self._taps:
             self._tap(datagram, self.address, self.port, address, self.peer_port)
 
-    def _tap(self, data: bytes, src: str, sport: int, dst: str, dport: int) -> None:
+    def _tap(self, data: bytes, src: str, sport: int, dst: str, dport: int, taps: list[asyncio.Queue] | None = None) -> None:
+        """Offers a captured datagram to the captures (`taps`: other ones than the wire's)."""
         item = {"ts": time.time(), "src": src, "sport": sport, "dst": dst, "dport": dport, "data": data}
-        for queue in self._taps:
+        for queue in self._taps if taps is None else taps:
             try:
                 queue.put_nowait(item)
             except asyncio.QueueFull:

@@ -38,6 +38,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -46,10 +47,25 @@ from pathlib import Path
 
 from podnet.nodeagent.kubelet.logshim import start_log_shim
 from podnet.nodeagent.pods import launch, sandbox
+from podnet.overlay.wire.segment import (
+    F_NEEDS_CSUM,
+    GSO_NONE,
+    GSO_TCPV4,
+    PLAIN_VNET_HDR,
+    TCP_CHECKSUM_AT,
+    VNET_HDR,
+    VNET_HDR_LEN,
+    complete_checksum,
+    partial_checksum_field,
+    super_vnet_header,
+    tcp_checksum_ok,
+    tcp_segments,
+)
 
 from podnet.api.clusterdns import CLUSTER_DNS, CLUSTER_DOMAIN, resolv_conf
 from podnet.backends import POD_MODES
 from podnet.client import podnet_home
+from podnet.codec import DecodeError
 from podnet.netns.ip import ETC_NETNS, delete_namespace, ip, list_namespaces
 from podnet.netns.names import NETNS_DIR, owner_prefix
 
@@ -58,7 +74,7 @@ log = logging.getLogger(__name__)
 POD_MODE_ANNOTATION = "podnet.io/pod-mode"
 POD_INTERFACE = "eth0"
 _READ_BATCH = 64
-_FRAME_MAX = 65536
+_FRAME_MAX = 65536 + 64  # a 64 KB super-packet behind its Ethernet and virtio_net headers
 # Restart backoff of a container that exited (the kubelet starts at 10 s; a lab wants quicker answers).
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
@@ -96,6 +112,7 @@ class PodNetwork:
     gateway: str
     mac: str
     mtu: int = 1450
+    offloads: bool = False  # checksum and segmentation offload on the wire (pods/wire.py)
 
 
 def write_resolv_conf(net: PodNetwork, dns: str = CLUSTER_DNS, domain: str = CLUSTER_DOMAIN) -> None:
@@ -293,7 +310,9 @@ class NetnsPod:
         self.containers: dict[str, Container] = {}
         # Packets for the pod leave the "node" with the gateway's MAC as source, towards the pod's MAC.
         self._eth_ipv4 = bytes.fromhex(net.mac.replace(":", "")) + gateway_mac + b"\x08\x00"
-        self.counters = {"rx.frames": 0, "tx.frames": 0, "tx.dropped": 0}
+        self.offloads = net.offloads
+        # super-frames: TCP super-packets, counted among the frames as well
+        self.counters = {"rx.frames": 0, "tx.frames": 0, "tx.dropped": 0, "rx.super-frames": 0, "tx.super-frames": 0}
 
     # ---- the wire ---------------------------------------------------------------------------------
 
@@ -303,23 +322,69 @@ class NetnsPod:
 
     def deliver_frame(self, frame: bytes) -> None:
         try:
-            os.write(self.fd, frame)
+            os.write(self.fd, PLAIN_VNET_HDR + frame if self.offloads else frame)
             self.counters["tx.frames"] += 1
         except OSError:  # the device's queue is full or it is going away: dropped, as a wire would
             self.counters["tx.dropped"] += 1
 
-    def read_frames(self) -> list[bytes]:
-        """What the pod's kernel sent since the last call, up to one batch."""
-        frames = []
+    def deliver_super(self, packet: bytes, mss: int) -> None:
+        """A super-packet for the pod (TCP segments of `mss` payload bytes as one IPv4 packet, its checksum
+        whole), written to a wire with offloads as one frame whose checksum the kernel finishes, for the
+        pod's kernel to take as the segments it stands for; cut into them for a wire without. The kernel
+        takes such a frame's data as sound, so its checksum is verified here first: one joined from a
+        segment that came damaged is dropped, as the pod's kernel would have dropped that segment."""
+        if not self.offloads:
+            for segment in tcp_segments(packet, mss):
+                self.deliver(segment)
+            return
+        if not tcp_checksum_ok(packet):
+            self.counters["tx.dropped-bad-checksum"] = self.counters.get("tx.dropped-bad-checksum", 0) + 1
+            return
+        at = (packet[0] & 0x0F) * 4 + TCP_CHECKSUM_AT
+        view = memoryview(packet)
+        try:
+            os.writev(self.fd, (super_vnet_header(packet, mss) + self._eth_ipv4, view[:at],
+                                partial_checksum_field(packet), view[at + 2 :]))
+            self.counters["tx.frames"] += 1
+            self.counters["tx.super-frames"] += 1
+        except OSError:
+            self.counters["tx.dropped"] += 1
+
+    def read_frames(self) -> list[tuple[bytes, int]]:
+        """What the pod's kernel sent since the last call, up to one batch: (frame, mss), where mss is 0
+        for a frame as it goes on a wire and the segment size of a TCP super-packet (offloads on). A
+        frame whose checksum the kernel left partial gets it completed here, as a NIC would; a super-packet
+        keeps its partial one, for the pipeline, which makes each segment's."""
+        frames: list[tuple[bytes, int]] = []
+        append = frames.append
+        offloads = self.offloads
         for _ in range(_READ_BATCH):
             try:
-                frames.append(os.read(self.fd, _FRAME_MAX))
+                data = os.read(self.fd, _FRAME_MAX)
             except BlockingIOError:
                 break
             except OSError as exc:
                 if exc.errno != errno.EBADF:
                     log.warning("pod %s: reading its wire: %s", self.net.netns, exc)
                 break
+            if not offloads:
+                append((data, 0))
+                continue
+            try:
+                flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(data)
+                if gso_type == GSO_TCPV4:  # its checksum partial: the pipeline makes the segments' own
+                    append((data[VNET_HDR_LEN:], gso_size))
+                    self.counters["rx.super-frames"] += 1
+                elif gso_type != GSO_NONE:
+                    self.counters["rx.dropped-gso-type"] = self.counters.get("rx.dropped-gso-type", 0) + 1
+                elif flags & F_NEEDS_CSUM:
+                    frame = bytearray(data[VNET_HDR_LEN:])
+                    complete_checksum(frame, csum_start, csum_offset)
+                    append((bytes(frame), 0))
+                else:
+                    append((data[VNET_HDR_LEN:], 0))
+            except (struct.error, DecodeError):
+                self.counters["rx.dropped-bad-vnet-header"] = self.counters.get("rx.dropped-bad-vnet-header", 0) + 1
         self.counters["rx.frames"] += len(frames)
         return frames
 

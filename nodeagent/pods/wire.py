@@ -10,13 +10,16 @@ Two dataplanes share the link, each with frames of its own:
   everything the agent writes to the pod;
 - the host kernel's: what it routes to the pod (portmap's DNAT) and the pod's replies to it. The host
   end holds HOST_LINK_ADDRESS, the pod has an on-link route to it, and one masquerade rule of the host's
-  (MASQUERADE_RULE, on every host end) makes it the source of what the host sends a pod, so the replies
-  are addressed to the host end's MAC, not to the pod's gateway.
+  (HOST_RULES, for every host end) makes it the source of what the host sends a pod, so the replies are
+  addressed to the host end's MAC, not to the pod's gateway. Only replies: the host drops any connection
+  a pod would open through its host end.
 The agent's socket is filtered so that it sees neither the host's frames (PACKET_IGNORE_OUTGOING), nor the
 pod's frames to the host end's MAC, nor the pod's ARP for HOST_LINK_ADDRESS (the host answers that).
 
-The pod end's checksum offload is off: the pod's kernel then hands the wire whole frames with their
-checksums done, as it did to a TAP; with it on, a veth passes partial checksums and 64 KB TSO frames on.
+Without offloads the pod end's checksum offload is off: the pod's kernel then hands the wire whole frames
+with their checksums done. With them (the agent's default), it stays on, and a veth passes partial
+checksums and 64 KB TSO frames on: the socket then reads and writes each frame behind a virtio_net_hdr
+(PACKET_VNET_HDR), which says what is left to do (nodeagent/pods/netns.py reads and writes it).
 The pair outlives the agent (only the socket closes with it), so a restarted agent opens a new socket on
 the host end and the pod never notices.
 """
@@ -25,28 +28,34 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import hashlib
 import ipaddress
+import json
 import socket
 import struct
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from podnet.nodeagent.pods.netns import socket_in_namespace
 
 from podnet.netns.ip import NetnsError, ip, ip_batch
+from podnet.netns.names import HOST_END_PREFIX, wire_names
 
 HOST_LINK_ADDRESS = "169.254.1.1"
-HOST_PREFIX = "pnv"
-MASQUERADE_RULE = ("POSTROUTING", "-o", f"{HOST_PREFIX}+", "-m", "comment", "--comment",
-                   "podnet: what the host sends a pod comes from its host end, so that the reply comes back",
-                   "-j", "MASQUERADE")
-# The pod end's name in the host namespace, before it is moved into the pod's and renamed.
-POD_PREFIX = "pnp"
+# The host's rules for every host end, added once (table, chain, rule): what the host sends a pod comes
+# from the host end, so that the reply comes back to it; and a pod opens nothing through its host end,
+# neither to the host (its programs listening on any address) nor through it (forwarded): its own
+# traffic goes through the agent, which guards the host (nodeagent/hostguard.py).
+HOST_RULES = (
+    ("nat", "POSTROUTING", ("-o", f"{HOST_END_PREFIX}+", "-m", "comment", "--comment",
+                            "podnet: what the host sends a pod comes from its host end", "-j", "MASQUERADE")),
+    *((("filter", chain, ("-i", f"{HOST_END_PREFIX}+", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment",
+                          "--comment", "podnet: a pod opens nothing through its host end", "-j", "DROP")))
+      for chain in ("INPUT", "FORWARD")),
+)
 _ETH_P_ALL = 0x0003
 _SOL_PACKET = 263
 _PACKET_IGNORE_OUTGOING = 23
+_PACKET_VNET_HDR = 15
 _SO_ATTACH_FILTER = 26
 _SIOCETHTOOL = 0x8946
 _ETHTOOL_STXCSUM = 0x17
@@ -62,25 +71,24 @@ class Wire:
     host_mac: str
 
     def exists(self) -> bool:
-        return Path(f"/sys/class/net/{self.host_ifname}").exists()
+        # Asked of `ip`, not /sys: an agent that entered a host's namespace (`--hosts netns`) sees the
+        # sysfs of the namespace it started in.
+        return ip("link", "show", "dev", self.host_ifname, check=False).returncode == 0
 
 
-def host_ifname(netns: str, ifname: str) -> str:
-    """The host end's name: at most 15 bytes (the kernel's limit), one per namespace and interface."""
-    return HOST_PREFIX + hashlib.sha256(f"{netns}/{ifname}".encode()).hexdigest()[:11]
-
-
-def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int) -> Wire:
+def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int,
+          offloads: bool = False) -> Wire:
     """A veth pair whose end `ifname` in the namespace at path `netns` has `address`, `mac`, a default
-    route via `gateway` and an on-link route to the host end; the host routes `address` to the other end."""
-    host = host_ifname(netns, ifname)
-    temporary = POD_PREFIX + host[len(HOST_PREFIX):]
+    route via `gateway` and an on-link route to the host end; the host routes `address` to the other end.
+    `offloads`: the pod end keeps its checksum and segmentation offloads (see the module text)."""
+    host, temporary = wire_names(netns, ifname)
     ip("link", "delete", host, check=False)  # left by a crash: the pair goes with either end
     ip("link", "add", host, "mtu", str(mtu), "type", "veth", "peer", "name", temporary, "mtu", str(mtu))
     try:
         ip("link", "set", temporary, "netns", netns)
         _pod_batch(netns, [f"link set {temporary} name {ifname}", f"link set {ifname} address {mac} addrgenmode none"])
-        _ethtool(netns, ifname, _ETHTOOL_STXCSUM, 0)
+        if not offloads:
+            _ethtool(netns, ifname, _ETHTOOL_STXCSUM, 0)
         _pod_batch(netns, [
             f"addr add {address}/{prefix_len} dev {ifname}",
             "link set lo up",
@@ -96,24 +104,26 @@ def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, 
             f"neigh replace {address} lladdr {mac} dev {host} nud permanent",
         ])
         _ethtool(None, host, _ETHTOOL_SGRO, 0)
-        _ensure_masquerade()
-        host_mac = Path(f"/sys/class/net/{host}/address").read_text().strip()
+        _ensure_host_rules()
+        [link] = json.loads(ip("-json", "link", "show", "dev", host).stdout)
+        host_mac = link["address"]
     except (NetnsError, OSError, subprocess.TimeoutExpired):
         ip("link", "delete", host, check=False)
         raise
     return Wire(host, host_mac)
 
 
-def _ensure_masquerade() -> None:
-    """MASQUERADE_RULE, once for all pods. A host without iptables has no portmap either: nothing to do."""
-    try:
-        present = subprocess.run(["iptables", "-w", "-t", "nat", "-C", *MASQUERADE_RULE], capture_output=True).returncode == 0
-    except FileNotFoundError:
-        return
-    if not present:
-        done = subprocess.run(["iptables", "-w", "-t", "nat", "-A", *MASQUERADE_RULE], capture_output=True, text=True)
-        if done.returncode:
-            raise NetnsError(f"iptables: {done.stderr.strip()}")
+def _ensure_host_rules() -> None:
+    """HOST_RULES, each once, first in its chain. A host without iptables has no portmap either."""
+    for table, chain, rule in HOST_RULES:
+        try:
+            present = subprocess.run(["iptables", "-w", "-t", table, "-C", chain, *rule], capture_output=True).returncode == 0
+        except FileNotFoundError:
+            return
+        if not present:
+            done = subprocess.run(["iptables", "-w", "-t", table, "-I", chain, *rule], capture_output=True, text=True)
+            if done.returncode:
+                raise NetnsError(f"iptables: {done.stderr.strip()}")
 
 
 def unplumb(wire: Wire) -> None:
@@ -121,9 +131,10 @@ def unplumb(wire: Wire) -> None:
     ip("link", "delete", wire.host_ifname, check=False)
 
 
-def open_socket(wire: Wire) -> int:
+def open_socket(wire: Wire, offloads: bool = False) -> int:
     """A non-blocking packet socket on the host end, filtered as the module says: reading it gives the
-    frames the pod sends the agent, writing to it sends a frame to the pod. The caller owns it."""
+    frames the pod sends the agent, writing to it sends a frame to the pod; with `offloads`, each behind
+    a virtio_net_hdr. The caller owns it."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                          socket.htons(_ETH_P_ALL))
     try:
@@ -132,6 +143,8 @@ def open_socket(wire: Wire) -> int:
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("HL", len(program) // 8,
                                                                            ctypes.addressof(program)))
         sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        if offloads:
+            sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
         sock.bind((wire.host_ifname, _ETH_P_ALL))

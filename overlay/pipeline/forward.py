@@ -42,6 +42,7 @@ from podnet.overlay.pipeline.model import (
     VXLAN_HEADER,
     Deliver,
     DeliverFrame,
+    DeliverSuper,
     Drop,
     Encapsulation,
     NodeIdentity,
@@ -51,6 +52,7 @@ from podnet.overlay.pipeline.model import (
     Stage,
     ToHost,
     Tunnel,
+    TunnelBurst,
     describe_key,
     vtep_mac,
 )
@@ -80,6 +82,7 @@ from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
 from podnet.overlay.wire.mss import clamp_mss
+from podnet.overlay.wire.segment import coalesce, tcp_segments, with_tcp_checksum
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
@@ -88,6 +91,8 @@ _VXLAN_HEADER = _VXLAN_FLAGS_WORD + struct.pack("!I", VNI << 8)
 _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_ARP = b"\x08\x06"
 _ICMP = 1
+_TCP = 6
+_from_bytes = int.from_bytes
 _STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
 TCP_IP_HEADERS = 40  # what an MSS leaves out of the MTU: IPv4 (20) and TCP (20) without options
 _ICMP_QUERIES = (0, 8)  # echo reply and request: the ICMP messages that are not errors
@@ -140,6 +145,7 @@ class Pipeline:
         self._ingress_shortcuts: dict[FlowKey, IngressShortcut] = {}
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
         self.pods: dict[int, PodPort] = {}
+        self._super_pods: set[int] = set()  # addresses of the pods that take super-packets
         self.peers: dict[str, Peer] = {}
         self._encap_prefix: dict[str, bytes] = {}  # peer address -> VXLAN header + inner Ethernet header
         self._pod_cidr = ipaddress.IPv4Network(node.pod_cidr)
@@ -160,12 +166,20 @@ class Pipeline:
 
     # --- state the agent keeps up to date -------------------------------------------------------
 
-    def add_pod(self, pod: PodPort) -> None:
-        self.pods[ip_to_int(pod.ip)] = pod
+    def add_pod(self, pod: PodPort, *, super_packets: bool = False) -> None:
+        """A local pod; `super_packets`: its port takes TCP super-packets whole (a TAP with offloads), so
+        the segments for it that arrive together are joined before they are decided on."""
+        address = ip_to_int(pod.ip)
+        self.pods[address] = pod
+        if super_packets:
+            self._super_pods.add(address)
+        else:
+            self._super_pods.discard(address)
         self.forget_shortcuts()
 
     def remove_pod(self, pod_ip: str) -> PodPort | None:
         self.forget_shortcuts()
+        self._super_pods.discard(ip_to_int(pod_ip))
         return self.pods.pop(ip_to_int(pod_ip), None)
 
     def forget_shortcuts(self) -> None:
@@ -206,10 +220,11 @@ class Pipeline:
     # --- egress: a packet from a local pod ------------------------------------------------------
 
     def from_pod_frame(
-        self, pod: PodPort, frame: bytes, now: float, trace: list[Stage] | None = None
+        self, pod: PodPort, frame: bytes, now: float, trace: list[Stage] | None = None, mss: int = 0
     ) -> list[Output]:
         """An Ethernet frame from a pod's interface: ARP is answered here (proxy ARP: every address
-        a pod asks for is at the node's MAC, since the node routes everything), IPv4 goes on."""
+        a pod asks for is at the node's MAC, since the node routes everything), IPv4 goes on (`mss`: as
+        `from_pod` takes it)."""
         ethertype = frame[12:14]
         if ethertype == _ETHERTYPE_ARP:
             try:
@@ -226,11 +241,15 @@ class Pipeline:
             return [DeliverFrame(ip_to_int(pod.ip), reply_frame)]
         if ethertype != _ETHERTYPE_IPV4:
             return self._drop("not-ipv4", trace)
-        return self.from_pod(pod, frame[ETH_HEADER:], now, trace)
+        return self.from_pod(pod, frame[ETH_HEADER:], now, trace, mss)
 
     def from_pod(
-        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None = None
+        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None = None, mss: int = 0
     ) -> list[Output]:
+        """An IPv4 packet from a local pod. `mss` > 0: a super-packet, TCP segments of that payload size
+        as one packet (a pod's segmentation offload), decided on once for all of them (see `_super`)."""
+        if mss:
+            return self._super(pod, packet, mss, now, trace)
         if trace is None and len(packet) >= SHORTCUT_MIN:
             candidate = shortcut_candidate(packet)
             if candidate is not None:
@@ -263,8 +282,36 @@ class Pipeline:
                     return [_tuple_new(Tunnel, (node_address, datagram))]
         return self._from_pod_stages(pod, packet, now, trace)
 
+    def _super(self, pod: PodPort, packet: bytes, mss: int, now: float, trace: list[Stage] | None) -> list[Output]:
+        """A super-packet takes the shortcut or the stages as one packet would, its conntrack entry counting
+        each of its segments; it is cut into segments only at the tunnel (`_encapsulate`), and a local
+        pod gets it whole. Its TCP checksum is the partial one the pod's kernel left: each segment gets
+        its own, and a super-packet for a local pod one made afresh (`with_tcp_checksum`)."""
+        ihl = (packet[0] & 0x0F) * 4 if packet else 0
+        header = ihl + (packet[ihl + 12] >> 4) * 4 if len(packet) > ihl + 12 else len(packet)
+        count = max(1, -(-(len(packet) - header) // mss))
+        if trace is None and len(packet) >= SHORTCUT_MIN and header + mss <= self._mtu:
+            candidate = shortcut_candidate(packet)
+            shortcut = None if candidate is None else self._egress_shortcuts.get(candidate[0])
+            if shortcut is not None and shortcut[0] is pod and shortcut[1].expires > now:
+                _, entry, direction, nat, node_address, prefix, local_ip = shortcut
+                entry.packets[direction] += count
+                entry.expires = now + entry.lifetime
+                buf = bytearray(packet)
+                if nat is not None:
+                    fastpath.apply_nat(buf, nat)
+                buf[TTL_AT : TTL_AT + 4] = decremented_ttl_word(*TTL_WORD.unpack_from(buf, TTL_AT))
+                counters = self.counters
+                counters["egress.packets"] += count
+                if node_address is None:
+                    counters["delivered"] += count
+                    return [DeliverSuper(local_ip, with_tcp_checksum(buf), mss)]
+                counters["tunnel.tx"] += count
+                return [TunnelBurst(node_address, tcp_segments(buf, mss, prefix))]
+        return self._from_pod_stages(pod, packet, now, trace, mss)
+
     def _from_pod_stages(
-        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None
+        self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None, mss: int = 0
     ) -> list[Output]:
         problem = header_problem(packet)
         if problem:
@@ -299,19 +346,20 @@ class Pipeline:
             packet, refused = self._new_egress_flow(key, packet, now, trace)
             if refused is not None:
                 return refused
-            return self._route(packet, now, trace, from_pod=pod, new_flow=True)
+            return self._route(packet, now, trace, from_pod=pod, new_flow=True, mss=mss)
         packet, entry, direction = tracked
         outputs = self._route(
-            packet, now, trace, from_pod=pod, new_flow=False, reply=direction is Direction.REPLY
+            packet, now, trace, from_pod=pod, new_flow=False, reply=direction is Direction.REPLY, mss=mss
         )
         if trace is None and self._shortcut_allowed(key, tcp_flags) and len(outputs) == 1:
             out, nat = outputs[0], nat_of(entry, direction)
             rewrite_nat = shortcut_nat(key, nat)
-            if type(out) is Tunnel:
+            kind = type(out)
+            if kind is Tunnel or kind is TunnelBurst:
                 prefix = self._encap_prefix[out.node_address]
                 self._egress_shortcuts[key] = EgressShortcut(pod, entry, direction, rewrite_nat, out.node_address,
                                                              prefix, 0)
-            elif type(out) is Deliver and out.pod_ip == (nat[1][0] if nat and nat[1] else key[3]):
+            elif (kind is Deliver or kind is DeliverSuper) and out.pod_ip == (nat[1][0] if nat and nat[1] else key[3]):
                 # to the pod the packet was for, not an ICMP error back to the sender
                 self._egress_shortcuts[key] = EgressShortcut(pod, entry, direction, rewrite_nat, None, b"", out.pod_ip)
         return outputs
@@ -420,6 +468,7 @@ class Pipeline:
         new_flow: bool,
         reply: bool = False,
         untracked: bool = False,
+        mss: int = 0,
     ) -> list[Output]:
         dst = _ADDRS.unpack_from(packet, 12)[1]
         route = self.routes.lookup(dst)
@@ -440,15 +489,18 @@ class Pipeline:
                 forwarded = self._hop(packet, trace, from_pod=from_pod)
                 if forwarded is None:
                     return self._time_exceeded(packet, trace)
-                return self._encapsulate(int_to_ip(dst), forwarded, trace, from_pod)
+                return self._encapsulate(int_to_ip(dst), forwarded, trace, from_pod, mss)
             if trace is not None:
                 trace.append(
                     Stage(
                         "route", f"{int_to_ip(dst)}: host network → host bridge, SNAT to {self.node.address}"
                     )
                 )
-            self.counters["host.packets"] += 1
-            return [ToHost(_ADDRS.unpack_from(packet, 12)[0], packet)]
+            src = _ADDRS.unpack_from(packet, 12)[0]
+            # The host bridge relays segments as a socket reads them: a super-packet goes as its segments.
+            segments = tcp_segments(packet, mss) if mss else (packet,)
+            self.counters["host.packets"] += len(segments)
+            return [ToHost(src, segment) for segment in segments]
         if trace is not None:
             trace.append(Stage("route", f"{int_to_ip(dst)} matches {route.describe()}"))
         if route.kind is RouteKind.LOCAL:
@@ -466,8 +518,8 @@ class Pipeline:
         if forwarded is None:
             return self._time_exceeded(packet, trace)
         if route.kind is RouteKind.LOCAL:
-            return self._deliver(dst, forwarded, trace)
-        return self._encapsulate(route.next_hop, forwarded, trace, from_pod)
+            return self._deliver(dst, with_tcp_checksum(forwarded) if mss else forwarded, trace, mss)
+        return self._encapsulate(route.next_hop, forwarded, trace, from_pod, mss)
 
     def _shortcut_allowed(self, key: FlowKey, tcp_flags: int) -> bool:
         """Whether a tracked packet's decision may stand for the rest of its flow (see the module text):
@@ -521,11 +573,13 @@ class Pipeline:
         return self._encapsulate(route.next_hop, error, None, None)
 
     def _encapsulate(
-        self, node_address: str, packet: bytes, trace: list[Stage] | None, from_pod: PodPort | None
+        self, node_address: str, packet: bytes, trace: list[Stage] | None, from_pod: PodPort | None, mss: int = 0
     ) -> list[Output]:
         prefix = self._encap_prefix.get(node_address)
         if prefix is None:
             return self._drop("fou-unknown-next-hop" if self._fou else "no-vtep-for-next-hop", trace)
+        if mss:
+            return self._encapsulate_segments(node_address, prefix, packet, mss, trace, from_pod)
         if packet[9] == 6:  # a SYN announcing more than the tunnel carries is told the tunnel's MSS
             clamped = clamp_mss(packet, self._mtu - TCP_IP_HEADERS)
             if clamped is not packet:
@@ -556,6 +610,24 @@ class Pipeline:
             self._carrier_stage("encap", node_address, datagram, trace)
         return [Tunnel(node_address, datagram)]
 
+    def _encapsulate_segments(
+        self, node_address: str, prefix: bytes, packet: bytes, mss: int, trace: list[Stage] | None,
+        from_pod: PodPort | None,
+    ) -> list[Output]:
+        """A super-packet cut into the segments the pod's kernel left to its interface, each tunnelled:
+        the only place it is cut. Segments over the MTU (a pod that thinks its MTU larger) are answered as
+        one such packet would be."""
+        datagrams = tcp_segments(packet, mss, prefix)
+        if len(datagrams[0]) - len(prefix) > self.node.mtu:
+            return self._encapsulate(node_address, datagrams[0][len(prefix):], trace, from_pod)
+        self.counters["tunnel.tx"] += len(datagrams)
+        if trace is not None:
+            stage = self._encap_stage(node_address, datagrams[0][len(prefix):], datagrams[0])
+            trace.append(Stage(stage.stage, f"{stage.detail}; a super-packet of {len(packet)} B cut into "
+                               f"{len(datagrams)} segments of {mss} B of payload (the first shown)", stage.packet))
+            self._carrier_stage("encap", node_address, datagrams[0], trace)
+        return [TunnelBurst(node_address, datagrams)]
+
     def _encap_stage(self, node_address: str, packet: bytes, datagram: bytes) -> Stage:
         port, peer = self._tunnel_port, self.peers[node_address]
         underlay = pcap.underlay_packet(datagram, (self.node.address, port), (node_address, port))
@@ -580,12 +652,13 @@ class Pipeline:
         if stage is not None:
             trace.append(stage)
 
-    def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None) -> list[Output]:
+    def _deliver(self, dst: int, packet: bytes, trace: list[Stage] | None, mss: int = 0) -> list[Output]:
         self.counters["delivered"] += 1
         if trace is not None:
             pod = self.pods[dst]
-            trace.append(Stage("deliver", f"to pod {pod.key} ({pod.ip}), {len(packet)} B", packet))
-        return [Deliver(dst, packet)]
+            what = f", a super-packet of segments of {mss} B of payload" if mss else ""
+            trace.append(Stage("deliver", f"to pod {pod.key} ({pod.ip}), {len(packet)} B{what}", packet))
+        return [DeliverSuper(dst, packet, mss)] if mss else [Deliver(dst, packet)]
 
     def _ingress_policy(self, key: FlowKey, trace: list[Stage] | None) -> Verdict:
         flow = Flow(PROTOCOL_NAMES[key[0]], int_to_ip(key[1]), key[2], int_to_ip(key[3]), key[4])
@@ -619,7 +692,38 @@ class Pipeline:
     def from_tunnel_batch(self, datagrams: list[tuple[bytes, str]], now: float) -> list[Output]:
         """What `from_tunnel` gives for each (datagram, sender) in turn, untraced, in one list: one
         socket wake-up's datagrams pay the per-call costs once, and those on shortcuts are counted
-        together."""
+        together. TCP segments for a pod that takes super-packets are first joined, per sender, into
+        the super-packets they make (userspace GRO, `segment.coalesce`), each then decided on once
+        (`from_tunnel_super`); in each flow the order stays the order of arrival."""
+        if not self._super_pods:
+            return self._from_tunnel_each(datagrams, now)
+        offset, super_pods, fou, peers = self.inner_offset, self._super_pods, self._fou, self.peers
+        minimum = offset + 40
+        joining: dict[str, list[bytes]] = {}
+        rest: list[tuple[bytes, str]] = []
+        for datagram, sender in datagrams:
+            if (len(datagram) > minimum and datagram[offset + 9] == _TCP and sender in peers
+                    and _from_bytes(datagram[offset + 16 : offset + 20]) in super_pods
+                    and (fou or (datagram[:8] == _VXLAN_HEADER and datagram[20:22] == _ETHERTYPE_IPV4))):
+                joining.setdefault(sender, []).append(datagram)
+            else:
+                rest.append((datagram, sender))
+        outputs = self._from_tunnel_each(rest, now) if rest else []
+        for sender, group in joining.items():
+            alone: list[tuple[bytes, str]] = []
+            for item, mss in coalesce(group, offset=offset):
+                if not mss:
+                    alone.append((item, sender))
+                    continue
+                if alone:
+                    outputs += self._from_tunnel_each(alone, now)
+                    alone = []
+                outputs += self.from_tunnel_super(sender, item, mss, now)
+            if alone:
+                outputs += self._from_tunnel_each(alone, now)
+        return outputs
+
+    def _from_tunnel_each(self, datagrams: list[tuple[bytes, str]], now: float) -> list[Output]:
         outputs: list[Output] = []
         append = outputs.append
         shortcuts, offset, fou = self._ingress_shortcuts, self.inner_offset, self._fou
@@ -683,8 +787,33 @@ class Pipeline:
             return self._drop("vxlan-inner-not-ipv4", trace)
         return self._decapsulated(peer, datagram[22:], now, trace, datagram)
 
+    def from_tunnel_super(self, sender: str, packet: bytes, mss: int, now: float) -> list[Output]:
+        """The IPv4 super-packet that the segments of one flow from `sender`, read in one batch and joined
+        (`segment.coalesce`), make: decided on once, by the flow's shortcut or the stages, as each of them
+        would have been; its conntrack entry and the counters count the segments."""
+        peer = self.peers.get(sender)
+        if peer is None:
+            return self._drop(f"{self._scheme}-unknown-sender", None)
+        count = -(-(len(packet) - 20 - (packet[32] >> 4) * 4) // mss) if len(packet) > 32 else 1
+        counters = self.counters
+        counters["tunnel.rx"] += count
+        candidate = shortcut_candidate(packet) if len(packet) >= SHORTCUT_MIN else None
+        shortcut = None if candidate is None else self._ingress_shortcuts.get(candidate[0])
+        if shortcut is not None and shortcut[0] == sender and shortcut[1].expires > now:
+            key, ttl, checksum = candidate
+            _, entry, direction, nat = shortcut
+            entry.packets[direction] += count
+            entry.expires = now + entry.lifetime
+            counters["delivered"] += count
+            buf = bytearray(packet)
+            buf[TTL_AT : TTL_AT + 4] = decremented_ttl_word(ttl, key[0], checksum)
+            if nat is not None:
+                fastpath.apply_nat(buf, nat)
+            return [DeliverSuper(key[3], bytes(buf), mss)]
+        return self._decapsulated(peer, packet, now, None, packet, mss)
+
     def _decapsulated(
-        self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None, datagram: bytes
+        self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None, datagram: bytes, mss: int = 0
     ) -> list[Output]:
         """The inner packet from a known node: a sound IPv4 header, a source inside a prefix routed to
         that node (strict reverse path) or the node's own address, a destination that is ours.
@@ -725,10 +854,11 @@ class Pipeline:
         forwarded = self._hop(packet, trace)
         if forwarded is None:
             return self._time_exceeded(packet, trace)
-        return self._inbound_to_pod(dst, forwarded, now, trace, sender=sender)
+        return self._inbound_to_pod(dst, forwarded, now, trace, sender=sender, mss=mss)
 
     def _inbound_to_pod(
-        self, dst: int, packet: bytes, now: float, trace: list[Stage] | None, *, sender: str | None = None
+        self, dst: int, packet: bytes, now: float, trace: list[Stage] | None, *, sender: str | None = None,
+        mss: int = 0,
     ) -> list[Output]:
         """Conntrack, and for a new connection the pod's ingress policy, then delivery: for packets
         from another node (its address is `sender`) and those this node opens itself."""
@@ -752,7 +882,7 @@ class Pipeline:
             packet, related = self._related(packet, now, trace)
             if not related and not self._judge(PolicyDirection.INGRESS, untracked_flow(packet), trace).allowed:
                 return self._drop("policy-ingress", trace)
-        return self._deliver(dst, packet, trace)
+        return self._deliver(dst, packet, trace, mss)
 
     def _related(self, packet: bytes, now: float, trace: list[Stage] | None) -> tuple[bytes, bool]:
         """(packet, whether it is related to a connection conntrack knows, in Linux's words): an ICMP

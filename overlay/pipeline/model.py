@@ -88,6 +88,24 @@ class Tunnel(NamedTuple):
     datagram: bytes
 
 
+class DeliverSuper(NamedTuple):
+    """Hand the super-packet `packet` (IPv4 + TCP standing for segments of `mss` payload bytes, as a pod's
+    kernel hands one over with segmentation offload) to the local pod at `pod_ip`: whole to a TAP that
+    takes super-frames, cut into its segments for anything else."""
+
+    pod_ip: int
+    packet: bytes
+    mss: int
+
+
+class TunnelBurst(NamedTuple):
+    """Send each of `datagrams` in UDP to the node at `node_address`: the tunnelled segments of one
+    super-packet, all of one size but the last, so that one `sendmsg` with UDP_SEGMENT can carry them."""
+
+    node_address: str
+    datagrams: list[bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class ToHost:
     """A packet for a host-network address: the host bridge relays it from the node address."""
@@ -101,7 +119,7 @@ class Drop:
     reason: str
 
 
-Output = Deliver | DeliverFrame | Tunnel | ToHost | Drop
+Output = Deliver | DeliverFrame | DeliverSuper | Tunnel | TunnelBurst | ToHost | Drop
 
 
 @dataclass(frozen=True, slots=True)

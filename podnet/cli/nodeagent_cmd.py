@@ -37,6 +37,7 @@ def nodeagent(
     wireguard_port: Annotated[int, typer.Option(help="UDP port of WireGuard, here and on every peer.")] = 51871,
     cluster_cidr: Annotated[str, typer.Option(help="The pod network.")] = "10.244.0.0/16",
     pod_mode: Annotated[str, typer.Option(help="Pods without a podnet.io/pod-mode annotation: virtual (a stack in the agent) or netns (a real network namespace; root, Linux).")] = "virtual",
+    tap_offloads: Annotated[bool, typer.Option(help="netns pods' TAPs take checksum and TCP segmentation offload: the pipeline carries 64 KB super-packets, segmented at the tunnel, and joins what arrives back into them.")] = True,
     renew_interval: Annotated[float, typer.Option(help="Seconds between renewals of the node's Lease (keep it well under the node grace period).")] = 5.0,
     kubelet_port: Annotated[int, typer.Option(help="Port of the kubelet API (exec, logs) on the node address (0: any free port).")] = 0,
     kubelet_tls_cert_file: Annotated[str | None, typer.Option(help="Serving certificate (PEM) of the kubelet API; without it the API is not served.")] = None,
@@ -49,6 +50,7 @@ def nodeagent(
     """Run a node agent: registers the Node, gives pods addresses and network stacks, forwards their traffic."""
     from podnet import logs
     from podnet.nodeagent.agent import AgentConfig, serve
+    from podnet.nodeagent.encryption import encrypted, private_key
     from podnet.nodeagent.hostguard import ProtectedPort
     from podnet.nodeagent.nodeports import trusted_proxies
 
@@ -84,6 +86,7 @@ def nodeagent(
         wireguard_port=wireguard_port,
         cluster_cidr=cluster_cidr,
         pod_mode=pod_mode,
+        tap_offloads=tap_offloads,
         renew_interval=renew_interval,
         kubelet_port=kubelet_port,
         kubelet_cert_file=kubelet_tls_cert_file,
@@ -92,6 +95,13 @@ def nodeagent(
         proxy_protocol_from=tuple(proxy_protocol_from or ()),
         protected_ports=tuple(protect_port or ()),
     )
+    if encrypted(config):
+        try:  # made now if this is the node's first start: a key that cannot be used stops the agent here
+            config.state_path.mkdir(parents=True, exist_ok=True)
+            private_key(config.state_path)
+        except (OSError, ValueError) as exc:
+            typer.echo(f"error: --encryption wireguard: {exc}", err=True)
+            raise typer.Exit(2) from None
     run(serve, config)
 
 

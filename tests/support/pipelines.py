@@ -3,7 +3,8 @@
 
 `node(identity, *pods, policy=None)` is a pipeline with the other node as its VXLAN peer and `pods`
 attached; `udp_packet` and `tcp_packet` build IPv4 packets with valid checksums; `only(outputs, kind)`
-is the one output, asserted to be a `kind`; `after_hops(packet, n)` is a packet as it arrives n routers on.
+is the one output, asserted to be a `kind`; `after_hops(packet, n)` is a packet as it arrives n routers on;
+`with_partial_checksum(packet)` is a TCP packet as a pod's kernel leaves it to a TAP with offloads.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def after_hops(packet: bytes, hops: int) -> bytes:
     with a header checksum computed afresh."""
     header = ipv4.decode(packet)
     return ipv4.encode(dataclasses.replace(header, ttl=header.ttl - hops))
+
+
+def with_partial_checksum(packet: bytes) -> bytes:
+    """`packet` (IPv4 + TCP) as a pod's kernel hands it to a TAP with checksum offload: its TCP checksum
+    field holding only the pseudo-header's sum (folded, not complemented), for the NIC to finish."""
+    ihl = (packet[0] & 0x0F) * 4
+    value = (int.from_bytes(packet[12:20]) + 6 + len(packet) - ihl) % 0xFFFF or 0xFFFF
+    return packet[: ihl + 16] + value.to_bytes(2, "big") + packet[ihl + 18 :]
 
 
 def only(outputs, kind):

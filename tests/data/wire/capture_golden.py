@@ -116,33 +116,39 @@ def _wait_for_file(path: Path, size: int, timeout: float) -> None:
         time.sleep(0.02)
 
 
+def record(pcap: Path, capture_ns: str, interface: str, listener: tuple[str, str], traffic: tuple[str, str]) -> None:
+    """Captures `interface` of namespace `capture_ns` into `pcap` with tshark while the program
+    `listener` = (namespace, code) waits (it prints "listening" when ready) and `traffic` runs to its end."""
+    tshark = subprocess.Popen(
+        ["ip", "netns", "exec", capture_ns, "tshark", "-i", interface, "-F", "pcap", "-w", str(pcap)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    waiting = subprocess.Popen(
+        ["ip", "netns", "exec", listener[0], sys.executable, "-c", listener[1]], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for_line(tshark.stderr, "Capturing on", 20)
+        _wait_for_file(pcap, 24, 10)  # the pcap file header: dumpcap has opened the interface
+        # dumpcap says "Capturing on" a moment before its socket sees every frame: traffic sent at
+        # once can lose its first ARP and ping
+        time.sleep(0.3)
+        _wait_for_line(waiting.stdout, "listening", 10)
+        sh(sys.executable, "-c", traffic[1], ns=traffic[0])
+        time.sleep(0.5)  # let tshark write what it has seen before it is told to stop
+        tshark.send_signal(signal.SIGINT)  # tshark writes out what it has and exits
+        tshark.wait(timeout=20)
+    finally:
+        for proc in (tshark, waiting):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
 def capture() -> list[tuple[str, bytes]]:
     """(tshark summary, frame) for every frame captured on B's underlay during the traffic."""
     with tempfile.TemporaryDirectory() as tmp:
         pcap = Path(tmp) / "underlay.pcap"
-        tshark = subprocess.Popen(
-            ["ip", "netns", "exec", NS_B, "tshark", "-i", "wg-b", "-F", "pcap", "-w", str(pcap)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        listener = subprocess.Popen(
-            ["ip", "netns", "exec", NS_B, sys.executable, "-c", LISTENER_B], stdout=subprocess.PIPE, text=True
-        )
-        try:
-            _wait_for_line(tshark.stderr, "Capturing on", 20)
-            _wait_for_file(pcap, 24, 10)  # the pcap file header: dumpcap has opened the interface
-            # dumpcap says "Capturing on" a moment before its socket sees every frame: traffic sent at
-            # once can lose its first ARP and ping
-            time.sleep(0.3)
-            _wait_for_line(listener.stdout, "listening", 10)
-            sh(sys.executable, "-c", TRAFFIC_A, ns=NS_A)
-            time.sleep(0.5)  # let tshark write what it has seen before it is told to stop
-            tshark.send_signal(signal.SIGINT)  # tshark writes out what it has and exits
-            tshark.wait(timeout=20)
-        finally:
-            for proc in (tshark, listener):
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
+        record(pcap, NS_B, "wg-b", (NS_B, LISTENER_B), (NS_A, TRAFFIC_A))
         summary = subprocess.run(
             ["tshark", "-r", str(pcap), "-T", "fields", "-e", "_ws.col.Protocol", "-e", "_ws.col.Info"],
             capture_output=True, text=True, check=True, timeout=60,

@@ -1,0 +1,342 @@
+"""TCP segmentation and coalescing (what a NIC's TSO and the kernel's GRO do), and the `virtio_net_hdr`
+that a TAP with IFF_VNET_HDR puts before each frame. Pure: bytes in, bytes out.
+
+A super-packet is one IPv4 packet (no IP options) carrying a TCP header and up to 64 KB of payload that
+stands for a run of segments of `mss` payload bytes each (the last may be shorter). Its TCP checksum field
+is not read: a pod's kernel hands it over holding only the pseudo-header's partial sum (the TAP's checksum
+offload), so every segment's checksum is computed here from its own bytes.
+
+- `tcp_segments(packet, mss)` cuts a super-packet as Linux's tcp_gso_segment does: sequence numbers
+  advance by the payload, IP ids by one per segment (from the super-packet's), CWR only on the first
+  segment, PSH and FIN only on the last, every header and TCP checksum complete.
+- `coalesce` is the other way (tcp_gro_receive), over one read batch: segments of one flow that continue each other (the
+  next sequence number, the same ack, window, IP TOS/TTL/DF, byte-identical options, IP ids counting
+  up by one, only ACK, with PSH allowed on the last) are joined into one super-packet whose TCP
+  checksum is valid exactly when theirs were. A pure ACK, a segment with SYN, FIN, RST, URG or CWR, a
+  fragment, a header with IP options or a bad header checksum is never joined: it ends its flow's run
+  and goes on alone, for the receiving kernel to judge as it arrived. Packets leave in their order
+  within a flow; different flows are held apart, however they interleave.
+
+Checksums are summed as `checksum.wide_sum` does: a run of bytes that starts an odd number of bytes into
+a checksummed range weighs 256 times its value modulo 0xffff, so payload sums taken once combine into
+the super-packet's checksum without reading the payload again.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy
+
+from podnet.codec import DecodeError
+
+from .checksum import NATIVE_WORD_WEIGHT, internet_checksum, wide_sum
+
+_WORD = numpy.dtype(numpy.uint16)
+_SUM = numpy.dtype(numpy.uint64)
+
+TCP = 6
+ETHERNET_HEADER = 14
+IPV4_HEADER = 20
+TCP_CHECKSUM_AT = 16
+# Largest IPv4 packet: what a super-packet may grow to.
+MAX_SUPER_PACKET = 65535
+
+# struct virtio_net_hdr (linux/virtio_net.h), in the host's byte order as a legacy TAP uses it.
+VNET_HDR = struct.Struct("=BBHHHH")
+VNET_HDR_LEN = VNET_HDR.size
+F_NEEDS_CSUM = 1  # the checksum at csum_start + csum_offset holds only the pseudo-header's sum
+F_DATA_VALID = 2
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_UDP_L4 = 5
+GSO_ECN = 0x80
+
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+_NEVER_JOINED = SYN | FIN | RST | URG | CWR
+
+_IP_FIXED = struct.Struct("!BBHHHBBH4s4s")  # version/IHL .. destination
+_HEADERS = struct.Struct("!BBHHHBBH4s4sHHIIBBHHH")  # that, and a TCP header without its options
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_DF = 0x4000
+_FRAGMENT_BITS = 0x3FFF
+
+
+@dataclass(frozen=True, slots=True)
+class VnetHeader:
+    """What the kernel tells about the frame after it (and what we tell it about ours)."""
+
+    flags: int = 0
+    gso_type: int = GSO_NONE
+    hdr_len: int = 0  # Ethernet + IP + TCP header bytes of a GSO frame
+    gso_size: int = 0  # payload bytes per segment
+    csum_start: int = 0  # from the start of the frame
+    csum_offset: int = 0  # from csum_start
+
+    def encode(self) -> bytes:
+        return VNET_HDR.pack(self.flags, self.gso_type, self.hdr_len, self.gso_size, self.csum_start, self.csum_offset)
+
+    @classmethod
+    def decode(cls, data: bytes | bytearray | memoryview) -> VnetHeader:
+        if len(data) < VNET_HDR_LEN:
+            raise DecodeError("virtio_net_hdr shorter than 10 bytes")
+        return cls(*VNET_HDR.unpack_from(data))
+
+
+# What precedes a frame that needs nothing done: no checksum to finish, no segmentation.
+PLAIN_VNET_HDR = VnetHeader().encode()
+
+
+def super_vnet_header(packet: bytes | bytearray | memoryview, mss: int) -> bytes:
+    """The virtio_net_hdr for writing the super-packet `packet` (IPv4 + TCP, behind a 14-byte Ethernet
+    header) to a TAP or a packet socket: segments of `mss` payload bytes, the checksum left partial
+    (`partial_checksum_field`) for the kernel to finish, as it does its own super-packets'."""
+    ihl = (packet[0] & 0x0F) * 4
+    header = ETHERNET_HEADER + ihl + (packet[ihl + 12] >> 4) * 4
+    return VNET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4, header, mss, ETHERNET_HEADER + ihl, TCP_CHECKSUM_AT)
+
+
+def partial_checksum_field(packet: bytes | bytearray | memoryview) -> bytes:
+    """The TCP checksum field that `packet` (IPv4 + TCP) needs for F_NEEDS_CSUM: the pseudo-header's sum,
+    folded and not complemented, for the kernel to finish over the TCP bytes (CHECKSUM_PARTIAL)."""
+    ihl = (packet[0] & 0x0F) * 4
+    return _U16.pack(_pseudo_sum(packet, len(packet) - ihl) % 0xFFFF or 0xFFFF)
+
+
+def tcp_checksum_ok(packet: bytes | bytearray) -> bool:
+    """Whether the TCP checksum of `packet` (IPv4 + TCP) holds, summed in one numpy pass: what a kernel
+    verifies, for a super-packet the kernel will take as verified."""
+    ihl = (packet[0] & 0x0F) * 4
+    (value,) = _range_sums(packet, [(ihl, len(packet))])
+    return not (_pseudo_sum(packet, len(packet) - ihl) + value) % 0xFFFF
+
+
+def with_tcp_checksum(packet: bytes | bytearray) -> bytes:
+    """`packet` (IPv4 + TCP) with its TCP checksum computed afresh over its bytes, whatever its field
+    held: a pod's super-packet, whose field the pod's kernel left partial, made whole for a local pod."""
+    buf = bytearray(packet)
+    ihl = (buf[0] & 0x0F) * 4
+    at = ihl + TCP_CHECKSUM_AT
+    buf[at : at + 2] = b"\0\0"
+    (value,) = _range_sums(buf, [(ihl, len(buf))])
+    _U16.pack_into(buf, at, _fold(_pseudo_sum(buf, len(buf) - ihl) + value))
+    return bytes(buf)
+
+
+def complete_checksum(frame: bytearray, csum_start: int, csum_offset: int) -> None:
+    """Finishes a partial checksum in place, as a NIC does for a frame marked F_NEEDS_CSUM: the sum of
+    `frame[csum_start:]`, which includes the partial sum already in the field, complemented into it."""
+    at = csum_start + csum_offset
+    if csum_start >= len(frame) or at + 2 > len(frame):
+        raise DecodeError("checksum offsets beyond the frame")
+    _U16.pack_into(frame, at, _fold(wide_sum(frame, csum_start)))
+
+
+def _pseudo_sum(packet: bytes | bytearray | memoryview, tcp_length: int) -> int:
+    return wide_sum(packet, 12, 20) + TCP + tcp_length
+
+
+def _fold(value: int) -> int:
+    """The complemented checksum of a congruent sum (a sum of nonzero data is never 0 here)."""
+    return ~(value % 0xFFFF or 0xFFFF) & 0xFFFF
+
+
+def _range_sums(buffer: bytes | bytearray | memoryview, ranges: list[tuple[int, int]]) -> list[int]:
+    """For each (start, end) of `buffer` (starts even, ranges in order and apart), an integer congruent
+    modulo 0xffff to `wide_sum(buffer, start, end)`: all of them in one numpy pass, which per range costs
+    a small share of a big-integer conversion of it. An odd range counts its last byte as wide_sum pads
+    it."""
+    if not ranges:
+        return []
+    words = len(buffer) // 2
+    bounds = []
+    for start, end in ranges:
+        bounds += (start >> 1, end >> 1)
+    view = numpy.frombuffer(buffer, _WORD, words)
+    if bounds[-1] >= words:
+        # reduceat's indices must stay inside the array, and its last sum runs to the end anyway
+        bounds.pop()
+        if bounds[-1] >= words:  # an empty range at the very end: a zero word to stand for it
+            view = numpy.append(view, numpy.zeros(1, _WORD))
+    sums = numpy.add.reduceat(view, bounds, dtype=_SUM).tolist()
+    out = []
+    for index, (start, end) in enumerate(ranges):
+        value = sums[2 * index] * NATIVE_WORD_WEIGHT if end - start > 1 else 0
+        if end & 1:
+            value += buffer[end - 1] << 8
+        out.append(value)
+    return out
+
+
+def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes = b"") -> list[bytes]:
+    """The segments of a super-packet, each of at most `mss` payload bytes, each behind `prefix` (a
+    tunnel's headers). A packet whose payload fits in one segment comes back as that one segment, with its
+    checksums made complete. The headers of the segments differ from the super-packet's only in a few
+    words, so their checksums are the super-packet's header sums moved by those words; the payloads are
+    summed in one pass (`_range_sums`)."""
+    if mss <= 0:
+        raise ValueError("segment size must be positive")
+    if len(packet) < IPV4_HEADER or packet[0] != 0x45 or packet[9] != TCP:
+        raise DecodeError("not an IPv4 TCP packet without IP options")
+    (total,) = _U16.unpack_from(packet, 2)
+    thl = (packet[IPV4_HEADER + 12] >> 4) * 4 if len(packet) > IPV4_HEADER + 12 else 0
+    header_end = IPV4_HEADER + thl
+    if total > len(packet) or thl < 20 or header_end > total:
+        raise DecodeError("super-packet's lengths do not hold")
+    (_, tos, _, ip_id, fragment, ttl, _, _, src, dst, sport, dport, seq, ack, offset, flags, window, _,
+     urgent) = _HEADERS.unpack_from(packet)
+    options = bytes(packet[IPV4_HEADER + 20 : header_end])
+    cuts = [(at, min(at + mss, total)) for at in range(header_end, total, mss)] or [(header_end, header_end)]
+    if mss & 1:  # payloads at odd offsets: each summed on its own
+        payload_sums = [wide_sum(packet, start, end) for start, end in cuts]
+    else:
+        payload_sums = _range_sums(packet, cuts)
+    addresses = wide_sum(packet, 12, 20)
+    # What every segment's headers sum to, less the words that change from one segment to the next.
+    ip_fixed = (0x45 << 8 | tos) + fragment + (ttl << 8 | TCP) + addresses
+    tcp_fixed = addresses + TCP + sport + dport + (ack >> 16) + (ack & 0xFFFF) + window + urgent + wide_sum(options)
+    last = len(cuts) - 1
+    segments = []
+    append = segments.append
+    for index, (start, end) in enumerate(cuts):
+        segment_flags = flags
+        if index:
+            segment_flags &= ~CWR
+        if index != last:
+            segment_flags &= ~(PSH | FIN)
+        segment_seq = (seq + index * mss) & 0xFFFFFFFF
+        segment_id = (ip_id + index) & 0xFFFF
+        tcp_length = thl + end - start
+        tcp_sum = _fold(tcp_fixed + tcp_length + (segment_seq >> 16) + (segment_seq & 0xFFFF)
+                        + (offset << 8 | segment_flags) + payload_sums[index])
+        ip_sum = _fold(ip_fixed + IPV4_HEADER + tcp_length + segment_id)
+        headers = _HEADERS.pack(0x45, tos, IPV4_HEADER + tcp_length, segment_id, fragment, ttl, TCP, ip_sum, src,
+                                dst, sport, dport, segment_seq, ack, offset, segment_flags, window, tcp_sum, urgent)
+        append(b"".join((prefix, headers, options, packet[start:end])))
+    return segments
+
+
+class Coalesced(NamedTuple):
+    """A packet as the coalescer hands it on: `mss` is 0 for one that stands alone (as it came), else
+    the payload size of the segments it joined (the super-packet's GSO size)."""
+
+    packet: bytes
+    mss: int
+
+
+# A plain IPv4 header and a TCP header without its options, in the fields a run compares: version/IHL,
+# TOS, total length, id, flags/fragment, TTL, protocol, checksum, addresses (8 bytes), ports (4 bytes),
+# seq, ack, data offset, flags, window, checksum, urgent pointer.
+_SEGMENT_FIELDS = struct.Struct("!BBHHHBBH8s4sIIBBHHH")
+# Bound once: the big-endian conversion of a few header bytes is how their words are summed (modulo 0xffff).
+_from_bytes = int.from_bytes
+
+
+class _Run:
+    """The segments of one flow gathered so far (their IPv4 packets start `at` bytes into each buffer)."""
+
+    __slots__ = ("first", "at", "parts", "thl", "fields", "next_seq", "next_id", "mss", "size", "payload_sum",
+                 "odd", "flags", "count")
+
+    def __init__(self, buffer: bytes, at: int, thl: int, payload_sum: int, flags: int, fields: tuple, seq: int,
+                 ip_id: int):
+        header_end = at + IPV4_HEADER + thl
+        self.first = buffer
+        self.at = at
+        self.thl = thl
+        self.fields = fields  # what every segment of the run must have alike
+        self.parts = [memoryview(buffer)[header_end:]]
+        self.mss = len(buffer) - header_end
+        self.size = len(buffer) - at
+        self.next_seq = (seq + self.mss) & 0xFFFFFFFF
+        self.next_id = (ip_id + 1) & 0xFFFF
+        self.payload_sum = payload_sum
+        self.odd = self.mss & 1  # the next payload starts an odd number of bytes into the range
+        self.flags = flags
+        self.count = 1
+
+
+def coalesce(buffers: list[bytes], limit: int = MAX_SUPER_PACKET, offset: int = 0) -> list[Coalesced]:
+    """Userspace GRO over one batch of IPv4 packets (see the module text), each `offset` bytes into its
+    buffer (a tunnel's headers before it, which must be the same bytes for buffers to be joined): what is
+    handed on, in order within each flow. A buffer that stands alone comes back as it came, headers and
+    all; a run of them comes back as its IPv4 super-packet of at most `limit` bytes.
+
+    No payload byte is read: a segment's payload sum follows from its checksum field, its pseudo-header
+    and its header words, and the super-packet's checksum is made from those sums. So a segment whose
+    checksum is wrong makes the super-packet's checksum wrong by as much, and the receiving kernel, which
+    verifies it, drops the super-packet as it would have dropped the segment; a valid run gives a valid
+    super-packet."""
+    runs: dict[tuple[bytes, bytes, bytes], _Run] = {}
+    out: list[Coalesced] = []
+    emit = out.append
+    unpack = _SEGMENT_FIELDS.unpack_from
+    minimum = offset + 40
+    at = offset + IPV4_HEADER
+    for buffer in buffers:
+        if not (len(buffer) > minimum and buffer[offset] == 0x45 and buffer[offset + 9] == TCP):
+            emit(Coalesced(buffer, 0))
+            continue
+        (_, tos, total, ip_id, fragment, ttl, _, _, addresses, ports, seq, ack, data_offset, flags, window, checksum,
+         urgent) = unpack(buffer, offset)
+        flow = (addresses, ports, buffer[:offset])
+        thl = (data_offset >> 4) * 4
+        header_end = at + thl
+        payload = total - IPV4_HEADER - thl
+        if (thl < 20 or total != len(buffer) - offset or payload <= 0 or flags & _NEVER_JOINED or not flags & ACK
+                or fragment & _FRAGMENT_BITS or _from_bytes(buffer[offset:at]) % 0xFFFF):
+            run = runs.pop(flow, None)  # alone, after what its flow had gathered
+            if run is not None:
+                emit(_finish(run))
+            emit(Coalesced(buffer, 0))
+            continue
+        options = buffer[at + 20 : header_end]
+        # ~checksum is the sum of pseudo-header, header (checksum field zero) and payload: the payload's
+        # is what is left when the others are taken out
+        payload_sum = ((~checksum & 0xFFFF) - _from_bytes(addresses) - TCP - total + IPV4_HEADER - (seq >> 16)
+                       - (seq & 0xFFFF) - (data_offset << 8 | flags) - ack - window - urgent - _from_bytes(ports)
+                       - _from_bytes(options)) % 0xFFFF
+        fields = (tos, fragment, ttl, ack, data_offset, flags & ~PSH, window, urgent, options)
+        run = runs.get(flow)
+        if run is not None:
+            if (fields == run.fields and seq == run.next_seq and ip_id == run.next_id and payload <= run.mss
+                    and run.size + payload <= limit):
+                run.parts.append(memoryview(buffer)[header_end:])
+                run.payload_sum += payload_sum << 8 if run.odd else payload_sum
+                run.odd ^= payload & 1
+                run.size += payload
+                run.next_seq = (seq + payload) & 0xFFFFFFFF
+                run.next_id = (ip_id + 1) & 0xFFFF
+                run.flags |= flags & PSH
+                run.count += 1
+                if flags & PSH or payload < run.mss:
+                    del runs[flow]
+                    emit(_finish(run))
+                continue
+            del runs[flow]
+            emit(_finish(run))
+        if flags & PSH:
+            emit(Coalesced(buffer, 0))
+        else:
+            runs[flow] = _Run(buffer, offset, thl, payload_sum, flags, fields, seq, ip_id)
+    out += [_finish(run) for run in runs.values()]
+    return out
+
+
+def _finish(run: _Run) -> Coalesced:
+    if run.count == 1:
+        return Coalesced(run.first, 0)
+    first, at = run.first, run.at
+    ip_header = bytearray(first[at : at + IPV4_HEADER])
+    _U16.pack_into(ip_header, 2, run.size)
+    ip_header[10:12] = b"\0\0"
+    _U16.pack_into(ip_header, 10, internet_checksum(ip_header))
+    tcp_header = bytearray(first[at + IPV4_HEADER : at + IPV4_HEADER + run.thl])
+    tcp_header[13] = run.flags
+    tcp_header[16:18] = b"\0\0"
+    value = _pseudo_sum(ip_header, run.size - IPV4_HEADER) + wide_sum(tcp_header) + run.payload_sum
+    _U16.pack_into(tcp_header, 16, _fold(value))
+    return Coalesced(b"".join((ip_header, tcp_header, *run.parts)), run.mss)
