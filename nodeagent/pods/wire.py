@@ -29,11 +29,11 @@ import ctypes
 import fcntl
 import hashlib
 import ipaddress
+import json
 import socket
 import struct
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from podnet.nodeagent.pods.netns import socket_in_namespace
 
@@ -65,7 +65,7 @@ class Wire:
     host_mac: str
 
     def exists(self) -> bool:
-        return Path(f"/sys/class/net/{self.host_ifname}").exists()
+        return ip("link", "show", "dev", self.host_ifname, check=False).returncode == 0
 
 
 def host_ifname(netns: str, ifname: str) -> str:
@@ -103,7 +103,9 @@ def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, 
         ])
         _ethtool(None, host, _ETHTOOL_SGRO, 0)
         _ensure_masquerade()
-        host_mac = Path(f"/sys/class/net/{host}/address").read_text().strip()
+        # Asked of `ip`, not read from /sys: in a node's own namespace (`--hosts netns`) /sys is the
+        # root namespace's, where this link is not.
+        host_mac = json.loads(ip("-j", "link", "show", "dev", host).stdout)[0]["address"]
     except (NetnsError, OSError, subprocess.TimeoutExpired):
         ip("link", "delete", host, check=False)
         raise
