@@ -226,9 +226,10 @@ class Tunnel:
         if self._taps:
             self._tap(datagram, self.address, self.port, address, self.peer_port)
 
-    def _tap(self, data: bytes, src: str, sport: int, dst: str, dport: int) -> None:
+    def _tap(self, data: bytes, src: str, sport: int, dst: str, dport: int, taps: list[asyncio.Queue] | None = None) -> None:
+        """Offers a captured datagram to the captures (`taps`: other ones than the wire's)."""
         item = {"ts": time.time(), "src": src, "sport": sport, "dst": dst, "dport": dport, "data": data}
-        for queue in self._taps:
+        for queue in self._taps if taps is None else taps:
             try:
                 queue.put_nowait(item)
             except asyncio.QueueFull:
