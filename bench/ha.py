@@ -1,6 +1,6 @@
-"""The control plane's shapes side by side: API writes/s and watch delivery latency with one etcd and one API
-server, three etcd members and one API server, and three etcd members and two API servers (writes through
-both, watchers on one of them: every event crosses etcd from the other server).
+"""The control plane's shapes side by side: API writes/s and watch delivery latency with one and three etcd
+members under one and two API servers (with two: writes through both, watchers on one of them, so that every
+event crosses etcd from the other server).
 
 Writes are Pod creates over HTTPS (JSON), CONCURRENCY in flight in all; watch latency is from the moment a
 write is sent to the moment each of WATCHERS watchers has its event (bench/api.py's measurement), p50 and
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.apiserver import ApiServerProcess  # noqa: E402
 from support.etcd import EtcdCluster, EtcdServer  # noqa: E402
 
-SHAPES = (("etcd1_api1", 1, 1), ("etcd3_api1", 3, 1), ("etcd3_api2", 3, 2))
+SHAPES = (("etcd1_api1", 1, 1), ("etcd1_api2", 1, 2), ("etcd3_api1", 3, 1), ("etcd3_api2", 3, 2))
 
 
 async def measure(servers: list[ApiServerProcess]) -> dict:

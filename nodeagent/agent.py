@@ -31,6 +31,7 @@ from podnet.nodeagent.agentrpc import AgentRpc
 from podnet.nodeagent.cniserver import CniServer
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
+from podnet.nodeagent.encryption import carried_port
 from podnet.nodeagent.endpoints import LocalPod
 from podnet.nodeagent.kubelet import server as kubelet_api
 from podnet.nodeagent.l7enforcer import L7Enforcer
@@ -166,7 +167,6 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         stack.push_async_callback(lifecycle.terminations.close)
         dataplane.close_with(stack)
         stack.callback(lifecycle.netns_pods.close)
-        stack.push_async_callback(agent.cni.close)
         dataplane.pipeline.policy = enforcer.verdict
         dataplane.l7_lookup = l7.l7_for
         l7.proxied = dataplane.has_l7_proxy
@@ -176,7 +176,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         rpc = RpcServer(str(config.socket_path), {**agent.handlers(), **enforcer.handlers()}, named_params=True)
         (state / "agent.json").write_text(
             json.dumps({"name": config.name, "address": config.address, "pid": os.getpid(),
-                        "status_port": agent.status_port, "vxlan_port": dataplane.tunnel.port})
+                        "status_port": agent.status_port, "vxlan_port": carried_port(dataplane.tunnel)})
         )
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -201,12 +201,13 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
                 synced.cancel()
             await rpc.start()
             agent.cni.serving.set()
-            log.info("node agent %s up: %s, podCIDR %s, %s on %s:%d", config.name, config.address,
-                     agent.registration.pod_cidr, dataplane.pipeline.node.encapsulation.name, config.address,
-                     dataplane.tunnel.port)
+            log.info("node agent %s up: %s, podCIDR %s, %s on %s:%d (encryption: %s)", config.name,
+                     config.address, agent.registration.pod_cidr, dataplane.pipeline.node.encapsulation.name,
+                     config.address, dataplane.tunnel.port, config.encryption)
             try:
                 await shutdown.wait()
             finally:
+                await agent.cni.close()  # while podnet-cni can still reach the agent for its DEL
                 await rpc.close()
                 for task in tasks:
                     task.cancel()

@@ -82,8 +82,10 @@ class AgentRpc:
             "pod_cidr": self.agent.registration.pod_cidr,
             "backend": self.config.backend,
             "encapsulation": encapsulation.value,
-            "vxlan_port": dataplane.tunnel.port if encapsulation is Encapsulation.VXLAN else None,
-            "fou_port": dataplane.tunnel.port if encapsulation is Encapsulation.FOU else None,
+            "vxlan_port": encryption.carried_port(dataplane.tunnel) if encapsulation is Encapsulation.VXLAN else None,
+            "fou_port": encryption.carried_port(dataplane.tunnel) if encapsulation is Encapsulation.FOU else None,
+            "encryption": self.config.encryption,
+            "wireguard_port": dataplane.tunnel.port if encryption.encrypted(self.config) else None,
             "vtep_mac": vtep_mac(self.config.address),
             "status_port": self.agent.status_port,
         }

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +45,8 @@ from podnet.overlay.pipeline.model import PodPort, pod_mac, vtep_mac
 
 from podnet.cni.capabilities import capability_args
 from podnet.cni.conflist import CONFLIST_NAME, ConfList, podnet_conflist
-from podnet.cni.runtime import Container, Runtime
-from podnet.cni.spec import Attachment, CniError, check_attachment
+from podnet.cni.runtime import CNI_PATH, Container, Runtime
+from podnet.cni.spec import Attachment, CniError, Code, check_attachment
 from podnet.netns.ip import NetnsError
 from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcError
@@ -60,8 +59,6 @@ log = logging.getLogger(__name__)
 OWNER_PREFIX = "cni:"
 # The Kubernetes namespace an attachment is filed under when CNI_ARGS names no pod.
 DEFAULT_NAMESPACE = "cni"
-# Where a runtime finds plugins: podnet-cni beside this interpreter, then the reference plugins.
-CNI_PATH = (str(Path(sys.executable).parent), "/usr/lib/cni", "/opt/cni/bin")
 # The reference plugins the agent's conflist chains after podnet-cni when they are installed, with the
 # capabilities through which a runtime gives them a pod's hostPorts and bandwidth annotations.
 CHAINED = ({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
@@ -174,29 +171,38 @@ class CniServer:
         await self.serving.wait()
         async with self._locks[uid]:
             known = self.attachments.get((uid, POD_INTERFACE))
-            if known is not None and known.netns == netns and known.fd >= 0:
-                return known.fd
+            if known is not None:
+                if known.netns == netns and known.fd >= 0 and known.wire.exists():
+                    return known.fd
+                await self._delete_chain(uid, known.netns, pod)  # its interface went with its namespace
             runtime = self.runtime()
             self._expecting[uid] = pod
             try:
                 await runtime.add(self._container(uid, netns, pod), capability_args(pod))
             finally:
                 self._expecting.pop(uid, None)
-            return self.attachments[(uid, POD_INTERFACE)].fd
+            attached = self.attachments.get((uid, POD_INTERFACE))
+            if attached is None:  # a conflist whose chain does not run podnet-cni
+                raise CniError(Code.INVALID_CONFIG, f"no plugin of {self.conflist_path} attached {POD_INTERFACE}",
+                               "the list must run podnet-cni")
+            return attached.fd
 
     async def detach_pod(self, uid: str, netns: str, pod: dict) -> None:
         """The chain's DEL for a netns pod (backwards: the reference plugins, then podnet-cni); what podnet's
         part holds is let go even when a plugin fails."""
         await self.serving.wait()
         async with self._locks[uid]:
-            try:
-                await self.runtime().delete(self._container(uid, netns, pod))  # with what ADD was given
-            except (CniError, OSError) as exc:
-                log.warning("cni: DEL of pod %s failed: %s", uid, exc)
-            known = self.attachments.get((uid, POD_INTERFACE))
-            if known is not None:
-                self._remove(known)
+            await self._delete_chain(uid, netns, pod)
         self._locks.pop(uid, None)
+
+    async def _delete_chain(self, uid: str, netns: str, pod: dict) -> None:
+        try:
+            await self.runtime().delete(self._container(uid, netns, pod))  # with what ADD was given
+        except (CniError, OSError) as exc:
+            log.warning("cni: DEL of pod %s failed: %s", uid, exc)
+        known = self.attachments.get((uid, POD_INTERFACE))
+        if known is not None:
+            self._remove(known)
 
     def _later(self, call) -> None:
         task = asyncio.ensure_future(call)
@@ -262,18 +268,13 @@ class CniServer:
         bandwidth's qdiscs would otherwise outlive it), within SHUTDOWN_GRACE."""
         for task in self._tasks:
             task.cancel()
-        deletions = [self._delete_on_shutdown(known) for known in list(self.attachments.values()) if known.of_pod]
+        deletions = [self._delete_chain(known.container_id, known.netns, {}) for known in list(self.attachments.values())
+                     if known.of_pod]
         if deletions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*deletions), SHUTDOWN_GRACE)
         for known in list(self.attachments.values()):
             self._close_socket(known)
-
-    async def _delete_on_shutdown(self, known: CniAttachment) -> None:
-        # The RPC socket is closed by now: podnet-cni's own DEL fails, and is done here.
-        with contextlib.suppress(CniError, OSError):
-            await self.runtime().delete(self._container(known.container_id, known.netns, {}))
-        self._remove(known)
 
     # ---- what podnet-cni asks ----------------------------------------------------------------------
 

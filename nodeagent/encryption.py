@@ -112,6 +112,11 @@ def _stage(tunnel: WireGuardTunnel, direction: str, address: str, datagram: byte
                  f"{sealed + IPV4_UDP_HEADER} B on the underlay")
 
 
+def carried_port(tunnel: Tunnel) -> int:
+    """The port of the tunnel's own datagrams (VXLAN's or foo-over-UDP's), inside WireGuard or not."""
+    return tunnel.inner_port if isinstance(tunnel, WireGuardTunnel) else tunnel.port
+
+
 def subscribe(tunnel: Tunnel, decrypted: bool) -> asyncio.Queue:
     """A capture's queue: what the tunnel puts on the wire, or what travels inside WireGuard."""
     if not decrypted:

@@ -1,6 +1,6 @@
 """The reference plugins chained after podnet-cni doing their real work on netns pods from the API: Debian's
 `portmap` makes a pod's hostPort answer on its node's address, `bandwidth` shapes what reaches a pod with
-an ingress-bandwidth annotation (iperf3 measures it), and a restarted agent keeps its pods' attachments."""
+an ingress-bandwidth annotation (iperf3 measures it), and a restarted agent keeps its attachments."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,19 @@ async def test_a_host_port_answers_on_the_nodes_address_through_portmap(local_cl
     rules = (await run("iptables", "-t", "nat", "-S")).stdout
     assert f"--dport 18080 -j DNAT --to-destination {web['status']['podIP']}:8080" in rules, rules
 
+    # The host end is for the host's connections to the pod and their replies, not the pod's to the host:
+    # a program of the host's listening on every address is out of the pod's reach through it.
+    host_listener = subprocess.Popen(["busybox", "httpd", "-f", "-p", "0.0.0.0:18090", "-h", "/etc"])
+    try:
+        assert (await run("curl", "-s", "-o", "/dev/null", "--max-time", "3", "http://127.0.0.1:18090/hostname")).returncode == 0
+        pod_netns = namespace_name(node.name, NAMESPACE, "web")
+        through_host_end = await run("ip", "netns", "exec", pod_netns, "curl", "-s", "--max-time", "3",
+                                     "http://169.254.1.1:18090/hostname")
+        assert through_host_end.returncode == 28, through_host_end  # timed out: dropped, not answered
+    finally:
+        host_listener.kill()
+        host_listener.wait()
+
     await cluster.client.delete("pods", "web", NAMESPACE)
 
     async def unmapped() -> bool:
@@ -96,30 +110,68 @@ async def test_an_ingress_bandwidth_annotation_shapes_what_reaches_the_pod(local
     assert "qdisc tbf" in qdiscs and "rate 1Mbit" in qdiscs, qdiscs
 
 
-async def test_a_restarted_agent_keeps_its_attachments_and_collects_those_of_pods_gone(local_cluster):
+async def podnet_cni_add(socket: Path, container: str, netns: str) -> dict:
+    """ADD by hand, as a runtime other than the agent does it."""
+    config = {"cniVersion": "1.1.0", "name": "podnet", "type": "podnet-cni", "agentSocket": str(socket)}
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "ADD", "CNI_CONTAINERID": container,
+           "CNI_NETNS": netns, "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+    done = await asyncio.to_thread(subprocess.run, [str(Path(sys.executable).parent / "podnet-cni")],
+                                   input=json.dumps(config), capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture
+def namespaces():
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"cnirestart-{uuid.uuid4().hex[:8]}")
+        subprocess.run(["ip", "netns", "add", made[-1]], check=True)
+        return made[-1]
+
+    yield make
+    for name in made:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+async def test_a_restarted_agent_keeps_its_attachments_and_collects_those_gone(local_cluster, namespaces):
+    """SIGKILLed and started again, the agent finds its attachments (pods' and a runtime's) on their veth
+    pairs, without a new ADD; those whose pod or namespace went while it was away get their DEL."""
     cluster = await local_cluster("127.0.207", nodes=1, cluster_cidr="10.207.0.0/16")
     node = cluster.topo.nodes[0]
     serve = ["sh", "-c", "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www"]
     await cluster.create(PRIVILEGED, netns_pod("kept", node.name, serve, ports=[{"containerPort": 8080, "hostPort": 18081}]),
                          netns_pod("gone", node.name, serve, ports=[{"containerPort": 8080, "hostPort": 18082}]))
     pods = {p["metadata"]["name"]: p for p in await cluster.wait_running(NAMESPACE, None, 2)}
+    by_hand_namespace, vanishing = namespaces(), namespaces()
+    by_hand = await podnet_cni_add(cluster.topo.agent_socket(node), "c-by-hand", f"/run/netns/{by_hand_namespace}")
+    lost = await podnet_cni_add(cluster.topo.agent_socket(node), "c-vanishing", f"/run/netns/{vanishing}")
     before = {a["name"]: a for a in await cluster.rpc(node.name, AgentMethod.CNI_LIST)}
-    assert set(before) == {"kept", "gone"}
+    assert set(before) == {"kept", "gone", "c-by-hand", "c-vanishing"}
 
     agent = f"{node.name}/agent"
     cluster.kill(agent, signal.SIGKILL)
     await cluster.wait_dead(agent)
     await cluster.client.delete("pods", "gone", NAMESPACE, grace_period=0)
+    subprocess.run(["ip", "netns", "delete", vanishing], check=True)
     log = next(cluster.home.glob("**/cni/runtime.log"))
     calls_before = len(log.read_text().splitlines())
     await cluster.start(agent)
 
-    async def recovered() -> list[dict] | None:
-        listed = await cluster.rpc(node.name, AgentMethod.CNI_LIST)
-        return listed if [a["name"] for a in listed] == ["kept"] else None
+    async def recovered() -> dict | None:
+        listed = {a["name"]: a for a in await cluster.rpc(node.name, AgentMethod.CNI_LIST)}
+        return listed if set(listed) == {"kept", "c-by-hand"} else None
 
-    [kept] = await eventually(recovered, 30, "the kept pod's attachment is back, the gone pod's collected")
-    assert kept == before["kept"]
+    after = await eventually(recovered, 30, "the kept attachments are back, the gone pod's collected")
+    assert after == {name: before[name] for name in ("kept", "c-by-hand")}
+    # A runtime's attachment is back in the pipeline: the node answers it on its gateway address.
+    gateway = by_hand["ips"][0]["gateway"]
+    ping = await run("ip", "netns", "exec", by_hand_namespace, "ping", "-c", "1", "-W", "3", gateway)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    # The vanished namespace's attachment let its address go.
+    address = lost["ips"][0]["address"].split("/")[0]
+    assert not any(cluster.home.glob(f"**/ipam/*/{address}"))
     # The same interface, never re-added: the chain ran only the gone pod's DEL.
     calls = [json.loads(line) for line in log.read_text().splitlines()[calls_before:]]
     assert {(c["env"]["CNI_COMMAND"], c["env"]["CNI_CONTAINERID"]) for c in calls} == {
@@ -136,4 +188,14 @@ async def test_a_restarted_agent_keeps_its_attachments_and_collects_those_of_pod
     rules = (await run("iptables", "-t", "nat", "-S")).stdout
     assert f"{pods['gone']['status']['podIP']}:8080" not in rules
     check = await run(sys.executable, "-m", "podnet", "cni", node.name, "--check", "--home", str(cluster.home))
-    assert check.returncode == 0 and check.stdout.split("\n")[1].split()[-1] == "ok", check.stdout + check.stderr
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert [line.split()[-1] for line in check.stdout.splitlines()[1:]] == ["ok", "ok"], check.stdout
+
+    # An agent that dies for good leaves its pods' chains behind; `podnet clean` runs their DEL.
+    cluster.kill(agent, signal.SIGKILL)
+    await cluster.wait_dead(agent)
+    assert f"{pods['kept']['status']['podIP']}:8080" in (await run("iptables", "-t", "nat", "-S")).stdout
+    cleaned = await run(sys.executable, "-m", "podnet", "clean", "--home", str(cluster.home))
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert f"removed the chain of {pods['kept']['metadata']['uid']}" in cleaned.stdout
+    assert f"{pods['kept']['status']['podIP']}:8080" not in (await run("iptables", "-t", "nat", "-S")).stdout

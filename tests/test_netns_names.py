@@ -6,7 +6,14 @@ from podnet.nodeagent.pods.netns import ContainerSpec, pod_mode
 
 from podnet.api.clusterdns import resolv_conf
 from podnet.cluster.netns_hosts import VETH_PREFIX, recorded_pod_namespaces, veth_name
-from podnet.netns.names import MAX_NAME, TAP_PREFIX, namespace_name, owner_prefix, tap_name
+from podnet.netns.names import (
+    HOST_END_PREFIX,
+    MAX_NAME,
+    POD_END_PREFIX,
+    namespace_name,
+    owner_prefix,
+    wire_names,
+)
 
 
 def test_namespace_names_keep_the_owner_prefix_and_fit():
@@ -49,9 +56,11 @@ def test_containers_with_a_command_run_it_with_their_args_and_env():
 
 def test_link_names_fit_the_kernels_fifteen_bytes_and_carry_their_prefix():
     veth = veth_name("node-with-a-rather-long-name-12")
-    tap = tap_name(namespace_name("node-1", "default", "web"))
+    host_end, pod_end = wire_names(f"/run/netns/{namespace_name('node-1', 'default', 'web')}", "eth0")
     assert len(veth) <= 15 and veth.startswith(VETH_PREFIX)
-    assert len(tap) <= 15 and tap.startswith(TAP_PREFIX)
+    assert len(host_end) <= 15 and host_end.startswith(HOST_END_PREFIX)
+    assert len(pod_end) <= 15 and pod_end.startswith(POD_END_PREFIX)
+    assert wire_names("/run/netns/a", "eth0") != wire_names("/run/netns/a", "net1")
     assert veth_name("node-1") != veth_name("node-2")
 
 

@@ -46,6 +46,11 @@ def assert_matches_expected(case_name: str, probed: Matrix) -> None:
 
 @pytest.mark.parametrize("case_name", list(LIVE_CASES))
 def test_e2e_model_case_probed_live(model_cluster, case_name):
+    probe_live_case(model_cluster, case_name)
+
+
+def probe_live_case(model_cluster, case_name: str) -> None:
+    """Applies the case's policies alone and compares its probed cells with the e2e expectations."""
     model_cluster.clear()
     model_cluster.apply(CASES[case_name].policies(model_cluster.addresses))
     combinations = LIVE_CASES[case_name]

@@ -41,7 +41,8 @@ def test_two_clusters_side_by_side_share_no_address():
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"nodes": 0}, "--nodes"), ({"store": "mysql"}, "--store"), ({"backend": "ospf"}, "--backend"),
-     ({"proxy_mode": "nft"}, "--proxy-mode"), ({"prefix": "10.0.0"}, "127.0.0.0/8"), ({"prefix": "x"}, "--prefix")],
+     ({"proxy_mode": "nft"}, "--proxy-mode"), ({"prefix": "10.0.0"}, "127.0.0.0/8"), ({"prefix": "x"}, "--prefix"),
+     ({"encryption": "ipsec"}, "--encryption")],
 )
 def test_bad_options_are_refused_with_the_flag_named(kwargs, message):
     with pytest.raises(topology.TopologyError, match=message):
@@ -116,3 +117,16 @@ def test_several_api_servers_each_on_an_address_of_its_own():
 def test_several_api_servers_need_etcd_and_loopback(settings, message):
     with pytest.raises(topology.TopologyError, match=message):
         topology.build(Path("/h"), 1, **settings)
+
+
+def test_encryption_reaches_every_agent_and_the_compose_file():
+    from podnet.cluster import compose
+
+    for topo in (topology.build(Path("/h"), 2, encryption="wireguard"), compose.build_topology(2, encryption="wireguard")):
+        agents = [c for c in topology.components(topo) if c.name.endswith("/agent")]
+        assert len(agents) == 2
+        for agent in agents:
+            at = agent.argv.index("--encryption")
+            assert agent.argv[at + 1] == "wireguard"
+    plain = [c for c in topology.components(topology.build(Path("/h"), 2)) if c.name.endswith("/agent")]
+    assert not any("--encryption" in c.argv for c in plain)

@@ -85,6 +85,8 @@ def test_wireguard_go_node_pings_a_virtual_pod_through_the_agent(tmp_path):
             assert int(dump["latest_handshake"]) > 0 and int(dump["rx"]) > 0 and int(dump["tx"]) > 0
             show = run("wg", "show", INTERFACE, netns=peer.netns)
             assert "latest handshake:" in show and "transfer:" in show
+            info = agent.rpc("node.info")
+            assert (info["encryption"], info["wireguard_port"], info["fou_port"]) == ("wireguard", WIREGUARD_PORT, 5555)
             counters = agent.counters()
             assert counters["wireguard.handshake-completed"] >= 1, counters
             assert counters["wireguard.transport-received"] >= 6, counters  # 3 requests, 3 replies

@@ -117,11 +117,12 @@ async def test_encrypted_underlay_carries_only_wireguard_and_drops_a_flipped_byt
     # `podnet capture --decrypted` writes what travels inside WireGuard: the VXLAN datagrams in clear.
     inside = tmp_path / "inside.pcap"
     capture = subprocess.Popen([sys.executable, "-m", "podnet", "capture", "--node", "node-1", "-w", str(inside),
-                                "--seconds", "4", "--decrypted"], env=_env(cluster), stdout=subprocess.DEVNULL,
+                                "--seconds", "5", "--decrypted"], env=_env(cluster), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
-    await asyncio.sleep(1.5)
-    await _all_pairs_connect(cluster, pods[:2])
-    assert capture.wait(timeout=20) == 0, capture.stderr.read().decode()
+    while capture.poll() is None:  # traffic all along, whenever the command's capture begins
+        await _all_pairs_connect(cluster, pods[:2])
+        await asyncio.sleep(0.2)
+    assert capture.returncode == 0, capture.stderr.read().decode()
     src, dst = pods[0]["status"]["podIP"], pods[1]["status"]["podIP"]
     assert _tshark(inside, f"vxlan and tcp and ip.src == {src} and ip.dst == {dst}", "frame.number")
     counters = _podnet(cluster, "dataplane", "node-2", "counters").stdout

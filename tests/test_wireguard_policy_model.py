@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support.netpol_model import CASES, PODS
 from support.policy_cluster import ModelCluster, running_model_cluster
-from test_policy_live import LIVE_CASES, assert_matches_expected
+from test_policy_live import LIVE_CASES, probe_live_case
 
 from podnet.rpc.agentmethods import PEER_TX
 
@@ -26,16 +25,8 @@ def encrypted_model_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.mark.parametrize("case_name", list(LIVE_CASES))
 def test_e2e_model_case_probed_live_through_wireguard(encrypted_model_cluster, case_name):
-    model = encrypted_model_cluster
-    model.clear()
-    model.apply(CASES[case_name].policies(model.addresses))
-    combinations = LIVE_CASES[case_name]
-    ports = sorted({port for port, _ in combinations})
-    protocols = sorted({protocol for _, protocol in combinations})
-    probed = model.probe(ports, protocols)
-    assert len(probed.cells) == len(PODS) ** 2 * len(ports) * len(protocols)
-    assert_matches_expected(case_name, probed)
-    for name, agent in model.agents.items():
+    probe_live_case(encrypted_model_cluster, case_name)
+    for name, agent in encrypted_model_cluster.agents.items():
         counters = agent.counters()
         assert counters.get("wireguard.transport-sent", 0) > 0, (name, counters)
         assert counters.get("drop.wireguard-no-key", 0) == 0, (name, counters)

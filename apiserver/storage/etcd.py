@@ -259,8 +259,10 @@ class EtcdStore(OpensAsContext):
                 e, aetcd.ConnectionFailedError | aetcd.ConnectionTimeoutError | TimeoutError
             ):
                 self._next_endpoint(client)
-                never_sent = isinstance(e, aetcd.ConnectionFailedError) or (
-                    code == rpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in details)
+                # aetcd turns every UNAVAILABLE into ConnectionFailedError, a reset after the request went out
+                # too: only gRPC's own words say that nothing was sent.
+                never_sent = (code == rpc.StatusCode.UNAVAILABLE and _NOT_CONNECTED in details) or (
+                    grpc_error is None and isinstance(e, aetcd.ConnectionFailedError))
                 failure = _Unreachable if never_sent else _InElection
                 raise failure(f"etcd {self._endpoint_of(client)}: {details}") from e
             if _DROPPED in details:

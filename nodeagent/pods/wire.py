@@ -10,8 +10,9 @@ Two dataplanes share the link, each with frames of its own:
   everything the agent writes to the pod;
 - the host kernel's: what it routes to the pod (portmap's DNAT) and the pod's replies to it. The host
   end holds HOST_LINK_ADDRESS, the pod has an on-link route to it, and one masquerade rule of the host's
-  (MASQUERADE_RULE, on every host end) makes it the source of what the host sends a pod, so the replies
-  are addressed to the host end's MAC, not to the pod's gateway.
+  (HOST_RULES, for every host end) makes it the source of what the host sends a pod, so the replies are
+  addressed to the host end's MAC, not to the pod's gateway. Only replies: the host drops any connection
+  a pod would open through its host end.
 The agent's socket is filtered so that it sees neither the host's frames (PACKET_IGNORE_OUTGOING), nor the
 pod's frames to the host end's MAC, nor the pod's ARP for HOST_LINK_ADDRESS (the host answers that).
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import hashlib
 import ipaddress
 import json
 import socket
@@ -38,14 +38,20 @@ from dataclasses import dataclass
 from podnet.nodeagent.pods.netns import socket_in_namespace
 
 from podnet.netns.ip import NetnsError, ip, ip_batch
+from podnet.netns.names import HOST_END_PREFIX, wire_names
 
 HOST_LINK_ADDRESS = "169.254.1.1"
-HOST_PREFIX = "pnv"
-MASQUERADE_RULE = ("POSTROUTING", "-o", f"{HOST_PREFIX}+", "-m", "comment", "--comment",
-                   "podnet: what the host sends a pod comes from its host end, so that the reply comes back",
-                   "-j", "MASQUERADE")
-# The pod end's name in the host namespace, before it is moved into the pod's and renamed.
-POD_PREFIX = "pnp"
+# The host's rules for every host end, added once (table, chain, rule): what the host sends a pod comes
+# from the host end, so that the reply comes back to it; and a pod opens nothing through its host end,
+# neither to the host (its programs listening on any address) nor through it (forwarded): its own
+# traffic goes through the agent, which guards the host (nodeagent/hostguard.py).
+HOST_RULES = (
+    ("nat", "POSTROUTING", ("-o", f"{HOST_END_PREFIX}+", "-m", "comment", "--comment",
+                            "podnet: what the host sends a pod comes from its host end", "-j", "MASQUERADE")),
+    *((("filter", chain, ("-i", f"{HOST_END_PREFIX}+", "-m", "conntrack", "--ctstate", "NEW", "-m", "comment",
+                          "--comment", "podnet: a pod opens nothing through its host end", "-j", "DROP")))
+      for chain in ("INPUT", "FORWARD")),
+)
 _ETH_P_ALL = 0x0003
 _SOL_PACKET = 263
 _PACKET_IGNORE_OUTGOING = 23
@@ -65,12 +71,9 @@ class Wire:
     host_mac: str
 
     def exists(self) -> bool:
+        # Asked of `ip`, not /sys: an agent that entered a host's namespace (`--hosts netns`) sees the
+        # sysfs of the namespace it started in.
         return ip("link", "show", "dev", self.host_ifname, check=False).returncode == 0
-
-
-def host_ifname(netns: str, ifname: str) -> str:
-    """The host end's name: at most 15 bytes (the kernel's limit), one per namespace and interface."""
-    return HOST_PREFIX + hashlib.sha256(f"{netns}/{ifname}".encode()).hexdigest()[:11]
 
 
 def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, mac: str, mtu: int,
@@ -78,8 +81,7 @@ def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, 
     """A veth pair whose end `ifname` in the namespace at path `netns` has `address`, `mac`, a default
     route via `gateway` and an on-link route to the host end; the host routes `address` to the other end.
     `offloads`: the pod end keeps its checksum and segmentation offloads (see the module text)."""
-    host = host_ifname(netns, ifname)
-    temporary = POD_PREFIX + host[len(HOST_PREFIX):]
+    host, temporary = wire_names(netns, ifname)
     ip("link", "delete", host, check=False)  # left by a crash: the pair goes with either end
     ip("link", "add", host, "mtu", str(mtu), "type", "veth", "peer", "name", temporary, "mtu", str(mtu))
     try:
@@ -102,26 +104,26 @@ def plumb(netns: str, ifname: str, address: str, prefix_len: int, gateway: str, 
             f"neigh replace {address} lladdr {mac} dev {host} nud permanent",
         ])
         _ethtool(None, host, _ETHTOOL_SGRO, 0)
-        _ensure_masquerade()
-        # Asked of `ip`, not read from /sys: in a node's own namespace (`--hosts netns`) /sys is the
-        # root namespace's, where this link is not.
-        host_mac = json.loads(ip("-j", "link", "show", "dev", host).stdout)[0]["address"]
+        _ensure_host_rules()
+        [link] = json.loads(ip("-json", "link", "show", "dev", host).stdout)
+        host_mac = link["address"]
     except (NetnsError, OSError, subprocess.TimeoutExpired):
         ip("link", "delete", host, check=False)
         raise
     return Wire(host, host_mac)
 
 
-def _ensure_masquerade() -> None:
-    """MASQUERADE_RULE, once for all pods. A host without iptables has no portmap either: nothing to do."""
-    try:
-        present = subprocess.run(["iptables", "-w", "-t", "nat", "-C", *MASQUERADE_RULE], capture_output=True).returncode == 0
-    except FileNotFoundError:
-        return
-    if not present:
-        done = subprocess.run(["iptables", "-w", "-t", "nat", "-A", *MASQUERADE_RULE], capture_output=True, text=True)
-        if done.returncode:
-            raise NetnsError(f"iptables: {done.stderr.strip()}")
+def _ensure_host_rules() -> None:
+    """HOST_RULES, each once, first in its chain. A host without iptables has no portmap either."""
+    for table, chain, rule in HOST_RULES:
+        try:
+            present = subprocess.run(["iptables", "-w", "-t", table, "-C", chain, *rule], capture_output=True).returncode == 0
+        except FileNotFoundError:
+            return
+        if not present:
+            done = subprocess.run(["iptables", "-w", "-t", table, "-I", chain, *rule], capture_output=True, text=True)
+            if done.returncode:
+                raise NetnsError(f"iptables: {done.stderr.strip()}")
 
 
 def unplumb(wire: Wire) -> None:

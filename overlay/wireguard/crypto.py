@@ -53,8 +53,8 @@ def kdf(key: bytes, data: bytes, n: int) -> tuple[bytes, ...]:
     return tuple(outputs)
 
 
-def _nonce(counter: int) -> bytes:
-    return b"\x00\x00\x00\x00" + counter.to_bytes(8, "little")
+_NONCE = struct.Struct("<4xQ")  # 32 zero bits, then the counter
+_nonce = _NONCE.pack
 
 
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, associated: bytes) -> bytes:

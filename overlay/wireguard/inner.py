@@ -22,6 +22,9 @@ _DONT_FRAGMENT = 0x4000
 _TTL = 64
 _UDP = 17
 _LENGTH = struct.Struct("!H")
+# version/IHL and TOS, total length, id/flags/TTL/protocol, header checksum, addresses and ports, UDP
+# length, a zero UDP checksum
+_HEADER = struct.Struct("!2sH6sH12sH2x")
 
 
 def _fold(value: int) -> int:
@@ -33,25 +36,22 @@ def _fold(value: int) -> int:
 class NodePair:
     """The IPv4/UDP header from one node's tunnel port to another's, and the check of one arriving."""
 
-    __slots__ = ("_header", "_partial_sum", "_udp", "_src", "_dst", "_port")
+    __slots__ = ("_head", "_middle", "_addresses", "_partial_sum", "_src", "_dst", "_port")
 
     def __init__(self, src: str, dst: str, port: int):
         self._src, self._dst, self._port = ip_to_bytes(src), ip_to_bytes(dst), port
         header = struct.pack("!BBHHHBBH4s4s", _VERSION_IHL, 0, 0, 0, _DONT_FRAGMENT, _TTL, _UDP, 0, self._src, self._dst)
-        self._header = header
         self._partial_sum = sum(struct.unpack("!10H", header))
-        # UDP: both ports the tunnel's (every node sends from and to it), length set per packet, and no
-        # checksum, as RFC 7348 asks of VXLAN over IPv4
-        self._udp = struct.pack("!HH", port, port)
+        # The header's constant runs around the three fields set per packet (total length, header
+        # checksum, UDP length). UDP: both ports the tunnel's (every node sends from and to it), and no
+        # checksum, as RFC 7348 asks of VXLAN over IPv4.
+        self._head, self._middle, self._addresses = header[:2], header[4:10], header[12:20] + struct.pack("!HH", port, port)
 
     def wrap(self, datagram: bytes) -> bytes:
         """The IPv4 packet carrying `datagram` from src's tunnel port to dst's."""
         total = IPV4_UDP_HEADER + len(datagram)
         checksum = ~_fold(self._partial_sum + total) & 0xFFFF
-        header = bytearray(self._header)
-        _LENGTH.pack_into(header, 2, total)
-        _LENGTH.pack_into(header, 10, checksum)
-        return b"".join((header, self._udp, _LENGTH.pack(8 + len(datagram)), b"\x00\x00", datagram))
+        return _HEADER.pack(self._head, total, self._middle, checksum, self._addresses, total - 20) + datagram
 
     def unwrap(self, packet: bytes) -> bytes | None:
         """The datagram a packet built by the reverse pair's `wrap` carries (src and dst as given here,

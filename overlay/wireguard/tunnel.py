@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -129,7 +128,7 @@ class WireGuardTunnel(Tunnel):
             self._tap_inner(datagram, self.address, address)
         packet = datagram if self.bare else peer.pair.wrap(datagram)
         self.device.send_to_peer(peer.public_key, packet, self.now())
-        self.driver.flush()
+        self.driver.send_now_flush_soon()
 
     def send_burst(self, address: str, datagrams: list[bytes]) -> None:
         """A run of datagrams for one node: each sealed on its own (WireGuard has no segmentation)."""
@@ -197,13 +196,7 @@ class WireGuardTunnel(Tunnel):
             self._inner_taps.remove(queue)
 
     def _tap_inner(self, datagram: bytes, src: str, dst: str) -> None:
-        port = self.inner_port
-        item = {"ts": time.time(), "src": src, "sport": port, "dst": dst, "dport": port, "data": datagram}
-        for queue in self._inner_taps:
-            try:
-                queue.put_nowait(item)
-            except asyncio.QueueFull:
-                self.counters["drop.capture-queue-full"] += 1
+        self._tap(datagram, src, self.inner_port, dst, self.inner_port, self._inner_taps)
 
     def close(self) -> None:
         self.driver.close()

@@ -234,7 +234,7 @@ def _network(text: object, where: str) -> IPv4Network | IPv6Network:
         raise RuleError(where, text, f"invalid CIDR: {e}") from e
 
 
-def _cidrs(rule: Mapping, where: str, prefix: str) -> tuple[CidrRule, ...]:
+def _cidrs(rule: Mapping, where: str, prefix: str, unsupported: list[str]) -> tuple[CidrRule, ...]:
     parsed: list[CidrRule] = []
     plain, sets = rule.get(f"{prefix}CIDR"), rule.get(f"{prefix}CIDRSet")
     for field, value in ((f"{prefix}CIDR", plain), (f"{prefix}CIDRSet", sets)):
@@ -244,8 +244,11 @@ def _cidrs(rule: Mapping, where: str, prefix: str) -> tuple[CidrRule, ...]:
         parsed.append(CidrRule(_network(text, f"{where}.{prefix}CIDR[{i}]")))
     for i, entry in enumerate(sets or []):
         at = f"{where}.{prefix}CIDRSet[{i}]"
-        if not isinstance(entry, Mapping) or entry.get("cidr") is None:
-            raise RuleError(at, entry, "needs cidr (a cidrGroupRef is not enforced)")
+        if not isinstance(entry, Mapping) or (entry.get("cidr") is None) == (entry.get("cidrGroupRef") is None):
+            raise RuleError(at, entry, "needs one of cidr and cidrGroupRef")
+        if entry.get("cidr") is None:
+            unsupported.append(f"{at}.cidrGroupRef")
+            continue
         excepts = entry.get("except") or []
         if not isinstance(excepts, list):
             raise RuleError(f"{at}.except", excepts, "must be a list")
@@ -296,10 +299,11 @@ def _parse_rules(
         selectors = rule.get(peer_field)
         if selectors is not None and not isinstance(selectors, list):
             raise RuleError(f"{where}[{i}].{peer_field}", selectors, "must be a list")
-        cidrs = _cidrs(rule, f"{where}[{i}]", peer_prefix)
+        cidrs = _cidrs(rule, f"{where}[{i}]", peer_prefix, unsupported)
         entities = _entities(rule, f"{where}[{i}]", peer_prefix, unsupported)
         port_rules = _port_rules(rule.get("toPorts"), f"{where}[{i}].toPorts", allow_l7=allow_l7)
-        if selectors is None and not others and not cidrs and entities is None:
+        named_peers = [f for f in ("CIDR", "CIDRSet", "Entities") if rule.get(f"{peer_prefix}{f}") is not None]
+        if selectors is None and not others and not named_peers:
             # No peer field: with toPorts every peer; with nothing at all, nothing.
             peers = None if port_rules is not None else ()
         else:

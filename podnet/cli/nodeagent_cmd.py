@@ -50,6 +50,7 @@ def nodeagent(
     """Run a node agent: registers the Node, gives pods addresses and network stacks, forwards their traffic."""
     from podnet import logs
     from podnet.nodeagent.agent import AgentConfig, serve
+    from podnet.nodeagent.encryption import encrypted, private_key
     from podnet.nodeagent.hostguard import ProtectedPort
     from podnet.nodeagent.nodeports import trusted_proxies
 
@@ -94,6 +95,13 @@ def nodeagent(
         proxy_protocol_from=tuple(proxy_protocol_from or ()),
         protected_ports=tuple(protect_port or ()),
     )
+    if encrypted(config):
+        try:  # made now if this is the node's first start: a key that cannot be used stops the agent here
+            config.state_path.mkdir(parents=True, exist_ok=True)
+            private_key(config.state_path)
+        except (OSError, ValueError) as exc:
+            typer.echo(f"error: --encryption wireguard: {exc}", err=True)
+            raise typer.Exit(2) from None
     run(serve, config)
 
 

@@ -10,7 +10,7 @@ else is refused, so lab traffic can never leave through a real interface. So eve
 own kernel view of the network and VXLAN crosses real interfaces between namespaces.
 
 What podnet makes is found again by name: namespaces `podnet-*`, the bridge `podnet-br0`, host veths
-`pnv*`, pod TAPs `pnt*` (in the root namespace only while being set up). `clean_home` removes a cluster
+`pnv*`, the host ends of pods' veth pairs `pnw*` (and their pod ends `pnt*`, in the root namespace only while being set up). `clean_home` removes a cluster
 home's own (its host namespaces, and the pod namespaces its agents recorded); `clean_all` removes every
 one of them on the machine.
 """
@@ -26,8 +26,17 @@ import sys
 from pathlib import Path
 
 from podnet.cluster.supervisor import SupervisorError
+from podnet.cni.conflist import CONFLIST_NAME
+from podnet.cni.runtime import undo_chained
 from podnet.netns.ip import NetnsError, delete_namespace, ip, ip_batch, list_namespaces
-from podnet.netns.names import HOST_PREFIX, NAME_PREFIX, NETNS_DIR, TAP_PREFIX, host_namespace
+from podnet.netns.names import (
+    HOST_END_PREFIX,
+    HOST_PREFIX,
+    NAME_PREFIX,
+    NETNS_DIR,
+    POD_END_PREFIX,
+    host_namespace,
+)
 
 BRIDGE = "podnet-br0"
 LAB_PREFIX = "203.0.113"
@@ -146,6 +155,8 @@ def clean_home(home: Path, topology: dict | None) -> list[str]:
     are still running (they die with their namespaces)."""
     existing = set(list_namespaces())
     removed = []
+    for conflist in home.glob(f"nodes/*/cni/net.d/{CONFLIST_NAME}"):
+        removed += [f"the chain of {c}" for c in undo_chained(conflist, conflist.parent.parent / "results")]
     for name in recorded_pod_namespaces(home):
         if name in existing:
             delete_namespace(name)
@@ -165,7 +176,7 @@ def _podnet_links() -> list[str]:
         if len(fields) < 2:
             continue
         name = fields[1].strip().split("@", 1)[0]
-        if name == BRIDGE or name.startswith((VETH_PREFIX, TAP_PREFIX)):
+        if name == BRIDGE or name.startswith((VETH_PREFIX, HOST_END_PREFIX, POD_END_PREFIX)):
             names.append(name)
     return names
 

@@ -14,11 +14,15 @@ import contextlib
 import datetime
 import json
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from podnet.cni.conflist import ConfList
 from podnet.cni.spec import CniError, Code
+
+# Where a runtime finds plugins: podnet-cni beside this interpreter, then the reference plugins.
+CNI_PATH = (str(Path(sys.executable).parent), "/usr/lib/cni", "/opt/cni/bin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class Runtime:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._cache(container).write_text(json.dumps({
             "kind": "cniCacheV1", "containerId": container.container_id, "ifName": container.ifname,
+            "netns": container.netns, "cniArgs": [list(arg) for arg in container.args],
             "networkName": self.conflist.name, "capabilityArgs": capability_args or {}, "result": result}))
         return result
 
@@ -94,6 +99,18 @@ class Runtime:
         for index in self.conflist.order("DEL"):
             await self._exec(index, "DEL", container, args, cached.get("result"))
         self._cache(container).unlink(missing_ok=True)
+
+    def cached_containers(self) -> list[Container]:
+        """The containers whose ADD result this runtime keeps."""
+        containers = []
+        for path in sorted(self.cache_dir.glob(f"{self.conflist.name}-*.json")):
+            try:
+                cached = json.loads(path.read_text())
+                containers.append(Container(cached["containerId"], cached.get("netns") or "", cached["ifName"],
+                                            tuple((str(k), str(v)) for k, v in cached.get("cniArgs") or ())))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return containers
 
     def find(self, plugin_type: str) -> str:
         for directory in self.cni_path:
@@ -136,3 +153,27 @@ class Runtime:
             entry["stderr"] = stderr.decode(errors="replace").strip()
         with open(self.log, "a") as file:
             file.write(json.dumps(entry) + "\n")
+
+
+def undo_chained(conflist_path: Path, cache_dir: Path) -> list[str]:
+    """After a crash, for `podnet clean`: DEL, by every plugin of the list after the first, of each
+    container whose ADD result is cached, so that what they put on the host (portmap's rules, bandwidth's
+    ifb) goes. The first plugin's part needs the agent that is gone; its interface goes with the
+    namespace. Returns the containers undone."""
+    try:
+        conflist = ConfList.parse(conflist_path.read_bytes())
+    except (OSError, CniError):
+        return []
+    chained = Runtime(replace(conflist, plugins=conflist.plugins[1:]), CNI_PATH, cache_dir)
+    if not chained.conflist.plugins:
+        return []
+
+    async def undo() -> list[str]:
+        undone = []
+        for container in chained.cached_containers():
+            with contextlib.suppress(CniError, OSError):
+                await chained.delete(container)
+                undone.append(container.container_id)
+        return undone
+
+    return asyncio.run(undo())

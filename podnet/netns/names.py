@@ -10,8 +10,10 @@ from pathlib import Path
 NAME_PREFIX = "podnet-"
 HOST_PREFIX = "podnet-host-"
 NETNS_DIR = Path("/run/netns")
-# A pod's TAP carries this name in the agent's namespace until it is moved into the pod's.
-TAP_PREFIX = "pnt"
+# The host end of a pod's veth pair (nodeagent/pods/wire.py); the pod end carries a name with
+# POD_END_PREFIX in the host's namespace until it is moved into the pod's and renamed.
+HOST_END_PREFIX = "pnw"
+POD_END_PREFIX = "pnt"
 # A namespace name is a file name under /run/netns and /etc/netns; keep it readable in `ip netns list`.
 MAX_NAME = 60
 
@@ -42,9 +44,11 @@ def host_namespace(node: str) -> str:
     return HOST_PREFIX + node
 
 
-def tap_name(netns: str) -> str:
-    """A temporary name (at most 15 bytes, the kernel's limit) for the TAP before it becomes eth0."""
-    return TAP_PREFIX + hashlib.sha256(netns.encode()).hexdigest()[:11]
+def wire_names(netns: str, ifname: str) -> tuple[str, str]:
+    """The host end's name and the pod end's name before it becomes `ifname` in the namespace at path
+    `netns`: at most 15 bytes each (the kernel's limit), one pair per namespace and interface."""
+    digest = hashlib.sha256(f"{netns}/{ifname}".encode()).hexdigest()[:11]
+    return HOST_END_PREFIX + digest, POD_END_PREFIX + digest
 
 
 def enter_command(name: str) -> list[str]:

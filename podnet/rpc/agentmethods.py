@@ -18,7 +18,7 @@ PEER_RX = "tunnel.rx.from."
 
 class AgentMethod(StrEnum):
     # the node and its dataplane's tables
-    NODE_INFO = "node.info"  # -> name, address, pod_cidr, backend, encapsulation, ports, vtep_mac, status_port
+    NODE_INFO = "node.info"  # -> name, address, pod_cidr, backend, encapsulation, ports, encryption, vtep_mac, status_port
     COUNTERS = "counters"  # -> {counter name: value}
     ROUTES_LIST = "routes.list"  # -> [{prefix, kind, next_hop, source}]
     CONNTRACK_LIST = "conntrack.list"  # -> [{original, reply, state, note, packets, expires_in}]

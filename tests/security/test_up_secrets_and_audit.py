@@ -116,4 +116,4 @@ def test_the_audit_log_records_who_did_what_and_podnet_logs_prints_it(cluster: P
     assert not [e for e in events if e.get("objectRef", {}).get("resource") == "leases" and e["verb"] in ("update", "patch")
                 and "system:nodes" in e["user"].get("groups", [])]
     wrong = _podnet(cluster, "logs", "dns", "--audit")
-    assert wrong.returncode != 0 and "--audit is the API server's log" in wrong.stderr
+    assert wrong.returncode != 0 and "--audit is an API server's log" in wrong.stderr

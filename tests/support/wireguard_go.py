@@ -52,7 +52,8 @@ def wireguard_go_namespace(
         assert shutil.which(tool), f"{tool} is missing: install Debian's wireguard-go and wireguard-tools"
     tag = f"{os.getpid() % 100000}"
     # "podnet-" namespaces are what `podnet clean --all` removes; the veth pair dies with the namespace.
-    netns, host_veth, peer_veth = f"podnet-wgtest{tag}", f"pnwgh{tag}", f"pnwgp{tag}"
+    # (not "pnw…": the agent drops what a pod's host end, named so, opens towards the host)
+    netns, host_veth, peer_veth = f"podnet-wgtest{tag}", f"wgvh{tag}", f"wgvp{tag}"
     run("ip", "netns", "add", netns)
     daemon = None
     try:

@@ -465,6 +465,12 @@ class PodStack:
             self._process(socket, now)
             return
         bare_syn = segment.flags & (TcpFlags.SYN | TcpFlags.ACK | TcpFlags.RST) == TcpFlags.SYN
+        # The L7 verdict is taken for any new connection, served or refused, so none is left waiting.
+        l7 = (
+            self.l7_lookup(header.src, segment.src_port, header.dst, segment.dst_port)
+            if bare_syn and self.l7_lookup
+            else None
+        )
         if bare_syn and segment.dst_port in self._tcp_ports:
             if len(self._sockets) >= MAX_CONNECTIONS:
                 self.counters["tcp_syn_dropped_full"] += 1
@@ -472,7 +478,6 @@ class PodStack:
             responder = AgnhostTcp(self.pod_name, f"{header.src}:{segment.src_port}")
             connection = TcpConnection.accept(segment, self._rng.getrandbits(32), now)
             app = _AgnhostServer(responder, self.counters)
-            l7 = self.l7_lookup(header.src, segment.src_port, header.dst, segment.dst_port) if self.l7_lookup else None
             if l7 is not None:
                 app = L7ProxiedServer(l7, app, self.counters, self.l7_report)
             socket = _Socket(connection, header.dst, header.src, app)
