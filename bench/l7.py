@@ -1,5 +1,7 @@
-"""L7 policy, measured in one run, in memory (no sockets, so the figures are the agent's own CPU cost):
+"""L7 policy, measured in one run: in memory first (no sockets, so the figures are the agent's own CPU
+cost), then through two real node agents (bench/dataplane.py's cluster: 127.0.0.11 and .12).
 
+In memory:
 - requests per second through the L7 proxy against the same requests at L4 only (goal: ratio >= 0.3):
   a client pod's stack sends keep-alive GETs over one TCP connection to a virtual pod's stack, whose
   server is the agnhost core, with and without the L7 proxy in front of it; every segment is encoded,
@@ -10,19 +12,28 @@
 - a new connection's verdict with an unrelated L7 rule against no Cilium policy, for the record (the
   first packet of each connection only).
 
-Prints one JSON object. `python bench/l7.py`.
+Live, alternating rounds: pod a (node-1) sends GET requests to pod b (node-2), each on a new connection,
+with and without a CiliumNetworkPolicy that puts b's port behind the proxy (`live_proxy_ratio`); and a
+UDP stream a -> b, with and without an L7 rule on an unrelated pod c (`live_fast_path_ratio`, node-2's
+delivered datagrams per second).
+
+Prints one JSON object. `python bench/l7.py` (`--memory-only` skips the live part).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from podnet.nodeagent.l7.cilium import CiliumPolicyIndex  # noqa: E402
 from podnet.nodeagent.l7.verdict import combine  # noqa: E402
@@ -36,6 +47,8 @@ from podnet.overlay.pipeline.model import Deliver, NodeIdentity, PodPort  # noqa
 from support.l7pods import running_pod  # noqa: E402
 
 from podnet.api.ciliumpolicy import parse_cilium_policy  # noqa: E402
+from podnet.client import ApiClient, ApiError  # noqa: E402
+from podnet.rpc.session import RpcClient  # noqa: E402
 
 REQUESTS = 5_000
 PACKETS = 200_000
@@ -136,6 +149,120 @@ def verdicts_per_second(compiler, cilium: CiliumPolicyIndex) -> float:
     return CONNECTIONS / (time.perf_counter() - start)
 
 
+LIVE_ROUNDS = 3
+LIVE_REQUESTS = 200
+CRDS = Path(__file__).resolve().parent.parent / "deploy" / "crds" / "cilium.yaml"
+CNP_PATH = "/apis/cilium.io/v2/namespaces/default/ciliumnetworkpolicies"
+
+
+def live_policy(name: str, app: str, port: int) -> dict:
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": app}},
+            "ingress": [{"toPorts": [{"ports": [{"port": str(port), "protocol": "TCP"}],
+                                      "rules": {"http": [{"method": "GET", "path": "/hostname"}]}}]}],
+        },
+    }
+
+
+async def live_setup(cluster) -> None:
+    """Cilium's CRDs, labels on a and b, and the unrelated pod c on node-2."""
+    async with ApiClient(cluster.api) as client:
+        for crd in yaml.safe_load_all(CRDS.read_text()):
+            if crd is not None:
+                await client.create(crd)
+        for name in ("a", "b"):
+            await client.patch("pods", name, {"metadata": {"labels": {"app": name}}}, namespace="default",
+                               patch_type="merge")
+        await client.create({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "c", "namespace": "default", "labels": {"app": "c"}},
+            "spec": {"nodeName": "node-2", "containers": [{"name": "agnhost", "image": "agnhost",
+                                                        "ports": [{"containerPort": 80}]}]},
+        })
+
+
+async def set_policy(cluster, policy: dict, present: bool) -> None:
+    async with ApiClient(cluster.api) as client:
+        for _ in range(200):  # the CRD's routes follow its creation by a moment
+            try:
+                if present:
+                    await client.request("POST", CNP_PATH, body=policy)
+                else:
+                    await client.request("DELETE", f"{CNP_PATH}/{policy['metadata']['name']}")
+                return
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the Cilium policy kind is not served")
+
+
+async def http_requests(cluster, *, proxied: bool) -> float:
+    """Requests per second from a to b, each a GET on a new connection, once node-2's agent enforces (or
+    no longer enforces) the L7 rule: a DELETE tells which."""
+    async with RpcClient(cluster.socket("node-1")) as rpc:
+        async def ask(method: str) -> dict:
+            params = {"namespace": "default", "pod": "a", "url": f"http://{cluster.ips['b']}:80/hostname",
+                      "method": method, "timeout": 3.0}
+            return await rpc.call("pod.http", params, timeout=10)
+
+        for _ in range(200):
+            if ((await ask("DELETE")).get("status") == 403) == proxied:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("the L7 rule was not (un)enforced in time")
+        start = time.perf_counter()
+        for _ in range(LIVE_REQUESTS):
+            assert (await ask("GET")).get("status") == 200
+        return LIVE_REQUESTS / (time.perf_counter() - start)
+
+
+def live() -> dict:
+    from dataplane import Cluster, podnet_udp
+
+    rounds: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="podnet-bench-l7-") as home:
+        cluster = Cluster(Path(home))
+        try:
+            cluster.start()
+            asyncio.run(live_setup(cluster))
+            on_b, on_c = live_policy("b-l7", "b", 80), live_policy("c-l7", "c", 80)
+            for number in range(LIVE_ROUNDS):
+                l4 = asyncio.run(http_requests(cluster, proxied=False))
+                asyncio.run(set_policy(cluster, on_b, True))
+                l7 = asyncio.run(http_requests(cluster, proxied=True))
+                asyncio.run(set_policy(cluster, on_b, False))
+                # Which of the two UDP runs goes first alternates, so neither always follows the other.
+                udp = {}
+                for with_rule in ((False, True) if number % 2 == 0 else (True, False)):
+                    if with_rule:
+                        asyncio.run(set_policy(cluster, on_c, True))
+                        time.sleep(0.5)  # the agents hear of it
+                    udp[with_rule] = podnet_udp(cluster, 64)["delivered_per_second"]
+                    if with_rule:
+                        asyncio.run(set_policy(cluster, on_c, False))
+                        time.sleep(0.5)
+                rounds.append({"l4": l4, "l7": l7, "bare": udp[False], "beside": udp[True]})
+        finally:
+            cluster.stop()
+    proxy = [r["l7"] / r["l4"] for r in rounds]
+    fast = [r["beside"] / r["bare"] for r in rounds]
+    return {
+        "live_l4_requests_per_s": round(statistics.median(r["l4"] for r in rounds)),
+        "live_l7_requests_per_s": round(statistics.median(r["l7"] for r in rounds)),
+        "live_proxy_ratio": round(statistics.median(proxy), 3),
+        "live_proxy_ratio_rounds": [round(r, 3) for r in proxy],
+        "live_udp_delivered_per_s_no_cilium_policy": round(statistics.median(r["bare"] for r in rounds)),
+        "live_udp_delivered_per_s_unrelated_l7_rule": round(statistics.median(r["beside"] for r in rounds)),
+        "live_fast_path_ratio": round(statistics.median(fast), 3),
+        "live_fast_path_ratio_rounds": [round(r, 3) for r in fast],
+    }
+
+
 def main() -> None:
     infos = [pod_info(p) for p in PODS]
     index = CiliumPolicyIndex([parse_cilium_policy(yaml.safe_load(POLICY))], infos)
@@ -154,9 +281,11 @@ def main() -> None:
         beside.append(fast_path_packets_per_second(index))
         no_cilium.append(verdicts_per_second(compiler, empty))
         unrelated.append(verdicts_per_second(compiler, index))
+    figures = {} if "--memory-only" in sys.argv else live()
     print(
         json.dumps(
             {
+                **figures,
                 "requests": REQUESTS,
                 "l4_requests_per_s": round(max(l4)),
                 "l7_requests_per_s": round(max(l7)),

@@ -90,11 +90,17 @@ class CniAttachment:
     name: str
     attachment: Attachment
     fd: int = -1  # the packet socket on the wire's host end
+    read_fd: int = -1  # where the pod's frames are read when a filter redirects them (wire.redirect_target)
     endpoint: KernelPod | None = None  # a runtime's attachment's place in the pipeline; a pod's is its own
 
     @property
     def wire(self) -> Wire:
         return Wire(self.attachment.host_ifname, self.attachment.host_mac)
+
+    @property
+    def fds(self) -> tuple[int, int]:
+        """Where frames for the pod are written, and where the pod's frames are read."""
+        return self.fd, self.read_fd if self.read_fd >= 0 else self.fd
 
     @property
     def of_pod(self) -> bool:
@@ -165,15 +171,16 @@ class CniServer:
                                                      ("K8S_POD_NAME", str(meta.get("name") or "")),
                                                      ("K8S_POD_INFRA_CONTAINER_ID", uid), ("K8S_POD_UID", uid)))
 
-    async def attach_pod(self, pod: dict, uid: str, netns: str) -> int:
-        """The chain's ADD for a netns pod whose namespace is at `netns`; the packet socket of its
-        interface. A pod whose interface outlived a restart of the agent keeps it, without a new ADD."""
+    async def attach_pod(self, pod: dict, uid: str, netns: str) -> tuple[int, int]:
+        """The chain's ADD for a netns pod whose namespace is at `netns`; the packet sockets its frames
+        are written to and read from. A pod whose interface outlived a restart of the agent keeps it,
+        without a new ADD."""
         await self.serving.wait()
         async with self._locks[uid]:
             known = self.attachments.get((uid, POD_INTERFACE))
             if known is not None:
                 if known.netns == netns and known.fd >= 0 and known.wire.exists():
-                    return known.fd
+                    return known.fds
                 await self._delete_chain(uid, known.netns, pod)  # its interface went with its namespace
             runtime = self.runtime()
             self._expecting[uid] = pod
@@ -185,7 +192,8 @@ class CniServer:
             if attached is None:  # a conflist whose chain does not run podnet-cni
                 raise CniError(Code.INVALID_CONFIG, f"no plugin of {self.conflist_path} attached {POD_INTERFACE}",
                                "the list must run podnet-cni")
-            return attached.fd
+            self._follow_redirect(attached)
+            return attached.fds
 
     async def detach_pod(self, uid: str, netns: str, pod: dict) -> None:
         """The chain's DEL for a netns pod (backwards: the reference plugins, then podnet-cni); what podnet's
@@ -240,7 +248,8 @@ class CniServer:
             if known.wire.exists() and Path(known.netns).exists():
                 try:
                     self._open(known)
-                except OSError as exc:
+                    self._follow_redirect(known)
+                except (OSError, subprocess.TimeoutExpired) as exc:
                     log.warning("cni: reopening %s/%s: %s", known.container_id, known.ifname, exc)
                 else:
                     log.info("cni: recovered %s/%s in %s: %s", known.container_id, known.ifname, known.netns,
@@ -357,7 +366,26 @@ class CniServer:
         known.endpoint = KernelPod(known.owner, PodPort(known.namespace, known.name, address, network.mac), netns_pod)
         dataplane = self.agent.dataplane
         dataplane.add(known.endpoint)
-        asyncio.get_running_loop().add_reader(known.fd, lambda: dataplane.from_netns_pod(netns_pod, netns_pod.read_frames()))
+        self._read(known)
+
+    def _read(self, known: CniAttachment) -> None:
+        netns_pod, dataplane = known.endpoint.netns, self.agent.dataplane
+        asyncio.get_running_loop().add_reader(netns_pod.read_fd, lambda: dataplane.from_netns_pod(netns_pod, netns_pod.read_frames()))
+
+    def _follow_redirect(self, known: CniAttachment) -> None:
+        """When the chain (bandwidth's egress limit) redirects the pod's frames to another device, they are
+        read there, shaped, and no longer on the host end."""
+        target = wire.redirect_target(known.wire)
+        if target is None or known.read_fd >= 0:
+            return
+        known.read_fd = wire.open_reader(known.wire, target, self.agent.config.tap_offloads)
+        wire.write_only(known.fd)
+        log.info("cni: %s/%s: the pod's frames are read on %s", known.container_id, known.ifname, target)
+        if known.endpoint is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(known.fd)
+            known.endpoint.netns.read_fd = known.read_fd
+            self._read(known)
 
     async def check(self, params: dict) -> dict:
         container_id, ifname = self._identity(params)
@@ -402,13 +430,12 @@ class CniServer:
 
     @staticmethod
     def _close_socket(known: CniAttachment) -> None:
-        if known.fd < 0:
-            return
-        with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(known.fd)
-        with contextlib.suppress(OSError):
-            os.close(known.fd)
-        known.fd = -1
+        for fd in {known.fd, known.read_fd} - {-1}:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        known.fd = known.read_fd = -1
 
     async def gc(self, params: dict) -> dict:
         """A runtime's GC: its attachments that `valid` does not list go. The agent's own pods are not a

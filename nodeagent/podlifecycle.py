@@ -156,9 +156,9 @@ class PodLifecycle:
             await asyncio.shield(teardown)
         try:
             previous = await asyncio.to_thread(self.netns_pods.prepare, uid, network, obj)
-            fd = await self.cni.attach_pod(obj, uid, str(NETNS_DIR / network.netns))
+            fds = await self.cni.attach_pod(obj, uid, str(NETNS_DIR / network.netns))
             netns = self.netns_pods.create(key, uid, network, vtep_mac(self.config.address),
-                                           ContainerSpec.from_pod(obj, self.pod_env.container_env), fd, previous, obj)
+                                           ContainerSpec.from_pod(obj, self.pod_env.container_env), fds, previous, obj)
         except (CniError, NetnsError, OSError) as exc:
             del self._attaching[key]
             log.error("pod %s: its network could not be attached: %s", key, exc)

@@ -88,6 +88,17 @@ def test_three_way_patch_removes_only_what_was_applied_before():
     }
 
 
+def test_custom_resource_gets_a_three_way_json_merge_patch():
+    # No patch strategies: a list is replaced whole, a field gone from the manifest is deleted, what the
+    # server added stays.
+    original = {"spec": {"rules": [{"path": "/a"}], "old": 1}}
+    modified = {"spec": {"rules": [{"path": "/b"}]}}
+    current = {"spec": {"rules": [{"path": "/a"}], "old": 1, "defaulted": True}}
+    assert lastapplied.three_way_merge_patch(original, modified, current) == {
+        "spec": {"rules": [{"path": "/b"}], "old": None}
+    }
+
+
 def test_annotation_is_the_manifest_as_kubectl_records_it():
     obj = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c", "annotations": {"x": "1"}}}
     annotated = lastapplied.annotated(obj)

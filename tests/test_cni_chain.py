@@ -89,21 +89,27 @@ async def iperf3_rate(client_netns: str, server_ip: str) -> float:
     return json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]
 
 
-async def test_an_ingress_bandwidth_annotation_shapes_what_reaches_the_pod(local_cluster):
+async def test_bandwidth_annotations_shape_what_reaches_a_pod_and_what_leaves_one(local_cluster):
     cluster = await local_cluster("127.0.206", nodes=1, cluster_cidr="10.206.0.0/16")
     node = cluster.topo.nodes[0].name
     iperf = ["iperf3", "-s", "-p", "5201"]
     await cluster.create(PRIVILEGED, netns_pod("slow", node, iperf, annotations={"kubernetes.io/ingress-bandwidth": "1M"}),
-                         netns_pod("fast", node, iperf), netns_pod("client", node, ["sleep", "3600"]))
-    pods = {p["metadata"]["name"]: p for p in await cluster.wait_running(NAMESPACE, None, 3)}
+                         netns_pod("fast", node, iperf), netns_pod("client", node, ["sleep", "3600"]),
+                         netns_pod("sender", node, ["sleep", "3600"], annotations={"kubernetes.io/egress-bandwidth": "1M"}))
+    pods = {p["metadata"]["name"]: p for p in await cluster.wait_running(NAMESPACE, None, 4)}
     client = namespace_name(node, NAMESPACE, "client")
     await asyncio.sleep(1)  # the servers listen
 
     slow = await iperf3_rate(client, pods["slow"]["status"]["podIP"])
     fast = await iperf3_rate(client, pods["fast"]["status"]["podIP"])
-    print(f"\nbandwidth: shaped {slow / 1e6:.2f} Mbit/s, unshaped {fast / 1e6:.2f} Mbit/s")
+    # The egress limit: bandwidth redirects what the sender sends to an ifb device whose token bucket
+    # shapes it; the agent reads the sender's frames there.
+    sent = await iperf3_rate(namespace_name(node, NAMESPACE, "sender"), pods["fast"]["status"]["podIP"])
+    print(f"\nbandwidth: ingress shaped {slow / 1e6:.2f} Mbit/s, unshaped {fast / 1e6:.2f} Mbit/s,"
+          f" egress shaped {sent / 1e6:.2f} Mbit/s")
     assert 0.5e6 < slow < 1.3e6, f"shaped to 1 Mbit/s, measured {slow / 1e6:.2f} Mbit/s"
     assert fast > 5e6, f"unshaped, measured {fast / 1e6:.2f} Mbit/s"
+    assert 0.5e6 < sent < 1.3e6, f"egress shaped to 1 Mbit/s, measured {sent / 1e6:.2f} Mbit/s"
     # bandwidth's token bucket sits on the host end of the shaped pod's veth pair only.
     result = await cluster.rpc(node, AgentMethod.CNI_RESULT, {"namespace": NAMESPACE, "pod": "slow"})
     qdiscs = (await run("tc", "qdisc", "show", "dev", result["interfaces"][0]["name"])).stdout

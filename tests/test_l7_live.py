@@ -212,7 +212,11 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
             ],
         },
     }
-    await cluster.client.request("POST", "/apis/cilium.io/v2/namespaces/default/ciliumnetworkpolicies", body=egress)
+    # podnet apply takes the manifest as kubectl does, its kind found in the server's discovery (the CRD's).
+    manifest = cluster.home / "stranger-l7.yaml"
+    manifest.write_text(yaml.safe_dump(egress))
+    assert podnet("apply", "-f", str(manifest)) == "ciliumnetworkpolicy.cilium.io/stranger-l7 created\n"
+    assert podnet("apply", "-f", str(manifest)) == "ciliumnetworkpolicy.cilium.io/stranger-l7 unchanged\n"
     frontend = pods["frontend"]["status"]["podIP"]
 
     async def egress_request(method: str) -> dict:
@@ -233,6 +237,13 @@ async def test_l7_policy_enforced_on_real_agents(local_cluster):
         and f"DELETE http://{frontend}:8080/hostname → 403  denied by default/stranger-l7 egress rule 0" in line
         for line in flows
     ), "\n".join(flows)
+    # Applied again with another path: patched by a three-way JSON merge patch, as kubectl patches a
+    # custom resource; the rule's list is replaced whole.
+    egress["spec"]["egress"][0]["toPorts"][0]["rules"]["http"] = [{"method": "GET", "path": "/echo.*"}]
+    manifest.write_text(yaml.safe_dump(egress))
+    assert podnet("apply", "-f", str(manifest)) == "ciliumnetworkpolicy.cilium.io/stranger-l7 configured\n"
+    stored = await cluster.client.request("GET", "/apis/cilium.io/v2/namespaces/default/ciliumnetworkpolicies/stranger-l7")
+    assert stored["spec"]["egress"][0]["toPorts"][0]["rules"]["http"] == [{"method": "GET", "path": "/echo.*"}]
     # The answer came at once: no segment between the proxy and the frontend had to be sent again.
     assert any(
         re.search(rf"GET http://{frontend}:8080/hostname → 200 \((\d+\.\d) ms\)", line)

@@ -155,10 +155,12 @@ def test_100_mb_through_a_lossy_underlay_between_node_namespaces(tmp_path):
             got = cli("get", "pod", "receiver", "-o", "json")
             return got.returncode == 0 and json.loads(got.stdout).get("status", {}).get("podIP")
 
-        for _ in range(100):
+        for _ in range(300):
             if address := receiver_ip():
                 break
             subprocess.run(["sleep", "0.2"])
+        else:
+            raise AssertionError(f"the receiver has no address: {cli('get', 'pods', '-o', 'wide').stdout}")
         answer = _send(lambda *argv: cli("exec", "sender", "--", *argv, timeout=300), address)
         assert answer == [str(SIZE), hashlib.sha256(random.Random(SEED).randbytes(SIZE)).hexdigest()]
         rules = subprocess.run([*IN_NODE_2, "iptables", "-L", "OUTPUT", "-v", "-x", "-n"], capture_output=True, text=True)

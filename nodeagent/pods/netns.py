@@ -298,10 +298,11 @@ class NetnsPod:
     """One pod's namespace, wire and processes."""
 
     def __init__(self, net: PodNetwork, uid: str, fd: int, gateway_mac: bytes, state_path: Path, log_dir: Path,
-                 obj: dict | None = None):
+                 obj: dict | None = None, read_fd: int | None = None):
         self.net = net
         self.uid = uid
-        self.fd = fd
+        self.fd = fd  # frames for the pod are written here
+        self.read_fd = fd if read_fd is None else read_fd  # and the pod's frames read here
         self.state_path = state_path
         self.log_dir = log_dir
         self.obj = obj or {}  # the Pod, as it was when the namespace was made
@@ -360,7 +361,7 @@ class NetnsPod:
         offloads = self.offloads
         for _ in range(_READ_BATCH):
             try:
-                data = os.read(self.fd, _FRAME_MAX)
+                data = os.read(self.read_fd, _FRAME_MAX)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -512,14 +513,15 @@ class NetnsPods:
         return previous
 
     def create(self, key: str, uid: str, net: PodNetwork, gateway_mac: str, containers: list[ContainerSpec],
-               fd: int, previous: dict | None, obj: dict | None = None) -> NetnsPod:
-        """The pod on its prepared namespace, whose interface's frames come and go through `fd` (which the
-        pod's CNI attachment owns): its containers are started, or adopted from `previous`."""
+               fds: tuple[int, int], previous: dict | None, obj: dict | None = None) -> NetnsPod:
+        """The pod on its prepared namespace, whose interface's frames go to it through `fds[0]` and come
+        from it through `fds[1]` (which the pod's CNI attachment owns): its containers are started, or
+        adopted from `previous`."""
         self.preparing.discard(net.netns)
         state_path = self.directory / f"{net.netns}.json"
         log_dir = self.directory / net.netns
         log_dir.mkdir(exist_ok=True)
-        pod = NetnsPod(net, uid, fd, bytes.fromhex(gateway_mac.replace(":", "")), state_path, log_dir, obj)
+        pod = NetnsPod(net, uid, fds[0], bytes.fromhex(gateway_mac.replace(":", "")), state_path, log_dir, obj, fds[1])
         pod.volumes = asyncio.ensure_future(self._make_volumes(pod))
         for spec in containers:
             container = Container(spec)
@@ -533,7 +535,7 @@ class NetnsPods:
             pod.containers[spec.name] = container
         pod.save()
         self.pods[net.netns] = pod
-        asyncio.get_running_loop().add_reader(fd, self._readable, pod)
+        asyncio.get_running_loop().add_reader(pod.read_fd, self._readable, pod)
         for container in pod.containers.values():
             container.task = asyncio.ensure_future(self._supervise(key, pod, container))
         log.info("pod %s: namespace %s, eth0 %s/%d via %s%s", key, net.netns, net.ip, net.prefix_len,
@@ -704,7 +706,7 @@ class NetnsPods:
         stays for the CNI DEL of its network, after which `remove` removes it."""
         self.pods.pop(pod.net.netns, None)
         with contextlib.suppress(ValueError, OSError):
-            asyncio.get_running_loop().remove_reader(pod.fd)
+            asyncio.get_running_loop().remove_reader(pod.read_fd)
         pod.stop_processes()
 
     def remove(self, net: PodNetwork) -> None:

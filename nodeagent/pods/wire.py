@@ -16,9 +16,14 @@ Two dataplanes share the link, each with frames of its own:
 The agent's socket is filtered so that it sees neither the host's frames (PACKET_IGNORE_OUTGOING), nor the
 pod's frames to the host end's MAC, nor the pod's ARP for HOST_LINK_ADDRESS (the host answers that).
 
+When a tc filter on the host end's ingress redirects the pod's frames to another device (`bandwidth`
+shapes a pod's egress so: a token bucket on an ifb device its frames are redirected to), the agent reads
+them where they were sent, once they have passed its qdisc (`open_reader`), and its socket on the host end
+only writes: a socket there sees frames before the ingress filters, unshaped.
+
 Without offloads the pod end's checksum offload is off: the pod's kernel then hands the wire whole frames
 with their checksums done. With them (the agent's default), it stays on, and a veth passes partial
-checksums and 64 KB TSO frames on: the socket then reads and writes each frame behind a virtio_net_hdr
+checksums and 64 KB TSO frames on: the sockets then read and write each frame behind a virtio_net_hdr
 (PACKET_VNET_HDR), which says what is left to do (nodeagent/pods/netns.py reads and writes it).
 The pair outlives the agent (only the socket closes with it), so a restarted agent opens a new socket on
 the host end and the pod never notices.
@@ -30,6 +35,8 @@ import ctypes
 import fcntl
 import ipaddress
 import json
+import os
+import re
 import socket
 import struct
 import subprocess
@@ -61,6 +68,7 @@ _SIOCETHTOOL = 0x8946
 _ETHTOOL_STXCSUM = 0x17
 _ETHTOOL_SGRO = 0x2C
 _BUFFER = 4 << 20
+_REDIRECT = re.compile(r"Redirect to device (\S+?)\)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,23 +143,52 @@ def open_socket(wire: Wire, offloads: bool = False) -> int:
     """A non-blocking packet socket on the host end, filtered as the module says: reading it gives the
     frames the pod sends the agent, writing to it sends a frame to the pod; with `offloads`, each behind
     a virtio_net_hdr. The caller owns it."""
+    return _packet_socket(wire.host_ifname, wire.host_mac, ignore_outgoing=True, offloads=offloads)
+
+
+def redirect_target(wire: Wire) -> str | None:
+    """The device a tc filter on the host end's ingress redirects the pod's frames to, if any."""
+    done = subprocess.run(["tc", "filter", "show", "dev", wire.host_ifname, "ingress"], capture_output=True,
+                          text=True, timeout=10)
+    match = _REDIRECT.search(done.stdout)
+    return match.group(1) if match else None
+
+
+def open_reader(wire: Wire, device: str, offloads: bool = False) -> int:
+    """A non-blocking packet socket that reads the pod's frames as `device` sends them (the target of
+    redirect_target), filtered as the host end's socket is; that one should then only write (write_only)."""
+    return _packet_socket(device, wire.host_mac, ignore_outgoing=False, offloads=offloads)
+
+
+def _packet_socket(device: str, host_mac: str, *, ignore_outgoing: bool, offloads: bool) -> int:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                          socket.htons(_ETH_P_ALL))
     try:
         # Filtered before it is bound, so that no frame of the host's slips in between.
-        program = _filter(wire.host_mac)  # the kernel copies it during setsockopt
-        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("HL", len(program) // 8,
-                                                                           ctypes.addressof(program)))
-        sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        _attach(sock, _filter(host_mac))
+        if ignore_outgoing:
+            sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
         if offloads:
             sock.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
-        sock.bind((wire.host_ifname, _ETH_P_ALL))
+        sock.bind((device, _ETH_P_ALL))
     except OSError:
         sock.close()
         raise
     return sock.detach()
+
+
+def write_only(fd: int) -> None:
+    """Makes the packet socket `fd` take in no more frames (it still sends)."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        _attach(sock, ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0)))  # ret #0: drop every frame
+
+
+def _attach(sock: socket.socket, program: ctypes.Array) -> None:
+    """Attaches a classic BPF program (the kernel copies it during setsockopt)."""
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("HL", len(program) // 8,
+                                                                       ctypes.addressof(program)))
 
 
 def _filter(host_mac: str) -> ctypes.Array:

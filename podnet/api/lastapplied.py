@@ -67,6 +67,13 @@ def three_way_patch(kind: Kind, original: dict, modified: dict, current: dict) -
     return _maps(original, modified, current, {"$ref": f"#/definitions/{kind.definition}"})
 
 
+def three_way_merge_patch(original: dict, modified: dict, current: dict) -> dict:
+    """The JSON merge patch that takes `current` to `modified`, deleting what `original` had
+    (jsonmergepatch.CreateThreeWayJSONMergePatch): kubectl's for a custom resource, whose kind has no patch
+    strategies, so every list is replaced whole."""
+    return _maps(original, modified, current, None)
+
+
 def _property(schema: dict | None, name: str) -> dict | None:
     if schema is None:
         return None

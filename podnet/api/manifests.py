@@ -24,6 +24,9 @@ class ManifestError(ValueError):
 class Manifest:
     objects: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # one line per document that cannot be applied
+    # The objects of kinds podnet does not define, each with its line in `errors`: the server may still
+    # serve them, from a CustomResourceDefinition.
+    unknown: list[tuple[dict, str]] = field(default_factory=list)
 
 
 def _documents(text: str, source: str) -> list[object]:
@@ -83,8 +86,10 @@ def read(text: str, source: str = "-") -> Manifest:
             manifest.objects.append(obj)
             continue
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        manifest.errors.append(
+        line = (
             f'resource mapping not found for name: "{meta.get("name", "")}" namespace: "{meta.get("namespace", "")}" '
             f'from "{source}": no matches for kind "{obj["kind"]}" in version "{obj["apiVersion"]}"'
         )
+        manifest.errors.append(line)
+        manifest.unknown.append((obj, line))
     return manifest

@@ -71,31 +71,56 @@ def _ref(kind: Kind, obj: dict) -> str:
     return f"{kind.singular}{group}/{obj['metadata']['name']}"
 
 
-async def apply_object(client: ApiClient, obj: dict, namespace: str | None) -> str:
+async def served_custom_kind(client: ApiClient, obj: dict) -> Kind | None:
+    """The kind of `obj` as the server's discovery document serves it (a CustomResourceDefinition's), or
+    None when the server does not serve it either."""
+    group, _, version = str(obj.get("apiVersion") or "").rpartition("/")
+    if not group:
+        return None
+    try:
+        found = await client.request("GET", f"/apis/{group}/{version}")
+    except ApiError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    for resource in (found or {}).get("resources") or []:
+        if resource.get("kind") == obj.get("kind") and "/" not in str(resource.get("name")):
+            return Kind(obj["kind"], group, version, resource["name"], bool(resource.get("namespaced")))
+    return None
+
+
+async def apply_object(client: ApiClient, obj: dict, namespace: str | None, kind: Kind | None = None) -> str:
     """kubectl apply's client side: creates the object with the last-applied annotation, or patches the
     live one by a three-way strategic merge of what was applied last, the manifest and the live object
     (fields the server set, such as a clusterIP, stay; fields removed from the manifest go); says
-    created, configured or unchanged. The annotation is kubectl's own, so either tool may apply next."""
-    kind = kinds.for_object(obj)
+    created, configured or unchanged. The annotation is kubectl's own, so either tool may apply next.
+    A custom resource (`kind` from `served_custom_kind`) is patched by a three-way JSON merge patch, as
+    kubectl patches it."""
+    custom = kind is not None
+    kind = kind or kinds.for_object(obj)
     meta = obj.setdefault("metadata", {})
     if kind.namespaced:
         meta["namespace"] = meta.get("namespace") or namespace or "default"
     ns = meta.get("namespace") if kind.namespaced else None
     modified = lastapplied.annotated(obj)
     if not meta.get("name"):
-        created = await client.create(modified, ns)
+        created = await client.request("POST", kind.path(ns), body=modified)
         return f"{_ref(kind, created)} created"
     try:
         current = await client.get(kind, meta["name"], ns)
     except ApiError as exc:
         if exc.code != 404:
             raise
-        await client.create(modified, ns)
+        await client.request("POST", kind.path(ns), body=modified)
         return f"{_ref(kind, obj)} created"
-    patch = lastapplied.three_way_patch(kind, lastapplied.last_applied(current), modified, current)
+    original = lastapplied.last_applied(current)
+    if custom:
+        patch, patch_type = lastapplied.three_way_merge_patch(original, modified, current), "merge"
+    else:
+        patch, patch_type = lastapplied.three_way_patch(kind, original, modified, current), "strategic"
     if not patch:
         return f"{_ref(kind, obj)} unchanged"
-    await client.patch(kind, meta["name"], patch, namespace=ns, patch_type="strategic")
+    await client.patch(kind, meta["name"], patch, namespace=ns, patch_type=patch_type)
     return f"{_ref(kind, obj)} configured"
 
 
@@ -157,12 +182,19 @@ def register(app: typer.Typer) -> None:
         """Create or update objects from YAML or JSON manifests, like kubectl apply: every object that can
         be applied is, and each one that cannot is one error line; the exit code is 1 if any failed."""
         read = _load_or_exit(filename, recursive)
-        errors = [f"error: {error}" for manifest, _ in read for error in manifest.errors]
+        errors = []
         async with client_for(server, token, kubeconfig) as client:
             for manifest, source in read:
-                for obj in manifest.objects:
+                applying: list[tuple[dict, Kind | None]] = [(obj, None) for obj in manifest.objects]
+                served = []
+                for obj, line in manifest.unknown:
+                    if (custom := await served_custom_kind(client, obj)) is not None:
+                        applying.append((obj, custom))
+                        served.append(line)
+                errors += [f"error: {error}" for error in manifest.errors if error not in served]
+                for obj, custom in applying:
                     try:
-                        typer.echo(await apply_object(client, obj, namespace))
+                        typer.echo(await apply_object(client, obj, namespace, custom))
                     except ApiError as exc:
                         if exc.code in (0, 401):
                             raise  # the server is out of reach or refuses us: nothing else will apply either
