@@ -1194,7 +1194,7 @@ class Resources:
 
 
 # A Service create whose admitted values another API server claimed first is admitted again this many times.
-_CLAIM_ATTEMPTS = 5
+_CLAIM_ATTEMPTS = 10
 
 
 class _Raced(Exception):

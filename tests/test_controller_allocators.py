@@ -216,3 +216,18 @@ def test_port_range_parse(text):
     assert parse_port_range("30000-32767") == (30000, 32767)
     with pytest.raises(ValueError, match="want LOW-HIGH"):
         parse_port_range(text)
+
+
+def test_a_scattered_start_picks_any_free_node_port_not_the_start_of_a_free_run():
+    # 30000-30099 with two free runs, 30010-30019 and 30060-30069: a plain scan from any offset in the taken
+    # part stops at 30010 or 30060, where every API server's scan would stop; ranked among the free ports,
+    # the offsets pick each free port once.
+    taken = [port for port in range(30000, 30100) if not (30010 <= port < 30020 or 30060 <= port < 30070)]
+    stored = [service(f"t{port}", type_="NodePort", ports=[{"port": 80, "nodePort": port}]) for port in taken]
+    picks = set()
+    for offset in range(20):
+        allocations = IpAllocations.from_services(stored, node_port_range=(30000, 30099))
+        allocations.start_scans_at(0, offset)
+        (port,) = allocations.admit(service("new", type_="NodePort")).service["spec"]["ports"]
+        picks.add(port["nodePort"])
+    assert picks == set(range(30010, 30020)) | set(range(30060, 30070))

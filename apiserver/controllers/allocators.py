@@ -172,6 +172,7 @@ class IpAllocations:
     ports: dict[int, str] = field(default_factory=dict)
     _next_ip: int = 0
     _next_port: int = 0
+    _port_pick: int | None = None  # the next port pick's rank among the free ports (start_scans_at)
 
     @classmethod
     def from_services(
@@ -203,6 +204,10 @@ class IpAllocations:
         kube-apiserver's allocators pick), so that they seldom pick the same value at the same time."""
         self._next_ip = ip_offset % (self.service_cidr.num_addresses - 2)
         self._next_port = port_offset % len(self.node_ports)
+        # The port range is small and fills: a scan from a random offset mostly lands on a taken port and
+        # stops at the start of the next free run, where the other servers' scans stop too. The first pick
+        # is therefore the offset's rank among the free ports, the same on an empty range as on a full one.
+        self._port_pick = port_offset
 
     def _reserved_for_others(self, key: str) -> set[ipaddress.IPv4Address]:
         return {ipaddress.IPv4Address(ip) for k, ip in well_known_ips(str(self.service_cidr)).items() if k != key}
@@ -242,6 +247,11 @@ class IpAllocations:
 
     def _free_port(self, taken: set[int]) -> int:
         size = len(self.node_ports)
+        if self._port_pick is not None:
+            free = [i for i, port in enumerate(self.node_ports) if port not in self.ports and port not in taken]
+            if free:
+                self._next_port = free[self._port_pick % len(free)]
+            self._port_pick = None
         for step in range(size):
             candidate = self.node_ports[(self._next_port + step) % size]
             if candidate not in self.ports and candidate not in taken:
