@@ -70,8 +70,9 @@ _FUTURE = "required revision is a future revision"
 _UNAVAILABLE_CODES = (rpc.StatusCode.UNAVAILABLE, rpc.StatusCode.DEADLINE_EXCEEDED)
 # gRPC's words for a call that found no connection to make: nothing was sent.
 _NOT_CONNECTED = "failed to connect to all addresses"
-# What a follower answers (with gRPC's UNKNOWN) for a proposal it cannot forward, having no leader.
-_DROPPED = "raft proposal dropped"
+# What members answer (with gRPC's UNKNOWN) while they have no leader: a proposal a follower cannot forward,
+# and a request that found no quorum within etcd's own deadline.
+_NO_LEADER_ANSWERS = ("raft proposal dropped", "context deadline exceeded", "etcdserver: request timed out")
 # The pauses before each new attempt of a call that met an election, within the request timeout: etcd
 # elects within about two election timeouts (a second each by default).
 _ELECTION_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.2, 1.2, 1.2)
@@ -265,7 +266,7 @@ class EtcdStore(OpensAsContext):
                     grpc_error is None and isinstance(e, aetcd.ConnectionFailedError))
                 failure = _Unreachable if never_sent else _InElection
                 raise failure(f"etcd {self._endpoint_of(client)}: {details}") from e
-            if _DROPPED in details:
+            if any(answer in details for answer in _NO_LEADER_ANSWERS):
                 raise _InElection(f"etcd {self._endpoint_of(client)}: {details}") from e
             if _COMPACTED in details:
                 raise _CompactedRead(details) from e
