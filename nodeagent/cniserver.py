@@ -359,7 +359,8 @@ class CniServer:
             return  # the pod's containers and its place in the pipeline are the pod lifecycle's
         address, prefix_len = known.attachment.address.split("/")
         network = PodNetwork(Path(known.netns).name, known.namespace, address, int(prefix_len),
-                             known.attachment.gateway, known.attachment.mac, offloads=self.agent.config.tap_offloads)
+                             known.attachment.gateway, known.attachment.mac, known.attachment.mtu,
+                             offloads=self.agent.config.tap_offloads)
         state = self.records / f"{known.container_id}-{known.ifname}.pod"
         gateway_mac = bytes.fromhex(vtep_mac(self.agent.config.address).replace(":", ""))
         netns_pod = NetnsPod(network, known.owner, known.fd, gateway_mac, state.with_suffix(".state"), state)
