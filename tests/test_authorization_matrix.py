@@ -232,18 +232,34 @@ def _body(resource: Resource, name: str) -> bytes:
     return json.dumps({"apiVersion": resource.group_version, "kind": resource.kind, "metadata": {"name": name}}).encode()
 
 
-def _request(resource: Resource, verb: str, namespace: str | None, subresource: str = "") -> tuple[str, str, dict, bytes]:
-    """The method, path, query and body of a request that asks for `verb` and, past authorization, changes
-    nothing: writes are dry runs, single objects a name no one made, collections a selector of nothing."""
+@dataclass(frozen=True)
+class Probe:
+    """A request that asks for one verb and, past authorization, changes nothing (writes are dry runs, single
+    objects a name no one made, collections a selector of nothing); and the attributes it is authorized by,
+    which a SelfSubjectAccessReview asks about."""
+    verb: str
+    method: str
+    path: str
+    query: dict
+    body: bytes
+    attributes: dict
+
+
+def _probe(resource: Resource, verb: str, namespace: str | None, subresource: str = "") -> Probe:
+    group = resource.group_version.rpartition("/")[0]
+    name = namespace if resource.plural == "namespaces" and namespace else PROBE
+    single = verb not in ("list", "watch", "create", "deletecollection") or bool(subresource)
+    attributes = {"verb": verb, "group": group, "resource": resource.plural, "subresource": subresource,
+                  "name": name if single else "",
+                  # a Namespace is authorized in itself, as kube-apiserver's request info has it
+                  "namespace": name if resource.plural == "namespaces" and single else namespace or ""}
+    dry = {"dryRun": "All"}
     if subresource:
         path = f"{resource.path(namespace, PROBE)}/{subresource}"
-        if verb == "patch":
-            return "PATCH", path, {"dryRun": "All"}, b"{}"
-        return ("GET", path, {}, b"") if verb == "get" else ("POST", path, {}, b"{}")
-    item = resource.path(namespace, namespace if resource.plural == "namespaces" and namespace else PROBE)
-    collection = resource.path(namespace)
-    dry = {"dryRun": "All"}
-    return {
+        method, query, body = {"get": ("GET", {}, b""), "patch": ("PATCH", dry, b"{}"), "create": ("POST", {}, b"{}")}[verb]
+        return Probe(verb, method, path, query, body, attributes)
+    item, collection = resource.path(namespace, name), resource.path(namespace)
+    method, path, query, body = {
         "get": ("GET", item, {}, b""),
         "list": ("GET", collection, {"limit": "1"}, b""),
         "watch": ("GET", collection, {"watch": "true", "timeoutSeconds": "1"}, b""),
@@ -253,27 +269,38 @@ def _request(resource: Resource, verb: str, namespace: str | None, subresource: 
         "delete": ("DELETE", item, dry, b""),
         "deletecollection": ("DELETE", collection, dry | {"labelSelector": f"{PROBE}=none"}, b""),
     }[verb]
+    return Probe(verb, method, path, query, body, attributes)
 
 
-async def _refused(session: aiohttp.ClientSession, server: Server, user: str, verb: str, method: str, path: str,
-                   query: dict, body: bytes) -> bool:
+async def _refused(session: aiohttp.ClientSession, server: Server, user: str, probe: Probe) -> bool:
     """Whether RBAC refused the request; a 403 of another kind (admission) is a failure of the probe."""
-    content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
-    async with session.request(method, server.kubectl.url + path, params=query, data=body or None,
+    content_type = "application/merge-patch+json" if probe.method == "PATCH" else "application/json"
+    where = (user, probe.method, probe.path)
+    async with session.request(probe.method, server.kubectl.url + probe.path, params=probe.query, data=probe.body or None,
                                ssl=server.contexts[user], headers=server.headers[user] | {"Content-Type": content_type}
                                ) as response:
-        if response.status == 200 and query.get("watch"):
+        if response.status == 200 and probe.query.get("watch"):
             return False  # a stream, open until its timeout
         text = await response.text()
         # Past authorization, the request reached its handler: an answer of the API, not of the router.
-        assert response.status < 500 and response.status != 405, (user, method, path, response.status, text)
+        assert response.status < 500 and response.status != 405, (*where, response.status, text)
         if response.status == 404:
-            assert json.loads(text)["reason"] == "NotFound", (user, method, path, text)
+            assert json.loads(text)["reason"] == "NotFound", (*where, text)
         if response.status != 403:
             return False
         message = json.loads(text)["message"]
-        assert f"cannot {verb} resource" in message, (user, method, path, message)
+        assert f"cannot {probe.verb} resource" in message, (*where, message)
         return True
+
+
+async def _reviewed(session: aiohttp.ClientSession, server: Server, user: str, probe: Probe) -> bool:
+    """What a SelfSubjectAccessReview of the same attributes answers (`kubectl auth can-i`)."""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+              "spec": {"resourceAttributes": probe.attributes}}
+    async with session.post(server.kubectl.url + "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", json=review,
+                            ssl=server.contexts[user], headers=server.headers[user]) as response:
+        assert response.status == 201, await response.text()
+        return bool((await response.json())["status"]["allowed"])
 
 
 def _grade(allowed: dict[str, bool]) -> str:
@@ -285,18 +312,23 @@ def _grade(allowed: dict[str, bool]) -> str:
     return ("R" if any(reads) else "") + ("W" if any(writes) else "")
 
 
-async def _table(server: Server, user: str, cells: dict[str, list[tuple[str, tuple[str, str, dict, bytes]]]]) -> dict[str, str]:
+async def _table(server: Server, user: str, cells: dict[str, list[Probe]]) -> dict[str, str]:
+    """Each cell graded by the real requests' outcomes, once it is checked that a SelfSubjectAccessReview of
+    each request's attributes says the same as the request met."""
     gate = asyncio.Semaphore(16)
     async with aiohttp.ClientSession() as session:
-        async def ask(verb: str, request: tuple[str, str, dict, bytes]) -> bool:
+        async def ask(probe: Probe) -> tuple[bool, bool]:
             async with gate:
-                return not await _refused(session, server, user, verb, *request)
+                return (not await _refused(session, server, user, probe)), await _reviewed(session, server, user, probe)
 
-        asked = [(cell, verb, request) for cell, asks in cells.items() for verb, request in asks]
-        answers = await asyncio.gather(*(ask(verb, request) for _, verb, request in asked))
+        asked = [(cell, probe) for cell, probes in cells.items() for probe in probes]
+        answers = await asyncio.gather(*(ask(probe) for _, probe in asked))
+    disagreeing = [(cell, probe.verb, met) for (cell, probe), (met, reviewed) in zip(asked, answers, strict=True)
+                   if met != reviewed]
+    assert not disagreeing, f"{user}: a SelfSubjectAccessReview says otherwise than the request met: {disagreeing}"
     allowed: dict[str, dict[str, bool]] = {cell: {} for cell in cells}
-    for (cell, verb, _), answer in zip(asked, answers, strict=True):
-        allowed[cell][verb] = answer
+    for (cell, probe), (met, _) in zip(asked, answers, strict=True):
+        allowed[cell][probe.verb] = met
     return {cell: _grade(verbs) for cell, verbs in allowed.items()}
 
 
@@ -305,10 +337,10 @@ def _namespace_cells(server: Server, namespace: str) -> dict[str, list]:
     for plural in NAMESPACED:
         resource = server.resources[plural]
         verbs = ("get", "update", "patch", "delete") if plural == "namespaces" else resource.verbs
-        cells[plural] = [(verb, _request(resource, verb, namespace)) for verb in verbs]
+        cells[plural] = [_probe(resource, verb, namespace) for verb in verbs]
     for name, (verbs, *_) in SUBRESOURCES.items():
         plural, _, subresource = name.partition("/")
-        cells[name] = [(verb, _request(server.resources[plural], verb, namespace, subresource)) for verb in verbs]
+        cells[name] = [_probe(server.resources[plural], verb, namespace, subresource) for verb in verbs]
     return cells
 
 
@@ -317,13 +349,15 @@ def _cluster_cells(server: Server) -> dict[str, list]:
     for plural in NAMESPACED:
         if plural != "namespaces":
             resource = server.resources[plural]
-            cells[f"{plural} (all namespaces)"] = [(verb, _request(resource, verb, None)) for verb in ("list", "watch")]
+            cells[f"{plural} (all namespaces)"] = [_probe(resource, verb, None) for verb in ("list", "watch")]
     for plural in CLUSTER:
         resource = server.resources[plural]
         if resource.verbs == ("create",):
-            cells[plural] = [("create", ("POST", resource.path(None), {}, _body(resource, "")))]
+            group = resource.group_version.rpartition("/")[0]
+            cells[plural] = [Probe("create", "POST", resource.path(None), {}, _body(resource, ""),
+                                   {"verb": "create", "group": group, "resource": plural})]
         else:
-            cells[plural] = [(verb, _request(resource, verb, None)) for verb in resource.verbs]
+            cells[plural] = [_probe(resource, verb, None) for verb in resource.verbs]
     return cells
 
 
@@ -440,6 +474,6 @@ def test_delete_and_deletecollection_are_verbs_of_their_own(server: Server):
         server.headers[user] = {}
         _granted(server.kubectl, verb, "configmaps", "-n", "team-b", f"--as={user}")
     configmaps = server.resources["configmaps"]
-    asks = {verb: [(verb, _request(configmaps, verb, "team-b"))] for verb in ("delete", "deletecollection")}
+    asks = {verb: [_probe(configmaps, verb, "team-b")] for verb in ("delete", "deletecollection")}
     assert asyncio.run(_table(server, "del", asks)) == {"delete": "W", "deletecollection": ""}
     assert asyncio.run(_table(server, "sweep", asks)) == {"delete": "", "deletecollection": "W"}
