@@ -1,10 +1,16 @@
-"""The pure parts of relayed pods: the relay annotation, the readiness probe read from a pod, and Kubernetes'
-probe thresholds."""
+"""Relayed pods: the relay annotation, the readiness probe read from a pod, Kubernetes' probe thresholds,
+and (real sockets on 127.0.0.1) what a refusal from the relayed process does to the pod's readiness."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
-from podnet.nodeagent.relaypods import HttpProbe, Readiness, http_probe
+from aiohttp import web
+from podnet.nodeagent.relaypods import HttpProbe, Readiness, RelayedPods, http_probe
+from podnet.overlay.wire import ipv4, udp
+from podnet.overlay.wire.ipv4 import IPProtocol
 
 from podnet.api.clusterdns import format_relay, kube_dns_service, parse_relay, relay_of
 
@@ -78,3 +84,61 @@ def test_a_first_pass_makes_a_pod_ready_at_once():
     readiness = Readiness()
     assert readiness.record(True) and readiness.ready
     assert not readiness.record(True)
+
+
+def test_a_container_that_is_gone_is_unready_at_once_and_probes_bring_it_back():
+    readiness = Readiness(success_threshold=1, failure_threshold=3)
+    readiness.record(True)
+    assert readiness.stopped() is True and not readiness.ready
+    assert readiness.stopped() is False
+    assert readiness.record(True) is True and readiness.ready
+
+
+def _closed_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_a_refused_datagram_makes_the_pod_unready_at_once_and_is_not_answered():
+    """The process behind port 53 is gone while its readiness endpoint still answers (a probe alone would
+    take three failures): the first refused datagram makes the pod not ready, and the client is told
+    nothing (no port unreachable), so that it retries on its timeout."""
+    async def healthy(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    health_port = runner.addresses[0][1]
+    delivered: list[bytes] = []
+    changes: list[str] = []
+    relays = RelayedPods("127.0.0.1", delivered.append, changes.append)
+    pod = {"metadata": {"name": "coredns-x", "namespace": "kube-system", "annotations": {
+               "podnet.io/relay": format_relay({53: ("127.0.0.1", _closed_udp_port()),
+                                                9153: ("127.0.0.1", health_port)})}},
+           "spec": {"containers": [{"name": "coredns", "readinessProbe": {
+               "httpGet": {"path": "/healthz", "port": 9153}, "periodSeconds": 30}}]}}
+    try:
+        assert relays.attach("kube-system/coredns-x", pod, "10.244.1.9")
+        for _ in range(100):
+            if relays.ready("kube-system/coredns-x"):
+                break
+            await asyncio.sleep(0.02)
+        assert relays.ready("kube-system/coredns-x") and changes == ["kube-system/coredns-x"]
+        query = udp.encode(udp.UdpDatagram(5353, 53, b"a query"), "10.244.2.7", "10.244.1.9")
+        packet = ipv4.encode(ipv4.IPv4Packet("10.244.2.7", "10.244.1.9", IPProtocol.UDP, query))
+        assert relays.take(packet, asyncio.get_running_loop().time())
+        for _ in range(100):
+            if not relays.ready("kube-system/coredns-x"):
+                break
+            await asyncio.sleep(0.02)
+        assert not relays.ready("kube-system/coredns-x")
+        assert changes == ["kube-system/coredns-x"] * 2
+        assert delivered == [] and relays.bridge.counters["udp.refused-dropped"] == 1
+    finally:
+        await relays.close()
+        await runner.cleanup()

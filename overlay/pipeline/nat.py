@@ -413,6 +413,19 @@ class ServiceTable:
         """Every (nodePort, protocol) the node should listen on."""
         return sorted(self._node_ports)
 
+    def udp_serving(self) -> dict[tuple[int, int], frozenset[int]]:
+        """(service address, port) -> the addresses of its serving endpoints, for every UDP ClusterIP
+        and external IP that has some: what kube-proxy keeps UDP conntrack entries to after a sync
+        (`Conntrack.clear_stale_udp`). A Service without endpoints is left out, as kube-proxy leaves it."""
+        serving: dict[tuple[int, int], frozenset[int]] = {}
+        for entry in self.ports:
+            addresses = frozenset(ip_to_int(e.ip) for e in (*entry.endpoints, *entry.external_endpoints))
+            if entry.protocol != "UDP" or not addresses:
+                continue
+            for ip in filter(None, (entry.cluster_ip, *entry.external_ips)):
+                serving[(ip_to_int(ip), entry.port)] = addresses
+        return serving
+
     def _choose(self, chain: _Chain, src_ip: str, rand: float, now: float) -> NatDecision:
         picks = chain.picks
         if not picks:
