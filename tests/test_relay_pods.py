@@ -9,7 +9,7 @@ import socket
 import pytest
 from aiohttp import web
 from podnet.nodeagent.relaypods import HttpProbe, Readiness, RelayedPods, http_probe
-from podnet.overlay.wire import ipv4, udp
+from podnet.overlay.wire import ipv4, tcp, udp
 from podnet.overlay.wire.ipv4 import IPProtocol
 
 from podnet.api.clusterdns import format_relay, kube_dns_service, parse_relay, relay_of
@@ -94,16 +94,17 @@ def test_a_container_that_is_gone_is_unready_at_once_and_probes_bring_it_back():
     assert readiness.record(True) is True and readiness.ready
 
 
-def _closed_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+def _closed_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-async def test_a_refused_datagram_makes_the_pod_unready_at_once_and_is_not_answered():
+@pytest.mark.parametrize("protocol", ["UDP", "TCP"])
+async def test_a_refusal_makes_the_pod_unready_at_once(protocol):
     """The process behind port 53 is gone while its readiness endpoint still answers (a probe alone would
-    take three failures): the first refused datagram makes the pod not ready, and the client is told
-    nothing (no port unreachable), so that it retries on its timeout."""
+    take three failures): the first refused flow makes the pod not ready. A TCP client gets its RST; a UDP
+    client is told nothing (no port unreachable), so that it retries on its timeout."""
     async def healthy(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -117,28 +118,37 @@ async def test_a_refused_datagram_makes_the_pod_unready_at_once_and_is_not_answe
     delivered: list[bytes] = []
     changes: list[str] = []
     relays = RelayedPods("127.0.0.1", delivered.append, changes.append)
+    kind = socket.SOCK_DGRAM if protocol == "UDP" else socket.SOCK_STREAM
     pod = {"metadata": {"name": "coredns-x", "namespace": "kube-system", "annotations": {
-               "podnet.io/relay": format_relay({53: ("127.0.0.1", _closed_udp_port()),
+               "podnet.io/relay": format_relay({53: ("127.0.0.1", _closed_port(kind)),
                                                 9153: ("127.0.0.1", health_port)})}},
            "spec": {"containers": [{"name": "coredns", "readinessProbe": {
                "httpGet": {"path": "/healthz", "port": 9153}, "periodSeconds": 30}}]}}
     try:
         assert relays.attach("kube-system/coredns-x", pod, "10.244.1.9")
-        for _ in range(100):
-            if relays.ready("kube-system/coredns-x"):
-                break
-            await asyncio.sleep(0.02)
-        assert relays.ready("kube-system/coredns-x") and changes == ["kube-system/coredns-x"]
-        query = udp.encode(udp.UdpDatagram(5353, 53, b"a query"), "10.244.2.7", "10.244.1.9")
-        packet = ipv4.encode(ipv4.IPv4Packet("10.244.2.7", "10.244.1.9", IPProtocol.UDP, query))
+        await _until(lambda: relays.ready("kube-system/coredns-x"))
+        assert changes == ["kube-system/coredns-x"]
+        if protocol == "UDP":
+            body = udp.encode(udp.UdpDatagram(5353, 53, b"a query"), "10.244.2.7", "10.244.1.9")
+        else:
+            body = tcp.encode(tcp.TcpSegment(5353, 53, 1000, 0, tcp.TcpFlags.SYN, 65535), "10.244.2.7", "10.244.1.9")
+        packet = ipv4.encode(ipv4.IPv4Packet("10.244.2.7", "10.244.1.9", IPProtocol[protocol], body))
         assert relays.take(packet, asyncio.get_running_loop().time())
-        for _ in range(100):
-            if not relays.ready("kube-system/coredns-x"):
-                break
-            await asyncio.sleep(0.02)
-        assert not relays.ready("kube-system/coredns-x")
+        await _until(lambda: not relays.ready("kube-system/coredns-x"))
         assert changes == ["kube-system/coredns-x"] * 2
-        assert delivered == [] and relays.bridge.counters["udp.refused-dropped"] == 1
+        if protocol == "UDP":
+            assert delivered == [] and relays.bridge.counters["udp.refused-dropped"] == 1
+        else:
+            await _until(lambda: delivered)
+            (reset,) = delivered
+            assert tcp.decode(ipv4.decode(reset).payload, "10.244.1.9", "10.244.2.7").flags & tcp.TcpFlags.RST
     finally:
         await relays.close()
         await runner.cleanup()
+
+
+async def _until(condition, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.02)
