@@ -102,6 +102,7 @@ class AgentRpc:
         pipeline.services = table
         cleared = pipeline.conntrack.clear_stale_udp(table.udp_serving())
         pipeline.counters["conntrack.cleared-stale-udp"] += cleared
+        cleared += self.dataplane.nodeports.forget_stale_udp(table.udp_node_port_serving())
         await self.dataplane.nodeports.reconcile(table.node_ports())
         return {"rules": len(table), "conntrack_cleared": cleared}
 

@@ -235,3 +235,6 @@ def test_udp_serving_names_each_udp_service_address_with_its_endpoints():
     serving = table("iptables", WEB, empty_udp, lb_dns).udp_serving()
     both = frozenset({ip_to_int("10.244.1.9"), ip_to_int("10.244.2.9")})
     assert serving == {(ip_to_int("10.96.0.10"), 53): both, (ip_to_int("127.0.1.5"), 53): both}
+    nodeport_empty = {**empty_udp, "node_port": 30054}
+    node_ports = table("iptables", WEB, nodeport_empty, lb_dns).udp_node_port_serving()
+    assert node_ports == {30053: frozenset({"10.244.1.9", "10.244.2.9"})}
