@@ -29,7 +29,7 @@ from podnet.nodeagent.nodeports import NodePorts, trusted_proxies
 from podnet.nodeagent.pods.netns import NetnsPod
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.l7proxy import L7_COUNTERS
-from podnet.nodeagent.pods.virtual.stack import PodStack
+from podnet.nodeagent.pods.virtual.stack import PodStack, SuperPacket
 from podnet.nodeagent.relaypods import RelayedPods
 from podnet.nodeagent.traces import Traces
 from podnet.overlay.pipeline.forward import Pipeline
@@ -138,7 +138,7 @@ class Dataplane:
         if isinstance(endpoint, StackEndpoint):
             endpoint.stack.l7_lookup = self._l7_for
             endpoint.stack.l7_report = self._l7_reported
-        self.pipeline.add_pod(endpoint.port, super_packets=isinstance(endpoint, KernelPod) and endpoint.netns.offloads)
+        self.pipeline.add_pod(endpoint.port, super_packets=_takes_super_packets(endpoint))
 
     def has_l7_proxy(self, ip: str) -> bool:
         """Whether this pod's connections can go through the L7 proxy: a netns pod's and a virtual pod's
@@ -177,6 +177,14 @@ class Dataplane:
         """A packet a pod's userspace stack sent: to the splice it belongs to, or into the pipeline (and
         to a new splice when the pod's egress HTTP rules cover the connection it opens)."""
         splices = self.splices
+        if type(packet) is SuperPacket:
+            if not (splices.from_pods or self.l7_pending_egress):
+                return self.pipeline.from_pod(pod.port, packet, now, trace, packet.mss)
+            # the splices read TCP as a wire carries it
+            outputs = []
+            for segment in tcp_segments(packet, packet.mss):
+                outputs += self._from_stack(pod, segment, now, trace)
+            return outputs
         if splices.from_pods and (moved := splices.from_pod(packet, now)) is not None:
             return self._spliced(pod, moved, now)
         outputs = self.pipeline.from_pod(pod.port, packet, now, trace)
@@ -350,6 +358,12 @@ class Dataplane:
                     pod = by_ip.get(out.pod_ip)
                     if type(pod) is KernelPod and pod.netns.offloads and not (splices.to_pods or pending):
                         pod.netns.deliver_super(out.packet, out.mss)
+                    elif _takes_super_packets(pod) and not splices.to_pods:  # a stack takes it whole
+                        batch = batches.get(id(pod))
+                        if batch is None:
+                            batches[id(pod)] = (pod, [out.packet])
+                        else:
+                            batch[1].append(out.packet)
                     elif pod is not None:  # segments, for a stack or for the splices, which take those
                         segmented += [Deliver(out.pod_ip, segment) for segment in tcp_segments(out.packet, out.mss)]
                 elif kind is ToHost:
@@ -366,6 +380,8 @@ class Dataplane:
                     trace = traces.stages_for(packet) if traced else None
                     if splices.from_pods or pending_egress:
                         outputs += self._from_stack(pod, packet, now, trace)
+                    elif type(packet) is SuperPacket:
+                        outputs += from_pod(pod.port, packet, now, trace, packet.mss)
                     else:
                         outputs += from_pod(pod.port, packet, now, trace)
             if outputs and budget <= 0:
@@ -488,3 +504,11 @@ class Dataplane:
             log.warning("ignoring %s: %s", PARTITIONS_FILE, exc)
             return []
         return [peer for peer in peers if isinstance(peer, str)] if isinstance(peers, list) else []
+
+
+def _takes_super_packets(endpoint: LocalPod | StackEndpoint | None) -> bool:
+    """Whether TCP super-packets reach this endpoint whole: a netns pod's TAP with offloads, or a userspace
+    stack (not a relayed pod's, whose relayed ports take packets as a wire carries them)."""
+    if type(endpoint) is KernelPod:
+        return endpoint.netns.offloads
+    return isinstance(endpoint, StackEndpoint) and not isinstance(endpoint, RelayedPod)

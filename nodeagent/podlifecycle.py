@@ -122,7 +122,8 @@ class PodLifecycle:
             self._background(self._attach_netns(key, uid, obj, port))
             return None
         stack = PodStack(meta["name"], meta["namespace"], allocation.ip, port.mac, vtep_mac(self.config.address),
-                         _container_ports(obj), (obj.get("spec") or {}).get("hostname") or meta["name"])
+                         _container_ports(obj), (obj.get("spec") or {}).get("hostname") or meta["name"],
+                         super_segments=not relayed)
         pod = (RelayedPod if relayed else VirtualPod)(uid, port, stack)
         self._admit(key, obj, pod)
         return pod

@@ -1,5 +1,7 @@
 """The split reading of long buffers agrees with reading them whole, modulo 0xffff and in being zero."""
 
+import random
+
 from hypothesis import given
 from hypothesis import strategies as st
 from podnet.overlay.wire.checksum import NATIVE_WORD_WEIGHT, ones_complement_sum, segment_sums, wide_sum
@@ -61,3 +63,16 @@ def test_segment_sums_weigh_each_buffer_as_its_word_loop(buffers):
     assert [s % 0xFFFF for s in sums] == [
         NATIVE_WORD_WEIGHT * _word_loop(buffer) % 0xFFFF for buffer in buffers
     ]
+
+
+@given(
+    st.integers(min_value=4000, max_value=66_000),
+    st.integers(min_value=0, max_value=3),
+    st.integers(min_value=0, max_value=2**32),
+    st.sampled_from([None, 0, 0xFF]),
+)
+def test_super_segment_sized_ranges_sum_as_read_whole(size, start, seed, fill):
+    data = random.Random(seed).randbytes(size) if fill is None else bytes([fill]) * size
+    for view in (data, memoryview(bytearray(data))):
+        assert wide_sum(view, start) % 0xFFFF == _whole(data[start:]) % 0xFFFF
+        assert (wide_sum(view, start) == 0) == (not any(data[start:]))

@@ -14,6 +14,10 @@ What the pod does, as a Linux host would:
 ARP: the node answers proxy ARP for the gateway address (the pod's only next hop), so the pod never asks;
 the pod answers ARP for its own IP (`answer_arp`) when the node's pipeline asks it.
 
+Super-packets: a stack made with `super_segments` sends TCP data as `SuperPacket`s, IPv4 packets whose
+payload stands for segments of `mss` bytes (what a NIC's segmentation offload takes), which the node
+decides on once and cuts only where a wire needs it; any stack takes such packets (coalesced segments) whole.
+
 Driving it: feed packets from the node with `receive(packet, now)`, call `poll(now)` at `next_deadline()`
 and after starting an operation, send out every packet either returns, and read the operations' outcome
 from `take_events()`.
@@ -70,6 +74,18 @@ _UNREACHABLE = {
     icmp.UnreachableCode.FRAGMENTATION_NEEDED: "fragmentation needed",
     icmp.UnreachableCode.ADMINISTRATIVELY_PROHIBITED: "administratively prohibited",
 }
+
+
+class SuperPacket(bytes):
+    """An IPv4 TCP packet standing for segments of `mss` payload bytes each (the last may be shorter)."""
+
+    mss: int
+
+
+def super_packet(packet: bytes, mss: int) -> SuperPacket:
+    marked = SuperPacket(packet)
+    marked.mss = mss
+    return marked
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +169,7 @@ class PodStack:
         *,
         rng: random.Random | None = None,
         icmp_limiter: IcmpErrorLimiter | None = None,
+        super_segments: bool = False,
     ):
         self.name = name
         self.namespace = namespace
@@ -165,6 +182,7 @@ class PodStack:
         self.gateway_mac = gateway_mac
         self.pod_name = pod_name
         self.ports = parse_container_ports(container_ports)
+        self.super_segments = super_segments
         self._tcp_ports = frozenset(p.port for p in self.ports if p.protocol == IPProtocol.TCP)
         self._udp_ports = frozenset(p.port for p in self.ports if p.protocol == IPProtocol.UDP)
         self._rng = rng or random.Random()
@@ -349,7 +367,9 @@ class PodStack:
     def _start_tcp(self, op: client.TcpOperation, dst_ip: str, dst_port: int, now: float) -> int:
         _check_destination(dst_ip, dst_port)
         local_ip = self._source_for(dst_ip)
-        connection = TcpConnection.connect(self._ephemeral_port(), dst_port, self._rng.getrandbits(32), now)
+        connection = TcpConnection.connect(
+            self._ephemeral_port(), dst_port, self._rng.getrandbits(32), now, super_segments=self.super_segments
+        )
         socket = _Socket(connection, local_ip, dst_ip, op)
         self._sockets[socket.key] = socket
         self._operations[op.op] = op
@@ -476,7 +496,9 @@ class PodStack:
                 self.counters["tcp_syn_dropped_full"] += 1
                 return
             responder = AgnhostTcp(self.pod_name, f"{header.src}:{segment.src_port}")
-            connection = TcpConnection.accept(segment, self._rng.getrandbits(32), now)
+            connection = TcpConnection.accept(
+                segment, self._rng.getrandbits(32), now, super_segments=self.super_segments
+            )
             app = _AgnhostServer(responder, self.counters)
             if l7 is not None:
                 app = L7ProxiedServer(l7, app, self.counters, self.l7_report)
@@ -578,12 +600,14 @@ class PodStack:
         while events := connection.take_events():
             for event in events:
                 self._dispatch(socket, event, now)
+        mss = connection.peer_mss
         for segment in connection.take_segments():
             self._emit(
                 socket.local_ip,
                 socket.remote_ip,
                 IPProtocol.TCP,
                 tcp.encode(segment, socket.local_ip, socket.remote_ip),
+                mss if len(segment.payload) > mss else 0,
             )
         if connection.state == TcpState.CLOSED:
             self._sockets.pop(socket.key, None)
@@ -625,11 +649,14 @@ class PodStack:
         request = icmp.IcmpEcho(icmp.ICMPType.ECHO_REQUEST, 0, ping.identifier, sequence, client.PING_PAYLOAD)
         self._emit(self._source_for(ping.dst_ip), ping.dst_ip, IPProtocol.ICMP, icmp.encode(request))
 
-    def _emit(self, src: str, dst: str, protocol: IPProtocol, payload: bytes) -> None:
-        self._identification = (self._identification + 1) & 0xFFFF
-        packet = ipv4.encode(
-            ipv4.IPv4Packet(src, dst, protocol, payload, identification=self._identification)
-        )
+    def _emit(self, src: str, dst: str, protocol: IPProtocol, payload: bytes, mss: int = 0) -> None:
+        """Sends one IPv4 packet; `mss` > 0: a TCP super-packet of segments of that size, whose segments
+        will take IP ids counting up from its own."""
+        identification = self._identification = (self._identification + 1) & 0xFFFF
+        packet = ipv4.encode(ipv4.IPv4Packet(src, dst, protocol, payload, identification=identification))
+        if mss:
+            self._identification = (identification + (len(payload) - 21) // mss) & 0xFFFF
+            packet = super_packet(packet, mss)
         self._queue(packet, ip_to_int(src), ip_to_int(dst))
 
     def _queue(self, packet: bytes, src: int, dst: int) -> None:

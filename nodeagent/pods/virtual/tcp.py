@@ -3,11 +3,17 @@
 Covers active and passive open, sequence/acknowledgement numbers, the peer's sliding window, a Reno-style
 congestion window, retransmission on an RTO with exponential backoff (RFC 6298, Karn's rule), fast
 retransmit on three duplicate ACKs, an out-of-order queue on the receiving side, FIN in both directions,
-RST, and a short TIME_WAIT. Not covered: simultaneous open, urgent data, window scaling, SACK and
-timestamps (never offered in our SYN, so a peer such as Linux leaves them off too).
+RST, and a short TIME_WAIT. Not covered: simultaneous open, urgent data, SACK and timestamps (never
+offered in our SYN, so a peer such as Linux leaves them off too).
 
 Time is the `now` argument; the only timer is the deadline `next_deadline()` names, which the caller
 fires with `handle_timer(now)`. Every state change goes through the one table, `TRANSITIONS`.
+
+Throughput: window scaling (RFC 7323 2) is offered in our SYN and answered when a peer offers it, so the
+receive window can be `RECEIVE_WINDOW` rather than 64 KB; and a connection made with `super_segments`
+sends its data in super-segments of up to `SUPER_SEGMENT_PAYLOAD` bytes, each standing for segments of
+`peer_mss` bytes (the form a NIC's segmentation offload takes), leaving the cutting to whoever puts them
+on a wire. Any segment size is accepted on receipt, so coalesced super-segments are taken whole.
 """
 
 from __future__ import annotations
@@ -22,7 +28,16 @@ POD_MTU = 1450
 MSS = POD_MTU - 20 - 20
 # RFC 9293 3.7.1: the MSS to assume when the peer announces none.
 DEFAULT_PEER_MSS = 536
-RECEIVE_WINDOW = 0xFFFF
+# What we let a peer have in flight once window scaling is agreed: enough for one connection to keep a
+# path of a few Gbit/s and a few milliseconds busy. Without scaling the 16-bit field's most.
+RECEIVE_WINDOW = 4 << 20
+UNSCALED_WINDOW = 0xFFFF
+# Our shift count (Linux offers 7 for its default buffers); RFC 7323 2.3 caps any shift at 14.
+WINDOW_SCALE = 7
+MAX_WINDOW_SCALE = 14
+# The largest payload of one super-segment: a whole number of segments in an IPv4 packet of at most
+# 65,535 bytes with IPv4 and TCP headers (`super_segment_size`).
+SUPER_PACKET_LIMIT = 0xFFFF - 20 - 20
 INITIAL_RTO = 1.0
 # Linux's floor (TCP_RTO_MIN); RFC 6298's one second is too slow for a LAN.
 MIN_RTO = 0.2
@@ -46,6 +61,11 @@ _SEGMENT_FLAGS = {
     for payload_ends in (False, True)
     for fin in (False, True)
 }
+
+
+def super_segment_size(mss: int) -> int:
+    """Payload bytes per super-segment for segments of `mss`: as many whole segments as fit."""
+    return max(SUPER_PACKET_LIMIT // mss, 1) * mss
 
 
 def seq_add(seq: int, n: int) -> int:
@@ -201,7 +221,15 @@ class TcpConnection:
     at `next_deadline()`.
     """
 
-    def __init__(self, local_port: int, remote_port: int, iss: int, *, max_retries: int = DATA_RETRIES):
+    def __init__(
+        self,
+        local_port: int,
+        remote_port: int,
+        iss: int,
+        *,
+        max_retries: int = DATA_RETRIES,
+        super_segments: bool = False,
+    ):
         self.local_port = local_port
         self.remote_port = remote_port
         self.state = TcpState.CLOSED
@@ -213,6 +241,15 @@ class TcpConnection:
         self.snd_max = iss
         self.snd_wnd = 0
         self.peer_mss = DEFAULT_PEER_MSS
+        self.super_segments = super_segments
+        self._send_size = DEFAULT_PEER_MSS
+        """Payload of the segments `_transmit` makes: peer_mss, or a super-segment's."""
+        # Window scaling (RFC 7323): the shift applied to the peer's window field, and to our own receive
+        # window before it goes in ours; both 0 unless both SYNs carried the option.
+        self.snd_scale = 0
+        self.rcv_scale = 0
+        self.receive_window = UNSCALED_WINDOW
+        self._window_field = UNSCALED_WINDOW
         self._send_buffer = bytearray()
         self._buffer_seq = seq_add(iss, 1)
         self._fin_queued = False
@@ -240,18 +277,20 @@ class TcpConnection:
     # ---- opening -----------------------------------------------------------------------------------
 
     @classmethod
-    def connect(cls, local_port: int, remote_port: int, iss: int, now: float) -> TcpConnection:
-        connection = cls(local_port, remote_port, iss)
+    def connect(
+        cls, local_port: int, remote_port: int, iss: int, now: float, *, super_segments: bool = False
+    ) -> TcpConnection:
+        connection = cls(local_port, remote_port, iss, super_segments=super_segments)
         connection._fire(TcpInput.ACTIVE_OPEN, now)
         connection._transmit(now)
         return connection
 
     @classmethod
-    def accept(cls, syn: TcpSegment, iss: int, now: float) -> TcpConnection:
+    def accept(cls, syn: TcpSegment, iss: int, now: float, *, super_segments: bool = False) -> TcpConnection:
         """The connection a listener makes for `syn` (a segment with SYN, without ACK or RST)."""
         if syn.flags & (TcpFlags.ACK | TcpFlags.RST) or not syn.flags & TcpFlags.SYN:
             raise LocalProtocolError(f"accept() needs a bare SYN, got flags {syn.flags!r}")
-        connection = cls(syn.dst_port, syn.src_port, iss)
+        connection = cls(syn.dst_port, syn.src_port, iss, super_segments=super_segments)
         connection._take_peer_syn(syn)
         connection._fire(TcpInput.SYN_RECEIVED, now)
         connection._transmit(now)
@@ -320,7 +359,7 @@ class TcpConnection:
         flags = int(segment.flags)
         if flags & _RST:
             # RFC 5961 would challenge an in-window RST that is not exact; on our links in-window will do.
-            if 0 <= seq_diff(segment.seq, self.rcv_nxt) < RECEIVE_WINDOW:
+            if 0 <= seq_diff(segment.seq, self.rcv_nxt) < self.receive_window:
                 self._fire(TcpInput.RST_RECEIVED, now, CloseReason.RESET)
             return
         if flags & _SYN:
@@ -363,10 +402,18 @@ class TcpConnection:
         self._transmit(now)
 
     def _take_peer_syn(self, syn: TcpSegment) -> None:
+        """The peer's SYN (or SYN-ACK): its sequence start, MSS and window; scaling when it offers it (a
+        SYN-ACK offers it only in answer to ours, which always carries it)."""
         self.irs = syn.seq
         self.rcv_nxt = seq_add(syn.seq, 1)
-        self.snd_wnd = syn.window
+        self.snd_wnd = syn.window  # a SYN's window is never scaled (RFC 7323 2.2)
         self.peer_mss = min(syn.mss or DEFAULT_PEER_MSS, MSS)
+        self._send_size = super_segment_size(self.peer_mss) if self.super_segments else self.peer_mss
+        if syn.window_scale is not None:
+            self.snd_scale = min(syn.window_scale, MAX_WINDOW_SCALE)
+            self.rcv_scale = WINDOW_SCALE
+            self.receive_window = RECEIVE_WINDOW
+            self._window_field = RECEIVE_WINDOW >> WINDOW_SCALE
 
     def _receive_ack(self, segment: TcpSegment, now: float) -> None:
         ack = segment.ack
@@ -374,19 +421,20 @@ class TcpConnection:
         if advance > seq_diff(self.snd_max, self.snd_una):
             self._ack_needed = True  # acknowledges what we never sent
             return
+        window = segment.window << self.snd_scale
         if advance > 0:
             self._acknowledge(ack, now)
-            self.snd_wnd = segment.window
+            self.snd_wnd = window
             fin_seq = seq_add(self._buffer_seq, len(self._send_buffer))
             if self._fin_queued and ack == seq_add(fin_seq, 1):
                 self._fire(TcpInput.FIN_ACKNOWLEDGED, now, CloseReason.NORMAL)
         elif advance == 0:
             in_flight = self.snd_max != self.snd_una
-            if in_flight and not segment_length(segment) and segment.window == self.snd_wnd:
+            if in_flight and not segment_length(segment) and window == self.snd_wnd:
                 self._duplicate_acks += 1
                 if self._duplicate_acks == DUPLICATE_ACK_THRESHOLD:
                     self._fast_retransmit()
-            self.snd_wnd = segment.window
+            self.snd_wnd = window
 
     def _acknowledge(self, ack: int, now: float) -> None:
         """The peer has everything before `ack`: free the buffer, grow the window, rearm the timer."""
@@ -402,10 +450,13 @@ class TcpConnection:
         if self._rtt_probe is not None and seq_diff(ack, self._rtt_probe[0]) > 0:
             self._sample_rtt(now - self._rtt_probe[1])
             self._rtt_probe = None
+        # Byte counting (RFC 3465): one ACK may cover a whole super-segment, so the window grows by what
+        # was acknowledged, not by a segment per ACK.
+        acked = max(acked, 0)
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(max(acked, 0), self.peer_mss)
+            self.cwnd += acked
         else:
-            self.cwnd += max(self.peer_mss * self.peer_mss // self.cwnd, 1)
+            self.cwnd += max(self.peer_mss * acked // self.cwnd, 1)
         self._duplicate_acks = 0
         self.retries = 0
         self._retransmit_at = None if self.snd_una == self.snd_max else now + self.rto
@@ -432,7 +483,7 @@ class TcpConnection:
         fin = bool(int(segment.flags) & _FIN)
         offset = seq_diff(segment.seq, self.rcv_nxt)
         if offset > 0:
-            if offset < RECEIVE_WINDOW and len(self._out_of_order) < RECEIVE_WINDOW // DEFAULT_PEER_MSS:
+            if offset < self.receive_window and len(self._out_of_order) < self.receive_window // DEFAULT_PEER_MSS:
                 self._out_of_order[segment.seq] = (segment.payload, fin)
             return
         self._accept_in_order(segment.seq, segment.payload, fin, now)
@@ -468,12 +519,21 @@ class TcpConnection:
             self._ack_needed = False
         ack = self.rcv_nxt if has_ack else 0
         self._segments.append(
-            TcpSegment(self.local_port, self.remote_port, seq, ack, flags, RECEIVE_WINDOW, payload, mss)
+            TcpSegment(self.local_port, self.remote_port, seq, ack, flags, self._window_field, payload, mss)
         )
 
     def _emit_syn(self) -> None:
-        flags = TcpFlags.SYN if self.state == TcpState.SYN_SENT else TcpFlags.SYN | TcpFlags.ACK
-        self._emit(flags, self.iss, mss=MSS)
+        """Our SYN offers window scaling; our SYN-ACK answers the offer only if the peer's SYN made one
+        (RFC 7323 2.2). Either carries the window unscaled."""
+        opening = self.state == TcpState.SYN_SENT
+        flags = TcpFlags.SYN if opening else TcpFlags.SYN | TcpFlags.ACK
+        scale = WINDOW_SCALE if opening or self.rcv_scale else None
+        self._segments.append(
+            TcpSegment(self.local_port, self.remote_port, self.iss, self.rcv_nxt if not opening else 0, flags,
+                       UNSCALED_WINDOW, b"", MSS, scale)
+        )
+        if not opening:
+            self._ack_needed = False
 
     def _segment_at(self, seq: int, room: int) -> int:
         """Emits the data (and FIN, when it ends the stream) at `seq`, at most `room` bytes of it.
@@ -482,7 +542,7 @@ class TcpConnection:
         """
         offset = seq_diff(seq, self._buffer_seq)
         available = len(self._send_buffer) - offset
-        size = min(available, self.peer_mss, room)
+        size = min(available, self._send_size, room)
         fin = self._fin_queued and size == available
         if size <= 0 and not fin:
             return 0
