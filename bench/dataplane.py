@@ -9,7 +9,9 @@
   datagram sealed on node-1 and opened on node-2; `wireguard_ratio_64`/`_1400` are the medians of
   encrypted over unencrypted delivered frames/s, `wireguard_tcp_ratio` the TCP goodputs'.
 - podnet TCP goodput: pod a writes 4 MiB to an agnhost port of pod b, which echoes it; bytes per second of
-  the round trip (each byte crosses the tunnel twice), through the pods' userspace TCP.
+  the round trip (each byte crosses the tunnel twice), through the pods' userspace TCP. The same to pod c,
+  on node-1 beside a (`podnet_tcp_echo_same_node`): both ends virtual pods in one agent, whose
+  super-segments nothing cuts.
 - Python ceiling: a bare UDP forwarder written the fastest way (uvloop, add_reader, recvfrom until
   BlockingIOError, sendto), fed by a sender process: datagrams per second it forwards, beside what the
   sender offered (more offered than forwarded shows the forwarder, not the sender, set the pace).
@@ -191,14 +193,14 @@ class Cluster:
 
     async def _pods(self) -> None:
         async with ApiClient(self.api) as client:
-            for name, node in (("a", "node-1"), ("b", "node-2")):
+            for name, node in (("a", "node-1"), ("b", "node-2"), ("c", "node-1")):
                 await client.create({
                     "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
                     "spec": {"nodeName": node, "containers": [{"name": "agnhost", "image": "agnhost",
                                                                 "ports": [{"containerPort": 80}]}]},
                 })
             self.ips = {}
-            for name in ("a", "b"):
+            for name in ("a", "b", "c"):
                 for _ in range(200):
                     pod = await client.get("pods", name, "default")
                     if ip := (pod.get("status") or {}).get("podIP"):
@@ -258,9 +260,9 @@ def podnet_udp(cluster: Cluster, size: int) -> dict:
     return asyncio.run(run())
 
 
-def podnet_tcp(cluster: Cluster) -> dict:
+def podnet_tcp(cluster: Cluster, peer: str = "b") -> dict:
     result = asyncio.run(call_once(cluster.socket("node-1"), "pod.tcp_transfer", {
-        "namespace": "default", "pod": "a", "dst": cluster.ips["b"], "port": 80, "bytes": 4 << 20,
+        "namespace": "default", "pod": "a", "dst": cluster.ips[peer], "port": 80, "bytes": 4 << 20,
         "timeout": 60}, timeout=90))
     return {"bytes": result["bytes"], "seconds": round(result["seconds"], 3),
             "goodput_mbit_s": round(result["bytes"] * 8 / result["seconds"] / 1e6, 1)}
@@ -385,6 +387,7 @@ def main() -> None:
                     podnet[size].append(podnet_udp(cluster, size))
                     encrypted[size].append(podnet_udp(wireguard, min(size, WIREGUARD_MAX_PAYLOAD)))
             figures["podnet_tcp_echo"] = podnet_tcp(cluster)
+            figures["podnet_tcp_echo_same_node"] = podnet_tcp(cluster, "c")
             figures["podnet_tcp_echo_wireguard"] = podnet_tcp(wireguard)
         finally:
             cluster.stop()

@@ -250,7 +250,11 @@ class TcpConnection:
         self.rcv_scale = 0
         self.receive_window = UNSCALED_WINDOW
         self._window_field = UNSCALED_WINDOW
+        # Unacknowledged data starts `_send_head` bytes into the buffer, at sequence number `_buffer_seq`:
+        # what an ACK frees is cut off only once it is most of the buffer, since cutting the front of a
+        # bytearray moves all that follows.
         self._send_buffer = bytearray()
+        self._send_head = 0
         self._buffer_seq = seq_add(iss, 1)
         self._fin_queued = False
         self.cwnd = INITIAL_WINDOW_SEGMENTS * MSS
@@ -346,7 +350,7 @@ class TcpConnection:
     @property
     def unacknowledged(self) -> int:
         """Bytes queued or in flight that the peer has not acknowledged yet."""
-        return len(self._send_buffer)
+        return len(self._send_buffer) - self._send_head
 
     # ---- segments from the peer --------------------------------------------------------------------
 
@@ -425,7 +429,7 @@ class TcpConnection:
         if advance > 0:
             self._acknowledge(ack, now)
             self.snd_wnd = window
-            fin_seq = seq_add(self._buffer_seq, len(self._send_buffer))
+            fin_seq = seq_add(self._buffer_seq, self.unacknowledged)
             if self._fin_queued and ack == seq_add(fin_seq, 1):
                 self._fire(TcpInput.FIN_ACKNOWLEDGED, now, CloseReason.NORMAL)
         elif advance == 0:
@@ -441,8 +445,11 @@ class TcpConnection:
         acked = seq_diff(ack, self.snd_una)
         if self.snd_una == self.iss:
             acked -= 1  # the SYN
-        drop = min(max(acked, 0), len(self._send_buffer))
-        del self._send_buffer[:drop]
+        drop = min(max(acked, 0), self.unacknowledged)
+        self._send_head += drop
+        if self._send_head * 2 >= len(self._send_buffer):
+            del self._send_buffer[: self._send_head]
+            self._send_head = 0
         self._buffer_seq = seq_add(self._buffer_seq, drop)
         self.snd_una = ack
         if seq_diff(ack, self.snd_nxt) > 0:
@@ -540,14 +547,15 @@ class TcpConnection:
 
         Returns how much sequence space the segment took, 0 when there was nothing to send.
         """
-        offset = seq_diff(seq, self._buffer_seq)
+        offset = seq_diff(seq, self._buffer_seq) + self._send_head
         available = len(self._send_buffer) - offset
         size = min(available, self._send_size, room)
         fin = self._fin_queued and size == available
         if size <= 0 and not fin:
             return 0
         flags = _SEGMENT_FLAGS[size > 0 and size == available, fin]
-        self._emit(flags, seq, bytes(self._send_buffer[offset : offset + size]))
+        with memoryview(self._send_buffer) as buffer:  # released at once: the bytearray may grow after
+            self._emit(flags, seq, bytes(buffer[offset : offset + size]))
         return size + fin
 
     def _transmit(self, now: float) -> None:
@@ -564,7 +572,7 @@ class TcpConnection:
         window = min(self.snd_wnd, self.cwnd)
         while True:
             in_flight = seq_diff(self.snd_nxt, self.snd_una)
-            fin_seq = seq_add(self._buffer_seq, len(self._send_buffer))
+            fin_seq = seq_add(self._buffer_seq, self.unacknowledged)
             if seq_diff(self.snd_nxt, fin_seq) > 0:
                 break  # FIN already sent
             sent = self._segment_at(self.snd_nxt, window - in_flight)
@@ -575,7 +583,7 @@ class TcpConnection:
             self.snd_nxt = seq_add(self.snd_nxt, sent)
             if seq_diff(self.snd_nxt, self.snd_max) > 0:
                 self.snd_max = self.snd_nxt
-        if self.snd_una != self.snd_max or self._send_buffer:
+        if self.snd_una != self.snd_max or self.unacknowledged:
             # Also when nothing is in flight because the peer's window is shut: the timer then probes it.
             self._arm(now)
 
@@ -614,7 +622,7 @@ class TcpConnection:
         if self._retransmit_at is None or now < self._retransmit_at:
             return
         self._retransmit_at = None
-        if self.snd_una == self.snd_max and not self._send_buffer:
+        if self.snd_una == self.snd_max and not self.unacknowledged:
             return
         self.retries += 1
         opening = self.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED)
