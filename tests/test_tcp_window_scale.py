@@ -162,11 +162,12 @@ def test_out_of_order_data_beyond_64k_waits_inside_a_scaled_window():
 
 
 def _transfer(client: TcpConnection, server: TcpConnection, data: bytes, loss: random.Random | None = None) -> bytes:
-    """Sends `data` client to server, segments crossing a wire that may lose some, under a fake clock."""
+    """Sends `data` client to server, segments crossing a wire that may lose some, under a fake clock,
+    until the client has all of it acknowledged."""
     now, received = 0.0, bytearray()
     client.send(data, now)
     for _ in range(100_000):
-        if len(received) == len(data):
+        if len(received) == len(data) and not client.unacknowledged:
             break
         moved = False
         for sender, receiver in ((client, server), (server, client)):
