@@ -113,6 +113,12 @@ class PodLifecycle:
         if key in self._attaching:
             return None  # its chain's ADD is running; a pod that replaced it meanwhile is seen when it ends
         uid = meta.get("uid") or key
+        teardown = self._detaching.get(namespace_name(self.config.name, meta["namespace"], meta["name"]))
+        if teardown is not None:
+            # The pod of this name before it is still being taken down, and frees its address at the end:
+            # this one may have it back then (a StatefulSet's pod keeps its IP on the node that held it).
+            teardown.add_done_callback(lambda _: self._retry(key, uid))
+            return None
         allocation = self.ipam.add(uid, meta["namespace"], meta["name"])
         port = PodPort(meta["namespace"], meta["name"], allocation.ip, pod_mac(allocation.ip))
         # A relayed pod's programs run on the host: it is a virtual pod whatever the node's pod mode.
@@ -152,8 +158,6 @@ class PodLifecycle:
         network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
                              port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac, pod_mtu(self.config),
                              offloads=self.config.tap_offloads)
-        if (teardown := self._detaching.get(network.netns)) is not None:
-            await asyncio.shield(teardown)
         try:
             previous = await asyncio.to_thread(self.netns_pods.prepare, uid, network, obj)
             fds = await self.cni.attach_pod(obj, uid, str(NETNS_DIR / network.netns))
