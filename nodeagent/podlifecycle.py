@@ -69,6 +69,7 @@ class PodLifecycle:
         self._attaching: dict[str, str] = {}  # "ns/name" -> uid of a netns pod whose chain ADD runs
         self._detaching: dict[str, asyncio.Task] = {}  # namespace name -> its pod's teardown
         self._tasks: set[asyncio.Task] = set()
+        self._env_waiting: set[str] = set()  # virtual pods whose ConfigMaps or Secrets are missing
 
     def exec_command(self, key: str, argv: list[str]) -> dict | None:
         """The command line that runs `argv` in a netns pod's first container, in its sandbox; None for a
@@ -130,8 +131,19 @@ class PodLifecycle:
         stack = PodStack(meta["name"], meta["namespace"], allocation.ip, port.mac, vtep_mac(self.config.address),
                          _container_ports(obj), (obj.get("spec") or {}).get("hostname") or meta["name"])
         pod = (RelayedPod if relayed else VirtualPod)(uid, port, stack)
+        self._give_environment(key, obj, stack)
         self._admit(key, obj, pod)
         return pod
+
+    def _give_environment(self, key: str, obj: dict, stack: PodStack) -> None:
+        """A virtual pod's ports get their containers' variables; while one it refers to is missing, the pod
+        waits for a ConfigMap or Secret of its namespace to be written, as a netns pod's container does."""
+        environments = self.pod_env.port_environments(obj)
+        if environments is None:
+            self._env_waiting.add(key)
+            return
+        self._env_waiting.discard(key)
+        stack.environments = environments
 
     def _admit(self, key: str, obj: dict, pod: LocalPod) -> None:
         self.pods[key] = pod
@@ -186,7 +198,14 @@ class PodLifecycle:
             self.on_pod("MODIFIED", None, current)
 
     def _start_waiting_containers(self, namespace: str) -> None:
-        """A ConfigMap or Secret of `namespace` was written: netns containers waiting for one may start."""
+        """A ConfigMap or Secret of `namespace` was written: netns containers waiting for one may start, and
+        virtual pods waiting for one get their variables."""
+        for key in [k for k in self._env_waiting if k.startswith(f"{namespace}/")]:
+            pod, obj = self.pods.get(key), self._informer.store.get(key)
+            if isinstance(pod, VirtualPod) and obj is not None:
+                self._give_environment(key, obj, pod.stack)
+            else:
+                self._env_waiting.discard(key)
         for key, pod in self.pods.items():
             obj = self._informer.store.get(key)
             if not isinstance(pod, KernelPod) or obj is None or not key.startswith(f"{namespace}/"):
@@ -204,6 +223,7 @@ class PodLifecycle:
         if pod is None or (meta.get("uid") and meta.get("uid") != pod.uid):
             return
         del self.pods[key]
+        self._env_waiting.discard(key)
         self.dataplane.relays.detach(key)
         self.dataplane.remove(pod)
         if isinstance(pod, KernelPod):

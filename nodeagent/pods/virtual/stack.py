@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from podnet.overlay.wire import arp, ethernet, fastpath, icmp, ipv4, tcp, udp
@@ -184,6 +184,9 @@ class PodStack:
         # What the pod's servers answered, as agnhost netexec logs it: (monotonic time, port, line).
         self.access_log: deque[tuple[float, int, str]] = deque(maxlen=ACCESS_LOG_LINES)
         self.access_logged = 0  # lines ever appended: a follower's position, whatever the deque dropped
+        # Each TCP container port's environment, as its container's manifest gives it (what `/env` lists);
+        # set by the agent once the ConfigMaps and Secrets it names are known.
+        self.environments: Mapping[int, Sequence[tuple[str, str]]] = {}
         # Set by the agent when L7 policy is enforced: which new connections go through the L7 proxy.
         self.l7_lookup: L7Lookup | None = None
         self.l7_report: L7Report | None = None
@@ -475,7 +478,8 @@ class PodStack:
             if len(self._sockets) >= MAX_CONNECTIONS:
                 self.counters["tcp_syn_dropped_full"] += 1
                 return
-            responder = AgnhostTcp(self.pod_name, f"{header.src}:{segment.src_port}")
+            responder = AgnhostTcp(self.pod_name, f"{header.src}:{segment.src_port}",
+                                   self.environments.get(segment.dst_port, ()))
             connection = TcpConnection.accept(segment, self._rng.getrandbits(32), now)
             app = _AgnhostServer(responder, self.counters)
             if l7 is not None:
