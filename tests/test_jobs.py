@@ -127,3 +127,17 @@ def test_netns_pods_of_a_job_run_their_program_to_completion(tmp_path, command, 
         pods = json.loads(_kubectl(cluster, "get", "pods", "-l", "job-name=work", "-o", "json"))["items"]
         codes = sorted(p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for p in pods)
         assert codes == ([0, 0] if outcome == "Complete" else [3, 3])
+
+
+def test_on_failure_a_netns_job_pod_restarts_its_program_until_the_backoff_limit(tmp_path):
+    # The pod never fails: its container restarts in it; those restarts count against backoffLimit.
+    require_root()
+    with _one_node(tmp_path, "127.0.230.61", "--pod-mode", "netns") as cluster:
+        job = _job("retry", completions=1, parallelism=1, backoff_limit=2, command=["sh", "-c", "exit 3"], netns=True)
+        job["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+        _kubectl(cluster, "create", "-f", "-", input=job)
+        failed = _wait_job(cluster, "retry", "Failed")
+        (condition,) = [c for c in failed["status"]["conditions"] if c["type"] == "Failed"]
+        assert (condition["reason"], condition["message"]) == ("BackoffLimitExceeded",
+                                                               "Job has reached the specified backoff limit")
+        assert failed["status"].get("succeeded", 0) == 0
