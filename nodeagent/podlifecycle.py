@@ -15,6 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from podnet.nodeagent import virtualruns
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
@@ -66,6 +67,7 @@ class PodLifecycle:
         self.pod_env = PodEnvironment(client, events, self._start_waiting_containers)
         self.netns_pods.make_volumes = PodVolumes(self.pod_env.configmaps, self.pod_env.secrets, client).prepare
         self.cni: CniServer | None = None  # the runtime of the node's conflist, which attaches netns pods
+        self.handlers: virtualruns.Handlers = dict  # the agent's RPC handlers, which a Job's virtual pod's command calls
         self._attaching: dict[str, str] = {}  # "ns/name" -> uid of a netns pod whose chain ADD runs
         self._detaching: dict[str, asyncio.Task] = {}  # namespace name -> its pod's teardown
         self._tasks: set[asyncio.Task] = set()
@@ -133,6 +135,7 @@ class PodLifecycle:
         pod = (RelayedPod if relayed else VirtualPod)(uid, port, stack)
         self._give_environment(key, obj, stack)
         self._admit(key, obj, pod)
+        pod.run = virtualruns.start(obj, allocation.ip, self.handlers, lambda: self.statuses.mark_dirty(key))
         return pod
 
     def _give_environment(self, key: str, obj: dict, stack: PodStack) -> None:
@@ -234,6 +237,7 @@ class PodLifecycle:
         else:
             if pod.timer is not None:
                 pod.timer.cancel()
+            virtualruns.stop(pod.run)
             for future in pod.waiting.values():
                 if not future.done():
                     future.set_result(ops.Failed(0, "pod deleted"))

@@ -62,13 +62,7 @@ async def test_statefulset_and_daemonset_through_kubectl(local_cluster):
     deleted = await kubectl.arun("delete", "pod", "-n", NAMESPACE, "db-0", "--wait=false")
     assert deleted.returncode == 0 and deleted.stdout == 'pod "db-0" deleted\n', deleted
 
-    async def back() -> dict | None:
-        for pod in await cluster.running_pods(NAMESPACE, "app=db"):
-            if pod["metadata"]["name"] == "db-0" and pod["metadata"]["uid"] != first["metadata"]["uid"]:
-                return pod
-        return None
-
-    again = await eventually(back, 60, "db-0 made again")
+    again = await cluster.made_again(NAMESPACE, "app=db", "db-0", first, 60)
     await eventually(lambda: resolves_to(again["status"]["podIP"]), 30, f"{fqdn} resolves to the new db-0")
 
     scaled = await kubectl.arun("scale", "-n", NAMESPACE, "sts/db", "--replicas", "3")

@@ -52,13 +52,7 @@ async def test_a_statefulset_pod_made_again_keeps_its_name_and_ip(local_cluster,
                                                                            "labels": {"role": "other"}},
                           "spec": {"containers": [{"name": "other", "image": AGNHOST}]}})
 
-    async def back() -> dict | None:
-        for pod in await cluster.running_pods(NAMESPACE, "app=db"):
-            if pod["metadata"]["name"] == "db-0" and pod["metadata"]["uid"] != first["metadata"]["uid"]:
-                return pod
-        return None
-
-    again = await eventually(back, 90, "db-0 made again")
+    again = await cluster.made_again(NAMESPACE, "app=db", "db-0", first, 90)
     (other,) = await cluster.wait_running(NAMESPACE, "role=other", 1, timeout=60)
     assert again["spec"]["nodeName"] == first["spec"]["nodeName"]
     assert again["status"]["podIP"] == first["status"]["podIP"]

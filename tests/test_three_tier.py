@@ -15,14 +15,13 @@ import asyncio
 import copy
 import json
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 from support.kubectl import PODNET, Kubectl, podnet_environment
 from support.local_cluster import AGNHOST, eventually
 from support.netns_pods import require_root
+from support.plainhttp import http_get
 
 from podnet.cluster.supervisor import ClusterState
 
@@ -101,16 +100,6 @@ APPLIED = ["configmap/app-config", "secret/db-credentials", "service/db", "state
            "cronjob.batch/report", "ingress.networking.k8s.io/shop"]
 
 
-def _http(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return 0, str(error)
-
-
 async def _podnet(home, *args: str, input: str | None = None):
     return await asyncio.to_thread(subprocess.run, [*PODNET, *args, "--home", str(home)], input=input,
                                    capture_output=True, text=True, timeout=120, env=podnet_environment())
@@ -142,7 +131,7 @@ async def _check_app(cluster, kubectl: Kubectl, namespace: str) -> None:
     base = f"http://{cluster.topo.host('ingress')}:{cluster.topo.ingress_port}"
 
     async def routed(path: str, check) -> tuple[int, str] | None:
-        answer = await asyncio.to_thread(_http, base + path)
+        answer = await asyncio.to_thread(http_get, base + path)
         return answer if check(answer) else None
 
     status, body = await eventually(lambda: routed("/api/orders?page=2", lambda a: a[0] == 200), 60,

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 from support.kubectl import PODNET
+from support.plainhttp import http_get
 
 pytestmark = pytest.mark.slow
 
@@ -20,16 +19,6 @@ PREFIX = "127.0.231"
 def _podnet(home, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PODNET_SERVER", "PODNET_TOKEN", "KUBECONFIG", "PODNET_HOME")}
     return subprocess.run([*PODNET, *args, "--home", str(home)], capture_output=True, text=True, timeout=180, env=env)
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return 0, str(error)
 
 
 @pytest.mark.parametrize("with_ui", [True, False])
@@ -47,11 +36,11 @@ def test_up_starts_the_web_ui_and_prints_its_address_unless_told_not_to(tmp_path
         if with_ui:
             assert printed == [url], up.stdout
             assert len(supervised) == 1, status.stdout
-            code, page = _get(url)
+            code, page = http_get(url)
             assert code == 200 and 'id="login"' in page and "<script" in page
-            assert _get(f"{url}api/whoami")[0] == 401  # nothing without a session
+            assert http_get(f"{url}api/whoami")[0] == 401  # nothing without a session
         else:
             assert printed == [] and supervised == [], (up.stdout, status.stdout)
-            assert _get(url)[0] == 0  # nothing listens there
+            assert http_get(url)[0] == 0  # nothing listens there
     finally:
         _podnet(home, "down")
