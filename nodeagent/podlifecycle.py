@@ -135,7 +135,7 @@ class PodLifecycle:
         pod = (RelayedPod if relayed else VirtualPod)(uid, port, stack)
         self._give_environment(key, obj, stack)
         self._admit(key, obj, pod)
-        pod.run = virtualruns.start(obj, allocation.ip, self.handlers, lambda: self.statuses.mark_dirty(key))
+        pod.run = virtualruns.start(obj, stack, self.handlers, lambda: self.statuses.mark_dirty(key))
         return pod
 
     def _give_environment(self, key: str, obj: dict, stack: PodStack) -> None:

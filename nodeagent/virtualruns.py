@@ -4,9 +4,10 @@ A virtual pod has no programs, but its network stack carries out the commands `k
 (kubelet/commands.py: `curl`, `wget`, `/agnhost connect`, `http`, `connect`, `ping`, `hostname`, ...). A pod a
 Job controls whose first container's command and args are such a command runs it once it has its network,
 as a probe pod of a Job or a CronJob would ("can the frontend reach the backend, every minute"); the pod then
-completes with that command's exit code, Succeeded on 0, Failed otherwise. Under restartPolicy OnFailure a
-failed command runs again after a backoff, counted in the container's restartCount, as the kubelet restarts
-a container (and the Job controller counts those restarts against its backoffLimit).
+completes with that command's exit code, Succeeded on 0, Failed otherwise, and what it wrote is the pod's
+log. Under restartPolicy OnFailure a failed command runs again after a backoff, counted in the container's
+restartCount, as the kubelet restarts a container (and the Job controller counts those restarts against its
+backoffLimit).
 
 A Job's virtual pod without a command, or with a program a virtual pod does not have (a shell script), has
 nothing to run: it completes at once, successfully, as a pod whose command did its work would.
@@ -17,12 +18,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podnet.nodeagent.completion import controlled_by_job
 from podnet.nodeagent.kubelet import commands
 
 from podnet.rpc.session import RpcError
+
+if TYPE_CHECKING:
+    from podnet.nodeagent.pods.virtual.stack import PodStack
 
 BACKOFF_FIRST = 1.0  # seconds before a failed command runs again (doubling), as netns containers back off
 BACKOFF_MAX = 30.0
@@ -63,10 +67,14 @@ class VirtualRun:
 
 
 async def _run(run: VirtualRun, command: commands.Command, facts: commands.PodFacts, restart_policy: str,
-               handlers: Handlers, changed: Callable[[], None]) -> None:
+               handlers: Handlers, stack: PodStack, changed: Callable[[], None]) -> None:
     backoff = BACKOFF_FIRST
+    loop = asyncio.get_running_loop()
     while True:
         outcome = await carry_out(command, facts, handlers)
+        for stream, written in (("stdout", outcome.stdout), ("stderr", outcome.stderr)):
+            for line in written.decode(errors="replace").splitlines():
+                stack.log(loop.time(), None, line, stream)
         if outcome.code == 0 or restart_policy != "OnFailure":
             run.exit_code = outcome.code
             changed()
@@ -77,15 +85,17 @@ async def _run(run: VirtualRun, command: commands.Command, facts: commands.PodFa
         backoff = min(backoff * 2, BACKOFF_MAX)
 
 
-def start(pod: dict, ip: str, handlers: Handlers, changed: Callable[[], None]) -> VirtualRun | None:
-    """Starts the run of a Job's virtual pod that has a command to run; None when it has none."""
+def start(pod: dict, stack: PodStack, handlers: Handlers, changed: Callable[[], None]) -> VirtualRun | None:
+    """Starts the run of a Job's virtual pod that has a command to run; None when it has none. What the
+    command writes goes to the pod's log (`kubectl logs`)."""
     command = runnable(pod)
     if command is None:
         return None
     meta, spec = pod["metadata"], pod.get("spec") or {}
-    facts = commands.PodFacts(meta["name"], meta["namespace"], spec.get("hostname") or meta["name"], ip)
+    facts = commands.PodFacts(meta["name"], meta["namespace"], spec.get("hostname") or meta["name"], stack.ip)
     run = VirtualRun()
-    run.task = asyncio.ensure_future(_run(run, command, facts, spec.get("restartPolicy") or "Never", handlers, changed))
+    run.task = asyncio.ensure_future(_run(run, command, facts, spec.get("restartPolicy") or "Never", handlers, stack,
+                                          changed))
     return run
 
 
