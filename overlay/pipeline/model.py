@@ -25,6 +25,10 @@ UNDERLAY_OVERHEAD = 36
 FOU_PORT = 5555
 OUTER_IP_UDP = 28
 PROTOCOL_NAMES = {6: "TCP", 17: "UDP", 1: "ICMP", 132: "SCTP"}
+# The 8 bytes every VXLAN datagram between nodes starts with (flags with I set, the VNI, reserved bytes
+# zero), and the EtherType of an inner frame that carries IPv4: what a datagram is compared with per packet.
+VXLAN_HEADER_BYTES = b"\x08\x00\x00\x00" + (VNI << 8).to_bytes(4, "big")
+ETHERTYPE_IPV4_BYTES = b"\x08\x00"
 
 
 class Encapsulation(StrEnum):
