@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.api.keys import namespaced_key
+
 _LAST_RESERVED = "last_reserved_ip"
 
 
@@ -32,7 +34,7 @@ class Allocation:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return namespaced_key(self.namespace, self.name)
 
 
 class HostLocalIpam:

@@ -14,6 +14,8 @@ from podnet.overlay.pipeline.conntrack import FlowKey
 from podnet.overlay.wire import dissect, vxlan
 from podnet.overlay.wire.addresses import int_to_ip
 
+from podnet.api.keys import namespaced_key
+
 VNI = 1
 POD_MTU = 1450
 ETH_HEADER = 14
@@ -137,7 +139,7 @@ class PodPort:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return namespaced_key(self.namespace, self.name)
 
 
 @dataclass(frozen=True, slots=True)
