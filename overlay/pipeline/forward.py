@@ -111,7 +111,9 @@ class Pipeline:
         self._super_pods: set[int] = set()  # addresses of the pods that take super-packets
         self.peers: dict[str, Peer] = {}
         self._encap_prefix: dict[str, bytes] = {}  # peer address -> VXLAN header + inner Ethernet header
-        self._shortcuts = Shortcuts(node, self.counters, self._encap_prefix)
+        self._shortcuts = Shortcuts(node, self.counters, self._encap_prefix, self._from_tunnel_stages)
+        # Bound once: per packet, looking the fast path's methods up again costs a share of its work.
+        self._pod_shortcut, self._tunnel_shortcuts = self._shortcuts.from_pod, self._shortcuts.from_tunnel
         self._pod_cidr = ipaddress.IPv4Network(node.pod_cidr)
         self._cluster = ipaddress.IPv4Network(node.cluster_cidr)
         self._cluster_net, self._cluster_mask = int(self._cluster.network_address), int(self._cluster.netmask)
@@ -212,7 +214,7 @@ class Pipeline:
         if mss:
             return self._super(pod, packet, mss, now, trace)
         if trace is None and len(packet) >= SHORTCUT_MIN:
-            outputs = self._shortcuts.from_pod(pod, packet, now)
+            outputs = self._pod_shortcut(pod, packet, now)
             if outputs is not None:
                 return outputs
         return self._from_pod_stages(pod, packet, now, trace)
@@ -593,11 +595,11 @@ class Pipeline:
         the super-packets they make (userspace GRO, `Shortcuts.joined`), each then decided on once
         (`from_tunnel_super`); in each flow the order stays the order of arrival."""
         if not self._super_pods:
-            return self._shortcuts.from_tunnel(datagrams, now, self._from_tunnel_stages)
+            return self._tunnel_shortcuts(datagrams, now)
         outputs: list[Output] = []
         for part in self._shortcuts.joined(datagrams, self._super_pods, self.peers):
             if type(part) is list:
-                outputs += self._shortcuts.from_tunnel(part, now, self._from_tunnel_stages)
+                outputs += self._tunnel_shortcuts(part, now)
             else:
                 outputs += self.from_tunnel_super(part.sender, part.packet, part.mss, now)
         return outputs

@@ -88,13 +88,16 @@ TunnelStages = Callable[[str, bytes, float, None], list[Output]]
 
 class Shortcuts:
     """The flow cache of one node's pipeline. It counts into the pipeline's `counters` and reads its
-    `encap_prefix` (peer address -> the headers a tunnelled packet gets), both shared, not copied."""
+    `encap_prefix` (peer address -> the headers a tunnelled packet gets), both shared, not copied; a tunnel
+    datagram off its shortcut goes to the pipeline's `tunnel_stages`."""
 
-    def __init__(self, node: NodeIdentity, counters: defaultdict[str, int], encap_prefix: dict[str, bytes]):
+    def __init__(self, node: NodeIdentity, counters: defaultdict[str, int], encap_prefix: dict[str, bytes],
+                 tunnel_stages: TunnelStages):
         self.egress: dict[FlowKey, EgressShortcut] = {}
         self.ingress: dict[FlowKey, IngressShortcut] = {}
         self._counters = counters
         self._encap_prefix = encap_prefix
+        self._tunnel_stages = tunnel_stages
         self._mtu = node.mtu
         self._gateway = ip_to_int(node.gateway)
         self._fou = node.encapsulation is Encapsulation.FOU
@@ -209,13 +212,13 @@ class Shortcuts:
         counters["tunnel.tx"] += count
         return [TunnelBurst(node_address, tcp_segments(buf, mss, prefix))]
 
-    def from_tunnel(self, datagrams: list[tuple[bytes, str]], now: float, stages: TunnelStages) -> list[Output]:
-        """The outputs of each untraced (datagram, sender) in turn: by its flow's shortcut, or by
-        `stages`. Those on shortcuts are counted together, once."""
+    def from_tunnel(self, datagrams: list[tuple[bytes, str]], now: float) -> list[Output]:
+        """The outputs of each untraced (datagram, sender) in turn: by its flow's shortcut, or by the
+        pipeline's stages. Those on shortcuts are counted together, once."""
         outputs: list[Output] = []
         append = outputs.append
         shortcuts, offset, fou = self.ingress, self.inner_offset, self._fou
-        minimum, candidate_at = offset + SHORTCUT_MIN, shortcut_candidate
+        minimum, candidate_at, stages = offset + SHORTCUT_MIN, shortcut_candidate, self._tunnel_stages
         taken = 0
         for datagram, sender in datagrams:
             if len(datagram) >= minimum and (
