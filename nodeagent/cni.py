@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.api.keys import namespaced_key
+
 _LAST_RESERVED = "last_reserved_ip"
 _LAST_HELD = "last_held_by_pod"  # {"namespace/name": address}, oldest first
 MEMORY = 1024  # freed addresses remembered by pod name
@@ -39,7 +41,7 @@ class Allocation:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return namespaced_key(self.namespace, self.name)
 
 
 class HostLocalIpam:
