@@ -359,11 +359,7 @@ class Dataplane:
                     if type(pod) is KernelPod and pod.netns.offloads and not (splices.to_pods or pending):
                         pod.netns.deliver_super(out.packet, out.mss)
                     elif _takes_super_packets(pod) and not splices.to_pods:  # a stack takes it whole
-                        batch = batches.get(id(pod))
-                        if batch is None:
-                            batches[id(pod)] = (pod, [out.packet])
-                        else:
-                            batch[1].append(out.packet)
+                        batches.setdefault(id(pod), (pod, []))[1].append(out.packet)
                     elif pod is not None:  # segments, for a stack or for the splices, which take those
                         segmented += [Deliver(out.pod_ip, segment) for segment in tcp_segments(out.packet, out.mss)]
                 elif kind is ToHost:
