@@ -263,3 +263,16 @@ def test_super_packets_cut_at_the_wire_reach_a_plain_stack():
 def test_segments_joined_on_the_way_are_taken_whole_by_the_stack():
     client, server = _stacks(client_super=False, server_super=True)
     _echo(client, server, 1 << 20, cut=True, join=True)
+
+
+def test_out_of_order_data_held_is_bounded_by_the_window_however_segments_overlap():
+    _, server = established()
+    chunk = bytes(60_000)
+    # Overlapping super-segments at every 1,000 bytes: together far more than the window, most refused.
+    for start in range(1, RECEIVE_WINDOW // 2, 1000):
+        server.receive(TcpSegment(CLIENT, SERVER, seq_add(1001, start), 9001, TcpFlags.ACK, 502, chunk), 0.0)
+    assert sum(len(p) for p, _ in server._out_of_order.values()) <= RECEIVE_WINDOW
+    assert server._out_of_order_bytes == sum(len(p) for p, _ in server._out_of_order.values())
+    server.receive(TcpSegment(CLIENT, SERVER, 1001, 9001, TcpFlags.ACK, 502, b"z"), 0.0)
+    received = b"".join(e.data for e in server.take_events())
+    assert received[:1] == b"z" and len(received) > 1 and server._out_of_order_bytes == 0

@@ -264,6 +264,7 @@ class TcpConnection:
         self.irs = 0
         self.rcv_nxt = 0
         self._out_of_order: dict[int, tuple[bytes, bool]] = {}
+        self._out_of_order_bytes = 0  # held at most a receive window's worth, however the segments overlap
         self._ack_needed = False
         # Timers.
         self.rto = INITIAL_RTO
@@ -490,8 +491,11 @@ class TcpConnection:
         fin = bool(int(segment.flags) & _FIN)
         offset = seq_diff(segment.seq, self.rcv_nxt)
         if offset > 0:
-            if offset < self.receive_window and len(self._out_of_order) < self.receive_window // DEFAULT_PEER_MSS:
+            replaced = self._out_of_order.get(segment.seq)
+            held = self._out_of_order_bytes + len(segment.payload) - (len(replaced[0]) if replaced else 0)
+            if offset < self.receive_window and held <= self.receive_window:
                 self._out_of_order[segment.seq] = (segment.payload, fin)
+                self._out_of_order_bytes = held
             return
         self._accept_in_order(segment.seq, segment.payload, fin, now)
         while self._out_of_order and self.state in _RECEIVING_STATES:
@@ -499,9 +503,12 @@ class TcpConnection:
             if not ready:
                 break
             for seq in ready:
-                payload, queued_fin = self._out_of_order.pop(seq)
+                queued = self._out_of_order.pop(seq, None)  # None: a FIN taken before it cleared the queue
+                if queued is None:
+                    continue
+                self._out_of_order_bytes -= len(queued[0])
                 if self.state in _RECEIVING_STATES:
-                    self._accept_in_order(seq, payload, queued_fin, now)
+                    self._accept_in_order(seq, *queued, now)
 
     def _accept_in_order(self, seq: int, payload: bytes, fin: bool, now: float) -> None:
         """Takes a segment starting at or before rcv_nxt, skipping the part we already have."""
@@ -515,6 +522,7 @@ class TcpConnection:
         if fin:
             self.rcv_nxt = seq_add(self.rcv_nxt, 1)
             self._out_of_order.clear()
+            self._out_of_order_bytes = 0
             self._events.append(EndOfStream())
             self._fire(TcpInput.FIN_RECEIVED, now, CloseReason.NORMAL)
 
