@@ -11,7 +11,7 @@ fires with `handle_timer(now)`. Every state change goes through the one table, `
 
 Throughput: window scaling (RFC 7323 2) is offered in our SYN and answered when a peer offers it, so the
 receive window can be `RECEIVE_WINDOW` rather than 64 KB; and a connection made with `super_segments`
-sends its data in super-segments of up to `SUPER_SEGMENT_PAYLOAD` bytes, each standing for segments of
+sends its data in super-segments of up to `super_segment_size(peer_mss)` bytes, each standing for segments of
 `peer_mss` bytes (the form a NIC's segmentation offload takes), leaving the cutting to whoever puts them
 on a wire. Any segment size is accepted on receipt, so coalesced super-segments are taken whole.
 """
