@@ -229,7 +229,9 @@ class PodLifecycle:
         self.cni.collect_garbage(live)
         for allocation in self.ipam.release_all_but(live | self.cni.owners()):
             log.info("released %s of %s, which no longer exists", allocation.ip, allocation.key)
-        for name in self.netns_pods.collect_garbage():
+        # Pods adopted from the previous run are still being attached: their namespaces are theirs.
+        attaching = {namespace_name(self.config.name, *key.split("/", 1)) for key in self._attaching}
+        for name in self.netns_pods.collect_garbage(attaching | set(self._detaching)):
             log.info("removed network namespace %s, which no pod claims", name)
 
     def _netns_changed(self, key: str) -> None:
