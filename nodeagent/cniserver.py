@@ -265,8 +265,17 @@ class CniServer:
         """After the first sync: the chains of pods deleted while the agent was away run DEL."""
         for known in list(self.attachments.values()):
             if known.of_pod and known.owner not in live_uids:
-                log.info("cni: pod %s is gone: DEL", known.owner)
-                self._later(self.detach_pod(known.container_id, known.netns, {}))
+                self.detach_unheld(known.owner)
+
+    def detach_unheld(self, uid: str) -> bool:
+        """The chain's DEL, in the background, of the attachment a previous run made for pod `uid`, which
+        is gone or terminating and which the pod lifecycle does not hold; False when there is none."""
+        known = self.attachments.get((uid, POD_INTERFACE))
+        if known is None or not known.of_pod:
+            return False
+        log.info("cni: pod %s is gone: DEL", uid)
+        self._later(self.detach_pod(uid, known.netns, {}))
+        return True
 
     def owners(self) -> set[str]:
         """The IPAM owners of every attachment held, which the IPAM's garbage collection must keep."""
