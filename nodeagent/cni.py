@@ -68,12 +68,14 @@ class HostLocalIpam:
     def get(self, uid: str) -> Allocation | None:
         return self._by_uid.get(uid)
 
-    def add(self, uid: str, namespace: str, name: str) -> Allocation:
-        """CNI ADD: the pod's address; the same one again for a uid that already has one."""
+    def add(self, uid: str, namespace: str, name: str, requested: str | None = None) -> Allocation:
+        """CNI ADD: the pod's address; the same one again for a uid that already has one. `requested`
+        (as host-local's `ips` capability) is taken when it is free: a pod whose interface is made again
+        keeps the address it was admitted with."""
         existing = self._by_uid.get(uid)
         if existing is not None:
             return existing
-        for address in self._candidates():
+        for address in self._candidates(requested):
             allocation = Allocation(str(address), uid, namespace, name)
             if self._reserve(allocation):
                 self._by_uid[uid] = allocation
@@ -81,7 +83,7 @@ class HostLocalIpam:
                 return allocation
         raise IpamExhausted(f"no free address in {self.network}")
 
-    def _candidates(self):
+    def _candidates(self, requested: str | None = None):
         first = int(self.network.network_address) + 2
         last = int(self.network.broadcast_address) - 1
         try:
@@ -91,6 +93,9 @@ class HostLocalIpam:
         if not first <= start <= last:
             start = first
         taken = {a.ip for a in self._by_uid.values()}
+        with contextlib.suppress(ValueError):
+            if requested is not None and first <= int(ipaddress.IPv4Address(requested)) <= last and requested not in taken:
+                yield ipaddress.IPv4Address(requested)
         # Round robin from the last reserved address, as host-local does, so a freed address is not
         # handed to the next pod at once while peers may still hold connections to it.
         for value in [*range(start, last + 1), *range(first, start)]:

@@ -156,7 +156,7 @@ class PodLifecycle:
             await asyncio.shield(teardown)
         try:
             previous = await asyncio.to_thread(self.netns_pods.prepare, uid, network, obj)
-            fds = await self.cni.attach_pod(obj, uid, str(NETNS_DIR / network.netns))
+            fds = await self.cni.attach_pod(obj, uid, str(NETNS_DIR / network.netns), port.ip)
             netns = self.netns_pods.create(key, uid, network, vtep_mac(self.config.address),
                                            ContainerSpec.from_pod(obj, self.pod_env.container_env), fds, previous, obj)
         except (CniError, NetnsError, OSError) as exc:

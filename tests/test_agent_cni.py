@@ -43,3 +43,16 @@ def test_a_small_cidr_runs_out_and_never_hands_out_reserved_addresses(tmp_path):
     assert given == {str(network.network_address + i) for i in range(2, 7)}
     with pytest.raises(IpamExhausted):
         ipam.add("uid-x", "ns", "x")
+
+
+def test_a_pod_whose_interface_is_made_again_gets_the_address_it_asks_for_when_it_is_free(tmp_path):
+    ipam = HostLocalIpam(tmp_path, "10.244.3.0/24")
+    lost = ipam.add("uid-lost", "ns", "lost")
+    ipam.add("uid-other", "ns", "other")
+    ipam.release("uid-lost")  # the DEL of its lost interface
+    # round robin would give the next address; the pod keeps the one it was admitted with
+    assert ipam.add("uid-lost", "ns", "lost", requested=lost.ip) == lost
+    taken = ipam.add("uid-other", "ns", "other").ip
+    assert ipam.add("uid-x", "ns", "x", requested=taken).ip not in (taken, lost.ip)
+    for outside in ("10.244.3.1", "10.244.4.7", "not-an-address"):  # the gateway, another CIDR
+        assert ipam.add(f"uid-{outside}", "ns", "y", requested=outside).ip != outside

@@ -441,6 +441,21 @@ class NetnsPod:
                     os.waitpid(container.pid, os.WNOHANG)
 
 
+def _kill_recorded(state_path: Path) -> None:
+    """SIGKILLs the process group of every container a pod's state records that still runs (same PID and
+    start time): a pod's processes outlive its namespace's name (`ip netns delete` only unmounts it), and
+    once the name is gone nothing else finds them."""
+    try:
+        containers = json.loads(state_path.read_text()).get("containers") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    for entry in containers.values() if isinstance(containers, dict) else ():
+        pid = entry.get("pid") if isinstance(entry, dict) else None
+        if isinstance(pid, int) and pid > 0 and _start_time(pid) == entry.get("pid_start"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
 async def _wait_exit(pid: int) -> int | None:
     """Waits for `pid` to end, whether or not it is our child (a pod process adopted after a restart);
     returns its exit code when it was our child."""
@@ -500,6 +515,7 @@ class NetnsPods:
         state_path = self.directory / f"{net.netns}.json"
         previous = self._previous(state_path, uid, net.ip)
         if previous is None:
+            _kill_recorded(state_path)  # a namespace lost while the agent was away left them running
             if (NETNS_DIR / net.netns).exists():
                 delete_namespace(net.netns)  # another pod's, or one whose state was lost: start clean
             # Recorded before the namespace exists, so that a crash from here on leaves nothing that
@@ -726,6 +742,7 @@ class NetnsPods:
             name = path.stem
             if name in self.pods or name in claimed or not name.startswith(owner_prefix(self.node)):
                 continue
+            _kill_recorded(path)
             if name in existing:
                 delete_namespace(name)
                 removed.append(name)
