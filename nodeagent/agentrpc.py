@@ -97,15 +97,16 @@ class AgentRpc:
 
     async def services_apply(self, params: dict) -> dict:
         """Replaces the whole service table at once; conntrack entries (and so established
-        connections) stay, and ClientIP affinity records carry over to the new table. The table is kept
-        on disk, for the agent's next start (nodeagent/savedservices.py)."""
+        connections) stay, but for UDP flows to a Service endpoint that no longer serves it, and ClientIP
+        affinity records carry over to the new table. The table is kept on disk, for the agent's next
+        start (nodeagent/savedservices.py)."""
         try:
             data = params["table"]
-            table = await self._install_services(data)
+            table, cleared = await self._install_services(data)
         except (KeyError, TypeError, TableError) as exc:
             raise RpcError("BadRequest", f"services.apply: {exc}") from None
         await self.saved_services.save(data)
-        return {"rules": len(table)}
+        return {"rules": len(table), "conntrack_cleared": cleared}
 
     async def restore_services(self) -> None:
         """At start, before any pod is attached: the table a previous run was last given, until kube-proxy
@@ -114,18 +115,22 @@ class AgentRpc:
         if data is None:
             return
         try:
-            table = await self._install_services(data)
+            table, _ = await self._install_services(data)
         except (TypeError, TableError) as exc:
             log.warning("the saved service table is not installed: %s", exc)
             return
         log.info("service table of %d rules restored from the previous run", len(table))
 
-    async def _install_services(self, data: Any) -> ServiceTable:
+    async def _install_services(self, data: Any) -> tuple[ServiceTable, int]:
+        """The table `data` describes, installed; with the number of stale UDP flows it cleared."""
         pipeline = self.dataplane.pipeline
         table = ServiceTable.from_data(data, previous=pipeline.services)
         pipeline.services = table
+        cleared = pipeline.conntrack.clear_stale_udp(table.udp_serving())
+        pipeline.counters["conntrack.cleared-stale-udp"] += cleared
+        cleared += self.dataplane.nodeports.forget_stale_udp(table.udp_node_port_serving())
         await self.dataplane.nodeports.reconcile(table.node_ports())
-        return table
+        return table, cleared
 
     async def services_get(self, params: Any) -> dict:
         """The installed service table as kube-proxy sent it (`{"service": "ns/name"}`: that Service's
