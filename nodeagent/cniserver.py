@@ -205,6 +205,15 @@ class CniServer:
             await self._delete_chain(uid, netns, pod)
         self._locks.pop(uid, None)
 
+    async def _detach_stale(self, known: CniAttachment) -> None:
+        """The chain's DEL of an attachment a previous run made, unless it was undone or made again while
+        this waited: a pod adopted meanwhile whose interface was lost runs that DEL itself, then an ADD,
+        in attach_pod, and this DEL must not undo the new one."""
+        await self.serving.wait()
+        async with self._locks[known.container_id]:
+            if self.attachments.get((known.container_id, known.ifname)) is known:
+                await self._delete_chain(known.container_id, known.netns, {})
+
     async def _delete_chain(self, uid: str, netns: str, pod: dict) -> None:
         try:
             await self.runtime().delete(self._container(uid, netns, pod))  # with what ADD was given
@@ -259,7 +268,7 @@ class CniServer:
                     continue
             log.info("cni: %s/%s lost its interface while the agent was away: DEL", known.container_id, known.ifname)
             if known.of_pod:
-                self._later(self.detach_pod(known.container_id, known.netns, {}))
+                self._later(self._detach_stale(known))
             else:
                 self._remove(known)
 
@@ -276,7 +285,7 @@ class CniServer:
         if known is None or not known.of_pod:
             return False
         log.info("cni: pod %s is gone: DEL", uid)
-        self._later(self.detach_pod(uid, known.netns, {}))
+        self._later(self._detach_stale(known))
         return True
 
     def owners(self) -> set[str]:
