@@ -129,8 +129,7 @@ class CniServer:
         self.results = directory / "results"
         self.runtime_log = directory / "runtime.log"
         self.serving = asyncio.Event()  # set once the RPC socket answers: podnet-cni calls back into it
-        # container ID -> the pod whose chain ADD is running, and the address it was admitted with
-        self._expecting: dict[str, tuple[dict, str]] = {}
+        self._expecting: dict[str, dict] = {}  # container ID -> the pod whose chain ADD is running
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # one chain at a time per container
         self._tasks: set[asyncio.Task] = set()
         self._write_conflist()
@@ -172,11 +171,11 @@ class CniServer:
                                                      ("K8S_POD_NAME", str(meta.get("name") or "")),
                                                      ("K8S_POD_INFRA_CONTAINER_ID", uid), ("K8S_POD_UID", uid)))
 
-    async def attach_pod(self, pod: dict, uid: str, netns: str, address: str) -> tuple[int, int]:
-        """The chain's ADD for a netns pod whose namespace is at `netns`, giving it `address`; the packet
-        sockets its frames are written to and read from. A pod whose interface outlived a restart of the
-        agent keeps it, without a new ADD; one whose interface was lost gets it again, with its address
-        (which the DEL of the lost one freed)."""
+    async def attach_pod(self, pod: dict, uid: str, netns: str) -> tuple[int, int]:
+        """The chain's ADD for a netns pod whose namespace is at `netns`; the packet sockets its frames
+        are written to and read from. A pod whose interface outlived a restart of the agent keeps it,
+        without a new ADD; one whose interface was lost gets a new one, with its address (the IPAM gives
+        a pod made again under its name the address it held last, which the DEL of the lost one freed)."""
         await self.serving.wait()
         async with self._locks[uid]:
             known = self.attachments.get((uid, POD_INTERFACE))
@@ -185,7 +184,7 @@ class CniServer:
                     return known.fds
                 await self._delete_chain(uid, known.netns, pod)  # its interface went with its namespace
             runtime = self.runtime()
-            self._expecting[uid] = (pod, address)
+            self._expecting[uid] = pod
             try:
                 await runtime.add(self._container(uid, netns, pod), capability_args(pod))
             finally:
@@ -335,12 +334,12 @@ class CniServer:
         ipam = self.agent.lifecycle.ipam
         if ipam is None:
             raise RpcError("NotReady", "the node has no podCIDR yet")
-        pod, requested = self._expecting.get(container_id, (None, None))
+        pod = self._expecting.get(container_id)
         namespace = str(params.get("namespace") or DEFAULT_NAMESPACE)
         name = str(params.get("name") or container_id[:12])
         address_owner = container_id if pod is not None else owner(container_id, ifname)
         try:
-            allocation = ipam.add(address_owner, namespace, name, requested)
+            allocation = ipam.add(address_owner, namespace, name)
         except IpamExhausted as exc:
             raise RpcError("Exhausted", str(exc)) from None
         mac = pod_mac(allocation.ip)
