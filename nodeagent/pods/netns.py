@@ -442,7 +442,7 @@ def _kill_recorded(state_path: Path) -> None:
         return
     for entry in containers.values() if isinstance(containers, dict) else ():
         pid = entry.get("pid") if isinstance(entry, dict) else None
-        if isinstance(pid, int) and pid > 0 and _start_time(pid) == entry.get("pid_start"):
+        if isinstance(pid, int) and pid > 0 and start_time(pid) == entry.get("pid_start"):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
 
