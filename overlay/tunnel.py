@@ -11,7 +11,8 @@ non-blocking too: a full socket buffer drops the datagram and counts it, as a NI
 
 The kernel's UDP segmentation and receive offloads carry runs of datagrams: `send_burst` hands a run of
 datagrams of one size (the last may be shorter: the tunnelled segments of one TCP super-packet) to one
-`sendmsg` with UDP_SEGMENT, which the kernel cuts into the datagrams on the wire; with UDP_GRO on the
+`sendmsg` with UDP_SEGMENT, which the kernel cuts into the datagrams on the wire (`send_joined` does the
+same for datagrams already laid back to back in one buffer, cutting it into such runs); with UDP_GRO on the
 socket, one read may bring several datagrams of one sender joined, with their size in a control message,
 and they are cut apart here. Where the kernel has neither, datagrams go and come one by one as before.
 
@@ -180,34 +181,58 @@ class Tunnel:
             for datagram in datagrams:
                 self.send(address, datagram)
             return
-        size = len(datagrams[0])
-        step = max(1, min(MAX_SEGMENTS, MAX_BURST_PAYLOAD // size))
-        control = [(SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))]
+        self.send_joined(address, b"".join(datagrams), [len(datagram) for datagram in datagrams])
+
+    def send_joined(self, address: str, data: bytes | bytearray, sizes: list[int]) -> None:
+        """Sends the datagrams laid back to back in `data`, `sizes` bytes each, to `address`: every run of
+        equal sizes (whose last may be shorter) in as few sendmsg calls with UDP_SEGMENT as the kernel's
+        limits allow, a datagram on its own with sendto."""
+        if address in self.partitioned:
+            self.counters["drop.partitioned"] += len(sizes)
+            return
+        view = memoryview(data)
         destination = (address, self.peer_port)
-        for start in range(0, len(datagrams), step):
-            run = datagrams[start : start + step]
-            if len(run) == 1:
-                self.send(address, run[0])
-                continue
-            try:
-                self._sock.sendmsg((b"".join(run),), control, 0, destination)  # type: ignore[union-attr]
-            except BlockingIOError:
-                self.counters["drop.tx-queue-full"] += len(run)
-                continue
-            except OSError as exc:
-                if exc.errno in _NO_SEGMENTATION:
-                    self.segmentation = False
-                    for datagram in datagrams[start:]:
-                        self.send(address, datagram)
-                    return
-                self.counters[f"drop.tx-{type(exc).__name__}"] += len(run)
-                continue
-            self.counters["tx"] += len(run)
-            self.counters["tx.segmented-sends"] += 1
-            self.sent_to[address] += len(run)
-            if self._taps:
-                for datagram in run:
-                    self._tap(datagram, self.address, self.port, address, self.peer_port)
+        start = first = 0
+        while first < len(sizes):
+            size = sizes[first]
+            most = max(1, min(MAX_SEGMENTS, MAX_BURST_PAYLOAD // size)) if self.segmentation else 1
+            limit = min(len(sizes), first + most)
+            last = first + 1
+            while last < limit and sizes[last] == size:
+                last += 1
+            if last < limit and sizes[last] < size:
+                last += 1  # a shorter datagram may end the run
+            end = start + size * (last - first - 1) + sizes[last - 1]
+            self._send_run(address, destination, view[start:end], size)
+            start, first = end, last
+
+    def _send_run(self, address: str, destination: tuple[str, int], run: memoryview, size: int) -> None:
+        """Datagrams of `size` bytes (the last may be shorter) back to back in `run`, sent plainly (with
+        `Tunnel.send`: a subclass's `send` may do more) in one sendmsg with UDP_SEGMENT when there are
+        several."""
+        if len(run) <= size:
+            Tunnel.send(self, address, bytes(run) if self._taps else run)
+            return
+        count = -(-len(run) // size)
+        try:
+            self._sock.sendmsg((run,), [(SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))], 0, destination)  # type: ignore[union-attr]
+        except BlockingIOError:
+            self.counters["drop.tx-queue-full"] += count
+            return
+        except OSError as exc:
+            if exc.errno in _NO_SEGMENTATION:
+                self.segmentation = False
+                for at in range(0, len(run), size):
+                    Tunnel.send(self, address, bytes(run[at : at + size]))
+                return
+            self.counters[f"drop.tx-{type(exc).__name__}"] += count
+            return
+        self.counters["tx"] += count
+        self.counters["tx.segmented-sends"] += 1
+        self.sent_to[address] += count
+        if self._taps:
+            for at in range(0, len(run), size):
+                self._tap(bytes(run[at : at + size]), self.address, self.port, address, self.peer_port)
 
     def send(self, address: str, datagram: bytes) -> None:
         if address in self.partitioned:

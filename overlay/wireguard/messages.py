@@ -76,9 +76,13 @@ MAC_OFFSETS = {
 }
 
 
-# The per-packet path skips the dataclasses; tests hold these two to the codec above.
+# The per-packet path skips the dataclasses; tests hold these to the codec above.
 _TRANSPORT_TYPE = bytes([MessageType.TRANSPORT, 0, 0, 0])
 _RECEIVER_COUNTER = struct.Struct("<IQ")
+# A transport message's header as three integers: the type word (MessageType.TRANSPORT: the type byte
+# and the zero reserved bytes, little-endian), the receiver index and the counter. Batch loops pack it
+# into their buffer and unpack it from each datagram with one call.
+TRANSPORT_HEADER = struct.Struct("<IIQ")
 
 
 def encode_transport(receiver: int, counter: int, encrypted_packet: bytes) -> bytes:
