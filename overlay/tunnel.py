@@ -148,7 +148,7 @@ class Tunnel:
                 if size >= len(data):
                     parts = [data]
                 else:
-                    parts = [data[at : at + size] for at in range(0, len(data), size)]
+                    parts = self._cut(data, size)
                     self.counters["rx.joined-reads"] += 1
                 taken += len(parts)
                 if taps:
@@ -165,6 +165,11 @@ class Tunnel:
         except OSError as exc:
             self.counters[f"rx-error.{type(exc).__name__}"] += 1
         self._hand_over(datagrams, cut_off)
+
+    @staticmethod
+    def _cut(data: bytes, size: int) -> list:
+        """A joined read's datagrams, as the receiver takes them."""
+        return [data[at : at + size] for at in range(0, len(data), size)]
 
     def _hand_over(self, datagrams: list[tuple[bytes, str]], cut_off: int) -> None:
         """One wake-up's reading done: counted, and what was not cut off handed to the receiver."""
@@ -211,7 +216,7 @@ class Tunnel:
         `Tunnel.send`: a subclass's `send` may do more) in one sendmsg with UDP_SEGMENT when there are
         several."""
         if len(run) <= size:
-            Tunnel.send(self, address, bytes(run) if self._taps else run)
+            Tunnel.send(self, address, run)
             return
         count = -(-len(run) // size)
         try:
@@ -223,7 +228,7 @@ class Tunnel:
             if exc.errno in _NO_SEGMENTATION:
                 self.segmentation = False
                 for at in range(0, len(run), size):
-                    Tunnel.send(self, address, bytes(run[at : at + size]))
+                    Tunnel.send(self, address, run[at : at + size])
                 return
             self.counters[f"drop.tx-{type(exc).__name__}"] += count
             return
@@ -232,7 +237,7 @@ class Tunnel:
         self.sent_to[address] += count
         if self._taps:
             for at in range(0, len(run), size):
-                self._tap(bytes(run[at : at + size]), self.address, self.port, address, self.peer_port)
+                self._tap(run[at : at + size], self.address, self.port, address, self.peer_port)
 
     def send(self, address: str, datagram: bytes) -> None:
         if address in self.partitioned:
@@ -251,9 +256,9 @@ class Tunnel:
         if self._taps:
             self._tap(datagram, self.address, self.port, address, self.peer_port)
 
-    def _tap(self, data: bytes, src: str, sport: int, dst: str, dport: int, taps: list[asyncio.Queue] | None = None) -> None:
+    def _tap(self, data: bytes | memoryview, src: str, sport: int, dst: str, dport: int, taps: list[asyncio.Queue] | None = None) -> None:
         """Offers a captured datagram to the captures (`taps`: other ones than the wire's)."""
-        item = {"ts": time.time(), "src": src, "sport": sport, "dst": dst, "dport": dport, "data": data}
+        item = {"ts": time.time(), "src": src, "sport": sport, "dst": dst, "dport": dport, "data": bytes(data)}
         for queue in self._taps if taps is None else taps:
             try:
                 queue.put_nowait(item)

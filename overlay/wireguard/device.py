@@ -453,26 +453,30 @@ class Device:
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
         for public_key, packet in self.receive_datagrams([(data, source[0])], source[1], now):
-            self._events.append(PacketReceived(public_key, packet))
+            self._events.append(PacketReceived(public_key, bytes(packet)))
 
-    def receive_datagrams(self, datagrams: list[tuple[bytes, str]], port: int, now: float) -> list[tuple[bytes, bytes]]:
+    def receive_datagrams(
+        self, datagrams: list[tuple[bytes | memoryview, str]], port: int, now: float
+    ) -> list[tuple[bytes, memoryview]]:
         """`receive_datagram` for each of one read's datagrams (data, host), all from `port`: the
-        decrypted packets come back in order, as (peer public key, packet), instead of as events.
+        decrypted packets come back in order, as (peer public key, packet), instead of as events; each
+        packet is a view into one buffer that the batch's plaintexts share.
 
         Per transport message only what must be: its session looked up when it is not the previous
         message's, the tag, the replay window, the inner source against the peer's allowed IPs (the
         previous source's verdict reused). What a peer's messages owe its endpoint and timers is settled
         once after the batch, as after its last message (heard before anything sent in answer)."""
-        received: list[tuple[bytes, bytes]] = []
+        received: list[tuple[bytes, memoryview]] = []
         heard: dict[int, _Heard] = {}
+        plaintexts, at = memoryview(bytearray()), 0  # where the plaintexts go, and the next one
         unpack_header, nonce = messages.TRANSPORT_HEADER.unpack_from, crypto.transport_nonce
         minimum, limit = messages.TRANSPORT_MIN_SIZE, REJECT_AFTER_MESSAGES
         session_index = -1  # the receiver index whose session is in hand
-        peer = keypair = decrypt = accept = confirmed = entry = allowed_peer = None
+        peer = keypair = decrypt_into = accept = confirmed = entry = allowed_peer = public_key = None
         allowed_source = -1
         for data, host in datagrams:
             if len(data) < minimum or (header := unpack_header(data))[0] != _TRANSPORT:
-                self._receive_message(data, (host, port), now)
+                self._receive_message(bytes(data), (host, port), now)
                 session_index, confirmed = -1, None  # a handshake may have moved the sessions
                 continue
             _, receiver, counter = header
@@ -484,12 +488,17 @@ class Device:
                 if keypair.expired(now):
                     self._drop("expired-session", peer)
                     continue
-                session_index, decrypt, accept = receiver, keypair.receiver.aead.decrypt, keypair.replay.accept
+                session_index, decrypt_into, accept = receiver, keypair.receiver.aead.decrypt_into, keypair.replay.accept
+                public_key = peer.identity.public
             if counter >= limit:
                 self._drop("expired-session", peer)
                 continue
+            size = len(data) - _MESSAGE_OVERHEAD
+            if at + size > len(plaintexts):  # room for a batch of this size (once, mostly)
+                plaintexts, at = memoryview(bytearray(size * len(datagrams))), 0
+            packet = plaintexts[at : at + size]
             try:
-                packet = decrypt(nonce(counter), memoryview(data)[_HEADER_SIZE:], None)
+                decrypt_into(nonce(counter), data[_HEADER_SIZE:], None, packet)
             except crypto.InvalidTag:
                 self._drop("authentication", peer)
                 continue
@@ -497,6 +506,7 @@ class Device:
                 self._drop("replay", peer)
                 continue
             peer.rx_bytes += len(data)
+            at += size
             if keypair is not confirmed:  # the session's first message in this batch
                 entry = heard.get(id(peer))
                 if entry is None:
@@ -524,7 +534,7 @@ class Device:
                     continue
                 allowed_peer, allowed_source = (peer, address) if version == 4 else (None, -1)
             entry.data = True
-            received.append((peer.public_key, packet[:length] if length != len(packet) else packet))
+            received.append((public_key, packet[:length] if length != size else packet))
         for entry in heard.values():
             self._heard(entry, port, now)
         if received:
