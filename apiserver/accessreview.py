@@ -22,8 +22,6 @@ from podnet.apiserver.handlers import RESOURCE_KEY, USER_KEY, VERB_KEY, Resource
 from podnet.apiserver.rbac.authorizer import Attributes, Policy, authorize, rules_for
 from podnet.apiserver.status import ApiError, Cause
 
-from podnet.api.kinds import KINDS
-
 GROUP, VERSION = "authorization.k8s.io", "v1"
 AUTHENTICATION_GROUP = "authentication.k8s.io"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -47,19 +45,16 @@ for _kind, (_group, _plural) in _REVIEWS.items():
     )
 
 
-def _scoped_namespace(group: str, resource: str, namespace: str) -> str:
-    """The namespace a question is about: none for a cluster-scoped resource podnet serves."""
-    kind = next((k for k in KINDS if k.group == group and k.plural == resource), None)
-    return "" if kind is not None and not kind.namespaced else namespace
-
-
 def _access(spec: dict, user: User, policy: Policy) -> dict:
     resource = spec.get("resourceAttributes")
     non_resource = spec.get("nonResourceAttributes")
     if isinstance(resource, dict) and resource:
         group, plural = str(resource.get("group") or ""), str(resource.get("resource") or "")
         attributes = Attributes(
-            str(resource.get("verb") or ""), _scoped_namespace(group, plural, str(resource.get("namespace") or "")),
+            # The namespace as asked, even for a cluster-scoped resource (kubectl sends its context's, and
+            # warns): kube-apiserver judges a review as the request it describes would be, and a Namespace's
+            # own GET is asked in itself.
+            str(resource.get("verb") or ""), str(resource.get("namespace") or ""),
             group, plural, str(resource.get("subresource") or ""), str(resource.get("name") or ""))
     elif isinstance(non_resource, dict) and non_resource:
         attributes = Attributes(str(non_resource.get("verb") or ""), path=str(non_resource.get("path") or ""))

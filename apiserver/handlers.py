@@ -1107,7 +1107,7 @@ class Resources:
         """DELETE on a collection (kubectl delete --all, -l): deletes what the selectors select, each as a
         single delete with the same options, and answers with the objects as they are now."""
         namespace = request.match_info.get("namespace")
-        self._authorize(request, "delete", kind, namespace)
+        self._authorize(request, "deletecollection", kind, namespace)
         try:
             selection = make_filter(request.query.get("labelSelector"), request.query.get("fieldSelector"), kind)
         except ValueError as e:

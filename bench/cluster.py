@@ -1,12 +1,21 @@
-"""A whole local cluster: how long `podnet up` takes, what it weighs, and how fast pods start.
+"""A whole local cluster: how long `podnet up` takes, what it weighs and how fast pods start; and the control
+plane's shapes side by side, one and three etcd members under one and two API servers.
 
-For N = 3, 10 and 30 nodes (PODNET_BENCH_NODES="3,10,30" to change), a cluster is brought up by the
-supervisor exactly as `podnet up --nodes N` does it, in a temporary home on its own 127.0.X prefix, and timed
-until every node is Ready and the cluster DNS answers; the summed RSS of all its processes is then read from
-/proc. On the 3-node cluster, 300 pods (PODNET_BENCH_PODS) are created at a steady pace and each is timed
-from its create call returning to (a) the first watch event that shows it Running with an IP and (b) the
-first TCP connection to it from a client pod on node-1 that succeeds. Kubernetes' pod-startup SLO is p99
+For N = 3, 10 and 30 nodes (PODNET_BENCH_NODES="3,10,30" to change; empty: none), a cluster is brought up by
+the supervisor exactly as `podnet up --nodes N` does it, in a temporary home on its own 127.0.X prefix, and
+timed until every node is Ready and the cluster DNS answers; the summed RSS of all its processes is then read
+from /proc. On the smallest cluster, 300 pods (PODNET_BENCH_PODS) are created at a steady pace and each is
+timed from its create call returning to (a) the first watch event that shows it Running with an IP and (b)
+the first TCP connection to it from a client pod on node-1 that succeeds. Kubernetes' pod-startup SLO is p99
 <= 5 s from creation to Running (its measurement excludes image pulls, which podnet has none of).
+
+The control plane (PODNET_BENCH_CONTROL_PLANE=0 to leave it out): API writes/s and watch delivery latency
+with 1 and 3 etcd members under 1 and 2 API servers. With two, writes go through both and the watchers are
+on one of them, so that every event crosses etcd from the other server. Writes are Pod creates over HTTPS
+(JSON), bench/api.py's CONCURRENCY in flight in all; watch latency is from the moment a write is sent to the
+moment each of WATCHERS watchers has its event (bench/api.py's measurement), p50 and p99. The baseline is
+the first shape; each other shape's ratios to it are printed beside its figures.
+
 Prints one JSON object as the last line.
 """
 
@@ -16,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import statistics
 import sys
 import tempfile
@@ -23,13 +33,23 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
+
 from podnet.cli import cluster_cmd
 from podnet.client import ApiClient, ApiError
 from podnet.cluster import supervisor, topology
 from podnet.cluster.supervisor import ClusterState
 from podnet.rpc.session import RpcClient
 
-NODE_COUNTS = tuple(int(n) for n in os.environ.get("PODNET_BENCH_NODES", "3,10,30").split(","))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support.apiserver import ApiServerProcess  # noqa: E402
+from support.etcd import EtcdCluster, EtcdServer  # noqa: E402
+
+NODE_COUNTS = tuple(int(n) for n in os.environ.get("PODNET_BENCH_NODES", "3,10,30").split(",") if n.strip())
+CONTROL_PLANE = os.environ.get("PODNET_BENCH_CONTROL_PLANE", "1") != "0"
+# (name, etcd members, API servers)
+SHAPES = (("etcd1_api1", 1, 1), ("etcd1_api2", 1, 2), ("etcd3_api1", 3, 1), ("etcd3_api2", 3, 2))
 PODS = int(os.environ.get("PODNET_BENCH_PODS", "300"))
 CREATE_RATE = 20.0  # pods per second, as Kubernetes' density tests pace their creates
 SLO_P99_S = 5.0
@@ -178,15 +198,81 @@ async def _measure(topo: topology.Topology, state: ClusterState, nodes: int, up_
     return figures
 
 
+async def measure_shape(servers: list[ApiServerProcess]) -> dict:
+    """Writes/s through every server and watch delivery on the first of them."""
+    # Here, not at the top: bench/api.py imports `cluster_up` from this script.
+    from api import CONCURRENCY, WATCHERS, WRITES, api_writes, watch_latency
+
+    headers = {"Authorization": f"Bearer {servers[0].token}"}  # every test server takes the same tokens
+    trust = ssl.create_default_context()
+    for server in servers:  # each has a CA of its own
+        trust.load_verify_locations(cafile=str(server.ca_file))
+    connector = aiohttp.TCPConnector(limit=WATCHERS + CONCURRENCY + 4, ssl=trust)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        for namespace in ("bench-writes", "bench-watch"):
+            async with session.post(f"{servers[0].url}/api/v1/namespaces", json={"metadata": {"name": namespace}}) as response:
+                assert response.status == 201, await response.text()
+        started = time.perf_counter()
+        # Each server takes an equal share of the writes, each with its share of the concurrency.
+        await asyncio.gather(*(api_writes(session, server.url, "bench-writes", writes=WRITES // len(servers),
+                                          concurrency=CONCURRENCY // len(servers), prefix=f"s{i}-")
+                               for i, server in enumerate(servers)))
+        writes_per_s = WRITES // len(servers) * len(servers) / (time.perf_counter() - started)
+        latencies = await watch_latency(session, servers[0].url, "bench-watch", write_url=servers[-1].url)
+    return {"writes_per_s": round(writes_per_s),
+            "watch_delivery_ms": {"p50": round(statistics.median(latencies) * 1000, 2),
+                                  "p99": round(percentile(latencies, 0.99) * 1000, 2)}}
+
+
+def control_plane_shape(root: Path, members: int, apiservers: int) -> dict:
+    etcd = EtcdCluster([EtcdServer("etcd", root / f"etcd-{i}", root / f"etcd-{i}.log", name=f"member-{i}")
+                        for i in range(members)])
+    etcd.start()
+    servers: list[ApiServerProcess] = []
+    try:
+        for i in range(apiservers):
+            directory = root / f"apiserver-{i}"
+            directory.mkdir()
+            servers.append(ApiServerProcess(directory, etcd.url, controllers=False))
+            servers[i].start()
+        return asyncio.run(measure_shape(servers))
+    finally:
+        for server in servers:
+            server.kill()
+        etcd.kill()
+
+
+def control_plane(root: Path) -> dict:
+    from api import CONCURRENCY, WATCHERS, WRITES
+
+    shapes: dict = {}
+    for name, members, apiservers in SHAPES:
+        log(f"control plane: {members} etcd member(s), {apiservers} API server(s)")
+        directory = root / name
+        directory.mkdir()
+        shapes[name] = control_plane_shape(directory, members, apiservers)
+        log(json.dumps(shapes[name]))
+    baseline = shapes[SHAPES[0][0]]
+    for figures in shapes.values():
+        figures["writes_ratio_to_etcd1_api1"] = round(figures["writes_per_s"] / baseline["writes_per_s"], 3)
+        figures["watch_p99_ratio_to_etcd1_api1"] = round(
+            figures["watch_delivery_ms"]["p99"] / max(baseline["watch_delivery_ms"]["p99"], 0.001), 3)
+    return {"writes": WRITES, "concurrency": CONCURRENCY, "watchers": WATCHERS, "shapes": shapes}
+
+
 def main() -> None:
     results = []
+    figures: dict = {"benchmark": "cluster"}
     with tempfile.TemporaryDirectory(prefix="podnet-bench-cluster-") as tmp:
         for index, nodes in enumerate(NODE_COUNTS):
             # `bring_up` narrates on stdout; the benchmark's stdout is its JSON line.
             with contextlib.redirect_stdout(sys.stderr):
                 results.append(asyncio.run(one_cluster(Path(tmp), nodes, index)))
             log(json.dumps(results[-1]))
-    print(json.dumps({"benchmark": "cluster", "clusters": results}))
+        figures["clusters"] = results
+        if CONTROL_PLANE:
+            figures["control_plane"] = control_plane(Path(tmp))
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

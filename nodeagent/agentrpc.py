@@ -92,15 +92,19 @@ class AgentRpc:
 
     async def services_apply(self, params: dict) -> dict:
         """Replaces the whole service table at once; conntrack entries (and so established
-        connections) stay, and ClientIP affinity records carry over to the new table."""
+        connections) stay, but for UDP flows to a Service endpoint that no longer serves it, and ClientIP
+        affinity records carry over to the new table."""
         pipeline = self.dataplane.pipeline
         try:
             table = ServiceTable.from_data(params["table"], previous=pipeline.services)
         except (KeyError, TypeError, TableError) as exc:
             raise RpcError("BadRequest", f"services.apply: {exc}") from None
         pipeline.services = table
+        cleared = pipeline.conntrack.clear_stale_udp(table.udp_serving())
+        pipeline.counters["conntrack.cleared-stale-udp"] += cleared
+        cleared += self.dataplane.nodeports.forget_stale_udp(table.udp_node_port_serving())
         await self.dataplane.nodeports.reconcile(table.node_ports())
-        return {"rules": len(table)}
+        return {"rules": len(table), "conntrack_cleared": cleared}
 
     async def services_get(self, params: Any) -> dict:
         """The installed service table as kube-proxy sent it (`{"service": "ns/name"}`: that Service's

@@ -12,7 +12,9 @@ with RST, as an iptables REJECT would, and counted (`refused.udp`, `refused.tcp`
 
 With a `target` function the same relay serves the other direction too (nodeagent/relaypods.py): packets
 to a pod's port whose server is a host process are terminated here as that pod, and carried to the host
-address `target` names for it.
+address `target` names for it. A `refused` function is then told of every refusal (the process behind the
+pod's port is gone); a TCP client still gets its RST, but a refused UDP datagram is dropped (counted,
+`udp.refused-dropped`) instead of answered with port unreachable: relaypods.py says why.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ UDP_MAX_PAYLOAD = 1450 - 28
 
 FlowKey = tuple[str, int, str, int]  # pod ip, pod port, host ip, host port
 Target = Callable[[str, int], tuple[str, int]]  # the address a flow is for -> the one to connect to
+Refused = Callable[[str, int], None]  # told the address a flow was for when its host side refused it
 
 
 def _same(ip: str, port: int) -> tuple[str, int]:
@@ -77,7 +80,10 @@ class _UdpRelay(asyncio.DatagramProtocol):
         self.bridge.deliver(ipv4.encode(ipv4.IPv4Packet(host_ip, pod_ip, IPProtocol.UDP, body)))
 
     def error_received(self, exc: Exception) -> None:
-        if isinstance(exc, ConnectionRefusedError):
+        if isinstance(exc, ConnectionRefusedError) and self.bridge.refused is not None:
+            self.bridge.counters["udp.refused-dropped"] += 1
+            self.bridge.refused(self.key[2], self.key[3])
+        elif isinstance(exc, ConnectionRefusedError):
             self.bridge.counters["udp.port-unreachable"] += 1
             error = icmp.error_packet(icmp.port_unreachable(self.first_packet), self.key[2], self.first_packet)
             self.bridge.deliver(ipv4.encode(error))
@@ -142,6 +148,8 @@ class _TcpRelay:
             )
         except (TimeoutError, OSError) as exc:
             bridge.counters[f"tcp.connect-failed-{type(exc).__name__}"] += 1
+            if isinstance(exc, ConnectionRefusedError) and bridge.refused is not None:
+                bridge.refused(host_ip, self.key[3])
             reset = reset_for(syn)
             bridge.forget_tcp(self)
             if reset is not None:
@@ -172,11 +180,12 @@ class _TcpRelay:
 
 class HostBridge:
     def __init__(self, node_address: str, deliver: Callable[[bytes], None], target: Target = _same,
-                 guard: HostGuard | None = None):
+                 guard: HostGuard | None = None, refused: Refused | None = None):
         self.node_address = node_address
         self.guard = guard
         self.deliver = deliver  # hands an answer (from the flow's destination) back to the dataplane
         self.target = target
+        self.refused = refused
         self.loop = asyncio.get_running_loop()
         self.counters: Counter[str] = Counter()
         self.udp: dict[FlowKey, _UdpRelay] = {}

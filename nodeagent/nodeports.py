@@ -29,7 +29,8 @@ import random
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from podnet.nodeagent.pods.virtual.tcp import (
@@ -328,6 +329,17 @@ class NodePorts:
             if port not in in_use:
                 return port
         raise OSError("no SNAT port left")
+
+    def forget_stale_udp(self, serving: Mapping[int, AbstractSet[str]]) -> int:
+        """Forgets the UDP clients' flows to an endpoint that no longer serves their nodePort (`serving`:
+        nodePort -> serving endpoint addresses; a nodePort not in it keeps its flows), so that a client's
+        next datagram is balanced afresh, as kube-proxy clears such conntrack entries; returns how many."""
+        stale = [flow for flow in self.udp_clients.values()
+                 if flow.node_port in serving and flow.dst[0] not in serving[flow.node_port]]
+        for flow in stale:
+            self.forget(flow)
+            self.counters["udp.stale-endpoint-forgotten"] += 1
+        return len(stale)
 
     def forget(self, flow: _Flow) -> None:
         if self.flows.get(flow.reply_key) is flow:

@@ -11,6 +11,18 @@ Readiness is the process's: the pod's readinessProbe (httpGet on a relayed port)
 address behind that port every periodSeconds, with Kubernetes' thresholds, and each change of verdict is
 written to the pod's status, so the Service's endpoints follow the process. A relayed pod without a probe
 is ready as soon as it runs.
+
+A refusal from the process behind a relayed port (a UDP datagram answered by the host with port
+unreachable, a TCP connect refused) means the process is gone: a probed pod is then not ready at once, as
+the kubelet marks a pod whose container exited without waiting for failed probes, and its probes make it
+ready again when the process answers. So its endpoint leaves the Service within a status write and a
+kube-proxy sync, which also clears the conntrack entries of UDP flows to it (nodeagent/agentrpc.py,
+services.apply). The refused datagram itself is dropped, not answered. In Kubernetes the pod's own kernel
+would answer port unreachable while the kubelet restarts the container; resolvers retry such a refusal at
+once (dig on a new socket, glibc after reopening its own), each try a toss of kube-proxy's coin onto the dead
+replica, all of them before its endpoint can leave. Nothing restarts a relayed process, so it is treated as
+a replica that is gone, as one on a lost node is: its queries time out, and the resolver's retry seconds
+later finds only live replicas, on the same socket too, since the conntrack entry to the dead one is gone.
 """
 
 from __future__ import annotations
@@ -74,6 +86,12 @@ class Readiness:
     ready: bool = False
     _contrary: int = 0  # results in a row that disagree with `ready`
 
+    def stopped(self) -> bool:
+        """The container is gone: not ready at once, whatever the thresholds; True when the verdict
+        changed."""
+        changed, self.ready, self._contrary = self.ready, False, 0
+        return changed
+
     def record(self, passed: bool) -> bool:
         """Takes one probe's result; True when the verdict changed."""
         if passed == self.ready:
@@ -109,10 +127,18 @@ class RelayedPods:
     _session: aiohttp.ClientSession | None = None
 
     def __post_init__(self) -> None:
-        self.bridge = HostBridge(self.node_address, self.deliver, self._target)
+        self.bridge = HostBridge(self.node_address, self.deliver, self._target, refused=self._refused)
 
     def _target(self, ip: str, port: int) -> tuple[str, int]:
         return self.targets[ip_to_int(ip), port]
+
+    def _refused(self, ip: str, port: int) -> None:
+        """The process behind the relayed `ip:port` refused a flow: its probed pod is not ready now."""
+        for state in self.pods.values():
+            if state.ip == ip and port in state.relay and state.task is not None and state.readiness.stopped():
+                host, target = state.relay[port]
+                log.info("pod %s: not ready (%s:%d refused: its process is gone)", state.key, host, target)
+                self.changed(state.key)
 
     def attach(self, key: str, pod: dict, ip: str) -> bool:
         """Starts relaying the pod's ports when it asks for it (and may); whether it is relayed."""

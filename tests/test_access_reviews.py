@@ -37,6 +37,9 @@ def can(user: User, **attributes: str) -> bool:
         (EDITOR, {"verb": "delete", "resource": "pods", "namespace": "team-a"}, True),
         (EDITOR, {"verb": "delete", "resource": "pods", "namespace": "team-b"}, False),
         (EDITOR, {"verb": "create", "resource": "namespaces", "namespace": "team-a"}, False),  # cluster-scoped
+        # A Namespace is asked about in itself, as its GET is authorized: edit reads its own namespace's.
+        (EDITOR, {"verb": "get", "resource": "namespaces", "namespace": "team-a", "name": "team-a"}, True),
+        (EDITOR, {"verb": "get", "resource": "namespaces", "name": "team-a"}, False),
         (EDITOR, {"verb": "update", "resource": "services", "subresource": "status", "namespace": "team-a"}, False),
         (EDITOR, {"verb": "create", "group": "discovery.k8s.io", "resource": "endpointslices", "namespace": "team-a"},
          False),

@@ -159,7 +159,7 @@ def test_service_dnat_keeps_the_client_ip(two_node_cluster):
     agent = two_node_cluster.agents["node-1"]
     ip_a, ip_b = two_node_cluster.pod_ips["a"], two_node_cluster.pod_ips["b"]
     table = _services(("web", "TCP", "10.96.0.50", 80, [(ip_b, 8080, "node-2")]))
-    assert agent.rpc("services.apply", {"mode": "iptables", "table": table}) == {"rules": 1}
+    assert agent.rpc("services.apply", {"mode": "iptables", "table": table}) == {"rules": 1, "conntrack_cleared": 0}
     run = two_node_cluster.cli("exec", "a", "--", "http", "http://10.96.0.50/clientip")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().rpartition(":")[0] == ip_a

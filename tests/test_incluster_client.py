@@ -5,11 +5,14 @@ a Python program with the official `kubernetes` client: `load_incluster_config()
 KUBERNETES_SERVICE_HOST/PORT (10.96.0.1:443, through the pod network and kube-proxy) and its credentials in
 the projected volume the ServiceAccount admission gave the pod (a bound token, the cluster CA from
 kube-root-ca.crt, the namespace). It lists its namespace's pods, is refused team-b's (403), and loses the API
-when a NetworkPolicy denies the pod's egress — and has it again once the policy is gone.
+when a NetworkPolicy denies the pod's egress — all of it, or only to the API server's endpoint (where
+10.96.0.1:443 leads: policies judge the address a Service's DNAT chose), the cluster DNS still answering —
+and has it again once the policy is gone. Meanwhile no command line on the host shows the pod's token.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ pytestmark = pytest.mark.root
 PREFIX = "127.0.153"
 # Each round opens a new connection: a NetworkPolicy judges new connections, and lets established ones finish.
 PROGRAM = """\
-import time
+import socket, time
 from kubernetes import client, config
 
 config.load_incluster_config()
@@ -44,6 +47,10 @@ while True:
             print("other refused:", e.status, e.reason, flush=True)
         except Exception as e:
             print("other unreachable:", type(e).__name__, time.strftime("%T"), getattr(e, "reason", e), flush=True)
+    try:
+        print("dns:", socket.getaddrinfo("kubernetes.default.svc.cluster.local", 443, proto=socket.IPPROTO_TCP)[0][4][0], flush=True)
+    except OSError as e:
+        print("dns failed:", e, flush=True)
     time.sleep(1)
 """
 DENY_EGRESS = """\
@@ -54,6 +61,17 @@ spec:
   podSelector: {}
   policyTypes: [Egress]
 """
+
+
+def _deny_api_egress(api: str, dns: str, dns_port: int) -> dict:
+    """Egress anywhere but the API server's address; to that address only the DNS port, should the cluster
+    DNS share it (it does, on one machine)."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-api-egress", "namespace": "team-a"},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+                {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [f"{api}/32"]}}]},
+                {"to": [{"ipBlock": {"cidr": f"{dns}/32"}}],
+                 "ports": [{"protocol": "UDP", "port": dns_port}, {"protocol": "TCP", "port": dns_port}]}]}}
 
 
 def _pod(site_packages: str) -> dict:
@@ -126,9 +144,31 @@ def test_an_operator_pod_reaches_the_api_as_its_service_account(cluster: Kubectl
                               "/var/run/secrets/kubernetes.io/serviceaccount/namespace"))
     assert account == "team-a"
 
+    token = _ok(cluster.run("exec", "operator", "-n", "team-a", "--", "cat",
+                            "/var/run/secrets/kubernetes.io/serviceaccount/token"))
+    assert token.count(".") == 2
+    listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert token not in listing and token.split(".")[2] not in listing
+
     _ok(cluster.run("apply", "-f", "-", input=DENY_EGRESS.encode()))
     seen = len(log())
     _wait("the policy to cut the operator off", lambda: any(line.startswith("own unreachable: MaxRetryError") for line in log()[seen:]))
     _ok(cluster.run("delete", "networkpolicy", "deny-egress", "-n", "team-a"))
+    seen = len(log())
+    _wait("the operator's access to come back", lambda: "own: operator" in log()[seen:])
+
+    api = _ok(cluster.run("get", "endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes", "-o",
+                          "jsonpath={.items[0].endpoints[0].addresses[0]}"))
+    dns_slice = yaml.safe_load(_ok(cluster.run("get", "endpointslices", "-n", "kube-system", "-l",
+                                               "kubernetes.io/service-name=kube-dns", "-o", "yaml")))["items"][0]
+    dns_port = next(p["port"] for p in dns_slice["ports"] if p["protocol"] == "UDP")
+    _ok(cluster.run("apply", "-f", "-", input=yaml.safe_dump(
+        _deny_api_egress(api, dns_slice["endpoints"][0]["addresses"][0], dns_port)).encode()))
+    seen = len(log())
+    _wait("the API's own policy to cut the operator off", lambda: any(
+        line.startswith("own unreachable: MaxRetryError") for line in log()[seen:]), explain=log)
+    cut = next(i for i, line in enumerate(log()) if i >= seen and line.startswith("own unreachable"))
+    _wait("a DNS answer while the API is cut off", lambda: "dns: 10.96.0.1" in log()[cut:], explain=log)
+    _ok(cluster.run("delete", "networkpolicy", "deny-api-egress", "-n", "team-a"))
     seen = len(log())
     _wait("the operator's access to come back", lambda: "own: operator" in log()[seen:])

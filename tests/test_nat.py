@@ -226,3 +226,15 @@ def test_a_new_table_takes_over_unchanged_entries_with_their_round_robin_positio
     assert switched.lookup("TCP", "10.244.1.5", "10.96.0.20", 80, 0.99, 0.0).rule.startswith(
         "cluster-ip: endpoint"
     )
+
+
+def test_udp_serving_names_each_udp_service_address_with_its_endpoints():
+    lb_dns = {**DNS_UDP, "external_ips": ["127.0.1.5"], "node_port": 30053,
+              "external_endpoints": [["10.244.2.9", 53, "node-2"]]}
+    empty_udp = {**EMPTY, "protocol": "UDP"}
+    serving = table("iptables", WEB, empty_udp, lb_dns).udp_serving()
+    both = frozenset({ip_to_int("10.244.1.9"), ip_to_int("10.244.2.9")})
+    assert serving == {(ip_to_int("10.96.0.10"), 53): both, (ip_to_int("127.0.1.5"), 53): both}
+    nodeport_empty = {**empty_udp, "node_port": 30054}
+    node_ports = table("iptables", WEB, nodeport_empty, lb_dns).udp_node_port_serving()
+    assert node_ports == {30053: frozenset({"10.244.1.9", "10.244.2.9"})}

@@ -106,3 +106,19 @@ def test_every_update_leaves_the_state_and_deadline_the_rules_give(protocol, pac
             state = State.CLOSING if fins == 3 else state
         assert (entry.state, entry.packets) == (state, counts)
         assert entry.expires == now + timeouts.for_entry(protocol, state)
+
+
+def test_udp_entries_to_an_endpoint_that_no_longer_serves_are_cleared():
+    """As kube-proxy's cleanup: only UDP, only to a service address:port given, only when the reply comes
+    from none of its serving endpoints; what is not a known service address is left alone."""
+    ct = Conntrack()
+    other_ep = 0x0AF40310
+    gone = ct.create((17, A, 5353, SVC, 53), (17, EP, 53, A, 5353), 0.0)
+    kept = ct.create((17, A, 5354, SVC, 53), (17, other_ep, 53, A, 5354), 0.0)
+    tcp = ct.create((6, A, 40001, SVC, 53), (6, EP, 53, A, 40001), 0.0)
+    other_port = ct.create((17, A, 5355, SVC, 5353), (17, EP, 5353, A, 5355), 0.0)
+    direct = ct.create((17, A, 5356, EP, 53), (17, EP, 53, A, 5356), 0.0)
+    assert ct.clear_stale_udp({(SVC, 53): {other_ep}}) == 1
+    assert ct.lookup(gone.original, 1.0) is None and ct.lookup(gone.reply, 1.0) is None
+    assert all(ct.lookup(e.original, 1.0) for e in (kept, tcp, other_port, direct))
+    assert ct.clear_stale_udp({}) == 0

@@ -10,6 +10,8 @@ Time is a parameter (`now`, seconds on any monotonic clock); nothing here reads 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -150,6 +152,21 @@ class Conntrack:
         """Removes every entry whose time has passed; returns how many."""
         stale = {id(e): e for e, d in self._table.values() if e.expires <= now}
         for entry in stale.values():
+            self._remove(entry)
+        return len(stale)
+
+    def clear_stale_udp(self, serving: Mapping[tuple[int, int], AbstractSet[int]]) -> int:
+        """Removes the UDP entries sent to a service address and port of `serving` whose replies come from
+        none of its serving endpoints; returns how many. As kube-proxy does after each sync
+        (pkg/proxy/conntrack/cleanup.go): a UDP client that keeps its socket (a resolver retrying)
+        would otherwise keep reaching an endpoint that is gone, for as long as it keeps sending."""
+        stale = []
+        for entry, direction in self._table.values():
+            if direction is Direction.ORIGINAL and entry.original[0] == Protocol.UDP:
+                endpoints = serving.get((entry.original[3], entry.original[4]))
+                if endpoints is not None and entry.reply[1] not in endpoints:
+                    stale.append(entry)
+        for entry in stale:
             self._remove(entry)
         return len(stale)
 

@@ -413,6 +413,25 @@ class ServiceTable:
         """Every (nodePort, protocol) the node should listen on."""
         return sorted(self._node_ports)
 
+    def udp_serving(self) -> dict[tuple[int, int], frozenset[int]]:
+        """(service address, port) -> the addresses of its serving endpoints, for every UDP ClusterIP
+        and external IP that has some: what kube-proxy keeps UDP conntrack entries to after a sync
+        (`Conntrack.clear_stale_udp`). A Service without endpoints is left out, as kube-proxy leaves it."""
+        return {(ip_to_int(ip), entry.port): frozenset(ip_to_int(a) for a in addresses)
+                for entry, addresses in self._udp_serving()
+                for ip in filter(None, (entry.cluster_ip, *entry.external_ips))}
+
+    def udp_node_port_serving(self) -> dict[int, frozenset[str]]:
+        """nodePort -> the addresses of its serving endpoints, for every UDP nodePort whose Service has
+        some: what the NodePort listeners keep their clients' flows to after a sync."""
+        return {entry.node_port: addresses for entry, addresses in self._udp_serving() if entry.node_port}
+
+    def _udp_serving(self) -> list[tuple[ServicePort, frozenset[str]]]:
+        # Every serving endpoint, whatever the traffic policies, as kube-proxy's cleanup counts them.
+        serving = [(entry, frozenset(e.ip for e in (*entry.endpoints, *entry.external_endpoints)))
+                   for entry in self.ports if entry.protocol == "UDP"]
+        return [(entry, addresses) for entry, addresses in serving if addresses]
+
     def _choose(self, chain: _Chain, src_ip: str, rand: float, now: float) -> NatDecision:
         picks = chain.picks
         if not picks:

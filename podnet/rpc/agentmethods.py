@@ -24,7 +24,7 @@ class AgentMethod(StrEnum):
     CONNTRACK_LIST = "conntrack.list"  # -> [{original, reply, state, note, packets, expires_in}]
     PODS_LIST = "pods.list"  # -> [{namespace, name, ip, mac, counters, netns}]
     # what kube-proxy and the BGP speaker program
-    SERVICES_APPLY = "services.apply"  # {mode, table} -> {rules}
+    SERVICES_APPLY = "services.apply"  # {mode, table} -> {rules, conntrack_cleared}
     SERVICES_GET = "services.get"  # {service?} -> {installed, rules, table, node_ports}
     NODEPORTS_APPLY = "nodeports.apply"  # {ports: [[port, protocol]]} -> {listening}
     ROUTES_APPLY = "routes.apply"  # {source, routes: [{prefix, next_hop}]} -> {routes}
