@@ -452,21 +452,24 @@ class Device:
     # -- receiving -----------------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
-        for public_key, packet in self.receive_datagrams([(data, source[0])], source[1], now):
-            self._events.append(PacketReceived(public_key, bytes(packet)))
+        for public_key, packets in self.receive_datagrams([(data, source[0])], source[1], now):
+            self._events.extend(PacketReceived(public_key, bytes(packet)) for packet in packets)
 
     def receive_datagrams(
         self, datagrams: list[tuple[bytes | memoryview, str]], port: int, now: float
-    ) -> list[tuple[bytes, memoryview]]:
+    ) -> list[tuple[bytes, list[memoryview]]]:
         """`receive_datagram` for each of one read's datagrams (data, host), all from `port`: the
-        decrypted packets come back in order, as (peer public key, packet), instead of as events; each
-        packet is a view into one buffer that the batch's plaintexts share.
+        decrypted packets come back in order instead of as events, each run of them from one peer as
+        (its public key, the packets); each packet is a view into one buffer that the batch's plaintexts
+        share.
 
         Per transport message only what must be: its session looked up when it is not the previous
         message's, the tag, the replay window, the inner source against the peer's allowed IPs (the
         previous source's verdict reused). What a peer's messages owe its endpoint and timers is settled
         once after the batch, as after its last message (heard before anything sent in answer)."""
-        received: list[tuple[bytes, memoryview]] = []
+        received: list[tuple[bytes, list[memoryview]]] = []
+        run: list[memoryview] = []  # the packets of the peer that sent the last one
+        run_peer: Peer | None = None
         heard: dict[int, _Heard] = {}
         plaintexts, at = memoryview(bytearray()), 0  # where the plaintexts go, and the next one
         unpack_header, nonce = messages.TRANSPORT_HEADER.unpack_from, crypto.transport_nonce
@@ -534,11 +537,14 @@ class Device:
                     continue
                 allowed_peer, allowed_source = (peer, address) if version == 4 else (None, -1)
             entry.data = True
-            received.append((public_key, packet[:length] if length != size else packet))
+            if peer is not run_peer:
+                run_peer, run = peer, []
+                received.append((public_key, run))
+            run.append(packet[:length] if length != size else packet)
         for entry in heard.values():
             self._heard(entry, port, now)
         if received:
-            self._count("transport-received", len(received))
+            self._count("transport-received", sum(len(packets) for _, packets in received))
         return received
 
     def _session_of(self, receiver: int) -> tuple[Peer | None, Keypair | None]:

@@ -184,23 +184,24 @@ class WireGuardTunnel(Tunnel):
         if not received:
             return
         arrived: list[tuple[bytes, str]] = []
-        by_key, bare, taps = self._by_key, self.bare, self._inner_taps
-        key = peer = None
-        for public_key, packet in received:
-            if public_key is not key:
-                key, peer = public_key, by_key.get(public_key)
+        for public_key, packets in received:
+            peer = self._by_key.get(public_key)
             if peer is None:
                 continue
-            if bare:
-                datagram: bytes | None = bytes(packet)
+            address = peer.address
+            if self.bare:
+                arrived += [(bytes(packet), address) for packet in packets]
             else:
-                datagram = peer.pair.unwrap(packet)
-                if datagram is None:
-                    self.counters["drop.wireguard-inner-not-tunnel"] += 1
-                    continue
-            if taps:
-                self._tap_inner(datagram, peer.address, self.address)
-            arrived.append((datagram, peer.address))
+                unwrap = peer.pair.unwrap
+                for packet in packets:
+                    datagram = unwrap(packet)
+                    if datagram is None:
+                        self.counters["drop.wireguard-inner-not-tunnel"] += 1
+                    else:
+                        arrived.append((datagram, address))
+        if self._inner_taps:
+            for datagram, address in arrived:
+                self._tap_inner(datagram, address, self.address)
         if arrived:
             self.deliver(arrived)
 
