@@ -472,17 +472,17 @@ class Device:
         run_peer: Peer | None = None
         heard: dict[int, _Heard] = {}
         plaintexts, at = memoryview(bytearray()), 0  # where the plaintexts go, and the next one
-        unpack_header, nonce = messages.TRANSPORT_HEADER.unpack_from, crypto.transport_nonce
-        minimum, limit = messages.TRANSPORT_MIN_SIZE, REJECT_AFTER_MESSAGES
+        transport_header, nonce, limit = messages.transport_header, crypto.transport_nonce, REJECT_AFTER_MESSAGES
         session_index = -1  # the receiver index whose session is in hand
         peer = keypair = decrypt_into = accept = confirmed = entry = allowed_peer = public_key = None
         allowed_source = -1
         for data, host in datagrams:
-            if len(data) < minimum or (header := unpack_header(data))[0] != _TRANSPORT:
+            header = transport_header(data)
+            if header is None:
                 self._receive_message(bytes(data), (host, port), now)
                 session_index, confirmed = -1, None  # a handshake may have moved the sessions
                 continue
-            _, receiver, counter = header
+            receiver, counter = header
             if receiver != session_index:
                 peer, keypair = self._session_of(receiver)
                 if peer is None or keypair is None:
