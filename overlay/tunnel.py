@@ -200,12 +200,12 @@ class Tunnel:
         start = first = 0
         while first < len(sizes):
             size = sizes[first]
-            most = max(1, min(MAX_SEGMENTS, MAX_BURST_PAYLOAD // size)) if self.segmentation else 1
+            most = max(1, min(MAX_SEGMENTS, MAX_BURST_PAYLOAD // size)) if self.segmentation and size else 1
             limit = min(len(sizes), first + most)
             last = first + 1
             while last < limit and sizes[last] == size:
                 last += 1
-            if last < limit and sizes[last] < size:
+            if last < limit and 0 < sizes[last] < size:
                 last += 1  # a shorter datagram may end the run
             end = start + size * (last - first - 1) + sizes[last - 1]
             self._send_run(address, destination, view[start:end], size)
