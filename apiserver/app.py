@@ -108,13 +108,15 @@ def store_options(config: ApiServerConfig) -> dict[str, object]:
 
 
 def check_files(config: ApiServerConfig) -> None:
-    """Reads every file the config names (TLS, client CA, tokens, etcd's TLS) as serve() will, so that a missing
+    """Reads every file the config names (TLS, client CA, root CA, tokens, etcd's TLS) as serve() will, so that a missing
     or bad one stops the command with one line (ValueError) before anything starts."""
     load_authenticator(config)
     store_options(config)
     sa_tokens.load_keys(config)
     if config.audit_policy_file:
         load_policy(config.audit_policy_file)
+    if config.root_ca_file:
+        read_flag_file(config.root_ca_file, "--root-ca-file", load_certificates)
     try:
         ssl_context(config)
     except (OSError, ssl.SSLError) as exc:

@@ -39,6 +39,7 @@ from podnet.cli import cluster_cmd
 from podnet.client import ApiClient, ApiError
 from podnet.cluster import supervisor, topology
 from podnet.cluster.supervisor import ClusterState
+from podnet.rpc.agentmethods import AgentMethod
 from podnet.rpc.session import RpcClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -119,7 +120,7 @@ async def pod_startup(client: ApiClient, topo: topology.Topology) -> dict:
             await asyncio.sleep(0.02)
         params = {"src": "default/bench-client", "dst": ips[name], "port": 80, "protocol": "TCP", "timeout": 1.0}
         for _ in range(60):
-            if (await agent.call("probe", params, timeout=10)).get("ok"):
+            if (await agent.call(AgentMethod.PROBE, params, timeout=10)).get("ok"):
                 reachable_at[name] = time.monotonic()
                 return
             await asyncio.sleep(0.05)

@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from podnet.client import ApiClient  # noqa: E402
+from podnet.rpc.agentmethods import AgentMethod  # noqa: E402
 from podnet.rpc.session import call_once  # noqa: E402
 
 SECONDS = 2.0
@@ -243,14 +244,14 @@ def podnet_udp(cluster: Cluster, size: int) -> dict:
     receiver = cluster.processes[2].pid  # node-2's agent
 
     async def run() -> dict:
-        before = await call_once(cluster.socket("node-2"), "counters")
+        before = await call_once(cluster.socket("node-2"), AgentMethod.COUNTERS)
         cpu = _cpu_seconds(receiver)
-        sent = await call_once(cluster.socket("node-1"), "pod.send_udp", {
+        sent = await call_once(cluster.socket("node-1"), AgentMethod.POD_SEND_UDP, {
             "namespace": "default", "pod": "a", "dst": cluster.ips["b"], "port": 9, "size": size,
             "seconds": SECONDS}, timeout=SECONDS + 30)
         await asyncio.sleep(0.3)  # what is still in flight arrives
         cpu = _cpu_seconds(receiver) - cpu
-        after = await call_once(cluster.socket("node-2"), "counters")
+        after = await call_once(cluster.socket("node-2"), AgentMethod.COUNTERS)
         delivered = after.get("delivered", 0) - before.get("delivered", 0)
         return {
             "sent_per_second": round(sent["sent"] / sent["seconds"]),
@@ -263,7 +264,7 @@ def podnet_udp(cluster: Cluster, size: int) -> dict:
 
 
 def podnet_tcp(cluster: Cluster) -> dict:
-    result = asyncio.run(call_once(cluster.socket("node-1"), "pod.tcp_transfer", {
+    result = asyncio.run(call_once(cluster.socket("node-1"), AgentMethod.POD_TCP_TRANSFER, {
         "namespace": "default", "pod": "a", "dst": cluster.ips["b"], "port": 80, "bytes": 4 << 20,
         "timeout": 60}, timeout=90))
     return {"bytes": result["bytes"], "seconds": round(result["seconds"], 3),

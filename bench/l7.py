@@ -48,6 +48,7 @@ from support.l7pods import running_pod  # noqa: E402
 
 from podnet.api.ciliumpolicy import parse_cilium_policy  # noqa: E402
 from podnet.client import ApiClient, ApiError  # noqa: E402
+from podnet.rpc.agentmethods import AgentMethod  # noqa: E402
 from podnet.rpc.session import RpcClient  # noqa: E402
 
 REQUESTS = 5_000
@@ -207,7 +208,7 @@ async def http_requests(cluster, *, proxied: bool) -> float:
         async def ask(method: str) -> dict:
             params = {"namespace": "default", "pod": "a", "url": f"http://{cluster.ips['b']}:80/hostname",
                       "method": method, "timeout": 3.0}
-            return await rpc.call("pod.http", params, timeout=10)
+            return await rpc.call(AgentMethod.POD_HTTP, params, timeout=10)
 
         for _ in range(200):
             if ((await ask("DELETE")).get("status") == 403) == proxied:

@@ -36,6 +36,7 @@ from podnet.overlay.pipeline.nat import ServiceTable  # noqa: E402
 from support.apiserver import ApiServerProcess  # noqa: E402
 
 from podnet.api.keys import object_key
+from podnet.rpc.agentmethods import AgentMethod  # noqa: E402
 from podnet.rpc.session import RpcClient  # noqa: E402
 
 SIZES = (10, 1000, 10000)
@@ -198,7 +199,7 @@ def bench_compute(count: int) -> dict:
 
 
 async def _has(agent: RpcClient, key: str, check) -> bool:
-    result = await agent.call("services.get", {"service": key}, timeout=10)
+    result = await agent.call(AgentMethod.SERVICES_GET, {"service": key}, timeout=10)
     table = result.get("table") or {}
     return check(table.get("services") or [])
 
@@ -297,12 +298,12 @@ async def _full_sync_rpc(socket_path: str, count: int) -> dict:
         for mode in ("iptables", "ipvs"):
             data = table_data(count, mode)
             started = time.perf_counter()
-            result = await agent.call("services.apply", {"mode": mode, "table": data}, timeout=60)
+            result = await agent.call(AgentMethod.SERVICES_APPLY, {"mode": mode, "table": data}, timeout=60)
             out[mode] = {
                 "services_apply_rpc_ms": round((time.perf_counter() - started) * 1e3, 1),
                 "rules": result["rules"],
             }
-        await agent.call("services.apply", {"mode": "ipvs", "table": {"mode": "ipvs", "services": []}})
+        await agent.call(AgentMethod.SERVICES_APPLY, {"mode": "ipvs", "table": {"mode": "ipvs", "services": []}})
     finally:
         await agent.close()
     return out

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from dnslib import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A
 from podnet.dns.answer import CLASS_IN, Rcode, RType, Template, name_to_wire, negative, render, soa_record
 
+from podnet.api.keys import namespace_and_name
+
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SCHEMA_VERSION = "1.1.0"
 MAX_CNAME_CHAIN = 8
@@ -233,17 +235,17 @@ class Records:
     # --- changes ----------------------------------------------------------------------------------
 
     def set_service(self, service: dict) -> None:
-        key = _object_key(service)
+        key = namespace_and_name(service)
         self._services[key] = service
         self._refresh_service(key)
 
     def delete_service(self, service: dict) -> None:
-        key = _object_key(service)
+        key = namespace_and_name(service)
         self._services.pop(key, None)
         self._refresh_service(key)
 
     def set_endpoint_slice(self, endpoint_slice: dict) -> None:
-        key = _object_key(endpoint_slice)
+        key = namespace_and_name(endpoint_slice)
         labels = (endpoint_slice.get("metadata") or {}).get("labels") or {}
         owner = (key[0], labels[SERVICE_NAME_LABEL]) if labels.get(SERVICE_NAME_LABEL) else None
         previous = self._slice_owner.get(key)
@@ -255,14 +257,14 @@ class Records:
             self._refresh_service(owner)
 
     def delete_endpoint_slice(self, endpoint_slice: dict) -> None:
-        self._detach_slice(_object_key(endpoint_slice))
+        self._detach_slice(namespace_and_name(endpoint_slice))
 
     def set_pod(self, pod: dict) -> None:
-        key = _object_key(pod)
+        key = namespace_and_name(pod)
         self._replace(("pod", *key), pod_records(pod, self.zone), set())
 
     def delete_pod(self, pod: dict) -> None:
-        self._replace(("pod", *_object_key(pod)), set(), set())
+        self._replace(("pod", *namespace_and_name(pod)), set(), set())
 
     def set_serial(self, serial: int) -> None:
         """The SOA serial (CoreDNS uses the time of the last change, in seconds)."""
@@ -457,8 +459,3 @@ class Records:
             self._references[name] = references
             for reference in references:
                 self._dependents.setdefault(reference, set()).add(name)
-
-
-def _object_key(obj: dict) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return meta.get("namespace", "default"), meta.get("name", "")

@@ -70,6 +70,7 @@ class NodeAgent:
         self.rpc = AgentRpc(self)
         self.cni = CniServer(self)  # what the podnet-cni plugin asks
         self.lifecycle.cni = self.cni  # netns pods get their network from the node's CNI chain
+        self.lifecycle.handlers = self.handlers  # what a Job's virtual pod's command calls, as exec does
 
     # What the kubelet API's handlers see (nodeagent/kubelet/node.py).
     @property

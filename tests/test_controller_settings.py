@@ -2,6 +2,7 @@
 see it used, by the settings the controllers get and by a real API server's controllers."""
 
 import asyncio
+import datetime
 import ipaddress
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import sys
 from podnet.apiserver.config import ApiServerConfig
 from podnet.apiserver.controllers.runner import Settings
 
+from podnet import pki
 from podnet.client import ApiClient, ApiError
 
 # Each field the controllers read, set to a value other than its default.
@@ -21,12 +23,14 @@ SET = {
     "orphaned_pod_quarantine": 13.0,
     "advertise_address": "127.0.130.9",
     "advertise_port": 7443,
+    "root_ca_file": "/etc/podnet/published-ca.crt",
 }
 
 
 def test_each_field_reaches_the_controllers_settings():
     defaults = Settings.from_config(ApiServerConfig(), "https://127.0.0.1:6443")
-    settings = Settings.from_config(ApiServerConfig(**SET), "https://127.0.0.1:6443")
+    # A CA is published only by a server that serves TLS.
+    settings = Settings.from_config(ApiServerConfig(**SET, tls_cert="/etc/podnet/apiserver.crt"), "https://127.0.0.1:6443")
     read = {
         "service_cidr": settings.service_cidr,
         "cluster_cidr": settings.cluster_cidr,
@@ -36,9 +40,13 @@ def test_each_field_reaches_the_controllers_settings():
         "orphaned_pod_quarantine": settings.orphaned_pod_quarantine,
         "advertise_address": settings.api_address,
         "advertise_port": settings.api_port,
+        "root_ca_file": settings.root_ca_file,
     }
     assert read == SET
     assert (defaults.api_address, defaults.api_port, defaults.node_cidr_prefix) == ("127.0.0.1", 6443, 24)
+    assert defaults.root_ca_file == ""
+    client_ca = ApiServerConfig(tls_cert="/etc/podnet/apiserver.crt", client_ca_file="/etc/podnet/ca.crt")
+    assert Settings.from_config(client_ca, "https://127.0.0.1:6443").root_ca_file == "/etc/podnet/ca.crt"
 
 
 def test_without_advertised_values_the_endpoint_is_where_the_controllers_reach_the_server():
@@ -53,6 +61,8 @@ def test_bad_values_are_refused_by_the_flags_with_one_line():
         (["--node-cidr-mask-size", "8"], "--node-cidr-mask-size 8 must be between"),
         (["--advertise-address", "api.example"], "--advertise-address 'api.example' is not an IPv4 address"),
         (["--advertise-port", "70000"], "--advertise-port 70000 is out of range"),
+        (["--root-ca-file", "/nonexistent/ca.crt"], "--root-ca-file /nonexistent/ca.crt: No such file or directory"),
+        (["--root-ca-file", __file__], f"--root-ca-file {__file__}: not a PEM certificate bundle"),
     ]
     for args, message in cases:
         done = subprocess.run([sys.executable, "-m", "podnet", "apiserver", *args], capture_output=True, text=True,
@@ -73,11 +83,15 @@ async def _eventually(fetch, timeout: float = 10.0):
         await asyncio.sleep(0.05)
 
 
-async def test_an_api_server_started_with_the_flags_uses_them(make_api_server):
+async def test_an_api_server_started_with_the_flags_uses_them(make_api_server, tmp_path):
+    # A CA other than the one that signs the server's certificate and its clients' (--client-ca-file).
+    published = pki.make_ca(datetime.datetime.now(datetime.UTC)).cert_pem.decode()
+    (tmp_path / "published-ca.crt").write_text(published)
     server = make_api_server(controllers=True, extra_args=[
         "--service-cidr", SET["service_cidr"], "--cluster-cidr", SET["cluster_cidr"],
         "--node-cidr-mask-size", str(SET["node_cidr_mask_size"]),
         "--advertise-address", SET["advertise_address"], "--advertise-port", str(SET["advertise_port"]),
+        "--root-ca-file", str(tmp_path / "published-ca.crt"),
     ])
     api: ApiClient
     async with server.client() as api:
@@ -97,3 +111,7 @@ async def test_an_api_server_started_with_the_flags_uses_them(make_api_server):
         cidr = ipaddress.ip_network(await _eventually(pod_cidr))
         assert cidr.prefixlen == SET["node_cidr_mask_size"]
         assert cidr.subnet_of(ipaddress.ip_network(SET["cluster_cidr"]))
+
+        root_ca = await _eventually(lambda: api.get("configmaps", "kube-root-ca.crt", "default"))
+        assert root_ca["data"] == {"ca.crt": published}
+        assert published != server.ca.cert_pem.decode()

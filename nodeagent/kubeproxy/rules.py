@@ -102,7 +102,7 @@ def compute(
     services: Mapping[str, ServiceInfo],
     slices: Iterable[SliceInfo],
     node: str,
-    mode: str = "iptables",
+    mode: str = ProxyMode.IPTABLES,
     service_cidr: str = "",
 ) -> ProxyTable:
     """The table for `node`: one entry per Service port, in Service name order (the order of

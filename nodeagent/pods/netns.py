@@ -68,6 +68,7 @@ from podnet.client import podnet_home
 from podnet.codec import DecodeError
 from podnet.netns.ip import ETC_NETNS, delete_namespace, ip, list_namespaces
 from podnet.netns.names import NETNS_DIR, owner_prefix
+from podnet.pids import start_time
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +90,6 @@ def pod_mode(pod: dict, default: str) -> str:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     mode = annotations.get(POD_MODE_ANNOTATION) or default
     return mode if mode in POD_MODES else default
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel start time of `pid` (field 22 of /proc/PID/stat), None when it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] == "Z" else fields[19]
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,14 +409,14 @@ class NetnsPod:
         for container in self.containers.values():
             if container.task is not None:
                 container.task.cancel()
-            if container.pid and _start_time(container.pid) == container.pid_start:
+            if container.pid and start_time(container.pid) == container.pid_start:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(container.pid, sig)
 
     def running(self) -> bool:
         """Whether any container's process is still alive (reaping those that ended)."""
         self._reap()
-        return any(c.pid and _start_time(c.pid) == c.pid_start for c in self.containers.values())
+        return any(c.pid and start_time(c.pid) == c.pid_start for c in self.containers.values())
 
     def stop_processes(self) -> None:
         self.signal_processes(signal.SIGTERM)
@@ -529,7 +520,7 @@ class NetnsPods:
             container.restarts = int(before.get("restarts") or 0)
             container.started, container.last_terminated = before.get("started"), before.get("last_terminated")
             container.finished = bool(before.get("finished"))
-            if before.get("pid") and _start_time(before["pid"]) == before.get("pid_start"):
+            if before.get("pid") and start_time(before["pid"]) == before.get("pid_start"):
                 container.pid, container.pid_start = before["pid"], before["pid_start"]
                 container.started_at = time.monotonic()
             pod.containers[spec.name] = container
@@ -620,7 +611,7 @@ class NetnsPods:
         does: in the namespaces of its process when it has one, else in a sandbox of its own."""
         container = next((c for c in (obj.get("spec") or {}).get("containers") or [] if c.get("name") == container_name), {})
         running = pod.containers.get(container_name)
-        join = running.pid if running and running.pid and _start_time(running.pid) == running.pid_start else None
+        join = running.pid if running and running.pid and start_time(running.pid) == running.pid_start else None
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": pod_hostname(obj) or pod.net.netns,
                **dict(running.spec.env if running else ContainerSpec.literal_env(container))}
         plan = self.launch_plan(pod, sandbox.security(obj, container), sandbox.volume_mounts(container), tuple(argv), env,
@@ -696,7 +687,7 @@ class NetnsPods:
         finally:
             os.close(stdout)
             os.close(stderr)
-        container.pid_start = _start_time(container.pid)
+        container.pid_start = start_time(container.pid)
         container.started_at = time.monotonic()
         container.started = _rfc3339()
         pod.save()

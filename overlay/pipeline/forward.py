@@ -12,15 +12,8 @@ ICMP fragmentation-needed.
 Every stage appends a `Stage` to `trace` when one is passed, so `podnet trace` can show the journey;
 without a trace the per-packet path only parses, looks up and concatenates.
 
-Shortcuts (a flow cache, as Open vSwitch keeps one in front of its tables): from a connection's second
-packet on, the decision the stages reached for it is kept under its flow key, so its later packets skip
-the walk. Only decisions that hold for every packet of the flow are kept: tracked TCP/UDP, to a tunnel or
-a local pod, with the connection's NAT (a Service's DNAT, or its undoing on the replies) applied anew to
-each packet from checksum sums worked out once (`fastpath.nat_rewrite`). Each packet on a shortcut still
-has its IPv4 header checked (`fastpath.shortcut_candidate`, the one guard of both directions) and its
-conntrack entry counted and extended and its TTL taken down by one hop; a TCP segment with SYN, FIN or RST (it may move the entry's state), an expired entry, a length the
-header does not state, a spent TTL, a packet over the MTU and any traced packet take the stages. A change
-to pods, peers or routes forgets every shortcut.
+In front of the stages stands a flow cache (shortcuts.py, the fast path): from a connection's second
+packet on, an untraced packet of a flow whose decision holds for all its packets skips the stages.
 
 Addresses are 32-bit ints on the hot path and strings in everything a person reads.
 """
@@ -31,15 +24,16 @@ import ipaddress
 import struct
 from collections import defaultdict
 from collections.abc import Callable
-from typing import NamedTuple
 
-from podnet.overlay.pipeline.conntrack import FIN, RST, SYN, Conntrack, Direction, Entry, FlowKey, reverse
+from podnet.overlay.pipeline.conntrack import Conntrack, Direction, Entry, FlowKey, reverse
 from podnet.overlay.pipeline.model import (
     ETH_HEADER,
+    ETHERTYPE_IPV4_BYTES,
     OUTER_IP_UDP,
     PROTOCOL_NAMES,
     VNI,
     VXLAN_HEADER,
+    VXLAN_HEADER_BYTES,
     Deliver,
     DeliverFrame,
     DeliverSuper,
@@ -60,13 +54,12 @@ from podnet.overlay.pipeline.nat import NatDecision, ServiceTable
 from podnet.overlay.pipeline.packets import (
     TTL_AT,
     TTL_WORD,
+    checked,
     decremented_ttl_word,
     describe_nat,
     flow_key,
-    header_problem,
     nat_of,
     rewrite,
-    shortcut_nat,
     untracked_flow,
 )
 from podnet.overlay.pipeline.policyhook import (
@@ -78,48 +71,20 @@ from podnet.overlay.pipeline.policyhook import (
     describe_verdict,
 )
 from podnet.overlay.pipeline.routes import Route, RouteKind, RouteTable
+from podnet.overlay.pipeline.shortcuts import Shortcuts
 from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
-from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
+from podnet.overlay.wire.fastpath import SHORTCUT_MIN
 from podnet.overlay.wire.mss import clamp_mss
-from podnet.overlay.wire.segment import coalesce, tcp_segments, with_tcp_checksum
+from podnet.overlay.wire.segment import tcp_segments, with_tcp_checksum
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
-_VXLAN_FLAGS_WORD = b"\x08\x00\x00\x00"
-_VXLAN_HEADER = _VXLAN_FLAGS_WORD + struct.pack("!I", VNI << 8)
-_ETHERTYPE_IPV4 = b"\x08\x00"
+_VXLAN_FLAGS_WORD = VXLAN_HEADER_BYTES[:4]
 _ETHERTYPE_ARP = b"\x08\x06"
 _ICMP = 1
-_TCP = 6
-_from_bytes = int.from_bytes
-_STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
 TCP_IP_HEADERS = 40  # what an MSS leaves out of the MTU: IPv4 (20) and TCP (20) without options
 _ICMP_QUERIES = (0, 8)  # echo reply and request: the ICMP messages that are not errors
-# Builds a named tuple from a tuple of its fields in C; the class call runs a Python-level __new__ that
-# costs as much again as the rest of a shortcut's work.
-_tuple_new = tuple.__new__
-
-
-class EgressShortcut(NamedTuple):
-    """What the packets of a connection from a local pod get, learned from one that took the stages."""
-
-    pod: PodPort  # the port they must come from
-    entry: Entry
-    direction: Direction
-    nat: fastpath.NatRewrite | None  # the connection's rewrite in this direction
-    node_address: str | None  # the node they are tunnelled to; None: delivered to a local pod
-    prefix: bytes  # the encapsulation headers to that node
-    local_ip: int  # the local pod they are delivered to
-
-
-class IngressShortcut(NamedTuple):
-    """What the packets of a connection arriving from another node get."""
-
-    sender: str  # the node they must come from
-    entry: Entry
-    direction: Direction
-    nat: fastpath.NatRewrite | None
 
 
 class Pipeline:
@@ -141,13 +106,14 @@ class Pipeline:
         self.rand = rand
         self.conntrack = conntrack or Conntrack()
         self.routes = RouteTable(on_change=self.forget_shortcuts)
-        self._egress_shortcuts: dict[FlowKey, EgressShortcut] = {}
-        self._ingress_shortcuts: dict[FlowKey, IngressShortcut] = {}
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
         self.pods: dict[int, PodPort] = {}
         self._super_pods: set[int] = set()  # addresses of the pods that take super-packets
         self.peers: dict[str, Peer] = {}
         self._encap_prefix: dict[str, bytes] = {}  # peer address -> VXLAN header + inner Ethernet header
+        self._shortcuts = Shortcuts(node, self.counters, self._encap_prefix, self._from_tunnel_stages)
+        # Bound once: per packet, looking the fast path's methods up again costs a share of its work.
+        self._pod_shortcut, self._tunnel_shortcuts = self._shortcuts.from_pod, self._shortcuts.from_tunnel
         self._pod_cidr = ipaddress.IPv4Network(node.pod_cidr)
         self._cluster = ipaddress.IPv4Network(node.cluster_cidr)
         self._cluster_net, self._cluster_mask = int(self._cluster.network_address), int(self._cluster.netmask)
@@ -161,7 +127,7 @@ class Pipeline:
         # every node of a cluster sends from and to the same port (the agent's --vxlan-port / --fou-port)
         self._tunnel_port = node.fou_port if self._fou else node.vxlan_port
         # where the pod's IPv4 packet starts in a datagram from a peer
-        self.inner_offset = 0 if self._fou else VXLAN_HEADER + ETH_HEADER
+        self.inner_offset = self._shortcuts.inner_offset
         self.routes.replace_source("local", [Route(self._pod_cidr, RouteKind.LOCAL, None, "local")])
 
     # --- state the agent keeps up to date -------------------------------------------------------
@@ -183,16 +149,13 @@ class Pipeline:
         return self.pods.pop(ip_to_int(pod_ip), None)
 
     def forget_shortcuts(self) -> None:
-        self._egress_shortcuts.clear()
-        self._ingress_shortcuts.clear()
+        self._shortcuts.forget()
 
     def expire_connections(self, now: float) -> int:
         """Removes expired conntrack entries and the shortcuts that led to them; returns how many
         entries went."""
         removed = self.conntrack.expire(now)
-        for shortcuts in (self._egress_shortcuts, self._ingress_shortcuts):
-            for key in [key for key, shortcut in shortcuts.items() if shortcut[1].expires <= now]:
-                del shortcuts[key]
+        self._shortcuts.expire(now)
         return removed
 
     def set_peer(self, peer: Peer, pod_cidr: str | None) -> None:
@@ -201,7 +164,7 @@ class Pipeline:
         self.forget_shortcuts()
         self.peers[peer.address] = peer
         self._encap_prefix[peer.address] = (
-            b"" if self._fou else _VXLAN_HEADER + mac_to_bytes(peer.mac) + self._mac_bytes + _ETHERTYPE_IPV4
+            b"" if self._fou else VXLAN_HEADER_BYTES + mac_to_bytes(peer.mac) + self._mac_bytes + ETHERTYPE_IPV4_BYTES
         )
         if pod_cidr:
             prefix = ipaddress.IPv4Network(pod_cidr)
@@ -239,7 +202,7 @@ class Pipeline:
             self.counters["arp.proxied"] += 1
             reply_frame = mac_to_bytes(pod.mac) + self._mac_bytes + _ETHERTYPE_ARP + answer
             return [DeliverFrame(ip_to_int(pod.ip), reply_frame)]
-        if ethertype != _ETHERTYPE_IPV4:
+        if ethertype != ETHERTYPE_IPV4_BYTES:
             return self._drop("not-ipv4", trace)
         return self.from_pod(pod, frame[ETH_HEADER:], now, trace, mss)
 
@@ -251,35 +214,9 @@ class Pipeline:
         if mss:
             return self._super(pod, packet, mss, now, trace)
         if trace is None and len(packet) >= SHORTCUT_MIN:
-            candidate = shortcut_candidate(packet)
-            if candidate is not None:
-                key, ttl, checksum = candidate
-                shortcut = self._egress_shortcuts.get(key)
-            if candidate is not None and shortcut is not None and shortcut[0] is pod:
-                _, entry, direction, nat, node_address, prefix, local_ip = shortcut
-                # A reply-direction shortcut is learned from a reply, which has established the entry
-                # already: no packet on a shortcut changes its state.
-                if entry.expires > now and (node_address is None or len(packet) <= self._mtu):
-                    entry.packets[direction] += 1
-                    entry.expires = now + entry.lifetime
-                    counters = self.counters
-                    counters["egress.packets"] += 1
-                    if nat is not None:  # as the stages do it: the NAT, then the hop
-                        buf = bytearray(packet)
-                        fastpath.apply_nat(buf, nat)
-                        buf[TTL_AT : TTL_AT + 4] = decremented_ttl_word(*TTL_WORD.unpack_from(buf, TTL_AT))
-                        if node_address is None:
-                            counters["delivered"] += 1
-                            return [_tuple_new(Deliver, (local_ip, bytes(buf)))]
-                        counters["tunnel.tx"] += 1
-                        return [_tuple_new(Tunnel, (node_address, prefix + buf))]
-                    hop = decremented_ttl_word(ttl, key[0], checksum)
-                    if node_address is None:
-                        counters["delivered"] += 1
-                        return [_tuple_new(Deliver, (local_ip, b"".join((packet[:8], hop, packet[12:]))))]
-                    counters["tunnel.tx"] += 1
-                    datagram = b"".join((prefix, packet[:8], hop, packet[12:]))
-                    return [_tuple_new(Tunnel, (node_address, datagram))]
+            outputs = self._pod_shortcut(pod, packet, now)
+            if outputs is not None:
+                return outputs
         return self._from_pod_stages(pod, packet, now, trace)
 
     def _super(self, pod: PodPort, packet: bytes, mss: int, now: float, trace: list[Stage] | None) -> list[Output]:
@@ -287,38 +224,19 @@ class Pipeline:
         each of its segments; it is cut into segments only at the tunnel (`_encapsulate`), and a local
         pod gets it whole. Its TCP checksum is the partial one the pod's kernel left: each segment gets
         its own, and a super-packet for a local pod one made afresh (`with_tcp_checksum`)."""
-        ihl = (packet[0] & 0x0F) * 4 if packet else 0
-        header = ihl + (packet[ihl + 12] >> 4) * 4 if len(packet) > ihl + 12 else len(packet)
-        count = max(1, -(-(len(packet) - header) // mss))
-        if trace is None and len(packet) >= SHORTCUT_MIN and header + mss <= self._mtu:
-            candidate = shortcut_candidate(packet)
-            shortcut = None if candidate is None else self._egress_shortcuts.get(candidate[0])
-            if shortcut is not None and shortcut[0] is pod and shortcut[1].expires > now:
-                _, entry, direction, nat, node_address, prefix, local_ip = shortcut
-                entry.packets[direction] += count
-                entry.expires = now + entry.lifetime
-                buf = bytearray(packet)
-                if nat is not None:
-                    fastpath.apply_nat(buf, nat)
-                buf[TTL_AT : TTL_AT + 4] = decremented_ttl_word(*TTL_WORD.unpack_from(buf, TTL_AT))
-                counters = self.counters
-                counters["egress.packets"] += count
-                if node_address is None:
-                    counters["delivered"] += count
-                    return [DeliverSuper(local_ip, with_tcp_checksum(buf), mss)]
-                counters["tunnel.tx"] += count
-                return [TunnelBurst(node_address, tcp_segments(buf, mss, prefix))]
+        if trace is None:
+            outputs = self._shortcuts.from_pod_super(pod, packet, mss, now)
+            if outputs is not None:
+                return outputs
         return self._from_pod_stages(pod, packet, now, trace, mss)
 
     def _from_pod_stages(
         self, pod: PodPort, packet: bytes, now: float, trace: list[Stage] | None, mss: int = 0
     ) -> list[Output]:
-        problem = header_problem(packet)
+        packet, problem = checked(packet)
         if problem:
             return self._drop(problem, trace)
-        (total,) = _U16.unpack_from(packet, 2)
-        if total != len(packet):
-            packet = packet[:total]
+        total = len(packet)
         key, tcp_flags = flow_key(packet)
         src = _ADDRS.unpack_from(packet, 12)[0]
         if trace is not None:
@@ -351,17 +269,8 @@ class Pipeline:
         outputs = self._route(
             packet, now, trace, from_pod=pod, new_flow=False, reply=direction is Direction.REPLY, mss=mss
         )
-        if trace is None and self._shortcut_allowed(key, tcp_flags) and len(outputs) == 1:
-            out, nat = outputs[0], nat_of(entry, direction)
-            rewrite_nat = shortcut_nat(key, nat)
-            kind = type(out)
-            if kind is Tunnel or kind is TunnelBurst:
-                prefix = self._encap_prefix[out.node_address]
-                self._egress_shortcuts[key] = EgressShortcut(pod, entry, direction, rewrite_nat, out.node_address,
-                                                             prefix, 0)
-            elif (kind is Deliver or kind is DeliverSuper) and out.pod_ip == (nat[1][0] if nat and nat[1] else key[3]):
-                # to the pod the packet was for, not an ICMP error back to the sender
-                self._egress_shortcuts[key] = EgressShortcut(pod, entry, direction, rewrite_nat, None, b"", out.pod_ip)
+        if trace is None:
+            self._shortcuts.learn_from_pod(key, tcp_flags, pod, entry, direction, outputs)
         return outputs
 
     def _follow_tracked(
@@ -520,16 +429,6 @@ class Pipeline:
         if route.kind is RouteKind.LOCAL:
             return self._deliver(dst, with_tcp_checksum(forwarded) if mss else forwarded, trace, mss)
         return self._encapsulate(route.next_hop, forwarded, trace, from_pod, mss)
-
-    def _shortcut_allowed(self, key: FlowKey, tcp_flags: int) -> bool:
-        """Whether a tracked packet's decision may stand for the rest of its flow (see the module text):
-        not ICMP, no flag that moves conntrack, and forwarded (not to or from the node itself)."""
-        return (
-            key[0] != _ICMP
-            and not tcp_flags & _STATE_FLAGS
-            and self._gateway != key[1]
-            and self._gateway != key[3]
-        )
 
     def _hop(self, packet: bytes, trace: list[Stage] | None, *, from_pod: PodPort | None = None) -> bytes | None:
         """`packet` as this node routes it on: TTL one less and the header checksum raised to match, as
@@ -693,71 +592,16 @@ class Pipeline:
         """What `from_tunnel` gives for each (datagram, sender) in turn, untraced, in one list: one
         socket wake-up's datagrams pay the per-call costs once, and those on shortcuts are counted
         together. TCP segments for a pod that takes super-packets are first joined, per sender, into
-        the super-packets they make (userspace GRO, `segment.coalesce`), each then decided on once
+        the super-packets they make (userspace GRO, `Shortcuts.joined`), each then decided on once
         (`from_tunnel_super`); in each flow the order stays the order of arrival."""
         if not self._super_pods:
-            return self._from_tunnel_each(datagrams, now)
-        offset, super_pods, fou, peers = self.inner_offset, self._super_pods, self._fou, self.peers
-        minimum = offset + 40
-        joining: dict[str, list[bytes]] = {}
-        rest: list[tuple[bytes, str]] = []
-        for datagram, sender in datagrams:
-            if (len(datagram) > minimum and datagram[offset + 9] == _TCP and sender in peers
-                    and _from_bytes(datagram[offset + 16 : offset + 20]) in super_pods
-                    and (fou or (datagram[:8] == _VXLAN_HEADER and datagram[20:22] == _ETHERTYPE_IPV4))):
-                joining.setdefault(sender, []).append(datagram)
-            else:
-                rest.append((datagram, sender))
-        outputs = self._from_tunnel_each(rest, now) if rest else []
-        for sender, group in joining.items():
-            alone: list[tuple[bytes, str]] = []
-            for item, mss in coalesce(group, offset=offset):
-                if not mss:
-                    alone.append((item, sender))
-                    continue
-                if alone:
-                    outputs += self._from_tunnel_each(alone, now)
-                    alone = []
-                outputs += self.from_tunnel_super(sender, item, mss, now)
-            if alone:
-                outputs += self._from_tunnel_each(alone, now)
-        return outputs
-
-    def _from_tunnel_each(self, datagrams: list[tuple[bytes, str]], now: float) -> list[Output]:
+            return self._tunnel_shortcuts(datagrams, now)
         outputs: list[Output] = []
-        append = outputs.append
-        shortcuts, offset, fou = self._ingress_shortcuts, self.inner_offset, self._fou
-        minimum, candidate_at = offset + SHORTCUT_MIN, shortcut_candidate
-        taken = 0
-        for datagram, sender in datagrams:
-            if len(datagram) >= minimum and (
-                fou or (datagram[:8] == _VXLAN_HEADER and datagram[20:22] == _ETHERTYPE_IPV4)
-            ):
-                candidate = candidate_at(datagram, offset)
-                if candidate is not None:
-                    key, ttl, checksum = candidate
-                    shortcut = shortcuts.get(key)
-                if candidate is not None and shortcut is not None and shortcut[0] == sender:
-                    _, entry, direction, nat = shortcut
-                    if entry.expires > now:
-                        entry.packets[direction] += 1
-                        entry.expires = now + entry.lifetime
-                        taken += 1
-                        hop = decremented_ttl_word(ttl, key[0], checksum)
-                        if nat is None:
-                            packet = b"".join((datagram[offset : offset + 8], hop, datagram[offset + 12 :]))
-                        else:  # as the stages do it: the hop, then the NAT
-                            buf = bytearray(datagram[offset:])
-                            buf[TTL_AT : TTL_AT + 4] = hop
-                            fastpath.apply_nat(buf, nat)
-                            packet = bytes(buf)
-                        append(_tuple_new(Deliver, (key[3], packet)))
-                        continue
-            outputs += self._from_tunnel_stages(sender, datagram, now, None)
-        if taken:
-            counters = self.counters
-            counters["tunnel.rx"] += taken
-            counters["delivered"] += taken
+        for part in self._shortcuts.joined(datagrams, self._super_pods, self.peers):
+            if type(part) is list:
+                outputs += self._tunnel_shortcuts(part, now)
+            else:
+                outputs += self.from_tunnel_super(part.sender, part.packet, part.mss, now)
         return outputs
 
     def _from_tunnel_stages(
@@ -775,7 +619,7 @@ class Pipeline:
             return self._drop("vxlan-unknown-sender", trace)
         if len(datagram) < VXLAN_HEADER + ETH_HEADER:
             return self._drop("vxlan-short", trace)
-        if datagram[:8] != _VXLAN_HEADER:  # per datagram: one compare; which part is wrong only on a drop
+        if datagram[:8] != VXLAN_HEADER_BYTES:  # per datagram: one compare; which part is wrong only on a drop
             if datagram[0:4] != _VXLAN_FLAGS_WORD or datagram[7]:
                 return self._drop("vxlan-bad-flags", trace)
             return self._drop("vxlan-wrong-vni", trace)
@@ -783,7 +627,7 @@ class Pipeline:
         ethertype = datagram[20:22]
         if ethertype == _ETHERTYPE_ARP:
             return self._answer_peer_arp(peer, datagram[22:], trace)
-        if ethertype != _ETHERTYPE_IPV4:
+        if ethertype != ETHERTYPE_IPV4_BYTES:
             return self._drop("vxlan-inner-not-ipv4", trace)
         return self._decapsulated(peer, datagram[22:], now, trace, datagram)
 
@@ -795,21 +639,10 @@ class Pipeline:
         if peer is None:
             return self._drop(f"{self._scheme}-unknown-sender", None)
         count = -(-(len(packet) - 20 - (packet[32] >> 4) * 4) // mss) if len(packet) > 32 else 1
-        counters = self.counters
-        counters["tunnel.rx"] += count
-        candidate = shortcut_candidate(packet) if len(packet) >= SHORTCUT_MIN else None
-        shortcut = None if candidate is None else self._ingress_shortcuts.get(candidate[0])
-        if shortcut is not None and shortcut[0] == sender and shortcut[1].expires > now:
-            key, ttl, checksum = candidate
-            _, entry, direction, nat = shortcut
-            entry.packets[direction] += count
-            entry.expires = now + entry.lifetime
-            counters["delivered"] += count
-            buf = bytearray(packet)
-            buf[TTL_AT : TTL_AT + 4] = decremented_ttl_word(ttl, key[0], checksum)
-            if nat is not None:
-                fastpath.apply_nat(buf, nat)
-            return [DeliverSuper(key[3], bytes(buf), mss)]
+        self.counters["tunnel.rx"] += count
+        outputs = self._shortcuts.from_tunnel_super(sender, packet, mss, count, now)
+        if outputs is not None:
+            return outputs
         return self._decapsulated(peer, packet, now, None, packet, mss)
 
     def _decapsulated(
@@ -819,12 +652,10 @@ class Pipeline:
         that node (strict reverse path) or the node's own address, a destination that is ours.
         `datagram` is the UDP payload it came in, for the trace."""
         scheme = self._scheme
-        problem = header_problem(packet)
+        packet, problem = checked(packet)
         if problem:
             return self._drop(problem, trace)
-        (total,) = _U16.unpack_from(packet, 2)
-        if total != len(packet):
-            packet = packet[:total]
+        total = len(packet)
         src, dst = _ADDRS.unpack_from(packet, 12)
         sender = peer.address
         if trace is not None:
@@ -867,9 +698,8 @@ class Pipeline:
             tracked = self._follow_tracked(key, tcp_flags, packet, now, trace)
             if tracked is not None:
                 packet, entry, direction = tracked
-                if sender is not None and trace is None and self._shortcut_allowed(key, tcp_flags):
-                    nat = shortcut_nat(key, nat_of(entry, direction))
-                    self._ingress_shortcuts[key] = IngressShortcut(sender, entry, direction, nat)
+                if sender is not None and trace is None:
+                    self._shortcuts.learn_from_tunnel(key, tcp_flags, sender, entry, direction)
             else:
                 if trace is not None:
                     trace.append(Stage("conntrack", "new connection"))
@@ -918,7 +748,7 @@ class Pipeline:
         self.counters["arp.answered"] += 1
         if trace is not None:
             trace.append(Stage("arp", f"{request.target_ip} is-at {self._mac}, answered to {peer.name}"))
-        return [Tunnel(peer.address, _VXLAN_HEADER + frame)]
+        return [Tunnel(peer.address, VXLAN_HEADER_BYTES + frame)]
 
     # --- packets the host bridge and the node itself originate ----------------------------------
 

@@ -14,6 +14,8 @@ from podnet.overlay.pipeline.conntrack import FlowKey
 from podnet.overlay.wire import dissect, vxlan
 from podnet.overlay.wire.addresses import int_to_ip
 
+from podnet.api.keys import namespaced_key
+
 VNI = 1
 POD_MTU = 1450
 ETH_HEADER = 14
@@ -25,6 +27,10 @@ UNDERLAY_OVERHEAD = 36
 FOU_PORT = 5555
 OUTER_IP_UDP = 28
 PROTOCOL_NAMES = {6: "TCP", 17: "UDP", 1: "ICMP", 132: "SCTP"}
+# The 8 bytes every VXLAN datagram between nodes starts with (flags with I set, the VNI, reserved bytes
+# zero), and the EtherType of an inner frame that carries IPv4: what a datagram is compared with per packet.
+VXLAN_HEADER_BYTES = b"\x08\x00\x00\x00" + (VNI << 8).to_bytes(4, "big")
+ETHERTYPE_IPV4_BYTES = b"\x08\x00"
 
 
 class Encapsulation(StrEnum):
@@ -133,7 +139,7 @@ class PodPort:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return namespaced_key(self.namespace, self.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from podnet.overlay.wire.addresses import int_to_ip
 
 _ADDRS = struct.Struct("!II")
 _HEADER_START = struct.Struct("!BxH2xH")  # version/IHL, total length, flags/fragment offset
+_TOTAL_LENGTH = struct.Struct("!H")
 # Bound once and called with its default byte order (big-endian since Python 3.11): per packet, the
 # keyword argument costs about as much as converting a 20-byte header.
 _from_bytes = int.from_bytes
@@ -117,3 +118,13 @@ def rewrite(
     buf = bytearray(packet)
     fastpath.rewrite_ipv4(buf, src=src, dst=dst)
     return bytes(buf)
+
+
+def checked(packet: bytes) -> tuple[bytes, str | None]:
+    """(the packet cut to the length its header states, None), or (the packet, why podnet does not
+    forward it: `header_problem`). What follows an IPv4 packet's stated length is not part of it."""
+    problem = header_problem(packet)
+    if problem:
+        return packet, problem
+    (total,) = _TOTAL_LENGTH.unpack_from(packet, 2)
+    return (packet if total == len(packet) else packet[:total]), None

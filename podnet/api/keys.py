@@ -9,6 +9,12 @@ def namespaced_key(namespace: str | None, name: str) -> str:
     return f"{namespace}/{name}" if namespace else name
 
 
-def object_key(obj: dict) -> str:
+def namespace_and_name(obj: dict) -> tuple[str, str]:
+    """The two parts of `object_key`, for an index that groups by namespace ("" for a cluster-scoped
+    object)."""
     meta = obj.get("metadata") or {}
-    return namespaced_key(meta.get("namespace"), str(meta.get("name")))
+    return meta.get("namespace") or "", str(meta.get("name"))
+
+
+def object_key(obj: dict) -> str:
+    return namespaced_key(*namespace_and_name(obj))

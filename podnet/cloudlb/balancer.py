@@ -33,11 +33,13 @@ from podnet.cloudlb.frontends import AddressPool, Frontend, PoolExhausted, front
 from podnet.kubeconfig import ClientTls
 from podnet.overlay.wire import proxyv2
 from podnet.process import serve_until_triggered, start_status_server, wait_or_shutdown
+from podnet.runner import BoundedFrequencyRunner
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.0
 UDP_IDLE_SECONDS = 30.0
+RECONCILE_RETRY = 0.5  # seconds before a failed reconcile is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +174,16 @@ class CloudLoadBalancer:
         self.services = Informer(client, "services")
         self.nodes = Informer(client, "nodes")
         self.balancers: dict[str, _Balancer] = {}
-        self._wake = asyncio.Event()
+        # The service controller: a reconcile after every change, and every resync_interval anyway.
+        self.controller = BoundedFrequencyRunner("cloud-lb service controller", self.reconcile, min_interval=0.0,
+                                                 max_interval=config.resync_interval, retry=RECONCILE_RETRY,
+                                                 max_retry=RECONCILE_RETRY)
         self._tasks: set[asyncio.Task] = set()
         self.services.add_handler(lambda *_: self.trigger())
         self.nodes.add_handler(lambda *_: self.trigger())
 
     def trigger(self) -> None:
-        self._wake.set()
+        self.controller.trigger()
 
     def spawn(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -198,18 +203,6 @@ class CloudLoadBalancer:
                 if ip in self.pool.addresses and ip not in self.pool.holders:
                     self.pool.holders[ip] = frontend.key
                     break
-
-    async def run_controller(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.resync_interval)
-            self._wake.clear()
-            try:
-                await self.reconcile()
-            except Exception:
-                log.exception("reconcile failed; retrying")
-                await asyncio.sleep(0.5)
-                self._wake.set()
 
     async def reconcile(self) -> None:
         wanted = {}
@@ -403,7 +396,7 @@ async def _serve(config: CloudLbConfig, shutdown: asyncio.Event) -> None:
                 if await wait_or_shutdown(shutdown, asyncio.gather(lb.services.wait_synced(), lb.nodes.wait_synced())):
                     lb.adopt_existing()
                     lb.trigger()
-                    tasks.append(group.create_task(lb.run_controller()))
+                    tasks.append(group.create_task(lb.controller.run()))
                     tasks.append(group.create_task(lb.run_health_checks()))
                     log.info("cloud-lb started, pool %s", config.pool)
                     await shutdown.wait()

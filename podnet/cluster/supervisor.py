@@ -23,6 +23,7 @@ import aiohttp
 
 from podnet.cluster.topology import ComponentSpec
 from podnet.netns.names import enter_command
+from podnet.pids import start_time
 from podnet.rpc.session import RpcClient
 
 STATE_FILE = "cluster.json"
@@ -30,18 +31,6 @@ STATE_FILE = "cluster.json"
 
 class SupervisorError(RuntimeError):
     pass
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of a PID (field 22 of /proc/PID/stat), or None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie is as good as gone
-        return None
-    return fields[19]
 
 
 @dataclass
@@ -58,7 +47,7 @@ class Process:
 
     @property
     def alive(self) -> bool:
-        return self.pid is not None and _start_time(self.pid) == self.pid_start and self.pid_start is not None
+        return self.pid is not None and start_time(self.pid) == self.pid_start and self.pid_start is not None
 
 
 @dataclass
@@ -120,7 +109,7 @@ def launch(state: ClusterState, proc: Process) -> None:
         except FileNotFoundError:
             raise SupervisorError(f"{proc.name}: {argv[0]} is not installed") from None
     proc.pid = child.pid
-    proc.pid_start = _start_time(child.pid)
+    proc.pid_start = start_time(child.pid)
     if proc.starts:
         proc.restarts += 1
     proc.starts += 1

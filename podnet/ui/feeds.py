@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from podnet.backends import ROUTING_BACKENDS
 from podnet.client import ApiClient, Informer
 from podnet.cluster.supervisor import ClusterState, SupervisorError, healthy
 from podnet.kubeconfig import ClientTls
@@ -91,7 +92,7 @@ class AgentFeed:
         self.processes: list[model.ProcessState] = []
         self.rates: dict[str, dict[str, float]] = {}
         self.bgp: dict[str, list[dict]] = {}  # node -> its speaker's sessions, when the cluster routes by BGP
-        self.encapsulation = "vxlan"
+        self.backend = ROUTING_BACKENDS["vxlan"]  # the cluster's routing backend, as cluster.json names it
         self._followed: dict[str, asyncio.Task] = {}
         self._checks: dict[str, dict] = {}  # running process -> its health check (cluster.json's)
         self._health: dict[str, bool] = {}
@@ -121,7 +122,7 @@ class AgentFeed:
             self._checks = {}
             processes: list[model.ProcessState] = []
         else:
-            self.encapsulation = "fou" if state.topology.get("backend") == "bgp" else "vxlan"
+            self.backend = ROUTING_BACKENDS.get(state.topology.get("backend"), ROUTING_BACKENDS["vxlan"])
             self._checks = {p.name: p.health for p in state.processes if p.alive}
             processes = [model.ProcessState(p.name, p.alive, self._health.get(p.name) if p.alive else None)
                          for p in state.processes]
@@ -178,7 +179,7 @@ class AgentFeed:
                 now = time.monotonic()
                 fresh = model.rates(before, now_counters, now - then)
                 before, then, next_counters = now_counters, now, now + self.counters_interval
-                sessions = await self._sessions() if self.encapsulation == "fou" else {}
+                sessions = await self._sessions() if self.backend.runs_speaker else {}
                 await self._check_health()
                 if fresh != self.rates or sessions != self.bgp:
                     self.rates, self.bgp = fresh, sessions

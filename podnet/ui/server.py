@@ -160,7 +160,7 @@ class Ui:
         view = {
             "synced": feed.synced,
             "topology": model.topology(feed.objects("nodes"), pods, self.agents.processes, self.agents.rates,
-                                       self.agents.encapsulation, self.agents.bgp),
+                                       self.agents.backend.encapsulation, self.agents.bgp),
             "namespaces": namespaces,
             "maps": {ns: model.service_map(ns, pods, services, seen) for ns in namespaces},
         }
