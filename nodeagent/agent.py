@@ -99,6 +99,7 @@ class NodeAgent:
         pod_cidr = self.registration.pod_cidr
         self.lifecycle.start(pod_cidr)
         await self.dataplane.start(pod_cidr)
+        await self.rpc.restore_services()  # before a pod sends again: kube-proxy's table comes later
         self.cni.recover()  # the attachments a previous run left, before any pod claims one
         self.node_informer.add_handler(self.on_node)
         self.pod_informer.add_handler(self.lifecycle.on_pod)

@@ -62,7 +62,7 @@ class PodLifecycle:
         self.ipam: HostLocalIpam | None = None
         self.netns_pods = NetnsPods(config.name, config.state_path, dataplane.from_netns_pod, self._netns_changed)
         self.statuses = PodStatuses(config, client, informer, self.pods, lambda key: dataplane.relays.ready(key))
-        self.terminations = Terminations(client, events, self.pods, self.remove_pod, lambda uid: self.ipam.release(uid))
+        self.terminations = Terminations(client, events, self.pods, self.remove_pod, self._release_unheld)
         self.restart_events = RestartEvents(events)
         self.pod_env = PodEnvironment(client, events, self._start_waiting_containers)
         self.netns_pods.make_volumes = PodVolumes(self.pod_env.configmaps, self.pod_env.secrets, client).prepare
@@ -196,6 +196,15 @@ class PodLifecycle:
             if current is not None:
                 self.on_pod("MODIFIED", None, current)
 
+    def _release_unheld(self, uid: str) -> None:
+        """A terminating pod not held here (deleted while the agent was away): its chain's DEL when a
+        previous run attached it (portmap's rules and bandwidth's qdiscs are the host's), which frees its
+        address; else its address. One still being attached is left to its attachment, which removes it
+        once it sees the pod deleted."""
+        if uid in self._attaching.values() or self.cni.detach_unheld(uid):
+            return
+        self.ipam.release(uid)
+
     def _retry(self, key: str, uid: str) -> None:
         current = self._informer.store.get(key)
         if current is not None and (current.get("metadata") or {}).get("uid") == uid and key not in self.pods:
@@ -258,7 +267,9 @@ class PodLifecycle:
         self.cni.collect_garbage(live)
         for allocation in self.ipam.release_all_but(live | self.cni.owners()):
             log.info("released %s of %s, which no longer exists", allocation.ip, allocation.key)
-        for name in self.netns_pods.collect_garbage():
+        # Pods adopted from the previous run are still being attached: their namespaces are theirs.
+        attaching = {namespace_name(self.config.name, *key.split("/", 1)) for key in self._attaching}
+        for name in self.netns_pods.collect_garbage(attaching | set(self._detaching)):
             log.info("removed network namespace %s, which no pod claims", name)
 
     def _netns_changed(self, key: str) -> None:

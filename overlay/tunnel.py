@@ -11,7 +11,8 @@ non-blocking too: a full socket buffer drops the datagram and counts it, as a NI
 
 The kernel's UDP segmentation and receive offloads carry runs of datagrams: `send_burst` hands a run of
 datagrams of one size (the last may be shorter: the tunnelled segments of one TCP super-packet) to one
-`sendmsg` with UDP_SEGMENT, which the kernel cuts into the datagrams on the wire; with UDP_GRO on the
+`sendmsg` with UDP_SEGMENT, which the kernel cuts into the datagrams on the wire (`send_joined` does the
+same for datagrams already laid back to back in one buffer, cutting it into such runs); with UDP_GRO on the
 socket, one read may bring several datagrams of one sender joined, with their size in a control message,
 and they are cut apart here. Where the kernel has neither, datagrams go and come one by one as before.
 
@@ -147,7 +148,7 @@ class Tunnel:
                 if size >= len(data):
                     parts = [data]
                 else:
-                    parts = [data[at : at + size] for at in range(0, len(data), size)]
+                    parts = self._cut(data, size)
                     self.counters["rx.joined-reads"] += 1
                 taken += len(parts)
                 if taps:
@@ -165,6 +166,11 @@ class Tunnel:
             self.counters[f"rx-error.{type(exc).__name__}"] += 1
         self._hand_over(datagrams, cut_off)
 
+    @staticmethod
+    def _cut(data: bytes, size: int) -> list:
+        """A joined read's datagrams, as the receiver takes them."""
+        return [data[at : at + size] for at in range(0, len(data), size)]
+
     def _hand_over(self, datagrams: list[tuple[bytes, str]], cut_off: int) -> None:
         """One wake-up's reading done: counted, and what was not cut off handed to the receiver."""
         self.counters["rx"] += len(datagrams) + cut_off
@@ -180,34 +186,58 @@ class Tunnel:
             for datagram in datagrams:
                 self.send(address, datagram)
             return
-        size = len(datagrams[0])
-        step = max(1, min(MAX_SEGMENTS, MAX_BURST_PAYLOAD // size))
-        control = [(SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))]
+        self.send_joined(address, b"".join(datagrams), [len(datagram) for datagram in datagrams])
+
+    def send_joined(self, address: str, data: bytes | bytearray, sizes: list[int]) -> None:
+        """Sends the datagrams laid back to back in `data`, `sizes` bytes each, to `address`: every run of
+        equal sizes (whose last may be shorter) in as few sendmsg calls with UDP_SEGMENT as the kernel's
+        limits allow, a datagram on its own with sendto."""
+        if address in self.partitioned:
+            self.counters["drop.partitioned"] += len(sizes)
+            return
+        view = memoryview(data)
         destination = (address, self.peer_port)
-        for start in range(0, len(datagrams), step):
-            run = datagrams[start : start + step]
-            if len(run) == 1:
-                self.send(address, run[0])
-                continue
-            try:
-                self._sock.sendmsg((b"".join(run),), control, 0, destination)  # type: ignore[union-attr]
-            except BlockingIOError:
-                self.counters["drop.tx-queue-full"] += len(run)
-                continue
-            except OSError as exc:
-                if exc.errno in _NO_SEGMENTATION:
-                    self.segmentation = False
-                    for datagram in datagrams[start:]:
-                        self.send(address, datagram)
-                    return
-                self.counters[f"drop.tx-{type(exc).__name__}"] += len(run)
-                continue
-            self.counters["tx"] += len(run)
-            self.counters["tx.segmented-sends"] += 1
-            self.sent_to[address] += len(run)
-            if self._taps:
-                for datagram in run:
-                    self._tap(datagram, self.address, self.port, address, self.peer_port)
+        start = first = 0
+        while first < len(sizes):
+            size = sizes[first]
+            most = max(1, min(MAX_SEGMENTS, MAX_BURST_PAYLOAD // size)) if self.segmentation and size else 1
+            limit = min(len(sizes), first + most)
+            last = first + 1
+            while last < limit and sizes[last] == size:
+                last += 1
+            if last < limit and 0 < sizes[last] < size:
+                last += 1  # a shorter datagram may end the run
+            end = start + size * (last - first - 1) + sizes[last - 1]
+            self._send_run(address, destination, view[start:end], size)
+            start, first = end, last
+
+    def _send_run(self, address: str, destination: tuple[str, int], run: memoryview, size: int) -> None:
+        """Datagrams of `size` bytes (the last may be shorter) back to back in `run`, sent plainly (with
+        `Tunnel.send`: a subclass's `send` may do more) in one sendmsg with UDP_SEGMENT when there are
+        several."""
+        if len(run) <= size:
+            Tunnel.send(self, address, run)
+            return
+        count = -(-len(run) // size)
+        try:
+            self._sock.sendmsg((run,), [(SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(size))], 0, destination)  # type: ignore[union-attr]
+        except BlockingIOError:
+            self.counters["drop.tx-queue-full"] += count
+            return
+        except OSError as exc:
+            if exc.errno in _NO_SEGMENTATION:
+                self.segmentation = False
+                for at in range(0, len(run), size):
+                    Tunnel.send(self, address, run[at : at + size])
+                return
+            self.counters[f"drop.tx-{type(exc).__name__}"] += count
+            return
+        self.counters["tx"] += count
+        self.counters["tx.segmented-sends"] += 1
+        self.sent_to[address] += count
+        if self._taps:
+            for at in range(0, len(run), size):
+                self._tap(run[at : at + size], self.address, self.port, address, self.peer_port)
 
     def send(self, address: str, datagram: bytes) -> None:
         if address in self.partitioned:
@@ -226,9 +256,9 @@ class Tunnel:
         if self._taps:
             self._tap(datagram, self.address, self.port, address, self.peer_port)
 
-    def _tap(self, data: bytes, src: str, sport: int, dst: str, dport: int, taps: list[asyncio.Queue] | None = None) -> None:
+    def _tap(self, data: bytes | memoryview, src: str, sport: int, dst: str, dport: int, taps: list[asyncio.Queue] | None = None) -> None:
         """Offers a captured datagram to the captures (`taps`: other ones than the wire's)."""
-        item = {"ts": time.time(), "src": src, "sport": sport, "dst": dst, "dport": dport, "data": data}
+        item = {"ts": time.time(), "src": src, "sport": sport, "dst": dst, "dport": dport, "data": bytes(data)}
         for queue in self._taps if taps is None else taps:
             try:
                 queue.put_nowait(item)

@@ -47,3 +47,29 @@ def test_a_tunnel_takes_exactly_one_receiver():
         Tunnel("127.0.0.11", 0)
     with pytest.raises(ValueError):
         Tunnel("127.0.0.11", 0, lambda data, sender: None, on_batch=lambda datagrams: None)
+
+
+async def test_joined_datagrams_leave_as_segmented_runs_of_equal_sizes_and_arrive_whole_in_order():
+    received: list[tuple[bytes, str]] = []
+    receiver = Tunnel("127.0.240.2", 0, on_batch=received.extend)
+    sender = Tunnel("127.0.240.1", 0, on_batch=lambda datagrams: None)
+    await receiver.open()
+    await sender.open()
+    try:
+        sender.peer_port = receiver.port
+        sizes = [100, 100, 100, 60, 100, 100, 30, 7]  # runs: 100 x3 + 60, 100 x2 + 30, and a lone 7
+        datagrams = [bytes([index]) * size for index, size in enumerate(sizes)]
+        sender.send_joined("127.0.240.2", b"".join(datagrams), sizes)
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while len(received) < len(sizes):
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+        assert received == [(datagram, "127.0.240.1") for datagram in datagrams]
+        assert (sender.counters["tx"], sender.counters["tx.segmented-sends"]) == (8, 2)
+        assert receiver.counters["rx.joined-reads"] == 2  # UDP_GRO hands each run over in one read
+        sender.partitioned.add("127.0.240.2")
+        sender.send_joined("127.0.240.2", b"".join(datagrams), sizes)
+        assert sender.counters["drop.partitioned"] == 8 and sender.counters["tx"] == 8
+    finally:
+        sender.close()
+        receiver.close()

@@ -465,3 +465,69 @@ def test_ipv6_packets_cross_and_their_source_is_checked_against_ipv6_allowed_ips
     pair.a.send_packet(ipv6("fd00:999::5", "fd00:120:2::7", b"spoofed"), pair.now)
     pair.transfer()
     assert pair.dropped("b") == ["source-not-allowed"]
+
+
+def _cut(sealed: wg.Sealed) -> list[bytes]:
+    out, offset = [], 0
+    for size in sealed.sizes:
+        out.append(bytes(sealed.data[offset : offset + size]))
+        offset += size
+    return out
+
+
+def test_a_batch_is_sealed_byte_for_byte_as_its_packets_one_by_one():
+    packets = [packet(A_POD, B_POD, b"x" * n) for n in (0, 1, 3, 100, 1372, 1372, 7)] + [b""]  # and a keepalive
+    one_by_one, batched = connected(Pair()), connected(Pair())  # same seeds: the same session keys
+    for each in packets:
+        one_by_one.a.send_to_peer(one_by_one.b.public_key, each, one_by_one.now)
+    expected = [d for d, _ in one_by_one.a.datagrams_to_send()]
+    sealed = batched.a.send_packets_to_peer(batched.b.public_key, packets, batched.now)
+    assert sealed is not None and batched.a.datagrams_to_send() == []
+    assert sealed.endpoint == B_UNDERLAY and _cut(sealed) == expected
+    assert [len(d) for d in expected] == sealed.sizes and all(size % 16 == 0 for size in sealed.sizes)
+    assert batched.a.counters == one_by_one.a.counters
+    assert batched.a.peers[batched.b.public_key].tx_bytes == one_by_one.a.peers[one_by_one.b.public_key].tx_bytes
+
+
+def test_a_batch_is_opened_as_its_datagrams_one_by_one_with_the_same_drops():
+    pair = connected(Pair())
+    sent = pair.a.send_packets_to_peer(pair.b.public_key, [packet(A_POD, B_POD, bytes([n]) * n) for n in range(6)],
+                                       pair.now)
+    datagrams = _cut(sent)
+    tampered = bytearray(datagrams[2])
+    tampered[-1] ^= 1
+    pair.a.send_packet(packet("10.99.9.9", B_POD), pair.now)  # a routes by destination; b checks the source
+    spoofed = [d for d, _ in pair.a.datagrams_to_send()]
+    wire = [datagrams[0], datagrams[1], bytes(tampered), datagrams[3], datagrams[1], b"\x09garbage", datagrams[4],
+            *spoofed, datagrams[5], datagrams[2]]
+    batch = pair.b.receive_datagrams([(d, A_UNDERLAY[0]) for d in wire], A_UNDERLAY[1], pair.now)
+    pair.drain()
+    assert [(key, [bytes(p[28:]) for p in packets]) for key, packets in batch] == [
+        (pair.a.public_key, [bytes([n]) * n for n in (0, 1, 3, 4, 5, 2)])]  # one run: all from a
+    assert pair.dropped("b") == ["authentication", "replay", "malformed", "source-not-allowed"]
+    assert pair.received("b") == [packet(A_POD, B_POD, b"first")]  # the batch's packets came back, not as events
+    assert pair.b.counters["transport-received"] == 1 + 6
+
+
+def test_a_batch_without_a_session_waits_for_the_handshake_and_then_goes_in_order(pair):
+    packets = [packet(A_POD, B_POD, bytes([n])) for n in range(3)]
+    assert pair.a.send_packets_to_peer(pair.b.public_key, packets, pair.now) is None
+    sent = pair.transfer()
+    assert [(name, d[0]) for name, d in sent] == [("a", 1), ("b", 2), ("a", 4), ("a", 4), ("a", 4)]
+    assert pair.received("b") == packets
+
+
+def test_a_batch_that_confirms_the_responders_session_lets_its_staged_packets_go(pair):
+    pair.a.send_packet(packet(A_POD, B_POD, b"first"), pair.now)
+    initiation = pair.a.datagrams_to_send()
+    pair.b.receive_datagram(initiation[0][0], A_UNDERLAY, pair.now)
+    response = pair.b.datagrams_to_send()
+    pair.a.receive_datagram(response[0][0], B_UNDERLAY, pair.now)
+    from_a = [d for d, _ in pair.a.datagrams_to_send()]  # "first", on the new session
+    pair.b.send_packet(packet(B_POD, A_POD, b"staged at b"), pair.now)  # b's session is not confirmed yet
+    assert [d[0] for d, _ in pair.b.datagrams_to_send()] == [1]  # so b tries a handshake of its own
+    received = pair.b.receive_datagrams([(d, A_UNDERLAY[0]) for d in from_a], A_UNDERLAY[1], pair.now)
+    assert [(key, [bytes(p[28:]) for p in packets]) for key, packets in received] == [(pair.a.public_key, [b"first"])]
+    assert [d[0] for d, _ in pair.b.datagrams_to_send()] == [4]  # confirmed: the staged packet goes
+    pair.drain()
+    assert HandshakeCompleted(pair.a.public_key, False) in pair.events["b"]

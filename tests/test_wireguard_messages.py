@@ -134,7 +134,9 @@ def test_device_fuzz_arbitrary_bytes_are_dropped_silently(data):
 def test_the_transport_fast_path_agrees_with_the_codec(receiver, counter, payload):
     data = messages.encode_transport(receiver, counter, payload)
     assert data == messages.encode(Transport(receiver, counter, payload))
+    assert data == messages.TRANSPORT_HEADER.pack(messages.MessageType.TRANSPORT, receiver, counter) + payload
     assert messages.transport_header(data) == (receiver, counter)
+    assert messages.transport_header(memoryview(data)) == (receiver, counter)
 
 
 @given(st.binary(max_size=64))

@@ -129,3 +129,21 @@ async def test_a_wrapped_datagram_not_between_the_two_nodes_is_dropped(pair):
     await asyncio.sleep(0.3)
     assert inbox_b.empty()
     assert b.counters["drop.wireguard-inner-not-tunnel"] == 1
+
+
+async def test_a_turns_datagrams_are_sealed_together_and_travel_as_segmented_runs(pair):
+    a, b, _, inbox_b = await pair()
+    a.set_peer("node-b", B, b.public_key, "10.244.2.0/24")
+    b.set_peer("node-a", A, a.public_key, "10.244.1.0/24")
+    a.send(B, b"handshake first")
+    assert await asyncio.wait_for(inbox_b.get(), 5) == (b"handshake first", A)
+    segments = [bytes([n]) * 1000 for n in range(40)] + [b"a shorter last one"]
+    a.send_burst(B, segments[:20])
+    for segment in segments[20:]:  # one by one, in the same turn: sealed with the burst
+        a.send(B, segment)
+    assert a.counters["tx.segmented-sends"] == 0  # nothing leaves before the turn is over
+    arrived = [await asyncio.wait_for(inbox_b.get(), 5) for _ in segments]
+    assert arrived == [(segment, A) for segment in segments]
+    assert a.counters["tx.segmented-sends"] == 1  # 41 sealed messages of 1072 B (the last shorter): one send
+    assert b.counters["rx.joined-reads"] == 1
+    assert b.device_counters()["wireguard.transport-received"] == 1 + len(segments)

@@ -28,7 +28,6 @@ class DeviceDriver:
         self.on_event = on_event or (lambda event: None)
         self.loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._flush_pending = False
         device.wall_clock_offset = time.time() - self.loop.time()
 
     @property
@@ -45,17 +44,7 @@ class DeviceDriver:
         self.device.handle_timer(self.loop.time())
         self.flush()
 
-    def send_now_flush_soon(self) -> None:
-        """Sends what the device has for the wire at once, and sees to its events and its timer when this
-        turn of the loop is over: a run of packets sent in one turn pays for that once, not per packet."""
-        for datagram, address in self.device.datagrams_to_send():
-            self.sendto(datagram, address)
-        if not self._flush_pending:
-            self._flush_pending = True
-            self.loop.call_soon(self.flush)
-
     def flush(self) -> None:
-        self._flush_pending = False
         for datagram, address in self.device.datagrams_to_send():
             self.sendto(datagram, address)
         while (event := self.device.next_event()) is not None:

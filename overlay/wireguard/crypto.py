@@ -54,7 +54,7 @@ def kdf(key: bytes, data: bytes, n: int) -> tuple[bytes, ...]:
 
 
 _NONCE = struct.Struct("<4xQ")  # 32 zero bits, then the counter
-_nonce = _NONCE.pack
+_nonce = transport_nonce = _NONCE.pack
 
 
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, associated: bytes) -> bytes:
@@ -69,19 +69,22 @@ def aead_decrypt(key: bytes, counter: int, ciphertext: bytes, associated: bytes)
 
 
 class TransportCipher:
-    """One direction of a session: the AEAD with its key schedule done once, not per packet."""
+    """One direction of a session: the AEAD with its key schedule done once, not per packet. Loops that
+    seal or open a batch call `aead` themselves (with `transport_nonce(counter)` and no associated data,
+    InvalidTag meaning AuthenticationError): a call per packet less, and `encrypt_into` writes into the
+    caller's buffer."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("aead",)
 
     def __init__(self, key: bytes):
-        self._aead = ChaCha20Poly1305(key)
+        self.aead = ChaCha20Poly1305(key)
 
     def seal(self, counter: int, plaintext: bytes) -> bytes:
-        return self._aead.encrypt(_nonce(counter), plaintext, None)
+        return self.aead.encrypt(_nonce(counter), plaintext, None)
 
     def open(self, counter: int, ciphertext: bytes) -> bytes:
         try:
-            return self._aead.decrypt(_nonce(counter), ciphertext, None)
+            return self.aead.decrypt(_nonce(counter), ciphertext, None)
         except InvalidTag:
             raise AuthenticationError("AEAD tag mismatch") from None
 

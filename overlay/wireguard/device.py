@@ -2,7 +2,10 @@
 
 Datagrams come in with `receive_datagram(data, source, now)`, plaintext IP packets with
 `send_packet(packet, now)`; what to put on the wire comes out of `datagrams_to_send()`, decrypted
-packets and notable happenings out of `next_event()`. Timers are data: `get_timer()` is the earliest
+packets and notable happenings out of `next_event()`. An adapter moving many packets at a time uses the
+batch forms, which pay the per-call costs once per batch: `send_packets_to_peer` returns the transport
+messages sealed back to back in one buffer (`Sealed`, ready for one segmented send), and
+`receive_datagrams` returns the decrypted packets of one read. Timers are data: `get_timer()` is the earliest
 deadline, `handle_timer(now)` runs whatever is due. `now` is a monotonic clock in seconds; TAI64N
 timestamps are `now + wall_clock_offset`, which the adapter sets from the real clock. Randomness
 (ephemeral keys, indices, retry jitter) comes from the `rng` given, `random.SystemRandom()` unless a
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -49,6 +53,15 @@ STAGED_PACKETS = 128
 
 Address = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Sealed(NamedTuple):
+    """Transport messages for one endpoint sealed in one go: back to back in `data`, `sizes` bytes each,
+    in the order of the packets they carry."""
+
+    endpoint: Address
+    data: bytearray
+    sizes: list[int]
 
 
 class PacketReceived(NamedTuple):
@@ -145,15 +158,22 @@ class Peer:
         return tuple(k for k in (self.previous, self.current, self.next) if k is not None)
 
 
+_IPV4_LENGTH_SOURCE = struct.Struct("!2xH8xI")
+_TRANSPORT = messages.MessageType.TRANSPORT
+_HEADER_SIZE = messages.TRANSPORT_HEADER_SIZE
+_MESSAGE_OVERHEAD = _HEADER_SIZE + 16  # the header and the tag
+_PADDING = tuple(bytes(n) for n in range(16))  # what pads a packet to the next multiple of 16
+
+
 def _source_of(packet: bytes) -> tuple[int, int, int] | None:
     """The inner packet's IP version, source address and true length (without padding), or None."""
     if not packet:
         return None
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:
-        length = int.from_bytes(packet[2:4], "big")
+        length, source = _IPV4_LENGTH_SOURCE.unpack_from(packet)
         if 20 <= length <= len(packet):
-            return 4, int.from_bytes(packet[12:16], "big"), length
+            return 4, source, length
     elif version == 6 and len(packet) >= 40:
         length = 40 + int.from_bytes(packet[4:6], "big")
         if length <= len(packet):
@@ -170,9 +190,14 @@ def _destination_of(packet: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _padded(packet: bytes, mtu: int) -> bytes:
-    target = min(-(-len(packet) // 16) * 16, max(mtu, len(packet)))
-    return packet + bytes(target - len(packet))
+class _Heard:
+    """What a batch of received datagrams owes one peer's endpoint and timers, settled after the batch."""
+
+    __slots__ = ("peer", "host", "data", "promoted")
+
+    def __init__(self, peer: Peer, host: str):
+        self.peer, self.host = peer, host
+        self.data = self.promoted = False
 
 
 class Device:
@@ -278,45 +303,107 @@ class Device:
             return
         self._send_to(peer, packet, now)
 
+    def send_packets_to_peer(self, public_key: bytes, packets: list[bytes], now: float) -> Sealed | None:
+        """`send_to_peer` for each of `packets`, sealed together: the messages come back in one buffer
+        rather than among `datagrams_to_send()`. None when the session cannot seal them all now: then
+        each went as `send_to_peer` sends it (waiting for a handshake, mostly; the initiation, and
+        whatever could still be sealed, are among `datagrams_to_send()`)."""
+        peer = self.peers.get(public_key)
+        if peer is None:
+            for _ in packets:
+                self._drop("unknown-peer")
+            return None
+        keypair = peer.current
+        if not self._usable(peer, keypair, len(packets), now):
+            for packet in packets:
+                self._send_to(peer, packet, now)
+            return None
+        sealed = self._seal(peer, keypair, packets, now)
+        self._rekey_if_due(peer, keypair, now)
+        return sealed
+
+    @staticmethod
+    def _usable(peer: Peer, keypair: Keypair | None, messages_to_send: int, now: float) -> bool:
+        return (
+            keypair is not None and not keypair.expired(now) and peer.endpoint is not None
+            and keypair.send_counter + messages_to_send <= REJECT_AFTER_MESSAGES
+        )
+
     def _send_to(self, peer: Peer, packet: bytes, now: float) -> None:
         keypair = peer.current
-        if keypair is None or keypair.expired(now) or keypair.send_counter >= REJECT_AFTER_MESSAGES or peer.endpoint is None:
+        if not self._usable(peer, keypair, 1, now):
             if len(peer.staged) == STAGED_PACKETS:
                 self._drop("staged-queue-full", peer)  # the deque drops its oldest packet
             if packet or not peer.staged:
                 peer.staged.append(packet)
             self._start_handshake(peer, now)
             return
-        self._encrypt(peer, keypair, packet, now)
+        self._queue(self._seal(peer, keypair, [packet], now))
+        self._rekey_if_due(peer, keypair, now)
+
+    def _rekey_if_due(self, peer: Peer, keypair: Keypair, now: float) -> None:
         if keypair.initiator and (
             keypair.send_counter >= REKEY_AFTER_MESSAGES or now - keypair.created >= REKEY_AFTER_TIME
         ):
             self._start_handshake(peer, now)
 
-    def _encrypt(self, peer: Peer, keypair: Keypair, packet: bytes, now: float) -> None:
-        counter = keypair.send_counter
-        keypair.send_counter += 1
-        sealed = keypair.sender.seal(counter, _padded(packet, self.mtu))
-        datagram = messages.encode_transport(keypair.keys.remote_index, counter, sealed)
-        self._transmit(peer, datagram, now)
-        if packet:
+    def _seal(self, peer: Peer, keypair: Keypair, packets: list[bytes], now: float) -> Sealed:
+        """Each packet padded to a multiple of 16 (not past the MTU) and sealed under the next counter,
+        straight into one buffer behind its transport header."""
+        # header, the packet padded to the next multiple of 16, tag: (length + 15 + 32) rounded down to 16
+        sizes = [(len(packet) + 47) & -16 for packet in packets]
+        if max(sizes) > self.mtu + _MESSAGE_OVERHEAD:  # padding stops at the MTU
+            sizes = [_MESSAGE_OVERHEAD + min(size - _MESSAGE_OVERHEAD, max(self.mtu, len(packet)))
+                     for packet, size in zip(packets, sizes, strict=True)]
+        data = bytearray(sum(sizes))
+        view = memoryview(data)
+        pack_header, encrypt_into, nonce = messages.TRANSPORT_HEADER.pack_into, keypair.sender.aead.encrypt_into, crypto.transport_nonce
+        receiver, counter = keypair.keys.remote_index, keypair.send_counter
+        offset = keepalives = 0
+        for packet, size in zip(packets, sizes, strict=True):
+            pack_header(data, offset, _TRANSPORT, receiver, counter)
+            padding = size - _MESSAGE_OVERHEAD - len(packet)
+            plaintext = packet + _PADDING[padding] if padding else packet
+            encrypt_into(nonce(counter), plaintext, None, view[offset + _HEADER_SIZE : offset + size])
+            if not packet:
+                keepalives += 1
+            counter += 1
+            offset += size
+        keypair.send_counter = counter
+        self._sent(peer, offset, now)
+        if keepalives < len(packets):
             peer.timers.setdefault("new_handshake", now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT)
-            self._count("transport-sent")
-        else:
-            self._count("keepalive-sent")
+            self._count("transport-sent", len(packets) - keepalives)
+        if keepalives:
+            self._count("keepalive-sent", keepalives)
+        assert peer.endpoint is not None
+        return Sealed(peer.endpoint, data, sizes)
+
+    def _queue(self, sealed: Sealed) -> None:
+        """Sealed messages among `datagrams_to_send()`, one datagram each."""
+        offset = 0
+        for size in sealed.sizes:
+            self._outgoing.append((bytes(sealed.data[offset : offset + size]), sealed.endpoint))
+            offset += size
 
     def _transmit(self, peer: Peer, datagram: bytes, now: float) -> None:
-        """Every authenticated packet we send: it doubles as the keepalive owed to the peer."""
         assert peer.endpoint is not None
         self._outgoing.append((datagram, peer.endpoint))
-        peer.tx_bytes += len(datagram)
+        self._sent(peer, len(datagram), now)
+
+    def _sent(self, peer: Peer, size: int, now: float) -> None:
+        """Authenticated messages of `size` bytes in all go to the peer: they double as the keepalive
+        owed to it."""
+        peer.tx_bytes += size
         peer.timers.pop("send_keepalive", None)
         if peer.persistent_keepalive:
             peer.timers["persistent_keepalive"] = now + peer.persistent_keepalive
 
     def _flush_staged(self, peer: Peer, now: float) -> None:
-        while peer.staged and peer.current is not None:
-            self._encrypt(peer, peer.current, peer.staged.popleft(), now)
+        if peer.staged and peer.current is not None:
+            packets = list(peer.staged)
+            peer.staged.clear()
+            self._queue(self._seal(peer, peer.current, packets, now))
 
     # -- handshake initiation ------------------------------------------------------------------------
 
@@ -365,10 +452,141 @@ class Device:
     # -- receiving -----------------------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
-        header = messages.transport_header(data)
-        if header is not None:
-            self._receive_transport(*header, data, source, now)
-            return
+        for public_key, packets in self.receive_datagrams([(data, source[0])], source[1], now):
+            self._events.extend(PacketReceived(public_key, bytes(packet)) for packet in packets)
+
+    def receive_datagrams(
+        self, datagrams: list[tuple[bytes | memoryview, str]], port: int, now: float
+    ) -> list[tuple[bytes, list[memoryview]]]:
+        """`receive_datagram` for each of one read's datagrams (data, host), all from `port`: the
+        decrypted packets come back in order instead of as events, each run of them from one peer as
+        (its public key, the packets); each packet is a view into one buffer that the batch's plaintexts
+        share.
+
+        Per transport message only what must be: its session looked up when it is not the previous
+        message's, the tag, the replay window, the inner source against the peer's allowed IPs (the
+        previous source's verdict reused). What a peer's messages owe its endpoint and timers is settled
+        once after the batch, as after its last message (heard before anything sent in answer)."""
+        received: list[tuple[bytes, list[memoryview]]] = []
+        run: list[memoryview] = []  # the packets of the peer that sent the last one
+        run_peer: Peer | None = None
+        heard: dict[int, _Heard] = {}
+        plaintexts, at = memoryview(bytearray()), 0  # where the plaintexts go, and the next one
+        transport_header, nonce, limit = messages.transport_header, crypto.transport_nonce, REJECT_AFTER_MESSAGES
+        session_index = -1  # the receiver index whose session is in hand
+        peer = keypair = decrypt_into = accept = confirmed = entry = allowed_peer = public_key = None
+        allowed_source = -1
+        for data, host in datagrams:
+            header = transport_header(data)
+            if header is None:
+                self._receive_message(bytes(data), (host, port), now)
+                session_index, confirmed = -1, None  # a handshake may have moved the sessions
+                continue
+            receiver, counter = header
+            if receiver != session_index:
+                peer, keypair = self._session_of(receiver)
+                if peer is None or keypair is None:
+                    self._drop("unknown-receiver")
+                    continue
+                if keypair.expired(now):
+                    self._drop("expired-session", peer)
+                    continue
+                session_index, decrypt_into, accept = receiver, keypair.receiver.aead.decrypt_into, keypair.replay.accept
+                public_key = peer.identity.public
+            if counter >= limit:
+                self._drop("expired-session", peer)
+                continue
+            size = len(data) - _MESSAGE_OVERHEAD
+            if at + size > len(plaintexts):  # room for a batch of this size (once, mostly)
+                plaintexts, at = memoryview(bytearray(size * len(datagrams))), 0
+            packet = plaintexts[at : at + size]
+            try:
+                decrypt_into(nonce(counter), data[_HEADER_SIZE:], None, packet)
+            except crypto.InvalidTag:
+                self._drop("authentication", peer)
+                continue
+            if not accept(counter, limit):
+                self._drop("replay", peer)
+                continue
+            peer.rx_bytes += len(data)
+            at += size
+            if keypair is not confirmed:  # the session's first message in this batch
+                entry = heard.get(id(peer))
+                if entry is None:
+                    entry = heard[id(peer)] = _Heard(peer, host)
+                entry.promoted |= self._confirm(peer, keypair, (host, port), now)
+                confirmed = keypair
+            entry.host = host
+            if not packet:
+                self._count("keepalive-received")
+                continue
+            if packet[0] >> 4 == 4 and len(packet) >= 20:
+                version = 4
+                length, address = _IPV4_LENGTH_SOURCE.unpack_from(packet)
+                if not 20 <= length <= len(packet):
+                    self._drop("not-ip", peer)
+                    continue
+            elif (inner := _source_of(packet)) is not None:
+                version, address, length = inner
+            else:
+                self._drop("not-ip", peer)
+                continue
+            if peer is not allowed_peer or address != allowed_source or version != 4:
+                if peer.allows(version, address) < 0:
+                    self._drop("source-not-allowed", peer)
+                    continue
+                allowed_peer, allowed_source = (peer, address) if version == 4 else (None, -1)
+            entry.data = True
+            if peer is not run_peer:
+                run_peer, run = peer, []
+                received.append((public_key, run))
+            run.append(packet[:length] if length != size else packet)
+        for entry in heard.values():
+            self._heard(entry, port, now)
+        if received:
+            self._count("transport-received", sum(len(packets) for _, packets in received))
+        return received
+
+    def _session_of(self, receiver: int) -> tuple[Peer | None, Keypair | None]:
+        peer = self._indices.get(receiver)
+        if peer is not None:
+            for candidate in (peer.current, peer.previous, peer.next):
+                if candidate is not None and candidate.keys.local_index == receiver:
+                    return peer, candidate
+        return peer, None
+
+    def _confirm(self, peer: Peer, keypair: Keypair, source: Address, now: float) -> bool:
+        """A session's message authenticated: a responder's new session it confirms becomes current (True
+        then: staged packets may go), and an initiator's session near its end starts its last handshake."""
+        peer.endpoint = source
+        promoted = keypair is peer.next
+        if promoted:
+            if peer.previous is not None:
+                self._indices.pop(peer.previous.keys.local_index, None)
+            peer.previous, peer.current, peer.next = peer.current, keypair, None
+            self._handshake_complete(peer, now, initiator=False)
+        if (
+            keypair is peer.current and keypair.initiator and not peer.last_minute_handshake
+            and now - keypair.created >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+        ):
+            peer.last_minute_handshake = True
+            self._start_handshake(peer, now)
+        return promoted
+
+    def _heard(self, entry: _Heard, port: int, now: float) -> None:
+        peer = entry.peer
+        if peer.endpoint != (entry.host, port):
+            peer.endpoint = (entry.host, port)
+        peer.timers.pop("new_handshake", None)
+        if peer.persistent_keepalive:
+            peer.timers["persistent_keepalive"] = now + peer.persistent_keepalive
+        if entry.promoted:
+            self._flush_staged(peer, now)
+        if entry.data:
+            peer.timers.setdefault("send_keepalive", now + KEEPALIVE_TIMEOUT)
+
+    def _receive_message(self, data: bytes, source: Address, now: float) -> None:
+        """A datagram other than transport data: a handshake message, a cookie reply, or garbage."""
         try:
             message = messages.decode(data)
         except DecodeError:
@@ -433,7 +651,7 @@ class Device:
         if peer.staged:
             self._flush_staged(peer, now)
         else:
-            self._encrypt(peer, peer.current, b"", now)
+            self._queue(self._seal(peer, peer.current, [b""], now))
 
     def _install(self, peer: Peer, keypair: Keypair, now: float) -> None:
         """Place a fresh session as wireguard-go does: the initiator uses it at once, the responder
@@ -463,60 +681,6 @@ class Device:
         peer.last_handshake = now
         self._count("handshake-completed")
         self._events.append(HandshakeCompleted(peer.public_key, initiator))
-
-    def _receive_transport(self, receiver: int, counter: int, data: bytes, source: Address, now: float) -> None:
-        peer = self._indices.get(receiver)
-        keypair = None
-        if peer is not None:
-            for candidate in (peer.current, peer.previous, peer.next):
-                if candidate is not None and candidate.keys.local_index == receiver:
-                    keypair = candidate
-                    break
-        if peer is None or keypair is None:
-            self._drop("unknown-receiver")
-            return
-        if keypair.expired(now) or counter >= REJECT_AFTER_MESSAGES:
-            self._drop("expired-session", peer)
-            return
-        try:
-            packet = keypair.receiver.open(counter, data[messages.TRANSPORT_HEADER_SIZE:])
-        except crypto.AuthenticationError:
-            self._drop("authentication", peer)
-            return
-        if not keypair.replay.accept(counter, REJECT_AFTER_MESSAGES):
-            self._drop("replay", peer)
-            return
-        peer.endpoint = source
-        peer.rx_bytes += len(data)
-        peer.timers.pop("new_handshake", None)
-        if peer.persistent_keepalive:
-            peer.timers["persistent_keepalive"] = now + peer.persistent_keepalive
-        if keypair is peer.next:
-            if peer.previous is not None:
-                self._indices.pop(peer.previous.keys.local_index, None)
-            peer.previous, peer.current, peer.next = peer.current, keypair, None
-            self._handshake_complete(peer, now, initiator=False)
-            self._flush_staged(peer, now)
-        if (
-            keypair is peer.current and keypair.initiator and not peer.last_minute_handshake
-            and now - keypair.created >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
-        ):
-            peer.last_minute_handshake = True
-            self._start_handshake(peer, now)
-        if not packet:
-            self._count("keepalive-received")
-            return
-        inner = _source_of(packet)
-        if inner is None:
-            self._drop("not-ip", peer)
-            return
-        version, address, length = inner
-        if peer.allows(version, address) < 0:
-            self._drop("source-not-allowed", peer)
-            return
-        peer.timers.setdefault("send_keepalive", now + KEEPALIVE_TIMEOUT)
-        self._count("transport-received")
-        self._events.append(PacketReceived(peer.public_key, packet[:length]))
 
     # -- cookies (DoS mitigation) ---------------------------------------------------------------------
 
@@ -595,8 +759,8 @@ class Device:
 
     # -- bookkeeping ---------------------------------------------------------------------------------
 
-    def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
 
     def _drop(self, reason: str, peer: Peer | None = None) -> None:
         self._count(f"dropped-{reason}")

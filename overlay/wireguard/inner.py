@@ -21,7 +21,8 @@ _VERSION_IHL = 0x45
 _DONT_FRAGMENT = 0x4000
 _TTL = 64
 _UDP = 17
-_LENGTH = struct.Struct("!H")
+# what `unwrap` checks: version/IHL, protocol, source and destination address, destination port, UDP length
+_ARRIVING = struct.Struct("!B8xB2x8s2xHH")
 # version/IHL and TOS, total length, id/flags/TTL/protocol, header checksum, addresses and ports, UDP
 # length, a zero UDP checksum
 _HEADER = struct.Struct("!2sH6sH12sH2x")
@@ -36,7 +37,7 @@ def _fold(value: int) -> int:
 class NodePair:
     """The IPv4/UDP header from one node's tunnel port to another's, and the check of one arriving."""
 
-    __slots__ = ("_head", "_middle", "_addresses", "_partial_sum", "_src", "_dst", "_port")
+    __slots__ = ("_head", "_middle", "_addresses", "_partial_sum", "_src", "_dst", "_port", "_arriving_addresses")
 
     def __init__(self, src: str, dst: str, port: int):
         self._src, self._dst, self._port = ip_to_bytes(src), ip_to_bytes(dst), port
@@ -46,6 +47,7 @@ class NodePair:
         # checksum, UDP length). UDP: both ports the tunnel's (every node sends from and to it), and no
         # checksum, as RFC 7348 asks of VXLAN over IPv4.
         self._head, self._middle, self._addresses = header[:2], header[4:10], header[12:20] + struct.pack("!HH", port, port)
+        self._arriving_addresses = self._dst + self._src
 
     def wrap(self, datagram: bytes) -> bytes:
         """The IPv4 packet carrying `datagram` from src's tunnel port to dst's."""
@@ -53,19 +55,15 @@ class NodePair:
         checksum = ~_fold(self._partial_sum + total) & 0xFFFF
         return _HEADER.pack(self._head, total, self._middle, checksum, self._addresses, total - 20) + datagram
 
-    def unwrap(self, packet: bytes) -> bytes | None:
+    def unwrap(self, packet: bytes | memoryview) -> bytes | None:
         """The datagram a packet built by the reverse pair's `wrap` carries (src and dst as given here,
         reversed); None for any other packet, which is then not a tunnel datagram between these nodes."""
+        if len(packet) < IPV4_UDP_HEADER:
+            return None
+        version_ihl, protocol, addresses, port, udp_length = _ARRIVING.unpack_from(packet)
         if (
-            len(packet) < IPV4_UDP_HEADER
-            or packet[0] != _VERSION_IHL
-            or packet[9] != _UDP
-            or packet[12:16] != self._dst
-            or packet[16:20] != self._src
-            or _LENGTH.unpack_from(packet, 22)[0] != self._port
+            version_ihl != _VERSION_IHL or protocol != _UDP or addresses != self._arriving_addresses
+            or port != self._port or not 8 <= udp_length <= len(packet) - 20
         ):
             return None
-        (udp_length,) = _LENGTH.unpack_from(packet, 24)
-        if not 8 <= udp_length <= len(packet) - 20:
-            return None
-        return packet[IPV4_UDP_HEADER : 20 + udp_length]
+        return bytes(packet[IPV4_UDP_HEADER : 20 + udp_length])

@@ -76,19 +76,26 @@ MAC_OFFSETS = {
 }
 
 
-# The per-packet path skips the dataclasses; tests hold these two to the codec above.
+# The per-packet path skips the dataclasses; tests hold these to the codec above.
 _TRANSPORT_TYPE = bytes([MessageType.TRANSPORT, 0, 0, 0])
 _RECEIVER_COUNTER = struct.Struct("<IQ")
+# A transport message's header as three integers: the type word (MessageType.TRANSPORT: the type byte
+# and the zero reserved bytes, little-endian), the receiver index and the counter. Batch loops pack it
+# into their buffer and unpack it from each datagram with one call.
+TRANSPORT_HEADER = struct.Struct("<IIQ")
+_TRANSPORT_WORD = int(MessageType.TRANSPORT)
 
 
 def encode_transport(receiver: int, counter: int, encrypted_packet: bytes) -> bytes:
     return _TRANSPORT_TYPE + _RECEIVER_COUNTER.pack(receiver, counter) + encrypted_packet
 
 
-def transport_header(data: bytes) -> tuple[int, int] | None:
+def transport_header(data: bytes | memoryview) -> tuple[int, int] | None:
     """(receiver, counter) if `data` is a well-formed transport message, else None (use `decode`)."""
-    if len(data) >= TRANSPORT_MIN_SIZE and data[:4] == _TRANSPORT_TYPE:
-        return _RECEIVER_COUNTER.unpack_from(data, 4)
+    if len(data) >= TRANSPORT_MIN_SIZE:
+        kind, receiver, counter = TRANSPORT_HEADER.unpack_from(data)
+        if kind == _TRANSPORT_WORD:
+            return receiver, counter
     return None
 
 

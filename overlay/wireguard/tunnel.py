@@ -8,6 +8,12 @@ bare pod packet). A datagram for a node whose key is not known is dropped and co
 clear (Cilium's strict mode). The receive path is the plain tunnel's (batched reads, partitions,
 per-peer counters, captures of what is on the wire), with the device in between; captures can also
 subscribe to the decrypted datagrams, which read as the unencrypted underlay would.
+
+Datagrams move in batches, as wireguard-go moves them: what the node sends in one turn of the event loop
+waits, per peer, until the turn is over, and is then sealed in one go into one buffer that leaves in
+sendmsg calls with UDP_SEGMENT (sealed messages of one padded size form one run); one read's datagrams
+(a UDP_GRO read brings a whole such run) are opened in one go. Per datagram there is only the
+cryptography and the checks WireGuard asks for.
 """
 
 from __future__ import annotations
@@ -61,10 +67,10 @@ class WireGuardTunnel(Tunnel):
         self.bare = bare
         # No padding beyond the next multiple of 16: the datagrams carried are bounded by the pod MTU.
         self.device = Device(private_key, mtu=1 << 16)
-        self.driver = DeviceDriver(self.device, self._send_encrypted, self._decrypted, self._event)
+        self.driver = DeviceDriver(self.device, self._send_encrypted, on_event=self._event)
         self.peers: dict[str, NodePeer] = {}  # by node address
         self._by_key: dict[bytes, NodePeer] = {}
-        self._arrived: list[tuple[bytes, str]] = []
+        self._unsealed: dict[str, list[bytes]] = {}  # this turn's datagrams, by node address
         self._inner_taps: list[asyncio.Queue] = []
 
     @property
@@ -117,52 +123,87 @@ class WireGuardTunnel(Tunnel):
     # ---- sending -----------------------------------------------------------------------------------
 
     def send(self, address: str, datagram: bytes) -> None:
-        if address in self.partitioned:
-            self.counters["drop.partitioned"] += 1
-            return
-        peer = self.peers.get(address)
-        if peer is None:
-            self.counters["drop.wireguard-no-key"] += 1
-            return
-        if self._inner_taps:
-            self._tap_inner(datagram, self.address, address)
-        packet = datagram if self.bare else peer.pair.wrap(datagram)
-        self.device.send_to_peer(peer.public_key, packet, self.now())
-        self.driver.send_now_flush_soon()
+        unsealed = self._unsealed_for(address)
+        if unsealed is not None:
+            unsealed.append(datagram)
 
     def send_burst(self, address: str, datagrams: list[bytes]) -> None:
-        """A run of datagrams for one node: each sealed on its own (WireGuard has no segmentation)."""
-        for datagram in datagrams:
-            self.send(address, datagram)
+        unsealed = self._unsealed_for(address, len(datagrams))
+        if unsealed is not None:
+            unsealed.extend(datagrams)
+
+    def _unsealed_for(self, address: str, count: int = 1) -> list[bytes] | None:
+        """Where datagrams for `address` wait for the end of the turn; None if they are dropped (counted)."""
+        unsealed = self._unsealed.get(address)
+        if unsealed is not None:
+            return unsealed
+        if address in self.partitioned:
+            self.counters["drop.partitioned"] += count
+            return None
+        if address not in self.peers:
+            self.counters["drop.wireguard-no-key"] += count
+            return None
+        if not self._unsealed:
+            self.driver.loop.call_soon(self._seal_unsealed)
+        unsealed = self._unsealed[address] = []
+        return unsealed
+
+    def _seal_unsealed(self) -> None:
+        unsealed, self._unsealed = self._unsealed, {}
+        if self._sock is None:  # closed meanwhile
+            return
+        now, wrap_all = self.now(), not self.bare
+        for address, datagrams in unsealed.items():
+            peer = self.peers.get(address)
+            if peer is None:  # its key went away during the turn
+                self.counters["drop.wireguard-no-key"] += len(datagrams)
+                continue
+            if self._inner_taps:
+                for datagram in datagrams:
+                    self._tap_inner(datagram, self.address, address)
+            packets = list(map(peer.pair.wrap, datagrams)) if wrap_all else datagrams
+            sealed = self.device.send_packets_to_peer(peer.public_key, packets, now)
+            if sealed is not None:
+                self.send_joined(sealed.endpoint[0], sealed.data, sealed.sizes)
+        self.driver.flush()
 
     def _send_encrypted(self, datagram: bytes, endpoint: Address) -> None:
         Tunnel.send(self, endpoint[0], datagram)
 
     # ---- receiving ---------------------------------------------------------------------------------
 
-    def _received(self, datagrams: list[tuple[bytes, str]]) -> None:
-        now, port, receive = self.now(), self.peer_port, self.device.receive_datagram
-        for data, host in datagrams:
-            receive(data, (host, port), now)
+    @staticmethod
+    def _cut(data: bytes, size: int) -> list:
+        """Views, not copies: only the plaintexts are taken further."""
+        view = memoryview(data)
+        return [view[at : at + size] for at in range(0, len(data), size)]
+
+    def _received(self, datagrams: list[tuple[bytes | memoryview, str]]) -> None:
+        received = self.device.receive_datagrams(datagrams, self.peer_port, self.now())
         self.driver.flush()
-        arrived, self._arrived = self._arrived, []
+        if not received:
+            return
+        arrived: list[tuple[bytes, str]] = []
+        for public_key, packets in received:
+            peer = self._by_key.get(public_key)
+            if peer is None:
+                continue
+            address = peer.address
+            if self.bare:
+                arrived += [(bytes(packet), address) for packet in packets]
+            else:
+                unwrap = peer.pair.unwrap
+                for packet in packets:
+                    datagram = unwrap(packet)
+                    if datagram is None:
+                        self.counters["drop.wireguard-inner-not-tunnel"] += 1
+                    else:
+                        arrived.append((datagram, address))
+        if self._inner_taps:
+            for datagram, address in arrived:
+                self._tap_inner(datagram, address, self.address)
         if arrived:
             self.deliver(arrived)
-
-    def _decrypted(self, public_key: bytes, packet: bytes) -> None:
-        peer = self._by_key.get(public_key)
-        if peer is None:
-            return
-        if self.bare:
-            datagram: bytes | None = packet
-        else:
-            datagram = peer.pair.unwrap(packet)
-            if datagram is None:
-                self.counters["drop.wireguard-inner-not-tunnel"] += 1
-                return
-        if self._inner_taps:
-            self._tap_inner(datagram, peer.address, self.address)
-        self._arrived.append((datagram, peer.address))
 
     def _event(self, event: Event) -> None:
         peer = self._by_key.get(getattr(event, "peer", None) or b"")
@@ -199,6 +240,7 @@ class WireGuardTunnel(Tunnel):
         self._tap(datagram, src, self.inner_port, dst, self.inner_port, self._inner_taps)
 
     def close(self) -> None:
+        self._unsealed.clear()
         self.driver.close()
         super().close()
 
