@@ -412,7 +412,7 @@ def _take_alike(run: _Run, buffers: list[bytes], index: int, last_payload_sum: i
              - int((seqs & 0xFFFF).sum()))
     run.payload_sum += moved + taken * (last_payload_sum - (0xFFFF - last_checksum) + (last_seq >> 16)
                                         + (last_seq & 0xFFFF))
-    run.parts += [memoryview(buffer)[header_end:] for buffer in alike[:taken]]
+    run.parts.append(rows[:taken, header_end:].tobytes())  # their payloads, in one copy
     run.size += taken * payload
     run.next_seq = (last_seq + (taken + 1) * payload) & 0xFFFFFFFF
     run.next_id = (last_id + taken + 1) & 0xFFFF
