@@ -70,6 +70,7 @@ class NodeAgent:
         self.rpc = AgentRpc(self)
         self.cni = CniServer(self)  # what the podnet-cni plugin asks
         self.lifecycle.cni = self.cni  # netns pods get their network from the node's CNI chain
+        self.lifecycle.handlers = self.handlers  # what a Job's virtual pod's command calls, as exec does
 
     # What the kubelet API's handlers see (nodeagent/kubelet/node.py).
     @property
@@ -98,6 +99,7 @@ class NodeAgent:
         pod_cidr = self.registration.pod_cidr
         self.lifecycle.start(pod_cidr)
         await self.dataplane.start(pod_cidr)
+        await self.rpc.restore_services()  # before a pod sends again: kube-proxy's table comes later
         self.cni.recover()  # the attachments a previous run left, before any pod claims one
         self.node_informer.add_handler(self.on_node)
         self.pod_informer.add_handler(self.lifecycle.on_pod)

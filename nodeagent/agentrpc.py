@@ -9,6 +9,7 @@ the dataplane's and the pods' own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from podnet.nodeagent.pods.netns import probe as netns_probe
 from podnet.nodeagent.pods.virtual import client as ops
 from podnet.nodeagent.pods.virtual.resolver import UnresolvableError
 from podnet.nodeagent.pods.virtual.stack import PodStack
+from podnet.nodeagent.savedservices import SavedServiceTable
 from podnet.nodeagent.traces import PROTOCOL_NUMBERS
 from podnet.overlay.pipeline.model import Encapsulation, Output, Peer, Stage, describe_key, vtep_mac
 from podnet.overlay.pipeline.nat import ServiceTable, TableError
@@ -32,6 +34,8 @@ from podnet.rpc.session import RpcError
 if TYPE_CHECKING:
     from podnet.nodeagent.agent import NodeAgent
 
+log = logging.getLogger(__name__)
+
 
 class AgentRpc:
     def __init__(self, agent: NodeAgent):
@@ -39,6 +43,7 @@ class AgentRpc:
         self.config = agent.config
         self.dataplane = agent.dataplane
         self.pods = agent.lifecycle.pods
+        self.saved_services = SavedServiceTable(agent.config.state_path)
 
     def handlers(self) -> dict[str, Any]:
         return {
@@ -93,18 +98,39 @@ class AgentRpc:
     async def services_apply(self, params: dict) -> dict:
         """Replaces the whole service table at once; conntrack entries (and so established
         connections) stay, but for UDP flows to a Service endpoint that no longer serves it, and ClientIP
-        affinity records carry over to the new table."""
-        pipeline = self.dataplane.pipeline
+        affinity records carry over to the new table. The table is kept on disk, for the agent's next
+        start (nodeagent/savedservices.py)."""
         try:
-            table = ServiceTable.from_data(params["table"], previous=pipeline.services)
+            data = params["table"]
+            table, cleared = await self._install_services(data)
         except (KeyError, TypeError, TableError) as exc:
             raise RpcError("BadRequest", f"services.apply: {exc}") from None
+        await self.saved_services.save(data)
+        return {"rules": len(table), "conntrack_cleared": cleared}
+
+    async def restore_services(self) -> None:
+        """At start, before any pod is attached: the table a previous run was last given, until kube-proxy
+        sends its own."""
+        data = self.saved_services.load()
+        if data is None:
+            return
+        try:
+            table, _ = await self._install_services(data)
+        except (TypeError, TableError) as exc:
+            log.warning("the saved service table is not installed: %s", exc)
+            return
+        log.info("service table of %d rules restored from the previous run", len(table))
+
+    async def _install_services(self, data: Any) -> tuple[ServiceTable, int]:
+        """The table `data` describes, installed; with the number of stale UDP flows it cleared."""
+        pipeline = self.dataplane.pipeline
+        table = ServiceTable.from_data(data, previous=pipeline.services)
         pipeline.services = table
         cleared = pipeline.conntrack.clear_stale_udp(table.udp_serving())
         pipeline.counters["conntrack.cleared-stale-udp"] += cleared
         cleared += self.dataplane.nodeports.forget_stale_udp(table.udp_node_port_serving())
         await self.dataplane.nodeports.reconcile(table.node_ports())
-        return {"rules": len(table), "conntrack_cleared": cleared}
+        return table, cleared
 
     async def services_get(self, params: Any) -> dict:
         """The installed service table as kube-proxy sent it (`{"service": "ns/name"}`: that Service's

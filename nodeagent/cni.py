@@ -5,6 +5,11 @@ address, named by the address and holding the owner, created with O_EXCL so two 
 share an address, and written before the pod is told its IP. A SIGKILLed agent finds every allocation
 again in the directory; one whose owner is gone is released by `release_all_but`, so nothing leaks.
 .0 is the network, .1 the node's gateway, the last address the broadcast: none is handed out.
+
+A freed address is remembered under its pod's namespace and name (the latest MEMORY of them, on disk with
+the allocations), and a pod of that name given an address later gets it back while it is still free: a
+StatefulSet's pod, made again on the node that held it, keeps its IP as it keeps its name and DNS record.
+Any other pod takes addresses round robin, so a remembered one is reused late, when the range wraps.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 from podnet.api.keys import namespaced_key
 
 _LAST_RESERVED = "last_reserved_ip"
+_LAST_HELD = "last_held_by_pod"  # {"namespace/name": address}, oldest first
+MEMORY = 1024  # freed addresses remembered by pod name
 
 
 class IpamExhausted(Exception):
@@ -44,6 +51,7 @@ class HostLocalIpam:
         self.directory = Path(state_dir) / "ipam" / str(self.network).replace("/", "_")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._by_uid: dict[str, Allocation] = {}
+        self._held: dict[str, str] = {}  # "namespace/name" -> the address that pod held last, oldest first
         self._load()
 
     @property
@@ -51,8 +59,11 @@ class HostLocalIpam:
         return str(self.network.network_address + 1)
 
     def _load(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            held = json.loads((self.directory / _LAST_HELD).read_text())
+            self._held = {str(k): str(v) for k, v in held.items()} if isinstance(held, dict) else {}
         for path in self.directory.iterdir():
-            if path.name == _LAST_RESERVED or path.name.endswith(".tmp"):
+            if path.name in (_LAST_RESERVED, _LAST_HELD) or path.name.endswith(".tmp"):
                 continue
             try:
                 owner = json.loads(path.read_text())
@@ -75,6 +86,12 @@ class HostLocalIpam:
         existing = self._by_uid.get(uid)
         if existing is not None:
             return existing
+        held = self._held.get(f"{namespace}/{name}")
+        if held is not None and held not in {a.ip for a in self._by_uid.values()} and self._usable(held):
+            allocation = Allocation(held, uid, namespace, name)
+            if self._reserve(allocation):  # the round robin's position stays where it was
+                self._by_uid[uid] = allocation
+                return allocation
         for address in self._candidates():
             allocation = Allocation(str(address), uid, namespace, name)
             if self._reserve(allocation):
@@ -83,9 +100,19 @@ class HostLocalIpam:
                 return allocation
         raise IpamExhausted(f"no free address in {self.network}")
 
+    def _range(self) -> tuple[int, int]:
+        """The first and last address handed out: not the network's, the gateway's or the broadcast."""
+        return int(self.network.network_address) + 2, int(self.network.broadcast_address) - 1
+
+    def _usable(self, address: str) -> bool:
+        first, last = self._range()
+        try:
+            return first <= int(ipaddress.IPv4Address(address)) <= last
+        except ValueError:
+            return False
+
     def _candidates(self):
-        first = int(self.network.network_address) + 2
-        last = int(self.network.broadcast_address) - 1
+        first, last = self._range()
         try:
             start = int(ipaddress.IPv4Address((self.directory / _LAST_RESERVED).read_text().strip())) + 1
         except (OSError, ValueError):
@@ -132,7 +159,15 @@ class HostLocalIpam:
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / allocation.ip).unlink()
             self._sync_directory()
+            self._remember(allocation)
         return allocation
+
+    def _remember(self, allocation: Allocation) -> None:
+        self._held.pop(allocation.key, None)
+        self._held[allocation.key] = allocation.ip
+        while len(self._held) > MEMORY:
+            del self._held[next(iter(self._held))]
+        self._write(_LAST_HELD, json.dumps(self._held))
 
     def release_all_but(self, live_uids: set[str]) -> list[Allocation]:
         """Frees every address whose pod no longer exists (garbage collection after a restart)."""

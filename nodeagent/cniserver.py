@@ -174,7 +174,8 @@ class CniServer:
     async def attach_pod(self, pod: dict, uid: str, netns: str) -> tuple[int, int]:
         """The chain's ADD for a netns pod whose namespace is at `netns`; the packet sockets its frames
         are written to and read from. A pod whose interface outlived a restart of the agent keeps it,
-        without a new ADD."""
+        without a new ADD; one whose interface was lost gets a new one, with its address (the IPAM gives
+        a pod made again under its name the address it held last, which the DEL of the lost one freed)."""
         await self.serving.wait()
         async with self._locks[uid]:
             known = self.attachments.get((uid, POD_INTERFACE))
@@ -202,6 +203,15 @@ class CniServer:
         async with self._locks[uid]:
             await self._delete_chain(uid, netns, pod)
         self._locks.pop(uid, None)
+
+    async def _detach_stale(self, known: CniAttachment) -> None:
+        """The chain's DEL of an attachment a previous run made, unless it was undone or made again while
+        this waited: a pod adopted meanwhile whose interface was lost runs that DEL itself, then an ADD,
+        in attach_pod, and this DEL must not undo the new one."""
+        await self.serving.wait()
+        async with self._locks[known.container_id]:
+            if self.attachments.get((known.container_id, known.ifname)) is known:
+                await self._delete_chain(known.container_id, known.netns, {})
 
     async def _delete_chain(self, uid: str, netns: str, pod: dict) -> None:
         try:
@@ -257,7 +267,7 @@ class CniServer:
                     continue
             log.info("cni: %s/%s lost its interface while the agent was away: DEL", known.container_id, known.ifname)
             if known.of_pod:
-                self._later(self.detach_pod(known.container_id, known.netns, {}))
+                self._later(self._detach_stale(known))
             else:
                 self._remove(known)
 
@@ -265,8 +275,17 @@ class CniServer:
         """After the first sync: the chains of pods deleted while the agent was away run DEL."""
         for known in list(self.attachments.values()):
             if known.of_pod and known.owner not in live_uids:
-                log.info("cni: pod %s is gone: DEL", known.owner)
-                self._later(self.detach_pod(known.container_id, known.netns, {}))
+                self.detach_unheld(known.owner)
+
+    def detach_unheld(self, uid: str) -> bool:
+        """The chain's DEL, in the background, of the attachment a previous run made for pod `uid`, which
+        is gone or terminating and which the pod lifecycle does not hold; False when there is none."""
+        known = self.attachments.get((uid, POD_INTERFACE))
+        if known is None or not known.of_pod:
+            return False
+        log.info("cni: pod %s is gone: DEL", uid)
+        self._later(self._detach_stale(known))
+        return True
 
     def owners(self) -> set[str]:
         """The IPAM owners of every attachment held, which the IPAM's garbage collection must keep."""

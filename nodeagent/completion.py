@@ -3,8 +3,10 @@ with 0 and none will start again under the pod's restart policy, `Failed` when o
 their containers `terminated`, the pod no longer Ready (reason PodCompleted).
 
 A netns pod's containers run their programs to completion (nodeagent/pods/netns.py). A virtual pod has no
-program of its own: one that a Job controls completes at once, successfully, as a Job's pod whose command
-did its work would. Pure: takes the pod object, what the netns pod says and the time.
+program of its own: one that a Job controls completes with the exit code of the command it ran
+(nodeagent/virtualruns.py), or at once, successfully, when it has none to run, as a Job's pod whose command
+did its work would. Pure: takes the pod object, what the netns pod says, the virtual pod's exit code and
+the time.
 """
 
 from __future__ import annotations
@@ -15,26 +17,29 @@ if TYPE_CHECKING:
     from podnet.nodeagent.pods.netns import NetnsPod
 
 
-def _controlled_by_job(pod: dict) -> bool:
+def controlled_by_job(pod: dict) -> bool:
     return any(ref.get("controller") and ref.get("kind") == "Job"
                for ref in (pod.get("metadata") or {}).get("ownerReferences") or [])
 
 
-def completed(pod: dict, netns: NetnsPod | None, status: dict, now: str) -> dict:
+def completed(pod: dict, netns: NetnsPod | None, status: dict, now: str, virtual_exit: int | None = 0) -> dict:
     """`status` (what the agent reports of a running pod) as it is once the pod has completed; unchanged
-    while it has not."""
+    while it has not. `virtual_exit`: a virtual pod's exit code, None while its command runs."""
     if netns is not None:
         phase = netns.phase()
+    elif controlled_by_job(pod) and virtual_exit is not None:
+        phase = "Succeeded" if virtual_exit == 0 else "Failed"
     else:
-        phase = "Succeeded" if _controlled_by_job(pod) else None
+        phase = None
     if phase is None:
         return status
     containers = []
     for container in status.get("containerStatuses") or []:
-        if "terminated" not in (container.get("state") or {}):  # a virtual pod's: done as it started
+        if "terminated" not in (container.get("state") or {}):  # a virtual pod's: done with its command
             started = (container.get("state") or {}).get("running", {}).get("startedAt") or now
-            container = {**container, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
-                                                               "startedAt": started, "finishedAt": now}}}
+            container = {**container, "state": {"terminated": {
+                "exitCode": virtual_exit, "reason": "Completed" if virtual_exit == 0 else "Error",
+                "startedAt": started, "finishedAt": now}}}
         containers.append({**container, "ready": False, "started": False})
     conditions = [
         {**c, "status": "False", "reason": "PodCompleted"} if c.get("type") in ("Ready", "ContainersReady") else c

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from podnet.nodeagent.pods.netns import NetnsPod
     from podnet.nodeagent.pods.virtual.stack import PodStack
+    from podnet.nodeagent.virtualruns import VirtualRun
     from podnet.overlay.pipeline.model import PodPort
 
 
@@ -37,6 +38,7 @@ class StackEndpoint:
 @dataclass(slots=True)
 class VirtualPod(StackEndpoint):
     status_ip: str | None = None  # the podIP the API last heard from us
+    run: VirtualRun | None = None  # a Job's pod's command, while and after it runs
 
 
 @dataclass(slots=True)

@@ -12,6 +12,8 @@ name (nodeagent/serviceenv.py).
 costs no API request) and is the agent's hook: `container_env(pod, container)` gives the variables, or
 raises after recording the failure as the kubelet does (a Warning event `Failed`, `Error: ...`); the
 container then waits (`CreateContainerConfigError`) until a ConfigMap or Secret of its namespace is written.
+A virtual pod has no program to hand them to: `port_environments` gives each of its TCP container ports its
+container's variables, which the port's agnhost-like server lists at `/env`.
 """
 
 from __future__ import annotations
@@ -131,3 +133,18 @@ class PodEnvironment:
             self.events.record(pod, WARNING, "Failed", f"Error: {exc}",
                                field_path=f"spec.containers{{{container.get('name')}}}")
             raise
+
+    def port_environments(self, pod: dict) -> dict[int, tuple[tuple[str, str], ...]] | None:
+        """Each TCP container port's variables (its container's); None, after the kubelet's event, while a
+        container's references are missing, as its container would wait for them."""
+        environments: dict[int, tuple[tuple[str, str], ...]] = {}
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            ports = [p.get("containerPort") for p in container.get("ports") or [] if p.get("protocol", "TCP") == "TCP"]
+            if not ports:
+                continue
+            try:
+                env = self.container_env(pod, container)
+            except EnvError:
+                return None
+            environments.update(dict.fromkeys(ports, env))
+        return environments

@@ -15,6 +15,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from podnet.nodeagent import virtualruns
 from podnet.nodeagent.cni import HostLocalIpam
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.dataplane import Dataplane
@@ -61,14 +62,16 @@ class PodLifecycle:
         self.ipam: HostLocalIpam | None = None
         self.netns_pods = NetnsPods(config.name, config.state_path, dataplane.from_netns_pod, self._netns_changed)
         self.statuses = PodStatuses(config, client, informer, self.pods, lambda key: dataplane.relays.ready(key))
-        self.terminations = Terminations(client, events, self.pods, self.remove_pod, lambda uid: self.ipam.release(uid))
+        self.terminations = Terminations(client, events, self.pods, self.remove_pod, self._release_unheld)
         self.restart_events = RestartEvents(events)
         self.pod_env = PodEnvironment(client, events, self._start_waiting_containers)
         self.netns_pods.make_volumes = PodVolumes(self.pod_env.configmaps, self.pod_env.secrets, client).prepare
         self.cni: CniServer | None = None  # the runtime of the node's conflist, which attaches netns pods
+        self.handlers: virtualruns.Handlers = dict  # the agent's RPC handlers, which a Job's virtual pod's command calls
         self._attaching: dict[str, str] = {}  # "ns/name" -> uid of a netns pod whose chain ADD runs
         self._detaching: dict[str, asyncio.Task] = {}  # namespace name -> its pod's teardown
         self._tasks: set[asyncio.Task] = set()
+        self._env_waiting: set[str] = set()  # virtual pods whose ConfigMaps or Secrets are missing
 
     def exec_command(self, key: str, argv: list[str]) -> dict | None:
         """The command line that runs `argv` in a netns pod's first container, in its sandbox; None for a
@@ -113,6 +116,12 @@ class PodLifecycle:
         if key in self._attaching:
             return None  # its chain's ADD is running; a pod that replaced it meanwhile is seen when it ends
         uid = meta.get("uid") or key
+        teardown = self._detaching.get(namespace_name(self.config.name, meta["namespace"], meta["name"]))
+        if teardown is not None:
+            # The pod of this name before it is still being taken down, and frees its address at the end:
+            # this one may have it back then (a StatefulSet's pod keeps its IP on the node that held it).
+            teardown.add_done_callback(lambda _: self._retry(key, uid))
+            return None
         allocation = self.ipam.add(uid, meta["namespace"], meta["name"])
         port = PodPort(meta["namespace"], meta["name"], allocation.ip, pod_mac(allocation.ip))
         # A relayed pod's programs run on the host: it is a virtual pod whatever the node's pod mode.
@@ -124,8 +133,20 @@ class PodLifecycle:
         stack = PodStack(meta["name"], meta["namespace"], allocation.ip, port.mac, vtep_mac(self.config.address),
                          _container_ports(obj), (obj.get("spec") or {}).get("hostname") or meta["name"])
         pod = (RelayedPod if relayed else VirtualPod)(uid, port, stack)
+        self._give_environment(key, obj, stack)
         self._admit(key, obj, pod)
+        pod.run = virtualruns.start(obj, stack, self.handlers, lambda: self.statuses.mark_dirty(key))
         return pod
+
+    def _give_environment(self, key: str, obj: dict, stack: PodStack) -> None:
+        """A virtual pod's ports get their containers' variables; while one it refers to is missing, the pod
+        waits for a ConfigMap or Secret of its namespace to be written, as a netns pod's container does."""
+        environments = self.pod_env.port_environments(obj)
+        if environments is None:
+            self._env_waiting.add(key)
+            return
+        self._env_waiting.discard(key)
+        stack.environments = environments
 
     def _admit(self, key: str, obj: dict, pod: LocalPod) -> None:
         self.pods[key] = pod
@@ -152,8 +173,6 @@ class PodLifecycle:
         network = PodNetwork(namespace_name(self.config.name, meta["namespace"], meta["name"]), meta["namespace"],
                              port.ip, self.ipam.network.prefixlen, self.ipam.gateway, port.mac, pod_mtu(self.config),
                              offloads=self.config.tap_offloads)
-        if (teardown := self._detaching.get(network.netns)) is not None:
-            await asyncio.shield(teardown)
         try:
             previous = await asyncio.to_thread(self.netns_pods.prepare, uid, network, obj)
             fds = await self.cni.attach_pod(obj, uid, str(NETNS_DIR / network.netns))
@@ -176,13 +195,29 @@ class PodLifecycle:
             if current is not None:
                 self.on_pod("MODIFIED", None, current)
 
+    def _release_unheld(self, uid: str) -> None:
+        """A terminating pod not held here (deleted while the agent was away): its chain's DEL when a
+        previous run attached it (portmap's rules and bandwidth's qdiscs are the host's), which frees its
+        address; else its address. One still being attached is left to its attachment, which removes it
+        once it sees the pod deleted."""
+        if uid in self._attaching.values() or self.cni.detach_unheld(uid):
+            return
+        self.ipam.release(uid)
+
     def _retry(self, key: str, uid: str) -> None:
         current = self._informer.store.get(key)
         if current is not None and (current.get("metadata") or {}).get("uid") == uid and key not in self.pods:
             self.on_pod("MODIFIED", None, current)
 
     def _start_waiting_containers(self, namespace: str) -> None:
-        """A ConfigMap or Secret of `namespace` was written: netns containers waiting for one may start."""
+        """A ConfigMap or Secret of `namespace` was written: netns containers waiting for one may start, and
+        virtual pods waiting for one get their variables."""
+        for key in [k for k in self._env_waiting if k.startswith(f"{namespace}/")]:
+            pod, obj = self.pods.get(key), self._informer.store.get(key)
+            if isinstance(pod, VirtualPod) and obj is not None:
+                self._give_environment(key, obj, pod.stack)
+            else:
+                self._env_waiting.discard(key)
         for key, pod in self.pods.items():
             obj = self._informer.store.get(key)
             if not isinstance(pod, KernelPod) or obj is None or not key.startswith(f"{namespace}/"):
@@ -200,6 +235,7 @@ class PodLifecycle:
         if pod is None or (meta.get("uid") and meta.get("uid") != pod.uid):
             return
         del self.pods[key]
+        self._env_waiting.discard(key)
         self.dataplane.relays.detach(key)
         self.dataplane.remove(pod)
         if isinstance(pod, KernelPod):
@@ -210,6 +246,7 @@ class PodLifecycle:
         else:
             if pod.timer is not None:
                 pod.timer.cancel()
+            virtualruns.stop(pod.run)
             for future in pod.waiting.values():
                 if not future.done():
                     future.set_result(ops.Failed(0, "pod deleted"))
@@ -229,7 +266,9 @@ class PodLifecycle:
         self.cni.collect_garbage(live)
         for allocation in self.ipam.release_all_but(live | self.cni.owners()):
             log.info("released %s of %s, which no longer exists", allocation.ip, allocation.key)
-        for name in self.netns_pods.collect_garbage():
+        # Pods adopted from the previous run are still being attached: their namespaces are theirs.
+        attaching = {namespace_name(self.config.name, *key.split("/", 1)) for key in self._attaching}
+        for name in self.netns_pods.collect_garbage(attaching | set(self._detaching)):
             log.info("removed network namespace %s, which no pod claims", name)
 
     def _netns_changed(self, key: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from podnet.nodeagent.completion import completed
 from podnet.nodeagent.config import AgentConfig
-from podnet.nodeagent.endpoints import KernelPod, LocalPod
+from podnet.nodeagent.endpoints import KernelPod, LocalPod, VirtualPod
 from podnet.nodeagent.registration import rfc3339
 
 from podnet.client import ApiClient, ApiError, Informer
@@ -65,6 +65,7 @@ class PodStatuses:
         if pod is None and not host_network:
             return
         netns = pod.netns if isinstance(pod, KernelPod) else None
+        run = pod.run if isinstance(pod, VirtualPod) else None
         ip = self.config.address if host_network else pod.port.ip
         now = rfc3339()
         started = (obj.get("status") or {}).get("startTime") or now
@@ -79,7 +80,7 @@ class PodStatuses:
                 "imageID": "",
                 "ready": self._relay_ready(key),
                 "started": True,
-                "restartCount": 0,
+                "restartCount": run.restarts if run is not None else 0,
                 "state": {"running": {"startedAt": started}},
                 **(netns.container_status(c.get("name")) if netns is not None else {}),
             }
@@ -99,7 +100,7 @@ class PodStatuses:
             "conditions": conditions,
             "containerStatuses": containers,
         }
-        status = completed(obj, netns, status, now)
+        status = completed(obj, netns, status, now, run.exit_code if run is not None else 0)
         meta = obj["metadata"]
         await self.client.patch("pods", meta["name"], {"status": status}, namespace=meta["namespace"], subresource="status")
         if pod is not None:

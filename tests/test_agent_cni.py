@@ -43,3 +43,26 @@ def test_a_small_cidr_runs_out_and_never_hands_out_reserved_addresses(tmp_path):
     assert given == {str(network.network_address + i) for i in range(2, 7)}
     with pytest.raises(IpamExhausted):
         ipam.add("uid-x", "ns", "x")
+
+
+def test_a_pod_made_again_under_its_name_gets_its_address_back(tmp_path):
+    ipam = HostLocalIpam(tmp_path, "10.244.3.0/24")
+    db0 = ipam.add("uid-db-0", "shop", "db-0")
+    ipam.add("uid-db-1", "shop", "db-1")
+    ipam.release("uid-db-0")
+    other = ipam.add("uid-web", "shop", "web-abc")  # any other pod goes on round robin, past the freed one
+    assert other.ip == "10.244.3.4"
+    again = HostLocalIpam(tmp_path, "10.244.3.0/24").add("uid-db-0-new", "shop", "db-0")  # a restarted agent too
+    assert again.ip == db0.ip
+    following = HostLocalIpam(tmp_path, "10.244.3.0/24").add("uid-x", "shop", "x")
+    assert following.ip == "10.244.3.5"  # the round robin did not move back to the remembered address
+
+
+def test_a_remembered_address_another_pod_took_is_not_taken_from_it(tmp_path):
+    ipam = HostLocalIpam(tmp_path, "10.244.3.0/29")  # .2 to .6
+    first = ipam.add("uid-1", "ns", "db-0")
+    ipam.release("uid-1")
+    taken = {f"uid-{i}": ipam.add(f"uid-{i}", "ns", f"p{i}").ip for i in range(2, 7)}
+    assert taken["uid-6"] == first.ip  # the range wrapped round to it
+    freed = ipam.release("uid-3")
+    assert ipam.add("uid-new", "ns", "db-0").ip == freed.ip

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from support.local_cluster import eventually
 
+from podnet.netns.ip import namespace_pids
 from podnet.netns.names import namespace_name
 from podnet.rpc.agentmethods import AgentMethod
+from podnet.rpc.session import RpcError
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -127,6 +129,14 @@ async def podnet_cni_add(socket: Path, container: str, netns: str) -> dict:
     return json.loads(done.stdout)
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` runs: a zombie (killed, its parent gone, not yet reaped by init) does not."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def namespaces():
     made: list[str] = []
@@ -143,34 +153,47 @@ def namespaces():
 
 async def test_a_restarted_agent_keeps_its_attachments_and_collects_those_gone(local_cluster, namespaces):
     """SIGKILLed and started again, the agent finds its attachments (pods' and a runtime's) on their veth
-    pairs, without a new ADD; those whose pod or namespace went while it was away get their DEL."""
+    pairs, without a new ADD; those whose pod or namespace went while it was away get their DEL, and a pod
+    whose namespace went is attached again, with its address."""
     cluster = await local_cluster("127.0.207", nodes=1, cluster_cidr="10.207.0.0/16")
     node = cluster.topo.nodes[0]
     serve = ["sh", "-c", "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www"]
     await cluster.create(PRIVILEGED, netns_pod("kept", node.name, serve, ports=[{"containerPort": 8080, "hostPort": 18081}]),
-                         netns_pod("gone", node.name, serve, ports=[{"containerPort": 8080, "hostPort": 18082}]))
-    pods = {p["metadata"]["name"]: p for p in await cluster.wait_running(NAMESPACE, None, 2)}
+                         netns_pod("gone", node.name, serve, ports=[{"containerPort": 8080, "hostPort": 18082}]),
+                         netns_pod("lost", node.name, serve))
+    pods = {p["metadata"]["name"]: p for p in await cluster.wait_running(NAMESPACE, None, 3)}
     by_hand_namespace, vanishing = namespaces(), namespaces()
     by_hand = await podnet_cni_add(cluster.topo.agent_socket(node), "c-by-hand", f"/run/netns/{by_hand_namespace}")
     lost = await podnet_cni_add(cluster.topo.agent_socket(node), "c-vanishing", f"/run/netns/{vanishing}")
     before = {a["name"]: a for a in await cluster.rpc(node.name, AgentMethod.CNI_LIST)}
-    assert set(before) == {"kept", "gone", "c-by-hand", "c-vanishing"}
+    assert set(before) == {"kept", "gone", "lost", "c-by-hand", "c-vanishing"}
 
     agent = f"{node.name}/agent"
     cluster.kill(agent, signal.SIGKILL)
     await cluster.wait_dead(agent)
     await cluster.client.delete("pods", "gone", NAMESPACE, grace_period=0)
     subprocess.run(["ip", "netns", "delete", vanishing], check=True)
+    lost_namespace = namespace_name(node.name, NAMESPACE, "lost")
+    lost_processes = namespace_pids(lost_namespace)
+    subprocess.run(["ip", "netns", "delete", lost_namespace], check=True)  # its processes keep it alive
     log = next(cluster.home.glob("**/cni/runtime.log"))
     calls_before = len(log.read_text().splitlines())
     await cluster.start(agent)
 
     async def recovered() -> dict | None:
         listed = {a["name"]: a for a in await cluster.rpc(node.name, AgentMethod.CNI_LIST)}
-        return listed if set(listed) == {"kept", "c-by-hand"} else None
+        return listed if set(listed) == {"kept", "lost", "c-by-hand"} else None
 
     after = await eventually(recovered, 30, "the kept attachments are back, the gone pod's collected")
-    assert after == {name: before[name] for name in ("kept", "c-by-hand")}
+    assert after == {name: before[name] for name in ("kept", "lost", "c-by-hand")}
+
+    async def reattached() -> bool | None:
+        try:  # NotFound until the lost pod is admitted again
+            return await cluster.probe(pods["lost"], "10.96.0.10", 53, timeout=3) or None
+        except RpcError:
+            return None
+
+    assert await eventually(reattached, 30, "the lost pod's network, attached again, answers")
     # A runtime's attachment is back in the pipeline: the node answers it on its gateway address.
     gateway = by_hand["ips"][0]["gateway"]
     ping = await run("ip", "netns", "exec", by_hand_namespace, "ping", "-c", "1", "-W", "3", gateway)
@@ -178,10 +201,16 @@ async def test_a_restarted_agent_keeps_its_attachments_and_collects_those_gone(l
     # The vanished namespace's attachment let its address go.
     address = lost["ips"][0]["address"].split("/")[0]
     assert not any(cluster.home.glob(f"**/ipam/*/{address}"))
-    # The same interface, never re-added: the chain ran only the gone pod's DEL.
+    # The kept pod's interface was never re-added: the chain ran the gone pod's DEL, and the lost pod's DEL
+    # and ADD, which gave it its address again (in a namespace of its own again).
     calls = [json.loads(line) for line in log.read_text().splitlines()[calls_before:]]
     assert {(c["env"]["CNI_COMMAND"], c["env"]["CNI_CONTAINERID"]) for c in calls} == {
-        ("DEL", pods["gone"]["metadata"]["uid"])}
+        ("DEL", pods["gone"]["metadata"]["uid"]), ("DEL", pods["lost"]["metadata"]["uid"]),
+        ("ADD", pods["lost"]["metadata"]["uid"])}
+    addresses = json.loads((await run("ip", "-n", lost_namespace, "-json", "addr", "show", "dev", "eth0")).stdout)
+    assert [a["local"] for a in addresses[0]["addr_info"]] == [pods["lost"]["status"]["podIP"]]
+    # ... and its processes, which kept the old namespace alive without a name, were stopped.
+    assert lost_processes and not [pid for pid in lost_processes if _running(pid)]
     assert not Path(f"/run/netns/{namespace_name(node.name, NAMESPACE, 'gone')}").exists()
 
     async def fetched() -> str | None:
@@ -195,7 +224,7 @@ async def test_a_restarted_agent_keeps_its_attachments_and_collects_those_gone(l
     assert f"{pods['gone']['status']['podIP']}:8080" not in rules
     check = await run(sys.executable, "-m", "podnet", "cni", node.name, "--check", "--home", str(cluster.home))
     assert check.returncode == 0, check.stdout + check.stderr
-    assert [line.split()[-1] for line in check.stdout.splitlines()[1:]] == ["ok", "ok"], check.stdout
+    assert [line.split()[-1] for line in check.stdout.splitlines()[1:]] == ["ok", "ok", "ok"], check.stdout
 
     # An agent that dies for good leaves its pods' chains behind; `podnet clean` runs their DEL.
     cluster.kill(agent, signal.SIGKILL)

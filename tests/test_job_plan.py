@@ -74,3 +74,24 @@ def test_a_suspended_job_runs_no_pods():
     job["spec"]["suspend"] = True
     plan = jobs.plan(job, _pods("Running"), NOW)
     assert plan.create == () and plan.delete == ("j-0",) and "startTime" not in plan.status
+
+
+@pytest.mark.parametrize("backoff_limit, restarts, outcome", [
+    (2, (1, 0), None),
+    (2, (1, 1), "Failed"),  # restarts of all its running pods' containers, summed, reach the limit
+    (0, (0, 0), None),
+    (0, (1, 0), "Failed"),  # a limit of 0 allows no restart at all
+])
+def test_on_failure_the_restarts_of_running_containers_count_against_the_backoff_limit(backoff_limit, restarts, outcome):
+    job = _job(backoff_limit=backoff_limit)
+    job["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+    pods = _pods("Running", "Running")
+    for pod, count in zip(pods, restarts, strict=True):
+        pod["status"]["containerStatuses"] = [{"name": "c", "restartCount": count}]
+    plan = jobs.plan(job, pods, NOW)
+    assert [c["type"] for c in plan.status.get("conditions", [])] == ([outcome] if outcome else [])
+    assert plan.delete == (("j-0", "j-1") if outcome else ())
+    if outcome:
+        assert plan.status["conditions"][0]["reason"] == "BackoffLimitExceeded"
+    never = _job(backoff_limit=backoff_limit)  # with Never a pod fails instead, and restarts are not looked at
+    assert "conditions" not in jobs.plan(never, pods, NOW).status

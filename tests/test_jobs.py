@@ -127,3 +127,54 @@ def test_netns_pods_of_a_job_run_their_program_to_completion(tmp_path, command, 
         pods = json.loads(_kubectl(cluster, "get", "pods", "-l", "job-name=work", "-o", "json"))["items"]
         codes = sorted(p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for p in pods)
         assert codes == ([0, 0] if outcome == "Complete" else [3, 3])
+
+
+def test_on_failure_a_netns_job_pod_restarts_its_program_until_the_backoff_limit(tmp_path):
+    # The pod never fails: its container restarts in it; those restarts count against backoffLimit.
+    require_root()
+    with _one_node(tmp_path, "127.0.230.61", "--pod-mode", "netns") as cluster:
+        job = _job("retry", completions=1, parallelism=1, backoff_limit=2, command=["sh", "-c", "exit 3"], netns=True)
+        job["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+        _kubectl(cluster, "create", "-f", "-", input=job)
+        failed = _wait_job(cluster, "retry", "Failed")
+        (condition,) = [c for c in failed["status"]["conditions"] if c["type"] == "Failed"]
+        assert (condition["reason"], condition["message"]) == ("BackoffLimitExceeded",
+                                                               "Job has reached the specified backoff limit")
+        assert failed["status"].get("succeeded", 0) == 0
+
+
+def test_virtual_pods_of_a_job_run_the_command_they_can_carry_out_and_complete_with_its_exit_code(tmp_path):
+    with _one_node(tmp_path, "127.0.230.62") as cluster:
+        web = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"containers": [{"name": "web", "image": "agnhost", "ports": [{"containerPort": 80}]}]}}
+        _kubectl(cluster, "create", "-f", "-", input=web)
+
+        def web_ip() -> str | None:
+            pod = json.loads(_kubectl(cluster, "get", "pod", "web", "-o", "json"))
+            return (pod.get("status") or {}).get("podIP") if (pod.get("status") or {}).get("phase") == "Running" else None
+
+        ip = wait_for(web_ip, 30, "pod web Running")
+        # A probe that reaches its target: the pod's wget exits 0, the Job completes.
+        _kubectl(cluster, "create", "-f", "-", input=_job("reach", completions=1, parallelism=1,
+                                                            command=["wget", "-qO-", f"http://{ip}/hostname"]))
+        _wait_job(cluster, "reach", "Complete")
+        (pod,) = json.loads(_kubectl(cluster, "get", "pods", "-l", "job-name=reach", "-o", "json"))["items"]
+        assert pod["status"]["phase"] == "Succeeded"
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+        # One that is refused (port 81 is not served) exits 1: with Never the pod fails, and past the
+        # backoff limit of 0 the Job.
+        refused = _job("refused", completions=1, parallelism=1, backoff_limit=0,
+                       command=["/agnhost", "connect", f"{ip}:81", "--timeout=2s"])
+        _kubectl(cluster, "create", "-f", "-", input=refused)
+        failed = _wait_job(cluster, "refused", "Failed")
+        assert failed["status"].get("failed") == 1 and failed["status"].get("succeeded", 0) == 0
+        (pod,) = json.loads(_kubectl(cluster, "get", "pods", "-l", "job-name=refused", "-o", "json"))["items"]
+        terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        assert (pod["status"]["phase"], terminated["exitCode"], terminated["reason"]) == ("Failed", 1, "Error")
+        # With OnFailure the command runs again in the same pod; its restarts reach the backoff limit.
+        again = _job("retried", completions=1, parallelism=1, backoff_limit=2,
+                     command=["/agnhost", "connect", f"{ip}:81", "--timeout=2s"])
+        again["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+        _kubectl(cluster, "create", "-f", "-", input=again)
+        failed = _wait_job(cluster, "retried", "Failed")
+        assert [c["reason"] for c in failed["status"]["conditions"] if c["type"] == "Failed"] == ["BackoffLimitExceeded"]

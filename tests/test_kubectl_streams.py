@@ -152,6 +152,23 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, tmp_path):
     assert follower.returncode == 0, err
     assert out.decode().splitlines() == ["GET /echo?msg=followed"]
 
+    # A Job's virtual pod runs its probe command; its log is what the command wrote, each time it ran (port 81
+    # is not served: refused, and under OnFailure run again in the same pod).
+    target = (await cluster.client.get("pods", frontend, "shop"))["status"]["podIP"]
+    await cluster.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "probe", "namespace": "shop"},
+                          "spec": {"backoffLimit": 6, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [
+                              {"name": "probe", "image": "busybox",
+                               "command": ["/agnhost", "connect", f"{target}:81", "--timeout=1s"]}]}}}})
+
+    async def refused_twice() -> str | None:
+        logged = await kubectl.arun("logs", "-n", "shop", "job/probe")
+        return logged.stdout if logged.returncode == 0 and logged.stdout.count("REFUSED\n") >= 2 else None
+
+    logged = await eventually(refused_twice, 30, "the probe's log")
+    assert set(logged.splitlines()) == {"REFUSED"}
+    (pod,) = (await cluster.client.list("pods", "shop", label_selector="job-name=probe"))["items"]
+    assert pod["status"]["phase"] == "Running" and pod["status"]["containerStatuses"][0]["restartCount"] >= 1
+
 
 @pytest.mark.root
 async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster):

@@ -11,6 +11,7 @@ from support.netns_pods import WEB_BODY, netns_pod, pod_exec, wait_for, wait_ser
 from support.nodeagent import wait_running
 
 from podnet.netns.ip import list_namespaces, namespace_pids
+from podnet.rpc.agentmethods import AgentMethod
 
 pytestmark = pytest.mark.root
 
@@ -134,6 +135,10 @@ def test_a_sigkilled_agent_adopts_its_pods_namespaces_and_processes(netns_cluste
     assert set(namespace_pids(netns)) == pids_before  # the same server process, adopted, not restarted
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
     wait_for(lambda: doomed not in list_namespaces(), 10, "the deleted pod's namespace to be collected")
+    # Deleted gracefully while the agent was away, it is terminated by the new agent, which never held it:
+    # its chain's DEL (the attachment the previous run made) runs then, not when the agent stops.
+    wait_for(lambda: "doomed" not in {a["name"] for a in agent.rpc(AgentMethod.CNI_LIST)}, 10,
+             "the deleted pod's attachment to be undone")
 
 
 def test_iperf3_runs_across_nodes(netns_cluster):

@@ -1,7 +1,8 @@
 """StatefulSets and DaemonSets on a two-node cluster, through the real kubectl with the kubeconfig `podnet up`
 writes: a StatefulSet's pods get their ordinal names and, through a headless Service, their own DNS names;
 a deleted one comes back under its name; `kubectl scale` and `kubectl rollout status` work on it; a
-DaemonSet puts one pod on each node and `kubectl get ds` prints kube-apiserver's columns."""
+DaemonSet puts one pod on each node and `kubectl get ds` prints kube-apiserver's columns; one with a
+nodeSelector follows the nodes' labels."""
 
 from __future__ import annotations
 
@@ -62,13 +63,7 @@ async def test_statefulset_and_daemonset_through_kubectl(local_cluster):
     deleted = await kubectl.arun("delete", "pod", "-n", NAMESPACE, "db-0", "--wait=false")
     assert deleted.returncode == 0 and deleted.stdout == 'pod "db-0" deleted\n', deleted
 
-    async def back() -> dict | None:
-        for pod in await cluster.running_pods(NAMESPACE, "app=db"):
-            if pod["metadata"]["name"] == "db-0" and pod["metadata"]["uid"] != first["metadata"]["uid"]:
-                return pod
-        return None
-
-    again = await eventually(back, 60, "db-0 made again")
+    again = await cluster.made_again(NAMESPACE, "app=db", "db-0", first, 60)
     await eventually(lambda: resolves_to(again["status"]["podIP"]), 30, f"{fqdn} resolves to the new db-0")
 
     scaled = await kubectl.arun("scale", "-n", NAMESPACE, "sts/db", "--replicas", "3")
@@ -107,6 +102,30 @@ async def test_statefulset_and_daemonset_through_kubectl(local_cluster):
         return [p["metadata"]["name"] for p in pods] == ["db-0"]
 
     await eventually(only_db_0, 30, "db-1 and db-2 gone, db-0 kept")
+
+    # A DaemonSet with a nodeSelector follows the nodes' labels: a pod on each node that gets the label, none
+    # on one that loses it.
+    picky = {**MANIFEST[3], "metadata": {"name": "picky", "namespace": NAMESPACE},
+             "spec": {"selector": {"matchLabels": {"app": "picky"}},
+                      "template": {"metadata": {"labels": {"app": "picky"}},
+                                   "spec": {"nodeSelector": {"podnet.io/logs": "yes"},
+                                            "containers": [{"name": "agent", "image": AGNHOST}]}}}}
+    applied = await kubectl.arun("apply", "-f", "-", input=json.dumps(picky).encode())
+    assert applied.returncode == 0, applied
+
+    async def picky_on(*nodes: str) -> bool:
+        pods = (await cluster.client.list("pods", NAMESPACE, label_selector="app=picky")).get("items") or []
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        return sorted(p["spec"].get("nodeName") for p in live) == sorted(nodes) and all(
+            (p.get("status") or {}).get("phase") == "Running" for p in live)
+
+    await eventually(lambda: picky_on(), 10, "no picky pod while no node has the label")
+    for node, change, expected in (("node-2", "podnet.io/logs=yes", ("node-2",)),
+                                   ("node-1", "podnet.io/logs=yes", ("node-1", "node-2")),
+                                   ("node-2", "podnet.io/logs-", ("node-1",))):
+        labelled = await kubectl.arun("label", "node", node, change)
+        assert labelled.returncode == 0, labelled
+        await eventually(lambda expected=expected: picky_on(*expected), 30, f"picky pods on {expected}")
 
 
 GRACE = 2.0  # seconds without heartbeats before a node is NotReady

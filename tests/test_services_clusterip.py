@@ -182,13 +182,16 @@ def test_a_restarted_agent_gets_the_whole_table_again(services_cluster):
     wait_answering(services_cluster, f"http://{ip}/hostname")
     agent = services_cluster.agents["node-1"]
     agent.kill()
-    agent.start()  # an empty dataplane: kube-proxy sees its connection drop and sends the full table
+    # Not in the table the agent kept: only kube-proxy's full sync to the new agent brings it.
+    away = create(services_cluster, make_service("web-agent-away", {"app": "web"}))["spec"]["clusterIP"]
+    agent.start()  # kube-proxy sees its connection drop and sends the new agent the full table
     started = time.monotonic()
-    while not (agent.rpc("services.get", {"service": "default/web-agent-restart"})["table"] or {}).get(
+    while not (agent.rpc("services.get", {"service": "default/web-agent-away"})["table"] or {}).get(
         "services"
     ):
         assert time.monotonic() - started < 3.0, "no table after the agent restart"
         time.sleep(0.02)
+    wait_answering(services_cluster, f"http://{away}/hostname")
     wait_answering(services_cluster, f"http://{ip}/hostname")
     full_syncs = [
         line
@@ -196,6 +199,23 @@ def test_a_restarted_agent_gets_the_whole_table_again(services_cluster):
         if line.startswith('podnet_kubeproxy_syncs_total{kind="full"}')
     ]
     assert full_syncs and float(full_syncs[0].split()[-1]) >= 2
+
+
+def test_a_sigkilled_agent_serves_its_last_table_until_kube_proxy_sends_one(services_cluster):
+    """The table outlives the agent as iptables rules outlive kube-proxy: an agent restarted after a SIGKILL
+    answers a Service from the table it was last given before kube-proxy reconnects (here: while kube-proxy
+    is down), and its pods' connections to ClusterIPs are not refused meanwhile."""
+    ip = create(services_cluster, make_service("web-outlives-agent", {"app": "web"}))["spec"]["clusterIP"]
+    url = f"http://{ip}/hostname"
+    wait_answering(services_cluster, url)
+    proxy, agent = services_cluster.proxies["node-1"], services_cluster.agents["node-1"]
+    proxy.kill()
+    try:
+        agent.kill()
+        agent.start()
+        wait_answering(services_cluster, url, timeout=5.0)
+    finally:
+        proxy.start()
 
 
 def test_a_kube_proxy_restart_keeps_established_connections(services_cluster):

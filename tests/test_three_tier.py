@@ -5,7 +5,8 @@ namespaces) and a web Deployment, a DaemonSet log agent, a Job that runs once, a
 `/api` and `/` to the two Services, and a CronJob. Checked: the database's pods are db-0 and db-1 and
 resolve by their own DNS names; one log agent per node, following a node that is killed and restarted;
 the Job completes; the Ingress routes from the host to the right Service's pods, whose programs see the
-ConfigMap's and the Secret's values in their environment and the Secret as a file of its volume; the CronJob runs on its schedule; a label
+ConfigMap's and the Secret's values in their environment and the Secret as a file of its volume (the web
+tier's virtual pods list them at /env); the CronJob runs on its schedule; a label
 removed from the manifest leaves the object when it is applied again."""
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import asyncio
 import copy
 import json
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 from support.kubectl import PODNET, Kubectl, podnet_environment
 from support.local_cluster import AGNHOST, eventually
 from support.netns_pods import require_root
+from support.plainhttp import http_get
 
 from podnet.cluster.supervisor import ClusterState
 
@@ -77,7 +77,10 @@ MANIFEST = [
     {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
      "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 80}]}},
     _workload("Deployment", "web", {"replicas": 2},
-              {"containers": [{"name": "web", "image": AGNHOST, "ports": [{"containerPort": 80}]}]}),
+              {"containers": [{"name": "web", "image": AGNHOST, "ports": [{"containerPort": 80}],
+                               "envFrom": [{"configMapRef": {"name": "app-config"}}],
+                               "env": [{"name": "DB_PASSWORD", "valueFrom": {
+                                   "secretKeyRef": {"name": "db-credentials", "key": "password"}}}]}]}),
     _workload("DaemonSet", "log-agent", {},
               {"containers": [{"name": "agent", "image": AGNHOST}]}),
     {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate"},
@@ -97,23 +100,14 @@ APPLIED = ["configmap/app-config", "secret/db-credentials", "service/db", "state
            "cronjob.batch/report", "ingress.networking.k8s.io/shop"]
 
 
-def _http(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError as error:
-        return 0, str(error)
-
-
 async def _podnet(home, *args: str, input: str | None = None):
     return await asyncio.to_thread(subprocess.run, [*PODNET, *args, "--home", str(home)], input=input,
                                    capture_output=True, text=True, timeout=120, env=podnet_environment())
 
 
 async def _check_app(cluster, kubectl: Kubectl, namespace: str) -> None:
-    """What the issue asks of the app in `namespace`: the database's names, the Job, the Ingress."""
+    """What the issue asks of the app in `namespace`: the database's names, a log agent per node, the Job,
+    the Ingress."""
     pods = await cluster.wait_running(namespace, "app=db", 2, timeout=90)
     assert sorted(p["metadata"]["name"] for p in pods) == ["db-0", "db-1"]
     for pod in pods:
@@ -126,6 +120,9 @@ async def _check_app(cluster, kubectl: Kubectl, namespace: str) -> None:
         done = [c["type"] for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
         return job if "Complete" in done else None
 
+    daemons = await cluster.wait_running(namespace, "app=log-agent", 2, timeout=60)
+    assert sorted(p["spec"]["nodeName"] for p in daemons) == ["node-1", "node-2"], "one log agent per node"
+
     job = await eventually(job_complete, 90, f"job {namespace}/migrate complete")
     assert job["status"]["succeeded"] == 1
 
@@ -134,7 +131,7 @@ async def _check_app(cluster, kubectl: Kubectl, namespace: str) -> None:
     base = f"http://{cluster.topo.host('ingress')}:{cluster.topo.ingress_port}"
 
     async def routed(path: str, check) -> tuple[int, str] | None:
-        answer = await asyncio.to_thread(_http, base + path)
+        answer = await asyncio.to_thread(http_get, base + path)
         return answer if check(answer) else None
 
     status, body = await eventually(lambda: routed("/api/orders?page=2", lambda a: a[0] == 200), 60,
@@ -144,6 +141,9 @@ async def _check_app(cluster, kubectl: Kubectl, namespace: str) -> None:
                                     "the Ingress routes / to the web Service")
     answered = {(await routed("/hostname", lambda a: True))[1] for _ in range(4)}
     assert answered == web, "round robin over both web pods"
+    # The web tier's virtual pods show the same ConfigMap and Secret values at /env.
+    status, body = await routed("/env", lambda a: True)
+    assert status == 200 and body.splitlines()[:2] == ["GREETING=hello", "DB_PASSWORD=s3cret-pass"], body
 
 
 async def _resolves(cluster, fqdn: str, ip: str) -> bool:
@@ -177,11 +177,8 @@ async def test_a_three_tier_app_applies_unchanged_through_podnet_and_kubectl(loc
     assert out.splitlines()[0].split() == ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
     assert out.splitlines()[1].split()[:5] == ["shop", "podnet", "*", address, "80"]
 
-    # One log agent per node; a killed node keeps its agent pod (it tolerates the unreachable node) and
-    # has it ready again once restarted.
-    daemons = await cluster.wait_running("tier-a", "app=log-agent", 2, timeout=60)
-    assert sorted(p["spec"]["nodeName"] for p in daemons) == ["node-1", "node-2"]
-
+    # A killed node keeps its log agent pod (it tolerates the unreachable node) and has it ready again once
+    # restarted.
     async def ds_ready(count: int) -> dict | None:
         status = (await cluster.client.get("daemonsets", "log-agent", "tier-a")).get("status") or {}
         return status if status.get("numberReady") == count and status.get("desiredNumberScheduled") == 2 else None

@@ -183,6 +183,23 @@ async def test_the_web_ui_shows_the_cluster_live(local_cluster, tmp_path):
         assert rules["ingress"][1] == "shop/backend-from-frontend · ingress rule 0"
         await shots.take("matrix")
 
+        # A denied cell explained: the egress side denies it, no rule of the frontend's policies allowing it;
+        # its button traces that connection, drawn as `podnet trace` prints it, dropped at the egress policy.
+        await browser.click(f"rect.cell[data-from='{key(frontend)}'][data-to='{key(database)}'][data-port='5432']")
+        await browser.wait_for(f"""document.querySelector('#explain-panel h3')?.textContent.includes('{key(database)}')
+            && !!document.getElementById('trace-cell')""", what="the denied cell's explanation")
+        denied = await browser.evaluate("""[document.getElementById('explain-verdict').textContent,
+            document.querySelector("#explain-panel .rule[data-direction=egress]").textContent]""")
+        explained = await run(cluster, "explain", key(frontend), f"{key(database)}:5432")
+        said = dict(re.findall(r"^  (egress|ingress) at \S+: (.*)$", explained.stdout, re.MULTILINE))
+        assert denied[0] == "denied" and denied[1] == f"egress: denied{said['egress']}", (denied, explained.stdout)
+        await browser.click("#trace-cell")
+        await browser.wait_for("document.body.dataset.journey === 'done'", timeout=30, what="the cell's trace")
+        drawn = await browser.evaluate("[...document.querySelectorAll('g.stage')].map((s) => s.dataset.stage)")
+        printed = await run(cluster, "trace", key(frontend), f"{key(database)}:5432")
+        assert drawn == re.findall(r"^\s*\d+\. (\S+)", printed.stdout, re.MULTILINE), printed.stdout
+        assert "egress-policy" in drawn and "vxlan-encap" not in drawn
+
         # A packet's journey to a backend on another node: the stages `podnet trace` prints, in its order.
         await browser.click("#tabs button[data-tab=journey]")
         await browser.evaluate(f"document.getElementById('journey-src').value = {json.dumps(key(frontend))}")

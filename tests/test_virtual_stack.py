@@ -57,6 +57,13 @@ def test_http_hostname_clientip_echo_and_404(link):
     assert (missing.status, missing.body) == (404, b"404 page not found\n")
 
 
+def test_http_env_lists_the_environment_of_the_ports_container(link):
+    link.b.environments = {80: (("GREETING", "hello"), ("DB_PASSWORD", "s3cret"))}
+    answer = http(link, f"http://{POD_B_IP}/env")
+    assert (answer.status, answer.body) == (200, b"GREETING=hello\nDB_PASSWORD=s3cret\n")
+    assert http(link, f"http://{POD_B_IP}:8080/env").body == b""  # a container with no variables
+
+
 def test_connections_close_and_leave_no_socket_behind(link):
     http(link, f"http://{POD_B_IP}/hostname")
     link.run()  # past TIME_WAIT

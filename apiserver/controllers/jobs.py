@@ -50,6 +50,19 @@ class Plan:
     event: tuple[str, str, str] | None = None  # (type, reason, message) of a Job that finished now
 
 
+def _past_backoff_limit_on_failure(spec: dict, active: list[dict]) -> bool:
+    """With restartPolicy OnFailure a failing container restarts in its pod, which never fails: the restarts
+    of the pending and running pods' containers count against backoffLimit instead (job_controller.go
+    pastBackoffLimitOnFailure)."""
+    if ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy") != "OnFailure":
+        return False
+    restarts = sum(c.get("restartCount", 0) for p in active if _phase(p) in ("Pending", "Running")
+                   for field in ("initContainerStatuses", "containerStatuses")
+                   for c in (p.get("status") or {}).get(field) or [])
+    limit = spec.get("backoffLimit", 6)
+    return restarts > 0 if limit == 0 else restarts >= limit
+
+
 def plan(job: dict, pods: Iterable[dict], now: datetime) -> Plan:
     spec = job.get("spec") or {}
     previous = job.get("status") or {}
@@ -67,7 +80,7 @@ def plan(job: dict, pods: Iterable[dict], now: datetime) -> Plan:
     completions, parallelism = spec.get("completions"), spec.get("parallelism", 1)
     if outcome is None and not spec.get("suspend"):
         status.setdefault("startTime", _timestamp(now))
-        if failed > spec.get("backoffLimit", 6):
+        if failed > spec.get("backoffLimit", 6) or _past_backoff_limit_on_failure(spec, active):
             outcome, reason, message = "Failed", FAILED_REASON, FAILED_MESSAGE
             event = (WARNING, reason, message)
         elif completions is not None and succeeded >= completions or completions is None and succeeded and not active:

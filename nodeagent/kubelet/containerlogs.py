@@ -4,7 +4,8 @@
 A netns container's log is what its program wrote on stdout and stderr, kept by its log shim in the
 pod's log directory (`logs.py` has the format and the files); `previous` is the instance before the
 current one. A virtual pod's containers log what their agnhost servers answered (the pod stack's access
-log, the lines of each container's own ports). `follow` goes on writing what comes until the container's
+log, the lines of each container's own ports, on stderr as netexec writes them with Go's log package; the
+first container's also what a Job's pod's command wrote). `follow` goes on writing what comes until the container's
 instance ends or its pod is deleted.
 """
 
@@ -60,7 +61,9 @@ class AccessLog:
     def __init__(self, target: Target):
         self.stack = target.pod.stack
         container = next(c for c in target.obj["spec"]["containers"] if c.get("name") == target.container)
-        self.ports = {p.get("containerPort") for p in container.get("ports") or []}
+        self.ports: set[int | None] = {p.get("containerPort") for p in container.get("ports") or []}
+        if container is target.obj["spec"]["containers"][0]:
+            self.ports.add(None)  # the container whose command a Job's virtual pod runs
         self.seen = 0
         # The stack records monotonic times; the log shows wall-clock ones.
         self.offset = time.time() - time.monotonic()
@@ -76,8 +79,7 @@ class AccessLog:
         new = self.stack.access_logged - logged_before
         self.seen = self.stack.access_logged
         entries = list(self.stack.access_log)[-new:] if new else []
-        # netexec logs with Go's log package, which writes to stderr.
-        return [logs.Record(at + self.offset, "stderr", line.encode()) for at, port, line in entries
+        return [logs.Record(at + self.offset, stream, line.encode()) for at, port, line, stream in entries
                 if port in self.ports]
 
     def running(self) -> bool:

@@ -30,8 +30,8 @@ from podnet.nodeagent.endpoints import KernelPod
 from podnet.nodeagent.kubelet import channel, commands
 from podnet.nodeagent.kubelet.node import Kubelet, Target, bad_request
 from podnet.nodeagent.pods.netns import DEFAULT_PATH
+from podnet.nodeagent.virtualruns import carry_out
 
-from podnet.rpc.session import RpcError
 from podnet.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -126,19 +126,11 @@ async def _run_virtual(kubelet: Kubelet, target: Target, argv: list[str], stream
     command = commands.parse(argv)
     if isinstance(command, commands.Outcome):
         outcome = command
-    elif isinstance(command, commands.Local):
+    else:
         spec = target.obj.get("spec") or {}
         facts = commands.PodFacts(target.name, target.namespace, spec.get("hostname") or target.name,
                                   target.pod.port.ip)
-        outcome = command.answer(facts)
-    else:
-        method, params = command.rpc()
-        try:
-            result = await kubelet.handler(method)({"namespace": target.namespace, "pod": target.name, **params})
-        except RpcError as exc:
-            outcome = commands.fail(f"error: {exc.args[-1] if exc.args else exc}")
-        else:
-            outcome = command.render(result)
+        outcome = await carry_out(command, facts, kubelet.agent.handlers)
     if streams.tty:  # one terminal shows both, with the line discipline's CR before each LF
         await streams.out(channel.STDOUT, (outcome.stdout + outcome.stderr).replace(b"\n", b"\r\n"))
     else:

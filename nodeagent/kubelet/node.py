@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -74,9 +74,5 @@ class Kubelet:
     def alive(self, target: Target) -> bool:
         """Whether the pod of `target` still runs here (not deleted, not replaced by a namesake)."""
         return self.agent.pods.get(f"{target.namespace}/{target.name}") is target.pod
-
-    def handler(self, name: str) -> Callable[[dict], Awaitable[Any]]:
-        """One of the agent's RPC handlers, called in-process."""
-        return self.agent.handlers()[name]
 
 

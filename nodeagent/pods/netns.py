@@ -432,6 +432,21 @@ class NetnsPod:
                     os.waitpid(container.pid, os.WNOHANG)
 
 
+def _kill_recorded(state_path: Path) -> None:
+    """SIGKILLs the process group of every container a pod's state records that still runs (same PID and
+    start time): a pod's processes outlive its namespace's name (`ip netns delete` only unmounts it), and
+    once the name is gone nothing else finds them."""
+    try:
+        containers = json.loads(state_path.read_text()).get("containers") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    for entry in containers.values() if isinstance(containers, dict) else ():
+        pid = entry.get("pid") if isinstance(entry, dict) else None
+        if isinstance(pid, int) and pid > 0 and start_time(pid) == entry.get("pid_start"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
 async def _wait_exit(pid: int) -> int | None:
     """Waits for `pid` to end, whether or not it is our child (a pod process adopted after a restart);
     returns its exit code when it was our child."""
@@ -481,7 +496,6 @@ class NetnsPods:
         # What no pod may see: the agent's state (tokens, keys, other pods' volumes) and podnet's home.
         self.hidden = tuple(dict.fromkeys((str(state_dir), str(podnet_home()))))
         self.pods: dict[str, NetnsPod] = {}  # netns name -> pod
-        self.preparing: set[str] = set()  # namespaces made for pods whose network is being attached
         self._shims: set[asyncio.Task] = set()  # waits that reap the containers' log shims
 
     def prepare(self, uid: str, net: PodNetwork, obj: dict | None = None) -> dict | None:
@@ -489,10 +503,10 @@ class NetnsPods:
         for the same pod (same uid and address) is adopted, with its processes, and its recorded state is
         returned; any other is made anew (None)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.preparing.add(net.netns)
         state_path = self.directory / f"{net.netns}.json"
         previous = self._previous(state_path, uid, net.ip)
         if previous is None:
+            _kill_recorded(state_path)  # a namespace lost while the agent was away left them running
             if (NETNS_DIR / net.netns).exists():
                 delete_namespace(net.netns)  # another pod's, or one whose state was lost: start clean
             # Recorded before the namespace exists, so that a crash from here on leaves nothing that
@@ -508,7 +522,6 @@ class NetnsPods:
         """The pod on its prepared namespace, whose interface's frames go to it through `fds[0]` and come
         from it through `fds[1]` (which the pod's CNI attachment owns): its containers are started, or
         adopted from `previous`."""
-        self.preparing.discard(net.netns)
         state_path = self.directory / f"{net.netns}.json"
         log_dir = self.directory / net.netns
         log_dir.mkdir(exist_ok=True)
@@ -702,23 +715,25 @@ class NetnsPods:
 
     def remove(self, net: PodNetwork) -> None:
         """The namespace of a pod that is gone, and its state, logs and volumes (or what a failed setup made)."""
-        self.preparing.discard(net.netns)
         delete_namespace(net.netns)
         state_path = self.directory / f"{net.netns}.json"
         state_path.unlink(missing_ok=True)
         shutil.rmtree(self.directory / net.netns, ignore_errors=True)
         shutil.rmtree(state_path.with_suffix(".pod"), ignore_errors=True)
 
-    def collect_garbage(self) -> list[str]:
+    def collect_garbage(self, claimed: set[str]) -> list[str]:
         """Removes the namespaces of this node that no current pod claims: those with the node's owner
         prefix that this agent's state directory records (another cluster on the machine may have a
-        node of the same name; its namespaces are recorded in its own state directory)."""
+        node of the same name; its namespaces are recorded in its own state directory), but for the pods
+        held and those `claimed` (whose network is being attached or torn down: a pod adopted after a
+        restart is claimed before its namespace is prepared, in a thread, so it is not yet held)."""
         removed = []
         existing = set(list_namespaces())
         for path in self.directory.glob("*.json") if self.directory.exists() else ():
             name = path.stem
-            if name in self.pods or name in self.preparing or not name.startswith(owner_prefix(self.node)):
+            if name in self.pods or name in claimed or not name.startswith(owner_prefix(self.node)):
                 continue
+            _kill_recorded(path)
             if name in existing:
                 delete_namespace(name)
                 removed.append(name)

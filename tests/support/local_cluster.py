@@ -220,6 +220,14 @@ class LocalCluster:
 
         return await eventually(enough, timeout, f"{count} Running pods {label_selector or ''} in {namespace}")
 
+    async def made_again(self, namespace: str, label_selector: str, name: str, old: dict, timeout: float) -> dict:
+        """Pod `name` Running again as a new pod (another uid than `old`'s), as its controller makes it again."""
+        async def back() -> dict | None:
+            return next((p for p in await self.running_pods(namespace, label_selector) if p["metadata"]["name"] == name
+                         and p["metadata"]["uid"] != old["metadata"]["uid"]), None)
+
+        return await eventually(back, timeout, f"{namespace}/{name} made again")
+
     async def web_and_client(self, namespace: str, port: int) -> tuple[dict, str]:
         """Deployment `web` (2 replicas on `port`) behind Service `web`, and pod `client` on node-1, once the
         Service answers it: (the client pod, web's ClusterIP)."""

@@ -3,7 +3,10 @@
 Kubernetes' e2e tests run `agnhost netexec`; a virtual pod answers the same way, so probes and
 manifests written for it behave alike here:
 - HTTP/1.1: `GET /hostname` → the pod name, `GET /clientip` → "ip:port" of the peer as the pod sees it,
-  `GET /echo?msg=x` → x; any other path is 404 with Go's "404 page not found".
+  `GET /echo?msg=x` → x, `GET /env` → the container's environment as `env` prints it (`NAME=value` a line,
+  the variables its manifest gives from ConfigMaps, Secrets and values, then the Services'), the way a
+  pod whose program prints its environment shows what a manifest handed it; any other path is 404 with
+  Go's "404 page not found".
 - TCP bytes that do not start an HTTP request are echoed back.
 - UDP datagrams: `hostname` → the pod name, `clientip` → "ip:port", `echo x` → x; anything else is echoed.
 Each HTTP request served is named in the reply (`Reply.served`: "GET /hostname", as netexec logs it) so
@@ -16,6 +19,7 @@ MAX_BODY_BYTES is answered 413 and the connection closed (`Reply.refused` names 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,8 +52,9 @@ def _response(status: int, body: bytes, *, close: bool, head_only: bool = False)
     return Reply(header.encode() + (b"" if head_only else body), close)
 
 
-def http_answer(method: str, target: str, pod_name: str, client: str) -> tuple[int, bytes]:
-    """Status and body for one request, as netexec's handlers give them."""
+def http_answer(method: str, target: str, pod_name: str, client: str,
+                env: Sequence[tuple[str, str]] = ()) -> tuple[int, bytes]:
+    """Status and body for one request, as netexec's handlers give them; `env` is what `/env` lists."""
     url = urlsplit(target)
     if url.path == "/hostname":
         return 200, pod_name.encode()
@@ -57,15 +62,18 @@ def http_answer(method: str, target: str, pod_name: str, client: str) -> tuple[i
         return 200, client.encode()
     if url.path == "/echo":
         return 200, parse_qs(url.query).get("msg", [""])[0].encode()
+    if url.path == "/env":
+        return 200, "".join(f"{name}={value}\n" for name, value in env).encode()
     return 404, b"404 page not found\n"
 
 
 class AgnhostTcp:
     """One accepted connection: decides on the first bytes whether it is HTTP or raw echo."""
 
-    def __init__(self, pod_name: str, client: str):
+    def __init__(self, pod_name: str, client: str, env: Sequence[tuple[str, str]] = ()):
         self.pod_name = pod_name
         self.client = client
+        self.env = env
         self._buffer = bytearray()
         self._mode: str | None = None  # "http" or "echo", once the first bytes tell; "closed" after a last answer
         self._body_left = 0  # bytes of the current request's body still to be read and dropped
@@ -103,7 +111,7 @@ class AgnhostTcp:
                     return Reply(bytes(out), False, tuple(served))
                 method, target, close = self._pending
                 self._pending = None
-                status, body = http_answer(method, target, self.pod_name, self.client)
+                status, body = http_answer(method, target, self.pod_name, self.client, self.env)
                 out += _response(status, body, close=close, head_only=method == "HEAD").data
                 served.append(f"{method} {target}")
                 if close:

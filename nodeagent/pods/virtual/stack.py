@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from podnet.overlay.wire import arp, ethernet, fastpath, icmp, ipv4, tcp, udp
@@ -181,12 +181,21 @@ class PodStack:
         self._events: list[client.OperationEvent] = []
         self._icmp_limiter = icmp_limiter or IcmpErrorLimiter()
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
-        # What the pod's servers answered, as agnhost netexec logs it: (monotonic time, port, line).
-        self.access_log: deque[tuple[float, int, str]] = deque(maxlen=ACCESS_LOG_LINES)
+        # What the pod's servers answered, as agnhost netexec logs it on stderr, and what a Job's pod's command
+        # wrote (port None): (monotonic time, port, line, stream).
+        self.access_log: deque[tuple[float, int | None, str, str]] = deque(maxlen=ACCESS_LOG_LINES)
         self.access_logged = 0  # lines ever appended: a follower's position, whatever the deque dropped
+        # Each TCP container port's environment, as its container's manifest gives it (what `/env` lists);
+        # set by the agent once the ConfigMaps and Secrets it names are known.
+        self.environments: Mapping[int, Sequence[tuple[str, str]]] = {}
         # Set by the agent when L7 policy is enforced: which new connections go through the L7 proxy.
         self.l7_lookup: L7Lookup | None = None
         self.l7_report: L7Report | None = None
+
+    def log(self, now: float, port: int | None, line: str, stream: str = "stderr") -> None:
+        """A line of the pod's log: what the server on `port` answered, or (None) its command wrote."""
+        self.access_log.append((now, port, line, stream))
+        self.access_logged += 1
 
     # ---- driving -----------------------------------------------------------------------------------
 
@@ -475,7 +484,8 @@ class PodStack:
             if len(self._sockets) >= MAX_CONNECTIONS:
                 self.counters["tcp_syn_dropped_full"] += 1
                 return
-            responder = AgnhostTcp(self.pod_name, f"{header.src}:{segment.src_port}")
+            responder = AgnhostTcp(self.pod_name, f"{header.src}:{segment.src_port}",
+                                   self.environments.get(segment.dst_port, ()))
             connection = TcpConnection.accept(segment, self._rng.getrandbits(32), now)
             app = _AgnhostServer(responder, self.counters)
             if l7 is not None:
@@ -512,8 +522,7 @@ class PodStack:
             payload = packet[payload_start:payload_end]
             client_address = f"{int_to_ip(src)}:{src_port}"
             answer = udp_answer(payload, self.pod_name, client_address)
-            self.access_log.append((now, dst_port, udp_log_line(payload, client_address)))
-            self.access_logged += 1
+            self.log(now, dst_port, udp_log_line(payload, client_address))
             self._identification = (self._identification + 1) & 0xFFFF
             reply = fastpath.udp_packet(
                 dst, src, dst_port, src_port, answer[:UDP_MAX_PAYLOAD], self._identification
@@ -605,8 +614,7 @@ class PodStack:
         else:
             raise TypeError(f"unknown TCP event {event!r}")
         for line in action.served:
-            self.access_log.append((now, connection.local_port, line))
-            self.access_logged += 1
+            self.log(now, connection.local_port, line)
         if action.send and connection.can_send:
             connection.send(action.send, now)
         if action.close:

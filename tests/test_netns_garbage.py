@@ -1,0 +1,29 @@
+"""What a restarted agent's garbage collection of pod namespaces keeps (NetnsPods.collect_garbage): the
+namespaces recorded in its state directory go, unless a pod holds or claims them, or another node owns them."""
+
+import uuid
+
+from podnet.nodeagent.pods.netns import NetnsPods
+
+from podnet.netns.names import namespace_name
+
+
+def test_a_namespace_whose_pod_is_being_attached_is_not_collected(tmp_path):
+    # A pod adopted after a restart claims its namespace while it is attached, before it is held: the
+    # collection that runs after the first sync must leave that namespace, its processes and state alone.
+    node = f"gc{uuid.uuid4().hex[:8]}"  # no namespace of that node exists: only the records are at stake
+    adopted, deleted = namespace_name(node, "default", "web"), namespace_name(node, "default", "doomed")
+    torn_down, foreign = namespace_name(node, "default", "old"), namespace_name(f"{node}x", "default", "web")
+    records = tmp_path / "netns"
+    records.mkdir()
+    for name in (adopted, deleted, torn_down, foreign):
+        (records / f"{name}.json").write_text("{}")
+        (records / name).mkdir()  # its containers' logs
+    pods = NetnsPods(node, tmp_path, lambda pod, frames: None, lambda key: None)
+
+    pods.collect_garbage({adopted, torn_down})
+
+    assert sorted(p.name for p in records.iterdir()) == sorted(
+        [f"{adopted}.json", adopted, f"{torn_down}.json", torn_down, f"{foreign}.json", foreign])
+    pods.collect_garbage(set())
+    assert sorted(p.name for p in records.iterdir()) == [foreign, f"{foreign}.json"]
