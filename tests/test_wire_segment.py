@@ -210,3 +210,15 @@ def test_bad_input_is_a_decode_error():
     for _ in range(200):
         junk = os.urandom(random.randrange(0, 80))
         coalesce([junk])  # anything but a crash: passed on alone
+
+
+def test_a_long_run_is_cut_where_a_header_goes_bad_and_joined_again_after_it():
+    segments = tcp_segments(super_packet(payload_of(30 * MSS), flags=ACK), MSS)
+    bad = bytearray(segments[12])
+    bad[11] ^= 1  # its IP header checksum: it goes alone, its neighbours are joined on either side
+    out = coalesce([*segments[:12], bytes(bad), *segments[13:]])
+    assert [item.mss for item in out] == [MSS, 0, MSS]
+    assert out[1].packet == bytes(bad)
+    first, second = (decoded(item.packet)[1] for item in (out[0], out[2]))
+    assert (first.seq, first.payload) == (1_000_000, payload_of(30 * MSS)[: 12 * MSS])
+    assert (second.seq, second.payload) == (1_000_000 + 13 * MSS, payload_of(30 * MSS)[13 * MSS :])

@@ -46,7 +46,6 @@ from podnet.overlay.wire.segment import coalesce, tcp_segments, with_tcp_checksu
 
 _ICMP = 1
 _TCP = 6
-_from_bytes = int.from_bytes
 _STATE_FLAGS = SYN | FIN | RST  # TCP flags that move a conntrack entry: their segments take the stages
 # Builds a named tuple from a tuple of its fields in C; the class call runs a Python-level __new__ that
 # costs as much again as the rest of a shortcut's work.
@@ -259,12 +258,14 @@ class Shortcuts:
         `segment.coalesce`): lists of (datagram, sender) to decide on one by one, and `Joined` super-packets,
         in an order that keeps each flow's order of arrival."""
         offset, fou = self.inner_offset, self._fou
-        minimum = offset + 40
+        minimum, protocol_at, destination_at = offset + 40, offset + 9, offset + 16
+        # compared as the bytes they are in the header: no integer made per datagram
+        destinations = {address.to_bytes(4) for address in super_pods}
         joining: dict[str, list[bytes]] = {}
         rest: list[tuple[bytes, str]] = []
         for datagram, sender in datagrams:
-            if (len(datagram) > minimum and datagram[offset + 9] == _TCP and sender in peers
-                    and _from_bytes(datagram[offset + 16 : offset + 20]) in super_pods
+            if (len(datagram) > minimum and datagram[protocol_at] == _TCP
+                    and datagram[destination_at : destination_at + 4] in destinations and sender in peers
                     and (fou or (datagram[:8] == VXLAN_HEADER_BYTES and datagram[20:22] == ETHERTYPE_IPV4_BYTES))):
                 joining.setdefault(sender, []).append(datagram)
             else:
@@ -296,8 +297,10 @@ class Shortcuts:
         entry.packets[direction] += count
         entry.expires = now + entry.lifetime
         self._counters["delivered"] += count
+        hop = decremented_ttl_word(ttl, key[0], checksum)
+        if nat is None:  # one copy of the 64 KB, not two
+            return [DeliverSuper(key[3], b"".join((packet[:TTL_AT], hop, packet[TTL_AT + 4 :])), mss)]
         buf = bytearray(packet)
-        buf[TTL_AT : TTL_AT + 4] = decremented_ttl_word(ttl, key[0], checksum)
-        if nat is not None:
-            fastpath.apply_nat(buf, nat)
+        buf[TTL_AT : TTL_AT + 4] = hop
+        fastpath.apply_nat(buf, nat)
         return [DeliverSuper(key[3], bytes(buf), mss)]

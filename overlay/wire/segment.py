@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy
@@ -36,6 +37,8 @@ from .checksum import NATIVE_WORD_WEIGHT, internet_checksum, wide_sum
 
 _WORD = numpy.dtype(numpy.uint16)
 _SUM = numpy.dtype(numpy.uint64)
+_BE16 = numpy.dtype(">u2")
+_BE32 = numpy.dtype(">u4")
 
 TCP = 6
 ETHERNET_HEADER = 14
@@ -174,9 +177,10 @@ def _range_sums(buffer: bytes | bytearray | memoryview, ranges: list[tuple[int, 
 def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes = b"") -> list[bytes]:
     """The segments of a super-packet, each of at most `mss` payload bytes, each behind `prefix` (a
     tunnel's headers). A packet whose payload fits in one segment comes back as that one segment, with its
-    checksums made complete. The headers of the segments differ from the super-packet's only in a few
-    words, so their checksums are the super-packet's header sums moved by those words; the payloads are
-    summed in one pass (`_range_sums`)."""
+    checksums made complete. All segments are laid out as the rows of one numpy array (the super-packet's
+    headers repeated, its payload cut across the rows) and their changing fields written column by column:
+    the segments' headers differ from the super-packet's only in a few words, so their checksums are the
+    super-packet's header sums moved by those words and by each row's payload sum, summed in one pass."""
     if mss <= 0:
         raise ValueError("segment size must be positive")
     if len(packet) < IPV4_HEADER or packet[0] != 0x45 or packet[9] != TCP:
@@ -186,37 +190,61 @@ def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes
     header_end = IPV4_HEADER + thl
     if total > len(packet) or thl < 20 or header_end > total:
         raise DecodeError("super-packet's lengths do not hold")
-    (_, tos, _, ip_id, fragment, ttl, _, _, src, dst, sport, dport, seq, ack, offset, flags, window, _,
+    (_, tos, _, ip_id, fragment, ttl, _, _, _, _, sport, dport, seq, ack, offset, flags, window, _,
      urgent) = _HEADERS.unpack_from(packet)
-    options = bytes(packet[IPV4_HEADER + 20 : header_end])
-    cuts = [(at, min(at + mss, total)) for at in range(header_end, total, mss)] or [(header_end, header_end)]
-    if mss & 1:  # payloads at odd offsets: each summed on its own
-        payload_sums = [wide_sum(packet, start, end) for start, end in cuts]
-    else:
-        payload_sums = _range_sums(packet, cuts)
+    count = max(1, -(-(total - header_end) // mss))
+    # A row: a pad byte when the prefix is odd (so the IPv4 packet and its payload start on a word),
+    # the prefix, the headers, the payload, and a zero byte to make it whole words when that is odd.
+    pad = len(prefix) & 1
+    ip_at = pad + len(prefix)
+    payload_at = ip_at + header_end
+    stride = payload_at + mss + ((payload_at + mss) & 1)
+    rows = numpy.zeros((count, stride), numpy.uint8)
+    rows[:, pad:ip_at] = numpy.frombuffer(prefix, numpy.uint8)
+    rows[:, ip_at:payload_at] = numpy.frombuffer(packet, numpy.uint8, header_end)
+    payload = numpy.frombuffer(packet, numpy.uint8, total - header_end, header_end)
+    full = len(payload) // mss
+    rows[:full, payload_at : payload_at + mss] = payload[: full * mss].reshape(full, mss)
+    sizes = numpy.full(count, mss, numpy.int64)
+    if full < count:  # the last segment's shorter payload (or none at all)
+        sizes[-1] = len(payload) - full * mss
+        rows[-1, payload_at : payload_at + sizes[-1]] = payload[full * mss :]
+    payload_sums = rows.view(_WORD)[:, payload_at >> 1 :].sum(axis=1, dtype=numpy.int64) * NATIVE_WORD_WEIGHT
+    index = numpy.arange(count, dtype=numpy.int64)
+    segment_flags = numpy.full(count, flags & ~CWR, numpy.int64)
+    segment_flags[0] = flags
+    segment_flags[:-1] &= ~(PSH | FIN)
+    segment_seqs = (seq + index * mss) & 0xFFFFFFFF
+    segment_ids = (ip_id + index) & 0xFFFF
+    tcp_lengths = thl + sizes
     addresses = wide_sum(packet, 12, 20)
     # What every segment's headers sum to, less the words that change from one segment to the next.
-    ip_fixed = (0x45 << 8 | tos) + fragment + (ttl << 8 | TCP) + addresses
-    tcp_fixed = addresses + TCP + sport + dport + (ack >> 16) + (ack & 0xFFFF) + window + urgent + wide_sum(options)
-    last = len(cuts) - 1
-    segments = []
-    append = segments.append
-    for index, (start, end) in enumerate(cuts):
-        segment_flags = flags
-        if index:
-            segment_flags &= ~CWR
-        if index != last:
-            segment_flags &= ~(PSH | FIN)
-        segment_seq = (seq + index * mss) & 0xFFFFFFFF
-        segment_id = (ip_id + index) & 0xFFFF
-        tcp_length = thl + end - start
-        tcp_sum = _fold(tcp_fixed + tcp_length + (segment_seq >> 16) + (segment_seq & 0xFFFF)
-                        + (offset << 8 | segment_flags) + payload_sums[index])
-        ip_sum = _fold(ip_fixed + IPV4_HEADER + tcp_length + segment_id)
-        headers = _HEADERS.pack(0x45, tos, IPV4_HEADER + tcp_length, segment_id, fragment, ttl, TCP, ip_sum, src,
-                                dst, sport, dport, segment_seq, ack, offset, segment_flags, window, tcp_sum, urgent)
-        append(b"".join((prefix, headers, options, packet[start:end])))
-    return segments
+    ip_fixed = (0x45 << 8 | tos) + fragment + (ttl << 8 | TCP) + addresses + IPV4_HEADER
+    tcp_fixed = (addresses + TCP + sport + dport + (ack >> 16) + (ack & 0xFFFF) + window + urgent
+                 + wide_sum(packet, IPV4_HEADER + 20, header_end) + (offset << 8)) % 0xFFFF
+    tcp_sums = _folded(tcp_fixed + tcp_lengths + (segment_seqs >> 16) + (segment_seqs & 0xFFFF) + segment_flags
+                       + payload_sums % 0xFFFF)
+    _put(rows, ip_at + 2, _BE16, IPV4_HEADER + tcp_lengths)
+    _put(rows, ip_at + 4, _BE16, segment_ids)
+    _put(rows, ip_at + 10, _BE16, _folded(ip_fixed % 0xFFFF + tcp_lengths + segment_ids))
+    _put(rows, ip_at + IPV4_HEADER + 4, _BE32, segment_seqs)
+    rows[:, ip_at + IPV4_HEADER + 13] = segment_flags
+    _put(rows, ip_at + IPV4_HEADER + TCP_CHECKSUM_AT, _BE16, tcp_sums)
+    laid = rows.tobytes()
+    ends = (index * stride + payload_at + sizes).tolist()
+    return [laid[row * stride + pad : end] for row, end in enumerate(ends)]
+
+
+def _folded(values: numpy.ndarray) -> numpy.ndarray:
+    """`_fold` of every value."""
+    values = values % 0xFFFF
+    values[values == 0] = 0xFFFF
+    return 0xFFFF - values
+
+
+def _put(rows: numpy.ndarray, at: int, kind: numpy.dtype, values: numpy.ndarray) -> None:
+    """Writes `values` as the big-endian words at byte `at` of the rows, one each."""
+    rows[:, at : at + kind.itemsize].view(kind)[:, 0] = values
 
 
 class Coalesced(NamedTuple):
@@ -276,7 +304,11 @@ def coalesce(buffers: list[bytes], limit: int = MAX_SUPER_PACKET, offset: int = 
     unpack = _SEGMENT_FIELDS.unpack_from
     minimum = offset + 40
     at = offset + IPV4_HEADER
-    for buffer in buffers:
+    count = len(buffers)
+    index = 0
+    while index < count:
+        buffer = buffers[index]
+        index += 1
         if not (len(buffer) > minimum and buffer[offset] == 0x45 and buffer[offset + 9] == TCP):
             emit(Coalesced(buffer, 0))
             continue
@@ -315,15 +347,77 @@ def coalesce(buffers: list[bytes], limit: int = MAX_SUPER_PACKET, offset: int = 
                 if flags & PSH or payload < run.mss:
                     del runs[flow]
                     emit(_finish(run))
+                else:
+                    index += _take_alike(run, buffers, index, payload_sum, limit)
                 continue
             del runs[flow]
             emit(_finish(run))
         if flags & PSH:
             emit(Coalesced(buffer, 0))
-        else:
-            runs[flow] = _Run(buffer, offset, thl, payload_sum, flags, fields, seq, ip_id)
+            continue
+        run = runs[flow] = _Run(buffer, offset, thl, payload_sum, flags, fields, seq, ip_id)
+        index += _take_alike(run, buffers, index, payload_sum, limit)
     out += [_finish(run) for run in runs.values()]
     return out
+
+
+@lru_cache(maxsize=64)
+def _unchanged_columns(at: int, header_end: int) -> numpy.ndarray:
+    """The header bytes that segments continuing one another have alike: every one but the IP id (+4) and
+    checksum (+10), the sequence number (+24) and the TCP checksum (+36), the IPv4 packet `at` bytes in."""
+    return numpy.r_[0 : at + 4, at + 6 : at + 10, at + 12 : at + 24, at + 28 : at + 36, at + 38 : header_end]
+
+
+def _column(rows: numpy.ndarray, at: int, kind: numpy.dtype) -> numpy.ndarray:
+    """The big-endian word at byte `at` of every row, widened so that sums do not overflow."""
+    return rows[:, at : at + kind.itemsize].view(kind)[:, 0].astype(numpy.int64)
+
+
+def _take_alike(run: _Run, buffers: list[bytes], index: int, last_payload_sum: int, limit: int) -> int:
+    """Appends to `run`, whose last segment is `buffers[index - 1]`, how many of the buffers from `index`
+    on continue it as `coalesce` would have appended them one by one, all checked in one numpy pass; the
+    count taken. Only buffers of the last one's length are looked at: those continue it when they differ
+    from it only in their IP id and checksum, sequence number and TCP checksum, so every other header byte
+    is compared at once, and each payload's sum follows from how far its checksum field and sequence number
+    moved from the last one's (which had `last_payload_sum`)."""
+    last, payload = buffers[index - 1], run.mss
+    if run.odd or payload & 1 or run.size + payload > limit or len(last) - run.at - IPV4_HEADER - run.thl != payload:
+        return 0
+    end = index
+    stop = min(len(buffers), index + (limit - run.size) // payload)
+    while end < stop and len(buffers[end]) == len(last):
+        end += 1
+    if end - index < 2:  # one alone is cheaper the usual way
+        return 0
+    alike = buffers[index:end]
+    at = run.at
+    seq_at = at + IPV4_HEADER + 4
+    header_end = len(last) - payload
+    rows = numpy.frombuffer(b"".join(alike), numpy.uint8).reshape(len(alike), len(last))
+    head = numpy.frombuffer(last, numpy.uint8, header_end)
+    unchanged = _unchanged_columns(at, header_end)
+    step = numpy.arange(1, len(alike) + 1)
+    ids, seqs = _column(rows, at + 4, _BE16), _column(rows, seq_at, _BE32)
+    (last_id,), (last_ip_checksum,) = _U16.unpack_from(last, at + 4), _U16.unpack_from(last, at + 10)
+    (last_seq,), (last_checksum,) = _U32.unpack_from(last, seq_at), _U16.unpack_from(last, seq_at + 12)
+    continuing = ((rows[:, unchanged] == head[unchanged]).all(axis=1)
+                  & (ids == (last_id + step) & 0xFFFF) & (seqs == (last_seq + step * payload) & 0xFFFFFFFF)
+                  # a sound header with only its id changed stays sound when its checksum moved back as much
+                  & ((ids + _column(rows, at + 10, _BE16)) % 0xFFFF == (last_id + last_ip_checksum) % 0xFFFF))
+    taken = len(alike) if continuing.all() else int(numpy.argmin(continuing))
+    if not taken:
+        return 0
+    seqs = seqs[:taken]
+    moved = (int((0xFFFF - _column(rows[:taken], seq_at + 12, _BE16)).sum()) - int((seqs >> 16).sum())
+             - int((seqs & 0xFFFF).sum()))
+    run.payload_sum += moved + taken * (last_payload_sum - (0xFFFF - last_checksum) + (last_seq >> 16)
+                                        + (last_seq & 0xFFFF))
+    run.parts.append(rows[:taken, header_end:].tobytes())  # their payloads, in one copy
+    run.size += taken * payload
+    run.next_seq = (last_seq + (taken + 1) * payload) & 0xFFFFFFFF
+    run.next_id = (last_id + taken + 1) & 0xFFFF
+    run.count += taken
+    return taken
 
 
 def _finish(run: _Run) -> Coalesced:
