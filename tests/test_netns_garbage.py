@@ -1,5 +1,6 @@
 """What a restarted agent's garbage collection of pod namespaces keeps (NetnsPods.collect_garbage): the
-namespaces recorded in its state directory go, unless a pod holds or claims them, or another node owns them."""
+namespaces recorded in its state directory go, unless a pod holds or claims them, or another node owns them;
+and what its shutdown leaves (NetnsPods.close): nothing of its own."""
 
 import uuid
 
@@ -26,4 +27,21 @@ def test_a_namespace_whose_pod_is_being_attached_is_not_collected(tmp_path):
     assert sorted(p.name for p in records.iterdir()) == sorted(
         [f"{adopted}.json", adopted, f"{torn_down}.json", torn_down, f"{foreign}.json", foreign])
     pods.collect_garbage(set())
+    assert sorted(p.name for p in records.iterdir()) == [foreign, f"{foreign}.json"]
+
+
+def test_shutdown_removes_the_namespaces_of_pods_still_being_torn_down(tmp_path):
+    # A pod deleted just before the agent stops is no longer held (its teardown has begun), and the
+    # shutdown cancels that teardown: closing must still remove what its state directory records.
+    node = f"gc{uuid.uuid4().hex[:8]}"
+    leaving, foreign = namespace_name(node, "default", "forced"), namespace_name(f"{node}x", "default", "web")
+    records = tmp_path / "netns"
+    records.mkdir()
+    for name in (leaving, foreign):
+        (records / f"{name}.json").write_text("{}")
+        (records / name).mkdir()
+    pods = NetnsPods(node, tmp_path, lambda pod, frames: None, lambda key: None)
+
+    pods.close()
+
     assert sorted(p.name for p in records.iterdir()) == [foreign, f"{foreign}.json"]

@@ -744,7 +744,10 @@ class NetnsPods:
         return removed
 
     def close(self) -> None:
-        """Agent shutdown: every pod's processes stopped and its namespace removed."""
+        """Agent shutdown: every pod's processes stopped and its namespace removed, those of pods still being
+        torn down or set up included (a deleted pod's teardown the shutdown cut short left its namespace
+        behind, with no agent left to collect it)."""
         for pod in list(self.pods.values()):
             self.stop(pod)
             self.remove(pod.net)
+        self.collect_garbage(set())
