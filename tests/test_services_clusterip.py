@@ -219,22 +219,29 @@ def test_a_sigkilled_agent_serves_its_last_table_until_kube_proxy_sends_one(serv
 
 
 def test_a_kube_proxy_restart_keeps_established_connections(services_cluster):
+    """A connection opened before kube-proxy dies still carries bytes once its successor's full sync has
+    replaced the agent's table, as conntrack keeps connections across an iptables restore."""
     ip = create(services_cluster, make_service("web-echo", {"app": "web"}))["spec"]["clusterIP"]
     wait_answering(services_cluster, f"http://{ip}/hostname")
     agent = services_cluster.agents["node-1"]
     proxy = services_cluster.proxies["node-1"]
 
-    def transfer_params(size):  # raw bytes to an agnhost port are echoed back
-        return {"namespace": "default", "pod": "a", "dst": ip, "port": 80, "bytes": size, "timeout": 60}
+    def transfer_params(size, hold=0.0):  # raw bytes to an agnhost port are echoed back
+        return {"namespace": "default", "pod": "a", "dst": ip, "port": 80, "bytes": size, "hold": hold,
+                "timeout": 60}
 
-    probe = agent.rpc("pod.tcp_transfer", transfer_params(1 << 20), timeout=70)
-    # Long enough to outlast a kube-proxy restart (about two seconds) on this machine.
-    size = min(64 << 20, max(4 << 20, int((1 << 20) * 5.0 / max(probe["seconds"], 1e-3))))
+    probe = agent.rpc("pod.tcp_transfer", transfer_params(8 << 20), timeout=70)
+    # The connection idles through most of the restart (about a second here); its bytes, sized for a few
+    # seconds, make sure it is still open when the new table lands.
+    size = min(128 << 20, max(8 << 20, int((8 << 20) * 3.0 / max(probe["seconds"], 1e-3))))
+    hold = 2.0
 
     async def transfer_across_restart():
         async with RpcClient(agent.socket) as rpc:
-            transfer = asyncio.create_task(rpc.call("pod.tcp_transfer", transfer_params(size), timeout=120))
-            await asyncio.sleep(0.3)
+            transfer = asyncio.create_task(
+                rpc.call("pod.tcp_transfer", transfer_params(size, hold), timeout=120)
+            )
+            await asyncio.sleep(0.3)  # opened and idle: the connection predates the kill
             await asyncio.to_thread(proxy.kill)
             await asyncio.to_thread(proxy.start)  # returns once its full sync replaced the agent's table
             in_flight = not transfer.done()
