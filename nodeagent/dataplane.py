@@ -308,8 +308,10 @@ class Dataplane:
     def run(self, outputs: list[Output], now: float) -> None:
         """Carries out what the pipeline decided, feeding pods' answers back in until all is sent. It goes
         in rounds: a round sends what is to be sent and hands each virtual pod the packets for it as one
-        batch; the pods' answers, through the pipeline, make the next round."""
-        by_ip, send, from_pod = self.by_ip, self.tunnel.send, self.pipeline.from_pod
+        batch; the pods' answers, through the pipeline, make the next round. Datagrams for the tunnel wait
+        for the end, to leave for each node as one burst (a few sends with UDP_SEGMENT, not one each)."""
+        by_ip, from_pod = self.by_ip, self.pipeline.from_pod
+        to_nodes: dict[str, list[bytes]] = {}
         traces = self.traces
         traced = traces.by_key
         # Endpoints whose stacks took packets: their events and timers are seen to once, after the last
@@ -351,9 +353,13 @@ class Dataplane:
                     else:
                         batch[1].append(out.packet)
                 elif kind is Tunnel:
-                    send(out.node_address, out.datagram)
+                    queued = to_nodes.get(out.node_address)
+                    if queued is None:
+                        to_nodes[out.node_address] = [out.datagram]
+                    else:
+                        queued.append(out.datagram)
                 elif kind is TunnelBurst:
-                    self.tunnel.send_burst(out.node_address, out.datagrams)
+                    to_nodes.setdefault(out.node_address, []).extend(out.datagrams)
                 elif kind is DeliverSuper:
                     pod = by_ip.get(out.pod_ip)
                     if type(pod) is KernelPod and pod.netns.offloads and not (splices.to_pods or pending):
@@ -383,6 +389,8 @@ class Dataplane:
             if outputs and budget <= 0:
                 self.pipeline.counters["drop.pump-limit"] += len(outputs)
                 break
+        for address, datagrams in to_nodes.items():
+            self.tunnel.send_burst(address, datagrams)
         for pod in received.values():
             self.after_stack(pod, now)
 
