@@ -12,8 +12,9 @@
   bytes (a 1342-byte frame carries 4% less than a 1400-byte one), and `wireguard_cpu_ratio_64`/`_1400`,
   the receiving agent's CPU time per datagram unencrypted over encrypted (steadier than the rates when
   the machine's other load varies).
-- podnet TCP goodput: pod a writes 4 MiB to an agnhost port of pod b, which echoes it; bytes per second of
-  the round trip (each byte crosses the tunnel twice), through the pods' userspace TCP. The same to pod c,
+- podnet TCP goodput: pod a writes 64 MiB to an agnhost port of pod b, which echoes it; bytes per second of
+  the round trip (each byte crosses the tunnel twice), through the pods' userspace TCP. (A few MiB would
+  measure mostly slow start: 4 MiB reads about half the rate of 64 MiB.) The same to pod c,
   on node-1 beside a (`podnet_tcp_echo_same_node`): both ends virtual pods in one agent, whose
   super-segments nothing cuts.
 - Python ceiling: a bare UDP forwarder written the fastest way (uvloop, add_reader, recvfrom until
@@ -60,6 +61,7 @@ from podnet.rpc.session import call_once  # noqa: E402
 SECONDS = 2.0
 SIZES = (64, 1400)
 ROUNDS = 5
+TCP_BYTES = 64 << 20
 # The largest UDP payload an encrypted node carries: its pod MTU (1450 less WireGuard's 80) less the IPv4
 # and UDP headers. A 1400-byte payload would be over it and dropped (a pod's kernel would fragment it), so
 # the encrypted run measures its largest size in place of 1400.
@@ -267,7 +269,7 @@ def podnet_udp(cluster: Cluster, size: int) -> dict:
 
 def podnet_tcp(cluster: Cluster, peer: str = "b") -> dict:
     result = asyncio.run(call_once(cluster.socket("node-1"), AgentMethod.POD_TCP_TRANSFER, {
-        "namespace": "default", "pod": "a", "dst": cluster.ips[peer], "port": 80, "bytes": 4 << 20,
+        "namespace": "default", "pod": "a", "dst": cluster.ips[peer], "port": 80, "bytes": TCP_BYTES,
         "timeout": 60}, timeout=90))
     return {"bytes": result["bytes"], "seconds": round(result["seconds"], 3),
             "goodput_mbit_s": round(result["bytes"] * 8 / result["seconds"] / 1e6, 1)}

@@ -242,7 +242,7 @@ class Dataplane:
         now = time.monotonic()
         traces = self.traces
         if not (traces.by_key or traces.watches):
-            self.run(self.pipeline.from_tunnel_batch(datagrams, now), now)
+            self.run(self.pipeline.from_tunnel_batch(datagrams, now), now, checksum_unnecessary=self.tunnel.authenticates)
             return
         from_tunnel, offset = self.pipeline.from_tunnel, self.pipeline.inner_offset
         outputs: list[Output] = []
@@ -250,7 +250,7 @@ class Dataplane:
             inner = datagram[offset:]
             trace = traces.stages_for(inner) or traces.watched(inner)
             outputs += from_tunnel(sender, datagram, now, trace)
-        self.run(outputs, now)
+        self.run(outputs, now, checksum_unnecessary=self.tunnel.authenticates)
 
     def from_relay(self, packet: bytes) -> None:
         """What a relayed pod's host process answers, leaving as that pod's packet."""
@@ -305,11 +305,13 @@ class Dataplane:
 
     # ---- carrying out ----------------------------------------------------------------------------
 
-    def run(self, outputs: list[Output], now: float) -> None:
+    def run(self, outputs: list[Output], now: float, *, checksum_unnecessary: bool = False) -> None:
         """Carries out what the pipeline decided, feeding pods' answers back in until all is sent. It goes
         in rounds: a round sends what is to be sent and hands each virtual pod the packets for it as one
         batch; the pods' answers, through the pipeline, make the next round. Datagrams for the tunnel wait
-        for the end, to leave for each node as one burst (a few sends with UDP_SEGMENT, not one each)."""
+        for the end, to leave for each node as one burst (a few sends with UDP_SEGMENT, not one each).
+        `checksum_unnecessary`: the outputs carry packets their carrier authenticated, whose UDP checksums
+        the pods' stacks need not verify (the answers of later rounds do not come with that mark)."""
         by_ip, from_pod = self.by_ip, self.pipeline.from_pod
         to_nodes: dict[str, list[bytes]] = {}
         traces = self.traces
@@ -378,7 +380,7 @@ class Dataplane:
             outputs = spliced + segmented
             for pod, packets in batches.values():
                 received[id(pod)] = pod
-                for packet in pod.stack.receive_batch(packets, now):
+                for packet in pod.stack.receive_batch(packets, now, checksum_unnecessary=checksum_unnecessary):
                     trace = traces.stages_for(packet) if traced else None
                     if splices.from_pods or pending_egress:
                         outputs += self._from_stack(pod, packet, now, trace)
@@ -386,6 +388,7 @@ class Dataplane:
                         outputs += from_pod(pod.port, packet, now, trace, packet.mss)
                     else:
                         outputs += from_pod(pod.port, packet, now, trace)
+            checksum_unnecessary = False
             if outputs and budget <= 0:
                 self.pipeline.counters["drop.pump-limit"] += len(outputs)
                 break

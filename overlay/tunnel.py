@@ -50,6 +50,9 @@ _NO_SEGMENTATION = (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP
 
 
 class Tunnel:
+    # Whether what it delivers was authenticated on the way (a plain tunnel's datagrams were not).
+    authenticates = False
+
     def __init__(
         self,
         address: str,

@@ -4,6 +4,7 @@ small HTTP server for /healthz and /metrics."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -12,6 +13,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from podnet.tasks import cancel_and_wait
+
+
+def quiet_garbage_collector() -> None:
+    """For a process that moves packets: what is loaded by now (modules, classes) is left out of every
+    collection, and the youngest generation is collected after 50,000 allocations instead of 700. A busy
+    datapath allocates a few tuples and lists per packet, almost none of them in cycles, so the default
+    collected it every few hundred packets for nothing (about a tenth of an encrypted receiver's time)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:

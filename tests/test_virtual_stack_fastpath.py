@@ -112,3 +112,17 @@ def test_a_udp_flood_at_a_closed_port_gets_six_errors_then_one_a_second():
     events = stack.take_events()
     assert [e.op for e in events] == ops
     assert all("port unreachable" in e.reason for e in events)
+
+
+def test_an_authenticated_batch_skips_the_udp_checksum_and_keeps_the_header_check():
+    """Packets whose carrier authenticated them (WireGuard's, which Linux marks CHECKSUM_UNNECESSARY) are
+    taken with a wrong UDP checksum; a wrong IPv4 header checksum is refused all the same."""
+    good = _encode(POD_A_IP, POD_B_IP, 40000, 81, b"hostname", None, False)
+    bad_sum = bytearray(good)
+    bad_sum[26:28] = bytes([bad_sum[26] ^ 0x5A, bad_sum[27]])  # the UDP checksum field
+    bad_header = bytearray(good)
+    bad_header[10] ^= 0x5A  # the IPv4 header checksum field
+    batch = [good] * 10 + [bytes(bad_sum), bytes(bad_header)]
+    trusting, verifying = make_pod("pod-b", POD_B_IP, seed=7), make_pod("pod-b", POD_B_IP, seed=7)
+    assert len(trusting.receive_batch(batch, 1.0, checksum_unnecessary=True)) == 11
+    assert len(verifying.receive_batch(batch, 1.0)) == 10

@@ -49,3 +49,17 @@ async def test_virtual_pods_move_megabytes_as_super_segments(local_cluster):
     # Both directions of the same-node echo stay inside node-1's agent.
     assert after.get("tunnel.tx", 0) - before.get("tunnel.tx", 0) < 10
     assert after["delivered"] - before.get("delivered", 0) >= 2 * TRANSFER // 1410
+
+    # Small UDP datagrams, which nothing joins into super-segments: a turn's datagrams for node-2 still
+    # leave in a few segmented sends, and node-2 reads them back as joined reads.
+    receiver_before = await cluster.rpc("node-2", "counters")
+    result = await cluster.rpc("node-1", "pod.send_udp", {
+        "namespace": "default", "pod": "a", "dst": ips["b"], "port": 9, "size": 64, "seconds": 0.3,
+    }, timeout=30)
+    after, receiver_after = await cluster.rpc("node-1", "counters"), await cluster.rpc("node-2", "counters")
+    sent = after["tunnel.tx"] - before["tunnel.tx"]
+    sends = after.get("tunnel.tx.segmented-sends", 0) - before.get("tunnel.tx.segmented-sends", 0)
+    joined = receiver_after.get("tunnel.rx.joined-reads", 0) - receiver_before.get("tunnel.rx.joined-reads", 0)
+    assert sent >= result["sent"] > 1000
+    assert 0 < sends < result["sent"] // 8, (sends, result)
+    assert joined > 0

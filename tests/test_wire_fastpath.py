@@ -340,6 +340,24 @@ def test_ipv4_udp_batch_refuses_each_damaged_datagram_of_a_flood():
         assert results[: at % 100] + results[at % 100 + 1 :] == accepted[:99]
 
 
+def test_without_datagram_sums_a_damaged_payload_passes_and_a_damaged_header_does_not():
+    """What an authenticated carrier delivers (CHECKSUM_UNNECESSARY in Linux): the UDP checksum is taken as
+    right, the IPv4 header's is still verified, as ip_rcv verifies it whatever the mark."""
+    source, destination = addresses.ip_to_int("10.244.1.2"), addresses.ip_to_int("10.244.2.2")
+    flood = [fastpath.udp_packet(source, destination, 40000, 9, bytes(1400), n) for n in range(100)]
+    payload_damaged, header_damaged = bytearray(flood[3]), bytearray(flood[5])
+    payload_damaged[700] ^= 0x40
+    header_damaged[11] ^= 0x40  # the header checksum itself
+    flood[3], flood[5] = bytes(payload_damaged), bytes(header_damaged)
+    fields = (source, destination, 40000, 9, 1428)
+    trusting = fastpath.ipv4_udp_batch(flood, datagram_sums=False)
+    assert trusting[3] == fields and trusting[5] is None
+    assert trusting == [fastpath.ipv4_udp(packet, datagram_sum=False) for packet in flood]
+    verifying = fastpath.ipv4_udp_batch(flood)
+    assert verifying[3] is None and verifying[5] is None
+    assert [result for n, result in enumerate(verifying) if n not in (3, 5)] == [fields] * 98
+
+
 @NO_DEADLINE
 @given(st.binary(max_size=120), st.sampled_from([3, 11, 12]), u16, u16, st.sampled_from([6, 17]))
 def test_any_icmp_error_quote_reads_as_a_key_or_none_and_rewrites_keeping_its_checksums(

@@ -316,20 +316,24 @@ def _plain_udp_header(packet: bytes | bytearray | memoryview) -> tuple[int, int,
     return src, dst, src_port, dst_port, length, checksum
 
 
-def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int, int] | None:
+def ipv4_udp(
+    packet: bytes | bytearray | memoryview, *, datagram_sum: bool = True
+) -> tuple[int, int, int, int, int] | None:
     """`(src, dst, src_port, dst_port, payload_end)` of a plain IPv4 packet carrying UDP, its payload
     being `packet[UDP_PAYLOAD_OFFSET:payload_end]`; None for anything else: options, a fragment or the
     reserved flag, lengths out of bounds, a wrong IPv4 or UDP checksum, another protocol. What this
     accepts `ipv4.decode` and `udp.decode` accept with the same fields; the rest is theirs to judge.
 
     Both checksums are verified as the codecs do it: the ones' complement sum of data that holds its
-    checksum is 0xffff, which is the data read as one integer being 0 modulo 0xffff (and not all zero)."""
+    checksum is 0xffff, which is the data read as one integer being 0 modulo 0xffff (and not all zero).
+    Without `datagram_sum` the UDP checksum is taken as right, as Linux takes it for a packet marked
+    CHECKSUM_UNNECESSARY; the IPv4 header's is verified all the same, as ip_rcv does."""
     header = _plain_udp_header(packet)
     if header is None or _from_bytes(packet[:20]) % 0xFFFF:  # the version byte makes it non-zero
         return None
     src, dst, src_port, dst_port, length, checksum = header
     end = 20 + length
-    if checksum:
+    if checksum and datagram_sum:
         # The header read as one integer is 0 modulo 0xffff (checked above) and its weight in the packet
         # is a power of 2**16 or 2**8 times one, so a datagram that runs to the packet's end sums as the
         # whole packet does, read without copying the payload out.
@@ -342,12 +346,15 @@ def ipv4_udp(packet: bytes | bytearray | memoryview) -> tuple[int, int, int, int
 
 
 def ipv4_udp_batch(
-    packets: list[bytes],
+    packets: list[bytes], *, datagram_sums: bool = True
 ) -> list[tuple[int, int, int, int, int] | None]:
     """What `ipv4_udp` gives for each of `packets`, with the checksums verified for many at once: the
     header and the datagram of every packet are summed in one numpy call per chunk. A datagram that does
     not run to the end of its packet (padding after it) is checked on its own, as are the candidates of
-    a chunk too small for the call to pay."""
+    a chunk too small for the call to pay. Without `datagram_sums`, only the headers' are verified (see
+    `ipv4_udp`)."""
+    if not datagram_sums:
+        return [ipv4_udp(packet, datagram_sum=False) for packet in packets]
     results: list[tuple[int, int, int, int, int] | None] = [None] * len(packets)
     if len(packets) < BATCH_MIN:
         for index, packet in enumerate(packets):

@@ -19,6 +19,7 @@ from podnet.cli.daemon import (
     require_server,
     run,
 )
+from podnet.process import quiet_garbage_collector
 
 
 def nodeagent(
@@ -102,6 +103,7 @@ def nodeagent(
         except (OSError, ValueError) as exc:
             typer.echo(f"error: --encryption wireguard: {exc}", err=True)
             raise typer.Exit(2) from None
+    quiet_garbage_collector()
     run(serve, config)
 
 
