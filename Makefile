@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?= --durations=30
+# Two workers (tests/conftest.py says which modules may run beside each other).
+PYTEST_ARGS ?= --durations=30 -n 2 --dist loadgroup
 # Debian packages that the tests use as real peers; installed when missing and we are root.
 TEST_DEBS := etcd-server etcd-client tshark bind9-dnsutils bird2 iproute2 iputils-ping curl iperf3 openssl docker.io docker-compose debootstrap wireguard-go wireguard-tools chromium containernetworking-plugins
 BENCH_DEBS := dnsperf unbound passt

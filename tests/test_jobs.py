@@ -19,7 +19,7 @@ from support.kubectl import kubectl_server  # noqa: F401  (fixture)
 from support.netns_pods import require_root, wait_for
 from support.nodeagent import AgentProcess, Cluster, free_udp_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host_network]
 
 
 def _ok(done) -> str:

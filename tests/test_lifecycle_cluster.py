@@ -19,7 +19,7 @@ from support.netns_pods import require_root
 from podnet.client import ApiClient, ApiError
 from podnet.netns.ip import list_namespaces
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host_network]
 
 NAMESPACE = "default"
 GRACE = 2.0

@@ -17,7 +17,7 @@ from support.netns_pods import require_root
 
 from podnet.client import ApiError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host_network]
 
 SLOW_TO_STOP = "trap 'sleep 2; exit 0' TERM; while :; do sleep 0.1; done"
 

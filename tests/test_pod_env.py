@@ -14,6 +14,8 @@ from support.apiserver import ApiServerProcess
 from support.netns_pods import netns_pod, pod_exec, require_root, wait_for
 from support.nodeagent import AgentProcess, Cluster, free_udp_port, wait_running
 
+pytestmark = pytest.mark.host_network
+
 ADDRESS = "127.0.105.11"
 
 CONFIGMAPS = {"shop/app": {"data": {"MODE": "fast", "LEVEL": "3", "not a name": "x"},

@@ -30,6 +30,8 @@ from support.nodeagent import AgentProcess, Cluster, free_udp_port, wait_running
 from podnet import pki
 from podnet.client import ApiClient, ApiError
 
+pytestmark = pytest.mark.host_network
+
 ADDRESS = "127.0.156.11"
 NAMESPACE = "team-a"
 

@@ -97,3 +97,24 @@ async def test_a_server_of_named_parameters_refuses_others_before_the_handler(tm
         assert seen == [{"a": 1}, {}]
     finally:
         await server.close()
+
+
+async def test_a_socket_deeper_than_a_unix_address_holds_is_served_and_reached(tmp_path):
+    """A state directory under a long temporary one puts the agent's socket past sun_path's 108 bytes."""
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 6)
+    deep.mkdir(parents=True)
+    path = str(deep / "agent.sock")
+    assert len(path) > 108
+
+    async def echo(params):
+        return params
+
+    server = RpcServer(path, {"echo": echo})
+    await server.start()
+    try:
+        assert (deep / "agent.sock").stat().st_mode & 0o777 == 0o600
+        async with RpcClient(path) as client:
+            assert await client.call("echo", "deep") == "deep"
+    finally:
+        await server.close()
+    assert not (deep / "agent.sock").exists()

@@ -10,7 +10,7 @@ from support.kubectl import Kubectl
 from support.local_cluster import AGNHOST, eventually
 from support.netns_pods import require_root
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host_network]
 
 NAMESPACE = "data"
 

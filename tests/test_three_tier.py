@@ -25,7 +25,7 @@ from support.plainhttp import http_get
 
 from podnet.cluster.supervisor import ClusterState
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host_network]
 
 PREFIX = "127.0.140"
 GRACE = 2.0  # seconds without heartbeats before a node is NotReady

@@ -34,6 +34,25 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Any] | AsyncIterator[Any]]
 
+# sockaddr_un's sun_path: a socket's path longer than this cannot be bound or connected to as it is.
+_SUN_PATH = 108
+
+
+@contextlib.contextmanager
+def socket_address(path: str):
+    """`path` as bind and connect take it. A deeper path (a state directory under a long temporary one)
+    is reached through its directory opened on the side, `/proc/self/fd/<n>/<name>`, which the kernel
+    resolves to the same file, so an agent runs wherever its state directory is."""
+    if len(os.fsencode(path)) <= _SUN_PATH:
+        yield path
+        return
+    directory, name = os.path.split(path)
+    fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)
+
 
 class RpcError(Exception):
     def __init__(self, code: str, message: str):
@@ -84,7 +103,8 @@ class RpcServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         previous = os.umask(0o177)  # bind creates the file: 0600 from its first instant
         try:
-            sock.bind(self.path)
+            with socket_address(self.path) as address:
+                sock.bind(address)
         except OSError:
             sock.close()
             raise
@@ -187,7 +207,8 @@ class RpcClient:
         self._reader_task: asyncio.Task | None = None
 
     async def connect(self) -> RpcClient:
-        reader, self._writer = await asyncio.open_unix_connection(self.path)
+        with socket_address(self.path) as address:
+            reader, self._writer = await asyncio.open_unix_connection(address)
         self._reader_task = asyncio.create_task(self._read(reader))
         return self
 

@@ -19,7 +19,7 @@ import pytest
 from support.local_cluster import eventually, report
 from support.netns_pods import ensure_tools, require_root
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.host_network]
 
 NAME = "kubernetes.default.svc.cluster.local."
 KUBERNETES_IP = "10.96.0.1"
