@@ -209,8 +209,12 @@ async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster):
     assert terminal.returncode == 0 and re.fullmatch(r"/dev/pts/\d+", lines[0]) and lines[1] == "30 100", terminal
 
     # Logs: stdout and stderr of the container; after it exits and restarts, --previous has the whole run.
-    first = await kubectl.arun("logs", "talker")
-    assert first.stdout.startswith("started\nwarning\n"), first
+    # (A container that has just been restarted has written nothing yet: its log is empty for a moment.)
+    async def logged() -> bool:
+        first = await kubectl.arun("logs", "talker")
+        return first.returncode == 0 and first.stdout.startswith("started\nwarning\n")
+
+    await eventually(logged, 10, "the container's lines in its log")
 
     async def restarted() -> bool:
         pod = await cluster.client.get("pods", "talker", "default")

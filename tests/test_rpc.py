@@ -99,12 +99,14 @@ async def test_a_server_of_named_parameters_refuses_others_before_the_handler(tm
         await server.close()
 
 
-async def test_a_socket_deeper_than_a_unix_address_holds_is_served_and_reached(tmp_path):
-    """A state directory under a long temporary one puts the agent's socket past sun_path's 108 bytes."""
-    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 6)
+@pytest.mark.parametrize("length", [107, 108, 200])
+async def test_a_socket_deeper_than_a_unix_address_holds_is_served_and_reached(tmp_path, length):
+    """A state directory under a long temporary one puts the agent's socket past sun_path's 108 bytes
+    (107 and a NUL at most)."""
+    deep = tmp_path / ("d" * max(1, length - len(str(tmp_path)) - len("/agent.sock") - 1))
     deep.mkdir(parents=True)
     path = str(deep / "agent.sock")
-    assert len(path) > 108
+    assert len(path) == length
 
     async def echo(params):
         return params

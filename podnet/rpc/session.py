@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[Any] | AsyncIterator[Any]]
 
-# sockaddr_un's sun_path: a socket's path longer than this cannot be bound or connected to as it is.
+# sockaddr_un's sun_path, which holds the path and its terminating NUL: a socket's path of this many bytes or
+# more cannot be bound or connected to as it is.
 _SUN_PATH = 108
 
 
@@ -43,7 +44,7 @@ def socket_address(path: str):
     """`path` as bind and connect take it. A deeper path (a state directory under a long temporary one)
     is reached through its directory opened on the side, `/proc/self/fd/<n>/<name>`, which the kernel
     resolves to the same file, so an agent runs wherever its state directory is."""
-    if len(os.fsencode(path)) <= _SUN_PATH:
+    if len(os.fsencode(path)) < _SUN_PATH:
         yield path
         return
     directory, name = os.path.split(path)
