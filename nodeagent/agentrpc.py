@@ -338,8 +338,9 @@ class AgentRpc:
             emit(pod, pod.stack.poll(now), now)
             await asyncio.wait_for(opened, timeout)
             await asyncio.sleep(hold)
+            payload = b"x" * total  # made before the clock starts: the transfer is timed, not the memset
             start = time.monotonic()
-            pod.stack.send(op, b"x" * total, start)
+            pod.stack.send(op, payload, start)
             emit(pod, pod.stack.poll(start), start)
             await asyncio.wait_for(echoed, timeout)
             elapsed = time.monotonic() - start
