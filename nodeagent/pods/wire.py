@@ -161,10 +161,11 @@ def open_reader(wire: Wire, device: str, offloads: bool = False) -> int:
 
 
 def _packet_socket(device: str, host_mac: str, *, ignore_outgoing: bool, offloads: bool) -> int:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                         socket.htons(_ETH_P_ALL))
+    # Made with protocol 0, which takes in no frame until bind names the protocol and the device: a socket
+    # made for ETH_P_ALL takes every interface's frames (the host's loopback traffic too) from its first
+    # instant, before its filter is attached.
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
     try:
-        # Filtered before it is bound, so that no frame of the host's slips in between.
         _attach(sock, _filter(host_mac))
         if ignore_outgoing:
             sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
