@@ -214,7 +214,13 @@ async def test_rollout_status_reports_a_rollout_past_its_progress_deadline(clust
     await api.create(slow)
     code, out, err = await kubectl("rollout", "status", "deploy/web", "--timeout=30s")
     assert (code, err) == (1, 'error: deployment "web" exceeded its progress deadline\n')
-    assert out.startswith('Waiting for deployment "web" rollout to finish: 0 of 2 updated replicas are available...')
+    # Under load kubectl may first see the Deployment before its ReplicaSet has pods, as it would
+    # against kube-apiserver; what it must end on is the wait for available replicas.
+    waiting = 'Waiting for deployment "web" rollout to finish: '
+    lines = out.splitlines()
+    assert set(lines) <= {waiting + "0 out of 2 new replicas have been updated...",
+                          waiting + "0 of 2 updated replicas are available..."}
+    assert lines[-1] == waiting + "0 of 2 updated replicas are available..."
     deployment = await api.get("deployments", "web", "default")
     progressing = next(c for c in deployment["status"]["conditions"] if c["type"] == "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("False", "ProgressDeadlineExceeded")
