@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Two workers (tests/conftest.py says which modules may run beside each other).
 PYTEST_ARGS ?= --durations=30 -n 2 --dist loadgroup
 # Debian packages that the tests use as real peers; installed when missing and we are root.
-TEST_DEBS := etcd-server etcd-client tshark bind9-dnsutils bird2 iproute2 iputils-ping curl iperf3 openssl docker.io docker-compose debootstrap wireguard-go wireguard-tools chromium containernetworking-plugins
+TEST_DEBS := etcd-server etcd-client tshark bind9-dnsutils bird2 iproute2 iputils-ping curl busybox iperf3 openssl docker.io docker-compose debootstrap wireguard-go wireguard-tools chromium containernetworking-plugins
 BENCH_DEBS := dnsperf unbound passt
 
 .PHONY: venv deps test lint demo bench clean compose-demo compose-down
