@@ -313,7 +313,7 @@ class Dataplane:
         `checksum_unnecessary`: the outputs carry packets their carrier authenticated, whose UDP checksums
         the pods' stacks need not verify (the answers of later rounds do not come with that mark)."""
         by_ip, from_pod = self.by_ip, self.pipeline.from_pod
-        to_nodes: dict[str, list[bytes]] = {}
+        to_nodes: dict[str, list[bytes | TunnelBurst]] = {}
         traces = self.traces
         traced = traces.by_key
         # Endpoints whose stacks took packets: their events and timers are seen to once, after the last
@@ -361,7 +361,7 @@ class Dataplane:
                     else:
                         queued.append(out.datagram)
                 elif kind is TunnelBurst:
-                    to_nodes.setdefault(out.node_address, []).extend(out.datagrams)
+                    to_nodes.setdefault(out.node_address, []).append(out)
                 elif kind is DeliverSuper:
                     pod = by_ip.get(out.pod_ip)
                     if type(pod) is KernelPod and pod.netns.offloads and not (splices.to_pods or pending):
@@ -392,10 +392,26 @@ class Dataplane:
             if outputs and budget <= 0:
                 self.pipeline.counters["drop.pump-limit"] += len(outputs)
                 break
-        for address, datagrams in to_nodes.items():
-            self.tunnel.send_burst(address, datagrams)
+        for address, queued in to_nodes.items():
+            self._send_queued(address, queued)
         for pod in received.values():
             self.after_stack(pod, now)
+
+    def _send_queued(self, address: str, queued: list[bytes | TunnelBurst]) -> None:
+        """Sends one node's datagrams and bursts in the order they were queued: each run of datagrams
+        as one burst, each burst as it lies."""
+        tunnel = self.tunnel
+        datagrams: list[bytes] = []
+        for item in queued:
+            if type(item) is TunnelBurst:
+                if datagrams:
+                    tunnel.send_burst(address, datagrams)
+                    datagrams = []
+                tunnel.send_laid(address, item.laid, item.sizes)
+            else:
+                datagrams.append(item)
+        if datagrams:
+            tunnel.send_burst(address, datagrams)
 
     def emit(self, pod: StackEndpoint, packets: list[bytes], now: float, trace: list[Stage] | None = None) -> None:
         """Sends what a stack wrote, and sees to its events and timer."""

@@ -191,7 +191,12 @@ class Tunnel:
             return
         self.send_joined(address, b"".join(datagrams), [len(datagram) for datagram in datagrams])
 
-    def send_joined(self, address: str, data: bytes | bytearray, sizes: list[int]) -> None:
+    def send_laid(self, address: str, laid: bytes | memoryview, sizes: list[int]) -> None:
+        """Sends a burst's datagrams, laid back to back in `laid` as `send_joined` takes them, as they
+        lie."""
+        self.send_joined(address, laid, sizes)
+
+    def send_joined(self, address: str, data: bytes | bytearray | memoryview, sizes: list[int]) -> None:
         """Sends the datagrams laid back to back in `data`, `sizes` bytes each, to `address`: every run of
         equal sizes (whose last may be shorter) in as few sendmsg calls with UDP_SEGMENT as the kernel's
         limits allow, a datagram on its own with sendto."""

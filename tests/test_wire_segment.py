@@ -8,7 +8,18 @@ import random
 import pytest
 from podnet.overlay.wire import ipv4, segment, tcp
 from podnet.overlay.wire.checksum import internet_checksum
-from podnet.overlay.wire.segment import ACK, CWR, FIN, PSH, Coalesced, VnetHeader, coalesce, tcp_segments
+from podnet.overlay.wire.segment import (
+    ACK,
+    CWR,
+    FIN,
+    PSH,
+    Coalesced,
+    VnetHeader,
+    coalesce,
+    laid_apart,
+    laid_tcp_segments,
+    tcp_segments,
+)
 from podnet.overlay.wire.tcp import TcpFlags, TcpSegment
 from support.pipelines import with_partial_checksum
 
@@ -70,6 +81,21 @@ def test_a_packet_that_fits_comes_back_alone_with_its_checksums_complete():
     packet = with_partial_checksum(super_packet(b"hello"))
     (only,) = tcp_segments(packet, MSS)
     assert only == super_packet(b"hello")
+
+
+@pytest.mark.parametrize("prefix_size", [0, 1, 2, 3, 22])
+@pytest.mark.parametrize("mss", [MSS, 999, 1000, 1001])
+def test_laid_segments_are_the_segments_back_to_back_with_valid_checksums(prefix_size, mss):
+    """Rows of every width modulo 4 (their payload sums taken in 32- or 16-bit words) and of odd
+    prefixes and segments (laid apart from padded rows)."""
+    packet = with_partial_checksum(super_packet(payload_of(7 * mss + 5, mss)))
+    prefix = bytes(range(1, prefix_size + 1))
+    laid, sizes = laid_tcp_segments(packet, mss, prefix)
+    segments = tcp_segments(packet, mss, prefix)
+    assert bytes(laid) == b"".join(segments) and sizes == [len(s) for s in segments]
+    assert laid_apart(laid, sizes) == segments
+    for raw in segments:
+        decoded(raw[prefix_size:])
 
 
 @pytest.mark.parametrize("size", [1, MSS - 1, MSS, MSS + 1, 45 * MSS, 46 * MSS + 17])

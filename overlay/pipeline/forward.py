@@ -76,7 +76,7 @@ from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN
 from podnet.overlay.wire.mss import clamp_mss
-from podnet.overlay.wire.segment import tcp_segments, with_tcp_checksum
+from podnet.overlay.wire.segment import laid_tcp_segments, tcp_segments, with_tcp_checksum
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
@@ -516,16 +516,17 @@ class Pipeline:
         """A super-packet cut into the segments the pod's kernel left to its interface, each tunnelled:
         the only place it is cut. Segments over the MTU (a pod that thinks its MTU larger) are answered as
         one such packet would be."""
-        datagrams = tcp_segments(packet, mss, prefix)
-        if len(datagrams[0]) - len(prefix) > self.node.mtu:
-            return self._encapsulate(node_address, datagrams[0][len(prefix):], trace, from_pod)
-        self.counters["tunnel.tx"] += len(datagrams)
+        laid, sizes = laid_tcp_segments(packet, mss, prefix)
+        if sizes[0] - len(prefix) > self.node.mtu:
+            return self._encapsulate(node_address, bytes(laid[len(prefix) : sizes[0]]), trace, from_pod)
+        self.counters["tunnel.tx"] += len(sizes)
         if trace is not None:
-            stage = self._encap_stage(node_address, datagrams[0][len(prefix):], datagrams[0])
+            first = bytes(laid[: sizes[0]])
+            stage = self._encap_stage(node_address, first[len(prefix):], first)
             trace.append(Stage(stage.stage, f"{stage.detail}; a super-packet of {len(packet)} B cut into "
-                               f"{len(datagrams)} segments of {mss} B of payload (the first shown)", stage.packet))
-            self._carrier_stage("encap", node_address, datagrams[0], trace)
-        return [TunnelBurst(node_address, datagrams)]
+                               f"{len(sizes)} segments of {mss} B of payload (the first shown)", stage.packet))
+            self._carrier_stage("encap", node_address, first, trace)
+        return [TunnelBurst(node_address, laid, sizes)]
 
     def _encap_stage(self, node_address: str, packet: bytes, datagram: bytes) -> Stage:
         port, peer = self._tunnel_port, self.peers[node_address]

@@ -13,6 +13,7 @@ from typing import NamedTuple
 from podnet.overlay.pipeline.conntrack import FlowKey
 from podnet.overlay.wire import dissect, vxlan
 from podnet.overlay.wire.addresses import int_to_ip
+from podnet.overlay.wire.segment import laid_apart
 
 from podnet.api.keys import namespaced_key
 
@@ -105,11 +106,18 @@ class DeliverSuper(NamedTuple):
 
 
 class TunnelBurst(NamedTuple):
-    """Send each of `datagrams` in UDP to the node at `node_address`: the tunnelled segments of one
-    super-packet, all of one size but the last, so that one `sendmsg` with UDP_SEGMENT can carry them."""
+    """Send the datagrams laid back to back in `laid`, `sizes` bytes each, in UDP to the node at
+    `node_address`: the tunnelled segments of one super-packet, all of one size but the last, so that one
+    `sendmsg` with UDP_SEGMENT carries them as they lie."""
 
     node_address: str
-    datagrams: list[bytes]
+    laid: bytes | memoryview
+    sizes: list[int]
+
+    @property
+    def datagrams(self) -> list[bytes]:
+        """The datagrams, each on its own."""
+        return laid_apart(self.laid, self.sizes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ from podnet.overlay.pipeline.packets import TTL_AT, TTL_WORD, decremented_ttl_wo
 from podnet.overlay.wire import fastpath
 from podnet.overlay.wire.addresses import ip_to_int
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
-from podnet.overlay.wire.segment import coalesce, tcp_segments, with_tcp_checksum
+from podnet.overlay.wire.segment import coalesce, laid_tcp_segments, with_tcp_checksum
 
 _ICMP = 1
 _TCP = 6
@@ -209,7 +209,7 @@ class Shortcuts:
             counters["delivered"] += count
             return [DeliverSuper(local_ip, with_tcp_checksum(buf), mss)]
         counters["tunnel.tx"] += count
-        return [TunnelBurst(node_address, tcp_segments(buf, mss, prefix))]
+        return [TunnelBurst(node_address, *laid_tcp_segments(buf, mss, prefix))]
 
     def from_tunnel(self, datagrams: list[tuple[bytes, str]], now: float) -> list[Output]:
         """The outputs of each untraced (datagram, sender) in turn: by its flow's shortcut, or by the

@@ -6,7 +6,7 @@ stands for a run of segments of `mss` payload bytes each (the last may be shorte
 is not read: a pod's kernel hands it over holding only the pseudo-header's partial sum (the TAP's checksum
 offload), so every segment's checksum is computed here from its own bytes.
 
-- `tcp_segments(packet, mss)` cuts a super-packet as Linux's tcp_gso_segment does: sequence numbers
+- `tcp_segments(packet, mss)` (and `laid_tcp_segments`, back to back in one buffer) cuts a super-packet as Linux's tcp_gso_segment does: sequence numbers
   advance by the payload, IP ids by one per segment (from the super-packet's), CWR only on the first
   segment, PSH and FIN only on the last, every header and TCP checksum complete.
 - `coalesce` is the other way (tcp_gro_receive), over one read batch: segments of one flow that continue each other (the
@@ -177,10 +177,42 @@ def _range_sums(buffer: bytes | bytearray | memoryview, ranges: list[tuple[int, 
 def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes = b"") -> list[bytes]:
     """The segments of a super-packet, each of at most `mss` payload bytes, each behind `prefix` (a
     tunnel's headers). A packet whose payload fits in one segment comes back as that one segment, with its
-    checksums made complete. All segments are laid out as the rows of one numpy array (the super-packet's
-    headers repeated, its payload cut across the rows) and their changing fields written column by column:
-    the segments' headers differ from the super-packet's only in a few words, so their checksums are the
-    super-packet's header sums moved by those words and by each row's payload sum, summed in one pass."""
+    checksums made complete."""
+    rows, pad, ends = _segment_rows(packet, mss, prefix)
+    laid = rows.tobytes()
+    stride = rows.shape[1]
+    return [laid[row * stride + pad : end] for row, end in enumerate(ends)]
+
+
+def laid_tcp_segments(packet: bytes | bytearray | memoryview, mss: int,
+                      prefix: bytes = b"") -> tuple[bytes | memoryview, list[int]]:
+    """`tcp_segments`, laid back to back in one buffer, and their sizes: what one sendmsg with UDP_SEGMENT
+    takes. Where the segments' rows are the segments exactly (no pad byte before an odd prefix or after
+    an odd row) the buffer is the rows' own memory, with no copy made."""
+    rows, pad, ends = _segment_rows(packet, mss, prefix)
+    stride = rows.shape[1]
+    sizes = [end - row * stride - pad for row, end in enumerate(ends)]
+    if pad or sizes[0] != stride:
+        laid = rows.tobytes()
+        return b"".join([laid[row * stride + pad : end] for row, end in enumerate(ends)]), sizes
+    return memoryview(rows).cast("B")[: ends[-1]], sizes
+
+
+def laid_apart(laid: bytes | memoryview, sizes: list[int]) -> list[bytes]:
+    """The datagrams laid back to back in `laid`, `sizes` bytes each, each on its own."""
+    datagrams, at = [], 0
+    for size in sizes:
+        datagrams.append(bytes(laid[at : at + size]))
+        at += size
+    return datagrams
+
+
+def _segment_rows(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes) -> tuple[numpy.ndarray, int, list[int]]:
+    """The segments of a super-packet as the rows of one numpy array (the super-packet's headers
+    repeated, its payload cut across the rows), with the pad bytes before each (0 or 1) and where each
+    ends in the rows' bytes. Their changing fields are written column by column: the segments' headers
+    differ from the super-packet's only in a few words, so their checksums are the super-packet's header
+    sums moved by those words and by each row's payload sum, summed in one pass."""
     if mss <= 0:
         raise ValueError("segment size must be positive")
     if len(packet) < IPV4_HEADER or packet[0] != 0x45 or packet[9] != TCP:
@@ -209,7 +241,7 @@ def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes
     if full < count:  # the last segment's shorter payload (or none at all)
         sizes[-1] = len(payload) - full * mss
         rows[-1, payload_at : payload_at + sizes[-1]] = payload[full * mss :]
-    payload_sums = rows.view(_WORD)[:, payload_at >> 1 :].sum(axis=1, dtype=numpy.int64) * NATIVE_WORD_WEIGHT
+    payload_sums = _row_sums(rows, payload_at) * NATIVE_WORD_WEIGHT
     index = numpy.arange(count, dtype=numpy.int64)
     segment_flags = numpy.full(count, flags & ~CWR, numpy.int64)
     segment_flags[0] = flags
@@ -230,9 +262,20 @@ def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes
     _put(rows, ip_at + IPV4_HEADER + 4, _BE32, segment_seqs)
     rows[:, ip_at + IPV4_HEADER + 13] = segment_flags
     _put(rows, ip_at + IPV4_HEADER + TCP_CHECKSUM_AT, _BE16, tcp_sums)
-    laid = rows.tobytes()
-    ends = (index * stride + payload_at + sizes).tolist()
-    return [laid[row * stride + pad : end] for row, end in enumerate(ends)]
+    return rows, pad, (index * stride + payload_at + sizes).tolist()
+
+
+def _row_sums(rows: numpy.ndarray, start: int) -> numpy.ndarray:
+    """For each row, an integer congruent modulo 0xffff to the sum of its 16-bit words (machine order)
+    from byte `start` (even) on. Rows of whole 32-bit words are summed as those, half as many additions:
+    a 32-bit word is its two 16-bit words' sum modulo 0xffff, since 2**16 is 1 there; a 16-bit word
+    before `start` that the first 32-bit word takes in is taken out again."""
+    if rows.shape[1] & 3:
+        return rows.view(_WORD)[:, start >> 1 :].sum(axis=1, dtype=numpy.int64)
+    sums = rows.view(numpy.uint32)[:, start >> 2 :].sum(axis=1, dtype=numpy.uint64).astype(numpy.int64)
+    if start & 2:
+        sums -= rows.view(_WORD)[:, (start >> 1) - 1]
+    return sums
 
 
 def _folded(values: numpy.ndarray) -> numpy.ndarray:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from podnet.overlay.tunnel import Tunnel
+from podnet.overlay.wire.segment import laid_apart
 
 from .adapter import DeviceDriver
 from .device import Address, Device, Event, HandshakeCompleted, HandshakeGaveUp, Keypair
@@ -134,6 +135,9 @@ class WireGuardTunnel(Tunnel):
         unsealed = self._unsealed_for(address, len(datagrams))
         if unsealed is not None:
             unsealed.extend(datagrams)
+
+    def send_laid(self, address: str, laid: bytes | memoryview, sizes: list[int]) -> None:
+        self.send_burst(address, laid_apart(laid, sizes))
 
     def _unsealed_for(self, address: str, count: int = 1) -> list[bytes] | None:
         """Where datagrams for `address` wait for the end of the turn; None if they are dropped (counted)."""
