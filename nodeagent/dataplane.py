@@ -51,7 +51,7 @@ from podnet.overlay.pipeline.model import (
 from podnet.overlay.pipeline.packets import flow_key
 from podnet.overlay.tunnel import Tunnel as UdpTunnel
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int
-from podnet.overlay.wire.segment import tcp_segments
+from podnet.overlay.wire.segment import DatagramRun, datagrams_apart, tcp_segments
 from podnet.overlay.wireguard.tunnel import WireGuardTunnel
 
 from podnet.backends import routing_backend
@@ -237,8 +237,9 @@ class Dataplane:
         now = time.monotonic()
         self.run(self.pipeline.from_node(packet, now), now)
 
-    def from_tunnel(self, datagrams: list[tuple[bytes, str]]) -> None:
-        """One wake-up's datagrams from the underlay, through the pipeline and carried out together."""
+    def from_tunnel(self, datagrams: list[tuple[bytes | DatagramRun, str]]) -> None:
+        """One wake-up's datagrams from the underlay (runs of them as a read brought them joined), through
+        the pipeline and carried out together."""
         now = time.monotonic()
         traces = self.traces
         if not (traces.by_key or traces.watches):
@@ -246,7 +247,7 @@ class Dataplane:
             return
         from_tunnel, offset = self.pipeline.from_tunnel, self.pipeline.inner_offset
         outputs: list[Output] = []
-        for datagram, sender in datagrams:
+        for datagram, sender in datagrams_apart(datagrams):
             inner = datagram[offset:]
             trace = traces.stages_for(inner) or traces.watched(inner)
             outputs += from_tunnel(sender, datagram, now, trace)

@@ -86,7 +86,7 @@ def underlay(config: AgentConfig, pipeline: Pipeline, on_batch: Callable[[list[t
     fou = pipeline.node.encapsulation is Encapsulation.FOU
     port = config.fou_port if fou else config.vxlan_port
     if not encrypted(config):
-        return Tunnel(config.address, port, on_batch=on_batch)
+        return Tunnel(config.address, port, on_batch=on_batch, whole_runs=True)
     tunnel = WireGuardTunnel(config.address, private_key(config.state_path), port=config.wireguard_port,
                              inner_port=port, bare=fou, on_batch=on_batch)
     pipeline.carrier_stage = lambda direction, address, datagram: _stage(tunnel, direction, address, datagram)

@@ -14,7 +14,8 @@ datagrams of one size (the last may be shorter: the tunnelled segments of one TC
 `sendmsg` with UDP_SEGMENT, which the kernel cuts into the datagrams on the wire (`send_joined` does the
 same for datagrams already laid back to back in one buffer, cutting it into such runs); with UDP_GRO on the
 socket, one read may bring several datagrams of one sender joined, with their size in a control message,
-and they are cut apart here. Where the kernel has neither, datagrams go and come one by one as before.
+and they are cut apart here (or, for a receiver that takes them so, handed on whole as a `DatagramRun`).
+Where the kernel has neither, datagrams go and come one by one as before.
 
 Captures get a copy of every datagram through bounded queues, one item per datagram as it is on the wire
 (a run is shown as its datagrams); a reader too slow to keep up loses items (counted) rather than
@@ -30,6 +31,8 @@ import struct
 import time
 from collections import defaultdict
 from collections.abc import Callable
+
+from podnet.overlay.wire.segment import DatagramRun
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_DATAGRAM = 65535
@@ -61,7 +64,9 @@ class Tunnel:
         *,
         batch: int = 512,
         on_batch: Callable[[list[tuple[bytes, str]]], None] | None = None,
+        whole_runs: bool = False,
     ):
+        """`whole_runs`: `on_batch` takes what a read brings joined as one `DatagramRun`, not cut apart."""
         if (on_datagram is None) == (on_batch is None):
             raise ValueError("a tunnel needs exactly one of on_datagram and on_batch")
         self.address = address
@@ -69,6 +74,7 @@ class Tunnel:
         self.peer_port = port
         self.on_batch = on_batch or (lambda datagrams: _one_by_one(on_datagram, datagrams))
         self.batch = batch
+        self.whole_runs = whole_runs and on_batch is not None
         self.counters: defaultdict[str, int] = defaultdict(int)  # a Counter's += costs 3x a dict's
         # datagrams sent to and taken from each peer address: the rate of each tunnel, where `counters`
         # has the node's
@@ -138,6 +144,7 @@ class Tunnel:
         """`_readable` with UDP_GRO: a read may hold a run of datagrams of one size, cut apart here."""
         recvmsg = self._sock.recvmsg  # type: ignore[union-attr]
         taps, partitioned, received_from = self._taps, self.partitioned, self.received_from
+        whole_runs = self.whole_runs
         datagrams: list[tuple[bytes, str]] = []
         append = datagrams.append
         cut_off = taken = 0
@@ -150,33 +157,36 @@ class Tunnel:
                         size = _INT.unpack_from(value)[0] or size
                 if size >= len(data):
                     parts = [data]
+                    count = 1
                 else:
-                    parts = self._cut(data, size)
                     self.counters["rx.joined-reads"] += 1
-                taken += len(parts)
+                    count = -(-len(data) // size)
+                    parts = [DatagramRun(data, size)] if whole_runs and not taps else self._cut(data, size)
+                taken += count
                 if taps:
                     for part in parts:
                         self._tap(part, host, port, self.address, self.port)
                 if partitioned and host in partitioned:
-                    cut_off += len(parts)
+                    cut_off += count
                     continue
                 for part in parts:
                     append((part, host))
-                received_from[host] += len(parts)
+                received_from[host] += count
         except BlockingIOError:
             pass
         except OSError as exc:
             self.counters[f"rx-error.{type(exc).__name__}"] += 1
-        self._hand_over(datagrams, cut_off)
+        self._hand_over(datagrams, cut_off, taken)
 
     @staticmethod
     def _cut(data: bytes, size: int) -> list:
         """A joined read's datagrams, as the receiver takes them."""
         return [data[at : at + size] for at in range(0, len(data), size)]
 
-    def _hand_over(self, datagrams: list[tuple[bytes, str]], cut_off: int) -> None:
-        """One wake-up's reading done: counted, and what was not cut off handed to the receiver."""
-        self.counters["rx"] += len(datagrams) + cut_off
+    def _hand_over(self, datagrams: list[tuple[bytes, str]], cut_off: int, taken: int | None = None) -> None:
+        """One wake-up's reading done: counted (`taken` datagrams in all, when `datagrams` holds runs), and
+        what was not cut off handed to the receiver."""
+        self.counters["rx"] += (len(datagrams) + cut_off) if taken is None else taken
         if cut_off:
             self.counters["drop.partitioned"] += cut_off
         if datagrams:

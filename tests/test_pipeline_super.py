@@ -68,6 +68,25 @@ def test_segments_for_a_pod_that_takes_super_packets_are_joined_before_they_are_
     assert [type(out).__name__ for out in stray] == ["Drop", "Drop"]
 
 
+def test_a_burst_read_whole_is_decided_on_as_its_datagrams_are():
+    """What a tunnel that hands UDP_GRO reads on whole gives: the same outputs, for a pod that takes
+    super-packets and for one that does not, and nothing from a stranger."""
+    for super_packets in (True, False):
+        sender, receiver = node(N1, A), node(N2, B)
+        receiver.add_pod(B, super_packets=super_packets)
+        established(sender, receiver)
+        sent = data_packet(random.Random(5).randbytes(30 * MSS), seq=1000, ip_id=500)
+        burst = only(sender.from_pod(A, with_partial_checksum(sent), 1.0, mss=MSS), TunnelBurst)
+        run = segment.DatagramRun(bytes(burst.laid), burst.sizes[0])
+        outputs = receiver.from_tunnel_batch([(run, N1.address)], 1.0)
+        if super_packets:
+            assert outputs == [DeliverSuper(ip_to_int(B.ip), after_hops(sent, 2), MSS)]
+        else:
+            assert [out.packet for out in outputs] == segment.tcp_segments(after_hops(sent, 2), MSS)
+        stray = receiver.from_tunnel_batch([(run, "127.0.0.99")], 1.0)
+        assert [type(out).__name__ for out in stray] == ["Drop"] * 30
+
+
 def test_a_local_pod_gets_the_super_packet_whole():
     local = node(N1, A, B_LOCAL := type(A)("default", "b", "10.244.1.3", "0a:58:0a:f4:01:03"))
     now = 0.0

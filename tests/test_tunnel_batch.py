@@ -6,6 +6,7 @@ import socket
 
 import pytest
 from podnet.overlay.tunnel import Tunnel
+from podnet.overlay.wire.segment import DatagramRun, datagrams_apart
 
 
 async def _received_by(tunnel: Tunnel, payloads: list[bytes], until) -> None:
@@ -70,6 +71,32 @@ async def test_joined_datagrams_leave_as_segmented_runs_of_equal_sizes_and_arriv
         sender.partitioned.add("127.0.240.2")
         sender.send_joined("127.0.240.2", b"".join(datagrams), sizes)
         assert sender.counters["drop.partitioned"] == 8 and sender.counters["tx"] == 8
+    finally:
+        sender.close()
+        receiver.close()
+
+
+async def test_a_receiver_that_takes_runs_whole_gets_each_joined_read_as_one_run():
+    received: list[tuple[object, str]] = []
+    receiver = Tunnel("127.0.240.4", 0, on_batch=received.extend, whole_runs=True)
+    sender = Tunnel("127.0.240.3", 0, on_batch=lambda datagrams: None)
+    await receiver.open()
+    await sender.open()
+    try:
+        sender.peer_port = receiver.port
+        sizes = [100, 100, 100, 60, 7]  # a run of 100 x3 + 60, and a lone 7
+        datagrams = [bytes([index]) * size for index, size in enumerate(sizes)]
+        sender.send_joined("127.0.240.4", b"".join(datagrams), sizes)
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while receiver.counters["rx"] < len(sizes):
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+        (run, sender_of_run), lone = received
+        assert isinstance(run, DatagramRun) and (run.size, run.count) == (100, 4)
+        assert run.apart() == datagrams[:4] and sender_of_run == "127.0.240.3"
+        assert lone == (datagrams[4], "127.0.240.3")
+        assert datagrams_apart(received) == [(datagram, "127.0.240.3") for datagram in datagrams]
+        assert receiver.received_from["127.0.240.3"] == 5
     finally:
         sender.close()
         receiver.close()

@@ -14,6 +14,7 @@ from podnet.overlay.wire.segment import (
     FIN,
     PSH,
     Coalesced,
+    DatagramRun,
     VnetHeader,
     coalesce,
     laid_apart,
@@ -248,3 +249,47 @@ def test_a_long_run_is_cut_where_a_header_goes_bad_and_joined_again_after_it():
     first, second = (decoded(item.packet)[1] for item in (out[0], out[2]))
     assert (first.seq, first.payload) == (1_000_000, payload_of(30 * MSS)[: 12 * MSS])
     assert (second.seq, second.payload) == (1_000_000 + 13 * MSS, payload_of(30 * MSS)[13 * MSS :])
+
+
+def _reads(datagrams: list[bytes], per_read: int) -> list[bytes | DatagramRun]:
+    """The datagrams as UDP_GRO reads bring them: runs of up to `per_read` of one size (the last of a
+    run may be shorter), a datagram alone where no run forms."""
+    reads: list[bytes | DatagramRun] = []
+    index = 0
+    while index < len(datagrams):
+        end = index + 1
+        while (end < len(datagrams) and end - index < per_read and len(datagrams[end]) <= len(datagrams[index])
+               and len(datagrams[end - 1]) == len(datagrams[index])):
+            end += 1
+        run = datagrams[index:end]
+        reads.append(DatagramRun(b"".join(run), len(run[0])) if len(run) > 1 else run[0])
+        index = end
+    return reads
+
+
+@pytest.mark.parametrize("per_read", [2, 5, 44, 64])
+def test_runs_read_joined_coalesce_as_their_datagrams_do(per_read):
+    """Two flows' super-packets (one with a gap, one ending in PSH), tunnelled, read as runs."""
+    prefix = b"\x08\0\0\0\0\0\x01\0" + bytes(14)
+    first = tcp_segments(super_packet(payload_of(45 * MSS + 100), flags=ACK | PSH), MSS, prefix)
+    other = tcp_segments(super_packet(payload_of(20 * MSS, 2), sport=40001, flags=ACK), MSS, prefix)
+    datagrams = [*first, *other[:9], *other[10:]]
+    out = coalesce(_reads(datagrams, per_read), offset=len(prefix))
+    assert out == coalesce(datagrams, offset=len(prefix))
+    assert [item.mss for item in out] == [MSS, MSS, MSS]
+
+
+def test_a_runs_datagram_that_is_not_joinable_stands_alone():
+    """A datagram in the middle of a run that its receiver would not join (here: another VXLAN network)
+    is handed on alone and splits the flow's run, though its headers continue it."""
+    prefix = b"\x08\0\0\0\0\0\x01\0" + bytes(14)
+    datagrams = tcp_segments(super_packet(payload_of(10 * MSS), flags=ACK), MSS, prefix)
+    stranger = bytearray(datagrams[5])
+    stranger[6] = 2  # its VNI
+    datagrams[5] = bytes(stranger)
+    run = DatagramRun(b"".join(datagrams), len(datagrams[0]))
+    out = coalesce([run], offset=len(prefix), joinable=lambda datagram: datagram[:8] == prefix[:8])
+    assert Coalesced(datagrams[5], 0) in out
+    first, second = (decoded(item.packet)[1] for item in out if item.packet != datagrams[5])
+    assert (first.seq, first.payload) == (1_000_000, payload_of(10 * MSS)[: 5 * MSS])
+    assert (second.seq, second.payload) == (1_000_000 + 6 * MSS, payload_of(10 * MSS)[6 * MSS :])

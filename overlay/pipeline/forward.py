@@ -76,7 +76,13 @@ from podnet.overlay.wire import arp, fastpath, icmp, ipv4, pcap
 from podnet.overlay.wire.addresses import int_to_ip, ip_to_int, mac_to_bytes
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN
 from podnet.overlay.wire.mss import clamp_mss
-from podnet.overlay.wire.segment import laid_tcp_segments, tcp_segments, with_tcp_checksum
+from podnet.overlay.wire.segment import (
+    DatagramRun,
+    datagrams_apart,
+    laid_tcp_segments,
+    tcp_segments,
+    with_tcp_checksum,
+)
 
 _ADDRS = struct.Struct("!II")
 _U16 = struct.Struct("!H")
@@ -589,14 +595,15 @@ class Pipeline:
             return self.from_tunnel_batch([(datagram, sender)], now)
         return self._from_tunnel_stages(sender, datagram, now, trace)
 
-    def from_tunnel_batch(self, datagrams: list[tuple[bytes, str]], now: float) -> list[Output]:
+    def from_tunnel_batch(self, datagrams: list[tuple[bytes | DatagramRun, str]], now: float) -> list[Output]:
         """What `from_tunnel` gives for each (datagram, sender) in turn, untraced, in one list: one
-        socket wake-up's datagrams pay the per-call costs once, and those on shortcuts are counted
-        together. TCP segments for a pod that takes super-packets are first joined, per sender, into
-        the super-packets they make (userspace GRO, `Shortcuts.joined`), each then decided on once
-        (`from_tunnel_super`); in each flow the order stays the order of arrival."""
+        socket wake-up's datagrams (a `DatagramRun` standing for its datagrams) pay the per-call costs
+        once, and those on shortcuts are counted together. TCP segments for a pod that takes
+        super-packets are first joined, per sender, into the super-packets they make (userspace GRO,
+        `Shortcuts.joined`), each then decided on once (`from_tunnel_super`); in each flow the order
+        stays the order of arrival."""
         if not self._super_pods:
-            return self._tunnel_shortcuts(datagrams, now)
+            return self._tunnel_shortcuts(datagrams_apart(datagrams), now)
         outputs: list[Output] = []
         for part in self._shortcuts.joined(datagrams, self._super_pods, self.peers):
             if type(part) is list:

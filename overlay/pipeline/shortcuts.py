@@ -42,7 +42,7 @@ from podnet.overlay.pipeline.packets import TTL_AT, TTL_WORD, decremented_ttl_wo
 from podnet.overlay.wire import fastpath
 from podnet.overlay.wire.addresses import ip_to_int
 from podnet.overlay.wire.fastpath import SHORTCUT_MIN, shortcut_candidate
-from podnet.overlay.wire.segment import coalesce, laid_tcp_segments, with_tcp_checksum
+from podnet.overlay.wire.segment import DatagramRun, coalesce, laid_tcp_segments, with_tcp_checksum
 
 _ICMP = 1
 _TCP = 6
@@ -251,22 +251,32 @@ class Shortcuts:
         return outputs
 
     def joined(
-        self, datagrams: list[tuple[bytes, str]], super_pods: Set[int], peers: Container[str]
+        self, datagrams: list[tuple[bytes | DatagramRun, str]], super_pods: Set[int], peers: Container[str]
     ) -> Iterator[list[tuple[bytes, str]] | Joined]:
         """One batch of (datagram, sender) with the TCP segments from a peer to a pod in `super_pods` (its
         port takes super-packets) joined, per sender, into the super-packets they make (userspace GRO,
         `segment.coalesce`): lists of (datagram, sender) to decide on one by one, and `Joined` super-packets,
-        in an order that keeps each flow's order of arrival."""
+        in an order that keeps each flow's order of arrival. A `DatagramRun` whose datagrams are all such
+        segments is joined without being cut apart."""
         offset, fou = self.inner_offset, self._fou
         minimum, protocol_at, destination_at = offset + 40, offset + 9, offset + 16
         # compared as the bytes they are in the header: no integer made per datagram
         destinations = {address.to_bytes(4) for address in super_pods}
-        joining: dict[str, list[bytes]] = {}
+        joining: dict[str, list[bytes | DatagramRun]] = {}
         rest: list[tuple[bytes, str]] = []
+
+        def joinable(datagram: bytes) -> bool:
+            return (len(datagram) > minimum and datagram[protocol_at] == _TCP
+                    and datagram[destination_at : destination_at + 4] in destinations
+                    and (fou or (datagram[:8] == VXLAN_HEADER_BYTES and datagram[20:22] == ETHERTYPE_IPV4_BYTES)))
+
         for datagram, sender in datagrams:
-            if (len(datagram) > minimum and datagram[protocol_at] == _TCP
-                    and datagram[destination_at : destination_at + 4] in destinations and sender in peers
-                    and (fou or (datagram[:8] == VXLAN_HEADER_BYTES and datagram[20:22] == ETHERTYPE_IPV4_BYTES))):
+            if type(datagram) is DatagramRun:
+                if sender in peers and joinable(datagram.datagram(0)):  # the rest judged as coalesce takes them
+                    joining.setdefault(sender, []).append(datagram)
+                else:
+                    rest += [(part, sender) for part in datagram.apart()]
+            elif sender in peers and joinable(datagram):
                 joining.setdefault(sender, []).append(datagram)
             else:
                 rest.append((datagram, sender))
@@ -274,7 +284,7 @@ class Shortcuts:
             yield rest
         for sender, group in joining.items():
             alone: list[tuple[bytes, str]] = []
-            for item, mss in coalesce(group, offset=offset):
+            for item, mss in coalesce(group, offset=offset, joinable=joinable):
                 if not mss:
                     alone.append((item, sender))
                     continue

@@ -25,6 +25,7 @@ the super-packet's checksum without reading the payload again.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -290,6 +291,104 @@ def _put(rows: numpy.ndarray, at: int, kind: numpy.dtype, values: numpy.ndarray)
     rows[:, at : at + kind.itemsize].view(kind)[:, 0] = values
 
 
+class DatagramRun:
+    """Datagrams of one sender that one read brought joined (UDP_GRO): `size` bytes each, the last may be
+    shorter, back to back in `data`. Kept whole, its full-sized datagrams are the rows of one array with no
+    copy made, which is how `coalesce` compares a run of segments; `apart` cuts it for everything else."""
+
+    __slots__ = ("data", "size", "count")
+
+    def __init__(self, data: bytes, size: int):
+        self.data = data
+        self.size = size
+        self.count = -(-len(data) // size)
+
+    def datagram(self, index: int) -> bytes:
+        return self.data[index * self.size : (index + 1) * self.size]
+
+    def rows(self, start: int, most: int) -> numpy.ndarray:
+        """Up to `most` of the full-sized datagrams from the `start`th on, as the rows of an array."""
+        full = len(self.data) // self.size
+        end = min(full, start + most)
+        return numpy.frombuffer(self.data, numpy.uint8, (end - start) * self.size,
+                                start * self.size).reshape(end - start, self.size)
+
+    def apart(self) -> list[bytes]:
+        size = self.size
+        return [self.data[at : at + size] for at in range(0, len(self.data), size)]
+
+
+def datagrams_apart(datagrams: list[tuple[bytes | DatagramRun, str]]) -> list[tuple[bytes, str]]:
+    """A batch of (datagram, sender), its runs cut into their datagrams."""
+    if not any(type(datagram) is DatagramRun for datagram, _ in datagrams):
+        return datagrams  # type: ignore[return-value]
+    apart: list[tuple[bytes, str]] = []
+    for datagram, sender in datagrams:
+        if type(datagram) is DatagramRun:
+            apart += [(part, sender) for part in datagram.apart()]
+        else:
+            apart.append((datagram, sender))
+    return apart
+
+
+class _Pending:
+    """What `coalesce` has yet to take, in order: buffers, and runs whose datagrams it takes one by one or,
+    where they continue a run of segments, as many rows at once."""
+
+    __slots__ = ("items", "item", "run", "row", "from_run")
+
+    def __init__(self, items: list[bytes | DatagramRun]):
+        self.items = items
+        self.item = 0
+        self.run: DatagramRun | None = None  # the run being taken, from its `row`th datagram
+        self.row = 0
+        self.from_run = False  # whether the buffer `next` gave last is one of a run's
+
+    def next(self) -> bytes | None:
+        run = self.run
+        if run is not None:
+            buffer = run.datagram(self.row)
+            self.from_run = True
+            self.row += 1
+            if self.row == run.count:
+                self.run = None
+            return buffer
+        if self.item == len(self.items):
+            return None
+        item = self.items[self.item]
+        self.item += 1
+        self.from_run = type(item) is DatagramRun
+        if self.from_run:
+            if item.count > 1:
+                self.run, self.row = item, 1
+            return item.datagram(0)
+        return item
+
+    def alike(self, length: int, most: int) -> numpy.ndarray | None:
+        """Up to `most` of the next buffers, as long as they are `length` bytes each, as the rows of one
+        array, not taken yet; None when fewer than two are."""
+        run = self.run
+        if run is not None:
+            rows = run.rows(self.row, most) if run.size == length else None
+            return rows if rows is not None and len(rows) >= 2 else None
+        items, start = self.items, self.item
+        end, stop = start, min(len(items), start + most)
+        while end < stop and type(items[end]) is not DatagramRun and len(items[end]) == length:
+            end += 1
+        if end - start < 2:  # one alone is cheaper the usual way
+            return None
+        return numpy.frombuffer(b"".join(items[start:end]), numpy.uint8).reshape(end - start, length)
+
+    def skip(self, count: int) -> None:
+        """Takes `count` of the buffers `alike` gave."""
+        if self.run is None:
+            self.item += count
+            return
+        self.row += count
+        if self.row == self.run.count:
+            self.run = None
+
+
 class Coalesced(NamedTuple):
     """A packet as the coalescer hands it on: `mss` is 0 for one that stands alone (as it came), else
     the payload size of the segments it joined (the super-packet's GSO size)."""
@@ -330,11 +429,15 @@ class _Run:
         self.count = 1
 
 
-def coalesce(buffers: list[bytes], limit: int = MAX_SUPER_PACKET, offset: int = 0) -> list[Coalesced]:
+def coalesce(buffers: list[bytes | DatagramRun], limit: int = MAX_SUPER_PACKET, offset: int = 0,
+             joinable: Callable[[bytes], bool] | None = None) -> list[Coalesced]:
     """Userspace GRO over one batch of IPv4 packets (see the module text), each `offset` bytes into its
-    buffer (a tunnel's headers before it, which must be the same bytes for buffers to be joined): what is
-    handed on, in order within each flow. A buffer that stands alone comes back as it came, headers and
-    all; a run of them comes back as its IPv4 super-packet of at most `limit` bytes.
+    buffer (a tunnel's headers before it, which must be the same bytes for buffers to be joined), a
+    `DatagramRun` standing for its datagrams: what is handed on, in order within each flow. A buffer that
+    stands alone comes back as it came, headers and all; a run of them comes back as its IPv4 super-packet
+    of at most `limit` bytes. The caller vouches for the buffers; of a `DatagramRun`'s datagrams, those
+    taken one by one stand alone unless `joinable` says otherwise (those taken at once continue one that
+    was, header byte for header byte).
 
     No payload byte is read: a segment's payload sum follows from its checksum field, its pseudo-header
     and its header words, and the super-packet's checksum is made from those sums. So a segment whose
@@ -347,12 +450,10 @@ def coalesce(buffers: list[bytes], limit: int = MAX_SUPER_PACKET, offset: int = 
     unpack = _SEGMENT_FIELDS.unpack_from
     minimum = offset + 40
     at = offset + IPV4_HEADER
-    count = len(buffers)
-    index = 0
-    while index < count:
-        buffer = buffers[index]
-        index += 1
-        if not (len(buffer) > minimum and buffer[offset] == 0x45 and buffer[offset + 9] == TCP):
+    pending = _Pending(buffers)
+    while (buffer := pending.next()) is not None:
+        if not (len(buffer) > minimum and buffer[offset] == 0x45 and buffer[offset + 9] == TCP) or (
+                pending.from_run and joinable is not None and not joinable(buffer)):
             emit(Coalesced(buffer, 0))
             continue
         (_, tos, total, ip_id, fragment, ttl, _, _, addresses, ports, seq, ack, data_offset, flags, window, checksum,
@@ -391,7 +492,7 @@ def coalesce(buffers: list[bytes], limit: int = MAX_SUPER_PACKET, offset: int = 
                     del runs[flow]
                     emit(_finish(run))
                 else:
-                    index += _take_alike(run, buffers, index, payload_sum, limit)
+                    _take_alike(run, buffer, pending, payload_sum, limit)
                 continue
             del runs[flow]
             emit(_finish(run))
@@ -399,7 +500,7 @@ def coalesce(buffers: list[bytes], limit: int = MAX_SUPER_PACKET, offset: int = 
             emit(Coalesced(buffer, 0))
             continue
         run = runs[flow] = _Run(buffer, offset, thl, payload_sum, flags, fields, seq, ip_id)
-        index += _take_alike(run, buffers, index, payload_sum, limit)
+        _take_alike(run, buffer, pending, payload_sum, limit)
     out += [_finish(run) for run in runs.values()]
     return out
 
@@ -416,30 +517,25 @@ def _column(rows: numpy.ndarray, at: int, kind: numpy.dtype) -> numpy.ndarray:
     return rows[:, at : at + kind.itemsize].view(kind)[:, 0].astype(numpy.int64)
 
 
-def _take_alike(run: _Run, buffers: list[bytes], index: int, last_payload_sum: int, limit: int) -> int:
-    """Appends to `run`, whose last segment is `buffers[index - 1]`, how many of the buffers from `index`
-    on continue it as `coalesce` would have appended them one by one, all checked in one numpy pass; the
-    count taken. Only buffers of the last one's length are looked at: those continue it when they differ
-    from it only in their IP id and checksum, sequence number and TCP checksum, so every other header byte
-    is compared at once, and each payload's sum follows from how far its checksum field and sequence number
-    moved from the last one's (which had `last_payload_sum`)."""
-    last, payload = buffers[index - 1], run.mss
+def _take_alike(run: _Run, last: bytes, pending: _Pending, last_payload_sum: int, limit: int) -> None:
+    """Appends to `run`, whose last segment is `last`, as many of the `pending` buffers as continue it, as
+    `coalesce` would have appended them one by one, all checked in one numpy pass. Only buffers of the last
+    one's length are looked at: those continue it when they differ from it only in their IP id and
+    checksum, sequence number and TCP checksum, so every other header byte is compared at once, and each
+    payload's sum follows from how far its checksum field and sequence number moved from the last one's
+    (which had `last_payload_sum`)."""
+    payload = run.mss
     if run.odd or payload & 1 or run.size + payload > limit or len(last) - run.at - IPV4_HEADER - run.thl != payload:
-        return 0
-    end = index
-    stop = min(len(buffers), index + (limit - run.size) // payload)
-    while end < stop and len(buffers[end]) == len(last):
-        end += 1
-    if end - index < 2:  # one alone is cheaper the usual way
-        return 0
-    alike = buffers[index:end]
+        return
+    rows = pending.alike(len(last), (limit - run.size) // payload)
+    if rows is None:
+        return
     at = run.at
     seq_at = at + IPV4_HEADER + 4
     header_end = len(last) - payload
-    rows = numpy.frombuffer(b"".join(alike), numpy.uint8).reshape(len(alike), len(last))
     head = numpy.frombuffer(last, numpy.uint8, header_end)
     unchanged = _unchanged_columns(at, header_end)
-    step = numpy.arange(1, len(alike) + 1)
+    step = numpy.arange(1, len(rows) + 1)
     ids, seqs = _column(rows, at + 4, _BE16), _column(rows, seq_at, _BE32)
     (last_id,), (last_ip_checksum,) = _U16.unpack_from(last, at + 4), _U16.unpack_from(last, at + 10)
     (last_seq,), (last_checksum,) = _U32.unpack_from(last, seq_at), _U16.unpack_from(last, seq_at + 12)
@@ -447,9 +543,10 @@ def _take_alike(run: _Run, buffers: list[bytes], index: int, last_payload_sum: i
                   & (ids == (last_id + step) & 0xFFFF) & (seqs == (last_seq + step * payload) & 0xFFFFFFFF)
                   # a sound header with only its id changed stays sound when its checksum moved back as much
                   & ((ids + _column(rows, at + 10, _BE16)) % 0xFFFF == (last_id + last_ip_checksum) % 0xFFFF))
-    taken = len(alike) if continuing.all() else int(numpy.argmin(continuing))
+    taken = len(rows) if continuing.all() else int(numpy.argmin(continuing))
     if not taken:
-        return 0
+        return
+    pending.skip(taken)
     seqs = seqs[:taken]
     moved = (int((0xFFFF - _column(rows[:taken], seq_at + 12, _BE16)).sum()) - int((seqs >> 16).sum())
              - int((seqs & 0xFFFF).sum()))
@@ -460,7 +557,6 @@ def _take_alike(run: _Run, buffers: list[bytes], index: int, last_payload_sum: i
     run.next_seq = (last_seq + (taken + 1) * payload) & 0xFFFFFFFF
     run.next_id = (last_id + taken + 1) & 0xFFFF
     run.count += taken
-    return taken
 
 
 def _finish(run: _Run) -> Coalesced:
