@@ -132,7 +132,10 @@ def _encode_options(segment: TcpSegment) -> bytes:
     return b"".join(parts)
 
 
-def encode(segment: TcpSegment, src_ip: str, dst_ip: str) -> bytes:
+def encode(segment: TcpSegment, src_ip: str, dst_ip: str, *, partial_checksum: bool = False) -> bytes:
+    """The segment's bytes with its checksum; `partial_checksum`: with the pseudo-header's sum only
+    (folded, not complemented), as a kernel leaves it for checksum offload, for a super-packet whose
+    segments get their own checksums where it is cut."""
     options = _encode_options(segment)
     data_offset = HEADER_LENGTH + len(options)
     header = _HEADER.pack(
@@ -150,7 +153,9 @@ def encode(segment: TcpSegment, src_ip: str, dst_ip: str) -> bytes:
     length = len(packed)
     if length > 0xFFFF:
         raise ValueError(f"TCP segment of {length} bytes exceeds 65535")
-    packed[16:18] = internet_checksum(
-        packed, pseudo_header_sum(src_ip, dst_ip, IPProtocol.TCP, length)
-    ).to_bytes(2, "big")
+    pseudo = pseudo_header_sum(src_ip, dst_ip, IPProtocol.TCP, length)
+    if partial_checksum:
+        packed[16:18] = (pseudo % 0xFFFF or 0xFFFF).to_bytes(2, "big")
+    else:
+        packed[16:18] = internet_checksum(packed, pseudo).to_bytes(2, "big")
     return bytes(packed)

@@ -77,7 +77,9 @@ _UNREACHABLE = {
 
 
 class SuperPacket(bytes):
-    """An IPv4 TCP packet standing for segments of `mss` payload bytes each (the last may be shorter)."""
+    """An IPv4 TCP packet standing for segments of `mss` payload bytes each (the last may be shorter).
+    Its TCP checksum is partial (the pseudo-header's sum, as a kernel with checksum offload leaves it)
+    when it goes out on the link; whoever cuts it or hands it on whole makes the checksums."""
 
     mss: int
 
@@ -613,12 +615,15 @@ class PodStack:
                 self._dispatch(socket, event, now)
         mss = connection.peer_mss
         for segment in connection.take_segments():
+            whole = len(segment.payload) > mss  # a super-packet
+            # whose checksum, going out on the link, is made per segment where it is cut
+            partial = whole and not self._loops_back(ip_to_int(socket.local_ip), ip_to_int(socket.remote_ip))
             self._emit(
                 socket.local_ip,
                 socket.remote_ip,
                 IPProtocol.TCP,
-                tcp.encode(segment, socket.local_ip, socket.remote_ip),
-                mss if len(segment.payload) > mss else 0,
+                tcp.encode(segment, socket.local_ip, socket.remote_ip, partial_checksum=partial),
+                mss if whole else 0,
             )
         if connection.state == TcpState.CLOSED:
             self._sockets.pop(socket.key, None)
@@ -670,12 +675,15 @@ class PodStack:
         self._queue(packet, ip_to_int(src), ip_to_int(dst))
 
     def _queue(self, packet: bytes, src: int, dst: int) -> None:
-        """Loops `packet` back inside the pod when it is for the pod itself or between loopback
-        addresses, else puts it out on the link."""
-        if dst == self._ip_int or (dst >> 24 == 127 and src >> 24 == 127):
+        """Loops `packet` back inside the pod, or puts it out on the link."""
+        if self._loops_back(src, dst):
             self._loopback.append(packet)
         else:
             self._out.append(packet)
+
+    def _loops_back(self, src: int, dst: int) -> bool:
+        """Whether a packet stays inside the pod: for the pod itself, or between loopback addresses."""
+        return dst == self._ip_int or (dst >> 24 == 127 and src >> 24 == 127)
 
 
 def _check_destination(ip: str, port: int) -> None:
