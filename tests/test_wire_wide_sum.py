@@ -2,6 +2,7 @@
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from podnet.overlay.wire.checksum import NATIVE_WORD_WEIGHT, ones_complement_sum, segment_sums, wide_sum
@@ -76,3 +77,13 @@ def test_super_segment_sized_ranges_sum_as_read_whole(size, start, seed, fill):
     for view in (data, memoryview(bytearray(data))):
         assert wide_sum(view, start) % 0xFFFF == _whole(data[start:]) % 0xFFFF
         assert (wide_sum(view, start) == 0) == (not any(data[start:]))
+
+
+@pytest.mark.parametrize("size", [4096, 4097, 4098, 4099, 64_001, 65_535])
+@pytest.mark.parametrize("start", [0, 1, 2, 3, 20])
+@pytest.mark.parametrize("fill", [None, 0, 0xFF])
+def test_super_packet_sized_ranges_sum_as_the_whole_does(size, start, fill):
+    """Summed as 32-bit words, with a tail of 0 to 3 bytes, from any start."""
+    data = bytes([fill]) * (start + size) if fill is not None else random.Random(size + start).randbytes(start + size)
+    assert wide_sum(data, start) % 0xFFFF == _whole(data[start:]) % 0xFFFF
+    assert (wide_sum(data, start) == 0) == (not any(data[start:]))

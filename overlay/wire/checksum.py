@@ -22,6 +22,7 @@ from .addresses import ip_to_bytes
 # value added to it (a pseudo-header) must be weighed alike.
 NATIVE_WORD_WEIGHT = 1 if sys.byteorder == "big" else 256
 _WORD = numpy.dtype(numpy.uint16)
+_WORD_PAIR = numpy.dtype(numpy.uint32)
 _SUM = numpy.dtype(numpy.uint64)  # no overflow: 2**48 words of 0xffff would be needed
 
 # From this many bytes on, the buffer is read as two integers whose sum is reduced: a modulo costs per
@@ -50,8 +51,10 @@ def wide_sum(data: bytes | bytearray | memoryview, start: int = 0, end: int | No
         end = len(data)
     size = end - start
     if size >= _NUMPY_AT:
-        value = int(numpy.frombuffer(data, _WORD, size >> 1, start).sum(dtype=_SUM)) * NATIVE_WORD_WEIGHT
-        return value + (data[end - 1] << 8 if size & 1 else 0)
+        # as 32-bit words, half as many additions: one is its two 16-bit words' sum modulo 0xffff
+        value = int(numpy.frombuffer(data, _WORD_PAIR, size >> 2, start).sum(dtype=_SUM)) * NATIVE_WORD_WEIGHT
+        rest = int.from_bytes(data[end - (size & 3) : end])
+        return value + (rest << 8 if size & 1 else rest)
     if size < _SPLIT_AT or size in _FOLDED_SIZES:
         value = int.from_bytes(data[start:end])
         if size & 1:

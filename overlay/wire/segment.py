@@ -114,7 +114,7 @@ def tcp_checksum_ok(packet: bytes | bytearray) -> bool:
     """Whether the TCP checksum of `packet` (IPv4 + TCP) holds, summed in one numpy pass: what a kernel
     verifies, for a super-packet the kernel will take as verified."""
     ihl = (packet[0] & 0x0F) * 4
-    (value,) = _range_sums(packet, [(ihl, len(packet))])
+    value = wide_sum(packet, ihl)
     return not (_pseudo_sum(packet, len(packet) - ihl) + value) % 0xFFFF
 
 
@@ -125,7 +125,7 @@ def with_tcp_checksum(packet: bytes | bytearray) -> bytes:
     ihl = (buf[0] & 0x0F) * 4
     at = ihl + TCP_CHECKSUM_AT
     buf[at : at + 2] = b"\0\0"
-    (value,) = _range_sums(buf, [(ihl, len(buf))])
+    value = wide_sum(buf, ihl)
     _U16.pack_into(buf, at, _fold(_pseudo_sum(buf, len(buf) - ihl) + value))
     return bytes(buf)
 
@@ -146,33 +146,6 @@ def _pseudo_sum(packet: bytes | bytearray | memoryview, tcp_length: int) -> int:
 def _fold(value: int) -> int:
     """The complemented checksum of a congruent sum (a sum of nonzero data is never 0 here)."""
     return ~(value % 0xFFFF or 0xFFFF) & 0xFFFF
-
-
-def _range_sums(buffer: bytes | bytearray | memoryview, ranges: list[tuple[int, int]]) -> list[int]:
-    """For each (start, end) of `buffer` (starts even, ranges in order and apart), an integer congruent
-    modulo 0xffff to `wide_sum(buffer, start, end)`: all of them in one numpy pass, which per range costs
-    a small share of a big-integer conversion of it. An odd range counts its last byte as wide_sum pads
-    it."""
-    if not ranges:
-        return []
-    words = len(buffer) // 2
-    bounds = []
-    for start, end in ranges:
-        bounds += (start >> 1, end >> 1)
-    view = numpy.frombuffer(buffer, _WORD, words)
-    if bounds[-1] >= words:
-        # reduceat's indices must stay inside the array, and its last sum runs to the end anyway
-        bounds.pop()
-        if bounds[-1] >= words:  # an empty range at the very end: a zero word to stand for it
-            view = numpy.append(view, numpy.zeros(1, _WORD))
-    sums = numpy.add.reduceat(view, bounds, dtype=_SUM).tolist()
-    out = []
-    for index, (start, end) in enumerate(ranges):
-        value = sums[2 * index] * NATIVE_WORD_WEIGHT if end - start > 1 else 0
-        if end & 1:
-            value += buffer[end - 1] << 8
-        out.append(value)
-    return out
 
 
 def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes = b"") -> list[bytes]:
