@@ -78,6 +78,10 @@ class NodeAgent:
         return self.lifecycle.pods
 
     @property
+    def finished_pods(self) -> dict[str, LocalPod]:
+        return self.lifecycle.finished
+
+    @property
     def nodeports(self) -> NodePorts | None:
         return self.dataplane.nodeports
 

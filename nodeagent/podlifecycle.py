@@ -59,6 +59,9 @@ class PodLifecycle:
         self.events = events
         self._informer = informer  # the pods bound here, as the API server last told us
         self.pods: dict[str, LocalPod] = {}  # "ns/name" -> pod
+        # Pods that ended (Succeeded or Failed), their network gone: kept, as a kubelet keeps a finished
+        # container's log, for their logs until they are deleted (not across a restart of the agent).
+        self.finished: dict[str, LocalPod] = {}
         self.ipam: HostLocalIpam | None = None
         self.netns_pods = NetnsPods(config.name, config.state_path, dataplane.from_netns_pod, self._netns_changed)
         self.statuses = PodStatuses(config, client, informer, self.pods, lambda key: dataplane.relays.ready(key))
@@ -89,13 +92,14 @@ class PodLifecycle:
     def on_pod(self, event: str, old: dict | None, new: dict | None) -> None:
         if event == "DELETED" or new is None:
             self.remove_pod(old)
+            self._forget_finished(old)
             return
         meta = new.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             self.terminations.start(new)
             return
         if (new.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            self.remove_pod(new)
+            self.remove_pod(new, finished=True)
             return
         if (new.get("spec") or {}).get("hostNetwork"):
             self.statuses.mark_dirty(object_key(new))
@@ -113,6 +117,8 @@ class PodLifecycle:
             return existing
         if existing is not None:  # same name, new pod
             self.remove_pod({"metadata": {"namespace": meta["namespace"], "name": meta["name"], "uid": existing.uid}})
+        if key in self.finished:  # a namesake that ended: its logs would be taken for this one's
+            self._forget_finished({"metadata": {"namespace": meta["namespace"], "name": meta["name"]}})
         if key in self._attaching:
             return None  # its chain's ADD is running; a pod that replaced it meanwhile is seen when it ends
         uid = meta.get("uid") or key
@@ -226,8 +232,9 @@ class PodLifecycle:
             if any(c.spec.config_error is not None for c in pod.netns.containers.values()):
                 self.netns_pods.start_waiting(key, pod.netns, ContainerSpec.from_pod(obj, self.pod_env.container_env))
 
-    def remove_pod(self, obj: dict | None) -> None:
-        """CNI DEL of the pod `obj` names, when it is the one we hold (same uid)."""
+    def remove_pod(self, obj: dict | None, *, finished: bool = False) -> None:
+        """CNI DEL of the pod `obj` names, when it is the one we hold (same uid); `finished`: it ended, and
+        its logs stay until it is deleted (`_forget_finished`)."""
         if obj is None:
             return
         meta = obj.get("metadata") or {}
@@ -236,13 +243,15 @@ class PodLifecycle:
         if pod is None or (meta.get("uid") and meta.get("uid") != pod.uid):
             return
         del self.pods[key]
+        if finished:
+            self.finished[key] = pod
         self._env_waiting.discard(key)
         self.dataplane.relays.detach(key)
         self.dataplane.remove(pod)
         if isinstance(pod, KernelPod):
             self.netns_pods.stop(pod.netns)
             netns = pod.netns.net.netns
-            self._detaching[netns] = task = asyncio.ensure_future(self._detach_netns(pod, obj))
+            self._detaching[netns] = task = asyncio.ensure_future(self._detach_netns(pod, obj, keep_logs=finished))
             task.add_done_callback(lambda _: self._detaching.pop(netns, None))
         else:
             if pod.timer is not None:
@@ -255,11 +264,23 @@ class PodLifecycle:
         self.restart_events.forget(pod.uid)
         log.info("pod %s: CNI DEL, released %s", key, pod.port.ip)
 
-    async def _detach_netns(self, pod: KernelPod, obj: dict) -> None:
-        """The chain's DEL (which frees the pod's address), then the namespace."""
+    async def _detach_netns(self, pod: KernelPod, obj: dict, *, keep_logs: bool = False) -> None:
+        """The chain's DEL (which frees the pod's address), then the namespace (and its logs, unless kept)."""
         await self.cni.detach_pod(pod.uid, str(NETNS_DIR / pod.netns.net.netns), obj)
         self.ipam.release(pod.uid)
-        await asyncio.to_thread(self.netns_pods.remove, pod.netns.net)
+        await asyncio.to_thread(self.netns_pods.remove, pod.netns.net, keep_logs=keep_logs)
+
+    def _forget_finished(self, obj: dict | None) -> None:
+        """The pod `obj` names, which ended here, was deleted (or has a namesake): its logs go."""
+        if obj is None:
+            return
+        key, uid = object_key(obj), (obj.get("metadata") or {}).get("uid")
+        pod = self.finished.get(key)
+        if pod is None or (uid and uid != pod.uid):
+            return
+        del self.finished[key]
+        if isinstance(pod, KernelPod):
+            self.netns_pods.remove_logs(pod.netns.net)
 
     def collect_garbage(self) -> None:
         """After the first sync: addresses whose pods are gone (deleted while we were down) are freed."""

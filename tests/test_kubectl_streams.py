@@ -21,6 +21,7 @@ from support.local_cluster import deployment, eventually, pod_on, service
 
 from podnet import kubeconfig
 from podnet.cluster import credentials, kubelet_credentials
+from podnet.netns.names import namespace_name
 
 pytestmark = pytest.mark.slow
 
@@ -226,3 +227,47 @@ async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster):
     assert [line.split(" ", 1)[1] for line in lines] == ["started", "warning", "ending"], previous
     times = [time.mktime(time.strptime(line.split(".")[0], "%Y-%m-%dT%H:%M:%S")) for line in lines]
     assert times[2] - times[0] >= 1, previous  # each line stamped when it was written
+
+
+def _job(name: str, command: list[str], *, netns: bool = False) -> dict:
+    template: dict = {"spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": "busybox", "command": command}]}}
+    if netns:
+        template["metadata"] = {"annotations": {"podnet.io/pod-mode": "netns"}}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"backoffLimit": 0, "template": template}}
+
+
+@pytest.mark.root
+async def test_kubectl_logs_of_pods_that_ended_until_they_are_deleted(local_cluster):
+    """A Job's pods end, their network goes, and `kubectl logs job/...` still shows what they wrote (a
+    netns pod's program, a virtual pod's command), as a kubelet keeps a finished container's log; once the
+    pods are deleted the logs go too."""
+    cluster = await local_cluster("127.0.251", nodes=1)
+    kubectl = Kubectl(cluster.home)
+    await cluster.create(_job("said", ["sh", "-c", "echo done; sleep 0.2; echo and said so >&2"], netns=True),
+                         _job("named", ["hostname"]))
+    for job in ("said", "named"):
+        waited = await kubectl.arun("wait", "--for=condition=complete", f"job/{job}", "--timeout=60s")
+        assert waited.returncode == 0, waited
+    pods = {p["metadata"]["labels"]["job-name"]: p["metadata"]["name"]
+            for p in (await cluster.client.list("pods", "default"))["items"]}
+    netns = namespace_name(cluster.topo.nodes[0].name, "default", pods["said"])
+    assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    said = await kubectl.arun("logs", "job/said")
+    assert said.returncode == 0 and said.stdout == "done\nand said so\n", said
+    named = await kubectl.arun("logs", "job/named")
+    assert named.returncode == 0 and named.stdout == f"{pods['named']}\n", named
+    followed = await kubectl.arun("logs", "-f", pods["said"])  # an ended container's log has its end
+    assert followed.returncode == 0 and followed.stdout == said.stdout, followed
+
+    deleted = await kubectl.arun("delete", "pods", pods["said"], pods["named"])
+    assert deleted.returncode == 0, deleted
+    await eventually(lambda: _logs_gone(cluster.home, netns), 20, "the deleted pod's logs removed")
+    gone = await kubectl.arun("logs", pods["said"])
+    assert gone.returncode == 1 and gone.stderr == (f'error: error from server (NotFound): pods "{pods["said"]}" not '
+                                                    'found in namespace "default"\n'), gone
+
+
+async def _logs_gone(home: Path, netns: str) -> bool:
+    return next(home.rglob(netns), None) is None

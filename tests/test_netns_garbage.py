@@ -45,3 +45,21 @@ def test_shutdown_removes_the_namespaces_of_pods_still_being_torn_down(tmp_path)
     pods.close()
 
     assert sorted(p.name for p in records.iterdir()) == [foreign, f"{foreign}.json"]
+
+
+def test_logs_that_ended_pods_kept_are_collected_after_a_restart(tmp_path):
+    # A pod that ended keeps its log directory (its namespace and state gone) until it is deleted; an agent
+    # that went away meanwhile no longer knows it, so its collection takes such directories, not another
+    # node's, nor a claimed pod's.
+    node = f"gc{uuid.uuid4().hex[:8]}"
+    ended, claimed = namespace_name(node, "default", "job-1"), namespace_name(node, "default", "web")
+    foreign = namespace_name(f"{node}x", "default", "job-1")
+    records = tmp_path / "netns"
+    records.mkdir()
+    for name in (ended, f"{ended}.pod", claimed, foreign):
+        (records / name).mkdir()
+        (records / name / "main").mkdir()
+
+    NetnsPods(node, tmp_path, lambda pod, frames: None, lambda key: None).collect_garbage({claimed})
+
+    assert sorted(p.name for p in records.iterdir()) == sorted([claimed, foreign])

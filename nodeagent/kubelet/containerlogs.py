@@ -6,7 +6,8 @@ pod's log directory (`logs.py` has the format and the files); `previous` is the 
 current one. A virtual pod's containers log what their agnhost servers answered (the pod stack's access
 log, the lines of each container's own ports, on stderr as netexec writes them with Go's log package; the
 first container's also what a Job's pod's command wrote). `follow` goes on writing what comes until the container's
-instance ends or its pod is deleted.
+instance ends or its pod is deleted. A pod that ended keeps its logs until it is deleted, as a kubelet
+keeps a finished container's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ FOLLOW_INTERVAL = 0.2
 
 
 async def container_logs(request: web.Request, kubelet: Kubelet) -> web.StreamResponse:
-    target = kubelet.target(request)
+    target = kubelet.target(request, ended=True)
     try:
         options = logs.LogOptions.from_query(dict(request.query), time.time())
     except logs.LogOptionError as exc:

@@ -56,15 +56,17 @@ class Kubelet:
     def __init__(self, agent: NodeAgent):
         self.agent = agent
 
-    def target(self, request: web.Request) -> Target:
+    def target(self, request: web.Request, *, ended: bool = False) -> Target:
+        """The pod and container a request names; `ended`: a pod that ended is found too (its containers'
+        logs stay until it is deleted)."""
         namespace, name = request.match_info["namespace"], request.match_info["pod"]
         container = request.match_info["container"]
         key = f"{namespace}/{name}"
-        pod = self.agent.pods.get(key)
+        pod = self.agent.pods.get(key) or (self.agent.finished_pods.get(key) if ended else None)
         obj = self.agent.pod_informer.store.get(key) if self.agent.pod_informer is not None else None
         if obj is not None and (obj.get("spec") or {}).get("hostNetwork"):
             raise bad_request(f'pod "{name}" is on the host network: the node agent runs no container for it')
-        if pod is None or obj is None:
+        if pod is None or obj is None or obj["metadata"].get("uid", pod.uid) != pod.uid:
             raise KubeletError(404, "NotFound", f'pod "{name}" not found on node {self.agent.config.name}')
         names = [c.get("name") for c in (obj.get("spec") or {}).get("containers") or []]
         if container not in names:

@@ -713,13 +713,18 @@ class NetnsPods:
             asyncio.get_running_loop().remove_reader(pod.read_fd)
         pod.stop_processes()
 
-    def remove(self, net: PodNetwork) -> None:
-        """The namespace of a pod that is gone, and its state, logs and volumes (or what a failed setup made)."""
+    def remove(self, net: PodNetwork, *, keep_logs: bool = False) -> None:
+        """The namespace of a pod that is gone, and its state, logs (unless kept, for `remove_logs` to take
+        later) and volumes (or what a failed setup made)."""
         delete_namespace(net.netns)
         state_path = self.directory / f"{net.netns}.json"
         state_path.unlink(missing_ok=True)
-        shutil.rmtree(self.directory / net.netns, ignore_errors=True)
+        if not keep_logs:
+            self.remove_logs(net)
         shutil.rmtree(state_path.with_suffix(".pod"), ignore_errors=True)
+
+    def remove_logs(self, net: PodNetwork) -> None:
+        shutil.rmtree(self.directory / net.netns, ignore_errors=True)
 
     def collect_garbage(self, claimed: set[str]) -> list[str]:
         """Removes the namespaces of this node that no current pod claims: those with the node's owner
@@ -741,7 +746,18 @@ class NetnsPods:
             path.unlink(missing_ok=True)
             shutil.rmtree(self.directory / name, ignore_errors=True)
             shutil.rmtree(path.with_suffix(".pod"), ignore_errors=True)
+        self._collect_left_directories(claimed)
         return removed
+
+    def _collect_left_directories(self, claimed: set[str]) -> None:
+        """The logs that ended pods kept (and any volumes) whose namespace's state is gone: left when the
+        agent went away before the pods were deleted."""
+        for directory in self.directory.iterdir() if self.directory.exists() else ():
+            owner = directory.name.removesuffix(".pod")
+            if (not directory.is_dir() or not owner.startswith(owner_prefix(self.node)) or owner in self.pods
+                    or owner in claimed or (self.directory / f"{owner}.json").exists()):
+                continue
+            shutil.rmtree(directory, ignore_errors=True)
 
     def close(self) -> None:
         """Agent shutdown: every pod's processes stopped and its namespace removed, those of pods still being
