@@ -165,7 +165,8 @@ def laid_tcp_segments(packet: bytes | bytearray | memoryview, mss: int,
     an odd row) the buffer is the rows' own memory, with no copy made."""
     rows, pad, ends = _segment_rows(packet, mss, prefix)
     stride = rows.shape[1]
-    sizes = [end - row * stride - pad for row, end in enumerate(ends)]
+    # all of one size but the last
+    sizes = [ends[0] - pad] * (len(ends) - 1) + [ends[-1] - (len(ends) - 1) * stride - pad]
     if pad or sizes[0] != stride:
         laid = rows.tobytes()
         return b"".join([laid[row * stride + pad : end] for row, end in enumerate(ends)]), sizes
