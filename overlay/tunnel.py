@@ -138,7 +138,7 @@ class Tunnel:
             pass
         except OSError as exc:  # ICMP errors for earlier sends surface here (ECONNREFUSED); not fatal
             self.counters[f"rx-error.{type(exc).__name__}"] += 1
-        self._hand_over(datagrams, cut_off)
+        self._hand_over(datagrams, cut_off, len(datagrams) + cut_off)
 
     def _read_joined(self) -> None:
         """`_readable` with UDP_GRO: a read may hold a run of datagrams of one size, cut apart here."""
@@ -181,12 +181,12 @@ class Tunnel:
     @staticmethod
     def _cut(data: bytes, size: int) -> list:
         """A joined read's datagrams, as the receiver takes them."""
-        return [data[at : at + size] for at in range(0, len(data), size)]
+        return DatagramRun(data, size).apart()
 
-    def _hand_over(self, datagrams: list[tuple[bytes, str]], cut_off: int, taken: int | None = None) -> None:
-        """One wake-up's reading done: counted (`taken` datagrams in all, when `datagrams` holds runs), and
-        what was not cut off handed to the receiver."""
-        self.counters["rx"] += (len(datagrams) + cut_off) if taken is None else taken
+    def _hand_over(self, datagrams: list[tuple[bytes, str]], cut_off: int, taken: int) -> None:
+        """One wake-up's reading done: `taken` datagrams counted (a run among `datagrams` stands for
+        several), and what was not cut off handed to the receiver."""
+        self.counters["rx"] += taken
         if cut_off:
             self.counters["drop.partitioned"] += cut_off
         if datagrams:

@@ -152,10 +152,7 @@ def tcp_segments(packet: bytes | bytearray | memoryview, mss: int, prefix: bytes
     """The segments of a super-packet, each of at most `mss` payload bytes, each behind `prefix` (a
     tunnel's headers). A packet whose payload fits in one segment comes back as that one segment, with its
     checksums made complete."""
-    rows, pad, ends = _segment_rows(packet, mss, prefix)
-    laid = rows.tobytes()
-    stride = rows.shape[1]
-    return [laid[row * stride + pad : end] for row, end in enumerate(ends)]
+    return _rows_apart(*_segment_rows(packet, mss, prefix))
 
 
 def laid_tcp_segments(packet: bytes | bytearray | memoryview, mss: int,
@@ -168,9 +165,15 @@ def laid_tcp_segments(packet: bytes | bytearray | memoryview, mss: int,
     # all of one size but the last
     sizes = [ends[0] - pad] * (len(ends) - 1) + [ends[-1] - (len(ends) - 1) * stride - pad]
     if pad or sizes[0] != stride:
-        laid = rows.tobytes()
-        return b"".join([laid[row * stride + pad : end] for row, end in enumerate(ends)]), sizes
+        return b"".join(_rows_apart(rows, pad, ends)), sizes
     return memoryview(rows).cast("B")[: ends[-1]], sizes
+
+
+def _rows_apart(rows: numpy.ndarray, pad: int, ends: list[int]) -> list[bytes]:
+    """The segments `_segment_rows` laid out, each on its own."""
+    laid = rows.tobytes()
+    stride = rows.shape[1]
+    return [laid[row * stride + pad : end] for row, end in enumerate(ends)]
 
 
 def laid_apart(laid: bytes | memoryview, sizes: list[int]) -> list[bytes]:
