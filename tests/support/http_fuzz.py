@@ -2,7 +2,9 @@
 its own connection to HOST:PORT, a request from a list of what a proxy must refuse with a few bytes past
 the method changed at random (seeded by its number), the answer's status line read back.
 `python3 - HOST PORT COUNT` prints {"status": count, ...} as JSON; "none" counts connections closed
-without an answer."""
+without an answer. A connection that fails is counted on its own, by what went wrong ("reset", "timeout"
+or the error's name), its local port and its request's number (to find it in a capture and make its
+request again), and the answer's status or length when some of it had come."""
 
 import json
 import random
@@ -30,16 +32,24 @@ def one(host: str, port: int, number: int) -> str:
     data = bytearray(rng.choice(REFUSED))
     for _ in range(rng.randrange(3)):
         data[rng.randrange(4, len(data))] = rng.randrange(256)
-    with socket.create_connection((host, port), timeout=10) as conn:
-        try:
+    answer, local_port = b"", 0
+    try:
+        with socket.create_connection((host, port), timeout=10) as conn:
+            local_port = conn.getsockname()[1]
             conn.sendall(data)
             conn.shutdown(socket.SHUT_WR)
-            answer = b""
             while chunk := conn.recv(65536):
                 answer += chunk
-        except OSError:
-            return "reset"
-    return answer[9:12].decode("latin-1") if answer.startswith(b"HTTP/1.") else "none"
+    except OSError as e:
+        kind = "timeout" if isinstance(e, TimeoutError) else "reset" if isinstance(e, ConnectionResetError) else (
+            type(e).__name__)
+        failed = f"{kind}@{local_port}#{number}"
+        return f"{failed} after {status(answer) or f'{len(answer)} bytes'}" if answer else failed
+    return status(answer) or "none"
+
+
+def status(answer: bytes) -> str | None:
+    return answer[9:12].decode("latin-1") if answer.startswith(b"HTTP/1.") else None
 
 
 def main() -> None:
