@@ -19,7 +19,7 @@ from podnet.cli.daemon import (
     require_server,
     run,
 )
-from podnet.process import quiet_garbage_collector
+from podnet.process import keep_freed_heap, quiet_garbage_collector
 
 
 def nodeagent(
@@ -104,6 +104,7 @@ def nodeagent(
             typer.echo(f"error: --encryption wireguard: {exc}", err=True)
             raise typer.Exit(2) from None
     quiet_garbage_collector()
+    keep_freed_heap()
     run(serve, config)
 
 
