@@ -367,8 +367,8 @@ class Dataplane:
                     pod = by_ip.get(out.pod_ip)
                     if type(pod) is KernelPod and pod.netns.offloads and not (splices.to_pods or pending):
                         pod.netns.deliver_super(out.packet, out.mss)
-                    elif _takes_super_packets(pod) and not splices.to_pods:  # a stack takes it whole
-                        batches.setdefault(id(pod), (pod, []))[1].append(out.packet)
+                    elif _takes_super_packets(pod) and not splices.to_pods:  # a stack takes it whole, as bytes
+                        batches.setdefault(id(pod), (pod, []))[1].append(bytes(out.packet))
                     elif pod is not None:  # segments, for a stack or for the splices, which take those
                         segmented += [Deliver(out.pod_ip, segment) for segment in tcp_segments(out.packet, out.mss)]
                 elif kind is ToHost:

@@ -639,10 +639,10 @@ class Pipeline:
             return self._drop("vxlan-inner-not-ipv4", trace)
         return self._decapsulated(peer, datagram[22:], now, trace, datagram)
 
-    def from_tunnel_super(self, sender: str, packet: bytes, mss: int, now: float) -> list[Output]:
+    def from_tunnel_super(self, sender: str, packet: bytearray, mss: int, now: float) -> list[Output]:
         """The IPv4 super-packet that the segments of one flow from `sender`, read in one batch and joined
-        (`segment.coalesce`), make: decided on once, by the flow's shortcut or the stages, as each of them
-        would have been; its conntrack entry and the counters count the segments."""
+        (`segment.coalesce`, whose own buffer it is), make: decided on once, by the flow's shortcut or the
+        stages, as each of them would have been; its conntrack entry and the counters count the segments."""
         peer = self.peers.get(sender)
         if peer is None:
             return self._drop(f"{self._scheme}-unknown-sender", None)
@@ -651,7 +651,8 @@ class Pipeline:
         outputs = self._shortcuts.from_tunnel_super(sender, packet, mss, count, now)
         if outputs is not None:
             return outputs
-        return self._decapsulated(peer, packet, now, None, packet, mss)
+        whole = bytes(packet)  # the stages take packets as they came
+        return self._decapsulated(peer, whole, now, None, whole, mss)
 
     def _decapsulated(
         self, peer: Peer, packet: bytes, now: float, trace: list[Stage] | None, datagram: bytes, mss: int = 0

@@ -98,10 +98,11 @@ class Tunnel(NamedTuple):
 class DeliverSuper(NamedTuple):
     """Hand the super-packet `packet` (IPv4 + TCP standing for segments of `mss` payload bytes, as a pod's
     kernel hands one over with segmentation offload) to the local pod at `pod_ip`: whole to a TAP that
-    takes super-frames, cut into its segments for anything else."""
+    takes super-frames, cut into its segments for anything else. One joined from a tunnel's segments is
+    the coalescer's bytearray."""
 
     pod_ip: int
-    packet: bytes
+    packet: bytes | bytearray
     mss: int
 
 

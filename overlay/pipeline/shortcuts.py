@@ -77,7 +77,7 @@ class Joined(NamedTuple):
     """The IPv4 super-packet that TCP segments of one flow from `sender` make, `mss` payload bytes each."""
 
     sender: str
-    packet: bytes
+    packet: bytearray  # the coalescer's own
     mss: int
 
 
@@ -295,9 +295,10 @@ class Shortcuts:
             if alone:
                 yield alone
 
-    def from_tunnel_super(self, sender: str, packet: bytes, mss: int, count: int, now: float) -> list[Output] | None:
+    def from_tunnel_super(self, sender: str, packet: bytearray, mss: int, count: int, now: float) -> list[Output] | None:
         """The super-packet that `count` segments of one flow from `sender` joined into, on its flow's
-        shortcut, its conntrack entry and the delivered counter counting the segments."""
+        shortcut, its conntrack entry and the delivered counter counting the segments. The packet is the
+        coalescer's own: the hop (and NAT) are made in it."""
         candidate = shortcut_candidate(packet) if len(packet) >= SHORTCUT_MIN else None
         shortcut = None if candidate is None else self.ingress.get(candidate[0])
         if shortcut is None or shortcut[0] != sender or shortcut[1].expires <= now:
@@ -307,10 +308,7 @@ class Shortcuts:
         entry.packets[direction] += count
         entry.expires = now + entry.lifetime
         self._counters["delivered"] += count
-        hop = decremented_ttl_word(ttl, key[0], checksum)
-        if nat is None:  # one copy of the 64 KB, not two
-            return [DeliverSuper(key[3], b"".join((packet[:TTL_AT], hop, packet[TTL_AT + 4 :])), mss)]
-        buf = bytearray(packet)
-        buf[TTL_AT : TTL_AT + 4] = hop
-        fastpath.apply_nat(buf, nat)
-        return [DeliverSuper(key[3], bytes(buf), mss)]
+        packet[TTL_AT : TTL_AT + 4] = decremented_ttl_word(ttl, key[0], checksum)
+        if nat is not None:
+            fastpath.apply_nat(packet, nat)
+        return [DeliverSuper(key[3], packet, mss)]

@@ -368,9 +368,10 @@ class _Pending:
 
 class Coalesced(NamedTuple):
     """A packet as the coalescer hands it on: `mss` is 0 for one that stands alone (as it came), else
-    the payload size of the segments it joined (the super-packet's GSO size)."""
+    the payload size of the segments it joined (the super-packet's GSO size). A super-packet is a
+    bytearray of its own, which whoever takes it may change in place (a hop, NAT) without copying 64 KB."""
 
-    packet: bytes
+    packet: bytes | bytearray
     mss: int
 
 
@@ -549,4 +550,4 @@ def _finish(run: _Run) -> Coalesced:
     tcp_header[16:18] = b"\0\0"
     value = _pseudo_sum(ip_header, run.size - IPV4_HEADER) + wide_sum(tcp_header) + run.payload_sum
     _U16.pack_into(tcp_header, 16, _fold(value))
-    return Coalesced(b"".join((ip_header, tcp_header, *run.parts)), run.mss)
+    return Coalesced(bytearray().join((ip_header, tcp_header, *run.parts)), run.mss)
