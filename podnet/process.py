@@ -25,19 +25,22 @@ def quiet_garbage_collector() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-# mallopt(3) parameters (malloc.h) and what a process that moves packets sets them to.
+# mallopt(3) parameters (malloc.h) and what a process that moves packets sets them to: the mapping
+# threshold at the most glibc allows on 64-bit systems (its dynamic threshold's own ceiling).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 HEAP_KEPT_FREE = 64 << 20
-HEAP_BLOCK_LIMIT = 4 << 20
+HEAP_BLOCK_LIMIT = 32 << 20
 
 
 def keep_freed_heap() -> None:
     """For a process that moves packets: freed memory stays in the heap (up to HEAP_KEPT_FREE at its top),
     and blocks up to HEAP_BLOCK_LIMIT come from the heap rather than from a mapping of their own. A
     super-packet is a 64 KB buffer made and freed thousands of times a second; with glibc's defaults
-    (trim past 128 KB, a dynamic mapping threshold) each free gave the pages back to the kernel and the
-    next buffer faulted them in again, zeroed: that was more than half the cost of joining and handing
-    on a super-packet. A C library without mallopt is left as it is."""
+    (trim past 128 KB) each free could give the pages back to the kernel and the next buffer faulted them
+    in again, zeroed: that was more than half the cost of joining and handing on a super-packet. Setting
+    the trim threshold stops glibc from moving its mapping threshold, so that is set as well: left at
+    128 KB, every larger buffer (a virtual pod's send buffer) would be a fresh mapping, faulted in page by
+    page. A C library without mallopt is left as it is."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError):  # pragma: no cover - every glibc has it
