@@ -348,14 +348,18 @@ def test_explain_reads_the_openapi_v3_documents(populated):
 
 def test_get_watch_prints_table_rows_of_each_event(populated):
     env = populated.kubectl_env()
+    # The pod exists before the watch starts and goes once kubectl has listed it: kubectl watches from the
+    # list's resourceVersion, so the deletion reaches it however late its watch request comes. (Made and
+    # deleted while kubectl still started, the pod would be in neither its list nor its watch.)
+    created = populated.kubectl("run", "watched", "--image=agnhost:2.39", "--labels=app=watched")
+    assert created.returncode == 0, created.stderr
     with subprocess.Popen(["kubectl", "get", "pods", "--watch", "--output-watch-events", "-l", "app=watched"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as watcher:
         try:
-            created = populated.kubectl("run", "watched", "--image=agnhost:2.39", "--labels=app=watched")
-            assert created.returncode == 0, created.stderr
+            lines = [watcher.stdout.readline() for _ in range(2)]
             deleted = populated.kubectl("delete", "pod", "watched", "--wait=false")
             assert deleted.returncode == 0, deleted.stderr
-            lines = [watcher.stdout.readline() for _ in range(3)]
+            lines.append(watcher.stdout.readline())
         finally:
             watcher.kill()
     assert _columns(lines[0]) == ["EVENT", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
