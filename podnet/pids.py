@@ -10,10 +10,12 @@ from pathlib import Path
 
 def start_time(pid: int) -> str | None:
     """The kernel's start time of `pid` (field 22 of /proc/PID/stat), None when it is gone or a zombie (as
-    good as gone)."""
+    good as gone). A zombie whose threads still run is not gone: a process's first thread can end before the
+    others (SIGKILL takes them one by one), and until the last ends, the process's sockets stay open."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces and ')'
-    return None if fields[0] == "Z" else fields[19]
+    state, threads, started = fields[0], fields[17], fields[19]
+    return None if state == "Z" and threads == "1" else started
