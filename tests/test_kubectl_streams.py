@@ -253,7 +253,8 @@ async def test_kubectl_logs_of_pods_that_ended_until_they_are_deleted(local_clus
     pods = {p["metadata"]["labels"]["job-name"]: p["metadata"]["name"]
             for p in (await cluster.client.list("pods", "default"))["items"]}
     netns = namespace_name(cluster.topo.nodes[0].name, "default", pods["said"])
-    assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    # The agent takes an ended pod's network down once it has seen it end, a moment after the Job has.
+    await eventually(lambda: _netns_gone(netns), 20, "the ended pod's network namespace removed")
     said = await kubectl.arun("logs", "job/said")
     assert said.returncode == 0 and said.stdout == "done\nand said so\n", said
     named = await kubectl.arun("logs", "job/named")
@@ -267,6 +268,10 @@ async def test_kubectl_logs_of_pods_that_ended_until_they_are_deleted(local_clus
     gone = await kubectl.arun("logs", pods["said"])
     assert gone.returncode == 1 and gone.stderr == (f'error: error from server (NotFound): pods "{pods["said"]}" not '
                                                     'found in namespace "default"\n'), gone
+
+
+async def _netns_gone(netns: str) -> bool:
+    return netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
 
 async def _logs_gone(home: Path, netns: str) -> bool:
