@@ -37,7 +37,7 @@ def _pods(*phases: str) -> list[dict]:
     (_job(), ("Running", "Running", "Succeeded", "Succeeded"), 0, 1, None, {"active": 1, "succeeded": 2}),
     (_job(), ("Succeeded",) * 3, 0, 0, "Complete", {"succeeded": 3}),
     (_job(), ("Failed", "Running"), 1, 0, None, {"active": 2, "failed": 1}),
-    (_job(), ("Failed", "Failed", "Running"), 0, 1, "Failed", {"failed": 2}),
+    (_job(), ("Failed", "Failed", "Running"), 0, 1, "Failed", {"failed": 3}),  # what it deletes failed too
     (_job(completions=None), ("Running", "Succeeded"), 0, 0, None, {"active": 1, "succeeded": 1}),
     (_job(completions=None), ("Succeeded", "Succeeded"), 0, 0, "Complete", {"succeeded": 2}),
     (_job(succeeded=3), (), 0, 0, "Complete", {"succeeded": 3}),
@@ -93,5 +93,6 @@ def test_on_failure_the_restarts_of_running_containers_count_against_the_backoff
     assert plan.delete == (("j-0", "j-1") if outcome else ())
     if outcome:
         assert plan.status["conditions"][0]["reason"] == "BackoffLimitExceeded"
+        assert plan.status["failed"] == 2  # the pods deleted, which never failed themselves
     never = _job(backoff_limit=backoff_limit)  # with Never a pod fails instead, and restarts are not looked at
     assert "conditions" not in jobs.plan(never, pods, NOW).status

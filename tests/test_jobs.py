@@ -141,6 +141,7 @@ def test_on_failure_a_netns_job_pod_restarts_its_program_until_the_backoff_limit
         assert (condition["reason"], condition["message"]) == ("BackoffLimitExceeded",
                                                                "Job has reached the specified backoff limit")
         assert failed["status"].get("succeeded", 0) == 0
+        assert failed["status"]["failed"] == 1  # the pod, deleted as it still ran, counts as failed
 
 
 def test_virtual_pods_of_a_job_run_the_command_they_can_carry_out_and_complete_with_its_exit_code(tmp_path):
@@ -178,3 +179,4 @@ def test_virtual_pods_of_a_job_run_the_command_they_can_carry_out_and_complete_w
         _kubectl(cluster, "create", "-f", "-", input=again)
         failed = _wait_job(cluster, "retried", "Failed")
         assert [c["reason"] for c in failed["status"]["conditions"] if c["type"] == "Failed"] == ["BackoffLimitExceeded"]
+        assert failed["status"]["failed"] == 1

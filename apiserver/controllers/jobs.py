@@ -2,10 +2,11 @@
 
 A Job claims the pods its selector picks (finished ones too: they are its record of success and failure),
 keeps `parallelism` of them running while fewer than `completions` have succeeded (pods from its template,
-`generateName: <job>-`; without `completions`, until one has succeeded and the rest have ended), and finishes: `Complete` once `completions` pods have succeeded, `Failed`
-(BackoffLimitExceeded) once more than `backoffLimit` have failed; a finished Job deletes the pods still
-running. A suspended Job runs none. Counts never go down when finished pods are deleted, as the
-controller's tracking of terminated pods keeps them.
+`generateName: <job>-`; without `completions`, until one has succeeded and the rest have ended), and
+finishes: `Complete` once `completions` pods have succeeded, `Failed` (BackoffLimitExceeded) once more than
+`backoffLimit` have failed; a finished Job deletes the pods still running, and a Failed one counts them as
+failed. A suspended Job runs none. Counts never go down when finished pods are deleted, as the controller's
+tracking of terminated pods keeps them.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def plan(job: dict, pods: Iterable[dict], now: datetime) -> Plan:
         if failed > spec.get("backoffLimit", 6) or _past_backoff_limit_on_failure(spec, active):
             outcome, reason, message = "Failed", FAILED_REASON, FAILED_MESSAGE
             event = (WARNING, reason, message)
+            failed += len(active)  # what still runs is deleted, and counts as failed (trackJobStatusAndRemoveFinalizers)
         elif completions is not None and succeeded >= completions or completions is None and succeeded and not active:
             outcome, reason, message = "Complete", COMPLETE_REASON, COMPLETE_MESSAGE
             event = (NORMAL, "Completed", "Job completed")
