@@ -134,6 +134,12 @@ def _verb_of(method: str) -> str:
     return {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
 
 
+def _error_response(request: web.Request, error: ApiError) -> web.Response:
+    if isinstance(error, status.PathNotFound) and error.plain:
+        return web.Response(status=404, text=error.PAGE, headers={"X-Content-Type-Options": "nosniff"})
+    return respond(request, error.status, error.code)
+
+
 def _http_error(error: web.HTTPException, request: web.Request, body_limit: int) -> ApiError:
     if isinstance(error, web.HTTPNotFound):
         return status.path_not_found(request.path)
@@ -161,12 +167,11 @@ def make_app(config: ApiServerConfig, store: Store, *, authenticator: Authentica
                 raise status.uri_too_long(MAX_URL_BYTES)
             response = await handler(request)
         except ApiError as e:
-            response = respond(request, e.status, e.code)
+            response = _error_response(request, e)
         except web.HTTPException as e:
             if e.status < 400:
                 raise
-            error = _http_error(e, request, config.max_body_bytes)
-            response = respond(request, error.status, error.code)
+            response = _error_response(request, _http_error(e, request, config.max_body_bytes))
         except (asyncio.CancelledError, ConnectionError):
             raise
         except Exception:

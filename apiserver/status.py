@@ -104,8 +104,22 @@ def not_found(kind: Kind, name: str) -> ApiError:
     return ApiError(status(404, "NotFound", f'{_resource(kind)} "{name}" not found', _details(kind, name)))
 
 
-def path_not_found(path: str) -> ApiError:
-    return ApiError(status(404, "NotFound", f'the server could not find the requested resource ("{path}")'))
+class PathNotFound(ApiError):
+    """A path the server does not serve, answered as kube-apiserver answers it. Under /api and /apis (its
+    REST container): a Status with empty details, whose message names nothing; client code tells a missing
+    path from a missing object by the details' empty name (`kubectl debug` so finds a server without
+    ephemeral containers, and without details it dereferenced nothing). Elsewhere: its mux's plain
+    `404 page not found`, not a Status."""
+
+    PAGE = "404 page not found\n"
+
+    def __init__(self, path: str):
+        super().__init__({**status(404, "NotFound", "the server could not find the requested resource"), "details": {}})
+        self.plain = path.strip("/").split("/")[0] not in ("api", "apis")
+
+
+def path_not_found(path: str) -> PathNotFound:
+    return PathNotFound(path)
 
 
 def method_not_allowed(method: str, path: str) -> ApiError:

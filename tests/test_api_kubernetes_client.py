@@ -358,6 +358,18 @@ def test_bad_requests_get_a_status_never_a_500(api_server_module, namespace, met
     assert status["kind"] == "Status" and status["code"] == code and status["status"] == "Failure"
 
 
+def test_paths_not_served_are_answered_as_kube_apiserver_answers_them(api_server_module, namespace):
+    # Under /api and /apis, a Status with empty details and a message that names nothing; elsewhere the plain page.
+    for path in ("/api/v1/widgets", f"/api/v1/namespaces/{namespace}/pods/p/nosuch", "/apis/nosuch.io/v1/foos"):
+        code, content_type, reply = raw(api_server_module, "GET", path, token=api_server_module.token)
+        assert (code, content_type) == (404, "application/json"), path
+        assert json.loads(reply) == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                     "message": "the server could not find the requested resource", "reason": "NotFound",
+                                     "details": {}, "code": 404}, path
+    assert raw(api_server_module, "GET", "/nosuch", token=api_server_module.token) == (
+        404, "text/plain; charset=utf-8", b"404 page not found\n")
+
+
 def test_discovery_is_enough_for_the_dynamic_client(api_server_module, namespace):
     api = api_client(api_server_module, api_server_module.token)
     assert client.VersionApi(api).get_code().major == "1"

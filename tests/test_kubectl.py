@@ -390,6 +390,18 @@ def test_kubectl_patch_warns_of_an_unknown_field_by_default(populated):
     assert result.stdout.strip() == "service/web patched (no change)"
 
 
+def test_kubectl_debug_finds_no_ephemeral_containers_as_against_a_cluster_without_them(populated):
+    # kubectl debug adds its container through pods/ephemeralcontainers, which is not served here. It tells a
+    # missing path from a missing pod by the Status's empty details; without details it crashed.
+    debug = populated.kubectl("debug", "web", "--image=busybox", "--", "true")
+    assert debug.returncode == 1, debug
+    assert debug.stderr.strip().splitlines()[-1] == (
+        'error: ephemeral containers are disabled for this cluster (error from server: "the server could not find '
+        'the requested resource")'), debug.stderr
+    missing = populated.kubectl("debug", "nosuch", "--image=busybox", "--", "true")
+    assert (missing.returncode, missing.stderr) == (1, 'Error from server (NotFound): pods "nosuch" not found\n')
+
+
 def test_openapi_documents_as_kubectl_fetches_them(populated):
     index = json.loads(populated.kubectl("get", "--raw", "/openapi/v3").stdout)
     link = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
