@@ -413,6 +413,28 @@ def test_a_pod_reaches_itself_through_a_service_snatted_to_its_node():
         assert (again.src, again.dst, again.payload) == (arrived.src, arrived.dst, arrived.payload)
 
 
+def test_a_same_node_service_connection_its_endpoints_policy_refuses_stays_refused():
+    """Denied by the endpoint's ingress policy after the Service's DNAT, the connection leaves no conntrack
+    entry behind: the client's retransmitted SYN is judged and refused again, never passed as established."""
+    from podnet.overlay.pipeline.nat import ServiceTable
+
+    judged = []
+
+    def deny_c(direction, flow):
+        judged.append((direction, flow.dst_ip))
+        return Verdict(not (direction is PolicyDirection.INGRESS and flow.dst_ip == C.ip), "deny ingress of c")
+
+    n1 = node(N1, A, C, policy=deny_c)
+    n1.services = ServiceTable.from_data({"mode": "ipvs", "services": [{
+        "service": "default/web", "port_name": "", "protocol": "TCP", "cluster_ip": "10.96.0.20", "port": 80,
+        "endpoints": [[C.ip, 8080, "node-1"]]}]})
+    syn = tcp_packet(A.ip, "10.96.0.20", 40000, 80, tcp.TcpFlags.SYN)
+    for now in (0.0, 1.0, 3.0):
+        assert only(n1.from_pod(A, syn, now), Drop).reason == "policy-ingress"
+    assert judged == [(PolicyDirection.EGRESS, C.ip), (PolicyDirection.INGRESS, C.ip)] * 3
+    assert n1.conntrack.lookup((6, ip_to_int(A.ip), 40000, ip_to_int("10.96.0.20"), 80), 3.0) is None
+
+
 def test_service_without_endpoints_is_rejected_with_port_unreachable():
     n1 = node(N1, A)
     n1.services = service_table([])

@@ -425,7 +425,10 @@ class Pipeline:
             if new_flow:
                 key, _ = flow_key(packet)
                 if not self._ingress_policy(key, trace).allowed:
-                    self.conntrack.forget(key)
+                    # The entry is found by its reply key: after a Service's DNAT the packet's own key is
+                    # not the one the connection was tracked by, and a kept entry would let the client's
+                    # retransmission through as an established connection.
+                    self.conntrack.forget(reverse(key))
                     return self._drop("policy-ingress", trace)
             elif untracked and not self._judge(PolicyDirection.INGRESS, untracked_flow(packet), trace).allowed:
                 return self._drop("policy-ingress", trace)
