@@ -174,6 +174,7 @@ async def _serve(config: AgentConfig, shutdown: asyncio.Event) -> None:
         dataplane.close_with(stack)
         stack.callback(lifecycle.netns_pods.close)
         dataplane.pipeline.policy = enforcer.verdict
+        lifecycle.attached, lifecycle.detached = enforcer.pod_attached, enforcer.pod_detached
         dataplane.l7_lookup = l7.l7_for
         l7.proxied = dataplane.has_l7_proxy
         dataplane.l7_report = l7.report

@@ -54,9 +54,11 @@ class PolicyEnforcer:
         # Joins other policies (Cilium's) into each verdict before it is logged: (direction, flow, verdict).
         self.refine: Callable[[str, Any, Verdict], Verdict] | None = None
         self._synced = False
+        self._local_addresses: dict[str, tuple[str, str]] = {}  # "ns/name" -> (uid, IP) of this node's pods
         self.informers = {kind: Informer(client, resource) for kind, resource in WATCHED.items()}
+        self._pod_handler = self.compiler.handler("Pod")
         for kind, informer in self.informers.items():
-            informer.add_handler(self.compiler.handler(kind))
+            informer.add_handler(self._on_pod if kind == "Pod" else self.compiler.handler(kind))
         self.informers["NetworkPolicy"].add_handler(self._track_policy)
 
     def _track_policy(self, event: str, old: dict | None, new: dict | None) -> None:
@@ -71,6 +73,30 @@ class PolicyEnforcer:
             self.policy_times[key] = self.clock()
             if key in self.compiler.errors:
                 log.warning("NetworkPolicy %s is not enforced: %s", key, self.compiler.errors[key])
+
+    # ---- this node's pods, as their addresses are given -------------------------------------------
+
+    def pod_attached(self, obj: dict, ip: str) -> None:
+        """A pod of this node has its address: policies judge its connections from now on, not once the API
+        server has its status and this node has seen it there. Its program may connect at once (the probe
+        of `kubectl run`), and a policy that selects it must already hold."""
+        key = object_key(obj)
+        self._local_addresses[key] = ((obj.get("metadata") or {}).get("uid") or "", ip)
+        self._pod_handler("MODIFIED", None, self._with_local_address(obj))
+
+    def pod_detached(self, key: str) -> None:
+        self._local_addresses.pop(key, None)
+
+    def _on_pod(self, event: str, old: dict | None, new: dict | None) -> None:
+        self._pod_handler(event, old, None if new is None else self._with_local_address(new))
+
+    def _with_local_address(self, pod: dict) -> dict:
+        """`pod` with the address this node gave it while its status names none yet."""
+        status = pod.get("status") or {}
+        local = self._local_addresses.get(object_key(pod))
+        if status.get("podIP") or local is None or local[0] != ((pod.get("metadata") or {}).get("uid") or ""):
+            return pod
+        return {**pod, "status": {**status, "podIP": local[1], "podIPs": [{"ip": local[1]}]}}
 
     # ---- the pipeline's hook -------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from podnet.nodeagent import virtualruns
@@ -75,6 +76,9 @@ class PodLifecycle:
         self._detaching: dict[str, asyncio.Task] = {}  # namespace name -> its pod's teardown
         self._tasks: set[asyncio.Task] = set()
         self._env_waiting: set[str] = set()  # virtual pods whose ConfigMaps or Secrets are missing
+        # Told of each pod given its address here, and of each let go (the NetworkPolicy enforcer).
+        self.attached: Callable[[dict, str], None] = lambda obj, ip: None
+        self.detached: Callable[[str], None] = lambda key: None
 
     def exec_command(self, key: str, argv: list[str]) -> dict | None:
         """The command line that runs `argv` in a netns pod's first container, in its sandbox; None for a
@@ -157,6 +161,7 @@ class PodLifecycle:
 
     def _admit(self, key: str, obj: dict, pod: LocalPod) -> None:
         self.pods[key] = pod
+        self.attached(obj, pod.port.ip)
         self.dataplane.add(pod)
         log.info("pod %s: CNI ADD, %s", key, pod.port.ip)
         # Written for a new pod, and for one adopted after a restart that the node lifecycle controller
@@ -243,6 +248,7 @@ class PodLifecycle:
         if pod is None or (meta.get("uid") and meta.get("uid") != pod.uid):
             return
         del self.pods[key]
+        self.detached(key)
         if finished:
             self.finished[key] = pod
         self._env_waiting.discard(key)

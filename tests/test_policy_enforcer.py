@@ -77,3 +77,45 @@ async def test_refuses_until_synced_then_follows_policies_at_once(api_server_mod
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_a_pod_given_its_address_here_is_judged_before_its_status_names_it(api_server_module):
+    """A pod's program may connect as soon as the node gives it its address (the probe of `kubectl run`):
+    the policies that select it hold from then on, not from when its status reaches the node."""
+    new_ip = "10.244.1.11"
+    async with api_server_module.client() as client:
+        for ns in namespaces():
+            with contextlib.suppress(Exception):
+                await client.create(ns)
+        fresh = await client.create(_pod("x", "fresh", "node-1"))  # no status yet: no address the API knows
+        await client.create(policy("x", "fresh-no-egress", {"podSelector": {"matchLabels": {"pod": "fresh"}},
+                                                            "policyTypes": ["Egress"]}))
+        enforcer = PolicyEnforcer(client, "node-1", clock=lambda: 1.0)
+        task = asyncio.create_task(enforcer.run())
+        try:
+            await asyncio.wait_for(enforcer.wait_synced(), 10)
+            out = Flow("TCP", new_ip, 40000, CLIENT_IP, 80)
+            assert enforcer.verdict(EGRESS, out).reason == "allowed: not a pod of node node-1"
+            enforcer.pod_attached(fresh, new_ip)
+            assert enforcer.verdict(EGRESS, out).reason == "denied: selected by x/fresh-no-egress and no rule matched"
+            # An update that still carries no address (a label added) keeps the one given here.
+            labelled = await client.patch("pods", "fresh", {"metadata": {"labels": {"more": "1"}}}, namespace="x")
+            for _ in range(200):
+                if enforcer.informers["Pod"].store["x/fresh"]["metadata"]["resourceVersion"] == \
+                        labelled["metadata"]["resourceVersion"]:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the labelled pod never reached the enforcer")
+            assert not enforcer.verdict(EGRESS, out).allowed
+            enforcer.pod_detached("x/fresh")
+            await client.delete("pods", "fresh", "x", grace_period=0)
+            for _ in range(200):
+                if enforcer.verdict(EGRESS, out).allowed:
+                    break
+                await asyncio.sleep(0.01)
+            assert enforcer.verdict(EGRESS, out).reason == "allowed: not a pod of node node-1"
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
