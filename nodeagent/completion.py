@@ -3,10 +3,10 @@ with 0 and none will start again under the pod's restart policy, `Failed` when o
 their containers `terminated`, the pod no longer Ready (reason PodCompleted).
 
 A netns pod's containers run their programs to completion (nodeagent/pods/netns.py). A virtual pod has no
-program of its own: one that a Job controls completes with the exit code of the command it ran
-(nodeagent/virtualruns.py), or at once, successfully, when it has none to run, as a Job's pod whose command
-did its work would. Pure: takes the pod object, what the netns pod says, the virtual pod's exit code and
-the time.
+program of its own: one that runs a command to completion completes with its exit code
+(nodeagent/virtualruns.py); a Job's with none to run completes at once, successfully, as a Job's pod whose
+command did its work would. Pure: takes the pod object, what the netns pod says, the virtual pod's exit code
+and the time.
 """
 
 from __future__ import annotations
@@ -22,12 +22,20 @@ def controlled_by_job(pod: dict) -> bool:
                for ref in (pod.get("metadata") or {}).get("ownerReferences") or [])
 
 
-def completed(pod: dict, netns: NetnsPod | None, status: dict, now: str, virtual_exit: int | None = 0) -> dict:
+def virtual_exit_code(pod: dict, ran: int | None, runs: bool) -> int | None:
+    """A virtual pod's exit code once it has completed, None until then or if it never does: `ran` is its
+    command's exit code (None while it runs), `runs` whether it has a command to run."""
+    if runs:
+        return ran
+    return 0 if controlled_by_job(pod) else None
+
+
+def completed(pod: dict, netns: NetnsPod | None, status: dict, now: str, virtual_exit: int | None = None) -> dict:
     """`status` (what the agent reports of a running pod) as it is once the pod has completed; unchanged
-    while it has not. `virtual_exit`: a virtual pod's exit code, None while its command runs."""
+    while it has not. `virtual_exit`: a virtual pod's exit code (`virtual_exit_code`)."""
     if netns is not None:
         phase = netns.phase()
-    elif controlled_by_job(pod) and virtual_exit is not None:
+    elif virtual_exit is not None:
         phase = "Succeeded" if virtual_exit == 0 else "Failed"
     else:
         phase = None

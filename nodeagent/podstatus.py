@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from podnet.nodeagent.completion import completed
+from podnet.nodeagent.completion import completed, virtual_exit_code
 from podnet.nodeagent.config import AgentConfig
 from podnet.nodeagent.endpoints import KernelPod, LocalPod, VirtualPod
 from podnet.nodeagent.registration import rfc3339
@@ -100,7 +100,8 @@ class PodStatuses:
             "conditions": conditions,
             "containerStatuses": containers,
         }
-        status = completed(obj, netns, status, now, run.exit_code if run is not None else 0)
+        exit_code = virtual_exit_code(obj, run.exit_code if run is not None else None, run is not None)
+        status = completed(obj, netns, status, now, exit_code)
         meta = obj["metadata"]
         await self.client.patch("pods", meta["name"], {"status": status}, namespace=meta["namespace"], subresource="status")
         if pod is not None:

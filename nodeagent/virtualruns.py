@@ -1,16 +1,17 @@
-"""A Job's virtual pod runs its container's command, when it is one a virtual pod carries out.
+"""A virtual pod that runs to completion runs its container's command, when it is one a virtual pod carries out.
 
 A virtual pod has no programs, but its network stack carries out the commands `kubectl exec` runs in it
-(kubelet/commands.py: `curl`, `wget`, `/agnhost connect`, `http`, `connect`, `ping`, `hostname`, ...). A pod a
-Job controls whose first container's command and args are such a command runs it once it has its network,
-as a probe pod of a Job or a CronJob would ("can the frontend reach the backend, every minute"); the pod then
-completes with that command's exit code, Succeeded on 0, Failed otherwise, and what it wrote is the pod's
-log. Under restartPolicy OnFailure a failed command runs again after a backoff, counted in the container's
-restartCount, as the kubelet restarts a container (and the Job controller counts those restarts against its
-backoffLimit).
+(kubelet/commands.py: `curl`, `wget`, `/agnhost connect`, `http`, `connect`, `ping`, `hostname`, ...). A pod
+whose restart policy lets it end (Never or OnFailure: a Job's, or `kubectl run --restart=Never`) and whose
+first container's command and args are such a command runs it once it has its network, as a probe pod
+would ("can the frontend reach the backend, every minute"); the pod then completes with that command's exit
+code, Succeeded on 0, Failed otherwise, and what it wrote is the pod's log. Under restartPolicy OnFailure a
+failed command runs again after a backoff, counted in the container's restartCount, as the kubelet restarts
+a container (and the Job controller counts those restarts against its backoffLimit).
 
 A Job's virtual pod without a command, or with a program a virtual pod does not have (a shell script), has
-nothing to run: it completes at once, successfully, as a pod whose command did its work would.
+nothing to run: it completes at once, successfully, as a pod whose command did its work would. Any other
+pod with nothing to run keeps running (a client pod to `kubectl exec` into, whatever its command).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from podnet.nodeagent.completion import controlled_by_job
 from podnet.nodeagent.kubelet import commands
 
 from podnet.rpc.session import RpcError
@@ -35,10 +35,12 @@ Handlers = Callable[[], dict[str, Callable[[dict], Awaitable[Any]]]]
 
 
 def runnable(pod: dict) -> commands.Command | None:
-    """The command a Job's virtual pod runs; None when it has none a virtual pod carries out."""
-    if not controlled_by_job(pod):
+    """The command a virtual pod that runs to completion runs; None when it has none a virtual pod carries
+    out, or runs under restartPolicy Always (a server's, never done)."""
+    spec = pod.get("spec") or {}
+    if spec.get("restartPolicy") not in ("Never", "OnFailure"):
         return None
-    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    containers = spec.get("containers") or [{}]
     argv = [str(a) for a in [*(containers[0].get("command") or []), *(containers[0].get("args") or [])]]
     command = commands.parse(argv) if argv else None
     return None if command is None or isinstance(command, commands.Outcome) else command
@@ -86,8 +88,8 @@ async def _run(run: VirtualRun, command: commands.Command, facts: commands.PodFa
 
 
 def start(pod: dict, stack: PodStack, handlers: Handlers, changed: Callable[[], None]) -> VirtualRun | None:
-    """Starts the run of a Job's virtual pod that has a command to run; None when it has none. What the
-    command writes goes to the pod's log (`kubectl logs`)."""
+    """Starts the run of a virtual pod that has a command to run to completion; None when it has none. What
+    the command writes goes to the pod's log (`kubectl logs`)."""
     command = runnable(pod)
     if command is None:
         return None

@@ -170,6 +170,21 @@ async def test_kubectl_exec_and_logs_in_virtual_pods(local_cluster, tmp_path):
     (pod,) = (await cluster.client.list("pods", "shop", label_selector="job-name=probe"))["items"]
     assert pod["status"]["phase"] == "Running" and pod["status"]["containerStatuses"][0]["restartCount"] >= 1
 
+    # Not only a Job's pod: one that may end runs its command too. The check users copy into CI, a probe in a
+    # pod of its own that prints what it got, is deleted, and ends kubectl with its exit code: it reaches the
+    # frontend, and the backend's policy still denies it.
+    async def probe(name: str, url: str) -> subprocess.CompletedProcess:
+        return await kubectl.arun("run", "-n", "shop", "-i", "--rm", "--restart=Never", name, "--image=busybox", "--",
+                                  "wget", "-qO-", "-T", "2", url)
+
+    reached = await probe("probe-frontend", f"http://{target}:80/hostname")
+    assert (reached.returncode, reached.stdout) == (0, f'{frontend}\npod "probe-frontend" deleted\n'), reached
+    denied_probe = await probe("probe-backend", "http://backend:8080/hostname")
+    assert denied_probe.returncode == 1 and denied_probe.stdout == 'pod "probe-backend" deleted\n', denied_probe
+    assert "pod shop/probe-backend terminated (Error)" in denied_probe.stderr, denied_probe
+    names = {p["metadata"]["name"] for p in (await cluster.client.list("pods", "shop"))["items"]}
+    assert not names & {"probe-frontend", "probe-backend"}, names
+
 
 @pytest.mark.root
 async def test_kubectl_exec_and_logs_in_a_netns_pod(local_cluster):
