@@ -37,6 +37,10 @@ from podnet.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 _READ = 65536
+# client-go reads the connection as soon as it is open but creates its streams a moment later, and drops what
+# comes for a stream not yet created: the first frame waits this long after the upgrade (a container runtime
+# takes as long to start a program; a virtual pod's command answers at once).
+STREAMS_SETTLE = 0.1
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -54,9 +58,16 @@ class Streams:
         self.on_resize: Callable[[channel.Resize], None] = lambda size: None
         self.size: channel.Resize | None = None  # the last one, for a terminal opened after it came
         self.client_gone = asyncio.Event()
+        self._settled_at: float | None = asyncio.get_running_loop().time() + STREAMS_SETTLE
+
+    async def _settle(self) -> None:
+        if self._settled_at is not None:
+            await asyncio.sleep(self._settled_at - asyncio.get_running_loop().time())
+            self._settled_at = None
 
     async def out(self, stream: int, data: bytes) -> None:
         if data and not self.ws.closed:
+            await self._settle()
             with contextlib.suppress(ConnectionError):
                 await self.ws.send_bytes(channel.frame(stream, data))
 
@@ -85,6 +96,7 @@ class Streams:
 
     async def finish(self, status: dict) -> None:
         if not self.ws.closed:
+            await self._settle()
             with contextlib.suppress(ConnectionError):
                 await self.ws.send_bytes(channel.status_frame(status))
                 await self.ws.close()
